@@ -1,0 +1,90 @@
+//! The settings of one partition log, with the limits they are checked against.
+//!
+//! Every limit here is named with a `_max` suffix and says why it exists; `validate` runs
+//! once when a log is opened, so the rest of the crate can rely on the bounds.
+
+use crate::error::{Result, StorageError};
+
+/// Positions in `.index` entries are u32 and an append may add up to `APPEND_BYTES_MAX` past
+/// `segment_bytes`, so segments stay below 2 GiB to keep every position representable.
+pub const SEGMENT_BYTES_MAX: u64 = (1 << 31) - 1;
+/// The most bytes one append call may carry: bounds the memory of a single write and keeps
+/// `segment_bytes + append` below `u32::MAX`.
+pub const APPEND_BYTES_MAX: u64 = 256 * 1024 * 1024;
+/// The smallest segment worth having: one header's worth and some records.
+pub const SEGMENT_BYTES_MIN: u64 = 1024;
+/// The largest single batch Fjord accepts: Kafka's own ceiling for `message.max.bytes` is far
+/// lower in practice; this bounds what recovery and reads ever load at once.
+pub const BATCH_BYTES_LIMIT_MAX: u64 = 64 * 1024 * 1024;
+
+/// When appended bytes are made durable with `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// After every append call (one call may carry many batches: a group commit).
+    EveryAppend,
+    /// When at least this many milliseconds have passed since the last flush, checked on
+    /// append and by [`crate::PartitionLog::flush_if_due`].
+    IntervalMs(u64),
+    /// Only on roll, truncation and close; the page cache decides otherwise.
+    Never,
+}
+
+/// Settings of one partition log. Defaults follow Kafka's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll to a new segment once the active one would pass this size (`segment.bytes`).
+    pub segment_bytes: u64,
+    /// Roll to a new segment once the active one is this old (`segment.ms`).
+    pub segment_ms: u64,
+    /// Bytes of log between two sparse index entries (`index.interval.bytes`).
+    pub index_interval_bytes: u64,
+    /// Delete closed segments whose newest timestamp is older than this (`retention.ms`);
+    /// `None` keeps them forever.
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest closed segments while the partition is larger than this
+    /// (`retention.bytes`); `None` keeps them.
+    pub retention_bytes: Option<u64>,
+    /// When appends are synced to disk.
+    pub flush: FlushPolicy,
+    /// The largest batch accepted (`max.message.bytes`).
+    pub batch_bytes_max: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: 4096,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            flush: FlushPolicy::EveryAppend,
+            batch_bytes_max: 1024 * 1024 + 12,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks every value against its limit.
+    pub fn validate(&self) -> Result<()> {
+        fn invalid(name: &'static str, value: impl ToString, reason: &'static str) -> Result<()> {
+            Err(StorageError::InvalidConfig { name, value: value.to_string(), reason })
+        }
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
+            return invalid("segment_bytes", self.segment_bytes, "must be between 1 KiB and 2 GiB - 1");
+        }
+        if self.segment_ms == 0 {
+            return invalid("segment_ms", self.segment_ms, "must be at least 1");
+        }
+        if self.index_interval_bytes == 0 || self.index_interval_bytes > self.segment_bytes {
+            return invalid("index_interval_bytes", self.index_interval_bytes, "must be between 1 and segment_bytes");
+        }
+        if self.batch_bytes_max < crate::batch::BATCH_HEADER_BYTES as u64 || self.batch_bytes_max > BATCH_BYTES_LIMIT_MAX {
+            return invalid("batch_bytes_max", self.batch_bytes_max, "must be between 61 bytes and 64 MiB");
+        }
+        if let FlushPolicy::IntervalMs(0) = self.flush {
+            return invalid("flush", "interval 0", "use EveryAppend instead of a zero interval");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! A file opened for io_uring positioned I/O.
+//!
+//! `File` wraps a tokio-uring file with its path, so that every error can say which file
+//! failed. Reads and writes are positioned (`pread`/`pwrite` semantics); the log never
+//! relies on a file cursor. Writes loop until the whole buffer is written; reads loop until
+//! the requested length is read or end of file is reached.
+
+use std::io;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use tokio_uring::buf::IoBuf;
+
+/// An open file with its path.
+#[derive(Debug)]
+pub struct File {
+    inner: tokio_uring::fs::File,
+    path: PathBuf,
+}
+
+impl File {
+    /// Opens `path` for reading and writing, creating it when `create` is set.
+    pub async fn open_rw(path: &Path, create: bool) -> io::Result<File> {
+        let inner = tokio_uring::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .open(path)
+            .await
+            .map_err(|error| with_path(error, "open", path))?;
+        Ok(File { inner, path: path.to_path_buf() })
+    }
+
+    /// Opens `path` read-only.
+    pub async fn open_read(path: &Path) -> io::Result<File> {
+        let inner = tokio_uring::fs::File::open(path)
+            .await
+            .map_err(|error| with_path(error, "open", path))?;
+        Ok(File { inner, path: path.to_path_buf() })
+    }
+
+    /// The path this file was opened with.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current length of the file in bytes.
+    pub async fn len(&self) -> io::Result<u64> {
+        let statx = self.inner.statx().await.map_err(|error| with_path(error, "statx", &self.path))?;
+        Ok(statx.stx_size)
+    }
+
+    /// Reads up to `len` bytes at `position`. Returns fewer bytes only at end of file.
+    pub async fn read_at(&self, position: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut out: Vec<u8> = Vec::with_capacity(len);
+        while out.len() < len {
+            let want = len - out.len();
+            let buf = Vec::with_capacity(want);
+            let (result, buf) = self.inner.read_at(buf, position + out.len() as u64).await;
+            let read = result.map_err(|error| with_path(error, "read", &self.path))?;
+            if read == 0 {
+                break;
+            }
+            if out.is_empty() && read == want {
+                return Ok(buf);
+            }
+            out.extend_from_slice(&buf[..read]);
+        }
+        Ok(out)
+    }
+
+    /// Writes all of `buf` at `position`, returning the buffer. A short write is continued;
+    /// an error leaves an unknown prefix of `buf` written (the caller poisons the log).
+    pub async fn write_all_at<B: IoBuf>(&self, buf: B, position: u64) -> (io::Result<()>, B) {
+        let (result, buf) = self.inner.write_all_at(buf, position).await;
+        (result.map_err(|error| with_path(error, "write", &self.path)), buf)
+    }
+
+    /// `fdatasync`: the file's data (and the metadata needed to read it back) is durable.
+    pub async fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data().await.map_err(|error| with_path(error, "fdatasync", &self.path))
+    }
+
+    /// `fsync`.
+    pub async fn sync_all(&self) -> io::Result<()> {
+        self.inner.sync_all().await.map_err(|error| with_path(error, "fsync", &self.path))
+    }
+
+    /// Cuts or extends the file to `len` bytes.
+    ///
+    /// A plain `ftruncate(2)`: the io-uring 0.6 crate has no truncate opcode, and the call
+    /// only changes metadata, so it does not block on data I/O.
+    pub fn set_len(&self, len: u64) -> io::Result<()> {
+        let len = libc::off_t::try_from(len).map_err(|_overflow| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("length {len} exceeds off_t"))
+        })?;
+        // SAFETY: the descriptor is owned by `self.inner` and stays open for this call.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::ftruncate(self.inner.as_raw_fd(), len) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(with_path(io::Error::last_os_error(), "ftruncate", &self.path))
+        }
+    }
+
+    /// Closes the file, reporting any error from `close(2)`.
+    pub async fn close(self) -> io::Result<()> {
+        let path = self.path;
+        self.inner.close().await.map_err(|error| with_path(error, "close", &path))
+    }
+}
+
+impl AsRawFd for File {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.as_raw_fd()
+    }
+}
+
+/// Makes the entries of directory `path` durable (after a create, rename or delete).
+pub async fn sync_dir(path: &Path) -> io::Result<()> {
+    let dir = File::open_read(path).await?;
+    dir.sync_all().await?;
+    dir.close().await
+}
+
+/// Removes a file; a file that is already gone is not an error.
+pub async fn remove_file(path: &Path) -> io::Result<()> {
+    match tokio_uring::fs::remove_file(path).await {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(with_path(error, "unlink", path)),
+    }
+}
+
+/// Renames `from` to `to` atomically (same file system).
+pub async fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    tokio_uring::fs::rename(from, to).await.map_err(|error| with_path(error, "rename", from))
+}
+
+/// Lists the file names in directory `path`.
+///
+/// A plain `getdents` through std: io_uring has no directory listing. It runs once per
+/// partition when a log is opened, never on the data path.
+pub fn list_dir(path: &Path) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(|error| with_path(error, "read_dir", path))? {
+        let entry = entry.map_err(|error| with_path(error, "read_dir", path))?;
+        if let Some(name) = entry.file_name().to_str() {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
+}
+
+/// Adds the operation and the path to an I/O error, keeping its kind (the log's poisoning
+/// and the broker's error mapping look at it).
+fn with_path(error: io::Error, operation: &str, path: &Path) -> io::Error {
+    io::Error::new(error.kind(), format!("{operation} {}: {error}", path.display()))
+}

@@ -1,0 +1,36 @@
+//! fjord-storage: the partition log engine.
+//!
+//! A partition is a directory of segments (`<base offset>.log`, `.index`, `.timeindex`) that
+//! hold Kafka RecordBatch v2 bytes exactly as producers sent them, with only the base offset
+//! and partition leader epoch stamped. This crate appends, reads (as file regions, for
+//! splice), looks up by timestamp, truncates, applies retention, flushes, and recovers after
+//! a crash. It knows bytes, offsets and segments; nothing of sockets or Kafka API keys.
+//!
+//! - [`batch`]: the v2 batch header view, validation and stamping.
+//! - [`PartitionLog`] (`log.rs`): segments, appends, reads, truncation, flush, close.
+//! - `segment.rs`, `index.rs`: one segment's files and its sparse indexes.
+//! - `recovery.rs`, `checkpoint.rs`: what happens after an unclean stop.
+//! - `retention.rs`: deletion by time and size.
+//! - [`io`]: the only module that touches io_uring, including splice to sockets.
+
+#![deny(unsafe_code)]
+
+pub mod batch;
+mod checkpoint;
+mod config;
+mod error;
+mod index;
+pub mod io;
+mod log;
+mod recovery;
+mod retention;
+mod segment;
+
+pub use checkpoint::Checkpoint;
+pub use config::{FlushPolicy, LogConfig, APPEND_BYTES_MAX, BATCH_BYTES_LIMIT_MAX, SEGMENT_BYTES_MAX};
+pub use error::{BatchError, Result, StorageError};
+pub use index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+pub use log::{AppendInfo, FileRegion, OpenReport, PartitionLog, ReadResult, SegmentInfo};
+pub use recovery::ScanOutcome;
+pub use retention::RetentionOutcome;
+pub use segment::file_name;

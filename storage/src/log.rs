@@ -1,0 +1,728 @@
+//! The partition log: an ordered list of segments, the last one active.
+//!
+//! Invariants:
+//! - `segments` is never empty and sorted by base offset; only the last one takes appends.
+//! - `log_start_offset <= log_end_offset`; offsets below the start are gone (retention).
+//! - `durable_offset <= log_end_offset`: everything below it has been fdatasync'd.
+//! - The checkpoint on disk never claims more than is durable: its recovery offset is
+//!   written only after the bytes below it were synced, and its clean flag is cleared before
+//!   the first change after an open.
+//! - After any I/O error the log is poisoned: every later call fails with that error.
+//!   Nothing retries a failed write or fsync (the page cache may have dropped the data).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use tracing::{info, warn};
+
+use crate::batch::{self, BatchInfo, Origin};
+use crate::checkpoint::Checkpoint;
+use crate::config::{FlushPolicy, LogConfig, APPEND_BYTES_MAX};
+use crate::error::{BatchError, Result, StorageError};
+use crate::io::{File, SplicePipe};
+use crate::recovery::{self, ScanOutcome};
+use crate::segment::{Region, Segment};
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record appended.
+    pub base_offset: i64,
+    /// Offset of the last record appended.
+    pub last_offset: i64,
+    /// Largest timestamp among the appended batches.
+    pub max_timestamp: i64,
+    pub batch_count: usize,
+    pub bytes: u64,
+}
+
+/// A byte range of whole batches in one segment file. Holding it keeps the file open, so the
+/// bytes stay readable even if retention deletes the segment meanwhile.
+#[derive(Debug, Clone)]
+pub struct FileRegion {
+    pub file: Rc<File>,
+    pub segment_base_offset: i64,
+    pub position: u64,
+    pub len: u64,
+    /// Base offset of the first batch in the region.
+    pub first_offset: i64,
+    /// One past the last offset in the region.
+    pub next_offset: i64,
+}
+
+impl FileRegion {
+    /// Copies the region into memory (for replication tests and tools; fetches use splice).
+    pub async fn read_bytes(&self) -> Result<Vec<u8>> {
+        let bytes = self.file.read_at(self.position, self.len as usize).await?;
+        if bytes.len() as u64 != self.len {
+            return Err(StorageError::Corrupt {
+                path: self.file.path().to_path_buf(),
+                position: self.position + bytes.len() as u64,
+                reason: format!("file ends inside a region of {} bytes", self.len),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Sends the region to `socket` without copying it through user space.
+    pub async fn splice_to(&self, pipe: &mut SplicePipe, socket: std::os::fd::RawFd) -> io::Result<()> {
+        crate::io::splice_to_socket(pipe, &self.file, self.position, self.len, socket).await
+    }
+}
+
+/// The answer to a read: whole batches, in offset order, across one or more segments.
+#[derive(Debug, Clone, Default)]
+pub struct ReadResult {
+    pub regions: Vec<FileRegion>,
+}
+
+impl ReadResult {
+    pub fn bytes(&self) -> u64 {
+        self.regions.iter().map(|r| r.len).sum()
+    }
+
+    /// One past the last offset returned (the offset to read next), if anything was returned.
+    pub fn next_offset(&self) -> Option<i64> {
+        self.regions.last().map(|r| r.next_offset)
+    }
+
+    /// All region bytes concatenated (see [`FileRegion::read_bytes`]).
+    pub async fn read_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.bytes() as usize);
+        for region in &self.regions {
+            out.extend_from_slice(&region.read_bytes().await?);
+        }
+        Ok(out)
+    }
+}
+
+/// A summary of one segment, for tools and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub size: u64,
+    pub max_timestamp: i64,
+    pub index_entries: usize,
+    pub time_index_entries: usize,
+}
+
+/// How the last open went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    pub clean_shutdown: bool,
+    /// Segments whose log was scanned batch by batch, with what each scan found.
+    pub scanned: Vec<(i64, ScanOutcome)>,
+    /// Segments removed because they followed a corrupt segment or lay below the log start.
+    pub removed_segments: Vec<i64>,
+}
+
+/// One partition's log.
+#[derive(Debug)]
+pub struct PartitionLog {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    pub(crate) segments: Vec<Segment>,
+    pub(crate) log_start_offset: i64,
+    durable_offset: i64,
+    /// Whether the checkpoint on disk still says "clean shutdown".
+    clean_flag_on_disk: bool,
+    last_flush_ms: i64,
+    poison: Option<(io::ErrorKind, String)>,
+    open_report: OpenReport,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`, recovering it if the last stop was not clean.
+    pub async fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog> {
+        config.validate()?;
+        std::fs::create_dir_all(dir).map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", dir.display())))?;
+        let names = crate::io::list_dir(dir)?;
+        let mut bases: Vec<i64> = names
+            .iter()
+            .filter_map(|name| name.strip_suffix(".log"))
+            .filter(|stem| stem.len() == 20)
+            .filter_map(|stem| stem.parse::<i64>().ok())
+            .collect();
+        bases.sort_unstable();
+        recovery::remove_orphans(dir, &names, &bases).await?;
+
+        let checkpoint = Checkpoint::read(dir).await?;
+        let clean = checkpoint.is_some_and(|c| c.clean_shutdown);
+        let recovery_offset = checkpoint.map_or(i64::MIN, |c| c.recovery_offset);
+        let mut log_start_offset = checkpoint.map_or(0, |c| c.log_start_offset).max(bases.first().copied().unwrap_or(0));
+        let mut report = OpenReport { clean_shutdown: clean, ..OpenReport::default() };
+
+        // A crash during retention can leave segments that lie wholly below the log start.
+        while bases.len() > 1 && bases[1] <= log_start_offset {
+            let base = bases.remove(0);
+            warn!(dir = %dir.display(), base, log_start_offset, "removing segment below the log start");
+            for extension in ["log", "index", "timeindex"] {
+                crate::io::remove_file(&Segment::path(dir, base, extension)).await?;
+            }
+            report.removed_segments.push(base);
+        }
+
+        let now = now_ms();
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+        // The segment holding the recovery offset and all after it are scanned when unclean.
+        let first_scanned = bases.iter().rposition(|&base| base <= recovery_offset).unwrap_or(0);
+        let mut cut_at: Option<usize> = None;
+        for (i, &base) in bases.iter().enumerate() {
+            let mut segment = Segment::open_files(dir, base, false, config.index_interval_bytes, now).await?;
+            let outcome = if clean || i < first_scanned {
+                recovery::open_trusted(&mut segment).await?
+            } else {
+                Some(recovery::scan_segment(&mut segment, true).await?)
+            };
+            if let Some(outcome) = outcome {
+                let damaged = outcome.invalid_bytes > 0;
+                report.scanned.push((base, outcome));
+                if damaged && i + 1 < bases.len() {
+                    cut_at = Some(i + 1);
+                }
+            }
+            if let Some(previous) = segments.last() {
+                if segment.base_offset < previous.next_offset {
+                    warn!(dir = %dir.display(), base, previous_next = previous.next_offset, "segment overlaps its predecessor");
+                    cut_at = Some(i);
+                }
+            }
+            if cut_at == Some(i) {
+                break;
+            }
+            segments.push(segment);
+            if cut_at.is_some() {
+                break;
+            }
+        }
+        if let Some(cut) = cut_at {
+            for &base in &bases[cut..] {
+                warn!(dir = %dir.display(), base, "removing segment after a damaged one: its offsets no longer follow");
+                for extension in ["log", "index", "timeindex"] {
+                    crate::io::remove_file(&Segment::path(dir, base, extension)).await?;
+                }
+                report.removed_segments.push(base);
+            }
+        }
+        if segments.is_empty() {
+            let segment = Segment::create(dir, log_start_offset, config.index_interval_bytes, now).await?;
+            crate::io::sync_dir(dir).await?;
+            segments.push(segment);
+        }
+        let log_end_offset = segments.last().expect("at least one segment").next_offset;
+        log_start_offset = log_start_offset.min(log_end_offset);
+
+        let mut log = PartitionLog {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset,
+            durable_offset: log_end_offset,
+            clean_flag_on_disk: clean,
+            last_flush_ms: now,
+            poison: None,
+            open_report: report,
+        };
+        if !clean {
+            // Everything now on disk was checked (and synced by the scans): record that, so
+            // the next unclean open scans only what comes after.
+            log.write_checkpoint(false, log_end_offset).await?;
+        }
+        info!(
+            dir = %log.dir.display(),
+            segments = log.segments.len(),
+            log_start_offset = log.log_start_offset,
+            log_end_offset,
+            clean,
+            "opened partition log"
+        );
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Changes the settings (a topic config update); applies from the next append or roll.
+    pub fn set_config(&mut self, config: LogConfig) -> Result<()> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// What the open found and did.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.open_report
+    }
+
+    /// The offset the next appended record gets.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    /// The first offset still in the log.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// Every offset below this is on disk (fdatasync'd).
+    pub fn durable_offset(&self) -> i64 {
+        self.durable_offset
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    /// The error that poisoned this log, if any.
+    pub fn poisoned(&self) -> Option<(io::ErrorKind, &str)> {
+        self.poison.as_ref().map(|(kind, message)| (*kind, message.as_str()))
+    }
+
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.segments
+            .iter()
+            .map(|s| SegmentInfo {
+                base_offset: s.base_offset,
+                next_offset: s.next_offset,
+                size: s.size,
+                max_timestamp: s.max_timestamp,
+                index_entries: s.index.entries().len(),
+                time_index_entries: s.time_index.entries().len(),
+            })
+            .collect()
+    }
+
+    pub(crate) fn active(&self) -> &Segment {
+        self.segments.last().expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.last_mut().expect("a log always has an active segment")
+    }
+
+    pub(crate) fn check_poison(&self) -> Result<()> {
+        match &self.poison {
+            None => Ok(()),
+            Some((kind, message)) => Err(StorageError::Poisoned { dir: self.dir.clone(), kind: *kind, message: message.clone() }),
+        }
+    }
+
+    /// Records an I/O failure: from now on every call fails.
+    pub(crate) fn poison_with(&mut self, error: StorageError) -> StorageError {
+        if let StorageError::Io(io_error) = &error {
+            if self.poison.is_none() {
+                warn!(dir = %self.dir.display(), error = %io_error, "I/O error: partition poisoned");
+                self.poison = Some((io_error.kind(), io_error.to_string()));
+            }
+        }
+        error
+    }
+
+    /// Runs `result` through poisoning.
+    pub(crate) fn guard<T>(&mut self, result: Result<T>) -> Result<T> {
+        result.map_err(|error| self.poison_with(error))
+    }
+
+    pub(crate) async fn write_checkpoint(&mut self, clean: bool, recovery_offset: i64) -> Result<()> {
+        let checkpoint = Checkpoint { clean_shutdown: clean, recovery_offset, log_start_offset: self.log_start_offset };
+        let result = checkpoint.write(&self.dir).await.map_err(StorageError::from);
+        self.guard(result)?;
+        self.clean_flag_on_disk = clean;
+        Ok(())
+    }
+
+    /// Before the first change after a clean open, the checkpoint must stop saying "clean":
+    /// otherwise a crash after the change would be trusted without a scan.
+    pub(crate) async fn mark_dirty(&mut self) -> Result<()> {
+        if self.clean_flag_on_disk {
+            let recovery_offset = self.durable_offset;
+            self.write_checkpoint(false, recovery_offset).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends producer batches (one or more, concatenated, as in a Produce request): each is
+    /// validated, then stamped with its base offset and `leader_epoch`, and all are written
+    /// with one write. Either every batch is appended or none is.
+    pub async fn append(&mut self, batches: BytesMut, leader_epoch: i32) -> Result<AppendInfo> {
+        self.append_inner(batches, Some(leader_epoch)).await
+    }
+
+    /// Appends batches copied from a leader, whose offsets are already assigned: the first
+    /// must start at the log end offset and each following one right after its predecessor.
+    pub async fn append_replicated(&mut self, batches: BytesMut) -> Result<AppendInfo> {
+        self.append_inner(batches, None).await
+    }
+
+    async fn append_inner(&mut self, mut batches: BytesMut, leader_epoch: Option<i32>) -> Result<AppendInfo> {
+        self.check_poison()?;
+        let size = batches.len() as u64;
+        if size > APPEND_BYTES_MAX {
+            return Err(StorageError::AppendTooLarge { size, max: APPEND_BYTES_MAX });
+        }
+        if size == 0 {
+            return Err(StorageError::EmptyAppend);
+        }
+        let origin = if leader_epoch.is_some() { Origin::Client } else { Origin::Replica };
+        let mut infos: Vec<BatchInfo> = Vec::new();
+        let mut position = 0u64;
+        let mut expected = self.log_end_offset();
+        while position < size {
+            let index = infos.len();
+            let info = batch::validate(&batches[position as usize..], self.config.batch_bytes_max, origin)
+                .map_err(|source| StorageError::InvalidBatch { index, position, source })?;
+            if origin == Origin::Replica && info.base_offset != expected {
+                let source = BatchError::UnexpectedBaseOffset { expected, actual: info.base_offset };
+                return Err(StorageError::InvalidBatch { index, position, source });
+            }
+            expected = if origin == Origin::Replica { info.last_offset() + 1 } else { expected + i64::from(info.last_offset_delta) + 1 };
+            position += info.size;
+            infos.push(info);
+        }
+        let offsets = expected - self.log_end_offset();
+
+        self.mark_dirty().await?;
+        let now = now_ms();
+        if self.should_roll(size, offsets, now) {
+            self.roll().await?;
+        }
+        if let Some(epoch) = leader_epoch {
+            let mut next = self.log_end_offset();
+            let mut at = 0usize;
+            for info in &mut infos {
+                batch::stamp(&mut batches[at..], next, epoch);
+                info.base_offset = next;
+                info.partition_leader_epoch = epoch;
+                next += i64::from(info.last_offset_delta) + 1;
+                at += info.size as usize;
+            }
+        }
+        let base_offset = infos[0].base_offset;
+        let result = self.active_mut().append(batches, &infos).await.map(|_| ()).map_err(StorageError::from);
+        self.guard(result)?;
+        let appended = AppendInfo {
+            base_offset,
+            last_offset: self.log_end_offset() - 1,
+            max_timestamp: infos.iter().map(|i| i.max_timestamp).max().unwrap_or(batch::NO_TIMESTAMP),
+            batch_count: infos.len(),
+            bytes: size,
+        };
+        match self.config.flush {
+            FlushPolicy::EveryAppend => self.flush().await?,
+            FlushPolicy::IntervalMs(interval) => {
+                if now - self.last_flush_ms >= interval as i64 {
+                    self.flush().await?;
+                }
+            }
+            FlushPolicy::Never => {}
+        }
+        Ok(appended)
+    }
+
+    fn should_roll(&self, size: u64, offsets: i64, now: i64) -> bool {
+        let active = self.active();
+        if active.size == 0 {
+            return false;
+        }
+        active.size + size > self.config.segment_bytes
+            || now - active.created_at_ms >= self.config.segment_ms as i64
+            || active.next_offset + offsets - active.base_offset > i64::from(u32::MAX)
+    }
+
+    /// Closes the active segment and starts a new one at the log end offset. The closed
+    /// segment is synced and the checkpoint moves past it, so recovery never rescans it.
+    pub async fn roll(&mut self) -> Result<()> {
+        self.check_poison()?;
+        if self.active().size == 0 {
+            return Ok(());
+        }
+        self.mark_dirty().await?;
+        let result = self.active_mut().seal().await.map_err(StorageError::from);
+        self.guard(result)?;
+        let base = self.log_end_offset();
+        self.durable_offset = base;
+        let result = async {
+            let segment = Segment::create(&self.dir, base, self.config.index_interval_bytes, now_ms()).await?;
+            crate::io::sync_dir(&self.dir).await?;
+            Ok(segment)
+        }
+        .await;
+        let segment = self.guard(result)?;
+        self.segments.push(segment);
+        self.write_checkpoint(false, base).await?;
+        info!(dir = %self.dir.display(), base_offset = base, "rolled to a new segment");
+        Ok(())
+    }
+
+    /// Makes every appended byte durable (fdatasync of the active segment).
+    pub async fn flush(&mut self) -> Result<()> {
+        self.check_poison()?;
+        let end = self.log_end_offset();
+        if self.durable_offset < end {
+            let result = self.active_mut().flush().await.map_err(StorageError::from);
+            self.guard(result)?;
+            self.durable_offset = end;
+        }
+        self.last_flush_ms = now_ms();
+        Ok(())
+    }
+
+    /// Flushes if the flush policy's interval has passed; for a background timer.
+    pub async fn flush_if_due(&mut self) -> Result<()> {
+        if let FlushPolicy::IntervalMs(interval) = self.config.flush {
+            if now_ms() - self.last_flush_ms >= interval as i64 {
+                return self.flush().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls the active segment if it is older than `segment_ms` (for a background timer;
+    /// appends check this too).
+    pub async fn roll_if_due(&mut self) -> Result<()> {
+        if now_ms() - self.active().created_at_ms >= self.config.segment_ms as i64 && self.active().size > 0 {
+            self.roll().await?;
+        }
+        Ok(())
+    }
+
+    fn out_of_range(&self, offset: i64) -> StorageError {
+        StorageError::OffsetOutOfRange {
+            dir: self.dir.clone(),
+            offset,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset(),
+        }
+    }
+
+    /// The index of the segment that holds `offset` (the last with base <= offset).
+    fn segment_for(&self, offset: i64) -> usize {
+        self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1)
+    }
+
+    /// Whole batches from the one containing `offset`, up to `max_bytes` in total but always
+    /// at least one batch. Empty at the log end offset; an error outside the log.
+    pub async fn read(&mut self, offset: i64, max_bytes: u64) -> Result<ReadResult> {
+        self.check_poison()?;
+        let end = self.log_end_offset();
+        if offset < self.log_start_offset || offset > end {
+            return Err(self.out_of_range(offset));
+        }
+        let mut result = ReadResult::default();
+        let mut next = offset;
+        let mut remaining = max_bytes;
+        let mut i = self.segment_for(offset);
+        while i < self.segments.len() && next < end {
+            let segment = &self.segments[i];
+            let region = match segment.read_region(next, remaining, result.regions.is_empty()).await {
+                Ok(region) => region,
+                Err(StorageError::Corrupt { path, position, reason }) => {
+                    // An index that disagrees with the log: rebuild it once and retry.
+                    warn!(path = %path.display(), position, %reason, "index disagrees with log; rebuilding");
+                    let scanned = recovery::scan_segment(&mut self.segments[i], false).await;
+                    self.guard(scanned)?;
+                    self.segments[i].read_region(next, remaining, result.regions.is_empty()).await?
+                }
+                Err(error) => return Err(self.poison_with(error)),
+            };
+            let Some(Region { position, len, first_offset, next_offset }) = region else {
+                if result.regions.is_empty() {
+                    i += 1;
+                    continue;
+                }
+                break;
+            };
+            let segment = &self.segments[i];
+            result.regions.push(FileRegion {
+                file: Rc::clone(&segment.log),
+                segment_base_offset: segment.base_offset,
+                position,
+                len,
+                first_offset,
+                next_offset,
+            });
+            remaining = remaining.saturating_sub(len);
+            next = next_offset;
+            if position + len < segment.size || remaining == 0 {
+                break;
+            }
+            i += 1;
+        }
+        Ok(result)
+    }
+
+    /// The first offset whose record timestamp is at least `timestamp`, with that timestamp
+    /// (ListOffsets by time). Exact within uncompressed batches; for a compressed batch the
+    /// answer is the batch's base offset and max timestamp. `None` if every record is older.
+    pub async fn offset_for_timestamp(&mut self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        self.check_poison()?;
+        let Some(i) = self.segments.iter().position(|s| s.max_timestamp >= timestamp) else {
+            return Ok(None);
+        };
+        let segment = &self.segments[i];
+        let start_offset = segment.time_index.lookup_before(timestamp).map_or(segment.base_offset, |e| e.offset);
+        let mut position = segment.index.lookup(start_offset).position;
+        while position < segment.size {
+            let headers = segment.headers_at(position).await;
+            let headers = match headers {
+                Ok(headers) => headers,
+                Err(error) => return Err(self.poison_with(error)),
+            };
+            for header in &headers {
+                if header.max_timestamp >= timestamp && header.last_offset >= self.log_start_offset {
+                    let batch_bytes = segment.log.read_at(header.position, header.size as usize).await?;
+                    let found = match batch::first_record_at_or_after(&batch_bytes, timestamp) {
+                        Some((delta, record_timestamp)) => (header.base_offset + i64::from(delta), record_timestamp),
+                        None => (header.base_offset, header.max_timestamp),
+                    };
+                    return Ok(Some((found.0.max(self.log_start_offset), found.1)));
+                }
+            }
+            let last = headers.last().expect("at least one header");
+            position = last.position + last.size;
+        }
+        Ok(None)
+    }
+
+    /// Removes every batch at or after `offset` (replication: a follower dropping a divergent
+    /// tail). A batch containing `offset` is removed whole, so the new log end offset can be
+    /// below `offset`. Below the log start offset, the whole log is emptied and restarts
+    /// there. The cut is durable before this returns.
+    pub async fn truncate_to(&mut self, offset: i64) -> Result<i64> {
+        self.check_poison()?;
+        if offset >= self.log_end_offset() {
+            return Ok(self.log_end_offset());
+        }
+        if offset <= self.log_start_offset {
+            self.truncate_fully_and_start_at(self.log_start_offset.min(offset)).await?;
+            return Ok(self.log_end_offset());
+        }
+        self.mark_dirty().await?;
+        let result = self.truncate_inner(offset).await;
+        self.guard(result)?;
+        let end = self.log_end_offset();
+        self.durable_offset = end;
+        self.write_checkpoint(false, end).await?;
+        info!(dir = %self.dir.display(), offset, log_end_offset = end, "truncated log");
+        Ok(end)
+    }
+
+    async fn truncate_inner(&mut self, offset: i64) -> Result<()> {
+        // Drop whole segments that start at or after the cut (keeping at least one).
+        while self.segments.len() > 1 && self.active().base_offset >= offset {
+            let segment = self.segments.pop().expect("len > 1");
+            segment.delete(&self.dir).await?;
+        }
+        let segment = self.segments.last_mut().expect("a log always has an active segment");
+        let Some(cut) = segment.find_batch(offset).await? else {
+            return Ok(());
+        };
+        let cut_offset = cut.base_offset;
+        let index_len = segment.index.truncate_from(cut_offset);
+        let time_len = segment.time_index.truncate_from(cut_offset);
+        segment.log.set_len(cut.position)?;
+        segment.index_file.set_len(index_len)?;
+        segment.time_index_file.set_len(time_len)?;
+        segment.log.sync_data().await?;
+        // Recompute the tail state from the last surviving index entry.
+        segment.last_batch_offset = None;
+        segment.load_tail(cut.position).await?;
+        if segment.next_offset != cut_offset && cut.position > 0 {
+            return Err(segment.corrupt(cut.position, format!("after truncation the log ends at offset {}, expected {cut_offset}", segment.next_offset)));
+        }
+        segment.next_offset = cut_offset;
+        crate::io::sync_dir(&self.dir).await?;
+        Ok(())
+    }
+
+    /// Deletes every segment and starts an empty log at `offset` (a follower whose log no
+    /// longer overlaps the leader's).
+    pub async fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<()> {
+        self.check_poison()?;
+        self.mark_dirty().await?;
+        let result = async {
+            for segment in self.segments.drain(..) {
+                segment.delete(&self.dir).await?;
+            }
+            let segment = Segment::create(&self.dir, offset, self.config.index_interval_bytes, now_ms()).await?;
+            crate::io::sync_dir(&self.dir).await?;
+            Ok::<Segment, StorageError>(segment)
+        }
+        .await;
+        let segment = self.guard(result)?;
+        self.segments.push(segment);
+        self.log_start_offset = offset;
+        self.durable_offset = offset;
+        self.write_checkpoint(false, offset).await
+    }
+
+    /// Syncs everything and writes the clean-shutdown checkpoint. The log must not be used
+    /// afterwards; the next open trusts the files without scanning them.
+    pub async fn close(mut self) -> Result<()> {
+        self.check_poison()?;
+        let result = self.active_mut().seal().await.map_err(StorageError::from);
+        self.guard(result)?;
+        let end = self.log_end_offset();
+        self.durable_offset = end;
+        self.write_checkpoint(true, end).await?;
+        info!(dir = %self.dir.display(), log_end_offset = end, "closed partition log cleanly");
+        Ok(())
+    }
+
+    /// Checks the whole log against itself: every batch's CRC, and every in-memory and
+    /// on-disk index entry against an index rebuilt from the log. For tests and tools.
+    pub async fn verify(&mut self) -> Result<()> {
+        self.check_poison()?;
+        for i in 0..self.segments.len() {
+            let segment = &self.segments[i];
+            let (index, time_index, size, next) = (segment.index.clone(), segment.time_index.clone(), segment.size, segment.next_offset);
+            let mut copy = Segment::open_files(&self.dir, segment.base_offset, false, self.config.index_interval_bytes, 0).await?;
+            let outcome = recovery::scan_segment(&mut copy, false).await?;
+            let mismatch = |what: &str| StorageError::Corrupt { path: copy.log.path().to_path_buf(), position: copy.size, reason: what.to_string() };
+            if outcome.valid_bytes != size || outcome.invalid_bytes != 0 {
+                return Err(mismatch(&format!("scan found {outcome:?}, the log holds {size} bytes")));
+            }
+            if copy.next_offset != next {
+                return Err(mismatch("next offset differs from a scan"));
+            }
+            if copy.index.entries() != index.entries() {
+                return Err(mismatch("offset index differs from a rebuild"));
+            }
+            // Time entries need not equal a rebuild (a sealed segment reopened and appended
+            // to keeps its seal entry), but each must be true: every batch up to the one it
+            // names has timestamps at most its timestamp.
+            let mut running_max = crate::batch::NO_TIMESTAMP;
+            let mut entries = time_index.entries().iter().peekable();
+            let mut position = 0;
+            while position < copy.size {
+                for header in copy.headers_at(position).await? {
+                    running_max = running_max.max(header.max_timestamp);
+                    while let Some(entry) = entries.next_if(|e| e.offset <= header.base_offset) {
+                        if entry.offset != header.base_offset || running_max > entry.timestamp {
+                            return Err(mismatch(&format!("time index entry {entry:?} is false at the batch {header:?}")));
+                        }
+                    }
+                    position = header.position + header.size;
+                }
+            }
+            if let Some(entry) = entries.next() {
+                return Err(mismatch(&format!("time index entry {entry:?} names no batch")));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,170 @@
+//! Recovery: turning whatever is on disk into a segment whose invariants hold.
+//!
+//! A segment is opened one of two ways:
+//! - **trusted** (below the recovery checkpoint, or after a clean shutdown): its indexes are
+//!   loaded and checked (`index::decode`), and only the tail after the last index entry is
+//!   walked. Any inconsistency demotes it to a full scan.
+//! - **scanned** (at or after the recovery checkpoint after an unclean stop, or demoted):
+//!   every batch from position 0 is checked (length, magic, CRC-32C, counts, increasing
+//!   offsets); the log is cut at the first byte that is not part of a valid batch, and both
+//!   indexes are rebuilt from scratch with the same rule appends use.
+//!
+//! The scan never trusts the file length (zowens/commitlog's mistake): a torn write leaves a
+//! length that covers garbage, and the CRC finds it.
+
+use std::path::Path;
+
+use tracing::{info, warn};
+
+use crate::batch::{self, BatchHeader, Origin, BATCH_HEADER_BYTES};
+use crate::config::BATCH_BYTES_LIMIT_MAX;
+use crate::error::Result;
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::segment::Segment;
+
+/// Bytes read at once while scanning: large sequential reads, bounded memory.
+const SCAN_READ_BYTES: u64 = 1024 * 1024;
+
+/// What a scan found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanOutcome {
+    /// Bytes of valid batches from position 0.
+    pub valid_bytes: u64,
+    /// Bytes in the file past them (cut when repairing).
+    pub invalid_bytes: u64,
+    pub batches: u64,
+    /// Why the scan stopped early, if it did.
+    pub stop_reason: Option<String>,
+}
+
+/// Scans the whole `.log` of `segment`, rebuilding its in-memory indexes. With `repair`, cuts
+/// the file after the last valid batch, rewrites both index files and syncs all three.
+pub(crate) async fn scan_segment(segment: &mut Segment, repair: bool) -> Result<ScanOutcome> {
+    let file_size = segment.log.len().await?;
+    segment.index = OffsetIndex::new(segment.base_offset);
+    segment.time_index = TimeIndex::new(segment.base_offset);
+    segment.size = 0;
+    segment.next_offset = segment.base_offset;
+    segment.max_timestamp = batch::NO_TIMESTAMP;
+    segment.last_batch_offset = None;
+    segment.bytes_since_index_entry = 0;
+
+    let mut batches = 0u64;
+    let mut stop_reason = None;
+    let mut chunk_start = 0u64;
+    let mut chunk: Vec<u8> = Vec::new();
+    'scan: while segment.size < file_size {
+        let position = segment.size;
+        let mut at = (position - chunk_start) as usize;
+        // Make sure the chunk holds this batch's header, and then the whole batch.
+        if at + BATCH_HEADER_BYTES > chunk.len() {
+            chunk = segment.log.read_at(position, SCAN_READ_BYTES.min(file_size - position) as usize).await?;
+            chunk_start = position;
+            at = 0;
+        }
+        let Some(header) = BatchHeader::view(&chunk[at..]) else {
+            stop_reason = Some(format!("torn batch header at position {position}"));
+            break 'scan;
+        };
+        let size = header.size();
+        if size > BATCH_BYTES_LIMIT_MAX || position + size > file_size {
+            stop_reason = Some(format!("batch at position {position} claims {size} bytes, {} remain", file_size - position));
+            break 'scan;
+        }
+        if at as u64 + size > chunk.len() as u64 {
+            chunk = segment.log.read_at(position, SCAN_READ_BYTES.max(size).min(file_size - position) as usize).await?;
+            chunk_start = position;
+            at = 0;
+        }
+        let info = match batch::validate(&chunk[at..], BATCH_BYTES_LIMIT_MAX, Origin::Replica) {
+            Ok(info) => info,
+            Err(error) => {
+                stop_reason = Some(format!("invalid batch at position {position}: {error}"));
+                break 'scan;
+            }
+        };
+        let relative_last = info.last_offset() - segment.base_offset;
+        if info.base_offset < segment.next_offset || relative_last > i64::from(u32::MAX) {
+            stop_reason = Some(format!(
+                "batch at position {position} has base offset {}, expected at least {} and within the segment",
+                info.base_offset, segment.next_offset
+            ));
+            break 'scan;
+        }
+        segment.index_batch(position, info.base_offset, info.last_offset(), info.size, info.max_timestamp);
+        batches += 1;
+    }
+    let outcome = ScanOutcome { valid_bytes: segment.size, invalid_bytes: file_size - segment.size, batches, stop_reason };
+    if repair {
+        if outcome.invalid_bytes > 0 {
+            warn!(
+                path = %segment.log.path().display(),
+                position = outcome.valid_bytes,
+                cut_bytes = outcome.invalid_bytes,
+                reason = outcome.stop_reason.as_deref().unwrap_or(""),
+                "truncating segment at the first invalid byte"
+            );
+            segment.log.set_len(outcome.valid_bytes)?;
+        }
+        segment.index_file.set_len(0)?;
+        segment.time_index_file.set_len(0)?;
+        segment.persist_indexes().await?;
+        segment.log.sync_data().await?;
+        segment.index_file.sync_data().await?;
+        segment.time_index_file.sync_data().await?;
+    }
+    Ok(outcome)
+}
+
+/// Opens a segment trusting its indexes, falling back to a full scan if anything disagrees.
+/// Returns the scan outcome when a scan ran.
+pub(crate) async fn open_trusted(segment: &mut Segment) -> Result<Option<ScanOutcome>> {
+    match load_indexes(segment).await {
+        Ok(()) => Ok(None),
+        Err(reason) => {
+            info!(path = %segment.log.path().display(), %reason, "rebuilding segment indexes from the log");
+            scan_segment(segment, true).await.map(Some)
+        }
+    }
+}
+
+async fn load_indexes(segment: &mut Segment) -> std::result::Result<(), String> {
+    let file_size = segment.log.len().await.map_err(|e| e.to_string())?;
+    let index_len = segment.index_file.len().await.map_err(|e| e.to_string())?;
+    let index_bytes = segment.index_file.read_at(0, index_len as usize).await.map_err(|e| e.to_string())?;
+    if file_size > 0 && index_bytes.is_empty() && file_size > segment_index_interval(segment) {
+        return Err("index file is empty or missing for a segment that needs entries".to_string());
+    }
+    segment.index = OffsetIndex::decode(segment.base_offset, &index_bytes, file_size, i64::MAX).map_err(|e| format!(".index: {e}"))?;
+    let time_len = segment.time_index_file.len().await.map_err(|e| e.to_string())?;
+    let time_bytes = segment.time_index_file.read_at(0, time_len as usize).await.map_err(|e| e.to_string())?;
+    if file_size > 0 && time_bytes.is_empty() {
+        return Err("time index file is empty or missing".to_string());
+    }
+    segment.time_index = TimeIndex::decode(segment.base_offset, &time_bytes, i64::MAX).map_err(|e| format!(".timeindex: {e}"))?;
+    segment.load_tail(file_size).await.map_err(|e| e.to_string())?;
+    if segment.time_index.last().is_some_and(|e| e.offset >= segment.next_offset) {
+        return Err(".timeindex: entry past the log end".to_string());
+    }
+    Ok(())
+}
+
+fn segment_index_interval(segment: &Segment) -> u64 {
+    segment.index_interval_bytes()
+}
+
+/// Removes files in `dir` that belong to no segment: indexes without a `.log`, temp files.
+pub(crate) async fn remove_orphans(dir: &Path, names: &[String], bases: &[i64]) -> Result<()> {
+    for name in names {
+        let orphan_index = ["index", "timeindex"].iter().any(|extension| {
+            name.strip_suffix(&format!(".{extension}"))
+                .and_then(|stem| stem.parse::<i64>().ok())
+                .is_some_and(|base| !bases.contains(&base))
+        });
+        if orphan_index || name.ends_with(".tmp") {
+            warn!(path = %dir.join(name).display(), "removing orphaned file");
+            crate::io::remove_file(&dir.join(name)).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! A segment: one `.log` file of whole batches, its `.index` and its `.timeindex`, all named
+//! by the segment's base offset in 20 digits (`00000000000000001234.log`).
+//!
+//! Invariants:
+//! - `size` is the byte length of the batches this process knows to be whole and valid; the
+//!   file is never read past it. Positions are byte positions in the `.log` file, offsets are
+//!   Kafka offsets; they are never mixed.
+//! - Batches are contiguous from position 0 to `size`, base offsets increase, and
+//!   `next_offset` is one past the last batch's last offset (`base_offset` when empty).
+//! - The in-memory indexes cover every batch below `size` and are identical to what a scan
+//!   of the log would rebuild (`index_batch` is the single rule for both).
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use crate::batch::{BatchHeader, BatchInfo, BATCH_HEADER_BYTES};
+use crate::error::{Result, StorageError};
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::io::{self, File};
+
+/// Bytes read at once when walking batch headers: covers several index intervals, so a
+/// lookup usually needs one read.
+const WALK_WINDOW_BYTES: u64 = 16 * 1024;
+
+/// The file name of a segment file: base offset in 20 digits and an extension.
+pub fn file_name(base_offset: i64, extension: &str) -> String {
+    format!("{base_offset:020}.{extension}")
+}
+
+/// The header fields of one batch found while walking a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderInfo {
+    pub position: u64,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub size: u64,
+    pub max_timestamp: i64,
+}
+
+/// A byte range of whole batches within one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub position: u64,
+    pub len: u64,
+    pub first_offset: i64,
+    pub next_offset: i64,
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    pub(crate) base_offset: i64,
+    pub(crate) log: Rc<File>,
+    pub(crate) index_file: File,
+    pub(crate) time_index_file: File,
+    pub(crate) size: u64,
+    pub(crate) next_offset: i64,
+    pub(crate) max_timestamp: i64,
+    pub(crate) last_batch_offset: Option<i64>,
+    pub(crate) index: OffsetIndex,
+    pub(crate) time_index: TimeIndex,
+    pub(crate) bytes_since_index_entry: u64,
+    pub(crate) created_at_ms: i64,
+    index_interval_bytes: u64,
+}
+
+impl Segment {
+    pub(crate) fn path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
+        dir.join(file_name(base_offset, extension))
+    }
+
+    /// Opens the three files of a segment (creating them when asked), with empty indexes.
+    pub(crate) async fn open_files(dir: &Path, base_offset: i64, create: bool, index_interval_bytes: u64, now_ms: i64) -> Result<Segment> {
+        let log = File::open_rw(&Segment::path(dir, base_offset, "log"), create).await?;
+        let index_file = File::open_rw(&Segment::path(dir, base_offset, "index"), true).await?;
+        let time_index_file = File::open_rw(&Segment::path(dir, base_offset, "timeindex"), true).await?;
+        Ok(Segment {
+            base_offset,
+            log: Rc::new(log),
+            index_file,
+            time_index_file,
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: crate::batch::NO_TIMESTAMP,
+            last_batch_offset: None,
+            index: OffsetIndex::new(base_offset),
+            time_index: TimeIndex::new(base_offset),
+            bytes_since_index_entry: 0,
+            created_at_ms: now_ms,
+            index_interval_bytes,
+        })
+    }
+
+    /// Creates a new, empty segment. Any leftover files of the same name are emptied.
+    pub(crate) async fn create(dir: &Path, base_offset: i64, index_interval_bytes: u64, now_ms: i64) -> Result<Segment> {
+        let segment = Segment::open_files(dir, base_offset, true, index_interval_bytes, now_ms).await?;
+        segment.log.set_len(0)?;
+        segment.index_file.set_len(0)?;
+        segment.time_index_file.set_len(0)?;
+        Ok(segment)
+    }
+
+    /// The one rule that builds indexes, used by appends and by rebuilds alike.
+    pub(crate) fn index_batch(&mut self, position: u64, base_offset: i64, last_offset: i64, size: u64, max_timestamp: i64) {
+        debug_assert_eq!(position, self.size);
+        self.max_timestamp = self.max_timestamp.max(max_timestamp);
+        if self.bytes_since_index_entry >= self.index_interval_bytes && position > 0 {
+            self.index.push(base_offset, position);
+            if self.max_timestamp >= 0 {
+                self.time_index.push(self.max_timestamp, base_offset);
+            }
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry += size;
+        self.size = position + size;
+        self.next_offset = last_offset + 1;
+        self.last_batch_offset = Some(base_offset);
+    }
+
+    /// Writes `bytes` (whole, validated, stamped batches described by `infos`) at the end.
+    /// On error the segment's state is unchanged and the caller poisons the log.
+    pub(crate) async fn append<B: tokio_uring::buf::IoBuf>(&mut self, bytes: B, infos: &[BatchInfo]) -> std::io::Result<B> {
+        let position = self.size;
+        let (result, bytes) = self.log.write_all_at(bytes, position).await;
+        result?;
+        let mut at = position;
+        for info in infos {
+            self.index_batch(at, info.base_offset, info.last_offset(), info.size, info.max_timestamp);
+            at += info.size;
+        }
+        Ok(bytes)
+    }
+
+    /// Writes index entries not yet in their files (no sync: indexes are rebuilt on recovery).
+    pub(crate) async fn persist_indexes(&mut self) -> std::io::Result<()> {
+        if let Some((position, bytes)) = self.index.take_unpersisted() {
+            let (result, _) = self.index_file.write_all_at(bytes, position).await;
+            result?;
+        }
+        if let Some((position, bytes)) = self.time_index.take_unpersisted() {
+            let (result, _) = self.time_index_file.write_all_at(bytes, position).await;
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Makes the log durable and writes pending index entries.
+    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
+        self.log.sync_data().await?;
+        self.persist_indexes().await
+    }
+
+    /// Closes the segment for appends: a final time index entry carries the segment's max
+    /// timestamp (so a reopen knows it without a scan), and all three files are synced.
+    pub(crate) async fn seal(&mut self) -> std::io::Result<()> {
+        if let Some(last) = self.last_batch_offset {
+            if self.max_timestamp >= 0 {
+                self.time_index.push(self.max_timestamp, last);
+            }
+        }
+        self.persist_indexes().await?;
+        self.log.sync_data().await?;
+        self.index_file.sync_data().await?;
+        self.time_index_file.sync_data().await
+    }
+
+    /// Reads the headers of the batches in a window starting at `position` (at least one).
+    pub(crate) async fn headers_at(&self, position: u64) -> Result<Vec<HeaderInfo>> {
+        if position >= self.size {
+            return Err(self.corrupt(position, format!("header walk past the segment end {}", self.size)));
+        }
+        let len = WALK_WINDOW_BYTES.min(self.size - position);
+        let window = self.log.read_at(position, len as usize).await?;
+        if (window.len() as u64) < len {
+            return Err(self.corrupt(position + window.len() as u64, format!("file ends before the segment size {}", self.size)));
+        }
+        let mut headers = Vec::new();
+        let mut at = 0usize;
+        while let Some(header) = window.get(at..).and_then(BatchHeader::view) {
+            let absolute = position + at as u64;
+            let info = HeaderInfo {
+                position: absolute,
+                base_offset: header.base_offset.get(),
+                last_offset: header.last_offset(),
+                size: header.size(),
+                max_timestamp: header.max_timestamp.get(),
+            };
+            if info.size < BATCH_HEADER_BYTES as u64 || absolute + info.size > self.size || info.last_offset < info.base_offset {
+                return Err(self.corrupt(absolute, format!("implausible batch header {info:?}")));
+            }
+            if let Some(previous) = headers.last().map(|h: &HeaderInfo| h.last_offset) {
+                if info.base_offset <= previous {
+                    return Err(self.corrupt(absolute, format!("base offset {} does not follow {previous}", info.base_offset)));
+                }
+            }
+            headers.push(info);
+            at += info.size as usize;
+        }
+        if headers.is_empty() {
+            return Err(self.corrupt(position, "no whole batch header at this position".to_string()));
+        }
+        Ok(headers)
+    }
+
+    /// The batch that contains `offset`, or the first one after it; `None` past the end.
+    pub(crate) async fn find_batch(&self, offset: i64) -> Result<Option<HeaderInfo>> {
+        if offset >= self.next_offset || self.size == 0 {
+            return Ok(None);
+        }
+        let entry = self.index.lookup(offset);
+        let mut position = entry.position;
+        let mut first = true;
+        loop {
+            let headers = self.headers_at(position).await?;
+            if first && headers[0].base_offset != entry.offset {
+                return Err(self.corrupt(position, format!("index says offset {} starts here, the log says {}", entry.offset, headers[0].base_offset)));
+            }
+            first = false;
+            for header in &headers {
+                if header.last_offset >= offset {
+                    return Ok(Some(*header));
+                }
+            }
+            let last = headers.last().expect("headers_at returns at least one");
+            position = last.position + last.size;
+            if position >= self.size {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Whole batches from the one holding `offset`, at most `max_bytes` of them, except that
+    /// the first batch is always included when `at_least_one` is set.
+    pub(crate) async fn read_region(&self, offset: i64, max_bytes: u64, at_least_one: bool) -> Result<Option<Region>> {
+        let Some(first) = self.find_batch(offset).await? else {
+            return Ok(None);
+        };
+        if first.size > max_bytes && !at_least_one {
+            return Ok(None);
+        }
+        let start = first.position;
+        let limit = start + max_bytes.max(first.size);
+        if limit >= self.size {
+            return Ok(Some(Region { position: start, len: self.size - start, first_offset: first.base_offset, next_offset: self.next_offset }));
+        }
+        // Batches up to the last index entry below `limit` are whole: entries sit on batch
+        // starts. From there, walk headers while the next batch still fits.
+        let entry = self.index.lookup_position(limit);
+        let (mut end, mut next_offset) = if entry.position > start {
+            (entry.position, entry.offset)
+        } else {
+            (start + first.size, first.last_offset + 1)
+        };
+        'walk: while end < self.size {
+            for header in self.headers_at(end).await? {
+                if header.position + header.size > limit {
+                    break 'walk;
+                }
+                end = header.position + header.size;
+                next_offset = header.last_offset + 1;
+            }
+        }
+        Ok(Some(Region { position: start, len: end - start, first_offset: first.base_offset, next_offset }))
+    }
+
+    /// Walks from the last index entry to the end of the file, checking that the entry sits on
+    /// a batch with the offset it names, and sets `size`, `next_offset`, `max_timestamp` and
+    /// the index bookkeeping from what it finds. Used when a segment is trusted on open.
+    pub(crate) async fn load_tail(&mut self, file_size: u64) -> Result<()> {
+        let entry = self.index.last();
+        self.size = file_size;
+        let mut position = entry.map_or(0, |e| e.position);
+        self.next_offset = entry.map_or(self.base_offset, |e| e.offset);
+        self.max_timestamp = self.time_index.last().map_or(crate::batch::NO_TIMESTAMP, |e| e.timestamp);
+        self.bytes_since_index_entry = file_size - position;
+        let mut first = true;
+        while position < file_size {
+            let headers = self.headers_at(position).await?;
+            if first && entry.is_some_and(|e| e.offset != headers[0].base_offset) {
+                return Err(self.corrupt(position, "last index entry does not name the batch at its position".to_string()));
+            }
+            first = false;
+            for header in headers {
+                self.next_offset = header.last_offset + 1;
+                self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+                self.last_batch_offset = Some(header.base_offset);
+                position = header.position + header.size;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn index_interval_bytes(&self) -> u64 {
+        self.index_interval_bytes
+    }
+
+    pub(crate) fn corrupt(&self, position: u64, reason: String) -> StorageError {
+        StorageError::Corrupt { path: self.log.path().to_path_buf(), position, reason }
+    }
+
+    /// Removes the segment's files. Open handles (a fetch in flight) keep reading the data.
+    pub(crate) async fn delete(self, dir: &Path) -> std::io::Result<()> {
+        let base = self.base_offset;
+        for extension in ["log", "index", "timeindex"] {
+            io::remove_file(&Segment::path(dir, base, extension)).await?;
+        }
+        Ok(())
+    }
+}
