@@ -1,0 +1,69 @@
+//! Helpers shared by the storage tests: temp dirs, a seeded RNG, batch builders.
+
+use std::path::{Path, PathBuf};
+
+use bytes::BytesMut;
+use fjord_storage::batch::build;
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("fjord-storage-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// SplitMix64: a tiny deterministic generator for seeded tests.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// A batch of `count` records of `value_bytes` each, timestamps from `timestamp`.
+pub fn batch(count: usize, value_bytes: usize, timestamp: i64, seed: u64) -> Vec<u8> {
+    build::batch_of(count, value_bytes, timestamp, seed)
+}
+
+pub fn buf(bytes: &[u8]) -> BytesMut {
+    BytesMut::from(bytes)
+}
+
+/// Splits concatenated batches into (base offset, record count, bytes) triples.
+pub fn split_batches(mut bytes: &[u8]) -> Vec<(i64, i32, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let header = fjord_storage::batch::BatchHeader::view(bytes).expect("whole header");
+        let size = header.size() as usize;
+        out.push((header.base_offset.get(), header.records_count.get(), bytes[..size].to_vec()));
+        bytes = &bytes[size..];
+    }
+    out
+}

@@ -1,0 +1,215 @@
+//! Appends, reads, rolls, timestamps, truncation, retention and reopen on real files.
+
+use fjord_storage::io::block_on;
+use fjord_storage::{FlushPolicy, LogConfig, PartitionLog, StorageError};
+
+use crate::common::*;
+
+fn small_config() -> LogConfig {
+    LogConfig { segment_bytes: 4096, index_interval_bytes: 256, retention_ms: None, ..LogConfig::default() }
+}
+
+#[test]
+fn append_assigns_offsets_and_reads_return_whole_batches() {
+    let dir = TempDir::new("basics");
+    block_on(async {
+        let mut log = PartitionLog::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(log.log_end_offset(), 0);
+        let mut expected = Vec::new();
+        for i in 0..50u64 {
+            let count = 1 + (i % 4) as usize;
+            let info = log.append(buf(&batch(count, 40, 1_000 + i as i64, i)), 3).await.unwrap();
+            assert_eq!(info.last_offset - info.base_offset + 1, count as i64);
+            expected.push((info.base_offset, count as i32));
+        }
+        assert!(log.segments().len() > 1, "4 KiB segments must roll");
+        let end = log.log_end_offset();
+        assert_eq!(end, expected.iter().map(|e| e.1 as i64).sum::<i64>());
+
+        // Reading everything from each batch's middle offset starts at that batch.
+        for &(base, count) in &expected {
+            let target = base + i64::from(count) / 2;
+            let result = log.read(target, 1 << 20).await.unwrap();
+            let batches = split_batches(&result.read_bytes().await.unwrap());
+            assert_eq!(batches[0].0, base);
+            let offsets: Vec<i64> = batches.iter().map(|b| b.0).collect();
+            let want: Vec<i64> = expected.iter().filter(|e| e.0 >= base).map(|e| e.0).collect();
+            assert_eq!(offsets, want);
+            assert_eq!(result.next_offset(), Some(end));
+        }
+        // max_bytes smaller than a batch still yields exactly one batch.
+        let result = log.read(0, 1).await.unwrap();
+        assert_eq!(split_batches(&result.read_bytes().await.unwrap()).len(), 1);
+        // At the end: nothing. Past it or below the start: an error.
+        assert!(log.read(end, 1000).await.unwrap().regions.is_empty());
+        assert!(matches!(log.read(end + 1, 1000).await, Err(StorageError::OffsetOutOfRange { .. })));
+        assert!(matches!(log.read(-1, 1000).await, Err(StorageError::OffsetOutOfRange { .. })));
+        log.verify().await.unwrap();
+        log.close().await.unwrap();
+
+        let mut log = PartitionLog::open(dir.path(), small_config()).await.unwrap();
+        assert!(log.open_report().clean_shutdown);
+        assert!(log.open_report().scanned.is_empty(), "a clean open scans nothing: {:?}", log.open_report());
+        assert_eq!(log.log_end_offset(), end);
+        log.verify().await.unwrap();
+        let info = log.append(buf(&batch(2, 10, 5_000, 99)), 3).await.unwrap();
+        assert_eq!(info.base_offset, end);
+        log.verify().await.unwrap();
+    });
+}
+
+#[test]
+fn invalid_batches_leave_the_log_unchanged() {
+    let dir = TempDir::new("invalid");
+    block_on(async {
+        let mut log = PartitionLog::open(dir.path(), small_config()).await.unwrap();
+        log.append(buf(&batch(3, 10, 1, 1)), 0).await.unwrap();
+        let good = batch(2, 10, 2, 2);
+        let mut bad_crc = good.clone();
+        *bad_crc.last_mut().unwrap() ^= 1;
+        let mut two = good.clone();
+        two.extend_from_slice(&bad_crc);
+        for bytes in [bad_crc.clone(), two, good[..good.len() - 1].to_vec()] {
+            let error = log.append(buf(&bytes), 0).await.unwrap_err();
+            assert!(matches!(error, StorageError::InvalidBatch { .. }), "{error}");
+        }
+        assert_eq!(log.log_end_offset(), 3);
+        let too_big = batch(1, 2 << 20, 3, 3);
+        let error = log.append(buf(&too_big), 0).await.unwrap_err();
+        assert!(error.to_string().contains("batch_bytes_max"), "{error}");
+        assert_eq!(log.log_end_offset(), 3);
+        log.verify().await.unwrap();
+    });
+}
+
+#[test]
+fn timestamp_lookup_finds_the_first_record_at_or_after() {
+    let dir = TempDir::new("timestamps");
+    block_on(async {
+        let mut log = PartitionLog::open(dir.path(), small_config()).await.unwrap();
+        // Batch i has 3 records at timestamps 100i, 100i+1, 100i+2.
+        for i in 0..40i64 {
+            log.append(buf(&batch(3, 30, 100 * i, i as u64)), 0).await.unwrap();
+        }
+        assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((0, 0)));
+        assert_eq!(log.offset_for_timestamp(101).await.unwrap(), Some((4, 101)));
+        assert_eq!(log.offset_for_timestamp(103).await.unwrap(), Some((6, 200)));
+        assert_eq!(log.offset_for_timestamp(3_902).await.unwrap(), Some((119, 3_902)));
+        assert_eq!(log.offset_for_timestamp(3_903).await.unwrap(), None);
+        log.close().await.unwrap();
+        let mut log = PartitionLog::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(log.offset_for_timestamp(2_550).await.unwrap(), Some((78, 2_600)));
+    });
+}
+
+#[test]
+fn truncation_removes_the_tail_durably() {
+    let dir = TempDir::new("truncate");
+    block_on(async {
+        let mut log = PartitionLog::open(dir.path(), small_config()).await.unwrap();
+        for i in 0..60i64 {
+            log.append(buf(&batch(2, 50, i, i as u64)), 1).await.unwrap();
+        }
+        let segments_before = log.segments().len();
+        // Offset 51 is inside the batch [50, 51]: the whole batch goes.
+        assert_eq!(log.truncate_to(51).await.unwrap(), 50);
+        assert!(log.segments().len() <= segments_before);
+        log.verify().await.unwrap();
+        let info = log.append(buf(&batch(1, 5, 7, 7)), 2).await.unwrap();
+        assert_eq!(info.base_offset, 50);
+        // Truncating below the start empties the log.
+        assert_eq!(log.truncate_to(0).await.unwrap(), 0);
+        assert_eq!(log.log_end_offset(), 0);
+        drop(log);
+        // Unclean reopen: the truncation is durable.
+        let mut log = PartitionLog::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(log.log_end_offset(), 0);
+        log.verify().await.unwrap();
+    });
+}
+
+#[test]
+fn retention_deletes_old_and_excess_segments_but_never_the_active_one() {
+    let dir = TempDir::new("retention");
+    block_on(async {
+        let config = LogConfig { retention_ms: Some(1_000), retention_bytes: None, ..small_config() };
+        let mut log = PartitionLog::open(dir.path(), config.clone()).await.unwrap();
+        for i in 0..100i64 {
+            log.append(buf(&batch(1, 100, 10 * i, i as u64)), 0).await.unwrap();
+        }
+        let segments = log.segments();
+        assert!(segments.len() >= 3);
+        // Everything older than now - 1000 = 0: nothing, the newest timestamps are >= 0.
+        let outcome = log.apply_retention(0).await.unwrap();
+        assert!(outcome.deleted_segments.is_empty());
+        // At now = 1e12, every closed segment is old; the active one stays.
+        let outcome = log.apply_retention(1_000_000_000_000).await.unwrap();
+        assert_eq!(outcome.deleted_segments.len(), segments.len() - 1);
+        assert_eq!(log.segments().len(), 1);
+        let start = log.log_start_offset();
+        assert_eq!(start, segments.last().unwrap().base_offset);
+        assert!(matches!(log.read(0, 100).await, Err(StorageError::OffsetOutOfRange { log_start_offset, .. }) if log_start_offset == start));
+        assert!(!log.read(start, 100).await.unwrap().regions.is_empty());
+        drop(log);
+        let log = PartitionLog::open(dir.path(), config).await.unwrap();
+        assert_eq!(log.log_start_offset(), start);
+
+        let dir = TempDir::new("retention-bytes");
+        let config = LogConfig { retention_ms: None, retention_bytes: Some(8192), ..small_config() };
+        let mut log = PartitionLog::open(dir.path(), config).await.unwrap();
+        for i in 0..200i64 {
+            log.append(buf(&batch(1, 100, i, i as u64)), 0).await.unwrap();
+        }
+        log.apply_retention(0).await.unwrap();
+        let size = log.size_bytes();
+        let active = log.segments().last().unwrap().size;
+        assert!(size <= 8192 + active, "size {size} after retention");
+        assert!(size > 8192 - 4096, "retention deleted too much: {size}");
+        log.verify().await.unwrap();
+    });
+}
+
+#[test]
+fn flush_policy_controls_the_durable_offset() {
+    let dir = TempDir::new("flush");
+    block_on(async {
+        let config = LogConfig { flush: FlushPolicy::Never, ..small_config() };
+        let mut log = PartitionLog::open(dir.path(), config).await.unwrap();
+        log.append(buf(&batch(5, 10, 0, 0)), 0).await.unwrap();
+        assert_eq!(log.durable_offset(), 0);
+        log.flush().await.unwrap();
+        assert_eq!(log.durable_offset(), 5);
+        drop(log);
+        let dir = TempDir::new("flush-every");
+        let mut log = PartitionLog::open(dir.path(), small_config()).await.unwrap();
+        log.append(buf(&batch(5, 10, 0, 0)), 0).await.unwrap();
+        assert_eq!(log.durable_offset(), 5);
+    });
+}
+
+#[test]
+fn replicated_appends_keep_the_leaders_offsets() {
+    let leader_dir = TempDir::new("leader");
+    let follower_dir = TempDir::new("follower");
+    block_on(async {
+        let mut leader = PartitionLog::open(leader_dir.path(), small_config()).await.unwrap();
+        let mut follower = PartitionLog::open(follower_dir.path(), small_config()).await.unwrap();
+        for i in 0..30i64 {
+            leader.append(buf(&batch(3, 20, i, i as u64)), 4).await.unwrap();
+        }
+        let mut offset = 0;
+        while offset < leader.log_end_offset() {
+            let result = leader.read(offset, 1000).await.unwrap();
+            let bytes = result.read_bytes().await.unwrap();
+            follower.append_replicated(buf(&bytes)).await.unwrap();
+            offset = result.next_offset().unwrap();
+        }
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+        let a = leader.read(0, 1 << 20).await.unwrap().read_bytes().await.unwrap();
+        let b = follower.read(0, 1 << 20).await.unwrap().read_bytes().await.unwrap();
+        assert_eq!(a, b, "the follower's bytes are the leader's");
+        // A batch that does not start at the log end is refused.
+        let stale = leader.read(0, 1).await.unwrap().read_bytes().await.unwrap();
+        assert!(follower.append_replicated(buf(&stale)).await.is_err());
+    });
+}

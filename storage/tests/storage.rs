@@ -1,0 +1,5 @@
+//! Integration tests of fjord-storage against real files on io_uring. One binary with a
+//! module per capability keeps link time low.
+
+mod common;
+mod log_basics;
