@@ -27,7 +27,7 @@ mod retention;
 mod segment;
 
 pub use checkpoint::Checkpoint;
-pub use config::{FlushPolicy, LogConfig, APPEND_BYTES_MAX, BATCH_BYTES_LIMIT_MAX, SEGMENT_BYTES_MAX};
+pub use config::{FlushPolicy, LogConfig, APPEND_BYTES_MAX, BATCH_BYTES_LIMIT_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 pub use error::{BatchError, Result, StorageError};
 pub use index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 pub use log::{AppendInfo, FileRegion, OpenReport, PartitionLog, ReadResult, SegmentInfo};

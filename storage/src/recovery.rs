@@ -83,10 +83,13 @@ pub(crate) async fn scan_segment(segment: &mut Segment, repair: bool) -> Result<
                 break 'scan;
             }
         };
+        // Appends assign offsets densely (a replica's batches must start at the log end too),
+        // so each batch starts exactly where its predecessor ended. The base offset is not
+        // covered by the CRC: this is the check that catches it torn or flipped.
         let relative_last = info.last_offset() - segment.base_offset;
-        if info.base_offset < segment.next_offset || relative_last > i64::from(u32::MAX) {
+        if info.base_offset != segment.next_offset || relative_last > i64::from(u32::MAX) {
             stop_reason = Some(format!(
-                "batch at position {position} has base offset {}, expected at least {} and within the segment",
+                "batch at position {position} has base offset {}, expected {} and within the segment",
                 info.base_offset, segment.next_offset
             ));
             break 'scan;
@@ -132,25 +135,23 @@ async fn load_indexes(segment: &mut Segment) -> std::result::Result<(), String> 
     let file_size = segment.log.len().await.map_err(|e| e.to_string())?;
     let index_len = segment.index_file.len().await.map_err(|e| e.to_string())?;
     let index_bytes = segment.index_file.read_at(0, index_len as usize).await.map_err(|e| e.to_string())?;
-    if file_size > 0 && index_bytes.is_empty() && file_size > segment_index_interval(segment) {
-        return Err("index file is empty or missing for a segment that needs entries".to_string());
-    }
     segment.index = OffsetIndex::decode(segment.base_offset, &index_bytes, file_size, i64::MAX).map_err(|e| format!(".index: {e}"))?;
     let time_len = segment.time_index_file.len().await.map_err(|e| e.to_string())?;
     let time_bytes = segment.time_index_file.read_at(0, time_len as usize).await.map_err(|e| e.to_string())?;
-    if file_size > 0 && time_bytes.is_empty() {
-        return Err("time index file is empty or missing".to_string());
+    // With no offset entry, the tail walk covers the whole log and finds the max timestamp
+    // itself; with one, only the time index knows the timestamps before it.
+    if time_bytes.is_empty() && !segment.index.entries().is_empty() {
+        return Err("time index file is empty or missing for a segment with offset index entries".to_string());
     }
     segment.time_index = TimeIndex::decode(segment.base_offset, &time_bytes, i64::MAX).map_err(|e| format!(".timeindex: {e}"))?;
-    segment.load_tail(file_size).await.map_err(|e| e.to_string())?;
+    // A short or missing `.index` shows as a tail batch that should have had an entry.
+    if segment.load_tail(file_size).await.map_err(|e| e.to_string())? {
+        return Err(".index: lacks entries the log's batches call for (short or missing file)".to_string());
+    }
     if segment.time_index.last().is_some_and(|e| e.offset >= segment.next_offset) {
         return Err(".timeindex: entry past the log end".to_string());
     }
     Ok(())
-}
-
-fn segment_index_interval(segment: &Segment) -> u64 {
-    segment.index_interval_bytes()
 }
 
 /// Removes files in `dir` that belong to no segment: indexes without a `.log`, temp files.

@@ -238,7 +238,8 @@ impl Segment {
             return Ok(None);
         }
         let start = first.position;
-        let limit = start + max_bytes.max(first.size);
+        // Saturating: callers may pass u64::MAX for "everything".
+        let limit = start.saturating_add(max_bytes.max(first.size));
         if limit >= self.size {
             return Ok(Some(Region { position: start, len: self.size - start, first_offset: first.base_offset, next_offset: self.next_offset }));
         }
@@ -265,10 +266,16 @@ impl Segment {
     /// Walks from the last index entry to the end of the file, checking that the entry sits on
     /// a batch with the offset it names, and sets `size`, `next_offset`, `max_timestamp` and
     /// the index bookkeeping from what it finds. Used when a segment is trusted on open.
-    pub(crate) async fn load_tail(&mut self, file_size: u64) -> Result<()> {
+    ///
+    /// Returns whether the walk passed a batch that `index_batch` would have given an entry
+    /// (one starting `index_interval_bytes` or more past the last entry): the index is then
+    /// short, and a trusted open must rebuild it.
+    pub(crate) async fn load_tail(&mut self, file_size: u64) -> Result<bool> {
         let entry = self.index.last();
         self.size = file_size;
         let mut position = entry.map_or(0, |e| e.position);
+        let walk_start = position;
+        let mut missing_entry = false;
         self.next_offset = entry.map_or(self.base_offset, |e| e.offset);
         self.max_timestamp = self.time_index.last().map_or(crate::batch::NO_TIMESTAMP, |e| e.timestamp);
         self.bytes_since_index_entry = file_size - position;
@@ -280,17 +287,14 @@ impl Segment {
             }
             first = false;
             for header in headers {
+                missing_entry |= header.position - walk_start >= self.index_interval_bytes;
                 self.next_offset = header.last_offset + 1;
                 self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
                 self.last_batch_offset = Some(header.base_offset);
                 position = header.position + header.size;
             }
         }
-        Ok(())
-    }
-
-    pub(crate) fn index_interval_bytes(&self) -> u64 {
-        self.index_interval_bytes
+        Ok(missing_entry)
     }
 
     pub(crate) fn corrupt(&self, position: u64, reason: String) -> StorageError {

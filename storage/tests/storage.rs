@@ -3,3 +3,5 @@
 
 mod common;
 mod log_basics;
+mod property;
+mod crash;

@@ -16,13 +16,24 @@
 //! directory listing); they use plain syscalls, are cheap, and are marked where they happen.
 
 mod file;
+mod net;
 mod splice;
 
-pub use file::{list_dir, remove_file, rename, sync_dir, File};
+pub use file::{list_dir, read_file, remove_file, rename, sync_dir, write_file_atomic, File};
+pub use net::{Listener, Stream, READ_CHUNK_BYTES};
 pub use splice::{splice_to_socket, SplicePipe};
+pub use tokio_uring::buf::{IoBuf, IoBufMut};
 
 /// Runs `future` on a fresh single-threaded io_uring runtime. Used by tests, benchmarks and
 /// tools; the broker builds one runtime per shard thread itself.
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio_uring::start(future)
+}
+
+/// Spawns a task on the current shard's runtime.
+pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + 'static,
+{
+    tokio_uring::spawn(future)
 }

@@ -1,0 +1,90 @@
+//! The `fjord` command line. Arguments are parsed in two phases: clap turns flags into raw
+//! values, then each command validates them into its own config. Errors print as one
+//! lowercase line prefixed with `fjord:`, with a hint where one is known.
+//!
+//! Exit codes: 0 success, 1 runtime failure (broker unreachable, request refused),
+//! 2 usage error (bad flags or values).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ServeArgs;
+
+/// Exit code for a failure while running.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for bad flags or values.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "fjord", version, about = "A log broker that speaks the Kafka protocol", propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a broker (defaults: 127.0.0.1:9092, ./fjord-data, broker id 0).
+    Serve(ServeArgs),
+}
+
+/// An error with the exit code it maps to.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl CliError {
+    pub fn usage(message: impl Into<String>) -> CliError {
+        CliError { code: EXIT_USAGE, message: message.into(), hint: None }
+    }
+    pub fn failure(message: impl Into<String>) -> CliError {
+        CliError { code: EXIT_FAILURE, message: message.into(), hint: None }
+    }
+    pub fn with_hint(mut self, hint: impl Into<String>) -> CliError {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let message = error.message.trim_end_matches('.').to_string();
+            let first = message.chars().next().map(|c| c.to_lowercase().collect::<String>()).unwrap_or_default();
+            eprintln!("fjord: {first}{}", &message[message.chars().next().map_or(0, char::len_utf8)..]);
+            if let Some(hint) = error.hint {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(error.code)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let config = args.resolve().map_err(|e| CliError::usage(format!("{e:#}")))?;
+    let listen = config.listen;
+    fjord_storage::io::block_on(crate::server::run(config)).map_err(|e| {
+        let message = format!("{e:#}");
+        let error = CliError::failure(message.clone());
+        if message.contains("Address already in use") {
+            error.with_hint(format!("another process listens on {listen}; pick another with --listen"))
+        } else {
+            error
+        }
+    })
+}

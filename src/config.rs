@@ -1,0 +1,228 @@
+//! Broker configuration: flags, an optional TOML file, and embedded defaults, merged in two
+//! phases (raw values, then one validated `BrokerConfig`). Flags win over the file, the file
+//! wins over the defaults. Every limit is checked here, once, at startup.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// Largest request frame accepted by default (Kafka's `socket.request.max.bytes`).
+pub const REQUEST_BYTES_MAX_DEFAULT: u64 = 100 * 1024 * 1024;
+/// A request frame may not announce more than this, whatever the config says: bounds the
+/// memory one connection can make the broker allocate.
+pub const REQUEST_BYTES_LIMIT_MAX: u64 = 1024 * 1024 * 1024;
+/// Partitions one topic may have: bounds open files and memory per CreateTopics call.
+pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+/// Topics one broker holds.
+pub const TOPICS_MAX: usize = 10_000;
+
+/// The settings of a running broker, validated.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub listen: SocketAddr,
+    /// Host and port given to clients in Metadata.
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub data_dir: PathBuf,
+    pub broker_id: i32,
+    pub auto_create_topics: bool,
+    pub num_partitions: i32,
+    pub request_bytes_max: u64,
+    /// Open client connections; more are accepted and closed at once with a log line.
+    pub connections_max: usize,
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    pub retention_ms: Option<u64>,
+    pub retention_bytes: Option<u64>,
+    pub retention_check_interval_ms: u64,
+    /// fdatasync every partition at this interval; `None` leaves it to acks=all and the OS.
+    pub flush_interval_ms: Option<u64>,
+    /// Whether an acks=all produce waits for fdatasync before it is acknowledged.
+    pub fsync_acks_all: bool,
+    pub message_max_bytes: u64,
+    pub min_insync_replicas: i32,
+}
+
+/// Values from the TOML file; every field optional. Names match the long flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub advertised_host: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub broker_id: Option<i32>,
+    pub auto_create_topics: Option<bool>,
+    pub num_partitions: Option<i32>,
+    pub request_bytes_max: Option<u64>,
+    pub connections_max: Option<usize>,
+    pub segment_bytes: Option<u64>,
+    pub segment_ms: Option<u64>,
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<i64>,
+    pub retention_check_interval_ms: Option<u64>,
+    pub flush_interval_ms: Option<u64>,
+    pub fsync_acks_all: Option<bool>,
+    pub message_max_bytes: Option<u64>,
+    pub min_insync_replicas: Option<i32>,
+}
+
+/// `fjord serve` flags: the first phase, before merging and validation.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:9092].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Host name given to clients in Metadata [default: the listen host].
+    #[arg(long, value_name = "HOST")]
+    pub advertised_host: Option<String>,
+    /// Directory for partition logs and metadata [default: ./fjord-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML file with any of these settings (kebab-case keys, e.g. `retention-ms = 3600000`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This broker's id [default: 0].
+    #[arg(long)]
+    pub broker_id: Option<i32>,
+    /// Create unknown topics when a client asks for their metadata [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of an auto-created topic or of a CreateTopics without a count [default: 1].
+    #[arg(long)]
+    pub num_partitions: Option<i32>,
+    /// Largest request frame accepted, in bytes [default: 104857600].
+    #[arg(long)]
+    pub request_bytes_max: Option<u64>,
+    /// Most client connections open at once [default: 10000].
+    #[arg(long)]
+    pub connections_max: Option<usize>,
+    /// Default segment size in bytes (`segment.bytes`) [default: 1073741824].
+    #[arg(long)]
+    pub segment_bytes: Option<u64>,
+    /// Default segment age before a roll, ms (`segment.ms`) [default: 604800000].
+    #[arg(long)]
+    pub segment_ms: Option<u64>,
+    /// Default retention by time, ms; -1 keeps forever (`retention.ms`) [default: 604800000].
+    #[arg(long, allow_hyphen_values = true)]
+    pub retention_ms: Option<i64>,
+    /// Default retention by size per partition, bytes; -1 keeps all (`retention.bytes`) [default: -1].
+    #[arg(long, allow_hyphen_values = true)]
+    pub retention_bytes: Option<i64>,
+    /// How often retention runs, ms [default: 300000].
+    #[arg(long)]
+    pub retention_check_interval_ms: Option<u64>,
+    /// fdatasync all partitions at this interval, ms [default: none].
+    #[arg(long)]
+    pub flush_interval_ms: Option<u64>,
+    /// Wait for fdatasync before acknowledging acks=all produces [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub fsync_acks_all: Option<bool>,
+    /// Largest record batch accepted, bytes (`max.message.bytes`) [default: 1048588].
+    #[arg(long)]
+    pub message_max_bytes: Option<u64>,
+    /// Default `min.insync.replicas` [default: 1].
+    #[arg(long)]
+    pub min_insync_replicas: Option<i32>,
+}
+
+fn optional_limit(name: &str, value: i64) -> anyhow::Result<Option<u64>> {
+    match value {
+        -1 => Ok(None),
+        v if v >= 0 => Ok(Some(v as u64)),
+        v => bail!("{name} must be -1 or at least 0, got {v}"),
+    }
+}
+
+impl ServeArgs {
+    /// Merges flags, the TOML file and defaults into a validated config.
+    pub fn resolve(&self) -> anyhow::Result<BrokerConfig> {
+        let file = match &self.config {
+            Some(path) => read_file_config(path)?,
+            None => FileConfig::default(),
+        };
+        let listen_text = self.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1:9092".to_string());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .with_context(|| format!("--listen {listen_text:?} is not an ADDR:PORT such as 127.0.0.1:9092"))?;
+        let advertised_host = self.advertised_host.clone().or(file.advertised_host).unwrap_or_else(|| {
+            if listen.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                listen.ip().to_string()
+            }
+        });
+        let config = BrokerConfig {
+            listen,
+            advertised_host,
+            advertised_port: listen.port(),
+            data_dir: self.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./fjord-data")),
+            broker_id: self.broker_id.or(file.broker_id).unwrap_or(0),
+            auto_create_topics: self.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
+            num_partitions: self.num_partitions.or(file.num_partitions).unwrap_or(1),
+            request_bytes_max: self.request_bytes_max.or(file.request_bytes_max).unwrap_or(REQUEST_BYTES_MAX_DEFAULT),
+            connections_max: self.connections_max.or(file.connections_max).unwrap_or(10_000),
+            segment_bytes: self.segment_bytes.or(file.segment_bytes).unwrap_or(1024 * 1024 * 1024),
+            segment_ms: self.segment_ms.or(file.segment_ms).unwrap_or(7 * 24 * 3600 * 1000),
+            retention_ms: optional_limit("retention-ms", self.retention_ms.or(file.retention_ms).unwrap_or(7 * 24 * 3600 * 1000))?,
+            retention_bytes: optional_limit("retention-bytes", self.retention_bytes.or(file.retention_bytes).unwrap_or(-1))?,
+            retention_check_interval_ms: self.retention_check_interval_ms.or(file.retention_check_interval_ms).unwrap_or(300_000),
+            flush_interval_ms: self.flush_interval_ms.or(file.flush_interval_ms),
+            fsync_acks_all: self.fsync_acks_all.or(file.fsync_acks_all).unwrap_or(true),
+            message_max_bytes: self.message_max_bytes.or(file.message_max_bytes).unwrap_or(1024 * 1024 + 12),
+            min_insync_replicas: self.min_insync_replicas.or(file.min_insync_replicas).unwrap_or(1),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+impl BrokerConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.broker_id < 0 {
+            bail!("broker-id must be at least 0, got {}", self.broker_id);
+        }
+        if !(1..=TOPIC_PARTITIONS_MAX).contains(&self.num_partitions) {
+            bail!("num-partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {}", self.num_partitions);
+        }
+        if !(1024..=REQUEST_BYTES_LIMIT_MAX).contains(&self.request_bytes_max) {
+            bail!("request-bytes-max must be between 1 KiB and 1 GiB, got {}", self.request_bytes_max);
+        }
+        if self.connections_max == 0 || self.connections_max > 1_000_000 {
+            bail!("connections-max must be between 1 and 1000000, got {}", self.connections_max);
+        }
+        if self.retention_check_interval_ms == 0 {
+            bail!("retention-check-interval-ms must be at least 1");
+        }
+        if self.flush_interval_ms == Some(0) {
+            bail!("flush-interval-ms must be at least 1");
+        }
+        if self.min_insync_replicas < 1 {
+            bail!("min-insync-replicas must be at least 1");
+        }
+        self.default_log_config().validate().map_err(|error| anyhow::anyhow!("{error}"))?;
+        Ok(())
+    }
+
+    /// The log settings a topic gets when it sets none of its own.
+    pub fn default_log_config(&self) -> fjord_storage::LogConfig {
+        fjord_storage::LogConfig {
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            index_interval_bytes: 4096,
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+            flush: match self.flush_interval_ms {
+                Some(ms) => fjord_storage::FlushPolicy::IntervalMs(ms),
+                None => fjord_storage::FlushPolicy::Never,
+            },
+            batch_bytes_max: self.message_max_bytes,
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Kafka error codes for Fjord's errors, chosen in one place with exhaustive matches, so a
+//! new error variant cannot reach a client without a deliberate code.
+
+use kafka_protocol::ResponseError;
+use fjord_storage::{BatchError, StorageError};
+
+use crate::partition::AppendError;
+use crate::producer::SequenceCheck;
+
+/// The Kafka error for a storage error.
+pub fn storage_error_code(error: &StorageError) -> ResponseError {
+    match error {
+        StorageError::InvalidBatch { source, .. } => batch_error_code(source),
+        StorageError::AppendTooLarge { .. } => ResponseError::MessageTooLarge,
+        StorageError::EmptyAppend => ResponseError::CorruptMessage,
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        StorageError::Corrupt { .. } => ResponseError::KafkaStorageError,
+        StorageError::Poisoned { .. } => ResponseError::KafkaStorageError,
+        StorageError::InvalidConfig { .. } => ResponseError::InvalidConfig,
+        StorageError::Io(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+/// The Kafka error for a refused batch.
+pub fn batch_error_code(error: &BatchError) -> ResponseError {
+    match error {
+        BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        BatchError::WrongMagic { .. } => ResponseError::UnsupportedForMessageFormat,
+        BatchError::UnknownCompression { .. } => ResponseError::UnsupportedCompressionType,
+        BatchError::Truncated { .. }
+        | BatchError::LengthTooSmall { .. }
+        | BatchError::ChecksumMismatch { .. }
+        | BatchError::InvalidRecordCount { .. }
+        | BatchError::CountDeltaMismatch { .. }
+        | BatchError::CountBytesMismatch { .. }
+        | BatchError::MalformedRecords { .. } => ResponseError::CorruptMessage,
+        BatchError::UnexpectedBaseOffset { .. } => ResponseError::InvalidRecord,
+    }
+}
+
+/// The Kafka error for a refused append.
+pub fn append_error_code(error: &AppendError) -> ResponseError {
+    match error {
+        AppendError::Storage(error) => storage_error_code(error),
+        AppendError::Sequence(SequenceCheck::OutOfOrder { .. }) => ResponseError::OutOfOrderSequenceNumber,
+        AppendError::Sequence(SequenceCheck::StaleEpoch { .. }) => ResponseError::InvalidProducerEpoch,
+        AppendError::Sequence(SequenceCheck::Append | SequenceCheck::Duplicate { .. }) => {
+            unreachable!("an accepted sequence is not an error")
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! ApiVersions: the versions Fjord serves. An unsupported request version gets Kafka's
+//! answer: error UNSUPPORTED_VERSION in a v0 response that still lists the versions, so the
+//! client can retry with one it shares.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::ResponseError;
+
+use super::Reply;
+use crate::protocol::{encode_response, Request, SUPPORTED_APIS};
+
+pub fn handle(request: &Request) -> Reply {
+    let (min, max) = (0, 3);
+    let mut response = ApiVersionsResponse::default();
+    response.finalized_features_epoch = -1;
+    response.api_keys = SUPPORTED_APIS
+        .iter()
+        .map(|(key, min, max)| {
+            let mut version = ApiVersion::default();
+            version.api_key = *key as i16;
+            version.min_version = *min;
+            version.max_version = *max;
+            version
+        })
+        .collect();
+    let version = if request.version < min || request.version > max {
+        tracing::info!(version = request.version, "ApiVersions version not supported; answering with v0");
+        response.error_code = ResponseError::UnsupportedVersion.code();
+        0
+    } else {
+        request.version
+    };
+    match encode_response(ApiKey::ApiVersions, version, request.header.correlation_id, &response) {
+        Ok(frame) => Reply::Frame(frame),
+        Err(error) => Reply::Close(format!("cannot encode ApiVersions: {error}")),
+    }
+}

@@ -1,0 +1,188 @@
+//! Fetch: whole batches from each requested partition, record bytes spliced from the
+//! segment files to the socket, never decoded or copied through user space.
+//!
+//! Long poll: when fewer than `min_bytes` are available the request waits, woken by every
+//! append, until `max_wait_ms` passes. Limits follow KIP-74: each partition gets at most its
+//! `partition_max_bytes`, the response at most `max_bytes`, except that the first batch of
+//! the first partition with data is always sent whole so a consumer can never get stuck.
+//!
+//! The response (versions 4-11, not flexible) is written by hand:
+//! ```text
+//! correlation_id i32 | throttle_time_ms i32 | error_code i16 (v7+) | session_id i32 (v7+)
+//! [topic string | [partition i32 | error_code i16 | high_watermark i64
+//!    | last_stable_offset i64 | log_start_offset i64 (v5+) | aborted_transactions [] (empty)
+//!    | preferred_read_replica i32 (v11+) | records: length i32, then the spliced bytes]]
+//! ```
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BufMut;
+use fjord_storage::FileRegion;
+use kafka_protocol::messages::FetchRequest;
+use kafka_protocol::ResponseError;
+use tracing::debug;
+
+use super::Reply;
+use crate::broker::Broker;
+use crate::errors::storage_error_code;
+use crate::protocol::{decode_body, Request};
+
+/// Longest long poll honoured: a client asking for more waits this long.
+pub const FETCH_WAIT_MS_MAX: i32 = 30_000;
+/// Most bytes one Fetch response carries, whatever the client asks.
+pub const FETCH_RESPONSE_BYTES_MAX: i32 = 64 * 1024 * 1024;
+/// Partitions one Fetch may name: bounds the work and the response header size.
+pub const FETCH_PARTITIONS_MAX: usize = 20_000;
+
+/// One piece of a Fetch response: bytes built in memory, or a file region to splice.
+pub enum Piece {
+    Bytes(Vec<u8>),
+    Region(FileRegion),
+}
+
+/// A Fetch response ready to be written: size prefix excluded from `pieces`.
+pub struct FetchResponse {
+    pub pieces: Vec<Piece>,
+    pub size: usize,
+}
+
+struct PartitionResult {
+    index: i32,
+    error: i16,
+    high_watermark: i64,
+    log_start_offset: i64,
+    regions: Vec<FileRegion>,
+    bytes: u64,
+}
+
+fn put_string(out: &mut Vec<u8>, value: &str) {
+    out.put_i16(value.len() as i16);
+    out.put_slice(value.as_bytes());
+}
+
+pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+    let body: FetchRequest = decode_body(request)?;
+    let partition_count: usize = body.topics.iter().map(|t| t.partitions.len()).sum();
+    if partition_count > FETCH_PARTITIONS_MAX {
+        anyhow::bail!("fetch names {partition_count} partitions, more than {FETCH_PARTITIONS_MAX}");
+    }
+    let wait = Duration::from_millis(body.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
+    let deadline = Instant::now() + wait;
+    let max_bytes = if body.max_bytes <= 0 { FETCH_RESPONSE_BYTES_MAX } else { body.max_bytes.min(FETCH_RESPONSE_BYTES_MAX) } as u64;
+    let min_bytes = body.min_bytes.max(0) as u64;
+
+    let results = loop {
+        let notified = broker.data_arrived.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (results, total, errors) = collect(broker, &body, max_bytes).await;
+        let now = Instant::now();
+        if total >= min_bytes || errors || now >= deadline {
+            break results;
+        }
+        if tokio::time::timeout(deadline - now, notified).await.is_err() {
+            // Timed out: answer with whatever is there now.
+            let (results, _, _) = collect(broker, &body, max_bytes).await;
+            break results;
+        }
+    };
+    Ok(Reply::Fetch(encode(request, &body, results)))
+}
+
+/// Resolves every requested partition to file regions. Returns (per topic results, total
+/// bytes, whether any partition has an error).
+async fn collect(broker: &Broker, body: &FetchRequest, max_bytes: u64) -> (Vec<Vec<PartitionResult>>, u64, bool) {
+    let mut total = 0u64;
+    let mut errors = false;
+    let mut out = Vec::with_capacity(body.topics.len());
+    for topic in &body.topics {
+        let name = topic.topic.0.as_str();
+        let mut results = Vec::with_capacity(topic.partitions.len());
+        for wanted in &topic.partitions {
+            let mut result = PartitionResult { index: wanted.partition, error: 0, high_watermark: -1, log_start_offset: -1, regions: Vec::new(), bytes: 0 };
+            let Some(partition) = broker.partition(name, wanted.partition) else {
+                result.error = ResponseError::UnknownTopicOrPartition.code();
+                errors = true;
+                results.push(result);
+                continue;
+            };
+            result.high_watermark = partition.high_watermark();
+            result.log_start_offset = partition.log_start_offset();
+            let remaining = max_bytes.saturating_sub(total);
+            let limit = (wanted.partition_max_bytes.max(0) as u64).min(remaining);
+            if wanted.fetch_offset >= result.high_watermark && wanted.fetch_offset <= partition.log_end_offset() && wanted.fetch_offset >= result.log_start_offset {
+                results.push(result);
+                continue;
+            }
+            if limit == 0 && total > 0 {
+                results.push(result);
+                continue;
+            }
+            match partition.read(wanted.fetch_offset, limit.max(1)).await {
+                Ok(read) => {
+                    let bytes = read.bytes();
+                    // Only the first partition with data may exceed the limits (KIP-74).
+                    if bytes > limit && total > 0 {
+                        results.push(result);
+                        continue;
+                    }
+                    total += bytes;
+                    result.bytes = bytes;
+                    result.regions = read.regions;
+                }
+                Err(error) => {
+                    debug!(topic = name, partition = wanted.partition, offset = wanted.fetch_offset, %error, "fetch error");
+                    result.error = storage_error_code(&error).code();
+                    errors = true;
+                }
+            }
+            results.push(result);
+        }
+        out.push(results);
+    }
+    (out, total, errors)
+}
+
+fn encode(request: &Request, body: &FetchRequest, results: Vec<Vec<PartitionResult>>) -> FetchResponse {
+    let version = request.version;
+    let mut pieces = Vec::new();
+    let mut head = Vec::with_capacity(256);
+    head.put_i32(request.header.correlation_id);
+    head.put_i32(0); // throttle_time_ms
+    if version >= 7 {
+        head.put_i16(0); // error_code
+        head.put_i32(0); // session_id: no fetch sessions, every request is a full fetch
+    }
+    head.put_i32(results.len() as i32);
+    let mut size = 0usize;
+    for (topic, partitions) in body.topics.iter().zip(results) {
+        put_string(&mut head, topic.topic.0.as_str());
+        head.put_i32(partitions.len() as i32);
+        for result in partitions {
+            head.put_i32(result.index);
+            head.put_i16(result.error);
+            head.put_i64(result.high_watermark);
+            head.put_i64(result.high_watermark); // last_stable_offset: no transactions
+            if version >= 5 {
+                head.put_i64(result.log_start_offset);
+            }
+            head.put_i32(0); // aborted_transactions: empty
+            if version >= 11 {
+                head.put_i32(-1); // preferred_read_replica
+            }
+            head.put_i32(result.bytes as i32);
+            if !result.regions.is_empty() {
+                size += head.len();
+                pieces.push(Piece::Bytes(std::mem::take(&mut head)));
+                for region in result.regions {
+                    size += region.len as usize;
+                    pieces.push(Piece::Region(region));
+                }
+            }
+        }
+    }
+    size += head.len();
+    pieces.push(Piece::Bytes(head));
+    FetchResponse { pieces, size }
+}

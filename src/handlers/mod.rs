@@ -1,0 +1,65 @@
+//! Request handlers, one file per API (or group of admin APIs). `dispatch` is the API table
+//! in code: every served API key appears here and in `protocol::SUPPORTED_APIS`.
+
+mod admin;
+mod api_versions;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+mod producer_id;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+
+use crate::broker::Broker;
+use crate::protocol::{self, Request};
+
+pub use fetch::{FetchResponse, Piece};
+
+/// What the connection sends back for one request.
+pub enum Reply {
+    /// A complete response frame.
+    Frame(Bytes),
+    /// A Fetch response whose record bytes are spliced from files.
+    Fetch(FetchResponse),
+    /// Nothing (Produce with acks=0).
+    Nothing,
+    /// The request cannot be answered; close the connection after logging why.
+    Close(String),
+}
+
+/// Routes a parsed request to its handler.
+pub async fn dispatch(broker: &Rc<Broker>, request: Request) -> Reply {
+    let Some((min, max)) = protocol::supported_versions(request.api_key) else {
+        return Reply::Close(format!("API {:?} is not served by Fjord", request.api_key));
+    };
+    if request.api_key == ApiKey::ApiVersions {
+        return api_versions::handle(&request);
+    }
+    if request.version < min || request.version > max {
+        return Reply::Close(format!("{:?} v{} is not supported (Fjord serves v{min}-v{max})", request.api_key, request.version));
+    }
+    let result = match request.api_key {
+        ApiKey::Metadata => metadata::handle(broker, &request).await,
+        ApiKey::Produce => produce::handle(broker, &request).await,
+        ApiKey::Fetch => fetch::handle(broker, &request).await,
+        ApiKey::ListOffsets => list_offsets::handle(broker, &request).await,
+        ApiKey::CreateTopics => admin::create_topics(broker, &request).await,
+        ApiKey::DeleteTopics => admin::delete_topics(broker, &request).await,
+        ApiKey::DescribeConfigs => admin::describe_configs(broker, &request).await,
+        ApiKey::InitProducerId => producer_id::handle(broker, &request).await,
+        other => Err(anyhow::anyhow!("API {other:?} is in the table but has no handler")),
+    };
+    match result {
+        Ok(reply) => reply,
+        Err(error) => Reply::Close(format!("{:?} v{}: {error:#}", request.api_key, request.version)),
+    }
+}
+
+/// Encodes `body` as the response to `request`.
+pub(crate) fn frame<T: kafka_protocol::protocol::Encodable>(request: &Request, body: &T) -> anyhow::Result<Reply> {
+    Ok(Reply::Frame(protocol::encode_response(request.api_key, request.version, request.header.correlation_id, body)?))
+}

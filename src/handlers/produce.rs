@@ -1,0 +1,99 @@
+//! Produce: append record batches as received, then answer per partition. acks=0 gets no
+//! answer at all; acks=all waits for fdatasync (unless configured off) and honours
+//! `min.insync.replicas`.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+use tracing::warn;
+
+use super::{frame, Reply};
+use crate::broker::Broker;
+use crate::errors::append_error_code;
+use crate::protocol::{decode_body, Request};
+
+fn partition_response(version: i16, index: i32, code: Option<ResponseError>, message: Option<String>) -> PartitionProduceResponse {
+    let mut response = PartitionProduceResponse::default();
+    response.index = index;
+    response.error_code = code.map_or(0, |c| c.code());
+    response.base_offset = -1;
+    response.log_append_time_ms = -1;
+    response.log_start_offset = -1;
+    if version >= 8 {
+        response.error_message = message.map(Into::into);
+    }
+    response
+}
+
+pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+    let body: ProduceRequest = decode_body(request)?;
+    let acks = body.acks;
+    let mut response = ProduceResponse::default();
+    let mut appended_any = false;
+    for topic_data in &body.topic_data {
+        let name = topic_data.name.0.to_string();
+        let topic = broker.topic(&name);
+        let mut topic_response = TopicProduceResponse::default();
+        topic_response.name = topic_data.name.clone();
+        for data in &topic_data.partition_data {
+            let refuse = |code: ResponseError, message: String| {
+                warn!(topic = %name, partition = data.index, client = ?request.header.client_id, %message, "produce refused");
+                partition_response(request.version, data.index, Some(code), Some(message))
+            };
+            if !matches!(acks, -1 | 0 | 1) {
+                topic_response.partition_responses.push(refuse(ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1, got {acks}")));
+                continue;
+            }
+            if body.transactional_id.is_some() {
+                topic_response.partition_responses.push(refuse(ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported by Fjord".to_string()));
+                continue;
+            }
+            let Some((topic, partition)) = topic.as_ref().and_then(|t| Some((t, broker.partition(&name, data.index)?))) else {
+                topic_response.partition_responses.push(refuse(ResponseError::UnknownTopicOrPartition, format!("{name}-{} does not exist", data.index)));
+                continue;
+            };
+            if acks == -1 && topic.config.min_insync_replicas(&broker.config) > 1 {
+                topic_response.partition_responses.push(refuse(
+                    ResponseError::NotEnoughReplicas,
+                    format!("min.insync.replicas is {} but 1 replica is in sync", topic.config.min_insync_replicas(&broker.config)),
+                ));
+                continue;
+            }
+            let Some(records) = data.records.clone() else {
+                topic_response.partition_responses.push(refuse(ResponseError::CorruptMessage, "null records".to_string()));
+                continue;
+            };
+            match partition.append(records, 0).await {
+                Ok(appended) => {
+                    appended_any |= !appended.duplicate;
+                    let mut ok = partition_response(request.version, data.index, None, None);
+                    ok.base_offset = appended.base_offset;
+                    if request.version >= 5 {
+                        ok.log_start_offset = partition.log_start_offset();
+                    }
+                    if acks == -1 && broker.config.fsync_acks_all {
+                        if let Err(error) = partition.flush_to(appended.last_offset + 1).await {
+                            topic_response.partition_responses.push(refuse(crate::errors::storage_error_code(&error), error.to_string()));
+                            continue;
+                        }
+                    }
+                    topic_response.partition_responses.push(ok);
+                }
+                Err(error) => {
+                    let code = append_error_code(&error);
+                    topic_response.partition_responses.push(refuse(code, format!("{error:?}")));
+                }
+            }
+        }
+        response.responses.push(topic_response);
+    }
+    if appended_any {
+        broker.data_arrived.notify_waiters();
+    }
+    if acks == 0 {
+        return Ok(Reply::Nothing);
+    }
+    frame(request, &response)
+}

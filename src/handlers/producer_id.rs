@@ -1,0 +1,34 @@
+//! InitProducerId: a fresh producer id (epoch 0) for an idempotent producer. Transactional
+//! producers are refused: Fjord has no transaction coordinator.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use kafka_protocol::ResponseError;
+
+use super::{frame, Reply};
+use crate::broker::Broker;
+use crate::protocol::{decode_body, Request};
+
+pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+    let body: InitProducerIdRequest = decode_body(request)?;
+    let mut response = InitProducerIdResponse::default();
+    response.producer_id = ProducerId(-1);
+    response.producer_epoch = -1;
+    if body.transactional_id.is_some() {
+        tracing::warn!(transactional_id = ?body.transactional_id, "InitProducerId for a transactional producer refused: transactions are not supported");
+        response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+        return frame(request, &response);
+    }
+    match broker.allocate_producer_id().await {
+        Ok(id) => {
+            response.producer_id = ProducerId(id);
+            response.producer_epoch = 0;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot allocate a producer id");
+            response.error_code = ResponseError::KafkaStorageError.code();
+        }
+    }
+    frame(request, &response)
+}

@@ -1,0 +1,193 @@
+//! A partition hosted by this broker: its log, its idempotent-producer state, and the
+//! offsets that requests read without taking the log lock.
+//!
+//! The log sits behind an async mutex: one append, read resolution, truncation or retention
+//! pass at a time. Record bytes are sent after the lock is released (regions hold their
+//! files open), so a slow consumer never holds up producers.
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use fjord_storage::batch::{self, BatchHeader};
+use fjord_storage::{LogConfig, PartitionLog, ReadResult, RetentionOutcome, StorageError};
+
+use crate::producer::{ProducerTable, SequenceCheck, SequencedBatch};
+
+/// Why an append was refused.
+#[derive(Debug)]
+pub enum AppendError {
+    Storage(StorageError),
+    Sequence(SequenceCheck),
+}
+
+impl From<StorageError> for AppendError {
+    fn from(error: StorageError) -> Self {
+        AppendError::Storage(error)
+    }
+}
+
+/// A successful append (or an acknowledged duplicate).
+#[derive(Debug, Clone, Copy)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub duplicate: bool,
+}
+
+pub struct Partition {
+    pub topic: Rc<str>,
+    pub index: i32,
+    pub dir: PathBuf,
+    log: tokio::sync::Mutex<PartitionLog>,
+    log_end_offset: Cell<i64>,
+    log_start_offset: Cell<i64>,
+    durable_offset: Cell<i64>,
+    producers: RefCell<ProducerTable>,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.index)
+    }
+}
+
+/// The directory of a partition: `<data_dir>/<topic>-<partition>`.
+pub fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{index}"))
+}
+
+impl Partition {
+    pub async fn open(data_dir: &Path, topic: Rc<str>, index: i32, config: LogConfig) -> Result<Partition, StorageError> {
+        let dir = partition_dir(data_dir, &topic, index);
+        let log = PartitionLog::open(&dir, config).await?;
+        let partition = Partition {
+            topic,
+            index,
+            dir,
+            log_end_offset: Cell::new(log.log_end_offset()),
+            log_start_offset: Cell::new(log.log_start_offset()),
+            durable_offset: Cell::new(log.durable_offset()),
+            log: tokio::sync::Mutex::new(log),
+            producers: RefCell::new(ProducerTable::default()),
+        };
+        Ok(partition)
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset.get()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset.get()
+    }
+
+    /// The offset consumers may read up to. On a single broker every appended record is
+    /// committed; replication lowers this to the in-sync replicas' minimum.
+    pub fn high_watermark(&self) -> i64 {
+        self.log_end_offset.get()
+    }
+
+    fn refresh(&self, log: &PartitionLog) {
+        self.log_end_offset.set(log.log_end_offset());
+        self.log_start_offset.set(log.log_start_offset());
+        self.durable_offset.set(log.durable_offset());
+    }
+
+    /// Appends a producer's record batches (as received), applying idempotence checks.
+    pub async fn append(&self, records: Bytes, leader_epoch: i32) -> Result<Appended, AppendError> {
+        let mut log = self.log.lock().await;
+        // Idempotent producers: the first batch's header carries the producer id, epoch
+        // and sequence. The whole record set is treated as one sequence range.
+        let mut sequenced = None;
+        if let Some(header) = BatchHeader::view(&records) {
+            let producer_id = header.producer_id.get();
+            let first_sequence = header.base_sequence.get();
+            if producer_id >= 0 && first_sequence >= 0 {
+                let epoch = header.producer_epoch.get();
+                let count = total_records(&records);
+                match self.producers.borrow().check(producer_id, epoch, first_sequence, count) {
+                    SequenceCheck::Append => sequenced = Some((producer_id, epoch, first_sequence, count)),
+                    SequenceCheck::Duplicate { base_offset } => {
+                        // Refuse a damaged "duplicate" rather than acknowledge it.
+                        batch::validate(&records, log.config().batch_bytes_max, batch::Origin::Client)
+                            .map_err(|source| AppendError::Storage(StorageError::InvalidBatch { index: 0, position: 0, source }))?;
+                        return Ok(Appended { base_offset, last_offset: base_offset + i64::from(count) - 1, duplicate: true });
+                    }
+                    refused => return Err(AppendError::Sequence(refused)),
+                }
+            }
+        }
+        let result = log.append(BytesMut::from(&records[..]), leader_epoch).await;
+        self.refresh(&log);
+        let info = result?;
+        if let Some((producer_id, epoch, first_sequence, count)) = sequenced {
+            let batch = SequencedBatch {
+                first_sequence,
+                last_sequence: first_sequence.wrapping_add(count - 1),
+                base_offset: info.base_offset,
+                last_offset: info.last_offset,
+            };
+            self.producers.borrow_mut().record(producer_id, epoch, batch);
+        }
+        Ok(Appended { base_offset: info.base_offset, last_offset: info.last_offset, duplicate: false })
+    }
+
+    /// Makes everything below `offset` durable (acks=all).
+    pub async fn flush_to(&self, offset: i64) -> Result<(), StorageError> {
+        if self.durable_offset.get() >= offset {
+            return Ok(());
+        }
+        let mut log = self.log.lock().await;
+        let result = log.flush().await;
+        self.refresh(&log);
+        result
+    }
+
+    pub async fn read(&self, offset: i64, max_bytes: u64) -> Result<ReadResult, StorageError> {
+        let mut log = self.log.lock().await;
+        log.read(offset, max_bytes).await
+    }
+
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        let mut log = self.log.lock().await;
+        log.offset_for_timestamp(timestamp).await
+    }
+
+    /// Background upkeep: retention, time-based roll, interval flush.
+    pub async fn maintain(&self, now_ms: i64, retention: bool) -> Result<RetentionOutcome, StorageError> {
+        let mut log = self.log.lock().await;
+        let mut outcome = RetentionOutcome::default();
+        if retention {
+            outcome = log.apply_retention(now_ms).await?;
+        }
+        log.roll_if_due().await?;
+        log.flush_if_due().await?;
+        self.refresh(&log);
+        Ok(outcome)
+    }
+
+    pub async fn set_config(&self, config: LogConfig) -> Result<(), StorageError> {
+        self.log.lock().await.set_config(config)
+    }
+
+    /// Flushes and writes the clean-shutdown checkpoint. The partition is unusable after.
+    pub async fn close(&self) -> Result<(), StorageError> {
+        self.log.lock().await.close().await
+    }
+}
+
+/// Total records of all batches in a record set (header counts).
+fn total_records(mut records: &[u8]) -> i32 {
+    let mut count = 0i32;
+    while let Some(header) = BatchHeader::view(records) {
+        count = count.saturating_add(header.records_count.get().max(0));
+        let size = header.size() as usize;
+        if size > records.len() || size == 0 {
+            break;
+        }
+        records = &records[size..];
+    }
+    count
+}

@@ -1,0 +1,156 @@
+//! Idempotent producers: per partition, the last batches of each producer id, so that a
+//! retried batch is acknowledged without a second append and a gap in sequence numbers is
+//! refused (Kafka's `ProducerStateManager`, without transactions).
+//!
+//! Invariants: for each producer id, `batches` holds at most `PRODUCER_BATCHES_MAX` entries
+//! in append order, with consecutive sequence ranges; `epoch` is the newest epoch seen.
+
+use std::collections::{HashMap, VecDeque};
+
+/// Batches remembered per producer: Kafka clients keep at most 5 requests in flight per
+/// partition with idempotence on, so a retry is always among the last 5.
+pub const PRODUCER_BATCHES_MAX: usize = 5;
+/// Producer ids remembered per partition: bounds memory; the least recently used is evicted.
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequencedBatch {
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+#[derive(Debug, Clone)]
+struct ProducerEntry {
+    epoch: i16,
+    batches: VecDeque<SequencedBatch>,
+    last_used: u64,
+}
+
+/// What to do with an incoming batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// Append it.
+    Append,
+    /// Already in the log: acknowledge with this base offset, append nothing.
+    Duplicate { base_offset: i64 },
+    /// The producer's epoch is older than one already seen (INVALID_PRODUCER_EPOCH).
+    StaleEpoch { current: i16 },
+    /// The sequence does not follow the last one (OUT_OF_ORDER_SEQUENCE_NUMBER).
+    OutOfOrder { expected: i32, got: i32 },
+}
+
+#[derive(Debug, Default)]
+pub struct ProducerTable {
+    producers: HashMap<i64, ProducerEntry>,
+    clock: u64,
+}
+
+fn next_sequence(sequence: i32) -> i32 {
+    if sequence == i32::MAX {
+        0
+    } else {
+        sequence + 1
+    }
+}
+
+impl ProducerTable {
+    /// Decides about a batch `[first_sequence, first_sequence + count)` from (`producer_id`,
+    /// `epoch`). Does not change the table; call `record` after a successful append.
+    pub fn check(&self, producer_id: i64, epoch: i16, first_sequence: i32, count: i32) -> SequenceCheck {
+        let Some(entry) = self.producers.get(&producer_id) else {
+            // Unknown producer (new, or its state is older than what we remember): accept,
+            // as Kafka does since KIP-360.
+            return SequenceCheck::Append;
+        };
+        if epoch < entry.epoch {
+            return SequenceCheck::StaleEpoch { current: entry.epoch };
+        }
+        if epoch > entry.epoch {
+            return if first_sequence == 0 {
+                SequenceCheck::Append
+            } else {
+                SequenceCheck::OutOfOrder { expected: 0, got: first_sequence }
+            };
+        }
+        let last_sequence = first_sequence.wrapping_add(count - 1);
+        if let Some(batch) = entry.batches.iter().find(|b| b.first_sequence == first_sequence && b.last_sequence == last_sequence) {
+            return SequenceCheck::Duplicate { base_offset: batch.base_offset };
+        }
+        let expected = entry.batches.back().map_or(0, |b| next_sequence(b.last_sequence));
+        if first_sequence == expected {
+            SequenceCheck::Append
+        } else {
+            SequenceCheck::OutOfOrder { expected, got: first_sequence }
+        }
+    }
+
+    /// Remembers an appended batch.
+    pub fn record(&mut self, producer_id: i64, epoch: i16, batch: SequencedBatch) {
+        self.clock += 1;
+        let clock = self.clock;
+        if !self.producers.contains_key(&producer_id) && self.producers.len() >= PRODUCERS_PER_PARTITION_MAX {
+            if let Some((&oldest, _)) = self.producers.iter().min_by_key(|(_, e)| e.last_used) {
+                self.producers.remove(&oldest);
+            }
+        }
+        let entry = self.producers.entry(producer_id).or_insert(ProducerEntry { epoch, batches: VecDeque::new(), last_used: clock });
+        if epoch != entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.last_used = clock;
+        if entry.batches.len() == PRODUCER_BATCHES_MAX {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(batch);
+    }
+
+    /// Forgets everything at or after `offset` (after a log truncation).
+    pub fn truncate_from(&mut self, offset: i64) {
+        for entry in self.producers.values_mut() {
+            entry.batches.retain(|b| b.base_offset < offset);
+        }
+        self.producers.retain(|_, e| !e.batches.is_empty());
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(first: i32, count: i32, base: i64) -> SequencedBatch {
+        SequencedBatch { first_sequence: first, last_sequence: first + count - 1, base_offset: base, last_offset: base + i64::from(count) - 1 }
+    }
+
+    #[test]
+    fn duplicates_gaps_and_epochs() {
+        let mut table = ProducerTable::default();
+        assert_eq!(table.check(7, 0, 0, 3), SequenceCheck::Append);
+        table.record(7, 0, batch(0, 3, 100));
+        assert_eq!(table.check(7, 0, 0, 3), SequenceCheck::Duplicate { base_offset: 100 });
+        assert_eq!(table.check(7, 0, 3, 2), SequenceCheck::Append);
+        assert_eq!(table.check(7, 0, 4, 2), SequenceCheck::OutOfOrder { expected: 3, got: 4 });
+        table.record(7, 0, batch(3, 2, 103));
+        assert_eq!(table.check(7, 0, 0, 3), SequenceCheck::Duplicate { base_offset: 100 });
+        assert_eq!(table.check(7, 1, 0, 1), SequenceCheck::Append);
+        assert_eq!(table.check(7, 1, 5, 1), SequenceCheck::OutOfOrder { expected: 0, got: 5 });
+        table.record(7, 1, batch(0, 1, 105));
+        assert_eq!(table.check(7, 0, 5, 1), SequenceCheck::StaleEpoch { current: 1 });
+        for i in 0..10 {
+            table.record(7, 1, batch(1 + i, 1, 106 + i as i64));
+        }
+        // Only the last five are remembered.
+        assert_eq!(table.check(7, 1, 1, 1), SequenceCheck::OutOfOrder { expected: 11, got: 1 });
+        assert_eq!(table.check(7, 1, 10, 1), SequenceCheck::Duplicate { base_offset: 115 });
+    }
+}

@@ -1,0 +1,241 @@
+//! The network side of a broker: the listener, one task per connection, and shutdown.
+//!
+//! Each connection reads one size-prefixed request at a time and answers it before reading
+//! the next, as Kafka does, so responses are always in request order and a connection has
+//! at most one request in flight; pipelined requests wait in the socket buffer.
+//!
+//! Limits: `request_bytes_max` per frame (checked before any allocation), a read buffer of
+//! at most one frame plus one read chunk per connection, `connections_max` connections.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use fjord_storage::io::{Listener, SplicePipe, Stream, READ_CHUNK_BYTES};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::handlers::{dispatch, FetchResponse, Piece, Reply};
+use crate::protocol::parse_request;
+
+/// How long shutdown waits for in-flight requests before closing the logs anyway.
+const SHUTDOWN_DRAIN_MS_MAX: u64 = 10_000;
+
+/// Shared shutdown state.
+#[derive(Default)]
+pub struct Shutdown {
+    requested: Cell<bool>,
+    notify: Notify,
+    connections: Cell<usize>,
+    drained: Notify,
+}
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        self.requested.set(true);
+        self.notify.notify_waiters();
+    }
+
+    async fn wait(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.requested.get() {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// Runs a broker until SIGTERM or SIGINT, then shuts it down cleanly. Prints
+/// `fjord: listening on ADDR` on stdout once it serves.
+pub async fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
+    let listener = Listener::bind(config.listen)?;
+    let local = listener.local_addr()?;
+    if config.advertised_port == 0 {
+        config.advertised_port = local.port();
+    }
+    let broker = Broker::open(config).await?;
+    let shutdown = Rc::new(Shutdown::default());
+    let upkeep = fjord_storage::io::spawn(Rc::clone(&broker).run_upkeep());
+    {
+        let shutdown = Rc::clone(&shutdown);
+        fjord_storage::io::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+            let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).expect("install SIGINT handler");
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: shutting down"),
+                _ = int.recv() => info!("SIGINT: shutting down"),
+            }
+            shutdown.trigger();
+        });
+    }
+    info!(address = %local, "listening");
+    println!("fjord: listening on {local}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if shutdown.connections.get() >= broker.config.connections_max {
+            warn!(%peer, limit = broker.config.connections_max, "connection refused: connections_max reached");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        shutdown.connections.set(shutdown.connections.get() + 1);
+        let broker = Rc::clone(&broker);
+        let shutdown = Rc::clone(&shutdown);
+        fjord_storage::io::spawn(async move {
+            debug!(%peer, "connection opened");
+            serve_connection(&broker, &stream, peer, &shutdown).await;
+            let _ = stream.shutdown();
+            debug!(%peer, "connection closed");
+            shutdown.connections.set(shutdown.connections.get() - 1);
+            shutdown.drained.notify_waiters();
+        });
+    }
+
+    // Let in-flight requests finish; idle connections stop at their next read.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(SHUTDOWN_DRAIN_MS_MAX);
+    while shutdown.connections.get() > 0 {
+        let drained = shutdown.drained.notified();
+        if tokio::time::timeout_at(deadline, drained).await.is_err() {
+            warn!(connections = shutdown.connections.get(), "shutdown: connections still busy, closing logs anyway");
+            break;
+        }
+    }
+    upkeep.abort();
+    broker.close().await;
+    info!("shut down cleanly");
+    Ok(())
+}
+
+enum FrameRead {
+    Frame(Bytes),
+    Closed,
+}
+
+/// Reads the next request frame into `buf` (which keeps any bytes of the following one).
+async fn read_frame(stream: &Stream, buf: &mut BytesMut, request_bytes_max: u64) -> Result<FrameRead, String> {
+    loop {
+        if buf.len() >= 4 {
+            let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            if size < 0 || size as u64 > request_bytes_max {
+                return Err(format!("frame size {size} outside 0..={request_bytes_max} (request_bytes_max)"));
+            }
+            let total = 4 + size as usize;
+            if buf.len() >= total {
+                let mut frame = buf.split_to(total);
+                frame.advance(4);
+                return Ok(FrameRead::Frame(frame.freeze()));
+            }
+            // Room for the rest of this frame; never more than one frame plus a chunk.
+            buf.reserve((total - buf.len()).max(READ_CHUNK_BYTES.min(total)));
+        } else if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
+        let taken = std::mem::take(buf);
+        let (result, returned) = stream.read(taken).await;
+        *buf = returned;
+        match result {
+            Ok(0) if buf.is_empty() => return Ok(FrameRead::Closed),
+            Ok(0) => return Err(format!("peer closed inside a frame ({} bytes buffered)", buf.len())),
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return Ok(FrameRead::Closed),
+            Err(error) => return Err(format!("read failed: {error}")),
+        }
+    }
+}
+
+async fn serve_connection(broker: &Rc<Broker>, stream: &Stream, peer: SocketAddr, shutdown: &Shutdown) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut pipe: Option<SplicePipe> = None;
+    loop {
+        if shutdown.requested.get() {
+            return;
+        }
+        let frame = tokio::select! {
+            frame = read_frame(stream, &mut buf, broker.config.request_bytes_max) => frame,
+            _ = shutdown.wait() => return,
+        };
+        let payload = match frame {
+            Ok(FrameRead::Frame(payload)) => payload,
+            Ok(FrameRead::Closed) => return,
+            Err(reason) => {
+                warn!(%peer, %reason, "closing connection: bad frame");
+                return;
+            }
+        };
+        let request = match parse_request(payload) {
+            Ok(request) => request,
+            Err(error) => {
+                warn!(%peer, %error, "closing connection: bad request");
+                return;
+            }
+        };
+        let api = request.api_key;
+        let written = match dispatch(broker, request).await {
+            Reply::Frame(bytes) => stream.write_all(bytes).await.0.map_err(|e| e.to_string()),
+            Reply::Fetch(response) => write_fetch(stream, &mut pipe, response).await,
+            Reply::Nothing => Ok(()),
+            Reply::Close(reason) => {
+                warn!(%peer, ?api, %reason, "closing connection");
+                return;
+            }
+        };
+        if let Err(error) = written {
+            debug!(%peer, ?api, %error, "write failed; closing connection");
+            return;
+        }
+    }
+}
+
+/// Writes a Fetch response: in-memory pieces with write, record bytes with splice, all
+/// corked so they leave in full packets.
+async fn write_fetch(stream: &Stream, pipe: &mut Option<SplicePipe>, response: FetchResponse) -> Result<(), String> {
+    let _ = stream.set_cork(true);
+    let result = async {
+        let mut prefix = Some((response.size as i32).to_be_bytes());
+        for piece in response.pieces {
+            match piece {
+                Piece::Bytes(mut bytes) => {
+                    if let Some(prefix) = prefix.take() {
+                        bytes.splice(0..0, prefix);
+                    }
+                    stream.write_all(bytes).await.0.map_err(|e| e.to_string())?;
+                }
+                Piece::Region(region) => {
+                    if let Some(prefix) = prefix.take() {
+                        stream.write_all(prefix.to_vec()).await.0.map_err(|e| e.to_string())?;
+                    }
+                    if pipe.is_none() {
+                        *pipe = Some(SplicePipe::new().map_err(|e| e.to_string())?);
+                    }
+                    let pipe = pipe.as_mut().expect("created above");
+                    region.splice_to(pipe, stream.as_raw_fd()).await.map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let _ = stream.set_cork(false);
+    result
+}

@@ -1,0 +1,196 @@
+//! Topics: names, per-topic configs, and the metadata file that persists them.
+//!
+//! A topic's metadata lives in `<data_dir>/topics/<name>.toml`, written atomically:
+//! ```toml
+//! id = "5f0c...e1"          # 32 hex digits, the topic id clients see in Metadata v10+
+//! partitions = 4
+//! [config]                 # only the overrides given at creation
+//! "retention.ms" = "3600000"
+//! ```
+//! Partition data lives in `<data_dir>/<name>-<partition>/`, Kafka's layout.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::BrokerConfig;
+use fjord_storage::LogConfig;
+
+/// Kafka's limit on topic name length (249, so that `<name>-<partition>` fits in 255).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// Checks a topic name the way Kafka does; `Err` says why it is refused.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".to_string());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name {name:?} is reserved"));
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(format!("topic name is {} bytes, more than {TOPIC_NAME_BYTES_MAX}", name.len()));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || *c == '_' || *c == '-')) {
+        return Err(format!("topic name {name:?} contains {bad:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"));
+    }
+    Ok(())
+}
+
+/// The topic configs Fjord applies, with how each is checked.
+pub const TOPIC_CONFIG_NAMES: &[&str] = &[
+    "cleanup.policy",
+    "retention.ms",
+    "retention.bytes",
+    "segment.bytes",
+    "segment.ms",
+    "max.message.bytes",
+    "min.insync.replicas",
+    "index.interval.bytes",
+    "message.timestamp.type",
+];
+
+/// Per-topic overrides, as given at creation (string values, as on the wire).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    pub overrides: BTreeMap<String, String>,
+}
+
+fn parse_i64(name: &str, value: &str, min: i64) -> Result<i64, String> {
+    let parsed: i64 = value.trim().parse().map_err(|_error| format!("{name} = {value:?} is not an integer"))?;
+    if parsed < min {
+        return Err(format!("{name} = {parsed} is below the minimum {min}"));
+    }
+    Ok(parsed)
+}
+
+impl TopicConfig {
+    /// Checks one override; `Err` is the message for INVALID_CONFIG.
+    pub fn check(name: &str, value: &str) -> Result<(), String> {
+        match name {
+            "cleanup.policy" => match value {
+                "delete" => Ok(()),
+                other => Err(format!("cleanup.policy = {other:?} is not supported; Fjord only deletes (no compaction)")),
+            },
+            "message.timestamp.type" => match value {
+                "CreateTime" => Ok(()),
+                other => Err(format!("message.timestamp.type = {other:?} is not supported; only CreateTime")),
+            },
+            "retention.ms" | "retention.bytes" => parse_i64(name, value, -1).map(|_| ()),
+            "segment.bytes" => parse_i64(name, value, fjord_storage::SEGMENT_BYTES_MIN as i64).and_then(|v| {
+                if v as u64 > fjord_storage::SEGMENT_BYTES_MAX {
+                    Err(format!("segment.bytes = {v} is above the maximum {}", fjord_storage::SEGMENT_BYTES_MAX))
+                } else {
+                    Ok(())
+                }
+            }),
+            "segment.ms" | "min.insync.replicas" | "index.interval.bytes" => parse_i64(name, value, 1).map(|_| ()),
+            "max.message.bytes" => parse_i64(name, value, fjord_storage::batch::BATCH_HEADER_BYTES as i64).and_then(|v| {
+                if v as u64 > fjord_storage::BATCH_BYTES_LIMIT_MAX {
+                    Err(format!("max.message.bytes = {v} is above the maximum {}", fjord_storage::BATCH_BYTES_LIMIT_MAX))
+                } else {
+                    Ok(())
+                }
+            }),
+            other => Err(format!("unknown topic config {other:?}; supported: {}", TOPIC_CONFIG_NAMES.join(", "))),
+        }
+    }
+
+    /// Builds a config from (name, value) pairs, checking each.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<TopicConfig, String> {
+        let mut config = TopicConfig::default();
+        for (name, value) in pairs {
+            TopicConfig::check(name, value)?;
+            config.overrides.insert(name.to_string(), value.to_string());
+        }
+        Ok(config)
+    }
+
+    fn get_i64(&self, name: &str) -> Option<i64> {
+        self.overrides.get(name).and_then(|v| v.trim().parse().ok())
+    }
+
+    /// The storage settings for this topic's partitions.
+    pub fn log_config(&self, broker: &BrokerConfig) -> LogConfig {
+        let mut config = broker.default_log_config();
+        let limit = |v: i64| if v < 0 { None } else { Some(v as u64) };
+        if let Some(v) = self.get_i64("retention.ms") {
+            config.retention_ms = limit(v);
+        }
+        if let Some(v) = self.get_i64("retention.bytes") {
+            config.retention_bytes = limit(v);
+        }
+        if let Some(v) = self.get_i64("segment.bytes") {
+            config.segment_bytes = v as u64;
+        }
+        if let Some(v) = self.get_i64("segment.ms") {
+            config.segment_ms = v as u64;
+        }
+        if let Some(v) = self.get_i64("max.message.bytes") {
+            config.batch_bytes_max = v as u64;
+        }
+        if let Some(v) = self.get_i64("index.interval.bytes") {
+            config.index_interval_bytes = (v as u64).min(config.segment_bytes);
+        }
+        config
+    }
+
+    pub fn min_insync_replicas(&self, broker: &BrokerConfig) -> i32 {
+        self.get_i64("min.insync.replicas").map_or(broker.min_insync_replicas, |v| v as i32)
+    }
+
+    /// Every config of the topic with its effective value and whether it is an override:
+    /// (name, value, is_default).
+    pub fn describe(&self, broker: &BrokerConfig) -> Vec<(String, String, bool)> {
+        let log = self.log_config(broker);
+        let opt = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
+        let effective: Vec<(&str, String)> = vec![
+            ("cleanup.policy", "delete".to_string()),
+            ("retention.ms", opt(log.retention_ms)),
+            ("retention.bytes", opt(log.retention_bytes)),
+            ("segment.bytes", log.segment_bytes.to_string()),
+            ("segment.ms", log.segment_ms.to_string()),
+            ("max.message.bytes", log.batch_bytes_max.to_string()),
+            ("min.insync.replicas", self.min_insync_replicas(broker).to_string()),
+            ("index.interval.bytes", log.index_interval_bytes.to_string()),
+            ("message.timestamp.type", "CreateTime".to_string()),
+        ];
+        effective
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value, !self.overrides.contains_key(name)))
+            .collect()
+    }
+}
+
+/// The on-disk form of a topic's metadata.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopicFile {
+    pub id: String,
+    pub partitions: i32,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_kafkas_rules() {
+        assert!(validate_name("orders.v1_eu-west").is_ok());
+        for bad in ["", ".", "..", "a b", "tópico", "x/y", &"a".repeat(250)] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(validate_name(&"a".repeat(249)).is_ok());
+    }
+
+    #[test]
+    fn configs_are_checked() {
+        assert!(TopicConfig::from_pairs([("retention.ms", "1000"), ("segment.bytes", "1048576")]).is_ok());
+        assert!(TopicConfig::from_pairs([("retention.ms", "-1")]).is_ok());
+        assert!(TopicConfig::from_pairs([("retention.ms", "-2")]).is_err());
+        assert!(TopicConfig::from_pairs([("retention.ms", "soon")]).is_err());
+        assert!(TopicConfig::from_pairs([("cleanup.policy", "compact")]).is_err());
+        assert!(TopicConfig::from_pairs([("segment.bytes", "10")]).is_err());
+        assert!(TopicConfig::from_pairs([("no.such.config", "1")]).is_err());
+    }
+}
