@@ -11,6 +11,11 @@ use clap::{Parser, Subcommand};
 
 use crate::config::ServeArgs;
 
+pub mod client;
+mod consume;
+mod produce;
+mod topic;
+
 /// Exit code for a failure while running.
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit code for bad flags or values.
@@ -27,6 +32,12 @@ struct Cli {
 enum Command {
     /// Run a broker (defaults: 127.0.0.1:9092, ./fjord-data, broker id 0).
     Serve(ServeArgs),
+    /// Create, list, describe or delete topics.
+    Topic(topic::TopicArgs),
+    /// Write lines from stdin to a topic.
+    Produce(produce::ProduceArgs),
+    /// Read records from a topic and print them.
+    Consume(consume::ConsumeArgs),
 }
 
 /// An error with the exit code it maps to.
@@ -50,6 +61,11 @@ impl CliError {
     }
 }
 
+/// A Kafka error code as a lowercase name, e.g. `unknowntopicorpartition`.
+pub fn error_name(code: i16) -> String {
+    kafka_protocol::ResponseError::try_from_code(code).map_or(format!("error {code}"), |e| format!("{e:?}").to_lowercase())
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
@@ -60,6 +76,9 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Topic(args) => topic::run(args),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -573,15 +573,31 @@ impl PartitionLog {
         let Some(i) = self.segments.iter().position(|s| s.max_timestamp >= timestamp) else {
             return Ok(None);
         };
+        let found = match self.offset_for_timestamp_in(i, timestamp).await {
+            Err(StorageError::Corrupt { path, position, reason }) => {
+                // An index that disagrees with the log: rebuild it once and retry (as `read`).
+                warn!(path = %path.display(), position, %reason, "index disagrees with log; rebuilding");
+                let scanned = recovery::scan_segment(&mut self.segments[i], false).await;
+                self.guard(scanned)?;
+                self.offset_for_timestamp_in(i, timestamp).await
+            }
+            other => other,
+        };
+        self.guard(found)
+    }
+
+    /// `offset_for_timestamp` within segment `i`. The offset index entry the walk starts from
+    /// must name the batch at its position, or the walk could start past the answer.
+    async fn offset_for_timestamp_in(&self, i: usize, timestamp: i64) -> Result<Option<(i64, i64)>> {
         let segment = &self.segments[i];
         let start_offset = segment.time_index.lookup_before(timestamp).map_or(segment.base_offset, |e| e.offset);
-        let mut position = segment.index.lookup(start_offset).position;
+        let entry = segment.index.lookup(start_offset);
+        let mut position = entry.position;
         while position < segment.size {
-            let headers = segment.headers_at(position).await;
-            let headers = match headers {
-                Ok(headers) => headers,
-                Err(error) => return Err(self.poison_with(error)),
-            };
+            let headers = segment.headers_at(position).await?;
+            if position == entry.position && headers[0].base_offset != entry.offset {
+                return Err(segment.corrupt(position, format!("index says offset {} starts here, the log says {}", entry.offset, headers[0].base_offset)));
+            }
             for header in &headers {
                 if header.max_timestamp >= timestamp && header.last_offset >= self.log_start_offset {
                     let batch_bytes = segment.log.read_at(header.position, header.size as usize).await?;

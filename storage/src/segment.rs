@@ -246,13 +246,20 @@ impl Segment {
         // Batches up to the last index entry below `limit` are whole: entries sit on batch
         // starts. From there, walk headers while the next batch still fits.
         let entry = self.index.lookup_position(limit);
-        let (mut end, mut next_offset) = if entry.position > start {
+        let from_entry = entry.position > start;
+        let (mut end, mut next_offset) = if from_entry {
             (entry.position, entry.offset)
         } else {
             (start + first.size, first.last_offset + 1)
         };
         'walk: while end < self.size {
-            for header in self.headers_at(end).await? {
+            let headers = self.headers_at(end).await?;
+            // The entry is trusted for everything before it, so check that it names the batch
+            // at its position (as `find_batch` does); the caller rebuilds the index if not.
+            if from_entry && end == entry.position && headers[0].base_offset != entry.offset {
+                return Err(self.corrupt(end, format!("index says offset {} starts here, the log says {}", entry.offset, headers[0].base_offset)));
+            }
+            for header in headers {
                 if header.position + header.size > limit {
                     break 'walk;
                 }

@@ -218,3 +218,317 @@ fn torn_or_flipped_last_batch_flush_every_append() {
 fn torn_or_flipped_only_batch_of_the_last_segment() {
     torn_last_batch(FlushPolicy::Never, LastSegment::One);
 }
+
+/// Regression: recovery accepted a batch whose base offset (not covered by the CRC) was
+/// flipped upwards, leaving a gap in the offsets and moving the log end past what was written.
+#[test]
+fn flipped_base_offset_of_the_tail_batch_is_not_accepted_as_a_gap() {
+    let dir = TempDir::new("crash-base-offset");
+    block_on(async {
+        let config = config(FlushPolicy::Never);
+        let mut log = PartitionLog::open(dir.path(), config.clone()).await.unwrap();
+        for i in 0..3 {
+            log.append(buf(&batch(2, 10, i, i as u64)), 0).await.unwrap();
+        }
+        let all = parse(&log.read(0, u64::MAX).await.unwrap().read_bytes().await.unwrap());
+        drop(log);
+        let path = dir.path().join(file_name(0, "log"));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let tail = bytes.len() - all[2].bytes.len();
+        bytes[tail + 7] = 0x40; // base offset 4 -> 64: still increasing, still in the segment
+        std::fs::write(&path, bytes).unwrap();
+        let mut log = PartitionLog::open(dir.path(), config).await.unwrap();
+        assert_eq!(log.log_end_offset(), 4, "{:?}", log.open_report());
+        check_recovered(&mut log, dir.path(), &all[..2], "flipped base offset").await;
+    });
+}
+
+/// Writes a multi-segment log and stops it cleanly or not; returns its batches and segments.
+async fn written_log(dir: &Path, clean: bool) -> (Vec<Stored>, Vec<SegmentInfo>) {
+    let config = config(FlushPolicy::Never);
+    let (all, _) = write_log(dir, &config, LastSegment::Several).await;
+    let mut log = PartitionLog::open(dir, config).await.unwrap();
+    let segments = log.segments();
+    assert!(segments.iter().filter(|s| s.index_entries > 0).count() >= 2, "{segments:?}");
+    if clean {
+        log.close().await.unwrap();
+    } else {
+        drop(log);
+    }
+    (all, segments)
+}
+
+fn index_paths(dir: &Path, segments: &[SegmentInfo]) -> Vec<std::path::PathBuf> {
+    segments.iter().flat_map(|s| [dir.join(file_name(s.base_offset, "index")), dir.join(file_name(s.base_offset, "timeindex"))]).collect()
+}
+
+/// Reads from every batch's base offset with a few sizes, each from a fresh copy of `source`
+/// (so each read is the first thing that touches the indexes), and checks the bytes and the
+/// next offset. Then looks up every batch's timestamps.
+async fn check_reads_from_fresh_opens(source: &Path, scratch: &Path, expected: &[Stored], ctx: &str) {
+    let config = config(FlushPolicy::Never);
+    for (i, first) in expected.iter().enumerate() {
+        for max_bytes in [1u64, 300, 700, 1500, 5000] {
+            copy_dir(source, scratch);
+            let mut log = PartitionLog::open(scratch, config.clone()).await.unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
+            let ctx = format!("{ctx}: read({}, {max_bytes})", first.base);
+            let result = log.read(first.base, max_bytes).await.unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            let got = parse(&result.read_bytes().await.unwrap());
+            assert!(!got.is_empty(), "{ctx}: nothing returned");
+            for (k, b) in got.iter().enumerate() {
+                assert_eq!(b.bytes, expected[i + k].bytes, "{ctx}: batch #{k} differs");
+            }
+            assert_eq!(result.next_offset(), Some(got.last().unwrap().last + 1), "{ctx}: next offset disagrees with the bytes: {:?}", result.regions);
+            let mut next = first.base;
+            for region in &result.regions {
+                assert_eq!(region.first_offset, next, "{ctx}: regions {:?}", result.regions);
+                next = region.next_offset;
+            }
+            drop(log);
+        }
+        copy_dir(source, scratch);
+        let mut log = PartitionLog::open(scratch, config.clone()).await.unwrap();
+        // Timestamps increase with offsets here, so a batch's base timestamp finds its base.
+        let header = BatchHeader::view(&first.bytes).unwrap();
+        let found = log.offset_for_timestamp(header.base_timestamp.get()).await.unwrap_or_else(|e| panic!("{ctx}: offset_for_timestamp: {e}"));
+        assert_eq!(found, Some((first.base, header.base_timestamp.get())), "{ctx}: offset_for_timestamp of batch {}", first.base);
+    }
+}
+
+#[test]
+fn deleted_index_files_are_rebuilt() {
+    for clean in [true, false] {
+        let dir = TempDir::new("crash-no-index");
+        block_on(async {
+            let ctx = format!("deleted indexes, clean stop {clean}");
+            let (all, before) = written_log(dir.path(), clean).await;
+            for path in index_paths(dir.path(), &before) {
+                std::fs::remove_file(&path).unwrap();
+            }
+            let mut log = PartitionLog::open(dir.path(), config(FlushPolicy::Never)).await.unwrap();
+            let report = log.open_report().clone();
+            assert_eq!(report.clean_shutdown, clean, "{ctx}");
+            let after = log.segments();
+            for (old, new) in before.iter().zip(&after) {
+                assert_eq!(old.index_entries, new.index_entries, "{ctx}: rebuilt index of segment {}", old.base_offset);
+                if old.index_entries > 0 {
+                    assert!(report.scanned.iter().any(|(base, _)| *base == old.base_offset), "{ctx}: segment {} needs a rebuild: {report:?}", old.base_offset);
+                    for extension in ["index", "timeindex"] {
+                        let len = std::fs::metadata(dir.path().join(file_name(old.base_offset, extension))).unwrap().len();
+                        assert!(len > 0, "{ctx}: .{extension} of segment {} recreated empty", old.base_offset);
+                    }
+                }
+            }
+            assert_eq!(before.len(), after.len(), "{ctx}");
+            check_recovered(&mut log, dir.path(), &all, &ctx).await;
+        });
+    }
+}
+
+#[test]
+fn random_bytes_in_index_files_are_rebuilt() {
+    let dir = TempDir::new("crash-garbled-index");
+    block_on(async {
+        let (all, segments) = written_log(dir.path(), true).await;
+        let mut rng = Rng::new(0x1dec5);
+        for path in index_paths(dir.path(), &segments) {
+            let len = std::fs::metadata(&path).unwrap().len().max(8);
+            // Same length (a plausible file size), or a ragged one.
+            let len = if rng.below(2) == 0 { len } else { 1 + rng.below(3 * len) };
+            std::fs::write(&path, (0..len).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>()).unwrap();
+        }
+        let mut log = PartitionLog::open(dir.path(), config(FlushPolicy::Never)).await.unwrap();
+        let report = log.open_report().clone();
+        assert!(report.clean_shutdown);
+        for segment in &segments {
+            assert!(report.scanned.iter().any(|(base, _)| *base == segment.base_offset), "garbage index of segment {} went unnoticed: {report:?}", segment.base_offset);
+        }
+        check_recovered(&mut log, dir.path(), &all, "random index bytes").await;
+    });
+}
+
+/// Rewrites a segment's `.index` with `change` applied to its entries (offset, position).
+fn rewrite_index(path: &Path, base_offset: i64, mut change: impl FnMut(usize, i64, u64) -> (i64, u64)) {
+    let bytes = std::fs::read(path).unwrap();
+    let mut out = Vec::new();
+    for (n, entry) in bytes.chunks_exact(OFFSET_ENTRY_BYTES).enumerate() {
+        let offset = base_offset + i64::from(u32::from_be_bytes(entry[0..4].try_into().unwrap()));
+        let position = u64::from(u32::from_be_bytes(entry[4..8].try_into().unwrap()));
+        let (offset, position) = change(n, offset, position);
+        out.extend_from_slice(&((offset - base_offset) as u32).to_be_bytes());
+        out.extend_from_slice(&(position as u32).to_be_bytes());
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Every position shifted by one byte: still increasing and inside the log, so the file
+/// decodes, but its last entry no longer sits on a batch. The open notices and rebuilds.
+#[test]
+fn index_with_shifted_positions_is_rebuilt_on_open() {
+    let dir = TempDir::new("crash-shifted-index");
+    block_on(async {
+        let (all, segments) = written_log(dir.path(), true).await;
+        for segment in segments.iter().filter(|s| s.index_entries > 0) {
+            rewrite_index(&dir.path().join(file_name(segment.base_offset, "index")), segment.base_offset, |_, offset, position| (offset, position + 1));
+        }
+        let mut log = PartitionLog::open(dir.path(), config(FlushPolicy::Never)).await.unwrap();
+        let report = log.open_report().clone();
+        for segment in segments.iter().filter(|s| s.index_entries > 0) {
+            assert!(report.scanned.iter().any(|(base, _)| *base == segment.base_offset), "shifted index of segment {} went unnoticed: {report:?}", segment.base_offset);
+        }
+        check_recovered(&mut log, dir.path(), &all, "shifted index").await;
+    });
+}
+
+/// Moves every `.index` entry but the last `ahead` batches forward (as far as the entries
+/// stay increasing): plausible, and invisible to an open that checks only the last entry.
+/// Returns how many entries now lie.
+fn point_entries_ahead(dir: &Path, segments: &[SegmentInfo], all: &[Stored], ahead: usize) -> usize {
+    let mut changed = 0;
+    for segment in segments.iter().filter(|s| s.index_entries > 1) {
+        let mut starts = Vec::new(); // batch start positions of this segment
+        let mut position = 0u64;
+        for b in all.iter().filter(|b| b.base >= segment.base_offset && b.base < segment.next_offset) {
+            starts.push(position);
+            position += b.bytes.len() as u64;
+        }
+        let path = dir.join(file_name(segment.base_offset, "index"));
+        let old: Vec<u64> = std::fs::read(&path).unwrap().chunks_exact(OFFSET_ENTRY_BYTES).map(|e| u64::from(u32::from_be_bytes(e[4..8].try_into().unwrap()))).collect();
+        let mut new = old.clone();
+        for n in (0..old.len() - 1).rev() {
+            let i = starts.iter().position(|&p| p == old[n]).expect("entry on a batch start");
+            if let Some(k) = (1..=ahead).rev().find(|&k| starts.get(i + k).is_some_and(|&p| p < new[n + 1])) {
+                new[n] = starts[i + k];
+                changed += 1;
+            }
+        }
+        rewrite_index(&path, segment.base_offset, |n, offset, _| (offset, new[n]));
+    }
+    changed
+}
+
+/// An `.index` whose middle entries point one or two batches too far. Reads and timestamp
+/// lookups must still give the right answers, and `verify` must notice the index.
+#[test]
+fn index_with_wrong_middle_entries_is_detected_by_reads_and_verify() {
+    for ahead in [1, 2] {
+        let source = TempDir::new("crash-wrong-index");
+        let scratch = TempDir::new("crash-wrong-index-case");
+        block_on(async {
+            let ctx = format!("middle index entries {ahead} batches ahead");
+            let (all, segments) = written_log(source.path(), true).await;
+            let changed = point_entries_ahead(source.path(), &segments, &all, ahead);
+            assert!(changed >= 2, "{ctx}: the test needs wrong entries: {segments:?}");
+
+            // Detected: a fresh open either rebuilt the index or `verify` reports it.
+            copy_dir(source.path(), scratch.path());
+            let mut log = PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap();
+            let rebuilt_on_open = segments.iter().filter(|s| s.index_entries > 1).all(|s| log.open_report().scanned.iter().any(|(base, _)| *base == s.base_offset));
+            match log.verify().await {
+                Ok(()) => assert!(rebuilt_on_open, "{ctx}: verify accepted a wrong index: {:?}", log.open_report()),
+                Err(error) => assert!(matches!(error, fjord_storage::StorageError::Corrupt { .. }), "{ctx}: {error}"),
+            }
+            drop(log);
+
+            check_reads_from_fresh_opens(source.path(), scratch.path(), &all, &ctx).await;
+
+            // Every record's timestamp, looked up on a log that has not read anything yet.
+            copy_dir(source.path(), scratch.path());
+            let mut log = PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap();
+            for b in &all {
+                let header = BatchHeader::view(&b.bytes).unwrap();
+                for delta in 0..=(b.last - b.base) {
+                    let timestamp = header.base_timestamp.get() + delta;
+                    let found = log.offset_for_timestamp(timestamp).await.unwrap_or_else(|e| panic!("{ctx}: offset_for_timestamp({timestamp}): {e}"));
+                    assert_eq!(found, Some((b.base + delta, timestamp)), "{ctx}: offset_for_timestamp({timestamp})");
+                }
+            }
+            drop(log);
+
+            // Reads that hit the wrong entries rebuild the index in memory; afterwards the log
+            // verifies.
+            copy_dir(source.path(), scratch.path());
+            let mut log = PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap();
+            for b in &all {
+                let got = parse(&log.read(b.base, 1).await.unwrap().read_bytes().await.unwrap());
+                assert_eq!(got[0].bytes, b.bytes, "{ctx}");
+            }
+            log.verify().await.unwrap_or_else(|e| panic!("{ctx}: verify after reads: {e}"));
+        });
+    }
+}
+
+#[test]
+fn garbage_checkpoint_means_full_recovery() {
+    let source = TempDir::new("crash-checkpoint");
+    let scratch = TempDir::new("crash-checkpoint-case");
+    block_on(async {
+        let (all, segments) = written_log(source.path(), true).await;
+        let mut rng = Rng::new(0xc4ec);
+        let random = |rng: &mut Rng, len: usize| (0..len).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>();
+        let valid = std::fs::read(source.path().join("checkpoint")).unwrap();
+        let mut flipped = valid.clone();
+        flipped[9] ^= 0x10; // the recovery offset, under the CRC
+        let mut bad_magic = b"FJCX".to_vec();
+        bad_magic.extend_from_slice(&valid[4..]);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("random 28 bytes", random(&mut rng, 28)),
+            ("random 100 bytes", random(&mut rng, 100)),
+            ("empty", Vec::new()),
+            ("torn", valid[..13].to_vec()),
+            ("flipped bit", flipped),
+            ("bad magic", bad_magic),
+        ];
+        for (name, bytes) in cases {
+            let ctx = format!("checkpoint {name}");
+            copy_dir(source.path(), scratch.path());
+            std::fs::write(scratch.path().join("checkpoint"), &bytes).unwrap();
+            // A leftover temp file from a checkpoint write that never finished.
+            std::fs::write(scratch.path().join("checkpoint.tmp"), random(&mut rng, 28)).unwrap();
+            let mut log = PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
+            let report = log.open_report().clone();
+            assert!(!report.clean_shutdown, "{ctx}: a damaged checkpoint is not trusted: {report:?}");
+            let scanned: Vec<i64> = report.scanned.iter().map(|(base, _)| *base).collect();
+            let bases: Vec<i64> = segments.iter().map(|s| s.base_offset).collect();
+            assert_eq!(scanned, bases, "{ctx}: every segment is scanned");
+            assert!(report.scanned.iter().all(|(_, o)| o.invalid_bytes == 0), "{ctx}: {report:?}");
+            assert!(!scratch.path().join("checkpoint.tmp").exists(), "{ctx}: the temp file is removed");
+            check_recovered(&mut log, scratch.path(), &all, &ctx).await;
+            // And the checkpoint is good again: a clean close is trusted.
+            log.close().await.unwrap();
+            let log = PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap();
+            assert!(log.open_report().clean_shutdown && log.open_report().scanned.is_empty(), "{ctx}: {:?}", log.open_report());
+        }
+    });
+}
+
+/// Retention writes the new log start to the checkpoint before deleting files. A crash in
+/// between leaves segments wholly below the log start, which the next open removes.
+#[test]
+fn crash_between_retention_checkpoint_and_file_deletion() {
+    let before = TempDir::new("crash-retention-before");
+    let after = TempDir::new("crash-retention-after");
+    block_on(async {
+        let (all, segments) = written_log(before.path(), true).await;
+        copy_dir(before.path(), after.path());
+        let config = LogConfig { retention_bytes: Some(1), ..config(FlushPolicy::Never) };
+        let mut log = PartitionLog::open(after.path(), config.clone()).await.unwrap();
+        let outcome = log.apply_retention(0).await.unwrap();
+        assert!(outcome.deleted_segments.len() >= 2, "{outcome:?}");
+        drop(log);
+        // The crash: the new checkpoint is on disk, the old segments are not yet deleted.
+        std::fs::copy(after.path().join("checkpoint"), before.path().join("checkpoint")).unwrap();
+        let mut log = PartitionLog::open(before.path(), config).await.unwrap();
+        assert_eq!(log.log_start_offset(), outcome.log_start_offset);
+        assert_eq!(log.open_report().removed_segments, outcome.deleted_segments);
+        for base in &outcome.deleted_segments {
+            assert!(!before.path().join(file_name(*base, "log")).exists(), "segment {base} below the log start is deleted");
+        }
+        assert!(matches!(log.read(0, 100).await, Err(fjord_storage::StorageError::OffsetOutOfRange { .. })));
+        let kept: Vec<Stored> = all.iter().filter(|b| b.base >= outcome.log_start_offset).cloned().collect();
+        let bytes = log.read(outcome.log_start_offset, u64::MAX).await.unwrap().read_bytes().await.unwrap();
+        assert_eq!(bytes, concat(&kept));
+        log.verify().await.unwrap();
+        assert_eq!(log.segments().len(), segments.len() - outcome.deleted_segments.len());
+    });
+}

@@ -1,0 +1,240 @@
+//! A small blocking Kafka client for the CLI: one TCP connection per broker, requests sent
+//! one at a time, versions negotiated with ApiVersions. It speaks only the Kafka protocol,
+//! so every command works against any Kafka-compatible broker.
+//!
+//! Plain blocking sockets (not io_uring): a command-line tool sends a handful of requests
+//! and its latency is the network's; the broker is where io_uring matters.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request};
+
+use super::CliError;
+
+/// Largest response the CLI accepts: bounds memory against a confused or hostile peer.
+pub const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// How long one request may take before the command gives up.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Connection {
+    stream: TcpStream,
+    versions: HashMap<i16, (i16, i16)>,
+}
+
+/// A client for one cluster.
+pub struct Client {
+    bootstrap: String,
+    connections: HashMap<i32, Connection>,
+    brokers: HashMap<i32, String>,
+    correlation_id: i32,
+}
+
+fn connect(address: &str) -> Result<TcpStream, CliError> {
+    let addrs: Vec<_> = address
+        .to_socket_addrs()
+        .map_err(|e| CliError::usage(format!("cannot resolve {address:?}: {e}")).with_hint("give --bootstrap as HOST:PORT, e.g. 127.0.0.1:9092"))?
+        .collect();
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
+                let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
+                return Ok(stream);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(CliError::failure(format!("cannot connect to {address}: {}", last.map_or("no address".to_string(), |e| e.to_string())))
+        .with_hint("is a broker running there? start one with `fjord serve`"))
+}
+
+impl Client {
+    /// Connects to the bootstrap broker.
+    pub fn connect(bootstrap: &str) -> Result<Client, CliError> {
+        let mut client = Client { bootstrap: bootstrap.to_string(), connections: HashMap::new(), brokers: HashMap::new(), correlation_id: 0 };
+        client.open(-1, bootstrap)?;
+        Ok(client)
+    }
+
+    fn open(&mut self, node: i32, address: &str) -> Result<(), CliError> {
+        let stream = connect(address)?;
+        let mut connection = Connection { stream, versions: HashMap::new() };
+        let response: ApiVersionsResponse = exchange(&mut connection, &mut self.correlation_id, &ApiVersionsRequest::default(), 0, address)?;
+        if response.error_code != 0 {
+            return Err(CliError::failure(format!("{address} refused ApiVersions with error {}", response.error_code)));
+        }
+        connection.versions = response.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
+        self.connections.insert(node, connection);
+        Ok(())
+    }
+
+    /// Sends `request` to broker `node` (-1: the bootstrap broker) at the highest version
+    /// both sides speak, and returns the response.
+    pub fn send<R: Request>(&mut self, node: i32, request: &R) -> Result<R::Response, CliError> {
+        if !self.connections.contains_key(&node) {
+            let address = self.brokers.get(&node).cloned().ok_or_else(|| CliError::failure(format!("no address known for broker {node}")))?;
+            self.open(node, &address)?;
+        }
+        let address = self.brokers.get(&node).cloned().unwrap_or_else(|| self.bootstrap.clone());
+        let connection = self.connections.get_mut(&node).expect("opened above");
+        let key = ApiKey::try_from(R::KEY).expect("a known request type");
+        let (broker_min, broker_max) = *connection
+            .versions
+            .get(&R::KEY)
+            .ok_or_else(|| CliError::failure(format!("broker {address} does not serve {key:?}")))?;
+        let version = broker_max.min(R::VERSIONS.max);
+        if version < broker_min.max(R::VERSIONS.min) {
+            return Err(CliError::failure(format!("broker {address} and fjord share no version of {key:?}")));
+        }
+        let result = exchange(connection, &mut self.correlation_id, request, version, &address);
+        if result.is_err() {
+            self.connections.remove(&node);
+        }
+        result
+    }
+
+    /// Sends a request that gets no response (Produce with acks=0).
+    pub fn send_without_response<R: Request>(&mut self, node: i32, request: &R) -> Result<(), CliError> {
+        if !self.connections.contains_key(&node) {
+            let address = self.brokers.get(&node).cloned().ok_or_else(|| CliError::failure(format!("no address known for broker {node}")))?;
+            self.open(node, &address)?;
+        }
+        let connection = self.connections.get_mut(&node).expect("opened above");
+        let (_, broker_max) = *connection.versions.get(&R::KEY).ok_or_else(|| CliError::failure("broker does not serve this request"))?;
+        let version = broker_max.min(R::VERSIONS.max);
+        let frame = encode_request(&mut self.correlation_id, request, version)?;
+        connection.stream.write_all(&frame).map_err(|e| CliError::failure(format!("cannot send: {e}")))
+    }
+
+    /// Fetches metadata (all topics when `topics` is `None`) and learns broker addresses.
+    pub fn metadata(&mut self, topics: Option<&[String]>, allow_auto_create: bool) -> Result<MetadataResponse, CliError> {
+        let mut request = MetadataRequest::default();
+        request.topics = topics.map(|names| {
+            names
+                .iter()
+                .map(|n| {
+                    let mut t = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+                    t.name = Some(TopicName(n.clone().into()));
+                    t
+                })
+                .collect()
+        });
+        request.allow_auto_topic_creation = allow_auto_create;
+        let response = self.send(-1, &request)?;
+        for broker in &response.brokers {
+            self.brokers.insert(broker.node_id.0, format!("{}:{}", broker.host.as_str(), broker.port));
+        }
+        Ok(response)
+    }
+}
+
+fn exchange<R: Request>(connection: &mut Connection, correlation_id: &mut i32, request: &R, version: i16, address: &str) -> Result<R::Response, CliError> {
+    let io_error = |what: &str, e: std::io::Error| CliError::failure(format!("{what} {address}: {e}"));
+    let frame = encode_request(correlation_id, request, version)?;
+    connection.stream.write_all(&frame).map_err(|e| io_error("cannot send to", e))?;
+
+    let mut size = [0u8; 4];
+    connection.stream.read_exact(&mut size).map_err(|e| io_error("no response from", e))?;
+    let size = i32::from_be_bytes(size);
+    if size < 4 || size as usize > RESPONSE_BYTES_MAX {
+        return Err(CliError::failure(format!("{address} sent a response of {size} bytes")));
+    }
+    let mut payload = vec![0u8; size as usize];
+    connection.stream.read_exact(&mut payload).map_err(|e| io_error("truncated response from", e))?;
+    let mut payload = Bytes::from(payload);
+    let header_version = if R::KEY == ApiKey::ApiVersions as i16 { 0 } else { <R::Response as HeaderVersion>::header_version(version) };
+    let response_header = ResponseHeader::decode(&mut payload, header_version).map_err(|e| CliError::failure(format!("bad response header from {address}: {e}")))?;
+    if response_header.correlation_id != *correlation_id {
+        return Err(CliError::failure(format!("{address} answered correlation id {} to request {}", response_header.correlation_id, correlation_id)));
+    }
+    let response = R::Response::decode(&mut payload, version).map_err(|e| CliError::failure(format!("bad response from {address}: {e}")))?;
+    if payload.has_remaining() {
+        tracing::debug!(bytes = payload.remaining(), "trailing bytes in response");
+    }
+    Ok(response)
+}
+
+fn encode_request<R: Request>(correlation_id: &mut i32, request: &R, version: i16) -> Result<Vec<u8>, CliError> {
+    *correlation_id = correlation_id.wrapping_add(1);
+    let mut header = RequestHeader::default();
+    header.request_api_key = R::KEY;
+    header.request_api_version = version;
+    header.correlation_id = *correlation_id;
+    header.client_id = Some("fjord-cli".into());
+    let mut body = BytesMut::new();
+    let encoded = header.encode(&mut body, R::header_version(version)).and_then(|()| request.encode(&mut body, version));
+    encoded.map_err(|e| CliError::failure(format!("cannot encode request: {e}")))?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.put_i32(body.len() as i32);
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+/// Kafka's murmur2 hash (the Java client's `Utils.murmur2`), used to map keys to partitions.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let length = data.len();
+    let mut h: u32 = SEED ^ (length as u32);
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    match tail.len() {
+        3 => {
+            h ^= u32::from(tail[2]) << 16;
+            h ^= u32::from(tail[1]) << 8;
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(M);
+        }
+        2 => {
+            h ^= u32::from(tail[1]) << 8;
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(M);
+        }
+        1 => {
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(M);
+        }
+        _ => {}
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition of a keyed record, as the Java client's default partitioner picks it.
+pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) % partitions.max(1)) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Vectors from Kafka's own UtilsTest.
+        assert_eq!(murmur2(b"21"), -973932308);
+        assert_eq!(murmur2(b"foobar"), -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
+        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"), -58897971);
+        assert_eq!(murmur2(b"abc"), 479470107);
+    }
+}

@@ -1,0 +1,209 @@
+//! `fjord consume`: read records from one partition or all, from the beginning, the end, an
+//! offset or a timestamp, and print them (values; keys, offsets and timestamps on request).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, TopicName};
+use kafka_protocol::records::RecordBatchDecoder;
+
+use super::client::Client;
+use super::CliError;
+
+/// Bytes asked for per partition per fetch.
+const FETCH_PARTITION_BYTES: i32 = 4 * 1024 * 1024;
+/// Bytes asked for per fetch.
+const FETCH_BYTES: i32 = 16 * 1024 * 1024;
+
+#[derive(Debug, clap::Args)]
+pub struct ConsumeArgs {
+    /// Topic to read.
+    #[arg(long, short = 't')]
+    topic: String,
+    #[arg(long, short = 'b', default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Read only this partition [default: all].
+    #[arg(long, short = 'p')]
+    partition: Option<i32>,
+    /// Where to start: beginning, end, an offset, or @TIMESTAMP_MS.
+    #[arg(long, short = 'o', default_value = "beginning")]
+    from: String,
+    /// Stop after this many records.
+    #[arg(long, short = 'c')]
+    count: Option<u64>,
+    /// Stop once every partition is read to its end.
+    #[arg(long, short = 'e')]
+    exit_at_end: bool,
+    /// Print partition and offset before each record.
+    #[arg(long)]
+    print_offsets: bool,
+    /// Print the key before each value.
+    #[arg(long)]
+    print_keys: bool,
+    /// Print the timestamp before each record.
+    #[arg(long)]
+    print_timestamps: bool,
+}
+
+enum Start {
+    Beginning,
+    End,
+    Offset(i64),
+    Timestamp(i64),
+}
+
+fn parse_start(text: &str) -> Result<Start, CliError> {
+    let hint = "use beginning, end, an offset such as 42, or @TIMESTAMP_MS such as @1700000000000";
+    match text {
+        "beginning" | "earliest" => Ok(Start::Beginning),
+        "end" | "latest" => Ok(Start::End),
+        t if t.starts_with('@') => t[1..].parse().map(Start::Timestamp).map_err(|_e| CliError::usage(format!("--from {t:?} is not a timestamp")).with_hint(hint)),
+        t => match t.parse::<i64>() {
+            Ok(offset) if offset >= 0 => Ok(Start::Offset(offset)),
+            _ => Err(CliError::usage(format!("--from {t:?} is not understood")).with_hint(hint)),
+        },
+    }
+}
+
+fn list_offset(client: &mut Client, leader: i32, topic: &str, partition: i32, timestamp: i64) -> Result<i64, CliError> {
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = partition;
+    p.timestamp = timestamp;
+    let mut t = ListOffsetsTopic::default();
+    t.name = TopicName(topic.to_string().into());
+    t.partitions = vec![p];
+    let mut request = ListOffsetsRequest::default();
+    request.replica_id = BrokerId(-1);
+    request.topics = vec![t];
+    let response = client.send(leader, &request)?;
+    let answer = response.topics.first().and_then(|t| t.partitions.first()).ok_or_else(|| CliError::failure("empty ListOffsets response"))?;
+    if answer.error_code != 0 {
+        return Err(CliError::failure(format!("ListOffsets {topic}-{partition}: {}", super::error_name(answer.error_code))));
+    }
+    Ok(answer.offset)
+}
+
+pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
+    let start = parse_start(&args.from)?;
+    let mut client = Client::connect(&args.bootstrap)?;
+    let metadata = client.metadata(Some(std::slice::from_ref(&args.topic)), false)?;
+    let topic = metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
+    if topic.error_code != 0 {
+        return Err(CliError::failure(format!("topic {}: {}", args.topic, super::error_name(topic.error_code))).with_hint("list topics with `fjord topic list`"));
+    }
+    let mut leaders: BTreeMap<i32, i32> = topic.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
+    if let Some(p) = args.partition {
+        let leader = *leaders.get(&p).ok_or_else(|| CliError::usage(format!("topic {} has no partition {p}", args.topic)))?;
+        leaders = BTreeMap::from([(p, leader)]);
+    }
+    // Position and high watermark per partition.
+    let mut positions: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+    for (&partition, &leader) in &leaders {
+        let position = match start {
+            Start::Beginning => list_offset(&mut client, leader, &args.topic, partition, -2)?,
+            Start::End => list_offset(&mut client, leader, &args.topic, partition, -1)?,
+            Start::Offset(offset) => offset,
+            Start::Timestamp(ts) => match list_offset(&mut client, leader, &args.topic, partition, ts)? {
+                -1 => list_offset(&mut client, leader, &args.topic, partition, -1)?,
+                offset => offset,
+            },
+        };
+        positions.insert(partition, (position, i64::MAX));
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut printed = 0u64;
+    loop {
+        if args.count.is_some_and(|c| printed >= c) {
+            break;
+        }
+        if args.exit_at_end && positions.values().all(|(position, high)| position >= high) {
+            break;
+        }
+        // One fetch per leader with all of its partitions.
+        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        for (&partition, &leader) in &leaders {
+            by_leader.entry(leader).or_default().push(partition);
+        }
+        for (leader, partitions) in by_leader {
+            let mut fetch_topic = FetchTopic::default();
+            fetch_topic.topic = TopicName(args.topic.clone().into());
+            for &partition in &partitions {
+                let mut p = FetchPartition::default();
+                p.partition = partition;
+                p.fetch_offset = positions[&partition].0;
+                p.partition_max_bytes = FETCH_PARTITION_BYTES;
+                p.log_start_offset = -1;
+                fetch_topic.partitions.push(p);
+            }
+            let mut request = FetchRequest::default();
+            request.replica_id = BrokerId(-1);
+            request.max_wait_ms = 500;
+            request.min_bytes = 1;
+            request.max_bytes = FETCH_BYTES;
+            request.session_epoch = -1;
+            request.topics = vec![fetch_topic];
+            let response = client.send(leader, &request)?;
+            for topic in &response.responses {
+                for data in &topic.partitions {
+                    let partition = data.partition_index;
+                    if data.error_code != 0 {
+                        return Err(CliError::failure(format!(
+                            "fetch {}-{partition} at offset {}: {}",
+                            args.topic,
+                            positions.get(&partition).map_or(-1, |p| p.0),
+                            super::error_name(data.error_code)
+                        ))
+                        .with_hint("the offset may be below the log start (retention) or past the end"));
+                    }
+                    let Some(entry) = positions.get_mut(&partition) else { continue };
+                    entry.1 = data.high_watermark;
+                    let Some(mut records) = data.records.clone() else { continue };
+                    while whole_batch_available(&records) {
+                        let set = RecordBatchDecoder::decode(&mut records).map_err(|e| CliError::failure(format!("cannot decode records of {}-{partition}: {e}", args.topic)))?;
+                        for record in set.records {
+                            if record.offset < entry.0 {
+                                continue;
+                            }
+                            if record.control {
+                                entry.0 = record.offset + 1;
+                                continue;
+                            }
+                            if args.count.is_some_and(|c| printed >= c) {
+                                break;
+                            }
+                            if args.print_offsets {
+                                let _ = write!(out, "{partition}:{}\t", record.offset);
+                            }
+                            if args.print_timestamps {
+                                let _ = write!(out, "{}\t", record.timestamp);
+                            }
+                            if args.print_keys {
+                                let key = record.key.as_ref().map_or(String::new(), |k| String::from_utf8_lossy(k).into_owned());
+                                let _ = write!(out, "{key}\t");
+                            }
+                            let value = record.value.as_ref().map_or(String::new(), |v| String::from_utf8_lossy(v).into_owned());
+                            let _ = writeln!(out, "{value}");
+                            printed += 1;
+                            entry.0 = record.offset + 1;
+                        }
+                    }
+                }
+            }
+        }
+        let _ = out.flush();
+    }
+    let _ = out.flush();
+    Ok(())
+}
+
+/// Whether `records` starts with a whole batch (a broker may cut the last one short).
+fn whole_batch_available(records: &[u8]) -> bool {
+    if records.len() < 12 {
+        return false;
+    }
+    let length = i32::from_be_bytes([records[8], records[9], records[10], records[11]]);
+    length >= 0 && records.len() >= 12 + length as usize
+}

@@ -1,0 +1,182 @@
+//! `fjord produce`: lines from stdin become records. Keyed records go to
+//! murmur2(key) mod partitions, like the Java client; keyless ones fill one partition's
+//! batch at a time and then move to the next (round-robin, sticky per batch).
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+use super::client::{partition_for_key, Client};
+use super::CliError;
+
+/// Records per batch at most: bounds the memory of pending batches.
+const BATCH_RECORDS_MAX: usize = 100_000;
+/// Bytes per batch at most (before compression), below the broker's default max message size.
+const BATCH_BYTES_MAX: usize = 1024 * 1024 - 4096;
+
+#[derive(Debug, clap::Args)]
+pub struct ProduceArgs {
+    /// Topic to write to.
+    #[arg(long, short = 't')]
+    topic: String,
+    #[arg(long, short = 'b', default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// The key of every record.
+    #[arg(long, short = 'k', conflicts_with = "key_separator")]
+    key: Option<String>,
+    /// Split each line at the first SEP into key and value.
+    #[arg(long, short = 'K', value_name = "SEP")]
+    key_separator: Option<String>,
+    /// Write every record to this partition.
+    #[arg(long, short = 'p')]
+    partition: Option<i32>,
+    /// -1 (all in-sync replicas), 0 (no answer) or 1 (leader).
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    acks: i16,
+    /// none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: String,
+    /// Records per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch_records: usize,
+}
+
+struct Pending {
+    records: Vec<Record>,
+    bytes: usize,
+}
+
+pub fn run(args: ProduceArgs) -> Result<(), CliError> {
+    let compression = match args.compression.as_str() {
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        other => return Err(CliError::usage(format!("unknown compression {other:?}")).with_hint("use none, gzip, snappy, lz4 or zstd")),
+    };
+    if !matches!(args.acks, -1 | 0 | 1) {
+        return Err(CliError::usage(format!("--acks must be -1, 0 or 1, got {}", args.acks)));
+    }
+    if args.batch_records == 0 || args.batch_records > BATCH_RECORDS_MAX {
+        return Err(CliError::usage(format!("--batch-records must be between 1 and {BATCH_RECORDS_MAX}")));
+    }
+    let mut client = Client::connect(&args.bootstrap)?;
+    let metadata = client.metadata(Some(std::slice::from_ref(&args.topic)), true)?;
+    let topic = metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
+    if topic.error_code != 0 {
+        return Err(CliError::failure(format!("topic {}: {}", args.topic, super::error_name(topic.error_code)))
+            .with_hint("create it with `fjord topic create`"));
+    }
+    let leaders: BTreeMap<i32, i32> = topic.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
+    let partitions = leaders.len() as i32;
+    if let Some(p) = args.partition {
+        if !leaders.contains_key(&p) {
+            return Err(CliError::usage(format!("topic {} has no partition {p} (it has {partitions})", args.topic)));
+        }
+    }
+    let mut sender = Sender { client, topic: args.topic.clone(), leaders, acks: args.acks, compression, sent: 0 };
+    let mut pending: BTreeMap<i32, Pending> = BTreeMap::new();
+    let mut sticky = 0i32;
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let line = line.map_err(|e| CliError::failure(format!("cannot read stdin: {e}")))?;
+        let (key, value) = match (&args.key, &args.key_separator) {
+            (Some(key), _) => (Some(key.clone()), line),
+            (None, Some(sep)) => match line.split_once(sep.as_str()) {
+                Some((k, v)) => (Some(k.to_string()), v.to_string()),
+                None => (None, line),
+            },
+            (None, None) => (None, line),
+        };
+        let partition = match (args.partition, &key) {
+            (Some(p), _) => p,
+            (None, Some(key)) => partition_for_key(key.as_bytes(), partitions),
+            (None, None) => sticky,
+        };
+        let entry = pending.entry(partition).or_insert_with(|| Pending { records: Vec::new(), bytes: 0 });
+        entry.bytes += value.len() + key.as_ref().map_or(0, String::len) + 32;
+        entry.records.push(Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: entry.records.len() as i64,
+            sequence: -1,
+            timestamp: now_ms(),
+            key: key.map(Bytes::from),
+            value: Some(Bytes::from(value)),
+            headers: IndexMap::new(),
+        });
+        if entry.records.len() >= args.batch_records || entry.bytes >= BATCH_BYTES_MAX {
+            let batch = pending.remove(&partition).expect("just filled");
+            sender.send(partition, batch.records)?;
+            if args.partition.is_none() {
+                sticky = (sticky + 1) % partitions;
+            }
+        }
+    }
+    for (partition, batch) in std::mem::take(&mut pending) {
+        sender.send(partition, batch.records)?;
+    }
+    eprintln!("produced {} records to {}", sender.sent, args.topic);
+    Ok(())
+}
+
+struct Sender {
+    client: Client,
+    topic: String,
+    leaders: BTreeMap<i32, i32>,
+    acks: i16,
+    compression: Compression,
+    sent: u64,
+}
+
+impl Sender {
+    fn send(&mut self, partition: i32, records: Vec<Record>) -> Result<(), CliError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: self.compression })
+            .map_err(|e| CliError::failure(format!("cannot encode records: {e}")))?;
+        let mut data = PartitionProduceData::default();
+        data.index = partition;
+        data.records = Some(buf.freeze());
+        let mut topic = TopicProduceData::default();
+        topic.name = TopicName(self.topic.clone().into());
+        topic.partition_data = vec![data];
+        let mut request = ProduceRequest::default();
+        request.acks = self.acks;
+        request.timeout_ms = 30_000;
+        request.topic_data = vec![topic];
+        let leader = self.leaders[&partition];
+        if self.acks == 0 {
+            // No response comes back for acks=0.
+            return self.client.send_without_response(leader, &request).map(|()| self.sent += records.len() as u64);
+        }
+        let response = self.client.send(leader, &request)?;
+        for topic in &response.responses {
+            for p in &topic.partition_responses {
+                if p.error_code != 0 {
+                    let message = p.error_message.as_ref().map_or(String::new(), |m| format!(": {}", m.as_str()));
+                    return Err(CliError::failure(format!("produce to {}-{} failed: {}{message}", self.topic, p.index, super::error_name(p.error_code))));
+                }
+            }
+        }
+        self.sent += records.len() as u64;
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,152 @@
+//! `fjord topic create|list|describe|delete`: topic administration over the Kafka protocol.
+
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, ListOffsetsRequest, TopicName};
+
+use super::client::Client;
+use super::CliError;
+
+#[derive(Debug, clap::Args)]
+pub struct TopicArgs {
+    #[command(subcommand)]
+    command: TopicCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(long, short = 'b', default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        /// Partitions [default: the broker's num-partitions].
+        #[arg(long, short = 'p')]
+        partitions: Option<i32>,
+        /// Replicas per partition [default: the broker's default].
+        #[arg(long, short = 'r')]
+        replication_factor: Option<i16>,
+        /// A topic config, NAME=VALUE (e.g. retention.ms=3600000); repeatable.
+        #[arg(long = "config", short = 'c', value_name = "NAME=VALUE")]
+        configs: Vec<String>,
+    },
+    /// List topics.
+    List {
+        #[arg(long, short = 'b', default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
+    /// Show a topic's partitions, leaders, replicas and offsets.
+    Describe {
+        name: String,
+        #[arg(long, short = 'b', default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        name: String,
+        #[arg(long, short = 'b', default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
+}
+
+use super::error_name;
+
+pub fn run(args: TopicArgs) -> Result<(), CliError> {
+    match args.command {
+        TopicCommand::Create { name, bootstrap, partitions, replication_factor, configs } => {
+            let mut client = Client::connect(&bootstrap)?;
+            let mut topic = CreatableTopic::default();
+            topic.name = TopicName(name.clone().into());
+            topic.num_partitions = partitions.unwrap_or(-1);
+            topic.replication_factor = replication_factor.unwrap_or(-1);
+            for pair in &configs {
+                let (key, value) = pair
+                    .split_once('=')
+                    .ok_or_else(|| CliError::usage(format!("--config {pair:?} is not NAME=VALUE")).with_hint("e.g. --config retention.ms=3600000"))?;
+                let mut config = CreatableTopicConfig::default();
+                config.name = key.to_string().into();
+                config.value = Some(value.to_string().into());
+                topic.configs.push(config);
+            }
+            let mut request = CreateTopicsRequest::default();
+            request.topics = vec![topic];
+            request.timeout_ms = 30_000;
+            let response = client.send(-1, &request)?;
+            let result = response.topics.first().ok_or_else(|| CliError::failure("empty CreateTopics response"))?;
+            if result.error_code != 0 {
+                let message = result.error_message.as_ref().map_or(String::new(), |m| format!(": {}", m.as_str()));
+                return Err(CliError::failure(format!("cannot create topic {name}: {}{message}", error_name(result.error_code))));
+            }
+            println!("created topic {name}");
+            Ok(())
+        }
+        TopicCommand::List { bootstrap } => {
+            let mut client = Client::connect(&bootstrap)?;
+            let metadata = client.metadata(None, false)?;
+            let mut names: Vec<String> = metadata.topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect();
+            names.sort();
+            for name in names {
+                println!("{name}");
+            }
+            Ok(())
+        }
+        TopicCommand::Describe { name, bootstrap } => {
+            let mut client = Client::connect(&bootstrap)?;
+            let metadata = client.metadata(Some(std::slice::from_ref(&name)), false)?;
+            let topic = metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
+            if topic.error_code != 0 {
+                return Err(CliError::failure(format!("cannot describe topic {name}: {}", error_name(topic.error_code))));
+            }
+            let mut partitions: Vec<_> = topic.partitions.iter().collect();
+            partitions.sort_by_key(|p| p.partition_index);
+            println!("topic {name}: {} partitions", partitions.len());
+            println!("{:>9}  {:>6}  {:>12}  {:>12}  {:<16}  in-sync", "partition", "leader", "start offset", "end offset", "replicas");
+            for partition in partitions {
+                let leader = partition.leader_id.0;
+                let offsets = |timestamp: i64, client: &mut Client| -> Result<i64, CliError> {
+                    let mut p = ListOffsetsPartition::default();
+                    p.partition_index = partition.partition_index;
+                    p.timestamp = timestamp;
+                    let mut t = ListOffsetsTopic::default();
+                    t.name = TopicName(name.clone().into());
+                    t.partitions = vec![p];
+                    let mut request = ListOffsetsRequest::default();
+                    request.replica_id = kafka_protocol::messages::BrokerId(-1);
+                    request.topics = vec![t];
+                    let response = client.send(leader, &request)?;
+                    let answer = response.topics.first().and_then(|t| t.partitions.first()).ok_or_else(|| CliError::failure("empty ListOffsets response"))?;
+                    if answer.error_code != 0 {
+                        return Err(CliError::failure(format!("ListOffsets {name}-{}: {}", partition.partition_index, error_name(answer.error_code))));
+                    }
+                    Ok(answer.offset)
+                };
+                let start = offsets(-2, &mut client)?;
+                let end = offsets(-1, &mut client)?;
+                let list = |ids: &[kafka_protocol::messages::BrokerId]| ids.iter().map(|b| b.0.to_string()).collect::<Vec<_>>().join(",");
+                println!(
+                    "{:>9}  {:>6}  {:>12}  {:>12}  {:<16}  {}",
+                    partition.partition_index,
+                    leader,
+                    start,
+                    end,
+                    list(&partition.replica_nodes),
+                    list(&partition.isr_nodes)
+                );
+            }
+            Ok(())
+        }
+        TopicCommand::Delete { name, bootstrap } => {
+            let mut client = Client::connect(&bootstrap)?;
+            let mut request = DeleteTopicsRequest::default();
+            request.topic_names = vec![TopicName(name.clone().into())];
+            request.timeout_ms = 30_000;
+            let response = client.send(-1, &request)?;
+            let result = response.responses.first().ok_or_else(|| CliError::failure("empty DeleteTopics response"))?;
+            if result.error_code != 0 {
+                return Err(CliError::failure(format!("cannot delete topic {name}: {}", error_name(result.error_code))));
+            }
+            println!("deleted topic {name}");
+            Ok(())
+        }
+    }
+}
