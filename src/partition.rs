@@ -15,6 +15,10 @@ use fjord_storage::{LogConfig, PartitionLog, ReadResult, RetentionOutcome, Stora
 
 use crate::producer::{ProducerTable, SequenceCheck, SequencedBatch};
 
+/// How much of the log's end is read on open to rebuild idempotent-producer state: a
+/// producer retrying after a restart retries its most recent batches, which lie here.
+const PRODUCER_STATE_TAIL_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Why an append was refused.
 #[derive(Debug)]
 pub enum AppendError {
@@ -61,7 +65,20 @@ pub fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
 impl Partition {
     pub async fn open(data_dir: &Path, topic: Rc<str>, index: i32, config: LogConfig) -> Result<Partition, StorageError> {
         let dir = partition_dir(data_dir, &topic, index);
-        let log = PartitionLog::open(&dir, config).await?;
+        let mut log = PartitionLog::open(&dir, config).await?;
+        // Idempotent producers that retry across a restart find their last batches again.
+        let mut producers = ProducerTable::default();
+        for batch in log.tail_batches(PRODUCER_STATE_TAIL_BYTES).await? {
+            if batch.producer_id >= 0 && batch.base_sequence >= 0 {
+                let sequenced = SequencedBatch {
+                    first_sequence: batch.base_sequence,
+                    last_sequence: batch.base_sequence.wrapping_add(batch.record_count.max(1) - 1),
+                    base_offset: batch.base_offset,
+                    last_offset: batch.last_offset,
+                };
+                producers.record(batch.producer_id, batch.producer_epoch, sequenced);
+            }
+        }
         let partition = Partition {
             topic,
             index,
@@ -70,7 +87,7 @@ impl Partition {
             log_start_offset: Cell::new(log.log_start_offset()),
             durable_offset: Cell::new(log.durable_offset()),
             log: tokio::sync::Mutex::new(log),
-            producers: RefCell::new(ProducerTable::default()),
+            producers: RefCell::new(producers),
         };
         Ok(partition)
     }
