@@ -25,6 +25,7 @@ mod log;
 mod recovery;
 mod retention;
 mod segment;
+mod tail;
 
 pub use checkpoint::Checkpoint;
 pub use config::{FlushPolicy, LogConfig, APPEND_BYTES_MAX, BATCH_BYTES_LIMIT_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
@@ -34,3 +35,4 @@ pub use log::{AppendInfo, FileRegion, OpenReport, PartitionLog, ReadResult, Segm
 pub use recovery::ScanOutcome;
 pub use retention::RetentionOutcome;
 pub use segment::file_name;
+pub use tail::BatchSummary;
