@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::config::{BrokerConfig, TOPICS_MAX, TOPIC_PARTITIONS_MAX};
+use crate::coordinator::{Coordinator, GroupConfig, OFFSETS_TOPIC};
 use crate::partition::{partition_dir, Partition};
 use crate::topic::{validate_name, TopicConfig, TopicFile};
 
@@ -54,6 +55,7 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
     next_producer_id: Cell<i64>,
     producer_id_limit: Cell<i64>,
+    coordinator: std::cell::OnceCell<Rc<Coordinator>>,
 }
 
 fn random_id() -> [u8; 16] {
@@ -100,6 +102,7 @@ impl Broker {
             admin: tokio::sync::Mutex::new(()),
             next_producer_id: Cell::new(0),
             producer_id_limit: Cell::new(0),
+            coordinator: std::cell::OnceCell::new(),
         });
         let producer_file = broker.config.data_dir.join("producer-id-block");
         if let Some(bytes) = fjord_storage::io::read_file(&producer_file, 64).await? {
@@ -125,6 +128,26 @@ impl Broker {
             broker.topics.borrow_mut().insert(name, topic);
         }
         info!(topics = broker.topics.borrow().len(), data_dir = %broker.config.data_dir.display(), "broker state loaded");
+
+        // The group coordinator's committed offsets live in an internal topic.
+        let offsets = match broker.topic(OFFSETS_TOPIC) {
+            Some(topic) => topic,
+            None => {
+                let mut config = TopicConfig::default();
+                config.overrides.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
+                broker
+                    .create_topic_inner(OFFSETS_TOPIC, broker.config.offsets_topic_partitions, config)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot create {OFFSETS_TOPIC}: {}", e.message))?
+            }
+        };
+        let group_config = GroupConfig {
+            session_timeout_ms_min: broker.config.group_min_session_timeout_ms,
+            session_timeout_ms_max: broker.config.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: broker.config.group_initial_rebalance_delay_ms,
+        };
+        let coordinator = Coordinator::open(group_config, offsets.partitions.clone()).await?;
+        let _ = broker.coordinator.set(coordinator);
         Ok(broker)
     }
 
@@ -139,6 +162,11 @@ impl Broker {
             opened.push(Rc::new(partition));
         }
         Ok(Rc::new(Topic { name, id, config, partitions: opened }))
+    }
+
+    /// The group coordinator (set once the broker is open).
+    pub fn coordinator(&self) -> Rc<Coordinator> {
+        Rc::clone(self.coordinator.get().expect("the coordinator is set when the broker opens"))
     }
 
     pub fn topic(&self, name: &str) -> Option<Rc<Topic>> {
@@ -167,6 +195,17 @@ impl Broker {
         if replication_factor != 1 {
             return Err(TopicError::new(ResponseError::InvalidReplicationFactor, format!("replication factor {replication_factor} is larger than the 1 available broker")));
         }
+        if validate_only {
+            if self.topics.borrow().contains_key(name) {
+                return Err(TopicError::new(ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
+            }
+            return Ok(Rc::new(Topic { name: Rc::from(name), id: random_id(), config, partitions: Vec::new() }));
+        }
+        self.create_topic_inner(name, partitions, config).await
+    }
+
+    /// Creates a topic whose name and sizes were already checked (also internal topics).
+    async fn create_topic_inner(&self, name: &str, partitions: i32, config: TopicConfig) -> Result<Rc<Topic>, TopicError> {
         let _admin = self.admin.lock().await;
         if self.topics.borrow().contains_key(name) {
             return Err(TopicError::new(ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
@@ -175,9 +214,6 @@ impl Broker {
             return Err(TopicError::new(ResponseError::PolicyViolation, format!("the broker already holds {TOPICS_MAX} topics")));
         }
         let id = random_id();
-        if validate_only {
-            return Ok(Rc::new(Topic { name: Rc::from(name), id, config, partitions: Vec::new() }));
-        }
         // Leftovers of an earlier topic of the same name whose deletion was interrupted.
         for index in 0..partitions {
             let dir = partition_dir(&self.config.data_dir, name, index);

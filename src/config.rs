@@ -43,6 +43,10 @@ pub struct BrokerConfig {
     pub fsync_acks_all: bool,
     pub message_max_bytes: u64,
     pub min_insync_replicas: i32,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub offsets_topic_partitions: i32,
 }
 
 /// Values from the TOML file; every field optional. Names match the long flags.
@@ -66,6 +70,10 @@ pub struct FileConfig {
     pub fsync_acks_all: Option<bool>,
     pub message_max_bytes: Option<u64>,
     pub min_insync_replicas: Option<i32>,
+    pub group_min_session_timeout_ms: Option<i32>,
+    pub group_max_session_timeout_ms: Option<i32>,
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    pub offsets_topic_partitions: Option<i32>,
 }
 
 /// `fjord serve` flags: the first phase, before merging and validation.
@@ -125,6 +133,18 @@ pub struct ServeArgs {
     /// Default `min.insync.replicas` [default: 1].
     #[arg(long)]
     pub min_insync_replicas: Option<i32>,
+    /// Shortest session timeout a consumer may ask for, ms [default: 6000].
+    #[arg(long)]
+    pub group_min_session_timeout_ms: Option<i32>,
+    /// Longest session timeout a consumer may ask for, ms [default: 1800000].
+    #[arg(long)]
+    pub group_max_session_timeout_ms: Option<i32>,
+    /// How long a new group's first rebalance waits for more members, ms [default: 1000].
+    #[arg(long)]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Partitions of `__consumer_offsets` when it is first created [default: 8].
+    #[arg(long)]
+    pub offsets_topic_partitions: Option<i32>,
 }
 
 fn optional_limit(name: &str, value: i64) -> anyhow::Result<Option<u64>> {
@@ -172,6 +192,10 @@ impl ServeArgs {
             fsync_acks_all: self.fsync_acks_all.or(file.fsync_acks_all).unwrap_or(true),
             message_max_bytes: self.message_max_bytes.or(file.message_max_bytes).unwrap_or(1024 * 1024 + 12),
             min_insync_replicas: self.min_insync_replicas.or(file.min_insync_replicas).unwrap_or(1),
+            group_min_session_timeout_ms: self.group_min_session_timeout_ms.or(file.group_min_session_timeout_ms).unwrap_or(6000),
+            group_max_session_timeout_ms: self.group_max_session_timeout_ms.or(file.group_max_session_timeout_ms).unwrap_or(1_800_000),
+            group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms.or(file.group_initial_rebalance_delay_ms).unwrap_or(1000),
+            offsets_topic_partitions: self.offsets_topic_partitions.or(file.offsets_topic_partitions).unwrap_or(8),
         };
         config.validate()?;
         Ok(config)
@@ -202,6 +226,15 @@ impl BrokerConfig {
         }
         if self.flush_interval_ms == Some(0) {
             bail!("flush-interval-ms must be at least 1");
+        }
+        if self.group_min_session_timeout_ms < 1 || self.group_max_session_timeout_ms < self.group_min_session_timeout_ms {
+            bail!("group session timeouts must satisfy 1 <= min ({}) <= max ({})", self.group_min_session_timeout_ms, self.group_max_session_timeout_ms);
+        }
+        if self.group_initial_rebalance_delay_ms > 300_000 {
+            bail!("group-initial-rebalance-delay-ms must be at most 300000");
+        }
+        if !(1..=1000).contains(&self.offsets_topic_partitions) {
+            bail!("offsets-topic-partitions must be between 1 and 1000, got {}", self.offsets_topic_partitions);
         }
         if self.min_insync_replicas < 1 {
             bail!("min-insync-replicas must be at least 1");

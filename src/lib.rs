@@ -11,6 +11,7 @@
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod coordinator;
 mod errors;
 mod handlers;
 pub mod partition;

@@ -24,6 +24,16 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 8),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The advertised version range of `key`, if Fjord serves it.
@@ -49,6 +59,8 @@ pub struct Request {
     pub version: i16,
     pub header: RequestHeader,
     pub body: Bytes,
+    /// The client's address, for DescribeGroups' client host.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// Splits a frame payload into header and body.
@@ -64,7 +76,7 @@ pub fn parse_request(mut payload: Bytes) -> Result<Request, FrameError> {
     let header_version = api_key.request_header_version(version);
     let header = RequestHeader::decode(&mut payload, header_version)
         .map_err(|e| FrameError::BadHeader { api_key, version, reason: e.to_string() })?;
-    Ok(Request { api_key, version, header, body: payload })
+    Ok(Request { api_key, version, header, body: payload, peer: None })
 }
 
 /// Encodes a response frame (size prefix, header, body) for `request`.

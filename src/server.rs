@@ -63,6 +63,7 @@ pub async fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
     let broker = Broker::open(config).await?;
     let shutdown = Rc::new(Shutdown::default());
     let upkeep = fjord_storage::io::spawn(Rc::clone(&broker).run_upkeep());
+    let group_timers = fjord_storage::io::spawn(broker.coordinator().run_timers());
     {
         let shutdown = Rc::clone(&shutdown);
         fjord_storage::io::spawn(async move {
@@ -122,6 +123,7 @@ pub async fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
         }
     }
     upkeep.abort();
+    group_timers.abort();
     broker.close().await;
     info!("shut down cleanly");
     Ok(())
@@ -184,7 +186,10 @@ async fn serve_connection(broker: &Rc<Broker>, stream: &Stream, peer: SocketAddr
             }
         };
         let request = match parse_request(payload) {
-            Ok(request) => request,
+            Ok(mut request) => {
+                request.peer = Some(peer);
+                request
+            }
             Err(error) => {
                 warn!(%peer, %error, "closing connection: bad request");
                 return;

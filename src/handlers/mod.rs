@@ -4,6 +4,7 @@
 mod admin;
 mod api_versions;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -51,6 +52,16 @@ pub async fn dispatch(broker: &Rc<Broker>, request: Request) -> Reply {
         ApiKey::DeleteTopics => admin::delete_topics(broker, &request).await,
         ApiKey::DescribeConfigs => admin::describe_configs(broker, &request).await,
         ApiKey::InitProducerId => producer_id::handle(broker, &request).await,
+        ApiKey::FindCoordinator => groups::find_coordinator(broker, &request).await,
+        ApiKey::JoinGroup => groups::join_group(broker, &request).await,
+        ApiKey::SyncGroup => groups::sync_group(broker, &request).await,
+        ApiKey::Heartbeat => groups::heartbeat(broker, &request).await,
+        ApiKey::LeaveGroup => groups::leave_group(broker, &request).await,
+        ApiKey::OffsetCommit => groups::offset_commit(broker, &request).await,
+        ApiKey::OffsetFetch => groups::offset_fetch(broker, &request).await,
+        ApiKey::ListGroups => groups::list_groups(broker, &request).await,
+        ApiKey::DescribeGroups => groups::describe_groups(broker, &request).await,
+        ApiKey::DeleteGroups => groups::delete_groups(broker, &request).await,
         other => Err(anyhow::anyhow!("API {other:?} is in the table but has no handler")),
     };
     match result {

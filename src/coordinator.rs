@@ -1,0 +1,949 @@
+//! The group coordinator: Kafka's classic consumer-group protocol (JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup) and committed offsets (OffsetCommit, OffsetFetch), for every group
+//! of this broker.
+//!
+//! A group moves through Empty -> PreparingRebalance -> CompletingRebalance -> Stable, as in
+//! Kafka. A rebalance collects JoinGroup requests (each held open until the join phase ends),
+//! picks the protocol most members prefer, bumps the generation and answers every member; the
+//! leader gets the member list and computes the assignment client-side, then SyncGroup hands
+//! each member its part. Members that stop heartbeating for their session timeout are removed
+//! and the group rebalances. Timers run from one tick task.
+//!
+//! Committed offsets are data: every commit is appended (and fdatasync'd) to the internal
+//! topic `__consumer_offsets` before it is acknowledged, and the coordinator's offsets are
+//! rebuilt from that log on start. Group membership is not persisted: after a restart groups
+//! are Empty and members rejoin (their old member ids are unknown, so they get new ones).
+//!
+//! Record format in `__consumer_offsets` (inside ordinary uncompressed v2 batches):
+//! ```text
+//! key   = version u16 (1) | group u16-len string | topic u16-len string | partition i32
+//! value = version u16 (1) | offset i64 | leader epoch i32 | commit time ms i64
+//!         | metadata i32-len string (-1 = null)
+//! a null value is a tombstone (the group was deleted)
+//! ```
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes};
+use fjord_storage::batch::{self, build, BatchHeader, BATCH_HEADER_BYTES};
+use kafka_protocol::ResponseError;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::partition::Partition;
+
+/// The internal topic holding committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Groups one broker coordinates.
+pub const GROUPS_MAX: usize = 10_000;
+/// Members per group (Kafka's `group.max.size` is unlimited by default; a bound keeps a
+/// runaway client from exhausting memory).
+pub const MEMBERS_PER_GROUP_MAX: usize = 1_000;
+/// Committed partitions per group.
+pub const COMMITTED_PARTITIONS_PER_GROUP_MAX: usize = 100_000;
+/// Bytes of commit metadata per partition (Kafka's `offset.metadata.max.bytes`).
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+/// Bytes of one member's protocol metadata or assignment.
+pub const MEMBER_METADATA_BYTES_MAX: usize = 1024 * 1024;
+/// How often timers (session expiry, join and sync deadlines) are checked.
+const TICK_MS: u64 = 100;
+/// Bytes read at a time while replaying the offsets log.
+const REPLAY_READ_BYTES: u64 = 1024 * 1024;
+
+/// Coordinator settings.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub session_timeout_ms_min: i32,
+    pub session_timeout_ms_max: i32,
+    /// How long a new group's first rebalance waits for more members (Kafka's
+    /// `group.initial.rebalance.delay.ms`).
+    pub initial_rebalance_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl GroupState {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+        }
+    }
+}
+
+/// The answer to a JoinGroup.
+#[derive(Debug, Clone, Default)]
+pub struct JoinResult {
+    pub error: Option<ResponseError>,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// (member id, group instance id, metadata); only the leader gets them.
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+impl JoinResult {
+    fn error(error: ResponseError, member_id: &str) -> JoinResult {
+        JoinResult { error: Some(error), generation: -1, member_id: member_id.to_string(), ..JoinResult::default() }
+    }
+}
+
+/// The answer to a SyncGroup.
+#[derive(Debug, Clone, Default)]
+pub struct SyncResult {
+    pub error: Option<ResponseError>,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+/// What a JoinGroup asks for.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a new member first gets MEMBER_ID_REQUIRED with its id.
+    pub require_known_member_id: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_time_ms: i64,
+}
+
+struct Member {
+    instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_heartbeat: Instant,
+    join_waiter: Option<oneshot::Sender<JoinResult>>,
+    sync_waiter: Option<oneshot::Sender<SyncResult>>,
+    joined_seq: u64,
+}
+
+struct Group {
+    state: GroupState,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    pending: HashSet<String>,
+    static_members: HashMap<String, String>,
+    offsets: HashMap<(String, i32), Committed>,
+    /// PreparingRebalance: when the join phase ends at the latest.
+    join_deadline: Option<Instant>,
+    /// PreparingRebalance: the join phase may not end before this (initial delay).
+    join_not_before: Option<Instant>,
+    /// CompletingRebalance: when the leader's SyncGroup is due.
+    sync_deadline: Option<Instant>,
+}
+
+impl Group {
+    fn new() -> Group {
+        Group {
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending: HashSet::new(),
+            static_members: HashMap::new(),
+            offsets: HashMap::new(),
+            join_deadline: None,
+            join_not_before: None,
+            sync_deadline: None,
+        }
+    }
+}
+
+/// A described group, for DescribeGroups and ListGroups.
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    pub group_id: String,
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    /// (member id, instance id, client id, client host, metadata, assignment)
+    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+}
+
+pub struct Coordinator {
+    config: GroupConfig,
+    groups: RefCell<HashMap<String, Group>>,
+    /// The partitions of `__consumer_offsets`; a group's commits go to partition
+    /// `hash(group) mod len`.
+    offsets_log: Vec<Rc<Partition>>,
+    next_member_seq: std::cell::Cell<u64>,
+}
+
+/// Java's `String.hashCode`, as Kafka uses it to place a group in `__consumer_offsets`.
+fn java_string_hash(text: &str) -> i32 {
+    text.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+}
+
+fn now_ms() -> i64 {
+    crate::broker::now_ms()
+}
+
+impl Coordinator {
+    /// Builds the coordinator over the offsets topic's partitions and replays their logs.
+    pub async fn open(config: GroupConfig, offsets_log: Vec<Rc<Partition>>) -> anyhow::Result<Rc<Coordinator>> {
+        assert!(!offsets_log.is_empty(), "the offsets topic has partitions");
+        let coordinator = Rc::new(Coordinator { config, groups: RefCell::new(HashMap::new()), offsets_log, next_member_seq: std::cell::Cell::new(0) });
+        let mut records = 0u64;
+        for partition in &coordinator.offsets_log {
+            records += coordinator.replay(partition).await?;
+        }
+        let groups = coordinator.groups.borrow().len();
+        info!(groups, records, "group coordinator loaded committed offsets");
+        Ok(coordinator)
+    }
+
+    async fn replay(&self, partition: &Partition) -> anyhow::Result<u64> {
+        let mut offset = partition.log_start_offset();
+        let end = partition.log_end_offset();
+        let mut records = 0u64;
+        while offset < end {
+            let read = partition.read(offset, REPLAY_READ_BYTES).await.map_err(|e| anyhow::anyhow!("replaying {partition:?} at offset {offset}: {e}"))?;
+            let Some(next) = read.next_offset() else { break };
+            let bytes = read.read_bytes().await.map_err(|e| anyhow::anyhow!("replaying {partition:?}: {e}"))?;
+            let mut at = 0usize;
+            while let Some(header) = bytes.get(at..).and_then(BatchHeader::view) {
+                let size = header.size() as usize;
+                let Some(batch_bytes) = bytes.get(at..at + size) else { break };
+                if header.compression_codec() == 0 {
+                    for (key, value) in parse_records(batch_bytes) {
+                        records += 1;
+                        self.apply_record(&key, value.as_deref());
+                    }
+                }
+                at += size;
+            }
+            offset = next;
+        }
+        Ok(records)
+    }
+
+    fn apply_record(&self, key: &[u8], value: Option<&[u8]>) {
+        let Some((group, topic, partition)) = decode_key(key) else {
+            warn!("skipping an unreadable key in {OFFSETS_TOPIC}");
+            return;
+        };
+        let mut groups = self.groups.borrow_mut();
+        match value.map(decode_value) {
+            None => {
+                if let Some(g) = groups.get_mut(&group) {
+                    g.offsets.remove(&(topic, partition));
+                    if g.offsets.is_empty() && g.members.is_empty() {
+                        groups.remove(&group);
+                    }
+                }
+            }
+            Some(Some(committed)) => {
+                if groups.len() < GROUPS_MAX || groups.contains_key(&group) {
+                    groups.entry(group).or_insert_with(Group::new).offsets.insert((topic, partition), committed);
+                }
+            }
+            Some(None) => warn!(group = %group, "skipping an unreadable value in {OFFSETS_TOPIC}"),
+        }
+    }
+
+    fn offsets_partition(&self, group_id: &str) -> &Rc<Partition> {
+        let index = (java_string_hash(group_id) & 0x7fff_ffff) as usize % self.offsets_log.len();
+        &self.offsets_log[index]
+    }
+
+    fn new_member_id(&self, client_id: &str) -> String {
+        let seq = self.next_member_seq.get() + 1;
+        self.next_member_seq.set(seq);
+        let mut random = [0u8; 8];
+        // SAFETY: getrandom fills at most `random.len()` bytes of the live buffer.
+        #[allow(unsafe_code)]
+        let _ = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+        let client = if client_id.is_empty() { "member" } else { client_id };
+        format!("{client}-{}-{seq}", random.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
+
+    // ----- JoinGroup -------------------------------------------------------------------
+
+    /// Handles a JoinGroup: either an immediate answer, or a receiver answered when the join
+    /// phase completes.
+    pub fn join(&self, request: JoinRequest) -> Result<oneshot::Receiver<JoinResult>, JoinResult> {
+        let JoinRequest { group_id, mut member_id, .. } = request.clone();
+        if group_id.is_empty() {
+            return Err(JoinResult::error(ResponseError::InvalidGroupId, &member_id));
+        }
+        if request.session_timeout_ms < self.config.session_timeout_ms_min || request.session_timeout_ms > self.config.session_timeout_ms_max {
+            return Err(JoinResult::error(ResponseError::InvalidSessionTimeout, &member_id));
+        }
+        if request.protocol_type.is_empty() || request.protocols.is_empty() {
+            return Err(JoinResult::error(ResponseError::InconsistentGroupProtocol, &member_id));
+        }
+        if request.protocols.iter().any(|(_, m)| m.len() > MEMBER_METADATA_BYTES_MAX) {
+            return Err(JoinResult::error(ResponseError::InvalidRequest, &member_id));
+        }
+        let mut groups = self.groups.borrow_mut();
+        if !groups.contains_key(&group_id) && groups.len() >= GROUPS_MAX {
+            warn!(group = %group_id, limit = GROUPS_MAX, "JoinGroup refused: too many groups");
+            return Err(JoinResult::error(ResponseError::GroupMaxSizeReached, &member_id));
+        }
+        let group = groups.entry(group_id.clone()).or_insert_with(Group::new);
+        if !group.members.is_empty() {
+            let same_type = group.protocol_type.as_deref() == Some(request.protocol_type.as_str());
+            let shares_protocol = request.protocols.iter().any(|(name, _)| group.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == name)));
+            if !same_type || !shares_protocol {
+                return Err(JoinResult::error(ResponseError::InconsistentGroupProtocol, &member_id));
+            }
+        }
+        if member_id.is_empty() {
+            member_id = self.new_member_id(&request.client_id);
+            match &request.group_instance_id {
+                Some(instance) => {
+                    // A static member rejoining: the new id replaces the old one, which is fenced.
+                    if let Some(old) = group.static_members.insert(instance.clone(), member_id.clone()) {
+                        if let Some(mut old_member) = group.members.remove(&old) {
+                            if let Some(waiter) = old_member.join_waiter.take() {
+                                let _ = waiter.send(JoinResult::error(ResponseError::FencedInstanceId, &old));
+                            }
+                        }
+                        if group.leader.as_deref() == Some(old.as_str()) {
+                            group.leader = None;
+                        }
+                    }
+                }
+                None if request.require_known_member_id => {
+                    group.pending.insert(member_id.clone());
+                    return Err(JoinResult::error(ResponseError::MemberIdRequired, &member_id));
+                }
+                None => {}
+            }
+        } else if !group.members.contains_key(&member_id) && !group.pending.remove(&member_id) {
+            return Err(JoinResult::error(ResponseError::UnknownMemberId, &member_id));
+        } else if let Some(instance) = &request.group_instance_id {
+            if group.static_members.get(instance).is_some_and(|id| id != &member_id) {
+                return Err(JoinResult::error(ResponseError::FencedInstanceId, &member_id));
+            }
+            group.static_members.insert(instance.clone(), member_id.clone());
+        }
+        if !group.members.contains_key(&member_id) && group.members.len() >= MEMBERS_PER_GROUP_MAX {
+            warn!(group = %group_id, limit = MEMBERS_PER_GROUP_MAX, "JoinGroup refused: group is full");
+            return Err(JoinResult::error(ResponseError::GroupMaxSizeReached, &member_id));
+        }
+        let now = Instant::now();
+        let (sender, receiver) = oneshot::channel();
+        let seq = self.next_member_seq.get() + 1;
+        self.next_member_seq.set(seq);
+        let member = group.members.entry(member_id.clone()).or_insert_with(|| Member {
+            instance_id: request.group_instance_id.clone(),
+            client_id: request.client_id.clone(),
+            client_host: request.client_host.clone(),
+            session_timeout: Duration::ZERO,
+            rebalance_timeout: Duration::ZERO,
+            protocols: Vec::new(),
+            assignment: Bytes::new(),
+            last_heartbeat: now,
+            join_waiter: None,
+            sync_waiter: None,
+            joined_seq: seq,
+        });
+        member.session_timeout = Duration::from_millis(request.session_timeout_ms as u64);
+        member.rebalance_timeout = Duration::from_millis(request.rebalance_timeout_ms.max(request.session_timeout_ms) as u64);
+        member.protocols = request.protocols;
+        member.last_heartbeat = now;
+        member.client_id = request.client_id;
+        member.client_host = request.client_host;
+        if let Some(old) = member.join_waiter.replace(sender) {
+            let _ = old.send(JoinResult::error(ResponseError::RebalanceInProgress, &member_id));
+        }
+        if group.protocol_type.is_none() || group.members.len() == 1 {
+            group.protocol_type = Some(request.protocol_type);
+        }
+        if group.state != GroupState::PreparingRebalance {
+            self.prepare_rebalance(&group_id, group, now);
+        }
+        self.maybe_complete_join(&group_id, group, now);
+        Ok(receiver)
+    }
+
+    fn prepare_rebalance(&self, group_id: &str, group: &mut Group, now: Instant) {
+        let was_empty = group.state == GroupState::Empty;
+        if group.state == GroupState::CompletingRebalance {
+            // Members waiting for their assignment must rejoin.
+            for member in group.members.values_mut() {
+                if let Some(waiter) = member.sync_waiter.take() {
+                    let _ = waiter.send(SyncResult { error: Some(ResponseError::RebalanceInProgress), ..SyncResult::default() });
+                }
+            }
+        }
+        let timeout = group.members.values().map(|m| m.rebalance_timeout).max().unwrap_or(Duration::ZERO);
+        group.state = GroupState::PreparingRebalance;
+        group.join_deadline = Some(now + timeout);
+        group.join_not_before = was_empty.then(|| now + Duration::from_millis(self.config.initial_rebalance_delay_ms));
+        group.sync_deadline = None;
+        info!(group = group_id, generation = group.generation, members = group.members.len(), "rebalance started");
+    }
+
+    fn maybe_complete_join(&self, group_id: &str, group: &mut Group, now: Instant) {
+        if group.state != GroupState::PreparingRebalance {
+            return;
+        }
+        let all_joined = group.members.values().all(|m| m.join_waiter.is_some());
+        let delay_over = group.join_not_before.is_none_or(|t| now >= t);
+        let deadline_passed = group.join_deadline.is_some_and(|t| now >= t);
+        if !((all_joined && delay_over) || deadline_passed) {
+            return;
+        }
+        // Members that did not rejoin in time are out.
+        let stragglers: Vec<String> = group.members.iter().filter(|(_, m)| m.join_waiter.is_none()).map(|(id, _)| id.clone()).collect();
+        for id in stragglers {
+            warn!(group = group_id, member = %id, "member did not rejoin in time; removed");
+            remove_member(group, &id);
+        }
+        group.generation += 1;
+        group.join_deadline = None;
+        group.join_not_before = None;
+        if group.members.is_empty() {
+            group.state = GroupState::Empty;
+            group.protocol = None;
+            group.leader = None;
+            info!(group = group_id, generation = group.generation, "group is empty");
+            return;
+        }
+        // The protocol every member supports that most members list first.
+        let candidates: Vec<String> = group
+            .members
+            .values()
+            .next()
+            .map(|m| m.protocols.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default();
+        let candidates: Vec<String> = candidates.into_iter().filter(|n| group.members.values().all(|m| m.protocols.iter().any(|(p, _)| p == n))).collect();
+        let mut votes: HashMap<&str, usize> = HashMap::new();
+        for member in group.members.values() {
+            if let Some((name, _)) = member.protocols.iter().find(|(n, _)| candidates.contains(n)) {
+                *votes.entry(name.as_str()).or_default() += 1;
+            }
+        }
+        let protocol = candidates.iter().max_by_key(|n| (votes.get(n.as_str()).copied().unwrap_or(0), std::cmp::Reverse(candidates.iter().position(|c| c == *n)))).cloned();
+        group.protocol = protocol.clone();
+        if group.leader.as_ref().is_none_or(|l| !group.members.contains_key(l)) {
+            group.leader = group.members.iter().min_by_key(|(_, m)| m.joined_seq).map(|(id, _)| id.clone());
+        }
+        let leader = group.leader.clone().unwrap_or_default();
+        let protocol_name = protocol.unwrap_or_default();
+        let member_list: Vec<(String, Option<String>, Bytes)> = group
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let metadata = m.protocols.iter().find(|(n, _)| *n == protocol_name).map(|(_, md)| md.clone()).unwrap_or_default();
+                (id.clone(), m.instance_id.clone(), metadata)
+            })
+            .collect();
+        group.state = GroupState::CompletingRebalance;
+        let sync_timeout = group.members.values().map(|m| m.rebalance_timeout).max().unwrap_or(Duration::ZERO);
+        group.sync_deadline = Some(now + sync_timeout);
+        for (id, member) in group.members.iter_mut() {
+            member.last_heartbeat = now;
+            member.assignment = Bytes::new();
+            if let Some(waiter) = member.join_waiter.take() {
+                let _ = waiter.send(JoinResult {
+                    error: None,
+                    generation: group.generation,
+                    protocol_type: group.protocol_type.clone(),
+                    protocol_name: Some(protocol_name.clone()),
+                    leader: leader.clone(),
+                    member_id: id.clone(),
+                    members: if *id == leader { member_list.clone() } else { Vec::new() },
+                });
+            }
+        }
+        info!(group = group_id, generation = group.generation, members = group.members.len(), leader = %leader, protocol = %protocol_name, "join phase complete");
+    }
+
+    // ----- SyncGroup -------------------------------------------------------------------
+
+    pub fn sync(&self, group_id: &str, generation: i32, member_id: &str, assignments: Vec<(String, Bytes)>) -> Result<oneshot::Receiver<SyncResult>, SyncResult> {
+        let fail = |error| SyncResult { error: Some(error), ..SyncResult::default() };
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups.get_mut(group_id) else { return Err(fail(ResponseError::UnknownMemberId)) };
+        if !group.members.contains_key(member_id) {
+            return Err(fail(ResponseError::UnknownMemberId));
+        }
+        if generation != group.generation {
+            return Err(fail(ResponseError::IllegalGeneration));
+        }
+        if assignments.iter().any(|(_, a)| a.len() > MEMBER_METADATA_BYTES_MAX) {
+            return Err(fail(ResponseError::InvalidRequest));
+        }
+        let protocol_type = group.protocol_type.clone();
+        let protocol_name = group.protocol.clone();
+        match group.state {
+            GroupState::Empty | GroupState::PreparingRebalance => Err(fail(ResponseError::RebalanceInProgress)),
+            GroupState::Stable => {
+                let member = &group.members[member_id];
+                Err(SyncResult { error: None, protocol_type, protocol_name, assignment: member.assignment.clone() })
+            }
+            GroupState::CompletingRebalance => {
+                let (sender, receiver) = oneshot::channel();
+                group.members.get_mut(member_id).expect("checked above").sync_waiter = Some(sender);
+                if group.leader.as_deref() == Some(member_id) {
+                    let assigned: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    let now = Instant::now();
+                    for (id, member) in group.members.iter_mut() {
+                        member.assignment = assigned.get(id).cloned().unwrap_or_default();
+                        member.last_heartbeat = now;
+                        if let Some(waiter) = member.sync_waiter.take() {
+                            let _ = waiter.send(SyncResult {
+                                error: None,
+                                protocol_type: protocol_type.clone(),
+                                protocol_name: protocol_name.clone(),
+                                assignment: member.assignment.clone(),
+                            });
+                        }
+                    }
+                    group.state = GroupState::Stable;
+                    group.sync_deadline = None;
+                    info!(group = group_id, generation = group.generation, "group is stable");
+                }
+                Ok(receiver)
+            }
+        }
+    }
+
+    // ----- Heartbeat and LeaveGroup ----------------------------------------------------
+
+    pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str, instance_id: Option<&str>) -> Option<ResponseError> {
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups.get_mut(group_id) else { return Some(ResponseError::UnknownMemberId) };
+        if let Some(instance) = instance_id {
+            if group.static_members.get(instance).is_some_and(|id| id != member_id) {
+                return Some(ResponseError::FencedInstanceId);
+            }
+        }
+        let state = group.state;
+        let current = group.generation;
+        let Some(member) = group.members.get_mut(member_id) else { return Some(ResponseError::UnknownMemberId) };
+        if generation != current {
+            return Some(ResponseError::IllegalGeneration);
+        }
+        member.last_heartbeat = Instant::now();
+        match state {
+            GroupState::PreparingRebalance => Some(ResponseError::RebalanceInProgress),
+            GroupState::Empty => Some(ResponseError::UnknownMemberId),
+            GroupState::CompletingRebalance | GroupState::Stable => None,
+        }
+    }
+
+    /// Removes members; returns an error per member (None = removed).
+    pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups.get_mut(group_id) else { return Err(ResponseError::UnknownMemberId) };
+        let now = Instant::now();
+        let mut results = Vec::with_capacity(members.len());
+        let mut removed = false;
+        for (member_id, instance_id) in members {
+            let id = match (member_id.is_empty(), instance_id) {
+                (true, Some(instance)) => group.static_members.get(instance).cloned().unwrap_or_default(),
+                _ => member_id.clone(),
+            };
+            if let Some(instance) = instance_id {
+                if !member_id.is_empty() && group.static_members.get(instance).is_some_and(|known| known != member_id) {
+                    results.push(Some(ResponseError::FencedInstanceId));
+                    continue;
+                }
+            }
+            if group.members.contains_key(&id) {
+                remove_member(group, &id);
+                info!(group = group_id, member = %id, "member left");
+                removed = true;
+                results.push(None);
+            } else {
+                results.push(Some(ResponseError::UnknownMemberId));
+            }
+        }
+        if removed {
+            if group.state != GroupState::PreparingRebalance {
+                self.prepare_rebalance(group_id, group, now);
+            }
+            self.maybe_complete_join(group_id, group, now);
+        }
+        Ok(results)
+    }
+
+    /// Session expiry and join/sync deadlines; run every `TICK_MS`.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        let mut groups = self.groups.borrow_mut();
+        for (group_id, group) in groups.iter_mut() {
+            let expired: Vec<String> = group
+                .members
+                .iter()
+                .filter(|(_, m)| m.join_waiter.is_none() && m.sync_waiter.is_none() && now.duration_since(m.last_heartbeat) > m.session_timeout)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &expired {
+                warn!(group = %group_id, member = %id, "member's session timed out; removed");
+                remove_member(group, id);
+            }
+            let sync_late = group.state == GroupState::CompletingRebalance && group.sync_deadline.is_some_and(|t| now >= t);
+            if (!expired.is_empty() && group.state != GroupState::PreparingRebalance) || sync_late {
+                if sync_late {
+                    warn!(group = %group_id, "leader did not send its assignment in time; rebalancing");
+                }
+                self.prepare_rebalance(group_id, group, now);
+            }
+            self.maybe_complete_join(group_id, group, now);
+        }
+    }
+
+    /// Runs `tick` forever.
+    pub async fn run_timers(self: Rc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(TICK_MS)).await;
+            self.tick();
+        }
+    }
+
+    // ----- Offsets ---------------------------------------------------------------------
+
+    /// Checks that a commit comes from a current member (or is a simple commit to a group
+    /// without members).
+    pub fn check_commit(&self, group_id: &str, generation: i32, member_id: &str) -> Option<ResponseError> {
+        if group_id.is_empty() {
+            return Some(ResponseError::InvalidGroupId);
+        }
+        let groups = self.groups.borrow();
+        let Some(group) = groups.get(group_id) else {
+            return if generation < 0 { None } else { Some(ResponseError::IllegalGeneration) };
+        };
+        if generation < 0 && member_id.is_empty() {
+            return if group.members.is_empty() { None } else { Some(ResponseError::UnknownMemberId) };
+        }
+        if !group.members.contains_key(member_id) {
+            return Some(ResponseError::UnknownMemberId);
+        }
+        if generation != group.generation {
+            return Some(ResponseError::IllegalGeneration);
+        }
+        if group.state == GroupState::PreparingRebalance {
+            return Some(ResponseError::RebalanceInProgress);
+        }
+        None
+    }
+
+    /// Durably stores commits: appended and fdatasync'd to `__consumer_offsets` first, then
+    /// applied. Each entry is (topic, partition, committed).
+    pub async fn commit(&self, group_id: &str, commits: Vec<(String, i32, Committed)>) -> Result<(), ResponseError> {
+        if commits.is_empty() {
+            return Ok(());
+        }
+        {
+            let groups = self.groups.borrow();
+            let known = groups.get(group_id).map_or(0, |g| g.offsets.len());
+            if !groups.contains_key(group_id) && groups.len() >= GROUPS_MAX {
+                return Err(ResponseError::GroupMaxSizeReached);
+            }
+            if known + commits.len() > COMMITTED_PARTITIONS_PER_GROUP_MAX {
+                warn!(group = group_id, limit = COMMITTED_PARTITIONS_PER_GROUP_MAX, "commit refused: too many committed partitions");
+                return Err(ResponseError::OffsetMetadataTooLarge);
+            }
+        }
+        let records: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            commits.iter().map(|(topic, partition, committed)| (encode_key(group_id, topic, *partition), Some(encode_value(committed)))).collect();
+        self.append_records(group_id, &records).await?;
+        let mut groups = self.groups.borrow_mut();
+        let group = groups.entry(group_id.to_string()).or_insert_with(Group::new);
+        for (topic, partition, committed) in commits {
+            group.offsets.insert((topic, partition), committed);
+        }
+        Ok(())
+    }
+
+    async fn append_records(&self, group_id: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), ResponseError> {
+        let built: Vec<build::Record<'_>> = records.iter().map(|(k, v)| build::Record { key: Some(k), value: v.as_deref(), timestamp_delta: 0 }).collect();
+        let batch = build::batch(&built, now_ms());
+        let partition = self.offsets_partition(group_id);
+        let appended = partition.append(Bytes::from(batch), 0).await.map_err(|error| {
+            warn!(group = group_id, ?error, "cannot append to {OFFSETS_TOPIC}");
+            ResponseError::CoordinatorNotAvailable
+        })?;
+        partition.flush_to(appended.last_offset + 1).await.map_err(|error| {
+            warn!(group = group_id, %error, "cannot sync {OFFSETS_TOPIC}");
+            ResponseError::CoordinatorNotAvailable
+        })
+    }
+
+    /// Committed offsets of a group: for the given partitions, or all when `None`.
+    pub fn fetch_offsets(&self, group_id: &str, wanted: Option<&[(String, Vec<i32>)]>) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
+        let groups = self.groups.borrow();
+        let group = groups.get(group_id);
+        match wanted {
+            Some(wanted) => wanted
+                .iter()
+                .map(|(topic, partitions)| {
+                    let found = partitions.iter().map(|p| (*p, group.and_then(|g| g.offsets.get(&(topic.clone(), *p)).cloned()))).collect();
+                    (topic.clone(), found)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, Vec<(i32, Option<Committed>)>> = BTreeMap::new();
+                if let Some(group) = group {
+                    for ((topic, partition), committed) in &group.offsets {
+                        by_topic.entry(topic.clone()).or_default().push((*partition, Some(committed.clone())));
+                    }
+                }
+                for partitions in by_topic.values_mut() {
+                    partitions.sort_by_key(|(p, _)| *p);
+                }
+                by_topic.into_iter().collect()
+            }
+        }
+    }
+
+    /// Deletes an empty group and its offsets (tombstones in the log).
+    pub async fn delete_group(&self, group_id: &str) -> Option<ResponseError> {
+        let keys: Vec<(Vec<u8>, Option<Vec<u8>>)> = {
+            let groups = self.groups.borrow();
+            let Some(group) = groups.get(group_id) else { return Some(ResponseError::GroupIdNotFound) };
+            if !group.members.is_empty() {
+                return Some(ResponseError::NonEmptyGroup);
+            }
+            group.offsets.keys().map(|(topic, partition)| (encode_key(group_id, topic, *partition), None)).collect()
+        };
+        if !keys.is_empty() {
+            if let Err(error) = self.append_records(group_id, &keys).await {
+                return Some(error);
+            }
+        }
+        let mut groups = self.groups.borrow_mut();
+        if groups.get(group_id).is_some_and(|g| g.members.is_empty()) {
+            groups.remove(group_id);
+            info!(group = group_id, "group deleted");
+            None
+        } else {
+            Some(ResponseError::NonEmptyGroup)
+        }
+    }
+
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let groups = self.groups.borrow();
+        let group = groups.get(group_id)?;
+        Some(GroupDescription {
+            group_id: group_id.to_string(),
+            state: group.state.name(),
+            protocol_type: group.protocol_type.clone().unwrap_or_default(),
+            protocol: if group.state == GroupState::Stable || group.state == GroupState::CompletingRebalance { group.protocol.clone().unwrap_or_default() } else { String::new() },
+            members: group
+                .members
+                .iter()
+                .map(|(id, m)| {
+                    let metadata = group.protocol.as_ref().and_then(|p| m.protocols.iter().find(|(n, _)| n == p)).map(|(_, md)| md.clone()).unwrap_or_default();
+                    (id.clone(), m.instance_id.clone(), m.client_id.clone(), m.client_host.clone(), metadata, m.assignment.clone())
+                })
+                .collect(),
+        })
+    }
+
+    /// (group id, protocol type, state) of every group.
+    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+        let groups = self.groups.borrow();
+        let mut out: Vec<_> = groups.iter().map(|(id, g)| (id.clone(), g.protocol_type.clone().unwrap_or_default(), g.state.name())).collect();
+        out.sort();
+        out
+    }
+}
+
+fn remove_member(group: &mut Group, member_id: &str) {
+    if let Some(mut member) = group.members.remove(member_id) {
+        if let Some(instance) = &member.instance_id {
+            if group.static_members.get(instance).is_some_and(|id| id == member_id) {
+                group.static_members.remove(instance);
+            }
+        }
+        if let Some(waiter) = member.join_waiter.take() {
+            let _ = waiter.send(JoinResult::error(ResponseError::UnknownMemberId, member_id));
+        }
+        if let Some(waiter) = member.sync_waiter.take() {
+            let _ = waiter.send(SyncResult { error: Some(ResponseError::UnknownMemberId), ..SyncResult::default() });
+        }
+    }
+    if group.leader.as_deref() == Some(member_id) {
+        group.leader = None;
+    }
+}
+
+// ----- Record encoding -------------------------------------------------------------------
+
+fn put_short_string(out: &mut Vec<u8>, text: &str) {
+    out.put_u16(text.len().min(u16::MAX as usize) as u16);
+    out.put_slice(&text.as_bytes()[..text.len().min(u16::MAX as usize)]);
+}
+
+fn encode_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + group.len() + topic.len());
+    out.put_u16(1);
+    put_short_string(&mut out, group);
+    put_short_string(&mut out, topic);
+    out.put_i32(partition);
+    out
+}
+
+fn encode_value(committed: &Committed) -> Vec<u8> {
+    let mut out = Vec::with_capacity(30 + committed.metadata.as_ref().map_or(0, String::len));
+    out.put_u16(1);
+    out.put_i64(committed.offset);
+    out.put_i32(committed.leader_epoch);
+    out.put_i64(committed.commit_time_ms);
+    match &committed.metadata {
+        Some(m) => {
+            out.put_i32(m.len() as i32);
+            out.put_slice(m.as_bytes());
+        }
+        None => out.put_i32(-1),
+    }
+    out
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take(4).map(|b| i32::from_be_bytes(b.try_into().expect("4 bytes")))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take(8).map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")))
+    }
+    fn short_string(&mut self) -> Option<String> {
+        let n = self.u16()? as usize;
+        self.take(n).map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+}
+
+fn decode_key(bytes: &[u8]) -> Option<(String, String, i32)> {
+    let mut r = Reader(bytes);
+    if r.u16()? != 1 {
+        return None;
+    }
+    Some((r.short_string()?, r.short_string()?, r.i32()?))
+}
+
+fn decode_value(bytes: &[u8]) -> Option<Committed> {
+    let mut r = Reader(bytes);
+    if r.u16()? != 1 {
+        return None;
+    }
+    let offset = r.i64()?;
+    let leader_epoch = r.i32()?;
+    let commit_time_ms = r.i64()?;
+    let metadata = match r.i32()? {
+        -1 => None,
+        n if n >= 0 => Some(String::from_utf8_lossy(r.take(n as usize)?).into_owned()),
+        _ => return None,
+    };
+    Some(Committed { offset, leader_epoch, metadata, commit_time_ms })
+}
+
+/// The (key, value) pairs of an uncompressed batch's records.
+fn parse_records(batch_bytes: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    let Some(body) = batch_bytes.get(BATCH_HEADER_BYTES..) else { return out };
+    let mut at = 0usize;
+    while at < body.len() {
+        let Some((length, used)) = batch::read_varint(&body[at..]) else { break };
+        let start = at + used;
+        let Some(record) = usize::try_from(length).ok().and_then(|l| body.get(start..start + l)) else { break };
+        at = start + record.len();
+        // attributes i8 | timestampDelta varlong | offsetDelta varint | key | value | headers
+        let mut p = 1usize;
+        let Some((_, n)) = record.get(p..).and_then(batch::read_varlong) else { continue };
+        p += n;
+        let Some((_, n)) = record.get(p..).and_then(batch::read_varint) else { continue };
+        p += n;
+        let Some((key_len, n)) = record.get(p..).and_then(batch::read_varint) else { continue };
+        p += n;
+        let Some(key) = usize::try_from(key_len).ok().and_then(|l| record.get(p..p + l)) else { continue };
+        p += key.len();
+        let Some((value_len, n)) = record.get(p..).and_then(batch::read_varint) else { continue };
+        p += n;
+        let value = if value_len < 0 {
+            None
+        } else {
+            match usize::try_from(value_len).ok().and_then(|l| record.get(p..p + l)) {
+                Some(v) => Some(v.to_vec()),
+                None => continue,
+            }
+        };
+        out.push((key.to_vec(), value));
+    }
+    out
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_values_round_trip() {
+        let key = encode_key("group-a", "orders", 7);
+        assert_eq!(decode_key(&key), Some(("group-a".to_string(), "orders".to_string(), 7)));
+        let committed = Committed { offset: 42, leader_epoch: 3, metadata: Some("m".to_string()), commit_time_ms: 1_700_000_000_000 };
+        assert_eq!(decode_value(&encode_value(&committed)), Some(committed));
+        let none = Committed { offset: 1, leader_epoch: -1, metadata: None, commit_time_ms: 0 };
+        assert_eq!(decode_value(&encode_value(&none)), Some(none));
+        assert_eq!(decode_value(&[0, 2]), None);
+    }
+
+    #[test]
+    fn records_of_a_built_batch_parse_back() {
+        let records = [build::Record { key: Some(b"k1"), value: Some(b"v1"), timestamp_delta: 0 }, build::Record { key: Some(b"k2"), value: None, timestamp_delta: 1 }];
+        let bytes = build::batch(&records, 5);
+        assert_eq!(parse_records(&bytes), vec![(b"k1".to_vec(), Some(b"v1".to_vec())), (b"k2".to_vec(), None)]);
+    }
+
+    #[test]
+    fn java_hash_matches() {
+        assert_eq!(java_string_hash(""), 0);
+        assert_eq!(java_string_hash("a"), 97);
+        assert_eq!(java_string_hash("hello"), 99162322);
+    }
+}
