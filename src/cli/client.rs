@@ -78,6 +78,12 @@ impl Client {
     /// Sends `request` to broker `node` (-1: the bootstrap broker) at the highest version
     /// both sides speak, and returns the response.
     pub fn send<R: Request>(&mut self, node: i32, request: &R) -> Result<R::Response, CliError> {
+        self.send_at_most(node, request, i16::MAX)
+    }
+
+    /// Like `send`, but at version `version_max` at most (for requests whose fields are
+    /// filled for a known range of versions).
+    pub fn send_at_most<R: Request>(&mut self, node: i32, request: &R, version_max: i16) -> Result<R::Response, CliError> {
         if !self.connections.contains_key(&node) {
             let address = self.brokers.get(&node).cloned().ok_or_else(|| CliError::failure(format!("no address known for broker {node}")))?;
             self.open(node, &address)?;
@@ -89,7 +95,7 @@ impl Client {
             .versions
             .get(&R::KEY)
             .ok_or_else(|| CliError::failure(format!("broker {address} does not serve {key:?}")))?;
-        let version = broker_max.min(R::VERSIONS.max);
+        let version = broker_max.min(R::VERSIONS.max).min(version_max);
         if version < broker_min.max(R::VERSIONS.min) {
             return Err(CliError::failure(format!("broker {address} and fjord share no version of {key:?}")));
         }
@@ -111,6 +117,11 @@ impl Client {
         let version = broker_max.min(R::VERSIONS.max);
         let frame = encode_request(&mut self.correlation_id, request, version)?;
         connection.stream.write_all(&frame).map_err(|e| CliError::failure(format!("cannot send: {e}")))
+    }
+
+    /// Makes broker `node` reachable at `address` (e.g. a coordinator).
+    pub fn add_broker(&mut self, node: i32, address: String) {
+        self.brokers.insert(node, address);
     }
 
     /// Fetches metadata (all topics when `topics` is `None`) and learns broker addresses.

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, TopicName};
+use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::records::RecordBatchDecoder;
 
 use super::client::Client;
+use super::group::{list_offset, Membership, Pulse};
 use super::CliError;
 
 /// Bytes asked for per partition per fetch.
@@ -45,6 +45,11 @@ pub struct ConsumeArgs {
     /// Print the timestamp before each record.
     #[arg(long)]
     print_timestamps: bool,
+    /// Consume as a member of this consumer group: partitions are shared with the group's
+    /// other members, reading resumes from the group's committed offsets (`--from` applies
+    /// where nothing is committed), and progress is committed as it goes.
+    #[arg(long, short = 'g')]
+    group: Option<String>,
 }
 
 enum Start {
@@ -67,23 +72,6 @@ fn parse_start(text: &str) -> Result<Start, CliError> {
     }
 }
 
-fn list_offset(client: &mut Client, leader: i32, topic: &str, partition: i32, timestamp: i64) -> Result<i64, CliError> {
-    let mut p = ListOffsetsPartition::default();
-    p.partition_index = partition;
-    p.timestamp = timestamp;
-    let mut t = ListOffsetsTopic::default();
-    t.name = TopicName(topic.to_string().into());
-    t.partitions = vec![p];
-    let mut request = ListOffsetsRequest::default();
-    request.replica_id = BrokerId(-1);
-    request.topics = vec![t];
-    let response = client.send(leader, &request)?;
-    let answer = response.topics.first().and_then(|t| t.partitions.first()).ok_or_else(|| CliError::failure("empty ListOffsets response"))?;
-    if answer.error_code != 0 {
-        return Err(CliError::failure(format!("ListOffsets {topic}-{partition}: {}", super::error_name(answer.error_code))));
-    }
-    Ok(answer.offset)
-}
 
 pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
     let start = parse_start(&args.from)?;
@@ -98,19 +86,20 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
         let leader = *leaders.get(&p).ok_or_else(|| CliError::usage(format!("topic {} has no partition {p}", args.topic)))?;
         leaders = BTreeMap::from([(p, leader)]);
     }
+    let all_leaders = leaders.clone();
+    let mut membership = match &args.group {
+        Some(group) => Some(Membership::new(&mut client, group, &args.topic)?),
+        None => None,
+    };
     // Position and high watermark per partition.
     let mut positions: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
-    for (&partition, &leader) in &leaders {
-        let position = match start {
-            Start::Beginning => list_offset(&mut client, leader, &args.topic, partition, -2)?,
-            Start::End => list_offset(&mut client, leader, &args.topic, partition, -1)?,
-            Start::Offset(offset) => offset,
-            Start::Timestamp(ts) => match list_offset(&mut client, leader, &args.topic, partition, ts)? {
-                -1 => list_offset(&mut client, leader, &args.topic, partition, -1)?,
-                offset => offset,
-            },
-        };
-        positions.insert(partition, (position, i64::MAX));
+    if let Some(member) = membership.as_mut() {
+        leaders = assign(&mut client, member, &all_leaders, &start, &args.topic, &mut positions)?;
+    } else {
+        for (&partition, &leader) in &leaders {
+            let position = start_position(&mut client, leader, &args.topic, partition, &start)?;
+            positions.insert(partition, (position, i64::MAX));
+        }
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -121,6 +110,10 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
         }
         if args.exit_at_end && positions.values().all(|(position, high)| position >= high) {
             break;
+        }
+        if leaders.is_empty() {
+            // A group member without partitions: stay in the group, keep heartbeating.
+            std::thread::sleep(std::time::Duration::from_millis(500));
         }
         // One fetch per leader with all of its partitions.
         let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
@@ -194,9 +187,63 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
             }
         }
         let _ = out.flush();
+        if let Some(member) = membership.as_mut() {
+            let next: BTreeMap<i32, i64> = positions.iter().map(|(p, (o, _))| (*p, *o)).collect();
+            let committed = member.commit(&mut client, &next)?;
+            let pulse = member.heartbeat_if_due(&mut client)?;
+            if !committed || matches!(pulse, Pulse::Rejoin) {
+                leaders = assign(&mut client, member, &all_leaders, &start, &args.topic, &mut positions)?;
+            }
+        } else if leaders.is_empty() {
+            break;
+        }
     }
     let _ = out.flush();
+    if let Some(member) = membership.as_ref() {
+        let next: BTreeMap<i32, i64> = positions.iter().map(|(p, (o, _))| (*p, *o)).collect();
+        let _ = member.commit(&mut client, &next)?;
+        member.leave(&mut client)?;
+    }
     Ok(())
+}
+
+fn start_position(client: &mut Client, leader: i32, topic: &str, partition: i32, start: &Start) -> Result<i64, CliError> {
+    Ok(match start {
+        Start::Beginning => list_offset(client, leader, topic, partition, -2)?,
+        Start::End => list_offset(client, leader, topic, partition, -1)?,
+        Start::Offset(offset) => *offset,
+        Start::Timestamp(ts) => match list_offset(client, leader, topic, partition, *ts)? {
+            -1 => list_offset(client, leader, topic, partition, -1)?,
+            offset => offset,
+        },
+    })
+}
+
+/// (Re)joins the group and sets positions for the partitions it assigns: the committed
+/// offset where there is one, else `start`. Returns the assigned partitions' leaders.
+fn assign(
+    client: &mut Client,
+    member: &mut Membership,
+    all_leaders: &BTreeMap<i32, i32>,
+    start: &Start,
+    topic: &str,
+    positions: &mut BTreeMap<i32, (i64, i64)>,
+) -> Result<BTreeMap<i32, i32>, CliError> {
+    let mine = member.join(client)?;
+    eprintln!("group {}: generation {}, assigned partitions {:?}", member.group, member.generation, mine);
+    let committed = member.committed(client, &mine)?;
+    positions.clear();
+    let mut leaders = BTreeMap::new();
+    for partition in mine {
+        let Some(&leader) = all_leaders.get(&partition) else { continue };
+        let position = match committed.get(&partition) {
+            Some(&offset) if offset >= 0 => offset,
+            _ => start_position(client, leader, topic, partition, start)?,
+        };
+        positions.insert(partition, (position, i64::MAX));
+        leaders.insert(partition, leader);
+    }
+    Ok(leaders)
 }
 
 /// Whether `records` starts with a whole batch (a broker may cut the last one short).

@@ -13,6 +13,7 @@ use crate::config::ServeArgs;
 
 pub mod client;
 mod consume;
+mod group;
 mod produce;
 mod topic;
 
@@ -38,6 +39,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Read records from a topic and print them.
     Consume(consume::ConsumeArgs),
+    /// List, describe or reset consumer groups.
+    Group(group::GroupArgs),
 }
 
 /// An error with the exit code it maps to.
@@ -79,6 +82,7 @@ pub fn main() -> ExitCode {
         Command::Topic(args) => topic::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
+        Command::Group(args) => group::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
