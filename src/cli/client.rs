@@ -119,6 +119,12 @@ impl Client {
         connection.stream.write_all(&frame).map_err(|e| CliError::failure(format!("cannot send: {e}")))
     }
 
+    /// The addresses of the brokers learned from Metadata (node id -> HOST:PORT), with the
+    /// bootstrap address standing in for any broker not yet seen.
+    pub fn broker_addresses(&self) -> std::collections::BTreeMap<i32, String> {
+        self.brokers.iter().map(|(k, v)| (*k, v.clone())).collect()
+    }
+
     /// Makes broker `node` reachable at `address` (e.g. a coordinator).
     pub fn add_broker(&mut self, node: i32, address: String) {
         self.brokers.insert(node, address);

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::ServeArgs;
 
+mod bench;
 pub mod client;
 mod consume;
 mod group;
@@ -41,6 +42,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// List, describe or reset consumer groups.
     Group(group::GroupArgs),
+    /// Load-test any Kafka-compatible broker, or measure the machine's own limits.
+    Bench(bench::BenchArgs),
 }
 
 /// An error with the exit code it maps to.
@@ -83,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Group(args) => group::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

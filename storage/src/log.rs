@@ -590,7 +590,8 @@ impl PartitionLog {
     /// must name the batch at its position, or the walk could start past the answer.
     async fn offset_for_timestamp_in(&self, i: usize, timestamp: i64) -> Result<Option<(i64, i64)>> {
         let segment = &self.segments[i];
-        let start_offset = segment.time_index.lookup_before(timestamp).map_or(segment.base_offset, |e| e.offset);
+        let time_entry = segment.time_index.lookup_before(timestamp);
+        let start_offset = time_entry.map_or(segment.base_offset, |e| e.offset);
         let entry = segment.index.lookup(start_offset);
         let mut position = entry.position;
         while position < segment.size {
@@ -599,6 +600,11 @@ impl PartitionLog {
                 return Err(segment.corrupt(position, format!("index says offset {} starts here, the log says {}", entry.offset, headers[0].base_offset)));
             }
             for header in &headers {
+                // The time entry says the batches up to its own are older than `timestamp`, so
+                // the walk skips nothing; a batch that says otherwise shows a false entry.
+                if let Some(e) = time_entry.filter(|e| header.base_offset <= e.offset && header.max_timestamp > e.timestamp) {
+                    return Err(segment.corrupt(header.position, format!("time index entry {e:?} is older than the batch at offset {}", header.base_offset)));
+                }
                 if header.max_timestamp >= timestamp && header.last_offset >= self.log_start_offset {
                     let batch_bytes = segment.log.read_at(header.position, header.size as usize).await?;
                     let found = match batch::first_record_at_or_after(&batch_bytes, timestamp) {
@@ -656,9 +662,9 @@ impl PartitionLog {
         segment.log.sync_data().await?;
         // Recompute the tail state from the last surviving index entry.
         segment.last_batch_offset = None;
-        // The entries below the cut are kept whole, so the walk from the last one finds none
-        // missing.
-        let _missing_entry = segment.load_tail(cut.position).await?;
+        // The entries below the cut are kept as they were; whether they agree with the log
+        // was settled when the segment was opened.
+        let _disagreement = segment.load_tail(cut.position).await?;
         if segment.next_offset != cut_offset && cut.position > 0 {
             return Err(segment.corrupt(cut.position, format!("after truncation the log ends at offset {}, expected {cut_offset}", segment.next_offset)));
         }

@@ -3,10 +3,13 @@
 //! A segment is opened one of two ways:
 //! - **trusted** (below the recovery checkpoint, or after a clean shutdown): its indexes are
 //!   loaded and checked (`index::decode`), and only the tail after the last index entry is
-//!   walked. Any inconsistency demotes it to a full scan.
+//!   walked. Any inconsistency demotes it to a full scan: a short `.index` (a tail batch
+//!   that should have had an entry), a `.timeindex` whose last entry is older than a batch it
+//!   covers.
 //! - **scanned** (at or after the recovery checkpoint after an unclean stop, or demoted):
-//!   every batch from position 0 is checked (length, magic, CRC-32C, counts, increasing
-//!   offsets); the log is cut at the first byte that is not part of a valid batch, and both
+//!   every batch from position 0 is checked (length, magic, CRC-32C, counts, each base offset
+//!   exactly one past its predecessor's last offset, since the base offset is outside the
+//!   CRC); the log is cut at the first byte that is not part of a valid batch, and both
 //!   indexes are rebuilt from scratch with the same rule appends use.
 //!
 //! The scan never trusts the file length (zowens/commitlog's mistake): a torn write leaves a
@@ -144,9 +147,8 @@ async fn load_indexes(segment: &mut Segment) -> std::result::Result<(), String> 
         return Err("time index file is empty or missing for a segment with offset index entries".to_string());
     }
     segment.time_index = TimeIndex::decode(segment.base_offset, &time_bytes, i64::MAX).map_err(|e| format!(".timeindex: {e}"))?;
-    // A short or missing `.index` shows as a tail batch that should have had an entry.
-    if segment.load_tail(file_size).await.map_err(|e| e.to_string())? {
-        return Err(".index: lacks entries the log's batches call for (short or missing file)".to_string());
+    if let Some(reason) = segment.load_tail(file_size).await.map_err(|e| e.to_string())? {
+        return Err(reason);
     }
     if segment.time_index.last().is_some_and(|e| e.offset >= segment.next_offset) {
         return Err(".timeindex: entry past the log end".to_string());

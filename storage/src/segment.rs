@@ -274,17 +274,20 @@ impl Segment {
     /// a batch with the offset it names, and sets `size`, `next_offset`, `max_timestamp` and
     /// the index bookkeeping from what it finds. Used when a segment is trusted on open.
     ///
-    /// Returns whether the walk passed a batch that `index_batch` would have given an entry
-    /// (one starting `index_interval_bytes` or more past the last entry): the index is then
-    /// short, and a trusted open must rebuild it.
-    pub(crate) async fn load_tail(&mut self, file_size: u64) -> Result<bool> {
+    /// Returns why the indexes disagree with the walked batches, if they do: a batch that
+    /// `index_batch` would have given an entry (one starting `index_interval_bytes` or more
+    /// past the last entry: the `.index` is short), or a batch newer than the last time entry
+    /// that claims to cover it (the `.timeindex` understates, and `max_timestamp` with it).
+    /// A trusted open then rebuilds both.
+    pub(crate) async fn load_tail(&mut self, file_size: u64) -> Result<Option<String>> {
         let entry = self.index.last();
+        let time_entry = self.time_index.last();
         self.size = file_size;
         let mut position = entry.map_or(0, |e| e.position);
         let walk_start = position;
-        let mut missing_entry = false;
+        let mut disagreement = None;
         self.next_offset = entry.map_or(self.base_offset, |e| e.offset);
-        self.max_timestamp = self.time_index.last().map_or(crate::batch::NO_TIMESTAMP, |e| e.timestamp);
+        self.max_timestamp = time_entry.map_or(crate::batch::NO_TIMESTAMP, |e| e.timestamp);
         self.bytes_since_index_entry = file_size - position;
         let mut first = true;
         while position < file_size {
@@ -294,14 +297,19 @@ impl Segment {
             }
             first = false;
             for header in headers {
-                missing_entry |= header.position - walk_start >= self.index_interval_bytes;
+                if disagreement.is_none() && header.position - walk_start >= self.index_interval_bytes {
+                    disagreement = Some(format!(".index: lacks an entry for the batch at position {} (short or missing file)", header.position));
+                }
+                if let Some(e) = time_entry.filter(|e| header.base_offset <= e.offset && header.max_timestamp > e.timestamp) {
+                    disagreement.get_or_insert(format!(".timeindex: entry {e:?} is older than the batch at offset {} ({})", header.base_offset, header.max_timestamp));
+                }
                 self.next_offset = header.last_offset + 1;
                 self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
                 self.last_batch_offset = Some(header.base_offset);
                 position = header.position + header.size;
             }
         }
-        Ok(missing_entry)
+        Ok(disagreement)
     }
 
     pub(crate) fn corrupt(&self, position: u64, reason: String) -> StorageError {

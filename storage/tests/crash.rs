@@ -532,3 +532,103 @@ fn crash_between_retention_checkpoint_and_file_deletion() {
         assert_eq!(log.segments().len(), segments.len() - outcome.deleted_segments.len());
     });
 }
+
+/// A `.timeindex` whose timestamps are lowered (still increasing, so it decodes): either all
+/// of them, which the open sees in the last entry and rebuilds, or all but the last, which
+/// only a lookup that walks past a false entry sees. Reads do not use the time index;
+/// timestamp lookups and `verify` must not be fooled.
+#[test]
+fn time_index_with_understated_timestamps_is_rebuilt_or_detected() {
+    for all_entries in [true, false] {
+        let source = TempDir::new("crash-wrong-timeindex");
+        let scratch = TempDir::new("crash-wrong-timeindex-case");
+        block_on(async {
+            let ctx = format!("time index lowered, all entries {all_entries}");
+            let (all, segments) = written_log(source.path(), true).await;
+            let mut changed = 0;
+            for segment in segments.iter().filter(|s| s.time_index_entries > 1) {
+                let path = source.path().join(file_name(segment.base_offset, "timeindex"));
+                let mut bytes = std::fs::read(&path).unwrap();
+                let entries = bytes.len() / TIME_ENTRY_BYTES;
+                for (n, entry) in bytes.chunks_exact_mut(TIME_ENTRY_BYTES).enumerate() {
+                    if all_entries || n + 1 < entries {
+                        let timestamp = i64::from_be_bytes(entry[0..8].try_into().unwrap());
+                        // Batches are 10 ms apart here: 25 ms makes a lookup skip the batches
+                        // just before an entry's own.
+                        let lowered = if all_entries { timestamp - 500 } else { timestamp - 25 };
+                        entry[0..8].copy_from_slice(&lowered.to_be_bytes());
+                        changed += 1;
+                    }
+                }
+                std::fs::write(&path, bytes).unwrap();
+            }
+            assert!(changed >= 2, "{ctx}: {segments:?}");
+
+            copy_dir(source.path(), scratch.path());
+            let mut log = PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap();
+            let report = log.open_report().clone();
+            if all_entries {
+                for segment in segments.iter().filter(|s| s.time_index_entries > 1) {
+                    assert!(report.scanned.iter().any(|(base, _)| *base == segment.base_offset), "{ctx}: segment {} not rebuilt: {report:?}", segment.base_offset);
+                }
+                log.verify().await.unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            } else {
+                let error = log.verify().await.unwrap_err();
+                assert!(matches!(error, fjord_storage::StorageError::Corrupt { .. }), "{ctx}: {error}");
+            }
+            assert_eq!(log.segments(), segments, "{ctx}: max timestamps come out right");
+            drop(log);
+
+            copy_dir(source.path(), scratch.path());
+            let mut log = PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap();
+            for b in &all {
+                let header = BatchHeader::view(&b.bytes).unwrap();
+                for delta in 0..=(b.last - b.base) {
+                    let timestamp = header.base_timestamp.get() + delta;
+                    let found = log.offset_for_timestamp(timestamp).await.unwrap_or_else(|e| panic!("{ctx}: offset_for_timestamp({timestamp}): {e}"));
+                    assert_eq!(found, Some((b.base + delta, timestamp)), "{ctx}: offset_for_timestamp({timestamp})");
+                }
+            }
+            let bytes = log.read(0, u64::MAX).await.unwrap().read_bytes().await.unwrap();
+            assert_eq!(bytes, concat(&all), "{ctx}");
+        });
+    }
+}
+
+/// Regression: a trusted open rescanned, at every clean open, a segment larger than
+/// `index_interval_bytes` with no offset index entry (a small batch followed by a large one:
+/// no batch starts past the interval), and a closed segment with no time index entry (rebuilt
+/// by an earlier scan, which writes no seal entry). Neither index is short; nothing needs a
+/// scan.
+#[test]
+fn clean_open_does_not_rescan_segments_without_index_entries() {
+    let dir = TempDir::new("crash-no-rescan");
+    block_on(async {
+        let config = LogConfig { segment_bytes: 16 * 1024, ..config(FlushPolicy::Never) };
+        let mut log = PartitionLog::open(dir.path(), config.clone()).await.unwrap();
+        log.append(buf(&batch(1, 100, 1_000, 1)), 0).await.unwrap();
+        log.append(buf(&batch(1, 5_000, 1_001, 2)), 0).await.unwrap();
+        assert_eq!(log.segments()[0].index_entries, 0, "the large batch starts before the interval");
+        log.roll().await.unwrap();
+        log.append(buf(&batch(1, 10, 1_002, 3)), 0).await.unwrap();
+        log.close().await.unwrap();
+        let mut log = PartitionLog::open(dir.path(), config.clone()).await.unwrap();
+        assert!(log.open_report().scanned.is_empty(), "{:?}", log.open_report());
+        // Without a checkpoint every segment is scanned; the closed one's rebuilt time index
+        // is empty (a scan writes no seal entry) and stays so.
+        log.append(buf(&batch(1, 10, 1_003, 4)), 0).await.unwrap();
+        drop(log);
+        std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+        let mut log = PartitionLog::open(dir.path(), config.clone()).await.unwrap();
+        assert_eq!(log.open_report().scanned.len(), 2, "{:?}", log.open_report());
+        assert_eq!(log.segments()[0].time_index_entries, 0);
+        log.close().await.unwrap();
+        for _ in 0..2 {
+            let mut log = PartitionLog::open(dir.path(), config.clone()).await.unwrap();
+            assert!(log.open_report().scanned.is_empty(), "{:?}", log.open_report());
+            assert_eq!(log.segments().iter().map(|s| s.max_timestamp).collect::<Vec<_>>(), vec![1_001, 1_003]);
+            log.verify().await.unwrap();
+            log.close().await.unwrap();
+        }
+    });
+}

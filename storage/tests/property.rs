@@ -243,6 +243,12 @@ impl<T, E: Display> OrFail<T> for Result<T, E> {
     }
 }
 
+/// The value size that makes a one-record batch exactly `size` bytes, if one does.
+fn value_bytes_for_batch_size(size: usize) -> Option<usize> {
+    // Header 61 bytes, then a record of at most 12 bytes of varints around its value.
+    (size.saturating_sub(61 + 12)..=size.saturating_sub(61)).find(|&value_bytes| batch(1, value_bytes, 0, 0).len() == size)
+}
+
 /// Splits bytes into whole batches, failing (with `ctx`) on a torn one.
 fn split_whole(mut bytes: &[u8], ctx: &str) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
@@ -280,14 +286,33 @@ impl Run {
             flush: if rng.below(2) == 0 { FlushPolicy::Never } else { FlushPolicy::EveryAppend },
             ..LogConfig::default()
         };
-        Run { rng, config, model: Model::new(), clock_ms: CLOCK_START_MS, dir: TempDir::new(&format!("property-{seed}")), clean_on_disk: false, coverage: Coverage::default() }
+        Run {
+            rng,
+            config,
+            model: Model::new(),
+            clock_ms: CLOCK_START_MS,
+            dir: TempDir::new(&format!("property-{seed}")),
+            clean_on_disk: false,
+            coverage: Coverage::default(),
+        }
     }
 
     fn next_op(&mut self) -> Op {
         let rng = &mut self.rng;
         let model = &self.model;
         match rng.below(100) {
-            0..=34 => {
+            0..=4 => {
+                // One batch that fills the active segment exactly, or overfills it by a byte:
+                // the edge of the roll rule.
+                let active = model.segment_size(model.segments.len() - 1);
+                let target = (self.config.segment_bytes.saturating_sub(active) + rng.below(2)) as usize;
+                self.clock_ms += rng.below(50) as i64;
+                match value_bytes_for_batch_size(target) {
+                    Some(value_bytes) if active > 0 => Op::Append(vec![(1, value_bytes, self.clock_ms)], 0),
+                    _ => Op::Roll,
+                }
+            }
+            5..=34 => {
                 let batches = (0..1 + rng.below(5))
                     .map(|_| {
                         let count = 1 + rng.below(8) as usize;
@@ -309,9 +334,20 @@ impl Run {
                     2 => model.end,
                     _ => model.start + rng.below(span + 1) as i64,
                 };
-                let max_bytes = match rng.below(6) {
+                let max_bytes = match rng.below(8) {
                     0 => rng.below(100),
                     1 => 1 << 20,
+                    2 => u64::MAX,
+                    // Exactly the size of the next few batches (or one byte less), where an
+                    // off-by-one in the fit test would show.
+                    3 | 4 => match model.batch_holding(offset) {
+                        Some(first) => {
+                            let k = 1 + rng.below(6) as usize;
+                            let exact: u64 = model.batches[first..].iter().take(k).map(ModelBatch::size).sum();
+                            exact - rng.below(2)
+                        }
+                        None => rng.below(1000),
+                    },
                     _ => rng.below(3 * self.config.segment_bytes),
                 };
                 Op::Read { offset, max_bytes }
@@ -319,11 +355,27 @@ impl Run {
             60..=64 => Op::Roll,
             65..=67 => Op::Flush,
             68..=73 => {
-                let oldest = model.batches.iter().map(ModelBatch::max_timestamp).min().unwrap_or(self.clock_ms);
-                let retention_ms = (rng.below(2) == 0).then(|| rng.below((self.clock_ms - oldest).max(0) as u64 + 100));
+                // Limits either anywhere, or exactly at (or one past) a segment boundary, where
+                // an off-by-one in `<` versus `<=` would show.
+                let now_ms = self.clock_ms;
+                let k = rng.below(model.segments.len() as u64) as usize;
+                let oldest = model.batches.iter().map(ModelBatch::max_timestamp).min().unwrap_or(now_ms);
+                let retention_ms = match rng.below(4) {
+                    0 | 1 => None,
+                    2 => Some(rng.below((now_ms - oldest).max(0) as u64 + 100)),
+                    _ => {
+                        let cutoff = model.segment_max_timestamp(k).max(0) + rng.below(2) as i64;
+                        Some((now_ms - cutoff).max(0) as u64)
+                    }
+                };
                 let total: u64 = model.batches.iter().map(ModelBatch::size).sum();
-                let retention_bytes = (retention_ms.is_none() || rng.below(2) == 0).then(|| rng.below(total + 1));
-                Op::Retention { now_ms: self.clock_ms, retention_ms, retention_bytes }
+                let prefix: u64 = (0..k).map(|i| model.segment_size(i)).sum();
+                let retention_bytes = match rng.below(4) {
+                    0 if retention_ms.is_some() => None,
+                    0 | 1 => Some(rng.below(total + 1)),
+                    _ => Some(total.saturating_sub(prefix + rng.below(2))),
+                };
+                Op::Retention { now_ms, retention_ms, retention_bytes }
             }
             74..=79 => {
                 let span = (model.end - model.start) as u64;
@@ -339,7 +391,14 @@ impl Run {
             _ => {
                 let oldest = model.batches.iter().map(|b| b.base_timestamp).min().unwrap_or(CLOCK_START_MS);
                 let span = (self.clock_ms - oldest).max(0) as u64 + 20;
-                Op::OffsetForTimestamp(oldest - 10 + rng.below(span) as i64)
+                if rng.below(2) == 0 || model.batches.is_empty() {
+                    Op::OffsetForTimestamp(oldest - 10 + rng.below(span) as i64)
+                } else {
+                    // A timestamp some batch has (or just misses), where index entries sit.
+                    let b = &model.batches[rng.below(model.batches.len() as u64) as usize];
+                    let timestamp = [b.base_timestamp, b.max_timestamp(), b.max_timestamp() + 1, b.base_timestamp - 1][rng.below(4) as usize];
+                    Op::OffsetForTimestamp(timestamp)
+                }
             }
         }
     }
@@ -577,4 +636,23 @@ fn random_operations_match_the_model() {
             assert!(!all.contains(": 0,") && !all.contains(": 0 }"), "a path was never exercised by the seed set: {all}");
         }
     }
+}
+
+/// Regression: `read` with `max_bytes = u64::MAX` from a batch inside a segment (position
+/// > 0) overflowed `position + max_bytes` (a panic in debug builds, a one-batch answer in
+/// release builds).
+#[test]
+fn read_with_u64_max_bytes_from_inside_a_segment() {
+    let dir = TempDir::new("property-read-max");
+    block_on(async {
+        let config = LogConfig { segment_bytes: 4096, index_interval_bytes: 256, retention_ms: None, ..LogConfig::default() };
+        let mut log = PartitionLog::open(dir.path(), config).await.unwrap();
+        for i in 0..10 {
+            log.append(buf(&batch(2, 20, i, i as u64)), 0).await.unwrap();
+        }
+        let result = log.read(6, u64::MAX).await.unwrap();
+        let batches = split_batches(&result.read_bytes().await.unwrap());
+        assert_eq!(batches.iter().map(|b| b.0).collect::<Vec<_>>(), vec![6, 8, 10, 12, 14, 16, 18]);
+        assert_eq!(result.next_offset(), Some(20));
+    });
 }

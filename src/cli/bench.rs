@@ -1,0 +1,750 @@
+//! `fjord bench`: a load generator that speaks the Kafka protocol, for Fjord or any other
+//! Kafka-compatible broker, and `fjord bench baseline`, which measures what this machine can
+//! do without a broker (a loopback TCP stream, sequential file writes with and without
+//! fdatasync), so results can be reported as ratios measured in one run.
+//!
+//! Load runs use plain threads and blocking sockets: each connection keeps up to
+//! `--inflight` requests outstanding (pipelining, as Kafka clients do), and latency is
+//! measured per request, from send to response (produce) or from send to delivery (e2e, where
+//! each record carries its send time).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use fjord_storage::batch::build;
+use hdrhistogram::Histogram;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+use kafka_protocol::ResponseError;
+
+use super::client::Client;
+use super::group::list_offset;
+use super::{error_name, CliError};
+
+/// Requests outstanding per connection at most.
+const INFLIGHT_MAX: usize = 64;
+/// Connections at most.
+const CONNECTIONS_MAX: usize = 256;
+/// Largest record the bench builds.
+const RECORD_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest produce batch built (per partition per request).
+const BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// Largest response accepted.
+const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Produce request version used: v7 is understood by every Kafka since 2.1 and by Fjord.
+const PRODUCE_VERSION: i16 = 7;
+/// Fetch request version used (v4+: record batches v2; v11 is Kafka 2.3+).
+const FETCH_VERSION: i16 = 11;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    mode: BenchMode,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum BenchMode {
+    /// Produce records as fast as possible (or at --rate).
+    Produce(LoadArgs),
+    /// Consume records from the beginning of the topic.
+    Consume(LoadArgs),
+    /// Produce and consume at once; latency is from send to delivery.
+    E2e(LoadArgs),
+    /// Measure this machine without a broker: loopback TCP and sequential file writes.
+    Baseline(BaselineArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct LoadArgs {
+    #[arg(long, short = 'b', default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    #[arg(long, short = 't', default_value = "fjord-bench")]
+    topic: String,
+    /// Partitions of the topic (created with this many if it does not exist).
+    #[arg(long, default_value_t = 8)]
+    partitions: i32,
+    #[arg(long, default_value_t = 100)]
+    record_bytes: usize,
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Records per batch (one batch per partition per request).
+    #[arg(long, default_value_t = 1000)]
+    batch_records: usize,
+    /// -1, 0 or 1.
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
+    acks: i16,
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 5)]
+    inflight: usize,
+    /// Records per second in total (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Print one JSON object instead of the human summary.
+    #[arg(long)]
+    json: bool,
+    /// Write the JSON and an SVG chart of throughput and latency over time into DIR.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct BaselineArgs {
+    /// Bytes to stream and to write.
+    #[arg(long, default_value_t = 1 << 30)]
+    bytes: u64,
+    /// Bytes per write (and per fdatasync in the synced run).
+    #[arg(long, default_value_t = 1 << 20)]
+    chunk_bytes: usize,
+    /// Directory for the file test [default: the temp dir].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Shared measurements of a run.
+struct Stats {
+    records: AtomicU64,
+    bytes: AtomicU64,
+    errors: AtomicU64,
+    latency: Mutex<(Histogram<u64>, Histogram<u64>)>,
+    done: AtomicBool,
+}
+
+impl Stats {
+    fn new() -> Arc<Stats> {
+        let histogram = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+        Arc::new(Stats { records: AtomicU64::new(0), bytes: AtomicU64::new(0), errors: AtomicU64::new(0), latency: Mutex::new((histogram(), histogram())), done: AtomicBool::new(false) })
+    }
+    fn record_latency(&self, micros: u64, count: u64) {
+        let mut latency = self.latency.lock().expect("latency lock");
+        let value = micros.clamp(1, 60_000_000);
+        let _ = latency.0.record_n(value, count);
+        let _ = latency.1.record_n(value, count);
+    }
+}
+
+/// One point of the time series: (seconds since start, records/s, p99 µs in the interval).
+type Sample = (f64, f64, u64);
+
+pub fn run(args: BenchArgs) -> Result<(), CliError> {
+    match args.mode {
+        BenchMode::Produce(load) => load_run("produce", load),
+        BenchMode::Consume(load) => load_run("consume", load),
+        BenchMode::E2e(load) => load_run("e2e", load),
+        BenchMode::Baseline(baseline) => run_baseline(baseline),
+    }
+}
+
+fn validate(load: &LoadArgs) -> Result<(), CliError> {
+    if !(1..=CONNECTIONS_MAX).contains(&load.connections) {
+        return Err(CliError::usage(format!("--connections must be between 1 and {CONNECTIONS_MAX}")));
+    }
+    if !(1..=INFLIGHT_MAX).contains(&load.inflight) {
+        return Err(CliError::usage(format!("--inflight must be between 1 and {INFLIGHT_MAX}")));
+    }
+    if load.record_bytes < 8 || load.record_bytes > RECORD_BYTES_MAX {
+        return Err(CliError::usage(format!("--record-bytes must be between 8 and {RECORD_BYTES_MAX}")));
+    }
+    if !matches!(load.acks, -1 | 0 | 1) {
+        return Err(CliError::usage("--acks must be -1, 0 or 1"));
+    }
+    if load.partitions < 1 || load.batch_records == 0 || load.records == 0 {
+        return Err(CliError::usage("--partitions, --batch-records and --records must be at least 1"));
+    }
+    Ok(())
+}
+
+fn load_run(mode: &'static str, load: LoadArgs) -> Result<(), CliError> {
+    validate(&load)?;
+    let mut client = Client::connect(&load.bootstrap)?;
+    let leaders = ensure_topic(&mut client, &load)?;
+    let stats = Stats::new();
+    let started = Instant::now();
+    let target = load.records;
+    let mut handles = Vec::new();
+    let partitions: Vec<i32> = leaders.keys().copied().collect();
+    let producing = mode != "consume";
+    let consuming = mode != "produce";
+    let e2e = mode == "e2e";
+    let addresses = client.broker_addresses();
+    if producing {
+        let produce_stats = if e2e { Stats::new() } else { Arc::clone(&stats) };
+        for c in 0..load.connections {
+            let mine: Vec<i32> = partitions.iter().copied().filter(|p| (*p as usize) % load.connections == c).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let share = target / load.connections as u64 + u64::from((c as u64) < target % load.connections as u64);
+            let (load, leaders, addresses, stats) = (load.clone(), leaders.clone(), addresses.clone(), Arc::clone(&produce_stats));
+            handles.push(std::thread::spawn(move || produce_worker(&load, &mine, &leaders, &addresses, share, e2e, &stats)));
+        }
+    }
+    if consuming {
+        let consumers = load.connections.min(partitions.len());
+        for c in 0..consumers {
+            let mine: Vec<i32> = partitions.iter().copied().filter(|p| (*p as usize) % consumers == c).collect();
+            let (load, leaders, addresses, stats) = (load.clone(), leaders.clone(), addresses.clone(), Arc::clone(&stats));
+            handles.push(std::thread::spawn(move || consume_worker(&load, &mine, &leaders, &addresses, target, e2e, &stats)));
+        }
+    }
+    let samples = progress(&stats, target, started, load.json, &handles);
+    let mut failure = None;
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => failure = Some(error),
+            Err(_) => failure = Some(CliError::failure("a bench thread panicked")),
+        }
+    }
+    stats.done.store(true, Ordering::Relaxed);
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let records = stats.records.load(Ordering::Relaxed);
+    let bytes = stats.bytes.load(Ordering::Relaxed);
+    let histogram = stats.latency.lock().expect("latency lock").0.clone();
+    let summary = Summary {
+        mode,
+        records,
+        bytes,
+        seconds,
+        p50: histogram.value_at_quantile(0.50),
+        p99: histogram.value_at_quantile(0.99),
+        p999: histogram.value_at_quantile(0.999),
+        max: histogram.max(),
+        errors: stats.errors.load(Ordering::Relaxed),
+    };
+    let json = summary.json(&load);
+    if load.json {
+        println!("{json}");
+    } else {
+        summary.print(&load);
+    }
+    if let Some(dir) = &load.report {
+        std::fs::create_dir_all(dir).map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::write(dir.join(format!("{mode}.json")), format!("{json}\n")).map_err(|e| CliError::failure(format!("cannot write report: {e}")))?;
+        std::fs::write(dir.join(format!("{mode}.svg")), svg_chart(mode, &samples)).map_err(|e| CliError::failure(format!("cannot write report: {e}")))?;
+        if !load.json {
+            eprintln!("report written to {}", dir.display());
+        }
+    }
+    Ok(())
+}
+
+struct Summary {
+    mode: &'static str,
+    records: u64,
+    bytes: u64,
+    seconds: f64,
+    p50: u64,
+    p99: u64,
+    p999: u64,
+    max: u64,
+    errors: u64,
+}
+
+impl Summary {
+    fn json(&self, load: &LoadArgs) -> String {
+        format!(
+            "{{\"mode\":\"{}\",\"records\":{},\"bytes\":{},\"seconds\":{:.3},\"records_per_sec\":{:.0},\"bytes_per_sec\":{:.0},\"latency_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"errors\":{},\"config\":{{\"bootstrap\":\"{}\",\"topic\":\"{}\",\"partitions\":{},\"record_bytes\":{},\"batch_records\":{},\"acks\":{},\"connections\":{},\"inflight\":{},\"rate\":{}}}}}",
+            self.mode,
+            self.records,
+            self.bytes,
+            self.seconds,
+            self.records as f64 / self.seconds.max(1e-9),
+            self.bytes as f64 / self.seconds.max(1e-9),
+            self.p50,
+            self.p99,
+            self.p999,
+            self.max,
+            self.errors,
+            load.bootstrap,
+            load.topic,
+            load.partitions,
+            load.record_bytes,
+            load.batch_records,
+            load.acks,
+            load.connections,
+            load.inflight,
+            load.rate.map_or("null".to_string(), |r| r.to_string()),
+        )
+    }
+
+    fn print(&self, load: &LoadArgs) {
+        let rps = self.records as f64 / self.seconds.max(1e-9);
+        let mbps = self.bytes as f64 / self.seconds.max(1e-9) / 1e6;
+        println!(
+            "{}: {} records of {} bytes in {:.2} s: {:.0} records/s, {:.1} MB/s",
+            self.mode, self.records, load.record_bytes, self.seconds, rps, mbps
+        );
+        let what = if self.mode == "e2e" { "produce-to-consume" } else { "request" };
+        println!("{what} latency (µs): p50 {}  p99 {}  p99.9 {}  max {}", self.p50, self.p99, self.p999, self.max);
+        if self.errors > 0 {
+            println!("errors: {}", self.errors);
+        }
+    }
+}
+
+fn ensure_topic(client: &mut Client, load: &LoadArgs) -> Result<BTreeMap<i32, i32>, CliError> {
+    let mut topic = CreatableTopic::default();
+    topic.name = TopicName(load.topic.clone().into());
+    topic.num_partitions = load.partitions;
+    topic.replication_factor = -1;
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![topic];
+    request.timeout_ms = 30_000;
+    let response = client.send(-1, &request)?;
+    if let Some(result) = response.topics.first() {
+        if result.error_code != 0 && result.error_code != ResponseError::TopicAlreadyExists.code() {
+            return Err(CliError::failure(format!("cannot create topic {}: {}", load.topic, error_name(result.error_code))));
+        }
+    }
+    let metadata = client.metadata(Some(std::slice::from_ref(&load.topic)), false)?;
+    let topic = metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
+    if topic.error_code != 0 {
+        return Err(CliError::failure(format!("topic {}: {}", load.topic, error_name(topic.error_code))));
+    }
+    Ok(topic.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect())
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A raw Kafka connection for the bench: frames out, frames in, no negotiation beyond the
+/// fixed versions above.
+struct Wire {
+    stream: TcpStream,
+    correlation_id: i32,
+    address: String,
+}
+
+impl Wire {
+    fn connect(address: &str) -> Result<Wire, CliError> {
+        let addr = address
+            .to_socket_addrs()
+            .map_err(|e| CliError::failure(format!("cannot resolve {address}: {e}")))?
+            .next()
+            .ok_or_else(|| CliError::failure(format!("no address for {address}")))?;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| CliError::failure(format!("cannot connect to {address}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+        Ok(Wire { stream, correlation_id: 0, address: address.to_string() })
+    }
+
+    fn send<R: Encodable + HeaderVersion>(&mut self, key: ApiKey, version: i16, request: &R) -> Result<i32, CliError> {
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let mut header = RequestHeader::default();
+        header.request_api_key = key as i16;
+        header.request_api_version = version;
+        header.correlation_id = self.correlation_id;
+        header.client_id = Some("fjord-bench".into());
+        let mut buf = BytesMut::with_capacity(64 + request.compute_size(version).unwrap_or(0));
+        buf.put_i32(0);
+        header.encode(&mut buf, R::header_version(version)).and_then(|()| request.encode(&mut buf, version)).map_err(|e| CliError::failure(format!("encode: {e}")))?;
+        let size = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&size.to_be_bytes());
+        self.stream.write_all(&buf).map_err(|e| CliError::failure(format!("send to {}: {e}", self.address)))?;
+        Ok(self.correlation_id)
+    }
+
+    fn receive<T: Decodable>(&mut self, key: ApiKey, version: i16) -> Result<T, CliError> {
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).map_err(|e| CliError::failure(format!("receive from {}: {e}", self.address)))?;
+        let size = i32::from_be_bytes(size);
+        if size < 4 || size as usize > RESPONSE_BYTES_MAX {
+            return Err(CliError::failure(format!("{} sent a {size}-byte response", self.address)));
+        }
+        let mut payload = vec![0u8; size as usize];
+        self.stream.read_exact(&mut payload).map_err(|e| CliError::failure(format!("receive from {}: {e}", self.address)))?;
+        let mut payload = Bytes::from(payload);
+        let _header = ResponseHeader::decode(&mut payload, key.response_header_version(version)).map_err(|e| CliError::failure(format!("bad response header: {e}")))?;
+        T::decode(&mut payload, version).map_err(|e| CliError::failure(format!("bad {key:?} response: {e}")))
+    }
+}
+
+fn batch_for(records: usize, record_bytes: usize, stamp: Option<u64>) -> Bytes {
+    let mut value = vec![0x5au8; record_bytes];
+    if let Some(micros) = stamp {
+        value[..8].copy_from_slice(&micros.to_be_bytes());
+    }
+    let list: Vec<build::Record<'_>> = (0..records).map(|_| build::Record { key: None, value: Some(&value), timestamp_delta: 0 }).collect();
+    Bytes::from(build::batch(&list, (now_micros() / 1000) as i64))
+}
+
+fn produce_worker(
+    load: &LoadArgs,
+    partitions: &[i32],
+    leaders: &BTreeMap<i32, i32>,
+    addresses: &BTreeMap<i32, String>,
+    records: u64,
+    e2e: bool,
+    stats: &Stats,
+) -> Result<(), CliError> {
+    let batch_records = load.batch_records.min((BATCH_BYTES_MAX / (load.record_bytes + 16)).max(1));
+    // Partitions grouped by leader: one socket per leader, requests round-robin.
+    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for p in partitions {
+        by_leader.entry(leaders[p]).or_default().push(*p);
+    }
+    let mut wires = Vec::new();
+    for (leader, parts) in by_leader {
+        let address = addresses.get(&leader).ok_or_else(|| CliError::failure(format!("no address for broker {leader}")))?;
+        wires.push((Wire::connect(address)?, parts, VecDeque::<(Instant, u64)>::new()));
+    }
+    let template = batch_for(batch_records, load.record_bytes, None);
+    let rate_per_thread = load.rate.map(|r| (r as f64 / load.connections as f64).max(1.0));
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut turn = 0usize;
+    let per_request = |parts: usize| (batch_records * parts) as u64;
+    let finish = |wire: &mut Wire, pending: &mut VecDeque<(Instant, u64)>| -> Result<(), CliError> {
+        let (at, count) = pending.pop_front().expect("a request is pending");
+        let response: ProduceResponse = wire.receive(ApiKey::Produce, PRODUCE_VERSION)?;
+        let failed = response.responses.iter().flat_map(|t| &t.partition_responses).find(|p| p.error_code != 0);
+        if let Some(p) = failed {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(CliError::failure(format!("produce to partition {} failed: {}", p.index, error_name(p.error_code))));
+        }
+        if !e2e {
+            stats.record_latency(at.elapsed().as_micros() as u64, 1);
+        }
+        stats.records.fetch_add(count, Ordering::Relaxed);
+        stats.bytes.fetch_add(count * load.record_bytes as u64, Ordering::Relaxed);
+        Ok(())
+    };
+    while sent < records {
+        if let Some(rate) = rate_per_thread {
+            let due = Duration::from_secs_f64(sent as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let index = turn % wires.len();
+        turn += 1;
+        let (wire, parts, pending) = &mut wires[index];
+        let count = per_request(parts.len()).min(records - sent);
+        let per_partition = (count as usize).div_ceil(parts.len());
+        let mut topic = TopicProduceData::default();
+        topic.name = TopicName(load.topic.clone().into());
+        let mut left = count as usize;
+        for p in parts.iter() {
+            if left == 0 {
+                break;
+            }
+            let n = per_partition.min(left);
+            left -= n;
+            let records = if e2e {
+                batch_for(n, load.record_bytes, Some(now_micros()))
+            } else if n == batch_records {
+                template.clone()
+            } else {
+                batch_for(n, load.record_bytes, None)
+            };
+            let mut data = PartitionProduceData::default();
+            data.index = *p;
+            data.records = Some(records);
+            topic.partition_data.push(data);
+        }
+        let mut request = ProduceRequest::default();
+        request.acks = load.acks;
+        request.timeout_ms = 30_000;
+        request.topic_data = vec![topic];
+        wire.send(ApiKey::Produce, PRODUCE_VERSION, &request)?;
+        sent += count;
+        if load.acks == 0 {
+            stats.records.fetch_add(count, Ordering::Relaxed);
+            stats.bytes.fetch_add(count * load.record_bytes as u64, Ordering::Relaxed);
+            continue;
+        }
+        pending.push_back((Instant::now(), count));
+        if pending.len() >= load.inflight {
+            finish(wire, pending)?;
+        }
+    }
+    for (wire, _, pending) in &mut wires {
+        while !pending.is_empty() {
+            finish(wire, pending)?;
+        }
+    }
+    Ok(())
+}
+
+fn consume_worker(
+    load: &LoadArgs,
+    partitions: &[i32],
+    leaders: &BTreeMap<i32, i32>,
+    addresses: &BTreeMap<i32, String>,
+    target: u64,
+    e2e: bool,
+    stats: &Stats,
+) -> Result<(), CliError> {
+    if partitions.is_empty() {
+        return Ok(());
+    }
+    let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut client = Client::connect(&load.bootstrap)?;
+    let _ = client.metadata(None, false)?;
+    for p in partitions {
+        let position = if e2e { list_offset(&mut client, leaders[p], &load.topic, *p, -1)? } else { list_offset(&mut client, leaders[p], &load.topic, *p, -2)? };
+        positions.insert(*p, position);
+    }
+    let leader = leaders[&partitions[0]];
+    let address = addresses.get(&leader).ok_or_else(|| CliError::failure(format!("no address for broker {leader}")))?;
+    let mut wire = Wire::connect(address)?;
+    let mut idle_rounds = 0u32;
+    while stats.records.load(Ordering::Relaxed) < target {
+        let mut topic = FetchTopic::default();
+        topic.topic = TopicName(load.topic.clone().into());
+        for (p, offset) in &positions {
+            let mut fp = FetchPartition::default();
+            fp.partition = *p;
+            fp.fetch_offset = *offset;
+            fp.partition_max_bytes = 8 * 1024 * 1024;
+            fp.log_start_offset = -1;
+            topic.partitions.push(fp);
+        }
+        let mut request = FetchRequest::default();
+        request.replica_id = BrokerId(-1);
+        request.max_wait_ms = 100;
+        request.min_bytes = 1;
+        request.max_bytes = 64 * 1024 * 1024;
+        request.session_epoch = -1;
+        request.topics = vec![topic];
+        let sent_at = Instant::now();
+        wire.send(ApiKey::Fetch, FETCH_VERSION, &request)?;
+        let response: FetchResponse = wire.receive(ApiKey::Fetch, FETCH_VERSION)?;
+        let mut got = 0u64;
+        let mut at_end = true;
+        for t in &response.responses {
+            for data in &t.partitions {
+                if data.error_code != 0 {
+                    return Err(CliError::failure(format!("fetch partition {}: {}", data.partition_index, error_name(data.error_code))));
+                }
+                let Some(position) = positions.get_mut(&data.partition_index) else { continue };
+                let Some(records) = &data.records else { continue };
+                let mut buf: &[u8] = records;
+                while let Some(header) = fjord_storage::batch::BatchHeader::view(buf) {
+                    let size = header.size() as usize;
+                    if size > buf.len() {
+                        break;
+                    }
+                    let count = header.records_count.get().max(0) as u64;
+                    let skip = (*position - header.base_offset.get()).clamp(0, count as i64) as u64;
+                    let fresh = count - skip;
+                    if e2e && fresh > 0 {
+                        if let Some(sent) = first_value_stamp(&buf[..size]) {
+                            stats.record_latency(now_micros().saturating_sub(sent), fresh);
+                        }
+                    }
+                    got += fresh;
+                    *position = header.last_offset() + 1;
+                    buf = &buf[size..];
+                }
+                at_end &= *position >= data.high_watermark;
+            }
+        }
+        if !e2e && got > 0 {
+            stats.record_latency(sent_at.elapsed().as_micros() as u64, 1);
+        }
+        stats.records.fetch_add(got, Ordering::Relaxed);
+        stats.bytes.fetch_add(got * load.record_bytes as u64, Ordering::Relaxed);
+        // A consume bench stops at the end of the data even short of the target.
+        if !e2e && got == 0 && at_end {
+            idle_rounds += 1;
+            if idle_rounds >= 20 {
+                break;
+            }
+        } else {
+            idle_rounds = 0;
+        }
+    }
+    Ok(())
+}
+
+/// The send time in the first record's value of an uncompressed batch (e2e records).
+fn first_value_stamp(batch: &[u8]) -> Option<u64> {
+    use fjord_storage::batch::{read_varint, read_varlong, BATCH_HEADER_BYTES};
+    let body = batch.get(BATCH_HEADER_BYTES..)?;
+    let (_length, mut p) = read_varint(body)?;
+    p += 1; // attributes
+    p += read_varlong(body.get(p..)?)?.1; // timestamp delta
+    p += read_varint(body.get(p..)?)?.1; // offset delta
+    let (key_len, n) = read_varint(body.get(p..)?)?;
+    p += n + usize::try_from(key_len.max(0)).ok()?;
+    let (value_len, n) = read_varint(body.get(p..)?)?;
+    p += n;
+    if value_len < 8 {
+        return None;
+    }
+    Some(u64::from_be_bytes(body.get(p..p + 8)?.try_into().ok()?))
+}
+
+/// Draws the progress bar until the workers finish; returns the per-interval samples.
+fn progress(stats: &Stats, target: u64, started: Instant, quiet: bool, handles: &[std::thread::JoinHandle<Result<(), CliError>>]) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    let mut last_records = 0u64;
+    let mut last = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let finished = handles.iter().all(|h| h.is_finished());
+        if last.elapsed() >= Duration::from_millis(500) || finished {
+            let records = stats.records.load(Ordering::Relaxed);
+            let interval = last.elapsed().as_secs_f64();
+            let rate = (records - last_records) as f64 / interval.max(1e-9);
+            let p99 = {
+                let mut latency = stats.latency.lock().expect("latency lock");
+                let p99 = latency.1.value_at_quantile(0.99);
+                latency.1.reset();
+                p99
+            };
+            samples.push((started.elapsed().as_secs_f64(), rate, p99));
+            if !quiet {
+                let fraction = (records as f64 / target as f64).min(1.0);
+                let filled = (fraction * 30.0) as usize;
+                eprint!("\r[{}{}] {:>3.0}% {:>10.0} records/s  p99 {:>7} µs ", "=".repeat(filled), " ".repeat(30 - filled), fraction * 100.0, rate, p99);
+                let _ = std::io::stderr().flush();
+            }
+            last_records = records;
+            last = Instant::now();
+        }
+        if finished {
+            if !quiet {
+                eprintln!();
+            }
+            return samples;
+        }
+    }
+}
+
+/// A two-panel SVG: throughput and p99 latency over time.
+fn svg_chart(mode: &str, samples: &[Sample]) -> String {
+    let (width, height, pad) = (800.0, 220.0, 50.0);
+    let t_max = samples.iter().map(|s| s.0).fold(1e-9, f64::max);
+    let rate_max = samples.iter().map(|s| s.1).fold(1.0, f64::max);
+    let lat_max = samples.iter().map(|s| s.2 as f64).fold(1.0, f64::max);
+    let line = |values: &dyn Fn(&Sample) -> f64, max: f64, top: f64| -> String {
+        samples
+            .iter()
+            .map(|s| format!("{:.1},{:.1}", pad + s.0 / t_max * (width - 2.0 * pad), top + height - pad - values(s) / max * (height - 2.0 * pad)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let panel = |top: f64, title: &str, max: f64, points: String, color: &str| {
+        format!(
+            "<g><rect x=\"{pad}\" y=\"{y0}\" width=\"{w}\" height=\"{h}\" fill=\"none\" stroke=\"#999\"/>\
+             <text x=\"{pad}\" y=\"{ty}\" font-size=\"14\">{title} (max {max:.0})</text>\
+             <polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{points}\"/></g>",
+            y0 = top + pad,
+            w = width - 2.0 * pad,
+            h = height - 2.0 * pad,
+            ty = top + pad - 8.0,
+        )
+    };
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\">\
+         <text x=\"{pad}\" y=\"24\" font-size=\"16\">fjord bench {mode}: {:.1} s</text>{}{}</svg>\n",
+        2.0 * height + 20.0,
+        t_max,
+        panel(20.0, "records/s", rate_max, line(&|s| s.1, rate_max, 20.0), "#1f77b4"),
+        panel(20.0 + height, "p99 latency µs", lat_max, line(&|s| s.2 as f64, lat_max, 20.0 + height), "#d62728"),
+    )
+}
+
+fn run_baseline(args: BaselineArgs) -> Result<(), CliError> {
+    if args.chunk_bytes == 0 || args.chunk_bytes > 64 << 20 || args.bytes == 0 {
+        return Err(CliError::usage("--chunk-bytes must be between 1 and 64 MiB and --bytes at least 1"));
+    }
+    // Loopback TCP: one stream, large writes, a reader that only counts.
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| CliError::failure(format!("bind: {e}")))?;
+    let address = listener.local_addr().map_err(|e| CliError::failure(e.to_string()))?;
+    let total = args.bytes;
+    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut socket, _) = listener.accept()?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        while got < total {
+            let n = socket.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+        }
+        Ok(got)
+    });
+    let chunk = vec![0x5au8; args.chunk_bytes];
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(address).map_err(|e| CliError::failure(format!("connect: {e}")))?;
+    let mut sent = 0u64;
+    while sent < total {
+        let n = (total - sent).min(chunk.len() as u64) as usize;
+        stream.write_all(&chunk[..n]).map_err(|e| CliError::failure(format!("loopback write: {e}")))?;
+        sent += n as u64;
+    }
+    let got = reader.join().map_err(|_| CliError::failure("loopback reader panicked"))?.map_err(|e| CliError::failure(format!("loopback read: {e}")))?;
+    let loopback = got as f64 / started.elapsed().as_secs_f64();
+
+    // Sequential file writes through io_uring, without and with fdatasync per chunk.
+    let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let path = dir.join(format!("fjord-baseline-{}", std::process::id()));
+    let write = |sync: bool| -> Result<f64, CliError> {
+        fjord_storage::io::block_on(async {
+            let file = fjord_storage::io::File::open_rw(&path, true).await.map_err(|e| CliError::failure(e.to_string()))?;
+            file.set_len(0).map_err(|e| CliError::failure(e.to_string()))?;
+            let started = Instant::now();
+            let mut position = 0u64;
+            let mut buf = vec![0x5au8; args.chunk_bytes];
+            while position < total {
+                let n = (total - position).min(buf.len() as u64) as usize;
+                buf.truncate(n);
+                let (result, back) = file.write_all_at(buf, position).await;
+                buf = back;
+                result.map_err(|e| CliError::failure(e.to_string()))?;
+                if sync {
+                    file.sync_data().await.map_err(|e| CliError::failure(e.to_string()))?;
+                }
+                position += n as u64;
+            }
+            if !sync {
+                // Count the page-cache write only, as a producer's acks=1 append does.
+            }
+            let rate = total as f64 / started.elapsed().as_secs_f64();
+            file.close().await.map_err(|e| CliError::failure(e.to_string()))?;
+            Ok(rate)
+        })
+    };
+    let file_write = write(false)?;
+    let sync_total = total.min(256 << 20);
+    let file_sync = {
+        let args_total = sync_total;
+        let _ = args_total;
+        write(true)?
+    };
+    let _ = std::fs::remove_file(&path);
+    if args.json {
+        println!(
+            "{{\"mode\":\"baseline\",\"bytes\":{total},\"chunk_bytes\":{},\"loopback_bytes_per_sec\":{loopback:.0},\"file_write_bytes_per_sec\":{file_write:.0},\"file_write_fdatasync_bytes_per_sec\":{file_sync:.0}}}",
+            args.chunk_bytes
+        );
+    } else {
+        println!("baseline, {} MiB in {} KiB chunks:", total >> 20, args.chunk_bytes >> 10);
+        println!("  loopback TCP stream:          {:>8.1} MB/s", loopback / 1e6);
+        println!("  file write (page cache):      {:>8.1} MB/s", file_write / 1e6);
+        println!("  file write + fdatasync/chunk: {:>8.1} MB/s", file_sync / 1e6);
+    }
+    let _ = Buf::remaining(&Bytes::new());
+    Ok(())
+}
