@@ -93,9 +93,13 @@ impl Segment {
     /// Creates a new, empty segment. Any leftover files of the same name are emptied.
     pub(crate) async fn create(dir: &Path, base_offset: i64, index_interval_bytes: u64, now_ms: i64) -> Result<Segment> {
         let segment = Segment::open_files(dir, base_offset, true, index_interval_bytes, now_ms).await?;
-        segment.log.set_len(0)?;
-        segment.index_file.set_len(0)?;
-        segment.time_index_file.set_len(0)?;
+        // Leftovers are rare (a crash right after an earlier create); truncating a new, empty
+        // file is not free on ext4 (it starts writeback at close), so check first.
+        for file in [&*segment.log, &segment.index_file, &segment.time_index_file] {
+            if file.len().await? > 0 {
+                file.set_len(0)?;
+            }
+        }
         Ok(segment)
     }
 
@@ -143,10 +147,11 @@ impl Segment {
         Ok(())
     }
 
-    /// Makes the log durable and writes pending index entries.
+    /// Makes the log durable. Index entries of the active segment are not written here:
+    /// after an unclean stop the active segment is always rescanned (it holds the recovery
+    /// point), so its index files only need to be current when it is sealed.
     pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
-        self.log.sync_data().await?;
-        self.persist_indexes().await
+        self.log.sync_data().await
     }
 
     /// Closes the segment for appends: a final time index entry carries the segment's max
@@ -165,10 +170,16 @@ impl Segment {
 
     /// Reads the headers of the batches in a window starting at `position` (at least one).
     pub(crate) async fn headers_at(&self, position: u64) -> Result<Vec<HeaderInfo>> {
+        self.headers_in(position, WALK_WINDOW_BYTES).await
+    }
+
+    /// Like `headers_at`, reading about `window_bytes` (at least one header's worth): callers
+    /// that know how far they need to look read no more than that.
+    pub(crate) async fn headers_in(&self, position: u64, window_bytes: u64) -> Result<Vec<HeaderInfo>> {
         if position >= self.size {
             return Err(self.corrupt(position, format!("header walk past the segment end {}", self.size)));
         }
-        let len = WALK_WINDOW_BYTES.min(self.size - position);
+        let len = window_bytes.clamp(BATCH_HEADER_BYTES as u64, WALK_WINDOW_BYTES).min(self.size - position);
         let window = self.log.read_at(position, len as usize).await?;
         if (window.len() as u64) < len {
             return Err(self.corrupt(position + window.len() as u64, format!("file ends before the segment size {}", self.size)));
@@ -210,7 +221,9 @@ impl Segment {
         let mut position = entry.position;
         let mut first = true;
         loop {
-            let headers = self.headers_at(position).await?;
+            // The batch holding `offset` starts within about one index interval of the entry.
+            let window = if first { self.index_interval_bytes + BATCH_HEADER_BYTES as u64 } else { WALK_WINDOW_BYTES };
+            let headers = self.headers_in(position, window).await?;
             if first && headers[0].base_offset != entry.offset {
                 return Err(self.corrupt(position, format!("index says offset {} starts here, the log says {}", entry.offset, headers[0].base_offset)));
             }
@@ -253,7 +266,8 @@ impl Segment {
             (start + first.size, first.last_offset + 1)
         };
         'walk: while end < self.size {
-            let headers = self.headers_at(end).await?;
+            // Only headers that start below `limit` can still fit.
+            let headers = self.headers_in(end, limit.saturating_sub(end) + BATCH_HEADER_BYTES as u64).await?;
             // The entry is trusted for everything before it, so check that it names the batch
             // at its position (as `find_batch` does); the caller rebuilds the index if not.
             if from_entry && end == entry.position && headers[0].base_offset != entry.offset {
