@@ -481,6 +481,30 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Group commit, part one: what a flush started now would cover, or `None` if everything
+    /// is already durable. The caller syncs the returned file *without* holding the log, so
+    /// appends continue meanwhile, and then reports with [`PartitionLog::complete_flush`].
+    /// One fdatasync then covers every append that arrived before it started.
+    pub fn flush_target(&self) -> Result<Option<(Rc<File>, i64)>> {
+        self.check_poison()?;
+        let end = self.log_end_offset();
+        if self.durable_offset >= end {
+            return Ok(None);
+        }
+        Ok(Some((Rc::clone(&self.active().log), end)))
+    }
+
+    /// Group commit, part two: records the outcome of syncing a `flush_target`. A failed
+    /// sync poisons the log (nothing retries an fsync).
+    pub fn complete_flush(&mut self, end: i64, result: io::Result<()>) -> Result<()> {
+        self.guard(result.map_err(StorageError::from))?;
+        // A roll meanwhile sealed (and synced) the old segment itself; `end` only ever
+        // moves the durable offset forward.
+        self.durable_offset = self.durable_offset.max(end.min(self.log_end_offset()));
+        self.last_flush_ms = now_ms();
+        Ok(())
+    }
+
     /// Flushes if the flush policy's interval has passed; for a background timer.
     pub async fn flush_if_due(&mut self) -> Result<()> {
         if let FlushPolicy::IntervalMs(interval) = self.config.flush {

@@ -213,3 +213,26 @@ fn replicated_appends_keep_the_leaders_offsets() {
         assert!(follower.append_replicated(buf(&stale)).await.is_err());
     });
 }
+
+#[test]
+fn group_commit_flush_covers_appends_made_before_it_started() {
+    let dir = TempDir::new("group-commit");
+    block_on(async {
+        let config = LogConfig { flush: FlushPolicy::Never, ..small_config() };
+        let mut log = PartitionLog::open(dir.path(), config).await.unwrap();
+        assert!(log.flush_target().unwrap().is_none(), "nothing to flush in an empty log");
+        log.append(buf(&batch(3, 10, 0, 0)), 0).await.unwrap();
+        let (file, end) = log.flush_target().unwrap().expect("unflushed data");
+        assert_eq!(end, 3);
+        // An append while the sync runs is not covered by it.
+        log.append(buf(&batch(2, 10, 0, 1)), 0).await.unwrap();
+        let result = file.sync_data().await;
+        log.complete_flush(end, result).unwrap();
+        assert_eq!(log.durable_offset(), 3);
+        let (_, end) = log.flush_target().unwrap().expect("the second append is not durable yet");
+        assert_eq!(end, 5);
+        // A failed sync poisons the log.
+        log.complete_flush(end, Err(std::io::Error::other("injected EIO"))).unwrap_err();
+        assert!(matches!(log.append(buf(&batch(1, 10, 0, 2)), 0).await, Err(StorageError::Poisoned { .. })));
+    });
+}
