@@ -248,7 +248,7 @@ impl BrokerConfig {
         fjord_storage::LogConfig {
             segment_bytes: self.segment_bytes,
             segment_ms: self.segment_ms,
-            index_interval_bytes: 4096,
+            index_interval_bytes: 4096.min(self.segment_bytes),
             retention_ms: self.retention_ms,
             retention_bytes: self.retention_bytes,
             flush: match self.flush_interval_ms {

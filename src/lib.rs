@@ -8,6 +8,7 @@
 //! - `cli/`: the `fjord` command line, including a small Kafka client for the admin,
 //!   produce and consume commands.
 
+pub mod alloc;
 pub mod broker;
 pub mod cli;
 pub mod config;

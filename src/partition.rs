@@ -198,9 +198,30 @@ impl Partition {
         log.read(offset, max_bytes).await
     }
 
+    /// The first offset whose record timestamp is at least `timestamp`, and that timestamp.
+    /// The storage engine answers exactly within uncompressed batches; for a compressed batch
+    /// it names the batch, which is decompressed here to find the record (Kafka does the same).
     pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, StorageError> {
         let mut log = self.log.lock().await;
-        log.offset_for_timestamp(timestamp).await
+        let Some((offset, found)) = log.offset_for_timestamp(timestamp).await? else {
+            return Ok(None);
+        };
+        let read = log.read(offset, 1).await?;
+        drop(log);
+        let Some(region) = read.regions.first() else { return Ok(Some((offset, found))) };
+        let bytes = region.read_bytes().await?;
+        let compressed = BatchHeader::view(&bytes).is_some_and(|h| h.compression_codec() != 0 && h.base_offset.get() == offset);
+        if !compressed {
+            return Ok(Some((offset, found)));
+        }
+        let mut buf = Bytes::from(bytes);
+        match kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) {
+            Ok(set) => Ok(set.records.iter().find(|r| r.timestamp >= timestamp).map_or(Some((offset, found)), |r| Some((r.offset, r.timestamp)))),
+            Err(error) => {
+                tracing::warn!(partition = ?self, offset, %error, "cannot decompress batch for a timestamp lookup; answering with its first offset");
+                Ok(Some((offset, found)))
+            }
+        }
     }
 
     /// Background upkeep: retention, time-based roll, interval flush.

@@ -129,8 +129,10 @@ impl TopicConfig {
             config.batch_bytes_max = v as u64;
         }
         if let Some(v) = self.get_i64("index.interval.bytes") {
-            config.index_interval_bytes = (v as u64).min(config.segment_bytes);
+            config.index_interval_bytes = v as u64;
         }
+        // An index entry per segment at most is still a valid (if useless) index.
+        config.index_interval_bytes = config.index_interval_bytes.min(config.segment_bytes);
         config
     }
 

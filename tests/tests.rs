@@ -1,1 +1,7 @@
+//! The one integration-test binary (see STYLE.md, item 9): each module tests one capability
+//! against a real `fjord` process; `support` is the harness.
 
+mod support;
+
+mod bad_input;
+mod broker_clients;

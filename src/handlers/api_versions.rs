@@ -18,7 +18,10 @@ pub fn handle(request: &Request) -> Reply {
         .map(|(key, min, max)| {
             let mut version = ApiVersion::default();
             version.api_key = *key as i16;
-            version.min_version = *min;
+            // librdkafka before 2.10 compresses gzip, snappy and lz4 only if the broker
+            // advertises Produce v0 (librdkafka #4956); Kafka 4 advertises v0 for the same
+            // reason (KAFKA-18659) and refuses v0-2 requests, as Fjord does in `dispatch`.
+            version.min_version = if *key == ApiKey::Produce { 0 } else { *min };
             version.max_version = *max;
             version
         })

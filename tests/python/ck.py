@@ -1,10 +1,9 @@
 """confluent-kafka (librdkafka) client for the broker integration tests.
 
 Usage: ck.py COMMAND BOOTSTRAP TOPIC [options]; see `ck.py --help`. Output conventions are
-in common.py. Consumers never join a group: consumer groups are not implemented by the broker,
-so they `assign()` explicit partitions; librdkafka insists on a group.id in the config, so a
-dummy one is set with auto commit off (librdkafka never sends a FindCoordinator because the
-broker does not advertise it).
+in common.py. Consumers never join a group, so these tests do not depend on the group
+coordinator: they `assign()` explicit partitions at explicit offsets and commit nothing.
+librdkafka insists on a group.id in the config, so a dummy one is set with auto commit off.
 """
 
 import argparse
@@ -54,6 +53,8 @@ def produce(args):
         config["batch.size"] = args.batch_size
     if args.message_max_bytes:
         config["message.max.bytes"] = args.message_max_bytes
+    if args.debug:
+        config["debug"] = args.debug
     producer = Producer(config)
     failures = []
 
@@ -198,6 +199,7 @@ def main():
     p.add_argument("--timestamp-step", type=int, default=1000)
     p.add_argument("--pause-ms", type=int, default=0, help="flush and sleep after each message")
     p.add_argument("--allow-errors", action="store_true")
+    p.add_argument("--debug", help="librdkafka debug contexts, logged to stderr")
     p.set_defaults(run=produce)
 
     p = command("consume")

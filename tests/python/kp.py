@@ -1,8 +1,8 @@
 """kafka-python client for the broker integration tests.
 
 Usage: kp.py COMMAND BOOTSTRAP TOPIC [options]; output conventions are in common.py. The
-consumer has no group_id (consumer groups are not implemented by the broker) and starts at
-the earliest offset.
+consumer has no group_id (so the tests do not depend on the group coordinator) and starts at
+the earliest offset (auto_offset_reset='earliest').
 """
 
 import argparse

@@ -1,0 +1,394 @@
+//! Bad input over a raw TCP connection: frames no client should send, requests the broker
+//! does not serve, batches that fail their checksum, names Kafka refuses, and the retried or
+//! out-of-sequence batches an idempotent producer sends after a failure.
+//!
+//! Invariant checked after every case: the broker answers or closes that one connection
+//! (never hangs it, never crashes), and a normal client still works against it.
+
+use std::net::Shutdown;
+use std::time::Instant;
+
+use fjord::protocol::SUPPORTED_APIS;
+
+use crate::support::wire::{self, Conn, Encoder, Producer, Received, BATCH_CRC_AT, NO_PRODUCER};
+use crate::support::{kcat_consume, kcat_metadata, kcat_ok, kcat_topics, TestBroker};
+
+/// Error codes (Kafka's protocol numbers).
+const NONE: i16 = 0;
+const CORRUPT_MESSAGE: i16 = 2;
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
+const UNSUPPORTED_VERSION: i16 = 35;
+const TOPIC_ALREADY_EXISTS: i16 = 36;
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+
+/// Seed of the random garbage; `FJORD_TEST_SEED` replays a failure.
+fn seed() -> u64 {
+    std::env::var("FJORD_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_f10d)
+}
+
+/// xorshift64*: deterministic and dependency-free.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// The broker is alive, answers ApiVersions on a new connection, and kcat -L lists it.
+fn assert_clients_still_work(broker: &mut TestBroker, context: &str) {
+    broker.assert_alive();
+    let mut conn = Conn::connect(broker.addr());
+    let body = conn.call(wire::API_VERSIONS, 0, 7, &[]);
+    let (error, apis) = wire::parse_api_versions(&body, 0);
+    assert_eq!((error, apis.len()), (NONE, SUPPORTED_APIS.len()), "ApiVersions after {context}");
+    let listing = kcat_metadata(broker);
+    assert!(listing.contains(&format!("broker 0 at {}", broker.bootstrap())), "kcat -L after {context}:\n{listing}");
+}
+
+/// A successful CreateTopics result. Kafka sends a null error message on success; Fjord
+/// sends an empty one, which clients treat alike.
+fn assert_created((error, message): (i16, Option<String>)) {
+    assert_eq!(error, NONE, "CreateTopics error code (message {message:?})");
+    assert!(message.as_deref().is_none_or(str::is_empty), "CreateTopics succeeded with an error message {message:?}");
+}
+
+/// A request header v2 (flexible versions): client id, then an empty tagged-field section.
+fn flexible_request(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
+    let mut payload = Encoder::new();
+    payload.i16(api_key).i16(version).i32(correlation_id).string("fjord-tests").i8(0).raw(body);
+    wire::frame(&payload.0)
+}
+
+#[test]
+fn garbage_frames_close_only_their_connection() {
+    let mut broker = TestBroker::start("garbage");
+    let seed = seed();
+
+    // Too short for a request header.
+    let mut conn = Conn::connect(broker.addr());
+    conn.send(&wire::frame(b"abc")).expect("send");
+    conn.expect_closed("3-byte frame");
+
+    // Metadata v9 whose client id length runs past the frame.
+    let mut conn = Conn::connect(broker.addr());
+    conn.send(&wire::frame(b"\x00\x03\x00\x09\x00\x00\x00\x01\x7f\xff")).expect("send");
+    conn.expect_closed("client id past the end of the frame");
+
+    // A frame cut short: 100 bytes announced, 10 sent, then the write side closed.
+    let mut conn = Conn::connect(broker.addr());
+    conn.send(&100i32.to_be_bytes()).expect("send");
+    conn.send(&[0u8; 10]).expect("send");
+    conn.stream.shutdown(Shutdown::Write).expect("shutdown write");
+    conn.expect_closed("truncated frame");
+
+    // Random frames: each is answered or closes its connection, within the read timeout.
+    eprintln!("random frames from seed {seed} (replay with FJORD_TEST_SEED={seed})");
+    let mut rng = Rng(seed);
+    let (mut answered, mut closed) = (0, 0);
+    for case in 0..40 {
+        let size = (rng.next() % 200) as usize;
+        let payload = rng.bytes(size);
+        let mut conn = Conn::connect(broker.addr());
+        conn.send(&wire::frame(&payload)).unwrap_or_else(|e| panic!("seed {seed}, case {case}: send: {e}"));
+        // A response is possible if the bytes happen to form a valid request; only a hang
+        // (a panic in receive) or a crash fails.
+        match conn.receive() {
+            Received::Frame(_) => answered += 1,
+            Received::Closed { .. } => closed += 1,
+        }
+        broker.assert_alive();
+    }
+    eprintln!("random frames (seed {seed}): {answered} answered, {closed} closed");
+    assert_clients_still_work(&mut broker, &format!("garbage frames (seed {seed})"));
+}
+
+#[test]
+fn an_array_count_beyond_the_frame_is_refused_without_allocating() {
+    // A 4-byte array length of i32::MAX in a tiny request: the decoder must notice the
+    // frame cannot hold that many elements before reserving room for them. Each request
+    // gets its own broker, so one crash does not hide the others.
+    let cases: [(&str, i16, i16, Vec<u8>); 4] = [
+        ("Metadata v1 with i32::MAX topics", wire::METADATA, 1, i32::MAX.to_be_bytes().to_vec()),
+        ("Metadata v1 with 10 million topics", wire::METADATA, 1, 10_000_000i32.to_be_bytes().to_vec()),
+        ("Produce v3 with i32::MAX topics", wire::PRODUCE, 3, {
+            let mut body = Encoder::new();
+            body.null_string().i16(1).i32(1000).i32(i32::MAX);
+            body.0
+        }),
+        ("CreateTopics v2 with i32::MAX topics", wire::CREATE_TOPICS, 2, i32::MAX.to_be_bytes().to_vec()),
+    ];
+    let mut failures = Vec::new();
+    for (what, api_key, version, body) in cases {
+        let mut broker = TestBroker::start("array-count");
+        // Resident memory, not address space: the codec still reserves room for the announced
+        // count, which the broker's allocator maps without committing (src/alloc.rs).
+        let peak_before = broker.proc_status_kb("VmHWM");
+        let mut conn = Conn::connect(broker.addr());
+        conn.send(&wire::request_frame(api_key, version, 1, &body)).expect("send");
+        let outcome = conn.receive();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let child_status = broker.exit_status();
+        match (outcome, child_status) {
+            (_, Some(status)) => {
+                let stderr = broker.stderr();
+                let why = stderr.lines().find(|l| l.contains("memory allocation") || l.contains("panicked")).unwrap_or("(no reason logged)").to_string();
+                failures.push(format!("{what}: the broker died ({status}): {why}"));
+            }
+            (Received::Frame(frame), None) => failures.push(format!("{what}: answered with {} bytes instead of closing", frame.len())),
+            (Received::Closed { .. }, None) => {
+                let grown = broker.proc_status_kb("VmHWM").saturating_sub(peak_before);
+                if grown >= 64 * 1024 {
+                    failures.push(format!("{what}: closed, but resident memory (VmHWM) grew by {grown} kB"));
+                }
+                assert_clients_still_work(&mut broker, what);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "array counts beyond the frame:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn a_negative_length_prefix_closes_the_connection() {
+    let mut broker = TestBroker::start("negative-length");
+    for size in [-1i32, -4, i32::MIN] {
+        let mut conn = Conn::connect(broker.addr());
+        conn.send(&size.to_be_bytes()).expect("send");
+        conn.send(&[0u8; 16]).expect("send");
+        conn.expect_closed(&format!("length prefix {size}"));
+    }
+    assert_clients_still_work(&mut broker, "negative length prefixes");
+}
+
+#[test]
+fn a_huge_length_prefix_closes_the_connection_without_allocating() {
+    let mut broker = TestBroker::start("huge-length");
+    let peak_before = broker.proc_status_kb("VmPeak");
+    for size in [100 * 1024 * 1024 + 1, 1024 * 1024 * 1024, i32::MAX] {
+        let started = Instant::now();
+        let mut conn = Conn::connect(broker.addr());
+        conn.send(&size.to_be_bytes()).expect("send");
+        conn.send(b"\x00\x03\x00\x01\x00\x00\x00\x01").expect("send");
+        // Closed at once, not after waiting for the announced bytes (receive panics after 10 s).
+        conn.expect_closed(&format!("length prefix {size}"));
+        assert!(started.elapsed().as_secs() < 5, "length prefix {size}: closed only after {:?}", started.elapsed());
+    }
+    let grown = broker.proc_status_kb("VmPeak").saturating_sub(peak_before);
+    assert!(grown < 64 * 1024, "VmPeak grew by {grown} kB after frames announcing > 100 MiB: the buffer was allocated");
+    let stderr = broker.stderr();
+    assert!(stderr.contains("outside 0..=104857600"), "no log line naming the limit:\n{}", broker.stderr_tail());
+    assert_clients_still_work(&mut broker, "huge length prefixes");
+}
+
+#[test]
+fn an_unknown_or_unserved_api_key_closes_the_connection() {
+    let mut broker = TestBroker::start("unknown-api");
+    // 32767, 1000 and -1 are no Kafka API. The others are Kafka APIs (inter-broker,
+    // transactions, DeleteRecords, CreatePartitions...) that Fjord does not advertise.
+    let known_unserved: Vec<i16> = [4i16, 5, 6, 7, 21, 24, 25, 26, 27, 28, 37, 57]
+        .into_iter()
+        .filter(|key| SUPPORTED_APIS.iter().all(|(served, _, _)| *served as i16 != *key))
+        .collect();
+    assert!(known_unserved.len() >= 3, "test needs unserved Kafka APIs; SUPPORTED_APIS now has {SUPPORTED_APIS:?}");
+    for api_key in [32767i16, 1000, -1].into_iter().chain(known_unserved) {
+        let mut conn = Conn::connect(broker.addr());
+        conn.send(&wire::request_frame(api_key, 0, 1, &[0u8; 8])).expect("send");
+        conn.expect_closed(&format!("api key {api_key}"));
+    }
+    assert_clients_still_work(&mut broker, "unknown API keys");
+}
+
+#[test]
+fn an_unsupported_metadata_version_closes_the_connection() {
+    let mut broker = TestBroker::start("metadata-version");
+    // v99 and v10 (just above Fjord's v9) use the flexible header; -1 the classic one.
+    for (version, frame) in [
+        (99, flexible_request(wire::METADATA, 99, 1, &[0x00, 0x01, 0x00, 0x00])),
+        (10, flexible_request(wire::METADATA, 10, 1, &[0x01, 0x01, 0x00, 0x00])),
+        (-1, wire::request_frame(wire::METADATA, -1, 1, &0i32.to_be_bytes())),
+    ] {
+        let mut conn = Conn::connect(broker.addr());
+        conn.send(&frame).expect("send");
+        conn.expect_closed(&format!("Metadata v{version}"));
+    }
+    assert_clients_still_work(&mut broker, "unsupported Metadata versions");
+}
+
+#[test]
+fn an_unsupported_api_versions_version_gets_a_v0_error_response_with_the_api_list() {
+    let mut broker = TestBroker::start("api-versions");
+    // Produce is advertised from v0 for older librdkafka's compression check, like Kafka 4
+    // (requests below the served minimum are still refused).
+    let advertised: Vec<(i16, i16, i16)> = SUPPORTED_APIS
+        .iter()
+        .map(|(k, min, max)| (*k as i16, if *k == kafka_protocol::messages::ApiKey::Produce { 0 } else { *min }, *max))
+        .collect();
+    let mut conn = Conn::connect(broker.addr());
+
+    // v99 in a flexible header, with a v3-style body the broker should not need to read.
+    conn.send(&flexible_request(wire::API_VERSIONS, 99, 99, &[0x05, b'k', b'c', b'a', b't', 0x02, b'1', 0x00])).expect("send");
+    let Received::Frame(frame) = conn.receive() else { panic!("ApiVersions v99: connection closed instead of a v0 error response") };
+    assert_eq!(&frame[..4], &99i32.to_be_bytes(), "correlation id of the v99 response");
+    // Response header v0: the body follows the correlation id directly.
+    let (error, apis) = wire::parse_api_versions(&frame[4..], 0);
+    assert_eq!(error, UNSUPPORTED_VERSION, "error code of ApiVersions v99");
+    assert_eq!(apis, advertised, "the v99 error response still lists the supported APIs");
+
+    // The connection stays usable: the client retries with a version both speak.
+    let (error, apis) = wire::parse_api_versions(&conn.call(wire::API_VERSIONS, 0, 100, &[]), 0);
+    assert_eq!((error, apis.clone()), (NONE, advertised.clone()), "ApiVersions v0 after the v99 error");
+    conn.send(&flexible_request(wire::API_VERSIONS, 3, 101, &[0x05, b'k', b'c', b'a', b't', 0x02, b'1', 0x00])).expect("send");
+    let Received::Frame(frame) = conn.receive() else { panic!("ApiVersions v3: connection closed") };
+    assert_eq!(&frame[..4], &101i32.to_be_bytes());
+    let (error, apis) = wire::parse_api_versions(&frame[4..], 3);
+    assert_eq!((error, apis), (NONE, advertised.clone()), "ApiVersions v3");
+
+    // A negative version is unsupported too.
+    let (error, apis) = wire::parse_api_versions(&conn.call(wire::API_VERSIONS, -1, 102, &[]), 0);
+    assert_eq!((error, apis), (UNSUPPORTED_VERSION, advertised.clone()), "ApiVersions v-1");
+
+    // Pipelined requests are answered in order.
+    let mut burst = Vec::new();
+    for id in 200..205 {
+        burst.extend(wire::request_frame(wire::API_VERSIONS, (id % 3) as i16, id, &[]));
+    }
+    conn.send(&burst).expect("send burst");
+    for id in 200..205 {
+        let Received::Frame(frame) = conn.receive() else { panic!("closed in the middle of pipelined requests") };
+        assert_eq!(i32::from_be_bytes(frame[..4].try_into().expect("4")), id, "pipelined responses out of order");
+    }
+    assert_clients_still_work(&mut broker, "unsupported ApiVersions versions");
+}
+
+#[test]
+fn a_record_batch_with_a_bad_crc_gets_corrupt_message() {
+    let mut broker = TestBroker::start("bad-crc");
+    let topic = "bad-crc";
+    let mut conn = Conn::connect(broker.addr());
+    assert_created(wire::create_topic(&mut conn, 1, topic, 1));
+
+    let good = wire::record_batch(&[(Some(b"k"), b"good")], 1_700_000_000_000, NO_PRODUCER);
+    let mut bad_crc = good.clone();
+    bad_crc[BATCH_CRC_AT + 3] ^= 0x01;
+    let mut bad_value = good.clone();
+    let last = bad_value.len() - 2; // inside the value "good"
+    bad_value[last] ^= 0x20;
+    let truncated = good[..good.len() - 5].to_vec();
+
+    for (what, batch) in [("a flipped CRC bit", &bad_crc), ("a flipped value bit", &bad_value), ("a batch cut short", &truncated)] {
+        let (error, base_offset) = wire::produce(&mut conn, 2, topic, 0, batch);
+        assert_eq!(error, CORRUPT_MESSAGE, "produce of {what}: error code (base offset {base_offset})");
+        assert_eq!(base_offset, -1, "produce of {what}: base offset");
+    }
+    // The same connection still works, and only the good batch is stored.
+    assert_eq!(wire::produce(&mut conn, 3, topic, 0, &good), (NONE, 0), "the intact batch");
+    assert_eq!(wire::list_offset(&mut conn, 4, topic, 0, -1), (NONE, 1), "high watermark");
+    assert_eq!(kcat_consume(&broker, topic, "%o %k %s\n", &["-o", "beginning"]), "0 k good\n");
+    // A normal producer after the corrupt ones.
+    kcat_ok(&["-b", &broker.bootstrap(), "-P", "-t", topic, "-K:"], Some(b"k2:after\n"));
+    assert_eq!(kcat_consume(&broker, topic, "%o %k %s\n", &["-o", "beginning"]), "0 k good\n1 k2 after\n");
+    assert_clients_still_work(&mut broker, "corrupt record batches");
+}
+
+#[test]
+fn topic_names_kafka_rejects_get_invalid_topic_exception() {
+    let mut broker = TestBroker::start("bad-names");
+    let mut conn = Conn::connect(broker.addr());
+    let long = "a".repeat(250);
+    for (i, name) in ["bad name!", "../escape", "", ".", "..", "a/b", "tab\there", long.as_str()].into_iter().enumerate() {
+        let (error, message) = wire::create_topic(&mut conn, i as i32, name, 1);
+        assert_eq!(error, INVALID_TOPIC_EXCEPTION, "CreateTopics {name:?}: error code (message {message:?})");
+        assert!(message.is_some_and(|m| !m.is_empty()), "CreateTopics {name:?}: no error message");
+    }
+    assert_created(wire::create_topic(&mut conn, 20, "good.name_1-x", 2));
+    assert_eq!(wire::create_topic(&mut conn, 21, "good.name_1-x", 2).0, TOPIC_ALREADY_EXISTS);
+
+    // Metadata with auto-creation allowed: the bad name is refused, a good one created.
+    let (brokers, topics) = wire::metadata(&mut conn, 22, &["bad name!", "auto.valid"]);
+    assert_eq!(brokers, vec![broker.bootstrap()]);
+    let summary: Vec<(i16, &str, usize)> = topics.iter().map(|t| (t.error, t.name.as_str(), t.partitions)).collect();
+    assert_eq!(summary, vec![(INVALID_TOPIC_EXCEPTION, "bad name!", 0), (NONE, "auto.valid", 1)], "Metadata topics");
+
+    // Nothing was created on disk for the refused names, inside or outside the data dir.
+    let entries: Vec<String> = std::fs::read_dir(broker.data_dir())
+        .expect("data dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(entries.iter().all(|e| !e.contains("bad") && !e.contains("escape")), "data dir entries: {entries:?}");
+    let parent = broker.data_dir().parent().expect("parent");
+    assert!(!parent.join("escape-0").exists(), "a topic directory escaped the data dir");
+
+    let listing = kcat_metadata(&broker);
+    let topics: Vec<(String, usize)> = kcat_topics(&listing).into_iter().collect();
+    assert_eq!(topics, vec![("auto.valid".to_string(), 1), ("good.name_1-x".to_string(), 2)], "kcat -L:\n{listing}");
+    kcat_ok(&["-b", &broker.bootstrap(), "-P", "-t", "auto.valid"], Some(b"still works\n"));
+    assert_eq!(kcat_consume(&broker, "auto.valid", "%s\n", &["-o", "beginning"]), "still works\n");
+    assert_clients_still_work(&mut broker, "invalid topic names");
+}
+
+/// Records `first..first+count` of an idempotent producer's stream.
+fn sequenced_batch(producer_id: i64, epoch: i16, first: i32, count: i32) -> Vec<u8> {
+    let values: Vec<Vec<u8>> = (first..first + count).map(|i| format!("seq {i}").into_bytes()).collect();
+    let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, v.as_slice())).collect();
+    wire::record_batch(&records, 1_700_000_000_000, Producer { id: producer_id, epoch, base_sequence: first })
+}
+
+#[test]
+fn a_retried_idempotent_batch_is_stored_once_and_a_sequence_gap_is_refused() {
+    let mut broker = TestBroker::start("idempotent-wire");
+    let topic = "idempotent-wire";
+    let mut conn = Conn::connect(broker.addr());
+    assert_created(wire::create_topic(&mut conn, 1, topic, 1));
+    let (error, producer_id, epoch) = wire::init_producer_id(&mut conn, 2);
+    assert_eq!((error, epoch), (NONE, 0), "InitProducerId");
+    assert!(producer_id >= 0, "producer id {producer_id}");
+
+    let first = sequenced_batch(producer_id, epoch, 0, 3);
+    assert_eq!(wire::produce(&mut conn, 3, topic, 0, &first), (NONE, 0), "first batch");
+    assert_eq!(wire::produce(&mut conn, 4, topic, 0, &first), (NONE, 0), "the retried first batch: acknowledged with its offset");
+    assert_eq!(wire::produce(&mut conn, 5, topic, 0, &sequenced_batch(producer_id, epoch, 3, 2)), (NONE, 3), "next batch");
+    let (error, _) = wire::produce(&mut conn, 6, topic, 0, &sequenced_batch(producer_id, epoch, 10, 1));
+    assert_eq!(error, OUT_OF_ORDER_SEQUENCE_NUMBER, "a batch after a sequence gap");
+    assert_eq!(wire::list_offset(&mut conn, 7, topic, 0, -1), (NONE, 5), "high watermark: 3 + 2 records, the retry not appended");
+    let expected: String = (0..5).map(|i| format!("{i} seq {i}\n")).collect();
+    assert_eq!(kcat_consume(&broker, topic, "%o %s\n", &["-o", "beginning"]), expected);
+    assert_clients_still_work(&mut broker, "idempotent retries");
+}
+
+#[test]
+fn a_batch_retried_after_a_broker_crash_is_stored_once() {
+    // The crash lands after the append was made durable but before the producer saw the
+    // acknowledgement; the producer retries the same batch against the restarted broker.
+    let mut broker = TestBroker::start("idempotent-crash");
+    let topic = "idempotent-crash";
+    let mut conn = Conn::connect(broker.addr());
+    assert_created(wire::create_topic(&mut conn, 1, topic, 1));
+    let (error, producer_id, epoch) = wire::init_producer_id(&mut conn, 2);
+    assert_eq!(error, NONE);
+    let first = sequenced_batch(producer_id, epoch, 0, 3);
+    assert_eq!(wire::produce(&mut conn, 3, topic, 0, &first), (NONE, 0), "first batch (acks=all)");
+    drop(conn);
+    broker.kill9();
+    broker.restart();
+
+    let mut conn = Conn::connect(broker.addr());
+    let retried = wire::produce(&mut conn, 4, topic, 0, &first);
+    let high = wire::list_offset(&mut conn, 5, topic, 0, -1);
+    assert_eq!(
+        (retried, high),
+        ((NONE, 0), (NONE, 3)),
+        "retry after restart: (produce (error, base offset), high watermark); a duplicate append shows as base offset 3 and high watermark 6"
+    );
+    assert_eq!(wire::produce(&mut conn, 6, topic, 0, &sequenced_batch(producer_id, epoch, 3, 1)), (NONE, 3), "the next sequence after the restart");
+    // A producer id handed out before the crash is never handed out again.
+    let (error, next_id, _) = wire::init_producer_id(&mut conn, 7);
+    assert_eq!(error, NONE);
+    assert!(next_id > producer_id, "InitProducerId after a crash returned {next_id}, not above the earlier {producer_id}");
+    assert_clients_still_work(&mut broker, "a retry after a crash");
+}
