@@ -1,1 +1,40 @@
-//! placeholder
+//! fjord-replication: what several brokers on one host need to agree on.
+//!
+//! - `cluster.rs`: the static cluster file (broker ids, addresses, data dirs).
+//! - `state.rs`: the live cluster state (topics, replicas, leaders, epochs, in-sync sets),
+//!   one file written atomically under a file lock.
+//! - `liveness.rs`: each broker holds a lock on its own liveness file and heartbeats into it.
+//! - `controller.rs`: replica placement and leader election, as pure functions of the state
+//!   and the set of live brokers.
+//! - `epochs.rs`: the leader epoch cache of a partition (epoch -> first offset), used to
+//!   find and truncate a returning replica's divergent tail.
+//! - `isr.rs`: a leader's view of its followers: high watermark and in-sync set.
+//!
+//! The follower fetcher speaks the Kafka protocol and lives with the broker (`src/`).
+
+#![deny(unsafe_code)]
+
+mod cluster;
+mod controller;
+mod epochs;
+mod isr;
+mod liveness;
+mod state;
+
+pub use cluster::{BrokerEntry, ClusterFile};
+pub use controller::{assign_replicas, elect_leaders, Election};
+pub use epochs::LeaderEpochCache;
+pub use isr::{FollowerProgress, ReplicaTracker};
+pub use liveness::Liveness;
+pub use state::{ClusterState, PartitionState, StateStore, TopicState};
+
+/// Errors of the replication layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("cluster file {path}: {reason}")]
+    ClusterFile { path: String, reason: String },
+    #[error("state file {path}: {reason}")]
+    StateFile { path: String, reason: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}

@@ -16,10 +16,12 @@
 //! directory listing); they use plain syscalls, are cheap, and are marked where they happen.
 
 mod file;
+mod lock;
 mod net;
 mod splice;
 
 pub use file::{list_dir, read_file, remove_file, rename, sync_dir, write_file_atomic, File};
+pub use lock::FileLock;
 pub use net::{Listener, Stream, READ_CHUNK_BYTES};
 pub use splice::{splice_to_socket, SplicePipe};
 pub use tokio_uring::buf::{IoBuf, IoBufMut};

@@ -1,0 +1,120 @@
+//! The leader epoch cache of one partition: for each leader epoch, the first offset written
+//! in it. With it a returning replica asks the leader "where did my latest epoch end?"
+//! (OffsetForLeaderEpoch) and cuts whatever it has past that point: records a dead leader
+//! wrote that never reached the in-sync set.
+//!
+//! File `leader-epoch-checkpoint` in the partition directory, Kafka's text format:
+//! ```text
+//! 0            version
+//! 2            entry count
+//! 0 0          epoch, start offset
+//! 3 1742
+//! ```
+//! Written atomically whenever it changes (only on leadership changes and truncation).
+
+use std::path::{Path, PathBuf};
+
+use crate::ReplicationError;
+
+/// Epoch entries kept: one per leadership change of the partition; older ones are dropped.
+pub const EPOCH_ENTRIES_MAX: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderEpochCache {
+    path: PathBuf,
+    entries: Vec<(i32, i64)>,
+}
+
+impl LeaderEpochCache {
+    pub async fn load(dir: &Path) -> Result<LeaderEpochCache, ReplicationError> {
+        let path = dir.join("leader-epoch-checkpoint");
+        let mut entries = Vec::new();
+        if let Some(bytes) = fjord_storage::io::read_file(&path, 1024 * 1024).await? {
+            let text = String::from_utf8_lossy(&bytes);
+            let mut lines = text.lines();
+            let bad = |reason: &str| ReplicationError::StateFile { path: path.display().to_string(), reason: reason.to_string() };
+            if lines.next().map(str::trim) != Some("0") {
+                return Err(bad("unknown version"));
+            }
+            let count: usize = lines.next().and_then(|l| l.trim().parse().ok()).ok_or_else(|| bad("bad entry count"))?;
+            for line in lines.take(count.min(EPOCH_ENTRIES_MAX)) {
+                let mut parts = line.split_whitespace();
+                let epoch = parts.next().and_then(|p| p.parse().ok()).ok_or_else(|| bad("bad epoch"))?;
+                let offset = parts.next().and_then(|p| p.parse().ok()).ok_or_else(|| bad("bad offset"))?;
+                entries.push((epoch, offset));
+            }
+        }
+        Ok(LeaderEpochCache { path, entries })
+    }
+
+    pub fn entries(&self) -> &[(i32, i64)] {
+        &self.entries
+    }
+
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.entries.last().map(|e| e.0)
+    }
+
+    /// Records that `epoch` starts at `start_offset`. Only a newer epoch adds an entry.
+    pub fn assign(&mut self, epoch: i32, start_offset: i64) -> bool {
+        if epoch < 0 || self.latest_epoch().is_some_and(|latest| epoch <= latest) {
+            return false;
+        }
+        self.entries.push((epoch, start_offset));
+        if self.entries.len() > EPOCH_ENTRIES_MAX {
+            self.entries.remove(0);
+        }
+        true
+    }
+
+    /// Kafka's OffsetForLeaderEpoch answer: the largest epoch at most `epoch` and the offset
+    /// where it ended (the start of the next epoch, or `log_end_offset` for the latest).
+    /// `(-1, -1)` when the cache knows no epoch that old.
+    pub fn end_offset_for(&self, epoch: i32, log_end_offset: i64) -> (i32, i64) {
+        let Some(i) = self.entries.iter().rposition(|(e, _)| *e <= epoch) else {
+            return (-1, -1);
+        };
+        let end = self.entries.get(i + 1).map_or(log_end_offset, |next| next.1);
+        (self.entries[i].0, end)
+    }
+
+    /// Drops entries that start at or after `offset` (the log was truncated there).
+    pub fn truncate_from(&mut self, offset: i64) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|(_, start)| *start < offset);
+        self.entries.len() != before
+    }
+
+    pub async fn persist(&self) -> Result<(), ReplicationError> {
+        let mut text = format!("0\n{}\n", self.entries.len());
+        for (epoch, offset) in &self.entries {
+            text.push_str(&format!("{epoch} {offset}\n"));
+        }
+        fjord_storage::io::write_file_atomic(&self.path, text.into_bytes()).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_offsets_follow_kafkas_rules() {
+        let mut cache = LeaderEpochCache { path: PathBuf::from("/nonexistent"), entries: Vec::new() };
+        assert!(cache.assign(0, 0));
+        assert!(!cache.assign(0, 5), "the same epoch adds nothing");
+        assert!(cache.assign(3, 100));
+        assert!(cache.assign(5, 250));
+        assert_eq!(cache.end_offset_for(0, 300), (0, 100));
+        assert_eq!(cache.end_offset_for(2, 300), (0, 100));
+        assert_eq!(cache.end_offset_for(3, 300), (3, 250));
+        assert_eq!(cache.end_offset_for(5, 300), (5, 300));
+        assert_eq!(cache.end_offset_for(9, 300), (5, 300));
+        assert!(cache.truncate_from(250));
+        assert_eq!(cache.latest_epoch(), Some(3));
+        let mut empty = LeaderEpochCache { path: PathBuf::from("/x"), entries: vec![(4, 10)] };
+        assert_eq!(empty.end_offset_for(3, 20), (-1, -1));
+        assert!(empty.truncate_from(0));
+    }
+}

@@ -1,0 +1,99 @@
+//! A leader's view of its followers: how far each has fetched, when each was last caught
+//! up, and from that the high watermark and the in-sync set.
+//!
+//! A follower's fetch offset says it holds every record below it. It is caught up when it
+//! fetched from the leader's log end. The high watermark is the smallest log end offset in
+//! the in-sync set (the leader's own included) and never moves back; consumers read below
+//! it only, and acks=all producers are answered once it passes their records. A follower
+//! not caught up for `replica_lag_time_max_ms` leaves the in-sync set; one that reaches the
+//! high watermark joins it again.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerProgress {
+    /// -1 until the follower's first fetch in this leadership.
+    pub log_end_offset: i64,
+    pub last_caught_up_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplicaTracker {
+    leader: i32,
+    followers: BTreeMap<i32, FollowerProgress>,
+}
+
+impl ReplicaTracker {
+    /// A fresh view at the start of a leadership: followers get one lag period of grace.
+    pub fn new(leader: i32, replicas: &[i32], now_ms: i64) -> ReplicaTracker {
+        let followers = replicas.iter().filter(|r| **r != leader).map(|r| (*r, FollowerProgress { log_end_offset: -1, last_caught_up_ms: now_ms })).collect();
+        ReplicaTracker { leader, followers }
+    }
+
+    pub fn leader(&self) -> i32 {
+        self.leader
+    }
+
+    /// Records a fetch by `follower` at `fetch_offset` while the leader's log ends at
+    /// `leader_log_end`. Returns false for a broker that is not a replica.
+    pub fn on_fetch(&mut self, follower: i32, fetch_offset: i64, leader_log_end: i64, now_ms: i64) -> bool {
+        let Some(progress) = self.followers.get_mut(&follower) else { return false };
+        progress.log_end_offset = fetch_offset;
+        if fetch_offset >= leader_log_end {
+            progress.last_caught_up_ms = now_ms;
+        }
+        true
+    }
+
+    pub fn progress(&self, follower: i32) -> Option<FollowerProgress> {
+        self.followers.get(&follower).copied()
+    }
+
+    /// The smallest log end offset in `isr` (the leader's is `leader_log_end`).
+    pub fn high_watermark(&self, isr: &[i32], leader_log_end: i64) -> i64 {
+        isr.iter()
+            .map(|r| if *r == self.leader { leader_log_end } else { self.followers.get(r).map_or(-1, |p| p.log_end_offset) })
+            .min()
+            .unwrap_or(leader_log_end)
+    }
+
+    /// The in-sync set this leader wants now, if it differs from `isr`.
+    pub fn wanted_isr(&self, isr: &[i32], high_watermark: i64, now_ms: i64, lag_max_ms: i64) -> Option<Vec<i32>> {
+        let mut wanted: Vec<i32> = vec![self.leader];
+        for (id, progress) in &self.followers {
+            let in_sync = isr.contains(id);
+            let lagging = now_ms - progress.last_caught_up_ms > lag_max_ms;
+            let caught_up = progress.log_end_offset >= high_watermark && progress.log_end_offset >= 0;
+            if (in_sync && !lagging) || (!in_sync && caught_up && !lagging) {
+                wanted.push(*id);
+            }
+        }
+        wanted.sort_unstable();
+        let mut current = isr.to_vec();
+        current.sort_unstable();
+        (wanted != current).then_some(wanted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn high_watermark_and_isr() {
+        let mut tracker = ReplicaTracker::new(0, &[0, 1, 2], 1_000);
+        assert_eq!(tracker.high_watermark(&[0, 1, 2], 10), -1, "followers not heard from hold the watermark");
+        tracker.on_fetch(1, 10, 10, 1_100);
+        tracker.on_fetch(2, 7, 10, 1_100);
+        assert_eq!(tracker.high_watermark(&[0, 1, 2], 10), 7);
+        assert_eq!(tracker.high_watermark(&[0, 1], 10), 10);
+        // Follower 2 never catches up: it leaves after the lag limit, not before.
+        assert_eq!(tracker.wanted_isr(&[0, 1, 2], 7, 5_000, 10_000), None);
+        tracker.on_fetch(1, 10, 10, 11_900);
+        assert_eq!(tracker.wanted_isr(&[0, 1, 2], 7, 12_000, 10_000), Some(vec![0, 1]));
+        // It catches up and rejoins.
+        tracker.on_fetch(2, 10, 10, 12_500);
+        assert_eq!(tracker.wanted_isr(&[0, 1], 10, 12_600, 10_000), Some(vec![0, 1, 2]));
+        assert!(!tracker.on_fetch(9, 1, 10, 0), "not a replica");
+    }
+}

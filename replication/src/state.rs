@@ -1,0 +1,115 @@
+//! The live cluster state: every topic's partitions with their replicas, leader, leader
+//! epoch and in-sync set. One TOML file, `cluster-state.toml`, in the cluster directory.
+//!
+//! Writers (the controller electing leaders, a broker creating a topic, a leader changing
+//! its in-sync set) take the exclusive lock on `cluster-state.lock`, read the file, change
+//! it, and replace it atomically: `cluster-state.toml.tmp`, fdatasync, rename, fsync of the
+//! directory. A crash at any point leaves the old state or the new one, never a torn file.
+//! `version` grows by one with every write, so readers notice changes cheaply.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fjord_storage::io::FileLock;
+use serde::{Deserialize, Serialize};
+
+use crate::ReplicationError;
+
+/// The state file's size limit: bounds what a broker reads every poll.
+pub const STATE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// How long a writer waits for the state lock before giving up.
+const STATE_LOCK_WAIT_MS_MAX: u64 = 10_000;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ClusterState {
+    pub version: u64,
+    #[serde(default)]
+    pub topics: BTreeMap<String, TopicState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TopicState {
+    /// 32 hex digits.
+    pub id: String,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PartitionState {
+    /// Preferred order: the first live in-sync replica leads.
+    pub replicas: Vec<i32>,
+    /// -1 when no in-sync replica is alive (the partition is offline).
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+/// Reads and writes the state file of one cluster directory.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    pub fn new(dir: &Path) -> StateStore {
+        StateStore { dir: dir.to_path_buf() }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("cluster-state.toml")
+    }
+
+    /// The current state (empty if no file exists yet).
+    pub async fn read(&self) -> Result<ClusterState, ReplicationError> {
+        let path = self.path();
+        let Some(bytes) = fjord_storage::io::read_file(&path, STATE_BYTES_MAX).await? else {
+            return Ok(ClusterState::default());
+        };
+        let text = String::from_utf8(bytes).map_err(|e| ReplicationError::StateFile { path: path.display().to_string(), reason: e.to_string() })?;
+        toml::from_str(&text).map_err(|e| ReplicationError::StateFile { path: path.display().to_string(), reason: e.to_string() })
+    }
+
+    /// Changes the state under the state lock. `change` returns whether it changed anything;
+    /// only then is the file rewritten (with `version + 1`). Returns the state after.
+    pub async fn update<E>(&self, change: impl FnOnce(&mut ClusterState) -> Result<bool, E>) -> Result<Result<ClusterState, E>, ReplicationError> {
+        let _lock = self.lock().await?;
+        let mut state = self.read().await?;
+        match change(&mut state) {
+            Err(error) => Ok(Err(error)),
+            Ok(false) => Ok(Ok(state)),
+            Ok(true) => {
+                state.version += 1;
+                let text = toml::to_string(&state).map_err(|e| ReplicationError::StateFile { path: self.path().display().to_string(), reason: e.to_string() })?;
+                fjord_storage::io::write_file_atomic(&self.path(), text.into_bytes()).await?;
+                Ok(Ok(state))
+            }
+        }
+    }
+
+    async fn lock(&self) -> Result<FileLock, ReplicationError> {
+        let path = self.dir.join("cluster-state.lock");
+        let mut waited = 0u64;
+        loop {
+            if let Some(lock) = FileLock::try_lock(&path)? {
+                return Ok(lock);
+            }
+            if waited >= STATE_LOCK_WAIT_MS_MAX {
+                return Err(ReplicationError::StateFile { path: path.display().to_string(), reason: format!("lock still held after {waited} ms") });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            waited += 5;
+        }
+    }
+}
+
+impl ClusterState {
+    pub fn partition(&self, topic: &str, index: i32) -> Option<&PartitionState> {
+        self.topics.get(topic).and_then(|t| usize::try_from(index).ok().and_then(|i| t.partitions.get(i)))
+    }
+}
