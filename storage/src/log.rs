@@ -538,6 +538,36 @@ impl PartitionLog {
         self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1)
     }
 
+    /// Like [`PartitionLog::read`], but only batches that start below `end_offset` (the high
+    /// watermark: consumers must not see records the in-sync replicas do not all have).
+    /// Empty when `offset >= end_offset`.
+    pub async fn read_below(&mut self, offset: i64, max_bytes: u64, end_offset: i64) -> Result<ReadResult> {
+        if offset >= end_offset && offset <= self.log_end_offset() && offset >= self.log_start_offset {
+            return Ok(ReadResult::default());
+        }
+        let mut result = self.read(offset, max_bytes).await?;
+        let Some(cut) = result.regions.iter().position(|r| r.next_offset > end_offset) else {
+            return Ok(result);
+        };
+        result.regions.truncate(cut + 1);
+        let region = &result.regions[cut];
+        let segment = self.segment_for(region.segment_base_offset);
+        let found = self.segments[segment].find_batch(end_offset).await;
+        let boundary = match found {
+            Ok(Some(header)) => header,
+            Ok(None) => return Ok(result),
+            Err(error) => return Err(self.poison_with(error)),
+        };
+        let region = &mut result.regions[cut];
+        if boundary.position <= region.position {
+            result.regions.truncate(cut);
+        } else {
+            region.len = boundary.position - region.position;
+            region.next_offset = boundary.base_offset;
+        }
+        Ok(result)
+    }
+
     /// Whole batches from the one containing `offset`, up to `max_bytes` in total but always
     /// at least one batch. Empty at the log end offset; an error outside the log.
     pub async fn read(&mut self, offset: i64, max_bytes: u64) -> Result<ReadResult> {

@@ -236,3 +236,27 @@ fn group_commit_flush_covers_appends_made_before_it_started() {
         assert!(matches!(log.append(buf(&batch(1, 10, 0, 2)), 0).await, Err(StorageError::Poisoned { .. })));
     });
 }
+
+#[test]
+fn reads_below_an_end_offset_stop_at_the_batch_boundary() {
+    let dir = TempDir::new("read-below");
+    block_on(async {
+        let mut log = PartitionLog::open(dir.path(), small_config()).await.unwrap();
+        let mut bases = Vec::new();
+        for i in 0..40i64 {
+            bases.push(log.append(buf(&batch(2, 30, i, i as u64)), 0).await.unwrap().base_offset);
+        }
+        let end = log.log_end_offset();
+        for &limit in &[0i64, 2, 10, 40, 62, end] {
+            for &from in bases.iter().filter(|b| **b <= limit) {
+                let result = log.read_below(from, u64::MAX, limit).await.unwrap();
+                let got: Vec<i64> = split_batches(&result.read_bytes().await.unwrap()).iter().map(|b| b.0).collect();
+                let want: Vec<i64> = bases.iter().copied().filter(|b| *b >= from && *b < limit).collect();
+                assert_eq!(got, want, "read_below({from}, {limit})");
+                if let Some(next) = result.next_offset() {
+                    assert_eq!(next, limit.min(end), "next offset of read_below({from}, {limit})");
+                }
+            }
+        }
+    });
+}
