@@ -1,10 +1,14 @@
 //! The broker's state: its topics and partitions, producer id allocation, and the
 //! background upkeep (retention, rolls, interval flushes).
 //!
-//! Topic metadata files live in `<data_dir>/topics/`; creating a topic writes the partition
-//! directories first and the metadata file last, so a crash in between leaves orphan
-//! directories (ignored) rather than a topic without data. Deleting removes the metadata
-//! file first, then the data.
+//! Single node: topic metadata files live in `<data_dir>/topics/`; creating a topic writes
+//! the partition directories first and the metadata file last, so a crash in between leaves
+//! orphan directories (ignored) rather than a topic without data. Deleting removes the
+//! metadata file first, then the data.
+//!
+//! Cluster (`--cluster`): topics live in the cluster state file instead (`cluster.rs`), and
+//! this broker opens only the partitions it holds a replica of; `apply_state` brings the
+//! local partitions in line with the state every time it changes.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -15,7 +19,9 @@ use kafka_protocol::ResponseError;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use crate::cluster::Cluster;
 use crate::config::{BrokerConfig, TOPICS_MAX, TOPIC_PARTITIONS_MAX};
+use fjord_replication::ClusterState;
 use crate::coordinator::{Coordinator, GroupConfig, OFFSETS_TOPIC};
 use crate::partition::{partition_dir, Partition};
 use crate::topic::{validate_name, TopicConfig, TopicFile};
@@ -30,7 +36,15 @@ pub struct Topic {
     pub name: Rc<str>,
     pub id: [u8; 16],
     pub config: TopicConfig,
-    pub partitions: Vec<Rc<Partition>>,
+    /// Indexed by partition number; `None` where this broker holds no replica.
+    pub partitions: Vec<Option<Rc<Partition>>>,
+}
+
+impl Topic {
+    /// The partitions this broker holds a replica of.
+    pub fn local_partitions(&self) -> impl Iterator<Item = &Rc<Partition>> {
+        self.partitions.iter().flatten()
+    }
 }
 
 /// An error for one topic operation, as Kafka reports it.
@@ -56,9 +70,11 @@ pub struct Broker {
     next_producer_id: Cell<i64>,
     producer_id_limit: Cell<i64>,
     coordinator: std::cell::OnceCell<Rc<Coordinator>>,
+    /// Set when running as one broker of a cluster.
+    pub cluster: Option<Rc<Cluster>>,
 }
 
-fn random_id() -> [u8; 16] {
+pub(crate) fn random_id() -> [u8; 16] {
     let mut id = [0u8; 16];
     // SAFETY: getrandom writes at most `id.len()` bytes into the live buffer.
     #[allow(unsafe_code)]
@@ -71,7 +87,7 @@ fn random_id() -> [u8; 16] {
     id
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -95,6 +111,13 @@ impl Broker {
     pub async fn open(config: BrokerConfig) -> anyhow::Result<Rc<Broker>> {
         std::fs::create_dir_all(config.data_dir.join("topics"))
             .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+        let cluster = match &config.cluster {
+            Some(file) => Some(Rc::new(Cluster::join(file.clone(), config.broker_id, config.offsets_topic_partitions)?)),
+            None => None,
+        };
+        if cluster.is_some() {
+            return Broker::open_clustered(config, cluster).await;
+        }
         let broker = Rc::new(Broker {
             config,
             topics: RefCell::new(BTreeMap::new()),
@@ -103,6 +126,7 @@ impl Broker {
             next_producer_id: Cell::new(0),
             producer_id_limit: Cell::new(0),
             coordinator: std::cell::OnceCell::new(),
+            cluster: None,
         });
         let producer_file = broker.config.data_dir.join("producer-id-block");
         if let Some(bytes) = fjord_storage::io::read_file(&producer_file, 64).await? {
@@ -146,9 +170,118 @@ impl Broker {
             session_timeout_ms_max: broker.config.group_max_session_timeout_ms,
             initial_rebalance_delay_ms: broker.config.group_initial_rebalance_delay_ms,
         };
-        let coordinator = Coordinator::open(group_config, offsets.partitions.clone()).await?;
+        let coordinator = Coordinator::open(group_config, offsets.partitions.clone(), true).await?;
         let _ = broker.coordinator.set(coordinator);
         Ok(broker)
+    }
+
+    /// Opens a broker of a cluster: its partitions and roles come from the cluster state.
+    async fn open_clustered(config: BrokerConfig, cluster: Option<Rc<Cluster>>) -> anyhow::Result<Rc<Broker>> {
+        let cluster_ctx = Rc::clone(cluster.as_ref().expect("clustered"));
+        let broker = Rc::new(Broker {
+            config,
+            topics: RefCell::new(BTreeMap::new()),
+            data_arrived: Notify::new(),
+            admin: tokio::sync::Mutex::new(()),
+            next_producer_id: Cell::new(0),
+            producer_id_limit: Cell::new(0),
+            coordinator: std::cell::OnceCell::new(),
+            cluster,
+        });
+        // Producer ids: this broker's id in the high bits keeps them unique in the cluster.
+        let producer_file = broker.config.data_dir.join("producer-id-block");
+        let base = i64::from(broker.config.broker_id) << 40;
+        let next = match fjord_storage::io::read_file(&producer_file, 64).await? {
+            Some(bytes) => String::from_utf8_lossy(&bytes).trim().parse::<i64>().unwrap_or(base).max(base),
+            None => base,
+        };
+        broker.next_producer_id.set(next);
+        broker.producer_id_limit.set(next);
+        // The controller creates the offsets topic once enough brokers run.
+        let state = cluster_ctx.store.read().await?;
+        broker.apply_state(&state).await;
+        let group_config = GroupConfig {
+            session_timeout_ms_min: broker.config.group_min_session_timeout_ms,
+            session_timeout_ms_max: broker.config.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: broker.config.group_initial_rebalance_delay_ms,
+        };
+        let offsets: Vec<Option<Rc<Partition>>> = broker.topic(OFFSETS_TOPIC).map(|t| t.partitions.clone()).unwrap_or_default();
+        let coordinator = Coordinator::open(group_config, offsets, false).await?;
+        let _ = broker.coordinator.set(coordinator);
+        broker.sync_coordinator().await;
+        Ok(broker)
+    }
+
+    /// Brings local topics, partitions and roles in line with the cluster state.
+    pub async fn apply_state(&self, state: &ClusterState) {
+        let Some(cluster) = &self.cluster else { return };
+        let me = self.config.broker_id;
+        let now = now_ms();
+        // Topics gone from the state are deleted here too.
+        let gone: Vec<String> = self.topics.borrow().keys().filter(|name| !state.topics.contains_key(*name)).cloned().collect();
+        for name in gone {
+            if let Some(topic) = self.topics.borrow_mut().remove(&name) {
+                for partition in topic.local_partitions() {
+                    let _ = partition.close().await;
+                    if let Err(error) = std::fs::remove_dir_all(&partition.dir) {
+                        warn!(dir = %partition.dir.display(), %error, "cannot remove deleted partition's directory");
+                    }
+                }
+                info!(topic = %name, "deleted topic (cluster state)");
+            }
+        }
+        for (name, topic_state) in &state.topics {
+            let existing = self.topic(name);
+            let topic = match existing {
+                Some(topic) if topic.partitions.len() == topic_state.partitions.len() => topic,
+                _ => {
+                    let config = TopicConfig { overrides: topic_state.config.clone() };
+                    let log_config = config.log_config(&self.config);
+                    let name_rc: Rc<str> = Rc::from(name.as_str());
+                    let mut partitions = Vec::with_capacity(topic_state.partitions.len());
+                    for (index, p) in topic_state.partitions.iter().enumerate() {
+                        if !p.replicas.contains(&me) {
+                            partitions.push(None);
+                            continue;
+                        }
+                        match Partition::open(&self.config.data_dir, Rc::clone(&name_rc), index as i32, log_config.clone(), me, true).await {
+                            Ok(partition) => partitions.push(Some(Rc::new(partition))),
+                            Err(error) => {
+                                warn!(topic = %name, partition = index, %error, "cannot open partition");
+                                partitions.push(None);
+                            }
+                        }
+                    }
+                    let id = parse_hex16(&topic_state.id).unwrap_or([0; 16]);
+                    let topic = Rc::new(Topic { name: name_rc, id, config, partitions });
+                    self.topics.borrow_mut().insert(name.clone(), Rc::clone(&topic));
+                    topic
+                }
+            };
+            for (index, p) in topic_state.partitions.iter().enumerate() {
+                let Some(Some(partition)) = topic.partitions.get(index) else { continue };
+                if p.leader == me {
+                    partition.become_leader(p.leader_epoch, p.replicas.clone(), p.isr.clone(), now).await;
+                } else {
+                    partition.become_follower(p.leader, p.leader_epoch, p.replicas.clone(), p.isr.clone());
+                }
+            }
+        }
+        *cluster.state.borrow_mut() = state.clone();
+        self.data_arrived.notify_waiters();
+    }
+
+    /// Tells the coordinator which offsets partitions this broker leads now.
+    pub async fn sync_coordinator(&self) {
+        let Some(coordinator) = self.coordinator.get() else { return };
+        let Some(topic) = self.topic(OFFSETS_TOPIC) else { return };
+        let count = topic.partitions.len();
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            let leads = partition.as_ref().is_some_and(|p| p.replica.is_leader());
+            if let Err(error) = coordinator.set_owned(index, count, leads, partition.clone()).await {
+                warn!(partition = index, %error, "cannot load groups of an offsets partition");
+            }
+        }
     }
 
     async fn open_topic(&self, name: &str, id: [u8; 16], partitions: i32, config: TopicConfig) -> anyhow::Result<Rc<Topic>> {
@@ -156,10 +289,10 @@ impl Broker {
         let log_config = config.log_config(&self.config);
         let mut opened = Vec::with_capacity(partitions as usize);
         for index in 0..partitions {
-            let partition = Partition::open(&self.config.data_dir, Rc::clone(&name), index, log_config.clone())
+            let partition = Partition::open(&self.config.data_dir, Rc::clone(&name), index, log_config.clone(), self.config.broker_id, false)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot open partition {name}-{index}: {e}"))?;
-            opened.push(Rc::new(partition));
+            opened.push(Some(Rc::new(partition)));
         }
         Ok(Rc::new(Topic { name, id, config, partitions: opened }))
     }
@@ -180,7 +313,7 @@ impl Broker {
     pub fn partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
         let topics = self.topics.borrow();
         let topic = topics.get(topic)?;
-        usize::try_from(index).ok().and_then(|i| topic.partitions.get(i)).cloned()
+        usize::try_from(index).ok().and_then(|i| topic.partitions.get(i)).cloned().flatten()
     }
 
     /// Creates a topic. `validate_only` checks without creating.
@@ -192,7 +325,19 @@ impl Broker {
         if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
             return Err(TopicError::new(ResponseError::InvalidPartitions, format!("partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {partitions}")));
         }
-        if replication_factor != 1 {
+        if let Some(cluster) = &self.cluster {
+            let rf = if replication_factor == -1 { cluster.file.replication_factor } else { replication_factor };
+            if validate_only {
+                return Ok(Rc::new(Topic { name: Rc::from(name), id: random_id(), config, partitions: Vec::new() }));
+            }
+            cluster.create_topic(name, partitions, rf, config.overrides.clone(), false).await?;
+            // Give the other brokers a tick to see the new state before clients use it.
+            tokio::time::sleep(std::time::Duration::from_millis(2 * crate::cluster::CLUSTER_TICK_MS + 50)).await;
+            let state = cluster.store.read().await.map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+            self.apply_state(&state).await;
+            return self.topic(name).ok_or_else(|| TopicError::new(ResponseError::UnknownServerError, format!("topic {name} vanished after creation")));
+        }
+        if replication_factor != 1 && replication_factor != -1 {
             return Err(TopicError::new(ResponseError::InvalidReplicationFactor, format!("replication factor {replication_factor} is larger than the 1 available broker")));
         }
         if validate_only {
@@ -238,6 +383,22 @@ impl Broker {
 
     /// Deletes a topic and its data.
     pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+        if let Some(cluster) = &self.cluster {
+            if name == OFFSETS_TOPIC {
+                return Err(TopicError::new(ResponseError::InvalidTopicException, "the internal offsets topic cannot be deleted"));
+            }
+            let removed = cluster
+                .store
+                .update(|state| Ok::<bool, ()>(state.topics.remove(name).is_some()))
+                .await
+                .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?
+                .map_err(|()| TopicError::new(ResponseError::UnknownServerError, "state update failed"))?;
+            if !removed.topics.contains_key(name) && self.topic(name).is_none() {
+                return Err(TopicError::new(ResponseError::UnknownTopicOrPartition, format!("topic {name} does not exist")));
+            }
+            self.apply_state(&removed).await;
+            return Ok(());
+        }
         let _admin = self.admin.lock().await;
         let Some(topic) = self.topics.borrow_mut().remove(name) else {
             return Err(TopicError::new(ResponseError::UnknownTopicOrPartition, format!("topic {name} does not exist")));
@@ -246,7 +407,7 @@ impl Broker {
             .await
             .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
         fjord_storage::io::sync_dir(&self.topics_dir()).await.map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-        for partition in &topic.partitions {
+        for partition in topic.local_partitions() {
             let _ = partition.close().await;
             if let Err(error) = std::fs::remove_dir_all(&partition.dir) {
                 warn!(dir = %partition.dir.display(), %error, "cannot remove deleted partition's directory");
@@ -282,7 +443,7 @@ impl Broker {
                 last_retention = now;
             }
             for topic in self.topics() {
-                for partition in &topic.partitions {
+                for partition in topic.local_partitions() {
                     match partition.maintain(now, retention).await {
                         Ok(outcome) if !outcome.deleted_segments.is_empty() => {
                             info!(partition = ?partition, segments = outcome.deleted_segments.len(), log_start_offset = outcome.log_start_offset, "retention");
@@ -298,7 +459,7 @@ impl Broker {
     /// Flushes and closes every partition cleanly.
     pub async fn close(&self) {
         for topic in self.topics() {
-            for partition in &topic.partitions {
+            for partition in topic.local_partitions() {
                 if let Err(error) = partition.close().await {
                     warn!(partition = ?partition, %error, "unclean close");
                 }

@@ -47,6 +47,10 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     pub group_initial_rebalance_delay_ms: u64,
     pub offsets_topic_partitions: i32,
+    /// The cluster file when running as one broker of a cluster.
+    pub cluster: Option<PathBuf>,
+    /// A follower that has not caught up for this long leaves the in-sync set.
+    pub replica_lag_time_max_ms: u64,
 }
 
 /// Values from the TOML file; every field optional. Names match the long flags.
@@ -74,6 +78,8 @@ pub struct FileConfig {
     pub group_max_session_timeout_ms: Option<i32>,
     pub group_initial_rebalance_delay_ms: Option<u64>,
     pub offsets_topic_partitions: Option<i32>,
+    pub cluster: Option<PathBuf>,
+    pub replica_lag_time_max_ms: Option<u64>,
 }
 
 /// `fjord serve` flags: the first phase, before merging and validation.
@@ -145,6 +151,13 @@ pub struct ServeArgs {
     /// Partitions of `__consumer_offsets` when it is first created [default: 8].
     #[arg(long)]
     pub offsets_topic_partitions: Option<i32>,
+    /// Run as one broker of the cluster described by this file (see `fjord cluster up`);
+    /// the listen address and data dir then come from the file's entry for --broker-id.
+    #[arg(long, value_name = "FILE")]
+    pub cluster: Option<PathBuf>,
+    /// A follower that has not caught up for this long leaves the in-sync set, ms [default: 10000].
+    #[arg(long)]
+    pub replica_lag_time_max_ms: Option<u64>,
 }
 
 fn optional_limit(name: &str, value: i64) -> anyhow::Result<Option<u64>> {
@@ -162,7 +175,22 @@ impl ServeArgs {
             Some(path) => read_file_config(path)?,
             None => FileConfig::default(),
         };
-        let listen_text = self.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1:9092".to_string());
+        let cluster_path = self.cluster.clone().or(file.cluster.clone());
+        let broker_id = self.broker_id.or(file.broker_id).unwrap_or(0);
+        let cluster_file = match &cluster_path {
+            Some(path) => Some(fjord_replication::ClusterFile::load(path)?),
+            None => None,
+        };
+        let entry = match &cluster_file {
+            Some(c) => Some(c.broker(broker_id).cloned().ok_or_else(|| anyhow::anyhow!("broker id {broker_id} is not in the cluster file"))?),
+            None => None,
+        };
+        let listen_text = self
+            .listen
+            .clone()
+            .or_else(|| entry.as_ref().map(|e| e.address.clone()))
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:9092".to_string());
         let listen: SocketAddr = listen_text
             .parse()
             .with_context(|| format!("--listen {listen_text:?} is not an ADDR:PORT such as 127.0.0.1:9092"))?;
@@ -177,8 +205,13 @@ impl ServeArgs {
             listen,
             advertised_host,
             advertised_port: listen.port(),
-            data_dir: self.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./fjord-data")),
-            broker_id: self.broker_id.or(file.broker_id).unwrap_or(0),
+            data_dir: self
+                .data_dir
+                .clone()
+                .or_else(|| cluster_file.as_ref().and_then(|c| c.data_dir(broker_id)))
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./fjord-data")),
+            broker_id,
             auto_create_topics: self.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
             num_partitions: self.num_partitions.or(file.num_partitions).unwrap_or(1),
             request_bytes_max: self.request_bytes_max.or(file.request_bytes_max).unwrap_or(REQUEST_BYTES_MAX_DEFAULT),
@@ -191,11 +224,17 @@ impl ServeArgs {
             flush_interval_ms: self.flush_interval_ms.or(file.flush_interval_ms),
             fsync_acks_all: self.fsync_acks_all.or(file.fsync_acks_all).unwrap_or(true),
             message_max_bytes: self.message_max_bytes.or(file.message_max_bytes).unwrap_or(1024 * 1024 + 12),
-            min_insync_replicas: self.min_insync_replicas.or(file.min_insync_replicas).unwrap_or(1),
+            min_insync_replicas: self
+                .min_insync_replicas
+                .or(file.min_insync_replicas)
+                .or(cluster_file.as_ref().map(|c| c.min_insync_replicas))
+                .unwrap_or(1),
             group_min_session_timeout_ms: self.group_min_session_timeout_ms.or(file.group_min_session_timeout_ms).unwrap_or(6000),
             group_max_session_timeout_ms: self.group_max_session_timeout_ms.or(file.group_max_session_timeout_ms).unwrap_or(1_800_000),
             group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms.or(file.group_initial_rebalance_delay_ms).unwrap_or(1000),
             offsets_topic_partitions: self.offsets_topic_partitions.or(file.offsets_topic_partitions).unwrap_or(8),
+            cluster: cluster_path,
+            replica_lag_time_max_ms: self.replica_lag_time_max_ms.or(file.replica_lag_time_max_ms).unwrap_or(10_000),
         };
         config.validate()?;
         Ok(config)

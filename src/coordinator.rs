@@ -50,6 +50,8 @@ pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 pub const MEMBER_METADATA_BYTES_MAX: usize = 1024 * 1024;
 /// How often timers (session expiry, join and sync deadlines) are checked.
 const TICK_MS: u64 = 100;
+/// How long an offset commit waits for the in-sync replicas.
+const COMMIT_REPLICATION_WAIT: Duration = Duration::from_secs(10);
 /// Bytes read at a time while replaying the offsets log.
 const REPLAY_READ_BYTES: u64 = 1024 * 1024;
 
@@ -199,14 +201,16 @@ pub struct GroupDescription {
 pub struct Coordinator {
     config: GroupConfig,
     groups: RefCell<HashMap<String, Group>>,
-    /// The partitions of `__consumer_offsets`; a group's commits go to partition
-    /// `hash(group) mod len`.
-    offsets_log: Vec<Rc<Partition>>,
+    /// The partitions of `__consumer_offsets` (`None` where this broker holds no replica); a
+    /// group's commits go to partition `hash(group) mod len`.
+    offsets_log: RefCell<Vec<Option<Rc<Partition>>>>,
+    /// The offsets partitions whose groups this broker coordinates (those it leads).
+    owned: RefCell<std::collections::BTreeSet<usize>>,
     next_member_seq: std::cell::Cell<u64>,
 }
 
 /// Java's `String.hashCode`, as Kafka uses it to place a group in `__consumer_offsets`.
-fn java_string_hash(text: &str) -> i32 {
+pub fn java_string_hash(text: &str) -> i32 {
     text.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
 }
 
@@ -215,17 +219,70 @@ fn now_ms() -> i64 {
 }
 
 impl Coordinator {
-    /// Builds the coordinator over the offsets topic's partitions and replays their logs.
-    pub async fn open(config: GroupConfig, offsets_log: Vec<Rc<Partition>>) -> anyhow::Result<Rc<Coordinator>> {
-        assert!(!offsets_log.is_empty(), "the offsets topic has partitions");
-        let coordinator = Rc::new(Coordinator { config, groups: RefCell::new(HashMap::new()), offsets_log, next_member_seq: std::cell::Cell::new(0) });
-        let mut records = 0u64;
-        for partition in &coordinator.offsets_log {
-            records += coordinator.replay(partition).await?;
+    /// Builds the coordinator over the offsets topic's partitions. With `own_all` (a single
+    /// broker) it coordinates every group at once and replays every partition; in a cluster
+    /// it takes over a partition's groups when it becomes that partition's leader
+    /// (`set_owned`).
+    pub async fn open(config: GroupConfig, offsets_log: Vec<Option<Rc<Partition>>>, own_all: bool) -> anyhow::Result<Rc<Coordinator>> {
+        let coordinator = Rc::new(Coordinator {
+            config,
+            groups: RefCell::new(HashMap::new()),
+            offsets_log: RefCell::new(offsets_log),
+            owned: RefCell::new(std::collections::BTreeSet::new()),
+            next_member_seq: std::cell::Cell::new(0),
+        });
+        if own_all {
+            let partitions = coordinator.offsets_log.borrow().clone();
+            let count = partitions.len();
+            for (index, partition) in partitions.into_iter().enumerate() {
+                coordinator.set_owned(index, count, true, partition).await?;
+            }
         }
-        let groups = coordinator.groups.borrow().len();
-        info!(groups, records, "group coordinator loaded committed offsets");
         Ok(coordinator)
+    }
+
+    /// The offsets partition a group belongs to.
+    pub fn partition_of(&self, group_id: &str) -> usize {
+        let count = self.offsets_log.borrow().len().max(1);
+        (java_string_hash(group_id) & 0x7fff_ffff) as usize % count
+    }
+
+    /// Whether this broker coordinates `group_id` now.
+    pub fn owns(&self, group_id: &str) -> bool {
+        self.owned.borrow().contains(&self.partition_of(group_id))
+    }
+
+    /// Takes over (replaying its log) or gives up the groups of offsets partition `index` of
+    /// `count` (the offsets topic may appear after the coordinator starts).
+    pub async fn set_owned(&self, index: usize, count: usize, leads: bool, partition: Option<Rc<Partition>>) -> anyhow::Result<()> {
+        if self.offsets_log.borrow().len() < count {
+            self.offsets_log.borrow_mut().resize(count, None);
+        }
+        let owned = self.owned.borrow().contains(&index);
+        if leads && !owned {
+            let Some(partition) = partition else { return Ok(()) };
+            if let Some(slot) = self.offsets_log.borrow_mut().get_mut(index) {
+                *slot = Some(Rc::clone(&partition));
+            }
+            let records = self.replay(&partition).await?;
+            self.owned.borrow_mut().insert(index);
+            info!(partition = index, records, groups = self.groups.borrow().len(), "coordinating the groups of an offsets partition");
+        } else if !leads && owned {
+            self.owned.borrow_mut().remove(&index);
+            let count = self.offsets_log.borrow().len().max(1);
+            let mut groups = self.groups.borrow_mut();
+            let leaving: Vec<String> = groups.keys().filter(|g| (java_string_hash(g) & 0x7fff_ffff) as usize % count == index).cloned().collect();
+            for group_id in leaving {
+                if let Some(mut group) = groups.remove(&group_id) {
+                    let ids: Vec<String> = group.members.keys().cloned().collect();
+                    for id in ids {
+                        remove_member(&mut group, &id);
+                    }
+                }
+            }
+            info!(partition = index, "no longer coordinating the groups of an offsets partition");
+        }
+        Ok(())
     }
 
     async fn replay(&self, partition: &Partition) -> anyhow::Result<u64> {
@@ -277,9 +334,9 @@ impl Coordinator {
         }
     }
 
-    fn offsets_partition(&self, group_id: &str) -> &Rc<Partition> {
-        let index = (java_string_hash(group_id) & 0x7fff_ffff) as usize % self.offsets_log.len();
-        &self.offsets_log[index]
+    fn offsets_partition(&self, group_id: &str) -> Option<Rc<Partition>> {
+        let index = self.partition_of(group_id);
+        self.offsets_log.borrow().get(index).cloned().flatten()
     }
 
     fn new_member_id(&self, client_id: &str) -> String {
@@ -301,6 +358,9 @@ impl Coordinator {
         let JoinRequest { group_id, mut member_id, .. } = request.clone();
         if group_id.is_empty() {
             return Err(JoinResult::error(ResponseError::InvalidGroupId, &member_id));
+        }
+        if !self.owns(&group_id) {
+            return Err(JoinResult::error(ResponseError::NotCoordinator, &member_id));
         }
         if request.session_timeout_ms < self.config.session_timeout_ms_min || request.session_timeout_ms > self.config.session_timeout_ms_max {
             return Err(JoinResult::error(ResponseError::InvalidSessionTimeout, &member_id));
@@ -492,6 +552,9 @@ impl Coordinator {
 
     pub fn sync(&self, group_id: &str, generation: i32, member_id: &str, assignments: Vec<(String, Bytes)>) -> Result<oneshot::Receiver<SyncResult>, SyncResult> {
         let fail = |error| SyncResult { error: Some(error), ..SyncResult::default() };
+        if !self.owns(group_id) {
+            return Err(fail(ResponseError::NotCoordinator));
+        }
         let mut groups = self.groups.borrow_mut();
         let Some(group) = groups.get_mut(group_id) else { return Err(fail(ResponseError::UnknownMemberId)) };
         if !group.members.contains_key(member_id) {
@@ -541,6 +604,9 @@ impl Coordinator {
     // ----- Heartbeat and LeaveGroup ----------------------------------------------------
 
     pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str, instance_id: Option<&str>) -> Option<ResponseError> {
+        if !self.owns(group_id) {
+            return Some(ResponseError::NotCoordinator);
+        }
         let mut groups = self.groups.borrow_mut();
         let Some(group) = groups.get_mut(group_id) else { return Some(ResponseError::UnknownMemberId) };
         if let Some(instance) = instance_id {
@@ -564,6 +630,9 @@ impl Coordinator {
 
     /// Removes members; returns an error per member (None = removed).
     pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        if !self.owns(group_id) {
+            return Err(ResponseError::NotCoordinator);
+        }
         let mut groups = self.groups.borrow_mut();
         let Some(group) = groups.get_mut(group_id) else { return Err(ResponseError::UnknownMemberId) };
         let now = Instant::now();
@@ -640,6 +709,9 @@ impl Coordinator {
         if group_id.is_empty() {
             return Some(ResponseError::InvalidGroupId);
         }
+        if !self.owns(group_id) {
+            return Some(ResponseError::NotCoordinator);
+        }
         let groups = self.groups.borrow();
         let Some(group) = groups.get(group_id) else {
             return if generation < 0 { None } else { Some(ResponseError::IllegalGeneration) };
@@ -690,22 +762,37 @@ impl Coordinator {
     async fn append_records(&self, group_id: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), ResponseError> {
         let built: Vec<build::Record<'_>> = records.iter().map(|(k, v)| build::Record { key: Some(k), value: v.as_deref(), timestamp_delta: 0 }).collect();
         let batch = build::batch(&built, now_ms());
-        let partition = self.offsets_partition(group_id);
-        let appended = partition.append(Bytes::from(batch), 0).await.map_err(|error| {
+        let partition = self.offsets_partition(group_id).ok_or(ResponseError::NotCoordinator)?;
+        if !partition.replica.is_leader() {
+            return Err(ResponseError::NotCoordinator);
+        }
+        let epoch = partition.replica.leader_epoch().max(0);
+        let appended = partition.append(Bytes::from(batch), epoch).await.map_err(|error| {
             warn!(group = group_id, ?error, "cannot append to {OFFSETS_TOPIC}");
             ResponseError::CoordinatorNotAvailable
         })?;
         partition.flush_to(appended.last_offset + 1).await.map_err(|error| {
             warn!(group = group_id, %error, "cannot sync {OFFSETS_TOPIC}");
             ResponseError::CoordinatorNotAvailable
+        })?;
+        // Replicated to the whole in-sync set before it counts: commits survive failover.
+        partition.wait_replicated(appended.last_offset + 1, COMMIT_REPLICATION_WAIT).await.map_err(|wait| {
+            warn!(group = group_id, ?wait, "offset commit not replicated in time");
+            match wait {
+                crate::replica::ReplicationWait::NotLeader => ResponseError::NotCoordinator,
+                crate::replica::ReplicationWait::TimedOut => ResponseError::RequestTimedOut,
+            }
         })
     }
 
     /// Committed offsets of a group: for the given partitions, or all when `None`.
-    pub fn fetch_offsets(&self, group_id: &str, wanted: Option<&[(String, Vec<i32>)]>) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
+    pub fn fetch_offsets(&self, group_id: &str, wanted: Option<&[(String, Vec<i32>)]>) -> Result<Vec<(String, Vec<(i32, Option<Committed>)>)>, ResponseError> {
+        if !self.owns(group_id) {
+            return Err(ResponseError::NotCoordinator);
+        }
         let groups = self.groups.borrow();
         let group = groups.get(group_id);
-        match wanted {
+        Ok(match wanted {
             Some(wanted) => wanted
                 .iter()
                 .map(|(topic, partitions)| {
@@ -725,11 +812,14 @@ impl Coordinator {
                 }
                 by_topic.into_iter().collect()
             }
-        }
+        })
     }
 
     /// Deletes an empty group and its offsets (tombstones in the log).
     pub async fn delete_group(&self, group_id: &str) -> Option<ResponseError> {
+        if !self.owns(group_id) {
+            return Some(ResponseError::NotCoordinator);
+        }
         let keys: Vec<(Vec<u8>, Option<Vec<u8>>)> = {
             let groups = self.groups.borrow();
             let Some(group) = groups.get(group_id) else { return Some(ResponseError::GroupIdNotFound) };
@@ -753,10 +843,13 @@ impl Coordinator {
         }
     }
 
-    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+    pub fn describe(&self, group_id: &str) -> Result<Option<GroupDescription>, ResponseError> {
+        if !self.owns(group_id) {
+            return Err(ResponseError::NotCoordinator);
+        }
         let groups = self.groups.borrow();
-        let group = groups.get(group_id)?;
-        Some(GroupDescription {
+        let Some(group) = groups.get(group_id) else { return Ok(None) };
+        Ok(Some(GroupDescription {
             group_id: group_id.to_string(),
             state: group.state.name(),
             protocol_type: group.protocol_type.clone().unwrap_or_default(),
@@ -769,7 +862,7 @@ impl Coordinator {
                     (id.clone(), m.instance_id.clone(), m.client_id.clone(), m.client_host.clone(), metadata, m.assignment.clone())
                 })
                 .collect(),
-        })
+        }))
     }
 
     /// (group id, protocol type, state) of every group.

@@ -11,12 +11,15 @@
 pub mod alloc;
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod coordinator;
 mod errors;
+pub mod fetcher;
 mod handlers;
 pub mod partition;
 pub mod producer;
 pub mod protocol;
+pub mod replica;
 pub mod server;
 pub mod topic;

@@ -14,6 +14,8 @@ use fjord_storage::batch::{self, BatchHeader};
 use fjord_storage::{LogConfig, PartitionLog, ReadResult, RetentionOutcome, StorageError};
 
 use crate::producer::{ProducerTable, SequenceCheck, SequencedBatch};
+use crate::replica::ReplicaState;
+use fjord_replication::LeaderEpochCache;
 
 /// How much of the log's end is read on open to rebuild idempotent-producer state: a
 /// producer retrying after a restart retries its most recent batches, which lie here.
@@ -44,11 +46,13 @@ pub struct Partition {
     pub topic: Rc<str>,
     pub index: i32,
     pub dir: PathBuf,
-    log: tokio::sync::Mutex<PartitionLog>,
+    pub(crate) log: tokio::sync::Mutex<PartitionLog>,
     log_end_offset: Cell<i64>,
     log_start_offset: Cell<i64>,
     durable_offset: Cell<i64>,
-    producers: RefCell<ProducerTable>,
+    pub(crate) producers: RefCell<ProducerTable>,
+    /// Leader or follower, in-sync set, high watermark (`replica.rs`).
+    pub replica: ReplicaState,
     /// A group-commit fdatasync is running; `synced` is notified when it ends.
     syncing: Cell<bool>,
     synced: tokio::sync::Notify,
@@ -66,9 +70,12 @@ pub fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
 }
 
 impl Partition {
-    pub async fn open(data_dir: &Path, topic: Rc<str>, index: i32, config: LogConfig) -> Result<Partition, StorageError> {
+    /// Opens the partition's log. `me` is this broker's id; a clustered partition starts
+    /// with no role until the cluster state gives it one, a single-node one leads at once.
+    pub async fn open(data_dir: &Path, topic: Rc<str>, index: i32, config: LogConfig, me: i32, clustered: bool) -> Result<Partition, StorageError> {
         let dir = partition_dir(data_dir, &topic, index);
         let mut log = PartitionLog::open(&dir, config).await?;
+        let epochs = LeaderEpochCache::load(&dir).await.map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
         // Idempotent producers that retry across a restart find their last batches again.
         let mut producers = ProducerTable::default();
         for batch in log.tail_batches(PRODUCER_STATE_TAIL_BYTES).await? {
@@ -82,6 +89,7 @@ impl Partition {
                 producers.record(batch.producer_id, batch.producer_epoch, sequenced);
             }
         }
+        let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
         let partition = Partition {
             topic,
             index,
@@ -91,6 +99,7 @@ impl Partition {
             durable_offset: Cell::new(log.durable_offset()),
             log: tokio::sync::Mutex::new(log),
             producers: RefCell::new(producers),
+            replica: ReplicaState::new(me, clustered, log_start, log_end, epochs),
             syncing: Cell::new(false),
             synced: tokio::sync::Notify::new(),
         };
@@ -105,13 +114,17 @@ impl Partition {
         self.log_start_offset.get()
     }
 
-    /// The offset consumers may read up to. On a single broker every appended record is
-    /// committed; replication lowers this to the in-sync replicas' minimum.
+    /// The offset consumers may read up to: on a single broker the log end, with replication
+    /// the smallest log end among the in-sync replicas.
     pub fn high_watermark(&self) -> i64 {
-        self.log_end_offset.get()
+        if self.replica.clustered {
+            self.replica.high_watermark.get().min(self.log_end_offset.get())
+        } else {
+            self.log_end_offset.get()
+        }
     }
 
-    fn refresh(&self, log: &PartitionLog) {
+    pub(crate) fn refresh(&self, log: &PartitionLog) {
         self.log_end_offset.set(log.log_end_offset());
         self.log_start_offset.set(log.log_start_offset());
         self.durable_offset.set(log.durable_offset());
@@ -196,6 +209,12 @@ impl Partition {
     pub async fn read(&self, offset: i64, max_bytes: u64) -> Result<ReadResult, StorageError> {
         let mut log = self.log.lock().await;
         log.read(offset, max_bytes).await
+    }
+
+    /// A read that stops below `end_offset` (consumers stop at the high watermark).
+    pub async fn read_below(&self, offset: i64, max_bytes: u64, end_offset: i64) -> Result<ReadResult, StorageError> {
+        let mut log = self.log.lock().await;
+        log.read_below(offset, max_bytes, end_offset).await
     }
 
     /// The first offset whose record timestamp is at least `timestamp`, and that timestamp.

@@ -64,6 +64,9 @@ pub async fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
     let shutdown = Rc::new(Shutdown::default());
     let upkeep = fjord_storage::io::spawn(Rc::clone(&broker).run_upkeep());
     let group_timers = fjord_storage::io::spawn(broker.coordinator().run_timers());
+    let replication = broker.cluster.is_some().then(|| {
+        (fjord_storage::io::spawn(crate::cluster::run(Rc::clone(&broker))), fjord_storage::io::spawn(crate::fetcher::run(Rc::clone(&broker))))
+    });
     {
         let shutdown = Rc::clone(&shutdown);
         fjord_storage::io::spawn(async move {
@@ -124,6 +127,10 @@ pub async fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
     }
     upkeep.abort();
     group_timers.abort();
+    if let Some((cluster, fetchers)) = replication {
+        cluster.abort();
+        fetchers.abort();
+    }
     broker.close().await;
     info!("shut down cleanly");
     Ok(())

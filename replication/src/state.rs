@@ -21,12 +21,19 @@ pub const STATE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// How long a writer waits for the state lock before giving up.
 const STATE_LOCK_WAIT_MS_MAX: u64 = 10_000;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ClusterState {
     pub version: u64,
+    /// The broker that last took the controller lock (-1: none yet).
+    #[serde(default = "no_controller")]
+    pub controller: i32,
     #[serde(default)]
     pub topics: BTreeMap<String, TopicState>,
+}
+
+fn no_controller() -> i32 {
+    -1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +112,12 @@ impl StateStore {
             tokio::time::sleep(Duration::from_millis(5)).await;
             waited += 5;
         }
+    }
+}
+
+impl Default for ClusterState {
+    fn default() -> Self {
+        ClusterState { version: 0, controller: -1, topics: BTreeMap::new() }
     }
 }
 

@@ -57,10 +57,18 @@ fn connect(address: &str) -> Result<TcpStream, CliError> {
 
 impl Client {
     /// Connects to the bootstrap broker.
+    /// Connects to the first reachable broker of `bootstrap` (HOST:PORT, or several
+    /// separated by commas).
     pub fn connect(bootstrap: &str) -> Result<Client, CliError> {
-        let mut client = Client { bootstrap: bootstrap.to_string(), connections: HashMap::new(), brokers: HashMap::new(), correlation_id: 0 };
-        client.open(-1, bootstrap)?;
-        Ok(client)
+        let mut last = None;
+        for address in bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            let mut client = Client { bootstrap: address.to_string(), connections: HashMap::new(), brokers: HashMap::new(), correlation_id: 0 };
+            match client.open(-1, address) {
+                Ok(()) => return Ok(client),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.unwrap_or_else(|| CliError::usage("--bootstrap is empty").with_hint("give HOST:PORT, e.g. 127.0.0.1:9092")))
     }
 
     fn open(&mut self, node: i32, address: &str) -> Result<(), CliError> {

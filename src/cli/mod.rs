@@ -13,6 +13,7 @@ use crate::config::ServeArgs;
 
 mod bench;
 pub mod client;
+mod cluster;
 mod consume;
 mod group;
 mod produce;
@@ -44,6 +45,8 @@ enum Command {
     Group(group::GroupArgs),
     /// Load-test any Kafka-compatible broker, or measure the machine's own limits.
     Bench(bench::BenchArgs),
+    /// Run a cluster of local brokers in the background.
+    Cluster(cluster::ClusterArgs),
 }
 
 /// An error with the exit code it maps to.
@@ -87,6 +90,7 @@ pub fn main() -> ExitCode {
         Command::Consume(args) => consume::run(args),
         Command::Group(args) => group::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Cluster(args) => cluster::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

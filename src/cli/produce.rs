@@ -14,6 +14,12 @@ use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEnc
 use super::client::{partition_for_key, Client};
 use super::CliError;
 
+/// Kafka error codes worth retrying: the partition moves or is not ready yet.
+const RETRIABLE: &[i16] = &[3, 5, 6, 7, 19, 20];
+/// Attempts per batch before giving up.
+const SEND_ATTEMPTS_MAX: u32 = 40;
+/// Pause between attempts.
+const RETRY_BACKOFF_MS: u64 = 250;
 /// Records per batch at most: bounds the memory of pending batches.
 const BATCH_RECORDS_MAX: usize = 100_000;
 /// Bytes per batch at most (before compression), below the broker's default max message size.
@@ -158,18 +164,38 @@ impl Sender {
         request.acks = self.acks;
         request.timeout_ms = 30_000;
         request.topic_data = vec![topic];
-        let leader = self.leaders[&partition];
-        if self.acks == 0 {
-            // No response comes back for acks=0.
-            return self.client.send_without_response(leader, &request).map(|()| self.sent += records.len() as u64);
-        }
-        let response = self.client.send(leader, &request)?;
-        for topic in &response.responses {
-            for p in &topic.partition_responses {
-                if p.error_code != 0 {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let leader = self.leaders[&partition];
+            if self.acks == 0 {
+                // No response comes back for acks=0.
+                return self.client.send_without_response(leader, &request).map(|()| self.sent += records.len() as u64);
+            }
+            let outcome = self.client.send(leader, &request);
+            let failure = match &outcome {
+                Err(error) => Some((true, error.message.clone())),
+                Ok(response) => response.responses.iter().flat_map(|t| &t.partition_responses).find(|p| p.error_code != 0).map(|p| {
                     let message = p.error_message.as_ref().map_or(String::new(), |m| format!(": {}", m.as_str()));
-                    return Err(CliError::failure(format!("produce to {}-{} failed: {}{message}", self.topic, p.index, super::error_name(p.error_code))));
+                    (RETRIABLE.contains(&p.error_code), format!("produce to {}-{} failed: {}{message}", self.topic, p.index, super::error_name(p.error_code)))
+                }),
+            };
+            match failure {
+                None => break,
+                Some((true, _)) if attempt < SEND_ATTEMPTS_MAX => {
+                    // Leadership moves or a topic still propagating: refresh and try again.
+                    std::thread::sleep(std::time::Duration::from_millis(RETRY_BACKOFF_MS));
+                    if let Ok(metadata) = self.client.metadata(Some(std::slice::from_ref(&self.topic)), false) {
+                        if let Some(topic) = metadata.topics.first() {
+                            for p in &topic.partitions {
+                                if p.leader_id.0 >= 0 {
+                                    self.leaders.insert(p.partition_index, p.leader_id.0);
+                                }
+                            }
+                        }
+                    }
                 }
+                Some((_, message)) => return Err(CliError::failure(message)),
             }
         }
         self.sent += records.len() as u64;

@@ -44,7 +44,7 @@ pub async fn create_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
         } else {
             wanted.num_partitions
         };
-        let replication = if wanted.replication_factor == -1 { 1 } else { wanted.replication_factor };
+        let replication = wanted.replication_factor;
         let config = TopicConfig::from_pairs(wanted.configs.iter().filter_map(|c| Some((c.name.as_str(), c.value.as_ref()?.as_str()))));
         let outcome = match config {
             Err(message) => Err((ResponseError::InvalidConfig, message)),
@@ -64,7 +64,10 @@ pub async fn create_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
                     continue;
                 }
                 result.num_partitions = partitions;
-                result.replication_factor = replication;
+                result.replication_factor = match &broker.cluster {
+                    Some(cluster) => cluster.state.borrow().topics.get(&name).and_then(|t| t.partitions.first()).map_or(replication, |p| p.replicas.len() as i16),
+                    None => 1,
+                };
                 result.configs = Some(
                     topic
                         .config

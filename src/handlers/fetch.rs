@@ -95,6 +95,8 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
 async fn collect(broker: &Broker, body: &FetchRequest, max_bytes: u64) -> (Vec<Vec<PartitionResult>>, u64, bool) {
     let mut total = 0u64;
     let mut errors = false;
+    let replica = body.replica_id.0;
+    let mut hw_moved = false;
     let mut out = Vec::with_capacity(body.topics.len());
     for topic in &body.topics {
         let name = topic.topic.0.as_str();
@@ -102,16 +104,45 @@ async fn collect(broker: &Broker, body: &FetchRequest, max_bytes: u64) -> (Vec<V
         for wanted in &topic.partitions {
             let mut result = PartitionResult { index: wanted.partition, error: 0, high_watermark: -1, log_start_offset: -1, regions: Vec::new(), bytes: 0 };
             let Some(partition) = broker.partition(name, wanted.partition) else {
-                result.error = ResponseError::UnknownTopicOrPartition.code();
+                let exists = broker.topic(name).is_some_and(|t| wanted.partition >= 0 && (wanted.partition as usize) < t.partitions.len());
+                result.error = if exists { ResponseError::NotLeaderOrFollower } else { ResponseError::UnknownTopicOrPartition }.code();
                 errors = true;
                 results.push(result);
                 continue;
             };
+            if !partition.replica.is_leader() {
+                result.error = ResponseError::NotLeaderOrFollower.code();
+                errors = true;
+                results.push(result);
+                continue;
+            }
+            let epoch = partition.replica.leader_epoch();
+            if wanted.current_leader_epoch >= 0 && wanted.current_leader_epoch != epoch {
+                result.error = if wanted.current_leader_epoch < epoch { ResponseError::FencedLeaderEpoch } else { ResponseError::UnknownLeaderEpoch }.code();
+                errors = true;
+                results.push(result);
+                continue;
+            }
+            if replica >= 0 {
+                // A follower's fetch offset says what it holds: progress, high watermark and
+                // in-sync set move with it.
+                let before = partition.high_watermark();
+                let wanted_isr = partition.on_follower_fetch(replica, wanted.fetch_offset, crate::broker::now_ms(), broker.config.replica_lag_time_max_ms as i64);
+                if partition.high_watermark() > before {
+                    hw_moved = true;
+                }
+                if let (Some(isr), Some(cluster)) = (wanted_isr, broker.cluster.clone()) {
+                    let (topic, index) = (name.to_string(), wanted.partition);
+                    fjord_storage::io::spawn(async move { cluster.change_isr(&topic, index, epoch, isr).await });
+                }
+            }
             result.high_watermark = partition.high_watermark();
             result.log_start_offset = partition.log_start_offset();
+            // Followers read to the log end; consumers only below the high watermark.
+            let end = if replica >= 0 { partition.log_end_offset() } else { result.high_watermark };
             let remaining = max_bytes.saturating_sub(total);
             let limit = (wanted.partition_max_bytes.max(0) as u64).min(remaining);
-            if wanted.fetch_offset >= result.high_watermark && wanted.fetch_offset <= partition.log_end_offset() && wanted.fetch_offset >= result.log_start_offset {
+            if wanted.fetch_offset >= end && wanted.fetch_offset <= partition.log_end_offset() && wanted.fetch_offset >= result.log_start_offset {
                 results.push(result);
                 continue;
             }
@@ -119,7 +150,7 @@ async fn collect(broker: &Broker, body: &FetchRequest, max_bytes: u64) -> (Vec<V
                 results.push(result);
                 continue;
             }
-            match partition.read(wanted.fetch_offset, limit.max(1)).await {
+            match partition.read_below(wanted.fetch_offset, limit.max(1), end).await {
                 Ok(read) => {
                     let bytes = read.bytes();
                     // Only the first partition with data may exceed the limits (KIP-74).
@@ -140,6 +171,10 @@ async fn collect(broker: &Broker, body: &FetchRequest, max_bytes: u64) -> (Vec<V
             results.push(result);
         }
         out.push(results);
+    }
+    if hw_moved {
+        // Consumers long-polling at the old high watermark can read more now.
+        broker.data_arrived.notify_waiters();
     }
     (out, total, errors)
 }

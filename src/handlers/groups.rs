@@ -31,16 +31,25 @@ pub async fn find_coordinator(broker: &Rc<Broker>, request: &Request) -> anyhow:
     let body: FindCoordinatorRequest = decode_body(request)?;
     let config = &broker.config;
     let mut response = FindCoordinatorResponse::default();
-    let answer = |key_type: i8| -> (i16, i32, String, i32) {
-        if key_type == KEY_TYPE_GROUP {
-            (0, config.broker_id, config.advertised_host.clone(), i32::from(config.advertised_port))
-        } else {
-            (ResponseError::CoordinatorNotAvailable.code(), -1, String::new(), -1)
+    let coordinator = broker.coordinator();
+    // The coordinator of a group is the leader of its offsets partition.
+    let answer = |key_type: i8, key: &str| -> (i16, i32, String, i32) {
+        if key_type != KEY_TYPE_GROUP {
+            return (ResponseError::CoordinatorNotAvailable.code(), -1, String::new(), -1);
+        }
+        let Some(cluster) = &broker.cluster else {
+            return (0, config.broker_id, config.advertised_host.clone(), i32::from(config.advertised_port));
+        };
+        let index = coordinator.partition_of(key) as i32;
+        let leader = cluster.state.borrow().partition(crate::coordinator::OFFSETS_TOPIC, index).map_or(-1, |p| p.leader);
+        match cluster.address_of(leader).and_then(|a| a.parse::<std::net::SocketAddr>().ok()) {
+            Some(address) if cluster.is_alive(leader) => (0, leader, address.ip().to_string(), i32::from(address.port())),
+            _ => (ResponseError::CoordinatorNotAvailable.code(), -1, String::new(), -1),
         }
     };
     if request.version >= 4 {
         for key in &body.coordinator_keys {
-            let (error, node, host, port) = answer(body.key_type);
+            let (error, node, host, port) = answer(body.key_type, key.as_str());
             let mut entry = CoordinatorEntry::default();
             entry.key = key.clone();
             entry.error_code = error;
@@ -50,7 +59,7 @@ pub async fn find_coordinator(broker: &Rc<Broker>, request: &Request) -> anyhow:
             response.coordinators.push(entry);
         }
     } else {
-        let (error, node, host, port) = answer(if request.version >= 1 { body.key_type } else { KEY_TYPE_GROUP });
+        let (error, node, host, port) = answer(if request.version >= 1 { body.key_type } else { KEY_TYPE_GROUP }, body.key.as_str());
         response.error_code = error;
         response.node_id = BrokerId(node);
         response.host = host.into();
@@ -222,8 +231,22 @@ pub async fn offset_commit(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
 pub async fn offset_fetch(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: OffsetFetchRequest = decode_body(request)?;
     let wanted: Option<Vec<(String, Vec<i32>)>> = body.topics.as_ref().map(|topics| topics.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
-    let found = broker.coordinator().fetch_offsets(body.group_id.0.as_str(), wanted.as_deref());
     let mut response = OffsetFetchResponse::default();
+    let found = match broker.coordinator().fetch_offsets(body.group_id.0.as_str(), wanted.as_deref()) {
+        Ok(found) => found,
+        Err(error) => {
+            // v2+ has a group-level error; v1 reports it per requested partition.
+            if request.version >= 2 {
+                response.error_code = error.code();
+                return frame(request, &response);
+            }
+            wanted
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(topic, partitions)| (topic, partitions.into_iter().map(|p| (p, None)).collect()))
+                .collect::<Vec<(String, Vec<(i32, Option<Committed>)>)>>()
+        }
+    };
     for (topic, partitions) in found {
         let mut t = OffsetFetchResponseTopic::default();
         t.name = TopicName(topic.into());
@@ -268,8 +291,9 @@ pub async fn describe_groups(broker: &Rc<Broker>, request: &Request) -> anyhow::
         described.group_id = group_id.clone();
         described.authorized_operations = i32::MIN;
         match broker.coordinator().describe(group_id.0.as_str()) {
-            None => described.group_state = "Dead".into(),
-            Some(group) => {
+            Err(error) => described.error_code = error.code(),
+            Ok(None) => described.group_state = "Dead".into(),
+            Ok(Some(group)) => {
                 described.group_state = group.state.into();
                 described.protocol_type = group.protocol_type.into();
                 described.protocol_data = group.protocol.into();

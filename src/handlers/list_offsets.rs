@@ -27,7 +27,11 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
             answer.offset = -1;
             answer.leader_epoch = if request.version >= 4 { 0 } else { -1 };
             match broker.partition(topic.name.0.as_str(), wanted.partition_index) {
+                None if broker.cluster.is_some() && broker.topic(topic.name.0.as_str()).is_some() => {
+                    answer.error_code = ResponseError::NotLeaderOrFollower.code()
+                }
                 None => answer.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                Some(partition) if !partition.replica.is_leader() => answer.error_code = ResponseError::NotLeaderOrFollower.code(),
                 Some(partition) => match wanted.timestamp {
                     LATEST => answer.offset = partition.high_watermark(),
                     EARLIEST => answer.offset = partition.log_start_offset(),

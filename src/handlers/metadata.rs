@@ -16,15 +16,27 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
     let body: MetadataRequest = decode_body(request)?;
     let config = &broker.config;
     let mut response = MetadataResponse::default();
-    let mut node = MetadataResponseBroker::default();
-    node.node_id = BrokerId(config.broker_id);
-    node.host = config.advertised_host.clone().into();
-    node.port = i32::from(config.advertised_port);
-    response.brokers = vec![node];
+    let node = |id: i32, host: String, port: i32| {
+        let mut node = MetadataResponseBroker::default();
+        node.node_id = BrokerId(id);
+        node.host = host.into();
+        node.port = port;
+        node
+    };
+    response.brokers = match &broker.cluster {
+        None => vec![node(config.broker_id, config.advertised_host.clone(), i32::from(config.advertised_port))],
+        Some(cluster) => cluster
+            .file
+            .brokers
+            .iter()
+            .filter(|b| cluster.is_alive(b.id))
+            .filter_map(|b| b.address.parse::<std::net::SocketAddr>().ok().map(|a| node(b.id, a.ip().to_string(), i32::from(a.port()))))
+            .collect(),
+    };
     if request.version >= 2 {
         response.cluster_id = Some("fjord".into());
     }
-    response.controller_id = BrokerId(config.broker_id);
+    response.controller_id = BrokerId(broker.cluster.as_ref().map_or(config.broker_id, |c| c.state.borrow().controller));
     response.cluster_authorized_operations = i32::MIN;
 
     // v0: an empty list means all topics; v1+: null means all, empty means none.
@@ -45,7 +57,7 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
                 let topic = match broker.topic(&name) {
                     Some(topic) => Ok(topic),
                     None if auto_create => broker
-                        .create_topic(&name, config.num_partitions, 1, TopicConfig::default(), false)
+                        .create_topic(&name, config.num_partitions, -1, TopicConfig::default(), false)
                         .await
                         .map_err(|e| e.code),
                     None => Err(ResponseError::UnknownTopicOrPartition),
@@ -74,7 +86,6 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
 /// Kafka's codecs refuse non-default values in fields a version lacks, so each versioned
 /// field is set only where it exists.
 fn describe(broker: &Broker, topic: &Topic, version: i16) -> MetadataResponseTopic {
-    let id = BrokerId(broker.config.broker_id);
     let mut entry = MetadataResponseTopic::default();
     entry.name = Some(TopicName(topic.name.to_string().into()));
     if version >= 10 {
@@ -82,18 +93,41 @@ fn describe(broker: &Broker, topic: &Topic, version: i16) -> MetadataResponseTop
     }
     entry.is_internal = version >= 1 && topic.name.starts_with("__");
     entry.topic_authorized_operations = i32::MIN;
-    entry.partitions = topic
-        .partitions
-        .iter()
-        .map(|p| {
-            let mut partition = MetadataResponsePartition::default();
-            partition.partition_index = p.index;
-            partition.leader_id = id;
-            partition.leader_epoch = if version >= 7 { 0 } else { -1 };
-            partition.replica_nodes = vec![id];
-            partition.isr_nodes = vec![id];
-            partition
-        })
-        .collect();
+    let ids = |list: &[i32]| list.iter().map(|id| BrokerId(*id)).collect::<Vec<_>>();
+    let partition = |index: i32, leader: i32, epoch: i32, replicas: &[i32], isr: &[i32], offline: &[i32]| {
+        let mut p = MetadataResponsePartition::default();
+        p.partition_index = index;
+        p.leader_id = BrokerId(leader);
+        if leader < 0 {
+            p.error_code = ResponseError::LeaderNotAvailable.code();
+        }
+        p.leader_epoch = if version >= 7 { epoch } else { -1 };
+        p.replica_nodes = ids(replicas);
+        p.isr_nodes = ids(isr);
+        if version >= 5 {
+            p.offline_replicas = ids(offline);
+        }
+        p
+    };
+    match &broker.cluster {
+        None => {
+            let id = broker.config.broker_id;
+            entry.partitions = (0..topic.partitions.len() as i32).map(|i| partition(i, id, 0, &[id], &[id], &[])).collect();
+        }
+        Some(cluster) => {
+            let state = cluster.state.borrow();
+            if let Some(t) = state.topics.get(&*topic.name) {
+                entry.partitions = t
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        let offline: Vec<i32> = p.replicas.iter().copied().filter(|r| !cluster.is_alive(*r)).collect();
+                        partition(i as i32, p.leader, p.leader_epoch, &p.replicas, &p.isr, &offline)
+                    })
+                    .collect();
+            }
+        }
+    }
     entry
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod api_versions;
+mod epochs;
 mod fetch;
 mod groups;
 mod list_offsets;
@@ -52,6 +53,7 @@ pub async fn dispatch(broker: &Rc<Broker>, request: Request) -> Reply {
         ApiKey::DeleteTopics => admin::delete_topics(broker, &request).await,
         ApiKey::DescribeConfigs => admin::describe_configs(broker, &request).await,
         ApiKey::InitProducerId => producer_id::handle(broker, &request).await,
+        ApiKey::OffsetForLeaderEpoch => epochs::handle(broker, &request).await,
         ApiKey::FindCoordinator => groups::find_coordinator(broker, &request).await,
         ApiKey::JoinGroup => groups::join_group(broker, &request).await,
         ApiKey::SyncGroup => groups::sync_group(broker, &request).await,

@@ -13,6 +13,10 @@ use super::{frame, Reply};
 use crate::broker::Broker;
 use crate::errors::append_error_code;
 use crate::protocol::{decode_body, Request};
+use crate::replica::ReplicationWait;
+
+/// Longest an acks=all produce waits for the in-sync replicas.
+const PRODUCE_TIMEOUT_MS_MAX: i32 = 120_000;
 
 fn partition_response(version: i16, index: i32, code: Option<ResponseError>, message: Option<String>) -> PartitionProduceResponse {
     let mut response = PartitionProduceResponse::default();
@@ -51,21 +55,30 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
                 continue;
             }
             let Some((topic, partition)) = topic.as_ref().and_then(|t| Some((t, broker.partition(&name, data.index)?))) else {
-                topic_response.partition_responses.push(refuse(ResponseError::UnknownTopicOrPartition, format!("{name}-{} does not exist", data.index)));
+                let exists = topic.as_ref().is_some_and(|t| data.index >= 0 && (data.index as usize) < t.partitions.len());
+                let (code, message) = if exists {
+                    (ResponseError::NotLeaderOrFollower, format!("broker {} holds no replica of {name}-{}", broker.config.broker_id, data.index))
+                } else {
+                    (ResponseError::UnknownTopicOrPartition, format!("{name}-{} does not exist", data.index))
+                };
+                topic_response.partition_responses.push(refuse(code, message));
                 continue;
             };
-            if acks == -1 && topic.config.min_insync_replicas(&broker.config) > 1 {
-                topic_response.partition_responses.push(refuse(
-                    ResponseError::NotEnoughReplicas,
-                    format!("min.insync.replicas is {} but 1 replica is in sync", topic.config.min_insync_replicas(&broker.config)),
-                ));
+            if !partition.replica.is_leader() {
+                topic_response.partition_responses.push(refuse(ResponseError::NotLeaderOrFollower, format!("broker {} does not lead {name}-{}", broker.config.broker_id, data.index)));
+                continue;
+            }
+            let in_sync = partition.replica.role().isr.len() as i32;
+            let min_insync = topic.config.min_insync_replicas(&broker.config);
+            if acks == -1 && in_sync < min_insync {
+                topic_response.partition_responses.push(refuse(ResponseError::NotEnoughReplicas, format!("min.insync.replicas is {min_insync} but {in_sync} replicas are in sync")));
                 continue;
             }
             let Some(records) = data.records.clone() else {
                 topic_response.partition_responses.push(refuse(ResponseError::CorruptMessage, "null records".to_string()));
                 continue;
             };
-            match partition.append(records, 0).await {
+            match partition.append(records, partition.replica.leader_epoch().max(0)).await {
                 Ok(appended) => {
                     appended_any |= !appended.duplicate;
                     let mut ok = partition_response(request.version, data.index, None, None);
@@ -77,6 +90,21 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
                         if let Err(error) = partition.flush_to(appended.last_offset + 1).await {
                             topic_response.partition_responses.push(refuse(crate::errors::storage_error_code(&error), error.to_string()));
                             continue;
+                        }
+                    }
+                    if acks == -1 {
+                        broker.data_arrived.notify_waiters();
+                        let timeout = std::time::Duration::from_millis(body.timeout_ms.clamp(0, PRODUCE_TIMEOUT_MS_MAX) as u64);
+                        match partition.wait_replicated(appended.last_offset + 1, timeout).await {
+                            Ok(()) => {}
+                            Err(ReplicationWait::NotLeader) => {
+                                topic_response.partition_responses.push(refuse(ResponseError::NotLeaderOrFollower, "leadership moved before the records were replicated".to_string()));
+                                continue;
+                            }
+                            Err(ReplicationWait::TimedOut) => {
+                                topic_response.partition_responses.push(refuse(ResponseError::RequestTimedOut, "the in-sync replicas did not confirm in time".to_string()));
+                                continue;
+                            }
                         }
                     }
                     topic_response.partition_responses.push(ok);

@@ -1,0 +1,174 @@
+//! `fjord cluster up|down`: N local brokers as background processes, for single-host
+//! deployments and tests.
+//!
+//! `up` writes `<dir>/cluster.toml` (free ports on 127.0.0.1, one data dir per broker) unless
+//! it exists, starts every broker that is not running (so it also restarts brokers that
+//! died), waits until all of them serve, and prints the bootstrap address. Each broker logs
+//! to `<dir>/broker-<id>.log` and its pid is in `<dir>/broker-<id>.pid`. `down` stops them
+//! with SIGTERM (a clean shutdown) and SIGKILL after a grace period.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fjord_replication::{BrokerEntry, ClusterFile};
+
+use super::CliError;
+
+/// Brokers `cluster up` starts at most.
+const LOCAL_BROKERS_MAX: usize = 16;
+/// How long `up` waits for every broker to serve.
+const START_WAIT: Duration = Duration::from_secs(30);
+/// How long `down` waits for a clean exit before SIGKILL.
+const STOP_WAIT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ClusterCommand {
+    /// Start N local brokers in the background (or restart the ones that stopped).
+    Up {
+        /// Brokers in a new cluster.
+        #[arg(long, default_value_t = 3)]
+        brokers: usize,
+        /// Directory for the cluster file, control files, logs and data.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Extra `fjord serve` flags for every broker, after `--`.
+        #[arg(last = true)]
+        serve_args: Vec<String>,
+    },
+    /// Stop the brokers started by `up`.
+    Down {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+fn free_port() -> Result<u16, CliError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| CliError::failure(format!("cannot find a free port: {e}")))?;
+    Ok(listener.local_addr().map_err(|e| CliError::failure(e.to_string()))?.port())
+}
+
+fn pid_path(dir: &Path, id: i32) -> PathBuf {
+    dir.join(format!("broker-{id}.pid"))
+}
+
+fn running_pid(dir: &Path, id: i32) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_path(dir, id)).ok()?.trim().parse().ok()?;
+    // A pid file may outlive its process; /proc says whether it still runs.
+    alive(pid).then_some(pid)
+}
+
+fn alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(false, |stat| !stat.contains(") Z "))
+}
+
+pub fn run(args: ClusterArgs) -> Result<(), CliError> {
+    match args.command {
+        ClusterCommand::Up { brokers, dir, serve_args } => up(brokers, &dir, &serve_args),
+        ClusterCommand::Down { dir } => down(&dir),
+    }
+}
+
+fn up(brokers: usize, dir: &Path, serve_args: &[String]) -> Result<(), CliError> {
+    if !(1..=LOCAL_BROKERS_MAX).contains(&brokers) {
+        return Err(CliError::usage(format!("--brokers must be between 1 and {LOCAL_BROKERS_MAX}")));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
+    let dir = dir.canonicalize().map_err(|e| CliError::failure(format!("{}: {e}", dir.display())))?;
+    let file_path = dir.join("cluster.toml");
+    if !file_path.exists() {
+        let mut entries = Vec::new();
+        for id in 0..brokers as i32 {
+            entries.push(BrokerEntry { id, address: format!("127.0.0.1:{}", free_port()?), data_dir: PathBuf::from(format!("broker-{id}")) });
+        }
+        let file = ClusterFile {
+            replication_factor: brokers.min(3) as i16,
+            min_insync_replicas: if brokers >= 3 { 2 } else { 1 },
+            brokers: entries,
+            dir: dir.clone(),
+        };
+        std::fs::write(&file_path, file.to_toml()).map_err(|e| CliError::failure(format!("cannot write {}: {e}", file_path.display())))?;
+    }
+    let file = ClusterFile::load(&file_path).map_err(|e| CliError::failure(e.to_string()))?;
+    let exe = std::env::current_exe().map_err(|e| CliError::failure(format!("cannot find the fjord binary: {e}")))?;
+    for broker in &file.brokers {
+        if running_pid(&dir, broker.id).is_some() {
+            continue;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("broker-{}.log", broker.id)))
+            .map_err(|e| CliError::failure(format!("cannot open the broker log: {e}")))?;
+        let child = Command::new(&exe)
+            .arg("serve")
+            .arg("--cluster")
+            .arg(&file_path)
+            .arg("--broker-id")
+            .arg(broker.id.to_string())
+            .args(serve_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| CliError::failure(e.to_string()))?)
+            .stderr(log)
+            // Its own process group: a Ctrl-C in this terminal does not reach the brokers.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| CliError::failure(format!("cannot start broker {}: {e}", broker.id)))?;
+        std::fs::write(pid_path(&dir, broker.id), child.id().to_string()).map_err(|e| CliError::failure(format!("cannot write the pid file: {e}")))?;
+    }
+    let deadline = Instant::now() + START_WAIT;
+    for broker in &file.brokers {
+        let address: SocketAddr = broker.address.parse().map_err(|_e| CliError::failure(format!("bad address {}", broker.address)))?;
+        while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+            if Instant::now() > deadline || running_pid(&dir, broker.id).is_none() {
+                return Err(CliError::failure(format!("broker {} did not start serving on {}", broker.id, broker.address))
+                    .with_hint(format!("see {}", dir.join(format!("broker-{}.log", broker.id)).display())));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let bootstrap: Vec<String> = file.brokers.iter().map(|b| b.address.clone()).collect();
+    println!("{}", bootstrap.join(","));
+    Ok(())
+}
+
+fn down(dir: &Path) -> Result<(), CliError> {
+    let file = ClusterFile::load(&dir.join("cluster.toml")).map_err(|e| CliError::failure(e.to_string()).with_hint("is this a directory made by `fjord cluster up`?"))?;
+    let mut pids = Vec::new();
+    for broker in &file.brokers {
+        if let Some(pid) = running_pid(dir, broker.id) {
+            // SAFETY: sending a signal to a process id we started; no memory is involved.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+            pids.push((broker.id, pid));
+        }
+    }
+    let deadline = Instant::now() + STOP_WAIT;
+    for (id, pid) in pids {
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if alive(pid) {
+            eprintln!("broker {id} (pid {pid}) did not stop in time; killing it");
+            // SAFETY: as above.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        let _ = std::fs::remove_file(pid_path(dir, id));
+    }
+    println!("stopped");
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! This broker's part in a cluster (`fjord serve --cluster FILE --broker-id N`): its
+//! liveness lock and heartbeat, the controller duty when it holds the controller lock, the
+//! in-sync set changes it asks for as a leader, and watching the state file.
+//!
+//! Failover: a broker that dies releases its liveness lock at once (the kernel drops flocks
+//! of a dead process). The active controller notices on its next tick (every
+//! `CLUSTER_TICK_MS`), elects the first live in-sync replica of each partition the dead
+//! broker led, bumps the leader epoch and writes the state; every broker notices the new
+//! state version on its next tick and takes its new role. If the controller itself died,
+//! another broker takes the controller lock on its next tick first. All of it fits well
+//! within two seconds.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use fjord_replication::{assign_replicas, elect_leaders, ClusterFile, ClusterState, Liveness, PartitionState, StateStore, TopicState};
+use fjord_storage::io::FileLock;
+use kafka_protocol::ResponseError;
+use tracing::{info, warn};
+
+use crate::broker::{hex, now_ms, random_id, Broker, TopicError};
+use crate::config::TOPIC_PARTITIONS_MAX;
+use crate::coordinator::OFFSETS_TOPIC;
+use crate::topic::validate_name;
+
+/// How often liveness, the controller and the state file are checked.
+pub const CLUSTER_TICK_MS: u64 = 100;
+/// A broker whose heartbeat is older than this is failed even if it holds its lock (hung).
+pub const HEARTBEAT_TIMEOUT_MS: i64 = 3_000;
+
+pub struct Cluster {
+    /// Partitions of the offsets topic, created by the controller once enough brokers run.
+    pub offsets_partitions: i32,
+    pub file: ClusterFile,
+    pub store: StateStore,
+    pub me: i32,
+    liveness: Liveness,
+    controller: RefCell<Option<FileLock>>,
+    /// The last state applied by this broker.
+    pub state: RefCell<ClusterState>,
+}
+
+impl Cluster {
+    /// Loads the cluster file and takes this broker's liveness lock.
+    pub fn join(path: PathBuf, me: i32, offsets_partitions: i32) -> anyhow::Result<Cluster> {
+        let file = ClusterFile::load(&path)?;
+        if file.broker(me).is_none() {
+            anyhow::bail!("broker id {me} is not in {}", path.display());
+        }
+        let mut attempts = 0;
+        let liveness = loop {
+            match Liveness::acquire(&file.dir, me) {
+                Ok(liveness) => break liveness,
+                // A controller probing our lock holds it for an instant: try again briefly.
+                Err(error) if attempts < 20 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                    if attempts == 20 {
+                        return Err(error.into());
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        liveness.beat(now_ms())?;
+        let store = StateStore::new(&file.dir);
+        Ok(Cluster { offsets_partitions, file, store, me, liveness, controller: RefCell::new(None), state: RefCell::new(ClusterState::default()) })
+    }
+
+    pub fn address_of(&self, id: i32) -> Option<String> {
+        self.file.broker(id).map(|b| b.address.clone())
+    }
+
+    pub fn is_alive(&self, id: i32) -> bool {
+        id == self.me || Liveness::is_alive(&self.file.dir, id, now_ms(), HEARTBEAT_TIMEOUT_MS).unwrap_or(false)
+    }
+
+    pub fn live_brokers(&self) -> BTreeSet<i32> {
+        self.file.brokers.iter().map(|b| b.id).filter(|id| self.is_alive(*id)).collect()
+    }
+
+    pub fn is_controller(&self) -> bool {
+        self.controller.borrow().is_some()
+    }
+
+    /// Adds a topic to the cluster state, its replicas spread over the live brokers.
+    pub async fn create_topic(&self, name: &str, partitions: i32, replication_factor: i16, config: BTreeMap<String, String>, internal: bool) -> Result<(), TopicError> {
+        let fail = |code, message: String| TopicError { code, message };
+        if !internal {
+            validate_name(name).map_err(|m| fail(ResponseError::InvalidTopicException, m))?;
+            if name.starts_with("__") {
+                return Err(fail(ResponseError::InvalidTopicException, format!("topic names starting with '__' are reserved: {name}")));
+            }
+        }
+        if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
+            return Err(fail(ResponseError::InvalidPartitions, format!("partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {partitions}")));
+        }
+        let live: Vec<i32> = self.live_brokers().into_iter().collect();
+        if replication_factor < 1 || replication_factor as usize > live.len() {
+            return Err(fail(
+                ResponseError::InvalidReplicationFactor,
+                format!("replication factor {replication_factor} needs that many live brokers; {} are live", live.len()),
+            ));
+        }
+        let start = (crate::coordinator::java_string_hash(name) & 0x7fff_ffff) as usize;
+        let replicas = assign_replicas(&live, partitions, replication_factor, start);
+        let result = self
+            .store
+            .update(|state| {
+                if state.topics.contains_key(name) {
+                    return Err(fail(ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
+                }
+                let partitions = replicas
+                    .iter()
+                    .map(|r| PartitionState { replicas: r.clone(), leader: r[0], leader_epoch: 0, isr: r.clone() })
+                    .collect();
+                state.topics.insert(name.to_string(), TopicState { id: hex(&random_id()), config: config.clone(), partitions });
+                Ok(true)
+            })
+            .await
+            .map_err(|e| fail(ResponseError::KafkaStorageError, e.to_string()))?;
+        result.map(|_| {
+            info!(topic = name, partitions, replication_factor, "created topic in the cluster state");
+        })
+    }
+
+    /// Controller duty for one tick: take the lock if it is free, then elect.
+    async fn control(&self) {
+        if self.controller.borrow().is_none() {
+            match FileLock::try_lock(&self.file.dir.join("controller.lock")) {
+                Ok(Some(lock)) => {
+                    *self.controller.borrow_mut() = Some(lock);
+                    let me = self.me;
+                    let _ = self.store.update(|state| Ok::<bool, ()>(std::mem::replace(&mut state.controller, me) != me)).await;
+                    info!(broker = self.me, "became the active controller");
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    warn!(%error, "cannot check the controller lock");
+                    return;
+                }
+            }
+        }
+        let live = self.live_brokers();
+        if !self.state.borrow().topics.contains_key(OFFSETS_TOPIC) && live.len() >= self.file.replication_factor as usize {
+            let config = BTreeMap::from([("segment.bytes".to_string(), (100 * 1024 * 1024).to_string())]);
+            if let Err(error) = self.create_topic(OFFSETS_TOPIC, self.offsets_partitions, self.file.replication_factor, config, true).await {
+                if error.code != ResponseError::TopicAlreadyExists {
+                    warn!(error = %error.message, "cannot create {OFFSETS_TOPIC}");
+                }
+            }
+        }
+        let mut elections = Vec::new();
+        let result = self
+            .store
+            .update(|state| {
+                let (found, isr_changed) = elect_leaders(state, &live);
+                let changed = !found.is_empty() || isr_changed;
+                elections = found;
+                Ok::<bool, ()>(changed)
+            })
+            .await;
+        if let Err(error) = result {
+            warn!(%error, "controller cannot update the cluster state");
+        }
+        for e in elections {
+            info!(topic = %e.topic, partition = e.partition, old_leader = e.old_leader, new_leader = e.new_leader, leader_epoch = e.leader_epoch, "leader elected");
+        }
+    }
+
+    /// A leader asks for a new in-sync set; applied only if it still leads in that epoch.
+    pub async fn change_isr(&self, topic: &str, partition: i32, leader_epoch: i32, isr: Vec<i32>) {
+        let me = self.me;
+        let result = self
+            .store
+            .update(|state| {
+                let Some(p) = state.topics.get_mut(topic).and_then(|t| t.partitions.get_mut(partition as usize)) else { return Ok::<bool, ()>(false) };
+                if p.leader != me || p.leader_epoch != leader_epoch || p.isr == isr {
+                    return Ok(false);
+                }
+                info!(topic, partition, old = ?p.isr, new = ?isr, "in-sync set changed");
+                p.isr = isr;
+                Ok(true)
+            })
+            .await;
+        if let Err(error) = result {
+            warn!(topic, partition, %error, "cannot change the in-sync set");
+        }
+    }
+}
+
+/// Heartbeats, controller duty, in-sync set upkeep and state watching, forever.
+pub async fn run(broker: Rc<Broker>) {
+    let cluster = Rc::clone(broker.cluster.as_ref().expect("clustered broker"));
+    let lag_max_ms = broker.config.replica_lag_time_max_ms as i64;
+    loop {
+        tokio::time::sleep(Duration::from_millis(CLUSTER_TICK_MS)).await;
+        if let Err(error) = cluster.liveness.beat(now_ms()) {
+            warn!(%error, "cannot write the heartbeat");
+        }
+        cluster.control().await;
+        // Leaders: drop followers that lag, take back those that caught up.
+        for topic in broker.topics() {
+            for partition in topic.local_partitions() {
+                if !partition.replica.is_leader() {
+                    continue;
+                }
+                if let Some(isr) = partition.wanted_isr(now_ms(), lag_max_ms) {
+                    cluster.change_isr(&topic.name, partition.index, partition.replica.leader_epoch(), isr).await;
+                }
+            }
+        }
+        match cluster.store.read().await {
+            Ok(state) if state.version != cluster.state.borrow().version => {
+                broker.apply_state(&state).await;
+                broker.sync_coordinator().await;
+            }
+            Ok(_) => {}
+            Err(error) => warn!(%error, "cannot read the cluster state"),
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Follower side of replication: one task per leader this broker follows, fetching with
+//! its replica id, appending the leader's batches verbatim, and first cutting any
+//! divergent tail (OffsetForLeaderEpoch) after each change of leadership.
+//!
+//! A follower acknowledges records implicitly: its next fetch offset tells the leader what
+//! it holds, and the leader's high watermark (and acks=all) moves with it. With
+//! `fsync-acks-all` (the default) the follower fdatasyncs before it fetches again, so an
+//! acknowledged record is on the disks of the whole in-sync set.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, BytesMut};
+use fjord_storage::io::{Stream, READ_CHUNK_BYTES};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+use kafka_protocol::ResponseError;
+use tracing::{debug, info, warn};
+
+use crate::broker::Broker;
+use crate::partition::Partition;
+
+/// Fetch version followers use (the highest Fjord serves).
+const FETCH_VERSION: i16 = 11;
+const EPOCH_VERSION: i16 = 3;
+/// How long a follower's fetch may wait on the leader for new records.
+const FETCH_WAIT_MS: i32 = 500;
+/// Bytes per partition per fetch.
+const FETCH_PARTITION_BYTES: i32 = 4 * 1024 * 1024;
+/// Bytes per fetch.
+const FETCH_BYTES: i32 = 32 * 1024 * 1024;
+/// Largest response a follower accepts.
+const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// How often the set of leaders to follow is re-examined.
+const SUPERVISE_MS: u64 = 100;
+/// Pause after a failed connection or request.
+const RETRY_MS: u64 = 200;
+
+/// Starts and stops fetcher tasks as the leaders this broker follows change.
+pub async fn run(broker: Rc<Broker>) {
+    let running: Rc<std::cell::RefCell<BTreeSet<i32>>> = Rc::default();
+    loop {
+        tokio::time::sleep(Duration::from_millis(SUPERVISE_MS)).await;
+        for leader in leaders_followed(&broker).keys() {
+            if running.borrow_mut().insert(*leader) {
+                let (broker, running, leader) = (Rc::clone(&broker), Rc::clone(&running), *leader);
+                fjord_storage::io::spawn(async move {
+                    follow(&broker, leader).await;
+                    running.borrow_mut().remove(&leader);
+                });
+            }
+        }
+    }
+}
+
+/// Leader id -> the local partitions that follow it.
+fn leaders_followed(broker: &Broker) -> BTreeMap<i32, Vec<Rc<Partition>>> {
+    let mut out: BTreeMap<i32, Vec<Rc<Partition>>> = BTreeMap::new();
+    for topic in broker.topics() {
+        for partition in topic.local_partitions() {
+            let role = partition.replica.role();
+            if role.leader >= 0 && role.leader != broker.config.broker_id {
+                out.entry(role.leader).or_default().push(Rc::clone(partition));
+            }
+        }
+    }
+    out
+}
+
+struct Connection {
+    stream: Stream,
+    buf: BytesMut,
+    correlation_id: i32,
+}
+
+impl Connection {
+    async fn connect(address: SocketAddr) -> std::io::Result<Connection> {
+        let stream = Stream::connect(address).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(Connection { stream, buf: BytesMut::with_capacity(READ_CHUNK_BYTES), correlation_id: 0 })
+    }
+
+    async fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(&mut self, key: ApiKey, version: i16, request: &Req, client_id: &str) -> anyhow::Result<Resp> {
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let mut header = RequestHeader::default();
+        header.request_api_key = key as i16;
+        header.request_api_version = version;
+        header.correlation_id = self.correlation_id;
+        header.client_id = Some(client_id.to_string().into());
+        let mut frame = BytesMut::new();
+        frame.put_i32(0);
+        header.encode(&mut frame, Req::header_version(version))?;
+        request.encode(&mut frame, version)?;
+        let size = (frame.len() - 4) as i32;
+        frame[..4].copy_from_slice(&size.to_be_bytes());
+        let (result, _) = self.stream.write_all(frame.freeze()).await;
+        result?;
+        // Read one response frame.
+        loop {
+            if self.buf.len() >= 4 {
+                let size = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+                if size < 4 || size as usize > RESPONSE_BYTES_MAX {
+                    anyhow::bail!("leader sent a response of {size} bytes");
+                }
+                let total = 4 + size as usize;
+                if self.buf.len() >= total {
+                    let mut payload = self.buf.split_to(total).freeze();
+                    payload.advance(4);
+                    let response_header = ResponseHeader::decode(&mut payload, key.response_header_version(version))?;
+                    if response_header.correlation_id != self.correlation_id {
+                        anyhow::bail!("correlation id {} answers request {}", response_header.correlation_id, self.correlation_id);
+                    }
+                    return Ok(Resp::decode(&mut payload, version)?);
+                }
+                self.buf.reserve(total - self.buf.len());
+            } else {
+                self.buf.reserve(READ_CHUNK_BYTES);
+            }
+            let taken = std::mem::take(&mut self.buf);
+            let (result, returned) = self.stream.read(taken).await;
+            self.buf = returned;
+            if result? == 0 {
+                anyhow::bail!("leader closed the connection");
+            }
+        }
+    }
+}
+
+/// Follows one leader until no local partition follows it any more.
+async fn follow(broker: &Rc<Broker>, leader: i32) {
+    let cluster = Rc::clone(broker.cluster.as_ref().expect("clustered broker"));
+    let me = broker.config.broker_id;
+    let client_id = format!("fjord-replica-{me}");
+    let mut connection: Option<Connection> = None;
+    info!(leader, "replica fetcher started");
+    loop {
+        let Some(partitions) = leaders_followed(broker).remove(&leader) else {
+            info!(leader, "replica fetcher stopped: nothing follows this leader");
+            return;
+        };
+        if connection.is_none() {
+            let address = cluster.address_of(leader).and_then(|a| a.parse::<SocketAddr>().ok());
+            match address {
+                Some(address) => match Connection::connect(address).await {
+                    Ok(c) => connection = Some(c),
+                    Err(error) => {
+                        debug!(leader, %error, "cannot reach the leader");
+                        tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
+                        continue;
+                    }
+                },
+                None => {
+                    warn!(leader, "leader has no address in the cluster file");
+                    tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
+                    continue;
+                }
+            }
+        }
+        let conn = connection.as_mut().expect("connected above");
+        let outcome = round(broker, conn, &partitions, &client_id).await;
+        if let Err(error) = outcome {
+            debug!(leader, %error, "replica fetch failed; reconnecting");
+            connection = None;
+            tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
+        }
+    }
+}
+
+/// One round: divergence checks where needed, then one fetch.
+async fn round(broker: &Rc<Broker>, conn: &mut Connection, partitions: &[Rc<Partition>], client_id: &str) -> anyhow::Result<()> {
+    let me = broker.config.broker_id;
+    // 1. Cut divergent tails after a change of leadership.
+    let to_check: Vec<&Rc<Partition>> = partitions.iter().filter(|p| p.replica.needs_truncation.get()).collect();
+    if !to_check.is_empty() {
+        let mut by_topic: BTreeMap<String, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
+        for p in &to_check {
+            let mut q = OffsetForLeaderPartition::default();
+            q.partition = p.index;
+            q.current_leader_epoch = p.replica.leader_epoch();
+            q.leader_epoch = p.replica.latest_epoch().unwrap_or(-1);
+            by_topic.entry(p.topic.to_string()).or_default().push(q);
+        }
+        let mut request = OffsetForLeaderEpochRequest::default();
+        request.replica_id = BrokerId(me);
+        request.topics = by_topic
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let mut t = OffsetForLeaderTopic::default();
+                t.topic = TopicName(topic.into());
+                t.partitions = partitions;
+                t
+            })
+            .collect();
+        let response: OffsetForLeaderEpochResponse = conn.call(ApiKey::OffsetForLeaderEpoch, EPOCH_VERSION, &request, client_id).await?;
+        for topic in &response.topics {
+            for answer in &topic.partitions {
+                let Some(partition) = partitions.iter().find(|p| &*p.topic == topic.topic.0.as_str() && p.index == answer.partition) else { continue };
+                if answer.error_code != 0 {
+                    debug!(partition = ?partition, error = answer.error_code, "OffsetForLeaderEpoch refused; retrying");
+                    continue;
+                }
+                let log_end = partition.log_end_offset();
+                // No common epoch: keep only what the high watermark vouches for.
+                let cut = if answer.end_offset < 0 { partition.high_watermark().max(partition.log_start_offset()) } else { answer.end_offset };
+                if partition.replica.latest_epoch().is_some() && cut < log_end {
+                    partition.truncate_to(cut).await?;
+                }
+                partition.replica.needs_truncation.set(false);
+            }
+        }
+    }
+    // 2. Fetch everything else from its log end.
+    let ready: Vec<&Rc<Partition>> = partitions.iter().filter(|p| !p.replica.needs_truncation.get()).collect();
+    if ready.is_empty() {
+        tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
+        return Ok(());
+    }
+    let mut by_topic: BTreeMap<String, Vec<FetchPartition>> = BTreeMap::new();
+    for p in &ready {
+        let mut f = FetchPartition::default();
+        f.partition = p.index;
+        f.current_leader_epoch = p.replica.leader_epoch();
+        f.fetch_offset = p.log_end_offset();
+        f.log_start_offset = p.log_start_offset();
+        f.partition_max_bytes = FETCH_PARTITION_BYTES;
+        by_topic.entry(p.topic.to_string()).or_default().push(f);
+    }
+    let mut request = FetchRequest::default();
+    request.replica_id = BrokerId(me);
+    request.max_wait_ms = FETCH_WAIT_MS;
+    request.min_bytes = 1;
+    request.max_bytes = FETCH_BYTES;
+    request.session_epoch = -1;
+    request.topics = by_topic
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let mut t = FetchTopic::default();
+            t.topic = TopicName(topic.into());
+            t.partitions = partitions;
+            t
+        })
+        .collect();
+    let response: FetchResponse = conn.call(ApiKey::Fetch, FETCH_VERSION, &request, client_id).await?;
+    let mut stale = false;
+    for topic in &response.responses {
+        for data in &topic.partitions {
+            let Some(partition) = ready.iter().find(|p| &*p.topic == topic.topic.0.as_str() && p.index == data.partition_index) else { continue };
+            match ResponseError::try_from_code(data.error_code) {
+                None if data.error_code == 0 => {}
+                Some(ResponseError::OffsetOutOfRange) => {
+                    if partition.log_end_offset() < data.log_start_offset {
+                        warn!(partition = ?partition, leader_log_start = data.log_start_offset, "behind the leader's log start; restarting the replica there");
+                        partition.restart_at(data.log_start_offset).await?;
+                    } else {
+                        partition.replica.needs_truncation.set(true);
+                    }
+                    continue;
+                }
+                _ => {
+                    debug!(partition = ?partition, error = data.error_code, "leader refused the fetch");
+                    stale = true;
+                    continue;
+                }
+            }
+            if let Some(records) = data.records.clone().filter(|r| !r.is_empty()) {
+                match partition.append_replicated(records, data.high_watermark).await {
+                    Ok(()) => {
+                        if broker.config.fsync_acks_all {
+                            partition.flush_to(partition.log_end_offset()).await?;
+                        }
+                    }
+                    Err(error) => {
+                        warn!(partition = ?partition, %error, "cannot append the leader's batches; checking for divergence");
+                        partition.replica.needs_truncation.set(true);
+                    }
+                }
+            } else {
+                partition.follower_high_watermark(data.high_watermark);
+            }
+        }
+    }
+    if stale {
+        tokio::time::sleep(Duration::from_millis(RETRY_MS / 2)).await;
+    }
+    Ok(())
+}

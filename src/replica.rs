@@ -1,0 +1,291 @@
+//! A hosted partition's place in replication: leader or follower, the leader epoch, the
+//! replicas and in-sync set, the high watermark, and (on the leader) each follower's
+//! progress. The cluster state decides the role (`become_leader`, `become_follower`); this
+//! file keeps the invariants that follow from it:
+//!
+//! - a leader stamps its epoch into every batch and records where each epoch starts
+//!   (`leader-epoch-checkpoint`);
+//! - a follower appends the leader's batches verbatim and, before following a new leader,
+//!   cuts its log where its latest epoch ended on the leader (OffsetForLeaderEpoch), so a
+//!   dead leader's unreplicated tail never survives;
+//! - the high watermark only grows while a leadership lasts, and never passes the log end.
+//!
+//! On a single broker (no cluster) the partition always leads, alone in its in-sync set.
+
+use std::cell::{Cell, RefCell};
+
+use bytes::{Bytes, BytesMut};
+use fjord_replication::{LeaderEpochCache, ReplicaTracker};
+use fjord_storage::batch::BatchHeader;
+use fjord_storage::StorageError;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::partition::Partition;
+
+/// The role given by the cluster state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// -1: no leader (offline, or not yet known).
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+pub struct ReplicaState {
+    pub me: i32,
+    pub clustered: bool,
+    role: RefCell<Role>,
+    pub(crate) high_watermark: Cell<i64>,
+    tracker: RefCell<Option<ReplicaTracker>>,
+    epochs: RefCell<LeaderEpochCache>,
+    /// Woken when the high watermark moves (acks=all producers wait on it).
+    pub hw_advanced: Notify,
+    /// A follower must check for divergence before its next fetch.
+    pub needs_truncation: Cell<bool>,
+}
+
+/// Why waiting for replication ended without success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicationWait {
+    NotLeader,
+    TimedOut,
+}
+
+impl ReplicaState {
+    pub fn new(me: i32, clustered: bool, log_start: i64, log_end: i64, epochs: LeaderEpochCache) -> ReplicaState {
+        let role = if clustered {
+            Role { leader: -1, leader_epoch: -1, replicas: Vec::new(), isr: Vec::new() }
+        } else {
+            Role { leader: me, leader_epoch: 0, replicas: vec![me], isr: vec![me] }
+        };
+        ReplicaState {
+            me,
+            clustered,
+            role: RefCell::new(role),
+            // Clustered: start low and let the in-sync set move it (Kafka keeps a checkpoint;
+            // starting at the log start is the safe side of not having one).
+            high_watermark: Cell::new(if clustered { log_start } else { log_end }),
+            tracker: RefCell::new(None),
+            epochs: RefCell::new(epochs),
+            hw_advanced: Notify::new(),
+            needs_truncation: Cell::new(false),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role.borrow().clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.role.borrow().leader == self.me
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.role.borrow().leader_epoch
+    }
+
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.borrow().latest_epoch()
+    }
+
+    /// OffsetForLeaderEpoch, answered from this replica's epoch cache.
+    pub fn end_offset_for(&self, epoch: i32, log_end: i64) -> (i32, i64) {
+        self.epochs.borrow().end_offset_for(epoch, log_end)
+    }
+}
+
+impl Partition {
+    /// Takes the leadership of `leader_epoch` (from the cluster state).
+    pub async fn become_leader(&self, leader_epoch: i32, replicas: Vec<i32>, isr: Vec<i32>, now_ms: i64) {
+        let replica = &self.replica;
+        let was = replica.role();
+        if was.leader == replica.me && was.leader_epoch == leader_epoch {
+            // Same leadership: only the sets may have changed.
+            let mut role = replica.role.borrow_mut();
+            role.replicas = replicas;
+            role.isr = isr;
+            drop(role);
+            self.advance_high_watermark();
+            return;
+        }
+        let log_end = self.log_end_offset();
+        let changed = replica.epochs.borrow_mut().assign(leader_epoch, log_end);
+        if changed {
+            let epochs = replica.epochs.borrow().clone();
+            if let Err(error) = epochs.persist().await {
+                warn!(partition = ?self, %error, "cannot persist the leader epoch cache");
+            }
+        }
+        *replica.tracker.borrow_mut() = Some(ReplicaTracker::new(replica.me, &replicas, now_ms));
+        *replica.role.borrow_mut() = Role { leader: replica.me, leader_epoch, replicas, isr };
+        replica.needs_truncation.set(false);
+        info!(partition = ?self, leader_epoch, log_end, "became leader");
+        self.advance_high_watermark();
+    }
+
+    /// Follows `leader` in `leader_epoch` (-1: no leader yet).
+    pub fn become_follower(&self, leader: i32, leader_epoch: i32, replicas: Vec<i32>, isr: Vec<i32>) {
+        let replica = &self.replica;
+        let was = replica.role();
+        let new_leadership = was.leader != leader || was.leader_epoch != leader_epoch;
+        *replica.role.borrow_mut() = Role { leader, leader_epoch, replicas, isr };
+        if new_leadership {
+            *replica.tracker.borrow_mut() = None;
+            replica.needs_truncation.set(leader >= 0);
+            if leader >= 0 {
+                info!(partition = ?self, leader, leader_epoch, "following");
+            }
+            // acks=all waiters must learn that this broker no longer leads.
+            replica.hw_advanced.notify_waiters();
+        }
+    }
+
+    /// Recomputes the high watermark (leader): the smallest log end in the in-sync set.
+    pub fn advance_high_watermark(&self) -> bool {
+        let replica = &self.replica;
+        if !replica.clustered || !replica.is_leader() {
+            return false;
+        }
+        let log_end = self.log_end_offset();
+        let isr = replica.role.borrow().isr.clone();
+        let candidate = match replica.tracker.borrow().as_ref() {
+            Some(tracker) => tracker.high_watermark(&isr, log_end),
+            None => return false,
+        };
+        let candidate = candidate.min(log_end);
+        if candidate > replica.high_watermark.get() {
+            replica.high_watermark.set(candidate);
+            replica.hw_advanced.notify_waiters();
+            return true;
+        }
+        false
+    }
+
+    /// A follower fetched at `fetch_offset` (leader side). Returns the in-sync set this
+    /// leader now wants, if it differs from the current one.
+    pub fn on_follower_fetch(&self, follower: i32, fetch_offset: i64, now_ms: i64, lag_max_ms: i64) -> Option<Vec<i32>> {
+        let log_end = self.log_end_offset();
+        {
+            let mut tracker = self.replica.tracker.borrow_mut();
+            let tracker = tracker.as_mut()?;
+            if !tracker.on_fetch(follower, fetch_offset.min(log_end), log_end, now_ms) {
+                return None;
+            }
+        }
+        self.advance_high_watermark();
+        self.wanted_isr(now_ms, lag_max_ms)
+    }
+
+    /// The in-sync set this leader wants now (a lagging follower out, a caught-up one in).
+    pub fn wanted_isr(&self, now_ms: i64, lag_max_ms: i64) -> Option<Vec<i32>> {
+        let isr = self.replica.role.borrow().isr.clone();
+        let tracker = self.replica.tracker.borrow();
+        tracker.as_ref()?.wanted_isr(&isr, self.replica.high_watermark.get(), now_ms, lag_max_ms)
+    }
+
+    /// Waits until every in-sync replica holds the records below `offset` (acks=all).
+    pub async fn wait_replicated(&self, offset: i64, timeout: std::time::Duration) -> Result<(), ReplicationWait> {
+        if !self.replica.clustered {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if !self.replica.is_leader() {
+                return Err(ReplicationWait::NotLeader);
+            }
+            self.advance_high_watermark();
+            if self.high_watermark() >= offset {
+                return Ok(());
+            }
+            let advanced = self.replica.hw_advanced.notified();
+            tokio::pin!(advanced);
+            advanced.as_mut().enable();
+            if self.high_watermark() >= offset {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, advanced).await.is_err() {
+                return Err(ReplicationWait::TimedOut);
+            }
+        }
+    }
+
+    /// Appends batches fetched from the leader, verbatim, and learns the epochs they carry.
+    pub async fn append_replicated(&self, records: Bytes, leader_high_watermark: i64) -> Result<(), StorageError> {
+        let mut epochs_seen = Vec::new();
+        let mut rest: &[u8] = &records;
+        while let Some(header) = BatchHeader::view(rest) {
+            epochs_seen.push((header.partition_leader_epoch.get(), header.base_offset.get()));
+            let size = header.size() as usize;
+            if size == 0 || size > rest.len() {
+                break;
+            }
+            rest = &rest[size..];
+        }
+        {
+            let mut log = self.log.lock().await;
+            let result = log.append_replicated(BytesMut::from(&records[..])).await;
+            self.refresh(&log);
+            result?;
+        }
+        let changed = {
+            let mut epochs = self.replica.epochs.borrow_mut();
+            let mut changed = false;
+            for (epoch, offset) in epochs_seen {
+                changed |= epochs.assign(epoch, offset);
+            }
+            changed
+        };
+        if changed {
+            let epochs = self.replica.epochs.borrow().clone();
+            epochs.persist().await.map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
+        }
+        self.follower_high_watermark(leader_high_watermark);
+        Ok(())
+    }
+
+    /// A follower's high watermark: the leader's, as far as this log reaches.
+    pub fn follower_high_watermark(&self, leader_high_watermark: i64) {
+        let hw = leader_high_watermark.min(self.log_end_offset());
+        if hw > self.replica.high_watermark.get() {
+            self.replica.high_watermark.set(hw);
+        }
+    }
+
+    /// Cuts this replica's log at `offset` (divergence from the leader) and forgets epochs and
+    /// producer state past it.
+    pub async fn truncate_to(&self, offset: i64) -> Result<i64, StorageError> {
+        let end = {
+            let mut log = self.log.lock().await;
+            let result = log.truncate_to(offset).await;
+            self.refresh(&log);
+            result?
+        };
+        let changed = self.replica.epochs.borrow_mut().truncate_from(end);
+        if changed {
+            let epochs = self.replica.epochs.borrow().clone();
+            epochs.persist().await.map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
+        }
+        self.producers.borrow_mut().truncate_from(end);
+        if self.replica.high_watermark.get() > end {
+            self.replica.high_watermark.set(end);
+        }
+        warn!(partition = ?self, offset, log_end_offset = end, "truncated divergent tail");
+        Ok(end)
+    }
+
+    /// Empties the log and restarts it at `offset` (the leader's log no longer overlaps).
+    pub async fn restart_at(&self, offset: i64) -> Result<(), StorageError> {
+        {
+            let mut log = self.log.lock().await;
+            let result = log.truncate_fully_and_start_at(offset).await;
+            self.refresh(&log);
+            result?;
+        }
+        self.replica.epochs.borrow_mut().truncate_from(i64::MIN);
+        self.producers.borrow_mut().truncate_from(i64::MIN);
+        self.replica.high_watermark.set(offset);
+        Ok(())
+    }
+}
