@@ -157,7 +157,20 @@ impl Cluster {
         let result = self
             .store
             .update(|state| {
+                let before: Vec<(String, usize, Vec<i32>)> = state
+                    .topics
+                    .iter()
+                    .flat_map(|(name, t)| t.partitions.iter().enumerate().map(move |(i, p)| (name.clone(), i, p.isr.clone())))
+                    .collect();
                 let (found, isr_changed) = elect_leaders(state, &live);
+                if isr_changed {
+                    for (name, i, isr) in before {
+                        let now = &state.topics[&name].partitions[i].isr;
+                        if *now != isr {
+                            info!(topic = %name, partition = i, old = ?isr, new = ?now, live = ?live, "controller removed dead brokers from the in-sync set");
+                        }
+                    }
+                }
                 let changed = !found.is_empty() || isr_changed;
                 elections = found;
                 Ok::<bool, ()>(changed)
@@ -172,8 +185,11 @@ impl Cluster {
     }
 
     /// A leader asks for a new in-sync set; applied only if it still leads in that epoch.
-    pub async fn change_isr(&self, topic: &str, partition: i32, leader_epoch: i32, isr: Vec<i32>) {
+    pub async fn change_isr(&self, topic: &str, partition: i32, leader_epoch: i32, mut isr: Vec<i32>) {
         let me = self.me;
+        // A follower's last fetches may predate its death: only live brokers are in sync (the
+        // controller removes dead ones, and must not be undone here).
+        isr.retain(|r| *r == me || self.is_alive(*r));
         let result = self
             .store
             .update(|state| {

@@ -691,6 +691,9 @@ impl Coordinator {
             }
             self.maybe_complete_join(group_id, group, now);
         }
+        // A group with no members and no committed offsets is gone (Kafka deletes such groups
+        // too); otherwise every group id ever used would count toward GROUPS_MAX forever.
+        groups.retain(|_, g| !(g.state == GroupState::Empty && g.members.is_empty() && g.pending.is_empty() && g.offsets.is_empty()));
     }
 
     /// Runs `tick` forever.
@@ -725,7 +728,8 @@ impl Coordinator {
         if generation != group.generation {
             return Some(ResponseError::IllegalGeneration);
         }
-        if group.state == GroupState::PreparingRebalance {
+        // Until SyncGroup the member does not know its partitions (Kafka refuses too).
+        if matches!(group.state, GroupState::PreparingRebalance | GroupState::CompletingRebalance) {
             return Some(ResponseError::RebalanceInProgress);
         }
         None

@@ -214,9 +214,25 @@ impl Partition {
     /// Appends batches fetched from the leader, verbatim, and learns the epochs they carry.
     pub async fn append_replicated(&self, records: Bytes, leader_high_watermark: i64) -> Result<(), StorageError> {
         let mut epochs_seen = Vec::new();
+        let mut sequenced = Vec::new();
         let mut rest: &[u8] = &records;
         while let Some(header) = BatchHeader::view(rest) {
             epochs_seen.push((header.partition_leader_epoch.get(), header.base_offset.get()));
+            // Idempotent producers' sequences travel with the batches, so a follower that
+            // becomes leader still recognises a retried batch.
+            if header.producer_id.get() >= 0 && header.base_sequence.get() >= 0 {
+                let count = header.records_count.get().max(1);
+                sequenced.push((
+                    header.producer_id.get(),
+                    header.producer_epoch.get(),
+                    crate::producer::SequencedBatch {
+                        first_sequence: header.base_sequence.get(),
+                        last_sequence: header.base_sequence.get().wrapping_add(count - 1),
+                        base_offset: header.base_offset.get(),
+                        last_offset: header.last_offset(),
+                    },
+                ));
+            }
             let size = header.size() as usize;
             if size == 0 || size > rest.len() {
                 break;
@@ -228,6 +244,12 @@ impl Partition {
             let result = log.append_replicated(BytesMut::from(&records[..])).await;
             self.refresh(&log);
             result?;
+        }
+        {
+            let mut producers = self.producers.borrow_mut();
+            for (producer_id, epoch, batch) in sequenced {
+                producers.record(producer_id, epoch, batch);
+            }
         }
         let changed = {
             let mut epochs = self.replica.epochs.borrow_mut();

@@ -21,7 +21,8 @@ Output (tab-separated, see common.py for `msg`):
     msg ...                                consume: every message consumed
 
 Offsets are committed explicitly and synchronously; auto commit is always off. Every failure
-exits non-zero with the reason on stderr. Every command has a deadline (--max-s).
+exits non-zero with the reason on stderr. Every command has a deadline (--max-s). Set
+GROUPS_CLIENT_DEBUG=1 for the client library's debug log on stderr.
 """
 
 import argparse
@@ -35,6 +36,8 @@ import common  # noqa: E402
 
 # How often a member polls (and so notices a rebalance or the stop file), in seconds.
 POLL_S = 0.1
+# kafka-python's poll timeout, in milliseconds (see Kp.poll).
+KP_POLL_MS = 1000
 
 
 def flush_emit(*fields):
@@ -131,7 +134,6 @@ class Kp:
             session_timeout_ms=args.session_ms,
             heartbeat_interval_ms=max(100, args.session_ms // 6),
             max_poll_interval_ms=max(args.session_ms, 30000),
-            metadata_max_age_ms=1000,
         )
         if subscribe:
             # kafka-python 3.0.12 loses a rebalance when its first assignment as leader was made
@@ -143,7 +145,9 @@ class Kp:
             self.c.subscribe([args.topic])
 
     def poll(self):
-        batches = self.c.poll(timeout_ms=int(POLL_S * 1000))
+        # A long poll: kafka-python 3.0.12 can also drop a join whose poll() timed out while
+        # it was in flight (see __init__), so give every join time to finish inside one poll.
+        batches = self.c.poll(timeout_ms=KP_POLL_MS)
         out = []
         for tp, messages in sorted(batches.items()):
             for m in messages:
@@ -233,7 +237,6 @@ def consume(args, deadline):
             common.emit_message(partition, offset, k, v, ts)
             nexts[partition] = max(nexts[partition], offset + 1)
     sys.stdout.flush()
-    # Anything delivered after the end offsets would be a message nobody produced.
     c.close()
 
 
