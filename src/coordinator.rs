@@ -48,6 +48,9 @@ pub const COMMITTED_PARTITIONS_PER_GROUP_MAX: usize = 100_000;
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 /// Bytes of one member's protocol metadata or assignment.
 pub const MEMBER_METADATA_BYTES_MAX: usize = 1024 * 1024;
+/// How long a group without members and without committed offsets is remembered (Kafka
+/// drops such groups at its periodic cleanup, every 10 minutes by default).
+const EMPTY_GROUP_EXPIRY: Duration = Duration::from_secs(600);
 /// How often timers (session expiry, join and sync deadlines) are checked.
 const TICK_MS: u64 = 100;
 /// How long an offset commit waits for the in-sync replicas.
@@ -166,6 +169,8 @@ struct Group {
     join_not_before: Option<Instant>,
     /// CompletingRebalance: when the leader's SyncGroup is due.
     sync_deadline: Option<Instant>,
+    /// When the group last changed state.
+    changed_at: Instant,
 }
 
 impl Group {
@@ -183,6 +188,7 @@ impl Group {
             join_deadline: None,
             join_not_before: None,
             sync_deadline: None,
+            changed_at: Instant::now(),
         }
     }
 }
@@ -493,6 +499,7 @@ impl Coordinator {
         group.join_not_before = None;
         if group.members.is_empty() {
             group.state = GroupState::Empty;
+            group.changed_at = now;
             group.protocol = None;
             group.leader = None;
             info!(group = group_id, generation = group.generation, "group is empty");
@@ -693,7 +700,10 @@ impl Coordinator {
         }
         // A group with no members and no committed offsets is gone (Kafka deletes such groups
         // too); otherwise every group id ever used would count toward GROUPS_MAX forever.
-        groups.retain(|_, g| !(g.state == GroupState::Empty && g.members.is_empty() && g.pending.is_empty() && g.offsets.is_empty()));
+        groups.retain(|_, g| {
+            let forgotten = g.state == GroupState::Empty && g.members.is_empty() && g.pending.is_empty() && g.offsets.is_empty();
+            !(forgotten && now.duration_since(g.changed_at) > EMPTY_GROUP_EXPIRY)
+        });
     }
 
     /// Runs `tick` forever.
