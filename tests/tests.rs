@@ -5,4 +5,5 @@ mod support;
 
 mod bad_input;
 mod broker_clients;
+mod cli;
 mod groups;

@@ -1,0 +1,71 @@
+//! The `fjord` command line against a real broker: a short smoke of `fjord bench` (every
+//! mode, JSON output and the SVG report) and the CLI's errors and exit codes.
+
+use std::path::Path;
+
+use crate::support::{run_with_timeout, TempDir, TestBroker};
+
+fn fjord(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    run_with_timeout(120, Path::new(env!("CARGO_BIN_EXE_fjord")), &args, None)
+}
+
+/// The number after `"key":` in a one-line JSON object.
+fn json_number(json: &str, key: &str) -> f64 {
+    let start = json.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("no {key} in {json}")) + key.len() + 3;
+    let rest = &json[start..];
+    let end = rest.find([',', '}']).expect("a JSON number ends");
+    rest[..end].parse().unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
+}
+
+#[test]
+fn bench_smoke_produce_consume_e2e_and_baseline() {
+    let broker = TestBroker::start("bench-smoke");
+    let bootstrap = broker.bootstrap();
+    let report = TempDir::new("bench-report");
+    let produced = fjord(&["bench", "produce", "-b", &bootstrap, "--topic", "bench-smoke", "--partitions", "4", "--records", "20000", "--record-bytes", "100", "--json"]);
+    assert!(produced.status.success(), "bench produce: {}", String::from_utf8_lossy(&produced.stderr));
+    let json = String::from_utf8_lossy(&produced.stdout).trim().to_string();
+    assert_eq!(json_number(&json, "records"), 20000.0, "{json}");
+    assert!(json_number(&json, "records_per_sec") > 0.0 && json_number(&json, "bytes_per_sec") > 0.0, "{json}");
+    for key in ["p50", "p99", "p999", "max"] {
+        assert!(json_number(&json, key) >= 1.0, "latency {key} in {json}");
+    }
+    let consumed = fjord(&["bench", "consume", "-b", &bootstrap, "--topic", "bench-smoke", "--partitions", "4", "--records", "20000", "--json"]);
+    assert!(consumed.status.success(), "bench consume: {}", String::from_utf8_lossy(&consumed.stderr));
+    let json = String::from_utf8_lossy(&consumed.stdout).trim().to_string();
+    assert_eq!(json_number(&json, "records"), 20000.0, "consume reads back exactly what was produced: {json}");
+    let report_dir = report.path().join("e2e").display().to_string();
+    let e2e = fjord(&["bench", "e2e", "-b", &bootstrap, "--topic", "bench-e2e", "--partitions", "2", "--records", "5000", "--rate", "20000", "--json", "--report", &report_dir]);
+    assert!(e2e.status.success(), "bench e2e: {}", String::from_utf8_lossy(&e2e.stderr));
+    let json = String::from_utf8_lossy(&e2e.stdout).trim().to_string();
+    assert_eq!(json_number(&json, "records"), 5000.0, "{json}");
+    let svg = std::fs::read_to_string(report.path().join("e2e").join("e2e.svg")).expect("the report has an SVG chart");
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"), "not an SVG chart: {svg}");
+    assert!(report.path().join("e2e").join("e2e.json").exists());
+    let baseline = fjord(&["bench", "baseline", "--bytes", "8388608", "--dir", &report.path().display().to_string(), "--json"]);
+    assert!(baseline.status.success(), "bench baseline: {}", String::from_utf8_lossy(&baseline.stderr));
+    let json = String::from_utf8_lossy(&baseline.stdout).trim().to_string();
+    for key in ["loopback_bytes_per_sec", "file_write_bytes_per_sec", "file_write_fdatasync_bytes_per_sec"] {
+        assert!(json_number(&json, key) > 0.0, "{key} in {json}");
+    }
+}
+
+#[test]
+fn cli_errors_are_one_lowercase_line_with_documented_exit_codes() {
+    // Nothing listens on port 1: a runtime failure, exit 1, with a hint.
+    let unreachable = fjord(&["topic", "list", "-b", "127.0.0.1:1"]);
+    assert_eq!(unreachable.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(stderr.starts_with("fjord: cannot connect to 127.0.0.1:1"), "{stderr}");
+    assert!(stderr.contains("hint: "), "{stderr}");
+    // A bad value: a usage error, exit 2.
+    let broker = TestBroker::start("cli-errors");
+    let bad = fjord(&["consume", "-t", "x", "-b", &broker.bootstrap(), "--from", "yesterday"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("fjord: --from \"yesterday\" is not understood"));
+    // A refused request: exit 1, naming the Kafka error.
+    let missing = fjord(&["consume", "-t", "no-such-topic", "-b", &broker.bootstrap(), "-e"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("unknowntopicorpartition"));
+}
