@@ -29,7 +29,10 @@ run consume consume --topic p8 --partitions 8 --record-bytes 100 --records "$REC
 run produce-acksall produce --topic pall --partitions 8 --record-bytes 100 --records "$RECORDS" --acks -1 --connections 2
 run produce-1kb produce --topic p1k --partitions 8 --record-bytes 1000 --records $((RECORDS / 4)) --acks 1 --connections 2
 run consume-1kb consume --topic p1k --partitions 8 --record-bytes 1000 --records $((RECORDS / 4)) --connections 2
-RATE=$(python3 -c "import json;print(int(json.load(open('$OUT/produce-acks1.json'))['records_per_sec']/2))")
+# Latency at half the maximum rate, measured with small requests (100 records per batch, one
+# connection) so that queueing behind large requests does not hide the broker's latency.
+run produce-small-max produce --topic psmall --partitions 8 --record-bytes 100 --records $((RECORDS / 4)) --acks 1 --batch-records 100
+RATE=$(python3 -c "import json;print(int(json.load(open('$OUT/produce-small-max.json'))['records_per_sec']/2))")
 run produce-half-rate produce --topic phalf --partitions 8 --record-bytes 100 --records $((RATE * 5)) --acks 1 --rate "$RATE" --batch-records 100
 run e2e e2e --topic pe2e --partitions 8 --record-bytes 100 --records $((RATE * 5)) --rate "$RATE" --batch-records 100
 kill "$PID"; wait "$PID" 2>/dev/null || true; PID=

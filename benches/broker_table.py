@@ -34,6 +34,8 @@ for label, name, baseline, what, target in rows:
     verdict = "" if target is None else (f">= {target}: {'met' if ratio >= target else 'NOT met'}")
     lat = r["latency_us"]
     print(f"| {label} | {r['records_per_sec']:,.0f} | {r['bytes_per_sec']/1e6:,.1f} | {lat['p50']} | {lat['p99']} | {lat['p999']} | {baseline/1e6:,.0f} ({what}) | {ratio:.2f} | {verdict} |")
+r = load("produce-small-max")
+print(f"| produce, acks=1, 100 B, 100-record batches (max rate for the latency rows) | {r['records_per_sec']:,.0f} | {r['bytes_per_sec']/1e6:,.1f} | {r['latency_us']['p50']} | {r['latency_us']['p99']} | {r['latency_us']['p999']} | - | - |  |")
 for label, name, p99_max, p999_max in [("produce at half the max rate, acks=1", "produce-half-rate", 1000, 5000), ("produce-to-consume (e2e) at half rate", "e2e", 2000, None)]:
     r = load(name)
     lat = r["latency_us"]

@@ -115,6 +115,9 @@ struct BaselineArgs {
 
 /// Shared measurements of a run.
 struct Stats {
+    /// Microseconds after `epoch` at which the last record was completed.
+    finished_us: AtomicU64,
+    epoch: Instant,
     records: AtomicU64,
     bytes: AtomicU64,
     errors: AtomicU64,
@@ -125,8 +128,15 @@ struct Stats {
 impl Stats {
     fn new() -> Arc<Stats> {
         let histogram = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
-        Arc::new(Stats { records: AtomicU64::new(0), bytes: AtomicU64::new(0), errors: AtomicU64::new(0), latency: Mutex::new((histogram(), histogram())), done: AtomicBool::new(false) })
+        Arc::new(Stats { finished_us: AtomicU64::new(0), epoch: Instant::now(), records: AtomicU64::new(0), bytes: AtomicU64::new(0), errors: AtomicU64::new(0), latency: Mutex::new((histogram(), histogram())), done: AtomicBool::new(false) })
     }
+    /// Counts completed records and notes when.
+    fn complete(&self, records: u64, bytes: u64) {
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.finished_us.fetch_max(self.epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+
     fn record_latency(&self, micros: u64, count: u64) {
         let mut latency = self.latency.lock().expect("latency lock");
         let value = micros.clamp(1, 60_000_000);
@@ -171,7 +181,7 @@ fn load_run(mode: &'static str, load: LoadArgs) -> Result<(), CliError> {
     let mut client = Client::connect(&load.bootstrap)?;
     let leaders = ensure_topic(&mut client, &load)?;
     let stats = Stats::new();
-    let started = Instant::now();
+    let started = stats.epoch;
     let target = load.records;
     let mut handles = Vec::new();
     let partitions: Vec<i32> = leaders.keys().copied().collect();
@@ -236,7 +246,8 @@ fn load_run(mode: &'static str, load: LoadArgs) -> Result<(), CliError> {
     if let Some(error) = failure {
         return Err(error);
     }
-    let seconds = started.elapsed().as_secs_f64();
+    // The time to the last completed record, not to when this thread noticed.
+    let seconds = (stats.finished_us.load(Ordering::Relaxed) as f64 / 1e6).max(1e-6);
     let records = stats.records.load(Ordering::Relaxed);
     let bytes = stats.bytes.load(Ordering::Relaxed);
     let histogram = stats.latency.lock().expect("latency lock").0.clone();
@@ -409,6 +420,13 @@ fn batch_for(records: usize, record_bytes: usize, stamp: Option<u64>) -> Bytes {
     Bytes::from(build::batch(&list, (now_micros() / 1000) as i64))
 }
 
+/// Requests in flight on one connection: the writer waits while there are `inflight` of
+/// them; the reader thread completes them in order as responses arrive.
+struct InFlight {
+    queue: Mutex<VecDeque<(Instant, u64)>>,
+    space: std::sync::Condvar,
+}
+
 fn produce_worker(
     load: &LoadArgs,
     partitions: &[i32],
@@ -416,7 +434,7 @@ fn produce_worker(
     addresses: &BTreeMap<i32, String>,
     records: u64,
     e2e: bool,
-    stats: &Stats,
+    stats: &Arc<Stats>,
 ) -> Result<(), CliError> {
     let batch_records = load.batch_records.min((BATCH_BYTES_MAX / (load.record_bytes + 16)).max(1));
     // Partitions grouped by leader: one socket per leader, requests round-robin.
@@ -425,31 +443,46 @@ fn produce_worker(
         by_leader.entry(leaders[p]).or_default().push(*p);
     }
     let mut wires = Vec::new();
+    let mut readers = Vec::new();
     for (leader, parts) in by_leader {
         let address = addresses.get(&leader).ok_or_else(|| CliError::failure(format!("no address for broker {leader}")))?;
-        wires.push((Wire::connect(address)?, parts, VecDeque::<(Instant, u64)>::new()));
+        let wire = Wire::connect(address)?;
+        let inflight = Arc::new(InFlight { queue: Mutex::new(VecDeque::new()), space: std::sync::Condvar::new() });
+        if load.acks != 0 {
+            let mut reader = Wire { stream: wire.stream.try_clone().map_err(|e| CliError::failure(e.to_string()))?, correlation_id: 0, address: wire.address.clone() };
+            let (inflight, stats, record_bytes) = (Arc::clone(&inflight), Arc::clone(stats), load.record_bytes as u64);
+            readers.push(std::thread::spawn(move || -> Result<(), CliError> {
+                loop {
+                    let response: ProduceResponse = match reader.receive(ApiKey::Produce, PRODUCE_VERSION) {
+                        Ok(response) => response,
+                        // The writer shuts the socket down once everything was answered.
+                        Err(_) if inflight.queue.lock().expect("inflight lock").is_empty() => return Ok(()),
+                        Err(error) => return Err(error),
+                    };
+                    let (at, count) = {
+                        let mut queue = inflight.queue.lock().expect("inflight lock");
+                        let front = queue.pop_front().ok_or_else(|| CliError::failure("a response nobody asked for"))?;
+                        inflight.space.notify_all();
+                        front
+                    };
+                    if let Some(p) = response.responses.iter().flat_map(|t| &t.partition_responses).find(|p| p.error_code != 0) {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        return Err(CliError::failure(format!("produce to partition {} failed: {}", p.index, error_name(p.error_code))));
+                    }
+                    if !e2e {
+                        stats.record_latency(at.elapsed().as_micros() as u64, 1);
+                    }
+                    stats.complete(count, count * record_bytes);
+                }
+            }));
+        }
+        wires.push((wire, parts, inflight));
     }
     let template = batch_for(batch_records, load.record_bytes, None);
     let rate_per_thread = load.rate.map(|r| (r as f64 / load.connections as f64).max(1.0));
     let started = Instant::now();
     let mut sent = 0u64;
     let mut turn = 0usize;
-    let per_request = |parts: usize| (batch_records * parts) as u64;
-    let finish = |wire: &mut Wire, pending: &mut VecDeque<(Instant, u64)>| -> Result<(), CliError> {
-        let (at, count) = pending.pop_front().expect("a request is pending");
-        let response: ProduceResponse = wire.receive(ApiKey::Produce, PRODUCE_VERSION)?;
-        let failed = response.responses.iter().flat_map(|t| &t.partition_responses).find(|p| p.error_code != 0);
-        if let Some(p) = failed {
-            stats.errors.fetch_add(1, Ordering::Relaxed);
-            return Err(CliError::failure(format!("produce to partition {} failed: {}", p.index, error_name(p.error_code))));
-        }
-        if !e2e {
-            stats.record_latency(at.elapsed().as_micros() as u64, 1);
-        }
-        stats.records.fetch_add(count, Ordering::Relaxed);
-        stats.bytes.fetch_add(count * load.record_bytes as u64, Ordering::Relaxed);
-        Ok(())
-    };
     while sent < records {
         if let Some(rate) = rate_per_thread {
             let due = Duration::from_secs_f64(sent as f64 / rate);
@@ -459,8 +492,8 @@ fn produce_worker(
         }
         let index = turn % wires.len();
         turn += 1;
-        let (wire, parts, pending) = &mut wires[index];
-        let count = per_request(parts.len()).min(records - sent);
+        let (wire, parts, inflight) = &mut wires[index];
+        let count = ((batch_records * parts.len()) as u64).min(records - sent);
         let per_partition = (count as usize).div_ceil(parts.len());
         let mut topic = TopicProduceData::default();
         topic.name = TopicName(load.topic.clone().into());
@@ -487,22 +520,37 @@ fn produce_worker(
         request.acks = load.acks;
         request.timeout_ms = 30_000;
         request.topic_data = vec![topic];
+        if load.acks != 0 {
+            let mut queue = inflight.queue.lock().expect("inflight lock");
+            while queue.len() >= load.inflight {
+                let (next, timeout) = inflight.space.wait_timeout(queue, Duration::from_secs(60)).expect("inflight lock");
+                queue = next;
+                if timeout.timed_out() {
+                    return Err(CliError::failure(format!("no produce response from {} in 60 s", wire.address)));
+                }
+            }
+            queue.push_back((Instant::now(), count));
+        }
         wire.send(ApiKey::Produce, PRODUCE_VERSION, &request)?;
         sent += count;
         if load.acks == 0 {
-            stats.records.fetch_add(count, Ordering::Relaxed);
-            stats.bytes.fetch_add(count * load.record_bytes as u64, Ordering::Relaxed);
-            continue;
-        }
-        pending.push_back((Instant::now(), count));
-        if pending.len() >= load.inflight {
-            finish(wire, pending)?;
+            stats.complete(count, count * load.record_bytes as u64);
         }
     }
-    for (wire, _, pending) in &mut wires {
-        while !pending.is_empty() {
-            finish(wire, pending)?;
+    // Wait for the last answers, then unblock the readers.
+    for (wire, _, inflight) in &wires {
+        let mut queue = inflight.queue.lock().expect("inflight lock");
+        while !queue.is_empty() {
+            let (next, timeout) = inflight.space.wait_timeout(queue, Duration::from_secs(60)).expect("inflight lock");
+            queue = next;
+            if timeout.timed_out() {
+                break;
+            }
         }
+        let _ = wire.stream.shutdown(std::net::Shutdown::Read);
+    }
+    for reader in readers {
+        reader.join().map_err(|_| CliError::failure("a reader thread panicked"))??;
     }
     Ok(())
 }
@@ -579,8 +627,9 @@ fn consume_worker(
         if !e2e && got > 0 {
             stats.record_latency(sent_at.elapsed().as_micros() as u64, 1);
         }
-        stats.records.fetch_add(got, Ordering::Relaxed);
-        stats.bytes.fetch_add(got * load.record_bytes as u64, Ordering::Relaxed);
+        if got > 0 {
+            stats.complete(got, got * load.record_bytes as u64);
+        }
         // Stop at the end of the data even short of the target, once nothing more comes.
         if got == 0 && at_end && producers_done.load(Ordering::Relaxed) {
             idle_rounds += 1;
@@ -618,7 +667,7 @@ fn progress(stats: &Stats, target: u64, started: Instant, quiet: bool, handles: 
     let mut last_records = 0u64;
     let mut last = Instant::now();
     loop {
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(20));
         let finished = handles.iter().all(|h| h.is_finished());
         if last.elapsed() >= Duration::from_millis(500) || finished {
             let records = stats.records.load(Ordering::Relaxed);
