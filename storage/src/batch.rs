@@ -126,6 +126,30 @@ impl BatchInfo {
 
 /// Validates the batch at the start of `bytes` (more batches may follow).
 pub fn validate(bytes: &[u8], batch_bytes_max: u64, origin: Origin) -> Result<BatchInfo, BatchError> {
+    let info = match validate_structure(bytes, batch_bytes_max, origin) {
+        Ok(info) => info,
+        Err(error) => {
+            // A damaged CRC-covered field (codec, counts) is reported as the damage it is.
+            if let (Some(header), BatchError::UnknownCompression { .. } | BatchError::InvalidRecordCount { .. } | BatchError::CountDeltaMismatch { .. }) =
+                (BatchHeader::view(bytes), &error)
+            {
+                let size = header.size() as usize;
+                let actual = crc32c::crc32c(&bytes[CRC_START..size]);
+                if actual != header.crc.get() {
+                    return Err(BatchError::ChecksumMismatch { expected: header.crc.get(), actual });
+                }
+            }
+            return Err(error);
+        }
+    };
+    verify_contents(&bytes[..info.size as usize])?;
+    Ok(info)
+}
+
+/// Every check of [`validate`] that reads only the 61-byte header: length, size limits,
+/// magic, codec and counts. [`verify_contents`] does the rest (CRC and records), so a large
+/// append can check its bytes on another core while they are being written.
+pub fn validate_structure(bytes: &[u8], batch_bytes_max: u64, origin: Origin) -> Result<BatchInfo, BatchError> {
     let available = bytes.len() as u64;
     let Some(header) = BatchHeader::view(bytes) else {
         return Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES as u64, available });
@@ -144,12 +168,6 @@ pub fn validate(bytes: &[u8], batch_bytes_max: u64, origin: Origin) -> Result<Ba
     if header.magic != MAGIC_V2 {
         return Err(BatchError::WrongMagic { magic: header.magic });
     }
-    let batch = &bytes[..size as usize];
-    let actual = crc32c::crc32c(&batch[CRC_START..]);
-    let expected = header.crc.get();
-    if actual != expected {
-        return Err(BatchError::ChecksumMismatch { expected, actual });
-    }
     let codec = header.compression_codec();
     if codec > 4 {
         return Err(BatchError::UnknownCompression { codec });
@@ -164,12 +182,6 @@ pub fn validate(bytes: &[u8], batch_bytes_max: u64, origin: Origin) -> Result<Ba
     if (origin == Origin::Client && !dense) || (origin == Origin::Replica && !sparse_ok) {
         return Err(BatchError::CountDeltaMismatch { count, last_offset_delta });
     }
-    if codec == 0 {
-        let actual_count = count_records(&batch[BATCH_HEADER_BYTES..])?;
-        if actual_count != count as u64 {
-            return Err(BatchError::CountBytesMismatch { header_count: count, actual_count });
-        }
-    }
     Ok(BatchInfo {
         base_offset: header.base_offset.get(),
         last_offset_delta,
@@ -181,6 +193,26 @@ pub fn validate(bytes: &[u8], batch_bytes_max: u64, origin: Origin) -> Result<Ba
         producer_epoch: header.producer_epoch.get(),
         base_sequence: header.base_sequence.get(),
     })
+}
+
+/// The checks of [`validate`] that read the whole batch: the CRC-32C, and for uncompressed
+/// batches that the records fill the body exactly, `recordsCount` of them. `batch` is
+/// exactly one batch that passed [`validate_structure`].
+pub fn verify_contents(batch: &[u8]) -> Result<(), BatchError> {
+    let header = BatchHeader::view(batch).expect("verify_contents after validate_structure");
+    let actual = crc32c::crc32c(&batch[CRC_START..]);
+    let expected = header.crc.get();
+    if actual != expected {
+        return Err(BatchError::ChecksumMismatch { expected, actual });
+    }
+    if header.compression_codec() == 0 {
+        let count = header.records_count.get();
+        let actual_count = count_records(&batch[BATCH_HEADER_BYTES..])?;
+        if actual_count != count as u64 {
+            return Err(BatchError::CountBytesMismatch { header_count: count, actual_count });
+        }
+    }
+    Ok(())
 }
 
 /// Sets `baseOffset` and `partitionLeaderEpoch` of the batch at the start of `bytes`.

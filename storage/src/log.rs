@@ -26,6 +26,9 @@ use crate::io::{File, SplicePipe};
 use crate::recovery::{self, ScanOutcome};
 use crate::segment::{Region, Segment};
 
+/// Appends at least this large check batch CRCs on another core while the write runs.
+pub const OVERLAPPED_CHECK_BYTES_MIN: u64 = 256 * 1024;
+
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -378,13 +381,17 @@ impl PartitionLog {
             return Err(StorageError::EmptyAppend);
         }
         let origin = if leader_epoch.is_some() { Origin::Client } else { Origin::Replica };
+        // Large appends check CRCs and records on another core while the write runs; small
+        // ones check first (handing work to a thread costs more than the check).
+        let overlap = size >= OVERLAPPED_CHECK_BYTES_MIN;
         let mut infos: Vec<BatchInfo> = Vec::new();
         let mut position = 0u64;
         let mut expected = self.log_end_offset();
         while position < size {
             let index = infos.len();
-            let info = batch::validate(&batches[position as usize..], self.config.batch_bytes_max, origin)
-                .map_err(|source| StorageError::InvalidBatch { index, position, source })?;
+            let bytes = &batches[position as usize..];
+            let checked = if overlap { batch::validate_structure(bytes, self.config.batch_bytes_max, origin) } else { batch::validate(bytes, self.config.batch_bytes_max, origin) };
+            let info = checked.map_err(|source| StorageError::InvalidBatch { index, position, source })?;
             if origin == Origin::Replica && info.base_offset != expected {
                 let source = BatchError::UnexpectedBaseOffset { expected, actual: info.base_offset };
                 return Err(StorageError::InvalidBatch { index, position, source });
@@ -412,8 +419,12 @@ impl PartitionLog {
             }
         }
         let base_offset = infos[0].base_offset;
-        let result = self.active_mut().append(batches, &infos).await.map(|_| ()).map_err(StorageError::from);
-        self.guard(result)?;
+        if overlap {
+            self.append_overlapped(batches.freeze(), &infos).await?;
+        } else {
+            let result = self.active_mut().append(batches, &infos).await.map(|_| ()).map_err(StorageError::from);
+            self.guard(result)?;
+        }
         let appended = AppendInfo {
             base_offset,
             last_offset: self.log_end_offset() - 1,
@@ -431,6 +442,40 @@ impl PartitionLog {
             FlushPolicy::Never => {}
         }
         Ok(appended)
+    }
+
+    /// Writes a large append while another thread checks its CRCs and records; a batch that
+    /// fails the check is cut off again before anything counts it, so the log is unchanged.
+    async fn append_overlapped(&mut self, bytes: bytes::Bytes, infos: &[BatchInfo]) -> Result<()> {
+        let mut spans = Vec::with_capacity(infos.len());
+        let mut at = 0u64;
+        for (index, info) in infos.iter().enumerate() {
+            spans.push((index, at, info.size));
+            at += info.size;
+        }
+        let copy = bytes.clone();
+        let check = tokio::task::spawn_blocking(move || {
+            for (index, position, size) in spans {
+                batch::verify_contents(&copy[position as usize..(position + size) as usize]).map_err(|source| (index, position, source))?;
+            }
+            Ok::<(), (usize, u64, BatchError)>(())
+        });
+        let end_before = self.active().size;
+        let written = self.active_mut().write_tail(bytes).await.map(|_| ()).map_err(StorageError::from);
+        let checked = check.await;
+        self.guard(written)?;
+        match checked {
+            Ok(Ok(())) => {
+                self.active_mut().commit_tail(infos);
+                Ok(())
+            }
+            Ok(Err((index, position, source))) => {
+                let cut = self.active().log.set_len(end_before).map_err(StorageError::from);
+                self.guard(cut)?;
+                Err(StorageError::InvalidBatch { index, position, source })
+            }
+            Err(join_error) => Err(self.poison_with(StorageError::Io(io::Error::other(format!("batch check thread failed: {join_error}"))))),
+        }
     }
 
     fn should_roll(&self, size: u64, offsets: i64, now: i64) -> bool {

@@ -123,15 +123,25 @@ impl Segment {
     /// Writes `bytes` (whole, validated, stamped batches described by `infos`) at the end.
     /// On error the segment's state is unchanged and the caller poisons the log.
     pub(crate) async fn append<B: tokio_uring::buf::IoBuf>(&mut self, bytes: B, infos: &[BatchInfo]) -> std::io::Result<B> {
-        let position = self.size;
-        let (result, bytes) = self.log.write_all_at(bytes, position).await;
-        result?;
-        let mut at = position;
+        let bytes = self.write_tail(bytes).await?;
+        self.commit_tail(infos);
+        Ok(bytes)
+    }
+
+    /// Writes `bytes` after the last batch without making them part of the segment yet: until
+    /// `commit_tail`, reads, indexes and `size` ignore them (a failed check can cut them off).
+    pub(crate) async fn write_tail<B: tokio_uring::buf::IoBuf>(&mut self, bytes: B) -> std::io::Result<B> {
+        let (result, bytes) = self.log.write_all_at(bytes, self.size).await;
+        result.map(|()| bytes)
+    }
+
+    /// Makes the batches written by `write_tail` part of the segment.
+    pub(crate) fn commit_tail(&mut self, infos: &[BatchInfo]) {
+        let mut at = self.size;
         for info in infos {
             self.index_batch(at, info.base_offset, info.last_offset(), info.size, info.max_timestamp);
             at += info.size;
         }
-        Ok(bytes)
     }
 
     /// Writes index entries not yet in their files (no sync: indexes are rebuilt on recovery).

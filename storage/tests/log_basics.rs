@@ -260,3 +260,43 @@ fn reads_below_an_end_offset_stop_at_the_batch_boundary() {
         }
     });
 }
+
+#[test]
+fn a_large_append_with_one_bad_batch_leaves_the_log_and_file_unchanged() {
+    let dir = TempDir::new("overlapped-check");
+    block_on(async {
+        let config = LogConfig { segment_bytes: 64 << 20, ..small_config() };
+        let mut log = PartitionLog::open(dir.path(), config).await.unwrap();
+        log.append(buf(&batch(3, 100, 0, 0)), 0).await.unwrap();
+        let size_before = log.size_bytes();
+        // Large enough for the overlapped check: 40 batches of ~10 KiB, the 30th damaged.
+        let mut bytes = Vec::new();
+        for i in 0..40u64 {
+            let mut b = batch(10, 1000, i as i64, i);
+            if i == 29 {
+                let last = b.len() - 1;
+                b[last] ^= 0x01;
+            }
+            bytes.extend_from_slice(&b);
+        }
+        assert!(bytes.len() as u64 >= fjord_storage::OVERLAPPED_CHECK_BYTES_MIN);
+        let error = log.append(buf(&bytes), 0).await.unwrap_err();
+        assert!(matches!(error, StorageError::InvalidBatch { index: 29, source: fjord_storage::BatchError::ChecksumMismatch { .. }, .. }), "{error}");
+        assert_eq!(log.log_end_offset(), 3);
+        assert_eq!(log.size_bytes(), size_before);
+        let file_len = std::fs::metadata(dir.path().join("00000000000000000000.log")).unwrap().len();
+        assert_eq!(file_len, size_before, "the written bytes were cut off again");
+        // Without the damage the same append goes through, and survives a reopen.
+        let mut good = Vec::new();
+        for i in 0..40u64 {
+            good.extend_from_slice(&batch(10, 1000, i as i64, i));
+        }
+        let info = log.append(buf(&good), 0).await.unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (3, 402));
+        log.verify().await.unwrap();
+        drop(log);
+        let mut log = PartitionLog::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(log.log_end_offset(), 403);
+        log.verify().await.unwrap();
+    });
+}
