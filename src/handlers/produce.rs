@@ -36,6 +36,8 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
     let acks = body.acks;
     let mut response = ProduceResponse::default();
     let mut appended_any = false;
+    // acks=all: (topic slot, partition slot, partition, offset to be durable and replicated).
+    let mut waits: Vec<(usize, usize, Rc<crate::partition::Partition>, i64)> = Vec::new();
     for topic_data in &body.topic_data {
         let name = topic_data.name.0.to_string();
         let topic = broker.topic(&name);
@@ -86,26 +88,9 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
                     if request.version >= 5 {
                         ok.log_start_offset = partition.log_start_offset();
                     }
-                    if acks == -1 && broker.config.fsync_acks_all {
-                        if let Err(error) = partition.flush_to(appended.last_offset + 1).await {
-                            topic_response.partition_responses.push(refuse(crate::errors::storage_error_code(&error), error.to_string()));
-                            continue;
-                        }
-                    }
                     if acks == -1 {
-                        broker.data_arrived.notify_waiters();
-                        let timeout = std::time::Duration::from_millis(body.timeout_ms.clamp(0, PRODUCE_TIMEOUT_MS_MAX) as u64);
-                        match partition.wait_replicated(appended.last_offset + 1, timeout).await {
-                            Ok(()) => {}
-                            Err(ReplicationWait::NotLeader) => {
-                                topic_response.partition_responses.push(refuse(ResponseError::NotLeaderOrFollower, "leadership moved before the records were replicated".to_string()));
-                                continue;
-                            }
-                            Err(ReplicationWait::TimedOut) => {
-                                topic_response.partition_responses.push(refuse(ResponseError::RequestTimedOut, "the in-sync replicas did not confirm in time".to_string()));
-                                continue;
-                            }
-                        }
+                        // Durability and replication are awaited for all partitions at once below.
+                        waits.push((response.responses.len(), topic_response.partition_responses.len(), Rc::clone(&partition), appended.last_offset + 1));
                     }
                     topic_response.partition_responses.push(ok);
                 }
@@ -119,6 +104,39 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
     }
     if appended_any {
         broker.data_arrived.notify_waiters();
+    }
+    if !waits.is_empty() {
+        // One task per partition: their fdatasyncs and replication waits overlap instead of
+        // running one after the other.
+        let timeout = std::time::Duration::from_millis(body.timeout_ms.clamp(0, PRODUCE_TIMEOUT_MS_MAX) as u64);
+        let fsync = broker.config.fsync_acks_all;
+        let tasks: Vec<_> = waits
+            .iter()
+            .map(|(_, _, partition, end)| {
+                let (partition, end) = (Rc::clone(partition), *end);
+                fjord_storage::io::spawn(async move {
+                    if fsync {
+                        partition.flush_to(end).await.map_err(|error| (crate::errors::storage_error_code(&error), error.to_string()))?;
+                    }
+                    partition.wait_replicated(end, timeout).await.map_err(|wait| match wait {
+                        ReplicationWait::NotLeader => (ResponseError::NotLeaderOrFollower, "leadership moved before the records were replicated".to_string()),
+                        ReplicationWait::TimedOut => (ResponseError::RequestTimedOut, "the in-sync replicas did not confirm in time".to_string()),
+                    })
+                })
+            })
+            .collect();
+        for ((topic_slot, partition_slot, partition, _), task) in waits.iter().zip(tasks) {
+            let outcome = task.await.unwrap_or_else(|join_error| Err((ResponseError::UnknownServerError, format!("acks=all wait failed: {join_error}"))));
+            if let Err((code, message)) = outcome {
+                warn!(partition = ?partition, %message, "produce not acknowledged");
+                let entry = &mut response.responses[*topic_slot].partition_responses[*partition_slot];
+                entry.error_code = code.code();
+                entry.base_offset = -1;
+                if request.version >= 8 {
+                    entry.error_message = Some(message.into());
+                }
+            }
+        }
     }
     if acks == 0 {
         return Ok(Reply::Nothing);
