@@ -118,16 +118,7 @@ impl Broker {
         if cluster.is_some() {
             return Broker::open_clustered(config, cluster).await;
         }
-        let broker = Rc::new(Broker {
-            config,
-            topics: RefCell::new(BTreeMap::new()),
-            data_arrived: Notify::new(),
-            admin: tokio::sync::Mutex::new(()),
-            next_producer_id: Cell::new(0),
-            producer_id_limit: Cell::new(0),
-            coordinator: std::cell::OnceCell::new(),
-            cluster: None,
-        });
+        let broker = Broker::new(config, None);
         let producer_file = broker.config.data_dir.join("producer-id-block");
         if let Some(bytes) = fjord_storage::io::read_file(&producer_file, 64).await? {
             let text = String::from_utf8_lossy(&bytes);
@@ -165,20 +156,14 @@ impl Broker {
                     .map_err(|e| anyhow::anyhow!("cannot create {OFFSETS_TOPIC}: {}", e.message))?
             }
         };
-        let group_config = GroupConfig {
-            session_timeout_ms_min: broker.config.group_min_session_timeout_ms,
-            session_timeout_ms_max: broker.config.group_max_session_timeout_ms,
-            initial_rebalance_delay_ms: broker.config.group_initial_rebalance_delay_ms,
-        };
+        let group_config = broker.group_config();
         let coordinator = Coordinator::open(group_config, offsets.partitions.clone(), true).await?;
         let _ = broker.coordinator.set(coordinator);
         Ok(broker)
     }
 
-    /// Opens a broker of a cluster: its partitions and roles come from the cluster state.
-    async fn open_clustered(config: BrokerConfig, cluster: Option<Rc<Cluster>>) -> anyhow::Result<Rc<Broker>> {
-        let cluster_ctx = Rc::clone(cluster.as_ref().expect("clustered"));
-        let broker = Rc::new(Broker {
+    fn new(config: BrokerConfig, cluster: Option<Rc<Cluster>>) -> Rc<Broker> {
+        Rc::new(Broker {
             config,
             topics: RefCell::new(BTreeMap::new()),
             data_arrived: Notify::new(),
@@ -187,7 +172,21 @@ impl Broker {
             producer_id_limit: Cell::new(0),
             coordinator: std::cell::OnceCell::new(),
             cluster,
-        });
+        })
+    }
+
+    fn group_config(&self) -> GroupConfig {
+        GroupConfig {
+            session_timeout_ms_min: self.config.group_min_session_timeout_ms,
+            session_timeout_ms_max: self.config.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.config.group_initial_rebalance_delay_ms,
+        }
+    }
+
+    /// Opens a broker of a cluster: its partitions and roles come from the cluster state.
+    async fn open_clustered(config: BrokerConfig, cluster: Option<Rc<Cluster>>) -> anyhow::Result<Rc<Broker>> {
+        let cluster_ctx = Rc::clone(cluster.as_ref().expect("clustered"));
+        let broker = Broker::new(config, cluster);
         // Producer ids: this broker's id in the high bits keeps them unique in the cluster.
         let producer_file = broker.config.data_dir.join("producer-id-block");
         let base = i64::from(broker.config.broker_id) << 40;
@@ -200,11 +199,7 @@ impl Broker {
         // The controller creates the offsets topic once enough brokers run.
         let state = cluster_ctx.store.read().await?;
         broker.apply_state(&state).await;
-        let group_config = GroupConfig {
-            session_timeout_ms_min: broker.config.group_min_session_timeout_ms,
-            session_timeout_ms_max: broker.config.group_max_session_timeout_ms,
-            initial_rebalance_delay_ms: broker.config.group_initial_rebalance_delay_ms,
-        };
+        let group_config = broker.group_config();
         let offsets: Vec<Option<Rc<Partition>>> = broker.topic(OFFSETS_TOPIC).map(|t| t.partitions.clone()).unwrap_or_default();
         let coordinator = Coordinator::open(group_config, offsets, false).await?;
         let _ = broker.coordinator.set(coordinator);
