@@ -55,6 +55,10 @@ impl Shutdown {
 /// Runs a broker until SIGTERM or SIGINT, then shuts it down cleanly. Prints
 /// `fjord: listening on ADDR` on stdout once it serves.
 pub async fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
+    match fjord_storage::io::raise_open_files_limit() {
+        Ok(limit) => info!(open_files_max = limit, "open file limit"),
+        Err(error) => warn!(%error, "cannot read the open file limit"),
+    }
     let listener = Listener::bind(config.listen)?;
     let local = listener.local_addr()?;
     if config.advertised_port == 0 {

@@ -756,8 +756,7 @@ impl PartitionLog {
         let index_len = segment.index.truncate_from(cut_offset);
         let time_len = segment.time_index.truncate_from(cut_offset);
         segment.log.set_len(cut.position)?;
-        segment.index_file.set_len(index_len)?;
-        segment.time_index_file.set_len(time_len)?;
+        segment.truncate_index_files(index_len, time_len).await?;
         segment.log.sync_data().await?;
         // Recompute the tail state from the last surviving index entry.
         segment.last_batch_offset = None;

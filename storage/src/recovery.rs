@@ -112,8 +112,7 @@ pub(crate) async fn scan_segment(segment: &mut Segment, repair: bool) -> Result<
             );
             segment.log.set_len(outcome.valid_bytes)?;
         }
-        segment.index_file.set_len(0)?;
-        segment.time_index_file.set_len(0)?;
+        segment.truncate_index_files(0, 0).await?;
         segment.persist_indexes().await?;
         segment.log.sync_data().await?;
         segment.index_file.sync_data().await?;
@@ -136,11 +135,9 @@ pub(crate) async fn open_trusted(segment: &mut Segment) -> Result<Option<ScanOut
 
 async fn load_indexes(segment: &mut Segment) -> std::result::Result<(), String> {
     let file_size = segment.log.len().await.map_err(|e| e.to_string())?;
-    let index_len = segment.index_file.len().await.map_err(|e| e.to_string())?;
-    let index_bytes = segment.index_file.read_at(0, index_len as usize).await.map_err(|e| e.to_string())?;
+    let index_bytes = segment.index_file.read_all().await.map_err(|e| e.to_string())?;
     segment.index = OffsetIndex::decode(segment.base_offset, &index_bytes, file_size, i64::MAX).map_err(|e| format!(".index: {e}"))?;
-    let time_len = segment.time_index_file.len().await.map_err(|e| e.to_string())?;
-    let time_bytes = segment.time_index_file.read_at(0, time_len as usize).await.map_err(|e| e.to_string())?;
+    let time_bytes = segment.time_index_file.read_all().await.map_err(|e| e.to_string())?;
     // With no offset entry, the tail walk covers the whole log and finds the max timestamp
     // itself; with one, only the time index knows the timestamps before it.
     if time_bytes.is_empty() && !segment.index.entries().is_empty() {

@@ -22,6 +22,48 @@ use crate::io::{self, File};
 /// lookup usually needs one read.
 const WALK_WINDOW_BYTES: u64 = 16 * 1024;
 
+/// An index file, opened only while it is read or written: a partition keeps one descriptor
+/// per segment (its `.log`), not three, so ten thousand partitions fit the usual limits.
+#[derive(Debug)]
+pub(crate) struct IndexFile {
+    pub(crate) path: PathBuf,
+}
+
+impl IndexFile {
+    pub(crate) async fn write_all_at(&self, bytes: Vec<u8>, position: u64) -> (std::io::Result<()>, Vec<u8>) {
+        let file = match File::open_rw(&self.path, true).await {
+            Ok(file) => file,
+            Err(error) => return (Err(error), bytes),
+        };
+        let (result, bytes) = file.write_all_at(bytes, position).await;
+        let closed = file.close().await;
+        (result.and(closed), bytes)
+    }
+
+    pub(crate) async fn sync_data(&self) -> std::io::Result<()> {
+        let file = File::open_rw(&self.path, true).await?;
+        let synced = file.sync_data().await;
+        let closed = file.close().await;
+        synced.and(closed)
+    }
+
+    /// Cuts (or creates) the file at `len` bytes.
+    pub(crate) async fn set_len(&self, len: u64) -> std::io::Result<()> {
+        let file = File::open_rw(&self.path, true).await?;
+        let result = if file.len().await? != len { file.set_len(len) } else { Ok(()) };
+        let closed = file.close().await;
+        result.and(closed)
+    }
+
+    /// The whole file (empty if missing).
+    pub(crate) async fn read_all(&self) -> std::io::Result<Vec<u8>> {
+        Ok(io::read_file(&self.path, INDEX_FILE_BYTES_MAX).await?.unwrap_or_default())
+    }
+}
+
+/// The largest index file read: a 2 GiB segment with an entry per 4 KiB needs 4 MiB.
+const INDEX_FILE_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
 /// The file name of a segment file: base offset in 20 digits and an extension.
 pub fn file_name(base_offset: i64, extension: &str) -> String {
     format!("{base_offset:020}.{extension}")
@@ -50,8 +92,8 @@ pub struct Region {
 pub struct Segment {
     pub(crate) base_offset: i64,
     pub(crate) log: Rc<File>,
-    pub(crate) index_file: File,
-    pub(crate) time_index_file: File,
+    pub(crate) index_file: IndexFile,
+    pub(crate) time_index_file: IndexFile,
     pub(crate) size: u64,
     pub(crate) next_offset: i64,
     pub(crate) max_timestamp: i64,
@@ -71,8 +113,8 @@ impl Segment {
     /// Opens the three files of a segment (creating them when asked), with empty indexes.
     pub(crate) async fn open_files(dir: &Path, base_offset: i64, create: bool, index_interval_bytes: u64, now_ms: i64) -> Result<Segment> {
         let log = File::open_rw(&Segment::path(dir, base_offset, "log"), create).await?;
-        let index_file = File::open_rw(&Segment::path(dir, base_offset, "index"), true).await?;
-        let time_index_file = File::open_rw(&Segment::path(dir, base_offset, "timeindex"), true).await?;
+        let index_file = IndexFile { path: Segment::path(dir, base_offset, "index") };
+        let time_index_file = IndexFile { path: Segment::path(dir, base_offset, "timeindex") };
         Ok(Segment {
             base_offset,
             log: Rc::new(log),
@@ -95,10 +137,11 @@ impl Segment {
         let segment = Segment::open_files(dir, base_offset, true, index_interval_bytes, now_ms).await?;
         // Leftovers are rare (a crash right after an earlier create); truncating a new, empty
         // file is not free on ext4 (it starts writeback at close), so check first.
-        for file in [&*segment.log, &segment.index_file, &segment.time_index_file] {
-            if file.len().await? > 0 {
-                file.set_len(0)?;
-            }
+        if segment.log.len().await? > 0 {
+            segment.log.set_len(0)?;
+        }
+        for file in [&segment.index_file, &segment.time_index_file] {
+            file.set_len(0).await?;
         }
         Ok(segment)
     }
@@ -176,6 +219,12 @@ impl Segment {
         self.log.sync_data().await?;
         self.index_file.sync_data().await?;
         self.time_index_file.sync_data().await
+    }
+
+    /// Cuts the index files to `index_len` and `time_len` bytes.
+    pub(crate) async fn truncate_index_files(&self, index_len: u64, time_len: u64) -> std::io::Result<()> {
+        self.index_file.set_len(index_len).await?;
+        self.time_index_file.set_len(time_len).await
     }
 
     /// Reads the headers of the batches in a window starting at `position` (at least one).

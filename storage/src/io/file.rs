@@ -193,3 +193,25 @@ pub async fn read_file(path: &Path, bytes_max: u64) -> io::Result<Option<Vec<u8>
     file.close().await?;
     Ok(Some(bytes))
 }
+
+/// Raises this process's open-file limit to its hard limit (a broker holds one descriptor
+/// per segment plus one per connection) and returns the limit now in force.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the live struct it is given.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: setrlimit reads the live struct it is given.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) };
+        if rc == 0 {
+            return Ok(raised.rlim_cur);
+        }
+    }
+    Ok(limit.rlim_cur)
+}

@@ -20,7 +20,7 @@ mod lock;
 mod net;
 mod splice;
 
-pub use file::{list_dir, read_file, remove_file, rename, sync_dir, write_file_atomic, File};
+pub use file::{list_dir, raise_open_files_limit, read_file, remove_file, rename, sync_dir, write_file_atomic, File};
 pub use lock::FileLock;
 pub use net::{Listener, Stream, READ_CHUNK_BYTES};
 pub use splice::{splice_to_socket, SplicePipe};
