@@ -234,9 +234,10 @@ impl PartitionLog {
             poison: None,
             open_report: report,
         };
-        if !clean {
+        if !clean && !log.open_report.scanned.is_empty() {
             // Everything now on disk was checked (and synced by the scans): record that, so
-            // the next unclean open scans only what comes after.
+            // the next unclean open scans only what comes after. (A new, empty partition has
+            // nothing to record: creating ten thousand of them should not cost an fsync each.)
             log.write_checkpoint(false, log_end_offset).await?;
         }
         info!(
