@@ -184,8 +184,26 @@ impl Cluster {
         }
     }
 
+    /// Asks for `partition`'s in-sync set to become `isr`, unless a request for it is already
+    /// on its way: one at a time per partition, so a busy leader cannot pile up requests on
+    /// the state lock. The outcome is applied to the local role at once.
+    pub fn request_isr_change(self: &Rc<Self>, partition: &Rc<crate::partition::Partition>, isr: Vec<i32>) {
+        if partition.replica.isr_change_pending.replace(true) {
+            return;
+        }
+        let (cluster, partition) = (Rc::clone(self), Rc::clone(partition));
+        fjord_storage::io::spawn(async move {
+            let epoch = partition.replica.leader_epoch();
+            if let Some(written) = cluster.change_isr(&partition.topic, partition.index, epoch, isr).await {
+                partition.set_isr(epoch, written);
+            }
+            partition.replica.isr_change_pending.set(false);
+        });
+    }
+
     /// A leader asks for a new in-sync set; applied only if it still leads in that epoch.
-    pub async fn change_isr(&self, topic: &str, partition: i32, leader_epoch: i32, mut isr: Vec<i32>) {
+    /// Returns the in-sync set written, if it was.
+    pub async fn change_isr(&self, topic: &str, partition: i32, leader_epoch: i32, mut isr: Vec<i32>) -> Option<Vec<i32>> {
         let me = self.me;
         // A follower's last fetches may predate its death: only live brokers are in sync (the
         // controller removes dead ones, and must not be undone here).
@@ -198,12 +216,20 @@ impl Cluster {
                     return Ok(false);
                 }
                 info!(topic, partition, old = ?p.isr, new = ?isr, "in-sync set changed");
-                p.isr = isr;
+                p.isr = isr.clone();
                 Ok(true)
             })
             .await;
-        if let Err(error) = result {
-            warn!(topic, partition, %error, "cannot change the in-sync set");
+        match result {
+            Ok(Ok(state)) => {
+                let current = state.partition(topic, partition)?;
+                (current.leader == me && current.leader_epoch == leader_epoch).then(|| current.isr.clone())
+            }
+            Ok(Err(())) => None,
+            Err(error) => {
+                warn!(topic, partition, %error, "cannot change the in-sync set");
+                None
+            }
         }
     }
 }
@@ -212,11 +238,21 @@ impl Cluster {
 pub async fn run(broker: Rc<Broker>) {
     let cluster = Rc::clone(broker.cluster.as_ref().expect("clustered broker"));
     let lag_max_ms = broker.config.replica_lag_time_max_ms as i64;
+    // The heartbeat has its own task: nothing below (a slow state write, a busy lock) may
+    // delay it, or a healthy broker would look hung to the controller.
+    {
+        let cluster = Rc::clone(&cluster);
+        fjord_storage::io::spawn(async move {
+            loop {
+                if let Err(error) = cluster.liveness.beat(now_ms()) {
+                    warn!(%error, "cannot write the heartbeat");
+                }
+                tokio::time::sleep(Duration::from_millis(CLUSTER_TICK_MS)).await;
+            }
+        });
+    }
     loop {
         tokio::time::sleep(Duration::from_millis(CLUSTER_TICK_MS)).await;
-        if let Err(error) = cluster.liveness.beat(now_ms()) {
-            warn!(%error, "cannot write the heartbeat");
-        }
         cluster.control().await;
         // Leaders: drop followers that lag, take back those that caught up.
         for topic in broker.topics() {
@@ -225,7 +261,7 @@ pub async fn run(broker: Rc<Broker>) {
                     continue;
                 }
                 if let Some(isr) = partition.wanted_isr(now_ms(), lag_max_ms) {
-                    cluster.change_isr(&topic.name, partition.index, partition.replica.leader_epoch(), isr).await;
+                    cluster.request_isr_change(partition, isr);
                 }
             }
         }

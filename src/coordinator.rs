@@ -216,6 +216,14 @@ pub struct Coordinator {
 }
 
 /// Java's `String.hashCode`, as Kafka uses it to place a group in `__consumer_offsets`.
+/// Kafka's placement of a group: `Utils.abs(groupId.hashCode) % partitions`, where
+/// `Utils.abs(Integer.MIN_VALUE)` is 0.
+pub fn offsets_partition_index(group_id: &str, partitions: usize) -> usize {
+    let hash = java_string_hash(group_id);
+    let abs = if hash == i32::MIN { 0 } else { hash.unsigned_abs() };
+    abs as usize % partitions.max(1)
+}
+
 pub fn java_string_hash(text: &str) -> i32 {
     text.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
 }
@@ -250,7 +258,7 @@ impl Coordinator {
     /// The offsets partition a group belongs to.
     pub fn partition_of(&self, group_id: &str) -> usize {
         let count = self.offsets_log.borrow().len().max(1);
-        (java_string_hash(group_id) & 0x7fff_ffff) as usize % count
+        offsets_partition_index(group_id, count)
     }
 
     /// Whether this broker coordinates `group_id` now.
@@ -277,7 +285,7 @@ impl Coordinator {
             self.owned.borrow_mut().remove(&index);
             let count = self.offsets_log.borrow().len().max(1);
             let mut groups = self.groups.borrow_mut();
-            let leaving: Vec<String> = groups.keys().filter(|g| (java_string_hash(g) & 0x7fff_ffff) as usize % count == index).cloned().collect();
+            let leaving: Vec<String> = groups.keys().filter(|g| offsets_partition_index(g, count) == index).cloned().collect();
             for group_id in leaving {
                 if let Some(mut group) = groups.remove(&group_id) {
                     let ids: Vec<String> = group.members.keys().cloned().collect();

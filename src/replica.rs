@@ -44,6 +44,8 @@ pub struct ReplicaState {
     pub hw_advanced: Notify,
     /// A follower must check for divergence before its next fetch.
     pub needs_truncation: Cell<bool>,
+    /// A request to change the in-sync set is on its way to the state file.
+    pub isr_change_pending: Cell<bool>,
 }
 
 /// Why waiting for replication ended without success.
@@ -71,6 +73,7 @@ impl ReplicaState {
             epochs: RefCell::new(epochs),
             hw_advanced: Notify::new(),
             needs_truncation: Cell::new(false),
+            isr_change_pending: Cell::new(false),
         }
     }
 
@@ -140,6 +143,19 @@ impl Partition {
             // acks=all waiters must learn that this broker no longer leads.
             replica.hw_advanced.notify_waiters();
         }
+    }
+
+    /// Applies an in-sync set this leader just wrote to the state (if it still leads in that
+    /// epoch), without waiting for the next state poll.
+    pub fn set_isr(&self, leader_epoch: i32, isr: Vec<i32>) {
+        {
+            let mut role = self.replica.role.borrow_mut();
+            if role.leader != self.replica.me || role.leader_epoch != leader_epoch {
+                return;
+            }
+            role.isr = isr;
+        }
+        self.advance_high_watermark();
     }
 
     /// Recomputes the high watermark (leader): the smallest log end in the in-sync set.

@@ -7,3 +7,4 @@ mod bad_input;
 mod broker_clients;
 mod cli;
 mod groups;
+mod replication;

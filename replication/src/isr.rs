@@ -15,6 +15,9 @@ pub struct FollowerProgress {
     /// -1 until the follower's first fetch in this leadership.
     pub log_end_offset: i64,
     pub last_caught_up_ms: i64,
+    /// When the follower last fetched, and the leader's log end then.
+    pub last_fetch_ms: i64,
+    pub leader_end_at_last_fetch: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -26,7 +29,11 @@ pub struct ReplicaTracker {
 impl ReplicaTracker {
     /// A fresh view at the start of a leadership: followers get one lag period of grace.
     pub fn new(leader: i32, replicas: &[i32], now_ms: i64) -> ReplicaTracker {
-        let followers = replicas.iter().filter(|r| **r != leader).map(|r| (*r, FollowerProgress { log_end_offset: -1, last_caught_up_ms: now_ms })).collect();
+        let followers = replicas
+            .iter()
+            .filter(|r| **r != leader)
+            .map(|r| (*r, FollowerProgress { log_end_offset: -1, last_caught_up_ms: now_ms, last_fetch_ms: now_ms, leader_end_at_last_fetch: i64::MAX }))
+            .collect();
         ReplicaTracker { leader, followers }
     }
 
@@ -39,9 +46,16 @@ impl ReplicaTracker {
     pub fn on_fetch(&mut self, follower: i32, fetch_offset: i64, leader_log_end: i64, now_ms: i64) -> bool {
         let Some(progress) = self.followers.get_mut(&follower) else { return false };
         progress.log_end_offset = fetch_offset;
+        // Kafka's rule: caught up now if it fetched from the log end; caught up as of its
+        // previous fetch if it now holds everything the leader had then (under steady load a
+        // follower is never exactly at the end, yet it keeps up).
         if fetch_offset >= leader_log_end {
             progress.last_caught_up_ms = now_ms;
+        } else if fetch_offset >= progress.leader_end_at_last_fetch {
+            progress.last_caught_up_ms = progress.last_caught_up_ms.max(progress.last_fetch_ms);
         }
+        progress.last_fetch_ms = now_ms;
+        progress.leader_end_at_last_fetch = leader_log_end;
         true
     }
 
@@ -95,5 +109,17 @@ mod tests {
         tracker.on_fetch(2, 10, 10, 12_500);
         assert_eq!(tracker.wanted_isr(&[0, 1], 10, 12_600, 10_000), Some(vec![0, 1, 2]));
         assert!(!tracker.on_fetch(9, 1, 10, 0), "not a replica");
+        // Under steady load: never at the end when it fetches, but always past where the end
+        // was at its previous fetch, so it stays caught up.
+        let mut busy = ReplicaTracker::new(0, &[0, 1], 0);
+        let mut leader_end = 100;
+        let mut follower_at = 90;
+        for step in 1..=50 {
+            busy.on_fetch(1, follower_at, leader_end, step * 1_000);
+            follower_at = leader_end;
+            leader_end += 10;
+        }
+        assert!(busy.progress(1).unwrap().last_caught_up_ms >= 48_000);
+        assert_eq!(busy.wanted_isr(&[0, 1], 90, 50_000, 10_000), None);
     }
 }

@@ -78,8 +78,10 @@ impl StateStore {
         let Some(bytes) = fjord_storage::io::read_file(&path, STATE_BYTES_MAX).await? else {
             return Ok(ClusterState::default());
         };
-        let text = String::from_utf8(bytes).map_err(|e| ReplicationError::StateFile { path: path.display().to_string(), reason: e.to_string() })?;
-        toml::from_str(&text).map_err(|e| ReplicationError::StateFile { path: path.display().to_string(), reason: e.to_string() })
+        let fail = |reason: String| ReplicationError::StateFile { path: path.display().to_string(), reason };
+        let text = String::from_utf8(bytes).map_err(|e| fail(e.to_string()))?;
+        let body = verify_checksum(&text).map_err(fail)?;
+        toml::from_str(body).map_err(|e| fail(e.to_string()))
     }
 
     /// Changes the state under the state lock. `change` returns whether it changed anything;
@@ -93,7 +95,7 @@ impl StateStore {
             Ok(true) => {
                 state.version += 1;
                 let text = toml::to_string(&state).map_err(|e| ReplicationError::StateFile { path: self.path().display().to_string(), reason: e.to_string() })?;
-                fjord_storage::io::write_file_atomic(&self.path(), text.into_bytes()).await?;
+                fjord_storage::io::write_file_atomic(&self.path(), with_checksum(text).into_bytes()).await?;
                 Ok(Ok(state))
             }
         }
@@ -112,6 +114,49 @@ impl StateStore {
             tokio::time::sleep(Duration::from_millis(5)).await;
             waited += 5;
         }
+    }
+}
+
+/// The last line of the state file: a CRC-32C of everything before it. TOML cut at a line
+/// boundary is still valid TOML (a cluster with fewer topics), so only the checksum tells a
+/// damaged file from a smaller cluster.
+const CHECKSUM_PREFIX: &str = "# crc32c ";
+
+fn with_checksum(mut body: String) -> String {
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    let crc = crc32c::crc32c(body.as_bytes());
+    body.push_str(&format!("{CHECKSUM_PREFIX}{crc:08x}\n"));
+    body
+}
+
+fn verify_checksum(text: &str) -> Result<&str, String> {
+    let trimmed = text.strip_suffix('\n').ok_or("the file does not end with its checksum line (truncated?)")?;
+    let split = trimmed.rfind('\n').map_or(0, |i| i + 1);
+    let (body, last) = trimmed.split_at(split);
+    let stored = last.strip_prefix(CHECKSUM_PREFIX).ok_or("the last line is not the checksum line (truncated?)")?;
+    let stored = u32::from_str_radix(stored.trim(), 16).map_err(|_e| format!("bad checksum line {last:?}"))?;
+    let actual = crc32c::crc32c(body.as_bytes());
+    if stored != actual {
+        return Err(format!("checksum mismatch: stored {stored:08x}, computed {actual:08x}"));
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_catches_cuts_at_any_byte() {
+        let text = with_checksum("version = 3\ncontroller = 1\n\n[topics.a]\nid = \"x\"\npartitions = []\n".to_string());
+        assert!(verify_checksum(&text).is_ok());
+        for cut in 0..text.len() {
+            assert!(verify_checksum(&text[..cut]).is_err(), "a cut at byte {cut} went unnoticed");
+        }
+        let flipped = text.replacen("a]", "b]", 1);
+        assert!(verify_checksum(&flipped).is_err());
     }
 }
 

@@ -131,9 +131,8 @@ async fn collect(broker: &Broker, body: &FetchRequest, max_bytes: u64) -> (Vec<V
                 if partition.high_watermark() > before {
                     hw_moved = true;
                 }
-                if let (Some(isr), Some(cluster)) = (wanted_isr, broker.cluster.clone()) {
-                    let (topic, index) = (name.to_string(), wanted.partition);
-                    fjord_storage::io::spawn(async move { cluster.change_isr(&topic, index, epoch, isr).await });
+                if let (Some(isr), Some(cluster)) = (wanted_isr, broker.cluster.as_ref()) {
+                    cluster.request_isr_change(&partition, isr);
                 }
             }
             result.high_watermark = partition.high_watermark();

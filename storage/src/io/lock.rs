@@ -39,12 +39,29 @@ impl FileLock {
         }
     }
 
-    /// Whether some process holds the lock on `path` (false if the file does not exist).
+    /// Whether some process holds the exclusive lock on `path` (false if the file does not
+    /// exist). The probe takes a *shared* lock for an instant: probes from several processes
+    /// never block each other (an exclusive probe would make one prober see another's probe
+    /// as a live holder), while a holder's exclusive lock refuses every probe.
     pub fn is_held(path: &Path) -> io::Result<bool> {
-        if !path.exists() {
+        let file = match OpenOptions::new().read(true).open(path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(error) => return Err(io::Error::new(error.kind(), format!("open lock file {}: {error}", path.display()))),
+        };
+        // SAFETY: flock on a descriptor owned by `file`, which outlives the call; the shared
+        // lock is released when `file` closes at the end of this function.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+        if rc == 0 {
             return Ok(false);
         }
-        Ok(FileLock::try_lock(path)?.is_none())
+        let error = io::Error::last_os_error();
+        if error.kind() == io::ErrorKind::WouldBlock {
+            Ok(true)
+        } else {
+            Err(io::Error::new(error.kind(), format!("flock {}: {error}", path.display())))
+        }
     }
 
     pub fn path(&self) -> &Path {
