@@ -72,6 +72,8 @@ pub struct Broker {
     coordinator: std::cell::OnceCell<Rc<Coordinator>>,
     /// Set when running as one broker of a cluster.
     pub cluster: Option<Rc<Cluster>>,
+    /// The bytes of requests being read or handled, in KiB permits (`request-memory-max`).
+    pub request_memory: tokio::sync::Semaphore,
 }
 
 pub(crate) fn random_id() -> [u8; 16] {
@@ -163,6 +165,7 @@ impl Broker {
     }
 
     fn new(config: BrokerConfig, cluster: Option<Rc<Cluster>>) -> Rc<Broker> {
+        let budget_units = (config.request_memory_max / 1024) as usize;
         Rc::new(Broker {
             config,
             topics: RefCell::new(BTreeMap::new()),
@@ -170,6 +173,7 @@ impl Broker {
             admin: tokio::sync::Mutex::new(()),
             next_producer_id: Cell::new(0),
             producer_id_limit: Cell::new(0),
+            request_memory: tokio::sync::Semaphore::new(budget_units),
             coordinator: std::cell::OnceCell::new(),
             cluster,
         })

@@ -30,6 +30,9 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     pub request_bytes_max: u64,
+    /// Bytes of requests held in memory at once, across all connections; beyond it the
+    /// broker stops reading and clients are slowed by TCP backpressure.
+    pub request_memory_max: u64,
     /// Open client connections; more are accepted and closed at once with a log line.
     pub connections_max: usize,
     pub segment_bytes: u64,
@@ -64,6 +67,7 @@ pub struct FileConfig {
     pub auto_create_topics: Option<bool>,
     pub num_partitions: Option<i32>,
     pub request_bytes_max: Option<u64>,
+    pub request_memory_max: Option<u64>,
     pub connections_max: Option<usize>,
     pub segment_bytes: Option<u64>,
     pub segment_ms: Option<u64>,
@@ -109,6 +113,10 @@ pub struct ServeArgs {
     /// Largest request frame accepted, in bytes [default: 104857600].
     #[arg(long)]
     pub request_bytes_max: Option<u64>,
+    /// Bytes of requests held in memory at once, all connections together; more waits
+    /// (backpressure) [default: 536870912].
+    #[arg(long)]
+    pub request_memory_max: Option<u64>,
     /// Most client connections open at once [default: 10000].
     #[arg(long)]
     pub connections_max: Option<usize>,
@@ -216,6 +224,7 @@ impl ServeArgs {
             num_partitions: self.num_partitions.or(file.num_partitions).unwrap_or(1),
             request_bytes_max: self.request_bytes_max.or(file.request_bytes_max).unwrap_or(REQUEST_BYTES_MAX_DEFAULT),
             connections_max: self.connections_max.or(file.connections_max).unwrap_or(10_000),
+            request_memory_max: self.request_memory_max.or(file.request_memory_max).unwrap_or(512 * 1024 * 1024),
             segment_bytes: self.segment_bytes.or(file.segment_bytes).unwrap_or(1024 * 1024 * 1024),
             segment_ms: self.segment_ms.or(file.segment_ms).unwrap_or(7 * 24 * 3600 * 1000),
             retention_ms: optional_limit("retention-ms", self.retention_ms.or(file.retention_ms).unwrap_or(7 * 24 * 3600 * 1000))?,
@@ -256,6 +265,9 @@ impl BrokerConfig {
         }
         if !(1024..=REQUEST_BYTES_LIMIT_MAX).contains(&self.request_bytes_max) {
             bail!("request-bytes-max must be between 1 KiB and 1 GiB, got {}", self.request_bytes_max);
+        }
+        if self.request_memory_max < self.request_bytes_max + 4 || self.request_memory_max > 1 << 40 {
+            bail!("request-memory-max ({}) must hold at least one request of request-bytes-max ({}) and at most 1 TiB", self.request_memory_max, self.request_bytes_max);
         }
         if self.connections_max == 0 || self.connections_max > 1_000_000 {
             bail!("connections-max must be between 1 and 1000000, got {}", self.connections_max);

@@ -140,13 +140,20 @@ pub async fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-enum FrameRead {
-    Frame(Bytes),
+enum FrameRead<'a> {
+    Frame(Bytes, Option<tokio::sync::SemaphorePermit<'a>>),
     Closed,
 }
 
+/// Bytes per permit of the request memory budget.
+const BUDGET_UNIT_BYTES: usize = 1024;
+
 /// Reads the next request frame into `buf` (which keeps any bytes of the following one).
-async fn read_frame(stream: &Stream, buf: &mut BytesMut, request_bytes_max: u64) -> Result<FrameRead, String> {
+/// A frame's bytes are taken from the broker-wide request memory budget before they are
+/// read, and given back when the request is done: when the budget is spent, connections
+/// stop reading and TCP pushes back on the clients.
+async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: u64, budget: &'a tokio::sync::Semaphore) -> Result<FrameRead<'a>, String> {
+    let mut permit: Option<tokio::sync::SemaphorePermit<'a>> = None;
     loop {
         if buf.len() >= 4 {
             let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
@@ -154,10 +161,20 @@ async fn read_frame(stream: &Stream, buf: &mut BytesMut, request_bytes_max: u64)
                 return Err(format!("frame size {size} outside 0..={request_bytes_max} (request_bytes_max)"));
             }
             let total = 4 + size as usize;
+            if permit.is_none() {
+                let units = total.div_ceil(BUDGET_UNIT_BYTES) as u32;
+                permit = Some(match budget.try_acquire_many(units) {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        debug!(bytes = total, "request memory budget spent; waiting (backpressure)");
+                        budget.acquire_many(units).await.map_err(|e| format!("request memory budget closed: {e}"))?
+                    }
+                });
+            }
             if buf.len() >= total {
                 let mut frame = buf.split_to(total);
                 frame.advance(4);
-                return Ok(FrameRead::Frame(frame.freeze()));
+                return Ok(FrameRead::Frame(frame.freeze(), permit));
             }
             // Room for the rest of this frame; never more than one frame plus a chunk.
             buf.reserve((total - buf.len()).max(READ_CHUNK_BYTES.min(total)));
@@ -185,11 +202,12 @@ async fn serve_connection(broker: &Rc<Broker>, stream: &Stream, peer: SocketAddr
             return;
         }
         let frame = tokio::select! {
-            frame = read_frame(stream, &mut buf, broker.config.request_bytes_max) => frame,
+            frame = read_frame(stream, &mut buf, broker.config.request_bytes_max, &broker.request_memory) => frame,
             _ = shutdown.wait() => return,
         };
-        let payload = match frame {
-            Ok(FrameRead::Frame(payload)) => payload,
+        // Held until this request is answered.
+        let (payload, _budget) = match frame {
+            Ok(FrameRead::Frame(payload, permit)) => (payload, permit),
             Ok(FrameRead::Closed) => return,
             Err(reason) => {
                 warn!(%peer, %reason, "closing connection: bad frame");

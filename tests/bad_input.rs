@@ -392,3 +392,33 @@ fn a_batch_retried_after_a_broker_crash_is_stored_once() {
     assert!(next_id > producer_id, "InitProducerId after a crash returned {next_id}, not above the earlier {producer_id}");
     assert_clients_still_work(&mut broker, "a retry after a crash");
 }
+
+#[test]
+fn the_request_memory_budget_holds_back_reads_and_recovers() {
+    // A 2 MiB budget, 1 MiB requests at most: two half-sent 1 MiB frames spend the budget.
+    let mut broker = TestBroker::start_with("memory-budget", &["--request-bytes-max", "1048576", "--request-memory-max", "2097152"]);
+    let announce = |conn: &mut Conn| {
+        let mut head = (1_048_000i32).to_be_bytes().to_vec();
+        head.extend_from_slice(&[0u8; 100]);
+        conn.send(&head).expect("send a partial frame");
+    };
+    let mut first = Conn::connect(broker.addr());
+    let mut second = Conn::connect(broker.addr());
+    announce(&mut first);
+    announce(&mut second);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // A small request now waits for budget: no answer while the big frames hold it.
+    let mut probe = Conn::connect(broker.addr());
+    probe.stream.set_read_timeout(Some(std::time::Duration::from_millis(700))).expect("timeout");
+    probe.send(&wire::request_frame(wire::API_VERSIONS, 0, 7, &[])).expect("send");
+    let mut byte = [0u8; 1];
+    let early = std::io::Read::read(&mut probe.stream, &mut byte);
+    assert!(early.is_err(), "a request was read while the memory budget was spent: {early:?}");
+    // One big frame's client gives up: its budget returns and the waiting request is served.
+    drop(first);
+    probe.stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    let mut rest = [0u8; 3];
+    std::io::Read::read_exact(&mut probe.stream, &mut rest).expect("the waiting request is answered once budget returns");
+    drop(second);
+    assert_clients_still_work(&mut broker, "after the memory budget was spent");
+}
