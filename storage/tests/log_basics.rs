@@ -300,3 +300,31 @@ fn a_large_append_with_one_bad_batch_leaves_the_log_and_file_unchanged() {
         log.verify().await.unwrap();
     });
 }
+
+#[test]
+fn segments_roll_by_age_and_interval_flushes_come_due() {
+    let dir = TempDir::new("time-roll");
+    block_on(async {
+        let config = LogConfig { segment_ms: 50, flush: FlushPolicy::IntervalMs(50), ..small_config() };
+        let mut log = PartitionLog::open(dir.path(), config).await.unwrap();
+        log.append(buf(&batch(2, 10, 0, 0)), 0).await.unwrap();
+        assert_eq!(log.segments().len(), 1);
+        // Not yet old: nothing rolls, and an empty active segment never rolls.
+        log.roll_if_due().await.unwrap();
+        assert_eq!(log.segments().len(), 1);
+        std::thread::sleep(std::time::Duration::from_millis(80));
+        log.flush_if_due().await.unwrap();
+        assert_eq!(log.durable_offset(), 2, "the interval passed, so the flush came due");
+        log.roll_if_due().await.unwrap();
+        assert_eq!(log.segments().len(), 2, "the segment is older than segment_ms");
+        assert_eq!(log.segments()[1].base_offset, 2);
+        log.roll_if_due().await.unwrap();
+        assert_eq!(log.segments().len(), 2, "an empty active segment does not roll");
+        // An append into an old segment rolls first.
+        log.append(buf(&batch(1, 10, 0, 1)), 0).await.unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(80));
+        log.append(buf(&batch(1, 10, 0, 2)), 0).await.unwrap();
+        assert_eq!(log.segments().len(), 3);
+        log.verify().await.unwrap();
+    });
+}
