@@ -145,6 +145,9 @@ enum FrameRead<'a> {
     Closed,
 }
 
+/// How long a client may stall in the middle of sending a request before it is dropped.
+const FRAME_STALL_MS_MAX: u64 = 30_000;
+
 /// Bytes per permit of the request memory budget.
 const BUDGET_UNIT_BYTES: usize = 1024;
 
@@ -182,7 +185,16 @@ async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: 
             buf.reserve(READ_CHUNK_BYTES);
         }
         let taken = std::mem::take(buf);
-        let (result, returned) = stream.read(taken).await;
+        let (result, returned) = if permit.is_some() {
+            // Inside a frame the rest must keep coming: a client that announces a request and
+            // stalls would otherwise hold its share of the memory budget forever.
+            match tokio::time::timeout(std::time::Duration::from_millis(FRAME_STALL_MS_MAX), stream.read(taken)).await {
+                Ok(read) => read,
+                Err(_elapsed) => return Err(format!("no bytes for {FRAME_STALL_MS_MAX} ms inside a frame")),
+            }
+        } else {
+            stream.read(taken).await
+        };
         *buf = returned;
         match result {
             Ok(0) if buf.is_empty() => return Ok(FrameRead::Closed),
