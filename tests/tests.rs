@@ -7,4 +7,5 @@ mod bad_input;
 mod broker_clients;
 mod cli;
 mod groups;
+mod node_clients;
 mod replication;
