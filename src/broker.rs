@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::cluster::Cluster;
+use crate::shards::Shards;
 use crate::config::{BrokerConfig, TOPICS_MAX, TOPIC_PARTITIONS_MAX};
 use fjord_replication::ClusterState;
 use crate::coordinator::{Coordinator, GroupConfig, OFFSETS_TOPIC};
@@ -63,8 +64,10 @@ impl TopicError {
 pub struct Broker {
     pub config: BrokerConfig,
     topics: RefCell<BTreeMap<String, Rc<Topic>>>,
-    /// Woken on every append, for fetches waiting on `min_bytes`.
-    pub data_arrived: Notify,
+    /// Woken on every append (on any shard), for fetches waiting on `min_bytes`.
+    pub data_arrived: std::sync::Arc<Notify>,
+    /// This shard and the others (`shards.rs`); one shard unless `--shards`.
+    pub shards: Shards,
     /// Create/delete run one at a time.
     admin: tokio::sync::Mutex<()>,
     next_producer_id: Cell<i64>,
@@ -109,8 +112,8 @@ impl Broker {
         self.config.data_dir.join("topics")
     }
 
-    /// Opens every topic found in the data directory.
-    pub async fn open(config: BrokerConfig) -> anyhow::Result<Rc<Broker>> {
+    /// Opens every topic found in the data directory (this shard's share of the partitions).
+    pub async fn open(config: BrokerConfig, shards: Shards) -> anyhow::Result<Rc<Broker>> {
         std::fs::create_dir_all(config.data_dir.join("topics"))
             .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
         let cluster = match &config.cluster {
@@ -118,9 +121,10 @@ impl Broker {
             None => None,
         };
         if cluster.is_some() {
+            anyhow::ensure!(shards.count == 1, "--shards above 1 is not supported with --cluster yet");
             return Broker::open_clustered(config, cluster).await;
         }
-        let broker = Broker::new(config, None);
+        let broker = Broker::new(config, None, shards);
         let producer_file = broker.config.data_dir.join("producer-id-block");
         if let Some(bytes) = fjord_storage::io::read_file(&producer_file, 64).await? {
             let text = String::from_utf8_lossy(&bytes);
@@ -128,23 +132,12 @@ impl Broker {
             broker.next_producer_id.set(next);
             broker.producer_id_limit.set(next);
         }
-        let dir = broker.topics_dir();
-        let mut names: Vec<String> = fjord_storage::io::list_dir(&dir)?
-            .into_iter()
-            .filter_map(|n| n.strip_suffix(".toml").map(str::to_string))
-            .collect();
-        names.sort();
-        for name in names {
-            let path = dir.join(format!("{name}.toml"));
-            let Some(bytes) = fjord_storage::io::read_file(&path, TOPIC_FILE_BYTES_MAX).await? else { continue };
-            let file: TopicFile = toml::from_str(&String::from_utf8_lossy(&bytes))
-                .map_err(|e| anyhow::anyhow!("invalid topic file {}: {e}", path.display()))?;
-            let config = TopicConfig { overrides: file.config.clone() };
-            let id = parse_hex16(&file.id).ok_or_else(|| anyhow::anyhow!("invalid topic id in {}", path.display()))?;
-            let topic = broker.open_topic(&name, id, file.partitions, config).await?;
-            broker.topics.borrow_mut().insert(name, topic);
+        broker.reload_topics().await?;
+        info!(topics = broker.topics.borrow().len(), shard = broker.shards.me, data_dir = %broker.config.data_dir.display(), "broker state loaded");
+        if broker.shards.me != 0 {
+            // Shard 0 keeps the offsets topic and the group coordinator.
+            return Ok(broker);
         }
-        info!(topics = broker.topics.borrow().len(), data_dir = %broker.config.data_dir.display(), "broker state loaded");
 
         // The group coordinator's committed offsets live in an internal topic.
         let offsets = match broker.topic(OFFSETS_TOPIC) {
@@ -164,12 +157,48 @@ impl Broker {
         Ok(broker)
     }
 
-    fn new(config: BrokerConfig, cluster: Option<Rc<Cluster>>) -> Rc<Broker> {
+    /// Opens topics that appeared in the topics directory (this shard's share of their
+    /// partitions) and drops those whose metadata file is gone. Shard 0 tells the other
+    /// shards to do this after every create or delete.
+    pub async fn reload_topics(&self) -> anyhow::Result<()> {
+        let dir = self.topics_dir();
+        let mut names: Vec<String> = fjord_storage::io::list_dir(&dir)?
+            .into_iter()
+            .filter_map(|n| n.strip_suffix(".toml").map(str::to_string))
+            .collect();
+        names.sort();
+        let gone: Vec<String> = self.topics.borrow().keys().filter(|k| !names.contains(k)).cloned().collect();
+        for name in gone {
+            let Some(topic) = self.topics.borrow_mut().remove(&name) else { continue };
+            for partition in topic.local_partitions() {
+                let _ = partition.close().await;
+                if let Err(error) = std::fs::remove_dir_all(&partition.dir) {
+                    warn!(dir = %partition.dir.display(), %error, "cannot remove deleted partition's directory");
+                }
+            }
+        }
+        for name in names {
+            if self.topics.borrow().contains_key(&name) {
+                continue;
+            }
+            let path = dir.join(format!("{name}.toml"));
+            let Some(bytes) = fjord_storage::io::read_file(&path, TOPIC_FILE_BYTES_MAX).await? else { continue };
+            let file: TopicFile = toml::from_str(&String::from_utf8_lossy(&bytes)).map_err(|e| anyhow::anyhow!("invalid topic file {}: {e}", path.display()))?;
+            let config = TopicConfig { overrides: file.config.clone() };
+            let id = parse_hex16(&file.id).ok_or_else(|| anyhow::anyhow!("invalid topic id in {}", path.display()))?;
+            let topic = self.open_topic(&name, id, file.partitions, config).await?;
+            self.topics.borrow_mut().insert(name, topic);
+        }
+        Ok(())
+    }
+
+    fn new(config: BrokerConfig, cluster: Option<Rc<Cluster>>, shards: Shards) -> Rc<Broker> {
         let budget_units = (config.request_memory_max / 1024) as usize;
         Rc::new(Broker {
             config,
             topics: RefCell::new(BTreeMap::new()),
-            data_arrived: Notify::new(),
+            data_arrived: std::sync::Arc::clone(&shards.data_arrived),
+            shards,
             admin: tokio::sync::Mutex::new(()),
             next_producer_id: Cell::new(0),
             producer_id_limit: Cell::new(0),
@@ -190,7 +219,7 @@ impl Broker {
     /// Opens a broker of a cluster: its partitions and roles come from the cluster state.
     async fn open_clustered(config: BrokerConfig, cluster: Option<Rc<Cluster>>) -> anyhow::Result<Rc<Broker>> {
         let cluster_ctx = Rc::clone(cluster.as_ref().expect("clustered"));
-        let broker = Broker::new(config, cluster);
+        let broker = Broker::new(config, cluster, Shards::single());
         // Producer ids: this broker's id in the high bits keeps them unique in the cluster.
         let producer_file = broker.config.data_dir.join("producer-id-block");
         let base = i64::from(broker.config.broker_id) << 40;
@@ -288,6 +317,10 @@ impl Broker {
         let log_config = config.log_config(&self.config);
         let mut opened = Vec::with_capacity(partitions as usize);
         for index in 0..partitions {
+            if !self.shards.owns(&name, index) {
+                opened.push(None);
+                continue;
+            }
             let partition = Partition::open(&self.config.data_dir, Rc::clone(&name), index, log_config.clone(), self.config.broker_id, false)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot open partition {name}-{index}: {e}"))?;
@@ -309,6 +342,12 @@ impl Broker {
         self.topics.borrow().values().cloned().collect()
     }
 
+    /// Whether the topic has partition `index` (wherever it is hosted).
+    pub fn partition_exists(&self, topic: &str, index: i32) -> bool {
+        self.topic(topic).is_some_and(|t| index >= 0 && (index as usize) < t.partitions.len())
+    }
+
+    /// The partition, if this shard of this broker hosts it.
     pub fn partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
         let topics = self.topics.borrow();
         let topic = topics.get(topic)?;
@@ -377,6 +416,8 @@ impl Broker {
             .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
         self.topics.borrow_mut().insert(name.to_string(), Rc::clone(&topic));
         info!(topic = name, partitions, "created topic");
+        drop(_admin);
+        self.shards.topics_changed().await;
         Ok(topic)
     }
 
@@ -413,6 +454,7 @@ impl Broker {
             }
         }
         info!(topic = name, "deleted topic");
+        self.shards.topics_changed().await;
         Ok(())
     }
 

@@ -30,6 +30,8 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     pub request_bytes_max: u64,
+    /// Threads, each with its own io_uring runtime and share of the partitions.
+    pub shards: usize,
     /// Bytes of requests held in memory at once, across all connections; beyond it the
     /// broker stops reading and clients are slowed by TCP backpressure.
     pub request_memory_max: u64,
@@ -68,6 +70,7 @@ pub struct FileConfig {
     pub num_partitions: Option<i32>,
     pub request_bytes_max: Option<u64>,
     pub request_memory_max: Option<u64>,
+    pub shards: Option<usize>,
     pub connections_max: Option<usize>,
     pub segment_bytes: Option<u64>,
     pub segment_ms: Option<u64>,
@@ -113,6 +116,10 @@ pub struct ServeArgs {
     /// Largest request frame accepted, in bytes [default: 104857600].
     #[arg(long)]
     pub request_bytes_max: Option<u64>,
+    /// Threads serving requests, each with its own io_uring runtime and share of the
+    /// partitions; not yet with --cluster [default: 1].
+    #[arg(long)]
+    pub shards: Option<usize>,
     /// Bytes of requests held in memory at once, all connections together; more waits
     /// (backpressure) [default: 536870912].
     #[arg(long)]
@@ -225,6 +232,9 @@ impl ServeArgs {
             request_bytes_max: self.request_bytes_max.or(file.request_bytes_max).unwrap_or(REQUEST_BYTES_MAX_DEFAULT),
             connections_max: self.connections_max.or(file.connections_max).unwrap_or(10_000),
             request_memory_max: self.request_memory_max.or(file.request_memory_max).unwrap_or(512 * 1024 * 1024),
+            // One by default for now: on 2 cores the forwarding between shards costs more than
+            // the second core gives while the clients need it too (docs/benchmarks.md).
+            shards: self.shards.or(file.shards).unwrap_or(1),
             segment_bytes: self.segment_bytes.or(file.segment_bytes).unwrap_or(1024 * 1024 * 1024),
             segment_ms: self.segment_ms.or(file.segment_ms).unwrap_or(7 * 24 * 3600 * 1000),
             retention_ms: optional_limit("retention-ms", self.retention_ms.or(file.retention_ms).unwrap_or(7 * 24 * 3600 * 1000))?,
@@ -268,6 +278,12 @@ impl BrokerConfig {
         }
         if self.request_memory_max < self.request_bytes_max + 4 || self.request_memory_max > 1 << 40 {
             bail!("request-memory-max ({}) must hold at least one request of request-bytes-max ({}) and at most 1 TiB", self.request_memory_max, self.request_bytes_max);
+        }
+        if !(1..=crate::shards::SHARDS_MAX).contains(&self.shards) {
+            bail!("shards must be between 1 and {}, got {}", crate::shards::SHARDS_MAX, self.shards);
+        }
+        if self.shards > 1 && self.cluster.is_some() {
+            bail!("--shards above 1 is not supported with --cluster yet");
         }
         if self.connections_max == 0 || self.connections_max > 1_000_000 {
             bail!("connections-max must be between 1 and 1000000, got {}", self.connections_max);

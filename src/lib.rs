@@ -22,4 +22,5 @@ pub mod producer;
 pub mod protocol;
 pub mod replica;
 pub mod server;
+pub mod shards;
 pub mod topic;

@@ -62,10 +62,13 @@ pub struct Request {
     pub body: Bytes,
     /// The client's address, for DescribeGroups' client host.
     pub peer: Option<std::net::SocketAddr>,
+    /// The whole frame payload, for forwarding to another shard.
+    pub raw: Bytes,
 }
 
 /// Splits a frame payload into header and body.
 pub fn parse_request(mut payload: Bytes) -> Result<Request, FrameError> {
+    let raw = payload.clone();
     if payload.len() < 8 {
         return Err(FrameError::TooShort { size: payload.len() });
     }
@@ -77,7 +80,7 @@ pub fn parse_request(mut payload: Bytes) -> Result<Request, FrameError> {
     let header_version = api_key.request_header_version(version);
     let header = RequestHeader::decode(&mut payload, header_version)
         .map_err(|e| FrameError::BadHeader { api_key, version, reason: e.to_string() })?;
-    Ok(Request { api_key, version, header, body: payload, peer: None })
+    Ok(Request { api_key, version, header, body: payload, peer: None, raw })
 }
 
 /// Encodes a response frame (size prefix, header, body) for `request`.

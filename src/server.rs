@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
+use crate::shards::Shards;
 use crate::config::BrokerConfig;
 use crate::handlers::{dispatch, FetchResponse, Piece, Reply};
 use crate::protocol::parse_request;
@@ -53,25 +54,111 @@ impl Shutdown {
 }
 
 /// Runs a broker until SIGTERM or SIGINT, then shuts it down cleanly. Prints
-/// `fjord: listening on ADDR` on stdout once it serves.
-pub async fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
+/// `fjord: listening on ADDR` on stdout once every shard serves. Blocks the calling thread.
+pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     match fjord_storage::io::raise_open_files_limit() {
         Ok(limit) => info!(open_files_max = limit, "open file limit"),
         Err(error) => warn!(%error, "cannot read the open file limit"),
     }
-    let listener = Listener::bind(config.listen)?;
-    let local = listener.local_addr()?;
+    let count = config.shards;
+    // The first listener fixes the port (`--listen ...:0` picks a free one); with several
+    // shards every listener shares it through SO_REUSEPORT.
+    let first = bind_std(config.listen, count > 1)?;
+    let local = first.local_addr()?;
     if config.advertised_port == 0 {
         config.advertised_port = local.port();
     }
-    let broker = Broker::open(config).await?;
+    let mut std_listeners = vec![first];
+    for _ in 1..count {
+        std_listeners.push(bind_std(local, true)?);
+    }
+    let data_arrived = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..count).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<usize>>();
+    let mut threads = Vec::with_capacity(count);
+    for (me, (listener, inbox)) in std_listeners.into_iter().zip(receivers).enumerate() {
+        let shards = if count > 1 { Shards::new(me, senders.clone(), std::sync::Arc::clone(&data_arrived)) } else { Shards::single() };
+        let (config, ready) = (config.clone(), ready_tx.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("fjord-shard-{me}"))
+            .spawn(move || fjord_storage::io::block_on(run_shard(config, shards, listener, inbox, ready)))
+            .map_err(|e| anyhow::anyhow!("cannot start shard thread {me}: {e}"))?;
+        threads.push(thread);
+    }
+    drop(ready_tx);
+    drop(senders);
+    for _ in 0..count {
+        match ready_rx.recv() {
+            Ok(Ok(_shard)) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_) => break,
+        }
+    }
+    info!(address = %local, shards = count, "listening");
+    println!("fjord: listening on {local}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let mut outcome = Ok(());
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => outcome = Err(error),
+            Err(_) => outcome = Err(anyhow::anyhow!("a shard thread panicked")),
+        }
+    }
+    outcome
+}
+
+fn bind_std(address: SocketAddr, reuse_port: bool) -> anyhow::Result<std::net::TcpListener> {
+    if reuse_port {
+        // Bound outside any runtime; each shard wraps its own in its runtime.
+        return Ok(fjord_storage::io::bind_reuseport_std(address)?);
+    }
+    std::net::TcpListener::bind(address).map_err(|e| anyhow::anyhow!("bind {address}: {e}"))
+}
+
+/// One shard: its runtime's broker, listener and tasks. Shard 0 also handles signals and
+/// stops the others first at shutdown.
+async fn run_shard(
+    config: BrokerConfig,
+    shards: Shards,
+    listener: std::net::TcpListener,
+    inbox: tokio::sync::mpsc::UnboundedReceiver<crate::shards::Message>,
+    ready: std::sync::mpsc::Sender<anyhow::Result<usize>>,
+) -> anyhow::Result<()> {
+    let me = shards.me;
+    let listener = Listener::from_std(listener);
     let shutdown = Rc::new(Shutdown::default());
+    let stopped = Rc::new(Notify::new());
+    let broker = match Broker::open(config, shards).await {
+        Ok(broker) => broker,
+        Err(error) => {
+            let message = format!("{error:#}");
+            let _ = ready.send(Err(error));
+            anyhow::bail!(message);
+        }
+    };
+    {
+        // Other shards' requests for this shard's partitions; a Shutdown from shard 0 stops
+        // this shard and is acknowledged once its partitions are closed.
+        let (shutdown, stopped) = (Rc::clone(&shutdown), Rc::clone(&stopped));
+        fjord_storage::io::spawn(crate::shards::serve_inbox(Rc::clone(&broker), inbox, move || {
+            let (shutdown, stopped) = (Rc::clone(&shutdown), Rc::clone(&stopped));
+            async move {
+                let done = stopped.notified();
+                tokio::pin!(done);
+                done.as_mut().enable();
+                shutdown.trigger();
+                done.await;
+            }
+        }));
+    }
     let upkeep = fjord_storage::io::spawn(Rc::clone(&broker).run_upkeep());
-    let group_timers = fjord_storage::io::spawn(broker.coordinator().run_timers());
+    let group_timers = (me == 0).then(|| fjord_storage::io::spawn(broker.coordinator().run_timers()));
     let replication = broker.cluster.is_some().then(|| {
         (fjord_storage::io::spawn(crate::cluster::run(Rc::clone(&broker))), fjord_storage::io::spawn(crate::fetcher::run(Rc::clone(&broker))))
     });
-    {
+    if me == 0 {
         let shutdown = Rc::clone(&shutdown);
         fjord_storage::io::spawn(async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
@@ -83,10 +170,7 @@ pub async fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
             shutdown.trigger();
         });
     }
-    info!(address = %local, "listening");
-    println!("fjord: listening on {local}");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    let _ = ready.send(Ok(me));
 
     loop {
         let accepted = tokio::select! {
@@ -129,14 +213,21 @@ pub async fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
             break;
         }
     }
+    if me == 0 {
+        // The others first: their in-flight requests may still need shard 0.
+        broker.shards.shut_down_others().await;
+    }
     upkeep.abort();
-    group_timers.abort();
+    if let Some(timers) = group_timers {
+        timers.abort();
+    }
     if let Some((cluster, fetchers)) = replication {
         cluster.abort();
         fetchers.abort();
     }
     broker.close().await;
-    info!("shut down cleanly");
+    stopped.notify_waiters();
+    info!(shard = me, "shut down cleanly");
     Ok(())
 }
 

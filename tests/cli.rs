@@ -69,3 +69,48 @@ fn cli_errors_are_one_lowercase_line_with_documented_exit_codes() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("unknowntopicorpartition"));
 }
+
+#[test]
+fn several_shards_serve_produce_fetch_groups_and_admin_like_one() {
+    for shards in ["1", "3"] {
+        let mut broker = TestBroker::start_with(&format!("shards-{shards}"), &["--shards", shards, "--group-initial-rebalance-delay-ms", "0"]);
+        let b = broker.bootstrap();
+        let created = fjord(&["topic", "create", "spread", "-p", "6", "-b", &b]);
+        assert!(created.status.success(), "shards {shards}: {}", String::from_utf8_lossy(&created.stderr));
+        // Keyed records with acks=all and acks=1 land on partitions owned by every shard.
+        let lines: String = (0..600).map(|i| format!("k{}:{i}\n", i % 13)).collect();
+        for acks in ["-1", "1"] {
+            let args: Vec<String> = ["produce", "-t", "spread", "-K", ":", "--acks", acks, "--batch-records", "25", "-b", &b].iter().map(|s| s.to_string()).collect();
+            let produced = run_with_timeout(120, Path::new(env!("CARGO_BIN_EXE_fjord")), &args, Some(lines.as_bytes()));
+            assert!(produced.status.success(), "shards {shards} acks {acks}: {}", String::from_utf8_lossy(&produced.stderr));
+        }
+        // Fetch from every partition, wherever its shard: all 1200 records, in order per key.
+        let consumed = fjord(&["consume", "-t", "spread", "-e", "--print-keys", "-b", &b]);
+        assert!(consumed.status.success(), "shards {shards}: {}", String::from_utf8_lossy(&consumed.stderr));
+        let text = String::from_utf8_lossy(&consumed.stdout);
+        assert_eq!(text.lines().count(), 1200, "shards {shards}");
+        let mut last: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        let mut round: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+        for line in text.lines() {
+            let (key, value) = line.split_once('\t').expect("key and value");
+            let value: i64 = value.parse().expect("a number");
+            if let Some(previous) = last.insert(key, value) {
+                if value <= previous {
+                    *round.entry(key).or_default() += 1;
+                }
+            }
+        }
+        // Each key was produced twice (acks=all, then acks=1): exactly one wrap per key.
+        assert!(round.values().all(|r| *r == 1), "shards {shards}: per-key order broken: {round:?}");
+        // A consumer group (coordinated on shard 0) commits partitions owned by other shards.
+        let grouped = fjord(&["consume", "-t", "spread", "-g", "g", "-e", "-b", &b]);
+        assert_eq!(String::from_utf8_lossy(&grouped.stdout).lines().count(), 1200, "shards {shards}");
+        let again = fjord(&["consume", "-t", "spread", "-g", "g", "-e", "-b", &b]);
+        assert_eq!(String::from_utf8_lossy(&again.stdout).lines().count(), 0, "shards {shards}: committed offsets");
+        // Delete reaches every shard's partitions.
+        assert!(fjord(&["topic", "delete", "spread", "-b", &b]).status.success());
+        let left: Vec<_> = std::fs::read_dir(broker.data_dir()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("spread-")).collect();
+        assert!(left.is_empty(), "shards {shards}: partition dirs left after delete: {left:?}");
+        broker.stop();
+    }
+}

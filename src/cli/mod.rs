@@ -82,6 +82,16 @@ fn init_logging() {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // A command piped into `head` should end quietly when the pipe closes, as Unix tools
+        // do, rather than fail on the next write. (The broker keeps ignoring SIGPIPE: a
+        // client going away is an error on one connection, not the end of the process.)
+        // SAFETY: restoring a signal's default disposition before any thread starts.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_logging();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
@@ -109,7 +119,7 @@ pub fn main() -> ExitCode {
 fn serve(args: ServeArgs) -> Result<(), CliError> {
     let config = args.resolve().map_err(|e| CliError::usage(format!("{e:#}")))?;
     let listen = config.listen;
-    fjord_storage::io::block_on(crate::server::run(config)).map_err(|e| {
+    crate::server::serve(config).map_err(|e| {
         let message = format!("{e:#}");
         let error = CliError::failure(message.clone());
         if message.contains("Address already in use") {

@@ -92,7 +92,64 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
 
 /// Resolves every requested partition to file regions. Returns (per topic results, total
 /// bytes, whether any partition has an error).
-async fn collect(broker: &Broker, body: &FetchRequest, max_bytes: u64) -> (Vec<Vec<PartitionResult>>, u64, bool) {
+/// One partition's part of a Fetch, resolved on the shard that owns the partition.
+pub struct PartitionRead {
+    pub error: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub regions: Vec<FileRegion>,
+    /// Whether a follower's fetch moved the high watermark.
+    pub hw_moved: bool,
+}
+
+/// Resolves one partition this shard owns: checks, follower progress, and the file regions
+/// of whole batches from `offset`, at most `limit` bytes (at least one batch).
+pub async fn read_partition(broker: &Broker, topic: &str, index: i32, offset: i64, limit: u64, replica: i32, current_leader_epoch: i32) -> PartitionRead {
+    let mut result = PartitionRead { error: 0, high_watermark: -1, log_start_offset: -1, regions: Vec::new(), hw_moved: false };
+    let Some(partition) = broker.partition(topic, index) else {
+        let exists = broker.topic(topic).is_some_and(|t| index >= 0 && (index as usize) < t.partitions.len());
+        result.error = if exists { ResponseError::NotLeaderOrFollower } else { ResponseError::UnknownTopicOrPartition }.code();
+        return result;
+    };
+    if !partition.replica.is_leader() {
+        result.error = ResponseError::NotLeaderOrFollower.code();
+        return result;
+    }
+    let epoch = partition.replica.leader_epoch();
+    if current_leader_epoch >= 0 && current_leader_epoch != epoch {
+        result.error = if current_leader_epoch < epoch { ResponseError::FencedLeaderEpoch } else { ResponseError::UnknownLeaderEpoch }.code();
+        return result;
+    }
+    if replica >= 0 {
+        // A follower's fetch offset says what it holds: progress, high watermark and in-sync
+        // set move with it.
+        let before = partition.high_watermark();
+        let wanted_isr = partition.on_follower_fetch(replica, offset, crate::broker::now_ms(), broker.config.replica_lag_time_max_ms as i64);
+        result.hw_moved = partition.high_watermark() > before;
+        if let (Some(isr), Some(cluster)) = (wanted_isr, broker.cluster.as_ref()) {
+            cluster.request_isr_change(&partition, isr);
+        }
+    }
+    result.high_watermark = partition.high_watermark();
+    result.log_start_offset = partition.log_start_offset();
+    // Followers read to the log end; consumers only below the high watermark.
+    let end = if replica >= 0 { partition.log_end_offset() } else { result.high_watermark };
+    if offset >= end && offset <= partition.log_end_offset() && offset >= result.log_start_offset {
+        return result;
+    }
+    match partition.read_below(offset, limit.max(1), end).await {
+        Ok(read) => result.regions = read.regions,
+        Err(error) => {
+            debug!(topic, partition = index, offset, %error, "fetch error");
+            result.error = storage_error_code(&error).code();
+        }
+    }
+    result
+}
+
+/// Resolves every requested partition to file regions. Returns (per topic results, total
+/// bytes, whether any partition has an error).
+async fn collect(broker: &Rc<Broker>, body: &FetchRequest, max_bytes: u64) -> (Vec<Vec<PartitionResult>>, u64, bool) {
     let mut total = 0u64;
     let mut errors = false;
     let replica = body.replica_id.0;
@@ -103,69 +160,27 @@ async fn collect(broker: &Broker, body: &FetchRequest, max_bytes: u64) -> (Vec<V
         let mut results = Vec::with_capacity(topic.partitions.len());
         for wanted in &topic.partitions {
             let mut result = PartitionResult { index: wanted.partition, error: 0, high_watermark: -1, log_start_offset: -1, regions: Vec::new(), bytes: 0 };
-            let Some(partition) = broker.partition(name, wanted.partition) else {
-                let exists = broker.topic(name).is_some_and(|t| wanted.partition >= 0 && (wanted.partition as usize) < t.partitions.len());
-                result.error = if exists { ResponseError::NotLeaderOrFollower } else { ResponseError::UnknownTopicOrPartition }.code();
-                errors = true;
-                results.push(result);
-                continue;
-            };
-            if !partition.replica.is_leader() {
-                result.error = ResponseError::NotLeaderOrFollower.code();
-                errors = true;
-                results.push(result);
-                continue;
-            }
-            let epoch = partition.replica.leader_epoch();
-            if wanted.current_leader_epoch >= 0 && wanted.current_leader_epoch != epoch {
-                result.error = if wanted.current_leader_epoch < epoch { ResponseError::FencedLeaderEpoch } else { ResponseError::UnknownLeaderEpoch }.code();
-                errors = true;
-                results.push(result);
-                continue;
-            }
-            if replica >= 0 {
-                // A follower's fetch offset says what it holds: progress, high watermark and
-                // in-sync set move with it.
-                let before = partition.high_watermark();
-                let wanted_isr = partition.on_follower_fetch(replica, wanted.fetch_offset, crate::broker::now_ms(), broker.config.replica_lag_time_max_ms as i64);
-                if partition.high_watermark() > before {
-                    hw_moved = true;
-                }
-                if let (Some(isr), Some(cluster)) = (wanted_isr, broker.cluster.as_ref()) {
-                    cluster.request_isr_change(&partition, isr);
-                }
-            }
-            result.high_watermark = partition.high_watermark();
-            result.log_start_offset = partition.log_start_offset();
-            // Followers read to the log end; consumers only below the high watermark.
-            let end = if replica >= 0 { partition.log_end_offset() } else { result.high_watermark };
             let remaining = max_bytes.saturating_sub(total);
             let limit = (wanted.partition_max_bytes.max(0) as u64).min(remaining);
-            if wanted.fetch_offset >= end && wanted.fetch_offset <= partition.log_end_offset() && wanted.fetch_offset >= result.log_start_offset {
-                results.push(result);
-                continue;
-            }
             if limit == 0 && total > 0 {
                 results.push(result);
                 continue;
             }
-            match partition.read_below(wanted.fetch_offset, limit.max(1), end).await {
-                Ok(read) => {
-                    let bytes = read.bytes();
-                    // Only the first partition with data may exceed the limits (KIP-74).
-                    if bytes > limit && total > 0 {
-                        results.push(result);
-                        continue;
-                    }
-                    total += bytes;
-                    result.bytes = bytes;
-                    result.regions = read.regions;
-                }
-                Err(error) => {
-                    debug!(topic = name, partition = wanted.partition, offset = wanted.fetch_offset, %error, "fetch error");
-                    result.error = storage_error_code(&error).code();
-                    errors = true;
-                }
+            let read = match broker.shards.owner_of(name, wanted.partition) {
+                Some(shard) => broker.shards.fetch(shard, name.to_string(), wanted.partition, wanted.fetch_offset, limit, replica, wanted.current_leader_epoch).await,
+                None => read_partition(broker, name, wanted.partition, wanted.fetch_offset, limit, replica, wanted.current_leader_epoch).await,
+            };
+            hw_moved |= read.hw_moved;
+            result.error = read.error;
+            result.high_watermark = read.high_watermark;
+            result.log_start_offset = read.log_start_offset;
+            errors |= read.error != 0;
+            let bytes: u64 = read.regions.iter().map(|r| r.len).sum();
+            // Only the first partition with data may exceed the limits (KIP-74).
+            if bytes > 0 && !(bytes > limit && total > 0) {
+                total += bytes;
+                result.bytes = bytes;
+                result.regions = read.regions;
             }
             results.push(result);
         }

@@ -193,7 +193,7 @@ pub async fn offset_commit(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
             p.partition_index = partition.partition_index;
             let error = if let Some(error) = group_error {
                 Some(error)
-            } else if broker.partition(topic.name.0.as_str(), partition.partition_index).is_none() {
+            } else if !broker.partition_exists(topic.name.0.as_str(), partition.partition_index) {
                 Some(ResponseError::UnknownTopicOrPartition)
             } else if partition.committed_metadata.as_ref().is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX) {
                 Some(ResponseError::OffsetMetadataTooLarge)

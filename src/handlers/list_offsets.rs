@@ -14,41 +14,49 @@ use crate::protocol::{decode_body, Request};
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
+/// One partition's answer: (error code, timestamp, offset), resolved on its owning shard.
+pub async fn list_offset(broker: &Broker, topic: &str, index: i32, timestamp: i64) -> (i16, i64, i64) {
+    let Some(partition) = broker.partition(topic, index) else {
+        let exists = broker.topic(topic).is_some_and(|t| index >= 0 && (index as usize) < t.partitions.len());
+        let code = if exists { ResponseError::NotLeaderOrFollower } else { ResponseError::UnknownTopicOrPartition };
+        return (code.code(), -1, -1);
+    };
+    if !partition.replica.is_leader() {
+        return (ResponseError::NotLeaderOrFollower.code(), -1, -1);
+    }
+    match timestamp {
+        LATEST => (0, -1, partition.high_watermark()),
+        EARLIEST => (0, -1, partition.log_start_offset()),
+        timestamp if timestamp >= 0 => match partition.offset_for_timestamp(timestamp).await {
+            Ok(Some((offset, found))) if offset < partition.high_watermark() => (0, found, offset),
+            Ok(_) => (0, -1, -1),
+            Err(error) => (storage_error_code(&error).code(), -1, -1),
+        },
+        other => {
+            tracing::warn!(timestamp = other, "ListOffsets with an unsupported special timestamp");
+            (ResponseError::InvalidRequest.code(), -1, -1)
+        }
+    }
+}
+
 pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: ListOffsetsRequest = decode_body(request)?;
     let mut response = ListOffsetsResponse::default();
     for topic in &body.topics {
         let mut topic_response = ListOffsetsTopicResponse::default();
         topic_response.name = topic.name.clone();
+        let name = topic.name.0.as_str();
         for wanted in &topic.partitions {
+            let (error, timestamp, offset) = match broker.shards.owner_of(name, wanted.partition_index) {
+                Some(shard) => broker.shards.list_offset(shard, name.to_string(), wanted.partition_index, wanted.timestamp).await,
+                None => list_offset(broker, name, wanted.partition_index, wanted.timestamp).await,
+            };
             let mut answer = ListOffsetsPartitionResponse::default();
             answer.partition_index = wanted.partition_index;
-            answer.timestamp = -1;
-            answer.offset = -1;
+            answer.error_code = error;
+            answer.timestamp = timestamp;
+            answer.offset = offset;
             answer.leader_epoch = if request.version >= 4 { 0 } else { -1 };
-            match broker.partition(topic.name.0.as_str(), wanted.partition_index) {
-                None if broker.cluster.is_some() && broker.topic(topic.name.0.as_str()).is_some() => {
-                    answer.error_code = ResponseError::NotLeaderOrFollower.code()
-                }
-                None => answer.error_code = ResponseError::UnknownTopicOrPartition.code(),
-                Some(partition) if !partition.replica.is_leader() => answer.error_code = ResponseError::NotLeaderOrFollower.code(),
-                Some(partition) => match wanted.timestamp {
-                    LATEST => answer.offset = partition.high_watermark(),
-                    EARLIEST => answer.offset = partition.log_start_offset(),
-                    timestamp if timestamp >= 0 => match partition.offset_for_timestamp(timestamp).await {
-                        Ok(Some((offset, found))) if offset < partition.high_watermark() => {
-                            answer.offset = offset;
-                            answer.timestamp = found;
-                        }
-                        Ok(_) => {}
-                        Err(error) => answer.error_code = storage_error_code(&error).code(),
-                    },
-                    other => {
-                        tracing::warn!(timestamp = other, "ListOffsets with an unsupported special timestamp");
-                        answer.error_code = ResponseError::InvalidRequest.code();
-                    }
-                },
-            }
             topic_response.partitions.push(answer);
         }
         response.topics.push(topic_response);

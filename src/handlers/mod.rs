@@ -19,7 +19,9 @@ use kafka_protocol::messages::ApiKey;
 use crate::broker::Broker;
 use crate::protocol::{self, Request};
 
-pub use fetch::{FetchResponse, Piece};
+pub use fetch::{read_partition, FetchResponse, PartitionRead, Piece};
+pub use list_offsets::list_offset;
+pub use produce::{produce_partition, PartitionOutcome};
 
 /// What the connection sends back for one request.
 pub enum Reply {
@@ -40,6 +42,14 @@ pub async fn dispatch(broker: &Rc<Broker>, request: Request) -> Reply {
     };
     if request.api_key == ApiKey::ApiVersions {
         return api_versions::handle(&request);
+    }
+    // With several shards, requests about the cluster as a whole are answered by shard 0.
+    if broker.shards.forwards_to_first() && !matches!(request.api_key, ApiKey::Produce | ApiKey::Fetch | ApiKey::ListOffsets) {
+        return match broker.shards.forward(request.raw.clone(), request.peer).await {
+            crate::shards::FrameReply::Frame(bytes) => Reply::Frame(bytes),
+            crate::shards::FrameReply::Nothing => Reply::Nothing,
+            crate::shards::FrameReply::Close(reason) => Reply::Close(reason),
+        };
     }
     if request.version < min || request.version > max {
         return Reply::Close(format!("{:?} v{} is not supported (Fjord serves v{min}-v{max})", request.api_key, request.version));

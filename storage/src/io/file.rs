@@ -39,6 +39,25 @@ impl File {
         Ok(File { inner, path: path.to_path_buf() })
     }
 
+    /// A second descriptor for the same open file (`dup`), for another thread to read from.
+    pub fn dup_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        let fd = self.inner.as_raw_fd();
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own returns a new descriptor or -1.
+        #[allow(unsafe_code)]
+        let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if new < 0 {
+            return Err(with_path(io::Error::last_os_error(), "dup", &self.path));
+        }
+        // SAFETY: `new` is a fresh descriptor owned by nobody else.
+        #[allow(unsafe_code)]
+        Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(new) })
+    }
+
+    /// Wraps a descriptor received from another thread (see `dup_fd`).
+    pub fn from_owned_fd(fd: std::os::fd::OwnedFd, path: PathBuf) -> File {
+        File { inner: tokio_uring::fs::File::from_std(std::fs::File::from(fd)), path }
+    }
+
     /// The path this file was opened with.
     pub fn path(&self) -> &Path {
         &self.path

@@ -3,7 +3,45 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+
+/// A `sockaddr_storage` for `address`, and its length.
+fn socket_address(address: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+    #[allow(unsafe_code)]
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match address {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage, which is suitably aligned.
+            #[allow(unsafe_code)]
+            unsafe {
+                std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin)
+            };
+            (storage, std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage, which is suitably aligned.
+            #[allow(unsafe_code)]
+            unsafe {
+                std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6)
+            };
+            (storage, std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t)
+        }
+    }
+}
 
 /// Bytes of a read buffer handed to the kernel per receive when the caller has no better
 /// idea: a typical Kafka request fits, and the buffer is reused.
@@ -22,6 +60,12 @@ impl Listener {
         Ok(Listener { inner: tokio_uring::net::TcpListener::from_std(std_listener) })
     }
 
+    /// Binds `address` with SO_REUSEPORT, so that several threads can each accept on the
+    /// same port and the kernel spreads new connections across them.
+    pub fn bind_reuseport(address: SocketAddr) -> io::Result<Listener> {
+        bind_reuseport_std(address).map(Listener::from_std)
+    }
+
     /// Wraps an already bound std listener (e.g. one bound with SO_REUSEPORT).
     pub fn from_std(listener: std::net::TcpListener) -> Listener {
         Listener { inner: tokio_uring::net::TcpListener::from_std(listener) }
@@ -34,6 +78,49 @@ impl Listener {
     pub async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
         let (inner, peer) = self.inner.accept().await?;
         Ok((Stream { inner }, peer))
+    }
+}
+
+/// Binds and listens on `address` with SO_REUSEADDR and SO_REUSEPORT, outside any runtime
+/// (a shard thread wraps it with `Listener::from_std`).
+pub fn bind_reuseport_std(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+    {
+        let domain = if address.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        // SAFETY: plain socket(2); the descriptor is owned by `socket` from here on.
+        #[allow(unsafe_code)]
+        let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        #[allow(unsafe_code)]
+        let socket = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let one: libc::c_int = 1;
+        for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            // SAFETY: setsockopt with a pointer to a live c_int and its size.
+            #[allow(unsafe_code)]
+            let rc = unsafe {
+                libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, option, (&one as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let (storage, len) = socket_address(address);
+        // SAFETY: `storage` holds a valid sockaddr of `len` bytes for the socket's family.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::bind(socket.as_raw_fd(), (&storage as *const libc::sockaddr_storage).cast(), len) };
+        if rc != 0 {
+            let error = io::Error::last_os_error();
+            return Err(io::Error::new(error.kind(), format!("bind {address}: {error}")));
+        }
+        // SAFETY: listen on a bound socket we own.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::listen(socket.as_raw_fd(), 1024) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(std::net::TcpListener::from(socket))
     }
 }
 
