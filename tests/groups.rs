@@ -898,3 +898,39 @@ fn commit_between_join_and_sync_gets_rebalance_in_progress() {
     assert_eq!(commit(&mut conn, group, g, &m, &[(topic, 0, 2, "")]), [((topic.to_string(), 0), NONE)], "commit once stable");
     assert_eq!(early, [((topic.to_string(), 0), REBALANCE_IN_PROGRESS)], "commit before SyncGroup (CompletingRebalance)");
 }
+
+// ---------------------------------------------------------------------------------------
+// Assignors are the clients' business: cooperative-sticky and round-robin work unchanged.
+
+#[test]
+fn cooperative_sticky_and_roundrobin_assignors_split_and_take_over() {
+    for strategy in ["cooperative-sticky", "roundrobin"] {
+        let broker = start_broker(&format!("assignor-{strategy}"));
+        let topic = format!("assignor-{strategy}-t");
+        create_topic(&broker, &topic, 4, &[]);
+        let output = crate::support::python_ok("groups_assignors.py", &[&broker.bootstrap(), &topic, &format!("{strategy}-g"), strategy]);
+        let lines: Vec<&str> = output.lines().collect();
+        assert_eq!(lines.len(), 2, "{strategy}: {output}");
+        let split: std::collections::BTreeMap<String, Vec<i32>> = parse_assignments(lines[0]);
+        let (a, b) = (&split["a"], &split["b"]);
+        assert!(!a.is_empty() && !b.is_empty(), "{strategy}: both members get partitions: {output}");
+        let mut all: Vec<i32> = a.iter().chain(b).copied().collect();
+        all.sort();
+        assert_eq!(all, vec![0, 1, 2, 3], "{strategy}: a disjoint split of all four: {output}");
+        let after: std::collections::BTreeMap<String, Vec<i32>> = parse_assignments(lines[1]);
+        assert_eq!(after["a"], vec![0, 1, 2, 3], "{strategy}: the remaining member takes all: {output}");
+    }
+}
+
+/// Parses `{"a": [0, 1], "b": [2, 3]}` (a tiny JSON subset, no serde in tests).
+fn parse_assignments(line: &str) -> std::collections::BTreeMap<String, Vec<i32>> {
+    let mut out = std::collections::BTreeMap::new();
+    for part in line.trim_matches(|c| c == '{' || c == '}').split("], ") {
+        let (name, list) = part.split_once(": ").unwrap_or_else(|| panic!("cannot parse {line}"));
+        let name = name.trim().trim_matches('"').to_string();
+        let list = list.trim().trim_start_matches('[').trim_end_matches(']');
+        let values = if list.is_empty() || list == "null" { Vec::new() } else { list.split(", ").map(|v| v.trim().parse().expect("a partition")).collect() };
+        out.insert(name, values);
+    }
+    out
+}
