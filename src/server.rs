@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use fjord_storage::io::{Listener, SplicePipe, Stream, READ_CHUNK_BYTES};
+use fjord_storage::io::{Listener, PipeStream, SplicePipe, Stream, READ_CHUNK_BYTES};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -344,35 +344,31 @@ async fn serve_connection(broker: &Rc<Broker>, stream: &Stream, peer: SocketAddr
     }
 }
 
-/// Writes a Fetch response: in-memory pieces with write, record bytes with splice, all
-/// corked so they leave in full packets.
+/// Writes a Fetch response through the connection's pipe: header bytes are written into
+/// it, record bytes spliced into it from the segment files, and the pipe drains into the
+/// socket when full and at the end, so a response of many partitions leaves in a few large
+/// transfers and record bytes never pass through user space.
 async fn write_fetch(stream: &Stream, pipe: &mut Option<SplicePipe>, response: FetchResponse) -> Result<(), String> {
-    let _ = stream.set_cork(true);
-    let result = async {
-        let mut prefix = Some((response.size as i32).to_be_bytes());
-        for piece in response.pieces {
-            match piece {
-                Piece::Bytes(mut bytes) => {
-                    if let Some(prefix) = prefix.take() {
-                        bytes.splice(0..0, prefix);
-                    }
-                    stream.write_all(bytes).await.0.map_err(|e| e.to_string())?;
+    if pipe.is_none() {
+        *pipe = Some(SplicePipe::new().map_err(|e| e.to_string())?);
+    }
+    let mut out = PipeStream::new(pipe.as_mut().expect("created above"), stream.as_raw_fd()).map_err(|e| e.to_string())?;
+    let mut prefix = Some((response.size as i32).to_be_bytes());
+    for piece in response.pieces {
+        match piece {
+            Piece::Bytes(mut bytes) => {
+                if let Some(prefix) = prefix.take() {
+                    bytes.splice(0..0, prefix);
                 }
-                Piece::Region(region) => {
-                    if let Some(prefix) = prefix.take() {
-                        stream.write_all(prefix.to_vec()).await.0.map_err(|e| e.to_string())?;
-                    }
-                    if pipe.is_none() {
-                        *pipe = Some(SplicePipe::new().map_err(|e| e.to_string())?);
-                    }
-                    let pipe = pipe.as_mut().expect("created above");
-                    region.splice_to(pipe, stream.as_raw_fd()).await.map_err(|e| e.to_string())?;
+                out.push_bytes(bytes).await.map_err(|e| e.to_string())?;
+            }
+            Piece::Region(region) => {
+                if let Some(prefix) = prefix.take() {
+                    out.push_bytes(prefix.to_vec()).await.map_err(|e| e.to_string())?;
                 }
+                out.push_file(&region.file, region.position, region.len).await.map_err(|e| e.to_string())?;
             }
         }
-        Ok(())
     }
-    .await;
-    let _ = stream.set_cork(false);
-    result
+    out.finish().await.map_err(|e| e.to_string())
 }

@@ -23,7 +23,7 @@ mod splice;
 pub use file::{list_dir, raise_open_files_limit, read_file, remove_file, rename, sync_dir, write_file_atomic, File};
 pub use lock::FileLock;
 pub use net::{bind_reuseport_std, Listener, Stream, READ_CHUNK_BYTES};
-pub use splice::{splice_to_socket, SplicePipe};
+pub use splice::{splice_to_socket, PipeStream, SplicePipe};
 pub use tokio_uring::buf::{IoBuf, IoBufMut};
 
 /// Runs `future` on a fresh single-threaded io_uring runtime. Used by tests, benchmarks and
