@@ -235,6 +235,7 @@ impl Broker {
         let group_config = broker.group_config();
         let offsets: Vec<Option<Rc<Partition>>> = broker.topic(OFFSETS_TOPIC).map(|t| t.partitions.clone()).unwrap_or_default();
         let coordinator = Coordinator::open(group_config, offsets, false).await?;
+        coordinator.commit_min_insync.set(broker.config.min_insync_replicas);
         let _ = broker.coordinator.set(coordinator);
         broker.sync_coordinator().await;
         Ok(broker)
@@ -260,9 +261,20 @@ impl Broker {
         }
         for (name, topic_state) in &state.topics {
             let existing = self.topic(name);
+            if let Some(stale) = existing.as_ref().filter(|t| hex(&t.id) != topic_state.id || t.partitions.len() != topic_state.partitions.len()) {
+                // Deleted and created again between two polls: the old data must not pass for
+                // the new topic's.
+                warn!(topic = %name, "topic was re-created; dropping the old incarnation's data");
+                self.topics.borrow_mut().remove(name);
+                for partition in stale.local_partitions() {
+                    let _ = partition.close().await;
+                    let _ = std::fs::remove_dir_all(&partition.dir);
+                }
+            }
+            let existing = self.topic(name);
             let topic = match existing {
-                Some(topic) if topic.partitions.len() == topic_state.partitions.len() => topic,
-                _ => {
+                Some(topic) => topic,
+                None => {
                     let config = TopicConfig { overrides: topic_state.config.clone() };
                     let log_config = config.log_config(&self.config);
                     let name_rc: Rc<str> = Rc::from(name.as_str());
@@ -272,8 +284,25 @@ impl Broker {
                             partitions.push(None);
                             continue;
                         }
+                        // A directory left by an earlier topic of the same name (deleted while
+                        // this broker was down) is not this topic's data.
+                        let dir = crate::partition::partition_dir(&self.config.data_dir, name, index as i32);
+                        let id_file = dir.join("topic-id");
+                        if let Ok(found) = std::fs::read_to_string(&id_file) {
+                            if found.trim() != topic_state.id {
+                                warn!(dir = %dir.display(), "partition directory belongs to an earlier topic of the same name; removing it");
+                                let _ = std::fs::remove_dir_all(&dir);
+                            }
+                        }
                         match Partition::open(&self.config.data_dir, Rc::clone(&name_rc), index as i32, log_config.clone(), me, true).await {
-                            Ok(partition) => partitions.push(Some(Rc::new(partition))),
+                            Ok(partition) => {
+                                if !id_file.exists() {
+                                    if let Err(error) = fjord_storage::io::write_file_atomic(&id_file, topic_state.id.clone().into_bytes()).await {
+                                        warn!(path = %id_file.display(), %error, "cannot record the topic id");
+                                    }
+                                }
+                                partitions.push(Some(Rc::new(partition)));
+                            }
                             Err(error) => {
                                 warn!(topic = %name, partition = index, %error, "cannot open partition");
                                 partitions.push(None);

@@ -23,7 +23,7 @@
 //! ```
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -160,7 +160,8 @@ struct Group {
     protocol: Option<String>,
     leader: Option<String>,
     members: BTreeMap<String, Member>,
-    pending: HashSet<String>,
+    /// Member ids handed out by MEMBER_ID_REQUIRED, with when they expire unused.
+    pending: HashMap<String, Instant>,
     static_members: HashMap<String, String>,
     offsets: HashMap<(String, i32), Committed>,
     /// PreparingRebalance: when the join phase ends at the latest.
@@ -182,7 +183,7 @@ impl Group {
             protocol: None,
             leader: None,
             members: BTreeMap::new(),
-            pending: HashSet::new(),
+            pending: HashMap::new(),
             static_members: HashMap::new(),
             offsets: HashMap::new(),
             join_deadline: None,
@@ -213,6 +214,8 @@ pub struct Coordinator {
     /// The offsets partitions whose groups this broker coordinates (those it leads).
     owned: RefCell<std::collections::BTreeSet<usize>>,
     next_member_seq: std::cell::Cell<u64>,
+    /// In-sync replicas a commit needs (`min.insync.replicas`).
+    pub commit_min_insync: std::cell::Cell<i32>,
 }
 
 /// Java's `String.hashCode`, as Kafka uses it to place a group in `__consumer_offsets`.
@@ -244,6 +247,7 @@ impl Coordinator {
             offsets_log: RefCell::new(offsets_log),
             owned: RefCell::new(std::collections::BTreeSet::new()),
             next_member_seq: std::cell::Cell::new(0),
+            commit_min_insync: std::cell::Cell::new(1),
         });
         if own_all {
             let partitions = coordinator.offsets_log.borrow().clone();
@@ -415,12 +419,17 @@ impl Coordinator {
                     }
                 }
                 None if request.require_known_member_id => {
-                    group.pending.insert(member_id.clone());
+                    if group.pending.len() >= MEMBERS_PER_GROUP_MAX {
+                        warn!(group = %group_id, limit = MEMBERS_PER_GROUP_MAX, "JoinGroup refused: too many pending member ids");
+                        return Err(JoinResult::error(ResponseError::GroupMaxSizeReached, ""));
+                    }
+                    let expiry = Instant::now() + Duration::from_millis(request.session_timeout_ms.max(0) as u64);
+                    group.pending.insert(member_id.clone(), expiry);
                     return Err(JoinResult::error(ResponseError::MemberIdRequired, &member_id));
                 }
                 None => {}
             }
-        } else if !group.members.contains_key(&member_id) && !group.pending.remove(&member_id) {
+        } else if !group.members.contains_key(&member_id) && group.pending.remove(&member_id).is_none() {
             return Err(JoinResult::error(ResponseError::UnknownMemberId, &member_id));
         } else if let Some(instance) = &request.group_instance_id {
             if group.static_members.get(instance).is_some_and(|id| id != &member_id) {
@@ -687,6 +696,8 @@ impl Coordinator {
         let now = Instant::now();
         let mut groups = self.groups.borrow_mut();
         for (group_id, group) in groups.iter_mut() {
+            // Member ids handed out but never used (a client that gave up) expire.
+            group.pending.retain(|_, expiry| *expiry > now);
             let expired: Vec<String> = group
                 .members
                 .iter()
@@ -798,11 +809,11 @@ impl Coordinator {
             ResponseError::CoordinatorNotAvailable
         })?;
         // Replicated to the whole in-sync set before it counts: commits survive failover.
-        partition.wait_replicated(appended.last_offset + 1, COMMIT_REPLICATION_WAIT).await.map_err(|wait| {
+        partition.wait_replicated(appended.last_offset + 1, COMMIT_REPLICATION_WAIT, self.commit_min_insync.get()).await.map_err(|wait| {
             warn!(group = group_id, ?wait, "offset commit not replicated in time");
             match wait {
                 crate::replica::ReplicationWait::NotLeader => ResponseError::NotCoordinator,
-                crate::replica::ReplicationWait::TimedOut => ResponseError::RequestTimedOut,
+                crate::replica::ReplicationWait::TimedOut | crate::replica::ReplicationWait::NotEnoughReplicas => ResponseError::RequestTimedOut,
             }
         })
     }

@@ -44,6 +44,7 @@ pub fn append_error_code(error: &AppendError) -> ResponseError {
         AppendError::Storage(error) => storage_error_code(error),
         AppendError::Sequence(SequenceCheck::OutOfOrder { .. }) => ResponseError::OutOfOrderSequenceNumber,
         AppendError::Sequence(SequenceCheck::StaleEpoch { .. }) => ResponseError::InvalidProducerEpoch,
+        AppendError::NotLeader => ResponseError::NotLeaderOrFollower,
         AppendError::Sequence(SequenceCheck::Append | SequenceCheck::Duplicate { .. }) => {
             unreachable!("an accepted sequence is not an error")
         }

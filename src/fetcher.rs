@@ -177,7 +177,9 @@ async fn round(broker: &Rc<Broker>, conn: &mut Connection, partitions: &[Rc<Part
     let to_check: Vec<&Rc<Partition>> = partitions.iter().filter(|p| p.replica.needs_truncation.get()).collect();
     if !to_check.is_empty() {
         let mut by_topic: BTreeMap<String, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
+        let mut by_epoch_asked: BTreeMap<(String, i32), i32> = BTreeMap::new();
         for p in &to_check {
+            by_epoch_asked.insert((p.topic.to_string(), p.index), p.replica.latest_epoch().unwrap_or(-1));
             let mut q = OffsetForLeaderPartition::default();
             q.partition = p.index;
             q.current_leader_epoch = p.replica.leader_epoch();
@@ -195,17 +197,35 @@ async fn round(broker: &Rc<Broker>, conn: &mut Connection, partitions: &[Rc<Part
                 t
             })
             .collect();
+        let roles: Vec<(i32, i32)> = to_check.iter().map(|p| { let r = p.replica.role(); (r.leader, r.leader_epoch) }).collect();
         let response: OffsetForLeaderEpochResponse = conn.call(ApiKey::OffsetForLeaderEpoch, EPOCH_VERSION, &request, client_id).await?;
+        // Leadership may have moved while we waited: answers for a changed role are stale.
+        let unchanged = |p: &Rc<Partition>| {
+            let r = p.replica.role();
+            to_check.iter().zip(&roles).any(|(q, role)| Rc::ptr_eq(q, p) && *role == (r.leader, r.leader_epoch))
+        };
         for topic in &response.topics {
             for answer in &topic.partitions {
                 let Some(partition) = partitions.iter().find(|p| &*p.topic == topic.topic.0.as_str() && p.index == answer.partition) else { continue };
+                if !unchanged(partition) {
+                    continue;
+                }
                 if answer.error_code != 0 {
                     debug!(partition = ?partition, error = answer.error_code, "OffsetForLeaderEpoch refused; retrying");
                     continue;
                 }
                 let log_end = partition.log_end_offset();
-                // No common epoch: keep only what the high watermark vouches for.
-                let cut = if answer.end_offset < 0 { partition.high_watermark().max(partition.log_start_offset()) } else { answer.end_offset };
+                let asked = by_epoch_asked.get(&(topic.topic.0.to_string(), answer.partition)).copied().unwrap_or(-1);
+                let cut = if answer.end_offset < 0 {
+                    // No common epoch: keep only what the high watermark vouches for.
+                    partition.high_watermark().max(partition.log_start_offset())
+                } else if answer.leader_epoch < asked {
+                    // The leader never had our latest epoch: its answer is where an older
+                    // epoch ended there; ours may have ended earlier (Kafka takes the smaller).
+                    answer.end_offset.min(partition.replica.end_offset_for(answer.leader_epoch, log_end).1)
+                } else {
+                    answer.end_offset
+                };
                 if partition.replica.latest_epoch().is_some() && cut < log_end {
                     partition.truncate_to(cut).await?;
                 }
@@ -244,11 +264,18 @@ async fn round(broker: &Rc<Broker>, conn: &mut Connection, partitions: &[Rc<Part
             t
         })
         .collect();
+    let roles: Vec<(i32, i32)> = ready.iter().map(|p| { let r = p.replica.role(); (r.leader, r.leader_epoch) }).collect();
     let response: FetchResponse = conn.call(ApiKey::Fetch, FETCH_VERSION, &request, client_id).await?;
     let mut stale = false;
     for topic in &response.responses {
         for data in &topic.partitions {
-            let Some(partition) = ready.iter().find(|p| &*p.topic == topic.topic.0.as_str() && p.index == data.partition_index) else { continue };
+            let Some(slot) = ready.iter().position(|p| &*p.topic == topic.topic.0.as_str() && p.index == data.partition_index) else { continue };
+            let partition = ready[slot];
+            let role = partition.replica.role();
+            if roles[slot] != (role.leader, role.leader_epoch) {
+                // Leadership moved while this fetch was in flight: its records are not ours.
+                continue;
+            }
             match ResponseError::try_from_code(data.error_code) {
                 None if data.error_code == 0 => {}
                 Some(ResponseError::OffsetOutOfRange) => {

@@ -26,6 +26,8 @@ const PRODUCER_STATE_TAIL_BYTES: u64 = 16 * 1024 * 1024;
 pub enum AppendError {
     Storage(StorageError),
     Sequence(SequenceCheck),
+    /// The leadership (or its epoch) changed while the append waited for the log.
+    NotLeader,
 }
 
 impl From<StorageError> for AppendError {
@@ -133,6 +135,11 @@ impl Partition {
     /// Appends a producer's record batches (as received), applying idempotence checks.
     pub async fn append(&self, records: Bytes, leader_epoch: i32) -> Result<Appended, AppendError> {
         let mut log = self.log.lock().await;
+        // Checked again under the lock: a roll's fsyncs may have kept us waiting while the
+        // leadership moved, and a follower must never append with an old epoch.
+        if self.replica.clustered && (!self.replica.is_leader() || self.replica.leader_epoch() != leader_epoch) {
+            return Err(AppendError::NotLeader);
+        }
         // Idempotent producers: the first batch's header carries the producer id, epoch
         // and sequence. The whole record set is treated as one sequence range.
         let mut sequenced = None;
@@ -190,6 +197,12 @@ impl Partition {
             let Some((file, end)) = target else {
                 let log = self.log.lock().await;
                 self.refresh(&log);
+                if log.log_end_offset() < offset {
+                    // The log was cut below `offset` meanwhile (this replica stopped leading):
+                    // there is nothing left to make durable; the caller learns it from its
+                    // replication wait.
+                    return Ok(());
+                }
                 continue;
             };
             self.syncing.set(true);

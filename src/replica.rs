@@ -53,6 +53,8 @@ pub struct ReplicaState {
 pub enum ReplicationWait {
     NotLeader,
     TimedOut,
+    /// Replicated, but to fewer in-sync replicas than `min.insync.replicas`.
+    NotEnoughReplicas,
 }
 
 impl ReplicaState {
@@ -202,24 +204,34 @@ impl Partition {
     }
 
     /// Waits until every in-sync replica holds the records below `offset` (acks=all).
-    pub async fn wait_replicated(&self, offset: i64, timeout: std::time::Duration) -> Result<(), ReplicationWait> {
+    /// The in-sync set must still hold `min_insync` replicas when it does: a follower that
+    /// dies while the records wait shrinks the set, and the high watermark would otherwise
+    /// pass them with fewer copies than promised (NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+    pub async fn wait_replicated(&self, offset: i64, timeout: std::time::Duration, min_insync: i32) -> Result<(), ReplicationWait> {
         if !self.replica.clustered {
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + timeout;
+        let replicated = || -> Option<Result<(), ReplicationWait>> {
+            if self.high_watermark() < offset {
+                return None;
+            }
+            let in_sync = self.replica.role.borrow().isr.len() as i32;
+            Some(if in_sync >= min_insync { Ok(()) } else { Err(ReplicationWait::NotEnoughReplicas) })
+        };
         loop {
             if !self.replica.is_leader() {
                 return Err(ReplicationWait::NotLeader);
             }
             self.advance_high_watermark();
-            if self.high_watermark() >= offset {
-                return Ok(());
+            if let Some(outcome) = replicated() {
+                return outcome;
             }
             let advanced = self.replica.hw_advanced.notified();
             tokio::pin!(advanced);
             advanced.as_mut().enable();
-            if self.high_watermark() >= offset {
-                return Ok(());
+            if let Some(outcome) = replicated() {
+                return outcome;
             }
             if tokio::time::timeout_at(deadline, advanced).await.is_err() {
                 return Err(ReplicationWait::TimedOut);

@@ -163,6 +163,11 @@ async fn collect(broker: &Rc<Broker>, body: &FetchRequest, max_bytes: u64) -> (V
             let remaining = max_bytes.saturating_sub(total);
             let limit = (wanted.partition_max_bytes.max(0) as u64).min(remaining);
             if limit == 0 && total > 0 {
+                // Out of response budget: no records, but the offsets clients track still.
+                if let Some(partition) = broker.partition(name, wanted.partition) {
+                    result.high_watermark = partition.high_watermark();
+                    result.log_start_offset = partition.log_start_offset();
+                }
                 results.push(result);
                 continue;
             }

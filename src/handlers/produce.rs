@@ -73,12 +73,18 @@ pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, re
             }
         }
         let timeout = std::time::Duration::from_millis(timeout_ms.clamp(0, PRODUCE_TIMEOUT_MS_MAX) as u64);
-        match partition.wait_replicated(end, timeout).await {
+        match partition.wait_replicated(end, timeout, min_insync).await {
             Ok(()) => {}
             Err(ReplicationWait::NotLeader) => {
                 return PartitionOutcome::refused(ResponseError::NotLeaderOrFollower, "leadership moved before the records were replicated".to_string())
             }
             Err(ReplicationWait::TimedOut) => return PartitionOutcome::refused(ResponseError::RequestTimedOut, "the in-sync replicas did not confirm in time".to_string()),
+            Err(ReplicationWait::NotEnoughReplicas) => {
+                return PartitionOutcome::refused(
+                    ResponseError::NotEnoughReplicasAfterAppend,
+                    format!("the in-sync set shrank below min.insync.replicas ({min_insync}) while the records waited"),
+                )
+            }
         }
     }
     PartitionOutcome { error: None, base_offset: appended.base_offset, log_start_offset: partition.log_start_offset() }
@@ -116,6 +122,7 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
         }
     }
     let mut response = ProduceResponse::default();
+    let mut refused = None;
     for topic_data in &body.topic_data {
         let mut topic_response = TopicProduceResponse::default();
         topic_response.name = topic_data.name.clone();
@@ -135,6 +142,7 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
             match outcome.error {
                 Some((code, message)) => {
                     warn!(topic = %name, partition = *index, client = ?request.header.client_id, %message, "produce refused");
+                    refused.get_or_insert_with(|| format!("{name}-{index}: {message}"));
                     entry.error_code = code.code();
                     if request.version >= 8 {
                         entry.error_message = Some(message.into());
@@ -150,7 +158,12 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
         }
     }
     if acks == 0 {
-        return Ok(Reply::Nothing);
+        // No answer goes back to an acks=0 producer, so a refusal closes the connection, as
+        // in Kafka: the client reconnects and refreshes its metadata.
+        return Ok(match refused {
+            Some(reason) => Reply::Close(format!("acks=0 produce refused ({reason})")),
+            None => Reply::Nothing,
+        });
     }
     frame(request, &response)
 }
