@@ -232,6 +232,7 @@ impl Broker {
         // The controller creates the offsets topic once enough brokers run.
         let state = cluster_ctx.store.read().await?;
         broker.apply_state(&state).await;
+        broker.remove_orphan_partitions(&state);
         let group_config = broker.group_config();
         let offsets: Vec<Option<Rc<Partition>>> = broker.topic(OFFSETS_TOPIC).map(|t| t.partitions.clone()).unwrap_or_default();
         let coordinator = Coordinator::open(group_config, offsets, false).await?;
@@ -326,6 +327,35 @@ impl Broker {
         }
         *cluster.state.borrow_mut() = state.clone();
         self.data_arrived.notify_waiters();
+    }
+
+    /// Removes partition directories this broker holds no replica of in the cluster state:
+    /// topics deleted (or moved) while it was down. Run once at startup, when the state is
+    /// complete and nothing is being created.
+    fn remove_orphan_partitions(&self, state: &ClusterState) {
+        if state.version == 0 {
+            // No state file yet (a new cluster, or a lost file): never delete on that basis.
+            return;
+        }
+        let me = self.config.broker_id;
+        let hosted: std::collections::HashSet<String> = state
+            .topics
+            .iter()
+            .flat_map(|(name, t)| t.partitions.iter().enumerate().filter(|(_, p)| p.replicas.contains(&me)).map(move |(i, _)| format!("{name}-{i}")))
+            .collect();
+        let Ok(entries) = std::fs::read_dir(&self.config.data_dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            // Only directories that look like partition logs.
+            if !path.is_dir() || hosted.contains(&name) || !(path.join("checkpoint").exists() || path.join("00000000000000000000.log").exists() || path.join("topic-id").exists()) {
+                continue;
+            }
+            warn!(dir = %path.display(), "removing a partition directory this broker no longer hosts (its topic was deleted or moved)");
+            if let Err(error) = std::fs::remove_dir_all(&path) {
+                warn!(dir = %path.display(), %error, "cannot remove it");
+            }
+        }
     }
 
     /// Tells the coordinator which offsets partitions this broker leads now.

@@ -1083,3 +1083,49 @@ fn consumer_group_offsets_survive_coordinator_failover() {
     cluster.wait_all_in_sync("old coordinator restarted");
     check_resume("after the old coordinator returned");
 }
+
+/// A topic deleted and created again, with a replica that was down during the delete: the
+/// returning replica must drop the old incarnation's data, never serve it as the new topic's.
+#[test]
+fn a_recreated_topic_never_serves_the_old_incarnations_records() {
+    let cluster = Cluster::up("recreate");
+    cluster.create_topic("again", 1, &[]);
+    let old: String = (0..50).map(|i| format!("old-{i}\n")).collect();
+    let produce = |lines: &str| {
+        let args: Vec<String> = ["produce", "-t", "again", "--acks", "-1", "-b", cluster.bootstrap.as_str()].iter().map(|s| s.to_string()).collect();
+        let out = crate::support::run_with_timeout(60, Path::new(env!("CARGO_BIN_EXE_fjord")), &args, Some(lines.as_bytes()));
+        assert!(out.status.success(), "produce: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    produce(&old);
+    // Stop a follower (it misses the delete), delete and re-create the topic, produce anew.
+    let state = cluster.state();
+    let leader = state.topics["again"].partitions[0].leader;
+    let follower = *state.topics["again"].partitions[0].replicas.iter().find(|r| **r != leader).expect("a follower");
+    signal(cluster.running_pid(follower), libc::SIGKILL);
+    cluster.wait_state("the follower leaves the in-sync set", Duration::from_secs(10), |s| !s.topics["again"].partitions[0].isr.contains(&follower));
+    fjord_ok(&["topic", "delete", "again", "-b", &cluster.bootstrap]);
+    cluster.wait_state("the topic is gone", Duration::from_secs(10), |s| !s.topics.contains_key("again"));
+    let live: Vec<String> = cluster.file.brokers.iter().filter(|b| b.id != follower).map(|b| b.address.clone()).collect();
+    let live = live.join(",");
+    let created = fjord(&["topic", "create", "again", "-p", "1", "-r", "2", "-b", &live]);
+    assert!(created.status.success(), "re-create: {}", String::from_utf8_lossy(&created.stderr));
+    let fresh: String = (0..5).map(|i| format!("new-{i}\n")).collect();
+    produce(&fresh);
+    // The old follower returns; wherever it holds a replica it must not hold old records.
+    cluster.restart_stopped();
+    std::thread::sleep(Duration::from_millis(1500));
+    let state = cluster.state();
+    let replicas = state.topics["again"].partitions[0].replicas.clone();
+    for id in replicas {
+        let bytes = cluster.log_bytes(id, "again", 0);
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("old-"), "broker {id} holds records of the deleted topic");
+    }
+    let dir = cluster.partition_dir(follower, "again", 0);
+    if dir.exists() {
+        let text = String::from_utf8_lossy(&cluster.log_bytes(follower, "again", 0)).to_string();
+        assert!(!text.contains("old-"), "the returning broker kept the deleted topic's records");
+    }
+    let consumed = fjord_ok(&["consume", "-t", "again", "-e", "-b", &cluster.bootstrap]);
+    assert_eq!(consumed.lines().collect::<Vec<_>>(), vec!["new-0", "new-1", "new-2", "new-3", "new-4"]);
+}
