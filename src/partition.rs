@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use fjord_storage::batch::{self, BatchHeader};
 use fjord_storage::{LogConfig, PartitionLog, ReadResult, RetentionOutcome, StorageError};
 
@@ -161,7 +161,8 @@ impl Partition {
                 }
             }
         }
-        let result = log.append(BytesMut::from(&records[..]), leader_epoch).await;
+        // The records are a slice of the request frame: written from there, not copied.
+        let result = log.append_shared(records, leader_epoch).await;
         self.refresh(&log);
         let info = result?;
         if let Some((producer_id, epoch, first_sequence, count)) = sequenced {

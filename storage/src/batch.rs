@@ -215,6 +215,13 @@ pub fn verify_contents(batch: &[u8]) -> Result<(), BatchError> {
     Ok(())
 }
 
+/// Like [`stamp`], on a copy of just the first 16 header bytes.
+pub fn stamp_header(header: &mut [u8], base_offset: i64, partition_leader_epoch: i32) {
+    assert!(header.len() >= 16, "stamp_header needs the first 16 bytes");
+    header[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    header[12..16].copy_from_slice(&partition_leader_epoch.to_be_bytes());
+}
+
 /// Sets `baseOffset` and `partitionLeaderEpoch` of the batch at the start of `bytes`.
 /// Neither field is covered by the CRC, so the batch stays valid.
 pub fn stamp(bytes: &mut [u8], base_offset: i64, partition_leader_epoch: i32) {

@@ -165,17 +165,16 @@ impl Segment {
 
     /// Writes `bytes` (whole, validated, stamped batches described by `infos`) at the end.
     /// On error the segment's state is unchanged and the caller poisons the log.
-    pub(crate) async fn append<B: tokio_uring::buf::IoBuf>(&mut self, bytes: B, infos: &[BatchInfo]) -> std::io::Result<B> {
-        let bytes = self.write_tail(bytes).await?;
-        self.commit_tail(infos);
-        Ok(bytes)
-    }
-
     /// Writes `bytes` after the last batch without making them part of the segment yet: until
     /// `commit_tail`, reads, indexes and `size` ignore them (a failed check can cut them off).
     pub(crate) async fn write_tail<B: tokio_uring::buf::IoBuf>(&mut self, bytes: B) -> std::io::Result<B> {
         let (result, bytes) = self.log.write_all_at(bytes, self.size).await;
         result.map(|()| bytes)
+    }
+
+    /// Like `write_tail`, from several buffers in one vectored write.
+    pub(crate) async fn write_tail_vectored(&mut self, pieces: Vec<bytes::Bytes>) -> std::io::Result<()> {
+        self.log.writev_all_at(pieces, self.size).await
     }
 
     /// Makes the batches written by `write_tail` part of the segment.

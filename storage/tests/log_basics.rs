@@ -328,3 +328,44 @@ fn segments_roll_by_age_and_interval_flushes_come_due() {
         log.verify().await.unwrap();
     });
 }
+
+#[test]
+fn shared_appends_write_the_same_bytes_as_owned_ones_without_copying() {
+    let owned_dir = TempDir::new("append-owned");
+    let shared_dir = TempDir::new("append-shared");
+    block_on(async {
+        let mut shared = PartitionLog::open(shared_dir.path(), LogConfig { segment_bytes: 64 << 20, ..small_config() }).await.unwrap();
+        let mut owned_big = PartitionLog::open(owned_dir.path(), LogConfig { segment_bytes: 64 << 20, ..small_config() }).await.unwrap();
+        for round in 0..20u64 {
+            // Small appends of several batches, and every fifth a large one (the overlapped check).
+            let count = if round % 5 == 4 { 60 } else { 3 };
+            let mut bytes = Vec::new();
+            for i in 0..count {
+                bytes.extend_from_slice(&batch(1 + (i % 4) as usize, 900, round as i64, round * 100 + i));
+            }
+            let a = owned_big.append(buf(&bytes), 7).await.unwrap();
+            let b = shared.append_shared(bytes::Bytes::from(bytes.clone()), 7).await.unwrap();
+            assert_eq!(a, b);
+        }
+        let a = owned_big.read(0, u64::MAX).await.unwrap().read_bytes().await.unwrap();
+        let b = shared.read(0, u64::MAX).await.unwrap().read_bytes().await.unwrap();
+        assert!(a == b, "a shared append stores exactly what an owned one does");
+        shared.verify().await.unwrap();
+        // A damaged batch in a large shared append: refused, nothing kept.
+        let end = shared.log_end_offset();
+        let size = shared.size_bytes();
+        let mut bytes = Vec::new();
+        for i in 0..60u64 {
+            let mut b = batch(2, 900, 0, i);
+            if i == 41 {
+                let last = b.len() - 1;
+                b[last] ^= 0x10;
+            }
+            bytes.extend_from_slice(&b);
+        }
+        let error = shared.append_shared(bytes::Bytes::from(bytes), 7).await.unwrap_err();
+        assert!(matches!(error, StorageError::InvalidBatch { index: 41, .. }), "{error}");
+        assert_eq!((shared.log_end_offset(), shared.size_bytes()), (end, size));
+        shared.verify().await.unwrap();
+    });
+}

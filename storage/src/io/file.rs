@@ -95,6 +95,25 @@ impl File {
         (result.map_err(|error| with_path(error, "write", &self.path)), buf)
     }
 
+    /// Writes the buffers one after the other at `position`, with vectored writes of at most
+    /// `IOVECS_MAX` buffers each (the kernel's `IOV_MAX` is 1024).
+    pub async fn writev_all_at(&self, pieces: Vec<bytes::Bytes>, mut position: u64) -> io::Result<()> {
+        const IOVECS_MAX: usize = 1024;
+        let mut pieces = pieces;
+        while !pieces.is_empty() {
+            let rest = pieces.split_off(pieces.len().min(IOVECS_MAX));
+            let bytes: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+            let (result, _) = self.inner.writev_at_all(pieces, Some(position)).await;
+            let written = result.map_err(|error| with_path(error, "writev", &self.path))?;
+            if written as u64 != bytes {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, format!("writev {}: {written} of {bytes} bytes written", self.path.display())));
+            }
+            position += bytes;
+            pieces = rest;
+        }
+        Ok(())
+    }
+
     /// `fdatasync`: the file's data (and the metadata needed to read it back) is durable.
     pub async fn sync_data(&self) -> io::Result<()> {
         self.inner.sync_data().await.map_err(|error| with_path(error, "fdatasync", &self.path))
