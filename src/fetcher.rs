@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BytesMut};
 use fjord_storage::io::{Stream, READ_CHUNK_BYTES};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
@@ -86,17 +86,7 @@ impl Connection {
 
     async fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(&mut self, key: ApiKey, version: i16, request: &Req, client_id: &str) -> anyhow::Result<Resp> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
-        let mut header = RequestHeader::default();
-        header.request_api_key = key as i16;
-        header.request_api_version = version;
-        header.correlation_id = self.correlation_id;
-        header.client_id = Some(client_id.to_string().into());
-        let mut frame = BytesMut::new();
-        frame.put_i32(0);
-        header.encode(&mut frame, Req::header_version(version))?;
-        request.encode(&mut frame, version)?;
-        let size = (frame.len() - 4) as i32;
-        frame[..4].copy_from_slice(&size.to_be_bytes());
+        let frame = crate::protocol::encode_request(key, version, self.correlation_id, client_id, request)?;
         let (result, _) = self.stream.write_all(frame.freeze()).await;
         result?;
         // Read one response frame.
@@ -110,11 +100,7 @@ impl Connection {
                 if self.buf.len() >= total {
                     let mut payload = self.buf.split_to(total).freeze();
                     payload.advance(4);
-                    let response_header = ResponseHeader::decode(&mut payload, key.response_header_version(version))?;
-                    if response_header.correlation_id != self.correlation_id {
-                        anyhow::bail!("correlation id {} answers request {}", response_header.correlation_id, self.correlation_id);
-                    }
-                    return Ok(Resp::decode(&mut payload, version)?);
+                    return crate::protocol::decode_response(key, version, Some(self.correlation_id), payload);
                 }
                 self.buf.reserve(total - self.buf.len());
             } else {

@@ -11,7 +11,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 /// (API, lowest version, highest version) that Fjord implements completely.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
@@ -97,6 +97,41 @@ pub fn encode_response<T: Encodable>(api_key: ApiKey, version: i16, correlation_
     body.encode(&mut out, version)?;
     debug_assert_eq!(out.len(), 4 + size);
     Ok(out.freeze())
+}
+
+/// Encodes a request frame (size prefix, header, body), for Fjord's own clients: the CLI,
+/// `fjord bench` and the follower fetchers.
+pub fn encode_request<T: Encodable + HeaderVersion>(api_key: ApiKey, version: i16, correlation_id: i32, client_id: &str, body: &T) -> anyhow::Result<BytesMut> {
+    let mut header = RequestHeader::default();
+    header.request_api_key = api_key as i16;
+    header.request_api_version = version;
+    header.correlation_id = correlation_id;
+    header.client_id = Some(client_id.to_string().into());
+    let mut out = BytesMut::with_capacity(64 + body.compute_size(version).unwrap_or(0));
+    out.put_i32(0);
+    header.encode(&mut out, T::header_version(version))?;
+    body.encode(&mut out, version)?;
+    let size = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(out)
+}
+
+/// Decodes a response frame payload (after the size prefix): its header, answering
+/// `correlation_id` when one is given, then the body.
+pub fn decode_response<T: Decodable>(api_key: ApiKey, version: i16, correlation_id: Option<i32>, mut payload: Bytes) -> anyhow::Result<T> {
+    // The mirror of `encode_response`: ApiVersions answers with header v0.
+    let header_version = if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
+    let header = ResponseHeader::decode(&mut payload, header_version)?;
+    if let Some(expected) = correlation_id {
+        if header.correlation_id != expected {
+            anyhow::bail!("correlation id {} answers request {expected}", header.correlation_id);
+        }
+    }
+    let body = T::decode(&mut payload, version)?;
+    if payload.has_remaining() {
+        tracing::debug!(bytes = payload.remaining(), ?api_key, "trailing bytes in response");
+    }
+    Ok(body)
 }
 
 /// Decodes a request body of type `T`, requiring every byte to be consumed.

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use fjord_storage::batch::build;
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -27,7 +27,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use kafka_protocol::ResponseError;
 
 use super::client::Client;
-use super::group::list_offset;
+use super::client::list_offset;
 use super::{error_name, CliError};
 
 /// Requests outstanding per connection at most.
@@ -382,20 +382,13 @@ impl Wire {
 
     fn send<R: Encodable + HeaderVersion>(&mut self, key: ApiKey, version: i16, request: &R) -> Result<i32, CliError> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
-        let mut header = RequestHeader::default();
-        header.request_api_key = key as i16;
-        header.request_api_version = version;
-        header.correlation_id = self.correlation_id;
-        header.client_id = Some("fjord-bench".into());
-        let mut buf = BytesMut::with_capacity(64 + request.compute_size(version).unwrap_or(0));
-        buf.put_i32(0);
-        header.encode(&mut buf, R::header_version(version)).and_then(|()| request.encode(&mut buf, version)).map_err(|e| CliError::failure(format!("encode: {e}")))?;
-        let size = (buf.len() - 4) as i32;
-        buf[..4].copy_from_slice(&size.to_be_bytes());
-        self.stream.write_all(&buf).map_err(|e| CliError::failure(format!("send to {}: {e}", self.address)))?;
+        let frame = crate::protocol::encode_request(key, version, self.correlation_id, "fjord-bench", request).map_err(|e| CliError::failure(format!("encode: {e}")))?;
+        self.stream.write_all(&frame).map_err(|e| CliError::failure(format!("send to {}: {e}", self.address)))?;
         Ok(self.correlation_id)
     }
 
+    /// The next response; responses come back in request order, which the pipelining
+    /// writer and this reader both rely on, so the correlation id is not checked here.
     fn receive<T: Decodable>(&mut self, key: ApiKey, version: i16) -> Result<T, CliError> {
         let mut size = [0u8; 4];
         self.stream.read_exact(&mut size).map_err(|e| CliError::failure(format!("receive from {}: {e}", self.address)))?;
@@ -405,9 +398,7 @@ impl Wire {
         }
         let mut payload = vec![0u8; size as usize];
         self.stream.read_exact(&mut payload).map_err(|e| CliError::failure(format!("receive from {}: {e}", self.address)))?;
-        let mut payload = Bytes::from(payload);
-        let _header = ResponseHeader::decode(&mut payload, key.response_header_version(version)).map_err(|e| CliError::failure(format!("bad response header: {e}")))?;
-        T::decode(&mut payload, version).map_err(|e| CliError::failure(format!("bad {key:?} response: {e}")))
+        crate::protocol::decode_response(key, version, None, Bytes::from(payload)).map_err(|e| CliError::failure(format!("bad {key:?} response: {e:#}")))
     }
 }
 

@@ -10,9 +10,10 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader, TopicName};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{ApiKey, BrokerId, ListOffsetsRequest, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::Request;
 
 use super::CliError;
 
@@ -173,33 +174,33 @@ fn exchange<R: Request>(connection: &mut Connection, correlation_id: &mut i32, r
     }
     let mut payload = vec![0u8; size as usize];
     connection.stream.read_exact(&mut payload).map_err(|e| io_error("truncated response from", e))?;
-    let mut payload = Bytes::from(payload);
-    let header_version = if R::KEY == ApiKey::ApiVersions as i16 { 0 } else { <R::Response as HeaderVersion>::header_version(version) };
-    let response_header = ResponseHeader::decode(&mut payload, header_version).map_err(|e| CliError::failure(format!("bad response header from {address}: {e}")))?;
-    if response_header.correlation_id != *correlation_id {
-        return Err(CliError::failure(format!("{address} answered correlation id {} to request {}", response_header.correlation_id, correlation_id)));
-    }
-    let response = R::Response::decode(&mut payload, version).map_err(|e| CliError::failure(format!("bad response from {address}: {e}")))?;
-    if payload.has_remaining() {
-        tracing::debug!(bytes = payload.remaining(), "trailing bytes in response");
-    }
-    Ok(response)
+    let key = ApiKey::try_from(R::KEY).expect("a known request type");
+    crate::protocol::decode_response(key, version, Some(*correlation_id), Bytes::from(payload)).map_err(|e| CliError::failure(format!("bad response from {address}: {e:#}")))
 }
 
-fn encode_request<R: Request>(correlation_id: &mut i32, request: &R, version: i16) -> Result<Vec<u8>, CliError> {
+fn encode_request<R: Request>(correlation_id: &mut i32, request: &R, version: i16) -> Result<BytesMut, CliError> {
     *correlation_id = correlation_id.wrapping_add(1);
-    let mut header = RequestHeader::default();
-    header.request_api_key = R::KEY;
-    header.request_api_version = version;
-    header.correlation_id = *correlation_id;
-    header.client_id = Some("fjord-cli".into());
-    let mut body = BytesMut::new();
-    let encoded = header.encode(&mut body, R::header_version(version)).and_then(|()| request.encode(&mut body, version));
-    encoded.map_err(|e| CliError::failure(format!("cannot encode request: {e}")))?;
-    let mut frame = Vec::with_capacity(4 + body.len());
-    frame.put_i32(body.len() as i32);
-    frame.extend_from_slice(&body);
-    Ok(frame)
+    let key = ApiKey::try_from(R::KEY).expect("a known request type");
+    crate::protocol::encode_request(key, version, *correlation_id, "fjord-cli", request).map_err(|e| CliError::failure(format!("cannot encode request: {e}")))
+}
+
+/// ListOffsets (-1 latest, -2 earliest) for one partition from its leader.
+pub fn list_offset(client: &mut Client, leader: i32, topic: &str, partition: i32, timestamp: i64) -> Result<i64, CliError> {
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = partition;
+    p.timestamp = timestamp;
+    let mut t = ListOffsetsTopic::default();
+    t.name = TopicName(topic.to_string().into());
+    t.partitions = vec![p];
+    let mut request = ListOffsetsRequest::default();
+    request.replica_id = BrokerId(-1);
+    request.topics = vec![t];
+    let response = client.send(leader, &request)?;
+    let answer = response.topics.first().and_then(|t| t.partitions.first()).ok_or_else(|| CliError::failure("empty ListOffsets response"))?;
+    if answer.error_code != 0 {
+        return Err(CliError::failure(format!("ListOffsets {topic}-{partition}: {}", super::error_name(answer.error_code))));
+    }
+    Ok(answer.offset)
 }
 
 /// Kafka's murmur2 hash (the Java client's `Utils.murmur2`), used to map keys to partitions.

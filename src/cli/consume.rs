@@ -9,7 +9,8 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::records::RecordBatchDecoder;
 
 use super::client::Client;
-use super::group::{list_offset, Membership, Pulse};
+use super::client::list_offset;
+use super::group::{Membership, Pulse};
 use super::CliError;
 
 /// Bytes asked for per partition per fetch.

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartitions;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
@@ -15,7 +14,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
 
-use super::client::Client;
+use super::client::{list_offset, Client};
 use super::{error_name, CliError};
 
 #[derive(Debug, clap::Args)]
@@ -94,25 +93,6 @@ fn committed_offsets(client: &mut Client, node: i32, group: &str, topics: Option
         }
     }
     Ok(out)
-}
-
-/// ListOffsets (-1 latest, -2 earliest) for one partition from its leader.
-pub fn list_offset(client: &mut Client, leader: i32, topic: &str, partition: i32, timestamp: i64) -> Result<i64, CliError> {
-    let mut p = ListOffsetsPartition::default();
-    p.partition_index = partition;
-    p.timestamp = timestamp;
-    let mut t = ListOffsetsTopic::default();
-    t.name = TopicName(topic.to_string().into());
-    t.partitions = vec![p];
-    let mut request = ListOffsetsRequest::default();
-    request.replica_id = BrokerId(-1);
-    request.topics = vec![t];
-    let response = client.send(leader, &request)?;
-    let answer = response.topics.first().and_then(|t| t.partitions.first()).ok_or_else(|| CliError::failure("empty ListOffsets response"))?;
-    if answer.error_code != 0 {
-        return Err(CliError::failure(format!("ListOffsets {topic}-{partition}: {}", error_name(answer.error_code))));
-    }
-    Ok(answer.offset)
 }
 
 /// Decodes a consumer-protocol assignment (version prefix, then the body).

@@ -1,10 +1,9 @@
 //! `fjord topic create|list|describe|delete`: topic administration over the Kafka protocol.
 
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, ListOffsetsRequest, TopicName};
+use kafka_protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, TopicName};
 
-use super::client::Client;
+use super::client::{list_offset, Client};
 use super::CliError;
 
 #[derive(Debug, clap::Args)]
@@ -103,25 +102,8 @@ pub fn run(args: TopicArgs) -> Result<(), CliError> {
             println!("{:>9}  {:>6}  {:>12}  {:>12}  {:<16}  in-sync", "partition", "leader", "start offset", "end offset", "replicas");
             for partition in partitions {
                 let leader = partition.leader_id.0;
-                let offsets = |timestamp: i64, client: &mut Client| -> Result<i64, CliError> {
-                    let mut p = ListOffsetsPartition::default();
-                    p.partition_index = partition.partition_index;
-                    p.timestamp = timestamp;
-                    let mut t = ListOffsetsTopic::default();
-                    t.name = TopicName(name.clone().into());
-                    t.partitions = vec![p];
-                    let mut request = ListOffsetsRequest::default();
-                    request.replica_id = kafka_protocol::messages::BrokerId(-1);
-                    request.topics = vec![t];
-                    let response = client.send(leader, &request)?;
-                    let answer = response.topics.first().and_then(|t| t.partitions.first()).ok_or_else(|| CliError::failure("empty ListOffsets response"))?;
-                    if answer.error_code != 0 {
-                        return Err(CliError::failure(format!("ListOffsets {name}-{}: {}", partition.partition_index, error_name(answer.error_code))));
-                    }
-                    Ok(answer.offset)
-                };
-                let start = offsets(-2, &mut client)?;
-                let end = offsets(-1, &mut client)?;
+                let start = list_offset(&mut client, leader, &name, partition.partition_index, -2)?;
+                let end = list_offset(&mut client, leader, &name, partition.partition_index, -1)?;
                 let list = |ids: &[kafka_protocol::messages::BrokerId]| ids.iter().map(|b| b.0.to_string()).collect::<Vec<_>>().join(",");
                 println!(
                     "{:>9}  {:>6}  {:>12}  {:>12}  {:<16}  {}",
