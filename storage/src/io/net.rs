@@ -60,12 +60,6 @@ impl Listener {
         Ok(Listener { inner: tokio_uring::net::TcpListener::from_std(std_listener) })
     }
 
-    /// Binds `address` with SO_REUSEPORT, so that several threads can each accept on the
-    /// same port and the kernel spreads new connections across them.
-    pub fn bind_reuseport(address: SocketAddr) -> io::Result<Listener> {
-        bind_reuseport_std(address).map(Listener::from_std)
-    }
-
     /// Wraps an already bound std listener (e.g. one bound with SO_REUSEPORT).
     pub fn from_std(listener: std::net::TcpListener) -> Listener {
         Listener { inner: tokio_uring::net::TcpListener::from_std(listener) }
@@ -154,28 +148,6 @@ impl Stream {
 
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.inner.set_nodelay(nodelay)
-    }
-
-    /// Holds back partial frames until uncorked, so a response written in several pieces
-    /// (header bytes, then spliced record bytes) leaves in full packets.
-    pub fn set_cork(&self, cork: bool) -> io::Result<()> {
-        let value: libc::c_int = i32::from(cork);
-        // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
-        #[allow(unsafe_code)]
-        let rc = unsafe {
-            libc::setsockopt(
-                self.inner.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_CORK,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
     }
 
     pub fn shutdown(&self) -> io::Result<()> {
