@@ -1113,7 +1113,13 @@ fn a_recreated_topic_never_serves_the_old_incarnations_records() {
     produce(&fresh);
     // The old follower returns; wherever it holds a replica it must not hold old records.
     cluster.restart_stopped();
-    std::thread::sleep(Duration::from_millis(1500));
+    // The returning broker drops the old directory when it starts (it hosts no replica of
+    // the new topic) or replaces it (if it does); wait for either, with a deadline.
+    let dir = cluster.partition_dir(follower, "again", 0);
+    wait_until("the returning broker no longer holds the deleted topic's records", Duration::from_secs(10), || {
+        let gone = !dir.exists() || !String::from_utf8_lossy(&cluster.log_bytes(follower, "again", 0)).contains("old-");
+        gone.then_some(())
+    });
     let state = cluster.state();
     let replicas = state.topics["again"].partitions[0].replicas.clone();
     for id in replicas {
@@ -1121,7 +1127,6 @@ fn a_recreated_topic_never_serves_the_old_incarnations_records() {
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains("old-"), "broker {id} holds records of the deleted topic");
     }
-    let dir = cluster.partition_dir(follower, "again", 0);
     if dir.exists() {
         let text = String::from_utf8_lossy(&cluster.log_bytes(follower, "again", 0)).to_string();
         assert!(!text.contains("old-"), "the returning broker kept the deleted topic's records");
