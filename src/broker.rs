@@ -75,8 +75,9 @@ pub struct Broker {
     coordinator: std::cell::OnceCell<Rc<Coordinator>>,
     /// Set when running as one broker of a cluster.
     pub cluster: Option<Rc<Cluster>>,
-    /// The bytes of requests being read or handled, in KiB permits (`request-memory-max`).
-    pub request_memory: tokio::sync::Semaphore,
+    /// The bytes of requests being read or handled, in KiB permits (`request-memory-max`),
+    /// shared by all shards.
+    pub request_memory: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 pub(crate) fn random_id() -> [u8; 16] {
@@ -193,16 +194,15 @@ impl Broker {
     }
 
     fn new(config: BrokerConfig, cluster: Option<Rc<Cluster>>, shards: Shards) -> Rc<Broker> {
-        let budget_units = (config.request_memory_max / 1024) as usize;
         Rc::new(Broker {
             config,
             topics: RefCell::new(BTreeMap::new()),
             data_arrived: std::sync::Arc::clone(&shards.data_arrived),
-            shards,
             admin: tokio::sync::Mutex::new(()),
             next_producer_id: Cell::new(0),
             producer_id_limit: Cell::new(0),
-            request_memory: tokio::sync::Semaphore::new(budget_units),
+            request_memory: std::sync::Arc::clone(&shards.request_memory),
+            shards,
             coordinator: std::cell::OnceCell::new(),
             cluster,
         })
@@ -219,7 +219,8 @@ impl Broker {
     /// Opens a broker of a cluster: its partitions and roles come from the cluster state.
     async fn open_clustered(config: BrokerConfig, cluster: Option<Rc<Cluster>>) -> anyhow::Result<Rc<Broker>> {
         let cluster_ctx = Rc::clone(cluster.as_ref().expect("clustered"));
-        let broker = Broker::new(config, cluster, Shards::single());
+        let shards = Shards::single(config.request_memory_max);
+        let broker = Broker::new(config, cluster, shards);
         // Producer ids: this broker's id in the high bits keeps them unique in the cluster.
         let producer_file = broker.config.data_dir.join("producer-id-block");
         let base = i64::from(broker.config.broker_id) << 40;

@@ -117,7 +117,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub request_bytes_max: Option<u64>,
     /// Threads serving requests, each with its own io_uring runtime and share of the
-    /// partitions; not yet with --cluster [default: 1].
+    /// partitions; not yet with --cluster [default: the number of CPUs, 1 with --cluster].
     #[arg(long)]
     pub shards: Option<usize>,
     /// Bytes of requests held in memory at once, all connections together; more waits
@@ -173,6 +173,11 @@ pub struct ServeArgs {
     /// A follower that has not caught up for this long leaves the in-sync set, ms [default: 10000].
     #[arg(long)]
     pub replica_lag_time_max_ms: Option<u64>,
+}
+
+/// One shard per CPU this process may run on (its affinity mask), at most `SHARDS_MAX`.
+fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, crate::shards::SHARDS_MAX)
 }
 
 fn optional_limit(name: &str, value: i64) -> anyhow::Result<Option<u64>> {
@@ -232,9 +237,8 @@ impl ServeArgs {
             request_bytes_max: self.request_bytes_max.or(file.request_bytes_max).unwrap_or(REQUEST_BYTES_MAX_DEFAULT),
             connections_max: self.connections_max.or(file.connections_max).unwrap_or(10_000),
             request_memory_max: self.request_memory_max.or(file.request_memory_max).unwrap_or(512 * 1024 * 1024),
-            // One by default for now: on 2 cores the forwarding between shards costs more than
-            // the second core gives while the clients need it too (docs/benchmarks.md).
-            shards: self.shards.or(file.shards).unwrap_or(1),
+            // One per CPU by default; one in a cluster, where shards are not supported yet.
+            shards: self.shards.or(file.shards).unwrap_or_else(|| if cluster_file.is_some() { 1 } else { default_shards() }),
             segment_bytes: self.segment_bytes.or(file.segment_bytes).unwrap_or(1024 * 1024 * 1024),
             segment_ms: self.segment_ms.or(file.segment_ms).unwrap_or(7 * 24 * 3600 * 1000),
             retention_ms: optional_limit("retention-ms", self.retention_ms.or(file.retention_ms).unwrap_or(7 * 24 * 3600 * 1000))?,

@@ -73,11 +73,12 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
         std_listeners.push(bind_std(local, true)?);
     }
     let data_arrived = std::sync::Arc::new(tokio::sync::Notify::new());
+    let request_memory = crate::shards::request_memory_budget(config.request_memory_max);
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..count).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<usize>>();
     let mut threads = Vec::with_capacity(count);
     for (me, (listener, inbox)) in std_listeners.into_iter().zip(receivers).enumerate() {
-        let shards = if count > 1 { Shards::new(me, senders.clone(), std::sync::Arc::clone(&data_arrived)) } else { Shards::single() };
+        let shards = if count > 1 { Shards::new(me, senders.clone(), std::sync::Arc::clone(&data_arrived), std::sync::Arc::clone(&request_memory)) } else { Shards::single(config.request_memory_max) };
         let (config, ready) = (config.clone(), ready_tx.clone());
         let thread = std::thread::Builder::new()
             .name(format!("fjord-shard-{me}"))
@@ -239,11 +240,8 @@ enum FrameRead<'a> {
 /// How long a client may stall in the middle of sending a request before it is dropped.
 const FRAME_STALL_MS_MAX: u64 = 30_000;
 
-/// Bytes per permit of the request memory budget.
-const BUDGET_UNIT_BYTES: usize = 1024;
-
 /// Reads the next request frame into `buf` (which keeps any bytes of the following one).
-/// A frame's bytes are taken from the broker-wide request memory budget before they are
+/// A frame's bytes are taken from the broker-wide (all shards) request memory budget before they are
 /// read, and given back when the request is done: when the budget is spent, connections
 /// stop reading and TCP pushes back on the clients.
 async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: u64, budget: &'a tokio::sync::Semaphore) -> Result<FrameRead<'a>, String> {
@@ -256,7 +254,7 @@ async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: 
             }
             let total = 4 + size as usize;
             if permit.is_none() {
-                let units = total.div_ceil(BUDGET_UNIT_BYTES) as u32;
+                let units = (total as u64).div_ceil(crate::shards::BUDGET_UNIT_BYTES) as u32;
                 permit = Some(match budget.try_acquire_many(units) {
                     Ok(permit) => permit,
                     Err(_) => {

@@ -2,11 +2,12 @@
 //! own `Broker` that owns a share of the partitions (`owner`). Every shard accepts
 //! connections on the same port (SO_REUSEPORT). A request is answered by the shard whose
 //! connection it arrived on: the parts that touch partitions of other shards go to their
-//! owners over channels (Produce, Fetch and ListOffsets per partition), and requests about
-//! the cluster as a whole (Metadata, topic administration, consumer groups, producer ids)
-//! go whole to shard 0. No locks on the data path: a partition is only ever touched by its
-//! owner's thread; fetched record bytes cross threads as duplicated file descriptors, so
-//! they are still spliced from the file to the socket.
+//! owners over channels (Produce and Fetch as one message per shard per request, ListOffsets
+//! per partition), and requests about the cluster as a whole (Metadata, topic
+//! administration, consumer groups, producer ids) go whole to shard 0. No locks on the data
+//! path: a partition is only ever touched by its owner's thread; fetched record bytes cross
+//! threads as duplicated file descriptors, so they are still spliced from the file to the
+//! socket.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -18,7 +19,7 @@ use bytes::Bytes;
 use fjord_storage::io::File;
 use fjord_storage::FileRegion;
 use kafka_protocol::ResponseError;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tracing::warn;
 
 use crate::broker::Broker;
@@ -26,6 +27,14 @@ use crate::handlers::{self, PartitionOutcome, PartitionRead, Reply};
 
 /// Shards at most: one per core on any machine Fjord expects.
 pub const SHARDS_MAX: usize = 256;
+
+/// Bytes per permit of the request memory budget.
+pub const BUDGET_UNIT_BYTES: u64 = 1024;
+
+/// A request memory budget of `bytes`, in `BUDGET_UNIT_BYTES` permits.
+pub fn request_memory_budget(bytes: u64) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new((bytes / BUDGET_UNIT_BYTES).min(Semaphore::MAX_PERMITS as u64) as usize))
+}
 
 /// The shard that owns a partition. Internal topics (consumer offsets) live on shard 0 with
 /// the group coordinator.
@@ -56,6 +65,22 @@ pub struct RemoteRead {
     hw_moved: bool,
 }
 
+/// One partition's records in a forwarded Produce.
+pub struct ProducePart {
+    pub topic: String,
+    pub index: i32,
+    pub records: Option<Bytes>,
+}
+
+/// One partition of a forwarded Fetch: read from `offset`, at most `limit` bytes.
+pub struct FetchPart {
+    pub topic: String,
+    pub index: i32,
+    pub offset: i64,
+    pub limit: u64,
+    pub epoch: i32,
+}
+
 /// What a forwarded whole request came to.
 pub enum FrameReply {
     Frame(Bytes),
@@ -64,8 +89,10 @@ pub enum FrameReply {
 }
 
 pub enum Message {
-    Produce { topic: String, index: i32, records: Option<Bytes>, acks: i16, timeout_ms: i32, reply: oneshot::Sender<PartitionOutcome> },
-    Fetch { topic: String, index: i32, offset: i64, limit: u64, replica: i32, epoch: i32, reply: oneshot::Sender<RemoteRead> },
+    /// The partitions of one Produce request that this shard owns, answered in order.
+    Produce { parts: Vec<ProducePart>, acks: i16, timeout_ms: i32, reply: oneshot::Sender<Vec<PartitionOutcome>> },
+    /// The partitions of one Fetch request that this shard owns, answered in order.
+    Fetch { parts: Vec<FetchPart>, replica: i32, reply: oneshot::Sender<Vec<RemoteRead>> },
     ListOffset { topic: String, index: i32, timestamp: i64, reply: oneshot::Sender<(i16, i64, i64)> },
     Frame { payload: Bytes, peer: Option<SocketAddr>, reply: oneshot::Sender<FrameReply> },
     TopicsChanged { reply: oneshot::Sender<()> },
@@ -79,6 +106,8 @@ pub struct Shards {
     peers: Vec<mpsc::UnboundedSender<Message>>,
     /// Woken on every append on any shard, for fetches waiting on `min_bytes`.
     pub data_arrived: Arc<Notify>,
+    /// The request memory budget (`request-memory-max`), one for all shards together.
+    pub request_memory: Arc<Semaphore>,
 }
 
 fn gone<T>(_: T) -> ResponseError {
@@ -86,12 +115,12 @@ fn gone<T>(_: T) -> ResponseError {
 }
 
 impl Shards {
-    pub fn single() -> Shards {
-        Shards { me: 0, count: 1, peers: Vec::new(), data_arrived: Arc::new(Notify::new()) }
+    pub fn single(request_memory_max: u64) -> Shards {
+        Shards { me: 0, count: 1, peers: Vec::new(), data_arrived: Arc::new(Notify::new()), request_memory: request_memory_budget(request_memory_max) }
     }
 
-    pub fn new(me: usize, peers: Vec<mpsc::UnboundedSender<Message>>, data_arrived: Arc<Notify>) -> Shards {
-        Shards { me, count: peers.len(), peers, data_arrived }
+    pub fn new(me: usize, peers: Vec<mpsc::UnboundedSender<Message>>, data_arrived: Arc<Notify>, request_memory: Arc<Semaphore>) -> Shards {
+        Shards { me, count: peers.len(), peers, data_arrived, request_memory }
     }
 
     /// Whether this shard opens the partition.
@@ -117,40 +146,57 @@ impl Shards {
         self.peers[shard].send(message).is_ok()
     }
 
-    pub async fn produce(&self, shard: usize, topic: String, index: i32, records: Option<Bytes>, acks: i16, timeout_ms: i32) -> PartitionOutcome {
+    /// Appends `parts` on `shard`, which owns them: one message for all of them.
+    pub async fn produce(&self, shard: usize, parts: Vec<ProducePart>, acks: i16, timeout_ms: i32) -> Vec<PartitionOutcome> {
+        let count = parts.len();
+        let failed = |why: String| vec![PartitionOutcome { error: Some((ResponseError::UnknownServerError, why)), base_offset: -1, log_start_offset: -1 }; count];
         let (reply, answer) = oneshot::channel();
-        if !self.send(shard, Message::Produce { topic, index, records, acks, timeout_ms, reply }) {
-            return PartitionOutcome { error: Some((ResponseError::UnknownServerError, format!("shard {shard} is gone"))), base_offset: -1, log_start_offset: -1 };
+        if !self.send(shard, Message::Produce { parts, acks, timeout_ms, reply }) {
+            return failed(format!("shard {shard} is gone"));
         }
-        answer.await.unwrap_or_else(|_| PartitionOutcome { error: Some((ResponseError::UnknownServerError, format!("shard {shard} dropped the request"))), base_offset: -1, log_start_offset: -1 })
+        match answer.await {
+            Ok(outcomes) if outcomes.len() == count => outcomes,
+            _ => failed(format!("shard {shard} dropped the request")),
+        }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub async fn fetch(&self, shard: usize, topic: String, index: i32, offset: i64, limit: u64, replica: i32, epoch: i32) -> PartitionRead {
+    /// Sends the read of `parts` to `shard`, which owns them, without waiting: the answer
+    /// (in the order of `parts`) is awaited with `fetched`, so several shards read at once.
+    pub fn fetch(&self, shard: usize, parts: Vec<FetchPart>, replica: i32) -> Option<oneshot::Receiver<Vec<RemoteRead>>> {
         let (reply, answer) = oneshot::channel();
-        let failed = |code: ResponseError| PartitionRead { error: code.code(), high_watermark: -1, log_start_offset: -1, regions: Vec::new(), hw_moved: false };
-        if !self.send(shard, Message::Fetch { topic, index, offset, limit, replica, epoch, reply }) {
-            return failed(ResponseError::UnknownServerError);
-        }
-        let Ok(remote) = answer.await.map_err(gone) else { return failed(ResponseError::UnknownServerError) };
-        PartitionRead {
-            error: remote.error,
-            high_watermark: remote.high_watermark,
-            log_start_offset: remote.log_start_offset,
-            hw_moved: remote.hw_moved,
-            regions: remote
-                .regions
-                .into_iter()
-                .map(|r| FileRegion {
-                    file: Rc::new(File::from_owned_fd(r.fd, r.path)),
-                    segment_base_offset: r.segment_base_offset,
-                    position: r.position,
-                    len: r.len,
-                    first_offset: r.first_offset,
-                    next_offset: r.next_offset,
-                })
-                .collect(),
-        }
+        self.send(shard, Message::Fetch { parts, replica, reply }).then_some(answer)
+    }
+
+    /// The reads sent with `fetch`, as this shard's regions; a shard that is gone gives
+    /// UNKNOWN_SERVER_ERROR for each of its `count` partitions.
+    pub async fn fetched(answer: Option<oneshot::Receiver<Vec<RemoteRead>>>, count: usize) -> Vec<PartitionRead> {
+        let failed = || PartitionRead { error: ResponseError::UnknownServerError.code(), high_watermark: -1, log_start_offset: -1, regions: Vec::new(), hw_moved: false };
+        let remote = match answer {
+            Some(answer) => answer.await.map_err(gone).ok().filter(|reads| reads.len() == count),
+            None => None,
+        };
+        let Some(remote) = remote else { return (0..count).map(|_| failed()).collect() };
+        remote
+            .into_iter()
+            .map(|remote| PartitionRead {
+                error: remote.error,
+                high_watermark: remote.high_watermark,
+                log_start_offset: remote.log_start_offset,
+                hw_moved: remote.hw_moved,
+                regions: remote
+                    .regions
+                    .into_iter()
+                    .map(|r| FileRegion {
+                        file: Rc::new(File::from_owned_fd(r.fd, r.path)),
+                        segment_base_offset: r.segment_base_offset,
+                        position: r.position,
+                        len: r.len,
+                        first_offset: r.first_offset,
+                        next_offset: r.next_offset,
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 
     pub async fn list_offset(&self, shard: usize, topic: String, index: i32, timestamp: i64) -> (i16, i64, i64) {
@@ -192,6 +238,32 @@ impl Shards {
     }
 }
 
+/// A read of this shard's, with each segment file as a descriptor another thread can own.
+fn remote_read(read: PartitionRead) -> RemoteRead {
+    let mut regions = Vec::with_capacity(read.regions.len());
+    let mut error = read.error;
+    for region in read.regions {
+        match region.file.dup_fd() {
+            Ok(fd) => regions.push(RemoteRegion {
+                fd,
+                path: region.file.path().to_path_buf(),
+                segment_base_offset: region.segment_base_offset,
+                position: region.position,
+                len: region.len,
+                first_offset: region.first_offset,
+                next_offset: region.next_offset,
+            }),
+            Err(e) => {
+                warn!(%e, "cannot hand a segment file to another shard");
+                error = ResponseError::KafkaStorageError.code();
+                regions.clear();
+                break;
+            }
+        }
+    }
+    RemoteRead { error, high_watermark: read.high_watermark, log_start_offset: read.log_start_offset, regions, hw_moved: read.hw_moved }
+}
+
 /// Serves what other shards send, until the channel closes. `on_shutdown` is run for a
 /// Shutdown message before it is acknowledged.
 pub async fn serve_inbox<F, Fut>(broker: Rc<Broker>, mut inbox: mpsc::UnboundedReceiver<Message>, on_shutdown: F)
@@ -205,34 +277,29 @@ where
         let on_shutdown = Rc::clone(&on_shutdown);
         fjord_storage::io::spawn(async move {
             match message {
-                Message::Produce { topic, index, records, acks, timeout_ms, reply } => {
-                    let outcome = handlers::produce_partition(broker, topic, index, records, acks, timeout_ms).await;
-                    let _ = reply.send(outcome);
-                }
-                Message::Fetch { topic, index, offset, limit, replica, epoch, reply } => {
-                    let read = handlers::read_partition(&broker, &topic, index, offset, limit, replica, epoch).await;
-                    let mut regions = Vec::with_capacity(read.regions.len());
-                    let mut error = read.error;
-                    for region in read.regions {
-                        match region.file.dup_fd() {
-                            Ok(fd) => regions.push(RemoteRegion {
-                                fd,
-                                path: region.file.path().to_path_buf(),
-                                segment_base_offset: region.segment_base_offset,
-                                position: region.position,
-                                len: region.len,
-                                first_offset: region.first_offset,
-                                next_offset: region.next_offset,
-                            }),
-                            Err(e) => {
-                                warn!(%e, "cannot hand a segment file to another shard");
-                                error = ResponseError::KafkaStorageError.code();
-                                regions.clear();
-                                break;
-                            }
-                        }
+                Message::Produce { parts, acks, timeout_ms, reply } => {
+                    // Each partition appends as its own task, as for a local request.
+                    let tasks: Vec<_> = parts
+                        .into_iter()
+                        .map(|part| fjord_storage::io::spawn(handlers::produce_partition(Rc::clone(&broker), part.topic, part.index, part.records, acks, timeout_ms)))
+                        .collect();
+                    let mut outcomes = Vec::with_capacity(tasks.len());
+                    for task in tasks {
+                        outcomes.push(task.await.unwrap_or_else(|e| PartitionOutcome {
+                            error: Some((ResponseError::UnknownServerError, format!("produce task failed: {e}"))),
+                            base_offset: -1,
+                            log_start_offset: -1,
+                        }));
                     }
-                    let _ = reply.send(RemoteRead { error, high_watermark: read.high_watermark, log_start_offset: read.log_start_offset, regions, hw_moved: read.hw_moved });
+                    let _ = reply.send(outcomes);
+                }
+                Message::Fetch { parts, replica, reply } => {
+                    let mut reads = Vec::with_capacity(parts.len());
+                    for part in parts {
+                        let read = handlers::read_partition(&broker, &part.topic, part.index, part.offset, part.limit, replica, part.epoch).await;
+                        reads.push(remote_read(read));
+                    }
+                    let _ = reply.send(reads);
                 }
                 Message::ListOffset { topic, index, timestamp, reply } => {
                     let _ = reply.send(handlers::list_offset(&broker, &topic, index, timestamp).await);

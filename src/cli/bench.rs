@@ -200,12 +200,11 @@ fn load_run(mode: &'static str, load: LoadArgs) -> Result<(), CliError> {
     let mut producer_handles = Vec::new();
     if producing {
         let produce_stats = if e2e { Stats::new() } else { Arc::clone(&stats) };
-        for c in 0..load.connections {
-            let mine: Vec<i32> = partitions.iter().copied().filter(|p| (*p as usize) % load.connections == c).collect();
-            if mine.is_empty() {
-                continue;
-            }
-            let share = target / load.connections as u64 + u64::from((c as u64) < target % load.connections as u64);
+        // A connection per partition at most: each sends to its own share of the partitions.
+        let connections = load.connections.min(partitions.len());
+        for c in 0..connections {
+            let mine: Vec<i32> = partitions.iter().copied().filter(|p| (*p as usize) % connections == c).collect();
+            let share = target / connections as u64 + u64::from((c as u64) < target % connections as u64);
             let (load, leaders, addresses, stats) = (load.clone(), leaders.clone(), addresses.clone(), Arc::clone(&produce_stats));
             producer_handles.push(std::thread::spawn(move || produce_worker(&load, &mine, &leaders, &addresses, share, e2e, &stats)));
         }

@@ -27,6 +27,7 @@ use super::Reply;
 use crate::broker::Broker;
 use crate::errors::storage_error_code;
 use crate::protocol::{decode_body, Request};
+use crate::shards::{FetchPart, Shards};
 
 /// Longest long poll honoured: a client asking for more waits this long.
 pub const FETCH_WAIT_MS_MAX: i32 = 30_000;
@@ -90,8 +91,6 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
     Ok(Reply::Fetch(encode(request, &body, results)))
 }
 
-/// Resolves every requested partition to file regions. Returns (per topic results, total
-/// bytes, whether any partition has an error).
 /// One partition's part of a Fetch, resolved on the shard that owns the partition.
 pub struct PartitionRead {
     pub error: i16,
@@ -149,37 +148,83 @@ pub async fn read_partition(broker: &Broker, topic: &str, index: i32, offset: i6
 
 /// Resolves every requested partition to file regions. Returns (per topic results, total
 /// bytes, whether any partition has an error).
+///
+/// Partitions of other shards go out first, one message per shard, so every shard reads at
+/// once; each is read up to its own `partition_max_bytes`. This shard's partitions are read
+/// in order within what its own reads left of `max_bytes`. The response budget is then
+/// applied to everything in request order.
 async fn collect(broker: &Rc<Broker>, body: &FetchRequest, max_bytes: u64) -> (Vec<Vec<PartitionResult>>, u64, bool) {
-    let mut total = 0u64;
-    let mut errors = false;
     let replica = body.replica_id.0;
-    let mut hw_moved = false;
-    let mut out = Vec::with_capacity(body.topics.len());
-    for topic in &body.topics {
+    let mut remote: Vec<(usize, Vec<(usize, usize)>, Vec<FetchPart>)> = Vec::new();
+    for (t, topic) in body.topics.iter().enumerate() {
         let name = topic.topic.0.as_str();
-        let mut results = Vec::with_capacity(topic.partitions.len());
-        for wanted in &topic.partitions {
-            let mut result = PartitionResult { index: wanted.partition, error: 0, high_watermark: -1, log_start_offset: -1, regions: Vec::new(), bytes: 0 };
-            let remaining = max_bytes.saturating_sub(total);
-            let limit = (wanted.partition_max_bytes.max(0) as u64).min(remaining);
-            if limit == 0 && total > 0 {
-                // Out of response budget: no records, but the offsets clients track still.
-                if let Some(partition) = broker.partition(name, wanted.partition) {
-                    result.high_watermark = partition.high_watermark();
-                    result.log_start_offset = partition.log_start_offset();
+        for (p, wanted) in topic.partitions.iter().enumerate() {
+            let Some(shard) = broker.shards.owner_of(name, wanted.partition) else { continue };
+            let part = FetchPart {
+                topic: name.to_string(),
+                index: wanted.partition,
+                offset: wanted.fetch_offset,
+                limit: (wanted.partition_max_bytes.max(0) as u64).min(max_bytes),
+                epoch: wanted.current_leader_epoch,
+            };
+            match remote.iter_mut().find(|(s, _, _)| *s == shard) {
+                Some((_, positions, parts)) => {
+                    positions.push((t, p));
+                    parts.push(part);
                 }
-                results.push(result);
+                None => remote.push((shard, vec![(t, p)], vec![part])),
+            }
+        }
+    }
+    let pending: Vec<_> = remote.into_iter().map(|(shard, positions, parts)| (positions, broker.shards.fetch(shard, parts, replica))).collect();
+
+    let mut reads: Vec<Vec<Option<PartitionRead>>> = body.topics.iter().map(|t| t.partitions.iter().map(|_| None).collect()).collect();
+    let mut local_total = 0u64;
+    for (t, topic) in body.topics.iter().enumerate() {
+        let name = topic.topic.0.as_str();
+        for (p, wanted) in topic.partitions.iter().enumerate() {
+            if broker.shards.owner_of(name, wanted.partition).is_some() {
                 continue;
             }
-            let read = match broker.shards.owner_of(name, wanted.partition) {
-                Some(shard) => broker.shards.fetch(shard, name.to_string(), wanted.partition, wanted.fetch_offset, limit, replica, wanted.current_leader_epoch).await,
-                None => read_partition(broker, name, wanted.partition, wanted.fetch_offset, limit, replica, wanted.current_leader_epoch).await,
+            let limit = (wanted.partition_max_bytes.max(0) as u64).min(max_bytes.saturating_sub(local_total));
+            let read = if limit == 0 && local_total > 0 {
+                // Out of response budget: no records, but the offsets clients track still.
+                let mut read = PartitionRead { error: 0, high_watermark: -1, log_start_offset: -1, regions: Vec::new(), hw_moved: false };
+                if let Some(partition) = broker.partition(name, wanted.partition) {
+                    read.high_watermark = partition.high_watermark();
+                    read.log_start_offset = partition.log_start_offset();
+                }
+                read
+            } else {
+                read_partition(broker, name, wanted.partition, wanted.fetch_offset, limit, replica, wanted.current_leader_epoch).await
             };
+            let bytes: u64 = read.regions.iter().map(|r| r.len).sum();
+            if !(bytes > limit && local_total > 0) {
+                // The same rule as below: what is kept counts against the budget.
+                local_total += bytes;
+            }
+            reads[t][p] = Some(read);
+        }
+    }
+    for (positions, answer) in pending {
+        let answers = Shards::fetched(answer, positions.len()).await;
+        for ((t, p), read) in positions.into_iter().zip(answers) {
+            reads[t][p] = Some(read);
+        }
+    }
+
+    let mut total = 0u64;
+    let mut errors = false;
+    let mut hw_moved = false;
+    let mut out = Vec::with_capacity(body.topics.len());
+    for (topic, topic_reads) in body.topics.iter().zip(reads) {
+        let mut results = Vec::with_capacity(topic.partitions.len());
+        for (wanted, read) in topic.partitions.iter().zip(topic_reads) {
+            let read = read.unwrap_or(PartitionRead { error: ResponseError::UnknownServerError.code(), high_watermark: -1, log_start_offset: -1, regions: Vec::new(), hw_moved: false });
+            let mut result = PartitionResult { index: wanted.partition, error: read.error, high_watermark: read.high_watermark, log_start_offset: read.log_start_offset, regions: Vec::new(), bytes: 0 };
             hw_moved |= read.hw_moved;
-            result.error = read.error;
-            result.high_watermark = read.high_watermark;
-            result.log_start_offset = read.log_start_offset;
             errors |= read.error != 0;
+            let limit = (wanted.partition_max_bytes.max(0) as u64).min(max_bytes.saturating_sub(total));
             let bytes: u64 = read.regions.iter().map(|r| r.len).sum();
             // Only the first partition with data may exceed the limits (KIP-74).
             if bytes > 0 && !(bytes > limit && total > 0) {

@@ -3,7 +3,8 @@
 //! replicas, and honours `min.insync.replicas`.
 //!
 //! Each partition's part runs as its own task, on the shard that owns the partition (see
-//! `shards.rs`): appends, fdatasyncs and replication waits of one request overlap.
+//! `shards.rs`; the parts for another shard travel there in one message): appends,
+//! fdatasyncs and replication waits of one request overlap.
 
 use std::rc::Rc;
 
@@ -18,6 +19,7 @@ use crate::broker::Broker;
 use crate::errors::append_error_code;
 use crate::protocol::{decode_body, Request};
 use crate::replica::ReplicationWait;
+use crate::shards::ProducePart;
 
 /// Longest an acks=all produce waits for the in-sync replicas.
 const PRODUCE_TIMEOUT_MS_MAX: i32 = 120_000;
@@ -93,32 +95,64 @@ pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, re
 pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: ProduceRequest = decode_body(request)?;
     let acks = body.acks;
-    // One task per partition, on its owning shard; answers are collected in request order.
-    let mut tasks = Vec::new();
+    // One task per partition of this shard's, one message per other shard carrying all of
+    // its partitions; answers are collected in request order.
+    let mut names = Vec::new();
+    let mut outcomes: Vec<Option<PartitionOutcome>> = Vec::new();
+    let mut local = Vec::new();
+    let mut remote: Vec<(usize, Vec<usize>, Vec<ProducePart>)> = Vec::new();
     for topic_data in &body.topic_data {
         let name = topic_data.name.0.to_string();
         for data in &topic_data.partition_data {
-            let refusal = if !matches!(acks, -1 | 0 | 1) {
-                Some(PartitionOutcome::refused(ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1, got {acks}")))
-            } else if body.transactional_id.is_some() {
-                Some(PartitionOutcome::refused(ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported by Fjord".to_string()))
-            } else {
-                None
-            };
-            let task = match refusal {
-                Some(outcome) => fjord_storage::io::spawn(async move { outcome }),
-                None => {
-                    let (broker, topic, records, index) = (Rc::clone(broker), name.clone(), data.records.clone(), data.index);
-                    let timeout_ms = body.timeout_ms;
-                    fjord_storage::io::spawn(async move {
-                        match broker.shards.owner_of(&topic, index) {
-                            Some(shard) => broker.shards.produce(shard, topic, index, records, acks, timeout_ms).await,
-                            None => produce_partition(broker, topic, index, records, acks, timeout_ms).await,
+            let slot = outcomes.len();
+            names.push((name.clone(), data.index));
+            if !matches!(acks, -1 | 0 | 1) {
+                outcomes.push(Some(PartitionOutcome::refused(ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1, got {acks}"))));
+                continue;
+            }
+            if body.transactional_id.is_some() {
+                outcomes.push(Some(PartitionOutcome::refused(ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported by Fjord".to_string())));
+                continue;
+            }
+            outcomes.push(None);
+            match broker.shards.owner_of(&name, data.index) {
+                Some(shard) => {
+                    let part = ProducePart { topic: name.clone(), index: data.index, records: data.records.clone() };
+                    match remote.iter_mut().find(|(s, _, _)| *s == shard) {
+                        Some((_, slots, parts)) => {
+                            slots.push(slot);
+                            parts.push(part);
                         }
-                    })
+                        None => remote.push((shard, vec![slot], vec![part])),
+                    }
                 }
-            };
-            tasks.push((name.clone(), data.index, task));
+                None => {
+                    let task = fjord_storage::io::spawn(produce_partition(Rc::clone(broker), name.clone(), data.index, data.records.clone(), acks, body.timeout_ms));
+                    local.push((slot, task));
+                }
+            }
+        }
+    }
+    let remote: Vec<_> = remote
+        .into_iter()
+        .map(|(shard, slots, parts)| {
+            let broker = Rc::clone(broker);
+            let timeout_ms = body.timeout_ms;
+            (slots, fjord_storage::io::spawn(async move { broker.shards.produce(shard, parts, acks, timeout_ms).await }))
+        })
+        .collect();
+    for (slot, task) in local {
+        let outcome = task.await.unwrap_or_else(|join_error| PartitionOutcome::refused(ResponseError::UnknownServerError, format!("produce task failed: {join_error}")));
+        outcomes[slot] = Some(outcome);
+    }
+    for (slots, task) in remote {
+        match task.await {
+            Ok(answers) => slots.into_iter().zip(answers).for_each(|(slot, outcome)| outcomes[slot] = Some(outcome)),
+            Err(join_error) => {
+                for slot in slots {
+                    outcomes[slot] = Some(PartitionOutcome::refused(ResponseError::UnknownServerError, format!("produce task failed: {join_error}")));
+                }
+            }
         }
     }
     let mut response = ProduceResponse::default();
@@ -128,20 +162,19 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
         topic_response.name = topic_data.name.clone();
         response.responses.push(topic_response);
     }
-    let mut slot = 0usize;
+    let mut slots = names.into_iter().zip(outcomes);
     for (topic_index, topic_data) in body.topic_data.iter().enumerate() {
         for _ in &topic_data.partition_data {
-            let (name, index, task) = &mut tasks[slot];
-            slot += 1;
-            let outcome = task.await.unwrap_or_else(|join_error| PartitionOutcome::refused(ResponseError::UnknownServerError, format!("produce task failed: {join_error}")));
+            let Some(((name, index), outcome)) = slots.next() else { break };
+            let outcome = outcome.unwrap_or_else(|| PartitionOutcome::refused(ResponseError::UnknownServerError, "no answer for the partition".to_string()));
             let mut entry = PartitionProduceResponse::default();
-            entry.index = *index;
+            entry.index = index;
             entry.base_offset = outcome.base_offset;
             entry.log_append_time_ms = -1;
             entry.log_start_offset = -1;
             match outcome.error {
                 Some((code, message)) => {
-                    warn!(topic = %name, partition = *index, client = ?request.header.client_id, %message, "produce refused");
+                    warn!(topic = %name, partition = index, client = ?request.header.client_id, %message, "produce refused");
                     refused.get_or_insert_with(|| format!("{name}-{index}: {message}"));
                     entry.error_code = code.code();
                     if request.version >= 8 {
