@@ -330,3 +330,18 @@ impl BrokerConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_default_to_the_cpus_and_can_be_chosen() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let defaults = ServeArgs::default().resolve().expect("defaults resolve");
+        assert_eq!(defaults.shards, cpus.min(crate::shards::SHARDS_MAX));
+        let one = ServeArgs { shards: Some(1), ..ServeArgs::default() }.resolve().expect("--shards 1");
+        assert_eq!(one.shards, 1);
+        assert!(ServeArgs { shards: Some(0), ..ServeArgs::default() }.resolve().is_err(), "--shards 0 is refused");
+    }
+}
