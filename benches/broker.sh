@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Broker benchmarks: one run measures the machine's baseline and Fjord on it, so the ratios
 # in docs/benchmarks.md come from the same conditions. Usage: bash benches/broker.sh [OUT_DIR]
-# Needs a release build (cargo build --release). Takes a few minutes.
+# Needs a release build (cargo build --release) and kcat (for the librdkafka rows). Takes
+# about ten minutes with RECORDS=6000000.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FJORD=${FJORD:-target/release/fjord}
@@ -9,33 +10,116 @@ OUT=${1:-target/bench-broker}
 RECORDS=${RECORDS:-2000000}
 rm -rf "$OUT" && mkdir -p "$OUT"
 DATA=$(mktemp -d)
+PIDS=()
 cleanup() {
-    [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null || true
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     "$FJORD" cluster down --dir "$DATA/cluster" >/dev/null 2>&1 || true
     rm -rf "$DATA"
 }
 trap cleanup EXIT
 
+# Starts a broker with data in $DATA/$1 and extra flags; sets B (its address) and PID.
+start() {
+    local name=$1; shift
+    "$FJORD" serve --listen 127.0.0.1:0 --data-dir "$DATA/$name" "$@" > "$DATA/$name.out" 2> "$DATA/$name.log" &
+    PID=$!
+    PIDS+=("$PID")
+    for _ in $(seq 100); do grep -q listening "$DATA/$name.out" 2>/dev/null && break; sleep 0.1; done
+    B=$(sed -n 's/^fjord: listening on //p' "$DATA/$name.out")
+    if [ -z "$B" ]; then echo "broker $name did not start:" >&2; tail -5 "$DATA/$name.log" >&2; exit 1; fi
+}
+stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; }
+# Every case starts with no dirty pages left over from the one before (writeback of an
+# earlier case would otherwise land inside this one).
+run() { local name=$1; shift; sync; "$FJORD" bench "$@" -b "$B" --json > "$OUT/$name.json"; }
+# The sum of a topic's end offsets, from `fjord topic describe`.
+end_offsets() { "$FJORD" topic describe "$1" -b "$B" | awk 'NR > 2 { sum += $4 } END { print sum + 0 }'; }
+# Drops the page cache of every file under a directory (written back first), so reads go
+# to the disk. posix_fadvise needs no root and touches only these files.
+evict() {
+    sync
+    python3 - "$1" <<'EOF'
+import os, sys
+for root, _, files in os.walk(sys.argv[1]):
+    for name in files:
+        fd = os.open(os.path.join(root, name), os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+EOF
+}
+
 "$FJORD" bench baseline --bytes $((512 << 20)) --dir "$DATA" --json > "$OUT/baseline.json"
 
-# One broker.
-"$FJORD" serve --listen 127.0.0.1:0 --data-dir "$DATA/single" > "$DATA/single.out" 2> "$DATA/single.log" &
-PID=$!
-for _ in $(seq 100); do grep -q listening "$DATA/single.out" 2>/dev/null && break; sleep 0.1; done
-B=$(sed -n 's/^fjord: listening on //p' "$DATA/single.out")
-run() { local name=$1; shift; "$FJORD" bench "$@" -b "$B" --json > "$OUT/$name.json"; }
+# One broker, default settings (one shard per CPU).
+start single
 run produce-acks1 produce --topic p8 --partitions 8 --record-bytes 100 --records "$RECORDS" --acks 1 --connections 2
 run consume consume --topic p8 --partitions 8 --record-bytes 100 --records "$RECORDS" --connections 2
 run produce-acksall produce --topic pall --partitions 8 --record-bytes 100 --records "$RECORDS" --acks -1 --connections 2
 run produce-1kb produce --topic p1k --partitions 8 --record-bytes 1000 --records $((RECORDS / 4)) --acks 1 --connections 2
 run consume-1kb consume --topic p1k --partitions 8 --record-bytes 1000 --records $((RECORDS / 4)) --connections 2
+# One producer and one consumer connection, as in the peer figures of the issue.
+run produce-1conn produce --topic q8 --partitions 8 --record-bytes 100 --records "$RECORDS" --acks 1
+run consume-1conn consume --topic q8 --partitions 8 --record-bytes 100 --records "$RECORDS"
+run produce-1kb-1conn produce --topic q1k --partitions 8 --record-bytes 1000 --records $((RECORDS / 4)) --acks 1
+run consume-1kb-1conn consume --topic q1k --partitions 8 --record-bytes 1000 --records $((RECORDS / 4))
 # Latency at half the maximum rate, measured with small requests (100 records per batch, one
 # connection) so that queueing behind large requests does not hide the broker's latency.
 run produce-small-max produce --topic psmall --partitions 8 --record-bytes 100 --records $((RECORDS / 4)) --acks 1 --batch-records 100
 RATE=$(python3 -c "import json;print(int(json.load(open('$OUT/produce-small-max.json'))['records_per_sec']/2))")
 run produce-half-rate produce --topic phalf --partitions 8 --record-bytes 100 --records $((RATE * 5)) --acks 1 --rate "$RATE" --batch-records 100
 run e2e e2e --topic pe2e --partitions 8 --record-bytes 100 --records $((RATE * 5)) --rate "$RATE" --batch-records 100
-kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
+
+# A consumer reading old data from the disk beside producers at half rate: the producers'
+# latency alone, then with the cold reader, both after evicting the broker's files.
+run cold-fill produce --topic cold --partitions 8 --record-bytes 100 --records $((RECORDS * 3)) --acks 1 --connections 2
+evict "$DATA/single"
+run cold-alone produce --topic pcold1 --partitions 8 --record-bytes 100 --records $((RATE * 5)) --acks 1 --rate "$RATE" --batch-records 100
+evict "$DATA/single"
+"$FJORD" bench consume -b "$B" --topic cold --partitions 8 --record-bytes 100 --records $((RECORDS * 3)) --json > "$OUT/cold-reader.json" &
+READER=$!
+"$FJORD" bench produce -b "$B" --topic pcold2 --partitions 8 --record-bytes 100 --records $((RATE * 5)) --acks 1 --rate "$RATE" --batch-records 100 --json > "$OUT/cold-with-reader.json"
+wait "$READER"
+stop
+
+# librdkafka (kcat) as the client: 100-byte records, 8 partitions, keyless (spread by
+# librdkafka's partitioner), read back whole. The counts are checked.
+start rdkafka
+KCAT_RECORDS=$((RECORDS / 3))
+"$FJORD" topic create rdk -p 8 -b "$B" > /dev/null
+python3 -c "
+import sys
+line = b'x' * 99 + b'\n'
+with open('$DATA/records.txt', 'wb') as f:
+    for _ in range($KCAT_RECORDS // 10000): f.write(line * 10000)
+    f.write(line * ($KCAT_RECORDS % 10000))"
+sync
+T0=$(date +%s.%N)
+kcat -P -b "$B" -t rdk -l "$DATA/records.txt" -X linger.ms=5 -X batch.num.messages=10000 -X queue.buffering.max.messages=1000000 -X queue.buffering.max.kbytes=1048576
+T1=$(date +%s.%N)
+GOT=$(kcat -C -b "$B" -t rdk -o beginning -e -q -f '\n' -X fetch.max.bytes=52428800 | wc -l)
+T2=$(date +%s.%N)
+STORED=$(end_offsets rdk)
+python3 -c "
+import json
+print(json.dumps({'records': $KCAT_RECORDS, 'stored': $STORED, 'consumed': $GOT, 'produce_seconds': $T1 - $T0, 'consume_seconds': $T2 - $T1}))" > "$OUT/kcat.json"
+stop
+
+# Overload: 16 producer connections (one per partition) with 16 requests of about 0.9 MB in
+# flight each (about 230 MB of requests at once) against a broker allowed 64 MiB of requests
+# in memory. Peak RSS, errors and the stored record count are recorded.
+start overload --request-memory-max $((64 << 20)) --request-bytes-max $((8 << 20))
+OVERLOAD_RECORDS=$((RECORDS * 2))
+run overload produce --topic over --partitions 16 --record-bytes 100 --records "$OVERLOAD_RECORDS" --acks 1 --connections 16 --inflight 16 --batch-records 8000
+HWM=$(awk '/VmHWM/ { print $2 * 1024 }' "/proc/$PID/status")
+STORED=$(end_offsets over)
+echo "{\"records\": $OVERLOAD_RECORDS, \"stored\": $STORED, \"peak_rss_bytes\": $HWM, \"request_memory_max\": $((64 << 20))}" > "$OUT/overload-broker.json"
+stop
+
+# The same produce with one shard, for the shard comparison.
+start shards1 --shards 1
+run produce-shards1 produce --topic p8 --partitions 8 --record-bytes 100 --records "$RECORDS" --acks 1 --connections 2
+run produce-acksall-shards1 produce --topic pall --partitions 8 --record-bytes 100 --records "$RECORDS" --acks -1 --connections 2
+stop
 
 # Three brokers, replication factor 3 beside factor 1, same run.
 B=$("$FJORD" cluster up --brokers 3 --dir "$DATA/cluster")
@@ -46,4 +130,5 @@ run rf3-acks1 produce --topic rf3a --partitions 6 --record-bytes 100 --records $
 run rf3-acksall produce --topic rf3b --partitions 6 --record-bytes 100 --records $((RECORDS / 2)) --acks -1 --connections 2
 "$FJORD" cluster down --dir "$DATA/cluster" >/dev/null
 
+nproc > "$OUT/nproc"
 python3 benches/broker_table.py "$OUT"
