@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tracing::warn;
 
 use crate::broker::Broker;
-use crate::handlers::{self, PartitionOutcome, PartitionRead, Reply};
+use crate::handlers::{self, fetch, PartitionOutcome, PartitionRead, Reply};
 
 /// Shards at most: one per core on any machine Fjord expects.
 pub const SHARDS_MAX: usize = 256;
@@ -33,7 +33,8 @@ pub const BUDGET_UNIT_BYTES: u64 = 1024;
 
 /// A request memory budget of `bytes`, in `BUDGET_UNIT_BYTES` permits.
 pub fn request_memory_budget(bytes: u64) -> Arc<Semaphore> {
-    Arc::new(Semaphore::new((bytes / BUDGET_UNIT_BYTES).min(Semaphore::MAX_PERMITS as u64) as usize))
+    // Rounded up, as each request's share is: a request of `request-bytes-max` always fits.
+    Arc::new(Semaphore::new(bytes.div_ceil(BUDGET_UNIT_BYTES).min(Semaphore::MAX_PERMITS as u64) as usize))
 }
 
 /// The shard that owns a partition. Internal topics (consumer offsets) live on shard 0 with
@@ -72,12 +73,12 @@ pub struct ProducePart {
     pub records: Option<Bytes>,
 }
 
-/// One partition of a forwarded Fetch: read from `offset`, at most `limit` bytes.
+/// One partition of a forwarded Fetch: read from `offset`, at most `partition_max_bytes`.
 pub struct FetchPart {
     pub topic: String,
     pub index: i32,
     pub offset: i64,
-    pub limit: u64,
+    pub partition_max_bytes: u64,
     pub epoch: i32,
 }
 
@@ -91,8 +92,9 @@ pub enum FrameReply {
 pub enum Message {
     /// The partitions of one Produce request that this shard owns, answered in order.
     Produce { parts: Vec<ProducePart>, acks: i16, timeout_ms: i32, reply: oneshot::Sender<Vec<PartitionOutcome>> },
-    /// The partitions of one Fetch request that this shard owns, answered in order.
-    Fetch { parts: Vec<FetchPart>, replica: i32, reply: oneshot::Sender<Vec<RemoteRead>> },
+    /// The partitions of one Fetch request that this shard owns, answered in order; together
+    /// they read at most `max_bytes` (the response's budget).
+    Fetch { parts: Vec<FetchPart>, replica: i32, max_bytes: u64, reply: oneshot::Sender<Vec<RemoteRead>> },
     ListOffset { topic: String, index: i32, timestamp: i64, reply: oneshot::Sender<(i16, i64, i64)> },
     Frame { payload: Bytes, peer: Option<SocketAddr>, reply: oneshot::Sender<FrameReply> },
     TopicsChanged { reply: oneshot::Sender<()> },
@@ -146,25 +148,31 @@ impl Shards {
         self.peers[shard].send(message).is_ok()
     }
 
-    /// Appends `parts` on `shard`, which owns them: one message for all of them.
-    pub async fn produce(&self, shard: usize, parts: Vec<ProducePart>, acks: i16, timeout_ms: i32) -> Vec<PartitionOutcome> {
-        let count = parts.len();
-        let failed = |why: String| vec![PartitionOutcome { error: Some((ResponseError::UnknownServerError, why)), base_offset: -1, log_start_offset: -1 }; count];
+    /// Sends the appends of `parts` to `shard`, which owns them, as one message, without
+    /// waiting: the outcomes (in the order of `parts`) are awaited with `produced`.
+    pub fn produce(&self, shard: usize, parts: Vec<ProducePart>, acks: i16, timeout_ms: i32) -> Option<oneshot::Receiver<Vec<PartitionOutcome>>> {
         let (reply, answer) = oneshot::channel();
-        if !self.send(shard, Message::Produce { parts, acks, timeout_ms, reply }) {
-            return failed(format!("shard {shard} is gone"));
-        }
-        match answer.await {
-            Ok(outcomes) if outcomes.len() == count => outcomes,
-            _ => failed(format!("shard {shard} dropped the request")),
-        }
+        self.send(shard, Message::Produce { parts, acks, timeout_ms, reply }).then_some(answer)
+    }
+
+    /// The outcomes of appends sent with `produce`; a shard that is gone gives
+    /// UNKNOWN_SERVER_ERROR for each of its `count` partitions.
+    pub async fn produced(answer: Option<oneshot::Receiver<Vec<PartitionOutcome>>>, count: usize) -> Vec<PartitionOutcome> {
+        let outcomes = match answer {
+            Some(answer) => answer.await.ok().filter(|outcomes| outcomes.len() == count),
+            None => None,
+        };
+        outcomes.unwrap_or_else(|| {
+            let failed = PartitionOutcome { error: Some((ResponseError::UnknownServerError, "the shard owning the partition is gone".to_string())), base_offset: -1, log_start_offset: -1 };
+            vec![failed; count]
+        })
     }
 
     /// Sends the read of `parts` to `shard`, which owns them, without waiting: the answer
     /// (in the order of `parts`) is awaited with `fetched`, so several shards read at once.
-    pub fn fetch(&self, shard: usize, parts: Vec<FetchPart>, replica: i32) -> Option<oneshot::Receiver<Vec<RemoteRead>>> {
+    pub fn fetch(&self, shard: usize, parts: Vec<FetchPart>, replica: i32, max_bytes: u64) -> Option<oneshot::Receiver<Vec<RemoteRead>>> {
         let (reply, answer) = oneshot::channel();
-        self.send(shard, Message::Fetch { parts, replica, reply }).then_some(answer)
+        self.send(shard, Message::Fetch { parts, replica, max_bytes, reply }).then_some(answer)
     }
 
     /// The reads sent with `fetch`, as this shard's regions; a shard that is gone gives
@@ -293,10 +301,17 @@ where
                     }
                     let _ = reply.send(outcomes);
                 }
-                Message::Fetch { parts, replica, reply } => {
+                Message::Fetch { parts, replica, max_bytes, reply } => {
+                    // In order within the budget, as the asking shard does with its own.
                     let mut reads = Vec::with_capacity(parts.len());
+                    let mut total = 0u64;
                     for part in parts {
-                        let read = handlers::read_partition(&broker, &part.topic, part.index, part.offset, part.limit, replica, part.epoch).await;
+                        let limit = fetch::budget_limit(part.partition_max_bytes, max_bytes, total);
+                        let read = fetch::read_budgeted(&broker, &part.topic, part.index, part.offset, limit, total, replica, part.epoch).await;
+                        let bytes: u64 = read.regions.iter().map(|r| r.len).sum();
+                        if fetch::fits(bytes, limit, total) {
+                            total += bytes;
+                        }
                         reads.push(remote_read(read));
                     }
                     let _ = reply.send(reads);

@@ -200,12 +200,15 @@ fn load_run(mode: &'static str, load: LoadArgs) -> Result<(), CliError> {
     let mut producer_handles = Vec::new();
     if producing {
         let produce_stats = if e2e { Stats::new() } else { Arc::clone(&stats) };
-        // A connection per partition at most: each sends to its own share of the partitions.
+        // A connection per partition at most: each sends to its own share of the partitions
+        // (dealt by position, so none is empty) and its share of the records and the rate.
         let connections = load.connections.min(partitions.len());
         for c in 0..connections {
-            let mine: Vec<i32> = partitions.iter().copied().filter(|p| (*p as usize) % connections == c).collect();
+            let mine: Vec<i32> = partitions.iter().enumerate().filter(|(i, _)| i % connections == c).map(|(_, p)| *p).collect();
             let share = target / connections as u64 + u64::from((c as u64) < target % connections as u64);
-            let (load, leaders, addresses, stats) = (load.clone(), leaders.clone(), addresses.clone(), Arc::clone(&produce_stats));
+            let mut load = load.clone();
+            load.connections = connections;
+            let (leaders, addresses, stats) = (leaders.clone(), addresses.clone(), Arc::clone(&produce_stats));
             producer_handles.push(std::thread::spawn(move || produce_worker(&load, &mine, &leaders, &addresses, share, e2e, &stats)));
         }
         // Joins the producers, then tells consumers that no more data is coming.

@@ -146,70 +146,70 @@ pub async fn read_partition(broker: &Broker, topic: &str, index: i32, offset: i6
     result
 }
 
+/// What is left of `max_bytes` for one partition after `total` bytes of earlier ones.
+pub fn budget_limit(partition_max_bytes: u64, max_bytes: u64, total: u64) -> u64 {
+    partition_max_bytes.min(max_bytes.saturating_sub(total))
+}
+
+/// Whether a partition's `bytes` go into a response that holds `total` bytes so far. Only
+/// the first partition with data may exceed the limits (KIP-74).
+pub fn fits(bytes: u64, limit: u64, total: u64) -> bool {
+    bytes > 0 && !(bytes > limit && total > 0)
+}
+
+/// Reads a partition this shard owns within `limit` (from `budget_limit`); with no budget
+/// left only its offsets, which clients track even when no records come.
+pub async fn read_budgeted(broker: &Broker, topic: &str, index: i32, offset: i64, limit: u64, total: u64, replica: i32, epoch: i32) -> PartitionRead {
+    if limit == 0 && total > 0 {
+        let mut read = PartitionRead { error: 0, high_watermark: -1, log_start_offset: -1, regions: Vec::new(), hw_moved: false };
+        if let Some(partition) = broker.partition(topic, index) {
+            read.high_watermark = partition.high_watermark();
+            read.log_start_offset = partition.log_start_offset();
+        }
+        return read;
+    }
+    read_partition(broker, topic, index, offset, limit, replica, epoch).await
+}
+
 /// Resolves every requested partition to file regions. Returns (per topic results, total
 /// bytes, whether any partition has an error).
 ///
-/// Partitions of other shards go out first, one message per shard, so every shard reads at
-/// once; each is read up to its own `partition_max_bytes`. This shard's partitions are read
-/// in order within what its own reads left of `max_bytes`. The response budget is then
-/// applied to everything in request order.
+/// The partitions of each other shard go there as one message, all sent at once, and each
+/// shard reads its share in order within `max_bytes`. Then this shard walks the request in
+/// order: its own partitions are read within what is left of the budget, and another
+/// shard's answer is kept if it fits (otherwise that partition's records wait for the next
+/// fetch; its offsets are still reported).
 async fn collect(broker: &Rc<Broker>, body: &FetchRequest, max_bytes: u64) -> (Vec<Vec<PartitionResult>>, u64, bool) {
     let replica = body.replica_id.0;
-    let mut remote: Vec<(usize, Vec<(usize, usize)>, Vec<FetchPart>)> = Vec::new();
-    for (t, topic) in body.topics.iter().enumerate() {
-        let name = topic.topic.0.as_str();
-        for (p, wanted) in topic.partitions.iter().enumerate() {
-            let Some(shard) = broker.shards.owner_of(name, wanted.partition) else { continue };
-            let part = FetchPart {
-                topic: name.to_string(),
-                index: wanted.partition,
-                offset: wanted.fetch_offset,
-                limit: (wanted.partition_max_bytes.max(0) as u64).min(max_bytes),
-                epoch: wanted.current_leader_epoch,
-            };
-            match remote.iter_mut().find(|(s, _, _)| *s == shard) {
-                Some((_, positions, parts)) => {
-                    positions.push((t, p));
-                    parts.push(part);
-                }
-                None => remote.push((shard, vec![(t, p)], vec![part])),
-            }
-        }
-    }
-    let pending: Vec<_> = remote.into_iter().map(|(shard, positions, parts)| (positions, broker.shards.fetch(shard, parts, replica))).collect();
-
     let mut reads: Vec<Vec<Option<PartitionRead>>> = body.topics.iter().map(|t| t.partitions.iter().map(|_| None).collect()).collect();
-    let mut local_total = 0u64;
-    for (t, topic) in body.topics.iter().enumerate() {
-        let name = topic.topic.0.as_str();
-        for (p, wanted) in topic.partitions.iter().enumerate() {
-            if broker.shards.owner_of(name, wanted.partition).is_some() {
-                continue;
-            }
-            let limit = (wanted.partition_max_bytes.max(0) as u64).min(max_bytes.saturating_sub(local_total));
-            let read = if limit == 0 && local_total > 0 {
-                // Out of response budget: no records, but the offsets clients track still.
-                let mut read = PartitionRead { error: 0, high_watermark: -1, log_start_offset: -1, regions: Vec::new(), hw_moved: false };
-                if let Some(partition) = broker.partition(name, wanted.partition) {
-                    read.high_watermark = partition.high_watermark();
-                    read.log_start_offset = partition.log_start_offset();
+    if broker.shards.count > 1 {
+        let mut remote: Vec<(usize, Vec<(usize, usize)>, Vec<FetchPart>)> = Vec::new();
+        for (t, topic) in body.topics.iter().enumerate() {
+            let name = topic.topic.0.as_str();
+            for (p, wanted) in topic.partitions.iter().enumerate() {
+                let Some(shard) = broker.shards.owner_of(name, wanted.partition) else { continue };
+                let part = FetchPart {
+                    topic: name.to_string(),
+                    index: wanted.partition,
+                    offset: wanted.fetch_offset,
+                    partition_max_bytes: wanted.partition_max_bytes.max(0) as u64,
+                    epoch: wanted.current_leader_epoch,
+                };
+                match remote.iter_mut().find(|(s, _, _)| *s == shard) {
+                    Some((_, positions, parts)) => {
+                        positions.push((t, p));
+                        parts.push(part);
+                    }
+                    None => remote.push((shard, vec![(t, p)], vec![part])),
                 }
-                read
-            } else {
-                read_partition(broker, name, wanted.partition, wanted.fetch_offset, limit, replica, wanted.current_leader_epoch).await
-            };
-            let bytes: u64 = read.regions.iter().map(|r| r.len).sum();
-            if !(bytes > limit && local_total > 0) {
-                // The same rule as below: what is kept counts against the budget.
-                local_total += bytes;
             }
-            reads[t][p] = Some(read);
         }
-    }
-    for (positions, answer) in pending {
-        let answers = Shards::fetched(answer, positions.len()).await;
-        for ((t, p), read) in positions.into_iter().zip(answers) {
-            reads[t][p] = Some(read);
+        let pending: Vec<_> = remote.into_iter().map(|(shard, positions, parts)| (positions, broker.shards.fetch(shard, parts, replica, max_bytes))).collect();
+        for (positions, answer) in pending {
+            let answers = Shards::fetched(answer, positions.len()).await;
+            for ((t, p), read) in positions.into_iter().zip(answers) {
+                reads[t][p] = Some(read);
+            }
         }
     }
 
@@ -218,16 +218,19 @@ async fn collect(broker: &Rc<Broker>, body: &FetchRequest, max_bytes: u64) -> (V
     let mut hw_moved = false;
     let mut out = Vec::with_capacity(body.topics.len());
     for (topic, topic_reads) in body.topics.iter().zip(reads) {
+        let name = topic.topic.0.as_str();
         let mut results = Vec::with_capacity(topic.partitions.len());
         for (wanted, read) in topic.partitions.iter().zip(topic_reads) {
-            let read = read.unwrap_or(PartitionRead { error: ResponseError::UnknownServerError.code(), high_watermark: -1, log_start_offset: -1, regions: Vec::new(), hw_moved: false });
+            let limit = budget_limit(wanted.partition_max_bytes.max(0) as u64, max_bytes, total);
+            let read = match read {
+                Some(read) => read,
+                None => read_budgeted(broker, name, wanted.partition, wanted.fetch_offset, limit, total, replica, wanted.current_leader_epoch).await,
+            };
             let mut result = PartitionResult { index: wanted.partition, error: read.error, high_watermark: read.high_watermark, log_start_offset: read.log_start_offset, regions: Vec::new(), bytes: 0 };
             hw_moved |= read.hw_moved;
             errors |= read.error != 0;
-            let limit = (wanted.partition_max_bytes.max(0) as u64).min(max_bytes.saturating_sub(total));
             let bytes: u64 = read.regions.iter().map(|r| r.len).sum();
-            // Only the first partition with data may exceed the limits (KIP-74).
-            if bytes > 0 && !(bytes > limit && total > 0) {
+            if fits(bytes, limit, total) {
                 total += bytes;
                 result.bytes = bytes;
                 result.regions = read.regions;

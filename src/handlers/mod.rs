@@ -4,7 +4,7 @@
 mod admin;
 mod api_versions;
 mod epochs;
-mod fetch;
+pub mod fetch;
 mod groups;
 mod list_offsets;
 mod metadata;
@@ -19,7 +19,7 @@ use kafka_protocol::messages::ApiKey;
 use crate::broker::Broker;
 use crate::protocol::{self, Request};
 
-pub use fetch::{read_partition, FetchResponse, PartitionRead, Piece};
+pub use fetch::{FetchResponse, PartitionRead, Piece};
 pub use list_offsets::list_offset;
 pub use produce::{produce_partition, PartitionOutcome};
 

@@ -19,7 +19,7 @@ use crate::broker::Broker;
 use crate::errors::append_error_code;
 use crate::protocol::{decode_body, Request};
 use crate::replica::ReplicationWait;
-use crate::shards::ProducePart;
+use crate::shards::{ProducePart, Shards};
 
 /// Longest an acks=all produce waits for the in-sync replicas.
 const PRODUCE_TIMEOUT_MS_MAX: i32 = 120_000;
@@ -95,8 +95,9 @@ pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, re
 pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: ProduceRequest = decode_body(request)?;
     let acks = body.acks;
-    // One task per partition of this shard's, one message per other shard carrying all of
-    // its partitions; answers are collected in request order.
+    // One message per other shard carrying all of its partitions, sent first so that shard
+    // appends while this one does; then one task per partition of this shard's. Answers are
+    // collected in request order.
     let mut names = Vec::new();
     let mut outcomes: Vec<Option<PartitionOutcome>> = Vec::new();
     let mut local = Vec::new();
@@ -126,33 +127,23 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
                         None => remote.push((shard, vec![slot], vec![part])),
                     }
                 }
-                None => {
-                    let task = fjord_storage::io::spawn(produce_partition(Rc::clone(broker), name.clone(), data.index, data.records.clone(), acks, body.timeout_ms));
-                    local.push((slot, task));
-                }
+                None => local.push((slot, name.clone(), data.index, data.records.clone())),
             }
         }
     }
-    let remote: Vec<_> = remote
+    let remote: Vec<_> = remote.into_iter().map(|(shard, slots, parts)| (slots, broker.shards.produce(shard, parts, acks, body.timeout_ms))).collect();
+    let local: Vec<_> = local
         .into_iter()
-        .map(|(shard, slots, parts)| {
-            let broker = Rc::clone(broker);
-            let timeout_ms = body.timeout_ms;
-            (slots, fjord_storage::io::spawn(async move { broker.shards.produce(shard, parts, acks, timeout_ms).await }))
-        })
+        .map(|(slot, topic, index, records)| (slot, fjord_storage::io::spawn(produce_partition(Rc::clone(broker), topic, index, records, acks, body.timeout_ms))))
         .collect();
     for (slot, task) in local {
         let outcome = task.await.unwrap_or_else(|join_error| PartitionOutcome::refused(ResponseError::UnknownServerError, format!("produce task failed: {join_error}")));
         outcomes[slot] = Some(outcome);
     }
-    for (slots, task) in remote {
-        match task.await {
-            Ok(answers) => slots.into_iter().zip(answers).for_each(|(slot, outcome)| outcomes[slot] = Some(outcome)),
-            Err(join_error) => {
-                for slot in slots {
-                    outcomes[slot] = Some(PartitionOutcome::refused(ResponseError::UnknownServerError, format!("produce task failed: {join_error}")));
-                }
-            }
+    for (slots, answer) in remote {
+        let answers = Shards::produced(answer, slots.len()).await;
+        for (slot, outcome) in slots.into_iter().zip(answers) {
+            outcomes[slot] = Some(outcome);
         }
     }
     let mut response = ProduceResponse::default();
