@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use fjord_storage::io::{Listener, PipeStream, SplicePipe, Stream, READ_CHUNK_BYTES};
+use kafka_protocol::messages::ApiKey;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -295,9 +296,34 @@ async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: 
     }
 }
 
+/// Requests of one connection read but not yet answered, at most. A request is handled once
+/// the one before it has taken effect (for a Produce: its appends are done), so while a
+/// Produce waits for fdatasync or for the replicas, the next ones append and share that wait
+/// (group commit). Answers leave in request order.
+const PIPELINE_MAX: usize = 16;
+
+/// A request's answer, ready or still coming (a Produce past its appends), with its share of
+/// the request memory budget, held until the answer is written.
+struct Answer<'a> {
+    api: ApiKey,
+    reply: Pending,
+    _budget: Option<tokio::sync::SemaphorePermit<'a>>,
+}
+
+enum Pending {
+    Ready(Reply),
+    Later(tokio::task::JoinHandle<Reply>),
+}
+
 async fn serve_connection(broker: &Rc<Broker>, stream: &Stream, peer: SocketAddr, shutdown: &Shutdown) {
+    let (answers, queue) = tokio::sync::mpsc::channel(PIPELINE_MAX);
+    tokio::join!(read_requests(broker, stream, peer, shutdown, answers), write_answers(stream, peer, queue));
+}
+
+/// Reads and starts requests in order; ends at shutdown, when the peer closes, on a bad
+/// frame, or once a request's answer closes the connection.
+async fn read_requests<'a>(broker: &'a Rc<Broker>, stream: &Stream, peer: SocketAddr, shutdown: &Shutdown, answers: tokio::sync::mpsc::Sender<Answer<'a>>) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    let mut pipe: Option<SplicePipe> = None;
     loop {
         if shutdown.requested.get() {
             return;
@@ -306,8 +332,7 @@ async fn serve_connection(broker: &Rc<Broker>, stream: &Stream, peer: SocketAddr
             frame = read_frame(stream, &mut buf, broker.config.request_bytes_max, &broker.request_memory) => frame,
             _ = shutdown.wait() => return,
         };
-        // Held until this request is answered.
-        let (payload, _budget) = match frame {
+        let (payload, budget) = match frame {
             Ok(FrameRead::Frame(payload, permit)) => (payload, permit),
             Ok(FrameRead::Closed) => return,
             Err(reason) => {
@@ -326,17 +351,49 @@ async fn serve_connection(broker: &Rc<Broker>, stream: &Stream, peer: SocketAddr
             }
         };
         let api = request.api_key;
-        let written = match dispatch(broker, request).await {
+        let (appended, is_appended) = tokio::sync::oneshot::channel();
+        let mut task = fjord_storage::io::spawn({
+            let broker = Rc::clone(broker);
+            async move { dispatch(&broker, request, Some(appended)).await }
+        });
+        // The next request waits until this one has taken effect: until it is answered, or
+        // for a Produce with acks 1 or all, until its appends are done.
+        let reply = tokio::select! {
+            biased;
+            answered = &mut task => Pending::Ready(answered.unwrap_or_else(|e| Reply::Close(format!("handler failed: {e}")))),
+            Ok(()) = is_appended => Pending::Later(task),
+        };
+        let closing = matches!(reply, Pending::Ready(Reply::Close(_)));
+        if answers.send(Answer { api, reply, _budget: budget }).await.is_err() || closing {
+            // The writer stopped (the connection is closing), or will once it gets here.
+            return;
+        }
+    }
+}
+
+/// Writes the answers in request order; on a failed write or a closing answer, shuts the
+/// socket down so the reader stops too.
+async fn write_answers(stream: &Stream, peer: SocketAddr, mut queue: tokio::sync::mpsc::Receiver<Answer<'_>>) {
+    let mut pipe: Option<SplicePipe> = None;
+    while let Some(answer) = queue.recv().await {
+        let reply = match answer.reply {
+            Pending::Ready(reply) => reply,
+            Pending::Later(task) => task.await.unwrap_or_else(|e| Reply::Close(format!("handler failed: {e}"))),
+        };
+        let api = answer.api;
+        let written = match reply {
             Reply::Frame(bytes) => stream.write_all(bytes).await.0.map_err(|e| e.to_string()),
             Reply::Fetch(response) => write_fetch(stream, &mut pipe, response).await,
             Reply::Nothing => Ok(()),
             Reply::Close(reason) => {
                 warn!(%peer, ?api, %reason, "closing connection");
-                return;
+                Err(reason)
             }
         };
         if let Err(error) = written {
-            debug!(%peer, ?api, %error, "write failed; closing connection");
+            debug!(%peer, ?api, %error, "connection closing; answers still queued are dropped");
+            queue.close();
+            let _ = stream.shutdown();
             return;
         }
     }

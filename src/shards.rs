@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tracing::warn;
 
 use crate::broker::Broker;
-use crate::handlers::{self, fetch, PartitionOutcome, PartitionRead, Reply};
+use crate::handlers::{self, fetch, AppendDone, PartitionOutcome, PartitionRead, Reply};
 
 /// Shards at most: one per core on any machine Fjord expects.
 pub const SHARDS_MAX: usize = 256;
@@ -71,6 +71,8 @@ pub struct ProducePart {
     pub topic: String,
     pub index: i32,
     pub records: Option<Bytes>,
+    /// Marked when this partition's append is over (or when the part is dropped unserved).
+    pub done: AppendDone,
 }
 
 /// One partition of a forwarded Fetch: read from `offset`, at most `partition_max_bytes`.
@@ -289,7 +291,7 @@ where
                     // Each partition appends as its own task, as for a local request.
                     let tasks: Vec<_> = parts
                         .into_iter()
-                        .map(|part| fjord_storage::io::spawn(handlers::produce_partition(Rc::clone(&broker), part.topic, part.index, part.records, acks, timeout_ms)))
+                        .map(|part| fjord_storage::io::spawn(handlers::produce_partition(Rc::clone(&broker), part.topic, part.index, part.records, acks, timeout_ms, part.done)))
                         .collect();
                     let mut outcomes = Vec::with_capacity(tasks.len());
                     for task in tasks {
@@ -324,7 +326,7 @@ where
                         Err(error) => FrameReply::Close(error.to_string()),
                         Ok(mut request) => {
                             request.peer = peer;
-                            match handlers::dispatch(&broker, request).await {
+                            match handlers::dispatch(&broker, request, None).await {
                                 Reply::Frame(bytes) => FrameReply::Frame(bytes),
                                 Reply::Nothing => FrameReply::Nothing,
                                 Reply::Close(reason) => FrameReply::Close(reason),

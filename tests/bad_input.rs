@@ -422,3 +422,62 @@ fn the_request_memory_budget_holds_back_reads_and_recovers() {
     drop(second);
     assert_clients_still_work(&mut broker, "after the memory budget was spent");
 }
+
+/// A Produce v3 body of one partition, with `acks`.
+fn produce_body(topic: &str, partition: i32, acks: i16, records: &[u8]) -> Vec<u8> {
+    let mut body = Encoder::new();
+    body.null_string().i16(acks).i32(10_000);
+    body.i32(1).string(topic).i32(1).i32(partition).bytes(records);
+    body.0
+}
+
+#[test]
+fn pipelined_produce_requests_append_and_answer_in_request_order() {
+    // One connection sends 20 acks=all requests to one partition before reading anything:
+    // later requests append while earlier ones wait for their fdatasync, yet every append
+    // lands in request order and every answer comes back in request order.
+    let mut broker = TestBroker::start("pipelined");
+    let mut conn = Conn::connect(broker.addr());
+    assert_created(wire::create_topic(&mut conn, 1, "pipe", 1));
+    const REQUESTS: i32 = 20;
+    let mut burst = Vec::new();
+    for i in 0..REQUESTS {
+        let value = format!("request-{i}");
+        let batch = wire::record_batch(&[(None, value.as_bytes()), (None, b"second"), (None, b"third")], 1_700_000_000_000, NO_PRODUCER);
+        burst.extend(wire::request_frame(wire::PRODUCE, 3, 100 + i, &produce_body("pipe", 0, -1, &batch)));
+    }
+    conn.send(&burst).expect("send the burst");
+    for i in 0..REQUESTS {
+        let Received::Frame(frame) = conn.receive() else { panic!("connection closed before answer {i}") };
+        let mut d = wire::Decoder::new(&frame);
+        assert_eq!(d.i32(), 100 + i, "answers come in request order");
+        assert_eq!(d.array_len(), 1);
+        assert_eq!(d.string().as_deref(), Some("pipe"));
+        assert_eq!(d.array_len(), 1);
+        assert_eq!(d.i32(), 0);
+        assert_eq!(d.i16(), NONE, "request {i} refused");
+        assert_eq!(d.i64(), i64::from(i) * 3, "request {i} appended out of order");
+    }
+    let values = kcat_consume(&broker, "pipe", "%o %s\n", &["-o", "beginning"]);
+    let expected: String = (0..REQUESTS).map(|i| format!("{} request-{i}\n{} second\n{} third\n", i * 3, i * 3 + 1, i * 3 + 2)).collect();
+    assert_eq!(values, expected, "records in the log in request order");
+    assert_clients_still_work(&mut broker, "after a pipelined burst");
+}
+
+#[test]
+fn a_refused_acks_0_produce_closes_before_the_next_request_takes_effect() {
+    // An acks=0 producer hears of a refusal only by the connection closing; a request it sent
+    // right behind the refused one must not be appended (it would land after a gap the client
+    // never learns about).
+    let mut broker = TestBroker::start("acks0-pipelined");
+    let mut conn = Conn::connect(broker.addr());
+    assert_created(wire::create_topic(&mut conn, 1, "gate", 1));
+    let batch = wire::record_batch(&[(None, b"must-not-land")], 1_700_000_000_000, NO_PRODUCER);
+    let mut burst = wire::request_frame(wire::PRODUCE, 3, 2, &produce_body("gate", 7, 0, &batch)); // no partition 7
+    burst.extend(wire::request_frame(wire::PRODUCE, 3, 3, &produce_body("gate", 0, 0, &batch)));
+    conn.send(&burst).expect("send the burst");
+    conn.expect_closed("a refused acks=0 produce");
+    let mut check = Conn::connect(broker.addr());
+    assert_eq!(wire::list_offset(&mut check, 4, "gate", 0, -1), (NONE, 0), "the request behind the refused one was appended");
+    assert_clients_still_work(&mut broker, "after a refused acks=0 burst");
+}

@@ -7,11 +7,13 @@
 //! fdatasyncs and replication waits of one request overlap.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
+use tokio::sync::{oneshot, Semaphore};
 use tracing::warn;
 
 use super::{frame, Reply};
@@ -38,9 +40,31 @@ impl PartitionOutcome {
     }
 }
 
+/// Marks the end of one partition's append (appended, refused or abandoned) by adding a
+/// permit to a semaphore the request's handler counts: dropped on any path, on any shard.
+pub struct AppendDone(Option<Arc<Semaphore>>);
+
+impl AppendDone {
+    pub fn new(appended: &Arc<Semaphore>) -> AppendDone {
+        AppendDone(Some(Arc::clone(appended)))
+    }
+
+    fn now(&mut self) {
+        if let Some(appended) = self.0.take() {
+            appended.add_permits(1);
+        }
+    }
+}
+
+impl Drop for AppendDone {
+    fn drop(&mut self) {
+        self.now();
+    }
+}
+
 /// Appends to a partition this shard owns and, for acks=all, waits until the records are
-/// durable and on every in-sync replica.
-pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, records: Option<Bytes>, acks: i16, timeout_ms: i32) -> PartitionOutcome {
+/// durable and on every in-sync replica. `done` is marked as soon as the append is over.
+pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, records: Option<Bytes>, acks: i16, timeout_ms: i32, mut done: AppendDone) -> PartitionOutcome {
     let Some((topic_state, partition)) = broker.topic(&topic).and_then(|t| Some((Rc::clone(&t), broker.partition(&topic, index)?))) else {
         let exists = broker.topic(&topic).is_some_and(|t| index >= 0 && (index as usize) < t.partitions.len());
         return if exists {
@@ -60,7 +84,9 @@ pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, re
     let Some(records) = records else {
         return PartitionOutcome::refused(ResponseError::CorruptMessage, "null records".to_string());
     };
-    let appended = match partition.append(records, partition.replica.leader_epoch().max(0)).await {
+    let appended = partition.append(records, partition.replica.leader_epoch().max(0)).await;
+    done.now();
+    let appended = match appended {
         Ok(appended) => appended,
         Err(error) => return PartitionOutcome::refused(append_error_code(&error), format!("{error:?}")),
     };
@@ -92,9 +118,14 @@ pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, re
     PartitionOutcome { error: None, base_offset: appended.base_offset, log_start_offset: partition.log_start_offset() }
 }
 
-pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+/// Answers a Produce. With acks 1 or all, `appended` is told once every partition's append
+/// is over, before the acks=all waits: the connection may read its next request then, so
+/// later appends share this one's fdatasync and replication wait (group commit), in order.
+pub async fn handle(broker: &Rc<Broker>, request: &Request, appended: Option<oneshot::Sender<()>>) -> anyhow::Result<Reply> {
     let body: ProduceRequest = decode_body(request)?;
     let acks = body.acks;
+    let appends = Arc::new(Semaphore::new(0));
+    let mut appending = 0u32;
     // One message per other shard carrying all of its partitions, sent first so that shard
     // appends while this one does; then one task per partition of this shard's. Answers are
     // collected in request order.
@@ -116,9 +147,11 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
                 continue;
             }
             outcomes.push(None);
+            appending += 1;
+            let done = AppendDone::new(&appends);
             match broker.shards.owner_of(&name, data.index) {
                 Some(shard) => {
-                    let part = ProducePart { topic: name.clone(), index: data.index, records: data.records.clone() };
+                    let part = ProducePart { topic: name.clone(), index: data.index, records: data.records.clone(), done };
                     match remote.iter_mut().find(|(s, _, _)| *s == shard) {
                         Some((_, slots, parts)) => {
                             slots.push(slot);
@@ -127,15 +160,21 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
                         None => remote.push((shard, vec![slot], vec![part])),
                     }
                 }
-                None => local.push((slot, name.clone(), data.index, data.records.clone())),
+                None => local.push((slot, name.clone(), data.index, data.records.clone(), done)),
             }
         }
     }
     let remote: Vec<_> = remote.into_iter().map(|(shard, slots, parts)| (slots, broker.shards.produce(shard, parts, acks, body.timeout_ms))).collect();
     let local: Vec<_> = local
         .into_iter()
-        .map(|(slot, topic, index, records)| (slot, fjord_storage::io::spawn(produce_partition(Rc::clone(broker), topic, index, records, acks, body.timeout_ms))))
+        .map(|(slot, topic, index, records, done)| (slot, fjord_storage::io::spawn(produce_partition(Rc::clone(broker), topic, index, records, acks, body.timeout_ms, done))))
         .collect();
+    if let Some(appended) = appended.filter(|_| acks != 0) {
+        // Every AppendDone adds its permit when dropped, wherever it went, so this ends.
+        if appends.acquire_many(appending).await.is_ok() {
+            let _ = appended.send(());
+        }
+    }
     for (slot, task) in local {
         let outcome = task.await.unwrap_or_else(|join_error| PartitionOutcome::refused(ResponseError::UnknownServerError, format!("produce task failed: {join_error}")));
         outcomes[slot] = Some(outcome);
