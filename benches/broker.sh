@@ -28,10 +28,19 @@ start() {
     B=$(sed -n 's/^fjord: listening on //p' "$DATA/$name.out")
     if [ -z "$B" ]; then echo "broker $name did not start:" >&2; tail -5 "$DATA/$name.log" >&2; exit 1; fi
 }
-stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; }
+# Stops the broker and deletes its data, freeing its page cache for the next one (see fresh).
+stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; rm -rf "$DATA/${1:?broker name}"; }
 # Every case starts with no dirty pages left over from the one before (writeback of an
 # earlier case would otherwise land inside this one).
 run() { local name=$1; shift; sync; "$FJORD" bench "$@" -b "$B" --json > "$OUT/$name.json"; }
+# Deletes every topic but the internal ones. Each produce case starts from this, as the file
+# baseline starts from a deleted file: on this VM, page-cache pages that were recently freed
+# are several times cheaper to fill than pages never used yet (docs/benchmarks.md), so
+# data left over from earlier cases would tax later ones.
+fresh() {
+    "$FJORD" topic list -b "$B" | grep -v '^__' | while read -r topic; do "$FJORD" topic delete "$topic" -b "$B" > /dev/null; done
+    sync
+}
 # The sum of a topic's end offsets, from `fjord topic describe`.
 end_offsets() { "$FJORD" topic describe "$1" -b "$B" | awk 'NR > 2 { sum += $4 } END { print sum + 0 }'; }
 # Drops the page cache of every file under a directory (written back first), so reads go
@@ -48,38 +57,57 @@ for root, _, files in os.walk(sys.argv[1]):
 EOF
 }
 
-"$FJORD" bench baseline --bytes $((512 << 20)) --dir "$DATA" --json > "$OUT/baseline.json"
+# The machine's baseline, measured at the start, in the middle and at the end of the run;
+# the table uses the best of the three (a slow moment would flatter every ratio).
+baseline() { "$FJORD" bench baseline --bytes $((512 << 20)) --dir "$DATA" --json > "$OUT/baseline-$1.json"; }
+baseline 1
 
 # One broker, default settings (one shard per CPU).
 start single
 run produce-acks1 produce --topic p8 --partitions 8 --record-bytes 100 --records "$RECORDS" --acks 1 --connections 2
 run consume consume --topic p8 --partitions 8 --record-bytes 100 --records "$RECORDS" --connections 2
+fresh
 run produce-acksall produce --topic pall --partitions 8 --record-bytes 100 --records "$RECORDS" --acks -1 --connections 2
+fresh
 run produce-1kb produce --topic p1k --partitions 8 --record-bytes 1000 --records $((RECORDS / 4)) --acks 1 --connections 2
 run consume-1kb consume --topic p1k --partitions 8 --record-bytes 1000 --records $((RECORDS / 4)) --connections 2
 # One producer and one consumer connection, as in the peer figures of the issue.
+fresh
 run produce-1conn produce --topic q8 --partitions 8 --record-bytes 100 --records "$RECORDS" --acks 1
 run consume-1conn consume --topic q8 --partitions 8 --record-bytes 100 --records "$RECORDS"
+fresh
 run produce-1kb-1conn produce --topic q1k --partitions 8 --record-bytes 1000 --records $((RECORDS / 4)) --acks 1
 run consume-1kb-1conn consume --topic q1k --partitions 8 --record-bytes 1000 --records $((RECORDS / 4))
 # Latency at half the maximum rate, measured with small requests (100 records per batch, one
 # connection) so that queueing behind large requests does not hide the broker's latency.
+fresh
 run produce-small-max produce --topic psmall --partitions 8 --record-bytes 100 --records $((RECORDS / 4)) --acks 1 --batch-records 100
 RATE=$(python3 -c "import json;print(int(json.load(open('$OUT/produce-small-max.json'))['records_per_sec']/2))")
+fresh
 run produce-half-rate produce --topic phalf --partitions 8 --record-bytes 100 --records $((RATE * 5)) --acks 1 --rate "$RATE" --batch-records 100
+fresh
 run e2e e2e --topic pe2e --partitions 8 --record-bytes 100 --records $((RATE * 5)) --rate "$RATE" --batch-records 100
 
 # A consumer reading old data from the disk beside producers at half rate: the producers'
 # latency alone, then with the cold reader, both after evicting the broker's files.
-run cold-fill produce --topic cold --partitions 8 --record-bytes 100 --records $((RECORDS * 3)) --acks 1 --connections 2
+fresh
+run cold-fill produce --topic cold --partitions 8 --record-bytes 100 --records $((RECORDS * 4)) --acks 1 --connections 2
 evict "$DATA/single"
-run cold-alone produce --topic pcold1 --partitions 8 --record-bytes 100 --records $((RATE * 5)) --acks 1 --rate "$RATE" --batch-records 100
+run cold-alone produce --topic pcold1 --partitions 8 --record-bytes 100 --records $((RATE * 3)) --acks 1 --rate "$RATE" --batch-records 100
 evict "$DATA/single"
-"$FJORD" bench consume -b "$B" --topic cold --partitions 8 --record-bytes 100 --records $((RECORDS * 3)) --json > "$OUT/cold-reader.json" &
+"$FJORD" bench consume -b "$B" --topic cold --partitions 8 --record-bytes 100 --records $((RECORDS * 4)) --json > "$OUT/cold-reader.json" &
 READER=$!
-"$FJORD" bench produce -b "$B" --topic pcold2 --partitions 8 --record-bytes 100 --records $((RATE * 5)) --acks 1 --rate "$RATE" --batch-records 100 --json > "$OUT/cold-with-reader.json"
+"$FJORD" bench produce -b "$B" --topic pcold2 --partitions 8 --record-bytes 100 --records $((RATE * 3)) --acks 1 --rate "$RATE" --batch-records 100 --json > "$OUT/cold-with-reader.json"
 wait "$READER"
-stop
+# The control: the same reader once more, now from the page cache (the cold read left the
+# data there), beside the same producers. What the cold reader adds beyond this is the disk.
+"$FJORD" bench consume -b "$B" --topic cold --partitions 8 --record-bytes 100 --records $((RECORDS * 4)) --json > "$OUT/warm-reader.json" &
+READER=$!
+"$FJORD" bench produce -b "$B" --topic pcold3 --partitions 8 --record-bytes 100 --records $((RATE * 3)) --acks 1 --rate "$RATE" --batch-records 100 --json > "$OUT/warm-with-reader.json"
+wait "$READER"
+stop single
+
+baseline 2
 
 # librdkafka (kcat) as the client: 100-byte records, 8 partitions, keyless (spread by
 # librdkafka's partitioner), read back whole. The counts are checked.
@@ -102,7 +130,7 @@ STORED=$(end_offsets rdk)
 python3 -c "
 import json
 print(json.dumps({'records': $KCAT_RECORDS, 'stored': $STORED, 'consumed': $GOT, 'produce_seconds': $T1 - $T0, 'consume_seconds': $T2 - $T1}))" > "$OUT/kcat.json"
-stop
+stop rdkafka
 
 # Overload: 16 producer connections (one per partition) with 16 requests of about 0.9 MB in
 # flight each (about 230 MB of requests at once) against a broker allowed 64 MiB of requests
@@ -113,13 +141,14 @@ run overload produce --topic over --partitions 16 --record-bytes 100 --records "
 HWM=$(awk '/VmHWM/ { print $2 * 1024 }' "/proc/$PID/status")
 STORED=$(end_offsets over)
 echo "{\"records\": $OVERLOAD_RECORDS, \"stored\": $STORED, \"peak_rss_bytes\": $HWM, \"request_memory_max\": $((64 << 20))}" > "$OUT/overload-broker.json"
-stop
+stop overload
 
 # The same produce with one shard, for the shard comparison.
 start shards1 --shards 1
 run produce-shards1 produce --topic p8 --partitions 8 --record-bytes 100 --records "$RECORDS" --acks 1 --connections 2
+fresh
 run produce-acksall-shards1 produce --topic pall --partitions 8 --record-bytes 100 --records "$RECORDS" --acks -1 --connections 2
-stop
+stop shards1
 
 # Three brokers, replication factor 3 beside factor 1, same run.
 B=$("$FJORD" cluster up --brokers 3 --dir "$DATA/cluster")
@@ -130,5 +159,6 @@ run rf3-acks1 produce --topic rf3a --partitions 6 --record-bytes 100 --records $
 run rf3-acksall produce --topic rf3b --partitions 6 --record-bytes 100 --records $((RECORDS / 2)) --acks -1 --connections 2
 "$FJORD" cluster down --dir "$DATA/cluster" >/dev/null
 
+baseline 3
 nproc > "$OUT/nproc"
 python3 benches/broker_table.py "$OUT"
