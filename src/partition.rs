@@ -174,6 +174,10 @@ impl Partition {
             };
             self.producers.borrow_mut().record(producer_id, epoch, batch);
         }
+        // A leader whose in-sync set is itself alone (replication factor 1, or followers
+        // dropped out) has the records replicated as soon as they are appended; with
+        // followers this changes nothing until they fetch.
+        self.advance_high_watermark();
         Ok(Appended { base_offset: info.base_offset, last_offset: info.last_offset, duplicate: false })
     }
 

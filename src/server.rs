@@ -1,11 +1,14 @@
 //! The network side of a broker: the listener, one task per connection, and shutdown.
 //!
-//! Each connection reads one size-prefixed request at a time and answers it before reading
-//! the next, as Kafka does, so responses are always in request order and a connection has
-//! at most one request in flight; pipelined requests wait in the socket buffer.
+//! Each connection starts one size-prefixed request at a time and answers in request order.
+//! It reads on past a Produce that waits for fdatasync or replicas once that Produce's
+//! appends are done (group commit); after any other request it waits until the answer is
+//! written, as Kafka does (`serve_connection`).
 //!
-//! Limits: `request_bytes_max` per frame (checked before any allocation), a read buffer of
-//! at most one frame plus one read chunk per connection, `connections_max` connections.
+//! Limits: `request_bytes_max` per frame (checked before any allocation), the shared request
+//! memory budget, a read buffer of at most one frame plus one read chunk per connection,
+//! about `PIPELINE_MAX` Produce requests read but unanswered per connection,
+//! `connections_max` connections.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -296,11 +299,17 @@ async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: 
     }
 }
 
-/// Requests of one connection read but not yet answered, at most. A request is handled once
-/// the one before it has taken effect (for a Produce: its appends are done), so while a
+/// Produce requests of one connection read but not yet answered, at most (give or take the
+/// one being started and the one being written). A request is started once the one before
+/// it has taken effect (for a Produce with acks 1 or all: its appends are done), so while a
 /// Produce waits for fdatasync or for the replicas, the next ones append and share that wait
 /// (group commit). Answers leave in request order.
 const PIPELINE_MAX: usize = 16;
+
+/// Share of the request memory budget that reads past unanswered requests must leave free,
+/// as a divisor: requests waiting on the replicas can then never take the whole budget and
+/// starve the followers' fetches they are waiting for (those connections never pipeline).
+const PIPELINE_BUDGET_RESERVE_DIVISOR: usize = 4;
 
 /// A request's answer, ready or still coming (a Produce past its appends), with its share of
 /// the request memory budget, held until the answer is written.
@@ -315,18 +324,37 @@ enum Pending {
     Later(tokio::task::JoinHandle<Reply>),
 }
 
+/// Answers queued or being written on one connection; the writer notifies after each.
+#[derive(Default)]
+struct InFlight {
+    answers: Cell<usize>,
+    written: Notify,
+}
+
 async fn serve_connection(broker: &Rc<Broker>, stream: &Stream, peer: SocketAddr, shutdown: &Shutdown) {
     let (answers, queue) = tokio::sync::mpsc::channel(PIPELINE_MAX);
-    tokio::join!(read_requests(broker, stream, peer, shutdown, answers), write_answers(stream, peer, queue));
+    let in_flight = InFlight::default();
+    tokio::join!(read_requests(broker, stream, peer, shutdown, answers, &in_flight), write_answers(stream, peer, queue, &in_flight));
 }
 
 /// Reads and starts requests in order; ends at shutdown, when the peer closes, on a bad
 /// frame, or once a request's answer closes the connection.
-async fn read_requests<'a>(broker: &'a Rc<Broker>, stream: &Stream, peer: SocketAddr, shutdown: &Shutdown, answers: tokio::sync::mpsc::Sender<Answer<'a>>) {
+async fn read_requests<'a>(broker: &'a Rc<Broker>, stream: &Stream, peer: SocketAddr, shutdown: &Shutdown, answers: tokio::sync::mpsc::Sender<Answer<'a>>, in_flight: &InFlight) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let reserve = (broker.config.request_memory_max / crate::shards::BUDGET_UNIT_BYTES) as usize / PIPELINE_BUDGET_RESERVE_DIVISOR;
+    let mut pipelining = false;
     loop {
         if shutdown.requested.get() {
             return;
+        }
+        // Read past unanswered requests only behind a Produce, and only while the budget
+        // keeps its reserve; otherwise wait until every answer is written.
+        while in_flight.answers.get() > 0 && !(pipelining && broker.request_memory.available_permits() >= reserve) {
+            let written = in_flight.written.notified();
+            tokio::select! {
+                _ = written => {}
+                _ = shutdown.wait() => return,
+            }
         }
         let frame = tokio::select! {
             frame = read_frame(stream, &mut buf, broker.config.request_bytes_max, &broker.request_memory) => frame,
@@ -363,7 +391,9 @@ async fn read_requests<'a>(broker: &'a Rc<Broker>, stream: &Stream, peer: Socket
             answered = &mut task => Pending::Ready(answered.unwrap_or_else(|e| Reply::Close(format!("handler failed: {e}")))),
             Ok(()) = is_appended => Pending::Later(task),
         };
+        pipelining = matches!(reply, Pending::Later(_));
         let closing = matches!(reply, Pending::Ready(Reply::Close(_)));
+        in_flight.answers.set(in_flight.answers.get() + 1);
         if answers.send(Answer { api, reply, _budget: budget }).await.is_err() || closing {
             // The writer stopped (the connection is closing), or will once it gets here.
             return;
@@ -371,9 +401,10 @@ async fn read_requests<'a>(broker: &'a Rc<Broker>, stream: &Stream, peer: Socket
     }
 }
 
-/// Writes the answers in request order; on a failed write or a closing answer, shuts the
-/// socket down so the reader stops too.
-async fn write_answers(stream: &Stream, peer: SocketAddr, mut queue: tokio::sync::mpsc::Receiver<Answer<'_>>) {
+/// Writes the answers in request order. On a failed write or a closing answer it shuts the
+/// socket down, so the reader stops too, and waits for the handlers still running before
+/// their budget shares are given back.
+async fn write_answers(stream: &Stream, peer: SocketAddr, mut queue: tokio::sync::mpsc::Receiver<Answer<'_>>, in_flight: &InFlight) {
     let mut pipe: Option<SplicePipe> = None;
     while let Some(answer) = queue.recv().await {
         let reply = match answer.reply {
@@ -390,10 +421,17 @@ async fn write_answers(stream: &Stream, peer: SocketAddr, mut queue: tokio::sync
                 Err(reason)
             }
         };
+        in_flight.answers.set(in_flight.answers.get() - 1);
+        in_flight.written.notify_waiters();
         if let Err(error) = written {
             debug!(%peer, ?api, %error, "connection closing; answers still queued are dropped");
-            queue.close();
             let _ = stream.shutdown();
+            queue.close();
+            while let Some(rest) = queue.recv().await {
+                if let Pending::Later(task) = rest.reply {
+                    let _ = task.await;
+                }
+            }
             return;
         }
     }

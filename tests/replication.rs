@@ -1134,3 +1134,58 @@ fn a_recreated_topic_never_serves_the_old_incarnations_records() {
     let consumed = fjord_ok(&["consume", "-t", "again", "-e", "-b", &cluster.bootstrap]);
     assert_eq!(consumed.lines().collect::<Vec<_>>(), vec!["new-0", "new-1", "new-2", "new-3", "new-4"]);
 }
+
+#[test]
+fn a_produce_waiting_on_a_frozen_follower_does_not_hold_back_the_next_request() {
+    // One connection sends an acks=all produce to a partition whose follower is frozen (it
+    // waits for the follower or for the in-sync set to shrink) and right behind it an acks=1
+    // produce to a partition of the same leader without followers. The second one appends
+    // while the first still waits (group commit needs exactly this), and its answer still
+    // comes after the first one's. The probe also checks that an acks=1 append to a
+    // partition whose in-sync set is the leader alone moves the high watermark at once.
+    use crate::support::wire::{self, Conn, Decoder, Encoder, Received, NO_PRODUCER};
+    let cluster = Cluster::up("pipelining");
+    cluster.create_topic("waits", 1, &[]);
+    let leader = wait_until("a leader for waits-0", Duration::from_secs(10), || cluster.describe_leaders("waits")?.get(&0).copied().filter(|l| *l >= 0));
+    cluster.wait_all_in_sync("every replica of waits-0 in sync before one is frozen");
+    fjord_ok(&["topic", "create", "free", "-b", &cluster.bootstrap, "-p", "3", "-r", "1"]);
+    let (free_partition, _) = wait_until("a partition of free led by the same broker", Duration::from_secs(10), || {
+        cluster.describe_leaders("free")?.into_iter().find(|(_, l)| *l == leader)
+    });
+    // A follower that is not the controller: freezing the controller would stall more than
+    // this one partition.
+    let controller = cluster.state().controller;
+    let follower = (0..BROKERS).find(|id| *id != leader && *id != controller).expect("a third broker");
+    eprintln!("leader {leader}, controller {controller}, freezing follower {follower}");
+    let address: SocketAddr = cluster.address(leader).parse().expect("broker address");
+    let body = |topic: &str, partition: i32, acks: i16| {
+        let batch = wire::record_batch(&[(None, b"pipelined")], 1_700_000_000_000, NO_PRODUCER);
+        let mut body = Encoder::new();
+        body.null_string().i16(acks).i32(30_000);
+        body.i32(1).string(topic).i32(1).i32(partition).bytes(&batch);
+        body.0
+    };
+    cluster.freeze(follower);
+    let mut conn = Conn::connect(address);
+    let mut burst = wire::request_frame(wire::PRODUCE, 3, 1, &body("waits", 0, -1));
+    burst.extend(wire::request_frame(wire::PRODUCE, 3, 2, &body("free", free_partition, 1)));
+    conn.send(&burst).expect("send both requests");
+    let mut probe = Conn::connect(address);
+    wait_until("the second request's record in free", Duration::from_secs(5), || {
+        (wire::list_offset(&mut probe, 9, "free", free_partition, -1) == (0, 1)).then_some(())
+    });
+    // The first request is still waiting: nothing has come back on its connection.
+    conn.stream.set_nonblocking(true).expect("nonblocking");
+    let mut byte = [0u8; 1];
+    let early = conn.stream.peek(&mut byte);
+    conn.stream.set_nonblocking(false).expect("blocking");
+    if !matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+        let answer = conn.receive();
+        panic!("an answer arrived before the frozen follower let the first request go: {early:?} then {answer:?}");
+    }
+    cluster.thaw(follower);
+    for expected in [1, 2] {
+        let Received::Frame(frame) = conn.receive() else { panic!("connection closed before answer {expected}") };
+        assert_eq!(Decoder::new(&frame).i32(), expected, "answers in request order");
+    }
+}
