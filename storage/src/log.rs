@@ -402,6 +402,112 @@ impl PartitionLog {
         self.append_inner(AppendInput::Shared(batches), Some(leader_epoch)).await
     }
 
+    /// Appends the record sets of several producers with one vectored write (group append).
+    /// Each set is checked on its own (CRC and records, before the write), so a bad one is
+    /// refused alone; the others get consecutive offsets in the order given. Returns one
+    /// result per set. The sets together must fit `APPEND_BYTES_MAX`; a set of
+    /// `OVERLAPPED_CHECK_BYTES_MIN` or more belongs in `append_shared` instead.
+    pub async fn append_shared_group(&mut self, sets: Vec<bytes::Bytes>, leader_epoch: i32) -> Vec<Result<AppendInfo>> {
+        let count = sets.len();
+        if self.check_poison().is_err() {
+            return (0..count).map(|_| Err(self.check_poison().expect_err("poisoned"))).collect();
+        }
+        let mut results: Vec<Option<Result<AppendInfo>>> = (0..count).map(|_| None).collect();
+        // (set index, its batches) for the sets that pass their checks.
+        let mut accepted: Vec<(usize, Vec<BatchInfo>)> = Vec::new();
+        let mut size = 0u64;
+        let mut offsets = 0i64;
+        for (n, set) in sets.iter().enumerate() {
+            match self.check_set(set) {
+                Ok(infos) => {
+                    size += set.len() as u64;
+                    offsets += infos.iter().map(|i| i64::from(i.last_offset_delta) + 1).sum::<i64>();
+                    accepted.push((n, infos));
+                }
+                Err(error) => results[n] = Some(Err(error)),
+            }
+        }
+        if size > APPEND_BYTES_MAX {
+            let error = || StorageError::AppendTooLarge { size, max: APPEND_BYTES_MAX };
+            return results.into_iter().map(|r| r.unwrap_or_else(|| Err(error()))).collect();
+        }
+        if !accepted.is_empty() {
+            if let Err(error) = self.write_group(&sets, &mut accepted, size, offsets, leader_epoch).await {
+                // The first set reports the failure itself; the others what it left behind
+                // (the log is poisoned after a failed write).
+                let mut first = Some(error);
+                for (n, _) in &accepted {
+                    let error = match first.take() {
+                        Some(error) => error,
+                        None => self.check_poison().err().unwrap_or_else(|| StorageError::Io(io::Error::other("the group append failed"))),
+                    };
+                    results[*n] = Some(Err(error));
+                }
+            } else {
+                for (n, infos) in &accepted {
+                    let last = infos.last().expect("a set has at least one batch");
+                    results[*n] = Some(Ok(AppendInfo {
+                        base_offset: infos[0].base_offset,
+                        last_offset: last.base_offset + i64::from(last.last_offset_delta),
+                        max_timestamp: infos.iter().map(|i| i.max_timestamp).max().unwrap_or(batch::NO_TIMESTAMP),
+                        batch_count: infos.len(),
+                        bytes: sets[*n].len() as u64,
+                    }));
+                }
+            }
+        }
+        results.into_iter().map(|r| r.expect("every set has a result")).collect()
+    }
+
+    /// Checks one producer's record set completely (CRCs included): its batches.
+    fn check_set(&self, set: &[u8]) -> Result<Vec<BatchInfo>> {
+        let size = set.len() as u64;
+        if size == 0 {
+            return Err(StorageError::EmptyAppend);
+        }
+        if size > APPEND_BYTES_MAX {
+            return Err(StorageError::AppendTooLarge { size, max: APPEND_BYTES_MAX });
+        }
+        let mut infos = Vec::new();
+        let mut position = 0u64;
+        while position < size {
+            let index = infos.len();
+            let info = batch::validate(&set[position as usize..], self.config.batch_bytes_max, Origin::Client).map_err(|source| StorageError::InvalidBatch { index, position, source })?;
+            position += info.size;
+            infos.push(info);
+        }
+        Ok(infos)
+    }
+
+    /// Stamps the accepted sets with consecutive offsets and writes them in one vectored write.
+    async fn write_group(&mut self, sets: &[bytes::Bytes], accepted: &mut [(usize, Vec<BatchInfo>)], size: u64, offsets: i64, leader_epoch: i32) -> Result<()> {
+        self.mark_dirty().await?;
+        let now = now_ms();
+        if self.should_roll(size, offsets, now) {
+            self.roll().await?;
+        }
+        let mut next = self.log_end_offset();
+        let mut pieces: Vec<bytes::Bytes> = Vec::new();
+        let mut all: Vec<BatchInfo> = Vec::new();
+        for (n, infos) in accepted.iter_mut() {
+            let set = &sets[*n];
+            let mut at = 0usize;
+            for info in infos.iter_mut() {
+                info.base_offset = next;
+                info.partition_leader_epoch = leader_epoch;
+                next += i64::from(info.last_offset_delta) + 1;
+                let mut header = BytesMut::from(&set[at..at + STAMPED_BYTES]);
+                batch::stamp_header(&mut header, info.base_offset, leader_epoch);
+                pieces.push(header.freeze());
+                pieces.push(set.slice(at + STAMPED_BYTES..at + info.size as usize));
+                at += info.size as usize;
+                all.push(info.clone());
+            }
+        }
+        self.write_batches(Pieces::Vectored(pieces), None, &all).await?;
+        self.flush_by_policy(now).await
+    }
+
     /// Appends batches copied from a leader, whose offsets are already assigned: the first
     /// must start at the log end offset and each following one right after its predecessor.
     pub async fn append_replicated(&mut self, batches: BytesMut) -> Result<AppendInfo> {
@@ -495,16 +601,17 @@ impl PartitionLog {
             batch_count: infos.len(),
             bytes: size,
         };
-        match self.config.flush {
-            FlushPolicy::EveryAppend => self.flush().await?,
-            FlushPolicy::IntervalMs(interval) => {
-                if now - self.last_flush_ms >= interval as i64 {
-                    self.flush().await?;
-                }
-            }
-            FlushPolicy::Never => {}
-        }
+        self.flush_by_policy(now).await?;
         Ok(appended)
+    }
+
+    /// After an append: an fdatasync if the flush policy asks for one now.
+    async fn flush_by_policy(&mut self, now: i64) -> Result<()> {
+        match self.config.flush {
+            FlushPolicy::EveryAppend => self.flush().await,
+            FlushPolicy::IntervalMs(interval) if now - self.last_flush_ms >= interval as i64 => self.flush().await,
+            FlushPolicy::IntervalMs(_) | FlushPolicy::Never => Ok(()),
+        }
     }
 
     /// Writes validated, stamped batches after the last one. With `check`, another thread

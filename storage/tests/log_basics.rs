@@ -369,3 +369,52 @@ fn shared_appends_write_the_same_bytes_as_owned_ones_without_copying() {
         shared.verify().await.unwrap();
     });
 }
+
+#[test]
+fn a_group_append_writes_every_good_set_once_in_order_and_refuses_a_bad_one_alone() {
+    let group_dir = TempDir::new("append-group");
+    let single_dir = TempDir::new("append-single");
+    block_on(async {
+        let config = LogConfig { segment_bytes: 64 << 20, ..small_config() };
+        let mut group = PartitionLog::open(group_dir.path(), config.clone()).await.unwrap();
+        let mut single = PartitionLog::open(single_dir.path(), config).await.unwrap();
+        let mut expected_end = 0;
+        for round in 0..10u64 {
+            // Five producers' sets of one to three batches; in odd rounds the third is damaged.
+            let mut sets = Vec::new();
+            for producer in 0..5u64 {
+                let mut bytes = Vec::new();
+                for i in 0..=(producer % 3) {
+                    bytes.extend_from_slice(&batch(1 + (i % 4) as usize, 300, round as i64, round * 100 + producer * 10 + i));
+                }
+                if round % 2 == 1 && producer == 2 {
+                    let last = bytes.len() - 1;
+                    bytes[last] ^= 0x01;
+                }
+                sets.push(bytes::Bytes::from(bytes));
+            }
+            let results = group.append_shared_group(sets.clone(), 4).await;
+            assert_eq!(results.len(), 5);
+            for (producer, (set, result)) in sets.into_iter().zip(results).enumerate() {
+                if round % 2 == 1 && producer == 2 {
+                    assert!(matches!(result, Err(StorageError::InvalidBatch { .. })), "round {round}: the damaged set is refused: {result:?}");
+                    continue;
+                }
+                // The same set appended on its own elsewhere gets the same offsets.
+                let alone = single.append_shared(set, 4).await.unwrap();
+                let together = result.unwrap_or_else(|e| panic!("round {round} producer {producer}: {e}"));
+                assert_eq!(together, alone, "round {round} producer {producer}");
+                assert_eq!(together.base_offset, expected_end, "consecutive offsets");
+                expected_end = together.last_offset + 1;
+            }
+        }
+        assert_eq!(group.log_end_offset(), expected_end);
+        let a = group.read(0, u64::MAX).await.unwrap().read_bytes().await.unwrap();
+        let b = single.read(0, u64::MAX).await.unwrap().read_bytes().await.unwrap();
+        assert!(a == b, "a group append stores exactly what appends one by one do");
+        group.verify().await.unwrap();
+        group.close().await.unwrap();
+        let reopened = PartitionLog::open(group_dir.path(), small_config()).await.unwrap();
+        assert_eq!(reopened.log_end_offset(), expected_end);
+    });
+}
