@@ -58,7 +58,24 @@ pub struct Partition {
     /// A group-commit fdatasync is running; `synced` is notified when it ends.
     syncing: Cell<bool>,
     synced: tokio::sync::Notify,
+    /// Appends waiting for the log while another one holds it: whichever of them gets the
+    /// log first writes all of them with one vectored write (group append).
+    queued: RefCell<Vec<QueuedAppend>>,
 }
+
+/// An append waiting to be written with others (see `Partition::append`).
+struct QueuedAppend {
+    records: Bytes,
+    leader_epoch: i32,
+    done: tokio::sync::oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// Largest record set that waits to be written with others; larger ones are written on
+/// their own, where the CRC check overlaps the write. Below `OVERLAPPED_CHECK_BYTES_MIN`.
+const GROUP_APPEND_SET_BYTES_MAX: usize = 128 * 1024;
+
+/// Most bytes one group append writes.
+const GROUP_APPEND_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 impl std::fmt::Debug for Partition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,6 +121,7 @@ impl Partition {
             replica: ReplicaState::new(me, clustered, log_start, log_end, epochs),
             syncing: Cell::new(false),
             synced: tokio::sync::Notify::new(),
+            queued: RefCell::new(Vec::new()),
         };
         Ok(partition)
     }
@@ -133,8 +151,70 @@ impl Partition {
     }
 
     /// Appends a producer's record batches (as received), applying idempotence checks.
+    ///
+    /// Small sets without a producer id that find the log busy queue up; whichever of them
+    /// gets the log first writes every queued set with one vectored write, and the others
+    /// find their answer when the log comes to them. Sets of idempotent producers (their
+    /// sequence checks depend on what was written before) and large sets go one by one.
     pub async fn append(&self, records: Bytes, leader_epoch: i32) -> Result<Appended, AppendError> {
-        let mut log = self.log.lock().await;
+        let groupable = records.len() <= GROUP_APPEND_SET_BYTES_MAX && BatchHeader::view(&records).is_some_and(|h| h.producer_id.get() < 0);
+        if groupable {
+            if let Ok(log) = self.log.try_lock() {
+                return self.append_locked(log, records, leader_epoch).await;
+            }
+            let (done, answer) = tokio::sync::oneshot::channel();
+            self.queued.borrow_mut().push(QueuedAppend { records, leader_epoch, done });
+            let mut answer = answer;
+            let mut log = self.log.lock().await;
+            if let Ok(result) = answer.try_recv() {
+                return result;
+            }
+            let queued = std::mem::take(&mut *self.queued.borrow_mut());
+            self.append_group(&mut log, queued).await;
+            drop(log);
+            return answer.await.unwrap_or_else(|_| Err(AppendError::Storage(StorageError::Io(std::io::Error::other("a group append was abandoned")))));
+        }
+        let log = self.log.lock().await;
+        self.append_locked(log, records, leader_epoch).await
+    }
+
+    /// Writes queued appends of producers without ids: one vectored write per
+    /// `GROUP_APPEND_BYTES_MAX`, each set answered through its channel.
+    async fn append_group(&self, log: &mut PartitionLog, queued: Vec<QueuedAppend>) {
+        let mut rest = queued.into_iter().peekable();
+        while rest.peek().is_some() {
+            let mut sets = Vec::new();
+            let mut dones = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(next) = rest.peek() {
+                if !sets.is_empty() && bytes + next.records.len() > GROUP_APPEND_BYTES_MAX {
+                    break;
+                }
+                let next = rest.next().expect("peeked");
+                // Checked again under the lock, per set: leadership may have moved while it waited.
+                if self.replica.clustered && (!self.replica.is_leader() || self.replica.leader_epoch() != next.leader_epoch) {
+                    let _ = next.done.send(Err(AppendError::NotLeader));
+                    continue;
+                }
+                bytes += next.records.len();
+                sets.push(next.records);
+                dones.push((next.done, next.leader_epoch));
+            }
+            if sets.is_empty() {
+                continue;
+            }
+            let epoch = dones[0].1;
+            tracing::trace!(partition = ?self, sets = sets.len(), bytes, "group append");
+            let results = log.append_shared_group(sets, epoch).await;
+            self.refresh(log);
+            self.advance_high_watermark();
+            for ((done, _), result) in dones.into_iter().zip(results) {
+                let _ = done.send(result.map(|info| Appended { base_offset: info.base_offset, last_offset: info.last_offset, duplicate: false }).map_err(AppendError::from));
+            }
+        }
+    }
+
+    async fn append_locked(&self, mut log: tokio::sync::MutexGuard<'_, PartitionLog>, records: Bytes, leader_epoch: i32) -> Result<Appended, AppendError> {
         // Checked again under the lock: a roll's fsyncs may have kept us waiting while the
         // leadership moved, and a follower must never append with an old epoch.
         if self.replica.clustered && (!self.replica.is_leader() || self.replica.leader_epoch() != leader_epoch) {

@@ -481,3 +481,46 @@ fn a_refused_acks_0_produce_closes_before_the_next_request_takes_effect() {
     assert_eq!(wire::list_offset(&mut check, 4, "gate", 0, -1), (NONE, 0), "the request behind the refused one was appended");
     assert_clients_still_work(&mut broker, "after a refused acks=0 burst");
 }
+
+#[test]
+fn concurrent_producers_to_one_partition_get_disjoint_contiguous_offsets() {
+    // Sixteen connections append small batches to one partition at once, so appends queue
+    // behind each other and are written in groups: every record gets exactly one offset,
+    // together they cover 0..total with no gap, and all of them read back.
+    let mut broker = TestBroker::start("group-append");
+    let mut conn = Conn::connect(broker.addr());
+    assert_created(wire::create_topic(&mut conn, 1, "fan-in", 1));
+    const CONNECTIONS: usize = 16;
+    const REQUESTS: usize = 40;
+    let addr = broker.addr();
+    let threads: Vec<_> = (0..CONNECTIONS)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut conn = Conn::connect(addr);
+                let mut ranges = Vec::new();
+                for r in 0..REQUESTS {
+                    let count = 1 + (c + r) % 3;
+                    let values: Vec<String> = (0..count).map(|i| format!("c{c}-r{r}-{i}")).collect();
+                    let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, v.as_bytes())).collect();
+                    let batch = wire::record_batch(&records, 1_700_000_000_000, NO_PRODUCER);
+                    let (error, base) = wire::produce(&mut conn, r as i32, "fan-in", 0, &batch);
+                    assert_eq!(error, NONE, "connection {c} request {r}");
+                    ranges.push((base, count as i64));
+                }
+                ranges
+            })
+        })
+        .collect();
+    let mut ranges: Vec<(i64, i64)> = threads.into_iter().flat_map(|t| t.join().expect("producer thread")).collect();
+    ranges.sort();
+    let mut next = 0;
+    for (base, count) in &ranges {
+        assert_eq!(*base, next, "offsets must be disjoint and contiguous: {ranges:?}");
+        next += count;
+    }
+    let total = next;
+    let lines = kcat_consume(&broker, "fan-in", "%o\n", &["-o", "beginning"]);
+    let offsets: Vec<i64> = lines.lines().map(|l| l.parse().expect("offset")).collect();
+    assert_eq!(offsets, (0..total).collect::<Vec<_>>(), "every record reads back once, in offset order");
+    assert_clients_still_work(&mut broker, "after concurrent producers to one partition");
+}

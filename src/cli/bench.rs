@@ -200,11 +200,16 @@ fn load_run(mode: &'static str, load: LoadArgs) -> Result<(), CliError> {
     let mut producer_handles = Vec::new();
     if producing {
         let produce_stats = if e2e { Stats::new() } else { Arc::clone(&stats) };
-        // A connection per partition at most: each sends to its own share of the partitions
-        // (dealt by position, so none is empty) and its share of the records and the rate.
-        let connections = load.connections.min(partitions.len());
+        // Each connection sends to its own share of the partitions (dealt by position, so
+        // none is empty) and its share of the records and the rate; with more connections
+        // than partitions, several connections share each partition (fan-in).
+        let connections = load.connections;
         for c in 0..connections {
-            let mine: Vec<i32> = partitions.iter().enumerate().filter(|(i, _)| i % connections == c).map(|(_, p)| *p).collect();
+            let mine: Vec<i32> = if connections <= partitions.len() {
+                partitions.iter().enumerate().filter(|(i, _)| i % connections == c).map(|(_, p)| *p).collect()
+            } else {
+                vec![partitions[c % partitions.len()]]
+            };
             let share = target / connections as u64 + u64::from((c as u64) < target % connections as u64);
             let mut load = load.clone();
             load.connections = connections;
