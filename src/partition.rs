@@ -154,25 +154,34 @@ impl Partition {
     ///
     /// Small sets without a producer id that find the log busy queue up; whichever of them
     /// gets the log first writes every queued set with one vectored write, and the others
-    /// find their answer when the log comes to them. Sets of idempotent producers (their
-    /// sequence checks depend on what was written before) and large sets go one by one.
+    /// return as soon as their answer is there. Sets of idempotent producers (their sequence
+    /// checks depend on what was written before) and large sets go one by one. A queued set
+    /// may be written before a large or idempotent set that waits for the log ahead of it:
+    /// they come from different requests, which carry no order between them (a connection
+    /// starts a Produce only after the previous one's appends are done; a request naming one
+    /// partition twice is the one case this could reorder, which Kafka clients never send).
     pub async fn append(&self, records: Bytes, leader_epoch: i32) -> Result<Appended, AppendError> {
         let groupable = records.len() <= GROUP_APPEND_SET_BYTES_MAX && BatchHeader::view(&records).is_some_and(|h| h.producer_id.get() < 0);
         if groupable {
             if let Ok(log) = self.log.try_lock() {
                 return self.append_locked(log, records, leader_epoch).await;
             }
-            let (done, answer) = tokio::sync::oneshot::channel();
+            let (done, mut answer) = tokio::sync::oneshot::channel();
             self.queued.borrow_mut().push(QueuedAppend { records, leader_epoch, done });
-            let mut answer = answer;
-            let mut log = self.log.lock().await;
+            let abandoned = || Err(AppendError::Storage(StorageError::Io(std::io::Error::other("a group append was abandoned"))));
+            // Written by another queued append: answered without waiting for the log.
+            let mut log = tokio::select! {
+                biased;
+                result = &mut answer => return result.unwrap_or_else(|_| abandoned()),
+                log = self.log.lock() => log,
+            };
             if let Ok(result) = answer.try_recv() {
                 return result;
             }
             let queued = std::mem::take(&mut *self.queued.borrow_mut());
             self.append_group(&mut log, queued).await;
             drop(log);
-            return answer.await.unwrap_or_else(|_| Err(AppendError::Storage(StorageError::Io(std::io::Error::other("a group append was abandoned")))));
+            return answer.await.unwrap_or_else(|_| abandoned());
         }
         let log = self.log.lock().await;
         self.append_locked(log, records, leader_epoch).await
@@ -191,6 +200,10 @@ impl Partition {
                     break;
                 }
                 let next = rest.next().expect("peeked");
+                if next.done.is_closed() {
+                    // Its producer stopped waiting (its task was dropped): not written.
+                    continue;
+                }
                 // Checked again under the lock, per set: leadership may have moved while it waited.
                 if self.replica.clustered && (!self.replica.is_leader() || self.replica.leader_epoch() != next.leader_epoch) {
                     let _ = next.done.send(Err(AppendError::NotLeader));
@@ -207,7 +220,9 @@ impl Partition {
             tracing::trace!(partition = ?self, sets = sets.len(), bytes, "group append");
             let results = log.append_shared_group(sets, epoch).await;
             self.refresh(log);
-            self.advance_high_watermark();
+            if results.iter().any(Result::is_ok) {
+                self.advance_high_watermark();
+            }
             for ((done, _), result) in dones.into_iter().zip(results) {
                 let _ = done.send(result.map(|info| Appended { base_offset: info.base_offset, last_offset: info.last_offset, duplicate: false }).map_err(AppendError::from));
             }

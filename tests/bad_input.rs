@@ -505,6 +505,9 @@ fn concurrent_producers_to_one_partition_get_disjoint_contiguous_offsets() {
                     let batch = wire::record_batch(&records, 1_700_000_000_000, NO_PRODUCER);
                     let (error, base) = wire::produce(&mut conn, r as i32, "fan-in", 0, &batch);
                     assert_eq!(error, NONE, "connection {c} request {r}");
+                    if let Some((previous, _)) = ranges.last() {
+                        assert!(base > *previous, "connection {c}: request {r} landed at {base}, before its previous request at {previous}");
+                    }
                     ranges.push((base, count as i64));
                 }
                 ranges
