@@ -481,11 +481,7 @@ impl PartitionLog {
 
     /// Stamps the accepted sets with consecutive offsets and writes them in one vectored write.
     async fn write_group(&mut self, sets: &[bytes::Bytes], accepted: &mut [(usize, Vec<BatchInfo>)], size: u64, offsets: i64, leader_epoch: i32) -> Result<()> {
-        self.mark_dirty().await?;
-        let now = now_ms();
-        if self.should_roll(size, offsets, now) {
-            self.roll().await?;
-        }
+        let now = self.make_room(size, offsets).await?;
         let mut next = self.log_end_offset();
         let mut pieces: Vec<bytes::Bytes> = Vec::new();
         let mut all: Vec<BatchInfo> = Vec::new();
@@ -545,11 +541,7 @@ impl PartitionLog {
         }
         let offsets = expected - self.log_end_offset();
 
-        self.mark_dirty().await?;
-        let now = now_ms();
-        if self.should_roll(size, offsets, now) {
-            self.roll().await?;
-        }
+        let now = self.make_room(size, offsets).await?;
         // Stamp base offsets and the leader epoch: in place in an owned buffer; in copies of
         // the 16 header bytes (written beside the untouched rest) for a shared one.
         let mut next = self.log_end_offset();
@@ -603,6 +595,17 @@ impl PartitionLog {
         };
         self.flush_by_policy(now).await?;
         Ok(appended)
+    }
+
+    /// Before an append of `size` bytes and `offsets` offsets: marks the log dirty and rolls
+    /// the active segment if the append would not fit it. Returns the time of the append.
+    async fn make_room(&mut self, size: u64, offsets: i64) -> Result<i64> {
+        self.mark_dirty().await?;
+        let now = now_ms();
+        if self.should_roll(size, offsets, now) {
+            self.roll().await?;
+        }
+        Ok(now)
     }
 
     /// After an append: an fdatasync if the flush policy asks for one now.
