@@ -44,6 +44,12 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+impl Appended {
+    fn written(info: &fjord_storage::AppendInfo) -> Appended {
+        Appended { base_offset: info.base_offset, last_offset: info.last_offset, duplicate: false }
+    }
+}
+
 pub struct Partition {
     pub topic: Rc<str>,
     pub index: i32,
@@ -205,7 +211,7 @@ impl Partition {
                     continue;
                 }
                 // Checked again under the lock, per set: leadership may have moved while it waited.
-                if self.replica.clustered && (!self.replica.is_leader() || self.replica.leader_epoch() != next.leader_epoch) {
+                if !self.leads_in(next.leader_epoch) {
                     let _ = next.done.send(Err(AppendError::NotLeader));
                     continue;
                 }
@@ -224,15 +230,22 @@ impl Partition {
                 self.advance_high_watermark();
             }
             for ((done, _), result) in dones.into_iter().zip(results) {
-                let _ = done.send(result.map(|info| Appended { base_offset: info.base_offset, last_offset: info.last_offset, duplicate: false }).map_err(AppendError::from));
+                let _ = done.send(result.map(|info| Appended::written(&info)).map_err(AppendError::from));
             }
         }
+    }
+
+    /// Whether this replica may append with `leader_epoch`: always on a single broker; in a
+    /// cluster only as the leader of that epoch (checked under the log lock, since the
+    /// leadership may move while an append waits for it).
+    fn leads_in(&self, leader_epoch: i32) -> bool {
+        !self.replica.clustered || (self.replica.is_leader() && self.replica.leader_epoch() == leader_epoch)
     }
 
     async fn append_locked(&self, mut log: tokio::sync::MutexGuard<'_, PartitionLog>, records: Bytes, leader_epoch: i32) -> Result<Appended, AppendError> {
         // Checked again under the lock: a roll's fsyncs may have kept us waiting while the
         // leadership moved, and a follower must never append with an old epoch.
-        if self.replica.clustered && (!self.replica.is_leader() || self.replica.leader_epoch() != leader_epoch) {
+        if !self.leads_in(leader_epoch) {
             return Err(AppendError::NotLeader);
         }
         // Idempotent producers: the first batch's header carries the producer id, epoch
@@ -273,7 +286,7 @@ impl Partition {
         // dropped out) has the records replicated as soon as they are appended; with
         // followers this changes nothing until they fetch.
         self.advance_high_watermark();
-        Ok(Appended { base_offset: info.base_offset, last_offset: info.last_offset, duplicate: false })
+        Ok(Appended::written(&info))
     }
 
     /// Makes everything below `offset` durable (acks=all), with group commit: the fdatasync

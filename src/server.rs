@@ -245,9 +245,9 @@ enum FrameRead<'a> {
 const FRAME_STALL_MS_MAX: u64 = 30_000;
 
 /// Reads the next request frame into `buf` (which keeps any bytes of the following one).
-/// A frame's bytes are taken from the broker-wide (all shards) request memory budget before they are
-/// read, and given back when the request is done: when the budget is spent, connections
-/// stop reading and TCP pushes back on the clients.
+/// A frame's bytes are taken from the broker-wide (all shards) request memory budget before
+/// they are read, and given back when the request is answered: when the budget is spent,
+/// connections stop reading and TCP pushes back on the clients.
 async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: u64, budget: &'a tokio::sync::Semaphore) -> Result<FrameRead<'a>, String> {
     let mut permit: Option<tokio::sync::SemaphorePermit<'a>> = None;
     loop {
@@ -324,6 +324,11 @@ enum Pending {
     Later(tokio::task::JoinHandle<Reply>),
 }
 
+/// A handler task's reply; a handler that panicked closes the connection.
+fn handler_reply(joined: Result<Reply, tokio::task::JoinError>) -> Reply {
+    joined.unwrap_or_else(|e| Reply::Close(format!("handler failed: {e}")))
+}
+
 /// Answers queued or being written on one connection; the writer notifies after each.
 #[derive(Default)]
 struct InFlight {
@@ -388,7 +393,7 @@ async fn read_requests<'a>(broker: &'a Rc<Broker>, stream: &Stream, peer: Socket
         // for a Produce with acks 1 or all, until its appends are done.
         let reply = tokio::select! {
             biased;
-            answered = &mut task => Pending::Ready(answered.unwrap_or_else(|e| Reply::Close(format!("handler failed: {e}")))),
+            answered = &mut task => Pending::Ready(handler_reply(answered)),
             Ok(()) = is_appended => Pending::Later(task),
         };
         pipelining = matches!(reply, Pending::Later(_));
@@ -409,7 +414,7 @@ async fn write_answers(stream: &Stream, peer: SocketAddr, mut queue: tokio::sync
     while let Some(answer) = queue.recv().await {
         let reply = match answer.reply {
             Pending::Ready(reply) => reply,
-            Pending::Later(task) => task.await.unwrap_or_else(|e| Reply::Close(format!("handler failed: {e}"))),
+            Pending::Later(task) => handler_reply(task.await),
         };
         let api = answer.api;
         let written = match reply {

@@ -66,6 +66,40 @@ pub struct RemoteRead {
     hw_moved: bool,
 }
 
+/// The parts of one request that other shards own, grouped by owner; each part keeps its
+/// place in the request (`P`) so the answers can be put back in request order.
+pub struct ByShard<P, T> {
+    groups: Vec<(usize, Vec<P>, Vec<T>)>,
+}
+
+impl<P, T> Default for ByShard<P, T> {
+    fn default() -> Self {
+        ByShard { groups: Vec::new() }
+    }
+}
+
+impl<P, T> ByShard<P, T> {
+    pub fn push(&mut self, shard: usize, place: P, part: T) {
+        match self.groups.iter_mut().find(|(s, _, _)| *s == shard) {
+            Some((_, places, parts)) => {
+                places.push(place);
+                parts.push(part);
+            }
+            None => self.groups.push((shard, vec![place], vec![part])),
+        }
+    }
+
+    /// (shard, places, parts) for each shard with parts.
+    pub fn into_groups(self) -> impl Iterator<Item = (usize, Vec<P>, Vec<T>)> {
+        self.groups.into_iter()
+    }
+}
+
+/// The `count` answers a shard sends back for one message, or None if it is gone.
+async fn answers<T>(answer: Option<oneshot::Receiver<Vec<T>>>, count: usize) -> Option<Vec<T>> {
+    answer?.await.ok().filter(|answers| answers.len() == count)
+}
+
 /// One partition's records in a forwarded Produce.
 pub struct ProducePart {
     pub topic: String,
@@ -114,10 +148,6 @@ pub struct Shards {
     pub request_memory: Arc<Semaphore>,
 }
 
-fn gone<T>(_: T) -> ResponseError {
-    ResponseError::UnknownServerError
-}
-
 impl Shards {
     pub fn single(request_memory_max: u64) -> Shards {
         Shards { me: 0, count: 1, peers: Vec::new(), data_arrived: Arc::new(Notify::new()), request_memory: request_memory_budget(request_memory_max) }
@@ -160,11 +190,7 @@ impl Shards {
     /// The outcomes of appends sent with `produce`; a shard that is gone gives
     /// UNKNOWN_SERVER_ERROR for each of its `count` partitions.
     pub async fn produced(answer: Option<oneshot::Receiver<Vec<PartitionOutcome>>>, count: usize) -> Vec<PartitionOutcome> {
-        let outcomes = match answer {
-            Some(answer) => answer.await.ok().filter(|outcomes| outcomes.len() == count),
-            None => None,
-        };
-        outcomes.unwrap_or_else(|| {
+        answers(answer, count).await.unwrap_or_else(|| {
             let failed = PartitionOutcome { error: Some((ResponseError::UnknownServerError, "the shard owning the partition is gone".to_string())), base_offset: -1, log_start_offset: -1 };
             vec![failed; count]
         })
@@ -181,11 +207,7 @@ impl Shards {
     /// UNKNOWN_SERVER_ERROR for each of its `count` partitions.
     pub async fn fetched(answer: Option<oneshot::Receiver<Vec<RemoteRead>>>, count: usize) -> Vec<PartitionRead> {
         let failed = || PartitionRead { error: ResponseError::UnknownServerError.code(), high_watermark: -1, log_start_offset: -1, regions: Vec::new(), hw_moved: false };
-        let remote = match answer {
-            Some(answer) => answer.await.map_err(gone).ok().filter(|reads| reads.len() == count),
-            None => None,
-        };
-        let Some(remote) = remote else { return (0..count).map(|_| failed()).collect() };
+        let Some(remote) = answers(answer, count).await else { return (0..count).map(|_| failed()).collect() };
         remote
             .into_iter()
             .map(|remote| PartitionRead {

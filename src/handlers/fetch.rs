@@ -27,7 +27,7 @@ use super::Reply;
 use crate::broker::Broker;
 use crate::errors::storage_error_code;
 use crate::protocol::{decode_body, Request};
-use crate::shards::{FetchPart, Shards};
+use crate::shards::{ByShard, FetchPart, Shards};
 
 /// Longest long poll honoured: a client asking for more waits this long.
 pub const FETCH_WAIT_MS_MAX: i32 = 30_000;
@@ -183,7 +183,7 @@ async fn collect(broker: &Rc<Broker>, body: &FetchRequest, max_bytes: u64) -> (V
     let replica = body.replica_id.0;
     let mut reads: Vec<Vec<Option<PartitionRead>>> = body.topics.iter().map(|t| t.partitions.iter().map(|_| None).collect()).collect();
     if broker.shards.count > 1 {
-        let mut remote: Vec<(usize, Vec<(usize, usize)>, Vec<FetchPart>)> = Vec::new();
+        let mut remote: ByShard<(usize, usize), FetchPart> = ByShard::default();
         for (t, topic) in body.topics.iter().enumerate() {
             let name = topic.topic.0.as_str();
             for (p, wanted) in topic.partitions.iter().enumerate() {
@@ -195,16 +195,10 @@ async fn collect(broker: &Rc<Broker>, body: &FetchRequest, max_bytes: u64) -> (V
                     partition_max_bytes: wanted.partition_max_bytes.max(0) as u64,
                     epoch: wanted.current_leader_epoch,
                 };
-                match remote.iter_mut().find(|(s, _, _)| *s == shard) {
-                    Some((_, positions, parts)) => {
-                        positions.push((t, p));
-                        parts.push(part);
-                    }
-                    None => remote.push((shard, vec![(t, p)], vec![part])),
-                }
+                remote.push(shard, (t, p), part);
             }
         }
-        let pending: Vec<_> = remote.into_iter().map(|(shard, positions, parts)| (positions, broker.shards.fetch(shard, parts, replica, max_bytes))).collect();
+        let pending: Vec<_> = remote.into_groups().map(|(shard, positions, parts)| (positions, broker.shards.fetch(shard, parts, replica, max_bytes))).collect();
         for (positions, answer) in pending {
             let answers = Shards::fetched(answer, positions.len()).await;
             for ((t, p), read) in positions.into_iter().zip(answers) {

@@ -21,7 +21,7 @@ use crate::broker::Broker;
 use crate::errors::append_error_code;
 use crate::protocol::{decode_body, Request};
 use crate::replica::ReplicationWait;
-use crate::shards::{ProducePart, Shards};
+use crate::shards::{ByShard, ProducePart, Shards};
 
 /// Longest an acks=all produce waits for the in-sync replicas.
 const PRODUCE_TIMEOUT_MS_MAX: i32 = 120_000;
@@ -132,7 +132,7 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request, appended: Option<one
     let mut names = Vec::new();
     let mut outcomes: Vec<Option<PartitionOutcome>> = Vec::new();
     let mut local = Vec::new();
-    let mut remote: Vec<(usize, Vec<usize>, Vec<ProducePart>)> = Vec::new();
+    let mut remote: ByShard<usize, ProducePart> = ByShard::default();
     for topic_data in &body.topic_data {
         let name = topic_data.name.0.to_string();
         for data in &topic_data.partition_data {
@@ -150,21 +150,12 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request, appended: Option<one
             appending += 1;
             let done = AppendDone::new(&appends);
             match broker.shards.owner_of(&name, data.index) {
-                Some(shard) => {
-                    let part = ProducePart { topic: name.clone(), index: data.index, records: data.records.clone(), done };
-                    match remote.iter_mut().find(|(s, _, _)| *s == shard) {
-                        Some((_, slots, parts)) => {
-                            slots.push(slot);
-                            parts.push(part);
-                        }
-                        None => remote.push((shard, vec![slot], vec![part])),
-                    }
-                }
+                Some(shard) => remote.push(shard, slot, ProducePart { topic: name.clone(), index: data.index, records: data.records.clone(), done }),
                 None => local.push((slot, name.clone(), data.index, data.records.clone(), done)),
             }
         }
     }
-    let remote: Vec<_> = remote.into_iter().map(|(shard, slots, parts)| (slots, broker.shards.produce(shard, parts, acks, body.timeout_ms))).collect();
+    let remote: Vec<_> = remote.into_groups().map(|(shard, slots, parts)| (slots, broker.shards.produce(shard, parts, acks, body.timeout_ms))).collect();
     let local: Vec<_> = local
         .into_iter()
         .map(|(slot, topic, index, records, done)| (slot, fjord_storage::io::spawn(produce_partition(Rc::clone(broker), topic, index, records, acks, body.timeout_ms, done))))
