@@ -418,10 +418,10 @@ impl PartitionLog {
         let mut size = 0u64;
         let mut offsets = 0i64;
         for (n, set) in sets.iter().enumerate() {
-            match self.check_set(set) {
-                Ok(infos) => {
+            match self.check_batches(set, Origin::Client, true) {
+                Ok((infos, set_offsets)) => {
                     size += set.len() as u64;
-                    offsets += infos.iter().map(|i| i64::from(i.last_offset_delta) + 1).sum::<i64>();
+                    offsets += set_offsets;
                     accepted.push((n, infos));
                 }
                 Err(error) => results[n] = Some(Err(error)),
@@ -459,24 +459,35 @@ impl PartitionLog {
         results.into_iter().map(|r| r.expect("every set has a result")).collect()
     }
 
-    /// Checks one producer's record set completely (CRCs included): its batches.
-    fn check_set(&self, set: &[u8]) -> Result<Vec<BatchInfo>> {
-        let size = set.len() as u64;
-        if size == 0 {
-            return Err(StorageError::EmptyAppend);
-        }
+    /// Checks the batches of one append: its size, each batch's structure and, with
+    /// `contents`, its CRC and records (large appends check those while the write runs);
+    /// a replica's batches must also continue the log's offsets. Returns the batches and
+    /// how many offsets they take.
+    fn check_batches(&self, bytes: &[u8], origin: Origin, contents: bool) -> Result<(Vec<BatchInfo>, i64)> {
+        let size = bytes.len() as u64;
         if size > APPEND_BYTES_MAX {
             return Err(StorageError::AppendTooLarge { size, max: APPEND_BYTES_MAX });
         }
-        let mut infos = Vec::new();
+        if size == 0 {
+            return Err(StorageError::EmptyAppend);
+        }
+        let mut infos: Vec<BatchInfo> = Vec::new();
         let mut position = 0u64;
+        let mut expected = self.log_end_offset();
         while position < size {
             let index = infos.len();
-            let info = batch::validate(&set[position as usize..], self.config.batch_bytes_max, Origin::Client).map_err(|source| StorageError::InvalidBatch { index, position, source })?;
+            let rest = &bytes[position as usize..];
+            let checked = if contents { batch::validate(rest, self.config.batch_bytes_max, origin) } else { batch::validate_structure(rest, self.config.batch_bytes_max, origin) };
+            let info = checked.map_err(|source| StorageError::InvalidBatch { index, position, source })?;
+            if origin == Origin::Replica && info.base_offset != expected {
+                let source = BatchError::UnexpectedBaseOffset { expected, actual: info.base_offset };
+                return Err(StorageError::InvalidBatch { index, position, source });
+            }
+            expected = if origin == Origin::Replica { info.last_offset() + 1 } else { expected + i64::from(info.last_offset_delta) + 1 };
             position += info.size;
             infos.push(info);
         }
-        Ok(infos)
+        Ok((infos, expected - self.log_end_offset()))
     }
 
     /// Stamps the accepted sets with consecutive offsets and writes them in one vectored write.
@@ -513,33 +524,11 @@ impl PartitionLog {
     async fn append_inner(&mut self, input: AppendInput, leader_epoch: Option<i32>) -> Result<AppendInfo> {
         self.check_poison()?;
         let size = input.len() as u64;
-        if size > APPEND_BYTES_MAX {
-            return Err(StorageError::AppendTooLarge { size, max: APPEND_BYTES_MAX });
-        }
-        if size == 0 {
-            return Err(StorageError::EmptyAppend);
-        }
         let origin = if leader_epoch.is_some() { Origin::Client } else { Origin::Replica };
         // Large appends check CRCs and records on another core while the write runs; small
         // ones check first (handing work to a thread costs more than the check).
         let overlap = size >= OVERLAPPED_CHECK_BYTES_MIN;
-        let mut infos: Vec<BatchInfo> = Vec::new();
-        let mut position = 0u64;
-        let mut expected = self.log_end_offset();
-        while position < size {
-            let index = infos.len();
-            let bytes = &input.as_slice()[position as usize..];
-            let checked = if overlap { batch::validate_structure(bytes, self.config.batch_bytes_max, origin) } else { batch::validate(bytes, self.config.batch_bytes_max, origin) };
-            let info = checked.map_err(|source| StorageError::InvalidBatch { index, position, source })?;
-            if origin == Origin::Replica && info.base_offset != expected {
-                let source = BatchError::UnexpectedBaseOffset { expected, actual: info.base_offset };
-                return Err(StorageError::InvalidBatch { index, position, source });
-            }
-            expected = if origin == Origin::Replica { info.last_offset() + 1 } else { expected + i64::from(info.last_offset_delta) + 1 };
-            position += info.size;
-            infos.push(info);
-        }
-        let offsets = expected - self.log_end_offset();
+        let (mut infos, offsets) = self.check_batches(input.as_slice(), origin, !overlap)?;
 
         let now = self.make_room(size, offsets).await?;
         // Stamp base offsets and the leader epoch: in place in an owned buffer; in copies of
