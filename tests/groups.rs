@@ -11,7 +11,6 @@
 //! against a deadline. Topic and group names are unique per test.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -173,15 +172,7 @@ impl Member {
             .spawn()
             .expect("spawn python member");
         let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = support::line_channel(stdout);
         Member { name: name.to_string(), child, lines, stop_file, stderr_path, assignment: None, closed: false, log: Vec::new(), _dir: dir }
     }
 

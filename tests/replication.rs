@@ -341,13 +341,7 @@ impl Cluster {
     /// The concatenated `.log` segment files of one replica, in offset order.
     fn log_bytes(&self, id: i32, topic: &str, partition: i32) -> Vec<u8> {
         let dir = self.partition_dir(id, topic, partition);
-        let mut logs: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-            .map(|entry| entry.expect("dir entry").path())
-            .filter(|path| path.extension().is_some_and(|e| e == "log"))
-            .collect();
-        logs.sort();
-        logs.iter().flat_map(|path| std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))).collect()
+        crate::support::segment_logs(&dir).iter().flat_map(|path| std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))).collect()
     }
 
     fn log(&self, id: i32) -> String {

@@ -384,15 +384,7 @@ impl Background {
             .spawn()
             .expect("spawn python");
         let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = line_channel(stdout);
         Background { child, lines, stderr_path, _dir: dir }
     }
 
@@ -578,20 +570,39 @@ pub fn kcat_topics(listing: &str) -> std::collections::BTreeMap<String, usize> {
         .collect()
 }
 
+/// The lines a child writes to `stdout`, read on a thread of their own as they come.
+pub fn line_channel(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// The `.log` segment files of a partition directory, in offset order.
+pub fn segment_logs(dir: &Path) -> Vec<PathBuf> {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs
+}
+
 /// (base offset, compression codec) of every record batch stored for a partition, read from
 /// its segment files (`<offset>.log`, batches back to back: base offset i64 | length i32 |
 /// leader epoch i32 | magic i8 | crc u32 | attributes i16 ...). Codecs: attributes & 7, so
 /// 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
 pub fn stored_batches(broker: &TestBroker, topic: &str, partition: i32) -> Vec<(i64, u8)> {
     let dir = broker.data_dir().join(format!("{topic}-{partition}"));
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .map(|entry| entry.expect("dir entry").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "log"))
-        .collect();
-    logs.sort();
     let mut batches = Vec::new();
-    for log in logs {
+    for log in segment_logs(&dir) {
         let bytes = std::fs::read(&log).expect("read segment");
         let mut at = 0usize;
         while at + 23 <= bytes.len() {
