@@ -158,17 +158,17 @@ impl Partition {
 
     /// Appends a producer's record batches (as received), applying idempotence checks.
     ///
-    /// Small sets without a producer id that find the log busy queue up; whichever of them
-    /// gets the log first writes every queued set with one vectored write, and the others
-    /// return as soon as their answer is there. Sets of idempotent producers (their sequence
-    /// checks depend on what was written before) and large sets go one by one. A queued set
-    /// may be written before a large or idempotent set that waits for the log ahead of it:
-    /// they come from different requests, which carry no order between them (a connection
-    /// starts a Produce only after the previous one's appends are done; a request naming one
-    /// partition twice is the one case this could reorder, which Kafka clients never send).
+    /// Small sets that find the log busy queue up; whichever of them gets the log first
+    /// writes every queued set with one vectored write, and the others return as soon as
+    /// their answer is there. Idempotent producers' sets are checked one after the other in
+    /// the group's order, each against the table as the sets before it left it. Large sets
+    /// go one by one. A queued set may be written before a large set that waits for the log
+    /// ahead of it: they come from different requests, which carry no order between them (a
+    /// connection starts a Produce only after the previous one's appends are done; a request
+    /// naming one partition twice is the one case this could reorder, which Kafka clients
+    /// never send).
     pub async fn append(&self, records: Bytes, leader_epoch: i32) -> Result<Appended, AppendError> {
-        let groupable = records.len() <= GROUP_APPEND_SET_BYTES_MAX && BatchHeader::view(&records).is_some_and(|h| h.producer_id.get() < 0);
-        if groupable {
+        if records.len() <= GROUP_APPEND_SET_BYTES_MAX {
             if let Ok(log) = self.log.try_lock() {
                 return self.append_locked(log, records, leader_epoch).await;
             }
@@ -193,8 +193,8 @@ impl Partition {
         self.append_locked(log, records, leader_epoch).await
     }
 
-    /// Writes queued appends of producers without ids: one vectored write per
-    /// `GROUP_APPEND_BYTES_MAX`, each set answered through its channel.
+    /// Writes queued appends: one vectored write per `GROUP_APPEND_BYTES_MAX`, each set
+    /// answered through its channel.
     async fn append_group(&self, log: &mut PartitionLog, queued: Vec<QueuedAppend>) {
         let mut rest = queued.into_iter().peekable();
         while rest.peek().is_some() {
@@ -224,13 +224,42 @@ impl Partition {
             }
             let epoch = dones[0].1;
             tracing::trace!(partition = ?self, sets = sets.len(), bytes, "group append");
-            let results = log.append_shared_group(sets, epoch).await;
+            // Idempotent producers' sets: each is checked as the group's sets before it left
+            // the table, so each admitted one is recorded at once, at the offsets it will
+            // get, and forgotten again if the write fails.
+            let sequenced: Vec<Option<Sequenced>> = sets.iter().map(|set| Sequenced::of(set)).collect();
+            let mut answered: Vec<Option<Result<Appended, AppendError>>> = sets.iter().map(|_| None).collect();
+            let results = log
+                .append_shared_group(sets, epoch, |n, base_offset, last_offset| {
+                    let Some(sequenced) = &sequenced[n] else { return true };
+                    match self.sequence_decision(sequenced) {
+                        None => {
+                            sequenced.trace(self, "appended in a group", base_offset);
+                            self.producers.borrow_mut().record(sequenced.producer_id, sequenced.epoch, sequenced.batch(base_offset, last_offset));
+                            true
+                        }
+                        Some(answer) => {
+                            answered[n] = Some(answer);
+                            false
+                        }
+                    }
+                })
+                .await;
             self.refresh(log);
-            if results.iter().any(Result::is_ok) {
+            if sequenced.iter().any(Option::is_some) && results.iter().any(|r| matches!(r, Some(Err(_)))) {
+                // A failed write leaves the log end where it was: what was recorded at or
+                // past it was never written.
+                self.producers.borrow_mut().truncate_from(log.log_end_offset());
+            }
+            if results.iter().any(|r| matches!(r, Some(Ok(_)))) {
                 self.advance_high_watermark();
             }
-            for ((done, _), result) in dones.into_iter().zip(results) {
-                let _ = done.send(result.map(|info| Appended::written(&info)).map_err(AppendError::from));
+            for (((done, _), result), answer) in dones.into_iter().zip(results).zip(answered) {
+                let answer = match result {
+                    Some(result) => result.map(|info| Appended::written(&info)).map_err(AppendError::from),
+                    None => answer.expect("a set turned down was answered"),
+                };
+                let _ = done.send(answer);
             }
         }
     }
@@ -242,45 +271,44 @@ impl Partition {
         !self.replica.clustered || (self.replica.is_leader() && self.replica.leader_epoch() == leader_epoch)
     }
 
+    /// What the idempotent-producer table says about a set: `None` to write it, or the
+    /// answer to give without writing (a duplicate's offsets, or a refusal).
+    fn sequence_decision(&self, sequenced: &Sequenced) -> Option<Result<Appended, AppendError>> {
+        let check = self.producers.borrow().check(sequenced.producer_id, sequenced.epoch, sequenced.first_sequence, sequenced.count);
+        if check != SequenceCheck::Append {
+            tracing::debug!(partition = ?self, producer_id = sequenced.producer_id, epoch = sequenced.epoch, first_sequence = sequenced.first_sequence, count = sequenced.count, ?check, "idempotent set not written");
+        }
+        match check {
+            SequenceCheck::Append => None,
+            SequenceCheck::Duplicate { base_offset } => {
+                Some(Ok(Appended { base_offset, last_offset: base_offset + i64::from(sequenced.count) - 1, duplicate: true }))
+            }
+            refused => Some(Err(AppendError::Sequence(refused))),
+        }
+    }
+
     async fn append_locked(&self, mut log: tokio::sync::MutexGuard<'_, PartitionLog>, records: Bytes, leader_epoch: i32) -> Result<Appended, AppendError> {
         // Checked again under the lock: a roll's fsyncs may have kept us waiting while the
         // leadership moved, and a follower must never append with an old epoch.
         if !self.leads_in(leader_epoch) {
             return Err(AppendError::NotLeader);
         }
-        // Idempotent producers: the first batch's header carries the producer id, epoch
-        // and sequence. The whole record set is treated as one sequence range.
-        let mut sequenced = None;
-        if let Some(header) = BatchHeader::view(&records) {
-            let producer_id = header.producer_id.get();
-            let first_sequence = header.base_sequence.get();
-            if producer_id >= 0 && first_sequence >= 0 {
-                let epoch = header.producer_epoch.get();
-                let count = total_records(&records);
-                match self.producers.borrow().check(producer_id, epoch, first_sequence, count) {
-                    SequenceCheck::Append => sequenced = Some((producer_id, epoch, first_sequence, count)),
-                    SequenceCheck::Duplicate { base_offset } => {
-                        // Refuse a damaged "duplicate" rather than acknowledge it.
-                        batch::validate(&records, log.config().batch_bytes_max, batch::Origin::Client)
-                            .map_err(|source| AppendError::Storage(StorageError::InvalidBatch { index: 0, position: 0, source }))?;
-                        return Ok(Appended { base_offset, last_offset: base_offset + i64::from(count) - 1, duplicate: true });
-                    }
-                    refused => return Err(AppendError::Sequence(refused)),
-                }
+        let sequenced = Sequenced::of(&records);
+        if let Some(answer) = sequenced.as_ref().and_then(|s| self.sequence_decision(s)) {
+            if answer.as_ref().is_ok_and(|a| a.duplicate) {
+                // Refuse a damaged "duplicate" rather than acknowledge it.
+                batch::validate(&records, log.config().batch_bytes_max, batch::Origin::Client)
+                    .map_err(|source| AppendError::Storage(StorageError::InvalidBatch { index: 0, position: 0, source }))?;
             }
+            return answer;
         }
         // The records are a slice of the request frame: written from there, not copied.
         let result = log.append_shared(records, leader_epoch).await;
         self.refresh(&log);
         let info = result?;
-        if let Some((producer_id, epoch, first_sequence, count)) = sequenced {
-            let batch = SequencedBatch {
-                first_sequence,
-                last_sequence: first_sequence.wrapping_add(count - 1),
-                base_offset: info.base_offset,
-                last_offset: info.last_offset,
-            };
-            self.producers.borrow_mut().record(producer_id, epoch, batch);
+        if let Some(sequenced) = sequenced {
+            sequenced.trace(self, "appended", info.base_offset);
+            self.producers.borrow_mut().record(sequenced.producer_id, sequenced.epoch, sequenced.batch(info.base_offset, info.last_offset));
         }
         // A leader whose in-sync set is itself alone (replication factor 1, or followers
         // dropped out) has the records replicated as soon as they are appended; with
@@ -393,6 +421,33 @@ impl Partition {
 }
 
 /// Total records of all batches in a record set (header counts).
+/// An idempotent producer's record set: who sent it and the sequence numbers it carries
+/// (the first batch's header names the producer, epoch and first sequence; the whole set
+/// is one sequence range).
+struct Sequenced {
+    producer_id: i64,
+    epoch: i16,
+    first_sequence: i32,
+    count: i32,
+}
+
+impl Sequenced {
+    /// `None` for a producer without an id (or without sequence numbers).
+    fn of(records: &[u8]) -> Option<Sequenced> {
+        let header = BatchHeader::view(records)?;
+        let (producer_id, first_sequence) = (header.producer_id.get(), header.base_sequence.get());
+        (producer_id >= 0 && first_sequence >= 0).then(|| Sequenced { producer_id, epoch: header.producer_epoch.get(), first_sequence, count: total_records(records) })
+    }
+
+    fn trace(&self, partition: &Partition, what: &str, base_offset: i64) {
+        tracing::trace!(?partition, producer_id = self.producer_id, epoch = self.epoch, first_sequence = self.first_sequence, count = self.count, base_offset, "idempotent set {what}");
+    }
+
+    fn batch(&self, base_offset: i64, last_offset: i64) -> SequencedBatch {
+        SequencedBatch { first_sequence: self.first_sequence, last_sequence: self.first_sequence.wrapping_add(self.count - 1), base_offset, last_offset }
+    }
+}
+
 fn total_records(mut records: &[u8]) -> i32 {
     let mut count = 0i32;
     while let Some(header) = BatchHeader::view(records) {

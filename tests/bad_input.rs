@@ -486,7 +486,10 @@ fn a_refused_acks_0_produce_closes_before_the_next_request_takes_effect() {
 fn concurrent_producers_to_one_partition_get_disjoint_contiguous_offsets() {
     // Sixteen connections append small batches to one partition at once, so appends queue
     // behind each other and are written in groups: every record gets exactly one offset,
-    // together they cover 0..total with no gap, and all of them read back.
+    // together they cover 0..total with no gap, and all of them read back. Half of them are
+    // idempotent producers, whose sets are sequence-checked inside those groups: each
+    // retries every fifth batch (acknowledged with its first offset, not stored again)
+    // and ends with a sequence gap (refused).
     let mut broker = TestBroker::start("group-append");
     let mut conn = Conn::connect(broker.addr());
     assert_created(wire::create_topic(&mut conn, 1, "fan-in", 1));
@@ -497,18 +500,40 @@ fn concurrent_producers_to_one_partition_get_disjoint_contiguous_offsets() {
         .map(|c| {
             std::thread::spawn(move || {
                 let mut conn = Conn::connect(addr);
+                let idempotent = c % 2 == 0;
+                let (mut producer, mut correlation_id) = (NO_PRODUCER, 0);
+                if idempotent {
+                    let (error, id, epoch) = wire::init_producer_id(&mut conn, correlation_id);
+                    assert_eq!(error, NONE, "connection {c}: InitProducerId");
+                    producer = Producer { id, epoch, base_sequence: 0 };
+                }
                 let mut ranges = Vec::new();
                 for r in 0..REQUESTS {
                     let count = 1 + (c + r) % 3;
                     let values: Vec<String> = (0..count).map(|i| format!("c{c}-r{r}-{i}")).collect();
                     let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, v.as_bytes())).collect();
-                    let batch = wire::record_batch(&records, 1_700_000_000_000, NO_PRODUCER);
-                    let (error, base) = wire::produce(&mut conn, r as i32, "fan-in", 0, &batch);
+                    let batch = wire::record_batch(&records, 1_700_000_000_000, producer);
+                    correlation_id += 1;
+                    let (error, base) = wire::produce(&mut conn, correlation_id, "fan-in", 0, &batch);
                     assert_eq!(error, NONE, "connection {c} request {r}");
                     if let Some((previous, _)) = ranges.last() {
                         assert!(base > *previous, "connection {c}: request {r} landed at {base}, before its previous request at {previous}");
                     }
                     ranges.push((base, count as i64));
+                    if idempotent {
+                        if r % 5 == 0 {
+                            correlation_id += 1;
+                            let retried = wire::produce(&mut conn, correlation_id, "fan-in", 0, &batch);
+                            assert_eq!(retried, (NONE, base), "connection {c}: request {r} retried");
+                        }
+                        producer.base_sequence += count as i32;
+                    }
+                }
+                if idempotent {
+                    let gap = Producer { base_sequence: producer.base_sequence + 1, ..producer };
+                    let batch = wire::record_batch(&[(None, b"after a gap".as_slice())], 1_700_000_000_000, gap);
+                    let (error, _) = wire::produce(&mut conn, correlation_id + 1, "fan-in", 0, &batch);
+                    assert_eq!(error, OUT_OF_ORDER_SEQUENCE_NUMBER, "connection {c}: a batch after a sequence gap");
                 }
                 ranges
             })

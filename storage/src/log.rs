@@ -403,33 +403,47 @@ impl PartitionLog {
     }
 
     /// Appends the record sets of several producers with one vectored write (group append).
-    /// Each set is checked on its own (CRC and records, before the write), so a bad one is
-    /// refused alone; the others get consecutive offsets in the order given. Returns one
-    /// result per set. The sets together must fit `APPEND_BYTES_MAX`; a set of
-    /// `OVERLAPPED_CHECK_BYTES_MIN` or more belongs in `append_shared` instead.
-    pub async fn append_shared_group(&mut self, sets: Vec<bytes::Bytes>, leader_epoch: i32) -> Vec<Result<AppendInfo>> {
+    /// Each set is checked on its own (size, CRC and records, before the write), so a bad
+    /// one is refused alone; the others get consecutive offsets in the order given.
+    ///
+    /// `admit(n, base_offset, last_offset)` is asked, in order, about each set `n` that
+    /// passed its checks, with the offsets it will get if written: it returns whether to write it
+    /// (the caller's own checks, such as idempotent producers' sequence numbers, which must
+    /// see the sets admitted before it). Returns one entry per set: `None` for a set
+    /// `admit` turned down, else its result. A set of `OVERLAPPED_CHECK_BYTES_MIN` or more
+    /// belongs in `append_shared` instead; sets past `APPEND_BYTES_MAX` in total are refused.
+    pub async fn append_shared_group(
+        &mut self,
+        sets: Vec<bytes::Bytes>,
+        leader_epoch: i32,
+        mut admit: impl FnMut(usize, i64, i64) -> bool,
+    ) -> Vec<Option<Result<AppendInfo>>> {
         let count = sets.len();
         if self.check_poison().is_err() {
-            return (0..count).map(|_| Err(self.check_poison().expect_err("poisoned"))).collect();
+            return (0..count).map(|_| Some(Err(self.check_poison().expect_err("poisoned")))).collect();
         }
         let mut results: Vec<Option<Result<AppendInfo>>> = (0..count).map(|_| None).collect();
-        // (set index, its batches) for the sets that pass their checks.
+        // (set index, its batches) for the sets that pass their checks and are admitted.
         let mut accepted: Vec<(usize, Vec<BatchInfo>)> = Vec::new();
         let mut size = 0u64;
         let mut offsets = 0i64;
         for (n, set) in sets.iter().enumerate() {
+            let set_size = set.len() as u64;
+            if size + set_size > APPEND_BYTES_MAX {
+                results[n] = Some(Err(StorageError::AppendTooLarge { size: size + set_size, max: APPEND_BYTES_MAX }));
+                continue;
+            }
             match self.check_batches(set, Origin::Client, true) {
                 Ok((infos, set_offsets)) => {
-                    size += set.len() as u64;
-                    offsets += set_offsets;
-                    accepted.push((n, infos));
+                    let base_offset = self.log_end_offset() + offsets;
+                    if admit(n, base_offset, base_offset + set_offsets - 1) {
+                        size += set_size;
+                        offsets += set_offsets;
+                        accepted.push((n, infos));
+                    }
                 }
                 Err(error) => results[n] = Some(Err(error)),
             }
-        }
-        if size > APPEND_BYTES_MAX {
-            let error = || StorageError::AppendTooLarge { size, max: APPEND_BYTES_MAX };
-            return results.into_iter().map(|r| r.unwrap_or_else(|| Err(error()))).collect();
         }
         if !accepted.is_empty() {
             if let Err(error) = self.write_group(&sets, &mut accepted, size, offsets, leader_epoch).await {
@@ -456,7 +470,7 @@ impl PartitionLog {
                 }
             }
         }
-        results.into_iter().map(|r| r.expect("every set has a result")).collect()
+        results
     }
 
     /// Checks the batches of one append: its size, each batch's structure and, with

@@ -371,7 +371,7 @@ fn shared_appends_write_the_same_bytes_as_owned_ones_without_copying() {
 }
 
 #[test]
-fn a_group_append_writes_every_good_set_once_in_order_and_refuses_a_bad_one_alone() {
+fn a_group_append_writes_every_good_admitted_set_once_in_order_and_refuses_a_bad_one_alone() {
     let group_dir = TempDir::new("append-group");
     let single_dir = TempDir::new("append-single");
     block_on(async {
@@ -380,7 +380,8 @@ fn a_group_append_writes_every_good_set_once_in_order_and_refuses_a_bad_one_alon
         let mut single = PartitionLog::open(single_dir.path(), config).await.unwrap();
         let mut expected_end = 0;
         for round in 0..10u64 {
-            // Five producers' sets of one to three batches; in odd rounds the third is damaged.
+            // Five producers' sets of one to three batches; in odd rounds the third is damaged,
+            // every third round the caller turns the fourth down.
             let mut sets = Vec::new();
             for producer in 0..5u64 {
                 let mut bytes = Vec::new();
@@ -393,13 +394,28 @@ fn a_group_append_writes_every_good_set_once_in_order_and_refuses_a_bad_one_alon
                 }
                 sets.push(bytes::Bytes::from(bytes));
             }
-            let results = group.append_shared_group(sets.clone(), 4).await;
+            let mut asked = Vec::new();
+            let results = group
+                .append_shared_group(sets.clone(), 4, |n, base_offset, last_offset| {
+                    asked.push((n, base_offset, last_offset));
+                    !(round % 3 == 0 && n == 3)
+                })
+                .await;
             assert_eq!(results.len(), 5);
+            let damaged = |producer: usize| round % 2 == 1 && producer == 2;
+            let asked_about: Vec<usize> = asked.iter().map(|(n, _, _)| *n).collect();
+            assert_eq!(asked_about, (0..5).filter(|p| !damaged(*p)).collect::<Vec<_>>(), "round {round}: admit is asked about each good set, in order");
             for (producer, (set, result)) in sets.into_iter().zip(results).enumerate() {
-                if round % 2 == 1 && producer == 2 {
-                    assert!(matches!(result, Err(StorageError::InvalidBatch { .. })), "round {round}: the damaged set is refused: {result:?}");
+                if damaged(producer) {
+                    assert!(matches!(result, Some(Err(StorageError::InvalidBatch { .. }))), "round {round}: the damaged set is refused: {result:?}");
                     continue;
                 }
+                let Some(result) = result else {
+                    assert!(round % 3 == 0 && producer == 3, "round {round}: producer {producer}'s set was not written");
+                    continue;
+                };
+                let promised = asked.iter().find(|(n, _, _)| *n == producer).map(|(_, base, last)| (*base, *last));
+                assert_eq!(result.as_ref().ok().map(|info| (info.base_offset, info.last_offset)), promised, "round {round}: admit was told the offsets the set got");
                 // The same set appended on its own elsewhere gets the same offsets.
                 let alone = single.append_shared(set, 4).await.unwrap();
                 let together = result.unwrap_or_else(|e| panic!("round {round} producer {producer}: {e}"));
