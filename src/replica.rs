@@ -276,6 +276,7 @@ impl Partition {
         {
             let mut producers = self.producers.borrow_mut();
             for (producer_id, epoch, batch) in sequenced {
+                tracing::trace!(partition = ?self, producer_id, epoch, ?batch, "idempotent set replicated");
                 producers.record(producer_id, epoch, batch);
             }
         }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fjord_replication::{ClusterFile, ClusterState, PartitionState};
 
-use crate::support::{parse_messages, python, python_ok, tagged, value_index, Background, Message, TempDir};
+use crate::support::{keep_on_failure, parse_messages, python, python_ok, tagged, value_index, Background, Message, TempDir};
 
 /// Longest a `fjord` CLI command may take: `cluster up` waits up to 30 s for its brokers.
 const FJORD_SECONDS_MAX: u64 = 60;
@@ -405,7 +405,7 @@ impl Drop for Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let keep = std::thread::panicking() && std::env::var_os("FJORD_KEEP_TEST_DIRS").is_some();
+        let keep = std::thread::panicking() && keep_on_failure();
         if std::thread::panicking() {
             for id in 0..BROKERS {
                 eprintln!("--- {} broker-{id}.log (tail) ---\n{}", self.dir.display(), self.log_tail(id));

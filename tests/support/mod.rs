@@ -246,6 +246,10 @@ impl Drop for TestBroker {
         }
         if std::thread::panicking() {
             eprintln!("broker {} (data dir {}):\n{}", self.addr, self.data_dir.display(), self.stderr_tail());
+            if keep_on_failure() {
+                eprintln!("kept {} (FJORD_KEEP_TEST_DIRS)", self.root.display());
+                return;
+            }
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
@@ -421,8 +425,18 @@ impl TempDir {
     }
 }
 
+/// Whether a failing test leaves its directories (data dirs, broker and client logs) in
+/// place for a post-mortem: set `FJORD_KEEP_TEST_DIRS=1`.
+pub fn keep_on_failure() -> bool {
+    std::env::var_os("FJORD_KEEP_TEST_DIRS").is_some()
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if std::thread::panicking() && keep_on_failure() {
+            eprintln!("kept {} (FJORD_KEEP_TEST_DIRS)", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
