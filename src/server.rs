@@ -30,6 +30,13 @@ use crate::protocol::parse_request;
 
 /// How long shutdown waits for in-flight requests before closing the logs anyway.
 const SHUTDOWN_DRAIN_MS_MAX: u64 = 10_000;
+/// How long `serve` waits for its port while another socket holds it. A broker killed with
+/// SIGKILL keeps its listening socket for a moment after its process is gone (io_uring
+/// tears down its rings in the background, and an accept in flight holds the socket), so
+/// a restart right away may find the port still taken.
+const PORT_WAIT_MS_MAX: u64 = 10_000;
+/// Pause between two tries while waiting for the port.
+const PORT_WAIT_POLL_MS: u64 = 50;
 
 /// Shared shutdown state.
 #[derive(Default)]
@@ -65,6 +72,7 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
         Err(error) => warn!(%error, "cannot read the open file limit"),
     }
     let count = config.shards;
+    wait_for_port(config.listen)?;
     // The first listener fixes the port (`--listen ...:0` picks a free one); with several
     // shards every listener shares it through SO_REUSEPORT.
     let first = bind_std(config.listen, count > 1)?;
@@ -112,6 +120,30 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
         }
     }
     outcome
+}
+
+/// Waits (at most `PORT_WAIT_MS_MAX`) until a plain socket can bind `address`. Several
+/// shards share a port through SO_REUSEPORT, which would also let them share it with the
+/// listener of a previous instance still being torn down, so this checks first.
+fn wait_for_port(address: SocketAddr) -> anyhow::Result<()> {
+    if address.port() == 0 {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_millis(PORT_WAIT_MS_MAX);
+    let mut warned = false;
+    loop {
+        match std::net::TcpListener::bind(address) {
+            Ok(_probe) => return Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                if !warned {
+                    warn!(%address, "the port is taken, perhaps by a broker still shutting down; waiting up to {PORT_WAIT_MS_MAX} ms");
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_millis(PORT_WAIT_POLL_MS));
+            }
+            Err(error) => return Err(anyhow::anyhow!("bind {address}: {error}")),
+        }
+    }
 }
 
 fn bind_std(address: SocketAddr, reuse_port: bool) -> anyhow::Result<std::net::TcpListener> {

@@ -71,6 +71,24 @@ fn cli_errors_are_one_lowercase_line_with_documented_exit_codes() {
 }
 
 #[test]
+fn serve_waits_for_its_port_while_another_socket_still_holds_it() {
+    // As after a kill -9: the old listening socket outlives the process for a moment.
+    let mut broker = TestBroker::start("port-wait");
+    broker.stop();
+    let holder = std::net::TcpListener::bind(broker.addr()).expect("hold the broker's port");
+    let released = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        drop(holder);
+    });
+    // Fails (the broker exits on the bind) unless `serve` waits for the port.
+    broker.restart_on_same_port();
+    released.join().expect("holder thread");
+    let listed = fjord(&["topic", "list", "-b", &broker.bootstrap()]);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(broker.stderr().contains("the port is taken"), "the wait is logged:\n{}", broker.stderr_tail());
+}
+
+#[test]
 fn several_shards_serve_produce_fetch_groups_and_admin_like_one() {
     for shards in ["1", "3"] {
         let mut broker = TestBroker::start_with(&format!("shards-{shards}"), &["--shards", shards, "--group-initial-rebalance-delay-ms", "0"]);
