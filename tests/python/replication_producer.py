@@ -16,9 +16,6 @@ each, so the file is a faithful record even if this process is killed):
 At the end, stdout gets one `summary <sent> <acked> <failed> <fatal>` line, where fatal is
 `-` or the fatal error librdkafka raised. Exits non-zero only for usage or setup errors: the
 Rust side judges the outcome from the files.
-
-For a post-mortem, FJORD_TEST_RDKAFKA_DEBUG=<contexts> (librdkafka's `debug`, e.g.
-`eos,msg,protocol`) sends this script's stderr, librdkafka's log included, to <acks-file>.rdkafka.log.
 """
 
 import argparse
@@ -61,16 +58,8 @@ def main():
         if error.fatal():
             state["fatal"] = str(error).replace("\t", " ").replace(" ", "_")
 
-    config = {}
-    debug = os.environ.get("FJORD_TEST_RDKAFKA_DEBUG")
-    if debug:
-        # librdkafka logs to file descriptor 2: point it at the file.
-        log = os.open(args.acks_file + ".rdkafka.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(log, 2)
-        config = {"debug": debug}
     producer = Producer(
         {
-            **config,
             "bootstrap.servers": args.bootstrap,
             "enable.idempotence": True,
             "acks": "all",
