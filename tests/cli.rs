@@ -71,6 +71,25 @@ fn cli_errors_are_one_lowercase_line_with_documented_exit_codes() {
 }
 
 #[test]
+fn the_cli_moves_past_a_bootstrap_broker_that_accepts_and_never_answers() {
+    // A "frozen" broker first in the list: it accepts connections and never answers. The
+    // command must give up on it after the handshake timeout and use the next address. The
+    // 30 s bound (half the 60 s request timeout) is what fails if it waits the request out.
+    let frozen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the frozen listener");
+    let frozen_address = frozen.local_addr().expect("address").to_string();
+    let _held = std::thread::spawn(move || {
+        let accepted: Vec<_> = frozen.incoming().take(4).filter_map(Result::ok).collect();
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        drop(accepted);
+    });
+    let broker = TestBroker::start("cli-frozen-bootstrap");
+    let bootstrap = format!("{frozen_address},{}", broker.bootstrap());
+    let args: Vec<String> = ["topic", "list", "-b", &bootstrap].iter().map(|s| s.to_string()).collect();
+    let listed = run_with_timeout(30, Path::new(env!("CARGO_BIN_EXE_fjord")), &args, None);
+    assert!(listed.status.success(), "exit {:?}: {}", listed.status.code(), String::from_utf8_lossy(&listed.stderr));
+}
+
+#[test]
 fn serve_waits_for_its_port_while_another_socket_still_holds_it() {
     // As after a kill -9: the old listening socket outlives the process for a moment.
     let mut broker = TestBroker::start("port-wait");

@@ -21,6 +21,10 @@ use super::CliError;
 pub const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// How long one request may take before the command gives up.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a newly opened connection may take to answer ApiVersions: a broker that accepts
+/// connections but never answers (frozen, overloaded) is given up on this soon, so the next
+/// bootstrap address is tried instead of waiting out `REQUEST_TIMEOUT`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Connection {
     stream: TcpStream,
@@ -74,8 +78,10 @@ impl Client {
 
     fn open(&mut self, node: i32, address: &str) -> Result<(), CliError> {
         let stream = connect(address)?;
+        let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
         let mut connection = Connection { stream, versions: HashMap::new() };
         let response: ApiVersionsResponse = exchange(&mut connection, &mut self.correlation_id, &ApiVersionsRequest::default(), 0, address)?;
+        let _ = connection.stream.set_read_timeout(Some(REQUEST_TIMEOUT));
         if response.error_code != 0 {
             return Err(CliError::failure(format!("{address} refused ApiVersions with error {}", response.error_code)));
         }
