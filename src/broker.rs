@@ -251,7 +251,11 @@ impl Broker {
         // Topics gone from the state are deleted here too.
         let gone: Vec<String> = self.topics.borrow().keys().filter(|name| !state.topics.contains_key(*name)).cloned().collect();
         for name in gone {
-            if let Some(topic) = self.topics.borrow_mut().remove(&name) {
+            // Removed in a statement of its own: an `if let` would hold the borrow of
+            // `topics` through the awaits below, and every request looking up a topic
+            // meanwhile would panic on it.
+            let removed = self.topics.borrow_mut().remove(&name);
+            if let Some(topic) = removed {
                 for partition in topic.local_partitions() {
                     let _ = partition.close().await;
                     if let Err(error) = std::fs::remove_dir_all(&partition.dir) {

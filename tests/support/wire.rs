@@ -176,6 +176,7 @@ impl Conn {
                 Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe) => {
                     return Received::Closed { partial: buf }
                 }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     panic!("broker neither answered nor closed the connection within {READ_TIMEOUT_MS_MAX} ms ({} bytes received)", buf.len())
                 }
