@@ -243,9 +243,29 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Brings local topics, partitions and roles in line with the cluster state.
+    /// Reads the cluster state now and applies it if it is newer than the one applied (the
+    /// tick does this every `CLUSTER_TICK_MS`; a produce request naming this broker as a
+    /// leader it does not know it is yet does it at once).
+    pub async fn sync_cluster_state(&self) {
+        let Some(cluster) = &self.cluster else { return };
+        match cluster.store.read().await {
+            Ok(state) if state.version > cluster.state.borrow().version => {
+                self.apply_state(&state).await;
+                self.sync_coordinator().await;
+            }
+            Ok(_) => {}
+            Err(error) => warn!(%error, "cannot read the cluster state"),
+        }
+    }
+
+    /// Brings local topics, partitions and roles in line with the cluster state. States are
+    /// applied one at a time, and one older than the last applied is ignored.
     pub async fn apply_state(&self, state: &ClusterState) {
         let Some(cluster) = &self.cluster else { return };
+        let _applying = cluster.applying.lock().await;
+        if state.version < cluster.state.borrow().version {
+            return;
+        }
         let me = self.config.broker_id;
         let now = now_ms();
         // Topics gone from the state are deleted here too.

@@ -41,6 +41,10 @@ pub struct Cluster {
     controller: RefCell<Option<FileLock>>,
     /// The last state applied by this broker.
     pub state: RefCell<ClusterState>,
+    /// Held while a state is applied: the tick, admin requests and produce requests that
+    /// found this broker behind all apply states, and two at once would open the same
+    /// partition twice.
+    pub(crate) applying: tokio::sync::Mutex<()>,
 }
 
 impl Cluster {
@@ -67,7 +71,7 @@ impl Cluster {
         };
         liveness.beat(now_ms())?;
         let store = StateStore::new(&file.dir);
-        Ok(Cluster { offsets_partitions, file, store, me, liveness, controller: RefCell::new(None), state: RefCell::new(ClusterState::default()) })
+        Ok(Cluster { offsets_partitions, file, store, me, liveness, controller: RefCell::new(None), state: RefCell::new(ClusterState::default()), applying: tokio::sync::Mutex::new(()) })
     }
 
     pub fn address_of(&self, id: i32) -> Option<String> {
@@ -265,13 +269,6 @@ pub async fn run(broker: Rc<Broker>) {
                 }
             }
         }
-        match cluster.store.read().await {
-            Ok(state) if state.version != cluster.state.borrow().version => {
-                broker.apply_state(&state).await;
-                broker.sync_coordinator().await;
-            }
-            Ok(_) => {}
-            Err(error) => warn!(%error, "cannot read the cluster state"),
-        }
+        broker.sync_cluster_state().await;
     }
 }
