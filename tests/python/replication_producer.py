@@ -13,8 +13,9 @@ each, so the file is a faithful record even if this process is killed):
     ack  <partition> <offset> <key> <seq>     acknowledged by the broker
     err  <key> <seq> <error>                  failed (never acknowledged)
 
-At the end, stdout gets one `summary <sent> <acked> <failed> <fatal>` line, where fatal is
-`-` or the fatal error librdkafka raised. Exits non-zero only for usage or setup errors: the
+At the end, stdout gets one `summary <sent> <acked> <failed> <fatal> <system-errors>` line,
+where fatal is `-` or the fatal error librdkafka raised and system-errors counts the spurious
+SystemErrors confluent-kafka raised from poll() (see `poll` below). Exits non-zero only for usage or setup errors: the
 Rust side judges the outcome from the files.
 """
 
@@ -50,7 +51,7 @@ def main():
     args = parser.parse_args()
 
     acks = open(args.acks_file, "a", buffering=1)
-    state = {"acked": 0, "failed": 0, "fatal": None}
+    state = {"acked": 0, "failed": 0, "fatal": None, "system_errors": 0}
 
     def on_error(error):
         sys.stderr.write("%.3f client error: %s (fatal=%s)\n" % (time.time(), error, error.fatal()))
@@ -84,6 +85,18 @@ def main():
 
         return on_delivery
 
+    def poll(timeout):
+        # confluent-kafka 2.16.1 now and then raises `SystemError: _PyErr_SetObject:
+        # exception <class 'str'> is not a BaseException subclass` from poll() while brokers
+        # are being killed, though none of these callbacks raised (seen in about 1 run in 20
+        # of the failover test under CPU load). It is the client's own state that is off,
+        # not the messages': poll again, and count it in the summary.
+        try:
+            producer.poll(timeout)
+        except SystemError as error:
+            state["system_errors"] += 1
+            sys.stderr.write("%.3f poll raised SystemError: %s\n" % (time.time(), error))
+
     seqs = [0] * args.keys
     sent = 0
     deadline = time.time() + args.max_s
@@ -98,16 +111,19 @@ def main():
                 producer.produce(args.topic, key=key.encode(), value=value, on_delivery=report(key, seq))
                 break
             except BufferError:
-                producer.poll(0.1)
+                poll(0.1)
         seqs[j] += 1
         sent += 1
-        producer.poll(0)
+        poll(0)
         time.sleep(SEND_PAUSE_S)
-    remaining = producer.flush(args.flush_timeout_s)
+    flush_deadline = time.time() + args.flush_timeout_s
+    while len(producer) > 0 and time.time() < flush_deadline:
+        poll(0.1)
+    remaining = len(producer)
     if remaining:
         sys.stderr.write("%d messages still undelivered after %ds\n" % (remaining, args.flush_timeout_s))
     acks.close()
-    common.emit("summary", sent, state["acked"], state["failed"], state["fatal"] or "-")
+    common.emit("summary", sent, state["acked"], state["failed"], state["fatal"] or "-", state["system_errors"])
     sys.stdout.flush()
 
 
