@@ -477,42 +477,11 @@ async fn write_answers(stream: &Stream, peer: SocketAddr, mut queue: tokio::sync
     }
 }
 
-/// Fetch responses of at most this many bytes are read into memory and sent with one write
-/// instead of spliced. Reading from the page cache through io_uring completes on the shard's
-/// own thread, and so does a send that fits the socket buffer, while every splice is handed
-/// to an io_uring worker thread (two per response: file to pipe, pipe to socket). For a
-/// consumer keeping up with producers (small fetches) those hand-offs are most of the
-/// latency; for large responses, not copying is worth more.
-const FETCH_COPY_BYTES_MAX: usize = 64 * 1024;
-
-/// Writes a small Fetch response by copying: record bytes are read into the response
-/// buffer (see `FETCH_COPY_BYTES_MAX`).
-async fn write_fetch_copied(stream: &Stream, response: FetchResponse) -> Result<(), String> {
-    let mut out = Vec::with_capacity(4 + response.size);
-    out.extend_from_slice(&(response.size as i32).to_be_bytes());
-    for piece in response.pieces {
-        match piece {
-            Piece::Bytes(bytes) => out.extend_from_slice(&bytes),
-            Piece::Region(region) => {
-                let len = usize::try_from(region.len).map_err(|_| format!("fetch region of {} bytes", region.len))?;
-                let (read, buffer) = region.file.read_append(out, region.position, len).await;
-                out = buffer;
-                read.map_err(|e| e.to_string())?;
-            }
-        }
-    }
-    let (written, _) = stream.write_all(out).await;
-    written.map_err(|e| format!("write fetch response: {e}"))
-}
-
 /// Writes a Fetch response through the connection's pipe: header bytes are written into
 /// it, record bytes spliced into it from the segment files, and the pipe drains into the
 /// socket when full and at the end, so a response of many partitions leaves in a few large
 /// transfers and record bytes never pass through user space.
 async fn write_fetch(stream: &Stream, pipe: &mut Option<SplicePipe>, response: FetchResponse) -> Result<(), String> {
-    if response.size <= FETCH_COPY_BYTES_MAX {
-        return write_fetch_copied(stream, response).await;
-    }
     if pipe.is_none() {
         *pipe = Some(SplicePipe::new().map_err(|e| e.to_string())?);
     }

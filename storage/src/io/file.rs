@@ -9,7 +9,7 @@ use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
-use tokio_uring::buf::{BoundedBuf, IoBuf};
+use tokio_uring::buf::IoBuf;
 
 /// An open file with its path.
 #[derive(Debug)]
@@ -86,31 +86,6 @@ impl File {
             out.extend_from_slice(&buf[..read]);
         }
         Ok(out)
-    }
-
-    /// Reads exactly `len` bytes at `position` onto the end of `out` (several regions into
-    /// one buffer, no allocation each), returning the buffer. A page-cache hit completes
-    /// without leaving the thread (io_uring tries the read without blocking first); a miss
-    /// goes to an io_uring worker. Fails with `UnexpectedEof` if the file ends first.
-    pub async fn read_append(&self, mut out: Vec<u8>, position: u64, len: usize) -> (io::Result<()>, Vec<u8>) {
-        let start = out.len();
-        let end = start + len;
-        out.reserve(len);
-        while out.len() < end {
-            let at = position + (out.len() - start) as u64;
-            let from = out.len();
-            let (result, slice) = self.inner.read_at(out.slice(from..end), at).await;
-            out = slice.into_inner();
-            match result {
-                Ok(0) => {
-                    let error = io::Error::new(io::ErrorKind::UnexpectedEof, format!("read {}: end of file at position {at}, wanted {} more bytes", self.path.display(), end - from));
-                    return (Err(error), out);
-                }
-                Ok(_) => {}
-                Err(error) => return (Err(with_path(error, "read", &self.path)), out),
-            }
-        }
-        (Ok(()), out)
     }
 
     /// Writes all of `buf` at `position`, returning the buffer. A short write is continued;
