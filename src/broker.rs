@@ -246,8 +246,22 @@ impl Broker {
     /// Reads the cluster state now and applies it if it is newer than the one applied (the
     /// tick does this every `CLUSTER_TICK_MS`; a produce request naming this broker as a
     /// leader it does not know it is yet does it at once).
+    ///
+    /// One read at a time, shared: a caller that arrives while a read runs waits for it and
+    /// then for one more (the running read may have started before the state it needs was
+    /// written), but callers arriving together share that next read. So a burst of
+    /// misdirected produce requests costs a couple of reads, not one each. The group
+    /// coordinator is synced here too, under the same lock, only after a new state.
     pub async fn sync_cluster_state(&self) {
         let Some(cluster) = &self.cluster else { return };
+        let seen = cluster.syncs_started.get();
+        let _syncing = cluster.syncing.lock().await;
+        if cluster.syncs_started.get() > seen {
+            // A read that started after this caller arrived has finished: it saw what this
+            // caller needs.
+            return;
+        }
+        cluster.syncs_started.set(seen + 1);
         match cluster.store.read().await {
             Ok(state) if state.version > cluster.state.borrow().version => {
                 self.apply_state(&state).await;

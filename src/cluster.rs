@@ -45,6 +45,10 @@ pub struct Cluster {
     /// found this broker behind all apply states, and two at once would open the same
     /// partition twice.
     pub(crate) applying: tokio::sync::Mutex<()>,
+    /// Held while `Broker::sync_cluster_state` reads and applies the state file; with
+    /// `syncs_started`, concurrent callers share reads.
+    pub(crate) syncing: tokio::sync::Mutex<()>,
+    pub(crate) syncs_started: std::cell::Cell<u64>,
 }
 
 impl Cluster {
@@ -71,7 +75,7 @@ impl Cluster {
         };
         liveness.beat(now_ms())?;
         let store = StateStore::new(&file.dir);
-        Ok(Cluster { offsets_partitions, file, store, me, liveness, controller: RefCell::new(None), state: RefCell::new(ClusterState::default()), applying: tokio::sync::Mutex::new(()) })
+        Ok(Cluster { offsets_partitions, file, store, me, liveness, controller: RefCell::new(None), state: RefCell::new(ClusterState::default()), applying: tokio::sync::Mutex::new(()), syncing: tokio::sync::Mutex::new(()), syncs_started: std::cell::Cell::new(0) })
     }
 
     pub fn address_of(&self, id: i32) -> Option<String> {

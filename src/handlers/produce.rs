@@ -65,12 +65,14 @@ impl Drop for AppendDone {
 /// Appends to a partition this shard owns and, for acks=all, waits until the records are
 /// durable and on every in-sync replica. `done` is marked as soon as the append is over.
 pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, records: Option<Bytes>, acks: i16, timeout_ms: i32, mut done: AppendDone) -> PartitionOutcome {
-    if broker.cluster.is_some() && !broker.partition(&topic, index).is_some_and(|p| p.replica.is_leader()) {
+    let out_of_range = broker.topic(&topic).is_some_and(|t| index < 0 || index as usize >= t.partitions.len());
+    if broker.cluster.is_some() && !out_of_range && !broker.partition(&topic, index).is_some_and(|p| p.replica.is_leader()) {
         // Clients learn leaders from any broker's Metadata, so they can name this broker
         // the leader a tick before it has read the state that says so. Refusing would send
         // an idempotent producer's next request (already in flight) here with a sequence
         // gap, which librdkafka answers by renumbering every unacknowledged message under a
-        // new epoch, duplicating those the old leader had written. Read the state now.
+        // new epoch, duplicating those the old leader had written. Read the state now (one
+        // read shared by everyone waiting; see `sync_cluster_state`).
         broker.sync_cluster_state().await;
     }
     let Some((topic_state, partition)) = broker.topic(&topic).and_then(|t| Some((Rc::clone(&t), broker.partition(&topic, index)?))) else {
