@@ -226,11 +226,14 @@ impl Partition {
             tracing::trace!(partition = ?self, sets = sets.len(), bytes, "group append");
             // Idempotent producers' sets: each is checked as the group's sets before it left
             // the table, so each admitted one is recorded at once, at the offsets it will
-            // get, and forgotten again if the write fails.
+            // get, and forgotten again if the append fails.
             let sequenced: Vec<Option<Sequenced>> = sets.iter().map(|set| Sequenced::of(set)).collect();
             let mut answered: Vec<Option<Result<Appended, AppendError>>> = sets.iter().map(|_| None).collect();
+            let mut admitted = vec![false; sets.len()];
+            let log_end_before = log.log_end_offset();
             let results = log
                 .append_shared_group(sets, epoch, |n, base_offset, last_offset| {
+                    admitted[n] = true;
                     let Some(sequenced) = &sequenced[n] else { return true };
                     match self.sequence_decision(sequenced) {
                         None => {
@@ -239,6 +242,7 @@ impl Partition {
                             true
                         }
                         Some(answer) => {
+                            admitted[n] = false;
                             answered[n] = Some(answer);
                             false
                         }
@@ -246,10 +250,19 @@ impl Partition {
                 })
                 .await;
             self.refresh(log);
-            if sequenced.iter().any(Option::is_some) && results.iter().any(|r| matches!(r, Some(Err(_)))) {
-                // A failed write leaves the log end where it was: what was recorded at or
-                // past it was never written.
-                self.producers.borrow_mut().truncate_from(log.log_end_offset());
+            // The admitted sets fail together (the write or its flush failed; the log is
+            // poisoned). Nothing this group recorded stands then, even if the bytes reached
+            // the file before a failed flush: a failed append is never a duplicate to
+            // acknowledge, as on the one-by-one path. A retry inside this group that was
+            // answered as a duplicate of such a set fails with it.
+            let write_failed = results.iter().zip(&admitted).any(|(result, admitted)| *admitted && matches!(result, Some(Err(_))));
+            if write_failed {
+                self.producers.borrow_mut().truncate_from(log_end_before);
+                for answer in answered.iter_mut().flatten() {
+                    if answer.as_ref().is_ok_and(|a| a.duplicate && a.base_offset >= log_end_before) {
+                        *answer = Err(AppendError::Storage(StorageError::Io(std::io::Error::other("the append this retry duplicates failed"))));
+                    }
+                }
             }
             if results.iter().any(|r| matches!(r, Some(Ok(_)))) {
                 self.advance_high_watermark();
