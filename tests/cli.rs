@@ -94,9 +94,21 @@ fn serve_waits_for_its_port_while_another_socket_still_holds_it() {
     // As after a kill -9: the old listening socket outlives the process for a moment.
     let mut broker = TestBroker::start("port-wait");
     broker.stop();
-    let holder = std::net::TcpListener::bind(broker.addr()).expect("hold the broker's port");
+    // The stopped broker's own listener may linger for a moment too (that is the point).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let holder = loop {
+        match std::net::TcpListener::bind(broker.addr()) {
+            Ok(holder) => break holder,
+            Err(error) => {
+                assert!(std::time::Instant::now() < deadline, "cannot hold the broker's port {}: {error}", broker.addr());
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    };
+    // Held long enough for the restarted broker to find the port taken even on a loaded
+    // machine, well inside its 10 s wait.
     let released = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        std::thread::sleep(std::time::Duration::from_secs(2));
         drop(holder);
     });
     // Fails (the broker exits on the bind) unless `serve` waits for the port.

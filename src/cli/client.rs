@@ -21,9 +21,9 @@ use super::CliError;
 pub const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// How long one request may take before the command gives up.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a newly opened connection may take to answer ApiVersions: a broker that accepts
-/// connections but never answers (frozen, overloaded) is given up on this soon, so the next
-/// bootstrap address is tried instead of waiting out `REQUEST_TIMEOUT`.
+/// How long a bootstrap broker may take to answer ApiVersions when more addresses are left
+/// to try: one that accepts connections but never answers (frozen, overloaded) is passed
+/// over this soon instead of waited out for `REQUEST_TIMEOUT`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Connection {
@@ -66,9 +66,11 @@ impl Client {
     /// separated by commas).
     pub fn connect(bootstrap: &str) -> Result<Client, CliError> {
         let mut last = None;
-        for address in bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        let addresses: Vec<&str> = bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+        for (n, address) in addresses.iter().enumerate() {
             let mut client = Client { bootstrap: address.to_string(), connections: HashMap::new(), brokers: HashMap::new(), correlation_id: 0 };
-            match client.open(-1, address) {
+            let handshake = if n + 1 < addresses.len() { HANDSHAKE_TIMEOUT } else { REQUEST_TIMEOUT };
+            match client.open(-1, address, handshake) {
                 Ok(()) => return Ok(client),
                 Err(error) => last = Some(error),
             }
@@ -76,9 +78,9 @@ impl Client {
         Err(last.unwrap_or_else(|| CliError::usage("--bootstrap is empty").with_hint("give HOST:PORT, e.g. 127.0.0.1:9092")))
     }
 
-    fn open(&mut self, node: i32, address: &str) -> Result<(), CliError> {
+    fn open(&mut self, node: i32, address: &str, handshake: Duration) -> Result<(), CliError> {
         let stream = connect(address)?;
-        let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+        let _ = stream.set_read_timeout(Some(handshake));
         let mut connection = Connection { stream, versions: HashMap::new() };
         let response: ApiVersionsResponse = exchange(&mut connection, &mut self.correlation_id, &ApiVersionsRequest::default(), 0, address)?;
         let _ = connection.stream.set_read_timeout(Some(REQUEST_TIMEOUT));
@@ -101,7 +103,7 @@ impl Client {
     pub fn send_at_most<R: Request>(&mut self, node: i32, request: &R, version_max: i16) -> Result<R::Response, CliError> {
         if !self.connections.contains_key(&node) {
             let address = self.brokers.get(&node).cloned().ok_or_else(|| CliError::failure(format!("no address known for broker {node}")))?;
-            self.open(node, &address)?;
+            self.open(node, &address, REQUEST_TIMEOUT)?;
         }
         let address = self.brokers.get(&node).cloned().unwrap_or_else(|| self.bootstrap.clone());
         let connection = self.connections.get_mut(&node).expect("opened above");
@@ -125,7 +127,7 @@ impl Client {
     pub fn send_without_response<R: Request>(&mut self, node: i32, request: &R) -> Result<(), CliError> {
         if !self.connections.contains_key(&node) {
             let address = self.brokers.get(&node).cloned().ok_or_else(|| CliError::failure(format!("no address known for broker {node}")))?;
-            self.open(node, &address)?;
+            self.open(node, &address, REQUEST_TIMEOUT)?;
         }
         let connection = self.connections.get_mut(&node).expect("opened above");
         let (_, broker_max) = *connection.versions.get(&R::KEY).ok_or_else(|| CliError::failure("broker does not serve this request"))?;
