@@ -35,6 +35,18 @@ fn bench_smoke_produce_consume_e2e_and_baseline() {
     assert!(consumed.status.success(), "bench consume: {}", String::from_utf8_lossy(&consumed.stderr));
     let json = String::from_utf8_lossy(&consumed.stdout).trim().to_string();
     assert_eq!(json_number(&json, "records"), 20000.0, "consume reads back exactly what was produced: {json}");
+    // As an idempotent producer: the broker checks every batch's sequence numbers (a wrong
+    // one fails the run), and exactly the records sent are stored.
+    let idempotent = fjord(&[
+        "bench", "produce", "-b", &bootstrap, "--topic", "bench-idempotent", "--partitions", "3", "--records", "12000", "--batch-records", "50", "--connections", "2",
+        "--idempotent", "--json",
+    ]);
+    assert!(idempotent.status.success(), "bench produce --idempotent: {}", String::from_utf8_lossy(&idempotent.stderr));
+    let json = String::from_utf8_lossy(&idempotent.stdout).trim().to_string();
+    assert!(json.contains("\"idempotent\":true") && json_number(&json, "errors") == 0.0, "{json}");
+    let consumed = fjord(&["bench", "consume", "-b", &bootstrap, "--topic", "bench-idempotent", "--partitions", "3", "--records", "12000", "--json"]);
+    assert!(consumed.status.success(), "bench consume: {}", String::from_utf8_lossy(&consumed.stderr));
+    assert_eq!(json_number(String::from_utf8_lossy(&consumed.stdout).trim(), "records"), 12000.0);
     let report_dir = report.path().join("e2e").display().to_string();
     let e2e = fjord(&["bench", "e2e", "-b", &bootstrap, "--topic", "bench-e2e", "--partitions", "2", "--records", "5000", "--rate", "20000", "--json", "--report", &report_dir]);
     assert!(e2e.status.success(), "bench e2e: {}", String::from_utf8_lossy(&e2e.stderr));

@@ -42,6 +42,7 @@ const BATCH_BYTES_MAX: usize = 1024 * 1024;
 const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Produce request version used: v7 is understood by every Kafka since 2.1 and by Fjord.
 const PRODUCE_VERSION: i16 = 7;
+const INIT_PRODUCER_ID_VERSION: i16 = 1;
 /// Fetch request version used (v4+: record batches v2; v11 is Kafka 2.3+).
 const FETCH_VERSION: i16 = 11;
 
@@ -90,6 +91,10 @@ struct LoadArgs {
     /// Records per second in total (default: as fast as possible).
     #[arg(long)]
     rate: Option<u64>,
+    /// Produce (and e2e) as an idempotent producer: a producer id per connection from
+    /// InitProducerId, sequence numbers per partition, as Kafka's Java client does by default.
+    #[arg(long)]
+    idempotent: bool,
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
     json: bool,
@@ -301,7 +306,7 @@ struct Summary {
 impl Summary {
     fn json(&self, load: &LoadArgs) -> String {
         format!(
-            "{{\"mode\":\"{}\",\"records\":{},\"bytes\":{},\"seconds\":{:.3},\"records_per_sec\":{:.0},\"bytes_per_sec\":{:.0},\"latency_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"errors\":{},\"config\":{{\"bootstrap\":\"{}\",\"topic\":\"{}\",\"partitions\":{},\"record_bytes\":{},\"batch_records\":{},\"acks\":{},\"connections\":{},\"inflight\":{},\"rate\":{}}}}}",
+            "{{\"mode\":\"{}\",\"records\":{},\"bytes\":{},\"seconds\":{:.3},\"records_per_sec\":{:.0},\"bytes_per_sec\":{:.0},\"latency_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"errors\":{},\"config\":{{\"bootstrap\":\"{}\",\"topic\":\"{}\",\"partitions\":{},\"record_bytes\":{},\"batch_records\":{},\"acks\":{},\"connections\":{},\"inflight\":{},\"rate\":{},\"idempotent\":{}}}}}",
             self.mode,
             self.records,
             self.bytes,
@@ -322,6 +327,7 @@ impl Summary {
             load.connections,
             load.inflight,
             load.rate.map_or("null".to_string(), |r| r.to_string()),
+            load.idempotent,
         )
     }
 
@@ -448,6 +454,21 @@ fn read_into_spare(stream: &TcpStream, buf: &mut BytesMut, len: usize) -> std::i
     Ok(())
 }
 
+/// A producer id and epoch for an idempotent producer, asked on `wire` before any produce.
+fn init_producer_id(wire: &mut Wire) -> Result<(i64, i16), CliError> {
+    let mut request = InitProducerIdRequest::default();
+    request.transactional_id = None;
+    request.transaction_timeout_ms = -1;
+    request.producer_id = ProducerId(-1);
+    request.producer_epoch = -1;
+    wire.send(ApiKey::InitProducerId, INIT_PRODUCER_ID_VERSION, &request)?;
+    let response: InitProducerIdResponse = wire.receive(ApiKey::InitProducerId, INIT_PRODUCER_ID_VERSION)?;
+    if response.error_code != 0 {
+        return Err(CliError::failure(format!("InitProducerId at {} failed: {}", wire.address, error_name(response.error_code))));
+    }
+    Ok((response.producer_id.0, response.producer_epoch))
+}
+
 fn batch_for(records: usize, record_bytes: usize, stamp: Option<u64>) -> Bytes {
     let mut value = vec![0x5au8; record_bytes];
     if let Some(micros) = stamp {
@@ -483,7 +504,10 @@ fn produce_worker(
     let mut readers = Vec::new();
     for (leader, parts) in by_leader {
         let address = addresses.get(&leader).ok_or_else(|| CliError::failure(format!("no address for broker {leader}")))?;
-        let wire = Wire::connect(address)?;
+        let mut wire = Wire::connect(address)?;
+        // (producer id, epoch) of this connection, asked before the reader thread starts
+        // taking the responses; the next sequence per partition is kept beside the wire.
+        let producer = if load.idempotent { Some(init_producer_id(&mut wire)?) } else { None };
         let inflight = Arc::new(InFlight { queue: Mutex::new(VecDeque::new()), space: std::sync::Condvar::new() });
         if load.acks != 0 {
             let mut reader = Wire { stream: wire.stream.try_clone().map_err(|e| CliError::failure(e.to_string()))?, correlation_id: 0, address: wire.address.clone(), buf: BytesMut::new() };
@@ -513,7 +537,7 @@ fn produce_worker(
                 }
             }));
         }
-        wires.push((wire, parts, inflight));
+        wires.push((wire, parts, inflight, producer, BTreeMap::<i32, i32>::new()));
     }
     let template = batch_for(batch_records, load.record_bytes, None);
     let rate_per_thread = load.rate.map(|r| (r as f64 / load.connections as f64).max(1.0));
@@ -529,7 +553,7 @@ fn produce_worker(
         }
         let index = turn % wires.len();
         turn += 1;
-        let (wire, parts, inflight) = &mut wires[index];
+        let (wire, parts, inflight, producer, sequences) = &mut wires[index];
         let count = ((batch_records * parts.len()) as u64).min(records - sent);
         let per_partition = (count as usize).div_ceil(parts.len());
         let mut topic = TopicProduceData::default();
@@ -541,13 +565,20 @@ fn produce_worker(
             }
             let n = per_partition.min(left);
             left -= n;
-            let records = if e2e {
+            let mut records = if e2e {
                 batch_for(n, load.record_bytes, Some(now_micros()))
             } else if n == batch_records {
                 template.clone()
             } else {
                 batch_for(n, load.record_bytes, None)
             };
+            if let Some((producer_id, epoch)) = *producer {
+                let sequence = sequences.entry(*p).or_insert(0);
+                let mut owned = records.to_vec();
+                build::set_producer(&mut owned, producer_id, epoch, *sequence);
+                *sequence = sequence.wrapping_add(n as i32) & i32::MAX;
+                records = Bytes::from(owned);
+            }
             let mut data = PartitionProduceData::default();
             data.index = *p;
             data.records = Some(records);
@@ -575,7 +606,7 @@ fn produce_worker(
         }
     }
     // Wait for the last answers, then unblock the readers.
-    for (wire, _, inflight) in &wires {
+    for (wire, _, inflight, _, _) in &wires {
         let mut queue = inflight.queue.lock().expect("inflight lock");
         while !queue.is_empty() {
             let (next, timeout) = inflight.space.wait_timeout(queue, Duration::from_secs(60)).expect("inflight lock");

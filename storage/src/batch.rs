@@ -376,6 +376,19 @@ pub mod build {
         out
     }
 
+    /// Makes the batch at the start of `bytes` an idempotent producer's: sets its producer
+    /// id, epoch and first sequence number, and recomputes the CRC they are covered by.
+    pub fn set_producer(bytes: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+        let (header, _rest) = BatchHeader::mut_from_prefix(bytes).expect("set_producer: batch shorter than its header");
+        header.producer_id.set(producer_id);
+        header.producer_epoch.set(producer_epoch);
+        header.base_sequence.set(base_sequence);
+        let size = header.size() as usize;
+        let crc = crc32c::crc32c(&bytes[CRC_START..size]);
+        let (header, _rest) = BatchHeader::mut_from_prefix(bytes).expect("checked above");
+        header.crc.set(crc);
+    }
+
     /// A batch of `count` records whose values are `value_bytes` bytes derived from `seed`.
     pub fn batch_of(count: usize, value_bytes: usize, base_timestamp: i64, seed: u64) -> Vec<u8> {
         let values: Vec<Vec<u8>> = (0..count)
@@ -425,6 +438,18 @@ mod tests {
         let info = validate(&bytes, MAX, Origin::Client).unwrap();
         assert_eq!(info.base_offset, 123_456);
         assert_eq!(info.partition_leader_epoch, 7);
+    }
+
+    #[test]
+    fn setting_the_producer_keeps_the_crc_valid() {
+        let mut bytes = sample();
+        set_producer(&mut bytes, 42, 3, 1_000);
+        validate(&bytes, MAX, Origin::Client).unwrap();
+        let header = BatchHeader::view(&bytes).unwrap();
+        assert_eq!((header.producer_id.get(), header.producer_epoch.get(), header.base_sequence.get()), (42, 3, 1_000));
+        // The CRC covers these fields: changing one without recomputing it is caught.
+        bytes[BATCH_HEADER_BYTES - 5] ^= 1;
+        assert!(validate(&bytes, MAX, Origin::Client).is_err());
     }
 
     #[test]
