@@ -237,7 +237,7 @@ impl Partition {
                     let Some(sequenced) = &sequenced[n] else { return true };
                     match self.sequence_decision(sequenced) {
                         None => {
-                            sequenced.trace(self, "appended in a group", base_offset);
+                            sequenced.trace(self, "admitted to a group append", base_offset);
                             self.producers.borrow_mut().record(sequenced.producer_id, sequenced.epoch, sequenced.batch(base_offset, last_offset));
                             true
                         }
