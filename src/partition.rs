@@ -473,3 +473,70 @@ fn total_records(mut records: &[u8]) -> i32 {
     }
     count
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fjord_storage::batch::build;
+
+    /// A record set of `count` records from `producer_id` (-1: none) starting at `first_sequence`.
+    fn set(producer_id: i64, first_sequence: i32, count: usize) -> Bytes {
+        let value = [0x61u8; 16];
+        let records: Vec<build::Record<'_>> = (0..count).map(|_| build::Record { key: None, value: Some(&value), timestamp_delta: 0 }).collect();
+        let mut bytes = build::batch(&records, 1_700_000_000_000);
+        if producer_id >= 0 {
+            build::set_producer(&mut bytes, producer_id, 0, first_sequence);
+        }
+        Bytes::from(bytes)
+    }
+
+    #[test]
+    fn sets_of_one_producer_in_one_group_append_are_checked_against_each_other() {
+        let dir = std::env::temp_dir().join(format!("fjord-partition-group-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        fjord_storage::io::block_on(async {
+            let partition = Rc::new(Partition::open(&dir, Rc::from("t"), 0, LogConfig::default(), 0, false).await.expect("open"));
+            // The log is held, so every append below queues; released, they are written as
+            // one group, in this order.
+            let held = partition.log.lock().await;
+            let sets = [
+                set(7, 0, 2), // written at 0..=1
+                set(7, 0, 2), // a retry of it: the duplicate of a set not yet written
+                set(7, 2, 3), // the next sequence: at 2..=4
+                set(7, 9, 1), // a gap: refused
+                set(8, 0, 1), // another producer: at 5
+                set(-1, 0, 1), // no producer id: at 6
+            ];
+            let tasks: Vec<_> = sets
+                .iter()
+                .cloned()
+                .map(|records| {
+                    let partition = Rc::clone(&partition);
+                    fjord_storage::io::spawn(async move { partition.append(records, 0).await })
+                })
+                .collect();
+            for _ in 0..32 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(partition.queued.borrow().len(), sets.len(), "every append queued behind the held log");
+            drop(held);
+            let mut outcomes = Vec::new();
+            for task in tasks {
+                outcomes.push(task.await.expect("append task"));
+            }
+            let offsets: Vec<Option<(i64, i64, bool)>> = outcomes.iter().map(|o| o.as_ref().ok().map(|a| (a.base_offset, a.last_offset, a.duplicate))).collect();
+            assert_eq!(offsets, vec![Some((0, 1, false)), Some((0, 1, true)), Some((2, 4, false)), None, Some((5, 5, false)), Some((6, 6, false))]);
+            assert!(
+                matches!(outcomes[3], Err(AppendError::Sequence(SequenceCheck::OutOfOrder { expected: 5, got: 9 }))),
+                "the gap is refused against the group's own earlier set: {:?}",
+                outcomes[3]
+            );
+            assert_eq!(partition.log_end_offset(), 7, "the retry and the refused set were not written");
+            // Later appends see what the group recorded.
+            let retried = partition.append(set(7, 2, 3), 0).await.expect("retry after the group");
+            assert_eq!((retried.base_offset, retried.duplicate), (2, true));
+            partition.close().await.expect("close");
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
