@@ -539,4 +539,48 @@ mod tests {
         });
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_failed_group_append_leaves_no_duplicate_to_acknowledge() {
+        let dir = std::env::temp_dir().join(format!("fjord-partition-group-fail-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let log_dir = partition_dir(&dir, "t", 0);
+        fjord_storage::io::block_on(async {
+            // An empty active segment whose file is /dev/full: every write fails (ENOSPC).
+            let mut log = PartitionLog::open(&log_dir, LogConfig::default()).await.expect("open the log");
+            log.append_shared(set(-1, 0, 1), 0).await.expect("first append");
+            log.roll().await.expect("roll");
+            let active = log_dir.join(fjord_storage::file_name(log.log_end_offset(), "log"));
+            log.close().await.expect("close");
+            std::fs::remove_file(&active).expect("remove the empty active segment");
+            std::os::unix::fs::symlink("/dev/full", &active).expect("symlink /dev/full");
+
+            let partition = Rc::new(Partition::open(&dir, Rc::from("t"), 0, LogConfig::default(), 0, false).await.expect("open"));
+            let held = partition.log.lock().await;
+            let sets = [set(7, 0, 2), set(7, 0, 2)];
+            let tasks: Vec<_> = sets
+                .iter()
+                .cloned()
+                .map(|records| {
+                    let partition = Rc::clone(&partition);
+                    fjord_storage::io::spawn(async move { partition.append(records, 0).await })
+                })
+                .collect();
+            for _ in 0..32 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(partition.queued.borrow().len(), 2, "both appends queued behind the held log");
+            drop(held);
+            for (n, task) in tasks.into_iter().enumerate() {
+                let outcome = task.await.expect("append task");
+                // The set whose write failed, and its retry answered in the same group as its
+                // duplicate: neither may be acknowledged.
+                assert!(outcome.is_err(), "set {n} of a failed group append was acknowledged: {outcome:?}");
+            }
+            // Nor may a later retry be taken for a duplicate of what was never written.
+            let later = partition.append(set(7, 0, 2), 0).await;
+            assert!(later.is_err(), "a retry after the failed group append was acknowledged: {later:?}");
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
