@@ -212,6 +212,9 @@ async fn round(broker: &Rc<Broker>, conn: &mut Connection, partitions: &[Rc<Part
                 } else {
                     answer.end_offset
                 };
+                // An epoch this replica has no start for answers -1 (end_offset_for): never
+                // cut below the log start.
+                let cut = cut.max(partition.log_start_offset());
                 if partition.replica.latest_epoch().is_some() && cut < log_end {
                     partition.truncate_to(cut).await?;
                 }

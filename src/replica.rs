@@ -115,6 +115,11 @@ impl Partition {
             self.advance_high_watermark();
             return;
         }
+        // No role while the epoch cache is persisted below: the fetcher must not act on an
+        // answer from the old leader for this partition any more (it checks the role it
+        // asked under), nor may anyone append before the new epoch is on disk.
+        *replica.role.borrow_mut() = Role { leader: -1, leader_epoch, replicas: replicas.clone(), isr: isr.clone() };
+        replica.needs_truncation.set(false);
         let log_end = self.log_end_offset();
         let changed = replica.epochs.borrow_mut().assign(leader_epoch, log_end);
         if changed {
@@ -307,6 +312,8 @@ impl Partition {
     /// Cuts this replica's log at `offset` (divergence from the leader) and forgets epochs and
     /// producer state past it.
     pub async fn truncate_to(&self, offset: i64) -> Result<i64, StorageError> {
+        // Never below the log start: what retention removed cannot diverge.
+        let offset = offset.max(self.log_start_offset());
         let end = {
             let mut log = self.log.lock().await;
             let result = log.truncate_to(offset).await;
