@@ -20,6 +20,8 @@ const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const UNSUPPORTED_VERSION: i16 = 35;
 const TOPIC_ALREADY_EXISTS: i16 = 36;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+const INVALID_REQUEST: i16 = 42;
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 
 /// Seed of the random garbage; `FJORD_TEST_SEED` replays a failure.
 fn seed() -> u64 {
@@ -348,6 +350,10 @@ fn a_retried_idempotent_batch_is_stored_once_and_a_sequence_gap_is_refused() {
     let (error, producer_id, epoch) = wire::init_producer_id(&mut conn, 2);
     assert_eq!((error, epoch), (NONE, 0), "InitProducerId");
     assert!(producer_id >= 0, "producer id {producer_id}");
+    // Only a null transactional id means "idempotent, no transactions" (as in Kafka): an
+    // empty one is a bad request, a named one a transaction Fjord does not support.
+    assert_eq!(wire::init_producer_id_for(&mut conn, 20, Some("")).0, INVALID_REQUEST, "empty transactional id");
+    assert_eq!(wire::init_producer_id_for(&mut conn, 21, Some("tx-1")).0, TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "transactional id");
 
     let first = sequenced_batch(producer_id, epoch, 0, 3);
     assert_eq!(wire::produce(&mut conn, 3, topic, 0, &first), (NONE, 0), "first batch");

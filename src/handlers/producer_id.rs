@@ -15,6 +15,12 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
     let mut response = InitProducerIdResponse::default();
     response.producer_id = ProducerId(-1);
     response.producer_epoch = -1;
+    if body.transactional_id.as_ref().is_some_and(|id| id.is_empty()) {
+        // As Kafka: only null means an idempotent producer without transactions.
+        tracing::warn!("InitProducerId with an empty transactional id refused");
+        response.error_code = ResponseError::InvalidRequest.code();
+        return frame(request, &response);
+    }
     if body.transactional_id.is_some() {
         tracing::warn!(transactional_id = ?body.transactional_id, "InitProducerId for a transactional producer refused: transactions are not supported");
         response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();

@@ -407,8 +407,17 @@ pub fn list_offset(conn: &mut Conn, correlation_id: i32, topic: &str, partition:
 
 /// InitProducerId v0 for an idempotent (non-transactional) producer: (error, id, epoch).
 pub fn init_producer_id(conn: &mut Conn, correlation_id: i32) -> (i16, i64, i16) {
+    init_producer_id_for(conn, correlation_id, None)
+}
+
+/// InitProducerId v0 with a transactional id (`None`: null, an idempotent producer).
+pub fn init_producer_id_for(conn: &mut Conn, correlation_id: i32, transactional_id: Option<&str>) -> (i16, i64, i16) {
     let mut body = Encoder::new();
-    body.null_string().i32(60_000);
+    match transactional_id {
+        Some(id) => body.string(id),
+        None => body.null_string(),
+    };
+    body.i32(60_000);
     let response = conn.call(INIT_PRODUCER_ID, 0, correlation_id, &body.0);
     let mut d = Decoder::new(&response);
     let _throttle = d.i32();
