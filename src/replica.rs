@@ -46,7 +46,18 @@ pub struct ReplicaState {
     pub needs_truncation: Cell<bool>,
     /// A request to change the in-sync set is on its way to the state file.
     pub isr_change_pending: Cell<bool>,
+    /// When this replica last took a leadership (ms since the epoch; 0: never).
+    pub(crate) leading_since_ms: Cell<i64>,
 }
+
+/// How long after taking a leadership a produce whose sequence numbers skip ahead is told to
+/// retry (NOT_LEADER_OR_FOLLOWER) instead of being refused as out of order. Right after a
+/// failover the batch it skips is usually still on its way: in flight to the old leader,
+/// or refused by a broker the client still took for the leader. OUT_OF_ORDER_SEQUENCE_NUMBER
+/// there makes librdkafka bump its producer epoch and renumber every unacknowledged
+/// message, duplicating those the old leader had already written in any partition; a
+/// retriable error makes it retry both batches in order.
+pub const LEADERSHIP_SETTLE_MS: i64 = 5_000;
 
 /// Why waiting for replication ended without success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +87,7 @@ impl ReplicaState {
             hw_advanced: Notify::new(),
             needs_truncation: Cell::new(false),
             isr_change_pending: Cell::new(false),
+            leading_since_ms: Cell::new(0),
         }
     }
 
@@ -120,7 +132,12 @@ impl Partition {
         // asked under), nor may anyone append before the new epoch is on disk.
         *replica.role.borrow_mut() = Role { leader: -1, leader_epoch, replicas: replicas.clone(), isr: isr.clone() };
         replica.needs_truncation.set(false);
-        let log_end = self.log_end_offset();
+        // Past any replicated append still being written (it checked the old role before
+        // the role was dropped): the new epoch starts after the old leader's last batch.
+        let log_end = {
+            let _log = self.log.lock().await;
+            self.log_end_offset()
+        };
         let changed = replica.epochs.borrow_mut().assign(leader_epoch, log_end);
         if changed {
             let epochs = replica.epochs.borrow().clone();
@@ -129,6 +146,7 @@ impl Partition {
             }
         }
         *replica.tracker.borrow_mut() = Some(ReplicaTracker::new(replica.me, &replicas, now_ms));
+        replica.leading_since_ms.set(now_ms);
         *replica.role.borrow_mut() = Role { leader: replica.me, leader_epoch, replicas, isr };
         replica.needs_truncation.set(false);
         info!(partition = ?self, leader_epoch, log_end, "became leader");

@@ -764,6 +764,44 @@ fn a_new_leader_takes_produce_requests_before_its_next_state_poll() {
 }
 
 #[test]
+fn a_sequence_gap_right_after_a_failover_is_retried_not_refused() {
+    // An idempotent producer's batch that skips ahead right after a leadership change most
+    // likely overtook its predecessor (still in flight to, or refused by, a broker the client
+    // took for the leader). OUT_OF_ORDER_SEQUENCE_NUMBER would make librdkafka renumber
+    // every unacknowledged message under a new epoch, duplicating those already written in
+    // other partitions (seen in failover_keeps_every_acknowledged_message); a retriable
+    // error lets it send both again in order.
+    let cluster = Cluster::up("settling-leader");
+    cluster.create_topic("settle", 1, &[]);
+    let before = cluster.wait_state("settle-0 to be in sync on every broker", ISR_RECOVERY_MAX, |s| partition(s, "settle", 0).isr.len() == BROKERS as usize);
+    let old = partition(&before, "settle", 0).clone();
+    let new_leader = *old.isr.iter().find(|b| **b != old.leader).expect("a follower");
+    let mut to_old = wire::Conn::connect(cluster.address(old.leader).parse().expect("broker address"));
+    let (error, producer_id, epoch) = wire::init_producer_id(&mut to_old, 1);
+    assert_eq!(error, 0, "InitProducerId");
+    let sequenced = |first: i32| {
+        wire::record_batch(&[(None, format!("seq {first}").as_bytes())], 1_700_000_000_000, wire::Producer { id: producer_id, epoch, base_sequence: first })
+    };
+    // Sequence 0 on every replica (acks=all), so the new leader knows the producer.
+    assert_eq!(wire::produce(&mut to_old, 2, "settle", 0, &sequenced(0)), (0, 0), "first batch at the old leader");
+    let store = fjord_replication::StateStore::new(&cluster.dir);
+    fjord_storage::io::block_on(store.update(|state| {
+        let Some(p) = state.topics.get_mut("settle").and_then(|t| t.partitions.get_mut(0)) else { return Err("settle-0 vanished") };
+        p.leader = new_leader;
+        p.leader_epoch += 1;
+        Ok(true)
+    }))
+    .expect("write the state file")
+    .expect("settle-0 in the state");
+    let mut to_new = wire::Conn::connect(cluster.address(new_leader).parse().expect("broker address"));
+    let (error, _) = wire::produce(&mut to_new, 3, "settle", 0, &sequenced(2));
+    assert_eq!(error, 6, "a gap (sequence 2 after 0) right after the failover: NOT_LEADER_OR_FOLLOWER, to be retried, not OUT_OF_ORDER_SEQUENCE_NUMBER (45)");
+    // The predecessor arrives, then the retried batch: both in order, nothing renumbered.
+    assert_eq!(wire::produce(&mut to_new, 4, "settle", 0, &sequenced(1)), (0, 1), "the batch the gap skipped");
+    assert_eq!(wire::produce(&mut to_new, 5, "settle", 0, &sequenced(2)), (0, 2), "the retried batch");
+}
+
+#[test]
 fn leader_failover_is_fast() {
     let cluster = Cluster::up("fast");
     cluster.create_topic("fast", 3, &[]);
