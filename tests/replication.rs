@@ -270,6 +270,20 @@ impl Cluster {
         toml::from_str(&text).unwrap_or_else(|e| panic!("{} does not parse: {e}\n{text}", self.state_path().display()))
     }
 
+    /// Makes `to` the leader of `topic`-`partition` in the next epoch by writing the state
+    /// file directly, as a controller would (the brokers learn it at their next state read).
+    fn move_leader(&self, topic: &str, partition: i32, to: i32) -> ClusterState {
+        let store = fjord_replication::StateStore::new(&self.dir);
+        fjord_storage::io::block_on(store.update(|state| {
+            let Some(p) = state.topics.get_mut(topic).and_then(|t| t.partitions.get_mut(partition as usize)) else { return Err(format!("{topic}-{partition} is not in the state")) };
+            p.leader = to;
+            p.leader_epoch += 1;
+            Ok(true)
+        }))
+        .expect("write the state file")
+        .unwrap_or_else(|reason| panic!("{reason}"))
+    }
+
     /// Polls the state file until `ok` holds; panics with the last state after `timeout`.
     fn wait_state(&self, what: &str, timeout: Duration, ok: impl FnMut(&ClusterState) -> bool) -> ClusterState {
         self.try_wait_state(timeout, ok)
@@ -749,15 +763,7 @@ fn a_new_leader_takes_produce_requests_before_its_next_state_poll() {
     let mut conn = wire::Conn::connect(cluster.address(new_leader).parse().expect("broker address"));
     let batch = wire::record_batch(&[(None, b"first".as_slice())], 1_700_000_000_000, wire::NO_PRODUCER);
     // Moved by hand, as a controller would: the new leader learns it only from the file.
-    let store = fjord_replication::StateStore::new(&cluster.dir);
-    let moved = fjord_storage::io::block_on(store.update(|state| {
-        let Some(p) = state.topics.get_mut("eager").and_then(|t| t.partitions.get_mut(0)) else { return Err("eager-0 vanished") };
-        p.leader = new_leader;
-        p.leader_epoch += 1;
-        Ok(true)
-    }))
-    .expect("write the state file")
-    .expect("eager-0 in the state");
+    let moved = cluster.move_leader("eager", 0, new_leader);
     // At once, well inside the new leader's 100 ms poll interval.
     let (error, base_offset) = wire::produce(&mut conn, 1, "eager", 0, &batch);
     assert_eq!((error, base_offset), (0, 0), "produce to broker {new_leader} right after state version {} made it the leader", moved.version);
@@ -784,15 +790,7 @@ fn a_sequence_gap_right_after_a_failover_is_retried_not_refused() {
     };
     // Sequence 0 on every replica (acks=all), so the new leader knows the producer.
     assert_eq!(wire::produce(&mut to_old, 2, "settle", 0, &sequenced(0)), (0, 0), "first batch at the old leader");
-    let store = fjord_replication::StateStore::new(&cluster.dir);
-    fjord_storage::io::block_on(store.update(|state| {
-        let Some(p) = state.topics.get_mut("settle").and_then(|t| t.partitions.get_mut(0)) else { return Err("settle-0 vanished") };
-        p.leader = new_leader;
-        p.leader_epoch += 1;
-        Ok(true)
-    }))
-    .expect("write the state file")
-    .expect("settle-0 in the state");
+    cluster.move_leader("settle", 0, new_leader);
     let mut to_new = wire::Conn::connect(cluster.address(new_leader).parse().expect("broker address"));
     let (error, _) = wire::produce(&mut to_new, 3, "settle", 0, &sequenced(2));
     assert_eq!(error, 6, "a gap (sequence 2 after 0) right after the failover: NOT_LEADER_OR_FOLLOWER, to be retried, not OUT_OF_ORDER_SEQUENCE_NUMBER (45)");
