@@ -65,8 +65,11 @@ impl Drop for AppendDone {
 /// Appends to a partition this shard owns and, for acks=all, waits until the records are
 /// durable and on every in-sync replica. `done` is marked as soon as the append is over.
 pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, records: Option<Bytes>, acks: i16, timeout_ms: i32, mut done: AppendDone) -> PartitionOutcome {
-    let out_of_range = broker.topic(&topic).is_some_and(|t| index < 0 || index as usize >= t.partitions.len());
-    if broker.cluster.is_some() && !out_of_range && !broker.partition(&topic, index).is_some_and(|p| p.replica.is_leader()) {
+    let lookup = || broker.topic(&topic).and_then(|t| Some((Rc::clone(&t), broker.partition(&topic, index)?)));
+    // None for an unknown topic, else whether it has partition `index`.
+    let in_known_topic = || broker.topic(&topic).map(|t| index >= 0 && (index as usize) < t.partitions.len());
+    let mut found = lookup();
+    if broker.cluster.is_some() && !found.as_ref().is_some_and(|(_, p)| p.replica.is_leader()) && in_known_topic() != Some(false) {
         // Clients learn leaders from any broker's Metadata, so they can name this broker
         // the leader a tick before it has read the state that says so. Refusing would send
         // an idempotent producer's next request (already in flight) here with a sequence
@@ -74,10 +77,10 @@ pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, re
         // new epoch, duplicating those the old leader had written. Read the state now (one
         // read shared by everyone waiting; see `sync_cluster_state`).
         broker.sync_cluster_state().await;
+        found = lookup();
     }
-    let Some((topic_state, partition)) = broker.topic(&topic).and_then(|t| Some((Rc::clone(&t), broker.partition(&topic, index)?))) else {
-        let exists = broker.topic(&topic).is_some_and(|t| index >= 0 && (index as usize) < t.partitions.len());
-        return if exists {
+    let Some((topic_state, partition)) = found else {
+        return if in_known_topic() == Some(true) {
             PartitionOutcome::refused(ResponseError::NotLeaderOrFollower, format!("broker {} holds no replica of {topic}-{index}", broker.config.broker_id))
         } else {
             PartitionOutcome::refused(ResponseError::UnknownTopicOrPartition, format!("{topic}-{index} does not exist"))
