@@ -497,6 +497,31 @@ mod tests {
         Bytes::from(bytes)
     }
 
+    /// Yields the appends below may take to reach the queue (each queues on its first poll).
+    const QUEUE_YIELDS_MAX: usize = 64;
+
+    /// Spawns an append of each set while the caller holds `partition`'s log, and returns
+    /// once every one has queued behind it: released, the log writes them as one group, in
+    /// this order.
+    async fn queue_appends(partition: &Rc<Partition>, sets: &[Bytes]) -> Vec<tokio::task::JoinHandle<Result<Appended, AppendError>>> {
+        let tasks: Vec<_> = sets
+            .iter()
+            .cloned()
+            .map(|records| {
+                let partition = Rc::clone(partition);
+                fjord_storage::io::spawn(async move { partition.append(records, 0).await })
+            })
+            .collect();
+        for _ in 0..QUEUE_YIELDS_MAX {
+            if partition.queued.borrow().len() == sets.len() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(partition.queued.borrow().len(), sets.len(), "every append queued behind the held log");
+        tasks
+    }
+
     #[test]
     fn sets_of_one_producer_in_one_group_append_are_checked_against_each_other() {
         let dir = std::env::temp_dir().join(format!("fjord-partition-group-{}", std::process::id()));
@@ -514,18 +539,7 @@ mod tests {
                 set(8, 0, 1), // another producer: at 5
                 set(-1, 0, 1), // no producer id: at 6
             ];
-            let tasks: Vec<_> = sets
-                .iter()
-                .cloned()
-                .map(|records| {
-                    let partition = Rc::clone(&partition);
-                    fjord_storage::io::spawn(async move { partition.append(records, 0).await })
-                })
-                .collect();
-            for _ in 0..32 {
-                tokio::task::yield_now().await;
-            }
-            assert_eq!(partition.queued.borrow().len(), sets.len(), "every append queued behind the held log");
+            let tasks = queue_appends(&partition, &sets).await;
             drop(held);
             let mut outcomes = Vec::new();
             for task in tasks {
@@ -565,18 +579,7 @@ mod tests {
             let partition = Rc::new(Partition::open(&dir, Rc::from("t"), 0, LogConfig::default(), 0, false).await.expect("open"));
             let held = partition.log.lock().await;
             let sets = [set(7, 0, 2), set(7, 0, 2)];
-            let tasks: Vec<_> = sets
-                .iter()
-                .cloned()
-                .map(|records| {
-                    let partition = Rc::clone(&partition);
-                    fjord_storage::io::spawn(async move { partition.append(records, 0).await })
-                })
-                .collect();
-            for _ in 0..32 {
-                tokio::task::yield_now().await;
-            }
-            assert_eq!(partition.queued.borrow().len(), 2, "both appends queued behind the held log");
+            let tasks = queue_appends(&partition, &sets).await;
             drop(held);
             for (n, task) in tasks.into_iter().enumerate() {
                 let outcome = task.await.expect("append task");
