@@ -270,6 +270,20 @@ impl Cluster {
         toml::from_str(&text).unwrap_or_else(|e| panic!("{} does not parse: {e}\n{text}", self.state_path().display()))
     }
 
+    /// A wire connection to broker `id`.
+    fn connect(&self, id: i32) -> wire::Conn {
+        wire::Conn::connect(self.address(id).parse().expect("broker address"))
+    }
+
+    /// Creates `topic` with one partition, waits until every broker is in its in-sync set,
+    /// and returns its leader and a follower.
+    fn one_partition_in_sync(&self, topic: &str) -> (i32, i32) {
+        self.create_topic(topic, 1, &[]);
+        let state = self.wait_state(&format!("{topic}-0 to be in sync on every broker"), ISR_RECOVERY_MAX, |s| partition(s, topic, 0).isr.len() == BROKERS as usize);
+        let p = partition(&state, topic, 0);
+        (p.leader, *p.isr.iter().find(|b| **b != p.leader).expect("a follower"))
+    }
+
     /// Makes `to` the leader of `topic`-`partition` in the next epoch by writing the state
     /// file directly, as a controller would (the brokers learn it at their next state read).
     fn move_leader(&self, topic: &str, partition: i32, to: i32) -> ClusterState {
@@ -756,11 +770,8 @@ fn a_new_leader_takes_produce_requests_before_its_next_state_poll() {
     // unacknowledged message under a new epoch, duplicating what the old leader had
     // written (seen in failover_keeps_every_acknowledged_message).
     let cluster = Cluster::up("eager-leader");
-    cluster.create_topic("eager", 1, &[]);
-    let before = cluster.wait_state("eager-0 to be in sync on every broker", ISR_RECOVERY_MAX, |s| partition(s, "eager", 0).isr.len() == BROKERS as usize);
-    let old = partition(&before, "eager", 0).clone();
-    let new_leader = *old.isr.iter().find(|b| **b != old.leader).expect("a follower");
-    let mut conn = wire::Conn::connect(cluster.address(new_leader).parse().expect("broker address"));
+    let (_, new_leader) = cluster.one_partition_in_sync("eager");
+    let mut conn = cluster.connect(new_leader);
     let batch = wire::record_batch(&[(None, b"first".as_slice())], 1_700_000_000_000, wire::NO_PRODUCER);
     // Moved by hand, as a controller would: the new leader learns it only from the file.
     let moved = cluster.move_leader("eager", 0, new_leader);
@@ -778,11 +789,8 @@ fn a_sequence_gap_right_after_a_failover_is_retried_not_refused() {
     // other partitions (seen in failover_keeps_every_acknowledged_message); a retriable
     // error lets it send both again in order.
     let cluster = Cluster::up("settling-leader");
-    cluster.create_topic("settle", 1, &[]);
-    let before = cluster.wait_state("settle-0 to be in sync on every broker", ISR_RECOVERY_MAX, |s| partition(s, "settle", 0).isr.len() == BROKERS as usize);
-    let old = partition(&before, "settle", 0).clone();
-    let new_leader = *old.isr.iter().find(|b| **b != old.leader).expect("a follower");
-    let mut to_old = wire::Conn::connect(cluster.address(old.leader).parse().expect("broker address"));
+    let (old_leader, new_leader) = cluster.one_partition_in_sync("settle");
+    let mut to_old = cluster.connect(old_leader);
     let (error, producer_id, epoch) = wire::init_producer_id(&mut to_old, 1);
     assert_eq!(error, 0, "InitProducerId");
     let sequenced = |first: i32| {
@@ -791,7 +799,7 @@ fn a_sequence_gap_right_after_a_failover_is_retried_not_refused() {
     // Sequence 0 on every replica (acks=all), so the new leader knows the producer.
     assert_eq!(wire::produce(&mut to_old, 2, "settle", 0, &sequenced(0)), (0, 0), "first batch at the old leader");
     cluster.move_leader("settle", 0, new_leader);
-    let mut to_new = wire::Conn::connect(cluster.address(new_leader).parse().expect("broker address"));
+    let mut to_new = cluster.connect(new_leader);
     let (error, _) = wire::produce(&mut to_new, 3, "settle", 0, &sequenced(2));
     assert_eq!(error, 6, "a gap (sequence 2 after 0) right after the failover: NOT_LEADER_OR_FOLLOWER, to be retried, not OUT_OF_ORDER_SEQUENCE_NUMBER (45)");
     // The predecessor arrives, then the retried batch: both in order, nothing renumbered.
