@@ -117,10 +117,14 @@ fn serve_waits_for_its_port_while_another_socket_still_holds_it() {
             }
         }
     };
-    // Held long enough for the restarted broker to find the port taken even on a loaded
-    // machine, well inside its 10 s wait.
+    // Held until the restarted broker says it found the port taken (or 10 s: then the
+    // restart below fails, as it does when `serve` does not wait).
+    let stderr_path = broker.next_stderr_path();
     let released = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_secs(2));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline && !std::fs::read_to_string(&stderr_path).is_ok_and(|log| log.contains("the port is taken")) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         drop(holder);
     });
     // Fails (the broker exits on the bind) unless `serve` waits for the port.

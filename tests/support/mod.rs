@@ -100,6 +100,11 @@ impl TestBroker {
         self.root.join(format!("broker-{generation}.stderr"))
     }
 
+    /// Where the next (re)start's stderr will be written.
+    pub fn next_stderr_path(&self) -> PathBuf {
+        self.stderr_path(self.generation + 1)
+    }
+
     fn spawn(&mut self) {
         self.spawn_on("127.0.0.1:0".to_string());
     }
