@@ -117,13 +117,15 @@ impl Broker {
     pub async fn open(config: BrokerConfig, shards: Shards) -> anyhow::Result<Rc<Broker>> {
         std::fs::create_dir_all(config.data_dir.join("topics"))
             .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
-        let cluster = match &config.cluster {
-            Some(file) => Some(Rc::new(Cluster::join(file.clone(), config.broker_id, config.offsets_topic_partitions)?)),
-            None => None,
-        };
-        if cluster.is_some() {
-            anyhow::ensure!(shards.count == 1, "--shards above 1 is not supported with --cluster yet");
-            return Broker::open_clustered(config, cluster).await;
+        if let Some(file) = &config.cluster {
+            // Shard 0 joins (liveness lock, controller duty); the others, started after it
+            // is open, see the same cluster for their own partitions.
+            let cluster = if shards.me == 0 {
+                Cluster::join(file.clone(), config.broker_id, config.offsets_topic_partitions)?
+            } else {
+                Cluster::view(file.clone(), config.broker_id, config.offsets_topic_partitions)?
+            };
+            return Broker::open_clustered(config, Rc::new(cluster), shards).await;
         }
         let broker = Broker::new(config, None, shards);
         let producer_file = broker.config.data_dir.join("producer-id-block");
@@ -216,11 +218,20 @@ impl Broker {
         }
     }
 
-    /// Opens a broker of a cluster: its partitions and roles come from the cluster state.
-    async fn open_clustered(config: BrokerConfig, cluster: Option<Rc<Cluster>>) -> anyhow::Result<Rc<Broker>> {
-        let cluster_ctx = Rc::clone(cluster.as_ref().expect("clustered"));
-        let shards = Shards::single(config.request_memory_max);
-        let broker = Broker::new(config, cluster, shards);
+    /// Opens a broker of a cluster (one shard of it): its partitions and roles come from the
+    /// cluster state. Shard 0 also removes partition directories the state no longer gives
+    /// this broker (before any other shard starts, so none of theirs is taken for one), hands
+    /// out producer ids and runs the group coordinator.
+    async fn open_clustered(config: BrokerConfig, cluster: Rc<Cluster>, shards: Shards) -> anyhow::Result<Rc<Broker>> {
+        let first = shards.me == 0;
+        let broker = Broker::new(config, Some(Rc::clone(&cluster)), shards);
+        let state = cluster.store.read().await?;
+        broker.apply_state(&state).await;
+        info!(topics = broker.topics.borrow().len(), shard = broker.shards.me, state_version = state.version, "cluster state applied");
+        if !first {
+            return Ok(broker);
+        }
+        broker.remove_orphan_partitions(&state);
         // Producer ids: this broker's id in the high bits keeps them unique in the cluster.
         let producer_file = broker.config.data_dir.join("producer-id-block");
         let base = i64::from(broker.config.broker_id) << 40;
@@ -231,9 +242,6 @@ impl Broker {
         broker.next_producer_id.set(next);
         broker.producer_id_limit.set(next);
         // The controller creates the offsets topic once enough brokers run.
-        let state = cluster_ctx.store.read().await?;
-        broker.apply_state(&state).await;
-        broker.remove_orphan_partitions(&state);
         let group_config = broker.group_config();
         let offsets: Vec<Option<Rc<Partition>>> = broker.topic(OFFSETS_TOPIC).map(|t| t.partitions.clone()).unwrap_or_default();
         let coordinator = Coordinator::open(group_config, offsets, false).await?;
@@ -320,7 +328,7 @@ impl Broker {
                     let name_rc: Rc<str> = Rc::from(name.as_str());
                     let mut partitions = Vec::with_capacity(topic_state.partitions.len());
                     for (index, p) in topic_state.partitions.iter().enumerate() {
-                        if !p.replicas.contains(&me) {
+                        if !p.replicas.contains(&me) || !self.shards.owns(name, index as i32) {
                             partitions.push(None);
                             continue;
                         }
@@ -471,6 +479,7 @@ impl Broker {
             tokio::time::sleep(std::time::Duration::from_millis(2 * crate::cluster::CLUSTER_TICK_MS + 50)).await;
             let state = cluster.store.read().await.map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
             self.apply_state(&state).await;
+            self.shards.topics_changed().await;
             return self.topic(name).ok_or_else(|| TopicError::new(ResponseError::UnknownServerError, format!("topic {name} vanished after creation")));
         }
         if replication_factor != 1 && replication_factor != -1 {
@@ -535,6 +544,7 @@ impl Broker {
                 return Err(TopicError::new(ResponseError::UnknownTopicOrPartition, format!("topic {name} does not exist")));
             }
             self.apply_state(&removed).await;
+            self.shards.topics_changed().await;
             return Ok(());
         }
         let _admin = self.admin.lock().await;

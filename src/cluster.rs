@@ -37,9 +37,12 @@ pub struct Cluster {
     pub file: ClusterFile,
     pub store: StateStore,
     pub me: i32,
-    liveness: Liveness,
+    /// This broker's liveness lock and heartbeat; held by shard 0 only (the other shards of
+    /// the broker join with `Cluster::view`).
+    liveness: Option<Liveness>,
+    /// The controller lock, if this broker holds it; only shard 0 competes for it.
     controller: RefCell<Option<FileLock>>,
-    /// The last state applied by this broker.
+    /// The last state applied by this shard.
     pub state: RefCell<ClusterState>,
     /// Held while a state is applied: the tick, admin requests and produce requests that
     /// found this broker behind all apply states, and two at once would open the same
@@ -74,8 +77,34 @@ impl Cluster {
             }
         };
         liveness.beat(now_ms())?;
+        Ok(Cluster::with(file, me, offsets_partitions, Some(liveness)))
+    }
+
+    /// The cluster as seen by a shard other than shard 0 of the same broker: it applies the
+    /// state to its own partitions and keeps their replicas in sync, while shard 0 holds the
+    /// liveness lock (taken by `join` before any other shard starts) and the controller duty.
+    pub fn view(path: PathBuf, me: i32, offsets_partitions: i32) -> anyhow::Result<Cluster> {
+        let file = ClusterFile::load(&path)?;
+        if file.broker(me).is_none() {
+            anyhow::bail!("broker id {me} is not in {}", path.display());
+        }
+        Ok(Cluster::with(file, me, offsets_partitions, None))
+    }
+
+    fn with(file: ClusterFile, me: i32, offsets_partitions: i32, liveness: Option<Liveness>) -> Cluster {
         let store = StateStore::new(&file.dir);
-        Ok(Cluster { offsets_partitions, file, store, me, liveness, controller: RefCell::new(None), state: RefCell::new(ClusterState::default()), applying: tokio::sync::Mutex::new(()), syncing: tokio::sync::Mutex::new(()), syncs_started: std::cell::Cell::new(0) })
+        Cluster {
+            offsets_partitions,
+            file,
+            store,
+            me,
+            liveness,
+            controller: RefCell::new(None),
+            state: RefCell::new(ClusterState::default()),
+            applying: tokio::sync::Mutex::new(()),
+            syncing: tokio::sync::Mutex::new(()),
+            syncs_started: std::cell::Cell::new(0),
+        }
     }
 
     pub fn address_of(&self, id: i32) -> Option<String> {
@@ -242,17 +271,18 @@ impl Cluster {
     }
 }
 
-/// Heartbeats, controller duty, in-sync set upkeep and state watching, forever.
+/// Heartbeats and controller duty (shard 0), in-sync set upkeep for this shard's
+/// partitions and state watching (every shard), forever.
 pub async fn run(broker: Rc<Broker>) {
     let cluster = Rc::clone(broker.cluster.as_ref().expect("clustered broker"));
     let lag_max_ms = broker.config.replica_lag_time_max_ms as i64;
     // The heartbeat has its own task: nothing below (a slow state write, a busy lock) may
     // delay it, or a healthy broker would look hung to the controller.
-    {
+    if cluster.liveness.is_some() {
         let cluster = Rc::clone(&cluster);
         fjord_storage::io::spawn(async move {
             loop {
-                if let Err(error) = cluster.liveness.beat(now_ms()) {
+                if let Some(Err(error)) = cluster.liveness.as_ref().map(|l| l.beat(now_ms())) {
                     warn!(%error, "cannot write the heartbeat");
                 }
                 tokio::time::sleep(Duration::from_millis(CLUSTER_TICK_MS)).await;
@@ -261,7 +291,9 @@ pub async fn run(broker: Rc<Broker>) {
     }
     loop {
         tokio::time::sleep(Duration::from_millis(CLUSTER_TICK_MS)).await;
-        cluster.control().await;
+        if cluster.liveness.is_some() {
+            cluster.control().await;
+        }
         // Leaders: drop followers that lag, take back those that caught up.
         for topic in broker.topics() {
             for partition in topic.local_partitions() {

@@ -117,7 +117,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub request_bytes_max: Option<u64>,
     /// Threads serving requests, each with its own io_uring runtime and share of the
-    /// partitions; not yet with --cluster [default: the number of CPUs, 1 with --cluster].
+    /// partitions [default: the number of CPUs].
     #[arg(long)]
     pub shards: Option<usize>,
     /// Bytes of requests held in memory at once, all connections together; more waits
@@ -237,8 +237,8 @@ impl ServeArgs {
             request_bytes_max: self.request_bytes_max.or(file.request_bytes_max).unwrap_or(REQUEST_BYTES_MAX_DEFAULT),
             connections_max: self.connections_max.or(file.connections_max).unwrap_or(10_000),
             request_memory_max: self.request_memory_max.or(file.request_memory_max).unwrap_or(512 * 1024 * 1024),
-            // One per CPU by default; one in a cluster, where shards are not supported yet.
-            shards: self.shards.or(file.shards).unwrap_or_else(|| if cluster_file.is_some() { 1 } else { default_shards() }),
+            // One per CPU by default.
+            shards: self.shards.or(file.shards).unwrap_or_else(default_shards),
             segment_bytes: self.segment_bytes.or(file.segment_bytes).unwrap_or(1024 * 1024 * 1024),
             segment_ms: self.segment_ms.or(file.segment_ms).unwrap_or(7 * 24 * 3600 * 1000),
             retention_ms: optional_limit("retention-ms", self.retention_ms.or(file.retention_ms).unwrap_or(7 * 24 * 3600 * 1000))?,
@@ -285,9 +285,6 @@ impl BrokerConfig {
         }
         if !(1..=crate::shards::SHARDS_MAX).contains(&self.shards) {
             bail!("shards must be between 1 and {}, got {}", crate::shards::SHARDS_MAX, self.shards);
-        }
-        if self.shards > 1 && self.cluster.is_some() {
-            bail!("--shards above 1 is not supported with --cluster yet");
         }
         if self.connections_max == 0 || self.connections_max > 1_000_000 {
             bail!("connections-max must be between 1 and 1000000, got {}", self.connections_max);

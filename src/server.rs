@@ -88,7 +88,12 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     let request_memory = crate::shards::request_memory_budget(config.request_memory_max);
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..count).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<usize>>();
+    // In a cluster, shard 0 opens first: it takes the broker's liveness lock and removes the
+    // partition directories the cluster state no longer gives this broker, which must not
+    // race with another shard opening a partition of a newer state.
+    let first_alone = config.cluster.is_some() && count > 1;
     let mut threads = Vec::with_capacity(count);
+    let mut started = 0;
     for (me, (listener, inbox)) in std_listeners.into_iter().zip(receivers).enumerate() {
         let shards = if count > 1 { Shards::new(me, senders.clone(), std::sync::Arc::clone(&data_arrived), std::sync::Arc::clone(&request_memory)) } else { Shards::single(config.request_memory_max) };
         let (config, ready) = (config.clone(), ready_tx.clone());
@@ -97,16 +102,14 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
             .spawn(move || fjord_storage::io::block_on(run_shard(config, shards, listener, inbox, ready)))
             .map_err(|e| anyhow::anyhow!("cannot start shard thread {me}: {e}"))?;
         threads.push(thread);
+        if me == 0 && first_alone {
+            wait_ready(&ready_rx, 1)?;
+            started = 1;
+        }
     }
     drop(ready_tx);
     drop(senders);
-    for _ in 0..count {
-        match ready_rx.recv() {
-            Ok(Ok(_shard)) => {}
-            Ok(Err(error)) => return Err(error),
-            Err(_) => break,
-        }
-    }
+    wait_ready(&ready_rx, count - started)?;
     info!(address = %local, shards = count, "listening");
     println!("fjord: listening on {local}");
     use std::io::Write;
@@ -120,6 +123,18 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
         }
     }
     outcome
+}
+
+/// Waits until `shards` shards have reported that they serve (or one failed to open).
+fn wait_ready(ready: &std::sync::mpsc::Receiver<anyhow::Result<usize>>, shards: usize) -> anyhow::Result<()> {
+    for _ in 0..shards {
+        match ready.recv() {
+            Ok(Ok(_shard)) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_) => break,
+        }
+    }
+    Ok(())
 }
 
 /// Waits (at most `PORT_WAIT_MS_MAX`) until a plain socket can bind `address`. Several

@@ -132,6 +132,8 @@ pub enum Message {
     /// they read at most `max_bytes` (the response's budget).
     Fetch { parts: Vec<FetchPart>, replica: i32, max_bytes: u64, reply: oneshot::Sender<Vec<RemoteRead>> },
     ListOffset { topic: String, index: i32, timestamp: i64, reply: oneshot::Sender<(i16, i64, i64)> },
+    /// OffsetForLeaderEpoch for one partition: (error code, epoch, end offset).
+    EpochEnd { topic: String, index: i32, current_leader_epoch: i32, leader_epoch: i32, reply: oneshot::Sender<(i16, i32, i64)> },
     Frame { payload: Bytes, peer: Option<SocketAddr>, reply: oneshot::Sender<FrameReply> },
     TopicsChanged { reply: oneshot::Sender<()> },
     Shutdown { reply: oneshot::Sender<()> },
@@ -237,6 +239,16 @@ impl Shards {
             return (ResponseError::UnknownServerError.code(), -1, -1);
         }
         answer.await.unwrap_or((ResponseError::UnknownServerError.code(), -1, -1))
+    }
+
+    /// Where an epoch ended in a partition `shard` owns (see `handlers::epochs::epoch_end`).
+    pub async fn epoch_end(&self, shard: usize, topic: String, index: i32, current_leader_epoch: i32, leader_epoch: i32) -> (i16, i32, i64) {
+        let gone = (ResponseError::UnknownServerError.code(), -1, -1);
+        let (reply, answer) = oneshot::channel();
+        if !self.send(shard, Message::EpochEnd { topic, index, current_leader_epoch, leader_epoch, reply }) {
+            return gone;
+        }
+        answer.await.unwrap_or(gone)
     }
 
     /// Sends a whole request to shard 0 and returns its answer.
@@ -358,8 +370,15 @@ where
                     };
                     let _ = reply.send(answer);
                 }
+                Message::EpochEnd { topic, index, current_leader_epoch, leader_epoch, reply } => {
+                    let _ = reply.send(handlers::epochs::epoch_end(&broker, &topic, index, current_leader_epoch, leader_epoch));
+                }
                 Message::TopicsChanged { reply } => {
-                    if let Err(error) = broker.reload_topics().await {
+                    if broker.cluster.is_some() {
+                        // Topics live in the cluster state: read it now rather than at the
+                        // next tick.
+                        broker.sync_cluster_state().await;
+                    } else if let Err(error) = broker.reload_topics().await {
                         warn!(%error, "cannot reload topics");
                     }
                     let _ = reply.send(());

@@ -40,6 +40,9 @@ const SETTLE_MAX: Duration = Duration::from_secs(30);
 const OFFSETS_PARTITIONS: usize = 8;
 /// Brokers per test cluster.
 const BROKERS: i32 = 3;
+/// Shards per broker of a test cluster (`Cluster::up`); `Cluster::up_with_shards` picks
+/// another count, so clusters run with one shard and with several.
+const SHARDS: usize = 2;
 /// Lines of each broker log printed when a test fails.
 const LOG_TAIL_LINES_MAX: usize = 60;
 /// The followers' long-poll wait (`FETCH_WAIT_MS` in src/fetcher.rs): after this long a
@@ -153,10 +156,16 @@ struct Cluster {
     bootstrap: String,
     /// Brokers this test started itself (not through `cluster up`): reaped on drop.
     children: Vec<Child>,
+    /// `--shards` of every broker, also when one is restarted.
+    shards: String,
 }
 
 impl Cluster {
     fn up(label: &str) -> Cluster {
+        Cluster::up_with_shards(label, SHARDS)
+    }
+
+    fn up_with_shards(label: &str, shards: usize) -> Cluster {
         let dir = fresh_dir(label);
         std::fs::create_dir_all(&dir).expect("create the cluster dir");
         let mut cluster = Cluster {
@@ -164,6 +173,7 @@ impl Cluster {
             file: ClusterFile { replication_factor: 1, min_insync_replicas: 1, brokers: Vec::new(), dir: PathBuf::new() },
             bootstrap: String::new(),
             children: Vec::new(),
+            shards: shards.to_string(),
         };
         let out = cluster.cluster_up(Some(BROKERS));
         cluster.bootstrap = out.trim().lines().last().expect("cluster up prints the bootstrap list").to_string();
@@ -185,6 +195,7 @@ impl Cluster {
         if let Some(count) = &count {
             args.extend(["--brokers", count.as_str()]);
         }
+        args.extend(["--", "--shards", self.shards.as_str()]);
         fjord_ok(&args)
     }
 
@@ -243,6 +254,7 @@ impl Cluster {
             .arg(self.dir.join("cluster.toml"))
             .arg("--broker-id")
             .arg(id.to_string())
+            .args(["--shards", self.shards.as_str()])
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
@@ -807,9 +819,54 @@ fn a_sequence_gap_right_after_a_failover_is_retried_not_refused() {
     assert_eq!(wire::produce(&mut to_new, 5, "settle", 0, &sequenced(2)), (0, 2), "the retried batch");
 }
 
+/// The shard of a broker that owns a partition (`fjord::shards::owner`; internal topics
+/// aside).
+fn owning_shard(topic: &str, index: i32, shards: usize) -> usize {
+    (java_string_hash(topic) as u32 as usize).wrapping_add(index as usize) % shards
+}
+
+/// OffsetForLeaderEpoch, which a returning follower asks before it cuts its log, is answered
+/// by the shard that owns each partition, whichever shard of the broker the connection
+/// landed on: leaders say where the epoch ends, followers refuse.
+#[test]
+fn offset_for_leader_epoch_is_answered_by_the_shard_owning_each_partition() {
+    const PARTITIONS: i32 = 6;
+    let cluster = Cluster::up("epochs");
+    let topic = "epochs";
+    cluster.create_topic(topic, PARTITIONS, &[]);
+    for p in 0..PARTITIONS {
+        let count = p as u64 + 1;
+        assert_eq!(produce(&cluster.bootstrap, topic, p, 100 * count, count, "all"), count as usize);
+    }
+    let state = cluster.wait_all_in_sync("records produced");
+    let owners: BTreeSet<usize> = (0..PARTITIONS).map(|p| owning_shard(topic, p, SHARDS)).collect();
+    assert_eq!(owners.len(), SHARDS, "every shard of a broker owns some of the {PARTITIONS} partitions");
+    for id in 0..BROKERS {
+        let asked: Vec<(i32, i32, i32)> = (0..PARTITIONS)
+            .map(|p| {
+                let epoch = partition(&state, topic, p).leader_epoch;
+                (p, epoch, epoch)
+            })
+            .collect();
+        let mut conn = cluster.connect(id);
+        let answers = wire::offset_for_leader_epoch(&mut conn, 1, 99, topic, &asked);
+        assert_eq!(answers.len(), PARTITIONS as usize, "broker {id}: {answers:?}");
+        for (answer, (p, epoch, _)) in answers.iter().zip(&asked) {
+            assert_eq!(answer.partition, *p, "broker {id}: answers in request order");
+            let expected = if partition(&state, topic, *p).leader == id {
+                wire::EpochEnd { partition: *p, error: 0, leader_epoch: *epoch, end_offset: i64::from(*p) + 1 }
+            } else {
+                wire::EpochEnd { partition: *p, error: 6, leader_epoch: -1, end_offset: -1 } // NOT_LEADER_OR_FOLLOWER
+            };
+            assert_eq!(*answer, expected, "broker {id}, {topic}-{p} (shard {})", owning_shard(topic, *p, SHARDS));
+        }
+    }
+}
+
 #[test]
 fn leader_failover_is_fast() {
-    let cluster = Cluster::up("fast");
+    // One shard per broker here; every other cluster test runs brokers with `SHARDS`.
+    let cluster = Cluster::up_with_shards("fast", 1);
     cluster.create_topic("fast", 3, &[]);
     cluster.wait_all_in_sync("topic created");
     let state = cluster.state();
@@ -1005,7 +1062,7 @@ fn serve_alone(cluster: &Cluster, wait: Duration) -> (Option<std::process::ExitS
     let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
         .args(["serve", "--cluster"])
         .arg(cluster.dir.join("cluster.toml"))
-        .args(["--broker-id", "0"])
+        .args(["--broker-id", "0", "--shards", cluster.shards.as_str()])
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

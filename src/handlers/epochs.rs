@@ -17,28 +17,40 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
     for topic in &body.topics {
         let mut result = OffsetForLeaderTopicResult::default();
         result.topic = topic.topic.clone();
+        let name = topic.topic.0.as_str();
         for wanted in &topic.partitions {
+            // A partition another shard owns is answered by that shard.
+            let (error, leader_epoch, end_offset) = match broker.shards.owner_of(name, wanted.partition) {
+                Some(shard) => broker.shards.epoch_end(shard, name.to_string(), wanted.partition, wanted.current_leader_epoch, wanted.leader_epoch).await,
+                None => epoch_end(broker, name, wanted.partition, wanted.current_leader_epoch, wanted.leader_epoch),
+            };
             let mut answer = EpochEndOffset::default();
             answer.partition = wanted.partition;
-            answer.leader_epoch = -1;
-            answer.end_offset = -1;
-            match broker.partition(topic.topic.0.as_str(), wanted.partition) {
-                None => answer.error_code = ResponseError::UnknownTopicOrPartition.code(),
-                Some(partition) if !partition.replica.is_leader() => answer.error_code = ResponseError::NotLeaderOrFollower.code(),
-                Some(partition) => {
-                    let current = partition.replica.leader_epoch();
-                    if wanted.current_leader_epoch >= 0 && wanted.current_leader_epoch != current {
-                        answer.error_code = if wanted.current_leader_epoch < current { ResponseError::FencedLeaderEpoch } else { ResponseError::UnknownLeaderEpoch }.code();
-                    } else {
-                        let (epoch, end) = partition.replica.end_offset_for(wanted.leader_epoch, partition.log_end_offset());
-                        answer.leader_epoch = epoch;
-                        answer.end_offset = end;
-                    }
-                }
-            }
+            answer.error_code = error;
+            answer.leader_epoch = leader_epoch;
+            answer.end_offset = end_offset;
             result.partitions.push(answer);
         }
         response.topics.push(result);
     }
     frame(request, &response)
+}
+
+/// Where `leader_epoch` ended in this shard's partition, if it leads in
+/// `current_leader_epoch` (-1: any): (error code, epoch, end offset), -1 for both on error.
+pub fn epoch_end(broker: &Broker, topic: &str, index: i32, current_leader_epoch: i32, leader_epoch: i32) -> (i16, i32, i64) {
+    let refused = |error: ResponseError| (error.code(), -1, -1);
+    match broker.partition(topic, index) {
+        None => refused(ResponseError::UnknownTopicOrPartition),
+        Some(partition) if !partition.replica.is_leader() => refused(ResponseError::NotLeaderOrFollower),
+        Some(partition) => {
+            let current = partition.replica.leader_epoch();
+            if current_leader_epoch >= 0 && current_leader_epoch != current {
+                refused(if current_leader_epoch < current { ResponseError::FencedLeaderEpoch } else { ResponseError::UnknownLeaderEpoch })
+            } else {
+                let (epoch, end) = partition.replica.end_offset_for(leader_epoch, partition.log_end_offset());
+                (0, epoch, end)
+            }
+        }
+    }
 }

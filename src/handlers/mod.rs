@@ -3,7 +3,7 @@
 
 mod admin;
 mod api_versions;
-mod epochs;
+pub(crate) mod epochs;
 pub mod fetch;
 mod groups;
 mod list_offsets;
@@ -46,7 +46,7 @@ pub async fn dispatch(broker: &Rc<Broker>, request: Request, appended: Option<to
         return api_versions::handle(&request);
     }
     // With several shards, requests about the cluster as a whole are answered by shard 0.
-    if broker.shards.forwards_to_first() && !matches!(request.api_key, ApiKey::Produce | ApiKey::Fetch | ApiKey::ListOffsets) {
+    if broker.shards.forwards_to_first() && !matches!(request.api_key, ApiKey::Produce | ApiKey::Fetch | ApiKey::ListOffsets | ApiKey::OffsetForLeaderEpoch) {
         return match broker.shards.forward(request.raw.clone(), request.peer).await {
             crate::shards::FrameReply::Frame(bytes) => Reply::Frame(bytes),
             crate::shards::FrameReply::Nothing => Reply::Nothing,

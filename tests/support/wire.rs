@@ -21,6 +21,7 @@ pub const METADATA: i16 = 3;
 pub const API_VERSIONS: i16 = 18;
 pub const CREATE_TOPICS: i16 = 19;
 pub const INIT_PRODUCER_ID: i16 = 22;
+pub const OFFSET_FOR_LEADER_EPOCH: i16 = 23;
 
 /// Appends big-endian fields to a request body.
 #[derive(Default)]
@@ -316,6 +317,40 @@ pub fn produce(conn: &mut Conn, correlation_id: i32, topic: &str, partition: i32
     let _throttle = d.i32();
     assert_eq!(d.remaining(), 0, "trailing bytes in the produce v3 response");
     (error, base_offset)
+}
+
+/// One partition's answer to OffsetForLeaderEpoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEnd {
+    pub partition: i32,
+    pub error: i16,
+    pub leader_epoch: i32,
+    pub end_offset: i64,
+}
+
+/// OffsetForLeaderEpoch v3, as a follower asks it (replica id `replica`), for `partitions`
+/// of one topic, each (partition, current leader epoch, epoch asked about).
+pub fn offset_for_leader_epoch(conn: &mut Conn, correlation_id: i32, replica: i32, topic: &str, partitions: &[(i32, i32, i32)]) -> Vec<EpochEnd> {
+    let mut body = Encoder::new();
+    body.i32(replica).i32(1).string(topic).i32(partitions.len() as i32);
+    for (partition, current, epoch) in partitions {
+        body.i32(*partition).i32(*current).i32(*epoch);
+    }
+    let response = conn.call(OFFSET_FOR_LEADER_EPOCH, 3, correlation_id, &body.0);
+    let mut d = Decoder::new(&response);
+    let _throttle = d.i32();
+    assert_eq!(d.array_len(), 1, "topics in the OffsetForLeaderEpoch response");
+    assert_eq!(d.string().as_deref(), Some(topic));
+    let count = d.array_len();
+    let answers = (0..count)
+        .map(|_| {
+            let error = d.i16();
+            let partition = d.i32();
+            EpochEnd { partition, error, leader_epoch: d.i32(), end_offset: d.i64() }
+        })
+        .collect();
+    assert_eq!(d.remaining(), 0, "trailing bytes in the OffsetForLeaderEpoch v3 response");
+    answers
 }
 
 /// CreateTopics v2 of one topic. Returns (error code, error message).
