@@ -226,7 +226,9 @@ impl Broker {
         let first = shards.me == 0;
         let broker = Broker::new(config, Some(Rc::clone(&cluster)), shards);
         let state = cluster.store.read().await?;
-        broker.apply_state(&state).await;
+        // This shard alone: the others have not started yet (shard 0) or read the state
+        // themselves as they open.
+        broker.apply_state_here(&state).await;
         info!(topics = broker.topics.borrow().len(), shard = broker.shards.me, state_version = state.version, "cluster state applied");
         if !first {
             return Ok(broker);
@@ -251,9 +253,10 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Reads the cluster state now and applies it if it is newer than the one applied (the
-    /// tick does this every `CLUSTER_TICK_MS`; a produce request naming this broker as a
-    /// leader it does not know it is yet does it at once).
+    /// Reads the cluster state now and applies it if it is newer than the one applied
+    /// (shard 0's tick does this every `CLUSTER_TICK_MS`, for every shard; a produce request
+    /// naming this broker as a leader it does not know it is yet does it at once, on the
+    /// shard owning the partition).
     ///
     /// One read at a time, shared: a caller that arrives while a read runs waits for it and
     /// then for one more (the running read may have started before the state it needs was
@@ -280,9 +283,20 @@ impl Broker {
         }
     }
 
-    /// Brings local topics, partitions and roles in line with the cluster state. States are
-    /// applied one at a time, and one older than the last applied is ignored.
+    /// Brings this broker's topics, partitions and roles in line with the cluster state. On
+    /// shard 0 every other shard applies it first, so what shard 0 answers from (Metadata,
+    /// the coordinator) is never ahead of the roles of the shards owning the partitions: a
+    /// client told that this broker leads a partition finds it leading there.
     pub async fn apply_state(&self, state: &ClusterState) {
+        if self.shards.count > 1 && self.shards.me == 0 {
+            self.shards.apply_state_on_others(&std::sync::Arc::new(state.clone())).await;
+        }
+        self.apply_state_here(state).await;
+    }
+
+    /// Brings this shard's topics, partitions and roles in line with the cluster state.
+    /// States are applied one at a time, and one older than the last applied is ignored.
+    async fn apply_state_here(&self, state: &ClusterState) {
         let Some(cluster) = &self.cluster else { return };
         let _applying = cluster.applying.lock().await;
         if state.version < cluster.state.borrow().version {
@@ -479,7 +493,6 @@ impl Broker {
             tokio::time::sleep(std::time::Duration::from_millis(2 * crate::cluster::CLUSTER_TICK_MS + 50)).await;
             let state = cluster.store.read().await.map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
             self.apply_state(&state).await;
-            self.shards.topics_changed().await;
             return self.topic(name).ok_or_else(|| TopicError::new(ResponseError::UnknownServerError, format!("topic {name} vanished after creation")));
         }
         if replication_factor != 1 && replication_factor != -1 {
@@ -544,7 +557,6 @@ impl Broker {
                 return Err(TopicError::new(ResponseError::UnknownTopicOrPartition, format!("topic {name} does not exist")));
             }
             self.apply_state(&removed).await;
-            self.shards.topics_changed().await;
             return Ok(());
         }
         let _admin = self.admin.lock().await;

@@ -305,6 +305,9 @@ pub async fn run(broker: Rc<Broker>) {
                 }
             }
         }
-        broker.sync_cluster_state().await;
+        // Shard 0 reads the state file and hands new states to the other shards.
+        if broker.shards.me == 0 {
+            broker.sync_cluster_state().await;
+        }
     }
 }

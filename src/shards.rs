@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fjord_storage::io::File;
+use fjord_replication::ClusterState;
 use fjord_storage::FileRegion;
 use kafka_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
@@ -136,6 +137,8 @@ pub enum Message {
     EpochEnd { topic: String, index: i32, current_leader_epoch: i32, leader_epoch: i32, reply: oneshot::Sender<(i16, i32, i64)> },
     Frame { payload: Bytes, peer: Option<SocketAddr>, reply: oneshot::Sender<FrameReply> },
     TopicsChanged { reply: oneshot::Sender<()> },
+    /// In a cluster, from shard 0: a new cluster state, to apply to this shard's partitions.
+    ApplyState { state: Arc<ClusterState>, reply: oneshot::Sender<()> },
     Shutdown { reply: oneshot::Sender<()> },
 }
 
@@ -271,6 +274,17 @@ impl Shards {
         }
     }
 
+    /// Shard 0 in a cluster, with a new state: every other shard applies it to its own
+    /// partitions (and takes their roles) before shard 0 applies it and answers from it.
+    pub async fn apply_state_on_others(&self, state: &Arc<ClusterState>) {
+        for shard in (0..self.count).filter(|s| *s != self.me) {
+            let (reply, answer) = oneshot::channel();
+            if self.send(shard, Message::ApplyState { state: Arc::clone(state), reply }) {
+                let _ = answer.await;
+            }
+        }
+    }
+
     /// Shard 0 at shutdown: every other shard drains and closes its partitions first.
     pub async fn shut_down_others(&self) {
         for shard in (0..self.count).filter(|s| *s != self.me) {
@@ -374,13 +388,13 @@ where
                     let _ = reply.send(handlers::epochs::epoch_end(&broker, &topic, index, current_leader_epoch, leader_epoch));
                 }
                 Message::TopicsChanged { reply } => {
-                    if broker.cluster.is_some() {
-                        // Topics live in the cluster state: read it now rather than at the
-                        // next tick.
-                        broker.sync_cluster_state().await;
-                    } else if let Err(error) = broker.reload_topics().await {
+                    if let Err(error) = broker.reload_topics().await {
                         warn!(%error, "cannot reload topics");
                     }
+                    let _ = reply.send(());
+                }
+                Message::ApplyState { state, reply } => {
+                    broker.apply_state(&state).await;
                     let _ = reply.send(());
                 }
                 Message::Shutdown { reply } => {
