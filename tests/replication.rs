@@ -774,7 +774,7 @@ fn failover_keeps_every_acknowledged_message() {
 }
 
 #[test]
-fn a_new_leader_takes_produce_requests_before_its_next_state_poll() {
+fn a_new_leader_takes_produce_and_list_offsets_requests_before_its_next_state_poll() {
     // Clients learn a new leader from any broker's Metadata, so the first produce can reach
     // it before its own state poll (every 100 ms) has told it. It must read the state then
     // rather than refuse: with an idempotent producer the refused request's successor,
@@ -782,7 +782,7 @@ fn a_new_leader_takes_produce_requests_before_its_next_state_poll() {
     // unacknowledged message under a new epoch, duplicating what the old leader had
     // written (seen in failover_keeps_every_acknowledged_message).
     let cluster = Cluster::up("eager-leader");
-    let (_, new_leader) = cluster.one_partition_in_sync("eager");
+    let (old_leader, new_leader) = cluster.one_partition_in_sync("eager");
     let mut conn = cluster.connect(new_leader);
     let batch = wire::record_batch(&[(None, b"first".as_slice())], 1_700_000_000_000, wire::NO_PRODUCER);
     // Moved by hand, as a controller would: the new leader learns it only from the file.
@@ -790,6 +790,13 @@ fn a_new_leader_takes_produce_requests_before_its_next_state_poll() {
     // At once, well inside the new leader's 100 ms poll interval.
     let (error, base_offset) = wire::produce(&mut conn, 1, "eager", 0, &batch);
     assert_eq!((error, base_offset), (0, 0), "produce to broker {new_leader} right after state version {} made it the leader", moved.version);
+    // The same for ListOffsets, which librdkafka's watermark query does not retry on a
+    // refusal: moved once more, to the third broker, and asked there at once.
+    let third = (0..BROKERS).find(|id| *id != old_leader && *id != new_leader).expect("a third broker");
+    let mut conn = cluster.connect(third);
+    let moved = cluster.move_leader("eager", 0, third);
+    let (error, log_start) = wire::list_offset(&mut conn, 2, "eager", 0, -2);
+    assert_eq!((error, log_start), (0, 0), "ListOffsets (earliest) at broker {third} right after state version {} made it the leader", moved.version);
 }
 
 #[test]

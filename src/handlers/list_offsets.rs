@@ -16,9 +16,16 @@ const EARLIEST: i64 = -2;
 
 /// One partition's answer: (error code, timestamp, offset), resolved on its owning shard.
 pub async fn list_offset(broker: &Broker, topic: &str, index: i32, timestamp: i64) -> (i16, i64, i64) {
-    let Some(partition) = broker.partition(topic, index) else {
-        let exists = broker.topic(topic).is_some_and(|t| index >= 0 && (index as usize) < t.partitions.len());
-        let code = if exists { ResponseError::NotLeaderOrFollower } else { ResponseError::UnknownTopicOrPartition };
+    let mut found = broker.partition(topic, index);
+    if broker.cluster.is_some() && !found.as_ref().is_some_and(|p| p.replica.is_leader()) && broker.partition_exists(topic, index) {
+        // As for Produce: a client may have learnt from another broker's Metadata that this
+        // one leads the partition a tick before this broker read the state saying so, and
+        // librdkafka's watermark query gives up on a refusal. Read the state now (shared).
+        broker.sync_cluster_state().await;
+        found = broker.partition(topic, index);
+    }
+    let Some(partition) = found else {
+        let code = if broker.partition_exists(topic, index) { ResponseError::NotLeaderOrFollower } else { ResponseError::UnknownTopicOrPartition };
         return (code.code(), -1, -1);
     };
     if !partition.replica.is_leader() {
