@@ -655,7 +655,7 @@ impl PartitionLog {
                 Ok(())
             }
             Some(Ok(Err((index, position, source)))) => {
-                let cut = self.active().log.set_len(end_before).map_err(StorageError::from);
+                let cut = self.active_mut().cut_log(end_before).map_err(StorageError::from);
                 self.guard(cut)?;
                 Err(StorageError::InvalidBatch { index, position, source })
             }
@@ -940,7 +940,7 @@ impl PartitionLog {
         let cut_offset = cut.base_offset;
         let index_len = segment.index.truncate_from(cut_offset);
         let time_len = segment.time_index.truncate_from(cut_offset);
-        segment.log.set_len(cut.position)?;
+        segment.cut_log(cut.position)?;
         segment.truncate_index_files(index_len, time_len).await?;
         segment.log.sync_data().await?;
         // Recompute the tail state from the last surviving index entry.

@@ -17,10 +17,16 @@ use crate::batch::{BatchHeader, BatchInfo, BATCH_HEADER_BYTES};
 use crate::error::{Result, StorageError};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::io::{self, File};
+use tracing::debug;
 
 /// Bytes read at once when walking batch headers: covers several index intervals, so a
 /// lookup usually needs one read.
 const WALK_WINDOW_BYTES: u64 = 16 * 1024;
+/// Least and most bytes reserved ahead of the log end (`Segment::preallocate_for`). Writes
+/// into reserved blocks skip ext4's delayed-allocation work, and an fdatasync finds their
+/// blocks already allocated; at most this much per partition is held beyond its data.
+const PREALLOCATE_BYTES_MIN: u64 = 64 * 1024;
+const PREALLOCATE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 /// An index file, opened only while it is read or written: a partition keeps one descriptor
 /// per segment (its `.log`), not three, so ten thousand partitions fit the usual limits.
@@ -103,6 +109,10 @@ pub struct Segment {
     pub(crate) bytes_since_index_entry: u64,
     pub(crate) created_at_ms: i64,
     index_interval_bytes: u64,
+    /// The log file's disk blocks are reserved up to here (past its size, which stays put):
+    /// see `preallocate_for`.
+    preallocated_to: u64,
+    preallocate_refused: bool,
 }
 
 impl Segment {
@@ -129,6 +139,8 @@ impl Segment {
             bytes_since_index_entry: 0,
             created_at_ms: now_ms,
             index_interval_bytes,
+            preallocated_to: 0,
+            preallocate_refused: false,
         })
     }
 
@@ -168,13 +180,45 @@ impl Segment {
     /// Writes `bytes` after the last batch without making them part of the segment yet: until
     /// `commit_tail`, reads, indexes and `size` ignore them (a failed check can cut them off).
     pub(crate) async fn write_tail<B: tokio_uring::buf::IoBuf>(&mut self, bytes: B) -> std::io::Result<B> {
+        self.preallocate_for(bytes.bytes_init() as u64).await;
         let (result, bytes) = self.log.write_all_at(bytes, self.size).await;
         result.map(|()| bytes)
     }
 
     /// Like `write_tail`, from several buffers in one vectored write.
     pub(crate) async fn write_tail_vectored(&mut self, pieces: Vec<bytes::Bytes>) -> std::io::Result<()> {
+        self.preallocate_for(pieces.iter().map(|p| p.len() as u64).sum()).await;
         self.log.writev_all_at(pieces, self.size).await
+    }
+
+    /// Reserves the disk blocks of the next `len` bytes and more ahead of them, when the
+    /// reservation made before does not cover them. The reservation ahead grows with the
+    /// segment (about its size, from `PREALLOCATE_BYTES_MIN` to `PREALLOCATE_BYTES_MAX`), so
+    /// a partition written once holds little and a busy one asks rarely. A file system that
+    /// refuses (no support, no space) is not asked again for this segment: the write goes
+    /// ahead without, as it always could.
+    async fn preallocate_for(&mut self, len: u64) {
+        let end = self.size + len;
+        if end <= self.preallocated_to || self.preallocate_refused {
+            return;
+        }
+        let from = self.preallocated_to.max(self.size);
+        let ahead = self.size.clamp(PREALLOCATE_BYTES_MIN, PREALLOCATE_BYTES_MAX);
+        let to = end + ahead;
+        match self.log.preallocate(from, to - from).await {
+            Ok(()) => self.preallocated_to = to,
+            Err(error) => {
+                debug!(path = %self.log.path().display(), %error, "cannot preallocate; writing without");
+                self.preallocate_refused = true;
+            }
+        }
+    }
+
+    /// Cuts the log file to `len` bytes (which also frees the blocks reserved past its end).
+    pub(crate) fn cut_log(&mut self, len: u64) -> std::io::Result<()> {
+        self.log.set_len(len)?;
+        self.preallocated_to = 0;
+        Ok(())
     }
 
     /// Makes the batches written by `write_tail` part of the segment.
@@ -215,6 +259,9 @@ impl Segment {
             }
         }
         self.persist_indexes().await?;
+        // Blocks reserved past the end are given back (on ext4, truncating to the same size
+        // frees them), also those a crash left behind.
+        self.cut_log(self.size)?;
         self.log.sync_data().await?;
         self.index_file.sync_data().await?;
         self.time_index_file.sync_data().await

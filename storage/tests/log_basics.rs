@@ -434,3 +434,44 @@ fn a_group_append_writes_every_good_admitted_set_once_in_order_and_refuses_a_bad
         assert_eq!(reopened.log_end_offset(), expected_end);
     });
 }
+
+/// Bytes of disk blocks a file holds (`st_blocks`, in 512-byte units; on ext4 this counts
+/// blocks reserved past the end and delayed allocations too).
+fn allocated_bytes(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).blocks() * 512
+}
+
+#[test]
+fn the_active_segment_reserves_blocks_ahead_and_gives_them_back_when_sealed() {
+    const RESERVED_MIN: u64 = 64 * 1024;
+    let dir = TempDir::new("prealloc");
+    let config = LogConfig { segment_bytes: 64 << 20, retention_ms: None, ..LogConfig::default() };
+    block_on(async {
+        let mut log = PartitionLog::open(dir.path(), config.clone()).await.unwrap();
+        let first = dir.path().join("00000000000000000000.log");
+        for i in 0..20u64 {
+            log.append(buf(&batch(10, 1000, 1_000 + i as i64, i)), 0).await.unwrap();
+        }
+        let size = std::fs::metadata(&first).unwrap().len();
+        assert!(size > 200_000, "the records are in the file ({size} bytes)");
+        let held = allocated_bytes(&first);
+        assert!(held >= size + RESERVED_MIN, "blocks are reserved ahead of the end: {held} bytes held for {size}");
+        // The reservation is invisible: the file's size is its data, a reopen reads it back.
+        let end = log.log_end_offset();
+        log.close().await.unwrap();
+        assert!(allocated_bytes(&first) < size + RESERVED_MIN, "a clean close gives the reservation back: {} bytes held for {size}", allocated_bytes(&first));
+        let mut log = PartitionLog::open(dir.path(), config).await.unwrap();
+        assert_eq!(log.log_end_offset(), end);
+        log.verify().await.unwrap();
+        // Written again, reserved again; sealed by a roll, given back again.
+        log.append(buf(&batch(10, 1000, 5_000, 99)), 0).await.unwrap();
+        let size = std::fs::metadata(&first).unwrap().len();
+        assert!(allocated_bytes(&first) >= size + RESERVED_MIN, "{} bytes held for {size}", allocated_bytes(&first));
+        log.roll().await.unwrap();
+        assert!(allocated_bytes(&first) < size + RESERVED_MIN, "a sealed segment holds no reservation: {} bytes held for {size}", allocated_bytes(&first));
+        log.verify().await.unwrap();
+        let result = log.read(0, 64 << 20).await.unwrap();
+        assert_eq!(split_batches(&result.read_bytes().await.unwrap()).len(), 21);
+    });
+}
