@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# A/B of two fjord builds on the same load, alternating, a fresh broker and data directory
+# per run (the order flips every round, so neither build always runs on freshly freed pages).
+# Usage: A=path/to/fjord B=path/to/other/fjord bash benches/ab.sh ROUNDS BENCH-ARGS...
+# e.g.   ... bash benches/ab.sh 8 produce --topic p8 --partitions 8 --record-bytes 100 --records 12000000 --acks 1 --connections 2
+# Prints one line per run (build, records/s, MB/s, p99 µs) and the medians. The load
+# generator is A's `fjord bench` in every run.
+set -euo pipefail
+: "${A:?path of build A}" "${B:?path of build B}"
+ROUNDS=${1:?rounds}; shift
+DATA=$(mktemp -d)
+PID=
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$DATA"; }
+trap cleanup EXIT
+OUT="$DATA/runs.txt"
+for round in $(seq "$ROUNDS"); do
+    order="A B"; [ $((round % 2)) -eq 0 ] && order="B A"
+    for which in $order; do
+        fjord=${!which}
+        mkdir -p "$DATA/broker"
+        "$fjord" serve --listen 127.0.0.1:0 --data-dir "$DATA/broker" > "$DATA/serve.out" 2> "$DATA/serve.log" &
+        PID=$!
+        for _ in $(seq 100); do grep -q listening "$DATA/serve.out" 2>/dev/null && break; sleep 0.1; done
+        address=$(sed -n 's/^fjord: listening on //p' "$DATA/serve.out")
+        sync
+        "$A" bench "$@" -b "$address" --json | python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+print('$which', d['records_per_sec'], round(d['bytes_per_sec'] / 1e6), d['latency_us']['p99'])" | tee -a "$OUT"
+        kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
+        rm -rf "$DATA/broker"
+    done
+done
+python3 - "$OUT" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    which, rate, mb, p99 = line.split()
+    runs.setdefault(which, []).append((int(rate), int(p99)))
+for which in sorted(runs):
+    rates = sorted(r for r, _ in runs[which])
+    print(f"{which}: median {statistics.median(rates):,.0f} records/s (range {rates[0]:,}-{rates[-1]:,}), median p99 {statistics.median(p for _, p in runs[which]):,.0f} µs")
+PY
