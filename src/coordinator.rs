@@ -131,6 +131,9 @@ pub struct JoinRequest {
     pub require_known_member_id: bool,
 }
 
+/// Committed offsets by topic, then partition (`None`: nothing committed there).
+pub type GroupOffsets = Vec<(String, Vec<(i32, Option<Committed>)>)>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
     pub offset: i64,
@@ -372,6 +375,7 @@ impl Coordinator {
 
     /// Handles a JoinGroup: either an immediate answer, or a receiver answered when the join
     /// phase completes.
+    #[allow(clippy::result_large_err)] // the Err is the answer to send, built once per refused join
     pub fn join(&self, request: JoinRequest) -> Result<oneshot::Receiver<JoinResult>, JoinResult> {
         let JoinRequest { group_id, mut member_id, .. } = request.clone();
         if group_id.is_empty() {
@@ -819,7 +823,7 @@ impl Coordinator {
     }
 
     /// Committed offsets of a group: for the given partitions, or all when `None`.
-    pub fn fetch_offsets(&self, group_id: &str, wanted: Option<&[(String, Vec<i32>)]>) -> Result<Vec<(String, Vec<(i32, Option<Committed>)>)>, ResponseError> {
+    pub fn fetch_offsets(&self, group_id: &str, wanted: Option<&[(String, Vec<i32>)]>) -> Result<GroupOffsets, ResponseError> {
         if !self.owns(group_id) {
             return Err(ResponseError::NotCoordinator);
         }

@@ -222,7 +222,7 @@ fn offsets_for_times_inside_a_compressed_batch() {
         assert_eq!(parse_acks(&out).len(), 10);
         let batches = stored_batches(&broker, &topic, 0);
         let compressed_holds_4_to_9 =
-            batches.iter().enumerate().any(|(i, (first, codec))| *codec == 1 && *first <= 4 && batches.get(i + 1).map_or(true, |(next, _)| *next > 9));
+            batches.iter().enumerate().any(|(i, (first, codec))| *codec == 1 && *first <= 4 && batches.get(i + 1).is_none_or(|(next, _)| *next > 9));
         if compressed_holds_4_to_9 {
             break (topic, batches);
         }

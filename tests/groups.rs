@@ -343,7 +343,7 @@ fn split_then_close(lib: Lib) {
     create_topic(&broker, &topic, 4, &[]);
     let mut a = Member::spawn("a", lib, &broker, &topic, &group);
     let mut b = Member::spawn("b", lib, &broker, &topic, &group);
-    wait_until(&broker, &mut [&mut a, &mut b], REBALANCE_MS_MAX, "an even split of 4 partitions", |m| split_evenly(&m[0], &m[1]));
+    wait_until(&broker, &mut [&mut a, &mut b], REBALANCE_MS_MAX, "an even split of 4 partitions", |m| split_evenly(m[0], m[1]));
 
     // The broker's view agrees: two members, each partition owned by exactly one of them.
     let described = describe(&broker, &group);
@@ -383,7 +383,7 @@ fn split_then_kill(lib: Lib) {
     create_topic(&broker, &topic, 4, &[]);
     let mut a = Member::spawn("a", lib, &broker, &topic, &group);
     let mut b = Member::spawn("b", lib, &broker, &topic, &group);
-    wait_until(&broker, &mut [&mut a, &mut b], REBALANCE_MS_MAX, "an even split of 4 partitions", |m| split_evenly(&m[0], &m[1]));
+    wait_until(&broker, &mut [&mut a, &mut b], REBALANCE_MS_MAX, "an even split of 4 partitions", |m| split_evenly(m[0], m[1]));
 
     a.kill9();
     let took = wait_until(&broker, &mut [&mut b], REBALANCE_MS_MAX, "b to own all 4 after a was killed", |m| m[0].has(&ALL_FOUR));

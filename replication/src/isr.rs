@@ -78,7 +78,7 @@ impl ReplicaTracker {
             let in_sync = isr.contains(id);
             let lagging = now_ms - progress.last_caught_up_ms > lag_max_ms;
             let caught_up = progress.log_end_offset >= high_watermark && progress.log_end_offset >= 0;
-            if (in_sync && !lagging) || (!in_sync && caught_up && !lagging) {
+            if !lagging && (in_sync || caught_up) {
                 wanted.push(*id);
             }
         }

@@ -144,6 +144,18 @@ fn verify_checksum(text: &str) -> Result<&str, String> {
     Ok(body)
 }
 
+impl Default for ClusterState {
+    fn default() -> Self {
+        ClusterState { version: 0, controller: -1, topics: BTreeMap::new() }
+    }
+}
+
+impl ClusterState {
+    pub fn partition(&self, topic: &str, index: i32) -> Option<&PartitionState> {
+        self.topics.get(topic).and_then(|t| usize::try_from(index).ok().and_then(|i| t.partitions.get(i)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,17 +169,5 @@ mod tests {
         }
         let flipped = text.replacen("a]", "b]", 1);
         assert!(verify_checksum(&flipped).is_err());
-    }
-}
-
-impl Default for ClusterState {
-    fn default() -> Self {
-        ClusterState { version: 0, controller: -1, topics: BTreeMap::new() }
-    }
-}
-
-impl ClusterState {
-    pub fn partition(&self, topic: &str, index: i32) -> Option<&PartitionState> {
-        self.topics.get(topic).and_then(|t| usize::try_from(index).ok().and_then(|i| t.partitions.get(i)))
     }
 }

@@ -173,7 +173,7 @@ fn validate(load: &LoadArgs) -> Result<(), CliError> {
     if load.record_bytes < 8 || load.record_bytes > RECORD_BYTES_MAX {
         return Err(CliError::usage(format!("--record-bytes must be between 8 and {RECORD_BYTES_MAX}")));
     }
-    if !matches!(load.acks, -1 | 0 | 1) {
+    if !matches!(load.acks, -1..=1) {
         return Err(CliError::usage("--acks must be -1, 0 or 1"));
     }
     if load.partitions < 1 || load.batch_records == 0 || load.records == 0 {
@@ -950,7 +950,7 @@ mod tests {
 
     #[test]
     fn produce_pieces_match_the_codec() {
-        let parts = vec![(3, Bytes::from_static(b"first records")), (7, Bytes::new()), (0, Bytes::from(vec![0x5a; 1000]))];
+        let parts = [(3, Bytes::from_static(b"first records")), (7, Bytes::new()), (0, Bytes::from(vec![0x5a; 1000]))];
         for (acks, parts) in [(1, &parts[..]), (-1, &parts[..1]), (0, &parts[..0])] {
             let mut topic = TopicProduceData::default();
             topic.name = TopicName("bench-topic".to_string().into());

@@ -68,7 +68,7 @@ fn running_pid(dir: &Path, id: i32) -> Option<i32> {
 
 fn alive(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(false, |stat| !stat.contains(") Z "))
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
 }
 
 pub fn run(args: ClusterArgs) -> Result<(), CliError> {

@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a broker (defaults: 127.0.0.1:9092, ./fjord-data, broker id 0).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create, list, describe or delete topics.
     Topic(topic::TopicArgs),
     /// Write lines from stdin to a topic.
@@ -94,7 +94,7 @@ pub fn main() -> ExitCode {
     }
     init_logging();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Topic(args) => topic::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),

@@ -66,7 +66,7 @@ pub fn run(args: ProduceArgs) -> Result<(), CliError> {
         "zstd" => Compression::Zstd,
         other => return Err(CliError::usage(format!("unknown compression {other:?}")).with_hint("use none, gzip, snappy, lz4 or zstd")),
     };
-    if !matches!(args.acks, -1 | 0 | 1) {
+    if !matches!(args.acks, -1..=1) {
         return Err(CliError::usage(format!("--acks must be -1, 0 or 1, got {}", args.acks)));
     }
     if args.batch_records == 0 || args.batch_records > BATCH_RECORDS_MAX {

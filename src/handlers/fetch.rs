@@ -159,6 +159,7 @@ pub fn fits(bytes: u64, limit: u64, total: u64) -> bool {
 
 /// Reads a partition this shard owns within `limit` (from `budget_limit`); with no budget
 /// left only its offsets, which clients track even when no records come.
+#[allow(clippy::too_many_arguments)]
 pub async fn read_budgeted(broker: &Broker, topic: &str, index: i32, offset: i64, limit: u64, total: u64, replica: i32, epoch: i32) -> PartitionRead {
     if limit == 0 && total > 0 {
         let mut read = PartitionRead { error: 0, high_watermark: -1, log_start_offset: -1, regions: Vec::new(), hw_moved: false };

@@ -151,7 +151,7 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request, appended: Option<one
         for data in &topic_data.partition_data {
             let slot = outcomes.len();
             names.push((name.clone(), data.index));
-            if !matches!(acks, -1 | 0 | 1) {
+            if !matches!(acks, -1..=1) {
                 outcomes.push(Some(PartitionOutcome::refused(ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1, got {acks}"))));
                 continue;
             }

@@ -54,7 +54,7 @@ impl OffsetIndex {
     /// Decodes a `.index` file's bytes, checking every invariant against the segment's log
     /// size and next offset. `Err` names the first violation.
     pub fn decode(base_offset: i64, bytes: &[u8], log_size: u64, next_offset: i64) -> Result<OffsetIndex, String> {
-        if bytes.len() % OFFSET_ENTRY_BYTES != 0 {
+        if !bytes.len().is_multiple_of(OFFSET_ENTRY_BYTES) {
             return Err(format!("length {} is not a multiple of {OFFSET_ENTRY_BYTES}", bytes.len()));
         }
         let mut index = OffsetIndex::new(base_offset);
@@ -154,7 +154,7 @@ impl TimeIndex {
 
     /// Decodes a `.timeindex` file's bytes; `Err` names the first violation.
     pub fn decode(base_offset: i64, bytes: &[u8], next_offset: i64) -> Result<TimeIndex, String> {
-        if bytes.len() % TIME_ENTRY_BYTES != 0 {
+        if !bytes.len().is_multiple_of(TIME_ENTRY_BYTES) {
             return Err(format!("length {} is not a multiple of {TIME_ENTRY_BYTES}", bytes.len()));
         }
         let mut index = TimeIndex::new(base_offset);

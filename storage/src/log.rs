@@ -522,7 +522,7 @@ impl PartitionLog {
                 pieces.push(header.freeze());
                 pieces.push(set.slice(at + STAMPED_BYTES..at + info.size as usize));
                 at += info.size as usize;
-                all.push(info.clone());
+                all.push(*info);
             }
         }
         self.write_batches(Pieces::Vectored(pieces), None, &all).await?;

@@ -640,7 +640,7 @@ fn random_operations_match_the_model() {
 
 /// Regression: `read` with `max_bytes = u64::MAX` from a batch inside a segment (position
 /// > 0) overflowed `position + max_bytes` (a panic in debug builds, a one-batch answer in
-/// release builds).
+/// >    release builds).
 #[test]
 fn read_with_u64_max_bytes_from_inside_a_segment() {
     let dir = TempDir::new("property-read-max");

@@ -494,7 +494,7 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
     if text == "-" {
         return None;
     }
-    assert!(text.len() % 2 == 0, "odd hex {text:?}");
+    assert!(text.len().is_multiple_of(2), "odd hex {text:?}");
     Some((0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digit")).collect())
 }
 
