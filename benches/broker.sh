@@ -150,14 +150,22 @@ fresh
 run produce-acksall-shards1 produce --topic pall --partitions 8 --record-bytes 100 --records "$RECORDS" --acks -1 --connections 2
 stop shards1
 
-# Three brokers, replication factor 3 beside factor 1, same run.
-B=$("$FJORD" cluster up --brokers 3 --dir "$DATA/cluster")
-run rf1-acks1 produce --topic rf1 --partitions 6 --record-bytes 100 --records $((RECORDS / 2)) --acks 1 --connections 2
-"$FJORD" topic create rf3a -p 6 -r 3 -b "$B" >/dev/null
-"$FJORD" topic create rf3b -p 6 -r 3 -b "$B" >/dev/null
-run rf3-acks1 produce --topic rf3a --partitions 6 --record-bytes 100 --records $((RECORDS / 2)) --acks 1 --connections 2
-run rf3-acksall produce --topic rf3b --partitions 6 --record-bytes 100 --records $((RECORDS / 2)) --acks -1 --connections 2
-"$FJORD" cluster down --dir "$DATA/cluster" >/dev/null
+# Three brokers, replication factor 3 beside factor 1, same run: with the shard count
+# `cluster up` gives each broker (its share of the CPUs: 1 here), then with one shard per CPU
+# in every broker (what each would run alone).
+cluster_rows() {
+    local suffix=$1; shift
+    B=$("$FJORD" cluster up --brokers 3 --dir "$DATA/cluster" -- "$@")
+    run "rf1-acks1$suffix" produce --topic rf1 --partitions 6 --record-bytes 100 --records $((RECORDS / 2)) --acks 1 --connections 2
+    "$FJORD" topic create rf3a -p 6 -r 3 -b "$B" >/dev/null
+    "$FJORD" topic create rf3b -p 6 -r 3 -b "$B" >/dev/null
+    run "rf3-acks1$suffix" produce --topic rf3a --partitions 6 --record-bytes 100 --records $((RECORDS / 2)) --acks 1 --connections 2
+    run "rf3-acksall$suffix" produce --topic rf3b --partitions 6 --record-bytes 100 --records $((RECORDS / 2)) --acks -1 --connections 2
+    "$FJORD" cluster down --dir "$DATA/cluster" >/dev/null
+    rm -rf "$DATA/cluster"
+}
+cluster_rows ""
+cluster_rows "-shards-cpus" --shards "$(nproc)"
 
 baseline 3
 nproc > "$OUT/nproc"

@@ -39,9 +39,12 @@ rows = [
     ("consume, 1000 B, 1 connection", "consume-1kb-1conn", loop, "loopback", None),
     ("produce, acks=1, 100 B, `--shards 1`", "produce-shards1", loop, "loopback", None),
     ("produce, acks=all + fdatasync, `--shards 1`", "produce-acksall-shards1", sync, "write+fdatasync", None),
-    ("rf=1 (3-broker cluster), acks=1", "rf1-acks1", loop, "loopback", None),
+    ("rf=1 (3-broker cluster, `cluster up` shards: CPUs / brokers), acks=1", "rf1-acks1", loop, "loopback", None),
     ("rf=3, acks=1", "rf3-acks1", loop, "loopback", None),
     ("rf=3, acks=all", "rf3-acksall", loop, "loopback", None),
+    ("rf=1 (3-broker cluster, one shard per CPU in every broker), acks=1", "rf1-acks1-shards-cpus", loop, "loopback", None),
+    ("rf=3, acks=1, one shard per CPU in every broker", "rf3-acks1-shards-cpus", loop, "loopback", None),
+    ("rf=3, acks=all, one shard per CPU in every broker", "rf3-acksall-shards-cpus", loop, "loopback", None),
 ]
 for label, name, baseline, what, target in rows:
     r = load(name)

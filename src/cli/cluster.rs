@@ -40,7 +40,9 @@ enum ClusterCommand {
         /// Directory for the cluster file, control files, logs and data.
         #[arg(long)]
         dir: PathBuf,
-        /// Extra `fjord serve` flags for every broker, after `--`.
+        /// Extra `fjord serve` flags for every broker, after `--`. Without `--shards` (or
+        /// `--config`) each broker gets its share of this host's CPUs: CPUs / brokers, at
+        /// least 1.
         #[arg(last = true)]
         serve_args: Vec<String>,
     },
@@ -49,6 +51,18 @@ enum ClusterCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+}
+
+/// `serve_args` for each of `brokers` brokers on a host with `cpus` CPUs: the brokers share
+/// its CPUs, so unless the flags (or a config file) choose a shard count, each gets
+/// `cpus / brokers` shards (at least 1) rather than the one-per-CPU default of a broker alone.
+fn with_shared_cpus(serve_args: &[String], brokers: usize, cpus: usize) -> Vec<String> {
+    let chosen = serve_args.iter().any(|a| a == "--shards" || a.starts_with("--shards=") || a == "--config" || a.starts_with("--config="));
+    let mut args = serve_args.to_vec();
+    if !chosen {
+        args.extend(["--shards".to_string(), (cpus / brokers.max(1)).max(1).to_string()]);
+    }
+    args
 }
 
 fn free_port() -> Result<u16, CliError> {
@@ -100,6 +114,8 @@ fn up(brokers: usize, dir: &Path, serve_args: &[String]) -> Result<(), CliError>
     }
     let file = ClusterFile::load(&file_path).map_err(|e| CliError::failure(e.to_string()))?;
     let exe = std::env::current_exe().map_err(|e| CliError::failure(format!("cannot find the fjord binary: {e}")))?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let serve_args = with_shared_cpus(serve_args, file.brokers.len(), cpus);
     for broker in &file.brokers {
         if running_pid(&dir, broker.id).is_some() {
             continue;
@@ -115,7 +131,7 @@ fn up(brokers: usize, dir: &Path, serve_args: &[String]) -> Result<(), CliError>
             .arg(&file_path)
             .arg("--broker-id")
             .arg(broker.id.to_string())
-            .args(serve_args)
+            .args(&serve_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| CliError::failure(e.to_string()))?)
             .stderr(log)
@@ -171,4 +187,20 @@ fn down(dir: &Path) -> Result<(), CliError> {
     }
     println!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_shared_cpus;
+
+    #[test]
+    fn local_brokers_share_the_cpus_unless_told_otherwise() {
+        let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(with_shared_cpus(&[], 3, 2), args(&["--shards", "1"]));
+        assert_eq!(with_shared_cpus(&args(&["--retention-ms", "1000"]), 3, 16), args(&["--retention-ms", "1000", "--shards", "5"]));
+        assert_eq!(with_shared_cpus(&[], 1, 8), args(&["--shards", "8"]));
+        for chosen in [&["--shards", "4"][..], &["--shards=4"], &["--config", "f.toml"]] {
+            assert_eq!(with_shared_cpus(&args(chosen), 3, 2), args(chosen), "{chosen:?}");
+        }
+    }
 }
