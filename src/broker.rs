@@ -78,6 +78,9 @@ pub struct Broker {
     /// The bytes of requests being read or handled, in KiB permits (`request-memory-max`),
     /// shared by all shards.
     pub request_memory: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Set once `close` starts: a cluster state arriving later (shard 0 hands states to the
+    /// other shards until it stops itself) must not open partitions nobody closes.
+    closing: Cell<bool>,
 }
 
 pub(crate) fn random_id() -> [u8; 16] {
@@ -207,6 +210,7 @@ impl Broker {
             shards,
             coordinator: std::cell::OnceCell::new(),
             cluster,
+            closing: Cell::new(false),
         })
     }
 
@@ -299,7 +303,7 @@ impl Broker {
     async fn apply_state_here(&self, state: &ClusterState) {
         let Some(cluster) = &self.cluster else { return };
         let _applying = cluster.applying.lock().await;
-        if state.version < cluster.state.borrow().version {
+        if state.version < cluster.state.borrow().version || self.closing.get() {
             return;
         }
         let me = self.config.broker_id;
@@ -380,7 +384,7 @@ impl Broker {
             for (index, p) in topic_state.partitions.iter().enumerate() {
                 let Some(Some(partition)) = topic.partitions.get(index) else { continue };
                 if p.leader == me {
-                    partition.become_leader(p.leader_epoch, p.replicas.clone(), p.isr.clone(), now).await;
+                    partition.become_leader(p.leader_epoch, p.replicas.clone(), p.isr.clone(), now, state.version).await;
                 } else {
                     partition.become_follower(p.leader, p.leader_epoch, p.replicas.clone(), p.isr.clone());
                 }
@@ -617,8 +621,14 @@ impl Broker {
         }
     }
 
-    /// Flushes and closes every partition cleanly.
+    /// Flushes and closes every partition cleanly. Waits for a state being applied to
+    /// finish, and no state is applied after.
     pub async fn close(&self) {
+        self.closing.set(true);
+        let _applying = match &self.cluster {
+            Some(cluster) => Some(cluster.applying.lock().await),
+            None => None,
+        };
         for topic in self.topics() {
             for partition in topic.local_partitions() {
                 if let Err(error) = partition.close().await {

@@ -231,16 +231,16 @@ impl Cluster {
         let (cluster, partition) = (Rc::clone(self), Rc::clone(partition));
         fjord_storage::io::spawn(async move {
             let epoch = partition.replica.leader_epoch();
-            if let Some(written) = cluster.change_isr(&partition.topic, partition.index, epoch, isr).await {
-                partition.set_isr(epoch, written);
+            if let Some((written, version)) = cluster.change_isr(&partition.topic, partition.index, epoch, isr).await {
+                partition.set_isr(epoch, written, version);
             }
             partition.replica.isr_change_pending.set(false);
         });
     }
 
     /// A leader asks for a new in-sync set; applied only if it still leads in that epoch.
-    /// Returns the in-sync set written, if it was.
-    pub async fn change_isr(&self, topic: &str, partition: i32, leader_epoch: i32, mut isr: Vec<i32>) -> Option<Vec<i32>> {
+    /// Returns the in-sync set written and the state version it is in, if it was.
+    pub async fn change_isr(&self, topic: &str, partition: i32, leader_epoch: i32, mut isr: Vec<i32>) -> Option<(Vec<i32>, u64)> {
         let me = self.me;
         // A follower's last fetches may predate its death: only live brokers are in sync (the
         // controller removes dead ones, and must not be undone here).
@@ -260,7 +260,7 @@ impl Cluster {
         match result {
             Ok(Ok(state)) => {
                 let current = state.partition(topic, partition)?;
-                (current.leader == me && current.leader_epoch == leader_epoch).then(|| current.isr.clone())
+                (current.leader == me && current.leader_epoch == leader_epoch).then(|| (current.isr.clone(), state.version))
             }
             Ok(Err(())) => None,
             Err(error) => {
@@ -271,29 +271,47 @@ impl Cluster {
     }
 }
 
+/// A task that is aborted when this is dropped: `run`'s helpers stop with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Heartbeats and controller duty (shard 0), in-sync set upkeep for this shard's
-/// partitions and state watching (every shard), forever.
+/// partitions and state watching (every shard), until aborted.
 pub async fn run(broker: Rc<Broker>) {
     let cluster = Rc::clone(broker.cluster.as_ref().expect("clustered broker"));
     let lag_max_ms = broker.config.replica_lag_time_max_ms as i64;
+    // Held (not read) until this future is dropped: aborting `run` aborts them too.
+    let mut helpers = Vec::new();
     // The heartbeat has its own task: nothing below (a slow state write, a busy lock) may
     // delay it, or a healthy broker would look hung to the controller.
     if cluster.liveness.is_some() {
-        let cluster = Rc::clone(&cluster);
-        fjord_storage::io::spawn(async move {
+        let heartbeat = Rc::clone(&cluster);
+        helpers.push(AbortOnDrop(fjord_storage::io::spawn(async move {
             loop {
-                if let Some(Err(error)) = cluster.liveness.as_ref().map(|l| l.beat(now_ms())) {
+                if let Some(Err(error)) = heartbeat.liveness.as_ref().map(|l| l.beat(now_ms())) {
                     warn!(%error, "cannot write the heartbeat");
                 }
                 tokio::time::sleep(Duration::from_millis(CLUSTER_TICK_MS)).await;
             }
-        });
+        })));
+        // The controller duty has its own task too: applying a state waits for this broker's
+        // other shards (at startup, until they have opened), and elections for the whole
+        // cluster must not wait with it.
+        let controller = Rc::clone(&cluster);
+        helpers.push(AbortOnDrop(fjord_storage::io::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(CLUSTER_TICK_MS)).await;
+                controller.control().await;
+            }
+        })));
     }
     loop {
         tokio::time::sleep(Duration::from_millis(CLUSTER_TICK_MS)).await;
-        if cluster.liveness.is_some() {
-            cluster.control().await;
-        }
         // Leaders: drop followers that lag, take back those that caught up.
         for topic in broker.topics() {
             for partition in topic.local_partitions() {

@@ -523,6 +523,31 @@ mod tests {
     }
 
     #[test]
+    fn a_state_older_than_the_leaders_own_in_sync_change_does_not_undo_it() {
+        let dir = std::env::temp_dir().join(format!("fjord-partition-isr-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        fjord_storage::io::block_on(async {
+            let partition = Partition::open(&dir, Rc::from("t"), 0, LogConfig::default(), 0, true).await.expect("open");
+            partition.become_leader(3, vec![0, 1, 2], vec![0, 1], 1_000, 5).await;
+            assert_eq!(partition.replica.role().isr, vec![0, 1]);
+            // This leader wrote state version 7 taking broker 2 back in...
+            partition.set_isr(3, vec![0, 1, 2], 7);
+            // ...and then a state read before that write (version 6) is applied late.
+            partition.become_leader(3, vec![0, 1, 2], vec![0, 1], 1_100, 6).await;
+            assert_eq!(partition.replica.role().isr, vec![0, 1, 2], "version 6 must not undo version 7's in-sync set");
+            // A state at or after it applies, as does a new leadership from any version.
+            partition.become_leader(3, vec![0, 1, 2], vec![0], 1_200, 8).await;
+            assert_eq!(partition.replica.role().isr, vec![0]);
+            partition.set_isr(3, vec![0, 2], 7);
+            assert_eq!(partition.replica.role().isr, vec![0], "an in-sync change older than the applied state is ignored too");
+            partition.become_leader(4, vec![0, 1, 2], vec![0, 1, 2], 1_300, 9).await;
+            assert_eq!((partition.replica.leader_epoch(), partition.replica.role().isr.clone()), (4, vec![0, 1, 2]));
+            partition.close().await.expect("close");
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn sets_of_one_producer_in_one_group_append_are_checked_against_each_other() {
         let dir = std::env::temp_dir().join(format!("fjord-partition-group-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

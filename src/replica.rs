@@ -48,6 +48,10 @@ pub struct ReplicaState {
     pub isr_change_pending: Cell<bool>,
     /// When this replica last took a leadership (ms since the epoch; 0: never).
     pub(crate) leading_since_ms: Cell<i64>,
+    /// The cluster state version the in-sync set came from: a state read before this
+    /// leader's own in-sync change was written (and applied late, e.g. handed over by
+    /// shard 0) must not undo it.
+    isr_version: Cell<u64>,
 }
 
 /// How long after taking a leadership a produce whose sequence numbers skip ahead is told to
@@ -88,6 +92,7 @@ impl ReplicaState {
             needs_truncation: Cell::new(false),
             isr_change_pending: Cell::new(false),
             leading_since_ms: Cell::new(0),
+            isr_version: Cell::new(0),
         }
     }
 
@@ -114,15 +119,19 @@ impl ReplicaState {
 }
 
 impl Partition {
-    /// Takes the leadership of `leader_epoch` (from the cluster state).
-    pub async fn become_leader(&self, leader_epoch: i32, replicas: Vec<i32>, isr: Vec<i32>, now_ms: i64) {
+    /// Takes the leadership of `leader_epoch` (from the cluster state of `version`).
+    pub async fn become_leader(&self, leader_epoch: i32, replicas: Vec<i32>, isr: Vec<i32>, now_ms: i64, version: u64) {
         let replica = &self.replica;
         let was = replica.role();
         if was.leader == replica.me && was.leader_epoch == leader_epoch {
-            // Same leadership: only the sets may have changed.
+            // Same leadership: only the sets may have changed, and the in-sync set only if
+            // this state is not older than the one this leader's own change came from.
             let mut role = replica.role.borrow_mut();
             role.replicas = replicas;
-            role.isr = isr;
+            if version >= replica.isr_version.get() {
+                role.isr = isr;
+                replica.isr_version.set(version);
+            }
             drop(role);
             self.advance_high_watermark();
             return;
@@ -148,6 +157,7 @@ impl Partition {
         *replica.tracker.borrow_mut() = Some(ReplicaTracker::new(replica.me, &replicas, now_ms));
         replica.leading_since_ms.set(now_ms);
         *replica.role.borrow_mut() = Role { leader: replica.me, leader_epoch, replicas, isr };
+        replica.isr_version.set(version);
         replica.needs_truncation.set(false);
         info!(partition = ?self, leader_epoch, log_end, "became leader");
         self.advance_high_watermark();
@@ -170,15 +180,16 @@ impl Partition {
         }
     }
 
-    /// Applies an in-sync set this leader just wrote to the state (if it still leads in that
-    /// epoch), without waiting for the next state poll.
-    pub fn set_isr(&self, leader_epoch: i32, isr: Vec<i32>) {
+    /// Applies an in-sync set this leader just wrote to the state (version `version`), if it
+    /// still leads in that epoch, without waiting for the next state poll.
+    pub fn set_isr(&self, leader_epoch: i32, isr: Vec<i32>, version: u64) {
         {
             let mut role = self.replica.role.borrow_mut();
-            if role.leader != self.replica.me || role.leader_epoch != leader_epoch {
+            if role.leader != self.replica.me || role.leader_epoch != leader_epoch || version < self.replica.isr_version.get() {
                 return;
             }
             role.isr = isr;
+            self.replica.isr_version.set(version);
         }
         self.advance_high_watermark();
     }

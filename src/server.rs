@@ -37,6 +37,8 @@ const SHUTDOWN_DRAIN_MS_MAX: u64 = 10_000;
 const PORT_WAIT_MS_MAX: u64 = 10_000;
 /// Pause between two tries while waiting for the port.
 const PORT_WAIT_POLL_MS: u64 = 50;
+/// How often `serve` checks, while shards open, whether one of them ended without saying.
+const READY_POLL_MS: u64 = 100;
 
 /// Shared shutdown state.
 #[derive(Default)]
@@ -103,13 +105,13 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot start shard thread {me}: {e}"))?;
         threads.push(thread);
         if me == 0 && first_alone {
-            wait_ready(&ready_rx, 1)?;
+            wait_ready(&ready_rx, 1, &threads)?;
             started = 1;
         }
     }
     drop(ready_tx);
     drop(senders);
-    wait_ready(&ready_rx, count - started)?;
+    wait_ready(&ready_rx, count - started, &threads)?;
     info!(address = %local, shards = count, "listening");
     println!("fjord: listening on {local}");
     use std::io::Write;
@@ -125,13 +127,21 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     outcome
 }
 
-/// Waits until `shards` shards have reported that they serve (or one failed to open).
-fn wait_ready(ready: &std::sync::mpsc::Receiver<anyhow::Result<usize>>, shards: usize) -> anyhow::Result<()> {
-    for _ in 0..shards {
-        match ready.recv() {
-            Ok(Ok(_shard)) => {}
+/// Waits until `shards` more shards have reported that they serve, or one failed to open,
+/// or one of `threads` ended without reporting (a panic while opening).
+fn wait_ready(ready: &std::sync::mpsc::Receiver<anyhow::Result<usize>>, shards: usize, threads: &[std::thread::JoinHandle<anyhow::Result<()>>]) -> anyhow::Result<()> {
+    let mut reported = 0;
+    while reported < shards {
+        match ready.recv_timeout(Duration::from_millis(READY_POLL_MS)) {
+            Ok(Ok(_shard)) => reported += 1,
             Ok(Err(error)) => return Err(error),
-            Err(_) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(ended) = threads.iter().position(|t| t.is_finished()) {
+                    // A shard that reported and then stopped is also a failed start.
+                    anyhow::bail!("shard {ended} stopped while the broker was starting (see the log above)");
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("every shard stopped while the broker was starting"),
         }
     }
     Ok(())

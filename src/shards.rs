@@ -276,12 +276,17 @@ impl Shards {
 
     /// Shard 0 in a cluster, with a new state: every other shard applies it to its own
     /// partitions (and takes their roles) before shard 0 applies it and answers from it.
+    /// They apply it at once, each on its own thread.
     pub async fn apply_state_on_others(&self, state: &Arc<ClusterState>) {
+        let mut answers = Vec::with_capacity(self.count);
         for shard in (0..self.count).filter(|s| *s != self.me) {
             let (reply, answer) = oneshot::channel();
             if self.send(shard, Message::ApplyState { state: Arc::clone(state), reply }) {
-                let _ = answer.await;
+                answers.push(answer);
             }
+        }
+        for answer in answers {
+            let _ = answer.await;
         }
     }
 

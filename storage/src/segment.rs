@@ -26,7 +26,10 @@ const WALK_WINDOW_BYTES: u64 = 16 * 1024;
 /// into reserved blocks skip ext4's delayed-allocation work, and an fdatasync finds their
 /// blocks already allocated; at most this much per partition is held beyond its data.
 const PREALLOCATE_BYTES_MIN: u64 = 64 * 1024;
-const PREALLOCATE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+const PREALLOCATE_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// Free space a reservation must leave on the file system: reservations stop before the
+/// disk is short, so they never take the room a write of another partition needs.
+const PREALLOCATE_FREE_BYTES_MIN: u64 = 1024 * 1024 * 1024;
 
 /// An index file, opened only while it is read or written: a partition keeps one descriptor
 /// per segment (its `.log`), not three, so ten thousand partitions fit the usual limits.
@@ -115,6 +118,19 @@ pub struct Segment {
     preallocate_refused: bool,
 }
 
+/// The range to reserve before writing `len` bytes at `size` in a log file reserved up to
+/// `reserved_to`, with `free` bytes free on its file system: None if the reservation covers
+/// the write or would leave less than `PREALLOCATE_FREE_BYTES_MIN` free.
+fn reservation(size: u64, len: u64, reserved_to: u64, free: u64) -> Option<(u64, u64)> {
+    let end = size + len;
+    if end <= reserved_to {
+        return None;
+    }
+    let from = reserved_to.max(size);
+    let to = end + size.clamp(PREALLOCATE_BYTES_MIN, PREALLOCATE_BYTES_MAX);
+    (free >= (to - from).saturating_add(PREALLOCATE_FREE_BYTES_MIN)).then_some((from, to))
+}
+
 impl Segment {
     pub(crate) fn path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
         dir.join(file_name(base_offset, extension))
@@ -194,17 +210,24 @@ impl Segment {
     /// Reserves the disk blocks of the next `len` bytes and more ahead of them, when the
     /// reservation made before does not cover them. The reservation ahead grows with the
     /// segment (about its size, from `PREALLOCATE_BYTES_MIN` to `PREALLOCATE_BYTES_MAX`), so
-    /// a partition written once holds little and a busy one asks rarely. A file system that
-    /// refuses (no support, no space) is not asked again for this segment: the write goes
-    /// ahead without, as it always could.
+    /// a partition written once holds little and a busy one asks rarely; none is made that
+    /// would leave less than `PREALLOCATE_FREE_BYTES_MIN` free. A file system that refuses
+    /// (no support, no space) is not asked again for this segment: the write goes ahead
+    /// without, as it always could.
     async fn preallocate_for(&mut self, len: u64) {
-        let end = self.size + len;
-        if end <= self.preallocated_to || self.preallocate_refused {
+        if self.size + len <= self.preallocated_to || self.preallocate_refused {
             return;
         }
-        let from = self.preallocated_to.max(self.size);
-        let ahead = self.size.clamp(PREALLOCATE_BYTES_MIN, PREALLOCATE_BYTES_MAX);
-        let to = end + ahead;
+        let free = match self.log.free_bytes() {
+            Ok(free) => free,
+            Err(error) => {
+                debug!(path = %self.log.path().display(), %error, "cannot read the free space; writing without preallocation");
+                self.preallocate_refused = true;
+                return;
+            }
+        };
+        // None: short of space (asked again at the next write past the reservation).
+        let Some((from, to)) = reservation(self.size, len, self.preallocated_to, free) else { return };
         match self.log.preallocate(from, to - from).await {
             Ok(()) => self.preallocated_to = to,
             Err(error) => {
@@ -442,5 +465,30 @@ impl Segment {
             io::remove_file(&Segment::path(dir, base, extension)).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_grow_with_the_segment_and_stop_before_the_disk_is_short() {
+        const GIB: u64 = 1 << 30;
+        const MIB: u64 = 1 << 20;
+        // A new segment: the write plus the least reservation ahead.
+        assert_eq!(reservation(0, 1000, 0, 100 * GIB), Some((0, 1000 + PREALLOCATE_BYTES_MIN)));
+        // Inside the reservation: nothing to do.
+        assert_eq!(reservation(1000, 1000, 1000 + PREALLOCATE_BYTES_MIN, 100 * GIB), None);
+        // Past it: from where it ended, about the segment's size ahead...
+        assert_eq!(reservation(4 * MIB, MIB, 4 * MIB + 100, 100 * GIB), Some((4 * MIB + 100, 9 * MIB)));
+        // ...but never more than the most.
+        assert_eq!(reservation(GIB / 2, MIB, GIB / 2, 100 * GIB), Some((GIB / 2, GIB / 2 + MIB + PREALLOCATE_BYTES_MAX)));
+        // After a cut (reserved_to reset to 0) it starts at the end of the data.
+        assert_eq!(reservation(4 * MIB, 10, 0, 100 * GIB), Some((4 * MIB, 8 * MIB + 10)));
+        // Not when it would leave less than the minimum free.
+        let wanted = 1000 + PREALLOCATE_BYTES_MIN;
+        assert_eq!(reservation(0, 1000, 0, wanted + PREALLOCATE_FREE_BYTES_MIN), Some((0, wanted)));
+        assert_eq!(reservation(0, 1000, 0, wanted + PREALLOCATE_FREE_BYTES_MIN - 1), None);
     }
 }

@@ -121,6 +121,22 @@ impl File {
         self.inner.fallocate(position, len, libc::FALLOC_FL_KEEP_SIZE).await.map_err(|error| with_path(error, "fallocate", &self.path))
     }
 
+    /// Bytes free for unprivileged use on the file system holding this file (`fstatvfs`, a
+    /// metadata call that does not wait on data I/O).
+    pub fn free_bytes(&self) -> io::Result<u64> {
+        let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: fstatvfs fills the struct on success; the descriptor stays open.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::fstatvfs(self.inner.as_raw_fd(), stat.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(with_path(io::Error::last_os_error(), "fstatvfs", &self.path));
+        }
+        // SAFETY: initialised by the successful call above.
+        #[allow(unsafe_code)]
+        let stat = unsafe { stat.assume_init() };
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
     /// `fdatasync`: the file's data (and the metadata needed to read it back) is durable.
     pub async fn sync_data(&self) -> io::Result<()> {
         self.inner.sync_data().await.map_err(|error| with_path(error, "fdatasync", &self.path))
