@@ -105,31 +105,37 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot start shard thread {me}: {e}"))?;
         threads.push(thread);
         if me == 0 && first_alone {
-            wait_ready(&ready_rx, 1, &threads)?;
+            if let Started::Stopped = wait_ready(&ready_rx, 1, &mut threads)? {
+                return join_shards(threads);
+            }
             started = 1;
         }
     }
     drop(ready_tx);
     drop(senders);
-    wait_ready(&ready_rx, count - started, &threads)?;
+    if let Started::Stopped = wait_ready(&ready_rx, count - started, &mut threads)? {
+        return join_shards(threads);
+    }
     info!(address = %local, shards = count, "listening");
     println!("fjord: listening on {local}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    let mut outcome = Ok(());
-    for thread in threads {
-        match thread.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => outcome = Err(error),
-            Err(_) => outcome = Err(anyhow::anyhow!("a shard thread panicked")),
-        }
-    }
-    outcome
+    join_shards(threads)
+}
+
+type ShardThread = std::thread::JoinHandle<anyhow::Result<()>>;
+
+/// How waiting for the shards to open ended, if not with an error.
+enum Started {
+    Serving,
+    /// A shard stopped cleanly before all were serving: a SIGTERM or SIGINT while starting.
+    Stopped,
 }
 
 /// Waits until `shards` more shards have reported that they serve, or one failed to open,
-/// or one of `threads` ended without reporting (a panic while opening).
-fn wait_ready(ready: &std::sync::mpsc::Receiver<anyhow::Result<usize>>, shards: usize, threads: &[std::thread::JoinHandle<anyhow::Result<()>>]) -> anyhow::Result<()> {
+/// or one of `threads` ended without reporting: an error if it failed or panicked, and
+/// `Stopped` if it shut down cleanly (a signal while the others were still opening).
+fn wait_ready(ready: &std::sync::mpsc::Receiver<anyhow::Result<usize>>, shards: usize, threads: &mut Vec<ShardThread>) -> anyhow::Result<Started> {
     let mut reported = 0;
     while reported < shards {
         match ready.recv_timeout(Duration::from_millis(READY_POLL_MS)) {
@@ -137,14 +143,30 @@ fn wait_ready(ready: &std::sync::mpsc::Receiver<anyhow::Result<usize>>, shards: 
             Ok(Err(error)) => return Err(error),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 if let Some(ended) = threads.iter().position(|t| t.is_finished()) {
-                    // A shard that reported and then stopped is also a failed start.
-                    anyhow::bail!("shard {ended} stopped while the broker was starting (see the log above)");
+                    return match threads.remove(ended).join() {
+                        Ok(Ok(())) => Ok(Started::Stopped),
+                        Ok(Err(error)) => Err(error),
+                        Err(_) => Err(anyhow::anyhow!("shard {ended} panicked while the broker was starting")),
+                    };
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("every shard stopped while the broker was starting"),
         }
     }
-    Ok(())
+    Ok(Started::Serving)
+}
+
+/// Waits for every shard thread to end; the first failure is the outcome.
+fn join_shards(threads: Vec<ShardThread>) -> anyhow::Result<()> {
+    let mut outcome = Ok(());
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => outcome = outcome.and(Err(error)),
+            Err(_) => outcome = outcome.and(Err(anyhow::anyhow!("a shard thread panicked"))),
+        }
+    }
+    outcome
 }
 
 /// Waits (at most `PORT_WAIT_MS_MAX`) until a plain socket can bind `address`. Several
