@@ -115,6 +115,14 @@ impl Partition {
             }
         }
         let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
+        let replica = ReplicaState::new(me, clustered, log_start, log_end, epochs);
+        if clustered {
+            // The high watermark a clean close left: committed records stay readable after a
+            // restart, rather than from the next fetch round of the followers on.
+            if let Some(saved) = read_high_watermark(&dir).await {
+                replica.restore_high_watermark(saved.clamp(log_start, log_end));
+            }
+        }
         let partition = Partition {
             topic,
             index,
@@ -124,7 +132,7 @@ impl Partition {
             durable_offset: Cell::new(log.durable_offset()),
             log: tokio::sync::Mutex::new(log),
             producers: RefCell::new(producers),
-            replica: ReplicaState::new(me, clustered, log_start, log_end, epochs),
+            replica,
             syncing: Cell::new(false),
             synced: tokio::sync::Notify::new(),
             queued: RefCell::new(Vec::new()),
@@ -436,7 +444,31 @@ impl Partition {
 
     /// Flushes and writes the clean-shutdown checkpoint. The partition is unusable after.
     pub async fn close(&self) -> Result<(), StorageError> {
-        self.log.lock().await.close().await
+        let mut log = self.log.lock().await;
+        if self.replica.clustered {
+            let path = self.dir.join(HIGH_WATERMARK_FILE);
+            if let Err(error) = fjord_storage::io::write_file_atomic(&path, self.high_watermark().to_string().into_bytes()).await {
+                tracing::warn!(path = %path.display(), %error, "cannot save the high watermark; it starts at the log start after the restart");
+            }
+        }
+        log.close().await
+    }
+}
+
+/// Where a clustered partition keeps its high watermark across a clean restart (text).
+const HIGH_WATERMARK_FILE: &str = "high-watermark";
+
+/// The high watermark saved by the last clean close, if any (a damaged file is ignored:
+/// starting at the log start is always safe).
+async fn read_high_watermark(dir: &Path) -> Option<i64> {
+    let path = dir.join(HIGH_WATERMARK_FILE);
+    match fjord_storage::io::read_file(&path, 64).await {
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).trim().parse().ok(),
+        Ok(None) => None,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "cannot read the saved high watermark");
+            None
+        }
     }
 }
 
@@ -520,6 +552,35 @@ mod tests {
         }
         assert_eq!(partition.queued.borrow().len(), sets.len(), "every append queued behind the held log");
         tasks
+    }
+
+    #[test]
+    fn a_clean_close_keeps_the_high_watermark_for_the_restart() {
+        let data = std::env::temp_dir().join(format!("fjord-partition-hw-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        fjord_storage::io::block_on(async {
+            let open = || Partition::open(&data, Rc::from("t"), 0, LogConfig::default(), 0, true);
+            let partition = open().await.expect("open");
+            partition.become_leader(0, vec![0], vec![0], 1_000, 1).await;
+            let appended = partition.append(set(-1, 0, 5), 0).await.expect("append");
+            assert_eq!((appended.base_offset, partition.high_watermark()), (0, 5), "alone in its in-sync set, the leader commits at once");
+            partition.close().await.expect("close");
+            // Reopened, before any role or follower fetch: the committed records are readable.
+            let partition = open().await.expect("reopen");
+            assert_eq!(partition.high_watermark(), 5);
+            partition.close().await.expect("close");
+            // A saved value past the log (a file from elsewhere) is held to the log's end...
+            let file = partition_dir(&data, "t", 0).join(HIGH_WATERMARK_FILE);
+            std::fs::write(&file, "999").expect("write");
+            assert_eq!(open().await.expect("reopen").high_watermark(), 5);
+            // ...and without one (an unclean stop before any clean close) it starts at the
+            // log start, as it always did.
+            std::fs::write(&file, "not a number").expect("write");
+            assert_eq!(open().await.expect("reopen").high_watermark(), 0);
+            std::fs::remove_file(&file).expect("remove");
+            assert_eq!(open().await.expect("reopen").high_watermark(), 0);
+        });
+        let _ = std::fs::remove_dir_all(&data);
     }
 
     #[test]

@@ -83,8 +83,8 @@ impl ReplicaState {
             me,
             clustered,
             role: RefCell::new(role),
-            // Clustered: start low and let the in-sync set move it (Kafka keeps a checkpoint;
-            // starting at the log start is the safe side of not having one).
+            // Clustered: start low and let the in-sync set move it, unless a clean close saved
+            // it (`Partition::open` restores it).
             high_watermark: Cell::new(if clustered { log_start } else { log_end }),
             tracker: RefCell::new(None),
             epochs: RefCell::new(epochs),
@@ -94,6 +94,11 @@ impl ReplicaState {
             leading_since_ms: Cell::new(0),
             isr_version: Cell::new(0),
         }
+    }
+
+    /// A high watermark saved by a clean close (already within the log), before any role.
+    pub fn restore_high_watermark(&self, offset: i64) {
+        self.high_watermark.set(offset);
     }
 
     pub fn role(&self) -> Role {
