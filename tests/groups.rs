@@ -292,6 +292,21 @@ fn dash_or<T: std::str::FromStr>(field: &str) -> Option<T> {
 
 /// Runs and parses `fjord group describe GROUP`: the `group G: STATE (N members, ...)` line,
 /// then after the header one row per partition: topic, partition, committed, end, lag, member.
+/// `describe` once the group is Stable with `members` members, or as it is after
+/// `REBALANCE_MS_MAX`. Clients may rejoin on their own after they reported an assignment
+/// (kafka-python does when its metadata snapshot changes), and the group passes through
+/// PreparingRebalance again; the broker's view is checked once that has settled.
+fn describe_settled(broker: &TestBroker, group: &str, members: usize) -> Described {
+    let start = Instant::now();
+    loop {
+        let described = describe(broker, group);
+        if (described.state.as_str(), described.members) == ("Stable", members) || start.elapsed() > Duration::from_millis(REBALANCE_MS_MAX) {
+            return described;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn describe(broker: &TestBroker, group: &str) -> Described {
     let bootstrap = broker.bootstrap();
     let text = fjord_ok(&["group", "describe", group, "-b", &bootstrap]);
@@ -346,7 +361,7 @@ fn split_then_close(lib: Lib) {
     wait_until(&broker, &mut [&mut a, &mut b], REBALANCE_MS_MAX, "an even split of 4 partitions", |m| split_evenly(m[0], m[1]));
 
     // The broker's view agrees: two members, each partition owned by exactly one of them.
-    let described = describe(&broker, &group);
+    let described = describe_settled(&broker, &group, 2);
     assert_eq!((described.state.as_str(), described.members), ("Stable", 2), "{}", described.text);
     let owners: BTreeSet<&str> = described.rows.values().filter_map(|r| r.member.as_deref()).collect();
     let owned: Vec<i32> = described.rows.keys().map(|(_, p)| *p).collect();
@@ -356,7 +371,7 @@ fn split_then_close(lib: Lib) {
 
     a.stop();
     wait_until(&broker, &mut [&mut a, &mut b], REBALANCE_MS_MAX, "a to close and b to own all 4", |m| m[0].closed && m[1].has(&ALL_FOUR));
-    let described = describe(&broker, &group);
+    let described = describe_settled(&broker, &group, 1);
     assert_eq!((described.state.as_str(), described.members), ("Stable", 1), "{}", described.text);
     b.stop();
     wait_until(&broker, &mut [&mut b], REBALANCE_MS_MAX, "b to close", |m| m[0].closed);
@@ -392,7 +407,7 @@ fn split_then_kill(lib: Lib) {
     assert!(took >= Duration::from_millis(SESSION_MS * 5 / 6 - 100), "b took over after {took:?}, before a's {SESSION_MS} ms session could expire");
     let stderr = broker.stderr();
     assert!(stderr.contains("member's session timed out"), "no session expiry logged:\n{}", broker.stderr_tail());
-    let described = describe(&broker, &group);
+    let described = describe_settled(&broker, &group, 1);
     assert_eq!((described.state.as_str(), described.members), ("Stable", 1), "{}", described.text);
 }
 
@@ -535,7 +550,7 @@ fn cli_group_describe_shows_lag_list_lists_and_reset_waits_for_an_empty_group() 
     // A member joins: describe shows it owning both partitions; reset is refused.
     let mut member = Member::spawn("m", Lib::Ck, &broker, topic, lagging);
     wait_until(&broker, &mut [&mut member], REBALANCE_MS_MAX, "the member to own both partitions", |m| m[0].has(&[0, 1]));
-    let d = describe(&broker, lagging);
+    let d = describe_settled(&broker, lagging, 1);
     assert_eq!((d.state.as_str(), d.members), ("Stable", 1), "{}", d.text);
     let owner = d.rows[&(topic.to_string(), 0)].member.clone().expect("partition 0 has an owner");
     let expected: BTreeMap<(String, i32), LagRow> = [
