@@ -119,7 +119,7 @@ impl Partition {
         if clustered {
             // The high watermark a clean close left: committed records stay readable after a
             // restart, rather than from the next fetch round of the followers on.
-            if let Some(saved) = read_high_watermark(&dir).await {
+            if let Some(saved) = take_high_watermark(&dir).await {
                 replica.restore_high_watermark(saved.clamp(log_start, log_end));
             }
         }
@@ -443,33 +443,58 @@ impl Partition {
     }
 
     /// Flushes and writes the clean-shutdown checkpoint. The partition is unusable after.
+    /// A clustered partition that closes cleanly saves its high watermark for the next open.
     pub async fn close(&self) -> Result<(), StorageError> {
         let mut log = self.log.lock().await;
+        log.close().await?;
         if self.replica.clustered {
-            let path = self.dir.join(HIGH_WATERMARK_FILE);
-            if let Err(error) = fjord_storage::io::write_file_atomic(&path, self.high_watermark().to_string().into_bytes()).await {
-                tracing::warn!(path = %path.display(), %error, "cannot save the high watermark; it starts at the log start after the restart");
-            }
+            save_high_watermark(&self.dir, self.high_watermark()).await;
         }
-        log.close().await
+        Ok(())
     }
 }
 
-/// Where a clustered partition keeps its high watermark across a clean restart (text).
+/// Where a clustered partition keeps its high watermark across a clean restart (text). It
+/// lives from a clean close to the next open, which takes it (so after a crash that
+/// follows, nothing older is restored).
 const HIGH_WATERMARK_FILE: &str = "high-watermark";
 
-/// The high watermark saved by the last clean close, if any (a damaged file is ignored:
-/// starting at the log start is always safe).
-async fn read_high_watermark(dir: &Path) -> Option<i64> {
+/// Writes the high watermark without syncing it: losing it, or finding it cut short, only
+/// means starting lower (a prefix of the number is a smaller number), which is always safe.
+/// Not synced, so a shutdown of many partitions costs no extra fdatasync each.
+async fn save_high_watermark(dir: &Path, high_watermark: i64) {
     let path = dir.join(HIGH_WATERMARK_FILE);
-    match fjord_storage::io::read_file(&path, 64).await {
+    let written = async {
+        let file = fjord_storage::io::File::open_rw(&path, true).await?;
+        file.set_len(0)?;
+        let (result, _) = file.write_all_at(high_watermark.to_string().into_bytes(), 0).await;
+        result?;
+        file.close().await
+    }
+    .await;
+    if let Err(error) = written {
+        tracing::warn!(path = %path.display(), %error, "cannot save the high watermark; it starts at the log start after the restart");
+    }
+}
+
+/// Takes the high watermark saved by the last clean close, if any (a damaged file is
+/// ignored: starting at the log start is always safe). The file is removed, so that it
+/// never outlives the run it was read by.
+async fn take_high_watermark(dir: &Path) -> Option<i64> {
+    let path = dir.join(HIGH_WATERMARK_FILE);
+    let saved = match fjord_storage::io::read_file(&path, 64).await {
         Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).trim().parse().ok(),
-        Ok(None) => None,
+        Ok(None) => return None,
         Err(error) => {
             tracing::warn!(path = %path.display(), %error, "cannot read the saved high watermark");
             None
         }
+    };
+    if let Err(error) = fjord_storage::io::remove_file(&path).await {
+        tracing::warn!(path = %path.display(), %error, "cannot remove the saved high watermark");
+        return None;
     }
+    saved
 }
 
 /// Total records of all batches in a record set (header counts).
@@ -566,18 +591,20 @@ mod tests {
             assert_eq!((appended.base_offset, partition.high_watermark()), (0, 5), "alone in its in-sync set, the leader commits at once");
             partition.close().await.expect("close");
             // Reopened, before any role or follower fetch: the committed records are readable.
+            let file = partition_dir(&data, "t", 0).join(HIGH_WATERMARK_FILE);
             let partition = open().await.expect("reopen");
             assert_eq!(partition.high_watermark(), 5);
+            // The open took the saved value: a crash now (no close) restores nothing older
+            // next time; it starts at the log start, as without a saved value.
+            assert!(!file.exists(), "the saved high watermark outlived the open that read it");
+            assert_eq!(open().await.expect("reopen after a crash").high_watermark(), 0);
             partition.close().await.expect("close");
-            // A saved value past the log (a file from elsewhere) is held to the log's end...
-            let file = partition_dir(&data, "t", 0).join(HIGH_WATERMARK_FILE);
+            assert_eq!(std::fs::read_to_string(&file).expect("saved again"), "5");
+            // A saved value past the log (a file from elsewhere) is held to the log's end,
+            // a damaged one is ignored.
             std::fs::write(&file, "999").expect("write");
             assert_eq!(open().await.expect("reopen").high_watermark(), 5);
-            // ...and without one (an unclean stop before any clean close) it starts at the
-            // log start, as it always did.
             std::fs::write(&file, "not a number").expect("write");
-            assert_eq!(open().await.expect("reopen").high_watermark(), 0);
-            std::fs::remove_file(&file).expect("remove");
             assert_eq!(open().await.expect("reopen").high_watermark(), 0);
         });
         let _ = std::fs::remove_dir_all(&data);

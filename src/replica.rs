@@ -83,8 +83,8 @@ impl ReplicaState {
             me,
             clustered,
             role: RefCell::new(role),
-            // Clustered: start low and let the in-sync set move it, unless a clean close saved
-            // it (`Partition::open` restores it).
+            // Clustered: start low and let the in-sync set move it, unless the last stop was
+            // a clean close, which saved it (`Partition::open` restores it).
             high_watermark: Cell::new(if clustered { log_start } else { log_end }),
             tracker: RefCell::new(None),
             epochs: RefCell::new(epochs),

@@ -290,8 +290,6 @@ fn dash_or<T: std::str::FromStr>(field: &str) -> Option<T> {
     }
 }
 
-/// Runs and parses `fjord group describe GROUP`: the `group G: STATE (N members, ...)` line,
-/// then after the header one row per partition: topic, partition, committed, end, lag, member.
 /// `describe` once the group is Stable with `members` members, or as it is after
 /// `REBALANCE_MS_MAX`. Clients may rejoin on their own after they reported an assignment
 /// (kafka-python does when its metadata snapshot changes), and the group passes through
@@ -307,6 +305,8 @@ fn describe_settled(broker: &TestBroker, group: &str, members: usize) -> Describ
     }
 }
 
+/// Runs and parses `fjord group describe GROUP`: the `group G: STATE (N members, ...)` line,
+/// then after the header one row per partition: topic, partition, committed, end, lag, member.
 fn describe(broker: &TestBroker, group: &str) -> Described {
     let bootstrap = broker.bootstrap();
     let text = fjord_ok(&["group", "describe", group, "-b", &bootstrap]);
