@@ -554,6 +554,18 @@ mod tests {
         Bytes::from(bytes)
     }
 
+    /// Runs `test` on an io_uring runtime with a directory of its own, removed after.
+    fn in_fresh_dir<F, Fut>(label: &str, test: F)
+    where
+        F: FnOnce(std::path::PathBuf) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let dir = std::env::temp_dir().join(format!("fjord-partition-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        fjord_storage::io::block_on(test(dir.clone()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Yields the appends below may take to reach the queue (each queues on its first poll).
     const QUEUE_YIELDS_MAX: usize = 64;
 
@@ -581,9 +593,7 @@ mod tests {
 
     #[test]
     fn a_clean_close_keeps_the_high_watermark_for_the_restart() {
-        let data = std::env::temp_dir().join(format!("fjord-partition-hw-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data);
-        fjord_storage::io::block_on(async {
+        in_fresh_dir("hw", |data| async move {
             let open = || Partition::open(&data, Rc::from("t"), 0, LogConfig::default(), 0, true);
             let partition = open().await.expect("open");
             partition.become_leader(0, vec![0], vec![0], 1_000, 1).await;
@@ -607,14 +617,11 @@ mod tests {
             std::fs::write(&file, "not a number").expect("write");
             assert_eq!(open().await.expect("reopen").high_watermark(), 0);
         });
-        let _ = std::fs::remove_dir_all(&data);
     }
 
     #[test]
     fn a_state_older_than_the_leaders_own_in_sync_change_does_not_undo_it() {
-        let dir = std::env::temp_dir().join(format!("fjord-partition-isr-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        fjord_storage::io::block_on(async {
+        in_fresh_dir("isr", |dir| async move {
             let partition = Partition::open(&dir, Rc::from("t"), 0, LogConfig::default(), 0, true).await.expect("open");
             partition.become_leader(3, vec![0, 1, 2], vec![0, 1], 1_000, 5).await;
             assert_eq!(partition.replica.role().isr, vec![0, 1]);
@@ -632,14 +639,11 @@ mod tests {
             assert_eq!((partition.replica.leader_epoch(), partition.replica.role().isr.clone()), (4, vec![0, 1, 2]));
             partition.close().await.expect("close");
         });
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn sets_of_one_producer_in_one_group_append_are_checked_against_each_other() {
-        let dir = std::env::temp_dir().join(format!("fjord-partition-group-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        fjord_storage::io::block_on(async {
+        in_fresh_dir("group", |dir| async move {
             let partition = Rc::new(Partition::open(&dir, Rc::from("t"), 0, LogConfig::default(), 0, false).await.expect("open"));
             // The log is held, so every append below queues; released, they are written as
             // one group, in this order.
@@ -671,15 +675,12 @@ mod tests {
             assert_eq!((retried.base_offset, retried.duplicate), (2, true));
             partition.close().await.expect("close");
         });
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_failed_group_append_leaves_no_duplicate_to_acknowledge() {
-        let dir = std::env::temp_dir().join(format!("fjord-partition-group-fail-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let log_dir = partition_dir(&dir, "t", 0);
-        fjord_storage::io::block_on(async {
+        in_fresh_dir("group-fail", |dir| async move {
+            let log_dir = partition_dir(&dir, "t", 0);
             // An empty active segment whose file is /dev/full: every write fails (ENOSPC).
             let mut log = PartitionLog::open(&log_dir, LogConfig::default()).await.expect("open the log");
             log.append_shared(set(-1, 0, 1), 0).await.expect("first append");
@@ -704,6 +705,5 @@ mod tests {
             let later = partition.append(set(7, 0, 2), 0).await;
             assert!(later.is_err(), "a retry after the failed group append was acknowledged: {later:?}");
         });
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
