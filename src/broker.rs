@@ -478,6 +478,22 @@ impl Broker {
         usize::try_from(index).ok().and_then(|i| topic.partitions.get(i)).cloned().flatten()
     }
 
+    /// The partition, if this shard hosts it, for a request only its leader answers. In a
+    /// cluster, if this broker does not lead it (or does not know the topic, but not for an
+    /// index past a known topic's partitions), the cluster state is read at once first
+    /// (`sync_cluster_state`, one read shared by everyone waiting): clients learn leaders
+    /// from any broker's Metadata, so they can name this broker the leader a tick before it
+    /// has read the state that says so.
+    pub async fn partition_for_leader(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
+        let found = self.partition(topic, index);
+        let past_known_topic = self.topic(topic).is_some() && !self.partition_exists(topic, index);
+        if self.cluster.is_none() || found.as_ref().is_some_and(|p| p.replica.is_leader()) || past_known_topic {
+            return found;
+        }
+        self.sync_cluster_state().await;
+        self.partition(topic, index)
+    }
+
     /// Creates a topic. `validate_only` checks without creating.
     pub async fn create_topic(&self, name: &str, partitions: i32, replication_factor: i16, config: TopicConfig, validate_only: bool) -> Result<Rc<Topic>, TopicError> {
         validate_name(name).map_err(|m| TopicError::new(ResponseError::InvalidTopicException, m))?;

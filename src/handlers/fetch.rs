@@ -106,8 +106,7 @@ pub struct PartitionRead {
 pub async fn read_partition(broker: &Broker, topic: &str, index: i32, offset: i64, limit: u64, replica: i32, current_leader_epoch: i32) -> PartitionRead {
     let mut result = PartitionRead { error: 0, high_watermark: -1, log_start_offset: -1, regions: Vec::new(), hw_moved: false };
     let Some(partition) = broker.partition(topic, index) else {
-        let exists = broker.topic(topic).is_some_and(|t| index >= 0 && (index as usize) < t.partitions.len());
-        result.error = if exists { ResponseError::NotLeaderOrFollower } else { ResponseError::UnknownTopicOrPartition }.code();
+        result.error = if broker.partition_exists(topic, index) { ResponseError::NotLeaderOrFollower } else { ResponseError::UnknownTopicOrPartition }.code();
         return result;
     };
     if !partition.replica.is_leader() {

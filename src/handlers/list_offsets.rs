@@ -16,17 +16,8 @@ const EARLIEST: i64 = -2;
 
 /// One partition's answer: (error code, timestamp, offset), resolved on its owning shard.
 pub async fn list_offset(broker: &Broker, topic: &str, index: i32, timestamp: i64) -> (i16, i64, i64) {
-    let mut found = broker.partition(topic, index);
-    // Not for an index past the partitions of a topic this broker knows.
-    let beyond_known_topic = broker.topic(topic).is_some_and(|t| !broker.partition_exists(&t.name, index));
-    if broker.cluster.is_some() && !found.as_ref().is_some_and(|p| p.replica.is_leader()) && !beyond_known_topic {
-        // As for Produce: a client may have learnt from another broker's Metadata that this
-        // one leads the partition a tick before this broker read the state saying so, and
-        // librdkafka's watermark query gives up on a refusal. Read the state now (shared).
-        broker.sync_cluster_state().await;
-        found = broker.partition(topic, index);
-    }
-    let Some(partition) = found else {
+    // librdkafka's watermark query gives up on a refusal (`partition_for_leader`).
+    let Some(partition) = broker.partition_for_leader(topic, index).await else {
         let code = if broker.partition_exists(topic, index) { ResponseError::NotLeaderOrFollower } else { ResponseError::UnknownTopicOrPartition };
         return (code.code(), -1, -1);
     };

@@ -65,22 +65,13 @@ impl Drop for AppendDone {
 /// Appends to a partition this shard owns and, for acks=all, waits until the records are
 /// durable and on every in-sync replica. `done` is marked as soon as the append is over.
 pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, records: Option<Bytes>, acks: i16, timeout_ms: i32, mut done: AppendDone) -> PartitionOutcome {
-    let lookup = || broker.topic(&topic).and_then(|t| Some((Rc::clone(&t), broker.partition(&topic, index)?)));
-    // None for an unknown topic, else whether it has partition `index`.
-    let in_known_topic = || broker.topic(&topic).map(|t| index >= 0 && (index as usize) < t.partitions.len());
-    let mut found = lookup();
-    if broker.cluster.is_some() && !found.as_ref().is_some_and(|(_, p)| p.replica.is_leader()) && in_known_topic() != Some(false) {
-        // Clients learn leaders from any broker's Metadata, so they can name this broker
-        // the leader a tick before it has read the state that says so. Refusing would send
-        // an idempotent producer's next request (already in flight) here with a sequence
-        // gap, which librdkafka answers by renumbering every unacknowledged message under a
-        // new epoch, duplicating those the old leader had written. Read the state now (one
-        // read shared by everyone waiting; see `sync_cluster_state`).
-        broker.sync_cluster_state().await;
-        found = lookup();
-    }
+    // Refusing because this broker has not read the state that made it the leader yet would
+    // send an idempotent producer's next request (already in flight) here with a sequence
+    // gap, which librdkafka answers by renumbering every unacknowledged message under a new
+    // epoch, duplicating those the old leader had written (`partition_for_leader`).
+    let found = broker.partition_for_leader(&topic, index).await.and_then(|p| Some((broker.topic(&topic)?, p)));
     let Some((topic_state, partition)) = found else {
-        return if in_known_topic() == Some(true) {
+        return if broker.partition_exists(&topic, index) {
             PartitionOutcome::refused(ResponseError::NotLeaderOrFollower, format!("broker {} holds no replica of {topic}-{index}", broker.config.broker_id))
         } else {
             PartitionOutcome::refused(ResponseError::UnknownTopicOrPartition, format!("{topic}-{index} does not exist"))
