@@ -236,22 +236,25 @@ impl Shards {
             .collect()
     }
 
-    pub async fn list_offset(&self, shard: usize, topic: String, index: i32, timestamp: i64) -> (i16, i64, i64) {
+    /// Sends `shard` the message `ask` builds around a reply channel and awaits the answer;
+    /// None if the shard is gone or dropped the message.
+    async fn ask<T>(&self, shard: usize, ask: impl FnOnce(oneshot::Sender<T>) -> Message) -> Option<T> {
         let (reply, answer) = oneshot::channel();
-        if !self.send(shard, Message::ListOffset { topic, index, timestamp, reply }) {
-            return (ResponseError::UnknownServerError.code(), -1, -1);
+        if !self.send(shard, ask(reply)) {
+            return None;
         }
-        answer.await.unwrap_or((ResponseError::UnknownServerError.code(), -1, -1))
+        answer.await.ok()
+    }
+
+    pub async fn list_offset(&self, shard: usize, topic: String, index: i32, timestamp: i64) -> (i16, i64, i64) {
+        let answer = self.ask(shard, |reply| Message::ListOffset { topic, index, timestamp, reply }).await;
+        answer.unwrap_or((ResponseError::UnknownServerError.code(), -1, -1))
     }
 
     /// Where an epoch ended in a partition `shard` owns (see `handlers::epochs::epoch_end`).
     pub async fn epoch_end(&self, shard: usize, topic: String, index: i32, current_leader_epoch: i32, leader_epoch: i32) -> (i16, i32, i64) {
-        let gone = (ResponseError::UnknownServerError.code(), -1, -1);
-        let (reply, answer) = oneshot::channel();
-        if !self.send(shard, Message::EpochEnd { topic, index, current_leader_epoch, leader_epoch, reply }) {
-            return gone;
-        }
-        answer.await.unwrap_or(gone)
+        let answer = self.ask(shard, |reply| Message::EpochEnd { topic, index, current_leader_epoch, leader_epoch, reply }).await;
+        answer.unwrap_or((ResponseError::UnknownServerError.code(), -1, -1))
     }
 
     /// Sends a whole request to shard 0 and returns its answer.
