@@ -826,12 +826,6 @@ fn a_sequence_gap_right_after_a_failover_is_retried_not_refused() {
     assert_eq!(wire::produce(&mut to_new, 5, "settle", 0, &sequenced(2)), (0, 2), "the retried batch");
 }
 
-/// The shard of a broker that owns a partition (`fjord::shards::owner`; internal topics
-/// aside).
-fn owning_shard(topic: &str, index: i32, shards: usize) -> usize {
-    (java_string_hash(topic) as u32 as usize).wrapping_add(index as usize) % shards
-}
-
 /// OffsetForLeaderEpoch, which a returning follower asks before it cuts its log, is answered
 /// by the shard that owns each partition, whichever shard of the broker the connection
 /// landed on: leaders say where the epoch ends, followers refuse.
@@ -846,7 +840,7 @@ fn offset_for_leader_epoch_is_answered_by_the_shard_owning_each_partition() {
         assert_eq!(produce(&cluster.bootstrap, topic, p, 100 * count, count, "all"), count as usize);
     }
     let state = cluster.wait_all_in_sync("records produced");
-    let owners: BTreeSet<usize> = (0..PARTITIONS).map(|p| owning_shard(topic, p, SHARDS)).collect();
+    let owners: BTreeSet<usize> = (0..PARTITIONS).map(|p| fjord::shards::owner(SHARDS, topic, p)).collect();
     assert_eq!(owners.len(), SHARDS, "every shard of a broker owns some of the {PARTITIONS} partitions");
     for id in 0..BROKERS {
         let asked: Vec<(i32, i32, i32)> = (0..PARTITIONS)
@@ -865,7 +859,7 @@ fn offset_for_leader_epoch_is_answered_by_the_shard_owning_each_partition() {
             } else {
                 wire::EpochEnd { partition: *p, error: 6, leader_epoch: -1, end_offset: -1 } // NOT_LEADER_OR_FOLLOWER
             };
-            assert_eq!(*answer, expected, "broker {id}, {topic}-{p} (shard {})", owning_shard(topic, *p, SHARDS));
+            assert_eq!(*answer, expected, "broker {id}, {topic}-{p} (shard {})", fjord::shards::owner(SHARDS, topic, *p));
         }
     }
 }
