@@ -486,8 +486,8 @@ impl Broker {
     /// has read the state that says so.
     pub async fn partition_for_leader(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
         let found = self.partition(topic, index);
-        let past_known_topic = self.topic(topic).is_some() && !self.partition_exists(topic, index);
-        if self.cluster.is_none() || found.as_ref().is_some_and(|p| p.replica.is_leader()) || past_known_topic {
+        // The topic lookups only when a read might follow, not on every append.
+        if self.cluster.is_none() || found.as_ref().is_some_and(|p| p.replica.is_leader()) || (self.topic(topic).is_some() && !self.partition_exists(topic, index)) {
             return found;
         }
         self.sync_cluster_state().await;
