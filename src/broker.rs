@@ -1,5 +1,5 @@
 //! The broker's state: its topics and partitions, producer id allocation, and the
-//! background upkeep (retention, rolls, interval flushes).
+//! background upkeep (retention, rolls, interval flushes, high-watermark checkpoints).
 //!
 //! Single node: topic metadata files live in `<data_dir>/topics/`; creating a topic writes
 //! the partition directories first and the metadata file last, so a crash in between leaves
@@ -612,10 +612,12 @@ impl Broker {
         Ok(next)
     }
 
-    /// Retention, rolls and interval flushes for every partition, forever.
+    /// Retention, rolls, interval flushes and high-watermark checkpoints for every
+    /// partition, forever.
     pub async fn run_upkeep(self: Rc<Self>) {
         let tick_ms = 1000u64.min(self.config.retention_check_interval_ms).min(self.config.flush_interval_ms.unwrap_or(u64::MAX)).max(10);
         let mut last_retention = 0i64;
+        let mut last_checkpoint = now_ms();
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(tick_ms)).await;
             let now = now_ms();
@@ -623,8 +625,15 @@ impl Broker {
             if retention {
                 last_retention = now;
             }
+            let checkpoint = self.cluster.is_some() && now - last_checkpoint >= crate::partition::HW_CHECKPOINT_INTERVAL_MS as i64;
+            if checkpoint {
+                last_checkpoint = now;
+            }
             for topic in self.topics() {
                 for partition in topic.local_partitions() {
+                    if checkpoint {
+                        partition.checkpoint_high_watermark().await;
+                    }
                     match partition.maintain(now, retention).await {
                         Ok(outcome) if !outcome.deleted_segments.is_empty() => {
                             info!(partition = ?partition, segments = outcome.deleted_segments.len(), log_start_offset = outcome.log_start_offset, "retention");

@@ -67,6 +67,17 @@ pub struct Partition {
     /// Appends waiting for the log while another one holds it: whichever of them gets the
     /// log first writes all of them with one vectored write (group append).
     queued: RefCell<Vec<QueuedAppend>>,
+    /// What `HIGH_WATERMARK_FILE` holds. Checkpoints, truncations below it and the close
+    /// take this lock (before the log's, when both), one at a time.
+    hw_file: tokio::sync::Mutex<HighWatermarkFile>,
+}
+
+/// The high watermark as saved in the partition's directory.
+pub(crate) struct HighWatermarkFile {
+    /// The value in the file (`None`: no file, or not known).
+    saved: Option<i64>,
+    /// The partition closed: nothing is written any more (its directory may be deleted).
+    closed: bool,
 }
 
 /// An append waiting to be written with others (see `Partition::append`).
@@ -116,11 +127,19 @@ impl Partition {
         }
         let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
         let replica = ReplicaState::new(me, clustered, log_start, log_end, epochs);
+        let mut saved = None;
         if clustered {
-            // The high watermark a clean close left: committed records stay readable after a
-            // restart, rather than from the next fetch round of the followers on.
-            if let Some(saved) = take_high_watermark(&dir).await {
-                replica.restore_high_watermark(saved.clamp(log_start, log_end));
+            // The high watermark of the last checkpoint or clean close: committed records
+            // stay readable after a restart, rather than from the next fetch round of the
+            // followers on. It was committed when saved; the log may have lost its tail
+            // since (a crash), so it is held within the log.
+            saved = read_high_watermark(&dir).await;
+            if let Some(saved) = saved {
+                let high_watermark = saved.clamp(log_start, log_end);
+                replica.restore_high_watermark(high_watermark);
+                if high_watermark > log_start {
+                    tracing::info!(partition = %format_args!("{topic}-{index}"), high_watermark, saved, "restored the saved high watermark");
+                }
             }
         }
         let partition = Partition {
@@ -136,6 +155,7 @@ impl Partition {
             syncing: Cell::new(false),
             synced: tokio::sync::Notify::new(),
             queued: RefCell::new(Vec::new()),
+            hw_file: tokio::sync::Mutex::new(HighWatermarkFile { saved, closed: false }),
         };
         Ok(partition)
     }
@@ -445,56 +465,88 @@ impl Partition {
     /// Flushes and writes the clean-shutdown checkpoint. The partition is unusable after.
     /// A clustered partition that closes cleanly saves its high watermark for the next open.
     pub async fn close(&self) -> Result<(), StorageError> {
+        let mut file = self.hw_file.lock().await;
+        file.closed = true;
         let mut log = self.log.lock().await;
         log.close().await?;
-        if self.replica.clustered {
-            save_high_watermark(&self.dir, self.high_watermark()).await;
-        }
+        drop(log);
+        self.save_high_watermark(&mut file).await;
         Ok(())
     }
+
+    /// Saves the high watermark of a clustered partition if it moved since it was last
+    /// saved (every `HW_CHECKPOINT_INTERVAL_MS`, from the shard's upkeep), so that a
+    /// restart after a crash also starts with it.
+    pub async fn checkpoint_high_watermark(&self) {
+        let mut file = self.hw_file.lock().await;
+        if !file.closed {
+            self.save_high_watermark(&mut file).await;
+        }
+    }
+
+    async fn save_high_watermark(&self, file: &mut HighWatermarkFile) {
+        let high_watermark = self.high_watermark();
+        // No file means starting at the log start: nothing to write for that either.
+        let unchanged = file.saved.map_or(high_watermark <= self.log_start_offset(), |saved| saved == high_watermark);
+        if !self.replica.clustered || unchanged {
+            return;
+        }
+        let path = self.dir.join(HIGH_WATERMARK_FILE);
+        match save_high_watermark(&path, high_watermark).await {
+            Ok(()) => file.saved = Some(high_watermark),
+            // The file holds the earlier value or none: a lower start, which is safe.
+            Err(error) => tracing::warn!(path = %path.display(), %error, "cannot save the high watermark; a restart starts lower"),
+        }
+    }
+
+    /// Before the log is cut below the saved high watermark: removes the file, so that a
+    /// crash after the log grew back with records not committed (yet) cannot restore a high
+    /// watermark that covers them. Holds the lock until `release`d after the cut.
+    pub(crate) async fn forget_high_watermark_above(&self, offset: i64) -> Result<tokio::sync::MutexGuard<'_, HighWatermarkFile>, StorageError> {
+        let mut file = self.hw_file.lock().await;
+        if file.saved.is_some_and(|saved| saved > offset) {
+            fjord_storage::io::remove_file(&self.dir.join(HIGH_WATERMARK_FILE)).await?;
+            file.saved = None;
+        }
+        Ok(file)
+    }
 }
 
-/// Where a clustered partition keeps its high watermark across a clean restart (text). It
-/// lives from a clean close to the next open, which takes it (so after a crash that
-/// follows, nothing older is restored).
+/// Where a clustered partition keeps its high watermark (text), written by the periodic
+/// checkpoint and by a clean close, read by the next open.
 const HIGH_WATERMARK_FILE: &str = "high-watermark";
 
-/// Writes the high watermark without syncing it: losing it, or finding it cut short, only
-/// means starting lower (a prefix of the number is a smaller number), which is always safe.
-/// Not synced, so a shutdown of many partitions costs no extra fdatasync each.
-async fn save_high_watermark(dir: &Path, high_watermark: i64) {
-    let path = dir.join(HIGH_WATERMARK_FILE);
-    let written = async {
-        let file = fjord_storage::io::File::open_rw(&path, true).await?;
-        file.set_len(0)?;
-        let (result, _) = file.write_all_at(high_watermark.to_string().into_bytes(), 0).await;
-        result?;
-        file.close().await
-    }
-    .await;
-    if let Err(error) = written {
-        tracing::warn!(path = %path.display(), %error, "cannot save the high watermark; it starts at the log start after the restart");
-    }
+/// How often a shard saves the high watermarks that moved (Kafka's
+/// `replica.high.watermark.checkpoint.interval.ms` is 5 s too).
+pub const HW_CHECKPOINT_INTERVAL_MS: u64 = 5_000;
+
+/// Replaces the file with `<path>.tmp` renamed over it, without syncing: a crash leaves the
+/// old value, the new one, or (without ext4's rename-over flush) an empty file, which is
+/// ignored. Each only means starting lower, which is always safe; every saved value was
+/// committed when it was saved. Not synced, so checkpoints and a shutdown of many partitions
+/// cost no fdatasync each.
+async fn save_high_watermark(path: &Path, high_watermark: i64) -> std::io::Result<()> {
+    let temp = path.with_extension("tmp");
+    let file = fjord_storage::io::File::open_rw(&temp, true).await?;
+    file.set_len(0)?;
+    let (result, _) = file.write_all_at(high_watermark.to_string().into_bytes(), 0).await;
+    result?;
+    file.close().await?;
+    fjord_storage::io::rename(&temp, path).await
 }
 
-/// Takes the high watermark saved by the last clean close, if any (a damaged file is
-/// ignored: starting at the log start is always safe). The file is removed, so that it
-/// never outlives the run it was read by.
-async fn take_high_watermark(dir: &Path) -> Option<i64> {
+/// The high watermark saved by the last checkpoint or clean close, if any (a damaged file
+/// is ignored: starting at the log start is always safe).
+async fn read_high_watermark(dir: &Path) -> Option<i64> {
     let path = dir.join(HIGH_WATERMARK_FILE);
-    let saved = match fjord_storage::io::read_file(&path, 64).await {
-        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).trim().parse().ok(),
-        Ok(None) => return None,
+    match fjord_storage::io::read_file(&path, 64).await {
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).trim().parse().ok().filter(|offset: &i64| *offset >= 0),
+        Ok(None) => None,
         Err(error) => {
             tracing::warn!(path = %path.display(), %error, "cannot read the saved high watermark");
             None
         }
-    };
-    if let Err(error) = fjord_storage::io::remove_file(&path).await {
-        tracing::warn!(path = %path.display(), %error, "cannot remove the saved high watermark");
-        return None;
     }
-    saved
 }
 
 /// Total records of all batches in a record set (header counts).
@@ -592,30 +644,62 @@ mod tests {
     }
 
     #[test]
-    fn a_clean_close_keeps_the_high_watermark_for_the_restart() {
+    fn the_high_watermark_is_kept_across_a_checkpoint_and_a_crash_or_a_clean_close() {
         in_fresh_dir("hw", |data| async move {
             let open = || Partition::open(&data, Rc::from("t"), 0, LogConfig::default(), 0, true);
+            let file = partition_dir(&data, "t", 0).join(HIGH_WATERMARK_FILE);
             let partition = open().await.expect("open");
             partition.become_leader(0, vec![0], vec![0], 1_000, 1).await;
             let appended = partition.append(set(-1, 0, 5), 0).await.expect("append");
             assert_eq!((appended.base_offset, partition.high_watermark()), (0, 5), "alone in its in-sync set, the leader commits at once");
+            // The periodic checkpoint saves it; a crash after it (no close) keeps it.
+            partition.checkpoint_high_watermark().await;
+            assert_eq!(std::fs::read_to_string(&file).expect("checkpointed"), "5");
+            assert_eq!(open().await.expect("reopen after a crash").high_watermark(), 5, "committed records readable before any role or fetch");
+            // A clean close saves the latest one.
+            partition.append(set(-1, 0, 2), 0).await.expect("append");
             partition.close().await.expect("close");
-            // Reopened, before any role or follower fetch: the committed records are readable.
-            let file = partition_dir(&data, "t", 0).join(HIGH_WATERMARK_FILE);
-            let partition = open().await.expect("reopen");
-            assert_eq!(partition.high_watermark(), 5);
-            // The open took the saved value: a crash now (no close) restores nothing older
-            // next time; it starts at the log start, as without a saved value.
-            assert!(!file.exists(), "the saved high watermark outlived the open that read it");
-            assert_eq!(open().await.expect("reopen after a crash").high_watermark(), 0);
-            partition.close().await.expect("close");
-            assert_eq!(std::fs::read_to_string(&file).expect("saved again"), "5");
+            assert_eq!(std::fs::read_to_string(&file).expect("saved by the close"), "7");
+            assert_eq!(open().await.expect("reopen").high_watermark(), 7);
+            // A closed partition writes nothing more (its directory may be deleted next), even
+            // if its high watermark moved after the close (a late follower fetch).
+            partition.replica.high_watermark.set(6);
+            partition.checkpoint_high_watermark().await;
+            assert_eq!(std::fs::read_to_string(&file).expect("file"), "7", "a closed partition saved its high watermark again");
             // A saved value past the log (a file from elsewhere) is held to the log's end,
             // a damaged one is ignored.
             std::fs::write(&file, "999").expect("write");
-            assert_eq!(open().await.expect("reopen").high_watermark(), 5);
-            std::fs::write(&file, "not a number").expect("write");
-            assert_eq!(open().await.expect("reopen").high_watermark(), 0);
+            assert_eq!(open().await.expect("reopen").high_watermark(), 7);
+            for damaged in ["not a number", "", "-4"] {
+                std::fs::write(&file, damaged).expect("write");
+                assert_eq!(open().await.expect("reopen").high_watermark(), 0, "{damaged:?}");
+            }
+        });
+    }
+
+    #[test]
+    fn a_cut_below_the_saved_high_watermark_removes_it_before_the_log_grows_back() {
+        in_fresh_dir("hw-cut", |data| async move {
+            let open = || Partition::open(&data, Rc::from("t"), 0, LogConfig::default(), 0, true);
+            let file = partition_dir(&data, "t", 0).join(HIGH_WATERMARK_FILE);
+            let partition = open().await.expect("open");
+            partition.become_leader(0, vec![0], vec![0], 1_000, 1).await;
+            partition.append(set(-1, 0, 2), 0).await.expect("append");
+            partition.append(set(-1, 0, 3), 0).await.expect("append");
+            partition.checkpoint_high_watermark().await;
+            assert_eq!(std::fs::read_to_string(&file).expect("checkpointed"), "5");
+            // Cut to 2 (an unclean case: below what was committed), then the log grows back
+            // to 5 with records only this replica has: its high watermark stays at 2.
+            partition.become_follower(1, 1, vec![0, 1], vec![0, 1]);
+            assert_eq!(partition.truncate_to(2).await.expect("truncate"), 2);
+            assert!(!file.exists(), "the saved high watermark outlived a cut below it");
+            partition.become_leader(2, vec![0, 1], vec![0, 1], 2_000, 2).await;
+            partition.append(set(-1, 0, 3), 2).await.expect("append");
+            assert_eq!((partition.log_end_offset(), partition.high_watermark()), (5, 2));
+            // A crash now must not restore 5, which would expose offsets 2-4.
+            assert_eq!(open().await.expect("reopen after a crash").high_watermark(), 0);
+            partition.checkpoint_high_watermark().await;
+            assert_eq!(open().await.expect("reopen after a crash").high_watermark(), 2);
         });
     }
 

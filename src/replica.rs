@@ -83,8 +83,8 @@ impl ReplicaState {
             me,
             clustered,
             role: RefCell::new(role),
-            // Clustered: start low and let the in-sync set move it, unless the last stop was
-            // a clean close, which saved it (`Partition::open` restores it).
+            // Clustered: start low and let the in-sync set move it, unless a checkpoint or a
+            // clean close saved it (`Partition::open` restores it).
             high_watermark: Cell::new(if clustered { log_start } else { log_end }),
             tracker: RefCell::new(None),
             epochs: RefCell::new(epochs),
@@ -96,7 +96,8 @@ impl ReplicaState {
         }
     }
 
-    /// A high watermark saved by a clean close (already within the log), before any role.
+    /// A high watermark saved by a checkpoint or a clean close (already within the log),
+    /// before any role.
     pub fn restore_high_watermark(&self, offset: i64) {
         self.high_watermark.set(offset);
     }
@@ -348,6 +349,9 @@ impl Partition {
     pub async fn truncate_to(&self, offset: i64) -> Result<i64, StorageError> {
         // Never below the log start: what retention removed cannot diverge.
         let offset = offset.max(self.log_start_offset());
+        // Held until the high watermark is lowered below: a checkpoint in between would
+        // save the one from before the cut.
+        let _saved = self.forget_high_watermark_above(offset).await?;
         let end = {
             let mut log = self.log.lock().await;
             let result = log.truncate_to(offset).await;
@@ -369,6 +373,7 @@ impl Partition {
 
     /// Empties the log and restarts it at `offset` (the leader's log no longer overlaps).
     pub async fn restart_at(&self, offset: i64) -> Result<(), StorageError> {
+        let _saved = self.forget_high_watermark_above(offset).await?;
         {
             let mut log = self.log.lock().await;
             let result = log.truncate_fully_and_start_at(offset).await;

@@ -830,6 +830,38 @@ fn a_sequence_gap_right_after_a_failover_is_retried_not_refused() {
 /// by the shard that owns each partition, whichever shard of the broker the connection
 /// landed on: leaders say where the epoch ends, followers refuse.
 #[test]
+fn every_replica_checkpoints_its_high_watermark_and_a_killed_one_restarts_with_it() {
+    // Every broker saves the high watermarks that moved every 5 s, so one restarted after a
+    // SIGKILL (no clean close) opens with the committed end: as a leader it answers
+    // ListOffsets(latest) with it at once rather than with its log start until its
+    // followers fetch (a group starting then with auto.offset.reset=latest would read
+    // everything again). The open logs what it restored.
+    let cluster = Cluster::up("hw-checkpoint");
+    let (leader, follower) = cluster.one_partition_in_sync("saved");
+    let mut conn = cluster.connect(leader);
+    const RECORDS: i64 = 20;
+    for i in 0..RECORDS {
+        let batch = wire::record_batch(&[(None, format!("r{i}").as_bytes())], 1_700_000_000_000, wire::NO_PRODUCER);
+        assert_eq!(wire::produce(&mut conn, i as i32 + 1, "saved", 0, &batch), (0, i), "acks=all produce of record {i}");
+    }
+    for id in partition(&cluster.state(), "saved", 0).replicas.clone() {
+        let file = cluster.partition_dir(id, "saved", 0).join("high-watermark");
+        wait_until(&format!("broker {id} to checkpoint the high watermark {RECORDS}"), Duration::from_secs(20), || {
+            (std::fs::read_to_string(&file).ok()?.trim() == RECORDS.to_string()).then_some(())
+        });
+    }
+    let restored = |id: i32| {
+        let log = std::fs::read_to_string(cluster.dir.join(format!("broker-{id}.log"))).unwrap_or_default();
+        log.lines().filter(|line| log_message(line).trim_start() == "INFO fjord::partition: restored the saved high watermark" && line.contains("partition=saved-0")).map(str::to_string).collect::<Vec<_>>()
+    };
+    assert!(restored(follower).is_empty(), "broker {follower} restored a high watermark before any restart: {:?}", restored(follower));
+    cluster.kill9(follower);
+    cluster.restart_stopped();
+    let lines = wait_until(&format!("broker {follower} to open saved-0 again"), Duration::from_secs(20), || Some(restored(follower)).filter(|l| !l.is_empty()));
+    assert!(lines.len() == 1 && lines[0].contains(&format!("high_watermark={RECORDS}")), "broker {follower} after SIGKILL: {lines:?}");
+}
+
+#[test]
 fn offset_for_leader_epoch_is_answered_by_the_shard_owning_each_partition() {
     const PARTITIONS: i32 = 6;
     let cluster = Cluster::up("epochs");
