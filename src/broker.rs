@@ -617,7 +617,7 @@ impl Broker {
     pub async fn run_upkeep(self: Rc<Self>) {
         let tick_ms = 1000u64.min(self.config.retention_check_interval_ms).min(self.config.flush_interval_ms.unwrap_or(u64::MAX)).max(10);
         let mut last_retention = 0i64;
-        let mut last_checkpoint = now_ms();
+        let mut last_checkpoint = std::time::Instant::now();
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(tick_ms)).await;
             let now = now_ms();
@@ -625,9 +625,9 @@ impl Broker {
             if retention {
                 last_retention = now;
             }
-            let checkpoint = self.cluster.is_some() && now - last_checkpoint >= crate::partition::HW_CHECKPOINT_INTERVAL_MS as i64;
+            let checkpoint = self.cluster.is_some() && last_checkpoint.elapsed().as_millis() >= u128::from(crate::partition::HW_CHECKPOINT_INTERVAL_MS);
             if checkpoint {
-                last_checkpoint = now;
+                last_checkpoint = std::time::Instant::now();
             }
             for topic in self.topics() {
                 for partition in topic.local_partitions() {

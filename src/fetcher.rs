@@ -215,8 +215,10 @@ async fn round(broker: &Rc<Broker>, conn: &mut Connection, partitions: &[Rc<Part
                 // An epoch this replica has no start for answers -1 (end_offset_for): never
                 // cut below the log start.
                 let cut = cut.max(partition.log_start_offset());
-                if partition.replica.latest_epoch().is_some() && cut < log_end {
-                    partition.truncate_to(cut).await?;
+                let role = roles[to_check.iter().position(|q| Rc::ptr_eq(q, partition)).expect("checked above")];
+                if partition.replica.latest_epoch().is_some() && cut < log_end && partition.truncate_to(cut, role).await?.is_none() {
+                    // The role changed while the log was awaited: the new role decides.
+                    continue;
                 }
                 partition.replica.needs_truncation.set(false);
             }
@@ -270,7 +272,7 @@ async fn round(broker: &Rc<Broker>, conn: &mut Connection, partitions: &[Rc<Part
                 Some(ResponseError::OffsetOutOfRange) => {
                     if partition.log_end_offset() < data.log_start_offset {
                         warn!(partition = ?partition, leader_log_start = data.log_start_offset, "behind the leader's log start; restarting the replica there");
-                        partition.restart_at(data.log_start_offset).await?;
+                        partition.restart_at(data.log_start_offset, roles[slot]).await?;
                     } else {
                         partition.replica.needs_truncation.set(true);
                     }

@@ -69,7 +69,7 @@ pub struct Partition {
     queued: RefCell<Vec<QueuedAppend>>,
     /// What `HIGH_WATERMARK_FILE` holds. Checkpoints, truncations below it and the close
     /// take this lock (before the log's, when both), one at a time.
-    hw_file: tokio::sync::Mutex<HighWatermarkFile>,
+    pub(crate) hw_file: tokio::sync::Mutex<HighWatermarkFile>,
 }
 
 /// The high watermark as saved in the partition's directory.
@@ -134,6 +134,17 @@ impl Partition {
             // followers on. It was committed when saved; the log may have lost its tail
             // since (a crash), so it is held within the log.
             saved = read_high_watermark(&dir).await;
+            if let Some(value) = saved.filter(|value| *value > log_end) {
+                // The log lost its tail (a crash before it was synced): it may grow back with
+                // records not committed, which the saved value would cover after another
+                // crash. It goes, durably, before anything is appended.
+                let path = dir.join(HIGH_WATERMARK_FILE);
+                fjord_storage::io::remove_file(&path).await?;
+                fjord_storage::io::sync_dir(&dir).await?;
+                tracing::warn!(path = %path.display(), saved = value, log_end, "the saved high watermark is past the log's end; removed it");
+                saved = None;
+                replica.restore_high_watermark(log_end.max(log_start));
+            }
             if let Some(saved) = saved {
                 let high_watermark = saved.clamp(log_start, log_end);
                 replica.restore_high_watermark(high_watermark);
@@ -499,16 +510,16 @@ impl Partition {
         }
     }
 
-    /// Before the log is cut below the saved high watermark: removes the file, so that a
+    /// When the log is cut below the saved high watermark: removes the file, so that a
     /// crash after the log grew back with records not committed (yet) cannot restore a high
-    /// watermark that covers them. Holds the lock until `release`d after the cut.
-    pub(crate) async fn forget_high_watermark_above(&self, offset: i64) -> Result<tokio::sync::MutexGuard<'_, HighWatermarkFile>, StorageError> {
-        let mut file = self.hw_file.lock().await;
+    /// watermark that covers them. The caller holds `hw_file` until the lowered high
+    /// watermark is in place, so no checkpoint saves the one from before the cut.
+    pub(crate) async fn forget_high_watermark_above(&self, file: &mut HighWatermarkFile, offset: i64) -> Result<(), StorageError> {
         if file.saved.is_some_and(|saved| saved > offset) {
             fjord_storage::io::remove_file(&self.dir.join(HIGH_WATERMARK_FILE)).await?;
             file.saved = None;
         }
-        Ok(file)
+        Ok(())
     }
 }
 
@@ -666,10 +677,12 @@ mod tests {
             partition.replica.high_watermark.set(6);
             partition.checkpoint_high_watermark().await;
             assert_eq!(std::fs::read_to_string(&file).expect("file"), "7", "a closed partition saved its high watermark again");
-            // A saved value past the log (a file from elsewhere) is held to the log's end,
-            // a damaged one is ignored.
+            // A damaged saved value is ignored; one past the log is held to the log's end, and
+            // it goes at once: the log lost its tail, and may grow back with records that the
+            // value would cover.
             std::fs::write(&file, "999").expect("write");
             assert_eq!(open().await.expect("reopen").high_watermark(), 7);
+            assert!(!file.exists(), "a saved high watermark past the log's end outlived the open");
             for damaged in ["not a number", "", "-4"] {
                 std::fs::write(&file, damaged).expect("write");
                 assert_eq!(open().await.expect("reopen").high_watermark(), 0, "{damaged:?}");
@@ -691,7 +704,10 @@ mod tests {
             // Cut to 2 (an unclean case: below what was committed), then the log grows back
             // to 5 with records only this replica has: its high watermark stays at 2.
             partition.become_follower(1, 1, vec![0, 1], vec![0, 1]);
-            assert_eq!(partition.truncate_to(2).await.expect("truncate"), 2);
+            // A cut asked for under a role that is no longer this replica's does nothing.
+            assert_eq!(partition.truncate_to(2, (1, 0)).await.expect("truncate"), None);
+            assert_eq!((partition.log_end_offset(), std::fs::read_to_string(&file).expect("kept")), (5, "5".to_string()));
+            assert_eq!(partition.truncate_to(2, (1, 1)).await.expect("truncate"), Some(2));
             assert!(!file.exists(), "the saved high watermark outlived a cut below it");
             partition.become_leader(2, vec![0, 1], vec![0, 1], 2_000, 2).await;
             partition.append(set(-1, 0, 3), 2).await.expect("append");

@@ -345,44 +345,73 @@ impl Partition {
     }
 
     /// Cuts this replica's log at `offset` (divergence from the leader) and forgets epochs and
-    /// producer state past it.
-    pub async fn truncate_to(&self, offset: i64) -> Result<i64, StorageError> {
+    /// producer state past it, if it still follows as `expected` (leader, epoch) once it holds
+    /// the log; `None` if the role changed meanwhile (nothing was cut). `become_leader` drops
+    /// the role before it waits for the log, so a new leader never records its epoch at a
+    /// log end that a cut then removes.
+    pub async fn truncate_to(&self, offset: i64, expected: (i32, i32)) -> Result<Option<i64>, StorageError> {
         // Never below the log start: what retention removed cannot diverge.
         let offset = offset.max(self.log_start_offset());
         // Held until the high watermark is lowered below: a checkpoint in between would
         // save the one from before the cut.
-        let _saved = self.forget_high_watermark_above(offset).await?;
+        let mut saved = self.hw_file.lock().await;
         let end = {
             let mut log = self.log.lock().await;
+            if !self.still_follows(expected) {
+                return Ok(None);
+            }
+            self.forget_high_watermark_above(&mut saved, offset).await?;
             let result = log.truncate_to(offset).await;
             self.refresh(&log);
+            self.lower_high_watermark_to_log_end();
             result?
         };
+        // A batch across `offset` goes whole, so the log may end below it.
+        self.forget_high_watermark_above(&mut saved, end).await?;
+        drop(saved);
         let changed = self.replica.epochs.borrow_mut().truncate_from(end);
         if changed {
             let epochs = self.replica.epochs.borrow().clone();
             epochs.persist().await.map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
         }
         self.producers.borrow_mut().truncate_from(end);
-        if self.replica.high_watermark.get() > end {
-            self.replica.high_watermark.set(end);
-        }
         warn!(partition = ?self, offset, log_end_offset = end, "truncated divergent tail");
-        Ok(end)
+        Ok(Some(end))
     }
 
-    /// Empties the log and restarts it at `offset` (the leader's log no longer overlaps).
-    pub async fn restart_at(&self, offset: i64) -> Result<(), StorageError> {
-        let _saved = self.forget_high_watermark_above(offset).await?;
+    /// Empties the log and restarts it at `offset` (the leader's log no longer overlaps), if
+    /// it still follows as `expected` once it holds the log (see `truncate_to`); `false` if
+    /// the role changed meanwhile.
+    pub async fn restart_at(&self, offset: i64, expected: (i32, i32)) -> Result<bool, StorageError> {
+        let mut saved = self.hw_file.lock().await;
         {
             let mut log = self.log.lock().await;
+            if !self.still_follows(expected) {
+                return Ok(false);
+            }
+            self.forget_high_watermark_above(&mut saved, offset).await?;
             let result = log.truncate_fully_and_start_at(offset).await;
             self.refresh(&log);
+            self.lower_high_watermark_to_log_end();
             result?;
         }
         self.replica.epochs.borrow_mut().truncate_from(i64::MIN);
         self.producers.borrow_mut().truncate_from(i64::MIN);
         self.replica.high_watermark.set(offset);
-        Ok(())
+        Ok(true)
+    }
+
+    /// Whether this replica follows in the role (leader, epoch) a fetcher acted on.
+    fn still_follows(&self, expected: (i32, i32)) -> bool {
+        let role = self.replica.role();
+        (role.leader, role.leader_epoch) == expected && role.leader != self.replica.me
+    }
+
+    /// After a cut: the high watermark never stays above the log end, or it would rise again
+    /// with records appended after the cut, committed or not.
+    fn lower_high_watermark_to_log_end(&self) {
+        if self.replica.high_watermark.get() > self.log_end_offset() {
+            self.replica.high_watermark.set(self.log_end_offset());
+        }
     }
 }

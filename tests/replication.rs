@@ -826,9 +826,6 @@ fn a_sequence_gap_right_after_a_failover_is_retried_not_refused() {
     assert_eq!(wire::produce(&mut to_new, 5, "settle", 0, &sequenced(2)), (0, 2), "the retried batch");
 }
 
-/// OffsetForLeaderEpoch, which a returning follower asks before it cuts its log, is answered
-/// by the shard that owns each partition, whichever shard of the broker the connection
-/// landed on: leaders say where the epoch ends, followers refuse.
 #[test]
 fn every_replica_checkpoints_its_high_watermark_and_a_killed_one_restarts_with_it() {
     // Every broker saves the high watermarks that moved every 5 s, so one restarted after a
@@ -851,8 +848,7 @@ fn every_replica_checkpoints_its_high_watermark_and_a_killed_one_restarts_with_i
         });
     }
     let restored = |id: i32| {
-        let log = std::fs::read_to_string(cluster.dir.join(format!("broker-{id}.log"))).unwrap_or_default();
-        log.lines().filter(|line| log_message(line).trim_start() == "INFO fjord::partition: restored the saved high watermark" && line.contains("partition=saved-0")).map(str::to_string).collect::<Vec<_>>()
+        cluster.log(id).lines().filter(|line| log_message(line).trim_start() == "INFO fjord::partition: restored the saved high watermark" && line.contains("partition=saved-0")).map(str::to_string).collect::<Vec<_>>()
     };
     assert!(restored(follower).is_empty(), "broker {follower} restored a high watermark before any restart: {:?}", restored(follower));
     cluster.kill9(follower);
@@ -861,6 +857,9 @@ fn every_replica_checkpoints_its_high_watermark_and_a_killed_one_restarts_with_i
     assert!(lines.len() == 1 && lines[0].contains(&format!("high_watermark={RECORDS}")), "broker {follower} after SIGKILL: {lines:?}");
 }
 
+/// OffsetForLeaderEpoch, which a returning follower asks before it cuts its log, is answered
+/// by the shard that owns each partition, whichever shard of the broker the connection
+/// landed on: leaders say where the epoch ends, followers refuse.
 #[test]
 fn offset_for_leader_epoch_is_answered_by_the_shard_owning_each_partition() {
     const PARTITIONS: i32 = 6;
