@@ -531,27 +531,30 @@ const HIGH_WATERMARK_FILE: &str = "high-watermark";
 /// `replica.high.watermark.checkpoint.interval.ms` is 5 s too).
 pub const HW_CHECKPOINT_INTERVAL_MS: u64 = 5_000;
 
-/// Replaces the file with `<path>.tmp` renamed over it, without syncing: a crash leaves the
-/// old value, the new one, or (without ext4's rename-over flush) an empty file, which is
-/// ignored. Each only means starting lower, which is always safe; every saved value was
-/// committed when it was saved. Not synced, so checkpoints and a shutdown of many partitions
-/// cost no fdatasync each.
+/// Writes the high watermark as a fixed-width line (`HIGH_WATERMARK_LINE_BYTES`) at the
+/// start of the file, in place: one write within one disk sector, so a crash leaves the old
+/// line or the new one, and a checkpoint costs no file creation or rename (with 10,000
+/// busy partitions, writing a temporary file and renaming it over took 12.5 s per round for
+/// 5,000 partitions of a shard). Not synced: a lost write only means starting lower, which
+/// is always safe, and every saved value was committed when it was saved.
 async fn save_high_watermark(path: &Path, high_watermark: i64) -> std::io::Result<()> {
-    let temp = path.with_extension("tmp");
-    let file = fjord_storage::io::File::open_rw(&temp, true).await?;
-    file.set_len(0)?;
-    let (result, _) = file.write_all_at(high_watermark.to_string().into_bytes(), 0).await;
-    result?;
-    file.close().await?;
-    fjord_storage::io::rename(&temp, path).await
+    let file = fjord_storage::io::File::open_rw(path, true).await?;
+    let line = format!("{:0width$}\n", high_watermark.max(0), width = HIGH_WATERMARK_LINE_BYTES - 1);
+    let (written, _) = file.write_all_at(line.into_bytes(), 0).await;
+    let closed = file.close().await;
+    written.and(closed)
 }
+
+/// The saved line: 20 digits and a newline (any `i64` offset fits).
+const HIGH_WATERMARK_LINE_BYTES: usize = 21;
 
 /// The high watermark saved by the last checkpoint or clean close, if any (a damaged file
 /// is ignored: starting at the log start is always safe).
 async fn read_high_watermark(dir: &Path) -> Option<i64> {
     let path = dir.join(HIGH_WATERMARK_FILE);
     match fjord_storage::io::read_file(&path, 64).await {
-        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).trim().parse().ok().filter(|offset: &i64| *offset >= 0),
+        // The first line: a file written by an older version may hold more after it.
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).lines().next()?.trim().parse().ok().filter(|offset: &i64| *offset >= 0),
         Ok(None) => None,
         Err(error) => {
             tracing::warn!(path = %path.display(), %error, "cannot read the saved high watermark");
@@ -654,6 +657,12 @@ mod tests {
         tasks
     }
 
+    /// The file's content for a saved high watermark: one fixed-width line, overwritten in
+    /// place.
+    fn saved_line(value: i64) -> String {
+        format!("{value:020}\n")
+    }
+
     #[test]
     fn the_high_watermark_is_kept_across_a_checkpoint_and_a_crash_or_a_clean_close() {
         in_fresh_dir("hw", |data| async move {
@@ -665,24 +674,27 @@ mod tests {
             assert_eq!((appended.base_offset, partition.high_watermark()), (0, 5), "alone in its in-sync set, the leader commits at once");
             // The periodic checkpoint saves it; a crash after it (no close) keeps it.
             partition.checkpoint_high_watermark().await;
-            assert_eq!(std::fs::read_to_string(&file).expect("checkpointed"), "5");
+            assert_eq!(std::fs::read_to_string(&file).expect("checkpointed"), saved_line(5));
             assert_eq!(open().await.expect("reopen after a crash").high_watermark(), 5, "committed records readable before any role or fetch");
             // A clean close saves the latest one.
             partition.append(set(-1, 0, 2), 0).await.expect("append");
             partition.close().await.expect("close");
-            assert_eq!(std::fs::read_to_string(&file).expect("saved by the close"), "7");
+            assert_eq!(std::fs::read_to_string(&file).expect("saved by the close"), saved_line(7));
             assert_eq!(open().await.expect("reopen").high_watermark(), 7);
             // A closed partition writes nothing more (its directory may be deleted next), even
             // if its high watermark moved after the close (a late follower fetch).
             partition.replica.high_watermark.set(6);
             partition.checkpoint_high_watermark().await;
-            assert_eq!(std::fs::read_to_string(&file).expect("file"), "7", "a closed partition saved its high watermark again");
+            assert_eq!(std::fs::read_to_string(&file).expect("file"), saved_line(7), "a closed partition saved its high watermark again");
             // A damaged saved value is ignored; one past the log is held to the log's end, and
             // it goes at once: the log lost its tail, and may grow back with records that the
             // value would cover.
             std::fs::write(&file, "999").expect("write");
             assert_eq!(open().await.expect("reopen").high_watermark(), 7);
             assert!(!file.exists(), "a saved high watermark past the log's end outlived the open");
+            // Only the first line counts (an older version wrote a shorter number).
+            std::fs::write(&file, "00000000000000000004\n99").expect("write");
+            assert_eq!(open().await.expect("reopen").high_watermark(), 4);
             for damaged in ["not a number", "", "-4"] {
                 std::fs::write(&file, damaged).expect("write");
                 assert_eq!(open().await.expect("reopen").high_watermark(), 0, "{damaged:?}");
@@ -700,13 +712,13 @@ mod tests {
             partition.append(set(-1, 0, 2), 0).await.expect("append");
             partition.append(set(-1, 0, 3), 0).await.expect("append");
             partition.checkpoint_high_watermark().await;
-            assert_eq!(std::fs::read_to_string(&file).expect("checkpointed"), "5");
+            assert_eq!(std::fs::read_to_string(&file).expect("checkpointed"), saved_line(5));
             // Cut to 2 (an unclean case: below what was committed), then the log grows back
             // to 5 with records only this replica has: its high watermark stays at 2.
             partition.become_follower(1, 1, vec![0, 1], vec![0, 1]);
             // A cut asked for under a role that is no longer this replica's does nothing.
             assert_eq!(partition.truncate_to(2, (1, 0)).await.expect("truncate"), None);
-            assert_eq!((partition.log_end_offset(), std::fs::read_to_string(&file).expect("kept")), (5, "5".to_string()));
+            assert_eq!((partition.log_end_offset(), std::fs::read_to_string(&file).expect("kept")), (5, saved_line(5)));
             assert_eq!(partition.truncate_to(2, (1, 1)).await.expect("truncate"), Some(2));
             assert!(!file.exists(), "the saved high watermark outlived a cut below it");
             partition.become_leader(2, vec![0, 1], vec![0, 1], 2_000, 2).await;

@@ -366,6 +366,10 @@ fn ensure_topic(client: &mut Client, load: &LoadArgs) -> Result<BTreeMap<i32, i3
     if topic.error_code != 0 {
         return Err(CliError::failure(format!("topic {}: {}", load.topic, error_name(topic.error_code))));
     }
+    // A topic still being created may be listed before its partitions (or their leaders).
+    if topic.partitions.is_empty() {
+        return Err(CliError::failure(format!("topic {} has no partitions yet; try again once it is created", load.topic)));
+    }
     Ok(topic.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect())
 }
 
