@@ -40,19 +40,35 @@ const PRODUCER_ID_BLOCK: i64 = 1000;
 const PARTITION_WORK_CONCURRENCY: usize = 64;
 
 /// Runs `work` on each item on this shard, at most `PARTITION_WORK_CONCURRENCY` at once,
-/// and returns the outputs in the items' order (`None` for a task that panicked).
-async fn for_each_concurrently<T, F, Fut>(items: Vec<T>, work: F) -> Vec<Option<Fut::Output>>
+/// and returns the outputs in the items' order. A panic in one is raised here, as if the
+/// work had run inline; if this future is dropped, the tasks still running are aborted, so
+/// none outlives its caller (and the locks it holds).
+async fn for_each_concurrently<T, F, Fut>(items: Vec<T>, work: F) -> Vec<Fut::Output>
 where
     F: Fn(T) -> Fut,
     Fut: std::future::Future + 'static,
     Fut::Output: 'static,
 {
+    /// Aborts the round's tasks that are still running when dropped.
+    struct Round<O>(Vec<tokio::task::JoinHandle<O>>);
+    impl<O> Drop for Round<O> {
+        fn drop(&mut self) {
+            for task in &self.0 {
+                task.abort();
+            }
+        }
+    }
     let mut outputs = Vec::with_capacity(items.len());
     let mut items = items.into_iter().peekable();
     while items.peek().is_some() {
-        let tasks: Vec<_> = items.by_ref().take(PARTITION_WORK_CONCURRENCY).map(|item| fjord_storage::io::spawn(work(item))).collect();
-        for task in tasks {
-            outputs.push(task.await.ok());
+        let mut round = Round(items.by_ref().take(PARTITION_WORK_CONCURRENCY).map(|item| fjord_storage::io::spawn(work(item))).collect());
+        for task in round.0.iter_mut() {
+            match task.await {
+                Ok(output) => outputs.push(output),
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                // Only an abort cancels a task, and only `Round` aborts them.
+                Err(error) => unreachable!("partition work cancelled: {error}"),
+            }
         }
     }
     outputs
@@ -341,12 +357,14 @@ impl Broker {
             // meanwhile would panic on it.
             let removed = self.topics.borrow_mut().remove(&name);
             if let Some(topic) = removed {
-                for partition in topic.local_partitions() {
+                let partitions: Vec<Rc<Partition>> = topic.local_partitions().cloned().collect();
+                for_each_concurrently(partitions, |partition| async move {
                     let _ = partition.close().await;
                     if let Err(error) = std::fs::remove_dir_all(&partition.dir) {
                         warn!(dir = %partition.dir.display(), %error, "cannot remove deleted partition's directory");
                     }
-                }
+                })
+                .await;
                 info!(topic = %name, "deleted topic (cluster state)");
             }
         }
@@ -380,7 +398,7 @@ impl Broker {
                     .await;
                     let mut partitions: Vec<Option<Rc<Partition>>> = vec![None; topic_state.partitions.len()];
                     for (index, partition) in hosted.into_iter().zip(opened) {
-                        partitions[index as usize] = partition.flatten();
+                        partitions[index as usize] = partition;
                     }
                     let id = parse_hex16(&topic_state.id).unwrap_or([0; 16]);
                     let topic = Rc::new(Topic { name: name_rc, id, config, partitions });
@@ -391,7 +409,11 @@ impl Broker {
             let mut leading = Vec::new();
             for (index, p) in topic_state.partitions.iter().enumerate() {
                 let Some(Some(partition)) = topic.partitions.get(index) else { continue };
-                if p.leader == me {
+                let role = partition.replica.role();
+                if p.leader == me && (role.leader, role.leader_epoch) == (me, p.leader_epoch) {
+                    // The same leadership (only its sets may change): no wait, no task.
+                    partition.become_leader(p.leader_epoch, p.replicas.clone(), p.isr.clone(), now, state.version).await;
+                } else if p.leader == me {
                     leading.push((Rc::clone(partition), p.leader_epoch, p.replicas.clone(), p.isr.clone()));
                 } else {
                     partition.become_follower(p.leader, p.leader_epoch, p.replicas.clone(), p.isr.clone());
@@ -731,17 +753,27 @@ mod tests {
                 async move {
                     running.set(running.get() + 1);
                     most.set(most.get().max(running.get()));
-                    // Later items finish first within each round.
+                    // Each yields at least once, so a round's tasks all run at the same time.
                     tokio::time::sleep(std::time::Duration::from_micros(200 - item)).await;
                     running.set(running.get() - 1);
-                    assert!(item != 77, "a task that fails");
                     item * 2
                 }
             })
             .await;
             assert_eq!(most.get(), PARTITION_WORK_CONCURRENCY, "at most this many at once, and that many");
-            let expected: Vec<Option<u64>> = (0..150).map(|item| (item != 77).then_some(item * 2)).collect();
-            assert_eq!(outputs, expected);
+            assert_eq!(outputs, (0..150).map(|item| item * 2).collect::<Vec<u64>>());
         });
+    }
+
+    #[test]
+    fn a_panic_in_concurrent_partition_work_reaches_the_caller() {
+        let outcome = std::panic::catch_unwind(|| {
+            fjord_storage::io::block_on(for_each_concurrently(vec![1u32, 2, 3], |item| async move {
+                assert!(item != 2, "partition work {item} failed");
+                item
+            }))
+        });
+        let message = outcome.expect_err("the panic was swallowed");
+        assert_eq!(message.downcast_ref::<String>().map(String::as_str), Some("partition work 2 failed"));
     }
 }

@@ -149,17 +149,19 @@ impl Partition {
         replica.needs_truncation.set(false);
         // Past any replicated append still being written (it checked the old role before
         // the role was dropped): the new epoch starts after the old leader's last batch.
+        // The epoch cache is persisted holding the log, as every change of it is, so that
+        // persists never overlap and a cut never lands between the assignment and its write.
         let log_end = {
             let _log = self.log.lock().await;
-            self.log_end_offset()
-        };
-        let changed = replica.epochs.borrow_mut().assign(leader_epoch, log_end);
-        if changed {
-            let epochs = replica.epochs.borrow().clone();
-            if let Err(error) = epochs.persist().await {
-                warn!(partition = ?self, %error, "cannot persist the leader epoch cache");
+            let log_end = self.log_end_offset();
+            let changed = replica.epochs.borrow_mut().assign(leader_epoch, log_end);
+            if changed {
+                if let Err(error) = self.persist_epochs().await {
+                    warn!(partition = ?self, %error, "cannot persist the leader epoch cache");
+                }
             }
-        }
+            log_end
+        };
         *replica.tracker.borrow_mut() = Some(ReplicaTracker::new(replica.me, &replicas, now_ms));
         replica.leading_since_ms.set(now_ms);
         *replica.role.borrow_mut() = Role { leader: replica.me, leader_epoch, replicas, isr };
@@ -308,29 +310,29 @@ impl Partition {
             rest = &rest[size..];
         }
         {
+            // Held until the epochs are persisted (see `become_leader`).
             let mut log = self.log.lock().await;
             let result = log.append_replicated(BytesMut::from(&records[..])).await;
             self.refresh(&log);
             result?;
-        }
-        {
-            let mut producers = self.producers.borrow_mut();
-            for (producer_id, epoch, batch) in sequenced {
-                tracing::trace!(partition = ?self, producer_id, epoch, ?batch, "idempotent set replicated");
-                producers.record(producer_id, epoch, batch);
+            {
+                let mut producers = self.producers.borrow_mut();
+                for (producer_id, epoch, batch) in sequenced {
+                    tracing::trace!(partition = ?self, producer_id, epoch, ?batch, "idempotent set replicated");
+                    producers.record(producer_id, epoch, batch);
+                }
             }
-        }
-        let changed = {
-            let mut epochs = self.replica.epochs.borrow_mut();
-            let mut changed = false;
-            for (epoch, offset) in epochs_seen {
-                changed |= epochs.assign(epoch, offset);
+            let changed = {
+                let mut epochs = self.replica.epochs.borrow_mut();
+                let mut changed = false;
+                for (epoch, offset) in epochs_seen {
+                    changed |= epochs.assign(epoch, offset);
+                }
+                changed
+            };
+            if changed {
+                self.persist_epochs().await?;
             }
-            changed
-        };
-        if changed {
-            let epochs = self.replica.epochs.borrow().clone();
-            epochs.persist().await.map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
         }
         self.follower_high_watermark(leader_high_watermark);
         Ok(())
@@ -355,26 +357,25 @@ impl Partition {
         // Held until the high watermark is lowered below: a checkpoint in between would
         // save the one from before the cut.
         let mut saved = self.hw_file.lock().await;
-        let end = {
-            let mut log = self.log.lock().await;
-            if !self.still_follows(expected) {
-                return Ok(None);
-            }
-            self.forget_high_watermark_above(&mut saved, offset).await?;
-            let result = log.truncate_to(offset).await;
-            self.refresh(&log);
-            self.lower_high_watermark_to_log_end();
-            result?
-        };
-        // A batch across `offset` goes whole, so the log may end below it.
-        self.forget_high_watermark_above(&mut saved, end).await?;
-        drop(saved);
+        // Held to the end: epochs and producer state are cut with the log, before a new
+        // leadership (which waits for the log) can record its own.
+        let mut log = self.log.lock().await;
+        if !self.still_follows(expected) {
+            return Ok(None);
+        }
+        self.forget_high_watermark_above(&mut saved, offset).await?;
+        let result = log.truncate_to(offset).await;
+        self.refresh(&log);
+        self.lower_high_watermark_to_log_end();
+        let end = result?;
+        self.producers.borrow_mut().truncate_from(end);
         let changed = self.replica.epochs.borrow_mut().truncate_from(end);
         if changed {
-            let epochs = self.replica.epochs.borrow().clone();
-            epochs.persist().await.map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
+            self.persist_epochs().await?;
         }
-        self.producers.borrow_mut().truncate_from(end);
+        // A batch across `offset` goes whole, so the log may end below it.
+        self.forget_high_watermark_above(&mut saved, end).await?;
+        drop(log);
         warn!(partition = ?self, offset, log_end_offset = end, "truncated divergent tail");
         Ok(Some(end))
     }
@@ -384,21 +385,28 @@ impl Partition {
     /// the role changed meanwhile.
     pub async fn restart_at(&self, offset: i64, expected: (i32, i32)) -> Result<bool, StorageError> {
         let mut saved = self.hw_file.lock().await;
-        {
-            let mut log = self.log.lock().await;
-            if !self.still_follows(expected) {
-                return Ok(false);
-            }
-            self.forget_high_watermark_above(&mut saved, offset).await?;
-            let result = log.truncate_fully_and_start_at(offset).await;
-            self.refresh(&log);
-            self.lower_high_watermark_to_log_end();
-            result?;
+        let mut log = self.log.lock().await;
+        if !self.still_follows(expected) {
+            return Ok(false);
         }
-        self.replica.epochs.borrow_mut().truncate_from(i64::MIN);
+        self.forget_high_watermark_above(&mut saved, offset).await?;
+        let result = log.truncate_fully_and_start_at(offset).await;
+        self.refresh(&log);
+        self.lower_high_watermark_to_log_end();
+        result?;
         self.producers.borrow_mut().truncate_from(i64::MIN);
+        if self.replica.epochs.borrow_mut().truncate_from(i64::MIN) {
+            self.persist_epochs().await?;
+        }
         self.replica.high_watermark.set(offset);
         Ok(true)
+    }
+
+    /// Writes the epoch cache as it is now. Callers hold the log, so writes never overlap
+    /// (they share one temporary file) and each writes the latest cache.
+    async fn persist_epochs(&self) -> Result<(), StorageError> {
+        let epochs = self.replica.epochs.borrow().clone();
+        epochs.persist().await.map_err(|e| StorageError::Io(std::io::Error::other(format!("persist the leader epoch cache of {self:?}: {e}"))))
     }
 
     /// Whether this replica follows in the role (leader, epoch) a fetcher acted on.
