@@ -17,7 +17,7 @@ use std::cell::{Cell, RefCell};
 use bytes::{Bytes, BytesMut};
 use fjord_replication::{LeaderEpochCache, ReplicaTracker};
 use fjord_storage::batch::BatchHeader;
-use fjord_storage::StorageError;
+use fjord_storage::{PartitionLog, StorageError};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -354,52 +354,48 @@ impl Partition {
     pub async fn truncate_to(&self, offset: i64, expected: (i32, i32)) -> Result<Option<i64>, StorageError> {
         // Never below the log start: what retention removed cannot diverge.
         let offset = offset.max(self.log_start_offset());
-        // Held until the high watermark is lowered below: a checkpoint in between would
-        // save the one from before the cut.
-        let mut saved = self.hw_file.lock().await;
-        // Held to the end: epochs and producer state are cut with the log, before a new
-        // leadership (which waits for the log) can record its own.
-        let mut log = self.log.lock().await;
-        if !self.still_follows(expected) {
-            return Ok(None);
+        let end = self.cut_log(expected, offset, async |log: &mut PartitionLog| log.truncate_to(offset).await.map(|end| (end, end))).await?;
+        if let Some(end) = end {
+            warn!(partition = ?self, offset, log_end_offset = end, "truncated divergent tail");
         }
-        self.forget_high_watermark_above(&mut saved, offset).await?;
-        let result = log.truncate_to(offset).await;
-        self.refresh(&log);
-        self.lower_high_watermark_to_log_end();
-        let end = result?;
-        self.producers.borrow_mut().truncate_from(end);
-        let changed = self.replica.epochs.borrow_mut().truncate_from(end);
-        if changed {
-            self.persist_epochs().await?;
-        }
-        // A batch across `offset` goes whole, so the log may end below it.
-        self.forget_high_watermark_above(&mut saved, end).await?;
-        drop(log);
-        warn!(partition = ?self, offset, log_end_offset = end, "truncated divergent tail");
-        Ok(Some(end))
+        Ok(end)
     }
 
     /// Empties the log and restarts it at `offset` (the leader's log no longer overlaps), if
     /// it still follows as `expected` once it holds the log (see `truncate_to`); `false` if
     /// the role changed meanwhile.
     pub async fn restart_at(&self, offset: i64, expected: (i32, i32)) -> Result<bool, StorageError> {
+        let cut = self.cut_log(expected, offset, async |log: &mut PartitionLog| log.truncate_fully_and_start_at(offset).await.map(|()| (offset, i64::MIN))).await?;
+        if cut.is_some() {
+            self.replica.high_watermark.set(offset);
+        }
+        Ok(cut.is_some())
+    }
+
+    /// The part `truncate_to` and `restart_at` share: if this replica still follows as
+    /// `expected` once it holds the log, `cut` changes the log and says where the log ends and
+    /// from which offset epochs and producer state go; they go holding the log, before a new
+    /// leadership (which waits for the log) can record its own. The saved high watermark goes
+    /// if it is above `offset` or the new end (a batch across `offset` goes whole), holding
+    /// its lock until the lowered high watermark is in place, so no checkpoint saves the one
+    /// from before the cut. `None` if the role changed (nothing was cut).
+    async fn cut_log(&self, expected: (i32, i32), offset: i64, cut: impl AsyncFnOnce(&mut PartitionLog) -> Result<(i64, i64), StorageError>) -> Result<Option<i64>, StorageError> {
         let mut saved = self.hw_file.lock().await;
         let mut log = self.log.lock().await;
         if !self.still_follows(expected) {
-            return Ok(false);
+            return Ok(None);
         }
         self.forget_high_watermark_above(&mut saved, offset).await?;
-        let result = log.truncate_fully_and_start_at(offset).await;
+        let result = cut(&mut log).await;
         self.refresh(&log);
         self.lower_high_watermark_to_log_end();
-        result?;
-        self.producers.borrow_mut().truncate_from(i64::MIN);
-        if self.replica.epochs.borrow_mut().truncate_from(i64::MIN) {
+        let (end, trim_from) = result?;
+        self.producers.borrow_mut().truncate_from(trim_from);
+        if self.replica.epochs.borrow_mut().truncate_from(trim_from) {
             self.persist_epochs().await?;
         }
-        self.replica.high_watermark.set(offset);
-        Ok(true)
+        self.forget_high_watermark_above(&mut saved, end).await?;
+        Ok(Some(end))
     }
 
     /// Writes the epoch cache as it is now. Callers hold the log, so writes never overlap
