@@ -318,12 +318,13 @@ impl Broker {
             return;
         }
         cluster.syncs_started.set(seen + 1);
-        match cluster.store.read().await {
-            Ok(state) if state.version > cluster.state.borrow().version => {
+        let known = cluster.state.borrow().version;
+        match cluster.store.read_newer_than(known).await {
+            Ok(Some(state)) => {
                 self.apply_state(&state).await;
                 self.sync_coordinator().await;
             }
-            Ok(_) => {}
+            Ok(None) => {}
             Err(error) => warn!(%error, "cannot read the cluster state"),
         }
     }

@@ -42,6 +42,9 @@ pub struct Cluster {
     liveness: Option<Liveness>,
     /// The controller lock, if this broker holds it; only shard 0 competes for it.
     controller: RefCell<Option<FileLock>>,
+    /// The state version and live brokers of the controller's last election pass that
+    /// changed nothing: until either changes, the next pass would change nothing either.
+    controller_idle: RefCell<Option<(u64, BTreeSet<i32>)>>,
     /// The last state applied by this shard.
     pub state: RefCell<ClusterState>,
     /// Held while a state is applied: the tick, admin requests and produce requests that
@@ -100,6 +103,7 @@ impl Cluster {
             me,
             liveness,
             controller: RefCell::new(None),
+            controller_idle: RefCell::new(None),
             state: RefCell::new(ClusterState::default()),
             applying: tokio::sync::Mutex::new(()),
             syncing: tokio::sync::Mutex::new(()),
@@ -190,7 +194,20 @@ impl Cluster {
                 }
             }
         }
+        // An unchanged state and the same live brokers need no pass (it would read and parse
+        // the whole state file, every tick).
+        let version = match self.store.version().await {
+            Ok(version) => version,
+            Err(error) => {
+                warn!(%error, "controller cannot read the cluster state version");
+                None
+            }
+        };
+        if version.is_some() && self.controller_idle.borrow().as_ref().is_some_and(|(v, l)| Some(*v) == version && *l == live) {
+            return;
+        }
         let mut elections = Vec::new();
+        let mut idle_at = None;
         let result = self
             .store
             .update(|state| {
@@ -210,9 +227,13 @@ impl Cluster {
                 }
                 let changed = !found.is_empty() || isr_changed;
                 elections = found;
+                if !changed {
+                    idle_at = Some(state.version);
+                }
                 Ok::<bool, ()>(changed)
             })
             .await;
+        *self.controller_idle.borrow_mut() = idle_at.map(|version| (version, live));
         if let Err(error) = result {
             warn!(%error, "controller cannot update the cluster state");
         }
