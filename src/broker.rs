@@ -87,6 +87,19 @@ impl Topic {
     pub fn local_partitions(&self) -> impl Iterator<Item = &Rc<Partition>> {
         self.partitions.iter().flatten()
     }
+
+    /// Closes this shard's partitions of a topic that is gone (deleted, or replaced by a
+    /// new topic of the same name) and removes their directories, several at once.
+    async fn remove_local_partitions(&self) {
+        let partitions: Vec<Rc<Partition>> = self.local_partitions().cloned().collect();
+        for_each_concurrently(partitions, |partition| async move {
+            let _ = partition.close().await;
+            if let Err(error) = std::fs::remove_dir_all(&partition.dir) {
+                warn!(dir = %partition.dir.display(), %error, "cannot remove deleted partition's directory");
+            }
+        })
+        .await;
+    }
 }
 
 /// An error for one topic operation, as Kafka reports it.
@@ -217,12 +230,7 @@ impl Broker {
         let gone: Vec<String> = self.topics.borrow().keys().filter(|k| !names.contains(k)).cloned().collect();
         for name in gone {
             let Some(topic) = self.topics.borrow_mut().remove(&name) else { continue };
-            for partition in topic.local_partitions() {
-                let _ = partition.close().await;
-                if let Err(error) = std::fs::remove_dir_all(&partition.dir) {
-                    warn!(dir = %partition.dir.display(), %error, "cannot remove deleted partition's directory");
-                }
-            }
+            topic.remove_local_partitions().await;
         }
         for name in names {
             if self.topics.borrow().contains_key(&name) {
@@ -358,14 +366,7 @@ impl Broker {
             // meanwhile would panic on it.
             let removed = self.topics.borrow_mut().remove(&name);
             if let Some(topic) = removed {
-                let partitions: Vec<Rc<Partition>> = topic.local_partitions().cloned().collect();
-                for_each_concurrently(partitions, |partition| async move {
-                    let _ = partition.close().await;
-                    if let Err(error) = std::fs::remove_dir_all(&partition.dir) {
-                        warn!(dir = %partition.dir.display(), %error, "cannot remove deleted partition's directory");
-                    }
-                })
-                .await;
+                topic.remove_local_partitions().await;
                 info!(topic = %name, "deleted topic (cluster state)");
             }
         }
@@ -376,10 +377,7 @@ impl Broker {
                 // the new topic's.
                 warn!(topic = %name, "topic was re-created; dropping the old incarnation's data");
                 self.topics.borrow_mut().remove(name);
-                for partition in stale.local_partitions() {
-                    let _ = partition.close().await;
-                    let _ = std::fs::remove_dir_all(&partition.dir);
-                }
+                stale.remove_local_partitions().await;
             }
             let existing = self.topic(name);
             let topic = match existing {
@@ -411,13 +409,13 @@ impl Broker {
             for (index, p) in topic_state.partitions.iter().enumerate() {
                 let Some(Some(partition)) = topic.partitions.get(index) else { continue };
                 let role = partition.replica.role();
-                if p.leader == me && (role.leader, role.leader_epoch) == (me, p.leader_epoch) {
+                if p.leader != me {
+                    partition.become_follower(p.leader, p.leader_epoch, p.replicas.clone(), p.isr.clone());
+                } else if (role.leader, role.leader_epoch) == (me, p.leader_epoch) {
                     // The same leadership (only its sets may change): no wait, no task.
                     partition.become_leader(p.leader_epoch, p.replicas.clone(), p.isr.clone(), now, state.version).await;
-                } else if p.leader == me {
-                    leading.push((Rc::clone(partition), p.leader_epoch, p.replicas.clone(), p.isr.clone()));
                 } else {
-                    partition.become_follower(p.leader, p.leader_epoch, p.replicas.clone(), p.isr.clone());
+                    leading.push((Rc::clone(partition), p.leader_epoch, p.replicas.clone(), p.isr.clone()));
                 }
             }
             // A new leadership persists its epoch (an fsync each).
@@ -498,6 +496,11 @@ impl Broker {
 
     pub fn topics(&self) -> Vec<Rc<Topic>> {
         self.topics.borrow().values().cloned().collect()
+    }
+
+    /// Every partition this shard hosts, of every topic.
+    fn local_partitions(&self) -> Vec<Rc<Partition>> {
+        self.topics.borrow().values().flat_map(|topic| topic.local_partitions().cloned()).collect()
     }
 
     /// Whether the topic has partition `index` (wherever it is hosted).
@@ -621,12 +624,7 @@ impl Broker {
             .await
             .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
         fjord_storage::io::sync_dir(&self.topics_dir()).await.map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-        for partition in topic.local_partitions() {
-            let _ = partition.close().await;
-            if let Err(error) = std::fs::remove_dir_all(&partition.dir) {
-                warn!(dir = %partition.dir.display(), %error, "cannot remove deleted partition's directory");
-            }
-        }
+        topic.remove_local_partitions().await;
         info!(topic = name, "deleted topic");
         self.shards.topics_changed().await;
         Ok(())
@@ -659,13 +657,10 @@ impl Broker {
             if retention {
                 last_retention = now;
             }
-            let checkpoint = self.cluster.is_some() && last_checkpoint.elapsed().as_millis() >= u128::from(crate::partition::HW_CHECKPOINT_INTERVAL_MS);
-            if checkpoint {
+            if self.cluster.is_some() && last_checkpoint.elapsed().as_millis() >= u128::from(crate::partition::HW_CHECKPOINT_INTERVAL_MS) {
                 last_checkpoint = std::time::Instant::now();
-            }
-            if checkpoint {
                 let started = std::time::Instant::now();
-                let partitions: Vec<Rc<Partition>> = self.topics().iter().flat_map(|topic| topic.local_partitions().cloned().collect::<Vec<_>>()).collect();
+                let partitions = self.local_partitions();
                 let count = partitions.len();
                 for_each_concurrently(partitions, |partition| async move { partition.checkpoint_high_watermark().await }).await;
                 debug!(partitions = count, ms = started.elapsed().as_millis() as u64, "high-watermark checkpoint round");
@@ -692,8 +687,7 @@ impl Broker {
             Some(cluster) => Some(cluster.applying.lock().await),
             None => None,
         };
-        let partitions: Vec<Rc<Partition>> = self.topics().iter().flat_map(|topic| topic.local_partitions().cloned().collect::<Vec<_>>()).collect();
-        for_each_concurrently(partitions, |partition| async move {
+        for_each_concurrently(self.local_partitions(), |partition| async move {
             if let Err(error) = partition.close().await {
                 warn!(partition = ?partition, %error, "unclean close");
             }
