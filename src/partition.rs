@@ -134,22 +134,21 @@ impl Partition {
             // followers on. It was committed when saved; the log may have lost its tail
             // since (a crash), so it is held within the log.
             saved = read_high_watermark(&dir).await;
-            if let Some(value) = saved.filter(|value| *value > log_end) {
-                // The log lost its tail (a crash before it was synced): it may grow back with
-                // records not committed, which the saved value would cover after another
-                // crash. It goes, durably, before anything is appended.
-                let path = dir.join(HIGH_WATERMARK_FILE);
-                fjord_storage::io::remove_file(&path).await?;
-                fjord_storage::io::sync_dir(&dir).await?;
-                tracing::warn!(path = %path.display(), saved = value, log_end, "the saved high watermark is past the log's end; removed it");
-                saved = None;
-                replica.restore_high_watermark(log_end.max(log_start));
-            }
-            if let Some(saved) = saved {
-                let high_watermark = saved.clamp(log_start, log_end);
+            if let Some(value) = saved {
+                if value > log_end {
+                    // The log lost its tail (a crash before it was synced): it may grow back
+                    // with records not committed, which the saved value would cover after
+                    // another crash. It goes, durably, before anything is appended.
+                    let path = dir.join(HIGH_WATERMARK_FILE);
+                    fjord_storage::io::remove_file(&path).await?;
+                    fjord_storage::io::sync_dir(&dir).await?;
+                    tracing::warn!(path = %path.display(), saved = value, log_end, "the saved high watermark is past the log's end; removed it");
+                    saved = None;
+                }
+                let high_watermark = value.clamp(log_start, log_end);
                 replica.restore_high_watermark(high_watermark);
                 if high_watermark > log_start {
-                    tracing::info!(partition = %format_args!("{topic}-{index}"), high_watermark, saved, "restored the saved high watermark");
+                    tracing::info!(partition = %format_args!("{topic}-{index}"), high_watermark, saved = value, "restored the saved high watermark");
                 }
             }
         }
@@ -503,7 +502,7 @@ impl Partition {
             return;
         }
         let path = self.dir.join(HIGH_WATERMARK_FILE);
-        match save_high_watermark(&path, high_watermark).await {
+        match write_high_watermark(&path, high_watermark).await {
             Ok(()) => file.saved = Some(high_watermark),
             // The file holds the earlier value or none: a lower start, which is safe.
             Err(error) => tracing::warn!(path = %path.display(), %error, "cannot save the high watermark; a restart starts lower"),
@@ -537,7 +536,7 @@ pub const HW_CHECKPOINT_INTERVAL_MS: u64 = 5_000;
 /// busy partitions, writing a temporary file and renaming it over took 12.5 s per round for
 /// 5,000 partitions of a shard). Not synced: a lost write only means starting lower, which
 /// is always safe, and every saved value was committed when it was saved.
-async fn save_high_watermark(path: &Path, high_watermark: i64) -> std::io::Result<()> {
+async fn write_high_watermark(path: &Path, high_watermark: i64) -> std::io::Result<()> {
     let file = fjord_storage::io::File::open_rw(path, true).await?;
     let line = format!("{:0width$}\n", high_watermark.max(0), width = HIGH_WATERMARK_LINE_BYTES - 1);
     let (written, _) = file.write_all_at(line.into_bytes(), 0).await;
@@ -548,11 +547,14 @@ async fn save_high_watermark(path: &Path, high_watermark: i64) -> std::io::Resul
 /// The saved line: 20 digits and a newline (any `i64` offset fits).
 const HIGH_WATERMARK_LINE_BYTES: usize = 21;
 
+/// Largest high-watermark file read: a longer one is not ours and is ignored.
+const HIGH_WATERMARK_FILE_BYTES_MAX: u64 = 64;
+
 /// The high watermark saved by the last checkpoint or clean close, if any (a damaged file
 /// is ignored: starting at the log start is always safe).
 async fn read_high_watermark(dir: &Path) -> Option<i64> {
     let path = dir.join(HIGH_WATERMARK_FILE);
-    match fjord_storage::io::read_file(&path, 64).await {
+    match fjord_storage::io::read_file(&path, HIGH_WATERMARK_FILE_BYTES_MAX).await {
         // The first line: a file written by an older version may hold more after it.
         Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).lines().next()?.trim().parse().ok().filter(|offset: &i64| *offset >= 0),
         Ok(None) => None,
@@ -663,13 +665,24 @@ mod tests {
         format!("{value:020}\n")
     }
 
+    /// Opens (again) partition t-0 of a cluster under `data`, as broker 0.
+    async fn open_clustered(data: &Path) -> Result<Partition, StorageError> {
+        Partition::open(data, Rc::from("t"), 0, LogConfig::default(), 0, true).await
+    }
+
+    /// Partition t-0 under `data`, led by broker 0 alone in epoch 0, and the path of its
+    /// saved high watermark.
+    async fn leader_alone(data: &Path) -> (Partition, PathBuf) {
+        let partition = open_clustered(data).await.expect("open");
+        partition.become_leader(0, vec![0], vec![0], 1_000, 1).await;
+        (partition, partition_dir(data, "t", 0).join(HIGH_WATERMARK_FILE))
+    }
+
     #[test]
     fn the_high_watermark_is_kept_across_a_checkpoint_and_a_crash_or_a_clean_close() {
         in_fresh_dir("hw", |data| async move {
-            let open = || Partition::open(&data, Rc::from("t"), 0, LogConfig::default(), 0, true);
-            let file = partition_dir(&data, "t", 0).join(HIGH_WATERMARK_FILE);
-            let partition = open().await.expect("open");
-            partition.become_leader(0, vec![0], vec![0], 1_000, 1).await;
+            let open = || open_clustered(&data);
+            let (partition, file) = leader_alone(&data).await;
             let appended = partition.append(set(-1, 0, 5), 0).await.expect("append");
             assert_eq!((appended.base_offset, partition.high_watermark()), (0, 5), "alone in its in-sync set, the leader commits at once");
             // The periodic checkpoint saves it; a crash after it (no close) keeps it.
@@ -705,10 +718,8 @@ mod tests {
     #[test]
     fn a_cut_below_the_saved_high_watermark_removes_it_before_the_log_grows_back() {
         in_fresh_dir("hw-cut", |data| async move {
-            let open = || Partition::open(&data, Rc::from("t"), 0, LogConfig::default(), 0, true);
-            let file = partition_dir(&data, "t", 0).join(HIGH_WATERMARK_FILE);
-            let partition = open().await.expect("open");
-            partition.become_leader(0, vec![0], vec![0], 1_000, 1).await;
+            let open = || open_clustered(&data);
+            let (partition, file) = leader_alone(&data).await;
             partition.append(set(-1, 0, 2), 0).await.expect("append");
             partition.append(set(-1, 0, 3), 0).await.expect("append");
             partition.checkpoint_high_watermark().await;

@@ -201,7 +201,7 @@ mod tests {
         let state = ClusterState { version: 42, controller: 1, topics: BTreeMap::from([("t".to_string(), TopicState { id: "x".into(), config: BTreeMap::new(), partitions: Vec::new() })]) };
         let text = with_checksum(toml::to_string(&state).expect("serialize"));
         assert_eq!(leading_version(text.as_bytes()), Some(42), "{text}");
-        assert_eq!(leading_version(&text.as_bytes()[..12]), Some(42), "a first line cut by the peek's length");
+        assert_eq!(leading_version(&text.as_bytes()[..12]), Some(42), "a first line without its newline");
         for other in ["controller = 1\nversion = 42\n", "version = x\n", ""] {
             assert_eq!(leading_version(other.as_bytes()), None, "{other:?}");
         }
