@@ -540,11 +540,11 @@ async fn write_fetch(stream: &Stream, pipe: &mut Option<SplicePipe>, response: F
                 if let Some(prefix) = prefix.take() {
                     bytes.splice(0..0, prefix);
                 }
-                out.push_bytes(bytes).await.map_err(|e| e.to_string())?;
+                out.push_bytes(&bytes).await.map_err(|e| e.to_string())?;
             }
             Piece::Region(region) => {
                 if let Some(prefix) = prefix.take() {
-                    out.push_bytes(prefix.to_vec()).await.map_err(|e| e.to_string())?;
+                    out.push_bytes(&prefix).await.map_err(|e| e.to_string())?;
                 }
                 out.push_file(&region.file, region.position, region.len).await.map_err(|e| e.to_string())?;
             }

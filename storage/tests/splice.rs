@@ -1,6 +1,8 @@
 //! Zero-copy transfer: file regions spliced into a real TCP socket on 127.0.0.1 arrive byte
 //! for byte, including regions larger than the pipe and at odd positions; a region past the
 //! end of the file fails with `UnexpectedEof`, and the pipe is usable again afterwards.
+//! Regions in the page cache are spliced on the calling thread and the others through
+//! io_uring: both arrive intact, and a full socket never stops the thread.
 
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -82,12 +84,10 @@ fn spliced_file_regions_arrive_byte_for_byte() {
         let error = splice_to_socket(&mut pipe, &file, FILE_BYTES + 5, 10, server.as_raw_fd()).await.unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof, "{error}");
         assert!(error.to_string().contains("data"), "the error names the file: {error}");
-        // Running past the end: the file's last bytes go out, then the error. The caller must
-        // drop such a connection; here the bytes are drained to keep using it.
-        let reader = spawn(read_exact(Rc::clone(&client), 10));
+        // Running past the end: the error, and the file's last bytes are left in the pipe,
+        // not sent (a caller must drop such a connection anyway).
         let error = splice_to_socket(&mut pipe, &file, FILE_BYTES - 10, 100, server.as_raw_fd()).await.unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof, "{error}");
-        assert_eq!(reader.await.unwrap(), &content[(FILE_BYTES - 10) as usize..]);
 
         // The pipe is usable after a failed transfer (it is replaced first).
         let reader = spawn(read_exact(Rc::clone(&client), LARGE_REGION_BYTES as usize));
@@ -164,12 +164,122 @@ fn a_pipe_stream_of_many_small_pieces_arrives_in_order() {
         let mut pipe = SplicePipe::new().unwrap();
         let mut stream = fjord_storage::io::PipeStream::new(&mut pipe, sender.as_raw_fd()).unwrap();
         for (header, position, len) in pieces {
-            stream.push_bytes(header).await.unwrap();
+            stream.push_bytes(&header).await.unwrap();
             stream.push_file(&file, position, len).await.unwrap();
         }
         stream.finish().await.unwrap();
         let received = reader.await.unwrap();
         assert_eq!(received.len(), total);
         assert!(received == expected, "the bytes arrived out of order or changed");
+    });
+}
+
+/// Writes `content` to a new file at `path`.
+async fn file_with(path: &std::path::Path, content: &[u8]) -> File {
+    let file = File::open_rw(path, true).await.unwrap();
+    let (result, _) = file.write_all_at(content.to_vec(), 0).await;
+    result.unwrap();
+    file
+}
+
+/// Drops `file`'s pages from the page cache (written back first), so the next read of them
+/// goes to the disk.
+async fn evict(file: &File) {
+    file.sync_data().await.unwrap();
+    // SAFETY: posix_fadvise on a descriptor `file` keeps open; it touches no memory of ours.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise DONTNEED");
+}
+
+#[test]
+fn cached_tells_whether_a_range_is_in_the_page_cache() {
+    let dir = TempDir::new("splice-cached");
+    block_on(async {
+        let content = random_bytes(&mut Rng::new(11), 1024 * 1024);
+        let file = file_with(&dir.path().join("data"), &content).await;
+        assert!(file.cached(0, content.len() as u64), "just written, so cached");
+        assert!(file.cached(4095, 2), "a range across a page boundary");
+        assert!(!file.cached(0, 0), "an empty range is not worth an inline splice");
+        evict(&file).await;
+        assert!(!file.cached(0, content.len() as u64), "evicted");
+        assert!(!file.cached(12_345, 1), "evicted");
+        // Reading a page brings it (and maybe readahead) back; a range reaching pages
+        // beyond the file's end is never wholly cached.
+        file.read_at(8192, 10).await.unwrap();
+        assert!(file.cached(8192, 10), "read back");
+        assert!(!file.cached(content.len() as u64 - 10, 8192), "past the end of the file");
+    });
+}
+
+#[test]
+fn regions_not_in_the_page_cache_arrive_byte_for_byte() {
+    let dir = TempDir::new("splice-evicted");
+    block_on(async {
+        let content = random_bytes(&mut Rng::new(0xc01d), FILE_BYTES as usize);
+        let file = file_with(&dir.path().join("data"), &content).await;
+        let (server, client) = socket_pair().await;
+        let mut pipe = SplicePipe::new().unwrap();
+        for (position, len) in [(0, 1), (12_345, LARGE_REGION_BYTES), (FILE_BYTES - 10, 10)] {
+            evict(&file).await;
+            assert!(!file.cached(position, len), "({position}, {len}) must be read from the disk");
+            let reader = spawn(read_exact(Rc::clone(&client), len as usize));
+            splice_to_socket(&mut pipe, &file, position, len, server.as_raw_fd())
+                .await
+                .unwrap_or_else(|e| panic!("splice ({position}, {len}): {e}"));
+            let got = reader.await.unwrap();
+            assert!(got == content[position as usize..(position + len) as usize], "region ({position}, {len}) differs from the file");
+        }
+    });
+}
+
+/// A transfer into a socket whose peer reads nothing for a while fills the socket. The
+/// splice runs on the calling thread, so it must answer EAGAIN and let the thread run its
+/// other tasks until the peer reads, instead of sleeping in the kernel (a blocking socket
+/// would stop every task of the shard).
+#[test]
+fn a_full_socket_never_stops_the_thread() {
+    const BYTES: usize = 32 * 1024 * 1024;
+    const PEER_STALL: std::time::Duration = std::time::Duration::from_millis(400);
+    let dir = TempDir::new("splice-full-socket");
+    block_on(async {
+        let content = random_bytes(&mut Rng::new(0xf011), BYTES);
+        let file = file_with(&dir.path().join("data"), &content).await;
+        assert!(file.cached(0, BYTES as u64), "the transfer must take the inline path");
+        let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = listener.local_addr().unwrap();
+        // The peer is a plain thread with a blocking socket: it connects, stalls, then reads
+        // everything.
+        let peer = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut socket = std::net::TcpStream::connect(address).unwrap();
+            std::thread::sleep(PEER_STALL);
+            let mut got = Vec::with_capacity(BYTES);
+            socket.read_to_end(&mut got).unwrap();
+            got
+        });
+        let (server, _) = listener.accept().await.unwrap();
+        let ticks = Rc::new(std::cell::Cell::new(0u32));
+        let ticker = {
+            let ticks = Rc::clone(&ticks);
+            spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    ticks.set(ticks.get() + 1);
+                }
+            })
+        };
+        let started = std::time::Instant::now();
+        let mut pipe = SplicePipe::new().unwrap();
+        splice_to_socket(&mut pipe, &file, 0, BYTES as u64, server.as_raw_fd()).await.unwrap();
+        let took = started.elapsed();
+        let ticked = ticks.get();
+        ticker.abort();
+        drop(server);
+        let got = peer.join().unwrap();
+        assert!(took >= PEER_STALL / 2, "the socket never filled ({took:?}): the test proves nothing");
+        // A thread stopped in the kernel for the stall ticks at most once or twice.
+        assert!(ticked >= 20, "the thread ran only {ticked} 1 ms ticks during a {took:?} transfer");
+        assert!(got == content, "the bytes arrived changed");
     });
 }

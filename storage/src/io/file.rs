@@ -63,6 +63,34 @@ impl File {
         &self.path
     }
 
+    /// Whether every page of `len` bytes from `position` is in the page cache, so that
+    /// reading them waits on no disk. Asked with `cachestat(2)` (Linux 6.5 and later); on an
+    /// older kernel, or on any error, the answer is `false`. The answer can be stale by the
+    /// time the caller reads: a page may be evicted in between.
+    pub fn cached(&self, position: u64, len: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        if len == 0 || CACHESTAT_MISSING.load(Ordering::Relaxed) {
+            return false;
+        }
+        let range = CachestatRange { off: position, len };
+        let mut stat = Cachestat::default();
+        // SAFETY: cachestat(2) reads `range` and writes `stat`, both live and laid out as the
+        // kernel's `struct cachestat_range` and `struct cachestat`.
+        #[allow(unsafe_code)]
+        let rc = unsafe {
+            libc::syscall(SYS_CACHESTAT, self.inner.as_raw_fd() as libc::c_uint, &range as *const CachestatRange, &mut stat as *mut Cachestat, 0 as libc::c_uint)
+        };
+        if rc != 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+                CACHESTAT_MISSING.store(true, Ordering::Relaxed);
+            }
+            return false;
+        }
+        let page = page_bytes();
+        let pages = (position + len).div_ceil(page) - position / page;
+        stat.nr_cache >= pages
+    }
+
     /// The current length of the file in bytes.
     pub async fn len(&self) -> io::Result<u64> {
         let statx = self.inner.statx().await.map_err(|error| with_path(error, "statx", &self.path))?;
@@ -275,4 +303,44 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
         }
     }
     Ok(limit.rlim_cur)
+}
+
+/// cachestat(2): the same number on every architecture (added in Linux 6.5).
+const SYS_CACHESTAT: libc::c_long = 451;
+
+/// Set once cachestat(2) answered ENOSYS (a kernel older than 6.5): `File::cached` then
+/// answers `false` without asking again.
+static CACHESTAT_MISSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The kernel's `struct cachestat_range`.
+#[repr(C)]
+struct CachestatRange {
+    off: u64,
+    len: u64,
+}
+
+/// The kernel's `struct cachestat`; counts are in pages.
+#[repr(C)]
+#[derive(Default)]
+struct Cachestat {
+    nr_cache: u64,
+    nr_dirty: u64,
+    nr_writeback: u64,
+    nr_evicted: u64,
+    nr_recently_evicted: u64,
+}
+
+/// The page size, the unit of `cachestat`'s counts.
+fn page_bytes() -> u64 {
+    static PAGE_BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE_BYTES.get_or_init(|| {
+        // SAFETY: sysconf has no memory arguments.
+        #[allow(unsafe_code)]
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if page > 0 {
+            page as u64
+        } else {
+            4096
+        }
+    })
 }

@@ -1,9 +1,18 @@
-//! Zero-copy transfer of a file region into a socket: file -> pipe -> socket with
-//! `splice(2)`, submitted to io_uring as raw operations.
+//! Zero-copy transfer of file regions into a socket: file -> pipe -> socket with
+//! `splice(2)`. The record bytes move between kernel buffers only (page cache -> pipe ->
+//! socket buffer); user space sees lengths, never bytes.
 //!
-//! tokio-uring has no splice operation, but it accepts raw submission entries through
-//! `UnsubmittedOneshot`. The record bytes move between kernel buffers only (page cache ->
-//! pipe -> socket buffer); user space sees lengths, never bytes.
+//! Where each step runs:
+//! - A file region whose pages are all in the page cache (asked with `cachestat(2)`) is
+//!   spliced into the pipe on the calling shard thread: it cannot wait on the disk. Any
+//!   other region is spliced by io_uring, whose worker threads (io-wq) wait on the disk
+//!   instead of the shard. io_uring always hands a splice to a worker, and each hand-off
+//!   wakes a thread, so doing the cached case inline halves produce-to-consume latency
+//!   (docs/benchmarks.md, "Fetch splices on the shard thread").
+//! - The pipe drains into the socket on the calling thread, with the socket non-blocking:
+//!   a full socket answers EAGAIN, and the stream then waits for writability through
+//!   io_uring (a poll), never in a system call.
+//! - Header bytes are written into the non-blocking pipe with `write(2)`.
 //!
 //! Invariants:
 //! - A `SplicePipe` is empty between transfers. A transfer that fails part-way may leave
@@ -11,6 +20,9 @@
 //! - The pipe's descriptors stay open while an operation on them is in flight: every
 //!   submission holds an `Rc` of the pipe, which the runtime keeps until completion even
 //!   when the future is dropped.
+//! - No system call made on the shard thread here can block: the pipe and the socket are
+//!   non-blocking, and a file is read inline only when its pages are cached. A page evicted
+//!   between the cache check (`File::cached`) and the splice is the one exception, two system calls wide.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -82,8 +94,9 @@ impl SplicePipe {
 /// Moves `len` bytes of `file` starting at `position` into the socket `socket`, without
 /// copying them through user space. Returns once every byte is in the socket's send buffer.
 ///
-/// `socket` must stay open until the returned future completes. Fails with `UnexpectedEof`
-/// if the file ends before `position + len`.
+/// `socket` must stay open until the returned future completes; it is made non-blocking.
+/// Fails with `UnexpectedEof` if the file ends before `position + len`; bytes of such a
+/// transfer may have been sent, so the caller must drop the connection.
 pub async fn splice_to_socket(
     pipe: &mut SplicePipe,
     file: &File,
@@ -91,51 +104,9 @@ pub async fn splice_to_socket(
     len: u64,
     socket: RawFd,
 ) -> io::Result<()> {
-    if !pipe.clean {
-        *pipe = SplicePipe::new()?;
-    }
-    pipe.clean = false;
-    let mut done: u64 = 0;
-    while done < len {
-        let chunk = (len - done).min(pipe.capacity as u64) as u32;
-        let file_position = position + done;
-        let moved = splice(&pipe.fds, file.as_raw_fd(), file_position as i64, pipe.fds.write.as_raw_fd(), -1, chunk)
-            .await
-            .map_err(|error| {
-                io::Error::new(error.kind(), format!("splice {} at position {file_position}: {error}", file.path().display()))
-            })?;
-        if moved == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("splice {}: end of file at position {file_position}, wanted {} more bytes", file.path().display(), len - done),
-            ));
-        }
-        let mut in_pipe = moved;
-        let mut eagain_count = 0;
-        while in_pipe > 0 {
-            match splice(&pipe.fds, pipe.fds.read.as_raw_fd(), -1, socket, -1, in_pipe).await {
-                Ok(0) => {
-                    return Err(io::Error::new(io::ErrorKind::WriteZero, "splice to socket: peer accepted no bytes"))
-                }
-                Ok(sent) => {
-                    in_pipe -= sent;
-                    eagain_count = 0;
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    eagain_count += 1;
-                    if eagain_count > SOCKET_EAGAIN_RETRIES_MAX {
-                        return Err(io::Error::new(io::ErrorKind::WouldBlock, "splice to socket: socket never became writable"));
-                    }
-                    poll_writable(&pipe.fds, socket).await?;
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(io::Error::new(error.kind(), format!("splice to socket: {error}"))),
-            }
-        }
-        done += u64::from(moved);
-    }
-    pipe.clean = true;
-    Ok(())
+    let mut stream = PipeStream::new(pipe, socket)?;
+    stream.push_file(file, position, len).await?;
+    stream.finish().await
 }
 
 /// Turns a completion into `io::Result<u32>` (bytes moved), holding `PipeFds` until then.
@@ -195,6 +166,7 @@ impl<'a> PipeStream<'a> {
         if !pipe.clean {
             *pipe = SplicePipe::new()?;
         }
+        set_nonblocking(socket)?;
         pipe.clean = false;
         Ok(PipeStream { pipe, socket, buffered: 0, slots: 0 })
     }
@@ -204,12 +176,11 @@ impl<'a> PipeStream<'a> {
     }
 
     /// Appends bytes from memory (response headers).
-    pub async fn push_bytes(&mut self, mut bytes: Vec<u8>) -> io::Result<()> {
+    pub async fn push_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
         if slots_for(bytes.len()) > self.slots_max() {
-            // Larger than the pipe: drain, then send directly would reorder nothing since the
-            // pipe is empty; write through the pipe in capacity-sized pieces.
+            // Larger than the pipe: through the pipe in pieces that fit.
             for chunk in bytes.chunks((self.slots_max() - 1) * PIPE_PAGE_BYTES) {
-                Box::pin(self.push_bytes(chunk.to_vec())).await?;
+                Box::pin(self.push_bytes(chunk)).await?;
             }
             return Ok(());
         }
@@ -217,23 +188,27 @@ impl<'a> PipeStream<'a> {
             self.drain().await?;
         }
         self.slots += slots_for(bytes.len());
-        while !bytes.is_empty() {
-            let sqe = opcode::Write::new(types::Fd(self.pipe.fds.write.as_raw_fd()), bytes.as_ptr(), bytes.len() as u32).offset(u64::MAX).build();
-            let (written, returned) = UnsubmittedOneshot::new((Rc::clone(&self.pipe.fds), bytes), HoldTransform, sqe).submit().await;
-            bytes = returned;
-            let written = match written {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+        let mut written_total = 0;
+        while written_total < bytes.len() {
+            let rest = &bytes[written_total..];
+            // SAFETY: write(2) from a live slice into the pipe's write end, which we own.
+            #[allow(unsafe_code)]
+            let rc = unsafe { libc::write(self.pipe.fds.write.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
+            if rc < 0 {
+                let error = io::Error::last_os_error();
+                match error.kind() {
                     // Fuller than counted: empty it and go on.
-                    self.drain().await?;
-                    continue;
+                    io::ErrorKind::WouldBlock => self.drain().await?,
+                    io::ErrorKind::Interrupted => {}
+                    _ => return Err(io::Error::new(error.kind(), format!("write to the splice pipe: {error}"))),
                 }
-                other => other.map_err(|error| io::Error::new(error.kind(), format!("write to the splice pipe: {error}")))? as usize,
-            };
-            if written == 0 {
+                continue;
+            }
+            if rc == 0 {
                 return Err(io::Error::new(io::ErrorKind::WriteZero, "the splice pipe accepted no bytes"));
             }
-            self.buffered += written;
-            bytes.drain(..written);
+            self.buffered += rc as usize;
+            written_total += rc as usize;
         }
         Ok(())
     }
@@ -251,7 +226,12 @@ impl<'a> PipeStream<'a> {
             let space = (free_slots - 1) * PIPE_PAGE_BYTES;
             let chunk = (len - done).min(space as u64) as u32;
             let at = position + done;
-            let moved = match splice(&self.pipe.fds, file.as_raw_fd(), at as i64, self.pipe.fds.write.as_raw_fd(), -1, chunk).await {
+            let spliced = if file.cached(at, u64::from(chunk)) {
+                splice_now(file.as_raw_fd(), Some(at as i64), self.pipe.fds.write.as_raw_fd(), chunk)
+            } else {
+                splice(&self.pipe.fds, file.as_raw_fd(), at as i64, self.pipe.fds.write.as_raw_fd(), -1, chunk).await
+            };
+            let moved = match spliced {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     self.drain().await?;
                     continue;
@@ -275,7 +255,7 @@ impl<'a> PipeStream<'a> {
     async fn drain(&mut self) -> io::Result<()> {
         let mut eagain_count = 0;
         while self.buffered > 0 {
-            match splice(&self.pipe.fds, self.pipe.fds.read.as_raw_fd(), -1, self.socket, -1, self.buffered as u32).await {
+            match splice_now(self.pipe.fds.read.as_raw_fd(), None, self.socket, self.buffered as u32) {
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "splice to socket: peer accepted no bytes")),
                 Ok(sent) => {
                     self.buffered -= sent as usize;
@@ -306,16 +286,46 @@ impl<'a> PipeStream<'a> {
     }
 }
 
-/// Like `CountTransform`, also handing back a buffer the operation held.
-struct HoldTransform;
+/// Makes `socket` non-blocking, so a splice into it on the shard thread answers EAGAIN
+/// instead of parking the thread. io_uring operations on the socket are unaffected: sockets
+/// support non-blocking attempts, so io_uring still waits for readiness itself.
+fn set_nonblocking(socket: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller keeps open, with an integer argument.
+    #[allow(unsafe_code)]
+    let flags = unsafe { libc::fcntl(socket, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: as above.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::fcntl(socket, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
 
-impl OneshotOutputTransform for HoldTransform {
-    type Output = (io::Result<u32>, Vec<u8>);
-    type StoredData = (Rc<PipeFds>, Vec<u8>);
-
-    fn transform_oneshot_output(self, data: (Rc<PipeFds>, Vec<u8>), cqe: io_uring::cqueue::Entry) -> Self::Output {
-        let result = cqe.result();
-        let outcome = if result >= 0 { Ok(result as u32) } else { Err(io::Error::from_raw_os_error(-result)) };
-        (outcome, data.1)
+/// A splice(2) on the calling thread, never waiting on the pipe (`SPLICE_F_NONBLOCK`) or on
+/// a non-blocking socket. Only for transfers that cannot wait on the disk: a pipe into a
+/// socket, or a file region whose pages are all in the page cache.
+fn splice_now(fd_in: RawFd, off_in: Option<i64>, fd_out: RawFd, len: u32) -> io::Result<u32> {
+    let mut offset = off_in.unwrap_or(0);
+    let off_in_ptr = if off_in.is_some() { &mut offset as *mut i64 } else { std::ptr::null_mut() };
+    loop {
+        // SAFETY: splice(2) between descriptors the caller keeps open; `off_in_ptr` is null
+        // or points to a live i64.
+        #[allow(unsafe_code)]
+        let rc = unsafe {
+            libc::splice(fd_in, off_in_ptr, fd_out, std::ptr::null_mut(), len as usize, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
+        };
+        if rc >= 0 {
+            return Ok(rc as u32);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
     }
 }
