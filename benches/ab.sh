@@ -3,7 +3,7 @@
 # per run (the order flips every round, so neither build always runs on freshly freed pages).
 # Usage: A=path/to/fjord B=path/to/other/fjord bash benches/ab.sh ROUNDS BENCH-ARGS...
 # e.g.   ... bash benches/ab.sh 8 produce --topic p8 --partitions 8 --record-bytes 100 --records 12000000 --acks 1 --connections 2
-# Prints one line per run (build, records/s, MB/s, p99 µs) and the medians. The load
+# Prints one line per run (build, records/s, MB/s, p50 µs, p99 µs) and the medians. The load
 # generator is A's `fjord bench` in every run.
 set -euo pipefail
 : "${A:?path of build A}" "${B:?path of build B}"
@@ -26,7 +26,7 @@ for round in $(seq "$ROUNDS"); do
         "$A" bench "$@" -b "$address" --json | python3 -c "
 import json, sys
 d = json.load(sys.stdin)
-print('$which', d['records_per_sec'], round(d['bytes_per_sec'] / 1e6), d['latency_us']['p99'])" | tee -a "$OUT"
+print('$which', d['records_per_sec'], round(d['bytes_per_sec'] / 1e6), d['latency_us']['p50'], d['latency_us']['p99'])" | tee -a "$OUT"
         kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
         rm -rf "$DATA/broker"
     done
@@ -35,9 +35,11 @@ python3 - "$OUT" <<'PY'
 import statistics, sys
 runs = {}
 for line in open(sys.argv[1]):
-    which, rate, mb, p99 = line.split()
-    runs.setdefault(which, []).append((int(rate), int(p99)))
+    which, rate, mb, p50, p99 = line.split()
+    runs.setdefault(which, []).append((int(rate), int(p50), int(p99)))
 for which in sorted(runs):
-    rates = sorted(r for r, _ in runs[which])
-    print(f"{which}: median {statistics.median(rates):,.0f} records/s (range {rates[0]:,}-{rates[-1]:,}), median p99 {statistics.median(p for _, p in runs[which]):,.0f} µs")
+    rates = sorted(r for r, _, _ in runs[which])
+    p50 = statistics.median(p for _, p, _ in runs[which])
+    p99 = statistics.median(p for _, _, p in runs[which])
+    print(f"{which}: median {statistics.median(rates):,.0f} records/s (range {rates[0]:,}-{rates[-1]:,}), median p50 {p50:,.0f} µs, p99 {p99:,.0f} µs")
 PY
