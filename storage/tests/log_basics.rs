@@ -11,7 +11,21 @@ fn small_config() -> LogConfig {
 
 #[test]
 fn append_assigns_offsets_and_reads_return_whole_batches() {
-    let dir = TempDir::new("basics");
+    appends_and_reads("basics");
+}
+
+/// Buffered writes run on the calling thread while the kernel is far from throttling
+/// writers, and through io_uring's workers otherwise (`fjord_storage::io`, module `inline`).
+/// This runs the append tests with every write of the test's thread on the io_uring path.
+#[test]
+fn appends_behave_the_same_with_every_write_through_io_uring() {
+    fjord_storage::io::disable_inline_writes();
+    appends_and_reads("basics-uring");
+    group_appends("group-uring");
+}
+
+fn appends_and_reads(name: &str) {
+    let dir = TempDir::new(name);
     block_on(async {
         let mut log = PartitionLog::open(dir.path(), small_config()).await.unwrap();
         assert_eq!(log.log_end_offset(), 0);
@@ -372,7 +386,11 @@ fn shared_appends_write_the_same_bytes_as_owned_ones_without_copying() {
 
 #[test]
 fn a_group_append_writes_every_good_admitted_set_once_in_order_and_refuses_a_bad_one_alone() {
-    let group_dir = TempDir::new("append-group");
+    group_appends("append-group");
+}
+
+fn group_appends(name: &str) {
+    let group_dir = TempDir::new(name);
     let single_dir = TempDir::new("append-single");
     block_on(async {
         let config = LogConfig { segment_bytes: 64 << 20, ..small_config() };

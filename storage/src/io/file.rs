@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use tokio_uring::buf::IoBuf;
 
+use super::inline;
+
 /// An open file with its path.
 #[derive(Debug)]
 pub struct File {
@@ -118,15 +120,35 @@ impl File {
 
     /// Writes all of `buf` at `position`, returning the buffer. A short write is continued;
     /// an error leaves an unknown prefix of `buf` written (the caller poisons the log).
+    ///
+    /// Runs on the calling thread when `inline::write_allowed` says the write will not wait
+    /// for the disk; otherwise through io_uring.
     pub async fn write_all_at<B: IoBuf>(&self, buf: B, position: u64) -> (io::Result<()>, B) {
+        if inline::write_allowed() {
+            // SAFETY: `stable_ptr` is valid for `bytes_init` initialised bytes while `buf` is
+            // owned here, and nothing writes to it meanwhile.
+            #[allow(unsafe_code)]
+            let bytes = unsafe { std::slice::from_raw_parts(buf.stable_ptr(), buf.bytes_init()) };
+            let started = std::time::Instant::now();
+            let result = inline::pwrite_all(self.inner.as_raw_fd(), bytes, position);
+            inline::note_write(started.elapsed(), &self.path);
+            return (result.map_err(|error| with_path(error, "write", &self.path)), buf);
+        }
         let (result, buf) = self.inner.write_all_at(buf, position).await;
         (result.map_err(|error| with_path(error, "write", &self.path)), buf)
     }
 
     /// Writes the buffers one after the other at `position`, with vectored writes of at most
-    /// `IOVECS_MAX` buffers each (the kernel's `IOV_MAX` is 1024).
+    /// `IOVECS_MAX` buffers each (the kernel's `IOV_MAX` is 1024). On the calling thread or
+    /// through io_uring, as `write_all_at`.
     pub async fn writev_all_at(&self, pieces: Vec<bytes::Bytes>, mut position: u64) -> io::Result<()> {
-        const IOVECS_MAX: usize = 1024;
+        use inline::IOVECS_MAX;
+        if inline::write_allowed() {
+            let started = std::time::Instant::now();
+            let result = inline::pwritev_all(self.inner.as_raw_fd(), &pieces, position);
+            inline::note_write(started.elapsed(), &self.path);
+            return result.map_err(|error| with_path(error, "writev", &self.path));
+        }
         let mut pieces = pieces;
         while !pieces.is_empty() {
             let rest = pieces.split_off(pieces.len().min(IOVECS_MAX));

@@ -14,12 +14,24 @@
 //!
 //! A few metadata operations have no io_uring opcode in the io-uring 0.6 crate (`ftruncate`,
 //! directory listing); they use plain syscalls, are cheap, and are marked where they happen.
+//!
+//! Two hot operations run as plain system calls on the shard thread when they cannot wait
+//! on the disk, because io_uring would only hand them to one of its worker threads (io-wq)
+//! and wake the shard afterwards, which is most of their latency here:
+//! - splices of file regions whose pages are all cached, and of the pipe into a
+//!   non-blocking socket ([`splice`]);
+//! - buffered writes while dirty pages are far from the kernel's throttling and no inline
+//!   write was slow lately ([`inline`]).
+//!
+//! Everything that may wait on the disk still goes through io_uring.
 
 mod file;
+mod inline;
 mod lock;
 mod net;
 mod splice;
 
+pub use inline::disable_inline_writes;
 pub use file::{list_dir, raise_open_files_limit, read_file, remove_file, rename, sync_dir, write_file_atomic, File};
 pub use lock::FileLock;
 pub use net::{bind_reuseport_std, Listener, Stream, READ_CHUNK_BYTES};

@@ -1,0 +1,225 @@
+//! When a buffered file write runs on the calling (shard) thread instead of an io_uring
+//! worker.
+//!
+//! ext4 cannot start a buffered write with a promise not to wait, so io_uring hands every
+//! one to an io-wq worker thread and wakes the shard when it is done: two thread wake-ups
+//! per append, which on this kind of VM were most of an append's latency. A buffered write
+//! that only copies into the page cache costs the same on the shard itself. It waits for the
+//! disk only when the kernel throttles writers (`balance_dirty_pages`, once dirty pages pass
+//! halfway between the background and the foreground thresholds), and rarely on the journal
+//! or on memory reclaim. So a write runs inline while both hold:
+//! - the system's dirty and writeback pages are below half the background threshold
+//!   (`/proc/vmstat`, read again at most every `DIRTY_CHECK_INTERVAL_MS`), far from any
+//!   throttling;
+//! - no inline write took longer than `INLINE_WRITE_SLOW_US` in the last
+//!   `INLINE_WRITE_BACKOFF_MS` (what the first rule cannot see: a memory cgroup's own dirty
+//!   limits, a journal wait, reclaim).
+//!
+//! Otherwise the write goes to io_uring, where a wait parks a worker, not the shard. Before
+//! the first `/proc/vmstat` read, or if it cannot be read, writes go to io_uring.
+//!
+//! The state is process-wide (atomics): dirty pages are a property of the machine, and a
+//! slow write on one shard is a warning for all of them.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How often `/proc/vmstat` is read again (by whichever write comes first after this).
+pub const DIRTY_CHECK_INTERVAL_MS: u64 = 100;
+/// An inline write slower than this sends writes to io_uring for a while.
+pub const INLINE_WRITE_SLOW_US: u64 = 2_000;
+/// How long writes go to io_uring after a slow inline write.
+pub const INLINE_WRITE_BACKOFF_MS: u64 = 1_000;
+/// Most buffers one `pwritev` takes (the kernel's `IOV_MAX`).
+pub const IOVECS_MAX: usize = 1024;
+
+/// The last `/proc/vmstat` read found dirty pages far from throttling.
+static DIRTY_FAR: AtomicBool = AtomicBool::new(false);
+/// When `/proc/vmstat` was last read (`now_ms`); 0 = never.
+static DIRTY_CHECKED_AT_MS: AtomicU64 = AtomicU64::new(0);
+/// When the last slow inline write ended (`now_ms`); 0 = never.
+static SLOW_WRITE_AT_MS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// Set by `disable_inline_writes`: every write of this thread goes to io_uring.
+    static DISABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Sends every later buffered write made on the calling thread to io_uring (for tests of
+/// that path; a shard is one thread).
+pub fn disable_inline_writes() {
+    DISABLED.with(|disabled| disabled.set(true));
+}
+
+/// Milliseconds since the first call in this process, plus one (so 0 can mean "never").
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// Whether the next buffered write may run on the calling thread.
+pub fn write_allowed() -> bool {
+    if DISABLED.with(|disabled| disabled.get()) {
+        return false;
+    }
+    let now = now_ms();
+    if backing_off(now, SLOW_WRITE_AT_MS.load(Ordering::Relaxed)) {
+        return false;
+    }
+    let checked = DIRTY_CHECKED_AT_MS.load(Ordering::Relaxed);
+    if (checked == 0 || now - checked >= DIRTY_CHECK_INTERVAL_MS)
+        && DIRTY_CHECKED_AT_MS.compare_exchange(checked, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        let far = std::fs::read_to_string("/proc/vmstat").ok().and_then(|text| dirty_far_from_throttling(&text)).unwrap_or(false);
+        DIRTY_FAR.store(far, Ordering::Relaxed);
+    }
+    DIRTY_FAR.load(Ordering::Relaxed)
+}
+
+/// Records how long an inline write took; a slow one starts the back-off.
+pub fn note_write(took: Duration, path: &std::path::Path) {
+    if took.as_micros() as u64 > INLINE_WRITE_SLOW_US {
+        SLOW_WRITE_AT_MS.store(now_ms(), Ordering::Relaxed);
+        tracing::debug!(path = %path.display(), took_us = took.as_micros() as u64, "slow inline write: writes go through io_uring workers for {INLINE_WRITE_BACKOFF_MS} ms");
+    }
+}
+
+fn backing_off(now: u64, slow_at: u64) -> bool {
+    slow_at != 0 && now.saturating_sub(slow_at) < INLINE_WRITE_BACKOFF_MS
+}
+
+/// From the text of `/proc/vmstat`: whether dirty plus writeback pages are below half the
+/// background threshold. `None` if a field is missing.
+fn dirty_far_from_throttling(vmstat: &str) -> Option<bool> {
+    let field = |name: &str| -> Option<u64> {
+        vmstat.lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            if key == name {
+                value.trim().parse().ok()
+            } else {
+                None
+            }
+        })
+    };
+    let dirty = field("nr_dirty")? + field("nr_writeback")?;
+    let background = field("nr_dirty_background_threshold")?;
+    Some(dirty < background / 2)
+}
+
+/// `pwrite(2)` of all of `bytes` at `position`, on the calling thread.
+pub fn pwrite_all(fd: RawFd, bytes: &[u8], position: u64) -> io::Result<()> {
+    let mut done = 0usize;
+    while done < bytes.len() {
+        let rest = &bytes[done..];
+        // SAFETY: pwrite from a live slice into a descriptor the caller keeps open.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::pwrite(fd, rest.as_ptr().cast(), rest.len(), (position + done as u64) as libc::off_t) };
+        match rc {
+            n if n > 0 => done += n as usize,
+            0 => return Err(io::Error::new(io::ErrorKind::WriteZero, format!("{done} of {} bytes written", bytes.len()))),
+            _ => {
+                let error = io::Error::last_os_error();
+                if error.kind() != io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `pwritev(2)` of all of `pieces`, one after the other from `position`, on the calling
+/// thread, at most `IOVECS_MAX` buffers per call; a short write continues where it stopped.
+pub fn pwritev_all(fd: RawFd, pieces: &[bytes::Bytes], position: u64) -> io::Result<()> {
+    let total: usize = pieces.iter().map(|p| p.len()).sum();
+    // (index of the first piece not wholly written, bytes of it already written)
+    let (mut first, mut skip) = (0usize, 0usize);
+    let mut done = 0usize;
+    let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(pieces.len().min(IOVECS_MAX));
+    while done < total {
+        iovecs.clear();
+        for (i, piece) in pieces[first..].iter().enumerate().take(IOVECS_MAX) {
+            let from = if i == 0 { skip } else { 0 };
+            iovecs.push(libc::iovec { iov_base: piece[from..].as_ptr() as *mut libc::c_void, iov_len: piece.len() - from });
+        }
+        // SAFETY: every iovec points into a live `Bytes` of `pieces`, which outlives the call;
+        // the kernel only reads them.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::pwritev(fd, iovecs.as_ptr(), iovecs.len() as libc::c_int, (position + done as u64) as libc::off_t) };
+        let mut written = match rc {
+            n if n > 0 => n as usize,
+            0 => return Err(io::Error::new(io::ErrorKind::WriteZero, format!("{done} of {total} bytes written"))),
+            _ => {
+                let error = io::Error::last_os_error();
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
+        };
+        done += written;
+        while written > 0 {
+            let left = pieces[first].len() - skip;
+            if written >= left {
+                written -= left;
+                first += 1;
+                skip = 0;
+            } else {
+                skip += written;
+                written = 0;
+            }
+        }
+        // Skip empty pieces so the next call never starts with one.
+        while first < pieces.len() && pieces[first].len() == skip {
+            first += 1;
+            skip = 0;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VMSTAT: &str = "nr_free_pages 5000000\nnr_dirty 1000\nnr_writeback 200\nnr_written 77\nnr_dirty_threshold 1196268\nnr_dirty_background_threshold 597403\n";
+
+    #[test]
+    fn dirty_pages_far_from_the_background_threshold_allow_inline_writes() {
+        assert_eq!(dirty_far_from_throttling(VMSTAT), Some(true));
+        let near = VMSTAT.replace("nr_dirty 1000", "nr_dirty 298600");
+        assert_eq!(dirty_far_from_throttling(&near), Some(false), "writeback counts too: 298,600 + 200 is past half of 597,403");
+        let missing = VMSTAT.replace("nr_dirty_background_threshold", "other");
+        assert_eq!(dirty_far_from_throttling(&missing), None);
+        // A field whose name is a prefix of another's is not mistaken for it.
+        assert_eq!(dirty_far_from_throttling("nr_dirty_threshold 5\nnr_dirty 1\nnr_writeback 0\nnr_dirty_background_threshold 10\n"), Some(true));
+    }
+
+    #[test]
+    fn a_slow_write_backs_off_for_a_while() {
+        assert!(!backing_off(5_000, 0), "never slow");
+        assert!(backing_off(5_000, 4_500));
+        assert!(!backing_off(5_000 + INLINE_WRITE_BACKOFF_MS, 5_000));
+    }
+
+    #[test]
+    fn vectored_writes_continue_across_pieces() {
+        let dir = std::env::temp_dir().join(format!("fjord-inline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pieces");
+        let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
+        use std::os::fd::AsRawFd;
+        // More pieces than one call takes, some empty, of varied sizes.
+        let pieces: Vec<bytes::Bytes> = (0..2500u32).map(|i| bytes::Bytes::from(vec![(i % 251) as u8; (i % 7) as usize])).collect();
+        pwritev_all(file.as_raw_fd(), &pieces, 3).unwrap();
+        pwrite_all(file.as_raw_fd(), b"abc", 0).unwrap();
+        let mut want = b"abc".to_vec();
+        for piece in &pieces {
+            want.extend_from_slice(piece);
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
