@@ -902,7 +902,8 @@ fn run_baseline(args: BaselineArgs) -> Result<(), CliError> {
     let got = reader.join().map_err(|_| CliError::failure("loopback reader panicked"))?.map_err(|e| CliError::failure(format!("loopback read: {e}")))?;
     let loopback = got as f64 / started.elapsed().as_secs_f64();
 
-    // Sequential file writes through io_uring, without and with fdatasync per chunk.
+    // Sequential file writes through Fjord's file layer (the same inline-or-io_uring choice as
+    // the log's appends, storage/src/io/inline.rs), without and with fdatasync per chunk.
     let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let path = dir.join(format!("fjord-baseline-{}", std::process::id()));
     let write = |sync: bool| -> Result<f64, CliError> {

@@ -98,7 +98,8 @@ impl FileRegion {
         Ok(bytes)
     }
 
-    /// Sends the region to `socket` without copying it through user space.
+    /// Sends the region to `socket` without copying it through user space
+    /// (`io::splice_to_socket`, which may make the socket non-blocking).
     pub async fn splice_to(&self, pipe: &mut SplicePipe, socket: std::os::fd::RawFd) -> io::Result<()> {
         crate::io::splice_to_socket(pipe, &self.file, self.position, self.len, socket).await
     }

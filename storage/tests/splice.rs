@@ -201,6 +201,7 @@ fn cached_tells_whether_a_range_is_in_the_page_cache() {
         assert!(file.cached(0, content.len() as u64), "just written, so cached");
         assert!(file.cached(4095, 2), "a range across a page boundary");
         assert!(!file.cached(0, 0), "an empty range is not worth an inline splice");
+        assert!(!file.cached(0, 2 * 1024 * 1024), "more pages than one check asks about");
         evict(&file).await;
         assert!(!file.cached(0, content.len() as u64), "evicted");
         assert!(!file.cached(12_345, 1), "evicted");
@@ -245,7 +246,8 @@ fn a_full_socket_never_stops_the_thread() {
     block_on(async {
         let content = random_bytes(&mut Rng::new(0xf011), BYTES);
         let file = file_with(&dir.path().join("data"), &content).await;
-        assert!(file.cached(0, BYTES as u64), "the transfer must take the inline path");
+        let mib = 1024 * 1024;
+        assert!((0..BYTES as u64).step_by(mib).all(|at| file.cached(at, mib as u64)), "the transfer must take the inline path");
         let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let address = listener.local_addr().unwrap();
         // The peer is a plain thread with a blocking socket: it connects, stalls, then reads

@@ -22,14 +22,23 @@ pub struct File {
 
 impl File {
     /// Opens `path` for reading and writing, creating it when `create` is set.
+    ///
+    /// With `O_NOATIME` where the kernel allows it (the broker owns its files): reading a
+    /// segment then never updates its access time, which on ext4 would open a journal
+    /// handle (and could wait on a commit) on the thread that reads.
     pub async fn open_rw(path: &Path, create: bool) -> io::Result<File> {
-        let inner = tokio_uring::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .open(path)
-            .await
-            .map_err(|error| with_path(error, "open", path))?;
+        let open = |flags: libc::c_int| {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut options = tokio_uring::fs::OpenOptions::new();
+            options.read(true).write(true).create(create).custom_flags(flags);
+            async move { options.open(path).await }
+        };
+        let inner = match open(libc::O_NOATIME).await {
+            // Not the file's owner: O_NOATIME is refused, the file opens without it.
+            Err(error) if error.raw_os_error() == Some(libc::EPERM) => open(0).await,
+            other => other,
+        }
+        .map_err(|error| with_path(error, "open", path))?;
         Ok(File { inner, path: path.to_path_buf() })
     }
 
@@ -65,32 +74,45 @@ impl File {
         &self.path
     }
 
-    /// Whether every page of `len` bytes from `position` is in the page cache, so that
-    /// reading them waits on no disk. Asked with `cachestat(2)` (Linux 6.5 and later); on an
-    /// older kernel, or on any error, the answer is `false`. The answer can be stale by the
-    /// time the caller reads: a page may be evicted in between.
+    /// Whether every page of `len` bytes from `position` is in the page cache and up to
+    /// date, so that reading them waits on no disk. Asked with `mincore(2)` on a mapping of
+    /// the range that is never accessed (`PROT_NONE`) and unmapped at once: unlike
+    /// `cachestat(2)`, `mincore` leaves out pages whose read is still in flight (readahead),
+    /// which a reader would wait for. The kernel answers truthfully only for files the
+    /// process owns or may write, as every file opened with `open_rw` here; any failure,
+    /// and a range of more than `CACHED_CHECK_PAGES_MAX` pages, answers `false`. The answer
+    /// can be stale by the time the caller reads: a page may be evicted in between.
     pub fn cached(&self, position: u64, len: u64) -> bool {
-        use std::sync::atomic::Ordering;
-        if len == 0 || CACHESTAT_MISSING.load(Ordering::Relaxed) {
-            return false;
-        }
-        let range = CachestatRange { off: position, len };
-        let mut stat = Cachestat::default();
-        // SAFETY: cachestat(2) reads `range` and writes `stat`, both live and laid out as the
-        // kernel's `struct cachestat_range` and `struct cachestat`.
-        #[allow(unsafe_code)]
-        let rc = unsafe {
-            libc::syscall(SYS_CACHESTAT, self.inner.as_raw_fd() as libc::c_uint, &range as *const CachestatRange, &mut stat as *mut Cachestat, 0 as libc::c_uint)
-        };
-        if rc != 0 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
-                CACHESTAT_MISSING.store(true, Ordering::Relaxed);
-            }
+        if len == 0 {
             return false;
         }
         let page = page_bytes();
-        let pages = (position + len).div_ceil(page) - position / page;
-        stat.nr_cache >= pages
+        let start = position / page * page;
+        let Some(end) = position.checked_add(len).map(|end| end.div_ceil(page) * page) else {
+            return false;
+        };
+        let pages = ((end - start) / page) as usize;
+        if pages > CACHED_CHECK_PAGES_MAX {
+            return false;
+        }
+        let map_len = (end - start) as usize;
+        // SAFETY: a new shared mapping of our own descriptor, which nothing ever reads or
+        // writes through (PROT_NONE); it is only asked about, then unmapped below.
+        #[allow(unsafe_code)]
+        let address = unsafe { libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_NONE, libc::MAP_SHARED, self.inner.as_raw_fd(), start as libc::off_t) };
+        if address == libc::MAP_FAILED {
+            return false;
+        }
+        let mut resident = [0u8; CACHED_CHECK_PAGES_MAX];
+        // SAFETY: `address` maps `map_len` bytes; `resident` has room for one byte per page.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::mincore(address, map_len, resident.as_mut_ptr()) };
+        // SAFETY: unmaps exactly the mapping made above, which nothing refers to.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::munmap(address, map_len)
+        };
+        rc == 0 && resident[..pages].iter().all(|byte| byte & 1 == 1)
     }
 
     /// The current length of the file in bytes.
@@ -327,32 +349,11 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
-/// cachestat(2): the same number on every architecture (added in Linux 6.5).
-const SYS_CACHESTAT: libc::c_long = 451;
+/// Most pages `File::cached` asks about at once (1 MiB of 4 KiB pages, the pipe's size, and
+/// one more for a range that starts mid-page).
+const CACHED_CHECK_PAGES_MAX: usize = 257;
 
-/// Set once cachestat(2) answered ENOSYS (a kernel older than 6.5): `File::cached` then
-/// answers `false` without asking again.
-static CACHESTAT_MISSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// The kernel's `struct cachestat_range`.
-#[repr(C)]
-struct CachestatRange {
-    off: u64,
-    len: u64,
-}
-
-/// The kernel's `struct cachestat`; counts are in pages.
-#[repr(C)]
-#[derive(Default)]
-struct Cachestat {
-    nr_cache: u64,
-    nr_dirty: u64,
-    nr_writeback: u64,
-    nr_evicted: u64,
-    nr_recently_evicted: u64,
-}
-
-/// The page size, the unit of `cachestat`'s counts.
+/// The page size, the unit of `mincore`'s answers.
 fn page_bytes() -> u64 {
     static PAGE_BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *PAGE_BYTES.get_or_init(|| {
@@ -365,4 +366,27 @@ fn page_bytes() -> u64 {
             4096
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The open-file flags of `file`, from `/proc/self/fdinfo`.
+    fn open_flags(file: &File) -> u32 {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd())).unwrap();
+        let line = info.lines().find(|line| line.starts_with("flags:")).unwrap();
+        u32::from_str_radix(line["flags:".len()..].trim(), 8).unwrap()
+    }
+
+    #[test]
+    fn files_of_our_own_open_without_access_time_updates() {
+        let dir = std::env::temp_dir().join(format!("fjord-file-noatime-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        crate::io::block_on(async {
+            let file = File::open_rw(&dir.join("segment"), true).await.unwrap();
+            assert_ne!(open_flags(&file) & libc::O_NOATIME as u32, 0, "a segment read must not update its access time");
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -11,12 +11,14 @@
 //! - the system's dirty and writeback pages are below half the background threshold
 //!   (`/proc/vmstat`, read again at most every `DIRTY_CHECK_INTERVAL_MS`), far from any
 //!   throttling;
-//! - no inline write took longer than `INLINE_WRITE_SLOW_US` in the last
-//!   `INLINE_WRITE_BACKOFF_MS` (what the first rule cannot see: a memory cgroup's own dirty
-//!   limits, a journal wait, reclaim).
+//! - no inline write was slower than `INLINE_WRITE_SLOW_US` lately: a slow one sends
+//!   writes to io_uring for `INLINE_WRITE_BACKOFF_MS`, doubled for each slow one in a row
+//!   up to `INLINE_WRITE_BACKOFF_MS_MAX` (what the first rule cannot see: a memory
+//!   cgroup's own dirty limits, a journal wait, reclaim, a frozen file system).
 //!
-//! Otherwise the write goes to io_uring, where a wait parks a worker, not the shard. Before
-//! the first `/proc/vmstat` read, or if it cannot be read, writes go to io_uring.
+//! Otherwise the write goes to io_uring, where a wait parks a worker, not the shard. The
+//! first write of the process reads `/proc/vmstat` before it decides; if the file cannot be
+//! read, writes go to io_uring.
 //!
 //! The state is process-wide (atomics): dirty pages are a property of the machine, and a
 //! slow write on one shard is a warning for all of them.
@@ -31,8 +33,10 @@ use std::time::{Duration, Instant};
 pub const DIRTY_CHECK_INTERVAL_MS: u64 = 100;
 /// An inline write slower than this sends writes to io_uring for a while.
 pub const INLINE_WRITE_SLOW_US: u64 = 2_000;
-/// How long writes go to io_uring after a slow inline write.
+/// How long writes go to io_uring after a slow inline write (the first of a streak).
 pub const INLINE_WRITE_BACKOFF_MS: u64 = 1_000;
+/// The longest back-off, reached after seven slow inline writes in a row.
+pub const INLINE_WRITE_BACKOFF_MS_MAX: u64 = 64_000;
 /// Most buffers one `pwritev` takes (the kernel's `IOV_MAX`).
 pub const IOVECS_MAX: usize = 1024;
 
@@ -40,8 +44,10 @@ pub const IOVECS_MAX: usize = 1024;
 static DIRTY_FAR: AtomicBool = AtomicBool::new(false);
 /// When `/proc/vmstat` was last read (`now_ms`); 0 = never.
 static DIRTY_CHECKED_AT_MS: AtomicU64 = AtomicU64::new(0);
-/// When the last slow inline write ended (`now_ms`); 0 = never.
-static SLOW_WRITE_AT_MS: AtomicU64 = AtomicU64::new(0);
+/// Until when writes go to io_uring after slow inline writes (`now_ms`); 0 = never.
+static BACKOFF_UNTIL_MS: AtomicU64 = AtomicU64::new(0);
+/// Slow inline writes in a row (an inline write that was not slow ends the streak).
+static SLOW_STREAK: AtomicU64 = AtomicU64::new(0);
 thread_local! {
     /// Set by `disable_inline_writes`: every write of this thread goes to io_uring.
     static DISABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -65,11 +71,12 @@ pub fn write_allowed() -> bool {
         return false;
     }
     let now = now_ms();
-    if backing_off(now, SLOW_WRITE_AT_MS.load(Ordering::Relaxed)) {
+    if now < BACKOFF_UNTIL_MS.load(Ordering::Relaxed) {
         return false;
     }
     let checked = DIRTY_CHECKED_AT_MS.load(Ordering::Relaxed);
-    if (checked == 0 || now - checked >= DIRTY_CHECK_INTERVAL_MS)
+    // Another thread may have stored a time later than this thread's `now`.
+    if (checked == 0 || now.saturating_sub(checked) >= DIRTY_CHECK_INTERVAL_MS)
         && DIRTY_CHECKED_AT_MS.compare_exchange(checked, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     {
         let far = std::fs::read_to_string("/proc/vmstat").ok().and_then(|text| dirty_far_from_throttling(&text)).unwrap_or(false);
@@ -78,16 +85,21 @@ pub fn write_allowed() -> bool {
     DIRTY_FAR.load(Ordering::Relaxed)
 }
 
-/// Records how long an inline write took; a slow one starts the back-off.
+/// Records how long an inline write took; a slow one starts (or lengthens) the back-off.
 pub fn note_write(took: Duration, path: &std::path::Path) {
-    if took.as_micros() as u64 > INLINE_WRITE_SLOW_US {
-        SLOW_WRITE_AT_MS.store(now_ms(), Ordering::Relaxed);
-        tracing::debug!(path = %path.display(), took_us = took.as_micros() as u64, "slow inline write: writes go through io_uring workers for {INLINE_WRITE_BACKOFF_MS} ms");
+    if took.as_micros() as u64 <= INLINE_WRITE_SLOW_US {
+        SLOW_STREAK.store(0, Ordering::Relaxed);
+        return;
     }
+    let streak = SLOW_STREAK.fetch_add(1, Ordering::Relaxed) + 1;
+    let backoff = backoff_ms(streak);
+    BACKOFF_UNTIL_MS.store(now_ms() + backoff, Ordering::Relaxed);
+    tracing::info!(path = %path.display(), took_us = took.as_micros() as u64, streak, "slow inline write: writes go through io_uring workers for {backoff} ms");
 }
 
-fn backing_off(now: u64, slow_at: u64) -> bool {
-    slow_at != 0 && now.saturating_sub(slow_at) < INLINE_WRITE_BACKOFF_MS
+/// The back-off after the `streak`-th slow inline write in a row (from 1).
+fn backoff_ms(streak: u64) -> u64 {
+    INLINE_WRITE_BACKOFF_MS.saturating_mul(1 << streak.saturating_sub(1).min(16)).min(INLINE_WRITE_BACKOFF_MS_MAX)
 }
 
 /// From the text of `/proc/vmstat`: whether dirty plus writeback pages are below half the
@@ -139,6 +151,11 @@ pub fn pwritev_all(fd: RawFd, pieces: &[bytes::Bytes], position: u64) -> io::Res
     let mut done = 0usize;
     let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(pieces.len().min(IOVECS_MAX));
     while done < total {
+        // Never start a call with empty pieces: many of them would fill it and write nothing.
+        while pieces[first].len() == skip {
+            first += 1;
+            skip = 0;
+        }
         iovecs.clear();
         for (i, piece) in pieces[first..].iter().enumerate().take(IOVECS_MAX) {
             let from = if i == 0 { skip } else { 0 };
@@ -171,11 +188,6 @@ pub fn pwritev_all(fd: RawFd, pieces: &[bytes::Bytes], position: u64) -> io::Res
                 written = 0;
             }
         }
-        // Skip empty pieces so the next call never starts with one.
-        while first < pieces.len() && pieces[first].len() == skip {
-            first += 1;
-            skip = 0;
-        }
     }
     Ok(())
 }
@@ -198,10 +210,11 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_write_backs_off_for_a_while() {
-        assert!(!backing_off(5_000, 0), "never slow");
-        assert!(backing_off(5_000, 4_500));
-        assert!(!backing_off(5_000 + INLINE_WRITE_BACKOFF_MS, 5_000));
+    fn slow_writes_in_a_row_back_off_longer_up_to_a_bound() {
+        assert_eq!(backoff_ms(1), INLINE_WRITE_BACKOFF_MS);
+        assert_eq!(backoff_ms(2), 2 * INLINE_WRITE_BACKOFF_MS);
+        assert_eq!(backoff_ms(7), INLINE_WRITE_BACKOFF_MS_MAX);
+        assert_eq!(backoff_ms(u64::MAX), INLINE_WRITE_BACKOFF_MS_MAX);
     }
 
     #[test]
@@ -211,8 +224,12 @@ mod tests {
         let path = dir.join("pieces");
         let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
         use std::os::fd::AsRawFd;
-        // More pieces than one call takes, some empty, of varied sizes.
-        let pieces: Vec<bytes::Bytes> = (0..2500u32).map(|i| bytes::Bytes::from(vec![(i % 251) as u8; (i % 7) as usize])).collect();
+        // More pieces than one call takes, starting with more empty ones than one call takes,
+        // then some empty among others of varied sizes.
+        let pieces: Vec<bytes::Bytes> = (0..1100u32)
+            .map(|_| bytes::Bytes::new())
+            .chain((0..2500u32).map(|i| bytes::Bytes::from(vec![(i % 251) as u8; (i % 7) as usize])))
+            .collect();
         pwritev_all(file.as_raw_fd(), &pieces, 3).unwrap();
         pwrite_all(file.as_raw_fd(), b"abc", 0).unwrap();
         let mut want = b"abc".to_vec();

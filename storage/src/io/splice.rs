@@ -2,17 +2,21 @@
 //! `splice(2)`. The record bytes move between kernel buffers only (page cache -> pipe ->
 //! socket buffer); user space sees lengths, never bytes.
 //!
-//! Where each step runs:
-//! - A file region whose pages are all in the page cache (asked with `cachestat(2)`) is
-//!   spliced into the pipe on the calling shard thread: it cannot wait on the disk. Any
-//!   other region is spliced by io_uring, whose worker threads (io-wq) wait on the disk
-//!   instead of the shard. io_uring always hands a splice to a worker, and each hand-off
-//!   wakes a thread, so doing the cached case inline halves produce-to-consume latency
+//! Where each step runs (Linux 5.15 and later; see `inline_splices`):
+//! - A file region whose pages are all cached and up to date (`File::cached`) is spliced
+//!   into the pipe on the calling shard thread: it cannot wait on the disk. Any other
+//!   region is spliced by io_uring, whose worker threads (io-wq) wait on the disk instead of
+//!   the shard. io_uring always hands a splice to a worker, and each hand-off wakes a
+//!   thread, so doing the cached case inline halves produce-to-consume latency
 //!   (docs/benchmarks.md, "Fetch splices on the shard thread").
 //! - The pipe drains into the socket on the calling thread, with the socket non-blocking:
 //!   a full socket answers EAGAIN, and the stream then waits for writability through
 //!   io_uring (a poll), never in a system call.
 //! - Header bytes are written into the non-blocking pipe with `write(2)`.
+//!
+//! On older kernels io_uring's reads and writes of a non-blocking socket answer EAGAIN
+//! instead of waiting, so the socket is left blocking and every splice goes through
+//! io_uring.
 //!
 //! Invariants:
 //! - A `SplicePipe` is empty between transfers. A transfer that fails part-way may leave
@@ -20,9 +24,11 @@
 //! - The pipe's descriptors stay open while an operation on them is in flight: every
 //!   submission holds an `Rc` of the pipe, which the runtime keeps until completion even
 //!   when the future is dropped.
-//! - No system call made on the shard thread here can block: the pipe and the socket are
-//!   non-blocking, and a file is read inline only when its pages are cached. A page evicted
-//!   between the cache check (`File::cached`) and the splice is the one exception, two system calls wide.
+//! - A system call made on the shard thread here does not wait on the disk or a peer: the
+//!   pipe and the socket are non-blocking, and a file is read inline only when its pages
+//!   are cached and up to date. The exceptions: a page evicted between the check and the
+//!   splice (two system calls apart), and a readahead mark on a cached page, which makes the
+//!   splice start the next readahead (submitting it, not waiting for it).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -94,9 +100,10 @@ impl SplicePipe {
 /// Moves `len` bytes of `file` starting at `position` into the socket `socket`, without
 /// copying them through user space. Returns once every byte is in the socket's send buffer.
 ///
-/// `socket` must stay open until the returned future completes; it is made non-blocking.
-/// Fails with `UnexpectedEof` if the file ends before `position + len`; bytes of such a
-/// transfer may have been sent, so the caller must drop the connection.
+/// `socket` must stay open until the returned future completes; on Linux 5.15 and later it
+/// is made non-blocking (see the module notes). Fails with `UnexpectedEof` if the file ends
+/// before `position + len`; some bytes of such a transfer may have been sent and others
+/// left in the pipe, so the caller must drop the connection.
 pub async fn splice_to_socket(
     pipe: &mut SplicePipe,
     file: &File,
@@ -148,6 +155,8 @@ async fn poll_writable(fds: &Rc<PipeFds>, socket: RawFd) -> io::Result<()> {
 pub struct PipeStream<'a> {
     pipe: &'a mut SplicePipe,
     socket: RawFd,
+    /// Splices run on this thread where they cannot wait (`inline_splices`).
+    inline: bool,
     buffered: usize,
     /// Pipe buffers (slots) in use: a pipe holds `capacity / PAGE` buffers, and every write
     /// or splice takes at least one, however few bytes it carries.
@@ -166,9 +175,12 @@ impl<'a> PipeStream<'a> {
         if !pipe.clean {
             *pipe = SplicePipe::new()?;
         }
-        set_nonblocking(socket)?;
+        let inline = inline_splices();
+        if inline {
+            set_nonblocking(socket)?;
+        }
         pipe.clean = false;
-        Ok(PipeStream { pipe, socket, buffered: 0, slots: 0 })
+        Ok(PipeStream { pipe, socket, inline, buffered: 0, slots: 0 })
     }
 
     fn slots_max(&self) -> usize {
@@ -197,8 +209,11 @@ impl<'a> PipeStream<'a> {
             if rc < 0 {
                 let error = io::Error::last_os_error();
                 match error.kind() {
-                    // Fuller than counted: empty it and go on.
-                    io::ErrorKind::WouldBlock => self.drain().await?,
+                    // Fuller than counted: empty it and go on, counting what is left.
+                    io::ErrorKind::WouldBlock => {
+                        self.drain().await?;
+                        self.slots += slots_for(bytes.len() - written_total);
+                    }
                     io::ErrorKind::Interrupted => {}
                     _ => return Err(io::Error::new(error.kind(), format!("write to the splice pipe: {error}"))),
                 }
@@ -226,7 +241,7 @@ impl<'a> PipeStream<'a> {
             let space = (free_slots - 1) * PIPE_PAGE_BYTES;
             let chunk = (len - done).min(space as u64) as u32;
             let at = position + done;
-            let spliced = if file.cached(at, u64::from(chunk)) {
+            let spliced = if self.inline && file.cached(at, u64::from(chunk)) {
                 splice_now(file.as_raw_fd(), Some(at as i64), self.pipe.fds.write.as_raw_fd(), chunk)
             } else {
                 splice(&self.pipe.fds, file.as_raw_fd(), at as i64, self.pipe.fds.write.as_raw_fd(), -1, chunk).await
@@ -255,7 +270,12 @@ impl<'a> PipeStream<'a> {
     async fn drain(&mut self) -> io::Result<()> {
         let mut eagain_count = 0;
         while self.buffered > 0 {
-            match splice_now(self.pipe.fds.read.as_raw_fd(), None, self.socket, self.buffered as u32) {
+            let sent = if self.inline {
+                splice_now(self.pipe.fds.read.as_raw_fd(), None, self.socket, self.buffered as u32)
+            } else {
+                splice(&self.pipe.fds, self.pipe.fds.read.as_raw_fd(), -1, self.socket, -1, self.buffered as u32).await
+            };
+            match sent {
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "splice to socket: peer accepted no bytes")),
                 Ok(sent) => {
                     self.buffered -= sent as usize;
@@ -283,6 +303,36 @@ impl<'a> PipeStream<'a> {
         self.drain().await?;
         self.pipe.clean = true;
         Ok(())
+    }
+}
+
+/// Whether splices may run on the calling thread: Linux 5.15 or later, where io_uring's
+/// reads and writes of a non-blocking socket still wait for readiness (before 5.15 they
+/// answer EAGAIN, and the connection's other operations on the socket would fail).
+fn inline_splices() -> bool {
+    static INLINE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INLINE.get_or_init(|| kernel_at_least(5, 15))
+}
+
+/// Whether the running kernel's release (`uname -r`) is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    // SAFETY: utsname is plain data; uname fills it.
+    #[allow(unsafe_code)]
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is a live utsname.
+    #[allow(unsafe_code)]
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return false;
+    }
+    let release: String = name.release.iter().take_while(|c| **c != 0).map(|c| *c as u8 as char).collect();
+    release_at_least(&release, major, minor)
+}
+
+fn release_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
     }
 }
 
@@ -327,5 +377,19 @@ fn splice_now(fd_in: RawFd, off_in: Option<i64>, fd_out: RawFd, len: u32) -> io:
         if error.kind() != io::ErrorKind::Interrupted {
             return Err(error);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::release_at_least;
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert!(release_at_least("6.18.44-fc-v669", 5, 15));
+        assert!(release_at_least("5.15.0-91-generic", 5, 15));
+        assert!(!release_at_least("5.14.21-150500.55-default", 5, 15));
+        assert!(!release_at_least("4.19.0", 5, 15));
+        assert!(!release_at_least("garbage", 5, 15));
     }
 }
