@@ -10,13 +10,11 @@
 //! socket.
 
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fjord_storage::io::File;
+use fjord_storage::io::{File, SharedFile};
 use fjord_replication::ClusterState;
 use fjord_storage::FileRegion;
 use kafka_protocol::ResponseError;
@@ -50,8 +48,7 @@ pub fn owner(count: usize, topic: &str, index: i32) -> usize {
 
 /// A fetched region crossing threads: the segment file as a duplicated descriptor.
 pub struct RemoteRegion {
-    fd: OwnedFd,
-    path: PathBuf,
+    file: SharedFile,
     segment_base_offset: i64,
     position: u64,
     len: u64,
@@ -224,7 +221,7 @@ impl Shards {
                     .regions
                     .into_iter()
                     .map(|r| FileRegion {
-                        file: Rc::new(File::from_owned_fd(r.fd, r.path)),
+                        file: Rc::new(File::from_shared(r.file)),
                         segment_base_offset: r.segment_base_offset,
                         position: r.position,
                         len: r.len,
@@ -309,10 +306,9 @@ fn remote_read(read: PartitionRead) -> RemoteRead {
     let mut regions = Vec::with_capacity(read.regions.len());
     let mut error = read.error;
     for region in read.regions {
-        match region.file.dup_fd() {
-            Ok(fd) => regions.push(RemoteRegion {
-                fd,
-                path: region.file.path().to_path_buf(),
+        match region.file.share() {
+            Ok(file) => regions.push(RemoteRegion {
+                file,
                 segment_base_offset: region.segment_base_offset,
                 position: region.position,
                 len: region.len,

@@ -285,3 +285,29 @@ fn a_full_socket_never_stops_the_thread() {
         assert!(got == content, "the bytes arrived changed");
     });
 }
+
+/// A shard hands the files of its regions to the connection's shard (`File::share`); the
+/// copy there answers `cached` from the same residency mapping, made once.
+#[test]
+fn a_shared_file_answers_cached_on_another_thread() {
+    let dir = TempDir::new("splice-shared");
+    let path = dir.path().join("data");
+    let content = random_bytes(&mut Rng::new(5), 256 * 1024);
+    let shared = block_on(async {
+        let file = file_with(&path, &content).await;
+        assert!(file.cached(0, content.len() as u64));
+        file.share().unwrap()
+    });
+    let len = content.len() as u64;
+    std::thread::spawn(move || {
+        block_on(async move {
+            let file = File::from_shared(shared);
+            assert!(file.cached(0, len), "written, so cached, seen from another thread");
+            evict(&file).await;
+            assert!(!file.cached(0, len), "evicted, seen from another thread");
+            assert_eq!(file.read_at(0, len as usize).await.unwrap().len() as u64, len);
+        })
+    })
+    .join()
+    .unwrap();
+}

@@ -8,6 +8,7 @@
 use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio_uring::buf::IoBuf;
 
@@ -18,6 +19,17 @@ use super::inline;
 pub struct File {
     inner: tokio_uring::fs::File,
     path: PathBuf,
+    /// The mapping `cached` asks the kernel about, made on first use (`None` inside if it
+    /// could not be made); shared with the copies other threads hold (`share`).
+    residency: std::cell::OnceCell<Option<Arc<ResidencyMap>>>,
+}
+
+/// A file on its way to another thread (`File::share`, then `File::from_shared` there).
+#[derive(Debug)]
+pub struct SharedFile {
+    fd: std::os::fd::OwnedFd,
+    path: PathBuf,
+    residency: Option<Arc<ResidencyMap>>,
 }
 
 impl File {
@@ -39,7 +51,7 @@ impl File {
             other => other,
         }
         .map_err(|error| with_path(error, "open", path))?;
-        Ok(File { inner, path: path.to_path_buf() })
+        Ok(File { inner, path: path.to_path_buf(), residency: std::cell::OnceCell::new() })
     }
 
     /// Opens `path` read-only.
@@ -47,11 +59,12 @@ impl File {
         let inner = tokio_uring::fs::File::open(path)
             .await
             .map_err(|error| with_path(error, "open", path))?;
-        Ok(File { inner, path: path.to_path_buf() })
+        Ok(File { inner, path: path.to_path_buf(), residency: std::cell::OnceCell::new() })
     }
 
-    /// A second descriptor for the same open file (`dup`), for another thread to read from.
-    pub fn dup_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+    /// The same open file for another thread to read from: a second descriptor (`dup`),
+    /// with this file's residency mapping shared rather than made again (see `cached`).
+    pub fn share(&self) -> io::Result<SharedFile> {
         let fd = self.inner.as_raw_fd();
         // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own returns a new descriptor or -1.
         #[allow(unsafe_code)]
@@ -61,12 +74,17 @@ impl File {
         }
         // SAFETY: `new` is a fresh descriptor owned by nobody else.
         #[allow(unsafe_code)]
-        Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(new) })
+        let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(new) };
+        Ok(SharedFile { fd, path: self.path.clone(), residency: self.residency_map().cloned() })
     }
 
-    /// Wraps a descriptor received from another thread (see `dup_fd`).
-    pub fn from_owned_fd(fd: std::os::fd::OwnedFd, path: PathBuf) -> File {
-        File { inner: tokio_uring::fs::File::from_std(std::fs::File::from(fd)), path }
+    /// Opens a file another thread shared (`share`) on this thread.
+    pub fn from_shared(shared: SharedFile) -> File {
+        File {
+            inner: tokio_uring::fs::File::from_std(std::fs::File::from(shared.fd)),
+            path: shared.path,
+            residency: std::cell::OnceCell::from(shared.residency),
+        }
     }
 
     /// The path this file was opened with.
@@ -76,12 +94,11 @@ impl File {
 
     /// Whether every page of `len` bytes from `position` is in the page cache and up to
     /// date, so that reading them waits on no disk. Asked with `mincore(2)` on a mapping of
-    /// the range that is never accessed (`PROT_NONE`) and unmapped at once: unlike
-    /// `cachestat(2)`, `mincore` leaves out pages whose read is still in flight (readahead),
-    /// which a reader would wait for. The kernel answers truthfully only for files the
-    /// process owns or may write, as every file opened with `open_rw` here; any failure,
-    /// and a range of more than `CACHED_CHECK_PAGES_MAX` pages, answers `false`. The answer
-    /// can be stale by the time the caller reads: a page may be evicted in between.
+    /// the file that is never accessed (`ResidencyMap`): unlike `cachestat(2)`, `mincore`
+    /// leaves out pages whose read is still in flight (readahead), which a reader would wait
+    /// for. Any failure, and a range of more than `CACHED_CHECK_PAGES_MAX` pages or past
+    /// `RESIDENCY_MAP_BYTES`, answers `false`. The answer can be stale by the time the
+    /// caller reads: a page may be evicted in between.
     pub fn cached(&self, position: u64, len: u64) -> bool {
         if len == 0 {
             return false;
@@ -92,27 +109,22 @@ impl File {
             return false;
         };
         let pages = ((end - start) / page) as usize;
-        if pages > CACHED_CHECK_PAGES_MAX {
+        if pages > CACHED_CHECK_PAGES_MAX || end > RESIDENCY_MAP_BYTES {
             return false;
         }
-        let map_len = (end - start) as usize;
-        // SAFETY: a new shared mapping of our own descriptor, which nothing ever reads or
-        // writes through (PROT_NONE); it is only asked about, then unmapped below.
-        #[allow(unsafe_code)]
-        let address = unsafe { libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_NONE, libc::MAP_SHARED, self.inner.as_raw_fd(), start as libc::off_t) };
-        if address == libc::MAP_FAILED {
+        let Some(map) = self.residency_map() else {
             return false;
-        }
-        let mut resident = [0u8; CACHED_CHECK_PAGES_MAX];
-        // SAFETY: `address` maps `map_len` bytes; `resident` has room for one byte per page.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::mincore(address, map_len, resident.as_mut_ptr()) };
-        // SAFETY: unmaps exactly the mapping made above, which nothing refers to.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::munmap(address, map_len)
         };
+        let mut resident = [0u8; CACHED_CHECK_PAGES_MAX];
+        // SAFETY: `start..end` lies within the mapping (checked against RESIDENCY_MAP_BYTES
+        // above), and `resident` has room for one byte per page.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::mincore(map.address.add(start as usize).cast(), (end - start) as usize, resident.as_mut_ptr()) };
         rc == 0 && resident[..pages].iter().all(|byte| byte & 1 == 1)
+    }
+
+    fn residency_map(&self) -> Option<&Arc<ResidencyMap>> {
+        self.residency.get_or_init(|| ResidencyMap::new(self.inner.as_raw_fd()).map(Arc::new)).as_ref()
     }
 
     /// The current length of the file in bytes.
@@ -352,6 +364,54 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
 /// Most pages `File::cached` asks about at once (1 MiB of 4 KiB pages, the pipe's size, and
 /// one more for a range that starts mid-page).
 const CACHED_CHECK_PAGES_MAX: usize = 257;
+
+/// The bytes of a file `File::cached` can ask about: 4 GiB, as far as a segment reaches
+/// (index positions are 32-bit). Only address space: nothing is ever mapped in.
+const RESIDENCY_MAP_BYTES: u64 = 1 << 32;
+
+/// A shared mapping of a whole file (up to `RESIDENCY_MAP_BYTES`) that is never read or
+/// written (`PROT_NONE`): `mincore` on it says which of the file's pages are cached and up
+/// to date. It costs one entry in the process's memory map and address space, no memory.
+/// The kernel answers truthfully only for files the process owns or may write, as every
+/// file opened with `open_rw` here. If it cannot be made (`vm.max_map_count` reached, say),
+/// `File::cached` answers `false` and reads go through io_uring.
+#[derive(Debug)]
+struct ResidencyMap {
+    address: *mut u8,
+}
+
+// SAFETY: the mapping is process-wide and nothing is ever read or written through it; any
+// thread may ask `mincore` about it, and the last owner unmaps it.
+#[allow(unsafe_code)]
+unsafe impl Send for ResidencyMap {}
+// SAFETY: as above; `mincore` only reads the page tables.
+#[allow(unsafe_code)]
+unsafe impl Sync for ResidencyMap {}
+
+impl ResidencyMap {
+    fn new(fd: RawFd) -> Option<ResidencyMap> {
+        let len = usize::try_from(RESIDENCY_MAP_BYTES).ok()?;
+        // SAFETY: a new mapping of our own descriptor that nothing ever reads or writes
+        // through (PROT_NONE); `Drop` unmaps it.
+        #[allow(unsafe_code)]
+        let address = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_NONE, libc::MAP_SHARED | libc::MAP_NORESERVE, fd, 0) };
+        if address == libc::MAP_FAILED {
+            tracing::debug!(error = %io::Error::last_os_error(), "no residency mapping: reads of this file go through io_uring");
+            return None;
+        }
+        Some(ResidencyMap { address: address.cast() })
+    }
+}
+
+impl Drop for ResidencyMap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` made, which nothing else refers to.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::munmap(self.address.cast(), RESIDENCY_MAP_BYTES as usize)
+        };
+    }
+}
 
 /// The page size, the unit of `mincore`'s answers.
 fn page_bytes() -> u64 {
