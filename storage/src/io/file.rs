@@ -158,7 +158,7 @@ impl File {
     /// Runs on the calling thread when `inline::write_allowed` says the write will not wait
     /// for the disk; otherwise through io_uring.
     pub async fn write_all_at<B: IoBuf>(&self, buf: B, position: u64) -> (io::Result<()>, B) {
-        if inline::write_allowed() {
+        if inline::write_allowed(buf.bytes_init()) {
             // SAFETY: `stable_ptr` is valid for `bytes_init` initialised bytes while `buf` is
             // owned here, and nothing writes to it meanwhile.
             #[allow(unsafe_code)]
@@ -177,7 +177,7 @@ impl File {
     /// through io_uring, as `write_all_at`.
     pub async fn writev_all_at(&self, pieces: Vec<bytes::Bytes>, mut position: u64) -> io::Result<()> {
         use inline::IOVECS_MAX;
-        if inline::write_allowed() {
+        if inline::write_allowed(pieces.iter().map(|p| p.len()).sum()) {
             let started = std::time::Instant::now();
             let result = inline::pwritev_all(self.inner.as_raw_fd(), &pieces, position);
             inline::note_write(started.elapsed(), &self.path);

@@ -7,7 +7,8 @@
 //! that only copies into the page cache costs the same on the shard itself. It waits for the
 //! disk only when the kernel throttles writers (`balance_dirty_pages`, once dirty pages pass
 //! halfway between the background and the foreground thresholds), and rarely on the journal
-//! or on memory reclaim. So a write runs inline while both hold:
+//! or on memory reclaim. So a write of at most `INLINE_WRITE_BYTES_MAX` runs inline while
+//! both hold:
 //! - the system's dirty and writeback pages are below half the background threshold
 //!   (`/proc/vmstat`, read again at most every `DIRTY_CHECK_INTERVAL_MS`), far from any
 //!   throttling;
@@ -29,6 +30,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// Largest write run inline. A larger one is a long copy (8 MiB into new page-cache memory
+/// takes over 10 ms on a VM), which on an io_uring worker leaves the shard free meanwhile.
+pub const INLINE_WRITE_BYTES_MAX: usize = 256 * 1024;
 /// How often `/proc/vmstat` is read again (by whichever write comes first after this).
 pub const DIRTY_CHECK_INTERVAL_MS: u64 = 100;
 /// An inline write slower than this sends writes to io_uring for a while.
@@ -65,9 +69,9 @@ fn now_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
-/// Whether the next buffered write may run on the calling thread.
-pub fn write_allowed() -> bool {
-    if DISABLED.with(|disabled| disabled.get()) {
+/// Whether a buffered write of `bytes` may run on the calling thread.
+pub fn write_allowed(bytes: usize) -> bool {
+    if bytes > INLINE_WRITE_BYTES_MAX || DISABLED.with(|disabled| disabled.get()) {
         return false;
     }
     let now = now_ms();
@@ -207,6 +211,11 @@ mod tests {
         assert_eq!(dirty_far_from_throttling(&missing), None);
         // A field whose name is a prefix of another's is not mistaken for it.
         assert_eq!(dirty_far_from_throttling("nr_dirty_threshold 5\nnr_dirty 1\nnr_writeback 0\nnr_dirty_background_threshold 10\n"), Some(true));
+    }
+
+    #[test]
+    fn large_writes_always_go_to_io_uring() {
+        assert!(!write_allowed(INLINE_WRITE_BYTES_MAX + 1));
     }
 
     #[test]
