@@ -13,15 +13,26 @@ use std::sync::Arc;
 use tokio_uring::buf::IoBuf;
 
 use super::inline;
+use super::residency::{page_bytes, NoMap, ResidencyMap, CACHED_CHECK_PAGES_MAX, RESIDENCY_MAP_BYTES};
 
 /// An open file with its path.
 #[derive(Debug)]
 pub struct File {
     inner: tokio_uring::fs::File,
     path: PathBuf,
-    /// The mapping `cached` asks the kernel about, made on first use (`None` inside if it
-    /// could not be made); shared with the copies other threads hold (`share`).
-    residency: std::cell::OnceCell<Option<Arc<ResidencyMap>>>,
+    /// The mapping `cached` asks the kernel about, made on first use; shared with the
+    /// copies other threads hold (`share`).
+    residency: std::cell::RefCell<Residency>,
+}
+
+/// Where a file stands with its residency mapping.
+#[derive(Debug, Clone)]
+enum Residency {
+    /// Not made yet, or none was free last time: try (again) on the next question.
+    Unknown,
+    Mapped(Arc<ResidencyMap>),
+    /// The kernel refused it for this file: never try again.
+    Refused,
 }
 
 /// A file on its way to another thread (`File::share`, then `File::from_shared` there).
@@ -51,7 +62,7 @@ impl File {
             other => other,
         }
         .map_err(|error| with_path(error, "open", path))?;
-        Ok(File { inner, path: path.to_path_buf(), residency: std::cell::OnceCell::new() })
+        Ok(File { inner, path: path.to_path_buf(), residency: std::cell::RefCell::new(Residency::Unknown) })
     }
 
     /// Opens `path` read-only.
@@ -59,7 +70,7 @@ impl File {
         let inner = tokio_uring::fs::File::open(path)
             .await
             .map_err(|error| with_path(error, "open", path))?;
-        Ok(File { inner, path: path.to_path_buf(), residency: std::cell::OnceCell::new() })
+        Ok(File { inner, path: path.to_path_buf(), residency: std::cell::RefCell::new(Residency::Unknown) })
     }
 
     /// The same open file for another thread to read from: a second descriptor (`dup`),
@@ -75,7 +86,9 @@ impl File {
         // SAFETY: `new` is a fresh descriptor owned by nobody else.
         #[allow(unsafe_code)]
         let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(new) };
-        Ok(SharedFile { fd, path: self.path.clone(), residency: self.residency_map().cloned() })
+        // The copy's shard asks about residency only where splices run inline.
+        let residency = if super::splice::inline_splices() { self.residency_map() } else { None };
+        Ok(SharedFile { fd, path: self.path.clone(), residency })
     }
 
     /// Opens a file another thread shared (`share`) on this thread.
@@ -83,7 +96,7 @@ impl File {
         File {
             inner: tokio_uring::fs::File::from_std(std::fs::File::from(shared.fd)),
             path: shared.path,
-            residency: std::cell::OnceCell::from(shared.residency),
+            residency: std::cell::RefCell::new(shared.residency.map_or(Residency::Unknown, Residency::Mapped)),
         }
     }
 
@@ -93,12 +106,10 @@ impl File {
     }
 
     /// Whether every page of `len` bytes from `position` is in the page cache and up to
-    /// date, so that reading them waits on no disk. Asked with `mincore(2)` on a mapping of
-    /// the file that is never accessed (`ResidencyMap`): unlike `cachestat(2)`, `mincore`
-    /// leaves out pages whose read is still in flight (readahead), which a reader would wait
-    /// for. Any failure, and a range of more than `CACHED_CHECK_PAGES_MAX` pages or past
-    /// `RESIDENCY_MAP_BYTES`, answers `false`. The answer can be stale by the time the
-    /// caller reads: a page may be evicted in between.
+    /// date, so that reading them waits on no disk (module `residency`: `mincore(2)` on a
+    /// mapping of the file that is never accessed). Any failure, and a range of more than
+    /// `CACHED_CHECK_PAGES_MAX` pages or past `RESIDENCY_MAP_BYTES`, answers `false`. The
+    /// answer can be stale by the time the caller reads: a page may be evicted in between.
     pub fn cached(&self, position: u64, len: u64) -> bool {
         if len == 0 {
             return false;
@@ -108,23 +119,26 @@ impl File {
         let Some(end) = position.checked_add(len).map(|end| end.div_ceil(page) * page) else {
             return false;
         };
-        let pages = ((end - start) / page) as usize;
-        if pages > CACHED_CHECK_PAGES_MAX || end > RESIDENCY_MAP_BYTES {
+        if (end - start) / page > CACHED_CHECK_PAGES_MAX as u64 || end > RESIDENCY_MAP_BYTES {
             return false;
         }
-        let Some(map) = self.residency_map() else {
-            return false;
-        };
-        let mut resident = [0u8; CACHED_CHECK_PAGES_MAX];
-        // SAFETY: `start..end` lies within the mapping (checked against RESIDENCY_MAP_BYTES
-        // above), and `resident` has room for one byte per page.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::mincore(map.address.add(start as usize).cast(), (end - start) as usize, resident.as_mut_ptr()) };
-        rc == 0 && resident[..pages].iter().all(|byte| byte & 1 == 1)
+        self.residency_map().is_some_and(|map| map.all_cached(start, end))
     }
 
-    fn residency_map(&self) -> Option<&Arc<ResidencyMap>> {
-        self.residency.get_or_init(|| ResidencyMap::new(self.inner.as_raw_fd()).map(Arc::new)).as_ref()
+    /// This file's residency mapping, made if there is none yet and one is free.
+    fn residency_map(&self) -> Option<Arc<ResidencyMap>> {
+        let mut residency = self.residency.borrow_mut();
+        if let Residency::Unknown = *residency {
+            match ResidencyMap::new(self.inner.as_raw_fd()) {
+                Ok(map) => *residency = Residency::Mapped(Arc::new(map)),
+                Err(NoMap::Busy) => {}
+                Err(NoMap::Refused) => *residency = Residency::Refused,
+            }
+        }
+        match &*residency {
+            Residency::Mapped(map) => Some(Arc::clone(map)),
+            Residency::Unknown | Residency::Refused => None,
+        }
     }
 
     /// The current length of the file in bytes.
@@ -359,73 +373,6 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
         }
     }
     Ok(limit.rlim_cur)
-}
-
-/// Most pages `File::cached` asks about at once (1 MiB of 4 KiB pages, the pipe's size, and
-/// one more for a range that starts mid-page).
-const CACHED_CHECK_PAGES_MAX: usize = 257;
-
-/// The bytes of a file `File::cached` can ask about: 4 GiB, as far as a segment reaches
-/// (index positions are 32-bit). Only address space: nothing is ever mapped in.
-const RESIDENCY_MAP_BYTES: u64 = 1 << 32;
-
-/// A shared mapping of a whole file (up to `RESIDENCY_MAP_BYTES`) that is never read or
-/// written (`PROT_NONE`): `mincore` on it says which of the file's pages are cached and up
-/// to date. It costs one entry in the process's memory map and address space, no memory.
-/// The kernel answers truthfully only for files the process owns or may write, as every
-/// file opened with `open_rw` here. If it cannot be made (`vm.max_map_count` reached, say),
-/// `File::cached` answers `false` and reads go through io_uring.
-#[derive(Debug)]
-struct ResidencyMap {
-    address: *mut u8,
-}
-
-// SAFETY: the mapping is process-wide and nothing is ever read or written through it; any
-// thread may ask `mincore` about it, and the last owner unmaps it.
-#[allow(unsafe_code)]
-unsafe impl Send for ResidencyMap {}
-// SAFETY: as above; `mincore` only reads the page tables.
-#[allow(unsafe_code)]
-unsafe impl Sync for ResidencyMap {}
-
-impl ResidencyMap {
-    fn new(fd: RawFd) -> Option<ResidencyMap> {
-        let len = usize::try_from(RESIDENCY_MAP_BYTES).ok()?;
-        // SAFETY: a new mapping of our own descriptor that nothing ever reads or writes
-        // through (PROT_NONE); `Drop` unmaps it.
-        #[allow(unsafe_code)]
-        let address = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_NONE, libc::MAP_SHARED | libc::MAP_NORESERVE, fd, 0) };
-        if address == libc::MAP_FAILED {
-            tracing::debug!(error = %io::Error::last_os_error(), "no residency mapping: reads of this file go through io_uring");
-            return None;
-        }
-        Some(ResidencyMap { address: address.cast() })
-    }
-}
-
-impl Drop for ResidencyMap {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping `new` made, which nothing else refers to.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::munmap(self.address.cast(), RESIDENCY_MAP_BYTES as usize)
-        };
-    }
-}
-
-/// The page size, the unit of `mincore`'s answers.
-fn page_bytes() -> u64 {
-    static PAGE_BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *PAGE_BYTES.get_or_init(|| {
-        // SAFETY: sysconf has no memory arguments.
-        #[allow(unsafe_code)]
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        if page > 0 {
-            page as u64
-        } else {
-            4096
-        }
-    })
 }
 
 #[cfg(test)]

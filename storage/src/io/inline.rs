@@ -52,6 +52,8 @@ static DIRTY_CHECKED_AT_MS: AtomicU64 = AtomicU64::new(0);
 static BACKOFF_UNTIL_MS: AtomicU64 = AtomicU64::new(0);
 /// Slow inline writes in a row (an inline write that was not slow ends the streak).
 static SLOW_STREAK: AtomicU64 = AtomicU64::new(0);
+/// When the current back-off was set (`now_ms`); 0 = never.
+static BACKOFF_SET_AT_MS: AtomicU64 = AtomicU64::new(0);
 thread_local! {
     /// Set by `disable_inline_writes`: every write of this thread goes to io_uring.
     static DISABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -90,15 +92,24 @@ pub fn write_allowed(bytes: usize) -> bool {
 }
 
 /// Records how long an inline write took; a slow one starts (or lengthens) the back-off.
+/// Slow writes that overlapped the one that set the current back-off (other shards caught
+/// in the same stall) count as that one, not as more in a row.
 pub fn note_write(took: Duration, path: &std::path::Path) {
-    if took.as_micros() as u64 <= INLINE_WRITE_SLOW_US {
+    let took_us = took.as_micros() as u64;
+    if took_us <= INLINE_WRITE_SLOW_US {
         SLOW_STREAK.store(0, Ordering::Relaxed);
         return;
     }
+    let now = now_ms();
+    let started = now.saturating_sub(took_us / 1000);
+    if started < BACKOFF_SET_AT_MS.load(Ordering::Relaxed) {
+        return;
+    }
+    BACKOFF_SET_AT_MS.fetch_max(now, Ordering::Relaxed);
     let streak = SLOW_STREAK.fetch_add(1, Ordering::Relaxed) + 1;
     let backoff = backoff_ms(streak);
-    BACKOFF_UNTIL_MS.store(now_ms() + backoff, Ordering::Relaxed);
-    tracing::info!(path = %path.display(), took_us = took.as_micros() as u64, streak, "slow inline write: writes go through io_uring workers for {backoff} ms");
+    BACKOFF_UNTIL_MS.fetch_max(now + backoff, Ordering::Relaxed);
+    tracing::info!(path = %path.display(), took_us, streak, "slow inline write: writes go through io_uring workers for {backoff} ms");
 }
 
 /// The back-off after the `streak`-th slow inline write in a row (from 1).

@@ -29,6 +29,7 @@ mod file;
 mod inline;
 mod lock;
 mod net;
+mod residency;
 mod splice;
 
 pub use inline::disable_inline_writes;

@@ -28,7 +28,8 @@
 //!   pipe and the socket are non-blocking, and a file is read inline only when its pages
 //!   are cached and up to date. The exceptions: a page evicted between the check and the
 //!   splice (two system calls apart), and a readahead mark on a cached page, which makes the
-//!   splice start the next readahead (submitting it, not waiting for it).
+//!   splice start the next readahead: it does not wait for that read, but submitting it may
+//!   wait for block-layer tags or for ext4 to read extent metadata.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -309,7 +310,7 @@ impl<'a> PipeStream<'a> {
 /// Whether splices may run on the calling thread: Linux 5.15 or later, where io_uring's
 /// reads and writes of a non-blocking socket still wait for readiness (before 5.15 they
 /// answer EAGAIN, and the connection's other operations on the socket would fail).
-fn inline_splices() -> bool {
+pub(super) fn inline_splices() -> bool {
     static INLINE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *INLINE.get_or_init(|| kernel_at_least(5, 15))
 }
