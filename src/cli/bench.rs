@@ -26,7 +26,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use kafka_protocol::ResponseError;
 
 use super::client::Client;
-use super::client::list_offset;
+use super::client::list_offsets;
 use super::{error_name, CliError};
 
 /// Requests outstanding per connection at most.
@@ -186,8 +186,6 @@ fn load_run(mode: &'static str, load: LoadArgs) -> Result<(), CliError> {
     validate(&load)?;
     let mut client = Client::connect(&load.bootstrap)?;
     let leaders = ensure_topic(&mut client, &load)?;
-    let stats = Stats::new();
-    let started = stats.epoch;
     let target = load.records;
     let mut handles = Vec::new();
     let partitions: Vec<i32> = leaders.keys().copied().collect();
@@ -195,13 +193,21 @@ fn load_run(mode: &'static str, load: LoadArgs) -> Result<(), CliError> {
     let consuming = mode != "produce";
     let e2e = mode == "e2e";
     let addresses = client.broker_addresses();
-    // Consumers start at the end (e2e) or the beginning, fixed before any producer runs.
+    // Consumers start at the end (e2e) or the beginning, fixed before any producer runs:
+    // one ListOffsets per leader.
     let mut starts = BTreeMap::new();
     if consuming {
+        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
         for (&p, &leader) in &leaders {
-            starts.insert(p, list_offset(&mut client, leader, &load.topic, p, if e2e { -1 } else { -2 })?);
+            by_leader.entry(leader).or_default().push(p);
+        }
+        for (leader, partitions) in by_leader {
+            starts.extend(list_offsets(&mut client, leader, &load.topic, &partitions, if e2e { -1 } else { -2 })?);
         }
     }
+    // The clock starts once the topic, its leaders and the start offsets are known.
+    let stats = Stats::new();
+    let started = stats.epoch;
     let producers_done = Arc::new(AtomicBool::new(!producing));
     let mut producer_handles = Vec::new();
     if producing {

@@ -194,21 +194,38 @@ fn encode_request<R: Request>(correlation_id: &mut i32, request: &R, version: i1
 
 /// ListOffsets (-1 latest, -2 earliest) for one partition from its leader.
 pub fn list_offset(client: &mut Client, leader: i32, topic: &str, partition: i32, timestamp: i64) -> Result<i64, CliError> {
-    let mut p = ListOffsetsPartition::default();
-    p.partition_index = partition;
-    p.timestamp = timestamp;
+    Ok(list_offsets(client, leader, topic, &[partition], timestamp)?[&partition])
+}
+
+/// ListOffsets for several partitions of `topic` led by `leader`, in one request: the
+/// offset of each (see `list_offset` for `timestamp`).
+pub fn list_offsets(client: &mut Client, leader: i32, topic: &str, partitions: &[i32], timestamp: i64) -> Result<std::collections::BTreeMap<i32, i64>, CliError> {
     let mut t = ListOffsetsTopic::default();
     t.name = TopicName(topic.to_string().into());
-    t.partitions = vec![p];
+    t.partitions = partitions
+        .iter()
+        .map(|&partition| {
+            let mut p = ListOffsetsPartition::default();
+            p.partition_index = partition;
+            p.timestamp = timestamp;
+            p
+        })
+        .collect();
     let mut request = ListOffsetsRequest::default();
     request.replica_id = BrokerId(-1);
     request.topics = vec![t];
     let response = client.send(leader, &request)?;
-    let answer = response.topics.first().and_then(|t| t.partitions.first()).ok_or_else(|| CliError::failure("empty ListOffsets response"))?;
-    if answer.error_code != 0 {
-        return Err(CliError::failure(format!("ListOffsets {topic}-{partition}: {}", super::error_name(answer.error_code))));
+    let mut offsets = std::collections::BTreeMap::new();
+    for answer in response.topics.iter().flat_map(|t| t.partitions.iter()) {
+        if answer.error_code != 0 {
+            return Err(CliError::failure(format!("ListOffsets {topic}-{}: {}", answer.partition_index, super::error_name(answer.error_code))));
+        }
+        offsets.insert(answer.partition_index, answer.offset);
     }
-    Ok(answer.offset)
+    if let Some(missing) = partitions.iter().find(|p| !offsets.contains_key(p)) {
+        return Err(CliError::failure(format!("ListOffsets answered nothing for {topic}-{missing}")));
+    }
+    Ok(offsets)
 }
 
 /// Kafka's murmur2 hash (the Java client's `Utils.murmur2`), used to map keys to partitions.
