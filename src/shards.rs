@@ -46,7 +46,8 @@ pub fn owner(count: usize, topic: &str, index: i32) -> usize {
     hash.wrapping_add(index.max(0) as usize) % count
 }
 
-/// A fetched region crossing threads: the segment file as a duplicated descriptor.
+/// A fetched region crossing threads: the segment file as a duplicated descriptor, with its
+/// residency mapping (`File::share`).
 pub struct RemoteRegion {
     file: SharedFile,
     segment_base_offset: i64,

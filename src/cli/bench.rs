@@ -26,7 +26,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use kafka_protocol::ResponseError;
 
 use super::client::Client;
-use super::client::list_offsets;
+use super::client::list_offsets_by_leader;
 use super::{error_name, CliError};
 
 /// Requests outstanding per connection at most.
@@ -195,16 +195,11 @@ fn load_run(mode: &'static str, load: LoadArgs) -> Result<(), CliError> {
     let addresses = client.broker_addresses();
     // Consumers start at the end (e2e) or the beginning, fixed before any producer runs:
     // one ListOffsets per leader.
-    let mut starts = BTreeMap::new();
-    if consuming {
-        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-        for (&p, &leader) in &leaders {
-            by_leader.entry(leader).or_default().push(p);
-        }
-        for (leader, partitions) in by_leader {
-            starts.extend(list_offsets(&mut client, leader, &load.topic, &partitions, if e2e { -1 } else { -2 })?);
-        }
-    }
+    let starts = if consuming {
+        list_offsets_by_leader(&mut client, &load.topic, leaders.iter().map(|(&p, &leader)| (p, leader)), if e2e { -1 } else { -2 })?
+    } else {
+        BTreeMap::new()
+    };
     // The clock starts once the topic, its leaders and the start offsets are known.
     let stats = Stats::new();
     let started = stats.epoch;
@@ -908,8 +903,9 @@ fn run_baseline(args: BaselineArgs) -> Result<(), CliError> {
     let got = reader.join().map_err(|_| CliError::failure("loopback reader panicked"))?.map_err(|e| CliError::failure(format!("loopback read: {e}")))?;
     let loopback = got as f64 / started.elapsed().as_secs_f64();
 
-    // Sequential file writes through Fjord's file layer (the same inline-or-io_uring choice as
-    // the log's appends, storage/src/io/inline.rs), without and with fdatasync per chunk.
+    // Sequential file writes through Fjord's file layer, without and with fdatasync per chunk.
+    // Chunks larger than 256 KiB (the default is 1 MiB) go through io_uring; smaller ones may
+    // run inline, as the log's appends do (storage/src/io/inline.rs).
     let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let path = dir.join(format!("fjord-baseline-{}", std::process::id()));
     let write = |sync: bool| -> Result<f64, CliError> {

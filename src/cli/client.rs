@@ -197,6 +197,20 @@ pub fn list_offset(client: &mut Client, leader: i32, topic: &str, partition: i32
     Ok(list_offsets(client, leader, topic, &[partition], timestamp)?[&partition])
 }
 
+/// ListOffsets for partitions of `topic` given as (partition, leader): one request per
+/// leader; the offset of each partition (see `list_offset` for `timestamp`).
+pub fn list_offsets_by_leader(client: &mut Client, topic: &str, partitions: impl IntoIterator<Item = (i32, i32)>, timestamp: i64) -> Result<std::collections::BTreeMap<i32, i64>, CliError> {
+    let mut by_leader: std::collections::BTreeMap<i32, Vec<i32>> = std::collections::BTreeMap::new();
+    for (partition, leader) in partitions {
+        by_leader.entry(leader).or_default().push(partition);
+    }
+    let mut offsets = std::collections::BTreeMap::new();
+    for (leader, partitions) in by_leader {
+        offsets.extend(list_offsets(client, leader, topic, &partitions, timestamp)?);
+    }
+    Ok(offsets)
+}
+
 /// ListOffsets for several partitions of `topic` led by `leader`, in one request: the
 /// offset of each (see `list_offset` for `timestamp`).
 pub fn list_offsets(client: &mut Client, leader: i32, topic: &str, partitions: &[i32], timestamp: i64) -> Result<std::collections::BTreeMap<i32, i64>, CliError> {

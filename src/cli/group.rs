@@ -14,7 +14,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
 
-use super::client::{list_offset, Client};
+use super::client::{list_offset, list_offsets_by_leader, Client};
 use super::{error_name, CliError};
 
 #[derive(Debug, clap::Args)]
@@ -206,11 +206,15 @@ pub fn run(args: GroupArgs) -> Result<(), CliError> {
             partitions.sort();
             let mut commit_topic = OffsetCommitRequestTopic::default();
             commit_topic.name = TopicName(topic.clone().into());
-            for (partition, leader) in &partitions {
-                let offset = if to_earliest {
-                    list_offset(&mut client, *leader, &topic, *partition, -2)?
-                } else if to_latest {
-                    list_offset(&mut client, *leader, &topic, *partition, -1)?
+            // One ListOffsets per leader.
+            let listed = match (to_earliest, to_latest) {
+                (true, _) => list_offsets_by_leader(&mut client, &topic, partitions.iter().copied(), -2)?,
+                (_, true) => list_offsets_by_leader(&mut client, &topic, partitions.iter().copied(), -1)?,
+                _ => BTreeMap::new(),
+            };
+            for (partition, _leader) in &partitions {
+                let offset = if to_earliest || to_latest {
+                    listed[partition]
                 } else {
                     to_offset.expect("clap requires one of the three")
                 };

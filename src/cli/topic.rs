@@ -3,7 +3,7 @@
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, TopicName};
 
-use super::client::{list_offset, Client};
+use super::client::{list_offsets_by_leader, Client};
 use super::CliError;
 
 #[derive(Debug, clap::Args)]
@@ -100,10 +100,14 @@ pub fn run(args: TopicArgs) -> Result<(), CliError> {
             partitions.sort_by_key(|p| p.partition_index);
             println!("topic {name}: {} partitions", partitions.len());
             println!("{:>9}  {:>6}  {:>12}  {:>12}  {:<16}  in-sync", "partition", "leader", "start offset", "end offset", "replicas");
+            // Two ListOffsets per leader, not two per partition.
+            let led: Vec<(i32, i32)> = partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
+            let starts = list_offsets_by_leader(&mut client, &name, led.iter().copied(), -2)?;
+            let ends = list_offsets_by_leader(&mut client, &name, led.iter().copied(), -1)?;
             for partition in partitions {
                 let leader = partition.leader_id.0;
-                let start = list_offset(&mut client, leader, &name, partition.partition_index, -2)?;
-                let end = list_offset(&mut client, leader, &name, partition.partition_index, -1)?;
+                let start = starts[&partition.partition_index];
+                let end = ends[&partition.partition_index];
                 let list = |ids: &[kafka_protocol::messages::BrokerId]| ids.iter().map(|b| b.0.to_string()).collect::<Vec<_>>().join(",");
                 println!(
                     "{:>9}  {:>6}  {:>12}  {:>12}  {:<16}  {}",

@@ -194,16 +194,17 @@ async fn evict(file: &File) {
 
 #[test]
 fn cached_tells_whether_a_range_is_in_the_page_cache() {
-    let dir = TempDir::new("splice-cached");
+    let dir = TempDir::on_disk("splice-cached");
     block_on(async {
-        let content = random_bytes(&mut Rng::new(11), 1024 * 1024);
+        let mib = 1024 * 1024;
+        let content = random_bytes(&mut Rng::new(11), 3 * mib);
         let file = file_with(&dir.path().join("data"), &content).await;
-        assert!(file.cached(0, content.len() as u64), "just written, so cached");
+        assert!(file.cached(0, mib as u64) && file.cached(2 * mib as u64, mib as u64), "just written, so cached");
         assert!(file.cached(4095, 2), "a range across a page boundary");
         assert!(!file.cached(0, 0), "an empty range is not worth an inline splice");
-        assert!(!file.cached(0, 2 * 1024 * 1024), "more pages than one check asks about");
+        assert!(!file.cached(0, 2 * mib as u64), "more pages than one check asks about");
         evict(&file).await;
-        assert!(!file.cached(0, content.len() as u64), "evicted");
+        assert!(!file.cached(0, mib as u64), "evicted");
         assert!(!file.cached(12_345, 1), "evicted");
         // Reading a page brings it (and maybe readahead) back; a range reaching pages
         // beyond the file's end is never wholly cached.
@@ -215,7 +216,7 @@ fn cached_tells_whether_a_range_is_in_the_page_cache() {
 
 #[test]
 fn regions_not_in_the_page_cache_arrive_byte_for_byte() {
-    let dir = TempDir::new("splice-evicted");
+    let dir = TempDir::on_disk("splice-evicted");
     block_on(async {
         let content = random_bytes(&mut Rng::new(0xc01d), FILE_BYTES as usize);
         let file = file_with(&dir.path().join("data"), &content).await;
@@ -256,12 +257,23 @@ fn a_full_socket_never_stops_the_thread() {
         let peer = std::thread::spawn(move || {
             use std::io::Read;
             let mut socket = std::net::TcpStream::connect(address).unwrap();
+            let small: libc::c_int = 256 * 1024;
+            // SAFETY: setsockopt on this thread's own socket with a pointer to a live c_int.
+            #[allow(unsafe_code)]
+            let rc = unsafe { libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, (&small as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+            assert_eq!(rc, 0, "SO_RCVBUF");
             std::thread::sleep(PEER_STALL);
             let mut got = Vec::with_capacity(BYTES);
             socket.read_to_end(&mut got).unwrap();
             got
         });
         let (server, _) = listener.accept().await.unwrap();
+        // Small socket buffers, so 32 MiB fill them whatever the host's TCP settings.
+        let small: libc::c_int = 256 * 1024;
+        // SAFETY: setsockopt on the test's own socket with a pointer to a live c_int.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::setsockopt(server.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, (&small as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+        assert_eq!(rc, 0, "SO_SNDBUF");
         let ticks = Rc::new(std::cell::Cell::new(0u32));
         let ticker = {
             let ticks = Rc::clone(&ticks);
@@ -291,7 +303,7 @@ fn a_full_socket_never_stops_the_thread() {
 /// copy there answers `cached` from the same residency mapping, made once.
 #[test]
 fn a_shared_file_answers_cached_on_another_thread() {
-    let dir = TempDir::new("splice-shared");
+    let dir = TempDir::on_disk("splice-shared");
     let path = dir.path().join("data");
     let content = random_bytes(&mut Rng::new(5), 256 * 1024);
     let shared = block_on(async {

@@ -40,7 +40,7 @@ enum Residency {
 pub struct SharedFile {
     fd: std::os::fd::OwnedFd,
     path: PathBuf,
-    residency: Option<Arc<ResidencyMap>>,
+    residency: Residency,
 }
 
 impl File {
@@ -86,8 +86,14 @@ impl File {
         // SAFETY: `new` is a fresh descriptor owned by nobody else.
         #[allow(unsafe_code)]
         let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(new) };
-        // The copy's shard asks about residency only where splices run inline.
-        let residency = if super::splice::inline_splices() { self.residency_map() } else { None };
+        // The copy's shard asks about residency only where splices run inline; a refusal
+        // travels too, so short-lived copies never try to map what the kernel refused.
+        let residency = if super::splice::inline_splices() {
+            self.residency_map();
+            self.residency.borrow().clone()
+        } else {
+            Residency::Refused
+        };
         Ok(SharedFile { fd, path: self.path.clone(), residency })
     }
 
@@ -96,7 +102,7 @@ impl File {
         File {
             inner: tokio_uring::fs::File::from_std(std::fs::File::from(shared.fd)),
             path: shared.path,
-            residency: std::cell::RefCell::new(shared.residency.map_or(Residency::Unknown, Residency::Mapped)),
+            residency: std::cell::RefCell::new(shared.residency),
         }
     }
 
@@ -111,7 +117,7 @@ impl File {
     /// `CACHED_CHECK_PAGES_MAX` pages or past `RESIDENCY_MAP_BYTES`, answers `false`. The
     /// answer can be stale by the time the caller reads: a page may be evicted in between.
     pub fn cached(&self, position: u64, len: u64) -> bool {
-        if len == 0 {
+        if len == 0 || position >= RESIDENCY_MAP_BYTES {
             return false;
         }
         let page = page_bytes();

@@ -23,7 +23,7 @@
 //! - buffered writes while dirty pages are far from the kernel's throttling and no inline
 //!   write was slow lately ([`inline`]).
 //!
-//! Everything that may wait on the disk still goes through io_uring.
+//! Everything likely to wait on the disk still goes through io_uring.
 
 mod file;
 mod inline;

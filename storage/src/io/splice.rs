@@ -12,9 +12,9 @@
 //! - The pipe drains into the socket on the calling thread, with the socket non-blocking:
 //!   a full socket answers EAGAIN, and the stream then waits for writability through
 //!   io_uring (a poll), never in a system call.
-//! - Header bytes are written into the non-blocking pipe with `write(2)`.
 //!
-//! On older kernels io_uring's reads and writes of a non-blocking socket answer EAGAIN
+//! Header bytes are written into the non-blocking pipe with `write(2)` on every kernel. On
+//! older kernels io_uring's reads and writes of a non-blocking socket answer EAGAIN
 //! instead of waiting, so the socket is left blocking and every splice goes through
 //! io_uring.
 //!
@@ -45,9 +45,9 @@ use super::File;
 /// `/proc/sys/fs/pipe-max-size` (1 MiB) for unprivileged processes.
 const PIPE_BYTES_MAX: usize = 1024 * 1024;
 
-/// How many times in a row a socket may answer EAGAIN before the transfer gives up. Each
-/// EAGAIN waits for writability first, so this only trips on a socket that reports writable
-/// and then refuses every byte.
+/// How many times in a row a socket may answer EAGAIN before the transfer gives up. After
+/// each EAGAIN the transfer waits for writability, so this only trips on a socket that
+/// reports writable and then refuses every byte.
 const SOCKET_EAGAIN_RETRIES_MAX: u32 = 1024;
 
 #[derive(Debug)]
@@ -166,6 +166,8 @@ pub struct PipeStream<'a> {
 
 /// The unit of a pipe's buffers.
 const PIPE_PAGE_BYTES: usize = 4096;
+// A whole pipe's worth of a region, starting mid-page, is one residency question.
+const _: () = assert!(PIPE_BYTES_MAX / PIPE_PAGE_BYTES < super::residency::CACHED_CHECK_PAGES_MAX);
 
 fn slots_for(len: usize) -> usize {
     len.div_ceil(PIPE_PAGE_BYTES) + 1
