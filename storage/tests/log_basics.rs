@@ -16,12 +16,21 @@ fn append_assigns_offsets_and_reads_return_whole_batches() {
 
 /// Buffered writes run on the calling thread while the kernel is far from throttling
 /// writers, and through io_uring's workers otherwise (`fjord_storage::io`, module `inline`).
-/// This runs the append tests with every write of the test's thread on the io_uring path.
+/// This runs the append tests with every write of the test's thread on the io_uring path;
+/// the next test pins the inline path.
 #[test]
 fn appends_behave_the_same_with_every_write_through_io_uring() {
     fjord_storage::io::disable_inline_writes();
     appends_and_reads("basics-uring");
     group_appends("group-uring");
+}
+
+/// The same with every write of at most 256 KiB inline, whatever the machine's dirty pages.
+#[test]
+fn appends_behave_the_same_with_every_small_write_inline() {
+    fjord_storage::io::force_inline_writes();
+    appends_and_reads("basics-inline");
+    group_appends("group-inline");
 }
 
 fn appends_and_reads(name: &str) {

@@ -54,15 +54,32 @@ static BACKOFF_UNTIL_MS: AtomicU64 = AtomicU64::new(0);
 static SLOW_STREAK: AtomicU64 = AtomicU64::new(0);
 /// When the current back-off was set (`now_ms`); 0 = never.
 static BACKOFF_SET_AT_MS: AtomicU64 = AtomicU64::new(0);
+/// How the calling thread's writes choose their path (tests pin one; a shard is one thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// As the module notes say.
+    Decide,
+    /// Every write through io_uring.
+    IoUring,
+    /// Every write up to `INLINE_WRITE_BYTES_MAX` inline, whatever the kernel's state.
+    Inline,
+}
+
 thread_local! {
-    /// Set by `disable_inline_writes`: every write of this thread goes to io_uring.
-    static DISABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static MODE: std::cell::Cell<Mode> = const { std::cell::Cell::new(Mode::Decide) };
 }
 
 /// Sends every later buffered write made on the calling thread to io_uring (for tests of
-/// that path; a shard is one thread).
+/// that path).
 pub fn disable_inline_writes() {
-    DISABLED.with(|disabled| disabled.set(true));
+    MODE.with(|mode| mode.set(Mode::IoUring));
+}
+
+/// Runs every later buffered write of at most `INLINE_WRITE_BYTES_MAX` made on the calling
+/// thread inline, whatever the dirty pages and earlier slow writes (for tests of that path,
+/// which otherwise depends on the machine's state).
+pub fn force_inline_writes() {
+    MODE.with(|mode| mode.set(Mode::Inline));
 }
 
 /// Milliseconds since the first call in this process, plus one (so 0 can mean "never").
@@ -73,8 +90,13 @@ fn now_ms() -> u64 {
 
 /// Whether a buffered write of `bytes` may run on the calling thread.
 pub fn write_allowed(bytes: usize) -> bool {
-    if bytes > INLINE_WRITE_BYTES_MAX || DISABLED.with(|disabled| disabled.get()) {
+    if bytes > INLINE_WRITE_BYTES_MAX {
         return false;
+    }
+    match MODE.with(|mode| mode.get()) {
+        Mode::Decide => {}
+        Mode::IoUring => return false,
+        Mode::Inline => return true,
     }
     let now = now_ms();
     if now < BACKOFF_UNTIL_MS.load(Ordering::Relaxed) {
