@@ -633,6 +633,18 @@ fn produce_worker(
         turn += 1;
         let (wire, parts, inflight, producer, sequences) = &mut wires[index];
         let count = ((batch_records * parts.len()) as u64).min(records - sent);
+        // Wait for room in the window before building the request, so that an e2e stamp
+        // (and the produce latency, stamped at the push below) starts at the send.
+        if load.acks != 0 {
+            let mut queue = inflight.queue.lock().expect("inflight lock");
+            while queue.len() >= load.inflight {
+                let (next, timeout) = inflight.space.wait_timeout(queue, Duration::from_secs(60)).expect("inflight lock");
+                queue = next;
+                if timeout.timed_out() {
+                    return Err(CliError::failure(format!("no produce response from {} in 60 s", wire.address)));
+                }
+            }
+        }
         let per_partition = (count as usize).div_ceil(parts.len());
         let mut request_parts: Vec<(i32, Bytes)> = Vec::with_capacity(parts.len());
         let mut left = count as usize;
@@ -659,15 +671,8 @@ fn produce_worker(
             request_parts.push((*p, records));
         }
         if load.acks != 0 {
-            let mut queue = inflight.queue.lock().expect("inflight lock");
-            while queue.len() >= load.inflight {
-                let (next, timeout) = inflight.space.wait_timeout(queue, Duration::from_secs(60)).expect("inflight lock");
-                queue = next;
-                if timeout.timed_out() {
-                    return Err(CliError::failure(format!("no produce response from {} in 60 s", wire.address)));
-                }
-            }
-            queue.push_back((Instant::now(), count));
+            // This thread alone adds to the queue, so the space stays until the push below.
+            inflight.queue.lock().expect("inflight lock").push_back((Instant::now(), count));
         }
         wire.send_produce(load.acks, PRODUCE_TIMEOUT_MS, &load.topic, &request_parts)?;
         sent += count;
