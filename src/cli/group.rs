@@ -14,7 +14,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
 
-use super::client::{list_offset, list_offsets_by_leader, Client};
+use super::client::{list_offsets_by_leader, Client};
 use super::{error_name, CliError};
 
 #[derive(Debug, clap::Args)]
@@ -170,18 +170,20 @@ pub fn run(args: GroupArgs) -> Result<(), CliError> {
                 }
             }
             keys.sort();
-            let mut leaders: BTreeMap<String, BTreeMap<i32, i32>> = BTreeMap::new();
-            for (topic, partition) in keys {
-                if !leaders.contains_key(&topic) {
-                    let metadata = client.metadata(Some(std::slice::from_ref(&topic)), false)?;
-                    let map = metadata.topics.first().map(|t| t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect()).unwrap_or_default();
-                    leaders.insert(topic.clone(), map);
+            // End offsets: one Metadata per topic, one ListOffsets per topic and leader.
+            let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+            let mut topics: Vec<&String> = keys.iter().map(|(topic, _)| topic).collect();
+            topics.dedup();
+            for topic in topics {
+                let metadata = client.metadata(Some(std::slice::from_ref(topic)), false)?;
+                let leaders: BTreeMap<i32, i32> = metadata.topics.first().map(|t| t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect()).unwrap_or_default();
+                let led = keys.iter().filter(|(t, _)| t == topic).filter_map(|(_, p)| leaders.get(p).map(|leader| (*p, *leader)));
+                for (partition, end) in list_offsets_by_leader(&mut client, topic, led, -1)? {
+                    ends.insert((topic.clone(), partition), end);
                 }
-                let leader = leaders[&topic].get(&partition).copied();
-                let end = match leader {
-                    Some(leader) => list_offset(&mut client, leader, &topic, partition, -1)?,
-                    None => -1,
-                };
+            }
+            for (topic, partition) in keys {
+                let end = ends.get(&(topic.clone(), partition)).copied().unwrap_or(-1);
                 let done = committed.get(&(topic.clone(), partition)).copied().unwrap_or(-1);
                 let lag = if done >= 0 && end >= 0 { (end - done).max(0).to_string() } else { "-".to_string() };
                 let shown = if done >= 0 { done.to_string() } else { "-".to_string() };
