@@ -658,8 +658,8 @@ impl Broker {
                 last_retention = now;
             }
             if self.cluster.is_some() && last_checkpoint.elapsed().as_millis() >= u128::from(crate::partition::HW_CHECKPOINT_INTERVAL_MS) {
-                last_checkpoint = std::time::Instant::now();
                 let started = std::time::Instant::now();
+                last_checkpoint = started;
                 let partitions = self.local_partitions();
                 let count = partitions.len();
                 for_each_concurrently(partitions, |partition| async move { partition.checkpoint_high_watermark().await }).await;

@@ -62,7 +62,11 @@ impl File {
             other => other,
         }
         .map_err(|error| with_path(error, "open", path))?;
-        Ok(File { inner, path: path.to_path_buf(), residency: std::cell::RefCell::new(Residency::Unknown) })
+        Ok(File::opened(inner, path.to_path_buf(), Residency::Unknown))
+    }
+
+    fn opened(inner: tokio_uring::fs::File, path: PathBuf, residency: Residency) -> File {
+        File { inner, path, residency: std::cell::RefCell::new(residency) }
     }
 
     /// Opens `path` read-only.
@@ -70,7 +74,7 @@ impl File {
         let inner = tokio_uring::fs::File::open(path)
             .await
             .map_err(|error| with_path(error, "open", path))?;
-        Ok(File { inner, path: path.to_path_buf(), residency: std::cell::RefCell::new(Residency::Unknown) })
+        Ok(File::opened(inner, path.to_path_buf(), Residency::Unknown))
     }
 
     /// The same open file for another thread to read from: a second descriptor (`dup`),
@@ -88,22 +92,13 @@ impl File {
         let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(new) };
         // The copy's shard asks about residency only where splices run inline; a refusal
         // travels too, so short-lived copies never try to map what the kernel refused.
-        let residency = if super::splice::inline_splices() {
-            self.residency_map();
-            self.residency.borrow().clone()
-        } else {
-            Residency::Refused
-        };
+        let residency = if super::splice::inline_splices() { self.residency() } else { Residency::Refused };
         Ok(SharedFile { fd, path: self.path.clone(), residency })
     }
 
     /// Opens a file another thread shared (`share`) on this thread.
     pub fn from_shared(shared: SharedFile) -> File {
-        File {
-            inner: tokio_uring::fs::File::from_std(std::fs::File::from(shared.fd)),
-            path: shared.path,
-            residency: std::cell::RefCell::new(shared.residency),
-        }
+        File::opened(tokio_uring::fs::File::from_std(std::fs::File::from(shared.fd)), shared.path, shared.residency)
     }
 
     /// The path this file was opened with.
@@ -128,11 +123,15 @@ impl File {
         if (end - start) / page > CACHED_CHECK_PAGES_MAX as u64 || end > RESIDENCY_MAP_BYTES {
             return false;
         }
-        self.residency_map().is_some_and(|map| map.all_cached(start, end))
+        match self.residency() {
+            Residency::Mapped(map) => map.all_cached(start, end),
+            Residency::Unknown | Residency::Refused => false,
+        }
     }
 
-    /// This file's residency mapping, made if there is none yet and one is free.
-    fn residency_map(&self) -> Option<Arc<ResidencyMap>> {
+    /// Where this file stands with its residency mapping, after making one if there is none
+    /// yet and one is free.
+    fn residency(&self) -> Residency {
         let mut residency = self.residency.borrow_mut();
         if let Residency::Unknown = *residency {
             match ResidencyMap::new(self.inner.as_raw_fd()) {
@@ -141,10 +140,7 @@ impl File {
                 Err(NoMap::Refused) => *residency = Residency::Refused,
             }
         }
-        match &*residency {
-            Residency::Mapped(map) => Some(Arc::clone(map)),
-            Residency::Unknown | Residency::Refused => None,
-        }
+        residency.clone()
     }
 
     /// The current length of the file in bytes.
@@ -183,9 +179,7 @@ impl File {
             // owned here, and nothing writes to it meanwhile.
             #[allow(unsafe_code)]
             let bytes = unsafe { std::slice::from_raw_parts(buf.stable_ptr(), buf.bytes_init()) };
-            let started = std::time::Instant::now();
-            let result = inline::pwrite_all(self.inner.as_raw_fd(), bytes, position);
-            inline::note_write(started.elapsed(), &self.path);
+            let result = inline::write_now(self.inner.as_raw_fd(), &[bytes], position, &self.path);
             return (result.map_err(|error| with_path(error, "write", &self.path)), buf);
         }
         let (result, buf) = self.inner.write_all_at(buf, position).await;
@@ -198,10 +192,7 @@ impl File {
     pub async fn writev_all_at(&self, pieces: Vec<bytes::Bytes>, mut position: u64) -> io::Result<()> {
         use inline::IOVECS_MAX;
         if inline::write_allowed(pieces.iter().map(|p| p.len()).sum()) {
-            let started = std::time::Instant::now();
-            let result = inline::pwritev_all(self.inner.as_raw_fd(), &pieces, position);
-            inline::note_write(started.elapsed(), &self.path);
-            return result.map_err(|error| with_path(error, "writev", &self.path));
+            return inline::write_now(self.inner.as_raw_fd(), &pieces, position, &self.path).map_err(|error| with_path(error, "writev", &self.path));
         }
         let mut pieces = pieces;
         while !pieces.is_empty() {

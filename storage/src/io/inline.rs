@@ -157,48 +157,37 @@ fn dirty_far_from_throttling(vmstat: &str) -> Option<bool> {
     Some(dirty < background / 2)
 }
 
-/// `pwrite(2)` of all of `bytes` at `position`, on the calling thread.
-pub fn pwrite_all(fd: RawFd, bytes: &[u8], position: u64) -> io::Result<()> {
-    let mut done = 0usize;
-    while done < bytes.len() {
-        let rest = &bytes[done..];
-        // SAFETY: pwrite from a live slice into a descriptor the caller keeps open.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::pwrite(fd, rest.as_ptr().cast(), rest.len(), (position + done as u64) as libc::off_t) };
-        match rc {
-            n if n > 0 => done += n as usize,
-            0 => return Err(io::Error::new(io::ErrorKind::WriteZero, format!("{done} of {} bytes written", bytes.len()))),
-            _ => {
-                let error = io::Error::last_os_error();
-                if error.kind() != io::ErrorKind::Interrupted {
-                    return Err(error);
-                }
-            }
-        }
-    }
-    Ok(())
+/// Writes `pieces` one after the other from `position` on the calling thread
+/// (`pwritev_all`), and records how long that took (`note_write`); `path` names the file in
+/// the log line of a slow write.
+pub fn write_now<P: AsRef<[u8]>>(fd: RawFd, pieces: &[P], position: u64, path: &std::path::Path) -> io::Result<()> {
+    let started = Instant::now();
+    let result = pwritev_all(fd, pieces, position);
+    note_write(started.elapsed(), path);
+    result
 }
 
 /// `pwritev(2)` of all of `pieces`, one after the other from `position`, on the calling
 /// thread, at most `IOVECS_MAX` buffers per call; a short write continues where it stopped.
-pub fn pwritev_all(fd: RawFd, pieces: &[bytes::Bytes], position: u64) -> io::Result<()> {
-    let total: usize = pieces.iter().map(|p| p.len()).sum();
+pub fn pwritev_all<P: AsRef<[u8]>>(fd: RawFd, pieces: &[P], position: u64) -> io::Result<()> {
+    let len = |i: usize| pieces[i].as_ref().len();
+    let total: usize = pieces.iter().map(|p| p.as_ref().len()).sum();
     // (index of the first piece not wholly written, bytes of it already written)
     let (mut first, mut skip) = (0usize, 0usize);
     let mut done = 0usize;
     let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(pieces.len().min(IOVECS_MAX));
     while done < total {
         // Never start a call with empty pieces: many of them would fill it and write nothing.
-        while pieces[first].len() == skip {
+        while len(first) == skip {
             first += 1;
             skip = 0;
         }
         iovecs.clear();
-        for (i, piece) in pieces[first..].iter().enumerate().take(IOVECS_MAX) {
+        for (i, piece) in pieces[first..].iter().map(AsRef::as_ref).enumerate().take(IOVECS_MAX) {
             let from = if i == 0 { skip } else { 0 };
             iovecs.push(libc::iovec { iov_base: piece[from..].as_ptr() as *mut libc::c_void, iov_len: piece.len() - from });
         }
-        // SAFETY: every iovec points into a live `Bytes` of `pieces`, which outlives the call;
+        // SAFETY: every iovec points into a live piece of `pieces`, which outlives the call;
         // the kernel only reads them.
         #[allow(unsafe_code)]
         let rc = unsafe { libc::pwritev(fd, iovecs.as_ptr(), iovecs.len() as libc::c_int, (position + done as u64) as libc::off_t) };
@@ -215,7 +204,7 @@ pub fn pwritev_all(fd: RawFd, pieces: &[bytes::Bytes], position: u64) -> io::Res
         };
         done += written;
         while written > 0 {
-            let left = pieces[first].len() - skip;
+            let left = len(first) - skip;
             if written >= left {
                 written -= left;
                 first += 1;
@@ -273,7 +262,7 @@ mod tests {
             .chain((0..2500u32).map(|i| bytes::Bytes::from(vec![(i % 251) as u8; (i % 7) as usize])))
             .collect();
         pwritev_all(file.as_raw_fd(), &pieces, 3).unwrap();
-        pwrite_all(file.as_raw_fd(), b"abc", 0).unwrap();
+        pwritev_all(file.as_raw_fd(), &[b"abc"], 0).unwrap();
         let mut want = b"abc".to_vec();
         for piece in &pieces {
             want.extend_from_slice(piece);
