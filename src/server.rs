@@ -8,12 +8,14 @@
 //! Limits: `request_bytes_max` per frame (checked before any allocation), the shared request
 //! memory budget, a read buffer of at most one frame plus one read chunk per connection,
 //! about `PIPELINE_MAX` Produce requests read but unanswered per connection,
-//! `connections_max` connections.
+//! `connections_max` connections in the whole broker (`Connections`).
 
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -89,6 +91,8 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     let data_arrived = std::sync::Arc::new(tokio::sync::Notify::new());
     let request_memory = crate::shards::request_memory_budget(config.request_memory_max);
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..count).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
+    let (handovers, handed): (Vec<_>, Vec<_>) = (0..count).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
+    let connections = Arc::new(Connections::new(config.connections_max, handovers));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<usize>>();
     // In a cluster, shard 0 opens first: it takes the broker's liveness lock and removes the
     // partition directories the cluster state no longer gives this broker, which must not
@@ -96,12 +100,12 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     let first_alone = config.cluster.is_some() && count > 1;
     let mut threads = Vec::with_capacity(count);
     let mut started = 0;
-    for (me, (listener, inbox)) in std_listeners.into_iter().zip(receivers).enumerate() {
+    for (me, ((listener, inbox), handed)) in std_listeners.into_iter().zip(receivers).zip(handed).enumerate() {
         let shards = if count > 1 { Shards::new(me, senders.clone(), std::sync::Arc::clone(&data_arrived), std::sync::Arc::clone(&request_memory)) } else { Shards::single(config.request_memory_max) };
-        let (config, ready) = (config.clone(), ready_tx.clone());
+        let (config, ready, connections) = (config.clone(), ready_tx.clone(), Arc::clone(&connections));
         let thread = std::thread::Builder::new()
             .name(format!("fjord-shard-{me}"))
-            .spawn(move || fjord_storage::io::block_on(run_shard(config, shards, listener, inbox, ready)))
+            .spawn(move || fjord_storage::io::block_on(run_shard(config, shards, Listening { listener, connections, handed }, inbox, ready)))
             .map_err(|e| anyhow::anyhow!("cannot start shard thread {me}: {e}"))?;
         threads.push(thread);
         if me == 0 && first_alone {
@@ -201,16 +205,94 @@ fn bind_std(address: SocketAddr, reuse_port: bool) -> anyhow::Result<std::net::T
     std::net::TcpListener::bind(address).map_err(|e| anyhow::anyhow!("bind {address}: {e}"))
 }
 
+/// A connection accepted by one shard for another to serve.
+type Handover = (std::net::TcpStream, SocketAddr);
+
+/// The broker's connections, shared by all shards: how many each shard serves, which shard
+/// serves a new one, and the broker-wide `connections_max`.
+///
+/// Every shard accepts on the same port (SO_REUSEPORT), and the kernel picks the accepting
+/// shard by a hash of the client's address and port: two connections land on the same shard
+/// half the time, and one core then does the network work of both while the other idles
+/// (consuming with 2 connections measured 1.5-2.0 GB/s that way against 2.1-2.3 GB/s when
+/// they were spread, docs/benchmarks.md). So a new connection is served by the shard with
+/// the fewest (the accepting one on a tie), and the accepting shard hands it over when that
+/// is another. Kafka clients keep their connections for long, so counting them is enough.
+struct Connections {
+    /// Connections each shard serves or has been handed and not yet taken.
+    live: Box<[AtomicUsize]>,
+    /// All of them: the exact count `max` bounds (the sum of `live` may lag it).
+    total: AtomicUsize,
+    max: usize,
+    /// To each shard, the connections others accepted for it. Unbounded, but every
+    /// connection in them is counted in `total`, so they hold fewer than `max`.
+    handovers: Vec<tokio::sync::mpsc::UnboundedSender<Handover>>,
+}
+
+impl Connections {
+    fn new(max: usize, handovers: Vec<tokio::sync::mpsc::UnboundedSender<Handover>>) -> Connections {
+        Connections { live: handovers.iter().map(|_| AtomicUsize::new(0)).collect(), total: AtomicUsize::new(0), max, handovers }
+    }
+
+    /// Counts a connection that shard `me` accepted and says which shard serves it, or
+    /// refuses it (`None`, with a log line) when the broker has `max` already.
+    fn admit(&self, me: usize, peer: SocketAddr) -> Option<usize> {
+        if self.total.fetch_add(1, Ordering::Relaxed) >= self.max {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            warn!(%peer, limit = self.max, "connection refused: connections_max reached");
+            return None;
+        }
+        let shard = fewest(self.live.iter().map(|live| live.load(Ordering::Relaxed)), me);
+        self.live[shard].fetch_add(1, Ordering::Relaxed);
+        Some(shard)
+    }
+
+    /// Gives an admitted connection to `shard`; if that fails (the shard is stopping), the
+    /// connection is closed and uncounted.
+    fn hand_over(&self, shard: usize, stream: Stream, peer: SocketAddr) {
+        let sent = match stream.into_std() {
+            Ok(stream) => self.handovers[shard].send((stream, peer)).map_err(|_| "the shard has stopped".to_string()),
+            Err(error) => Err(format!("cannot duplicate the socket: {error}")),
+        };
+        match sent {
+            Ok(()) => debug!(%peer, shard, "connection handed over"),
+            Err(reason) => {
+                warn!(%peer, shard, %reason, "connection closed: cannot hand it to the shard that was to serve it");
+                self.closed(shard);
+            }
+        }
+    }
+
+    /// Uncounts a connection of `shard` that ended.
+    fn closed(&self, shard: usize) {
+        self.live[shard].fetch_sub(1, Ordering::Relaxed);
+        self.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The index of the smallest count; `me` when it is as small as any.
+fn fewest(counts: impl Iterator<Item = usize>, me: usize) -> usize {
+    counts.enumerate().min_by_key(|&(shard, count)| (count, shard != me, shard)).map_or(me, |(shard, _)| shard)
+}
+
+/// A shard's side of the port: its listener, and the connections others hand it.
+struct Listening {
+    listener: std::net::TcpListener,
+    connections: Arc<Connections>,
+    handed: tokio::sync::mpsc::UnboundedReceiver<Handover>,
+}
+
 /// One shard: its runtime's broker, listener and tasks. Shard 0 also handles signals and
 /// stops the others first at shutdown.
 async fn run_shard(
     config: BrokerConfig,
     shards: Shards,
-    listener: std::net::TcpListener,
+    listening: Listening,
     inbox: tokio::sync::mpsc::UnboundedReceiver<crate::shards::Message>,
     ready: std::sync::mpsc::Sender<anyhow::Result<usize>>,
 ) -> anyhow::Result<()> {
     let me = shards.me;
+    let Listening { listener, connections, mut handed } = listening;
     let listener = Listener::from_std(listener);
     let shutdown = Rc::new(Shutdown::default());
     let stopped = Rc::new(Notify::new());
@@ -259,33 +341,50 @@ async fn run_shard(
     }
     let _ = ready.send(Ok(me));
 
+    // One accept in flight at a time, kept across the loop: dropping it unfinished (when a
+    // handed-over connection comes first) would leave its io_uring operation in the kernel,
+    // and the connection it then accepts would be lost.
+    let accept = listener.accept();
+    tokio::pin!(accept);
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (stream, peer) = tokio::select! {
+            accepted = &mut accept => {
+                accept.set(listener.accept());
+                match accepted {
+                    Ok((stream, peer)) => {
+                        let Some(shard) = connections.admit(me, peer) else {
+                            drop(stream);
+                            continue;
+                        };
+                        if shard == me {
+                            (stream, peer)
+                        } else {
+                            connections.hand_over(shard, stream, peer);
+                            continue;
+                        }
+                    }
+                    Err(error) => {
+                        warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                }
+            }
+            // Accepted by another shard, admitted and counted there, served here.
+            Some((stream, peer)) = handed.recv() => (Stream::from_std(stream), peer),
             _ = shutdown.wait() => break,
         };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        if shutdown.connections.get() >= broker.config.connections_max {
-            warn!(%peer, limit = broker.config.connections_max, "connection refused: connections_max reached");
-            drop(stream);
-            continue;
-        }
         let _ = stream.set_nodelay(true);
         shutdown.connections.set(shutdown.connections.get() + 1);
         let broker = Rc::clone(&broker);
         let shutdown = Rc::clone(&shutdown);
+        let connections = Arc::clone(&connections);
         fjord_storage::io::spawn(async move {
-            debug!(%peer, "connection opened");
+            debug!(%peer, shard = me, "connection opened");
             serve_connection(&broker, &stream, peer, &shutdown).await;
             let _ = stream.shutdown();
-            debug!(%peer, "connection closed");
+            debug!(%peer, shard = me, "connection closed");
+            connections.closed(me);
             shutdown.connections.set(shutdown.connections.get() - 1);
             shutdown.drained.notify_waiters();
         });
@@ -551,4 +650,18 @@ async fn write_fetch(stream: &Stream, pipe: &mut Option<SplicePipe>, response: F
         }
     }
     out.finish().await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fewest;
+
+    #[test]
+    fn a_connection_goes_to_the_shard_with_the_fewest_and_stays_on_a_tie() {
+        assert_eq!(fewest([0, 0].into_iter(), 1), 1, "a tie keeps it where it was accepted");
+        assert_eq!(fewest([1, 0].into_iter(), 0), 1);
+        assert_eq!(fewest([3, 2, 2].into_iter(), 0), 1, "among others tied, the lowest index");
+        assert_eq!(fewest([3, 2, 2].into_iter(), 2), 2);
+        assert_eq!(fewest([5].into_iter(), 0), 0);
+    }
 }

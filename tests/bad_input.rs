@@ -558,3 +558,66 @@ fn concurrent_producers_to_one_partition_get_disjoint_contiguous_offsets() {
     assert_eq!(offsets, (0..total).collect::<Vec<_>>(), "every record reads back once, in offset order");
     assert_clients_still_work(&mut broker, "after concurrent producers to one partition");
 }
+
+#[test]
+fn connections_max_bounds_the_whole_broker_and_a_closed_connection_makes_room() {
+    // Two shards accept on one port; the limit is the broker's, not each shard's.
+    const MAX: usize = 3;
+    let mut broker = TestBroker::start_with("connections-max", &["--shards", "2", "--connections-max", "3"]);
+    let mut held: Vec<Conn> = (0..MAX)
+        .map(|i| {
+            let mut conn = Conn::connect(broker.addr());
+            let (error, _) = wire::parse_api_versions(&conn.call(wire::API_VERSIONS, 0, i as i32, &[]), 0);
+            assert_eq!(error, NONE, "connection {i} of {MAX}");
+            conn
+        })
+        .collect();
+    for extra in 0..3 {
+        let mut conn = Conn::connect(broker.addr());
+        // The broker may close before or after the request arrives; either way no answer.
+        let _ = conn.send(&wire::request_frame(wire::API_VERSIONS, 0, 50 + extra, &[]));
+        conn.expect_closed(&format!("connection {} past connections_max {MAX}", MAX as i32 + 1 + extra));
+    }
+    // The broker uncounts a connection once it sees it close: a new one is served then.
+    let _ = held.pop().expect("a held connection").stream.shutdown(Shutdown::Both);
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut conn = Conn::connect(broker.addr());
+        let _ = conn.send(&wire::request_frame(wire::API_VERSIONS, 0, 99, &[]));
+        match conn.receive() {
+            Received::Frame(_) => break,
+            Received::Closed { .. } => assert!(Instant::now() < deadline, "no room 10 s after a connection closed"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for (i, conn) in held.iter_mut().enumerate() {
+        let (error, _) = wire::parse_api_versions(&conn.call(wire::API_VERSIONS, 0, 200 + i as i32, &[]), 0);
+        assert_eq!(error, NONE, "held connection {i} still served");
+    }
+    broker.assert_alive();
+}
+
+#[test]
+fn connections_spread_over_shards_are_all_served() {
+    // The accepting shard hands a connection to the shard with the fewest; every one of them
+    // must be served, by whichever shard, while the others stay open.
+    let mut broker = TestBroker::start_with("connections-spread", &["--shards", "3"]);
+    let mut first = Conn::connect(broker.addr());
+    assert_created(wire::create_topic(&mut first, 1, "spread", 6));
+    let mut conns: Vec<Conn> = (0..24).map(|_| Conn::connect(broker.addr())).collect();
+    for round in 0..2 {
+        for (i, conn) in conns.iter_mut().enumerate() {
+            let value = format!("conn-{i}-round-{round}");
+            let batch = wire::record_batch(&[(None, value.as_bytes())], 1_700_000_000_000, NO_PRODUCER);
+            let (error, _) = wire::produce(conn, 1000 + i as i32, "spread", (i % 6) as i32, &batch);
+            assert_eq!(error, NONE, "produce on connection {i}, round {round}");
+        }
+    }
+    let mut values: Vec<String> = kcat_consume(&broker, "spread", "%s\n", &["-o", "beginning"]).lines().map(str::to_string).collect();
+    values.sort();
+    let mut expected: Vec<String> = (0..24).flat_map(|i| (0..2).map(move |round| format!("conn-{i}-round-{round}"))).collect();
+    expected.sort();
+    assert_eq!(values, expected, "one record per connection and round");
+    drop(conns);
+    assert_clients_still_work(&mut broker, "24 connections over 3 shards");
+}

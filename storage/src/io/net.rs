@@ -131,6 +131,28 @@ impl Stream {
         Ok(Stream { inner })
     }
 
+    /// A stream of this thread's runtime for a connected socket, for instance one that
+    /// another thread accepted and handed over (`into_std`).
+    pub fn from_std(stream: std::net::TcpStream) -> Stream {
+        Stream { inner: tokio_uring::net::TcpStream::from_std(stream) }
+    }
+
+    /// The socket as a plain std stream, to hand it to another thread's runtime. The std
+    /// stream holds a duplicate of the descriptor (tokio-uring gives its own up only by
+    /// closing it); both name the same socket, so its options and flags stay as they are.
+    pub fn into_std(self) -> io::Result<std::net::TcpStream> {
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor this stream owns; the new one is owned by
+        // the std stream below and by nothing else.
+        #[allow(unsafe_code)]
+        let fd = unsafe { libc::fcntl(self.inner.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor of a connected TCP socket, owned by no one else.
+        #[allow(unsafe_code)]
+        Ok(unsafe { std::net::TcpStream::from_raw_fd(fd) })
+    }
+
     /// Receives into the spare capacity of `buf`, after its initialized bytes; 0 means the
     /// peer closed. The caller reserves capacity first (bounded by its own limits).
     pub async fn read<B: tokio_uring::buf::IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
