@@ -6,12 +6,16 @@
 //! per append, which on this kind of VM were most of an append's latency. A buffered write
 //! that only copies into the page cache costs the same on the shard itself. It waits for the
 //! disk only when the kernel throttles writers (`balance_dirty_pages`, once dirty pages pass
-//! halfway between the background and the foreground thresholds), and rarely on the journal
-//! or on memory reclaim. So a write of at most `INLINE_WRITE_BYTES_MAX` runs inline while
-//! both hold:
-//! - the system's dirty and writeback pages are below half the background threshold
-//!   (`/proc/vmstat`, read again at most every `DIRTY_CHECK_INTERVAL_MS`), far from any
-//!   throttling;
+//! the free-run ceiling, halfway between the background and the foreground thresholds), and
+//! rarely on the journal or on memory reclaim. So a write of at most `INLINE_WRITE_BYTES_MAX`
+//! runs inline while both hold:
+//! - the system's dirty and writeback pages are below halfway between the background
+//!   threshold and the free-run ceiling (`/proc/vmstat`, read again at most every
+//!   `DIRTY_CHECK_INTERVAL_MS`). Under a steady write load the flusher keeps dirty pages
+//!   near the background threshold, so this holds there; it stops holding when the disk
+//!   falls behind, a quarter of the way from the background to the foreground threshold
+//!   before any throttling (an earlier rule, half the background threshold, sent every
+//!   write of a sustained load to io_uring after its first seconds, docs/benchmarks.md);
 //! - no inline write was slower than `INLINE_WRITE_SLOW_US` lately: a slow one sends
 //!   writes to io_uring for `INLINE_WRITE_BACKOFF_MS`, doubled for each slow one in a row
 //!   up to `INLINE_WRITE_BACKOFF_MS_MAX` (what the first rule cannot see: a memory
@@ -139,8 +143,10 @@ fn backoff_ms(streak: u64) -> u64 {
     INLINE_WRITE_BACKOFF_MS.saturating_mul(1 << streak.saturating_sub(1).min(16)).min(INLINE_WRITE_BACKOFF_MS_MAX)
 }
 
-/// From the text of `/proc/vmstat`: whether dirty plus writeback pages are below half the
-/// background threshold. `None` if a field is missing.
+/// From the text of `/proc/vmstat`: whether dirty plus writeback pages are below halfway
+/// between the background threshold and the free-run ceiling (itself halfway between the
+/// background and the foreground thresholds, where `balance_dirty_pages` starts to throttle).
+/// `None` if a field is missing.
 fn dirty_far_from_throttling(vmstat: &str) -> Option<bool> {
     let field = |name: &str| -> Option<u64> {
         vmstat.lines().find_map(|line| {
@@ -154,7 +160,9 @@ fn dirty_far_from_throttling(vmstat: &str) -> Option<bool> {
     };
     let dirty = field("nr_dirty")? + field("nr_writeback")?;
     let background = field("nr_dirty_background_threshold")?;
-    Some(dirty < background / 2)
+    let foreground = field("nr_dirty_threshold")?;
+    let free_run = (background + foreground) / 2;
+    Some(dirty < (background + free_run) / 2)
 }
 
 /// Writes `pieces` one after the other from `position` on the calling thread
@@ -225,10 +233,16 @@ mod tests {
     const VMSTAT: &str = "nr_free_pages 5000000\nnr_dirty 1000\nnr_writeback 200\nnr_written 77\nnr_dirty_threshold 1196268\nnr_dirty_background_threshold 597403\n";
 
     #[test]
-    fn dirty_pages_far_from_the_background_threshold_allow_inline_writes() {
+    fn dirty_pages_far_from_throttling_allow_inline_writes() {
         assert_eq!(dirty_far_from_throttling(VMSTAT), Some(true));
-        let near = VMSTAT.replace("nr_dirty 1000", "nr_dirty 298600");
-        assert_eq!(dirty_far_from_throttling(&near), Some(false), "writeback counts too: 298,600 + 200 is past half of 597,403");
+        // The free-run ceiling is (597,403 + 1,196,268) / 2 = 896,835; the limit halfway
+        // from the background threshold to it, (597,403 + 896,835) / 2 = 747,119.
+        let steady = VMSTAT.replace("nr_dirty 1000", "nr_dirty 597403");
+        assert_eq!(dirty_far_from_throttling(&steady), Some(true), "at the background threshold, where the flusher holds a steady load");
+        let below = VMSTAT.replace("nr_dirty 1000", "nr_dirty 746918");
+        assert_eq!(dirty_far_from_throttling(&below), Some(true), "746,918 + 200 is below 747,119");
+        let near = VMSTAT.replace("nr_dirty 1000", "nr_dirty 746919");
+        assert_eq!(dirty_far_from_throttling(&near), Some(false), "writeback counts too: 746,919 + 200 reaches 747,119");
         let missing = VMSTAT.replace("nr_dirty_background_threshold", "other");
         assert_eq!(dirty_far_from_throttling(&missing), None);
         // A field whose name is a prefix of another's is not mistaken for it.
