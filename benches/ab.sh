@@ -4,7 +4,8 @@
 # Usage: A=path/to/fjord B=path/to/other/fjord bash benches/ab.sh ROUNDS BENCH-ARGS...
 # e.g.   ... bash benches/ab.sh 8 produce --topic p8 --partitions 8 --record-bytes 100 --records 12000000 --acks 1 --connections 2
 # Prints one line per run (build, records/s, MB/s, p50 µs, p99 µs) and the medians. The load
-# generator is A's `fjord bench` in every run.
+# generator is A's `fjord bench` in every run. SETUP="BENCH-ARGS..." runs first in each run,
+# unmeasured (e.g. SETUP="produce --topic p8 ... --records N" before a consume of p8).
 set -euo pipefail
 : "${A:?path of build A}" "${B:?path of build B}"
 ROUNDS=${1:?rounds}; shift
@@ -22,6 +23,10 @@ for round in $(seq "$ROUNDS"); do
         PID=$!
         for _ in $(seq 100); do grep -q listening "$DATA/serve.out" 2>/dev/null && break; sleep 0.1; done
         address=$(sed -n 's/^fjord: listening on //p' "$DATA/serve.out")
+        if [ -n "${SETUP:-}" ]; then
+            # shellcheck disable=SC2086 # SETUP is a list of arguments
+            "$A" bench $SETUP -b "$address" --json > /dev/null
+        fi
         sync
         "$A" bench "$@" -b "$address" --json | python3 -c "
 import json, sys
