@@ -117,13 +117,24 @@ pub fn write_allowed(bytes: usize) -> bool {
     DIRTY_FAR.load(Ordering::Relaxed)
 }
 
-/// Records how long an inline write took; a slow one starts (or lengthens) the back-off.
-/// Slow writes that overlapped the one that set the current back-off (other shards caught
-/// in the same stall) count as that one, not as more in a row.
-pub fn note_write(took: Duration, path: &std::path::Path) {
+/// Records how long an inline write took and whether the thread slept in it; a slow one
+/// that slept starts (or lengthens) the back-off. Slow writes that overlapped the one that
+/// set the current back-off (other shards caught in the same stall) count as that one, not
+/// as more in a row.
+///
+/// A slow write that never slept was not waiting for the disk, a lock or the kernel's
+/// throttling: the thread was preempted, or on a VM the hypervisor stalled it (a fault on
+/// new page-cache memory, another guest on the core). An io_uring worker would have been
+/// stalled alike, so it does not send writes there; on this kind of VM it happened in about
+/// one 5 s run in four and sent a second of writes to io_uring each time.
+pub fn note_write(took: Duration, slept: bool, path: &std::path::Path) {
     let took_us = took.as_micros() as u64;
     if took_us <= INLINE_WRITE_SLOW_US {
         SLOW_STREAK.store(0, Ordering::Relaxed);
+        return;
+    }
+    if !slept {
+        tracing::debug!(path = %path.display(), took_us, "slow inline write that never slept (preempted or stalled): no back-off");
         return;
     }
     let now = now_ms();
@@ -169,10 +180,30 @@ fn dirty_far_from_throttling(vmstat: &str) -> Option<bool> {
 /// (`pwritev_all`), and records how long that took (`note_write`); `path` names the file in
 /// the log line of a slow write.
 pub fn write_now<P: AsRef<[u8]>>(fd: RawFd, pieces: &[P], position: u64, path: &std::path::Path) -> io::Result<()> {
+    let switches = voluntary_switches();
     let started = Instant::now();
     let result = pwritev_all(fd, pieces, position);
-    note_write(started.elapsed(), path);
+    let took = started.elapsed();
+    // Asked again only for a slow write; unknown counts as slept.
+    let slept = || match (switches, voluntary_switches()) {
+        (Some(before), Some(after)) => after != before,
+        _ => true,
+    };
+    note_write(took, took.as_micros() as u64 > INLINE_WRITE_SLOW_US && slept(), path);
     result
+}
+
+/// The calling thread's voluntary context switches so far (`getrusage(RUSAGE_THREAD)`,
+/// about 0.4 µs): a call that slept (on I/O, a lock, the journal, the kernel's throttling)
+/// adds at least one; preemption counts apart, and a hypervisor's stall not at all.
+fn voluntary_switches() -> Option<i64> {
+    // SAFETY: rusage is plain data; getrusage fills it.
+    #[allow(unsafe_code)]
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a live rusage.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    (rc == 0).then_some(usage.ru_nvcsw as i64)
 }
 
 /// `pwritev(2)` of all of `pieces`, one after the other from `position`, on the calling
@@ -247,6 +278,33 @@ mod tests {
         assert_eq!(dirty_far_from_throttling(&missing), None);
         // A field whose name is a prefix of another's is not mistaken for it.
         assert_eq!(dirty_far_from_throttling("nr_dirty_threshold 5\nnr_dirty 1\nnr_writeback 0\nnr_dirty_background_threshold 10\n"), Some(true));
+    }
+
+    #[test]
+    fn voluntary_switches_count_sleeps_not_work() {
+        let before = voluntary_switches().expect("getrusage");
+        let spin = Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(3) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert_eq!(voluntary_switches(), Some(before), "3 ms of work without a syscall that sleeps");
+        std::thread::sleep(Duration::from_millis(1));
+        assert!(voluntary_switches().expect("getrusage") > before, "a sleep is a voluntary switch");
+    }
+
+    #[test]
+    fn a_slow_write_that_never_slept_does_not_back_off() {
+        // Process-wide state: no other test here writes slowly or sets a back-off.
+        let path = std::path::Path::new("test");
+        let until = BACKOFF_UNTIL_MS.load(Ordering::Relaxed);
+        note_write(Duration::from_millis(50), false, path);
+        assert_eq!(BACKOFF_UNTIL_MS.load(Ordering::Relaxed), until, "preempted, not waiting: no back-off");
+        note_write(Duration::from_millis(50), true, path);
+        assert!(BACKOFF_UNTIL_MS.load(Ordering::Relaxed) > now_ms(), "a slow write that slept backs off");
+        BACKOFF_UNTIL_MS.store(0, Ordering::Relaxed);
+        BACKOFF_SET_AT_MS.store(0, Ordering::Relaxed);
+        SLOW_STREAK.store(0, Ordering::Relaxed);
     }
 
     #[test]
