@@ -125,8 +125,8 @@ pub fn write_allowed(bytes: usize) -> bool {
 /// A slow write that never slept was not waiting for the disk, a lock or the kernel's
 /// throttling: the thread was preempted, or on a VM the hypervisor stalled it (a fault on
 /// new page-cache memory, another guest on the core). An io_uring worker would have been
-/// stalled alike, so it does not send writes there; on this kind of VM it happened in about
-/// one 5 s run in four and sent a second of writes to io_uring each time.
+/// stalled alike, so it does not send writes there (each back-off sends a second or more of
+/// writes to io_uring, about one in sixteen 3-5 s benchmark runs here had one).
 pub fn note_write(took: Duration, slept: bool, path: &std::path::Path) {
     let took_us = took.as_micros() as u64;
     if took_us <= INLINE_WRITE_SLOW_US {
