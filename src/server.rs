@@ -14,7 +14,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -205,8 +205,8 @@ fn bind_std(address: SocketAddr, reuse_port: bool) -> anyhow::Result<std::net::T
     std::net::TcpListener::bind(address).map_err(|e| anyhow::anyhow!("bind {address}: {e}"))
 }
 
-/// A connection accepted by one shard for another to serve.
-type Handover = (std::net::TcpStream, SocketAddr);
+/// A connection accepted by one shard for another to serve, with its place in the count.
+type Handover = (std::net::TcpStream, SocketAddr, Admitted);
 
 /// The broker's connections, shared by all shards: how many each shard serves, which shard
 /// serves a new one, and the broker-wide `connections_max`.
@@ -224,49 +224,70 @@ struct Connections {
     /// All of them: the exact count `max` bounds (the sum of `live` may lag it).
     total: AtomicUsize,
     max: usize,
+    /// Shards that stopped taking connections (shutting down): none is handed to them.
+    stopping: Box<[AtomicBool]>,
     /// To each shard, the connections others accepted for it. Unbounded, but every
     /// connection in them is counted in `total`, so they hold fewer than `max`.
     handovers: Vec<tokio::sync::mpsc::UnboundedSender<Handover>>,
 }
 
+/// A connection's place in `Connections`, given back when it is dropped: when the
+/// connection ends, however it ends (a handler that panicked, a hand-over that failed or
+/// was never taken).
+struct Admitted {
+    connections: Arc<Connections>,
+    shard: usize,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.connections.live[self.shard].fetch_sub(1, Ordering::Relaxed);
+        self.connections.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Connections {
     fn new(max: usize, handovers: Vec<tokio::sync::mpsc::UnboundedSender<Handover>>) -> Connections {
-        Connections { live: handovers.iter().map(|_| AtomicUsize::new(0)).collect(), total: AtomicUsize::new(0), max, handovers }
+        Connections {
+            live: handovers.iter().map(|_| AtomicUsize::new(0)).collect(),
+            total: AtomicUsize::new(0),
+            max,
+            stopping: handovers.iter().map(|_| AtomicBool::new(false)).collect(),
+            handovers,
+        }
     }
 
     /// Counts a connection that shard `me` accepted and says which shard serves it, or
     /// refuses it (`None`, with a log line) when the broker has `max` already.
-    fn admit(&self, me: usize, peer: SocketAddr) -> Option<usize> {
+    fn admit(self: &Arc<Self>, me: usize, peer: SocketAddr) -> Option<Admitted> {
         if self.total.fetch_add(1, Ordering::Relaxed) >= self.max {
             self.total.fetch_sub(1, Ordering::Relaxed);
             warn!(%peer, limit = self.max, "connection refused: connections_max reached");
             return None;
         }
-        let shard = fewest(self.live.iter().map(|live| live.load(Ordering::Relaxed)), me);
+        let counts = self.live.iter().zip(self.stopping.iter()).map(|(live, stopping)| if stopping.load(Ordering::Relaxed) { usize::MAX } else { live.load(Ordering::Relaxed) });
+        let shard = fewest(counts, me);
         self.live[shard].fetch_add(1, Ordering::Relaxed);
-        Some(shard)
+        Some(Admitted { connections: Arc::clone(self), shard })
     }
 
-    /// Gives an admitted connection to `shard`; if that fails (the shard is stopping), the
-    /// connection is closed and uncounted.
-    fn hand_over(&self, shard: usize, stream: Stream, peer: SocketAddr) {
+    /// Gives an admitted connection to the shard chosen for it; if that fails (the shard
+    /// has stopped), the connection is closed and uncounted (dropped).
+    fn hand_over(&self, admitted: Admitted, stream: Stream, peer: SocketAddr) {
+        let shard = admitted.shard;
         let sent = match stream.into_std() {
-            Ok(stream) => self.handovers[shard].send((stream, peer)).map_err(|_| "the shard has stopped".to_string()),
+            Ok(stream) => self.handovers[shard].send((stream, peer, admitted)).map_err(|_| "the shard has stopped".to_string()),
             Err(error) => Err(format!("cannot duplicate the socket: {error}")),
         };
         match sent {
             Ok(()) => debug!(%peer, shard, "connection handed over"),
-            Err(reason) => {
-                warn!(%peer, shard, %reason, "connection closed: cannot hand it to the shard that was to serve it");
-                self.closed(shard);
-            }
+            Err(reason) => warn!(%peer, shard, %reason, "connection closed: cannot hand it to the shard that was to serve it"),
         }
     }
 
-    /// Uncounts a connection of `shard` that ended.
-    fn closed(&self, shard: usize) {
-        self.live[shard].fetch_sub(1, Ordering::Relaxed);
-        self.total.fetch_sub(1, Ordering::Relaxed);
+    /// Shard `me` takes no more connections: none is handed to it from now on.
+    fn stop(&self, me: usize) {
+        self.stopping[me].store(true, Ordering::Relaxed);
     }
 }
 
@@ -347,19 +368,19 @@ async fn run_shard(
     let accept = listener.accept();
     tokio::pin!(accept);
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, admitted) = tokio::select! {
             accepted = &mut accept => {
                 accept.set(listener.accept());
                 match accepted {
                     Ok((stream, peer)) => {
-                        let Some(shard) = connections.admit(me, peer) else {
+                        let Some(admitted) = connections.admit(me, peer) else {
                             drop(stream);
                             continue;
                         };
-                        if shard == me {
-                            (stream, peer)
+                        if admitted.shard == me {
+                            (stream, peer, admitted)
                         } else {
-                            connections.hand_over(shard, stream, peer);
+                            connections.hand_over(admitted, stream, peer);
                             continue;
                         }
                     }
@@ -371,23 +392,32 @@ async fn run_shard(
                 }
             }
             // Accepted by another shard, admitted and counted there, served here.
-            Some((stream, peer)) = handed.recv() => (Stream::from_std(stream), peer),
+            Some((stream, peer, admitted)) = handed.recv() => (Stream::from_std(stream), peer, admitted),
             _ = shutdown.wait() => break,
         };
         let _ = stream.set_nodelay(true);
         shutdown.connections.set(shutdown.connections.get() + 1);
         let broker = Rc::clone(&broker);
         let shutdown = Rc::clone(&shutdown);
-        let connections = Arc::clone(&connections);
         fjord_storage::io::spawn(async move {
+            let _admitted = admitted;
             debug!(%peer, shard = me, "connection opened");
             serve_connection(&broker, &stream, peer, &shutdown).await;
             let _ = stream.shutdown();
             debug!(%peer, shard = me, "connection closed");
-            connections.closed(me);
             shutdown.connections.set(shutdown.connections.get() - 1);
             shutdown.drained.notify_waiters();
         });
+    }
+
+    // No more connections here: none is handed to this shard from now on, those handed and
+    // not taken are closed (uncounted as they drop), and the listener leaves the port, so
+    // the kernel gives new connections to the shards still serving (or refuses them).
+    connections.stop(me);
+    handed.close();
+    while handed.try_recv().is_ok() {}
+    if let Err(error) = listener.stop_listening() {
+        debug!(%error, "shutdown: the listener did not stop listening");
     }
 
     // Let in-flight requests finish; idle connections stop at their next read.

@@ -16,10 +16,12 @@
 //!   falls behind, a quarter of the way from the background to the foreground threshold
 //!   before any throttling (an earlier rule, half the background threshold, sent every
 //!   write of a sustained load to io_uring after its first seconds, docs/benchmarks.md);
-//! - no inline write was slower than `INLINE_WRITE_SLOW_US` lately: a slow one sends
-//!   writes to io_uring for `INLINE_WRITE_BACKOFF_MS`, doubled for each slow one in a row
-//!   up to `INLINE_WRITE_BACKOFF_MS_MAX` (what the first rule cannot see: a memory
-//!   cgroup's own dirty limits, a journal wait, reclaim, a frozen file system).
+//! - no inline write was slow lately: slower than `INLINE_WRITE_SLOW_US` with a sleep in it,
+//!   or slower than `INLINE_WRITE_STALL_US` at all. A slow one sends writes to io_uring for
+//!   `INLINE_WRITE_BACKOFF_MS`, doubled for each slow one in a row up to
+//!   `INLINE_WRITE_BACKOFF_MS_MAX` (what the first rule cannot see: a memory cgroup's own
+//!   dirty limits, a journal wait, a frozen file system, which sleep; long reclaim, which
+//!   may not).
 //!
 //! Otherwise the write goes to io_uring, where a wait parks a worker, not the shard. The
 //! first write of the process reads `/proc/vmstat` before it decides; if the file cannot be
@@ -39,8 +41,12 @@ use std::time::{Duration, Instant};
 pub const INLINE_WRITE_BYTES_MAX: usize = 256 * 1024;
 /// How often `/proc/vmstat` is read again (by whichever write comes first after this).
 pub const DIRTY_CHECK_INTERVAL_MS: u64 = 100;
-/// An inline write slower than this sends writes to io_uring for a while.
+/// An inline write slower than this that slept sends writes to io_uring for a while.
 pub const INLINE_WRITE_SLOW_US: u64 = 2_000;
+/// An inline write slower than this sends writes to io_uring for a while, slept or not
+/// (reclaim or compaction yield the CPU without sleeping; a hypervisor's stall of a few ms,
+/// the usual reason for a slow write that never slept, stays well under it).
+pub const INLINE_WRITE_STALL_US: u64 = 10_000;
 /// How long writes go to io_uring after a slow inline write (the first of a streak).
 pub const INLINE_WRITE_BACKOFF_MS: u64 = 1_000;
 /// The longest back-off, reached after seven slow inline writes in a row.
@@ -127,26 +133,28 @@ pub fn write_allowed(bytes: usize) -> bool {
 /// new page-cache memory, another guest on the core). An io_uring worker would have been
 /// stalled alike, so it does not send writes there (each back-off sends a second or more of
 /// writes to io_uring, about one in sixteen 3-5 s benchmark runs here had one).
-pub fn note_write(took: Duration, slept: bool, path: &std::path::Path) {
+/// Returns whether this write set (or lengthened) the back-off.
+pub fn note_write(took: Duration, slept: bool, path: &std::path::Path) -> bool {
     let took_us = took.as_micros() as u64;
     if took_us <= INLINE_WRITE_SLOW_US {
         SLOW_STREAK.store(0, Ordering::Relaxed);
-        return;
+        return false;
     }
-    if !slept {
+    if !slept && took_us <= INLINE_WRITE_STALL_US {
         tracing::debug!(path = %path.display(), took_us, "slow inline write that never slept (preempted or stalled): no back-off");
-        return;
+        return false;
     }
     let now = now_ms();
     let started = now.saturating_sub(took_us / 1000);
     if started < BACKOFF_SET_AT_MS.load(Ordering::Relaxed) {
-        return;
+        return false;
     }
     BACKOFF_SET_AT_MS.fetch_max(now, Ordering::Relaxed);
     let streak = SLOW_STREAK.fetch_add(1, Ordering::Relaxed) + 1;
     let backoff = backoff_ms(streak);
     BACKOFF_UNTIL_MS.fetch_max(now + backoff, Ordering::Relaxed);
-    tracing::info!(path = %path.display(), took_us, streak, "slow inline write: writes go through io_uring workers for {backoff} ms");
+    tracing::info!(path = %path.display(), took_us, slept, streak, "slow inline write: writes go through io_uring workers for {backoff} ms");
+    true
 }
 
 /// The back-off after the `streak`-th slow inline write in a row (from 1).
@@ -294,14 +302,16 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_write_that_never_slept_does_not_back_off() {
-        // Process-wide state: no other test here writes slowly or sets a back-off.
+    fn a_slow_write_backs_off_if_it_slept_or_stalled_long() {
         let path = std::path::Path::new("test");
-        let until = BACKOFF_UNTIL_MS.load(Ordering::Relaxed);
-        note_write(Duration::from_millis(50), false, path);
-        assert_eq!(BACKOFF_UNTIL_MS.load(Ordering::Relaxed), until, "preempted, not waiting: no back-off");
-        note_write(Duration::from_millis(50), true, path);
-        assert!(BACKOFF_UNTIL_MS.load(Ordering::Relaxed) > now_ms(), "a slow write that slept backs off");
+        assert!(!note_write(Duration::from_millis(1), true, path), "a fast write");
+        assert!(!note_write(Duration::from_millis(5), false, path), "preempted a few ms, not waiting: no back-off");
+        // Each starts after the last back-off was set (the stall counting rule), as its
+        // start is now minus its length and the clock has moved on by then.
+        std::thread::sleep(Duration::from_millis(25));
+        assert!(note_write(Duration::from_millis(20), false, path), "a stall past INLINE_WRITE_STALL_US backs off, slept or not");
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(note_write(Duration::from_millis(3), true, path), "a slow write that slept backs off");
         BACKOFF_UNTIL_MS.store(0, Ordering::Relaxed);
         BACKOFF_SET_AT_MS.store(0, Ordering::Relaxed);
         SLOW_STREAK.store(0, Ordering::Relaxed);

@@ -69,6 +69,19 @@ impl Listener {
         self.inner.local_addr()
     }
 
+    /// Stops listening (`shutdown(SHUT_RD)` of the listening socket): connections waiting to
+    /// be accepted are reset, an accept in flight fails, and the socket leaves its
+    /// SO_REUSEPORT group, so new connections go to the other listeners of the port.
+    pub fn stop_listening(&self) -> io::Result<()> {
+        // SAFETY: shutdown(2) on a descriptor this listener owns.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::shutdown(self.inner.as_raw_fd(), libc::SHUT_RD) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     pub async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
         let (inner, peer) = self.inner.accept().await?;
         Ok((Stream { inner }, peer))
