@@ -1,9 +1,11 @@
 //! The network side of a broker: the listener, one task per connection, and shutdown.
 //!
 //! Each connection starts one size-prefixed request at a time and answers in request order.
-//! It reads on past a Produce that waits for fdatasync or replicas once that Produce's
-//! appends are done (group commit); after any other request it waits until the answer is
-//! written, as Kafka does (`serve_connection`).
+//! It reads on past a Produce once that Produce's appends have taken their turns in the
+//! connection's per-partition order (`AppendOrder`), so the next Produce appends while this
+//! one's appends run on other shards or wait for fdatasync or replicas (group commit); after
+//! any other request it waits until the answer is written, as Kafka does
+//! (`serve_connection`), and any other request starts once every earlier append is over.
 //!
 //! Limits: `request_bytes_max` per frame (checked before any allocation), the shared request
 //! memory budget, a read buffer of at most one frame plus one read chunk per connection,
@@ -27,7 +29,7 @@ use tracing::{debug, info, warn};
 use crate::broker::Broker;
 use crate::shards::Shards;
 use crate::config::BrokerConfig;
-use crate::handlers::{dispatch, FetchResponse, Piece, Reply};
+use crate::handlers::{dispatch, AppendOrder, FetchResponse, Piece, Pipeline, Reply};
 use crate::protocol::parse_request;
 
 /// How long shutdown waits for in-flight requests before closing the logs anyway.
@@ -512,9 +514,10 @@ async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: 
 
 /// Produce requests of one connection read but not yet answered, at most (give or take the
 /// one being started and the one being written). A request is started once the one before
-/// it has taken effect (for a Produce with acks 1 or all: its appends are done), so while a
-/// Produce waits for fdatasync or for the replicas, the next ones append and share that wait
-/// (group commit). Answers leave in request order.
+/// it has taken effect (for a Produce with acks 1 or all: its appends have taken their
+/// turns), so while a Produce's appends run on other shards or wait for fdatasync or for the
+/// replicas, the next ones queue behind them and share that wait (group commit). Answers
+/// leave in request order.
 const PIPELINE_MAX: usize = 16;
 
 /// Share of the request memory budget that reads past unanswered requests must leave free,
@@ -559,6 +562,10 @@ async fn read_requests<'a>(broker: &'a Rc<Broker>, stream: &Stream, peer: Socket
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let reserve = (broker.config.request_memory_max / crate::shards::BUDGET_UNIT_BYTES) as usize / PIPELINE_BUDGET_RESERVE_DIVISOR;
     let mut pipelining = false;
+    // This connection's order of appends per partition, and the ends of the appends of
+    // Produce requests started but maybe not over (at most about `PIPELINE_MAX`).
+    let order = Rc::new(AppendOrder::default());
+    let mut appending: Vec<tokio::sync::oneshot::Receiver<()>> = Vec::new();
     loop {
         if shutdown.requested.get() {
             return;
@@ -595,18 +602,37 @@ async fn read_requests<'a>(broker: &'a Rc<Broker>, stream: &Stream, peer: Socket
             }
         };
         let api = request.api_key;
+        if api == ApiKey::Produce {
+            appending.retain_mut(|end| matches!(end.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Empty)));
+        } else {
+            // Any other request starts once every earlier append is over: a Fetch on the same
+            // connection reads them, as if each Produce had been answered first.
+            for end in appending.drain(..) {
+                tokio::select! {
+                    _ = end => {}
+                    _ = shutdown.wait() => return,
+                }
+            }
+        }
+        let (ordered, is_ordered) = tokio::sync::oneshot::channel();
         let (appended, is_appended) = tokio::sync::oneshot::channel();
+        let pipeline = Pipeline { order: Rc::clone(&order), ordered, appended };
         let mut task = fjord_storage::io::spawn({
             let broker = Rc::clone(broker);
-            async move { dispatch(&broker, request, Some(appended)).await }
+            async move { dispatch(&broker, request, Some(pipeline)).await }
         });
         // The next request waits until this one has taken effect: until it is answered, or
-        // for a Produce with acks 1 or all, until its appends are done.
+        // for a Produce with acks 1 or all, until its appends have taken their turns in the
+        // connection's order (`AppendOrder`): a later Produce's append to a partition then
+        // follows this one's, and any other request waits for them to be over (above).
         let reply = tokio::select! {
             biased;
             answered = &mut task => Pending::Ready(handler_reply(answered)),
-            Ok(()) = is_appended => Pending::Later(task),
+            Ok(()) = is_ordered => Pending::Later(task),
         };
+        if matches!(reply, Pending::Later(_)) {
+            appending.push(is_appended);
+        }
         pipelining = matches!(reply, Pending::Later(_));
         let closing = matches!(reply, Pending::Ready(Reply::Close(_)));
         in_flight.answers.set(in_flight.answers.get() + 1);

@@ -621,3 +621,83 @@ fn connections_spread_over_shards_are_all_served() {
     drop(conns);
     assert_clients_still_work(&mut broker, "24 connections over 3 shards");
 }
+
+#[test]
+fn a_burst_of_produces_over_shards_keeps_each_partitions_order_and_a_later_request_sees_it() {
+    // One connection sends 12 Produce requests (acks=1, each to all 4 partitions, which 2
+    // shards own) and then ListOffsets, before reading anything. A Produce's appends need
+    // not be done before the next Produce starts; each batch is over 256 KiB, so its write
+    // goes through io_uring and takes a while. An idempotent producer's sequence on each
+    // partition checks that no partition saw the batches out of order (a gap is refused),
+    // and the ListOffsets, a request of another kind, must see every append.
+    const PARTITIONS: i32 = 4;
+    const REQUESTS: i32 = 12;
+    const PER_BATCH: i32 = 3;
+    const VALUE_BYTES: usize = 100 * 1024;
+    let mut broker = TestBroker::start_with("produce-burst-shards", &["--shards", "2"]);
+    let topic = "burst";
+    let mut conn = Conn::connect(broker.addr());
+    assert_created(wire::create_topic(&mut conn, 1, topic, PARTITIONS));
+    let (error, producer_id, epoch) = wire::init_producer_id(&mut conn, 2);
+    assert_eq!(error, NONE, "InitProducerId");
+    let batch = |first: i32| {
+        let values: Vec<Vec<u8>> = (first..first + PER_BATCH)
+            .map(|s| {
+                let mut value = format!("seq {s} ").into_bytes();
+                value.resize(VALUE_BYTES, b'.');
+                value
+            })
+            .collect();
+        let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, v.as_slice())).collect();
+        wire::record_batch(&records, 1_700_000_000_000, Producer { id: producer_id, epoch, base_sequence: first })
+    };
+    let mut burst = Vec::new();
+    for i in 0..REQUESTS {
+        let mut body = Encoder::new();
+        body.null_string().i16(1).i32(10_000).i32(1).string(topic).i32(PARTITIONS);
+        for p in 0..PARTITIONS {
+            body.i32(p).bytes(&batch(i * PER_BATCH));
+        }
+        burst.extend(wire::request_frame(wire::PRODUCE, 3, 100 + i, &body.0));
+    }
+    let mut list = Encoder::new();
+    list.i32(-1).i32(1).string(topic).i32(PARTITIONS);
+    for p in 0..PARTITIONS {
+        list.i32(p).i64(-1);
+    }
+    burst.extend(wire::request_frame(wire::LIST_OFFSETS, 1, 999, &list.0));
+    conn.send(&burst).expect("send the burst");
+    for i in 0..REQUESTS {
+        let Received::Frame(frame) = conn.receive() else { panic!("connection closed before answer {i}") };
+        let mut d = wire::Decoder::new(&frame);
+        assert_eq!(d.i32(), 100 + i, "answers come in request order");
+        assert_eq!(d.array_len(), 1);
+        assert_eq!(d.string().as_deref(), Some(topic));
+        assert_eq!(d.array_len(), PARTITIONS as usize);
+        for p in 0..PARTITIONS {
+            assert_eq!(d.i32(), p);
+            assert_eq!(d.i16(), NONE, "request {i}, partition {p} refused: out of order?");
+            assert_eq!(d.i64(), i64::from(i * PER_BATCH), "request {i}, partition {p}: base offset");
+            let _log_append_time = d.i64();
+        }
+    }
+    let Received::Frame(frame) = conn.receive() else { panic!("connection closed before the ListOffsets answer") };
+    let mut d = wire::Decoder::new(&frame);
+    assert_eq!(d.i32(), 999);
+    assert_eq!(d.array_len(), 1);
+    assert_eq!(d.string().as_deref(), Some(topic));
+    assert_eq!(d.array_len(), PARTITIONS as usize);
+    for p in 0..PARTITIONS {
+        assert_eq!(d.i32(), p);
+        assert_eq!(d.i16(), NONE);
+        let _timestamp = d.i64();
+        assert_eq!(d.i64(), i64::from(REQUESTS * PER_BATCH), "partition {p}: ListOffsets after the burst sees every append");
+    }
+    for p in 0..PARTITIONS {
+        let values = kcat_consume(&broker, topic, "%s\n", &["-p", &p.to_string(), "-o", "beginning"]);
+        let sequences: Vec<&str> = values.lines().map(|v| v.trim_end_matches('.')).collect();
+        let expected: Vec<String> = (0..REQUESTS * PER_BATCH).map(|s| format!("seq {s} ")).collect();
+        assert_eq!(sequences, expected, "partition {p} in sequence order");
+    }
+    assert_clients_still_work(&mut broker, "a burst of produces over shards");
+}

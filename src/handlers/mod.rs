@@ -21,7 +21,7 @@ use crate::protocol::{self, Request};
 
 pub use fetch::{FetchResponse, PartitionRead, Piece};
 pub use list_offsets::list_offset;
-pub use produce::{produce_partition, AppendDone, PartitionOutcome};
+pub use produce::{produce_partition, AppendDone, AppendOrder, PartitionOutcome, Pipeline};
 
 /// What the connection sends back for one request.
 pub enum Reply {
@@ -36,9 +36,9 @@ pub enum Reply {
 }
 
 /// Routes a parsed request to its handler.
-/// Answers one request. `appended` is for Produce (see `produce::handle`); other requests
+/// Answers one request. `pipeline` is for Produce (see `produce::handle`); other requests
 /// drop it when they are done.
-pub async fn dispatch(broker: &Rc<Broker>, request: Request, appended: Option<tokio::sync::oneshot::Sender<()>>) -> Reply {
+pub async fn dispatch(broker: &Rc<Broker>, request: Request, pipeline: Option<produce::Pipeline>) -> Reply {
     let Some((min, max)) = protocol::supported_versions(request.api_key) else {
         return Reply::Close(format!("API {:?} is not served by Fjord", request.api_key));
     };
@@ -58,7 +58,7 @@ pub async fn dispatch(broker: &Rc<Broker>, request: Request, appended: Option<to
     }
     let result = match request.api_key {
         ApiKey::Metadata => metadata::handle(broker, &request).await,
-        ApiKey::Produce => produce::handle(broker, &request, appended).await,
+        ApiKey::Produce => produce::handle(broker, &request, pipeline).await,
         ApiKey::Fetch => fetch::handle(broker, &request).await,
         ApiKey::ListOffsets => list_offsets::handle(broker, &request).await,
         ApiKey::CreateTopics => admin::create_topics(broker, &request).await,

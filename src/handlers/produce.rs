@@ -41,19 +41,72 @@ impl PartitionOutcome {
 }
 
 /// Marks the end of one partition's append (appended, refused or abandoned) by adding a
-/// permit to a semaphore the request's handler counts: dropped on any path, on any shard.
-pub struct AppendDone(Option<Arc<Semaphore>>);
+/// permit to a semaphore the request's handler counts, and by telling the connection's next
+/// append to the partition that its turn came (`AppendOrder`): dropped on any path, on any
+/// shard.
+pub struct AppendDone {
+    appended: Option<Arc<Semaphore>>,
+    next: Option<oneshot::Sender<()>>,
+}
 
 impl AppendDone {
-    pub fn new(appended: &Arc<Semaphore>) -> AppendDone {
-        AppendDone(Some(Arc::clone(appended)))
+    pub fn new(appended: &Arc<Semaphore>, next: Option<oneshot::Sender<()>>) -> AppendDone {
+        AppendDone { appended: Some(Arc::clone(appended)), next }
     }
 
     fn now(&mut self) {
-        if let Some(appended) = self.0.take() {
+        if let Some(appended) = self.appended.take() {
             appended.add_permits(1);
         }
+        if let Some(next) = self.next.take() {
+            let _ = next.send(());
+        }
     }
+}
+
+/// Entries of an `AppendOrder` past which the finished ones are dropped.
+const APPEND_ORDER_PRUNE_AT: usize = 1024;
+
+/// The order of one connection's appends to each partition. A partition's append from a
+/// later Produce of the connection starts only once the one from the earlier Produce is
+/// over (appended, refused or abandoned). So the connection may start its next Produce as
+/// soon as this one's appends have taken their turns, without waiting for them to be done:
+/// a Produce whose partitions live on another shard no longer holds the connection for the
+/// round trip to that shard, and yet no partition sees the connection's batches out of
+/// order. Each turn is taken before the connection reads its next request.
+#[derive(Default)]
+pub struct AppendOrder {
+    /// Per partition, the end of the connection's last append to it.
+    last: std::cell::RefCell<std::collections::HashMap<(String, i32), oneshot::Receiver<()>>>,
+    /// Size at which the finished entries are dropped next (grows with the live ones).
+    prune_at: std::cell::Cell<usize>,
+}
+
+impl AppendOrder {
+    /// Takes the next turn at `topic`-`index`: what to wait for first (the end of the
+    /// connection's previous append there, if it may still run), and the signal that ends
+    /// this one (given to `AppendDone`).
+    pub fn turn(&self, topic: &str, index: i32) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
+        let (end, ended) = oneshot::channel();
+        let mut last = self.last.borrow_mut();
+        let before = last.insert((topic.to_string(), index), ended);
+        if last.len() >= self.prune_at.get().max(APPEND_ORDER_PRUNE_AT) {
+            last.retain(|_, ended| matches!(ended.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+            self.prune_at.set(2 * last.len());
+        }
+        (before, end)
+    }
+}
+
+/// What a Produce tells the connection that read it (`server.rs`): `ordered` once every
+/// partition's append has taken its turn (the connection may start its next request then,
+/// if that is a Produce too), `appended` once every append is over (any other request waits
+/// for that). An acks=0 Produce tells neither: the connection waits for its answer, as a
+/// refusal must close the connection before the next request takes effect.
+pub struct Pipeline {
+    pub order: Rc<AppendOrder>,
+    pub ordered: oneshot::Sender<()>,
+    pub appended: oneshot::Sender<()>,
 }
 
 impl Drop for AppendDone {
@@ -63,8 +116,23 @@ impl Drop for AppendDone {
 }
 
 /// Appends to a partition this shard owns and, for acks=all, waits until the records are
-/// durable and on every in-sync replica. `done` is marked as soon as the append is over.
-pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, records: Option<Bytes>, acks: i16, timeout_ms: i32, mut done: AppendDone) -> PartitionOutcome {
+/// durable and on every in-sync replica. It starts once `after` fires or is dropped (the
+/// end of the connection's previous append to the partition), and `done` is marked as soon
+/// as the append is over.
+#[allow(clippy::too_many_arguments)]
+pub async fn produce_partition(
+    broker: Rc<Broker>,
+    topic: String,
+    index: i32,
+    records: Option<Bytes>,
+    acks: i16,
+    timeout_ms: i32,
+    after: Option<oneshot::Receiver<()>>,
+    mut done: AppendDone,
+) -> PartitionOutcome {
+    if let Some(after) = after {
+        let _ = after.await;
+    }
     // Refusing because this broker has not read the state that made it the leader yet would
     // send an idempotent producer's next request (already in flight) here with a sequence
     // gap, which librdkafka answers by renumbering every unacknowledged message under a new
@@ -122,12 +190,19 @@ pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, re
     PartitionOutcome { error: None, base_offset: appended.base_offset, log_start_offset: partition.log_start_offset() }
 }
 
-/// Answers a Produce. With acks 1 or all, `appended` is told once every partition's append
-/// is over, before the acks=all waits: the connection may read its next request then, so
-/// later appends share this one's fdatasync and replication wait (group commit), in order.
-pub async fn handle(broker: &Rc<Broker>, request: &Request, appended: Option<oneshot::Sender<()>>) -> anyhow::Result<Reply> {
+/// Answers a Produce. With acks 1 or all, `pipeline` is told once every partition's append
+/// has taken its turn in the connection's order and again once all are over, before the
+/// acks=all waits: the connection may read its next request then, so later appends share
+/// this one's fdatasync and replication wait (group commit), in order.
+pub async fn handle(broker: &Rc<Broker>, request: &Request, pipeline: Option<Pipeline>) -> anyhow::Result<Reply> {
     let body: ProduceRequest = decode_body(request)?;
     let acks = body.acks;
+    // An acks=0 Produce takes its turns too (it must follow the connection's earlier
+    // appends) but tells nothing: the connection waits for its end.
+    let (order, signals) = match pipeline {
+        Some(Pipeline { order, ordered, appended }) => (Some(order), (acks != 0).then_some((ordered, appended))),
+        None => (None, None),
+    };
     let appends = Arc::new(Semaphore::new(0));
     let mut appending = 0u32;
     // One message per other shard carrying all of its partitions, sent first so that shard
@@ -152,19 +227,29 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request, appended: Option<one
             }
             outcomes.push(None);
             appending += 1;
-            let done = AppendDone::new(&appends);
+            let (after, next) = match &order {
+                Some(order) => {
+                    let (after, next) = order.turn(&name, data.index);
+                    (after, Some(next))
+                }
+                None => (None, None),
+            };
+            let done = AppendDone::new(&appends, next);
             match broker.shards.owner_of(&name, data.index) {
-                Some(shard) => remote.push(shard, slot, ProducePart { topic: name.clone(), index: data.index, records: data.records.clone(), done }),
-                None => local.push((slot, name.clone(), data.index, data.records.clone(), done)),
+                Some(shard) => remote.push(shard, slot, ProducePart { topic: name.clone(), index: data.index, records: data.records.clone(), after, done }),
+                None => local.push((slot, name.clone(), data.index, data.records.clone(), after, done)),
             }
         }
     }
     let remote: Vec<_> = remote.into_groups().map(|(shard, slots, parts)| (slots, broker.shards.produce(shard, parts, acks, body.timeout_ms))).collect();
     let local: Vec<_> = local
         .into_iter()
-        .map(|(slot, topic, index, records, done)| (slot, fjord_storage::io::spawn(produce_partition(Rc::clone(broker), topic, index, records, acks, body.timeout_ms, done))))
+        .map(|(slot, topic, index, records, after, done)| (slot, fjord_storage::io::spawn(produce_partition(Rc::clone(broker), topic, index, records, acks, body.timeout_ms, after, done))))
         .collect();
-    if let Some(appended) = appended.filter(|_| acks != 0) {
+    if let Some((ordered, appended)) = signals {
+        // Every turn is taken (above, before any await) and the other shards' parts are in
+        // their inboxes behind this connection's earlier ones.
+        let _ = ordered.send(());
         // Every AppendDone adds its permit when dropped, wherever it went, so this ends.
         if appends.acquire_many(appending).await.is_ok() {
             let _ = appended.send(());
@@ -224,4 +309,40 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request, appended: Option<one
         });
     }
     frame(request, &response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_append_to_a_partition_waits_for_the_connections_previous_one_there() {
+        let order = AppendOrder::default();
+        let (first_after, first_end) = order.turn("t", 0);
+        assert!(first_after.is_none(), "nothing before the first append");
+        let (other_after, _other_end) = order.turn("t", 1);
+        assert!(other_after.is_none(), "another partition does not wait");
+        let (second_after, _second_end) = order.turn("t", 0);
+        let mut second_after = second_after.expect("the second append waits");
+        assert!(matches!(second_after.try_recv(), Err(oneshot::error::TryRecvError::Empty)), "not before the first is over");
+        drop(first_end); // an append that is abandoned ends its turn too
+        assert!(second_after.try_recv().is_err_and(|e| e == oneshot::error::TryRecvError::Closed));
+    }
+
+    #[test]
+    fn finished_turns_are_forgotten_once_there_are_many() {
+        let order = AppendOrder::default();
+        let mut ends = Vec::new();
+        for index in 0..APPEND_ORDER_PRUNE_AT as i32 - 1 {
+            let (_, end) = order.turn("t", index);
+            let _ = end.send(());
+        }
+        for index in 0..10 {
+            let (_, end) = order.turn("u", index);
+            ends.push(end);
+        }
+        assert!(order.last.borrow().len() <= 10 + 1, "finished entries pruned, {} left", order.last.borrow().len());
+        let (after, _) = order.turn("u", 3);
+        assert!(after.is_some(), "a live entry kept");
+    }
 }
