@@ -201,10 +201,10 @@ impl Partition {
     /// their answer is there. Idempotent producers' sets are checked one after the other in
     /// the group's order, each against the table as the sets before it left it. Large sets
     /// go one by one. A queued set may be written before a large set that waits for the log
-    /// ahead of it: they come from different requests, which carry no order between them (a
-    /// connection starts a Produce only after the previous one's appends are done; a request
-    /// naming one partition twice is the one case this could reorder, which Kafka clients
-    /// never send).
+    /// ahead of it: they come from different connections, which carry no order between them
+    /// (one connection's appends to a partition start one after the other: each waits for
+    /// the end of the one before, `handlers::AppendOrder`, a request naming one partition
+    /// twice included).
     pub async fn append(&self, records: Bytes, leader_epoch: i32) -> Result<Appended, AppendError> {
         if records.len() <= GROUP_APPEND_SET_BYTES_MAX {
             if let Ok(log) = self.log.try_lock() {

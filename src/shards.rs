@@ -380,6 +380,9 @@ where
                     let answer = match crate::protocol::parse_request(payload) {
                         Err(error) => FrameReply::Close(error.to_string()),
                         Ok(mut request) => {
+                            // A Produce is split by partition, never forwarded whole: it must
+                            // take its turns on its own connection (`AppendOrder`).
+                            debug_assert_ne!(request.api_key, kafka_protocol::messages::ApiKey::Produce, "a Produce forwarded whole");
                             request.peer = peer;
                             match handlers::dispatch(&broker, request, None).await {
                                 Reply::Frame(bytes) => FrameReply::Frame(bytes),

@@ -489,6 +489,45 @@ fn a_refused_acks_0_produce_closes_before_the_next_request_takes_effect() {
 }
 
 #[test]
+fn a_refused_acks_0_produce_behind_a_running_acks_1_one_still_closes_first() {
+    // An acks=1 Produce lets the connection go on once its appends have taken their turns,
+    // not once they are done; an acks=0 Produce behind it that is refused must still close
+    // the connection before the request after it takes effect, after the acks=1 answer.
+    let mut broker = TestBroker::start_with("acks0-behind-acks1", &["--shards", "2"]);
+    let mut conn = Conn::connect(broker.addr());
+    assert_created(wire::create_topic(&mut conn, 1, "gate", 2));
+    // Over 256 KiB: written through io_uring, so its append takes a while.
+    let big = vec![b'x'; 300 * 1024];
+    let first = wire::record_batch(&[(None, big.as_slice())], 1_700_000_000_000, NO_PRODUCER);
+    let batch = wire::record_batch(&[(None, b"must-not-land")], 1_700_000_000_000, NO_PRODUCER);
+    let mut burst = Vec::new();
+    for p in 0..2 {
+        burst.extend(wire::request_frame(wire::PRODUCE, 3, 10 + p, &produce_body("gate", p, 1, &first)));
+    }
+    burst.extend(wire::request_frame(wire::PRODUCE, 3, 20, &produce_body("gate", 7, 0, &batch))); // no partition 7
+    for p in 0..2 {
+        burst.extend(wire::request_frame(wire::PRODUCE, 3, 30 + p, &produce_body("gate", p, 0, &batch)));
+    }
+    conn.send(&burst).expect("send the burst");
+    for p in 0..2 {
+        let Received::Frame(frame) = conn.receive() else { panic!("closed before the acks=1 answer for partition {p}") };
+        let mut d = wire::Decoder::new(&frame);
+        assert_eq!(d.i32(), 10 + p, "the acks=1 answers come first");
+        assert_eq!(d.array_len(), 1);
+        assert_eq!(d.string().as_deref(), Some("gate"));
+        assert_eq!(d.array_len(), 1);
+        assert_eq!(d.i32(), p);
+        assert_eq!(d.i16(), NONE, "the acks=1 produce to partition {p}");
+    }
+    conn.expect_closed("a refused acks=0 produce behind acks=1 ones");
+    let mut check = Conn::connect(broker.addr());
+    for p in 0..2 {
+        assert_eq!(wire::list_offset(&mut check, 40 + p, "gate", p, -1), (NONE, 1), "partition {p}: only the acks=1 batch landed");
+    }
+    assert_clients_still_work(&mut broker, "after a refused acks=0 produce behind acks=1 ones");
+}
+
+#[test]
 fn concurrent_producers_to_one_partition_get_disjoint_contiguous_offsets() {
     // Sixteen connections append small batches to one partition at once, so appends queue
     // behind each other and are written in groups: every record gets exactly one offset,

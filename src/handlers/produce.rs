@@ -76,8 +76,10 @@ const APPEND_ORDER_PRUNE_AT: usize = 1024;
 /// order. Each turn is taken before the connection reads its next request.
 #[derive(Default)]
 pub struct AppendOrder {
-    /// Per partition, the end of the connection's last append to it.
-    last: std::cell::RefCell<std::collections::HashMap<(String, i32), oneshot::Receiver<()>>>,
+    /// Per topic and partition, the end of the connection's last append to it.
+    last: std::cell::RefCell<std::collections::HashMap<String, std::collections::HashMap<i32, oneshot::Receiver<()>>>>,
+    /// Entries in `last`.
+    entries: std::cell::Cell<usize>,
     /// Size at which the finished entries are dropped next (grows with the live ones).
     prune_at: std::cell::Cell<usize>,
 }
@@ -89,10 +91,21 @@ impl AppendOrder {
     pub fn turn(&self, topic: &str, index: i32) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
         let (end, ended) = oneshot::channel();
         let mut last = self.last.borrow_mut();
-        let before = last.insert((topic.to_string(), index), ended);
-        if last.len() >= self.prune_at.get().max(APPEND_ORDER_PRUNE_AT) {
-            last.retain(|_, ended| matches!(ended.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
-            self.prune_at.set(2 * last.len());
+        let partitions = match last.get_mut(topic) {
+            Some(partitions) => partitions,
+            None => last.entry(topic.to_string()).or_default(),
+        };
+        let before = partitions.insert(index, ended);
+        if before.is_none() {
+            self.entries.set(self.entries.get() + 1);
+        }
+        if self.entries.get() >= self.prune_at.get().max(APPEND_ORDER_PRUNE_AT) {
+            last.retain(|_, partitions| {
+                partitions.retain(|_, ended| matches!(ended.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+                !partitions.is_empty()
+            });
+            self.entries.set(last.values().map(|partitions| partitions.len()).sum());
+            self.prune_at.set(2 * self.entries.get());
         }
         (before, end)
     }
@@ -191,9 +204,10 @@ pub async fn produce_partition(
 }
 
 /// Answers a Produce. With acks 1 or all, `pipeline` is told once every partition's append
-/// has taken its turn in the connection's order and again once all are over, before the
-/// acks=all waits: the connection may read its next request then, so later appends share
-/// this one's fdatasync and replication wait (group commit), in order.
+/// has taken its turn in the connection's order (`ordered`: the connection may start its
+/// next Produce, whose appends queue behind these and share their fdatasync and replication
+/// wait, group commit) and again once all are over, before the acks=all waits (`appended`:
+/// a request of any other kind may start).
 pub async fn handle(broker: &Rc<Broker>, request: &Request, pipeline: Option<Pipeline>) -> anyhow::Result<Reply> {
     let body: ProduceRequest = decode_body(request)?;
     let acks = body.acks;
@@ -341,7 +355,8 @@ mod tests {
             let (_, end) = order.turn("u", index);
             ends.push(end);
         }
-        assert!(order.last.borrow().len() <= 10 + 1, "finished entries pruned, {} left", order.last.borrow().len());
+        assert!(order.entries.get() <= 10 + 1, "finished entries pruned, {} left", order.entries.get());
+        assert_eq!(order.entries.get(), order.last.borrow().values().map(|p| p.len()).sum::<usize>());
         let (after, _) = order.turn("u", 3);
         assert!(after.is_some(), "a live entry kept");
     }
