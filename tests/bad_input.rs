@@ -437,6 +437,24 @@ fn produce_body(topic: &str, partition: i32, acks: i16, records: &[u8]) -> Vec<u
     body.0
 }
 
+/// A Produce v3 answer of one topic: (correlation id, per partition (index, error code,
+/// base offset)).
+fn produce_answer(frame: &[u8], topic: &str) -> (i32, Vec<(i32, i16, i64)>) {
+    let mut d = wire::Decoder::new(frame);
+    let correlation_id = d.i32();
+    assert_eq!(d.array_len(), 1, "topics in the Produce answer");
+    assert_eq!(d.string().as_deref(), Some(topic));
+    let partitions = d.array_len();
+    let answers = (0..partitions)
+        .map(|_| {
+            let (index, error, base_offset) = (d.i32(), d.i16(), d.i64());
+            let _log_append_time = d.i64();
+            (index, error, base_offset)
+        })
+        .collect();
+    (correlation_id, answers)
+}
+
 #[test]
 fn pipelined_produce_requests_append_and_answer_in_request_order() {
     // One connection sends 20 acks=all requests to one partition before reading anything:
@@ -455,14 +473,9 @@ fn pipelined_produce_requests_append_and_answer_in_request_order() {
     conn.send(&burst).expect("send the burst");
     for i in 0..REQUESTS {
         let Received::Frame(frame) = conn.receive() else { panic!("connection closed before answer {i}") };
-        let mut d = wire::Decoder::new(&frame);
-        assert_eq!(d.i32(), 100 + i, "answers come in request order");
-        assert_eq!(d.array_len(), 1);
-        assert_eq!(d.string().as_deref(), Some("pipe"));
-        assert_eq!(d.array_len(), 1);
-        assert_eq!(d.i32(), 0);
-        assert_eq!(d.i16(), NONE, "request {i} refused");
-        assert_eq!(d.i64(), i64::from(i) * 3, "request {i} appended out of order");
+        let (correlation_id, answers) = produce_answer(&frame, "pipe");
+        assert_eq!(correlation_id, 100 + i, "answers come in request order");
+        assert_eq!(answers, [(0, NONE, i64::from(i) * 3)], "request {i}: refused or appended out of order");
     }
     let values = kcat_consume(&broker, "pipe", "%o %s\n", &["-o", "beginning"]);
     let expected: String = (0..REQUESTS).map(|i| format!("{} request-{i}\n{} second\n{} third\n", i * 3, i * 3 + 1, i * 3 + 2)).collect();
@@ -511,13 +524,9 @@ fn a_refused_acks_0_produce_behind_a_running_acks_1_one_still_closes_first() {
     conn.send(&burst).expect("send the burst");
     for p in 0..2 {
         let Received::Frame(frame) = conn.receive() else { panic!("closed before the acks=1 answer for partition {p}") };
-        let mut d = wire::Decoder::new(&frame);
-        assert_eq!(d.i32(), 10 + p, "the acks=1 answers come first");
-        assert_eq!(d.array_len(), 1);
-        assert_eq!(d.string().as_deref(), Some("gate"));
-        assert_eq!(d.array_len(), 1);
-        assert_eq!(d.i32(), p);
-        assert_eq!(d.i16(), NONE, "the acks=1 produce to partition {p}");
+        let (correlation_id, answers) = produce_answer(&frame, "gate");
+        assert_eq!(correlation_id, 10 + p, "the acks=1 answers come first");
+        assert_eq!(answers, [(p, NONE, 0)], "the acks=1 produce to partition {p}");
     }
     conn.expect_closed("a refused acks=0 produce behind acks=1 ones");
     let mut check = Conn::connect(broker.addr());
@@ -708,17 +717,10 @@ fn a_burst_of_produces_over_shards_keeps_each_partitions_order_and_a_later_reque
     conn.send(&burst).expect("send the burst");
     for i in 0..REQUESTS {
         let Received::Frame(frame) = conn.receive() else { panic!("connection closed before answer {i}") };
-        let mut d = wire::Decoder::new(&frame);
-        assert_eq!(d.i32(), 100 + i, "answers come in request order");
-        assert_eq!(d.array_len(), 1);
-        assert_eq!(d.string().as_deref(), Some(topic));
-        assert_eq!(d.array_len(), PARTITIONS as usize);
-        for p in 0..PARTITIONS {
-            assert_eq!(d.i32(), p);
-            assert_eq!(d.i16(), NONE, "request {i}, partition {p} refused: out of order?");
-            assert_eq!(d.i64(), i64::from(i * PER_BATCH), "request {i}, partition {p}: base offset");
-            let _log_append_time = d.i64();
-        }
+        let (correlation_id, answers) = produce_answer(&frame, topic);
+        assert_eq!(correlation_id, 100 + i, "answers come in request order");
+        let expected: Vec<(i32, i16, i64)> = (0..PARTITIONS).map(|p| (p, NONE, i64::from(i * PER_BATCH))).collect();
+        assert_eq!(answers, expected, "request {i}: a partition refused (out of order?) or at another offset");
     }
     let Received::Frame(frame) = conn.receive() else { panic!("connection closed before the ListOffsets answer") };
     let mut d = wire::Decoder::new(&frame);
