@@ -509,13 +509,15 @@ impl Partition {
         }
     }
 
-    /// When the log is cut below the saved high watermark: removes the file, so that a
-    /// crash after the log grew back with records not committed (yet) cannot restore a high
-    /// watermark that covers them. The caller holds `hw_file` until the lowered high
-    /// watermark is in place, so no checkpoint saves the one from before the cut.
+    /// When the log is cut below the saved high watermark: removes the file, durably (the
+    /// directory is synced), before the cut, so that a crash after the log grew back with
+    /// records not committed (yet) cannot restore a high watermark that covers them. The
+    /// caller holds `hw_file` until the lowered high watermark is in place, so no checkpoint
+    /// saves the one from before the cut.
     pub(crate) async fn forget_high_watermark_above(&self, file: &mut HighWatermarkFile, offset: i64) -> Result<(), StorageError> {
         if file.saved.is_some_and(|saved| saved > offset) {
             fjord_storage::io::remove_file(&self.dir.join(HIGH_WATERMARK_FILE)).await?;
+            fjord_storage::io::sync_dir(&self.dir).await?;
             file.saved = None;
         }
         Ok(())
