@@ -80,16 +80,7 @@ impl File {
     /// The same open file for another thread to read from: a second descriptor (`dup`),
     /// with this file's residency mapping shared rather than made again (see `cached`).
     pub fn share(&self) -> io::Result<SharedFile> {
-        let fd = self.inner.as_raw_fd();
-        // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own returns a new descriptor or -1.
-        #[allow(unsafe_code)]
-        let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-        if new < 0 {
-            return Err(with_path(io::Error::last_os_error(), "dup", &self.path));
-        }
-        // SAFETY: `new` is a fresh descriptor owned by nobody else.
-        #[allow(unsafe_code)]
-        let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(new) };
+        let fd = super::duplicate(self.inner.as_raw_fd()).map_err(|error| with_path(error, "dup", &self.path))?;
         // The copy's shard asks about residency only where splices run inline; a refusal
         // travels too, so short-lived copies never try to map what the kernel refused.
         let residency = if super::splice::inline_splices() { self.residency() } else { Residency::Refused };

@@ -45,6 +45,15 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio_uring::start(future)
 }
 
+/// A second descriptor (close-on-exec) of `fd`, which the caller owns and keeps open for the
+/// call: a file or socket of this thread's runtime on its way to another thread's.
+fn duplicate(fd: std::os::fd::RawFd) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: the caller owns `fd` and keeps it open while it is borrowed here.
+    #[allow(unsafe_code)]
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    borrowed.try_clone_to_owned()
+}
+
 /// Spawns a task on the current shard's runtime.
 pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
 where

@@ -154,16 +154,7 @@ impl Stream {
     /// stream holds a duplicate of the descriptor (tokio-uring gives its own up only by
     /// closing it); both name the same socket, so its options and flags stay as they are.
     pub fn into_std(self) -> io::Result<std::net::TcpStream> {
-        // SAFETY: F_DUPFD_CLOEXEC on a descriptor this stream owns; the new one is owned by
-        // the std stream below and by nothing else.
-        #[allow(unsafe_code)]
-        let fd = unsafe { libc::fcntl(self.inner.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor of a connected TCP socket, owned by no one else.
-        #[allow(unsafe_code)]
-        Ok(unsafe { std::net::TcpStream::from_raw_fd(fd) })
+        Ok(std::net::TcpStream::from(super::duplicate(self.inner.as_raw_fd())?))
     }
 
     /// Receives into the spare capacity of `buf`, after its initialized bytes; 0 means the
