@@ -133,13 +133,15 @@ pub fn write_allowed(bytes: usize) -> bool {
 /// new page-cache memory, another guest on the core). An io_uring worker would have been
 /// stalled alike, so it does not send writes there (each back-off sends a second or more of
 /// writes to io_uring, about one in sixteen 3-5 s benchmark runs here had one).
-/// Returns whether this write set (or lengthened) the back-off.
-pub fn note_write(took: Duration, slept: bool, path: &std::path::Path) -> bool {
+/// `slept` is asked only for a slow write. Returns whether this write set (or lengthened)
+/// the back-off.
+pub fn note_write(took: Duration, slept: impl FnOnce() -> bool, path: &std::path::Path) -> bool {
     let took_us = took.as_micros() as u64;
     if took_us <= INLINE_WRITE_SLOW_US {
         SLOW_STREAK.store(0, Ordering::Relaxed);
         return false;
     }
+    let slept = slept();
     if !slept && took_us <= INLINE_WRITE_STALL_US {
         tracing::debug!(path = %path.display(), took_us, "slow inline write that never slept (preempted or stalled): no back-off");
         return false;
@@ -191,13 +193,12 @@ pub fn write_now<P: AsRef<[u8]>>(fd: RawFd, pieces: &[P], position: u64, path: &
     let switches = voluntary_switches();
     let started = Instant::now();
     let result = pwritev_all(fd, pieces, position);
-    let took = started.elapsed();
     // Asked again only for a slow write; unknown counts as slept.
     let slept = || match (switches, voluntary_switches()) {
         (Some(before), Some(after)) => after != before,
         _ => true,
     };
-    note_write(took, took.as_micros() as u64 > INLINE_WRITE_SLOW_US && slept(), path);
+    note_write(started.elapsed(), slept, path);
     result
 }
 
@@ -304,14 +305,13 @@ mod tests {
     #[test]
     fn a_slow_write_backs_off_if_it_slept_or_stalled_long() {
         let path = std::path::Path::new("test");
-        assert!(!note_write(Duration::from_millis(1), true, path), "a fast write");
-        assert!(!note_write(Duration::from_millis(5), false, path), "preempted a few ms, not waiting: no back-off");
-        // Each starts after the last back-off was set (the stall counting rule), as its
-        // start is now minus its length and the clock has moved on by then.
-        std::thread::sleep(Duration::from_millis(25));
-        assert!(note_write(Duration::from_millis(20), false, path), "a stall past INLINE_WRITE_STALL_US backs off, slept or not");
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(note_write(Duration::from_millis(3), true, path), "a slow write that slept backs off");
+        assert!(!note_write(Duration::from_millis(1), || panic!("asked for a fast write"), path), "a fast write");
+        assert!(!note_write(Duration::from_millis(5), || false, path), "preempted a few ms, not waiting: no back-off");
+        assert!(note_write(Duration::from_millis(20), || false, path), "a stall past INLINE_WRITE_STALL_US backs off, slept or not");
+        // A later stall, not one that overlapped the one that set the back-off (which
+        // counts as that one): as if that one had been set before the clock started.
+        BACKOFF_SET_AT_MS.store(0, Ordering::Relaxed);
+        assert!(note_write(Duration::from_millis(3), || true, path), "a slow write that slept backs off");
         BACKOFF_UNTIL_MS.store(0, Ordering::Relaxed);
         BACKOFF_SET_AT_MS.store(0, Ordering::Relaxed);
         SLOW_STREAK.store(0, Ordering::Relaxed);
