@@ -630,10 +630,10 @@ async fn read_requests<'a>(broker: &'a Rc<Broker>, stream: &Stream, peer: Socket
             answered = &mut task => Pending::Ready(handler_reply(answered)),
             Ok(()) = is_ordered => Pending::Later(task),
         };
-        if matches!(reply, Pending::Later(_)) {
+        pipelining = matches!(reply, Pending::Later(_));
+        if pipelining {
             appending.push(is_appended);
         }
-        pipelining = matches!(reply, Pending::Later(_));
         let closing = matches!(reply, Pending::Ready(Reply::Close(_)));
         in_flight.answers.set(in_flight.answers.get() + 1);
         if answers.send(Answer { api, reply, _budget: budget }).await.is_err() || closing {

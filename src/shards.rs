@@ -104,9 +104,8 @@ pub struct ProducePart {
     pub topic: String,
     pub index: i32,
     pub records: Option<Bytes>,
-    /// The end of the connection's previous append to the partition: this one starts after.
-    pub after: Option<oneshot::Receiver<()>>,
-    /// Marked when this partition's append is over (or when the part is dropped unserved).
+    /// Its turn in the connection's order, and marked when this partition's append is over
+    /// (or when the part is dropped unserved).
     pub done: AppendDone,
 }
 
@@ -346,7 +345,7 @@ where
                     // Each partition appends as its own task, as for a local request.
                     let tasks: Vec<_> = parts
                         .into_iter()
-                        .map(|part| fjord_storage::io::spawn(handlers::produce_partition(Rc::clone(&broker), part.topic, part.index, part.records, acks, timeout_ms, part.after, part.done)))
+                        .map(|part| fjord_storage::io::spawn(handlers::produce_partition(Rc::clone(&broker), part.topic, part.index, part.records, acks, timeout_ms, part.done)))
                         .collect();
                     let mut outcomes = Vec::with_capacity(tasks.len());
                     for task in tasks {

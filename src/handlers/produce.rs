@@ -40,18 +40,32 @@ impl PartitionOutcome {
     }
 }
 
-/// Marks the end of one partition's append (appended, refused or abandoned) by adding a
-/// permit to a semaphore the request's handler counts, and by telling the connection's next
-/// append to the partition that its turn came (`AppendOrder`): dropped on any path, on any
-/// shard.
+/// One partition's append in its connection's order (`AppendOrder`): it waits for its turn
+/// (`turn`), and its end (appended, refused or abandoned) adds a permit to a semaphore the
+/// request's handler counts and gives the connection's next append to the partition its
+/// turn. The end is marked when dropped too, on any path, on any shard.
 pub struct AppendDone {
     appended: Option<Arc<Semaphore>>,
+    /// The end of the connection's previous append to the partition.
+    after: Option<oneshot::Receiver<()>>,
     next: Option<oneshot::Sender<()>>,
 }
 
 impl AppendDone {
-    pub fn new(appended: &Arc<Semaphore>, next: Option<oneshot::Sender<()>>) -> AppendDone {
-        AppendDone { appended: Some(Arc::clone(appended)), next }
+    /// `turn` is from `AppendOrder::turn`; without it the append waits for nothing.
+    pub fn new(appended: &Arc<Semaphore>, turn: Option<(Option<oneshot::Receiver<()>>, oneshot::Sender<()>)>) -> AppendDone {
+        let (after, next) = match turn {
+            Some((after, next)) => (after, Some(next)),
+            None => (None, None),
+        };
+        AppendDone { appended: Some(Arc::clone(appended)), after, next }
+    }
+
+    /// Waits until the connection's previous append to the partition is over.
+    async fn turn(&mut self) {
+        if let Some(after) = self.after.take() {
+            let _ = after.await;
+        }
     }
 
     fn now(&mut self) {
@@ -129,23 +143,10 @@ impl Drop for AppendDone {
 }
 
 /// Appends to a partition this shard owns and, for acks=all, waits until the records are
-/// durable and on every in-sync replica. It starts once `after` fires or is dropped (the
-/// end of the connection's previous append to the partition), and `done` is marked as soon
-/// as the append is over.
-#[allow(clippy::too_many_arguments)]
-pub async fn produce_partition(
-    broker: Rc<Broker>,
-    topic: String,
-    index: i32,
-    records: Option<Bytes>,
-    acks: i16,
-    timeout_ms: i32,
-    after: Option<oneshot::Receiver<()>>,
-    mut done: AppendDone,
-) -> PartitionOutcome {
-    if let Some(after) = after {
-        let _ = after.await;
-    }
+/// durable and on every in-sync replica. It starts on its turn in the connection's order,
+/// and `done` is marked as soon as the append is over.
+pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, records: Option<Bytes>, acks: i16, timeout_ms: i32, mut done: AppendDone) -> PartitionOutcome {
+    done.turn().await;
     // Refusing because this broker has not read the state that made it the leader yet would
     // send an idempotent producer's next request (already in flight) here with a sequence
     // gap, which librdkafka answers by renumbering every unacknowledged message under a new
@@ -241,24 +242,17 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request, pipeline: Option<Pip
             }
             outcomes.push(None);
             appending += 1;
-            let (after, next) = match &order {
-                Some(order) => {
-                    let (after, next) = order.turn(&name, data.index);
-                    (after, Some(next))
-                }
-                None => (None, None),
-            };
-            let done = AppendDone::new(&appends, next);
+            let done = AppendDone::new(&appends, order.as_ref().map(|order| order.turn(&name, data.index)));
             match broker.shards.owner_of(&name, data.index) {
-                Some(shard) => remote.push(shard, slot, ProducePart { topic: name.clone(), index: data.index, records: data.records.clone(), after, done }),
-                None => local.push((slot, name.clone(), data.index, data.records.clone(), after, done)),
+                Some(shard) => remote.push(shard, slot, ProducePart { topic: name.clone(), index: data.index, records: data.records.clone(), done }),
+                None => local.push((slot, name.clone(), data.index, data.records.clone(), done)),
             }
         }
     }
     let remote: Vec<_> = remote.into_groups().map(|(shard, slots, parts)| (slots, broker.shards.produce(shard, parts, acks, body.timeout_ms))).collect();
     let local: Vec<_> = local
         .into_iter()
-        .map(|(slot, topic, index, records, after, done)| (slot, fjord_storage::io::spawn(produce_partition(Rc::clone(broker), topic, index, records, acks, body.timeout_ms, after, done))))
+        .map(|(slot, topic, index, records, done)| (slot, fjord_storage::io::spawn(produce_partition(Rc::clone(broker), topic, index, records, acks, body.timeout_ms, done))))
         .collect();
     if let Some((ordered, appended)) = signals {
         // Every turn is taken (above, before any await) and the other shards' parts are in
