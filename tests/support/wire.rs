@@ -306,17 +306,30 @@ pub fn produce(conn: &mut Conn, correlation_id: i32, topic: &str, partition: i32
     body.null_string().i16(-1).i32(10_000); // transactional id, acks=all, timeout
     body.i32(1).string(topic).i32(1).i32(partition).bytes(records);
     let response = conn.call(PRODUCE, 3, correlation_id, &body.0);
-    let mut d = Decoder::new(&response);
+    let answers = parse_produce(&response, topic);
+    assert_eq!(answers.len(), 1, "partitions in the produce response");
+    let (index, error, base_offset) = answers[0];
+    assert_eq!(index, partition);
+    (error, base_offset)
+}
+
+/// A Produce v3 response body (after the correlation id) of one topic: per partition
+/// (index, error code, base offset).
+pub fn parse_produce(body: &[u8], topic: &str) -> Vec<(i32, i16, i64)> {
+    let mut d = Decoder::new(body);
     assert_eq!(d.array_len(), 1, "topics in the produce response");
     assert_eq!(d.string().as_deref(), Some(topic));
-    assert_eq!(d.array_len(), 1, "partitions in the produce response");
-    assert_eq!(d.i32(), partition);
-    let error = d.i16();
-    let base_offset = d.i64();
-    let _log_append_time = d.i64();
+    let count = d.array_len();
+    let answers = (0..count)
+        .map(|_| {
+            let (index, error, base_offset) = (d.i32(), d.i16(), d.i64());
+            let _log_append_time = d.i64();
+            (index, error, base_offset)
+        })
+        .collect();
     let _throttle = d.i32();
     assert_eq!(d.remaining(), 0, "trailing bytes in the produce v3 response");
-    (error, base_offset)
+    answers
 }
 
 /// One partition's answer to OffsetForLeaderEpoch.
