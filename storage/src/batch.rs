@@ -383,7 +383,13 @@ pub mod build {
         header.producer_id.set(producer_id);
         header.producer_epoch.set(producer_epoch);
         header.base_sequence.set(base_sequence);
-        let size = header.size() as usize;
+        reseal(bytes);
+    }
+
+    /// Recomputes the CRC of the batch at the start of `bytes` after its fields or records
+    /// were changed in place.
+    pub fn reseal(bytes: &mut [u8]) {
+        let size = BatchHeader::view(bytes).expect("reseal: batch shorter than its header").size() as usize;
         let crc = crc32c::crc32c(&bytes[CRC_START..size]);
         let (header, _rest) = BatchHeader::mut_from_prefix(bytes).expect("checked above");
         header.crc.set(crc);
