@@ -214,6 +214,33 @@ fn cached_tells_whether_a_range_is_in_the_page_cache() {
     });
 }
 
+/// `read_at` runs a read of at most 64 KiB of cached pages on the calling thread (`pread`)
+/// and any other through io_uring: both give the file's bytes, a short read at the end and
+/// nothing past it. (The cached ranges here of at most 64 KiB take the first path.)
+#[test]
+fn reads_of_cached_and_evicted_ranges_give_the_files_bytes() {
+    let dir = TempDir::on_disk("read-inline");
+    block_on(async {
+        let content = random_bytes(&mut Rng::new(0x4ead), 256 * 1024 + 100);
+        let size = content.len() as u64;
+        let file = file_with(&dir.path().join("data"), &content).await;
+        let ranges = [(0u64, 1usize), (4095, 2), (12_345, 16 * 1024), (0, 64 * 1024), (100_000, 64 * 1024 + 1), (size - 10, 10), (size - 10, 100), (size, 10), (size + 5000, 10)];
+        let expected = |position: u64, len: usize| content.get(position as usize..(position as usize + len).min(content.len())).unwrap_or(&[]).to_vec();
+        for (position, len) in ranges {
+            if position + len as u64 <= size {
+                assert!(file.cached(position, len as u64), "({position}, {len}): just written, so cached");
+            }
+            assert!(file.read_at(position, len).await.unwrap() == expected(position, len), "({position}, {len}) read while cached");
+        }
+        evict(&file).await;
+        for (position, len) in ranges {
+            assert!(!file.cached(position, len as u64), "({position}, {len}) evicted");
+            assert!(file.read_at(position, len).await.unwrap() == expected(position, len), "({position}, {len}) read from the disk");
+            evict(&file).await;
+        }
+    });
+}
+
 #[test]
 fn regions_not_in_the_page_cache_arrive_byte_for_byte() {
     let dir = TempDir::on_disk("splice-evicted");

@@ -103,6 +103,13 @@ impl File {
     /// `CACHED_CHECK_PAGES_MAX` pages or past `RESIDENCY_MAP_BYTES`, answers `false`. The
     /// answer can be stale by the time the caller reads: a page may be evicted in between.
     pub fn cached(&self, position: u64, len: u64) -> bool {
+        self.cached_with(position, len, true)
+    }
+
+    /// `cached`, asking the kernel only through a mapping the file already has (`map`
+    /// false): reads do not take one of the `RESIDENCY_MAPS_MAX` mappings, which opening
+    /// thousands of partitions would use up before any of them is fetched from.
+    fn cached_with(&self, position: u64, len: u64, map: bool) -> bool {
         if len == 0 || position >= RESIDENCY_MAP_BYTES {
             return false;
         }
@@ -114,7 +121,8 @@ impl File {
         if (end - start) / page > CACHED_CHECK_PAGES_MAX as u64 || end > RESIDENCY_MAP_BYTES {
             return false;
         }
-        match self.residency() {
+        let residency = if map { self.residency() } else { self.residency.borrow().clone() };
+        match residency {
             Residency::Mapped(map) => map.all_cached(start, end),
             Residency::Unknown | Residency::Refused => false,
         }
@@ -141,7 +149,15 @@ impl File {
     }
 
     /// Reads up to `len` bytes at `position`. Returns fewer bytes only at end of file.
+    ///
+    /// A read of at most `inline::INLINE_READ_BYTES_MAX` whose pages are all cached (`cached`,
+    /// through a mapping the file already has: one a fetch's splice made) runs on the calling
+    /// thread (`pread`), a copy of a few µs; any other goes through io_uring, where a wait for
+    /// the disk parks a worker, not the shard.
     pub async fn read_at(&self, position: u64, len: usize) -> io::Result<Vec<u8>> {
+        if len <= inline::INLINE_READ_BYTES_MAX && self.cached_with(position, len as u64, false) {
+            return inline::read_now(self.inner.as_raw_fd(), position, len).map_err(|error| with_path(error, "read", &self.path));
+        }
         let mut out: Vec<u8> = Vec::with_capacity(len);
         while out.len() < len {
             let want = len - out.len();

@@ -29,6 +29,11 @@
 //!
 //! The state is process-wide (atomics): dirty pages are a property of the machine, and a
 //! slow write on one shard is a warning for all of them.
+//!
+//! Small reads whose pages are all cached run inline too (`read_now`, chosen by
+//! `File::read_at`): through io_uring, each one costed the reading task a trip through the
+//! shard's event loop, behind whatever else was ready, and a fetch reads a few batch
+//! headers per partition.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -51,6 +56,9 @@ pub const INLINE_WRITE_STALL_US: u64 = 10_000;
 pub const INLINE_WRITE_BACKOFF_MS: u64 = 1_000;
 /// The longest back-off, reached after seven slow inline writes in a row.
 pub const INLINE_WRITE_BACKOFF_MS_MAX: u64 = 64_000;
+/// Largest read run inline when its pages are cached (`File::read_at`); batch header walks
+/// read at most 16 KiB at a time.
+pub const INLINE_READ_BYTES_MAX: usize = 64 * 1024;
 /// Most buffers one `pwritev` takes (the kernel's `IOV_MAX`).
 pub const IOVECS_MAX: usize = 1024;
 
@@ -200,6 +208,39 @@ pub fn write_now<P: AsRef<[u8]>>(fd: RawFd, pieces: &[P], position: u64, path: &
     };
     note_write(started.elapsed(), slept, path);
     result
+}
+
+/// Reads up to `len` bytes at `position` on the calling thread (`pread`), continuing after a
+/// short read; fewer bytes only at end of file.
+pub fn read_now(fd: RawFd, position: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut out: Vec<u8> = Vec::with_capacity(len);
+    while out.len() < len {
+        let offset = libc::off_t::try_from(position + out.len() as u64).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let want = len - out.len();
+        let spare = out.spare_capacity_mut();
+        // SAFETY: pread writes at most `want` bytes into the spare capacity, which holds at
+        // least that many (capacity `len`) and is borrowed mutably from `out`.
+        #[allow(unsafe_code)]
+        let read = unsafe { libc::pread(fd, spare.as_mut_ptr().cast(), want, offset) };
+        match read {
+            0 => break,
+            n if n > 0 => {
+                let filled = out.len() + n as usize;
+                // SAFETY: the kernel initialised the `n` bytes after the old length.
+                #[allow(unsafe_code)]
+                unsafe {
+                    out.set_len(filled)
+                };
+            }
+            _ => {
+                let error = io::Error::last_os_error();
+                if error.kind() != io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The calling thread's voluntary context switches so far (`getrusage(RUSAGE_THREAD)`,
