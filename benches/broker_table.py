@@ -22,6 +22,10 @@ write = max(b["file_write_bytes_per_sec"] for b in bases)
 # The first write of a new file (pages the VM may have returned to its host), for context.
 first = max(b.get("file_write_first_bytes_per_sec", 0) for b in bases)
 sync = max(b["file_write_fdatasync_bytes_per_sec"] for b in bases)
+# The same stream into a file (the least a produce does with each byte), and a cached file
+# sent to it with sendfile (the least a consume from the page cache does); older runs lack them.
+into_file = max(b.get("loopback_into_file_bytes_per_sec", 0) for b in bases)
+from_file = max(b.get("file_to_loopback_bytes_per_sec", 0) for b in bases)
 spread = ", ".join(f"{b['loopback_bytes_per_sec']/1e6:,.0f}" for b in bases)
 cpus = open(os.path.join(out, "nproc")).read().strip() if os.path.exists(os.path.join(out, "nproc")) else "?"
 print(f"baseline (same run, best of {len(bases)}): loopback {loop/1e6:,.0f} MB/s (runs: {spread}), file write {write/1e6:,.0f} MB/s, "
@@ -54,6 +58,18 @@ for label, name, baseline, what, target in rows:
     goal = "" if target is None else f">= {target}: {verdict(ratio >= target)}"
     lat = r["latency_us"]
     print(f"| {label} | {r['records_per_sec']:,.0f} | {r['bytes_per_sec']/1e6:,.1f} | {lat['p50']} | {lat['p99']} | {lat['p999']} | {baseline/1e6:,.0f} ({what}) | {ratio:.2f} | {goal} |")
+if into_file and from_file:
+    print("\nThe same cases against the least their work takes on this machine, measured in the same baseline runs"
+          " (best of each): produce against a loopback stream whose reader writes every chunk into a file, consume"
+          " from the page cache against a cached file sent into a loopback stream with sendfile:\n")
+    print("| case | MB/s | floor MB/s | ratio |")
+    print("|---|---:|---:|---:|")
+    for label, name, floor, what in [("produce, acks=1, 100 B, 8 partitions, 2 connections", "produce-acks1", into_file, "loopback into a file"),
+                                     ("consume from page cache, 100 B, 2 connections", "consume", from_file, "cached file to loopback"),
+                                     ("consume, 1000 B", "consume-1kb", from_file, "cached file to loopback")]:
+        r = load(name)
+        print(f"| {label} | {r['bytes_per_sec']/1e6:,.1f} | {floor/1e6:,.0f} ({what}) | {r['bytes_per_sec']/floor:.2f} |")
+    print()
 r = load("produce-small-max")
 print(f"| produce, acks=1, 100 B, 100-record batches, 1 connection (max rate for the latency rows) | {r['records_per_sec']:,.0f} | {r['bytes_per_sec']/1e6:,.1f} | {r['latency_us']['p50']} | {r['latency_us']['p99']} | {r['latency_us']['p999']} | - | - |  |")
 for label, name, p99_max, p999_max in [("produce at half that rate, acks=1", "produce-half-rate", 1000, 5000), ("produce-to-consume (e2e) at half rate", "e2e", 2000, None)]:

@@ -471,6 +471,61 @@ fn read_into_spare(stream: &TcpStream, buf: &mut BytesMut, len: usize) -> std::i
     Ok(())
 }
 
+/// Streams `total` bytes over one loopback TCP connection: `send` writes them into the
+/// connected stream, and a second thread hands each chunk it reads (up to 1 MiB) to `take`.
+/// Bytes per second, from before the connect to the last byte taken; `what` names the case
+/// in errors.
+fn loopback_stream(what: &str, total: u64, send: impl FnOnce(&mut TcpStream) -> std::io::Result<()>, mut take: impl FnMut(&[u8]) -> std::io::Result<()> + Send + 'static) -> Result<f64, CliError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| CliError::failure(format!("{what}: bind: {e}")))?;
+    let address = listener.local_addr().map_err(|e| CliError::failure(format!("{what}: {e}")))?;
+    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut socket, _) = listener.accept()?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        while got < total {
+            let n = socket.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            take(&buf[..n])?;
+            got += n as u64;
+        }
+        Ok(got)
+    });
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(address).map_err(|e| CliError::failure(format!("{what}: connect: {e}")))?;
+    send(&mut stream).map_err(|e| CliError::failure(format!("{what}: send: {e}")))?;
+    drop(stream);
+    let got = reader.join().map_err(|_| CliError::failure(format!("{what}: the reader panicked")))?.map_err(|e| CliError::failure(format!("{what}: read: {e}")))?;
+    if got < total {
+        return Err(CliError::failure(format!("{what}: {got} of {total} bytes arrived")));
+    }
+    Ok(got as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Sends the first `total` bytes of `file` into `stream` with `sendfile(2)`, at most
+/// `chunk_bytes` per call.
+fn send_file(stream: &mut TcpStream, file: &std::fs::File, total: u64, chunk_bytes: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut offset: libc::off_t = 0;
+    while (offset as u64) < total {
+        let want = (total - offset as u64).min(chunk_bytes as u64) as usize;
+        // SAFETY: both descriptors are open for the call; the kernel advances `offset`.
+        let sent = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut offset, want) };
+        match sent {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n if n > 0 => {}
+            _ => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Client id of every bench request.
 const CLIENT_ID: &str = "fjord-bench";
 
@@ -905,33 +960,18 @@ fn run_baseline(args: BaselineArgs) -> Result<(), CliError> {
         return Err(CliError::usage("--chunk-bytes must be between 1 and 64 MiB and --bytes at least 1"));
     }
     // Loopback TCP: one stream, large writes, a reader that only counts.
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| CliError::failure(format!("bind: {e}")))?;
-    let address = listener.local_addr().map_err(|e| CliError::failure(e.to_string()))?;
     let total = args.bytes;
-    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
-        let (mut socket, _) = listener.accept()?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut got = 0u64;
-        while got < total {
-            let n = socket.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            got += n as u64;
-        }
-        Ok(got)
-    });
     let chunk = vec![0x5au8; args.chunk_bytes];
-    let started = Instant::now();
-    let mut stream = TcpStream::connect(address).map_err(|e| CliError::failure(format!("connect: {e}")))?;
-    let mut sent = 0u64;
-    while sent < total {
-        let n = (total - sent).min(chunk.len() as u64) as usize;
-        stream.write_all(&chunk[..n]).map_err(|e| CliError::failure(format!("loopback write: {e}")))?;
-        sent += n as u64;
-    }
-    let got = reader.join().map_err(|_| CliError::failure("loopback reader panicked"))?.map_err(|e| CliError::failure(format!("loopback read: {e}")))?;
-    let loopback = got as f64 / started.elapsed().as_secs_f64();
+    let send_chunks = |stream: &mut TcpStream| -> std::io::Result<()> {
+        let mut sent = 0u64;
+        while sent < total {
+            let n = (total - sent).min(chunk.len() as u64) as usize;
+            stream.write_all(&chunk[..n])?;
+            sent += n as u64;
+        }
+        Ok(())
+    };
+    let loopback = loopback_stream("loopback", total, send_chunks, |_| Ok(()))?;
 
     // Sequential file writes through Fjord's file layer, without and with fdatasync per chunk.
     // Chunks larger than 256 KiB (the default is 1 MiB) go through io_uring; smaller ones may
@@ -970,14 +1010,35 @@ fn run_baseline(args: BaselineArgs) -> Result<(), CliError> {
     let file_write = write(false)?;
     let file_sync = write(true)?;
     let _ = std::fs::remove_file(&path);
+
+    // The least a broker's produce does with each byte: the same stream, with the reader
+    // writing every chunk it reads at the next position of a file (plain pwrite, into the
+    // pages the passes above just freed), and nothing else (no request parsing, no CRC).
+    let into = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(|e| CliError::failure(format!("cannot open {}: {e}", path.display())))?;
+    let mut position = 0u64;
+    let into_file = loopback_stream("loopback into a file", total, send_chunks, move |bytes| {
+        use std::os::unix::fs::FileExt;
+        into.write_all_at(bytes, position)?;
+        position += bytes.len() as u64;
+        Ok(())
+    })?;
+    // The least a consume from the page cache does: that file, now cached, sent to the
+    // stream with sendfile (no copy on the sending side), to a reader that only counts.
+    let from = std::fs::File::open(&path).map_err(|e| CliError::failure(format!("cannot open {}: {e}", path.display())))?;
+    let chunk_bytes = args.chunk_bytes;
+    let from_file = loopback_stream("file to loopback", total, |stream| send_file(stream, &from, total, chunk_bytes), |_| Ok(()))?;
+    drop(from);
+    let _ = std::fs::remove_file(&path);
     if args.json {
         println!(
-            "{{\"mode\":\"baseline\",\"bytes\":{total},\"chunk_bytes\":{},\"loopback_bytes_per_sec\":{loopback:.0},\"file_write_first_bytes_per_sec\":{file_write_first:.0},\"file_write_bytes_per_sec\":{file_write:.0},\"file_write_fdatasync_bytes_per_sec\":{file_sync:.0}}}",
+            "{{\"mode\":\"baseline\",\"bytes\":{total},\"chunk_bytes\":{},\"loopback_bytes_per_sec\":{loopback:.0},\"file_write_first_bytes_per_sec\":{file_write_first:.0},\"file_write_bytes_per_sec\":{file_write:.0},\"file_write_fdatasync_bytes_per_sec\":{file_sync:.0},\"loopback_into_file_bytes_per_sec\":{into_file:.0},\"file_to_loopback_bytes_per_sec\":{from_file:.0}}}",
             args.chunk_bytes
         );
     } else {
         println!("baseline, {} MiB in {} KiB chunks:", total >> 20, args.chunk_bytes >> 10);
         println!("  loopback TCP stream:          {:>8.1} MB/s", loopback / 1e6);
+        println!("  loopback into a file:         {:>8.1} MB/s", into_file / 1e6);
+        println!("  cached file to loopback:      {:>8.1} MB/s", from_file / 1e6);
         println!("  file write, first pass:       {:>8.1} MB/s", file_write_first / 1e6);
         println!("  file write (page cache):      {:>8.1} MB/s", file_write / 1e6);
         println!("  file write + fdatasync/chunk: {:>8.1} MB/s", file_sync / 1e6);
