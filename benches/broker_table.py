@@ -26,6 +26,7 @@ sync = max(b["file_write_fdatasync_bytes_per_sec"] for b in bases)
 # sent to it with sendfile (the least a consume from the page cache does); older runs lack them.
 into_file = max(b.get("loopback_into_file_bytes_per_sec", 0) for b in bases)
 from_file = max(b.get("file_to_loopback_bytes_per_sec", 0) for b in bases)
+copied_file = max(b.get("file_copied_to_loopback_bytes_per_sec", 0) for b in bases)
 spread = ", ".join(f"{b['loopback_bytes_per_sec']/1e6:,.0f}" for b in bases)
 cpus = open(os.path.join(out, "nproc")).read().strip() if os.path.exists(os.path.join(out, "nproc")) else "?"
 print(f"baseline (same run, best of {len(bases)}): loopback {loop/1e6:,.0f} MB/s (runs: {spread}), file write {write/1e6:,.0f} MB/s, "
@@ -69,6 +70,9 @@ if into_file and from_file:
                                      ("consume, 1000 B", "consume-1kb", from_file, "cached file to loopback")]:
         r = load(name)
         print(f"| {label} | {r['bytes_per_sec']/1e6:,.1f} | {floor/1e6:,.0f} ({what}) | {r['bytes_per_sec']/floor:.2f} |")
+    if copied_file:
+        print(f"\nThe cached file copied to loopback through user space (pread + write) instead: {copied_file/1e6:,.0f} MB/s"
+              f" ({copied_file/from_file:.2f}x sendfile, {copied_file/loop:.2f} of the plain loopback stream).")
     print()
 r = load("produce-small-max")
 print(f"| produce, acks=1, 100 B, 100-record batches, 1 connection (max rate for the latency rows) | {r['records_per_sec']:,.0f} | {r['bytes_per_sec']/1e6:,.1f} | {r['latency_us']['p50']} | {r['latency_us']['p99']} | {r['latency_us']['p999']} | - | - |  |")

@@ -58,7 +58,7 @@ fn bench_smoke_produce_consume_e2e_and_baseline() {
     let baseline = fjord(&["bench", "baseline", "--bytes", "8388608", "--dir", &report.path().display().to_string(), "--json"]);
     assert!(baseline.status.success(), "bench baseline: {}", String::from_utf8_lossy(&baseline.stderr));
     let json = String::from_utf8_lossy(&baseline.stdout).trim().to_string();
-    for key in ["loopback_bytes_per_sec", "file_write_first_bytes_per_sec", "file_write_bytes_per_sec", "file_write_fdatasync_bytes_per_sec", "loopback_into_file_bytes_per_sec", "file_to_loopback_bytes_per_sec"] {
+    for key in ["loopback_bytes_per_sec", "file_write_first_bytes_per_sec", "file_write_bytes_per_sec", "file_write_fdatasync_bytes_per_sec", "loopback_into_file_bytes_per_sec", "file_to_loopback_bytes_per_sec", "file_copied_to_loopback_bytes_per_sec"] {
         assert!(json_number(&json, key) > 0.0, "{key} in {json}");
     }
     // Its files are gone afterwards: the directory holds the report's subdirectories only.
