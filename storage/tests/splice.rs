@@ -214,28 +214,43 @@ fn cached_tells_whether_a_range_is_in_the_page_cache() {
     });
 }
 
-/// `read_at` runs a read of at most 64 KiB of cached pages on the calling thread (`pread`)
-/// and any other through io_uring: both give the file's bytes, a short read at the end and
-/// nothing past it. (The cached ranges here of at most 64 KiB take the first path.)
+/// `read_at` runs a read of at most `INLINE_READ_BYTES_MAX` of cached pages on the calling
+/// thread and any other through io_uring: both give the file's bytes, a short read at the
+/// end and nothing past it. Only a file with a residency mapping reads inline, and a read
+/// never makes one (here `cached` does).
 #[test]
 fn reads_of_cached_and_evicted_ranges_give_the_files_bytes() {
+    use fjord_storage::io::{inline_reads, INLINE_READ_BYTES_MAX};
     let dir = TempDir::on_disk("read-inline");
     block_on(async {
         let content = random_bytes(&mut Rng::new(0x4ead), 256 * 1024 + 100);
         let size = content.len() as u64;
         let file = file_with(&dir.path().join("data"), &content).await;
-        let ranges = [(0u64, 1usize), (4095, 2), (12_345, 16 * 1024), (0, 64 * 1024), (100_000, 64 * 1024 + 1), (size - 10, 10), (size - 10, 100), (size, 10), (size + 5000, 10)];
         let expected = |position: u64, len: usize| content.get(position as usize..(position as usize + len).min(content.len())).unwrap_or(&[]).to_vec();
+        // No mapping yet: cached pages, but through io_uring.
+        let before = inline_reads();
+        assert!(file.read_at(0, 4096).await.unwrap() == expected(0, 4096));
+        assert_eq!(inline_reads(), before, "a file without a residency mapping reads through io_uring");
+        let ranges = [(0u64, 1usize), (4095, 2), (12_345, 16 * 1024), (0, INLINE_READ_BYTES_MAX), (100_000, INLINE_READ_BYTES_MAX + 1), (size - 10, 10), (size - 10, 100), (size, 10), (size + 5000, 10)];
         for (position, len) in ranges {
-            if position + len as u64 <= size {
+            let inside = position + len as u64 <= size;
+            if inside {
+                // Makes the mapping on first use.
                 assert!(file.cached(position, len as u64), "({position}, {len}): just written, so cached");
             }
+            let before = inline_reads();
             assert!(file.read_at(position, len).await.unwrap() == expected(position, len), "({position}, {len}) read while cached");
+            let inline = inline_reads() > before;
+            if inside {
+                assert_eq!(inline, len <= INLINE_READ_BYTES_MAX, "({position}, {len}): inline exactly up to the limit");
+            }
         }
         evict(&file).await;
         for (position, len) in ranges {
             assert!(!file.cached(position, len as u64), "({position}, {len}) evicted");
+            let before = inline_reads();
             assert!(file.read_at(position, len).await.unwrap() == expected(position, len), "({position}, {len}) read from the disk");
+            assert_eq!(inline_reads(), before, "({position}, {len}): evicted, so through io_uring");
             evict(&file).await;
         }
     });

@@ -210,18 +210,22 @@ pub fn write_now<P: AsRef<[u8]>>(fd: RawFd, pieces: &[P], position: u64, path: &
     result
 }
 
-/// Reads up to `len` bytes at `position` on the calling thread (`pread`), continuing after a
-/// short read; fewer bytes only at end of file.
-pub fn read_now(fd: RawFd, position: u64, len: usize) -> io::Result<Vec<u8>> {
+/// Reads up to `len` bytes at `position` on the calling thread from pages already in the
+/// page cache (`preadv2` with `RWF_NOWAIT`, in a vector with room for `len`). Stops short at
+/// end of file and at the first page that is not cached (or if the kernel refuses
+/// `RWF_NOWAIT`): the caller reads the rest another way. Never waits for the disk.
+pub fn read_cached(fd: RawFd, position: u64, len: usize) -> io::Result<Vec<u8>> {
     let mut out: Vec<u8> = Vec::with_capacity(len);
+    INLINE_READS.with(|reads| reads.set(reads.get() + 1));
     while out.len() < len {
         let offset = libc::off_t::try_from(position + out.len() as u64).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let want = len - out.len();
         let spare = out.spare_capacity_mut();
-        // SAFETY: pread writes at most `want` bytes into the spare capacity, which holds at
-        // least that many (capacity `len`) and is borrowed mutably from `out`.
+        let iovec = libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: want };
+        // SAFETY: the kernel writes at most `want` bytes into the spare capacity, which holds
+        // at least that many (capacity `len`) and is borrowed mutably from `out`.
         #[allow(unsafe_code)]
-        let read = unsafe { libc::pread(fd, spare.as_mut_ptr().cast(), want, offset) };
+        let read = unsafe { libc::preadv2(fd, &iovec, 1, offset, libc::RWF_NOWAIT) };
         match read {
             0 => break,
             n if n > 0 => {
@@ -234,13 +238,41 @@ pub fn read_now(fd: RawFd, position: u64, len: usize) -> io::Result<Vec<u8>> {
             }
             _ => {
                 let error = io::Error::last_os_error();
-                if error.kind() != io::ErrorKind::Interrupted {
-                    return Err(error);
+                match error.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    // Not cached (any more), or no RWF_NOWAIT here: what is read so far.
+                    Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) => break,
+                    _ => return Err(error),
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// Inline reads in a row after which `inline_read_turn` says to yield.
+pub const INLINE_READS_PER_YIELD: u32 = 64;
+
+thread_local! {
+    /// Inline reads on this thread so far (`read_cached`), for tests.
+    static INLINE_READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Inline reads on this thread since the last yield (`inline_read_turn`).
+    static READS_SINCE_YIELD: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// How many reads ran inline on this thread (`read_cached`).
+pub fn inline_reads() -> u64 {
+    INLINE_READS.with(std::cell::Cell::get)
+}
+
+/// Counts an inline read; true once every `INLINE_READS_PER_YIELD`, when the caller should
+/// yield to the other tasks of its thread.
+pub fn inline_read_turn() -> bool {
+    READS_SINCE_YIELD.with(|count| {
+        let next = count.get() + 1;
+        count.set(if next >= INLINE_READS_PER_YIELD { 0 } else { next });
+        next >= INLINE_READS_PER_YIELD
+    })
 }
 
 /// The calling thread's voluntary context switches so far (`getrusage(RUSAGE_THREAD)`,
@@ -328,6 +360,37 @@ mod tests {
         assert_eq!(dirty_far_from_throttling(&missing), None);
         // A field whose name is a prefix of another's is not mistaken for it.
         assert_eq!(dirty_far_from_throttling("nr_dirty_threshold 5\nnr_dirty 1\nnr_writeback 0\nnr_dirty_background_threshold 10\n"), Some(true));
+    }
+
+    #[test]
+    fn cached_reads_return_a_true_prefix_and_stop_at_the_end() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let path = std::env::temp_dir().join(format!("fjord-read-cached-{}", std::process::id()));
+        let content: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(&content).unwrap();
+        file.sync_all().unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let fd = file.as_raw_fd();
+        assert_eq!(read_cached(fd, 0, content.len()).unwrap(), content, "just written: cached whole");
+        assert_eq!(read_cached(fd, 60_000, 10_000).unwrap(), content[60_000..], "short at the end of the file");
+        assert!(read_cached(fd, 70_000, 10).unwrap().is_empty(), "nothing past the end");
+        // The second half dropped from the page cache: whatever comes back is the file's own
+        // prefix (the kernel may have read some of it back meanwhile), and no error.
+        // SAFETY: posix_fadvise on an open descriptor touches no memory of ours.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::posix_fadvise(fd, 32 * 1024, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+        let got = read_cached(fd, 0, content.len()).unwrap();
+        assert!(got.len() >= 32 * 1024 && got == content[..got.len()], "a prefix of {} bytes", got.len());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn an_inline_read_yields_once_every_so_many() {
+        let turns = (0..3 * INLINE_READS_PER_YIELD).filter(|_| inline_read_turn()).count();
+        assert_eq!(turns, 3);
     }
 
     #[test]
