@@ -494,13 +494,24 @@ fn loopback_stream(what: &str, total: u64, send: impl FnOnce(&mut TcpStream) -> 
     });
     let started = Instant::now();
     let mut stream = TcpStream::connect(address).map_err(|e| CliError::failure(format!("{what}: connect: {e}")))?;
-    send(&mut stream).map_err(|e| CliError::failure(format!("{what}: send: {e}")))?;
+    let sent = send(&mut stream);
     drop(stream);
+    // The reader's own failure (a full disk, say) explains a failed send, so it comes first.
     let got = reader.join().map_err(|_| CliError::failure(format!("{what}: the reader panicked")))?.map_err(|e| CliError::failure(format!("{what}: read: {e}")))?;
+    sent.map_err(|e| CliError::failure(format!("{what}: send: {e}")))?;
     if got < total {
         return Err(CliError::failure(format!("{what}: {got} of {total} bytes arrived")));
     }
     Ok(got as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Removes a file when dropped (the baseline's scratch file, whichever way it ends).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Sends the first `total` bytes of `file` into `stream` with `sendfile(2)`, at most
@@ -862,14 +873,12 @@ fn consume_worker(
 /// a batch built record by record (which, at a few million records per second, took a fifth
 /// of this 2-core machine from the broker being measured).
 fn stamped(template: &[u8], micros: u64) -> Bytes {
-    use zerocopy::FromBytes;
     let mut bytes = template.to_vec();
+    // `validate` keeps --record-bytes at 8 or more.
     let at = first_value_at(&bytes).expect("bench batches have values of at least 8 bytes");
     bytes[at..at + 8].copy_from_slice(&micros.to_be_bytes());
-    let (header, _records) = fjord_storage::batch::BatchHeader::mut_from_prefix(&mut bytes).expect("a batch from batch_for");
     let millis = (micros / 1000) as i64;
-    header.base_timestamp.set(millis);
-    header.max_timestamp.set(millis);
+    build::set_timestamps(&mut bytes, millis, millis);
     build::reseal(&mut bytes);
     Bytes::from(bytes)
 }
@@ -993,6 +1002,8 @@ fn run_baseline(args: BaselineArgs) -> Result<(), CliError> {
     // run inline, as the log's appends do (storage/src/io/inline.rs).
     let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let path = dir.join(format!("fjord-baseline-{}", std::process::id()));
+    // The file goes however the baseline ends, an error included.
+    let _remove = RemoveOnDrop(path.clone());
     let write = |sync: bool| -> Result<f64, CliError> {
         fjord_storage::io::block_on(async {
             let file = fjord_storage::io::File::open_rw(&path, true).await.map_err(|e| CliError::failure(e.to_string()))?;
@@ -1040,6 +1051,8 @@ fn run_baseline(args: BaselineArgs) -> Result<(), CliError> {
     // The least a consume from the page cache does: that file, now cached, sent to the
     // stream with sendfile (no copy on the sending side), to a reader that only counts.
     let from = std::fs::File::open(&path).map_err(|e| CliError::failure(format!("cannot open {}: {e}", path.display())))?;
+    // Written back first, so the flusher does not share the measured seconds.
+    from.sync_data().map_err(|e| CliError::failure(format!("cannot sync {}: {e}", path.display())))?;
     let chunk_bytes = args.chunk_bytes;
     let from_file = loopback_stream("file to loopback", total, |stream| send_file(stream, &from, total, chunk_bytes), |_| Ok(()))?;
     // The same through user space (pread into a buffer, then write): on loopback the reader
@@ -1048,7 +1061,6 @@ fn run_baseline(args: BaselineArgs) -> Result<(), CliError> {
     // network card. Reported so the consume rows can be read against both.
     let copied_file = loopback_stream("file copied to loopback", total, |stream| copy_file(stream, &from, total, chunk_bytes), |_| Ok(()))?;
     drop(from);
-    let _ = std::fs::remove_file(&path);
     if args.json {
         println!(
             "{{\"mode\":\"baseline\",\"bytes\":{total},\"chunk_bytes\":{},\"loopback_bytes_per_sec\":{loopback:.0},\"file_write_first_bytes_per_sec\":{file_write_first:.0},\"file_write_bytes_per_sec\":{file_write:.0},\"file_write_fdatasync_bytes_per_sec\":{file_sync:.0},\"loopback_into_file_bytes_per_sec\":{into_file:.0},\"file_to_loopback_bytes_per_sec\":{from_file:.0},\"file_copied_to_loopback_bytes_per_sec\":{copied_file:.0}}}",

@@ -386,8 +386,22 @@ pub mod build {
         reseal(bytes);
     }
 
+    /// Sets the base and max timestamps of the batch at the start of `bytes`; `reseal` it
+    /// after this and any other change.
+    ///
+    /// # Panics
+    /// If `bytes` is shorter than a batch header.
+    pub fn set_timestamps(bytes: &mut [u8], base_timestamp: i64, max_timestamp: i64) {
+        let (header, _rest) = BatchHeader::mut_from_prefix(bytes).expect("set_timestamps: batch shorter than its header");
+        header.base_timestamp.set(base_timestamp);
+        header.max_timestamp.set(max_timestamp);
+    }
+
     /// Recomputes the CRC of the batch at the start of `bytes` after its fields or records
     /// were changed in place.
+    ///
+    /// # Panics
+    /// If `bytes` is shorter than a batch header or than the batch its length field claims.
     pub fn reseal(bytes: &mut [u8]) {
         let size = BatchHeader::view(bytes).expect("reseal: batch shorter than its header").size() as usize;
         let crc = crc32c::crc32c(&bytes[CRC_START..size]);
