@@ -30,10 +30,10 @@
 //! The state is process-wide (atomics): dirty pages are a property of the machine, and a
 //! slow write on one shard is a warning for all of them.
 //!
-//! Small reads whose pages are all cached run inline too (`read_now`, chosen by
-//! `File::read_at`): through io_uring, each one costed the reading task a trip through the
-//! shard's event loop, behind whatever else was ready, and a fetch reads a few batch
-//! headers per partition.
+//! Small reads whose pages are all cached run inline too (`read_cached`, chosen by
+//! `File::read_at`), with `RWF_NOWAIT` so that they never wait for the disk: through
+//! io_uring, each one cost the reading task a trip through the shard's event loop, behind
+//! whatever else was ready, and a fetch reads a few batch headers per partition.
 
 use std::io;
 use std::os::fd::RawFd;
