@@ -250,14 +250,12 @@ pub fn read_cached(fd: RawFd, position: u64, len: usize) -> io::Result<Vec<u8>> 
     Ok(out)
 }
 
-/// Inline reads in a row after which `inline_read_turn` says to yield.
-pub const INLINE_READS_PER_YIELD: u32 = 64;
+/// Inline reads after which `inline_read_turn` says to yield, once each time.
+pub const INLINE_READS_PER_YIELD: u64 = 64;
 
 thread_local! {
-    /// Inline reads on this thread so far (`read_cached`), for tests.
+    /// Inline reads on this thread so far (`read_cached`).
     static INLINE_READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    /// Inline reads on this thread since the last yield (`inline_read_turn`).
-    static READS_SINCE_YIELD: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// How many reads ran inline on this thread (`read_cached`).
@@ -265,14 +263,11 @@ pub fn inline_reads() -> u64 {
     INLINE_READS.with(std::cell::Cell::get)
 }
 
-/// Counts an inline read; true once every `INLINE_READS_PER_YIELD`, when the caller should
-/// yield to the other tasks of its thread.
+/// Whether the inline read just made (`read_cached`) completes a run of
+/// `INLINE_READS_PER_YIELD` on this thread, after which the caller yields to the thread's
+/// other tasks.
 pub fn inline_read_turn() -> bool {
-    READS_SINCE_YIELD.with(|count| {
-        let next = count.get() + 1;
-        count.set(if next >= INLINE_READS_PER_YIELD { 0 } else { next });
-        next >= INLINE_READS_PER_YIELD
-    })
+    inline_reads().is_multiple_of(INLINE_READS_PER_YIELD)
 }
 
 /// The calling thread's voluntary context switches so far (`getrusage(RUSAGE_THREAD)`,
@@ -389,7 +384,15 @@ mod tests {
 
     #[test]
     fn an_inline_read_yields_once_every_so_many() {
-        let turns = (0..3 * INLINE_READS_PER_YIELD).filter(|_| inline_read_turn()).count();
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        // Any 3 x INLINE_READS_PER_YIELD reads in a row, wherever the thread's count stands.
+        let turns = (0..3 * INLINE_READS_PER_YIELD)
+            .filter(|_| {
+                read_cached(file.as_raw_fd(), 0, 16).unwrap();
+                inline_read_turn()
+            })
+            .count();
         assert_eq!(turns, 3);
     }
 
