@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use fjord_replication::{ClusterFile, ClusterState, PartitionState};
 
 use crate::support::wire;
-use crate::support::{keep_on_failure, parse_messages, python, python_ok, tagged, value_index, Background, Message, TempDir};
+use crate::support::{keep_on_failure, parse_messages, python, python_ok, tagged, value_index, wait_until, Background, Message, TempDir};
 
 /// Longest a `fjord` CLI command may take: `cluster up` waits up to 30 s for its brokers.
 const FJORD_SECONDS_MAX: u64 = 60;
@@ -121,18 +121,6 @@ fn plain(text: &str) -> String {
 /// Java's `String.hashCode`, as Kafka uses it to map a group to an offsets partition.
 fn java_string_hash(text: &str) -> i32 {
     text.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
-}
-
-/// Polls `probe` every `POLL_MS` until it returns `Some`, or panics naming `what`.
-fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(found) = probe() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(POLL_MS));
-    }
 }
 
 /// Polls `probe` every `POLL_MS` until it holds or `timeout` passes; returns whether it held.

@@ -49,6 +49,22 @@ fn send_signal(child: &Child, signal: libc::c_int) {
     assert_eq!(rc, 0, "kill({pid}, {signal}) failed: {}", std::io::Error::last_os_error());
 }
 
+/// How often `wait_until` asks again.
+pub const WAIT_POLL_MS: u64 = 20;
+
+/// Polls `probe` every `WAIT_POLL_MS` until it returns `Some`, or panics naming `what` once
+/// `timeout` has passed.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(WAIT_POLL_MS));
+    }
+}
+
 fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
