@@ -4,7 +4,7 @@
 //! answers to requests no well-behaved client sends.
 //!
 //! Clients are librdkafka (confluent-kafka) and kafka-python, driven by
-//! `tests/python/groups_client.py`; each group scenario runs with both, since they implement
+//! `tests/clients/python/groups_client.py`; each group scenario runs with both, since they implement
 //! the group protocol independently. Members run as separate processes so a test can close
 //! one cleanly or SIGKILL it. Every broker is started with a low minimum session timeout and
 //! no initial rebalance delay so rebalances take a fraction of a second, and every wait polls
@@ -55,7 +55,7 @@ fn start_broker(label: &str) -> TestBroker {
 }
 
 fn script_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(SCRIPT)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python").join(SCRIPT)
 }
 
 /// Produces `count` keyed messages with confluent-kafka and returns their acks.

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // Each test module uses a different part of the harness.
 
+pub mod matrix;
 pub mod wire;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -369,10 +370,10 @@ pub fn python_path() -> PathBuf {
 }
 
 fn script_path(script: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python").join(script).display().to_string()
 }
 
-/// Runs `tests/python/<script> args`; does not check the exit status.
+/// Runs `tests/clients/python/<script> args`; does not check the exit status.
 pub fn python(script: &str, args: &[&str]) -> Output {
     let mut all = vec![script_path(script)];
     all.extend(args.iter().map(|s| s.to_string()));
@@ -463,7 +464,7 @@ impl Drop for TempDir {
 }
 
 // ---------------------------------------------------------------------------------------
-// The message conventions of tests/python/common.py.
+// The message conventions of tests/clients/python/common.py.
 
 /// Key of generated message `i`: `k{i % keys}`, none when `keys` is 0.
 pub fn key(i: u64, keys: u64) -> Option<Vec<u8>> {
