@@ -9,6 +9,8 @@
 //! ```
 //! No I/O here: the connection reads frames and writes what this module encodes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
@@ -134,12 +136,31 @@ pub fn decode_response<T: Decodable>(api_key: ApiKey, version: i16, correlation_
     Ok(body)
 }
 
-/// Decodes a request body of type `T`, requiring every byte to be consumed.
+/// Requests that had bytes left after their body (see `decode_body`), since the process
+/// started: how often clients send more than the schema of their version holds.
+static REQUESTS_WITH_TRAILING_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// How many requests so far had bytes left after their body.
+pub fn requests_with_trailing_bytes() -> u64 {
+    REQUESTS_WITH_TRAILING_BYTES.load(Ordering::Relaxed)
+}
+
+/// Decodes a request body of type `T`. Bytes left after the body are ignored, as Apache
+/// Kafka ignores them (its generated `read` stops at the last field of the version and the
+/// request is served): librdkafka 2.x sends an all-topics Metadata v9 with one such byte.
+/// Unknown tagged fields are kept by the codec and otherwise ignored, as in Kafka.
 pub fn decode_body<T: Decodable>(request: &Request) -> anyhow::Result<T> {
     let mut body = request.body.clone();
     let decoded = T::decode(&mut body, request.version)?;
     if body.has_remaining() {
-        anyhow::bail!("{} trailing bytes after the {:?} v{} body", body.remaining(), request.api_key, request.version);
+        REQUESTS_WITH_TRAILING_BYTES.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            bytes = body.remaining(),
+            api = ?request.api_key,
+            version = request.version,
+            client_id = request.header.client_id.as_deref().unwrap_or(""),
+            "ignoring bytes after the request body"
+        );
     }
     Ok(decoded)
 }
@@ -171,6 +192,23 @@ mod tests {
         assert_eq!(request.header.correlation_id, 42);
         let body: MetadataRequest = decode_body(&request).unwrap();
         assert!(body.topics.is_none() || body.topics.as_ref().is_some_and(|t| t.is_empty()));
+    }
+
+    /// Regression: librdkafka 2.14 and 2.16 (confluent-kafka 2.14.2, 2.16.1) list all topics
+    /// with this Metadata v9 request, captured from the wire; its body decodes with one byte
+    /// to spare, which Kafka ignores.
+    #[test]
+    fn librdkafka_all_topics_metadata_v9_decodes_with_its_trailing_byte() {
+        let frame = hex("00030009000000030003636170000000000001000000");
+        let request = parse_request(Bytes::from(frame)).unwrap();
+        let before = requests_with_trailing_bytes();
+        let body: MetadataRequest = decode_body(&request).unwrap();
+        assert!(body.topics.is_none(), "all topics: {body:?}");
+        assert!(requests_with_trailing_bytes() > before);
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
     }
 
     #[test]
