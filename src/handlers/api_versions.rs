@@ -1,6 +1,6 @@
 //! ApiVersions: the versions Fjord serves. An unsupported request version gets Kafka's
-//! answer: error UNSUPPORTED_VERSION in a v0 response that still lists the versions, so the
-//! client can retry with one it shares.
+//! answer (KIP-511): error UNSUPPORTED_VERSION in a v0 response that lists the versions of
+//! ApiVersions alone, so the client can retry with one it shares.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
@@ -29,6 +29,7 @@ pub fn handle(request: &Request) -> Reply {
     let version = if request.version < min || request.version > max {
         tracing::info!(version = request.version, "ApiVersions version not supported; answering with v0");
         response.error_code = ResponseError::UnsupportedVersion.code();
+        response.api_keys.retain(|k| k.api_key == ApiKey::ApiVersions as i16);
         0
     } else {
         request.version
