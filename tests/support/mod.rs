@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // Each test module uses a different part of the harness.
 
+pub mod kafka;
 pub mod matrix;
 pub mod wire;
 
