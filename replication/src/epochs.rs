@@ -67,15 +67,9 @@ impl LeaderEpochCache {
         true
     }
 
-    /// Kafka's OffsetForLeaderEpoch answer: the largest epoch at most `epoch` and the offset
-    /// where it ended (the start of the next epoch, or `log_end_offset` for the latest).
-    /// `(-1, -1)` when the cache knows no epoch that old.
+    /// Kafka's OffsetForLeaderEpoch answer for this cache (`end_offset_in`).
     pub fn end_offset_for(&self, epoch: i32, log_end_offset: i64) -> (i32, i64) {
-        let Some(i) = self.entries.iter().rposition(|(e, _)| *e <= epoch) else {
-            return (-1, -1);
-        };
-        let end = self.entries.get(i + 1).map_or(log_end_offset, |next| next.1);
-        (self.entries[i].0, end)
+        end_offset_in(&self.entries, epoch, log_end_offset)
     }
 
     /// Drops entries that start at or after `offset` (the log was truncated there).
@@ -95,6 +89,30 @@ impl LeaderEpochCache {
     }
 }
 
+/// The answer to "where did `requested` end?" from epoch entries (epoch, start offset), by
+/// the rules of Kafka's `LeaderEpochFileCache.endOffsetFor`:
+/// - epoch -1, or one above every entry: `(-1, -1)` (undefined);
+/// - the latest epoch: it has not ended, `(epoch, log_end_offset)`;
+/// - an epoch below every entry: `(requested, start of the first entry)`, since older data
+///   is gone;
+/// - otherwise the largest epoch at most `requested` and the start of the next one.
+pub fn end_offset_in(entries: &[(i32, i64)], requested: i32, log_end_offset: i64) -> (i32, i64) {
+    const UNDEFINED: (i32, i64) = (-1, -1);
+    if requested == -1 {
+        return UNDEFINED;
+    }
+    if entries.last().is_some_and(|(latest, _)| *latest == requested) {
+        return (requested, log_end_offset);
+    }
+    let Some(&(_, higher_start)) = entries.iter().find(|(epoch, _)| *epoch > requested) else {
+        return UNDEFINED;
+    };
+    match entries.iter().rev().find(|(epoch, _)| *epoch <= requested) {
+        Some(&(floor, _)) => (floor, higher_start),
+        None => (requested, higher_start),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,11 +128,12 @@ mod tests {
         assert_eq!(cache.end_offset_for(2, 300), (0, 100));
         assert_eq!(cache.end_offset_for(3, 300), (3, 250));
         assert_eq!(cache.end_offset_for(5, 300), (5, 300));
-        assert_eq!(cache.end_offset_for(9, 300), (5, 300));
+        assert_eq!(cache.end_offset_for(9, 300), (-1, -1), "above the latest epoch: undefined");
+        assert_eq!(cache.end_offset_for(-1, 300), (-1, -1));
         assert!(cache.truncate_from(250));
         assert_eq!(cache.latest_epoch(), Some(3));
         let mut empty = LeaderEpochCache { path: PathBuf::from("/x"), entries: vec![(4, 10)] };
-        assert_eq!(empty.end_offset_for(3, 20), (-1, -1));
+        assert_eq!(empty.end_offset_for(3, 20), (3, 10), "below the first epoch: where the first starts");
         assert!(empty.truncate_from(0));
     }
 }

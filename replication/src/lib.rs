@@ -23,7 +23,7 @@ mod state;
 
 pub use cluster::{BrokerEntry, ClusterFile};
 pub use controller::{assign_replicas, elect_leaders, Election};
-pub use epochs::LeaderEpochCache;
+pub use epochs::{end_offset_in, LeaderEpochCache};
 pub use isr::{FollowerProgress, ReplicaTracker};
 pub use liveness::Liveness;
 pub use state::{ClusterState, PartitionState, StateStore, TopicState};

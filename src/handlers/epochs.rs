@@ -48,7 +48,14 @@ pub fn epoch_end(broker: &Broker, topic: &str, index: i32, current_leader_epoch:
             if current_leader_epoch >= 0 && current_leader_epoch != current {
                 refused(if current_leader_epoch < current { ResponseError::FencedLeaderEpoch } else { ResponseError::UnknownLeaderEpoch })
             } else {
-                let (epoch, end) = partition.replica.end_offset_for(leader_epoch, partition.log_end_offset());
+                let log_end = partition.log_end_offset();
+                let (epoch, end) = if partition.replica.latest_epoch().is_none() {
+                    // A partition that never changed leader (a broker alone) keeps no epoch
+                    // entries; Kafka's cache would hold its one epoch from the log start.
+                    fjord_replication::end_offset_in(&[(current, partition.log_start_offset())], leader_epoch, log_end)
+                } else {
+                    partition.replica.end_offset_for(leader_epoch, log_end)
+                };
                 (0, epoch, end)
             }
         }
