@@ -580,6 +580,9 @@ impl Coordinator {
 
     pub fn sync(&self, group_id: &str, generation: i32, member_id: &str, assignments: Vec<(String, Bytes)>) -> Result<oneshot::Receiver<SyncResult>, SyncResult> {
         let fail = |error| SyncResult { error: Some(error), ..SyncResult::default() };
+        if group_id.is_empty() {
+            return Err(fail(ResponseError::InvalidGroupId));
+        }
         if !self.owns(group_id) {
             return Err(fail(ResponseError::NotCoordinator));
         }
@@ -632,6 +635,9 @@ impl Coordinator {
     // ----- Heartbeat and LeaveGroup ----------------------------------------------------
 
     pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str, instance_id: Option<&str>) -> Option<ResponseError> {
+        if group_id.is_empty() {
+            return Some(ResponseError::InvalidGroupId);
+        }
         if !self.owns(group_id) {
             return Some(ResponseError::NotCoordinator);
         }
@@ -658,11 +664,15 @@ impl Coordinator {
 
     /// Removes members; returns an error per member (None = removed).
     pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
         if !self.owns(group_id) {
             return Err(ResponseError::NotCoordinator);
         }
         let mut groups = self.groups.borrow_mut();
-        let Some(group) = groups.get_mut(group_id) else { return Err(ResponseError::UnknownMemberId) };
+        // An unknown group has none of the members: each is unknown, as Kafka answers.
+        let Some(group) = groups.get_mut(group_id) else { return Ok(vec![Some(ResponseError::UnknownMemberId); members.len()]) };
         let now = Instant::now();
         let mut results = Vec::with_capacity(members.len());
         let mut removed = false;
@@ -742,9 +752,8 @@ impl Coordinator {
     /// Checks that a commit comes from a current member (or is a simple commit to a group
     /// without members).
     pub fn check_commit(&self, group_id: &str, generation: i32, member_id: &str) -> Option<ResponseError> {
-        if group_id.is_empty() {
-            return Some(ResponseError::InvalidGroupId);
-        }
+        // An empty group id is allowed here, as Kafka allows it for offset commits (for
+        // compatibility with old clients); the other group APIs refuse it.
         if !self.owns(group_id) {
             return Some(ResponseError::NotCoordinator);
         }

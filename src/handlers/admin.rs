@@ -37,6 +37,8 @@ pub async fn create_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
         result.name = wanted.name.clone();
         result.num_partitions = -1;
         result.replication_factor = -1;
+        // The codec's default is an empty message; Kafka sends null unless there is an error.
+        result.error_message = None;
         let partitions = if !wanted.assignments.is_empty() {
             wanted.assignments.len() as i32
         } else if wanted.num_partitions == -1 {
@@ -160,12 +162,34 @@ pub async fn describe_configs(broker: &Rc<Broker>, request: &Request) -> anyhow:
                 entry.value = Some(value.into());
                 entry.config_source = source;
                 entry.read_only = resource.resource_type == RESOURCE_BROKER;
+                entry.config_type = config_type(&entry.name);
+                // Kafka sends documentation only when asked for it (and Fjord has none).
+                entry.documentation = None;
                 entry
             })
             .collect();
         response.results.push(result);
     }
     frame(request, &response)
+}
+
+/// Kafka's `ConfigType` of a config Fjord describes (DescribeConfigs v3+), as Kafka's own
+/// definitions declare it: BOOLEAN 1, STRING 2, INT 3, LONG 5, LIST 7.
+fn config_type(name: &str) -> i8 {
+    const BOOLEAN: i8 = 1;
+    const STRING: i8 = 2;
+    const INT: i8 = 3;
+    const LONG: i8 = 5;
+    const LIST: i8 = 7;
+    match name {
+        "auto.create.topics.enable" => BOOLEAN,
+        "cleanup.policy" | "log.dirs" => LIST,
+        "retention.ms" | "retention.bytes" | "segment.ms" | "log.roll.ms" | "log.retention.ms" | "log.retention.bytes"
+        | "log.retention.check.interval.ms" | "log.flush.interval.ms" => LONG,
+        "segment.bytes" | "max.message.bytes" | "min.insync.replicas" | "index.interval.bytes" | "broker.id" | "num.partitions"
+        | "socket.request.max.bytes" | "max.connections" | "log.segment.bytes" | "message.max.bytes" => INT,
+        _ => STRING,
+    }
 }
 
 /// The broker settings Fjord uses, under Kafka's names where one exists.

@@ -3,14 +3,28 @@
 //! ApiVersions alone, so the client can retry with one it shares.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
 
 use super::Reply;
-use crate::protocol::{encode_response, Request, SUPPORTED_APIS};
+use crate::protocol::{decode_body, encode_response, Request, SUPPORTED_APIS};
+
+/// Kafka's pattern for the client software name and version of ApiVersions v3+
+/// (`ApiVersionsRequest.SOFTWARE_NAME_VERSION_PATTERN`): `[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?`.
+fn valid_software_text(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let edge = |b: &u8| b.is_ascii_alphanumeric();
+    let inner = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'.';
+    match bytes {
+        [] => false,
+        [only] => edge(only),
+        [first, middle @ .., last] => edge(first) && edge(last) && middle.iter().all(inner),
+    }
+}
 
 pub fn handle(request: &Request) -> Reply {
-    let (min, max) = (0, 3);
+    // v4 has v3's format (it only lets a supported feature's min version be 0, KAFKA-17011).
+    let (min, max) = crate::protocol::supported_versions(ApiKey::ApiVersions).expect("ApiVersions is served");
     let mut response = ApiVersionsResponse::default();
     response.finalized_features_epoch = -1;
     response.api_keys = SUPPORTED_APIS
@@ -26,8 +40,27 @@ pub fn handle(request: &Request) -> Reply {
             version
         })
         .collect();
-    let version = if request.version < min || request.version > max {
-        tracing::info!(version = request.version, "ApiVersions version not supported; answering with v0");
+    let supported = (min..=max).contains(&request.version);
+    if supported && request.version >= 3 {
+        // Kafka answers a v3+ request whose client software name or version does not match
+        // its pattern with INVALID_REQUEST and no API list; a body it cannot read closes.
+        let body: ApiVersionsRequest = match decode_body(request) {
+            Ok(body) => body,
+            Err(error) => return Reply::Close(format!("ApiVersions v{}: {error:#}", request.version)),
+        };
+        if !valid_software_text(&body.client_software_name) || !valid_software_text(&body.client_software_version) {
+            tracing::info!(
+                name = %body.client_software_name.as_str(),
+                version = %body.client_software_version.as_str(),
+                "ApiVersions with an invalid client software name or version"
+            );
+            response.error_code = ResponseError::InvalidRequest.code();
+            response.api_keys.clear();
+        }
+    }
+    let version = if !supported {
+        // Newer clients start with their newest version and retry with ours: routine, not news.
+        tracing::debug!(version = request.version, "ApiVersions version not supported; answering with v0");
         response.error_code = ResponseError::UnsupportedVersion.code();
         response.api_keys.retain(|k| k.api_key == ApiKey::ApiVersions as i16);
         0
@@ -37,5 +70,20 @@ pub fn handle(request: &Request) -> Reply {
     match encode_response(ApiKey::ApiVersions, version, request.header.correlation_id, &response) {
         Ok(frame) => Reply::Frame(frame),
         Err(error) => Reply::Close(format!("cannot encode ApiVersions: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_software_text;
+
+    #[test]
+    fn software_names_follow_kafkas_pattern() {
+        for good in ["a", "librdkafka", "confluent-kafka-python", "2.16.1-rdkafka-2.16.0", "apache-kafka-java", "4.4.0"] {
+            assert!(valid_software_text(good), "{good}");
+        }
+        for bad in ["", "-a", "a-", "a b", ".", "kafka_python", "x."] {
+            assert!(!valid_software_text(bad), "{bad}");
+        }
     }
 }

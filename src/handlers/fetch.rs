@@ -10,7 +10,8 @@
 //! ```text
 //! correlation_id i32 | throttle_time_ms i32 | error_code i16 (v7+) | session_id i32 (v7+)
 //! [topic string | [partition i32 | error_code i16 | high_watermark i64
-//!    | last_stable_offset i64 | log_start_offset i64 (v5+) | aborted_transactions [] (empty)
+//!    | last_stable_offset i64 | log_start_offset i64 (v5+) | aborted_transactions [] (null, or
+//!    empty for read_committed)
 //!    | preferred_read_replica i32 (v11+) | records: length i32, then the spliced bytes]]
 //! ```
 
@@ -256,14 +257,21 @@ fn encode(request: &Request, body: &FetchRequest, results: Vec<Vec<PartitionResu
         put_string(&mut head, topic.topic.0.as_str());
         head.put_i32(partitions.len() as i32);
         for result in partitions {
+            // A partition with an error carries no offsets, as in Kafka (-1 for each).
+            let (high_watermark, log_start_offset) = if result.error != 0 { (-1, -1) } else { (result.high_watermark, result.log_start_offset) };
             head.put_i32(result.index);
             head.put_i16(result.error);
-            head.put_i64(result.high_watermark);
-            head.put_i64(result.high_watermark); // last_stable_offset: no transactions
+            head.put_i64(high_watermark);
+            head.put_i64(high_watermark); // last_stable_offset: no transactions
             if version >= 5 {
-                head.put_i64(result.log_start_offset);
+                head.put_i64(log_start_offset);
             }
-            head.put_i32(0); // aborted_transactions: empty
+            // aborted_transactions: null for read_uncommitted, as Kafka sends it; empty (no
+            // transactions) for read_committed.
+            // A partition Kafka finds no log for gets an empty list, as Kafka's
+            // `FetchResponse.partitionResponse` leaves it.
+            let unknown = result.error == ResponseError::UnknownTopicOrPartition.code();
+            head.put_i32(if body.isolation_level == 0 && !unknown { -1 } else { 0 });
             if version >= 11 {
                 head.put_i32(-1); // preferred_read_replica
             }

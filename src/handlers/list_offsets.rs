@@ -56,7 +56,8 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
             answer.error_code = error;
             answer.timestamp = timestamp;
             answer.offset = offset;
-            answer.leader_epoch = if request.version >= 4 { 0 } else { -1 };
+            // No offset (an error, or no record at or after the timestamp): no epoch, as Kafka.
+            answer.leader_epoch = if request.version >= 4 && error == 0 && offset >= 0 { 0 } else { -1 };
             topic_response.partitions.push(answer);
         }
         response.topics.push(topic_response);

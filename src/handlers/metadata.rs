@@ -10,7 +10,7 @@ use kafka_protocol::ResponseError;
 use super::{frame, Reply};
 use crate::broker::{Broker, Topic};
 use crate::protocol::{decode_body, Request};
-use crate::topic::TopicConfig;
+use crate::topic::{validate_name, TopicConfig};
 
 pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: MetadataRequest = decode_body(request)?;
@@ -60,6 +60,8 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
                         .create_topic(&name, config.num_partitions, -1, TopicConfig::default(), false)
                         .await
                         .map_err(|e| e.code),
+                    // As Kafka: a name no topic could have is INVALID_TOPIC_EXCEPTION.
+                    None if validate_name(&name).is_err() => Err(ResponseError::InvalidTopicException),
                     None => Err(ResponseError::UnknownTopicOrPartition),
                 };
                 match topic {
