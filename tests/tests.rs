@@ -6,6 +6,7 @@ mod support;
 mod bad_input;
 mod broker_clients;
 mod cli;
+mod differential;
 mod groups;
 mod kafka_tools;
 mod matrix_go;

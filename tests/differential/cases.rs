@@ -1,0 +1,644 @@
+//! The requests both brokers get, in order: every served API at every version Fjord
+//! advertises, valid and bad. A case may set up state first (create a topic, produce); the
+//! same steps run against both brokers, so their states stay alike and so should the answers.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::session::{Answer, Session, CLIENT_ID};
+use crate::support::wire::{record_batch, Producer, BATCH_CRC_AT, NO_PRODUCER};
+
+/// The topic most cases read: 2 partitions, 3 records in partition 0.
+pub const TOPIC: &str = "diff-a";
+/// How long setup waits for a new topic's leader or a group coordinator (Kafka elects them
+/// asynchronously).
+const SETTLE_MS_MAX: u64 = 30_000;
+/// The one timestamp of every produced record, so fetched batches are byte-identical.
+const TIMESTAMP_MS: i64 = 1_700_000_000_000;
+
+fn s(text: &str) -> StrBytes {
+    StrBytes::from_string(text.to_string())
+}
+
+fn topic_name(text: &str) -> TopicName {
+    TopicName(s(text))
+}
+
+fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
+    let (min, max) = fjord::protocol::supported_versions(key).unwrap_or_else(|| panic!("{key:?} is not served"));
+    min..=max
+}
+
+/// The version of `key` used in step `i` of a flow that walks every version of several APIs.
+fn clamp(key: ApiKey, i: i16) -> i16 {
+    let range = versions(key);
+    i.clamp(*range.start(), *range.end())
+}
+
+/// Every case, in order.
+pub fn run_all(session: &mut Session) {
+    setup(session);
+    api_versions(session);
+    framing(session);
+    metadata(session);
+    create_topics(session);
+    delete_topics(session);
+    produce(session);
+    fetch(session);
+    list_offsets(session);
+    offset_for_leader_epoch(session);
+    init_producer_id(session);
+    describe_configs(session);
+    find_coordinator(session);
+    groups(session);
+    group_errors(session);
+}
+
+fn create(session: &mut Session, name: &str, partitions: i32) {
+    let mut topic = CreatableTopic::default();
+    topic.name = topic_name(name);
+    topic.num_partitions = partitions;
+    topic.replication_factor = 1;
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![topic];
+    request.timeout_ms = 10_000;
+    let response: CreateTopicsResponse = session.call(ApiKey::CreateTopics, 5, &request).response("create a topic");
+    assert_eq!(response.topics[0].error_code, 0, "create {name}: {response:?}");
+    wait_for_leaders(session, name);
+}
+
+fn wait_for_leaders(session: &mut Session, name: &str) {
+    let deadline = Instant::now() + Duration::from_millis(SETTLE_MS_MAX);
+    let mut request = MetadataRequest::default();
+    let mut topic = MetadataRequestTopic::default();
+    topic.name = Some(topic_name(name));
+    request.topics = Some(vec![topic]);
+    loop {
+        let response: MetadataResponse = session.call(ApiKey::Metadata, 9, &request).response("metadata");
+        let ready = response.topics.iter().all(|t| t.error_code == 0 && t.partitions.iter().all(|p| p.leader_id.0 >= 0));
+        if ready {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} has no leaders after {SETTLE_MS_MAX} ms: {response:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn produce_request(topic: &str, partition: i32, records: Vec<u8>) -> ProduceRequest {
+    let mut data = produce_request::PartitionProduceData::default();
+    data.index = partition;
+    data.records = Some(Bytes::from(records));
+    let mut topic_data = produce_request::TopicProduceData::default();
+    topic_data.name = topic_name(topic);
+    topic_data.partition_data = vec![data];
+    let mut request = ProduceRequest::default();
+    request.acks = -1;
+    request.timeout_ms = 10_000;
+    request.topic_data = vec![topic_data];
+    request
+}
+
+fn three_records() -> Vec<u8> {
+    record_batch(&[(Some(b"k0"), b"v0"), (Some(b"k1"), b"v1"), (None, b"v2")], TIMESTAMP_MS, NO_PRODUCER)
+}
+
+/// Produces to partition 0 once the new topic's leader takes writes: Kafka's partition can
+/// answer NOT_LEADER_OR_FOLLOWER for a moment after Metadata names its leader.
+fn produce_when_ready(session: &mut Session, topic: &str, records: Vec<u8>) {
+    let deadline = Instant::now() + Duration::from_millis(SETTLE_MS_MAX);
+    loop {
+        let response: ProduceResponse = session.call(ApiKey::Produce, 9, &produce_request(topic, 0, records.clone())).response("produce");
+        let error = response.responses[0].partition_responses[0].error_code;
+        if error == 0 {
+            return;
+        }
+        assert!(error == 6 && Instant::now() < deadline, "produce to {topic}: {response:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn setup(session: &mut Session) {
+    create(session, TOPIC, 2);
+    produce_when_ready(session, TOPIC, three_records());
+    // Kafka creates `__consumer_offsets` on the first FindCoordinator: wait until it answers.
+    let deadline = Instant::now() + Duration::from_millis(SETTLE_MS_MAX);
+    let mut request = FindCoordinatorRequest::default();
+    request.key = s("diff-warmup");
+    loop {
+        let response: FindCoordinatorResponse = session.call(ApiKey::FindCoordinator, 3, &request).response("find coordinator");
+        if response.error_code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no group coordinator after {SETTLE_MS_MAX} ms: {response:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// ApiVersions at each version; the advertised table itself is compared in `mod.rs`.
+fn api_versions(session: &mut Session) {
+    for v in versions(ApiKey::ApiVersions) {
+        let mut request = ApiVersionsRequest::default();
+        if v >= 3 {
+            request.client_software_name = s("fjord-differential");
+            request.client_software_version = s("1.0");
+        }
+        session.exchange(format!("api_versions v{v}"), ApiKey::ApiVersions, v, &request, |r: &mut ApiVersionsResponse| r.api_keys.clear());
+    }
+    // v3 names the client software; Kafka checks the names against its pattern.
+    for (label, name, version) in [("empty client software name", "", "1.0"), ("invalid client software name", "-bad name-", "1.0")] {
+        let mut request = ApiVersionsRequest::default();
+        request.client_software_name = s(name);
+        request.client_software_version = s(version);
+        session.exchange(format!("api_versions v3 {label}"), ApiKey::ApiVersions, 3, &request, |r: &mut ApiVersionsResponse| r.api_keys.clear());
+    }
+    // A version no broker knows: error UNSUPPORTED_VERSION in a v0 answer.
+    let mut payload = vec![0, 18, 0, 99, 0, 0, 0x10, 0, 0, 4];
+    payload.extend_from_slice(b"diff");
+    payload.push(0); // header v2: no tagged fields
+    let answer = match session.raw(&payload) {
+        None => Answer::Closed,
+        Some(bytes) => Answer::Response(
+            fjord::protocol::decode_response::<ApiVersionsResponse>(ApiKey::ApiVersions, 0, Some(0x1000), Bytes::from(bytes)).expect("a v0 ApiVersions answer"),
+        ),
+    };
+    session.observe("api_versions v99", answer, |_| {});
+}
+
+/// Frames around a body: an unknown version, an unknown API key, bytes after the body.
+fn framing(session: &mut Session) {
+    let header = |key: i16, version: i16| {
+        let mut p = Vec::new();
+        p.extend_from_slice(&key.to_be_bytes());
+        p.extend_from_slice(&version.to_be_bytes());
+        p.extend_from_slice(&7i32.to_be_bytes());
+        p.extend_from_slice(&4i16.to_be_bytes());
+        p.extend_from_slice(b"diff");
+        p
+    };
+    let mut flexible = header(3, 99);
+    flexible.push(0); // header v2: no tagged fields
+    let unknown_version = session.raw(&flexible);
+    session.observe("framing metadata v99", unknown_version.map_or(Answer::Closed, |b| Answer::Response(b.len())), |_| {});
+    let unknown_key = session.raw(&header(9999, 0));
+    session.observe("framing api key 9999", unknown_key.map_or(Answer::Closed, |b| Answer::Response(b.len())), |_| {});
+    // Metadata v1 for one topic, then four bytes no schema has.
+    let mut payload = header(3, 1);
+    payload.extend_from_slice(&1i32.to_be_bytes());
+    payload.extend_from_slice(&(TOPIC.len() as i16).to_be_bytes());
+    payload.extend_from_slice(TOPIC.as_bytes());
+    payload.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    let answer = session.raw(&payload).map_or(Answer::Closed, |b| {
+        Answer::Response(fjord::protocol::decode_response::<MetadataResponse>(ApiKey::Metadata, 1, Some(7), Bytes::from(b)).expect("metadata v1"))
+    });
+    session.observe("framing metadata v1 with trailing bytes", answer, |_| {});
+}
+
+fn sort_metadata(response: &mut MetadataResponse) {
+    // Fjord creates `__consumer_offsets` at start, Kafka on first use: only the suite's
+    // topics are compared.
+    response.topics.retain(|t| t.name.as_ref().is_some_and(|n| n.0.starts_with("diff")));
+    response.topics.sort_by_key(|t| format!("{:?}", t.name));
+    response.brokers.clear();
+}
+
+fn metadata(session: &mut Session) {
+    for v in versions(ApiKey::Metadata) {
+        let mut request = MetadataRequest::default();
+        let mut topic = MetadataRequestTopic::default();
+        topic.name = Some(topic_name(TOPIC));
+        request.topics = Some(vec![topic]);
+        request.allow_auto_topic_creation = v < 4; // v0-3 always auto-create; no effect on an existing topic
+        session.exchange(format!("metadata v{v} one topic"), ApiKey::Metadata, v, &request, sort_metadata);
+        let mut all = MetadataRequest::default();
+        all.topics = if v == 0 { Some(vec![]) } else { None };
+        all.allow_auto_topic_creation = v < 4;
+        session.exchange(format!("metadata v{v} all topics"), ApiKey::Metadata, v, &all, sort_metadata);
+        let mut brokers_only = MetadataRequest::default();
+        brokers_only.topics = Some(vec![]);
+        brokers_only.allow_auto_topic_creation = v < 4;
+        if v > 0 {
+            session.exchange(format!("metadata v{v} no topics"), ApiKey::Metadata, v, &brokers_only, |r: &mut MetadataResponse| {
+                r.brokers.iter_mut().for_each(|b| b.rack = None);
+                let count = r.brokers.len();
+                r.brokers.truncate(count.min(1));
+            });
+        }
+    }
+    for (label, name) in [("unknown topic", "diff-no-such-topic"), ("invalid name", "diff bad name!"), ("name too long", &"diff-long-".repeat(26) as &str)] {
+        let mut request = MetadataRequest::default();
+        let mut topic = MetadataRequestTopic::default();
+        topic.name = Some(topic_name(name));
+        request.topics = Some(vec![topic]);
+        request.allow_auto_topic_creation = false;
+        session.exchange(format!("metadata v9 {label}"), ApiKey::Metadata, 9, &request, sort_metadata);
+    }
+}
+
+fn creatable(name: &str, partitions: i32, replication_factor: i16, configs: &[(&str, &str)]) -> CreatableTopic {
+    let mut topic = CreatableTopic::default();
+    topic.name = topic_name(name);
+    topic.num_partitions = partitions;
+    topic.replication_factor = replication_factor;
+    topic.configs = configs
+        .iter()
+        .map(|(k, v)| {
+            let mut c = create_topics_request::CreatableTopicConfig::default();
+            c.name = s(k);
+            c.value = Some(s(v));
+            c
+        })
+        .collect();
+    topic
+}
+
+fn sort_created(response: &mut CreateTopicsResponse) {
+    response.topics.sort_by_key(|t| format!("{:?}", t.name));
+    for topic in &mut response.topics {
+        if let Some(configs) = topic.configs.as_mut() {
+            configs.sort_by_key(|c| format!("{:?}", c.name));
+        }
+    }
+}
+
+fn create_topics(session: &mut Session) {
+    for v in versions(ApiKey::CreateTopics) {
+        let mut request = CreateTopicsRequest::default();
+        request.timeout_ms = 10_000;
+        request.topics = vec![creatable(&format!("diff-ct-v{v}"), 3, 1, &[("retention.ms", "3600000")])];
+        session.exchange(format!("create_topics v{v}"), ApiKey::CreateTopics, v, &request, sort_created);
+    }
+    let mut bad = CreateTopicsRequest::default();
+    bad.timeout_ms = 10_000;
+    bad.topics = vec![
+        creatable(TOPIC, 1, 1, &[]),
+        creatable("diff bad name", 1, 1, &[]),
+        creatable("diff-zero-partitions", 0, 1, &[]),
+        creatable("diff-rf3", 1, 3, &[]),
+        creatable("diff-unknown-config", 1, 1, &[("no.such.config", "1")]),
+        creatable("diff-bad-config-value", 1, 1, &[("retention.ms", "soon")]),
+        creatable("diff-default-partitions", -1, -1, &[]),
+    ];
+    session.exchange("create_topics v5 errors", ApiKey::CreateTopics, 5, &bad, sort_created);
+    let mut validate = CreateTopicsRequest::default();
+    validate.timeout_ms = 10_000;
+    validate.validate_only = true;
+    validate.topics = vec![creatable("diff-validate-only", 2, 1, &[])];
+    session.exchange("create_topics v5 validate only", ApiKey::CreateTopics, 5, &validate, sort_created);
+    for name in ["diff-ct-v5", "diff-default-partitions"] {
+        wait_for_leaders(session, name);
+    }
+}
+
+fn delete_topics(session: &mut Session) {
+    for v in versions(ApiKey::DeleteTopics) {
+        let mut request = DeleteTopicsRequest::default();
+        request.timeout_ms = 10_000;
+        request.topic_names = vec![topic_name(&format!("diff-ct-v{v}"))];
+        session.exchange(format!("delete_topics v{v}"), ApiKey::DeleteTopics, v, &request, |r: &mut DeleteTopicsResponse| {
+            r.responses.sort_by_key(|t| format!("{:?}", t.name));
+        });
+    }
+    let mut request = DeleteTopicsRequest::default();
+    request.timeout_ms = 10_000;
+    request.topic_names = vec![topic_name("diff-no-such-topic"), topic_name("diff bad name")];
+    session.exchange("delete_topics v5 unknown", ApiKey::DeleteTopics, 5, &request, |r: &mut DeleteTopicsResponse| {
+        r.responses.sort_by_key(|t| format!("{:?}", t.name));
+    });
+}
+
+fn produce(session: &mut Session) {
+    create(session, "diff-p", 1);
+    // The first batch also waits for the leader to take writes; the versions' batches follow.
+    produce_when_ready(session, "diff-p", three_records());
+    for v in versions(ApiKey::Produce) {
+        let request = produce_request("diff-p", 0, three_records());
+        session.exchange(format!("produce v{v}"), ApiKey::Produce, v, &request, |_: &mut ProduceResponse| {});
+    }
+    let v = *versions(ApiKey::Produce).end();
+    let cases: Vec<(&str, ProduceRequest)> = vec![
+        ("partition out of range", produce_request("diff-p", 99, three_records())),
+        ("unknown topic", produce_request("diff-no-such-topic", 0, three_records())),
+        ("invalid topic name", produce_request("diff bad name", 0, three_records())),
+        ("wrong crc", produce_request("diff-p", 0, {
+            let mut batch = three_records();
+            batch[BATCH_CRC_AT] ^= 0xff;
+            batch
+        })),
+        ("oversized batch", produce_request("diff-p", 0, record_batch(&[(None, &vec![b'x'; 1_100_000])], TIMESTAMP_MS, NO_PRODUCER))),
+        (
+            "unknown producer id",
+            produce_request("diff-p", 0, record_batch(&[(None, b"v")], TIMESTAMP_MS, Producer { id: 987_654, epoch: 0, base_sequence: 5 })),
+        ),
+    ];
+    for (label, request) in cases {
+        session.exchange(format!("produce v{v} {label}"), ApiKey::Produce, v, &request, |_: &mut ProduceResponse| {});
+    }
+}
+
+fn fetch_request(topic: &str, partition: i32, offset: i64) -> FetchRequest {
+    let mut p = fetch_request::FetchPartition::default();
+    p.partition = partition;
+    p.fetch_offset = offset;
+    p.partition_max_bytes = 1 << 20;
+    let mut t = fetch_request::FetchTopic::default();
+    t.topic = topic_name(topic);
+    t.partitions = vec![p];
+    let mut request = FetchRequest::default();
+    request.replica_id = BrokerId(-1);
+    request.max_wait_ms = 50;
+    request.min_bytes = 1;
+    request.max_bytes = 1 << 20;
+    request.session_epoch = -1;
+    request.topics = vec![t];
+    request
+}
+
+fn fetch(session: &mut Session) {
+    for v in versions(ApiKey::Fetch) {
+        session.exchange(format!("fetch v{v}"), ApiKey::Fetch, v, &fetch_request(TOPIC, 0, 0), |_: &mut FetchResponse| {});
+        session.exchange(format!("fetch v{v} offset out of range"), ApiKey::Fetch, v, &fetch_request(TOPIC, 0, 1000), |_: &mut FetchResponse| {});
+    }
+    let v = *versions(ApiKey::Fetch).end();
+    session.exchange(format!("fetch v{v} partition out of range"), ApiKey::Fetch, v, &fetch_request(TOPIC, 99, 0), |_: &mut FetchResponse| {});
+    session.exchange(format!("fetch v{v} unknown topic"), ApiKey::Fetch, v, &fetch_request("diff-no-such-topic", 0, 0), |_: &mut FetchResponse| {});
+    session.exchange(format!("fetch v{v} empty partition"), ApiKey::Fetch, v, &fetch_request(TOPIC, 1, 0), |_: &mut FetchResponse| {});
+}
+
+fn list_offsets(session: &mut Session) {
+    for v in versions(ApiKey::ListOffsets) {
+        for (label, partition, timestamp) in [("earliest", 0, -2), ("latest", 0, -1), ("by time", 0, TIMESTAMP_MS), ("after the last", 0, TIMESTAMP_MS + 1), ("partition out of range", 99, -1)] {
+            let mut p = list_offsets_request::ListOffsetsPartition::default();
+            p.partition_index = partition;
+            p.timestamp = timestamp;
+            let mut t = list_offsets_request::ListOffsetsTopic::default();
+            t.name = topic_name(TOPIC);
+            t.partitions = vec![p];
+            let mut request = ListOffsetsRequest::default();
+            request.replica_id = BrokerId(-1);
+            request.topics = vec![t];
+            session.exchange(format!("list_offsets v{v} {label}"), ApiKey::ListOffsets, v, &request, |_: &mut ListOffsetsResponse| {});
+        }
+    }
+}
+
+fn offset_for_leader_epoch(session: &mut Session) {
+    for v in versions(ApiKey::OffsetForLeaderEpoch) {
+        for (label, partition, epoch) in [("epoch 0", 0, 0), ("future epoch", 0, 5), ("partition out of range", 99, 0)] {
+            let mut p = offset_for_leader_epoch_request::OffsetForLeaderPartition::default();
+            p.partition = partition;
+            p.current_leader_epoch = -1;
+            p.leader_epoch = epoch;
+            let mut t = offset_for_leader_epoch_request::OffsetForLeaderTopic::default();
+            t.topic = topic_name(TOPIC);
+            t.partitions = vec![p];
+            let mut request = OffsetForLeaderEpochRequest::default();
+            request.replica_id = BrokerId(-1);
+            request.topics = vec![t];
+            session.exchange(format!("offset_for_leader_epoch v{v} {label}"), ApiKey::OffsetForLeaderEpoch, v, &request, |_: &mut OffsetForLeaderEpochResponse| {});
+        }
+    }
+}
+
+fn init_producer_id(session: &mut Session) {
+    for v in versions(ApiKey::InitProducerId) {
+        let mut request = InitProducerIdRequest::default();
+        request.transaction_timeout_ms = 60_000;
+        request.producer_id = ProducerId(-1);
+        request.producer_epoch = -1;
+        session.exchange(format!("init_producer_id v{v}"), ApiKey::InitProducerId, v, &request, |_: &mut InitProducerIdResponse| {});
+    }
+}
+
+fn describe_configs(session: &mut Session) {
+    for v in versions(ApiKey::DescribeConfigs) {
+        for (label, resource_type, name, keys) in [
+            ("topic", 2i8, TOPIC, None),
+            ("topic, two keys", 2, TOPIC, Some(vec![s("retention.ms"), s("cleanup.policy")])),
+            ("unknown topic", 2, "diff-no-such-topic", None),
+        ] {
+            let mut resource = DescribeConfigsResource::default();
+            resource.resource_type = resource_type;
+            resource.resource_name = s(name);
+            resource.configuration_keys = keys;
+            let mut request = DescribeConfigsRequest::default();
+            request.resources = vec![resource];
+            session.exchange(format!("describe_configs v{v} {label}"), ApiKey::DescribeConfigs, v, &request, |r: &mut DescribeConfigsResponse| {
+                for result in &mut r.results {
+                    result.configs.sort_by_key(|c| format!("{:?}", c.name));
+                }
+            });
+        }
+    }
+}
+
+fn find_coordinator(session: &mut Session) {
+    for v in versions(ApiKey::FindCoordinator) {
+        let mut request = FindCoordinatorRequest::default();
+        if v >= 4 {
+            request.coordinator_keys = vec![s("diff-find")];
+        } else {
+            request.key = s("diff-find");
+        }
+        session.exchange(format!("find_coordinator v{v}"), ApiKey::FindCoordinator, v, &request, |_: &mut FindCoordinatorResponse| {});
+        if v >= 1 {
+            let mut txn = FindCoordinatorRequest::default();
+            txn.key_type = 1;
+            if v >= 4 {
+                txn.coordinator_keys = vec![s("diff-txn")];
+            } else {
+                txn.key = s("diff-txn");
+            }
+            session.exchange(format!("find_coordinator v{v} transaction"), ApiKey::FindCoordinator, v, &txn, |_: &mut FindCoordinatorResponse| {});
+        }
+    }
+}
+
+/// A consumer subscription (ConsumerProtocolSubscription v0) to `TOPIC`.
+fn subscription() -> Bytes {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&1i32.to_be_bytes());
+    b.extend_from_slice(&(TOPIC.len() as i16).to_be_bytes());
+    b.extend_from_slice(TOPIC.as_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // no user data
+    Bytes::from(b)
+}
+
+fn join_request(group: &str, member: &str, v: i16) -> JoinGroupRequest {
+    let mut protocol = join_group_request::JoinGroupRequestProtocol::default();
+    protocol.name = s("range");
+    protocol.metadata = subscription();
+    let mut request = JoinGroupRequest::default();
+    request.group_id = GroupId(s(group));
+    request.session_timeout_ms = 10_000;
+    if v >= 1 {
+        request.rebalance_timeout_ms = 10_000;
+    }
+    request.member_id = s(member);
+    request.protocol_type = s("consumer");
+    request.protocols = vec![protocol];
+    request
+}
+
+/// One member's whole life in a group, walking the versions of every group API: step `i`
+/// uses version `i` of each (clamped to what Fjord serves).
+fn groups(session: &mut Session) {
+    for i in 0..=*versions(ApiKey::JoinGroup).end() {
+        let group = format!("diff-g{i}");
+        let join_v = clamp(ApiKey::JoinGroup, i);
+        let first: JoinGroupResponse = session.call(ApiKey::JoinGroup, join_v, &join_request(&group, "", join_v)).response("join");
+        let member = first.member_id.to_string();
+        session.observe(format!("join_group v{join_v}"), Answer::Response(first), |_| {});
+        if join_v >= 4 {
+            let again: Answer<JoinGroupResponse> = session.call(ApiKey::JoinGroup, join_v, &join_request(&group, &member, join_v));
+            session.observe(format!("join_group v{join_v} with the member id"), again, |_| {});
+        }
+        let sync_v = clamp(ApiKey::SyncGroup, i);
+        let mut sync = SyncGroupRequest::default();
+        sync.group_id = GroupId(s(&group));
+        sync.generation_id = 1;
+        sync.member_id = s(&member);
+        if sync_v >= 5 {
+            sync.protocol_type = Some(s("consumer"));
+            sync.protocol_name = Some(s("range"));
+        }
+        let mut assignment = sync_group_request::SyncGroupRequestAssignment::default();
+        assignment.member_id = s(&member);
+        assignment.assignment = Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        sync.assignments = vec![assignment];
+        session.exchange(format!("sync_group v{sync_v}"), ApiKey::SyncGroup, sync_v, &sync, |_: &mut SyncGroupResponse| {});
+        let heartbeat_v = clamp(ApiKey::Heartbeat, i);
+        let mut heartbeat = HeartbeatRequest::default();
+        heartbeat.group_id = GroupId(s(&group));
+        heartbeat.generation_id = 1;
+        heartbeat.member_id = s(&member);
+        session.exchange(format!("heartbeat v{heartbeat_v}"), ApiKey::Heartbeat, heartbeat_v, &heartbeat, |_: &mut HeartbeatResponse| {});
+        let commit_v = clamp(ApiKey::OffsetCommit, i);
+        let mut partition = offset_commit_request::OffsetCommitRequestPartition::default();
+        partition.partition_index = 0;
+        partition.committed_offset = 2;
+        partition.committed_metadata = Some(s("m"));
+        let mut topic = offset_commit_request::OffsetCommitRequestTopic::default();
+        topic.name = topic_name(TOPIC);
+        topic.partitions = vec![partition];
+        let mut commit = OffsetCommitRequest::default();
+        commit.group_id = GroupId(s(&group));
+        commit.generation_id_or_member_epoch = 1;
+        commit.member_id = s(&member);
+        commit.retention_time_ms = -1;
+        commit.topics = vec![topic];
+        session.exchange(format!("offset_commit v{commit_v}"), ApiKey::OffsetCommit, commit_v, &commit, |_: &mut OffsetCommitResponse| {});
+        let fetch_v = clamp(ApiKey::OffsetFetch, i);
+        let mut wanted = offset_fetch_request::OffsetFetchRequestTopic::default();
+        wanted.name = topic_name(TOPIC);
+        wanted.partition_indexes = vec![0, 1];
+        let mut offsets = OffsetFetchRequest::default();
+        offsets.group_id = GroupId(s(&group));
+        offsets.topics = Some(vec![wanted]);
+        session.exchange(format!("offset_fetch v{fetch_v}"), ApiKey::OffsetFetch, fetch_v, &offsets, |_: &mut OffsetFetchResponse| {});
+        let describe_v = clamp(ApiKey::DescribeGroups, i);
+        let mut describe = DescribeGroupsRequest::default();
+        describe.groups = vec![GroupId(s(&group))];
+        session.exchange(format!("describe_groups v{describe_v}"), ApiKey::DescribeGroups, describe_v, &describe, |_: &mut DescribeGroupsResponse| {});
+        let list_v = clamp(ApiKey::ListGroups, i);
+        session.exchange(format!("list_groups v{list_v}"), ApiKey::ListGroups, list_v, &ListGroupsRequest::default(), |r: &mut ListGroupsResponse| {
+            r.groups.retain(|g| g.group_id.0.starts_with("diff-g"));
+            r.groups.sort_by_key(|g| format!("{:?}", g.group_id));
+        });
+        let leave_v = clamp(ApiKey::LeaveGroup, i);
+        let mut leave = LeaveGroupRequest::default();
+        leave.group_id = GroupId(s(&group));
+        if leave_v >= 3 {
+            let mut identity = leave_group_request::MemberIdentity::default();
+            identity.member_id = s(&member);
+            leave.members = vec![identity];
+        } else {
+            leave.member_id = s(&member);
+        }
+        session.exchange(format!("leave_group v{leave_v}"), ApiKey::LeaveGroup, leave_v, &leave, |_: &mut LeaveGroupResponse| {});
+        let delete_v = clamp(ApiKey::DeleteGroups, i);
+        let mut delete = DeleteGroupsRequest::default();
+        delete.groups_names = vec![GroupId(s(&group)), GroupId(s("diff-no-such-group"))];
+        session.exchange(format!("delete_groups v{delete_v}"), ApiKey::DeleteGroups, delete_v, &delete, |r: &mut DeleteGroupsResponse| {
+            r.results.sort_by_key(|g| format!("{:?}", g.group_id));
+        });
+    }
+}
+
+/// Group operations by someone who is not a member, or on a group that does not exist.
+fn group_errors(session: &mut Session) {
+    let join_v = *versions(ApiKey::JoinGroup).end();
+    let group = "diff-errors";
+    let first: JoinGroupResponse = session.call(ApiKey::JoinGroup, join_v, &join_request(group, "", join_v)).response("join");
+    let member = first.member_id.to_string();
+    let joined: JoinGroupResponse = session.call(ApiKey::JoinGroup, join_v, &join_request(group, &member, join_v)).response("join");
+    assert_eq!(joined.error_code, 0, "{joined:?}");
+    let heartbeat_v = *versions(ApiKey::Heartbeat).end();
+    for (label, group, member, generation) in [
+        ("unknown member", group, "nobody", 1),
+        ("wrong generation", group, member.as_str(), 7),
+        ("unknown group", "diff-no-such-group", "nobody", 1),
+        ("empty group id", "", "nobody", 1),
+    ] {
+        let mut heartbeat = HeartbeatRequest::default();
+        heartbeat.group_id = GroupId(s(group));
+        heartbeat.generation_id = generation;
+        heartbeat.member_id = s(member);
+        session.exchange(format!("heartbeat v{heartbeat_v} {label}"), ApiKey::Heartbeat, heartbeat_v, &heartbeat, |_: &mut HeartbeatResponse| {});
+        let sync_v = *versions(ApiKey::SyncGroup).end();
+        let mut sync = SyncGroupRequest::default();
+        sync.group_id = GroupId(s(group));
+        sync.generation_id = generation;
+        sync.member_id = s(member);
+        sync.protocol_type = Some(s("consumer"));
+        sync.protocol_name = Some(s("range"));
+        session.exchange(format!("sync_group v{sync_v} {label}"), ApiKey::SyncGroup, sync_v, &sync, |_: &mut SyncGroupResponse| {});
+        let commit_v = *versions(ApiKey::OffsetCommit).end();
+        let mut partition = offset_commit_request::OffsetCommitRequestPartition::default();
+        partition.committed_offset = 1;
+        let mut topic = offset_commit_request::OffsetCommitRequestTopic::default();
+        topic.name = topic_name(TOPIC);
+        topic.partitions = vec![partition];
+        let mut commit = OffsetCommitRequest::default();
+        commit.group_id = GroupId(s(group));
+        commit.generation_id_or_member_epoch = generation;
+        commit.member_id = s(member);
+        commit.retention_time_ms = -1;
+        commit.topics = vec![topic];
+        session.exchange(format!("offset_commit v{commit_v} {label}"), ApiKey::OffsetCommit, commit_v, &commit, |_: &mut OffsetCommitResponse| {});
+        let leave_v = *versions(ApiKey::LeaveGroup).end();
+        let mut identity = leave_group_request::MemberIdentity::default();
+        identity.member_id = s(member);
+        let mut leave = LeaveGroupRequest::default();
+        leave.group_id = GroupId(s(group));
+        leave.members = vec![identity];
+        session.exchange(format!("leave_group v{leave_v} {label}"), ApiKey::LeaveGroup, leave_v, &leave, |_: &mut LeaveGroupResponse| {});
+    }
+    // A commit without a group generation (a standalone consumer), then a delete of a group
+    // that still has a member.
+    let commit_v = *versions(ApiKey::OffsetCommit).end();
+    let mut partition = offset_commit_request::OffsetCommitRequestPartition::default();
+    partition.committed_offset = 1;
+    let mut topic = offset_commit_request::OffsetCommitRequestTopic::default();
+    topic.name = topic_name(TOPIC);
+    topic.partitions = vec![partition];
+    let mut commit = OffsetCommitRequest::default();
+    commit.group_id = GroupId(s("diff-standalone"));
+    commit.generation_id_or_member_epoch = -1;
+    commit.retention_time_ms = -1;
+    commit.topics = vec![topic];
+    session.exchange(format!("offset_commit v{commit_v} standalone"), ApiKey::OffsetCommit, commit_v, &commit, |_: &mut OffsetCommitResponse| {});
+    let delete_v = *versions(ApiKey::DeleteGroups).end();
+    let mut delete = DeleteGroupsRequest::default();
+    delete.groups_names = vec![GroupId(s(group)), GroupId(s("diff-standalone"))];
+    session.exchange(format!("delete_groups v{delete_v} non-empty"), ApiKey::DeleteGroups, delete_v, &delete, |r: &mut DeleteGroupsResponse| {
+        r.results.sort_by_key(|g| format!("{:?}", g.group_id));
+    });
+    let _ = CLIENT_ID;
+}
