@@ -770,8 +770,12 @@ impl Coordinator {
         if generation != group.generation {
             return Some(ResponseError::IllegalGeneration);
         }
-        // Until SyncGroup the member does not know its partitions (Kafka refuses too).
-        if matches!(group.state, GroupState::PreparingRebalance | GroupState::CompletingRebalance) {
+        // Between JoinGroup and SyncGroup the member does not know its partitions yet (Kafka
+        // refuses too). While a rebalance is only being prepared the generation is still the
+        // one the member consumed under, and Kafka takes its commits: a member committing on
+        // its way out of the group (another member's leave started the rebalance) must not
+        // lose them.
+        if group.state == GroupState::CompletingRebalance {
             return Some(ResponseError::RebalanceInProgress);
         }
         None

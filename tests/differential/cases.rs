@@ -58,6 +58,7 @@ pub fn run_all(session: &mut Session) {
     find_coordinator(session);
     groups(session);
     group_errors(session);
+    commit_while_a_rebalance_is_prepared(session);
 }
 
 fn create(session: &mut Session, name: &str, partitions: i32) {
@@ -641,4 +642,68 @@ fn group_errors(session: &mut Session) {
         r.results.sort_by_key(|g| format!("{:?}", g.group_id));
     });
     let _ = CLIENT_ID;
+}
+
+/// A second member's join puts a stable group into PreparingRebalance; the first member
+/// still commits under its generation (Kafka takes it: only CompletingRebalance refuses),
+/// is told to rejoin by its heartbeat, and leaves, which completes the newcomer's join.
+fn commit_while_a_rebalance_is_prepared(session: &mut Session) {
+    const GROUP: &str = "diff-prepared";
+    /// How long the newcomer's join is given to reach the coordinator before the first
+    /// member acts: it blocks there until the rebalance completes.
+    const JOIN_LANDS_MS: u64 = 500;
+    let v = *versions(ApiKey::JoinGroup).end();
+    let first: JoinGroupResponse = session.call(ApiKey::JoinGroup, v, &join_request(GROUP, "", v)).response("join");
+    let member = first.member_id.to_string();
+    let joined: JoinGroupResponse = session.call(ApiKey::JoinGroup, v, &join_request(GROUP, &member, v)).response("join");
+    assert_eq!((joined.error_code, joined.generation_id), (0, 1), "{joined:?}");
+    let mut sync = SyncGroupRequest::default();
+    sync.group_id = GroupId(s(GROUP));
+    sync.generation_id = 1;
+    sync.member_id = s(&member);
+    sync.protocol_type = Some(s("consumer"));
+    sync.protocol_name = Some(s("range"));
+    let synced: SyncGroupResponse = session.call(ApiKey::SyncGroup, 5, &sync).response("sync");
+    assert_eq!(synced.error_code, 0, "{synced:?}");
+    let addr = session.addr();
+    let newcomer = std::thread::spawn(move || {
+        let mut other = Session::new(addr);
+        let first: JoinGroupResponse = other.call(ApiKey::JoinGroup, v, &join_request(GROUP, "", v)).response("join");
+        let id = first.member_id.to_string();
+        other.call::<_, JoinGroupResponse>(ApiKey::JoinGroup, v, &join_request(GROUP, &id, v))
+    });
+    std::thread::sleep(Duration::from_millis(JOIN_LANDS_MS));
+    let mut heartbeat = HeartbeatRequest::default();
+    heartbeat.group_id = GroupId(s(GROUP));
+    heartbeat.generation_id = 1;
+    heartbeat.member_id = s(&member);
+    session.exchange("heartbeat v4 while a rebalance is prepared", ApiKey::Heartbeat, 4, &heartbeat, |_: &mut HeartbeatResponse| {});
+    let commit_v = *versions(ApiKey::OffsetCommit).end();
+    let mut partition = offset_commit_request::OffsetCommitRequestPartition::default();
+    partition.committed_offset = 3;
+    let mut topic = offset_commit_request::OffsetCommitRequestTopic::default();
+    topic.name = topic_name(TOPIC);
+    topic.partitions = vec![partition];
+    let mut commit = OffsetCommitRequest::default();
+    commit.group_id = GroupId(s(GROUP));
+    commit.generation_id_or_member_epoch = 1;
+    commit.member_id = s(&member);
+    commit.retention_time_ms = -1;
+    commit.topics = vec![topic];
+    session.exchange(format!("offset_commit v{commit_v} while a rebalance is prepared"), ApiKey::OffsetCommit, commit_v, &commit, |_: &mut OffsetCommitResponse| {});
+    let mut identity = leave_group_request::MemberIdentity::default();
+    identity.member_id = s(&member);
+    let mut leave = LeaveGroupRequest::default();
+    leave.group_id = GroupId(s(GROUP));
+    leave.members = vec![identity];
+    session.exchange("leave_group v5 while a rebalance is prepared", ApiKey::LeaveGroup, 5, &leave, |_: &mut LeaveGroupResponse| {});
+    let completed = newcomer.join().expect("the newcomer's join");
+    session.observe("join_group of the newcomer after the leave", completed, |_| {});
+    let mut wanted = offset_fetch_request::OffsetFetchRequestTopic::default();
+    wanted.name = topic_name(TOPIC);
+    wanted.partition_indexes = vec![0];
+    let mut offsets = OffsetFetchRequest::default();
+    offsets.group_id = GroupId(s(GROUP));
+    offsets.topics = Some(vec![wanted]);
+    session.exchange("offset_fetch v7 after the commit while a rebalance was prepared", ApiKey::OffsetFetch, 7, &offsets, |_: &mut OffsetFetchResponse| {});
 }

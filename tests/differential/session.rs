@@ -47,6 +47,10 @@ impl Session {
         Session { addr, stream: None, correlation_id: 0, observations: Vec::new() }
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     fn stream(&mut self) -> &mut TcpStream {
         let addr = self.addr;
         self.stream.get_or_insert_with(|| {
