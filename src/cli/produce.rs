@@ -116,7 +116,10 @@ pub fn run(args: ProduceArgs) -> Result<(), CliError> {
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: entry.records.len() as i64,
-            sequence: -1,
+            // The codec reads a record's sequence as the batch's base sequence (-1: not
+            // idempotent) plus its offset delta, and starts a new batch where that breaks:
+            // with -1 everywhere every record became a batch of its own.
+            sequence: entry.records.len() as i32 - 1,
             timestamp: now_ms(),
             key: key.map(Bytes::from),
             value: Some(Bytes::from(value)),
