@@ -22,6 +22,8 @@ use crate::coordinator::{Committed, JoinRequest, OFFSET_METADATA_BYTES_MAX};
 use crate::protocol::{decode_body, Request};
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+const KEY_TYPE_SHARE: i8 = 2;
 
 fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())
@@ -35,7 +37,11 @@ pub async fn find_coordinator(broker: &Rc<Broker>, request: &Request) -> anyhow:
     // The coordinator of a group is the leader of its offsets partition.
     let answer = |key_type: i8, key: &str| -> (i16, i32, String, i32) {
         if key_type != KEY_TYPE_GROUP {
-            return (ResponseError::CoordinatorNotAvailable.code(), -1, String::new(), -1);
+            // Kafka: INVALID_REQUEST for a key type it does not know (not GROUP, TRANSACTION
+            // or SHARE); Fjord has no transaction or share coordinator to offer yet.
+            let known = matches!(key_type, KEY_TYPE_TRANSACTION | KEY_TYPE_SHARE);
+            let error = if known { ResponseError::CoordinatorNotAvailable } else { ResponseError::InvalidRequest };
+            return (error.code(), -1, String::new(), -1);
         }
         let Some(cluster) = &broker.cluster else {
             return (0, config.broker_id, config.advertised_host.clone(), i32::from(config.advertised_port));

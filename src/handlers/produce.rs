@@ -204,6 +204,33 @@ pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, re
     PartitionOutcome { error: None, base_offset: appended.base_offset, log_start_offset: partition.log_start_offset() }
 }
 
+/// Kafka's check of a partition's records in Produce v3+ (`ProduceRequest.validateRecords`):
+/// exactly one record batch, of magic 2. Kafka refuses anything else with INVALID_RECORD
+/// before looking further; so does Fjord. Only the headers are read: the batch itself is
+/// validated when it is appended. Null records are left to the append, which refuses them.
+fn one_batch(records: Option<&[u8]>) -> Result<(), String> {
+    /// Base offset (8) and batch length (4): where a batch's length counts from.
+    const LOG_OVERHEAD: usize = 12;
+    /// Where the magic byte of a batch is: after the overhead and the partition leader epoch.
+    const MAGIC_AT: usize = 16;
+    let Some(records) = records else { return Ok(()) };
+    if records.is_empty() {
+        return Err("a Produce v3+ must carry one record batch per partition; this one carries none".to_string());
+    }
+    if let Some(&magic) = records.get(MAGIC_AT) {
+        if magic != 2 {
+            return Err(format!("record batch magic {magic}: Produce v3+ takes magic 2 only"));
+        }
+    }
+    if let Some(length) = records.get(8..LOG_OVERHEAD) {
+        let length = i32::from_be_bytes(length.try_into().expect("4 bytes"));
+        if length >= 0 && LOG_OVERHEAD + (length as usize) < records.len() {
+            return Err("a Produce v3+ may carry only one record batch per partition".to_string());
+        }
+    }
+    Ok(())
+}
+
 /// Answers a Produce. With acks 1 or all, `pipeline` is told once every partition's append
 /// has taken its turn in the connection's order (`ordered`: the connection may start its
 /// next Produce, whose appends queue behind these and share their fdatasync and replication
@@ -238,6 +265,10 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request, pipeline: Option<Pip
             }
             if body.transactional_id.is_some() {
                 outcomes.push(Some(PartitionOutcome::refused(ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported by Fjord".to_string())));
+                continue;
+            }
+            if let Err(reason) = one_batch(data.records.as_deref()) {
+                outcomes.push(Some(PartitionOutcome::refused(ResponseError::InvalidRecord, reason)));
                 continue;
             }
             outcomes.push(None);

@@ -59,6 +59,7 @@ pub fn run_all(session: &mut Session) {
     groups(session);
     group_errors(session);
     commit_while_a_rebalance_is_prepared(session);
+    odd_requests(session);
 }
 
 fn create(session: &mut Session, name: &str, partitions: i32) {
@@ -706,4 +707,65 @@ fn commit_while_a_rebalance_is_prepared(session: &mut Session) {
     offsets.group_id = GroupId(s(GROUP));
     offsets.topics = Some(vec![wanted]);
     session.exchange("offset_fetch v7 after the commit while a rebalance was prepared", ApiKey::OffsetFetch, 7, &offsets, |_: &mut OffsetFetchResponse| {});
+}
+
+/// Requests a client may send that are unusual but legal, or wrong in one field.
+fn odd_requests(session: &mut Session) {
+    let produce_v = *versions(ApiKey::Produce).end();
+    let mut acks_2 = produce_request("diff-p", 0, three_records());
+    acks_2.acks = 2;
+    session.exchange(format!("produce v{produce_v} acks 2"), ApiKey::Produce, produce_v, &acks_2, |_: &mut ProduceResponse| {});
+    let mut empty_records = produce_request("diff-p", 0, Vec::new());
+    empty_records.topic_data[0].partition_data[0].records = Some(Bytes::new());
+    session.exchange(format!("produce v{produce_v} empty records"), ApiKey::Produce, produce_v, &empty_records, |_: &mut ProduceResponse| {});
+    let mut two_batches = three_records();
+    two_batches.extend(three_records());
+    session.exchange(format!("produce v{produce_v} two batches"), ApiKey::Produce, produce_v, &produce_request("diff-p", 0, two_batches), |_: &mut ProduceResponse| {});
+
+    let fetch_v = *versions(ApiKey::Fetch).end();
+    let mut committed = fetch_request(TOPIC, 0, 0);
+    committed.isolation_level = 1;
+    session.exchange(format!("fetch v{fetch_v} read_committed"), ApiKey::Fetch, fetch_v, &committed, |_: &mut FetchResponse| {});
+    let mut no_bytes = fetch_request(TOPIC, 0, 0);
+    no_bytes.max_bytes = 0;
+    no_bytes.topics[0].partitions[0].partition_max_bytes = 0;
+    session.exchange(format!("fetch v{fetch_v} zero max bytes"), ApiKey::Fetch, fetch_v, &no_bytes, |_: &mut FetchResponse| {});
+    session.exchange(format!("fetch v{fetch_v} from the middle of a batch"), ApiKey::Fetch, fetch_v, &fetch_request(TOPIC, 0, 1), |_: &mut FetchResponse| {});
+
+    let mut all_offsets = OffsetFetchRequest::default();
+    all_offsets.group_id = GroupId(s("diff-prepared"));
+    all_offsets.topics = None;
+    session.exchange("offset_fetch v7 all topics", ApiKey::OffsetFetch, 7, &all_offsets, |_: &mut OffsetFetchResponse| {});
+    let mut unknown_group = OffsetFetchRequest::default();
+    unknown_group.group_id = GroupId(s("diff-no-such-group"));
+    unknown_group.topics = None;
+    session.exchange("offset_fetch v7 unknown group", ApiKey::OffsetFetch, 7, &unknown_group, |_: &mut OffsetFetchResponse| {});
+
+    let mut describe = DescribeGroupsRequest::default();
+    describe.groups = vec![GroupId(s("diff-no-such-group")), GroupId(s(""))];
+    session.exchange("describe_groups v5 unknown and empty", ApiKey::DescribeGroups, 5, &describe, |_: &mut DescribeGroupsResponse| {});
+
+    // A join whose protocol type does not match the group's.
+    let join_v = *versions(ApiKey::JoinGroup).end();
+    let mut other_type = join_request("diff-prepared", "", join_v);
+    other_type.protocol_type = s("connect");
+    session.exchange(format!("join_group v{join_v} another protocol type"), ApiKey::JoinGroup, join_v, &other_type, |_: &mut JoinGroupResponse| {});
+    let mut no_protocols = join_request("diff-no-protocols", "", join_v);
+    no_protocols.protocols.clear();
+    session.exchange(format!("join_group v{join_v} no protocols"), ApiKey::JoinGroup, join_v, &no_protocols, |_: &mut JoinGroupResponse| {});
+    let mut short_session = join_request("diff-short-session", "", join_v);
+    short_session.session_timeout_ms = 1;
+    session.exchange(format!("join_group v{join_v} session timeout 1 ms"), ApiKey::JoinGroup, join_v, &short_session, |_: &mut JoinGroupResponse| {});
+
+    let mut lookup = FindCoordinatorRequest::default();
+    lookup.key_type = 7;
+    lookup.key = s("diff-find");
+    session.exchange("find_coordinator v3 unknown key type", ApiKey::FindCoordinator, 3, &lookup, |_: &mut FindCoordinatorResponse| {});
+
+    let mut transactional = InitProducerIdRequest::default();
+    transactional.transactional_id = Some(TransactionalId(s("diff-txn")));
+    transactional.transaction_timeout_ms = 60_000;
+    transactional.producer_id = ProducerId(-1);
+    transactional.producer_epoch = -1;
+    session.exchange("init_producer_id v4 transactional", ApiKey::InitProducerId, 4, &transactional, |_: &mut InitProducerIdResponse| {});
 }
