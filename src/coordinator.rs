@@ -899,17 +899,21 @@ impl Coordinator {
         }
         let groups = self.groups.borrow();
         let Some(group) = groups.get(group_id) else { return Ok(None) };
+        // As Kafka: the protocol and each member's metadata and assignment only once the
+        // group is stable; before that they are not settled.
+        let stable = group.state == GroupState::Stable;
         Ok(Some(GroupDescription {
             group_id: group_id.to_string(),
             state: group.state.name(),
             protocol_type: group.protocol_type.clone().unwrap_or_default(),
-            protocol: if group.state == GroupState::Stable || group.state == GroupState::CompletingRebalance { group.protocol.clone().unwrap_or_default() } else { String::new() },
+            protocol: if stable { group.protocol.clone().unwrap_or_default() } else { String::new() },
             members: group
                 .members
                 .iter()
                 .map(|(id, m)| {
-                    let metadata = group.protocol.as_ref().and_then(|p| m.protocols.iter().find(|(n, _)| n == p)).map(|(_, md)| md.clone()).unwrap_or_default();
-                    (id.clone(), m.instance_id.clone(), m.client_id.clone(), m.client_host.clone(), metadata, m.assignment.clone())
+                    let metadata = group.protocol.as_ref().and_then(|p| m.protocols.iter().find(|(n, _)| n == p)).map(|(_, md)| md.clone());
+                    let (metadata, assignment) = if stable { (metadata.unwrap_or_default(), m.assignment.clone()) } else { Default::default() };
+                    (id.clone(), m.instance_id.clone(), m.client_id.clone(), m.client_host.clone(), metadata, assignment)
                 })
                 .collect(),
         }))

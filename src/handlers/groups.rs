@@ -16,7 +16,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
 use tracing::warn;
 
-use super::{frame, Reply};
+use super::{authorized, frame, Reply};
 use crate::broker::Broker;
 use crate::coordinator::{Committed, JoinRequest, OFFSET_METADATA_BYTES_MAX};
 use crate::protocol::{decode_body, Request};
@@ -295,7 +295,7 @@ pub async fn describe_groups(broker: &Rc<Broker>, request: &Request) -> anyhow::
     for group_id in &body.groups {
         let mut described = DescribedGroup::default();
         described.group_id = group_id.clone();
-        described.authorized_operations = i32::MIN;
+        described.authorized_operations = authorized::if_asked(request.version >= 3 && body.include_authorized_operations, authorized::GROUP);
         match broker.coordinator().describe(group_id.0.as_str()) {
             Err(error) => described.error_code = error.code(),
             Ok(None) => described.group_state = "Dead".into(),

@@ -7,7 +7,7 @@ use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, Metada
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::ResponseError;
 
-use super::{frame, Reply};
+use super::{authorized, frame, Reply};
 use crate::broker::{Broker, Topic};
 use crate::protocol::{decode_body, Request};
 use crate::topic::{validate_name, TopicConfig};
@@ -37,7 +37,7 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
         response.cluster_id = Some("fjord".into());
     }
     response.controller_id = BrokerId(broker.cluster.as_ref().map_or(config.broker_id, |c| c.state.borrow().controller));
-    response.cluster_authorized_operations = i32::MIN;
+    response.cluster_authorized_operations = authorized::if_asked(request.version >= 8 && body.include_cluster_authorized_operations, authorized::CLUSTER);
 
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let requested: Option<Vec<String>> = match &body.topics {
@@ -75,12 +75,16 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
                         let mut entry = MetadataResponseTopic::default();
                         entry.name = Some(TopicName(name.into()));
                         entry.error_code = code.code();
-                        entry.topic_authorized_operations = i32::MIN;
                         response.topics.push(entry);
                     }
                 }
             }
         }
+    }
+    // Every topic of the answer, found or not, as Kafka sets them.
+    let topic_operations = authorized::if_asked(request.version >= 8 && body.include_topic_authorized_operations, authorized::TOPIC);
+    for topic in &mut response.topics {
+        topic.topic_authorized_operations = topic_operations;
     }
     frame(request, &response)
 }
@@ -94,7 +98,6 @@ fn describe(broker: &Broker, topic: &Topic, version: i16) -> MetadataResponseTop
         entry.topic_id = uuid::Uuid::from_bytes(topic.id);
     }
     entry.is_internal = version >= 1 && topic.name.starts_with("__");
-    entry.topic_authorized_operations = i32::MIN;
     let ids = |list: &[i32]| list.iter().map(|id| BrokerId(*id)).collect::<Vec<_>>();
     let partition = |index: i32, leader: i32, epoch: i32, replicas: &[i32], isr: &[i32], offline: &[i32]| {
         let mut p = MetadataResponsePartition::default();

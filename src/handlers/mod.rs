@@ -3,6 +3,7 @@
 
 mod admin;
 mod api_versions;
+mod authorized;
 pub(crate) mod epochs;
 pub mod fetch;
 mod groups;

@@ -232,6 +232,18 @@ fn metadata(session: &mut Session) {
             });
         }
     }
+    for v in versions(ApiKey::Metadata).filter(|v| *v >= 8) {
+        let mut request = MetadataRequest::default();
+        request.topics = Some([TOPIC, "diff-no-such-topic"].iter().map(|n| {
+            let mut topic = MetadataRequestTopic::default();
+            topic.name = Some(topic_name(n));
+            topic
+        }).collect());
+        request.allow_auto_topic_creation = false;
+        request.include_cluster_authorized_operations = true;
+        request.include_topic_authorized_operations = true;
+        session.exchange(format!("metadata v{v} authorized operations"), ApiKey::Metadata, v, &request, sort_metadata);
+    }
     for (label, name) in [("unknown topic", "diff-no-such-topic"), ("invalid name", "diff bad name!"), ("name too long", &"diff-long-".repeat(26) as &str)] {
         let mut request = MetadataRequest::default();
         let mut topic = MetadataRequestTopic::default();
@@ -741,6 +753,12 @@ fn odd_requests(session: &mut Session) {
     unknown_group.topics = None;
     session.exchange("offset_fetch v7 unknown group", ApiKey::OffsetFetch, 7, &unknown_group, |_: &mut OffsetFetchResponse| {});
 
+    let mut with_operations = DescribeGroupsRequest::default();
+    with_operations.groups = vec![GroupId(s("diff-prepared")), GroupId(s("diff-no-such-group"))];
+    with_operations.include_authorized_operations = true;
+    session.exchange("describe_groups v5 authorized operations", ApiKey::DescribeGroups, 5, &with_operations, |r: &mut DescribeGroupsResponse| {
+        r.groups.sort_by_key(|g| format!("{:?}", g.group_id));
+    });
     let mut describe = DescribeGroupsRequest::default();
     describe.groups = vec![GroupId(s("diff-no-such-group")), GroupId(s(""))];
     session.exchange("describe_groups v5 unknown and empty", ApiKey::DescribeGroups, 5, &describe, |_: &mut DescribeGroupsResponse| {});
