@@ -662,9 +662,9 @@ fn group_errors(session: &mut Session) {
 /// is told to rejoin by its heartbeat, and leaves, which completes the newcomer's join.
 fn commit_while_a_rebalance_is_prepared(session: &mut Session) {
     const GROUP: &str = "diff-prepared";
-    /// How long the newcomer's join is given to reach the coordinator before the first
-    /// member acts: it blocks there until the rebalance completes.
-    const JOIN_LANDS_MS: u64 = 500;
+    /// How often the first member checks whether the newcomer's join (which blocks until
+    /// the rebalance completes) has reached the coordinator.
+    const JOIN_LANDS_MS: u64 = 100;
     let v = *versions(ApiKey::JoinGroup).end();
     let first: JoinGroupResponse = session.call(ApiKey::JoinGroup, v, &join_request(GROUP, "", v)).response("join");
     let member = first.member_id.to_string();
@@ -685,12 +685,21 @@ fn commit_while_a_rebalance_is_prepared(session: &mut Session) {
         let id = first.member_id.to_string();
         other.call::<_, JoinGroupResponse>(ApiKey::JoinGroup, v, &join_request(GROUP, &id, v))
     });
-    std::thread::sleep(Duration::from_millis(JOIN_LANDS_MS));
+    // The newcomer's join has landed once the member's heartbeat is told to rejoin
+    // (REBALANCE_IN_PROGRESS); a loaded machine may take a while to get it there.
     let mut heartbeat = HeartbeatRequest::default();
     heartbeat.group_id = GroupId(s(GROUP));
     heartbeat.generation_id = 1;
     heartbeat.member_id = s(&member);
-    session.exchange("heartbeat v4 while a rebalance is prepared", ApiKey::Heartbeat, 4, &heartbeat, |_: &mut HeartbeatResponse| {});
+    let deadline = Instant::now() + Duration::from_millis(SETTLE_MS_MAX);
+    let told: HeartbeatResponse = loop {
+        std::thread::sleep(Duration::from_millis(JOIN_LANDS_MS));
+        let answer: HeartbeatResponse = session.call(ApiKey::Heartbeat, 4, &heartbeat).response("heartbeat");
+        if answer.error_code != 0 || Instant::now() >= deadline {
+            break answer;
+        }
+    };
+    session.observe("heartbeat v4 while a rebalance is prepared", Answer::Response(told), |_| {});
     let commit_v = *versions(ApiKey::OffsetCommit).end();
     let mut partition = offset_commit_request::OffsetCommitRequestPartition::default();
     partition.committed_offset = 3;
