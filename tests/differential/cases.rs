@@ -473,6 +473,22 @@ fn find_coordinator(session: &mut Session) {
     }
 }
 
+/// A commit of `offset` for partition 0 of `TOPIC` by `member` of `group` in `generation`.
+fn commit_request(group: &str, generation: i32, member: &str, offset: i64) -> OffsetCommitRequest {
+    let mut partition = offset_commit_request::OffsetCommitRequestPartition::default();
+    partition.committed_offset = offset;
+    let mut topic = offset_commit_request::OffsetCommitRequestTopic::default();
+    topic.name = topic_name(TOPIC);
+    topic.partitions = vec![partition];
+    let mut commit = OffsetCommitRequest::default();
+    commit.group_id = GroupId(s(group));
+    commit.generation_id_or_member_epoch = generation;
+    commit.member_id = s(member);
+    commit.retention_time_ms = -1;
+    commit.topics = vec![topic];
+    commit
+}
+
 /// A consumer subscription (ConsumerProtocolSubscription v0) to `TOPIC`.
 fn subscription() -> Bytes {
     let mut b = Vec::new();
@@ -534,19 +550,8 @@ fn groups(session: &mut Session) {
         heartbeat.member_id = s(&member);
         session.exchange(format!("heartbeat v{heartbeat_v}"), ApiKey::Heartbeat, heartbeat_v, &heartbeat, |_: &mut HeartbeatResponse| {});
         let commit_v = clamp(ApiKey::OffsetCommit, i);
-        let mut partition = offset_commit_request::OffsetCommitRequestPartition::default();
-        partition.partition_index = 0;
-        partition.committed_offset = 2;
-        partition.committed_metadata = Some(s("m"));
-        let mut topic = offset_commit_request::OffsetCommitRequestTopic::default();
-        topic.name = topic_name(TOPIC);
-        topic.partitions = vec![partition];
-        let mut commit = OffsetCommitRequest::default();
-        commit.group_id = GroupId(s(&group));
-        commit.generation_id_or_member_epoch = 1;
-        commit.member_id = s(&member);
-        commit.retention_time_ms = -1;
-        commit.topics = vec![topic];
+        let mut commit = commit_request(&group, 1, &member, 2);
+        commit.topics[0].partitions[0].committed_metadata = Some(s("m"));
         session.exchange(format!("offset_commit v{commit_v}"), ApiKey::OffsetCommit, commit_v, &commit, |_: &mut OffsetCommitResponse| {});
         let fetch_v = clamp(ApiKey::OffsetFetch, i);
         let mut wanted = offset_fetch_request::OffsetFetchRequestTopic::default();
@@ -614,17 +619,7 @@ fn group_errors(session: &mut Session) {
         sync.protocol_name = Some(s("range"));
         session.exchange(format!("sync_group v{sync_v} {label}"), ApiKey::SyncGroup, sync_v, &sync, |_: &mut SyncGroupResponse| {});
         let commit_v = *versions(ApiKey::OffsetCommit).end();
-        let mut partition = offset_commit_request::OffsetCommitRequestPartition::default();
-        partition.committed_offset = 1;
-        let mut topic = offset_commit_request::OffsetCommitRequestTopic::default();
-        topic.name = topic_name(TOPIC);
-        topic.partitions = vec![partition];
-        let mut commit = OffsetCommitRequest::default();
-        commit.group_id = GroupId(s(group));
-        commit.generation_id_or_member_epoch = generation;
-        commit.member_id = s(member);
-        commit.retention_time_ms = -1;
-        commit.topics = vec![topic];
+        let commit = commit_request(group, generation, member, 1);
         session.exchange(format!("offset_commit v{commit_v} {label}"), ApiKey::OffsetCommit, commit_v, &commit, |_: &mut OffsetCommitResponse| {});
         let leave_v = *versions(ApiKey::LeaveGroup).end();
         let mut identity = leave_group_request::MemberIdentity::default();
@@ -637,16 +632,7 @@ fn group_errors(session: &mut Session) {
     // A commit without a group generation (a standalone consumer), then a delete of a group
     // that still has a member.
     let commit_v = *versions(ApiKey::OffsetCommit).end();
-    let mut partition = offset_commit_request::OffsetCommitRequestPartition::default();
-    partition.committed_offset = 1;
-    let mut topic = offset_commit_request::OffsetCommitRequestTopic::default();
-    topic.name = topic_name(TOPIC);
-    topic.partitions = vec![partition];
-    let mut commit = OffsetCommitRequest::default();
-    commit.group_id = GroupId(s("diff-standalone"));
-    commit.generation_id_or_member_epoch = -1;
-    commit.retention_time_ms = -1;
-    commit.topics = vec![topic];
+    let commit = commit_request("diff-standalone", -1, "", 1);
     session.exchange(format!("offset_commit v{commit_v} standalone"), ApiKey::OffsetCommit, commit_v, &commit, |_: &mut OffsetCommitResponse| {});
     let delete_v = *versions(ApiKey::DeleteGroups).end();
     let mut delete = DeleteGroupsRequest::default();
@@ -701,17 +687,7 @@ fn commit_while_a_rebalance_is_prepared(session: &mut Session) {
     };
     session.observe("heartbeat v4 while a rebalance is prepared", Answer::Response(told), |_| {});
     let commit_v = *versions(ApiKey::OffsetCommit).end();
-    let mut partition = offset_commit_request::OffsetCommitRequestPartition::default();
-    partition.committed_offset = 3;
-    let mut topic = offset_commit_request::OffsetCommitRequestTopic::default();
-    topic.name = topic_name(TOPIC);
-    topic.partitions = vec![partition];
-    let mut commit = OffsetCommitRequest::default();
-    commit.group_id = GroupId(s(GROUP));
-    commit.generation_id_or_member_epoch = 1;
-    commit.member_id = s(&member);
-    commit.retention_time_ms = -1;
-    commit.topics = vec![topic];
+    let commit = commit_request(GROUP, 1, &member, 3);
     session.exchange(format!("offset_commit v{commit_v} while a rebalance is prepared"), ApiKey::OffsetCommit, commit_v, &commit, |_: &mut OffsetCommitResponse| {});
     let mut identity = leave_group_request::MemberIdentity::default();
     identity.member_id = s(&member);
