@@ -25,6 +25,14 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// to try: one that accepts connections but never answers (frozen, overloaded) is passed
 /// over this soon instead of waited out for `REQUEST_TIMEOUT`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The newest version of each request whose fields the CLI fills: later versions move a
+/// field the CLI sets (topics named by id, groups in a batch), so a broker that speaks them
+/// (Kafka 4.4 does) must still be asked in these.
+pub const PRODUCE_VERSION_MAX: i16 = 12; // v13 names topics by id
+pub const FETCH_VERSION_MAX: i16 = 12; // v13 names topics by id
+pub const OFFSET_FETCH_VERSION_MAX: i16 = 7; // v8 asks for a batch of groups
+pub const OFFSET_COMMIT_VERSION_MAX: i16 = 9; // v10 names topics by id
+pub const DELETE_TOPICS_VERSION_MAX: i16 = 5; // v6 names topics in `topics`, not `topic_names`
 
 struct Connection {
     stream: TcpStream,
@@ -123,15 +131,15 @@ impl Client {
         result
     }
 
-    /// Sends a request that gets no response (Produce with acks=0).
-    pub fn send_without_response<R: Request>(&mut self, node: i32, request: &R) -> Result<(), CliError> {
+    /// Sends a request that gets no response (Produce with acks=0), at `version_max` at most.
+    pub fn send_without_response<R: Request>(&mut self, node: i32, request: &R, version_max: i16) -> Result<(), CliError> {
         if !self.connections.contains_key(&node) {
             let address = self.brokers.get(&node).cloned().ok_or_else(|| CliError::failure(format!("no address known for broker {node}")))?;
             self.open(node, &address, REQUEST_TIMEOUT)?;
         }
         let connection = self.connections.get_mut(&node).expect("opened above");
         let (_, broker_max) = *connection.versions.get(&R::KEY).ok_or_else(|| CliError::failure("broker does not serve this request"))?;
-        let version = broker_max.min(R::VERSIONS.max);
+        let version = broker_max.min(R::VERSIONS.max).min(version_max);
         let frame = encode_request(&mut self.correlation_id, request, version)?;
         connection.stream.write_all(&frame).map_err(|e| CliError::failure(format!("cannot send: {e}")))
     }

@@ -139,7 +139,7 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
             request.max_bytes = FETCH_BYTES;
             request.session_epoch = -1;
             request.topics = vec![fetch_topic];
-            let response = client.send(leader, &request)?;
+            let response = client.send_at_most(leader, &request, super::client::FETCH_VERSION_MAX)?;
             for topic in &response.responses {
                 for data in &topic.partitions {
                     let partition = data.partition_index;

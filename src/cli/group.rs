@@ -53,11 +53,27 @@ enum GroupCommand {
     },
 }
 
+/// How many times the coordinator lookup is asked while the broker answers that it has none
+/// yet (Kafka creates its offsets topic on the first lookup, and loads it after a failover).
+const COORDINATOR_ATTEMPTS_MAX: u32 = 50;
+/// Pause between those attempts.
+const COORDINATOR_RETRY_MS: u64 = 200;
+/// COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR: ask again.
+const COORDINATOR_RETRIABLE: [i16; 3] = [14, 15, 16];
+
 /// Finds the group's coordinator and registers its address with the client.
 pub fn coordinator(client: &mut Client, group: &str) -> Result<i32, CliError> {
     let mut request = FindCoordinatorRequest::default();
     request.key = group.to_string().into();
-    let response = client.send_at_most(-1, &request, 3)?;
+    let mut attempt = 1;
+    let response = loop {
+        let response = client.send_at_most(-1, &request, 3)?;
+        if !COORDINATOR_RETRIABLE.contains(&response.error_code) || attempt >= COORDINATOR_ATTEMPTS_MAX {
+            break response;
+        }
+        attempt += 1;
+        std::thread::sleep(std::time::Duration::from_millis(COORDINATOR_RETRY_MS));
+    };
     if response.error_code != 0 {
         return Err(CliError::failure(format!("cannot find the coordinator of group {group}: {}", error_name(response.error_code))));
     }
@@ -79,7 +95,7 @@ fn committed_offsets(client: &mut Client, node: i32, group: &str, topics: Option
             })
             .collect()
     });
-    let response = client.send(node, &request)?;
+    let response = client.send_at_most(node, &request, super::client::OFFSET_FETCH_VERSION_MAX)?;
     if response.error_code != 0 {
         return Err(CliError::failure(format!("OffsetFetch for group {group}: {}", error_name(response.error_code))));
     }
@@ -232,7 +248,7 @@ pub fn run(args: GroupArgs) -> Result<(), CliError> {
             request.generation_id_or_member_epoch = -1;
             request.retention_time_ms = -1;
             request.topics = vec![commit_topic];
-            let response = client.send(node, &request)?;
+            let response = client.send_at_most(node, &request, super::client::OFFSET_COMMIT_VERSION_MAX)?;
             for t in &response.topics {
                 for p in &t.partitions {
                     if p.error_code != 0 {
@@ -304,6 +320,13 @@ impl Membership {
                     continue;
                 }
                 Some(ResponseError::RebalanceInProgress) => continue,
+                Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable | ResponseError::CoordinatorLoadInProgress) => {
+                    // The group moved or its coordinator is still loading it (Kafka, right
+                    // after creating its offsets topic): look it up again and retry.
+                    std::thread::sleep(std::time::Duration::from_millis(COORDINATOR_RETRY_MS));
+                    self.node = coordinator(client, &self.group)?;
+                    continue;
+                }
                 _ => return Err(CliError::failure(format!("cannot join group {}: {}", self.group, error_name(response.error_code)))),
             }
             self.member_id = response.member_id.to_string();
@@ -428,7 +451,7 @@ impl Membership {
         request.member_id = self.member_id.clone().into();
         request.retention_time_ms = -1;
         request.topics = vec![topic];
-        let response = client.send(self.node, &request)?;
+        let response = client.send_at_most(self.node, &request, super::client::OFFSET_COMMIT_VERSION_MAX)?;
         for t in &response.topics {
             for p in &t.partitions {
                 match p.error_code {

@@ -173,9 +173,9 @@ impl Sender {
             let leader = self.leaders[&partition];
             if self.acks == 0 {
                 // No response comes back for acks=0.
-                return self.client.send_without_response(leader, &request).map(|()| self.sent += records.len() as u64);
+                return self.client.send_without_response(leader, &request, super::client::PRODUCE_VERSION_MAX).map(|()| self.sent += records.len() as u64);
             }
-            let outcome = self.client.send(leader, &request);
+            let outcome = self.client.send_at_most(leader, &request, super::client::PRODUCE_VERSION_MAX);
             let failure = match &outcome {
                 Err(error) => Some((true, error.message.clone())),
                 Ok(response) => response.responses.iter().flat_map(|t| &t.partition_responses).find(|p| p.error_code != 0).map(|p| {

@@ -126,7 +126,7 @@ pub fn run(args: TopicArgs) -> Result<(), CliError> {
             let mut request = DeleteTopicsRequest::default();
             request.topic_names = vec![TopicName(name.clone().into())];
             request.timeout_ms = 30_000;
-            let response = client.send(-1, &request)?;
+            let response = client.send_at_most(-1, &request, super::client::DELETE_TOPICS_VERSION_MAX)?;
             let result = response.responses.first().ok_or_else(|| CliError::failure("empty DeleteTopics response"))?;
             if result.error_code != 0 {
                 return Err(CliError::failure(format!("cannot delete topic {name}: {}", error_name(result.error_code))));
