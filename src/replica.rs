@@ -118,6 +118,17 @@ impl ReplicaState {
         self.epochs.borrow().latest_epoch()
     }
 
+    /// The leader epoch `offset` was written in (ListOffsets answers it), -1 if unknown. A
+    /// partition that never changed leader keeps no epoch entries: everything in it was
+    /// written in its current epoch.
+    pub fn epoch_at(&self, offset: i64) -> i32 {
+        let epochs = self.epochs.borrow();
+        match epochs.latest_epoch() {
+            None => self.leader_epoch(),
+            Some(_) => epochs.epoch_for_offset(offset).unwrap_or(-1),
+        }
+    }
+
     /// OffsetForLeaderEpoch, answered from this replica's epoch cache.
     pub fn end_offset_for(&self, epoch: i32, log_end: i64) -> (i32, i64) {
         self.epochs.borrow().end_offset_for(epoch, log_end)

@@ -131,7 +131,7 @@ pub enum Message {
     /// The partitions of one Fetch request that this shard owns, answered in order; together
     /// they read at most `max_bytes` (the response's budget).
     Fetch { parts: Vec<FetchPart>, replica: i32, max_bytes: u64, reply: oneshot::Sender<Vec<RemoteRead>> },
-    ListOffset { topic: String, index: i32, timestamp: i64, reply: oneshot::Sender<(i16, i64, i64)> },
+    ListOffset { topic: String, index: i32, timestamp: i64, reply: oneshot::Sender<handlers::OffsetAnswer> },
     /// OffsetForLeaderEpoch for one partition: (error code, epoch, end offset).
     EpochEnd { topic: String, index: i32, current_leader_epoch: i32, leader_epoch: i32, reply: oneshot::Sender<(i16, i32, i64)> },
     Frame { payload: Bytes, peer: Option<SocketAddr>, reply: oneshot::Sender<FrameReply> },
@@ -245,9 +245,9 @@ impl Shards {
         answer.await.ok()
     }
 
-    pub async fn list_offset(&self, shard: usize, topic: String, index: i32, timestamp: i64) -> (i16, i64, i64) {
+    pub async fn list_offset(&self, shard: usize, topic: String, index: i32, timestamp: i64) -> handlers::OffsetAnswer {
         let answer = self.ask(shard, |reply| Message::ListOffset { topic, index, timestamp, reply }).await;
-        answer.unwrap_or((ResponseError::UnknownServerError.code(), -1, -1))
+        answer.unwrap_or(handlers::OffsetAnswer::refused(ResponseError::UnknownServerError))
     }
 
     /// Where an epoch ended in a partition `shard` owns (see `handlers::epochs::epoch_end`).

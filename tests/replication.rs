@@ -785,6 +785,14 @@ fn a_new_leader_takes_produce_and_list_offsets_requests_before_its_next_state_po
     let moved = cluster.move_leader("eager", 0, third);
     let (error, log_start) = wire::list_offset(&mut conn, 2, "eager", 0, -2);
     assert_eq!((error, log_start), (0, 0), "ListOffsets (earliest) at broker {third} right after state version {} made it the leader", moved.version);
+    // The leader epochs of the answers: the current one for the latest offset, the one the
+    // record was written in for the earliest (consumers check their position against them
+    // with OffsetForLeaderEpoch; a wrong one makes them see truncation and reset).
+    let now = partition(&moved, "eager", 0).leader_epoch;
+    let (error, _, latest_epoch) = wire::list_offset_with_epoch(&mut conn, 3, "eager", 0, -1);
+    assert_eq!((error, latest_epoch), (0, now), "ListOffsets v4 (latest) epoch after two moves");
+    let (error, offset, earliest_epoch) = wire::list_offset_with_epoch(&mut conn, 4, "eager", 0, -2);
+    assert_eq!((error, offset, earliest_epoch), (0, 0, now - 1), "ListOffsets v4 (earliest): the epoch offset 0 was written in");
 }
 
 #[test]

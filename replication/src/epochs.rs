@@ -67,6 +67,12 @@ impl LeaderEpochCache {
         true
     }
 
+    /// The epoch `offset` was written in: that of the last entry starting at or before it
+    /// (Kafka's `epochForOffset`); `None` below the first entry.
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        self.entries.iter().rev().find(|(_, start)| *start <= offset).map(|(epoch, _)| *epoch)
+    }
+
     /// Kafka's OffsetForLeaderEpoch answer for this cache (`end_offset_in`).
     pub fn end_offset_for(&self, epoch: i32, log_end_offset: i64) -> (i32, i64) {
         end_offset_in(&self.entries, epoch, log_end_offset)
@@ -130,6 +136,9 @@ mod tests {
         assert_eq!(cache.end_offset_for(5, 300), (5, 300));
         assert_eq!(cache.end_offset_for(9, 300), (-1, -1), "above the latest epoch: undefined");
         assert_eq!(cache.end_offset_for(-1, 300), (-1, -1));
+        assert_eq!(cache.epoch_for_offset(0), Some(0));
+        assert_eq!(cache.epoch_for_offset(100), Some(3));
+        assert_eq!(cache.epoch_for_offset(299), Some(5));
         assert!(cache.truncate_from(250));
         assert_eq!(cache.latest_epoch(), Some(3));
         let mut empty = LeaderEpochCache { path: PathBuf::from("/x"), entries: vec![(4, 10)] };

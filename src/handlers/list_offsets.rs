@@ -14,27 +14,48 @@ use crate::protocol::{decode_body, Request};
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
-/// One partition's answer: (error code, timestamp, offset), resolved on its owning shard.
-pub async fn list_offset(broker: &Broker, topic: &str, index: i32, timestamp: i64) -> (i16, i64, i64) {
+/// One partition's answer, resolved on the shard that owns it.
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetAnswer {
+    pub error: i16,
+    pub timestamp: i64,
+    pub offset: i64,
+    /// The leader epoch the offset was written in (-1: none), which consumers check with
+    /// OffsetForLeaderEpoch; for the latest offset, the current epoch (as Kafka).
+    pub leader_epoch: i32,
+}
+
+impl OffsetAnswer {
+    pub fn refused(error: ResponseError) -> OffsetAnswer {
+        OffsetAnswer { error: error.code(), timestamp: -1, offset: -1, leader_epoch: -1 }
+    }
+}
+
+/// One partition's answer, resolved on its owning shard.
+pub async fn list_offset(broker: &Broker, topic: &str, index: i32, timestamp: i64) -> OffsetAnswer {
     // librdkafka's watermark query gives up on a refusal (`partition_for_leader`).
     let Some(partition) = broker.partition_for_leader(topic, index).await else {
         let code = if broker.partition_exists(topic, index) { ResponseError::NotLeaderOrFollower } else { ResponseError::UnknownTopicOrPartition };
-        return (code.code(), -1, -1);
+        return OffsetAnswer::refused(code);
     };
     if !partition.replica.is_leader() {
-        return (ResponseError::NotLeaderOrFollower.code(), -1, -1);
+        return OffsetAnswer::refused(ResponseError::NotLeaderOrFollower);
     }
+    let found = |timestamp: i64, offset: i64, leader_epoch: i32| OffsetAnswer { error: 0, timestamp, offset, leader_epoch };
     match timestamp {
-        LATEST => (0, -1, partition.high_watermark()),
-        EARLIEST => (0, -1, partition.log_start_offset()),
+        LATEST => found(-1, partition.high_watermark(), partition.replica.leader_epoch()),
+        EARLIEST => {
+            let start = partition.log_start_offset();
+            found(-1, start, partition.replica.epoch_at(start))
+        }
         timestamp if timestamp >= 0 => match partition.offset_for_timestamp(timestamp).await {
-            Ok(Some((offset, found))) if offset < partition.high_watermark() => (0, found, offset),
-            Ok(_) => (0, -1, -1),
-            Err(error) => (storage_error_code(&error).code(), -1, -1),
+            Ok(Some((offset, at))) if offset < partition.high_watermark() => found(at, offset, partition.replica.epoch_at(offset)),
+            Ok(_) => found(-1, -1, -1),
+            Err(error) => OffsetAnswer { error: storage_error_code(&error).code(), timestamp: -1, offset: -1, leader_epoch: -1 },
         },
         other => {
             tracing::warn!(timestamp = other, "ListOffsets with an unsupported special timestamp");
-            (ResponseError::InvalidRequest.code(), -1, -1)
+            OffsetAnswer::refused(ResponseError::InvalidRequest)
         }
     }
 }
@@ -47,17 +68,18 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
         topic_response.name = topic.name.clone();
         let name = topic.name.0.as_str();
         for wanted in &topic.partitions {
-            let (error, timestamp, offset) = match broker.shards.owner_of(name, wanted.partition_index) {
+            let found = match broker.shards.owner_of(name, wanted.partition_index) {
                 Some(shard) => broker.shards.list_offset(shard, name.to_string(), wanted.partition_index, wanted.timestamp).await,
                 None => list_offset(broker, name, wanted.partition_index, wanted.timestamp).await,
             };
             let mut answer = ListOffsetsPartitionResponse::default();
             answer.partition_index = wanted.partition_index;
-            answer.error_code = error;
-            answer.timestamp = timestamp;
-            answer.offset = offset;
-            // No offset (an error, or no record at or after the timestamp): no epoch, as Kafka.
-            answer.leader_epoch = if request.version >= 4 && error == 0 && offset >= 0 { 0 } else { -1 };
+            answer.error_code = found.error;
+            answer.timestamp = found.timestamp;
+            answer.offset = found.offset;
+            if request.version >= 4 {
+                answer.leader_epoch = found.leader_epoch;
+            }
             topic_response.partitions.push(answer);
         }
         response.topics.push(topic_response);

@@ -21,7 +21,7 @@ use crate::broker::Broker;
 use crate::protocol::{self, Request};
 
 pub use fetch::{FetchResponse, PartitionRead, Piece};
-pub use list_offsets::list_offset;
+pub use list_offsets::{list_offset, OffsetAnswer};
 pub use produce::{produce_partition, AppendDone, AppendOrder, PartitionOutcome, Pipeline};
 
 /// What the connection sends back for one request.

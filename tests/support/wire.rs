@@ -453,6 +453,26 @@ pub fn list_offset(conn: &mut Conn, correlation_id: i32, topic: &str, partition:
     (error, offset)
 }
 
+/// ListOffsets v4 (the first with leader epochs) for one partition: (error, offset, epoch).
+pub fn list_offset_with_epoch(conn: &mut Conn, correlation_id: i32, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i32) {
+    let mut body = Encoder::new();
+    // replica id, isolation level, [topic [partition, current leader epoch, timestamp]]
+    body.i32(-1).i8(0).i32(1).string(topic).i32(1).i32(partition).i32(-1).i64(timestamp);
+    let response = conn.call(LIST_OFFSETS, 4, correlation_id, &body.0);
+    let mut d = Decoder::new(&response);
+    d.i32(); // throttle time
+    assert_eq!(d.array_len(), 1);
+    assert_eq!(d.string().as_deref(), Some(topic));
+    assert_eq!(d.array_len(), 1);
+    assert_eq!(d.i32(), partition);
+    let error = d.i16();
+    let _timestamp = d.i64();
+    let offset = d.i64();
+    let epoch = d.i32();
+    assert_eq!(d.remaining(), 0, "trailing bytes in the ListOffsets v4 response");
+    (error, offset, epoch)
+}
+
 /// InitProducerId v0 for an idempotent (non-transactional) producer: (error, id, epoch).
 pub fn init_producer_id(conn: &mut Conn, correlation_id: i32) -> (i16, i64, i16) {
     init_producer_id_for(conn, correlation_id, None)
