@@ -207,6 +207,9 @@ fn the_cli_works_against_apache_kafka_4_4() {
     assert!(consumed.lines().count() >= 50, "consumed: {consumed}");
     let described = ok(&["group", "describe", "cli-g", "-b", &b], None);
     assert!(described.contains("cli-k"), "group describe: {described}");
+    // The bench creates its topic and must wait for Kafka's leaders to take writes.
+    let bench = ok(&["bench", "produce", "-t", "cli-bench", "--partitions", "2", "--records", "20000", "--json", "-b", &b], None);
+    assert!(bench.contains("\"records\":20000"), "bench: {bench}");
     ok(&["topic", "delete", "cli-k", "-b", &b], None);
     // Kafka's brokers learn of the deletion from its controller a moment later.
     crate::support::wait_until("the deleted topic to leave the listing", std::time::Duration::from_secs(30), || {

@@ -362,14 +362,38 @@ fn ensure_topic(client: &mut Client, load: &LoadArgs) -> Result<BTreeMap<i32, i3
             return Err(CliError::failure(format!("cannot create topic {}: {}", load.topic, error_name(result.error_code))));
         }
     }
-    let metadata = client.metadata(Some(std::slice::from_ref(&load.topic)), false)?;
+    // A new topic may be listed before its partitions have leaders, and a leader may be
+    // listed before it takes requests (Kafka): wait until every leader answers ListOffsets.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(TOPIC_READY_MS_MAX);
+    loop {
+        let failure = match topic_leaders(client, &load.topic) {
+            Ok(leaders) => match super::client::list_offsets_by_leader(client, &load.topic, leaders.iter().map(|(p, l)| (*p, *l)), -1) {
+                Ok(_) => return Ok(leaders),
+                Err(error) => error,
+            },
+            Err(error) => error,
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(failure);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(TOPIC_READY_RETRY_MS));
+    }
+}
+
+/// How long the bench waits for a topic's partitions to have leaders that take requests.
+const TOPIC_READY_MS_MAX: u64 = 30_000;
+/// Pause between those checks.
+const TOPIC_READY_RETRY_MS: u64 = 100;
+
+/// Partition -> leader of `topic`, once every partition has one.
+fn topic_leaders(client: &mut Client, topic_name: &str) -> Result<BTreeMap<i32, i32>, CliError> {
+    let metadata = client.metadata(Some(&[topic_name.to_string()]), false)?;
     let topic = metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
     if topic.error_code != 0 {
-        return Err(CliError::failure(format!("topic {}: {}", load.topic, error_name(topic.error_code))));
+        return Err(CliError::failure(format!("topic {topic_name}: {}", error_name(topic.error_code))));
     }
-    // A topic still being created may be listed before its partitions (or their leaders).
-    if topic.partitions.is_empty() {
-        return Err(CliError::failure(format!("topic {} has no partitions yet; try again once it is created", load.topic)));
+    if topic.partitions.is_empty() || topic.partitions.iter().any(|p| p.leader_id.0 < 0) {
+        return Err(CliError::failure(format!("topic {topic_name} has partitions without a leader yet")));
     }
     Ok(topic.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect())
 }
