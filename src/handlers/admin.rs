@@ -1,5 +1,7 @@
 //! Topic administration: CreateTopics, DeleteTopics, DescribeConfigs.
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::rc::Rc;
 
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
@@ -8,8 +10,10 @@ use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourc
 use kafka_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
 };
+use kafka_protocol::messages::TopicName;
 use kafka_protocol::ResponseError;
 use tracing::warn;
+use uuid::Uuid;
 
 use super::{frame, Reply};
 use crate::broker::Broker;
@@ -61,6 +65,9 @@ pub async fn create_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
         };
         match outcome {
             Ok(topic) => {
+                // v7+ (the codec leaves it out before); Kafka also gives a validate-only
+                // creation the id it would have had.
+                result.topic_id = Uuid::from_bytes(topic.id);
                 if request.version < 5 {
                     response.topics.push(result);
                     continue;
@@ -98,23 +105,112 @@ pub async fn create_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
 
 pub async fn delete_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: DeleteTopicsRequest = decode_body(request)?;
-    if body.topic_names.len() > ADMIN_TOPICS_PER_REQUEST_MAX {
-        anyhow::bail!("DeleteTopics names {} topics, more than {ADMIN_TOPICS_PER_REQUEST_MAX}", body.topic_names.len());
+    let named = body.topic_names.len() + body.topics.len();
+    if named > ADMIN_TOPICS_PER_REQUEST_MAX {
+        anyhow::bail!("DeleteTopics names {named} topics, more than {ADMIN_TOPICS_PER_REQUEST_MAX}");
     }
+    let deletions = resolve_deletions(broker, &body);
     let mut response = DeleteTopicsResponse::default();
-    for name in &body.topic_names {
+    let answer = |name: Option<String>, id: Uuid, error: Option<(ResponseError, String)>| {
         let mut result = DeletableTopicResult::default();
-        result.name = Some(name.clone());
-        if let Err(error) = broker.delete_topic(name.0.as_str()).await {
-            warn!(topic = %name.0.as_str(), message = %error.message, "DeleteTopics refused");
-            result.error_code = error.code.code();
+        result.name = name.map(|n| TopicName(n.into()));
+        result.topic_id = id; // v6+ (the codec leaves it out before)
+        if let Some((code, message)) = error {
+            result.error_code = code.code();
             if request.version >= 5 {
-                result.error_message = Some(error.message.into());
+                result.error_message = Some(message.into());
             }
         }
-        response.responses.push(result);
+        result
+    };
+    for (name, id, code, message) in deletions.refused {
+        warn!(topic = ?name, %id, %message, "DeleteTopics refused");
+        response.responses.push(answer(name, id, Some((code, message))));
+    }
+    for (name, id) in deletions.topics {
+        let outcome = broker.delete_topic(&name).await.map_err(|error| (error.code, error.message));
+        if let Err((_, message)) = &outcome {
+            warn!(topic = %name, %message, "DeleteTopics refused");
+        }
+        response.responses.push(answer(Some(name), id, outcome.err()));
     }
     frame(request, &response)
+}
+
+/// The topics of a DeleteTopics request, resolved as Kafka's `ControllerApis.deleteTopics`
+/// resolves them.
+struct Deletions {
+    /// (name, id) of each topic to delete; the id is nil for a name this shard does not
+    /// know, whose deletion then says why.
+    topics: Vec<(String, Uuid)>,
+    /// Entries answered without deleting anything: (name, id, error, message).
+    refused: Vec<(Option<String>, Uuid, ResponseError, String)>,
+}
+
+/// Topics by name (`topic_names` before v6, `topics` with a name from v6) or by id (v6),
+/// never both in one entry. A name or id given twice is refused once and deletes nothing,
+/// and so is a name whose topic was also named by its id; an id no topic has is
+/// UNKNOWN_TOPIC_ID.
+fn resolve_deletions(broker: &Broker, body: &DeleteTopicsRequest) -> Deletions {
+    let invalid = ResponseError::InvalidRequest;
+    let mut refused = Vec::new();
+    let mut names: Vec<String> = body.topic_names.iter().map(|n| n.0.to_string()).collect();
+    let mut ids = Vec::new();
+    for entry in &body.topics {
+        match (&entry.name, entry.topic_id.is_nil()) {
+            (None, true) => refused.push((None, Uuid::nil(), invalid, "Neither topic name nor id were specified.".to_string())),
+            (None, false) => ids.push(entry.topic_id),
+            (Some(name), true) => names.push(name.0.to_string()),
+            (Some(name), false) => refused.push((Some(name.0.to_string()), entry.topic_id, invalid, "You may not specify both topic name and topic id.".to_string())),
+        }
+    }
+    let (names, repeated_names) = once_each(names);
+    let (ids, mut repeated_ids) = once_each(ids);
+    refused.extend(repeated_names.into_iter().map(|name| (Some(name), Uuid::nil(), invalid, "Duplicate topic name.".to_string())));
+    refused.extend(repeated_ids.iter().map(|id| (None, *id, invalid, "Duplicate topic id.".to_string())));
+    let known: HashMap<Uuid, String> = broker.topics().iter().map(|t| (Uuid::from_bytes(t.id), t.name.to_string())).collect();
+    let mut topics: Vec<(String, Uuid)> = Vec::with_capacity(ids.len() + names.len());
+    for id in ids {
+        match known.get(&id) {
+            Some(name) => topics.push((name.clone(), id)),
+            None => refused.push((None, id, ResponseError::UnknownTopicId, format!("no topic has id {id}"))),
+        }
+    }
+    for name in names {
+        let id = broker.topic(&name).map_or(Uuid::nil(), |t| Uuid::from_bytes(t.id));
+        let named_by_id = !id.is_nil() && (repeated_ids.contains(&id) || topics.iter().any(|(_, known)| *known == id));
+        if named_by_id {
+            // Kafka refuses the name and deletes the topic under neither.
+            topics.retain(|(_, known)| *known != id);
+            repeated_ids.push(id);
+            refused.push((Some(name), id, invalid, "The provided topic name maps to an ID that was already supplied.".to_string()));
+        } else {
+            topics.push((name, id));
+        }
+    }
+    Deletions { topics, refused }
+}
+
+/// The values given once, in order, and those given more than once (each once).
+fn once_each<T: Eq + Hash + Clone>(values: Vec<T>) -> (Vec<T>, Vec<T>) {
+    let mut counts: HashMap<T, usize> = HashMap::with_capacity(values.len());
+    for value in &values {
+        *counts.entry(value.clone()).or_default() += 1;
+    }
+    let mut once = Vec::with_capacity(values.len());
+    let mut repeated = Vec::new();
+    for value in values {
+        match counts.get_mut(&value) {
+            Some(1) => once.push(value),
+            // The first of several: reported once, the others skipped.
+            Some(count) if *count > 1 => {
+                *count = 0;
+                repeated.push(value);
+            }
+            _ => {}
+        }
+    }
+    (once, repeated)
 }
 
 pub async fn describe_configs(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
@@ -214,4 +310,17 @@ fn broker_configs(broker: &Broker) -> Vec<(String, String)> {
         ("message.max.bytes".to_string(), c.message_max_bytes.to_string()),
         ("min.insync.replicas".to_string(), c.min_insync_replicas.to_string()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::once_each;
+
+    #[test]
+    fn a_value_given_twice_is_reported_once_and_kept_from_the_others() {
+        let (once, repeated) = once_each(vec!["a", "b", "a", "c", "a", "b"]);
+        assert_eq!(once, vec!["c"]);
+        assert_eq!(repeated, vec!["a", "b"]);
+        assert_eq!(once_each(Vec::<u8>::new()), (vec![], vec![]));
+    }
 }
