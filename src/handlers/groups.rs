@@ -10,7 +10,9 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use kafka_protocol::messages::offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
@@ -24,6 +26,11 @@ use crate::protocol::{decode_body, Request};
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 const KEY_TYPE_SHARE: i8 = 2;
+/// The first OffsetFetch version that names several groups (`groups`, not `group_id`).
+const OFFSET_FETCH_GROUPS_FROM_VERSION: i16 = 8;
+/// Groups one OffsetFetch may name: every group the coordinator can hold (an admin client
+/// describing all groups asks for them in one request), and no more.
+const OFFSET_FETCH_GROUPS_MAX: usize = crate::coordinator::GROUPS_MAX;
 
 fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())
@@ -236,6 +243,9 @@ pub async fn offset_commit(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
 
 pub async fn offset_fetch(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: OffsetFetchRequest = decode_body(request)?;
+    if request.version >= OFFSET_FETCH_GROUPS_FROM_VERSION {
+        return offset_fetch_groups(broker, request, &body);
+    }
     let wanted: Option<Vec<(String, Vec<i32>)>> = body.topics.as_ref().map(|topics| topics.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
     let mut response = OffsetFetchResponse::default();
     let found = match broker.coordinator().fetch_offsets(body.group_id.0.as_str(), wanted.as_deref()) {
@@ -267,6 +277,51 @@ pub async fn offset_fetch(broker: &Rc<Broker>, request: &Request) -> anyhow::Res
             t.partitions.push(p);
         }
         response.topics.push(t);
+    }
+    frame(request, &response)
+}
+
+/// OffsetFetch v8+: several groups in one request, each answered on its own with its own
+/// error, as Kafka's `KafkaApis.handleOffsetFetchRequestFromCoordinator` answers them.
+///
+/// v9's member id and epoch identify a member of a KIP-848 consumer group, whose offsets
+/// only a current member may read; Kafka's classic groups ignore them
+/// (`ClassicGroup.validateOffsetFetch`), and every Fjord group is a classic one.
+fn offset_fetch_groups(broker: &Rc<Broker>, request: &Request, body: &OffsetFetchRequest) -> anyhow::Result<Reply> {
+    if body.groups.len() > OFFSET_FETCH_GROUPS_MAX {
+        anyhow::bail!("OffsetFetch names {} groups, more than {OFFSET_FETCH_GROUPS_MAX}", body.groups.len());
+    }
+    let coordinator = broker.coordinator();
+    let mut response = OffsetFetchResponse::default();
+    for group in &body.groups {
+        let wanted: Option<Vec<(String, Vec<i32>)>> = group.topics.as_ref().map(|topics| topics.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
+        let mut answer = OffsetFetchResponseGroup::default();
+        answer.group_id = group.group_id.clone();
+        match coordinator.fetch_offsets(group.group_id.0.as_str(), wanted.as_deref()) {
+            Err(error) => answer.error_code = error.code(),
+            Ok(found) => {
+                answer.topics = found
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        let mut t = OffsetFetchResponseTopics::default();
+                        t.name = TopicName(topic.into());
+                        t.partitions = partitions
+                            .into_iter()
+                            .map(|(index, committed)| {
+                                let mut p = OffsetFetchResponsePartitions::default();
+                                p.partition_index = index;
+                                p.committed_offset = committed.as_ref().map_or(-1, |c| c.offset);
+                                p.committed_leader_epoch = committed.as_ref().map_or(-1, |c| c.leader_epoch);
+                                p.metadata = Some(committed.and_then(|c| c.metadata).unwrap_or_default().into());
+                                p
+                            })
+                            .collect();
+                        t
+                    })
+                    .collect();
+            }
+        }
+        response.groups.push(answer);
     }
     frame(request, &response)
 }
