@@ -6,25 +6,42 @@
 //! `partition_max_bytes`, the response at most `max_bytes`, except that the first batch of
 //! the first partition with data is always sent whole so a consumer can never get stuck.
 //!
-//! The response (versions 4-11, not flexible) is written by hand:
+//! The response is written by hand so the record bytes can be spliced (`encode`). Integers
+//! are big-endian. Versions 4-11 write lengths as fixed-width integers; the flexible
+//! versions (12+) as unsigned varints of N + 1 (0 is null), with a tagged-field section
+//! (its count, a varint) after every struct, and a response header v1 (the correlation id,
+//! then an empty tagged-field section):
 //! ```text
-//! correlation_id i32 | throttle_time_ms i32 | error_code i16 (v7+) | session_id i32 (v7+)
-//! [topic string | [partition i32 | error_code i16 | high_watermark i64
-//!    | last_stable_offset i64 | log_start_offset i64 (v5+) | aborted_transactions [] (null, or
-//!    empty for read_committed)
-//!    | preferred_read_replica i32 (v11+) | records: length i32, then the spliced bytes]]
+//! correlation_id i32 | [tagged fields (v12+)] | throttle_time_ms i32 | error_code i16 (v7+)
+//!  | session_id i32 (v7+)
+//!  | [topic string (v4-12), topic_id uuid (v13+)
+//!     | [partition i32 | error_code i16 | high_watermark i64 | last_stable_offset i64
+//!        | log_start_offset i64 (v5+) | aborted_transactions [] (null, or empty for
+//!        read_committed) | preferred_read_replica i32 (v11+) | records: length, then the
+//!        spliced bytes | tagged fields (v12+: 0 diverging_epoch, when set)]
+//!     | tagged fields (v12+)]
+//!  | tagged fields (v12+)
 //! ```
+//!
+//! From v12 a partition may carry the epoch of the last batch the fetcher holds
+//! (`last_fetched_epoch`): when this leader's log diverges from there, the answer is where
+//! that epoch ends here (`diverging_epoch`) and no records, as Kafka's
+//! `Partition.readRecords` answers. From v13 topics are named by id (KIP-516); v13 is
+//! answered here but not advertised yet (`protocol::SUPPORTED_APIS` says why).
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::BufMut;
 use fjord_storage::FileRegion;
+use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 use tracing::debug;
 
-use super::Reply;
+use super::{epochs, Reply};
 use crate::broker::Broker;
 use crate::errors::storage_error_code;
 use crate::protocol::{decode_body, Request};
@@ -37,10 +54,29 @@ pub const FETCH_RESPONSE_BYTES_MAX: i32 = 64 * 1024 * 1024;
 /// Partitions one Fetch may name: bounds the work and the response header size.
 pub const FETCH_PARTITIONS_MAX: usize = 20_000;
 
+/// The first flexible version: compact lengths, tagged fields, response header v1.
+const FLEXIBLE_FROM_VERSION: i16 = 12;
+/// The first version that names topics by id instead of by name (KIP-516).
+const TOPIC_IDS_FROM_VERSION: i16 = 13;
+/// The tag of a partition's `diverging_epoch` (FetchResponse.json).
+const DIVERGING_EPOCH_TAG: u32 = 0;
+/// Bytes of an `EpochEndOffset` struct in a tagged field: epoch i32, end_offset i64 and
+/// its own empty tagged-field section.
+const EPOCH_END_OFFSET_BYTES: u32 = 4 + 8 + 1;
+
 /// One piece of a Fetch response: bytes built in memory, or a file region to splice.
 pub enum Piece {
     Bytes(Vec<u8>),
     Region(FileRegion),
+}
+
+impl Piece {
+    fn len(&self) -> usize {
+        match self {
+            Piece::Bytes(bytes) => bytes.len(),
+            Piece::Region(region) => region.len as usize,
+        }
+    }
 }
 
 /// A Fetch response ready to be written: size prefix excluded from `pieces`.
@@ -54,13 +90,18 @@ struct PartitionResult {
     error: i16,
     high_watermark: i64,
     log_start_offset: i64,
-    regions: Vec<FileRegion>,
+    /// The record bytes: file regions to splice (bytes in memory only in tests).
+    records: Vec<Piece>,
     bytes: u64,
+    /// Where the fetcher's last fetched epoch ends on this leader, when its log diverges:
+    /// (epoch, end offset).
+    diverging_epoch: Option<(i32, i64)>,
 }
 
-fn put_string(out: &mut Vec<u8>, value: &str) {
-    out.put_i16(value.len() as i16);
-    out.put_slice(value.as_bytes());
+impl PartitionResult {
+    fn refused(index: i32, error: i16) -> PartitionResult {
+        PartitionResult { index, error, high_watermark: -1, log_start_offset: -1, records: Vec::new(), bytes: 0, diverging_epoch: None }
+    }
 }
 
 pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
@@ -73,23 +114,63 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
     let deadline = Instant::now() + wait;
     let max_bytes = if body.max_bytes <= 0 { FETCH_RESPONSE_BYTES_MAX } else { body.max_bytes.min(FETCH_RESPONSE_BYTES_MAX) } as u64;
     let min_bytes = body.min_bytes.max(0) as u64;
+    // Names are resolved once, as Kafka resolves ids when the request arrives; a topic
+    // deleted while the request waits is then unknown by name.
+    let names = topic_names(broker, request.version, &body);
 
     let results = loop {
         let notified = broker.data_arrived.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (results, total, errors) = collect(broker, &body, max_bytes).await;
+        let (results, total, answer_now) = collect(broker, &body, &names, max_bytes).await;
         let now = Instant::now();
-        if total >= min_bytes || errors || now >= deadline {
+        if total >= min_bytes || answer_now || now >= deadline {
             break results;
         }
         if tokio::time::timeout(deadline - now, notified).await.is_err() {
             // Timed out: answer with whatever is there now.
-            let (results, _, _) = collect(broker, &body, max_bytes).await;
+            let (results, _, _) = collect(broker, &body, &names, max_bytes).await;
             break results;
         }
     };
-    Ok(Reply::Fetch(encode(request, &body, results)))
+    let topics = in_kafka_order(&body, results);
+    Ok(Reply::Fetch(encode(request.version, request.header.correlation_id, &body, topics)))
+}
+
+/// The answer's topics (the index of each in the request, and its partitions) in Kafka's
+/// order (`KafkaApis.handleFetchRequest`): the partitions it read, in request order, then
+/// those it put aside, in the order it found them: first the topic ids it cannot name (as
+/// it walks the request), then the partitions it does not have (as it walks the rest).
+/// Consecutive partitions of one topic share its entry (`FetchResponse.toMessage`), so a
+/// topic may appear twice.
+fn in_kafka_order(body: &FetchRequest, results: Vec<Vec<PartitionResult>>) -> Vec<(usize, Vec<PartitionResult>)> {
+    let pass = |error: i16| match ResponseError::try_from_code(error) {
+        Some(ResponseError::UnknownTopicId) => 1,
+        Some(ResponseError::UnknownTopicOrPartition) => 2,
+        _ => 0,
+    };
+    let mut flat: Vec<(u8, usize, PartitionResult)> = results.into_iter().enumerate().flat_map(|(t, partitions)| partitions.into_iter().map(move |p| (pass(p.error), t, p))).collect();
+    // Stable: request order within each pass.
+    flat.sort_by_key(|(pass, _, _)| *pass);
+    let same = |a: usize, b: usize| body.topics[a].topic == body.topics[b].topic && body.topics[a].topic_id == body.topics[b].topic_id;
+    let mut topics: Vec<(usize, Vec<PartitionResult>)> = Vec::with_capacity(body.topics.len());
+    for (_, t, result) in flat {
+        match topics.last_mut() {
+            Some((last, partitions)) if same(*last, t) => partitions.push(result),
+            _ => topics.push((t, vec![result])),
+        }
+    }
+    topics
+}
+
+/// The name of each requested topic: as the request names it before v13; from v13 looked
+/// up by its id, `None` for an id no topic has (answered UNKNOWN_TOPIC_ID, as Kafka does).
+fn topic_names<'a>(broker: &Broker, version: i16, body: &'a FetchRequest) -> Vec<Option<Cow<'a, str>>> {
+    if version < TOPIC_IDS_FROM_VERSION {
+        return body.topics.iter().map(|t| Some(Cow::Borrowed(t.topic.0.as_str()))).collect();
+    }
+    let by_id: HashMap<[u8; 16], Rc<str>> = broker.topics().into_iter().map(|t| (t.id, Rc::clone(&t.name))).collect();
+    body.topics.iter().map(|t| by_id.get(t.topic_id.as_bytes()).map(|name| Cow::Owned(name.to_string()))).collect()
 }
 
 /// One partition's part of a Fetch, resolved on the shard that owns the partition.
@@ -172,90 +253,334 @@ pub async fn read_budgeted(broker: &Broker, topic: &str, index: i32, offset: i64
     read_partition(broker, topic, index, offset, limit, replica, epoch).await
 }
 
-/// Resolves every requested partition to file regions. Returns (per topic results, total
-/// bytes, whether any partition has an error).
-///
-/// The partitions of each other shard go there as one message, all sent at once, and each
-/// shard reads its share in order within `max_bytes`. Then this shard walks the request in
-/// order: its own partitions are read within what is left of the budget, and another
-/// shard's answer is kept if it fits (otherwise that partition's records wait for the next
-/// fetch; its offsets are still reported).
-async fn collect(broker: &Rc<Broker>, body: &FetchRequest, max_bytes: u64) -> (Vec<Vec<PartitionResult>>, u64, bool) {
-    let replica = body.replica_id.0;
-    let mut reads: Vec<Vec<Option<PartitionRead>>> = body.topics.iter().map(|t| t.partitions.iter().map(|_| None).collect()).collect();
-    if broker.shards.count > 1 {
-        let mut remote: ByShard<(usize, usize), FetchPart> = ByShard::default();
-        for (t, topic) in body.topics.iter().enumerate() {
-            let name = topic.topic.0.as_str();
-            for (p, wanted) in topic.partitions.iter().enumerate() {
-                let Some(shard) = broker.shards.owner_of(name, wanted.partition) else { continue };
-                let part = FetchPart {
-                    topic: name.to_string(),
-                    index: wanted.partition,
-                    offset: wanted.fetch_offset,
-                    partition_max_bytes: wanted.partition_max_bytes.max(0) as u64,
-                    epoch: wanted.current_leader_epoch,
-                };
-                remote.push(shard, (t, p), part);
-            }
-        }
-        let pending: Vec<_> = remote.into_groups().map(|(shard, positions, parts)| (positions, broker.shards.fetch(shard, parts, replica, max_bytes))).collect();
-        for (positions, answer) in pending {
-            let answers = Shards::fetched(answer, positions.len()).await;
-            for ((t, p), read) in positions.into_iter().zip(answers) {
-                reads[t][p] = Some(read);
-            }
-        }
-    }
+/// What a partition's `last_fetched_epoch` says before its records are read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum EpochCheck {
+    /// No epoch given, or the fetcher's log agrees with this leader's: read as usual.
+    Read,
+    /// The partition answers this error and nothing else.
+    Refuse(i16),
+    /// The fetcher's log diverges from this leader's: its epoch ends here at `end_offset`.
+    Diverged { epoch: i32, end_offset: i64 },
+}
 
-    let mut total = 0u64;
-    let mut errors = false;
-    let mut hw_moved = false;
-    let mut out = Vec::with_capacity(body.topics.len());
-    for (topic, topic_reads) in body.topics.iter().zip(reads) {
-        let name = topic.topic.0.as_str();
-        let mut results = Vec::with_capacity(topic.partitions.len());
-        for (wanted, read) in topic.partitions.iter().zip(topic_reads) {
-            let limit = budget_limit(wanted.partition_max_bytes.max(0) as u64, max_bytes, total);
-            let read = match read {
-                Some(read) => read,
-                None => read_budgeted(broker, name, wanted.partition, wanted.fetch_offset, limit, total, replica, wanted.current_leader_epoch).await,
+/// Kafka's `Partition.readRecords`, given where `last_fetched_epoch` ends on this leader
+/// (`epochs::epoch_end`: error code, epoch, end offset).
+fn epoch_check(last_fetched_epoch: i32, fetch_offset: i64, (error, epoch, end_offset): (i16, i32, i64)) -> EpochCheck {
+    if error == ResponseError::UnknownTopicOrPartition.code() {
+        // The read names this one as Kafka does: NOT_LEADER_OR_FOLLOWER for a partition
+        // another broker hosts, UNKNOWN_TOPIC_OR_PARTITION for one that does not exist.
+        EpochCheck::Read
+    } else if error != 0 {
+        EpochCheck::Refuse(error)
+    } else if epoch < 0 || end_offset < 0 {
+        // An epoch newer than this log's latest, or older than any it holds: Kafka cannot
+        // say where the fetcher's log stands, and answers OFFSET_OUT_OF_RANGE.
+        EpochCheck::Refuse(ResponseError::OffsetOutOfRange.code())
+    } else if epoch < last_fetched_epoch || end_offset < fetch_offset {
+        EpochCheck::Diverged { epoch, end_offset }
+    } else {
+        EpochCheck::Read
+    }
+}
+
+/// The `EpochCheck` of every requested partition. Only partitions with a last fetched
+/// epoch (v12+; -1 otherwise) of a known topic are looked up, on the shard that owns each.
+async fn epoch_checks(broker: &Broker, body: &FetchRequest, names: &[Option<Cow<'_, str>>]) -> Vec<Vec<EpochCheck>> {
+    let mut checks = Vec::with_capacity(body.topics.len());
+    for (topic, name) in body.topics.iter().zip(names) {
+        let mut topic_checks = Vec::with_capacity(topic.partitions.len());
+        for wanted in &topic.partitions {
+            let check = match name {
+                Some(name) if wanted.last_fetched_epoch >= 0 => {
+                    let (index, current, last) = (wanted.partition, wanted.current_leader_epoch, wanted.last_fetched_epoch);
+                    let end = match broker.shards.owner_of(name, index) {
+                        Some(shard) => broker.shards.epoch_end(shard, name.to_string(), index, current, last).await,
+                        None => epochs::epoch_end(broker, name, index, current, last),
+                    };
+                    epoch_check(last, wanted.fetch_offset, end)
+                }
+                _ => EpochCheck::Read,
             };
-            let mut result = PartitionResult { index: wanted.partition, error: read.error, high_watermark: read.high_watermark, log_start_offset: read.log_start_offset, regions: Vec::new(), bytes: 0 };
-            hw_moved |= read.hw_moved;
-            errors |= read.error != 0;
-            let bytes: u64 = read.regions.iter().map(|r| r.len).sum();
-            if fits(bytes, limit, total) {
-                total += bytes;
-                result.bytes = bytes;
-                result.regions = read.regions;
+            topic_checks.push(check);
+        }
+        checks.push(topic_checks);
+    }
+    checks
+}
+
+/// A partition's byte limit: none for a diverged one, which is read for its offsets only.
+fn partition_limit(partition_max_bytes: i32, check: EpochCheck) -> u64 {
+    match check {
+        EpochCheck::Diverged { .. } => 0,
+        _ => partition_max_bytes.max(0) as u64,
+    }
+}
+
+/// A diverged partition's answer, from a read made for its offsets: no records, and where
+/// the fetcher's epoch ends here; but OFFSET_OUT_OF_RANGE for a fetch offset below the log
+/// start, which Kafka checks first.
+fn diverge(result: &mut PartitionResult, fetch_offset: i64, epoch: i32, end_offset: i64) {
+    let out_of_range = ResponseError::OffsetOutOfRange.code();
+    // The read's own OFFSET_OUT_OF_RANGE (a fetch offset past the log end) is what the
+    // divergence explains; any other error stands.
+    if result.error != 0 && result.error != out_of_range {
+        return;
+    }
+    if fetch_offset < result.log_start_offset {
+        result.error = out_of_range;
+        return;
+    }
+    result.error = 0;
+    result.records.clear();
+    result.bytes = 0;
+    result.diverging_epoch = Some((epoch, end_offset));
+}
+
+/// Whether a partition's error is that it does not exist, which Kafka answers without
+/// reading (`KafkaApis.handleFetchRequest` puts it aside as "erroneous").
+fn unknown(error: i16) -> bool {
+    error == ResponseError::UnknownTopicOrPartition.code() || error == ResponseError::UnknownTopicId.code()
+}
+
+/// Resolves every requested partition to file regions. Returns (per topic results, total
+/// bytes, whether to answer without waiting).
+///
+/// The partitions of other shards are read there first (`read_elsewhere`). Then this shard
+/// walks the request in order: its own partitions are read within what is left of the
+/// budget, and another shard's answer is kept if it fits (otherwise that partition's
+/// records wait for the next fetch; its offsets are still reported).
+///
+/// As Kafka's `ReplicaManager.fetchMessages`, it answers at once when a partition could
+/// not be read (an error, or a diverged log) or when no requested partition exists; a
+/// partition that does not exist does not cut the long poll of the others.
+async fn collect(broker: &Rc<Broker>, body: &FetchRequest, names: &[Option<Cow<'_, str>>], max_bytes: u64) -> (Vec<Vec<PartitionResult>>, u64, bool) {
+    let checks = epoch_checks(broker, body, names).await;
+    let reads = read_elsewhere(broker, body, names, &checks, max_bytes).await;
+    let mut budget = Budget { max_bytes, total: 0, hw_moved: false };
+    let mut answer_now = false;
+    let mut known = 0usize;
+    let mut out = Vec::with_capacity(body.topics.len());
+    for (((topic, name), topic_checks), topic_reads) in body.topics.iter().zip(names).zip(checks).zip(reads) {
+        let mut results = Vec::with_capacity(topic.partitions.len());
+        for ((wanted, check), read) in topic.partitions.iter().zip(topic_checks).zip(topic_reads) {
+            let result = match (name, check) {
+                (None, _) => PartitionResult::refused(wanted.partition, ResponseError::UnknownTopicId.code()),
+                (Some(_), EpochCheck::Refuse(error)) => PartitionResult::refused(wanted.partition, error),
+                (Some(name), check) => answer_partition(broker, body.replica_id.0, name, wanted, check, read, &mut budget).await,
+            };
+            if !unknown(result.error) {
+                known += 1;
+                answer_now |= result.error != 0 || result.diverging_epoch.is_some();
             }
             results.push(result);
         }
         out.push(results);
     }
-    if hw_moved {
+    if budget.hw_moved {
         // Consumers long-polling at the old high watermark can read more now.
         broker.data_arrived.notify_waiters();
     }
-    (out, total, errors)
+    (out, budget.total, answer_now || known == 0)
 }
 
-fn encode(request: &Request, body: &FetchRequest, results: Vec<Vec<PartitionResult>>) -> FetchResponse {
-    let version = request.version;
+/// What one walk of the request has used of `max_bytes`, and whether a follower's fetch
+/// moved a high watermark.
+struct Budget {
+    max_bytes: u64,
+    total: u64,
+    hw_moved: bool,
+}
+
+/// Sends the partitions each other shard owns there as one message, all sent at once, and
+/// each shard reads its share in order within `max_bytes`. The reads, in request order:
+/// `None` where this shard reads, or nothing is to be read.
+async fn read_elsewhere(broker: &Broker, body: &FetchRequest, names: &[Option<Cow<'_, str>>], checks: &[Vec<EpochCheck>], max_bytes: u64) -> Vec<Vec<Option<PartitionRead>>> {
+    let mut reads: Vec<Vec<Option<PartitionRead>>> = body.topics.iter().map(|t| t.partitions.iter().map(|_| None).collect()).collect();
+    if broker.shards.count <= 1 {
+        return reads;
+    }
+    let mut remote: ByShard<(usize, usize), FetchPart> = ByShard::default();
+    for (t, (topic, name)) in body.topics.iter().zip(names).enumerate() {
+        let Some(name) = name else { continue };
+        for (p, wanted) in topic.partitions.iter().enumerate() {
+            let check = checks[t][p];
+            if matches!(check, EpochCheck::Refuse(_)) {
+                continue;
+            }
+            let Some(shard) = broker.shards.owner_of(name, wanted.partition) else { continue };
+            let part = FetchPart {
+                topic: name.to_string(),
+                index: wanted.partition,
+                offset: wanted.fetch_offset,
+                partition_max_bytes: partition_limit(wanted.partition_max_bytes, check),
+                epoch: wanted.current_leader_epoch,
+            };
+            remote.push(shard, (t, p), part);
+        }
+    }
+    let pending: Vec<_> = remote.into_groups().map(|(shard, positions, parts)| (positions, broker.shards.fetch(shard, parts, body.replica_id.0, max_bytes))).collect();
+    for (positions, answer) in pending {
+        let answers = Shards::fetched(answer, positions.len()).await;
+        for ((t, p), read) in positions.into_iter().zip(answers) {
+            reads[t][p] = Some(read);
+        }
+    }
+    reads
+}
+
+/// One partition of a known topic: read here unless another shard has (`read`), its
+/// records kept if they fit what is left of the budget; a diverged one without records.
+async fn answer_partition(
+    broker: &Broker,
+    replica: i32,
+    name: &str,
+    wanted: &FetchPartition,
+    check: EpochCheck,
+    read: Option<PartitionRead>,
+    budget: &mut Budget,
+) -> PartitionResult {
+    let limit = budget_limit(partition_limit(wanted.partition_max_bytes, check), budget.max_bytes, budget.total);
+    let read = match read {
+        Some(read) => read,
+        None => read_budgeted(broker, name, wanted.partition, wanted.fetch_offset, limit, budget.total, replica, wanted.current_leader_epoch).await,
+    };
+    budget.hw_moved |= read.hw_moved;
+    let mut result = PartitionResult {
+        index: wanted.partition,
+        error: read.error,
+        high_watermark: read.high_watermark,
+        log_start_offset: read.log_start_offset,
+        records: Vec::new(),
+        bytes: 0,
+        diverging_epoch: None,
+    };
+    if let EpochCheck::Diverged { epoch, end_offset } = check {
+        diverge(&mut result, wanted.fetch_offset, epoch, end_offset);
+        return result;
+    }
+    let bytes: u64 = read.regions.iter().map(|r| r.len).sum();
+    if fits(bytes, limit, budget.total) {
+        budget.total += bytes;
+        result.bytes = bytes;
+        result.records = read.regions.into_iter().map(Piece::Region).collect();
+    }
+    result
+}
+
+/// Appends `value` as an unsigned varint: 7 bits a byte, the lowest first, the top bit set
+/// on every byte but the last.
+fn put_unsigned_varint(out: &mut Vec<u8>, mut value: u32) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// How one version writes lengths: flexible versions as unsigned varints of N + 1 (0 for
+/// null), with tagged-field sections; older ones as fixed-width big-endian integers.
+#[derive(Clone, Copy)]
+struct Wire {
+    flexible: bool,
+}
+
+impl Wire {
+    fn of(version: i16) -> Wire {
+        Wire { flexible: version >= FLEXIBLE_FROM_VERSION }
+    }
+
+    /// A compact length: N + 1, which must fit the varint's 32 bits.
+    fn compact(out: &mut Vec<u8>, len: u64) {
+        let value = u32::try_from(len + 1).expect("a Fetch response length fits 32 bits");
+        put_unsigned_varint(out, value);
+    }
+
+    fn array_len(self, out: &mut Vec<u8>, count: usize) {
+        if self.flexible {
+            Wire::compact(out, count as u64);
+        } else {
+            out.put_i32(i32::try_from(count).expect("FETCH_PARTITIONS_MAX bounds every array"));
+        }
+    }
+
+    fn null_array(self, out: &mut Vec<u8>) {
+        if self.flexible {
+            put_unsigned_varint(out, 0);
+        } else {
+            out.put_i32(-1);
+        }
+    }
+
+    fn string(self, out: &mut Vec<u8>, value: &str) {
+        if self.flexible {
+            Wire::compact(out, value.len() as u64);
+        } else {
+            out.put_i16(i16::try_from(value.len()).expect("a topic name the request decoded fits an i16 length"));
+        }
+        out.put_slice(value.as_bytes());
+    }
+
+    /// The length of a partition's records (never null: Kafka sends empty records).
+    fn records_len(self, out: &mut Vec<u8>, bytes: u64) {
+        if self.flexible {
+            Wire::compact(out, bytes);
+        } else {
+            out.put_i32(i32::try_from(bytes).expect("a partition's records fit an i32 length"));
+        }
+    }
+
+    /// A struct's tagged-field section with no fields.
+    fn no_tagged_fields(self, out: &mut Vec<u8>) {
+        if self.flexible {
+            put_unsigned_varint(out, 0);
+        }
+    }
+
+    /// A partition's tagged fields: `diverging_epoch` when set, nothing else (`current_leader`
+    /// is v16+, `snapshot_id` is for KRaft's own log).
+    fn partition_tagged_fields(self, out: &mut Vec<u8>, diverging_epoch: Option<(i32, i64)>) {
+        if !self.flexible {
+            assert!(diverging_epoch.is_none(), "a diverging epoch before v12, which cannot carry it");
+            return;
+        }
+        match diverging_epoch {
+            None => put_unsigned_varint(out, 0),
+            Some((epoch, end_offset)) => {
+                put_unsigned_varint(out, 1);
+                put_unsigned_varint(out, DIVERGING_EPOCH_TAG);
+                put_unsigned_varint(out, EPOCH_END_OFFSET_BYTES);
+                out.put_i32(epoch);
+                out.put_i64(end_offset);
+                put_unsigned_varint(out, 0);
+            }
+        }
+    }
+}
+
+/// Writes the response (header included, size prefix excluded): bytes in memory, with each
+/// partition's record pieces between them.
+fn encode(version: i16, correlation_id: i32, body: &FetchRequest, topics: Vec<(usize, Vec<PartitionResult>)>) -> FetchResponse {
+    let wire = Wire::of(version);
     let mut pieces = Vec::new();
     let mut head = Vec::with_capacity(256);
-    head.put_i32(request.header.correlation_id);
+    head.put_i32(correlation_id);
+    wire.no_tagged_fields(&mut head); // response header v1 for flexible versions
     head.put_i32(0); // throttle_time_ms
     if version >= 7 {
         head.put_i16(0); // error_code
         head.put_i32(0); // session_id: no fetch sessions, every request is a full fetch
     }
-    head.put_i32(results.len() as i32);
+    wire.array_len(&mut head, topics.len());
     let mut size = 0usize;
-    for (topic, partitions) in body.topics.iter().zip(results) {
-        put_string(&mut head, topic.topic.0.as_str());
-        head.put_i32(partitions.len() as i32);
+    for (t, partitions) in topics {
+        let topic = &body.topics[t];
+        if version >= TOPIC_IDS_FROM_VERSION {
+            head.put_slice(topic.topic_id.as_bytes());
+        } else {
+            wire.string(&mut head, topic.topic.0.as_str());
+        }
+        wire.array_len(&mut head, partitions.len());
         for result in partitions {
             // A partition with an error carries no offsets, as in Kafka (-1 for each).
             let (high_watermark, log_start_offset) = if result.error != 0 { (-1, -1) } else { (result.high_watermark, result.log_start_offset) };
@@ -270,23 +595,301 @@ fn encode(request: &Request, body: &FetchRequest, results: Vec<Vec<PartitionResu
             // transactions) for read_committed.
             // A partition Kafka finds no log for gets an empty list, as Kafka's
             // `FetchResponse.partitionResponse` leaves it.
-            let unknown = result.error == ResponseError::UnknownTopicOrPartition.code();
-            head.put_i32(if body.isolation_level == 0 && !unknown { -1 } else { 0 });
+            if body.isolation_level == 0 && !unknown(result.error) {
+                wire.null_array(&mut head);
+            } else {
+                wire.array_len(&mut head, 0);
+            }
             if version >= 11 {
                 head.put_i32(-1); // preferred_read_replica
             }
-            head.put_i32(result.bytes as i32);
-            if !result.regions.is_empty() {
+            wire.records_len(&mut head, result.bytes);
+            if !result.records.is_empty() {
                 size += head.len();
                 pieces.push(Piece::Bytes(std::mem::take(&mut head)));
-                for region in result.regions {
-                    size += region.len as usize;
-                    pieces.push(Piece::Region(region));
+                for piece in result.records {
+                    size += piece.len();
+                    pieces.push(piece);
                 }
             }
+            wire.partition_tagged_fields(&mut head, result.diverging_epoch);
         }
+        wire.no_tagged_fields(&mut head); // the topic's
     }
+    wire.no_tagged_fields(&mut head); // the response's
     size += head.len();
     pieces.push(Piece::Bytes(head));
     FetchResponse { pieces, size }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::fetch_response::{EpochEndOffset, FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+
+    const CORRELATION_ID: i32 = 0x0102_0304;
+    /// Every version Fjord's encoder writes.
+    const VERSIONS: std::ops::RangeInclusive<i16> = 4..=TOPIC_IDS_FROM_VERSION;
+
+    /// The bytes the connection writes after the size prefix: the pieces in order.
+    fn written(response: FetchResponse) -> Vec<u8> {
+        let mut out = Vec::with_capacity(response.size);
+        for piece in response.pieces {
+            match piece {
+                Piece::Bytes(bytes) => out.extend_from_slice(&bytes),
+                Piece::Region(_) => unreachable!("the tests' records are in memory"),
+            }
+        }
+        assert_eq!(out.len(), response.size, "the size prefix counts every piece");
+        out
+    }
+
+    /// One partition's answer: index, error, high watermark, log start, record pieces,
+    /// diverging epoch.
+    type Answer = (i32, i16, i64, i64, Vec<Vec<u8>>, Option<(i32, i64)>);
+
+    /// A topic of the request and answer: its name, id, and partitions.
+    struct Topic {
+        name: String,
+        id: uuid::Uuid,
+        partitions: Vec<Answer>,
+    }
+
+    fn request(topics: &[Topic], isolation_level: i8) -> FetchRequest {
+        let mut body = FetchRequest::default();
+        body.isolation_level = isolation_level;
+        body.topics = topics
+            .iter()
+            .map(|t| {
+                let mut topic = FetchTopic::default();
+                topic.topic = TopicName(StrBytes::from_string(t.name.clone()));
+                topic.topic_id = t.id;
+                topic.partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let mut partition = FetchPartition::default();
+                        partition.partition = p.0;
+                        partition
+                    })
+                    .collect();
+                topic
+            })
+            .collect();
+        body
+    }
+
+    /// Fjord's hand-written answer.
+    fn by_hand(version: i16, topics: &[Topic], isolation_level: i8) -> Vec<u8> {
+        let results = topics
+            .iter()
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|(index, error, high_watermark, log_start_offset, records, diverging_epoch)| PartitionResult {
+                        index: *index,
+                        error: *error,
+                        high_watermark: *high_watermark,
+                        log_start_offset: *log_start_offset,
+                        bytes: records.iter().map(|r| r.len() as u64).sum(),
+                        records: records.iter().cloned().map(Piece::Bytes).collect(),
+                        diverging_epoch: *diverging_epoch,
+                    })
+                    .collect()
+            })
+            .enumerate()
+            .collect();
+        written(encode(version, CORRELATION_ID, &request(topics, isolation_level), results))
+    }
+
+    /// The same answer from the codec's generated encoder, header included.
+    fn by_codec(version: i16, topics: &[Topic], isolation_level: i8) -> Vec<u8> {
+        let mut response = kafka_protocol::messages::FetchResponse::default();
+        response.responses = topics
+            .iter()
+            .map(|t| {
+                let mut topic = FetchableTopicResponse::default();
+                topic.topic = TopicName(StrBytes::from_string(t.name.clone()));
+                topic.topic_id = t.id;
+                topic.partitions = t
+                    .partitions
+                    .iter()
+                    .map(|(index, error, high_watermark, log_start_offset, records, diverging_epoch)| {
+                        let mut p = PartitionData::default();
+                        p.partition_index = *index;
+                        p.error_code = *error;
+                        let (hw, start) = if *error != 0 { (-1, -1) } else { (*high_watermark, *log_start_offset) };
+                        p.high_watermark = hw;
+                        p.last_stable_offset = hw;
+                        p.log_start_offset = start;
+                        p.aborted_transactions = (isolation_level != 0 || unknown(*error)).then(Vec::new);
+                        p.preferred_read_replica = BrokerId(-1);
+                        p.records = Some(Bytes::from(records.concat()));
+                        if let Some((epoch, end_offset)) = diverging_epoch {
+                            let mut diverging = EpochEndOffset::default();
+                            diverging.epoch = *epoch;
+                            diverging.end_offset = *end_offset;
+                            p.diverging_epoch = diverging;
+                        }
+                        p
+                    })
+                    .collect();
+                topic
+            })
+            .collect();
+        let frame = crate::protocol::encode_response(ApiKey::Fetch, version, CORRELATION_ID, &response).expect("the codec encodes");
+        let size = i32::from_be_bytes(frame[..4].try_into().expect("a size prefix")) as usize;
+        assert_eq!(size, frame.len() - 4);
+        frame[4..].to_vec()
+    }
+
+    fn topics() -> Vec<Topic> {
+        vec![
+            Topic {
+                name: "diff-a".to_string(),
+                id: uuid::Uuid::from_u128(0x0011_2233_4455_6677_8899_aabb_ccdd_eeff),
+                // Records of 300 bytes: a compact length of two varint bytes.
+                partitions: vec![(0, 0, 3, 0, vec![vec![7; 100], vec![8; 200]], None), (1, 0, 0, 0, Vec::new(), None)],
+            },
+            Topic {
+                // 200 characters: a compact string length of two varint bytes.
+                name: "t".repeat(200),
+                id: uuid::Uuid::from_u128(7),
+                partitions: vec![
+                    (0, ResponseError::UnknownTopicOrPartition.code(), 5, 1, Vec::new(), None),
+                    (3, ResponseError::OffsetOutOfRange.code(), 5, 1, Vec::new(), None),
+                ],
+            },
+        ]
+    }
+
+    #[test]
+    fn the_hand_encoder_writes_what_the_codec_writes_at_every_version() {
+        for version in VERSIONS {
+            for isolation_level in [0, 1] {
+                let topics = topics();
+                assert_eq!(by_hand(version, &topics, isolation_level), by_codec(version, &topics, isolation_level), "v{version} isolation {isolation_level}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_fetch_is_encoded_as_the_codec_encodes_it() {
+        for version in VERSIONS {
+            assert_eq!(by_hand(version, &[], 0), by_codec(version, &[], 0), "v{version}");
+        }
+    }
+
+    #[test]
+    fn a_diverging_epoch_is_a_tagged_field_of_flexible_versions() {
+        for version in FLEXIBLE_FROM_VERSION..=*VERSIONS.end() {
+            let topics = vec![Topic { name: "diff-a".to_string(), id: uuid::Uuid::from_u128(1), partitions: vec![(0, 0, 3, 0, Vec::new(), Some((2, 150)))] }];
+            let bytes = by_hand(version, &topics, 0);
+            assert_eq!(bytes, by_codec(version, &topics, 0), "v{version}");
+            // Tagged fields: one, tag 0, 13 bytes, epoch, end offset, its own empty section;
+            // then the topic's and the response's empty sections.
+            let mut tail = vec![1, 0, 13, 0, 0, 0, 2];
+            tail.extend_from_slice(&150i64.to_be_bytes());
+            tail.extend_from_slice(&[0, 0, 0]);
+            assert!(bytes.ends_with(&tail), "v{version}: {bytes:?}");
+        }
+    }
+
+    #[test]
+    fn flexible_versions_start_with_response_header_v1() {
+        let bytes = by_hand(FLEXIBLE_FROM_VERSION, &[], 0);
+        assert_eq!(&bytes[..5], &[1, 2, 3, 4, 0], "the correlation id, then no tagged fields");
+        assert_eq!(&by_hand(FLEXIBLE_FROM_VERSION - 1, &[], 0)[..8], &[1, 2, 3, 4, 0, 0, 0, 0], "the correlation id, then throttle_time_ms");
+    }
+
+    #[test]
+    fn unsigned_varints_take_seven_bits_a_byte() {
+        for (value, expected) in [
+            (0u32, vec![0u8]),
+            (1, vec![1]),
+            (127, vec![0x7f]),
+            (128, vec![0x80, 0x01]),
+            (300, vec![0xac, 0x02]),
+            (16_383, vec![0xff, 0x7f]),
+            (16_384, vec![0x80, 0x80, 0x01]),
+            (u32::MAX, vec![0xff, 0xff, 0xff, 0xff, 0x0f]),
+        ] {
+            let mut out = Vec::new();
+            put_unsigned_varint(&mut out, value);
+            assert_eq!(out, expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn compact_lengths_are_one_more_than_the_length() {
+        let mut out = Vec::new();
+        Wire::of(FLEXIBLE_FROM_VERSION).records_len(&mut out, 0);
+        Wire::of(FLEXIBLE_FROM_VERSION).records_len(&mut out, 127);
+        Wire::of(FLEXIBLE_FROM_VERSION).null_array(&mut out);
+        Wire::of(FLEXIBLE_FROM_VERSION).array_len(&mut out, 0);
+        assert_eq!(out, vec![1, 0x80, 0x01, 0, 1]);
+        let mut old = Vec::new();
+        Wire::of(FLEXIBLE_FROM_VERSION - 1).records_len(&mut old, 127);
+        Wire::of(FLEXIBLE_FROM_VERSION - 1).null_array(&mut old);
+        assert_eq!(old, vec![0, 0, 0, 127, 0xff, 0xff, 0xff, 0xff]);
+    }
+
+    #[test]
+    fn a_last_fetched_epoch_is_checked_as_kafka_checks_it() {
+        let ok = 0;
+        // The epoch the fetcher last read ends at the log end (3): read on.
+        assert_eq!(epoch_check(0, 3, (ok, 0, 3)), EpochCheck::Read);
+        assert_eq!(epoch_check(0, 1, (ok, 0, 3)), EpochCheck::Read);
+        // The fetcher is past where its epoch ended here, or holds an epoch this log lacks.
+        assert_eq!(epoch_check(0, 1000, (ok, 0, 3)), EpochCheck::Diverged { epoch: 0, end_offset: 3 });
+        assert_eq!(epoch_check(2, 10, (ok, 1, 8)), EpochCheck::Diverged { epoch: 1, end_offset: 8 });
+        // An epoch this log cannot place.
+        assert_eq!(epoch_check(5, 3, (ok, -1, -1)), EpochCheck::Refuse(ResponseError::OffsetOutOfRange.code()));
+        // The partition's own errors stand; an unknown one is left to the read.
+        let fenced = ResponseError::FencedLeaderEpoch.code();
+        assert_eq!(epoch_check(0, 3, (fenced, -1, -1)), EpochCheck::Refuse(fenced));
+        assert_eq!(epoch_check(0, 3, (ResponseError::UnknownTopicOrPartition.code(), -1, -1)), EpochCheck::Read);
+    }
+
+    #[test]
+    fn a_diverged_partition_carries_no_records_and_is_out_of_range_below_the_log_start() {
+        let read = |error: i16| PartitionResult { index: 0, error, high_watermark: 9, log_start_offset: 4, records: vec![Piece::Bytes(vec![1])], bytes: 1, diverging_epoch: None };
+        let mut past_the_end = read(ResponseError::OffsetOutOfRange.code());
+        diverge(&mut past_the_end, 1000, 0, 9);
+        assert_eq!((past_the_end.error, past_the_end.diverging_epoch, past_the_end.bytes, past_the_end.records.len()), (0, Some((0, 9)), 0, 0));
+        let mut below_start = read(0);
+        diverge(&mut below_start, 2, 0, 9);
+        assert_eq!((below_start.error, below_start.diverging_epoch), (ResponseError::OffsetOutOfRange.code(), None));
+        let storage = ResponseError::KafkaStorageError.code();
+        let mut failed = read(storage);
+        diverge(&mut failed, 5, 0, 9);
+        assert_eq!((failed.error, failed.diverging_epoch), (storage, None));
+    }
+
+    #[test]
+    fn partitions_that_do_not_exist_come_last_as_kafka_orders_them() {
+        let named = |names: &[&str]| request(&names.iter().map(|n| Topic { name: n.to_string(), id: uuid::Uuid::nil(), partitions: Vec::new() }).collect::<Vec<_>>(), 0);
+        let order = |body: &FetchRequest, results: Vec<Vec<PartitionResult>>| -> Vec<(usize, Vec<i32>)> {
+            in_kafka_order(body, results).into_iter().map(|(t, ps)| (t, ps.iter().map(|p| p.index).collect())).collect()
+        };
+        let missing = ResponseError::UnknownTopicOrPartition.code();
+        let not_leader = ResponseError::NotLeaderOrFollower.code();
+        let result = |index: i32, error: i16| PartitionResult::refused(index, error);
+        // What was read (errors included), in request order, then what does not exist: a
+        // topic split so appears twice.
+        let results = vec![vec![result(0, 0), result(99, missing), result(1, not_leader)], vec![result(0, missing)], vec![result(0, 0)]];
+        assert_eq!(order(&named(&["a", "gone", "b"]), results), vec![(0, vec![0, 1]), (2, vec![0]), (0, vec![99]), (1, vec![0])]);
+        // The last topic read and the first put aside are consecutive: one entry.
+        let results = vec![vec![result(0, 0)], vec![result(5, missing), result(0, 0), result(6, missing)]];
+        assert_eq!(order(&named(&["a", "b"]), results), vec![(0, vec![0]), (1, vec![0, 5, 6])]);
+        // Topic ids no topic has come before the partitions a known topic lacks.
+        let no_topic = ResponseError::UnknownTopicId.code();
+        let results = vec![vec![result(0, 0), result(99, missing)], vec![result(0, no_topic)], vec![result(1, 0)]];
+        assert_eq!(order(&named(&["a", "gone", "a"]), results), vec![(0, vec![0, 1]), (1, vec![0]), (0, vec![99])]);
+    }
 }
