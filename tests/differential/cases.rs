@@ -10,6 +10,7 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
 
 use super::session::{Answer, Session, CLIENT_ID};
 use crate::support::wire::{record_batch, Producer, BATCH_CRC_AT, NO_PRODUCER};
@@ -21,6 +22,8 @@ pub const TOPIC: &str = "diff-a";
 const SETTLE_MS_MAX: u64 = 30_000;
 /// The one timestamp of every produced record, so fetched batches are byte-identical.
 const TIMESTAMP_MS: i64 = 1_700_000_000_000;
+/// An id no topic has, the same on both brokers (their own topics' ids differ and are masked).
+const NO_SUCH_TOPIC_ID: Uuid = Uuid::from_u128(0xd1ff_0000_0000_0000_0000_0000_0000_0001);
 
 fn s(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
@@ -43,14 +46,14 @@ fn clamp(key: ApiKey, i: i16) -> i16 {
 
 /// Every case, in order.
 pub fn run_all(session: &mut Session) {
-    setup(session);
+    let topic_id = setup(session);
     api_versions(session);
     framing(session);
     metadata(session);
-    create_topics(session);
-    delete_topics(session);
+    let created_id = create_topics(session);
+    delete_topics(session, created_id);
     produce(session);
-    fetch(session);
+    fetch(session, topic_id);
     list_offsets(session);
     offset_for_leader_epoch(session);
     init_producer_id(session);
@@ -59,10 +62,12 @@ pub fn run_all(session: &mut Session) {
     groups(session);
     group_errors(session);
     commit_while_a_rebalance_is_prepared(session);
-    odd_requests(session);
+    offset_fetch_groups(session);
+    odd_requests(session, topic_id);
 }
 
-fn create(session: &mut Session, name: &str, partitions: i32) {
+/// Creates a topic with the newest CreateTopics version and returns its id (v7+; nil before).
+fn create(session: &mut Session, name: &str, partitions: i32) -> Uuid {
     let mut topic = CreatableTopic::default();
     topic.name = topic_name(name);
     topic.num_partitions = partitions;
@@ -70,9 +75,11 @@ fn create(session: &mut Session, name: &str, partitions: i32) {
     let mut request = CreateTopicsRequest::default();
     request.topics = vec![topic];
     request.timeout_ms = 10_000;
-    let response: CreateTopicsResponse = session.call(ApiKey::CreateTopics, 5, &request).response("create a topic");
+    let v = *versions(ApiKey::CreateTopics).end();
+    let response: CreateTopicsResponse = session.call(ApiKey::CreateTopics, v, &request).response("create a topic");
     assert_eq!(response.topics[0].error_code, 0, "create {name}: {response:?}");
     wait_for_leaders(session, name);
+    response.topics[0].topic_id
 }
 
 fn wait_for_leaders(session: &mut Session, name: &str) {
@@ -125,8 +132,9 @@ fn produce_when_ready(session: &mut Session, topic: &str, records: Vec<u8>) {
     }
 }
 
-fn setup(session: &mut Session) {
-    create(session, TOPIC, 2);
+/// Creates `TOPIC` and returns its id.
+fn setup(session: &mut Session) -> Uuid {
+    let topic_id = create(session, TOPIC, 2);
     produce_when_ready(session, TOPIC, three_records());
     // Kafka creates `__consumer_offsets` on the first FindCoordinator: wait until it answers.
     let deadline = Instant::now() + Duration::from_millis(SETTLE_MS_MAX);
@@ -140,6 +148,7 @@ fn setup(session: &mut Session) {
         assert!(Instant::now() < deadline, "no group coordinator after {SETTLE_MS_MAX} ms: {response:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    topic_id
 }
 
 /// ApiVersions at each version; the advertised table itself is compared in `mod.rs`.
@@ -280,12 +289,29 @@ fn sort_created(response: &mut CreateTopicsResponse) {
     }
 }
 
-fn create_topics(session: &mut Session) {
+/// Observes a CreateTopics answer, and from v7 whether it gave the topic an id (the ids
+/// themselves differ between brokers and are masked). Returns the first topic's id.
+fn observe_created(session: &mut Session, label: String, v: i16, request: &CreateTopicsRequest) -> Uuid {
+    let answer: Answer<CreateTopicsResponse> = session.call(ApiKey::CreateTopics, v, request);
+    let id = match &answer {
+        Answer::Response(response) => response.topics.first().map_or(Uuid::nil(), |t| t.topic_id),
+        Answer::Closed => Uuid::nil(),
+    };
+    if v >= 7 {
+        session.observe(format!("{label}: has a topic id"), Answer::Response(!id.is_nil()), |_| {});
+    }
+    session.observe(label, answer, sort_created);
+    id
+}
+
+/// Creates `diff-ct-v{v}` at every version and returns the id of the newest one.
+fn create_topics(session: &mut Session) -> Uuid {
+    let mut newest_id = Uuid::nil();
     for v in versions(ApiKey::CreateTopics) {
         let mut request = CreateTopicsRequest::default();
         request.timeout_ms = 10_000;
         request.topics = vec![creatable(&format!("diff-ct-v{v}"), 3, 1, &[("retention.ms", "3600000")])];
-        session.exchange(format!("create_topics v{v}"), ApiKey::CreateTopics, v, &request, sort_created);
+        newest_id = observe_created(session, format!("create_topics v{v}"), v, &request);
     }
     let mut bad = CreateTopicsRequest::default();
     bad.timeout_ms = 10_000;
@@ -299,31 +325,87 @@ fn create_topics(session: &mut Session) {
         creatable("diff-default-partitions", -1, -1, &[]),
     ];
     session.exchange("create_topics v5 errors", ApiKey::CreateTopics, 5, &bad, sort_created);
-    let mut validate = CreateTopicsRequest::default();
-    validate.timeout_ms = 10_000;
-    validate.validate_only = true;
-    validate.topics = vec![creatable("diff-validate-only", 2, 1, &[])];
-    session.exchange("create_topics v5 validate only", ApiKey::CreateTopics, 5, &validate, sort_created);
-    for name in ["diff-ct-v5", "diff-default-partitions"] {
-        wait_for_leaders(session, name);
+    let newest = *versions(ApiKey::CreateTopics).end();
+    for v in [5, newest] {
+        let mut validate = CreateTopicsRequest::default();
+        validate.timeout_ms = 10_000;
+        validate.validate_only = true;
+        validate.topics = vec![creatable("diff-validate-only", 2, 1, &[])];
+        observe_created(session, format!("create_topics v{v} validate only"), v, &validate);
     }
+    for name in [format!("diff-ct-v{newest}"), "diff-default-partitions".to_string()] {
+        wait_for_leaders(session, &name);
+    }
+    newest_id
 }
 
-fn delete_topics(session: &mut Session) {
-    for v in versions(ApiKey::DeleteTopics) {
-        let mut request = DeleteTopicsRequest::default();
-        request.timeout_ms = 10_000;
-        request.topic_names = vec![topic_name(&format!("diff-ct-v{v}"))];
-        session.exchange(format!("delete_topics v{v}"), ApiKey::DeleteTopics, v, &request, |r: &mut DeleteTopicsResponse| {
-            r.responses.sort_by_key(|t| format!("{:?}", t.name));
-        });
-    }
+/// A DeleteTopics of `names`: `topic_names` before v6, `topics` by name from v6.
+fn delete_request(v: i16, names: &[&str]) -> DeleteTopicsRequest {
     let mut request = DeleteTopicsRequest::default();
     request.timeout_ms = 10_000;
-    request.topic_names = vec![topic_name("diff-no-such-topic"), topic_name("diff bad name")];
-    session.exchange("delete_topics v5 unknown", ApiKey::DeleteTopics, 5, &request, |r: &mut DeleteTopicsResponse| {
-        r.responses.sort_by_key(|t| format!("{:?}", t.name));
-    });
+    if v >= 6 {
+        request.topics = names.iter().map(|name| delete_state(Some(name), Uuid::nil())).collect();
+    } else {
+        request.topic_names = names.iter().map(|name| topic_name(name)).collect();
+    }
+    request
+}
+
+fn delete_state(name: Option<&str>, id: Uuid) -> delete_topics_request::DeleteTopicState {
+    let mut state = delete_topics_request::DeleteTopicState::default();
+    state.name = name.map(topic_name);
+    state.topic_id = id;
+    state
+}
+
+/// Kafka shuffles its DeleteTopics answers: both are sorted by what each entry names.
+fn sort_deleted(response: &mut DeleteTopicsResponse) {
+    response.responses.sort_by_key(|t| format!("{:?} {:?} {}", t.name, t.topic_id, t.error_code));
+}
+
+/// Deletes `diff-ct-v{v}` at every version, then the newest one (`created_id`) by its id.
+fn delete_topics(session: &mut Session, created_id: Uuid) {
+    for v in versions(ApiKey::DeleteTopics) {
+        let request = delete_request(v, &[&format!("diff-ct-v{v}")]);
+        session.exchange(format!("delete_topics v{v}"), ApiKey::DeleteTopics, v, &request, sort_deleted);
+    }
+    let request = delete_request(5, &["diff-no-such-topic", "diff bad name"]);
+    session.exchange("delete_topics v5 unknown", ApiKey::DeleteTopics, 5, &request, sort_deleted);
+    let newest = *versions(ApiKey::DeleteTopics).end();
+    if newest < 6 {
+        return;
+    }
+    let by_id = |entries: Vec<delete_topics_request::DeleteTopicState>| {
+        let mut request = DeleteTopicsRequest::default();
+        request.timeout_ms = 10_000;
+        request.topics = entries;
+        request
+    };
+    let cases = [
+        ("by id", vec![delete_state(None, created_id)]),
+        ("unknown id", vec![delete_state(None, NO_SUCH_TOPIC_ID)]),
+        (
+            "name and id in one entry, neither, twice",
+            vec![
+                delete_state(Some(TOPIC), NO_SUCH_TOPIC_ID),
+                delete_state(None, Uuid::nil()),
+                delete_state(Some("diff-no-such-topic"), Uuid::nil()),
+                delete_state(Some("diff-no-such-topic"), Uuid::nil()),
+                delete_state(None, Uuid::from_u128(NO_SUCH_TOPIC_ID.as_u128() + 1)),
+                delete_state(None, Uuid::from_u128(NO_SUCH_TOPIC_ID.as_u128() + 1)),
+            ],
+        ),
+    ];
+    for (label, entries) in cases {
+        session.exchange(format!("delete_topics v{newest} {label}"), ApiKey::DeleteTopics, newest, &by_id(entries), sort_deleted);
+    }
+    // A topic named both by its id and by its name: Kafka refuses the name and deletes it
+    // under neither; then by its name alone.
+    let id = create(session, "diff-dt-both", 1);
+    let both = by_id(vec![delete_state(None, id), delete_state(Some("diff-dt-both"), Uuid::nil())]);
+    session.exchange(format!("delete_topics v{newest} by id and by name"), ApiKey::DeleteTopics, newest, &both, sort_deleted);
+    let request = delete_request(newest, &["diff-dt-both"]);
+    session.exchange(format!("delete_topics v{newest} by name"), ApiKey::DeleteTopics, newest, &request, sort_deleted);
 }
 
 fn produce(session: &mut Session) {
@@ -355,33 +437,62 @@ fn produce(session: &mut Session) {
     }
 }
 
-fn fetch_request(topic: &str, partition: i32, offset: i64) -> FetchRequest {
-    let mut p = fetch_request::FetchPartition::default();
-    p.partition = partition;
-    p.fetch_offset = offset;
-    p.partition_max_bytes = 1 << 20;
-    let mut t = fetch_request::FetchTopic::default();
-    t.topic = topic_name(topic);
-    t.partitions = vec![p];
+/// A Fetch of one partition of `topic`, named by `id` from v13 (both are set; the codec
+/// writes the one the version has).
+fn fetch_request(topic: &str, id: Uuid, partition: i32, offset: i64) -> FetchRequest {
     let mut request = FetchRequest::default();
     request.replica_id = BrokerId(-1);
     request.max_wait_ms = 50;
     request.min_bytes = 1;
     request.max_bytes = 1 << 20;
     request.session_epoch = -1;
-    request.topics = vec![t];
+    request.topics = vec![fetch_topic(topic, id, &[(partition, offset)])];
     request
 }
 
-fn fetch(session: &mut Session) {
+/// One topic of a Fetch: (partition, fetch offset) for each partition.
+fn fetch_topic(topic: &str, id: Uuid, partitions: &[(i32, i64)]) -> fetch_request::FetchTopic {
+    let mut t = fetch_request::FetchTopic::default();
+    t.topic = topic_name(topic);
+    t.topic_id = id;
+    t.partitions = partitions
+        .iter()
+        .map(|(partition, offset)| {
+            let mut p = fetch_request::FetchPartition::default();
+            p.partition = *partition;
+            p.fetch_offset = *offset;
+            p.partition_max_bytes = 1 << 20;
+            p
+        })
+        .collect();
+    t
+}
+
+fn fetch(session: &mut Session, topic_id: Uuid) {
     for v in versions(ApiKey::Fetch) {
-        session.exchange(format!("fetch v{v}"), ApiKey::Fetch, v, &fetch_request(TOPIC, 0, 0), |_: &mut FetchResponse| {});
-        session.exchange(format!("fetch v{v} offset out of range"), ApiKey::Fetch, v, &fetch_request(TOPIC, 0, 1000), |_: &mut FetchResponse| {});
+        session.exchange(format!("fetch v{v}"), ApiKey::Fetch, v, &fetch_request(TOPIC, topic_id, 0, 0), |_: &mut FetchResponse| {});
+        session.exchange(format!("fetch v{v} offset out of range"), ApiKey::Fetch, v, &fetch_request(TOPIC, topic_id, 0, 1000), |_: &mut FetchResponse| {});
+        // Partitions that do not exist come after those read, in Kafka's order.
+        let mut several = fetch_request(TOPIC, topic_id, 0, 0);
+        several.topics = vec![
+            fetch_topic(TOPIC, topic_id, &[(0, 0), (99, 0)]),
+            fetch_topic("diff-no-such-topic", NO_SUCH_TOPIC_ID, &[(0, 0)]),
+            fetch_topic(TOPIC, topic_id, &[(1, 0)]),
+        ];
+        session.exchange(format!("fetch v{v} several topics, some missing"), ApiKey::Fetch, v, &several, |_: &mut FetchResponse| {});
     }
     let v = *versions(ApiKey::Fetch).end();
-    session.exchange(format!("fetch v{v} partition out of range"), ApiKey::Fetch, v, &fetch_request(TOPIC, 99, 0), |_: &mut FetchResponse| {});
-    session.exchange(format!("fetch v{v} unknown topic"), ApiKey::Fetch, v, &fetch_request("diff-no-such-topic", 0, 0), |_: &mut FetchResponse| {});
-    session.exchange(format!("fetch v{v} empty partition"), ApiKey::Fetch, v, &fetch_request(TOPIC, 1, 0), |_: &mut FetchResponse| {});
+    session.exchange(format!("fetch v{v} partition out of range"), ApiKey::Fetch, v, &fetch_request(TOPIC, topic_id, 99, 0), |_: &mut FetchResponse| {});
+    session.exchange(format!("fetch v{v} unknown topic"), ApiKey::Fetch, v, &fetch_request("diff-no-such-topic", NO_SUCH_TOPIC_ID, 0, 0), |_: &mut FetchResponse| {});
+    session.exchange(format!("fetch v{v} empty partition"), ApiKey::Fetch, v, &fetch_request(TOPIC, topic_id, 1, 0), |_: &mut FetchResponse| {});
+    // v12+: the epoch of the last batch the fetcher holds, checked against this log's epochs.
+    for v in versions(ApiKey::Fetch).filter(|v| *v >= 12) {
+        for (label, offset, epoch) in [("last fetched epoch 0", 0, 0), ("last fetched epoch 0 past the log end", 1000, 0), ("a last fetched epoch the log never had", 0, 5)] {
+            let mut request = fetch_request(TOPIC, topic_id, 0, offset);
+            request.topics[0].partitions[0].last_fetched_epoch = epoch;
+            session.exchange(format!("fetch v{v} {label}"), ApiKey::Fetch, v, &request, |_: &mut FetchResponse| {});
+        }
+    }
 }
 
 fn list_offsets(session: &mut Session) {
@@ -554,12 +665,7 @@ fn groups(session: &mut Session) {
         commit.topics[0].partitions[0].committed_metadata = Some(s("m"));
         session.exchange(format!("offset_commit v{commit_v}"), ApiKey::OffsetCommit, commit_v, &commit, |_: &mut OffsetCommitResponse| {});
         let fetch_v = clamp(ApiKey::OffsetFetch, i);
-        let mut wanted = offset_fetch_request::OffsetFetchRequestTopic::default();
-        wanted.name = topic_name(TOPIC);
-        wanted.partition_indexes = vec![0, 1];
-        let mut offsets = OffsetFetchRequest::default();
-        offsets.group_id = GroupId(s(&group));
-        offsets.topics = Some(vec![wanted]);
+        let offsets = offset_fetch_request(fetch_v, &[&group], Some(&[0, 1]));
         session.exchange(format!("offset_fetch v{fetch_v}"), ApiKey::OffsetFetch, fetch_v, &offsets, |_: &mut OffsetFetchResponse| {});
         let describe_v = clamp(ApiKey::DescribeGroups, i);
         let mut describe = DescribeGroupsRequest::default();
@@ -706,8 +812,60 @@ fn commit_while_a_rebalance_is_prepared(session: &mut Session) {
     session.exchange("offset_fetch v7 after the commit while a rebalance was prepared", ApiKey::OffsetFetch, 7, &offsets, |_: &mut OffsetFetchResponse| {});
 }
 
+/// An OffsetFetch of `groups`' commits for `partitions` of `TOPIC` (all when `None`): one
+/// group in `group_id` before v8, each in `groups` from v8.
+fn offset_fetch_request(v: i16, groups: &[&str], partitions: Option<&[i32]>) -> OffsetFetchRequest {
+    let mut request = OffsetFetchRequest::default();
+    if v >= 8 {
+        request.groups = groups
+            .iter()
+            .map(|group| {
+                let mut wanted = offset_fetch_request::OffsetFetchRequestGroup::default();
+                wanted.group_id = GroupId(s(group));
+                wanted.topics = partitions.map(|indexes| {
+                    let mut topic = offset_fetch_request::OffsetFetchRequestTopics::default();
+                    topic.name = topic_name(TOPIC);
+                    topic.partition_indexes = indexes.to_vec();
+                    vec![topic]
+                });
+                wanted
+            })
+            .collect();
+    } else {
+        assert_eq!(groups.len(), 1, "OffsetFetch v{v} names one group");
+        request.group_id = GroupId(s(groups[0]));
+        request.topics = partitions.map(|indexes| {
+            let mut topic = offset_fetch_request::OffsetFetchRequestTopic::default();
+            topic.name = topic_name(TOPIC);
+            topic.partition_indexes = indexes.to_vec();
+            vec![topic]
+        });
+    }
+    request
+}
+
+/// OffsetFetch v8+: several groups in one request (one with commits, one unknown), each
+/// answered on its own; v9's member id and epoch, which a classic group does not check.
+fn offset_fetch_groups(session: &mut Session) {
+    let groups = ["diff-prepared", "diff-no-such-group"];
+    for v in versions(ApiKey::OffsetFetch).filter(|v| *v >= 8) {
+        let some = offset_fetch_request(v, &groups, Some(&[0, 1]));
+        session.exchange(format!("offset_fetch v{v} two groups"), ApiKey::OffsetFetch, v, &some, |_: &mut OffsetFetchResponse| {});
+        let all = offset_fetch_request(v, &groups, None);
+        session.exchange(format!("offset_fetch v{v} two groups, all topics"), ApiKey::OffsetFetch, v, &all, |_: &mut OffsetFetchResponse| {});
+        if v >= 9 {
+            let mut member = offset_fetch_request(v, &groups, Some(&[0]));
+            for group in &mut member.groups {
+                group.member_id = Some(s("diff-not-a-member"));
+                group.member_epoch = 3;
+            }
+            session.exchange(format!("offset_fetch v{v} member id and epoch"), ApiKey::OffsetFetch, v, &member, |_: &mut OffsetFetchResponse| {});
+        }
+    }
+}
+
 /// Requests a client may send that are unusual but legal, or wrong in one field.
-fn odd_requests(session: &mut Session) {
+fn odd_requests(session: &mut Session, topic_id: Uuid) {
     let produce_v = *versions(ApiKey::Produce).end();
     let mut acks_2 = produce_request("diff-p", 0, three_records());
     acks_2.acks = 2;
@@ -720,14 +878,14 @@ fn odd_requests(session: &mut Session) {
     session.exchange(format!("produce v{produce_v} two batches"), ApiKey::Produce, produce_v, &produce_request("diff-p", 0, two_batches), |_: &mut ProduceResponse| {});
 
     let fetch_v = *versions(ApiKey::Fetch).end();
-    let mut committed = fetch_request(TOPIC, 0, 0);
+    let mut committed = fetch_request(TOPIC, topic_id, 0, 0);
     committed.isolation_level = 1;
     session.exchange(format!("fetch v{fetch_v} read_committed"), ApiKey::Fetch, fetch_v, &committed, |_: &mut FetchResponse| {});
-    let mut no_bytes = fetch_request(TOPIC, 0, 0);
+    let mut no_bytes = fetch_request(TOPIC, topic_id, 0, 0);
     no_bytes.max_bytes = 0;
     no_bytes.topics[0].partitions[0].partition_max_bytes = 0;
     session.exchange(format!("fetch v{fetch_v} zero max bytes"), ApiKey::Fetch, fetch_v, &no_bytes, |_: &mut FetchResponse| {});
-    session.exchange(format!("fetch v{fetch_v} from the middle of a batch"), ApiKey::Fetch, fetch_v, &fetch_request(TOPIC, 0, 1), |_: &mut FetchResponse| {});
+    session.exchange(format!("fetch v{fetch_v} from the middle of a batch"), ApiKey::Fetch, fetch_v, &fetch_request(TOPIC, topic_id, 0, 1), |_: &mut FetchResponse| {});
 
     let mut all_offsets = OffsetFetchRequest::default();
     all_offsets.group_id = GroupId(s("diff-prepared"));
