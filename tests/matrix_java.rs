@@ -1,6 +1,7 @@
 //! The client matrix (`tests/clients/README.md`) with Apache Kafka's own Java client,
 //! `org.apache.kafka:kafka-clients`: its AdminClient, an idempotent KafkaProducer and a
-//! group of KafkaConsumers, at the newest 3.9 release and at 4.4.0. One program,
+//! group of KafkaConsumers, at the newest 3.9 release, at 4.4.0 and at the newest release on
+//! Maven Central. One program,
 //! `tests/clients/java/clients/src/Matrix.java`, runs the scenario with each version;
 //! `tests/clients/java/clients/setup.sh` (which `.ci/run` calls) builds it per version with
 //! Maven. Without that build the tests fail and say to run it.
@@ -39,4 +40,15 @@ fn kafka_clients_3_9_runs_the_matrix() {
 #[test]
 fn kafka_clients_4_4_runs_the_matrix() {
     runs_the_matrix("java-4-4", "4.4.0");
+}
+
+/// The newest release on Maven Central the day setup.sh ran (it may be 4.4.0 again).
+#[test]
+fn kafka_clients_newest_runs_the_matrix() {
+    let file = clients_dir().join("target/newest-version.txt");
+    let version = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e}: run tests/clients/java/clients/setup.sh (.ci/run does)", file.display()));
+    let version = version.trim();
+    eprintln!("kafka-clients newest: {version}");
+    runs_the_matrix("java-newest", version);
 }

@@ -10,6 +10,10 @@ cd "$(dirname "$0")"
 
 # The newest 3.9.x on Maven Central, and 4.4.0. tests/matrix_java.rs names the same ones.
 VERSIONS=(3.9.2 4.4.0)
+# And the newest release on Maven Central, whatever it is today, so a release that breaks
+# Fjord fails the tests the day it appears: its version goes into target/newest-version.txt,
+# which kafka_clients_newest_runs_the_matrix reads.
+METADATA_URL=https://repo.maven.apache.org/maven2/org/apache/kafka/kafka-clients/maven-metadata.xml
 
 if ! command -v mvn >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
     apt-get update -qq
@@ -32,6 +36,18 @@ up_to_date() {
         [ -f "$jar" ] || return 1
     done
 }
+
+newest=$(curl -fsS --max-time 60 "$METADATA_URL" | sed -n 's:.*<release>\(.*\)</release>.*:\1:p')
+if [ -z "$newest" ]; then
+    echo "setup.sh: cannot read the newest kafka-clients release from $METADATA_URL" >&2
+    exit 1
+fi
+mkdir -p target
+echo "$newest" > target/newest-version.txt
+case " ${VERSIONS[*]} " in
+    *" $newest "*) ;;
+    *) VERSIONS+=("$newest") ;;
+esac
 
 for version in "${VERSIONS[@]}"; do
     if up_to_date "$version"; then
