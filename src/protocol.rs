@@ -18,12 +18,10 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 /// (API, lowest version, highest version) that Fjord implements completely.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
-    // Not v13 yet, though `handlers::fetch` can answer it: v13 names topics by id, which
-    // clients learn from Metadata v10+ (Fjord serves 0-9), and @platformatic/kafka 1.35 then
-    // sends the topic's name where the id belongs.
-    (ApiKey::Fetch, 4, 12),
+    // v13 names topics by id, which clients learn from Metadata v10+.
+    (ApiKey::Fetch, 4, 13),
     (ApiKey::ListOffsets, 1, 6),
-    (ApiKey::Metadata, 0, 9),
+    (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),

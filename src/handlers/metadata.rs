@@ -39,6 +39,25 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
     response.controller_id = BrokerId(broker.cluster.as_ref().map_or(config.broker_id, |c| c.state.borrow().controller));
     response.cluster_authorized_operations = authorized::if_asked(request.version >= 8 && body.include_cluster_authorized_operations, authorized::CLUSTER);
 
+    // v12+ may name topics by id: then, as Kafka, the ids decide and the names are ignored;
+    // an id no topic has is UNKNOWN_TOPIC_ID.
+    let ids: Vec<uuid::Uuid> = body.topics.iter().flatten().map(|t| t.topic_id).filter(|id| !id.is_nil()).collect();
+    if request.version >= 12 && !ids.is_empty() {
+        let topics = broker.topics();
+        for id in ids {
+            match topics.iter().find(|t| uuid::Uuid::from_bytes(t.id) == id) {
+                Some(topic) => response.topics.push(describe(broker, topic, request.version)),
+                None => {
+                    let mut entry = MetadataResponseTopic::default();
+                    entry.name = None;
+                    entry.topic_id = id;
+                    entry.error_code = ResponseError::UnknownTopicId.code();
+                    response.topics.push(entry);
+                }
+            }
+        }
+        return finish(request, &body, response);
+    }
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let requested: Option<Vec<String>> = match &body.topics {
         None => None,
@@ -81,7 +100,12 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
             }
         }
     }
-    // Every topic of the answer, found or not, as Kafka sets them.
+    finish(request, &body, response)
+}
+
+/// Sets the topics' authorized operations (every topic of the answer, found or not, as Kafka
+/// sets them) and frames the answer.
+fn finish(request: &Request, body: &MetadataRequest, mut response: MetadataResponse) -> anyhow::Result<Reply> {
     let topic_operations = authorized::if_asked(request.version >= 8 && body.include_topic_authorized_operations, authorized::TOPIC);
     for topic in &mut response.topics {
         topic.topic_authorized_operations = topic_operations;

@@ -50,6 +50,7 @@ pub fn run_all(session: &mut Session) {
     api_versions(session);
     framing(session);
     metadata(session);
+    metadata_by_id(session, topic_id);
     let created_id = create_topics(session);
     delete_topics(session, created_id);
     produce(session);
@@ -213,9 +214,26 @@ fn framing(session: &mut Session) {
 fn sort_metadata(response: &mut MetadataResponse) {
     // Fjord creates `__consumer_offsets` at start, Kafka on first use: only the suite's
     // topics are compared.
-    response.topics.retain(|t| t.name.as_ref().is_some_and(|n| n.0.starts_with("diff")));
+    // An entry without a name answers a topic id (v12+).
+    response.topics.retain(|t| t.name.as_ref().is_none_or(|n| n.0.starts_with("diff")));
     response.topics.sort_by_key(|t| format!("{:?}", t.name));
     response.brokers.clear();
+}
+
+/// Metadata v12+ naming topics by id: a known one (the names are then ignored), an unknown one.
+fn metadata_by_id(session: &mut Session, topic_id: Uuid) {
+    const UNKNOWN_ID: Uuid = Uuid::from_u128(0x5eed_0000_0000_0000_0000_0000_0000_0001);
+    for v in versions(ApiKey::Metadata).filter(|v| *v >= 12) {
+        for (label, id, name) in [("by id", topic_id, None), ("unknown id", UNKNOWN_ID, None), ("by id and another name", topic_id, Some("diff-other"))] {
+            let mut topic = MetadataRequestTopic::default();
+            topic.topic_id = id;
+            topic.name = name.map(topic_name);
+            let mut request = MetadataRequest::default();
+            request.topics = Some(vec![topic]);
+            request.allow_auto_topic_creation = false;
+            session.exchange(format!("metadata v{v} {label}"), ApiKey::Metadata, v, &request, sort_metadata);
+        }
+    }
 }
 
 fn metadata(session: &mut Session) {
@@ -249,7 +267,7 @@ fn metadata(session: &mut Session) {
             topic
         }).collect());
         request.allow_auto_topic_creation = false;
-        request.include_cluster_authorized_operations = true;
+        request.include_cluster_authorized_operations = v <= 10; // v11 dropped it
         request.include_topic_authorized_operations = true;
         session.exchange(format!("metadata v{v} authorized operations"), ApiKey::Metadata, v, &request, sort_metadata);
     }
