@@ -454,8 +454,15 @@ enum FrameRead<'a> {
     Closed,
 }
 
-/// How long a client may stall in the middle of sending a request before it is dropped.
-const FRAME_STALL_MS_MAX: u64 = 30_000;
+/// Inside a frame a client must send at least this many bytes (or the rest of the frame)
+/// in every `FRAME_RATE_WINDOW_MS`, or it is disconnected: a minimum receive rate. A client
+/// that announces a large request and trickles it (a byte every few seconds) would otherwise
+/// hold its share of the request memory budget, and with a few such connections all of it,
+/// for as long as it liked; now for one window at most.
+pub const FRAME_RATE_MIN_BYTES: usize = 16 * 1024;
+/// The window of that rate (a client that sends nothing at all inside a frame is dropped
+/// after one window too).
+pub const FRAME_RATE_WINDOW_MS: u64 = 10_000;
 
 /// Reads the next request frame into `buf` (which keeps any bytes of the following one).
 /// A frame's bytes are taken from the broker-wide (all shards) request memory budget before
@@ -463,6 +470,9 @@ const FRAME_STALL_MS_MAX: u64 = 30_000;
 /// connections stop reading and TCP pushes back on the clients.
 async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: u64, budget: &'a tokio::sync::Semaphore) -> Result<FrameRead<'a>, String> {
     let mut permit: Option<tokio::sync::SemaphorePermit<'a>> = None;
+    // Inside a frame: when the current rate window ends and how much was buffered at its start.
+    let mut window: Option<(tokio::time::Instant, usize)> = None;
+    let mut frame_total = 0usize;
     loop {
         if buf.len() >= 4 {
             let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
@@ -479,6 +489,9 @@ async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: 
                         budget.acquire_many(units).await.map_err(|e| format!("request memory budget closed: {e}"))?
                     }
                 });
+                // The rate is the client's: a wait for the budget does not count against it.
+                window = Some((tokio::time::Instant::now() + std::time::Duration::from_millis(FRAME_RATE_WINDOW_MS), buf.len()));
+                frame_total = total;
             }
             if buf.len() >= total {
                 let mut frame = buf.split_to(total);
@@ -491,12 +504,33 @@ async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: 
             buf.reserve(READ_CHUNK_BYTES);
         }
         let taken = std::mem::take(buf);
-        let (result, returned) = if permit.is_some() {
-            // Inside a frame the rest must keep coming: a client that announces a request and
-            // stalls would otherwise hold its share of the memory budget forever.
-            match tokio::time::timeout(std::time::Duration::from_millis(FRAME_STALL_MS_MAX), stream.read(taken)).await {
+        let (result, returned) = if let Some((deadline, at_start)) = window.as_mut() {
+            // Inside a frame the rest must keep coming at the minimum rate.
+            if tokio::time::Instant::now() >= *deadline {
+                let sent = taken.len() - *at_start;
+                let owed = FRAME_RATE_MIN_BYTES.min(frame_total - *at_start);
+                if sent < owed {
+                    *buf = taken;
+                    return Err(format!(
+                        "{sent} bytes in {FRAME_RATE_WINDOW_MS} ms inside a frame of {frame_total}, below the minimum of {FRAME_RATE_MIN_BYTES} (or the rest of the frame)"
+                    ));
+                }
+                *deadline += std::time::Duration::from_millis(FRAME_RATE_WINDOW_MS);
+                *at_start = taken.len();
+            }
+            // A read that times out loses its buffer (the kernel may still hold it), so it
+            // may only time out when the connection is to be dropped anyway: at the end of
+            // this window if it still owes bytes, else at the end of the next one (which a
+            // read still waiting then has sent nothing in).
+            let sent = taken.len() - *at_start;
+            let owed = FRAME_RATE_MIN_BYTES.min(frame_total - *at_start);
+            let window_ms = std::time::Duration::from_millis(FRAME_RATE_WINDOW_MS);
+            let until = if sent >= owed { *deadline + window_ms } else { *deadline };
+            match tokio::time::timeout_at(until, stream.read(taken)).await {
                 Ok(read) => read,
-                Err(_elapsed) => return Err(format!("no bytes for {FRAME_STALL_MS_MAX} ms inside a frame")),
+                Err(_elapsed) => {
+                    return Err(format!("too few bytes inside a frame of {frame_total}: below {FRAME_RATE_MIN_BYTES} (or the rest of the frame) in {FRAME_RATE_WINDOW_MS} ms"))
+                }
             }
         } else {
             stream.read(taken).await

@@ -430,6 +430,70 @@ fn the_request_memory_budget_holds_back_reads_and_recovers() {
     assert_clients_still_work(&mut broker, "after the memory budget was spent");
 }
 
+/// Regression (issue: slow senders holding the memory budget): clients that announce large
+/// requests and then send a byte at a time held the whole request memory budget for as long
+/// as they kept trickling, and every other client waited. A frame must now arrive at
+/// `FRAME_RATE_MIN_BYTES` per `FRAME_RATE_WINDOW_MS`: the tricklers are dropped within a
+/// window, their budget returns, and the waiting request is served.
+#[test]
+fn clients_trickling_large_frames_are_dropped_within_one_rate_window() {
+    use fjord::server::{FRAME_RATE_MIN_BYTES, FRAME_RATE_WINDOW_MS};
+    /// How long past the window the drop may take on a loaded machine.
+    const SLACK_MS: u64 = 5_000;
+    let mut broker = TestBroker::start_with("trickle", &["--request-bytes-max", "1048576", "--request-memory-max", "2097152"]);
+    let tricklers: Vec<Conn> = (0..2)
+        .map(|_| {
+            let mut conn = Conn::connect(broker.addr());
+            let mut head = (1_048_000i32).to_be_bytes().to_vec();
+            head.extend_from_slice(&[0u8; 100]);
+            conn.send(&head).expect("send a partial frame");
+            conn
+        })
+        .collect();
+    // One byte a second each: far below the minimum rate, never silent long.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = tricklers
+        .iter()
+        .map(|conn| {
+            let mut stream = conn.stream.try_clone().expect("clone the trickler's socket");
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut sent = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && std::io::Write::write_all(&mut stream, &[0u8]).is_ok() {
+                    sent += 1;
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+                sent
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = Instant::now();
+    let mut probe = Conn::connect(broker.addr());
+    probe.stream.set_read_timeout(Some(std::time::Duration::from_millis(FRAME_RATE_WINDOW_MS + SLACK_MS))).expect("timeout");
+    probe.send(&wire::request_frame(wire::API_VERSIONS, 0, 7, &[])).expect("send");
+    let mut head = [0u8; 8];
+    std::io::Read::read_exact(&mut probe.stream, &mut head).expect("the waiting request is answered once the tricklers are dropped");
+    let waited = started.elapsed();
+    assert_eq!(&head[4..], &7i32.to_be_bytes(), "correlation id");
+    assert!(waited.as_millis() as u64 <= FRAME_RATE_WINDOW_MS + SLACK_MS, "answered after {waited:?}");
+    // The tricklers were disconnected, not merely passed over.
+    for mut conn in tricklers {
+        conn.stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("timeout");
+        match conn.receive() {
+            Received::Closed { .. } => {}
+            Received::Frame(frame) => panic!("a trickler got a {}-byte answer", frame.len()),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for sender in senders {
+        let sent = sender.join().expect("trickler thread");
+        assert!(sent < FRAME_RATE_MIN_BYTES, "a trickler sent {sent} bytes");
+    }
+    assert!(broker.stderr().contains("inside a frame of 1048004"), "the drop is logged with its reason");
+    assert_clients_still_work(&mut broker, "after the tricklers were dropped");
+}
+
 /// A Produce v3 body of one partition, with `acks`.
 fn produce_body(topic: &str, partition: i32, acks: i16, records: &[u8]) -> Vec<u8> {
     let mut body = Encoder::new();
