@@ -37,6 +37,11 @@ pub struct BrokerConfig {
     pub request_memory_max: u64,
     /// Open client connections; more are accepted and closed at once with a log line.
     pub connections_max: usize,
+    /// Open connections from one client address (Kafka's `max.connections.per.ip`); more
+    /// are closed at once with a log line. Unlimited (`connections_max`) by default, as Kafka.
+    pub connections_max_per_ip: usize,
+    /// Per-address exceptions to `connections_max_per_ip` (`max.connections.per.ip.overrides`).
+    pub connections_max_per_ip_overrides: std::collections::HashMap<std::net::IpAddr, usize>,
     pub segment_bytes: u64,
     pub segment_ms: u64,
     pub retention_ms: Option<u64>,
@@ -72,6 +77,8 @@ pub struct FileConfig {
     pub request_memory_max: Option<u64>,
     pub shards: Option<usize>,
     pub connections_max: Option<usize>,
+    pub connections_max_per_ip: Option<usize>,
+    pub connections_max_per_ip_overrides: Option<String>,
     pub segment_bytes: Option<u64>,
     pub segment_ms: Option<u64>,
     pub retention_ms: Option<i64>,
@@ -127,6 +134,14 @@ pub struct ServeArgs {
     /// Most client connections open at once [default: 10000].
     #[arg(long)]
     pub connections_max: Option<usize>,
+    /// Most connections open at once from one client address (Kafka's
+    /// `max.connections.per.ip`) [default: no limit beyond --connections-max].
+    #[arg(long)]
+    pub connections_max_per_ip: Option<usize>,
+    /// Exceptions to --connections-max-per-ip, as `IP:COUNT,IP:COUNT` (Kafka's
+    /// `max.connections.per.ip.overrides`; addresses, not host names).
+    #[arg(long, value_name = "IP:COUNT,...")]
+    pub connections_max_per_ip_overrides: Option<String>,
     /// Default segment size in bytes (`segment.bytes`) [default: 1073741824].
     #[arg(long)]
     pub segment_bytes: Option<u64>,
@@ -236,6 +251,10 @@ impl ServeArgs {
             num_partitions: self.num_partitions.or(file.num_partitions).unwrap_or(1),
             request_bytes_max: self.request_bytes_max.or(file.request_bytes_max).unwrap_or(REQUEST_BYTES_MAX_DEFAULT),
             connections_max: self.connections_max.or(file.connections_max).unwrap_or(10_000),
+            connections_max_per_ip: self.connections_max_per_ip.or(file.connections_max_per_ip).unwrap_or(usize::MAX),
+            connections_max_per_ip_overrides: parse_ip_overrides(
+                self.connections_max_per_ip_overrides.as_deref().or(file.connections_max_per_ip_overrides.as_deref()).unwrap_or(""),
+            )?,
             request_memory_max: self.request_memory_max.or(file.request_memory_max).unwrap_or(512 * 1024 * 1024),
             // One per CPU by default.
             shards: self.shards.or(file.shards).unwrap_or_else(default_shards),
@@ -264,6 +283,22 @@ impl ServeArgs {
     }
 }
 
+/// `IP:COUNT,IP:COUNT` (IPv6 as `[::1]:COUNT`) into a map; empty is none.
+fn parse_ip_overrides(text: &str) -> anyhow::Result<std::collections::HashMap<std::net::IpAddr, usize>> {
+    let mut overrides = std::collections::HashMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (ip, count) = entry.rsplit_once(':').with_context(|| format!("connections-max-per-ip-overrides: {entry:?} is not IP:COUNT"))?;
+        let ip: std::net::IpAddr = ip
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .with_context(|| format!("connections-max-per-ip-overrides: {ip:?} is not an IP address"))?;
+        let count: usize = count.parse().with_context(|| format!("connections-max-per-ip-overrides: {count:?} is not a count"))?;
+        overrides.insert(ip, count);
+    }
+    Ok(overrides)
+}
+
 fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
@@ -288,6 +323,9 @@ impl BrokerConfig {
         }
         if self.connections_max == 0 || self.connections_max > 1_000_000 {
             bail!("connections-max must be between 1 and 1000000, got {}", self.connections_max);
+        }
+        if self.connections_max_per_ip == 0 {
+            bail!("connections-max-per-ip must be at least 1");
         }
         if self.retention_check_interval_ms == 0 {
             bail!("retention-check-interval-ms must be at least 1");

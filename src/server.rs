@@ -13,7 +13,8 @@
 //! `connections_max` connections in the whole broker (`Connections`).
 
 use std::cell::Cell;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -94,7 +95,8 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     let request_memory = crate::shards::request_memory_budget(config.request_memory_max);
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..count).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
     let (handovers, handed): (Vec<_>, Vec<_>) = (0..count).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
-    let connections = Arc::new(Connections::new(config.connections_max, handovers));
+    let per_ip = PerIp { max: config.connections_max_per_ip, overrides: config.connections_max_per_ip_overrides.clone(), open: std::sync::Mutex::new(HashMap::new()) };
+    let connections = Arc::new(Connections::new(config.connections_max, per_ip, handovers));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<usize>>();
     // In a cluster, shard 0 opens first: it takes the broker's liveness lock and removes the
     // partition directories the cluster state no longer gives this broker, which must not
@@ -231,6 +233,39 @@ struct Connections {
     /// To each shard, the connections others accepted for it. Unbounded, but every
     /// connection in them is counted in `total`, so they hold fewer than `max`.
     handovers: Vec<tokio::sync::mpsc::UnboundedSender<Handover>>,
+    per_ip: PerIp,
+}
+
+/// Open connections per client address and their limits (Kafka's `max.connections.per.ip`
+/// and its overrides). A map behind a lock: taken once per connection opened or closed.
+struct PerIp {
+    max: usize,
+    overrides: HashMap<IpAddr, usize>,
+    open: std::sync::Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerIp {
+    /// Counts a connection from `ip`, or says the address has its limit already.
+    fn admit(&self, ip: IpAddr) -> Result<(), usize> {
+        let limit = self.overrides.get(&ip).copied().unwrap_or(self.max);
+        let mut open = self.open.lock().expect("per-address counts: no holder panics");
+        let count = open.entry(ip).or_insert(0);
+        if *count >= limit {
+            return Err(limit);
+        }
+        *count += 1;
+        Ok(())
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut open = self.open.lock().expect("per-address counts: no holder panics");
+        if let Some(count) = open.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&ip);
+            }
+        }
+    }
 }
 
 /// A connection's place in `Connections`, given back when it is dropped: when the
@@ -239,38 +274,47 @@ struct Connections {
 struct Admitted {
     connections: Arc<Connections>,
     shard: usize,
+    ip: IpAddr,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.connections.live[self.shard].fetch_sub(1, Ordering::Relaxed);
         self.connections.total.fetch_sub(1, Ordering::Relaxed);
+        self.connections.per_ip.release(self.ip);
     }
 }
 
 impl Connections {
-    fn new(max: usize, handovers: Vec<tokio::sync::mpsc::UnboundedSender<Handover>>) -> Connections {
+    fn new(max: usize, per_ip: PerIp, handovers: Vec<tokio::sync::mpsc::UnboundedSender<Handover>>) -> Connections {
         Connections {
             live: handovers.iter().map(|_| AtomicUsize::new(0)).collect(),
             total: AtomicUsize::new(0),
             max,
             stopping: handovers.iter().map(|_| AtomicBool::new(false)).collect(),
             handovers,
+            per_ip,
         }
     }
 
     /// Counts a connection that shard `me` accepted and says which shard serves it, or
-    /// refuses it (`None`, with a log line) when the broker has `max` already.
+    /// refuses it (`None`, with a log line) when the broker has `max` already, or its client
+    /// address has its own limit.
     fn admit(self: &Arc<Self>, me: usize, peer: SocketAddr) -> Option<Admitted> {
+        if let Err(limit) = self.per_ip.admit(peer.ip()) {
+            warn!(%peer, limit, "connection refused: connections_max_per_ip reached for this address");
+            return None;
+        }
         if self.total.fetch_add(1, Ordering::Relaxed) >= self.max {
             self.total.fetch_sub(1, Ordering::Relaxed);
+            self.per_ip.release(peer.ip());
             warn!(%peer, limit = self.max, "connection refused: connections_max reached");
             return None;
         }
         let counts = self.live.iter().zip(self.stopping.iter()).map(|(live, stopping)| if stopping.load(Ordering::Relaxed) { usize::MAX } else { live.load(Ordering::Relaxed) });
         let shard = fewest(counts, me);
         self.live[shard].fetch_add(1, Ordering::Relaxed);
-        Some(Admitted { connections: Arc::clone(self), shard })
+        Some(Admitted { connections: Arc::clone(self), shard, ip: peer.ip() })
     }
 
     /// Gives an admitted connection to the shard chosen for it; if that fails (the shard

@@ -694,6 +694,38 @@ fn connections_max_bounds_the_whole_broker_and_a_closed_connection_makes_room() 
     broker.assert_alive();
 }
 
+/// Kafka's `max.connections.per.ip` and its overrides: connections from one address beyond
+/// its limit are closed at once (the tests' clients all come from 127.0.0.1, so the override
+/// is checked by raising that address's limit above the default).
+#[test]
+fn connections_max_per_ip_bounds_one_address_and_overrides_raise_it() {
+    for (label, flags, allowed) in [
+        ("per-ip", vec!["--shards", "2", "--connections-max-per-ip", "2"], 2usize),
+        ("per-ip-override", vec!["--connections-max-per-ip", "1", "--connections-max-per-ip-overrides", "10.0.0.1:7,127.0.0.1:3"], 3),
+    ] {
+        let mut broker = TestBroker::start_with(label, &flags);
+        let mut held: Vec<Conn> = (0..allowed)
+            .map(|i| {
+                let mut conn = Conn::connect(broker.addr());
+                let (error, _) = wire::parse_api_versions(&conn.call(wire::API_VERSIONS, 0, i as i32, &[]), 0);
+                assert_eq!(error, NONE, "{label}: connection {i} of {allowed}");
+                conn
+            })
+            .collect();
+        let mut extra = Conn::connect(broker.addr());
+        let _ = extra.send(&wire::request_frame(wire::API_VERSIONS, 0, 50, &[]));
+        extra.expect_closed(&format!("{label}: connection {} from 127.0.0.1", allowed + 1));
+        assert!(broker.stderr().contains("connections_max_per_ip reached"), "{label}: the refusal is logged");
+        let _ = held.pop().expect("a held connection").stream.shutdown(Shutdown::Both);
+        wait_until("room for a connection after one closed", std::time::Duration::from_secs(10), || {
+            let mut conn = Conn::connect(broker.addr());
+            let _ = conn.send(&wire::request_frame(wire::API_VERSIONS, 0, 99, &[]));
+            matches!(conn.receive(), Received::Frame(_)).then_some(())
+        });
+        broker.assert_alive();
+    }
+}
+
 #[test]
 fn connections_spread_over_shards_are_all_served() {
     // The accepting shard hands a connection to the shard with the fewest; every one of them
