@@ -435,32 +435,35 @@ pub fn metadata(conn: &mut Conn, correlation_id: i32, topics: &[&str]) -> (Vec<S
     (brokers, described)
 }
 
-/// ListOffsets v1 of one partition at `timestamp` (-1 latest, -2 earliest). Returns
-/// (error code, offset).
+/// ListOffsets v1 of one partition at `timestamp` (-1 latest, -2 earliest): (error, offset).
 pub fn list_offset(conn: &mut Conn, correlation_id: i32, topic: &str, partition: i32, timestamp: i64) -> (i16, i64) {
-    let mut body = Encoder::new();
-    body.i32(-1).i32(1).string(topic).i32(1).i32(partition).i64(timestamp);
-    let response = conn.call(LIST_OFFSETS, 1, correlation_id, &body.0);
-    let mut d = Decoder::new(&response);
-    assert_eq!(d.array_len(), 1);
-    assert_eq!(d.string().as_deref(), Some(topic));
-    assert_eq!(d.array_len(), 1);
-    assert_eq!(d.i32(), partition);
-    let error = d.i16();
-    let _timestamp = d.i64();
-    let offset = d.i64();
-    assert_eq!(d.remaining(), 0, "trailing bytes in the ListOffsets v1 response");
+    let (error, offset, _) = list_offset_at(conn, 1, correlation_id, topic, partition, timestamp);
     (error, offset)
 }
 
 /// ListOffsets v4 (the first with leader epochs) for one partition: (error, offset, epoch).
 pub fn list_offset_with_epoch(conn: &mut Conn, correlation_id: i32, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i32) {
+    list_offset_at(conn, 4, correlation_id, topic, partition, timestamp)
+}
+
+/// ListOffsets v1 or v4 for one partition: (error, offset, epoch; -1 in v1).
+fn list_offset_at(conn: &mut Conn, version: i16, correlation_id: i32, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i32) {
+    let v4 = version >= 4;
     let mut body = Encoder::new();
-    // replica id, isolation level, [topic [partition, current leader epoch, timestamp]]
-    body.i32(-1).i8(0).i32(1).string(topic).i32(1).i32(partition).i32(-1).i64(timestamp);
-    let response = conn.call(LIST_OFFSETS, 4, correlation_id, &body.0);
+    body.i32(-1); // replica id
+    if v4 {
+        body.i8(0); // isolation level
+    }
+    body.i32(1).string(topic).i32(1).i32(partition);
+    if v4 {
+        body.i32(-1); // current leader epoch
+    }
+    body.i64(timestamp);
+    let response = conn.call(LIST_OFFSETS, version, correlation_id, &body.0);
     let mut d = Decoder::new(&response);
-    d.i32(); // throttle time
+    if v4 {
+        d.i32(); // throttle time
+    }
     assert_eq!(d.array_len(), 1);
     assert_eq!(d.string().as_deref(), Some(topic));
     assert_eq!(d.array_len(), 1);
@@ -468,8 +471,8 @@ pub fn list_offset_with_epoch(conn: &mut Conn, correlation_id: i32, topic: &str,
     let error = d.i16();
     let _timestamp = d.i64();
     let offset = d.i64();
-    let epoch = d.i32();
-    assert_eq!(d.remaining(), 0, "trailing bytes in the ListOffsets v4 response");
+    let epoch = if v4 { d.i32() } else { -1 };
+    assert_eq!(d.remaining(), 0, "trailing bytes in the ListOffsets v{version} response");
     (error, offset, epoch)
 }
 
