@@ -24,7 +24,8 @@ use tracing::{debug, info, warn};
 use crate::broker::Broker;
 use crate::partition::Partition;
 
-/// Fetch version followers use (the highest Fjord serves).
+/// Fetch version followers use: v11, before `last_fetched_epoch` (v12), since followers cut
+/// their divergent tails with OffsetForLeaderEpoch first.
 const FETCH_VERSION: i16 = 11;
 const EPOCH_VERSION: i16 = 3;
 /// How long a follower's fetch may wait on the leader for new records.

@@ -517,6 +517,8 @@ async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: 
     // Inside a frame: when the current rate window ends and how much was buffered at its start.
     let mut window: Option<(tokio::time::Instant, usize)> = None;
     let mut frame_total = 0usize;
+    // Bytes buffered when the last read inside the frame began.
+    let mut before_last_read = 0usize;
     loop {
         if buf.len() >= 4 {
             let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
@@ -560,7 +562,9 @@ async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: 
                     ));
                 }
                 *deadline += std::time::Duration::from_millis(FRAME_RATE_WINDOW_MS);
-                *at_start = taken.len();
+                // The last read may have ended past the old window: its bytes count for the
+                // new one too (lenient by one read, never unfair to a client at the rate).
+                *at_start = before_last_read.max(*at_start);
             }
             // A read that times out loses its buffer (the kernel may still hold it), so it
             // may only time out when the connection is to be dropped anyway: at the end of
@@ -570,6 +574,7 @@ async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: 
             let owed = FRAME_RATE_MIN_BYTES.min(frame_total - *at_start);
             let window_ms = std::time::Duration::from_millis(FRAME_RATE_WINDOW_MS);
             let until = if sent >= owed { *deadline + window_ms } else { *deadline };
+            before_last_read = taken.len();
             match tokio::time::timeout_at(until, stream.read(taken)).await {
                 Ok(read) => read,
                 Err(_elapsed) => {

@@ -27,7 +27,7 @@
 //! (`last_fetched_epoch`): when this leader's log diverges from there, the answer is where
 //! that epoch ends here (`diverging_epoch`) and no records, as Kafka's
 //! `Partition.readRecords` answers. From v13 topics are named by id (KIP-516); v13 is
-//! answered here but not advertised yet (`protocol::SUPPORTED_APIS` says why).
+//! served once Metadata v10+ gives clients the ids.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -558,6 +558,14 @@ impl Wire {
     }
 }
 
+/// Whether a partition's `aborted_transactions` is a list (empty: Fjord has no
+/// transactions) rather than null, as Kafka sends it: a list for read_committed reads, null
+/// for read_uncommitted ones and for reads that failed; a partition Kafka finds no log for
+/// gets the empty list `FetchResponse.partitionResponse` leaves.
+fn aborted_list(isolation_level: i8, error: i16) -> bool {
+    unknown(error) || (isolation_level != 0 && error == 0)
+}
+
 /// Writes the response (header included, size prefix excluded): bytes in memory, with each
 /// partition's record pieces between them.
 fn encode(version: i16, correlation_id: i32, body: &FetchRequest, topics: Vec<(usize, Vec<PartitionResult>)>) -> FetchResponse {
@@ -591,11 +599,7 @@ fn encode(version: i16, correlation_id: i32, body: &FetchRequest, topics: Vec<(u
             if version >= 5 {
                 head.put_i64(log_start_offset);
             }
-            // aborted_transactions: null for read_uncommitted, as Kafka sends it; empty (no
-            // transactions) for read_committed.
-            // A partition Kafka finds no log for gets an empty list, as Kafka's
-            // `FetchResponse.partitionResponse` leaves it.
-            if body.isolation_level == 0 && !unknown(result.error) {
+            if !aborted_list(body.isolation_level, result.error) {
                 wire.null_array(&mut head);
             } else {
                 wire.array_len(&mut head, 0);
@@ -727,7 +731,7 @@ mod tests {
                         p.high_watermark = hw;
                         p.last_stable_offset = hw;
                         p.log_start_offset = start;
-                        p.aborted_transactions = (isolation_level != 0 || unknown(*error)).then(Vec::new);
+                        p.aborted_transactions = aborted_list(isolation_level, *error).then(Vec::new);
                         p.preferred_read_replica = BrokerId(-1);
                         p.records = Some(Bytes::from(records.concat()));
                         if let Some((epoch, end_offset)) = diverging_epoch {

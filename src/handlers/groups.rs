@@ -25,7 +25,6 @@ use crate::protocol::{decode_body, Request};
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
-const KEY_TYPE_SHARE: i8 = 2;
 /// The first OffsetFetch version that names several groups (`groups`, not `group_id`).
 const OFFSET_FETCH_GROUPS_FROM_VERSION: i16 = 8;
 /// Groups one OffsetFetch may name: every group the coordinator can hold (an admin client
@@ -46,7 +45,8 @@ pub async fn find_coordinator(broker: &Rc<Broker>, request: &Request) -> anyhow:
         if key_type != KEY_TYPE_GROUP {
             // Kafka: INVALID_REQUEST for a key type it does not know (not GROUP, TRANSACTION
             // or SHARE); Fjord has no transaction or share coordinator to offer yet.
-            let known = matches!(key_type, KEY_TYPE_TRANSACTION | KEY_TYPE_SHARE);
+            // (SHARE is INVALID_REQUEST below FindCoordinator v6, which covers all Fjord serves.)
+            let known = key_type == KEY_TYPE_TRANSACTION;
             let error = if known { ResponseError::CoordinatorNotAvailable } else { ResponseError::InvalidRequest };
             return (error.code(), -1, String::new(), -1);
         }
@@ -350,9 +350,13 @@ pub async fn describe_groups(broker: &Rc<Broker>, request: &Request) -> anyhow::
     for group_id in &body.groups {
         let mut described = DescribedGroup::default();
         described.group_id = group_id.clone();
+        // As Kafka: only a group described without an error carries its operations.
         described.authorized_operations = authorized::if_asked(request.version >= 3 && body.include_authorized_operations, authorized::GROUP);
         match broker.coordinator().describe(group_id.0.as_str()) {
-            Err(error) => described.error_code = error.code(),
+            Err(error) => {
+                described.error_code = error.code();
+                described.authorized_operations = authorized::OMITTED;
+            }
             Ok(None) => described.group_state = "Dead".into(),
             Ok(Some(group)) => {
                 described.group_state = group.state.into();

@@ -41,28 +41,38 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
 
     // v12+ may name topics by id: then, as Kafka, the ids decide and the names are ignored;
     // an id no topic has is UNKNOWN_TOPIC_ID.
-    let ids: Vec<uuid::Uuid> = body.topics.iter().flatten().map(|t| t.topic_id).filter(|id| !id.is_nil()).collect();
+    // Each id once, as Kafka takes them as a set (a request repeating one cannot make the
+    // answer grow); unknown ids are answered first, as Kafka orders them.
+    let mut ids: Vec<uuid::Uuid> = body.topics.iter().flatten().map(|t| t.topic_id).filter(|id| !id.is_nil()).collect();
+    ids.sort_unstable();
+    ids.dedup();
     if request.version >= 12 && !ids.is_empty() {
-        let topics = broker.topics();
-        for id in ids {
-            match topics.iter().find(|t| uuid::Uuid::from_bytes(t.id) == id) {
-                Some(topic) => response.topics.push(describe(broker, topic, request.version)),
-                None => {
-                    let mut entry = MetadataResponseTopic::default();
-                    entry.name = None;
-                    entry.topic_id = id;
-                    entry.error_code = ResponseError::UnknownTopicId.code();
-                    response.topics.push(entry);
-                }
-            }
+        let by_id: std::collections::HashMap<uuid::Uuid, _> = broker.topics().into_iter().map(|t| (uuid::Uuid::from_bytes(t.id), t)).collect();
+        for id in ids.iter().filter(|id| !by_id.contains_key(id)) {
+            let mut entry = MetadataResponseTopic::default();
+            entry.name = None;
+            entry.topic_id = *id;
+            entry.error_code = ResponseError::UnknownTopicId.code();
+            response.topics.push(entry);
         }
-        return finish(request, &body, response);
+        let unknown = response.topics.len();
+        for id in ids.iter().filter(|id| by_id.contains_key(id)) {
+            response.topics.push(describe(broker, &by_id[id], request.version));
+        }
+        let mut framed = finish_operations(request, &body, response);
+        // Kafka sets operations only on the topics it found.
+        framed.topics[..unknown].iter_mut().for_each(|t| t.topic_authorized_operations = authorized::OMITTED);
+        return frame(request, &framed);
     }
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let requested: Option<Vec<String>> = match &body.topics {
         None => None,
         Some(topics) if topics.is_empty() && request.version == 0 => None,
-        Some(topics) => Some(topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect()),
+        // Each name once, as Kafka takes them as a set: repeating one cannot grow the answer.
+        Some(topics) => {
+            let mut seen = std::collections::HashSet::new();
+            Some(topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).filter(|n| seen.insert(n.clone())).collect())
+        }
     };
     let auto_create = config.auto_create_topics && (request.version < 4 || body.allow_auto_topic_creation);
     match requested {
@@ -100,17 +110,17 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
             }
         }
     }
-    finish(request, &body, response)
+    frame(request, &finish_operations(request, &body, response))
 }
 
-/// Sets the topics' authorized operations (every topic of the answer, found or not, as Kafka
-/// sets them) and frames the answer.
-fn finish(request: &Request, body: &MetadataRequest, mut response: MetadataResponse) -> anyhow::Result<Reply> {
+/// Sets the topics' authorized operations: every topic of a by-name answer, found or not,
+/// as Kafka sets them.
+fn finish_operations(request: &Request, body: &MetadataRequest, mut response: MetadataResponse) -> MetadataResponse {
     let topic_operations = authorized::if_asked(request.version >= 8 && body.include_topic_authorized_operations, authorized::TOPIC);
     for topic in &mut response.topics {
         topic.topic_authorized_operations = topic_operations;
     }
-    frame(request, &response)
+    response
 }
 
 /// Kafka's codecs refuse non-default values in fields a version lacks, so each versioned

@@ -224,7 +224,10 @@ fn one_batch(records: Option<&[u8]>) -> Result<(), String> {
     }
     if let Some(length) = records.get(8..LOG_OVERHEAD) {
         let length = i32::from_be_bytes(length.try_into().expect("4 bytes"));
-        if length >= 0 && LOG_OVERHEAD + (length as usize) < records.len() {
+        // A second batch counts only if it is whole, as Kafka's batch iterator reads them.
+        let second = records.get(LOG_OVERHEAD + length.max(0) as usize..).unwrap_or_default();
+        let second_length = second.get(8..LOG_OVERHEAD).map(|l| i32::from_be_bytes(l.try_into().expect("4 bytes")));
+        if length >= 0 && second_length.is_some_and(|l| l >= 0 && second.len() >= LOG_OVERHEAD + l as usize) {
             return Err("a Produce v3+ may carry only one record batch per partition".to_string());
         }
     }
@@ -267,7 +270,10 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request, pipeline: Option<Pip
                 outcomes.push(Some(PartitionOutcome::refused(ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported by Fjord".to_string())));
                 continue;
             }
-            if let Err(reason) = one_batch(data.records.as_deref()) {
+            // As Kafka, a partition that does not exist is answered as such before its records
+            // are looked at (the append answers UNKNOWN_TOPIC_OR_PARTITION).
+            let exists = broker.partition_exists(&name, data.index);
+            if let (true, Err(reason)) = (exists, one_batch(data.records.as_deref())) {
                 outcomes.push(Some(PartitionOutcome::refused(ResponseError::InvalidRecord, reason)));
                 continue;
             }

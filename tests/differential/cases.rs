@@ -224,6 +224,15 @@ fn sort_metadata(response: &mut MetadataResponse) {
 fn metadata_by_id(session: &mut Session, topic_id: Uuid) {
     const UNKNOWN_ID: Uuid = Uuid::from_u128(0x5eed_0000_0000_0000_0000_0000_0000_0001);
     for v in versions(ApiKey::Metadata).filter(|v| *v >= 12) {
+        let mut request = MetadataRequest::default();
+        request.topics = Some([topic_id, UNKNOWN_ID, topic_id, UNKNOWN_ID].iter().map(|id| {
+            let mut topic = MetadataRequestTopic::default();
+            topic.topic_id = *id;
+            topic
+        }).collect());
+        request.allow_auto_topic_creation = false;
+        request.include_topic_authorized_operations = true;
+        session.exchange(format!("metadata v{v} repeated ids with operations"), ApiKey::Metadata, v, &request, sort_metadata);
         for (label, id, name) in [("by id", topic_id, None), ("unknown id", UNKNOWN_ID, None), ("by id and another name", topic_id, Some("diff-other"))] {
             let mut topic = MetadataRequestTopic::default();
             topic.topic_id = id;
@@ -899,6 +908,9 @@ fn odd_requests(session: &mut Session, topic_id: Uuid) {
     let mut committed = fetch_request(TOPIC, topic_id, 0, 0);
     committed.isolation_level = 1;
     session.exchange(format!("fetch v{fetch_v} read_committed"), ApiKey::Fetch, fetch_v, &committed, |_: &mut FetchResponse| {});
+    let mut committed_out_of_range = fetch_request(TOPIC, topic_id, 0, 1000);
+    committed_out_of_range.isolation_level = 1;
+    session.exchange(format!("fetch v{fetch_v} read_committed offset out of range"), ApiKey::Fetch, fetch_v, &committed_out_of_range, |_: &mut FetchResponse| {});
     let mut no_bytes = fetch_request(TOPIC, topic_id, 0, 0);
     no_bytes.max_bytes = 0;
     no_bytes.topics[0].partitions[0].partition_max_bytes = 0;
@@ -936,6 +948,13 @@ fn odd_requests(session: &mut Session, topic_id: Uuid) {
     short_session.session_timeout_ms = 1;
     session.exchange(format!("join_group v{join_v} session timeout 1 ms"), ApiKey::JoinGroup, join_v, &short_session, |_: &mut JoinGroupResponse| {});
 
+    let mut share = FindCoordinatorRequest::default();
+    share.key_type = 2;
+    share.key = s("diff-share");
+    session.exchange("find_coordinator v3 share key type", ApiKey::FindCoordinator, 3, &share, |_: &mut FindCoordinatorResponse| {});
+    let mut two_to_nowhere = three_records();
+    two_to_nowhere.extend(three_records());
+    session.exchange("produce v9 two batches to a partition out of range", ApiKey::Produce, 9, &produce_request("diff-p", 99, two_to_nowhere), |_: &mut ProduceResponse| {});
     let mut lookup = FindCoordinatorRequest::default();
     lookup.key_type = 7;
     lookup.key = s("diff-find");
