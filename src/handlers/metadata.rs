@@ -39,30 +39,33 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
     response.controller_id = BrokerId(broker.cluster.as_ref().map_or(config.broker_id, |c| c.state.borrow().controller));
     response.cluster_authorized_operations = authorized::if_asked(request.version >= 8 && body.include_cluster_authorized_operations, authorized::CLUSTER);
 
-    // v12+ may name topics by id: then, as Kafka, the ids decide and the names are ignored;
-    // an id no topic has is UNKNOWN_TOPIC_ID.
+    let topic_operations = authorized::if_asked(request.version >= 8 && body.include_topic_authorized_operations, authorized::TOPIC);
+
+    // v12+ may name topics by id: then, as Kafka, the ids decide and the names are ignored.
     // Each id once, as Kafka takes them as a set (a request repeating one cannot make the
-    // answer grow); unknown ids are answered first, as Kafka orders them.
-    let mut ids: Vec<uuid::Uuid> = body.topics.iter().flatten().map(|t| t.topic_id).filter(|id| !id.is_nil()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    if request.version >= 12 && !ids.is_empty() {
-        let by_id: std::collections::HashMap<uuid::Uuid, _> = broker.topics().into_iter().map(|t| (uuid::Uuid::from_bytes(t.id), t)).collect();
-        for id in ids.iter().filter(|id| !by_id.contains_key(id)) {
-            let mut entry = MetadataResponseTopic::default();
-            entry.name = None;
-            entry.topic_id = *id;
-            entry.error_code = ResponseError::UnknownTopicId.code();
-            response.topics.push(entry);
+    // answer grow); unknown ids (UNKNOWN_TOPIC_ID) first, as Kafka orders them, and only
+    // the topics found carry their operations.
+    if request.version >= 12 {
+        let mut ids: Vec<uuid::Uuid> = body.topics.iter().flatten().map(|t| t.topic_id).filter(|id| !id.is_nil()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if !ids.is_empty() {
+            let by_id: std::collections::HashMap<uuid::Uuid, _> = broker.topics().into_iter().map(|t| (uuid::Uuid::from_bytes(t.id), t)).collect();
+            for id in ids.iter().filter(|id| !by_id.contains_key(id)) {
+                let mut entry = MetadataResponseTopic::default();
+                entry.name = None;
+                entry.topic_id = *id;
+                entry.error_code = ResponseError::UnknownTopicId.code();
+                entry.topic_authorized_operations = authorized::OMITTED;
+                response.topics.push(entry);
+            }
+            for id in ids.iter().filter(|id| by_id.contains_key(id)) {
+                let mut entry = describe(broker, &by_id[id], request.version);
+                entry.topic_authorized_operations = topic_operations;
+                response.topics.push(entry);
+            }
+            return frame(request, &response);
         }
-        let unknown = response.topics.len();
-        for id in ids.iter().filter(|id| by_id.contains_key(id)) {
-            response.topics.push(describe(broker, &by_id[id], request.version));
-        }
-        let mut framed = finish_operations(request, &body, response);
-        // Kafka sets operations only on the topics it found.
-        framed.topics[..unknown].iter_mut().for_each(|t| t.topic_authorized_operations = authorized::OMITTED);
-        return frame(request, &framed);
     }
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let requested: Option<Vec<String>> = match &body.topics {
@@ -110,17 +113,11 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
             }
         }
     }
-    frame(request, &finish_operations(request, &body, response))
-}
-
-/// Sets the topics' authorized operations: every topic of a by-name answer, found or not,
-/// as Kafka sets them.
-fn finish_operations(request: &Request, body: &MetadataRequest, mut response: MetadataResponse) -> MetadataResponse {
-    let topic_operations = authorized::if_asked(request.version >= 8 && body.include_topic_authorized_operations, authorized::TOPIC);
+    // By name, every topic of the answer carries the operations, found or not, as in Kafka.
     for topic in &mut response.topics {
         topic.topic_authorized_operations = topic_operations;
     }
-    response
+    frame(request, &response)
 }
 
 /// Kafka's codecs refuse non-default values in fields a version lacks, so each versioned

@@ -271,11 +271,13 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request, pipeline: Option<Pip
                 continue;
             }
             // As Kafka, a partition that does not exist is answered as such before its records
-            // are looked at (the append answers UNKNOWN_TOPIC_OR_PARTITION).
-            let exists = broker.partition_exists(&name, data.index);
-            if let (true, Err(reason)) = (exists, one_batch(data.records.as_deref())) {
-                outcomes.push(Some(PartitionOutcome::refused(ResponseError::InvalidRecord, reason)));
-                continue;
+            // are looked at (the append answers UNKNOWN_TOPIC_OR_PARTITION); it is looked up
+            // only for records that fail the check, off the common path.
+            if let Err(reason) = one_batch(data.records.as_deref()) {
+                if broker.partition_exists(&name, data.index) {
+                    outcomes.push(Some(PartitionOutcome::refused(ResponseError::InvalidRecord, reason)));
+                    continue;
+                }
             }
             outcomes.push(None);
             appending += 1;
