@@ -40,11 +40,19 @@ fn produce_payload(partitions: i32, records_per_batch: usize) -> Bytes {
     for index in 0..partitions {
         let mut data = PartitionProduceData::default();
         data.index = index;
-        data.records = Some(Bytes::from(build::batch_of(records_per_batch, 100, 1_700_000_000_000, index as u64)));
+        data.records = Some(Bytes::from(build::batch_of(
+            records_per_batch,
+            100,
+            1_700_000_000_000,
+            index as u64,
+        )));
         topic.partition_data.push(data);
     }
     request.topic_data.push(topic);
-    payload(encode_request(ApiKey::Produce, PRODUCE_VERSION, 7, "bench", &request).expect("encode produce"))
+    payload(
+        encode_request(ApiKey::Produce, PRODUCE_VERSION, 7, "bench", &request)
+            .expect("encode produce"),
+    )
 }
 
 fn fetch_payload(partitions: i32) -> Bytes {
@@ -63,7 +71,9 @@ fn fetch_payload(partitions: i32) -> Bytes {
         topic.partitions.push(partition);
     }
     request.topics.push(topic);
-    payload(encode_request(ApiKey::Fetch, FETCH_VERSION, 7, "bench", &request).expect("encode fetch"))
+    payload(
+        encode_request(ApiKey::Fetch, FETCH_VERSION, 7, "bench", &request).expect("encode fetch"),
+    )
 }
 
 fn metadata_payload(topics: usize) -> Bytes {
@@ -77,7 +87,10 @@ fn metadata_payload(topics: usize) -> Bytes {
             })
             .collect(),
     );
-    payload(encode_request(ApiKey::Metadata, METADATA_VERSION, 7, "bench", &request).expect("encode metadata"))
+    payload(
+        encode_request(ApiKey::Metadata, METADATA_VERSION, 7, "bench", &request)
+            .expect("encode metadata"),
+    )
 }
 
 fn decode(c: &mut Criterion) {

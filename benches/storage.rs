@@ -55,7 +55,8 @@ const TIMESTAMP: i64 = 1_700_000_000_000;
 const LEADER_EPOCH: i32 = 7;
 
 /// The batch sizes under test: (label, upper bound of the batch size in bytes).
-const BATCH_SIZES: [(&str, usize); 3] = [("1KiB", 1024), ("64KiB", 64 * 1024), ("1MiB", 1024 * 1024)];
+const BATCH_SIZES: [(&str, usize); 3] =
+    [("1KiB", 1024), ("64KiB", 64 * 1024), ("1MiB", 1024 * 1024)];
 
 /// The largest batch built with `VALUE_BYTES` records that is at most `size_max` bytes.
 fn batch_near(size_max: usize) -> Vec<u8> {
@@ -112,7 +113,9 @@ impl BenchDir {
     /// journal commit), so that work is not charged to the next timed fdatasync.
     fn remove(&self, dir: &Path) {
         std::fs::remove_dir_all(dir).expect("bench: remove subdir");
-        std::fs::File::open(&self.root).and_then(|root| root.sync_all()).expect("bench: sync temp dir");
+        std::fs::File::open(&self.root)
+            .and_then(|root| root.sync_all())
+            .expect("bench: sync temp dir");
     }
 }
 
@@ -135,7 +138,8 @@ fn append_fjord(dirs: &mut BenchDir, group: &[u8], flush: FlushPolicy, iters: u6
                     dirs.remove(&dir);
                 }
                 let dir = dirs.fresh("append-fjord");
-                let log = PartitionLog::open(&dir, log_config(flush)).await.expect("bench: open log");
+                let log =
+                    PartitionLog::open(&dir, log_config(flush)).await.expect("bench: open log");
                 current = Some((log, dir));
                 written = 0;
             }
@@ -168,7 +172,9 @@ fn append_baseline(dirs: &mut BenchDir, group: &[u8], sync: bool, iters: u64) ->
                     dirs.remove(&dir);
                 }
                 let dir = dirs.fresh("append-baseline");
-                let file = File::open_rw(&dir.join(file_name(0, "log")), true).await.expect("bench: open file");
+                let file = File::open_rw(&dir.join(file_name(0, "log")), true)
+                    .await
+                    .expect("bench: open file");
                 // As `PartitionLog::open` does for a new segment: the new name is durable.
                 io::sync_dir(&dir).await.expect("bench: sync dir");
                 current = Some((file, dir));
@@ -228,7 +234,8 @@ struct ReadStep {
 /// sample is cheap) and returns the sequential fetches that cover it.
 fn prefill_read_log(dir: &Path, group: &[u8]) -> Vec<ReadStep> {
     block_on(async {
-        let mut log = PartitionLog::open(dir, log_config(FlushPolicy::Never)).await.expect("bench: open log");
+        let mut log =
+            PartitionLog::open(dir, log_config(FlushPolicy::Never)).await.expect("bench: open log");
         while log.size_bytes() + (group.len() as u64) <= READ_LOG_BYTES {
             log.append(BytesMut::from(group), LEADER_EPOCH).await.expect("bench: prefill append");
         }
@@ -260,8 +267,10 @@ enum ReadMode {
 
 fn read_sample(dir: &Path, plan: &[ReadStep], mode: ReadMode, iters: u64) -> Duration {
     block_on(async {
-        let mut log = PartitionLog::open(dir, log_config(FlushPolicy::Never)).await.expect("bench: open log");
-        let file = File::open_read(&dir.join(file_name(0, "log"))).await.expect("bench: open segment");
+        let mut log =
+            PartitionLog::open(dir, log_config(FlushPolicy::Never)).await.expect("bench: open log");
+        let file =
+            File::open_read(&dir.join(file_name(0, "log"))).await.expect("bench: open segment");
         let steps = plan.iter().cycle().take(iters as usize);
         let start = Instant::now();
         match mode {
@@ -280,7 +289,11 @@ fn read_sample(dir: &Path, plan: &[ReadStep], mode: ReadMode, iters: u64) -> Dur
             }
             ReadMode::Baseline => {
                 for step in steps {
-                    black_box(file.read_at(step.position, step.len as usize).await.expect("bench: read_at"));
+                    black_box(
+                        file.read_at(step.position, step.len as usize)
+                            .await
+                            .expect("bench: read_at"),
+                    );
                 }
             }
         }
@@ -305,7 +318,9 @@ fn bench_read(c: &mut Criterion) {
             ("baseline", ReadMode::Baseline),
             ("fjord_regions_only", ReadMode::FjordRegionsOnly),
         ] {
-            group.bench_function(BenchmarkId::new(name, label), |b| b.iter_custom(|iters| read_sample(&dir, &plan, mode, iters)));
+            group.bench_function(BenchmarkId::new(name, label), |b| {
+                b.iter_custom(|iters| read_sample(&dir, &plan, mode, iters))
+            });
         }
         dirs.remove(&dir);
     }
@@ -331,7 +346,8 @@ fn bench_index_and_validate(c: &mut Criterion) {
     }
     let offset_end = (INDEX_ENTRIES as i64 + 1) * offsets_per_entry;
     let mut state = LOOKUP_SEED;
-    let targets: Vec<i64> = (0..LOOKUP_TARGETS).map(|_| (splitmix(&mut state) % offset_end as u64) as i64).collect();
+    let targets: Vec<i64> =
+        (0..LOOKUP_TARGETS).map(|_| (splitmix(&mut state) % offset_end as u64) as i64).collect();
     group.bench_function(BenchmarkId::new("lookup", "250k_entries"), |b| {
         let mut n = 0usize;
         b.iter(|| {
@@ -347,7 +363,10 @@ fn bench_index_and_validate(c: &mut Criterion) {
         let bytes = batch_near(size_max);
         group.throughput(Throughput::Bytes(bytes.len() as u64));
         group.bench_function(BenchmarkId::new("batch", label), |b| {
-            b.iter(|| batch::validate(black_box(&bytes), batch_bytes_max, Origin::Client).expect("bench: valid batch"))
+            b.iter(|| {
+                batch::validate(black_box(&bytes), batch_bytes_max, Origin::Client)
+                    .expect("bench: valid batch")
+            })
         });
     }
     group.finish();
@@ -355,7 +374,10 @@ fn bench_index_and_validate(c: &mut Criterion) {
 
 fn config() -> Criterion {
     // A few minutes for the whole suite on a two-core machine.
-    Criterion::default().sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
 }
 
 criterion_group! {

@@ -20,12 +20,12 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::cluster::Cluster;
-use crate::shards::Shards;
 use crate::config::{BrokerConfig, TOPICS_MAX, TOPIC_PARTITIONS_MAX};
-use fjord_replication::ClusterState;
 use crate::coordinator::{Coordinator, GroupConfig, OFFSETS_TOPIC};
 use crate::partition::{partition_dir, Partition};
+use crate::shards::Shards;
 use crate::topic::{validate_name, TopicConfig, TopicFile};
+use fjord_replication::ClusterState;
 
 /// Largest topic metadata file read at startup.
 const TOPIC_FILE_BYTES_MAX: u64 = 1024 * 1024;
@@ -61,7 +61,13 @@ where
     let mut outputs = Vec::with_capacity(items.len());
     let mut items = items.into_iter().peekable();
     while items.peek().is_some() {
-        let mut round = Round(items.by_ref().take(PARTITION_WORK_CONCURRENCY).map(|item| fjord_storage::io::spawn(work(item))).collect());
+        let mut round = Round(
+            items
+                .by_ref()
+                .take(PARTITION_WORK_CONCURRENCY)
+                .map(|item| fjord_storage::io::spawn(work(item)))
+                .collect(),
+        );
         for task in round.0.iter_mut() {
             match task.await {
                 Ok(output) => outputs.push(output),
@@ -144,7 +150,10 @@ pub(crate) fn random_id() -> [u8; 16] {
     let filled = unsafe { libc::getrandom(id.as_mut_ptr().cast(), id.len(), 0) };
     if filled != id.len() as isize {
         // Never expected on Linux; fall back to time and pid, still unique enough for ids.
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()) ^ u128::from(std::process::id());
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+            ^ u128::from(std::process::id());
         id = seed.to_be_bytes();
     }
     id
@@ -172,8 +181,9 @@ impl Broker {
 
     /// Opens every topic found in the data directory (this shard's share of the partitions).
     pub async fn open(config: BrokerConfig, shards: Shards) -> anyhow::Result<Rc<Broker>> {
-        std::fs::create_dir_all(config.data_dir.join("topics"))
-            .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+        std::fs::create_dir_all(config.data_dir.join("topics")).map_err(|e| {
+            anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display())
+        })?;
         if let Some(file) = &config.cluster {
             // Shard 0 joins (liveness lock, controller duty); the others, started after it
             // is open, see the same cluster for their own partitions.
@@ -188,7 +198,9 @@ impl Broker {
         let producer_file = broker.config.data_dir.join("producer-id-block");
         if let Some(bytes) = fjord_storage::io::read_file(&producer_file, 64).await? {
             let text = String::from_utf8_lossy(&bytes);
-            let next: i64 = text.trim().parse().map_err(|_e| anyhow::anyhow!("{} holds {text:?}, not a number", producer_file.display()))?;
+            let next: i64 = text.trim().parse().map_err(|_e| {
+                anyhow::anyhow!("{} holds {text:?}, not a number", producer_file.display())
+            })?;
             broker.next_producer_id.set(next);
             broker.producer_id_limit.set(next);
         }
@@ -204,9 +216,15 @@ impl Broker {
             Some(topic) => topic,
             None => {
                 let mut config = TopicConfig::default();
-                config.overrides.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
+                config
+                    .overrides
+                    .insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
                 broker
-                    .create_topic_inner(OFFSETS_TOPIC, broker.config.offsets_topic_partitions, config)
+                    .create_topic_inner(
+                        OFFSETS_TOPIC,
+                        broker.config.offsets_topic_partitions,
+                        config,
+                    )
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot create {OFFSETS_TOPIC}: {}", e.message))?
             }
@@ -227,7 +245,8 @@ impl Broker {
             .filter_map(|n| n.strip_suffix(".toml").map(str::to_string))
             .collect();
         names.sort();
-        let gone: Vec<String> = self.topics.borrow().keys().filter(|k| !names.contains(k)).cloned().collect();
+        let gone: Vec<String> =
+            self.topics.borrow().keys().filter(|k| !names.contains(k)).cloned().collect();
         for name in gone {
             let Some(topic) = self.topics.borrow_mut().remove(&name) else { continue };
             topic.remove_local_partitions().await;
@@ -237,10 +256,15 @@ impl Broker {
                 continue;
             }
             let path = dir.join(format!("{name}.toml"));
-            let Some(bytes) = fjord_storage::io::read_file(&path, TOPIC_FILE_BYTES_MAX).await? else { continue };
-            let file: TopicFile = toml::from_str(&String::from_utf8_lossy(&bytes)).map_err(|e| anyhow::anyhow!("invalid topic file {}: {e}", path.display()))?;
+            let Some(bytes) = fjord_storage::io::read_file(&path, TOPIC_FILE_BYTES_MAX).await?
+            else {
+                continue;
+            };
+            let file: TopicFile = toml::from_str(&String::from_utf8_lossy(&bytes))
+                .map_err(|e| anyhow::anyhow!("invalid topic file {}: {e}", path.display()))?;
             let config = TopicConfig { overrides: file.config.clone() };
-            let id = parse_hex16(&file.id).ok_or_else(|| anyhow::anyhow!("invalid topic id in {}", path.display()))?;
+            let id = parse_hex16(&file.id)
+                .ok_or_else(|| anyhow::anyhow!("invalid topic id in {}", path.display()))?;
             let topic = self.open_topic(&name, id, file.partitions, config).await?;
             self.topics.borrow_mut().insert(name, topic);
         }
@@ -275,14 +299,23 @@ impl Broker {
     /// cluster state. Shard 0 also removes partition directories the state no longer gives
     /// this broker (before any other shard starts, so none of theirs is taken for one), hands
     /// out producer ids and runs the group coordinator.
-    async fn open_clustered(config: BrokerConfig, cluster: Rc<Cluster>, shards: Shards) -> anyhow::Result<Rc<Broker>> {
+    async fn open_clustered(
+        config: BrokerConfig,
+        cluster: Rc<Cluster>,
+        shards: Shards,
+    ) -> anyhow::Result<Rc<Broker>> {
         let first = shards.me == 0;
         let broker = Broker::new(config, Some(Rc::clone(&cluster)), shards);
         let state = cluster.store.read().await?;
         // This shard alone: the others have not started yet (shard 0) or read the state
         // themselves as they open.
         broker.apply_state_here(&state).await;
-        info!(topics = broker.topics.borrow().len(), shard = broker.shards.me, state_version = state.version, "cluster state applied");
+        info!(
+            topics = broker.topics.borrow().len(),
+            shard = broker.shards.me,
+            state_version = state.version,
+            "cluster state applied"
+        );
         if !first {
             return Ok(broker);
         }
@@ -291,14 +324,17 @@ impl Broker {
         let producer_file = broker.config.data_dir.join("producer-id-block");
         let base = i64::from(broker.config.broker_id) << 40;
         let next = match fjord_storage::io::read_file(&producer_file, 64).await? {
-            Some(bytes) => String::from_utf8_lossy(&bytes).trim().parse::<i64>().unwrap_or(base).max(base),
+            Some(bytes) => {
+                String::from_utf8_lossy(&bytes).trim().parse::<i64>().unwrap_or(base).max(base)
+            }
             None => base,
         };
         broker.next_producer_id.set(next);
         broker.producer_id_limit.set(next);
         // The controller creates the offsets topic once enough brokers run.
         let group_config = broker.group_config();
-        let offsets: Vec<Option<Rc<Partition>>> = broker.topic(OFFSETS_TOPIC).map(|t| t.partitions.clone()).unwrap_or_default();
+        let offsets: Vec<Option<Rc<Partition>>> =
+            broker.topic(OFFSETS_TOPIC).map(|t| t.partitions.clone()).unwrap_or_default();
         let coordinator = Coordinator::open(group_config, offsets, false).await?;
         coordinator.commit_min_insync.set(broker.config.min_insync_replicas);
         let _ = broker.coordinator.set(coordinator);
@@ -359,7 +395,13 @@ impl Broker {
         let me = self.config.broker_id;
         let now = now_ms();
         // Topics gone from the state are deleted here too.
-        let gone: Vec<String> = self.topics.borrow().keys().filter(|name| !state.topics.contains_key(*name)).cloned().collect();
+        let gone: Vec<String> = self
+            .topics
+            .borrow()
+            .keys()
+            .filter(|name| !state.topics.contains_key(*name))
+            .cloned()
+            .collect();
         for name in gone {
             // Removed in a statement of its own: an `if let` would hold the borrow of
             // `topics` through the awaits below, and every request looking up a topic
@@ -372,7 +414,9 @@ impl Broker {
         }
         for (name, topic_state) in &state.topics {
             let existing = self.topic(name);
-            if let Some(stale) = existing.as_ref().filter(|t| hex(&t.id) != topic_state.id || t.partitions.len() != topic_state.partitions.len()) {
+            if let Some(stale) = existing.as_ref().filter(|t| {
+                hex(&t.id) != topic_state.id || t.partitions.len() != topic_state.partitions.len()
+            }) {
                 // Deleted and created again between two polls: the old data must not pass for
                 // the new topic's.
                 warn!(topic = %name, "topic was re-created; dropping the old incarnation's data");
@@ -387,15 +431,27 @@ impl Broker {
                     let log_config = config.log_config(&self.config);
                     let name_rc: Rc<str> = Rc::from(name.as_str());
                     let hosted: Vec<i32> = (0..topic_state.partitions.len() as i32)
-                        .filter(|index| topic_state.partitions[*index as usize].replicas.contains(&me) && self.shards.owns(name, *index))
+                        .filter(|index| {
+                            topic_state.partitions[*index as usize].replicas.contains(&me)
+                                && self.shards.owns(name, *index)
+                        })
                         .collect();
                     let data_dir = self.config.data_dir.clone();
                     let opened = for_each_concurrently(hosted.clone(), |index| {
-                        let (data_dir, name, log_config, id) = (data_dir.clone(), Rc::clone(&name_rc), log_config.clone(), topic_state.id.clone());
-                        async move { open_clustered_partition(data_dir, name, index, log_config, me, id).await }
+                        let (data_dir, name, log_config, id) = (
+                            data_dir.clone(),
+                            Rc::clone(&name_rc),
+                            log_config.clone(),
+                            topic_state.id.clone(),
+                        );
+                        async move {
+                            open_clustered_partition(data_dir, name, index, log_config, me, id)
+                                .await
+                        }
                     })
                     .await;
-                    let mut partitions: Vec<Option<Rc<Partition>>> = vec![None; topic_state.partitions.len()];
+                    let mut partitions: Vec<Option<Rc<Partition>>> =
+                        vec![None; topic_state.partitions.len()];
                     for (index, partition) in hosted.into_iter().zip(opened) {
                         partitions[index as usize] = partition;
                     }
@@ -410,17 +466,38 @@ impl Broker {
                 let Some(Some(partition)) = topic.partitions.get(index) else { continue };
                 let role = partition.replica.role();
                 if p.leader != me {
-                    partition.become_follower(p.leader, p.leader_epoch, p.replicas.clone(), p.isr.clone());
+                    partition.become_follower(
+                        p.leader,
+                        p.leader_epoch,
+                        p.replicas.clone(),
+                        p.isr.clone(),
+                    );
                 } else if (role.leader, role.leader_epoch) == (me, p.leader_epoch) {
                     // The same leadership (only its sets may change): no wait, no task.
-                    partition.become_leader(p.leader_epoch, p.replicas.clone(), p.isr.clone(), now, state.version).await;
+                    partition
+                        .become_leader(
+                            p.leader_epoch,
+                            p.replicas.clone(),
+                            p.isr.clone(),
+                            now,
+                            state.version,
+                        )
+                        .await;
                 } else {
-                    leading.push((Rc::clone(partition), p.leader_epoch, p.replicas.clone(), p.isr.clone()));
+                    leading.push((
+                        Rc::clone(partition),
+                        p.leader_epoch,
+                        p.replicas.clone(),
+                        p.isr.clone(),
+                    ));
                 }
             }
             // A new leadership persists its epoch (an fsync each).
             let version = state.version;
-            for_each_concurrently(leading, |(partition, epoch, replicas, isr)| async move { partition.become_leader(epoch, replicas, isr, now, version).await }).await;
+            for_each_concurrently(leading, |(partition, epoch, replicas, isr)| async move {
+                partition.become_leader(epoch, replicas, isr, now, version).await
+            })
+            .await;
         }
         *cluster.state.borrow_mut() = state.clone();
         self.data_arrived.notify_waiters();
@@ -438,14 +515,25 @@ impl Broker {
         let hosted: std::collections::HashSet<String> = state
             .topics
             .iter()
-            .flat_map(|(name, t)| t.partitions.iter().enumerate().filter(|(_, p)| p.replicas.contains(&me)).map(move |(i, _)| format!("{name}-{i}")))
+            .flat_map(|(name, t)| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.replicas.contains(&me))
+                    .map(move |(i, _)| format!("{name}-{i}"))
+            })
             .collect();
         let Ok(entries) = std::fs::read_dir(&self.config.data_dir) else { return };
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().to_string();
             // Only directories that look like partition logs.
-            if !path.is_dir() || hosted.contains(&name) || !(path.join("checkpoint").exists() || path.join("00000000000000000000.log").exists() || path.join("topic-id").exists()) {
+            if !path.is_dir()
+                || hosted.contains(&name)
+                || !(path.join("checkpoint").exists()
+                    || path.join("00000000000000000000.log").exists()
+                    || path.join("topic-id").exists())
+            {
                 continue;
             }
             warn!(dir = %path.display(), "removing a partition directory this broker no longer hosts (its topic was deleted or moved)");
@@ -462,13 +550,20 @@ impl Broker {
         let count = topic.partitions.len();
         for (index, partition) in topic.partitions.iter().enumerate() {
             let leads = partition.as_ref().is_some_and(|p| p.replica.is_leader());
-            if let Err(error) = coordinator.set_owned(index, count, leads, partition.clone()).await {
+            if let Err(error) = coordinator.set_owned(index, count, leads, partition.clone()).await
+            {
                 warn!(partition = index, %error, "cannot load groups of an offsets partition");
             }
         }
     }
 
-    async fn open_topic(&self, name: &str, id: [u8; 16], partitions: i32, config: TopicConfig) -> anyhow::Result<Rc<Topic>> {
+    async fn open_topic(
+        &self,
+        name: &str,
+        id: [u8; 16],
+        partitions: i32,
+        config: TopicConfig,
+    ) -> anyhow::Result<Rc<Topic>> {
         let name: Rc<str> = Rc::from(name);
         let log_config = config.log_config(&self.config);
         let mut opened = Vec::with_capacity(partitions as usize);
@@ -477,9 +572,16 @@ impl Broker {
                 opened.push(None);
                 continue;
             }
-            let partition = Partition::open(&self.config.data_dir, Rc::clone(&name), index, log_config.clone(), self.config.broker_id, false)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot open partition {name}-{index}: {e}"))?;
+            let partition = Partition::open(
+                &self.config.data_dir,
+                Rc::clone(&name),
+                index,
+                log_config.clone(),
+                self.config.broker_id,
+                false,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open partition {name}-{index}: {e}"))?;
             opened.push(Some(Rc::new(partition)));
         }
         Ok(Rc::new(Topic { name, id, config, partitions: opened }))
@@ -524,7 +626,10 @@ impl Broker {
     pub async fn partition_for_leader(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
         let found = self.partition(topic, index);
         // The topic lookups only when a read might follow, not on every append.
-        if self.cluster.is_none() || found.as_ref().is_some_and(|p| p.replica.is_leader()) || (self.topic(topic).is_some() && !self.partition_exists(topic, index)) {
+        if self.cluster.is_none()
+            || found.as_ref().is_some_and(|p| p.replica.is_leader())
+            || (self.topic(topic).is_some() && !self.partition_exists(topic, index))
+        {
             return found;
         }
         self.sync_cluster_state().await;
@@ -532,46 +637,106 @@ impl Broker {
     }
 
     /// Creates a topic. `validate_only` checks without creating.
-    pub async fn create_topic(&self, name: &str, partitions: i32, replication_factor: i16, config: TopicConfig, validate_only: bool) -> Result<Rc<Topic>, TopicError> {
-        validate_name(name).map_err(|m| TopicError::new(ResponseError::InvalidTopicException, m))?;
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        config: TopicConfig,
+        validate_only: bool,
+    ) -> Result<Rc<Topic>, TopicError> {
+        validate_name(name)
+            .map_err(|m| TopicError::new(ResponseError::InvalidTopicException, m))?;
         if name.starts_with("__") {
-            return Err(TopicError::new(ResponseError::InvalidTopicException, format!("topic names starting with '__' are reserved for internal topics: {name}")));
+            return Err(TopicError::new(
+                ResponseError::InvalidTopicException,
+                format!("topic names starting with '__' are reserved for internal topics: {name}"),
+            ));
         }
         if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
-            return Err(TopicError::new(ResponseError::InvalidPartitions, format!("partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {partitions}")));
+            return Err(TopicError::new(
+                ResponseError::InvalidPartitions,
+                format!(
+                    "partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {partitions}"
+                ),
+            ));
         }
         if let Some(cluster) = &self.cluster {
-            let rf = if replication_factor == -1 { cluster.file.replication_factor } else { replication_factor };
+            let rf = if replication_factor == -1 {
+                cluster.file.replication_factor
+            } else {
+                replication_factor
+            };
             if validate_only {
-                return Ok(Rc::new(Topic { name: Rc::from(name), id: random_id(), config, partitions: Vec::new() }));
+                return Ok(Rc::new(Topic {
+                    name: Rc::from(name),
+                    id: random_id(),
+                    config,
+                    partitions: Vec::new(),
+                }));
             }
             cluster.create_topic(name, partitions, rf, config.overrides.clone(), false).await?;
             // Give the other brokers a tick to see the new state before clients use it.
-            tokio::time::sleep(std::time::Duration::from_millis(2 * crate::cluster::CLUSTER_TICK_MS + 50)).await;
-            let state = cluster.store.read().await.map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+            tokio::time::sleep(std::time::Duration::from_millis(
+                2 * crate::cluster::CLUSTER_TICK_MS + 50,
+            ))
+            .await;
+            let state =
+                cluster.store.read().await.map_err(|e| {
+                    TopicError::new(ResponseError::KafkaStorageError, e.to_string())
+                })?;
             self.apply_state(&state).await;
-            return self.topic(name).ok_or_else(|| TopicError::new(ResponseError::UnknownServerError, format!("topic {name} vanished after creation")));
+            return self.topic(name).ok_or_else(|| {
+                TopicError::new(
+                    ResponseError::UnknownServerError,
+                    format!("topic {name} vanished after creation"),
+                )
+            });
         }
         if replication_factor != 1 && replication_factor != -1 {
-            return Err(TopicError::new(ResponseError::InvalidReplicationFactor, format!("replication factor {replication_factor} is larger than the 1 available broker")));
+            return Err(TopicError::new(
+                ResponseError::InvalidReplicationFactor,
+                format!(
+                    "replication factor {replication_factor} is larger than the 1 available broker"
+                ),
+            ));
         }
         if validate_only {
             if self.topics.borrow().contains_key(name) {
-                return Err(TopicError::new(ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
+                return Err(TopicError::new(
+                    ResponseError::TopicAlreadyExists,
+                    format!("topic {name} already exists"),
+                ));
             }
-            return Ok(Rc::new(Topic { name: Rc::from(name), id: random_id(), config, partitions: Vec::new() }));
+            return Ok(Rc::new(Topic {
+                name: Rc::from(name),
+                id: random_id(),
+                config,
+                partitions: Vec::new(),
+            }));
         }
         self.create_topic_inner(name, partitions, config).await
     }
 
     /// Creates a topic whose name and sizes were already checked (also internal topics).
-    async fn create_topic_inner(&self, name: &str, partitions: i32, config: TopicConfig) -> Result<Rc<Topic>, TopicError> {
+    async fn create_topic_inner(
+        &self,
+        name: &str,
+        partitions: i32,
+        config: TopicConfig,
+    ) -> Result<Rc<Topic>, TopicError> {
         let _admin = self.admin.lock().await;
         if self.topics.borrow().contains_key(name) {
-            return Err(TopicError::new(ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
+            return Err(TopicError::new(
+                ResponseError::TopicAlreadyExists,
+                format!("topic {name} already exists"),
+            ));
         }
         if self.topics.borrow().len() >= TOPICS_MAX {
-            return Err(TopicError::new(ResponseError::PolicyViolation, format!("the broker already holds {TOPICS_MAX} topics")));
+            return Err(TopicError::new(
+                ResponseError::PolicyViolation,
+                format!("the broker already holds {TOPICS_MAX} topics"),
+            ));
         }
         let id = random_id();
         // Leftovers of an earlier topic of the same name whose deletion was interrupted.
@@ -579,7 +744,12 @@ impl Broker {
             let dir = partition_dir(&self.config.data_dir, name, index);
             if dir.exists() {
                 warn!(dir = %dir.display(), "removing leftover partition directory before creating the topic");
-                std::fs::remove_dir_all(&dir).map_err(|e| TopicError::new(ResponseError::KafkaStorageError, format!("cannot remove {}: {e}", dir.display())))?;
+                std::fs::remove_dir_all(&dir).map_err(|e| {
+                    TopicError::new(
+                        ResponseError::KafkaStorageError,
+                        format!("cannot remove {}: {e}", dir.display()),
+                    )
+                })?;
             }
         }
         let topic = self
@@ -587,10 +757,14 @@ impl Broker {
             .await
             .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
         let file = TopicFile { id: hex(&id), partitions, config: config.overrides.clone() };
-        let text = toml::to_string(&file).map_err(|e| TopicError::new(ResponseError::UnknownServerError, e.to_string()))?;
-        fjord_storage::io::write_file_atomic(&self.topics_dir().join(format!("{name}.toml")), text.into_bytes())
-            .await
-            .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+        let text = toml::to_string(&file)
+            .map_err(|e| TopicError::new(ResponseError::UnknownServerError, e.to_string()))?;
+        fjord_storage::io::write_file_atomic(
+            &self.topics_dir().join(format!("{name}.toml")),
+            text.into_bytes(),
+        )
+        .await
+        .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
         self.topics.borrow_mut().insert(name.to_string(), Rc::clone(&topic));
         info!(topic = name, partitions, "created topic");
         drop(_admin);
@@ -602,28 +776,41 @@ impl Broker {
     pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
         if let Some(cluster) = &self.cluster {
             if name == OFFSETS_TOPIC {
-                return Err(TopicError::new(ResponseError::InvalidTopicException, "the internal offsets topic cannot be deleted"));
+                return Err(TopicError::new(
+                    ResponseError::InvalidTopicException,
+                    "the internal offsets topic cannot be deleted",
+                ));
             }
             let removed = cluster
                 .store
                 .update(|state| Ok::<bool, ()>(state.topics.remove(name).is_some()))
                 .await
                 .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?
-                .map_err(|()| TopicError::new(ResponseError::UnknownServerError, "state update failed"))?;
+                .map_err(|()| {
+                    TopicError::new(ResponseError::UnknownServerError, "state update failed")
+                })?;
             if !removed.topics.contains_key(name) && self.topic(name).is_none() {
-                return Err(TopicError::new(ResponseError::UnknownTopicOrPartition, format!("topic {name} does not exist")));
+                return Err(TopicError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("topic {name} does not exist"),
+                ));
             }
             self.apply_state(&removed).await;
             return Ok(());
         }
         let _admin = self.admin.lock().await;
         let Some(topic) = self.topics.borrow_mut().remove(name) else {
-            return Err(TopicError::new(ResponseError::UnknownTopicOrPartition, format!("topic {name} does not exist")));
+            return Err(TopicError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            ));
         };
         fjord_storage::io::remove_file(&self.topics_dir().join(format!("{name}.toml")))
             .await
             .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-        fjord_storage::io::sync_dir(&self.topics_dir()).await.map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+        fjord_storage::io::sync_dir(&self.topics_dir())
+            .await
+            .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
         topic.remove_local_partitions().await;
         info!(topic = name, "deleted topic");
         self.shards.topics_changed().await;
@@ -647,7 +834,10 @@ impl Broker {
     /// Retention, rolls, interval flushes and high-watermark checkpoints for every
     /// partition, forever.
     pub async fn run_upkeep(self: Rc<Self>) {
-        let tick_ms = 1000u64.min(self.config.retention_check_interval_ms).min(self.config.flush_interval_ms.unwrap_or(u64::MAX)).max(10);
+        let tick_ms = 1000u64
+            .min(self.config.retention_check_interval_ms)
+            .min(self.config.flush_interval_ms.unwrap_or(u64::MAX))
+            .max(10);
         let mut last_retention = 0i64;
         let mut last_checkpoint = std::time::Instant::now();
         loop {
@@ -657,13 +847,23 @@ impl Broker {
             if retention {
                 last_retention = now;
             }
-            if self.cluster.is_some() && last_checkpoint.elapsed().as_millis() >= u128::from(crate::partition::HW_CHECKPOINT_INTERVAL_MS) {
+            if self.cluster.is_some()
+                && last_checkpoint.elapsed().as_millis()
+                    >= u128::from(crate::partition::HW_CHECKPOINT_INTERVAL_MS)
+            {
                 let started = std::time::Instant::now();
                 last_checkpoint = started;
                 let partitions = self.local_partitions();
                 let count = partitions.len();
-                for_each_concurrently(partitions, |partition| async move { partition.checkpoint_high_watermark().await }).await;
-                debug!(partitions = count, ms = started.elapsed().as_millis() as u64, "high-watermark checkpoint round");
+                for_each_concurrently(partitions, |partition| async move {
+                    partition.checkpoint_high_watermark().await
+                })
+                .await;
+                debug!(
+                    partitions = count,
+                    ms = started.elapsed().as_millis() as u64,
+                    "high-watermark checkpoint round"
+                );
             }
             for topic in self.topics() {
                 for partition in topic.local_partitions() {
@@ -699,7 +899,14 @@ impl Broker {
 /// Opens partition `index` of a topic from the cluster state (id `topic_id`) for this
 /// broker, and records the topic id in its directory. A directory left by an earlier topic of
 /// the same name (deleted while this broker was down) is not this topic's data and goes.
-async fn open_clustered_partition(data_dir: PathBuf, name: Rc<str>, index: i32, log_config: fjord_storage::LogConfig, me: i32, topic_id: String) -> Option<Rc<Partition>> {
+async fn open_clustered_partition(
+    data_dir: PathBuf,
+    name: Rc<str>,
+    index: i32,
+    log_config: fjord_storage::LogConfig,
+    me: i32,
+    topic_id: String,
+) -> Option<Rc<Partition>> {
     let dir = crate::partition::partition_dir(&data_dir, &name, index);
     let id_file = dir.join("topic-id");
     if let Ok(found) = std::fs::read_to_string(&id_file) {
@@ -711,7 +918,9 @@ async fn open_clustered_partition(data_dir: PathBuf, name: Rc<str>, index: i32, 
     match Partition::open(&data_dir, Rc::clone(&name), index, log_config, me, true).await {
         Ok(partition) => {
             if !id_file.exists() {
-                if let Err(error) = fjord_storage::io::write_file_atomic(&id_file, topic_id.into_bytes()).await {
+                if let Err(error) =
+                    fjord_storage::io::write_file_atomic(&id_file, topic_id.into_bytes()).await
+                {
                     warn!(path = %id_file.display(), %error, "cannot record the topic id");
                 }
             }
@@ -725,7 +934,9 @@ async fn open_clustered_partition(data_dir: PathBuf, name: Rc<str>, index: i32, 
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub fn topic_id_hex(topic: &Topic) -> String {
@@ -755,7 +966,11 @@ mod tests {
                 }
             })
             .await;
-            assert_eq!(most.get(), PARTITION_WORK_CONCURRENCY, "at most this many at once, and that many");
+            assert_eq!(
+                most.get(),
+                PARTITION_WORK_CONCURRENCY,
+                "at most this many at once, and that many"
+            );
             assert_eq!(outputs, (0..150).map(|item| item * 2).collect::<Vec<u64>>());
         });
     }
@@ -763,12 +978,18 @@ mod tests {
     #[test]
     fn a_panic_in_concurrent_partition_work_reaches_the_caller() {
         let outcome = std::panic::catch_unwind(|| {
-            fjord_storage::io::block_on(for_each_concurrently(vec![1u32, 2, 3], |item| async move {
-                assert!(item != 2, "partition work {item} failed");
-                item
-            }))
+            fjord_storage::io::block_on(for_each_concurrently(
+                vec![1u32, 2, 3],
+                |item| async move {
+                    assert!(item != 2, "partition work {item} failed");
+                    item
+                },
+            ))
         });
         let message = outcome.expect_err("the panic was swallowed");
-        assert_eq!(message.downcast_ref::<String>().map(String::as_str), Some("partition work 2 failed"));
+        assert_eq!(
+            message.downcast_ref::<String>().map(String::as_str),
+            Some("partition work 2 failed")
+        );
     }
 }

@@ -16,7 +16,10 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use fjord_replication::{assign_replicas, elect_leaders, ClusterFile, ClusterState, Liveness, PartitionState, StateStore, TopicState};
+use fjord_replication::{
+    assign_replicas, elect_leaders, ClusterFile, ClusterState, Liveness, PartitionState,
+    StateStore, TopicState,
+};
 use fjord_storage::io::FileLock;
 use kafka_protocol::ResponseError;
 use tracing::{info, warn};
@@ -94,7 +97,12 @@ impl Cluster {
         Ok(Cluster::with(file, me, offsets_partitions, None))
     }
 
-    fn with(file: ClusterFile, me: i32, offsets_partitions: i32, liveness: Option<Liveness>) -> Cluster {
+    fn with(
+        file: ClusterFile,
+        me: i32,
+        offsets_partitions: i32,
+        liveness: Option<Liveness>,
+    ) -> Cluster {
         let store = StateStore::new(&file.dir);
         Cluster {
             offsets_partitions,
@@ -116,7 +124,9 @@ impl Cluster {
     }
 
     pub fn is_alive(&self, id: i32) -> bool {
-        id == self.me || Liveness::is_alive(&self.file.dir, id, now_ms(), HEARTBEAT_TIMEOUT_MS).unwrap_or(false)
+        id == self.me
+            || Liveness::is_alive(&self.file.dir, id, now_ms(), HEARTBEAT_TIMEOUT_MS)
+                .unwrap_or(false)
     }
 
     pub fn live_brokers(&self) -> BTreeSet<i32> {
@@ -128,16 +138,31 @@ impl Cluster {
     }
 
     /// Adds a topic to the cluster state, its replicas spread over the live brokers.
-    pub async fn create_topic(&self, name: &str, partitions: i32, replication_factor: i16, config: BTreeMap<String, String>, internal: bool) -> Result<(), TopicError> {
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        config: BTreeMap<String, String>,
+        internal: bool,
+    ) -> Result<(), TopicError> {
         let fail = |code, message: String| TopicError { code, message };
         if !internal {
             validate_name(name).map_err(|m| fail(ResponseError::InvalidTopicException, m))?;
             if name.starts_with("__") {
-                return Err(fail(ResponseError::InvalidTopicException, format!("topic names starting with '__' are reserved: {name}")));
+                return Err(fail(
+                    ResponseError::InvalidTopicException,
+                    format!("topic names starting with '__' are reserved: {name}"),
+                ));
             }
         }
         if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
-            return Err(fail(ResponseError::InvalidPartitions, format!("partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {partitions}")));
+            return Err(fail(
+                ResponseError::InvalidPartitions,
+                format!(
+                    "partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {partitions}"
+                ),
+            ));
         }
         let live: Vec<i32> = self.live_brokers().into_iter().collect();
         if replication_factor < 1 || replication_factor as usize > live.len() {
@@ -152,19 +177,33 @@ impl Cluster {
             .store
             .update(|state| {
                 if state.topics.contains_key(name) {
-                    return Err(fail(ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
+                    return Err(fail(
+                        ResponseError::TopicAlreadyExists,
+                        format!("topic {name} already exists"),
+                    ));
                 }
                 let partitions = replicas
                     .iter()
-                    .map(|r| PartitionState { replicas: r.clone(), leader: r[0], leader_epoch: 0, isr: r.clone() })
+                    .map(|r| PartitionState {
+                        replicas: r.clone(),
+                        leader: r[0],
+                        leader_epoch: 0,
+                        isr: r.clone(),
+                    })
                     .collect();
-                state.topics.insert(name.to_string(), TopicState { id: hex(&random_id()), config: config.clone(), partitions });
+                state.topics.insert(
+                    name.to_string(),
+                    TopicState { id: hex(&random_id()), config: config.clone(), partitions },
+                );
                 Ok(true)
             })
             .await
             .map_err(|e| fail(ResponseError::KafkaStorageError, e.to_string()))?;
         result.map(|_| {
-            info!(topic = name, partitions, replication_factor, "created topic in the cluster state");
+            info!(
+                topic = name,
+                partitions, replication_factor, "created topic in the cluster state"
+            );
         })
     }
 
@@ -175,7 +214,12 @@ impl Cluster {
                 Ok(Some(lock)) => {
                     *self.controller.borrow_mut() = Some(lock);
                     let me = self.me;
-                    let _ = self.store.update(|state| Ok::<bool, ()>(std::mem::replace(&mut state.controller, me) != me)).await;
+                    let _ = self
+                        .store
+                        .update(|state| {
+                            Ok::<bool, ()>(std::mem::replace(&mut state.controller, me) != me)
+                        })
+                        .await;
                     info!(broker = self.me, "became the active controller");
                 }
                 Ok(None) => return,
@@ -186,9 +230,21 @@ impl Cluster {
             }
         }
         let live = self.live_brokers();
-        if !self.state.borrow().topics.contains_key(OFFSETS_TOPIC) && live.len() >= self.file.replication_factor as usize {
-            let config = BTreeMap::from([("segment.bytes".to_string(), (100 * 1024 * 1024).to_string())]);
-            if let Err(error) = self.create_topic(OFFSETS_TOPIC, self.offsets_partitions, self.file.replication_factor, config, true).await {
+        if !self.state.borrow().topics.contains_key(OFFSETS_TOPIC)
+            && live.len() >= self.file.replication_factor as usize
+        {
+            let config =
+                BTreeMap::from([("segment.bytes".to_string(), (100 * 1024 * 1024).to_string())]);
+            if let Err(error) = self
+                .create_topic(
+                    OFFSETS_TOPIC,
+                    self.offsets_partitions,
+                    self.file.replication_factor,
+                    config,
+                    true,
+                )
+                .await
+            {
                 if error.code != ResponseError::TopicAlreadyExists {
                     warn!(error = %error.message, "cannot create {OFFSETS_TOPIC}");
                 }
@@ -203,7 +259,13 @@ impl Cluster {
                 None
             }
         };
-        if version.is_some() && self.controller_idle.borrow().as_ref().is_some_and(|(v, l)| Some(*v) == version && *l == live) {
+        if version.is_some()
+            && self
+                .controller_idle
+                .borrow()
+                .as_ref()
+                .is_some_and(|(v, l)| Some(*v) == version && *l == live)
+        {
             return;
         }
         let mut elections = Vec::new();
@@ -245,14 +307,20 @@ impl Cluster {
     /// Asks for `partition`'s in-sync set to become `isr`, unless a request for it is already
     /// on its way: one at a time per partition, so a busy leader cannot pile up requests on
     /// the state lock. The outcome is applied to the local role at once.
-    pub fn request_isr_change(self: &Rc<Self>, partition: &Rc<crate::partition::Partition>, isr: Vec<i32>) {
+    pub fn request_isr_change(
+        self: &Rc<Self>,
+        partition: &Rc<crate::partition::Partition>,
+        isr: Vec<i32>,
+    ) {
         if partition.replica.isr_change_pending.replace(true) {
             return;
         }
         let (cluster, partition) = (Rc::clone(self), Rc::clone(partition));
         fjord_storage::io::spawn(async move {
             let epoch = partition.replica.leader_epoch();
-            if let Some((written, version)) = cluster.change_isr(&partition.topic, partition.index, epoch, isr).await {
+            if let Some((written, version)) =
+                cluster.change_isr(&partition.topic, partition.index, epoch, isr).await
+            {
                 partition.set_isr(epoch, written, version);
             }
             partition.replica.isr_change_pending.set(false);
@@ -261,7 +329,13 @@ impl Cluster {
 
     /// A leader asks for a new in-sync set; applied only if it still leads in that epoch.
     /// Returns the in-sync set written and the state version it is in, if it was.
-    pub async fn change_isr(&self, topic: &str, partition: i32, leader_epoch: i32, mut isr: Vec<i32>) -> Option<(Vec<i32>, u64)> {
+    pub async fn change_isr(
+        &self,
+        topic: &str,
+        partition: i32,
+        leader_epoch: i32,
+        mut isr: Vec<i32>,
+    ) -> Option<(Vec<i32>, u64)> {
         let me = self.me;
         // A follower's last fetches may predate its death: only live brokers are in sync (the
         // controller removes dead ones, and must not be undone here).
@@ -269,7 +343,13 @@ impl Cluster {
         let result = self
             .store
             .update(|state| {
-                let Some(p) = state.topics.get_mut(topic).and_then(|t| t.partitions.get_mut(partition as usize)) else { return Ok::<bool, ()>(false) };
+                let Some(p) = state
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|t| t.partitions.get_mut(partition as usize))
+                else {
+                    return Ok::<bool, ()>(false);
+                };
                 if p.leader != me || p.leader_epoch != leader_epoch || p.isr == isr {
                     return Ok(false);
                 }
@@ -281,7 +361,8 @@ impl Cluster {
         match result {
             Ok(Ok(state)) => {
                 let current = state.partition(topic, partition)?;
-                (current.leader == me && current.leader_epoch == leader_epoch).then(|| (current.isr.clone(), state.version))
+                (current.leader == me && current.leader_epoch == leader_epoch)
+                    .then(|| (current.isr.clone(), state.version))
             }
             Ok(Err(())) => None,
             Err(error) => {

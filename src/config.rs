@@ -217,7 +217,9 @@ impl ServeArgs {
             None => None,
         };
         let entry = match &cluster_file {
-            Some(c) => Some(c.broker(broker_id).cloned().ok_or_else(|| anyhow::anyhow!("broker id {broker_id} is not in the cluster file"))?),
+            Some(c) => Some(c.broker(broker_id).cloned().ok_or_else(|| {
+                anyhow::anyhow!("broker id {broker_id} is not in the cluster file")
+            })?),
             None => None,
         };
         let listen_text = self
@@ -226,16 +228,17 @@ impl ServeArgs {
             .or_else(|| entry.as_ref().map(|e| e.address.clone()))
             .or(file.listen)
             .unwrap_or_else(|| "127.0.0.1:9092".to_string());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .with_context(|| format!("--listen {listen_text:?} is not an ADDR:PORT such as 127.0.0.1:9092"))?;
-        let advertised_host = self.advertised_host.clone().or(file.advertised_host).unwrap_or_else(|| {
-            if listen.ip().is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                listen.ip().to_string()
-            }
-        });
+        let listen: SocketAddr = listen_text.parse().with_context(|| {
+            format!("--listen {listen_text:?} is not an ADDR:PORT such as 127.0.0.1:9092")
+        })?;
+        let advertised_host =
+            self.advertised_host.clone().or(file.advertised_host).unwrap_or_else(|| {
+                if listen.ip().is_unspecified() {
+                    "127.0.0.1".to_string()
+                } else {
+                    listen.ip().to_string()
+                }
+            });
         let config = BrokerConfig {
             listen,
             advertised_host,
@@ -249,34 +252,73 @@ impl ServeArgs {
             broker_id,
             auto_create_topics: self.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
             num_partitions: self.num_partitions.or(file.num_partitions).unwrap_or(1),
-            request_bytes_max: self.request_bytes_max.or(file.request_bytes_max).unwrap_or(REQUEST_BYTES_MAX_DEFAULT),
+            request_bytes_max: self
+                .request_bytes_max
+                .or(file.request_bytes_max)
+                .unwrap_or(REQUEST_BYTES_MAX_DEFAULT),
             connections_max: self.connections_max.or(file.connections_max).unwrap_or(10_000),
-            connections_max_per_ip: self.connections_max_per_ip.or(file.connections_max_per_ip).unwrap_or(usize::MAX),
+            connections_max_per_ip: self
+                .connections_max_per_ip
+                .or(file.connections_max_per_ip)
+                .unwrap_or(usize::MAX),
             connections_max_per_ip_overrides: parse_ip_overrides(
-                self.connections_max_per_ip_overrides.as_deref().or(file.connections_max_per_ip_overrides.as_deref()).unwrap_or(""),
+                self.connections_max_per_ip_overrides
+                    .as_deref()
+                    .or(file.connections_max_per_ip_overrides.as_deref())
+                    .unwrap_or(""),
             )?,
-            request_memory_max: self.request_memory_max.or(file.request_memory_max).unwrap_or(512 * 1024 * 1024),
+            request_memory_max: self
+                .request_memory_max
+                .or(file.request_memory_max)
+                .unwrap_or(512 * 1024 * 1024),
             // One per CPU by default.
             shards: self.shards.or(file.shards).unwrap_or_else(default_shards),
             segment_bytes: self.segment_bytes.or(file.segment_bytes).unwrap_or(1024 * 1024 * 1024),
             segment_ms: self.segment_ms.or(file.segment_ms).unwrap_or(7 * 24 * 3600 * 1000),
-            retention_ms: optional_limit("retention-ms", self.retention_ms.or(file.retention_ms).unwrap_or(7 * 24 * 3600 * 1000))?,
-            retention_bytes: optional_limit("retention-bytes", self.retention_bytes.or(file.retention_bytes).unwrap_or(-1))?,
-            retention_check_interval_ms: self.retention_check_interval_ms.or(file.retention_check_interval_ms).unwrap_or(300_000),
+            retention_ms: optional_limit(
+                "retention-ms",
+                self.retention_ms.or(file.retention_ms).unwrap_or(7 * 24 * 3600 * 1000),
+            )?,
+            retention_bytes: optional_limit(
+                "retention-bytes",
+                self.retention_bytes.or(file.retention_bytes).unwrap_or(-1),
+            )?,
+            retention_check_interval_ms: self
+                .retention_check_interval_ms
+                .or(file.retention_check_interval_ms)
+                .unwrap_or(300_000),
             flush_interval_ms: self.flush_interval_ms.or(file.flush_interval_ms),
             fsync_acks_all: self.fsync_acks_all.or(file.fsync_acks_all).unwrap_or(true),
-            message_max_bytes: self.message_max_bytes.or(file.message_max_bytes).unwrap_or(1024 * 1024 + 12),
+            message_max_bytes: self
+                .message_max_bytes
+                .or(file.message_max_bytes)
+                .unwrap_or(1024 * 1024 + 12),
             min_insync_replicas: self
                 .min_insync_replicas
                 .or(file.min_insync_replicas)
                 .or(cluster_file.as_ref().map(|c| c.min_insync_replicas))
                 .unwrap_or(1),
-            group_min_session_timeout_ms: self.group_min_session_timeout_ms.or(file.group_min_session_timeout_ms).unwrap_or(6000),
-            group_max_session_timeout_ms: self.group_max_session_timeout_ms.or(file.group_max_session_timeout_ms).unwrap_or(1_800_000),
-            group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms.or(file.group_initial_rebalance_delay_ms).unwrap_or(1000),
-            offsets_topic_partitions: self.offsets_topic_partitions.or(file.offsets_topic_partitions).unwrap_or(8),
+            group_min_session_timeout_ms: self
+                .group_min_session_timeout_ms
+                .or(file.group_min_session_timeout_ms)
+                .unwrap_or(6000),
+            group_max_session_timeout_ms: self
+                .group_max_session_timeout_ms
+                .or(file.group_max_session_timeout_ms)
+                .unwrap_or(1_800_000),
+            group_initial_rebalance_delay_ms: self
+                .group_initial_rebalance_delay_ms
+                .or(file.group_initial_rebalance_delay_ms)
+                .unwrap_or(1000),
+            offsets_topic_partitions: self
+                .offsets_topic_partitions
+                .or(file.offsets_topic_partitions)
+                .unwrap_or(8),
             cluster: cluster_path,
-            replica_lag_time_max_ms: self.replica_lag_time_max_ms.or(file.replica_lag_time_max_ms).unwrap_or(10_000),
+            replica_lag_time_max_ms: self
+                .replica_lag_time_max_ms
+                .or(file.replica_lag_time_max_ms)
+                .unwrap_or(10_000),
         };
         config.validate()?;
         Ok(config)
@@ -284,23 +326,29 @@ impl ServeArgs {
 }
 
 /// `IP:COUNT,IP:COUNT` (IPv6 as `[::1]:COUNT`) into a map; empty is none.
-fn parse_ip_overrides(text: &str) -> anyhow::Result<std::collections::HashMap<std::net::IpAddr, usize>> {
+fn parse_ip_overrides(
+    text: &str,
+) -> anyhow::Result<std::collections::HashMap<std::net::IpAddr, usize>> {
     let mut overrides = std::collections::HashMap::new();
     for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let (ip, count) = entry.rsplit_once(':').with_context(|| format!("connections-max-per-ip-overrides: {entry:?} is not IP:COUNT"))?;
-        let ip: std::net::IpAddr = ip
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .with_context(|| format!("connections-max-per-ip-overrides: {ip:?} is not an IP address"))?;
-        let count: usize = count.parse().with_context(|| format!("connections-max-per-ip-overrides: {count:?} is not a count"))?;
+        let (ip, count) = entry.rsplit_once(':').with_context(|| {
+            format!("connections-max-per-ip-overrides: {entry:?} is not IP:COUNT")
+        })?;
+        let ip: std::net::IpAddr =
+            ip.trim_start_matches('[').trim_end_matches(']').parse().with_context(|| {
+                format!("connections-max-per-ip-overrides: {ip:?} is not an IP address")
+            })?;
+        let count: usize = count.parse().with_context(|| {
+            format!("connections-max-per-ip-overrides: {count:?} is not a count")
+        })?;
         overrides.insert(ip, count);
     }
     Ok(overrides)
 }
 
 fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
@@ -310,16 +358,27 @@ impl BrokerConfig {
             bail!("broker-id must be at least 0, got {}", self.broker_id);
         }
         if !(1..=TOPIC_PARTITIONS_MAX).contains(&self.num_partitions) {
-            bail!("num-partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {}", self.num_partitions);
+            bail!(
+                "num-partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {}",
+                self.num_partitions
+            );
         }
         if !(1024..=REQUEST_BYTES_LIMIT_MAX).contains(&self.request_bytes_max) {
-            bail!("request-bytes-max must be between 1 KiB and 1 GiB, got {}", self.request_bytes_max);
+            bail!(
+                "request-bytes-max must be between 1 KiB and 1 GiB, got {}",
+                self.request_bytes_max
+            );
         }
-        if self.request_memory_max < self.request_bytes_max + 4 || self.request_memory_max > 1 << 40 {
+        if self.request_memory_max < self.request_bytes_max + 4 || self.request_memory_max > 1 << 40
+        {
             bail!("request-memory-max ({}) must hold at least one request of request-bytes-max ({}) and at most 1 TiB", self.request_memory_max, self.request_bytes_max);
         }
         if !(1..=crate::shards::SHARDS_MAX).contains(&self.shards) {
-            bail!("shards must be between 1 and {}, got {}", crate::shards::SHARDS_MAX, self.shards);
+            bail!(
+                "shards must be between 1 and {}, got {}",
+                crate::shards::SHARDS_MAX,
+                self.shards
+            );
         }
         if self.connections_max == 0 || self.connections_max > 1_000_000 {
             bail!("connections-max must be between 1 and 1000000, got {}", self.connections_max);
@@ -333,14 +392,23 @@ impl BrokerConfig {
         if self.flush_interval_ms == Some(0) {
             bail!("flush-interval-ms must be at least 1");
         }
-        if self.group_min_session_timeout_ms < 1 || self.group_max_session_timeout_ms < self.group_min_session_timeout_ms {
-            bail!("group session timeouts must satisfy 1 <= min ({}) <= max ({})", self.group_min_session_timeout_ms, self.group_max_session_timeout_ms);
+        if self.group_min_session_timeout_ms < 1
+            || self.group_max_session_timeout_ms < self.group_min_session_timeout_ms
+        {
+            bail!(
+                "group session timeouts must satisfy 1 <= min ({}) <= max ({})",
+                self.group_min_session_timeout_ms,
+                self.group_max_session_timeout_ms
+            );
         }
         if self.group_initial_rebalance_delay_ms > 300_000 {
             bail!("group-initial-rebalance-delay-ms must be at most 300000");
         }
         if !(1..=1000).contains(&self.offsets_topic_partitions) {
-            bail!("offsets-topic-partitions must be between 1 and 1000, got {}", self.offsets_topic_partitions);
+            bail!(
+                "offsets-topic-partitions must be between 1 and 1000, got {}",
+                self.offsets_topic_partitions
+            );
         }
         if self.min_insync_replicas < 1 {
             bail!("min-insync-replicas must be at least 1");
@@ -375,8 +443,12 @@ mod tests {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let defaults = ServeArgs::default().resolve().expect("defaults resolve");
         assert_eq!(defaults.shards, cpus.min(crate::shards::SHARDS_MAX));
-        let one = ServeArgs { shards: Some(1), ..ServeArgs::default() }.resolve().expect("--shards 1");
+        let one =
+            ServeArgs { shards: Some(1), ..ServeArgs::default() }.resolve().expect("--shards 1");
         assert_eq!(one.shards, 1);
-        assert!(ServeArgs { shards: Some(0), ..ServeArgs::default() }.resolve().is_err(), "--shards 0 is refused");
+        assert!(
+            ServeArgs { shards: Some(0), ..ServeArgs::default() }.resolve().is_err(),
+            "--shards 0 is refused"
+        );
     }
 }

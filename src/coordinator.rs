@@ -102,7 +102,12 @@ pub struct JoinResult {
 
 impl JoinResult {
     fn error(error: ResponseError, member_id: &str) -> JoinResult {
-        JoinResult { error: Some(error), generation: -1, member_id: member_id.to_string(), ..JoinResult::default() }
+        JoinResult {
+            error: Some(error),
+            generation: -1,
+            member_id: member_id.to_string(),
+            ..JoinResult::default()
+        }
     }
 }
 
@@ -243,7 +248,11 @@ impl Coordinator {
     /// broker) it coordinates every group at once and replays every partition; in a cluster
     /// it takes over a partition's groups when it becomes that partition's leader
     /// (`set_owned`).
-    pub async fn open(config: GroupConfig, offsets_log: Vec<Option<Rc<Partition>>>, own_all: bool) -> anyhow::Result<Rc<Coordinator>> {
+    pub async fn open(
+        config: GroupConfig,
+        offsets_log: Vec<Option<Rc<Partition>>>,
+        own_all: bool,
+    ) -> anyhow::Result<Rc<Coordinator>> {
         let coordinator = Rc::new(Coordinator {
             config,
             groups: RefCell::new(HashMap::new()),
@@ -275,7 +284,13 @@ impl Coordinator {
 
     /// Takes over (replaying its log) or gives up the groups of offsets partition `index` of
     /// `count` (the offsets topic may appear after the coordinator starts).
-    pub async fn set_owned(&self, index: usize, count: usize, leads: bool, partition: Option<Rc<Partition>>) -> anyhow::Result<()> {
+    pub async fn set_owned(
+        &self,
+        index: usize,
+        count: usize,
+        leads: bool,
+        partition: Option<Rc<Partition>>,
+    ) -> anyhow::Result<()> {
         if self.offsets_log.borrow().len() < count {
             self.offsets_log.borrow_mut().resize(count, None);
         }
@@ -287,12 +302,21 @@ impl Coordinator {
             }
             let records = self.replay(&partition).await?;
             self.owned.borrow_mut().insert(index);
-            info!(partition = index, records, groups = self.groups.borrow().len(), "coordinating the groups of an offsets partition");
+            info!(
+                partition = index,
+                records,
+                groups = self.groups.borrow().len(),
+                "coordinating the groups of an offsets partition"
+            );
         } else if !leads && owned {
             self.owned.borrow_mut().remove(&index);
             let count = self.offsets_log.borrow().len().max(1);
             let mut groups = self.groups.borrow_mut();
-            let leaving: Vec<String> = groups.keys().filter(|g| offsets_partition_index(g, count) == index).cloned().collect();
+            let leaving: Vec<String> = groups
+                .keys()
+                .filter(|g| offsets_partition_index(g, count) == index)
+                .cloned()
+                .collect();
             for group_id in leaving {
                 if let Some(mut group) = groups.remove(&group_id) {
                     let ids: Vec<String> = group.members.keys().cloned().collect();
@@ -311,9 +335,15 @@ impl Coordinator {
         let end = partition.log_end_offset();
         let mut records = 0u64;
         while offset < end {
-            let read = partition.read(offset, REPLAY_READ_BYTES).await.map_err(|e| anyhow::anyhow!("replaying {partition:?} at offset {offset}: {e}"))?;
+            let read = partition
+                .read(offset, REPLAY_READ_BYTES)
+                .await
+                .map_err(|e| anyhow::anyhow!("replaying {partition:?} at offset {offset}: {e}"))?;
             let Some(next) = read.next_offset() else { break };
-            let bytes = read.read_bytes().await.map_err(|e| anyhow::anyhow!("replaying {partition:?}: {e}"))?;
+            let bytes = read
+                .read_bytes()
+                .await
+                .map_err(|e| anyhow::anyhow!("replaying {partition:?}: {e}"))?;
             let mut at = 0usize;
             while let Some(header) = bytes.get(at..).and_then(BatchHeader::view) {
                 let size = header.size() as usize;
@@ -348,7 +378,11 @@ impl Coordinator {
             }
             Some(Some(committed)) => {
                 if groups.len() < GROUPS_MAX || groups.contains_key(&group) {
-                    groups.entry(group).or_insert_with(Group::new).offsets.insert((topic, partition), committed);
+                    groups
+                        .entry(group)
+                        .or_insert_with(Group::new)
+                        .offsets
+                        .insert((topic, partition), committed);
                 }
             }
             Some(None) => warn!(group = %group, "skipping an unreadable value in {OFFSETS_TOPIC}"),
@@ -384,7 +418,9 @@ impl Coordinator {
         if !self.owns(&group_id) {
             return Err(JoinResult::error(ResponseError::NotCoordinator, &member_id));
         }
-        if request.session_timeout_ms < self.config.session_timeout_ms_min || request.session_timeout_ms > self.config.session_timeout_ms_max {
+        if request.session_timeout_ms < self.config.session_timeout_ms_min
+            || request.session_timeout_ms > self.config.session_timeout_ms_max
+        {
             return Err(JoinResult::error(ResponseError::InvalidSessionTimeout, &member_id));
         }
         if request.protocol_type.is_empty() || request.protocols.is_empty() {
@@ -401,9 +437,14 @@ impl Coordinator {
         let group = groups.entry(group_id.clone()).or_insert_with(Group::new);
         if !group.members.is_empty() {
             let same_type = group.protocol_type.as_deref() == Some(request.protocol_type.as_str());
-            let shares_protocol = request.protocols.iter().any(|(name, _)| group.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == name)));
+            let shares_protocol = request.protocols.iter().any(|(name, _)| {
+                group.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == name))
+            });
             if !same_type || !shares_protocol {
-                return Err(JoinResult::error(ResponseError::InconsistentGroupProtocol, &member_id));
+                return Err(JoinResult::error(
+                    ResponseError::InconsistentGroupProtocol,
+                    &member_id,
+                ));
             }
         }
         if member_id.is_empty() {
@@ -411,10 +452,13 @@ impl Coordinator {
             match &request.group_instance_id {
                 Some(instance) => {
                     // A static member rejoining: the new id replaces the old one, which is fenced.
-                    if let Some(old) = group.static_members.insert(instance.clone(), member_id.clone()) {
+                    if let Some(old) =
+                        group.static_members.insert(instance.clone(), member_id.clone())
+                    {
                         if let Some(mut old_member) = group.members.remove(&old) {
                             if let Some(waiter) = old_member.join_waiter.take() {
-                                let _ = waiter.send(JoinResult::error(ResponseError::FencedInstanceId, &old));
+                                let _ = waiter
+                                    .send(JoinResult::error(ResponseError::FencedInstanceId, &old));
                             }
                         }
                         if group.leader.as_deref() == Some(old.as_str()) {
@@ -427,13 +471,16 @@ impl Coordinator {
                         warn!(group = %group_id, limit = MEMBERS_PER_GROUP_MAX, "JoinGroup refused: too many pending member ids");
                         return Err(JoinResult::error(ResponseError::GroupMaxSizeReached, ""));
                     }
-                    let expiry = Instant::now() + Duration::from_millis(request.session_timeout_ms.max(0) as u64);
+                    let expiry = Instant::now()
+                        + Duration::from_millis(request.session_timeout_ms.max(0) as u64);
                     group.pending.insert(member_id.clone(), expiry);
                     return Err(JoinResult::error(ResponseError::MemberIdRequired, &member_id));
                 }
                 None => {}
             }
-        } else if !group.members.contains_key(&member_id) && group.pending.remove(&member_id).is_none() {
+        } else if !group.members.contains_key(&member_id)
+            && group.pending.remove(&member_id).is_none()
+        {
             return Err(JoinResult::error(ResponseError::UnknownMemberId, &member_id));
         } else if let Some(instance) = &request.group_instance_id {
             if group.static_members.get(instance).is_some_and(|id| id != &member_id) {
@@ -463,7 +510,9 @@ impl Coordinator {
             joined_seq: seq,
         });
         member.session_timeout = Duration::from_millis(request.session_timeout_ms as u64);
-        member.rebalance_timeout = Duration::from_millis(request.rebalance_timeout_ms.max(request.session_timeout_ms) as u64);
+        member.rebalance_timeout = Duration::from_millis(
+            request.rebalance_timeout_ms.max(request.session_timeout_ms) as u64,
+        );
         member.protocols = request.protocols;
         member.last_heartbeat = now;
         member.client_id = request.client_id;
@@ -487,16 +536,26 @@ impl Coordinator {
             // Members waiting for their assignment must rejoin.
             for member in group.members.values_mut() {
                 if let Some(waiter) = member.sync_waiter.take() {
-                    let _ = waiter.send(SyncResult { error: Some(ResponseError::RebalanceInProgress), ..SyncResult::default() });
+                    let _ = waiter.send(SyncResult {
+                        error: Some(ResponseError::RebalanceInProgress),
+                        ..SyncResult::default()
+                    });
                 }
             }
         }
-        let timeout = group.members.values().map(|m| m.rebalance_timeout).max().unwrap_or(Duration::ZERO);
+        let timeout =
+            group.members.values().map(|m| m.rebalance_timeout).max().unwrap_or(Duration::ZERO);
         group.state = GroupState::PreparingRebalance;
         group.join_deadline = Some(now + timeout);
-        group.join_not_before = was_empty.then(|| now + Duration::from_millis(self.config.initial_rebalance_delay_ms));
+        group.join_not_before =
+            was_empty.then(|| now + Duration::from_millis(self.config.initial_rebalance_delay_ms));
         group.sync_deadline = None;
-        info!(group = group_id, generation = group.generation, members = group.members.len(), "rebalance started");
+        info!(
+            group = group_id,
+            generation = group.generation,
+            members = group.members.len(),
+            "rebalance started"
+        );
     }
 
     fn maybe_complete_join(&self, group_id: &str, group: &mut Group, now: Instant) {
@@ -510,7 +569,12 @@ impl Coordinator {
             return;
         }
         // Members that did not rejoin in time are out.
-        let stragglers: Vec<String> = group.members.iter().filter(|(_, m)| m.join_waiter.is_none()).map(|(id, _)| id.clone()).collect();
+        let stragglers: Vec<String> = group
+            .members
+            .iter()
+            .filter(|(_, m)| m.join_waiter.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in stragglers {
             warn!(group = group_id, member = %id, "member did not rejoin in time; removed");
             remove_member(group, &id);
@@ -533,17 +597,29 @@ impl Coordinator {
             .next()
             .map(|m| m.protocols.iter().map(|(n, _)| n.clone()).collect())
             .unwrap_or_default();
-        let candidates: Vec<String> = candidates.into_iter().filter(|n| group.members.values().all(|m| m.protocols.iter().any(|(p, _)| p == n))).collect();
+        let candidates: Vec<String> = candidates
+            .into_iter()
+            .filter(|n| group.members.values().all(|m| m.protocols.iter().any(|(p, _)| p == n)))
+            .collect();
         let mut votes: HashMap<&str, usize> = HashMap::new();
         for member in group.members.values() {
             if let Some((name, _)) = member.protocols.iter().find(|(n, _)| candidates.contains(n)) {
                 *votes.entry(name.as_str()).or_default() += 1;
             }
         }
-        let protocol = candidates.iter().max_by_key(|n| (votes.get(n.as_str()).copied().unwrap_or(0), std::cmp::Reverse(candidates.iter().position(|c| c == *n)))).cloned();
+        let protocol = candidates
+            .iter()
+            .max_by_key(|n| {
+                (
+                    votes.get(n.as_str()).copied().unwrap_or(0),
+                    std::cmp::Reverse(candidates.iter().position(|c| c == *n)),
+                )
+            })
+            .cloned();
         group.protocol = protocol.clone();
         if group.leader.as_ref().is_none_or(|l| !group.members.contains_key(l)) {
-            group.leader = group.members.iter().min_by_key(|(_, m)| m.joined_seq).map(|(id, _)| id.clone());
+            group.leader =
+                group.members.iter().min_by_key(|(_, m)| m.joined_seq).map(|(id, _)| id.clone());
         }
         let leader = group.leader.clone().unwrap_or_default();
         let protocol_name = protocol.unwrap_or_default();
@@ -551,12 +627,18 @@ impl Coordinator {
             .members
             .iter()
             .map(|(id, m)| {
-                let metadata = m.protocols.iter().find(|(n, _)| *n == protocol_name).map(|(_, md)| md.clone()).unwrap_or_default();
+                let metadata = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| *n == protocol_name)
+                    .map(|(_, md)| md.clone())
+                    .unwrap_or_default();
                 (id.clone(), m.instance_id.clone(), metadata)
             })
             .collect();
         group.state = GroupState::CompletingRebalance;
-        let sync_timeout = group.members.values().map(|m| m.rebalance_timeout).max().unwrap_or(Duration::ZERO);
+        let sync_timeout =
+            group.members.values().map(|m| m.rebalance_timeout).max().unwrap_or(Duration::ZERO);
         group.sync_deadline = Some(now + sync_timeout);
         for (id, member) in group.members.iter_mut() {
             member.last_heartbeat = now;
@@ -578,7 +660,13 @@ impl Coordinator {
 
     // ----- SyncGroup -------------------------------------------------------------------
 
-    pub fn sync(&self, group_id: &str, generation: i32, member_id: &str, assignments: Vec<(String, Bytes)>) -> Result<oneshot::Receiver<SyncResult>, SyncResult> {
+    pub fn sync(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Result<oneshot::Receiver<SyncResult>, SyncResult> {
         let fail = |error| SyncResult { error: Some(error), ..SyncResult::default() };
         if group_id.is_empty() {
             return Err(fail(ResponseError::InvalidGroupId));
@@ -587,7 +675,9 @@ impl Coordinator {
             return Err(fail(ResponseError::NotCoordinator));
         }
         let mut groups = self.groups.borrow_mut();
-        let Some(group) = groups.get_mut(group_id) else { return Err(fail(ResponseError::UnknownMemberId)) };
+        let Some(group) = groups.get_mut(group_id) else {
+            return Err(fail(ResponseError::UnknownMemberId));
+        };
         if !group.members.contains_key(member_id) {
             return Err(fail(ResponseError::UnknownMemberId));
         }
@@ -600,10 +690,17 @@ impl Coordinator {
         let protocol_type = group.protocol_type.clone();
         let protocol_name = group.protocol.clone();
         match group.state {
-            GroupState::Empty | GroupState::PreparingRebalance => Err(fail(ResponseError::RebalanceInProgress)),
+            GroupState::Empty | GroupState::PreparingRebalance => {
+                Err(fail(ResponseError::RebalanceInProgress))
+            }
             GroupState::Stable => {
                 let member = &group.members[member_id];
-                Err(SyncResult { error: None, protocol_type, protocol_name, assignment: member.assignment.clone() })
+                Err(SyncResult {
+                    error: None,
+                    protocol_type,
+                    protocol_name,
+                    assignment: member.assignment.clone(),
+                })
             }
             GroupState::CompletingRebalance => {
                 let (sender, receiver) = oneshot::channel();
@@ -634,7 +731,13 @@ impl Coordinator {
 
     // ----- Heartbeat and LeaveGroup ----------------------------------------------------
 
-    pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str, instance_id: Option<&str>) -> Option<ResponseError> {
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Option<ResponseError> {
         if group_id.is_empty() {
             return Some(ResponseError::InvalidGroupId);
         }
@@ -642,7 +745,9 @@ impl Coordinator {
             return Some(ResponseError::NotCoordinator);
         }
         let mut groups = self.groups.borrow_mut();
-        let Some(group) = groups.get_mut(group_id) else { return Some(ResponseError::UnknownMemberId) };
+        let Some(group) = groups.get_mut(group_id) else {
+            return Some(ResponseError::UnknownMemberId);
+        };
         if let Some(instance) = instance_id {
             if group.static_members.get(instance).is_some_and(|id| id != member_id) {
                 return Some(ResponseError::FencedInstanceId);
@@ -650,7 +755,9 @@ impl Coordinator {
         }
         let state = group.state;
         let current = group.generation;
-        let Some(member) = group.members.get_mut(member_id) else { return Some(ResponseError::UnknownMemberId) };
+        let Some(member) = group.members.get_mut(member_id) else {
+            return Some(ResponseError::UnknownMemberId);
+        };
         if generation != current {
             return Some(ResponseError::IllegalGeneration);
         }
@@ -663,7 +770,11 @@ impl Coordinator {
     }
 
     /// Removes members; returns an error per member (None = removed).
-    pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+    pub fn leave(
+        &self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
         if group_id.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
@@ -672,17 +783,23 @@ impl Coordinator {
         }
         let mut groups = self.groups.borrow_mut();
         // An unknown group has none of the members: each is unknown, as Kafka answers.
-        let Some(group) = groups.get_mut(group_id) else { return Ok(vec![Some(ResponseError::UnknownMemberId); members.len()]) };
+        let Some(group) = groups.get_mut(group_id) else {
+            return Ok(vec![Some(ResponseError::UnknownMemberId); members.len()]);
+        };
         let now = Instant::now();
         let mut results = Vec::with_capacity(members.len());
         let mut removed = false;
         for (member_id, instance_id) in members {
             let id = match (member_id.is_empty(), instance_id) {
-                (true, Some(instance)) => group.static_members.get(instance).cloned().unwrap_or_default(),
+                (true, Some(instance)) => {
+                    group.static_members.get(instance).cloned().unwrap_or_default()
+                }
                 _ => member_id.clone(),
             };
             if let Some(instance) = instance_id {
-                if !member_id.is_empty() && group.static_members.get(instance).is_some_and(|known| known != member_id) {
+                if !member_id.is_empty()
+                    && group.static_members.get(instance).is_some_and(|known| known != member_id)
+                {
                     results.push(Some(ResponseError::FencedInstanceId));
                     continue;
                 }
@@ -715,14 +832,19 @@ impl Coordinator {
             let expired: Vec<String> = group
                 .members
                 .iter()
-                .filter(|(_, m)| m.join_waiter.is_none() && m.sync_waiter.is_none() && now.duration_since(m.last_heartbeat) > m.session_timeout)
+                .filter(|(_, m)| {
+                    m.join_waiter.is_none()
+                        && m.sync_waiter.is_none()
+                        && now.duration_since(m.last_heartbeat) > m.session_timeout
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in &expired {
                 warn!(group = %group_id, member = %id, "member's session timed out; removed");
                 remove_member(group, id);
             }
-            let sync_late = group.state == GroupState::CompletingRebalance && group.sync_deadline.is_some_and(|t| now >= t);
+            let sync_late = group.state == GroupState::CompletingRebalance
+                && group.sync_deadline.is_some_and(|t| now >= t);
             if (!expired.is_empty() && group.state != GroupState::PreparingRebalance) || sync_late {
                 if sync_late {
                     warn!(group = %group_id, "leader did not send its assignment in time; rebalancing");
@@ -734,7 +856,10 @@ impl Coordinator {
         // A group with no members and no committed offsets is gone (Kafka deletes such groups
         // too); otherwise every group id ever used would count toward GROUPS_MAX forever.
         groups.retain(|_, g| {
-            let forgotten = g.state == GroupState::Empty && g.members.is_empty() && g.pending.is_empty() && g.offsets.is_empty();
+            let forgotten = g.state == GroupState::Empty
+                && g.members.is_empty()
+                && g.pending.is_empty()
+                && g.offsets.is_empty();
             !(forgotten && now.duration_since(g.changed_at) > EMPTY_GROUP_EXPIRY)
         });
     }
@@ -751,7 +876,12 @@ impl Coordinator {
 
     /// Checks that a commit comes from a current member (or is a simple commit to a group
     /// without members).
-    pub fn check_commit(&self, group_id: &str, generation: i32, member_id: &str) -> Option<ResponseError> {
+    pub fn check_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+    ) -> Option<ResponseError> {
         // An empty group id is allowed here, as Kafka allows it for offset commits (for
         // compatibility with old clients); the other group APIs refuse it.
         if !self.owns(group_id) {
@@ -762,7 +892,11 @@ impl Coordinator {
             return if generation < 0 { None } else { Some(ResponseError::IllegalGeneration) };
         };
         if generation < 0 && member_id.is_empty() {
-            return if group.members.is_empty() { None } else { Some(ResponseError::UnknownMemberId) };
+            return if group.members.is_empty() {
+                None
+            } else {
+                Some(ResponseError::UnknownMemberId)
+            };
         }
         if !group.members.contains_key(member_id) {
             return Some(ResponseError::UnknownMemberId);
@@ -783,7 +917,11 @@ impl Coordinator {
 
     /// Durably stores commits: appended and fdatasync'd to `__consumer_offsets` first, then
     /// applied. Each entry is (topic, partition, committed).
-    pub async fn commit(&self, group_id: &str, commits: Vec<(String, i32, Committed)>) -> Result<(), ResponseError> {
+    pub async fn commit(
+        &self,
+        group_id: &str,
+        commits: Vec<(String, i32, Committed)>,
+    ) -> Result<(), ResponseError> {
         if commits.is_empty() {
             return Ok(());
         }
@@ -794,12 +932,20 @@ impl Coordinator {
                 return Err(ResponseError::GroupMaxSizeReached);
             }
             if known + commits.len() > COMMITTED_PARTITIONS_PER_GROUP_MAX {
-                warn!(group = group_id, limit = COMMITTED_PARTITIONS_PER_GROUP_MAX, "commit refused: too many committed partitions");
+                warn!(
+                    group = group_id,
+                    limit = COMMITTED_PARTITIONS_PER_GROUP_MAX,
+                    "commit refused: too many committed partitions"
+                );
                 return Err(ResponseError::OffsetMetadataTooLarge);
             }
         }
-        let records: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-            commits.iter().map(|(topic, partition, committed)| (encode_key(group_id, topic, *partition), Some(encode_value(committed)))).collect();
+        let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = commits
+            .iter()
+            .map(|(topic, partition, committed)| {
+                (encode_key(group_id, topic, *partition), Some(encode_value(committed)))
+            })
+            .collect();
         self.append_records(group_id, &records).await?;
         let mut groups = self.groups.borrow_mut();
         let group = groups.entry(group_id.to_string()).or_insert_with(Group::new);
@@ -809,8 +955,15 @@ impl Coordinator {
         Ok(())
     }
 
-    async fn append_records(&self, group_id: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), ResponseError> {
-        let built: Vec<build::Record<'_>> = records.iter().map(|(k, v)| build::Record { key: Some(k), value: v.as_deref(), timestamp_delta: 0 }).collect();
+    async fn append_records(
+        &self,
+        group_id: &str,
+        records: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<(), ResponseError> {
+        let built: Vec<build::Record<'_>> = records
+            .iter()
+            .map(|(k, v)| build::Record { key: Some(k), value: v.as_deref(), timestamp_delta: 0 })
+            .collect();
         let batch = build::batch(&built, now_ms());
         let partition = self.offsets_partition(group_id).ok_or(ResponseError::NotCoordinator)?;
         if !partition.replica.is_leader() {
@@ -826,17 +979,31 @@ impl Coordinator {
             ResponseError::CoordinatorNotAvailable
         })?;
         // Replicated to the whole in-sync set before it counts: commits survive failover.
-        partition.wait_replicated(appended.last_offset + 1, COMMIT_REPLICATION_WAIT, self.commit_min_insync.get()).await.map_err(|wait| {
-            warn!(group = group_id, ?wait, "offset commit not replicated in time");
-            match wait {
-                crate::replica::ReplicationWait::NotLeader => ResponseError::NotCoordinator,
-                crate::replica::ReplicationWait::TimedOut | crate::replica::ReplicationWait::NotEnoughReplicas => ResponseError::RequestTimedOut,
-            }
-        })
+        partition
+            .wait_replicated(
+                appended.last_offset + 1,
+                COMMIT_REPLICATION_WAIT,
+                self.commit_min_insync.get(),
+            )
+            .await
+            .map_err(|wait| {
+                warn!(group = group_id, ?wait, "offset commit not replicated in time");
+                match wait {
+                    crate::replica::ReplicationWait::NotLeader => ResponseError::NotCoordinator,
+                    crate::replica::ReplicationWait::TimedOut
+                    | crate::replica::ReplicationWait::NotEnoughReplicas => {
+                        ResponseError::RequestTimedOut
+                    }
+                }
+            })
     }
 
     /// Committed offsets of a group: for the given partitions, or all when `None`.
-    pub fn fetch_offsets(&self, group_id: &str, wanted: Option<&[(String, Vec<i32>)]>) -> Result<GroupOffsets, ResponseError> {
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        wanted: Option<&[(String, Vec<i32>)]>,
+    ) -> Result<GroupOffsets, ResponseError> {
         if !self.owns(group_id) {
             return Err(ResponseError::NotCoordinator);
         }
@@ -846,7 +1013,12 @@ impl Coordinator {
             Some(wanted) => wanted
                 .iter()
                 .map(|(topic, partitions)| {
-                    let found = partitions.iter().map(|p| (*p, group.and_then(|g| g.offsets.get(&(topic.clone(), *p)).cloned()))).collect();
+                    let found = partitions
+                        .iter()
+                        .map(|p| {
+                            (*p, group.and_then(|g| g.offsets.get(&(topic.clone(), *p)).cloned()))
+                        })
+                        .collect();
                     (topic.clone(), found)
                 })
                 .collect(),
@@ -854,7 +1026,10 @@ impl Coordinator {
                 let mut by_topic: BTreeMap<String, Vec<(i32, Option<Committed>)>> = BTreeMap::new();
                 if let Some(group) = group {
                     for ((topic, partition), committed) in &group.offsets {
-                        by_topic.entry(topic.clone()).or_default().push((*partition, Some(committed.clone())));
+                        by_topic
+                            .entry(topic.clone())
+                            .or_default()
+                            .push((*partition, Some(committed.clone())));
                     }
                 }
                 for partitions in by_topic.values_mut() {
@@ -872,11 +1047,17 @@ impl Coordinator {
         }
         let keys: Vec<(Vec<u8>, Option<Vec<u8>>)> = {
             let groups = self.groups.borrow();
-            let Some(group) = groups.get(group_id) else { return Some(ResponseError::GroupIdNotFound) };
+            let Some(group) = groups.get(group_id) else {
+                return Some(ResponseError::GroupIdNotFound);
+            };
             if !group.members.is_empty() {
                 return Some(ResponseError::NonEmptyGroup);
             }
-            group.offsets.keys().map(|(topic, partition)| (encode_key(group_id, topic, *partition), None)).collect()
+            group
+                .offsets
+                .keys()
+                .map(|(topic, partition)| (encode_key(group_id, topic, *partition), None))
+                .collect()
         };
         if !keys.is_empty() {
             if let Err(error) = self.append_records(group_id, &keys).await {
@@ -906,14 +1087,33 @@ impl Coordinator {
             group_id: group_id.to_string(),
             state: group.state.name(),
             protocol_type: group.protocol_type.clone().unwrap_or_default(),
-            protocol: if stable { group.protocol.clone().unwrap_or_default() } else { String::new() },
+            protocol: if stable {
+                group.protocol.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
             members: group
                 .members
                 .iter()
                 .map(|(id, m)| {
-                    let metadata = group.protocol.as_ref().and_then(|p| m.protocols.iter().find(|(n, _)| n == p)).map(|(_, md)| md.clone());
-                    let (metadata, assignment) = if stable { (metadata.unwrap_or_default(), m.assignment.clone()) } else { Default::default() };
-                    (id.clone(), m.instance_id.clone(), m.client_id.clone(), m.client_host.clone(), metadata, assignment)
+                    let metadata = group
+                        .protocol
+                        .as_ref()
+                        .and_then(|p| m.protocols.iter().find(|(n, _)| n == p))
+                        .map(|(_, md)| md.clone());
+                    let (metadata, assignment) = if stable {
+                        (metadata.unwrap_or_default(), m.assignment.clone())
+                    } else {
+                        Default::default()
+                    };
+                    (
+                        id.clone(),
+                        m.instance_id.clone(),
+                        m.client_id.clone(),
+                        m.client_host.clone(),
+                        metadata,
+                        assignment,
+                    )
                 })
                 .collect(),
         }))
@@ -922,7 +1122,12 @@ impl Coordinator {
     /// (group id, protocol type, state) of every group.
     pub fn list(&self) -> Vec<(String, String, &'static str)> {
         let groups = self.groups.borrow();
-        let mut out: Vec<_> = groups.iter().map(|(id, g)| (id.clone(), g.protocol_type.clone().unwrap_or_default(), g.state.name())).collect();
+        let mut out: Vec<_> = groups
+            .iter()
+            .map(|(id, g)| {
+                (id.clone(), g.protocol_type.clone().unwrap_or_default(), g.state.name())
+            })
+            .collect();
         out.sort();
         out
     }
@@ -939,7 +1144,10 @@ fn remove_member(group: &mut Group, member_id: &str) {
             let _ = waiter.send(JoinResult::error(ResponseError::UnknownMemberId, member_id));
         }
         if let Some(waiter) = member.sync_waiter.take() {
-            let _ = waiter.send(SyncResult { error: Some(ResponseError::UnknownMemberId), ..SyncResult::default() });
+            let _ = waiter.send(SyncResult {
+                error: Some(ResponseError::UnknownMemberId),
+                ..SyncResult::default()
+            });
         }
     }
     if group.leader.as_deref() == Some(member_id) {
@@ -1037,7 +1245,10 @@ fn parse_records(batch_bytes: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     while at < body.len() {
         let Some((length, used)) = batch::read_varint(&body[at..]) else { break };
         let start = at + used;
-        let Some(record) = usize::try_from(length).ok().and_then(|l| body.get(start..start + l)) else { break };
+        let Some(record) = usize::try_from(length).ok().and_then(|l| body.get(start..start + l))
+        else {
+            break;
+        };
         at = start + record.len();
         // attributes i8 | timestampDelta varlong | offsetDelta varint | key | value | headers
         let mut p = 1usize;
@@ -1047,7 +1258,9 @@ fn parse_records(batch_bytes: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         p += n;
         let Some((key_len, n)) = record.get(p..).and_then(batch::read_varint) else { continue };
         p += n;
-        let Some(key) = usize::try_from(key_len).ok().and_then(|l| record.get(p..p + l)) else { continue };
+        let Some(key) = usize::try_from(key_len).ok().and_then(|l| record.get(p..p + l)) else {
+            continue;
+        };
         p += key.len();
         let Some((value_len, n)) = record.get(p..).and_then(batch::read_varint) else { continue };
         p += n;
@@ -1064,7 +1277,6 @@ fn parse_records(batch_bytes: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     out
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1073,7 +1285,12 @@ mod tests {
     fn keys_and_values_round_trip() {
         let key = encode_key("group-a", "orders", 7);
         assert_eq!(decode_key(&key), Some(("group-a".to_string(), "orders".to_string(), 7)));
-        let committed = Committed { offset: 42, leader_epoch: 3, metadata: Some("m".to_string()), commit_time_ms: 1_700_000_000_000 };
+        let committed = Committed {
+            offset: 42,
+            leader_epoch: 3,
+            metadata: Some("m".to_string()),
+            commit_time_ms: 1_700_000_000_000,
+        };
         assert_eq!(decode_value(&encode_value(&committed)), Some(committed));
         let none = Committed { offset: 1, leader_epoch: -1, metadata: None, commit_time_ms: 0 };
         assert_eq!(decode_value(&encode_value(&none)), Some(none));
@@ -1082,9 +1299,15 @@ mod tests {
 
     #[test]
     fn records_of_a_built_batch_parse_back() {
-        let records = [build::Record { key: Some(b"k1"), value: Some(b"v1"), timestamp_delta: 0 }, build::Record { key: Some(b"k2"), value: None, timestamp_delta: 1 }];
+        let records = [
+            build::Record { key: Some(b"k1"), value: Some(b"v1"), timestamp_delta: 0 },
+            build::Record { key: Some(b"k2"), value: None, timestamp_delta: 1 },
+        ];
         let bytes = build::batch(&records, 5);
-        assert_eq!(parse_records(&bytes), vec![(b"k1".to_vec(), Some(b"v1".to_vec())), (b"k2".to_vec(), None)]);
+        assert_eq!(
+            parse_records(&bytes),
+            vec![(b"k1".to_vec(), Some(b"v1".to_vec())), (b"k2".to_vec(), None)]
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Kafka error codes for Fjord's errors, chosen in one place with exhaustive matches, so a
 //! new error variant cannot reach a client without a deliberate code.
 
-use kafka_protocol::ResponseError;
 use fjord_storage::{BatchError, StorageError};
+use kafka_protocol::ResponseError;
 
 use crate::partition::AppendError;
 use crate::producer::SequenceCheck;
@@ -42,8 +42,12 @@ pub fn batch_error_code(error: &BatchError) -> ResponseError {
 pub fn append_error_code(error: &AppendError) -> ResponseError {
     match error {
         AppendError::Storage(error) => storage_error_code(error),
-        AppendError::Sequence(SequenceCheck::OutOfOrder { .. }) => ResponseError::OutOfOrderSequenceNumber,
-        AppendError::Sequence(SequenceCheck::StaleEpoch { .. }) => ResponseError::InvalidProducerEpoch,
+        AppendError::Sequence(SequenceCheck::OutOfOrder { .. }) => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
+        AppendError::Sequence(SequenceCheck::StaleEpoch { .. }) => {
+            ResponseError::InvalidProducerEpoch
+        }
         AppendError::NotLeader => ResponseError::NotLeaderOrFollower,
         AppendError::Sequence(SequenceCheck::Append | SequenceCheck::Duplicate { .. }) => {
             unreachable!("an accepted sequence is not an error")

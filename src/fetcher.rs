@@ -15,7 +15,9 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use fjord_storage::io::{Stream, READ_CHUNK_BYTES};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use kafka_protocol::ResponseError;
@@ -85,9 +87,16 @@ impl Connection {
         Ok(Connection { stream, buf: BytesMut::with_capacity(READ_CHUNK_BYTES), correlation_id: 0 })
     }
 
-    async fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(&mut self, key: ApiKey, version: i16, request: &Req, client_id: &str) -> anyhow::Result<Resp> {
+    async fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        request: &Req,
+        client_id: &str,
+    ) -> anyhow::Result<Resp> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
-        let frame = crate::protocol::encode_request(key, version, self.correlation_id, client_id, request)?;
+        let frame =
+            crate::protocol::encode_request(key, version, self.correlation_id, client_id, request)?;
         let (result, _) = self.stream.write_all(frame.freeze()).await;
         result?;
         // Read one response frame.
@@ -101,7 +110,12 @@ impl Connection {
                 if self.buf.len() >= total {
                     let mut payload = self.buf.split_to(total).freeze();
                     payload.advance(4);
-                    return crate::protocol::decode_response(key, version, Some(self.correlation_id), payload);
+                    return crate::protocol::decode_response(
+                        key,
+                        version,
+                        Some(self.correlation_id),
+                        payload,
+                    );
                 }
                 self.buf.reserve(total - self.buf.len());
             } else {
@@ -158,15 +172,22 @@ async fn follow(broker: &Rc<Broker>, leader: i32) {
 }
 
 /// One round: divergence checks where needed, then one fetch.
-async fn round(broker: &Rc<Broker>, conn: &mut Connection, partitions: &[Rc<Partition>], client_id: &str) -> anyhow::Result<()> {
+async fn round(
+    broker: &Rc<Broker>,
+    conn: &mut Connection,
+    partitions: &[Rc<Partition>],
+    client_id: &str,
+) -> anyhow::Result<()> {
     let me = broker.config.broker_id;
     // 1. Cut divergent tails after a change of leadership.
-    let to_check: Vec<&Rc<Partition>> = partitions.iter().filter(|p| p.replica.needs_truncation.get()).collect();
+    let to_check: Vec<&Rc<Partition>> =
+        partitions.iter().filter(|p| p.replica.needs_truncation.get()).collect();
     if !to_check.is_empty() {
         let mut by_topic: BTreeMap<String, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
         let mut by_epoch_asked: BTreeMap<(String, i32), i32> = BTreeMap::new();
         for p in &to_check {
-            by_epoch_asked.insert((p.topic.to_string(), p.index), p.replica.latest_epoch().unwrap_or(-1));
+            by_epoch_asked
+                .insert((p.topic.to_string(), p.index), p.replica.latest_epoch().unwrap_or(-1));
             let mut q = OffsetForLeaderPartition::default();
             q.partition = p.index;
             q.current_leader_epoch = p.replica.leader_epoch();
@@ -184,16 +205,31 @@ async fn round(broker: &Rc<Broker>, conn: &mut Connection, partitions: &[Rc<Part
                 t
             })
             .collect();
-        let roles: Vec<(i32, i32)> = to_check.iter().map(|p| { let r = p.replica.role(); (r.leader, r.leader_epoch) }).collect();
-        let response: OffsetForLeaderEpochResponse = conn.call(ApiKey::OffsetForLeaderEpoch, EPOCH_VERSION, &request, client_id).await?;
+        let roles: Vec<(i32, i32)> = to_check
+            .iter()
+            .map(|p| {
+                let r = p.replica.role();
+                (r.leader, r.leader_epoch)
+            })
+            .collect();
+        let response: OffsetForLeaderEpochResponse =
+            conn.call(ApiKey::OffsetForLeaderEpoch, EPOCH_VERSION, &request, client_id).await?;
         // Leadership may have moved while we waited: answers for a changed role are stale.
         let unchanged = |p: &Rc<Partition>| {
             let r = p.replica.role();
-            to_check.iter().zip(&roles).any(|(q, role)| Rc::ptr_eq(q, p) && *role == (r.leader, r.leader_epoch))
+            to_check
+                .iter()
+                .zip(&roles)
+                .any(|(q, role)| Rc::ptr_eq(q, p) && *role == (r.leader, r.leader_epoch))
         };
         for topic in &response.topics {
             for answer in &topic.partitions {
-                let Some(partition) = partitions.iter().find(|p| &*p.topic == topic.topic.0.as_str() && p.index == answer.partition) else { continue };
+                let Some(partition) = partitions
+                    .iter()
+                    .find(|p| &*p.topic == topic.topic.0.as_str() && p.index == answer.partition)
+                else {
+                    continue;
+                };
                 if !unchanged(partition) {
                     continue;
                 }
@@ -202,22 +238,33 @@ async fn round(broker: &Rc<Broker>, conn: &mut Connection, partitions: &[Rc<Part
                     continue;
                 }
                 let log_end = partition.log_end_offset();
-                let asked = by_epoch_asked.get(&(topic.topic.0.to_string(), answer.partition)).copied().unwrap_or(-1);
+                let asked = by_epoch_asked
+                    .get(&(topic.topic.0.to_string(), answer.partition))
+                    .copied()
+                    .unwrap_or(-1);
                 let cut = if answer.end_offset < 0 {
                     // No common epoch: keep only what the high watermark vouches for.
                     partition.high_watermark().max(partition.log_start_offset())
                 } else if answer.leader_epoch < asked {
                     // The leader never had our latest epoch: its answer is where an older
                     // epoch ended there; ours may have ended earlier (Kafka takes the smaller).
-                    answer.end_offset.min(partition.replica.end_offset_for(answer.leader_epoch, log_end).1)
+                    answer
+                        .end_offset
+                        .min(partition.replica.end_offset_for(answer.leader_epoch, log_end).1)
                 } else {
                     answer.end_offset
                 };
                 // An epoch this replica has no start for answers -1 (end_offset_for): never
                 // cut below the log start.
                 let cut = cut.max(partition.log_start_offset());
-                let role = roles[to_check.iter().position(|q| Rc::ptr_eq(q, partition)).expect("checked above")];
-                if partition.replica.latest_epoch().is_some() && cut < log_end && partition.truncate_to(cut, role).await?.is_none() {
+                let role = roles[to_check
+                    .iter()
+                    .position(|q| Rc::ptr_eq(q, partition))
+                    .expect("checked above")];
+                if partition.replica.latest_epoch().is_some()
+                    && cut < log_end
+                    && partition.truncate_to(cut, role).await?.is_none()
+                {
                     // The role changed while the log was awaited: the new role decides.
                     continue;
                 }
@@ -226,7 +273,8 @@ async fn round(broker: &Rc<Broker>, conn: &mut Connection, partitions: &[Rc<Part
         }
     }
     // 2. Fetch everything else from its log end.
-    let ready: Vec<&Rc<Partition>> = partitions.iter().filter(|p| !p.replica.needs_truncation.get()).collect();
+    let ready: Vec<&Rc<Partition>> =
+        partitions.iter().filter(|p| !p.replica.needs_truncation.get()).collect();
     if ready.is_empty() {
         tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
         return Ok(());
@@ -256,12 +304,23 @@ async fn round(broker: &Rc<Broker>, conn: &mut Connection, partitions: &[Rc<Part
             t
         })
         .collect();
-    let roles: Vec<(i32, i32)> = ready.iter().map(|p| { let r = p.replica.role(); (r.leader, r.leader_epoch) }).collect();
-    let response: FetchResponse = conn.call(ApiKey::Fetch, FETCH_VERSION, &request, client_id).await?;
+    let roles: Vec<(i32, i32)> = ready
+        .iter()
+        .map(|p| {
+            let r = p.replica.role();
+            (r.leader, r.leader_epoch)
+        })
+        .collect();
+    let response: FetchResponse =
+        conn.call(ApiKey::Fetch, FETCH_VERSION, &request, client_id).await?;
     let mut stale = false;
     for topic in &response.responses {
         for data in &topic.partitions {
-            let Some(slot) = ready.iter().position(|p| &*p.topic == topic.topic.0.as_str() && p.index == data.partition_index) else { continue };
+            let Some(slot) = ready.iter().position(|p| {
+                &*p.topic == topic.topic.0.as_str() && p.index == data.partition_index
+            }) else {
+                continue;
+            };
             let partition = ready[slot];
             let role = partition.replica.role();
             if roles[slot] != (role.leader, role.leader_epoch) {

@@ -108,10 +108,19 @@ pub fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
 impl Partition {
     /// Opens the partition's log. `me` is this broker's id; a clustered partition starts
     /// with no role until the cluster state gives it one, a single-node one leads at once.
-    pub async fn open(data_dir: &Path, topic: Rc<str>, index: i32, config: LogConfig, me: i32, clustered: bool) -> Result<Partition, StorageError> {
+    pub async fn open(
+        data_dir: &Path,
+        topic: Rc<str>,
+        index: i32,
+        config: LogConfig,
+        me: i32,
+        clustered: bool,
+    ) -> Result<Partition, StorageError> {
         let dir = partition_dir(data_dir, &topic, index);
         let mut log = PartitionLog::open(&dir, config).await?;
-        let epochs = LeaderEpochCache::load(&dir).await.map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
+        let epochs = LeaderEpochCache::load(&dir)
+            .await
+            .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
         // Idempotent producers that retry across a restart find their last batches again.
         let mut producers = ProducerTable::default();
         for batch in log.tail_batches(PRODUCER_STATE_TAIL_BYTES).await? {
@@ -212,7 +221,11 @@ impl Partition {
             }
             let (done, mut answer) = tokio::sync::oneshot::channel();
             self.queued.borrow_mut().push(QueuedAppend { records, leader_epoch, done });
-            let abandoned = || Err(AppendError::Storage(StorageError::Io(std::io::Error::other("a group append was abandoned"))));
+            let abandoned = || {
+                Err(AppendError::Storage(StorageError::Io(std::io::Error::other(
+                    "a group append was abandoned",
+                ))))
+            };
             // Written by another queued append: answered without waiting for the log.
             let mut log = tokio::select! {
                 biased;
@@ -265,8 +278,10 @@ impl Partition {
             // Idempotent producers' sets: each is checked as the group's sets before it left
             // the table, so each admitted one is recorded at once, at the offsets it will
             // get, and forgotten again if the append fails.
-            let sequenced: Vec<Option<Sequenced>> = sets.iter().map(|set| Sequenced::of(set)).collect();
-            let mut answered: Vec<Option<Result<Appended, AppendError>>> = sets.iter().map(|_| None).collect();
+            let sequenced: Vec<Option<Sequenced>> =
+                sets.iter().map(|set| Sequenced::of(set)).collect();
+            let mut answered: Vec<Option<Result<Appended, AppendError>>> =
+                sets.iter().map(|_| None).collect();
             let mut admitted = vec![false; sets.len()];
             let log_end_before = log.log_end_offset();
             let results = log
@@ -276,7 +291,11 @@ impl Partition {
                     match self.sequence_decision(sequenced) {
                         None => {
                             sequenced.trace(self, "admitted to a group append", base_offset);
-                            self.producers.borrow_mut().record(sequenced.producer_id, sequenced.epoch, sequenced.batch(base_offset, last_offset));
+                            self.producers.borrow_mut().record(
+                                sequenced.producer_id,
+                                sequenced.epoch,
+                                sequenced.batch(base_offset, last_offset),
+                            );
                             true
                         }
                         Some(answer) => {
@@ -293,12 +312,18 @@ impl Partition {
             // the file before a failed flush: a failed append is never a duplicate to
             // acknowledge, as on the one-by-one path. A retry inside this group that was
             // answered as a duplicate of such a set fails with it.
-            let write_failed = results.iter().zip(&admitted).any(|(result, admitted)| *admitted && matches!(result, Some(Err(_))));
+            let write_failed = results
+                .iter()
+                .zip(&admitted)
+                .any(|(result, admitted)| *admitted && matches!(result, Some(Err(_))));
             if write_failed {
                 self.producers.borrow_mut().truncate_from(log_end_before);
                 for answer in answered.iter_mut().flatten() {
-                    if answer.as_ref().is_ok_and(|a| a.duplicate && a.base_offset >= log_end_before) {
-                        *answer = Err(AppendError::Storage(StorageError::Io(std::io::Error::other("the append this retry duplicates failed"))));
+                    if answer.as_ref().is_ok_and(|a| a.duplicate && a.base_offset >= log_end_before)
+                    {
+                        *answer = Err(AppendError::Storage(StorageError::Io(
+                            std::io::Error::other("the append this retry duplicates failed"),
+                        )));
                     }
                 }
             }
@@ -307,7 +332,9 @@ impl Partition {
             }
             for (((done, _), result), answer) in dones.into_iter().zip(results).zip(answered) {
                 let answer = match result {
-                    Some(result) => result.map(|info| Appended::written(&info)).map_err(AppendError::from),
+                    Some(result) => {
+                        result.map(|info| Appended::written(&info)).map_err(AppendError::from)
+                    }
                     None => answer.expect("a set turned down was answered"),
                 };
                 let _ = done.send(answer);
@@ -319,18 +346,25 @@ impl Partition {
     /// cluster only as the leader of that epoch (checked under the log lock, since the
     /// leadership may move while an append waits for it).
     fn leads_in(&self, leader_epoch: i32) -> bool {
-        !self.replica.clustered || (self.replica.is_leader() && self.replica.leader_epoch() == leader_epoch)
+        !self.replica.clustered
+            || (self.replica.is_leader() && self.replica.leader_epoch() == leader_epoch)
     }
 
     /// What the idempotent-producer table says about a set: `None` to write it, or the
     /// answer to give without writing (a duplicate's offsets, or a refusal).
     fn sequence_decision(&self, sequenced: &Sequenced) -> Option<Result<Appended, AppendError>> {
-        let check = self.producers.borrow().check(sequenced.producer_id, sequenced.epoch, sequenced.first_sequence, sequenced.count);
+        let check = self.producers.borrow().check(
+            sequenced.producer_id,
+            sequenced.epoch,
+            sequenced.first_sequence,
+            sequenced.count,
+        );
         if check != SequenceCheck::Append {
             tracing::debug!(partition = ?self, producer_id = sequenced.producer_id, epoch = sequenced.epoch, first_sequence = sequenced.first_sequence, count = sequenced.count, ?check, "idempotent set not written");
         }
         if let SequenceCheck::OutOfOrder { expected, got } = check {
-            let settling = crate::broker::now_ms() - self.replica.leading_since_ms.get() < crate::replica::LEADERSHIP_SETTLE_MS;
+            let settling = crate::broker::now_ms() - self.replica.leading_since_ms.get()
+                < crate::replica::LEADERSHIP_SETTLE_MS;
             if self.replica.clustered && settling && got > expected {
                 tracing::info!(partition = ?self, producer_id = sequenced.producer_id, expected, got, "sequence gap right after taking the leadership: asking the producer to retry");
                 return Some(Err(AppendError::NotLeader));
@@ -338,14 +372,21 @@ impl Partition {
         }
         match check {
             SequenceCheck::Append => None,
-            SequenceCheck::Duplicate { base_offset } => {
-                Some(Ok(Appended { base_offset, last_offset: base_offset + i64::from(sequenced.count) - 1, duplicate: true }))
-            }
+            SequenceCheck::Duplicate { base_offset } => Some(Ok(Appended {
+                base_offset,
+                last_offset: base_offset + i64::from(sequenced.count) - 1,
+                duplicate: true,
+            })),
             refused => Some(Err(AppendError::Sequence(refused))),
         }
     }
 
-    async fn append_locked(&self, mut log: tokio::sync::MutexGuard<'_, PartitionLog>, records: Bytes, leader_epoch: i32) -> Result<Appended, AppendError> {
+    async fn append_locked(
+        &self,
+        mut log: tokio::sync::MutexGuard<'_, PartitionLog>,
+        records: Bytes,
+        leader_epoch: i32,
+    ) -> Result<Appended, AppendError> {
         // Checked again under the lock: a roll's fsyncs may have kept us waiting while the
         // leadership moved, and a follower must never append with an old epoch.
         if !self.leads_in(leader_epoch) {
@@ -356,7 +397,13 @@ impl Partition {
             if answer.as_ref().is_ok_and(|a| a.duplicate) {
                 // Refuse a damaged "duplicate" rather than acknowledge it.
                 batch::validate(&records, log.config().batch_bytes_max, batch::Origin::Client)
-                    .map_err(|source| AppendError::Storage(StorageError::InvalidBatch { index: 0, position: 0, source }))?;
+                    .map_err(|source| {
+                        AppendError::Storage(StorageError::InvalidBatch {
+                            index: 0,
+                            position: 0,
+                            source,
+                        })
+                    })?;
             }
             return answer;
         }
@@ -366,7 +413,11 @@ impl Partition {
         let info = result?;
         if let Some(sequenced) = sequenced {
             sequenced.trace(self, "appended", info.base_offset);
-            self.producers.borrow_mut().record(sequenced.producer_id, sequenced.epoch, sequenced.batch(info.base_offset, info.last_offset));
+            self.producers.borrow_mut().record(
+                sequenced.producer_id,
+                sequenced.epoch,
+                sequenced.batch(info.base_offset, info.last_offset),
+            );
         }
         // A leader whose in-sync set is itself alone (replication factor 1, or followers
         // dropped out) has the records replicated as soon as they are appended; with
@@ -424,7 +475,12 @@ impl Partition {
     }
 
     /// A read that stops below `end_offset` (consumers stop at the high watermark).
-    pub async fn read_below(&self, offset: i64, max_bytes: u64, end_offset: i64) -> Result<ReadResult, StorageError> {
+    pub async fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        end_offset: i64,
+    ) -> Result<ReadResult, StorageError> {
         let mut log = self.log.lock().await;
         log.read_below(offset, max_bytes, end_offset).await
     }
@@ -432,7 +488,10 @@ impl Partition {
     /// The first offset whose record timestamp is at least `timestamp`, and that timestamp.
     /// The storage engine answers exactly within uncompressed batches; for a compressed batch
     /// it names the batch, which is decompressed here to find the record (Kafka does the same).
-    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, StorageError> {
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
         let mut log = self.log.lock().await;
         let Some((offset, found)) = log.offset_for_timestamp(timestamp).await? else {
             return Ok(None);
@@ -441,13 +500,18 @@ impl Partition {
         drop(log);
         let Some(region) = read.regions.first() else { return Ok(Some((offset, found))) };
         let bytes = region.read_bytes().await?;
-        let compressed = BatchHeader::view(&bytes).is_some_and(|h| h.compression_codec() != 0 && h.base_offset.get() == offset);
+        let compressed = BatchHeader::view(&bytes)
+            .is_some_and(|h| h.compression_codec() != 0 && h.base_offset.get() == offset);
         if !compressed {
             return Ok(Some((offset, found)));
         }
         let mut buf = Bytes::from(bytes);
         match kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) {
-            Ok(set) => Ok(set.records.iter().find(|r| r.timestamp >= timestamp).map_or(Some((offset, found)), |r| Some((r.offset, r.timestamp)))),
+            Ok(set) => Ok(set
+                .records
+                .iter()
+                .find(|r| r.timestamp >= timestamp)
+                .map_or(Some((offset, found)), |r| Some((r.offset, r.timestamp)))),
             Err(error) => {
                 tracing::warn!(partition = ?self, offset, %error, "cannot decompress batch for a timestamp lookup; answering with its first offset");
                 Ok(Some((offset, found)))
@@ -456,7 +520,11 @@ impl Partition {
     }
 
     /// Background upkeep: retention, time-based roll, interval flush.
-    pub async fn maintain(&self, now_ms: i64, retention: bool) -> Result<RetentionOutcome, StorageError> {
+    pub async fn maintain(
+        &self,
+        now_ms: i64,
+        retention: bool,
+    ) -> Result<RetentionOutcome, StorageError> {
         let mut log = self.log.lock().await;
         let mut outcome = RetentionOutcome::default();
         if retention {
@@ -497,7 +565,9 @@ impl Partition {
     async fn save_high_watermark(&self, file: &mut HighWatermarkFile) {
         let high_watermark = self.high_watermark();
         // No file means starting at the log start: nothing to write for that either.
-        let unchanged = file.saved.map_or(high_watermark <= self.log_start_offset(), |saved| saved == high_watermark);
+        let unchanged = file
+            .saved
+            .map_or(high_watermark <= self.log_start_offset(), |saved| saved == high_watermark);
         if !self.replica.clustered || unchanged {
             return;
         }
@@ -505,7 +575,9 @@ impl Partition {
         match write_high_watermark(&path, high_watermark).await {
             Ok(()) => file.saved = Some(high_watermark),
             // The file holds the earlier value or none: a lower start, which is safe.
-            Err(error) => tracing::warn!(path = %path.display(), %error, "cannot save the high watermark; a restart starts lower"),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot save the high watermark; a restart starts lower")
+            }
         }
     }
 
@@ -514,7 +586,11 @@ impl Partition {
     /// records not committed (yet) cannot restore a high watermark that covers them. The
     /// caller holds `hw_file` until the lowered high watermark is in place, so no checkpoint
     /// saves the one from before the cut.
-    pub(crate) async fn forget_high_watermark_above(&self, file: &mut HighWatermarkFile, offset: i64) -> Result<(), StorageError> {
+    pub(crate) async fn forget_high_watermark_above(
+        &self,
+        file: &mut HighWatermarkFile,
+        offset: i64,
+    ) -> Result<(), StorageError> {
         if file.saved.is_some_and(|saved| saved > offset) {
             fjord_storage::io::remove_file(&self.dir.join(HIGH_WATERMARK_FILE)).await?;
             fjord_storage::io::sync_dir(&self.dir).await?;
@@ -540,7 +616,8 @@ pub const HW_CHECKPOINT_INTERVAL_MS: u64 = 5_000;
 /// is always safe, and every saved value was committed when it was saved.
 async fn write_high_watermark(path: &Path, high_watermark: i64) -> std::io::Result<()> {
     let file = fjord_storage::io::File::open_rw(path, true).await?;
-    let line = format!("{:0width$}\n", high_watermark.max(0), width = HIGH_WATERMARK_LINE_BYTES - 1);
+    let line =
+        format!("{:0width$}\n", high_watermark.max(0), width = HIGH_WATERMARK_LINE_BYTES - 1);
     let (written, _) = file.write_all_at(line.into_bytes(), 0).await;
     let closed = file.close().await;
     written.and(closed)
@@ -558,7 +635,13 @@ async fn read_high_watermark(dir: &Path) -> Option<i64> {
     let path = dir.join(HIGH_WATERMARK_FILE);
     match fjord_storage::io::read_file(&path, HIGH_WATERMARK_FILE_BYTES_MAX).await {
         // The first line: a file written by an older version may hold more after it.
-        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).lines().next()?.trim().parse().ok().filter(|offset: &i64| *offset >= 0),
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes)
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+            .filter(|offset: &i64| *offset >= 0),
         Ok(None) => None,
         Err(error) => {
             tracing::warn!(path = %path.display(), %error, "cannot read the saved high watermark");
@@ -583,15 +666,33 @@ impl Sequenced {
     fn of(records: &[u8]) -> Option<Sequenced> {
         let header = BatchHeader::view(records)?;
         let (producer_id, first_sequence) = (header.producer_id.get(), header.base_sequence.get());
-        (producer_id >= 0 && first_sequence >= 0).then(|| Sequenced { producer_id, epoch: header.producer_epoch.get(), first_sequence, count: total_records(records) })
+        (producer_id >= 0 && first_sequence >= 0).then(|| Sequenced {
+            producer_id,
+            epoch: header.producer_epoch.get(),
+            first_sequence,
+            count: total_records(records),
+        })
     }
 
     fn trace(&self, partition: &Partition, what: &str, base_offset: i64) {
-        tracing::trace!(?partition, producer_id = self.producer_id, epoch = self.epoch, first_sequence = self.first_sequence, count = self.count, base_offset, "idempotent set {what}");
+        tracing::trace!(
+            ?partition,
+            producer_id = self.producer_id,
+            epoch = self.epoch,
+            first_sequence = self.first_sequence,
+            count = self.count,
+            base_offset,
+            "idempotent set {what}"
+        );
     }
 
     fn batch(&self, base_offset: i64, last_offset: i64) -> SequencedBatch {
-        SequencedBatch { first_sequence: self.first_sequence, last_sequence: self.first_sequence.wrapping_add(self.count - 1), base_offset, last_offset }
+        SequencedBatch {
+            first_sequence: self.first_sequence,
+            last_sequence: self.first_sequence.wrapping_add(self.count - 1),
+            base_offset,
+            last_offset,
+        }
     }
 }
 
@@ -616,7 +717,9 @@ mod tests {
     /// A record set of `count` records from `producer_id` (-1: none) starting at `first_sequence`.
     fn set(producer_id: i64, first_sequence: i32, count: usize) -> Bytes {
         let value = [0x61u8; 16];
-        let records: Vec<build::Record<'_>> = (0..count).map(|_| build::Record { key: None, value: Some(&value), timestamp_delta: 0 }).collect();
+        let records: Vec<build::Record<'_>> = (0..count)
+            .map(|_| build::Record { key: None, value: Some(&value), timestamp_delta: 0 })
+            .collect();
         let mut bytes = build::batch(&records, 1_700_000_000_000);
         if producer_id >= 0 {
             build::set_producer(&mut bytes, producer_id, 0, first_sequence);
@@ -630,7 +733,8 @@ mod tests {
         F: FnOnce(std::path::PathBuf) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        let dir = std::env::temp_dir().join(format!("fjord-partition-{label}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("fjord-partition-{label}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         fjord_storage::io::block_on(test(dir.clone()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -642,7 +746,10 @@ mod tests {
     /// Spawns an append of each set while the caller holds `partition`'s log, and returns
     /// once every one has queued behind it: released, the log writes them as one group, in
     /// this order.
-    async fn queue_appends(partition: &Rc<Partition>, sets: &[Bytes]) -> Vec<tokio::task::JoinHandle<Result<Appended, AppendError>>> {
+    async fn queue_appends(
+        partition: &Rc<Partition>,
+        sets: &[Bytes],
+    ) -> Vec<tokio::task::JoinHandle<Result<Appended, AppendError>>> {
         let tasks: Vec<_> = sets
             .iter()
             .cloned()
@@ -657,7 +764,11 @@ mod tests {
             }
             tokio::task::yield_now().await;
         }
-        assert_eq!(partition.queued.borrow().len(), sets.len(), "every append queued behind the held log");
+        assert_eq!(
+            partition.queued.borrow().len(),
+            sets.len(),
+            "every append queued behind the held log"
+        );
         tasks
     }
 
@@ -686,11 +797,19 @@ mod tests {
             let open = || open_clustered(&data);
             let (partition, file) = leader_alone(&data).await;
             let appended = partition.append(set(-1, 0, 5), 0).await.expect("append");
-            assert_eq!((appended.base_offset, partition.high_watermark()), (0, 5), "alone in its in-sync set, the leader commits at once");
+            assert_eq!(
+                (appended.base_offset, partition.high_watermark()),
+                (0, 5),
+                "alone in its in-sync set, the leader commits at once"
+            );
             // The periodic checkpoint saves it; a crash after it (no close) keeps it.
             partition.checkpoint_high_watermark().await;
             assert_eq!(std::fs::read_to_string(&file).expect("checkpointed"), saved_line(5));
-            assert_eq!(open().await.expect("reopen after a crash").high_watermark(), 5, "committed records readable before any role or fetch");
+            assert_eq!(
+                open().await.expect("reopen after a crash").high_watermark(),
+                5,
+                "committed records readable before any role or fetch"
+            );
             // A clean close saves the latest one.
             partition.append(set(-1, 0, 2), 0).await.expect("append");
             partition.close().await.expect("close");
@@ -700,7 +819,11 @@ mod tests {
             // if its high watermark moved after the close (a late follower fetch).
             partition.replica.high_watermark.set(6);
             partition.checkpoint_high_watermark().await;
-            assert_eq!(std::fs::read_to_string(&file).expect("file"), saved_line(7), "a closed partition saved its high watermark again");
+            assert_eq!(
+                std::fs::read_to_string(&file).expect("file"),
+                saved_line(7),
+                "a closed partition saved its high watermark again"
+            );
             // A damaged saved value is ignored; one past the log is held to the log's end, and
             // it goes at once: the log lost its tail, and may grow back with records that the
             // value would cover.
@@ -731,7 +854,10 @@ mod tests {
             partition.become_follower(1, 1, vec![0, 1], vec![0, 1]);
             // A cut asked for under a role that is no longer this replica's does nothing.
             assert_eq!(partition.truncate_to(2, (1, 0)).await.expect("truncate"), None);
-            assert_eq!((partition.log_end_offset(), std::fs::read_to_string(&file).expect("kept")), (5, saved_line(5)));
+            assert_eq!(
+                (partition.log_end_offset(), std::fs::read_to_string(&file).expect("kept")),
+                (5, saved_line(5))
+            );
             assert_eq!(partition.truncate_to(2, (1, 1)).await.expect("truncate"), Some(2));
             assert!(!file.exists(), "the saved high watermark outlived a cut below it");
             partition.become_leader(2, vec![0, 1], vec![0, 1], 2_000, 2).await;
@@ -747,21 +873,34 @@ mod tests {
     #[test]
     fn a_state_older_than_the_leaders_own_in_sync_change_does_not_undo_it() {
         in_fresh_dir("isr", |dir| async move {
-            let partition = Partition::open(&dir, Rc::from("t"), 0, LogConfig::default(), 0, true).await.expect("open");
+            let partition = Partition::open(&dir, Rc::from("t"), 0, LogConfig::default(), 0, true)
+                .await
+                .expect("open");
             partition.become_leader(3, vec![0, 1, 2], vec![0, 1], 1_000, 5).await;
             assert_eq!(partition.replica.role().isr, vec![0, 1]);
             // This leader wrote state version 7 taking broker 2 back in...
             partition.set_isr(3, vec![0, 1, 2], 7);
             // ...and then a state read before that write (version 6) is applied late.
             partition.become_leader(3, vec![0, 1, 2], vec![0, 1], 1_100, 6).await;
-            assert_eq!(partition.replica.role().isr, vec![0, 1, 2], "version 6 must not undo version 7's in-sync set");
+            assert_eq!(
+                partition.replica.role().isr,
+                vec![0, 1, 2],
+                "version 6 must not undo version 7's in-sync set"
+            );
             // A state at or after it applies, as does a new leadership from any version.
             partition.become_leader(3, vec![0, 1, 2], vec![0], 1_200, 8).await;
             assert_eq!(partition.replica.role().isr, vec![0]);
             partition.set_isr(3, vec![0, 2], 7);
-            assert_eq!(partition.replica.role().isr, vec![0], "an in-sync change older than the applied state is ignored too");
+            assert_eq!(
+                partition.replica.role().isr,
+                vec![0],
+                "an in-sync change older than the applied state is ignored too"
+            );
             partition.become_leader(4, vec![0, 1, 2], vec![0, 1, 2], 1_300, 9).await;
-            assert_eq!((partition.replica.leader_epoch(), partition.replica.role().isr.clone()), (4, vec![0, 1, 2]));
+            assert_eq!(
+                (partition.replica.leader_epoch(), partition.replica.role().isr.clone()),
+                (4, vec![0, 1, 2])
+            );
             partition.close().await.expect("close");
         });
     }
@@ -769,16 +908,20 @@ mod tests {
     #[test]
     fn sets_of_one_producer_in_one_group_append_are_checked_against_each_other() {
         in_fresh_dir("group", |dir| async move {
-            let partition = Rc::new(Partition::open(&dir, Rc::from("t"), 0, LogConfig::default(), 0, false).await.expect("open"));
+            let partition = Rc::new(
+                Partition::open(&dir, Rc::from("t"), 0, LogConfig::default(), 0, false)
+                    .await
+                    .expect("open"),
+            );
             // The log is held, so every append below queues; released, they are written as
             // one group, in this order.
             let held = partition.log.lock().await;
             let sets = [
-                set(7, 0, 2), // written at 0..=1
-                set(7, 0, 2), // a retry of it: the duplicate of a set not yet written
-                set(7, 2, 3), // the next sequence: at 2..=4
-                set(7, 9, 1), // a gap: refused
-                set(8, 0, 1), // another producer: at 5
+                set(7, 0, 2),  // written at 0..=1
+                set(7, 0, 2),  // a retry of it: the duplicate of a set not yet written
+                set(7, 2, 3),  // the next sequence: at 2..=4
+                set(7, 9, 1),  // a gap: refused
+                set(8, 0, 1),  // another producer: at 5
                 set(-1, 0, 1), // no producer id: at 6
             ];
             let tasks = queue_appends(&partition, &sets).await;
@@ -787,14 +930,34 @@ mod tests {
             for task in tasks {
                 outcomes.push(task.await.expect("append task"));
             }
-            let offsets: Vec<Option<(i64, i64, bool)>> = outcomes.iter().map(|o| o.as_ref().ok().map(|a| (a.base_offset, a.last_offset, a.duplicate))).collect();
-            assert_eq!(offsets, vec![Some((0, 1, false)), Some((0, 1, true)), Some((2, 4, false)), None, Some((5, 5, false)), Some((6, 6, false))]);
+            let offsets: Vec<Option<(i64, i64, bool)>> = outcomes
+                .iter()
+                .map(|o| o.as_ref().ok().map(|a| (a.base_offset, a.last_offset, a.duplicate)))
+                .collect();
+            assert_eq!(
+                offsets,
+                vec![
+                    Some((0, 1, false)),
+                    Some((0, 1, true)),
+                    Some((2, 4, false)),
+                    None,
+                    Some((5, 5, false)),
+                    Some((6, 6, false))
+                ]
+            );
             assert!(
-                matches!(outcomes[3], Err(AppendError::Sequence(SequenceCheck::OutOfOrder { expected: 5, got: 9 }))),
+                matches!(
+                    outcomes[3],
+                    Err(AppendError::Sequence(SequenceCheck::OutOfOrder { expected: 5, got: 9 }))
+                ),
                 "the gap is refused against the group's own earlier set: {:?}",
                 outcomes[3]
             );
-            assert_eq!(partition.log_end_offset(), 7, "the retry and the refused set were not written");
+            assert_eq!(
+                partition.log_end_offset(),
+                7,
+                "the retry and the refused set were not written"
+            );
             // Later appends see what the group recorded.
             let retried = partition.append(set(7, 2, 3), 0).await.expect("retry after the group");
             assert_eq!((retried.base_offset, retried.duplicate), (2, true));
@@ -807,7 +970,8 @@ mod tests {
         in_fresh_dir("group-fail", |dir| async move {
             let log_dir = partition_dir(&dir, "t", 0);
             // An empty active segment whose file is /dev/full: every write fails (ENOSPC).
-            let mut log = PartitionLog::open(&log_dir, LogConfig::default()).await.expect("open the log");
+            let mut log =
+                PartitionLog::open(&log_dir, LogConfig::default()).await.expect("open the log");
             log.append_shared(set(-1, 0, 1), 0).await.expect("first append");
             log.roll().await.expect("roll");
             let active = log_dir.join(fjord_storage::file_name(log.log_end_offset(), "log"));
@@ -815,7 +979,11 @@ mod tests {
             std::fs::remove_file(&active).expect("remove the empty active segment");
             std::os::unix::fs::symlink("/dev/full", &active).expect("symlink /dev/full");
 
-            let partition = Rc::new(Partition::open(&dir, Rc::from("t"), 0, LogConfig::default(), 0, false).await.expect("open"));
+            let partition = Rc::new(
+                Partition::open(&dir, Rc::from("t"), 0, LogConfig::default(), 0, false)
+                    .await
+                    .expect("open"),
+            );
             let held = partition.log.lock().await;
             let sets = [set(7, 0, 2), set(7, 0, 2)];
             let tasks = queue_appends(&partition, &sets).await;
@@ -824,11 +992,17 @@ mod tests {
                 let outcome = task.await.expect("append task");
                 // The set whose write failed, and its retry answered in the same group as its
                 // duplicate: neither may be acknowledged.
-                assert!(outcome.is_err(), "set {n} of a failed group append was acknowledged: {outcome:?}");
+                assert!(
+                    outcome.is_err(),
+                    "set {n} of a failed group append was acknowledged: {outcome:?}"
+                );
             }
             // Nor may a later retry be taken for a duplicate of what was never written.
             let later = partition.append(set(7, 0, 2), 0).await;
-            assert!(later.is_err(), "a retry after the failed group append was acknowledged: {later:?}");
+            assert!(
+                later.is_err(),
+                "a retry after the failed group append was acknowledged: {later:?}"
+            );
         });
     }
 }

@@ -58,7 +58,13 @@ fn next_sequence(sequence: i32) -> i32 {
 impl ProducerTable {
     /// Decides about a batch `[first_sequence, first_sequence + count)` from (`producer_id`,
     /// `epoch`). Does not change the table; call `record` after a successful append.
-    pub fn check(&self, producer_id: i64, epoch: i16, first_sequence: i32, count: i32) -> SequenceCheck {
+    pub fn check(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        first_sequence: i32,
+        count: i32,
+    ) -> SequenceCheck {
         let Some(entry) = self.producers.get(&producer_id) else {
             // Unknown producer (new, or its state is older than what we remember): accept,
             // as Kafka does since KIP-360.
@@ -75,7 +81,11 @@ impl ProducerTable {
             };
         }
         let last_sequence = first_sequence.wrapping_add(count - 1);
-        if let Some(batch) = entry.batches.iter().find(|b| b.first_sequence == first_sequence && b.last_sequence == last_sequence) {
+        if let Some(batch) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_sequence == first_sequence && b.last_sequence == last_sequence)
+        {
             return SequenceCheck::Duplicate { base_offset: batch.base_offset };
         }
         let expected = entry.batches.back().map_or(0, |b| next_sequence(b.last_sequence));
@@ -90,12 +100,18 @@ impl ProducerTable {
     pub fn record(&mut self, producer_id: i64, epoch: i16, batch: SequencedBatch) {
         self.clock += 1;
         let clock = self.clock;
-        if !self.producers.contains_key(&producer_id) && self.producers.len() >= PRODUCERS_PER_PARTITION_MAX {
+        if !self.producers.contains_key(&producer_id)
+            && self.producers.len() >= PRODUCERS_PER_PARTITION_MAX
+        {
             if let Some((&oldest, _)) = self.producers.iter().min_by_key(|(_, e)| e.last_used) {
                 self.producers.remove(&oldest);
             }
         }
-        let entry = self.producers.entry(producer_id).or_insert(ProducerEntry { epoch, batches: VecDeque::new(), last_used: clock });
+        let entry = self.producers.entry(producer_id).or_insert(ProducerEntry {
+            epoch,
+            batches: VecDeque::new(),
+            last_used: clock,
+        });
         if epoch != entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
@@ -129,7 +145,12 @@ mod tests {
     use super::*;
 
     fn batch(first: i32, count: i32, base: i64) -> SequencedBatch {
-        SequencedBatch { first_sequence: first, last_sequence: first + count - 1, base_offset: base, last_offset: base + i64::from(count) - 1 }
+        SequencedBatch {
+            first_sequence: first,
+            last_sequence: first + count - 1,
+            base_offset: base,
+            last_offset: base + i64::from(count) - 1,
+        }
     }
 
     #[test]

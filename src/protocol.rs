@@ -77,7 +77,8 @@ pub fn parse_request(mut payload: Bytes) -> Result<Request, FrameError> {
     }
     let raw_key = i16::from_be_bytes([payload[0], payload[1]]);
     let version = i16::from_be_bytes([payload[2], payload[3]]);
-    let api_key = ApiKey::try_from(raw_key).map_err(|_unknown| FrameError::UnknownApiKey { api_key: raw_key })?;
+    let api_key = ApiKey::try_from(raw_key)
+        .map_err(|_unknown| FrameError::UnknownApiKey { api_key: raw_key })?;
     // The header version follows the request version, also for versions Fjord does not
     // serve, so an unsupported ApiVersions request can still be answered.
     let header_version = api_key.request_header_version(version);
@@ -87,10 +88,16 @@ pub fn parse_request(mut payload: Bytes) -> Result<Request, FrameError> {
 }
 
 /// Encodes a response frame (size prefix, header, body) for `request`.
-pub fn encode_response<T: Encodable>(api_key: ApiKey, version: i16, correlation_id: i32, body: &T) -> anyhow::Result<Bytes> {
+pub fn encode_response<T: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> anyhow::Result<Bytes> {
     // ApiVersions always answers with header v0, so clients can parse it before they know
     // which versions the broker speaks.
-    let header_version = if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
+    let header_version =
+        if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
     let size = header.compute_size(header_version)? + body.compute_size(version)?;
@@ -104,7 +111,13 @@ pub fn encode_response<T: Encodable>(api_key: ApiKey, version: i16, correlation_
 
 /// Encodes a request frame (size prefix, header, body), for Fjord's own clients: the CLI,
 /// `fjord bench` and the follower fetchers.
-pub fn encode_request<T: Encodable + HeaderVersion>(api_key: ApiKey, version: i16, correlation_id: i32, client_id: &str, body: &T) -> anyhow::Result<BytesMut> {
+pub fn encode_request<T: Encodable + HeaderVersion>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    client_id: &str,
+    body: &T,
+) -> anyhow::Result<BytesMut> {
     let mut header = RequestHeader::default();
     header.request_api_key = api_key as i16;
     header.request_api_version = version;
@@ -121,9 +134,15 @@ pub fn encode_request<T: Encodable + HeaderVersion>(api_key: ApiKey, version: i1
 
 /// Decodes a response frame payload (after the size prefix): its header, answering
 /// `correlation_id` when one is given, then the body.
-pub fn decode_response<T: Decodable>(api_key: ApiKey, version: i16, correlation_id: Option<i32>, mut payload: Bytes) -> anyhow::Result<T> {
+pub fn decode_response<T: Decodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: Option<i32>,
+    mut payload: Bytes,
+) -> anyhow::Result<T> {
     // The mirror of `encode_response`: ApiVersions answers with header v0.
-    let header_version = if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
+    let header_version =
+        if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
     let header = ResponseHeader::decode(&mut payload, header_version)?;
     if let Some(expected) = correlation_id {
         if header.correlation_id != expected {
@@ -175,7 +194,10 @@ mod tests {
     fn advertised_versions_are_within_the_codecs() {
         for (key, min, max) in SUPPORTED_APIS {
             let range = key.valid_versions();
-            assert!(range.min <= *min && *max <= range.max, "{key:?} {min}..{max} outside the codec's {range:?}");
+            assert!(
+                range.min <= *min && *max <= range.max,
+                "{key:?} {min}..{max} outside the codec's {range:?}"
+            );
         }
     }
 
@@ -209,14 +231,25 @@ mod tests {
     }
 
     fn hex(text: &str) -> Vec<u8> {
-        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
     fn garbage_is_refused_not_panicked_on() {
-        assert!(matches!(parse_request(Bytes::from_static(b"\x00")), Err(FrameError::TooShort { .. })));
-        assert!(matches!(parse_request(Bytes::from_static(b"\x7f\x00\x00\x01\x00\x00\x00\x01")), Err(FrameError::UnknownApiKey { .. })));
+        assert!(matches!(
+            parse_request(Bytes::from_static(b"\x00")),
+            Err(FrameError::TooShort { .. })
+        ));
+        assert!(matches!(
+            parse_request(Bytes::from_static(b"\x7f\x00\x00\x01\x00\x00\x00\x01")),
+            Err(FrameError::UnknownApiKey { .. })
+        ));
         // Metadata v9 with a client id length running past the frame.
-        assert!(parse_request(Bytes::from_static(b"\x00\x03\x00\x09\x00\x00\x00\x01\x7f\xff")).is_err());
+        assert!(
+            parse_request(Bytes::from_static(b"\x00\x03\x00\x09\x00\x00\x00\x01\x7f\xff")).is_err()
+        );
     }
 }

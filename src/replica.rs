@@ -73,7 +73,13 @@ pub enum ReplicationWait {
 }
 
 impl ReplicaState {
-    pub fn new(me: i32, clustered: bool, log_start: i64, log_end: i64, epochs: LeaderEpochCache) -> ReplicaState {
+    pub fn new(
+        me: i32,
+        clustered: bool,
+        log_start: i64,
+        log_end: i64,
+        epochs: LeaderEpochCache,
+    ) -> ReplicaState {
         let role = if clustered {
             Role { leader: -1, leader_epoch: -1, replicas: Vec::new(), isr: Vec::new() }
         } else {
@@ -137,7 +143,14 @@ impl ReplicaState {
 
 impl Partition {
     /// Takes the leadership of `leader_epoch` (from the cluster state of `version`).
-    pub async fn become_leader(&self, leader_epoch: i32, replicas: Vec<i32>, isr: Vec<i32>, now_ms: i64, version: u64) {
+    pub async fn become_leader(
+        &self,
+        leader_epoch: i32,
+        replicas: Vec<i32>,
+        isr: Vec<i32>,
+        now_ms: i64,
+        version: u64,
+    ) {
         let replica = &self.replica;
         let was = replica.role();
         if was.leader == replica.me && was.leader_epoch == leader_epoch {
@@ -156,7 +169,8 @@ impl Partition {
         // No role while the epoch cache is persisted below: the fetcher must not act on an
         // answer from the old leader for this partition any more (it checks the role it
         // asked under), nor may anyone append before the new epoch is on disk.
-        *replica.role.borrow_mut() = Role { leader: -1, leader_epoch, replicas: replicas.clone(), isr: isr.clone() };
+        *replica.role.borrow_mut() =
+            Role { leader: -1, leader_epoch, replicas: replicas.clone(), isr: isr.clone() };
         replica.needs_truncation.set(false);
         // Past any replicated append still being written (it checked the old role before
         // the role was dropped): the new epoch starts after the old leader's last batch.
@@ -183,7 +197,13 @@ impl Partition {
     }
 
     /// Follows `leader` in `leader_epoch` (-1: no leader yet).
-    pub fn become_follower(&self, leader: i32, leader_epoch: i32, replicas: Vec<i32>, isr: Vec<i32>) {
+    pub fn become_follower(
+        &self,
+        leader: i32,
+        leader_epoch: i32,
+        replicas: Vec<i32>,
+        isr: Vec<i32>,
+    ) {
         let replica = &self.replica;
         let was = replica.role();
         let new_leadership = was.leader != leader || was.leader_epoch != leader_epoch;
@@ -204,7 +224,10 @@ impl Partition {
     pub fn set_isr(&self, leader_epoch: i32, isr: Vec<i32>, version: u64) {
         {
             let mut role = self.replica.role.borrow_mut();
-            if role.leader != self.replica.me || role.leader_epoch != leader_epoch || version < self.replica.isr_version.get() {
+            if role.leader != self.replica.me
+                || role.leader_epoch != leader_epoch
+                || version < self.replica.isr_version.get()
+            {
                 return;
             }
             role.isr = isr;
@@ -236,7 +259,13 @@ impl Partition {
 
     /// A follower fetched at `fetch_offset` (leader side). Returns the in-sync set this
     /// leader now wants, if it differs from the current one.
-    pub fn on_follower_fetch(&self, follower: i32, fetch_offset: i64, now_ms: i64, lag_max_ms: i64) -> Option<Vec<i32>> {
+    pub fn on_follower_fetch(
+        &self,
+        follower: i32,
+        fetch_offset: i64,
+        now_ms: i64,
+        lag_max_ms: i64,
+    ) -> Option<Vec<i32>> {
         let log_end = self.log_end_offset();
         {
             let mut tracker = self.replica.tracker.borrow_mut();
@@ -260,7 +289,12 @@ impl Partition {
     /// The in-sync set must still hold `min_insync` replicas when it does: a follower that
     /// dies while the records wait shrinks the set, and the high watermark would otherwise
     /// pass them with fewer copies than promised (NOT_ENOUGH_REPLICAS_AFTER_APPEND).
-    pub async fn wait_replicated(&self, offset: i64, timeout: std::time::Duration, min_insync: i32) -> Result<(), ReplicationWait> {
+    pub async fn wait_replicated(
+        &self,
+        offset: i64,
+        timeout: std::time::Duration,
+        min_insync: i32,
+    ) -> Result<(), ReplicationWait> {
         if !self.replica.clustered {
             return Ok(());
         }
@@ -270,7 +304,11 @@ impl Partition {
                 return None;
             }
             let in_sync = self.replica.role.borrow().isr.len() as i32;
-            Some(if in_sync >= min_insync { Ok(()) } else { Err(ReplicationWait::NotEnoughReplicas) })
+            Some(if in_sync >= min_insync {
+                Ok(())
+            } else {
+                Err(ReplicationWait::NotEnoughReplicas)
+            })
         };
         loop {
             if !self.replica.is_leader() {
@@ -293,7 +331,11 @@ impl Partition {
     }
 
     /// Appends batches fetched from the leader, verbatim, and learns the epochs they carry.
-    pub async fn append_replicated(&self, records: Bytes, leader_high_watermark: i64) -> Result<(), StorageError> {
+    pub async fn append_replicated(
+        &self,
+        records: Bytes,
+        leader_high_watermark: i64,
+    ) -> Result<(), StorageError> {
         let mut epochs_seen = Vec::new();
         let mut sequenced = Vec::new();
         let mut rest: &[u8] = &records;
@@ -362,10 +404,18 @@ impl Partition {
     /// the log; `None` if the role changed meanwhile (nothing was cut). `become_leader` drops
     /// the role before it waits for the log, so a new leader never records its epoch at a
     /// log end that a cut then removes.
-    pub async fn truncate_to(&self, offset: i64, expected: (i32, i32)) -> Result<Option<i64>, StorageError> {
+    pub async fn truncate_to(
+        &self,
+        offset: i64,
+        expected: (i32, i32),
+    ) -> Result<Option<i64>, StorageError> {
         // Never below the log start: what retention removed cannot diverge.
         let offset = offset.max(self.log_start_offset());
-        let end = self.cut_log(expected, offset, async |log: &mut PartitionLog| log.truncate_to(offset).await.map(|end| (end, end))).await?;
+        let end = self
+            .cut_log(expected, offset, async |log: &mut PartitionLog| {
+                log.truncate_to(offset).await.map(|end| (end, end))
+            })
+            .await?;
         if let Some(end) = end {
             warn!(partition = ?self, offset, log_end_offset = end, "truncated divergent tail");
         }
@@ -375,8 +425,16 @@ impl Partition {
     /// Empties the log and restarts it at `offset` (the leader's log no longer overlaps), if
     /// it still follows as `expected` once it holds the log (see `truncate_to`); `false` if
     /// the role changed meanwhile.
-    pub async fn restart_at(&self, offset: i64, expected: (i32, i32)) -> Result<bool, StorageError> {
-        let cut = self.cut_log(expected, offset, async |log: &mut PartitionLog| log.truncate_fully_and_start_at(offset).await.map(|()| (offset, i64::MIN))).await?;
+    pub async fn restart_at(
+        &self,
+        offset: i64,
+        expected: (i32, i32),
+    ) -> Result<bool, StorageError> {
+        let cut = self
+            .cut_log(expected, offset, async |log: &mut PartitionLog| {
+                log.truncate_fully_and_start_at(offset).await.map(|()| (offset, i64::MIN))
+            })
+            .await?;
         if cut.is_some() {
             self.replica.high_watermark.set(offset);
         }
@@ -390,7 +448,12 @@ impl Partition {
     /// if it is above `offset` or the new end (a batch across `offset` goes whole), holding
     /// its lock until the lowered high watermark is in place, so no checkpoint saves the one
     /// from before the cut. `None` if the role changed (nothing was cut).
-    async fn cut_log(&self, expected: (i32, i32), offset: i64, cut: impl AsyncFnOnce(&mut PartitionLog) -> Result<(i64, i64), StorageError>) -> Result<Option<i64>, StorageError> {
+    async fn cut_log(
+        &self,
+        expected: (i32, i32),
+        offset: i64,
+        cut: impl AsyncFnOnce(&mut PartitionLog) -> Result<(i64, i64), StorageError>,
+    ) -> Result<Option<i64>, StorageError> {
         let mut saved = self.hw_file.lock().await;
         let mut log = self.log.lock().await;
         if !self.still_follows(expected) {
@@ -413,7 +476,11 @@ impl Partition {
     /// (they share one temporary file) and each writes the latest cache.
     async fn persist_epochs(&self) -> Result<(), StorageError> {
         let epochs = self.replica.epochs.borrow().clone();
-        epochs.persist().await.map_err(|e| StorageError::Io(std::io::Error::other(format!("persist the leader epoch cache of {self:?}: {e}"))))
+        epochs.persist().await.map_err(|e| {
+            StorageError::Io(std::io::Error::other(format!(
+                "persist the leader epoch cache of {self:?}: {e}"
+            )))
+        })
     }
 
     /// Whether this replica follows in the role (leader, epoch) a fetcher acted on.

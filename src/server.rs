@@ -28,10 +28,10 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
-use crate::shards::Shards;
 use crate::config::BrokerConfig;
 use crate::handlers::{dispatch, AppendOrder, FetchResponse, Piece, Pipeline, Reply};
 use crate::protocol::parse_request;
+use crate::shards::Shards;
 
 /// How long shutdown waits for in-flight requests before closing the logs anyway.
 const SHUTDOWN_DRAIN_MS_MAX: u64 = 10_000;
@@ -93,9 +93,15 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     }
     let data_arrived = std::sync::Arc::new(tokio::sync::Notify::new());
     let request_memory = crate::shards::request_memory_budget(config.request_memory_max);
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..count).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
-    let (handovers, handed): (Vec<_>, Vec<_>) = (0..count).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
-    let per_ip = PerIp { max: config.connections_max_per_ip, overrides: config.connections_max_per_ip_overrides.clone(), open: std::sync::Mutex::new(HashMap::new()) };
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..count).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
+    let (handovers, handed): (Vec<_>, Vec<_>) =
+        (0..count).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
+    let per_ip = PerIp {
+        max: config.connections_max_per_ip,
+        overrides: config.connections_max_per_ip_overrides.clone(),
+        open: std::sync::Mutex::new(HashMap::new()),
+    };
     let connections = Arc::new(Connections::new(config.connections_max, per_ip, handovers));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<usize>>();
     // In a cluster, shard 0 opens first: it takes the broker's liveness lock and removes the
@@ -104,12 +110,32 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     let first_alone = config.cluster.is_some() && count > 1;
     let mut threads = Vec::with_capacity(count);
     let mut started = 0;
-    for (me, ((listener, inbox), handed)) in std_listeners.into_iter().zip(receivers).zip(handed).enumerate() {
-        let shards = if count > 1 { Shards::new(me, senders.clone(), std::sync::Arc::clone(&data_arrived), std::sync::Arc::clone(&request_memory)) } else { Shards::single(config.request_memory_max) };
-        let (config, ready, connections) = (config.clone(), ready_tx.clone(), Arc::clone(&connections));
+    for (me, ((listener, inbox), handed)) in
+        std_listeners.into_iter().zip(receivers).zip(handed).enumerate()
+    {
+        let shards = if count > 1 {
+            Shards::new(
+                me,
+                senders.clone(),
+                std::sync::Arc::clone(&data_arrived),
+                std::sync::Arc::clone(&request_memory),
+            )
+        } else {
+            Shards::single(config.request_memory_max)
+        };
+        let (config, ready, connections) =
+            (config.clone(), ready_tx.clone(), Arc::clone(&connections));
         let thread = std::thread::Builder::new()
             .name(format!("fjord-shard-{me}"))
-            .spawn(move || fjord_storage::io::block_on(run_shard(config, shards, Listening { listener, connections, handed }, inbox, ready)))
+            .spawn(move || {
+                fjord_storage::io::block_on(run_shard(
+                    config,
+                    shards,
+                    Listening { listener, connections, handed },
+                    inbox,
+                    ready,
+                ))
+            })
             .map_err(|e| anyhow::anyhow!("cannot start shard thread {me}: {e}"))?;
         threads.push(thread);
         if me == 0 && first_alone {
@@ -143,7 +169,11 @@ enum Started {
 /// Waits until `shards` more shards have reported that they serve, or one failed to open,
 /// or one of `threads` ended without reporting: an error if it failed or panicked, and
 /// `Stopped` if it shut down cleanly (a signal while the others were still opening).
-fn wait_ready(ready: &std::sync::mpsc::Receiver<anyhow::Result<usize>>, shards: usize, threads: &mut Vec<ShardThread>) -> anyhow::Result<Started> {
+fn wait_ready(
+    ready: &std::sync::mpsc::Receiver<anyhow::Result<usize>>,
+    shards: usize,
+    threads: &mut Vec<ShardThread>,
+) -> anyhow::Result<Started> {
     let mut reported = 0;
     while reported < shards {
         match ready.recv_timeout(Duration::from_millis(READY_POLL_MS)) {
@@ -154,11 +184,15 @@ fn wait_ready(ready: &std::sync::mpsc::Receiver<anyhow::Result<usize>>, shards: 
                     return match threads.remove(ended).join() {
                         Ok(Ok(())) => Ok(Started::Stopped),
                         Ok(Err(error)) => Err(error),
-                        Err(_) => Err(anyhow::anyhow!("shard {ended} panicked while the broker was starting")),
+                        Err(_) => Err(anyhow::anyhow!(
+                            "shard {ended} panicked while the broker was starting"
+                        )),
                     };
                 }
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("every shard stopped while the broker was starting"),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("every shard stopped while the broker was starting")
+            }
         }
     }
     Ok(Started::Serving)
@@ -189,7 +223,10 @@ fn wait_for_port(address: SocketAddr) -> anyhow::Result<()> {
     loop {
         match std::net::TcpListener::bind(address) {
             Ok(_probe) => return Ok(()),
-            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+            Err(error)
+                if error.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
                 if !warned {
                     warn!(%address, "the port is taken, perhaps by a broker still shutting down; waiting up to {PORT_WAIT_MS_MAX} ms");
                     warned = true;
@@ -286,7 +323,11 @@ impl Drop for Admitted {
 }
 
 impl Connections {
-    fn new(max: usize, per_ip: PerIp, handovers: Vec<tokio::sync::mpsc::UnboundedSender<Handover>>) -> Connections {
+    fn new(
+        max: usize,
+        per_ip: PerIp,
+        handovers: Vec<tokio::sync::mpsc::UnboundedSender<Handover>>,
+    ) -> Connections {
         Connections {
             live: handovers.iter().map(|_| AtomicUsize::new(0)).collect(),
             total: AtomicUsize::new(0),
@@ -311,7 +352,13 @@ impl Connections {
             warn!(%peer, limit = self.max, "connection refused: connections_max reached");
             return None;
         }
-        let counts = self.live.iter().zip(self.stopping.iter()).map(|(live, stopping)| if stopping.load(Ordering::Relaxed) { usize::MAX } else { live.load(Ordering::Relaxed) });
+        let counts = self.live.iter().zip(self.stopping.iter()).map(|(live, stopping)| {
+            if stopping.load(Ordering::Relaxed) {
+                usize::MAX
+            } else {
+                live.load(Ordering::Relaxed)
+            }
+        });
         let shard = fewest(counts, me);
         self.live[shard].fetch_add(1, Ordering::Relaxed);
         Some(Admitted { connections: Arc::clone(self), shard, ip: peer.ip() })
@@ -322,12 +369,16 @@ impl Connections {
     fn hand_over(&self, admitted: Admitted, stream: Stream, peer: SocketAddr) {
         let shard = admitted.shard;
         let sent = match stream.into_std() {
-            Ok(stream) => self.handovers[shard].send((stream, peer, admitted)).map_err(|_| "the shard has stopped".to_string()),
+            Ok(stream) => self.handovers[shard]
+                .send((stream, peer, admitted))
+                .map_err(|_| "the shard has stopped".to_string()),
             Err(error) => Err(format!("cannot duplicate the socket: {error}")),
         };
         match sent {
             Ok(()) => debug!(%peer, shard, "connection handed over"),
-            Err(reason) => warn!(%peer, shard, %reason, "connection closed: cannot hand it to the shard that was to serve it"),
+            Err(reason) => {
+                warn!(%peer, shard, %reason, "connection closed: cannot hand it to the shard that was to serve it")
+            }
         }
     }
 
@@ -339,7 +390,10 @@ impl Connections {
 
 /// The index of the smallest count; `me` when it is as small as any.
 fn fewest(counts: impl Iterator<Item = usize>, me: usize) -> usize {
-    counts.enumerate().min_by_key(|&(shard, count)| (count, shard != me, shard)).map_or(me, |(shard, _)| shard)
+    counts
+        .enumerate()
+        .min_by_key(|&(shard, count)| (count, shard != me, shard))
+        .map_or(me, |(shard, _)| shard)
 }
 
 /// A shard's side of the port: its listener, and the connections others hand it.
@@ -375,29 +429,39 @@ async fn run_shard(
         // Other shards' requests for this shard's partitions; a Shutdown from shard 0 stops
         // this shard and is acknowledged once its partitions are closed.
         let (shutdown, stopped) = (Rc::clone(&shutdown), Rc::clone(&stopped));
-        fjord_storage::io::spawn(crate::shards::serve_inbox(Rc::clone(&broker), inbox, move || {
-            let (shutdown, stopped) = (Rc::clone(&shutdown), Rc::clone(&stopped));
-            async move {
-                let done = stopped.notified();
-                tokio::pin!(done);
-                done.as_mut().enable();
-                shutdown.trigger();
-                done.await;
-            }
-        }));
+        fjord_storage::io::spawn(crate::shards::serve_inbox(
+            Rc::clone(&broker),
+            inbox,
+            move || {
+                let (shutdown, stopped) = (Rc::clone(&shutdown), Rc::clone(&stopped));
+                async move {
+                    let done = stopped.notified();
+                    tokio::pin!(done);
+                    done.as_mut().enable();
+                    shutdown.trigger();
+                    done.await;
+                }
+            },
+        ));
     }
     let upkeep = fjord_storage::io::spawn(Rc::clone(&broker).run_upkeep());
-    let group_timers = (me == 0).then(|| fjord_storage::io::spawn(broker.coordinator().run_timers()));
+    let group_timers =
+        (me == 0).then(|| fjord_storage::io::spawn(broker.coordinator().run_timers()));
     let replication = broker.cluster.is_some().then(|| {
-        (fjord_storage::io::spawn(crate::cluster::run(Rc::clone(&broker))), fjord_storage::io::spawn(crate::fetcher::run(Rc::clone(&broker))))
+        (
+            fjord_storage::io::spawn(crate::cluster::run(Rc::clone(&broker))),
+            fjord_storage::io::spawn(crate::fetcher::run(Rc::clone(&broker))),
+        )
     });
     if me == 0 {
         let shutdown = Rc::clone(&shutdown);
         // Installed here, before this shard reports ready (and `serve` prints that it
         // listens), not in the task: a SIGTERM right after the listening line must shut the
         // broker down cleanly, not kill it.
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
-        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).expect("install SIGINT handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .expect("install SIGINT handler");
         fjord_storage::io::spawn(async move {
             tokio::select! {
                 _ = term.recv() => info!("SIGTERM: shutting down"),
@@ -471,7 +535,10 @@ async fn run_shard(
     while shutdown.connections.get() > 0 {
         let drained = shutdown.drained.notified();
         if tokio::time::timeout_at(deadline, drained).await.is_err() {
-            warn!(connections = shutdown.connections.get(), "shutdown: connections still busy, closing logs anyway");
+            warn!(
+                connections = shutdown.connections.get(),
+                "shutdown: connections still busy, closing logs anyway"
+            );
             break;
         }
     }
@@ -512,7 +579,12 @@ pub const FRAME_RATE_WINDOW_MS: u64 = 10_000;
 /// A frame's bytes are taken from the broker-wide (all shards) request memory budget before
 /// they are read, and given back when the request is answered: when the budget is spent,
 /// connections stop reading and TCP pushes back on the clients.
-async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: u64, budget: &'a tokio::sync::Semaphore) -> Result<FrameRead<'a>, String> {
+async fn read_frame<'a>(
+    stream: &Stream,
+    buf: &mut BytesMut,
+    request_bytes_max: u64,
+    budget: &'a tokio::sync::Semaphore,
+) -> Result<FrameRead<'a>, String> {
     let mut permit: Option<tokio::sync::SemaphorePermit<'a>> = None;
     // Inside a frame: when the current rate window ends and how much was buffered at its start.
     let mut window: Option<(tokio::time::Instant, usize)> = None;
@@ -523,7 +595,9 @@ async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: 
         if buf.len() >= 4 {
             let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
             if size < 0 || size as u64 > request_bytes_max {
-                return Err(format!("frame size {size} outside 0..={request_bytes_max} (request_bytes_max)"));
+                return Err(format!(
+                    "frame size {size} outside 0..={request_bytes_max} (request_bytes_max)"
+                ));
             }
             let total = 4 + size as usize;
             if permit.is_none() {
@@ -531,12 +605,22 @@ async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: 
                 permit = Some(match budget.try_acquire_many(units) {
                     Ok(permit) => permit,
                     Err(_) => {
-                        debug!(bytes = total, "request memory budget spent; waiting (backpressure)");
-                        budget.acquire_many(units).await.map_err(|e| format!("request memory budget closed: {e}"))?
+                        debug!(
+                            bytes = total,
+                            "request memory budget spent; waiting (backpressure)"
+                        );
+                        budget
+                            .acquire_many(units)
+                            .await
+                            .map_err(|e| format!("request memory budget closed: {e}"))?
                     }
                 });
                 // The rate is the client's: a wait for the budget does not count against it.
-                window = Some((tokio::time::Instant::now() + std::time::Duration::from_millis(FRAME_RATE_WINDOW_MS), buf.len()));
+                window = Some((
+                    tokio::time::Instant::now()
+                        + std::time::Duration::from_millis(FRAME_RATE_WINDOW_MS),
+                    buf.len(),
+                ));
                 frame_total = total;
             }
             if buf.len() >= total {
@@ -587,9 +671,13 @@ async fn read_frame<'a>(stream: &Stream, buf: &mut BytesMut, request_bytes_max: 
         *buf = returned;
         match result {
             Ok(0) if buf.is_empty() => return Ok(FrameRead::Closed),
-            Ok(0) => return Err(format!("peer closed inside a frame ({} bytes buffered)", buf.len())),
+            Ok(0) => {
+                return Err(format!("peer closed inside a frame ({} bytes buffered)", buf.len()))
+            }
             Ok(_) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return Ok(FrameRead::Closed),
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Ok(FrameRead::Closed)
+            }
             Err(error) => return Err(format!("read failed: {error}")),
         }
     }
@@ -633,17 +721,33 @@ struct InFlight {
     written: Notify,
 }
 
-async fn serve_connection(broker: &Rc<Broker>, stream: &Stream, peer: SocketAddr, shutdown: &Shutdown) {
+async fn serve_connection(
+    broker: &Rc<Broker>,
+    stream: &Stream,
+    peer: SocketAddr,
+    shutdown: &Shutdown,
+) {
     let (answers, queue) = tokio::sync::mpsc::channel(PIPELINE_MAX);
     let in_flight = InFlight::default();
-    tokio::join!(read_requests(broker, stream, peer, shutdown, answers, &in_flight), write_answers(stream, peer, queue, &in_flight));
+    tokio::join!(
+        read_requests(broker, stream, peer, shutdown, answers, &in_flight),
+        write_answers(stream, peer, queue, &in_flight)
+    );
 }
 
 /// Reads and starts requests in order; ends at shutdown, when the peer closes, on a bad
 /// frame, or once a request's answer closes the connection.
-async fn read_requests<'a>(broker: &'a Rc<Broker>, stream: &Stream, peer: SocketAddr, shutdown: &Shutdown, answers: tokio::sync::mpsc::Sender<Answer<'a>>, in_flight: &InFlight) {
+async fn read_requests<'a>(
+    broker: &'a Rc<Broker>,
+    stream: &Stream,
+    peer: SocketAddr,
+    shutdown: &Shutdown,
+    answers: tokio::sync::mpsc::Sender<Answer<'a>>,
+    in_flight: &InFlight,
+) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    let reserve = (broker.config.request_memory_max / crate::shards::BUDGET_UNIT_BYTES) as usize / PIPELINE_BUDGET_RESERVE_DIVISOR;
+    let reserve = (broker.config.request_memory_max / crate::shards::BUDGET_UNIT_BYTES) as usize
+        / PIPELINE_BUDGET_RESERVE_DIVISOR;
     let mut pipelining = false;
     // This connection's order of appends per partition, and the ends of the appends of
     // Produce requests started but maybe not over (at most about `PIPELINE_MAX`).
@@ -655,7 +759,9 @@ async fn read_requests<'a>(broker: &'a Rc<Broker>, stream: &Stream, peer: Socket
         }
         // Read past unanswered requests only behind a Produce, and only while the budget
         // keeps its reserve; otherwise wait until every answer is written.
-        while in_flight.answers.get() > 0 && !(pipelining && broker.request_memory.available_permits() >= reserve) {
+        while in_flight.answers.get() > 0
+            && !(pipelining && broker.request_memory.available_permits() >= reserve)
+        {
             let written = in_flight.written.notified();
             tokio::select! {
                 _ = written => {}
@@ -686,7 +792,9 @@ async fn read_requests<'a>(broker: &'a Rc<Broker>, stream: &Stream, peer: Socket
         };
         let api = request.api_key;
         if api == ApiKey::Produce {
-            appending.retain_mut(|end| matches!(end.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Empty)));
+            appending.retain_mut(|end| {
+                matches!(end.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Empty))
+            });
         } else {
             // Any other request starts once every earlier append is over: a Fetch on the same
             // connection reads them, as if each Produce had been answered first.
@@ -729,7 +837,12 @@ async fn read_requests<'a>(broker: &'a Rc<Broker>, stream: &Stream, peer: Socket
 /// Writes the answers in request order. On a failed write or a closing answer it shuts the
 /// socket down, so the reader stops too, and waits for the handlers still running before
 /// their budget shares are given back.
-async fn write_answers(stream: &Stream, peer: SocketAddr, mut queue: tokio::sync::mpsc::Receiver<Answer<'_>>, in_flight: &InFlight) {
+async fn write_answers(
+    stream: &Stream,
+    peer: SocketAddr,
+    mut queue: tokio::sync::mpsc::Receiver<Answer<'_>>,
+    in_flight: &InFlight,
+) {
     let mut pipe: Option<SplicePipe> = None;
     while let Some(answer) = queue.recv().await {
         let reply = match answer.reply {
@@ -766,11 +879,16 @@ async fn write_answers(stream: &Stream, peer: SocketAddr, mut queue: tokio::sync
 /// it, record bytes spliced into it from the segment files, and the pipe drains into the
 /// socket when full and at the end, so a response of many partitions leaves in a few large
 /// transfers and record bytes never pass through user space.
-async fn write_fetch(stream: &Stream, pipe: &mut Option<SplicePipe>, response: FetchResponse) -> Result<(), String> {
+async fn write_fetch(
+    stream: &Stream,
+    pipe: &mut Option<SplicePipe>,
+    response: FetchResponse,
+) -> Result<(), String> {
     if pipe.is_none() {
         *pipe = Some(SplicePipe::new().map_err(|e| e.to_string())?);
     }
-    let mut out = PipeStream::new(pipe.as_mut().expect("created above"), stream.as_raw_fd()).map_err(|e| e.to_string())?;
+    let mut out = PipeStream::new(pipe.as_mut().expect("created above"), stream.as_raw_fd())
+        .map_err(|e| e.to_string())?;
     let mut prefix = Some((response.size as i32).to_be_bytes());
     for piece in response.pieces {
         match piece {
@@ -784,7 +902,9 @@ async fn write_fetch(stream: &Stream, pipe: &mut Option<SplicePipe>, response: F
                 if let Some(prefix) = prefix.take() {
                     out.push_bytes(&prefix).await.map_err(|e| e.to_string())?;
                 }
-                out.push_file(&region.file, region.position, region.len).await.map_err(|e| e.to_string())?;
+                out.push_file(&region.file, region.position, region.len)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
         }
     }

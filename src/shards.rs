@@ -14,8 +14,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fjord_storage::io::{File, SharedFile};
 use fjord_replication::ClusterState;
+use fjord_storage::io::{File, SharedFile};
 use fjord_storage::FileRegion;
 use kafka_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
@@ -33,7 +33,9 @@ pub const BUDGET_UNIT_BYTES: u64 = 1024;
 /// A request memory budget of `bytes`, in `BUDGET_UNIT_BYTES` permits.
 pub fn request_memory_budget(bytes: u64) -> Arc<Semaphore> {
     // Rounded up, as each request's share is: a request of `request-bytes-max` always fits.
-    Arc::new(Semaphore::new(bytes.div_ceil(BUDGET_UNIT_BYTES).min(Semaphore::MAX_PERMITS as u64) as usize))
+    Arc::new(Semaphore::new(
+        bytes.div_ceil(BUDGET_UNIT_BYTES).min(Semaphore::MAX_PERMITS as u64) as usize
+    ))
 }
 
 /// The shard that owns a partition. Internal topics (consumer offsets) live on shard 0 with
@@ -127,18 +129,50 @@ pub enum FrameReply {
 
 pub enum Message {
     /// The partitions of one Produce request that this shard owns, answered in order.
-    Produce { parts: Vec<ProducePart>, acks: i16, timeout_ms: i32, reply: oneshot::Sender<Vec<PartitionOutcome>> },
+    Produce {
+        parts: Vec<ProducePart>,
+        acks: i16,
+        timeout_ms: i32,
+        reply: oneshot::Sender<Vec<PartitionOutcome>>,
+    },
     /// The partitions of one Fetch request that this shard owns, answered in order; together
     /// they read at most `max_bytes` (the response's budget).
-    Fetch { parts: Vec<FetchPart>, replica: i32, max_bytes: u64, reply: oneshot::Sender<Vec<RemoteRead>> },
-    ListOffset { topic: String, index: i32, timestamp: i64, reply: oneshot::Sender<handlers::OffsetAnswer> },
+    Fetch {
+        parts: Vec<FetchPart>,
+        replica: i32,
+        max_bytes: u64,
+        reply: oneshot::Sender<Vec<RemoteRead>>,
+    },
+    ListOffset {
+        topic: String,
+        index: i32,
+        timestamp: i64,
+        reply: oneshot::Sender<handlers::OffsetAnswer>,
+    },
     /// OffsetForLeaderEpoch for one partition: (error code, epoch, end offset).
-    EpochEnd { topic: String, index: i32, current_leader_epoch: i32, leader_epoch: i32, reply: oneshot::Sender<(i16, i32, i64)> },
-    Frame { payload: Bytes, peer: Option<SocketAddr>, reply: oneshot::Sender<FrameReply> },
-    TopicsChanged { reply: oneshot::Sender<()> },
+    EpochEnd {
+        topic: String,
+        index: i32,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+        reply: oneshot::Sender<(i16, i32, i64)>,
+    },
+    Frame {
+        payload: Bytes,
+        peer: Option<SocketAddr>,
+        reply: oneshot::Sender<FrameReply>,
+    },
+    TopicsChanged {
+        reply: oneshot::Sender<()>,
+    },
     /// In a cluster, from shard 0: a new cluster state, to apply to this shard's partitions.
-    ApplyState { state: Arc<ClusterState>, reply: oneshot::Sender<()> },
-    Shutdown { reply: oneshot::Sender<()> },
+    ApplyState {
+        state: Arc<ClusterState>,
+        reply: oneshot::Sender<()>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// This shard's view of the others.
@@ -154,10 +188,21 @@ pub struct Shards {
 
 impl Shards {
     pub fn single(request_memory_max: u64) -> Shards {
-        Shards { me: 0, count: 1, peers: Vec::new(), data_arrived: Arc::new(Notify::new()), request_memory: request_memory_budget(request_memory_max) }
+        Shards {
+            me: 0,
+            count: 1,
+            peers: Vec::new(),
+            data_arrived: Arc::new(Notify::new()),
+            request_memory: request_memory_budget(request_memory_max),
+        }
     }
 
-    pub fn new(me: usize, peers: Vec<mpsc::UnboundedSender<Message>>, data_arrived: Arc<Notify>, request_memory: Arc<Semaphore>) -> Shards {
+    pub fn new(
+        me: usize,
+        peers: Vec<mpsc::UnboundedSender<Message>>,
+        data_arrived: Arc<Notify>,
+        request_memory: Arc<Semaphore>,
+    ) -> Shards {
         Shards { me, count: peers.len(), peers, data_arrived, request_memory }
     }
 
@@ -186,32 +231,65 @@ impl Shards {
 
     /// Sends the appends of `parts` to `shard`, which owns them, as one message, without
     /// waiting: the outcomes (in the order of `parts`) are awaited with `produced`.
-    pub fn produce(&self, shard: usize, parts: Vec<ProducePart>, acks: i16, timeout_ms: i32) -> Option<oneshot::Receiver<Vec<PartitionOutcome>>> {
+    pub fn produce(
+        &self,
+        shard: usize,
+        parts: Vec<ProducePart>,
+        acks: i16,
+        timeout_ms: i32,
+    ) -> Option<oneshot::Receiver<Vec<PartitionOutcome>>> {
         let (reply, answer) = oneshot::channel();
         self.send(shard, Message::Produce { parts, acks, timeout_ms, reply }).then_some(answer)
     }
 
     /// The outcomes of appends sent with `produce`; a shard that is gone gives
     /// UNKNOWN_SERVER_ERROR for each of its `count` partitions.
-    pub async fn produced(answer: Option<oneshot::Receiver<Vec<PartitionOutcome>>>, count: usize) -> Vec<PartitionOutcome> {
+    pub async fn produced(
+        answer: Option<oneshot::Receiver<Vec<PartitionOutcome>>>,
+        count: usize,
+    ) -> Vec<PartitionOutcome> {
         answers(answer, count).await.unwrap_or_else(|| {
-            let failed = PartitionOutcome { error: Some((ResponseError::UnknownServerError, "the shard owning the partition is gone".to_string())), base_offset: -1, log_start_offset: -1 };
+            let failed = PartitionOutcome {
+                error: Some((
+                    ResponseError::UnknownServerError,
+                    "the shard owning the partition is gone".to_string(),
+                )),
+                base_offset: -1,
+                log_start_offset: -1,
+            };
             vec![failed; count]
         })
     }
 
     /// Sends the read of `parts` to `shard`, which owns them, without waiting: the answer
     /// (in the order of `parts`) is awaited with `fetched`, so several shards read at once.
-    pub fn fetch(&self, shard: usize, parts: Vec<FetchPart>, replica: i32, max_bytes: u64) -> Option<oneshot::Receiver<Vec<RemoteRead>>> {
+    pub fn fetch(
+        &self,
+        shard: usize,
+        parts: Vec<FetchPart>,
+        replica: i32,
+        max_bytes: u64,
+    ) -> Option<oneshot::Receiver<Vec<RemoteRead>>> {
         let (reply, answer) = oneshot::channel();
         self.send(shard, Message::Fetch { parts, replica, max_bytes, reply }).then_some(answer)
     }
 
     /// The reads sent with `fetch`, as this shard's regions; a shard that is gone gives
     /// UNKNOWN_SERVER_ERROR for each of its `count` partitions.
-    pub async fn fetched(answer: Option<oneshot::Receiver<Vec<RemoteRead>>>, count: usize) -> Vec<PartitionRead> {
-        let failed = || PartitionRead { error: ResponseError::UnknownServerError.code(), high_watermark: -1, log_start_offset: -1, regions: Vec::new(), hw_moved: false };
-        let Some(remote) = answers(answer, count).await else { return (0..count).map(|_| failed()).collect() };
+    pub async fn fetched(
+        answer: Option<oneshot::Receiver<Vec<RemoteRead>>>,
+        count: usize,
+    ) -> Vec<PartitionRead> {
+        let failed = || PartitionRead {
+            error: ResponseError::UnknownServerError.code(),
+            high_watermark: -1,
+            log_start_offset: -1,
+            regions: Vec::new(),
+            hw_moved: false,
+        };
+        let Some(remote) = answers(answer, count).await else {
+            return (0..count).map(|_| failed()).collect();
+        };
         remote
             .into_iter()
             .map(|remote| PartitionRead {
@@ -237,7 +315,11 @@ impl Shards {
 
     /// Sends `shard` the message `ask` builds around a reply channel and awaits the answer;
     /// None if the shard is gone or dropped the message.
-    async fn ask<T>(&self, shard: usize, ask: impl FnOnce(oneshot::Sender<T>) -> Message) -> Option<T> {
+    async fn ask<T>(
+        &self,
+        shard: usize,
+        ask: impl FnOnce(oneshot::Sender<T>) -> Message,
+    ) -> Option<T> {
         let (reply, answer) = oneshot::channel();
         if !self.send(shard, ask(reply)) {
             return None;
@@ -245,14 +327,36 @@ impl Shards {
         answer.await.ok()
     }
 
-    pub async fn list_offset(&self, shard: usize, topic: String, index: i32, timestamp: i64) -> handlers::OffsetAnswer {
-        let answer = self.ask(shard, |reply| Message::ListOffset { topic, index, timestamp, reply }).await;
+    pub async fn list_offset(
+        &self,
+        shard: usize,
+        topic: String,
+        index: i32,
+        timestamp: i64,
+    ) -> handlers::OffsetAnswer {
+        let answer =
+            self.ask(shard, |reply| Message::ListOffset { topic, index, timestamp, reply }).await;
         answer.unwrap_or(handlers::OffsetAnswer::refused(ResponseError::UnknownServerError))
     }
 
     /// Where an epoch ended in a partition `shard` owns (see `handlers::epochs::epoch_end`).
-    pub async fn epoch_end(&self, shard: usize, topic: String, index: i32, current_leader_epoch: i32, leader_epoch: i32) -> (i16, i32, i64) {
-        let answer = self.ask(shard, |reply| Message::EpochEnd { topic, index, current_leader_epoch, leader_epoch, reply }).await;
+    pub async fn epoch_end(
+        &self,
+        shard: usize,
+        topic: String,
+        index: i32,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+    ) -> (i16, i32, i64) {
+        let answer = self
+            .ask(shard, |reply| Message::EpochEnd {
+                topic,
+                index,
+                current_leader_epoch,
+                leader_epoch,
+                reply,
+            })
+            .await;
         answer.unwrap_or((ResponseError::UnknownServerError.code(), -1, -1))
     }
 
@@ -262,7 +366,9 @@ impl Shards {
         if !self.send(0, Message::Frame { payload, peer, reply }) {
             return FrameReply::Close("shard 0 is gone".to_string());
         }
-        answer.await.unwrap_or_else(|_| FrameReply::Close("shard 0 dropped the request".to_string()))
+        answer
+            .await
+            .unwrap_or_else(|_| FrameReply::Close("shard 0 dropped the request".to_string()))
     }
 
     /// Shard 0, after creating or deleting topics: every other shard opens or drops its
@@ -325,13 +431,22 @@ fn remote_read(read: PartitionRead) -> RemoteRead {
             }
         }
     }
-    RemoteRead { error, high_watermark: read.high_watermark, log_start_offset: read.log_start_offset, regions, hw_moved: read.hw_moved }
+    RemoteRead {
+        error,
+        high_watermark: read.high_watermark,
+        log_start_offset: read.log_start_offset,
+        regions,
+        hw_moved: read.hw_moved,
+    }
 }
 
 /// Serves what other shards send, until the channel closes. `on_shutdown` is run for a
 /// Shutdown message before it is acknowledged.
-pub async fn serve_inbox<F, Fut>(broker: Rc<Broker>, mut inbox: mpsc::UnboundedReceiver<Message>, on_shutdown: F)
-where
+pub async fn serve_inbox<F, Fut>(
+    broker: Rc<Broker>,
+    mut inbox: mpsc::UnboundedReceiver<Message>,
+    on_shutdown: F,
+) where
     F: Fn() -> Fut + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
@@ -345,12 +460,25 @@ where
                     // Each partition appends as its own task, as for a local request.
                     let tasks: Vec<_> = parts
                         .into_iter()
-                        .map(|part| fjord_storage::io::spawn(handlers::produce_partition(Rc::clone(&broker), part.topic, part.index, part.records, acks, timeout_ms, part.done)))
+                        .map(|part| {
+                            fjord_storage::io::spawn(handlers::produce_partition(
+                                Rc::clone(&broker),
+                                part.topic,
+                                part.index,
+                                part.records,
+                                acks,
+                                timeout_ms,
+                                part.done,
+                            ))
+                        })
                         .collect();
                     let mut outcomes = Vec::with_capacity(tasks.len());
                     for task in tasks {
                         outcomes.push(task.await.unwrap_or_else(|e| PartitionOutcome {
-                            error: Some((ResponseError::UnknownServerError, format!("produce task failed: {e}"))),
+                            error: Some((
+                                ResponseError::UnknownServerError,
+                                format!("produce task failed: {e}"),
+                            )),
                             base_offset: -1,
                             log_start_offset: -1,
                         }));
@@ -363,7 +491,17 @@ where
                     let mut total = 0u64;
                     for part in parts {
                         let limit = fetch::budget_limit(part.partition_max_bytes, max_bytes, total);
-                        let read = fetch::read_budgeted(&broker, &part.topic, part.index, part.offset, limit, total, replica, part.epoch).await;
+                        let read = fetch::read_budgeted(
+                            &broker,
+                            &part.topic,
+                            part.index,
+                            part.offset,
+                            limit,
+                            total,
+                            replica,
+                            part.epoch,
+                        )
+                        .await;
                         let bytes: u64 = read.regions.iter().map(|r| r.len).sum();
                         if fetch::fits(bytes, limit, total) {
                             total += bytes;
@@ -373,7 +511,8 @@ where
                     let _ = reply.send(reads);
                 }
                 Message::ListOffset { topic, index, timestamp, reply } => {
-                    let _ = reply.send(handlers::list_offset(&broker, &topic, index, timestamp).await);
+                    let _ =
+                        reply.send(handlers::list_offset(&broker, &topic, index, timestamp).await);
                 }
                 Message::Frame { payload, peer, reply } => {
                     let answer = match crate::protocol::parse_request(payload) {
@@ -381,20 +520,32 @@ where
                         Ok(mut request) => {
                             // A Produce is split by partition, never forwarded whole: it must
                             // take its turns on its own connection (`AppendOrder`).
-                            debug_assert_ne!(request.api_key, kafka_protocol::messages::ApiKey::Produce, "a Produce forwarded whole");
+                            debug_assert_ne!(
+                                request.api_key,
+                                kafka_protocol::messages::ApiKey::Produce,
+                                "a Produce forwarded whole"
+                            );
                             request.peer = peer;
                             match handlers::dispatch(&broker, request, None).await {
                                 Reply::Frame(bytes) => FrameReply::Frame(bytes),
                                 Reply::Nothing => FrameReply::Nothing,
                                 Reply::Close(reason) => FrameReply::Close(reason),
-                                Reply::Fetch(_) => FrameReply::Close("a Fetch cannot be forwarded whole".to_string()),
+                                Reply::Fetch(_) => FrameReply::Close(
+                                    "a Fetch cannot be forwarded whole".to_string(),
+                                ),
                             }
                         }
                     };
                     let _ = reply.send(answer);
                 }
                 Message::EpochEnd { topic, index, current_leader_epoch, leader_epoch, reply } => {
-                    let _ = reply.send(handlers::epochs::epoch_end(&broker, &topic, index, current_leader_epoch, leader_epoch));
+                    let _ = reply.send(handlers::epochs::epoch_end(
+                        &broker,
+                        &topic,
+                        index,
+                        current_leader_epoch,
+                        leader_epoch,
+                    ));
                 }
                 Message::TopicsChanged { reply } => {
                     if let Err(error) = broker.reload_topics().await {

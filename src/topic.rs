@@ -28,9 +28,14 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         return Err(format!("topic name {name:?} is reserved"));
     }
     if name.len() > TOPIC_NAME_BYTES_MAX {
-        return Err(format!("topic name is {} bytes, more than {TOPIC_NAME_BYTES_MAX}", name.len()));
+        return Err(format!(
+            "topic name is {} bytes, more than {TOPIC_NAME_BYTES_MAX}",
+            name.len()
+        ));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || *c == '_' || *c == '-')) {
+    if let Some(bad) =
+        name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || *c == '_' || *c == '-'))
+    {
         return Err(format!("topic name {name:?} contains {bad:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"));
     }
     Ok(())
@@ -56,7 +61,8 @@ pub struct TopicConfig {
 }
 
 fn parse_i64(name: &str, value: &str, min: i64) -> Result<i64, String> {
-    let parsed: i64 = value.trim().parse().map_err(|_error| format!("{name} = {value:?} is not an integer"))?;
+    let parsed: i64 =
+        value.trim().parse().map_err(|_error| format!("{name} = {value:?} is not an integer"))?;
     if parsed < min {
         return Err(format!("{name} = {parsed} is below the minimum {min}"));
     }
@@ -96,7 +102,9 @@ impl TopicConfig {
     }
 
     /// Builds a config from (name, value) pairs, checking each.
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<TopicConfig, String> {
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<TopicConfig, String> {
         let mut config = TopicConfig::default();
         for (name, value) in pairs {
             TopicConfig::check(name, value)?;
@@ -187,7 +195,8 @@ mod tests {
 
     #[test]
     fn configs_are_checked() {
-        assert!(TopicConfig::from_pairs([("retention.ms", "1000"), ("segment.bytes", "1048576")]).is_ok());
+        assert!(TopicConfig::from_pairs([("retention.ms", "1000"), ("segment.bytes", "1048576")])
+            .is_ok());
         assert!(TopicConfig::from_pairs([("retention.ms", "-1")]).is_ok());
         assert!(TopicConfig::from_pairs([("retention.ms", "-2")]).is_err());
         assert!(TopicConfig::from_pairs([("retention.ms", "soon")]).is_err());

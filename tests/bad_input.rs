@@ -51,14 +51,20 @@ fn assert_clients_still_work(broker: &mut TestBroker, context: &str) {
     let (error, apis) = wire::parse_api_versions(&body, 0);
     assert_eq!((error, apis.len()), (NONE, SUPPORTED_APIS.len()), "ApiVersions after {context}");
     let listing = kcat_metadata(broker);
-    assert!(listing.contains(&format!("broker 0 at {}", broker.bootstrap())), "kcat -L after {context}:\n{listing}");
+    assert!(
+        listing.contains(&format!("broker 0 at {}", broker.bootstrap())),
+        "kcat -L after {context}:\n{listing}"
+    );
 }
 
 /// A successful CreateTopics result. Kafka sends a null error message on success; Fjord
 /// sends an empty one, which clients treat alike.
 fn assert_created((error, message): (i16, Option<String>)) {
     assert_eq!(error, NONE, "CreateTopics error code (message {message:?})");
-    assert!(message.as_deref().is_none_or(str::is_empty), "CreateTopics succeeded with an error message {message:?}");
+    assert!(
+        message.as_deref().is_none_or(str::is_empty),
+        "CreateTopics succeeded with an error message {message:?}"
+    );
 }
 
 /// A request header v2 (flexible versions): client id, then an empty tagged-field section.
@@ -98,7 +104,8 @@ fn garbage_frames_close_only_their_connection() {
         let size = (rng.next() % 200) as usize;
         let payload = rng.bytes(size);
         let mut conn = Conn::connect(broker.addr());
-        conn.send(&wire::frame(&payload)).unwrap_or_else(|e| panic!("seed {seed}, case {case}: send: {e}"));
+        conn.send(&wire::frame(&payload))
+            .unwrap_or_else(|e| panic!("seed {seed}, case {case}: send: {e}"));
         // A response is possible if the bytes happen to form a valid request; only a hang
         // (a panic in receive) or a crash fails.
         match conn.receive() {
@@ -118,13 +125,23 @@ fn an_array_count_beyond_the_frame_is_refused_without_allocating() {
     // gets its own broker, so one crash does not hide the others.
     let cases: [(&str, i16, i16, Vec<u8>); 4] = [
         ("Metadata v1 with i32::MAX topics", wire::METADATA, 1, i32::MAX.to_be_bytes().to_vec()),
-        ("Metadata v1 with 10 million topics", wire::METADATA, 1, 10_000_000i32.to_be_bytes().to_vec()),
+        (
+            "Metadata v1 with 10 million topics",
+            wire::METADATA,
+            1,
+            10_000_000i32.to_be_bytes().to_vec(),
+        ),
         ("Produce v3 with i32::MAX topics", wire::PRODUCE, 3, {
             let mut body = Encoder::new();
             body.null_string().i16(1).i32(1000).i32(i32::MAX);
             body.0
         }),
-        ("CreateTopics v2 with i32::MAX topics", wire::CREATE_TOPICS, 2, i32::MAX.to_be_bytes().to_vec()),
+        (
+            "CreateTopics v2 with i32::MAX topics",
+            wire::CREATE_TOPICS,
+            2,
+            i32::MAX.to_be_bytes().to_vec(),
+        ),
     ];
     let mut failures = Vec::new();
     for (what, api_key, version, body) in cases {
@@ -140,14 +157,21 @@ fn an_array_count_beyond_the_frame_is_refused_without_allocating() {
         match (outcome, child_status) {
             (_, Some(status)) => {
                 let stderr = broker.stderr();
-                let why = stderr.lines().find(|l| l.contains("memory allocation") || l.contains("panicked")).unwrap_or("(no reason logged)").to_string();
+                let why = stderr
+                    .lines()
+                    .find(|l| l.contains("memory allocation") || l.contains("panicked"))
+                    .unwrap_or("(no reason logged)")
+                    .to_string();
                 failures.push(format!("{what}: the broker died ({status}): {why}"));
             }
-            (Received::Frame(frame), None) => failures.push(format!("{what}: answered with {} bytes instead of closing", frame.len())),
+            (Received::Frame(frame), None) => failures
+                .push(format!("{what}: answered with {} bytes instead of closing", frame.len())),
             (Received::Closed { .. }, None) => {
                 let grown = broker.proc_status_kb("VmHWM").saturating_sub(peak_before);
                 if grown >= 64 * 1024 {
-                    failures.push(format!("{what}: closed, but resident memory (VmHWM) grew by {grown} kB"));
+                    failures.push(format!(
+                        "{what}: closed, but resident memory (VmHWM) grew by {grown} kB"
+                    ));
                 }
                 assert_clients_still_work(&mut broker, what);
             }
@@ -179,12 +203,23 @@ fn a_huge_length_prefix_closes_the_connection_without_allocating() {
         conn.send(b"\x00\x03\x00\x01\x00\x00\x00\x01").expect("send");
         // Closed at once, not after waiting for the announced bytes (receive panics after 10 s).
         conn.expect_closed(&format!("length prefix {size}"));
-        assert!(started.elapsed().as_secs() < 5, "length prefix {size}: closed only after {:?}", started.elapsed());
+        assert!(
+            started.elapsed().as_secs() < 5,
+            "length prefix {size}: closed only after {:?}",
+            started.elapsed()
+        );
     }
     let grown = broker.proc_status_kb("VmPeak").saturating_sub(peak_before);
-    assert!(grown < 64 * 1024, "VmPeak grew by {grown} kB after frames announcing > 100 MiB: the buffer was allocated");
+    assert!(
+        grown < 64 * 1024,
+        "VmPeak grew by {grown} kB after frames announcing > 100 MiB: the buffer was allocated"
+    );
     let stderr = broker.stderr();
-    assert!(stderr.contains("outside 0..=104857600"), "no log line naming the limit:\n{}", broker.stderr_tail());
+    assert!(
+        stderr.contains("outside 0..=104857600"),
+        "no log line naming the limit:\n{}",
+        broker.stderr_tail()
+    );
     assert_clients_still_work(&mut broker, "huge length prefixes");
 }
 
@@ -197,7 +232,10 @@ fn an_unknown_or_unserved_api_key_closes_the_connection() {
         .into_iter()
         .filter(|key| SUPPORTED_APIS.iter().all(|(served, _, _)| *served as i16 != *key))
         .collect();
-    assert!(known_unserved.len() >= 3, "test needs unserved Kafka APIs; SUPPORTED_APIS now has {SUPPORTED_APIS:?}");
+    assert!(
+        known_unserved.len() >= 3,
+        "test needs unserved Kafka APIs; SUPPORTED_APIS now has {SUPPORTED_APIS:?}"
+    );
     for api_key in [32767i16, 1000, -1].into_iter().chain(known_unserved) {
         let mut conn = Conn::connect(broker.addr());
         conn.send(&wire::request_frame(api_key, 0, 1, &[0u8; 8])).expect("send");
@@ -229,25 +267,55 @@ fn an_unsupported_api_versions_version_gets_a_v0_error_response_with_the_api_lis
     // (requests below the served minimum are still refused).
     let advertised: Vec<(i16, i16, i16)> = SUPPORTED_APIS
         .iter()
-        .map(|(k, min, max)| (*k as i16, if *k == kafka_protocol::messages::ApiKey::Produce { 0 } else { *min }, *max))
+        .map(|(k, min, max)| {
+            (
+                *k as i16,
+                if *k == kafka_protocol::messages::ApiKey::Produce { 0 } else { *min },
+                *max,
+            )
+        })
         .collect();
     let mut conn = Conn::connect(broker.addr());
 
     // v99 in a flexible header, with a v3-style body the broker should not need to read.
-    conn.send(&flexible_request(wire::API_VERSIONS, 99, 99, &[0x05, b'k', b'c', b'a', b't', 0x02, b'1', 0x00])).expect("send");
-    let Received::Frame(frame) = conn.receive() else { panic!("ApiVersions v99: connection closed instead of a v0 error response") };
+    conn.send(&flexible_request(
+        wire::API_VERSIONS,
+        99,
+        99,
+        &[0x05, b'k', b'c', b'a', b't', 0x02, b'1', 0x00],
+    ))
+    .expect("send");
+    let Received::Frame(frame) = conn.receive() else {
+        panic!("ApiVersions v99: connection closed instead of a v0 error response")
+    };
     assert_eq!(&frame[..4], &99i32.to_be_bytes(), "correlation id of the v99 response");
     // Response header v0: the body follows the correlation id directly.
     let (error, apis) = wire::parse_api_versions(&frame[4..], 0);
     assert_eq!(error, UNSUPPORTED_VERSION, "error code of ApiVersions v99");
-    let api_versions_only: Vec<_> = advertised.iter().filter(|(key, _, _)| *key == wire::API_VERSIONS).cloned().collect();
-    assert_eq!(apis, api_versions_only, "the v99 error response lists the versions of ApiVersions, as Kafka's (KIP-511)");
+    let api_versions_only: Vec<_> =
+        advertised.iter().filter(|(key, _, _)| *key == wire::API_VERSIONS).cloned().collect();
+    assert_eq!(
+        apis, api_versions_only,
+        "the v99 error response lists the versions of ApiVersions, as Kafka's (KIP-511)"
+    );
 
     // The connection stays usable: the client retries with a version both speak.
     let (error, apis) = wire::parse_api_versions(&conn.call(wire::API_VERSIONS, 0, 100, &[]), 0);
-    assert_eq!((error, apis.clone()), (NONE, advertised.clone()), "ApiVersions v0 after the v99 error");
-    conn.send(&flexible_request(wire::API_VERSIONS, 3, 101, &[0x05, b'k', b'c', b'a', b't', 0x02, b'1', 0x00])).expect("send");
-    let Received::Frame(frame) = conn.receive() else { panic!("ApiVersions v3: connection closed") };
+    assert_eq!(
+        (error, apis.clone()),
+        (NONE, advertised.clone()),
+        "ApiVersions v0 after the v99 error"
+    );
+    conn.send(&flexible_request(
+        wire::API_VERSIONS,
+        3,
+        101,
+        &[0x05, b'k', b'c', b'a', b't', 0x02, b'1', 0x00],
+    ))
+    .expect("send");
+    let Received::Frame(frame) = conn.receive() else {
+        panic!("ApiVersions v3: connection closed")
+    };
     assert_eq!(&frame[..4], &101i32.to_be_bytes());
     let (error, apis) = wire::parse_api_versions(&frame[4..], 3);
     assert_eq!((error, apis), (NONE, advertised.clone()), "ApiVersions v3");
@@ -263,8 +331,14 @@ fn an_unsupported_api_versions_version_gets_a_v0_error_response_with_the_api_lis
     }
     conn.send(&burst).expect("send burst");
     for id in 200..205 {
-        let Received::Frame(frame) = conn.receive() else { panic!("closed in the middle of pipelined requests") };
-        assert_eq!(i32::from_be_bytes(frame[..4].try_into().expect("4")), id, "pipelined responses out of order");
+        let Received::Frame(frame) = conn.receive() else {
+            panic!("closed in the middle of pipelined requests")
+        };
+        assert_eq!(
+            i32::from_be_bytes(frame[..4].try_into().expect("4")),
+            id,
+            "pipelined responses out of order"
+        );
     }
     assert_clients_still_work(&mut broker, "unsupported ApiVersions versions");
 }
@@ -284,9 +358,16 @@ fn a_record_batch_with_a_bad_crc_gets_corrupt_message() {
     bad_value[last] ^= 0x20;
     let truncated = good[..good.len() - 5].to_vec();
 
-    for (what, batch) in [("a flipped CRC bit", &bad_crc), ("a flipped value bit", &bad_value), ("a batch cut short", &truncated)] {
+    for (what, batch) in [
+        ("a flipped CRC bit", &bad_crc),
+        ("a flipped value bit", &bad_value),
+        ("a batch cut short", &truncated),
+    ] {
         let (error, base_offset) = wire::produce(&mut conn, 2, topic, 0, batch);
-        assert_eq!(error, CORRUPT_MESSAGE, "produce of {what}: error code (base offset {base_offset})");
+        assert_eq!(
+            error, CORRUPT_MESSAGE,
+            "produce of {what}: error code (base offset {base_offset})"
+        );
         assert_eq!(base_offset, -1, "produce of {what}: base offset");
     }
     // The same connection still works, and only the good batch is stored.
@@ -295,7 +376,10 @@ fn a_record_batch_with_a_bad_crc_gets_corrupt_message() {
     assert_eq!(kcat_consume(&broker, topic, "%o %k %s\n", &["-o", "beginning"]), "0 k good\n");
     // A normal producer after the corrupt ones.
     kcat_ok(&["-b", &broker.bootstrap(), "-P", "-t", topic, "-K:"], Some(b"k2:after\n"));
-    assert_eq!(kcat_consume(&broker, topic, "%o %k %s\n", &["-o", "beginning"]), "0 k good\n1 k2 after\n");
+    assert_eq!(
+        kcat_consume(&broker, topic, "%o %k %s\n", &["-o", "beginning"]),
+        "0 k good\n1 k2 after\n"
+    );
     assert_clients_still_work(&mut broker, "corrupt record batches");
 }
 
@@ -304,9 +388,15 @@ fn topic_names_kafka_rejects_get_invalid_topic_exception() {
     let mut broker = TestBroker::start("bad-names");
     let mut conn = Conn::connect(broker.addr());
     let long = "a".repeat(250);
-    for (i, name) in ["bad name!", "../escape", "", ".", "..", "a/b", "tab\there", long.as_str()].into_iter().enumerate() {
+    for (i, name) in ["bad name!", "../escape", "", ".", "..", "a/b", "tab\there", long.as_str()]
+        .into_iter()
+        .enumerate()
+    {
         let (error, message) = wire::create_topic(&mut conn, i as i32, name, 1);
-        assert_eq!(error, INVALID_TOPIC_EXCEPTION, "CreateTopics {name:?}: error code (message {message:?})");
+        assert_eq!(
+            error, INVALID_TOPIC_EXCEPTION,
+            "CreateTopics {name:?}: error code (message {message:?})"
+        );
         assert!(message.is_some_and(|m| !m.is_empty()), "CreateTopics {name:?}: no error message");
     }
     assert_created(wire::create_topic(&mut conn, 20, "good.name_1-x", 2));
@@ -315,21 +405,33 @@ fn topic_names_kafka_rejects_get_invalid_topic_exception() {
     // Metadata with auto-creation allowed: the bad name is refused, a good one created.
     let (brokers, topics) = wire::metadata(&mut conn, 22, &["bad name!", "auto.valid"]);
     assert_eq!(brokers, vec![broker.bootstrap()]);
-    let summary: Vec<(i16, &str, usize)> = topics.iter().map(|t| (t.error, t.name.as_str(), t.partitions)).collect();
-    assert_eq!(summary, vec![(INVALID_TOPIC_EXCEPTION, "bad name!", 0), (NONE, "auto.valid", 1)], "Metadata topics");
+    let summary: Vec<(i16, &str, usize)> =
+        topics.iter().map(|t| (t.error, t.name.as_str(), t.partitions)).collect();
+    assert_eq!(
+        summary,
+        vec![(INVALID_TOPIC_EXCEPTION, "bad name!", 0), (NONE, "auto.valid", 1)],
+        "Metadata topics"
+    );
 
     // Nothing was created on disk for the refused names, inside or outside the data dir.
     let entries: Vec<String> = std::fs::read_dir(broker.data_dir())
         .expect("data dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(entries.iter().all(|e| !e.contains("bad") && !e.contains("escape")), "data dir entries: {entries:?}");
+    assert!(
+        entries.iter().all(|e| !e.contains("bad") && !e.contains("escape")),
+        "data dir entries: {entries:?}"
+    );
     let parent = broker.data_dir().parent().expect("parent");
     assert!(!parent.join("escape-0").exists(), "a topic directory escaped the data dir");
 
     let listing = kcat_metadata(&broker);
     let topics: Vec<(String, usize)> = kcat_topics(&listing).into_iter().collect();
-    assert_eq!(topics, vec![("auto.valid".to_string(), 1), ("good.name_1-x".to_string(), 2)], "kcat -L:\n{listing}");
+    assert_eq!(
+        topics,
+        vec![("auto.valid".to_string(), 1), ("good.name_1-x".to_string(), 2)],
+        "kcat -L:\n{listing}"
+    );
     kcat_ok(&["-b", &broker.bootstrap(), "-P", "-t", "auto.valid"], Some(b"still works\n"));
     assert_eq!(kcat_consume(&broker, "auto.valid", "%s\n", &["-o", "beginning"]), "still works\n");
     assert_clients_still_work(&mut broker, "invalid topic names");
@@ -337,9 +439,15 @@ fn topic_names_kafka_rejects_get_invalid_topic_exception() {
 
 /// Records `first..first+count` of an idempotent producer's stream.
 fn sequenced_batch(producer_id: i64, epoch: i16, first: i32, count: i32) -> Vec<u8> {
-    let values: Vec<Vec<u8>> = (first..first + count).map(|i| format!("seq {i}").into_bytes()).collect();
-    let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, v.as_slice())).collect();
-    wire::record_batch(&records, 1_700_000_000_000, Producer { id: producer_id, epoch, base_sequence: first })
+    let values: Vec<Vec<u8>> =
+        (first..first + count).map(|i| format!("seq {i}").into_bytes()).collect();
+    let records: Vec<(Option<&[u8]>, &[u8])> =
+        values.iter().map(|v| (None, v.as_slice())).collect();
+    wire::record_batch(
+        &records,
+        1_700_000_000_000,
+        Producer { id: producer_id, epoch, base_sequence: first },
+    )
 }
 
 #[test]
@@ -353,16 +461,37 @@ fn a_retried_idempotent_batch_is_stored_once_and_a_sequence_gap_is_refused() {
     assert!(producer_id >= 0, "producer id {producer_id}");
     // Only a null transactional id means "idempotent, no transactions" (as in Kafka): an
     // empty one is a bad request, a named one a transaction Fjord does not support.
-    assert_eq!(wire::init_producer_id_for(&mut conn, 20, Some("")).0, INVALID_REQUEST, "empty transactional id");
-    assert_eq!(wire::init_producer_id_for(&mut conn, 21, Some("tx-1")).0, TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "transactional id");
+    assert_eq!(
+        wire::init_producer_id_for(&mut conn, 20, Some("")).0,
+        INVALID_REQUEST,
+        "empty transactional id"
+    );
+    assert_eq!(
+        wire::init_producer_id_for(&mut conn, 21, Some("tx-1")).0,
+        TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        "transactional id"
+    );
 
     let first = sequenced_batch(producer_id, epoch, 0, 3);
     assert_eq!(wire::produce(&mut conn, 3, topic, 0, &first), (NONE, 0), "first batch");
-    assert_eq!(wire::produce(&mut conn, 4, topic, 0, &first), (NONE, 0), "the retried first batch: acknowledged with its offset");
-    assert_eq!(wire::produce(&mut conn, 5, topic, 0, &sequenced_batch(producer_id, epoch, 3, 2)), (NONE, 3), "next batch");
-    let (error, _) = wire::produce(&mut conn, 6, topic, 0, &sequenced_batch(producer_id, epoch, 10, 1));
+    assert_eq!(
+        wire::produce(&mut conn, 4, topic, 0, &first),
+        (NONE, 0),
+        "the retried first batch: acknowledged with its offset"
+    );
+    assert_eq!(
+        wire::produce(&mut conn, 5, topic, 0, &sequenced_batch(producer_id, epoch, 3, 2)),
+        (NONE, 3),
+        "next batch"
+    );
+    let (error, _) =
+        wire::produce(&mut conn, 6, topic, 0, &sequenced_batch(producer_id, epoch, 10, 1));
     assert_eq!(error, OUT_OF_ORDER_SEQUENCE_NUMBER, "a batch after a sequence gap");
-    assert_eq!(wire::list_offset(&mut conn, 7, topic, 0, -1), (NONE, 5), "high watermark: 3 + 2 records, the retry not appended");
+    assert_eq!(
+        wire::list_offset(&mut conn, 7, topic, 0, -1),
+        (NONE, 5),
+        "high watermark: 3 + 2 records, the retry not appended"
+    );
     let expected: String = (0..5).map(|i| format!("{i} seq {i}\n")).collect();
     assert_eq!(kcat_consume(&broker, topic, "%o %s\n", &["-o", "beginning"]), expected);
     assert_clients_still_work(&mut broker, "idempotent retries");
@@ -392,18 +521,28 @@ fn a_batch_retried_after_a_broker_crash_is_stored_once() {
         ((NONE, 0), (NONE, 3)),
         "retry after restart: (produce (error, base offset), high watermark); a duplicate append shows as base offset 3 and high watermark 6"
     );
-    assert_eq!(wire::produce(&mut conn, 6, topic, 0, &sequenced_batch(producer_id, epoch, 3, 1)), (NONE, 3), "the next sequence after the restart");
+    assert_eq!(
+        wire::produce(&mut conn, 6, topic, 0, &sequenced_batch(producer_id, epoch, 3, 1)),
+        (NONE, 3),
+        "the next sequence after the restart"
+    );
     // A producer id handed out before the crash is never handed out again.
     let (error, next_id, _) = wire::init_producer_id(&mut conn, 7);
     assert_eq!(error, NONE);
-    assert!(next_id > producer_id, "InitProducerId after a crash returned {next_id}, not above the earlier {producer_id}");
+    assert!(
+        next_id > producer_id,
+        "InitProducerId after a crash returned {next_id}, not above the earlier {producer_id}"
+    );
     assert_clients_still_work(&mut broker, "a retry after a crash");
 }
 
 #[test]
 fn the_request_memory_budget_holds_back_reads_and_recovers() {
     // A 2 MiB budget, 1 MiB requests at most: two half-sent 1 MiB frames spend the budget.
-    let mut broker = TestBroker::start_with("memory-budget", &["--request-bytes-max", "1048576", "--request-memory-max", "2097152"]);
+    let mut broker = TestBroker::start_with(
+        "memory-budget",
+        &["--request-bytes-max", "1048576", "--request-memory-max", "2097152"],
+    );
     let announce = |conn: &mut Conn| {
         let mut head = (1_048_000i32).to_be_bytes().to_vec();
         head.extend_from_slice(&[0u8; 100]);
@@ -425,7 +564,8 @@ fn the_request_memory_budget_holds_back_reads_and_recovers() {
     drop(first);
     probe.stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
     let mut rest = [0u8; 3];
-    std::io::Read::read_exact(&mut probe.stream, &mut rest).expect("the waiting request is answered once budget returns");
+    std::io::Read::read_exact(&mut probe.stream, &mut rest)
+        .expect("the waiting request is answered once budget returns");
     drop(second);
     assert_clients_still_work(&mut broker, "after the memory budget was spent");
 }
@@ -440,7 +580,10 @@ fn clients_trickling_large_frames_are_dropped_within_one_rate_window() {
     use fjord::server::{FRAME_RATE_MIN_BYTES, FRAME_RATE_WINDOW_MS};
     /// How long past the window the drop may take on a loaded machine.
     const SLACK_MS: u64 = 5_000;
-    let mut broker = TestBroker::start_with("trickle", &["--request-bytes-max", "1048576", "--request-memory-max", "2097152"]);
+    let mut broker = TestBroker::start_with(
+        "trickle",
+        &["--request-bytes-max", "1048576", "--request-memory-max", "2097152"],
+    );
     let tricklers: Vec<Conn> = (0..2)
         .map(|_| {
             let mut conn = Conn::connect(broker.addr());
@@ -459,7 +602,9 @@ fn clients_trickling_large_frames_are_dropped_within_one_rate_window() {
             let stop = std::sync::Arc::clone(&stop);
             std::thread::spawn(move || {
                 let mut sent = 0usize;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) && std::io::Write::write_all(&mut stream, &[0u8]).is_ok() {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && std::io::Write::write_all(&mut stream, &[0u8]).is_ok()
+                {
                     sent += 1;
                     std::thread::sleep(std::time::Duration::from_secs(1));
                 }
@@ -470,13 +615,20 @@ fn clients_trickling_large_frames_are_dropped_within_one_rate_window() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let started = Instant::now();
     let mut probe = Conn::connect(broker.addr());
-    probe.stream.set_read_timeout(Some(std::time::Duration::from_millis(FRAME_RATE_WINDOW_MS + SLACK_MS))).expect("timeout");
+    probe
+        .stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(FRAME_RATE_WINDOW_MS + SLACK_MS)))
+        .expect("timeout");
     probe.send(&wire::request_frame(wire::API_VERSIONS, 0, 7, &[])).expect("send");
     let mut head = [0u8; 8];
-    std::io::Read::read_exact(&mut probe.stream, &mut head).expect("the waiting request is answered once the tricklers are dropped");
+    std::io::Read::read_exact(&mut probe.stream, &mut head)
+        .expect("the waiting request is answered once the tricklers are dropped");
     let waited = started.elapsed();
     assert_eq!(&head[4..], &7i32.to_be_bytes(), "correlation id");
-    assert!(waited.as_millis() as u64 <= FRAME_RATE_WINDOW_MS + SLACK_MS, "answered after {waited:?}");
+    assert!(
+        waited.as_millis() as u64 <= FRAME_RATE_WINDOW_MS + SLACK_MS,
+        "answered after {waited:?}"
+    );
     // The tricklers were disconnected, not merely passed over.
     for mut conn in tricklers {
         conn.stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("timeout");
@@ -490,7 +642,10 @@ fn clients_trickling_large_frames_are_dropped_within_one_rate_window() {
         let sent = sender.join().expect("trickler thread");
         assert!(sent < FRAME_RATE_MIN_BYTES, "a trickler sent {sent} bytes");
     }
-    assert!(broker.stderr().contains("inside a frame of 1048004"), "the drop is logged with its reason");
+    assert!(
+        broker.stderr().contains("inside a frame of 1048004"),
+        "the drop is logged with its reason"
+    );
     assert_clients_still_work(&mut broker, "after the tricklers were dropped");
 }
 
@@ -506,7 +661,10 @@ fn produce_body(topic: &str, partition: i32, acks: i16, records: &[u8]) -> Vec<u
 /// base offset)).
 fn produce_answer(frame: &[u8], topic: &str) -> (i32, Vec<(i32, i16, i64)>) {
     assert!(frame.len() >= 4, "a {}-byte answer has no correlation id", frame.len());
-    (i32::from_be_bytes(frame[..4].try_into().expect("4 bytes")), wire::parse_produce(&frame[4..], topic))
+    (
+        i32::from_be_bytes(frame[..4].try_into().expect("4 bytes")),
+        wire::parse_produce(&frame[4..], topic),
+    )
 }
 
 #[test]
@@ -521,18 +679,35 @@ fn pipelined_produce_requests_append_and_answer_in_request_order() {
     let mut burst = Vec::new();
     for i in 0..REQUESTS {
         let value = format!("request-{i}");
-        let batch = wire::record_batch(&[(None, value.as_bytes()), (None, b"second"), (None, b"third")], 1_700_000_000_000, NO_PRODUCER);
-        burst.extend(wire::request_frame(wire::PRODUCE, 3, 100 + i, &produce_body("pipe", 0, -1, &batch)));
+        let batch = wire::record_batch(
+            &[(None, value.as_bytes()), (None, b"second"), (None, b"third")],
+            1_700_000_000_000,
+            NO_PRODUCER,
+        );
+        burst.extend(wire::request_frame(
+            wire::PRODUCE,
+            3,
+            100 + i,
+            &produce_body("pipe", 0, -1, &batch),
+        ));
     }
     conn.send(&burst).expect("send the burst");
     for i in 0..REQUESTS {
-        let Received::Frame(frame) = conn.receive() else { panic!("connection closed before answer {i}") };
+        let Received::Frame(frame) = conn.receive() else {
+            panic!("connection closed before answer {i}")
+        };
         let (correlation_id, answers) = produce_answer(&frame, "pipe");
         assert_eq!(correlation_id, 100 + i, "answers come in request order");
-        assert_eq!(answers, [(0, NONE, i64::from(i) * 3)], "request {i}: refused or appended out of order");
+        assert_eq!(
+            answers,
+            [(0, NONE, i64::from(i) * 3)],
+            "request {i}: refused or appended out of order"
+        );
     }
     let values = kcat_consume(&broker, "pipe", "%o %s\n", &["-o", "beginning"]);
-    let expected: String = (0..REQUESTS).map(|i| format!("{} request-{i}\n{} second\n{} third\n", i * 3, i * 3 + 1, i * 3 + 2)).collect();
+    let expected: String = (0..REQUESTS)
+        .map(|i| format!("{} request-{i}\n{} second\n{} third\n", i * 3, i * 3 + 1, i * 3 + 2))
+        .collect();
     assert_eq!(values, expected, "records in the log in request order");
     assert_clients_still_work(&mut broker, "after a pipelined burst");
 }
@@ -551,7 +726,11 @@ fn a_refused_acks_0_produce_closes_before_the_next_request_takes_effect() {
     conn.send(&burst).expect("send the burst");
     conn.expect_closed("a refused acks=0 produce");
     let mut check = Conn::connect(broker.addr());
-    assert_eq!(wire::list_offset(&mut check, 4, "gate", 0, -1), (NONE, 0), "the request behind the refused one was appended");
+    assert_eq!(
+        wire::list_offset(&mut check, 4, "gate", 0, -1),
+        (NONE, 0),
+        "the request behind the refused one was appended"
+    );
     assert_clients_still_work(&mut broker, "after a refused acks=0 burst");
 }
 
@@ -569,15 +748,27 @@ fn a_refused_acks_0_produce_behind_a_running_acks_1_one_still_closes_first() {
     let batch = wire::record_batch(&[(None, b"must-not-land")], 1_700_000_000_000, NO_PRODUCER);
     let mut burst = Vec::new();
     for p in 0..2 {
-        burst.extend(wire::request_frame(wire::PRODUCE, 3, 10 + p, &produce_body("gate", p, 1, &first)));
+        burst.extend(wire::request_frame(
+            wire::PRODUCE,
+            3,
+            10 + p,
+            &produce_body("gate", p, 1, &first),
+        ));
     }
     burst.extend(wire::request_frame(wire::PRODUCE, 3, 20, &produce_body("gate", 7, 0, &batch))); // no partition 7
     for p in 0..2 {
-        burst.extend(wire::request_frame(wire::PRODUCE, 3, 30 + p, &produce_body("gate", p, 0, &batch)));
+        burst.extend(wire::request_frame(
+            wire::PRODUCE,
+            3,
+            30 + p,
+            &produce_body("gate", p, 0, &batch),
+        ));
     }
     conn.send(&burst).expect("send the burst");
     for p in 0..2 {
-        let Received::Frame(frame) = conn.receive() else { panic!("closed before the acks=1 answer for partition {p}") };
+        let Received::Frame(frame) = conn.receive() else {
+            panic!("closed before the acks=1 answer for partition {p}")
+        };
         let (correlation_id, answers) = produce_answer(&frame, "gate");
         assert_eq!(correlation_id, 10 + p, "the acks=1 answers come first");
         assert_eq!(answers, [(p, NONE, 0)], "the acks=1 produce to partition {p}");
@@ -585,7 +776,11 @@ fn a_refused_acks_0_produce_behind_a_running_acks_1_one_still_closes_first() {
     conn.expect_closed("a refused acks=0 produce behind acks=1 ones");
     let mut check = Conn::connect(broker.addr());
     for p in 0..2 {
-        assert_eq!(wire::list_offset(&mut check, 40 + p, "gate", p, -1), (NONE, 1), "partition {p}: only the acks=1 batch landed");
+        assert_eq!(
+            wire::list_offset(&mut check, 40 + p, "gate", p, -1),
+            (NONE, 1),
+            "partition {p}: only the acks=1 batch landed"
+        );
     }
     assert_clients_still_work(&mut broker, "after a refused acks=0 produce behind acks=1 ones");
 }
@@ -647,7 +842,8 @@ fn concurrent_producers_to_one_partition_get_disjoint_contiguous_offsets() {
             })
         })
         .collect();
-    let mut ranges: Vec<(i64, i64)> = threads.into_iter().flat_map(|t| t.join().expect("producer thread")).collect();
+    let mut ranges: Vec<(i64, i64)> =
+        threads.into_iter().flat_map(|t| t.join().expect("producer thread")).collect();
     ranges.sort();
     let mut next = 0;
     for (base, count) in &ranges {
@@ -657,7 +853,11 @@ fn concurrent_producers_to_one_partition_get_disjoint_contiguous_offsets() {
     let total = next;
     let lines = kcat_consume(&broker, "fan-in", "%o\n", &["-o", "beginning"]);
     let offsets: Vec<i64> = lines.lines().map(|l| l.parse().expect("offset")).collect();
-    assert_eq!(offsets, (0..total).collect::<Vec<_>>(), "every record reads back once, in offset order");
+    assert_eq!(
+        offsets,
+        (0..total).collect::<Vec<_>>(),
+        "every record reads back once, in offset order"
+    );
     assert_clients_still_work(&mut broker, "after concurrent producers to one partition");
 }
 
@@ -665,11 +865,13 @@ fn concurrent_producers_to_one_partition_get_disjoint_contiguous_offsets() {
 fn connections_max_bounds_the_whole_broker_and_a_closed_connection_makes_room() {
     // Two shards accept on one port; the limit is the broker's, not each shard's.
     const MAX: usize = 3;
-    let mut broker = TestBroker::start_with("connections-max", &["--shards", "2", "--connections-max", "3"]);
+    let mut broker =
+        TestBroker::start_with("connections-max", &["--shards", "2", "--connections-max", "3"]);
     let mut held: Vec<Conn> = (0..MAX)
         .map(|i| {
             let mut conn = Conn::connect(broker.addr());
-            let (error, _) = wire::parse_api_versions(&conn.call(wire::API_VERSIONS, 0, i as i32, &[]), 0);
+            let (error, _) =
+                wire::parse_api_versions(&conn.call(wire::API_VERSIONS, 0, i as i32, &[]), 0);
             assert_eq!(error, NONE, "connection {i} of {MAX}");
             conn
         })
@@ -678,17 +880,25 @@ fn connections_max_bounds_the_whole_broker_and_a_closed_connection_makes_room() 
         let mut conn = Conn::connect(broker.addr());
         // The broker may close before or after the request arrives; either way no answer.
         let _ = conn.send(&wire::request_frame(wire::API_VERSIONS, 0, 50 + extra, &[]));
-        conn.expect_closed(&format!("connection {} past connections_max {MAX}", MAX as i32 + 1 + extra));
+        conn.expect_closed(&format!(
+            "connection {} past connections_max {MAX}",
+            MAX as i32 + 1 + extra
+        ));
     }
     // The broker uncounts a connection once it sees it close: a new one is served then.
     let _ = held.pop().expect("a held connection").stream.shutdown(Shutdown::Both);
-    wait_until("room for a connection after one closed", std::time::Duration::from_secs(10), || {
-        let mut conn = Conn::connect(broker.addr());
-        let _ = conn.send(&wire::request_frame(wire::API_VERSIONS, 0, 99, &[]));
-        matches!(conn.receive(), Received::Frame(_)).then_some(())
-    });
+    wait_until(
+        "room for a connection after one closed",
+        std::time::Duration::from_secs(10),
+        || {
+            let mut conn = Conn::connect(broker.addr());
+            let _ = conn.send(&wire::request_frame(wire::API_VERSIONS, 0, 99, &[]));
+            matches!(conn.receive(), Received::Frame(_)).then_some(())
+        },
+    );
     for (i, conn) in held.iter_mut().enumerate() {
-        let (error, _) = wire::parse_api_versions(&conn.call(wire::API_VERSIONS, 0, 200 + i as i32, &[]), 0);
+        let (error, _) =
+            wire::parse_api_versions(&conn.call(wire::API_VERSIONS, 0, 200 + i as i32, &[]), 0);
         assert_eq!(error, NONE, "held connection {i} still served");
     }
     broker.assert_alive();
@@ -701,13 +911,23 @@ fn connections_max_bounds_the_whole_broker_and_a_closed_connection_makes_room() 
 fn connections_max_per_ip_bounds_one_address_and_overrides_raise_it() {
     for (label, flags, allowed) in [
         ("per-ip", vec!["--shards", "2", "--connections-max-per-ip", "2"], 2usize),
-        ("per-ip-override", vec!["--connections-max-per-ip", "1", "--connections-max-per-ip-overrides", "10.0.0.1:7,127.0.0.1:3"], 3),
+        (
+            "per-ip-override",
+            vec![
+                "--connections-max-per-ip",
+                "1",
+                "--connections-max-per-ip-overrides",
+                "10.0.0.1:7,127.0.0.1:3",
+            ],
+            3,
+        ),
     ] {
         let mut broker = TestBroker::start_with(label, &flags);
         let mut held: Vec<Conn> = (0..allowed)
             .map(|i| {
                 let mut conn = Conn::connect(broker.addr());
-                let (error, _) = wire::parse_api_versions(&conn.call(wire::API_VERSIONS, 0, i as i32, &[]), 0);
+                let (error, _) =
+                    wire::parse_api_versions(&conn.call(wire::API_VERSIONS, 0, i as i32, &[]), 0);
                 assert_eq!(error, NONE, "{label}: connection {i} of {allowed}");
                 conn
             })
@@ -715,13 +935,20 @@ fn connections_max_per_ip_bounds_one_address_and_overrides_raise_it() {
         let mut extra = Conn::connect(broker.addr());
         let _ = extra.send(&wire::request_frame(wire::API_VERSIONS, 0, 50, &[]));
         extra.expect_closed(&format!("{label}: connection {} from 127.0.0.1", allowed + 1));
-        assert!(broker.stderr().contains("connections_max_per_ip reached"), "{label}: the refusal is logged");
+        assert!(
+            broker.stderr().contains("connections_max_per_ip reached"),
+            "{label}: the refusal is logged"
+        );
         let _ = held.pop().expect("a held connection").stream.shutdown(Shutdown::Both);
-        wait_until("room for a connection after one closed", std::time::Duration::from_secs(10), || {
-            let mut conn = Conn::connect(broker.addr());
-            let _ = conn.send(&wire::request_frame(wire::API_VERSIONS, 0, 99, &[]));
-            matches!(conn.receive(), Received::Frame(_)).then_some(())
-        });
+        wait_until(
+            "room for a connection after one closed",
+            std::time::Duration::from_secs(10),
+            || {
+                let mut conn = Conn::connect(broker.addr());
+                let _ = conn.send(&wire::request_frame(wire::API_VERSIONS, 0, 99, &[]));
+                matches!(conn.receive(), Received::Frame(_)).then_some(())
+            },
+        );
         broker.assert_alive();
     }
 }
@@ -737,14 +964,19 @@ fn connections_spread_over_shards_are_all_served() {
     for round in 0..2 {
         for (i, conn) in conns.iter_mut().enumerate() {
             let value = format!("conn-{i}-round-{round}");
-            let batch = wire::record_batch(&[(None, value.as_bytes())], 1_700_000_000_000, NO_PRODUCER);
+            let batch =
+                wire::record_batch(&[(None, value.as_bytes())], 1_700_000_000_000, NO_PRODUCER);
             let (error, _) = wire::produce(conn, 1000 + i as i32, "spread", (i % 6) as i32, &batch);
             assert_eq!(error, NONE, "produce on connection {i}, round {round}");
         }
     }
-    let mut values: Vec<String> = kcat_consume(&broker, "spread", "%s\n", &["-o", "beginning"]).lines().map(str::to_string).collect();
+    let mut values: Vec<String> = kcat_consume(&broker, "spread", "%s\n", &["-o", "beginning"])
+        .lines()
+        .map(str::to_string)
+        .collect();
     values.sort();
-    let mut expected: Vec<String> = (0..24).flat_map(|i| (0..2).map(move |round| format!("conn-{i}-round-{round}"))).collect();
+    let mut expected: Vec<String> =
+        (0..24).flat_map(|i| (0..2).map(move |round| format!("conn-{i}-round-{round}"))).collect();
     expected.sort();
     assert_eq!(values, expected, "one record per connection and round");
     drop(conns);
@@ -777,8 +1009,13 @@ fn a_burst_of_produces_over_shards_keeps_each_partitions_order_and_a_later_reque
                 value
             })
             .collect();
-        let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, v.as_slice())).collect();
-        wire::record_batch(&records, 1_700_000_000_000, Producer { id: producer_id, epoch, base_sequence: first })
+        let records: Vec<(Option<&[u8]>, &[u8])> =
+            values.iter().map(|v| (None, v.as_slice())).collect();
+        wire::record_batch(
+            &records,
+            1_700_000_000_000,
+            Producer { id: producer_id, epoch, base_sequence: first },
+        )
     };
     let mut burst = Vec::new();
     for i in 0..REQUESTS {
@@ -797,13 +1034,21 @@ fn a_burst_of_produces_over_shards_keeps_each_partitions_order_and_a_later_reque
     burst.extend(wire::request_frame(wire::LIST_OFFSETS, 1, 999, &list.0));
     conn.send(&burst).expect("send the burst");
     for i in 0..REQUESTS {
-        let Received::Frame(frame) = conn.receive() else { panic!("connection closed before answer {i}") };
+        let Received::Frame(frame) = conn.receive() else {
+            panic!("connection closed before answer {i}")
+        };
         let (correlation_id, answers) = produce_answer(&frame, topic);
         assert_eq!(correlation_id, 100 + i, "answers come in request order");
-        let expected: Vec<(i32, i16, i64)> = (0..PARTITIONS).map(|p| (p, NONE, i64::from(i * PER_BATCH))).collect();
-        assert_eq!(answers, expected, "request {i}: a partition refused (out of order?) or at another offset");
+        let expected: Vec<(i32, i16, i64)> =
+            (0..PARTITIONS).map(|p| (p, NONE, i64::from(i * PER_BATCH))).collect();
+        assert_eq!(
+            answers, expected,
+            "request {i}: a partition refused (out of order?) or at another offset"
+        );
     }
-    let Received::Frame(frame) = conn.receive() else { panic!("connection closed before the ListOffsets answer") };
+    let Received::Frame(frame) = conn.receive() else {
+        panic!("connection closed before the ListOffsets answer")
+    };
     let mut d = wire::Decoder::new(&frame);
     assert_eq!(d.i32(), 999);
     assert_eq!(d.array_len(), 1);
@@ -813,12 +1058,18 @@ fn a_burst_of_produces_over_shards_keeps_each_partitions_order_and_a_later_reque
         assert_eq!(d.i32(), p);
         assert_eq!(d.i16(), NONE);
         let _timestamp = d.i64();
-        assert_eq!(d.i64(), i64::from(REQUESTS * PER_BATCH), "partition {p}: ListOffsets after the burst sees every append");
+        assert_eq!(
+            d.i64(),
+            i64::from(REQUESTS * PER_BATCH),
+            "partition {p}: ListOffsets after the burst sees every append"
+        );
     }
     for p in 0..PARTITIONS {
-        let values = kcat_consume(&broker, topic, "%s\n", &["-p", &p.to_string(), "-o", "beginning"]);
+        let values =
+            kcat_consume(&broker, topic, "%s\n", &["-p", &p.to_string(), "-o", "beginning"]);
         let sequences: Vec<&str> = values.lines().map(|v| v.trim_end_matches('.')).collect();
-        let expected: Vec<String> = (0..REQUESTS * PER_BATCH).map(|s| format!("seq {s} ")).collect();
+        let expected: Vec<String> =
+            (0..REQUESTS * PER_BATCH).map(|s| format!("seq {s} ")).collect();
         assert_eq!(sequences, expected, "partition {p} in sequence order");
     }
     assert_clients_still_work(&mut broker, "a burst of produces over shards");

@@ -9,23 +9,40 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    consume_all, create_topic, kcat, kcat_consume, kcat_metadata, kcat_ok, kcat_topics, key, parse_ack, parse_acks, python, python_ok,
-    stored_batches, stored_codecs, tagged, value, value_index, Ack, Background, Message, TempDir, TestBroker,
+    consume_all, create_topic, kcat, kcat_consume, kcat_metadata, kcat_ok, kcat_topics, key,
+    parse_ack, parse_acks, python, python_ok, stored_batches, stored_codecs, tagged, value,
+    value_index, Ack, Background, Message, TempDir, TestBroker,
 };
 
 /// Asserts the consumed messages are exactly the acknowledged ones: same count, and at each
 /// acknowledged (partition, offset) the generated key and value of that message.
 fn assert_matches_acks(messages: &[Message], acks: &[Ack], keys: u64, size: usize) {
-    let by_position: HashMap<(i32, i64), &Message> = messages.iter().map(|m| ((m.partition, m.offset), m)).collect();
+    let by_position: HashMap<(i32, i64), &Message> =
+        messages.iter().map(|m| ((m.partition, m.offset), m)).collect();
     assert_eq!(by_position.len(), messages.len(), "a (partition, offset) was consumed twice");
     for ack in acks {
         let Some(message) = by_position.get(&(ack.partition, ack.offset)) else {
-            panic!("acknowledged message {} at {}:{} was not consumed", ack.index, ack.partition, ack.offset);
+            panic!(
+                "acknowledged message {} at {}:{} was not consumed",
+                ack.index, ack.partition, ack.offset
+            );
         };
-        assert_eq!(message.value.as_deref(), Some(value(ack.index, size).as_slice()), "value at {}:{}", ack.partition, ack.offset);
+        assert_eq!(
+            message.value.as_deref(),
+            Some(value(ack.index, size).as_slice()),
+            "value at {}:{}",
+            ack.partition,
+            ack.offset
+        );
         assert_eq!(message.key, key(ack.index, keys), "key at {}:{}", ack.partition, ack.offset);
     }
-    assert_eq!(messages.len(), acks.len(), "consumed {} messages, {} were acknowledged", messages.len(), acks.len());
+    assert_eq!(
+        messages.len(),
+        acks.len(),
+        "consumed {} messages, {} were acknowledged",
+        messages.len(),
+        acks.len()
+    );
 }
 
 /// Asserts each partition's consumed offsets are `from, from+1, ...` with no gap.
@@ -44,7 +61,10 @@ fn metadata_lists_the_broker_and_created_topics() {
     let broker = TestBroker::start("metadata");
     let bootstrap = broker.bootstrap();
     let empty = kcat_metadata(&broker);
-    assert!(empty.contains(&format!("broker 0 at {bootstrap} (controller)")), "broker missing from:\n{empty}");
+    assert!(
+        empty.contains(&format!("broker 0 at {bootstrap} (controller)")),
+        "broker missing from:\n{empty}"
+    );
     assert!(kcat_topics(&empty).is_empty(), "a fresh broker lists topics:\n{empty}");
 
     create_topic(&broker, "meta-three", 3, &[]);
@@ -53,15 +73,27 @@ fn metadata_lists_the_broker_and_created_topics() {
     kcat_ok(&["-b", &bootstrap, "-P", "-t", "meta-auto"], Some(b"hello\n"));
 
     let listing = kcat_metadata(&broker);
-    let expected: BTreeMap<String, usize> = [("meta-auto", 1), ("meta-one", 1), ("meta-three", 3)].into_iter().map(|(n, c)| (n.to_string(), c)).collect();
+    let expected: BTreeMap<String, usize> = [("meta-auto", 1), ("meta-one", 1), ("meta-three", 3)]
+        .into_iter()
+        .map(|(n, c)| (n.to_string(), c))
+        .collect();
     assert_eq!(kcat_topics(&listing), expected, "kcat -L:\n{listing}");
     assert!(listing.contains(" 1 brokers:"), "{listing}");
     for p in 0..3 {
-        assert!(listing.contains(&format!("partition {p}, leader 0, replicas: 0, isrs: 0")), "partition {p} of meta-three:\n{listing}");
+        assert!(
+            listing.contains(&format!("partition {p}, leader 0, replicas: 0, isrs: 0")),
+            "partition {p} of meta-three:\n{listing}"
+        );
     }
     // One topic only.
-    let one = String::from_utf8(kcat_ok(&["-b", &bootstrap, "-L", "-t", "meta-three", "-m", "10"], None)).expect("UTF-8");
-    assert_eq!(kcat_topics(&one).into_iter().collect::<Vec<_>>(), vec![("meta-three".to_string(), 3)], "{one}");
+    let one =
+        String::from_utf8(kcat_ok(&["-b", &bootstrap, "-L", "-t", "meta-three", "-m", "10"], None))
+            .expect("UTF-8");
+    assert_eq!(
+        kcat_topics(&one).into_iter().collect::<Vec<_>>(),
+        vec![("meta-three".to_string(), 3)],
+        "{one}"
+    );
 }
 
 #[test]
@@ -77,7 +109,10 @@ fn kcat_keyed_round_trip_of_1000_messages() {
         input.push_str(&format!("{k}:{v}\n"));
         expected.push_str(&format!("{k} {v}\n"));
     }
-    kcat_ok(&["-b", &bootstrap, "-P", "-t", topic, "-K:", "-X", "acks=all"], Some(input.as_bytes()));
+    kcat_ok(
+        &["-b", &bootstrap, "-P", "-t", topic, "-K:", "-X", "acks=all"],
+        Some(input.as_bytes()),
+    );
     let consumed = kcat_consume(&broker, topic, "%k %s\n", &["-o", "beginning"]);
     if consumed != expected {
         let got: Vec<&str> = consumed.lines().collect();
@@ -97,7 +132,20 @@ fn confluent_kafka_keeps_per_key_order_across_four_partitions() {
     let topic = "per-key-order";
     let (count, keys) = (2000u64, 40u64);
     create_topic(&broker, topic, 4, &[]);
-    let out = python_ok("ck.py", &["produce", "--count", &count.to_string(), "--keys", &keys.to_string(), "--linger-ms", "20", &bootstrap, topic]);
+    let out = python_ok(
+        "ck.py",
+        &[
+            "produce",
+            "--count",
+            &count.to_string(),
+            "--keys",
+            &keys.to_string(),
+            "--linger-ms",
+            "20",
+            &bootstrap,
+            topic,
+        ],
+    );
     let acks = parse_acks(&out);
     assert_eq!(acks.len() as u64, count, "acknowledged");
 
@@ -112,14 +160,25 @@ fn confluent_kafka_keeps_per_key_order_across_four_partitions() {
     for m in &sorted {
         let k = m.key.clone().expect("every message has a key");
         let p = *partition_of.entry(k.clone()).or_insert(m.partition);
-        assert_eq!(p, m.partition, "key {:?} in partitions {p} and {}", String::from_utf8_lossy(&k), m.partition);
+        assert_eq!(
+            p,
+            m.partition,
+            "key {:?} in partitions {p} and {}",
+            String::from_utf8_lossy(&k),
+            m.partition
+        );
         values_of.entry(k).or_default().push(value_index(m.value.as_deref().expect("value")));
     }
     assert_eq!(values_of.len() as u64, keys);
     for (k, values) in &values_of {
         let kn: u64 = String::from_utf8_lossy(&k[1..]).parse().expect("key number");
         let expected: Vec<u64> = (0..count).filter(|i| i % keys == kn).collect();
-        assert_eq!(values, &expected, "values of key {:?} out of order or missing", String::from_utf8_lossy(k));
+        assert_eq!(
+            values,
+            &expected,
+            "values of key {:?} out of order or missing",
+            String::from_utf8_lossy(k)
+        );
     }
     let used: BTreeSet<i32> = partition_of.values().copied().collect();
     assert_eq!(used, (0..4).collect(), "40 keys should spread over all 4 partitions");
@@ -133,15 +192,37 @@ fn reading_from_an_explicit_offset_returns_exactly_the_rest() {
     let input: String = (0..100).map(|i| format!("m{i}\n")).collect();
     kcat_ok(&["-b", &bootstrap, "-P", "-t", topic], Some(input.as_bytes()));
 
-    let lines = |from: std::ops::Range<i32>| -> String { from.map(|o| format!("{o} m{o}\n")).collect() };
-    assert_eq!(kcat_consume(&broker, topic, "%o %s\n", &["-p", "0", "-o", "37"]), lines(37..100), "kcat -o 37");
-    assert_eq!(kcat_consume(&broker, topic, "%o %s\n", &["-p", "0", "-o", "99"]), lines(99..100), "kcat -o 99");
-    assert_eq!(kcat_consume(&broker, topic, "%o %s\n", &["-p", "0", "-o", "-10"]), lines(90..100), "kcat -o -10 (from the end)");
-    assert_eq!(kcat_consume(&broker, topic, "%o %s\n", &["-p", "0", "-o", "100"]), "", "kcat -o 100 (the end)");
-    assert_eq!(kcat_consume(&broker, topic, "%o %s\n", &["-p", "0", "-o", "0"]), lines(0..100), "kcat -o 0");
+    let lines =
+        |from: std::ops::Range<i32>| -> String { from.map(|o| format!("{o} m{o}\n")).collect() };
+    assert_eq!(
+        kcat_consume(&broker, topic, "%o %s\n", &["-p", "0", "-o", "37"]),
+        lines(37..100),
+        "kcat -o 37"
+    );
+    assert_eq!(
+        kcat_consume(&broker, topic, "%o %s\n", &["-p", "0", "-o", "99"]),
+        lines(99..100),
+        "kcat -o 99"
+    );
+    assert_eq!(
+        kcat_consume(&broker, topic, "%o %s\n", &["-p", "0", "-o", "-10"]),
+        lines(90..100),
+        "kcat -o -10 (from the end)"
+    );
+    assert_eq!(
+        kcat_consume(&broker, topic, "%o %s\n", &["-p", "0", "-o", "100"]),
+        "",
+        "kcat -o 100 (the end)"
+    );
+    assert_eq!(
+        kcat_consume(&broker, topic, "%o %s\n", &["-p", "0", "-o", "0"]),
+        lines(0..100),
+        "kcat -o 0"
+    );
 
     let messages = consume_all(&broker, topic, &["--offset", "63"]);
-    let got: Vec<(i64, Vec<u8>)> = messages.iter().map(|m| (m.offset, m.value.clone().expect("value"))).collect();
+    let got: Vec<(i64, Vec<u8>)> =
+        messages.iter().map(|m| (m.offset, m.value.clone().expect("value"))).collect();
     let want: Vec<(i64, Vec<u8>)> = (63..100).map(|o| (o, format!("m{o}").into_bytes())).collect();
     assert_eq!(got, want, "confluent-kafka assign() at offset 63");
 }
@@ -151,39 +232,75 @@ fn reading_from_an_explicit_offset_returns_exactly_the_rest() {
 fn check_timestamps(broker: &TestBroker, topic: &str, produce_extra: &[&str], base: i64) {
     let bootstrap = broker.bootstrap();
     let watermarks = python_ok("ck.py", &["watermarks", &bootstrap, topic]);
-    assert_eq!(tagged(&watermarks, "watermarks"), vec![vec!["0", "0", "0"]], "{topic} before producing");
+    assert_eq!(
+        tagged(&watermarks, "watermarks"),
+        vec![vec!["0", "0", "0"]],
+        "{topic} before producing"
+    );
 
     let base_text = base.to_string();
-    let mut args = vec!["produce", "--count", "10", "--timestamp-base", &base_text, "--timestamp-step", "1000", "--partition", "0"];
+    let mut args = vec![
+        "produce",
+        "--count",
+        "10",
+        "--timestamp-base",
+        &base_text,
+        "--timestamp-step",
+        "1000",
+        "--partition",
+        "0",
+    ];
     args.extend_from_slice(produce_extra);
     args.extend([bootstrap.as_str(), topic]);
     assert_eq!(parse_acks(&python_ok("ck.py", &args)).len(), 10);
 
     let watermarks = python_ok("ck.py", &["watermarks", &bootstrap, topic]);
-    assert_eq!(tagged(&watermarks, "watermarks"), vec![vec!["0", "0", "10"]], "{topic} low/high after 10 messages");
+    assert_eq!(
+        tagged(&watermarks, "watermarks"),
+        vec![vec!["0", "0", "10"]],
+        "{topic} low/high after 10 messages"
+    );
 
     let messages = consume_all(broker, topic, &[]);
     let stamps: Vec<i64> = messages.iter().map(|m| m.timestamp).collect();
-    assert_eq!(stamps, (0..10).map(|i| base + i * 1000).collect::<Vec<_>>(), "{topic} record timestamps");
+    assert_eq!(
+        stamps,
+        (0..10).map(|i| base + i * 1000).collect::<Vec<_>>(),
+        "{topic} record timestamps"
+    );
 
     // (query, expected offset): exact hits, between records, before all, after all (-1 = end).
-    let cases = [(base - 100_000, 0), (base, 0), (base + 1, 1), (base + 3500, 4), (base + 9000, 9), (base + 9001, -1)];
+    let cases = [
+        (base - 100_000, 0),
+        (base, 0),
+        (base + 1, 1),
+        (base + 3500, 4),
+        (base + 9000, 9),
+        (base + 9001, -1),
+    ];
     let queries: Vec<String> = cases.iter().map(|(t, _)| t.to_string()).collect();
     let mut args = vec!["offsets-for-times", bootstrap.as_str(), topic];
     args.extend(queries.iter().map(String::as_str));
     let found = python_ok("ck.py", &args);
-    let got: Vec<(i64, i64)> = tagged(&found, "time").iter().map(|f| (f[0].parse().expect("ts"), f[1].parse().expect("offset"))).collect();
+    let got: Vec<(i64, i64)> = tagged(&found, "time")
+        .iter()
+        .map(|f| (f[0].parse().expect("ts"), f[1].parse().expect("offset")))
+        .collect();
     assert_eq!(got, cases.to_vec(), "{topic}: offsets_for_times (timestamp, offset)");
 
     // kcat -Q asks ListOffsets too (via librdkafka's offsetsForTimes).
     let query = format!("{topic}:0:{}", base + 3500);
-    let out = String::from_utf8(kcat_ok(&["-b", &bootstrap, "-Q", "-t", &query], None)).expect("UTF-8");
+    let out =
+        String::from_utf8(kcat_ok(&["-b", &bootstrap, "-Q", "-t", &query], None)).expect("UTF-8");
     assert!(out.contains(&format!("{topic} [0] offset 4")), "{topic}: kcat -Q {query}: {out}");
 }
 
 /// A whole hour `hours` in the past: a timestamp the broker cannot have made up.
 fn hours_ago(hours: i64) -> i64 {
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
     (now_ms / 3_600_000 - hours) * 3_600_000
 }
 
@@ -191,7 +308,9 @@ fn hours_ago(hours: i64) -> i64 {
 fn watermarks_and_offsets_for_times() {
     let broker = TestBroker::start("watermarks");
     let base = hours_ago(1);
-    for (topic, extra) in [("ts-one-batch", vec!["--linger-ms", "100"]), ("ts-batch-each", vec!["--pause-ms", "1"])] {
+    for (topic, extra) in
+        [("ts-one-batch", vec!["--linger-ms", "100"]), ("ts-batch-each", vec!["--pause-ms", "1"])]
+    {
         create_topic(&broker, topic, 1, &[]);
         check_timestamps(&broker, topic, &extra, base);
     }
@@ -217,12 +336,29 @@ fn offsets_for_times_inside_a_compressed_batch() {
         create_topic(&broker, &topic, 1, &[]);
         let out = python_ok(
             "ck.py",
-            &["produce", "--count", "10", "--timestamp-base", &base_text, "--timestamp-step", "1000", "--partition", "0", "--compression", "gzip", "--linger-ms", "500", &bootstrap, &topic],
+            &[
+                "produce",
+                "--count",
+                "10",
+                "--timestamp-base",
+                &base_text,
+                "--timestamp-step",
+                "1000",
+                "--partition",
+                "0",
+                "--compression",
+                "gzip",
+                "--linger-ms",
+                "500",
+                &bootstrap,
+                &topic,
+            ],
         );
         assert_eq!(parse_acks(&out).len(), 10);
         let batches = stored_batches(&broker, &topic, 0);
-        let compressed_holds_4_to_9 =
-            batches.iter().enumerate().any(|(i, (first, codec))| *codec == 1 && *first <= 4 && batches.get(i + 1).is_none_or(|(next, _)| *next > 9));
+        let compressed_holds_4_to_9 = batches.iter().enumerate().any(|(i, (first, codec))| {
+            *codec == 1 && *first <= 4 && batches.get(i + 1).is_none_or(|(next, _)| *next > 9)
+        });
         if compressed_holds_4_to_9 {
             break (topic, batches);
         }
@@ -235,7 +371,10 @@ fn offsets_for_times_inside_a_compressed_batch() {
     let mut args = vec!["offsets-for-times", bootstrap.as_str(), topic];
     args.extend(queries.iter().map(String::as_str));
     let found = python_ok("ck.py", &args);
-    let got: Vec<(i64, i64)> = tagged(&found, "time").iter().map(|f| (f[0].parse().expect("ts"), f[1].parse().expect("offset"))).collect();
+    let got: Vec<(i64, i64)> = tagged(&found, "time")
+        .iter()
+        .map(|f| (f[0].parse().expect("ts"), f[1].parse().expect("offset")))
+        .collect();
     assert_eq!(got, cases.to_vec(), "offsets_for_times (timestamp, offset) with gzip batches at (base offset, codec) {batches:?}");
 }
 
@@ -247,18 +386,37 @@ fn retention_advances_the_low_watermark() {
     // segment.bytes 4096, not less: see a_segment_bytes_below_the_index_interval_is_accepted_or_refused_as_invalid_config.
     create_topic(&broker, topic, 1, &["segment.bytes=4096", "retention.bytes=8192"]);
     // One message per batch, about 170 bytes each: about 24 batches per segment.
-    let out = python_ok("ck.py", &["produce", "--count", "150", "--size", "100", "--acks", "1", "--pause-ms", "1", &bootstrap, topic]);
+    let out = python_ok(
+        "ck.py",
+        &[
+            "produce",
+            "--count",
+            "150",
+            "--size",
+            "100",
+            "--acks",
+            "1",
+            "--pause-ms",
+            "1",
+            &bootstrap,
+            topic,
+        ],
+    );
     assert_eq!(parse_acks(&out).len(), 150);
 
     let deadline = Instant::now() + Duration::from_secs(15);
     let (low, high) = loop {
         let out = python_ok("ck.py", &["watermarks", &bootstrap, topic]);
         let w = tagged(&out, "watermarks");
-        let (low, high): (i64, i64) = (w[0][1].parse().expect("low"), w[0][2].parse().expect("high"));
+        let (low, high): (i64, i64) =
+            (w[0][1].parse().expect("low"), w[0][2].parse().expect("high"));
         if low > 0 {
             break (low, high);
         }
-        assert!(Instant::now() < deadline, "low watermark still 0 after 15 s with retention.bytes=8192 (high {high})");
+        assert!(
+            Instant::now() < deadline,
+            "low watermark still 0 after 15 s with retention.bytes=8192 (high {high})"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(high, 150, "retention must not change the high watermark");
@@ -268,11 +426,19 @@ fn retention_advances_the_low_watermark() {
     let messages = consume_all(&broker, topic, &[]);
     let first = messages.first().expect("messages after retention").offset;
     assert!(first >= low, "consumed offset {first} below the low watermark {low}");
-    let got: Vec<(i64, u64)> = messages.iter().map(|m| (m.offset, value_index(m.value.as_deref().expect("value")))).collect();
+    let got: Vec<(i64, u64)> = messages
+        .iter()
+        .map(|m| (m.offset, value_index(m.value.as_deref().expect("value"))))
+        .collect();
     let want: Vec<(i64, u64)> = (first..150).map(|o| (o, o as u64)).collect();
     assert_eq!(got, want, "messages left after retention");
-    let earliest = String::from_utf8(kcat_ok(&["-b", &bootstrap, "-Q", "-t", &format!("{topic}:0:-2")], None)).expect("UTF-8");
-    assert!(earliest.contains(&format!("offset {first}")), "ListOffsets earliest: {earliest} (first consumed {first})");
+    let earliest =
+        String::from_utf8(kcat_ok(&["-b", &bootstrap, "-Q", "-t", &format!("{topic}:0:-2")], None))
+            .expect("UTF-8");
+    assert!(
+        earliest.contains(&format!("offset {first}")),
+        "ListOffsets earliest: {earliest} (first consumed {first})"
+    );
 }
 
 #[test]
@@ -281,7 +447,10 @@ fn a_segment_bytes_below_the_index_interval_is_accepted_or_refused_as_invalid_co
     // config it makes has index.interval.bytes 4096 > segment.bytes.
     let broker = TestBroker::start("segment-bytes");
     let bootstrap = broker.bootstrap();
-    let output = python("ck.py", &["create-topic", "--config", "segment.bytes=1024", &bootstrap, "segment-1k"]);
+    let output = python(
+        "ck.py",
+        &["create-topic", "--config", "segment.bytes=1024", &bootstrap, "segment-1k"],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     if output.status.success() {
         kcat_ok(&["-b", &bootstrap, "-P", "-t", "segment-1k"], Some(b"one\ntwo\n"));
@@ -302,15 +471,41 @@ fn confluent_kafka_compression_codecs_round_trip() {
     for (codec, id) in CODECS {
         // compression.type in confluent-kafka: read back with confluent-kafka and with kcat.
         let topic = format!("comp-ck-{codec}");
-        let out = python_ok("ck.py", &["produce", "--count", &count.to_string(), "--keys", "7", "--size", &size.to_string(), "--compression", codec, "--linger-ms", "50", &bootstrap, &topic]);
+        let out = python_ok(
+            "ck.py",
+            &[
+                "produce",
+                "--count",
+                &count.to_string(),
+                "--keys",
+                "7",
+                "--size",
+                &size.to_string(),
+                "--compression",
+                codec,
+                "--linger-ms",
+                "50",
+                &bootstrap,
+                &topic,
+            ],
+        );
         let acks = parse_acks(&out);
         let messages = consume_all(&broker, &topic, &[]);
         assert_matches_acks(&messages, &acks, 7, size);
-        let expected: String = (0..count).map(|i| format!("{}\n", String::from_utf8(value(i, size)).expect("ASCII"))).collect();
-        assert_eq!(kcat_consume(&broker, &topic, "%s\n", &["-o", "beginning"]), expected, "compression.type={codec} read back by kcat");
+        let expected: String = (0..count)
+            .map(|i| format!("{}\n", String::from_utf8(value(i, size)).expect("ASCII")))
+            .collect();
+        assert_eq!(
+            kcat_consume(&broker, &topic, "%s\n", &["-o", "beginning"]),
+            expected,
+            "compression.type={codec} read back by kcat"
+        );
         // Stored as sent: compressed batches, never decoded and re-encoded.
         let codecs = stored_codecs(&broker, &topic, 0);
-        assert!(!codecs.is_empty() && codecs.iter().all(|c| *c == id), "compression.type={codec}: codecs of the stored batches {codecs:?}, expected all {id}");
+        assert!(
+            !codecs.is_empty() && codecs.iter().all(|c| *c == id),
+            "compression.type={codec}: codecs of the stored batches {codecs:?}, expected all {id}"
+        );
     }
 }
 
@@ -329,16 +524,31 @@ fn kcat_compression_codecs_round_trip() {
             input.push_str(&format!("key{}:{v}\n", i % 5));
             expected.push_str(&format!("key{} {v}\n", i % 5));
         }
-        kcat_ok(&["-b", &bootstrap, "-P", "-t", &topic, "-K:", "-z", codec, "-X", "linger.ms=50"], Some(input.as_bytes()));
-        assert_eq!(kcat_consume(&broker, &topic, "%k %s\n", &["-o", "beginning"]), expected, "kcat -z {codec} read back by kcat");
+        kcat_ok(
+            &["-b", &bootstrap, "-P", "-t", &topic, "-K:", "-z", codec, "-X", "linger.ms=50"],
+            Some(input.as_bytes()),
+        );
+        assert_eq!(
+            kcat_consume(&broker, &topic, "%k %s\n", &["-o", "beginning"]),
+            expected,
+            "kcat -z {codec} read back by kcat"
+        );
         let read_by_python: String = consume_all(&broker, &topic, &[])
             .iter()
-            .map(|m| format!("{} {}\n", String::from_utf8_lossy(m.key.as_deref().expect("key")), String::from_utf8_lossy(m.value.as_deref().expect("value"))))
+            .map(|m| {
+                format!(
+                    "{} {}\n",
+                    String::from_utf8_lossy(m.key.as_deref().expect("key")),
+                    String::from_utf8_lossy(m.value.as_deref().expect("value"))
+                )
+            })
             .collect();
         assert_eq!(read_by_python, expected, "kcat -z {codec} read back by confluent-kafka");
         let codecs = stored_codecs(&broker, &topic, 0);
         if codecs.is_empty() || codecs.iter().any(|c| *c != id) {
-            not_compressed.push(format!("kcat -z {codec}: stored batch codecs {codecs:?}, expected all {id}"));
+            not_compressed.push(format!(
+                "kcat -z {codec}: stored batch codecs {codecs:?}, expected all {id}"
+            ));
         }
     }
     // librdkafka before 2.8 (kcat 1.7.1 links 2.0.2) compresses with gzip, snappy or lz4 only
@@ -360,7 +570,20 @@ fn a_900_kib_message_round_trips() {
 
     // confluent-kafka, three of them, with room in the client's limits.
     let topic = "large-ck";
-    let out = python_ok("ck.py", &["produce", "--count", "3", "--size", &size.to_string(), "--message-max-bytes", "2000000", &bootstrap, topic]);
+    let out = python_ok(
+        "ck.py",
+        &[
+            "produce",
+            "--count",
+            "3",
+            "--size",
+            &size.to_string(),
+            "--message-max-bytes",
+            "2000000",
+            &bootstrap,
+            topic,
+        ],
+    );
     let acks = parse_acks(&out);
     assert_eq!(acks.len(), 3);
     let messages = consume_all(&broker, topic, &["--fetch-max-bytes", "2097152"]);
@@ -372,21 +595,51 @@ fn a_900_kib_message_round_trips() {
     let file = dir.path().join("payload.bin");
     std::fs::write(&file, &payload).expect("write payload");
     let file = file.display().to_string();
-    kcat_ok(&["-b", &bootstrap, "-P", "-t", "large-kcat", "-X", "message.max.bytes=2000000", &file], None);
-    let bytes = kcat_ok(&["-b", &bootstrap, "-C", "-t", "large-kcat", "-e", "-q", "-f", "%S:%s"], None);
+    kcat_ok(
+        &["-b", &bootstrap, "-P", "-t", "large-kcat", "-X", "message.max.bytes=2000000", &file],
+        None,
+    );
+    let bytes =
+        kcat_ok(&["-b", &bootstrap, "-C", "-t", "large-kcat", "-e", "-q", "-f", "%S:%s"], None);
     let mut expected = format!("{size}:").into_bytes();
     expected.extend_from_slice(&payload);
-    assert!(bytes == expected, "kcat read back {} bytes, expected {} (first difference at {:?})", bytes.len(), expected.len(), bytes.iter().zip(&expected).position(|(a, b)| a != b));
+    assert!(
+        bytes == expected,
+        "kcat read back {} bytes, expected {} (first difference at {:?})",
+        bytes.len(),
+        expected.len(),
+        bytes.iter().zip(&expected).position(|(a, b)| a != b)
+    );
 
     // Over the broker's message.max.bytes (1048588): refused with MESSAGE_TOO_LARGE, not stored.
-    let output = python("ck.py", &["produce", "--count", "1", "--size", &(1200 * 1024).to_string(), "--message-max-bytes", "3000000", "--allow-errors", "--message-timeout-ms", "10000", &bootstrap, "large-refused"]);
+    let output = python(
+        "ck.py",
+        &[
+            "produce",
+            "--count",
+            "1",
+            "--size",
+            &(1200 * 1024).to_string(),
+            "--message-max-bytes",
+            "3000000",
+            "--allow-errors",
+            "--message-timeout-ms",
+            "10000",
+            &bootstrap,
+            "large-refused",
+        ],
+    );
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{text}\n{}", String::from_utf8_lossy(&output.stderr));
     let errors = tagged(&text, "err");
     assert_eq!(errors.len(), 1, "a 1.2 MiB message must be refused: {text}");
     assert!(errors[0][1].contains("too large"), "refusal reason: {:?}", errors[0]);
     let watermarks = python_ok("ck.py", &["watermarks", &bootstrap, "large-refused"]);
-    assert_eq!(tagged(&watermarks, "watermarks"), vec![vec!["0", "0", "0"]], "nothing stored for the refused message");
+    assert_eq!(
+        tagged(&watermarks, "watermarks"),
+        vec![vec!["0", "0", "0"]],
+        "nothing stored for the refused message"
+    );
 }
 
 #[test]
@@ -396,15 +649,34 @@ fn idempotent_confluent_producer_writes_exactly_once() {
     let topic = "idempotent-ck";
     let (count, keys) = (3000u64, 30u64);
     create_topic(&broker, topic, 3, &[]);
-    let out = python_ok("ck.py", &["produce", "--idempotent", "--acks", "all", "--count", &count.to_string(), "--keys", &keys.to_string(), &bootstrap, topic]);
+    let out = python_ok(
+        "ck.py",
+        &[
+            "produce",
+            "--idempotent",
+            "--acks",
+            "all",
+            "--count",
+            &count.to_string(),
+            "--keys",
+            &keys.to_string(),
+            &bootstrap,
+            topic,
+        ],
+    );
     let acks = parse_acks(&out);
     assert_eq!(acks.len() as u64, count);
     let messages = consume_all(&broker, topic, &[]);
-    let mut indexes: Vec<u64> = messages.iter().map(|m| value_index(m.value.as_deref().expect("value"))).collect();
+    let mut indexes: Vec<u64> =
+        messages.iter().map(|m| value_index(m.value.as_deref().expect("value"))).collect();
     indexes.sort_unstable();
     assert_eq!(indexes, (0..count).collect::<Vec<_>>(), "every message exactly once");
     assert_matches_acks(&messages, &acks, keys, 0);
-    assert!(!broker.stderr().contains("produce refused"), "refused batches:\n{}", broker.stderr_tail());
+    assert!(
+        !broker.stderr().contains("produce refused"),
+        "refused batches:\n{}",
+        broker.stderr_tail()
+    );
 }
 
 #[test]
@@ -419,13 +691,33 @@ fn idempotent_producer_retrying_across_a_broker_crash_writes_exactly_once() {
     let producer = Background::spawn(
         "ck.py",
         &[
-            "produce", "--idempotent", "--acks", "all", "--count", &count.to_string(), "--keys", &keys.to_string(), "--size", &size.to_string(),
-            "--batch-size", "4096", "--linger-ms", "1", "--message-timeout-ms", "60000", "--flush-timeout-s", "90", &broker.bootstrap(), topic,
+            "produce",
+            "--idempotent",
+            "--acks",
+            "all",
+            "--count",
+            &count.to_string(),
+            "--keys",
+            &keys.to_string(),
+            "--size",
+            &size.to_string(),
+            "--batch-size",
+            "4096",
+            "--linger-ms",
+            "1",
+            "--message-timeout-ms",
+            "60000",
+            "--flush-timeout-s",
+            "90",
+            &broker.bootstrap(),
+            topic,
         ],
     );
     let mut acks = Vec::new();
     while acks.len() < 2000 {
-        let Some(line) = producer.next_line(Duration::from_secs(30)) else { panic!("producer stopped after {} acknowledgements", acks.len()) };
+        let Some(line) = producer.next_line(Duration::from_secs(30)) else {
+            panic!("producer stopped after {} acknowledgements", acks.len())
+        };
         acks.extend(parse_ack(&line));
     }
     broker.kill9();
@@ -434,14 +726,24 @@ fn idempotent_producer_retrying_across_a_broker_crash_writes_exactly_once() {
     let (status, rest, stderr) = producer.finish();
     acks.extend(rest.iter().filter_map(|l| parse_ack(l)));
     let errors: Vec<&String> = rest.iter().filter(|l| l.starts_with("err\t")).take(5).collect();
-    assert!(status.success(), "producer: {status}, first errors {errors:?}\n{}", tail_lines(&stderr, 20));
+    assert!(
+        status.success(),
+        "producer: {status}, first errors {errors:?}\n{}",
+        tail_lines(&stderr, 20)
+    );
     assert_eq!(acks.len() as u64, count, "acknowledged");
 
     let messages = consume_all(&broker, topic, &[]);
-    let mut indexes: Vec<u64> = messages.iter().map(|m| value_index(m.value.as_deref().expect("value"))).collect();
+    let mut indexes: Vec<u64> =
+        messages.iter().map(|m| value_index(m.value.as_deref().expect("value"))).collect();
     indexes.sort_unstable();
-    let duplicates: Vec<u64> = indexes.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).take(10).collect();
-    assert!(duplicates.is_empty(), "{} messages stored for {count} sent; first duplicated: {duplicates:?}", messages.len());
+    let duplicates: Vec<u64> =
+        indexes.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).take(10).collect();
+    assert!(
+        duplicates.is_empty(),
+        "{} messages stored for {count} sent; first duplicated: {duplicates:?}",
+        messages.len()
+    );
     assert_eq!(indexes, (0..count).collect::<Vec<_>>(), "every message exactly once");
     assert_matches_acks(&messages, &acks, keys, size);
 }
@@ -458,15 +760,34 @@ fn idempotent_kafka_python_producer_writes_exactly_once() {
     let topic = "idempotent-kp";
     let (count, keys) = (1000u64, 10u64);
     create_topic(&broker, topic, 2, &[]);
-    let out = python_ok("kp.py", &["produce", "--idempotent", "--acks", "all", "--count", &count.to_string(), "--keys", &keys.to_string(), &bootstrap, topic]);
+    let out = python_ok(
+        "kp.py",
+        &[
+            "produce",
+            "--idempotent",
+            "--acks",
+            "all",
+            "--count",
+            &count.to_string(),
+            "--keys",
+            &keys.to_string(),
+            &bootstrap,
+            topic,
+        ],
+    );
     let acks = parse_acks(&out);
     assert_eq!(acks.len() as u64, count);
     let messages = consume_all(&broker, topic, &[]);
-    let mut indexes: Vec<u64> = messages.iter().map(|m| value_index(m.value.as_deref().expect("value"))).collect();
+    let mut indexes: Vec<u64> =
+        messages.iter().map(|m| value_index(m.value.as_deref().expect("value"))).collect();
     indexes.sort_unstable();
     assert_eq!(indexes, (0..count).collect::<Vec<_>>(), "every message exactly once");
     assert_matches_acks(&messages, &acks, keys, 0);
-    assert!(!broker.stderr().contains("produce refused"), "refused batches:\n{}", broker.stderr_tail());
+    assert!(
+        !broker.stderr().contains("produce refused"),
+        "refused batches:\n{}",
+        broker.stderr_tail()
+    );
 }
 
 #[test]
@@ -475,7 +796,22 @@ fn kill_9_after_acks_all_loses_nothing_acknowledged() {
     let topic = "kill9-acked";
     let (count, keys, size) = (2000u64, 16u64, 64usize);
     create_topic(&broker, topic, 2, &[]);
-    let out = python_ok("ck.py", &["produce", "--acks", "all", "--count", &count.to_string(), "--keys", &keys.to_string(), "--size", &size.to_string(), &broker.bootstrap(), topic]);
+    let out = python_ok(
+        "ck.py",
+        &[
+            "produce",
+            "--acks",
+            "all",
+            "--count",
+            &count.to_string(),
+            "--keys",
+            &keys.to_string(),
+            "--size",
+            &size.to_string(),
+            &broker.bootstrap(),
+            topic,
+        ],
+    );
     let acks = parse_acks(&out);
     assert_eq!(acks.len() as u64, count);
 
@@ -491,9 +827,32 @@ fn kill_9_after_acks_all_loses_nothing_acknowledged() {
         *e = (*e).max(a.offset + 1);
         m
     });
-    let out = python_ok("ck.py", &["produce", "--acks", "all", "--count", "20", "--start", &count.to_string(), "--keys", &keys.to_string(), "--size", &size.to_string(), &broker.bootstrap(), topic]);
+    let out = python_ok(
+        "ck.py",
+        &[
+            "produce",
+            "--acks",
+            "all",
+            "--count",
+            "20",
+            "--start",
+            &count.to_string(),
+            "--keys",
+            &keys.to_string(),
+            "--size",
+            &size.to_string(),
+            &broker.bootstrap(),
+            topic,
+        ],
+    );
     for ack in parse_acks(&out) {
-        assert!(ack.offset >= high[&ack.partition], "offset {} reused in partition {} (recovered high watermark {})", ack.offset, ack.partition, high[&ack.partition]);
+        assert!(
+            ack.offset >= high[&ack.partition],
+            "offset {} reused in partition {} (recovered high watermark {})",
+            ack.offset,
+            ack.partition,
+            high[&ack.partition]
+        );
     }
     assert_eq!(consume_all(&broker, topic, &[]).len() as u64, count + 20);
 }
@@ -506,8 +865,24 @@ fn kill_9_during_produce_keeps_every_acknowledged_message() {
     let producer = Background::spawn(
         "ck.py",
         &[
-            "produce", "--acks", "all", "--count", "100000", "--size", "100", "--batch-size", "4096", "--linger-ms", "1",
-            "--message-timeout-ms", "3000", "--flush-timeout-s", "30", "--allow-errors", &broker.bootstrap(), topic,
+            "produce",
+            "--acks",
+            "all",
+            "--count",
+            "100000",
+            "--size",
+            "100",
+            "--batch-size",
+            "4096",
+            "--linger-ms",
+            "1",
+            "--message-timeout-ms",
+            "3000",
+            "--flush-timeout-s",
+            "30",
+            "--allow-errors",
+            &broker.bootstrap(),
+            topic,
         ],
     );
     let mut acks = Vec::new();
@@ -525,20 +900,39 @@ fn kill_9_during_produce_keeps_every_acknowledged_message() {
     acks.extend(rest.iter().filter_map(|l| parse_ack(l)));
     let failed = rest.iter().filter(|l| l.starts_with("err\t")).count();
     assert!(acks.len() >= 1500, "{} acknowledgements", acks.len());
-    eprintln!("kill -9 after {} acknowledged messages ({failed} failed after the kill)", acks.len());
+    eprintln!(
+        "kill -9 after {} acknowledged messages ({failed} failed after the kill)",
+        acks.len()
+    );
 
     broker.restart();
     let messages = consume_all(&broker, topic, &[]);
     // Everything acknowledged is there, byte for byte...
     let at: HashMap<i64, &Message> = messages.iter().map(|m| (m.offset, m)).collect();
     for ack in &acks {
-        let m = at.get(&ack.offset).unwrap_or_else(|| panic!("acknowledged message {} at offset {} lost (recovered {} messages)", ack.index, ack.offset, messages.len()));
-        assert_eq!(m.value.as_deref(), Some(value(ack.index, 100).as_slice()), "offset {}", ack.offset);
+        let m = at.get(&ack.offset).unwrap_or_else(|| {
+            panic!(
+                "acknowledged message {} at offset {} lost (recovered {} messages)",
+                ack.index,
+                ack.offset,
+                messages.len()
+            )
+        });
+        assert_eq!(
+            m.value.as_deref(),
+            Some(value(ack.index, 100).as_slice()),
+            "offset {}",
+            ack.offset
+        );
     }
     // ...and the log is a prefix of what was sent: message i at offset i, no gap, no torn tail.
     for (o, m) in messages.iter().enumerate() {
         assert_eq!(m.offset, o as i64, "recovered offsets not dense");
-        assert_eq!(value_index(m.value.as_deref().expect("value")), o as u64, "offset {o} holds another message");
+        assert_eq!(
+            value_index(m.value.as_deref().expect("value")),
+            o as u64,
+            "offset {o} holds another message"
+        );
         assert_eq!(m.value.as_deref(), Some(value(o as u64, 100).as_slice()), "offset {o} damaged");
     }
 }
@@ -550,14 +944,36 @@ fn sigterm_and_sigint_shut_down_cleanly_and_keep_data() {
     let input: String = (0..500).map(|i| format!("k{}:clean {i}\n", i % 3)).collect();
     let expected: String = (0..500).map(|i| format!("{} k{} clean {i}\n", i, i % 3)).collect();
     // acks=1: the broker does not fsync for these; the clean shutdown must.
-    kcat_ok(&["-b", &broker.bootstrap(), "-P", "-t", topic, "-K:", "-X", "acks=1"], Some(input.as_bytes()));
+    kcat_ok(
+        &["-b", &broker.bootstrap(), "-P", "-t", topic, "-K:", "-X", "acks=1"],
+        Some(input.as_bytes()),
+    );
 
     broker.stop();
     assert!(broker.stderr().contains("shut down cleanly"), "{}", broker.stderr_tail());
     broker.restart();
-    assert_eq!(kcat_consume(&broker, topic, "%o %k %s\n", &["-o", "beginning"]), expected, "after SIGTERM and restart");
+    assert_eq!(
+        kcat_consume(&broker, topic, "%o %k %s\n", &["-o", "beginning"]),
+        expected,
+        "after SIGTERM and restart"
+    );
 
-    let out = python_ok("ck.py", &["produce", "--acks", "1", "--count", "5", "--start", "500", "--partition", "0", &broker.bootstrap(), topic]);
+    let out = python_ok(
+        "ck.py",
+        &[
+            "produce",
+            "--acks",
+            "1",
+            "--count",
+            "5",
+            "--start",
+            "500",
+            "--partition",
+            "0",
+            &broker.bootstrap(),
+            topic,
+        ],
+    );
     let offsets: Vec<i64> = parse_acks(&out).iter().map(|a| a.offset).collect();
     assert_eq!(offsets, vec![500, 501, 502, 503, 504], "offsets after the restart");
 
@@ -566,11 +982,13 @@ fn sigterm_and_sigint_shut_down_cleanly_and_keep_data() {
     let messages = consume_all(&broker, topic, &[]);
     assert_eq!(messages.len(), 505, "after SIGINT and restart");
     assert_dense(&messages);
-    let tail: Vec<Vec<u8>> = messages[500..].iter().map(|m| m.value.clone().expect("value")).collect();
+    let tail: Vec<Vec<u8>> =
+        messages[500..].iter().map(|m| m.value.clone().expect("value")).collect();
     assert_eq!(tail, (500..505).map(|i| value(i, 0)).collect::<Vec<_>>());
     // A clean shutdown leaves nothing to repair.
     let stderr = broker.stderr();
-    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+    let warnings: Vec<&str> =
+        stderr.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
     assert!(warnings.is_empty(), "warnings across clean restarts:\n{}", warnings.join("\n"));
 }
 
@@ -581,7 +999,10 @@ fn kafka_python_round_trip() {
     let topic = "kafka-python";
     let (count, keys) = (500u64, 10u64);
     create_topic(&broker, topic, 2, &[]);
-    let out = python_ok("kp.py", &["produce", "--count", &count.to_string(), "--keys", &keys.to_string(), &bootstrap, topic]);
+    let out = python_ok(
+        "kp.py",
+        &["produce", "--count", &count.to_string(), "--keys", &keys.to_string(), &bootstrap, topic],
+    );
     let acks = parse_acks(&out);
     assert_eq!(acks.len() as u64, count);
     let consumed = python_ok("kp.py", &["consume", &bootstrap, topic]);
@@ -592,11 +1013,21 @@ fn kafka_python_round_trip() {
 
     // gzip (the codec kafka-python has without extra packages), read by kcat as well.
     let topic = "kafka-python-gzip";
-    let out = python_ok("kp.py", &["produce", "--count", "200", "--size", "300", "--compression", "gzip", &bootstrap, topic]);
+    let out = python_ok(
+        "kp.py",
+        &["produce", "--count", "200", "--size", "300", "--compression", "gzip", &bootstrap, topic],
+    );
     let acks = parse_acks(&out);
-    let messages = crate::support::parse_messages(&python_ok("kp.py", &["consume", &bootstrap, topic]));
+    let messages =
+        crate::support::parse_messages(&python_ok("kp.py", &["consume", &bootstrap, topic]));
     assert_matches_acks(&messages, &acks, 0, 300);
-    let expected: String = (0..200).map(|i| format!("{}\n", String::from_utf8(value(i, 300)).expect("ASCII"))).collect();
-    assert_eq!(kcat_consume(&broker, topic, "%s\n", &["-o", "beginning"]), expected, "kafka-python gzip read by kcat");
+    let expected: String = (0..200)
+        .map(|i| format!("{}\n", String::from_utf8(value(i, 300)).expect("ASCII")))
+        .collect();
+    assert_eq!(
+        kcat_consume(&broker, topic, "%s\n", &["-o", "beginning"]),
+        expected,
+        "kafka-python gzip read by kcat"
+    );
     assert!(kcat(&["-b", &bootstrap, "-L"], None).status.success());
 }

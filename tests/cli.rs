@@ -12,7 +12,9 @@ fn fjord(args: &[&str]) -> std::process::Output {
 
 /// The number after `"key":` in a one-line JSON object.
 fn json_number(json: &str, key: &str) -> f64 {
-    let start = json.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("no {key} in {json}")) + key.len() + 3;
+    let start = json.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("no {key} in {json}"))
+        + key.len()
+        + 3;
     let rest = &json[start..];
     let end = rest.find([',', '}']).expect("a JSON number ends");
     rest[..end].parse().unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
@@ -23,46 +25,162 @@ fn bench_smoke_produce_consume_e2e_and_baseline() {
     let broker = TestBroker::start("bench-smoke");
     let bootstrap = broker.bootstrap();
     let report = TempDir::new("bench-report");
-    let produced = fjord(&["bench", "produce", "-b", &bootstrap, "--topic", "bench-smoke", "--partitions", "4", "--records", "20000", "--record-bytes", "100", "--json"]);
-    assert!(produced.status.success(), "bench produce: {}", String::from_utf8_lossy(&produced.stderr));
+    let produced = fjord(&[
+        "bench",
+        "produce",
+        "-b",
+        &bootstrap,
+        "--topic",
+        "bench-smoke",
+        "--partitions",
+        "4",
+        "--records",
+        "20000",
+        "--record-bytes",
+        "100",
+        "--json",
+    ]);
+    assert!(
+        produced.status.success(),
+        "bench produce: {}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
     let json = String::from_utf8_lossy(&produced.stdout).trim().to_string();
     assert_eq!(json_number(&json, "records"), 20000.0, "{json}");
-    assert!(json_number(&json, "records_per_sec") > 0.0 && json_number(&json, "bytes_per_sec") > 0.0, "{json}");
+    assert!(
+        json_number(&json, "records_per_sec") > 0.0 && json_number(&json, "bytes_per_sec") > 0.0,
+        "{json}"
+    );
     for key in ["p50", "p99", "p999", "max"] {
         assert!(json_number(&json, key) >= 1.0, "latency {key} in {json}");
     }
-    let consumed = fjord(&["bench", "consume", "-b", &bootstrap, "--topic", "bench-smoke", "--partitions", "4", "--records", "20000", "--json"]);
-    assert!(consumed.status.success(), "bench consume: {}", String::from_utf8_lossy(&consumed.stderr));
+    let consumed = fjord(&[
+        "bench",
+        "consume",
+        "-b",
+        &bootstrap,
+        "--topic",
+        "bench-smoke",
+        "--partitions",
+        "4",
+        "--records",
+        "20000",
+        "--json",
+    ]);
+    assert!(
+        consumed.status.success(),
+        "bench consume: {}",
+        String::from_utf8_lossy(&consumed.stderr)
+    );
     let json = String::from_utf8_lossy(&consumed.stdout).trim().to_string();
-    assert_eq!(json_number(&json, "records"), 20000.0, "consume reads back exactly what was produced: {json}");
+    assert_eq!(
+        json_number(&json, "records"),
+        20000.0,
+        "consume reads back exactly what was produced: {json}"
+    );
     // As an idempotent producer: the broker checks every batch's sequence numbers (a wrong
     // one fails the run), and exactly the records sent are stored.
     let idempotent = fjord(&[
-        "bench", "produce", "-b", &bootstrap, "--topic", "bench-idempotent", "--partitions", "3", "--records", "12000", "--batch-records", "50", "--connections", "2",
-        "--idempotent", "--json",
+        "bench",
+        "produce",
+        "-b",
+        &bootstrap,
+        "--topic",
+        "bench-idempotent",
+        "--partitions",
+        "3",
+        "--records",
+        "12000",
+        "--batch-records",
+        "50",
+        "--connections",
+        "2",
+        "--idempotent",
+        "--json",
     ]);
-    assert!(idempotent.status.success(), "bench produce --idempotent: {}", String::from_utf8_lossy(&idempotent.stderr));
+    assert!(
+        idempotent.status.success(),
+        "bench produce --idempotent: {}",
+        String::from_utf8_lossy(&idempotent.stderr)
+    );
     let json = String::from_utf8_lossy(&idempotent.stdout).trim().to_string();
     assert!(json.contains("\"idempotent\":true") && json_number(&json, "errors") == 0.0, "{json}");
-    let consumed = fjord(&["bench", "consume", "-b", &bootstrap, "--topic", "bench-idempotent", "--partitions", "3", "--records", "12000", "--json"]);
-    assert!(consumed.status.success(), "bench consume: {}", String::from_utf8_lossy(&consumed.stderr));
+    let consumed = fjord(&[
+        "bench",
+        "consume",
+        "-b",
+        &bootstrap,
+        "--topic",
+        "bench-idempotent",
+        "--partitions",
+        "3",
+        "--records",
+        "12000",
+        "--json",
+    ]);
+    assert!(
+        consumed.status.success(),
+        "bench consume: {}",
+        String::from_utf8_lossy(&consumed.stderr)
+    );
     assert_eq!(json_number(String::from_utf8_lossy(&consumed.stdout).trim(), "records"), 12000.0);
     let report_dir = report.path().join("e2e").display().to_string();
-    let e2e = fjord(&["bench", "e2e", "-b", &bootstrap, "--topic", "bench-e2e", "--partitions", "2", "--records", "5000", "--rate", "20000", "--json", "--report", &report_dir]);
+    let e2e = fjord(&[
+        "bench",
+        "e2e",
+        "-b",
+        &bootstrap,
+        "--topic",
+        "bench-e2e",
+        "--partitions",
+        "2",
+        "--records",
+        "5000",
+        "--rate",
+        "20000",
+        "--json",
+        "--report",
+        &report_dir,
+    ]);
     assert!(e2e.status.success(), "bench e2e: {}", String::from_utf8_lossy(&e2e.stderr));
     let json = String::from_utf8_lossy(&e2e.stdout).trim().to_string();
     assert_eq!(json_number(&json, "records"), 5000.0, "{json}");
-    let svg = std::fs::read_to_string(report.path().join("e2e").join("e2e.svg")).expect("the report has an SVG chart");
+    let svg = std::fs::read_to_string(report.path().join("e2e").join("e2e.svg"))
+        .expect("the report has an SVG chart");
     assert!(svg.starts_with("<svg") && svg.contains("polyline"), "not an SVG chart: {svg}");
     assert!(report.path().join("e2e").join("e2e.json").exists());
-    let baseline = fjord(&["bench", "baseline", "--bytes", "8388608", "--dir", &report.path().display().to_string(), "--json"]);
-    assert!(baseline.status.success(), "bench baseline: {}", String::from_utf8_lossy(&baseline.stderr));
+    let baseline = fjord(&[
+        "bench",
+        "baseline",
+        "--bytes",
+        "8388608",
+        "--dir",
+        &report.path().display().to_string(),
+        "--json",
+    ]);
+    assert!(
+        baseline.status.success(),
+        "bench baseline: {}",
+        String::from_utf8_lossy(&baseline.stderr)
+    );
     let json = String::from_utf8_lossy(&baseline.stdout).trim().to_string();
-    for key in ["loopback_bytes_per_sec", "file_write_first_bytes_per_sec", "file_write_bytes_per_sec", "file_write_fdatasync_bytes_per_sec", "loopback_into_file_bytes_per_sec", "file_to_loopback_bytes_per_sec", "file_copied_to_loopback_bytes_per_sec"] {
+    for key in [
+        "loopback_bytes_per_sec",
+        "file_write_first_bytes_per_sec",
+        "file_write_bytes_per_sec",
+        "file_write_fdatasync_bytes_per_sec",
+        "loopback_into_file_bytes_per_sec",
+        "file_to_loopback_bytes_per_sec",
+        "file_copied_to_loopback_bytes_per_sec",
+    ] {
         assert!(json_number(&json, key) > 0.0, "{key} in {json}");
     }
     // Its files are gone afterwards: the directory holds the report's subdirectories only.
-    let left: Vec<_> = std::fs::read_dir(report.path()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
+    let left: Vec<_> = std::fs::read_dir(report.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
     assert!(left.is_empty(), "bench baseline left files behind: {left:?}");
 }
 
@@ -78,7 +196,8 @@ fn cli_errors_are_one_lowercase_line_with_documented_exit_codes() {
     let broker = TestBroker::start("cli-errors");
     let bad = fjord(&["consume", "-t", "x", "-b", &broker.bootstrap(), "--from", "yesterday"]);
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
-    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("fjord: --from \"yesterday\" is not understood"));
+    assert!(String::from_utf8_lossy(&bad.stderr)
+        .starts_with("fjord: --from \"yesterday\" is not understood"));
     // A refused request: exit 1, naming the Kafka error.
     let missing = fjord(&["consume", "-t", "no-such-topic", "-b", &broker.bootstrap(), "-e"]);
     assert_eq!(missing.status.code(), Some(1));
@@ -99,9 +218,15 @@ fn the_cli_moves_past_a_bootstrap_broker_that_accepts_and_never_answers() {
     });
     let broker = TestBroker::start("cli-frozen-bootstrap");
     let bootstrap = format!("{frozen_address},{}", broker.bootstrap());
-    let args: Vec<String> = ["topic", "list", "-b", &bootstrap].iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> =
+        ["topic", "list", "-b", &bootstrap].iter().map(|s| s.to_string()).collect();
     let listed = run_with_timeout(30, Path::new(env!("CARGO_BIN_EXE_fjord")), &args, None);
-    assert!(listed.status.success(), "exit {:?}: {}", listed.status.code(), String::from_utf8_lossy(&listed.stderr));
+    assert!(
+        listed.status.success(),
+        "exit {:?}: {}",
+        listed.status.code(),
+        String::from_utf8_lossy(&listed.stderr)
+    );
 }
 
 #[test]
@@ -115,7 +240,11 @@ fn serve_waits_for_its_port_while_another_socket_still_holds_it() {
         match std::net::TcpListener::bind(broker.addr()) {
             Ok(holder) => break holder,
             Err(error) => {
-                assert!(std::time::Instant::now() < deadline, "cannot hold the broker's port {}: {error}", broker.addr());
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "cannot hold the broker's port {}: {error}",
+                    broker.addr()
+                );
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
@@ -125,7 +254,10 @@ fn serve_waits_for_its_port_while_another_socket_still_holds_it() {
     let stderr_path = broker.next_stderr_path();
     let released = std::thread::spawn(move || {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::time::Instant::now() < deadline && !std::fs::read_to_string(&stderr_path).is_ok_and(|log| log.contains("the port is taken")) {
+        while std::time::Instant::now() < deadline
+            && !std::fs::read_to_string(&stderr_path)
+                .is_ok_and(|log| log.contains("the port is taken"))
+        {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         drop(holder);
@@ -135,26 +267,65 @@ fn serve_waits_for_its_port_while_another_socket_still_holds_it() {
     released.join().expect("holder thread");
     let listed = fjord(&["topic", "list", "-b", &broker.bootstrap()]);
     assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
-    assert!(broker.stderr().contains("the port is taken"), "the wait is logged:\n{}", broker.stderr_tail());
+    assert!(
+        broker.stderr().contains("the port is taken"),
+        "the wait is logged:\n{}",
+        broker.stderr_tail()
+    );
 }
 
 #[test]
 fn several_shards_serve_produce_fetch_groups_and_admin_like_one() {
     for shards in ["1", "3"] {
-        let mut broker = TestBroker::start_with(&format!("shards-{shards}"), &["--shards", shards, "--group-initial-rebalance-delay-ms", "0"]);
+        let mut broker = TestBroker::start_with(
+            &format!("shards-{shards}"),
+            &["--shards", shards, "--group-initial-rebalance-delay-ms", "0"],
+        );
         let b = broker.bootstrap();
         let created = fjord(&["topic", "create", "spread", "-p", "6", "-b", &b]);
-        assert!(created.status.success(), "shards {shards}: {}", String::from_utf8_lossy(&created.stderr));
+        assert!(
+            created.status.success(),
+            "shards {shards}: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
         // Keyed records with acks=all and acks=1 land on partitions owned by every shard.
         let lines: String = (0..600).map(|i| format!("k{}:{i}\n", i % 13)).collect();
         for acks in ["-1", "1"] {
-            let args: Vec<String> = ["produce", "-t", "spread", "-K", ":", "--acks", acks, "--batch-records", "25", "-b", &b].iter().map(|s| s.to_string()).collect();
-            let produced = run_with_timeout(120, Path::new(env!("CARGO_BIN_EXE_fjord")), &args, Some(lines.as_bytes()));
-            assert!(produced.status.success(), "shards {shards} acks {acks}: {}", String::from_utf8_lossy(&produced.stderr));
+            let args: Vec<String> = [
+                "produce",
+                "-t",
+                "spread",
+                "-K",
+                ":",
+                "--acks",
+                acks,
+                "--batch-records",
+                "25",
+                "-b",
+                &b,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let produced = run_with_timeout(
+                120,
+                Path::new(env!("CARGO_BIN_EXE_fjord")),
+                &args,
+                Some(lines.as_bytes()),
+            );
+            assert!(
+                produced.status.success(),
+                "shards {shards} acks {acks}: {}",
+                String::from_utf8_lossy(&produced.stderr)
+            );
         }
         // Fetch from every partition, wherever its shard: all 1200 records, in order per key.
         let consumed = fjord(&["consume", "-t", "spread", "-e", "--print-keys", "-b", &b]);
-        assert!(consumed.status.success(), "shards {shards}: {}", String::from_utf8_lossy(&consumed.stderr));
+        assert!(
+            consumed.status.success(),
+            "shards {shards}: {}",
+            String::from_utf8_lossy(&consumed.stderr)
+        );
         let text = String::from_utf8_lossy(&consumed.stdout);
         assert_eq!(text.lines().count(), 1200, "shards {shards}");
         let mut last: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
@@ -169,15 +340,30 @@ fn several_shards_serve_produce_fetch_groups_and_admin_like_one() {
             }
         }
         // Each key was produced twice (acks=all, then acks=1): exactly one wrap per key.
-        assert!(round.values().all(|r| *r == 1), "shards {shards}: per-key order broken: {round:?}");
+        assert!(
+            round.values().all(|r| *r == 1),
+            "shards {shards}: per-key order broken: {round:?}"
+        );
         // A consumer group (coordinated on shard 0) commits partitions owned by other shards.
         let grouped = fjord(&["consume", "-t", "spread", "-g", "g", "-e", "-b", &b]);
-        assert_eq!(String::from_utf8_lossy(&grouped.stdout).lines().count(), 1200, "shards {shards}");
+        assert_eq!(
+            String::from_utf8_lossy(&grouped.stdout).lines().count(),
+            1200,
+            "shards {shards}"
+        );
         let again = fjord(&["consume", "-t", "spread", "-g", "g", "-e", "-b", &b]);
-        assert_eq!(String::from_utf8_lossy(&again.stdout).lines().count(), 0, "shards {shards}: committed offsets");
+        assert_eq!(
+            String::from_utf8_lossy(&again.stdout).lines().count(),
+            0,
+            "shards {shards}: committed offsets"
+        );
         // Delete reaches every shard's partitions.
         assert!(fjord(&["topic", "delete", "spread", "-b", &b]).status.success());
-        let left: Vec<_> = std::fs::read_dir(broker.data_dir()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("spread-")).collect();
+        let left: Vec<_> = std::fs::read_dir(broker.data_dir())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("spread-"))
+            .collect();
         assert!(left.is_empty(), "shards {shards}: partition dirs left after delete: {left:?}");
         broker.stop();
     }
@@ -193,26 +379,57 @@ fn the_cli_works_against_apache_kafka_4_4() {
     let ok = |args: &[&str], stdin: Option<&[u8]>| {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let out = run_with_timeout(120, Path::new(env!("CARGO_BIN_EXE_fjord")), &args, stdin);
-        assert!(out.status.success(), "fjord {args:?}: {}\n{}", String::from_utf8_lossy(&out.stderr), kafka.output_tail());
+        assert!(
+            out.status.success(),
+            "fjord {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            kafka.output_tail()
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     ok(&["topic", "create", "cli-k", "-p", "2", "-b", &b], None);
     // Kafka lists a new topic's leader a moment before it takes writes: retry the first produce.
     let lines: String = (0..50).map(|i| format!("k{}:{i}\n", i % 5)).collect();
     crate::support::wait_until("a produce Kafka takes", std::time::Duration::from_secs(30), || {
-        let args: Vec<String> = ["produce", "-t", "cli-k", "-K", ":", "--acks", "-1", "-b", &b].iter().map(|s| s.to_string()).collect();
-        run_with_timeout(120, Path::new(env!("CARGO_BIN_EXE_fjord")), &args, Some(lines.as_bytes())).status.success().then_some(())
+        let args: Vec<String> = ["produce", "-t", "cli-k", "-K", ":", "--acks", "-1", "-b", &b]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        run_with_timeout(120, Path::new(env!("CARGO_BIN_EXE_fjord")), &args, Some(lines.as_bytes()))
+            .status
+            .success()
+            .then_some(())
     });
     let consumed = ok(&["consume", "-t", "cli-k", "-e", "--group", "cli-g", "-b", &b], None);
     assert!(consumed.lines().count() >= 50, "consumed: {consumed}");
     let described = ok(&["group", "describe", "cli-g", "-b", &b], None);
     assert!(described.contains("cli-k"), "group describe: {described}");
     // The bench creates its topic and must wait for Kafka's leaders to take writes.
-    let bench = ok(&["bench", "produce", "-t", "cli-bench", "--partitions", "2", "--records", "20000", "--json", "-b", &b], None);
+    let bench = ok(
+        &[
+            "bench",
+            "produce",
+            "-t",
+            "cli-bench",
+            "--partitions",
+            "2",
+            "--records",
+            "20000",
+            "--json",
+            "-b",
+            &b,
+        ],
+        None,
+    );
     assert!(bench.contains("\"records\":20000"), "bench: {bench}");
     ok(&["topic", "delete", "cli-k", "-b", &b], None);
     // Kafka's brokers learn of the deletion from its controller a moment later.
-    crate::support::wait_until("the deleted topic to leave the listing", std::time::Duration::from_secs(30), || {
-        (!ok(&["topic", "list", "-b", &b], None).lines().any(|l| l.trim() == "cli-k")).then_some(())
-    });
+    crate::support::wait_until(
+        "the deleted topic to leave the listing",
+        std::time::Duration::from_secs(30),
+        || {
+            (!ok(&["topic", "list", "-b", &b], None).lines().any(|l| l.trim() == "cli-k"))
+                .then_some(())
+        },
+    );
 }

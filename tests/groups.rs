@@ -17,11 +17,15 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::support::wire::{Conn, Decoder, Encoder};
-use crate::support::{self, create_topic, parse_acks, parse_messages, python_ok, python_path, run_with_timeout, tagged, Ack, Message, TempDir, TestBroker};
+use crate::support::{
+    self, create_topic, parse_acks, parse_messages, python_ok, python_path, run_with_timeout,
+    tagged, Ack, Message, TempDir, TestBroker,
+};
 
 /// `fjord serve` flags for fast groups: clients may ask for a session as short as 1 s, and a
 /// new group's first rebalance does not wait for more members.
-const SERVE_FLAGS: &[&str] = &["--group-min-session-timeout-ms", "1000", "--group-initial-rebalance-delay-ms", "0"];
+const SERVE_FLAGS: &[&str] =
+    &["--group-min-session-timeout-ms", "1000", "--group-initial-rebalance-delay-ms", "0"];
 /// Session timeout the python members ask for.
 const SESSION_MS: u64 = 2000;
 /// Longest wait for an assignment to settle: a few rebalances plus a session timeout.
@@ -61,14 +65,32 @@ fn script_path() -> PathBuf {
 /// Produces `count` keyed messages with confluent-kafka and returns their acks.
 fn produce(broker: &TestBroker, topic: &str, count: u64) -> Vec<Ack> {
     let bootstrap = broker.bootstrap();
-    let out = python_ok("ck.py", &["produce", "--count", &count.to_string(), "--keys", &count.to_string(), &bootstrap, topic]);
+    let out = python_ok(
+        "ck.py",
+        &[
+            "produce",
+            "--count",
+            &count.to_string(),
+            "--keys",
+            &count.to_string(),
+            &bootstrap,
+            topic,
+        ],
+    );
     let acks = parse_acks(&out);
     assert_eq!(acks.len() as u64, count, "acks of produce to {topic}:\n{out}");
     acks
 }
 
 /// Runs one `groups_client.py` command to completion and returns its stdout.
-fn client(command: &str, lib: Lib, broker: &TestBroker, topic: &str, group: &str, extra: &[&str]) -> String {
+fn client(
+    command: &str,
+    lib: Lib,
+    broker: &TestBroker,
+    topic: &str,
+    group: &str,
+    extra: &[&str],
+) -> String {
     let bootstrap = broker.bootstrap();
     let mut args = vec![command, lib.name(), bootstrap.as_str(), topic, group];
     args.extend_from_slice(extra);
@@ -76,11 +98,27 @@ fn client(command: &str, lib: Lib, broker: &TestBroker, topic: &str, group: &str
 }
 
 /// `consume` with `--commit-after count`: the messages read and the offsets committed.
-fn consume_and_commit(lib: Lib, broker: &TestBroker, topic: &str, group: &str, count: usize) -> (Vec<Message>, BTreeMap<i32, i64>) {
-    let out = client("consume", lib, broker, topic, group, &["--commit-after", &count.to_string(), "--session-ms", "6000"]);
+fn consume_and_commit(
+    lib: Lib,
+    broker: &TestBroker,
+    topic: &str,
+    group: &str,
+    count: usize,
+) -> (Vec<Message>, BTreeMap<i32, i64>) {
+    let out = client(
+        "consume",
+        lib,
+        broker,
+        topic,
+        group,
+        &["--commit-after", &count.to_string(), "--session-ms", "6000"],
+    );
     let messages = parse_messages(&out);
     assert_eq!(messages.len(), count, "{lib:?} consumed with --commit-after {count}:\n{out}");
-    let committed = tagged(&out, "committed").iter().map(|f| (f[0].parse().expect("partition"), f[1].parse().expect("offset"))).collect();
+    let committed = tagged(&out, "committed")
+        .iter()
+        .map(|f| (f[0].parse().expect("partition"), f[1].parse().expect("offset")))
+        .collect();
     (messages, committed)
 }
 
@@ -95,10 +133,19 @@ fn positions(messages: &[Message]) -> Vec<(i32, i64)> {
 
 /// Asserts each message is the one acknowledged at its position (value `v{i}-`).
 fn assert_values_match(messages: &[Message], acks: &[Ack]) {
-    let by_position: BTreeMap<(i32, i64), u64> = acks.iter().map(|a| ((a.partition, a.offset), a.index)).collect();
+    let by_position: BTreeMap<(i32, i64), u64> =
+        acks.iter().map(|a| ((a.partition, a.offset), a.index)).collect();
     for m in messages {
-        let index = by_position.get(&(m.partition, m.offset)).unwrap_or_else(|| panic!("consumed {}:{} which was never acknowledged", m.partition, m.offset));
-        assert_eq!(m.value.as_deref(), Some(support::value(*index, 0).as_slice()), "value at {}:{}", m.partition, m.offset);
+        let index = by_position.get(&(m.partition, m.offset)).unwrap_or_else(|| {
+            panic!("consumed {}:{} which was never acknowledged", m.partition, m.offset)
+        });
+        assert_eq!(
+            m.value.as_deref(),
+            Some(support::value(*index, 0).as_slice()),
+            "value at {}:{}",
+            m.partition,
+            m.offset
+        );
     }
 }
 
@@ -110,14 +157,22 @@ fn assert_exactly_once(parts: &[&[Message]], acks: &[Ack]) {
         assert_values_match(messages, acks);
         for position in positions(messages) {
             if let Some(earlier) = seen.insert(position, run) {
-                panic!("{}:{} delivered twice: in run {earlier} and run {run}", position.0, position.1);
+                panic!(
+                    "{}:{} delivered twice: in run {earlier} and run {run}",
+                    position.0, position.1
+                );
             }
         }
     }
     let expected: BTreeSet<(i32, i64)> = acks.iter().map(|a| (a.partition, a.offset)).collect();
     let got: BTreeSet<(i32, i64)> = seen.keys().copied().collect();
     let missing: Vec<_> = expected.difference(&got).collect();
-    assert!(missing.is_empty(), "{} acknowledged messages never delivered, first {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages never delivered, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     assert_eq!(got.len(), expected.len(), "delivered messages that were never acknowledged");
 }
 
@@ -128,10 +183,20 @@ fn assert_resumed_at(messages: &[Message], from: &BTreeMap<i32, i64>) {
     for m in messages {
         first.entry(m.partition).or_insert(m.offset);
         let floor = from.get(&m.partition).copied().unwrap_or(0);
-        assert!(m.offset >= floor, "partition {} re-delivered offset {} below the committed {floor}", m.partition, m.offset);
+        assert!(
+            m.offset >= floor,
+            "partition {} re-delivered offset {} below the committed {floor}",
+            m.partition,
+            m.offset
+        );
     }
     for (partition, offset) in first {
-        assert_eq!(offset, from.get(&partition).copied().unwrap_or(0), "partition {partition} resumed at {offset}, committed {:?}", from.get(&partition));
+        assert_eq!(
+            offset,
+            from.get(&partition).copied().unwrap_or(0),
+            "partition {partition} resumed at {offset}, committed {:?}",
+            from.get(&partition)
+        );
     }
 }
 
@@ -163,7 +228,12 @@ impl Member {
         let mut child = Command::new(python_path())
             .arg(script_path())
             .args(["member", lib.name(), &broker.bootstrap(), topic, group])
-            .args(["--session-ms", &SESSION_MS.to_string(), "--max-s", &MEMBER_SECONDS_MAX.to_string()])
+            .args([
+                "--session-ms",
+                &SESSION_MS.to_string(),
+                "--max-s",
+                &MEMBER_SECONDS_MAX.to_string(),
+            ])
             .arg("--stop-file")
             .arg(&stop_file)
             .stdin(Stdio::null())
@@ -173,7 +243,17 @@ impl Member {
             .expect("spawn python member");
         let stdout = child.stdout.take().expect("piped stdout");
         let lines = support::line_channel(stdout);
-        Member { name: name.to_string(), child, lines, stop_file, stderr_path, assignment: None, closed: false, log: Vec::new(), _dir: dir }
+        Member {
+            name: name.to_string(),
+            child,
+            lines,
+            stop_file,
+            stderr_path,
+            assignment: None,
+            closed: false,
+            log: Vec::new(),
+            _dir: dir,
+        }
     }
 
     /// Takes in everything printed so far.
@@ -182,7 +262,10 @@ impl Member {
             let fields: Vec<&str> = line.split('\t').collect();
             match fields.as_slice() {
                 ["assigned", "-"] => self.assignment = Some(BTreeSet::new()),
-                ["assigned", list] => self.assignment = Some(list.split(',').map(|p| p.parse().expect("partition")).collect()),
+                ["assigned", list] => {
+                    self.assignment =
+                        Some(list.split(',').map(|p| p.parse().expect("partition")).collect())
+                }
                 ["closed"] => self.closed = true,
                 _ => {}
             }
@@ -207,8 +290,16 @@ impl Member {
 
     fn report(&self) -> String {
         let stderr = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
-        let tail: Vec<&str> = stderr.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
-        format!("member {}: last assignment {:?}, closed {}\n  stdout: {:?}\n  stderr tail:\n{}", self.name, self.assignment, self.closed, self.log, tail.join("\n"))
+        let tail: Vec<&str> =
+            stderr.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        format!(
+            "member {}: last assignment {:?}, closed {}\n  stdout: {:?}\n  stderr tail:\n{}",
+            self.name,
+            self.assignment,
+            self.closed,
+            self.log,
+            tail.join("\n")
+        )
     }
 }
 
@@ -221,7 +312,13 @@ impl Drop for Member {
 
 /// Polls the members' output until `done` holds, or panics after `timeout_ms` with what each
 /// member reported and the broker's stderr.
-fn wait_until(broker: &TestBroker, members: &mut [&mut Member], timeout_ms: u64, what: &str, done: impl Fn(&[&mut Member]) -> bool) -> Duration {
+fn wait_until(
+    broker: &TestBroker,
+    members: &mut [&mut Member],
+    timeout_ms: u64,
+    what: &str,
+    done: impl Fn(&[&mut Member]) -> bool,
+) -> Duration {
     let start = Instant::now();
     loop {
         for m in members.iter_mut() {
@@ -232,7 +329,11 @@ fn wait_until(broker: &TestBroker, members: &mut [&mut Member], timeout_ms: u64,
         }
         if start.elapsed() > Duration::from_millis(timeout_ms) {
             let reports: Vec<String> = members.iter().map(|m| m.report()).collect();
-            panic!("waited {timeout_ms} ms for {what}\n{}\n{}", reports.join("\n"), broker.stderr_tail());
+            panic!(
+                "waited {timeout_ms} ms for {what}\n{}\n{}",
+                reports.join("\n"),
+                broker.stderr_tail()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -298,7 +399,9 @@ fn describe_settled(broker: &TestBroker, group: &str, members: usize) -> Describ
     let start = Instant::now();
     loop {
         let described = describe(broker, group);
-        if (described.state.as_str(), described.members) == ("Stable", members) || start.elapsed() > Duration::from_millis(REBALANCE_MS_MAX) {
+        if (described.state.as_str(), described.members) == ("Stable", members)
+            || start.elapsed() > Duration::from_millis(REBALANCE_MS_MAX)
+        {
             return described;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -311,9 +414,15 @@ fn describe(broker: &TestBroker, group: &str) -> Described {
     let bootstrap = broker.bootstrap();
     let text = fjord_ok(&["group", "describe", group, "-b", &bootstrap]);
     let first = text.lines().next().unwrap_or_default();
-    let rest = first.strip_prefix(&format!("group {group}: ")).unwrap_or_else(|| panic!("first line {first:?}\n{text}"));
+    let rest = first
+        .strip_prefix(&format!("group {group}: "))
+        .unwrap_or_else(|| panic!("first line {first:?}\n{text}"));
     let (state, rest) = rest.split_once(" (").unwrap_or_else(|| panic!("first line {first:?}"));
-    let members = rest.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("member count in {first:?}"));
+    let members = rest
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("member count in {first:?}"));
     let mut rows = BTreeMap::new();
     let mut after_header = false;
     for line in text.lines() {
@@ -326,7 +435,12 @@ fn describe(broker: &TestBroker, group: &str) -> Described {
         }
         let f: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(f.len(), 6, "describe row {line:?}\n{text}");
-        let row = LagRow { committed: dash_or(f[2]), end: f[3].parse().expect("end offset"), lag: dash_or(f[4]), member: dash_or(f[5]) };
+        let row = LagRow {
+            committed: dash_or(f[2]),
+            end: f[3].parse().expect("end offset"),
+            lag: dash_or(f[4]),
+            member: dash_or(f[5]),
+        };
         rows.insert((f[0].to_string(), f[1].parse().expect("partition")), row);
     }
     assert!(after_header, "no header in describe output:\n{text}");
@@ -334,15 +448,23 @@ fn describe(broker: &TestBroker, group: &str) -> Described {
 }
 
 /// `fjord consume --group ... -e --print-offsets` lines as ((partition, offset), value).
-fn cli_consume(broker: &TestBroker, topic: &str, group: &str, extra: &[&str]) -> Vec<((i32, i64), String)> {
+fn cli_consume(
+    broker: &TestBroker,
+    topic: &str,
+    group: &str,
+    extra: &[&str],
+) -> Vec<((i32, i64), String)> {
     let bootstrap = broker.bootstrap();
-    let mut args = vec!["consume", "-t", topic, "-b", &bootstrap, "--group", group, "-e", "--print-offsets"];
+    let mut args =
+        vec!["consume", "-t", topic, "-b", &bootstrap, "--group", group, "-e", "--print-offsets"];
     args.extend_from_slice(extra);
     let out = fjord_ok(&args);
     out.lines()
         .map(|line| {
-            let (position, value) = line.split_once('\t').unwrap_or_else(|| panic!("consume line {line:?}"));
-            let (p, o) = position.split_once(':').unwrap_or_else(|| panic!("consume line {line:?}"));
+            let (position, value) =
+                line.split_once('\t').unwrap_or_else(|| panic!("consume line {line:?}"));
+            let (p, o) =
+                position.split_once(':').unwrap_or_else(|| panic!("consume line {line:?}"));
             ((p.parse().expect("partition"), o.parse().expect("offset")), value.to_string())
         })
         .collect()
@@ -358,19 +480,36 @@ fn split_then_close(lib: Lib) {
     create_topic(&broker, &topic, 4, &[]);
     let mut a = Member::spawn("a", lib, &broker, &topic, &group);
     let mut b = Member::spawn("b", lib, &broker, &topic, &group);
-    wait_until(&broker, &mut [&mut a, &mut b], REBALANCE_MS_MAX, "an even split of 4 partitions", |m| split_evenly(m[0], m[1]));
+    wait_until(
+        &broker,
+        &mut [&mut a, &mut b],
+        REBALANCE_MS_MAX,
+        "an even split of 4 partitions",
+        |m| split_evenly(m[0], m[1]),
+    );
 
     // The broker's view agrees: two members, each partition owned by exactly one of them.
     let described = describe_settled(&broker, &group, 2);
     assert_eq!((described.state.as_str(), described.members), ("Stable", 2), "{}", described.text);
-    let owners: BTreeSet<&str> = described.rows.values().filter_map(|r| r.member.as_deref()).collect();
+    let owners: BTreeSet<&str> =
+        described.rows.values().filter_map(|r| r.member.as_deref()).collect();
     let owned: Vec<i32> = described.rows.keys().map(|(_, p)| *p).collect();
     assert_eq!(owned, ALL_FOUR, "partitions in describe:\n{}", described.text);
-    assert!(described.rows.values().all(|r| r.member.is_some()), "an unowned partition:\n{}", described.text);
+    assert!(
+        described.rows.values().all(|r| r.member.is_some()),
+        "an unowned partition:\n{}",
+        described.text
+    );
     assert_eq!(owners.len(), 2, "owners in describe:\n{}", described.text);
 
     a.stop();
-    wait_until(&broker, &mut [&mut a, &mut b], REBALANCE_MS_MAX, "a to close and b to own all 4", |m| m[0].closed && m[1].has(&ALL_FOUR));
+    wait_until(
+        &broker,
+        &mut [&mut a, &mut b],
+        REBALANCE_MS_MAX,
+        "a to close and b to own all 4",
+        |m| m[0].closed && m[1].has(&ALL_FOUR),
+    );
     let described = describe_settled(&broker, &group, 1);
     assert_eq!((described.state.as_str(), described.members), ("Stable", 1), "{}", described.text);
     b.stop();
@@ -398,15 +537,34 @@ fn split_then_kill(lib: Lib) {
     create_topic(&broker, &topic, 4, &[]);
     let mut a = Member::spawn("a", lib, &broker, &topic, &group);
     let mut b = Member::spawn("b", lib, &broker, &topic, &group);
-    wait_until(&broker, &mut [&mut a, &mut b], REBALANCE_MS_MAX, "an even split of 4 partitions", |m| split_evenly(m[0], m[1]));
+    wait_until(
+        &broker,
+        &mut [&mut a, &mut b],
+        REBALANCE_MS_MAX,
+        "an even split of 4 partitions",
+        |m| split_evenly(m[0], m[1]),
+    );
 
     a.kill9();
-    let took = wait_until(&broker, &mut [&mut b], REBALANCE_MS_MAX, "b to own all 4 after a was killed", |m| m[0].has(&ALL_FOUR));
+    let took = wait_until(
+        &broker,
+        &mut [&mut b],
+        REBALANCE_MS_MAX,
+        "b to own all 4 after a was killed",
+        |m| m[0].has(&ALL_FOUR),
+    );
     // Nothing told the broker that a is gone: only its session expiring can (a heartbeats
     // every SESSION_MS/6, so the session ends at least 5/6 of it after the kill).
-    assert!(took >= Duration::from_millis(SESSION_MS * 5 / 6 - 100), "b took over after {took:?}, before a's {SESSION_MS} ms session could expire");
+    assert!(
+        took >= Duration::from_millis(SESSION_MS * 5 / 6 - 100),
+        "b took over after {took:?}, before a's {SESSION_MS} ms session could expire"
+    );
     let stderr = broker.stderr();
-    assert!(stderr.contains("member's session timed out"), "no session expiry logged:\n{}", broker.stderr_tail());
+    assert!(
+        stderr.contains("member's session timed out"),
+        "no session expiry logged:\n{}",
+        broker.stderr_tail()
+    );
     let described = describe_settled(&broker, &group, 1);
     assert_eq!((described.state.as_str(), described.members), ("Stable", 1), "{}", described.text);
 }
@@ -529,7 +687,20 @@ fn cli_group_describe_shows_lag_list_lists_and_reset_waits_for_an_empty_group() 
     let (topic, lagging, caught_up) = ("cli-group-t", "cli-group-lagging", "cli-group-caught-up");
     create_topic(&broker, topic, 2, &[]);
     for (partition, count, start) in [(0, 20, 0), (1, 10, 20)] {
-        let out = python_ok("ck.py", &["produce", "--count", &count.to_string(), "--start", &start.to_string(), "--partition", &partition.to_string(), &bootstrap, topic]);
+        let out = python_ok(
+            "ck.py",
+            &[
+                "produce",
+                "--count",
+                &count.to_string(),
+                "--start",
+                &start.to_string(),
+                "--partition",
+                &partition.to_string(),
+                &bootstrap,
+                topic,
+            ],
+        );
         assert_eq!(parse_acks(&out).len(), count, "{out}");
     }
     client("commit", Lib::Ck, &broker, topic, lagging, &["0:7"]);
@@ -537,10 +708,18 @@ fn cli_group_describe_shows_lag_list_lists_and_reset_waits_for_an_empty_group() 
 
     let d = describe(&broker, lagging);
     assert_eq!((d.state.as_str(), d.members), ("Empty", 0), "{}", d.text);
-    let expected: BTreeMap<(String, i32), LagRow> = [((topic.to_string(), 0), LagRow { committed: Some(7), end: 20, lag: Some(13), member: None })].into();
+    let expected: BTreeMap<(String, i32), LagRow> = [(
+        (topic.to_string(), 0),
+        LagRow { committed: Some(7), end: 20, lag: Some(13), member: None },
+    )]
+    .into();
     assert_eq!(d.rows, expected, "describe {lagging}:\n{}", d.text);
     let d = describe(&broker, caught_up);
-    let expected: BTreeMap<(String, i32), LagRow> = [((topic.to_string(), 1), LagRow { committed: Some(10), end: 10, lag: Some(0), member: None })].into();
+    let expected: BTreeMap<(String, i32), LagRow> = [(
+        (topic.to_string(), 1),
+        LagRow { committed: Some(10), end: 10, lag: Some(0), member: None },
+    )]
+    .into();
     assert_eq!(d.rows, expected, "describe {caught_up}:\n{}", d.text);
 
     let listed = fjord_ok(&["group", "list", "-b", &bootstrap]);
@@ -549,34 +728,76 @@ fn cli_group_describe_shows_lag_list_lists_and_reset_waits_for_an_empty_group() 
 
     // A member joins: describe shows it owning both partitions; reset is refused.
     let mut member = Member::spawn("m", Lib::Ck, &broker, topic, lagging);
-    wait_until(&broker, &mut [&mut member], REBALANCE_MS_MAX, "the member to own both partitions", |m| m[0].has(&[0, 1]));
+    wait_until(
+        &broker,
+        &mut [&mut member],
+        REBALANCE_MS_MAX,
+        "the member to own both partitions",
+        |m| m[0].has(&[0, 1]),
+    );
     let d = describe_settled(&broker, lagging, 1);
     assert_eq!((d.state.as_str(), d.members), ("Stable", 1), "{}", d.text);
     let owner = d.rows[&(topic.to_string(), 0)].member.clone().expect("partition 0 has an owner");
     let expected: BTreeMap<(String, i32), LagRow> = [
-        ((topic.to_string(), 0), LagRow { committed: Some(7), end: 20, lag: Some(13), member: Some(owner.clone()) }),
-        ((topic.to_string(), 1), LagRow { committed: None, end: 10, lag: None, member: Some(owner) }),
+        (
+            (topic.to_string(), 0),
+            LagRow { committed: Some(7), end: 20, lag: Some(13), member: Some(owner.clone()) },
+        ),
+        (
+            (topic.to_string(), 1),
+            LagRow { committed: None, end: 10, lag: None, member: Some(owner) },
+        ),
     ]
     .into();
     assert_eq!(d.rows, expected, "describe with a member:\n{}", d.text);
     let listed = fjord_ok(&["group", "list", "-b", &bootstrap]);
     assert!(listed.lines().any(|l| l == format!("{lagging}\tStable")), "group list:\n{listed}");
 
-    let refused = fjord(&["group", "reset-offsets", lagging, "-t", topic, "--to-earliest", "-b", &bootstrap]);
+    let refused =
+        fjord(&["group", "reset-offsets", lagging, "-t", topic, "--to-earliest", "-b", &bootstrap]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "reset-offsets succeeded with an active member: {}", String::from_utf8_lossy(&refused.stdout));
+    assert!(
+        !refused.status.success(),
+        "reset-offsets succeeded with an active member: {}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
     assert!(stderr.contains("active member"), "reset-offsets refusal: {stderr}");
-    assert_eq!(describe(&broker, lagging).rows[&(topic.to_string(), 0)].committed, Some(7), "a refused reset moved the offset");
+    assert_eq!(
+        describe(&broker, lagging).rows[&(topic.to_string(), 0)].committed,
+        Some(7),
+        "a refused reset moved the offset"
+    );
 
     member.stop();
-    wait_until(&broker, &mut [&mut member], REBALANCE_MS_MAX, "the member to close", |m| m[0].closed);
-    let out = fjord_ok(&["group", "reset-offsets", lagging, "-t", topic, "--to-earliest", "-b", &bootstrap]);
-    assert_eq!(out.lines().collect::<Vec<_>>(), [format!("{topic}-0 -> 0"), format!("{topic}-1 -> 0")], "reset output");
+    wait_until(&broker, &mut [&mut member], REBALANCE_MS_MAX, "the member to close", |m| {
+        m[0].closed
+    });
+    let out = fjord_ok(&[
+        "group",
+        "reset-offsets",
+        lagging,
+        "-t",
+        topic,
+        "--to-earliest",
+        "-b",
+        &bootstrap,
+    ]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [format!("{topic}-0 -> 0"), format!("{topic}-1 -> 0")],
+        "reset output"
+    );
     let d = describe(&broker, lagging);
     assert_eq!((d.state.as_str(), d.members), ("Empty", 0), "{}", d.text);
     let expected: BTreeMap<(String, i32), LagRow> = [
-        ((topic.to_string(), 0), LagRow { committed: Some(0), end: 20, lag: Some(20), member: None }),
-        ((topic.to_string(), 1), LagRow { committed: Some(0), end: 10, lag: Some(10), member: None }),
+        (
+            (topic.to_string(), 0),
+            LagRow { committed: Some(0), end: 20, lag: Some(20), member: None },
+        ),
+        (
+            (topic.to_string(), 1),
+            LagRow { committed: Some(0), end: 10, lag: Some(10), member: None },
+        ),
     ]
     .into();
     assert_eq!(d.rows, expected, "describe after the reset:\n{}", d.text);
@@ -592,8 +813,12 @@ fn cli_consume_with_a_group_reads_each_message_once_and_resumes_after_a_reset() 
     let (topic, group) = ("cli-consume-t", "cli-consume-g");
     create_topic(&broker, topic, 4, &[]);
     let acks = produce(&broker, topic, 40);
-    let all: BTreeMap<(i32, i64), String> =
-        acks.iter().map(|a| ((a.partition, a.offset), String::from_utf8(support::value(a.index, 0)).expect("UTF-8"))).collect();
+    let all: BTreeMap<(i32, i64), String> = acks
+        .iter()
+        .map(|a| {
+            ((a.partition, a.offset), String::from_utf8(support::value(a.index, 0)).expect("UTF-8"))
+        })
+        .collect();
     let check = |lines: &[((i32, i64), String)], what: &str| -> BTreeSet<(i32, i64)> {
         let mut seen = BTreeSet::new();
         for (position, value) in lines {
@@ -606,11 +831,20 @@ fn cli_consume_with_a_group_reads_each_message_once_and_resumes_after_a_reset() 
     let first = check(&cli_consume(&broker, topic, group, &["-c", "15"]), "first run (-c 15)");
     assert_eq!(first.len(), 15, "first run");
     let second = check(&cli_consume(&broker, topic, group, &[]), "second run");
-    assert!(first.is_disjoint(&second), "the second run re-printed {:?}", first.intersection(&second).collect::<Vec<_>>());
+    assert!(
+        first.is_disjoint(&second),
+        "the second run re-printed {:?}",
+        first.intersection(&second).collect::<Vec<_>>()
+    );
     let union: BTreeSet<(i32, i64)> = first.union(&second).copied().collect();
     assert_eq!(union, all.keys().copied().collect(), "two runs together");
     let third = cli_consume(&broker, topic, group, &[]);
-    assert!(third.is_empty(), "a third run printed {} records: {:?}", third.len(), &third[..third.len().min(5)]);
+    assert!(
+        third.is_empty(),
+        "a third run printed {} records: {:?}",
+        third.len(),
+        &third[..third.len().min(5)]
+    );
 
     fjord_ok(&["group", "reset-offsets", group, "-t", topic, "--to-earliest", "-b", &bootstrap]);
     let again = check(&cli_consume(&broker, topic, group, &[]), "after --to-earliest");
@@ -709,7 +943,13 @@ mod raw {
     }
 
     /// SyncGroup v0: (error, this member's assignment).
-    pub fn sync(conn: &mut Conn, group: &str, generation: i32, member_id: &str, assignments: &[(&str, Vec<u8>)]) -> (i16, Vec<u8>) {
+    pub fn sync(
+        conn: &mut Conn,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        assignments: &[(&str, Vec<u8>)],
+    ) -> (i16, Vec<u8>) {
         let mut e = Encoder::new();
         e.string(group).i32(generation).string(member_id).i32(assignments.len() as i32);
         for (id, a) in assignments {
@@ -739,7 +979,13 @@ mod raw {
 
     /// OffsetCommit v2 of (topic, partition, offset, metadata); returns the error per
     /// (topic, partition) in response order.
-    pub fn commit(conn: &mut Conn, group: &str, generation: i32, member_id: &str, entries: &[(&str, i32, i64, &str)]) -> Vec<((String, i32), i16)> {
+    pub fn commit(
+        conn: &mut Conn,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        entries: &[(&str, i32, i64, &str)],
+    ) -> Vec<((String, i32), i16)> {
         let mut e = Encoder::new();
         e.string(group).i32(generation).string(member_id).i64(-1);
         e.i32(entries.len() as i32);
@@ -760,7 +1006,12 @@ mod raw {
     }
 
     /// OffsetFetch v1: (partition, committed offset, metadata, error) per partition asked.
-    pub fn fetch(conn: &mut Conn, group: &str, topic: &str, partitions: &[i32]) -> Vec<(i32, i64, Option<String>, i16)> {
+    pub fn fetch(
+        conn: &mut Conn,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Vec<(i32, i64, Option<String>, i16)> {
         let mut e = Encoder::new();
         e.string(group).i32(1).string(topic).i32(partitions.len() as i32);
         for p in partitions {
@@ -792,7 +1043,11 @@ fn unknown_members_stale_generations_bad_partitions_and_big_metadata_are_refused
     let mut conn = Conn::connect(broker.addr());
 
     // A group that does not exist knows no member.
-    assert_eq!(heartbeat(&mut conn, "groups-bad-nobody", 1, "ghost"), UNKNOWN_MEMBER_ID, "heartbeat to a group that does not exist");
+    assert_eq!(
+        heartbeat(&mut conn, "groups-bad-nobody", 1, "ghost"),
+        UNKNOWN_MEMBER_ID,
+        "heartbeat to a group that does not exist"
+    );
 
     // Member 1 forms generation g1 alone.
     let j1 = join(&mut conn, group, "", topic);
@@ -800,20 +1055,41 @@ fn unknown_members_stale_generations_bad_partitions_and_big_metadata_are_refused
     assert_eq!(j1.leader, j1.member_id, "a lone member leads: {j1:?}");
     let m1 = j1.member_id.clone();
     let g1 = j1.generation;
-    let (error, mine) = sync(&mut conn, group, g1, &m1, &[(m1.as_str(), assignment(topic, &[0, 1]))]);
+    let (error, mine) =
+        sync(&mut conn, group, g1, &m1, &[(m1.as_str(), assignment(topic, &[0, 1]))]);
     assert_eq!((error, mine), (NONE, assignment(topic, &[0, 1])), "leader's sync");
     assert_eq!(heartbeat(&mut conn, group, g1, &m1), NONE, "heartbeat of a stable member");
 
     // Unknown member ids.
-    assert_eq!(heartbeat(&mut conn, group, g1, "ghost"), UNKNOWN_MEMBER_ID, "heartbeat from an unknown member");
+    assert_eq!(
+        heartbeat(&mut conn, group, g1, "ghost"),
+        UNKNOWN_MEMBER_ID,
+        "heartbeat from an unknown member"
+    );
     let answer = commit(&mut conn, group, g1, "ghost", &[(topic, 0, 3, "")]);
-    assert_eq!(answer, [((topic.to_string(), 0), UNKNOWN_MEMBER_ID)], "commit from an unknown member");
+    assert_eq!(
+        answer,
+        [((topic.to_string(), 0), UNKNOWN_MEMBER_ID)],
+        "commit from an unknown member"
+    );
     let answer = commit(&mut conn, group, -1, "", &[(topic, 0, 3, "")]);
-    assert_eq!(answer, [((topic.to_string(), 0), UNKNOWN_MEMBER_ID)], "a simple (memberless) commit to a group with members");
+    assert_eq!(
+        answer,
+        [((topic.to_string(), 0), UNKNOWN_MEMBER_ID)],
+        "a simple (memberless) commit to a group with members"
+    );
     // Generations that are not the current one.
-    assert_eq!(heartbeat(&mut conn, group, g1 + 1, &m1), ILLEGAL_GENERATION, "heartbeat from a future generation");
+    assert_eq!(
+        heartbeat(&mut conn, group, g1 + 1, &m1),
+        ILLEGAL_GENERATION,
+        "heartbeat from a future generation"
+    );
     let answer = commit(&mut conn, group, g1 + 5, &m1, &[(topic, 0, 3, "")]);
-    assert_eq!(answer, [((topic.to_string(), 0), ILLEGAL_GENERATION)], "commit with a future generation");
+    assert_eq!(
+        answer,
+        [((topic.to_string(), 0), ILLEGAL_GENERATION)],
+        "commit with a future generation"
+    );
 
     // Member 2 joins: the rebalance is announced to member 1 through its heartbeat, member 1
     // rejoins, and generation g2 starts. Member 2's join is held until then, so it runs on
@@ -830,7 +1106,10 @@ fn unknown_members_stale_generations_bad_partitions_and_big_metadata_are_refused
     let deadline = Instant::now() + Duration::from_millis(REBALANCE_MS_MAX);
     loop {
         match heartbeat(&mut conn, group, g1, &m1) {
-            NONE => assert!(Instant::now() < deadline, "no rebalance announced within {REBALANCE_MS_MAX} ms"),
+            NONE => assert!(
+                Instant::now() < deadline,
+                "no rebalance announced within {REBALANCE_MS_MAX} ms"
+            ),
             REBALANCE_IN_PROGRESS => break,
             other => panic!("heartbeat while member 2 joins: error {other}"),
         }
@@ -843,30 +1122,74 @@ fn unknown_members_stale_generations_bad_partitions_and_big_metadata_are_refused
     let g2 = j2.generation;
     assert!(g2 > g1, "generation after a rebalance: {g2} (was {g1})");
     let m2 = j2.members.iter().find(|id| **id != m1).expect("member 2 in the join answer").clone();
-    let (error, mine) = sync(&mut conn, group, g2, &m1, &[(m1.as_str(), assignment(topic, &[0])), (m2.as_str(), assignment(topic, &[1]))]);
+    let (error, mine) = sync(
+        &mut conn,
+        group,
+        g2,
+        &m1,
+        &[(m1.as_str(), assignment(topic, &[0])), (m2.as_str(), assignment(topic, &[1]))],
+    );
     assert_eq!((error, mine), (NONE, assignment(topic, &[0])), "leader's sync in g2");
     let (mut conn_2, joined_2, error, theirs) = second.join().expect("second member thread");
-    assert_eq!((joined_2.member_id.as_str(), joined_2.generation), (m2.as_str(), g2), "member 2's join");
+    assert_eq!(
+        (joined_2.member_id.as_str(), joined_2.generation),
+        (m2.as_str(), g2),
+        "member 2's join"
+    );
     assert_eq!((error, theirs), (NONE, assignment(topic, &[1])), "member 2's sync");
 
     // The generation before the rebalance is stale now.
-    assert_eq!(heartbeat(&mut conn, group, g1, &m1), ILLEGAL_GENERATION, "heartbeat with the stale generation");
+    assert_eq!(
+        heartbeat(&mut conn, group, g1, &m1),
+        ILLEGAL_GENERATION,
+        "heartbeat with the stale generation"
+    );
     let answer = commit(&mut conn, group, g1, &m1, &[(topic, 0, 3, "")]);
-    assert_eq!(answer, [((topic.to_string(), 0), ILLEGAL_GENERATION)], "commit with the stale generation");
+    assert_eq!(
+        answer,
+        [((topic.to_string(), 0), ILLEGAL_GENERATION)],
+        "commit with the stale generation"
+    );
     let answer = commit(&mut conn_2, group, g2, &m1[..m1.len() - 1], &[(topic, 1, 3, "")]);
-    assert_eq!(answer, [((topic.to_string(), 1), UNKNOWN_MEMBER_ID)], "commit from a truncated member id");
+    assert_eq!(
+        answer,
+        [((topic.to_string(), 1), UNKNOWN_MEMBER_ID)],
+        "commit from a truncated member id"
+    );
 
     // Partitions that do not exist, next to one that does: only they are refused.
-    let answer = commit(&mut conn, group, g2, &m1, &[(topic, 0, 4, "ok"), (topic, 99, 1, ""), ("groups-bad-no-such-topic", 0, 1, "")]);
-    let expected = [((topic.to_string(), 0), NONE), ((topic.to_string(), 99), UNKNOWN_TOPIC_OR_PARTITION), (("groups-bad-no-such-topic".to_string(), 0), UNKNOWN_TOPIC_OR_PARTITION)];
+    let answer = commit(
+        &mut conn,
+        group,
+        g2,
+        &m1,
+        &[(topic, 0, 4, "ok"), (topic, 99, 1, ""), ("groups-bad-no-such-topic", 0, 1, "")],
+    );
+    let expected = [
+        ((topic.to_string(), 0), NONE),
+        ((topic.to_string(), 99), UNKNOWN_TOPIC_OR_PARTITION),
+        (("groups-bad-no-such-topic".to_string(), 0), UNKNOWN_TOPIC_OR_PARTITION),
+    ];
     assert_eq!(answer, expected, "commit to unknown partitions");
     // Metadata: 4096 bytes is the limit, one more is refused and changes nothing.
     let limit = "m".repeat(4096);
     let over = "m".repeat(4097);
-    assert_eq!(commit(&mut conn, group, g2, &m1, &[(topic, 0, 5, &limit)]), [((topic.to_string(), 0), NONE)], "commit with 4096 bytes of metadata");
-    assert_eq!(commit(&mut conn, group, g2, &m1, &[(topic, 0, 6, &over)]), [((topic.to_string(), 0), OFFSET_METADATA_TOO_LARGE)], "commit with 4097 bytes of metadata");
+    assert_eq!(
+        commit(&mut conn, group, g2, &m1, &[(topic, 0, 5, &limit)]),
+        [((topic.to_string(), 0), NONE)],
+        "commit with 4096 bytes of metadata"
+    );
+    assert_eq!(
+        commit(&mut conn, group, g2, &m1, &[(topic, 0, 6, &over)]),
+        [((topic.to_string(), 0), OFFSET_METADATA_TOO_LARGE)],
+        "commit with 4097 bytes of metadata"
+    );
     let fetched = fetch(&mut conn, group, topic, &[0, 1]);
-    assert_eq!(fetched, [(0, 5, Some(limit.clone()), NONE), (1, -1, Some(String::new()), NONE)], "offsets after the refused commits");
+    assert_eq!(
+        fetched,
+        [(0, 5, Some(limit.clone()), NONE), (1, -1, Some(String::new()), NONE)],
+        "offsets after the refused commits"
+    );
 
     // The group is still usable: both members heartbeat in g2 and leave cleanly.
     assert_eq!(heartbeat(&mut conn, group, g2, &m1), NONE, "member 1 after the bad requests");
@@ -881,7 +1204,11 @@ fn unknown_members_stale_generations_bad_partitions_and_big_metadata_are_refused
     assert_resumed_at(&rest, &BTreeMap::from([(0, 5)]));
     let partition_0 = acks.iter().filter(|a| a.partition == 0).count() as i64;
     let partition_1 = acks.iter().filter(|a| a.partition == 1).count() as i64;
-    assert_eq!(rest.len() as i64, (partition_0 - 5).max(0) + partition_1, "messages after the commit at 0:5");
+    assert_eq!(
+        rest.len() as i64,
+        (partition_0 - 5).max(0) + partition_1,
+        "messages after the commit at 0:5"
+    );
     assert_values_match(&rest, &acks);
 }
 
@@ -901,8 +1228,16 @@ fn commit_between_join_and_sync_gets_rebalance_in_progress() {
     let early = commit(&mut conn, group, g, &m, &[(topic, 0, 1, "")]);
     let (error, _) = sync(&mut conn, group, g, &m, &[(m.as_str(), assignment(topic, &[0]))]);
     assert_eq!(error, NONE, "sync");
-    assert_eq!(commit(&mut conn, group, g, &m, &[(topic, 0, 2, "")]), [((topic.to_string(), 0), NONE)], "commit once stable");
-    assert_eq!(early, [((topic.to_string(), 0), REBALANCE_IN_PROGRESS)], "commit before SyncGroup (CompletingRebalance)");
+    assert_eq!(
+        commit(&mut conn, group, g, &m, &[(topic, 0, 2, "")]),
+        [((topic.to_string(), 0), NONE)],
+        "commit once stable"
+    );
+    assert_eq!(
+        early,
+        [((topic.to_string(), 0), REBALANCE_IN_PROGRESS)],
+        "commit before SyncGroup (CompletingRebalance)"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -914,17 +1249,27 @@ fn cooperative_sticky_and_roundrobin_assignors_split_and_take_over() {
         let broker = start_broker(&format!("assignor-{strategy}"));
         let topic = format!("assignor-{strategy}-t");
         create_topic(&broker, &topic, 4, &[]);
-        let output = crate::support::python_ok("groups_assignors.py", &[&broker.bootstrap(), &topic, &format!("{strategy}-g"), strategy]);
+        let output = crate::support::python_ok(
+            "groups_assignors.py",
+            &[&broker.bootstrap(), &topic, &format!("{strategy}-g"), strategy],
+        );
         let lines: Vec<&str> = output.lines().collect();
         assert_eq!(lines.len(), 2, "{strategy}: {output}");
         let split: std::collections::BTreeMap<String, Vec<i32>> = parse_assignments(lines[0]);
         let (a, b) = (&split["a"], &split["b"]);
-        assert!(!a.is_empty() && !b.is_empty(), "{strategy}: both members get partitions: {output}");
+        assert!(
+            !a.is_empty() && !b.is_empty(),
+            "{strategy}: both members get partitions: {output}"
+        );
         let mut all: Vec<i32> = a.iter().chain(b).copied().collect();
         all.sort();
         assert_eq!(all, vec![0, 1, 2, 3], "{strategy}: a disjoint split of all four: {output}");
         let after: std::collections::BTreeMap<String, Vec<i32>> = parse_assignments(lines[1]);
-        assert_eq!(after["a"], vec![0, 1, 2, 3], "{strategy}: the remaining member takes all: {output}");
+        assert_eq!(
+            after["a"],
+            vec![0, 1, 2, 3],
+            "{strategy}: the remaining member takes all: {output}"
+        );
     }
 }
 
@@ -935,7 +1280,11 @@ fn parse_assignments(line: &str) -> std::collections::BTreeMap<String, Vec<i32>>
         let (name, list) = part.split_once(": ").unwrap_or_else(|| panic!("cannot parse {line}"));
         let name = name.trim().trim_matches('"').to_string();
         let list = list.trim().trim_start_matches('[').trim_end_matches(']');
-        let values = if list.is_empty() || list == "null" { Vec::new() } else { list.split(", ").map(|v| v.trim().parse().expect("a partition")).collect() };
+        let values = if list.is_empty() || list == "null" {
+            Vec::new()
+        } else {
+            list.split(", ").map(|v| v.trim().parse().expect("a partition")).collect()
+        };
         out.insert(name, values);
     }
     out

@@ -68,7 +68,13 @@ fn runs_the_matrix(label: &str, binary: &str, client: &str, pinned: Option<&str>
 
 #[test]
 fn franz_go_runs_the_matrix() {
-    runs_the_matrix("go-franz", "matrix", "franz", Some(FRANZ_PINNED), &[ADMIN, &[FRANZ_EXTRA_ADMIN]].concat());
+    runs_the_matrix(
+        "go-franz",
+        "matrix",
+        "franz",
+        Some(FRANZ_PINNED),
+        &[ADMIN, &[FRANZ_EXTRA_ADMIN]].concat(),
+    );
 }
 
 #[test]
@@ -83,7 +89,13 @@ fn kafka_go_runs_the_matrix() {
 
 #[test]
 fn franz_go_latest_runs_the_matrix() {
-    runs_the_matrix("go-franz-latest", "matrix-latest", "franz", None, &[ADMIN, &[FRANZ_EXTRA_ADMIN]].concat());
+    runs_the_matrix(
+        "go-franz-latest",
+        "matrix-latest",
+        "franz",
+        None,
+        &[ADMIN, &[FRANZ_EXTRA_ADMIN]].concat(),
+    );
 }
 
 #[test]

@@ -12,7 +12,15 @@ use crate::support::matrix::{assert_report, run_scenario};
 use crate::support::TestBroker;
 
 /// The admin calls `Matrix.java` makes, each of which must have succeeded.
-const ADMIN: &[&str] = &["CreateTopics", "DescribeConfigs", "DeleteTopics", "ListGroups", "DescribeGroups", "ListOffsets", "OffsetFetch"];
+const ADMIN: &[&str] = &[
+    "CreateTopics",
+    "DescribeConfigs",
+    "DeleteTopics",
+    "ListGroups",
+    "DescribeGroups",
+    "ListOffsets",
+    "OffsetFetch",
+];
 
 fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/java/clients")
@@ -28,7 +36,11 @@ fn runs_the_matrix(label: &str, version: &str) {
     );
     let broker = TestBroker::start_with(label, &["--group-initial-rebalance-delay-ms", "100"]);
     let report = run_scenario(&broker, label, &clients_dir().join("run"), &[version]);
-    assert_eq!(report.get("client"), Some(&serde_json::json!(format!("kafka-clients {version}"))), "{label}: {report}");
+    assert_eq!(
+        report.get("client"),
+        Some(&serde_json::json!(format!("kafka-clients {version}"))),
+        "{label}: {report}"
+    );
     assert_report(label, &report, ADMIN);
 }
 
@@ -46,8 +58,9 @@ fn kafka_clients_4_4_runs_the_matrix() {
 #[test]
 fn kafka_clients_newest_runs_the_matrix() {
     let file = clients_dir().join("target/newest-version.txt");
-    let version = std::fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("{}: {e}: run tests/clients/java/clients/setup.sh (.ci/run does)", file.display()));
+    let version = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+        panic!("{}: {e}: run tests/clients/java/clients/setup.sh (.ci/run does)", file.display())
+    });
     let version = version.trim();
     eprintln!("kafka-clients newest: {version}");
     runs_the_matrix("java-newest", version);

@@ -10,8 +10,12 @@ use crate::support::{python_path, TestBroker};
 
 #[test]
 fn kcat_runs_the_matrix() {
-    let broker = TestBroker::start_with("kcat-matrix", &["--group-initial-rebalance-delay-ms", "100"]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/kcat/matrix.py").display().to_string();
+    let broker =
+        TestBroker::start_with("kcat-matrix", &["--group-initial-rebalance-delay-ms", "100"]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients/kcat/matrix.py")
+        .display()
+        .to_string();
     let report = run_scenario(&broker, "kcat", &python_path(), &[&script]);
     assert!(report["client"].as_str().is_some_and(|c| c.starts_with("kcat ")), "{report}");
     assert_report("kcat", &report, &[]);

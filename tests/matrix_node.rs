@@ -12,8 +12,16 @@ use crate::support::matrix::{assert_report, run_scenario};
 use crate::support::TestBroker;
 
 /// Admin calls (by Kafka API name) that both clients make.
-const ADMIN: &[&str] =
-    &["Metadata", "CreateTopics", "DescribeConfigs", "DeleteTopics", "ListGroups", "DescribeGroups", "ListOffsets", "OffsetFetch"];
+const ADMIN: &[&str] = &[
+    "Metadata",
+    "CreateTopics",
+    "DescribeConfigs",
+    "DeleteTopics",
+    "ListGroups",
+    "DescribeGroups",
+    "ListOffsets",
+    "OffsetFetch",
+];
 
 fn node_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/node")
@@ -32,7 +40,10 @@ fn runs_the_matrix(label: &str, client: &str, package: &str, expected: &str) {
     let script = node_dir().join("matrix.js").display().to_string();
     let report = run_scenario(&broker, label, Path::new("node"), &[&script, client]);
     let named = report.get("client").and_then(|c| c.as_str()).unwrap_or_default();
-    assert_eq!(named, expected, "{label}: node_modules holds another version: run tests/clients/node/setup.sh");
+    assert_eq!(
+        named, expected,
+        "{label}: node_modules holds another version: run tests/clients/node/setup.sh"
+    );
     assert_report(label, &report, ADMIN);
 }
 
@@ -43,5 +54,10 @@ fn kafkajs_2_2_4_runs_the_matrix() {
 
 #[test]
 fn platformatic_kafka_1_35_0_runs_the_matrix() {
-    runs_the_matrix("node-platformatic", "platformatic", "@platformatic/kafka", "@platformatic/kafka 1.35.0");
+    runs_the_matrix(
+        "node-platformatic",
+        "platformatic",
+        "@platformatic/kafka",
+        "@platformatic/kafka 1.35.0",
+    );
 }

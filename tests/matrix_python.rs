@@ -13,11 +13,27 @@ use crate::support::matrix::{assert_report, run_scenario};
 use crate::support::TestBroker;
 
 /// Admin calls (by Kafka API name) that confluent-kafka makes from 2.3 on.
-const CONFLUENT_ADMIN: &[&str] =
-    &["Metadata", "CreateTopics", "DescribeConfigs", "DeleteTopics", "ListGroups", "DescribeGroups", "ListOffsets", "OffsetFetch"];
+const CONFLUENT_ADMIN: &[&str] = &[
+    "Metadata",
+    "CreateTopics",
+    "DescribeConfigs",
+    "DeleteTopics",
+    "ListGroups",
+    "DescribeGroups",
+    "ListOffsets",
+    "OffsetFetch",
+];
 /// kafka-python 3.x; 2.x has no admin ListOffsets.
 const KAFKA_PYTHON_ADMIN: &[&str] = CONFLUENT_ADMIN;
-const KAFKA_PYTHON_2_ADMIN: &[&str] = &["Metadata", "CreateTopics", "DescribeConfigs", "DeleteTopics", "ListGroups", "DescribeGroups", "OffsetFetch"];
+const KAFKA_PYTHON_2_ADMIN: &[&str] = &[
+    "Metadata",
+    "CreateTopics",
+    "DescribeConfigs",
+    "DeleteTopics",
+    "ListGroups",
+    "DescribeGroups",
+    "OffsetFetch",
+];
 /// aiokafka has no admin ListOffsets.
 const AIOKAFKA_ADMIN: &[&str] = KAFKA_PYTHON_2_ADMIN;
 
@@ -59,7 +75,13 @@ fn runs_the_matrix(label: &str, venv: &str, client: &str, version: Option<&str>,
 
 fn confluent_kafka(version: &str) {
     let label = format!("py-ck-{}", version.replace('.', "-"));
-    runs_the_matrix(&label, &format!(".venvs/ck-{version}"), "confluent", Some(version), CONFLUENT_ADMIN);
+    runs_the_matrix(
+        &label,
+        &format!(".venvs/ck-{version}"),
+        "confluent",
+        Some(version),
+        CONFLUENT_ADMIN,
+    );
 }
 
 #[test]
@@ -94,7 +116,13 @@ fn confluent_kafka_latest_runs_the_matrix() {
 
 #[test]
 fn kafka_python_2_3_3_runs_the_matrix() {
-    runs_the_matrix("py-kp-2-3-3", ".venvs/kafka-python-2.3.3", "kafka-python", Some("2.3.3"), KAFKA_PYTHON_2_ADMIN);
+    runs_the_matrix(
+        "py-kp-2-3-3",
+        ".venvs/kafka-python-2.3.3",
+        "kafka-python",
+        Some("2.3.3"),
+        KAFKA_PYTHON_2_ADMIN,
+    );
 }
 
 #[test]
@@ -104,7 +132,13 @@ fn kafka_python_3_0_12_runs_the_matrix() {
 
 #[test]
 fn kafka_python_latest_runs_the_matrix() {
-    runs_the_matrix("py-kp-latest", ".venvs/kafka-python-latest", "kafka-python", None, KAFKA_PYTHON_ADMIN);
+    runs_the_matrix(
+        "py-kp-latest",
+        ".venvs/kafka-python-latest",
+        "kafka-python",
+        None,
+        KAFKA_PYTHON_ADMIN,
+    );
 }
 
 #[test]
@@ -114,5 +148,11 @@ fn aiokafka_0_14_0_runs_the_matrix() {
 
 #[test]
 fn aiokafka_latest_runs_the_matrix() {
-    runs_the_matrix("py-aiokafka-latest", ".venvs/aiokafka-latest", "aiokafka", None, AIOKAFKA_ADMIN);
+    runs_the_matrix(
+        "py-aiokafka-latest",
+        ".venvs/aiokafka-latest",
+        "aiokafka",
+        None,
+        AIOKAFKA_ADMIN,
+    );
 }

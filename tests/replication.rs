@@ -24,7 +24,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use fjord_replication::{ClusterFile, ClusterState, PartitionState};
 
 use crate::support::wire;
-use crate::support::{keep_on_failure, parse_messages, python, python_ok, tagged, value_index, wait_until, Background, Message, TempDir};
+use crate::support::{
+    keep_on_failure, parse_messages, python, python_ok, tagged, value_index, wait_until,
+    Background, Message, TempDir,
+};
 
 /// Longest a `fjord` CLI command may take: `cluster up` waits up to 30 s for its brokers.
 const FJORD_SECONDS_MAX: u64 = 60;
@@ -52,7 +55,8 @@ const FOLLOWER_FETCH_WAIT_MS: u64 = 500;
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
 fn fresh_dir(label: &str) -> PathBuf {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").subsec_nanos();
+    let nanos =
+        SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").subsec_nanos();
     let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
     std::env::temp_dir().join(format!("fjord-repl-{label}-{}-{n}-{nanos}", std::process::id()))
 }
@@ -70,7 +74,10 @@ fn fjord(args: &[&str]) -> Output {
         .output()
         .expect("run fjord");
     if output.status.code() == Some(124) {
-        panic!("fjord {args:?} timed out after {FJORD_SECONDS_MAX} s\nstderr: {}", String::from_utf8_lossy(&output.stderr));
+        panic!(
+            "fjord {args:?} timed out after {FJORD_SECONDS_MAX} s\nstderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     output
 }
@@ -158,16 +165,28 @@ impl Cluster {
         std::fs::create_dir_all(&dir).expect("create the cluster dir");
         let mut cluster = Cluster {
             dir,
-            file: ClusterFile { replication_factor: 1, min_insync_replicas: 1, brokers: Vec::new(), dir: PathBuf::new() },
+            file: ClusterFile {
+                replication_factor: 1,
+                min_insync_replicas: 1,
+                brokers: Vec::new(),
+                dir: PathBuf::new(),
+            },
             bootstrap: String::new(),
             children: Vec::new(),
             shards: shards.to_string(),
         };
         let out = cluster.cluster_up(Some(BROKERS));
-        cluster.bootstrap = out.trim().lines().last().expect("cluster up prints the bootstrap list").to_string();
-        cluster.file = ClusterFile::load(&cluster.dir.join("cluster.toml")).expect("cluster up writes a valid cluster file");
+        cluster.bootstrap =
+            out.trim().lines().last().expect("cluster up prints the bootstrap list").to_string();
+        cluster.file = ClusterFile::load(&cluster.dir.join("cluster.toml"))
+            .expect("cluster up writes a valid cluster file");
         assert_eq!(cluster.file.brokers.len(), BROKERS as usize);
-        assert_eq!(cluster.bootstrap.split(',').count(), BROKERS as usize, "bootstrap {:?}", cluster.bootstrap);
+        assert_eq!(
+            cluster.bootstrap.split(',').count(),
+            BROKERS as usize,
+            "bootstrap {:?}",
+            cluster.bootstrap
+        );
         cluster.wait_settled();
         cluster
     }
@@ -220,7 +239,9 @@ impl Cluster {
     fn kill9(&self, id: i32) {
         let pid = self.running_pid(id);
         signal(pid, libc::SIGKILL);
-        wait_until(&format!("broker {id} (pid {pid}) to die"), Duration::from_secs(10), || (!alive(pid)).then_some(()));
+        wait_until(&format!("broker {id} (pid {pid}) to die"), Duration::from_secs(10), || {
+            (!alive(pid)).then_some(())
+        });
         eprintln!("killed broker {id} (pid {pid}) with SIGKILL");
     }
 
@@ -235,7 +256,11 @@ impl Cluster {
     /// Starts one broker without `cluster up` (which would start every stopped broker), the
     /// way `cluster up` does: its own process group, output appended to its log, a pid file.
     fn start_alone(&mut self, id: i32) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("broker-{id}.log"))).expect("open broker log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("broker-{id}.log")))
+            .expect("open broker log");
         let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
             .arg("serve")
             .arg("--cluster")
@@ -250,7 +275,8 @@ impl Cluster {
             .process_group(0)
             .spawn()
             .expect("spawn fjord serve");
-        std::fs::write(self.dir.join(format!("broker-{id}.pid")), child.id().to_string()).expect("write pid file");
+        std::fs::write(self.dir.join(format!("broker-{id}.pid")), child.id().to_string())
+            .expect("write pid file");
         let pid = child.id() as i32;
         self.children.push(child);
         let address: SocketAddr = self.address(id).parse().expect("address");
@@ -266,8 +292,11 @@ impl Cluster {
 
     /// The state file, parsed. It is replaced by rename, so a read never sees a torn file.
     fn state(&self) -> ClusterState {
-        let text = std::fs::read_to_string(self.state_path()).unwrap_or_else(|e| panic!("read {}: {e}", self.state_path().display()));
-        toml::from_str(&text).unwrap_or_else(|e| panic!("{} does not parse: {e}\n{text}", self.state_path().display()))
+        let text = std::fs::read_to_string(self.state_path())
+            .unwrap_or_else(|e| panic!("read {}: {e}", self.state_path().display()));
+        toml::from_str(&text).unwrap_or_else(|e| {
+            panic!("{} does not parse: {e}\n{text}", self.state_path().display())
+        })
     }
 
     /// A wire connection to broker `id`.
@@ -279,7 +308,11 @@ impl Cluster {
     /// and returns its leader and a follower.
     fn one_partition_in_sync(&self, topic: &str) -> (i32, i32) {
         self.create_topic(topic, 1, &[]);
-        let state = self.wait_state(&format!("{topic}-0 to be in sync on every broker"), ISR_RECOVERY_MAX, |s| partition(s, topic, 0).isr.len() == BROKERS as usize);
+        let state = self.wait_state(
+            &format!("{topic}-0 to be in sync on every broker"),
+            ISR_RECOVERY_MAX,
+            |s| partition(s, topic, 0).isr.len() == BROKERS as usize,
+        );
         let p = partition(&state, topic, 0);
         (p.leader, *p.isr.iter().find(|b| **b != p.leader).expect("a follower"))
     }
@@ -289,7 +322,11 @@ impl Cluster {
     fn move_leader(&self, topic: &str, partition: i32, to: i32) -> ClusterState {
         let store = fjord_replication::StateStore::new(&self.dir);
         fjord_storage::io::block_on(store.update(|state| {
-            let Some(p) = state.topics.get_mut(topic).and_then(|t| t.partitions.get_mut(partition as usize)) else { return Err(format!("{topic}-{partition} is not in the state")) };
+            let Some(p) =
+                state.topics.get_mut(topic).and_then(|t| t.partitions.get_mut(partition as usize))
+            else {
+                return Err(format!("{topic}-{partition} is not in the state"));
+            };
             p.leader = to;
             p.leader_epoch += 1;
             Ok(true)
@@ -299,17 +336,31 @@ impl Cluster {
     }
 
     /// Polls the state file until `ok` holds; panics with the last state after `timeout`.
-    fn wait_state(&self, what: &str, timeout: Duration, ok: impl FnMut(&ClusterState) -> bool) -> ClusterState {
-        self.try_wait_state(timeout, ok)
-            .unwrap_or_else(|state| panic!("timed out after {timeout:?} waiting for {what}; state file now:\n{}", toml::to_string(&state).unwrap_or_default()))
+    fn wait_state(
+        &self,
+        what: &str,
+        timeout: Duration,
+        ok: impl FnMut(&ClusterState) -> bool,
+    ) -> ClusterState {
+        self.try_wait_state(timeout, ok).unwrap_or_else(|state| {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; state file now:\n{}",
+                toml::to_string(&state).unwrap_or_default()
+            )
+        })
     }
 
     /// Like `wait_state`, but returns the last state seen instead of panicking. A missing
     /// file (a new cluster before its first write) counts as an empty state.
-    fn try_wait_state(&self, timeout: Duration, mut ok: impl FnMut(&ClusterState) -> bool) -> Result<ClusterState, ClusterState> {
+    fn try_wait_state(
+        &self,
+        timeout: Duration,
+        mut ok: impl FnMut(&ClusterState) -> bool,
+    ) -> Result<ClusterState, ClusterState> {
         let deadline = Instant::now() + timeout;
         loop {
-            let state = if self.state_path().exists() { self.state() } else { ClusterState::default() };
+            let state =
+                if self.state_path().exists() { self.state() } else { ClusterState::default() };
             if ok(&state) {
                 return Ok(state);
             }
@@ -324,25 +375,44 @@ impl Cluster {
     /// broker in its in-sync set.
     fn wait_settled(&self) -> ClusterState {
         self.wait_state("__consumer_offsets and full in-sync sets", SETTLE_MAX, |s| {
-            s.topics.get("__consumer_offsets").is_some_and(|t| t.partitions.len() == OFFSETS_PARTITIONS) && all_in_sync(s)
+            s.topics
+                .get("__consumer_offsets")
+                .is_some_and(|t| t.partitions.len() == OFFSETS_PARTITIONS)
+                && all_in_sync(s)
         })
     }
 
     fn wait_all_in_sync(&self, why: &str) -> ClusterState {
-        self.wait_state(&format!("every broker back in every in-sync set ({why})"), ISR_RECOVERY_MAX, all_in_sync)
+        self.wait_state(
+            &format!("every broker back in every in-sync set ({why})"),
+            ISR_RECOVERY_MAX,
+            all_in_sync,
+        )
     }
 
     fn create_topic(&self, name: &str, partitions: i32, configs: &[&str]) {
         let partitions = partitions.to_string();
-        let mut args = vec!["topic", "create", name, "-b", self.bootstrap.as_str(), "-p", partitions.as_str(), "-r", "3"];
+        let mut args = vec![
+            "topic",
+            "create",
+            name,
+            "-b",
+            self.bootstrap.as_str(),
+            "-p",
+            partitions.as_str(),
+            "-r",
+            "3",
+        ];
         for config in configs {
             args.extend(["-c", *config]);
         }
         let out = fjord_ok(&args);
         assert!(out.contains(&format!("created topic {name}")), "{out}");
-        self.wait_state(&format!("topic {name} in the state with leaders"), Duration::from_secs(10), |s| {
-            s.topics.get(name).is_some_and(|t| t.partitions.iter().all(|p| p.leader >= 0))
-        });
+        self.wait_state(
+            &format!("topic {name} in the state with leaders"),
+            Duration::from_secs(10),
+            |s| s.topics.get(name).is_some_and(|t| t.partitions.iter().all(|p| p.leader >= 0)),
+        );
     }
 
     /// Partition index -> leader, from `fjord topic describe` (a Metadata request).
@@ -370,11 +440,18 @@ impl Cluster {
     /// The concatenated `.log` segment files of one replica, in offset order.
     fn log_bytes(&self, id: i32, topic: &str, partition: i32) -> Vec<u8> {
         let dir = self.partition_dir(id, topic, partition);
-        crate::support::segment_logs(&dir).iter().flat_map(|path| std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))).collect()
+        crate::support::segment_logs(&dir)
+            .iter()
+            .flat_map(|path| {
+                std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+            })
+            .collect()
     }
 
     fn log(&self, id: i32) -> String {
-        plain(&std::fs::read_to_string(self.dir.join(format!("broker-{id}.log"))).unwrap_or_default())
+        plain(
+            &std::fs::read_to_string(self.dir.join(format!("broker-{id}.log"))).unwrap_or_default(),
+        )
     }
 
     /// The last lines of a broker's log, a run of lines with the same message (a warning per
@@ -390,7 +467,13 @@ impl Cluster {
         }
         kept[kept.len().saturating_sub(LOG_TAIL_LINES_MAX)..]
             .iter()
-            .map(|(line, repeats)| if *repeats > 1 { format!("{line}   [and {} more like it]", repeats - 1) } else { line.to_string() })
+            .map(|(line, repeats)| {
+                if *repeats > 1 {
+                    format!("{line}   [and {} more like it]", repeats - 1)
+                } else {
+                    line.to_string()
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -408,7 +491,8 @@ fn log_message(line: &str) -> &str {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let pids: Vec<i32> = (0..BROKERS).filter_map(|id| self.pid(id)).filter(|pid| alive(*pid)).collect();
+        let pids: Vec<i32> =
+            (0..BROKERS).filter_map(|id| self.pid(id)).filter(|pid| alive(*pid)).collect();
         for pid in &pids {
             // A frozen broker would only act on `cluster down`'s SIGTERM once continued.
             // SAFETY: signals to broker processes this test started.
@@ -437,12 +521,18 @@ impl Drop for Cluster {
         let keep = std::thread::panicking() && keep_on_failure();
         if std::thread::panicking() {
             for id in 0..BROKERS {
-                eprintln!("--- {} broker-{id}.log (tail) ---\n{}", self.dir.display(), self.log_tail(id));
+                eprintln!(
+                    "--- {} broker-{id}.log (tail) ---\n{}",
+                    self.dir.display(),
+                    self.log_tail(id)
+                );
             }
             if keep {
                 eprintln!("cluster directory kept for inspection: {}", self.dir.display());
             } else {
-                eprintln!("(set FJORD_KEEP_TEST_DIRS=1 to keep the cluster directory of a failed test)");
+                eprintln!(
+                    "(set FJORD_KEEP_TEST_DIRS=1 to keep the cluster directory of a failed test)"
+                );
             }
         }
         if !keep {
@@ -454,7 +544,11 @@ impl Drop for Cluster {
 fn all_in_sync(state: &ClusterState) -> bool {
     let everyone: BTreeSet<i32> = (0..BROKERS).collect();
     !state.topics.is_empty()
-        && state.topics.values().flat_map(|t| &t.partitions).all(|p| p.leader >= 0 && p.isr.iter().copied().collect::<BTreeSet<i32>>() == everyone)
+        && state
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .all(|p| p.leader >= 0 && p.isr.iter().copied().collect::<BTreeSet<i32>>() == everyone)
 }
 
 /// The partitions whose in-sync set lacks a broker, e.g. `orders-1 [0, 2]`.
@@ -470,7 +564,12 @@ fn not_in_sync(state: &ClusterState) -> String {
                 .map(move |(i, p)| format!("{name}-{i} leader {} isr {:?}", p.leader, p.isr))
         })
         .collect();
-    format!("{} partitions (state version {}): {}", lagging.len(), state.version, lagging.join(", "))
+    format!(
+        "{} partitions (state version {}): {}",
+        lagging.len(),
+        state.version,
+        lagging.join(", ")
+    )
 }
 
 fn partition<'a>(state: &'a ClusterState, topic: &str, index: i32) -> &'a PartitionState {
@@ -482,18 +581,35 @@ fn led_by(state: &ClusterState, id: i32) -> Vec<(String, i32, i32)> {
     state
         .topics
         .iter()
-        .flat_map(|(name, t)| t.partitions.iter().enumerate().filter(|(_, p)| p.leader == id).map(move |(i, p)| (name.clone(), i as i32, p.leader_epoch)))
+        .flat_map(|(name, t)| {
+            t.partitions
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.leader == id)
+                .map(move |(i, p)| (name.clone(), i as i32, p.leader_epoch))
+        })
         .collect()
 }
 
 /// Whether every partition in `led` has a live leader other than `dead` and a newer epoch.
 fn reelected(state: &ClusterState, led: &[(String, i32, i32)], dead: i32) -> bool {
-    led.iter().all(|(topic, index, epoch)| state.partition(topic, *index).is_some_and(|p| p.leader >= 0 && p.leader != dead && p.leader_epoch > *epoch))
+    led.iter().all(|(topic, index, epoch)| {
+        state
+            .partition(topic, *index)
+            .is_some_and(|p| p.leader >= 0 && p.leader != dead && p.leader_epoch > *epoch)
+    })
 }
 
 /// Produces `count` generated messages (`v<start>-` ...) to one partition with ck.py and
 /// returns how many were acknowledged.
-fn produce(bootstrap: &str, topic: &str, partition: i32, start: u64, count: u64, acks: &str) -> usize {
+fn produce(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    start: u64,
+    count: u64,
+    acks: &str,
+) -> usize {
     let (start, count, partition) = (start.to_string(), count.to_string(), partition.to_string());
     let out = python_ok(
         "ck.py",
@@ -573,8 +689,17 @@ fn read_deliveries(path: &Path) -> Vec<Delivery> {
         .filter_map(|line| {
             let f: Vec<&str> = line.split('\t').collect();
             match f.as_slice() {
-                ["ack", p, o, k, s] => Some(Delivery::Ack { partition: p.parse().ok()?, offset: o.parse().ok()?, key: k.to_string(), seq: s.parse().ok()? }),
-                ["err", k, s, e] => Some(Delivery::Err { key: k.to_string(), seq: s.parse().ok()?, error: e.to_string() }),
+                ["ack", p, o, k, s] => Some(Delivery::Ack {
+                    partition: p.parse().ok()?,
+                    offset: o.parse().ok()?,
+                    key: k.to_string(),
+                    seq: s.parse().ok()?,
+                }),
+                ["err", k, s, e] => Some(Delivery::Err {
+                    key: k.to_string(),
+                    seq: s.parse().ok()?,
+                    error: e.to_string(),
+                }),
                 _ => None,
             }
         })
@@ -586,10 +711,14 @@ fn ack_count(path: &Path) -> usize {
 }
 
 fn wait_for_acks(path: &Path, more_than: usize, why: &str) -> usize {
-    wait_until(&format!("more than {more_than} acknowledged messages ({why})"), Duration::from_secs(30), || {
-        let n = ack_count(path);
-        (n > more_than).then_some(n)
-    })
+    wait_until(
+        &format!("more than {more_than} acknowledged messages ({why})"),
+        Duration::from_secs(30),
+        || {
+            let n = ack_count(path);
+            (n > more_than).then_some(n)
+        },
+    )
 }
 
 /// Records a broken promise that does not stop the test (printed at once, so it shows even
@@ -610,7 +739,18 @@ fn failover_keeps_every_acknowledged_message() {
     let (acks_arg, stop_arg) = (acks_path.display().to_string(), stop_path.display().to_string());
     let producer = Background::spawn(
         "replication_producer.py",
-        &[&cluster.bootstrap, topic, "--acks-file", &acks_arg, "--stop-file", &stop_arg, "--keys", "24", "--max-s", "90"],
+        &[
+            &cluster.bootstrap,
+            topic,
+            "--acks-file",
+            &acks_arg,
+            "--stop-file",
+            &stop_arg,
+            "--keys",
+            "24",
+            "--max-s",
+            "90",
+        ],
     );
     let started = Instant::now();
     let mut acked = wait_for_acks(&acks_path, 200, "before the first kill");
@@ -623,19 +763,28 @@ fn failover_keeps_every_acknowledged_message() {
     // more (the controller kill may hit the leader too; it must hit the controller).
     for round in 0..4 {
         // Partition 0 needs a live in-sync follower to fail over to.
-        let before =
-            cluster.wait_state(&format!("round {round}: {topic}-0 to have an in-sync follower"), ISR_RECOVERY_MAX, |s| partition(s, topic, 0).isr.len() >= 2);
+        let before = cluster.wait_state(
+            &format!("round {round}: {topic}-0 to have an in-sync follower"),
+            ISR_RECOVERY_MAX,
+            |s| partition(s, topic, 0).isr.len() >= 2,
+        );
         let p0 = partition(&before, topic, 0).clone();
         let victim = if round == 1 { before.controller } else { p0.leader };
         assert!(victim >= 0, "round {round}: no victim in {before:?}");
         controller_killed |= victim == before.controller;
         // Partitions the victim leads alone go offline (correct); the others fail over.
-        let led: Vec<(String, i32, i32)> = led_by(&before, victim).into_iter().filter(|(t, i, _)| partition(&before, t, *i).isr.len() >= 2).collect();
+        let led: Vec<(String, i32, i32)> = led_by(&before, victim)
+            .into_iter()
+            .filter(|(t, i, _)| partition(&before, t, *i).isr.len() >= 2)
+            .collect();
         cluster.kill9(victim);
         let killed_at = Instant::now();
         // Slower than the promised two seconds is recorded; not at all within 30 s fails now.
-        let after = cluster
-            .wait_state(&format!("round {round}: new leaders for the partitions broker {victim} led"), Duration::from_secs(30), |s| reelected(s, &led, victim));
+        let after = cluster.wait_state(
+            &format!("round {round}: new leaders for the partitions broker {victim} led"),
+            Duration::from_secs(30),
+            |s| reelected(s, &led, victim),
+        );
         let took = killed_at.elapsed();
         eprintln!("round {round}: killed broker {victim} (controller was {}), re-elected {} partitions in {took:?}", before.controller, led.len());
         if took.as_millis() >= FAILOVER_MS_MAX {
@@ -647,23 +796,39 @@ fn failover_keeps_every_acknowledged_message() {
         if round == 0 {
             assert_ne!(partition(&after, topic, 0).leader, p0.leader);
             // Clients see it too: Metadata names another leader for partition 0.
-            let seen = wait_until("Metadata to show a new leader for partition 0", Duration::from_secs(10), || {
-                cluster.describe_leaders(topic).and_then(|l| l.get(&0).copied()).filter(|l| *l >= 0 && *l != p0.leader)
-            });
+            let seen = wait_until(
+                "Metadata to show a new leader for partition 0",
+                Duration::from_secs(10),
+                || {
+                    cluster
+                        .describe_leaders(topic)
+                        .and_then(|l| l.get(&0).copied())
+                        .filter(|l| *l >= 0 && *l != p0.leader)
+                },
+            );
             eprintln!("round 0: Metadata shows leader {seen} for {topic}-0 (was {})", p0.leader);
         }
         if round == 1 {
-            let new_controller = wait_until("another broker to take the controller duty", Duration::from_secs(10), || {
-                let c = cluster.state().controller;
-                (c >= 0 && c != victim).then_some(c)
-            });
+            let new_controller = wait_until(
+                "another broker to take the controller duty",
+                Duration::from_secs(10),
+                || {
+                    let c = cluster.state().controller;
+                    (c >= 0 && c != victim).then_some(c)
+                },
+            );
             eprintln!("round 1: broker {new_controller} is the controller now");
         }
         // The producer keeps getting acknowledgements while the victim is down.
-        acked = wait_for_acks(&acks_path, acked + 100, &format!("round {round}, broker {victim} down"));
+        acked =
+            wait_for_acks(&acks_path, acked + 100, &format!("round {round}, broker {victim} down"));
         cluster.restart_stopped();
         // Once the in-sync sets failed to recover, later rounds do not wait as long again.
-        let wait = if problems.iter().any(|p| p.contains("in-sync")) { Duration::from_secs(5) } else { ISR_RECOVERY_MAX };
+        let wait = if problems.iter().any(|p| p.contains("in-sync")) {
+            Duration::from_secs(5)
+        } else {
+            ISR_RECOVERY_MAX
+        };
         let restarted = Instant::now();
         match cluster.try_wait_state(wait, all_in_sync) {
             Ok(_) => eprintln!("round {round}: every broker back in every in-sync set {:?} after the restart", restarted.elapsed()),
@@ -680,14 +845,19 @@ fn failover_keeps_every_acknowledged_message() {
     let (status, out, stderr) = producer.finish();
     let elapsed = started.elapsed();
     assert!(status.success(), "producer: {status}\n{out:?}\n{stderr}");
-    let summary = out.iter().find(|l| l.starts_with("summary\t")).unwrap_or_else(|| panic!("no summary from the producer: {out:?}\n{stderr}"));
+    let summary = out
+        .iter()
+        .find(|l| l.starts_with("summary\t"))
+        .unwrap_or_else(|| panic!("no summary from the producer: {out:?}\n{stderr}"));
     eprintln!("producer ran {elapsed:?}, {summary}, at least {acked} acks during the kills");
 
     let deliveries = read_deliveries(&acks_path);
     let acks: Vec<(i32, i64, String, u64)> = deliveries
         .iter()
         .filter_map(|d| match d {
-            Delivery::Ack { partition, offset, key, seq } => Some((*partition, *offset, key.clone(), *seq)),
+            Delivery::Ack { partition, offset, key, seq } => {
+                Some((*partition, *offset, key.clone(), *seq))
+            }
             Delivery::Err { .. } => None,
         })
         .collect();
@@ -707,9 +877,23 @@ fn failover_keeps_every_acknowledged_message() {
         let key = String::from_utf8(m.key.clone().expect("keyed")).expect("UTF-8 key");
         let value = String::from_utf8(m.value.clone().expect("a value")).expect("UTF-8 value");
         let mut fields = value.split(':');
-        assert_eq!(fields.next(), Some(key.as_str()), "value {value:?} at {}:{} under key {key}", m.partition, m.offset);
-        let seq: u64 = fields.next().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no sequence in {value:?}"));
-        assert!(at.insert((m.partition, m.offset), (key.clone(), seq)).is_none(), "offset {}:{} read twice", m.partition, m.offset);
+        assert_eq!(
+            fields.next(),
+            Some(key.as_str()),
+            "value {value:?} at {}:{} under key {key}",
+            m.partition,
+            m.offset
+        );
+        let seq: u64 = fields
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no sequence in {value:?}"));
+        assert!(
+            at.insert((m.partition, m.offset), (key.clone(), seq)).is_none(),
+            "offset {}:{} read twice",
+            m.partition,
+            m.offset
+        );
         per_key.entry(key).or_default().push((m.partition, m.offset, seq));
     }
     // Per key: one partition, sequence numbers strictly increasing with the offset (no
@@ -737,7 +921,10 @@ fn failover_keeps_every_acknowledged_message() {
         if !present.contains(&(key.clone(), *seq)) {
             missing.push(format!("{key}:{seq} (acked at {partition}:{offset})"));
         } else if *offset >= 0 && at.get(&(*partition, *offset)) != Some(&(key.clone(), *seq)) {
-            misplaced.push(format!("{key}:{seq} acked at {partition}:{offset}, found there: {:?}", at.get(&(*partition, *offset))));
+            misplaced.push(format!(
+                "{key}:{seq} acked at {partition}:{offset}, found there: {:?}",
+                at.get(&(*partition, *offset))
+            ));
         }
     }
     assert!(
@@ -747,18 +934,45 @@ fn failover_keeps_every_acknowledged_message() {
         acks.len(),
         &missing[..missing.len().min(20)]
     );
-    assert!(misplaced.is_empty(), "{} acknowledged offsets hold another message; first: {:?}", misplaced.len(), &misplaced[..misplaced.len().min(20)]);
-    assert!(acks.len() >= 1000, "too few acknowledged messages for a meaningful test: {}", acks.len());
+    assert!(
+        misplaced.is_empty(),
+        "{} acknowledged offsets hold another message; first: {:?}",
+        misplaced.len(),
+        &misplaced[..misplaced.len().min(20)]
+    );
+    assert!(
+        acks.len() >= 1000,
+        "too few acknowledged messages for a meaningful test: {}",
+        acks.len()
+    );
     // With idempotence and a 60 s message timeout, no delivery should fail at all.
-    assert!(failed.is_empty(), "{} deliveries failed; first: {:?}\nproducer stderr:\n{stderr}", failed.len(), &failed[..failed.len().min(10)]);
+    assert!(
+        failed.is_empty(),
+        "{} deliveries failed; first: {:?}\nproducer stderr:\n{stderr}",
+        failed.len(),
+        &failed[..failed.len().min(10)]
+    );
     // summary <sent> <acked> <failed> <fatal> <system-errors>
-    assert_eq!(summary.split('\t').nth(4), Some("-"), "the producer hit a fatal error: {summary}\n{stderr}");
+    assert_eq!(
+        summary.split('\t').nth(4),
+        Some("-"),
+        "the producer hit a fatal error: {summary}\n{stderr}"
+    );
     // At the end every broker is back in the in-sync set of every partition.
     if let Err(state) = cluster.try_wait_state(ISR_RECOVERY_MAX, all_in_sync) {
         problem(&mut problems, format!("at the end, {ISR_RECOVERY_MAX:?} after the last restart and the producer's end: not in sync: {}", not_in_sync(&state)));
     }
-    assert!(problems.is_empty(), "the data survived ({} acknowledged messages checked), but:\n{}", acks.len(), problems.join("\n"));
-    eprintln!("checked {} acknowledged messages, {} in the topic, victims {victims:?}", acks.len(), messages.len());
+    assert!(
+        problems.is_empty(),
+        "the data survived ({} acknowledged messages checked), but:\n{}",
+        acks.len(),
+        problems.join("\n")
+    );
+    eprintln!(
+        "checked {} acknowledged messages, {} in the topic, victims {victims:?}",
+        acks.len(),
+        messages.len()
+    );
 }
 
 #[test]
@@ -772,27 +986,44 @@ fn a_new_leader_takes_produce_and_list_offsets_requests_before_its_next_state_po
     let cluster = Cluster::up("eager-leader");
     let (old_leader, new_leader) = cluster.one_partition_in_sync("eager");
     let mut conn = cluster.connect(new_leader);
-    let batch = wire::record_batch(&[(None, b"first".as_slice())], 1_700_000_000_000, wire::NO_PRODUCER);
+    let batch =
+        wire::record_batch(&[(None, b"first".as_slice())], 1_700_000_000_000, wire::NO_PRODUCER);
     // Moved by hand, as a controller would: the new leader learns it only from the file.
     let moved = cluster.move_leader("eager", 0, new_leader);
     // At once, well inside the new leader's 100 ms poll interval.
     let (error, base_offset) = wire::produce(&mut conn, 1, "eager", 0, &batch);
-    assert_eq!((error, base_offset), (0, 0), "produce to broker {new_leader} right after state version {} made it the leader", moved.version);
+    assert_eq!(
+        (error, base_offset),
+        (0, 0),
+        "produce to broker {new_leader} right after state version {} made it the leader",
+        moved.version
+    );
     // The same for ListOffsets, which librdkafka's watermark query does not retry on a
     // refusal: moved once more, to the third broker, and asked there at once.
-    let third = (0..BROKERS).find(|id| *id != old_leader && *id != new_leader).expect("a third broker");
+    let third =
+        (0..BROKERS).find(|id| *id != old_leader && *id != new_leader).expect("a third broker");
     let mut conn = cluster.connect(third);
     let moved = cluster.move_leader("eager", 0, third);
     let (error, log_start) = wire::list_offset(&mut conn, 2, "eager", 0, -2);
-    assert_eq!((error, log_start), (0, 0), "ListOffsets (earliest) at broker {third} right after state version {} made it the leader", moved.version);
+    assert_eq!(
+        (error, log_start),
+        (0, 0),
+        "ListOffsets (earliest) at broker {third} right after state version {} made it the leader",
+        moved.version
+    );
     // The leader epochs of the answers: the current one for the latest offset, the one the
     // record was written in for the earliest (consumers check their position against them
     // with OffsetForLeaderEpoch; a wrong one makes them see truncation and reset).
     let now = partition(&moved, "eager", 0).leader_epoch;
     let (error, _, latest_epoch) = wire::list_offset_with_epoch(&mut conn, 3, "eager", 0, -1);
     assert_eq!((error, latest_epoch), (0, now), "ListOffsets v4 (latest) epoch after two moves");
-    let (error, offset, earliest_epoch) = wire::list_offset_with_epoch(&mut conn, 4, "eager", 0, -2);
-    assert_eq!((error, offset, earliest_epoch), (0, 0, now - 1), "ListOffsets v4 (earliest): the epoch offset 0 was written in");
+    let (error, offset, earliest_epoch) =
+        wire::list_offset_with_epoch(&mut conn, 4, "eager", 0, -2);
+    assert_eq!(
+        (error, offset, earliest_epoch),
+        (0, 0, now - 1),
+        "ListOffsets v4 (earliest): the epoch offset 0 was written in"
+    );
 }
 
 #[test]
@@ -809,17 +1040,33 @@ fn a_sequence_gap_right_after_a_failover_is_retried_not_refused() {
     let (error, producer_id, epoch) = wire::init_producer_id(&mut to_old, 1);
     assert_eq!(error, 0, "InitProducerId");
     let sequenced = |first: i32| {
-        wire::record_batch(&[(None, format!("seq {first}").as_bytes())], 1_700_000_000_000, wire::Producer { id: producer_id, epoch, base_sequence: first })
+        wire::record_batch(
+            &[(None, format!("seq {first}").as_bytes())],
+            1_700_000_000_000,
+            wire::Producer { id: producer_id, epoch, base_sequence: first },
+        )
     };
     // Sequence 0 on every replica (acks=all), so the new leader knows the producer.
-    assert_eq!(wire::produce(&mut to_old, 2, "settle", 0, &sequenced(0)), (0, 0), "first batch at the old leader");
+    assert_eq!(
+        wire::produce(&mut to_old, 2, "settle", 0, &sequenced(0)),
+        (0, 0),
+        "first batch at the old leader"
+    );
     cluster.move_leader("settle", 0, new_leader);
     let mut to_new = cluster.connect(new_leader);
     let (error, _) = wire::produce(&mut to_new, 3, "settle", 0, &sequenced(2));
     assert_eq!(error, 6, "a gap (sequence 2 after 0) right after the failover: NOT_LEADER_OR_FOLLOWER, to be retried, not OUT_OF_ORDER_SEQUENCE_NUMBER (45)");
     // The predecessor arrives, then the retried batch: both in order, nothing renumbered.
-    assert_eq!(wire::produce(&mut to_new, 4, "settle", 0, &sequenced(1)), (0, 1), "the batch the gap skipped");
-    assert_eq!(wire::produce(&mut to_new, 5, "settle", 0, &sequenced(2)), (0, 2), "the retried batch");
+    assert_eq!(
+        wire::produce(&mut to_new, 4, "settle", 0, &sequenced(1)),
+        (0, 1),
+        "the batch the gap skipped"
+    );
+    assert_eq!(
+        wire::produce(&mut to_new, 5, "settle", 0, &sequenced(2)),
+        (0, 2),
+        "the retried batch"
+    );
 }
 
 #[test]
@@ -834,23 +1081,56 @@ fn every_replica_checkpoints_its_high_watermark_and_a_killed_one_restarts_with_i
     let mut conn = cluster.connect(leader);
     const RECORDS: i64 = 20;
     for i in 0..RECORDS {
-        let batch = wire::record_batch(&[(None, format!("r{i}").as_bytes())], 1_700_000_000_000, wire::NO_PRODUCER);
-        assert_eq!(wire::produce(&mut conn, i as i32 + 1, "saved", 0, &batch), (0, i), "acks=all produce of record {i}");
+        let batch = wire::record_batch(
+            &[(None, format!("r{i}").as_bytes())],
+            1_700_000_000_000,
+            wire::NO_PRODUCER,
+        );
+        assert_eq!(
+            wire::produce(&mut conn, i as i32 + 1, "saved", 0, &batch),
+            (0, i),
+            "acks=all produce of record {i}"
+        );
     }
     for id in partition(&cluster.state(), "saved", 0).replicas.clone() {
         let file = cluster.partition_dir(id, "saved", 0).join("high-watermark");
-        wait_until(&format!("broker {id} to checkpoint the high watermark {RECORDS}"), Duration::from_secs(20), || {
-            (std::fs::read_to_string(&file).ok()?.trim().parse::<i64>().ok()? == RECORDS).then_some(())
-        });
+        wait_until(
+            &format!("broker {id} to checkpoint the high watermark {RECORDS}"),
+            Duration::from_secs(20),
+            || {
+                (std::fs::read_to_string(&file).ok()?.trim().parse::<i64>().ok()? == RECORDS)
+                    .then_some(())
+            },
+        );
     }
     let restored = |id: i32| {
-        cluster.log(id).lines().filter(|line| log_message(line).trim_start() == "INFO fjord::partition: restored the saved high watermark" && line.contains("partition=saved-0")).map(str::to_string).collect::<Vec<_>>()
+        cluster
+            .log(id)
+            .lines()
+            .filter(|line| {
+                log_message(line).trim_start()
+                    == "INFO fjord::partition: restored the saved high watermark"
+                    && line.contains("partition=saved-0")
+            })
+            .map(str::to_string)
+            .collect::<Vec<_>>()
     };
-    assert!(restored(follower).is_empty(), "broker {follower} restored a high watermark before any restart: {:?}", restored(follower));
+    assert!(
+        restored(follower).is_empty(),
+        "broker {follower} restored a high watermark before any restart: {:?}",
+        restored(follower)
+    );
     cluster.kill9(follower);
     cluster.restart_stopped();
-    let lines = wait_until(&format!("broker {follower} to open saved-0 again"), Duration::from_secs(20), || Some(restored(follower)).filter(|l| !l.is_empty()));
-    assert!(lines.len() == 1 && lines[0].contains(&format!("high_watermark={RECORDS}")), "broker {follower} after SIGKILL: {lines:?}");
+    let lines = wait_until(
+        &format!("broker {follower} to open saved-0 again"),
+        Duration::from_secs(20),
+        || Some(restored(follower)).filter(|l| !l.is_empty()),
+    );
+    assert!(
+        lines.len() == 1 && lines[0].contains(&format!("high_watermark={RECORDS}")),
+        "broker {follower} after SIGKILL: {lines:?}"
+    );
 }
 
 /// OffsetForLeaderEpoch, which a returning follower asks before it cuts its log, is answered
@@ -864,11 +1144,19 @@ fn offset_for_leader_epoch_is_answered_by_the_shard_owning_each_partition() {
     cluster.create_topic(topic, PARTITIONS, &[]);
     for p in 0..PARTITIONS {
         let count = p as u64 + 1;
-        assert_eq!(produce(&cluster.bootstrap, topic, p, 100 * count, count, "all"), count as usize);
+        assert_eq!(
+            produce(&cluster.bootstrap, topic, p, 100 * count, count, "all"),
+            count as usize
+        );
     }
     let state = cluster.wait_all_in_sync("records produced");
-    let owners: BTreeSet<usize> = (0..PARTITIONS).map(|p| fjord::shards::owner(SHARDS, topic, p)).collect();
-    assert_eq!(owners.len(), SHARDS, "every shard of a broker owns some of the {PARTITIONS} partitions");
+    let owners: BTreeSet<usize> =
+        (0..PARTITIONS).map(|p| fjord::shards::owner(SHARDS, topic, p)).collect();
+    assert_eq!(
+        owners.len(),
+        SHARDS,
+        "every shard of a broker owns some of the {PARTITIONS} partitions"
+    );
     for id in 0..BROKERS {
         let asked: Vec<(i32, i32, i32)> = (0..PARTITIONS)
             .map(|p| {
@@ -882,11 +1170,22 @@ fn offset_for_leader_epoch_is_answered_by_the_shard_owning_each_partition() {
         for (answer, (p, epoch, _)) in answers.iter().zip(&asked) {
             assert_eq!(answer.partition, *p, "broker {id}: answers in request order");
             let expected = if partition(&state, topic, *p).leader == id {
-                wire::EpochEnd { partition: *p, error: 0, leader_epoch: *epoch, end_offset: i64::from(*p) + 1 }
+                wire::EpochEnd {
+                    partition: *p,
+                    error: 0,
+                    leader_epoch: *epoch,
+                    end_offset: i64::from(*p) + 1,
+                }
             } else {
-                wire::EpochEnd { partition: *p, error: 6, leader_epoch: -1, end_offset: -1 } // NOT_LEADER_OR_FOLLOWER
+                wire::EpochEnd { partition: *p, error: 6, leader_epoch: -1, end_offset: -1 }
+                // NOT_LEADER_OR_FOLLOWER
             };
-            assert_eq!(*answer, expected, "broker {id}, {topic}-{p} (shard {})", fjord::shards::owner(SHARDS, topic, *p));
+            assert_eq!(
+                *answer,
+                expected,
+                "broker {id}, {topic}-{p} (shard {})",
+                fjord::shards::owner(SHARDS, topic, *p)
+            );
         }
     }
 }
@@ -900,7 +1199,9 @@ fn leader_failover_is_fast() {
     let state = cluster.state();
     // First a leader that is not the controller, then the controller (also a leader).
     let controller = state.controller;
-    let follower_leader = (0..BROKERS).find(|id| *id != controller && !led_by(&state, *id).is_empty()).expect("a non-controller broker leads something");
+    let follower_leader = (0..BROKERS)
+        .find(|id| *id != controller && !led_by(&state, *id).is_empty())
+        .expect("a non-controller broker leads something");
     for (what, victim) in [("a leader", follower_leader), ("the controller", controller)] {
         let before = cluster.state();
         let led = led_by(&before, victim);
@@ -908,18 +1209,35 @@ fn leader_failover_is_fast() {
         let start = Instant::now();
         cluster.kill9(victim);
         let deadline = Duration::from_secs(10);
-        let after = cluster.wait_state(&format!("new leaders after killing {what} (broker {victim})"), deadline, |s| reelected(s, &led, victim));
+        let after = cluster.wait_state(
+            &format!("new leaders after killing {what} (broker {victim})"),
+            deadline,
+            |s| reelected(s, &led, victim),
+        );
         let elapsed = start.elapsed();
-        eprintln!("killing {what} (broker {victim}): {} partitions re-elected in {elapsed:?}", led.len());
+        eprintln!(
+            "killing {what} (broker {victim}): {} partitions re-elected in {elapsed:?}",
+            led.len()
+        );
         for (topic, index, epoch) in &led {
             let p = partition(&after, topic, *index);
-            assert_eq!(p.leader_epoch, epoch + 1, "{topic}-{index}: one election, one epoch: {p:?}");
-            assert!(p.isr.contains(&p.leader) && !p.isr.contains(&victim), "{topic}-{index}: {p:?}");
+            assert_eq!(
+                p.leader_epoch,
+                epoch + 1,
+                "{topic}-{index}: one election, one epoch: {p:?}"
+            );
+            assert!(
+                p.isr.contains(&p.leader) && !p.isr.contains(&victim),
+                "{topic}-{index}: {p:?}"
+            );
         }
         if victim == controller {
             assert_ne!(after.controller, victim, "a new controller wrote the state");
         }
-        assert!(elapsed.as_millis() < FAILOVER_MS_MAX, "failover after killing {what} took {elapsed:?}, more than {FAILOVER_MS_MAX} ms");
+        assert!(
+            elapsed.as_millis() < FAILOVER_MS_MAX,
+            "failover after killing {what} took {elapsed:?}, more than {FAILOVER_MS_MAX} ms"
+        );
         cluster.restart_stopped();
         cluster.wait_all_in_sync(&format!("broker {victim} restarted"));
     }
@@ -941,18 +1259,26 @@ fn divergent_tail_is_truncated_on_rejoin() {
     for f in &followers {
         cluster.kill9(*f);
     }
-    cluster.wait_state(&format!("the in-sync set of {topic}-0 to shrink to its leader {leader}"), Duration::from_secs(10), |s| {
-        partition(s, topic, 0).isr == vec![leader]
-    });
-    assert_eq!(produce(&cluster.address(leader), topic, 0, 5, 5, "1"), 5, "the lone leader acknowledges acks=1");
+    cluster.wait_state(
+        &format!("the in-sync set of {topic}-0 to shrink to its leader {leader}"),
+        Duration::from_secs(10),
+        |s| partition(s, topic, 0).isr == vec![leader],
+    );
+    assert_eq!(
+        produce(&cluster.address(leader), topic, 0, 5, 5, "1"),
+        5,
+        "the lone leader acknowledges acks=1"
+    );
     let epoch = partition(&cluster.state(), topic, 0).leader_epoch;
     cluster.kill9(leader);
     for f in &followers {
         cluster.start_alone(*f);
     }
-    let offline = cluster.wait_state(&format!("{topic}-0 to go offline (its only in-sync replica {leader} is dead)"), Duration::from_secs(10), |s| {
-        partition(s, topic, 0).leader == -1
-    });
+    let offline = cluster.wait_state(
+        &format!("{topic}-0 to go offline (its only in-sync replica {leader} is dead)"),
+        Duration::from_secs(10),
+        |s| partition(s, topic, 0).leader == -1,
+    );
     let p = partition(&offline, topic, 0);
     assert_eq!(p.isr, vec![leader], "the in-sync set remembers who may lead: {p:?}");
     assert!(p.leader_epoch > epoch, "{p:?}");
@@ -961,16 +1287,31 @@ fn divergent_tail_is_truncated_on_rejoin() {
     let survivors = cluster.addresses(&followers);
     let mut listing = String::new();
     let offline_seen = try_until(Duration::from_secs(5), || {
-        listing = String::from_utf8(crate::support::kcat_ok(&["-b", &survivors, "-L", "-t", topic, "-m", "10"], None)).expect("UTF-8");
+        listing = String::from_utf8(crate::support::kcat_ok(
+            &["-b", &survivors, "-L", "-t", topic, "-m", "10"],
+            None,
+        ))
+        .expect("UTF-8");
         listing.contains("partition 0, leader -1")
     });
-    assert!(offline_seen, "Metadata of an offline partition, 5 s after the state file said so:\n{listing}");
+    assert!(
+        offline_seen,
+        "Metadata of an offline partition, 5 s after the state file said so:\n{listing}"
+    );
     cluster.restart_stopped();
-    let back = cluster.wait_state(&format!("{topic}-0 led by {leader} again"), Duration::from_secs(10), |s| partition(s, topic, 0).leader == leader);
+    let back = cluster.wait_state(
+        &format!("{topic}-0 led by {leader} again"),
+        Duration::from_secs(10),
+        |s| partition(s, topic, 0).leader == leader,
+    );
     assert!(partition(&back, topic, 0).leader_epoch > p.leader_epoch);
     cluster.wait_all_in_sync("after the offline partition returned");
     let values = value_indexes(&consume(&cluster.bootstrap, topic));
-    assert_eq!(values, (0..10).collect::<Vec<_>>(), "the lone leader's acknowledged records survive");
+    assert_eq!(
+        values,
+        (0..10).collect::<Vec<_>>(),
+        "the lone leader's acknowledged records survive"
+    );
 
     // Part 2: a true divergence. Followers are frozen (SIGSTOP: they keep their liveness
     // locks, so they stay in the in-sync set for a while), the leader takes acks=1 records
@@ -987,7 +1328,9 @@ fn divergent_tail_is_truncated_on_rejoin() {
             let s = cluster.state();
             partition(&s, name, 0).leader != s.controller
         })
-        .unwrap_or_else(|| panic!("every topic created was led by the controller {}", state.controller));
+        .unwrap_or_else(|| {
+            panic!("every topic created was led by the controller {}", state.controller)
+        });
     let topic = topic.as_str();
     cluster.wait_all_in_sync("before the divergence");
     const REPLICATED: u64 = 10;
@@ -998,31 +1341,61 @@ fn divergent_tail_is_truncated_on_rejoin() {
     let old = partition(&state, topic, 0).clone();
     let old_leader = old.leader;
     let followers: Vec<i32> = (0..BROKERS).filter(|id| *id != old_leader).collect();
-    assert!(followers.contains(&state.controller), "controller {} is a follower of {topic}-0", state.controller);
+    assert!(
+        followers.contains(&state.controller),
+        "controller {} is a follower of {topic}-0",
+        state.controller
+    );
     for f in &followers {
-        assert_eq!(log_end(&cluster.log_bytes(*f, topic, 0)), REPLICATED as i64, "follower {f} holds the acks=all records");
+        assert_eq!(
+            log_end(&cluster.log_bytes(*f, topic, 0)),
+            REPLICATED as i64,
+            "follower {f} holds the acks=all records"
+        );
         cluster.freeze(*f);
     }
     let frozen_at = Instant::now();
     // Any fetch a follower had parked on the leader ends (empty) within its wait; only then
     // do the records to lose exist, so no answer carrying them sits in a frozen socket.
     std::thread::sleep(Duration::from_millis(FOLLOWER_FETCH_WAIT_MS + 300));
-    assert_eq!(produce(&cluster.address(old_leader), topic, 0, 100, UNREPLICATED, "1"), UNREPLICATED as usize, "the leader acknowledges acks=1 alone");
+    assert_eq!(
+        produce(&cluster.address(old_leader), topic, 0, 100, UNREPLICATED, "1"),
+        UNREPLICATED as usize,
+        "the leader acknowledges acks=1 alone"
+    );
     let isr = partition(&cluster.state(), topic, 0).isr.clone();
-    assert_eq!(isr.len(), 3, "the frozen followers are still in sync {:?} after the acks=1 produce (took {:?})", isr, frozen_at.elapsed());
+    assert_eq!(
+        isr.len(),
+        3,
+        "the frozen followers are still in sync {:?} after the acks=1 produce (took {:?})",
+        isr,
+        frozen_at.elapsed()
+    );
     let leader_log = cluster.log_bytes(old_leader, topic, 0);
-    assert_eq!(log_end(&leader_log), (REPLICATED + UNREPLICATED) as i64, "the leader wrote the acks=1 records");
+    assert_eq!(
+        log_end(&leader_log),
+        (REPLICATED + UNREPLICATED) as i64,
+        "the leader wrote the acks=1 records"
+    );
     for f in &followers {
-        assert_eq!(log_end(&cluster.log_bytes(*f, topic, 0)), REPLICATED as i64, "frozen follower {f} did not get the acks=1 records");
+        assert_eq!(
+            log_end(&cluster.log_bytes(*f, topic, 0)),
+            REPLICATED as i64,
+            "frozen follower {f} did not get the acks=1 records"
+        );
     }
     cluster.kill9(old_leader);
     for f in &followers {
         cluster.thaw(*f);
     }
-    let elected = cluster.wait_state(&format!("a frozen-then-thawed follower to lead {topic}-0"), Duration::from_secs(10), |s| {
-        let p = partition(s, topic, 0);
-        followers.contains(&p.leader) && p.leader_epoch > old.leader_epoch
-    });
+    let elected = cluster.wait_state(
+        &format!("a frozen-then-thawed follower to lead {topic}-0"),
+        Duration::from_secs(10),
+        |s| {
+            let p = partition(s, topic, 0);
+            followers.contains(&p.leader) && p.leader_epoch > old.leader_epoch
+        },
+    );
     let new = partition(&elected, topic, 0).clone();
     let new_leader = new.leader;
     eprintln!(
@@ -1030,43 +1403,94 @@ fn divergent_tail_is_truncated_on_rejoin() {
         old.leader_epoch, new.leader_epoch
     );
     let survivors = cluster.addresses(&followers);
-    assert_eq!(produce(&survivors, topic, 0, 200, NEW, "all"), NEW as usize, "the new leader takes records");
+    assert_eq!(
+        produce(&survivors, topic, 0, 200, NEW, "all"),
+        NEW as usize,
+        "the new leader takes records"
+    );
     // The divergence, on disk: the same offsets hold different records in different epochs.
     let dead_log = cluster.log_bytes(old_leader, topic, 0);
     let new_log = cluster.log_bytes(new_leader, topic, 0);
-    assert_eq!(log_end(&dead_log), (REPLICATED + UNREPLICATED) as i64, "kill -9 kept the page cache");
+    assert_eq!(
+        log_end(&dead_log),
+        (REPLICATED + UNREPLICATED) as i64,
+        "kill -9 kept the page cache"
+    );
     assert_eq!(log_end(&new_log), (REPLICATED + NEW) as i64);
     assert_ne!(dead_log, new_log);
-    let tail_epochs = |log: &[u8]| batches(log).into_iter().filter(|b| b.0 >= REPLICATED as i64).map(|b| b.1).collect::<BTreeSet<_>>();
-    assert_eq!(tail_epochs(&dead_log), BTreeSet::from([old.leader_epoch]), "{:?}", batches(&dead_log));
-    assert_eq!(tail_epochs(&new_log), BTreeSet::from([new.leader_epoch]), "{:?}", batches(&new_log));
+    let tail_epochs = |log: &[u8]| {
+        batches(log)
+            .into_iter()
+            .filter(|b| b.0 >= REPLICATED as i64)
+            .map(|b| b.1)
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        tail_epochs(&dead_log),
+        BTreeSet::from([old.leader_epoch]),
+        "{:?}",
+        batches(&dead_log)
+    );
+    assert_eq!(
+        tail_epochs(&new_log),
+        BTreeSet::from([new.leader_epoch]),
+        "{:?}",
+        batches(&new_log)
+    );
 
     // The old leader returns as a follower: it must cut offsets 10.. and copy the new ones.
     cluster.restart_stopped();
-    let converged = wait_until(&format!("broker {old_leader}'s {topic}-0 log to equal the new leader {new_leader}'s"), Duration::from_secs(20), || {
-        let mine = cluster.log_bytes(old_leader, topic, 0);
-        (mine == cluster.log_bytes(new_leader, topic, 0)).then_some(mine)
-    });
+    let converged = wait_until(
+        &format!("broker {old_leader}'s {topic}-0 log to equal the new leader {new_leader}'s"),
+        Duration::from_secs(20),
+        || {
+            let mine = cluster.log_bytes(old_leader, topic, 0);
+            (mine == cluster.log_bytes(new_leader, topic, 0)).then_some(mine)
+        },
+    );
     assert_eq!(log_end(&converged), (REPLICATED + NEW) as i64);
     let log = cluster.log(old_leader);
-    let truncated: Vec<&str> = log.lines().filter(|l| l.contains("truncated divergent tail") && l.contains(&format!("{topic}-0"))).collect();
-    assert!(!truncated.is_empty(), "broker {old_leader} logged no truncation of {topic}-0:\n{}", cluster.log_tail(old_leader));
-    assert!(truncated.iter().any(|l| l.contains(&format!("offset={REPLICATED}"))), "truncated at the wrong offset: {truncated:?}");
+    let truncated: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("truncated divergent tail") && l.contains(&format!("{topic}-0")))
+        .collect();
+    assert!(
+        !truncated.is_empty(),
+        "broker {old_leader} logged no truncation of {topic}-0:\n{}",
+        cluster.log_tail(old_leader)
+    );
+    assert!(
+        truncated.iter().any(|l| l.contains(&format!("offset={REPLICATED}"))),
+        "truncated at the wrong offset: {truncated:?}"
+    );
     cluster.wait_all_in_sync("old leader rejoined");
     let values = value_indexes(&consume(&cluster.bootstrap, topic));
     let expected: Vec<u64> = (0..REPLICATED).chain(200..200 + NEW).collect();
-    assert_eq!(values, expected, "the unreplicated records (100..) are gone, the new leader's are there");
+    assert_eq!(
+        values, expected,
+        "the unreplicated records (100..) are gone, the new leader's are there"
+    );
     // Finally the old leader leads again (the others die): it serves the same records.
     for f in &followers {
         cluster.kill9(*f);
     }
-    cluster.wait_state(&format!("{old_leader} to lead {topic}-0 again"), Duration::from_secs(10), |s| partition(s, topic, 0).leader == old_leader);
+    cluster.wait_state(
+        &format!("{old_leader} to lead {topic}-0 again"),
+        Duration::from_secs(10),
+        |s| partition(s, topic, 0).leader == old_leader,
+    );
     let address = cluster.address(old_leader);
     let leads = try_until(Duration::from_secs(5), || {
-        String::from_utf8_lossy(&crate::support::kcat_ok(&["-b", &address, "-L", "-t", topic, "-m", "10"], None))
-            .contains(&format!("partition 0, leader {old_leader},"))
+        String::from_utf8_lossy(&crate::support::kcat_ok(
+            &["-b", &address, "-L", "-t", topic, "-m", "10"],
+            None,
+        ))
+        .contains(&format!("partition 0, leader {old_leader},"))
     });
-    assert!(leads, "broker {old_leader} does not say it leads {topic}-0 5 s after the state file did");
+    assert!(
+        leads,
+        "broker {old_leader} does not say it leads {topic}-0 5 s after the state file did"
+    );
     let values = value_indexes(&consume(&address, topic));
     assert_eq!(values, expected, "read from the rejoined replica as leader");
 }
@@ -1110,7 +1534,11 @@ fn serve_alone(cluster: &Cluster, wait: Duration) -> (Option<std::process::ExitS
         std::thread::sleep(Duration::from_millis(POLL_MS));
     };
     let output = child.wait_with_output().expect("collect output");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), plain(&String::from_utf8_lossy(&output.stderr)));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        plain(&String::from_utf8_lossy(&output.stderr))
+    );
     (status, text)
 }
 
@@ -1128,11 +1556,21 @@ fn state_file_survives_a_crash_during_write() {
     std::fs::write(&tmp_path, &partial).expect("write the partial tmp file");
     cluster.restart_stopped();
     let after = cluster.wait_settled();
-    let keep = after.topics.get("keep").unwrap_or_else(|| panic!("topic keep lost after a restart beside a partial tmp file: {after:?}"));
+    let keep = after.topics.get("keep").unwrap_or_else(|| {
+        panic!("topic keep lost after a restart beside a partial tmp file: {after:?}")
+    });
     assert_eq!(keep.id, keep_id, "same topic, same id");
     assert_eq!(keep.partitions.len(), 2);
-    assert!(after.version >= before.version, "the state did not go back: {} < {}", after.version, before.version);
-    assert_eq!(sorted(value_indexes(&consume(&cluster.bootstrap, "keep"))), (0..6).collect::<Vec<_>>());
+    assert!(
+        after.version >= before.version,
+        "the state did not go back: {} < {}",
+        after.version,
+        before.version
+    );
+    assert_eq!(
+        sorted(value_indexes(&consume(&cluster.bootstrap, "keep"))),
+        (0..6).collect::<Vec<_>>()
+    );
     cluster.down();
 
     // A torn state file (cut inside a line, as no atomic writer would leave it) must be
@@ -1142,16 +1580,27 @@ fn state_file_survives_a_crash_during_write() {
     let torn = &good[..header + "[topics.ke".len()];
     std::fs::write(&state_path, torn).expect("write the torn state file");
     let (status, output) = serve_alone(&cluster, Duration::from_secs(15));
-    let status = status.unwrap_or_else(|| panic!("a broker kept running on a torn state file:\n{output}"));
+    let status =
+        status.unwrap_or_else(|| panic!("a broker kept running on a torn state file:\n{output}"));
     assert!(!status.success(), "a broker exited {status} on a torn state file:\n{output}");
-    assert!(output.contains("cluster-state.toml"), "the error does not name the state file:\n{output}");
-    assert_eq!(std::fs::read_to_string(&state_path).expect("state file"), torn, "the torn file was left for the operator");
+    assert!(
+        output.contains("cluster-state.toml"),
+        "the error does not name the state file:\n{output}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&state_path).expect("state file"),
+        torn,
+        "the torn file was left for the operator"
+    );
     // Restored from a copy, the cluster comes back with everything.
     std::fs::write(&state_path, &good).expect("restore the state file");
     cluster.restart_stopped();
     let restored = cluster.wait_settled();
     assert_eq!(restored.topics.get("keep").map(|t| t.id.clone()), Some(keep_id));
-    assert_eq!(sorted(value_indexes(&consume(&cluster.bootstrap, "keep"))), (0..6).collect::<Vec<_>>());
+    assert_eq!(
+        sorted(value_indexes(&consume(&cluster.bootstrap, "keep"))),
+        (0..6).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -1166,7 +1615,8 @@ fn state_file_cut_at_a_line_boundary_is_not_read_as_a_smaller_cluster() {
     assert!(!parsed.topics.contains_key("keep"));
     std::fs::write(&state_path, cut).expect("write the cut state file");
     let (status, output) = serve_alone(&cluster, Duration::from_secs(5));
-    let now: Option<ClusterState> = std::fs::read_to_string(&state_path).ok().and_then(|t| toml::from_str(&t).ok());
+    let now: Option<ClusterState> =
+        std::fs::read_to_string(&state_path).ok().and_then(|t| toml::from_str(&t).ok());
     let refused = status.is_some_and(|s| !s.success()) && output.contains("cluster-state.toml");
     let tail: Vec<&str> = output.lines().collect();
     assert!(
@@ -1194,12 +1644,31 @@ fn consumer_group_offsets_survive_coordinator_failover() {
     }
     // A group whose Java hash is not negative: abs() and a sign mask then agree on its
     // offsets partition.
-    let group = (0..100).map(|n| format!("replication-group-{n}")).find(|g| java_string_hash(g) >= 0).expect("a group id");
+    let group = (0..100)
+        .map(|n| format!("replication-group-{n}"))
+        .find(|g| java_string_hash(g) >= 0)
+        .expect("a group id");
     let offsets_partition = (java_string_hash(&group) as usize % OFFSETS_PARTITIONS) as i32;
-    let out = python_ok("groups_client.py", &["consume", "ck", &cluster.bootstrap, topic, &group, "--commit-after", "13", "--max-s", "60"]);
+    let out = python_ok(
+        "groups_client.py",
+        &[
+            "consume",
+            "ck",
+            &cluster.bootstrap,
+            topic,
+            &group,
+            "--commit-after",
+            "13",
+            "--max-s",
+            "60",
+        ],
+    );
     let first = parse_messages(&out);
     assert_eq!(first.len(), 13, "{out}");
-    let committed: BTreeMap<i32, i64> = tagged(&out, "committed").iter().map(|f| (f[0].parse().expect("partition"), f[1].parse().expect("offset"))).collect();
+    let committed: BTreeMap<i32, i64> = tagged(&out, "committed")
+        .iter()
+        .map(|f| (f[0].parse().expect("partition"), f[1].parse().expect("offset")))
+        .collect();
     assert!(!committed.is_empty(), "{out}");
 
     let state = cluster.state();
@@ -1207,27 +1676,45 @@ fn consumer_group_offsets_survive_coordinator_failover() {
     let coordinator = offsets.leader;
     eprintln!("group {group}: offsets partition {offsets_partition}, coordinator broker {coordinator}, committed {committed:?}");
     cluster.kill9(coordinator);
-    cluster.wait_state("a new coordinator (leader of the group's offsets partition)", Duration::from_secs(10), |s| {
-        let p = partition(s, "__consumer_offsets", offsets_partition);
-        p.leader >= 0 && p.leader != coordinator
-    });
+    cluster.wait_state(
+        "a new coordinator (leader of the group's offsets partition)",
+        Duration::from_secs(10),
+        |s| {
+            let p = partition(s, "__consumer_offsets", offsets_partition);
+            p.leader >= 0 && p.leader != coordinator
+        },
+    );
 
     // A new member of the group resumes exactly after the commits, from the new coordinator.
     let check_resume = |when: &str| {
-        let output = python("groups_client.py", &["consume", "ck", &cluster.bootstrap, topic, &group, "--max-s", "60"]);
+        let output = python(
+            "groups_client.py",
+            &["consume", "ck", &cluster.bootstrap, topic, &group, "--max-s", "60"],
+        );
         let out = String::from_utf8_lossy(&output.stdout).to_string();
-        assert!(output.status.success(), "consumer {when}: {}\n{out}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "consumer {when}: {}\n{out}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
         let second = parse_messages(&out);
         for p in 0..3 {
-            let firsts: Vec<i64> = second.iter().filter(|m| m.partition == p).map(|m| m.offset).collect();
+            let firsts: Vec<i64> =
+                second.iter().filter(|m| m.partition == p).map(|m| m.offset).collect();
             let expected = committed.get(&p).copied().unwrap_or(0);
             if expected < 10 {
-                assert_eq!(firsts.first().copied(), Some(expected), "{when}: partition {p} resumes at its committed offset {expected}: {firsts:?}");
+                assert_eq!(
+                    firsts.first().copied(),
+                    Some(expected),
+                    "{when}: partition {p} resumes at its committed offset {expected}: {firsts:?}"
+                );
             } else {
                 assert!(firsts.is_empty(), "{when}: partition {p} was read to its end: {firsts:?}");
             }
         }
-        let mut all: Vec<(i32, i64)> = first.iter().chain(&second).map(|m| (m.partition, m.offset)).collect();
+        let mut all: Vec<(i32, i64)> =
+            first.iter().chain(&second).map(|m| (m.partition, m.offset)).collect();
         all.sort_unstable();
         let expected: Vec<(i32, i64)> = (0..3).flat_map(|p| (0..10).map(move |o| (p, o))).collect();
         assert_eq!(all, expected, "{when}: the first member's 13 and the next member's messages are every message exactly once");
@@ -1247,20 +1734,43 @@ fn a_recreated_topic_never_serves_the_old_incarnations_records() {
     cluster.create_topic("again", 1, &[]);
     let old: String = (0..50).map(|i| format!("old-{i}\n")).collect();
     let produce = |lines: &str| {
-        let args: Vec<String> = ["produce", "-t", "again", "--acks", "-1", "-b", cluster.bootstrap.as_str()].iter().map(|s| s.to_string()).collect();
-        let out = crate::support::run_with_timeout(60, Path::new(env!("CARGO_BIN_EXE_fjord")), &args, Some(lines.as_bytes()));
+        let args: Vec<String> =
+            ["produce", "-t", "again", "--acks", "-1", "-b", cluster.bootstrap.as_str()]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        let out = crate::support::run_with_timeout(
+            60,
+            Path::new(env!("CARGO_BIN_EXE_fjord")),
+            &args,
+            Some(lines.as_bytes()),
+        );
         assert!(out.status.success(), "produce: {}", String::from_utf8_lossy(&out.stderr));
     };
     produce(&old);
     // Stop a follower (it misses the delete), delete and re-create the topic, produce anew.
     let state = cluster.state();
     let leader = state.topics["again"].partitions[0].leader;
-    let follower = *state.topics["again"].partitions[0].replicas.iter().find(|r| **r != leader).expect("a follower");
+    let follower = *state.topics["again"].partitions[0]
+        .replicas
+        .iter()
+        .find(|r| **r != leader)
+        .expect("a follower");
     signal(cluster.running_pid(follower), libc::SIGKILL);
-    cluster.wait_state("the follower leaves the in-sync set", Duration::from_secs(10), |s| !s.topics["again"].partitions[0].isr.contains(&follower));
+    cluster.wait_state("the follower leaves the in-sync set", Duration::from_secs(10), |s| {
+        !s.topics["again"].partitions[0].isr.contains(&follower)
+    });
     fjord_ok(&["topic", "delete", "again", "-b", &cluster.bootstrap]);
-    cluster.wait_state("the topic is gone", Duration::from_secs(10), |s| !s.topics.contains_key("again"));
-    let live: Vec<String> = cluster.file.brokers.iter().filter(|b| b.id != follower).map(|b| b.address.clone()).collect();
+    cluster.wait_state("the topic is gone", Duration::from_secs(10), |s| {
+        !s.topics.contains_key("again")
+    });
+    let live: Vec<String> = cluster
+        .file
+        .brokers
+        .iter()
+        .filter(|b| b.id != follower)
+        .map(|b| b.address.clone())
+        .collect();
     let live = live.join(",");
     let created = fjord(&["topic", "create", "again", "-p", "1", "-r", "2", "-b", &live]);
     assert!(created.status.success(), "re-create: {}", String::from_utf8_lossy(&created.stderr));
@@ -1271,10 +1781,16 @@ fn a_recreated_topic_never_serves_the_old_incarnations_records() {
     // The returning broker drops the old directory when it starts (it hosts no replica of
     // the new topic) or replaces it (if it does); wait for either, with a deadline.
     let dir = cluster.partition_dir(follower, "again", 0);
-    wait_until("the returning broker no longer holds the deleted topic's records", Duration::from_secs(10), || {
-        let gone = !dir.exists() || !String::from_utf8_lossy(&cluster.log_bytes(follower, "again", 0)).contains("old-");
-        gone.then_some(())
-    });
+    wait_until(
+        "the returning broker no longer holds the deleted topic's records",
+        Duration::from_secs(10),
+        || {
+            let gone = !dir.exists()
+                || !String::from_utf8_lossy(&cluster.log_bytes(follower, "again", 0))
+                    .contains("old-");
+            gone.then_some(())
+        },
+    );
     let state = cluster.state();
     let replicas = state.topics["again"].partitions[0].replicas.clone();
     for id in replicas {
@@ -1287,7 +1803,10 @@ fn a_recreated_topic_never_serves_the_old_incarnations_records() {
         assert!(!text.contains("old-"), "the returning broker kept the deleted topic's records");
     }
     let consumed = fjord_ok(&["consume", "-t", "again", "-e", "-b", &cluster.bootstrap]);
-    assert_eq!(consumed.lines().collect::<Vec<_>>(), vec!["new-0", "new-1", "new-2", "new-3", "new-4"]);
+    assert_eq!(
+        consumed.lines().collect::<Vec<_>>(),
+        vec!["new-0", "new-1", "new-2", "new-3", "new-4"]
+    );
 }
 
 #[test]
@@ -1301,16 +1820,20 @@ fn a_produce_waiting_on_a_frozen_follower_does_not_hold_back_the_next_request() 
     use crate::support::wire::{self, Conn, Decoder, Encoder, Received, NO_PRODUCER};
     let cluster = Cluster::up("pipelining");
     cluster.create_topic("waits", 1, &[]);
-    let leader = wait_until("a leader for waits-0", Duration::from_secs(10), || cluster.describe_leaders("waits")?.get(&0).copied().filter(|l| *l >= 0));
+    let leader = wait_until("a leader for waits-0", Duration::from_secs(10), || {
+        cluster.describe_leaders("waits")?.get(&0).copied().filter(|l| *l >= 0)
+    });
     cluster.wait_all_in_sync("every replica of waits-0 in sync before one is frozen");
     fjord_ok(&["topic", "create", "free", "-b", &cluster.bootstrap, "-p", "3", "-r", "1"]);
-    let (free_partition, _) = wait_until("a partition of free led by the same broker", Duration::from_secs(10), || {
-        cluster.describe_leaders("free")?.into_iter().find(|(_, l)| *l == leader)
-    });
+    let (free_partition, _) =
+        wait_until("a partition of free led by the same broker", Duration::from_secs(10), || {
+            cluster.describe_leaders("free")?.into_iter().find(|(_, l)| *l == leader)
+        });
     // A follower that is not the controller: freezing the controller would stall more than
     // this one partition.
     let controller = cluster.state().controller;
-    let follower = (0..BROKERS).find(|id| *id != leader && *id != controller).expect("a third broker");
+    let follower =
+        (0..BROKERS).find(|id| *id != leader && *id != controller).expect("a third broker");
     eprintln!("leader {leader}, controller {controller}, freezing follower {follower}");
     let address: SocketAddr = cluster.address(leader).parse().expect("broker address");
     let body = |topic: &str, partition: i32, acks: i16| {
@@ -1340,7 +1863,9 @@ fn a_produce_waiting_on_a_frozen_follower_does_not_hold_back_the_next_request() 
     }
     cluster.thaw(follower);
     for expected in [1, 2] {
-        let Received::Frame(frame) = conn.receive() else { panic!("connection closed before answer {expected}") };
+        let Received::Frame(frame) = conn.receive() else {
+            panic!("connection closed before answer {expected}")
+        };
         assert_eq!(Decoder::new(&frame).i32(), expected, "answers in request order");
     }
 }

@@ -24,7 +24,10 @@ const RDKAFKA_BROKERS_METADATA_V9: &str = "0003000900000002000363617000010000000
 const RDKAFKA_ALL_TOPICS_METADATA_V9: &str = "00030009000000030003636170000000000001000000";
 
 fn hex(text: &str) -> Vec<u8> {
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect()
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
 }
 
 fn frame(payload_hex: &str) -> Vec<u8> {
@@ -127,7 +130,10 @@ fn replays_the_all_topics_listing_of(api_versions: &str, label: &str) {
     assert!(metadata_v9_topics(&brokers_only).is_empty(), "a brokers-only request lists no topics");
     let all = replay(&mut conn, RDKAFKA_ALL_TOPICS_METADATA_V9, 3, true);
     // Fjord's internal `__consumer_offsets` is listed as Kafka lists it; only ours matter here.
-    let mut topics: Vec<_> = metadata_v9_topics(&all).into_iter().filter(|(name, _, _)| !name.starts_with("__")).collect();
+    let mut topics: Vec<_> = metadata_v9_topics(&all)
+        .into_iter()
+        .filter(|(name, _, _)| !name.starts_with("__"))
+        .collect();
     topics.sort();
     assert_eq!(topics, vec![("listed-a".to_string(), 0, 2), ("listed-b".to_string(), 0, 1)]);
     // The connection is still open and serves the next request.

@@ -54,7 +54,10 @@ fn default_min_insync() -> i32 {
 
 impl ClusterFile {
     pub fn load(path: &Path) -> Result<ClusterFile, ReplicationError> {
-        let fail = |reason: String| ReplicationError::ClusterFile { path: path.display().to_string(), reason };
+        let fail = |reason: String| ReplicationError::ClusterFile {
+            path: path.display().to_string(),
+            reason,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
         let mut file: ClusterFile = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
         file.dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
@@ -67,7 +70,10 @@ impl ClusterFile {
 
     pub fn validate(&self) -> Result<(), String> {
         if self.brokers.is_empty() || self.brokers.len() > CLUSTER_BROKERS_MAX {
-            return Err(format!("needs between 1 and {CLUSTER_BROKERS_MAX} brokers, has {}", self.brokers.len()));
+            return Err(format!(
+                "needs between 1 and {CLUSTER_BROKERS_MAX} brokers, has {}",
+                self.brokers.len()
+            ));
         }
         let mut ids: Vec<i32> = self.brokers.iter().map(|b| b.id).collect();
         ids.sort_unstable();
@@ -76,13 +82,24 @@ impl ClusterFile {
             return Err("broker ids must be distinct and at least 0".to_string());
         }
         for broker in &self.brokers {
-            broker.address.parse::<SocketAddr>().map_err(|_e| format!("broker {}: address {:?} is not HOST:PORT", broker.id, broker.address))?;
+            broker.address.parse::<SocketAddr>().map_err(|_e| {
+                format!("broker {}: address {:?} is not HOST:PORT", broker.id, broker.address)
+            })?;
         }
         if self.replication_factor < 1 || self.replication_factor as usize > self.brokers.len() {
-            return Err(format!("replication-factor {} must be between 1 and the {} brokers", self.replication_factor, self.brokers.len()));
+            return Err(format!(
+                "replication-factor {} must be between 1 and the {} brokers",
+                self.replication_factor,
+                self.brokers.len()
+            ));
         }
-        if self.min_insync_replicas < 1 || self.min_insync_replicas > i32::from(self.replication_factor) {
-            return Err(format!("min-insync-replicas {} must be between 1 and replication-factor", self.min_insync_replicas));
+        if self.min_insync_replicas < 1
+            || self.min_insync_replicas > i32::from(self.replication_factor)
+        {
+            return Err(format!(
+                "min-insync-replicas {} must be between 1 and replication-factor",
+                self.min_insync_replicas
+            ));
         }
         Ok(())
     }
@@ -93,7 +110,13 @@ impl ClusterFile {
 
     /// A broker's data directory, resolved against the cluster directory.
     pub fn data_dir(&self, id: i32) -> Option<PathBuf> {
-        self.broker(id).map(|b| if b.data_dir.is_absolute() { b.data_dir.clone() } else { self.dir.join(&b.data_dir) })
+        self.broker(id).map(|b| {
+            if b.data_dir.is_absolute() {
+                b.data_dir.clone()
+            } else {
+                self.dir.join(&b.data_dir)
+            }
+        })
     }
 
     pub fn to_toml(&self) -> String {

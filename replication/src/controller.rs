@@ -26,8 +26,16 @@ pub struct Election {
 
 /// Replica lists for a new topic: partition `p`'s replicas are `rf` consecutive brokers
 /// starting at `(start + p) mod n`, so leaders (the first replica) spread evenly.
-pub fn assign_replicas(brokers: &[i32], partitions: i32, replication_factor: i16, start: usize) -> Vec<Vec<i32>> {
-    assert!(!brokers.is_empty() && replication_factor as usize <= brokers.len(), "placement needs enough brokers");
+pub fn assign_replicas(
+    brokers: &[i32],
+    partitions: i32,
+    replication_factor: i16,
+    start: usize,
+) -> Vec<Vec<i32>> {
+    assert!(
+        !brokers.is_empty() && replication_factor as usize <= brokers.len(),
+        "placement needs enough brokers"
+    );
     let n = brokers.len();
     (0..partitions as usize)
         .map(|p| (0..replication_factor as usize).map(|j| brokers[(start + p + j) % n]).collect())
@@ -48,7 +56,11 @@ pub fn elect_leaders(state: &mut ClusterState, live: &BTreeSet<i32>) -> (Vec<Ele
                 isr_changed |= partition.isr.len() != before;
                 continue;
             }
-            let candidate = partition.replicas.iter().copied().find(|r| partition.isr.contains(r) && live.contains(r));
+            let candidate = partition
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| partition.isr.contains(r) && live.contains(r));
             let old_leader = partition.leader;
             match candidate {
                 Some(leader) => {
@@ -86,7 +98,12 @@ mod tests {
             TopicState {
                 id: "00".repeat(16),
                 config: Default::default(),
-                partitions: vec![PartitionState { replicas: replicas.to_vec(), leader, leader_epoch: 5, isr: isr.to_vec() }],
+                partitions: vec![PartitionState {
+                    replicas: replicas.to_vec(),
+                    leader,
+                    leader_epoch: 5,
+                    isr: isr.to_vec(),
+                }],
             },
         );
         state
@@ -97,7 +114,9 @@ mod tests {
         let replicas = assign_replicas(&[0, 1, 2], 6, 3, 0);
         let leaders: Vec<i32> = replicas.iter().map(|r| r[0]).collect();
         assert_eq!(leaders, vec![0, 1, 2, 0, 1, 2]);
-        assert!(replicas.iter().all(|r| r.len() == 3 && r.iter().collect::<BTreeSet<_>>().len() == 3));
+        assert!(replicas
+            .iter()
+            .all(|r| r.len() == 3 && r.iter().collect::<BTreeSet<_>>().len() == 3));
     }
 
     #[test]
@@ -114,7 +133,11 @@ mod tests {
         let mut s = state(&[0, 1, 2], 0, &[0]);
         let (elections, _) = elect_leaders(&mut s, &BTreeSet::from([1, 2]));
         assert_eq!(elections[0].new_leader, -1);
-        assert_eq!(s.topics["t"].partitions[0].isr, vec![0], "the in-sync set remembers who may lead");
+        assert_eq!(
+            s.topics["t"].partitions[0].isr,
+            vec![0],
+            "the in-sync set remembers who may lead"
+        );
         // The last in-sync replica returns and leads again.
         let (elections, _) = elect_leaders(&mut s, &BTreeSet::from([0, 1, 2]));
         assert_eq!((elections[0].new_leader, elections[0].leader_epoch), (0, 7));

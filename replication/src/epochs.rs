@@ -32,15 +32,23 @@ impl LeaderEpochCache {
         if let Some(bytes) = fjord_storage::io::read_file(&path, 1024 * 1024).await? {
             let text = String::from_utf8_lossy(&bytes);
             let mut lines = text.lines();
-            let bad = |reason: &str| ReplicationError::StateFile { path: path.display().to_string(), reason: reason.to_string() };
+            let bad = |reason: &str| ReplicationError::StateFile {
+                path: path.display().to_string(),
+                reason: reason.to_string(),
+            };
             if lines.next().map(str::trim) != Some("0") {
                 return Err(bad("unknown version"));
             }
-            let count: usize = lines.next().and_then(|l| l.trim().parse().ok()).ok_or_else(|| bad("bad entry count"))?;
+            let count: usize = lines
+                .next()
+                .and_then(|l| l.trim().parse().ok())
+                .ok_or_else(|| bad("bad entry count"))?;
             for line in lines.take(count.min(EPOCH_ENTRIES_MAX)) {
                 let mut parts = line.split_whitespace();
-                let epoch = parts.next().and_then(|p| p.parse().ok()).ok_or_else(|| bad("bad epoch"))?;
-                let offset = parts.next().and_then(|p| p.parse().ok()).ok_or_else(|| bad("bad offset"))?;
+                let epoch =
+                    parts.next().and_then(|p| p.parse().ok()).ok_or_else(|| bad("bad epoch"))?;
+                let offset =
+                    parts.next().and_then(|p| p.parse().ok()).ok_or_else(|| bad("bad offset"))?;
                 entries.push((epoch, offset));
             }
         }
@@ -125,7 +133,8 @@ mod tests {
 
     #[test]
     fn end_offsets_follow_kafkas_rules() {
-        let mut cache = LeaderEpochCache { path: PathBuf::from("/nonexistent"), entries: Vec::new() };
+        let mut cache =
+            LeaderEpochCache { path: PathBuf::from("/nonexistent"), entries: Vec::new() };
         assert!(cache.assign(0, 0));
         assert!(!cache.assign(0, 5), "the same epoch adds nothing");
         assert!(cache.assign(3, 100));
@@ -142,7 +151,11 @@ mod tests {
         assert!(cache.truncate_from(250));
         assert_eq!(cache.latest_epoch(), Some(3));
         let mut empty = LeaderEpochCache { path: PathBuf::from("/x"), entries: vec![(4, 10)] };
-        assert_eq!(empty.end_offset_for(3, 20), (3, 10), "below the first epoch: where the first starts");
+        assert_eq!(
+            empty.end_offset_for(3, 20),
+            (3, 10),
+            "below the first epoch: where the first starts"
+        );
         assert!(empty.truncate_from(0));
     }
 }

@@ -32,7 +32,17 @@ impl ReplicaTracker {
         let followers = replicas
             .iter()
             .filter(|r| **r != leader)
-            .map(|r| (*r, FollowerProgress { log_end_offset: -1, last_caught_up_ms: now_ms, last_fetch_ms: now_ms, leader_end_at_last_fetch: i64::MAX }))
+            .map(|r| {
+                (
+                    *r,
+                    FollowerProgress {
+                        log_end_offset: -1,
+                        last_caught_up_ms: now_ms,
+                        last_fetch_ms: now_ms,
+                        leader_end_at_last_fetch: i64::MAX,
+                    },
+                )
+            })
             .collect();
         ReplicaTracker { leader, followers }
     }
@@ -43,7 +53,13 @@ impl ReplicaTracker {
 
     /// Records a fetch by `follower` at `fetch_offset` while the leader's log ends at
     /// `leader_log_end`. Returns false for a broker that is not a replica.
-    pub fn on_fetch(&mut self, follower: i32, fetch_offset: i64, leader_log_end: i64, now_ms: i64) -> bool {
+    pub fn on_fetch(
+        &mut self,
+        follower: i32,
+        fetch_offset: i64,
+        leader_log_end: i64,
+        now_ms: i64,
+    ) -> bool {
         let Some(progress) = self.followers.get_mut(&follower) else { return false };
         progress.log_end_offset = fetch_offset;
         // Kafka's rule: caught up now if it fetched from the log end; caught up as of its
@@ -66,18 +82,31 @@ impl ReplicaTracker {
     /// The smallest log end offset in `isr` (the leader's is `leader_log_end`).
     pub fn high_watermark(&self, isr: &[i32], leader_log_end: i64) -> i64 {
         isr.iter()
-            .map(|r| if *r == self.leader { leader_log_end } else { self.followers.get(r).map_or(-1, |p| p.log_end_offset) })
+            .map(|r| {
+                if *r == self.leader {
+                    leader_log_end
+                } else {
+                    self.followers.get(r).map_or(-1, |p| p.log_end_offset)
+                }
+            })
             .min()
             .unwrap_or(leader_log_end)
     }
 
     /// The in-sync set this leader wants now, if it differs from `isr`.
-    pub fn wanted_isr(&self, isr: &[i32], high_watermark: i64, now_ms: i64, lag_max_ms: i64) -> Option<Vec<i32>> {
+    pub fn wanted_isr(
+        &self,
+        isr: &[i32],
+        high_watermark: i64,
+        now_ms: i64,
+        lag_max_ms: i64,
+    ) -> Option<Vec<i32>> {
         let mut wanted: Vec<i32> = vec![self.leader];
         for (id, progress) in &self.followers {
             let in_sync = isr.contains(id);
             let lagging = now_ms - progress.last_caught_up_ms > lag_max_ms;
-            let caught_up = progress.log_end_offset >= high_watermark && progress.log_end_offset >= 0;
+            let caught_up =
+                progress.log_end_offset >= high_watermark && progress.log_end_offset >= 0;
             if !lagging && (in_sync || caught_up) {
                 wanted.push(*id);
             }
@@ -96,7 +125,11 @@ mod tests {
     #[test]
     fn high_watermark_and_isr() {
         let mut tracker = ReplicaTracker::new(0, &[0, 1, 2], 1_000);
-        assert_eq!(tracker.high_watermark(&[0, 1, 2], 10), -1, "followers not heard from hold the watermark");
+        assert_eq!(
+            tracker.high_watermark(&[0, 1, 2], 10),
+            -1,
+            "followers not heard from hold the watermark"
+        );
         tracker.on_fetch(1, 10, 10, 1_100);
         tracker.on_fetch(2, 7, 10, 1_100);
         assert_eq!(tracker.high_watermark(&[0, 1, 2], 10), 7);

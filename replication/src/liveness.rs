@@ -43,7 +43,12 @@ impl Liveness {
 
     /// Whether broker `id` is alive: its lock is held and its heartbeat is at most
     /// `timeout_ms` old.
-    pub fn is_alive(dir: &Path, id: i32, now_ms: i64, timeout_ms: i64) -> Result<bool, ReplicationError> {
+    pub fn is_alive(
+        dir: &Path,
+        id: i32,
+        now_ms: i64,
+        timeout_ms: i64,
+    ) -> Result<bool, ReplicationError> {
         let path = path(dir, id);
         if !FileLock::is_held(&path)? {
             return Ok(false);

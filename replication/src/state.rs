@@ -78,7 +78,10 @@ impl StateStore {
         let Some(bytes) = fjord_storage::io::read_file(&path, STATE_BYTES_MAX).await? else {
             return Ok(ClusterState::default());
         };
-        let fail = |reason: String| ReplicationError::StateFile { path: path.display().to_string(), reason };
+        let fail = |reason: String| ReplicationError::StateFile {
+            path: path.display().to_string(),
+            reason,
+        };
         let text = String::from_utf8(bytes).map_err(|e| fail(e.to_string()))?;
         let body = verify_checksum(&text).map_err(fail)?;
         toml::from_str(body).map_err(|e| fail(e.to_string()))
@@ -89,7 +92,10 @@ impl StateStore {
     /// costs a read of `VERSION_PEEK_BYTES`, not a parse of the whole file (800 KB of TOML for
     /// 10,000 partitions, parsed every 100 ms, kept a CPU busy). A first line of another form
     /// is read the long way.
-    pub async fn read_newer_than(&self, known: u64) -> Result<Option<ClusterState>, ReplicationError> {
+    pub async fn read_newer_than(
+        &self,
+        known: u64,
+    ) -> Result<Option<ClusterState>, ReplicationError> {
         if self.version().await?.is_some_and(|version| version <= known) {
             return Ok(None);
         }
@@ -113,7 +119,10 @@ impl StateStore {
 
     /// Changes the state under the state lock. `change` returns whether it changed anything;
     /// only then is the file rewritten (with `version + 1`). Returns the state after.
-    pub async fn update<E>(&self, change: impl FnOnce(&mut ClusterState) -> Result<bool, E>) -> Result<Result<ClusterState, E>, ReplicationError> {
+    pub async fn update<E>(
+        &self,
+        change: impl FnOnce(&mut ClusterState) -> Result<bool, E>,
+    ) -> Result<Result<ClusterState, E>, ReplicationError> {
         let _lock = self.lock().await?;
         let mut state = self.read().await?;
         match change(&mut state) {
@@ -121,8 +130,15 @@ impl StateStore {
             Ok(false) => Ok(Ok(state)),
             Ok(true) => {
                 state.version += 1;
-                let text = toml::to_string(&state).map_err(|e| ReplicationError::StateFile { path: self.path().display().to_string(), reason: e.to_string() })?;
-                fjord_storage::io::write_file_atomic(&self.path(), with_checksum(text).into_bytes()).await?;
+                let text = toml::to_string(&state).map_err(|e| ReplicationError::StateFile {
+                    path: self.path().display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                fjord_storage::io::write_file_atomic(
+                    &self.path(),
+                    with_checksum(text).into_bytes(),
+                )
+                .await?;
                 Ok(Ok(state))
             }
         }
@@ -136,7 +152,10 @@ impl StateStore {
                 return Ok(lock);
             }
             if waited >= STATE_LOCK_WAIT_MS_MAX {
-                return Err(ReplicationError::StateFile { path: path.display().to_string(), reason: format!("lock still held after {waited} ms") });
+                return Err(ReplicationError::StateFile {
+                    path: path.display().to_string(),
+                    reason: format!("lock still held after {waited} ms"),
+                });
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
             waited += 5;
@@ -168,11 +187,16 @@ fn with_checksum(mut body: String) -> String {
 }
 
 fn verify_checksum(text: &str) -> Result<&str, String> {
-    let trimmed = text.strip_suffix('\n').ok_or("the file does not end with its checksum line (truncated?)")?;
+    let trimmed = text
+        .strip_suffix('\n')
+        .ok_or("the file does not end with its checksum line (truncated?)")?;
     let split = trimmed.rfind('\n').map_or(0, |i| i + 1);
     let (body, last) = trimmed.split_at(split);
-    let stored = last.strip_prefix(CHECKSUM_PREFIX).ok_or("the last line is not the checksum line (truncated?)")?;
-    let stored = u32::from_str_radix(stored.trim(), 16).map_err(|_e| format!("bad checksum line {last:?}"))?;
+    let stored = last
+        .strip_prefix(CHECKSUM_PREFIX)
+        .ok_or("the last line is not the checksum line (truncated?)")?;
+    let stored = u32::from_str_radix(stored.trim(), 16)
+        .map_err(|_e| format!("bad checksum line {last:?}"))?;
     let actual = crc32c::crc32c(body.as_bytes());
     if stored != actual {
         return Err(format!("checksum mismatch: stored {stored:08x}, computed {actual:08x}"));
@@ -188,7 +212,9 @@ impl Default for ClusterState {
 
 impl ClusterState {
     pub fn partition(&self, topic: &str, index: i32) -> Option<&PartitionState> {
-        self.topics.get(topic).and_then(|t| usize::try_from(index).ok().and_then(|i| t.partitions.get(i)))
+        self.topics
+            .get(topic)
+            .and_then(|t| usize::try_from(index).ok().and_then(|i| t.partitions.get(i)))
     }
 }
 
@@ -198,10 +224,21 @@ mod tests {
 
     #[test]
     fn the_version_is_read_from_the_first_line_the_serializer_writes() {
-        let state = ClusterState { version: 42, controller: 1, topics: BTreeMap::from([("t".to_string(), TopicState { id: "x".into(), config: BTreeMap::new(), partitions: Vec::new() })]) };
+        let state = ClusterState {
+            version: 42,
+            controller: 1,
+            topics: BTreeMap::from([(
+                "t".to_string(),
+                TopicState { id: "x".into(), config: BTreeMap::new(), partitions: Vec::new() },
+            )]),
+        };
         let text = with_checksum(toml::to_string(&state).expect("serialize"));
         assert_eq!(leading_version(text.as_bytes()), Some(42), "{text}");
-        assert_eq!(leading_version(&text.as_bytes()[..12]), Some(42), "a first line without its newline");
+        assert_eq!(
+            leading_version(&text.as_bytes()[..12]),
+            Some(42),
+            "a first line without its newline"
+        );
         for other in ["controller = 1\nversion = 42\n", "version = x\n", ""] {
             assert_eq!(leading_version(other.as_bytes()), None, "{other:?}");
         }
@@ -209,7 +246,9 @@ mod tests {
 
     #[test]
     fn checksum_catches_cuts_at_any_byte() {
-        let text = with_checksum("version = 3\ncontroller = 1\n\n[topics.a]\nid = \"x\"\npartitions = []\n".to_string());
+        let text = with_checksum(
+            "version = 3\ncontroller = 1\n\n[topics.a]\nid = \"x\"\npartitions = []\n".to_string(),
+        );
         assert!(verify_checksum(&text).is_ok());
         for cut in 0..text.len() {
             assert!(verify_checksum(&text[..cut]).is_err(), "a cut at byte {cut} went unnoticed");

@@ -25,8 +25,8 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use kafka_protocol::ResponseError;
 
-use super::client::Client;
 use super::client::list_offsets_by_leader;
+use super::client::Client;
 use super::{error_name, CliError};
 
 /// Requests outstanding per connection at most.
@@ -133,8 +133,17 @@ struct Stats {
 
 impl Stats {
     fn new() -> Arc<Stats> {
-        let histogram = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
-        Arc::new(Stats { finished_us: AtomicU64::new(0), epoch: Instant::now(), records: AtomicU64::new(0), bytes: AtomicU64::new(0), errors: AtomicU64::new(0), latency: Mutex::new((histogram(), histogram())), done: AtomicBool::new(false) })
+        let histogram =
+            || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+        Arc::new(Stats {
+            finished_us: AtomicU64::new(0),
+            epoch: Instant::now(),
+            records: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency: Mutex::new((histogram(), histogram())),
+            done: AtomicBool::new(false),
+        })
     }
     /// Counts completed records and notes when.
     fn complete(&self, records: u64, bytes: u64) {
@@ -165,19 +174,25 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
 
 fn validate(load: &LoadArgs) -> Result<(), CliError> {
     if !(1..=CONNECTIONS_MAX).contains(&load.connections) {
-        return Err(CliError::usage(format!("--connections must be between 1 and {CONNECTIONS_MAX}")));
+        return Err(CliError::usage(format!(
+            "--connections must be between 1 and {CONNECTIONS_MAX}"
+        )));
     }
     if !(1..=INFLIGHT_MAX).contains(&load.inflight) {
         return Err(CliError::usage(format!("--inflight must be between 1 and {INFLIGHT_MAX}")));
     }
     if load.record_bytes < 8 || load.record_bytes > RECORD_BYTES_MAX {
-        return Err(CliError::usage(format!("--record-bytes must be between 8 and {RECORD_BYTES_MAX}")));
+        return Err(CliError::usage(format!(
+            "--record-bytes must be between 8 and {RECORD_BYTES_MAX}"
+        )));
     }
     if !matches!(load.acks, -1..=1) {
         return Err(CliError::usage("--acks must be -1, 0 or 1"));
     }
     if load.partitions < 1 || load.batch_records == 0 || load.records == 0 {
-        return Err(CliError::usage("--partitions, --batch-records and --records must be at least 1"));
+        return Err(CliError::usage(
+            "--partitions, --batch-records and --records must be at least 1",
+        ));
     }
     Ok(())
 }
@@ -196,7 +211,12 @@ fn load_run(mode: &'static str, load: LoadArgs) -> Result<(), CliError> {
     // Consumers start at the end (e2e) or the beginning, fixed before any producer runs:
     // one ListOffsets per leader.
     let starts = if consuming {
-        list_offsets_by_leader(&mut client, &load.topic, leaders.iter().map(|(&p, &leader)| (p, leader)), if e2e { -1 } else { -2 })?
+        list_offsets_by_leader(
+            &mut client,
+            &load.topic,
+            leaders.iter().map(|(&p, &leader)| (p, leader)),
+            if e2e { -1 } else { -2 },
+        )?
     } else {
         BTreeMap::new()
     };
@@ -213,15 +233,24 @@ fn load_run(mode: &'static str, load: LoadArgs) -> Result<(), CliError> {
         let connections = load.connections;
         for c in 0..connections {
             let mine: Vec<i32> = if connections <= partitions.len() {
-                partitions.iter().enumerate().filter(|(i, _)| i % connections == c).map(|(_, p)| *p).collect()
+                partitions
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % connections == c)
+                    .map(|(_, p)| *p)
+                    .collect()
             } else {
                 vec![partitions[c % partitions.len()]]
             };
-            let share = target / connections as u64 + u64::from((c as u64) < target % connections as u64);
+            let share =
+                target / connections as u64 + u64::from((c as u64) < target % connections as u64);
             let mut load = load.clone();
             load.connections = connections;
-            let (leaders, addresses, stats) = (leaders.clone(), addresses.clone(), Arc::clone(&produce_stats));
-            producer_handles.push(std::thread::spawn(move || produce_worker(&load, &mine, &leaders, &addresses, share, e2e, &stats)));
+            let (leaders, addresses, stats) =
+                (leaders.clone(), addresses.clone(), Arc::clone(&produce_stats));
+            producer_handles.push(std::thread::spawn(move || {
+                produce_worker(&load, &mine, &leaders, &addresses, share, e2e, &stats)
+            }));
         }
         // Joins the producers, then tells consumers that no more data is coming.
         let done = Arc::clone(&producers_done);
@@ -241,10 +270,19 @@ fn load_run(mode: &'static str, load: LoadArgs) -> Result<(), CliError> {
     if consuming {
         let consumers = load.connections.min(partitions.len());
         for c in 0..consumers {
-            let mine: Vec<i32> = partitions.iter().copied().filter(|p| (*p as usize) % consumers == c).collect();
-            let (load, leaders, addresses, stats, done) = (load.clone(), leaders.clone(), addresses.clone(), Arc::clone(&stats), Arc::clone(&producers_done));
+            let mine: Vec<i32> =
+                partitions.iter().copied().filter(|p| (*p as usize) % consumers == c).collect();
+            let (load, leaders, addresses, stats, done) = (
+                load.clone(),
+                leaders.clone(),
+                addresses.clone(),
+                Arc::clone(&stats),
+                Arc::clone(&producers_done),
+            );
             let starts: BTreeMap<i32, i64> = mine.iter().map(|p| (*p, starts[p])).collect();
-            handles.push(std::thread::spawn(move || consume_worker(&load, starts, &leaders, &addresses, target, e2e, &stats, &done)));
+            handles.push(std::thread::spawn(move || {
+                consume_worker(&load, starts, &leaders, &addresses, target, e2e, &stats, &done)
+            }));
         }
     }
     let samples = progress(&stats, target, started, load.json, &handles);
@@ -283,9 +321,12 @@ fn load_run(mode: &'static str, load: LoadArgs) -> Result<(), CliError> {
         summary.print(&load);
     }
     if let Some(dir) = &load.report {
-        std::fs::create_dir_all(dir).map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
-        std::fs::write(dir.join(format!("{mode}.json")), format!("{json}\n")).map_err(|e| CliError::failure(format!("cannot write report: {e}")))?;
-        std::fs::write(dir.join(format!("{mode}.svg")), svg_chart(mode, &samples)).map_err(|e| CliError::failure(format!("cannot write report: {e}")))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::write(dir.join(format!("{mode}.json")), format!("{json}\n"))
+            .map_err(|e| CliError::failure(format!("cannot write report: {e}")))?;
+        std::fs::write(dir.join(format!("{mode}.svg")), svg_chart(mode, &samples))
+            .map_err(|e| CliError::failure(format!("cannot write report: {e}")))?;
         if !load.json {
             eprintln!("report written to {}", dir.display());
         }
@@ -341,7 +382,10 @@ impl Summary {
             self.mode, self.records, load.record_bytes, self.seconds, rps, mbps
         );
         let what = if self.mode == "e2e" { "produce-to-consume" } else { "request" };
-        println!("{what} latency (µs): p50 {}  p99 {}  p99.9 {}  max {}", self.p50, self.p99, self.p999, self.max);
+        println!(
+            "{what} latency (µs): p50 {}  p99 {}  p99.9 {}  max {}",
+            self.p50, self.p99, self.p999, self.max
+        );
         if self.errors > 0 {
             println!("errors: {}", self.errors);
         }
@@ -359,7 +403,11 @@ fn ensure_topic(client: &mut Client, load: &LoadArgs) -> Result<BTreeMap<i32, i3
     let response = client.send(-1, &request)?;
     if let Some(result) = response.topics.first() {
         if result.error_code != 0 && result.error_code != ResponseError::TopicAlreadyExists.code() {
-            return Err(CliError::failure(format!("cannot create topic {}: {}", load.topic, error_name(result.error_code))));
+            return Err(CliError::failure(format!(
+                "cannot create topic {}: {}",
+                load.topic,
+                error_name(result.error_code)
+            )));
         }
     }
     // A new topic may be listed before its partitions have leaders, and a leader may be
@@ -367,7 +415,12 @@ fn ensure_topic(client: &mut Client, load: &LoadArgs) -> Result<BTreeMap<i32, i3
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(TOPIC_READY_MS_MAX);
     loop {
         let failure = match topic_leaders(client, &load.topic) {
-            Ok(leaders) => match super::client::list_offsets_by_leader(client, &load.topic, leaders.iter().map(|(p, l)| (*p, *l)), -1) {
+            Ok(leaders) => match super::client::list_offsets_by_leader(
+                client,
+                &load.topic,
+                leaders.iter().map(|(p, l)| (*p, *l)),
+                -1,
+            ) {
                 Ok(_) => return Ok(leaders),
                 Err(error) => error,
             },
@@ -388,12 +441,18 @@ const TOPIC_READY_RETRY_MS: u64 = 100;
 /// Partition -> leader of `topic`, once every partition has one.
 fn topic_leaders(client: &mut Client, topic_name: &str) -> Result<BTreeMap<i32, i32>, CliError> {
     let metadata = client.metadata(Some(&[topic_name.to_string()]), false)?;
-    let topic = metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
+    let topic =
+        metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
     if topic.error_code != 0 {
-        return Err(CliError::failure(format!("topic {topic_name}: {}", error_name(topic.error_code))));
+        return Err(CliError::failure(format!(
+            "topic {topic_name}: {}",
+            error_name(topic.error_code)
+        )));
     }
     if topic.partitions.is_empty() || topic.partitions.iter().any(|p| p.leader_id.0 < 0) {
-        return Err(CliError::failure(format!("topic {topic_name} has partitions without a leader yet")));
+        return Err(CliError::failure(format!(
+            "topic {topic_name} has partitions without a leader yet"
+        )));
     }
     Ok(topic.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect())
 }
@@ -421,16 +480,26 @@ impl Wire {
             .map_err(|e| CliError::failure(format!("cannot resolve {address}: {e}")))?
             .next()
             .ok_or_else(|| CliError::failure(format!("no address for {address}")))?;
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| CliError::failure(format!("cannot connect to {address}: {e}")))?;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .map_err(|e| CliError::failure(format!("cannot connect to {address}: {e}")))?;
         let _ = stream.set_nodelay(true);
         let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
         Ok(Wire { stream, correlation_id: 0, address: address.to_string(), buf: BytesMut::new() })
     }
 
-    fn send<R: Encodable + HeaderVersion>(&mut self, key: ApiKey, version: i16, request: &R) -> Result<i32, CliError> {
+    fn send<R: Encodable + HeaderVersion>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        request: &R,
+    ) -> Result<i32, CliError> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
-        let frame = crate::protocol::encode_request(key, version, self.correlation_id, CLIENT_ID, request).map_err(|e| CliError::failure(format!("encode: {e}")))?;
-        self.stream.write_all(&frame).map_err(|e| CliError::failure(format!("send to {}: {e}", self.address)))?;
+        let frame =
+            crate::protocol::encode_request(key, version, self.correlation_id, CLIENT_ID, request)
+                .map_err(|e| CliError::failure(format!("encode: {e}")))?;
+        self.stream
+            .write_all(&frame)
+            .map_err(|e| CliError::failure(format!("send to {}: {e}", self.address)))?;
         Ok(self.correlation_id)
     }
 
@@ -438,10 +507,17 @@ impl Wire {
     /// vectored write: the records go to the socket from where they are, not copied into an
     /// encoded request first (the load generator shares two cores with the broker it
     /// measures).
-    fn send_produce(&mut self, acks: i16, timeout_ms: i32, topic: &str, parts: &[(i32, Bytes)]) -> Result<i32, CliError> {
+    fn send_produce(
+        &mut self,
+        acks: i16,
+        timeout_ms: i32,
+        topic: &str,
+        parts: &[(i32, Bytes)],
+    ) -> Result<i32, CliError> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
         let pieces = produce_pieces(self.correlation_id, acks, timeout_ms, topic, parts);
-        write_all_pieces(&mut self.stream, &pieces).map_err(|e| CliError::failure(format!("send to {}: {e}", self.address)))?;
+        write_all_pieces(&mut self.stream, &pieces)
+            .map_err(|e| CliError::failure(format!("send to {}: {e}", self.address)))?;
         Ok(self.correlation_id)
     }
 
@@ -449,7 +525,9 @@ impl Wire {
     /// writer and this reader both rely on, so the correlation id is not checked here.
     fn receive<T: Decodable>(&mut self, key: ApiKey, version: i16) -> Result<T, CliError> {
         let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size).map_err(|e| CliError::failure(format!("receive from {}: {e}", self.address)))?;
+        self.stream
+            .read_exact(&mut size)
+            .map_err(|e| CliError::failure(format!("receive from {}: {e}", self.address)))?;
         let size = i32::from_be_bytes(size);
         if size < 4 || size as usize > RESPONSE_BYTES_MAX {
             return Err(CliError::failure(format!("{} sent a {size}-byte response", self.address)));
@@ -457,9 +535,11 @@ impl Wire {
         // Reclaims the memory of the previous response if nothing refers to it any more.
         self.buf.clear();
         self.buf.reserve(size as usize);
-        read_into_spare(&self.stream, &mut self.buf, size as usize).map_err(|e| CliError::failure(format!("receive from {}: {e}", self.address)))?;
+        read_into_spare(&self.stream, &mut self.buf, size as usize)
+            .map_err(|e| CliError::failure(format!("receive from {}: {e}", self.address)))?;
         let payload = self.buf.split().freeze();
-        crate::protocol::decode_response(key, version, None, payload).map_err(|e| CliError::failure(format!("bad {key:?} response: {e:#}")))
+        crate::protocol::decode_response(key, version, None, payload)
+            .map_err(|e| CliError::failure(format!("bad {key:?} response: {e:#}")))
     }
 }
 
@@ -499,8 +579,14 @@ fn read_into_spare(stream: &TcpStream, buf: &mut BytesMut, len: usize) -> std::i
 /// connected stream, and a second thread hands each chunk it reads (up to 1 MiB) to `take`.
 /// Bytes per second, from before the connect to the last byte taken; `what` names the case
 /// in errors.
-fn loopback_stream(what: &str, total: u64, send: impl FnOnce(&mut TcpStream) -> std::io::Result<()>, mut take: impl FnMut(&[u8]) -> std::io::Result<()> + Send + 'static) -> Result<f64, CliError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| CliError::failure(format!("{what}: bind: {e}")))?;
+fn loopback_stream(
+    what: &str,
+    total: u64,
+    send: impl FnOnce(&mut TcpStream) -> std::io::Result<()>,
+    mut take: impl FnMut(&[u8]) -> std::io::Result<()> + Send + 'static,
+) -> Result<f64, CliError> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| CliError::failure(format!("{what}: bind: {e}")))?;
     let address = listener.local_addr().map_err(|e| CliError::failure(format!("{what}: {e}")))?;
     let reader = std::thread::spawn(move || -> std::io::Result<u64> {
         let (mut socket, _) = listener.accept()?;
@@ -517,11 +603,15 @@ fn loopback_stream(what: &str, total: u64, send: impl FnOnce(&mut TcpStream) -> 
         Ok(got)
     });
     let started = Instant::now();
-    let mut stream = TcpStream::connect(address).map_err(|e| CliError::failure(format!("{what}: connect: {e}")))?;
+    let mut stream = TcpStream::connect(address)
+        .map_err(|e| CliError::failure(format!("{what}: connect: {e}")))?;
     let sent = send(&mut stream);
     drop(stream);
     // The reader's own failure (a full disk, say) explains a failed send, so it comes first.
-    let got = reader.join().map_err(|_| CliError::failure(format!("{what}: the reader panicked")))?.map_err(|e| CliError::failure(format!("{what}: read: {e}")))?;
+    let got = reader
+        .join()
+        .map_err(|_| CliError::failure(format!("{what}: the reader panicked")))?
+        .map_err(|e| CliError::failure(format!("{what}: read: {e}")))?;
     sent.map_err(|e| CliError::failure(format!("{what}: send: {e}")))?;
     if got < total {
         return Err(CliError::failure(format!("{what}: {got} of {total} bytes arrived")));
@@ -540,13 +630,19 @@ impl Drop for RemoveOnDrop {
 
 /// Sends the first `total` bytes of `file` into `stream` with `sendfile(2)`, at most
 /// `chunk_bytes` per call.
-fn send_file(stream: &mut TcpStream, file: &std::fs::File, total: u64, chunk_bytes: usize) -> std::io::Result<()> {
+fn send_file(
+    stream: &mut TcpStream,
+    file: &std::fs::File,
+    total: u64,
+    chunk_bytes: usize,
+) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let mut offset: libc::off_t = 0;
     while (offset as u64) < total {
         let want = (total - offset as u64).min(chunk_bytes as u64) as usize;
         // SAFETY: both descriptors are open for the call; the kernel advances `offset`.
-        let sent = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut offset, want) };
+        let sent =
+            unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut offset, want) };
         match sent {
             0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             n if n > 0 => {}
@@ -563,7 +659,12 @@ fn send_file(stream: &mut TcpStream, file: &std::fs::File, total: u64, chunk_byt
 
 /// Sends the first `total` bytes of `file` into `stream` through a buffer of `chunk_bytes`
 /// (pread, then write).
-fn copy_file(stream: &mut TcpStream, file: &std::fs::File, total: u64, chunk_bytes: usize) -> std::io::Result<()> {
+fn copy_file(
+    stream: &mut TcpStream,
+    file: &std::fs::File,
+    total: u64,
+    chunk_bytes: usize,
+) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; chunk_bytes];
     let mut position = 0u64;
@@ -583,7 +684,13 @@ const CLIENT_ID: &str = "fjord-bench";
 /// of one topic, framed, as pieces to write one after the other: small encoded parts, and
 /// each partition's records as given. Byte for byte what the codec encodes
 /// (`produce_pieces_match_the_codec`).
-fn produce_pieces(correlation_id: i32, acks: i16, timeout_ms: i32, topic: &str, parts: &[(i32, Bytes)]) -> Vec<Bytes> {
+fn produce_pieces(
+    correlation_id: i32,
+    acks: i16,
+    timeout_ms: i32,
+    topic: &str,
+    parts: &[(i32, Bytes)],
+) -> Vec<Bytes> {
     use bytes::BufMut;
     let put_string = |out: &mut BytesMut, text: &str| {
         out.put_i16(text.len() as i16);
@@ -624,7 +731,8 @@ fn produce_pieces(correlation_id: i32, acks: i16, timeout_ms: i32, topic: &str, 
 
 /// Writes every piece, in order, with vectored writes.
 fn write_all_pieces(stream: &mut TcpStream, pieces: &[Bytes]) -> std::io::Result<()> {
-    let mut slices: Vec<std::io::IoSlice<'_>> = pieces.iter().filter(|p| !p.is_empty()).map(|p| std::io::IoSlice::new(p)).collect();
+    let mut slices: Vec<std::io::IoSlice<'_>> =
+        pieces.iter().filter(|p| !p.is_empty()).map(|p| std::io::IoSlice::new(p)).collect();
     let mut rest = &mut slices[..];
     while !rest.is_empty() {
         match stream.write_vectored(rest) {
@@ -645,9 +753,14 @@ fn init_producer_id(wire: &mut Wire) -> Result<(i64, i16), CliError> {
     request.producer_id = ProducerId(-1);
     request.producer_epoch = -1;
     wire.send(ApiKey::InitProducerId, INIT_PRODUCER_ID_VERSION, &request)?;
-    let response: InitProducerIdResponse = wire.receive(ApiKey::InitProducerId, INIT_PRODUCER_ID_VERSION)?;
+    let response: InitProducerIdResponse =
+        wire.receive(ApiKey::InitProducerId, INIT_PRODUCER_ID_VERSION)?;
     if response.error_code != 0 {
-        return Err(CliError::failure(format!("InitProducerId at {} failed: {}", wire.address, error_name(response.error_code))));
+        return Err(CliError::failure(format!(
+            "InitProducerId at {} failed: {}",
+            wire.address,
+            error_name(response.error_code)
+        )));
     }
     Ok((response.producer_id.0, response.producer_epoch))
 }
@@ -657,7 +770,9 @@ fn batch_for(records: usize, record_bytes: usize, stamp: Option<u64>) -> Bytes {
     if let Some(micros) = stamp {
         value[..8].copy_from_slice(&micros.to_be_bytes());
     }
-    let list: Vec<build::Record<'_>> = (0..records).map(|_| build::Record { key: None, value: Some(&value), timestamp_delta: 0 }).collect();
+    let list: Vec<build::Record<'_>> = (0..records)
+        .map(|_| build::Record { key: None, value: Some(&value), timestamp_delta: 0 })
+        .collect();
     Bytes::from(build::batch(&list, (now_micros() / 1000) as i64))
 }
 
@@ -686,32 +801,57 @@ fn produce_worker(
     let mut wires = Vec::new();
     let mut readers = Vec::new();
     for (leader, parts) in by_leader {
-        let address = addresses.get(&leader).ok_or_else(|| CliError::failure(format!("no address for broker {leader}")))?;
+        let address = addresses
+            .get(&leader)
+            .ok_or_else(|| CliError::failure(format!("no address for broker {leader}")))?;
         let mut wire = Wire::connect(address)?;
         // (producer id, epoch) of this connection, asked before the reader thread starts
         // taking the responses; the next sequence per partition is kept beside the wire.
         let producer = if load.idempotent { Some(init_producer_id(&mut wire)?) } else { None };
-        let inflight = Arc::new(InFlight { queue: Mutex::new(VecDeque::new()), space: std::sync::Condvar::new() });
+        let inflight = Arc::new(InFlight {
+            queue: Mutex::new(VecDeque::new()),
+            space: std::sync::Condvar::new(),
+        });
         if load.acks != 0 {
-            let mut reader = Wire { stream: wire.stream.try_clone().map_err(|e| CliError::failure(e.to_string()))?, correlation_id: 0, address: wire.address.clone(), buf: BytesMut::new() };
-            let (inflight, stats, record_bytes) = (Arc::clone(&inflight), Arc::clone(stats), load.record_bytes as u64);
+            let mut reader = Wire {
+                stream: wire.stream.try_clone().map_err(|e| CliError::failure(e.to_string()))?,
+                correlation_id: 0,
+                address: wire.address.clone(),
+                buf: BytesMut::new(),
+            };
+            let (inflight, stats, record_bytes) =
+                (Arc::clone(&inflight), Arc::clone(stats), load.record_bytes as u64);
             readers.push(std::thread::spawn(move || -> Result<(), CliError> {
                 loop {
-                    let response: ProduceResponse = match reader.receive(ApiKey::Produce, PRODUCE_VERSION) {
-                        Ok(response) => response,
-                        // The writer shuts the socket down once everything was answered.
-                        Err(_) if inflight.queue.lock().expect("inflight lock").is_empty() => return Ok(()),
-                        Err(error) => return Err(error),
-                    };
+                    let response: ProduceResponse =
+                        match reader.receive(ApiKey::Produce, PRODUCE_VERSION) {
+                            Ok(response) => response,
+                            // The writer shuts the socket down once everything was answered.
+                            Err(_) if inflight.queue.lock().expect("inflight lock").is_empty() => {
+                                return Ok(())
+                            }
+                            Err(error) => return Err(error),
+                        };
                     let (at, count) = {
                         let mut queue = inflight.queue.lock().expect("inflight lock");
-                        let front = queue.pop_front().ok_or_else(|| CliError::failure("a response nobody asked for"))?;
+                        let front = queue
+                            .pop_front()
+                            .ok_or_else(|| CliError::failure("a response nobody asked for"))?;
                         inflight.space.notify_all();
                         front
                     };
-                    if let Some(p) = response.responses.iter().flat_map(|t| &t.partition_responses).find(|p| p.error_code != 0) {
+                    if let Some(p) = response
+                        .responses
+                        .iter()
+                        .flat_map(|t| &t.partition_responses)
+                        .find(|p| p.error_code != 0)
+                    {
                         stats.errors.fetch_add(1, Ordering::Relaxed);
-                        return Err(CliError::failure(format!("produce to partition {} failed: {}", p.index, error_name(p.error_code))));
+                        return Err(CliError::failure(format!(
+                            "produce to partition {} failed: {}",
+                            p.index,
+                            error_name(p.error_code)
+                        )));
                     }
                     if !e2e {
                         stats.record_latency(at.elapsed().as_micros() as u64, 1);
@@ -743,10 +883,16 @@ fn produce_worker(
         if load.acks != 0 {
             let mut queue = inflight.queue.lock().expect("inflight lock");
             while queue.len() >= load.inflight {
-                let (next, timeout) = inflight.space.wait_timeout(queue, Duration::from_secs(60)).expect("inflight lock");
+                let (next, timeout) = inflight
+                    .space
+                    .wait_timeout(queue, Duration::from_secs(60))
+                    .expect("inflight lock");
                 queue = next;
                 if timeout.timed_out() {
-                    return Err(CliError::failure(format!("no produce response from {} in 60 s", wire.address)));
+                    return Err(CliError::failure(format!(
+                        "no produce response from {} in 60 s",
+                        wire.address
+                    )));
                 }
             }
         }
@@ -789,7 +935,8 @@ fn produce_worker(
     for (wire, _, inflight, _, _) in &wires {
         let mut queue = inflight.queue.lock().expect("inflight lock");
         while !queue.is_empty() {
-            let (next, timeout) = inflight.space.wait_timeout(queue, Duration::from_secs(60)).expect("inflight lock");
+            let (next, timeout) =
+                inflight.space.wait_timeout(queue, Duration::from_secs(60)).expect("inflight lock");
             queue = next;
             if timeout.timed_out() {
                 break;
@@ -818,7 +965,9 @@ fn consume_worker(
         return Ok(());
     };
     let leader = leaders[&first];
-    let address = addresses.get(&leader).ok_or_else(|| CliError::failure(format!("no address for broker {leader}")))?;
+    let address = addresses
+        .get(&leader)
+        .ok_or_else(|| CliError::failure(format!("no address for broker {leader}")))?;
     let mut wire = Wire::connect(address)?;
     let mut idle_rounds = 0u32;
     while stats.records.load(Ordering::Relaxed) < target {
@@ -847,7 +996,11 @@ fn consume_worker(
         for t in &response.responses {
             for data in &t.partitions {
                 if data.error_code != 0 {
-                    return Err(CliError::failure(format!("fetch partition {}: {}", data.partition_index, error_name(data.error_code))));
+                    return Err(CliError::failure(format!(
+                        "fetch partition {}: {}",
+                        data.partition_index,
+                        error_name(data.error_code)
+                    )));
                 }
                 let Some(position) = positions.get_mut(&data.partition_index) else { continue };
                 let Some(records) = &data.records else { continue };
@@ -933,7 +1086,13 @@ fn first_value_at(batch: &[u8]) -> Option<usize> {
 }
 
 /// Draws the progress bar until the workers finish; returns the per-interval samples.
-fn progress(stats: &Stats, target: u64, started: Instant, quiet: bool, handles: &[std::thread::JoinHandle<Result<(), CliError>>]) -> Vec<Sample> {
+fn progress(
+    stats: &Stats,
+    target: u64,
+    started: Instant,
+    quiet: bool,
+    handles: &[std::thread::JoinHandle<Result<(), CliError>>],
+) -> Vec<Sample> {
     let mut samples = Vec::new();
     let mut last_records = 0u64;
     let mut last = Instant::now();
@@ -954,7 +1113,14 @@ fn progress(stats: &Stats, target: u64, started: Instant, quiet: bool, handles: 
             if !quiet {
                 let fraction = (records as f64 / target as f64).min(1.0);
                 let filled = (fraction * 30.0) as usize;
-                eprint!("\r[{}{}] {:>3.0}% {:>10.0} records/s  p99 {:>7} µs ", "=".repeat(filled), " ".repeat(30 - filled), fraction * 100.0, rate, p99);
+                eprint!(
+                    "\r[{}{}] {:>3.0}% {:>10.0} records/s  p99 {:>7} µs ",
+                    "=".repeat(filled),
+                    " ".repeat(30 - filled),
+                    fraction * 100.0,
+                    rate,
+                    p99
+                );
                 let _ = std::io::stderr().flush();
             }
             last_records = records;
@@ -978,7 +1144,13 @@ fn svg_chart(mode: &str, samples: &[Sample]) -> String {
     let line = |values: &dyn Fn(&Sample) -> f64, max: f64, top: f64| -> String {
         samples
             .iter()
-            .map(|s| format!("{:.1},{:.1}", pad + s.0 / t_max * (width - 2.0 * pad), top + height - pad - values(s) / max * (height - 2.0 * pad)))
+            .map(|s| {
+                format!(
+                    "{:.1},{:.1}",
+                    pad + s.0 / t_max * (width - 2.0 * pad),
+                    top + height - pad - values(s) / max * (height - 2.0 * pad)
+                )
+            })
             .collect::<Vec<_>>()
             .join(" ")
     };
@@ -1005,7 +1177,9 @@ fn svg_chart(mode: &str, samples: &[Sample]) -> String {
 
 fn run_baseline(args: BaselineArgs) -> Result<(), CliError> {
     if args.chunk_bytes == 0 || args.chunk_bytes > 64 << 20 || args.bytes == 0 {
-        return Err(CliError::usage("--chunk-bytes must be between 1 and 64 MiB and --bytes at least 1"));
+        return Err(CliError::usage(
+            "--chunk-bytes must be between 1 and 64 MiB and --bytes at least 1",
+        ));
     }
     // Loopback TCP: one stream, large writes, a reader that only counts.
     let total = args.bytes;
@@ -1030,7 +1204,9 @@ fn run_baseline(args: BaselineArgs) -> Result<(), CliError> {
     let _remove = RemoveOnDrop(path.clone());
     let write = |sync: bool| -> Result<f64, CliError> {
         fjord_storage::io::block_on(async {
-            let file = fjord_storage::io::File::open_rw(&path, true).await.map_err(|e| CliError::failure(e.to_string()))?;
+            let file = fjord_storage::io::File::open_rw(&path, true)
+                .await
+                .map_err(|e| CliError::failure(e.to_string()))?;
             file.set_len(0).map_err(|e| CliError::failure(e.to_string()))?;
             let started = Instant::now();
             let mut position = 0u64;
@@ -1064,7 +1240,13 @@ fn run_baseline(args: BaselineArgs) -> Result<(), CliError> {
     // The least a broker's produce does with each byte: the same stream, with the reader
     // writing every chunk it reads at the next position of a file (plain pwrite, into the
     // pages the passes above just freed), and nothing else (no request parsing, no CRC).
-    let into = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(|e| CliError::failure(format!("cannot open {}: {e}", path.display())))?;
+    let into = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| CliError::failure(format!("cannot open {}: {e}", path.display())))?;
     let mut position = 0u64;
     let into_file = loopback_stream("loopback into a file", total, send_chunks, move |bytes| {
         use std::os::unix::fs::FileExt;
@@ -1074,16 +1256,28 @@ fn run_baseline(args: BaselineArgs) -> Result<(), CliError> {
     })?;
     // The least a consume from the page cache does: that file, now cached, sent to the
     // stream with sendfile (no copy on the sending side), to a reader that only counts.
-    let from = std::fs::File::open(&path).map_err(|e| CliError::failure(format!("cannot open {}: {e}", path.display())))?;
+    let from = std::fs::File::open(&path)
+        .map_err(|e| CliError::failure(format!("cannot open {}: {e}", path.display())))?;
     // Written back first, so the flusher does not share the measured seconds.
-    from.sync_data().map_err(|e| CliError::failure(format!("cannot sync {}: {e}", path.display())))?;
+    from.sync_data()
+        .map_err(|e| CliError::failure(format!("cannot sync {}: {e}", path.display())))?;
     let chunk_bytes = args.chunk_bytes;
-    let from_file = loopback_stream("file to loopback", total, |stream| send_file(stream, &from, total, chunk_bytes), |_| Ok(()))?;
+    let from_file = loopback_stream(
+        "file to loopback",
+        total,
+        |stream| send_file(stream, &from, total, chunk_bytes),
+        |_| Ok(()),
+    )?;
     // The same through user space (pread into a buffer, then write): on loopback the reader
     // copies either way, and page-cache pages reach it as one socket fragment per page, so
     // this copy can outrun sendfile; Fjord splices (no copy on its side), as it must for a
     // network card. Reported so the consume rows can be read against both.
-    let copied_file = loopback_stream("file copied to loopback", total, |stream| copy_file(stream, &from, total, chunk_bytes), |_| Ok(()))?;
+    let copied_file = loopback_stream(
+        "file copied to loopback",
+        total,
+        |stream| copy_file(stream, &from, total, chunk_bytes),
+        |_| Ok(()),
+    )?;
     drop(from);
     if args.json {
         println!(
@@ -1110,7 +1304,11 @@ mod tests {
 
     #[test]
     fn produce_pieces_match_the_codec() {
-        let parts = [(3, Bytes::from_static(b"first records")), (7, Bytes::new()), (0, Bytes::from(vec![0x5a; 1000]))];
+        let parts = [
+            (3, Bytes::from_static(b"first records")),
+            (7, Bytes::new()),
+            (0, Bytes::from(vec![0x5a; 1000])),
+        ];
         for (acks, parts) in [(1, &parts[..]), (-1, &parts[..1]), (0, &parts[..0])] {
             let mut topic = TopicProduceData::default();
             topic.name = TopicName("bench-topic".to_string().into());
@@ -1124,8 +1322,16 @@ mod tests {
             request.acks = acks;
             request.timeout_ms = PRODUCE_TIMEOUT_MS;
             request.topic_data = vec![topic];
-            let encoded = crate::protocol::encode_request(ApiKey::Produce, PRODUCE_VERSION, 42, CLIENT_ID, &request).expect("encode");
-            let pieces: Vec<u8> = produce_pieces(42, acks, PRODUCE_TIMEOUT_MS, "bench-topic", parts).concat();
+            let encoded = crate::protocol::encode_request(
+                ApiKey::Produce,
+                PRODUCE_VERSION,
+                42,
+                CLIENT_ID,
+                &request,
+            )
+            .expect("encode");
+            let pieces: Vec<u8> =
+                produce_pieces(42, acks, PRODUCE_TIMEOUT_MS, "bench-topic", parts).concat();
             assert_eq!(pieces, encoded.to_vec(), "acks {acks}, {} partitions", parts.len());
         }
     }
@@ -1137,11 +1343,15 @@ mod tests {
         let micros = 1_790_000_000_123_456u64;
         let stamped = stamped(&template, micros);
         assert_eq!(stamped.len(), template.len());
-        let info = validate(&stamped, 1 << 20, Origin::Client).expect("a stamped batch passes the broker's checks");
+        let info = validate(&stamped, 1 << 20, Origin::Client)
+            .expect("a stamped batch passes the broker's checks");
         assert_eq!(info.record_count, 100);
         assert_eq!(first_value_stamp(&stamped), Some(micros));
         let header = BatchHeader::view(&stamped).unwrap();
-        assert_eq!((header.base_timestamp.get(), header.max_timestamp.get()), ((micros / 1000) as i64, (micros / 1000) as i64));
+        assert_eq!(
+            (header.base_timestamp.get(), header.max_timestamp.get()),
+            ((micros / 1000) as i64, (micros / 1000) as i64)
+        );
         // The template itself is untouched, and a value too short for a stamp has none.
         assert_eq!(first_value_stamp(&template), Some(u64::from_be_bytes([0x5a; 8])));
         assert_eq!(first_value_at(&batch_for(1, 7, None)), None);

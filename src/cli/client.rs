@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{ApiKey, BrokerId, ListOffsetsRequest, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, ListOffsetsRequest, MetadataRequest,
+    MetadataResponse, TopicName,
+};
 use kafka_protocol::protocol::Request;
 
 use super::CliError;
@@ -50,7 +53,10 @@ pub struct Client {
 fn connect(address: &str) -> Result<TcpStream, CliError> {
     let addrs: Vec<_> = address
         .to_socket_addrs()
-        .map_err(|e| CliError::usage(format!("cannot resolve {address:?}: {e}")).with_hint("give --bootstrap as HOST:PORT, e.g. 127.0.0.1:9092"))?
+        .map_err(|e| {
+            CliError::usage(format!("cannot resolve {address:?}: {e}"))
+                .with_hint("give --bootstrap as HOST:PORT, e.g. 127.0.0.1:9092")
+        })?
         .collect();
     let mut last = None;
     for addr in addrs {
@@ -64,8 +70,11 @@ fn connect(address: &str) -> Result<TcpStream, CliError> {
             Err(e) => last = Some(e),
         }
     }
-    Err(CliError::failure(format!("cannot connect to {address}: {}", last.map_or("no address".to_string(), |e| e.to_string())))
-        .with_hint("is a broker running there? start one with `fjord serve`"))
+    Err(CliError::failure(format!(
+        "cannot connect to {address}: {}",
+        last.map_or("no address".to_string(), |e| e.to_string())
+    ))
+    .with_hint("is a broker running there? start one with `fjord serve`"))
 }
 
 impl Client {
@@ -74,28 +83,47 @@ impl Client {
     /// separated by commas).
     pub fn connect(bootstrap: &str) -> Result<Client, CliError> {
         let mut last = None;
-        let addresses: Vec<&str> = bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+        let addresses: Vec<&str> =
+            bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
         for (n, address) in addresses.iter().enumerate() {
-            let mut client = Client { bootstrap: address.to_string(), connections: HashMap::new(), brokers: HashMap::new(), correlation_id: 0 };
-            let handshake = if n + 1 < addresses.len() { HANDSHAKE_TIMEOUT } else { REQUEST_TIMEOUT };
+            let mut client = Client {
+                bootstrap: address.to_string(),
+                connections: HashMap::new(),
+                brokers: HashMap::new(),
+                correlation_id: 0,
+            };
+            let handshake =
+                if n + 1 < addresses.len() { HANDSHAKE_TIMEOUT } else { REQUEST_TIMEOUT };
             match client.open(-1, address, handshake) {
                 Ok(()) => return Ok(client),
                 Err(error) => last = Some(error),
             }
         }
-        Err(last.unwrap_or_else(|| CliError::usage("--bootstrap is empty").with_hint("give HOST:PORT, e.g. 127.0.0.1:9092")))
+        Err(last.unwrap_or_else(|| {
+            CliError::usage("--bootstrap is empty").with_hint("give HOST:PORT, e.g. 127.0.0.1:9092")
+        }))
     }
 
     fn open(&mut self, node: i32, address: &str, handshake: Duration) -> Result<(), CliError> {
         let stream = connect(address)?;
         let _ = stream.set_read_timeout(Some(handshake));
         let mut connection = Connection { stream, versions: HashMap::new() };
-        let response: ApiVersionsResponse = exchange(&mut connection, &mut self.correlation_id, &ApiVersionsRequest::default(), 0, address)?;
+        let response: ApiVersionsResponse = exchange(
+            &mut connection,
+            &mut self.correlation_id,
+            &ApiVersionsRequest::default(),
+            0,
+            address,
+        )?;
         let _ = connection.stream.set_read_timeout(Some(REQUEST_TIMEOUT));
         if response.error_code != 0 {
-            return Err(CliError::failure(format!("{address} refused ApiVersions with error {}", response.error_code)));
+            return Err(CliError::failure(format!(
+                "{address} refused ApiVersions with error {}",
+                response.error_code
+            )));
         }
-        connection.versions = response.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
+        connection.versions =
+            response.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
         self.connections.insert(node, connection);
         Ok(())
     }
@@ -108,9 +136,17 @@ impl Client {
 
     /// Like `send`, but at version `version_max` at most (for requests whose fields are
     /// filled for a known range of versions).
-    pub fn send_at_most<R: Request>(&mut self, node: i32, request: &R, version_max: i16) -> Result<R::Response, CliError> {
+    pub fn send_at_most<R: Request>(
+        &mut self,
+        node: i32,
+        request: &R,
+        version_max: i16,
+    ) -> Result<R::Response, CliError> {
         if !self.connections.contains_key(&node) {
-            let address = self.brokers.get(&node).cloned().ok_or_else(|| CliError::failure(format!("no address known for broker {node}")))?;
+            let address =
+                self.brokers.get(&node).cloned().ok_or_else(|| {
+                    CliError::failure(format!("no address known for broker {node}"))
+                })?;
             self.open(node, &address, REQUEST_TIMEOUT)?;
         }
         let address = self.brokers.get(&node).cloned().unwrap_or_else(|| self.bootstrap.clone());
@@ -122,7 +158,9 @@ impl Client {
             .ok_or_else(|| CliError::failure(format!("broker {address} does not serve {key:?}")))?;
         let version = broker_max.min(R::VERSIONS.max).min(version_max);
         if version < broker_min.max(R::VERSIONS.min) {
-            return Err(CliError::failure(format!("broker {address} and fjord share no version of {key:?}")));
+            return Err(CliError::failure(format!(
+                "broker {address} and fjord share no version of {key:?}"
+            )));
         }
         let result = exchange(connection, &mut self.correlation_id, request, version, &address);
         if result.is_err() {
@@ -132,16 +170,30 @@ impl Client {
     }
 
     /// Sends a request that gets no response (Produce with acks=0), at `version_max` at most.
-    pub fn send_without_response<R: Request>(&mut self, node: i32, request: &R, version_max: i16) -> Result<(), CliError> {
+    pub fn send_without_response<R: Request>(
+        &mut self,
+        node: i32,
+        request: &R,
+        version_max: i16,
+    ) -> Result<(), CliError> {
         if !self.connections.contains_key(&node) {
-            let address = self.brokers.get(&node).cloned().ok_or_else(|| CliError::failure(format!("no address known for broker {node}")))?;
+            let address =
+                self.brokers.get(&node).cloned().ok_or_else(|| {
+                    CliError::failure(format!("no address known for broker {node}"))
+                })?;
             self.open(node, &address, REQUEST_TIMEOUT)?;
         }
         let connection = self.connections.get_mut(&node).expect("opened above");
-        let (_, broker_max) = *connection.versions.get(&R::KEY).ok_or_else(|| CliError::failure("broker does not serve this request"))?;
+        let (_, broker_max) = *connection
+            .versions
+            .get(&R::KEY)
+            .ok_or_else(|| CliError::failure("broker does not serve this request"))?;
         let version = broker_max.min(R::VERSIONS.max).min(version_max);
         let frame = encode_request(&mut self.correlation_id, request, version)?;
-        connection.stream.write_all(&frame).map_err(|e| CliError::failure(format!("cannot send: {e}")))
+        connection
+            .stream
+            .write_all(&frame)
+            .map_err(|e| CliError::failure(format!("cannot send: {e}")))
     }
 
     /// The addresses of the brokers learned from Metadata (node id -> HOST:PORT), with the
@@ -156,13 +208,18 @@ impl Client {
     }
 
     /// Fetches metadata (all topics when `topics` is `None`) and learns broker addresses.
-    pub fn metadata(&mut self, topics: Option<&[String]>, allow_auto_create: bool) -> Result<MetadataResponse, CliError> {
+    pub fn metadata(
+        &mut self,
+        topics: Option<&[String]>,
+        allow_auto_create: bool,
+    ) -> Result<MetadataResponse, CliError> {
         let mut request = MetadataRequest::default();
         request.topics = topics.map(|names| {
             names
                 .iter()
                 .map(|n| {
-                    let mut t = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+                    let mut t =
+                        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
                     t.name = Some(TopicName(n.clone().into()));
                     t
                 })
@@ -171,14 +228,22 @@ impl Client {
         request.allow_auto_topic_creation = allow_auto_create;
         let response = self.send(-1, &request)?;
         for broker in &response.brokers {
-            self.brokers.insert(broker.node_id.0, format!("{}:{}", broker.host.as_str(), broker.port));
+            self.brokers
+                .insert(broker.node_id.0, format!("{}:{}", broker.host.as_str(), broker.port));
         }
         Ok(response)
     }
 }
 
-fn exchange<R: Request>(connection: &mut Connection, correlation_id: &mut i32, request: &R, version: i16, address: &str) -> Result<R::Response, CliError> {
-    let io_error = |what: &str, e: std::io::Error| CliError::failure(format!("{what} {address}: {e}"));
+fn exchange<R: Request>(
+    connection: &mut Connection,
+    correlation_id: &mut i32,
+    request: &R,
+    version: i16,
+    address: &str,
+) -> Result<R::Response, CliError> {
+    let io_error =
+        |what: &str, e: std::io::Error| CliError::failure(format!("{what} {address}: {e}"));
     let frame = encode_request(correlation_id, request, version)?;
     connection.stream.write_all(&frame).map_err(|e| io_error("cannot send to", e))?;
 
@@ -189,26 +254,47 @@ fn exchange<R: Request>(connection: &mut Connection, correlation_id: &mut i32, r
         return Err(CliError::failure(format!("{address} sent a response of {size} bytes")));
     }
     let mut payload = vec![0u8; size as usize];
-    connection.stream.read_exact(&mut payload).map_err(|e| io_error("truncated response from", e))?;
+    connection
+        .stream
+        .read_exact(&mut payload)
+        .map_err(|e| io_error("truncated response from", e))?;
     let key = ApiKey::try_from(R::KEY).expect("a known request type");
-    crate::protocol::decode_response(key, version, Some(*correlation_id), Bytes::from(payload)).map_err(|e| CliError::failure(format!("bad response from {address}: {e:#}")))
+    crate::protocol::decode_response(key, version, Some(*correlation_id), Bytes::from(payload))
+        .map_err(|e| CliError::failure(format!("bad response from {address}: {e:#}")))
 }
 
-fn encode_request<R: Request>(correlation_id: &mut i32, request: &R, version: i16) -> Result<BytesMut, CliError> {
+fn encode_request<R: Request>(
+    correlation_id: &mut i32,
+    request: &R,
+    version: i16,
+) -> Result<BytesMut, CliError> {
     *correlation_id = correlation_id.wrapping_add(1);
     let key = ApiKey::try_from(R::KEY).expect("a known request type");
-    crate::protocol::encode_request(key, version, *correlation_id, "fjord-cli", request).map_err(|e| CliError::failure(format!("cannot encode request: {e}")))
+    crate::protocol::encode_request(key, version, *correlation_id, "fjord-cli", request)
+        .map_err(|e| CliError::failure(format!("cannot encode request: {e}")))
 }
 
 /// ListOffsets (-1 latest, -2 earliest) for one partition from its leader.
-pub fn list_offset(client: &mut Client, leader: i32, topic: &str, partition: i32, timestamp: i64) -> Result<i64, CliError> {
+pub fn list_offset(
+    client: &mut Client,
+    leader: i32,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> Result<i64, CliError> {
     Ok(list_offsets(client, leader, topic, &[partition], timestamp)?[&partition])
 }
 
 /// ListOffsets for partitions of `topic` given as (partition, leader): one request per
 /// leader; the offset of each partition (see `list_offset` for `timestamp`).
-pub fn list_offsets_by_leader(client: &mut Client, topic: &str, partitions: impl IntoIterator<Item = (i32, i32)>, timestamp: i64) -> Result<std::collections::BTreeMap<i32, i64>, CliError> {
-    let mut by_leader: std::collections::BTreeMap<i32, Vec<i32>> = std::collections::BTreeMap::new();
+pub fn list_offsets_by_leader(
+    client: &mut Client,
+    topic: &str,
+    partitions: impl IntoIterator<Item = (i32, i32)>,
+    timestamp: i64,
+) -> Result<std::collections::BTreeMap<i32, i64>, CliError> {
+    let mut by_leader: std::collections::BTreeMap<i32, Vec<i32>> =
+        std::collections::BTreeMap::new();
     for (partition, leader) in partitions {
         by_leader.entry(leader).or_default().push(partition);
     }
@@ -221,7 +307,13 @@ pub fn list_offsets_by_leader(client: &mut Client, topic: &str, partitions: impl
 
 /// ListOffsets for several partitions of `topic` led by `leader`, in one request: the
 /// offset of each (see `list_offset` for `timestamp`).
-pub fn list_offsets(client: &mut Client, leader: i32, topic: &str, partitions: &[i32], timestamp: i64) -> Result<std::collections::BTreeMap<i32, i64>, CliError> {
+pub fn list_offsets(
+    client: &mut Client,
+    leader: i32,
+    topic: &str,
+    partitions: &[i32],
+    timestamp: i64,
+) -> Result<std::collections::BTreeMap<i32, i64>, CliError> {
     let mut t = ListOffsetsTopic::default();
     t.name = TopicName(topic.to_string().into());
     t.partitions = partitions
@@ -240,12 +332,18 @@ pub fn list_offsets(client: &mut Client, leader: i32, topic: &str, partitions: &
     let mut offsets = std::collections::BTreeMap::new();
     for answer in response.topics.iter().flat_map(|t| t.partitions.iter()) {
         if answer.error_code != 0 {
-            return Err(CliError::failure(format!("ListOffsets {topic}-{}: {}", answer.partition_index, super::error_name(answer.error_code))));
+            return Err(CliError::failure(format!(
+                "ListOffsets {topic}-{}: {}",
+                answer.partition_index,
+                super::error_name(answer.error_code)
+            )));
         }
         offsets.insert(answer.partition_index, answer.offset);
     }
     if let Some(missing) = partitions.iter().find(|p| !offsets.contains_key(p)) {
-        return Err(CliError::failure(format!("ListOffsets answered nothing for {topic}-{missing}")));
+        return Err(CliError::failure(format!(
+            "ListOffsets answered nothing for {topic}-{missing}"
+        )));
     }
     Ok(offsets)
 }

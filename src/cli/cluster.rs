@@ -57,7 +57,12 @@ enum ClusterCommand {
 /// its CPUs, so unless the flags (or a config file) choose a shard count, each gets
 /// `cpus / brokers` shards (at least 1) rather than the one-per-CPU default of a broker alone.
 fn with_shared_cpus(serve_args: &[String], brokers: usize, cpus: usize) -> Vec<String> {
-    let chosen = serve_args.iter().any(|a| a == "--shards" || a.starts_with("--shards=") || a == "--config" || a.starts_with("--config="));
+    let chosen = serve_args.iter().any(|a| {
+        a == "--shards"
+            || a.starts_with("--shards=")
+            || a == "--config"
+            || a.starts_with("--config=")
+    });
     let mut args = serve_args.to_vec();
     if !chosen {
         args.extend(["--shards".to_string(), (cpus / brokers.max(1)).max(1).to_string()]);
@@ -66,7 +71,8 @@ fn with_shared_cpus(serve_args: &[String], brokers: usize, cpus: usize) -> Vec<S
 }
 
 fn free_port() -> Result<u16, CliError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| CliError::failure(format!("cannot find a free port: {e}")))?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| CliError::failure(format!("cannot find a free port: {e}")))?;
     Ok(listener.local_addr().map_err(|e| CliError::failure(e.to_string()))?.port())
 }
 
@@ -82,7 +88,8 @@ fn running_pid(dir: &Path, id: i32) -> Option<i32> {
 
 fn alive(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
 }
 
 pub fn run(args: ClusterArgs) -> Result<(), CliError> {
@@ -94,15 +101,23 @@ pub fn run(args: ClusterArgs) -> Result<(), CliError> {
 
 fn up(brokers: usize, dir: &Path, serve_args: &[String]) -> Result<(), CliError> {
     if !(1..=LOCAL_BROKERS_MAX).contains(&brokers) {
-        return Err(CliError::usage(format!("--brokers must be between 1 and {LOCAL_BROKERS_MAX}")));
+        return Err(CliError::usage(format!(
+            "--brokers must be between 1 and {LOCAL_BROKERS_MAX}"
+        )));
     }
-    std::fs::create_dir_all(dir).map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
-    let dir = dir.canonicalize().map_err(|e| CliError::failure(format!("{}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
+    let dir =
+        dir.canonicalize().map_err(|e| CliError::failure(format!("{}: {e}", dir.display())))?;
     let file_path = dir.join("cluster.toml");
     if !file_path.exists() {
         let mut entries = Vec::new();
         for id in 0..brokers as i32 {
-            entries.push(BrokerEntry { id, address: format!("127.0.0.1:{}", free_port()?), data_dir: PathBuf::from(format!("broker-{id}")) });
+            entries.push(BrokerEntry {
+                id,
+                address: format!("127.0.0.1:{}", free_port()?),
+                data_dir: PathBuf::from(format!("broker-{id}")),
+            });
         }
         let file = ClusterFile {
             replication_factor: brokers.min(3) as i16,
@@ -110,10 +125,12 @@ fn up(brokers: usize, dir: &Path, serve_args: &[String]) -> Result<(), CliError>
             brokers: entries,
             dir: dir.clone(),
         };
-        std::fs::write(&file_path, file.to_toml()).map_err(|e| CliError::failure(format!("cannot write {}: {e}", file_path.display())))?;
+        std::fs::write(&file_path, file.to_toml())
+            .map_err(|e| CliError::failure(format!("cannot write {}: {e}", file_path.display())))?;
     }
     let file = ClusterFile::load(&file_path).map_err(|e| CliError::failure(e.to_string()))?;
-    let exe = std::env::current_exe().map_err(|e| CliError::failure(format!("cannot find the fjord binary: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::failure(format!("cannot find the fjord binary: {e}")))?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let serve_args = with_shared_cpus(serve_args, file.brokers.len(), cpus);
     for broker in &file.brokers {
@@ -139,15 +156,25 @@ fn up(brokers: usize, dir: &Path, serve_args: &[String]) -> Result<(), CliError>
             .process_group(0)
             .spawn()
             .map_err(|e| CliError::failure(format!("cannot start broker {}: {e}", broker.id)))?;
-        std::fs::write(pid_path(&dir, broker.id), child.id().to_string()).map_err(|e| CliError::failure(format!("cannot write the pid file: {e}")))?;
+        std::fs::write(pid_path(&dir, broker.id), child.id().to_string())
+            .map_err(|e| CliError::failure(format!("cannot write the pid file: {e}")))?;
     }
     let deadline = Instant::now() + START_WAIT;
     for broker in &file.brokers {
-        let address: SocketAddr = broker.address.parse().map_err(|_e| CliError::failure(format!("bad address {}", broker.address)))?;
+        let address: SocketAddr = broker
+            .address
+            .parse()
+            .map_err(|_e| CliError::failure(format!("bad address {}", broker.address)))?;
         while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
             if Instant::now() > deadline || running_pid(&dir, broker.id).is_none() {
-                return Err(CliError::failure(format!("broker {} did not start serving on {}", broker.id, broker.address))
-                    .with_hint(format!("see {}", dir.join(format!("broker-{}.log", broker.id)).display())));
+                return Err(CliError::failure(format!(
+                    "broker {} did not start serving on {}",
+                    broker.id, broker.address
+                ))
+                .with_hint(format!(
+                    "see {}",
+                    dir.join(format!("broker-{}.log", broker.id)).display()
+                )));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -158,7 +185,10 @@ fn up(brokers: usize, dir: &Path, serve_args: &[String]) -> Result<(), CliError>
 }
 
 fn down(dir: &Path) -> Result<(), CliError> {
-    let file = ClusterFile::load(&dir.join("cluster.toml")).map_err(|e| CliError::failure(e.to_string()).with_hint("is this a directory made by `fjord cluster up`?"))?;
+    let file = ClusterFile::load(&dir.join("cluster.toml")).map_err(|e| {
+        CliError::failure(e.to_string())
+            .with_hint("is this a directory made by `fjord cluster up`?")
+    })?;
     let mut pids = Vec::new();
     for broker in &file.brokers {
         if let Some(pid) = running_pid(dir, broker.id) {
@@ -197,7 +227,10 @@ mod tests {
     fn local_brokers_share_the_cpus_unless_told_otherwise() {
         let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(with_shared_cpus(&[], 3, 2), args(&["--shards", "1"]));
-        assert_eq!(with_shared_cpus(&args(&["--retention-ms", "1000"]), 3, 16), args(&["--retention-ms", "1000", "--shards", "5"]));
+        assert_eq!(
+            with_shared_cpus(&args(&["--retention-ms", "1000"]), 3, 16),
+            args(&["--retention-ms", "1000", "--shards", "5"])
+        );
         assert_eq!(with_shared_cpus(&[], 1, 8), args(&["--shards", "8"]));
         for chosen in [&["--shards", "4"][..], &["--shards=4"], &["--config", "f.toml"]] {
             assert_eq!(with_shared_cpus(&args(chosen), 3, 2), args(chosen), "{chosen:?}");

@@ -8,8 +8,8 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::records::RecordBatchDecoder;
 
-use super::client::Client;
 use super::client::list_offset;
+use super::client::Client;
 use super::group::{Membership, Pulse};
 use super::CliError;
 
@@ -65,7 +65,9 @@ fn parse_start(text: &str) -> Result<Start, CliError> {
     match text {
         "beginning" | "earliest" => Ok(Start::Beginning),
         "end" | "latest" => Ok(Start::End),
-        t if t.starts_with('@') => t[1..].parse().map(Start::Timestamp).map_err(|_e| CliError::usage(format!("--from {t:?} is not a timestamp")).with_hint(hint)),
+        t if t.starts_with('@') => t[1..].parse().map(Start::Timestamp).map_err(|_e| {
+            CliError::usage(format!("--from {t:?} is not a timestamp")).with_hint(hint)
+        }),
         t => match t.parse::<i64>() {
             Ok(offset) if offset >= 0 => Ok(Start::Offset(offset)),
             _ => Err(CliError::usage(format!("--from {t:?} is not understood")).with_hint(hint)),
@@ -73,18 +75,26 @@ fn parse_start(text: &str) -> Result<Start, CliError> {
     }
 }
 
-
 pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
     let start = parse_start(&args.from)?;
     let mut client = Client::connect(&args.bootstrap)?;
     let metadata = client.metadata(Some(std::slice::from_ref(&args.topic)), false)?;
-    let topic = metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
+    let topic =
+        metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
     if topic.error_code != 0 {
-        return Err(CliError::failure(format!("topic {}: {}", args.topic, super::error_name(topic.error_code))).with_hint("list topics with `fjord topic list`"));
+        return Err(CliError::failure(format!(
+            "topic {}: {}",
+            args.topic,
+            super::error_name(topic.error_code)
+        ))
+        .with_hint("list topics with `fjord topic list`"));
     }
-    let mut leaders: BTreeMap<i32, i32> = topic.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
+    let mut leaders: BTreeMap<i32, i32> =
+        topic.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
     if let Some(p) = args.partition {
-        let leader = *leaders.get(&p).ok_or_else(|| CliError::usage(format!("topic {} has no partition {p}", args.topic)))?;
+        let leader = *leaders
+            .get(&p)
+            .ok_or_else(|| CliError::usage(format!("topic {} has no partition {p}", args.topic)))?;
         leaders = BTreeMap::from([(p, leader)]);
     }
     let all_leaders = leaders.clone();
@@ -139,7 +149,8 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
             request.max_bytes = FETCH_BYTES;
             request.session_epoch = -1;
             request.topics = vec![fetch_topic];
-            let response = client.send_at_most(leader, &request, super::client::FETCH_VERSION_MAX)?;
+            let response =
+                client.send_at_most(leader, &request, super::client::FETCH_VERSION_MAX)?;
             for topic in &response.responses {
                 for data in &topic.partitions {
                     let partition = data.partition_index;
@@ -150,13 +161,20 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
                             positions.get(&partition).map_or(-1, |p| p.0),
                             super::error_name(data.error_code)
                         ))
-                        .with_hint("the offset may be below the log start (retention) or past the end"));
+                        .with_hint(
+                            "the offset may be below the log start (retention) or past the end",
+                        ));
                     }
                     let Some(entry) = positions.get_mut(&partition) else { continue };
                     entry.1 = data.high_watermark;
                     let Some(mut records) = data.records.clone() else { continue };
                     while whole_batch_available(&records) {
-                        let set = RecordBatchDecoder::decode(&mut records).map_err(|e| CliError::failure(format!("cannot decode records of {}-{partition}: {e}", args.topic)))?;
+                        let set = RecordBatchDecoder::decode(&mut records).map_err(|e| {
+                            CliError::failure(format!(
+                                "cannot decode records of {}-{partition}: {e}",
+                                args.topic
+                            ))
+                        })?;
                         for record in set.records {
                             if record.offset < entry.0 {
                                 continue;
@@ -175,10 +193,15 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
                                 let _ = write!(out, "{}\t", record.timestamp);
                             }
                             if args.print_keys {
-                                let key = record.key.as_ref().map_or(String::new(), |k| String::from_utf8_lossy(k).into_owned());
+                                let key = record.key.as_ref().map_or(String::new(), |k| {
+                                    String::from_utf8_lossy(k).into_owned()
+                                });
                                 let _ = write!(out, "{key}\t");
                             }
-                            let value = record.value.as_ref().map_or(String::new(), |v| String::from_utf8_lossy(v).into_owned());
+                            let value = record
+                                .value
+                                .as_ref()
+                                .map_or(String::new(), |v| String::from_utf8_lossy(v).into_owned());
                             let _ = writeln!(out, "{value}");
                             printed += 1;
                             entry.0 = record.offset + 1;
@@ -193,7 +216,8 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
             let committed = member.commit(&mut client, &next)?;
             let pulse = member.heartbeat_if_due(&mut client)?;
             if !committed || matches!(pulse, Pulse::Rejoin) {
-                leaders = assign(&mut client, member, &all_leaders, &start, &args.topic, &mut positions)?;
+                leaders =
+                    assign(&mut client, member, &all_leaders, &start, &args.topic, &mut positions)?;
             }
         } else if leaders.is_empty() {
             break;
@@ -208,7 +232,13 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn start_position(client: &mut Client, leader: i32, topic: &str, partition: i32, start: &Start) -> Result<i64, CliError> {
+fn start_position(
+    client: &mut Client,
+    leader: i32,
+    topic: &str,
+    partition: i32,
+    start: &Start,
+) -> Result<i64, CliError> {
     Ok(match start {
         Start::Beginning => list_offset(client, leader, topic, partition, -2)?,
         Start::End => list_offset(client, leader, topic, partition, -1)?,
@@ -231,7 +261,10 @@ fn assign(
     positions: &mut BTreeMap<i32, (i64, i64)>,
 ) -> Result<BTreeMap<i32, i32>, CliError> {
     let mine = member.join(client)?;
-    eprintln!("group {}: generation {}, assigned partitions {:?}", member.group, member.generation, mine);
+    eprintln!(
+        "group {}: generation {}, assigned partitions {:?}",
+        member.group, member.generation, mine
+    );
     let committed = member.committed(client, &mine)?;
     positions.clear();
     let mut leaders = BTreeMap::new();

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartitions;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
@@ -68,20 +70,30 @@ pub fn coordinator(client: &mut Client, group: &str) -> Result<i32, CliError> {
     let mut attempt = 1;
     let response = loop {
         let response = client.send_at_most(-1, &request, 3)?;
-        if !COORDINATOR_RETRIABLE.contains(&response.error_code) || attempt >= COORDINATOR_ATTEMPTS_MAX {
+        if !COORDINATOR_RETRIABLE.contains(&response.error_code)
+            || attempt >= COORDINATOR_ATTEMPTS_MAX
+        {
             break response;
         }
         attempt += 1;
         std::thread::sleep(std::time::Duration::from_millis(COORDINATOR_RETRY_MS));
     };
     if response.error_code != 0 {
-        return Err(CliError::failure(format!("cannot find the coordinator of group {group}: {}", error_name(response.error_code))));
+        return Err(CliError::failure(format!(
+            "cannot find the coordinator of group {group}: {}",
+            error_name(response.error_code)
+        )));
     }
     client.add_broker(response.node_id.0, format!("{}:{}", response.host.as_str(), response.port));
     Ok(response.node_id.0)
 }
 
-fn committed_offsets(client: &mut Client, node: i32, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Result<BTreeMap<(String, i32), i64>, CliError> {
+fn committed_offsets(
+    client: &mut Client,
+    node: i32,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<BTreeMap<(String, i32), i64>, CliError> {
     let mut request = OffsetFetchRequest::default();
     request.group_id = GroupId(group.to_string().into());
     request.topics = topics.map(|topics| {
@@ -97,13 +109,21 @@ fn committed_offsets(client: &mut Client, node: i32, group: &str, topics: Option
     });
     let response = client.send_at_most(node, &request, super::client::OFFSET_FETCH_VERSION_MAX)?;
     if response.error_code != 0 {
-        return Err(CliError::failure(format!("OffsetFetch for group {group}: {}", error_name(response.error_code))));
+        return Err(CliError::failure(format!(
+            "OffsetFetch for group {group}: {}",
+            error_name(response.error_code)
+        )));
     }
     let mut out = BTreeMap::new();
     for topic in response.topics {
         for p in topic.partitions {
             if p.error_code != 0 {
-                return Err(CliError::failure(format!("OffsetFetch {}-{}: {}", topic.name.0.as_str(), p.partition_index, error_name(p.error_code))));
+                return Err(CliError::failure(format!(
+                    "OffsetFetch {}-{}: {}",
+                    topic.name.0.as_str(),
+                    p.partition_index,
+                    error_name(p.error_code)
+                )));
             }
             out.insert((topic.name.0.to_string(), p.partition_index), p.committed_offset);
         }
@@ -119,7 +139,11 @@ pub fn decode_assignment(bytes: &Bytes) -> Vec<(String, Vec<i32>)> {
     }
     let version = buf.get_i16().clamp(0, 3);
     match ConsumerProtocolAssignment::decode(&mut buf, version) {
-        Ok(assignment) => assignment.assigned_partitions.into_iter().map(|t| (t.topic.0.to_string(), t.partitions)).collect(),
+        Ok(assignment) => assignment
+            .assigned_partitions
+            .into_iter()
+            .map(|t| (t.topic.0.to_string(), t.partitions))
+            .collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -131,13 +155,24 @@ fn encode_versioned<T: Encodable>(value: &T) -> Bytes {
     buf.freeze()
 }
 
-fn describe_group(client: &mut Client, node: i32, group: &str) -> Result<kafka_protocol::messages::describe_groups_response::DescribedGroup, CliError> {
+fn describe_group(
+    client: &mut Client,
+    node: i32,
+    group: &str,
+) -> Result<kafka_protocol::messages::describe_groups_response::DescribedGroup, CliError> {
     let mut request = DescribeGroupsRequest::default();
     request.groups = vec![GroupId(group.to_string().into())];
     let response = client.send(node, &request)?;
-    let described = response.groups.into_iter().next().ok_or_else(|| CliError::failure("empty DescribeGroups response"))?;
+    let described = response
+        .groups
+        .into_iter()
+        .next()
+        .ok_or_else(|| CliError::failure("empty DescribeGroups response"))?;
     if described.error_code != 0 {
-        return Err(CliError::failure(format!("cannot describe group {group}: {}", error_name(described.error_code))));
+        return Err(CliError::failure(format!(
+            "cannot describe group {group}: {}",
+            error_name(described.error_code)
+        )));
     }
     Ok(described)
 }
@@ -148,9 +183,16 @@ pub fn run(args: GroupArgs) -> Result<(), CliError> {
             let mut client = Client::connect(&bootstrap)?;
             let response = client.send(-1, &ListGroupsRequest::default())?;
             if response.error_code != 0 {
-                return Err(CliError::failure(format!("ListGroups: {}", error_name(response.error_code))));
+                return Err(CliError::failure(format!(
+                    "ListGroups: {}",
+                    error_name(response.error_code)
+                )));
             }
-            let mut groups: Vec<(String, String)> = response.groups.iter().map(|g| (g.group_id.0.to_string(), g.group_state.to_string())).collect();
+            let mut groups: Vec<(String, String)> = response
+                .groups
+                .iter()
+                .map(|g| (g.group_id.0.to_string(), g.group_state.to_string()))
+                .collect();
             groups.sort();
             for (group, state) in groups {
                 if state.is_empty() {
@@ -165,12 +207,31 @@ pub fn run(args: GroupArgs) -> Result<(), CliError> {
             let mut client = Client::connect(&bootstrap)?;
             let node = coordinator(&mut client, &group)?;
             let described = describe_group(&mut client, node, &group)?;
-            println!("group {group}: {} ({} members, protocol {})", described.group_state.as_str(), described.members.len(), described.protocol_data.as_str());
+            println!(
+                "group {group}: {} ({} members, protocol {})",
+                described.group_state.as_str(),
+                described.members.len(),
+                described.protocol_data.as_str()
+            );
             let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
             for member in &described.members {
                 let assigned = decode_assignment(&member.member_assignment);
-                let parts: Vec<String> = assigned.iter().map(|(t, ps)| format!("{t}:{}", ps.iter().map(i32::to_string).collect::<Vec<_>>().join(","))).collect();
-                println!("  member {} ({}{}) {}", member.member_id.as_str(), member.client_id.as_str(), member.client_host.as_str(), parts.join(" "));
+                let parts: Vec<String> = assigned
+                    .iter()
+                    .map(|(t, ps)| {
+                        format!(
+                            "{t}:{}",
+                            ps.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+                        )
+                    })
+                    .collect();
+                println!(
+                    "  member {} ({}{}) {}",
+                    member.member_id.as_str(),
+                    member.client_id.as_str(),
+                    member.client_host.as_str(),
+                    parts.join(" ")
+                );
                 for (topic, partitions) in assigned {
                     for p in partitions {
                         owner.insert((topic.clone(), p), member.member_id.to_string());
@@ -178,7 +239,10 @@ pub fn run(args: GroupArgs) -> Result<(), CliError> {
                 }
             }
             let committed = committed_offsets(&mut client, node, &group, None)?;
-            println!("{:<24} {:>9} {:>12} {:>12} {:>10}  member", "topic", "partition", "committed", "end offset", "lag");
+            println!(
+                "{:<24} {:>9} {:>12} {:>12} {:>10}  member",
+                "topic", "partition", "committed", "end offset", "lag"
+            );
             let mut keys: Vec<(String, i32)> = committed.keys().cloned().collect();
             for key in owner.keys() {
                 if !committed.contains_key(key) {
@@ -192,8 +256,17 @@ pub fn run(args: GroupArgs) -> Result<(), CliError> {
             topics.dedup();
             for topic in topics {
                 let metadata = client.metadata(Some(std::slice::from_ref(topic)), false)?;
-                let leaders: BTreeMap<i32, i32> = metadata.topics.first().map(|t| t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect()).unwrap_or_default();
-                let led = keys.iter().filter(|(t, _)| t == topic).filter_map(|(_, p)| leaders.get(p).map(|leader| (*p, *leader)));
+                let leaders: BTreeMap<i32, i32> = metadata
+                    .topics
+                    .first()
+                    .map(|t| {
+                        t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect()
+                    })
+                    .unwrap_or_default();
+                let led = keys
+                    .iter()
+                    .filter(|(t, _)| t == topic)
+                    .filter_map(|(_, p)| leaders.get(p).map(|leader| (*p, *leader)));
                 for (partition, end) in list_offsets_by_leader(&mut client, topic, led, -1)? {
                     ends.insert((topic.clone(), partition), end);
                 }
@@ -201,33 +274,61 @@ pub fn run(args: GroupArgs) -> Result<(), CliError> {
             for (topic, partition) in keys {
                 let end = ends.get(&(topic.clone(), partition)).copied().unwrap_or(-1);
                 let done = committed.get(&(topic.clone(), partition)).copied().unwrap_or(-1);
-                let lag = if done >= 0 && end >= 0 { (end - done).max(0).to_string() } else { "-".to_string() };
+                let lag = if done >= 0 && end >= 0 {
+                    (end - done).max(0).to_string()
+                } else {
+                    "-".to_string()
+                };
                 let shown = if done >= 0 { done.to_string() } else { "-".to_string() };
-                println!("{topic:<24} {partition:>9} {shown:>12} {end:>12} {lag:>10}  {}", owner.get(&(topic.clone(), partition)).map_or("-", String::as_str));
+                println!(
+                    "{topic:<24} {partition:>9} {shown:>12} {end:>12} {lag:>10}  {}",
+                    owner.get(&(topic.clone(), partition)).map_or("-", String::as_str)
+                );
             }
             Ok(())
         }
-        GroupCommand::ResetOffsets { group, topic, bootstrap, to_earliest, to_latest, to_offset } => {
+        GroupCommand::ResetOffsets {
+            group,
+            topic,
+            bootstrap,
+            to_earliest,
+            to_latest,
+            to_offset,
+        } => {
             let mut client = Client::connect(&bootstrap)?;
             let node = coordinator(&mut client, &group)?;
             let described = describe_group(&mut client, node, &group)?;
             if !described.members.is_empty() {
-                return Err(CliError::failure(format!("group {group} has {} active members; stop them first", described.members.len()))
-                    .with_hint("offsets can only be reset while the group is empty"));
+                return Err(CliError::failure(format!(
+                    "group {group} has {} active members; stop them first",
+                    described.members.len()
+                ))
+                .with_hint("offsets can only be reset while the group is empty"));
             }
             let metadata = client.metadata(Some(std::slice::from_ref(&topic)), false)?;
-            let meta = metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
+            let meta = metadata
+                .topics
+                .first()
+                .ok_or_else(|| CliError::failure("empty Metadata response"))?;
             if meta.error_code != 0 {
-                return Err(CliError::failure(format!("topic {topic}: {}", error_name(meta.error_code))));
+                return Err(CliError::failure(format!(
+                    "topic {topic}: {}",
+                    error_name(meta.error_code)
+                )));
             }
-            let mut partitions: Vec<(i32, i32)> = meta.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
+            let mut partitions: Vec<(i32, i32)> =
+                meta.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
             partitions.sort();
             let mut commit_topic = OffsetCommitRequestTopic::default();
             commit_topic.name = TopicName(topic.clone().into());
             // One ListOffsets per leader.
             let listed = match (to_earliest, to_latest) {
-                (true, _) => list_offsets_by_leader(&mut client, &topic, partitions.iter().copied(), -2)?,
-                (_, true) => list_offsets_by_leader(&mut client, &topic, partitions.iter().copied(), -1)?,
+                (true, _) => {
+                    list_offsets_by_leader(&mut client, &topic, partitions.iter().copied(), -2)?
+                }
+                (_, true) => {
+                    list_offsets_by_leader(&mut client, &topic, partitions.iter().copied(), -1)?
+                }
                 _ => BTreeMap::new(),
             };
             for (partition, _leader) in &partitions {
@@ -248,11 +349,16 @@ pub fn run(args: GroupArgs) -> Result<(), CliError> {
             request.generation_id_or_member_epoch = -1;
             request.retention_time_ms = -1;
             request.topics = vec![commit_topic];
-            let response = client.send_at_most(node, &request, super::client::OFFSET_COMMIT_VERSION_MAX)?;
+            let response =
+                client.send_at_most(node, &request, super::client::OFFSET_COMMIT_VERSION_MAX)?;
             for t in &response.topics {
                 for p in &t.partitions {
                     if p.error_code != 0 {
-                        return Err(CliError::failure(format!("cannot reset {topic}-{}: {}", p.partition_index, error_name(p.error_code))));
+                        return Err(CliError::failure(format!(
+                            "cannot reset {topic}-{}: {}",
+                            p.partition_index,
+                            error_name(p.error_code)
+                        )));
                     }
                 }
             }
@@ -320,39 +426,70 @@ impl Membership {
                     continue;
                 }
                 Some(ResponseError::RebalanceInProgress) => continue,
-                Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable | ResponseError::CoordinatorLoadInProgress) => {
+                Some(
+                    ResponseError::NotCoordinator
+                    | ResponseError::CoordinatorNotAvailable
+                    | ResponseError::CoordinatorLoadInProgress,
+                ) => {
                     // The group moved or its coordinator is still loading it (Kafka, right
                     // after creating its offsets topic): look it up again and retry.
                     std::thread::sleep(std::time::Duration::from_millis(COORDINATOR_RETRY_MS));
                     self.node = coordinator(client, &self.group)?;
                     continue;
                 }
-                _ => return Err(CliError::failure(format!("cannot join group {}: {}", self.group, error_name(response.error_code)))),
+                _ => {
+                    return Err(CliError::failure(format!(
+                        "cannot join group {}: {}",
+                        self.group,
+                        error_name(response.error_code)
+                    )))
+                }
             }
             self.member_id = response.member_id.to_string();
             self.generation = response.generation_id;
-            let assignments = if response.leader == response.member_id { self.assign(client, &response)? } else { Vec::new() };
+            let assignments = if response.leader == response.member_id {
+                self.assign(client, &response)?
+            } else {
+                Vec::new()
+            };
             let mut sync = SyncGroupRequest::default();
             sync.group_id = GroupId(self.group.clone().into());
             sync.generation_id = self.generation;
             sync.member_id = self.member_id.clone().into();
             sync.assignments = assignments;
             let synced = client.send_at_most(self.node, &sync, 4)?;
-            if synced.error_code == ResponseError::RebalanceInProgress.code() || synced.error_code == ResponseError::IllegalGeneration.code() {
+            if synced.error_code == ResponseError::RebalanceInProgress.code()
+                || synced.error_code == ResponseError::IllegalGeneration.code()
+            {
                 continue;
             }
             if synced.error_code != 0 {
-                return Err(CliError::failure(format!("cannot sync with group {}: {}", self.group, error_name(synced.error_code))));
+                return Err(CliError::failure(format!(
+                    "cannot sync with group {}: {}",
+                    self.group,
+                    error_name(synced.error_code)
+                )));
             }
             self.last_heartbeat = Instant::now();
-            let mine = decode_assignment(&synced.assignment).into_iter().filter(|(t, _)| *t == self.topic).flat_map(|(_, p)| p).collect();
+            let mine = decode_assignment(&synced.assignment)
+                .into_iter()
+                .filter(|(t, _)| *t == self.topic)
+                .flat_map(|(_, p)| p)
+                .collect();
             return Ok(mine);
         }
-        Err(CliError::failure(format!("group {} kept rebalancing; gave up after 20 attempts", self.group)))
+        Err(CliError::failure(format!(
+            "group {} kept rebalancing; gave up after 20 attempts",
+            self.group
+        )))
     }
 
     /// The range assignor, as the group's leader runs it.
-    fn assign(&self, client: &mut Client, joined: &JoinGroupResponse) -> Result<Vec<SyncGroupRequestAssignment>, CliError> {
+    fn assign(
+        &self,
+        client: &mut Client,
+        joined: &JoinGroupResponse,
+    ) -> Result<Vec<SyncGroupRequestAssignment>, CliError> {
         let mut members: Vec<(String, Vec<String>)> = joined
             .members
             .iter()
@@ -360,7 +497,9 @@ impl Membership {
                 let mut buf = m.metadata.clone();
                 let topics = if buf.remaining() >= 2 {
                     let version = buf.get_i16().clamp(0, 3);
-                    ConsumerProtocolSubscription::decode(&mut buf, version).map(|s| s.topics.iter().map(|t| t.to_string()).collect()).unwrap_or_default()
+                    ConsumerProtocolSubscription::decode(&mut buf, version)
+                        .map(|s| s.topics.iter().map(|t| t.to_string()).collect())
+                        .unwrap_or_default()
                 } else {
                     Vec::new()
                 };
@@ -374,9 +513,14 @@ impl Membership {
         let mut assigned: BTreeMap<String, Vec<AssignedPartitions>> = BTreeMap::new();
         for topic in topics {
             let metadata = client.metadata(Some(std::slice::from_ref(&topic)), false)?;
-            let mut partitions: Vec<i32> = metadata.topics.first().map(|t| t.partitions.iter().map(|p| p.partition_index).collect()).unwrap_or_default();
+            let mut partitions: Vec<i32> = metadata
+                .topics
+                .first()
+                .map(|t| t.partitions.iter().map(|p| p.partition_index).collect())
+                .unwrap_or_default();
             partitions.sort();
-            let subscribers: Vec<&String> = members.iter().filter(|(_, t)| t.contains(&topic)).map(|(id, _)| id).collect();
+            let subscribers: Vec<&String> =
+                members.iter().filter(|(_, t)| t.contains(&topic)).map(|(id, _)| id).collect();
             let n = subscribers.len().max(1);
             let per = partitions.len() / n;
             let extra = partitions.len() % n;
@@ -405,7 +549,8 @@ impl Membership {
 
     /// Heartbeats if a third of the session has passed.
     pub fn heartbeat_if_due(&mut self, client: &mut Client) -> Result<Pulse, CliError> {
-        if self.last_heartbeat.elapsed() < Duration::from_millis(self.session_timeout_ms as u64 / 3) {
+        if self.last_heartbeat.elapsed() < Duration::from_millis(self.session_timeout_ms as u64 / 3)
+        {
             return Ok(Pulse::Fine);
         }
         let mut request = HeartbeatRequest::default();
@@ -416,23 +561,43 @@ impl Membership {
         self.last_heartbeat = Instant::now();
         match response.error_code {
             0 => Ok(Pulse::Fine),
-            code if code == ResponseError::RebalanceInProgress.code() || code == ResponseError::IllegalGeneration.code() || code == ResponseError::UnknownMemberId.code() => {
+            code if code == ResponseError::RebalanceInProgress.code()
+                || code == ResponseError::IllegalGeneration.code()
+                || code == ResponseError::UnknownMemberId.code() =>
+            {
                 if code == ResponseError::UnknownMemberId.code() {
                     self.member_id.clear();
                 }
                 Ok(Pulse::Rejoin)
             }
-            code => Err(CliError::failure(format!("heartbeat to group {}: {}", self.group, error_name(code)))),
+            code => Err(CliError::failure(format!(
+                "heartbeat to group {}: {}",
+                self.group,
+                error_name(code)
+            ))),
         }
     }
 
-    pub fn committed(&self, client: &mut Client, partitions: &[i32]) -> Result<BTreeMap<i32, i64>, CliError> {
-        let found = committed_offsets(client, self.node, &self.group, Some(vec![(self.topic.clone(), partitions.to_vec())]))?;
+    pub fn committed(
+        &self,
+        client: &mut Client,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, i64>, CliError> {
+        let found = committed_offsets(
+            client,
+            self.node,
+            &self.group,
+            Some(vec![(self.topic.clone(), partitions.to_vec())]),
+        )?;
         Ok(found.into_iter().map(|((_, p), o)| (p, o)).collect())
     }
 
     /// Commits the next offsets to read; Ok(false) if the group is rebalancing.
-    pub fn commit(&self, client: &mut Client, positions: &BTreeMap<i32, i64>) -> Result<bool, CliError> {
+    pub fn commit(
+        &self,
+        client: &mut Client,
+        positions: &BTreeMap<i32, i64>,
+    ) -> Result<bool, CliError> {
         if positions.is_empty() {
             return Ok(true);
         }
@@ -451,15 +616,25 @@ impl Membership {
         request.member_id = self.member_id.clone().into();
         request.retention_time_ms = -1;
         request.topics = vec![topic];
-        let response = client.send_at_most(self.node, &request, super::client::OFFSET_COMMIT_VERSION_MAX)?;
+        let response =
+            client.send_at_most(self.node, &request, super::client::OFFSET_COMMIT_VERSION_MAX)?;
         for t in &response.topics {
             for p in &t.partitions {
                 match p.error_code {
                     0 => {}
-                    code if code == ResponseError::RebalanceInProgress.code() || code == ResponseError::IllegalGeneration.code() || code == ResponseError::UnknownMemberId.code() => {
+                    code if code == ResponseError::RebalanceInProgress.code()
+                        || code == ResponseError::IllegalGeneration.code()
+                        || code == ResponseError::UnknownMemberId.code() =>
+                    {
                         return Ok(false)
                     }
-                    code => return Err(CliError::failure(format!("commit to group {}: {}", self.group, error_name(code)))),
+                    code => {
+                        return Err(CliError::failure(format!(
+                            "commit to group {}: {}",
+                            self.group,
+                            error_name(code)
+                        )))
+                    }
                 }
             }
         }

@@ -25,7 +25,12 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "fjord", version, about = "A log broker that speaks the Kafka protocol", propagate_version = true)]
+#[command(
+    name = "fjord",
+    version,
+    about = "A log broker that speaks the Kafka protocol",
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -72,12 +77,15 @@ impl CliError {
 
 /// A Kafka error code as a lowercase name, e.g. `unknowntopicorpartition`.
 pub fn error_name(code: i16) -> String {
-    kafka_protocol::ResponseError::try_from_code(code).map_or(format!("error {code}"), |e| format!("{e:?}").to_lowercase())
+    kafka_protocol::ResponseError::try_from_code(code)
+        .map_or(format!("error {code}"), |e| format!("{e:?}").to_lowercase())
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 pub fn main() -> ExitCode {
@@ -106,8 +114,15 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let message = error.message.trim_end_matches('.').to_string();
-            let first = message.chars().next().map(|c| c.to_lowercase().collect::<String>()).unwrap_or_default();
-            eprintln!("fjord: {first}{}", &message[message.chars().next().map_or(0, char::len_utf8)..]);
+            let first = message
+                .chars()
+                .next()
+                .map(|c| c.to_lowercase().collect::<String>())
+                .unwrap_or_default();
+            eprintln!(
+                "fjord: {first}{}",
+                &message[message.chars().next().map_or(0, char::len_utf8)..]
+            );
             if let Some(hint) = error.hint {
                 eprintln!("hint: {hint}");
             }
@@ -123,7 +138,9 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         let message = format!("{e:#}");
         let error = CliError::failure(message.clone());
         if message.contains("Address already in use") {
-            error.with_hint(format!("another process listens on {listen}; pick another with --listen"))
+            error.with_hint(format!(
+                "another process listens on {listen}; pick another with --listen"
+            ))
         } else {
             error
         }

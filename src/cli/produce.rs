@@ -9,7 +9,9 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 use super::client::{partition_for_key, Client};
 use super::CliError;
@@ -64,29 +66,50 @@ pub fn run(args: ProduceArgs) -> Result<(), CliError> {
         "snappy" => Compression::Snappy,
         "lz4" => Compression::Lz4,
         "zstd" => Compression::Zstd,
-        other => return Err(CliError::usage(format!("unknown compression {other:?}")).with_hint("use none, gzip, snappy, lz4 or zstd")),
+        other => {
+            return Err(CliError::usage(format!("unknown compression {other:?}"))
+                .with_hint("use none, gzip, snappy, lz4 or zstd"))
+        }
     };
     if !matches!(args.acks, -1..=1) {
         return Err(CliError::usage(format!("--acks must be -1, 0 or 1, got {}", args.acks)));
     }
     if args.batch_records == 0 || args.batch_records > BATCH_RECORDS_MAX {
-        return Err(CliError::usage(format!("--batch-records must be between 1 and {BATCH_RECORDS_MAX}")));
+        return Err(CliError::usage(format!(
+            "--batch-records must be between 1 and {BATCH_RECORDS_MAX}"
+        )));
     }
     let mut client = Client::connect(&args.bootstrap)?;
     let metadata = client.metadata(Some(std::slice::from_ref(&args.topic)), true)?;
-    let topic = metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
+    let topic =
+        metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
     if topic.error_code != 0 {
-        return Err(CliError::failure(format!("topic {}: {}", args.topic, super::error_name(topic.error_code)))
-            .with_hint("create it with `fjord topic create`"));
+        return Err(CliError::failure(format!(
+            "topic {}: {}",
+            args.topic,
+            super::error_name(topic.error_code)
+        ))
+        .with_hint("create it with `fjord topic create`"));
     }
-    let leaders: BTreeMap<i32, i32> = topic.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
+    let leaders: BTreeMap<i32, i32> =
+        topic.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
     let partitions = leaders.len() as i32;
     if let Some(p) = args.partition {
         if !leaders.contains_key(&p) {
-            return Err(CliError::usage(format!("topic {} has no partition {p} (it has {partitions})", args.topic)));
+            return Err(CliError::usage(format!(
+                "topic {} has no partition {p} (it has {partitions})",
+                args.topic
+            )));
         }
     }
-    let mut sender = Sender { client, topic: args.topic.clone(), leaders, acks: args.acks, compression, sent: 0 };
+    let mut sender = Sender {
+        client,
+        topic: args.topic.clone(),
+        leaders,
+        acks: args.acks,
+        compression,
+        sent: 0,
+    };
     let mut pending: BTreeMap<i32, Pending> = BTreeMap::new();
     let mut sticky = 0i32;
     let stdin = std::io::stdin();
@@ -105,7 +128,8 @@ pub fn run(args: ProduceArgs) -> Result<(), CliError> {
             (None, Some(key)) => partition_for_key(key.as_bytes(), partitions),
             (None, None) => sticky,
         };
-        let entry = pending.entry(partition).or_insert_with(|| Pending { records: Vec::new(), bytes: 0 });
+        let entry =
+            pending.entry(partition).or_insert_with(|| Pending { records: Vec::new(), bytes: 0 });
         entry.bytes += value.len() + key.as_ref().map_or(0, String::len) + 32;
         entry.records.push(Record {
             transactional: false,
@@ -155,8 +179,12 @@ impl Sender {
             return Ok(());
         }
         let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: self.compression })
-            .map_err(|e| CliError::failure(format!("cannot encode records: {e}")))?;
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions { version: 2, compression: self.compression },
+        )
+        .map_err(|e| CliError::failure(format!("cannot encode records: {e}")))?;
         let mut data = PartitionProduceData::default();
         data.index = partition;
         data.records = Some(buf.freeze());
@@ -173,22 +201,44 @@ impl Sender {
             let leader = self.leaders[&partition];
             if self.acks == 0 {
                 // No response comes back for acks=0.
-                return self.client.send_without_response(leader, &request, super::client::PRODUCE_VERSION_MAX).map(|()| self.sent += records.len() as u64);
+                return self
+                    .client
+                    .send_without_response(leader, &request, super::client::PRODUCE_VERSION_MAX)
+                    .map(|()| self.sent += records.len() as u64);
             }
-            let outcome = self.client.send_at_most(leader, &request, super::client::PRODUCE_VERSION_MAX);
+            let outcome =
+                self.client.send_at_most(leader, &request, super::client::PRODUCE_VERSION_MAX);
             let failure = match &outcome {
                 Err(error) => Some((true, error.message.clone())),
-                Ok(response) => response.responses.iter().flat_map(|t| &t.partition_responses).find(|p| p.error_code != 0).map(|p| {
-                    let message = p.error_message.as_ref().map_or(String::new(), |m| format!(": {}", m.as_str()));
-                    (RETRIABLE.contains(&p.error_code), format!("produce to {}-{} failed: {}{message}", self.topic, p.index, super::error_name(p.error_code)))
-                }),
+                Ok(response) => response
+                    .responses
+                    .iter()
+                    .flat_map(|t| &t.partition_responses)
+                    .find(|p| p.error_code != 0)
+                    .map(|p| {
+                        let message = p
+                            .error_message
+                            .as_ref()
+                            .map_or(String::new(), |m| format!(": {}", m.as_str()));
+                        (
+                            RETRIABLE.contains(&p.error_code),
+                            format!(
+                                "produce to {}-{} failed: {}{message}",
+                                self.topic,
+                                p.index,
+                                super::error_name(p.error_code)
+                            ),
+                        )
+                    }),
             };
             match failure {
                 None => break,
                 Some((true, _)) if attempt < SEND_ATTEMPTS_MAX => {
                     // Leadership moves or a topic still propagating: refresh and try again.
                     std::thread::sleep(std::time::Duration::from_millis(RETRY_BACKOFF_MS));
-                    if let Ok(metadata) = self.client.metadata(Some(std::slice::from_ref(&self.topic)), false) {
+                    if let Ok(metadata) =
+                        self.client.metadata(Some(std::slice::from_ref(&self.topic)), false)
+                    {
                         if let Some(topic) = metadata.topics.first() {
                             for p in &topic.partitions {
                                 if p.leader_id.0 >= 0 {
@@ -207,5 +257,7 @@ impl Sender {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

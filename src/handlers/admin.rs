@@ -4,13 +4,18 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::rc::Rc;
 
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
-use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::TopicName;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse,
+};
 use kafka_protocol::ResponseError;
 use tracing::warn;
 use uuid::Uuid;
@@ -32,7 +37,10 @@ const SOURCE_DEFAULT: i8 = 5;
 pub async fn create_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: CreateTopicsRequest = decode_body(request)?;
     if body.topics.len() > ADMIN_TOPICS_PER_REQUEST_MAX {
-        anyhow::bail!("CreateTopics names {} topics, more than {ADMIN_TOPICS_PER_REQUEST_MAX}", body.topics.len());
+        anyhow::bail!(
+            "CreateTopics names {} topics, more than {ADMIN_TOPICS_PER_REQUEST_MAX}",
+            body.topics.len()
+        );
     }
     let mut response = CreateTopicsResponse::default();
     for wanted in &body.topics {
@@ -51,15 +59,32 @@ pub async fn create_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
             wanted.num_partitions
         };
         let replication = wanted.replication_factor;
-        let config = TopicConfig::from_pairs(wanted.configs.iter().filter_map(|c| Some((c.name.as_str(), c.value.as_ref()?.as_str()))));
+        let config = TopicConfig::from_pairs(
+            wanted
+                .configs
+                .iter()
+                .filter_map(|c| Some((c.name.as_str(), c.value.as_ref()?.as_str()))),
+        );
         let outcome = match config {
             Err(message) => Err((ResponseError::InvalidConfig, message)),
             Ok(config) => {
-                let bad_assignment = wanted.assignments.iter().any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config.broker_id));
+                let bad_assignment = wanted
+                    .assignments
+                    .iter()
+                    .any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config.broker_id));
                 if bad_assignment {
-                    Err((ResponseError::InvalidReplicaAssignment, format!("replica assignment names brokers other than {}", broker.config.broker_id)))
+                    Err((
+                        ResponseError::InvalidReplicaAssignment,
+                        format!(
+                            "replica assignment names brokers other than {}",
+                            broker.config.broker_id
+                        ),
+                    ))
                 } else {
-                    broker.create_topic(&name, partitions, replication, config, body.validate_only).await.map_err(|e| (e.code, e.message))
+                    broker
+                        .create_topic(&name, partitions, replication, config, body.validate_only)
+                        .await
+                        .map_err(|e| (e.code, e.message))
                 }
             }
         };
@@ -74,7 +99,13 @@ pub async fn create_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
                 }
                 result.num_partitions = partitions;
                 result.replication_factor = match &broker.cluster {
-                    Some(cluster) => cluster.state.borrow().topics.get(&name).and_then(|t| t.partitions.first()).map_or(replication, |p| p.replicas.len() as i16),
+                    Some(cluster) => cluster
+                        .state
+                        .borrow()
+                        .topics
+                        .get(&name)
+                        .and_then(|t| t.partitions.first())
+                        .map_or(replication, |p| p.replicas.len() as i16),
                     None => 1,
                 };
                 result.configs = Some(
@@ -86,7 +117,8 @@ pub async fn create_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
                             let mut c = CreatableTopicConfigs::default();
                             c.name = name.into();
                             c.value = Some(value.into());
-                            c.config_source = if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC_CONFIG };
+                            c.config_source =
+                                if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC_CONFIG };
                             c
                         })
                         .collect(),
@@ -107,7 +139,9 @@ pub async fn delete_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
     let body: DeleteTopicsRequest = decode_body(request)?;
     let named = body.topic_names.len() + body.topics.len();
     if named > ADMIN_TOPICS_PER_REQUEST_MAX {
-        anyhow::bail!("DeleteTopics names {named} topics, more than {ADMIN_TOPICS_PER_REQUEST_MAX}");
+        anyhow::bail!(
+            "DeleteTopics names {named} topics, more than {ADMIN_TOPICS_PER_REQUEST_MAX}"
+        );
     }
     let deletions = resolve_deletions(broker, &body);
     let mut response = DeleteTopicsResponse::default();
@@ -158,32 +192,60 @@ fn resolve_deletions(broker: &Broker, body: &DeleteTopicsRequest) -> Deletions {
     let mut ids = Vec::new();
     for entry in &body.topics {
         match (&entry.name, entry.topic_id.is_nil()) {
-            (None, true) => refused.push((None, Uuid::nil(), invalid, "Neither topic name nor id were specified.".to_string())),
+            (None, true) => refused.push((
+                None,
+                Uuid::nil(),
+                invalid,
+                "Neither topic name nor id were specified.".to_string(),
+            )),
             (None, false) => ids.push(entry.topic_id),
             (Some(name), true) => names.push(name.0.to_string()),
-            (Some(name), false) => refused.push((Some(name.0.to_string()), entry.topic_id, invalid, "You may not specify both topic name and topic id.".to_string())),
+            (Some(name), false) => refused.push((
+                Some(name.0.to_string()),
+                entry.topic_id,
+                invalid,
+                "You may not specify both topic name and topic id.".to_string(),
+            )),
         }
     }
     let (names, repeated_names) = once_each(names);
     let (ids, mut repeated_ids) = once_each(ids);
-    refused.extend(repeated_names.into_iter().map(|name| (Some(name), Uuid::nil(), invalid, "Duplicate topic name.".to_string())));
-    refused.extend(repeated_ids.iter().map(|id| (None, *id, invalid, "Duplicate topic id.".to_string())));
-    let known: HashMap<Uuid, String> = broker.topics().iter().map(|t| (Uuid::from_bytes(t.id), t.name.to_string())).collect();
+    refused.extend(
+        repeated_names
+            .into_iter()
+            .map(|name| (Some(name), Uuid::nil(), invalid, "Duplicate topic name.".to_string())),
+    );
+    refused.extend(
+        repeated_ids.iter().map(|id| (None, *id, invalid, "Duplicate topic id.".to_string())),
+    );
+    let known: HashMap<Uuid, String> =
+        broker.topics().iter().map(|t| (Uuid::from_bytes(t.id), t.name.to_string())).collect();
     let mut topics: Vec<(String, Uuid)> = Vec::with_capacity(ids.len() + names.len());
     for id in ids {
         match known.get(&id) {
             Some(name) => topics.push((name.clone(), id)),
-            None => refused.push((None, id, ResponseError::UnknownTopicId, format!("no topic has id {id}"))),
+            None => refused.push((
+                None,
+                id,
+                ResponseError::UnknownTopicId,
+                format!("no topic has id {id}"),
+            )),
         }
     }
     for name in names {
         let id = broker.topic(&name).map_or(Uuid::nil(), |t| Uuid::from_bytes(t.id));
-        let named_by_id = !id.is_nil() && (repeated_ids.contains(&id) || topics.iter().any(|(_, known)| *known == id));
+        let named_by_id = !id.is_nil()
+            && (repeated_ids.contains(&id) || topics.iter().any(|(_, known)| *known == id));
         if named_by_id {
             // Kafka refuses the name and deletes the topic under neither.
             topics.retain(|(_, known)| *known != id);
             repeated_ids.push(id);
-            refused.push((Some(name), id, invalid, "The provided topic name maps to an ID that was already supplied.".to_string()));
+            refused.push((
+                Some(name),
+                id,
+                invalid,
+                "The provided topic name maps to an ID that was already supplied.".to_string(),
+            ));
         } else {
             topics.push((name, id));
         }
@@ -220,32 +282,55 @@ pub async fn describe_configs(broker: &Rc<Broker>, request: &Request) -> anyhow:
         let mut result = DescribeConfigsResult::default();
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
-        let wanted = |name: &str| resource.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name));
+        let wanted = |name: &str| {
+            resource
+                .configuration_keys
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+        };
         let entries: Vec<(String, String, i8)> = match resource.resource_type {
             RESOURCE_TOPIC => match broker.topic(resource.resource_name.as_str()) {
                 Some(topic) => topic
                     .config
                     .describe(&broker.config)
                     .into_iter()
-                    .map(|(n, v, is_default)| (n, v, if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC_CONFIG }))
+                    .map(|(n, v, is_default)| {
+                        (n, v, if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC_CONFIG })
+                    })
                     .collect(),
                 None => {
                     result.error_code = ResponseError::UnknownTopicOrPartition.code();
-                    result.error_message = Some(format!("topic {} does not exist", resource.resource_name.as_str()).into());
+                    result.error_message = Some(
+                        format!("topic {} does not exist", resource.resource_name.as_str()).into(),
+                    );
                     Vec::new()
                 }
             },
-            RESOURCE_BROKER if resource.resource_name.is_empty() || resource.resource_name.as_str() == broker.config.broker_id.to_string() => {
-                broker_configs(broker).into_iter().map(|(n, v)| (n, v, SOURCE_STATIC_BROKER)).collect()
+            RESOURCE_BROKER
+                if resource.resource_name.is_empty()
+                    || resource.resource_name.as_str() == broker.config.broker_id.to_string() =>
+            {
+                broker_configs(broker)
+                    .into_iter()
+                    .map(|(n, v)| (n, v, SOURCE_STATIC_BROKER))
+                    .collect()
             }
             RESOURCE_BROKER => {
                 result.error_code = ResponseError::InvalidRequest.code();
-                result.error_message = Some(format!("this is broker {}, not {}", broker.config.broker_id, resource.resource_name.as_str()).into());
+                result.error_message = Some(
+                    format!(
+                        "this is broker {}, not {}",
+                        broker.config.broker_id,
+                        resource.resource_name.as_str()
+                    )
+                    .into(),
+                );
                 Vec::new()
             }
             other => {
                 result.error_code = ResponseError::InvalidRequest.code();
-                result.error_message = Some(format!("resource type {other} is not supported").into());
+                result.error_message =
+                    Some(format!("resource type {other} is not supported").into());
                 Vec::new()
             }
         };
@@ -280,10 +365,24 @@ fn config_type(name: &str) -> i8 {
     match name {
         "auto.create.topics.enable" => BOOLEAN,
         "cleanup.policy" | "log.dirs" => LIST,
-        "retention.ms" | "retention.bytes" | "segment.ms" | "log.roll.ms" | "log.retention.ms" | "log.retention.bytes"
-        | "log.retention.check.interval.ms" | "log.flush.interval.ms" => LONG,
-        "segment.bytes" | "max.message.bytes" | "min.insync.replicas" | "index.interval.bytes" | "broker.id" | "num.partitions"
-        | "socket.request.max.bytes" | "max.connections" | "log.segment.bytes" | "message.max.bytes" => INT,
+        "retention.ms"
+        | "retention.bytes"
+        | "segment.ms"
+        | "log.roll.ms"
+        | "log.retention.ms"
+        | "log.retention.bytes"
+        | "log.retention.check.interval.ms"
+        | "log.flush.interval.ms" => LONG,
+        "segment.bytes"
+        | "max.message.bytes"
+        | "min.insync.replicas"
+        | "index.interval.bytes"
+        | "broker.id"
+        | "num.partitions"
+        | "socket.request.max.bytes"
+        | "max.connections"
+        | "log.segment.bytes"
+        | "message.max.bytes" => INT,
         _ => STRING,
     }
 }
@@ -295,7 +394,10 @@ fn broker_configs(broker: &Broker) -> Vec<(String, String)> {
     vec![
         ("broker.id".to_string(), c.broker_id.to_string()),
         ("listeners".to_string(), format!("PLAINTEXT://{}", c.listen)),
-        ("advertised.listeners".to_string(), format!("PLAINTEXT://{}:{}", c.advertised_host, c.advertised_port)),
+        (
+            "advertised.listeners".to_string(),
+            format!("PLAINTEXT://{}:{}", c.advertised_host, c.advertised_port),
+        ),
         ("log.dirs".to_string(), c.data_dir.display().to_string()),
         ("auto.create.topics.enable".to_string(), c.auto_create_topics.to_string()),
         ("num.partitions".to_string(), c.num_partitions.to_string()),

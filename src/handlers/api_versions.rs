@@ -24,7 +24,8 @@ fn valid_software_text(text: &str) -> bool {
 
 pub fn handle(request: &Request) -> Reply {
     // v4 has v3's format (it only lets a supported feature's min version be 0, KAFKA-17011).
-    let (min, max) = crate::protocol::supported_versions(ApiKey::ApiVersions).expect("ApiVersions is served");
+    let (min, max) =
+        crate::protocol::supported_versions(ApiKey::ApiVersions).expect("ApiVersions is served");
     let mut response = ApiVersionsResponse::default();
     response.finalized_features_epoch = -1;
     response.api_keys = SUPPORTED_APIS
@@ -46,9 +47,13 @@ pub fn handle(request: &Request) -> Reply {
         // its pattern with INVALID_REQUEST and no API list; a body it cannot read closes.
         let body: ApiVersionsRequest = match decode_body(request) {
             Ok(body) => body,
-            Err(error) => return Reply::Close(format!("ApiVersions v{}: {error:#}", request.version)),
+            Err(error) => {
+                return Reply::Close(format!("ApiVersions v{}: {error:#}", request.version))
+            }
         };
-        if !valid_software_text(&body.client_software_name) || !valid_software_text(&body.client_software_version) {
+        if !valid_software_text(&body.client_software_name)
+            || !valid_software_text(&body.client_software_version)
+        {
             tracing::info!(
                 name = %body.client_software_name.as_str(),
                 version = %body.client_software_version.as_str(),
@@ -60,7 +65,10 @@ pub fn handle(request: &Request) -> Reply {
     }
     let version = if !supported {
         // Newer clients start with their newest version and retry with ours: routine, not news.
-        tracing::debug!(version = request.version, "ApiVersions version not supported; answering with v0");
+        tracing::debug!(
+            version = request.version,
+            "ApiVersions version not supported; answering with v0"
+        );
         response.error_code = ResponseError::UnsupportedVersion.code();
         response.api_keys.retain(|k| k.api_key == ApiKey::ApiVersions as i16);
         0
@@ -79,7 +87,14 @@ mod tests {
 
     #[test]
     fn software_names_follow_kafkas_pattern() {
-        for good in ["a", "librdkafka", "confluent-kafka-python", "2.16.1-rdkafka-2.16.0", "apache-kafka-java", "4.4.0"] {
+        for good in [
+            "a",
+            "librdkafka",
+            "confluent-kafka-python",
+            "2.16.1-rdkafka-2.16.0",
+            "apache-kafka-java",
+            "4.4.0",
+        ] {
             assert!(valid_software_text(good), "{good}");
         }
         for bad in ["", "-a", "a-", "a b", ".", "kafka_python", "x."] {

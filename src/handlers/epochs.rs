@@ -3,7 +3,9 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 use kafka_protocol::ResponseError;
 
@@ -20,10 +22,28 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
         let name = topic.topic.0.as_str();
         for wanted in &topic.partitions {
             // A partition another shard owns is answered by that shard.
-            let (error, leader_epoch, end_offset) = match broker.shards.owner_of(name, wanted.partition) {
-                Some(shard) => broker.shards.epoch_end(shard, name.to_string(), wanted.partition, wanted.current_leader_epoch, wanted.leader_epoch).await,
-                None => epoch_end(broker, name, wanted.partition, wanted.current_leader_epoch, wanted.leader_epoch),
-            };
+            let (error, leader_epoch, end_offset) =
+                match broker.shards.owner_of(name, wanted.partition) {
+                    Some(shard) => {
+                        broker
+                            .shards
+                            .epoch_end(
+                                shard,
+                                name.to_string(),
+                                wanted.partition,
+                                wanted.current_leader_epoch,
+                                wanted.leader_epoch,
+                            )
+                            .await
+                    }
+                    None => epoch_end(
+                        broker,
+                        name,
+                        wanted.partition,
+                        wanted.current_leader_epoch,
+                        wanted.leader_epoch,
+                    ),
+                };
             let mut answer = EpochEndOffset::default();
             answer.partition = wanted.partition;
             answer.error_code = error;
@@ -38,21 +58,37 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
 
 /// Where `leader_epoch` ended in this shard's partition, if it leads in
 /// `current_leader_epoch` (-1: any): (error code, epoch, end offset), -1 for both on error.
-pub fn epoch_end(broker: &Broker, topic: &str, index: i32, current_leader_epoch: i32, leader_epoch: i32) -> (i16, i32, i64) {
+pub fn epoch_end(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    current_leader_epoch: i32,
+    leader_epoch: i32,
+) -> (i16, i32, i64) {
     let refused = |error: ResponseError| (error.code(), -1, -1);
     match broker.partition(topic, index) {
         None => refused(ResponseError::UnknownTopicOrPartition),
-        Some(partition) if !partition.replica.is_leader() => refused(ResponseError::NotLeaderOrFollower),
+        Some(partition) if !partition.replica.is_leader() => {
+            refused(ResponseError::NotLeaderOrFollower)
+        }
         Some(partition) => {
             let current = partition.replica.leader_epoch();
             if current_leader_epoch >= 0 && current_leader_epoch != current {
-                refused(if current_leader_epoch < current { ResponseError::FencedLeaderEpoch } else { ResponseError::UnknownLeaderEpoch })
+                refused(if current_leader_epoch < current {
+                    ResponseError::FencedLeaderEpoch
+                } else {
+                    ResponseError::UnknownLeaderEpoch
+                })
             } else {
                 let log_end = partition.log_end_offset();
                 let (epoch, end) = if partition.replica.latest_epoch().is_none() {
                     // A partition that never changed leader (a broker alone) keeps no epoch
                     // entries; Kafka's cache would hold its one epoch from the log start.
-                    fjord_replication::end_offset_in(&[(current, partition.log_start_offset())], leader_epoch, log_end)
+                    fjord_replication::end_offset_in(
+                        &[(current, partition.log_start_offset())],
+                        leader_epoch,
+                        log_end,
+                    )
                 } else {
                     partition.replica.end_offset_for(leader_epoch, log_end)
                 };

@@ -100,7 +100,15 @@ struct PartitionResult {
 
 impl PartitionResult {
     fn refused(index: i32, error: i16) -> PartitionResult {
-        PartitionResult { index, error, high_watermark: -1, log_start_offset: -1, records: Vec::new(), bytes: 0, diverging_epoch: None }
+        PartitionResult {
+            index,
+            error,
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: Vec::new(),
+            bytes: 0,
+            diverging_epoch: None,
+        }
     }
 }
 
@@ -112,7 +120,11 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
     }
     let wait = Duration::from_millis(body.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
     let deadline = Instant::now() + wait;
-    let max_bytes = if body.max_bytes <= 0 { FETCH_RESPONSE_BYTES_MAX } else { body.max_bytes.min(FETCH_RESPONSE_BYTES_MAX) } as u64;
+    let max_bytes = if body.max_bytes <= 0 {
+        FETCH_RESPONSE_BYTES_MAX
+    } else {
+        body.max_bytes.min(FETCH_RESPONSE_BYTES_MAX)
+    } as u64;
     let min_bytes = body.min_bytes.max(0) as u64;
     // Names are resolved once, as Kafka resolves ids when the request arrives; a topic
     // deleted while the request waits is then unknown by name.
@@ -143,16 +155,26 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
 /// it walks the request), then the partitions it does not have (as it walks the rest).
 /// Consecutive partitions of one topic share its entry (`FetchResponse.toMessage`), so a
 /// topic may appear twice.
-fn in_kafka_order(body: &FetchRequest, results: Vec<Vec<PartitionResult>>) -> Vec<(usize, Vec<PartitionResult>)> {
+fn in_kafka_order(
+    body: &FetchRequest,
+    results: Vec<Vec<PartitionResult>>,
+) -> Vec<(usize, Vec<PartitionResult>)> {
     let pass = |error: i16| match ResponseError::try_from_code(error) {
         Some(ResponseError::UnknownTopicId) => 1,
         Some(ResponseError::UnknownTopicOrPartition) => 2,
         _ => 0,
     };
-    let mut flat: Vec<(u8, usize, PartitionResult)> = results.into_iter().enumerate().flat_map(|(t, partitions)| partitions.into_iter().map(move |p| (pass(p.error), t, p))).collect();
+    let mut flat: Vec<(u8, usize, PartitionResult)> = results
+        .into_iter()
+        .enumerate()
+        .flat_map(|(t, partitions)| partitions.into_iter().map(move |p| (pass(p.error), t, p)))
+        .collect();
     // Stable: request order within each pass.
     flat.sort_by_key(|(pass, _, _)| *pass);
-    let same = |a: usize, b: usize| body.topics[a].topic == body.topics[b].topic && body.topics[a].topic_id == body.topics[b].topic_id;
+    let same = |a: usize, b: usize| {
+        body.topics[a].topic == body.topics[b].topic
+            && body.topics[a].topic_id == body.topics[b].topic_id
+    };
     let mut topics: Vec<(usize, Vec<PartitionResult>)> = Vec::with_capacity(body.topics.len());
     for (_, t, result) in flat {
         match topics.last_mut() {
@@ -165,12 +187,20 @@ fn in_kafka_order(body: &FetchRequest, results: Vec<Vec<PartitionResult>>) -> Ve
 
 /// The name of each requested topic: as the request names it before v13; from v13 looked
 /// up by its id, `None` for an id no topic has (answered UNKNOWN_TOPIC_ID, as Kafka does).
-fn topic_names<'a>(broker: &Broker, version: i16, body: &'a FetchRequest) -> Vec<Option<Cow<'a, str>>> {
+fn topic_names<'a>(
+    broker: &Broker,
+    version: i16,
+    body: &'a FetchRequest,
+) -> Vec<Option<Cow<'a, str>>> {
     if version < TOPIC_IDS_FROM_VERSION {
         return body.topics.iter().map(|t| Some(Cow::Borrowed(t.topic.0.as_str()))).collect();
     }
-    let by_id: HashMap<[u8; 16], Rc<str>> = broker.topics().into_iter().map(|t| (t.id, Rc::clone(&t.name))).collect();
-    body.topics.iter().map(|t| by_id.get(t.topic_id.as_bytes()).map(|name| Cow::Owned(name.to_string()))).collect()
+    let by_id: HashMap<[u8; 16], Rc<str>> =
+        broker.topics().into_iter().map(|t| (t.id, Rc::clone(&t.name))).collect();
+    body.topics
+        .iter()
+        .map(|t| by_id.get(t.topic_id.as_bytes()).map(|name| Cow::Owned(name.to_string())))
+        .collect()
 }
 
 /// One partition's part of a Fetch, resolved on the shard that owns the partition.
@@ -185,10 +215,29 @@ pub struct PartitionRead {
 
 /// Resolves one partition this shard owns: checks, follower progress, and the file regions
 /// of whole batches from `offset`, at most `limit` bytes (at least one batch).
-pub async fn read_partition(broker: &Broker, topic: &str, index: i32, offset: i64, limit: u64, replica: i32, current_leader_epoch: i32) -> PartitionRead {
-    let mut result = PartitionRead { error: 0, high_watermark: -1, log_start_offset: -1, regions: Vec::new(), hw_moved: false };
+pub async fn read_partition(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    offset: i64,
+    limit: u64,
+    replica: i32,
+    current_leader_epoch: i32,
+) -> PartitionRead {
+    let mut result = PartitionRead {
+        error: 0,
+        high_watermark: -1,
+        log_start_offset: -1,
+        regions: Vec::new(),
+        hw_moved: false,
+    };
     let Some(partition) = broker.partition(topic, index) else {
-        result.error = if broker.partition_exists(topic, index) { ResponseError::NotLeaderOrFollower } else { ResponseError::UnknownTopicOrPartition }.code();
+        result.error = if broker.partition_exists(topic, index) {
+            ResponseError::NotLeaderOrFollower
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        }
+        .code();
         return result;
     };
     if !partition.replica.is_leader() {
@@ -197,14 +246,24 @@ pub async fn read_partition(broker: &Broker, topic: &str, index: i32, offset: i6
     }
     let epoch = partition.replica.leader_epoch();
     if current_leader_epoch >= 0 && current_leader_epoch != epoch {
-        result.error = if current_leader_epoch < epoch { ResponseError::FencedLeaderEpoch } else { ResponseError::UnknownLeaderEpoch }.code();
+        result.error = if current_leader_epoch < epoch {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        }
+        .code();
         return result;
     }
     if replica >= 0 {
         // A follower's fetch offset says what it holds: progress, high watermark and in-sync
         // set move with it.
         let before = partition.high_watermark();
-        let wanted_isr = partition.on_follower_fetch(replica, offset, crate::broker::now_ms(), broker.config.replica_lag_time_max_ms as i64);
+        let wanted_isr = partition.on_follower_fetch(
+            replica,
+            offset,
+            crate::broker::now_ms(),
+            broker.config.replica_lag_time_max_ms as i64,
+        );
         result.hw_moved = partition.high_watermark() > before;
         if let (Some(isr), Some(cluster)) = (wanted_isr, broker.cluster.as_ref()) {
             cluster.request_isr_change(&partition, isr);
@@ -241,9 +300,24 @@ pub fn fits(bytes: u64, limit: u64, total: u64) -> bool {
 /// Reads a partition this shard owns within `limit` (from `budget_limit`); with no budget
 /// left only its offsets, which clients track even when no records come.
 #[allow(clippy::too_many_arguments)]
-pub async fn read_budgeted(broker: &Broker, topic: &str, index: i32, offset: i64, limit: u64, total: u64, replica: i32, epoch: i32) -> PartitionRead {
+pub async fn read_budgeted(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    offset: i64,
+    limit: u64,
+    total: u64,
+    replica: i32,
+    epoch: i32,
+) -> PartitionRead {
     if limit == 0 && total > 0 {
-        let mut read = PartitionRead { error: 0, high_watermark: -1, log_start_offset: -1, regions: Vec::new(), hw_moved: false };
+        let mut read = PartitionRead {
+            error: 0,
+            high_watermark: -1,
+            log_start_offset: -1,
+            regions: Vec::new(),
+            hw_moved: false,
+        };
         if let Some(partition) = broker.partition(topic, index) {
             read.high_watermark = partition.high_watermark();
             read.log_start_offset = partition.log_start_offset();
@@ -266,7 +340,11 @@ enum EpochCheck {
 
 /// Kafka's `Partition.readRecords`, given where `last_fetched_epoch` ends on this leader
 /// (`epochs::epoch_end`: error code, epoch, end offset).
-fn epoch_check(last_fetched_epoch: i32, fetch_offset: i64, (error, epoch, end_offset): (i16, i32, i64)) -> EpochCheck {
+fn epoch_check(
+    last_fetched_epoch: i32,
+    fetch_offset: i64,
+    (error, epoch, end_offset): (i16, i32, i64),
+) -> EpochCheck {
     if error == ResponseError::UnknownTopicOrPartition.code() {
         // The read names this one as Kafka does: NOT_LEADER_OR_FOLLOWER for a partition
         // another broker hosts, UNKNOWN_TOPIC_OR_PARTITION for one that does not exist.
@@ -286,16 +364,26 @@ fn epoch_check(last_fetched_epoch: i32, fetch_offset: i64, (error, epoch, end_of
 
 /// The `EpochCheck` of every requested partition. Only partitions with a last fetched
 /// epoch (v12+; -1 otherwise) of a known topic are looked up, on the shard that owns each.
-async fn epoch_checks(broker: &Broker, body: &FetchRequest, names: &[Option<Cow<'_, str>>]) -> Vec<Vec<EpochCheck>> {
+async fn epoch_checks(
+    broker: &Broker,
+    body: &FetchRequest,
+    names: &[Option<Cow<'_, str>>],
+) -> Vec<Vec<EpochCheck>> {
     let mut checks = Vec::with_capacity(body.topics.len());
     for (topic, name) in body.topics.iter().zip(names) {
         let mut topic_checks = Vec::with_capacity(topic.partitions.len());
         for wanted in &topic.partitions {
             let check = match name {
                 Some(name) if wanted.last_fetched_epoch >= 0 => {
-                    let (index, current, last) = (wanted.partition, wanted.current_leader_epoch, wanted.last_fetched_epoch);
+                    let (index, current, last) =
+                        (wanted.partition, wanted.current_leader_epoch, wanted.last_fetched_epoch);
                     let end = match broker.shards.owner_of(name, index) {
-                        Some(shard) => broker.shards.epoch_end(shard, name.to_string(), index, current, last).await,
+                        Some(shard) => {
+                            broker
+                                .shards
+                                .epoch_end(shard, name.to_string(), index, current, last)
+                                .await
+                        }
                         None => epochs::epoch_end(broker, name, index, current, last),
                     };
                     epoch_check(last, wanted.fetch_offset, end)
@@ -340,7 +428,8 @@ fn diverge(result: &mut PartitionResult, fetch_offset: i64, epoch: i32, end_offs
 /// Whether a partition's error is that it does not exist, which Kafka answers without
 /// reading (`KafkaApis.handleFetchRequest` puts it aside as "erroneous").
 fn unknown(error: i16) -> bool {
-    error == ResponseError::UnknownTopicOrPartition.code() || error == ResponseError::UnknownTopicId.code()
+    error == ResponseError::UnknownTopicOrPartition.code()
+        || error == ResponseError::UnknownTopicId.code()
 }
 
 /// Resolves every requested partition to file regions. Returns (per topic results, total
@@ -354,20 +443,42 @@ fn unknown(error: i16) -> bool {
 /// As Kafka's `ReplicaManager.fetchMessages`, it answers at once when a partition could
 /// not be read (an error, or a diverged log) or when no requested partition exists; a
 /// partition that does not exist does not cut the long poll of the others.
-async fn collect(broker: &Rc<Broker>, body: &FetchRequest, names: &[Option<Cow<'_, str>>], max_bytes: u64) -> (Vec<Vec<PartitionResult>>, u64, bool) {
+async fn collect(
+    broker: &Rc<Broker>,
+    body: &FetchRequest,
+    names: &[Option<Cow<'_, str>>],
+    max_bytes: u64,
+) -> (Vec<Vec<PartitionResult>>, u64, bool) {
     let checks = epoch_checks(broker, body, names).await;
     let reads = read_elsewhere(broker, body, names, &checks, max_bytes).await;
     let mut budget = Budget { max_bytes, total: 0, hw_moved: false };
     let mut answer_now = false;
     let mut known = 0usize;
     let mut out = Vec::with_capacity(body.topics.len());
-    for (((topic, name), topic_checks), topic_reads) in body.topics.iter().zip(names).zip(checks).zip(reads) {
+    for (((topic, name), topic_checks), topic_reads) in
+        body.topics.iter().zip(names).zip(checks).zip(reads)
+    {
         let mut results = Vec::with_capacity(topic.partitions.len());
         for ((wanted, check), read) in topic.partitions.iter().zip(topic_checks).zip(topic_reads) {
             let result = match (name, check) {
-                (None, _) => PartitionResult::refused(wanted.partition, ResponseError::UnknownTopicId.code()),
-                (Some(_), EpochCheck::Refuse(error)) => PartitionResult::refused(wanted.partition, error),
-                (Some(name), check) => answer_partition(broker, body.replica_id.0, name, wanted, check, read, &mut budget).await,
+                (None, _) => {
+                    PartitionResult::refused(wanted.partition, ResponseError::UnknownTopicId.code())
+                }
+                (Some(_), EpochCheck::Refuse(error)) => {
+                    PartitionResult::refused(wanted.partition, error)
+                }
+                (Some(name), check) => {
+                    answer_partition(
+                        broker,
+                        body.replica_id.0,
+                        name,
+                        wanted,
+                        check,
+                        read,
+                        &mut budget,
+                    )
+                    .await
+                }
             };
             if !unknown(result.error) {
                 known += 1;
@@ -395,8 +506,15 @@ struct Budget {
 /// Sends the partitions each other shard owns there as one message, all sent at once, and
 /// each shard reads its share in order within `max_bytes`. The reads, in request order:
 /// `None` where this shard reads, or nothing is to be read.
-async fn read_elsewhere(broker: &Broker, body: &FetchRequest, names: &[Option<Cow<'_, str>>], checks: &[Vec<EpochCheck>], max_bytes: u64) -> Vec<Vec<Option<PartitionRead>>> {
-    let mut reads: Vec<Vec<Option<PartitionRead>>> = body.topics.iter().map(|t| t.partitions.iter().map(|_| None).collect()).collect();
+async fn read_elsewhere(
+    broker: &Broker,
+    body: &FetchRequest,
+    names: &[Option<Cow<'_, str>>],
+    checks: &[Vec<EpochCheck>],
+    max_bytes: u64,
+) -> Vec<Vec<Option<PartitionRead>>> {
+    let mut reads: Vec<Vec<Option<PartitionRead>>> =
+        body.topics.iter().map(|t| t.partitions.iter().map(|_| None).collect()).collect();
     if broker.shards.count <= 1 {
         return reads;
     }
@@ -419,7 +537,12 @@ async fn read_elsewhere(broker: &Broker, body: &FetchRequest, names: &[Option<Co
             remote.push(shard, (t, p), part);
         }
     }
-    let pending: Vec<_> = remote.into_groups().map(|(shard, positions, parts)| (positions, broker.shards.fetch(shard, parts, body.replica_id.0, max_bytes))).collect();
+    let pending: Vec<_> = remote
+        .into_groups()
+        .map(|(shard, positions, parts)| {
+            (positions, broker.shards.fetch(shard, parts, body.replica_id.0, max_bytes))
+        })
+        .collect();
     for (positions, answer) in pending {
         let answers = Shards::fetched(answer, positions.len()).await;
         for ((t, p), read) in positions.into_iter().zip(answers) {
@@ -440,10 +563,26 @@ async fn answer_partition(
     read: Option<PartitionRead>,
     budget: &mut Budget,
 ) -> PartitionResult {
-    let limit = budget_limit(partition_limit(wanted.partition_max_bytes, check), budget.max_bytes, budget.total);
+    let limit = budget_limit(
+        partition_limit(wanted.partition_max_bytes, check),
+        budget.max_bytes,
+        budget.total,
+    );
     let read = match read {
         Some(read) => read,
-        None => read_budgeted(broker, name, wanted.partition, wanted.fetch_offset, limit, budget.total, replica, wanted.current_leader_epoch).await,
+        None => {
+            read_budgeted(
+                broker,
+                name,
+                wanted.partition,
+                wanted.fetch_offset,
+                limit,
+                budget.total,
+                replica,
+                wanted.current_leader_epoch,
+            )
+            .await
+        }
     };
     budget.hw_moved |= read.hw_moved;
     let mut result = PartitionResult {
@@ -516,7 +655,10 @@ impl Wire {
         if self.flexible {
             Wire::compact(out, value.len() as u64);
         } else {
-            out.put_i16(i16::try_from(value.len()).expect("a topic name the request decoded fits an i16 length"));
+            out.put_i16(
+                i16::try_from(value.len())
+                    .expect("a topic name the request decoded fits an i16 length"),
+            );
         }
         out.put_slice(value.as_bytes());
     }
@@ -541,7 +683,10 @@ impl Wire {
     /// is v16+, `snapshot_id` is for KRaft's own log).
     fn partition_tagged_fields(self, out: &mut Vec<u8>, diverging_epoch: Option<(i32, i64)>) {
         if !self.flexible {
-            assert!(diverging_epoch.is_none(), "a diverging epoch before v12, which cannot carry it");
+            assert!(
+                diverging_epoch.is_none(),
+                "a diverging epoch before v12, which cannot carry it"
+            );
             return;
         }
         match diverging_epoch {
@@ -568,7 +713,12 @@ fn aborted_list(isolation_level: i8, error: i16) -> bool {
 
 /// Writes the response (header included, size prefix excluded): bytes in memory, with each
 /// partition's record pieces between them.
-fn encode(version: i16, correlation_id: i32, body: &FetchRequest, topics: Vec<(usize, Vec<PartitionResult>)>) -> FetchResponse {
+fn encode(
+    version: i16,
+    correlation_id: i32,
+    body: &FetchRequest,
+    topics: Vec<(usize, Vec<PartitionResult>)>,
+) -> FetchResponse {
     let wire = Wire::of(version);
     let mut pieces = Vec::new();
     let mut head = Vec::with_capacity(256);
@@ -591,7 +741,11 @@ fn encode(version: i16, correlation_id: i32, body: &FetchRequest, topics: Vec<(u
         wire.array_len(&mut head, partitions.len());
         for result in partitions {
             // A partition with an error carries no offsets, as in Kafka (-1 for each).
-            let (high_watermark, log_start_offset) = if result.error != 0 { (-1, -1) } else { (result.high_watermark, result.log_start_offset) };
+            let (high_watermark, log_start_offset) = if result.error != 0 {
+                (-1, -1)
+            } else {
+                (result.high_watermark, result.log_start_offset)
+            };
             head.put_i32(result.index);
             head.put_i16(result.error);
             head.put_i64(high_watermark);
@@ -630,7 +784,9 @@ fn encode(version: i16, correlation_id: i32, body: &FetchRequest, topics: Vec<(u
 mod tests {
     use bytes::Bytes;
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::fetch_response::{EpochEndOffset, FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::fetch_response::{
+        EpochEndOffset, FetchableTopicResponse, PartitionData,
+    };
     use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
     use kafka_protocol::protocol::StrBytes;
 
@@ -695,15 +851,24 @@ mod tests {
             .map(|t| {
                 t.partitions
                     .iter()
-                    .map(|(index, error, high_watermark, log_start_offset, records, diverging_epoch)| PartitionResult {
-                        index: *index,
-                        error: *error,
-                        high_watermark: *high_watermark,
-                        log_start_offset: *log_start_offset,
-                        bytes: records.iter().map(|r| r.len() as u64).sum(),
-                        records: records.iter().cloned().map(Piece::Bytes).collect(),
-                        diverging_epoch: *diverging_epoch,
-                    })
+                    .map(
+                        |(
+                            index,
+                            error,
+                            high_watermark,
+                            log_start_offset,
+                            records,
+                            diverging_epoch,
+                        )| PartitionResult {
+                            index: *index,
+                            error: *error,
+                            high_watermark: *high_watermark,
+                            log_start_offset: *log_start_offset,
+                            bytes: records.iter().map(|r| r.len() as u64).sum(),
+                            records: records.iter().cloned().map(Piece::Bytes).collect(),
+                            diverging_epoch: *diverging_epoch,
+                        },
+                    )
                     .collect()
             })
             .enumerate()
@@ -723,30 +888,46 @@ mod tests {
                 topic.partitions = t
                     .partitions
                     .iter()
-                    .map(|(index, error, high_watermark, log_start_offset, records, diverging_epoch)| {
-                        let mut p = PartitionData::default();
-                        p.partition_index = *index;
-                        p.error_code = *error;
-                        let (hw, start) = if *error != 0 { (-1, -1) } else { (*high_watermark, *log_start_offset) };
-                        p.high_watermark = hw;
-                        p.last_stable_offset = hw;
-                        p.log_start_offset = start;
-                        p.aborted_transactions = aborted_list(isolation_level, *error).then(Vec::new);
-                        p.preferred_read_replica = BrokerId(-1);
-                        p.records = Some(Bytes::from(records.concat()));
-                        if let Some((epoch, end_offset)) = diverging_epoch {
-                            let mut diverging = EpochEndOffset::default();
-                            diverging.epoch = *epoch;
-                            diverging.end_offset = *end_offset;
-                            p.diverging_epoch = diverging;
-                        }
-                        p
-                    })
+                    .map(
+                        |(
+                            index,
+                            error,
+                            high_watermark,
+                            log_start_offset,
+                            records,
+                            diverging_epoch,
+                        )| {
+                            let mut p = PartitionData::default();
+                            p.partition_index = *index;
+                            p.error_code = *error;
+                            let (hw, start) = if *error != 0 {
+                                (-1, -1)
+                            } else {
+                                (*high_watermark, *log_start_offset)
+                            };
+                            p.high_watermark = hw;
+                            p.last_stable_offset = hw;
+                            p.log_start_offset = start;
+                            p.aborted_transactions =
+                                aborted_list(isolation_level, *error).then(Vec::new);
+                            p.preferred_read_replica = BrokerId(-1);
+                            p.records = Some(Bytes::from(records.concat()));
+                            if let Some((epoch, end_offset)) = diverging_epoch {
+                                let mut diverging = EpochEndOffset::default();
+                                diverging.epoch = *epoch;
+                                diverging.end_offset = *end_offset;
+                                p.diverging_epoch = diverging;
+                            }
+                            p
+                        },
+                    )
                     .collect();
                 topic
             })
             .collect();
-        let frame = crate::protocol::encode_response(ApiKey::Fetch, version, CORRELATION_ID, &response).expect("the codec encodes");
+        let frame =
+            crate::protocol::encode_response(ApiKey::Fetch, version, CORRELATION_ID, &response)
+                .expect("the codec encodes");
         let size = i32::from_be_bytes(frame[..4].try_into().expect("a size prefix")) as usize;
         assert_eq!(size, frame.len() - 4);
         frame[4..].to_vec()
@@ -758,7 +939,10 @@ mod tests {
                 name: "diff-a".to_string(),
                 id: uuid::Uuid::from_u128(0x0011_2233_4455_6677_8899_aabb_ccdd_eeff),
                 // Records of 300 bytes: a compact length of two varint bytes.
-                partitions: vec![(0, 0, 3, 0, vec![vec![7; 100], vec![8; 200]], None), (1, 0, 0, 0, Vec::new(), None)],
+                partitions: vec![
+                    (0, 0, 3, 0, vec![vec![7; 100], vec![8; 200]], None),
+                    (1, 0, 0, 0, Vec::new(), None),
+                ],
             },
             Topic {
                 // 200 characters: a compact string length of two varint bytes.
@@ -777,7 +961,11 @@ mod tests {
         for version in VERSIONS {
             for isolation_level in [0, 1] {
                 let topics = topics();
-                assert_eq!(by_hand(version, &topics, isolation_level), by_codec(version, &topics, isolation_level), "v{version} isolation {isolation_level}");
+                assert_eq!(
+                    by_hand(version, &topics, isolation_level),
+                    by_codec(version, &topics, isolation_level),
+                    "v{version} isolation {isolation_level}"
+                );
             }
         }
     }
@@ -792,7 +980,11 @@ mod tests {
     #[test]
     fn a_diverging_epoch_is_a_tagged_field_of_flexible_versions() {
         for version in FLEXIBLE_FROM_VERSION..=*VERSIONS.end() {
-            let topics = vec![Topic { name: "diff-a".to_string(), id: uuid::Uuid::from_u128(1), partitions: vec![(0, 0, 3, 0, Vec::new(), Some((2, 150)))] }];
+            let topics = vec![Topic {
+                name: "diff-a".to_string(),
+                id: uuid::Uuid::from_u128(1),
+                partitions: vec![(0, 0, 3, 0, Vec::new(), Some((2, 150)))],
+            }];
             let bytes = by_hand(version, &topics, 0);
             assert_eq!(bytes, by_codec(version, &topics, 0), "v{version}");
             // Tagged fields: one, tag 0, 13 bytes, epoch, end offset, its own empty section;
@@ -808,7 +1000,11 @@ mod tests {
     fn flexible_versions_start_with_response_header_v1() {
         let bytes = by_hand(FLEXIBLE_FROM_VERSION, &[], 0);
         assert_eq!(&bytes[..5], &[1, 2, 3, 4, 0], "the correlation id, then no tagged fields");
-        assert_eq!(&by_hand(FLEXIBLE_FROM_VERSION - 1, &[], 0)[..8], &[1, 2, 3, 4, 0, 0, 0, 0], "the correlation id, then throttle_time_ms");
+        assert_eq!(
+            &by_hand(FLEXIBLE_FROM_VERSION - 1, &[], 0)[..8],
+            &[1, 2, 3, 4, 0, 0, 0, 0],
+            "the correlation id, then throttle_time_ms"
+        );
     }
 
     #[test]
@@ -850,25 +1046,56 @@ mod tests {
         assert_eq!(epoch_check(0, 3, (ok, 0, 3)), EpochCheck::Read);
         assert_eq!(epoch_check(0, 1, (ok, 0, 3)), EpochCheck::Read);
         // The fetcher is past where its epoch ended here, or holds an epoch this log lacks.
-        assert_eq!(epoch_check(0, 1000, (ok, 0, 3)), EpochCheck::Diverged { epoch: 0, end_offset: 3 });
-        assert_eq!(epoch_check(2, 10, (ok, 1, 8)), EpochCheck::Diverged { epoch: 1, end_offset: 8 });
+        assert_eq!(
+            epoch_check(0, 1000, (ok, 0, 3)),
+            EpochCheck::Diverged { epoch: 0, end_offset: 3 }
+        );
+        assert_eq!(
+            epoch_check(2, 10, (ok, 1, 8)),
+            EpochCheck::Diverged { epoch: 1, end_offset: 8 }
+        );
         // An epoch this log cannot place.
-        assert_eq!(epoch_check(5, 3, (ok, -1, -1)), EpochCheck::Refuse(ResponseError::OffsetOutOfRange.code()));
+        assert_eq!(
+            epoch_check(5, 3, (ok, -1, -1)),
+            EpochCheck::Refuse(ResponseError::OffsetOutOfRange.code())
+        );
         // The partition's own errors stand; an unknown one is left to the read.
         let fenced = ResponseError::FencedLeaderEpoch.code();
         assert_eq!(epoch_check(0, 3, (fenced, -1, -1)), EpochCheck::Refuse(fenced));
-        assert_eq!(epoch_check(0, 3, (ResponseError::UnknownTopicOrPartition.code(), -1, -1)), EpochCheck::Read);
+        assert_eq!(
+            epoch_check(0, 3, (ResponseError::UnknownTopicOrPartition.code(), -1, -1)),
+            EpochCheck::Read
+        );
     }
 
     #[test]
     fn a_diverged_partition_carries_no_records_and_is_out_of_range_below_the_log_start() {
-        let read = |error: i16| PartitionResult { index: 0, error, high_watermark: 9, log_start_offset: 4, records: vec![Piece::Bytes(vec![1])], bytes: 1, diverging_epoch: None };
+        let read = |error: i16| PartitionResult {
+            index: 0,
+            error,
+            high_watermark: 9,
+            log_start_offset: 4,
+            records: vec![Piece::Bytes(vec![1])],
+            bytes: 1,
+            diverging_epoch: None,
+        };
         let mut past_the_end = read(ResponseError::OffsetOutOfRange.code());
         diverge(&mut past_the_end, 1000, 0, 9);
-        assert_eq!((past_the_end.error, past_the_end.diverging_epoch, past_the_end.bytes, past_the_end.records.len()), (0, Some((0, 9)), 0, 0));
+        assert_eq!(
+            (
+                past_the_end.error,
+                past_the_end.diverging_epoch,
+                past_the_end.bytes,
+                past_the_end.records.len()
+            ),
+            (0, Some((0, 9)), 0, 0)
+        );
         let mut below_start = read(0);
         diverge(&mut below_start, 2, 0, 9);
-        assert_eq!((below_start.error, below_start.diverging_epoch), (ResponseError::OffsetOutOfRange.code(), None));
+        assert_eq!(
+            (below_start.error, below_start.diverging_epoch),
+            (ResponseError::OffsetOutOfRange.code(), None)
+        );
         let storage = ResponseError::KafkaStorageError.code();
         let mut failed = read(storage);
         diverge(&mut failed, 5, 0, 9);
@@ -877,23 +1104,54 @@ mod tests {
 
     #[test]
     fn partitions_that_do_not_exist_come_last_as_kafka_orders_them() {
-        let named = |names: &[&str]| request(&names.iter().map(|n| Topic { name: n.to_string(), id: uuid::Uuid::nil(), partitions: Vec::new() }).collect::<Vec<_>>(), 0);
-        let order = |body: &FetchRequest, results: Vec<Vec<PartitionResult>>| -> Vec<(usize, Vec<i32>)> {
-            in_kafka_order(body, results).into_iter().map(|(t, ps)| (t, ps.iter().map(|p| p.index).collect())).collect()
+        let named = |names: &[&str]| {
+            request(
+                &names
+                    .iter()
+                    .map(|n| Topic {
+                        name: n.to_string(),
+                        id: uuid::Uuid::nil(),
+                        partitions: Vec::new(),
+                    })
+                    .collect::<Vec<_>>(),
+                0,
+            )
         };
+        let order =
+            |body: &FetchRequest, results: Vec<Vec<PartitionResult>>| -> Vec<(usize, Vec<i32>)> {
+                in_kafka_order(body, results)
+                    .into_iter()
+                    .map(|(t, ps)| (t, ps.iter().map(|p| p.index).collect()))
+                    .collect()
+            };
         let missing = ResponseError::UnknownTopicOrPartition.code();
         let not_leader = ResponseError::NotLeaderOrFollower.code();
         let result = |index: i32, error: i16| PartitionResult::refused(index, error);
         // What was read (errors included), in request order, then what does not exist: a
         // topic split so appears twice.
-        let results = vec![vec![result(0, 0), result(99, missing), result(1, not_leader)], vec![result(0, missing)], vec![result(0, 0)]];
-        assert_eq!(order(&named(&["a", "gone", "b"]), results), vec![(0, vec![0, 1]), (2, vec![0]), (0, vec![99]), (1, vec![0])]);
+        let results = vec![
+            vec![result(0, 0), result(99, missing), result(1, not_leader)],
+            vec![result(0, missing)],
+            vec![result(0, 0)],
+        ];
+        assert_eq!(
+            order(&named(&["a", "gone", "b"]), results),
+            vec![(0, vec![0, 1]), (2, vec![0]), (0, vec![99]), (1, vec![0])]
+        );
         // The last topic read and the first put aside are consecutive: one entry.
-        let results = vec![vec![result(0, 0)], vec![result(5, missing), result(0, 0), result(6, missing)]];
+        let results =
+            vec![vec![result(0, 0)], vec![result(5, missing), result(0, 0), result(6, missing)]];
         assert_eq!(order(&named(&["a", "b"]), results), vec![(0, vec![0]), (1, vec![0, 5, 6])]);
         // Topic ids no topic has come before the partitions a known topic lacks.
         let no_topic = ResponseError::UnknownTopicId.code();
-        let results = vec![vec![result(0, 0), result(99, missing)], vec![result(0, no_topic)], vec![result(1, 0)]];
-        assert_eq!(order(&named(&["a", "gone", "a"]), results), vec![(0, vec![0, 1]), (1, vec![0]), (0, vec![99])]);
+        let results = vec![
+            vec![result(0, 0), result(99, missing)],
+            vec![result(0, no_topic)],
+            vec![result(1, 0)],
+        ];
+        assert_eq!(
+            order(&named(&["a", "gone", "a"]), results),
+            vec![(0, vec![0, 1]), (1, vec![0]), (0, vec![99])]
+        );
     }
 }

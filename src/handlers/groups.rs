@@ -4,16 +4,19 @@
 
 use std::rc::Rc;
 
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator as CoordinatorEntry;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
-use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
 use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
 use tracing::warn;
@@ -47,16 +50,31 @@ pub async fn find_coordinator(broker: &Rc<Broker>, request: &Request) -> anyhow:
             // or SHARE); Fjord has no transaction or share coordinator to offer yet.
             // (SHARE is INVALID_REQUEST below FindCoordinator v6, which covers all Fjord serves.)
             let known = key_type == KEY_TYPE_TRANSACTION;
-            let error = if known { ResponseError::CoordinatorNotAvailable } else { ResponseError::InvalidRequest };
+            let error = if known {
+                ResponseError::CoordinatorNotAvailable
+            } else {
+                ResponseError::InvalidRequest
+            };
             return (error.code(), -1, String::new(), -1);
         }
         let Some(cluster) = &broker.cluster else {
-            return (0, config.broker_id, config.advertised_host.clone(), i32::from(config.advertised_port));
+            return (
+                0,
+                config.broker_id,
+                config.advertised_host.clone(),
+                i32::from(config.advertised_port),
+            );
         };
         let index = coordinator.partition_of(key) as i32;
-        let leader = cluster.state.borrow().partition(crate::coordinator::OFFSETS_TOPIC, index).map_or(-1, |p| p.leader);
+        let leader = cluster
+            .state
+            .borrow()
+            .partition(crate::coordinator::OFFSETS_TOPIC, index)
+            .map_or(-1, |p| p.leader);
         match cluster.address_of(leader).and_then(|a| a.parse::<std::net::SocketAddr>().ok()) {
-            Some(address) if cluster.is_alive(leader) => (0, leader, address.ip().to_string(), i32::from(address.port())),
+            Some(address) if cluster.is_alive(leader) => {
+                (0, leader, address.ip().to_string(), i32::from(address.port()))
+            }
             _ => (ResponseError::CoordinatorNotAvailable.code(), -1, String::new(), -1),
         }
     };
@@ -72,7 +90,10 @@ pub async fn find_coordinator(broker: &Rc<Broker>, request: &Request) -> anyhow:
             response.coordinators.push(entry);
         }
     } else {
-        let (error, node, host, port) = answer(if request.version >= 1 { body.key_type } else { KEY_TYPE_GROUP }, body.key.as_str());
+        let (error, node, host, port) = answer(
+            if request.version >= 1 { body.key_type } else { KEY_TYPE_GROUP },
+            body.key.as_str(),
+        );
         response.error_code = error;
         response.node_id = BrokerId(node);
         response.host = host.into();
@@ -91,9 +112,17 @@ pub async fn join_group(broker: &Rc<Broker>, request: &Request) -> anyhow::Resul
         client_id: request.header.client_id.as_ref().map_or(String::new(), |s| s.to_string()),
         client_host: request.peer.map_or(String::new(), |p| format!("/{}", p.ip())),
         session_timeout_ms: body.session_timeout_ms,
-        rebalance_timeout_ms: if request.version >= 1 { body.rebalance_timeout_ms } else { body.session_timeout_ms },
+        rebalance_timeout_ms: if request.version >= 1 {
+            body.rebalance_timeout_ms
+        } else {
+            body.session_timeout_ms
+        },
         protocol_type: body.protocol_type.to_string(),
-        protocols: body.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
+        protocols: body
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
         require_known_member_id: request.version >= 4,
     };
     let result = match coordinator.join(join) {
@@ -134,9 +163,18 @@ pub async fn join_group(broker: &Rc<Broker>, request: &Request) -> anyhow::Resul
 
 pub async fn sync_group(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: SyncGroupRequest = decode_body(request)?;
-    let assignments = body.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect();
-    let result = match broker.coordinator().sync(body.group_id.0.as_str(), body.generation_id, body.member_id.as_str(), assignments) {
-        Ok(receiver) => receiver.await.unwrap_or_else(|_closed| crate::coordinator::SyncResult { error: Some(ResponseError::RebalanceInProgress), ..Default::default() }),
+    let assignments =
+        body.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect();
+    let result = match broker.coordinator().sync(
+        body.group_id.0.as_str(),
+        body.generation_id,
+        body.member_id.as_str(),
+        assignments,
+    ) {
+        Ok(receiver) => receiver.await.unwrap_or_else(|_closed| crate::coordinator::SyncResult {
+            error: Some(ResponseError::RebalanceInProgress),
+            ..Default::default()
+        }),
         Err(immediate) => immediate,
     };
     let mut response = SyncGroupResponse::default();
@@ -151,7 +189,12 @@ pub async fn sync_group(broker: &Rc<Broker>, request: &Request) -> anyhow::Resul
 
 pub async fn heartbeat(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: HeartbeatRequest = decode_body(request)?;
-    let error = broker.coordinator().heartbeat(body.group_id.0.as_str(), body.generation_id, body.member_id.as_str(), body.group_instance_id.as_deref());
+    let error = broker.coordinator().heartbeat(
+        body.group_id.0.as_str(),
+        body.generation_id,
+        body.member_id.as_str(),
+        body.group_instance_id.as_deref(),
+    );
     let mut response = HeartbeatResponse::default();
     response.error_code = code(error);
     frame(request, &response)
@@ -160,7 +203,10 @@ pub async fn heartbeat(broker: &Rc<Broker>, request: &Request) -> anyhow::Result
 pub async fn leave_group(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: LeaveGroupRequest = decode_body(request)?;
     let members: Vec<(String, Option<String>)> = if request.version >= 3 {
-        body.members.iter().map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string()))).collect()
+        body.members
+            .iter()
+            .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
+            .collect()
     } else {
         vec![(body.member_id.to_string(), None)]
     };
@@ -192,7 +238,11 @@ pub async fn offset_commit(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
     let body: OffsetCommitRequest = decode_body(request)?;
     let group_id = body.group_id.0.to_string();
     let coordinator = broker.coordinator();
-    let group_error = coordinator.check_commit(&group_id, body.generation_id_or_member_epoch, body.member_id.as_str());
+    let group_error = coordinator.check_commit(
+        &group_id,
+        body.generation_id_or_member_epoch,
+        body.member_id.as_str(),
+    );
     let now = crate::broker::now_ms();
     let mut response = OffsetCommitResponse::default();
     let mut accepted = Vec::new();
@@ -208,7 +258,11 @@ pub async fn offset_commit(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
                 Some(error)
             } else if !broker.partition_exists(topic.name.0.as_str(), partition.partition_index) {
                 Some(ResponseError::UnknownTopicOrPartition)
-            } else if partition.committed_metadata.as_ref().is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX) {
+            } else if partition
+                .committed_metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)
+            {
                 Some(ResponseError::OffsetMetadataTooLarge)
             } else {
                 None
@@ -219,7 +273,11 @@ pub async fn offset_commit(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
                     partition.partition_index,
                     Committed {
                         offset: partition.committed_offset,
-                        leader_epoch: if request.version >= 6 { partition.committed_leader_epoch } else { -1 },
+                        leader_epoch: if request.version >= 6 {
+                            partition.committed_leader_epoch
+                        } else {
+                            -1
+                        },
                         metadata: partition.committed_metadata.as_ref().map(|m| m.to_string()),
                         commit_time_ms: now,
                     },
@@ -246,23 +304,28 @@ pub async fn offset_fetch(broker: &Rc<Broker>, request: &Request) -> anyhow::Res
     if request.version >= OFFSET_FETCH_GROUPS_FROM_VERSION {
         return offset_fetch_groups(broker, request, &body);
     }
-    let wanted: Option<Vec<(String, Vec<i32>)>> = body.topics.as_ref().map(|topics| topics.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
+    let wanted: Option<Vec<(String, Vec<i32>)>> = body.topics.as_ref().map(|topics| {
+        topics.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect()
+    });
     let mut response = OffsetFetchResponse::default();
-    let found = match broker.coordinator().fetch_offsets(body.group_id.0.as_str(), wanted.as_deref()) {
-        Ok(found) => found,
-        Err(error) => {
-            // v2+ has a group-level error; v1 reports it per requested partition.
-            if request.version >= 2 {
-                response.error_code = error.code();
-                return frame(request, &response);
+    let found =
+        match broker.coordinator().fetch_offsets(body.group_id.0.as_str(), wanted.as_deref()) {
+            Ok(found) => found,
+            Err(error) => {
+                // v2+ has a group-level error; v1 reports it per requested partition.
+                if request.version >= 2 {
+                    response.error_code = error.code();
+                    return frame(request, &response);
+                }
+                wanted
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        (topic, partitions.into_iter().map(|p| (p, None)).collect())
+                    })
+                    .collect::<Vec<(String, Vec<(i32, Option<Committed>)>)>>()
             }
-            wanted
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(topic, partitions)| (topic, partitions.into_iter().map(|p| (p, None)).collect()))
-                .collect::<Vec<(String, Vec<(i32, Option<Committed>)>)>>()
-        }
-    };
+        };
     for (topic, partitions) in found {
         let mut t = OffsetFetchResponseTopic::default();
         t.name = TopicName(topic.into());
@@ -287,14 +350,23 @@ pub async fn offset_fetch(broker: &Rc<Broker>, request: &Request) -> anyhow::Res
 /// v9's member id and epoch identify a member of a KIP-848 consumer group, whose offsets
 /// only a current member may read; Kafka's classic groups ignore them
 /// (`ClassicGroup.validateOffsetFetch`), and every Fjord group is a classic one.
-fn offset_fetch_groups(broker: &Rc<Broker>, request: &Request, body: &OffsetFetchRequest) -> anyhow::Result<Reply> {
+fn offset_fetch_groups(
+    broker: &Rc<Broker>,
+    request: &Request,
+    body: &OffsetFetchRequest,
+) -> anyhow::Result<Reply> {
     if body.groups.len() > OFFSET_FETCH_GROUPS_MAX {
-        anyhow::bail!("OffsetFetch names {} groups, more than {OFFSET_FETCH_GROUPS_MAX}", body.groups.len());
+        anyhow::bail!(
+            "OffsetFetch names {} groups, more than {OFFSET_FETCH_GROUPS_MAX}",
+            body.groups.len()
+        );
     }
     let coordinator = broker.coordinator();
     let mut response = OffsetFetchResponse::default();
     for group in &body.groups {
-        let wanted: Option<Vec<(String, Vec<i32>)>> = group.topics.as_ref().map(|topics| topics.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
+        let wanted: Option<Vec<(String, Vec<i32>)>> = group.topics.as_ref().map(|topics| {
+            topics.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect()
+        });
         let mut answer = OffsetFetchResponseGroup::default();
         answer.group_id = group.group_id.clone();
         match coordinator.fetch_offsets(group.group_id.0.as_str(), wanted.as_deref()) {
@@ -311,8 +383,11 @@ fn offset_fetch_groups(broker: &Rc<Broker>, request: &Request, body: &OffsetFetc
                                 let mut p = OffsetFetchResponsePartitions::default();
                                 p.partition_index = index;
                                 p.committed_offset = committed.as_ref().map_or(-1, |c| c.offset);
-                                p.committed_leader_epoch = committed.as_ref().map_or(-1, |c| c.leader_epoch);
-                                p.metadata = Some(committed.and_then(|c| c.metadata).unwrap_or_default().into());
+                                p.committed_leader_epoch =
+                                    committed.as_ref().map_or(-1, |c| c.leader_epoch);
+                                p.metadata = Some(
+                                    committed.and_then(|c| c.metadata).unwrap_or_default().into(),
+                                );
                                 p
                             })
                             .collect();
@@ -330,7 +405,10 @@ pub async fn list_groups(broker: &Rc<Broker>, request: &Request) -> anyhow::Resu
     let body: ListGroupsRequest = decode_body(request)?;
     let mut response = ListGroupsResponse::default();
     for (id, protocol_type, state) in broker.coordinator().list() {
-        if request.version >= 4 && !body.states_filter.is_empty() && !body.states_filter.iter().any(|s| s.as_str().eq_ignore_ascii_case(state)) {
+        if request.version >= 4
+            && !body.states_filter.is_empty()
+            && !body.states_filter.iter().any(|s| s.as_str().eq_ignore_ascii_case(state))
+        {
             continue;
         }
         let mut g = ListedGroup::default();
@@ -351,7 +429,10 @@ pub async fn describe_groups(broker: &Rc<Broker>, request: &Request) -> anyhow::
         let mut described = DescribedGroup::default();
         described.group_id = group_id.clone();
         // As Kafka: only a group described without an error carries its operations.
-        described.authorized_operations = authorized::if_asked(request.version >= 3 && body.include_authorized_operations, authorized::GROUP);
+        described.authorized_operations = authorized::if_asked(
+            request.version >= 3 && body.include_authorized_operations,
+            authorized::GROUP,
+        );
         match broker.coordinator().describe(group_id.0.as_str()) {
             Err(error) => {
                 described.error_code = error.code();

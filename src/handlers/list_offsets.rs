@@ -2,7 +2,9 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
@@ -35,13 +37,22 @@ impl OffsetAnswer {
 pub async fn list_offset(broker: &Broker, topic: &str, index: i32, timestamp: i64) -> OffsetAnswer {
     // librdkafka's watermark query gives up on a refusal (`partition_for_leader`).
     let Some(partition) = broker.partition_for_leader(topic, index).await else {
-        let code = if broker.partition_exists(topic, index) { ResponseError::NotLeaderOrFollower } else { ResponseError::UnknownTopicOrPartition };
+        let code = if broker.partition_exists(topic, index) {
+            ResponseError::NotLeaderOrFollower
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
         return OffsetAnswer::refused(code);
     };
     if !partition.replica.is_leader() {
         return OffsetAnswer::refused(ResponseError::NotLeaderOrFollower);
     }
-    let found = |timestamp: i64, offset: i64, leader_epoch: i32| OffsetAnswer { error: 0, timestamp, offset, leader_epoch };
+    let found = |timestamp: i64, offset: i64, leader_epoch: i32| OffsetAnswer {
+        error: 0,
+        timestamp,
+        offset,
+        leader_epoch,
+    };
     match timestamp {
         LATEST => found(-1, partition.high_watermark(), partition.replica.leader_epoch()),
         EARLIEST => {
@@ -49,9 +60,16 @@ pub async fn list_offset(broker: &Broker, topic: &str, index: i32, timestamp: i6
             found(-1, start, partition.replica.epoch_at(start))
         }
         timestamp if timestamp >= 0 => match partition.offset_for_timestamp(timestamp).await {
-            Ok(Some((offset, at))) if offset < partition.high_watermark() => found(at, offset, partition.replica.epoch_at(offset)),
+            Ok(Some((offset, at))) if offset < partition.high_watermark() => {
+                found(at, offset, partition.replica.epoch_at(offset))
+            }
             Ok(_) => found(-1, -1, -1),
-            Err(error) => OffsetAnswer { error: storage_error_code(&error).code(), timestamp: -1, offset: -1, leader_epoch: -1 },
+            Err(error) => OffsetAnswer {
+                error: storage_error_code(&error).code(),
+                timestamp: -1,
+                offset: -1,
+                leader_epoch: -1,
+            },
         },
         other => {
             tracing::warn!(timestamp = other, "ListOffsets with an unsupported special timestamp");
@@ -69,7 +87,17 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
         let name = topic.name.0.as_str();
         for wanted in &topic.partitions {
             let found = match broker.shards.owner_of(name, wanted.partition_index) {
-                Some(shard) => broker.shards.list_offset(shard, name.to_string(), wanted.partition_index, wanted.timestamp).await,
+                Some(shard) => {
+                    broker
+                        .shards
+                        .list_offset(
+                            shard,
+                            name.to_string(),
+                            wanted.partition_index,
+                            wanted.timestamp,
+                        )
+                        .await
+                }
                 None => list_offset(broker, name, wanted.partition_index, wanted.timestamp).await,
             };
             let mut answer = ListOffsetsPartitionResponse::default();

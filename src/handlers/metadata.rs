@@ -3,7 +3,9 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::ResponseError;
 
@@ -24,33 +26,51 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
         node
     };
     response.brokers = match &broker.cluster {
-        None => vec![node(config.broker_id, config.advertised_host.clone(), i32::from(config.advertised_port))],
+        None => vec![node(
+            config.broker_id,
+            config.advertised_host.clone(),
+            i32::from(config.advertised_port),
+        )],
         Some(cluster) => cluster
             .file
             .brokers
             .iter()
             .filter(|b| cluster.is_alive(b.id))
-            .filter_map(|b| b.address.parse::<std::net::SocketAddr>().ok().map(|a| node(b.id, a.ip().to_string(), i32::from(a.port()))))
+            .filter_map(|b| {
+                b.address
+                    .parse::<std::net::SocketAddr>()
+                    .ok()
+                    .map(|a| node(b.id, a.ip().to_string(), i32::from(a.port())))
+            })
             .collect(),
     };
     if request.version >= 2 {
         response.cluster_id = Some("fjord".into());
     }
-    response.controller_id = BrokerId(broker.cluster.as_ref().map_or(config.broker_id, |c| c.state.borrow().controller));
-    response.cluster_authorized_operations = authorized::if_asked(request.version >= 8 && body.include_cluster_authorized_operations, authorized::CLUSTER);
+    response.controller_id =
+        BrokerId(broker.cluster.as_ref().map_or(config.broker_id, |c| c.state.borrow().controller));
+    response.cluster_authorized_operations = authorized::if_asked(
+        request.version >= 8 && body.include_cluster_authorized_operations,
+        authorized::CLUSTER,
+    );
 
-    let topic_operations = authorized::if_asked(request.version >= 8 && body.include_topic_authorized_operations, authorized::TOPIC);
+    let topic_operations = authorized::if_asked(
+        request.version >= 8 && body.include_topic_authorized_operations,
+        authorized::TOPIC,
+    );
 
     // v12+ may name topics by id: then, as Kafka, the ids decide and the names are ignored.
     // Each id once, as Kafka takes them as a set (a request repeating one cannot make the
     // answer grow); unknown ids (UNKNOWN_TOPIC_ID) first, as Kafka orders them, and only
     // the topics found carry their operations.
     if request.version >= 12 {
-        let mut ids: Vec<uuid::Uuid> = body.topics.iter().flatten().map(|t| t.topic_id).filter(|id| !id.is_nil()).collect();
+        let mut ids: Vec<uuid::Uuid> =
+            body.topics.iter().flatten().map(|t| t.topic_id).filter(|id| !id.is_nil()).collect();
         ids.sort_unstable();
         ids.dedup();
         if !ids.is_empty() {
-            let by_id: std::collections::HashMap<uuid::Uuid, _> = broker.topics().into_iter().map(|t| (uuid::Uuid::from_bytes(t.id), t)).collect();
+            let by_id: std::collections::HashMap<uuid::Uuid, _> =
+                broker.topics().into_iter().map(|t| (uuid::Uuid::from_bytes(t.id), t)).collect();
             for id in ids.iter().filter(|id| !by_id.contains_key(id)) {
                 let mut entry = MetadataResponseTopic::default();
                 entry.name = None;
@@ -74,10 +94,17 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
         // Each name once, as Kafka takes them as a set: repeating one cannot grow the answer.
         Some(topics) => {
             let mut seen = std::collections::HashSet::new();
-            Some(topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).filter(|n| seen.insert(n.clone())).collect())
+            Some(
+                topics
+                    .iter()
+                    .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+                    .filter(|n| seen.insert(n.clone()))
+                    .collect(),
+            )
         }
     };
-    let auto_create = config.auto_create_topics && (request.version < 4 || body.allow_auto_topic_creation);
+    let auto_create =
+        config.auto_create_topics && (request.version < 4 || body.allow_auto_topic_creation);
     match requested {
         None => {
             for topic in broker.topics() {
@@ -89,18 +116,28 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
                 let topic = match broker.topic(&name) {
                     Some(topic) => Ok(topic),
                     None if auto_create => broker
-                        .create_topic(&name, config.num_partitions, -1, TopicConfig::default(), false)
+                        .create_topic(
+                            &name,
+                            config.num_partitions,
+                            -1,
+                            TopicConfig::default(),
+                            false,
+                        )
                         .await
                         .map_err(|e| e.code),
                     // As Kafka: a name no topic could have is INVALID_TOPIC_EXCEPTION.
-                    None if validate_name(&name).is_err() => Err(ResponseError::InvalidTopicException),
+                    None if validate_name(&name).is_err() => {
+                        Err(ResponseError::InvalidTopicException)
+                    }
                     None => Err(ResponseError::UnknownTopicOrPartition),
                 };
                 match topic {
                     Ok(topic) => response.topics.push(describe(broker, &topic, request.version)),
                     Err(code) => {
                         // A racing creation of the same topic is fine: describe what exists.
-                        if let (ResponseError::TopicAlreadyExists, Some(topic)) = (code, broker.topic(&name)) {
+                        if let (ResponseError::TopicAlreadyExists, Some(topic)) =
+                            (code, broker.topic(&name))
+                        {
                             response.topics.push(describe(broker, &topic, request.version));
                             continue;
                         }
@@ -130,25 +167,28 @@ fn describe(broker: &Broker, topic: &Topic, version: i16) -> MetadataResponseTop
     }
     entry.is_internal = version >= 1 && topic.name.starts_with("__");
     let ids = |list: &[i32]| list.iter().map(|id| BrokerId(*id)).collect::<Vec<_>>();
-    let partition = |index: i32, leader: i32, epoch: i32, replicas: &[i32], isr: &[i32], offline: &[i32]| {
-        let mut p = MetadataResponsePartition::default();
-        p.partition_index = index;
-        p.leader_id = BrokerId(leader);
-        if leader < 0 {
-            p.error_code = ResponseError::LeaderNotAvailable.code();
-        }
-        p.leader_epoch = if version >= 7 { epoch } else { -1 };
-        p.replica_nodes = ids(replicas);
-        p.isr_nodes = ids(isr);
-        if version >= 5 {
-            p.offline_replicas = ids(offline);
-        }
-        p
-    };
+    let partition =
+        |index: i32, leader: i32, epoch: i32, replicas: &[i32], isr: &[i32], offline: &[i32]| {
+            let mut p = MetadataResponsePartition::default();
+            p.partition_index = index;
+            p.leader_id = BrokerId(leader);
+            if leader < 0 {
+                p.error_code = ResponseError::LeaderNotAvailable.code();
+            }
+            p.leader_epoch = if version >= 7 { epoch } else { -1 };
+            p.replica_nodes = ids(replicas);
+            p.isr_nodes = ids(isr);
+            if version >= 5 {
+                p.offline_replicas = ids(offline);
+            }
+            p
+        };
     match &broker.cluster {
         None => {
             let id = broker.config.broker_id;
-            entry.partitions = (0..topic.partitions.len() as i32).map(|i| partition(i, id, 0, &[id], &[id], &[])).collect();
+            entry.partitions = (0..topic.partitions.len() as i32)
+                .map(|i| partition(i, id, 0, &[id], &[id], &[]))
+                .collect();
         }
         Some(cluster) => {
             let state = cluster.state.borrow();
@@ -158,7 +198,8 @@ fn describe(broker: &Broker, topic: &Topic, version: i16) -> MetadataResponseTop
                     .iter()
                     .enumerate()
                     .map(|(i, p)| {
-                        let offline: Vec<i32> = p.replicas.iter().copied().filter(|r| !cluster.is_alive(*r)).collect();
+                        let offline: Vec<i32> =
+                            p.replicas.iter().copied().filter(|r| !cluster.is_alive(*r)).collect();
                         partition(i as i32, p.leader, p.leader_epoch, &p.replicas, &p.isr, &offline)
                     })
                     .collect();

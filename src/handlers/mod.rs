@@ -39,7 +39,11 @@ pub enum Reply {
 /// Routes a parsed request to its handler.
 /// Answers one request. `pipeline` is for Produce (see `produce::handle`); other requests
 /// drop it when they are done.
-pub async fn dispatch(broker: &Rc<Broker>, request: Request, pipeline: Option<produce::Pipeline>) -> Reply {
+pub async fn dispatch(
+    broker: &Rc<Broker>,
+    request: Request,
+    pipeline: Option<produce::Pipeline>,
+) -> Reply {
     let Some((min, max)) = protocol::supported_versions(request.api_key) else {
         return Reply::Close(format!("API {:?} is not served by Fjord", request.api_key));
     };
@@ -47,7 +51,12 @@ pub async fn dispatch(broker: &Rc<Broker>, request: Request, pipeline: Option<pr
         return api_versions::handle(&request);
     }
     // With several shards, requests about the cluster as a whole are answered by shard 0.
-    if broker.shards.forwards_to_first() && !matches!(request.api_key, ApiKey::Produce | ApiKey::Fetch | ApiKey::ListOffsets | ApiKey::OffsetForLeaderEpoch) {
+    if broker.shards.forwards_to_first()
+        && !matches!(
+            request.api_key,
+            ApiKey::Produce | ApiKey::Fetch | ApiKey::ListOffsets | ApiKey::OffsetForLeaderEpoch
+        )
+    {
         return match broker.shards.forward(request.raw.clone(), request.peer).await {
             crate::shards::FrameReply::Frame(bytes) => Reply::Frame(bytes),
             crate::shards::FrameReply::Nothing => Reply::Nothing,
@@ -55,7 +64,10 @@ pub async fn dispatch(broker: &Rc<Broker>, request: Request, pipeline: Option<pr
         };
     }
     if request.version < min || request.version > max {
-        return Reply::Close(format!("{:?} v{} is not supported (Fjord serves v{min}-v{max})", request.api_key, request.version));
+        return Reply::Close(format!(
+            "{:?} v{} is not supported (Fjord serves v{min}-v{max})",
+            request.api_key, request.version
+        ));
     }
     let result = match request.api_key {
         ApiKey::Metadata => metadata::handle(broker, &request).await,
@@ -81,11 +93,21 @@ pub async fn dispatch(broker: &Rc<Broker>, request: Request, pipeline: Option<pr
     };
     match result {
         Ok(reply) => reply,
-        Err(error) => Reply::Close(format!("{:?} v{}: {error:#}", request.api_key, request.version)),
+        Err(error) => {
+            Reply::Close(format!("{:?} v{}: {error:#}", request.api_key, request.version))
+        }
     }
 }
 
 /// Encodes `body` as the response to `request`.
-pub(crate) fn frame<T: kafka_protocol::protocol::Encodable>(request: &Request, body: &T) -> anyhow::Result<Reply> {
-    Ok(Reply::Frame(protocol::encode_response(request.api_key, request.version, request.header.correlation_id, body)?))
+pub(crate) fn frame<T: kafka_protocol::protocol::Encodable>(
+    request: &Request,
+    body: &T,
+) -> anyhow::Result<Reply> {
+    Ok(Reply::Frame(protocol::encode_response(
+        request.api_key,
+        request.version,
+        request.header.correlation_id,
+        body,
+    )?))
 }

@@ -53,7 +53,10 @@ pub struct AppendDone {
 
 impl AppendDone {
     /// `turn` is from `AppendOrder::turn`; without it the append waits for nothing.
-    pub fn new(appended: &Arc<Semaphore>, turn: Option<(Option<oneshot::Receiver<()>>, oneshot::Sender<()>)>) -> AppendDone {
+    pub fn new(
+        appended: &Arc<Semaphore>,
+        turn: Option<(Option<oneshot::Receiver<()>>, oneshot::Sender<()>)>,
+    ) -> AppendDone {
         let (after, next) = match turn {
             Some((after, next)) => (after, Some(next)),
             None => (None, None),
@@ -91,7 +94,9 @@ const APPEND_ORDER_PRUNE_AT: usize = 1024;
 #[derive(Default)]
 pub struct AppendOrder {
     /// Per topic and partition, the end of the connection's last append to it.
-    last: std::cell::RefCell<std::collections::HashMap<String, std::collections::HashMap<i32, oneshot::Receiver<()>>>>,
+    last: std::cell::RefCell<
+        std::collections::HashMap<String, std::collections::HashMap<i32, oneshot::Receiver<()>>>,
+    >,
     /// Entries in `last`.
     entries: std::cell::Cell<usize>,
     /// Size at which the finished entries are dropped next (grows with the live ones).
@@ -102,7 +107,11 @@ impl AppendOrder {
     /// Takes the next turn at `topic`-`index`: what to wait for first (the end of the
     /// connection's previous append there, if it may still run), and the signal that ends
     /// this one (given to `AppendDone`).
-    pub fn turn(&self, topic: &str, index: i32) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
+    pub fn turn(
+        &self,
+        topic: &str,
+        index: i32,
+    ) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
         let (end, ended) = oneshot::channel();
         let mut last = self.last.borrow_mut();
         let partitions = match last.get_mut(topic) {
@@ -115,7 +124,9 @@ impl AppendOrder {
         }
         if self.entries.get() >= self.prune_at.get().max(APPEND_ORDER_PRUNE_AT) {
             last.retain(|_, partitions| {
-                partitions.retain(|_, ended| matches!(ended.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+                partitions.retain(|_, ended| {
+                    matches!(ended.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+                });
                 !partitions.is_empty()
             });
             self.entries.set(last.values().map(|partitions| partitions.len()).sum());
@@ -145,36 +156,64 @@ impl Drop for AppendDone {
 /// Appends to a partition this shard owns and, for acks=all, waits until the records are
 /// durable and on every in-sync replica. It starts on its turn in the connection's order,
 /// and `done` is marked as soon as the append is over.
-pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, records: Option<Bytes>, acks: i16, timeout_ms: i32, mut done: AppendDone) -> PartitionOutcome {
+pub async fn produce_partition(
+    broker: Rc<Broker>,
+    topic: String,
+    index: i32,
+    records: Option<Bytes>,
+    acks: i16,
+    timeout_ms: i32,
+    mut done: AppendDone,
+) -> PartitionOutcome {
     done.turn().await;
     // Refusing because this broker has not read the state that made it the leader yet would
     // send an idempotent producer's next request (already in flight) here with a sequence
     // gap, which librdkafka answers by renumbering every unacknowledged message under a new
     // epoch, duplicating those the old leader had written (`partition_for_leader`).
-    let found = broker.partition_for_leader(&topic, index).await.and_then(|p| Some((broker.topic(&topic)?, p)));
+    let found = broker
+        .partition_for_leader(&topic, index)
+        .await
+        .and_then(|p| Some((broker.topic(&topic)?, p)));
     let Some((topic_state, partition)) = found else {
         return if broker.partition_exists(&topic, index) {
-            PartitionOutcome::refused(ResponseError::NotLeaderOrFollower, format!("broker {} holds no replica of {topic}-{index}", broker.config.broker_id))
+            PartitionOutcome::refused(
+                ResponseError::NotLeaderOrFollower,
+                format!("broker {} holds no replica of {topic}-{index}", broker.config.broker_id),
+            )
         } else {
-            PartitionOutcome::refused(ResponseError::UnknownTopicOrPartition, format!("{topic}-{index} does not exist"))
+            PartitionOutcome::refused(
+                ResponseError::UnknownTopicOrPartition,
+                format!("{topic}-{index} does not exist"),
+            )
         };
     };
     if !partition.replica.is_leader() {
-        return PartitionOutcome::refused(ResponseError::NotLeaderOrFollower, format!("broker {} does not lead {topic}-{index}", broker.config.broker_id));
+        return PartitionOutcome::refused(
+            ResponseError::NotLeaderOrFollower,
+            format!("broker {} does not lead {topic}-{index}", broker.config.broker_id),
+        );
     }
     let in_sync = partition.replica.role().isr.len() as i32;
     let min_insync = topic_state.config.min_insync_replicas(&broker.config);
     if acks == -1 && in_sync < min_insync {
-        return PartitionOutcome::refused(ResponseError::NotEnoughReplicas, format!("min.insync.replicas is {min_insync} but {in_sync} replicas are in sync"));
+        return PartitionOutcome::refused(
+            ResponseError::NotEnoughReplicas,
+            format!("min.insync.replicas is {min_insync} but {in_sync} replicas are in sync"),
+        );
     }
     let Some(records) = records else {
-        return PartitionOutcome::refused(ResponseError::CorruptMessage, "null records".to_string());
+        return PartitionOutcome::refused(
+            ResponseError::CorruptMessage,
+            "null records".to_string(),
+        );
     };
     let appended = partition.append(records, partition.replica.leader_epoch().max(0)).await;
     done.now();
     let appended = match appended {
         Ok(appended) => appended,
-        Err(error) => return PartitionOutcome::refused(append_error_code(&error), format!("{error:?}")),
+        Err(error) => {
+            return PartitionOutcome::refused(append_error_code(&error), format!("{error:?}"))
+        }
     };
     if !appended.duplicate {
         broker.data_arrived.notify_waiters();
@@ -183,10 +222,14 @@ pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, re
         let end = appended.last_offset + 1;
         if broker.config.fsync_acks_all {
             if let Err(error) = partition.flush_to(end).await {
-                return PartitionOutcome::refused(crate::errors::storage_error_code(&error), error.to_string());
+                return PartitionOutcome::refused(
+                    crate::errors::storage_error_code(&error),
+                    error.to_string(),
+                );
             }
         }
-        let timeout = std::time::Duration::from_millis(timeout_ms.clamp(0, PRODUCE_TIMEOUT_MS_MAX) as u64);
+        let timeout =
+            std::time::Duration::from_millis(timeout_ms.clamp(0, PRODUCE_TIMEOUT_MS_MAX) as u64);
         match partition.wait_replicated(end, timeout, min_insync).await {
             Ok(()) => {}
             Err(ReplicationWait::NotLeader) => {
@@ -201,7 +244,11 @@ pub async fn produce_partition(broker: Rc<Broker>, topic: String, index: i32, re
             }
         }
     }
-    PartitionOutcome { error: None, base_offset: appended.base_offset, log_start_offset: partition.log_start_offset() }
+    PartitionOutcome {
+        error: None,
+        base_offset: appended.base_offset,
+        log_start_offset: partition.log_start_offset(),
+    }
 }
 
 /// Kafka's check of a partition's records in Produce v3+ (`ProduceRequest.validateRecords`):
@@ -215,7 +262,10 @@ fn one_batch(records: Option<&[u8]>) -> Result<(), String> {
     const MAGIC_AT: usize = 16;
     let Some(records) = records else { return Ok(()) };
     if records.is_empty() {
-        return Err("a Produce v3+ must carry one record batch per partition; this one carries none".to_string());
+        return Err(
+            "a Produce v3+ must carry one record batch per partition; this one carries none"
+                .to_string(),
+        );
     }
     if let Some(&magic) = records.get(MAGIC_AT) {
         if magic != 2 {
@@ -226,8 +276,11 @@ fn one_batch(records: Option<&[u8]>) -> Result<(), String> {
         let length = i32::from_be_bytes(length.try_into().expect("4 bytes"));
         // A second batch counts only if it is whole, as Kafka's batch iterator reads them.
         let second = records.get(LOG_OVERHEAD + length.max(0) as usize..).unwrap_or_default();
-        let second_length = second.get(8..LOG_OVERHEAD).map(|l| i32::from_be_bytes(l.try_into().expect("4 bytes")));
-        if length >= 0 && second_length.is_some_and(|l| l >= 0 && second.len() >= LOG_OVERHEAD + l as usize) {
+        let second_length =
+            second.get(8..LOG_OVERHEAD).map(|l| i32::from_be_bytes(l.try_into().expect("4 bytes")));
+        if length >= 0
+            && second_length.is_some_and(|l| l >= 0 && second.len() >= LOG_OVERHEAD + l as usize)
+        {
             return Err("a Produce v3+ may carry only one record batch per partition".to_string());
         }
     }
@@ -239,13 +292,19 @@ fn one_batch(records: Option<&[u8]>) -> Result<(), String> {
 /// next Produce, whose appends queue behind these and share their fdatasync and replication
 /// wait, group commit) and again once all are over, before the acks=all waits (`appended`:
 /// a request of any other kind may start).
-pub async fn handle(broker: &Rc<Broker>, request: &Request, pipeline: Option<Pipeline>) -> anyhow::Result<Reply> {
+pub async fn handle(
+    broker: &Rc<Broker>,
+    request: &Request,
+    pipeline: Option<Pipeline>,
+) -> anyhow::Result<Reply> {
     let body: ProduceRequest = decode_body(request)?;
     let acks = body.acks;
     // An acks=0 Produce takes its turns too (it must follow the connection's earlier
     // appends) but tells nothing: the connection waits for its end.
     let (order, signals) = match pipeline {
-        Some(Pipeline { order, ordered, appended }) => (Some(order), (acks != 0).then_some((ordered, appended))),
+        Some(Pipeline { order, ordered, appended }) => {
+            (Some(order), (acks != 0).then_some((ordered, appended)))
+        }
         None => (None, None),
     };
     let appends = Arc::new(Semaphore::new(0));
@@ -263,11 +322,17 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request, pipeline: Option<Pip
             let slot = outcomes.len();
             names.push((name.clone(), data.index));
             if !matches!(acks, -1..=1) {
-                outcomes.push(Some(PartitionOutcome::refused(ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1, got {acks}"))));
+                outcomes.push(Some(PartitionOutcome::refused(
+                    ResponseError::InvalidRequiredAcks,
+                    format!("acks must be -1, 0 or 1, got {acks}"),
+                )));
                 continue;
             }
             if body.transactional_id.is_some() {
-                outcomes.push(Some(PartitionOutcome::refused(ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported by Fjord".to_string())));
+                outcomes.push(Some(PartitionOutcome::refused(
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                    "transactions are not supported by Fjord".to_string(),
+                )));
                 continue;
             }
             // As Kafka, a partition that does not exist is answered as such before its records
@@ -275,23 +340,56 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request, pipeline: Option<Pip
             // only for records that fail the check, off the common path.
             if let Err(reason) = one_batch(data.records.as_deref()) {
                 if broker.partition_exists(&name, data.index) {
-                    outcomes.push(Some(PartitionOutcome::refused(ResponseError::InvalidRecord, reason)));
+                    outcomes.push(Some(PartitionOutcome::refused(
+                        ResponseError::InvalidRecord,
+                        reason,
+                    )));
                     continue;
                 }
             }
             outcomes.push(None);
             appending += 1;
-            let done = AppendDone::new(&appends, order.as_ref().map(|order| order.turn(&name, data.index)));
+            let done = AppendDone::new(
+                &appends,
+                order.as_ref().map(|order| order.turn(&name, data.index)),
+            );
             match broker.shards.owner_of(&name, data.index) {
-                Some(shard) => remote.push(shard, slot, ProducePart { topic: name.clone(), index: data.index, records: data.records.clone(), done }),
+                Some(shard) => remote.push(
+                    shard,
+                    slot,
+                    ProducePart {
+                        topic: name.clone(),
+                        index: data.index,
+                        records: data.records.clone(),
+                        done,
+                    },
+                ),
                 None => local.push((slot, name.clone(), data.index, data.records.clone(), done)),
             }
         }
     }
-    let remote: Vec<_> = remote.into_groups().map(|(shard, slots, parts)| (slots, broker.shards.produce(shard, parts, acks, body.timeout_ms))).collect();
+    let remote: Vec<_> = remote
+        .into_groups()
+        .map(|(shard, slots, parts)| {
+            (slots, broker.shards.produce(shard, parts, acks, body.timeout_ms))
+        })
+        .collect();
     let local: Vec<_> = local
         .into_iter()
-        .map(|(slot, topic, index, records, done)| (slot, fjord_storage::io::spawn(produce_partition(Rc::clone(broker), topic, index, records, acks, body.timeout_ms, done))))
+        .map(|(slot, topic, index, records, done)| {
+            (
+                slot,
+                fjord_storage::io::spawn(produce_partition(
+                    Rc::clone(broker),
+                    topic,
+                    index,
+                    records,
+                    acks,
+                    body.timeout_ms,
+                    done,
+                )),
+            )
+        })
         .collect();
     if let Some((ordered, appended)) = signals {
         // Every turn is taken (above, before any await) and the other shards' parts are in
@@ -303,7 +401,12 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request, pipeline: Option<Pip
         }
     }
     for (slot, task) in local {
-        let outcome = task.await.unwrap_or_else(|join_error| PartitionOutcome::refused(ResponseError::UnknownServerError, format!("produce task failed: {join_error}")));
+        let outcome = task.await.unwrap_or_else(|join_error| {
+            PartitionOutcome::refused(
+                ResponseError::UnknownServerError,
+                format!("produce task failed: {join_error}"),
+            )
+        });
         outcomes[slot] = Some(outcome);
     }
     for (slots, answer) in remote {
@@ -323,7 +426,12 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request, pipeline: Option<Pip
     for (topic_index, topic_data) in body.topic_data.iter().enumerate() {
         for _ in &topic_data.partition_data {
             let Some(((name, index), outcome)) = slots.next() else { break };
-            let outcome = outcome.unwrap_or_else(|| PartitionOutcome::refused(ResponseError::UnknownServerError, "no answer for the partition".to_string()));
+            let outcome = outcome.unwrap_or_else(|| {
+                PartitionOutcome::refused(
+                    ResponseError::UnknownServerError,
+                    "no answer for the partition".to_string(),
+                )
+            });
             let mut entry = PartitionProduceResponse::default();
             entry.index = index;
             entry.base_offset = outcome.base_offset;
@@ -371,7 +479,10 @@ mod tests {
         assert!(other_after.is_none(), "another partition does not wait");
         let (second_after, _second_end) = order.turn("t", 0);
         let mut second_after = second_after.expect("the second append waits");
-        assert!(matches!(second_after.try_recv(), Err(oneshot::error::TryRecvError::Empty)), "not before the first is over");
+        assert!(
+            matches!(second_after.try_recv(), Err(oneshot::error::TryRecvError::Empty)),
+            "not before the first is over"
+        );
         drop(first_end); // an append that is abandoned ends its turn too
         assert!(second_after.try_recv().is_err_and(|e| e == oneshot::error::TryRecvError::Closed));
     }
@@ -388,8 +499,15 @@ mod tests {
             let (_, end) = order.turn("u", index);
             ends.push(end);
         }
-        assert!(order.entries.get() <= 10 + 1, "finished entries pruned, {} left", order.entries.get());
-        assert_eq!(order.entries.get(), order.last.borrow().values().map(|p| p.len()).sum::<usize>());
+        assert!(
+            order.entries.get() <= 10 + 1,
+            "finished entries pruned, {} left",
+            order.entries.get()
+        );
+        assert_eq!(
+            order.entries.get(),
+            order.last.borrow().values().map(|p| p.len()).sum::<usize>()
+        );
         let (after, _) = order.turn("u", 3);
         assert!(after.is_some(), "a live entry kept");
     }

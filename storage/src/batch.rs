@@ -125,18 +125,29 @@ impl BatchInfo {
 }
 
 /// Validates the batch at the start of `bytes` (more batches may follow).
-pub fn validate(bytes: &[u8], batch_bytes_max: u64, origin: Origin) -> Result<BatchInfo, BatchError> {
+pub fn validate(
+    bytes: &[u8],
+    batch_bytes_max: u64,
+    origin: Origin,
+) -> Result<BatchInfo, BatchError> {
     let info = match validate_structure(bytes, batch_bytes_max, origin) {
         Ok(info) => info,
         Err(error) => {
             // A damaged CRC-covered field (codec, counts) is reported as the damage it is.
-            if let (Some(header), BatchError::UnknownCompression { .. } | BatchError::InvalidRecordCount { .. } | BatchError::CountDeltaMismatch { .. }) =
-                (BatchHeader::view(bytes), &error)
+            if let (
+                Some(header),
+                BatchError::UnknownCompression { .. }
+                | BatchError::InvalidRecordCount { .. }
+                | BatchError::CountDeltaMismatch { .. },
+            ) = (BatchHeader::view(bytes), &error)
             {
                 let size = header.size() as usize;
                 let actual = crc32c::crc32c(&bytes[CRC_START..size]);
                 if actual != header.crc.get() {
-                    return Err(BatchError::ChecksumMismatch { expected: header.crc.get(), actual });
+                    return Err(BatchError::ChecksumMismatch {
+                        expected: header.crc.get(),
+                        actual,
+                    });
                 }
             }
             return Err(error);
@@ -149,7 +160,11 @@ pub fn validate(bytes: &[u8], batch_bytes_max: u64, origin: Origin) -> Result<Ba
 /// Every check of [`validate`] that reads only the 61-byte header: length, size limits,
 /// magic, codec and counts. [`verify_contents`] does the rest (CRC and records), so a large
 /// append can check its bytes on another core while they are being written.
-pub fn validate_structure(bytes: &[u8], batch_bytes_max: u64, origin: Origin) -> Result<BatchInfo, BatchError> {
+pub fn validate_structure(
+    bytes: &[u8],
+    batch_bytes_max: u64,
+    origin: Origin,
+) -> Result<BatchInfo, BatchError> {
     let available = bytes.len() as u64;
     let Some(header) = BatchHeader::view(bytes) else {
         return Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES as u64, available });
@@ -225,7 +240,8 @@ pub fn stamp_header(header: &mut [u8], base_offset: i64, partition_leader_epoch:
 /// Sets `baseOffset` and `partitionLeaderEpoch` of the batch at the start of `bytes`.
 /// Neither field is covered by the CRC, so the batch stays valid.
 pub fn stamp(bytes: &mut [u8], base_offset: i64, partition_leader_epoch: i32) {
-    let (header, _rest) = BatchHeader::mut_from_prefix(bytes).expect("stamp: batch shorter than its header");
+    let (header, _rest) =
+        BatchHeader::mut_from_prefix(bytes).expect("stamp: batch shorter than its header");
     header.base_offset.set(base_offset);
     header.partition_leader_epoch.set(partition_leader_epoch);
 }
@@ -236,15 +252,24 @@ fn count_records(body: &[u8]) -> Result<u64, BatchError> {
     let mut position = 0usize;
     let mut count = 0u64;
     while position < body.len() {
-        let (length, used) = read_varint(&body[position..])
-            .ok_or(BatchError::MalformedRecords { position: (BATCH_HEADER_BYTES + position) as u64, reason: "bad record length varint" })?;
+        let (length, used) =
+            read_varint(&body[position..]).ok_or(BatchError::MalformedRecords {
+                position: (BATCH_HEADER_BYTES + position) as u64,
+                reason: "bad record length varint",
+            })?;
         if length < 0 {
-            return Err(BatchError::MalformedRecords { position: (BATCH_HEADER_BYTES + position) as u64, reason: "negative record length" });
+            return Err(BatchError::MalformedRecords {
+                position: (BATCH_HEADER_BYTES + position) as u64,
+                reason: "negative record length",
+            });
         }
         position += used;
         let end = position as u64 + length as u64;
         if end > body.len() as u64 {
-            return Err(BatchError::MalformedRecords { position: (BATCH_HEADER_BYTES + position) as u64, reason: "record runs past the batch end" });
+            return Err(BatchError::MalformedRecords {
+                position: (BATCH_HEADER_BYTES + position) as u64,
+                reason: "record runs past the batch end",
+            });
         }
         position = end as usize;
         count += 1;
@@ -261,7 +286,8 @@ pub fn first_record_at_or_after(batch: &[u8], timestamp: i64) -> Option<(i32, i6
         return None;
     }
     if header.is_log_append_time() {
-        return (header.max_timestamp.get() >= timestamp).then_some((0, header.max_timestamp.get()));
+        return (header.max_timestamp.get() >= timestamp)
+            .then_some((0, header.max_timestamp.get()));
     }
     let base_timestamp = header.base_timestamp.get();
     let body = batch.get(BATCH_HEADER_BYTES..header.size() as usize)?;
@@ -358,7 +384,9 @@ pub mod build {
         }
         let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
         out.extend_from_slice(&0i64.to_be_bytes()); // baseOffset
-        out.extend_from_slice(&((BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES + body.len()) as i32).to_be_bytes());
+        out.extend_from_slice(
+            &((BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES + body.len()) as i32).to_be_bytes(),
+        );
         out.extend_from_slice(&(-1i32).to_be_bytes()); // partitionLeaderEpoch
         out.push(MAGIC_V2 as u8);
         out.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
@@ -378,8 +406,14 @@ pub mod build {
 
     /// Makes the batch at the start of `bytes` an idempotent producer's: sets its producer
     /// id, epoch and first sequence number, and recomputes the CRC they are covered by.
-    pub fn set_producer(bytes: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
-        let (header, _rest) = BatchHeader::mut_from_prefix(bytes).expect("set_producer: batch shorter than its header");
+    pub fn set_producer(
+        bytes: &mut [u8],
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    ) {
+        let (header, _rest) = BatchHeader::mut_from_prefix(bytes)
+            .expect("set_producer: batch shorter than its header");
         header.producer_id.set(producer_id);
         header.producer_epoch.set(producer_epoch);
         header.base_sequence.set(base_sequence);
@@ -392,7 +426,8 @@ pub mod build {
     /// # Panics
     /// If `bytes` is shorter than a batch header.
     pub fn set_timestamps(bytes: &mut [u8], base_timestamp: i64, max_timestamp: i64) {
-        let (header, _rest) = BatchHeader::mut_from_prefix(bytes).expect("set_timestamps: batch shorter than its header");
+        let (header, _rest) = BatchHeader::mut_from_prefix(bytes)
+            .expect("set_timestamps: batch shorter than its header");
         header.base_timestamp.set(base_timestamp);
         header.max_timestamp.set(max_timestamp);
     }
@@ -403,7 +438,8 @@ pub mod build {
     /// # Panics
     /// If `bytes` is shorter than a batch header or than the batch its length field claims.
     pub fn reseal(bytes: &mut [u8]) {
-        let size = BatchHeader::view(bytes).expect("reseal: batch shorter than its header").size() as usize;
+        let size = BatchHeader::view(bytes).expect("reseal: batch shorter than its header").size()
+            as usize;
         let crc = crc32c::crc32c(&bytes[CRC_START..size]);
         let (header, _rest) = BatchHeader::mut_from_prefix(bytes).expect("checked above");
         header.crc.set(crc);
@@ -412,7 +448,11 @@ pub mod build {
     /// A batch of `count` records whose values are `value_bytes` bytes derived from `seed`.
     pub fn batch_of(count: usize, value_bytes: usize, base_timestamp: i64, seed: u64) -> Vec<u8> {
         let values: Vec<Vec<u8>> = (0..count)
-            .map(|i| (0..value_bytes).map(|j| (seed as usize).wrapping_mul(31).wrapping_add(i * 7 + j) as u8).collect())
+            .map(|i| {
+                (0..value_bytes)
+                    .map(|j| (seed as usize).wrapping_mul(31).wrapping_add(i * 7 + j) as u8)
+                    .collect()
+            })
             .collect();
         let records: Vec<Record<'_>> = values
             .iter()
@@ -466,7 +506,10 @@ mod tests {
         set_producer(&mut bytes, 42, 3, 1_000);
         validate(&bytes, MAX, Origin::Client).unwrap();
         let header = BatchHeader::view(&bytes).unwrap();
-        assert_eq!((header.producer_id.get(), header.producer_epoch.get(), header.base_sequence.get()), (42, 3, 1_000));
+        assert_eq!(
+            (header.producer_id.get(), header.producer_epoch.get(), header.base_sequence.get()),
+            (42, 3, 1_000)
+        );
         // The CRC covers these fields: changing one without recomputing it is caught.
         bytes[BATCH_HEADER_BYTES - 5] ^= 1;
         assert!(validate(&bytes, MAX, Origin::Client).is_err());
@@ -487,17 +530,26 @@ mod tests {
         let mut b = good.clone();
         let last = b.len() - 1;
         b[last] ^= 0x40;
-        assert!(matches!(validate(&b, MAX, Origin::Client), Err(BatchError::ChecksumMismatch { .. })));
+        assert!(matches!(
+            validate(&b, MAX, Origin::Client),
+            Err(BatchError::ChecksumMismatch { .. })
+        ));
 
         let mut b = good.clone();
         b[16] = 1;
         assert_eq!(validate(&b, MAX, Origin::Client), Err(BatchError::WrongMagic { magic: 1 }));
 
-        assert!(matches!(validate(&good, 64, Origin::Client), Err(BatchError::TooLarge { max: 64, .. })));
+        assert!(matches!(
+            validate(&good, 64, Origin::Client),
+            Err(BatchError::TooLarge { max: 64, .. })
+        ));
 
         let mut b = good.clone();
         b[8..12].copy_from_slice(&10i32.to_be_bytes());
-        assert_eq!(validate(&b, MAX, Origin::Client), Err(BatchError::LengthTooSmall { length: 10 }));
+        assert_eq!(
+            validate(&b, MAX, Origin::Client),
+            Err(BatchError::LengthTooSmall { length: 10 })
+        );
 
         // Header says 4 records, delta 3: consistent with each other, not with the bytes.
         let mut b = good.clone();
@@ -505,14 +557,20 @@ mod tests {
         b[57..61].copy_from_slice(&4i32.to_be_bytes());
         let crc = crc32c::crc32c(&b[CRC_START..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(validate(&b, MAX, Origin::Client), Err(BatchError::CountBytesMismatch { header_count: 4, actual_count: 3 }));
+        assert_eq!(
+            validate(&b, MAX, Origin::Client),
+            Err(BatchError::CountBytesMismatch { header_count: 4, actual_count: 3 })
+        );
 
         // Count and delta disagree.
         let mut b = good.clone();
         b[23..27].copy_from_slice(&5i32.to_be_bytes());
         let crc = crc32c::crc32c(&b[CRC_START..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(validate(&b, MAX, Origin::Client), Err(BatchError::CountDeltaMismatch { count: 3, last_offset_delta: 5 }));
+        assert_eq!(
+            validate(&b, MAX, Origin::Client),
+            Err(BatchError::CountDeltaMismatch { count: 3, last_offset_delta: 5 })
+        );
         // A replica may carry a sparse (compacted) batch.
         assert!(validate(&b, MAX, Origin::Replica).is_ok());
     }

@@ -104,7 +104,8 @@ mod tests {
 
     #[test]
     fn round_trip_and_damage() {
-        let checkpoint = Checkpoint { clean_shutdown: true, recovery_offset: 42, log_start_offset: 7 };
+        let checkpoint =
+            Checkpoint { clean_shutdown: true, recovery_offset: 42, log_start_offset: 7 };
         let bytes = checkpoint.encode();
         assert_eq!(Checkpoint::decode(&bytes), Ok(checkpoint));
         for i in 0..bytes.len() {

@@ -71,16 +71,30 @@ impl LogConfig {
             Err(StorageError::InvalidConfig { name, value: value.to_string(), reason })
         }
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
-            return invalid("segment_bytes", self.segment_bytes, "must be between 1 KiB and 2 GiB - 1");
+            return invalid(
+                "segment_bytes",
+                self.segment_bytes,
+                "must be between 1 KiB and 2 GiB - 1",
+            );
         }
         if self.segment_ms == 0 {
             return invalid("segment_ms", self.segment_ms, "must be at least 1");
         }
         if self.index_interval_bytes == 0 || self.index_interval_bytes > self.segment_bytes {
-            return invalid("index_interval_bytes", self.index_interval_bytes, "must be between 1 and segment_bytes");
+            return invalid(
+                "index_interval_bytes",
+                self.index_interval_bytes,
+                "must be between 1 and segment_bytes",
+            );
         }
-        if self.batch_bytes_max < crate::batch::BATCH_HEADER_BYTES as u64 || self.batch_bytes_max > BATCH_BYTES_LIMIT_MAX {
-            return invalid("batch_bytes_max", self.batch_bytes_max, "must be between 61 bytes and 64 MiB");
+        if self.batch_bytes_max < crate::batch::BATCH_HEADER_BYTES as u64
+            || self.batch_bytes_max > BATCH_BYTES_LIMIT_MAX
+        {
+            return invalid(
+                "batch_bytes_max",
+                self.batch_bytes_max,
+                "must be between 61 bytes and 64 MiB",
+            );
         }
         if let FlushPolicy::IntervalMs(0) = self.flush {
             return invalid("flush", "interval 0", "use EveryAppend instead of a zero interval");

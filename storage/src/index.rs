@@ -53,9 +53,17 @@ impl OffsetIndex {
 
     /// Decodes a `.index` file's bytes, checking every invariant against the segment's log
     /// size and next offset. `Err` names the first violation.
-    pub fn decode(base_offset: i64, bytes: &[u8], log_size: u64, next_offset: i64) -> Result<OffsetIndex, String> {
+    pub fn decode(
+        base_offset: i64,
+        bytes: &[u8],
+        log_size: u64,
+        next_offset: i64,
+    ) -> Result<OffsetIndex, String> {
         if !bytes.len().is_multiple_of(OFFSET_ENTRY_BYTES) {
-            return Err(format!("length {} is not a multiple of {OFFSET_ENTRY_BYTES}", bytes.len()));
+            return Err(format!(
+                "length {} is not a multiple of {OFFSET_ENTRY_BYTES}",
+                bytes.len()
+            ));
         }
         let mut index = OffsetIndex::new(base_offset);
         for (n, chunk) in bytes.chunks_exact(OFFSET_ENTRY_BYTES).enumerate() {
@@ -78,10 +86,20 @@ impl OffsetIndex {
 
     /// Adds an entry for the batch at `position` with base offset `offset`.
     pub fn push(&mut self, offset: i64, position: u64) {
-        assert!(offset >= self.base_offset && offset - self.base_offset <= i64::from(u32::MAX), "index offset {offset} outside segment {}", self.base_offset);
-        assert!(position > 0 && position <= u64::from(u32::MAX), "index position {position} not representable");
+        assert!(
+            offset >= self.base_offset && offset - self.base_offset <= i64::from(u32::MAX),
+            "index offset {offset} outside segment {}",
+            self.base_offset
+        );
+        assert!(
+            position > 0 && position <= u64::from(u32::MAX),
+            "index position {position} not representable"
+        );
         if let Some(last) = self.entries.last() {
-            assert!(offset > last.offset && position > last.position, "index entry ({offset}, {position}) after {last:?}");
+            assert!(
+                offset > last.offset && position > last.position,
+                "index entry ({offset}, {position}) after {last:?}"
+            );
         }
         self.entries.push(OffsetEntry { offset, position });
     }
@@ -121,7 +139,8 @@ impl OffsetIndex {
             return None;
         }
         let position = (self.persisted * OFFSET_ENTRY_BYTES) as u64;
-        let mut bytes = Vec::with_capacity((self.entries.len() - self.persisted) * OFFSET_ENTRY_BYTES);
+        let mut bytes =
+            Vec::with_capacity((self.entries.len() - self.persisted) * OFFSET_ENTRY_BYTES);
         for entry in &self.entries[self.persisted..] {
             bytes.extend_from_slice(&((entry.offset - self.base_offset) as u32).to_be_bytes());
             bytes.extend_from_slice(&(entry.position as u32).to_be_bytes());
@@ -179,7 +198,11 @@ impl TimeIndex {
     /// Records that batches up to the one at `offset` have timestamps at most `timestamp`.
     /// Only a timestamp above the last entry's is worth an entry.
     pub fn push(&mut self, timestamp: i64, offset: i64) {
-        assert!(offset >= self.base_offset && offset - self.base_offset <= i64::from(u32::MAX), "time index offset {offset} outside segment {}", self.base_offset);
+        assert!(
+            offset >= self.base_offset && offset - self.base_offset <= i64::from(u32::MAX),
+            "time index offset {offset} outside segment {}",
+            self.base_offset
+        );
         if let Some(last) = self.entries.last() {
             if timestamp <= last.timestamp {
                 return;
@@ -209,7 +232,8 @@ impl TimeIndex {
             return None;
         }
         let position = (self.persisted * TIME_ENTRY_BYTES) as u64;
-        let mut bytes = Vec::with_capacity((self.entries.len() - self.persisted) * TIME_ENTRY_BYTES);
+        let mut bytes =
+            Vec::with_capacity((self.entries.len() - self.persisted) * TIME_ENTRY_BYTES);
         for entry in &self.entries[self.persisted..] {
             bytes.extend_from_slice(&entry.timestamp.to_be_bytes());
             bytes.extend_from_slice(&((entry.offset - self.base_offset) as u32).to_be_bytes());

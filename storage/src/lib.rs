@@ -28,10 +28,16 @@ mod segment;
 mod tail;
 
 pub use checkpoint::Checkpoint;
-pub use config::{FlushPolicy, LogConfig, APPEND_BYTES_MAX, BATCH_BYTES_LIMIT_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
+pub use config::{
+    FlushPolicy, LogConfig, APPEND_BYTES_MAX, BATCH_BYTES_LIMIT_MAX, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN,
+};
 pub use error::{BatchError, Result, StorageError};
 pub use index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
-pub use log::{AppendInfo, FileRegion, OpenReport, PartitionLog, ReadResult, SegmentInfo, OVERLAPPED_CHECK_BYTES_MIN};
+pub use log::{
+    AppendInfo, FileRegion, OpenReport, PartitionLog, ReadResult, SegmentInfo,
+    OVERLAPPED_CHECK_BYTES_MIN,
+};
 pub use recovery::ScanOutcome;
 pub use retention::RetentionOutcome;
 pub use segment::file_name;

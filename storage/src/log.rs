@@ -100,7 +100,11 @@ impl FileRegion {
 
     /// Sends the region to `socket` without copying it through user space
     /// (`io::splice_to_socket`, which may make the socket non-blocking).
-    pub async fn splice_to(&self, pipe: &mut SplicePipe, socket: std::os::fd::RawFd) -> io::Result<()> {
+    pub async fn splice_to(
+        &self,
+        pipe: &mut SplicePipe,
+        socket: std::os::fd::RawFd,
+    ) -> io::Result<()> {
         crate::io::splice_to_socket(pipe, &self.file, self.position, self.len, socket).await
     }
 }
@@ -175,7 +179,8 @@ impl PartitionLog {
     /// Opens (or creates) the log in `dir`, recovering it if the last stop was not clean.
     pub async fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog> {
         config.validate()?;
-        std::fs::create_dir_all(dir).map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", dir.display())))?;
         let names = crate::io::list_dir(dir)?;
         let mut bases: Vec<i64> = names
             .iter()
@@ -189,7 +194,8 @@ impl PartitionLog {
         let checkpoint = Checkpoint::read(dir).await?;
         let clean = checkpoint.is_some_and(|c| c.clean_shutdown);
         let recovery_offset = checkpoint.map_or(i64::MIN, |c| c.recovery_offset);
-        let mut log_start_offset = checkpoint.map_or(0, |c| c.log_start_offset).max(bases.first().copied().unwrap_or(0));
+        let mut log_start_offset =
+            checkpoint.map_or(0, |c| c.log_start_offset).max(bases.first().copied().unwrap_or(0));
         let mut report = OpenReport { clean_shutdown: clean, ..OpenReport::default() };
 
         // A crash during retention can leave segments that lie wholly below the log start.
@@ -208,7 +214,8 @@ impl PartitionLog {
         let first_scanned = bases.iter().rposition(|&base| base <= recovery_offset).unwrap_or(0);
         let mut cut_at: Option<usize> = None;
         for (i, &base) in bases.iter().enumerate() {
-            let mut segment = Segment::open_files(dir, base, false, config.index_interval_bytes, now).await?;
+            let mut segment =
+                Segment::open_files(dir, base, false, config.index_interval_bytes, now).await?;
             let outcome = if clean || i < first_scanned {
                 recovery::open_trusted(&mut segment).await?
             } else {
@@ -245,7 +252,8 @@ impl PartitionLog {
             }
         }
         if segments.is_empty() {
-            let segment = Segment::create(dir, log_start_offset, config.index_interval_bytes, now).await?;
+            let segment =
+                Segment::create(dir, log_start_offset, config.index_interval_bytes, now).await?;
             crate::io::sync_dir(dir).await?;
             segments.push(segment);
         }
@@ -350,7 +358,11 @@ impl PartitionLog {
     pub(crate) fn check_poison(&self) -> Result<()> {
         match &self.poison {
             None => Ok(()),
-            Some((kind, message)) => Err(StorageError::Poisoned { dir: self.dir.clone(), kind: *kind, message: message.clone() }),
+            Some((kind, message)) => Err(StorageError::Poisoned {
+                dir: self.dir.clone(),
+                kind: *kind,
+                message: message.clone(),
+            }),
         }
     }
 
@@ -370,8 +382,16 @@ impl PartitionLog {
         result.map_err(|error| self.poison_with(error))
     }
 
-    pub(crate) async fn write_checkpoint(&mut self, clean: bool, recovery_offset: i64) -> Result<()> {
-        let checkpoint = Checkpoint { clean_shutdown: clean, recovery_offset, log_start_offset: self.log_start_offset };
+    pub(crate) async fn write_checkpoint(
+        &mut self,
+        clean: bool,
+        recovery_offset: i64,
+    ) -> Result<()> {
+        let checkpoint = Checkpoint {
+            clean_shutdown: clean,
+            recovery_offset,
+            log_start_offset: self.log_start_offset,
+        };
         let result = checkpoint.write(&self.dir).await.map_err(StorageError::from);
         self.guard(result)?;
         self.clean_flag_on_disk = clean;
@@ -399,7 +419,11 @@ impl PartitionLog {
     /// frame): nothing is copied. The stamped 16 bytes of each batch's header are written
     /// from a small buffer of their own and the rest straight from `batches`, in one
     /// vectored write.
-    pub async fn append_shared(&mut self, batches: bytes::Bytes, leader_epoch: i32) -> Result<AppendInfo> {
+    pub async fn append_shared(
+        &mut self,
+        batches: bytes::Bytes,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
         self.append_inner(AppendInput::Shared(batches), Some(leader_epoch)).await
     }
 
@@ -421,7 +445,9 @@ impl PartitionLog {
     ) -> Vec<Option<Result<AppendInfo>>> {
         let count = sets.len();
         if self.check_poison().is_err() {
-            return (0..count).map(|_| Some(Err(self.check_poison().expect_err("poisoned")))).collect();
+            return (0..count)
+                .map(|_| Some(Err(self.check_poison().expect_err("poisoned"))))
+                .collect();
         }
         let mut results: Vec<Option<Result<AppendInfo>>> = (0..count).map(|_| None).collect();
         // (set index, its batches) for the sets that pass their checks and are admitted.
@@ -431,7 +457,10 @@ impl PartitionLog {
         for (n, set) in sets.iter().enumerate() {
             let set_size = set.len() as u64;
             if size + set_size > APPEND_BYTES_MAX {
-                results[n] = Some(Err(StorageError::AppendTooLarge { size: size + set_size, max: APPEND_BYTES_MAX }));
+                results[n] = Some(Err(StorageError::AppendTooLarge {
+                    size: size + set_size,
+                    max: APPEND_BYTES_MAX,
+                }));
                 continue;
             }
             match self.check_batches(set, Origin::Client, true) {
@@ -447,14 +476,18 @@ impl PartitionLog {
             }
         }
         if !accepted.is_empty() {
-            if let Err(error) = self.write_group(&sets, &mut accepted, size, offsets, leader_epoch).await {
+            if let Err(error) =
+                self.write_group(&sets, &mut accepted, size, offsets, leader_epoch).await
+            {
                 // The first set reports the failure itself; the others what it left behind
                 // (the log is poisoned after a failed write).
                 let mut first = Some(error);
                 for (n, _) in &accepted {
                     let error = match first.take() {
                         Some(error) => error,
-                        None => self.check_poison().err().unwrap_or_else(|| StorageError::Io(io::Error::other("the group append failed"))),
+                        None => self.check_poison().err().unwrap_or_else(|| {
+                            StorageError::Io(io::Error::other("the group append failed"))
+                        }),
                     };
                     results[*n] = Some(Err(error));
                 }
@@ -464,7 +497,11 @@ impl PartitionLog {
                     results[*n] = Some(Ok(AppendInfo {
                         base_offset: infos[0].base_offset,
                         last_offset: last.base_offset + i64::from(last.last_offset_delta),
-                        max_timestamp: infos.iter().map(|i| i.max_timestamp).max().unwrap_or(batch::NO_TIMESTAMP),
+                        max_timestamp: infos
+                            .iter()
+                            .map(|i| i.max_timestamp)
+                            .max()
+                            .unwrap_or(batch::NO_TIMESTAMP),
                         batch_count: infos.len(),
                         bytes: sets[*n].len() as u64,
                     }));
@@ -478,7 +515,12 @@ impl PartitionLog {
     /// `contents`, its CRC and records (large appends check those while the write runs);
     /// a replica's batches must also continue the log's offsets. Returns the batches and
     /// how many offsets they take.
-    fn check_batches(&self, bytes: &[u8], origin: Origin, contents: bool) -> Result<(Vec<BatchInfo>, i64)> {
+    fn check_batches(
+        &self,
+        bytes: &[u8],
+        origin: Origin,
+        contents: bool,
+    ) -> Result<(Vec<BatchInfo>, i64)> {
         let size = bytes.len() as u64;
         if size > APPEND_BYTES_MAX {
             return Err(StorageError::AppendTooLarge { size, max: APPEND_BYTES_MAX });
@@ -492,13 +534,23 @@ impl PartitionLog {
         while position < size {
             let index = infos.len();
             let rest = &bytes[position as usize..];
-            let checked = if contents { batch::validate(rest, self.config.batch_bytes_max, origin) } else { batch::validate_structure(rest, self.config.batch_bytes_max, origin) };
-            let info = checked.map_err(|source| StorageError::InvalidBatch { index, position, source })?;
+            let checked = if contents {
+                batch::validate(rest, self.config.batch_bytes_max, origin)
+            } else {
+                batch::validate_structure(rest, self.config.batch_bytes_max, origin)
+            };
+            let info =
+                checked.map_err(|source| StorageError::InvalidBatch { index, position, source })?;
             if origin == Origin::Replica && info.base_offset != expected {
-                let source = BatchError::UnexpectedBaseOffset { expected, actual: info.base_offset };
+                let source =
+                    BatchError::UnexpectedBaseOffset { expected, actual: info.base_offset };
                 return Err(StorageError::InvalidBatch { index, position, source });
             }
-            expected = if origin == Origin::Replica { info.last_offset() + 1 } else { expected + i64::from(info.last_offset_delta) + 1 };
+            expected = if origin == Origin::Replica {
+                info.last_offset() + 1
+            } else {
+                expected + i64::from(info.last_offset_delta) + 1
+            };
             position += info.size;
             infos.push(info);
         }
@@ -506,7 +558,14 @@ impl PartitionLog {
     }
 
     /// Stamps the accepted sets with consecutive offsets and writes them in one vectored write.
-    async fn write_group(&mut self, sets: &[bytes::Bytes], accepted: &mut [(usize, Vec<BatchInfo>)], size: u64, offsets: i64, leader_epoch: i32) -> Result<()> {
+    async fn write_group(
+        &mut self,
+        sets: &[bytes::Bytes],
+        accepted: &mut [(usize, Vec<BatchInfo>)],
+        size: u64,
+        offsets: i64,
+        leader_epoch: i32,
+    ) -> Result<()> {
         let now = self.make_room(size, offsets).await?;
         let mut next = self.log_end_offset();
         let mut pieces: Vec<bytes::Bytes> = Vec::new();
@@ -536,7 +595,11 @@ impl PartitionLog {
         self.append_inner(AppendInput::Owned(batches), None).await
     }
 
-    async fn append_inner(&mut self, input: AppendInput, leader_epoch: Option<i32>) -> Result<AppendInfo> {
+    async fn append_inner(
+        &mut self,
+        input: AppendInput,
+        leader_epoch: Option<i32>,
+    ) -> Result<AppendInfo> {
         self.check_poison()?;
         let size = input.len() as u64;
         let origin = if leader_epoch.is_some() { Origin::Client } else { Origin::Replica };
@@ -593,7 +656,11 @@ impl PartitionLog {
         let appended = AppendInfo {
             base_offset,
             last_offset: self.log_end_offset() - 1,
-            max_timestamp: infos.iter().map(|i| i.max_timestamp).max().unwrap_or(batch::NO_TIMESTAMP),
+            max_timestamp: infos
+                .iter()
+                .map(|i| i.max_timestamp)
+                .max()
+                .unwrap_or(batch::NO_TIMESTAMP),
             batch_count: infos.len(),
             bytes: size,
         };
@@ -616,7 +683,9 @@ impl PartitionLog {
     async fn flush_by_policy(&mut self, now: i64) -> Result<()> {
         match self.config.flush {
             FlushPolicy::EveryAppend => self.flush().await,
-            FlushPolicy::IntervalMs(interval) if now - self.last_flush_ms >= interval as i64 => self.flush().await,
+            FlushPolicy::IntervalMs(interval) if now - self.last_flush_ms >= interval as i64 => {
+                self.flush().await
+            }
             FlushPolicy::IntervalMs(_) | FlushPolicy::Never => Ok(()),
         }
     }
@@ -624,7 +693,12 @@ impl PartitionLog {
     /// Writes validated, stamped batches after the last one. With `check`, another thread
     /// verifies their CRCs and records while the write runs, and a batch that fails is cut
     /// off the file again before anything counts it, so the log is unchanged.
-    async fn write_batches(&mut self, write: Pieces, check: Option<bytes::Bytes>, infos: &[BatchInfo]) -> Result<()> {
+    async fn write_batches(
+        &mut self,
+        write: Pieces,
+        check: Option<bytes::Bytes>,
+        infos: &[BatchInfo],
+    ) -> Result<()> {
         let check = check.map(|copy| {
             let mut spans = Vec::with_capacity(infos.len());
             let mut at = 0u64;
@@ -634,7 +708,8 @@ impl PartitionLog {
             }
             tokio::task::spawn_blocking(move || {
                 for (index, position, size) in spans {
-                    batch::verify_contents(&copy[position as usize..(position + size) as usize]).map_err(|source| (index, position, source))?;
+                    batch::verify_contents(&copy[position as usize..(position + size) as usize])
+                        .map_err(|source| (index, position, source))?;
                 }
                 Ok::<(), (usize, u64, BatchError)>(())
             })
@@ -660,7 +735,9 @@ impl PartitionLog {
                 self.guard(cut)?;
                 Err(StorageError::InvalidBatch { index, position, source })
             }
-            Some(Err(join_error)) => Err(self.poison_with(StorageError::Io(io::Error::other(format!("batch check thread failed: {join_error}"))))),
+            Some(Err(join_error)) => Err(self.poison_with(StorageError::Io(io::Error::other(
+                format!("batch check thread failed: {join_error}"),
+            )))),
         }
     }
 
@@ -687,7 +764,9 @@ impl PartitionLog {
         let base = self.log_end_offset();
         self.durable_offset = base;
         let result = async {
-            let segment = Segment::create(&self.dir, base, self.config.index_interval_bytes, now_ms()).await?;
+            let segment =
+                Segment::create(&self.dir, base, self.config.index_interval_bytes, now_ms())
+                    .await?;
             crate::io::sync_dir(&self.dir).await?;
             Ok(segment)
         }
@@ -749,7 +828,9 @@ impl PartitionLog {
     /// Rolls the active segment if it is older than `segment_ms` (for a background timer;
     /// appends check this too).
     pub async fn roll_if_due(&mut self) -> Result<()> {
-        if now_ms() - self.active().created_at_ms >= self.config.segment_ms as i64 && self.active().size > 0 {
+        if now_ms() - self.active().created_at_ms >= self.config.segment_ms as i64
+            && self.active().size > 0
+        {
             self.roll().await?;
         }
         Ok(())
@@ -772,8 +853,16 @@ impl PartitionLog {
     /// Like [`PartitionLog::read`], but only batches that start below `end_offset` (the high
     /// watermark: consumers must not see records the in-sync replicas do not all have).
     /// Empty when `offset >= end_offset`.
-    pub async fn read_below(&mut self, offset: i64, max_bytes: u64, end_offset: i64) -> Result<ReadResult> {
-        if offset >= end_offset && offset <= self.log_end_offset() && offset >= self.log_start_offset {
+    pub async fn read_below(
+        &mut self,
+        offset: i64,
+        max_bytes: u64,
+        end_offset: i64,
+    ) -> Result<ReadResult> {
+        if offset >= end_offset
+            && offset <= self.log_end_offset()
+            && offset >= self.log_start_offset
+        {
             return Ok(ReadResult::default());
         }
         let mut result = self.read(offset, max_bytes).await?;
@@ -813,7 +902,8 @@ impl PartitionLog {
         let mut i = self.segment_for(offset);
         while i < self.segments.len() && next < end {
             let segment = &self.segments[i];
-            let region = match segment.read_region(next, remaining, result.regions.is_empty()).await {
+            let region = match segment.read_region(next, remaining, result.regions.is_empty()).await
+            {
                 Ok(region) => region,
                 Err(StorageError::Corrupt { path, position, reason }) => {
                     // An index that disagrees with the log: rebuild it once and retry.
@@ -873,7 +963,11 @@ impl PartitionLog {
 
     /// `offset_for_timestamp` within segment `i`. The offset index entry the walk starts from
     /// must name the batch at its position, or the walk could start past the answer.
-    async fn offset_for_timestamp_in(&self, i: usize, timestamp: i64) -> Result<Option<(i64, i64)>> {
+    async fn offset_for_timestamp_in(
+        &self,
+        i: usize,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>> {
         let segment = &self.segments[i];
         let time_entry = segment.time_index.lookup_before(timestamp);
         let start_offset = time_entry.map_or(segment.base_offset, |e| e.offset);
@@ -882,18 +976,36 @@ impl PartitionLog {
         while position < segment.size {
             let headers = segment.headers_at(position).await?;
             if position == entry.position && headers[0].base_offset != entry.offset {
-                return Err(segment.corrupt(position, format!("index says offset {} starts here, the log says {}", entry.offset, headers[0].base_offset)));
+                return Err(segment.corrupt(
+                    position,
+                    format!(
+                        "index says offset {} starts here, the log says {}",
+                        entry.offset, headers[0].base_offset
+                    ),
+                ));
             }
             for header in &headers {
                 // The time entry says the batches up to its own are older than `timestamp`, so
                 // the walk skips nothing; a batch that says otherwise shows a false entry.
-                if let Some(e) = time_entry.filter(|e| header.base_offset <= e.offset && header.max_timestamp > e.timestamp) {
-                    return Err(segment.corrupt(header.position, format!("time index entry {e:?} is older than the batch at offset {}", header.base_offset)));
+                if let Some(e) = time_entry.filter(|e| {
+                    header.base_offset <= e.offset && header.max_timestamp > e.timestamp
+                }) {
+                    return Err(segment.corrupt(
+                        header.position,
+                        format!(
+                            "time index entry {e:?} is older than the batch at offset {}",
+                            header.base_offset
+                        ),
+                    ));
                 }
-                if header.max_timestamp >= timestamp && header.last_offset >= self.log_start_offset {
-                    let batch_bytes = segment.log.read_at(header.position, header.size as usize).await?;
+                if header.max_timestamp >= timestamp && header.last_offset >= self.log_start_offset
+                {
+                    let batch_bytes =
+                        segment.log.read_at(header.position, header.size as usize).await?;
                     let found = match batch::first_record_at_or_after(&batch_bytes, timestamp) {
-                        Some((delta, record_timestamp)) => (header.base_offset + i64::from(delta), record_timestamp),
+                        Some((delta, record_timestamp)) => {
+                            (header.base_offset + i64::from(delta), record_timestamp)
+                        }
                         None => (header.base_offset, header.max_timestamp),
                     };
                     return Ok(Some((found.0.max(self.log_start_offset), found.1)));
@@ -950,7 +1062,13 @@ impl PartitionLog {
         // was settled when the segment was opened.
         let _disagreement = segment.load_tail(cut.position).await?;
         if segment.next_offset != cut_offset && cut.position > 0 {
-            return Err(segment.corrupt(cut.position, format!("after truncation the log ends at offset {}, expected {cut_offset}", segment.next_offset)));
+            return Err(segment.corrupt(
+                cut.position,
+                format!(
+                    "after truncation the log ends at offset {}, expected {cut_offset}",
+                    segment.next_offset
+                ),
+            ));
         }
         segment.next_offset = cut_offset;
         crate::io::sync_dir(&self.dir).await?;
@@ -966,7 +1084,9 @@ impl PartitionLog {
             for segment in self.segments.drain(..) {
                 segment.delete(&self.dir).await?;
             }
-            let segment = Segment::create(&self.dir, offset, self.config.index_interval_bytes, now_ms()).await?;
+            let segment =
+                Segment::create(&self.dir, offset, self.config.index_interval_bytes, now_ms())
+                    .await?;
             crate::io::sync_dir(&self.dir).await?;
             Ok::<Segment, StorageError>(segment)
         }
@@ -998,12 +1118,30 @@ impl PartitionLog {
         self.check_poison()?;
         for i in 0..self.segments.len() {
             let segment = &self.segments[i];
-            let (index, time_index, size, next) = (segment.index.clone(), segment.time_index.clone(), segment.size, segment.next_offset);
-            let mut copy = Segment::open_files(&self.dir, segment.base_offset, false, self.config.index_interval_bytes, 0).await?;
+            let (index, time_index, size, next) = (
+                segment.index.clone(),
+                segment.time_index.clone(),
+                segment.size,
+                segment.next_offset,
+            );
+            let mut copy = Segment::open_files(
+                &self.dir,
+                segment.base_offset,
+                false,
+                self.config.index_interval_bytes,
+                0,
+            )
+            .await?;
             let outcome = recovery::scan_segment(&mut copy, false).await?;
-            let mismatch = |what: &str| StorageError::Corrupt { path: copy.log.path().to_path_buf(), position: copy.size, reason: what.to_string() };
+            let mismatch = |what: &str| StorageError::Corrupt {
+                path: copy.log.path().to_path_buf(),
+                position: copy.size,
+                reason: what.to_string(),
+            };
             if outcome.valid_bytes != size || outcome.invalid_bytes != 0 {
-                return Err(mismatch(&format!("scan found {outcome:?}, the log holds {size} bytes")));
+                return Err(mismatch(&format!(
+                    "scan found {outcome:?}, the log holds {size} bytes"
+                )));
             }
             if copy.next_offset != next {
                 return Err(mismatch("next offset differs from a scan"));
@@ -1022,7 +1160,9 @@ impl PartitionLog {
                     running_max = running_max.max(header.max_timestamp);
                     while let Some(entry) = entries.next_if(|e| e.offset <= header.base_offset) {
                         if entry.offset != header.base_offset || running_max > entry.timestamp {
-                            return Err(mismatch(&format!("time index entry {entry:?} is false at the batch {header:?}")));
+                            return Err(mismatch(&format!(
+                                "time index entry {entry:?} is false at the batch {header:?}"
+                            )));
                         }
                     }
                     position = header.position + header.size;

@@ -61,7 +61,10 @@ pub(crate) async fn scan_segment(segment: &mut Segment, repair: bool) -> Result<
         let mut at = (position - chunk_start) as usize;
         // Make sure the chunk holds this batch's header, and then the whole batch.
         if at + BATCH_HEADER_BYTES > chunk.len() {
-            chunk = segment.log.read_at(position, SCAN_READ_BYTES.min(file_size - position) as usize).await?;
+            chunk = segment
+                .log
+                .read_at(position, SCAN_READ_BYTES.min(file_size - position) as usize)
+                .await?;
             chunk_start = position;
             at = 0;
         }
@@ -71,11 +74,17 @@ pub(crate) async fn scan_segment(segment: &mut Segment, repair: bool) -> Result<
         };
         let size = header.size();
         if size > BATCH_BYTES_LIMIT_MAX || position + size > file_size {
-            stop_reason = Some(format!("batch at position {position} claims {size} bytes, {} remain", file_size - position));
+            stop_reason = Some(format!(
+                "batch at position {position} claims {size} bytes, {} remain",
+                file_size - position
+            ));
             break 'scan;
         }
         if at as u64 + size > chunk.len() as u64 {
-            chunk = segment.log.read_at(position, SCAN_READ_BYTES.max(size).min(file_size - position) as usize).await?;
+            chunk = segment
+                .log
+                .read_at(position, SCAN_READ_BYTES.max(size).min(file_size - position) as usize)
+                .await?;
             chunk_start = position;
             at = 0;
         }
@@ -97,10 +106,21 @@ pub(crate) async fn scan_segment(segment: &mut Segment, repair: bool) -> Result<
             ));
             break 'scan;
         }
-        segment.index_batch(position, info.base_offset, info.last_offset(), info.size, info.max_timestamp);
+        segment.index_batch(
+            position,
+            info.base_offset,
+            info.last_offset(),
+            info.size,
+            info.max_timestamp,
+        );
         batches += 1;
     }
-    let outcome = ScanOutcome { valid_bytes: segment.size, invalid_bytes: file_size - segment.size, batches, stop_reason };
+    let outcome = ScanOutcome {
+        valid_bytes: segment.size,
+        invalid_bytes: file_size - segment.size,
+        batches,
+        stop_reason,
+    };
     if repair {
         if outcome.invalid_bytes > 0 {
             warn!(
@@ -136,14 +156,17 @@ pub(crate) async fn open_trusted(segment: &mut Segment) -> Result<Option<ScanOut
 async fn load_indexes(segment: &mut Segment) -> std::result::Result<(), String> {
     let file_size = segment.log.len().await.map_err(|e| e.to_string())?;
     let index_bytes = segment.index_file.read_all().await.map_err(|e| e.to_string())?;
-    segment.index = OffsetIndex::decode(segment.base_offset, &index_bytes, file_size, i64::MAX).map_err(|e| format!(".index: {e}"))?;
+    segment.index = OffsetIndex::decode(segment.base_offset, &index_bytes, file_size, i64::MAX)
+        .map_err(|e| format!(".index: {e}"))?;
     let time_bytes = segment.time_index_file.read_all().await.map_err(|e| e.to_string())?;
     // With no offset entry, the tail walk covers the whole log and finds the max timestamp
     // itself; with one, only the time index knows the timestamps before it.
     if time_bytes.is_empty() && !segment.index.entries().is_empty() {
-        return Err("time index file is empty or missing for a segment with offset index entries".to_string());
+        return Err("time index file is empty or missing for a segment with offset index entries"
+            .to_string());
     }
-    segment.time_index = TimeIndex::decode(segment.base_offset, &time_bytes, i64::MAX).map_err(|e| format!(".timeindex: {e}"))?;
+    segment.time_index = TimeIndex::decode(segment.base_offset, &time_bytes, i64::MAX)
+        .map_err(|e| format!(".timeindex: {e}"))?;
     if let Some(reason) = segment.load_tail(file_size).await.map_err(|e| e.to_string())? {
         return Err(reason);
     }

@@ -40,7 +40,10 @@ impl PartitionLog {
                 delete += 1;
             }
         }
-        let mut outcome = RetentionOutcome { log_start_offset: self.log_start_offset, ..RetentionOutcome::default() };
+        let mut outcome = RetentionOutcome {
+            log_start_offset: self.log_start_offset,
+            ..RetentionOutcome::default()
+        };
         if delete == 0 {
             return Ok(outcome);
         }

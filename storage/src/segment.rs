@@ -39,7 +39,11 @@ pub(crate) struct IndexFile {
 }
 
 impl IndexFile {
-    pub(crate) async fn write_all_at(&self, bytes: Vec<u8>, position: u64) -> (std::io::Result<()>, Vec<u8>) {
+    pub(crate) async fn write_all_at(
+        &self,
+        bytes: Vec<u8>,
+        position: u64,
+    ) -> (std::io::Result<()>, Vec<u8>) {
         let file = match File::open_rw(&self.path, true).await {
             Ok(file) => file,
             Err(error) => return (Err(error), bytes),
@@ -137,7 +141,13 @@ impl Segment {
     }
 
     /// Opens the three files of a segment (creating them when asked), with empty indexes.
-    pub(crate) async fn open_files(dir: &Path, base_offset: i64, create: bool, index_interval_bytes: u64, now_ms: i64) -> Result<Segment> {
+    pub(crate) async fn open_files(
+        dir: &Path,
+        base_offset: i64,
+        create: bool,
+        index_interval_bytes: u64,
+        now_ms: i64,
+    ) -> Result<Segment> {
         let log = File::open_rw(&Segment::path(dir, base_offset, "log"), create).await?;
         let index_file = IndexFile { path: Segment::path(dir, base_offset, "index") };
         let time_index_file = IndexFile { path: Segment::path(dir, base_offset, "timeindex") };
@@ -161,8 +171,14 @@ impl Segment {
     }
 
     /// Creates a new, empty segment. Any leftover files of the same name are emptied.
-    pub(crate) async fn create(dir: &Path, base_offset: i64, index_interval_bytes: u64, now_ms: i64) -> Result<Segment> {
-        let segment = Segment::open_files(dir, base_offset, true, index_interval_bytes, now_ms).await?;
+    pub(crate) async fn create(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u64,
+        now_ms: i64,
+    ) -> Result<Segment> {
+        let segment =
+            Segment::open_files(dir, base_offset, true, index_interval_bytes, now_ms).await?;
         // Leftovers are rare (a crash right after an earlier create); truncating a new, empty
         // file is not free on ext4 (it starts writeback at close), so check first.
         if segment.log.len().await? > 0 {
@@ -175,7 +191,14 @@ impl Segment {
     }
 
     /// The one rule that builds indexes, used by appends and by rebuilds alike.
-    pub(crate) fn index_batch(&mut self, position: u64, base_offset: i64, last_offset: i64, size: u64, max_timestamp: i64) {
+    pub(crate) fn index_batch(
+        &mut self,
+        position: u64,
+        base_offset: i64,
+        last_offset: i64,
+        size: u64,
+        max_timestamp: i64,
+    ) {
         debug_assert_eq!(position, self.size);
         self.max_timestamp = self.max_timestamp.max(max_timestamp);
         if self.bytes_since_index_entry >= self.index_interval_bytes && position > 0 {
@@ -195,14 +218,20 @@ impl Segment {
     /// On error the segment's state is unchanged and the caller poisons the log.
     /// Writes `bytes` after the last batch without making them part of the segment yet: until
     /// `commit_tail`, reads, indexes and `size` ignore them (a failed check can cut them off).
-    pub(crate) async fn write_tail<B: tokio_uring::buf::IoBuf>(&mut self, bytes: B) -> std::io::Result<B> {
+    pub(crate) async fn write_tail<B: tokio_uring::buf::IoBuf>(
+        &mut self,
+        bytes: B,
+    ) -> std::io::Result<B> {
         self.preallocate_for(bytes.bytes_init() as u64).await;
         let (result, bytes) = self.log.write_all_at(bytes, self.size).await;
         result.map(|()| bytes)
     }
 
     /// Like `write_tail`, from several buffers in one vectored write.
-    pub(crate) async fn write_tail_vectored(&mut self, pieces: Vec<bytes::Bytes>) -> std::io::Result<()> {
+    pub(crate) async fn write_tail_vectored(
+        &mut self,
+        pieces: Vec<bytes::Bytes>,
+    ) -> std::io::Result<()> {
         self.preallocate_for(pieces.iter().map(|p| p.len() as u64).sum()).await;
         self.log.writev_all_at(pieces, self.size).await
     }
@@ -227,7 +256,9 @@ impl Segment {
             }
         };
         // None: short of space (asked again at the next write past the reservation).
-        let Some((from, to)) = reservation(self.size, len, self.preallocated_to, free) else { return };
+        let Some((from, to)) = reservation(self.size, len, self.preallocated_to, free) else {
+            return;
+        };
         match self.log.preallocate(from, to - from).await {
             Ok(()) => self.preallocated_to = to,
             Err(error) => {
@@ -248,7 +279,13 @@ impl Segment {
     pub(crate) fn commit_tail(&mut self, infos: &[BatchInfo]) {
         let mut at = self.size;
         for info in infos {
-            self.index_batch(at, info.base_offset, info.last_offset(), info.size, info.max_timestamp);
+            self.index_batch(
+                at,
+                info.base_offset,
+                info.last_offset(),
+                info.size,
+                info.max_timestamp,
+            );
             at += info.size;
         }
     }
@@ -291,7 +328,11 @@ impl Segment {
     }
 
     /// Cuts the index files to `index_len` and `time_len` bytes.
-    pub(crate) async fn truncate_index_files(&self, index_len: u64, time_len: u64) -> std::io::Result<()> {
+    pub(crate) async fn truncate_index_files(
+        &self,
+        index_len: u64,
+        time_len: u64,
+    ) -> std::io::Result<()> {
         self.index_file.set_len(index_len).await?;
         self.time_index_file.set_len(time_len).await
     }
@@ -303,14 +344,25 @@ impl Segment {
 
     /// Like `headers_at`, reading about `window_bytes` (at least one header's worth): callers
     /// that know how far they need to look read no more than that.
-    pub(crate) async fn headers_in(&self, position: u64, window_bytes: u64) -> Result<Vec<HeaderInfo>> {
+    pub(crate) async fn headers_in(
+        &self,
+        position: u64,
+        window_bytes: u64,
+    ) -> Result<Vec<HeaderInfo>> {
         if position >= self.size {
-            return Err(self.corrupt(position, format!("header walk past the segment end {}", self.size)));
+            return Err(
+                self.corrupt(position, format!("header walk past the segment end {}", self.size))
+            );
         }
-        let len = window_bytes.clamp(BATCH_HEADER_BYTES as u64, WALK_WINDOW_BYTES).min(self.size - position);
+        let len = window_bytes
+            .clamp(BATCH_HEADER_BYTES as u64, WALK_WINDOW_BYTES)
+            .min(self.size - position);
         let window = self.log.read_at(position, len as usize).await?;
         if (window.len() as u64) < len {
-            return Err(self.corrupt(position + window.len() as u64, format!("file ends before the segment size {}", self.size)));
+            return Err(self.corrupt(
+                position + window.len() as u64,
+                format!("file ends before the segment size {}", self.size),
+            ));
         }
         let mut headers = Vec::new();
         let mut at = 0usize;
@@ -323,19 +375,27 @@ impl Segment {
                 size: header.size(),
                 max_timestamp: header.max_timestamp.get(),
             };
-            if info.size < BATCH_HEADER_BYTES as u64 || absolute + info.size > self.size || info.last_offset < info.base_offset {
+            if info.size < BATCH_HEADER_BYTES as u64
+                || absolute + info.size > self.size
+                || info.last_offset < info.base_offset
+            {
                 return Err(self.corrupt(absolute, format!("implausible batch header {info:?}")));
             }
             if let Some(previous) = headers.last().map(|h: &HeaderInfo| h.last_offset) {
                 if info.base_offset <= previous {
-                    return Err(self.corrupt(absolute, format!("base offset {} does not follow {previous}", info.base_offset)));
+                    return Err(self.corrupt(
+                        absolute,
+                        format!("base offset {} does not follow {previous}", info.base_offset),
+                    ));
                 }
             }
             headers.push(info);
             at += info.size as usize;
         }
         if headers.is_empty() {
-            return Err(self.corrupt(position, "no whole batch header at this position".to_string()));
+            return Err(
+                self.corrupt(position, "no whole batch header at this position".to_string())
+            );
         }
         Ok(headers)
     }
@@ -350,10 +410,20 @@ impl Segment {
         let mut first = true;
         loop {
             // The batch holding `offset` starts within about one index interval of the entry.
-            let window = if first { self.index_interval_bytes + BATCH_HEADER_BYTES as u64 } else { WALK_WINDOW_BYTES };
+            let window = if first {
+                self.index_interval_bytes + BATCH_HEADER_BYTES as u64
+            } else {
+                WALK_WINDOW_BYTES
+            };
             let headers = self.headers_in(position, window).await?;
             if first && headers[0].base_offset != entry.offset {
-                return Err(self.corrupt(position, format!("index says offset {} starts here, the log says {}", entry.offset, headers[0].base_offset)));
+                return Err(self.corrupt(
+                    position,
+                    format!(
+                        "index says offset {} starts here, the log says {}",
+                        entry.offset, headers[0].base_offset
+                    ),
+                ));
             }
             first = false;
             for header in &headers {
@@ -371,7 +441,12 @@ impl Segment {
 
     /// Whole batches from the one holding `offset`, at most `max_bytes` of them, except that
     /// the first batch is always included when `at_least_one` is set.
-    pub(crate) async fn read_region(&self, offset: i64, max_bytes: u64, at_least_one: bool) -> Result<Option<Region>> {
+    pub(crate) async fn read_region(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        at_least_one: bool,
+    ) -> Result<Option<Region>> {
         let Some(first) = self.find_batch(offset).await? else {
             return Ok(None);
         };
@@ -382,7 +457,12 @@ impl Segment {
         // Saturating: callers may pass u64::MAX for "everything".
         let limit = start.saturating_add(max_bytes.max(first.size));
         if limit >= self.size {
-            return Ok(Some(Region { position: start, len: self.size - start, first_offset: first.base_offset, next_offset: self.next_offset }));
+            return Ok(Some(Region {
+                position: start,
+                len: self.size - start,
+                first_offset: first.base_offset,
+                next_offset: self.next_offset,
+            }));
         }
         // Batches up to the last index entry below `limit` are whole: entries sit on batch
         // starts. From there, walk headers while the next batch still fits.
@@ -395,11 +475,18 @@ impl Segment {
         };
         'walk: while end < self.size {
             // Only headers that start below `limit` can still fit.
-            let headers = self.headers_in(end, limit.saturating_sub(end) + BATCH_HEADER_BYTES as u64).await?;
+            let headers =
+                self.headers_in(end, limit.saturating_sub(end) + BATCH_HEADER_BYTES as u64).await?;
             // The entry is trusted for everything before it, so check that it names the batch
             // at its position (as `find_batch` does); the caller rebuilds the index if not.
             if from_entry && end == entry.position && headers[0].base_offset != entry.offset {
-                return Err(self.corrupt(end, format!("index says offset {} starts here, the log says {}", entry.offset, headers[0].base_offset)));
+                return Err(self.corrupt(
+                    end,
+                    format!(
+                        "index says offset {} starts here, the log says {}",
+                        entry.offset, headers[0].base_offset
+                    ),
+                ));
             }
             for header in headers {
                 if header.position + header.size > limit {
@@ -409,7 +496,12 @@ impl Segment {
                 next_offset = header.last_offset + 1;
             }
         }
-        Ok(Some(Region { position: start, len: end - start, first_offset: first.base_offset, next_offset }))
+        Ok(Some(Region {
+            position: start,
+            len: end - start,
+            first_offset: first.base_offset,
+            next_offset,
+        }))
     }
 
     /// Walks from the last index entry to the end of the file, checking that the entry sits on
@@ -435,15 +527,25 @@ impl Segment {
         while position < file_size {
             let headers = self.headers_at(position).await?;
             if first && entry.is_some_and(|e| e.offset != headers[0].base_offset) {
-                return Err(self.corrupt(position, "last index entry does not name the batch at its position".to_string()));
+                return Err(self.corrupt(
+                    position,
+                    "last index entry does not name the batch at its position".to_string(),
+                ));
             }
             first = false;
             for header in headers {
-                if disagreement.is_none() && header.position - walk_start >= self.index_interval_bytes {
+                if disagreement.is_none()
+                    && header.position - walk_start >= self.index_interval_bytes
+                {
                     disagreement = Some(format!(".index: lacks an entry for the batch at position {} (short or missing file)", header.position));
                 }
-                if let Some(e) = time_entry.filter(|e| header.base_offset <= e.offset && header.max_timestamp > e.timestamp) {
-                    disagreement.get_or_insert(format!(".timeindex: entry {e:?} is older than the batch at offset {} ({})", header.base_offset, header.max_timestamp));
+                if let Some(e) = time_entry.filter(|e| {
+                    header.base_offset <= e.offset && header.max_timestamp > e.timestamp
+                }) {
+                    disagreement.get_or_insert(format!(
+                        ".timeindex: entry {e:?} is older than the batch at offset {} ({})",
+                        header.base_offset, header.max_timestamp
+                    ));
                 }
                 self.next_offset = header.last_offset + 1;
                 self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
@@ -481,9 +583,15 @@ mod tests {
         // Inside the reservation: nothing to do.
         assert_eq!(reservation(1000, 1000, 1000 + PREALLOCATE_BYTES_MIN, 100 * GIB), None);
         // Past it: from where it ended, about the segment's size ahead...
-        assert_eq!(reservation(4 * MIB, MIB, 4 * MIB + 100, 100 * GIB), Some((4 * MIB + 100, 9 * MIB)));
+        assert_eq!(
+            reservation(4 * MIB, MIB, 4 * MIB + 100, 100 * GIB),
+            Some((4 * MIB + 100, 9 * MIB))
+        );
         // ...but never more than the most.
-        assert_eq!(reservation(GIB / 2, MIB, GIB / 2, 100 * GIB), Some((GIB / 2, GIB / 2 + MIB + PREALLOCATE_BYTES_MAX)));
+        assert_eq!(
+            reservation(GIB / 2, MIB, GIB / 2, 100 * GIB),
+            Some((GIB / 2, GIB / 2 + MIB + PREALLOCATE_BYTES_MAX))
+        );
         // After a cut (reserved_to reset to 0) it starts at the end of the data.
         assert_eq!(reservation(4 * MIB, 10, 0, 100 * GIB), Some((4 * MIB, 8 * MIB + 10)));
         // Not when it would leave less than the minimum free.

@@ -29,12 +29,20 @@ impl PartitionLog {
         let mut out = Vec::new();
         let mut position = start;
         while position < segment.size {
-            let window = segment.log.read_at(position, TAIL_READ_BYTES.min(segment.size - position) as usize).await?;
+            let window = segment
+                .log
+                .read_at(position, TAIL_READ_BYTES.min(segment.size - position) as usize)
+                .await?;
             let mut at = 0usize;
             while let Some(header) = window.get(at..).and_then(BatchHeader::view) {
                 let size = header.size();
-                if size < crate::batch::BATCH_HEADER_BYTES as u64 || position + at as u64 + size > segment.size {
-                    return Err(segment.corrupt(position + at as u64, "implausible batch header in the tail".to_string()));
+                if size < crate::batch::BATCH_HEADER_BYTES as u64
+                    || position + at as u64 + size > segment.size
+                {
+                    return Err(segment.corrupt(
+                        position + at as u64,
+                        "implausible batch header in the tail".to_string(),
+                    ));
                 }
                 out.push(BatchSummary {
                     base_offset: header.base_offset.get(),
@@ -47,7 +55,8 @@ impl PartitionLog {
                 at += size as usize;
             }
             if at == 0 {
-                return Err(segment.corrupt(position, "no whole batch header in the tail window".to_string()));
+                return Err(segment
+                    .corrupt(position, "no whole batch header in the tail window".to_string()));
             }
             position += at as u64;
         }

@@ -21,7 +21,13 @@ const TIME_ENTRY_BYTES: usize = 12;
 const EPOCH_FIELD: std::ops::Range<u64> = 12..16;
 
 fn config(flush: FlushPolicy) -> LogConfig {
-    LogConfig { segment_bytes: 4096, index_interval_bytes: 256, retention_ms: None, flush, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 256,
+        retention_ms: None,
+        flush,
+        ..LogConfig::default()
+    }
 }
 
 /// One batch as the log holds it.
@@ -38,7 +44,12 @@ fn parse(bytes: &[u8]) -> Vec<Stored> {
         .into_iter()
         .map(|(base, _count, bytes)| {
             let header = BatchHeader::view(&bytes).expect("whole header");
-            Stored { base, last: header.last_offset(), max_timestamp: header.max_timestamp.get(), bytes }
+            Stored {
+                base,
+                last: header.last_offset(),
+                max_timestamp: header.max_timestamp.get(),
+                bytes,
+            }
         })
         .collect()
 }
@@ -54,7 +65,11 @@ enum LastSegment {
 
 /// Writes a multi-segment log and stops it uncleanly (drop without close). Returns what it
 /// holds. The last batch is small, so that every byte of it can be a crash case.
-async fn write_log(dir: &Path, config: &LogConfig, shape: LastSegment) -> (Vec<Stored>, Vec<SegmentInfo>) {
+async fn write_log(
+    dir: &Path,
+    config: &LogConfig,
+    shape: LastSegment,
+) -> (Vec<Stored>, Vec<SegmentInfo>) {
     let mut log = PartitionLog::open(dir, config.clone()).await.unwrap();
     for i in 0..40u64 {
         let count = 1 + (i % 4) as usize;
@@ -68,9 +83,13 @@ async fn write_log(dir: &Path, config: &LogConfig, shape: LastSegment) -> (Vec<S
     let all = parse(&log.read(0, u64::MAX).await.unwrap().read_bytes().await.unwrap());
     let segments = log.segments();
     assert!(segments.len() >= 3, "the crash cases need several segments: {segments:?}");
-    let last_segment_batches = all.iter().filter(|b| b.base >= segments.last().unwrap().base_offset).count();
+    let last_segment_batches =
+        all.iter().filter(|b| b.base >= segments.last().unwrap().base_offset).count();
     match shape {
-        LastSegment::Several => assert!(last_segment_batches > 1 && segments.last().unwrap().index_entries > 0, "{segments:?}"),
+        LastSegment::Several => assert!(
+            last_segment_batches > 1 && segments.last().unwrap().index_entries > 0,
+            "{segments:?}"
+        ),
         LastSegment::One => assert_eq!(last_segment_batches, 1),
     }
     drop(log);
@@ -100,16 +119,25 @@ fn check_index_files(dir: &Path, segments: &[SegmentInfo], batches: &[Stored], c
         let mut starts = Vec::new(); // (position, base offset, running max timestamp)
         let mut position = 0u64;
         let mut running_max = -1;
-        for b in batches.iter().filter(|b| b.base >= segment.base_offset && b.base < segment.next_offset) {
+        for b in
+            batches.iter().filter(|b| b.base >= segment.base_offset && b.base < segment.next_offset)
+        {
             running_max = running_max.max(b.max_timestamp);
             starts.push((position, b.base, running_max));
             position += b.bytes.len() as u64;
         }
         assert_eq!(position, segment.size, "{ctx}: segment {} size", segment.base_offset);
-        let index = std::fs::read(dir.join(file_name(segment.base_offset, "index"))).unwrap_or_else(|e| panic!("{ctx}: .index of {}: {e}", segment.base_offset));
-        assert_eq!(index.len(), segment.index_entries * OFFSET_ENTRY_BYTES, "{ctx}: .index file of segment {} vs {segment:?}", segment.base_offset);
+        let index = std::fs::read(dir.join(file_name(segment.base_offset, "index")))
+            .unwrap_or_else(|e| panic!("{ctx}: .index of {}: {e}", segment.base_offset));
+        assert_eq!(
+            index.len(),
+            segment.index_entries * OFFSET_ENTRY_BYTES,
+            "{ctx}: .index file of segment {} vs {segment:?}",
+            segment.base_offset
+        );
         for entry in index.chunks_exact(OFFSET_ENTRY_BYTES) {
-            let offset = segment.base_offset + i64::from(u32::from_be_bytes(entry[0..4].try_into().unwrap()));
+            let offset = segment.base_offset
+                + i64::from(u32::from_be_bytes(entry[0..4].try_into().unwrap()));
             let position = u64::from(u32::from_be_bytes(entry[4..8].try_into().unwrap()));
             assert!(
                 starts.iter().any(|&(p, base, _)| p == position && base == offset),
@@ -117,12 +145,20 @@ fn check_index_files(dir: &Path, segments: &[SegmentInfo], batches: &[Stored], c
                 segment.base_offset
             );
         }
-        let time_index = std::fs::read(dir.join(file_name(segment.base_offset, "timeindex"))).unwrap_or_else(|e| panic!("{ctx}: .timeindex of {}: {e}", segment.base_offset));
-        assert_eq!(time_index.len(), segment.time_index_entries * TIME_ENTRY_BYTES, "{ctx}: .timeindex file of segment {} vs {segment:?}", segment.base_offset);
+        let time_index = std::fs::read(dir.join(file_name(segment.base_offset, "timeindex")))
+            .unwrap_or_else(|e| panic!("{ctx}: .timeindex of {}: {e}", segment.base_offset));
+        assert_eq!(
+            time_index.len(),
+            segment.time_index_entries * TIME_ENTRY_BYTES,
+            "{ctx}: .timeindex file of segment {} vs {segment:?}",
+            segment.base_offset
+        );
         for entry in time_index.chunks_exact(TIME_ENTRY_BYTES) {
             let timestamp = i64::from_be_bytes(entry[0..8].try_into().unwrap());
-            let offset = segment.base_offset + i64::from(u32::from_be_bytes(entry[8..12].try_into().unwrap()));
-            let Some(&(_, _, max_before)) = starts.iter().find(|&&(_, base, _)| base == offset) else {
+            let offset = segment.base_offset
+                + i64::from(u32::from_be_bytes(entry[8..12].try_into().unwrap()));
+            let Some(&(_, _, max_before)) = starts.iter().find(|&&(_, base, _)| base == offset)
+            else {
                 panic!("{ctx}: .timeindex entry (timestamp {timestamp}, offset {offset}) of segment {} names no batch", segment.base_offset);
             };
             assert!(max_before <= timestamp, "{ctx}: .timeindex entry (timestamp {timestamp}, offset {offset}) is false: batches up to it reach {max_before}");
@@ -135,15 +171,30 @@ fn check_index_files(dir: &Path, segments: &[SegmentInfo], batches: &[Stored], c
 async fn check_recovered(log: &mut PartitionLog, dir: &Path, expected: &[Stored], ctx: &str) {
     let end = expected.last().map_or(0, |b| b.last + 1);
     assert_eq!(log.log_end_offset(), end, "{ctx}: log end offset");
-    let bytes = log.read(0, u64::MAX).await.unwrap_or_else(|e| panic!("{ctx}: read: {e}")).read_bytes().await.unwrap();
+    let bytes = log
+        .read(0, u64::MAX)
+        .await
+        .unwrap_or_else(|e| panic!("{ctx}: read: {e}"))
+        .read_bytes()
+        .await
+        .unwrap();
     if bytes != concat(expected) {
         let got: Vec<i64> = parse(&bytes).iter().map(|b| b.base).collect();
-        panic!("{ctx}: the log holds batches {got:?}, expected {:?}", expected.iter().map(|b| b.base).collect::<Vec<_>>());
+        panic!(
+            "{ctx}: the log holds batches {got:?}, expected {:?}",
+            expected.iter().map(|b| b.base).collect::<Vec<_>>()
+        );
     }
     log.verify().await.unwrap_or_else(|e| panic!("{ctx}: verify: {e}"));
     check_index_files(dir, &log.segments(), expected, ctx);
-    let info = log.append(buf(&batch(1, 5, 3_000, 7)), 4).await.unwrap_or_else(|e| panic!("{ctx}: append: {e}"));
-    assert_eq!(info.base_offset, end, "{ctx}: the next append continues after the last surviving batch");
+    let info = log
+        .append(buf(&batch(1, 5, 3_000, 7)), 4)
+        .await
+        .unwrap_or_else(|e| panic!("{ctx}: append: {e}"));
+    assert_eq!(
+        info.base_offset, end,
+        "{ctx}: the next append continues after the last surviving batch"
+    );
     let next = parse(&log.read(end, u64::MAX).await.unwrap().read_bytes().await.unwrap());
     assert_eq!(next.len(), 1, "{ctx}: the new batch reads back alone");
     assert_eq!(next[0].base, end, "{ctx}");
@@ -175,7 +226,12 @@ fn torn_last_batch(flush: FlushPolicy, shape: LastSegment) {
                 let path = scratch.path().join(&log_name);
                 let mut expected = before.to_vec();
                 match damage {
-                    Damage::Cut => std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(position).unwrap(),
+                    Damage::Cut => std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .unwrap()
+                        .set_len(position)
+                        .unwrap(),
                     Damage::Flip => {
                         let mut bytes = std::fs::read(&path).unwrap();
                         bytes[position as usize] ^= 0xff;
@@ -189,15 +245,25 @@ fn torn_last_batch(flush: FlushPolicy, shape: LastSegment) {
                         std::fs::write(&path, bytes).unwrap();
                     }
                 }
-                let mut log = PartitionLog::open(scratch.path(), config.clone()).await.unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
+                let mut log = PartitionLog::open(scratch.path(), config.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
                 let report = log.open_report().clone();
                 assert!(!report.clean_shutdown, "{ctx}: {report:?}");
                 assert!(report.removed_segments.is_empty(), "{ctx}: {report:?}");
-                let scanned = report.scanned.iter().find(|(base, _)| *base == last_segment.base_offset);
-                let (_, outcome) = scanned.unwrap_or_else(|| panic!("{ctx}: the last segment must be scanned: {report:?}"));
-                let valid = if expected.len() == written.len() { last_segment.size } else { batch_start };
+                let scanned =
+                    report.scanned.iter().find(|(base, _)| *base == last_segment.base_offset);
+                let (_, outcome) = scanned.unwrap_or_else(|| {
+                    panic!("{ctx}: the last segment must be scanned: {report:?}")
+                });
+                let valid =
+                    if expected.len() == written.len() { last_segment.size } else { batch_start };
                 assert_eq!(outcome.valid_bytes, valid, "{ctx}: {outcome:?}");
-                assert_eq!(std::fs::metadata(&path).unwrap().len(), valid, "{ctx}: the damaged tail is cut from the file");
+                assert_eq!(
+                    std::fs::metadata(&path).unwrap().len(),
+                    valid,
+                    "{ctx}: the damaged tail is cut from the file"
+                );
                 check_recovered(&mut log, scratch.path(), &expected, &ctx).await;
             }
         }
@@ -259,26 +325,47 @@ async fn written_log(dir: &Path, clean: bool) -> (Vec<Stored>, Vec<SegmentInfo>)
 }
 
 fn index_paths(dir: &Path, segments: &[SegmentInfo]) -> Vec<std::path::PathBuf> {
-    segments.iter().flat_map(|s| [dir.join(file_name(s.base_offset, "index")), dir.join(file_name(s.base_offset, "timeindex"))]).collect()
+    segments
+        .iter()
+        .flat_map(|s| {
+            [
+                dir.join(file_name(s.base_offset, "index")),
+                dir.join(file_name(s.base_offset, "timeindex")),
+            ]
+        })
+        .collect()
 }
 
 /// Reads from every batch's base offset with a few sizes, each from a fresh copy of `source`
 /// (so each read is the first thing that touches the indexes), and checks the bytes and the
 /// next offset. Then looks up every batch's timestamps.
-async fn check_reads_from_fresh_opens(source: &Path, scratch: &Path, expected: &[Stored], ctx: &str) {
+async fn check_reads_from_fresh_opens(
+    source: &Path,
+    scratch: &Path,
+    expected: &[Stored],
+    ctx: &str,
+) {
     let config = config(FlushPolicy::Never);
     for (i, first) in expected.iter().enumerate() {
         for max_bytes in [1u64, 300, 700, 1500, 5000] {
             copy_dir(source, scratch);
-            let mut log = PartitionLog::open(scratch, config.clone()).await.unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
+            let mut log = PartitionLog::open(scratch, config.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
             let ctx = format!("{ctx}: read({}, {max_bytes})", first.base);
-            let result = log.read(first.base, max_bytes).await.unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            let result =
+                log.read(first.base, max_bytes).await.unwrap_or_else(|e| panic!("{ctx}: {e}"));
             let got = parse(&result.read_bytes().await.unwrap());
             assert!(!got.is_empty(), "{ctx}: nothing returned");
             for (k, b) in got.iter().enumerate() {
                 assert_eq!(b.bytes, expected[i + k].bytes, "{ctx}: batch #{k} differs");
             }
-            assert_eq!(result.next_offset(), Some(got.last().unwrap().last + 1), "{ctx}: next offset disagrees with the bytes: {:?}", result.regions);
+            assert_eq!(
+                result.next_offset(),
+                Some(got.last().unwrap().last + 1),
+                "{ctx}: next offset disagrees with the bytes: {:?}",
+                result.regions
+            );
             let mut next = first.base;
             for region in &result.regions {
                 assert_eq!(region.first_offset, next, "{ctx}: regions {:?}", result.regions);
@@ -290,8 +377,16 @@ async fn check_reads_from_fresh_opens(source: &Path, scratch: &Path, expected: &
         let mut log = PartitionLog::open(scratch, config.clone()).await.unwrap();
         // Timestamps increase with offsets here, so a batch's base timestamp finds its base.
         let header = BatchHeader::view(&first.bytes).unwrap();
-        let found = log.offset_for_timestamp(header.base_timestamp.get()).await.unwrap_or_else(|e| panic!("{ctx}: offset_for_timestamp: {e}"));
-        assert_eq!(found, Some((first.base, header.base_timestamp.get())), "{ctx}: offset_for_timestamp of batch {}", first.base);
+        let found = log
+            .offset_for_timestamp(header.base_timestamp.get())
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: offset_for_timestamp: {e}"));
+        assert_eq!(
+            found,
+            Some((first.base, header.base_timestamp.get())),
+            "{ctx}: offset_for_timestamp of batch {}",
+            first.base
+        );
     }
 }
 
@@ -310,12 +405,28 @@ fn deleted_index_files_are_rebuilt() {
             assert_eq!(report.clean_shutdown, clean, "{ctx}");
             let after = log.segments();
             for (old, new) in before.iter().zip(&after) {
-                assert_eq!(old.index_entries, new.index_entries, "{ctx}: rebuilt index of segment {}", old.base_offset);
+                assert_eq!(
+                    old.index_entries, new.index_entries,
+                    "{ctx}: rebuilt index of segment {}",
+                    old.base_offset
+                );
                 if old.index_entries > 0 {
-                    assert!(report.scanned.iter().any(|(base, _)| *base == old.base_offset), "{ctx}: segment {} needs a rebuild: {report:?}", old.base_offset);
+                    assert!(
+                        report.scanned.iter().any(|(base, _)| *base == old.base_offset),
+                        "{ctx}: segment {} needs a rebuild: {report:?}",
+                        old.base_offset
+                    );
                     for extension in ["index", "timeindex"] {
-                        let len = std::fs::metadata(dir.path().join(file_name(old.base_offset, extension))).unwrap().len();
-                        assert!(len > 0, "{ctx}: .{extension} of segment {} recreated empty", old.base_offset);
+                        let len = std::fs::metadata(
+                            dir.path().join(file_name(old.base_offset, extension)),
+                        )
+                        .unwrap()
+                        .len();
+                        assert!(
+                            len > 0,
+                            "{ctx}: .{extension} of segment {} recreated empty",
+                            old.base_offset
+                        );
                     }
                 }
             }
@@ -335,20 +446,29 @@ fn random_bytes_in_index_files_are_rebuilt() {
             let len = std::fs::metadata(&path).unwrap().len().max(8);
             // Same length (a plausible file size), or a ragged one.
             let len = if rng.below(2) == 0 { len } else { 1 + rng.below(3 * len) };
-            std::fs::write(&path, (0..len).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>()).unwrap();
+            std::fs::write(&path, (0..len).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>())
+                .unwrap();
         }
         let mut log = PartitionLog::open(dir.path(), config(FlushPolicy::Never)).await.unwrap();
         let report = log.open_report().clone();
         assert!(report.clean_shutdown);
         for segment in &segments {
-            assert!(report.scanned.iter().any(|(base, _)| *base == segment.base_offset), "garbage index of segment {} went unnoticed: {report:?}", segment.base_offset);
+            assert!(
+                report.scanned.iter().any(|(base, _)| *base == segment.base_offset),
+                "garbage index of segment {} went unnoticed: {report:?}",
+                segment.base_offset
+            );
         }
         check_recovered(&mut log, dir.path(), &all, "random index bytes").await;
     });
 }
 
 /// Rewrites a segment's `.index` with `change` applied to its entries (offset, position).
-fn rewrite_index(path: &Path, base_offset: i64, mut change: impl FnMut(usize, i64, u64) -> (i64, u64)) {
+fn rewrite_index(
+    path: &Path,
+    base_offset: i64,
+    mut change: impl FnMut(usize, i64, u64) -> (i64, u64),
+) {
     let bytes = std::fs::read(path).unwrap();
     let mut out = Vec::new();
     for (n, entry) in bytes.chunks_exact(OFFSET_ENTRY_BYTES).enumerate() {
@@ -369,12 +489,20 @@ fn index_with_shifted_positions_is_rebuilt_on_open() {
     block_on(async {
         let (all, segments) = written_log(dir.path(), true).await;
         for segment in segments.iter().filter(|s| s.index_entries > 0) {
-            rewrite_index(&dir.path().join(file_name(segment.base_offset, "index")), segment.base_offset, |_, offset, position| (offset, position + 1));
+            rewrite_index(
+                &dir.path().join(file_name(segment.base_offset, "index")),
+                segment.base_offset,
+                |_, offset, position| (offset, position + 1),
+            );
         }
         let mut log = PartitionLog::open(dir.path(), config(FlushPolicy::Never)).await.unwrap();
         let report = log.open_report().clone();
         for segment in segments.iter().filter(|s| s.index_entries > 0) {
-            assert!(report.scanned.iter().any(|(base, _)| *base == segment.base_offset), "shifted index of segment {} went unnoticed: {report:?}", segment.base_offset);
+            assert!(
+                report.scanned.iter().any(|(base, _)| *base == segment.base_offset),
+                "shifted index of segment {} went unnoticed: {report:?}",
+                segment.base_offset
+            );
         }
         check_recovered(&mut log, dir.path(), &all, "shifted index").await;
     });
@@ -383,21 +511,34 @@ fn index_with_shifted_positions_is_rebuilt_on_open() {
 /// Moves every `.index` entry but the last `ahead` batches forward (as far as the entries
 /// stay increasing): plausible, and invisible to an open that checks only the last entry.
 /// Returns how many entries now lie.
-fn point_entries_ahead(dir: &Path, segments: &[SegmentInfo], all: &[Stored], ahead: usize) -> usize {
+fn point_entries_ahead(
+    dir: &Path,
+    segments: &[SegmentInfo],
+    all: &[Stored],
+    ahead: usize,
+) -> usize {
     let mut changed = 0;
     for segment in segments.iter().filter(|s| s.index_entries > 1) {
         let mut starts = Vec::new(); // batch start positions of this segment
         let mut position = 0u64;
-        for b in all.iter().filter(|b| b.base >= segment.base_offset && b.base < segment.next_offset) {
+        for b in
+            all.iter().filter(|b| b.base >= segment.base_offset && b.base < segment.next_offset)
+        {
             starts.push(position);
             position += b.bytes.len() as u64;
         }
         let path = dir.join(file_name(segment.base_offset, "index"));
-        let old: Vec<u64> = std::fs::read(&path).unwrap().chunks_exact(OFFSET_ENTRY_BYTES).map(|e| u64::from(u32::from_be_bytes(e[4..8].try_into().unwrap()))).collect();
+        let old: Vec<u64> = std::fs::read(&path)
+            .unwrap()
+            .chunks_exact(OFFSET_ENTRY_BYTES)
+            .map(|e| u64::from(u32::from_be_bytes(e[4..8].try_into().unwrap())))
+            .collect();
         let mut new = old.clone();
         for n in (0..old.len() - 1).rev() {
             let i = starts.iter().position(|&p| p == old[n]).expect("entry on a batch start");
-            if let Some(k) = (1..=ahead).rev().find(|&k| starts.get(i + k).is_some_and(|&p| p < new[n + 1])) {
+            if let Some(k) =
+                (1..=ahead).rev().find(|&k| starts.get(i + k).is_some_and(|&p| p < new[n + 1]))
+            {
                 new[n] = starts[i + k];
                 changed += 1;
             }
@@ -422,11 +563,22 @@ fn index_with_wrong_middle_entries_is_detected_by_reads_and_verify() {
 
             // Detected: a fresh open either rebuilt the index or `verify` reports it.
             copy_dir(source.path(), scratch.path());
-            let mut log = PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap();
-            let rebuilt_on_open = segments.iter().filter(|s| s.index_entries > 1).all(|s| log.open_report().scanned.iter().any(|(base, _)| *base == s.base_offset));
+            let mut log =
+                PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap();
+            let rebuilt_on_open = segments
+                .iter()
+                .filter(|s| s.index_entries > 1)
+                .all(|s| log.open_report().scanned.iter().any(|(base, _)| *base == s.base_offset));
             match log.verify().await {
-                Ok(()) => assert!(rebuilt_on_open, "{ctx}: verify accepted a wrong index: {:?}", log.open_report()),
-                Err(error) => assert!(matches!(error, fjord_storage::StorageError::Corrupt { .. }), "{ctx}: {error}"),
+                Ok(()) => assert!(
+                    rebuilt_on_open,
+                    "{ctx}: verify accepted a wrong index: {:?}",
+                    log.open_report()
+                ),
+                Err(error) => assert!(
+                    matches!(error, fjord_storage::StorageError::Corrupt { .. }),
+                    "{ctx}: {error}"
+                ),
             }
             drop(log);
 
@@ -434,13 +586,20 @@ fn index_with_wrong_middle_entries_is_detected_by_reads_and_verify() {
 
             // Every record's timestamp, looked up on a log that has not read anything yet.
             copy_dir(source.path(), scratch.path());
-            let mut log = PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap();
+            let mut log =
+                PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap();
             for b in &all {
                 let header = BatchHeader::view(&b.bytes).unwrap();
                 for delta in 0..=(b.last - b.base) {
                     let timestamp = header.base_timestamp.get() + delta;
-                    let found = log.offset_for_timestamp(timestamp).await.unwrap_or_else(|e| panic!("{ctx}: offset_for_timestamp({timestamp}): {e}"));
-                    assert_eq!(found, Some((b.base + delta, timestamp)), "{ctx}: offset_for_timestamp({timestamp})");
+                    let found = log.offset_for_timestamp(timestamp).await.unwrap_or_else(|e| {
+                        panic!("{ctx}: offset_for_timestamp({timestamp}): {e}")
+                    });
+                    assert_eq!(
+                        found,
+                        Some((b.base + delta, timestamp)),
+                        "{ctx}: offset_for_timestamp({timestamp})"
+                    );
                 }
             }
             drop(log);
@@ -448,7 +607,8 @@ fn index_with_wrong_middle_entries_is_detected_by_reads_and_verify() {
             // Reads that hit the wrong entries rebuild the index in memory; afterwards the log
             // verifies.
             copy_dir(source.path(), scratch.path());
-            let mut log = PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap();
+            let mut log =
+                PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap();
             for b in &all {
                 let got = parse(&log.read(b.base, 1).await.unwrap().read_bytes().await.unwrap());
                 assert_eq!(got[0].bytes, b.bytes, "{ctx}");
@@ -465,7 +625,8 @@ fn garbage_checkpoint_means_full_recovery() {
     block_on(async {
         let (all, segments) = written_log(source.path(), true).await;
         let mut rng = Rng::new(0xc4ec);
-        let random = |rng: &mut Rng, len: usize| (0..len).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>();
+        let random =
+            |rng: &mut Rng, len: usize| (0..len).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>();
         let valid = std::fs::read(source.path().join("checkpoint")).unwrap();
         let mut flipped = valid.clone();
         flipped[9] ^= 0x10; // the recovery offset, under the CRC
@@ -485,19 +646,31 @@ fn garbage_checkpoint_means_full_recovery() {
             std::fs::write(scratch.path().join("checkpoint"), &bytes).unwrap();
             // A leftover temp file from a checkpoint write that never finished.
             std::fs::write(scratch.path().join("checkpoint.tmp"), random(&mut rng, 28)).unwrap();
-            let mut log = PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
+            let mut log = PartitionLog::open(scratch.path(), config(FlushPolicy::Never))
+                .await
+                .unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
             let report = log.open_report().clone();
-            assert!(!report.clean_shutdown, "{ctx}: a damaged checkpoint is not trusted: {report:?}");
+            assert!(
+                !report.clean_shutdown,
+                "{ctx}: a damaged checkpoint is not trusted: {report:?}"
+            );
             let scanned: Vec<i64> = report.scanned.iter().map(|(base, _)| *base).collect();
             let bases: Vec<i64> = segments.iter().map(|s| s.base_offset).collect();
             assert_eq!(scanned, bases, "{ctx}: every segment is scanned");
             assert!(report.scanned.iter().all(|(_, o)| o.invalid_bytes == 0), "{ctx}: {report:?}");
-            assert!(!scratch.path().join("checkpoint.tmp").exists(), "{ctx}: the temp file is removed");
+            assert!(
+                !scratch.path().join("checkpoint.tmp").exists(),
+                "{ctx}: the temp file is removed"
+            );
             check_recovered(&mut log, scratch.path(), &all, &ctx).await;
             // And the checkpoint is good again: a clean close is trusted.
             log.close().await.unwrap();
             let log = PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap();
-            assert!(log.open_report().clean_shutdown && log.open_report().scanned.is_empty(), "{ctx}: {:?}", log.open_report());
+            assert!(
+                log.open_report().clean_shutdown && log.open_report().scanned.is_empty(),
+                "{ctx}: {:?}",
+                log.open_report()
+            );
         }
     });
 }
@@ -522,11 +695,19 @@ fn crash_between_retention_checkpoint_and_file_deletion() {
         assert_eq!(log.log_start_offset(), outcome.log_start_offset);
         assert_eq!(log.open_report().removed_segments, outcome.deleted_segments);
         for base in &outcome.deleted_segments {
-            assert!(!before.path().join(file_name(*base, "log")).exists(), "segment {base} below the log start is deleted");
+            assert!(
+                !before.path().join(file_name(*base, "log")).exists(),
+                "segment {base} below the log start is deleted"
+            );
         }
-        assert!(matches!(log.read(0, 100).await, Err(fjord_storage::StorageError::OffsetOutOfRange { .. })));
-        let kept: Vec<Stored> = all.iter().filter(|b| b.base >= outcome.log_start_offset).cloned().collect();
-        let bytes = log.read(outcome.log_start_offset, u64::MAX).await.unwrap().read_bytes().await.unwrap();
+        assert!(matches!(
+            log.read(0, 100).await,
+            Err(fjord_storage::StorageError::OffsetOutOfRange { .. })
+        ));
+        let kept: Vec<Stored> =
+            all.iter().filter(|b| b.base >= outcome.log_start_offset).cloned().collect();
+        let bytes =
+            log.read(outcome.log_start_offset, u64::MAX).await.unwrap().read_bytes().await.unwrap();
         assert_eq!(bytes, concat(&kept));
         log.verify().await.unwrap();
         assert_eq!(log.segments().len(), segments.len() - outcome.deleted_segments.len());
@@ -565,28 +746,43 @@ fn time_index_with_understated_timestamps_is_rebuilt_or_detected() {
             assert!(changed >= 2, "{ctx}: {segments:?}");
 
             copy_dir(source.path(), scratch.path());
-            let mut log = PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap();
+            let mut log =
+                PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap();
             let report = log.open_report().clone();
             if all_entries {
                 for segment in segments.iter().filter(|s| s.time_index_entries > 1) {
-                    assert!(report.scanned.iter().any(|(base, _)| *base == segment.base_offset), "{ctx}: segment {} not rebuilt: {report:?}", segment.base_offset);
+                    assert!(
+                        report.scanned.iter().any(|(base, _)| *base == segment.base_offset),
+                        "{ctx}: segment {} not rebuilt: {report:?}",
+                        segment.base_offset
+                    );
                 }
                 log.verify().await.unwrap_or_else(|e| panic!("{ctx}: {e}"));
             } else {
                 let error = log.verify().await.unwrap_err();
-                assert!(matches!(error, fjord_storage::StorageError::Corrupt { .. }), "{ctx}: {error}");
+                assert!(
+                    matches!(error, fjord_storage::StorageError::Corrupt { .. }),
+                    "{ctx}: {error}"
+                );
             }
             assert_eq!(log.segments(), segments, "{ctx}: max timestamps come out right");
             drop(log);
 
             copy_dir(source.path(), scratch.path());
-            let mut log = PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap();
+            let mut log =
+                PartitionLog::open(scratch.path(), config(FlushPolicy::Never)).await.unwrap();
             for b in &all {
                 let header = BatchHeader::view(&b.bytes).unwrap();
                 for delta in 0..=(b.last - b.base) {
                     let timestamp = header.base_timestamp.get() + delta;
-                    let found = log.offset_for_timestamp(timestamp).await.unwrap_or_else(|e| panic!("{ctx}: offset_for_timestamp({timestamp}): {e}"));
-                    assert_eq!(found, Some((b.base + delta, timestamp)), "{ctx}: offset_for_timestamp({timestamp})");
+                    let found = log.offset_for_timestamp(timestamp).await.unwrap_or_else(|e| {
+                        panic!("{ctx}: offset_for_timestamp({timestamp}): {e}")
+                    });
+                    assert_eq!(
+                        found,
+                        Some((b.base + delta, timestamp)),
+                        "{ctx}: offset_for_timestamp({timestamp})"
+                    );
                 }
             }
             let bytes = log.read(0, u64::MAX).await.unwrap().read_bytes().await.unwrap();
@@ -608,7 +804,11 @@ fn clean_open_does_not_rescan_segments_without_index_entries() {
         let mut log = PartitionLog::open(dir.path(), config.clone()).await.unwrap();
         log.append(buf(&batch(1, 100, 1_000, 1)), 0).await.unwrap();
         log.append(buf(&batch(1, 5_000, 1_001, 2)), 0).await.unwrap();
-        assert_eq!(log.segments()[0].index_entries, 0, "the large batch starts before the interval");
+        assert_eq!(
+            log.segments()[0].index_entries,
+            0,
+            "the large batch starts before the interval"
+        );
         log.roll().await.unwrap();
         log.append(buf(&batch(1, 10, 1_002, 3)), 0).await.unwrap();
         log.close().await.unwrap();
@@ -626,7 +826,10 @@ fn clean_open_does_not_rescan_segments_without_index_entries() {
         for _ in 0..2 {
             let mut log = PartitionLog::open(dir.path(), config.clone()).await.unwrap();
             assert!(log.open_report().scanned.is_empty(), "{:?}", log.open_report());
-            assert_eq!(log.segments().iter().map(|s| s.max_timestamp).collect::<Vec<_>>(), vec![1_001, 1_003]);
+            assert_eq!(
+                log.segments().iter().map(|s| s.max_timestamp).collect::<Vec<_>>(),
+                vec![1_001, 1_003]
+            );
             log.verify().await.unwrap();
             log.close().await.unwrap();
         }

@@ -6,7 +6,12 @@ use fjord_storage::{FlushPolicy, LogConfig, PartitionLog, StorageError};
 use crate::common::*;
 
 fn small_config() -> LogConfig {
-    LogConfig { segment_bytes: 4096, index_interval_bytes: 256, retention_ms: None, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 256,
+        retention_ms: None,
+        ..LogConfig::default()
+    }
 }
 
 #[test]
@@ -65,14 +70,21 @@ fn appends_and_reads(name: &str) {
         assert_eq!(split_batches(&result.read_bytes().await.unwrap()).len(), 1);
         // At the end: nothing. Past it or below the start: an error.
         assert!(log.read(end, 1000).await.unwrap().regions.is_empty());
-        assert!(matches!(log.read(end + 1, 1000).await, Err(StorageError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.read(end + 1, 1000).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
         assert!(matches!(log.read(-1, 1000).await, Err(StorageError::OffsetOutOfRange { .. })));
         log.verify().await.unwrap();
         log.close().await.unwrap();
 
         let mut log = PartitionLog::open(dir.path(), small_config()).await.unwrap();
         assert!(log.open_report().clean_shutdown);
-        assert!(log.open_report().scanned.is_empty(), "a clean open scans nothing: {:?}", log.open_report());
+        assert!(
+            log.open_report().scanned.is_empty(),
+            "a clean open scans nothing: {:?}",
+            log.open_report()
+        );
         assert_eq!(log.log_end_offset(), end);
         log.verify().await.unwrap();
         let info = log.append(buf(&batch(2, 10, 5_000, 99)), 3).await.unwrap();
@@ -155,7 +167,8 @@ fn truncation_removes_the_tail_durably() {
 fn retention_deletes_old_and_excess_segments_but_never_the_active_one() {
     let dir = TempDir::new("retention");
     block_on(async {
-        let config = LogConfig { retention_ms: Some(1_000), retention_bytes: None, ..small_config() };
+        let config =
+            LogConfig { retention_ms: Some(1_000), retention_bytes: None, ..small_config() };
         let mut log = PartitionLog::open(dir.path(), config.clone()).await.unwrap();
         for i in 0..100i64 {
             log.append(buf(&batch(1, 100, 10 * i, i as u64)), 0).await.unwrap();
@@ -171,14 +184,17 @@ fn retention_deletes_old_and_excess_segments_but_never_the_active_one() {
         assert_eq!(log.segments().len(), 1);
         let start = log.log_start_offset();
         assert_eq!(start, segments.last().unwrap().base_offset);
-        assert!(matches!(log.read(0, 100).await, Err(StorageError::OffsetOutOfRange { log_start_offset, .. }) if log_start_offset == start));
+        assert!(
+            matches!(log.read(0, 100).await, Err(StorageError::OffsetOutOfRange { log_start_offset, .. }) if log_start_offset == start)
+        );
         assert!(!log.read(start, 100).await.unwrap().regions.is_empty());
         drop(log);
         let log = PartitionLog::open(dir.path(), config).await.unwrap();
         assert_eq!(log.log_start_offset(), start);
 
         let dir = TempDir::new("retention-bytes");
-        let config = LogConfig { retention_ms: None, retention_bytes: Some(8192), ..small_config() };
+        let config =
+            LogConfig { retention_ms: None, retention_bytes: Some(8192), ..small_config() };
         let mut log = PartitionLog::open(dir.path(), config).await.unwrap();
         for i in 0..200i64 {
             log.append(buf(&batch(1, 100, i, i as u64)), 0).await.unwrap();
@@ -256,7 +272,10 @@ fn group_commit_flush_covers_appends_made_before_it_started() {
         assert_eq!(end, 5);
         // A failed sync poisons the log.
         log.complete_flush(end, Err(std::io::Error::other("injected EIO"))).unwrap_err();
-        assert!(matches!(log.append(buf(&batch(1, 10, 0, 2)), 0).await, Err(StorageError::Poisoned { .. })));
+        assert!(matches!(
+            log.append(buf(&batch(1, 10, 0, 2)), 0).await,
+            Err(StorageError::Poisoned { .. })
+        ));
     });
 }
 
@@ -273,8 +292,12 @@ fn reads_below_an_end_offset_stop_at_the_batch_boundary() {
         for &limit in &[0i64, 2, 10, 40, 62, end] {
             for &from in bases.iter().filter(|b| **b <= limit) {
                 let result = log.read_below(from, u64::MAX, limit).await.unwrap();
-                let got: Vec<i64> = split_batches(&result.read_bytes().await.unwrap()).iter().map(|b| b.0).collect();
-                let want: Vec<i64> = bases.iter().copied().filter(|b| *b >= from && *b < limit).collect();
+                let got: Vec<i64> = split_batches(&result.read_bytes().await.unwrap())
+                    .iter()
+                    .map(|b| b.0)
+                    .collect();
+                let want: Vec<i64> =
+                    bases.iter().copied().filter(|b| *b >= from && *b < limit).collect();
                 assert_eq!(got, want, "read_below({from}, {limit})");
                 if let Some(next) = result.next_offset() {
                     assert_eq!(next, limit.min(end), "next offset of read_below({from}, {limit})");
@@ -304,10 +327,21 @@ fn a_large_append_with_one_bad_batch_leaves_the_log_and_file_unchanged() {
         }
         assert!(bytes.len() as u64 >= fjord_storage::OVERLAPPED_CHECK_BYTES_MIN);
         let error = log.append(buf(&bytes), 0).await.unwrap_err();
-        assert!(matches!(error, StorageError::InvalidBatch { index: 29, source: fjord_storage::BatchError::ChecksumMismatch { .. }, .. }), "{error}");
+        assert!(
+            matches!(
+                error,
+                StorageError::InvalidBatch {
+                    index: 29,
+                    source: fjord_storage::BatchError::ChecksumMismatch { .. },
+                    ..
+                }
+            ),
+            "{error}"
+        );
         assert_eq!(log.log_end_offset(), 3);
         assert_eq!(log.size_bytes(), size_before);
-        let file_len = std::fs::metadata(dir.path().join("00000000000000000000.log")).unwrap().len();
+        let file_len =
+            std::fs::metadata(dir.path().join("00000000000000000000.log")).unwrap().len();
         assert_eq!(file_len, size_before, "the written bytes were cut off again");
         // Without the damage the same append goes through, and survives a reopen.
         let mut good = Vec::new();
@@ -328,7 +362,8 @@ fn a_large_append_with_one_bad_batch_leaves_the_log_and_file_unchanged() {
 fn segments_roll_by_age_and_interval_flushes_come_due() {
     let dir = TempDir::new("time-roll");
     block_on(async {
-        let config = LogConfig { segment_ms: 50, flush: FlushPolicy::IntervalMs(50), ..small_config() };
+        let config =
+            LogConfig { segment_ms: 50, flush: FlushPolicy::IntervalMs(50), ..small_config() };
         let mut log = PartitionLog::open(dir.path(), config).await.unwrap();
         log.append(buf(&batch(2, 10, 0, 0)), 0).await.unwrap();
         assert_eq!(log.segments().len(), 1);
@@ -357,14 +392,29 @@ fn shared_appends_write_the_same_bytes_as_owned_ones_without_copying() {
     let owned_dir = TempDir::new("append-owned");
     let shared_dir = TempDir::new("append-shared");
     block_on(async {
-        let mut shared = PartitionLog::open(shared_dir.path(), LogConfig { segment_bytes: 64 << 20, ..small_config() }).await.unwrap();
-        let mut owned_big = PartitionLog::open(owned_dir.path(), LogConfig { segment_bytes: 64 << 20, ..small_config() }).await.unwrap();
+        let mut shared = PartitionLog::open(
+            shared_dir.path(),
+            LogConfig { segment_bytes: 64 << 20, ..small_config() },
+        )
+        .await
+        .unwrap();
+        let mut owned_big = PartitionLog::open(
+            owned_dir.path(),
+            LogConfig { segment_bytes: 64 << 20, ..small_config() },
+        )
+        .await
+        .unwrap();
         for round in 0..20u64 {
             // Small appends of several batches, and every fifth a large one (the overlapped check).
             let count = if round % 5 == 4 { 60 } else { 3 };
             let mut bytes = Vec::new();
             for i in 0..count {
-                bytes.extend_from_slice(&batch(1 + (i % 4) as usize, 900, round as i64, round * 100 + i));
+                bytes.extend_from_slice(&batch(
+                    1 + (i % 4) as usize,
+                    900,
+                    round as i64,
+                    round * 100 + i,
+                ));
             }
             let a = owned_big.append(buf(&bytes), 7).await.unwrap();
             let b = shared.append_shared(bytes::Bytes::from(bytes.clone()), 7).await.unwrap();
@@ -413,7 +463,12 @@ fn group_appends(name: &str) {
             for producer in 0..5u64 {
                 let mut bytes = Vec::new();
                 for i in 0..=(producer % 3) {
-                    bytes.extend_from_slice(&batch(1 + (i % 4) as usize, 300, round as i64, round * 100 + producer * 10 + i));
+                    bytes.extend_from_slice(&batch(
+                        1 + (i % 4) as usize,
+                        300,
+                        round as i64,
+                        round * 100 + producer * 10 + i,
+                    ));
                 }
                 if round % 2 == 1 && producer == 2 {
                     let last = bytes.len() - 1;
@@ -431,21 +486,39 @@ fn group_appends(name: &str) {
             assert_eq!(results.len(), 5);
             let damaged = |producer: usize| round % 2 == 1 && producer == 2;
             let asked_about: Vec<usize> = asked.iter().map(|(n, _, _)| *n).collect();
-            assert_eq!(asked_about, (0..5).filter(|p| !damaged(*p)).collect::<Vec<_>>(), "round {round}: admit is asked about each good set, in order");
+            assert_eq!(
+                asked_about,
+                (0..5).filter(|p| !damaged(*p)).collect::<Vec<_>>(),
+                "round {round}: admit is asked about each good set, in order"
+            );
             for (producer, (set, result)) in sets.into_iter().zip(results).enumerate() {
                 if damaged(producer) {
-                    assert!(matches!(result, Some(Err(StorageError::InvalidBatch { .. }))), "round {round}: the damaged set is refused: {result:?}");
+                    assert!(
+                        matches!(result, Some(Err(StorageError::InvalidBatch { .. }))),
+                        "round {round}: the damaged set is refused: {result:?}"
+                    );
                     continue;
                 }
                 let Some(result) = result else {
-                    assert!(round % 3 == 0 && producer == 3, "round {round}: producer {producer}'s set was not written");
+                    assert!(
+                        round % 3 == 0 && producer == 3,
+                        "round {round}: producer {producer}'s set was not written"
+                    );
                     continue;
                 };
-                let promised = asked.iter().find(|(n, _, _)| *n == producer).map(|(_, base, last)| (*base, *last));
-                assert_eq!(result.as_ref().ok().map(|info| (info.base_offset, info.last_offset)), promised, "round {round}: admit was told the offsets the set got");
+                let promised = asked
+                    .iter()
+                    .find(|(n, _, _)| *n == producer)
+                    .map(|(_, base, last)| (*base, *last));
+                assert_eq!(
+                    result.as_ref().ok().map(|info| (info.base_offset, info.last_offset)),
+                    promised,
+                    "round {round}: admit was told the offsets the set got"
+                );
                 // The same set appended on its own elsewhere gets the same offsets.
                 let alone = single.append_shared(set, 4).await.unwrap();
-                let together = result.unwrap_or_else(|e| panic!("round {round} producer {producer}: {e}"));
+                let together =
+                    result.unwrap_or_else(|e| panic!("round {round} producer {producer}: {e}"));
                 assert_eq!(together, alone, "round {round} producer {producer}");
                 assert_eq!(together.base_offset, expected_end, "consecutive offsets");
                 expected_end = together.last_offset + 1;
@@ -466,7 +539,8 @@ fn group_appends(name: &str) {
 /// blocks reserved past the end and delayed allocations too).
 fn allocated_bytes(path: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).blocks() * 512
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).blocks()
+        * 512
 }
 
 #[test]
@@ -483,20 +557,35 @@ fn the_active_segment_reserves_blocks_ahead_and_gives_them_back_when_sealed() {
         let size = std::fs::metadata(&first).unwrap().len();
         assert!(size > 200_000, "the records are in the file ({size} bytes)");
         let held = allocated_bytes(&first);
-        assert!(held >= size + RESERVED_MIN, "blocks are reserved ahead of the end: {held} bytes held for {size}");
+        assert!(
+            held >= size + RESERVED_MIN,
+            "blocks are reserved ahead of the end: {held} bytes held for {size}"
+        );
         // The reservation is invisible: the file's size is its data, a reopen reads it back.
         let end = log.log_end_offset();
         log.close().await.unwrap();
-        assert!(allocated_bytes(&first) < size + RESERVED_MIN, "a clean close gives the reservation back: {} bytes held for {size}", allocated_bytes(&first));
+        assert!(
+            allocated_bytes(&first) < size + RESERVED_MIN,
+            "a clean close gives the reservation back: {} bytes held for {size}",
+            allocated_bytes(&first)
+        );
         let mut log = PartitionLog::open(dir.path(), config).await.unwrap();
         assert_eq!(log.log_end_offset(), end);
         log.verify().await.unwrap();
         // Written again, reserved again; sealed by a roll, given back again.
         log.append(buf(&batch(10, 1000, 5_000, 99)), 0).await.unwrap();
         let size = std::fs::metadata(&first).unwrap().len();
-        assert!(allocated_bytes(&first) >= size + RESERVED_MIN, "{} bytes held for {size}", allocated_bytes(&first));
+        assert!(
+            allocated_bytes(&first) >= size + RESERVED_MIN,
+            "{} bytes held for {size}",
+            allocated_bytes(&first)
+        );
         log.roll().await.unwrap();
-        assert!(allocated_bytes(&first) < size + RESERVED_MIN, "a sealed segment holds no reservation: {} bytes held for {size}", allocated_bytes(&first));
+        assert!(
+            allocated_bytes(&first) < size + RESERVED_MIN,
+            "a sealed segment holds no reservation: {} bytes held for {size}",
+            allocated_bytes(&first)
+        );
         log.verify().await.unwrap();
         let result = log.read(0, 64 << 20).await.unwrap();
         assert_eq!(split_batches(&result.read_bytes().await.unwrap()).len(), 21);

@@ -11,7 +11,13 @@ use fjord_storage::{file_name, FlushPolicy, LogConfig, PartitionLog, StorageErro
 use crate::common::*;
 
 fn config() -> LogConfig {
-    LogConfig { segment_bytes: 4096, index_interval_bytes: 256, retention_ms: Some(1000), flush: FlushPolicy::EveryAppend, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 256,
+        retention_ms: Some(1000),
+        flush: FlushPolicy::EveryAppend,
+        ..LogConfig::default()
+    }
 }
 
 /// A `Poisoned` error that names the ENOSPC write.
@@ -20,7 +26,10 @@ fn assert_poisoned(result: Result<impl std::fmt::Debug, StorageError>, dir: &Pat
         Err(StorageError::Poisoned { dir: poisoned_dir, kind, message }) => {
             assert_eq!(poisoned_dir, dir, "{call}");
             assert_eq!(kind, ErrorKind::StorageFull, "{call}: {message}");
-            assert!(message.contains("write") && message.contains(".log"), "{call}: the poison names the failed write: {message}");
+            assert!(
+                message.contains("write") && message.contains(".log"),
+                "{call}: the poison names the failed write: {message}"
+            );
         }
         other => panic!("{call} on a poisoned log must fail with Poisoned, got {other:?}"),
     }
@@ -49,14 +58,21 @@ fn a_failed_write_poisons_every_later_call() {
         assert_eq!(log.log_end_offset(), 3);
         assert!(log.poisoned().is_none());
         let error = log.append(buf(&batch(2, 10, 2_000, 2)), 0).await.unwrap_err();
-        assert!(matches!(error, StorageError::Io(_)), "the failing call returns the I/O error itself: {error:?}");
+        assert!(
+            matches!(error, StorageError::Io(_)),
+            "the failing call returns the I/O error itself: {error:?}"
+        );
         assert_eq!(error.io_kind(), Some(ErrorKind::StorageFull), "{error}");
         let (kind, message) = log.poisoned().expect("the log is poisoned");
         assert_eq!(kind, ErrorKind::StorageFull, "{message}");
 
         // Every later call fails the same way, reads of healthy segments included.
         assert_poisoned(log.append(buf(&batch(1, 10, 3_000, 3)), 0).await, path, "append");
-        assert_poisoned(log.append_replicated(buf(&batch(1, 10, 3_000, 3))).await, path, "append_replicated");
+        assert_poisoned(
+            log.append_replicated(buf(&batch(1, 10, 3_000, 3))).await,
+            path,
+            "append_replicated",
+        );
         assert_poisoned(log.read(0, 1 << 20).await, path, "read");
         assert_poisoned(log.flush().await, path, "flush");
         assert_poisoned(log.roll().await, path, "roll");
@@ -75,7 +91,8 @@ fn a_failed_write_poisons_every_later_call() {
         let mut log = PartitionLog::open(path, config()).await.unwrap();
         assert!(!log.open_report().clean_shutdown);
         assert_eq!(log.log_end_offset(), 3);
-        let stored = split_batches(&log.read(0, 1 << 20).await.unwrap().read_bytes().await.unwrap());
+        let stored =
+            split_batches(&log.read(0, 1 << 20).await.unwrap().read_bytes().await.unwrap());
         assert_eq!(stored.len(), 1);
         assert_eq!(&stored[0].2[21..], &first[21..], "the first batch's CRC-covered bytes survive");
         assert_eq!(log.append(buf(&batch(2, 10, 2_000, 2)), 0).await.unwrap().base_offset, 3);

@@ -25,7 +25,22 @@ use crate::common::*;
 /// Seeds run by default: 16 runs of `OPS_PER_SEED` operations stay within a few seconds in a
 /// debug build.
 const SEEDS: [u64; 16] = [
-    1, 2, 3, 4, 5, 6, 7, 8, 0x5eed, 0xdead_beef, 0xf00d, 42, 1_000_003, 77_777, 0x1234_5678_9abc, 31_337,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    0x5eed,
+    0xdead_beef,
+    0xf00d,
+    42,
+    1_000_003,
+    77_777,
+    0x1234_5678_9abc,
+    31_337,
 ];
 /// Operations per seed: enough for several rolls, truncations, retentions and reopens.
 const OPS_PER_SEED: usize = 150;
@@ -73,7 +88,8 @@ impl Model {
     fn segment_batches(&self, i: usize) -> std::ops::Range<usize> {
         let low = self.segments[i];
         let high = self.segments.get(i + 1).copied().unwrap_or(i64::MAX);
-        self.batches.partition_point(|b| b.base < low)..self.batches.partition_point(|b| b.base < high)
+        self.batches.partition_point(|b| b.base < low)
+            ..self.batches.partition_point(|b| b.base < high)
     }
 
     fn segment_size(&self, i: usize) -> u64 {
@@ -81,7 +97,11 @@ impl Model {
     }
 
     fn segment_max_timestamp(&self, i: usize) -> i64 {
-        self.batches[self.segment_batches(i)].iter().map(ModelBatch::max_timestamp).max().unwrap_or(batch::NO_TIMESTAMP)
+        self.batches[self.segment_batches(i)]
+            .iter()
+            .map(ModelBatch::max_timestamp)
+            .max()
+            .unwrap_or(batch::NO_TIMESTAMP)
     }
 
     fn segment_next_offset(&self, i: usize) -> i64 {
@@ -137,7 +157,12 @@ impl Model {
 
     /// `apply_retention`: a prefix of closed segments, first by age, then by total size.
     /// Returns the base offsets deleted.
-    fn apply_retention(&mut self, now_ms: i64, retention_ms: Option<u64>, retention_bytes: Option<u64>) -> Vec<i64> {
+    fn apply_retention(
+        &mut self,
+        now_ms: i64,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    ) -> Vec<i64> {
         let closed = self.segments.len() - 1;
         let mut delete = 0;
         if let Some(retention_ms) = retention_ms {
@@ -182,10 +207,17 @@ impl Model {
 enum Op {
     /// (record count, value bytes, base timestamp, leader epoch) per batch.
     Append(Vec<(usize, usize, i64)>, i32),
-    Read { offset: i64, max_bytes: u64 },
+    Read {
+        offset: i64,
+        max_bytes: u64,
+    },
     Roll,
     Flush,
-    Retention { now_ms: i64, retention_ms: Option<u64>, retention_bytes: Option<u64> },
+    Retention {
+        now_ms: i64,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    },
     Truncate(i64),
     ReopenClean,
     ReopenUnclean,
@@ -246,16 +278,22 @@ impl<T, E: Display> OrFail<T> for Result<T, E> {
 /// The value size that makes a one-record batch exactly `size` bytes, if one does.
 fn value_bytes_for_batch_size(size: usize) -> Option<usize> {
     // Header 61 bytes, then a record of at most 12 bytes of varints around its value.
-    (size.saturating_sub(61 + 12)..=size.saturating_sub(61)).find(|&value_bytes| batch(1, value_bytes, 0, 0).len() == size)
+    (size.saturating_sub(61 + 12)..=size.saturating_sub(61))
+        .find(|&value_bytes| batch(1, value_bytes, 0, 0).len() == size)
 }
 
 /// Splits bytes into whole batches, failing (with `ctx`) on a torn one.
 fn split_whole(mut bytes: &[u8], ctx: &str) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
-        let header = BatchHeader::view(bytes).unwrap_or_else(|| panic!("{ctx}: read ends in a torn batch header"));
+        let header = BatchHeader::view(bytes)
+            .unwrap_or_else(|| panic!("{ctx}: read ends in a torn batch header"));
         let size = header.size() as usize;
-        assert!(size <= bytes.len(), "{ctx}: read ends inside a batch of {size} bytes ({} left)", bytes.len());
+        assert!(
+            size <= bytes.len(),
+            "{ctx}: read ends inside a batch of {size} bytes ({} left)",
+            bytes.len()
+        );
         out.push(bytes[..size].to_vec());
         bytes = &bytes[size..];
     }
@@ -305,10 +343,13 @@ impl Run {
                 // One batch that fills the active segment exactly, or overfills it by a byte:
                 // the edge of the roll rule.
                 let active = model.segment_size(model.segments.len() - 1);
-                let target = (self.config.segment_bytes.saturating_sub(active) + rng.below(2)) as usize;
+                let target =
+                    (self.config.segment_bytes.saturating_sub(active) + rng.below(2)) as usize;
                 self.clock_ms += rng.below(50) as i64;
                 match value_bytes_for_batch_size(target) {
-                    Some(value_bytes) if active > 0 => Op::Append(vec![(1, value_bytes, self.clock_ms)], 0),
+                    Some(value_bytes) if active > 0 => {
+                        Op::Append(vec![(1, value_bytes, self.clock_ms)], 0)
+                    }
                     _ => Op::Roll,
                 }
             }
@@ -317,10 +358,16 @@ impl Run {
                     .map(|_| {
                         let count = 1 + rng.below(8) as usize;
                         // Mostly small batches; one in eight large enough to roll on its own.
-                        let value_bytes = if rng.below(8) == 0 { 1000 + rng.below(5000) } else { rng.below(200) } as usize;
+                        let value_bytes =
+                            if rng.below(8) == 0 { 1000 + rng.below(5000) } else { rng.below(200) }
+                                as usize;
                         // Time mostly moves forward; sometimes a producer's clock is behind.
                         self.clock_ms += rng.below(50) as i64;
-                        let timestamp = if rng.below(10) == 0 { self.clock_ms - rng.below(500) as i64 } else { self.clock_ms };
+                        let timestamp = if rng.below(10) == 0 {
+                            self.clock_ms - rng.below(500) as i64
+                        } else {
+                            self.clock_ms
+                        };
                         (count, value_bytes, timestamp)
                     })
                     .collect();
@@ -343,7 +390,8 @@ impl Run {
                     3 | 4 => match model.batch_holding(offset) {
                         Some(first) => {
                             let k = 1 + rng.below(6) as usize;
-                            let exact: u64 = model.batches[first..].iter().take(k).map(ModelBatch::size).sum();
+                            let exact: u64 =
+                                model.batches[first..].iter().take(k).map(ModelBatch::size).sum();
                             exact - rng.below(2)
                         }
                         None => rng.below(1000),
@@ -359,7 +407,8 @@ impl Run {
                 // an off-by-one in `<` versus `<=` would show.
                 let now_ms = self.clock_ms;
                 let k = rng.below(model.segments.len() as u64) as usize;
-                let oldest = model.batches.iter().map(ModelBatch::max_timestamp).min().unwrap_or(now_ms);
+                let oldest =
+                    model.batches.iter().map(ModelBatch::max_timestamp).min().unwrap_or(now_ms);
                 let retention_ms = match rng.below(4) {
                     0 | 1 => None,
                     2 => Some(rng.below((now_ms - oldest).max(0) as u64 + 100)),
@@ -389,14 +438,20 @@ impl Run {
             80..=84 => Op::ReopenClean,
             85..=89 => Op::ReopenUnclean,
             _ => {
-                let oldest = model.batches.iter().map(|b| b.base_timestamp).min().unwrap_or(CLOCK_START_MS);
+                let oldest =
+                    model.batches.iter().map(|b| b.base_timestamp).min().unwrap_or(CLOCK_START_MS);
                 let span = (self.clock_ms - oldest).max(0) as u64 + 20;
                 if rng.below(2) == 0 || model.batches.is_empty() {
                     Op::OffsetForTimestamp(oldest - 10 + rng.below(span) as i64)
                 } else {
                     // A timestamp some batch has (or just misses), where index entries sit.
                     let b = &model.batches[rng.below(model.batches.len() as u64) as usize];
-                    let timestamp = [b.base_timestamp, b.max_timestamp(), b.max_timestamp() + 1, b.base_timestamp - 1][rng.below(4) as usize];
+                    let timestamp = [
+                        b.base_timestamp,
+                        b.max_timestamp(),
+                        b.max_timestamp() + 1,
+                        b.base_timestamp - 1,
+                    ][rng.below(4) as usize];
                     Op::OffsetForTimestamp(timestamp)
                 }
             }
@@ -417,7 +472,12 @@ impl Run {
                     bytes.extend_from_slice(&raw);
                     let mut stamped = raw;
                     batch::stamp(&mut stamped, next, *epoch);
-                    batches.push(ModelBatch { base: next, last: next + count as i64 - 1, base_timestamp: timestamp, bytes: stamped });
+                    batches.push(ModelBatch {
+                        base: next,
+                        last: next + count as i64 - 1,
+                        base_timestamp: timestamp,
+                        bytes: stamped,
+                    });
                     next += count as i64;
                 }
                 let info = log.append(bytes, *epoch).await.or_fail(ctx, "append");
@@ -430,10 +490,16 @@ impl Run {
                 model.append(batches, self.config.segment_bytes);
                 self.coverage.rolls_by_size += (model.segments.len() - segments) as u64;
                 if self.config.flush == FlushPolicy::EveryAppend {
-                    assert_eq!(log.durable_offset(), model.end, "{ctx}: EveryAppend must make the append durable");
+                    assert_eq!(
+                        log.durable_offset(),
+                        model.end,
+                        "{ctx}: EveryAppend must make the append durable"
+                    );
                 }
             }
-            Op::Read { offset, max_bytes } => check_read(&mut log, model, *offset, *max_bytes, ctx, &mut self.coverage).await,
+            Op::Read { offset, max_bytes } => {
+                check_read(&mut log, model, *offset, *max_bytes, ctx, &mut self.coverage).await
+            }
             Op::Roll => {
                 log.roll().await.or_fail(ctx, "roll");
                 let segments = model.segments.len();
@@ -442,7 +508,11 @@ impl Run {
             }
             Op::Flush => {
                 log.flush().await.or_fail(ctx, "flush");
-                assert_eq!(log.durable_offset(), model.end, "{ctx}: flush makes everything durable");
+                assert_eq!(
+                    log.durable_offset(),
+                    model.end,
+                    "{ctx}: flush makes everything durable"
+                );
             }
             Op::Retention { now_ms, retention_ms, retention_bytes } => {
                 self.config.retention_ms = *retention_ms;
@@ -450,7 +520,10 @@ impl Run {
                 log.set_config(self.config.clone()).or_fail(ctx, "set_config");
                 let outcome = log.apply_retention(*now_ms).await.or_fail(ctx, "apply_retention");
                 let deleted = model.apply_retention(*now_ms, *retention_ms, *retention_bytes);
-                assert_eq!(outcome.deleted_segments, deleted, "{ctx}: retention deleted other segments than the model");
+                assert_eq!(
+                    outcome.deleted_segments, deleted,
+                    "{ctx}: retention deleted other segments than the model"
+                );
                 assert_eq!(outcome.log_start_offset, model.start, "{ctx}: retention log start");
                 self.coverage.segments_deleted_by_retention += deleted.len() as u64;
             }
@@ -469,31 +542,52 @@ impl Run {
             }
             Op::ReopenClean => {
                 log.close().await.or_fail(ctx, "close");
-                log = PartitionLog::open(self.dir.path(), self.config.clone()).await.or_fail(ctx, "clean reopen");
+                log = PartitionLog::open(self.dir.path(), self.config.clone())
+                    .await
+                    .or_fail(ctx, "clean reopen");
                 let report = log.open_report();
-                assert!(report.clean_shutdown, "{ctx}: close() must leave a clean checkpoint: {report:?}");
+                assert!(
+                    report.clean_shutdown,
+                    "{ctx}: close() must leave a clean checkpoint: {report:?}"
+                );
                 assert!(report.scanned.is_empty(), "{ctx}: a clean open scans nothing: {report:?}");
-                assert!(report.removed_segments.is_empty(), "{ctx}: a clean open removes nothing: {report:?}");
+                assert!(
+                    report.removed_segments.is_empty(),
+                    "{ctx}: a clean open removes nothing: {report:?}"
+                );
                 self.clean_on_disk = true;
                 self.coverage.clean_reopens += 1;
                 log.verify().await.or_fail(ctx, "verify after clean reopen");
             }
             Op::ReopenUnclean => {
                 drop(log);
-                log = PartitionLog::open(self.dir.path(), self.config.clone()).await.or_fail(ctx, "unclean reopen");
+                log = PartitionLog::open(self.dir.path(), self.config.clone())
+                    .await
+                    .or_fail(ctx, "unclean reopen");
                 let report = log.open_report();
                 assert_eq!(report.clean_shutdown, self.clean_on_disk, "{ctx}: a dropped log is a clean shutdown only if unchanged since a clean open: {report:?}");
                 self.clean_on_disk = report.clean_shutdown;
                 self.coverage.unclean_reopens_with_scans += u64::from(!report.scanned.is_empty());
                 // Nothing was really lost (the page cache holds every write), so a scan
                 // finds no damage and removes nothing.
-                assert!(report.scanned.iter().all(|(_, outcome)| outcome.invalid_bytes == 0), "{ctx}: scan found damage: {report:?}");
-                assert!(report.removed_segments.is_empty(), "{ctx}: unclean open removed segments: {report:?}");
+                assert!(
+                    report.scanned.iter().all(|(_, outcome)| outcome.invalid_bytes == 0),
+                    "{ctx}: scan found damage: {report:?}"
+                );
+                assert!(
+                    report.removed_segments.is_empty(),
+                    "{ctx}: unclean open removed segments: {report:?}"
+                );
                 log.verify().await.or_fail(ctx, "verify after unclean reopen");
             }
             Op::OffsetForTimestamp(timestamp) => {
-                let found = log.offset_for_timestamp(*timestamp).await.or_fail(ctx, "offset_for_timestamp");
-                assert_eq!(found, model.offset_for_timestamp(*timestamp), "{ctx}: offset_for_timestamp");
+                let found =
+                    log.offset_for_timestamp(*timestamp).await.or_fail(ctx, "offset_for_timestamp");
+                assert_eq!(
+                    found,
+                    model.offset_for_timestamp(*timestamp),
+                    "{ctx}: offset_for_timestamp"
+                );
                 if found.is_some() {
                     self.coverage.timestamp_hits += 1;
                 } else {
@@ -511,7 +605,10 @@ impl Run {
 
 /// Offsets, sizes and segments agree with the model.
 fn check_shape(log: &PartitionLog, model: &Model, ctx: &str) {
-    assert_eq!(model.segments[0], model.start, "{ctx}: model invariant: the first segment starts at the log start");
+    assert_eq!(
+        model.segments[0], model.start,
+        "{ctx}: model invariant: the first segment starts at the log start"
+    );
     assert_eq!(log.log_start_offset(), model.start, "{ctx}: log start offset");
     assert_eq!(log.log_end_offset(), model.end, "{ctx}: log end offset");
     assert!(log.durable_offset() <= log.log_end_offset(), "{ctx}: durable offset past the log end");
@@ -519,36 +616,84 @@ fn check_shape(log: &PartitionLog, model: &Model, ctx: &str) {
     let bases: Vec<i64> = segments.iter().map(|s| s.base_offset).collect();
     assert_eq!(bases, model.segments, "{ctx}: segment base offsets");
     for (i, segment) in segments.iter().enumerate() {
-        assert_eq!(segment.size, model.segment_size(i), "{ctx}: size of segment {}", segment.base_offset);
-        assert_eq!(segment.next_offset, model.segment_next_offset(i), "{ctx}: next offset of segment {}", segment.base_offset);
-        assert_eq!(segment.max_timestamp, model.segment_max_timestamp(i), "{ctx}: max timestamp of segment {}", segment.base_offset);
+        assert_eq!(
+            segment.size,
+            model.segment_size(i),
+            "{ctx}: size of segment {}",
+            segment.base_offset
+        );
+        assert_eq!(
+            segment.next_offset,
+            model.segment_next_offset(i),
+            "{ctx}: next offset of segment {}",
+            segment.base_offset
+        );
+        assert_eq!(
+            segment.max_timestamp,
+            model.segment_max_timestamp(i),
+            "{ctx}: max timestamp of segment {}",
+            segment.base_offset
+        );
     }
-    assert_eq!(log.size_bytes(), model.batches.iter().map(ModelBatch::size).sum::<u64>(), "{ctx}: log size");
+    assert_eq!(
+        log.size_bytes(),
+        model.batches.iter().map(ModelBatch::size).sum::<u64>(),
+        "{ctx}: log size"
+    );
 }
 
-async fn check_read(log: &mut PartitionLog, model: &Model, offset: i64, max_bytes: u64, ctx: &str, coverage: &mut Coverage) {
+async fn check_read(
+    log: &mut PartitionLog,
+    model: &Model,
+    offset: i64,
+    max_bytes: u64,
+    ctx: &str,
+    coverage: &mut Coverage,
+) {
     let result = log.read(offset, max_bytes).await;
     if offset < model.start || offset > model.end {
         match result {
-            Err(StorageError::OffsetOutOfRange { offset: o, log_start_offset, log_end_offset, .. }) => {
-                assert_eq!((o, log_start_offset, log_end_offset), (offset, model.start, model.end), "{ctx}: out-of-range evidence");
+            Err(StorageError::OffsetOutOfRange {
+                offset: o,
+                log_start_offset,
+                log_end_offset,
+                ..
+            }) => {
+                assert_eq!(
+                    (o, log_start_offset, log_end_offset),
+                    (offset, model.start, model.end),
+                    "{ctx}: out-of-range evidence"
+                );
             }
-            other => panic!("{ctx}: read outside [{}, {}] must be OffsetOutOfRange, got {other:?}", model.start, model.end),
+            other => panic!(
+                "{ctx}: read outside [{}, {}] must be OffsetOutOfRange, got {other:?}",
+                model.start, model.end
+            ),
         }
         coverage.reads_out_of_range += 1;
         return;
     }
     let result = result.or_fail(ctx, "read");
     if offset == model.end {
-        assert!(result.regions.is_empty(), "{ctx}: a read at the log end returns nothing: {result:?}");
+        assert!(
+            result.regions.is_empty(),
+            "{ctx}: a read at the log end returns nothing: {result:?}"
+        );
         return;
     }
     let bytes = result.read_bytes().await.or_fail(ctx, "read_bytes");
     assert_eq!(bytes.len() as u64, result.bytes(), "{ctx}: region lengths");
     let got = split_whole(&bytes, ctx);
     assert!(!got.is_empty(), "{ctx}: a read below the log end returns at least one batch");
-    let first = model.batch_holding(offset).unwrap_or_else(|| panic!("{ctx}: model has no batch for {offset}"));
-    assert!(first + got.len() <= model.batches.len(), "{ctx}: read returned {} batches, the model has {} from {first}", got.len(), model.batches.len() - first);
+    let first = model
+        .batch_holding(offset)
+        .unwrap_or_else(|| panic!("{ctx}: model has no batch for {offset}"));
+    assert!(
+        first + got.len() <= model.batches.len(),
+        "{ctx}: read returned {} batches, the model has {} from {first}",
+        got.len(),
+        model.batches.len() - first
+    );
     for (k, batch_bytes) in got.iter().enumerate() {
         let expected = &model.batches[first + k];
         if *batch_bytes != expected.bytes {
@@ -562,7 +707,11 @@ async fn check_read(log: &mut PartitionLog, model: &Model, offset: i64, max_byte
     }
     let total = bytes.len() as u64;
     if got.len() > 1 {
-        assert!(total <= max_bytes, "{ctx}: {} batches of {total} bytes exceed max_bytes {max_bytes}", got.len());
+        assert!(
+            total <= max_bytes,
+            "{ctx}: {} batches of {total} bytes exceed max_bytes {max_bytes}",
+            got.len()
+        );
     }
     if let Some(next) = model.batches.get(first + got.len()) {
         assert!(total + next.size() > max_bytes, "{ctx}: read stopped at {total} bytes although the next batch ({} bytes) fits in {max_bytes}", next.size());
@@ -574,7 +723,11 @@ async fn check_read(log: &mut PartitionLog, model: &Model, offset: i64, max_byte
     let mut expected_first = model.batches[first].base;
     for region in &result.regions {
         assert!(region.len > 0, "{ctx}: empty region {region:?}");
-        assert_eq!(region.first_offset, expected_first, "{ctx}: regions are contiguous: {:?}", result.regions);
+        assert_eq!(
+            region.first_offset, expected_first,
+            "{ctx}: regions are contiguous: {:?}",
+            result.regions
+        );
         assert!(region.next_offset > region.first_offset, "{ctx}: region {region:?}");
         expected_first = region.next_offset;
     }
@@ -582,20 +735,23 @@ async fn check_read(log: &mut PartitionLog, model: &Model, offset: i64, max_byte
 
 async fn run(seed: u64, op_index: &Cell<usize>) -> Coverage {
     let mut run = Run::new(seed);
-    let mut log = PartitionLog::open(run.dir.path(), run.config.clone()).await.expect("open a new log");
+    let mut log =
+        PartitionLog::open(run.dir.path(), run.config.clone()).await.expect("open a new log");
     for i in 0..OPS_PER_SEED {
         op_index.set(i);
         let op = run.next_op();
         let ctx = format!("seed {seed} op {i} {op:?} (config {:?})", run.config);
         log = run.execute(log, &op, &ctx).await;
-        run.coverage.segments_with_index_entries += log.segments().iter().filter(|s| s.index_entries > 0).count() as u64;
+        run.coverage.segments_with_index_entries +=
+            log.segments().iter().filter(|s| s.index_entries > 0).count() as u64;
     }
     let ctx = format!("seed {seed} end");
     // Everything the model holds, read back in one go.
     check_read(&mut log, &run.model, run.model.start, u64::MAX, &ctx, &mut run.coverage).await;
     log.verify().await.or_fail(&ctx, "verify");
     log.close().await.or_fail(&ctx, "close");
-    let mut log = PartitionLog::open(run.dir.path(), run.config.clone()).await.or_fail(&ctx, "final reopen");
+    let mut log =
+        PartitionLog::open(run.dir.path(), run.config.clone()).await.or_fail(&ctx, "final reopen");
     check_shape(&log, &run.model, &ctx);
     log.verify().await.or_fail(&ctx, "verify after final reopen");
     run.coverage
@@ -633,7 +789,10 @@ fn random_operations_match_the_model() {
             }
             eprintln!("property coverage over {} seeds: {total:?}", SEEDS.len());
             let all = format!("{total:?}");
-            assert!(!all.contains(": 0,") && !all.contains(": 0 }"), "a path was never exercised by the seed set: {all}");
+            assert!(
+                !all.contains(": 0,") && !all.contains(": 0 }"),
+                "a path was never exercised by the seed set: {all}"
+            );
         }
     }
 }
@@ -645,7 +804,12 @@ fn random_operations_match_the_model() {
 fn read_with_u64_max_bytes_from_inside_a_segment() {
     let dir = TempDir::new("property-read-max");
     block_on(async {
-        let config = LogConfig { segment_bytes: 4096, index_interval_bytes: 256, retention_ms: None, ..LogConfig::default() };
+        let config = LogConfig {
+            segment_bytes: 4096,
+            index_interval_bytes: 256,
+            retention_ms: None,
+            ..LogConfig::default()
+        };
         let mut log = PartitionLog::open(dir.path(), config).await.unwrap();
         for i in 0..10 {
             log.append(buf(&batch(2, 20, i, i as u64)), 0).await.unwrap();

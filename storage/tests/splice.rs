@@ -59,7 +59,10 @@ fn spliced_file_regions_arrive_byte_for_byte() {
         let (server, client) = socket_pair().await;
         let mut pipe = SplicePipe::new().unwrap();
         let capacity = pipe.capacity() as u64;
-        assert!(capacity < LARGE_REGION_BYTES, "the large region must exceed the pipe ({capacity} bytes)");
+        assert!(
+            capacity < LARGE_REGION_BYTES,
+            "the large region must exceed the pipe ({capacity} bytes)"
+        );
         let regions = [
             (0, 1),
             (0, 4096),
@@ -81,17 +84,23 @@ fn spliced_file_regions_arrive_byte_for_byte() {
         }
 
         // Wholly past the end: nothing to move.
-        let error = splice_to_socket(&mut pipe, &file, FILE_BYTES + 5, 10, server.as_raw_fd()).await.unwrap_err();
+        let error = splice_to_socket(&mut pipe, &file, FILE_BYTES + 5, 10, server.as_raw_fd())
+            .await
+            .unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof, "{error}");
         assert!(error.to_string().contains("data"), "the error names the file: {error}");
         // Running past the end: the error, and the file's last bytes are left in the pipe,
         // not sent (a caller must drop such a connection anyway).
-        let error = splice_to_socket(&mut pipe, &file, FILE_BYTES - 10, 100, server.as_raw_fd()).await.unwrap_err();
+        let error = splice_to_socket(&mut pipe, &file, FILE_BYTES - 10, 100, server.as_raw_fd())
+            .await
+            .unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof, "{error}");
 
         // The pipe is usable after a failed transfer (it is replaced first).
         let reader = spawn(read_exact(Rc::clone(&client), LARGE_REGION_BYTES as usize));
-        splice_to_socket(&mut pipe, &file, 333, LARGE_REGION_BYTES, server.as_raw_fd()).await.unwrap();
+        splice_to_socket(&mut pipe, &file, 333, LARGE_REGION_BYTES, server.as_raw_fd())
+            .await
+            .unwrap();
         assert!(reader.await.unwrap() == content[333..(333 + LARGE_REGION_BYTES) as usize]);
     });
 }
@@ -100,7 +109,12 @@ fn spliced_file_regions_arrive_byte_for_byte() {
 fn read_results_splice_as_the_log_stores_them() {
     let dir = TempDir::new("splice-log");
     block_on(async {
-        let config = LogConfig { segment_bytes: 64 * 1024, index_interval_bytes: 4096, retention_ms: None, ..LogConfig::default() };
+        let config = LogConfig {
+            segment_bytes: 64 * 1024,
+            index_interval_bytes: 4096,
+            retention_ms: None,
+            ..LogConfig::default()
+        };
         let mut log = PartitionLog::open(dir.path(), config).await.unwrap();
         let mut rng = Rng::new(0x10c5);
         for i in 0..120i64 {
@@ -110,7 +124,11 @@ fn read_results_splice_as_the_log_stores_them() {
                     random_bytes(&mut rng, len)
                 })
                 .collect();
-            let records: Vec<Record<'_>> = values.iter().enumerate().map(|(d, v)| Record { key: None, value: Some(v), timestamp_delta: d as i64 }).collect();
+            let records: Vec<Record<'_>> = values
+                .iter()
+                .enumerate()
+                .map(|(d, v)| Record { key: None, value: Some(v), timestamp_delta: d as i64 })
+                .collect();
             log.append(BytesMut::from(&build::batch(&records, i)[..]), 1).await.unwrap();
         }
         assert!(log.segments().len() >= 3, "reads must span segments");
@@ -118,7 +136,9 @@ fn read_results_splice_as_the_log_stores_them() {
         let (server, client) = socket_pair().await;
         let mut pipe = SplicePipe::new().unwrap();
         let end = log.log_end_offset();
-        for (offset, max_bytes) in [(0, u64::MAX), (0, 1), (37, 100_000), (end - 1, 1 << 20), (5, 2 * 1024 * 1024)] {
+        for (offset, max_bytes) in
+            [(0, u64::MAX), (0, 1), (37, 100_000), (end - 1, 1 << 20), (5, 2 * 1024 * 1024)]
+        {
             let result = log.read(offset, max_bytes).await.unwrap();
             assert!(!result.regions.is_empty());
             let reader = spawn(read_exact(Rc::clone(&client), result.bytes() as usize));
@@ -127,7 +147,11 @@ fn read_results_splice_as_the_log_stores_them() {
             }
             let got = reader.await.unwrap();
             let want = result.read_bytes().await.unwrap();
-            assert!(got == want, "read ({offset}, {max_bytes}) of {} regions arrives as stored", result.regions.len());
+            assert!(
+                got == want,
+                "read ({offset}, {max_bytes}) of {} regions arrives as stored",
+                result.regions.len()
+            );
             let batches = split_batches(&got);
             assert!(batches[0].0 <= offset && offset < batches[0].0 + i64::from(batches[0].1));
         }
@@ -199,7 +223,10 @@ fn cached_tells_whether_a_range_is_in_the_page_cache() {
         let mib = 1024 * 1024;
         let content = random_bytes(&mut Rng::new(11), 3 * mib);
         let file = file_with(&dir.path().join("data"), &content).await;
-        assert!(file.cached(0, mib as u64) && file.cached(2 * mib as u64, mib as u64), "just written, so cached");
+        assert!(
+            file.cached(0, mib as u64) && file.cached(2 * mib as u64, mib as u64),
+            "just written, so cached"
+        );
         assert!(file.cached(4095, 2), "a range across a page boundary");
         assert!(!file.cached(0, 0), "an empty range is not worth an inline splice");
         assert!(!file.cached(0, 2 * mib as u64), "more pages than one check asks about");
@@ -226,30 +253,62 @@ fn reads_of_cached_and_evicted_ranges_give_the_files_bytes() {
         let content = random_bytes(&mut Rng::new(0x4ead), 256 * 1024 + 100);
         let size = content.len() as u64;
         let file = file_with(&dir.path().join("data"), &content).await;
-        let expected = |position: u64, len: usize| content.get(position as usize..(position as usize + len).min(content.len())).unwrap_or(&[]).to_vec();
+        let expected = |position: u64, len: usize| {
+            content
+                .get(position as usize..(position as usize + len).min(content.len()))
+                .unwrap_or(&[])
+                .to_vec()
+        };
         // No mapping yet: cached pages, but through io_uring.
         let before = inline_reads();
         assert!(file.read_at(0, 4096).await.unwrap() == expected(0, 4096));
-        assert_eq!(inline_reads(), before, "a file without a residency mapping reads through io_uring");
-        let ranges = [(0u64, 1usize), (4095, 2), (12_345, 16 * 1024), (0, INLINE_READ_BYTES_MAX), (100_000, INLINE_READ_BYTES_MAX + 1), (size - 10, 10), (size - 10, 100), (size, 10), (size + 5000, 10)];
+        assert_eq!(
+            inline_reads(),
+            before,
+            "a file without a residency mapping reads through io_uring"
+        );
+        let ranges = [
+            (0u64, 1usize),
+            (4095, 2),
+            (12_345, 16 * 1024),
+            (0, INLINE_READ_BYTES_MAX),
+            (100_000, INLINE_READ_BYTES_MAX + 1),
+            (size - 10, 10),
+            (size - 10, 100),
+            (size, 10),
+            (size + 5000, 10),
+        ];
         for (position, len) in ranges {
             let inside = position + len as u64 <= size;
             if inside {
                 // Makes the mapping on first use.
-                assert!(file.cached(position, len as u64), "({position}, {len}): just written, so cached");
+                assert!(
+                    file.cached(position, len as u64),
+                    "({position}, {len}): just written, so cached"
+                );
             }
             let before = inline_reads();
-            assert!(file.read_at(position, len).await.unwrap() == expected(position, len), "({position}, {len}) read while cached");
+            assert!(
+                file.read_at(position, len).await.unwrap() == expected(position, len),
+                "({position}, {len}) read while cached"
+            );
             let inline = inline_reads() > before;
             if inside {
-                assert_eq!(inline, len <= INLINE_READ_BYTES_MAX, "({position}, {len}): inline exactly up to the limit");
+                assert_eq!(
+                    inline,
+                    len <= INLINE_READ_BYTES_MAX,
+                    "({position}, {len}): inline exactly up to the limit"
+                );
             }
         }
         evict(&file).await;
         for (position, len) in ranges {
             assert!(!file.cached(position, len as u64), "({position}, {len}) evicted");
             let before = inline_reads();
-            assert!(file.read_at(position, len).await.unwrap() == expected(position, len), "({position}, {len}) read from the disk");
+            assert!(
+                file.read_at(position, len).await.unwrap() == expected(position, len),
+                "({position}, {len}) read from the disk"
+            );
             assert_eq!(inline_reads(), before, "({position}, {len}): evicted, so through io_uring");
             evict(&file).await;
         }
@@ -267,13 +326,19 @@ fn regions_not_in_the_page_cache_arrive_byte_for_byte() {
         for (position, len) in [(0, 1), (12_345, LARGE_REGION_BYTES), (FILE_BYTES - 10, 10)] {
             evict(&file).await;
             // (`cached` asks about at most 1 MiB at once, as the splice does.)
-            assert!(!file.cached(position, len.min(1 << 20)), "({position}, {len}) must be read from the disk");
+            assert!(
+                !file.cached(position, len.min(1 << 20)),
+                "({position}, {len}) must be read from the disk"
+            );
             let reader = spawn(read_exact(Rc::clone(&client), len as usize));
             splice_to_socket(&mut pipe, &file, position, len, server.as_raw_fd())
                 .await
                 .unwrap_or_else(|e| panic!("splice ({position}, {len}): {e}"));
             let got = reader.await.unwrap();
-            assert!(got == content[position as usize..(position + len) as usize], "region ({position}, {len}) differs from the file");
+            assert!(
+                got == content[position as usize..(position + len) as usize],
+                "region ({position}, {len}) differs from the file"
+            );
         }
     });
 }
@@ -291,7 +356,10 @@ fn a_full_socket_never_stops_the_thread() {
         let content = random_bytes(&mut Rng::new(0xf011), BYTES);
         let file = file_with(&dir.path().join("data"), &content).await;
         let mib = 1024 * 1024;
-        assert!((0..BYTES as u64).step_by(mib).all(|at| file.cached(at, mib as u64)), "the transfer must take the inline path");
+        assert!(
+            (0..BYTES as u64).step_by(mib).all(|at| file.cached(at, mib as u64)),
+            "the transfer must take the inline path"
+        );
         let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let address = listener.local_addr().unwrap();
         // The peer is a plain thread with a blocking socket: it connects, stalls, then reads
@@ -302,7 +370,15 @@ fn a_full_socket_never_stops_the_thread() {
             let small: libc::c_int = 256 * 1024;
             // SAFETY: setsockopt on this thread's own socket with a pointer to a live c_int.
             #[allow(unsafe_code)]
-            let rc = unsafe { libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, (&small as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+            let rc = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    (&small as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
             assert_eq!(rc, 0, "SO_RCVBUF");
             std::thread::sleep(PEER_STALL);
             let mut got = Vec::with_capacity(BYTES);
@@ -314,7 +390,15 @@ fn a_full_socket_never_stops_the_thread() {
         let small: libc::c_int = 256 * 1024;
         // SAFETY: setsockopt on the test's own socket with a pointer to a live c_int.
         #[allow(unsafe_code)]
-        let rc = unsafe { libc::setsockopt(server.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, (&small as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+        let rc = unsafe {
+            libc::setsockopt(
+                server.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&small as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
         assert_eq!(rc, 0, "SO_SNDBUF");
         let ticks = Rc::new(std::cell::Cell::new(0u32));
         let ticker = {
@@ -334,7 +418,10 @@ fn a_full_socket_never_stops_the_thread() {
         ticker.abort();
         drop(server);
         let got = peer.join().unwrap();
-        assert!(took >= PEER_STALL / 2, "the socket never filled ({took:?}): the test proves nothing");
+        assert!(
+            took >= PEER_STALL / 2,
+            "the socket never filled ({took:?}): the test proves nothing"
+        );
         // A thread stopped in the kernel for the stall ticks at most once or twice.
         assert!(ticked >= 20, "the thread ran only {ticked} 1 ms ticks during a {took:?} transfer");
         assert!(got == content, "the bytes arrived changed");

@@ -2,8 +2,8 @@
 //! module per capability keeps link time low.
 
 mod common;
-mod log_basics;
-mod property;
 mod crash;
-mod splice;
+mod log_basics;
 mod poison;
+mod property;
+mod splice;

@@ -29,7 +29,15 @@ const MASKED: &[&str] = &[
 const MESSAGES: &[&str] = &["error_message"];
 /// Fields holding broker ids: masked unless -1 (no leader, no coordinator), which means
 /// the same on every broker.
-const NODE_IDS: &[&str] = &["node_id", "controller_id", "leader_id", "replica_nodes", "isr_nodes", "offline_replicas", "coordinator_id"];
+const NODE_IDS: &[&str] = &[
+    "node_id",
+    "controller_id",
+    "leader_id",
+    "replica_nodes",
+    "isr_nodes",
+    "offline_replicas",
+    "coordinator_id",
+];
 
 /// `{:#?}` text as (path, value) pairs, with the masked fields replaced.
 pub fn flatten(debug: &str) -> Vec<(String, String)> {
@@ -46,7 +54,8 @@ pub fn flatten(debug: &str) -> Vec<(String, String)> {
             continue;
         }
         let depth = stack.len();
-        let (parent, index, tuple) = stack.last_mut().map(|(p, i, t)| (p.clone(), i, *t)).expect("stack holds the root");
+        let (parent, index, tuple) =
+            stack.last_mut().map(|(p, i, t)| (p.clone(), i, *t)).expect("stack holds the root");
         let (path, value) = match field_split(line) {
             Some((name, value)) if depth > 1 => (join(&parent, name), value),
             Some((_, value)) => (String::new(), value),
@@ -166,7 +175,12 @@ pub fn differences(fjord: &[(String, String)], kafka: &[(String, String)]) -> Ve
         for path in f.keys().chain(k.keys()).collect::<std::collections::BTreeSet<_>>() {
             let (fv, kv) = (f.get(path).unwrap_or(&absent), k.get(path).unwrap_or(&absent));
             if fv != kv {
-                found.push(Difference { case: case.clone(), path: path.clone(), fjord: fv.clone(), kafka: kv.clone() });
+                found.push(Difference {
+                    case: case.clone(),
+                    path: path.clone(),
+                    fjord: fv.clone(),
+                    kafka: kv.clone(),
+                });
             }
         }
     }
@@ -191,14 +205,20 @@ fn path_matches(pattern: &str, path: &str) -> bool {
     loop {
         match p.find("[*]") {
             None => {
-                return q == p || q.strip_prefix(p).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['));
+                return q == p
+                    || q.strip_prefix(p)
+                        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['));
             }
             Some(at) => {
                 let Some(rest) = q.strip_prefix(&p[..at]) else { return false };
                 let Some(rest) = rest.strip_prefix('[') else { return false };
                 // A key may hold brackets or dots of its own (a config name does not; a quoted
                 // key ends at `"]`).
-                let end = if rest.starts_with('"') { rest.find("\"]").map(|i| i + 1) } else { rest.find(']') };
+                let end = if rest.starts_with('"') {
+                    rest.find("\"]").map(|i| i + 1)
+                } else {
+                    rest.find(']')
+                };
                 let Some(end) = end else { return false };
                 q = &rest[end + 1..];
                 p = &p[at + 3..];
@@ -226,8 +246,11 @@ pub const KNOWN_HEADING: &str = "## Differences from Apache Kafka 4.4";
 /// Rows `| \`case\` | \`path\` | ... |` of the table under `KNOWN_HEADING`.
 pub fn known_differences() -> Vec<Known> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/compatibility.md");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let start = text.find(KNOWN_HEADING).unwrap_or_else(|| panic!("{} has no section `{KNOWN_HEADING}`", path.display()));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let start = text
+        .find(KNOWN_HEADING)
+        .unwrap_or_else(|| panic!("{} has no section `{KNOWN_HEADING}`", path.display()));
     let before = text[..start].lines().count();
     let mut rows = Vec::new();
     for (n, line) in text[start..].lines().enumerate().skip(1) {
@@ -239,7 +262,12 @@ pub fn known_differences() -> Vec<Known> {
             continue;
         }
         let unquote = |s: &str| s.trim_matches('`').to_string();
-        rows.push(Known { case: unquote(cells[1]), path: unquote(cells[2]), only_absent: cells[3] == ABSENT, line: before + n + 1 });
+        rows.push(Known {
+            case: unquote(cells[1]),
+            path: unquote(cells[2]),
+            only_absent: cells[3] == ABSENT,
+            line: before + n + 1,
+        });
     }
     rows
 }

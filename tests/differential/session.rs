@@ -54,8 +54,11 @@ impl Session {
     fn stream(&mut self) -> &mut TcpStream {
         let addr = self.addr;
         self.stream.get_or_insert_with(|| {
-            let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-            stream.set_read_timeout(Some(Duration::from_millis(ANSWER_MS_MAX))).expect("read timeout");
+            let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+            stream
+                .set_read_timeout(Some(Duration::from_millis(ANSWER_MS_MAX)))
+                .expect("read timeout");
             stream.set_nodelay(true).expect("nodelay");
             stream
         })
@@ -75,7 +78,10 @@ impl Session {
         let mut size = [0u8; 4];
         let got = read_exact(stream, &mut size).and_then(|()| {
             let size = i32::from_be_bytes(size);
-            assert!(size >= 0 && (size as usize) <= RESPONSE_BYTES_MAX, "{addr}: response size {size}");
+            assert!(
+                size >= 0 && (size as usize) <= RESPONSE_BYTES_MAX,
+                "{addr}: response size {size}"
+            );
             let mut body = vec![0u8; size as usize];
             read_exact(stream, &mut body).map(|()| body)
         });
@@ -86,21 +92,37 @@ impl Session {
     }
 
     /// Sends `request` as `key` v`version` and decodes the answer.
-    pub fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(&mut self, key: ApiKey, version: i16, request: &Req) -> Answer<Resp> {
+    pub fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        request: &Req,
+    ) -> Answer<Resp> {
         self.correlation_id += 1;
         let id = self.correlation_id;
-        let frame = fjord::protocol::encode_request(key, version, id, CLIENT_ID, request).unwrap_or_else(|e| panic!("encode {key:?} v{version}: {e}"));
+        let frame = fjord::protocol::encode_request(key, version, id, CLIENT_ID, request)
+            .unwrap_or_else(|e| panic!("encode {key:?} v{version}: {e}"));
         match self.raw(&frame[4..]) {
             None => Answer::Closed,
             Some(payload) => Answer::Response(
                 fjord::protocol::decode_response(key, version, Some(id), Bytes::from(payload))
-                    .unwrap_or_else(|e| panic!("{}: cannot decode the {key:?} v{version} response: {e:#}", self.addr)),
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "{}: cannot decode the {key:?} v{version} response: {e:#}",
+                            self.addr
+                        )
+                    }),
             ),
         }
     }
 
     /// Records what a request got, after `normalise` has cleared what legitimately differs.
-    pub fn observe<T: Debug>(&mut self, label: impl Into<String>, answer: Answer<T>, normalise: impl FnOnce(&mut T)) {
+    pub fn observe<T: Debug>(
+        &mut self,
+        label: impl Into<String>,
+        answer: Answer<T>,
+        normalise: impl FnOnce(&mut T),
+    ) {
         let text = match answer {
             Answer::Response(mut response) => {
                 normalise(&mut response);
@@ -131,7 +153,19 @@ pub const CLOSED: &str = "closed";
 fn read_exact(stream: &mut TcpStream, buf: &mut [u8]) -> Option<()> {
     match stream.read_exact(buf) {
         Ok(()) => Some(()),
-        Err(e) if matches!(e.kind(), ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe) => None,
-        Err(e) => panic!("read from broker: {e} (neither an answer nor a close within {ANSWER_MS_MAX} ms)"),
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::UnexpectedEof
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+            ) =>
+        {
+            None
+        }
+        Err(e) => panic!(
+            "read from broker: {e} (neither an answer nor a close within {ANSWER_MS_MAX} ms)"
+        ),
     }
 }

@@ -91,7 +91,8 @@ impl KafkaBroker {
     pub fn start(label: &str) -> KafkaBroker {
         require_setup();
         let dir = TempDir::new(&format!("kafka-{label}"));
-        let stderr = std::fs::File::create(dir.path().join("launcher.stderr")).expect("create launcher stderr");
+        let stderr = std::fs::File::create(dir.path().join("launcher.stderr"))
+            .expect("create launcher stderr");
         let mut child = Command::new(kafka_dir().join("kafka-reference-broker"))
             .arg(dir.path().join("broker"))
             .stdin(Stdio::null())
@@ -102,7 +103,8 @@ impl KafkaBroker {
             .spawn()
             .expect("spawn kafka-reference-broker");
         let lines = line_channel(child.stdout.take().expect("piped stdout"));
-        let mut broker = KafkaBroker { child: Some(child), addr: "127.0.0.1:0".parse().expect("address"), dir };
+        let mut broker =
+            KafkaBroker { child: Some(child), addr: "127.0.0.1:0".parse().expect("address"), dir };
         let line = lines.recv_timeout(Duration::from_secs(KAFKA_START_SECONDS_MAX));
         let Ok(line) = line else {
             let status = broker.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
@@ -132,8 +134,10 @@ impl KafkaBroker {
 
     /// The launcher's stderr and the tail of the broker's log.
     pub fn output_tail(&self) -> String {
-        let launcher = std::fs::read_to_string(self.dir.path().join("launcher.stderr")).unwrap_or_default();
-        let log = std::fs::read_to_string(self.dir.path().join("broker/broker.log")).unwrap_or_default();
+        let launcher =
+            std::fs::read_to_string(self.dir.path().join("launcher.stderr")).unwrap_or_default();
+        let log =
+            std::fs::read_to_string(self.dir.path().join("broker/broker.log")).unwrap_or_default();
         format!(
             "kafka-reference-broker stderr:\n{}\nbroker.log (tail):\n{}",
             tail(&launcher, LOG_TAIL_LINES_MAX),

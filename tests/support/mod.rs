@@ -36,10 +36,13 @@ static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
 /// A fresh directory under the system temp dir, unique across processes and runs.
 fn fresh_dir(label: &str) -> PathBuf {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").subsec_nanos();
+    let nanos =
+        SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").subsec_nanos();
     let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("fjord-test-{label}-{}-{n}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    let dir =
+        std::env::temp_dir().join(format!("fjord-test-{label}-{}-{n}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     dir
 }
 
@@ -130,7 +133,8 @@ impl TestBroker {
     fn spawn_on(&mut self, listen: String) {
         assert!(self.child.is_none(), "spawn with a broker still running");
         self.generation += 1;
-        let stderr = std::fs::File::create(self.stderr_path(self.generation)).expect("create stderr file");
+        let stderr =
+            std::fs::File::create(self.stderr_path(self.generation)).expect("create stderr file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
             .args(["serve", "--listen", &listen, "--data-dir"])
             .arg(&self.data_dir)
@@ -203,9 +207,17 @@ impl TestBroker {
         let Some(status) = status else {
             send_signal(&child, libc::SIGKILL);
             let _ = child.wait();
-            panic!("broker did not exit within {BROKER_STOP_MS_MAX} ms of signal {signal}\n{}", self.stderr_tail());
+            panic!(
+                "broker did not exit within {BROKER_STOP_MS_MAX} ms of signal {signal}\n{}",
+                self.stderr_tail()
+            );
         };
-        assert_eq!(status.code(), Some(0), "broker exit after signal {signal}: {status}\n{}", self.stderr_tail());
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "broker exit after signal {signal}: {status}\n{}",
+            self.stderr_tail()
+        );
     }
 
     /// SIGKILL: no chance to flush or checkpoint anything.
@@ -213,7 +225,11 @@ impl TestBroker {
         let mut child = self.child.take().expect("kill9: broker not running");
         send_signal(&child, libc::SIGKILL);
         let status = child.wait().expect("wait after SIGKILL");
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL), "{status}");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "{status}"
+        );
     }
 
     /// Starts the broker again on the same data dir (stopping it first if it runs). The port
@@ -255,9 +271,16 @@ impl TestBroker {
 
     /// A field of /proc/<pid>/status in kB, e.g. "VmPeak".
     pub fn proc_status_kb(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc status");
-        let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap_or_else(|| panic!("no {field} in /proc status"));
-        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("bad line {line:?}"))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(&format!("{field}:")))
+            .unwrap_or_else(|| panic!("no {field} in /proc status"));
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("bad line {line:?}"))
     }
 }
 
@@ -268,7 +291,12 @@ impl Drop for TestBroker {
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            eprintln!("broker {} (data dir {}):\n{}", self.addr, self.data_dir.display(), self.stderr_tail());
+            eprintln!(
+                "broker {} (data dir {}):\n{}",
+                self.addr,
+                self.data_dir.display(),
+                self.stderr_tail()
+            );
             if keep_on_failure() {
                 eprintln!("kept {} (FJORD_KEEP_TEST_DIRS)", self.root.display());
                 return;
@@ -298,12 +326,18 @@ fn read_first_line(stdout: ChildStdout, timeout: Duration) -> Option<String> {
 // Child-process clients.
 
 /// Runs `program args` under `timeout -k 5 SECONDS`, feeding `stdin`, and returns its output.
-pub fn run_with_timeout(seconds: u64, program: &Path, args: &[String], stdin: Option<&[u8]>) -> Output {
+pub fn run_with_timeout(
+    seconds: u64,
+    program: &Path,
+    args: &[String],
+    stdin: Option<&[u8]>,
+) -> Output {
     let mut command = Command::new("timeout");
     command.arg("-k").arg("5").arg(seconds.to_string()).arg(program).args(args);
     command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let mut child =
+        command.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
     let writer = stdin.map(|bytes| {
         let mut pipe = child.stdin.take().expect("piped stdin");
         let bytes = bytes.to_vec();
@@ -371,7 +405,11 @@ pub fn python_path() -> PathBuf {
 }
 
 fn script_path(script: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python").join(script).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients/python")
+        .join(script)
+        .display()
+        .to_string()
 }
 
 /// Runs `tests/clients/python/<script> args`; does not check the exit status.
@@ -487,7 +525,12 @@ pub fn value_index(value: &[u8]) -> u64 {
     text.strip_prefix('v')
         .and_then(|rest| rest.split('-').next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("not a generated value: {:?}", String::from_utf8_lossy(&value[..value.len().min(40)])))
+        .unwrap_or_else(|| {
+            panic!(
+                "not a generated value: {:?}",
+                String::from_utf8_lossy(&value[..value.len().min(40)])
+            )
+        })
 }
 
 /// A consumed message (`msg` line of a python helper).
@@ -513,7 +556,12 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         return None;
     }
     assert!(text.len().is_multiple_of(2), "odd hex {text:?}");
-    Some((0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digit")).collect())
+    Some(
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digit"))
+            .collect(),
+    )
 }
 
 /// The `msg` lines of a consumer helper's output.
@@ -542,7 +590,11 @@ pub fn parse_ack(line: &str) -> Option<Ack> {
         return None;
     }
     assert_eq!(f.len(), 4, "bad ack line {line:?}");
-    Some(Ack { partition: f[1].parse().expect("partition"), offset: f[2].parse().expect("offset"), index: f[3].parse().expect("index") })
+    Some(Ack {
+        partition: f[1].parse().expect("partition"),
+        offset: f[2].parse().expect("offset"),
+        index: f[3].parse().expect("index"),
+    })
 }
 
 /// The `ack` lines of a producer helper's output.
@@ -552,7 +604,11 @@ pub fn parse_acks(output: &str) -> Vec<Ack> {
 
 /// Lines starting with `tag\t`, split into their remaining fields.
 pub fn tagged<'a>(output: &'a str, tag: &str) -> Vec<Vec<&'a str>> {
-    output.lines().filter(|l| l.split('\t').next() == Some(tag)).map(|l| l.split('\t').skip(1).collect()).collect()
+    output
+        .lines()
+        .filter(|l| l.split('\t').next() == Some(tag))
+        .map(|l| l.split('\t').skip(1).collect())
+        .collect()
 }
 
 /// Creates a topic with confluent-kafka's AdminClient (CreateTopics).
@@ -600,7 +656,8 @@ pub fn kcat_topics(listing: &str) -> std::collections::BTreeMap<String, usize> {
         .filter_map(|line| {
             let rest = line.trim().strip_prefix("topic \"")?;
             let (name, rest) = rest.split_once('"')?;
-            let count = rest.trim().strip_prefix("with ")?.split_whitespace().next()?.parse().ok()?;
+            let count =
+                rest.trim().strip_prefix("with ")?.split_whitespace().next()?.parse().ok()?;
             Some((name.to_string(), count))
         })
         .filter(|(name, _)| !name.starts_with("__"))
@@ -647,7 +704,8 @@ pub fn stored_batches(broker: &TestBroker, topic: &str, partition: i32) -> Vec<(
             let length = i32::from_be_bytes(bytes[at + 8..at + 12].try_into().expect("4 bytes"));
             assert!(length > 0, "{}: batch length {length} at position {at}", log.display());
             assert_eq!(bytes[at + 16], 2, "{}: magic at position {at}", log.display());
-            let codec = (u16::from_be_bytes(bytes[at + 21..at + 23].try_into().expect("2 bytes")) & 7) as u8;
+            let codec = (u16::from_be_bytes(bytes[at + 21..at + 23].try_into().expect("2 bytes"))
+                & 7) as u8;
             batches.push((base_offset, codec));
             at += 12 + length as usize;
         }

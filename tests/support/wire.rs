@@ -79,7 +79,13 @@ impl<'a> Decoder<'a> {
         Decoder { bytes, at: 0 }
     }
     fn take(&mut self, n: usize) -> &'a [u8] {
-        assert!(self.at + n <= self.bytes.len(), "response ends at {} but {n} more bytes were expected at {}: {:02x?}", self.bytes.len(), self.at, self.bytes);
+        assert!(
+            self.at + n <= self.bytes.len(),
+            "response ends at {} but {n} more bytes were expected at {}: {:02x?}",
+            self.bytes.len(),
+            self.at,
+            self.bytes
+        );
         let slice = &self.bytes[self.at..self.at + n];
         self.at += n;
         slice
@@ -144,9 +150,14 @@ pub struct Conn {
 
 impl Conn {
     pub fn connect(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        stream.set_read_timeout(Some(Duration::from_millis(READ_TIMEOUT_MS_MAX))).expect("read timeout");
-        stream.set_write_timeout(Some(Duration::from_millis(READ_TIMEOUT_MS_MAX))).expect("write timeout");
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_millis(READ_TIMEOUT_MS_MAX)))
+            .expect("read timeout");
+        stream
+            .set_write_timeout(Some(Duration::from_millis(READ_TIMEOUT_MS_MAX)))
+            .expect("write timeout");
         stream.set_nodelay(true).expect("nodelay");
         Conn { stream }
     }
@@ -164,17 +175,36 @@ impl Conn {
         loop {
             if buf.len() >= 4 {
                 let size = i32::from_be_bytes(buf[..4].try_into().expect("4 bytes"));
-                assert!(size >= 0 && (size as usize) <= RESPONSE_BYTES_MAX, "response size prefix {size} is implausible");
+                assert!(
+                    size >= 0 && (size as usize) <= RESPONSE_BYTES_MAX,
+                    "response size prefix {size} is implausible"
+                );
                 if buf.len() >= 4 + size as usize {
-                    assert_eq!(buf.len(), 4 + size as usize, "more bytes than one response: a response nobody asked for?");
+                    assert_eq!(
+                        buf.len(),
+                        4 + size as usize,
+                        "more bytes than one response: a response nobody asked for?"
+                    );
                     return Received::Frame(buf.split_off(4));
                 }
             }
-            let want = if buf.len() >= 4 { (4 + i32::from_be_bytes(buf[..4].try_into().expect("4")) as usize - buf.len()).min(chunk.len()) } else { 4 - buf.len() };
+            let want = if buf.len() >= 4 {
+                (4 + i32::from_be_bytes(buf[..4].try_into().expect("4")) as usize - buf.len())
+                    .min(chunk.len())
+            } else {
+                4 - buf.len()
+            };
             match self.stream.read(&mut chunk[..want]) {
                 Ok(0) => return Received::Closed { partial: buf },
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionReset
+                            | ErrorKind::ConnectionAborted
+                            | ErrorKind::BrokenPipe
+                    ) =>
+                {
                     return Received::Closed { partial: buf }
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -188,24 +218,45 @@ impl Conn {
 
     /// Sends a request and returns the response body after the correlation id, which it
     /// checks. Panics if the connection closes instead.
-    pub fn call(&mut self, api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
+    pub fn call(
+        &mut self,
+        api_key: i16,
+        version: i16,
+        correlation_id: i32,
+        body: &[u8],
+    ) -> Vec<u8> {
         self.send(&request_frame(api_key, version, correlation_id, body)).expect("send request");
         match self.receive() {
             Received::Frame(mut frame) => {
-                assert!(frame.len() >= 4, "response of {} bytes has no correlation id", frame.len());
+                assert!(
+                    frame.len() >= 4,
+                    "response of {} bytes has no correlation id",
+                    frame.len()
+                );
                 let got = i32::from_be_bytes(frame[..4].try_into().expect("4 bytes"));
                 assert_eq!(got, correlation_id, "correlation id of the response");
                 frame.split_off(4)
             }
-            Received::Closed { partial } => panic!("api {api_key} v{version}: connection closed instead of a response ({} bytes)", partial.len()),
+            Received::Closed { partial } => panic!(
+                "api {api_key} v{version}: connection closed instead of a response ({} bytes)",
+                partial.len()
+            ),
         }
     }
 
     /// Asserts the broker closes the connection without sending a response.
     pub fn expect_closed(&mut self, what: &str) {
         match self.receive() {
-            Received::Closed { partial } => assert!(partial.is_empty(), "{what}: {} stray bytes before the close", partial.len()),
-            Received::Frame(frame) => panic!("{what}: expected the connection to close, got a {}-byte response: {:02x?}", frame.len(), &frame[..frame.len().min(64)]),
+            Received::Closed { partial } => assert!(
+                partial.is_empty(),
+                "{what}: {} stray bytes before the close",
+                partial.len()
+            ),
+            Received::Frame(frame) => panic!(
+                "{what}: expected the connection to close, got a {}-byte response: {:02x?}",
+                frame.len(),
+                &frame[..frame.len().min(64)]
+            ),
         }
     }
 }
@@ -253,7 +304,11 @@ pub const BATCH_CRC_FROM: usize = 21;
 
 /// An uncompressed record batch of `(key, value)` records, all with `timestamp_ms`, with a
 /// correct CRC-32C.
-pub fn record_batch(records: &[(Option<&[u8]>, &[u8])], timestamp_ms: i64, producer: Producer) -> Vec<u8> {
+pub fn record_batch(
+    records: &[(Option<&[u8]>, &[u8])],
+    timestamp_ms: i64,
+    producer: Producer,
+) -> Vec<u8> {
     assert!(!records.is_empty());
     let mut body = Vec::new();
     for (i, (key, value)) in records.iter().enumerate() {
@@ -301,7 +356,13 @@ pub fn record_batch(records: &[(Option<&[u8]>, &[u8])], timestamp_ms: i64, produ
 // Requests and responses the tests use.
 
 /// Produce v3 of `records` to one partition. Returns (error code, base offset).
-pub fn produce(conn: &mut Conn, correlation_id: i32, topic: &str, partition: i32, records: &[u8]) -> (i16, i64) {
+pub fn produce(
+    conn: &mut Conn,
+    correlation_id: i32,
+    topic: &str,
+    partition: i32,
+    records: &[u8],
+) -> (i16, i64) {
     let mut body = Encoder::new();
     body.null_string().i16(-1).i32(10_000); // transactional id, acks=all, timeout
     body.i32(1).string(topic).i32(1).i32(partition).bytes(records);
@@ -343,7 +404,13 @@ pub struct EpochEnd {
 
 /// OffsetForLeaderEpoch v3, as a follower asks it (replica id `replica`), for `partitions`
 /// of one topic, each (partition, current leader epoch, epoch asked about).
-pub fn offset_for_leader_epoch(conn: &mut Conn, correlation_id: i32, replica: i32, topic: &str, partitions: &[(i32, i32, i32)]) -> Vec<EpochEnd> {
+pub fn offset_for_leader_epoch(
+    conn: &mut Conn,
+    correlation_id: i32,
+    replica: i32,
+    topic: &str,
+    partitions: &[(i32, i32, i32)],
+) -> Vec<EpochEnd> {
     let mut body = Encoder::new();
     body.i32(replica).i32(1).string(topic).i32(partitions.len() as i32);
     for (partition, current, epoch) in partitions {
@@ -367,7 +434,12 @@ pub fn offset_for_leader_epoch(conn: &mut Conn, correlation_id: i32, replica: i3
 }
 
 /// CreateTopics v2 of one topic. Returns (error code, error message).
-pub fn create_topic(conn: &mut Conn, correlation_id: i32, topic: &str, partitions: i32) -> (i16, Option<String>) {
+pub fn create_topic(
+    conn: &mut Conn,
+    correlation_id: i32,
+    topic: &str,
+    partitions: i32,
+) -> (i16, Option<String>) {
     let mut body = Encoder::new();
     body.i32(1).string(topic).i32(partitions).i16(1).i32(0).i32(0); // no assignments, no configs
     body.i32(10_000).i8(0); // timeout, validate_only=false
@@ -392,7 +464,11 @@ pub struct MetadataTopic {
 
 /// Metadata v4 for `topics` (allowing auto-creation). Returns the brokers' `host:port` and
 /// the topics.
-pub fn metadata(conn: &mut Conn, correlation_id: i32, topics: &[&str]) -> (Vec<String>, Vec<MetadataTopic>) {
+pub fn metadata(
+    conn: &mut Conn,
+    correlation_id: i32,
+    topics: &[&str],
+) -> (Vec<String>, Vec<MetadataTopic>) {
     let mut body = Encoder::new();
     body.i32(topics.len() as i32);
     for topic in topics {
@@ -436,18 +512,37 @@ pub fn metadata(conn: &mut Conn, correlation_id: i32, topics: &[&str]) -> (Vec<S
 }
 
 /// ListOffsets v1 of one partition at `timestamp` (-1 latest, -2 earliest): (error, offset).
-pub fn list_offset(conn: &mut Conn, correlation_id: i32, topic: &str, partition: i32, timestamp: i64) -> (i16, i64) {
+pub fn list_offset(
+    conn: &mut Conn,
+    correlation_id: i32,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> (i16, i64) {
     let (error, offset, _) = list_offset_at(conn, 1, correlation_id, topic, partition, timestamp);
     (error, offset)
 }
 
 /// ListOffsets v4 (the first with leader epochs) for one partition: (error, offset, epoch).
-pub fn list_offset_with_epoch(conn: &mut Conn, correlation_id: i32, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i32) {
+pub fn list_offset_with_epoch(
+    conn: &mut Conn,
+    correlation_id: i32,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> (i16, i64, i32) {
     list_offset_at(conn, 4, correlation_id, topic, partition, timestamp)
 }
 
 /// ListOffsets v1 or v4 for one partition: (error, offset, epoch; -1 in v1).
-fn list_offset_at(conn: &mut Conn, version: i16, correlation_id: i32, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i32) {
+fn list_offset_at(
+    conn: &mut Conn,
+    version: i16,
+    correlation_id: i32,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> (i16, i64, i32) {
     let v4 = version >= 4;
     let mut body = Encoder::new();
     body.i32(-1); // replica id
@@ -482,7 +577,11 @@ pub fn init_producer_id(conn: &mut Conn, correlation_id: i32) -> (i16, i64, i16)
 }
 
 /// InitProducerId v0 with a transactional id (`None`: null, an idempotent producer).
-pub fn init_producer_id_for(conn: &mut Conn, correlation_id: i32, transactional_id: Option<&str>) -> (i16, i64, i16) {
+pub fn init_producer_id_for(
+    conn: &mut Conn,
+    correlation_id: i32,
+    transactional_id: Option<&str>,
+) -> (i16, i64, i16) {
     let mut body = Encoder::new();
     match transactional_id {
         Some(id) => body.string(id),

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use tokio_uring::buf::IoBuf;
 
 use super::inline;
-use super::residency::{page_bytes, NoMap, ResidencyMap, CACHED_CHECK_PAGES_MAX, RESIDENCY_MAP_BYTES};
+use super::residency::{
+    page_bytes, NoMap, ResidencyMap, CACHED_CHECK_PAGES_MAX, RESIDENCY_MAP_BYTES,
+};
 
 /// An open file with its path.
 #[derive(Debug)]
@@ -80,16 +82,22 @@ impl File {
     /// The same open file for another thread to read from: a second descriptor (`dup`),
     /// with this file's residency mapping shared rather than made again (see `cached`).
     pub fn share(&self) -> io::Result<SharedFile> {
-        let fd = super::duplicate(self.inner.as_raw_fd()).map_err(|error| with_path(error, "dup", &self.path))?;
+        let fd = super::duplicate(self.inner.as_raw_fd())
+            .map_err(|error| with_path(error, "dup", &self.path))?;
         // The copy's shard asks about residency only where splices run inline; a refusal
         // travels too, so short-lived copies never try to map what the kernel refused.
-        let residency = if super::splice::inline_splices() { self.residency() } else { Residency::Refused };
+        let residency =
+            if super::splice::inline_splices() { self.residency() } else { Residency::Refused };
         Ok(SharedFile { fd, path: self.path.clone(), residency })
     }
 
     /// Opens a file another thread shared (`share`) on this thread.
     pub fn from_shared(shared: SharedFile) -> File {
-        File::opened(tokio_uring::fs::File::from_std(std::fs::File::from(shared.fd)), shared.path, shared.residency)
+        File::opened(
+            tokio_uring::fs::File::from_std(std::fs::File::from(shared.fd)),
+            shared.path,
+            shared.residency,
+        )
     }
 
     /// The path this file was opened with.
@@ -144,7 +152,8 @@ impl File {
 
     /// The current length of the file in bytes.
     pub async fn len(&self) -> io::Result<u64> {
-        let statx = self.inner.statx().await.map_err(|error| with_path(error, "statx", &self.path))?;
+        let statx =
+            self.inner.statx().await.map_err(|error| with_path(error, "statx", &self.path))?;
         Ok(statx.stx_size)
     }
 
@@ -156,8 +165,11 @@ impl File {
     /// since the check ends it there, and the rest goes through io_uring like any other read,
     /// where a wait for the disk parks a worker, not the shard.
     pub async fn read_at(&self, position: u64, len: usize) -> io::Result<Vec<u8>> {
-        let mut out: Vec<u8> = if len <= inline::INLINE_READ_BYTES_MAX && self.cached_with(position, len as u64, false) {
-            let read = inline::read_cached(self.inner.as_raw_fd(), position, len).map_err(|error| with_path(error, "read", &self.path))?;
+        let mut out: Vec<u8> = if len <= inline::INLINE_READ_BYTES_MAX
+            && self.cached_with(position, len as u64, false)
+        {
+            let read = inline::read_cached(self.inner.as_raw_fd(), position, len)
+                .map_err(|error| with_path(error, "read", &self.path))?;
             // A run of inline reads (a walk of many headers) lets the shard's other tasks in
             // now and then, as a read through io_uring always did.
             if inline::inline_read_turn() {
@@ -207,10 +219,15 @@ impl File {
     /// Writes the buffers one after the other at `position`, with vectored writes of at most
     /// `IOVECS_MAX` buffers each (the kernel's `IOV_MAX` is 1024). On the calling thread or
     /// through io_uring, as `write_all_at`.
-    pub async fn writev_all_at(&self, pieces: Vec<bytes::Bytes>, mut position: u64) -> io::Result<()> {
+    pub async fn writev_all_at(
+        &self,
+        pieces: Vec<bytes::Bytes>,
+        mut position: u64,
+    ) -> io::Result<()> {
         use inline::IOVECS_MAX;
         if inline::write_allowed(pieces.iter().map(|p| p.len()).sum()) {
-            return inline::write_now(self.inner.as_raw_fd(), &pieces, position, &self.path).map_err(|error| with_path(error, "writev", &self.path));
+            return inline::write_now(self.inner.as_raw_fd(), &pieces, position, &self.path)
+                .map_err(|error| with_path(error, "writev", &self.path));
         }
         let mut pieces = pieces;
         while !pieces.is_empty() {
@@ -219,7 +236,10 @@ impl File {
             let (result, _) = self.inner.writev_at_all(pieces, Some(position)).await;
             let written = result.map_err(|error| with_path(error, "writev", &self.path))?;
             if written as u64 != bytes {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, format!("writev {}: {written} of {bytes} bytes written", self.path.display())));
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("writev {}: {written} of {bytes} bytes written", self.path.display()),
+                ));
             }
             position += bytes;
             pieces = rest;
@@ -231,7 +251,10 @@ impl File {
     /// size (`fallocate(FALLOC_FL_KEEP_SIZE)`): later writes there skip ext4's delayed
     /// allocation work per page.
     pub async fn preallocate(&self, position: u64, len: u64) -> io::Result<()> {
-        self.inner.fallocate(position, len, libc::FALLOC_FL_KEEP_SIZE).await.map_err(|error| with_path(error, "fallocate", &self.path))
+        self.inner
+            .fallocate(position, len, libc::FALLOC_FL_KEEP_SIZE)
+            .await
+            .map_err(|error| with_path(error, "fallocate", &self.path))
     }
 
     /// Bytes free for unprivileged use on the file system holding this file (`fstatvfs`, a
@@ -361,7 +384,10 @@ pub async fn read_file(path: &Path, bytes_max: u64) -> io::Result<Option<Vec<u8>
     };
     let len = file.len().await?;
     if len > bytes_max {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is {len} bytes, more than the {bytes_max} allowed", path.display())));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is {len} bytes, more than the {bytes_max} allowed", path.display()),
+        ));
     }
     let bytes = file.read_at(0, len as usize).await?;
     file.close().await?;
@@ -396,7 +422,8 @@ mod tests {
 
     /// The open-file flags of `file`, from `/proc/self/fdinfo`.
     fn open_flags(file: &File) -> u32 {
-        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd())).unwrap();
+        let info =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd())).unwrap();
         let line = info.lines().find(|line| line.starts_with("flags:")).unwrap();
         u32::from_str_radix(line["flags:".len()..].trim(), 8).unwrap()
     }
@@ -407,7 +434,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         crate::io::block_on(async {
             let file = File::open_rw(&dir.join("segment"), true).await.unwrap();
-            assert_ne!(open_flags(&file) & libc::O_NOATIME as u32, 0, "a segment read must not update its access time");
+            assert_ne!(
+                open_flags(&file) & libc::O_NOATIME as u32,
+                0,
+                "a segment read must not update its access time"
+            );
         });
         std::fs::remove_dir_all(&dir).unwrap();
     }

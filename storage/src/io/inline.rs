@@ -123,9 +123,14 @@ pub fn write_allowed(bytes: usize) -> bool {
     let checked = DIRTY_CHECKED_AT_MS.load(Ordering::Relaxed);
     // Another thread may have stored a time later than this thread's `now`.
     if (checked == 0 || now.saturating_sub(checked) >= DIRTY_CHECK_INTERVAL_MS)
-        && DIRTY_CHECKED_AT_MS.compare_exchange(checked, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        && DIRTY_CHECKED_AT_MS
+            .compare_exchange(checked, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     {
-        let far = std::fs::read_to_string("/proc/vmstat").ok().and_then(|text| dirty_far_from_throttling(&text)).unwrap_or(false);
+        let far = std::fs::read_to_string("/proc/vmstat")
+            .ok()
+            .and_then(|text| dirty_far_from_throttling(&text))
+            .unwrap_or(false);
         DIRTY_FAR.store(far, Ordering::Relaxed);
     }
     DIRTY_FAR.load(Ordering::Relaxed)
@@ -169,7 +174,9 @@ pub fn note_write(took: Duration, slept: impl FnOnce() -> bool, path: &std::path
 
 /// The back-off after the `streak`-th slow inline write in a row (from 1).
 fn backoff_ms(streak: u64) -> u64 {
-    INLINE_WRITE_BACKOFF_MS.saturating_mul(1 << streak.saturating_sub(1).min(16)).min(INLINE_WRITE_BACKOFF_MS_MAX)
+    INLINE_WRITE_BACKOFF_MS
+        .saturating_mul(1 << streak.saturating_sub(1).min(16))
+        .min(INLINE_WRITE_BACKOFF_MS_MAX)
 }
 
 /// From the text of `/proc/vmstat`: whether dirty plus writeback pages are below halfway
@@ -197,7 +204,12 @@ fn dirty_far_from_throttling(vmstat: &str) -> Option<bool> {
 /// Writes `pieces` one after the other from `position` on the calling thread
 /// (`pwritev_all`), and records how long that took (`note_write`); `path` names the file in
 /// the log line of a slow write.
-pub fn write_now<P: AsRef<[u8]>>(fd: RawFd, pieces: &[P], position: u64, path: &std::path::Path) -> io::Result<()> {
+pub fn write_now<P: AsRef<[u8]>>(
+    fd: RawFd,
+    pieces: &[P],
+    position: u64,
+    path: &std::path::Path,
+) -> io::Result<()> {
     let switches = voluntary_switches();
     let started = Instant::now();
     let result = pwritev_all(fd, pieces, position);
@@ -218,7 +230,8 @@ pub fn read_cached(fd: RawFd, position: u64, len: usize) -> io::Result<Vec<u8>> 
     let mut out: Vec<u8> = Vec::with_capacity(len);
     INLINE_READS.with(|reads| reads.set(reads.get() + 1));
     while out.len() < len {
-        let offset = libc::off_t::try_from(position + out.len() as u64).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let offset = libc::off_t::try_from(position + out.len() as u64)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let want = len - out.len();
         let spare = out.spare_capacity_mut();
         let iovec = libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: want };
@@ -301,15 +314,30 @@ pub fn pwritev_all<P: AsRef<[u8]>>(fd: RawFd, pieces: &[P], position: u64) -> io
         iovecs.clear();
         for (i, piece) in pieces[first..].iter().map(AsRef::as_ref).enumerate().take(IOVECS_MAX) {
             let from = if i == 0 { skip } else { 0 };
-            iovecs.push(libc::iovec { iov_base: piece[from..].as_ptr() as *mut libc::c_void, iov_len: piece.len() - from });
+            iovecs.push(libc::iovec {
+                iov_base: piece[from..].as_ptr() as *mut libc::c_void,
+                iov_len: piece.len() - from,
+            });
         }
         // SAFETY: every iovec points into a live piece of `pieces`, which outlives the call;
         // the kernel only reads them.
         #[allow(unsafe_code)]
-        let rc = unsafe { libc::pwritev(fd, iovecs.as_ptr(), iovecs.len() as libc::c_int, (position + done as u64) as libc::off_t) };
+        let rc = unsafe {
+            libc::pwritev(
+                fd,
+                iovecs.as_ptr(),
+                iovecs.len() as libc::c_int,
+                (position + done as u64) as libc::off_t,
+            )
+        };
         let mut written = match rc {
             n if n > 0 => n as usize,
-            0 => return Err(io::Error::new(io::ErrorKind::WriteZero, format!("{done} of {total} bytes written"))),
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("{done} of {total} bytes written"),
+                ))
+            }
             _ => {
                 let error = io::Error::last_os_error();
                 if error.kind() == io::ErrorKind::Interrupted {
@@ -346,11 +374,19 @@ mod tests {
         // The free-run ceiling is (597,403 + 1,196,268) / 2 = 896,835; the limit halfway
         // from the background threshold to it, (597,403 + 896,835) / 2 = 747,119.
         let steady = VMSTAT.replace("nr_dirty 1000", "nr_dirty 597403");
-        assert_eq!(dirty_far_from_throttling(&steady), Some(true), "at the background threshold, where the flusher holds a steady load");
+        assert_eq!(
+            dirty_far_from_throttling(&steady),
+            Some(true),
+            "at the background threshold, where the flusher holds a steady load"
+        );
         let below = VMSTAT.replace("nr_dirty 1000", "nr_dirty 746918");
         assert_eq!(dirty_far_from_throttling(&below), Some(true), "746,918 + 200 is below 747,119");
         let near = VMSTAT.replace("nr_dirty 1000", "nr_dirty 746919");
-        assert_eq!(dirty_far_from_throttling(&near), Some(false), "writeback counts too: 746,919 + 200 reaches 747,119");
+        assert_eq!(
+            dirty_far_from_throttling(&near),
+            Some(false),
+            "writeback counts too: 746,919 + 200 reaches 747,119"
+        );
         let missing = VMSTAT.replace("nr_dirty_background_threshold", "other");
         assert_eq!(dirty_far_from_throttling(&missing), None);
         // A field whose name is a prefix of another's is not mistaken for it.
@@ -368,8 +404,16 @@ mod tests {
         file.sync_all().unwrap();
         let file = std::fs::File::open(&path).unwrap();
         let fd = file.as_raw_fd();
-        assert_eq!(read_cached(fd, 0, content.len()).unwrap(), content, "just written: cached whole");
-        assert_eq!(read_cached(fd, 60_000, 10_000).unwrap(), content[60_000..], "short at the end of the file");
+        assert_eq!(
+            read_cached(fd, 0, content.len()).unwrap(),
+            content,
+            "just written: cached whole"
+        );
+        assert_eq!(
+            read_cached(fd, 60_000, 10_000).unwrap(),
+            content[60_000..],
+            "short at the end of the file"
+        );
         assert!(read_cached(fd, 70_000, 10).unwrap().is_empty(), "nothing past the end");
         // The second half dropped from the page cache: whatever comes back is the file's own
         // prefix (the kernel may have read some of it back meanwhile), and no error.
@@ -378,7 +422,11 @@ mod tests {
         let rc = unsafe { libc::posix_fadvise(fd, 32 * 1024, 0, libc::POSIX_FADV_DONTNEED) };
         assert_eq!(rc, 0);
         let got = read_cached(fd, 0, content.len()).unwrap();
-        assert!(got.len() >= 32 * 1024 && got == content[..got.len()], "a prefix of {} bytes", got.len());
+        assert!(
+            got.len() >= 32 * 1024 && got == content[..got.len()],
+            "a prefix of {} bytes",
+            got.len()
+        );
         std::fs::remove_file(&path).unwrap();
     }
 
@@ -404,7 +452,11 @@ mod tests {
         while spin.elapsed() < Duration::from_millis(3) {
             x = std::hint::black_box(x.wrapping_add(1));
         }
-        assert_eq!(voluntary_switches(), Some(before), "3 ms of work without a syscall that sleeps");
+        assert_eq!(
+            voluntary_switches(),
+            Some(before),
+            "3 ms of work without a syscall that sleeps"
+        );
         std::thread::sleep(Duration::from_millis(1));
         assert!(voluntary_switches().expect("getrusage") > before, "a sleep is a voluntary switch");
     }
@@ -412,13 +464,25 @@ mod tests {
     #[test]
     fn a_slow_write_backs_off_if_it_slept_or_stalled_long() {
         let path = std::path::Path::new("test");
-        assert!(!note_write(Duration::from_millis(1), || panic!("asked for a fast write"), path), "a fast write");
-        assert!(!note_write(Duration::from_millis(5), || false, path), "preempted a few ms, not waiting: no back-off");
-        assert!(note_write(Duration::from_millis(20), || false, path), "a stall past INLINE_WRITE_STALL_US backs off, slept or not");
+        assert!(
+            !note_write(Duration::from_millis(1), || panic!("asked for a fast write"), path),
+            "a fast write"
+        );
+        assert!(
+            !note_write(Duration::from_millis(5), || false, path),
+            "preempted a few ms, not waiting: no back-off"
+        );
+        assert!(
+            note_write(Duration::from_millis(20), || false, path),
+            "a stall past INLINE_WRITE_STALL_US backs off, slept or not"
+        );
         // A later stall, not one that overlapped the one that set the back-off (which
         // counts as that one): as if that one had been set before the clock started.
         BACKOFF_SET_AT_MS.store(0, Ordering::Relaxed);
-        assert!(note_write(Duration::from_millis(3), || true, path), "a slow write that slept backs off");
+        assert!(
+            note_write(Duration::from_millis(3), || true, path),
+            "a slow write that slept backs off"
+        );
         BACKOFF_UNTIL_MS.store(0, Ordering::Relaxed);
         BACKOFF_SET_AT_MS.store(0, Ordering::Relaxed);
         SLOW_STREAK.store(0, Ordering::Relaxed);
@@ -442,13 +506,21 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fjord-inline-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("pieces");
-        let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
         use std::os::fd::AsRawFd;
         // More pieces than one call takes, starting with more empty ones than one call takes,
         // then some empty among others of varied sizes.
         let pieces: Vec<bytes::Bytes> = (0..1100u32)
             .map(|_| bytes::Bytes::new())
-            .chain((0..2500u32).map(|i| bytes::Bytes::from(vec![(i % 251) as u8; (i % 7) as usize])))
+            .chain(
+                (0..2500u32).map(|i| bytes::Bytes::from(vec![(i % 251) as u8; (i % 7) as usize])),
+            )
             .collect();
         pwritev_all(file.as_raw_fd(), &pieces, 3).unwrap();
         pwritev_all(file.as_raw_fd(), &[b"abc"], 0).unwrap();

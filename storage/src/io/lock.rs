@@ -24,7 +24,9 @@ impl FileLock {
             .create(true)
             .truncate(false)
             .open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("open lock file {}: {e}", path.display())))?;
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("open lock file {}: {e}", path.display()))
+            })?;
         // SAFETY: flock on a descriptor owned by `file`, which outlives the call.
         #[allow(unsafe_code)]
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -47,7 +49,12 @@ impl FileLock {
         let file = match OpenOptions::new().read(true).open(path) {
             Ok(file) => file,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(error) => return Err(io::Error::new(error.kind(), format!("open lock file {}: {error}", path.display()))),
+            Err(error) => {
+                return Err(io::Error::new(
+                    error.kind(),
+                    format!("open lock file {}: {error}", path.display()),
+                ))
+            }
         };
         // SAFETY: flock on a descriptor owned by `file`, which outlives the call; the shared
         // lock is released when `file` closes at the end of this function.

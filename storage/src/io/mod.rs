@@ -32,8 +32,11 @@ mod net;
 mod residency;
 mod splice;
 
+pub use file::{
+    list_dir, raise_open_files_limit, read_file, remove_file, rename, sync_dir, write_file_atomic,
+    File, SharedFile,
+};
 pub use inline::{disable_inline_writes, force_inline_writes, inline_reads, INLINE_READ_BYTES_MAX};
-pub use file::{list_dir, raise_open_files_limit, read_file, remove_file, rename, sync_dir, write_file_atomic, File, SharedFile};
 pub use lock::FileLock;
 pub use net::{bind_reuseport_std, Listener, Stream, READ_CHUNK_BYTES};
 pub use splice::{splice_to_socket, PipeStream, SplicePipe};

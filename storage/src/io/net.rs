@@ -107,7 +107,13 @@ pub fn bind_reuseport_std(address: SocketAddr) -> io::Result<std::net::TcpListen
             // SAFETY: setsockopt with a pointer to a live c_int and its size.
             #[allow(unsafe_code)]
             let rc = unsafe {
-                libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, option, (&one as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
             };
             if rc != 0 {
                 return Err(io::Error::last_os_error());
@@ -116,7 +122,9 @@ pub fn bind_reuseport_std(address: SocketAddr) -> io::Result<std::net::TcpListen
         let (storage, len) = socket_address(address);
         // SAFETY: `storage` holds a valid sockaddr of `len` bytes for the socket's family.
         #[allow(unsafe_code)]
-        let rc = unsafe { libc::bind(socket.as_raw_fd(), (&storage as *const libc::sockaddr_storage).cast(), len) };
+        let rc = unsafe {
+            libc::bind(socket.as_raw_fd(), (&storage as *const libc::sockaddr_storage).cast(), len)
+        };
         if rc != 0 {
             let error = io::Error::last_os_error();
             return Err(io::Error::new(error.kind(), format!("bind {address}: {error}")));

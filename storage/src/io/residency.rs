@@ -28,7 +28,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Bytes of a file a residency mapping covers: any segment (`SEGMENT_BYTES_MAX`, plus one
 /// append past it) fits.
 pub const RESIDENCY_MAP_BYTES: u64 = 2560 * 1024 * 1024;
-const _: () = assert!(RESIDENCY_MAP_BYTES >= crate::config::SEGMENT_BYTES_MAX + crate::config::APPEND_BYTES_MAX);
+const _: () = assert!(
+    RESIDENCY_MAP_BYTES >= crate::config::SEGMENT_BYTES_MAX + crate::config::APPEND_BYTES_MAX
+);
 
 /// Most residency mappings alive in the process at once.
 pub const RESIDENCY_MAPS_MAX: usize = 1024;
@@ -77,7 +79,16 @@ impl ResidencyMap {
         // SAFETY: a new private mapping of the caller's open descriptor that nothing ever
         // reads or writes through (PROT_NONE); `Drop` unmaps it.
         #[allow(unsafe_code)]
-        let address = unsafe { libc::mmap(std::ptr::null_mut(), map_len(), libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_NORESERVE, fd, 0) };
+        let address = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len(),
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+                fd,
+                0,
+            )
+        };
         if address == libc::MAP_FAILED {
             LIVE_MAPS.fetch_sub(1, Ordering::Relaxed);
             tracing::warn!(error = %std::io::Error::last_os_error(), "no residency mapping for a segment: its fetches splice through io_uring");
@@ -104,7 +115,13 @@ impl ResidencyMap {
         // SAFETY: `start..end` lies within the mapping, and `resident` has room for one byte
         // per page.
         #[allow(unsafe_code)]
-        let rc = unsafe { libc::mincore(self.address.add(start as usize).cast(), (end - start) as usize, resident.as_mut_ptr()) };
+        let rc = unsafe {
+            libc::mincore(
+                self.address.add(start as usize).cast(),
+                (end - start) as usize,
+                resident.as_mut_ptr(),
+            )
+        };
         rc == 0 && resident[..pages].iter().all(|byte| byte & 1 == 1) && self.truthful()
     }
 
@@ -114,7 +131,13 @@ impl ResidencyMap {
         let mut probe = [1u8];
         // SAFETY: the probe page is the mapping's last page; `probe` holds one byte.
         #[allow(unsafe_code)]
-        let rc = unsafe { libc::mincore(self.address.add(RESIDENCY_MAP_BYTES as usize).cast(), page_bytes() as usize, probe.as_mut_ptr()) };
+        let rc = unsafe {
+            libc::mincore(
+                self.address.add(RESIDENCY_MAP_BYTES as usize).cast(),
+                page_bytes() as usize,
+                probe.as_mut_ptr(),
+            )
+        };
         rc == 0 && probe[0] & 1 == 0
     }
 }
@@ -154,7 +177,13 @@ mod tests {
     fn mappings_are_bounded_and_given_back() {
         let dir = std::env::temp_dir().join(format!("fjord-residency-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(dir.join("f")).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(dir.join("f"))
+            .unwrap();
         // Other tests of this process may hold a few; take all that are left.
         let mut maps = Vec::new();
         loop {

@@ -80,11 +80,15 @@ impl SplicePipe {
         }
         // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
         #[allow(unsafe_code)]
-        let fds = unsafe { PipeFds { read: OwnedFd::from_raw_fd(raw[0]), write: OwnedFd::from_raw_fd(raw[1]) } };
+        let fds = unsafe {
+            PipeFds { read: OwnedFd::from_raw_fd(raw[0]), write: OwnedFd::from_raw_fd(raw[1]) }
+        };
         // Best effort: a smaller pipe only means more submissions.
         // SAFETY: fcntl on a descriptor we own, with an integer argument.
         #[allow(unsafe_code)]
-        let _ = unsafe { libc::fcntl(fds.write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES_MAX as libc::c_int) };
+        let _ = unsafe {
+            libc::fcntl(fds.write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES_MAX as libc::c_int)
+        };
         // SAFETY: as above; F_GETPIPE_SZ takes no argument.
         #[allow(unsafe_code)]
         let capacity = unsafe { libc::fcntl(fds.write.as_raw_fd(), libc::F_GETPIPE_SZ) };
@@ -124,7 +128,11 @@ impl OneshotOutputTransform for CountTransform {
     type Output = io::Result<u32>;
     type StoredData = Rc<PipeFds>;
 
-    fn transform_oneshot_output(self, _data: Rc<PipeFds>, cqe: io_uring::cqueue::Entry) -> io::Result<u32> {
+    fn transform_oneshot_output(
+        self,
+        _data: Rc<PipeFds>,
+        cqe: io_uring::cqueue::Entry,
+    ) -> io::Result<u32> {
         let result = cqe.result();
         if result >= 0 {
             Ok(result as u32)
@@ -134,7 +142,14 @@ impl OneshotOutputTransform for CountTransform {
     }
 }
 
-async fn splice(fds: &Rc<PipeFds>, fd_in: RawFd, off_in: i64, fd_out: RawFd, off_out: i64, len: u32) -> io::Result<u32> {
+async fn splice(
+    fds: &Rc<PipeFds>,
+    fd_in: RawFd,
+    off_in: i64,
+    fd_out: RawFd,
+    off_out: i64,
+    len: u32,
+) -> io::Result<u32> {
     let sqe = opcode::Splice::new(types::Fd(fd_in), off_in, types::Fd(fd_out), off_out, len)
         .flags(libc::SPLICE_F_MOVE)
         .build();
@@ -208,7 +223,9 @@ impl<'a> PipeStream<'a> {
             let rest = &bytes[written_total..];
             // SAFETY: write(2) from a live slice into the pipe's write end, which we own.
             #[allow(unsafe_code)]
-            let rc = unsafe { libc::write(self.pipe.fds.write.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
+            let rc = unsafe {
+                libc::write(self.pipe.fds.write.as_raw_fd(), rest.as_ptr().cast(), rest.len())
+            };
             if rc < 0 {
                 let error = io::Error::last_os_error();
                 match error.kind() {
@@ -218,12 +235,20 @@ impl<'a> PipeStream<'a> {
                         self.slots += slots_for(bytes.len() - written_total);
                     }
                     io::ErrorKind::Interrupted => {}
-                    _ => return Err(io::Error::new(error.kind(), format!("write to the splice pipe: {error}"))),
+                    _ => {
+                        return Err(io::Error::new(
+                            error.kind(),
+                            format!("write to the splice pipe: {error}"),
+                        ))
+                    }
                 }
                 continue;
             }
             if rc == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "the splice pipe accepted no bytes"));
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the splice pipe accepted no bytes",
+                ));
             }
             self.buffered += rc as usize;
             written_total += rc as usize;
@@ -245,22 +270,44 @@ impl<'a> PipeStream<'a> {
             let chunk = (len - done).min(space as u64) as u32;
             let at = position + done;
             let spliced = if self.inline && file.cached(at, u64::from(chunk)) {
-                splice_now(file.as_raw_fd(), Some(at as i64), self.pipe.fds.write.as_raw_fd(), chunk)
+                splice_now(
+                    file.as_raw_fd(),
+                    Some(at as i64),
+                    self.pipe.fds.write.as_raw_fd(),
+                    chunk,
+                )
             } else {
-                splice(&self.pipe.fds, file.as_raw_fd(), at as i64, self.pipe.fds.write.as_raw_fd(), -1, chunk).await
+                splice(
+                    &self.pipe.fds,
+                    file.as_raw_fd(),
+                    at as i64,
+                    self.pipe.fds.write.as_raw_fd(),
+                    -1,
+                    chunk,
+                )
+                .await
             };
             let moved = match spliced {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     self.drain().await?;
                     continue;
                 }
-                other => other.map_err(|error| io::Error::new(error.kind(), format!("splice {} at position {at}: {error}", file.path().display())))?,
+                other => other.map_err(|error| {
+                    io::Error::new(
+                        error.kind(),
+                        format!("splice {} at position {at}: {error}", file.path().display()),
+                    )
+                })?,
             };
             self.slots += slots_for(moved as usize);
             if moved == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("splice {}: end of file at position {at}, wanted {} more bytes", file.path().display(), len - done),
+                    format!(
+                        "splice {}: end of file at position {at}, wanted {} more bytes",
+                        file.path().display(),
+                        len - done
+                    ),
                 ));
             }
             self.buffered += moved as usize;
@@ -276,10 +323,23 @@ impl<'a> PipeStream<'a> {
             let sent = if self.inline {
                 splice_now(self.pipe.fds.read.as_raw_fd(), None, self.socket, self.buffered as u32)
             } else {
-                splice(&self.pipe.fds, self.pipe.fds.read.as_raw_fd(), -1, self.socket, -1, self.buffered as u32).await
+                splice(
+                    &self.pipe.fds,
+                    self.pipe.fds.read.as_raw_fd(),
+                    -1,
+                    self.socket,
+                    -1,
+                    self.buffered as u32,
+                )
+                .await
             };
             match sent {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "splice to socket: peer accepted no bytes")),
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "splice to socket: peer accepted no bytes",
+                    ))
+                }
                 Ok(sent) => {
                     self.buffered -= sent as usize;
                     if self.buffered == 0 {
@@ -290,12 +350,17 @@ impl<'a> PipeStream<'a> {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     eagain_count += 1;
                     if eagain_count > SOCKET_EAGAIN_RETRIES_MAX {
-                        return Err(io::Error::new(io::ErrorKind::WouldBlock, "splice to socket: socket never became writable"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::WouldBlock,
+                            "splice to socket: socket never became writable",
+                        ));
                     }
                     poll_writable(&self.pipe.fds, self.socket).await?;
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(io::Error::new(error.kind(), format!("splice to socket: {error}"))),
+                Err(error) => {
+                    return Err(io::Error::new(error.kind(), format!("splice to socket: {error}")))
+                }
             }
         }
         Ok(())
@@ -327,7 +392,8 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
     if unsafe { libc::uname(&mut name) } != 0 {
         return false;
     }
-    let release: String = name.release.iter().take_while(|c| **c != 0).map(|c| *c as u8 as char).collect();
+    let release: String =
+        name.release.iter().take_while(|c| **c != 0).map(|c| *c as u8 as char).collect();
     release_at_least(&release, major, minor)
 }
 
@@ -371,7 +437,14 @@ fn splice_now(fd_in: RawFd, off_in: Option<i64>, fd_out: RawFd, len: u32) -> io:
         // or points to a live i64.
         #[allow(unsafe_code)]
         let rc = unsafe {
-            libc::splice(fd_in, off_in_ptr, fd_out, std::ptr::null_mut(), len as usize, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
+            libc::splice(
+                fd_in,
+                off_in_ptr,
+                fd_out,
+                std::ptr::null_mut(),
+                len as usize,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
         };
         if rc >= 0 {
             return Ok(rc as u32);
