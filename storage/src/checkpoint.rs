@@ -17,7 +17,7 @@ use std::path::Path;
 
 use tracing::warn;
 
-use crate::io::{self, File};
+use crate::disk::{Disk, DiskFile};
 
 const FILE_NAME: &str = "checkpoint";
 const TEMP_NAME: &str = "checkpoint.tmp";
@@ -46,7 +46,7 @@ impl Checkpoint {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
         if bytes.len() != BYTES {
             return Err(format!("length {} instead of {BYTES}", bytes.len()));
         }
@@ -67,12 +67,13 @@ impl Checkpoint {
     }
 
     /// Reads the checkpoint of `dir`; a missing or damaged one is `None`.
-    pub async fn read(dir: &Path) -> std::io::Result<Option<Checkpoint>> {
+    pub async fn read<D: Disk>(disk: &D, dir: &Path) -> std::io::Result<Option<Checkpoint>> {
         let path = dir.join(FILE_NAME);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let file = File::open_read(&path).await?;
+        let file = match disk.open_read(&path).await {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
         let bytes = file.read_at(0, BYTES + 1).await?;
         file.close().await?;
         match Checkpoint::decode(&bytes) {
@@ -85,16 +86,16 @@ impl Checkpoint {
     }
 
     /// Replaces the checkpoint of `dir` atomically and durably.
-    pub async fn write(&self, dir: &Path) -> std::io::Result<()> {
+    pub async fn write<D: Disk>(&self, disk: &D, dir: &Path) -> std::io::Result<()> {
         let temp = dir.join(TEMP_NAME);
-        let file = File::open_rw(&temp, true).await?;
+        let file = disk.open_rw(&temp, true).await?;
         file.set_len(0)?;
         let (result, _) = file.write_all_at(self.encode(), 0).await;
         result?;
         file.sync_data().await?;
         file.close().await?;
-        io::rename(&temp, &dir.join(FILE_NAME)).await?;
-        io::sync_dir(dir).await
+        disk.rename(&temp, &dir.join(FILE_NAME)).await?;
+        disk.sync_dir(dir).await
     }
 }
 

@@ -17,17 +17,24 @@
 
 pub mod batch;
 mod checkpoint;
+mod clock;
 mod config;
+mod disk;
 mod error;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod index;
 pub mod io;
 mod log;
 mod recovery;
 mod retention;
 mod segment;
+pub mod sim;
 mod tail;
 
 pub use checkpoint::Checkpoint;
+pub use clock::{Clock, SystemClock};
+pub use disk::{Disk, DiskFile, RealDisk};
 pub use config::{
     FlushPolicy, LogConfig, APPEND_BYTES_MAX, BATCH_BYTES_LIMIT_MAX, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN,

@@ -13,18 +13,19 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use tracing::{info, warn};
 
 use crate::batch::{self, BatchInfo, Origin};
 use crate::checkpoint::Checkpoint;
+use crate::clock::{Clock, SystemClock};
+use crate::disk::{Disk, DiskFile, RealDisk};
 use crate::config::{FlushPolicy, LogConfig, APPEND_BYTES_MAX};
 use crate::error::{BatchError, Result, StorageError};
 use crate::io::{File, SplicePipe};
 use crate::recovery::{self, ScanOutcome};
-use crate::segment::{Region, Segment};
+use crate::segment::{segment_path, Region, Segment};
 
 /// Header bytes a leader rewrites in every batch: baseOffset, batchLength (unchanged) and
 /// partitionLeaderEpoch.
@@ -72,9 +73,9 @@ pub struct AppendInfo {
 
 /// A byte range of whole batches in one segment file. Holding it keeps the file open, so the
 /// bytes stay readable even if retention deletes the segment meanwhile.
-#[derive(Debug, Clone)]
-pub struct FileRegion {
-    pub file: Rc<File>,
+#[derive(Debug)]
+pub struct FileRegion<F = File> {
+    pub file: Rc<F>,
     pub segment_base_offset: i64,
     pub position: u64,
     pub len: u64,
@@ -84,7 +85,13 @@ pub struct FileRegion {
     pub next_offset: i64,
 }
 
-impl FileRegion {
+impl<F> Clone for FileRegion<F> {
+    fn clone(&self) -> Self {
+        FileRegion { file: Rc::clone(&self.file), ..*self }
+    }
+}
+
+impl<F: DiskFile> FileRegion<F> {
     /// Copies the region into memory (for replication tests and tools; fetches use splice).
     pub async fn read_bytes(&self) -> Result<Vec<u8>> {
         let bytes = self.file.read_at(self.position, self.len as usize).await?;
@@ -97,7 +104,9 @@ impl FileRegion {
         }
         Ok(bytes)
     }
+}
 
+impl FileRegion<File> {
     /// Sends the region to `socket` without copying it through user space
     /// (`io::splice_to_socket`, which may make the socket non-blocking).
     pub async fn splice_to(
@@ -110,12 +119,18 @@ impl FileRegion {
 }
 
 /// The answer to a read: whole batches, in offset order, across one or more segments.
-#[derive(Debug, Clone, Default)]
-pub struct ReadResult {
-    pub regions: Vec<FileRegion>,
+#[derive(Debug, Clone)]
+pub struct ReadResult<F = File> {
+    pub regions: Vec<FileRegion<F>>,
 }
 
-impl ReadResult {
+impl<F> Default for ReadResult<F> {
+    fn default() -> Self {
+        ReadResult { regions: Vec::new() }
+    }
+}
+
+impl<F: DiskFile> ReadResult<F> {
     pub fn bytes(&self) -> u64 {
         self.regions.iter().map(|r| r.len).sum()
     }
@@ -156,12 +171,14 @@ pub struct OpenReport {
     pub removed_segments: Vec<i64>,
 }
 
-/// One partition's log.
+/// One partition's log, on disk `D` (the machine's by default) with clock `C`.
 #[derive(Debug)]
-pub struct PartitionLog {
+pub struct PartitionLog<D: Disk = RealDisk, C: Clock = SystemClock> {
+    disk: D,
+    clock: C,
     pub(crate) dir: PathBuf,
     pub(crate) config: LogConfig,
-    pub(crate) segments: Vec<Segment>,
+    pub(crate) segments: Vec<Segment<D>>,
     pub(crate) log_start_offset: i64,
     durable_offset: i64,
     /// Whether the checkpoint on disk still says "clean shutdown".
@@ -171,17 +188,21 @@ pub struct PartitionLog {
     open_report: OpenReport,
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir` on the machine's disk and clock, recovering it if
+    /// the last stop was not clean.
+    pub async fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog> {
+        PartitionLog::open_on(RealDisk, SystemClock, dir, config).await
+    }
 }
 
-impl PartitionLog {
-    /// Opens (or creates) the log in `dir`, recovering it if the last stop was not clean.
-    pub async fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog> {
+impl<D: Disk, C: Clock> PartitionLog<D, C> {
+    /// Opens (or creates) the log in `dir` on `disk`, reading the time from `clock`,
+    /// recovering it if the last stop was not clean.
+    pub async fn open_on(disk: D, clock: C, dir: &Path, config: LogConfig) -> Result<Self> {
         config.validate()?;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", dir.display())))?;
-        let names = crate::io::list_dir(dir)?;
+        disk.create_dir_all(dir)?;
+        let names = disk.list_dir(dir)?;
         let mut bases: Vec<i64> = names
             .iter()
             .filter_map(|name| name.strip_suffix(".log"))
@@ -189,9 +210,9 @@ impl PartitionLog {
             .filter_map(|stem| stem.parse::<i64>().ok())
             .collect();
         bases.sort_unstable();
-        recovery::remove_orphans(dir, &names, &bases).await?;
+        recovery::remove_orphans(&disk, dir, &names, &bases).await?;
 
-        let checkpoint = Checkpoint::read(dir).await?;
+        let checkpoint = Checkpoint::read(&disk, dir).await?;
         let clean = checkpoint.is_some_and(|c| c.clean_shutdown);
         let recovery_offset = checkpoint.map_or(i64::MIN, |c| c.recovery_offset);
         let mut log_start_offset =
@@ -203,19 +224,20 @@ impl PartitionLog {
             let base = bases.remove(0);
             warn!(dir = %dir.display(), base, log_start_offset, "removing segment below the log start");
             for extension in ["log", "index", "timeindex"] {
-                crate::io::remove_file(&Segment::path(dir, base, extension)).await?;
+                disk.remove_file(&segment_path(dir, base, extension)).await?;
             }
             report.removed_segments.push(base);
         }
 
-        let now = now_ms();
-        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+        let now = clock.now_ms();
+        let mut segments: Vec<Segment<D>> = Vec::with_capacity(bases.len().max(1));
         // The segment holding the recovery offset and all after it are scanned when unclean.
         let first_scanned = bases.iter().rposition(|&base| base <= recovery_offset).unwrap_or(0);
         let mut cut_at: Option<usize> = None;
         for (i, &base) in bases.iter().enumerate() {
             let mut segment =
-                Segment::open_files(dir, base, false, config.index_interval_bytes, now).await?;
+                Segment::open_files(&disk, dir, base, false, config.index_interval_bytes, now)
+                    .await?;
             let outcome = if clean || i < first_scanned {
                 recovery::open_trusted(&mut segment).await?
             } else {
@@ -246,21 +268,24 @@ impl PartitionLog {
             for &base in &bases[cut..] {
                 warn!(dir = %dir.display(), base, "removing segment after a damaged one: its offsets no longer follow");
                 for extension in ["log", "index", "timeindex"] {
-                    crate::io::remove_file(&Segment::path(dir, base, extension)).await?;
+                    disk.remove_file(&segment_path(dir, base, extension)).await?;
                 }
                 report.removed_segments.push(base);
             }
         }
         if segments.is_empty() {
             let segment =
-                Segment::create(dir, log_start_offset, config.index_interval_bytes, now).await?;
-            crate::io::sync_dir(dir).await?;
+                Segment::create(&disk, dir, log_start_offset, config.index_interval_bytes, now)
+                    .await?;
+            disk.sync_dir(dir).await?;
             segments.push(segment);
         }
         let log_end_offset = segments.last().expect("at least one segment").next_offset;
         log_start_offset = log_start_offset.min(log_end_offset);
 
         let mut log = PartitionLog {
+            disk,
+            clock,
             dir: dir.to_path_buf(),
             config,
             segments,
@@ -347,11 +372,11 @@ impl PartitionLog {
             .collect()
     }
 
-    pub(crate) fn active(&self) -> &Segment {
+    pub(crate) fn active(&self) -> &Segment<D> {
         self.segments.last().expect("a log always has an active segment")
     }
 
-    fn active_mut(&mut self) -> &mut Segment {
+    fn active_mut(&mut self) -> &mut Segment<D> {
         self.segments.last_mut().expect("a log always has an active segment")
     }
 
@@ -392,7 +417,7 @@ impl PartitionLog {
             recovery_offset,
             log_start_offset: self.log_start_offset,
         };
-        let result = checkpoint.write(&self.dir).await.map_err(StorageError::from);
+        let result = checkpoint.write(&self.disk, &self.dir).await.map_err(StorageError::from);
         self.guard(result)?;
         self.clean_flag_on_disk = clean;
         Ok(())
@@ -672,7 +697,7 @@ impl PartitionLog {
     /// the active segment if the append would not fit it. Returns the time of the append.
     async fn make_room(&mut self, size: u64, offsets: i64) -> Result<i64> {
         self.mark_dirty().await?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         if self.should_roll(size, offsets, now) {
             self.roll().await?;
         }
@@ -764,10 +789,11 @@ impl PartitionLog {
         let base = self.log_end_offset();
         self.durable_offset = base;
         let result = async {
+            let now = self.clock.now_ms();
             let segment =
-                Segment::create(&self.dir, base, self.config.index_interval_bytes, now_ms())
+                Segment::create(&self.disk, &self.dir, base, self.config.index_interval_bytes, now)
                     .await?;
-            crate::io::sync_dir(&self.dir).await?;
+            self.disk.sync_dir(&self.dir).await?;
             Ok(segment)
         }
         .await;
@@ -787,7 +813,7 @@ impl PartitionLog {
             self.guard(result)?;
             self.durable_offset = end;
         }
-        self.last_flush_ms = now_ms();
+        self.last_flush_ms = self.clock.now_ms();
         Ok(())
     }
 
@@ -795,7 +821,7 @@ impl PartitionLog {
     /// is already durable. The caller syncs the returned file *without* holding the log, so
     /// appends continue meanwhile, and then reports with [`PartitionLog::complete_flush`].
     /// One fdatasync then covers every append that arrived before it started.
-    pub fn flush_target(&self) -> Result<Option<(Rc<File>, i64)>> {
+    pub fn flush_target(&self) -> Result<Option<(Rc<D::File>, i64)>> {
         self.check_poison()?;
         let end = self.log_end_offset();
         if self.durable_offset >= end {
@@ -811,14 +837,14 @@ impl PartitionLog {
         // A roll meanwhile sealed (and synced) the old segment itself; `end` only ever
         // moves the durable offset forward.
         self.durable_offset = self.durable_offset.max(end.min(self.log_end_offset()));
-        self.last_flush_ms = now_ms();
+        self.last_flush_ms = self.clock.now_ms();
         Ok(())
     }
 
     /// Flushes if the flush policy's interval has passed; for a background timer.
     pub async fn flush_if_due(&mut self) -> Result<()> {
         if let FlushPolicy::IntervalMs(interval) = self.config.flush {
-            if now_ms() - self.last_flush_ms >= interval as i64 {
+            if self.clock.now_ms() - self.last_flush_ms >= interval as i64 {
                 return self.flush().await;
             }
         }
@@ -828,7 +854,7 @@ impl PartitionLog {
     /// Rolls the active segment if it is older than `segment_ms` (for a background timer;
     /// appends check this too).
     pub async fn roll_if_due(&mut self) -> Result<()> {
-        if now_ms() - self.active().created_at_ms >= self.config.segment_ms as i64
+        if self.clock.now_ms() - self.active().created_at_ms >= self.config.segment_ms as i64
             && self.active().size > 0
         {
             self.roll().await?;
@@ -858,7 +884,7 @@ impl PartitionLog {
         offset: i64,
         max_bytes: u64,
         end_offset: i64,
-    ) -> Result<ReadResult> {
+    ) -> Result<ReadResult<D::File>> {
         if offset >= end_offset
             && offset <= self.log_end_offset()
             && offset >= self.log_start_offset
@@ -890,7 +916,7 @@ impl PartitionLog {
 
     /// Whole batches from the one containing `offset`, up to `max_bytes` in total but always
     /// at least one batch. Empty at the log end offset; an error outside the log.
-    pub async fn read(&mut self, offset: i64, max_bytes: u64) -> Result<ReadResult> {
+    pub async fn read(&mut self, offset: i64, max_bytes: u64) -> Result<ReadResult<D::File>> {
         self.check_poison()?;
         let end = self.log_end_offset();
         if offset < self.log_start_offset || offset > end {
@@ -1071,7 +1097,7 @@ impl PartitionLog {
             ));
         }
         segment.next_offset = cut_offset;
-        crate::io::sync_dir(&self.dir).await?;
+        self.disk.sync_dir(&self.dir).await?;
         Ok(())
     }
 
@@ -1084,11 +1110,11 @@ impl PartitionLog {
             for segment in self.segments.drain(..) {
                 segment.delete(&self.dir).await?;
             }
-            let segment =
-                Segment::create(&self.dir, offset, self.config.index_interval_bytes, now_ms())
-                    .await?;
-            crate::io::sync_dir(&self.dir).await?;
-            Ok::<Segment, StorageError>(segment)
+            let now = self.clock.now_ms();
+            let interval = self.config.index_interval_bytes;
+            let segment = Segment::create(&self.disk, &self.dir, offset, interval, now).await?;
+            self.disk.sync_dir(&self.dir).await?;
+            Ok::<Segment<D>, StorageError>(segment)
         }
         .await;
         let segment = self.guard(result)?;
@@ -1125,6 +1151,7 @@ impl PartitionLog {
                 segment.next_offset,
             );
             let mut copy = Segment::open_files(
+                &self.disk,
                 &self.dir,
                 segment.base_offset,
                 false,

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use crate::batch::{self, BatchHeader, Origin, BATCH_HEADER_BYTES};
 use crate::config::BATCH_BYTES_LIMIT_MAX;
+use crate::disk::{Disk, DiskFile};
 use crate::error::Result;
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::segment::Segment;
@@ -42,7 +43,7 @@ pub struct ScanOutcome {
 
 /// Scans the whole `.log` of `segment`, rebuilding its in-memory indexes. With `repair`, cuts
 /// the file after the last valid batch, rewrites both index files and syncs all three.
-pub(crate) async fn scan_segment(segment: &mut Segment, repair: bool) -> Result<ScanOutcome> {
+pub(crate) async fn scan_segment<D: Disk>(segment: &mut Segment<D>, repair: bool) -> Result<ScanOutcome> {
     let file_size = segment.log.len().await?;
     segment.index = OffsetIndex::new(segment.base_offset);
     segment.time_index = TimeIndex::new(segment.base_offset);
@@ -143,7 +144,7 @@ pub(crate) async fn scan_segment(segment: &mut Segment, repair: bool) -> Result<
 
 /// Opens a segment trusting its indexes, falling back to a full scan if anything disagrees.
 /// Returns the scan outcome when a scan ran.
-pub(crate) async fn open_trusted(segment: &mut Segment) -> Result<Option<ScanOutcome>> {
+pub(crate) async fn open_trusted<D: Disk>(segment: &mut Segment<D>) -> Result<Option<ScanOutcome>> {
     match load_indexes(segment).await {
         Ok(()) => Ok(None),
         Err(reason) => {
@@ -153,7 +154,7 @@ pub(crate) async fn open_trusted(segment: &mut Segment) -> Result<Option<ScanOut
     }
 }
 
-async fn load_indexes(segment: &mut Segment) -> std::result::Result<(), String> {
+async fn load_indexes<D: Disk>(segment: &mut Segment<D>) -> std::result::Result<(), String> {
     let file_size = segment.log.len().await.map_err(|e| e.to_string())?;
     let index_bytes = segment.index_file.read_all().await.map_err(|e| e.to_string())?;
     segment.index = OffsetIndex::decode(segment.base_offset, &index_bytes, file_size, i64::MAX)
@@ -177,7 +178,12 @@ async fn load_indexes(segment: &mut Segment) -> std::result::Result<(), String> 
 }
 
 /// Removes files in `dir` that belong to no segment: indexes without a `.log`, temp files.
-pub(crate) async fn remove_orphans(dir: &Path, names: &[String], bases: &[i64]) -> Result<()> {
+pub(crate) async fn remove_orphans<D: Disk>(
+    disk: &D,
+    dir: &Path,
+    names: &[String],
+    bases: &[i64],
+) -> Result<()> {
     for name in names {
         let orphan_index = ["index", "timeindex"].iter().any(|extension| {
             name.strip_suffix(&format!(".{extension}"))
@@ -186,7 +192,7 @@ pub(crate) async fn remove_orphans(dir: &Path, names: &[String], bases: &[i64]) 
         });
         if orphan_index || name.ends_with(".tmp") {
             warn!(path = %dir.join(name).display(), "removing orphaned file");
-            crate::io::remove_file(&dir.join(name)).await?;
+            disk.remove_file(&dir.join(name)).await?;
         }
     }
     Ok(())

@@ -8,6 +8,8 @@
 use tracing::info;
 
 use crate::error::Result;
+use crate::clock::Clock;
+use crate::disk::Disk;
 use crate::log::PartitionLog;
 
 /// What a retention pass removed.
@@ -18,7 +20,7 @@ pub struct RetentionOutcome {
     pub log_start_offset: i64,
 }
 
-impl PartitionLog {
+impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// Deletes closed segments whose newest timestamp is more than `retention_ms` before
     /// `now_ms`, then the oldest closed segments while the log exceeds `retention_bytes`.
     pub async fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionOutcome> {

@@ -15,8 +15,9 @@ use std::rc::Rc;
 
 use crate::batch::{BatchHeader, BatchInfo, BATCH_HEADER_BYTES};
 use crate::error::{Result, StorageError};
+use crate::disk::{Disk, DiskFile};
 use crate::index::{OffsetIndex, TimeIndex};
-use crate::io::{self, File};
+use tokio_uring::buf::IoBuf;
 use tracing::debug;
 
 /// Bytes read at once when walking batch headers: covers several index intervals, so a
@@ -34,17 +35,18 @@ const PREALLOCATE_FREE_BYTES_MIN: u64 = 1024 * 1024 * 1024;
 /// An index file, opened only while it is read or written: a partition keeps one descriptor
 /// per segment (its `.log`), not three, so ten thousand partitions fit the usual limits.
 #[derive(Debug)]
-pub(crate) struct IndexFile {
-    pub(crate) path: PathBuf,
+pub(crate) struct IndexFile<D: Disk> {
+    disk: D,
+    path: PathBuf,
 }
 
-impl IndexFile {
+impl<D: Disk> IndexFile<D> {
     pub(crate) async fn write_all_at(
         &self,
         bytes: Vec<u8>,
         position: u64,
     ) -> (std::io::Result<()>, Vec<u8>) {
-        let file = match File::open_rw(&self.path, true).await {
+        let file = match self.disk.open_rw(&self.path, true).await {
             Ok(file) => file,
             Err(error) => return (Err(error), bytes),
         };
@@ -54,7 +56,7 @@ impl IndexFile {
     }
 
     pub(crate) async fn sync_data(&self) -> std::io::Result<()> {
-        let file = File::open_rw(&self.path, true).await?;
+        let file = self.disk.open_rw(&self.path, true).await?;
         let synced = file.sync_data().await;
         let closed = file.close().await;
         synced.and(closed)
@@ -62,7 +64,7 @@ impl IndexFile {
 
     /// Cuts (or creates) the file at `len` bytes.
     pub(crate) async fn set_len(&self, len: u64) -> std::io::Result<()> {
-        let file = File::open_rw(&self.path, true).await?;
+        let file = self.disk.open_rw(&self.path, true).await?;
         let result = if file.len().await? != len { file.set_len(len) } else { Ok(()) };
         let closed = file.close().await;
         result.and(closed)
@@ -70,7 +72,7 @@ impl IndexFile {
 
     /// The whole file (empty if missing).
     pub(crate) async fn read_all(&self) -> std::io::Result<Vec<u8>> {
-        Ok(io::read_file(&self.path, INDEX_FILE_BYTES_MAX).await?.unwrap_or_default())
+        Ok(self.disk.read_file(&self.path, INDEX_FILE_BYTES_MAX).await?.unwrap_or_default())
     }
 }
 
@@ -102,11 +104,11 @@ pub struct Region {
 }
 
 #[derive(Debug)]
-pub struct Segment {
+pub struct Segment<D: Disk> {
     pub(crate) base_offset: i64,
-    pub(crate) log: Rc<File>,
-    pub(crate) index_file: IndexFile,
-    pub(crate) time_index_file: IndexFile,
+    pub(crate) log: Rc<D::File>,
+    pub(crate) index_file: IndexFile<D>,
+    pub(crate) time_index_file: IndexFile<D>,
     pub(crate) size: u64,
     pub(crate) next_offset: i64,
     pub(crate) max_timestamp: i64,
@@ -135,22 +137,26 @@ fn reservation(size: u64, len: u64, reserved_to: u64, free: u64) -> Option<(u64,
     (free >= (to - from).saturating_add(PREALLOCATE_FREE_BYTES_MIN)).then_some((from, to))
 }
 
-impl Segment {
-    pub(crate) fn path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
-        dir.join(file_name(base_offset, extension))
-    }
+/// The path of one of a segment's files.
+pub(crate) fn segment_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
+    dir.join(file_name(base_offset, extension))
+}
 
+impl<D: Disk> Segment<D> {
     /// Opens the three files of a segment (creating them when asked), with empty indexes.
     pub(crate) async fn open_files(
+        disk: &D,
         dir: &Path,
         base_offset: i64,
         create: bool,
         index_interval_bytes: u64,
         now_ms: i64,
-    ) -> Result<Segment> {
-        let log = File::open_rw(&Segment::path(dir, base_offset, "log"), create).await?;
-        let index_file = IndexFile { path: Segment::path(dir, base_offset, "index") };
-        let time_index_file = IndexFile { path: Segment::path(dir, base_offset, "timeindex") };
+    ) -> Result<Segment<D>> {
+        let log = disk.open_rw(&segment_path(dir, base_offset, "log"), create).await?;
+        let index_file =
+            IndexFile { disk: disk.clone(), path: segment_path(dir, base_offset, "index") };
+        let time_index_file =
+            IndexFile { disk: disk.clone(), path: segment_path(dir, base_offset, "timeindex") };
         Ok(Segment {
             base_offset,
             log: Rc::new(log),
@@ -172,13 +178,14 @@ impl Segment {
 
     /// Creates a new, empty segment. Any leftover files of the same name are emptied.
     pub(crate) async fn create(
+        disk: &D,
         dir: &Path,
         base_offset: i64,
         index_interval_bytes: u64,
         now_ms: i64,
-    ) -> Result<Segment> {
+    ) -> Result<Segment<D>> {
         let segment =
-            Segment::open_files(dir, base_offset, true, index_interval_bytes, now_ms).await?;
+            Segment::open_files(disk, dir, base_offset, true, index_interval_bytes, now_ms).await?;
         // Leftovers are rare (a crash right after an earlier create); truncating a new, empty
         // file is not free on ext4 (it starts writeback at close), so check first.
         if segment.log.len().await? > 0 {
@@ -218,7 +225,7 @@ impl Segment {
     /// On error the segment's state is unchanged and the caller poisons the log.
     /// Writes `bytes` after the last batch without making them part of the segment yet: until
     /// `commit_tail`, reads, indexes and `size` ignore them (a failed check can cut them off).
-    pub(crate) async fn write_tail<B: tokio_uring::buf::IoBuf>(
+    pub(crate) async fn write_tail<B: IoBuf + AsRef<[u8]>>(
         &mut self,
         bytes: B,
     ) -> std::io::Result<B> {
@@ -564,7 +571,7 @@ impl Segment {
     pub(crate) async fn delete(self, dir: &Path) -> std::io::Result<()> {
         let base = self.base_offset;
         for extension in ["log", "index", "timeindex"] {
-            io::remove_file(&Segment::path(dir, base, extension)).await?;
+            self.index_file.disk.remove_file(&segment_path(dir, base, extension)).await?;
         }
         Ok(())
     }

@@ -3,6 +3,8 @@
 
 use crate::batch::BatchHeader;
 use crate::error::Result;
+use crate::clock::Clock;
+use crate::disk::{Disk, DiskFile};
 use crate::log::PartitionLog;
 
 /// Header fields of one batch near the end of the log.
@@ -19,7 +21,7 @@ pub struct BatchSummary {
 /// Bytes read at once while walking the tail.
 const TAIL_READ_BYTES: u64 = 64 * 1024;
 
-impl PartitionLog {
+impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// The headers of the batches in about the last `bytes_max` bytes of the active
     /// segment, oldest first, starting at an index entry (a batch boundary).
     pub async fn tail_batches(&mut self, bytes_max: u64) -> Result<Vec<BatchSummary>> {
