@@ -19,9 +19,11 @@ use kafka_protocol::ResponseError;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
+use crate::clock::now_ms;
 use crate::cluster::Cluster;
 use crate::config::{BrokerConfig, TOPICS_MAX, TOPIC_PARTITIONS_MAX};
 use crate::coordinator::{Coordinator, GroupConfig, OFFSETS_TOPIC};
+use crate::ids::{hex, parse_hex16, random_id};
 use crate::partition::{partition_dir, Partition};
 use crate::shards::Shards;
 use crate::topic::{validate_name, TopicConfig, TopicFile};
@@ -141,37 +143,6 @@ pub struct Broker {
     /// Set once `close` starts: a cluster state arriving later (shard 0 hands states to the
     /// other shards until it stops itself) must not open partitions nobody closes.
     closing: Cell<bool>,
-}
-
-pub(crate) fn random_id() -> [u8; 16] {
-    let mut id = [0u8; 16];
-    // SAFETY: getrandom writes at most `id.len()` bytes into the live buffer.
-    #[allow(unsafe_code)]
-    let filled = unsafe { libc::getrandom(id.as_mut_ptr().cast(), id.len(), 0) };
-    if filled != id.len() as isize {
-        // Never expected on Linux; fall back to time and pid, still unique enough for ids.
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-            ^ u128::from(std::process::id());
-        id = seed.to_be_bytes();
-    }
-    id
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn parse_hex16(text: &str) -> Option<[u8; 16]> {
-    if text.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, chunk) in text.as_bytes().chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
-    }
-    Some(out)
 }
 
 impl Broker {
@@ -931,12 +902,6 @@ async fn open_clustered_partition(
             None
         }
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub fn topic_id_hex(topic: &Topic) -> String {

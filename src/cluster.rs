@@ -24,9 +24,11 @@ use fjord_storage::io::FileLock;
 use kafka_protocol::ResponseError;
 use tracing::{info, warn};
 
-use crate::broker::{hex, now_ms, random_id, Broker, TopicError};
+use crate::broker::{Broker, TopicError};
+use crate::clock::now_ms;
 use crate::config::TOPIC_PARTITIONS_MAX;
 use crate::coordinator::OFFSETS_TOPIC;
+use crate::ids::{hex, random_id};
 use crate::topic::validate_name;
 
 /// How often liveness, the controller and the state file are checked.
@@ -171,7 +173,7 @@ impl Cluster {
                 format!("replication factor {replication_factor} needs that many live brokers; {} are live", live.len()),
             ));
         }
-        let start = (crate::coordinator::java_string_hash(name) & 0x7fff_ffff) as usize;
+        let start = (crate::ids::java_string_hash(name) & 0x7fff_ffff) as usize;
         let replicas = assign_replicas(&live, partitions, replication_factor, start);
         let result = self
             .store

@@ -33,6 +33,8 @@ use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use crate::clock::now_ms;
+use crate::ids::java_string_hash;
 use crate::partition::Partition;
 
 /// The internal topic holding committed offsets.
@@ -233,14 +235,6 @@ pub fn offsets_partition_index(group_id: &str, partitions: usize) -> usize {
     let hash = java_string_hash(group_id);
     let abs = if hash == i32::MIN { 0 } else { hash.unsigned_abs() };
     abs as usize % partitions.max(1)
-}
-
-pub fn java_string_hash(text: &str) -> i32 {
-    text.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
-}
-
-fn now_ms() -> i64 {
-    crate::broker::now_ms()
 }
 
 impl Coordinator {
@@ -1308,12 +1302,5 @@ mod tests {
             parse_records(&bytes),
             vec![(b"k1".to_vec(), Some(b"v1".to_vec())), (b"k2".to_vec(), None)]
         );
-    }
-
-    #[test]
-    fn java_hash_matches() {
-        assert_eq!(java_string_hash(""), 0);
-        assert_eq!(java_string_hash("a"), 97);
-        assert_eq!(java_string_hash("hello"), 99162322);
     }
 }

@@ -8,7 +8,7 @@ use crate::partition::AppendError;
 use crate::producer::SequenceCheck;
 
 /// The Kafka error for a storage error.
-pub fn storage_error_code(error: &StorageError) -> ResponseError {
+pub(crate) fn storage_error_code(error: &StorageError) -> ResponseError {
     match error {
         StorageError::InvalidBatch { source, .. } => batch_error_code(source),
         StorageError::AppendTooLarge { .. } => ResponseError::MessageTooLarge,
@@ -22,7 +22,7 @@ pub fn storage_error_code(error: &StorageError) -> ResponseError {
 }
 
 /// The Kafka error for a refused batch.
-pub fn batch_error_code(error: &BatchError) -> ResponseError {
+pub(crate) fn batch_error_code(error: &BatchError) -> ResponseError {
     match error {
         BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
         BatchError::WrongMagic { .. } => ResponseError::UnsupportedForMessageFormat,
@@ -39,7 +39,7 @@ pub fn batch_error_code(error: &BatchError) -> ResponseError {
 }
 
 /// The Kafka error for a refused append.
-pub fn append_error_code(error: &AppendError) -> ResponseError {
+pub(crate) fn append_error_code(error: &AppendError) -> ResponseError {
     match error {
         AppendError::Storage(error) => storage_error_code(error),
         AppendError::Sequence(SequenceCheck::OutOfOrder { .. }) => {

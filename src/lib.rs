@@ -11,12 +11,14 @@
 pub mod alloc;
 pub mod broker;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;
 mod errors;
 pub mod fetcher;
 mod handlers;
+mod ids;
 pub mod partition;
 pub mod producer;
 pub mod protocol;

@@ -363,7 +363,7 @@ impl Partition {
             tracing::debug!(partition = ?self, producer_id = sequenced.producer_id, epoch = sequenced.epoch, first_sequence = sequenced.first_sequence, count = sequenced.count, ?check, "idempotent set not written");
         }
         if let SequenceCheck::OutOfOrder { expected, got } = check {
-            let settling = crate::broker::now_ms() - self.replica.leading_since_ms.get()
+            let settling = crate::clock::now_ms() - self.replica.leading_since_ms.get()
                 < crate::replica::LEADERSHIP_SETTLE_MS;
             if self.replica.clustered && settling && got > expected {
                 tracing::info!(partition = ?self, producer_id = sequenced.producer_id, expected, got, "sequence gap right after taking the leadership: asking the producer to retry");

@@ -44,7 +44,7 @@ pub fn owner(count: usize, topic: &str, index: i32) -> usize {
     if count <= 1 || topic.starts_with("__") {
         return 0;
     }
-    let hash = crate::coordinator::java_string_hash(topic) as u32 as usize;
+    let hash = crate::ids::java_string_hash(topic) as u32 as usize;
     hash.wrapping_add(index.max(0) as usize) % count
 }
 

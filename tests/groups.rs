@@ -867,21 +867,21 @@ fn cli_consume_with_a_group_reads_each_message_once_and_resumes_after_a_reset() 
 mod raw {
     use super::*;
 
-    pub const OFFSET_COMMIT: i16 = 8;
-    pub const OFFSET_FETCH: i16 = 9;
-    pub const JOIN_GROUP: i16 = 11;
-    pub const HEARTBEAT: i16 = 12;
-    pub const LEAVE_GROUP: i16 = 13;
-    pub const SYNC_GROUP: i16 = 14;
+    pub(super) const OFFSET_COMMIT: i16 = 8;
+    pub(super) const OFFSET_FETCH: i16 = 9;
+    pub(super) const JOIN_GROUP: i16 = 11;
+    pub(super) const HEARTBEAT: i16 = 12;
+    pub(super) const LEAVE_GROUP: i16 = 13;
+    pub(super) const SYNC_GROUP: i16 = 14;
 
-    pub const NONE: i16 = 0;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub(super) const NONE: i16 = 0;
+    pub(super) const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub(super) const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+    pub(super) const ILLEGAL_GENERATION: i16 = 22;
+    pub(super) const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub(super) const REBALANCE_IN_PROGRESS: i16 = 27;
 
-    pub fn bytes(d: &mut Decoder) -> Option<Vec<u8>> {
+    pub(super) fn bytes(d: &mut Decoder) -> Option<Vec<u8>> {
         let n = d.i32();
         if n < 0 {
             return None;
@@ -894,14 +894,14 @@ mod raw {
     }
 
     /// ConsumerProtocolSubscription v0 for one topic.
-    pub fn subscription(topic: &str) -> Vec<u8> {
+    pub(super) fn subscription(topic: &str) -> Vec<u8> {
         let mut e = Encoder::new();
         e.i16(0).i32(1).string(topic).i32(-1);
         e.0
     }
 
     /// ConsumerProtocolAssignment v0 for one topic.
-    pub fn assignment(topic: &str, partitions: &[i32]) -> Vec<u8> {
+    pub(super) fn assignment(topic: &str, partitions: &[i32]) -> Vec<u8> {
         let mut e = Encoder::new();
         e.i16(0).i32(1).string(topic).i32(partitions.len() as i32);
         for p in partitions {
@@ -912,7 +912,7 @@ mod raw {
     }
 
     #[derive(Debug)]
-    pub struct Joined {
+    pub(super) struct Joined {
         pub error: i16,
         pub generation: i32,
         pub leader: String,
@@ -921,7 +921,7 @@ mod raw {
     }
 
     /// JoinGroup v1 (no member id required first).
-    pub fn join(conn: &mut Conn, group: &str, member_id: &str, topic: &str) -> Joined {
+    pub(super) fn join(conn: &mut Conn, group: &str, member_id: &str, topic: &str) -> Joined {
         let mut e = Encoder::new();
         e.string(group).i32(30_000).i32(30_000).string(member_id).string("consumer");
         e.i32(1).string("range").bytes(&subscription(topic));
@@ -943,7 +943,7 @@ mod raw {
     }
 
     /// SyncGroup v0: (error, this member's assignment).
-    pub fn sync(
+    pub(super) fn sync(
         conn: &mut Conn,
         group: &str,
         generation: i32,
@@ -962,7 +962,7 @@ mod raw {
     }
 
     /// Heartbeat v0.
-    pub fn heartbeat(conn: &mut Conn, group: &str, generation: i32, member_id: &str) -> i16 {
+    pub(super) fn heartbeat(conn: &mut Conn, group: &str, generation: i32, member_id: &str) -> i16 {
         let mut e = Encoder::new();
         e.string(group).i32(generation).string(member_id);
         let response = conn.call(HEARTBEAT, 0, 3, &e.0);
@@ -970,7 +970,7 @@ mod raw {
     }
 
     /// LeaveGroup v0.
-    pub fn leave(conn: &mut Conn, group: &str, member_id: &str) -> i16 {
+    pub(super) fn leave(conn: &mut Conn, group: &str, member_id: &str) -> i16 {
         let mut e = Encoder::new();
         e.string(group).string(member_id);
         let response = conn.call(LEAVE_GROUP, 0, 4, &e.0);
@@ -979,7 +979,7 @@ mod raw {
 
     /// OffsetCommit v2 of (topic, partition, offset, metadata); returns the error per
     /// (topic, partition) in response order.
-    pub fn commit(
+    pub(super) fn commit(
         conn: &mut Conn,
         group: &str,
         generation: i32,
@@ -1006,7 +1006,7 @@ mod raw {
     }
 
     /// OffsetFetch v1: (partition, committed offset, metadata, error) per partition asked.
-    pub fn fetch(
+    pub(super) fn fetch(
         conn: &mut Conn,
         group: &str,
         topic: &str,

@@ -548,9 +548,8 @@ impl RunningConsumer {
 
     /// SIGTERM: the consumer's shutdown hook closes it, which leaves the group.
     fn stop(mut self) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) on our own unreaped child (kafka-tool execs the JVM in place).
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        // kafka-tool execs the JVM in place, so the child is the consumer itself.
+        crate::support::send_signal(&self.child, libc::SIGTERM);
         let _ = self.child.wait();
     }
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::ReplicationError;
 
 /// Brokers in one cluster file: bounds the controller's work per tick.
-pub const CLUSTER_BROKERS_MAX: usize = 64;
+pub(crate) const CLUSTER_BROKERS_MAX: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::ReplicationError;
 
 /// Epoch entries kept: one per leadership change of the partition; older ones are dropped.
-pub const EPOCH_ENTRIES_MAX: usize = 10_000;
+pub(crate) const EPOCH_ENTRIES_MAX: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderEpochCache {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::ReplicationError;
 
 /// The state file's size limit: bounds what a broker reads every poll.
-pub const STATE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+pub(crate) const STATE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// How long a writer waits for the state lock before giving up.
 const STATE_LOCK_WAIT_MS_MAX: u64 = 10_000;
 

@@ -48,7 +48,7 @@ const INIT_PRODUCER_ID_VERSION: i16 = 1;
 const FETCH_VERSION: i16 = 11;
 
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {
+pub(super) struct BenchArgs {
     #[command(subcommand)]
     mode: BenchMode,
 }
@@ -163,7 +163,7 @@ impl Stats {
 /// One point of the time series: (seconds since start, records/s, p99 µs in the interval).
 type Sample = (f64, f64, u64);
 
-pub fn run(args: BenchArgs) -> Result<(), CliError> {
+pub(super) fn run(args: BenchArgs) -> Result<(), CliError> {
     match args.mode {
         BenchMode::Produce(load) => load_run("produce", load),
         BenchMode::Consume(load) => load_run("consume", load),
@@ -545,6 +545,8 @@ impl Wire {
 
 /// Reads from `stream` until `buf` holds `len` bytes, into its spare capacity (which the
 /// caller reserved), without zeroing it first.
+// The load generator's own receive path: raw `recv` into spare capacity, no copy.
+#[allow(unsafe_code)]
 fn read_into_spare(stream: &TcpStream, buf: &mut BytesMut, len: usize) -> std::io::Result<()> {
     use bytes::BufMut;
     use std::os::fd::AsRawFd;
@@ -630,6 +632,8 @@ impl Drop for RemoveOnDrop {
 
 /// Sends the first `total` bytes of `file` into `stream` with `sendfile(2)`, at most
 /// `chunk_bytes` per call.
+// The bench client sends a batch file with `sendfile`, as a fast producer would.
+#[allow(unsafe_code)]
 fn send_file(
     stream: &mut TcpStream,
     file: &std::fs::File,

@@ -25,7 +25,7 @@ const START_WAIT: Duration = Duration::from_secs(30);
 const STOP_WAIT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, clap::Args)]
-pub struct ClusterArgs {
+pub(super) struct ClusterArgs {
     #[command(subcommand)]
     command: ClusterCommand,
 }
@@ -92,7 +92,7 @@ fn alive(pid: i32) -> bool {
             .is_ok_and(|stat| !stat.contains(") Z "))
 }
 
-pub fn run(args: ClusterArgs) -> Result<(), CliError> {
+pub(super) fn run(args: ClusterArgs) -> Result<(), CliError> {
     match args.command {
         ClusterCommand::Up { brokers, dir, serve_args } => up(brokers, &dir, &serve_args),
         ClusterCommand::Down { dir } => down(&dir),

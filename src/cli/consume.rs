@@ -19,7 +19,7 @@ const FETCH_PARTITION_BYTES: i32 = 4 * 1024 * 1024;
 const FETCH_BYTES: i32 = 16 * 1024 * 1024;
 
 #[derive(Debug, clap::Args)]
-pub struct ConsumeArgs {
+pub(super) struct ConsumeArgs {
     /// Topic to read.
     #[arg(long, short = 't')]
     topic: String,
@@ -75,7 +75,7 @@ fn parse_start(text: &str) -> Result<Start, CliError> {
     }
 }
 
-pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
+pub(super) fn run(args: ConsumeArgs) -> Result<(), CliError> {
     let start = parse_start(&args.from)?;
     let mut client = Client::connect(&args.bootstrap)?;
     let metadata = client.metadata(Some(std::slice::from_ref(&args.topic)), false)?;

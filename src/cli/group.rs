@@ -20,7 +20,7 @@ use super::client::{list_offsets_by_leader, Client};
 use super::{error_name, CliError};
 
 #[derive(Debug, clap::Args)]
-pub struct GroupArgs {
+pub(super) struct GroupArgs {
     #[command(subcommand)]
     command: GroupCommand,
 }
@@ -64,7 +64,7 @@ const COORDINATOR_RETRY_MS: u64 = 200;
 const COORDINATOR_RETRIABLE: [i16; 3] = [14, 15, 16];
 
 /// Finds the group's coordinator and registers its address with the client.
-pub fn coordinator(client: &mut Client, group: &str) -> Result<i32, CliError> {
+pub(super) fn coordinator(client: &mut Client, group: &str) -> Result<i32, CliError> {
     let mut request = FindCoordinatorRequest::default();
     request.key = group.to_string().into();
     let mut attempt = 1;
@@ -132,7 +132,7 @@ fn committed_offsets(
 }
 
 /// Decodes a consumer-protocol assignment (version prefix, then the body).
-pub fn decode_assignment(bytes: &Bytes) -> Vec<(String, Vec<i32>)> {
+pub(super) fn decode_assignment(bytes: &Bytes) -> Vec<(String, Vec<i32>)> {
     let mut buf = bytes.clone();
     if buf.remaining() < 2 {
         return Vec::new();
@@ -177,7 +177,7 @@ fn describe_group(
     Ok(described)
 }
 
-pub fn run(args: GroupArgs) -> Result<(), CliError> {
+pub(super) fn run(args: GroupArgs) -> Result<(), CliError> {
     match args.command {
         GroupCommand::List { bootstrap } => {
             let mut client = Client::connect(&bootstrap)?;
@@ -368,7 +368,7 @@ pub fn run(args: GroupArgs) -> Result<(), CliError> {
 }
 
 /// A member of a consumer group, driven by `fjord consume --group`.
-pub struct Membership {
+pub(super) struct Membership {
     pub group: String,
     pub node: i32,
     pub member_id: String,
@@ -379,13 +379,17 @@ pub struct Membership {
 }
 
 /// What a heartbeat said.
-pub enum Pulse {
+pub(super) enum Pulse {
     Fine,
     Rejoin,
 }
 
 impl Membership {
-    pub fn new(client: &mut Client, group: &str, topic: &str) -> Result<Membership, CliError> {
+    pub(super) fn new(
+        client: &mut Client,
+        group: &str,
+        topic: &str,
+    ) -> Result<Membership, CliError> {
         let node = coordinator(client, group)?;
         Ok(Membership {
             group: group.to_string(),
@@ -399,7 +403,7 @@ impl Membership {
     }
 
     /// Joins (or rejoins) the group and returns this member's partitions of the topic.
-    pub fn join(&mut self, client: &mut Client) -> Result<Vec<i32>, CliError> {
+    pub(super) fn join(&mut self, client: &mut Client) -> Result<Vec<i32>, CliError> {
         for _attempt in 0..20 {
             let mut subscription = ConsumerProtocolSubscription::default();
             subscription.topics = vec![self.topic.clone().into()];
@@ -548,7 +552,7 @@ impl Membership {
     }
 
     /// Heartbeats if a third of the session has passed.
-    pub fn heartbeat_if_due(&mut self, client: &mut Client) -> Result<Pulse, CliError> {
+    pub(super) fn heartbeat_if_due(&mut self, client: &mut Client) -> Result<Pulse, CliError> {
         if self.last_heartbeat.elapsed() < Duration::from_millis(self.session_timeout_ms as u64 / 3)
         {
             return Ok(Pulse::Fine);
@@ -578,7 +582,7 @@ impl Membership {
         }
     }
 
-    pub fn committed(
+    pub(super) fn committed(
         &self,
         client: &mut Client,
         partitions: &[i32],
@@ -593,7 +597,7 @@ impl Membership {
     }
 
     /// Commits the next offsets to read; Ok(false) if the group is rebalancing.
-    pub fn commit(
+    pub(super) fn commit(
         &self,
         client: &mut Client,
         positions: &BTreeMap<i32, i64>,
@@ -641,7 +645,7 @@ impl Membership {
         Ok(true)
     }
 
-    pub fn leave(&self, client: &mut Client) -> Result<(), CliError> {
+    pub(super) fn leave(&self, client: &mut Client) -> Result<(), CliError> {
         let mut request = LeaveGroupRequest::default();
         request.group_id = GroupId(self.group.clone().into());
         request.member_id = self.member_id.clone().into();

@@ -15,6 +15,7 @@ use kafka_protocol::records::{
 
 use super::client::{partition_for_key, Client};
 use super::CliError;
+use crate::clock::now_ms;
 
 /// Kafka error codes worth retrying: the partition moves or is not ready yet.
 const RETRIABLE: &[i16] = &[3, 5, 6, 7, 19, 20];
@@ -28,7 +29,7 @@ const BATCH_RECORDS_MAX: usize = 100_000;
 const BATCH_BYTES_MAX: usize = 1024 * 1024 - 4096;
 
 #[derive(Debug, clap::Args)]
-pub struct ProduceArgs {
+pub(super) struct ProduceArgs {
     /// Topic to write to.
     #[arg(long, short = 't')]
     topic: String,
@@ -59,7 +60,7 @@ struct Pending {
     bytes: usize,
 }
 
-pub fn run(args: ProduceArgs) -> Result<(), CliError> {
+pub(super) fn run(args: ProduceArgs) -> Result<(), CliError> {
     let compression = match args.compression.as_str() {
         "none" => Compression::None,
         "gzip" => Compression::Gzip,
@@ -254,10 +255,4 @@ impl Sender {
         self.sent += records.len() as u64;
         Ok(())
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -7,7 +7,7 @@ use super::client::{list_offsets_by_leader, Client};
 use super::CliError;
 
 #[derive(Debug, clap::Args)]
-pub struct TopicArgs {
+pub(super) struct TopicArgs {
     #[command(subcommand)]
     command: TopicCommand,
 }
@@ -50,7 +50,7 @@ enum TopicCommand {
 
 use super::error_name;
 
-pub fn run(args: TopicArgs) -> Result<(), CliError> {
+pub(super) fn run(args: TopicArgs) -> Result<(), CliError> {
     match args.command {
         TopicCommand::Create { name, bootstrap, partitions, replication_factor, configs } => {
             let mut client = Client::connect(&bootstrap)?;

@@ -34,7 +34,7 @@ const SOURCE_TOPIC_CONFIG: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-pub async fn create_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn create_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: CreateTopicsRequest = decode_body(request)?;
     if body.topics.len() > ADMIN_TOPICS_PER_REQUEST_MAX {
         anyhow::bail!(
@@ -135,7 +135,7 @@ pub async fn create_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
     frame(request, &response)
 }
 
-pub async fn delete_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn delete_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: DeleteTopicsRequest = decode_body(request)?;
     let named = body.topic_names.len() + body.topics.len();
     if named > ADMIN_TOPICS_PER_REQUEST_MAX {
@@ -275,7 +275,10 @@ fn once_each<T: Eq + Hash + Clone>(values: Vec<T>) -> (Vec<T>, Vec<T>) {
     (once, repeated)
 }
 
-pub async fn describe_configs(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn describe_configs(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> anyhow::Result<Reply> {
     let body: DescribeConfigsRequest = decode_body(request)?;
     let mut response = DescribeConfigsResponse::default();
     for resource in &body.resources {

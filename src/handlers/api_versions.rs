@@ -22,7 +22,7 @@ fn valid_software_text(text: &str) -> bool {
     }
 }
 
-pub fn handle(request: &Request) -> Reply {
+pub(super) fn handle(request: &Request) -> Reply {
     // v4 has v3's format (it only lets a supported feature's min version be 0, KAFKA-17011).
     let (min, max) =
         crate::protocol::supported_versions(ApiKey::ApiVersions).expect("ApiVersions is served");

@@ -5,7 +5,7 @@
 //! "omitted".
 
 /// What a client gets when it did not ask.
-pub const OMITTED: i32 = i32::MIN;
+pub(super) const OMITTED: i32 = i32::MIN;
 
 // Kafka's AclOperation codes (org.apache.kafka.common.acl.AclOperation).
 const READ: u32 = 3;
@@ -30,7 +30,7 @@ const fn bits(operations: &[u32]) -> i32 {
 }
 
 /// The operations Kafka's authorizer knows for the cluster resource.
-pub const CLUSTER: i32 = bits(&[
+pub(super) const CLUSTER: i32 = bits(&[
     CREATE,
     ALTER,
     DESCRIBE,
@@ -40,13 +40,13 @@ pub const CLUSTER: i32 = bits(&[
     IDEMPOTENT_WRITE,
 ]);
 /// ... for a topic.
-pub const TOPIC: i32 =
+pub(super) const TOPIC: i32 =
     bits(&[READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS]);
 /// ... for a group (group configs, KIP-848, made them describable and alterable in 4.x).
-pub const GROUP: i32 = bits(&[READ, DELETE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS]);
+pub(super) const GROUP: i32 = bits(&[READ, DELETE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS]);
 
 /// `operations` if the client asked for them, else `OMITTED`.
-pub fn if_asked(asked: bool, operations: i32) -> i32 {
+pub(super) fn if_asked(asked: bool, operations: i32) -> i32 {
     if asked {
         operations
     } else {

@@ -13,7 +13,7 @@ use super::{frame, Reply};
 use crate::broker::Broker;
 use crate::protocol::{decode_body, Request};
 
-pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(crate) async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: OffsetForLeaderEpochRequest = decode_body(request)?;
     let mut response = OffsetForLeaderEpochResponse::default();
     for topic in &body.topics {
@@ -58,7 +58,7 @@ pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Re
 
 /// Where `leader_epoch` ended in this shard's partition, if it leads in
 /// `current_leader_epoch` (-1: any): (error code, epoch, end offset), -1 for both on error.
-pub fn epoch_end(
+pub(crate) fn epoch_end(
     broker: &Broker,
     topic: &str,
     index: i32,

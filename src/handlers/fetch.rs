@@ -48,11 +48,11 @@ use crate::protocol::{decode_body, Request};
 use crate::shards::{ByShard, FetchPart, Shards};
 
 /// Longest long poll honoured: a client asking for more waits this long.
-pub const FETCH_WAIT_MS_MAX: i32 = 30_000;
+pub(crate) const FETCH_WAIT_MS_MAX: i32 = 30_000;
 /// Most bytes one Fetch response carries, whatever the client asks.
-pub const FETCH_RESPONSE_BYTES_MAX: i32 = 64 * 1024 * 1024;
+pub(crate) const FETCH_RESPONSE_BYTES_MAX: i32 = 64 * 1024 * 1024;
 /// Partitions one Fetch may name: bounds the work and the response header size.
-pub const FETCH_PARTITIONS_MAX: usize = 20_000;
+pub(crate) const FETCH_PARTITIONS_MAX: usize = 20_000;
 
 /// The first flexible version: compact lengths, tagged fields, response header v1.
 const FLEXIBLE_FROM_VERSION: i16 = 12;
@@ -65,7 +65,7 @@ const DIVERGING_EPOCH_TAG: u32 = 0;
 const EPOCH_END_OFFSET_BYTES: u32 = 4 + 8 + 1;
 
 /// One piece of a Fetch response: bytes built in memory, or a file region to splice.
-pub enum Piece {
+pub(crate) enum Piece {
     Bytes(Vec<u8>),
     Region(FileRegion),
 }
@@ -80,7 +80,7 @@ impl Piece {
 }
 
 /// A Fetch response ready to be written: size prefix excluded from `pieces`.
-pub struct FetchResponse {
+pub(crate) struct FetchResponse {
     pub pieces: Vec<Piece>,
     pub size: usize,
 }
@@ -112,7 +112,7 @@ impl PartitionResult {
     }
 }
 
-pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(crate) async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: FetchRequest = decode_body(request)?;
     let partition_count: usize = body.topics.iter().map(|t| t.partitions.len()).sum();
     if partition_count > FETCH_PARTITIONS_MAX {
@@ -215,7 +215,7 @@ pub struct PartitionRead {
 
 /// Resolves one partition this shard owns: checks, follower progress, and the file regions
 /// of whole batches from `offset`, at most `limit` bytes (at least one batch).
-pub async fn read_partition(
+pub(crate) async fn read_partition(
     broker: &Broker,
     topic: &str,
     index: i32,
@@ -261,7 +261,7 @@ pub async fn read_partition(
         let wanted_isr = partition.on_follower_fetch(
             replica,
             offset,
-            crate::broker::now_ms(),
+            crate::clock::now_ms(),
             broker.config.replica_lag_time_max_ms as i64,
         );
         result.hw_moved = partition.high_watermark() > before;
@@ -287,20 +287,20 @@ pub async fn read_partition(
 }
 
 /// What is left of `max_bytes` for one partition after `total` bytes of earlier ones.
-pub fn budget_limit(partition_max_bytes: u64, max_bytes: u64, total: u64) -> u64 {
+pub(crate) fn budget_limit(partition_max_bytes: u64, max_bytes: u64, total: u64) -> u64 {
     partition_max_bytes.min(max_bytes.saturating_sub(total))
 }
 
 /// Whether a partition's `bytes` go into a response that holds `total` bytes so far. Only
 /// the first partition with data may exceed the limits (KIP-74).
-pub fn fits(bytes: u64, limit: u64, total: u64) -> bool {
+pub(crate) fn fits(bytes: u64, limit: u64, total: u64) -> bool {
     bytes > 0 && !(bytes > limit && total > 0)
 }
 
 /// Reads a partition this shard owns within `limit` (from `budget_limit`); with no budget
 /// left only its offsets, which clients track even when no records come.
 #[allow(clippy::too_many_arguments)]
-pub async fn read_budgeted(
+pub(crate) async fn read_budgeted(
     broker: &Broker,
     topic: &str,
     index: i32,

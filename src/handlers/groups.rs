@@ -38,7 +38,10 @@ fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())
 }
 
-pub async fn find_coordinator(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn find_coordinator(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> anyhow::Result<Reply> {
     let body: FindCoordinatorRequest = decode_body(request)?;
     let config = &broker.config;
     let mut response = FindCoordinatorResponse::default();
@@ -102,7 +105,7 @@ pub async fn find_coordinator(broker: &Rc<Broker>, request: &Request) -> anyhow:
     frame(request, &response)
 }
 
-pub async fn join_group(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn join_group(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: JoinGroupRequest = decode_body(request)?;
     let coordinator = broker.coordinator();
     let join = JoinRequest {
@@ -161,7 +164,7 @@ pub async fn join_group(broker: &Rc<Broker>, request: &Request) -> anyhow::Resul
     frame(request, &response)
 }
 
-pub async fn sync_group(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn sync_group(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: SyncGroupRequest = decode_body(request)?;
     let assignments =
         body.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect();
@@ -187,7 +190,7 @@ pub async fn sync_group(broker: &Rc<Broker>, request: &Request) -> anyhow::Resul
     frame(request, &response)
 }
 
-pub async fn heartbeat(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn heartbeat(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: HeartbeatRequest = decode_body(request)?;
     let error = broker.coordinator().heartbeat(
         body.group_id.0.as_str(),
@@ -200,7 +203,7 @@ pub async fn heartbeat(broker: &Rc<Broker>, request: &Request) -> anyhow::Result
     frame(request, &response)
 }
 
-pub async fn leave_group(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn leave_group(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: LeaveGroupRequest = decode_body(request)?;
     let members: Vec<(String, Option<String>)> = if request.version >= 3 {
         body.members
@@ -234,7 +237,7 @@ pub async fn leave_group(broker: &Rc<Broker>, request: &Request) -> anyhow::Resu
     frame(request, &response)
 }
 
-pub async fn offset_commit(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn offset_commit(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: OffsetCommitRequest = decode_body(request)?;
     let group_id = body.group_id.0.to_string();
     let coordinator = broker.coordinator();
@@ -243,7 +246,7 @@ pub async fn offset_commit(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
         body.generation_id_or_member_epoch,
         body.member_id.as_str(),
     );
-    let now = crate::broker::now_ms();
+    let now = crate::clock::now_ms();
     let mut response = OffsetCommitResponse::default();
     let mut accepted = Vec::new();
     // (topic index, partition index in response) of accepted commits, to fill in their result.
@@ -299,7 +302,7 @@ pub async fn offset_commit(broker: &Rc<Broker>, request: &Request) -> anyhow::Re
     frame(request, &response)
 }
 
-pub async fn offset_fetch(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn offset_fetch(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: OffsetFetchRequest = decode_body(request)?;
     if request.version >= OFFSET_FETCH_GROUPS_FROM_VERSION {
         return offset_fetch_groups(broker, request, &body);
@@ -401,7 +404,7 @@ fn offset_fetch_groups(
     frame(request, &response)
 }
 
-pub async fn list_groups(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn list_groups(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: ListGroupsRequest = decode_body(request)?;
     let mut response = ListGroupsResponse::default();
     for (id, protocol_type, state) in broker.coordinator().list() {
@@ -422,7 +425,10 @@ pub async fn list_groups(broker: &Rc<Broker>, request: &Request) -> anyhow::Resu
     frame(request, &response)
 }
 
-pub async fn describe_groups(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn describe_groups(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> anyhow::Result<Reply> {
     let body: DescribeGroupsRequest = decode_body(request)?;
     let mut response = DescribeGroupsResponse::default();
     for group_id in &body.groups {
@@ -466,7 +472,7 @@ pub async fn describe_groups(broker: &Rc<Broker>, request: &Request) -> anyhow::
     frame(request, &response)
 }
 
-pub async fn delete_groups(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn delete_groups(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: DeleteGroupsRequest = decode_body(request)?;
     let mut response = DeleteGroupsResponse::default();
     for group_id in &body.groups_names {

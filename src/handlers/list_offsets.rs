@@ -34,7 +34,12 @@ impl OffsetAnswer {
 }
 
 /// One partition's answer, resolved on its owning shard.
-pub async fn list_offset(broker: &Broker, topic: &str, index: i32, timestamp: i64) -> OffsetAnswer {
+pub(crate) async fn list_offset(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    timestamp: i64,
+) -> OffsetAnswer {
     // librdkafka's watermark query gives up on a refusal (`partition_for_leader`).
     let Some(partition) = broker.partition_for_leader(topic, index).await else {
         let code = if broker.partition_exists(topic, index) {
@@ -78,7 +83,7 @@ pub async fn list_offset(broker: &Broker, topic: &str, index: i32, timestamp: i6
     }
 }
 
-pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: ListOffsetsRequest = decode_body(request)?;
     let mut response = ListOffsetsResponse::default();
     for topic in &body.topics {

@@ -14,7 +14,7 @@ use crate::broker::{Broker, Topic};
 use crate::protocol::{decode_body, Request};
 use crate::topic::{validate_name, TopicConfig};
 
-pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: MetadataRequest = decode_body(request)?;
     let config = &broker.config;
     let mut response = MetadataResponse::default();

@@ -5,7 +5,7 @@ mod admin;
 mod api_versions;
 mod authorized;
 pub(crate) mod epochs;
-pub mod fetch;
+pub(crate) mod fetch;
 mod groups;
 mod list_offsets;
 mod metadata;
@@ -20,12 +20,12 @@ use kafka_protocol::messages::ApiKey;
 use crate::broker::Broker;
 use crate::protocol::{self, Request};
 
-pub use fetch::{FetchResponse, PartitionRead, Piece};
-pub use list_offsets::{list_offset, OffsetAnswer};
-pub use produce::{produce_partition, AppendDone, AppendOrder, PartitionOutcome, Pipeline};
+pub(crate) use fetch::{FetchResponse, PartitionRead, Piece};
+pub(crate) use list_offsets::{list_offset, OffsetAnswer};
+pub(crate) use produce::{produce_partition, AppendDone, AppendOrder, PartitionOutcome, Pipeline};
 
 /// What the connection sends back for one request.
-pub enum Reply {
+pub(crate) enum Reply {
     /// A complete response frame.
     Frame(Bytes),
     /// A Fetch response whose record bytes are spliced from files.
@@ -39,7 +39,7 @@ pub enum Reply {
 /// Routes a parsed request to its handler.
 /// Answers one request. `pipeline` is for Produce (see `produce::handle`); other requests
 /// drop it when they are done.
-pub async fn dispatch(
+pub(crate) async fn dispatch(
     broker: &Rc<Broker>,
     request: Request,
     pipeline: Option<produce::Pipeline>,

@@ -92,7 +92,7 @@ const APPEND_ORDER_PRUNE_AT: usize = 1024;
 /// round trip to that shard, and yet no partition sees the connection's batches out of
 /// order. Each turn is taken before the connection reads its next request.
 #[derive(Default)]
-pub struct AppendOrder {
+pub(crate) struct AppendOrder {
     /// Per topic and partition, the end of the connection's last append to it.
     last: std::cell::RefCell<
         std::collections::HashMap<String, std::collections::HashMap<i32, oneshot::Receiver<()>>>,
@@ -107,7 +107,7 @@ impl AppendOrder {
     /// Takes the next turn at `topic`-`index`: what to wait for first (the end of the
     /// connection's previous append there, if it may still run), and the signal that ends
     /// this one (given to `AppendDone`).
-    pub fn turn(
+    pub(crate) fn turn(
         &self,
         topic: &str,
         index: i32,
@@ -141,7 +141,7 @@ impl AppendOrder {
 /// if that is a Produce too), `appended` once every append is over (any other request waits
 /// for that). An acks=0 Produce tells neither: the connection waits for its answer, as a
 /// refusal must close the connection before the next request takes effect.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     pub order: Rc<AppendOrder>,
     pub ordered: oneshot::Sender<()>,
     pub appended: oneshot::Sender<()>,
@@ -156,7 +156,7 @@ impl Drop for AppendDone {
 /// Appends to a partition this shard owns and, for acks=all, waits until the records are
 /// durable and on every in-sync replica. It starts on its turn in the connection's order,
 /// and `done` is marked as soon as the append is over.
-pub async fn produce_partition(
+pub(crate) async fn produce_partition(
     broker: Rc<Broker>,
     topic: String,
     index: i32,
@@ -292,7 +292,7 @@ fn one_batch(records: Option<&[u8]>) -> Result<(), String> {
 /// next Produce, whose appends queue behind these and share their fdatasync and replication
 /// wait, group commit) and again once all are over, before the acks=all waits (`appended`:
 /// a request of any other kind may start).
-pub async fn handle(
+pub(super) async fn handle(
     broker: &Rc<Broker>,
     request: &Request,
     pipeline: Option<Pipeline>,

@@ -10,7 +10,7 @@ use super::{frame, Reply};
 use crate::broker::Broker;
 use crate::protocol::{decode_body, Request};
 
-pub async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: InitProducerIdRequest = decode_body(request)?;
     let mut response = InitProducerIdResponse::default();
     response.producer_id = ProducerId(-1);

@@ -16,7 +16,7 @@ use super::session::{Answer, Session, CLIENT_ID};
 use crate::support::wire::{record_batch, Producer, BATCH_CRC_AT, NO_PRODUCER};
 
 /// The topic most cases read: 2 partitions, 3 records in partition 0.
-pub const TOPIC: &str = "diff-a";
+pub(super) const TOPIC: &str = "diff-a";
 /// How long setup waits for a new topic's leader or a group coordinator (Kafka elects them
 /// asynchronously).
 const SETTLE_MS_MAX: u64 = 30_000;
@@ -46,7 +46,7 @@ fn clamp(key: ApiKey, i: i16) -> i16 {
 }
 
 /// Every case, in order.
-pub fn run_all(session: &mut Session) {
+pub(super) fn run_all(session: &mut Session) {
     let topic_id = setup(session);
     api_versions(session);
     framing(session);

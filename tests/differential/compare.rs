@@ -40,7 +40,7 @@ const NODE_IDS: &[&str] = &[
 ];
 
 /// `{:#?}` text as (path, value) pairs, with the masked fields replaced.
-pub fn flatten(debug: &str) -> Vec<(String, String)> {
+pub(super) fn flatten(debug: &str) -> Vec<(String, String)> {
     if debug == CLOSED {
         return vec![("outcome".to_string(), CLOSED.to_string())];
     }
@@ -152,11 +152,11 @@ fn mask(path: &str, value: &str) -> String {
 }
 
 /// The value of a field one answer lacks.
-pub const ABSENT: &str = "(absent)";
+pub(super) const ABSENT: &str = "(absent)";
 
 /// One field that differs.
 #[derive(Debug, Clone)]
-pub struct Difference {
+pub(super) struct Difference {
     pub case: String,
     pub path: String,
     pub fjord: String,
@@ -164,7 +164,10 @@ pub struct Difference {
 }
 
 /// Every field of each case that differs between the two brokers' observations.
-pub fn differences(fjord: &[(String, String)], kafka: &[(String, String)]) -> Vec<Difference> {
+pub(super) fn differences(
+    fjord: &[(String, String)],
+    kafka: &[(String, String)],
+) -> Vec<Difference> {
     assert_eq!(fjord.len(), kafka.len(), "both brokers ran the same cases");
     let mut found = Vec::new();
     for ((case, f), (case_k, k)) in fjord.iter().zip(kafka) {
@@ -189,7 +192,7 @@ pub fn differences(fjord: &[(String, String)], kafka: &[(String, String)]) -> Ve
 
 /// A row of the known-differences table: a case pattern and a field path prefix.
 #[derive(Debug)]
-pub struct Known {
+pub(super) struct Known {
     pub case: String,
     pub path: String,
     /// The row's Fjord cell when it is `(absent)`: the row then covers only fields Fjord's
@@ -230,7 +233,7 @@ fn path_matches(pattern: &str, path: &str) -> bool {
 impl Known {
     /// `case` matches exactly, or up to a trailing `*`; `path` matches as a prefix at a
     /// segment boundary, or everything when it is `*`.
-    pub fn covers(&self, difference: &Difference) -> bool {
+    pub(super) fn covers(&self, difference: &Difference) -> bool {
         let case = match self.case.strip_suffix('*') {
             Some(prefix) => difference.case.starts_with(prefix),
             None => difference.case == self.case,
@@ -241,10 +244,10 @@ impl Known {
 }
 
 /// The heading of the table in `docs/compatibility.md` this test reads.
-pub const KNOWN_HEADING: &str = "## Differences from Apache Kafka 4.4";
+pub(super) const KNOWN_HEADING: &str = "## Differences from Apache Kafka 4.4";
 
 /// Rows `| \`case\` | \`path\` | ... |` of the table under `KNOWN_HEADING`.
-pub fn known_differences() -> Vec<Known> {
+pub(super) fn known_differences() -> Vec<Known> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/compatibility.md");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));

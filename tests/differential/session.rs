@@ -16,17 +16,17 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 const ANSWER_MS_MAX: u64 = 10_000;
 /// Largest response the suite accepts; its requests ask for far less.
 const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
-pub const CLIENT_ID: &str = "fjord-differential";
+pub(super) const CLIENT_ID: &str = "fjord-differential";
 
 /// What one request got.
-pub enum Answer<T> {
+pub(super) enum Answer<T> {
     Response(T),
     /// The broker closed the connection instead of answering.
     Closed,
 }
 
 impl<T> Answer<T> {
-    pub fn response(self, what: &str) -> T {
+    pub(super) fn response(self, what: &str) -> T {
         match self {
             Answer::Response(t) => t,
             Answer::Closed => panic!("{what}: the broker closed the connection"),
@@ -34,7 +34,7 @@ impl<T> Answer<T> {
     }
 }
 
-pub struct Session {
+pub(super) struct Session {
     addr: SocketAddr,
     stream: Option<TcpStream>,
     correlation_id: i32,
@@ -43,11 +43,11 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(addr: SocketAddr) -> Session {
+    pub(super) fn new(addr: SocketAddr) -> Session {
         Session { addr, stream: None, correlation_id: 0, observations: Vec::new() }
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(super) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
@@ -66,7 +66,7 @@ impl Session {
 
     /// Sends a request payload (header and body, no size prefix); returns the response
     /// payload, or `None` when the broker closed the connection (the next call reconnects).
-    pub fn raw(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
+    pub(super) fn raw(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
         let mut frame = (payload.len() as i32).to_be_bytes().to_vec();
         frame.extend_from_slice(payload);
         let addr = self.addr;
@@ -92,7 +92,7 @@ impl Session {
     }
 
     /// Sends `request` as `key` v`version` and decodes the answer.
-    pub fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(
+    pub(super) fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(
         &mut self,
         key: ApiKey,
         version: i16,
@@ -117,7 +117,7 @@ impl Session {
     }
 
     /// Records what a request got, after `normalise` has cleared what legitimately differs.
-    pub fn observe<T: Debug>(
+    pub(super) fn observe<T: Debug>(
         &mut self,
         label: impl Into<String>,
         answer: Answer<T>,
@@ -134,7 +134,7 @@ impl Session {
     }
 
     /// `call` and `observe` in one.
-    pub fn exchange<Req: Encodable + HeaderVersion, Resp: Decodable + Debug>(
+    pub(super) fn exchange<Req: Encodable + HeaderVersion, Resp: Decodable + Debug>(
         &mut self,
         label: impl Into<String>,
         key: ApiKey,
@@ -148,7 +148,7 @@ impl Session {
 }
 
 /// The observation of a closed connection.
-pub const CLOSED: &str = "closed";
+pub(super) const CLOSED: &str = "closed";
 
 fn read_exact(stream: &mut TcpStream, buf: &mut [u8]) -> Option<()> {
     match stream.read_exact(buf) {

@@ -18,15 +18,15 @@ use super::{line_channel, run_with_timeout, TempDir};
 /// How long the reference broker may take to print its listening line: two JVM starts
 /// (storage format, then the broker), about 4 s on an idle 2-core machine, much more while
 /// the rest of the suite builds and runs beside it.
-pub const KAFKA_START_SECONDS_MAX: u64 = 90;
+pub(crate) const KAFKA_START_SECONDS_MAX: u64 = 90;
 /// Longest one Kafka tool run may take (a JVM start, then usually well under a second of
 /// work; the perf tests and consumers with a group take a few seconds).
-pub const KAFKA_TOOL_SECONDS_MAX: u64 = 120;
+pub(crate) const KAFKA_TOOL_SECONDS_MAX: u64 = 120;
 /// Lines of the reference broker's log printed when a test fails.
 const LOG_TAIL_LINES_MAX: usize = 60;
 
 /// `tests/clients/java/kafka`: the pom, setup.sh and the launchers.
-pub fn kafka_dir() -> PathBuf {
+pub(crate) fn kafka_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/java/kafka")
 }
 
@@ -48,19 +48,19 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// Runs a Kafka tool through `kafka-tool` (a bin/ script name such as `kafka-topics`, or a
 /// main class, then its arguments) under a timeout; does not check its exit status.
-pub fn kafka_tool(args: &[&str]) -> Output {
+pub(crate) fn kafka_tool(args: &[&str]) -> Output {
     kafka_tool_with_input(args, None)
 }
 
 /// `kafka_tool` with `stdin` fed to the tool (for kafka-console-producer).
-pub fn kafka_tool_with_input(args: &[&str], stdin: Option<&[u8]>) -> Output {
+pub(crate) fn kafka_tool_with_input(args: &[&str], stdin: Option<&[u8]>) -> Output {
     require_setup();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     run_with_timeout(KAFKA_TOOL_SECONDS_MAX, &kafka_dir().join("kafka-tool"), &args, stdin)
 }
 
 /// What a tool run printed, for failure messages.
-pub fn describe_output(args: &[&str], output: &Output) -> String {
+pub(crate) fn describe_output(args: &[&str], output: &Output) -> String {
     format!(
         "kafka-tool {args:?}: {}\nstdout (tail):\n{}\nstderr (tail):\n{}",
         output.status,
@@ -71,14 +71,14 @@ pub fn describe_output(args: &[&str], output: &Output) -> String {
 
 /// Runs a Kafka tool and returns its stdout; panics with everything it printed unless it
 /// exits 0.
-pub fn kafka_tool_ok(args: &[&str], stdin: Option<&[u8]>) -> String {
+pub(crate) fn kafka_tool_ok(args: &[&str], stdin: Option<&[u8]>) -> String {
     let output = kafka_tool_with_input(args, stdin);
     assert!(output.status.success(), "{}", describe_output(args, &output));
     String::from_utf8(output.stdout).expect("tool output is UTF-8")
 }
 
 /// A running single-node Apache Kafka 4.4 broker (`kafka-reference-broker`).
-pub struct KafkaBroker {
+pub(crate) struct KafkaBroker {
     child: Option<Child>,
     addr: SocketAddr,
     /// Holds the broker's config, logs and output (`broker/broker.log`); removed on drop.
@@ -88,7 +88,7 @@ pub struct KafkaBroker {
 impl KafkaBroker {
     /// Starts a broker on fresh storage; panics with its output if it does not come up
     /// within `KAFKA_START_SECONDS_MAX`.
-    pub fn start(label: &str) -> KafkaBroker {
+    pub(crate) fn start(label: &str) -> KafkaBroker {
         require_setup();
         let dir = TempDir::new(&format!("kafka-{label}"));
         let stderr = std::fs::File::create(dir.path().join("launcher.stderr"))
@@ -124,16 +124,16 @@ impl KafkaBroker {
     }
 
     /// `host:port` for clients.
-    pub fn bootstrap(&self) -> String {
+    pub(crate) fn bootstrap(&self) -> String {
         self.addr.to_string()
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// The launcher's stderr and the tail of the broker's log.
-    pub fn output_tail(&self) -> String {
+    pub(crate) fn output_tail(&self) -> String {
         let launcher =
             std::fs::read_to_string(self.dir.path().join("launcher.stderr")).unwrap_or_default();
         let log =
@@ -147,6 +147,7 @@ impl KafkaBroker {
 }
 
 impl Drop for KafkaBroker {
+    #[allow(unsafe_code)] // killpg(2): the JVM runs in the launcher's process group.
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pgid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");

@@ -7,17 +7,17 @@ use super::{create_topic, run_with_timeout, TestBroker};
 
 /// Longest one client program may run: start-up (a JVM, a venv), two group joins and the
 /// fresh member's wait of 15 s.
-pub const CLIENT_SECONDS_MAX: u64 = 180;
+pub(crate) const CLIENT_SECONDS_MAX: u64 = 180;
 /// Partitions of the matrix topic (the scenario checks the listing against it).
-pub const MATRIX_PARTITIONS: u32 = 3;
+pub(crate) const MATRIX_PARTITIONS: u32 = 3;
 /// Records of step 3 and of step 5 of the scenario.
-pub const FIRST_RECORDS: u64 = 300;
-pub const RESUMED_RECORDS: u64 = 50;
+pub(crate) const FIRST_RECORDS: u64 = 300;
+pub(crate) const RESUMED_RECORDS: u64 = 50;
 
 /// Creates the scenario's topic on `broker`, runs `program args... BOOTSTRAP TOPIC GROUP`,
 /// and returns its report (the last stdout line, parsed). Panics with everything the
 /// program printed when it fails or prints no report.
-pub fn run_scenario(
+pub(crate) fn run_scenario(
     broker: &TestBroker,
     label: &str,
     program: &Path,
@@ -46,7 +46,7 @@ pub fn run_scenario(
 
 /// Checks a report against the scenario: every field as a passing run has it, and at least
 /// the admin calls in `admin` (a client that does more passes too).
-pub fn assert_report(label: &str, report: &serde_json::Value, admin: &[&str]) {
+pub(crate) fn assert_report(label: &str, report: &serde_json::Value, admin: &[&str]) {
     let field = |name: &str| {
         report.get(name).unwrap_or_else(|| panic!("{label}: report lacks `{name}`: {report}"))
     };

@@ -8,9 +8,9 @@
 
 #![allow(dead_code)] // Each test module uses a different part of the harness.
 
-pub mod kafka;
-pub mod matrix;
-pub mod wire;
+pub(crate) mod kafka;
+pub(crate) mod matrix;
+pub(crate) mod wire;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -21,14 +21,14 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a broker may take to print its listening line.
-pub const BROKER_START_MS_MAX: u64 = 10_000;
+pub(crate) const BROKER_START_MS_MAX: u64 = 10_000;
 /// How long a SIGTERM'd broker may take to exit: its shutdown drains requests for at most
 /// 10 s (`SHUTDOWN_DRAIN_MS_MAX`), plus closing the logs.
-pub const BROKER_STOP_MS_MAX: u64 = 20_000;
+pub(crate) const BROKER_STOP_MS_MAX: u64 = 20_000;
 /// Longest a single kcat run may take (the `timeout` command kills it after this).
-pub const KCAT_SECONDS_MAX: u64 = 60;
+pub(crate) const KCAT_SECONDS_MAX: u64 = 60;
 /// Longest a single python client run may take.
-pub const PYTHON_SECONDS_MAX: u64 = 120;
+pub(crate) const PYTHON_SECONDS_MAX: u64 = 120;
 /// Lines of broker stderr printed when a test fails.
 const STDERR_TAIL_LINES_MAX: usize = 80;
 
@@ -46,7 +46,9 @@ fn fresh_dir(label: &str) -> PathBuf {
     dir
 }
 
-fn send_signal(child: &Child, signal: libc::c_int) {
+// Signals are how the tests stop and pause brokers; the harness is the one place that sends them.
+#[allow(unsafe_code)]
+pub(crate) fn send_signal(child: &Child, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
     // SAFETY: kill(2) on a pid we spawned and have not yet reaped (the Child is still
     // held, so the pid cannot have been reused).
@@ -55,11 +57,15 @@ fn send_signal(child: &Child, signal: libc::c_int) {
 }
 
 /// How often `wait_until` asks again.
-pub const WAIT_POLL_MS: u64 = 20;
+pub(crate) const WAIT_POLL_MS: u64 = 20;
 
 /// Polls `probe` every `WAIT_POLL_MS` until it returns `Some`, or panics naming `what` once
 /// `timeout` has passed.
-pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(found) = probe() {
@@ -84,7 +90,7 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 }
 
 /// A running (or stopped) `fjord serve` process with its own data directory.
-pub struct TestBroker {
+pub(crate) struct TestBroker {
     /// Holds the data dir and the stderr logs; removed on drop.
     root: PathBuf,
     data_dir: PathBuf,
@@ -97,12 +103,12 @@ pub struct TestBroker {
 
 impl TestBroker {
     /// Starts a broker with default settings on a fresh data dir.
-    pub fn start(label: &str) -> TestBroker {
+    pub(crate) fn start(label: &str) -> TestBroker {
         TestBroker::start_with(label, &[])
     }
 
     /// Starts a broker with extra `fjord serve` flags (kept for restarts).
-    pub fn start_with(label: &str, extra_args: &[&str]) -> TestBroker {
+    pub(crate) fn start_with(label: &str, extra_args: &[&str]) -> TestBroker {
         let root = fresh_dir(label);
         let data_dir = root.join("data");
         let mut broker = TestBroker {
@@ -122,7 +128,7 @@ impl TestBroker {
     }
 
     /// Where the next (re)start's stderr will be written.
-    pub fn next_stderr_path(&self) -> PathBuf {
+    pub(crate) fn next_stderr_path(&self) -> PathBuf {
         self.stderr_path(self.generation + 1)
     }
 
@@ -165,24 +171,24 @@ impl TestBroker {
     }
 
     /// `host:port` for clients.
-    pub fn bootstrap(&self) -> String {
+    pub(crate) fn bootstrap(&self) -> String {
         self.addr.to_string()
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    pub fn data_dir(&self) -> &Path {
+    pub(crate) fn data_dir(&self) -> &Path {
         &self.data_dir
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().expect("broker running").id()
     }
 
     /// Panics (with the broker's stderr) if the broker process has exited.
-    pub fn assert_alive(&mut self) {
+    pub(crate) fn assert_alive(&mut self) {
         let child = self.child.as_mut().expect("broker was started");
         if let Some(status) = child.try_wait().expect("try_wait") {
             panic!("broker exited unexpectedly with {status}\n{}", self.stderr_tail());
@@ -190,17 +196,17 @@ impl TestBroker {
     }
 
     /// The exit status if the broker process has exited (it is then reaped).
-    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exit_status(&mut self) -> Option<ExitStatus> {
         self.child.as_mut().and_then(|c| c.try_wait().expect("try_wait"))
     }
 
     /// SIGTERM, wait, and assert a clean exit (status 0).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.stop_with_signal(libc::SIGTERM);
     }
 
     /// Sends `signal` (SIGTERM or SIGINT), waits, and asserts exit status 0.
-    pub fn stop_with_signal(&mut self, signal: libc::c_int) {
+    pub(crate) fn stop_with_signal(&mut self, signal: libc::c_int) {
         let mut child = self.child.take().expect("stop: broker not running");
         send_signal(&child, signal);
         let status = wait_timeout(&mut child, Duration::from_millis(BROKER_STOP_MS_MAX));
@@ -221,7 +227,7 @@ impl TestBroker {
     }
 
     /// SIGKILL: no chance to flush or checkpoint anything.
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let mut child = self.child.take().expect("kill9: broker not running");
         send_signal(&child, libc::SIGKILL);
         let status = child.wait().expect("wait after SIGKILL");
@@ -234,7 +240,7 @@ impl TestBroker {
 
     /// Starts the broker again on the same data dir (stopping it first if it runs). The port
     /// may change: use `bootstrap()` after this.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         if self.child.is_some() {
             self.stop();
         }
@@ -243,7 +249,7 @@ impl TestBroker {
 
     /// Like `restart`, but on the same port, so clients that only know the old address
     /// (their bootstrap list) reconnect by themselves.
-    pub fn restart_on_same_port(&mut self) {
+    pub(crate) fn restart_on_same_port(&mut self) {
         if self.child.is_some() {
             self.stop();
         }
@@ -252,7 +258,7 @@ impl TestBroker {
     }
 
     /// All stderr written by every process generation so far.
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         let mut text = String::new();
         for generation in 1..=self.generation {
             let content = std::fs::read_to_string(self.stderr_path(generation)).unwrap_or_default();
@@ -262,7 +268,7 @@ impl TestBroker {
     }
 
     /// The last lines of stderr, for failure messages.
-    pub fn stderr_tail(&self) -> String {
+    pub(crate) fn stderr_tail(&self) -> String {
         let text = self.stderr();
         let lines: Vec<&str> = text.lines().collect();
         let from = lines.len().saturating_sub(STDERR_TAIL_LINES_MAX);
@@ -270,7 +276,7 @@ impl TestBroker {
     }
 
     /// A field of /proc/<pid>/status in kB, e.g. "VmPeak".
-    pub fn proc_status_kb(&self, field: &str) -> u64 {
+    pub(crate) fn proc_status_kb(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("read /proc status");
         let line = status
@@ -326,7 +332,7 @@ fn read_first_line(stdout: ChildStdout, timeout: Duration) -> Option<String> {
 // Child-process clients.
 
 /// Runs `program args` under `timeout -k 5 SECONDS`, feeding `stdin`, and returns its output.
-pub fn run_with_timeout(
+pub(crate) fn run_with_timeout(
     seconds: u64,
     program: &Path,
     args: &[String],
@@ -376,13 +382,13 @@ fn describe(what: &str, output: &Output) -> String {
 }
 
 /// Runs kcat; does not check its exit status.
-pub fn kcat(args: &[&str], stdin: Option<&[u8]>) -> Output {
+pub(crate) fn kcat(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     run_with_timeout(KCAT_SECONDS_MAX, Path::new("kcat"), &args, stdin)
 }
 
 /// Runs kcat and returns its stdout; panics with everything it printed unless it exits 0.
-pub fn kcat_ok(args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
+pub(crate) fn kcat_ok(args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
     let output = kcat(args, stdin);
     assert!(output.status.success(), "{}", describe(&format!("kcat {args:?}"), &output));
     output.stdout
@@ -390,7 +396,7 @@ pub fn kcat_ok(args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
 
 /// The python interpreter with the client libraries: `$FJORD_PYTHON`, or the workspace venv.
 /// Missing is a failure, never a skip: CI creates the venv in `.ci/run`.
-pub fn python_path() -> PathBuf {
+pub(crate) fn python_path() -> PathBuf {
     let path = match std::env::var_os("FJORD_PYTHON") {
         Some(path) => PathBuf::from(path),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
@@ -413,21 +419,21 @@ fn script_path(script: &str) -> String {
 }
 
 /// Runs `tests/clients/python/<script> args`; does not check the exit status.
-pub fn python(script: &str, args: &[&str]) -> Output {
+pub(crate) fn python(script: &str, args: &[&str]) -> Output {
     let mut all = vec![script_path(script)];
     all.extend(args.iter().map(|s| s.to_string()));
     run_with_timeout(PYTHON_SECONDS_MAX, &python_path(), &all, None)
 }
 
 /// Runs a python helper and returns its stdout; panics with its output unless it exits 0.
-pub fn python_ok(script: &str, args: &[&str]) -> String {
+pub(crate) fn python_ok(script: &str, args: &[&str]) -> String {
     let output = python(script, args);
     assert!(output.status.success(), "{}", describe(&format!("{script} {args:?}"), &output));
     String::from_utf8(output.stdout).expect("python output is UTF-8")
 }
 
 /// A python helper running in the background, its stdout delivered line by line.
-pub struct Background {
+pub(crate) struct Background {
     child: Child,
     lines: mpsc::Receiver<String>,
     stderr_path: PathBuf,
@@ -435,7 +441,7 @@ pub struct Background {
 }
 
 impl Background {
-    pub fn spawn(script: &str, args: &[&str]) -> Background {
+    pub(crate) fn spawn(script: &str, args: &[&str]) -> Background {
         let dir = TempDir::new("python");
         let stderr_path = dir.path().join("stderr");
         let mut child = Command::new("timeout")
@@ -454,12 +460,12 @@ impl Background {
     }
 
     /// The next stdout line, or `None` at end of output or after `timeout`.
-    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+    pub(crate) fn next_line(&self, timeout: Duration) -> Option<String> {
         self.lines.recv_timeout(timeout).ok()
     }
 
     /// Waits for the process to exit; returns its status, remaining stdout and its stderr.
-    pub fn finish(mut self) -> (ExitStatus, Vec<String>, String) {
+    pub(crate) fn finish(mut self) -> (ExitStatus, Vec<String>, String) {
         let status = self.child.wait().expect("wait for python");
         let rest: Vec<String> = self.lines.iter().collect();
         let stderr = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
@@ -475,20 +481,20 @@ impl Drop for Background {
 }
 
 /// A temporary directory removed on drop.
-pub struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    pub fn new(label: &str) -> TempDir {
+    pub(crate) fn new(label: &str) -> TempDir {
         TempDir(fresh_dir(label))
     }
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
 
 /// Whether a failing test leaves its directories (data dirs, broker and client logs) in
 /// place for a post-mortem: set `FJORD_KEEP_TEST_DIRS=1`.
-pub fn keep_on_failure() -> bool {
+pub(crate) fn keep_on_failure() -> bool {
     std::env::var_os("FJORD_KEEP_TEST_DIRS").is_some()
 }
 
@@ -506,12 +512,12 @@ impl Drop for TempDir {
 // The message conventions of tests/clients/python/common.py.
 
 /// Key of generated message `i`: `k{i % keys}`, none when `keys` is 0.
-pub fn key(i: u64, keys: u64) -> Option<Vec<u8>> {
+pub(crate) fn key(i: u64, keys: u64) -> Option<Vec<u8>> {
     (keys > 0).then(|| format!("k{}", i % keys).into_bytes())
 }
 
 /// Value of generated message `i`: `v{i}-` padded to `size` bytes with `a + i % 26`.
-pub fn value(i: u64, size: usize) -> Vec<u8> {
+pub(crate) fn value(i: u64, size: usize) -> Vec<u8> {
     let mut v = format!("v{i}-").into_bytes();
     if v.len() < size {
         v.resize(size, b'a' + (i % 26) as u8);
@@ -520,7 +526,7 @@ pub fn value(i: u64, size: usize) -> Vec<u8> {
 }
 
 /// The `i` of a generated value (`v{i}-...`).
-pub fn value_index(value: &[u8]) -> u64 {
+pub(crate) fn value_index(value: &[u8]) -> u64 {
     let text = std::str::from_utf8(&value[..value.len().min(24)]).unwrap_or("");
     text.strip_prefix('v')
         .and_then(|rest| rest.split('-').next())
@@ -535,7 +541,7 @@ pub fn value_index(value: &[u8]) -> u64 {
 
 /// A consumed message (`msg` line of a python helper).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
+pub(crate) struct Message {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
@@ -545,7 +551,7 @@ pub struct Message {
 
 /// An acknowledged produce (`ack` line of a python helper).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ack {
+pub(crate) struct Ack {
     pub partition: i32,
     pub offset: i64,
     pub index: u64,
@@ -565,7 +571,7 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 }
 
 /// The `msg` lines of a consumer helper's output.
-pub fn parse_messages(output: &str) -> Vec<Message> {
+pub(crate) fn parse_messages(output: &str) -> Vec<Message> {
     output
         .lines()
         .filter(|l| l.starts_with("msg\t"))
@@ -584,7 +590,7 @@ pub fn parse_messages(output: &str) -> Vec<Message> {
 }
 
 /// Parses one `ack` line.
-pub fn parse_ack(line: &str) -> Option<Ack> {
+pub(crate) fn parse_ack(line: &str) -> Option<Ack> {
     let f: Vec<&str> = line.split('\t').collect();
     if f[0] != "ack" {
         return None;
@@ -598,12 +604,12 @@ pub fn parse_ack(line: &str) -> Option<Ack> {
 }
 
 /// The `ack` lines of a producer helper's output.
-pub fn parse_acks(output: &str) -> Vec<Ack> {
+pub(crate) fn parse_acks(output: &str) -> Vec<Ack> {
     output.lines().filter_map(parse_ack).collect()
 }
 
 /// Lines starting with `tag\t`, split into their remaining fields.
-pub fn tagged<'a>(output: &'a str, tag: &str) -> Vec<Vec<&'a str>> {
+pub(crate) fn tagged<'a>(output: &'a str, tag: &str) -> Vec<Vec<&'a str>> {
     output
         .lines()
         .filter(|l| l.split('\t').next() == Some(tag))
@@ -612,7 +618,7 @@ pub fn tagged<'a>(output: &'a str, tag: &str) -> Vec<Vec<&'a str>> {
 }
 
 /// Creates a topic with confluent-kafka's AdminClient (CreateTopics).
-pub fn create_topic(broker: &TestBroker, topic: &str, partitions: u32, configs: &[&str]) {
+pub(crate) fn create_topic(broker: &TestBroker, topic: &str, partitions: u32, configs: &[&str]) {
     let partitions = partitions.to_string();
     let mut args = vec!["create-topic", "--partitions", &partitions];
     for config in configs {
@@ -626,7 +632,7 @@ pub fn create_topic(broker: &TestBroker, topic: &str, partitions: u32, configs: 
 }
 
 /// Consumes a whole topic (every partition up to its high watermark) with confluent-kafka.
-pub fn consume_all(broker: &TestBroker, topic: &str, extra: &[&str]) -> Vec<Message> {
+pub(crate) fn consume_all(broker: &TestBroker, topic: &str, extra: &[&str]) -> Vec<Message> {
     let bootstrap = broker.bootstrap();
     let mut args = vec!["consume"];
     args.extend_from_slice(extra);
@@ -635,7 +641,12 @@ pub fn consume_all(broker: &TestBroker, topic: &str, extra: &[&str]) -> Vec<Mess
 }
 
 /// kcat -C of a whole single-partition topic with format `format`, exiting at the end.
-pub fn kcat_consume(broker: &TestBroker, topic: &str, format: &str, extra: &[&str]) -> String {
+pub(crate) fn kcat_consume(
+    broker: &TestBroker,
+    topic: &str,
+    format: &str,
+    extra: &[&str],
+) -> String {
     let bootstrap = broker.bootstrap();
     let mut args = vec!["-b", bootstrap.as_str(), "-C", "-t", topic, "-e", "-q", "-f", format];
     args.extend_from_slice(extra);
@@ -643,14 +654,14 @@ pub fn kcat_consume(broker: &TestBroker, topic: &str, format: &str, extra: &[&st
 }
 
 /// `kcat -L` output (metadata of all topics).
-pub fn kcat_metadata(broker: &TestBroker) -> String {
+pub(crate) fn kcat_metadata(broker: &TestBroker) -> String {
     let bootstrap = broker.bootstrap();
     String::from_utf8(kcat_ok(&["-b", &bootstrap, "-L", "-m", "10"], None)).expect("UTF-8")
 }
 
 /// Topic name -> partition count from `kcat -L` output, without internal topics (`__*`,
 /// such as `__consumer_offsets`, which the broker creates for itself).
-pub fn kcat_topics(listing: &str) -> std::collections::BTreeMap<String, usize> {
+pub(crate) fn kcat_topics(listing: &str) -> std::collections::BTreeMap<String, usize> {
     listing
         .lines()
         .filter_map(|line| {
@@ -665,7 +676,7 @@ pub fn kcat_topics(listing: &str) -> std::collections::BTreeMap<String, usize> {
 }
 
 /// The lines a child writes to `stdout`, read on a thread of their own as they come.
-pub fn line_channel(stdout: ChildStdout) -> mpsc::Receiver<String> {
+pub(crate) fn line_channel(stdout: ChildStdout) -> mpsc::Receiver<String> {
     let (sender, lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -679,7 +690,7 @@ pub fn line_channel(stdout: ChildStdout) -> mpsc::Receiver<String> {
 }
 
 /// The `.log` segment files of a partition directory, in offset order.
-pub fn segment_logs(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn segment_logs(dir: &Path) -> Vec<PathBuf> {
     let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
         .map(|entry| entry.expect("dir entry").path())
@@ -693,7 +704,7 @@ pub fn segment_logs(dir: &Path) -> Vec<PathBuf> {
 /// its segment files (`<offset>.log`, batches back to back: base offset i64 | length i32 |
 /// leader epoch i32 | magic i8 | crc u32 | attributes i16 ...). Codecs: attributes & 7, so
 /// 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
-pub fn stored_batches(broker: &TestBroker, topic: &str, partition: i32) -> Vec<(i64, u8)> {
+pub(crate) fn stored_batches(broker: &TestBroker, topic: &str, partition: i32) -> Vec<(i64, u8)> {
     let dir = broker.data_dir().join(format!("{topic}-{partition}"));
     let mut batches = Vec::new();
     for log in segment_logs(&dir) {
@@ -714,6 +725,6 @@ pub fn stored_batches(broker: &TestBroker, topic: &str, partition: i32) -> Vec<(
 }
 
 /// The compression codec of every stored batch of a partition (see `stored_batches`).
-pub fn stored_codecs(broker: &TestBroker, topic: &str, partition: i32) -> Vec<u8> {
+pub(crate) fn stored_codecs(broker: &TestBroker, topic: &str, partition: i32) -> Vec<u8> {
     stored_batches(broker, topic, partition).into_iter().map(|(_, codec)| codec).collect()
 }

@@ -10,72 +10,72 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// Read timeout of a test connection: a broker that neither answers nor closes fails here.
-pub const READ_TIMEOUT_MS_MAX: u64 = 10_000;
+pub(crate) const READ_TIMEOUT_MS_MAX: u64 = 10_000;
 /// Largest response frame a test reads: bounds what a broken length prefix can make us allocate.
-pub const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
+pub(crate) const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
-pub const PRODUCE: i16 = 0;
-pub const FETCH: i16 = 1;
-pub const LIST_OFFSETS: i16 = 2;
-pub const METADATA: i16 = 3;
-pub const API_VERSIONS: i16 = 18;
-pub const CREATE_TOPICS: i16 = 19;
-pub const INIT_PRODUCER_ID: i16 = 22;
-pub const OFFSET_FOR_LEADER_EPOCH: i16 = 23;
+pub(crate) const PRODUCE: i16 = 0;
+pub(crate) const FETCH: i16 = 1;
+pub(crate) const LIST_OFFSETS: i16 = 2;
+pub(crate) const METADATA: i16 = 3;
+pub(crate) const API_VERSIONS: i16 = 18;
+pub(crate) const CREATE_TOPICS: i16 = 19;
+pub(crate) const INIT_PRODUCER_ID: i16 = 22;
+pub(crate) const OFFSET_FOR_LEADER_EPOCH: i16 = 23;
 
 /// Appends big-endian fields to a request body.
 #[derive(Default)]
-pub struct Encoder(pub Vec<u8>);
+pub(crate) struct Encoder(pub Vec<u8>);
 
 impl Encoder {
-    pub fn new() -> Encoder {
+    pub(crate) fn new() -> Encoder {
         Encoder(Vec::new())
     }
-    pub fn i8(&mut self, v: i8) -> &mut Self {
+    pub(crate) fn i8(&mut self, v: i8) -> &mut Self {
         self.0.push(v as u8);
         self
     }
-    pub fn i16(&mut self, v: i16) -> &mut Self {
+    pub(crate) fn i16(&mut self, v: i16) -> &mut Self {
         self.0.extend_from_slice(&v.to_be_bytes());
         self
     }
-    pub fn i32(&mut self, v: i32) -> &mut Self {
+    pub(crate) fn i32(&mut self, v: i32) -> &mut Self {
         self.0.extend_from_slice(&v.to_be_bytes());
         self
     }
-    pub fn i64(&mut self, v: i64) -> &mut Self {
+    pub(crate) fn i64(&mut self, v: i64) -> &mut Self {
         self.0.extend_from_slice(&v.to_be_bytes());
         self
     }
     /// A (non-compact) string: i16 length, bytes.
-    pub fn string(&mut self, v: &str) -> &mut Self {
+    pub(crate) fn string(&mut self, v: &str) -> &mut Self {
         self.i16(v.len() as i16);
         self.0.extend_from_slice(v.as_bytes());
         self
     }
-    pub fn null_string(&mut self) -> &mut Self {
+    pub(crate) fn null_string(&mut self) -> &mut Self {
         self.i16(-1)
     }
     /// Bytes with an i32 length.
-    pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
+    pub(crate) fn bytes(&mut self, v: &[u8]) -> &mut Self {
         self.i32(v.len() as i32);
         self.0.extend_from_slice(v);
         self
     }
-    pub fn raw(&mut self, v: &[u8]) -> &mut Self {
+    pub(crate) fn raw(&mut self, v: &[u8]) -> &mut Self {
         self.0.extend_from_slice(v);
         self
     }
 }
 
 /// Reads big-endian fields of a response body, panicking (a test failure) past the end.
-pub struct Decoder<'a> {
+pub(crate) struct Decoder<'a> {
     pub bytes: &'a [u8],
     pub at: usize,
 }
 
 impl<'a> Decoder<'a> {
-    pub fn new(bytes: &'a [u8]) -> Decoder<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Decoder<'a> {
         Decoder { bytes, at: 0 }
     }
     fn take(&mut self, n: usize) -> &'a [u8] {
@@ -90,19 +90,19 @@ impl<'a> Decoder<'a> {
         self.at += n;
         slice
     }
-    pub fn i8(&mut self) -> i8 {
+    pub(crate) fn i8(&mut self) -> i8 {
         self.take(1)[0] as i8
     }
-    pub fn i16(&mut self) -> i16 {
+    pub(crate) fn i16(&mut self) -> i16 {
         i16::from_be_bytes(self.take(2).try_into().expect("2 bytes"))
     }
-    pub fn i32(&mut self) -> i32 {
+    pub(crate) fn i32(&mut self) -> i32 {
         i32::from_be_bytes(self.take(4).try_into().expect("4 bytes"))
     }
-    pub fn i64(&mut self) -> i64 {
+    pub(crate) fn i64(&mut self) -> i64 {
         i64::from_be_bytes(self.take(8).try_into().expect("8 bytes"))
     }
-    pub fn string(&mut self) -> Option<String> {
+    pub(crate) fn string(&mut self) -> Option<String> {
         let len = self.i16();
         if len < 0 {
             return None;
@@ -110,25 +110,30 @@ impl<'a> Decoder<'a> {
         Some(String::from_utf8(self.take(len as usize).to_vec()).expect("UTF-8 string"))
     }
     /// An array length; -1 (null) reads as 0.
-    pub fn array_len(&mut self) -> usize {
+    pub(crate) fn array_len(&mut self) -> usize {
         let len = self.i32();
         assert!((-1..=100_000).contains(&len), "implausible array length {len}");
         len.max(0) as usize
     }
-    pub fn remaining(&self) -> usize {
+    pub(crate) fn remaining(&self) -> usize {
         self.bytes.len() - self.at
     }
 }
 
 /// A request header v1 (non-flexible) followed by `body`, as one frame with its size prefix.
-pub fn request_frame(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
+pub(crate) fn request_frame(
+    api_key: i16,
+    version: i16,
+    correlation_id: i32,
+    body: &[u8],
+) -> Vec<u8> {
     let mut payload = Encoder::new();
     payload.i16(api_key).i16(version).i32(correlation_id).string("fjord-tests").raw(body);
     frame(&payload.0)
 }
 
 /// `bytes` with an i32 size prefix.
-pub fn frame(payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = (payload.len() as i32).to_be_bytes().to_vec();
     out.extend_from_slice(payload);
     out
@@ -136,7 +141,7 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 
 /// How a read of one response ended.
 #[derive(Debug)]
-pub enum Received {
+pub(crate) enum Received {
     /// A whole response frame (without its size prefix).
     Frame(Vec<u8>),
     /// The broker closed the connection (EOF or reset) before a complete frame.
@@ -144,12 +149,12 @@ pub enum Received {
 }
 
 /// One test connection with blocking I/O and timeouts.
-pub struct Conn {
+pub(crate) struct Conn {
     pub stream: TcpStream,
 }
 
 impl Conn {
-    pub fn connect(addr: SocketAddr) -> Conn {
+    pub(crate) fn connect(addr: SocketAddr) -> Conn {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         stream
@@ -163,13 +168,13 @@ impl Conn {
     }
 
     /// Writes bytes; a broker that already closed may make this fail, which is returned.
-    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    pub(crate) fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes)
     }
 
     /// Reads one response frame, or notices the connection closing. Panics on a read timeout:
     /// the broker must either answer or close.
-    pub fn receive(&mut self) -> Received {
+    pub(crate) fn receive(&mut self) -> Received {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 64 * 1024];
         loop {
@@ -218,7 +223,7 @@ impl Conn {
 
     /// Sends a request and returns the response body after the correlation id, which it
     /// checks. Panics if the connection closes instead.
-    pub fn call(
+    pub(crate) fn call(
         &mut self,
         api_key: i16,
         version: i16,
@@ -245,7 +250,7 @@ impl Conn {
     }
 
     /// Asserts the broker closes the connection without sending a response.
-    pub fn expect_closed(&mut self, what: &str) {
+    pub(crate) fn expect_closed(&mut self, what: &str) {
         match self.receive() {
             Received::Closed { partial } => assert!(
                 partial.is_empty(),
@@ -265,7 +270,7 @@ impl Conn {
 // Record batches (magic 2).
 
 /// CRC-32C (Castagnoli), bitwise; the record batch checksum.
-pub fn crc32c(bytes: &[u8]) -> u32 {
+pub(crate) fn crc32c(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in bytes {
         crc ^= u32::from(b);
@@ -290,21 +295,21 @@ fn varint(out: &mut Vec<u8>, value: i64) {
 
 /// Idempotence fields of a batch header.
 #[derive(Debug, Clone, Copy)]
-pub struct Producer {
+pub(crate) struct Producer {
     pub id: i64,
     pub epoch: i16,
     pub base_sequence: i32,
 }
 
-pub const NO_PRODUCER: Producer = Producer { id: -1, epoch: -1, base_sequence: -1 };
+pub(crate) const NO_PRODUCER: Producer = Producer { id: -1, epoch: -1, base_sequence: -1 };
 
 /// Offset of the CRC field in a batch, and of the first byte it covers (attributes).
-pub const BATCH_CRC_AT: usize = 17;
-pub const BATCH_CRC_FROM: usize = 21;
+pub(crate) const BATCH_CRC_AT: usize = 17;
+pub(crate) const BATCH_CRC_FROM: usize = 21;
 
 /// An uncompressed record batch of `(key, value)` records, all with `timestamp_ms`, with a
 /// correct CRC-32C.
-pub fn record_batch(
+pub(crate) fn record_batch(
     records: &[(Option<&[u8]>, &[u8])],
     timestamp_ms: i64,
     producer: Producer,
@@ -356,7 +361,7 @@ pub fn record_batch(
 // Requests and responses the tests use.
 
 /// Produce v3 of `records` to one partition. Returns (error code, base offset).
-pub fn produce(
+pub(crate) fn produce(
     conn: &mut Conn,
     correlation_id: i32,
     topic: &str,
@@ -376,7 +381,7 @@ pub fn produce(
 
 /// A Produce v3 response body (after the correlation id) of one topic: per partition
 /// (index, error code, base offset).
-pub fn parse_produce(body: &[u8], topic: &str) -> Vec<(i32, i16, i64)> {
+pub(crate) fn parse_produce(body: &[u8], topic: &str) -> Vec<(i32, i16, i64)> {
     let mut d = Decoder::new(body);
     assert_eq!(d.array_len(), 1, "topics in the produce response");
     assert_eq!(d.string().as_deref(), Some(topic));
@@ -395,7 +400,7 @@ pub fn parse_produce(body: &[u8], topic: &str) -> Vec<(i32, i16, i64)> {
 
 /// One partition's answer to OffsetForLeaderEpoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EpochEnd {
+pub(crate) struct EpochEnd {
     pub partition: i32,
     pub error: i16,
     pub leader_epoch: i32,
@@ -404,7 +409,7 @@ pub struct EpochEnd {
 
 /// OffsetForLeaderEpoch v3, as a follower asks it (replica id `replica`), for `partitions`
 /// of one topic, each (partition, current leader epoch, epoch asked about).
-pub fn offset_for_leader_epoch(
+pub(crate) fn offset_for_leader_epoch(
     conn: &mut Conn,
     correlation_id: i32,
     replica: i32,
@@ -434,7 +439,7 @@ pub fn offset_for_leader_epoch(
 }
 
 /// CreateTopics v2 of one topic. Returns (error code, error message).
-pub fn create_topic(
+pub(crate) fn create_topic(
     conn: &mut Conn,
     correlation_id: i32,
     topic: &str,
@@ -456,7 +461,7 @@ pub fn create_topic(
 
 /// A topic in a Metadata response: (error code, name, partition count).
 #[derive(Debug, PartialEq, Eq)]
-pub struct MetadataTopic {
+pub(crate) struct MetadataTopic {
     pub error: i16,
     pub name: String,
     pub partitions: usize,
@@ -464,7 +469,7 @@ pub struct MetadataTopic {
 
 /// Metadata v4 for `topics` (allowing auto-creation). Returns the brokers' `host:port` and
 /// the topics.
-pub fn metadata(
+pub(crate) fn metadata(
     conn: &mut Conn,
     correlation_id: i32,
     topics: &[&str],
@@ -512,7 +517,7 @@ pub fn metadata(
 }
 
 /// ListOffsets v1 of one partition at `timestamp` (-1 latest, -2 earliest): (error, offset).
-pub fn list_offset(
+pub(crate) fn list_offset(
     conn: &mut Conn,
     correlation_id: i32,
     topic: &str,
@@ -524,7 +529,7 @@ pub fn list_offset(
 }
 
 /// ListOffsets v4 (the first with leader epochs) for one partition: (error, offset, epoch).
-pub fn list_offset_with_epoch(
+pub(crate) fn list_offset_with_epoch(
     conn: &mut Conn,
     correlation_id: i32,
     topic: &str,
@@ -572,12 +577,12 @@ fn list_offset_at(
 }
 
 /// InitProducerId v0 for an idempotent (non-transactional) producer: (error, id, epoch).
-pub fn init_producer_id(conn: &mut Conn, correlation_id: i32) -> (i16, i64, i16) {
+pub(crate) fn init_producer_id(conn: &mut Conn, correlation_id: i32) -> (i16, i64, i16) {
     init_producer_id_for(conn, correlation_id, None)
 }
 
 /// InitProducerId v0 with a transactional id (`None`: null, an idempotent producer).
-pub fn init_producer_id_for(
+pub(crate) fn init_producer_id_for(
     conn: &mut Conn,
     correlation_id: i32,
     transactional_id: Option<&str>,
@@ -597,7 +602,7 @@ pub fn init_producer_id_for(
 }
 
 /// An ApiVersions response body (header v0), any version: (error, [(key, min, max)]).
-pub fn parse_api_versions(body: &[u8], version: i16) -> (i16, Vec<(i16, i16, i16)>) {
+pub(crate) fn parse_api_versions(body: &[u8], version: i16) -> (i16, Vec<(i16, i16, i16)>) {
     let mut d = Decoder::new(body);
     let error = d.i16();
     let mut apis = Vec::new();
