@@ -190,9 +190,12 @@ pub struct ServeArgs {
     pub replica_lag_time_max_ms: Option<u64>,
 }
 
+/// Shards at most: one per core on any machine Fjord expects.
+pub const SHARDS_MAX: usize = 256;
+
 /// One shard per CPU this process may run on (its affinity mask), at most `SHARDS_MAX`.
 fn default_shards() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, crate::shards::SHARDS_MAX)
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, SHARDS_MAX)
 }
 
 fn optional_limit(name: &str, value: i64) -> anyhow::Result<Option<u64>> {
@@ -373,12 +376,8 @@ impl BrokerConfig {
         {
             bail!("request-memory-max ({}) must hold at least one request of request-bytes-max ({}) and at most 1 TiB", self.request_memory_max, self.request_bytes_max);
         }
-        if !(1..=crate::shards::SHARDS_MAX).contains(&self.shards) {
-            bail!(
-                "shards must be between 1 and {}, got {}",
-                crate::shards::SHARDS_MAX,
-                self.shards
-            );
+        if !(1..=SHARDS_MAX).contains(&self.shards) {
+            bail!("shards must be between 1 and {}, got {}", SHARDS_MAX, self.shards);
         }
         if self.connections_max == 0 || self.connections_max > 1_000_000 {
             bail!("connections-max must be between 1 and 1000000, got {}", self.connections_max);
@@ -442,7 +441,7 @@ mod tests {
     fn shards_default_to_the_cpus_and_can_be_chosen() {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let defaults = ServeArgs::default().resolve().expect("defaults resolve");
-        assert_eq!(defaults.shards, cpus.min(crate::shards::SHARDS_MAX));
+        assert_eq!(defaults.shards, cpus.min(SHARDS_MAX));
         let one =
             ServeArgs { shards: Some(1), ..ServeArgs::default() }.resolve().expect("--shards 1");
         assert_eq!(one.shards, 1);

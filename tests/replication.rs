@@ -480,7 +480,7 @@ impl Cluster {
 }
 
 /// A log line without its timestamp and its `key=value` fields, e.g.
-/// `WARN fjord::cluster: cannot change the in-sync set`.
+/// `WARN fjord::broker::cluster: cannot change the in-sync set`.
 fn log_message(line: &str) -> &str {
     let rest = line.split_once(' ').map_or(line, |(_, rest)| rest);
     match rest.find('=') {
@@ -1151,7 +1151,7 @@ fn offset_for_leader_epoch_is_answered_by_the_shard_owning_each_partition() {
     }
     let state = cluster.wait_all_in_sync("records produced");
     let owners: BTreeSet<usize> =
-        (0..PARTITIONS).map(|p| fjord::shards::owner(SHARDS, topic, p)).collect();
+        (0..PARTITIONS).map(|p| fjord::broker::shards::owner(SHARDS, topic, p)).collect();
     assert_eq!(
         owners.len(),
         SHARDS,
@@ -1184,7 +1184,7 @@ fn offset_for_leader_epoch_is_answered_by_the_shard_owning_each_partition() {
                 *answer,
                 expected,
                 "broker {id}, {topic}-{p} (shard {})",
-                fjord::shards::owner(SHARDS, topic, *p)
+                fjord::broker::shards::owner(SHARDS, topic, *p)
             );
         }
     }

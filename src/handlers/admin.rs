@@ -21,9 +21,9 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::{frame, Reply};
+use crate::broker::topic::TopicConfig;
 use crate::broker::Broker;
 use crate::protocol::{decode_body, Request};
-use crate::topic::TopicConfig;
 
 /// Topics one CreateTopics or DeleteTopics request may name.
 const ADMIN_TOPICS_PER_REQUEST_MAX: usize = 1000;

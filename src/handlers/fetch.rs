@@ -42,10 +42,11 @@ use kafka_protocol::ResponseError;
 use tracing::debug;
 
 use super::{epochs, Reply};
+use crate::broker::outcome::PartitionRead;
+use crate::broker::shards::{ByShard, FetchPart, Shards};
 use crate::broker::Broker;
-use crate::errors::storage_error_code;
+use crate::handlers::errors::storage_error_code;
 use crate::protocol::{decode_body, Request};
-use crate::shards::{ByShard, FetchPart, Shards};
 
 /// Longest long poll honoured: a client asking for more waits this long.
 pub(crate) const FETCH_WAIT_MS_MAX: i32 = 30_000;
@@ -201,16 +202,6 @@ fn topic_names<'a>(
         .iter()
         .map(|t| by_id.get(t.topic_id.as_bytes()).map(|name| Cow::Owned(name.to_string())))
         .collect()
-}
-
-/// One partition's part of a Fetch, resolved on the shard that owns the partition.
-pub struct PartitionRead {
-    pub error: i16,
-    pub high_watermark: i64,
-    pub log_start_offset: i64,
-    pub regions: Vec<FileRegion>,
-    /// Whether a follower's fetch moved the high watermark.
-    pub hw_moved: bool,
 }
 
 /// Resolves one partition this shard owns: checks, follower progress, and the file regions

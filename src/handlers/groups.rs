@@ -23,7 +23,7 @@ use tracing::warn;
 
 use super::{authorized, frame, Reply};
 use crate::broker::Broker;
-use crate::coordinator::{Committed, JoinRequest, OFFSET_METADATA_BYTES_MAX};
+use crate::group::{Committed, JoinRequest, OFFSET_METADATA_BYTES_MAX};
 use crate::protocol::{decode_body, Request};
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -32,7 +32,7 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 const OFFSET_FETCH_GROUPS_FROM_VERSION: i16 = 8;
 /// Groups one OffsetFetch may name: every group the coordinator can hold (an admin client
 /// describing all groups asks for them in one request), and no more.
-const OFFSET_FETCH_GROUPS_MAX: usize = crate::coordinator::GROUPS_MAX;
+const OFFSET_FETCH_GROUPS_MAX: usize = crate::group::GROUPS_MAX;
 
 fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())
@@ -72,7 +72,7 @@ pub(super) async fn find_coordinator(
         let leader = cluster
             .state
             .borrow()
-            .partition(crate::coordinator::OFFSETS_TOPIC, index)
+            .partition(crate::group::OFFSETS_TOPIC, index)
             .map_or(-1, |p| p.leader);
         match cluster.address_of(leader).and_then(|a| a.parse::<std::net::SocketAddr>().ok()) {
             Some(address) if cluster.is_alive(leader) => {
@@ -129,7 +129,7 @@ pub(super) async fn join_group(broker: &Rc<Broker>, request: &Request) -> anyhow
         require_known_member_id: request.version >= 4,
     };
     let result = match coordinator.join(join) {
-        Ok(receiver) => receiver.await.unwrap_or_else(|_closed| crate::coordinator::JoinResult {
+        Ok(receiver) => receiver.await.unwrap_or_else(|_closed| crate::group::JoinResult {
             error: Some(ResponseError::RebalanceInProgress),
             generation: -1,
             member_id: body.member_id.to_string(),
@@ -174,7 +174,7 @@ pub(super) async fn sync_group(broker: &Rc<Broker>, request: &Request) -> anyhow
         body.member_id.as_str(),
         assignments,
     ) {
-        Ok(receiver) => receiver.await.unwrap_or_else(|_closed| crate::coordinator::SyncResult {
+        Ok(receiver) => receiver.await.unwrap_or_else(|_closed| crate::group::SyncResult {
             error: Some(ResponseError::RebalanceInProgress),
             ..Default::default()
         }),

@@ -9,29 +9,13 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
 use super::{frame, Reply};
+use crate::broker::outcome::OffsetAnswer;
 use crate::broker::Broker;
-use crate::errors::storage_error_code;
+use crate::handlers::errors::storage_error_code;
 use crate::protocol::{decode_body, Request};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
-
-/// One partition's answer, resolved on the shard that owns it.
-#[derive(Debug, Clone, Copy)]
-pub struct OffsetAnswer {
-    pub error: i16,
-    pub timestamp: i64,
-    pub offset: i64,
-    /// The leader epoch the offset was written in (-1: none), which consumers check with
-    /// OffsetForLeaderEpoch; for the latest offset, the current epoch (as Kafka).
-    pub leader_epoch: i32,
-}
-
-impl OffsetAnswer {
-    pub fn refused(error: ResponseError) -> OffsetAnswer {
-        OffsetAnswer { error: error.code(), timestamp: -1, offset: -1, leader_epoch: -1 }
-    }
-}
 
 /// One partition's answer, resolved on its owning shard.
 pub(crate) async fn list_offset(

@@ -10,9 +10,9 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::ResponseError;
 
 use super::{authorized, frame, Reply};
+use crate::broker::topic::{validate_name, TopicConfig};
 use crate::broker::{Broker, Topic};
 use crate::protocol::{decode_body, Request};
-use crate::topic::{validate_name, TopicConfig};
 
 pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
     let body: MetadataRequest = decode_body(request)?;

@@ -5,6 +5,7 @@ mod admin;
 mod api_versions;
 mod authorized;
 pub(crate) mod epochs;
+pub(crate) mod errors;
 pub(crate) mod fetch;
 mod groups;
 mod list_offsets;
@@ -20,9 +21,9 @@ use kafka_protocol::messages::ApiKey;
 use crate::broker::Broker;
 use crate::protocol::{self, Request};
 
-pub(crate) use fetch::{FetchResponse, PartitionRead, Piece};
-pub(crate) use list_offsets::{list_offset, OffsetAnswer};
-pub(crate) use produce::{produce_partition, AppendDone, AppendOrder, PartitionOutcome, Pipeline};
+pub(crate) use fetch::{FetchResponse, Piece};
+pub(crate) use list_offsets::list_offset;
+pub(crate) use produce::{produce_partition, AppendOrder, Pipeline};
 
 /// What the connection sends back for one request.
 pub(crate) enum Reply {
@@ -58,9 +59,9 @@ pub(crate) async fn dispatch(
         )
     {
         return match broker.shards.forward(request.raw.clone(), request.peer).await {
-            crate::shards::FrameReply::Frame(bytes) => Reply::Frame(bytes),
-            crate::shards::FrameReply::Nothing => Reply::Nothing,
-            crate::shards::FrameReply::Close(reason) => Reply::Close(reason),
+            crate::broker::shards::FrameReply::Frame(bytes) => Reply::Frame(bytes),
+            crate::broker::shards::FrameReply::Nothing => Reply::Nothing,
+            crate::broker::shards::FrameReply::Close(reason) => Reply::Close(reason),
         };
     }
     if request.version < min || request.version > max {

@@ -17,69 +17,15 @@ use tokio::sync::{oneshot, Semaphore};
 use tracing::warn;
 
 use super::{frame, Reply};
+use crate::broker::outcome::{AppendDone, PartitionOutcome};
+use crate::broker::shards::{ByShard, ProducePart, Shards};
 use crate::broker::Broker;
-use crate::errors::append_error_code;
+use crate::handlers::errors::append_error_code;
+use crate::partition::replica::ReplicationWait;
 use crate::protocol::{decode_body, Request};
-use crate::replica::ReplicationWait;
-use crate::shards::{ByShard, ProducePart, Shards};
 
 /// Longest an acks=all produce waits for the in-sync replicas.
 const PRODUCE_TIMEOUT_MS_MAX: i32 = 120_000;
-
-/// What one partition's part of a Produce came to.
-#[derive(Debug, Clone)]
-pub struct PartitionOutcome {
-    pub error: Option<(ResponseError, String)>,
-    pub base_offset: i64,
-    pub log_start_offset: i64,
-}
-
-impl PartitionOutcome {
-    fn refused(code: ResponseError, message: String) -> PartitionOutcome {
-        PartitionOutcome { error: Some((code, message)), base_offset: -1, log_start_offset: -1 }
-    }
-}
-
-/// One partition's append in its connection's order (`AppendOrder`): it waits for its turn
-/// (`turn`), and its end (appended, refused or abandoned) adds a permit to a semaphore the
-/// request's handler counts and gives the connection's next append to the partition its
-/// turn. The end is marked when dropped too, on any path, on any shard.
-pub struct AppendDone {
-    appended: Option<Arc<Semaphore>>,
-    /// The end of the connection's previous append to the partition.
-    after: Option<oneshot::Receiver<()>>,
-    next: Option<oneshot::Sender<()>>,
-}
-
-impl AppendDone {
-    /// `turn` is from `AppendOrder::turn`; without it the append waits for nothing.
-    pub fn new(
-        appended: &Arc<Semaphore>,
-        turn: Option<(Option<oneshot::Receiver<()>>, oneshot::Sender<()>)>,
-    ) -> AppendDone {
-        let (after, next) = match turn {
-            Some((after, next)) => (after, Some(next)),
-            None => (None, None),
-        };
-        AppendDone { appended: Some(Arc::clone(appended)), after, next }
-    }
-
-    /// Waits until the connection's previous append to the partition is over.
-    async fn turn(&mut self) {
-        if let Some(after) = self.after.take() {
-            let _ = after.await;
-        }
-    }
-
-    fn now(&mut self) {
-        if let Some(appended) = self.appended.take() {
-            appended.add_permits(1);
-        }
-        if let Some(next) = self.next.take() {
-            let _ = next.send(());
-        }
-    }
-}
 
 /// Entries of an `AppendOrder` past which the finished ones are dropped.
 const APPEND_ORDER_PRUNE_AT: usize = 1024;
@@ -145,12 +91,6 @@ pub(crate) struct Pipeline {
     pub order: Rc<AppendOrder>,
     pub ordered: oneshot::Sender<()>,
     pub appended: oneshot::Sender<()>,
-}
-
-impl Drop for AppendDone {
-    fn drop(&mut self) {
-        self.now();
-    }
 }
 
 /// Appends to a partition this shard owns and, for acks=all, waits until the records are
@@ -223,7 +163,7 @@ pub(crate) async fn produce_partition(
         if broker.config.fsync_acks_all {
             if let Err(error) = partition.flush_to(end).await {
                 return PartitionOutcome::refused(
-                    crate::errors::storage_error_code(&error),
+                    crate::handlers::errors::storage_error_code(&error),
                     error.to_string(),
                 );
             }

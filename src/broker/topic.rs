@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 
 use crate::config::BrokerConfig;
@@ -178,6 +179,19 @@ pub struct TopicFile {
     pub partitions: i32,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+}
+
+/// An error for one topic operation, as Kafka reports it.
+#[derive(Debug, Clone)]
+pub struct TopicError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+impl TopicError {
+    pub(crate) fn new(code: ResponseError, message: impl Into<String>) -> TopicError {
+        TopicError { code, message: message.into() }
+    }
 }
 
 #[cfg(test)]

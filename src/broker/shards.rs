@@ -21,11 +21,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tracing::warn;
 
-use crate::broker::Broker;
-use crate::handlers::{self, fetch, AppendDone, PartitionOutcome, PartitionRead, Reply};
-
-/// Shards at most: one per core on any machine Fjord expects.
-pub const SHARDS_MAX: usize = 256;
+use crate::broker::outcome::{AppendDone, OffsetAnswer, PartitionOutcome, PartitionRead};
 
 /// Bytes per permit of the request memory budget.
 pub const BUDGET_UNIT_BYTES: u64 = 1024;
@@ -147,7 +143,7 @@ pub enum Message {
         topic: String,
         index: i32,
         timestamp: i64,
-        reply: oneshot::Sender<handlers::OffsetAnswer>,
+        reply: oneshot::Sender<OffsetAnswer>,
     },
     /// OffsetForLeaderEpoch for one partition: (error code, epoch, end offset).
     EpochEnd {
@@ -333,10 +329,10 @@ impl Shards {
         topic: String,
         index: i32,
         timestamp: i64,
-    ) -> handlers::OffsetAnswer {
+    ) -> OffsetAnswer {
         let answer =
             self.ask(shard, |reply| Message::ListOffset { topic, index, timestamp, reply }).await;
-        answer.unwrap_or(handlers::OffsetAnswer::refused(ResponseError::UnknownServerError))
+        answer.unwrap_or(OffsetAnswer::refused(ResponseError::UnknownServerError))
     }
 
     /// Where an epoch ended in a partition `shard` owns (see `handlers::epochs::epoch_end`).
@@ -409,159 +405,35 @@ impl Shards {
     }
 }
 
-/// A read of this shard's, with each segment file as a descriptor another thread can own.
-fn remote_read(read: PartitionRead) -> RemoteRead {
-    let mut regions = Vec::with_capacity(read.regions.len());
-    let mut error = read.error;
-    for region in read.regions {
-        match region.file.share() {
-            Ok(file) => regions.push(RemoteRegion {
-                file,
-                segment_base_offset: region.segment_base_offset,
-                position: region.position,
-                len: region.len,
-                first_offset: region.first_offset,
-                next_offset: region.next_offset,
-            }),
-            Err(e) => {
-                warn!(%e, "cannot hand a segment file to another shard");
-                error = ResponseError::KafkaStorageError.code();
-                regions.clear();
-                break;
+impl RemoteRead {
+    /// A read of this shard's, with each segment file as a descriptor another thread can own.
+    pub(crate) fn from_local(read: PartitionRead) -> RemoteRead {
+        let mut regions = Vec::with_capacity(read.regions.len());
+        let mut error = read.error;
+        for region in read.regions {
+            match region.file.share() {
+                Ok(file) => regions.push(RemoteRegion {
+                    file,
+                    segment_base_offset: region.segment_base_offset,
+                    position: region.position,
+                    len: region.len,
+                    first_offset: region.first_offset,
+                    next_offset: region.next_offset,
+                }),
+                Err(e) => {
+                    warn!(%e, "cannot hand a segment file to another shard");
+                    error = ResponseError::KafkaStorageError.code();
+                    regions.clear();
+                    break;
+                }
             }
         }
-    }
-    RemoteRead {
-        error,
-        high_watermark: read.high_watermark,
-        log_start_offset: read.log_start_offset,
-        regions,
-        hw_moved: read.hw_moved,
-    }
-}
-
-/// Serves what other shards send, until the channel closes. `on_shutdown` is run for a
-/// Shutdown message before it is acknowledged.
-pub async fn serve_inbox<F, Fut>(
-    broker: Rc<Broker>,
-    mut inbox: mpsc::UnboundedReceiver<Message>,
-    on_shutdown: F,
-) where
-    F: Fn() -> Fut + 'static,
-    Fut: std::future::Future<Output = ()> + 'static,
-{
-    let on_shutdown = Rc::new(on_shutdown);
-    while let Some(message) = inbox.recv().await {
-        let broker = Rc::clone(&broker);
-        let on_shutdown = Rc::clone(&on_shutdown);
-        fjord_storage::io::spawn(async move {
-            match message {
-                Message::Produce { parts, acks, timeout_ms, reply } => {
-                    // Each partition appends as its own task, as for a local request.
-                    let tasks: Vec<_> = parts
-                        .into_iter()
-                        .map(|part| {
-                            fjord_storage::io::spawn(handlers::produce_partition(
-                                Rc::clone(&broker),
-                                part.topic,
-                                part.index,
-                                part.records,
-                                acks,
-                                timeout_ms,
-                                part.done,
-                            ))
-                        })
-                        .collect();
-                    let mut outcomes = Vec::with_capacity(tasks.len());
-                    for task in tasks {
-                        outcomes.push(task.await.unwrap_or_else(|e| PartitionOutcome {
-                            error: Some((
-                                ResponseError::UnknownServerError,
-                                format!("produce task failed: {e}"),
-                            )),
-                            base_offset: -1,
-                            log_start_offset: -1,
-                        }));
-                    }
-                    let _ = reply.send(outcomes);
-                }
-                Message::Fetch { parts, replica, max_bytes, reply } => {
-                    // In order within the budget, as the asking shard does with its own.
-                    let mut reads = Vec::with_capacity(parts.len());
-                    let mut total = 0u64;
-                    for part in parts {
-                        let limit = fetch::budget_limit(part.partition_max_bytes, max_bytes, total);
-                        let read = fetch::read_budgeted(
-                            &broker,
-                            &part.topic,
-                            part.index,
-                            part.offset,
-                            limit,
-                            total,
-                            replica,
-                            part.epoch,
-                        )
-                        .await;
-                        let bytes: u64 = read.regions.iter().map(|r| r.len).sum();
-                        if fetch::fits(bytes, limit, total) {
-                            total += bytes;
-                        }
-                        reads.push(remote_read(read));
-                    }
-                    let _ = reply.send(reads);
-                }
-                Message::ListOffset { topic, index, timestamp, reply } => {
-                    let _ =
-                        reply.send(handlers::list_offset(&broker, &topic, index, timestamp).await);
-                }
-                Message::Frame { payload, peer, reply } => {
-                    let answer = match crate::protocol::parse_request(payload) {
-                        Err(error) => FrameReply::Close(error.to_string()),
-                        Ok(mut request) => {
-                            // A Produce is split by partition, never forwarded whole: it must
-                            // take its turns on its own connection (`AppendOrder`).
-                            debug_assert_ne!(
-                                request.api_key,
-                                kafka_protocol::messages::ApiKey::Produce,
-                                "a Produce forwarded whole"
-                            );
-                            request.peer = peer;
-                            match handlers::dispatch(&broker, request, None).await {
-                                Reply::Frame(bytes) => FrameReply::Frame(bytes),
-                                Reply::Nothing => FrameReply::Nothing,
-                                Reply::Close(reason) => FrameReply::Close(reason),
-                                Reply::Fetch(_) => FrameReply::Close(
-                                    "a Fetch cannot be forwarded whole".to_string(),
-                                ),
-                            }
-                        }
-                    };
-                    let _ = reply.send(answer);
-                }
-                Message::EpochEnd { topic, index, current_leader_epoch, leader_epoch, reply } => {
-                    let _ = reply.send(handlers::epochs::epoch_end(
-                        &broker,
-                        &topic,
-                        index,
-                        current_leader_epoch,
-                        leader_epoch,
-                    ));
-                }
-                Message::TopicsChanged { reply } => {
-                    if let Err(error) = broker.reload_topics().await {
-                        warn!(%error, "cannot reload topics");
-                    }
-                    let _ = reply.send(());
-                }
-                Message::ApplyState { state, reply } => {
-                    broker.apply_state(&state).await;
-                    let _ = reply.send(());
-                }
-                Message::Shutdown { reply } => {
-                    on_shutdown().await;
-                    let _ = reply.send(());
-                }
-            }
-        });
+        RemoteRead {
+            error,
+            high_watermark: read.high_watermark,
+            log_start_offset: read.log_start_offset,
+            regions,
+            hw_moved: read.hw_moved,
+        }
     }
 }

@@ -983,9 +983,11 @@ impl Coordinator {
             .map_err(|wait| {
                 warn!(group = group_id, ?wait, "offset commit not replicated in time");
                 match wait {
-                    crate::replica::ReplicationWait::NotLeader => ResponseError::NotCoordinator,
-                    crate::replica::ReplicationWait::TimedOut
-                    | crate::replica::ReplicationWait::NotEnoughReplicas => {
+                    crate::partition::replica::ReplicationWait::NotLeader => {
+                        ResponseError::NotCoordinator
+                    }
+                    crate::partition::replica::ReplicationWait::TimedOut
+                    | crate::partition::replica::ReplicationWait::NotEnoughReplicas => {
                         ResponseError::RequestTimedOut
                     }
                 }

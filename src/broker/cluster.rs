@@ -24,12 +24,11 @@ use fjord_storage::io::FileLock;
 use kafka_protocol::ResponseError;
 use tracing::{info, warn};
 
-use crate::broker::{Broker, TopicError};
+use crate::broker::topic::{validate_name, TopicError};
 use crate::clock::now_ms;
 use crate::config::TOPIC_PARTITIONS_MAX;
-use crate::coordinator::OFFSETS_TOPIC;
+use crate::group::OFFSETS_TOPIC;
 use crate::ids::{hex, random_id};
-use crate::topic::validate_name;
 
 /// How often liveness, the controller and the state file are checked.
 pub const CLUSTER_TICK_MS: u64 = 100;
@@ -44,7 +43,7 @@ pub struct Cluster {
     pub me: i32,
     /// This broker's liveness lock and heartbeat; held by shard 0 only (the other shards of
     /// the broker join with `Cluster::view`).
-    liveness: Option<Liveness>,
+    pub(crate) liveness: Option<Liveness>,
     /// The controller lock, if this broker holds it; only shard 0 competes for it.
     controller: RefCell<Option<FileLock>>,
     /// The state version and live brokers of the controller's last election pass that
@@ -210,7 +209,7 @@ impl Cluster {
     }
 
     /// Controller duty for one tick: take the lock if it is free, then elect.
-    async fn control(&self) {
+    pub(crate) async fn control(&self) {
         if self.controller.borrow().is_none() {
             match FileLock::try_lock(&self.file.dir.join("controller.lock")) {
                 Ok(Some(lock)) => {
@@ -371,65 +370,6 @@ impl Cluster {
                 warn!(topic, partition, %error, "cannot change the in-sync set");
                 None
             }
-        }
-    }
-}
-
-/// A task that is aborted when this is dropped: `run`'s helpers stop with it.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Heartbeats and controller duty (shard 0), in-sync set upkeep for this shard's
-/// partitions and state watching (every shard), until aborted.
-pub async fn run(broker: Rc<Broker>) {
-    let cluster = Rc::clone(broker.cluster.as_ref().expect("clustered broker"));
-    let lag_max_ms = broker.config.replica_lag_time_max_ms as i64;
-    // Held (not read) until this future is dropped: aborting `run` aborts them too.
-    let mut helpers = Vec::new();
-    // The heartbeat has its own task: nothing below (a slow state write, a busy lock) may
-    // delay it, or a healthy broker would look hung to the controller.
-    if cluster.liveness.is_some() {
-        let heartbeat = Rc::clone(&cluster);
-        helpers.push(AbortOnDrop(fjord_storage::io::spawn(async move {
-            loop {
-                if let Some(Err(error)) = heartbeat.liveness.as_ref().map(|l| l.beat(now_ms())) {
-                    warn!(%error, "cannot write the heartbeat");
-                }
-                tokio::time::sleep(Duration::from_millis(CLUSTER_TICK_MS)).await;
-            }
-        })));
-        // The controller duty has its own task too: applying a state waits for this broker's
-        // other shards (at startup, until they have opened), and elections for the whole
-        // cluster must not wait with it.
-        let controller = Rc::clone(&cluster);
-        helpers.push(AbortOnDrop(fjord_storage::io::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(CLUSTER_TICK_MS)).await;
-                controller.control().await;
-            }
-        })));
-    }
-    loop {
-        tokio::time::sleep(Duration::from_millis(CLUSTER_TICK_MS)).await;
-        // Leaders: drop followers that lag, take back those that caught up.
-        for topic in broker.topics() {
-            for partition in topic.local_partitions() {
-                if !partition.replica.is_leader() {
-                    continue;
-                }
-                if let Some(isr) = partition.wanted_isr(now_ms(), lag_max_ms) {
-                    cluster.request_isr_change(partition, isr);
-                }
-            }
-        }
-        // Shard 0 reads the state file and hands new states to the other shards.
-        if broker.shards.me == 0 {
-            broker.sync_cluster_state().await;
         }
     }
 }

@@ -13,9 +13,14 @@ use bytes::Bytes;
 use fjord_storage::batch::{self, BatchHeader};
 use fjord_storage::{LogConfig, PartitionLog, ReadResult, RetentionOutcome, StorageError};
 
-use crate::producer::{ProducerTable, SequenceCheck, SequencedBatch};
-use crate::replica::ReplicaState;
 use fjord_replication::LeaderEpochCache;
+
+pub mod producer;
+pub mod replica;
+mod replication;
+
+use producer::{ProducerTable, SequenceCheck, SequencedBatch};
+use replica::ReplicaState;
 
 /// How much of the log's end is read on open to rebuild idempotent-producer state: a
 /// producer retrying after a restart retries its most recent batches, which lie here.
@@ -364,7 +369,7 @@ impl Partition {
         }
         if let SequenceCheck::OutOfOrder { expected, got } = check {
             let settling = crate::clock::now_ms() - self.replica.leading_since_ms.get()
-                < crate::replica::LEADERSHIP_SETTLE_MS;
+                < replica::LEADERSHIP_SETTLE_MS;
             if self.replica.clustered && settling && got > expected {
                 tracing::info!(partition = ?self, producer_id = sequenced.producer_id, expected, got, "sequence gap right after taking the leadership: asking the producer to retry");
                 return Some(Err(AppendError::NotLeader));

@@ -27,11 +27,13 @@ use kafka_protocol::messages::ApiKey;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
+mod inbox;
+
+use crate::broker::shards::Shards;
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::handlers::{dispatch, AppendOrder, FetchResponse, Piece, Pipeline, Reply};
 use crate::protocol::parse_request;
-use crate::shards::Shards;
 
 /// How long shutdown waits for in-flight requests before closing the logs anyway.
 const SHUTDOWN_DRAIN_MS_MAX: u64 = 10_000;
@@ -92,7 +94,7 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
         std_listeners.push(bind_std(local, true)?);
     }
     let data_arrived = std::sync::Arc::new(tokio::sync::Notify::new());
-    let request_memory = crate::shards::request_memory_budget(config.request_memory_max);
+    let request_memory = crate::broker::shards::request_memory_budget(config.request_memory_max);
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..count).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
     let (handovers, handed): (Vec<_>, Vec<_>) =
@@ -409,7 +411,7 @@ async fn run_shard(
     config: BrokerConfig,
     shards: Shards,
     listening: Listening,
-    inbox: tokio::sync::mpsc::UnboundedReceiver<crate::shards::Message>,
+    inbox: tokio::sync::mpsc::UnboundedReceiver<crate::broker::shards::Message>,
     ready: std::sync::mpsc::Sender<anyhow::Result<usize>>,
 ) -> anyhow::Result<()> {
     let me = shards.me;
@@ -429,28 +431,24 @@ async fn run_shard(
         // Other shards' requests for this shard's partitions; a Shutdown from shard 0 stops
         // this shard and is acknowledged once its partitions are closed.
         let (shutdown, stopped) = (Rc::clone(&shutdown), Rc::clone(&stopped));
-        fjord_storage::io::spawn(crate::shards::serve_inbox(
-            Rc::clone(&broker),
-            inbox,
-            move || {
-                let (shutdown, stopped) = (Rc::clone(&shutdown), Rc::clone(&stopped));
-                async move {
-                    let done = stopped.notified();
-                    tokio::pin!(done);
-                    done.as_mut().enable();
-                    shutdown.trigger();
-                    done.await;
-                }
-            },
-        ));
+        fjord_storage::io::spawn(inbox::serve_inbox(Rc::clone(&broker), inbox, move || {
+            let (shutdown, stopped) = (Rc::clone(&shutdown), Rc::clone(&stopped));
+            async move {
+                let done = stopped.notified();
+                tokio::pin!(done);
+                done.as_mut().enable();
+                shutdown.trigger();
+                done.await;
+            }
+        }));
     }
     let upkeep = fjord_storage::io::spawn(Rc::clone(&broker).run_upkeep());
     let group_timers =
         (me == 0).then(|| fjord_storage::io::spawn(broker.coordinator().run_timers()));
     let replication = broker.cluster.is_some().then(|| {
         (
-            fjord_storage::io::spawn(crate::cluster::run(Rc::clone(&broker))),
-            fjord_storage::io::spawn(crate::fetcher::run(Rc::clone(&broker))),
+            fjord_storage::io::spawn(crate::replication::duty::run(Rc::clone(&broker))),
+            fjord_storage::io::spawn(crate::replication::fetcher::run(Rc::clone(&broker))),
         )
     });
     if me == 0 {
@@ -601,7 +599,8 @@ async fn read_frame<'a>(
             }
             let total = 4 + size as usize;
             if permit.is_none() {
-                let units = (total as u64).div_ceil(crate::shards::BUDGET_UNIT_BYTES) as u32;
+                let units =
+                    (total as u64).div_ceil(crate::broker::shards::BUDGET_UNIT_BYTES) as u32;
                 permit = Some(match budget.try_acquire_many(units) {
                     Ok(permit) => permit,
                     Err(_) => {
@@ -746,7 +745,8 @@ async fn read_requests<'a>(
     in_flight: &InFlight,
 ) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    let reserve = (broker.config.request_memory_max / crate::shards::BUDGET_UNIT_BYTES) as usize
+    let reserve = (broker.config.request_memory_max / crate::broker::shards::BUDGET_UNIT_BYTES)
+        as usize
         / PIPELINE_BUDGET_RESERVE_DIVISOR;
     let mut pipelining = false;
     // This connection's order of appends per partition, and the ends of the appends of

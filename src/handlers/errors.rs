@@ -4,8 +4,8 @@
 use fjord_storage::{BatchError, StorageError};
 use kafka_protocol::ResponseError;
 
+use crate::partition::producer::SequenceCheck;
 use crate::partition::AppendError;
-use crate::producer::SequenceCheck;
 
 /// The Kafka error for a storage error.
 pub(crate) fn storage_error_code(error: &StorageError) -> ResponseError {

@@ -10,6 +10,11 @@
 //! this broker opens only the partitions it holds a replica of; `apply_state` brings the
 //! local partitions in line with the state every time it changes.
 
+pub mod cluster;
+pub mod outcome;
+pub mod shards;
+pub mod topic;
+
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,14 +24,14 @@ use kafka_protocol::ResponseError;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
+use crate::broker::cluster::Cluster;
+use crate::broker::shards::Shards;
+use crate::broker::topic::{validate_name, TopicConfig, TopicError, TopicFile};
 use crate::clock::now_ms;
-use crate::cluster::Cluster;
 use crate::config::{BrokerConfig, TOPICS_MAX, TOPIC_PARTITIONS_MAX};
-use crate::coordinator::{Coordinator, GroupConfig, OFFSETS_TOPIC};
+use crate::group::{Coordinator, GroupConfig, OFFSETS_TOPIC};
 use crate::ids::{hex, parse_hex16, random_id};
 use crate::partition::{partition_dir, Partition};
-use crate::shards::Shards;
-use crate::topic::{validate_name, TopicConfig, TopicFile};
 use fjord_replication::ClusterState;
 
 /// Largest topic metadata file read at startup.
@@ -107,19 +112,6 @@ impl Topic {
             }
         })
         .await;
-    }
-}
-
-/// An error for one topic operation, as Kafka reports it.
-#[derive(Debug, Clone)]
-pub struct TopicError {
-    pub code: ResponseError,
-    pub message: String,
-}
-
-impl TopicError {
-    fn new(code: ResponseError, message: impl Into<String>) -> TopicError {
-        TopicError { code, message: message.into() }
     }
 }
 
@@ -649,7 +641,7 @@ impl Broker {
             cluster.create_topic(name, partitions, rf, config.overrides.clone(), false).await?;
             // Give the other brokers a tick to see the new state before clients use it.
             tokio::time::sleep(std::time::Duration::from_millis(
-                2 * crate::cluster::CLUSTER_TICK_MS + 50,
+                2 * crate::broker::cluster::CLUSTER_TICK_MS + 50,
             ))
             .await;
             let state =

@@ -1,0 +1,98 @@
+//! What one partition's part of a request comes to on the shard that owns the partition:
+//! the typed outcomes that cross shards (`shards.rs`) and that the handlers put into their
+//! responses. A partition's part is resolved where the partition lives; these types are
+//! all that travels back.
+
+use std::sync::Arc;
+
+use fjord_storage::FileRegion;
+use kafka_protocol::ResponseError;
+use tokio::sync::{oneshot, Semaphore};
+
+/// What one partition's part of a Produce came to.
+#[derive(Debug, Clone)]
+pub struct PartitionOutcome {
+    pub error: Option<(ResponseError, String)>,
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+impl PartitionOutcome {
+    pub(crate) fn refused(code: ResponseError, message: String) -> PartitionOutcome {
+        PartitionOutcome { error: Some((code, message)), base_offset: -1, log_start_offset: -1 }
+    }
+}
+
+/// One partition's append in its connection's order (`AppendOrder`): it waits for its turn
+/// (`turn`), and its end (appended, refused or abandoned) adds a permit to a semaphore the
+/// request's handler counts and gives the connection's next append to the partition its
+/// turn. The end is marked when dropped too, on any path, on any shard.
+pub struct AppendDone {
+    appended: Option<Arc<Semaphore>>,
+    /// The end of the connection's previous append to the partition.
+    after: Option<oneshot::Receiver<()>>,
+    next: Option<oneshot::Sender<()>>,
+}
+
+impl AppendDone {
+    /// `turn` is from `AppendOrder::turn`; without it the append waits for nothing.
+    pub fn new(
+        appended: &Arc<Semaphore>,
+        turn: Option<(Option<oneshot::Receiver<()>>, oneshot::Sender<()>)>,
+    ) -> AppendDone {
+        let (after, next) = match turn {
+            Some((after, next)) => (after, Some(next)),
+            None => (None, None),
+        };
+        AppendDone { appended: Some(Arc::clone(appended)), after, next }
+    }
+
+    /// Waits until the connection's previous append to the partition is over.
+    pub(crate) async fn turn(&mut self) {
+        if let Some(after) = self.after.take() {
+            let _ = after.await;
+        }
+    }
+
+    pub(crate) fn now(&mut self) {
+        if let Some(appended) = self.appended.take() {
+            appended.add_permits(1);
+        }
+        if let Some(next) = self.next.take() {
+            let _ = next.send(());
+        }
+    }
+}
+
+impl Drop for AppendDone {
+    fn drop(&mut self) {
+        self.now();
+    }
+}
+
+/// One partition's part of a Fetch, resolved on the shard that owns the partition.
+pub struct PartitionRead {
+    pub error: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub regions: Vec<FileRegion>,
+    /// Whether a follower's fetch moved the high watermark.
+    pub hw_moved: bool,
+}
+
+/// One partition's answer, resolved on the shard that owns it.
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetAnswer {
+    pub error: i16,
+    pub timestamp: i64,
+    pub offset: i64,
+    /// The leader epoch the offset was written in (-1: none), which consumers check with
+    /// OffsetForLeaderEpoch; for the latest offset, the current epoch (as Kafka).
+    pub leader_epoch: i32,
+}
+
+impl OffsetAnswer {
+    pub fn refused(error: ResponseError) -> OffsetAnswer {
+        OffsetAnswer { error: error.code(), timestamp: -1, offset: -1, leader_epoch: -1 }
+    }
+}
