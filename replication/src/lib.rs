@@ -17,6 +17,8 @@
 mod cluster;
 mod controller;
 mod epochs;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod isr;
 mod liveness;
 mod state;

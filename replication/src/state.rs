@@ -167,7 +167,7 @@ impl StateStore {
 const VERSION_PEEK_BYTES: usize = 64;
 
 /// `N` from a first line `version = N` (as `toml` writes `ClusterState`, version first).
-fn leading_version(head: &[u8]) -> Option<u64> {
+pub(crate) fn leading_version(head: &[u8]) -> Option<u64> {
     let line = head.split(|b| *b == b'\n').next()?;
     std::str::from_utf8(line).ok()?.strip_prefix("version = ")?.trim().parse().ok()
 }
@@ -186,7 +186,7 @@ fn with_checksum(mut body: String) -> String {
     body
 }
 
-fn verify_checksum(text: &str) -> Result<&str, String> {
+pub(crate) fn verify_checksum(text: &str) -> Result<&str, String> {
     let trimmed = text
         .strip_suffix('\n')
         .ok_or("the file does not end with its checksum line (truncated?)")?;

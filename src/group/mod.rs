@@ -1209,7 +1209,7 @@ impl Reader<'_> {
     }
 }
 
-fn decode_key(bytes: &[u8]) -> Option<(String, String, i32)> {
+pub(crate) fn decode_key(bytes: &[u8]) -> Option<(String, String, i32)> {
     let mut r = Reader(bytes);
     if r.u16()? != 1 {
         return None;
@@ -1217,7 +1217,7 @@ fn decode_key(bytes: &[u8]) -> Option<(String, String, i32)> {
     Some((r.short_string()?, r.short_string()?, r.i32()?))
 }
 
-fn decode_value(bytes: &[u8]) -> Option<Committed> {
+pub(crate) fn decode_value(bytes: &[u8]) -> Option<Committed> {
     let mut r = Reader(bytes);
     if r.u16()? != 1 {
         return None;
@@ -1234,7 +1234,7 @@ fn decode_value(bytes: &[u8]) -> Option<Committed> {
 }
 
 /// The (key, value) pairs of an uncompressed batch's records.
-fn parse_records(batch_bytes: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+pub(crate) fn parse_records(batch_bytes: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     let mut out = Vec::new();
     let Some(body) = batch_bytes.get(BATCH_HEADER_BYTES..) else { return out };
     let mut at = 0usize;

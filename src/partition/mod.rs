@@ -607,7 +607,7 @@ impl Partition {
 
 /// Where a clustered partition keeps its high watermark (text), written by the periodic
 /// checkpoint and by a clean close, read by the next open.
-const HIGH_WATERMARK_FILE: &str = "high-watermark";
+pub(crate) const HIGH_WATERMARK_FILE: &str = "high-watermark";
 
 /// How often a shard saves the high watermarks that moved (Kafka's
 /// `replica.high.watermark.checkpoint.interval.ms` is 5 s too).
@@ -636,7 +636,7 @@ const HIGH_WATERMARK_FILE_BYTES_MAX: u64 = 64;
 
 /// The high watermark saved by the last checkpoint or clean close, if any (a damaged file
 /// is ignored: starting at the log start is always safe).
-async fn read_high_watermark(dir: &Path) -> Option<i64> {
+pub(crate) async fn read_high_watermark(dir: &Path) -> Option<i64> {
     let path = dir.join(HIGH_WATERMARK_FILE);
     match fjord_storage::io::read_file(&path, HIGH_WATERMARK_FILE_BYTES_MAX).await {
         // The first line: a file written by an older version may hold more after it.
