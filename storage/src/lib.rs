@@ -34,11 +34,11 @@ mod tail;
 
 pub use checkpoint::Checkpoint;
 pub use clock::{Clock, SystemClock};
-pub use disk::{Disk, DiskFile, RealDisk};
 pub use config::{
     FlushPolicy, LogConfig, APPEND_BYTES_MAX, BATCH_BYTES_LIMIT_MAX, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN,
 };
+pub use disk::{Disk, DiskFile, RealDisk};
 pub use error::{BatchError, Result, StorageError};
 pub use index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 pub use log::{

@@ -20,8 +20,8 @@ use tracing::{info, warn};
 use crate::batch::{self, BatchInfo, Origin};
 use crate::checkpoint::Checkpoint;
 use crate::clock::{Clock, SystemClock};
-use crate::disk::{Disk, DiskFile, RealDisk};
 use crate::config::{FlushPolicy, LogConfig, APPEND_BYTES_MAX};
+use crate::disk::{Disk, DiskFile, RealDisk};
 use crate::error::{BatchError, Result, StorageError};
 use crate::io::{File, SplicePipe};
 use crate::recovery::{self, ScanOutcome};
@@ -250,9 +250,11 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
                     cut_at = Some(i + 1);
                 }
             }
+            // Each segment starts where its predecessor ends. (A segment past a gap is one a
+            // crash brought back after a truncation had cut its predecessor.)
             if let Some(previous) = segments.last() {
-                if segment.base_offset < previous.next_offset {
-                    warn!(dir = %dir.display(), base, previous_next = previous.next_offset, "segment overlaps its predecessor");
+                if segment.base_offset != previous.next_offset {
+                    warn!(dir = %dir.display(), base, previous_next = previous.next_offset, "segment does not follow its predecessor");
                     cut_at = Some(i);
                 }
             }
@@ -1061,6 +1063,9 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         self.guard(result)?;
         let end = self.log_end_offset();
         self.durable_offset = end;
+        // The batch holding `offset` goes whole: when it also holds the log start, the end
+        // falls below the start, which comes down with it (as an open would bring it).
+        self.log_start_offset = self.log_start_offset.min(end);
         self.write_checkpoint(false, end).await?;
         info!(dir = %self.dir.display(), offset, log_end_offset = end, "truncated log");
         Ok(end)
@@ -1068,9 +1073,16 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
 
     async fn truncate_inner(&mut self, offset: i64) -> Result<()> {
         // Drop whole segments that start at or after the cut (keeping at least one).
+        let mut dropped = false;
         while self.segments.len() > 1 && self.active().base_offset >= offset {
             let segment = self.segments.pop().expect("len > 1");
             segment.delete(&self.dir).await?;
+            dropped = true;
+        }
+        // The dropped segments are gone for good before the survivor is cut: a crash after
+        // the cut must not bring them back behind a gap in the offsets.
+        if dropped {
+            self.disk.sync_dir(&self.dir).await?;
         }
         let segment = self.segments.last_mut().expect("a log always has an active segment");
         let Some(cut) = segment.find_batch(offset).await? else {
@@ -1107,7 +1119,9 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         self.check_poison()?;
         self.mark_dirty().await?;
         let result = async {
-            for segment in self.segments.drain(..) {
+            // Newest first, as `truncate_to` cuts: a crash in between leaves a prefix of the
+            // old log, never one whose start moved without the checkpoint saying so.
+            for segment in self.segments.drain(..).rev() {
                 segment.delete(&self.dir).await?;
             }
             let now = self.clock.now_ms();

@@ -43,7 +43,10 @@ pub struct ScanOutcome {
 
 /// Scans the whole `.log` of `segment`, rebuilding its in-memory indexes. With `repair`, cuts
 /// the file after the last valid batch, rewrites both index files and syncs all three.
-pub(crate) async fn scan_segment<D: Disk>(segment: &mut Segment<D>, repair: bool) -> Result<ScanOutcome> {
+pub(crate) async fn scan_segment<D: Disk>(
+    segment: &mut Segment<D>,
+    repair: bool,
+) -> Result<ScanOutcome> {
     let file_size = segment.log.len().await?;
     segment.index = OffsetIndex::new(segment.base_offset);
     segment.time_index = TimeIndex::new(segment.base_offset);

@@ -7,9 +7,9 @@
 
 use tracing::info;
 
-use crate::error::Result;
 use crate::clock::Clock;
 use crate::disk::Disk;
+use crate::error::Result;
 use crate::log::PartitionLog;
 
 /// What a retention pass removed.

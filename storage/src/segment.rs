@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use crate::batch::{BatchHeader, BatchInfo, BATCH_HEADER_BYTES};
-use crate::error::{Result, StorageError};
 use crate::disk::{Disk, DiskFile};
+use crate::error::{Result, StorageError};
 use crate::index::{OffsetIndex, TimeIndex};
 use tokio_uring::buf::IoBuf;
 use tracing::debug;

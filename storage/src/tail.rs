@@ -2,9 +2,9 @@
 //! (idempotent producers' last sequences). Reads headers only, never record bytes.
 
 use crate::batch::BatchHeader;
-use crate::error::Result;
 use crate::clock::Clock;
 use crate::disk::{Disk, DiskFile};
+use crate::error::Result;
 use crate::log::PartitionLog;
 
 /// Header fields of one batch near the end of the log.
@@ -26,6 +26,11 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// segment, oldest first, starting at an index entry (a batch boundary).
     pub async fn tail_batches(&mut self, bytes_max: u64) -> Result<Vec<BatchSummary>> {
         self.check_poison()?;
+        let result = self.tail_batches_unguarded(bytes_max).await;
+        self.guard(result)
+    }
+
+    async fn tail_batches_unguarded(&self, bytes_max: u64) -> Result<Vec<BatchSummary>> {
         let segment = self.active();
         let start = segment.index.lookup_position(segment.size.saturating_sub(bytes_max)).position;
         let mut out = Vec::new();

@@ -42,24 +42,8 @@ impl Drop for TempDir {
     }
 }
 
-/// SplitMix64: a tiny deterministic generator for seeded tests.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
+/// The simulator's seeded generator, shared by every seeded test.
+pub use fjord_storage::sim::Rng;
 
 /// A batch of `count` records of `value_bytes` each, timestamps from `timestamp`.
 pub fn batch(count: usize, value_bytes: usize, timestamp: i64, seed: u64) -> Vec<u8> {

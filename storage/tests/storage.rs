@@ -6,4 +6,6 @@ mod crash;
 mod log_basics;
 mod poison;
 mod property;
+mod regression;
+mod simulation;
 mod splice;

@@ -175,6 +175,10 @@ impl SimDisk {
         self.0.borrow_mut().armed = armed;
     }
 
+    pub fn armed(&self) -> bool {
+        self.0.borrow().armed
+    }
+
     /// The power goes off at the `k`-th sync from now on (0 = the next one): that sync and
     /// every later call fail. Whether that sync reached the disk first is up to the seed.
     pub fn power_off_at_sync(&self, k: u64) {
@@ -186,6 +190,13 @@ impl SimDisk {
     pub fn power_off_at_call(&self, k: u64) {
         let mut state = self.0.borrow_mut();
         state.power_off_at_call = Some(state.stats.calls + k);
+    }
+
+    /// Calls off a power-off set for later (one that already happened stays).
+    pub fn cancel_power_off(&self) {
+        let mut state = self.0.borrow_mut();
+        state.power_off_at_sync = None;
+        state.power_off_at_call = None;
     }
 
     pub fn powered_off(&self) -> bool {
@@ -384,7 +395,11 @@ impl Disk for SimDisk {
         let mut state = self.0.borrow_mut();
         let inode = state.names.remove(from).ok_or_else(|| not_found("rename", from))?;
         state.names.insert(to.to_path_buf(), inode);
-        state.name_ops.push(NameOp::Rename { from: from.to_path_buf(), to: to.to_path_buf(), inode });
+        state.name_ops.push(NameOp::Rename {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+            inode,
+        });
         Ok(())
     }
 

@@ -118,7 +118,8 @@ impl Image {
                         if !misdirected && target >= floor && rng.chance_ppm(misdirect_ppm) {
                             let span = (self.volatile.len() as u64).div_ceil(SECTOR_BYTES) + 1;
                             let floor_sector = floor / SECTOR_BYTES;
-                            let sector = floor_sector + rng.below(span.saturating_sub(floor_sector) + 1);
+                            let sector =
+                                floor_sector + rng.below(span.saturating_sub(floor_sector) + 1);
                             write_into(&mut image, sector * SECTOR_BYTES, piece);
                             misdirected = true;
                         } else {
