@@ -67,6 +67,8 @@ pub trait Disk: Clone + std::fmt::Debug + 'static {
 }
 
 /// One open file: positioned reads and writes, `fdatasync`, truncation.
+// `len` is a file's length on disk (an async `statx`), not a collection's size.
+#[allow(clippy::len_without_is_empty)]
 pub trait DiskFile: std::fmt::Debug + 'static {
     /// The path the file was opened with.
     fn path(&self) -> &Path;

@@ -19,9 +19,9 @@
 //! inside the log file, every offset is below the segment's next offset.
 
 /// Bytes of one `.index` entry.
-pub const OFFSET_ENTRY_BYTES: usize = 8;
+pub(crate) const OFFSET_ENTRY_BYTES: usize = 8;
 /// Bytes of one `.timeindex` entry.
-pub const TIME_ENTRY_BYTES: usize = 12;
+pub(crate) const TIME_ENTRY_BYTES: usize = 12;
 
 /// An offset index entry, in absolute terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

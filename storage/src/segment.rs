@@ -86,7 +86,7 @@ pub fn file_name(base_offset: i64, extension: &str) -> String {
 
 /// The header fields of one batch found while walking a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeaderInfo {
+pub(crate) struct HeaderInfo {
     pub position: u64,
     pub base_offset: i64,
     pub last_offset: i64,
@@ -96,7 +96,7 @@ pub struct HeaderInfo {
 
 /// A byte range of whole batches within one segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Region {
+pub(crate) struct Region {
     pub position: u64,
     pub len: u64,
     pub first_offset: i64,
@@ -104,7 +104,7 @@ pub struct Region {
 }
 
 #[derive(Debug)]
-pub struct Segment<D: Disk> {
+pub(crate) struct Segment<D: Disk> {
     pub(crate) base_offset: i64,
     pub(crate) log: Rc<D::File>,
     pub(crate) index_file: IndexFile<D>,

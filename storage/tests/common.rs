@@ -6,13 +6,13 @@ use bytes::BytesMut;
 use fjord_storage::batch::build;
 
 /// A directory removed when dropped.
-pub struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
     /// A directory under Cargo's temporary directory for tests, inside the build directory:
     /// on the project's disk even where the system temp dir is tmpfs (whose pages cannot be
     /// evicted, which the page-cache tests need).
-    pub fn on_disk(name: &str) -> TempDir {
+    pub(crate) fn on_disk(name: &str) -> TempDir {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -22,7 +22,7 @@ impl TempDir {
         TempDir(path)
     }
 
-    pub fn new(name: &str) -> TempDir {
+    pub(crate) fn new(name: &str) -> TempDir {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path =
@@ -31,7 +31,7 @@ impl TempDir {
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)
     }
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -43,19 +43,19 @@ impl Drop for TempDir {
 }
 
 /// The simulator's seeded generator, shared by every seeded test.
-pub use fjord_storage::sim::Rng;
+pub(crate) use fjord_storage::sim::Rng;
 
 /// A batch of `count` records of `value_bytes` each, timestamps from `timestamp`.
-pub fn batch(count: usize, value_bytes: usize, timestamp: i64, seed: u64) -> Vec<u8> {
+pub(crate) fn batch(count: usize, value_bytes: usize, timestamp: i64, seed: u64) -> Vec<u8> {
     build::batch_of(count, value_bytes, timestamp, seed)
 }
 
-pub fn buf(bytes: &[u8]) -> BytesMut {
+pub(crate) fn buf(bytes: &[u8]) -> BytesMut {
     BytesMut::from(bytes)
 }
 
 /// Splits concatenated batches into (base offset, record count, bytes) triples.
-pub fn split_batches(mut bytes: &[u8]) -> Vec<(i64, i32, Vec<u8>)> {
+pub(crate) fn split_batches(mut bytes: &[u8]) -> Vec<(i64, i32, Vec<u8>)> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let header = fjord_storage::batch::BatchHeader::view(bytes).expect("whole header");

@@ -43,24 +43,24 @@ use std::time::{Duration, Instant};
 
 /// Largest write run inline. A larger one is a long copy (8 MiB into new page-cache memory
 /// takes over 10 ms on a VM), which on an io_uring worker leaves the shard free meanwhile.
-pub const INLINE_WRITE_BYTES_MAX: usize = 256 * 1024;
+pub(super) const INLINE_WRITE_BYTES_MAX: usize = 256 * 1024;
 /// How often `/proc/vmstat` is read again (by whichever write comes first after this).
-pub const DIRTY_CHECK_INTERVAL_MS: u64 = 100;
+pub(super) const DIRTY_CHECK_INTERVAL_MS: u64 = 100;
 /// An inline write slower than this that slept sends writes to io_uring for a while.
-pub const INLINE_WRITE_SLOW_US: u64 = 2_000;
+pub(super) const INLINE_WRITE_SLOW_US: u64 = 2_000;
 /// An inline write slower than this sends writes to io_uring for a while, slept or not
 /// (reclaim or compaction yield the CPU without sleeping; a hypervisor's stall of a few ms,
 /// the usual reason for a slow write that never slept, stays well under it).
-pub const INLINE_WRITE_STALL_US: u64 = 10_000;
+pub(super) const INLINE_WRITE_STALL_US: u64 = 10_000;
 /// How long writes go to io_uring after a slow inline write (the first of a streak).
-pub const INLINE_WRITE_BACKOFF_MS: u64 = 1_000;
+pub(super) const INLINE_WRITE_BACKOFF_MS: u64 = 1_000;
 /// The longest back-off, reached after seven slow inline writes in a row.
-pub const INLINE_WRITE_BACKOFF_MS_MAX: u64 = 64_000;
+pub(super) const INLINE_WRITE_BACKOFF_MS_MAX: u64 = 64_000;
 /// Largest read run inline when its pages are cached (`File::read_at`); batch header walks
 /// read at most 16 KiB at a time.
 pub const INLINE_READ_BYTES_MAX: usize = 64 * 1024;
 /// Most buffers one `pwritev` takes (the kernel's `IOV_MAX`).
-pub const IOVECS_MAX: usize = 1024;
+pub(super) const IOVECS_MAX: usize = 1024;
 
 /// The last `/proc/vmstat` read found dirty pages far from throttling.
 static DIRTY_FAR: AtomicBool = AtomicBool::new(false);
@@ -107,7 +107,7 @@ fn now_ms() -> u64 {
 }
 
 /// Whether a buffered write of `bytes` may run on the calling thread.
-pub fn write_allowed(bytes: usize) -> bool {
+pub(super) fn write_allowed(bytes: usize) -> bool {
     if bytes > INLINE_WRITE_BYTES_MAX {
         return false;
     }
@@ -148,7 +148,11 @@ pub fn write_allowed(bytes: usize) -> bool {
 /// writes to io_uring, about one in sixteen 3-5 s benchmark runs here had one).
 /// `slept` is asked only for a slow write. Returns whether this write set (or lengthened)
 /// the back-off.
-pub fn note_write(took: Duration, slept: impl FnOnce() -> bool, path: &std::path::Path) -> bool {
+pub(super) fn note_write(
+    took: Duration,
+    slept: impl FnOnce() -> bool,
+    path: &std::path::Path,
+) -> bool {
     let took_us = took.as_micros() as u64;
     if took_us <= INLINE_WRITE_SLOW_US {
         SLOW_STREAK.store(0, Ordering::Relaxed);
@@ -204,7 +208,7 @@ fn dirty_far_from_throttling(vmstat: &str) -> Option<bool> {
 /// Writes `pieces` one after the other from `position` on the calling thread
 /// (`pwritev_all`), and records how long that took (`note_write`); `path` names the file in
 /// the log line of a slow write.
-pub fn write_now<P: AsRef<[u8]>>(
+pub(super) fn write_now<P: AsRef<[u8]>>(
     fd: RawFd,
     pieces: &[P],
     position: u64,
@@ -226,7 +230,7 @@ pub fn write_now<P: AsRef<[u8]>>(
 /// page cache (`preadv2` with `RWF_NOWAIT`, in a vector with room for `len`). Stops short at
 /// end of file and at the first page that is not cached (or if the kernel refuses
 /// `RWF_NOWAIT`): the caller reads the rest another way. Never waits for the disk.
-pub fn read_cached(fd: RawFd, position: u64, len: usize) -> io::Result<Vec<u8>> {
+pub(super) fn read_cached(fd: RawFd, position: u64, len: usize) -> io::Result<Vec<u8>> {
     let mut out: Vec<u8> = Vec::with_capacity(len);
     INLINE_READS.with(|reads| reads.set(reads.get() + 1));
     while out.len() < len {
@@ -264,7 +268,7 @@ pub fn read_cached(fd: RawFd, position: u64, len: usize) -> io::Result<Vec<u8>> 
 }
 
 /// Inline reads after which `inline_read_turn` says to yield, once each time.
-pub const INLINE_READS_PER_YIELD: u64 = 64;
+pub(super) const INLINE_READS_PER_YIELD: u64 = 64;
 
 thread_local! {
     /// Inline reads on this thread so far (`read_cached`).
@@ -279,7 +283,7 @@ pub fn inline_reads() -> u64 {
 /// Whether the inline read just made (`read_cached`) completes a run of
 /// `INLINE_READS_PER_YIELD` on this thread, after which the caller yields to the thread's
 /// other tasks.
-pub fn inline_read_turn() -> bool {
+pub(super) fn inline_read_turn() -> bool {
     inline_reads().is_multiple_of(INLINE_READS_PER_YIELD)
 }
 
@@ -298,7 +302,11 @@ fn voluntary_switches() -> Option<i64> {
 
 /// `pwritev(2)` of all of `pieces`, one after the other from `position`, on the calling
 /// thread, at most `IOVECS_MAX` buffers per call; a short write continues where it stopped.
-pub fn pwritev_all<P: AsRef<[u8]>>(fd: RawFd, pieces: &[P], position: u64) -> io::Result<()> {
+pub(super) fn pwritev_all<P: AsRef<[u8]>>(
+    fd: RawFd,
+    pieces: &[P],
+    position: u64,
+) -> io::Result<()> {
     let len = |i: usize| pieces[i].as_ref().len();
     let total: usize = pieces.iter().map(|p| p.as_ref().len()).sum();
     // (index of the first piece not wholly written, bytes of it already written)

@@ -27,24 +27,24 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Bytes of a file a residency mapping covers: any segment (`SEGMENT_BYTES_MAX`, plus one
 /// append past it) fits.
-pub const RESIDENCY_MAP_BYTES: u64 = 2560 * 1024 * 1024;
+pub(super) const RESIDENCY_MAP_BYTES: u64 = 2560 * 1024 * 1024;
 const _: () = assert!(
     RESIDENCY_MAP_BYTES >= crate::config::SEGMENT_BYTES_MAX + crate::config::APPEND_BYTES_MAX
 );
 
 /// Most residency mappings alive in the process at once.
-pub const RESIDENCY_MAPS_MAX: usize = 1024;
+pub(super) const RESIDENCY_MAPS_MAX: usize = 1024;
 
 /// Most pages one question covers (1 MiB of 4 KiB pages, the splice pipe's size, and one
 /// more for a range that starts mid-page).
-pub const CACHED_CHECK_PAGES_MAX: usize = 257;
+pub(super) const CACHED_CHECK_PAGES_MAX: usize = 257;
 
 /// Residency mappings alive now.
 static LIVE_MAPS: AtomicUsize = AtomicUsize::new(0);
 
 /// A file's residency mapping (see the module notes).
 #[derive(Debug)]
-pub struct ResidencyMap {
+pub(super) struct ResidencyMap {
     address: *mut u8,
 }
 
@@ -58,7 +58,7 @@ unsafe impl Sync for ResidencyMap {}
 
 /// Why no mapping was made.
 #[derive(Debug, PartialEq, Eq)]
-pub enum NoMap {
+pub(super) enum NoMap {
     /// `RESIDENCY_MAPS_MAX` are alive: ask again later.
     Busy,
     /// The kernel refused the mapping, or would not answer truthfully about this file.
@@ -71,7 +71,7 @@ fn map_len() -> usize {
 }
 
 impl ResidencyMap {
-    pub fn new(fd: RawFd) -> Result<ResidencyMap, NoMap> {
+    pub(super) fn new(fd: RawFd) -> Result<ResidencyMap, NoMap> {
         if LIVE_MAPS.fetch_add(1, Ordering::Relaxed) >= RESIDENCY_MAPS_MAX {
             LIVE_MAPS.fetch_sub(1, Ordering::Relaxed);
             return Err(NoMap::Busy);
@@ -105,7 +105,7 @@ impl ResidencyMap {
     /// Whether every page from byte `start` to byte `end` (page-aligned, within
     /// `RESIDENCY_MAP_BYTES`, at most `CACHED_CHECK_PAGES_MAX` pages) is cached and up to
     /// date, and the kernel still answers truthfully.
-    pub fn all_cached(&self, start: u64, end: u64) -> bool {
+    pub(super) fn all_cached(&self, start: u64, end: u64) -> bool {
         debug_assert!(start < end && end <= RESIDENCY_MAP_BYTES);
         let pages = ((end - start) / page_bytes()) as usize;
         let mut resident = [0u8; CACHED_CHECK_PAGES_MAX];
@@ -154,7 +154,7 @@ impl Drop for ResidencyMap {
 }
 
 /// The page size, the unit of `mincore`'s answers.
-pub fn page_bytes() -> u64 {
+pub(super) fn page_bytes() -> u64 {
     static PAGE_BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *PAGE_BYTES.get_or_init(|| {
         // SAFETY: sysconf has no memory arguments.

@@ -261,10 +261,10 @@ impl SimDisk {
             state.power_cut_call = Some(calls);
         }
         if state.powered_off {
-            return Err(Error::new(
-                ErrorKind::Other,
-                format!("{what} {}: EIO (simulated power loss)", path.display()),
-            ));
+            return Err(Error::other(format!(
+                "{what} {}: EIO (simulated power loss)",
+                path.display()
+            )));
         }
         let ppm = match call {
             Call::Read => state.faults.read_error_ppm,
