@@ -9,6 +9,7 @@ mod cli;
 mod differential;
 mod groups;
 mod kafka_tools;
+mod layers;
 mod matrix_go;
 mod matrix_java;
 mod matrix_kcat;

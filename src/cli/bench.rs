@@ -27,7 +27,7 @@ use kafka_protocol::ResponseError;
 
 use super::client::list_offsets_by_leader;
 use super::client::Client;
-use super::{error_name, CliError};
+use super::error::{error_name, CliError};
 
 /// Requests outstanding per connection at most.
 const INFLIGHT_MAX: usize = 64;

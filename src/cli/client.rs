@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::Request;
 
-use super::CliError;
+use super::error::CliError;
 
 /// Largest response the CLI accepts: bounds memory against a confused or hostile peer.
 pub const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
@@ -335,7 +335,7 @@ pub fn list_offsets(
             return Err(CliError::failure(format!(
                 "ListOffsets {topic}-{}: {}",
                 answer.partition_index,
-                super::error_name(answer.error_code)
+                super::error::error_name(answer.error_code)
             )));
         }
         offsets.insert(answer.partition_index, answer.offset);

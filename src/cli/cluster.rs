@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use fjord_replication::{BrokerEntry, ClusterFile};
 
-use super::CliError;
+use super::error::CliError;
 
 /// Brokers `cluster up` starts at most.
 const LOCAL_BROKERS_MAX: usize = 16;

@@ -10,8 +10,8 @@ use kafka_protocol::records::RecordBatchDecoder;
 
 use super::client::list_offset;
 use super::client::Client;
+use super::error::CliError;
 use super::group::{Membership, Pulse};
-use super::CliError;
 
 /// Bytes asked for per partition per fetch.
 const FETCH_PARTITION_BYTES: i32 = 4 * 1024 * 1024;
@@ -85,7 +85,7 @@ pub(super) fn run(args: ConsumeArgs) -> Result<(), CliError> {
         return Err(CliError::failure(format!(
             "topic {}: {}",
             args.topic,
-            super::error_name(topic.error_code)
+            super::error::error_name(topic.error_code)
         ))
         .with_hint("list topics with `fjord topic list`"));
     }
@@ -159,7 +159,7 @@ pub(super) fn run(args: ConsumeArgs) -> Result<(), CliError> {
                             "fetch {}-{partition} at offset {}: {}",
                             args.topic,
                             positions.get(&partition).map_or(-1, |p| p.0),
-                            super::error_name(data.error_code)
+                            super::error::error_name(data.error_code)
                         ))
                         .with_hint(
                             "the offset may be below the log start (retention) or past the end",

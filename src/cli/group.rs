@@ -17,7 +17,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
 
 use super::client::{list_offsets_by_leader, Client};
-use super::{error_name, CliError};
+use super::error::{error_name, CliError};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct GroupArgs {

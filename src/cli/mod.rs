@@ -10,19 +10,17 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::ServeArgs;
+use error::CliError;
+pub use error::{EXIT_FAILURE, EXIT_USAGE};
 
 mod bench;
 pub mod client;
 mod cluster;
 mod consume;
+mod error;
 mod group;
 mod produce;
 mod topic;
-
-/// Exit code for a failure while running.
-pub const EXIT_FAILURE: u8 = 1;
-/// Exit code for bad flags or values.
-pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,33 +50,6 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run a cluster of local brokers in the background.
     Cluster(cluster::ClusterArgs),
-}
-
-/// An error with the exit code it maps to.
-#[derive(Debug)]
-pub struct CliError {
-    pub code: u8,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl CliError {
-    pub fn usage(message: impl Into<String>) -> CliError {
-        CliError { code: EXIT_USAGE, message: message.into(), hint: None }
-    }
-    pub fn failure(message: impl Into<String>) -> CliError {
-        CliError { code: EXIT_FAILURE, message: message.into(), hint: None }
-    }
-    pub fn with_hint(mut self, hint: impl Into<String>) -> CliError {
-        self.hint = Some(hint.into());
-        self
-    }
-}
-
-/// A Kafka error code as a lowercase name, e.g. `unknowntopicorpartition`.
-pub fn error_name(code: i16) -> String {
-    kafka_protocol::ResponseError::try_from_code(code)
-        .map_or(format!("error {code}"), |e| format!("{e:?}").to_lowercase())
 }
 
 fn init_logging() {

@@ -14,7 +14,7 @@ use kafka_protocol::records::{
 };
 
 use super::client::{partition_for_key, Client};
-use super::CliError;
+use super::error::CliError;
 use crate::clock::now_ms;
 
 /// Kafka error codes worth retrying: the partition moves or is not ready yet.
@@ -88,7 +88,7 @@ pub(super) fn run(args: ProduceArgs) -> Result<(), CliError> {
         return Err(CliError::failure(format!(
             "topic {}: {}",
             args.topic,
-            super::error_name(topic.error_code)
+            super::error::error_name(topic.error_code)
         ))
         .with_hint("create it with `fjord topic create`"));
     }
@@ -227,7 +227,7 @@ impl Sender {
                                 "produce to {}-{} failed: {}{message}",
                                 self.topic,
                                 p.index,
-                                super::error_name(p.error_code)
+                                super::error::error_name(p.error_code)
                             ),
                         )
                     }),

@@ -4,7 +4,7 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableT
 use kafka_protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, TopicName};
 
 use super::client::{list_offsets_by_leader, Client};
-use super::CliError;
+use super::error::CliError;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct TopicArgs {
@@ -48,7 +48,7 @@ enum TopicCommand {
     },
 }
 
-use super::error_name;
+use super::error::error_name;
 
 pub(super) fn run(args: TopicArgs) -> Result<(), CliError> {
     match args.command {

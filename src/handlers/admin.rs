@@ -20,7 +20,7 @@ use kafka_protocol::ResponseError;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::{frame, Reply};
+use super::reply::{frame, Reply};
 use crate::broker::topic::TopicConfig;
 use crate::broker::Broker;
 use crate::protocol::{decode_body, Request};

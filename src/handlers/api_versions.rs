@@ -6,7 +6,7 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
 
-use super::Reply;
+use super::reply::Reply;
 use crate::protocol::{decode_body, encode_response, Request, SUPPORTED_APIS};
 
 /// Kafka's pattern for the client software name and version of ApiVersions v3+

@@ -9,7 +9,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 use kafka_protocol::ResponseError;
 
-use super::{frame, Reply};
+use super::reply::{frame, Reply};
 use crate::broker::Broker;
 use crate::protocol::{decode_body, Request};
 

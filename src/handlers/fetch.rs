@@ -35,13 +35,13 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::BufMut;
-use fjord_storage::FileRegion;
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 use tracing::debug;
 
-use super::{epochs, Reply};
+use super::epochs;
+use super::reply::{FetchResponse, Piece, Reply};
 use crate::broker::outcome::PartitionRead;
 use crate::broker::shards::{ByShard, FetchPart, Shards};
 use crate::broker::Broker;
@@ -64,27 +64,6 @@ const DIVERGING_EPOCH_TAG: u32 = 0;
 /// Bytes of an `EpochEndOffset` struct in a tagged field: epoch i32, end_offset i64 and
 /// its own empty tagged-field section.
 const EPOCH_END_OFFSET_BYTES: u32 = 4 + 8 + 1;
-
-/// One piece of a Fetch response: bytes built in memory, or a file region to splice.
-pub(crate) enum Piece {
-    Bytes(Vec<u8>),
-    Region(FileRegion),
-}
-
-impl Piece {
-    fn len(&self) -> usize {
-        match self {
-            Piece::Bytes(bytes) => bytes.len(),
-            Piece::Region(region) => region.len as usize,
-        }
-    }
-}
-
-/// A Fetch response ready to be written: size prefix excluded from `pieces`.
-pub(crate) struct FetchResponse {
-    pub pieces: Vec<Piece>,
-    pub size: usize,
-}
 
 struct PartitionResult {
     index: i32,

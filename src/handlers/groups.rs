@@ -21,7 +21,8 @@ use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
 use tracing::warn;
 
-use super::{authorized, frame, Reply};
+use super::authorized;
+use super::reply::{frame, Reply};
 use crate::broker::Broker;
 use crate::group::{Committed, JoinRequest, OFFSET_METADATA_BYTES_MAX};
 use crate::protocol::{decode_body, Request};

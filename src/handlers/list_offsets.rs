@@ -8,7 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
-use super::{frame, Reply};
+use super::reply::{frame, Reply};
 use crate::broker::outcome::OffsetAnswer;
 use crate::broker::Broker;
 use crate::handlers::errors::storage_error_code;

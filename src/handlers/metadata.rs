@@ -9,7 +9,8 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::ResponseError;
 
-use super::{authorized, frame, Reply};
+use super::authorized;
+use super::reply::{frame, Reply};
 use crate::broker::topic::{validate_name, TopicConfig};
 use crate::broker::{Broker, Topic};
 use crate::protocol::{decode_body, Request};

@@ -12,30 +12,18 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_id;
+mod reply;
 
 use std::rc::Rc;
 
-use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 
 use crate::broker::Broker;
 use crate::protocol::{self, Request};
 
-pub(crate) use fetch::{FetchResponse, Piece};
 pub(crate) use list_offsets::list_offset;
 pub(crate) use produce::{produce_partition, AppendOrder, Pipeline};
-
-/// What the connection sends back for one request.
-pub(crate) enum Reply {
-    /// A complete response frame.
-    Frame(Bytes),
-    /// A Fetch response whose record bytes are spliced from files.
-    Fetch(FetchResponse),
-    /// Nothing (Produce with acks=0).
-    Nothing,
-    /// The request cannot be answered; close the connection after logging why.
-    Close(String),
-}
+pub(crate) use reply::{FetchResponse, Piece, Reply};
 
 /// Routes a parsed request to its handler.
 /// Answers one request. `pipeline` is for Produce (see `produce::handle`); other requests
@@ -98,17 +86,4 @@ pub(crate) async fn dispatch(
             Reply::Close(format!("{:?} v{}: {error:#}", request.api_key, request.version))
         }
     }
-}
-
-/// Encodes `body` as the response to `request`.
-pub(crate) fn frame<T: kafka_protocol::protocol::Encodable>(
-    request: &Request,
-    body: &T,
-) -> anyhow::Result<Reply> {
-    Ok(Reply::Frame(protocol::encode_response(
-        request.api_key,
-        request.version,
-        request.header.correlation_id,
-        body,
-    )?))
 }

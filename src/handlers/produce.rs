@@ -16,7 +16,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::{oneshot, Semaphore};
 use tracing::warn;
 
-use super::{frame, Reply};
+use super::reply::{frame, Reply};
 use crate::broker::outcome::{AppendDone, PartitionOutcome};
 use crate::broker::shards::{ByShard, ProducePart, Shards};
 use crate::broker::Broker;

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
-use super::{frame, Reply};
+use super::reply::{frame, Reply};
 use crate::broker::Broker;
 use crate::protocol::{decode_body, Request};
 

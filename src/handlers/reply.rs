@@ -1,0 +1,54 @@
+//! What a handler answers and how: a complete response frame, a Fetch response whose
+//! record bytes are spliced from files, nothing (acks=0), or a reason to close the
+//! connection.
+
+use bytes::Bytes;
+use fjord_storage::FileRegion;
+
+use crate::protocol::{self, Request};
+
+/// What the connection sends back for one request.
+pub(crate) enum Reply {
+    /// A complete response frame.
+    Frame(Bytes),
+    /// A Fetch response whose record bytes are spliced from files.
+    Fetch(FetchResponse),
+    /// Nothing (Produce with acks=0).
+    Nothing,
+    /// The request cannot be answered; close the connection after logging why.
+    Close(String),
+}
+
+/// Encodes `body` as the response to `request`.
+pub(crate) fn frame<T: kafka_protocol::protocol::Encodable>(
+    request: &Request,
+    body: &T,
+) -> anyhow::Result<Reply> {
+    Ok(Reply::Frame(protocol::encode_response(
+        request.api_key,
+        request.version,
+        request.header.correlation_id,
+        body,
+    )?))
+}
+
+/// One piece of a Fetch response: bytes built in memory, or a file region to splice.
+pub(crate) enum Piece {
+    Bytes(Vec<u8>),
+    Region(FileRegion),
+}
+
+impl Piece {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Piece::Bytes(bytes) => bytes.len(),
+            Piece::Region(region) => region.len as usize,
+        }
+    }
+}
+
+/// A Fetch response ready to be written: size prefix excluded from `pieces`.
+pub(crate) struct FetchResponse {
+    pub pieces: Vec<Piece>,
+    pub size: usize,
+}
