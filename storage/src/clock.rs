@@ -1,5 +1,5 @@
 //! Wall-clock time for the log (segment age, flush intervals), behind [`Clock`] so tests can
-//! run on a simulated clock ([`crate::sim::SimClock`]) that moves only when told.
+//! run on a simulated clock (`sim::SimClock`) that moves only when told.
 //!
 //! Invariant: the log reads the time only through its clock; retention takes its `now_ms` as
 //! an argument from the caller.

@@ -1,7 +1,7 @@
 //! What the partition log needs of a file system, as two traits: [`Disk`] (names in
 //! directories) and [`DiskFile`] (one open file). The log, its segments, recovery, retention
-//! and the checkpoint reach files only through them, so a seeded simulator
-//! ([`crate::sim::SimDisk`]) can stand in for the real disk in tests.
+//! and the checkpoint reach files only through them, so a seeded simulator (`sim::SimDisk`,
+//! which depends on this module, not the reverse) can stand in for the real disk in tests.
 //!
 //! Invariants:
 //! - The log is generic over its disk, never `dyn`: [`RealDisk`] is a unit type whose calls

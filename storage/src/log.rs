@@ -742,6 +742,13 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             })
         });
         let end_before = self.active().size;
+        // The bytes written are exactly the batches counted.
+        let written_bytes = match &write {
+            Pieces::Owned(batches) => batches.len() as u64,
+            Pieces::Vectored(pieces) => pieces.iter().map(|p| p.len() as u64).sum(),
+        };
+        let counted_bytes: u64 = infos.iter().map(|info| info.size).sum();
+        assert_eq!(written_bytes, counted_bytes, "an append writes the bytes of its batches");
         let written = match write {
             Pieces::Owned(batches) => self.active_mut().write_tail(batches).await.map(|_| ()),
             Pieces::Vectored(pieces) => self.active_mut().write_tail_vectored(pieces).await,

@@ -206,7 +206,18 @@ impl<D: Disk> Segment<D> {
         size: u64,
         max_timestamp: i64,
     ) {
-        debug_assert_eq!(position, self.size);
+        // What the rest of the segment relies on, checked in release builds too (recovery
+        // checks the same of what it reads back: `recovery::scan_segment`).
+        assert_eq!(position, self.size, "batch at {position} is not at the segment end");
+        assert_eq!(
+            base_offset, self.next_offset,
+            "batch at {position} has base offset {base_offset}, the segment expects {}",
+            self.next_offset
+        );
+        assert!(
+            last_offset >= base_offset && size >= BATCH_HEADER_BYTES as u64,
+            "batch at {position}: offsets {base_offset}..={last_offset}, {size} bytes"
+        );
         self.max_timestamp = self.max_timestamp.max(max_timestamp);
         if self.bytes_since_index_entry >= self.index_interval_bytes && position > 0 {
             self.index.push(base_offset, position);
