@@ -1,6 +1,6 @@
 //! Consumer group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
 //! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups. The state machine is
-//! in `coordinator.rs`; this file translates requests and responses, version by version.
+//! in `group/`; this file translates requests and responses, version by version.
 
 use std::rc::Rc;
 

@@ -3,7 +3,7 @@
 //! replicas, and honours `min.insync.replicas`.
 //!
 //! Each partition's part runs as its own task, on the shard that owns the partition (see
-//! `shards.rs`; the parts for another shard travel there in one message): appends,
+//! `broker/shards.rs`; the parts for another shard travel there in one message): appends,
 //! fdatasyncs and replication waits of one request overlap.
 
 use std::rc::Rc;
