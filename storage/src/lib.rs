@@ -7,10 +7,10 @@
 //! a crash. It knows bytes, offsets and segments; nothing of sockets or Kafka API keys.
 //!
 //! - [`batch`]: the v2 batch header view, validation and stamping.
-//! - [`PartitionLog`] (`log.rs`): segments, appends, reads, truncation, flush, close.
+//! - [`PartitionLog`] (`log/`, a file per concept): open, appends, roll, flush and group
+//!   commit, reads, lookup by time, truncation, retention, verify, close.
 //! - `segment.rs`, `index.rs`: one segment's files and its sparse indexes.
 //! - `recovery.rs`, `checkpoint.rs`: what happens after an unclean stop.
-//! - `retention.rs`: deletion by time and size.
 //! - [`io`]: the only module that touches io_uring, including splice to sockets.
 
 #![deny(unsafe_code)]
@@ -27,10 +27,8 @@ mod index;
 pub mod io;
 mod log;
 mod recovery;
-mod retention;
 mod segment;
 pub mod sim;
-mod tail;
 
 pub use checkpoint::Checkpoint;
 pub use clock::{Clock, SystemClock};
@@ -42,10 +40,8 @@ pub use disk::{Disk, DiskFile, RealDisk};
 pub use error::{BatchError, Result, StorageError};
 pub use index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 pub use log::{
-    AppendInfo, FileRegion, OpenReport, PartitionLog, ReadResult, SegmentInfo,
-    OVERLAPPED_CHECK_BYTES_MIN,
+    AppendInfo, BatchSummary, FileRegion, OpenReport, PartitionLog, ReadResult, RetentionOutcome,
+    SegmentInfo, OVERLAPPED_CHECK_BYTES_MIN,
 };
 pub use recovery::ScanOutcome;
-pub use retention::RetentionOutcome;
 pub use segment::file_name;
-pub use tail::BatchSummary;

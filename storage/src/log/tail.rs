@@ -1,11 +1,11 @@
 //! The batch headers at the end of the log, for state that the broker rebuilds on open
 //! (idempotent producers' last sequences). Reads headers only, never record bytes.
 
+use super::PartitionLog;
 use crate::batch::BatchHeader;
 use crate::clock::Clock;
 use crate::disk::{Disk, DiskFile};
 use crate::error::Result;
-use crate::log::PartitionLog;
 
 /// Header fields of one batch near the end of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

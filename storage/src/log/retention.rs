@@ -7,10 +7,10 @@
 
 use tracing::info;
 
+use super::PartitionLog;
 use crate::clock::Clock;
 use crate::disk::Disk;
 use crate::error::Result;
-use crate::log::PartitionLog;
 
 /// What a retention pass removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,0 +1,110 @@
+//! Truncation: a follower dropping a divergent tail, or its whole log.
+//!
+//! Invariants (the order is the crash story of docs/design.md): the clean flag is cleared
+//! first; whole segments past the cut are deleted and the directory synced before the
+//! survivor is cut, so a crash cannot bring them back behind a gap; the cut is synced
+//! before the checkpoint records the new end; the log start never exceeds the log end.
+
+use tracing::info;
+
+use crate::clock::Clock;
+use crate::disk::{Disk, DiskFile};
+use crate::error::{Result, StorageError};
+use crate::segment::Segment;
+
+use super::PartitionLog;
+
+impl<D: Disk, C: Clock> PartitionLog<D, C> {
+    /// Removes every batch at or after `offset` (replication: a follower dropping a divergent
+    /// tail). A batch containing `offset` is removed whole, so the new log end offset can be
+    /// below `offset`. Below the log start offset, the whole log is emptied and restarts
+    /// there. The cut is durable before this returns.
+    pub async fn truncate_to(&mut self, offset: i64) -> Result<i64> {
+        self.check_poison()?;
+        if offset >= self.log_end_offset() {
+            return Ok(self.log_end_offset());
+        }
+        if offset <= self.log_start_offset {
+            self.truncate_fully_and_start_at(self.log_start_offset.min(offset)).await?;
+            return Ok(self.log_end_offset());
+        }
+        self.mark_dirty().await?;
+        let result = self.truncate_inner(offset).await;
+        self.guard(result)?;
+        let end = self.log_end_offset();
+        self.durable_offset = end;
+        // The batch holding `offset` goes whole: when it also holds the log start, the end
+        // falls below the start, which comes down with it (as an open would bring it).
+        self.log_start_offset = self.log_start_offset.min(end);
+        self.write_checkpoint(false, end).await?;
+        info!(dir = %self.dir.display(), offset, log_end_offset = end, "truncated log");
+        Ok(end)
+    }
+
+    async fn truncate_inner(&mut self, offset: i64) -> Result<()> {
+        // Drop whole segments that start at or after the cut (keeping at least one).
+        let mut dropped = false;
+        while self.segments.len() > 1 && self.active().base_offset >= offset {
+            let segment = self.segments.pop().expect("len > 1");
+            segment.delete(&self.dir).await?;
+            dropped = true;
+        }
+        // The dropped segments are gone for good before the survivor is cut: a crash after
+        // the cut must not bring them back behind a gap in the offsets.
+        if dropped {
+            self.disk.sync_dir(&self.dir).await?;
+        }
+        let segment = self.segments.last_mut().expect("a log always has an active segment");
+        let Some(cut) = segment.find_batch(offset).await? else {
+            return Ok(());
+        };
+        let cut_offset = cut.base_offset;
+        let index_len = segment.index.truncate_from(cut_offset);
+        let time_len = segment.time_index.truncate_from(cut_offset);
+        segment.cut_log(cut.position)?;
+        segment.truncate_index_files(index_len, time_len).await?;
+        segment.log.sync_data().await?;
+        // Recompute the tail state from the last surviving index entry.
+        segment.last_batch_offset = None;
+        // The entries below the cut are kept as they were; whether they agree with the log
+        // was settled when the segment was opened.
+        let _disagreement = segment.load_tail(cut.position).await?;
+        if segment.next_offset != cut_offset && cut.position > 0 {
+            return Err(segment.corrupt(
+                cut.position,
+                format!(
+                    "after truncation the log ends at offset {}, expected {cut_offset}",
+                    segment.next_offset
+                ),
+            ));
+        }
+        segment.next_offset = cut_offset;
+        self.disk.sync_dir(&self.dir).await?;
+        Ok(())
+    }
+
+    /// Deletes every segment and starts an empty log at `offset` (a follower whose log no
+    /// longer overlaps the leader's).
+    pub async fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<()> {
+        self.check_poison()?;
+        self.mark_dirty().await?;
+        let result = async {
+            // Newest first, as `truncate_to` cuts: a crash in between leaves a prefix of the
+            // old log, never one whose start moved without the checkpoint saying so.
+            for segment in self.segments.drain(..).rev() {
+                segment.delete(&self.dir).await?;
+            }
+            let now = self.clock.now_ms();
+            let interval = self.config.index_interval_bytes;
+            let segment = Segment::create(&self.disk, &self.dir, offset, interval, now).await?;
+            self.disk.sync_dir(&self.dir).await?;
+            Ok::<Segment<D>, StorageError>(segment)
+        }
+        .await;
+        let segment = self.guard(result)?;
+        self.segments.push(segment);
+        self.log_start_offset = offset;
+        self.durable_offset = offset;
+        self.write_checkpoint(false, offset).await
+    }
+}

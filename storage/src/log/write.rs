@@ -1,0 +1,134 @@
+//! What every append path shares: checking its batches before the write, and writing them
+//! after the last batch of the active segment.
+//!
+//! Invariants: the bytes written are exactly the batches counted; batches become part of
+//! the segment (reads, indexes, size) only after the write succeeded and, for a large
+//! append, after their contents passed the check that ran beside the write; a batch that
+//! fails it is cut off the file again, so the log is unchanged.
+
+use std::io;
+
+use bytes::BytesMut;
+
+use crate::batch::{self, BatchInfo, Origin};
+use crate::clock::Clock;
+use crate::config::APPEND_BYTES_MAX;
+use crate::disk::Disk;
+use crate::error::{BatchError, Result, StorageError};
+
+use super::PartitionLog;
+
+/// Header bytes a leader rewrites in every batch: baseOffset, batchLength (unchanged) and
+/// partitionLeaderEpoch.
+pub(super) const STAMPED_BYTES: usize = 16;
+
+/// What `write_batches` writes.
+pub(super) enum Pieces {
+    Owned(BytesMut),
+    Vectored(Vec<bytes::Bytes>),
+}
+
+impl<D: Disk, C: Clock> PartitionLog<D, C> {
+    /// Checks the batches of one append: its size, each batch's structure and, with
+    /// `contents`, its CRC and records (large appends check those while the write runs);
+    /// a replica's batches must also continue the log's offsets. Returns the batches and
+    /// how many offsets they take.
+    pub(super) fn check_batches(
+        &self,
+        bytes: &[u8],
+        origin: Origin,
+        contents: bool,
+    ) -> Result<(Vec<BatchInfo>, i64)> {
+        let size = bytes.len() as u64;
+        if size > APPEND_BYTES_MAX {
+            return Err(StorageError::AppendTooLarge { size, max: APPEND_BYTES_MAX });
+        }
+        if size == 0 {
+            return Err(StorageError::EmptyAppend);
+        }
+        let mut infos: Vec<BatchInfo> = Vec::new();
+        let mut position = 0u64;
+        let mut expected = self.log_end_offset();
+        while position < size {
+            let index = infos.len();
+            let rest = &bytes[position as usize..];
+            let checked = if contents {
+                batch::validate(rest, self.config.batch_bytes_max, origin)
+            } else {
+                batch::validate_structure(rest, self.config.batch_bytes_max, origin)
+            };
+            let info =
+                checked.map_err(|source| StorageError::InvalidBatch { index, position, source })?;
+            if origin == Origin::Replica && info.base_offset != expected {
+                let source =
+                    BatchError::UnexpectedBaseOffset { expected, actual: info.base_offset };
+                return Err(StorageError::InvalidBatch { index, position, source });
+            }
+            expected = if origin == Origin::Replica {
+                info.last_offset() + 1
+            } else {
+                expected + i64::from(info.last_offset_delta) + 1
+            };
+            position += info.size;
+            infos.push(info);
+        }
+        Ok((infos, expected - self.log_end_offset()))
+    }
+
+    /// verifies their CRCs and records while the write runs, and a batch that fails is cut
+    /// off the file again before anything counts it, so the log is unchanged.
+    pub(super) async fn write_batches(
+        &mut self,
+        write: Pieces,
+        check: Option<bytes::Bytes>,
+        infos: &[BatchInfo],
+    ) -> Result<()> {
+        let check = check.map(|copy| {
+            let mut spans = Vec::with_capacity(infos.len());
+            let mut at = 0u64;
+            for (index, info) in infos.iter().enumerate() {
+                spans.push((index, at, info.size));
+                at += info.size;
+            }
+            tokio::task::spawn_blocking(move || {
+                for (index, position, size) in spans {
+                    batch::verify_contents(&copy[position as usize..(position + size) as usize])
+                        .map_err(|source| (index, position, source))?;
+                }
+                Ok::<(), (usize, u64, BatchError)>(())
+            })
+        });
+        let end_before = self.active().size;
+        // The bytes written are exactly the batches counted.
+        let written_bytes = match &write {
+            Pieces::Owned(batches) => batches.len() as u64,
+            Pieces::Vectored(pieces) => pieces.iter().map(|p| p.len() as u64).sum(),
+        };
+        let counted_bytes: u64 = infos.iter().map(|info| info.size).sum();
+        assert_eq!(written_bytes, counted_bytes, "an append writes the bytes of its batches");
+        let written = match write {
+            Pieces::Owned(batches) => self.active_mut().write_tail(batches).await.map(|_| ()),
+            Pieces::Vectored(pieces) => self.active_mut().write_tail_vectored(pieces).await,
+        }
+        .map_err(StorageError::from);
+        let checked = match check {
+            Some(handle) => Some(handle.await),
+            None => None,
+        };
+        self.guard(written)?;
+        match checked {
+            None | Some(Ok(Ok(()))) => {
+                self.active_mut().commit_tail(infos);
+                Ok(())
+            }
+            Some(Ok(Err((index, position, source)))) => {
+                let cut = self.active_mut().cut_log(end_before).map_err(StorageError::from);
+                self.guard(cut)?;
+                Err(StorageError::InvalidBatch { index, position, source })
+            }
+            Some(Err(join_error)) => Err(self.poison_with(StorageError::Io(io::Error::other(
+                format!("batch check thread failed: {join_error}"),
+            )))),
+        }
+    }
+}
