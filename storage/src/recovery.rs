@@ -23,7 +23,6 @@ use crate::batch::{self, BatchHeader, Origin, BATCH_HEADER_BYTES};
 use crate::config::BATCH_BYTES_LIMIT_MAX;
 use crate::disk::{Disk, DiskFile};
 use crate::error::Result;
-use crate::index::{OffsetIndex, TimeIndex};
 use crate::segment::Segment;
 
 /// Bytes read at once while scanning: large sequential reads, bounded memory.
@@ -47,26 +46,20 @@ pub(crate) async fn scan_segment<D: Disk>(
     segment: &mut Segment<D>,
     repair: bool,
 ) -> Result<ScanOutcome> {
-    let file_size = segment.log.len().await?;
-    segment.index = OffsetIndex::new(segment.base_offset);
-    segment.time_index = TimeIndex::new(segment.base_offset);
-    segment.size = 0;
-    segment.next_offset = segment.base_offset;
-    segment.max_timestamp = batch::NO_TIMESTAMP;
-    segment.last_batch_offset = None;
-    segment.bytes_since_index_entry = 0;
+    let file_size = segment.log().len().await?;
+    segment.forget_batches();
 
     let mut batches = 0u64;
     let mut stop_reason = None;
     let mut chunk_start = 0u64;
     let mut chunk: Vec<u8> = Vec::new();
-    'scan: while segment.size < file_size {
-        let position = segment.size;
+    'scan: while segment.size() < file_size {
+        let position = segment.size();
         let mut at = (position - chunk_start) as usize;
         // Make sure the chunk holds this batch's header, and then the whole batch.
         if at + BATCH_HEADER_BYTES > chunk.len() {
             chunk = segment
-                .log
+                .log()
                 .read_at(position, SCAN_READ_BYTES.min(file_size - position) as usize)
                 .await?;
             chunk_start = position;
@@ -86,7 +79,7 @@ pub(crate) async fn scan_segment<D: Disk>(
         }
         if at as u64 + size > chunk.len() as u64 {
             chunk = segment
-                .log
+                .log()
                 .read_at(position, SCAN_READ_BYTES.max(size).min(file_size - position) as usize)
                 .await?;
             chunk_start = position;
@@ -102,11 +95,11 @@ pub(crate) async fn scan_segment<D: Disk>(
         // Appends assign offsets densely (a replica's batches must start at the log end too),
         // so each batch starts exactly where its predecessor ended. The base offset is not
         // covered by the CRC: this is the check that catches it torn or flipped.
-        let relative_last = info.last_offset() - segment.base_offset;
-        if info.base_offset != segment.next_offset || relative_last > i64::from(u32::MAX) {
+        let relative_last = info.last_offset() - segment.base_offset();
+        if info.base_offset != segment.next_offset() || relative_last > i64::from(u32::MAX) {
             stop_reason = Some(format!(
                 "batch at position {position} has base offset {}, expected {} and within the segment",
-                info.base_offset, segment.next_offset
+                info.base_offset, segment.next_offset()
             ));
             break 'scan;
         }
@@ -120,27 +113,23 @@ pub(crate) async fn scan_segment<D: Disk>(
         batches += 1;
     }
     let outcome = ScanOutcome {
-        valid_bytes: segment.size,
-        invalid_bytes: file_size - segment.size,
+        valid_bytes: segment.size(),
+        invalid_bytes: file_size - segment.size(),
         batches,
         stop_reason,
     };
     if repair {
         if outcome.invalid_bytes > 0 {
             warn!(
-                path = %segment.log.path().display(),
+                path = %segment.log().path().display(),
                 position = outcome.valid_bytes,
                 cut_bytes = outcome.invalid_bytes,
                 reason = outcome.stop_reason.as_deref().unwrap_or(""),
                 "truncating segment at the first invalid byte"
             );
-            segment.log.set_len(outcome.valid_bytes)?;
+            segment.cut_log(outcome.valid_bytes)?;
         }
-        segment.truncate_index_files(0, 0).await?;
-        segment.persist_indexes().await?;
-        segment.log.sync_data().await?;
-        segment.index_file.sync_data().await?;
-        segment.time_index_file.sync_data().await?;
+        segment.rewrite_indexes_and_sync().await?;
     }
     Ok(outcome)
 }
@@ -151,30 +140,19 @@ pub(crate) async fn open_trusted<D: Disk>(segment: &mut Segment<D>) -> Result<Op
     match load_indexes(segment).await {
         Ok(()) => Ok(None),
         Err(reason) => {
-            info!(path = %segment.log.path().display(), %reason, "rebuilding segment indexes from the log");
+            info!(path = %segment.log().path().display(), %reason, "rebuilding segment indexes from the log");
             scan_segment(segment, true).await.map(Some)
         }
     }
 }
 
 async fn load_indexes<D: Disk>(segment: &mut Segment<D>) -> std::result::Result<(), String> {
-    let file_size = segment.log.len().await.map_err(|e| e.to_string())?;
-    let index_bytes = segment.index_file.read_all().await.map_err(|e| e.to_string())?;
-    segment.index = OffsetIndex::decode(segment.base_offset, &index_bytes, file_size, i64::MAX)
-        .map_err(|e| format!(".index: {e}"))?;
-    let time_bytes = segment.time_index_file.read_all().await.map_err(|e| e.to_string())?;
-    // With no offset entry, the tail walk covers the whole log and finds the max timestamp
-    // itself; with one, only the time index knows the timestamps before it.
-    if time_bytes.is_empty() && !segment.index.entries().is_empty() {
-        return Err("time index file is empty or missing for a segment with offset index entries"
-            .to_string());
-    }
-    segment.time_index = TimeIndex::decode(segment.base_offset, &time_bytes, i64::MAX)
-        .map_err(|e| format!(".timeindex: {e}"))?;
+    let file_size = segment.log().len().await.map_err(|e| e.to_string())?;
+    segment.read_indexes(file_size).await?;
     if let Some(reason) = segment.load_tail(file_size).await.map_err(|e| e.to_string())? {
         return Err(reason);
     }
-    if segment.time_index.last().is_some_and(|e| e.offset >= segment.next_offset) {
+    if segment.time_index().last().is_some_and(|e| e.offset >= segment.next_offset()) {
         return Err(".timeindex: entry past the log end".to_string());
     }
     Ok(())

@@ -35,17 +35,13 @@ const PREALLOCATE_FREE_BYTES_MIN: u64 = 1024 * 1024 * 1024;
 /// An index file, opened only while it is read or written: a partition keeps one descriptor
 /// per segment (its `.log`), not three, so ten thousand partitions fit the usual limits.
 #[derive(Debug)]
-pub(crate) struct IndexFile<D: Disk> {
+struct IndexFile<D: Disk> {
     disk: D,
     path: PathBuf,
 }
 
 impl<D: Disk> IndexFile<D> {
-    pub(crate) async fn write_all_at(
-        &self,
-        bytes: Vec<u8>,
-        position: u64,
-    ) -> (std::io::Result<()>, Vec<u8>) {
+    async fn write_all_at(&self, bytes: Vec<u8>, position: u64) -> (std::io::Result<()>, Vec<u8>) {
         let file = match self.disk.open_rw(&self.path, true).await {
             Ok(file) => file,
             Err(error) => return (Err(error), bytes),
@@ -55,7 +51,7 @@ impl<D: Disk> IndexFile<D> {
         (result.and(closed), bytes)
     }
 
-    pub(crate) async fn sync_data(&self) -> std::io::Result<()> {
+    async fn sync_data(&self) -> std::io::Result<()> {
         let file = self.disk.open_rw(&self.path, true).await?;
         let synced = file.sync_data().await;
         let closed = file.close().await;
@@ -63,7 +59,7 @@ impl<D: Disk> IndexFile<D> {
     }
 
     /// Cuts (or creates) the file at `len` bytes.
-    pub(crate) async fn set_len(&self, len: u64) -> std::io::Result<()> {
+    async fn set_len(&self, len: u64) -> std::io::Result<()> {
         let file = self.disk.open_rw(&self.path, true).await?;
         let result = if file.len().await? != len { file.set_len(len) } else { Ok(()) };
         let closed = file.close().await;
@@ -71,7 +67,7 @@ impl<D: Disk> IndexFile<D> {
     }
 
     /// The whole file (empty if missing).
-    pub(crate) async fn read_all(&self) -> std::io::Result<Vec<u8>> {
+    async fn read_all(&self) -> std::io::Result<Vec<u8>> {
         Ok(self.disk.read_file(&self.path, INDEX_FILE_BYTES_MAX).await?.unwrap_or_default())
     }
 }
@@ -103,20 +99,23 @@ pub(crate) struct Region {
     pub next_offset: i64,
 }
 
+/// One segment. Its fields are private to this file: every change goes through a method
+/// that keeps the invariants above (`index_batch` for growth, `forget_batches` before a
+/// rebuild, `cut_log` and `truncate_at` for cuts, `read_indexes` and `load_tail` on open).
 #[derive(Debug)]
 pub(crate) struct Segment<D: Disk> {
-    pub(crate) base_offset: i64,
-    pub(crate) log: Rc<D::File>,
-    pub(crate) index_file: IndexFile<D>,
-    pub(crate) time_index_file: IndexFile<D>,
-    pub(crate) size: u64,
-    pub(crate) next_offset: i64,
-    pub(crate) max_timestamp: i64,
-    pub(crate) last_batch_offset: Option<i64>,
-    pub(crate) index: OffsetIndex,
-    pub(crate) time_index: TimeIndex,
-    pub(crate) bytes_since_index_entry: u64,
-    pub(crate) created_at_ms: i64,
+    base_offset: i64,
+    log: Rc<D::File>,
+    index_file: IndexFile<D>,
+    time_index_file: IndexFile<D>,
+    size: u64,
+    next_offset: i64,
+    max_timestamp: i64,
+    last_batch_offset: Option<i64>,
+    index: OffsetIndex,
+    time_index: TimeIndex,
+    bytes_since_index_entry: u64,
+    created_at_ms: i64,
     index_interval_bytes: u64,
     /// The log file's disk blocks are reserved up to here (past its size, which stays put):
     /// see `preallocate_for`.
@@ -195,6 +194,85 @@ impl<D: Disk> Segment<D> {
             file.set_len(0).await?;
         }
         Ok(segment)
+    }
+
+    pub(crate) fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    /// One past the last offset of the segment's batches (`base_offset` when empty).
+    pub(crate) fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    /// Bytes of whole, valid batches: the file is never read past it.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+
+    pub(crate) fn created_at_ms(&self) -> i64 {
+        self.created_at_ms
+    }
+
+    /// The `.log` file, for reads, for regions that outlive the segment, and for syncs.
+    /// Writes and cuts go through the segment (`write_tail`, `cut_log`, `truncate_at`).
+    pub(crate) fn log(&self) -> &Rc<D::File> {
+        &self.log
+    }
+
+    pub(crate) fn index(&self) -> &OffsetIndex {
+        &self.index
+    }
+
+    pub(crate) fn time_index(&self) -> &TimeIndex {
+        &self.time_index
+    }
+
+    /// Forgets every batch, in memory only (the files are untouched): the state of an empty
+    /// segment, from which a scan rebuilds it batch by batch with `index_batch`.
+    pub(crate) fn forget_batches(&mut self) {
+        self.index = OffsetIndex::new(self.base_offset);
+        self.time_index = TimeIndex::new(self.base_offset);
+        self.size = 0;
+        self.next_offset = self.base_offset;
+        self.max_timestamp = crate::batch::NO_TIMESTAMP;
+        self.last_batch_offset = None;
+        self.bytes_since_index_entry = 0;
+    }
+
+    /// Reads and decodes both index files into memory, for a log of `file_size` bytes, with
+    /// why they cannot be trusted if they cannot. What they say about the log's tail is
+    /// checked next, by `load_tail`.
+    pub(crate) async fn read_indexes(&mut self, file_size: u64) -> std::result::Result<(), String> {
+        let index_bytes = self.index_file.read_all().await.map_err(|e| e.to_string())?;
+        self.index = OffsetIndex::decode(self.base_offset, &index_bytes, file_size, i64::MAX)
+            .map_err(|e| format!(".index: {e}"))?;
+        let time_bytes = self.time_index_file.read_all().await.map_err(|e| e.to_string())?;
+        // With no offset entry, the tail walk covers the whole log and finds the max timestamp
+        // itself; with one, only the time index knows the timestamps before it.
+        if time_bytes.is_empty() && !self.index.entries().is_empty() {
+            return Err(
+                "time index file is empty or missing for a segment with offset index entries"
+                    .to_string(),
+            );
+        }
+        self.time_index = TimeIndex::decode(self.base_offset, &time_bytes, i64::MAX)
+            .map_err(|e| format!(".timeindex: {e}"))?;
+        Ok(())
+    }
+
+    /// Rewrites both index files from the in-memory indexes, then syncs all three files
+    /// (after a scan rebuilt the indexes and cut the log at its last valid batch).
+    pub(crate) async fn rewrite_indexes_and_sync(&mut self) -> std::io::Result<()> {
+        self.truncate_index_files(0, 0).await?;
+        self.persist_indexes().await?;
+        self.log.sync_data().await?;
+        self.index_file.sync_data().await?;
+        self.time_index_file.sync_data().await
     }
 
     /// The one rule that builds indexes, used by appends and by rebuilds alike.
@@ -309,7 +387,7 @@ impl<D: Disk> Segment<D> {
     }
 
     /// Writes index entries not yet in their files (no sync: indexes are rebuilt on recovery).
-    pub(crate) async fn persist_indexes(&mut self) -> std::io::Result<()> {
+    async fn persist_indexes(&mut self) -> std::io::Result<()> {
         if let Some((position, bytes)) = self.index.take_unpersisted() {
             let (result, _) = self.index_file.write_all_at(bytes, position).await;
             result?;
@@ -345,12 +423,37 @@ impl<D: Disk> Segment<D> {
         self.time_index_file.sync_data().await
     }
 
+    /// Removes the batch `cut` (found by `find_batch`) and every batch after it: the
+    /// indexes and their files lose their entries from it on, the log file is cut at its
+    /// position and synced, and the tail state is recomputed from the last surviving index
+    /// entry. The segment then ends right before `cut`, or the log disagrees with its index.
+    pub(crate) async fn truncate_at(&mut self, cut: HeaderInfo) -> Result<()> {
+        let cut_offset = cut.base_offset;
+        let index_len = self.index.truncate_from(cut_offset);
+        let time_len = self.time_index.truncate_from(cut_offset);
+        self.cut_log(cut.position)?;
+        self.truncate_index_files(index_len, time_len).await?;
+        self.log.sync_data().await?;
+        // Recompute the tail state from the last surviving index entry.
+        self.last_batch_offset = None;
+        // The entries below the cut are kept as they were; whether they agree with the log
+        // was settled when the segment was opened.
+        let _disagreement = self.load_tail(cut.position).await?;
+        if self.next_offset != cut_offset && cut.position > 0 {
+            return Err(self.corrupt(
+                cut.position,
+                format!(
+                    "after truncation the log ends at offset {}, expected {cut_offset}",
+                    self.next_offset
+                ),
+            ));
+        }
+        self.next_offset = cut_offset;
+        Ok(())
+    }
+
     /// Cuts the index files to `index_len` and `time_len` bytes.
-    pub(crate) async fn truncate_index_files(
-        &self,
-        index_len: u64,
-        time_len: u64,
-    ) -> std::io::Result<()> {
+    async fn truncate_index_files(&self, index_len: u64, time_len: u64) -> std::io::Result<()> {
         self.index_file.set_len(index_len).await?;
         self.time_index_file.set_len(time_len).await
     }
@@ -362,11 +465,7 @@ impl<D: Disk> Segment<D> {
 
     /// Like `headers_at`, reading about `window_bytes` (at least one header's worth): callers
     /// that know how far they need to look read no more than that.
-    pub(crate) async fn headers_in(
-        &self,
-        position: u64,
-        window_bytes: u64,
-    ) -> Result<Vec<HeaderInfo>> {
+    async fn headers_in(&self, position: u64, window_bytes: u64) -> Result<Vec<HeaderInfo>> {
         if position >= self.size {
             return Err(
                 self.corrupt(position, format!("header walk past the segment end {}", self.size))

@@ -49,7 +49,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         if self.durable_offset >= end {
             return Ok(None);
         }
-        Ok(Some((Rc::clone(&self.active().log), end)))
+        Ok(Some((Rc::clone(self.active().log()), end)))
     }
 
     /// Group commit, part two: records the outcome of syncing a `flush_target`. A failed

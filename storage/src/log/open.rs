@@ -96,8 +96,8 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             // Each segment starts where its predecessor ends. (A segment past a gap is one a
             // crash brought back after a truncation had cut its predecessor.)
             if let Some(previous) = segments.last() {
-                if segment.base_offset != previous.next_offset {
-                    warn!(dir = %dir.display(), base, previous_next = previous.next_offset, "segment does not follow its predecessor");
+                if segment.base_offset() != previous.next_offset() {
+                    warn!(dir = %dir.display(), base, previous_next = previous.next_offset(), "segment does not follow its predecessor");
                     cut_at = Some(i);
                 }
             }
@@ -125,7 +125,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             disk.sync_dir(dir).await?;
             segments.push(segment);
         }
-        let log_end_offset = segments.last().expect("at least one segment").next_offset;
+        let log_end_offset = segments.last().expect("at least one segment").next_offset();
         log_start_offset = log_start_offset.min(log_end_offset);
 
         let mut log = PartitionLog {

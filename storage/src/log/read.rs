@@ -28,7 +28,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
 
     /// The index of the segment that holds `offset` (the last with base <= offset).
     pub(super) fn segment_for(&self, offset: i64) -> usize {
-        self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1)
+        self.segments.partition_point(|s| s.base_offset() <= offset).saturating_sub(1)
     }
 
     /// Like [`PartitionLog::read`], but only batches that start below `end_offset` (the high
@@ -104,8 +104,8 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             };
             let segment = &self.segments[i];
             result.regions.push(FileRegion {
-                file: Rc::clone(&segment.log),
-                segment_base_offset: segment.base_offset,
+                file: Rc::clone(segment.log()),
+                segment_base_offset: segment.base_offset(),
                 position,
                 len,
                 first_offset,
@@ -113,7 +113,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             });
             remaining = remaining.saturating_sub(len);
             next = next_offset;
-            if position + len < segment.size || remaining == 0 {
+            if position + len < segment.size() || remaining == 0 {
                 break;
             }
             i += 1;

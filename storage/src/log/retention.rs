@@ -29,16 +29,16 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         let mut delete = 0usize;
         if let Some(retention_ms) = self.config.retention_ms {
             let cutoff = now_ms.saturating_sub(retention_ms as i64);
-            while delete < closed && self.segments[delete].max_timestamp < cutoff {
+            while delete < closed && self.segments[delete].max_timestamp() < cutoff {
                 delete += 1;
             }
         }
         if let Some(retention_bytes) = self.config.retention_bytes {
             let mut excess = self.size_bytes().saturating_sub(retention_bytes);
-            let already: u64 = self.segments[..delete].iter().map(|s| s.size).sum();
+            let already: u64 = self.segments[..delete].iter().map(|s| s.size()).sum();
             excess = excess.saturating_sub(already);
-            while delete < closed && excess >= self.segments[delete].size && excess > 0 {
-                excess -= self.segments[delete].size;
+            while delete < closed && excess >= self.segments[delete].size() && excess > 0 {
+                excess -= self.segments[delete].size();
                 delete += 1;
             }
         }
@@ -50,14 +50,14 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             return Ok(outcome);
         }
         self.mark_dirty().await?;
-        let new_start = self.segments[delete].base_offset.max(self.log_start_offset);
+        let new_start = self.segments[delete].base_offset().max(self.log_start_offset);
         self.log_start_offset = new_start;
         let durable = self.durable_offset();
         self.write_checkpoint(false, durable.max(new_start)).await?;
         let dir = self.dir.clone();
         for segment in self.segments.drain(..delete).collect::<Vec<_>>() {
-            outcome.deleted_segments.push(segment.base_offset);
-            outcome.deleted_bytes += segment.size;
+            outcome.deleted_segments.push(segment.base_offset());
+            outcome.deleted_bytes += segment.size();
             let result = segment.delete(&dir).await.map_err(crate::error::StorageError::from);
             self.guard(result)?;
         }

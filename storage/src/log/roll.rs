@@ -27,19 +27,19 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
 
     fn should_roll(&self, size: u64, offsets: i64, now: i64) -> bool {
         let active = self.active();
-        if active.size == 0 {
+        if active.size() == 0 {
             return false;
         }
-        active.size + size > self.config.segment_bytes
-            || now - active.created_at_ms >= self.config.segment_ms as i64
-            || active.next_offset + offsets - active.base_offset > i64::from(u32::MAX)
+        active.size() + size > self.config.segment_bytes
+            || now - active.created_at_ms() >= self.config.segment_ms as i64
+            || active.next_offset() + offsets - active.base_offset() > i64::from(u32::MAX)
     }
 
     /// Closes the active segment and starts a new one at the log end offset. The closed
     /// segment is synced and the checkpoint moves past it, so recovery never rescans it.
     pub async fn roll(&mut self) -> Result<()> {
         self.check_poison()?;
-        if self.active().size == 0 {
+        if self.active().size() == 0 {
             return Ok(());
         }
         self.mark_dirty().await?;
@@ -66,8 +66,8 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// Rolls the active segment if it is older than `segment_ms` (for a background timer;
     /// appends check this too).
     pub async fn roll_if_due(&mut self) -> Result<()> {
-        if self.clock.now_ms() - self.active().created_at_ms >= self.config.segment_ms as i64
-            && self.active().size > 0
+        if self.clock.now_ms() - self.active().created_at_ms() >= self.config.segment_ms as i64
+            && self.active().size() > 0
         {
             self.roll().await?;
         }

@@ -45,7 +45,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
 
     /// The offset the next appended record gets.
     pub fn log_end_offset(&self) -> i64 {
-        self.active().next_offset
+        self.active().next_offset()
     }
 
     /// The first offset still in the log.
@@ -60,19 +60,19 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
 
     /// Total bytes of all segments.
     pub fn size_bytes(&self) -> u64 {
-        self.segments.iter().map(|s| s.size).sum()
+        self.segments.iter().map(|s| s.size()).sum()
     }
 
     pub fn segments(&self) -> Vec<SegmentInfo> {
         self.segments
             .iter()
             .map(|s| SegmentInfo {
-                base_offset: s.base_offset,
-                next_offset: s.next_offset,
-                size: s.size,
-                max_timestamp: s.max_timestamp,
-                index_entries: s.index.entries().len(),
-                time_index_entries: s.time_index.entries().len(),
+                base_offset: s.base_offset(),
+                next_offset: s.next_offset(),
+                size: s.size(),
+                max_timestamp: s.max_timestamp(),
+                index_entries: s.index().entries().len(),
+                time_index_entries: s.time_index().entries().len(),
             })
             .collect()
     }

@@ -32,19 +32,20 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
 
     async fn tail_batches_unguarded(&self, bytes_max: u64) -> Result<Vec<BatchSummary>> {
         let segment = self.active();
-        let start = segment.index.lookup_position(segment.size.saturating_sub(bytes_max)).position;
+        let start =
+            segment.index().lookup_position(segment.size().saturating_sub(bytes_max)).position;
         let mut out = Vec::new();
         let mut position = start;
-        while position < segment.size {
+        while position < segment.size() {
             let window = segment
-                .log
-                .read_at(position, TAIL_READ_BYTES.min(segment.size - position) as usize)
+                .log()
+                .read_at(position, TAIL_READ_BYTES.min(segment.size() - position) as usize)
                 .await?;
             let mut at = 0usize;
             while let Some(header) = window.get(at..).and_then(BatchHeader::view) {
                 let size = header.size();
                 if size < crate::batch::BATCH_HEADER_BYTES as u64
-                    || position + at as u64 + size > segment.size
+                    || position + at as u64 + size > segment.size()
                 {
                     return Err(segment.corrupt(
                         position + at as u64,

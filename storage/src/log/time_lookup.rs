@@ -20,7 +20,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// answer is the batch's base offset and max timestamp. `None` if every record is older.
     pub async fn offset_for_timestamp(&mut self, timestamp: i64) -> Result<Option<(i64, i64)>> {
         self.check_poison()?;
-        let Some(i) = self.segments.iter().position(|s| s.max_timestamp >= timestamp) else {
+        let Some(i) = self.segments.iter().position(|s| s.max_timestamp() >= timestamp) else {
             return Ok(None);
         };
         let found = match self.offset_for_timestamp_in(i, timestamp).await {
@@ -44,11 +44,11 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         timestamp: i64,
     ) -> Result<Option<(i64, i64)>> {
         let segment = &self.segments[i];
-        let time_entry = segment.time_index.lookup_before(timestamp);
-        let start_offset = time_entry.map_or(segment.base_offset, |e| e.offset);
-        let entry = segment.index.lookup(start_offset);
+        let time_entry = segment.time_index().lookup_before(timestamp);
+        let start_offset = time_entry.map_or(segment.base_offset(), |e| e.offset);
+        let entry = segment.index().lookup(start_offset);
         let mut position = entry.position;
-        while position < segment.size {
+        while position < segment.size() {
             let headers = segment.headers_at(position).await?;
             if position == entry.position && headers[0].base_offset != entry.offset {
                 return Err(segment.corrupt(
@@ -76,7 +76,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
                 if header.max_timestamp >= timestamp && header.last_offset >= self.log_start_offset
                 {
                     let batch_bytes =
-                        segment.log.read_at(header.position, header.size as usize).await?;
+                        segment.log().read_at(header.position, header.size as usize).await?;
                     let found = match batch::first_record_at_or_after(&batch_bytes, timestamp) {
                         Some((delta, record_timestamp)) => {
                             (header.base_offset + i64::from(delta), record_timestamp)

@@ -8,7 +8,7 @@
 use tracing::info;
 
 use crate::clock::Clock;
-use crate::disk::{Disk, DiskFile};
+use crate::disk::Disk;
 use crate::error::{Result, StorageError};
 use crate::segment::Segment;
 
@@ -44,7 +44,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     async fn truncate_inner(&mut self, offset: i64) -> Result<()> {
         // Drop whole segments that start at or after the cut (keeping at least one).
         let mut dropped = false;
-        while self.segments.len() > 1 && self.active().base_offset >= offset {
+        while self.segments.len() > 1 && self.active().base_offset() >= offset {
             let segment = self.segments.pop().expect("len > 1");
             segment.delete(&self.dir).await?;
             dropped = true;
@@ -58,27 +58,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         let Some(cut) = segment.find_batch(offset).await? else {
             return Ok(());
         };
-        let cut_offset = cut.base_offset;
-        let index_len = segment.index.truncate_from(cut_offset);
-        let time_len = segment.time_index.truncate_from(cut_offset);
-        segment.cut_log(cut.position)?;
-        segment.truncate_index_files(index_len, time_len).await?;
-        segment.log.sync_data().await?;
-        // Recompute the tail state from the last surviving index entry.
-        segment.last_batch_offset = None;
-        // The entries below the cut are kept as they were; whether they agree with the log
-        // was settled when the segment was opened.
-        let _disagreement = segment.load_tail(cut.position).await?;
-        if segment.next_offset != cut_offset && cut.position > 0 {
-            return Err(segment.corrupt(
-                cut.position,
-                format!(
-                    "after truncation the log ends at offset {}, expected {cut_offset}",
-                    segment.next_offset
-                ),
-            ));
-        }
-        segment.next_offset = cut_offset;
+        segment.truncate_at(cut).await?;
         self.disk.sync_dir(&self.dir).await?;
         Ok(())
     }

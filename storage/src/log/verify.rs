@@ -18,15 +18,15 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         for i in 0..self.segments.len() {
             let segment = &self.segments[i];
             let (index, time_index, size, next) = (
-                segment.index.clone(),
-                segment.time_index.clone(),
-                segment.size,
-                segment.next_offset,
+                segment.index().clone(),
+                segment.time_index().clone(),
+                segment.size(),
+                segment.next_offset(),
             );
             let mut copy = Segment::open_files(
                 &self.disk,
                 &self.dir,
-                segment.base_offset,
+                segment.base_offset(),
                 false,
                 self.config.index_interval_bytes,
                 0,
@@ -34,8 +34,8 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             .await?;
             let outcome = recovery::scan_segment(&mut copy, false).await?;
             let mismatch = |what: &str| StorageError::Corrupt {
-                path: copy.log.path().to_path_buf(),
-                position: copy.size,
+                path: copy.log().path().to_path_buf(),
+                position: copy.size(),
                 reason: what.to_string(),
             };
             if outcome.valid_bytes != size || outcome.invalid_bytes != 0 {
@@ -43,10 +43,10 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
                     "scan found {outcome:?}, the log holds {size} bytes"
                 )));
             }
-            if copy.next_offset != next {
+            if copy.next_offset() != next {
                 return Err(mismatch("next offset differs from a scan"));
             }
-            if copy.index.entries() != index.entries() {
+            if copy.index().entries() != index.entries() {
                 return Err(mismatch("offset index differs from a rebuild"));
             }
             // Time entries need not equal a rebuild (a sealed segment reopened and appended
@@ -55,7 +55,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             let mut running_max = crate::batch::NO_TIMESTAMP;
             let mut entries = time_index.entries().iter().peekable();
             let mut position = 0;
-            while position < copy.size {
+            while position < copy.size() {
                 for header in copy.headers_at(position).await? {
                     running_max = running_max.max(header.max_timestamp);
                     while let Some(entry) = entries.next_if(|e| e.offset <= header.base_offset) {

@@ -98,7 +98,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
                 Ok::<(), (usize, u64, BatchError)>(())
             })
         });
-        let end_before = self.active().size;
+        let end_before = self.active().size();
         // The bytes written are exactly the batches counted.
         let written_bytes = match &write {
             Pieces::Owned(batches) => batches.len() as u64,
