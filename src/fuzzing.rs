@@ -1,0 +1,34 @@
+//! Entry points for the fuzz targets under `fuzz/`, compiled only with `--cfg fuzzing`
+//! (cargo-fuzz sets it). They expose the broker's private decoders of untrusted bytes
+//! without making them part of the crate's API: the `__consumer_offsets` record codec and
+//! the saved high watermark. Each wrapper calls the real decoder, unchanged; request frames
+//! and bodies need none (`protocol::parse_request` and `protocol::decode_body` are public).
+
+use std::path::Path;
+
+use crate::group::Committed;
+
+/// The key and value pairs of an uncompressed `__consumer_offsets` batch, as the group
+/// coordinator reads them when it replays the topic.
+pub fn offsets_records(batch: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    crate::group::parse_records(batch)
+}
+
+/// An offset commit key: (group, topic, partition).
+pub fn offsets_key(bytes: &[u8]) -> Option<(String, String, i32)> {
+    crate::group::decode_key(bytes)
+}
+
+/// An offset commit value.
+pub fn offsets_value(bytes: &[u8]) -> Option<Committed> {
+    crate::group::decode_value(bytes)
+}
+
+/// The name of the high-watermark file in a partition directory.
+pub const HIGH_WATERMARK_FILE: &str = crate::partition::HIGH_WATERMARK_FILE;
+
+/// The high watermark saved in partition directory `dir`, read as a partition opening reads
+/// it (a file: the reader is async and runs on io_uring).
+pub async fn high_watermark(dir: &Path) -> Option<i64> {
+    crate::partition::read_high_watermark(dir).await
+}
