@@ -69,7 +69,11 @@ impl OffsetIndex {
         for (n, chunk) in bytes.chunks_exact(OFFSET_ENTRY_BYTES).enumerate() {
             let relative = u32::from_be_bytes(chunk[0..4].try_into().expect("4 bytes"));
             let position = u64::from(u32::from_be_bytes(chunk[4..8].try_into().expect("4 bytes")));
-            let entry = OffsetEntry { offset: base_offset + i64::from(relative), position };
+            // The base offset comes from the file name: near i64::MAX, an entry overflows.
+            let Some(offset) = base_offset.checked_add(i64::from(relative)) else {
+                return Err(format!("entry {n}: offset {base_offset} + {relative} overflows"));
+            };
+            let entry = OffsetEntry { offset, position };
             if entry.position == 0 || entry.position >= log_size || entry.offset >= next_offset {
                 return Err(format!("entry {n} ({entry:?}) is outside the log (size {log_size}, next offset {next_offset})"));
             }
@@ -180,7 +184,10 @@ impl TimeIndex {
         for (n, chunk) in bytes.chunks_exact(TIME_ENTRY_BYTES).enumerate() {
             let timestamp = i64::from_be_bytes(chunk[0..8].try_into().expect("8 bytes"));
             let relative = u32::from_be_bytes(chunk[8..12].try_into().expect("4 bytes"));
-            let entry = TimeEntry { timestamp, offset: base_offset + i64::from(relative) };
+            let Some(offset) = base_offset.checked_add(i64::from(relative)) else {
+                return Err(format!("entry {n}: offset {base_offset} + {relative} overflows"));
+            };
+            let entry = TimeEntry { timestamp, offset };
             if entry.offset >= next_offset {
                 return Err(format!("entry {n} ({entry:?}) is past the next offset {next_offset}"));
             }

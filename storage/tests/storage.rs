@@ -3,6 +3,7 @@
 
 mod common;
 mod crash;
+mod fuzz_regressions;
 mod log_basics;
 mod poison;
 mod property;
