@@ -18,7 +18,18 @@ use crate::cli::error::{error_name, CliError};
 
 /// Fetch request version used (v4+: record batches v2; v11 is Kafka 2.3+).
 const FETCH_VERSION: i16 = 11;
+/// Bytes asked for per partition per fetch.
+const FETCH_PARTITION_BYTES_MAX: i32 = 8 * 1024 * 1024;
+/// Bytes asked for per fetch.
+const FETCH_BYTES_MAX: i32 = 64 * 1024 * 1024;
+/// How long the broker may hold a fetch that finds no data, ms.
+const FETCH_WAIT_MS_MAX: i32 = 100;
+/// Empty fetches at the end of the data, once the producers are done, before a consumer
+/// stops short of its target.
+const IDLE_ROUNDS_MAX: u32 = 20;
 
+/// Fetches `positions`' partitions from their leader until the run has `target` records or,
+/// once the producers are done, the end of the data stays put.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn consume_worker(
     load: &LoadArgs,
@@ -40,60 +51,11 @@ pub(super) fn consume_worker(
     let mut wire = Wire::connect(address)?;
     let mut idle_rounds = 0u32;
     while stats.records() < target {
-        let mut topic = FetchTopic::default();
-        topic.topic = TopicName(load.topic.clone().into());
-        for (p, offset) in &positions {
-            let mut fp = FetchPartition::default();
-            fp.partition = *p;
-            fp.fetch_offset = *offset;
-            fp.partition_max_bytes = 8 * 1024 * 1024;
-            fp.log_start_offset = -1;
-            topic.partitions.push(fp);
-        }
-        let mut request = FetchRequest::default();
-        request.replica_id = BrokerId(-1);
-        request.max_wait_ms = 100;
-        request.min_bytes = 1;
-        request.max_bytes = 64 * 1024 * 1024;
-        request.session_epoch = -1;
-        request.topics = vec![topic];
+        let request = fetch_request(&load.topic, &positions);
         let sent_at = Instant::now();
         wire.send(ApiKey::Fetch, FETCH_VERSION, &request)?;
         let response: FetchResponse = wire.receive(ApiKey::Fetch, FETCH_VERSION)?;
-        let mut got = 0u64;
-        let mut at_end = true;
-        for t in &response.responses {
-            for data in &t.partitions {
-                if data.error_code != 0 {
-                    return Err(CliError::failure(format!(
-                        "fetch partition {}: {}",
-                        data.partition_index,
-                        error_name(data.error_code)
-                    )));
-                }
-                let Some(position) = positions.get_mut(&data.partition_index) else { continue };
-                let Some(records) = &data.records else { continue };
-                let mut buf: &[u8] = records;
-                while let Some(header) = fjord_storage::batch::BatchHeader::view(buf) {
-                    let size = header.size() as usize;
-                    if size > buf.len() {
-                        break;
-                    }
-                    let count = header.records_count.get().max(0) as u64;
-                    let skip = (*position - header.base_offset.get()).clamp(0, count as i64) as u64;
-                    let fresh = count - skip;
-                    if e2e && fresh > 0 {
-                        if let Some(sent) = first_value_stamp(&buf[..size]) {
-                            stats.record_latency(now_micros().saturating_sub(sent), fresh);
-                        }
-                    }
-                    got += fresh;
-                    *position = header.last_offset() + 1;
-                    buf = &buf[size..];
-                }
-                at_end &= *position >= data.high_watermark;
-            }
-        }
+        let (got, at_end) = take_response(&response, &mut positions, e2e, stats)?;
         if !e2e && got > 0 {
             stats.record_latency(sent_at.elapsed().as_micros() as u64, 1);
         }
@@ -103,7 +65,7 @@ pub(super) fn consume_worker(
         // Stop at the end of the data even short of the target, once nothing more comes.
         if got == 0 && at_end && producers_done.load(Ordering::Relaxed) {
             idle_rounds += 1;
-            if idle_rounds >= 20 {
+            if idle_rounds >= IDLE_ROUNDS_MAX {
                 break;
             }
         } else {
@@ -111,4 +73,78 @@ pub(super) fn consume_worker(
         }
     }
     Ok(())
+}
+
+/// One Fetch of `topic`'s partitions, each from its position.
+fn fetch_request(topic_name: &str, positions: &BTreeMap<i32, i64>) -> FetchRequest {
+    let mut topic = FetchTopic::default();
+    topic.topic = TopicName(topic_name.to_string().into());
+    for (p, offset) in positions {
+        let mut fp = FetchPartition::default();
+        fp.partition = *p;
+        fp.fetch_offset = *offset;
+        fp.partition_max_bytes = FETCH_PARTITION_BYTES_MAX;
+        fp.log_start_offset = -1;
+        topic.partitions.push(fp);
+    }
+    let mut request = FetchRequest::default();
+    request.replica_id = BrokerId(-1);
+    request.max_wait_ms = FETCH_WAIT_MS_MAX;
+    request.min_bytes = 1;
+    request.max_bytes = FETCH_BYTES_MAX;
+    request.session_epoch = -1;
+    request.topics = vec![topic];
+    request
+}
+
+/// Takes a Fetch response: moves each partition's position past its records and returns
+/// (records new to this consumer, whether every partition answered is at its end).
+fn take_response(
+    response: &FetchResponse,
+    positions: &mut BTreeMap<i32, i64>,
+    e2e: bool,
+    stats: &Stats,
+) -> Result<(u64, bool), CliError> {
+    let mut got = 0u64;
+    let mut at_end = true;
+    for data in response.responses.iter().flat_map(|t| &t.partitions) {
+        if data.error_code != 0 {
+            return Err(CliError::failure(format!(
+                "fetch partition {}: {}",
+                data.partition_index,
+                error_name(data.error_code)
+            )));
+        }
+        let Some(position) = positions.get_mut(&data.partition_index) else { continue };
+        let Some(records) = &data.records else { continue };
+        got += take_batches(records, position, e2e, stats);
+        at_end &= *position >= data.high_watermark;
+    }
+    Ok((got, at_end))
+}
+
+/// Walks the whole batches of `records`, moving `position` past each; returns the records
+/// at or past the position it started from. In e2e each batch's stamp gives the latency of
+/// its records.
+fn take_batches(records: &[u8], position: &mut i64, e2e: bool, stats: &Stats) -> u64 {
+    let mut got = 0u64;
+    let mut buf = records;
+    while let Some(header) = fjord_storage::batch::BatchHeader::view(buf) {
+        let size = header.size() as usize;
+        if size > buf.len() {
+            break;
+        }
+        let count = header.records_count.get().max(0) as u64;
+        let skip = (*position - header.base_offset.get()).clamp(0, count as i64) as u64;
+        let fresh = count - skip;
+        if e2e && fresh > 0 {
+            if let Some(sent) = first_value_stamp(&buf[..size]) {
+                stats.record_latency(now_micros().saturating_sub(sent), fresh);
+            }
+        }
+        got += fresh;
+        *position = header.last_offset() + 1;
+        buf = &buf[size..];
+    }
+    got
 }

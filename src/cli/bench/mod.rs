@@ -10,9 +10,10 @@
 //!
 //! The files, top down: `load` runs one load (it makes sure of the `topic`, starts the
 //! `produce` and `consume` workers, draws the `progress` and writes the `report` and its
-//! `svg` chart); the workers talk over a `wire` of their own, send the `batch`es it builds
-//! and count into the run's `stats`. `baseline` measures the machine, streaming over
-//! `loopback`. `args` holds a load's flags and their limits.
+//! `svg` chart); the workers talk over a `wire` of their own (a producer keeps its window of
+//! requests `inflight`), send the `batch`es it builds and count into the run's `stats`.
+//! `baseline` measures the machine, streaming over `loopback`. `args` holds a load's flags
+//! and their limits.
 
 use crate::cli::error::CliError;
 
@@ -20,6 +21,7 @@ mod args;
 mod baseline;
 mod batch;
 mod consume;
+mod inflight;
 mod load;
 mod loopback;
 mod produce;

@@ -4,8 +4,9 @@
 //! order as the responses arrive. With `--idempotent`, each socket is a producer of its own
 //! (an id from InitProducerId, a sequence per partition).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use kafka_protocol::messages::{
 
 use super::args::LoadArgs;
 use super::batch::{batch_for, now_micros, stamped};
+use super::inflight::InFlight;
 use super::stats::Stats;
 use super::wire::{Wire, PRODUCE_TIMEOUT_MS, PRODUCE_VERSION};
 use crate::cli::error::{error_name, CliError};
@@ -23,6 +25,85 @@ use crate::cli::error::{error_name, CliError};
 /// Largest produce batch built (per partition per request).
 const BATCH_BYTES_MAX: usize = 1024 * 1024;
 const INIT_PRODUCER_ID_VERSION: i16 = 1;
+
+/// One socket to a leader and what the writer keeps beside it.
+struct Connection {
+    wire: Wire,
+    /// The partitions of this leader that the worker sends to.
+    partitions: Vec<i32>,
+    inflight: Arc<InFlight>,
+    /// (producer id, epoch) with `--idempotent`, asked before the reader thread starts
+    /// taking the responses.
+    producer: Option<(i64, i16)>,
+    /// The next sequence per partition (idempotent).
+    sequences: BTreeMap<i32, i32>,
+}
+
+/// Sends `records` records to `partitions`, as one connection's share of the run.
+pub(super) fn produce_worker(
+    load: &LoadArgs,
+    partitions: &[i32],
+    leaders: &BTreeMap<i32, i32>,
+    addresses: &BTreeMap<i32, String>,
+    records: u64,
+    e2e: bool,
+    stats: &Arc<Stats>,
+) -> Result<(), CliError> {
+    let mut connections = Vec::new();
+    let mut readers = Vec::new();
+    for (leader, partitions) in by_leader(partitions, leaders) {
+        let connection = connect(load, leader, partitions, addresses)?;
+        if load.acks != 0 {
+            readers.push(spawn_reader(&connection, e2e, stats, load.record_bytes as u64)?);
+        }
+        connections.push(connection);
+    }
+    send_all(load, &mut connections, records, e2e, stats)?;
+    // Wait for the last answers, then unblock the readers.
+    for connection in &connections {
+        connection.inflight.wait_until_empty();
+        connection.wire.shutdown_read();
+    }
+    for reader in readers {
+        reader.join().map_err(|_| CliError::failure("a reader thread panicked"))??;
+    }
+    Ok(())
+}
+
+/// Records per batch: `--batch-records`, fewer if a batch would pass `BATCH_BYTES_MAX`.
+fn batch_records(load: &LoadArgs) -> usize {
+    load.batch_records.min((BATCH_BYTES_MAX / (load.record_bytes + 16)).max(1))
+}
+
+/// Partitions grouped by leader: one socket per leader, requests round-robin.
+fn by_leader(partitions: &[i32], leaders: &BTreeMap<i32, i32>) -> BTreeMap<i32, Vec<i32>> {
+    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for p in partitions {
+        by_leader.entry(leaders[p]).or_default().push(*p);
+    }
+    by_leader
+}
+
+/// Connects to `leader` (as a producer of its own with `--idempotent`).
+fn connect(
+    load: &LoadArgs,
+    leader: i32,
+    partitions: Vec<i32>,
+    addresses: &BTreeMap<i32, String>,
+) -> Result<Connection, CliError> {
+    let address = addresses
+        .get(&leader)
+        .ok_or_else(|| CliError::failure(format!("no address for broker {leader}")))?;
+    let mut wire = Wire::connect(address)?;
+    let producer = if load.idempotent { Some(init_producer_id(&mut wire)?) } else { None };
+    Ok(Connection {
+        wire,
+        partitions,
+        inflight: Arc::new(InFlight::new()),
+        producer,
+        sequences: BTreeMap::new(),
+    })
+}
 
 /// A producer id and epoch for an idempotent producer, asked on `wire` before any produce.
 fn init_producer_id(wire: &mut Wire) -> Result<(i64, i16), CliError> {
@@ -44,88 +125,61 @@ fn init_producer_id(wire: &mut Wire) -> Result<(i64, i16), CliError> {
     Ok((response.producer_id.0, response.producer_epoch))
 }
 
-/// Requests in flight on one connection: the writer waits while there are `inflight` of
-/// them; the reader thread completes them in order as responses arrive.
-struct InFlight {
-    queue: Mutex<VecDeque<(Instant, u64)>>,
-    space: std::sync::Condvar,
-}
-
-/// Sends `records` records to `partitions`, as one connection's share of the run.
-pub(super) fn produce_worker(
-    load: &LoadArgs,
-    partitions: &[i32],
-    leaders: &BTreeMap<i32, i32>,
-    addresses: &BTreeMap<i32, String>,
-    records: u64,
+/// Starts the thread that takes `connection`'s responses in order, completing each request
+/// in `stats` (its latency too, except in e2e where the consumer measures). It ends cleanly
+/// when the writer shuts the socket down with nothing in flight.
+fn spawn_reader(
+    connection: &Connection,
     e2e: bool,
     stats: &Arc<Stats>,
-) -> Result<(), CliError> {
-    let batch_records = load.batch_records.min((BATCH_BYTES_MAX / (load.record_bytes + 16)).max(1));
-    // Partitions grouped by leader: one socket per leader, requests round-robin.
-    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-    for p in partitions {
-        by_leader.entry(leaders[p]).or_default().push(*p);
-    }
-    let mut wires = Vec::new();
-    let mut readers = Vec::new();
-    for (leader, parts) in by_leader {
-        let address = addresses
-            .get(&leader)
-            .ok_or_else(|| CliError::failure(format!("no address for broker {leader}")))?;
-        let mut wire = Wire::connect(address)?;
-        // (producer id, epoch) of this connection, asked before the reader thread starts
-        // taking the responses; the next sequence per partition is kept beside the wire.
-        let producer = if load.idempotent { Some(init_producer_id(&mut wire)?) } else { None };
-        let inflight = Arc::new(InFlight {
-            queue: Mutex::new(VecDeque::new()),
-            space: std::sync::Condvar::new(),
-        });
-        if load.acks != 0 {
-            let mut reader = wire.reader()?;
-            let (inflight, stats, record_bytes) =
-                (Arc::clone(&inflight), Arc::clone(stats), load.record_bytes as u64);
-            readers.push(std::thread::spawn(move || -> Result<(), CliError> {
-                loop {
-                    let response: ProduceResponse =
-                        match reader.receive(ApiKey::Produce, PRODUCE_VERSION) {
-                            Ok(response) => response,
-                            // The writer shuts the socket down once everything was answered.
-                            Err(_) if inflight.queue.lock().expect("inflight lock").is_empty() => {
-                                return Ok(())
-                            }
-                            Err(error) => return Err(error),
-                        };
-                    let (at, count) = {
-                        let mut queue = inflight.queue.lock().expect("inflight lock");
-                        let front = queue
-                            .pop_front()
-                            .ok_or_else(|| CliError::failure("a response nobody asked for"))?;
-                        inflight.space.notify_all();
-                        front
-                    };
-                    if let Some(p) = response
-                        .responses
-                        .iter()
-                        .flat_map(|t| &t.partition_responses)
-                        .find(|p| p.error_code != 0)
-                    {
-                        stats.count_error();
-                        return Err(CliError::failure(format!(
-                            "produce to partition {} failed: {}",
-                            p.index,
-                            error_name(p.error_code)
-                        )));
-                    }
-                    if !e2e {
-                        stats.record_latency(at.elapsed().as_micros() as u64, 1);
-                    }
-                    stats.complete(count, count * record_bytes);
-                }
-            }));
+    record_bytes: u64,
+) -> Result<JoinHandle<Result<(), CliError>>, CliError> {
+    let mut reader = connection.wire.reader()?;
+    let (inflight, stats) = (Arc::clone(&connection.inflight), Arc::clone(stats));
+    Ok(std::thread::spawn(move || -> Result<(), CliError> {
+        loop {
+            let response: ProduceResponse = match reader.receive(ApiKey::Produce, PRODUCE_VERSION) {
+                Ok(response) => response,
+                // The writer shuts the socket down once everything was answered.
+                Err(_) if inflight.is_empty() => return Ok(()),
+                Err(error) => return Err(error),
+            };
+            let (at, count) = inflight.pop()?;
+            if let Some((partition, code)) = first_error(&response) {
+                stats.count_error();
+                return Err(CliError::failure(format!(
+                    "produce to partition {partition} failed: {}",
+                    error_name(code)
+                )));
+            }
+            if !e2e {
+                stats.record_latency(at.elapsed().as_micros() as u64, 1);
+            }
+            stats.complete(count, count * record_bytes);
         }
-        wires.push((wire, parts, inflight, producer, BTreeMap::<i32, i32>::new()));
-    }
+    }))
+}
+
+/// The first partition of `response` that failed, with its error code.
+fn first_error(response: &ProduceResponse) -> Option<(i32, i16)> {
+    response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partition_responses)
+        .find(|p| p.error_code != 0)
+        .map(|p| (p.index, p.error_code))
+}
+
+/// The writer: `records` records over `connections` in turn, paced to `--rate`, each
+/// request sent once its connection has room in its window.
+fn send_all(
+    load: &LoadArgs,
+    connections: &mut [Connection],
+    records: u64,
+    e2e: bool,
+    stats: &Stats,
+) -> Result<(), CliError> {
+    let batch_records = batch_records(load);
     let template = batch_for(batch_records, load.record_bytes, None);
     let rate_per_thread = load.rate.map(|r| (r as f64 / load.connections as f64).max(1.0));
     let started = Instant::now();
@@ -133,37 +187,53 @@ pub(super) fn produce_worker(
     let mut turn = 0usize;
     while sent < records {
         if let Some(rate) = rate_per_thread {
-            let due = Duration::from_secs_f64(sent as f64 / rate);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
+            wait_until_due(started, sent, rate);
         }
-        let index = turn % wires.len();
+        let connection = &mut connections[turn % connections.len()];
         turn += 1;
-        let (wire, parts, inflight, producer, sequences) = &mut wires[index];
-        let count = ((batch_records * parts.len()) as u64).min(records - sent);
+        let count = ((batch_records * connection.partitions.len()) as u64).min(records - sent);
         // Wait for room in the window before building the request, so that an e2e stamp
         // (and the produce latency, stamped at the push below) starts at the send.
         if load.acks != 0 {
-            let mut queue = inflight.queue.lock().expect("inflight lock");
-            while queue.len() >= load.inflight {
-                let (next, timeout) = inflight
-                    .space
-                    .wait_timeout(queue, Duration::from_secs(60))
-                    .expect("inflight lock");
-                queue = next;
-                if timeout.timed_out() {
-                    return Err(CliError::failure(format!(
-                        "no produce response from {} in 60 s",
-                        wire.address()
-                    )));
-                }
-            }
+            connection.inflight.wait_for_room(load.inflight, connection.wire.address())?;
         }
-        let per_partition = (count as usize).div_ceil(parts.len());
-        let mut request_parts: Vec<(i32, Bytes)> = Vec::with_capacity(parts.len());
+        let parts = connection.request_parts(count, batch_records, &template, load, e2e);
+        if load.acks != 0 {
+            connection.inflight.push(count);
+        }
+        connection.wire.send_produce(load.acks, PRODUCE_TIMEOUT_MS, &load.topic, &parts)?;
+        sent += count;
+        if load.acks == 0 {
+            stats.complete(count, count * load.record_bytes as u64);
+        }
+    }
+    Ok(())
+}
+
+/// Sleeps until the `sent`th record is due at `rate` records per second from `started`.
+fn wait_until_due(started: Instant, sent: u64, rate: f64) {
+    let due = Duration::from_secs_f64(sent as f64 / rate);
+    if let Some(wait) = due.checked_sub(started.elapsed()) {
+        std::thread::sleep(wait);
+    }
+}
+
+impl Connection {
+    /// The (partition, records) of one request of `count` records, spread evenly over the
+    /// connection's partitions: the template where a batch is whole (stamped for e2e), a
+    /// batch built for the rest, each given its producer id and sequence when idempotent.
+    fn request_parts(
+        &mut self,
+        count: u64,
+        batch_records: usize,
+        template: &Bytes,
+        load: &LoadArgs,
+        e2e: bool,
+    ) -> Vec<(i32, Bytes)> {
+        let per_partition = (count as usize).div_ceil(self.partitions.len());
+        let mut parts: Vec<(i32, Bytes)> = Vec::with_capacity(self.partitions.len());
         let mut left = count as usize;
-        for p in parts.iter() {
+        for &p in &self.partitions {
             if left == 0 {
                 break;
             }
@@ -172,44 +242,19 @@ pub(super) fn produce_worker(
             let mut records = if n != batch_records {
                 batch_for(n, load.record_bytes, e2e.then(now_micros))
             } else if e2e {
-                stamped(&template, now_micros())
+                stamped(template, now_micros())
             } else {
                 template.clone()
             };
-            if let Some((producer_id, epoch)) = *producer {
-                let sequence = sequences.entry(*p).or_insert(0);
+            if let Some((producer_id, epoch)) = self.producer {
+                let sequence = self.sequences.entry(p).or_insert(0);
                 let mut owned = records.to_vec();
                 build::set_producer(&mut owned, producer_id, epoch, *sequence);
                 *sequence = sequence.wrapping_add(n as i32) & i32::MAX;
                 records = Bytes::from(owned);
             }
-            request_parts.push((*p, records));
+            parts.push((p, records));
         }
-        if load.acks != 0 {
-            // This thread alone adds to the queue, so the space stays until the push below.
-            inflight.queue.lock().expect("inflight lock").push_back((Instant::now(), count));
-        }
-        wire.send_produce(load.acks, PRODUCE_TIMEOUT_MS, &load.topic, &request_parts)?;
-        sent += count;
-        if load.acks == 0 {
-            stats.complete(count, count * load.record_bytes as u64);
-        }
+        parts
     }
-    // Wait for the last answers, then unblock the readers.
-    for (wire, _, inflight, _, _) in &wires {
-        let mut queue = inflight.queue.lock().expect("inflight lock");
-        while !queue.is_empty() {
-            let (next, timeout) =
-                inflight.space.wait_timeout(queue, Duration::from_secs(60)).expect("inflight lock");
-            queue = next;
-            if timeout.timed_out() {
-                break;
-            }
-        }
-        wire.shutdown_read();
-    }
-    for reader in readers {
-        reader.join().map_err(|_| CliError::failure("a reader thread panicked"))??;
-    }
-    Ok(())
 }
