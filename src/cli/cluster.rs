@@ -111,22 +111,7 @@ fn up(brokers: usize, dir: &Path, serve_args: &[String]) -> Result<(), CliError>
         dir.canonicalize().map_err(|e| CliError::failure(format!("{}: {e}", dir.display())))?;
     let file_path = dir.join("cluster.toml");
     if !file_path.exists() {
-        let mut entries = Vec::new();
-        for id in 0..brokers as i32 {
-            entries.push(BrokerEntry {
-                id,
-                address: format!("127.0.0.1:{}", free_port()?),
-                data_dir: PathBuf::from(format!("broker-{id}")),
-            });
-        }
-        let file = ClusterFile {
-            replication_factor: brokers.min(3) as i16,
-            min_insync_replicas: if brokers >= 3 { 2 } else { 1 },
-            brokers: entries,
-            dir: dir.clone(),
-        };
-        std::fs::write(&file_path, file.to_toml())
-            .map_err(|e| CliError::failure(format!("cannot write {}: {e}", file_path.display())))?;
+        write_cluster_file(&file_path, &dir, brokers)?;
     }
     let file = ClusterFile::load(&file_path).map_err(|e| CliError::failure(e.to_string()))?;
     let exe = std::env::current_exe()
@@ -134,53 +119,91 @@ fn up(brokers: usize, dir: &Path, serve_args: &[String]) -> Result<(), CliError>
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let serve_args = with_shared_cpus(serve_args, file.brokers.len(), cpus);
     for broker in &file.brokers {
-        if running_pid(&dir, broker.id).is_some() {
-            continue;
+        if running_pid(&dir, broker.id).is_none() {
+            start_broker(&exe, &file_path, &dir, broker, &serve_args)?;
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(format!("broker-{}.log", broker.id)))
-            .map_err(|e| CliError::failure(format!("cannot open the broker log: {e}")))?;
-        let child = Command::new(&exe)
-            .arg("serve")
-            .arg("--cluster")
-            .arg(&file_path)
-            .arg("--broker-id")
-            .arg(broker.id.to_string())
-            .args(&serve_args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| CliError::failure(e.to_string()))?)
-            .stderr(log)
-            // Its own process group: a Ctrl-C in this terminal does not reach the brokers.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| CliError::failure(format!("cannot start broker {}: {e}", broker.id)))?;
-        std::fs::write(pid_path(&dir, broker.id), child.id().to_string())
-            .map_err(|e| CliError::failure(format!("cannot write the pid file: {e}")))?;
     }
     let deadline = Instant::now() + START_WAIT;
     for broker in &file.brokers {
-        let address: SocketAddr = broker
-            .address
-            .parse()
-            .map_err(|_e| CliError::failure(format!("bad address {}", broker.address)))?;
-        while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
-            if Instant::now() > deadline || running_pid(&dir, broker.id).is_none() {
-                return Err(CliError::failure(format!(
-                    "broker {} did not start serving on {}",
-                    broker.id, broker.address
-                ))
-                .with_hint(format!(
-                    "see {}",
-                    dir.join(format!("broker-{}.log", broker.id)).display()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until_serving(&dir, broker, deadline)?;
     }
     let bootstrap: Vec<String> = file.brokers.iter().map(|b| b.address.clone()).collect();
     println!("{}", bootstrap.join(","));
+    Ok(())
+}
+
+/// A cluster file for `brokers` local brokers on free ports, each with its data in
+/// `broker-N` under `dir`.
+fn write_cluster_file(file_path: &Path, dir: &Path, brokers: usize) -> Result<(), CliError> {
+    let mut entries = Vec::new();
+    for id in 0..brokers as i32 {
+        entries.push(BrokerEntry {
+            id,
+            address: format!("127.0.0.1:{}", free_port()?),
+            data_dir: PathBuf::from(format!("broker-{id}")),
+        });
+    }
+    let file = ClusterFile {
+        replication_factor: brokers.min(3) as i16,
+        min_insync_replicas: if brokers >= 3 { 2 } else { 1 },
+        brokers: entries,
+        dir: dir.to_path_buf(),
+    };
+    std::fs::write(file_path, file.to_toml())
+        .map_err(|e| CliError::failure(format!("cannot write {}: {e}", file_path.display())))
+}
+
+/// Starts `broker` in the background, its output appended to `broker-N.log` and its pid
+/// written beside it.
+fn start_broker(
+    exe: &Path,
+    file_path: &Path,
+    dir: &Path,
+    broker: &BrokerEntry,
+    serve_args: &[String],
+) -> Result<(), CliError> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("broker-{}.log", broker.id)))
+        .map_err(|e| CliError::failure(format!("cannot open the broker log: {e}")))?;
+    let child = Command::new(exe)
+        .arg("serve")
+        .arg("--cluster")
+        .arg(file_path)
+        .arg("--broker-id")
+        .arg(broker.id.to_string())
+        .args(serve_args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| CliError::failure(e.to_string()))?)
+        .stderr(log)
+        // Its own process group: a Ctrl-C in this terminal does not reach the brokers.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| CliError::failure(format!("cannot start broker {}: {e}", broker.id)))?;
+    std::fs::write(pid_path(dir, broker.id), child.id().to_string())
+        .map_err(|e| CliError::failure(format!("cannot write the pid file: {e}")))
+}
+
+/// Waits until `broker` accepts connections; fails at `deadline` or if it exits first.
+fn wait_until_serving(dir: &Path, broker: &BrokerEntry, deadline: Instant) -> Result<(), CliError> {
+    let address: SocketAddr = broker
+        .address
+        .parse()
+        .map_err(|_e| CliError::failure(format!("bad address {}", broker.address)))?;
+    while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline || running_pid(dir, broker.id).is_none() {
+            return Err(CliError::failure(format!(
+                "broker {} did not start serving on {}",
+                broker.id, broker.address
+            ))
+            .with_hint(format!(
+                "see {}",
+                dir.join(format!("broker-{}.log", broker.id)).display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Ok(())
 }
 

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
-use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::records::{Record, RecordBatchDecoder};
 
 use super::client::list_offset;
 use super::client::Client;
@@ -78,32 +79,14 @@ fn parse_start(text: &str) -> Result<Start, CliError> {
 pub(super) fn run(args: ConsumeArgs) -> Result<(), CliError> {
     let start = parse_start(&args.from)?;
     let mut client = Client::connect(&args.bootstrap)?;
-    let metadata = client.metadata(Some(std::slice::from_ref(&args.topic)), false)?;
-    let topic =
-        metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
-    if topic.error_code != 0 {
-        return Err(CliError::failure(format!(
-            "topic {}: {}",
-            args.topic,
-            super::error::error_name(topic.error_code)
-        ))
-        .with_hint("list topics with `fjord topic list`"));
-    }
-    let mut leaders: BTreeMap<i32, i32> =
-        topic.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
-    if let Some(p) = args.partition {
-        let leader = *leaders
-            .get(&p)
-            .ok_or_else(|| CliError::usage(format!("topic {} has no partition {p}", args.topic)))?;
-        leaders = BTreeMap::from([(p, leader)]);
-    }
-    let all_leaders = leaders.clone();
+    let all_leaders = partition_leaders(&mut client, &args)?;
     let mut membership = match &args.group {
         Some(group) => Some(Membership::new(&mut client, group, &args.topic)?),
         None => None,
     };
     // Position and high watermark per partition.
     let mut positions: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+    let mut leaders = all_leaders.clone();
     if let Some(member) = membership.as_mut() {
         leaders = assign(&mut client, member, &all_leaders, &start, &args.topic, &mut positions)?;
     } else {
@@ -127,95 +110,15 @@ pub(super) fn run(args: ConsumeArgs) -> Result<(), CliError> {
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
         // One fetch per leader with all of its partitions.
-        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-        for (&partition, &leader) in &leaders {
-            by_leader.entry(leader).or_default().push(partition);
-        }
-        for (leader, partitions) in by_leader {
-            let mut fetch_topic = FetchTopic::default();
-            fetch_topic.topic = TopicName(args.topic.clone().into());
-            for &partition in &partitions {
-                let mut p = FetchPartition::default();
-                p.partition = partition;
-                p.fetch_offset = positions[&partition].0;
-                p.partition_max_bytes = FETCH_PARTITION_BYTES;
-                p.log_start_offset = -1;
-                fetch_topic.partitions.push(p);
-            }
-            let mut request = FetchRequest::default();
-            request.replica_id = BrokerId(-1);
-            request.max_wait_ms = 500;
-            request.min_bytes = 1;
-            request.max_bytes = FETCH_BYTES;
-            request.session_epoch = -1;
-            request.topics = vec![fetch_topic];
-            let response =
-                client.send_at_most(leader, &request, super::client::FETCH_VERSION_MAX)?;
-            for topic in &response.responses {
-                for data in &topic.partitions {
-                    let partition = data.partition_index;
-                    if data.error_code != 0 {
-                        return Err(CliError::failure(format!(
-                            "fetch {}-{partition} at offset {}: {}",
-                            args.topic,
-                            positions.get(&partition).map_or(-1, |p| p.0),
-                            super::error::error_name(data.error_code)
-                        ))
-                        .with_hint(
-                            "the offset may be below the log start (retention) or past the end",
-                        ));
-                    }
-                    let Some(entry) = positions.get_mut(&partition) else { continue };
-                    entry.1 = data.high_watermark;
-                    let Some(mut records) = data.records.clone() else { continue };
-                    while whole_batch_available(&records) {
-                        let set = RecordBatchDecoder::decode(&mut records).map_err(|e| {
-                            CliError::failure(format!(
-                                "cannot decode records of {}-{partition}: {e}",
-                                args.topic
-                            ))
-                        })?;
-                        for record in set.records {
-                            if record.offset < entry.0 {
-                                continue;
-                            }
-                            if record.control {
-                                entry.0 = record.offset + 1;
-                                continue;
-                            }
-                            if args.count.is_some_and(|c| printed >= c) {
-                                break;
-                            }
-                            if args.print_offsets {
-                                let _ = write!(out, "{partition}:{}\t", record.offset);
-                            }
-                            if args.print_timestamps {
-                                let _ = write!(out, "{}\t", record.timestamp);
-                            }
-                            if args.print_keys {
-                                let key = record.key.as_ref().map_or(String::new(), |k| {
-                                    String::from_utf8_lossy(k).into_owned()
-                                });
-                                let _ = write!(out, "{key}\t");
-                            }
-                            let value = record
-                                .value
-                                .as_ref()
-                                .map_or(String::new(), |v| String::from_utf8_lossy(v).into_owned());
-                            let _ = writeln!(out, "{value}");
-                            printed += 1;
-                            entry.0 = record.offset + 1;
-                        }
-                    }
-                }
+        for (leader, partitions) in by_leader(&leaders) {
+            let response = fetch(&mut client, leader, &args.topic, &partitions, &positions)?;
+            for data in response.responses.iter().flat_map(|topic| &topic.partitions) {
+                print_partition(&args, data, &mut positions, &mut out, &mut printed)?;
             }
         }
         let _ = out.flush();
         if let Some(member) = membership.as_mut() {
-            let next: BTreeMap<i32, i64> = positions.iter().map(|(p, (o, _))| (*p, *o)).collect();
-            let committed = member.commit(&mut client, &next)?;
-            let pulse = member.heartbeat_if_due(&mut client)?;
-            if !committed || matches!(pulse, Pulse::Rejoin) {
+            if !commit_and_heartbeat(&mut client, member, &positions)? {
                 leaders =
                     assign(&mut client, member, &all_leaders, &start, &args.topic, &mut positions)?;
             }
@@ -225,11 +128,154 @@ pub(super) fn run(args: ConsumeArgs) -> Result<(), CliError> {
     }
     let _ = out.flush();
     if let Some(member) = membership.as_ref() {
-        let next: BTreeMap<i32, i64> = positions.iter().map(|(p, (o, _))| (*p, *o)).collect();
-        let _ = member.commit(&mut client, &next)?;
+        let _ = member.commit(&mut client, &next_offsets(&positions))?;
         member.leave(&mut client)?;
     }
     Ok(())
+}
+
+/// Partition -> leader of the topic, or of `--partition` alone.
+fn partition_leaders(
+    client: &mut Client,
+    args: &ConsumeArgs,
+) -> Result<BTreeMap<i32, i32>, CliError> {
+    let metadata = client.metadata(Some(std::slice::from_ref(&args.topic)), false)?;
+    let topic =
+        metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
+    if topic.error_code != 0 {
+        return Err(CliError::failure(format!(
+            "topic {}: {}",
+            args.topic,
+            super::error::error_name(topic.error_code)
+        ))
+        .with_hint("list topics with `fjord topic list`"));
+    }
+    let leaders: BTreeMap<i32, i32> =
+        topic.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
+    let Some(p) = args.partition else {
+        return Ok(leaders);
+    };
+    let leader = *leaders
+        .get(&p)
+        .ok_or_else(|| CliError::usage(format!("topic {} has no partition {p}", args.topic)))?;
+    Ok(BTreeMap::from([(p, leader)]))
+}
+
+/// Leader -> its partitions among `leaders`.
+fn by_leader(leaders: &BTreeMap<i32, i32>) -> BTreeMap<i32, Vec<i32>> {
+    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for (&partition, &leader) in leaders {
+        by_leader.entry(leader).or_default().push(partition);
+    }
+    by_leader
+}
+
+/// One Fetch of `partitions` of `topic` from `leader`, each from its position.
+fn fetch(
+    client: &mut Client,
+    leader: i32,
+    topic: &str,
+    partitions: &[i32],
+    positions: &BTreeMap<i32, (i64, i64)>,
+) -> Result<FetchResponse, CliError> {
+    let mut fetch_topic = FetchTopic::default();
+    fetch_topic.topic = TopicName(topic.to_string().into());
+    for &partition in partitions {
+        let mut p = FetchPartition::default();
+        p.partition = partition;
+        p.fetch_offset = positions[&partition].0;
+        p.partition_max_bytes = FETCH_PARTITION_BYTES;
+        p.log_start_offset = -1;
+        fetch_topic.partitions.push(p);
+    }
+    let mut request = FetchRequest::default();
+    request.replica_id = BrokerId(-1);
+    request.max_wait_ms = 500;
+    request.min_bytes = 1;
+    request.max_bytes = FETCH_BYTES;
+    request.session_epoch = -1;
+    request.topics = vec![fetch_topic];
+    client.send_at_most(leader, &request, super::client::FETCH_VERSION_MAX)
+}
+
+/// Prints the records of one partition's fetched `data` from its position on, moving the
+/// position past each record printed (and past control records), until `--count` is met.
+fn print_partition(
+    args: &ConsumeArgs,
+    data: &PartitionData,
+    positions: &mut BTreeMap<i32, (i64, i64)>,
+    out: &mut impl Write,
+    printed: &mut u64,
+) -> Result<(), CliError> {
+    let partition = data.partition_index;
+    if data.error_code != 0 {
+        return Err(CliError::failure(format!(
+            "fetch {}-{partition} at offset {}: {}",
+            args.topic,
+            positions.get(&partition).map_or(-1, |p| p.0),
+            super::error::error_name(data.error_code)
+        ))
+        .with_hint("the offset may be below the log start (retention) or past the end"));
+    }
+    let Some(entry) = positions.get_mut(&partition) else { return Ok(()) };
+    entry.1 = data.high_watermark;
+    let Some(mut records) = data.records.clone() else { return Ok(()) };
+    while whole_batch_available(&records) {
+        let set = RecordBatchDecoder::decode(&mut records).map_err(|e| {
+            CliError::failure(format!("cannot decode records of {}-{partition}: {e}", args.topic))
+        })?;
+        for record in set.records {
+            if record.offset < entry.0 {
+                continue;
+            }
+            if record.control {
+                entry.0 = record.offset + 1;
+                continue;
+            }
+            if args.count.is_some_and(|c| *printed >= c) {
+                break;
+            }
+            print_record(args, partition, &record, out);
+            *printed += 1;
+            entry.0 = record.offset + 1;
+        }
+    }
+    Ok(())
+}
+
+/// One record as a line: partition:offset, timestamp and key first if asked, then the value.
+fn print_record(args: &ConsumeArgs, partition: i32, record: &Record, out: &mut impl Write) {
+    if args.print_offsets {
+        let _ = write!(out, "{partition}:{}\t", record.offset);
+    }
+    if args.print_timestamps {
+        let _ = write!(out, "{}\t", record.timestamp);
+    }
+    if args.print_keys {
+        let key =
+            record.key.as_ref().map_or(String::new(), |k| String::from_utf8_lossy(k).into_owned());
+        let _ = write!(out, "{key}\t");
+    }
+    let value =
+        record.value.as_ref().map_or(String::new(), |v| String::from_utf8_lossy(v).into_owned());
+    let _ = writeln!(out, "{value}");
+}
+
+/// Commits the positions and heartbeats when due; false if the member must rejoin (its
+/// commit was refused or the group is rebalancing).
+fn commit_and_heartbeat(
+    client: &mut Client,
+    member: &mut Membership,
+    positions: &BTreeMap<i32, (i64, i64)>,
+) -> Result<bool, CliError> {
+    let committed = member.commit(client, &next_offsets(positions))?;
+    let pulse = member.heartbeat_if_due(client)?;
+    Ok(committed && !matches!(pulse, Pulse::Rejoin))
+}
+
+/// The offset to read next per partition, as a group commits it.
+fn next_offsets(positions: &BTreeMap<i32, (i64, i64)>) -> BTreeMap<i32, i64> {
+    positions.iter().map(|(p, (o, _))| (*p, *o)).collect()
 }
 
 fn start_position(

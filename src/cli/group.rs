@@ -60,6 +60,9 @@ enum GroupCommand {
 const COORDINATOR_ATTEMPTS_MAX: u32 = 50;
 /// Pause between those attempts.
 const COORDINATOR_RETRY_MS: u64 = 200;
+/// JoinGroup and SyncGroup rounds before a member gives up on a group that keeps
+/// rebalancing.
+const JOIN_ATTEMPTS_MAX: u32 = 20;
 /// COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR: ask again.
 const COORDINATOR_RETRIABLE: [i16; 3] = [14, 15, 16];
 
@@ -179,114 +182,8 @@ fn describe_group(
 
 pub(super) fn run(args: GroupArgs) -> Result<(), CliError> {
     match args.command {
-        GroupCommand::List { bootstrap } => {
-            let mut client = Client::connect(&bootstrap)?;
-            let response = client.send(-1, &ListGroupsRequest::default())?;
-            if response.error_code != 0 {
-                return Err(CliError::failure(format!(
-                    "ListGroups: {}",
-                    error_name(response.error_code)
-                )));
-            }
-            let mut groups: Vec<(String, String)> = response
-                .groups
-                .iter()
-                .map(|g| (g.group_id.0.to_string(), g.group_state.to_string()))
-                .collect();
-            groups.sort();
-            for (group, state) in groups {
-                if state.is_empty() {
-                    println!("{group}");
-                } else {
-                    println!("{group}\t{state}");
-                }
-            }
-            Ok(())
-        }
-        GroupCommand::Describe { group, bootstrap } => {
-            let mut client = Client::connect(&bootstrap)?;
-            let node = coordinator(&mut client, &group)?;
-            let described = describe_group(&mut client, node, &group)?;
-            println!(
-                "group {group}: {} ({} members, protocol {})",
-                described.group_state.as_str(),
-                described.members.len(),
-                described.protocol_data.as_str()
-            );
-            let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
-            for member in &described.members {
-                let assigned = decode_assignment(&member.member_assignment);
-                let parts: Vec<String> = assigned
-                    .iter()
-                    .map(|(t, ps)| {
-                        format!(
-                            "{t}:{}",
-                            ps.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
-                        )
-                    })
-                    .collect();
-                println!(
-                    "  member {} ({}{}) {}",
-                    member.member_id.as_str(),
-                    member.client_id.as_str(),
-                    member.client_host.as_str(),
-                    parts.join(" ")
-                );
-                for (topic, partitions) in assigned {
-                    for p in partitions {
-                        owner.insert((topic.clone(), p), member.member_id.to_string());
-                    }
-                }
-            }
-            let committed = committed_offsets(&mut client, node, &group, None)?;
-            println!(
-                "{:<24} {:>9} {:>12} {:>12} {:>10}  member",
-                "topic", "partition", "committed", "end offset", "lag"
-            );
-            let mut keys: Vec<(String, i32)> = committed.keys().cloned().collect();
-            for key in owner.keys() {
-                if !committed.contains_key(key) {
-                    keys.push(key.clone());
-                }
-            }
-            keys.sort();
-            // End offsets: one Metadata per topic, one ListOffsets per topic and leader.
-            let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
-            let mut topics: Vec<&String> = keys.iter().map(|(topic, _)| topic).collect();
-            topics.dedup();
-            for topic in topics {
-                let metadata = client.metadata(Some(std::slice::from_ref(topic)), false)?;
-                let leaders: BTreeMap<i32, i32> = metadata
-                    .topics
-                    .first()
-                    .map(|t| {
-                        t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect()
-                    })
-                    .unwrap_or_default();
-                let led = keys
-                    .iter()
-                    .filter(|(t, _)| t == topic)
-                    .filter_map(|(_, p)| leaders.get(p).map(|leader| (*p, *leader)));
-                for (partition, end) in list_offsets_by_leader(&mut client, topic, led, -1)? {
-                    ends.insert((topic.clone(), partition), end);
-                }
-            }
-            for (topic, partition) in keys {
-                let end = ends.get(&(topic.clone(), partition)).copied().unwrap_or(-1);
-                let done = committed.get(&(topic.clone(), partition)).copied().unwrap_or(-1);
-                let lag = if done >= 0 && end >= 0 {
-                    (end - done).max(0).to_string()
-                } else {
-                    "-".to_string()
-                };
-                let shown = if done >= 0 { done.to_string() } else { "-".to_string() };
-                println!(
-                    "{topic:<24} {partition:>9} {shown:>12} {end:>12} {lag:>10}  {}",
-                    owner.get(&(topic.clone(), partition)).map_or("-", String::as_str)
-                );
-            }
-            Ok(())
-        }
+        GroupCommand::List { bootstrap } => list(&bootstrap),
+        GroupCommand::Describe { group, bootstrap } => describe(&group, &bootstrap),
         GroupCommand::ResetOffsets {
             group,
             topic,
@@ -295,76 +192,223 @@ pub(super) fn run(args: GroupArgs) -> Result<(), CliError> {
             to_latest,
             to_offset,
         } => {
-            let mut client = Client::connect(&bootstrap)?;
-            let node = coordinator(&mut client, &group)?;
-            let described = describe_group(&mut client, node, &group)?;
-            if !described.members.is_empty() {
-                return Err(CliError::failure(format!(
-                    "group {group} has {} active members; stop them first",
-                    described.members.len()
-                ))
-                .with_hint("offsets can only be reset while the group is empty"));
-            }
-            let metadata = client.metadata(Some(std::slice::from_ref(&topic)), false)?;
-            let meta = metadata
-                .topics
-                .first()
-                .ok_or_else(|| CliError::failure("empty Metadata response"))?;
-            if meta.error_code != 0 {
-                return Err(CliError::failure(format!(
-                    "topic {topic}: {}",
-                    error_name(meta.error_code)
-                )));
-            }
-            let mut partitions: Vec<(i32, i32)> =
-                meta.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
-            partitions.sort();
-            let mut commit_topic = OffsetCommitRequestTopic::default();
-            commit_topic.name = TopicName(topic.clone().into());
-            // One ListOffsets per leader.
-            let listed = match (to_earliest, to_latest) {
-                (true, _) => {
-                    list_offsets_by_leader(&mut client, &topic, partitions.iter().copied(), -2)?
-                }
-                (_, true) => {
-                    list_offsets_by_leader(&mut client, &topic, partitions.iter().copied(), -1)?
-                }
-                _ => BTreeMap::new(),
+            let to = match (to_earliest, to_latest) {
+                (true, _) => ResetTo::Earliest,
+                (_, true) => ResetTo::Latest,
+                _ => ResetTo::Offset(to_offset.expect("clap requires one of the three")),
             };
-            for (partition, _leader) in &partitions {
-                let offset = if to_earliest || to_latest {
-                    listed[partition]
-                } else {
-                    to_offset.expect("clap requires one of the three")
-                };
-                let mut p = OffsetCommitRequestPartition::default();
-                p.partition_index = *partition;
-                p.committed_offset = offset;
-                p.committed_metadata = Some("".into());
-                commit_topic.partitions.push(p);
-                println!("{topic}-{partition} -> {offset}");
-            }
-            let mut request = OffsetCommitRequest::default();
-            request.group_id = GroupId(group.clone().into());
-            request.generation_id_or_member_epoch = -1;
-            request.retention_time_ms = -1;
-            request.topics = vec![commit_topic];
-            let response =
-                client.send_at_most(node, &request, super::client::OFFSET_COMMIT_VERSION_MAX)?;
-            for t in &response.topics {
-                for p in &t.partitions {
-                    if p.error_code != 0 {
-                        return Err(CliError::failure(format!(
-                            "cannot reset {topic}-{}: {}",
-                            p.partition_index,
-                            error_name(p.error_code)
-                        )));
-                    }
-                }
-            }
-            Ok(())
+            reset_offsets(&group, &topic, &bootstrap, to)
         }
     }
+}
+
+/// `fjord group list`: the groups, sorted, with their state where the broker gives one.
+fn list(bootstrap: &str) -> Result<(), CliError> {
+    let mut client = Client::connect(bootstrap)?;
+    let response = client.send(-1, &ListGroupsRequest::default())?;
+    if response.error_code != 0 {
+        return Err(CliError::failure(format!("ListGroups: {}", error_name(response.error_code))));
+    }
+    let mut groups: Vec<(String, String)> = response
+        .groups
+        .iter()
+        .map(|g| (g.group_id.0.to_string(), g.group_state.to_string()))
+        .collect();
+    groups.sort();
+    for (group, state) in groups {
+        if state.is_empty() {
+            println!("{group}");
+        } else {
+            println!("{group}\t{state}");
+        }
+    }
+    Ok(())
+}
+
+/// `fjord group describe`: the group and its members, then per partition the committed
+/// offset, the end offset, the lag and the member that owns it.
+fn describe(group: &str, bootstrap: &str) -> Result<(), CliError> {
+    let mut client = Client::connect(bootstrap)?;
+    let node = coordinator(&mut client, group)?;
+    let described = describe_group(&mut client, node, group)?;
+    println!(
+        "group {group}: {} ({} members, protocol {})",
+        described.group_state.as_str(),
+        described.members.len(),
+        described.protocol_data.as_str()
+    );
+    let owner = print_members(&described);
+    let committed = committed_offsets(&mut client, node, group, None)?;
+    println!(
+        "{:<24} {:>9} {:>12} {:>12} {:>10}  member",
+        "topic", "partition", "committed", "end offset", "lag"
+    );
+    let mut keys: Vec<(String, i32)> = committed.keys().cloned().collect();
+    for key in owner.keys() {
+        if !committed.contains_key(key) {
+            keys.push(key.clone());
+        }
+    }
+    keys.sort();
+    let ends = end_offsets(&mut client, &keys)?;
+    for (topic, partition) in keys {
+        let end = ends.get(&(topic.clone(), partition)).copied().unwrap_or(-1);
+        let done = committed.get(&(topic.clone(), partition)).copied().unwrap_or(-1);
+        let lag =
+            if done >= 0 && end >= 0 { (end - done).max(0).to_string() } else { "-".to_string() };
+        let shown = if done >= 0 { done.to_string() } else { "-".to_string() };
+        println!(
+            "{topic:<24} {partition:>9} {shown:>12} {end:>12} {lag:>10}  {}",
+            owner.get(&(topic.clone(), partition)).map_or("-", String::as_str)
+        );
+    }
+    Ok(())
+}
+
+/// Prints a line per member with its assignment; returns (topic, partition) -> member id.
+fn print_members(
+    described: &describe_groups_response::DescribedGroup,
+) -> BTreeMap<(String, i32), String> {
+    let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
+    for member in &described.members {
+        let assigned = decode_assignment(&member.member_assignment);
+        let parts: Vec<String> = assigned
+            .iter()
+            .map(|(t, ps)| {
+                format!("{t}:{}", ps.iter().map(i32::to_string).collect::<Vec<_>>().join(","))
+            })
+            .collect();
+        println!(
+            "  member {} ({}{}) {}",
+            member.member_id.as_str(),
+            member.client_id.as_str(),
+            member.client_host.as_str(),
+            parts.join(" ")
+        );
+        for (topic, partitions) in assigned {
+            for p in partitions {
+                owner.insert((topic.clone(), p), member.member_id.to_string());
+            }
+        }
+    }
+    owner
+}
+
+/// End offsets of `keys` (sorted (topic, partition)): one Metadata per topic, one
+/// ListOffsets per topic and leader.
+fn end_offsets(
+    client: &mut Client,
+    keys: &[(String, i32)],
+) -> Result<BTreeMap<(String, i32), i64>, CliError> {
+    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut topics: Vec<&String> = keys.iter().map(|(topic, _)| topic).collect();
+    topics.dedup();
+    for topic in topics {
+        let metadata = client.metadata(Some(std::slice::from_ref(topic)), false)?;
+        let leaders: BTreeMap<i32, i32> = metadata
+            .topics
+            .first()
+            .map(|t| t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect())
+            .unwrap_or_default();
+        let led = keys
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .filter_map(|(_, p)| leaders.get(p).map(|leader| (*p, *leader)));
+        for (partition, end) in list_offsets_by_leader(client, topic, led, -1)? {
+            ends.insert((topic.clone(), partition), end);
+        }
+    }
+    Ok(ends)
+}
+
+/// Where `reset-offsets` moves a group's offsets.
+enum ResetTo {
+    Earliest,
+    Latest,
+    Offset(i64),
+}
+
+/// `fjord group reset-offsets`: commits the new offset of every partition of `topic` for
+/// `group`, which must have no members.
+fn reset_offsets(group: &str, topic: &str, bootstrap: &str, to: ResetTo) -> Result<(), CliError> {
+    let mut client = Client::connect(bootstrap)?;
+    let node = coordinator(&mut client, group)?;
+    let described = describe_group(&mut client, node, group)?;
+    if !described.members.is_empty() {
+        return Err(CliError::failure(format!(
+            "group {group} has {} active members; stop them first",
+            described.members.len()
+        ))
+        .with_hint("offsets can only be reset while the group is empty"));
+    }
+    let partitions = topic_partitions(&mut client, topic)?;
+    // One ListOffsets per leader.
+    let listed = match to {
+        ResetTo::Earliest => {
+            list_offsets_by_leader(&mut client, topic, partitions.iter().copied(), -2)?
+        }
+        ResetTo::Latest => {
+            list_offsets_by_leader(&mut client, topic, partitions.iter().copied(), -1)?
+        }
+        ResetTo::Offset(_) => BTreeMap::new(),
+    };
+    let mut commit_topic = OffsetCommitRequestTopic::default();
+    commit_topic.name = TopicName(topic.to_string().into());
+    for (partition, _leader) in &partitions {
+        let offset = match to {
+            ResetTo::Offset(offset) => offset,
+            ResetTo::Earliest | ResetTo::Latest => listed[partition],
+        };
+        let mut p = OffsetCommitRequestPartition::default();
+        p.partition_index = *partition;
+        p.committed_offset = offset;
+        p.committed_metadata = Some("".into());
+        commit_topic.partitions.push(p);
+        println!("{topic}-{partition} -> {offset}");
+    }
+    commit_as_admin(&mut client, node, group, topic, commit_topic)
+}
+
+/// (partition, leader) of `topic`, sorted.
+fn topic_partitions(client: &mut Client, topic: &str) -> Result<Vec<(i32, i32)>, CliError> {
+    let metadata = client.metadata(Some(&[topic.to_string()]), false)?;
+    let meta =
+        metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
+    if meta.error_code != 0 {
+        return Err(CliError::failure(format!("topic {topic}: {}", error_name(meta.error_code))));
+    }
+    let mut partitions: Vec<(i32, i32)> =
+        meta.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
+    partitions.sort();
+    Ok(partitions)
+}
+
+/// Commits `commit_topic`'s offsets for `group` outside any generation (as an admin tool).
+fn commit_as_admin(
+    client: &mut Client,
+    node: i32,
+    group: &str,
+    topic: &str,
+    commit_topic: OffsetCommitRequestTopic,
+) -> Result<(), CliError> {
+    let mut request = OffsetCommitRequest::default();
+    request.group_id = GroupId(group.to_string().into());
+    request.generation_id_or_member_epoch = -1;
+    request.retention_time_ms = -1;
+    request.topics = vec![commit_topic];
+    let response = client.send_at_most(node, &request, super::client::OFFSET_COMMIT_VERSION_MAX)?;
+    for t in &response.topics {
+        for p in &t.partitions {
+            if p.error_code != 0 {
+                return Err(CliError::failure(format!(
+                    "cannot reset {topic}-{}: {}",
+                    p.partition_index,
+                    error_name(p.error_code)
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A member of a consumer group, driven by `fjord consume --group`.
@@ -404,50 +448,11 @@ impl Membership {
 
     /// Joins (or rejoins) the group and returns this member's partitions of the topic.
     pub(super) fn join(&mut self, client: &mut Client) -> Result<Vec<i32>, CliError> {
-        for _attempt in 0..20 {
-            let mut subscription = ConsumerProtocolSubscription::default();
-            subscription.topics = vec![self.topic.clone().into()];
-            let mut protocol = JoinGroupRequestProtocol::default();
-            protocol.name = "range".into();
-            protocol.metadata = encode_versioned(&subscription);
-            let mut request = JoinGroupRequest::default();
-            request.group_id = GroupId(self.group.clone().into());
-            request.session_timeout_ms = self.session_timeout_ms;
-            request.rebalance_timeout_ms = 30_000;
-            request.member_id = self.member_id.clone().into();
-            request.protocol_type = "consumer".into();
-            request.protocols = vec![protocol];
+        for _attempt in 0..JOIN_ATTEMPTS_MAX {
             // v5+ would carry a group instance id, v8+ a reason: neither is used.
-            let response = client.send_at_most(self.node, &request, 4)?;
-            match ResponseError::try_from_code(response.error_code) {
-                None if response.error_code == 0 => {}
-                Some(ResponseError::MemberIdRequired) => {
-                    self.member_id = response.member_id.to_string();
-                    continue;
-                }
-                Some(ResponseError::UnknownMemberId) => {
-                    self.member_id.clear();
-                    continue;
-                }
-                Some(ResponseError::RebalanceInProgress) => continue,
-                Some(
-                    ResponseError::NotCoordinator
-                    | ResponseError::CoordinatorNotAvailable
-                    | ResponseError::CoordinatorLoadInProgress,
-                ) => {
-                    // The group moved or its coordinator is still loading it (Kafka, right
-                    // after creating its offsets topic): look it up again and retry.
-                    std::thread::sleep(std::time::Duration::from_millis(COORDINATOR_RETRY_MS));
-                    self.node = coordinator(client, &self.group)?;
-                    continue;
-                }
-                _ => {
-                    return Err(CliError::failure(format!(
-                        "cannot join group {}: {}",
-                        self.group,
-                        error_name(response.error_code)
-                    )))
-                }
+            let response = client.send_at_most(self.node, &self.join_request(), 4)?;
+            if !self.joined(client, &response)? {
+                continue;
             }
             self.member_id = response.member_id.to_string();
             self.generation = response.generation_id;
@@ -456,26 +461,11 @@ impl Membership {
             } else {
                 Vec::new()
             };
-            let mut sync = SyncGroupRequest::default();
-            sync.group_id = GroupId(self.group.clone().into());
-            sync.generation_id = self.generation;
-            sync.member_id = self.member_id.clone().into();
-            sync.assignments = assignments;
-            let synced = client.send_at_most(self.node, &sync, 4)?;
-            if synced.error_code == ResponseError::RebalanceInProgress.code()
-                || synced.error_code == ResponseError::IllegalGeneration.code()
-            {
+            let Some(assignment) = self.sync(client, assignments)? else {
                 continue;
-            }
-            if synced.error_code != 0 {
-                return Err(CliError::failure(format!(
-                    "cannot sync with group {}: {}",
-                    self.group,
-                    error_name(synced.error_code)
-                )));
-            }
+            };
             self.last_heartbeat = Instant::now();
-            let mine = decode_assignment(&synced.assignment)
+            let mine = decode_assignment(&assignment)
                 .into_iter()
                 .filter(|(t, _)| *t == self.topic)
                 .flat_map(|(_, p)| p)
@@ -483,9 +473,92 @@ impl Membership {
             return Ok(mine);
         }
         Err(CliError::failure(format!(
-            "group {} kept rebalancing; gave up after 20 attempts",
+            "group {} kept rebalancing; gave up after {JOIN_ATTEMPTS_MAX} attempts",
             self.group
         )))
+    }
+
+    /// A JoinGroup as a consumer of the topic, offering the range assignor.
+    fn join_request(&self) -> JoinGroupRequest {
+        let mut subscription = ConsumerProtocolSubscription::default();
+        subscription.topics = vec![self.topic.clone().into()];
+        let mut protocol = JoinGroupRequestProtocol::default();
+        protocol.name = "range".into();
+        protocol.metadata = encode_versioned(&subscription);
+        let mut request = JoinGroupRequest::default();
+        request.group_id = GroupId(self.group.clone().into());
+        request.session_timeout_ms = self.session_timeout_ms;
+        request.rebalance_timeout_ms = 30_000;
+        request.member_id = self.member_id.clone().into();
+        request.protocol_type = "consumer".into();
+        request.protocols = vec![protocol];
+        request
+    }
+
+    /// Whether the JoinGroup `response` joined; false (after taking the member id it
+    /// names, forgetting an unknown one, or finding the coordinator again) where joining
+    /// again may succeed.
+    fn joined(
+        &mut self,
+        client: &mut Client,
+        response: &JoinGroupResponse,
+    ) -> Result<bool, CliError> {
+        match ResponseError::try_from_code(response.error_code) {
+            None if response.error_code == 0 => Ok(true),
+            Some(ResponseError::MemberIdRequired) => {
+                self.member_id = response.member_id.to_string();
+                Ok(false)
+            }
+            Some(ResponseError::UnknownMemberId) => {
+                self.member_id.clear();
+                Ok(false)
+            }
+            Some(ResponseError::RebalanceInProgress) => Ok(false),
+            Some(
+                ResponseError::NotCoordinator
+                | ResponseError::CoordinatorNotAvailable
+                | ResponseError::CoordinatorLoadInProgress,
+            ) => {
+                // The group moved or its coordinator is still loading it (Kafka, right
+                // after creating its offsets topic): look it up again and retry.
+                std::thread::sleep(std::time::Duration::from_millis(COORDINATOR_RETRY_MS));
+                self.node = coordinator(client, &self.group)?;
+                Ok(false)
+            }
+            _ => Err(CliError::failure(format!(
+                "cannot join group {}: {}",
+                self.group,
+                error_name(response.error_code)
+            ))),
+        }
+    }
+
+    /// SyncGroup with `assignments` (empty unless this member leads); this member's
+    /// assignment, or `None` where the group rebalanced meanwhile and must be joined again.
+    fn sync(
+        &self,
+        client: &mut Client,
+        assignments: Vec<SyncGroupRequestAssignment>,
+    ) -> Result<Option<Bytes>, CliError> {
+        let mut sync = SyncGroupRequest::default();
+        sync.group_id = GroupId(self.group.clone().into());
+        sync.generation_id = self.generation;
+        sync.member_id = self.member_id.clone().into();
+        sync.assignments = assignments;
+        let synced = client.send_at_most(self.node, &sync, 4)?;
+        if synced.error_code == ResponseError::RebalanceInProgress.code()
+            || synced.error_code == ResponseError::IllegalGeneration.code()
+        {
+            return Ok(None);
+        }
+        if synced.error_code != 0 {
+            return Err(CliError::failure(format!(
+                "cannot sync with group {}: {}",
+                self.group,
+                error_name(synced.error_code)
+            )));
+        }
+        Ok(Some(synced.assignment))
     }
 
     /// The range assignor, as the group's leader runs it.

@@ -53,119 +53,130 @@ use super::error::error_name;
 pub(super) fn run(args: TopicArgs) -> Result<(), CliError> {
     match args.command {
         TopicCommand::Create { name, bootstrap, partitions, replication_factor, configs } => {
-            let mut client = Client::connect(&bootstrap)?;
-            let mut topic = CreatableTopic::default();
-            topic.name = TopicName(name.clone().into());
-            topic.num_partitions = partitions.unwrap_or(-1);
-            topic.replication_factor = replication_factor.unwrap_or(-1);
-            for pair in &configs {
-                let (key, value) = pair.split_once('=').ok_or_else(|| {
-                    CliError::usage(format!("--config {pair:?} is not NAME=VALUE"))
-                        .with_hint("e.g. --config retention.ms=3600000")
-                })?;
-                let mut config = CreatableTopicConfig::default();
-                config.name = key.to_string().into();
-                config.value = Some(value.to_string().into());
-                topic.configs.push(config);
-            }
-            let mut request = CreateTopicsRequest::default();
-            request.topics = vec![topic];
-            request.timeout_ms = 30_000;
-            let response = client.send(-1, &request)?;
-            let result = response
-                .topics
-                .first()
-                .ok_or_else(|| CliError::failure("empty CreateTopics response"))?;
-            if result.error_code != 0 {
-                let message = result
-                    .error_message
-                    .as_ref()
-                    .map_or(String::new(), |m| format!(": {}", m.as_str()));
-                return Err(CliError::failure(format!(
-                    "cannot create topic {name}: {}{message}",
-                    error_name(result.error_code)
-                )));
-            }
-            println!("created topic {name}");
-            Ok(())
+            create(&name, &bootstrap, partitions, replication_factor, &configs)
         }
-        TopicCommand::List { bootstrap } => {
-            let mut client = Client::connect(&bootstrap)?;
-            let metadata = client.metadata(None, false)?;
-            let mut names: Vec<String> = metadata
-                .topics
-                .iter()
-                .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
-                .collect();
-            names.sort();
-            for name in names {
-                println!("{name}");
-            }
-            Ok(())
-        }
-        TopicCommand::Describe { name, bootstrap } => {
-            let mut client = Client::connect(&bootstrap)?;
-            let metadata = client.metadata(Some(std::slice::from_ref(&name)), false)?;
-            let topic = metadata
-                .topics
-                .first()
-                .ok_or_else(|| CliError::failure("empty Metadata response"))?;
-            if topic.error_code != 0 {
-                return Err(CliError::failure(format!(
-                    "cannot describe topic {name}: {}",
-                    error_name(topic.error_code)
-                )));
-            }
-            let mut partitions: Vec<_> = topic.partitions.iter().collect();
-            partitions.sort_by_key(|p| p.partition_index);
-            println!("topic {name}: {} partitions", partitions.len());
-            println!(
-                "{:>9}  {:>6}  {:>12}  {:>12}  {:<16}  in-sync",
-                "partition", "leader", "start offset", "end offset", "replicas"
-            );
-            // Two ListOffsets per leader, not two per partition.
-            let led: Vec<(i32, i32)> =
-                partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
-            let starts = list_offsets_by_leader(&mut client, &name, led.iter().copied(), -2)?;
-            let ends = list_offsets_by_leader(&mut client, &name, led.iter().copied(), -1)?;
-            for partition in partitions {
-                let leader = partition.leader_id.0;
-                let start = starts[&partition.partition_index];
-                let end = ends[&partition.partition_index];
-                let list = |ids: &[kafka_protocol::messages::BrokerId]| {
-                    ids.iter().map(|b| b.0.to_string()).collect::<Vec<_>>().join(",")
-                };
-                println!(
-                    "{:>9}  {:>6}  {:>12}  {:>12}  {:<16}  {}",
-                    partition.partition_index,
-                    leader,
-                    start,
-                    end,
-                    list(&partition.replica_nodes),
-                    list(&partition.isr_nodes)
-                );
-            }
-            Ok(())
-        }
-        TopicCommand::Delete { name, bootstrap } => {
-            let mut client = Client::connect(&bootstrap)?;
-            let mut request = DeleteTopicsRequest::default();
-            request.topic_names = vec![TopicName(name.clone().into())];
-            request.timeout_ms = 30_000;
-            let response =
-                client.send_at_most(-1, &request, super::client::DELETE_TOPICS_VERSION_MAX)?;
-            let result = response
-                .responses
-                .first()
-                .ok_or_else(|| CliError::failure("empty DeleteTopics response"))?;
-            if result.error_code != 0 {
-                return Err(CliError::failure(format!(
-                    "cannot delete topic {name}: {}",
-                    error_name(result.error_code)
-                )));
-            }
-            println!("deleted topic {name}");
-            Ok(())
-        }
+        TopicCommand::List { bootstrap } => list(&bootstrap),
+        TopicCommand::Describe { name, bootstrap } => describe(&name, &bootstrap),
+        TopicCommand::Delete { name, bootstrap } => delete(&name, &bootstrap),
     }
+}
+
+/// `fjord topic create`: partitions and replication factor default to the broker's.
+fn create(
+    name: &str,
+    bootstrap: &str,
+    partitions: Option<i32>,
+    replication_factor: Option<i16>,
+    configs: &[String],
+) -> Result<(), CliError> {
+    let mut client = Client::connect(bootstrap)?;
+    let mut topic = CreatableTopic::default();
+    topic.name = TopicName(name.to_string().into());
+    topic.num_partitions = partitions.unwrap_or(-1);
+    topic.replication_factor = replication_factor.unwrap_or(-1);
+    for pair in configs {
+        let (key, value) = pair.split_once('=').ok_or_else(|| {
+            CliError::usage(format!("--config {pair:?} is not NAME=VALUE"))
+                .with_hint("e.g. --config retention.ms=3600000")
+        })?;
+        let mut config = CreatableTopicConfig::default();
+        config.name = key.to_string().into();
+        config.value = Some(value.to_string().into());
+        topic.configs.push(config);
+    }
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![topic];
+    request.timeout_ms = 30_000;
+    let response = client.send(-1, &request)?;
+    let result =
+        response.topics.first().ok_or_else(|| CliError::failure("empty CreateTopics response"))?;
+    if result.error_code != 0 {
+        let message =
+            result.error_message.as_ref().map_or(String::new(), |m| format!(": {}", m.as_str()));
+        return Err(CliError::failure(format!(
+            "cannot create topic {name}: {}{message}",
+            error_name(result.error_code)
+        )));
+    }
+    println!("created topic {name}");
+    Ok(())
+}
+
+/// `fjord topic list`: the topics' names, sorted.
+fn list(bootstrap: &str) -> Result<(), CliError> {
+    let mut client = Client::connect(bootstrap)?;
+    let metadata = client.metadata(None, false)?;
+    let mut names: Vec<String> =
+        metadata.topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect();
+    names.sort();
+    for name in names {
+        println!("{name}");
+    }
+    Ok(())
+}
+
+/// `fjord topic describe`: per partition its leader, start and end offsets, replicas and
+/// in-sync replicas.
+fn describe(name: &str, bootstrap: &str) -> Result<(), CliError> {
+    let mut client = Client::connect(bootstrap)?;
+    let metadata = client.metadata(Some(&[name.to_string()]), false)?;
+    let topic =
+        metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
+    if topic.error_code != 0 {
+        return Err(CliError::failure(format!(
+            "cannot describe topic {name}: {}",
+            error_name(topic.error_code)
+        )));
+    }
+    let mut partitions: Vec<_> = topic.partitions.iter().collect();
+    partitions.sort_by_key(|p| p.partition_index);
+    println!("topic {name}: {} partitions", partitions.len());
+    println!(
+        "{:>9}  {:>6}  {:>12}  {:>12}  {:<16}  in-sync",
+        "partition", "leader", "start offset", "end offset", "replicas"
+    );
+    // Two ListOffsets per leader, not two per partition.
+    let led: Vec<(i32, i32)> =
+        partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
+    let starts = list_offsets_by_leader(&mut client, name, led.iter().copied(), -2)?;
+    let ends = list_offsets_by_leader(&mut client, name, led.iter().copied(), -1)?;
+    for partition in partitions {
+        let leader = partition.leader_id.0;
+        let start = starts[&partition.partition_index];
+        let end = ends[&partition.partition_index];
+        let list = |ids: &[kafka_protocol::messages::BrokerId]| {
+            ids.iter().map(|b| b.0.to_string()).collect::<Vec<_>>().join(",")
+        };
+        println!(
+            "{:>9}  {:>6}  {:>12}  {:>12}  {:<16}  {}",
+            partition.partition_index,
+            leader,
+            start,
+            end,
+            list(&partition.replica_nodes),
+            list(&partition.isr_nodes)
+        );
+    }
+    Ok(())
+}
+
+/// `fjord topic delete`.
+fn delete(name: &str, bootstrap: &str) -> Result<(), CliError> {
+    let mut client = Client::connect(bootstrap)?;
+    let mut request = DeleteTopicsRequest::default();
+    request.topic_names = vec![TopicName(name.to_string().into())];
+    request.timeout_ms = 30_000;
+    let response = client.send_at_most(-1, &request, super::client::DELETE_TOPICS_VERSION_MAX)?;
+    let result = response
+        .responses
+        .first()
+        .ok_or_else(|| CliError::failure("empty DeleteTopics response"))?;
+    if result.error_code != 0 {
+        return Err(CliError::failure(format!(
+            "cannot delete topic {name}: {}",
+            error_name(result.error_code)
+        )));
+    }
+    println!("deleted topic {name}");
+    Ok(())
 }
