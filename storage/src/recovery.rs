@@ -19,7 +19,7 @@ use std::path::Path;
 
 use tracing::{info, warn};
 
-use crate::batch::{self, BatchHeader, Origin, BATCH_HEADER_BYTES};
+use crate::batch::{self, BatchHeader, BatchInfo, Origin, BATCH_HEADER_BYTES};
 use crate::config::BATCH_BYTES_LIMIT_MAX;
 use crate::disk::{Disk, DiskFile};
 use crate::error::Result;
@@ -48,69 +48,27 @@ pub(crate) async fn scan_segment<D: Disk>(
 ) -> Result<ScanOutcome> {
     let file_size = segment.log().len().await?;
     segment.forget_batches();
-
     let mut batches = 0u64;
     let mut stop_reason = None;
-    let mut chunk_start = 0u64;
-    let mut chunk: Vec<u8> = Vec::new();
-    'scan: while segment.size() < file_size {
+    let mut chunk = Chunk { start: 0, bytes: Vec::new() };
+    while segment.size() < file_size {
         let position = segment.size();
-        let mut at = (position - chunk_start) as usize;
-        // Make sure the chunk holds this batch's header, and then the whole batch.
-        if at + BATCH_HEADER_BYTES > chunk.len() {
-            chunk = segment
-                .log()
-                .read_at(position, SCAN_READ_BYTES.min(file_size - position) as usize)
-                .await?;
-            chunk_start = position;
-            at = 0;
-        }
-        let Some(header) = BatchHeader::view(&chunk[at..]) else {
-            stop_reason = Some(format!("torn batch header at position {position}"));
-            break 'scan;
-        };
-        let size = header.size();
-        if size > BATCH_BYTES_LIMIT_MAX || position + size > file_size {
-            stop_reason = Some(format!(
-                "batch at position {position} claims {size} bytes, {} remain",
-                file_size - position
-            ));
-            break 'scan;
-        }
-        if at as u64 + size > chunk.len() as u64 {
-            chunk = segment
-                .log()
-                .read_at(position, SCAN_READ_BYTES.max(size).min(file_size - position) as usize)
-                .await?;
-            chunk_start = position;
-            at = 0;
-        }
-        let info = match batch::validate(&chunk[at..], BATCH_BYTES_LIMIT_MAX, Origin::Replica) {
-            Ok(info) => info,
-            Err(error) => {
-                stop_reason = Some(format!("invalid batch at position {position}: {error}"));
-                break 'scan;
+        match next_batch(segment, &mut chunk, file_size).await? {
+            Next::Batch(info) => {
+                segment.index_batch(
+                    position,
+                    info.base_offset,
+                    info.last_offset(),
+                    info.size,
+                    info.max_timestamp,
+                );
+                batches += 1;
             }
-        };
-        // Appends assign offsets densely (a replica's batches must start at the log end too),
-        // so each batch starts exactly where its predecessor ended. The base offset is not
-        // covered by the CRC: this is the check that catches it torn or flipped.
-        let relative_last = info.last_offset() - segment.base_offset();
-        if info.base_offset != segment.next_offset() || relative_last > i64::from(u32::MAX) {
-            stop_reason = Some(format!(
-                "batch at position {position} has base offset {}, expected {} and within the segment",
-                info.base_offset, segment.next_offset()
-            ));
-            break 'scan;
+            Next::Stop(reason) => {
+                stop_reason = Some(reason);
+                break;
+            }
         }
-        segment.index_batch(
-            position,
-            info.base_offset,
-            info.last_offset(),
-            info.size,
-            info.max_timestamp,
-        );
-        batches += 1;
     }
     let outcome = ScanOutcome {
         valid_bytes: segment.size(),
@@ -119,19 +77,101 @@ pub(crate) async fn scan_segment<D: Disk>(
         stop_reason,
     };
     if repair {
-        if outcome.invalid_bytes > 0 {
-            warn!(
-                path = %segment.log().path().display(),
-                position = outcome.valid_bytes,
-                cut_bytes = outcome.invalid_bytes,
-                reason = outcome.stop_reason.as_deref().unwrap_or(""),
-                "truncating segment at the first invalid byte"
-            );
-            segment.cut_log(outcome.valid_bytes)?;
-        }
-        segment.rewrite_indexes_and_sync().await?;
+        cut_after_valid_batches(segment, &outcome).await?;
     }
     Ok(outcome)
+}
+
+/// What a scan finds at the segment end: the next valid batch, or why the scan stops there.
+enum Next {
+    Batch(BatchInfo),
+    Stop(String),
+}
+
+/// The bytes of the `.log` a scan read last, from position `start`: large sequential reads,
+/// at most `SCAN_READ_BYTES` (or one batch, if larger) in memory.
+struct Chunk {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl Chunk {
+    /// The bytes from `position` on, after reading again from there if the chunk does not
+    /// hold `len` of them.
+    async fn at<F: DiskFile>(
+        &mut self,
+        log: &F,
+        position: u64,
+        len: u64,
+        file_size: u64,
+    ) -> Result<&[u8]> {
+        if position - self.start + len > self.bytes.len() as u64 {
+            let read = SCAN_READ_BYTES.max(len).min(file_size - position);
+            self.bytes = log.read_at(position, read as usize).await?;
+            self.start = position;
+        }
+        Ok(&self.bytes[(position - self.start) as usize..])
+    }
+}
+
+/// Reads and checks the batch at the segment end (length, magic, CRC, counts, and a base
+/// offset right after its predecessor's last offset).
+async fn next_batch<D: Disk>(
+    segment: &Segment<D>,
+    chunk: &mut Chunk,
+    file_size: u64,
+) -> Result<Next> {
+    let position = segment.size();
+    let bytes = chunk.at(&**segment.log(), position, BATCH_HEADER_BYTES as u64, file_size).await?;
+    let Some(header) = BatchHeader::view(bytes) else {
+        return Ok(Next::Stop(format!("torn batch header at position {position}")));
+    };
+    let size = header.size();
+    if size > BATCH_BYTES_LIMIT_MAX || position + size > file_size {
+        return Ok(Next::Stop(format!(
+            "batch at position {position} claims {size} bytes, {} remain",
+            file_size - position
+        )));
+    }
+    let bytes = chunk.at(&**segment.log(), position, size, file_size).await?;
+    let info = match batch::validate(bytes, BATCH_BYTES_LIMIT_MAX, Origin::Replica) {
+        Ok(info) => info,
+        Err(error) => {
+            return Ok(Next::Stop(format!("invalid batch at position {position}: {error}")));
+        }
+    };
+    // Appends assign offsets densely (a replica's batches must start at the log end too),
+    // so each batch starts exactly where its predecessor ended. The base offset is not
+    // covered by the CRC: this is the check that catches it torn or flipped.
+    let relative_last = info.last_offset() - segment.base_offset();
+    if info.base_offset != segment.next_offset() || relative_last > i64::from(u32::MAX) {
+        return Ok(Next::Stop(format!(
+            "batch at position {position} has base offset {}, expected {} and within the segment",
+            info.base_offset,
+            segment.next_offset()
+        )));
+    }
+    Ok(Next::Batch(info))
+}
+
+/// After a scan: cuts the file after the last valid batch, rewrites both index files from
+/// the rebuilt indexes and syncs all three.
+async fn cut_after_valid_batches<D: Disk>(
+    segment: &mut Segment<D>,
+    outcome: &ScanOutcome,
+) -> Result<()> {
+    if outcome.invalid_bytes > 0 {
+        warn!(
+            path = %segment.log().path().display(),
+            position = outcome.valid_bytes,
+            cut_bytes = outcome.invalid_bytes,
+            reason = outcome.stop_reason.as_deref().unwrap_or(""),
+            "truncating segment at the first invalid byte"
+        );
+        segment.cut_log(outcome.valid_bytes)?;
+    }
+    segment.rewrite_indexes_and_sync().await?;
+    Ok(())
 }
 
 /// Opens a segment trusting its indexes, falling back to a full scan if anything disagrees.
