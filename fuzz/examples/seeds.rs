@@ -52,6 +52,7 @@ fn main() {
     offsets_records(&mut seeds);
     cluster_states(&mut seeds);
     leader_epochs(&mut seeds);
+    segments(&mut seeds);
     println!("wrote {written} seeds under {}", corpus.display());
 }
 
@@ -523,4 +524,40 @@ fn leader_epochs(seeds: &mut Seeds<'_>) {
     seeds("leader_epochs", "empty", b"0\n0\n");
     seeds("leader_epochs", "three-epochs", b"0\n3\n0 0\n3 1742\n5 250000\n");
     seeds("leader_epochs", "count-short", b"0\n2\n0 0\n");
+}
+
+// ----- segment -----------------------------------------------------------------------------
+
+/// A partition directory's segment: flags (bit 0 clean shutdown, bit 1 base offset 2^40),
+/// `.index` and `.timeindex` lengths (u16 BE), then the three files.
+fn segments(seeds: &mut Seeds<'_>) {
+    for (name, flags) in
+        [("unclean-4-batches", 0u8), ("clean-4-batches-indexed", 1), ("clean-high-base", 3)]
+    {
+        let base: i64 = if flags & 2 != 0 { 1 << 40 } else { 0 };
+        let (mut log, mut index, mut time_index) = (Vec::new(), Vec::new(), Vec::new());
+        let mut next = base;
+        for i in 0..4u64 {
+            let mut batch =
+                build::batch_of(i as usize + 1, 24, 1_700_000_000_000 + 10 * i as i64, i);
+            fjord_storage::batch::stamp(&mut batch, next, 0);
+            let count = i as i64 + 1;
+            if !log.is_empty() {
+                index.put_u32((next - base) as u32);
+                index.put_u32(log.len() as u32);
+            }
+            let max_timestamp = 1_700_000_000_000 + 10 * i as i64 + i as i64;
+            time_index.put_i64(max_timestamp);
+            time_index.put_u32((next - base) as u32);
+            log.extend_from_slice(&batch);
+            next += count;
+        }
+        let mut out = vec![flags];
+        out.put_u16(index.len() as u16);
+        out.put_u16(time_index.len() as u16);
+        out.extend_from_slice(&index);
+        out.extend_from_slice(&time_index);
+        out.extend_from_slice(&log);
+        seeds("segment", name, &out);
+    }
 }
