@@ -33,7 +33,7 @@ fn assert_still_serving(broker: &TestBroker, topic: &str) {
 /// the target now runs with that allocator too.
 #[test]
 fn an_offset_for_leader_epoch_partition_count_beyond_the_frame_closes_only_its_connection() {
-    let mut broker = TestBroker::start("fuzz-epoch-count");
+    let broker = TestBroker::start("fuzz-epoch-count");
     let payload = regression("request", "offset-for-leader-epoch-v2-partition-count-beyond-frame");
     let resident_before = broker.proc_status_kb("VmHWM");
     let mut conn = Conn::connect(broker.addr());
@@ -57,7 +57,7 @@ fn an_offset_for_leader_epoch_partition_count_beyond_the_frame_closes_only_its_c
 #[test]
 #[ignore = "open: the timestamp lookup decompresses without a bound (fuzz/README.md)"]
 fn a_compressed_batch_announcing_gigabytes_does_not_take_memory_on_a_timestamp_lookup() {
-    let mut broker = TestBroker::start("fuzz-snappy-length");
+    let broker = TestBroker::start("fuzz-snappy-length");
     let topic = "snappy-length";
     let batch = regression("batch", "snappy-announcing-2gib-decompressed-for-a-timestamp-lookup");
     let mut conn = Conn::connect(broker.addr());
