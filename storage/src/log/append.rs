@@ -8,12 +8,12 @@
 
 use bytes::BytesMut;
 
-use crate::batch::{self, Origin};
+use crate::batch::{self, BatchInfo, Origin};
 use crate::clock::Clock;
 use crate::disk::Disk;
 use crate::error::Result;
 
-use super::write::{Pieces, STAMPED_BYTES};
+use super::write::{assign_offsets, push_stamped_pieces, Pieces};
 use super::PartitionLog;
 
 /// An append's bytes: a buffer the log may change in place, or a shared one it must not.
@@ -32,6 +32,49 @@ impl AppendInput {
             AppendInput::Shared(b) => b,
         }
     }
+
+    /// What to write for batches described by `infos` and, with `overlap`, the bytes whose
+    /// contents a thread checks during the write. With `stamp`, their offsets and leader
+    /// epoch (already in `infos`) are stamped: in place in an owned buffer; in copies of the
+    /// header bytes, written beside the untouched rest, for a shared one.
+    fn into_write(
+        self,
+        infos: &[BatchInfo],
+        stamp: bool,
+        overlap: bool,
+    ) -> (Pieces, Option<bytes::Bytes>) {
+        match self {
+            AppendInput::Owned(mut batches) => {
+                if stamp {
+                    stamp_in_place(&mut batches, infos);
+                }
+                if overlap {
+                    let frozen = batches.freeze();
+                    (Pieces::Vectored(vec![frozen.clone()]), Some(frozen))
+                } else {
+                    (Pieces::Owned(batches), None)
+                }
+            }
+            AppendInput::Shared(batches) => {
+                let mut pieces = Vec::new();
+                if stamp {
+                    push_stamped_pieces(&batches, infos, &mut pieces);
+                } else {
+                    pieces.push(batches.clone());
+                }
+                (Pieces::Vectored(pieces), overlap.then_some(batches))
+            }
+        }
+    }
+}
+
+/// Stamps each batch of `batches` with the base offset and leader epoch `infos` give it.
+fn stamp_in_place(batches: &mut BytesMut, infos: &[BatchInfo]) {
+    let mut at = 0usize;
+    for info in infos {
+        batch::stamp(&mut batches[at..], info.base_offset, info.partition_leader_epoch);
+        at += info.size as usize;
+    }
 }
 
 /// Appends at least this large check batch CRCs on another core while the write runs.
@@ -48,6 +91,24 @@ pub struct AppendInfo {
     pub max_timestamp: i64,
     pub batch_count: usize,
     pub bytes: u64,
+}
+
+impl AppendInfo {
+    /// What appending the batches `infos` (stamped, non-empty), `bytes` in all, did.
+    pub(super) fn of(infos: &[BatchInfo], bytes: u64) -> AppendInfo {
+        let last = infos.last().expect("an append has at least one batch");
+        AppendInfo {
+            base_offset: infos[0].base_offset,
+            last_offset: last.base_offset + i64::from(last.last_offset_delta),
+            max_timestamp: infos
+                .iter()
+                .map(|i| i.max_timestamp)
+                .max()
+                .unwrap_or(batch::NO_TIMESTAMP),
+            batch_count: infos.len(),
+            bytes,
+        }
+    }
 }
 
 impl<D: Disk, C: Clock> PartitionLog<D, C> {
@@ -88,63 +149,13 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         // ones check first (handing work to a thread costs more than the check).
         let overlap = size >= OVERLAPPED_CHECK_BYTES_MIN;
         let (mut infos, offsets) = self.check_batches(input.as_slice(), origin, !overlap)?;
-
         let now = self.make_room(size, offsets).await?;
-        // Stamp base offsets and the leader epoch: in place in an owned buffer; in copies of
-        // the 16 header bytes (written beside the untouched rest) for a shared one.
-        let mut next = self.log_end_offset();
-        let mut pieces: Vec<bytes::Bytes> = Vec::new();
-        let (owned, shared) = match input {
-            AppendInput::Owned(batches) => (Some(batches), None),
-            AppendInput::Shared(batches) => (None, Some(batches)),
-        };
-        let mut owned = owned;
-        let mut at = 0usize;
-        for info in &mut infos {
-            if let Some(epoch) = leader_epoch {
-                info.base_offset = next;
-                info.partition_leader_epoch = epoch;
-                next += i64::from(info.last_offset_delta) + 1;
-                match (&mut owned, &shared) {
-                    (Some(batches), _) => batch::stamp(&mut batches[at..], info.base_offset, epoch),
-                    (None, Some(batches)) => {
-                        let mut header = BytesMut::from(&batches[at..at + STAMPED_BYTES]);
-                        batch::stamp_header(&mut header, info.base_offset, epoch);
-                        pieces.push(header.freeze());
-                        pieces.push(batches.slice(at + STAMPED_BYTES..at + info.size as usize));
-                    }
-                    (None, None) => unreachable!("one of the two buffers"),
-                }
-            }
-            at += info.size as usize;
+        if let Some(epoch) = leader_epoch {
+            assign_offsets(&mut infos, self.log_end_offset(), epoch);
         }
-        let base_offset = infos[0].base_offset;
-        let (write, check) = match (owned, shared) {
-            (Some(batches), _) if !overlap => (Pieces::Owned(batches), None),
-            (Some(batches), _) => {
-                let frozen = batches.freeze();
-                (Pieces::Vectored(vec![frozen.clone()]), Some(frozen))
-            }
-            (None, Some(batches)) => {
-                if leader_epoch.is_none() {
-                    pieces.push(batches.clone());
-                }
-                (Pieces::Vectored(pieces), overlap.then_some(batches))
-            }
-            (None, None) => unreachable!("one of the two buffers"),
-        };
+        let (write, check) = input.into_write(&infos, leader_epoch.is_some(), overlap);
         self.write_batches(write, check, &infos).await?;
-        let appended = AppendInfo {
-            base_offset,
-            last_offset: self.log_end_offset() - 1,
-            max_timestamp: infos
-                .iter()
-                .map(|i| i.max_timestamp)
-                .max()
-                .unwrap_or(batch::NO_TIMESTAMP),
-            batch_count: infos.len(),
-            bytes: size,
-        };
+        let appended = AppendInfo::of(&infos, size);
         self.flush_by_policy(now).await?;
         Ok(appended)
     }

@@ -6,16 +6,23 @@
 
 use std::io;
 
-use bytes::BytesMut;
-
-use crate::batch::{self, BatchInfo, Origin};
+use crate::batch::{BatchInfo, Origin};
 use crate::clock::Clock;
 use crate::config::APPEND_BYTES_MAX;
 use crate::disk::Disk;
 use crate::error::{Result, StorageError};
 
-use super::write::{Pieces, STAMPED_BYTES};
+use super::write::{assign_offsets, push_stamped_pieces, Pieces};
 use super::{AppendInfo, PartitionLog};
+
+/// The sets of a group that passed their checks and were admitted, in order.
+struct Admitted {
+    /// (set index, its batches).
+    sets: Vec<(usize, Vec<BatchInfo>)>,
+    /// Their bytes and offsets in total.
+    size: u64,
+    offsets: i64,
+}
 
 impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// Appends the record sets of several producers with one vectored write (group append).
@@ -32,7 +39,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         &mut self,
         sets: Vec<bytes::Bytes>,
         leader_epoch: i32,
-        mut admit: impl FnMut(usize, i64, i64) -> bool,
+        admit: impl FnMut(usize, i64, i64) -> bool,
     ) -> Vec<Option<Result<AppendInfo>>> {
         let count = sets.len();
         if self.check_poison().is_err() {
@@ -41,96 +48,97 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
                 .collect();
         }
         let mut results: Vec<Option<Result<AppendInfo>>> = (0..count).map(|_| None).collect();
-        // (set index, its batches) for the sets that pass their checks and are admitted.
-        let mut accepted: Vec<(usize, Vec<BatchInfo>)> = Vec::new();
-        let mut size = 0u64;
-        let mut offsets = 0i64;
+        let mut admitted = self.check_and_admit(&sets, &mut results, admit);
+        if !admitted.sets.is_empty() {
+            match self.write_group(&sets, &mut admitted, leader_epoch).await {
+                Ok(()) => report_appended(&sets, &admitted, &mut results),
+                Err(error) => self.report_failed(error, &admitted, &mut results),
+            }
+        }
+        results
+    }
+
+    /// Checks each set and asks `admit` about those that pass, with the offsets they will
+    /// get; a set refused by its checks gets its error in `results`.
+    fn check_and_admit(
+        &self,
+        sets: &[bytes::Bytes],
+        results: &mut [Option<Result<AppendInfo>>],
+        mut admit: impl FnMut(usize, i64, i64) -> bool,
+    ) -> Admitted {
+        let mut admitted = Admitted { sets: Vec::new(), size: 0, offsets: 0 };
         for (n, set) in sets.iter().enumerate() {
             let set_size = set.len() as u64;
-            if size + set_size > APPEND_BYTES_MAX {
+            if admitted.size + set_size > APPEND_BYTES_MAX {
                 results[n] = Some(Err(StorageError::AppendTooLarge {
-                    size: size + set_size,
+                    size: admitted.size + set_size,
                     max: APPEND_BYTES_MAX,
                 }));
                 continue;
             }
             match self.check_batches(set, Origin::Client, true) {
                 Ok((infos, set_offsets)) => {
-                    let base_offset = self.log_end_offset() + offsets;
+                    let base_offset = self.log_end_offset() + admitted.offsets;
                     if admit(n, base_offset, base_offset + set_offsets - 1) {
-                        size += set_size;
-                        offsets += set_offsets;
-                        accepted.push((n, infos));
+                        admitted.size += set_size;
+                        admitted.offsets += set_offsets;
+                        admitted.sets.push((n, infos));
                     }
                 }
                 Err(error) => results[n] = Some(Err(error)),
             }
         }
-        if !accepted.is_empty() {
-            if let Err(error) =
-                self.write_group(&sets, &mut accepted, size, offsets, leader_epoch).await
-            {
-                // The first set reports the failure itself; the others what it left behind
-                // (the log is poisoned after a failed write).
-                let mut first = Some(error);
-                for (n, _) in &accepted {
-                    let error = match first.take() {
-                        Some(error) => error,
-                        None => self.check_poison().err().unwrap_or_else(|| {
-                            StorageError::Io(io::Error::other("the group append failed"))
-                        }),
-                    };
-                    results[*n] = Some(Err(error));
-                }
-            } else {
-                for (n, infos) in &accepted {
-                    let last = infos.last().expect("a set has at least one batch");
-                    results[*n] = Some(Ok(AppendInfo {
-                        base_offset: infos[0].base_offset,
-                        last_offset: last.base_offset + i64::from(last.last_offset_delta),
-                        max_timestamp: infos
-                            .iter()
-                            .map(|i| i.max_timestamp)
-                            .max()
-                            .unwrap_or(batch::NO_TIMESTAMP),
-                        batch_count: infos.len(),
-                        bytes: sets[*n].len() as u64,
-                    }));
-                }
-            }
-        }
-        results
+        admitted
     }
 
-    /// Stamps the accepted sets with consecutive offsets and writes them in one vectored write.
+    /// Stamps the admitted sets with consecutive offsets and writes them in one vectored write.
     async fn write_group(
         &mut self,
         sets: &[bytes::Bytes],
-        accepted: &mut [(usize, Vec<BatchInfo>)],
-        size: u64,
-        offsets: i64,
+        admitted: &mut Admitted,
         leader_epoch: i32,
     ) -> Result<()> {
-        let now = self.make_room(size, offsets).await?;
+        let now = self.make_room(admitted.size, admitted.offsets).await?;
         let mut next = self.log_end_offset();
         let mut pieces: Vec<bytes::Bytes> = Vec::new();
         let mut all: Vec<BatchInfo> = Vec::new();
-        for (n, infos) in accepted.iter_mut() {
-            let set = &sets[*n];
-            let mut at = 0usize;
-            for info in infos.iter_mut() {
-                info.base_offset = next;
-                info.partition_leader_epoch = leader_epoch;
-                next += i64::from(info.last_offset_delta) + 1;
-                let mut header = BytesMut::from(&set[at..at + STAMPED_BYTES]);
-                batch::stamp_header(&mut header, info.base_offset, leader_epoch);
-                pieces.push(header.freeze());
-                pieces.push(set.slice(at + STAMPED_BYTES..at + info.size as usize));
-                at += info.size as usize;
-                all.push(*info);
-            }
+        for (n, infos) in &mut admitted.sets {
+            next = assign_offsets(infos, next, leader_epoch);
+            push_stamped_pieces(&sets[*n], infos, &mut pieces);
+            all.extend_from_slice(infos);
         }
         self.write_batches(Pieces::Vectored(pieces), None, &all).await?;
         self.flush_by_policy(now).await
+    }
+
+    /// A failed group write fails every admitted set: the first reports the failure itself,
+    /// the others what it left behind (the log is poisoned after a failed write).
+    fn report_failed(
+        &self,
+        error: StorageError,
+        admitted: &Admitted,
+        results: &mut [Option<Result<AppendInfo>>],
+    ) {
+        let mut first = Some(error);
+        for (n, _) in &admitted.sets {
+            let error = match first.take() {
+                Some(error) => error,
+                None => self.check_poison().err().unwrap_or_else(|| {
+                    StorageError::Io(io::Error::other("the group append failed"))
+                }),
+            };
+            results[*n] = Some(Err(error));
+        }
+    }
+}
+
+/// A written group: each admitted set's result is what its batches got.
+fn report_appended(
+    sets: &[bytes::Bytes],
+    admitted: &Admitted,
+    results: &mut [Option<Result<AppendInfo>>],
+) {
+    for (n, infos) in &admitted.sets {
+        results[*n] = Some(Ok(AppendInfo::of(infos, sets[*n].len() as u64)));
     }
 }

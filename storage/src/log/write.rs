@@ -20,12 +20,74 @@ use super::PartitionLog;
 
 /// Header bytes a leader rewrites in every batch: baseOffset, batchLength (unchanged) and
 /// partitionLeaderEpoch.
-pub(super) const STAMPED_BYTES: usize = 16;
+const STAMPED_BYTES: usize = 16;
 
 /// What `write_batches` writes.
 pub(super) enum Pieces {
     Owned(BytesMut),
     Vectored(Vec<bytes::Bytes>),
+}
+
+impl Pieces {
+    fn len(&self) -> u64 {
+        match self {
+            Pieces::Owned(batches) => batches.len() as u64,
+            Pieces::Vectored(pieces) => pieces.iter().map(|p| p.len() as u64).sum(),
+        }
+    }
+}
+
+/// A batch of an append whose contents failed the check: its index, its position in the
+/// append, and why.
+type ContentsError = (usize, u64, BatchError);
+
+/// Checks the CRC and records of the batches `infos` in `copy` on another thread (the
+/// write runs meanwhile): the first that fails is the answer.
+fn spawn_contents_check(
+    copy: bytes::Bytes,
+    infos: &[BatchInfo],
+) -> tokio::task::JoinHandle<std::result::Result<(), ContentsError>> {
+    let mut spans = Vec::with_capacity(infos.len());
+    let mut at = 0u64;
+    for (index, info) in infos.iter().enumerate() {
+        spans.push((index, at, info.size));
+        at += info.size;
+    }
+    tokio::task::spawn_blocking(move || {
+        for (index, position, size) in spans {
+            batch::verify_contents(&copy[position as usize..(position + size) as usize])
+                .map_err(|source| (index, position, source))?;
+        }
+        Ok(())
+    })
+}
+
+/// Gives the batches `infos` consecutive offsets from `next` and the leader epoch; returns
+/// the offset after them.
+pub(super) fn assign_offsets(infos: &mut [BatchInfo], mut next: i64, leader_epoch: i32) -> i64 {
+    for info in infos {
+        info.base_offset = next;
+        info.partition_leader_epoch = leader_epoch;
+        next += i64::from(info.last_offset_delta) + 1;
+    }
+    next
+}
+
+/// Pushes the pieces that write `batches` stamped as `infos` says without changing them: each
+/// batch's first `STAMPED_BYTES` from a stamped copy, the rest straight from `batches`.
+pub(super) fn push_stamped_pieces(
+    batches: &bytes::Bytes,
+    infos: &[BatchInfo],
+    pieces: &mut Vec<bytes::Bytes>,
+) {
+    let mut at = 0usize;
+    for info in infos {
+        let mut header = BytesMut::from(&batches[at..at + STAMPED_BYTES]);
+        batch::stamp_header(&mut header, info.base_offset, info.partition_leader_epoch);
+        pieces.push(header.freeze());
+        pieces.push(batches.slice(at + STAMPED_BYTES..at + info.size as usize));
+        at += info.size as usize;
+    }
 }
 
 impl<D: Disk, C: Clock> PartitionLog<D, C> {
@@ -83,29 +145,10 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         check: Option<bytes::Bytes>,
         infos: &[BatchInfo],
     ) -> Result<()> {
-        let check = check.map(|copy| {
-            let mut spans = Vec::with_capacity(infos.len());
-            let mut at = 0u64;
-            for (index, info) in infos.iter().enumerate() {
-                spans.push((index, at, info.size));
-                at += info.size;
-            }
-            tokio::task::spawn_blocking(move || {
-                for (index, position, size) in spans {
-                    batch::verify_contents(&copy[position as usize..(position + size) as usize])
-                        .map_err(|source| (index, position, source))?;
-                }
-                Ok::<(), (usize, u64, BatchError)>(())
-            })
-        });
+        let check = check.map(|copy| spawn_contents_check(copy, infos));
         let end_before = self.active().size();
-        // The bytes written are exactly the batches counted.
-        let written_bytes = match &write {
-            Pieces::Owned(batches) => batches.len() as u64,
-            Pieces::Vectored(pieces) => pieces.iter().map(|p| p.len() as u64).sum(),
-        };
         let counted_bytes: u64 = infos.iter().map(|info| info.size).sum();
-        assert_eq!(written_bytes, counted_bytes, "an append writes the bytes of its batches");
+        assert_eq!(write.len(), counted_bytes, "an append writes the bytes of its batches");
         let written = match write {
             Pieces::Owned(batches) => self.active_mut().write_tail(batches).await.map(|_| ()),
             Pieces::Vectored(pieces) => self.active_mut().write_tail_vectored(pieces).await,
