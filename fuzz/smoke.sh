@@ -22,6 +22,9 @@ libfuzzer_flags=(
 )
 build_flags=(--release --debug-assertions)
 
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    rustup toolchain install nightly --profile minimal
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
