@@ -11,6 +11,9 @@ pub const SEGMENT_BYTES_MAX: u64 = (1 << 31) - 1;
 /// The most bytes one append call may carry: bounds the memory of a single write and keeps
 /// `segment_bytes + append` below `u32::MAX`.
 pub const APPEND_BYTES_MAX: u64 = 256 * 1024 * 1024;
+// A fetch checks whether a segment's pages are cached through a mapping of this many bytes
+// (the I/O crate's); any segment, plus one append past it, must fit it.
+const _: () = assert!(fjord_io::RESIDENCY_MAP_BYTES >= SEGMENT_BYTES_MAX + APPEND_BYTES_MAX);
 /// The smallest segment worth having: one header's worth and some records.
 pub const SEGMENT_BYTES_MIN: u64 = 1024;
 /// The largest single batch Fjord accepts: Kafka's own ceiling for `message.max.bytes` is far

@@ -11,7 +11,8 @@
 //!   commit, reads, lookup by time, truncation, retention, verify, close.
 //! - `segment.rs`, `index.rs`: one segment's files and its sparse indexes.
 //! - `recovery.rs`, `checkpoint.rs`: what happens after an unclean stop.
-//! - [`io`]: the only module that touches io_uring, including splice to sockets.
+//! - [`io`]: the `fjord-io` crate, re-exported: the only code that touches io_uring (and
+//!   `unsafe`), including splice to sockets.
 
 #![deny(unsafe_code)]
 
@@ -24,11 +25,12 @@ mod error;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 mod index;
-pub mod io;
 mod log;
 mod recovery;
 mod segment;
 pub mod sim;
+
+pub use fjord_io as io;
 
 pub use checkpoint::Checkpoint;
 pub use clock::{Clock, SystemClock};

@@ -25,12 +25,9 @@
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Bytes of a file a residency mapping covers: any segment (`SEGMENT_BYTES_MAX`, plus one
-/// append past it) fits.
-pub(super) const RESIDENCY_MAP_BYTES: u64 = 2560 * 1024 * 1024;
-const _: () = assert!(
-    RESIDENCY_MAP_BYTES >= crate::config::SEGMENT_BYTES_MAX + crate::config::APPEND_BYTES_MAX
-);
+/// Bytes of a file a residency mapping covers: any segment (fjord-storage's
+/// `SEGMENT_BYTES_MAX`, plus one append past it) fits, which fjord-storage asserts.
+pub const RESIDENCY_MAP_BYTES: u64 = 2560 * 1024 * 1024;
 
 /// Most residency mappings alive in the process at once.
 pub(super) const RESIDENCY_MAPS_MAX: usize = 1024;

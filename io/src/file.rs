@@ -432,7 +432,7 @@ mod tests {
     fn files_of_our_own_open_without_access_time_updates() {
         let dir = std::env::temp_dir().join(format!("fjord-file-noatime-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        crate::io::block_on(async {
+        crate::block_on(async {
             let file = File::open_rw(&dir.join("segment"), true).await.unwrap();
             assert_ne!(
                 open_flags(&file) & libc::O_NOATIME as u32,

@@ -1,6 +1,8 @@
-//! The I/O layer: the only module in Fjord that touches io_uring.
+//! fjord-io, the I/O layer: the only crate in Fjord that touches io_uring, and the only one
+//! allowed `unsafe` (besides the global allocator), one `#[allow(unsafe_code)]` and one
+//! SAFETY line per block.
 //!
-//! Everything above this module speaks in terms of [`File`] (positioned reads and writes,
+//! Everything above this crate speaks in terms of [`File`] (positioned reads and writes,
 //! `fdatasync`, truncation) and [`splice_to_socket`] (file region -> socket without copying
 //! through user space). tokio-uring is unmaintained upstream, so keeping it behind this
 //! boundary means a successor (compio, or raw io-uring) replaces two files, not the engine.
@@ -39,6 +41,7 @@ pub use file::{
 pub use inline::{disable_inline_writes, force_inline_writes, inline_reads, INLINE_READ_BYTES_MAX};
 pub use lock::FileLock;
 pub use net::{bind_reuseport_std, Listener, Stream, READ_CHUNK_BYTES};
+pub use residency::RESIDENCY_MAP_BYTES;
 pub use splice::{splice_to_socket, PipeStream, SplicePipe};
 pub use tokio_uring::buf::{IoBuf, IoBufMut};
 
