@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use serde::Deserialize;
 
 /// Largest request frame accepted by default (Kafka's `socket.request.max.bytes`).
@@ -198,17 +197,48 @@ fn default_shards() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, SHARDS_MAX)
 }
 
-fn optional_limit(name: &str, value: i64) -> anyhow::Result<Option<u64>> {
+/// A setting the broker cannot start with; the message names the flag or file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: std::path::PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error(transparent)]
+    Cluster(#[from] fjord_replication::ReplicationError),
+    #[error(transparent)]
+    Log(#[from] fjord_storage::StorageError),
+    /// A flag or value out of its range, as the user reads it.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Returns `ConfigError::Invalid` with the formatted message.
+macro_rules! invalid {
+    ($($message:tt)*) => {
+        return Err(ConfigError::Invalid(format!($($message)*)))
+    };
+}
+
+fn optional_limit(name: &str, value: i64) -> Result<Option<u64>, ConfigError> {
     match value {
         -1 => Ok(None),
         v if v >= 0 => Ok(Some(v as u64)),
-        v => bail!("{name} must be -1 or at least 0, got {v}"),
+        v => invalid!("{name} must be -1 or at least 0, got {v}"),
     }
 }
 
 impl ServeArgs {
     /// Merges flags, the TOML file and defaults into a validated config.
-    pub fn resolve(&self) -> anyhow::Result<BrokerConfig> {
+    pub fn resolve(&self) -> Result<BrokerConfig, ConfigError> {
         let file = match &self.config {
             Some(path) => read_file_config(path)?,
             None => FileConfig::default(),
@@ -221,7 +251,7 @@ impl ServeArgs {
         };
         let entry = match &cluster_file {
             Some(c) => Some(c.broker(broker_id).cloned().ok_or_else(|| {
-                anyhow::anyhow!("broker id {broker_id} is not in the cluster file")
+                ConfigError::Invalid(format!("broker id {broker_id} is not in the cluster file"))
             })?),
             None => None,
         };
@@ -231,8 +261,10 @@ impl ServeArgs {
             .or_else(|| entry.as_ref().map(|e| e.address.clone()))
             .or(file.listen)
             .unwrap_or_else(|| "127.0.0.1:9092".to_string());
-        let listen: SocketAddr = listen_text.parse().with_context(|| {
-            format!("--listen {listen_text:?} is not an ADDR:PORT such as 127.0.0.1:9092")
+        let listen: SocketAddr = listen_text.parse().map_err(|error| {
+            ConfigError::Invalid(format!(
+                "--listen {listen_text:?} is not an ADDR:PORT such as 127.0.0.1:9092: {error}"
+            ))
         })?;
         let advertised_host =
             self.advertised_host.clone().or(file.advertised_host).unwrap_or_else(|| {
@@ -331,88 +363,94 @@ impl ServeArgs {
 /// `IP:COUNT,IP:COUNT` (IPv6 as `[::1]:COUNT`) into a map; empty is none.
 fn parse_ip_overrides(
     text: &str,
-) -> anyhow::Result<std::collections::HashMap<std::net::IpAddr, usize>> {
+) -> Result<std::collections::HashMap<std::net::IpAddr, usize>, ConfigError> {
     let mut overrides = std::collections::HashMap::new();
     for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let (ip, count) = entry.rsplit_once(':').with_context(|| {
-            format!("connections-max-per-ip-overrides: {entry:?} is not IP:COUNT")
+        let (ip, count) = entry.rsplit_once(':').ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "connections-max-per-ip-overrides: {entry:?} is not IP:COUNT"
+            ))
         })?;
         let ip: std::net::IpAddr =
-            ip.trim_start_matches('[').trim_end_matches(']').parse().with_context(|| {
-                format!("connections-max-per-ip-overrides: {ip:?} is not an IP address")
+            ip.trim_start_matches('[').trim_end_matches(']').parse().map_err(|error| {
+                ConfigError::Invalid(format!(
+                    "connections-max-per-ip-overrides: {ip:?} is not an IP address: {error}"
+                ))
             })?;
-        let count: usize = count.parse().with_context(|| {
-            format!("connections-max-per-ip-overrides: {count:?} is not a count")
+        let count: usize = count.parse().map_err(|error| {
+            ConfigError::Invalid(format!(
+                "connections-max-per-ip-overrides: {count:?} is not a count: {error}"
+            ))
         })?;
         overrides.insert(ip, count);
     }
     Ok(overrides)
 }
 
-fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
+fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
 }
 
 impl BrokerConfig {
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.broker_id < 0 {
-            bail!("broker-id must be at least 0, got {}", self.broker_id);
+            invalid!("broker-id must be at least 0, got {}", self.broker_id);
         }
         if !(1..=TOPIC_PARTITIONS_MAX).contains(&self.num_partitions) {
-            bail!(
+            invalid!(
                 "num-partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {}",
                 self.num_partitions
             );
         }
         if !(1024..=REQUEST_BYTES_LIMIT_MAX).contains(&self.request_bytes_max) {
-            bail!(
+            invalid!(
                 "request-bytes-max must be between 1 KiB and 1 GiB, got {}",
                 self.request_bytes_max
             );
         }
         if self.request_memory_max < self.request_bytes_max + 4 || self.request_memory_max > 1 << 40
         {
-            bail!("request-memory-max ({}) must hold at least one request of request-bytes-max ({}) and at most 1 TiB", self.request_memory_max, self.request_bytes_max);
+            invalid!("request-memory-max ({}) must hold at least one request of request-bytes-max ({}) and at most 1 TiB", self.request_memory_max, self.request_bytes_max);
         }
         if !(1..=SHARDS_MAX).contains(&self.shards) {
-            bail!("shards must be between 1 and {}, got {}", SHARDS_MAX, self.shards);
+            invalid!("shards must be between 1 and {}, got {}", SHARDS_MAX, self.shards);
         }
         if self.connections_max == 0 || self.connections_max > 1_000_000 {
-            bail!("connections-max must be between 1 and 1000000, got {}", self.connections_max);
+            invalid!("connections-max must be between 1 and 1000000, got {}", self.connections_max);
         }
         if self.connections_max_per_ip == 0 {
-            bail!("connections-max-per-ip must be at least 1");
+            invalid!("connections-max-per-ip must be at least 1");
         }
         if self.retention_check_interval_ms == 0 {
-            bail!("retention-check-interval-ms must be at least 1");
+            invalid!("retention-check-interval-ms must be at least 1");
         }
         if self.flush_interval_ms == Some(0) {
-            bail!("flush-interval-ms must be at least 1");
+            invalid!("flush-interval-ms must be at least 1");
         }
         if self.group_min_session_timeout_ms < 1
             || self.group_max_session_timeout_ms < self.group_min_session_timeout_ms
         {
-            bail!(
+            invalid!(
                 "group session timeouts must satisfy 1 <= min ({}) <= max ({})",
                 self.group_min_session_timeout_ms,
                 self.group_max_session_timeout_ms
             );
         }
         if self.group_initial_rebalance_delay_ms > 300_000 {
-            bail!("group-initial-rebalance-delay-ms must be at most 300000");
+            invalid!("group-initial-rebalance-delay-ms must be at most 300000");
         }
         if !(1..=1000).contains(&self.offsets_topic_partitions) {
-            bail!(
+            invalid!(
                 "offsets-topic-partitions must be between 1 and 1000, got {}",
                 self.offsets_topic_partitions
             );
         }
         if self.min_insync_replicas < 1 {
-            bail!("min-insync-replicas must be at least 1");
+            invalid!("min-insync-replicas must be at least 1");
         }
-        self.default_log_config().validate().map_err(|error| anyhow::anyhow!("{error}"))?;
+        self.default_log_config().validate()?;
         Ok(())
     }
 

@@ -56,6 +56,17 @@ pub enum FrameError {
     BadHeader { api_key: ApiKey, version: i16, reason: String },
 }
 
+/// A message the codecs could not encode or decode.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("cannot encode a {api:?} v{version} {what}: {reason}")]
+    Encode { api: ApiKey, version: i16, what: &'static str, reason: String },
+    #[error("cannot decode a {api:?} v{version} {what}: {reason}")]
+    Decode { api: ApiKey, version: i16, what: &'static str, reason: String },
+    #[error("a {api:?} response with correlation id {got} answers request {expected}")]
+    Unanswered { api: ApiKey, got: i32, expected: i32 },
+}
+
 /// A request frame split into its header and undecoded body.
 #[derive(Debug)]
 pub struct Request {
@@ -93,18 +104,25 @@ pub fn encode_response<T: Encodable>(
     version: i16,
     correlation_id: i32,
     body: &T,
-) -> anyhow::Result<Bytes> {
+) -> Result<Bytes, CodecError> {
+    let failed = |what, error: anyhow::Error| CodecError::Encode {
+        api: api_key,
+        version,
+        what,
+        reason: error.to_string(),
+    };
     // ApiVersions always answers with header v0, so clients can parse it before they know
     // which versions the broker speaks.
     let header_version =
         if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
-    let size = header.compute_size(header_version)? + body.compute_size(version)?;
+    let size = header.compute_size(header_version).map_err(|e| failed("response header", e))?
+        + body.compute_size(version).map_err(|e| failed("response", e))?;
     let mut out = BytesMut::with_capacity(4 + size);
     out.put_i32(size as i32);
-    header.encode(&mut out, header_version)?;
-    body.encode(&mut out, version)?;
+    header.encode(&mut out, header_version).map_err(|e| failed("response header", e))?;
+    body.encode(&mut out, version).map_err(|e| failed("response", e))?;
     debug_assert_eq!(out.len(), 4 + size);
     Ok(out.freeze())
 }
@@ -117,7 +135,13 @@ pub fn encode_request<T: Encodable + HeaderVersion>(
     correlation_id: i32,
     client_id: &str,
     body: &T,
-) -> anyhow::Result<BytesMut> {
+) -> Result<BytesMut, CodecError> {
+    let failed = |what, error: anyhow::Error| CodecError::Encode {
+        api: api_key,
+        version,
+        what,
+        reason: error.to_string(),
+    };
     let mut header = RequestHeader::default();
     header.request_api_key = api_key as i16;
     header.request_api_version = version;
@@ -125,8 +149,8 @@ pub fn encode_request<T: Encodable + HeaderVersion>(
     header.client_id = Some(client_id.to_string().into());
     let mut out = BytesMut::with_capacity(64 + body.compute_size(version).unwrap_or(0));
     out.put_i32(0);
-    header.encode(&mut out, T::header_version(version))?;
-    body.encode(&mut out, version)?;
+    header.encode(&mut out, T::header_version(version)).map_err(|e| failed("request header", e))?;
+    body.encode(&mut out, version).map_err(|e| failed("request", e))?;
     let size = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&size.to_be_bytes());
     Ok(out)
@@ -139,17 +163,28 @@ pub fn decode_response<T: Decodable>(
     version: i16,
     correlation_id: Option<i32>,
     mut payload: Bytes,
-) -> anyhow::Result<T> {
+) -> Result<T, CodecError> {
+    let failed = |what, error: anyhow::Error| CodecError::Decode {
+        api: api_key,
+        version,
+        what,
+        reason: error.to_string(),
+    };
     // The mirror of `encode_response`: ApiVersions answers with header v0.
     let header_version =
         if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
-    let header = ResponseHeader::decode(&mut payload, header_version)?;
+    let header = ResponseHeader::decode(&mut payload, header_version)
+        .map_err(|e| failed("response header", e))?;
     if let Some(expected) = correlation_id {
         if header.correlation_id != expected {
-            anyhow::bail!("correlation id {} answers request {expected}", header.correlation_id);
+            return Err(CodecError::Unanswered {
+                api: api_key,
+                got: header.correlation_id,
+                expected,
+            });
         }
     }
-    let body = T::decode(&mut payload, version)?;
+    let body = T::decode(&mut payload, version).map_err(|e| failed("response", e))?;
     if payload.has_remaining() {
         tracing::debug!(bytes = payload.remaining(), ?api_key, "trailing bytes in response");
     }
@@ -169,9 +204,14 @@ pub fn requests_with_trailing_bytes() -> u64 {
 /// Kafka ignores them (its generated `read` stops at the last field of the version and the
 /// request is served): librdkafka 2.x sends an all-topics Metadata v9 with one such byte.
 /// Unknown tagged fields are kept by the codec and otherwise ignored, as in Kafka.
-pub fn decode_body<T: Decodable>(request: &Request) -> anyhow::Result<T> {
+pub fn decode_body<T: Decodable>(request: &Request) -> Result<T, CodecError> {
     let mut body = request.body.clone();
-    let decoded = T::decode(&mut body, request.version)?;
+    let decoded = T::decode(&mut body, request.version).map_err(|error| CodecError::Decode {
+        api: request.api_key,
+        version: request.version,
+        what: "request",
+        reason: error.to_string(),
+    })?;
     if body.has_remaining() {
         REQUESTS_WITH_TRAILING_BYTES.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(

@@ -24,6 +24,7 @@ use fjord_storage::io::FileLock;
 use kafka_protocol::ResponseError;
 use tracing::{info, warn};
 
+use crate::broker::error::BrokerError;
 use crate::broker::topic::{validate_name, TopicError};
 use crate::clock::now_ms;
 use crate::config::TOPIC_PARTITIONS_MAX;
@@ -63,10 +64,10 @@ pub struct Cluster {
 
 impl Cluster {
     /// Loads the cluster file and takes this broker's liveness lock.
-    pub fn join(path: PathBuf, me: i32, offsets_partitions: i32) -> anyhow::Result<Cluster> {
+    pub fn join(path: PathBuf, me: i32, offsets_partitions: i32) -> Result<Cluster, BrokerError> {
         let file = ClusterFile::load(&path)?;
         if file.broker(me).is_none() {
-            anyhow::bail!("broker id {me} is not in {}", path.display());
+            return Err(BrokerError::NotInCluster { id: me, path });
         }
         let mut attempts = 0;
         let liveness = loop {
@@ -90,10 +91,10 @@ impl Cluster {
     /// The cluster as seen by a shard other than shard 0 of the same broker: it applies the
     /// state to its own partitions and keeps their replicas in sync, while shard 0 holds the
     /// liveness lock (taken by `join` before any other shard starts) and the controller duty.
-    pub fn view(path: PathBuf, me: i32, offsets_partitions: i32) -> anyhow::Result<Cluster> {
+    pub fn view(path: PathBuf, me: i32, offsets_partitions: i32) -> Result<Cluster, BrokerError> {
         let file = ClusterFile::load(&path)?;
         if file.broker(me).is_none() {
-            anyhow::bail!("broker id {me} is not in {}", path.display());
+            return Err(BrokerError::NotInCluster { id: me, path });
         }
         Ok(Cluster::with(file, me, offsets_partitions, None))
     }

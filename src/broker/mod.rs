@@ -11,6 +11,7 @@
 //! local partitions in line with the state every time it changes.
 
 pub mod cluster;
+mod error;
 pub mod outcome;
 pub mod shards;
 pub mod topic;
@@ -27,6 +28,8 @@ use tracing::{debug, info, warn};
 use crate::broker::cluster::Cluster;
 use crate::broker::shards::Shards;
 use crate::broker::topic::{validate_name, TopicConfig, TopicError, TopicFile};
+pub use error::BrokerError;
+
 use crate::clock::now_ms;
 use crate::config::{BrokerConfig, TOPICS_MAX, TOPIC_PARTITIONS_MAX};
 use crate::group::{Coordinator, GroupConfig, OFFSETS_TOPIC};
@@ -143,10 +146,10 @@ impl Broker {
     }
 
     /// Opens every topic found in the data directory (this shard's share of the partitions).
-    pub async fn open(config: BrokerConfig, shards: Shards) -> anyhow::Result<Rc<Broker>> {
-        std::fs::create_dir_all(config.data_dir.join("topics")).map_err(|e| {
-            anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display())
-        })?;
+    pub async fn open(config: BrokerConfig, shards: Shards) -> Result<Rc<Broker>, BrokerError> {
+        let topics_dir = config.data_dir.join("topics");
+        std::fs::create_dir_all(&topics_dir)
+            .map_err(|source| BrokerError::DataDir { path: topics_dir, source })?;
         if let Some(file) = &config.cluster {
             // Shard 0 joins (liveness lock, controller duty); the others, started after it
             // is open, see the same cluster for their own partitions.
@@ -161,8 +164,8 @@ impl Broker {
         let producer_file = broker.config.data_dir.join("producer-id-block");
         if let Some(bytes) = fjord_storage::io::read_file(&producer_file, 64).await? {
             let text = String::from_utf8_lossy(&bytes);
-            let next: i64 = text.trim().parse().map_err(|_e| {
-                anyhow::anyhow!("{} holds {text:?}, not a number", producer_file.display())
+            let next: i64 = text.trim().parse().map_err(|_not_a_number| {
+                BrokerError::ProducerIdFile { path: producer_file.clone(), text: text.to_string() }
             })?;
             broker.next_producer_id.set(next);
             broker.producer_id_limit.set(next);
@@ -189,7 +192,10 @@ impl Broker {
                         config,
                     )
                     .await
-                    .map_err(|e| anyhow::anyhow!("cannot create {OFFSETS_TOPIC}: {}", e.message))?
+                    .map_err(|e| BrokerError::InternalTopic {
+                        topic: OFFSETS_TOPIC,
+                        message: e.message,
+                    })?
             }
         };
         let group_config = broker.group_config();
@@ -201,7 +207,7 @@ impl Broker {
     /// Opens topics that appeared in the topics directory (this shard's share of their
     /// partitions) and drops those whose metadata file is gone. Shard 0 tells the other
     /// shards to do this after every create or delete.
-    pub async fn reload_topics(&self) -> anyhow::Result<()> {
+    pub async fn reload_topics(&self) -> Result<(), BrokerError> {
         let dir = self.topics_dir();
         let mut names: Vec<String> = fjord_storage::io::list_dir(&dir)?
             .into_iter()
@@ -223,11 +229,15 @@ impl Broker {
             else {
                 continue;
             };
-            let file: TopicFile = toml::from_str(&String::from_utf8_lossy(&bytes))
-                .map_err(|e| anyhow::anyhow!("invalid topic file {}: {e}", path.display()))?;
+            let file: TopicFile =
+                toml::from_str(&String::from_utf8_lossy(&bytes)).map_err(|e| {
+                    BrokerError::TopicFile { path: path.clone(), reason: e.to_string() }
+                })?;
             let config = TopicConfig { overrides: file.config.clone() };
-            let id = parse_hex16(&file.id)
-                .ok_or_else(|| anyhow::anyhow!("invalid topic id in {}", path.display()))?;
+            let id = parse_hex16(&file.id).ok_or_else(|| BrokerError::TopicFile {
+                path: path.clone(),
+                reason: format!("the topic id {:?} is not 32 hex digits", file.id),
+            })?;
             let topic = self.open_topic(&name, id, file.partitions, config).await?;
             self.topics.borrow_mut().insert(name, topic);
         }
@@ -266,7 +276,7 @@ impl Broker {
         config: BrokerConfig,
         cluster: Rc<Cluster>,
         shards: Shards,
-    ) -> anyhow::Result<Rc<Broker>> {
+    ) -> Result<Rc<Broker>, BrokerError> {
         let first = shards.me == 0;
         let broker = Broker::new(config, Some(Rc::clone(&cluster)), shards);
         let state = cluster.store.read().await?;
@@ -526,7 +536,7 @@ impl Broker {
         id: [u8; 16],
         partitions: i32,
         config: TopicConfig,
-    ) -> anyhow::Result<Rc<Topic>> {
+    ) -> Result<Rc<Topic>, BrokerError> {
         let name: Rc<str> = Rc::from(name);
         let log_config = config.log_config(&self.config);
         let mut opened = Vec::with_capacity(partitions as usize);
@@ -544,7 +554,11 @@ impl Broker {
                 false,
             )
             .await
-            .map_err(|e| anyhow::anyhow!("cannot open partition {name}-{index}: {e}"))?;
+            .map_err(|source| BrokerError::OpenPartition {
+                topic: name.to_string(),
+                index,
+                source,
+            })?;
             opened.push(Some(Rc::new(partition)));
         }
         Ok(Rc::new(Topic { name, id, config, partitions: opened }))

@@ -237,6 +237,25 @@ pub fn offsets_partition_index(group_id: &str, partitions: usize) -> usize {
     abs as usize % partitions.max(1)
 }
 
+/// Why the coordinator could not take over an offsets partition's groups.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("replaying {partition} at offset {offset}: {source}")]
+    Replay {
+        partition: String,
+        offset: i64,
+        #[source]
+        source: fjord_storage::StorageError,
+    },
+    #[error("replaying {partition}: reading the records at offset {offset}: {source}")]
+    ReplayRead {
+        partition: String,
+        offset: i64,
+        #[source]
+        source: fjord_storage::StorageError,
+    },
+}
+
 impl Coordinator {
     /// Builds the coordinator over the offsets topic's partitions. With `own_all` (a single
     /// broker) it coordinates every group at once and replays every partition; in a cluster
@@ -246,7 +265,7 @@ impl Coordinator {
         config: GroupConfig,
         offsets_log: Vec<Option<Rc<Partition>>>,
         own_all: bool,
-    ) -> anyhow::Result<Rc<Coordinator>> {
+    ) -> Result<Rc<Coordinator>, GroupError> {
         let coordinator = Rc::new(Coordinator {
             config,
             groups: RefCell::new(HashMap::new()),
@@ -284,7 +303,7 @@ impl Coordinator {
         count: usize,
         leads: bool,
         partition: Option<Rc<Partition>>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), GroupError> {
         if self.offsets_log.borrow().len() < count {
             self.offsets_log.borrow_mut().resize(count, None);
         }
@@ -324,20 +343,20 @@ impl Coordinator {
         Ok(())
     }
 
-    async fn replay(&self, partition: &Partition) -> anyhow::Result<u64> {
+    async fn replay(&self, partition: &Partition) -> Result<u64, GroupError> {
         let mut offset = partition.log_start_offset();
         let end = partition.log_end_offset();
         let mut records = 0u64;
         while offset < end {
-            let read = partition
-                .read(offset, REPLAY_READ_BYTES)
-                .await
-                .map_err(|e| anyhow::anyhow!("replaying {partition:?} at offset {offset}: {e}"))?;
+            let read = partition.read(offset, REPLAY_READ_BYTES).await.map_err(|source| {
+                GroupError::Replay { partition: format!("{partition:?}"), offset, source }
+            })?;
             let Some(next) = read.next_offset() else { break };
-            let bytes = read
-                .read_bytes()
-                .await
-                .map_err(|e| anyhow::anyhow!("replaying {partition:?}: {e}"))?;
+            let bytes = read.read_bytes().await.map_err(|source| GroupError::ReplayRead {
+                partition: format!("{partition:?}"),
+                offset,
+                source,
+            })?;
             let mut at = 0usize;
             while let Some(header) = bytes.get(at..).and_then(BatchHeader::view) {
                 let size = header.size() as usize;

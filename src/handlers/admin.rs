@@ -20,7 +20,7 @@ use kafka_protocol::ResponseError;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::reply::{frame, Reply};
+use super::reply::{frame, HandlerError, Reply};
 use crate::broker::topic::TopicConfig;
 use crate::broker::Broker;
 use crate::protocol::{decode_body, Request};
@@ -34,13 +34,17 @@ const SOURCE_TOPIC_CONFIG: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-pub(super) async fn create_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn create_topics(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> Result<Reply, HandlerError> {
     let body: CreateTopicsRequest = decode_body(request)?;
     if body.topics.len() > ADMIN_TOPICS_PER_REQUEST_MAX {
-        anyhow::bail!(
-            "CreateTopics names {} topics, more than {ADMIN_TOPICS_PER_REQUEST_MAX}",
-            body.topics.len()
-        );
+        return Err(HandlerError::TooMany {
+            what: "topics",
+            count: body.topics.len(),
+            max: ADMIN_TOPICS_PER_REQUEST_MAX,
+        });
     }
     let mut response = CreateTopicsResponse::default();
     for wanted in &body.topics {
@@ -135,13 +139,18 @@ pub(super) async fn create_topics(broker: &Rc<Broker>, request: &Request) -> any
     frame(request, &response)
 }
 
-pub(super) async fn delete_topics(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn delete_topics(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> Result<Reply, HandlerError> {
     let body: DeleteTopicsRequest = decode_body(request)?;
     let named = body.topic_names.len() + body.topics.len();
     if named > ADMIN_TOPICS_PER_REQUEST_MAX {
-        anyhow::bail!(
-            "DeleteTopics names {named} topics, more than {ADMIN_TOPICS_PER_REQUEST_MAX}"
-        );
+        return Err(HandlerError::TooMany {
+            what: "topics",
+            count: named,
+            max: ADMIN_TOPICS_PER_REQUEST_MAX,
+        });
     }
     let deletions = resolve_deletions(broker, &body);
     let mut response = DeleteTopicsResponse::default();
@@ -278,7 +287,7 @@ fn once_each<T: Eq + Hash + Clone>(values: Vec<T>) -> (Vec<T>, Vec<T>) {
 pub(super) async fn describe_configs(
     broker: &Rc<Broker>,
     request: &Request,
-) -> anyhow::Result<Reply> {
+) -> Result<Reply, HandlerError> {
     let body: DescribeConfigsRequest = decode_body(request)?;
     let mut response = DescribeConfigsResponse::default();
     for resource in &body.resources {

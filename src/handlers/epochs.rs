@@ -9,11 +9,11 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 use kafka_protocol::ResponseError;
 
-use super::reply::{frame, Reply};
+use super::reply::{frame, HandlerError, Reply};
 use crate::broker::Broker;
 use crate::protocol::{decode_body, Request};
 
-pub(crate) async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(crate) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Reply, HandlerError> {
     let body: OffsetForLeaderEpochRequest = decode_body(request)?;
     let mut response = OffsetForLeaderEpochResponse::default();
     for topic in &body.topics {

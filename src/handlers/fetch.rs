@@ -41,7 +41,7 @@ use kafka_protocol::ResponseError;
 use tracing::debug;
 
 use super::epochs;
-use super::reply::{FetchResponse, Piece, Reply};
+use super::reply::{FetchResponse, HandlerError, Piece, Reply};
 use crate::broker::outcome::PartitionRead;
 use crate::broker::shards::{ByShard, FetchPart, Shards};
 use crate::broker::Broker;
@@ -92,11 +92,15 @@ impl PartitionResult {
     }
 }
 
-pub(crate) async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(crate) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Reply, HandlerError> {
     let body: FetchRequest = decode_body(request)?;
     let partition_count: usize = body.topics.iter().map(|t| t.partitions.len()).sum();
     if partition_count > FETCH_PARTITIONS_MAX {
-        anyhow::bail!("fetch names {partition_count} partitions, more than {FETCH_PARTITIONS_MAX}");
+        return Err(HandlerError::TooMany {
+            what: "partitions",
+            count: partition_count,
+            max: FETCH_PARTITIONS_MAX,
+        });
     }
     let wait = Duration::from_millis(body.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
     let deadline = Instant::now() + wait;

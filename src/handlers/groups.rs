@@ -22,7 +22,7 @@ use kafka_protocol::ResponseError;
 use tracing::warn;
 
 use super::authorized;
-use super::reply::{frame, Reply};
+use super::reply::{frame, HandlerError, Reply};
 use crate::broker::Broker;
 use crate::group::{Committed, JoinRequest, OFFSET_METADATA_BYTES_MAX};
 use crate::protocol::{decode_body, Request};
@@ -42,7 +42,7 @@ fn code(error: Option<ResponseError>) -> i16 {
 pub(super) async fn find_coordinator(
     broker: &Rc<Broker>,
     request: &Request,
-) -> anyhow::Result<Reply> {
+) -> Result<Reply, HandlerError> {
     let body: FindCoordinatorRequest = decode_body(request)?;
     let config = &broker.config;
     let mut response = FindCoordinatorResponse::default();
@@ -106,7 +106,10 @@ pub(super) async fn find_coordinator(
     frame(request, &response)
 }
 
-pub(super) async fn join_group(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn join_group(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> Result<Reply, HandlerError> {
     let body: JoinGroupRequest = decode_body(request)?;
     let coordinator = broker.coordinator();
     let join = JoinRequest {
@@ -165,7 +168,10 @@ pub(super) async fn join_group(broker: &Rc<Broker>, request: &Request) -> anyhow
     frame(request, &response)
 }
 
-pub(super) async fn sync_group(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn sync_group(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> Result<Reply, HandlerError> {
     let body: SyncGroupRequest = decode_body(request)?;
     let assignments =
         body.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect();
@@ -191,7 +197,10 @@ pub(super) async fn sync_group(broker: &Rc<Broker>, request: &Request) -> anyhow
     frame(request, &response)
 }
 
-pub(super) async fn heartbeat(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn heartbeat(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> Result<Reply, HandlerError> {
     let body: HeartbeatRequest = decode_body(request)?;
     let error = broker.coordinator().heartbeat(
         body.group_id.0.as_str(),
@@ -204,7 +213,10 @@ pub(super) async fn heartbeat(broker: &Rc<Broker>, request: &Request) -> anyhow:
     frame(request, &response)
 }
 
-pub(super) async fn leave_group(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn leave_group(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> Result<Reply, HandlerError> {
     let body: LeaveGroupRequest = decode_body(request)?;
     let members: Vec<(String, Option<String>)> = if request.version >= 3 {
         body.members
@@ -238,7 +250,10 @@ pub(super) async fn leave_group(broker: &Rc<Broker>, request: &Request) -> anyho
     frame(request, &response)
 }
 
-pub(super) async fn offset_commit(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn offset_commit(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> Result<Reply, HandlerError> {
     let body: OffsetCommitRequest = decode_body(request)?;
     let group_id = body.group_id.0.to_string();
     let coordinator = broker.coordinator();
@@ -303,7 +318,10 @@ pub(super) async fn offset_commit(broker: &Rc<Broker>, request: &Request) -> any
     frame(request, &response)
 }
 
-pub(super) async fn offset_fetch(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn offset_fetch(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> Result<Reply, HandlerError> {
     let body: OffsetFetchRequest = decode_body(request)?;
     if request.version >= OFFSET_FETCH_GROUPS_FROM_VERSION {
         return offset_fetch_groups(broker, request, &body);
@@ -358,12 +376,13 @@ fn offset_fetch_groups(
     broker: &Rc<Broker>,
     request: &Request,
     body: &OffsetFetchRequest,
-) -> anyhow::Result<Reply> {
+) -> Result<Reply, HandlerError> {
     if body.groups.len() > OFFSET_FETCH_GROUPS_MAX {
-        anyhow::bail!(
-            "OffsetFetch names {} groups, more than {OFFSET_FETCH_GROUPS_MAX}",
-            body.groups.len()
-        );
+        return Err(HandlerError::TooMany {
+            what: "groups",
+            count: body.groups.len(),
+            max: OFFSET_FETCH_GROUPS_MAX,
+        });
     }
     let coordinator = broker.coordinator();
     let mut response = OffsetFetchResponse::default();
@@ -405,7 +424,10 @@ fn offset_fetch_groups(
     frame(request, &response)
 }
 
-pub(super) async fn list_groups(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn list_groups(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> Result<Reply, HandlerError> {
     let body: ListGroupsRequest = decode_body(request)?;
     let mut response = ListGroupsResponse::default();
     for (id, protocol_type, state) in broker.coordinator().list() {
@@ -429,7 +451,7 @@ pub(super) async fn list_groups(broker: &Rc<Broker>, request: &Request) -> anyho
 pub(super) async fn describe_groups(
     broker: &Rc<Broker>,
     request: &Request,
-) -> anyhow::Result<Reply> {
+) -> Result<Reply, HandlerError> {
     let body: DescribeGroupsRequest = decode_body(request)?;
     let mut response = DescribeGroupsResponse::default();
     for group_id in &body.groups {
@@ -473,7 +495,10 @@ pub(super) async fn describe_groups(
     frame(request, &response)
 }
 
-pub(super) async fn delete_groups(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn delete_groups(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> Result<Reply, HandlerError> {
     let body: DeleteGroupsRequest = decode_body(request)?;
     let mut response = DeleteGroupsResponse::default();
     for group_id in &body.groups_names {

@@ -8,7 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
-use super::reply::{frame, Reply};
+use super::reply::{frame, HandlerError, Reply};
 use crate::broker::outcome::OffsetAnswer;
 use crate::broker::Broker;
 use crate::handlers::errors::storage_error_code;
@@ -67,7 +67,7 @@ pub(crate) async fn list_offset(
     }
 }
 
-pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Reply, HandlerError> {
     let body: ListOffsetsRequest = decode_body(request)?;
     let mut response = ListOffsetsResponse::default();
     for topic in &body.topics {

@@ -10,12 +10,12 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::ResponseError;
 
 use super::authorized;
-use super::reply::{frame, Reply};
+use super::reply::{frame, HandlerError, Reply};
 use crate::broker::topic::{validate_name, TopicConfig};
 use crate::broker::{Broker, Topic};
 use crate::protocol::{decode_body, Request};
 
-pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Reply, HandlerError> {
     let body: MetadataRequest = decode_body(request)?;
     let config = &broker.config;
     let mut response = MetadataResponse::default();

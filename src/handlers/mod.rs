@@ -20,6 +20,7 @@ use kafka_protocol::messages::ApiKey;
 
 use crate::broker::Broker;
 use crate::protocol::{self, Request};
+use reply::HandlerError;
 
 pub(crate) use list_offsets::list_offset;
 pub(crate) use produce::{produce_partition, AppendOrder, Pipeline};
@@ -78,7 +79,7 @@ pub(crate) async fn dispatch(
         ApiKey::ListGroups => groups::list_groups(broker, &request).await,
         ApiKey::DescribeGroups => groups::describe_groups(broker, &request).await,
         ApiKey::DeleteGroups => groups::delete_groups(broker, &request).await,
-        other => Err(anyhow::anyhow!("API {other:?} is in the table but has no handler")),
+        other => Err(HandlerError::NoHandler(other)),
     };
     match result {
         Ok(reply) => reply,

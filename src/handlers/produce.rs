@@ -16,7 +16,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::{oneshot, Semaphore};
 use tracing::warn;
 
-use super::reply::{frame, Reply};
+use super::reply::{frame, HandlerError, Reply};
 use crate::broker::outcome::{AppendDone, PartitionOutcome};
 use crate::broker::shards::{ByShard, ProducePart, Shards};
 use crate::broker::Broker;
@@ -236,7 +236,7 @@ pub(super) async fn handle(
     broker: &Rc<Broker>,
     request: &Request,
     pipeline: Option<Pipeline>,
-) -> anyhow::Result<Reply> {
+) -> Result<Reply, HandlerError> {
     let body: ProduceRequest = decode_body(request)?;
     let acks = body.acks;
     // An acks=0 Produce takes its turns too (it must follow the connection's earlier

@@ -6,11 +6,11 @@ use std::rc::Rc;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
-use super::reply::{frame, Reply};
+use super::reply::{frame, HandlerError, Reply};
 use crate::broker::Broker;
 use crate::protocol::{decode_body, Request};
 
-pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> anyhow::Result<Reply> {
+pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Reply, HandlerError> {
     let body: InitProducerIdRequest = decode_body(request)?;
     let mut response = InitProducerIdResponse::default();
     response.producer_id = ProducerId(-1);

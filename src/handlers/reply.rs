@@ -5,7 +5,21 @@
 use bytes::Bytes;
 use fjord_storage::FileRegion;
 
-use crate::protocol::{self, Request};
+use kafka_protocol::messages::ApiKey;
+
+use crate::protocol::{self, CodecError, Request};
+
+/// Why a request is answered by closing the connection (the reason is logged), as Kafka
+/// closes it for a request it cannot parse or will not serve.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandlerError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("{count} {what} named, more than {max}")]
+    TooMany { what: &'static str, count: usize, max: usize },
+    #[error("API {0:?} is in the table but has no handler")]
+    NoHandler(ApiKey),
+}
 
 /// What the connection sends back for one request.
 pub(crate) enum Reply {
@@ -23,7 +37,7 @@ pub(crate) enum Reply {
 pub(crate) fn frame<T: kafka_protocol::protocol::Encodable>(
     request: &Request,
     body: &T,
-) -> anyhow::Result<Reply> {
+) -> Result<Reply, HandlerError> {
     Ok(Reply::Frame(protocol::encode_response(
         request.api_key,
         request.version,

@@ -74,6 +74,21 @@ fn leaders_followed(broker: &Broker) -> BTreeMap<i32, Vec<Rc<Partition>>> {
     out
 }
 
+/// Why a round with a leader failed; the fetcher reconnects and tries again.
+#[derive(Debug, thiserror::Error)]
+enum FetcherError {
+    #[error("connection to the leader: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Codec(#[from] crate::protocol::CodecError),
+    #[error("the leader sent a response of {size} bytes (at most {RESPONSE_BYTES_MAX})")]
+    ResponseSize { size: i32 },
+    #[error("the leader closed the connection")]
+    Closed,
+    #[error("the local replica: {0}")]
+    Storage(#[from] fjord_storage::StorageError),
+}
+
 struct Connection {
     stream: Stream,
     buf: BytesMut,
@@ -93,7 +108,7 @@ impl Connection {
         version: i16,
         request: &Req,
         client_id: &str,
-    ) -> anyhow::Result<Resp> {
+    ) -> Result<Resp, FetcherError> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
         let frame =
             crate::protocol::encode_request(key, version, self.correlation_id, client_id, request)?;
@@ -104,18 +119,18 @@ impl Connection {
             if self.buf.len() >= 4 {
                 let size = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
                 if size < 4 || size as usize > RESPONSE_BYTES_MAX {
-                    anyhow::bail!("leader sent a response of {size} bytes");
+                    return Err(FetcherError::ResponseSize { size });
                 }
                 let total = 4 + size as usize;
                 if self.buf.len() >= total {
                     let mut payload = self.buf.split_to(total).freeze();
                     payload.advance(4);
-                    return crate::protocol::decode_response(
+                    return Ok(crate::protocol::decode_response(
                         key,
                         version,
                         Some(self.correlation_id),
                         payload,
-                    );
+                    )?);
                 }
                 self.buf.reserve(total - self.buf.len());
             } else {
@@ -125,7 +140,7 @@ impl Connection {
             let (result, returned) = self.stream.read(taken).await;
             self.buf = returned;
             if result? == 0 {
-                anyhow::bail!("leader closed the connection");
+                return Err(FetcherError::Closed);
             }
         }
     }
@@ -177,102 +192,123 @@ async fn round(
     conn: &mut Connection,
     partitions: &[Rc<Partition>],
     client_id: &str,
-) -> anyhow::Result<()> {
+) -> Result<(), FetcherError> {
+    cut_divergent_tails(broker, conn, partitions, client_id).await?;
+    fetch_from_log_ends(broker, conn, partitions, client_id).await
+}
+
+/// After a change of leadership: asks the leader where each epoch this replica holds ended
+/// (OffsetForLeaderEpoch) and cuts what the leader never had.
+async fn cut_divergent_tails(
+    broker: &Rc<Broker>,
+    conn: &mut Connection,
+    partitions: &[Rc<Partition>],
+    client_id: &str,
+) -> Result<(), FetcherError> {
     let me = broker.config.broker_id;
-    // 1. Cut divergent tails after a change of leadership.
     let to_check: Vec<&Rc<Partition>> =
         partitions.iter().filter(|p| p.replica.needs_truncation.get()).collect();
-    if !to_check.is_empty() {
-        let mut by_topic: BTreeMap<String, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
-        let mut by_epoch_asked: BTreeMap<(String, i32), i32> = BTreeMap::new();
-        for p in &to_check {
-            by_epoch_asked
-                .insert((p.topic.to_string(), p.index), p.replica.latest_epoch().unwrap_or(-1));
-            let mut q = OffsetForLeaderPartition::default();
-            q.partition = p.index;
-            q.current_leader_epoch = p.replica.leader_epoch();
-            q.leader_epoch = p.replica.latest_epoch().unwrap_or(-1);
-            by_topic.entry(p.topic.to_string()).or_default().push(q);
-        }
-        let mut request = OffsetForLeaderEpochRequest::default();
-        request.replica_id = BrokerId(me);
-        request.topics = by_topic
-            .into_iter()
-            .map(|(topic, partitions)| {
-                let mut t = OffsetForLeaderTopic::default();
-                t.topic = TopicName(topic.into());
-                t.partitions = partitions;
-                t
-            })
-            .collect();
-        let roles: Vec<(i32, i32)> = to_check
-            .iter()
-            .map(|p| {
-                let r = p.replica.role();
-                (r.leader, r.leader_epoch)
-            })
-            .collect();
-        let response: OffsetForLeaderEpochResponse =
-            conn.call(ApiKey::OffsetForLeaderEpoch, EPOCH_VERSION, &request, client_id).await?;
-        // Leadership may have moved while we waited: answers for a changed role are stale.
-        let unchanged = |p: &Rc<Partition>| {
+    if to_check.is_empty() {
+        return Ok(());
+    }
+    let mut by_topic: BTreeMap<String, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
+    let mut by_epoch_asked: BTreeMap<(String, i32), i32> = BTreeMap::new();
+    for p in &to_check {
+        by_epoch_asked
+            .insert((p.topic.to_string(), p.index), p.replica.latest_epoch().unwrap_or(-1));
+        let mut q = OffsetForLeaderPartition::default();
+        q.partition = p.index;
+        q.current_leader_epoch = p.replica.leader_epoch();
+        q.leader_epoch = p.replica.latest_epoch().unwrap_or(-1);
+        by_topic.entry(p.topic.to_string()).or_default().push(q);
+    }
+    let mut request = OffsetForLeaderEpochRequest::default();
+    request.replica_id = BrokerId(me);
+    request.topics = by_topic
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let mut t = OffsetForLeaderTopic::default();
+            t.topic = TopicName(topic.into());
+            t.partitions = partitions;
+            t
+        })
+        .collect();
+    let roles: Vec<(i32, i32)> = to_check
+        .iter()
+        .map(|p| {
             let r = p.replica.role();
-            to_check
+            (r.leader, r.leader_epoch)
+        })
+        .collect();
+    let response: OffsetForLeaderEpochResponse =
+        conn.call(ApiKey::OffsetForLeaderEpoch, EPOCH_VERSION, &request, client_id).await?;
+    // Leadership may have moved while we waited: answers for a changed role are stale.
+    let unchanged = |p: &Rc<Partition>| {
+        let r = p.replica.role();
+        to_check
+            .iter()
+            .zip(&roles)
+            .any(|(q, role)| Rc::ptr_eq(q, p) && *role == (r.leader, r.leader_epoch))
+    };
+    for topic in &response.topics {
+        for answer in &topic.partitions {
+            let Some(partition) = partitions
                 .iter()
-                .zip(&roles)
-                .any(|(q, role)| Rc::ptr_eq(q, p) && *role == (r.leader, r.leader_epoch))
-        };
-        for topic in &response.topics {
-            for answer in &topic.partitions {
-                let Some(partition) = partitions
-                    .iter()
-                    .find(|p| &*p.topic == topic.topic.0.as_str() && p.index == answer.partition)
-                else {
-                    continue;
-                };
-                if !unchanged(partition) {
-                    continue;
-                }
-                if answer.error_code != 0 {
-                    debug!(partition = ?partition, error = answer.error_code, "OffsetForLeaderEpoch refused; retrying");
-                    continue;
-                }
-                let log_end = partition.log_end_offset();
-                let asked = by_epoch_asked
-                    .get(&(topic.topic.0.to_string(), answer.partition))
-                    .copied()
-                    .unwrap_or(-1);
-                let cut = if answer.end_offset < 0 {
-                    // No common epoch: keep only what the high watermark vouches for.
-                    partition.high_watermark().max(partition.log_start_offset())
-                } else if answer.leader_epoch < asked {
-                    // The leader never had our latest epoch: its answer is where an older
-                    // epoch ended there; ours may have ended earlier (Kafka takes the smaller).
-                    answer
-                        .end_offset
-                        .min(partition.replica.end_offset_for(answer.leader_epoch, log_end).1)
-                } else {
-                    answer.end_offset
-                };
-                // An epoch this replica has no start for answers -1 (end_offset_for): never
-                // cut below the log start.
-                let cut = cut.max(partition.log_start_offset());
-                let role = roles[to_check
-                    .iter()
-                    .position(|q| Rc::ptr_eq(q, partition))
-                    .expect("checked above")];
-                if partition.replica.latest_epoch().is_some()
-                    && cut < log_end
-                    && partition.truncate_to(cut, role).await?.is_none()
-                {
-                    // The role changed while the log was awaited: the new role decides.
-                    continue;
-                }
-                partition.replica.needs_truncation.set(false);
+                .find(|p| &*p.topic == topic.topic.0.as_str() && p.index == answer.partition)
+            else {
+                continue;
+            };
+            if !unchanged(partition) {
+                continue;
             }
+            if answer.error_code != 0 {
+                debug!(partition = ?partition, error = answer.error_code, "OffsetForLeaderEpoch refused; retrying");
+                continue;
+            }
+            let log_end = partition.log_end_offset();
+            let asked = by_epoch_asked
+                .get(&(topic.topic.0.to_string(), answer.partition))
+                .copied()
+                .unwrap_or(-1);
+            let cut = if answer.end_offset < 0 {
+                // No common epoch: keep only what the high watermark vouches for.
+                partition.high_watermark().max(partition.log_start_offset())
+            } else if answer.leader_epoch < asked {
+                // The leader never had our latest epoch: its answer is where an older
+                // epoch ended there; ours may have ended earlier (Kafka takes the smaller).
+                answer
+                    .end_offset
+                    .min(partition.replica.end_offset_for(answer.leader_epoch, log_end).1)
+            } else {
+                answer.end_offset
+            };
+            // An epoch this replica has no start for answers -1 (end_offset_for): never
+            // cut below the log start.
+            let cut = cut.max(partition.log_start_offset());
+            let role = roles
+                [to_check.iter().position(|q| Rc::ptr_eq(q, partition)).expect("checked above")];
+            if partition.replica.latest_epoch().is_some()
+                && cut < log_end
+                && partition.truncate_to(cut, role).await?.is_none()
+            {
+                // The role changed while the log was awaited: the new role decides.
+                continue;
+            }
+            partition.replica.needs_truncation.set(false);
         }
     }
-    // 2. Fetch everything else from its log end.
+    Ok(())
+}
+
+/// One fetch for every partition that needs no divergence check, from its log end; appends
+/// what the leader sent and takes its high watermark.
+async fn fetch_from_log_ends(
+    broker: &Rc<Broker>,
+    conn: &mut Connection,
+    partitions: &[Rc<Partition>],
+    client_id: &str,
+) -> Result<(), FetcherError> {
+    let me = broker.config.broker_id;
     let ready: Vec<&Rc<Partition>> =
         partitions.iter().filter(|p| !p.replica.needs_truncation.get()).collect();
     if ready.is_empty() {

@@ -27,7 +27,10 @@ use kafka_protocol::messages::ApiKey;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
+mod error;
 mod inbox;
+
+pub use error::ServeError;
 
 use crate::broker::shards::Shards;
 use crate::broker::Broker;
@@ -75,7 +78,7 @@ impl Shutdown {
 
 /// Runs a broker until SIGTERM or SIGINT, then shuts it down cleanly. Prints
 /// `fjord: listening on ADDR` on stdout once every shard serves. Blocks the calling thread.
-pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
+pub fn serve(mut config: BrokerConfig) -> Result<(), ServeError> {
     match fjord_storage::io::raise_open_files_limit() {
         Ok(limit) => info!(open_files_max = limit, "open file limit"),
         Err(error) => warn!(%error, "cannot read the open file limit"),
@@ -85,7 +88,8 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     // The first listener fixes the port (`--listen ...:0` picks a free one); with several
     // shards every listener shares it through SO_REUSEPORT.
     let first = bind_std(config.listen, count > 1)?;
-    let local = first.local_addr()?;
+    let local =
+        first.local_addr().map_err(|source| ServeError::Bind { address: config.listen, source })?;
     if config.advertised_port == 0 {
         config.advertised_port = local.port();
     }
@@ -105,7 +109,7 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
         open: std::sync::Mutex::new(HashMap::new()),
     };
     let connections = Arc::new(Connections::new(config.connections_max, per_ip, handovers));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<usize>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<usize, ServeError>>();
     // In a cluster, shard 0 opens first: it takes the broker's liveness lock and removes the
     // partition directories the cluster state no longer gives this broker, which must not
     // race with another shard opening a partition of a newer state.
@@ -138,7 +142,7 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                     ready,
                 ))
             })
-            .map_err(|e| anyhow::anyhow!("cannot start shard thread {me}: {e}"))?;
+            .map_err(|source| ServeError::Thread { shard: me, source })?;
         threads.push(thread);
         if me == 0 && first_alone {
             if let Started::Stopped = wait_ready(&ready_rx, 1, &mut threads)? {
@@ -159,7 +163,7 @@ pub fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     join_shards(threads)
 }
 
-type ShardThread = std::thread::JoinHandle<anyhow::Result<()>>;
+type ShardThread = std::thread::JoinHandle<Result<(), ServeError>>;
 
 /// How waiting for the shards to open ended, if not with an error.
 enum Started {
@@ -172,10 +176,10 @@ enum Started {
 /// or one of `threads` ended without reporting: an error if it failed or panicked, and
 /// `Stopped` if it shut down cleanly (a signal while the others were still opening).
 fn wait_ready(
-    ready: &std::sync::mpsc::Receiver<anyhow::Result<usize>>,
+    ready: &std::sync::mpsc::Receiver<Result<usize, ServeError>>,
     shards: usize,
     threads: &mut Vec<ShardThread>,
-) -> anyhow::Result<Started> {
+) -> Result<Started, ServeError> {
     let mut reported = 0;
     while reported < shards {
         match ready.recv_timeout(Duration::from_millis(READY_POLL_MS)) {
@@ -186,14 +190,12 @@ fn wait_ready(
                     return match threads.remove(ended).join() {
                         Ok(Ok(())) => Ok(Started::Stopped),
                         Ok(Err(error)) => Err(error),
-                        Err(_) => Err(anyhow::anyhow!(
-                            "shard {ended} panicked while the broker was starting"
-                        )),
+                        Err(_panic) => Err(ServeError::Panicked { shard: ended }),
                     };
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                anyhow::bail!("every shard stopped while the broker was starting")
+                return Err(ServeError::AllStopped);
             }
         }
     }
@@ -201,13 +203,13 @@ fn wait_ready(
 }
 
 /// Waits for every shard thread to end; the first failure is the outcome.
-fn join_shards(threads: Vec<ShardThread>) -> anyhow::Result<()> {
+fn join_shards(threads: Vec<ShardThread>) -> Result<(), ServeError> {
     let mut outcome = Ok(());
-    for thread in threads {
+    for (shard, thread) in threads.into_iter().enumerate() {
         match thread.join() {
             Ok(Ok(())) => {}
             Ok(Err(error)) => outcome = outcome.and(Err(error)),
-            Err(_) => outcome = outcome.and(Err(anyhow::anyhow!("a shard thread panicked"))),
+            Err(_panic) => outcome = outcome.and(Err(ServeError::Panicked { shard })),
         }
     }
     outcome
@@ -216,7 +218,7 @@ fn join_shards(threads: Vec<ShardThread>) -> anyhow::Result<()> {
 /// Waits (at most `PORT_WAIT_MS_MAX`) until a plain socket can bind `address`. Several
 /// shards share a port through SO_REUSEPORT, which would also let them share it with the
 /// listener of a previous instance still being torn down, so this checks first.
-fn wait_for_port(address: SocketAddr) -> anyhow::Result<()> {
+fn wait_for_port(address: SocketAddr) -> Result<(), ServeError> {
     if address.port() == 0 {
         return Ok(());
     }
@@ -235,17 +237,19 @@ fn wait_for_port(address: SocketAddr) -> anyhow::Result<()> {
                 }
                 std::thread::sleep(Duration::from_millis(PORT_WAIT_POLL_MS));
             }
-            Err(error) => return Err(anyhow::anyhow!("bind {address}: {error}")),
+            Err(source) => return Err(ServeError::Bind { address, source }),
         }
     }
 }
 
-fn bind_std(address: SocketAddr, reuse_port: bool) -> anyhow::Result<std::net::TcpListener> {
-    if reuse_port {
+fn bind_std(address: SocketAddr, reuse_port: bool) -> Result<std::net::TcpListener, ServeError> {
+    let bound = if reuse_port {
         // Bound outside any runtime; each shard wraps its own in its runtime.
-        return Ok(fjord_storage::io::bind_reuseport_std(address)?);
-    }
-    std::net::TcpListener::bind(address).map_err(|e| anyhow::anyhow!("bind {address}: {e}"))
+        fjord_storage::io::bind_reuseport_std(address)
+    } else {
+        std::net::TcpListener::bind(address)
+    };
+    bound.map_err(|source| ServeError::Bind { address, source })
 }
 
 /// A connection accepted by one shard for another to serve, with its place in the count.
@@ -412,8 +416,8 @@ async fn run_shard(
     shards: Shards,
     listening: Listening,
     inbox: tokio::sync::mpsc::UnboundedReceiver<crate::broker::shards::Message>,
-    ready: std::sync::mpsc::Sender<anyhow::Result<usize>>,
-) -> anyhow::Result<()> {
+    ready: std::sync::mpsc::Sender<Result<usize, ServeError>>,
+) -> Result<(), ServeError> {
     let me = shards.me;
     let Listening { listener, connections, mut handed } = listening;
     let listener = Listener::from_std(listener);
@@ -421,10 +425,9 @@ async fn run_shard(
     let stopped = Rc::new(Notify::new());
     let broker = match Broker::open(config, shards).await {
         Ok(broker) => broker,
-        Err(error) => {
-            let message = format!("{error:#}");
-            let _ = ready.send(Err(error));
-            anyhow::bail!(message);
+        Err(source) => {
+            let _ = ready.send(Err(ServeError::Open { shard: me, source }));
+            return Err(ServeError::NotOpened { shard: me });
         }
     };
     {
@@ -852,7 +855,9 @@ async fn write_answers(
         let api = answer.api;
         let written = match reply {
             Reply::Frame(bytes) => stream.write_all(bytes).await.0.map_err(|e| e.to_string()),
-            Reply::Fetch(response) => write_fetch(stream, &mut pipe, response).await,
+            Reply::Fetch(response) => {
+                write_fetch(stream, &mut pipe, response).await.map_err(|e| e.to_string())
+            }
             Reply::Nothing => Ok(()),
             Reply::Close(reason) => {
                 warn!(%peer, ?api, %reason, "closing connection");
@@ -883,12 +888,11 @@ async fn write_fetch(
     stream: &Stream,
     pipe: &mut Option<SplicePipe>,
     response: FetchResponse,
-) -> Result<(), String> {
+) -> std::io::Result<()> {
     if pipe.is_none() {
-        *pipe = Some(SplicePipe::new().map_err(|e| e.to_string())?);
+        *pipe = Some(SplicePipe::new()?);
     }
-    let mut out = PipeStream::new(pipe.as_mut().expect("created above"), stream.as_raw_fd())
-        .map_err(|e| e.to_string())?;
+    let mut out = PipeStream::new(pipe.as_mut().expect("created above"), stream.as_raw_fd())?;
     let mut prefix = Some((response.size as i32).to_be_bytes());
     for piece in response.pieces {
         match piece {
@@ -896,19 +900,17 @@ async fn write_fetch(
                 if let Some(prefix) = prefix.take() {
                     bytes.splice(0..0, prefix);
                 }
-                out.push_bytes(&bytes).await.map_err(|e| e.to_string())?;
+                out.push_bytes(&bytes).await?;
             }
             Piece::Region(region) => {
                 if let Some(prefix) = prefix.take() {
-                    out.push_bytes(&prefix).await.map_err(|e| e.to_string())?;
+                    out.push_bytes(&prefix).await?;
                 }
-                out.push_file(&region.file, region.position, region.len)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                out.push_file(&region.file, region.position, region.len).await?;
             }
         }
     }
-    out.finish().await.map_err(|e| e.to_string())
+    out.finish().await
 }
 
 #[cfg(test)]
