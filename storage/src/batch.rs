@@ -72,8 +72,11 @@ impl BatchHeader {
         BATCH_LOG_OVERHEAD_BYTES as u64 + self.batch_length.get().max(0) as u64
     }
 
+    /// The last offset the batch claims, saturated at `i64::MAX` (a damaged or hostile base
+    /// offset must not overflow; no offset of a log reaches `i64::MAX`, as the next offset
+    /// after it would not exist).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset.get() + i64::from(self.last_offset_delta.get())
+        self.base_offset.get().saturating_add(i64::from(self.last_offset_delta.get()))
     }
 
     pub fn compression_codec(&self) -> u8 {
@@ -120,7 +123,7 @@ pub struct BatchInfo {
 
 impl BatchInfo {
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        self.base_offset.saturating_add(i64::from(self.last_offset_delta))
     }
 }
 

@@ -495,6 +495,7 @@ impl<D: Disk> Segment<D> {
             if info.size < BATCH_HEADER_BYTES as u64
                 || absolute + info.size > self.size
                 || info.last_offset < info.base_offset
+                || info.last_offset == i64::MAX
             {
                 return Err(self.corrupt(absolute, format!("implausible batch header {info:?}")));
             }

@@ -73,7 +73,6 @@ fn write_segment(dir: &Path, input: &[u8]) {
 /// next offset as `i64::MAX + 1`: a panic in debug builds, a wrapped next offset in release.
 /// The batch is damage: the open should cut it (or refuse the log), not overflow.
 #[test]
-#[ignore = "open: Segment::load_tail adds 1 to a last offset of i64::MAX (fuzz/README.md)"]
 fn a_clean_segment_whose_batch_ends_at_i64_max_is_cut_not_overflowed() {
     let input =
         regression("segment", "clean-shutdown-batch-ending-at-i64-max-overflows-the-next-offset");
