@@ -55,7 +55,6 @@ fn an_offset_for_leader_epoch_partition_count_beyond_the_frame_closes_only_its_c
 /// `kafka-protocol` allocate and zero that many bytes before the stream turns out short:
 /// about 2 GiB of resident memory per lookup, from a 114-byte batch.
 #[test]
-#[ignore = "open: the timestamp lookup decompresses without a bound (fuzz/README.md)"]
 fn a_compressed_batch_announcing_gigabytes_does_not_take_memory_on_a_timestamp_lookup() {
     let broker = TestBroker::start("fuzz-snappy-length");
     let topic = "snappy-length";

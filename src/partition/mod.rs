@@ -15,6 +15,7 @@ use fjord_storage::{LogConfig, PartitionLog, ReadResult, RetentionOutcome, Stora
 
 use fjord_replication::LeaderEpochCache;
 
+mod decompress;
 pub mod producer;
 pub mod replica;
 mod replication;
@@ -511,7 +512,10 @@ impl Partition {
             return Ok(Some((offset, found)));
         }
         let mut buf = Bytes::from(bytes);
-        match kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) {
+        match kafka_protocol::records::RecordBatchDecoder::decode_with_custom_compression(
+            &mut buf,
+            Some(decompress::decompress_bounded),
+        ) {
             Ok(set) => Ok(set
                 .records
                 .iter()
