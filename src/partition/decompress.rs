@@ -12,7 +12,7 @@ use kafka_protocol::records::Compression;
 /// Decompressed bytes of one batch at most: far above any batch a client builds (Kafka's
 /// `message.max.bytes` defaults to 1 MiB compressed, and codecs rarely exceed 10:1 on
 /// records), and small enough that a lookup never takes a large share of memory.
-pub const DECOMPRESSED_BYTES_MAX: usize = 64 * 1024 * 1024;
+pub(crate) const DECOMPRESSED_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// xerial snappy-java framing, which Kafka's Java client writes; raw snappy otherwise.
 const XERIAL_MAGIC: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
