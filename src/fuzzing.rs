@@ -32,3 +32,13 @@ pub const HIGH_WATERMARK_FILE: &str = crate::partition::HIGH_WATERMARK_FILE;
 pub async fn high_watermark(dir: &Path) -> Option<i64> {
     crate::partition::read_high_watermark(dir).await
 }
+
+/// A stored compressed batch decompressed as a timestamp lookup does it, with its bound.
+pub fn decompress_batch(
+    batch: &mut bytes::Bytes,
+) -> anyhow::Result<kafka_protocol::records::RecordSet> {
+    kafka_protocol::records::RecordBatchDecoder::decode_with_custom_compression(
+        batch,
+        Some(crate::partition::decompress_bounded),
+    )
+}

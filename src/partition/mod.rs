@@ -16,6 +16,8 @@ use fjord_storage::{LogConfig, PartitionLog, ReadResult, RetentionOutcome, Stora
 use fjord_replication::LeaderEpochCache;
 
 mod decompress;
+#[cfg(fuzzing)]
+pub(crate) use decompress::decompress_bounded;
 pub mod producer;
 pub mod replica;
 mod replication;
