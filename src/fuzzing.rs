@@ -11,17 +11,17 @@ use crate::group::Committed;
 /// The key and value pairs of an uncompressed `__consumer_offsets` batch, as the group
 /// coordinator reads them when it replays the topic.
 pub fn offsets_records(batch: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-    crate::group::parse_records(batch)
+    crate::group::offsets_record::parse_records(batch)
 }
 
 /// An offset commit key: (group, topic, partition).
 pub fn offsets_key(bytes: &[u8]) -> Option<(String, String, i32)> {
-    crate::group::decode_key(bytes)
+    crate::group::offsets_record::decode_key(bytes)
 }
 
 /// An offset commit value.
 pub fn offsets_value(bytes: &[u8]) -> Option<Committed> {
-    crate::group::decode_value(bytes)
+    crate::group::offsets_record::decode_value(bytes)
 }
 
 /// The name of the high-watermark file in a partition directory.
