@@ -33,12 +33,11 @@ pub async fn high_watermark(dir: &Path) -> Option<i64> {
     crate::partition::read_high_watermark(dir).await
 }
 
-/// A stored compressed batch decompressed as a timestamp lookup does it, with its bound.
-pub fn decompress_batch(
-    batch: &mut bytes::Bytes,
-) -> anyhow::Result<kafka_protocol::records::RecordSet> {
-    kafka_protocol::records::RecordBatchDecoder::decode_with_custom_compression(
-        batch,
-        Some(crate::partition::decompress_bounded),
-    )
+/// A stored compressed batch searched as a timestamp lookup does it: decompressed with its
+/// bound, then its records walked in place.
+pub fn compressed_record_at_or_after(
+    batch: &[u8],
+    timestamp: i64,
+) -> anyhow::Result<Option<(i32, i64)>> {
+    crate::partition::first_compressed_record_at_or_after(batch, timestamp)
 }

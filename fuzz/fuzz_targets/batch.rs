@@ -9,7 +9,6 @@
 
 #![no_main]
 
-use bytes::Bytes;
 use fjord_storage::batch::{self, BatchHeader, Origin};
 use fjord_storage::BATCH_BYTES_LIMIT_MAX;
 use libfuzzer_sys::fuzz_target;
@@ -63,7 +62,6 @@ fn records(batch: &[u8]) {
     }
     // `Partition::offset_for_timestamp` decompresses a stored compressed batch, bounded.
     if header.compression_codec() != 0 {
-        let mut buf = Bytes::copy_from_slice(batch);
-        let _ = fjord::fuzzing::decompress_batch(&mut buf);
+        let _ = fjord::fuzzing::compressed_record_at_or_after(batch, header.base_timestamp.get());
     }
 }

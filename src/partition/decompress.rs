@@ -17,12 +17,34 @@ pub(crate) const DECOMPRESSED_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// xerial snappy-java framing, which Kafka's Java client writes; raw snappy otherwise.
 const XERIAL_MAGIC: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
 
+/// In a compressed batch (header and body), the offset delta and timestamp of the first
+/// record whose timestamp is at least `timestamp`: the body decompressed with the bound, then
+/// walked in place (no allocation per record, so a batch of millions of tiny records costs
+/// no more than its decompressed bytes).
+pub(crate) fn first_compressed_record_at_or_after(
+    batch: &[u8],
+    timestamp: i64,
+) -> anyhow::Result<Option<(i32, i64)>> {
+    let header = fjord_storage::batch::BatchHeader::view(batch)
+        .ok_or_else(|| anyhow::anyhow!("no batch header"))?;
+    let compression = match header.compression_codec() {
+        0 => Compression::None,
+        1 => Compression::Gzip,
+        2 => Compression::Snappy,
+        3 => Compression::Lz4,
+        4 => Compression::Zstd,
+        codec => anyhow::bail!("unknown compression codec {codec}"),
+    };
+    let body = batch
+        .get(fjord_storage::batch::BATCH_HEADER_BYTES..header.size() as usize)
+        .ok_or_else(|| anyhow::anyhow!("the batch is shorter than its length field"))?;
+    let records = decompress_bounded(&mut Bytes::copy_from_slice(body), compression)?;
+    Ok(fjord_storage::batch::first_record_in(&records, header.base_timestamp.get(), timestamp))
+}
+
 /// The records of a batch, decompressed with `compression`, at most
-/// `DECOMPRESSED_BYTES_MAX` bytes (the signature kafka-protocol's decoder takes).
-pub(crate) fn decompress_bounded(
-    compressed: &mut Bytes,
-    compression: Compression,
-) -> anyhow::Result<Bytes> {
+/// `DECOMPRESSED_BYTES_MAX` bytes.
+fn decompress_bounded(compressed: &mut Bytes, compression: Compression) -> anyhow::Result<Bytes> {
     let input = compressed.copy_to_bytes(compressed.remaining());
     let output = match compression {
         Compression::None => return Ok(input),
@@ -76,6 +98,56 @@ fn snappy_block(block: &[u8], so_far: usize) -> anyhow::Result<Vec<u8>> {
 mod tests {
     use super::*;
 
+    /// A batch of three records, 10 ms apart from `base`, encoded with `compression` by
+    /// kafka-protocol, as a client would send it.
+    fn batch_of_three(compression: Compression, base: i64) -> Vec<u8> {
+        use kafka_protocol::records::{
+            Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let records: Vec<Record> = (0..3)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                sequence: i as i32 - 1,
+                timestamp: base + 10 * i,
+                key: None,
+                value: Some(Bytes::from(vec![b'v'; 200])),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut out = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut out,
+            &records,
+            &RecordEncodeOptions { version: 2, compression },
+        )
+        .unwrap();
+        out.to_vec()
+    }
+
+    #[test]
+    fn a_timestamp_lookup_finds_the_record_inside_a_batch_of_every_codec() {
+        let base = 1_700_000_000_000;
+        for compression in
+            [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd]
+        {
+            let batch = batch_of_three(compression, base);
+            let header = fjord_storage::batch::BatchHeader::view(&batch).unwrap();
+            assert_ne!(header.compression_codec(), 0, "{compression:?}");
+            let find = |timestamp| first_compressed_record_at_or_after(&batch, timestamp).unwrap();
+            assert_eq!(find(base), Some((0, base)), "{compression:?}");
+            assert_eq!(find(base + 5), Some((1, base + 10)), "{compression:?}");
+            assert_eq!(find(base + 20), Some((2, base + 20)), "{compression:?}");
+            assert_eq!(find(base + 21), None, "{compression:?}");
+        }
+    }
+
     #[test]
     fn every_codec_round_trips_and_stops_at_the_bound() {
         use std::io::Write;
@@ -100,5 +172,29 @@ mod tests {
         let announced = [0xff, 0xff, 0xff, 0xff, 0x07, 0x00];
         assert!(decompress_bounded(&mut Bytes::copy_from_slice(&announced), Compression::Snappy)
             .is_err());
+    }
+
+    /// `fuzz/fuzz_targets/batch.rs` ran out of memory (2 GiB) on this input: a snappy batch
+    /// whose records, once decompressed, were turned into one allocation each by the codec's
+    /// decoder. The lookup now walks them in place; each batch of the input is searched.
+    #[test]
+    fn many_tiny_records_in_a_compressed_batch_are_walked_in_place() {
+        let input = include_bytes!(
+            "../../fuzz/regressions/batch/snappy-of-many-tiny-records-materialized-by-a-timestamp-lookup"
+        );
+        let mut rest = &input[..];
+        let mut searched = 0;
+        while let Some(header) = fjord_storage::batch::BatchHeader::view(rest) {
+            let size = (header.size() as usize).min(rest.len());
+            if header.compression_codec() != 0 {
+                let _ = first_compressed_record_at_or_after(rest, header.base_timestamp.get());
+                searched += 1;
+            }
+            if size == 0 {
+                break;
+            }
+            rest = &rest[size..];
+        }
+        assert!(searched > 0, "the input holds a compressed batch");
     }
 }

@@ -17,7 +17,7 @@ use fjord_replication::LeaderEpochCache;
 
 mod decompress;
 #[cfg(fuzzing)]
-pub(crate) use decompress::decompress_bounded;
+pub(crate) use decompress::first_compressed_record_at_or_after;
 pub mod producer;
 pub mod replica;
 mod replication;
@@ -508,21 +508,18 @@ impl Partition {
         drop(log);
         let Some(region) = read.regions.first() else { return Ok(Some((offset, found))) };
         let bytes = region.read_bytes().await?;
-        let compressed = BatchHeader::view(&bytes)
-            .is_some_and(|h| h.compression_codec() != 0 && h.base_offset.get() == offset);
-        if !compressed {
+        let Some(header) = BatchHeader::view(&bytes) else { return Ok(Some((offset, found))) };
+        if header.compression_codec() == 0
+            || header.base_offset.get() != offset
+            || header.is_log_append_time()
+        {
             return Ok(Some((offset, found)));
         }
-        let mut buf = Bytes::from(bytes);
-        match kafka_protocol::records::RecordBatchDecoder::decode_with_custom_compression(
-            &mut buf,
-            Some(decompress::decompress_bounded),
-        ) {
-            Ok(set) => Ok(set
-                .records
-                .iter()
-                .find(|r| r.timestamp >= timestamp)
-                .map_or(Some((offset, found)), |r| Some((r.offset, r.timestamp)))),
+        match decompress::first_compressed_record_at_or_after(&bytes, timestamp) {
+            Ok(Some((delta, record_timestamp))) => {
+                Ok(Some((offset.saturating_add(i64::from(delta)), record_timestamp)))
+            }
+            Ok(None) => Ok(Some((offset, found))),
             Err(error) => {
                 tracing::warn!(partition = ?self, offset, %error, "cannot decompress batch for a timestamp lookup; answering with its first offset");
                 Ok(Some((offset, found)))

@@ -292,8 +292,16 @@ pub fn first_record_at_or_after(batch: &[u8], timestamp: i64) -> Option<(i32, i6
         return (header.max_timestamp.get() >= timestamp)
             .then_some((0, header.max_timestamp.get()));
     }
-    let base_timestamp = header.base_timestamp.get();
     let body = batch.get(BATCH_HEADER_BYTES..header.size() as usize)?;
+    first_record_in(body, header.base_timestamp.get(), timestamp)
+}
+
+/// In a batch's records (`records`: the body after the header, decompressed if the batch
+/// is compressed), the offset delta and timestamp of the first record whose timestamp is at
+/// least `timestamp`. Walks the records in place, allocating nothing: `None` when they are
+/// malformed or none qualifies.
+pub fn first_record_in(records: &[u8], base_timestamp: i64, timestamp: i64) -> Option<(i32, i64)> {
+    let body = records;
     let mut position = 0usize;
     while position < body.len() {
         let (length, used) = read_varint(&body[position..])?;
