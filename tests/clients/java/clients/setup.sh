@@ -31,7 +31,8 @@ up_to_date() {
     local dir="target/$1" jar jars
     [ -s "$dir/classpath.txt" ] && [ -f "$dir/classes/Matrix.class" ] || return 1
     [ "$dir/classpath.txt" -nt pom.xml ] && [ "$dir/classpath.txt" -nt src/Matrix.java ] || return 1
-    IFS=: read -r -a jars < "$dir/classpath.txt"
+    # The file has no final newline, so read reports end of input: that is not a failure.
+    IFS=: read -r -a jars < "$dir/classpath.txt" || true
     for jar in "${jars[@]}"; do
         [ -f "$jar" ] || return 1
     done

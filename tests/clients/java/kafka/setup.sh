@@ -20,7 +20,8 @@ fi
 if [ -s target/classpath.txt ] && [ target/classpath.txt -nt pom.xml ]; then
     # Still valid only if every jar it names is there (~/.m2 may have been cleaned).
     missing=0
-    IFS=: read -r -a jars < target/classpath.txt
+    # The file has no final newline, so read reports end of input: that is not a failure.
+    IFS=: read -r -a jars < target/classpath.txt || true
     for jar in "${jars[@]}"; do
         [ -f "$jar" ] || { missing=1; break; }
     done
