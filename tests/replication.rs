@@ -48,7 +48,7 @@ const BROKERS: i32 = 3;
 const SHARDS: usize = 2;
 /// Lines of each broker log printed when a test fails.
 const LOG_TAIL_LINES_MAX: usize = 60;
-/// The followers' long-poll wait (`FETCH_WAIT_MS` in src/fetcher.rs): after this long a
+/// The followers' long-poll wait (`FETCH_WAIT_MS` in src/replication/fetcher.rs): after this long a
 /// frozen follower has no fetch left parked on the leader.
 const FOLLOWER_FETCH_WAIT_MS: u64 = 500;
 

@@ -64,7 +64,7 @@ pub(super) fn run(args: BaselineArgs) -> Result<(), CliError> {
 
     // Sequential file writes through Fjord's file layer, without and with fdatasync per chunk.
     // Chunks larger than 256 KiB (the default is 1 MiB) go through io_uring; smaller ones may
-    // run inline, as the log's appends do (storage/src/io/inline.rs).
+    // run inline, as the log's appends do (io/src/inline.rs).
     let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let path = dir.join(format!("fjord-baseline-{}", std::process::id()));
     // The file goes however the baseline ends, an error included.
