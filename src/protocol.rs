@@ -67,6 +67,18 @@ pub enum CodecError {
     Unanswered { api: ApiKey, got: i32, expected: i32 },
 }
 
+impl CodecError {
+    /// An encoding failure of the codec crate, for `what` of `api` v`version`.
+    fn encode(api: ApiKey, version: i16, what: &'static str) -> impl Fn(anyhow::Error) -> Self {
+        move |error| CodecError::Encode { api, version, what, reason: error.to_string() }
+    }
+
+    /// A decoding failure of the codec crate, for `what` of `api` v`version`.
+    fn decode(api: ApiKey, version: i16, what: &'static str) -> impl Fn(anyhow::Error) -> Self {
+        move |error| CodecError::Decode { api, version, what, reason: error.to_string() }
+    }
+}
+
 /// A request frame split into its header and undecoded body.
 #[derive(Debug)]
 pub struct Request {
@@ -105,24 +117,27 @@ pub fn encode_response<T: Encodable>(
     correlation_id: i32,
     body: &T,
 ) -> Result<Bytes, CodecError> {
-    let failed = |what, error: anyhow::Error| CodecError::Encode {
-        api: api_key,
-        version,
-        what,
-        reason: error.to_string(),
-    };
     // ApiVersions always answers with header v0, so clients can parse it before they know
     // which versions the broker speaks.
     let header_version =
         if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
-    let size = header.compute_size(header_version).map_err(|e| failed("response header", e))?
-        + body.compute_size(version).map_err(|e| failed("response", e))?;
+    let size = header.compute_size(header_version).map_err(CodecError::encode(
+        api_key,
+        version,
+        "response header",
+    ))? + body
+        .compute_size(version)
+        .map_err(CodecError::encode(api_key, version, "response"))?;
     let mut out = BytesMut::with_capacity(4 + size);
     out.put_i32(size as i32);
-    header.encode(&mut out, header_version).map_err(|e| failed("response header", e))?;
-    body.encode(&mut out, version).map_err(|e| failed("response", e))?;
+    header.encode(&mut out, header_version).map_err(CodecError::encode(
+        api_key,
+        version,
+        "response header",
+    ))?;
+    body.encode(&mut out, version).map_err(CodecError::encode(api_key, version, "response"))?;
     debug_assert_eq!(out.len(), 4 + size);
     Ok(out.freeze())
 }
@@ -136,12 +151,6 @@ pub fn encode_request<T: Encodable + HeaderVersion>(
     client_id: &str,
     body: &T,
 ) -> Result<BytesMut, CodecError> {
-    let failed = |what, error: anyhow::Error| CodecError::Encode {
-        api: api_key,
-        version,
-        what,
-        reason: error.to_string(),
-    };
     let mut header = RequestHeader::default();
     header.request_api_key = api_key as i16;
     header.request_api_version = version;
@@ -149,8 +158,12 @@ pub fn encode_request<T: Encodable + HeaderVersion>(
     header.client_id = Some(client_id.to_string().into());
     let mut out = BytesMut::with_capacity(64 + body.compute_size(version).unwrap_or(0));
     out.put_i32(0);
-    header.encode(&mut out, T::header_version(version)).map_err(|e| failed("request header", e))?;
-    body.encode(&mut out, version).map_err(|e| failed("request", e))?;
+    header.encode(&mut out, T::header_version(version)).map_err(CodecError::encode(
+        api_key,
+        version,
+        "request header",
+    ))?;
+    body.encode(&mut out, version).map_err(CodecError::encode(api_key, version, "request"))?;
     let size = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&size.to_be_bytes());
     Ok(out)
@@ -164,17 +177,11 @@ pub fn decode_response<T: Decodable>(
     correlation_id: Option<i32>,
     mut payload: Bytes,
 ) -> Result<T, CodecError> {
-    let failed = |what, error: anyhow::Error| CodecError::Decode {
-        api: api_key,
-        version,
-        what,
-        reason: error.to_string(),
-    };
     // The mirror of `encode_response`: ApiVersions answers with header v0.
     let header_version =
         if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
     let header = ResponseHeader::decode(&mut payload, header_version)
-        .map_err(|e| failed("response header", e))?;
+        .map_err(CodecError::decode(api_key, version, "response header"))?;
     if let Some(expected) = correlation_id {
         if header.correlation_id != expected {
             return Err(CodecError::Unanswered {
@@ -184,7 +191,8 @@ pub fn decode_response<T: Decodable>(
             });
         }
     }
-    let body = T::decode(&mut payload, version).map_err(|e| failed("response", e))?;
+    let body = T::decode(&mut payload, version)
+        .map_err(CodecError::decode(api_key, version, "response"))?;
     if payload.has_remaining() {
         tracing::debug!(bytes = payload.remaining(), ?api_key, "trailing bytes in response");
     }
@@ -206,12 +214,11 @@ pub fn requests_with_trailing_bytes() -> u64 {
 /// Unknown tagged fields are kept by the codec and otherwise ignored, as in Kafka.
 pub fn decode_body<T: Decodable>(request: &Request) -> Result<T, CodecError> {
     let mut body = request.body.clone();
-    let decoded = T::decode(&mut body, request.version).map_err(|error| CodecError::Decode {
-        api: request.api_key,
-        version: request.version,
-        what: "request",
-        reason: error.to_string(),
-    })?;
+    let decoded = T::decode(&mut body, request.version).map_err(CodecError::decode(
+        request.api_key,
+        request.version,
+        "request",
+    ))?;
     if body.has_remaining() {
         REQUESTS_WITH_TRAILING_BYTES.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(

@@ -233,6 +233,27 @@ impl Client {
         }
         Ok(response)
     }
+
+    /// Partition -> leader of `topic` from Metadata (created first if `allow_auto_create` and
+    /// the broker creates topics on metadata); a topic error fails with `hint`.
+    pub fn partition_leaders(
+        &mut self,
+        topic: &str,
+        allow_auto_create: bool,
+        hint: &str,
+    ) -> Result<std::collections::BTreeMap<i32, i32>, CliError> {
+        let metadata = self.metadata(Some(&[topic.to_string()]), allow_auto_create)?;
+        let answer =
+            metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
+        if answer.error_code != 0 {
+            return Err(CliError::failure(format!(
+                "topic {topic}: {}",
+                super::error::error_name(answer.error_code)
+            ))
+            .with_hint(hint));
+        }
+        Ok(answer.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect())
+    }
 }
 
 fn exchange<R: Request>(

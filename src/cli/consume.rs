@@ -139,19 +139,8 @@ fn partition_leaders(
     client: &mut Client,
     args: &ConsumeArgs,
 ) -> Result<BTreeMap<i32, i32>, CliError> {
-    let metadata = client.metadata(Some(std::slice::from_ref(&args.topic)), false)?;
-    let topic =
-        metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
-    if topic.error_code != 0 {
-        return Err(CliError::failure(format!(
-            "topic {}: {}",
-            args.topic,
-            super::error::error_name(topic.error_code)
-        ))
-        .with_hint("list topics with `fjord topic list`"));
-    }
-    let leaders: BTreeMap<i32, i32> =
-        topic.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
+    let leaders =
+        client.partition_leaders(&args.topic, false, "list topics with `fjord topic list`")?;
     let Some(p) = args.partition else {
         return Ok(leaders);
     };

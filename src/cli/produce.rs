@@ -159,19 +159,8 @@ fn validate(args: &ProduceArgs) -> Result<(), CliError> {
 /// Partition -> leader of the topic (created if the broker creates topics on metadata),
 /// with `--partition` checked against it.
 fn topic_leaders(client: &mut Client, args: &ProduceArgs) -> Result<BTreeMap<i32, i32>, CliError> {
-    let metadata = client.metadata(Some(std::slice::from_ref(&args.topic)), true)?;
-    let topic =
-        metadata.topics.first().ok_or_else(|| CliError::failure("empty Metadata response"))?;
-    if topic.error_code != 0 {
-        return Err(CliError::failure(format!(
-            "topic {}: {}",
-            args.topic,
-            super::error::error_name(topic.error_code)
-        ))
-        .with_hint("create it with `fjord topic create`"));
-    }
-    let leaders: BTreeMap<i32, i32> =
-        topic.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
+    let leaders =
+        client.partition_leaders(&args.topic, true, "create it with `fjord topic create`")?;
     if let Some(p) = args.partition {
         if !leaders.contains_key(&p) {
             return Err(CliError::usage(format!(
