@@ -4,7 +4,6 @@
 use fjord_storage::{BatchError, StorageError};
 use kafka_protocol::ResponseError;
 
-use crate::partition::producer::SequenceCheck;
 use crate::partition::AppendError;
 
 /// The Kafka error for a storage error.
@@ -42,15 +41,11 @@ pub(crate) fn batch_error_code(error: &BatchError) -> ResponseError {
 pub(crate) fn append_error_code(error: &AppendError) -> ResponseError {
     match error {
         AppendError::Storage(error) => storage_error_code(error),
-        AppendError::Sequence(SequenceCheck::OutOfOrder { .. }) => {
-            ResponseError::OutOfOrderSequenceNumber
-        }
-        AppendError::Sequence(SequenceCheck::StaleEpoch { .. }) => {
-            ResponseError::InvalidProducerEpoch
-        }
+        AppendError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
+        AppendError::StaleEpoch { .. } => ResponseError::InvalidProducerEpoch,
         AppendError::NotLeader => ResponseError::NotLeaderOrFollower,
-        AppendError::Sequence(SequenceCheck::Append | SequenceCheck::Duplicate { .. }) => {
-            unreachable!("an accepted sequence is not an error")
-        }
+        // The write these waited on did not happen (or its outcome is unknown): a storage
+        // error, which producers retry.
+        AppendError::Abandoned | AppendError::DuplicateOfFailed => ResponseError::KafkaStorageError,
     }
 }

@@ -33,9 +33,21 @@ const PRODUCER_STATE_TAIL_BYTES: u64 = 16 * 1024 * 1024;
 #[derive(Debug)]
 pub enum AppendError {
     Storage(StorageError),
-    Sequence(SequenceCheck),
+    /// The producer's epoch is older than one already seen (INVALID_PRODUCER_EPOCH).
+    StaleEpoch {
+        current: i16,
+    },
+    /// The sequence does not follow the producer's last one (OUT_OF_ORDER_SEQUENCE_NUMBER).
+    OutOfOrder {
+        expected: i32,
+        got: i32,
+    },
     /// The leadership (or its epoch) changed while the append waited for the log.
     NotLeader,
+    /// The group append that took this one along ended without answering it.
+    Abandoned,
+    /// A retry answered as a duplicate of an append in the same group, which then failed.
+    DuplicateOfFailed,
 }
 
 impl From<StorageError> for AppendError {
@@ -229,11 +241,7 @@ impl Partition {
             }
             let (done, mut answer) = tokio::sync::oneshot::channel();
             self.queued.borrow_mut().push(QueuedAppend { records, leader_epoch, done });
-            let abandoned = || {
-                Err(AppendError::Storage(StorageError::Io(std::io::Error::other(
-                    "a group append was abandoned",
-                ))))
-            };
+            let abandoned = || Err(AppendError::Abandoned);
             // Written by another queued append: answered without waiting for the log.
             let mut log = tokio::select! {
                 biased;
@@ -329,9 +337,7 @@ impl Partition {
                 for answer in answered.iter_mut().flatten() {
                     if answer.as_ref().is_ok_and(|a| a.duplicate && a.base_offset >= log_end_before)
                     {
-                        *answer = Err(AppendError::Storage(StorageError::Io(
-                            std::io::Error::other("the append this retry duplicates failed"),
-                        )));
+                        *answer = Err(AppendError::DuplicateOfFailed);
                     }
                 }
             }
@@ -385,7 +391,10 @@ impl Partition {
                 last_offset: base_offset + i64::from(sequenced.count) - 1,
                 duplicate: true,
             })),
-            refused => Some(Err(AppendError::Sequence(refused))),
+            SequenceCheck::StaleEpoch { current } => Some(Err(AppendError::StaleEpoch { current })),
+            SequenceCheck::OutOfOrder { expected, got } => {
+                Some(Err(AppendError::OutOfOrder { expected, got }))
+            }
         }
     }
 
@@ -954,10 +963,7 @@ mod tests {
                 ]
             );
             assert!(
-                matches!(
-                    outcomes[3],
-                    Err(AppendError::Sequence(SequenceCheck::OutOfOrder { expected: 5, got: 9 }))
-                ),
+                matches!(outcomes[3], Err(AppendError::OutOfOrder { expected: 5, got: 9 })),
                 "the gap is refused against the group's own earlier set: {:?}",
                 outcomes[3]
             );
