@@ -99,12 +99,15 @@ fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
 }
 
+/// Sends `signal` to a broker pid this test started (through `fjord cluster up` or directly).
+fn try_signal(pid: i32, signal: libc::c_int) -> std::io::Result<()> {
+    // A negative pid fails as 0 does: it names no single process.
+    fjord_storage::io::send_signal(u32::try_from(pid).unwrap_or(0), signal)
+}
+
+/// [`try_signal`], which must succeed.
 fn signal(pid: i32, signal: libc::c_int) {
-    // SAFETY: kill(2) on a broker pid this test started (through `fjord cluster up` or
-    // directly); no memory is involved.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(pid, signal) };
-    assert_eq!(rc, 0, "kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+    try_signal(pid, signal).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Strips ANSI colour sequences from a log, in case the logger ignores NO_COLOR.
@@ -494,12 +497,9 @@ impl Drop for Cluster {
         let pids: Vec<i32> =
             (0..BROKERS).filter_map(|id| self.pid(id)).filter(|pid| alive(*pid)).collect();
         for pid in &pids {
-            // A frozen broker would only act on `cluster down`'s SIGTERM once continued.
-            // SAFETY: signals to broker processes this test started.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::kill(*pid, libc::SIGCONT);
-            }
+            // A frozen broker would only act on `cluster down`'s SIGTERM once continued. (A
+            // broker that exited meanwhile needs no signal: errors are ignored here.)
+            let _ = try_signal(*pid, libc::SIGCONT);
         }
         if self.dir.join("cluster.toml").exists() {
             let dir = self.dir_arg();
@@ -507,11 +507,7 @@ impl Drop for Cluster {
         }
         for pid in pids {
             if alive(pid) {
-                // SAFETY: as above.
-                #[allow(unsafe_code)]
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
+                let _ = try_signal(pid, libc::SIGKILL);
             }
         }
         for child in &mut self.children {

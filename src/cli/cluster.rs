@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fjord_replication::{BrokerEntry, ClusterFile};
+use fjord_storage::io::send_signal;
 
 use super::error::CliError;
 
@@ -80,13 +81,13 @@ fn pid_path(dir: &Path, id: i32) -> PathBuf {
     dir.join(format!("broker-{id}.pid"))
 }
 
-fn running_pid(dir: &Path, id: i32) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(pid_path(dir, id)).ok()?.trim().parse().ok()?;
+fn running_pid(dir: &Path, id: i32) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_path(dir, id)).ok()?.trim().parse().ok()?;
     // A pid file may outlive its process; /proc says whether it still runs.
     alive(pid).then_some(pid)
 }
 
-fn alive(pid: i32) -> bool {
+fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
         && std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .is_ok_and(|stat| !stat.contains(") Z "))
@@ -215,11 +216,8 @@ fn down(dir: &Path) -> Result<(), CliError> {
     let mut pids = Vec::new();
     for broker in &file.brokers {
         if let Some(pid) = running_pid(dir, broker.id) {
-            // SAFETY: sending a signal to a process id we started; no memory is involved.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
+            // A broker that exited since `running_pid` looked needs no signal: errors are moot.
+            let _ = send_signal(pid, libc::SIGTERM);
             pids.push((broker.id, pid));
         }
     }
@@ -230,11 +228,7 @@ fn down(dir: &Path) -> Result<(), CliError> {
         }
         if alive(pid) {
             eprintln!("broker {id} (pid {pid}) did not stop in time; killing it");
-            // SAFETY: as above.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            let _ = send_signal(pid, libc::SIGKILL);
         }
         let _ = std::fs::remove_file(pid_path(dir, id));
     }

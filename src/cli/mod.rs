@@ -65,11 +65,8 @@ pub fn main() -> ExitCode {
         // A command piped into `head` should end quietly when the pipe closes, as Unix tools
         // do, rather than fail on the next write. (The broker keeps ignoring SIGPIPE: a
         // client going away is an error on one connection, not the end of the process.)
-        // SAFETY: restoring a signal's default disposition before any thread starts.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+        // No thread has started yet.
+        fjord_storage::io::restore_default_sigpipe();
     }
     init_logging();
     let result = match cli.command {

@@ -147,13 +147,11 @@ impl KafkaBroker {
 }
 
 impl Drop for KafkaBroker {
-    #[allow(unsafe_code)] // killpg(2): the JVM runs in the launcher's process group.
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let pgid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-            // SAFETY: killpg(2) on the process group this broker's launcher leads; the
-            // launcher is not yet reaped (the Child is held), so the id cannot be reused.
-            unsafe { libc::killpg(pgid, libc::SIGKILL) };
+            // The JVM runs in the process group the launcher leads; the launcher is not yet
+            // reaped (the Child is held), so the group id cannot have been reused.
+            let _ = fjord_storage::io::send_signal_to_group(child.id(), libc::SIGKILL);
             let _ = child.wait();
         }
         if std::thread::panicking() {

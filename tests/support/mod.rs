@@ -46,14 +46,10 @@ fn fresh_dir(label: &str) -> PathBuf {
     dir
 }
 
-// Signals are how the tests stop and pause brokers; the harness is the one place that sends them.
-#[allow(unsafe_code)]
+/// Sends `signal` to `child`, which is spawned and not yet reaped (the `Child` is held), so
+/// its pid cannot have been reused.
 pub(crate) fn send_signal(child: &Child, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-    // SAFETY: kill(2) on a pid we spawned and have not yet reaped (the Child is still
-    // held, so the pid cannot have been reused).
-    let rc = unsafe { libc::kill(pid, signal) };
-    assert_eq!(rc, 0, "kill({pid}, {signal}) failed: {}", std::io::Error::last_os_error());
+    fjord_storage::io::send_signal(child.id(), signal).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// How often `wait_until` asks again.
