@@ -30,7 +30,8 @@
 //! The other system calls Fjord needs `unsafe` for live here too, each behind a safe
 //! function, so that the rest of the workspace denies `unsafe_code` without exceptions (the
 //! global allocator, `src/alloc.rs`, aside): signals ([`send_signal`],
-//! [`send_signal_to_group`], [`restore_default_sigpipe`]).
+//! [`send_signal_to_group`], [`restore_default_sigpipe`]) and the bench's blocking socket
+//! calls ([`send_file`], [`recv_into_spare`]).
 
 mod file;
 mod inline;
@@ -46,7 +47,7 @@ pub use file::{
 };
 pub use inline::{disable_inline_writes, force_inline_writes, inline_reads, INLINE_READ_BYTES_MAX};
 pub use lock::FileLock;
-pub use net::{bind_reuseport_std, Listener, Stream, READ_CHUNK_BYTES};
+pub use net::{bind_reuseport_std, recv_into_spare, send_file, Listener, Stream, READ_CHUNK_BYTES};
 pub use process::{restore_default_sigpipe, send_signal, send_signal_to_group};
 pub use residency::RESIDENCY_MAP_BYTES;
 pub use splice::{splice_to_socket, PipeStream, SplicePipe};

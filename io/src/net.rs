@@ -1,5 +1,10 @@
 //! TCP sockets on io_uring: a listener and a stream, for the broker's connections and for
 //! tests. Like files, sockets are reached only through this module.
+//!
+//! Two blocking calls on plain std sockets serve the bench's load generator, which runs
+//! outside any runtime: [`send_file`] (`sendfile(2)`, file to socket in the kernel) and
+//! [`recv_into_spare`] (`recv(2)` straight into a `BytesMut`'s spare capacity, not zeroed
+//! first).
 
 use std::io;
 use std::net::SocketAddr;
@@ -192,5 +197,132 @@ impl Stream {
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
         self.inner.as_raw_fd()
+    }
+}
+
+/// Sends up to `len` bytes of `file` from byte `position` into `socket` with one
+/// `sendfile(2)` (blocking, retried when interrupted), without copying them through user
+/// space. Returns the bytes sent, fewer than `len` when the socket took fewer; 0 when
+/// `position` is at or past the end of the file. The file's own position does not move.
+pub fn send_file(
+    socket: &std::net::TcpStream,
+    file: &std::fs::File,
+    position: u64,
+    len: usize,
+) -> io::Result<usize> {
+    let mut offset = libc::off_t::try_from(position).map_err(|error| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("position {position}: {error}"))
+    })?;
+    loop {
+        // SAFETY: both descriptors are borrowed, so open, for the call; the kernel writes
+        // only `offset`, a live local.
+        #[allow(unsafe_code)]
+        let sent =
+            unsafe { libc::sendfile(socket.as_raw_fd(), file.as_raw_fd(), &mut offset, len) };
+        if sent >= 0 {
+            return Ok(sent as usize);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// Receives up to `max_bytes` from `socket` with one `recv(2)` (blocking, retried when
+/// interrupted) into the spare capacity of `buf`, after its initialized bytes, without
+/// zeroing that memory first, and grows `buf` by the bytes received. Returns that count; 0
+/// means the peer closed. Fails with `InvalidInput` when there is nothing to receive into:
+/// no spare capacity (the caller reserves first, within its own limits) or `max_bytes` 0.
+pub fn recv_into_spare(
+    socket: &std::net::TcpStream,
+    buf: &mut bytes::BytesMut,
+    max_bytes: usize,
+) -> io::Result<usize> {
+    use bytes::BufMut;
+    let spare = buf.spare_capacity_mut();
+    let want = max_bytes.min(spare.len());
+    if want == 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "receive buffer has no room"));
+    }
+    let got = loop {
+        // SAFETY: `recv` writes at most `want` bytes, which `spare` holds: allocated and
+        // unaliased (borrowed mutably from `buf`) for the call.
+        #[allow(unsafe_code)]
+        let got = unsafe { libc::recv(socket.as_raw_fd(), spare.as_mut_ptr().cast(), want, 0) };
+        if got >= 0 {
+            break got as usize;
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    };
+    assert!(got <= want, "recv returned {got} of at most {want} bytes");
+    // SAFETY: the kernel initialized exactly the first `got` bytes of the spare capacity.
+    #[allow(unsafe_code)]
+    unsafe {
+        buf.advance_mut(got)
+    };
+    Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A connected pair of blocking std sockets on 127.0.0.1.
+    fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client, server)
+    }
+
+    #[test]
+    fn send_file_sends_the_region_and_nothing_past_the_end() {
+        let path = std::env::temp_dir().join(format!("fjord-send-file-{}", std::process::id()));
+        let content: Vec<u8> = (0..100_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        std::fs::write(&path, &content).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let (sender, mut receiver) = pair();
+        let mut position = 1_000u64;
+        while position < 61_000 {
+            let want = (61_000 - position).min(7_000) as usize;
+            let sent = send_file(&sender, &file, position, want).unwrap();
+            assert!(sent > 0 && sent <= want, "{sent} of {want}");
+            position += sent as u64;
+        }
+        assert_eq!(send_file(&sender, &file, content.len() as u64, 10).unwrap(), 0, "at the end");
+        assert_eq!(send_file(&sender, &file, content.len() as u64 + 5, 10).unwrap(), 0, "past");
+        let error = send_file(&sender, &file, u64::MAX, 10).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
+        drop(sender);
+        let mut got = Vec::new();
+        receiver.read_to_end(&mut got).unwrap();
+        assert!(got == content[1_000..61_000], "the region arrives as in the file");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn recv_into_spare_appends_at_most_what_is_asked() {
+        let (mut sender, receiver) = pair();
+        sender.write_all(b"hello, world").unwrap();
+        let mut buf = bytes::BytesMut::with_capacity(64);
+        buf.extend_from_slice(b">");
+        // A short read is allowed, so loop until the first five bytes are in.
+        while buf.len() < 6 {
+            let missing = 6 - buf.len();
+            let got = recv_into_spare(&receiver, &mut buf, missing).unwrap();
+            assert!(got > 0 && got <= missing, "{got} of at most {missing}");
+        }
+        assert_eq!(&buf[..], b">hello", "only what was asked, after what was there");
+        drop(sender);
+        while recv_into_spare(&receiver, &mut buf, 64).unwrap() > 0 {}
+        assert_eq!(&buf[..], b">hello, world", "the rest, then 0 once the peer closed");
+        let mut full = bytes::BytesMut::new();
+        let error = recv_into_spare(&receiver, &mut full, 1).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
     }
 }

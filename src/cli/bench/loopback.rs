@@ -55,29 +55,18 @@ pub(super) fn loopback_stream(
 /// Sends the first `total` bytes of `file` into `stream` with `sendfile(2)`, at most
 /// `chunk_bytes` per call.
 // The bench client sends a batch file with `sendfile`, as a fast producer would.
-#[allow(unsafe_code)]
 pub(super) fn send_file(
     stream: &mut TcpStream,
     file: &std::fs::File,
     total: u64,
     chunk_bytes: usize,
 ) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let mut offset: libc::off_t = 0;
-    while (offset as u64) < total {
-        let want = (total - offset as u64).min(chunk_bytes as u64) as usize;
-        // SAFETY: both descriptors are open for the call; the kernel advances `offset`.
-        let sent =
-            unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut offset, want) };
-        match sent {
+    let mut position = 0u64;
+    while position < total {
+        let want = (total - position).min(chunk_bytes as u64) as usize;
+        match fjord_storage::io::send_file(stream, file, position, want)? {
             0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n if n > 0 => {}
-            _ => {
-                let error = std::io::Error::last_os_error();
-                if error.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(error);
-                }
-            }
+            sent => position += sent as u64,
         }
     }
     Ok(())

@@ -130,32 +130,10 @@ impl Wire {
 /// Reads from `stream` until `buf` holds `len` bytes, into its spare capacity (which the
 /// caller reserved), without zeroing it first.
 // The load generator's own receive path: raw `recv` into spare capacity, no copy.
-#[allow(unsafe_code)]
 fn read_into_spare(stream: &TcpStream, buf: &mut BytesMut, len: usize) -> std::io::Result<()> {
-    use bytes::BufMut;
-    use std::os::fd::AsRawFd;
     while buf.len() < len {
-        let missing = len - buf.len();
-        let spare = buf.spare_capacity_mut();
-        let want = missing.min(spare.len());
-        if want == 0 {
-            return Err(std::io::Error::other("receive buffer has no room"));
-        }
-        // SAFETY: `recv` writes at most `want` bytes into the spare capacity, which is
-        // allocated and unaliased (borrowed mutably from `buf`).
-        let got = unsafe { libc::recv(stream.as_raw_fd(), spare.as_mut_ptr().cast(), want, 0) };
-        match got {
-            n if n > 0 => {
-                // SAFETY: the kernel initialised exactly these `n` bytes.
-                unsafe { buf.advance_mut(n as usize) };
-            }
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            _ => {
-                let error = std::io::Error::last_os_error();
-                if error.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(error);
-                }
-            }
+        if fjord_storage::io::recv_into_spare(stream, buf, len - buf.len())? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
     }
     Ok(())
