@@ -407,12 +407,9 @@ impl Coordinator {
     fn new_member_id(&self, client_id: &str) -> String {
         let seq = self.next_member_seq.get() + 1;
         self.next_member_seq.set(seq);
-        let mut random = [0u8; 8];
-        // SAFETY: getrandom fills at most `random.len()` bytes of the live buffer.
-        #[allow(unsafe_code)]
-        let _ = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+        let random = crate::ids::random_id();
         let client = if client_id.is_empty() { "member" } else { client_id };
-        format!("{client}-{}-{seq}", random.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        format!("{client}-{}-{seq}", crate::ids::hex(&random[..8]))
     }
 
     // ----- JoinGroup -------------------------------------------------------------------
