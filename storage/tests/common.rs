@@ -9,19 +9,6 @@ use fjord_storage::batch::build;
 pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    /// A directory under Cargo's temporary directory for tests, inside the build directory:
-    /// on the project's disk even where the system temp dir is tmpfs (whose pages cannot be
-    /// evicted, which the page-cache tests need).
-    pub(crate) fn on_disk(name: &str) -> TempDir {
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("fjord-storage-{name}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
     pub(crate) fn new(name: &str) -> TempDir {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

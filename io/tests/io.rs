@@ -1,0 +1,6 @@
+//! Integration tests of fjord-io against real files and sockets on io_uring. One binary with
+//! a module per capability keeps link time low.
+
+mod common;
+mod residency;
+mod splice;
