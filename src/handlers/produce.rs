@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
@@ -19,9 +20,10 @@ use tracing::warn;
 use super::reply::{frame, HandlerError, Reply};
 use crate::broker::outcome::{AppendDone, PartitionOutcome};
 use crate::broker::shards::{ByShard, ProducePart, Shards};
-use crate::broker::Broker;
+use crate::broker::{Broker, Topic};
 use crate::handlers::errors::append_error_code;
 use crate::partition::replica::ReplicationWait;
+use crate::partition::Partition;
 use crate::protocol::{decode_body, Request};
 
 /// Longest an acks=all produce waits for the in-sync replicas.
@@ -106,33 +108,10 @@ pub(crate) async fn produce_partition(
     mut done: AppendDone,
 ) -> PartitionOutcome {
     done.turn().await;
-    // Refusing because this broker has not read the state that made it the leader yet would
-    // send an idempotent producer's next request (already in flight) here with a sequence
-    // gap, which librdkafka answers by renumbering every unacknowledged message under a new
-    // epoch, duplicating those the old leader had written (`partition_for_leader`).
-    let found = broker
-        .partition_for_leader(&topic, index)
-        .await
-        .and_then(|p| Some((broker.topic(&topic)?, p)));
-    let Some((topic_state, partition)) = found else {
-        return if broker.partition_exists(&topic, index) {
-            PartitionOutcome::refused(
-                ResponseError::NotLeaderOrFollower,
-                format!("broker {} holds no replica of {topic}-{index}", broker.config.broker_id),
-            )
-        } else {
-            PartitionOutcome::refused(
-                ResponseError::UnknownTopicOrPartition,
-                format!("{topic}-{index} does not exist"),
-            )
-        };
+    let (topic_state, partition) = match led_partition(&broker, &topic, index).await {
+        Ok(found) => found,
+        Err(refused) => return refused,
     };
-    if !partition.replica.is_leader() {
-        return PartitionOutcome::refused(
-            ResponseError::NotLeaderOrFollower,
-            format!("broker {} does not lead {topic}-{index}", broker.config.broker_id),
-        );
-    }
     let in_sync = partition.replica.role().isr.len() as i32;
     let min_insync = topic_state.config.min_insync_replicas(&broker.config);
     if acks == -1 && in_sync < min_insync {
@@ -160,34 +139,86 @@ pub(crate) async fn produce_partition(
     }
     if acks == -1 {
         let end = appended.last_offset + 1;
-        if broker.config.fsync_acks_all {
-            if let Err(error) = partition.flush_to(end).await {
-                return PartitionOutcome::refused(
-                    crate::handlers::errors::storage_error_code(&error),
-                    error.to_string(),
-                );
-            }
-        }
-        let timeout =
-            std::time::Duration::from_millis(timeout_ms.clamp(0, PRODUCE_TIMEOUT_MS_MAX) as u64);
-        match partition.wait_replicated(end, timeout, min_insync).await {
-            Ok(()) => {}
-            Err(ReplicationWait::NotLeader) => {
-                return PartitionOutcome::refused(ResponseError::NotLeaderOrFollower, "leadership moved before the records were replicated".to_string())
-            }
-            Err(ReplicationWait::TimedOut) => return PartitionOutcome::refused(ResponseError::RequestTimedOut, "the in-sync replicas did not confirm in time".to_string()),
-            Err(ReplicationWait::NotEnoughReplicas) => {
-                return PartitionOutcome::refused(
-                    ResponseError::NotEnoughReplicasAfterAppend,
-                    format!("the in-sync set shrank below min.insync.replicas ({min_insync}) while the records waited"),
-                )
-            }
+        if let Err(refused) = acks_all(&broker, &partition, end, timeout_ms, min_insync).await {
+            return refused;
         }
     }
     PartitionOutcome {
         error: None,
         base_offset: appended.base_offset,
         log_start_offset: partition.log_start_offset(),
+    }
+}
+
+/// The topic and the partition `topic`-`index` if this broker leads it; the refusal if not.
+async fn led_partition(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+) -> Result<(Rc<Topic>, Rc<Partition>), PartitionOutcome> {
+    // Refusing because this broker has not read the state that made it the leader yet would
+    // send an idempotent producer's next request (already in flight) here with a sequence
+    // gap, which librdkafka answers by renumbering every unacknowledged message under a new
+    // epoch, duplicating those the old leader had written (`partition_for_leader`).
+    let found = broker
+        .partition_for_leader(topic, index)
+        .await
+        .and_then(|p| Some((broker.topic(topic)?, p)));
+    let Some((topic_state, partition)) = found else {
+        return Err(if broker.partition_exists(topic, index) {
+            PartitionOutcome::refused(
+                ResponseError::NotLeaderOrFollower,
+                format!("broker {} holds no replica of {topic}-{index}", broker.config.broker_id),
+            )
+        } else {
+            PartitionOutcome::refused(
+                ResponseError::UnknownTopicOrPartition,
+                format!("{topic}-{index} does not exist"),
+            )
+        });
+    };
+    if !partition.replica.is_leader() {
+        return Err(PartitionOutcome::refused(
+            ResponseError::NotLeaderOrFollower,
+            format!("broker {} does not lead {topic}-{index}", broker.config.broker_id),
+        ));
+    }
+    Ok((topic_state, partition))
+}
+
+/// What acks=all waits for once the records up to `end` are appended: their fdatasync
+/// (unless configured off), then the in-sync replicas, at least `min_insync` of them.
+async fn acks_all(
+    broker: &Broker,
+    partition: &Partition,
+    end: i64,
+    timeout_ms: i32,
+    min_insync: i32,
+) -> Result<(), PartitionOutcome> {
+    if broker.config.fsync_acks_all {
+        if let Err(error) = partition.flush_to(end).await {
+            return Err(PartitionOutcome::refused(
+                crate::handlers::errors::storage_error_code(&error),
+                error.to_string(),
+            ));
+        }
+    }
+    let timeout =
+        std::time::Duration::from_millis(timeout_ms.clamp(0, PRODUCE_TIMEOUT_MS_MAX) as u64);
+    match partition.wait_replicated(end, timeout, min_insync).await {
+        Ok(()) => Ok(()),
+        Err(ReplicationWait::NotLeader) => Err(PartitionOutcome::refused(
+            ResponseError::NotLeaderOrFollower,
+            "leadership moved before the records were replicated".to_string(),
+        )),
+        Err(ReplicationWait::TimedOut) => Err(PartitionOutcome::refused(
+            ResponseError::RequestTimedOut,
+            "the in-sync replicas did not confirm in time".to_string(),
+        )),
+        Err(ReplicationWait::NotEnoughReplicas) => Err(PartitionOutcome::refused(
+            ResponseError::NotEnoughReplicasAfterAppend,
+            format!("the in-sync set shrank below min.insync.replicas ({min_insync}) while the records waited"),
+        )),
     }
 }
 
@@ -248,89 +279,9 @@ pub(super) async fn handle(
         None => (None, None),
     };
     let appends = Arc::new(Semaphore::new(0));
-    let mut appending = 0u32;
-    // One message per other shard carrying all of its partitions, sent first so that shard
-    // appends while this one does; then one task per partition of this shard's. Answers are
-    // collected in request order.
-    let mut names = Vec::new();
-    let mut outcomes: Vec<Option<PartitionOutcome>> = Vec::new();
-    let mut local = Vec::new();
-    let mut remote: ByShard<usize, ProducePart> = ByShard::default();
-    for topic_data in &body.topic_data {
-        let name = topic_data.name.0.to_string();
-        for data in &topic_data.partition_data {
-            let slot = outcomes.len();
-            names.push((name.clone(), data.index));
-            if !matches!(acks, -1..=1) {
-                outcomes.push(Some(PartitionOutcome::refused(
-                    ResponseError::InvalidRequiredAcks,
-                    format!("acks must be -1, 0 or 1, got {acks}"),
-                )));
-                continue;
-            }
-            if body.transactional_id.is_some() {
-                outcomes.push(Some(PartitionOutcome::refused(
-                    ResponseError::TransactionalIdAuthorizationFailed,
-                    "transactions are not supported by Fjord".to_string(),
-                )));
-                continue;
-            }
-            // As Kafka, a partition that does not exist is answered as such before its records
-            // are looked at (the append answers UNKNOWN_TOPIC_OR_PARTITION); it is looked up
-            // only for records that fail the check, off the common path.
-            if let Err(reason) = one_batch(data.records.as_deref()) {
-                if broker.partition_exists(&name, data.index) {
-                    outcomes.push(Some(PartitionOutcome::refused(
-                        ResponseError::InvalidRecord,
-                        reason,
-                    )));
-                    continue;
-                }
-            }
-            outcomes.push(None);
-            appending += 1;
-            let done = AppendDone::new(
-                &appends,
-                order.as_ref().map(|order| order.turn(&name, data.index)),
-            );
-            match broker.shards.owner_of(&name, data.index) {
-                Some(shard) => remote.push(
-                    shard,
-                    slot,
-                    ProducePart {
-                        topic: name.clone(),
-                        index: data.index,
-                        records: data.records.clone(),
-                        done,
-                    },
-                ),
-                None => local.push((slot, name.clone(), data.index, data.records.clone(), done)),
-            }
-        }
-    }
-    let remote: Vec<_> = remote
-        .into_groups()
-        .map(|(shard, slots, parts)| {
-            (slots, broker.shards.produce(shard, parts, acks, body.timeout_ms))
-        })
-        .collect();
-    let local: Vec<_> = local
-        .into_iter()
-        .map(|(slot, topic, index, records, done)| {
-            (
-                slot,
-                fjord_storage::io::spawn(produce_partition(
-                    Rc::clone(broker),
-                    topic,
-                    index,
-                    records,
-                    acks,
-                    body.timeout_ms,
-                    done,
-                )),
-            )
-        })
-        .collect();
+    let parts = Parts::sort(broker, &body, order.as_deref(), &appends);
+    let appending = parts.appending;
+    let (names, outcomes, started) = parts.start(broker, acks, body.timeout_ms);
     if let Some((ordered, appended)) = signals {
         // Every turn is taken (above, before any await) and the other shards' parts are in
         // their inboxes behind this connection's earlier ones.
@@ -340,21 +291,177 @@ pub(super) async fn handle(
             let _ = appended.send(());
         }
     }
-    for (slot, task) in local {
-        let outcome = task.await.unwrap_or_else(|join_error| {
-            PartitionOutcome::refused(
-                ResponseError::UnknownServerError,
-                format!("produce task failed: {join_error}"),
-            )
+    let outcomes = started.outcomes(outcomes).await;
+    let (response, refused) = response(request, &body, names, outcomes);
+    if acks == 0 {
+        // No answer goes back to an acks=0 producer, so a refusal closes the connection, as
+        // in Kafka: the client reconnects and refreshes its metadata.
+        return Ok(match refused {
+            Some(reason) => Reply::Close(format!("acks=0 produce refused ({reason})")),
+            None => Reply::Nothing,
         });
-        outcomes[slot] = Some(outcome);
     }
-    for (slots, answer) in remote {
-        let answers = Shards::produced(answer, slots.len()).await;
-        for (slot, outcome) in slots.into_iter().zip(answers) {
+    frame(request, &response)
+}
+
+/// A partition this shard appends to: its slot, topic, index, records and append's end.
+type LocalPart = (usize, String, i32, Option<Bytes>, AppendDone);
+
+/// A Produce's partitions sorted by where each goes: refused before any append, appended
+/// here, or sent to the shard that owns it. A slot is a partition's place in the request.
+#[derive(Default)]
+struct Parts {
+    /// Topic and partition index per slot.
+    names: Vec<(String, i32)>,
+    /// Outcome per slot; the refusals before any append are known at once.
+    outcomes: Vec<Option<PartitionOutcome>>,
+    local: Vec<LocalPart>,
+    remote: ByShard<usize, ProducePart>,
+    /// Appends to come; each adds a permit to the request's semaphore once over.
+    appending: u32,
+}
+
+impl Parts {
+    /// Sorts every partition of `body`, taking each append's turn in the connection's
+    /// `order` (there is none for a request that is not pipelined).
+    fn sort(
+        broker: &Broker,
+        body: &ProduceRequest,
+        order: Option<&AppendOrder>,
+        appends: &Arc<Semaphore>,
+    ) -> Parts {
+        let mut parts = Parts::default();
+        for topic_data in &body.topic_data {
+            let name = topic_data.name.0.to_string();
+            for data in &topic_data.partition_data {
+                let slot = parts.outcomes.len();
+                parts.names.push((name.clone(), data.index));
+                if let Some(refused) = refused_before_append(broker, body, &name, data) {
+                    parts.outcomes.push(Some(refused));
+                    continue;
+                }
+                parts.outcomes.push(None);
+                parts.appending += 1;
+                let turn = order.map(|order| order.turn(&name, data.index));
+                let done = AppendDone::new(appends, turn);
+                let records = data.records.clone();
+                match broker.shards.owner_of(&name, data.index) {
+                    Some(shard) => parts.remote.push(
+                        shard,
+                        slot,
+                        ProducePart { topic: name.clone(), index: data.index, records, done },
+                    ),
+                    None => parts.local.push((slot, name.clone(), data.index, records, done)),
+                }
+            }
+        }
+        parts
+    }
+
+    /// Starts the appends: one message per other shard carrying all of its partitions, sent
+    /// first so that shard appends while this one does; then one task per partition of this
+    /// shard's. Gives back the names and outcomes known so far, and the appends under way.
+    fn start(
+        self,
+        broker: &Rc<Broker>,
+        acks: i16,
+        timeout_ms: i32,
+    ) -> (Vec<(String, i32)>, Vec<Option<PartitionOutcome>>, Started) {
+        let remote = self
+            .remote
+            .into_groups()
+            .map(|(shard, slots, parts)| {
+                (slots, broker.shards.produce(shard, parts, acks, timeout_ms))
+            })
+            .collect();
+        let local = self
+            .local
+            .into_iter()
+            .map(|(slot, topic, index, records, done)| {
+                let broker = Rc::clone(broker);
+                let task = produce_partition(broker, topic, index, records, acks, timeout_ms, done);
+                (slot, fjord_storage::io::spawn(task))
+            })
+            .collect();
+        (self.names, self.outcomes, Started { local, remote })
+    }
+}
+
+/// Why a partition is refused before its append, if it is: acks out of range, a
+/// transactional Produce, or records that fail Kafka's v3+ check.
+fn refused_before_append(
+    broker: &Broker,
+    body: &ProduceRequest,
+    name: &str,
+    data: &PartitionProduceData,
+) -> Option<PartitionOutcome> {
+    let acks = body.acks;
+    if !matches!(acks, -1..=1) {
+        return Some(PartitionOutcome::refused(
+            ResponseError::InvalidRequiredAcks,
+            format!("acks must be -1, 0 or 1, got {acks}"),
+        ));
+    }
+    if body.transactional_id.is_some() {
+        return Some(PartitionOutcome::refused(
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "transactions are not supported by Fjord".to_string(),
+        ));
+    }
+    // As Kafka, a partition that does not exist is answered as such before its records
+    // are looked at (the append answers UNKNOWN_TOPIC_OR_PARTITION); it is looked up
+    // only for records that fail the check, off the common path.
+    match one_batch(data.records.as_deref()) {
+        Err(reason) if broker.partition_exists(name, data.index) => {
+            Some(PartitionOutcome::refused(ResponseError::InvalidRecord, reason))
+        }
+        _ => None,
+    }
+}
+
+/// Another shard's outcomes for its parts of a Produce, to come (`None` if it is gone).
+type ShardAnswer = Option<oneshot::Receiver<Vec<PartitionOutcome>>>;
+
+/// The appends of a Produce under way, by slot.
+struct Started {
+    local: Vec<(usize, tokio::task::JoinHandle<PartitionOutcome>)>,
+    /// Per other shard, its slots and its answer to come.
+    remote: Vec<(Vec<usize>, ShardAnswer)>,
+}
+
+impl Started {
+    /// Waits for every append and fills in its slot of `outcomes`.
+    async fn outcomes(
+        self,
+        mut outcomes: Vec<Option<PartitionOutcome>>,
+    ) -> Vec<Option<PartitionOutcome>> {
+        for (slot, task) in self.local {
+            let outcome = task.await.unwrap_or_else(|join_error| {
+                PartitionOutcome::refused(
+                    ResponseError::UnknownServerError,
+                    format!("produce task failed: {join_error}"),
+                )
+            });
             outcomes[slot] = Some(outcome);
         }
+        for (slots, answer) in self.remote {
+            let answers = Shards::produced(answer, slots.len()).await;
+            for (slot, outcome) in slots.into_iter().zip(answers) {
+                outcomes[slot] = Some(outcome);
+            }
+        }
+        outcomes
     }
+}
+
+/// The Produce response, in request order, and the first refusal (for acks=0, which has no
+/// response to carry it).
+fn response(
+    request: &Request,
+    body: &ProduceRequest,
+    names: Vec<(String, i32)>,
+    outcomes: Vec<Option<PartitionOutcome>>,
+) -> (ProduceResponse, Option<String>) {
     let mut response = ProduceResponse::default();
     let mut refused = None;
     for topic_data in &body.topic_data {
@@ -372,38 +479,43 @@ pub(super) async fn handle(
                     "no answer for the partition".to_string(),
                 )
             });
-            let mut entry = PartitionProduceResponse::default();
-            entry.index = index;
-            entry.base_offset = outcome.base_offset;
-            entry.log_append_time_ms = -1;
-            entry.log_start_offset = -1;
-            match outcome.error {
-                Some((code, message)) => {
-                    warn!(topic = %name, partition = index, client = ?request.header.client_id, %message, "produce refused");
-                    refused.get_or_insert_with(|| format!("{name}-{index}: {message}"));
-                    entry.error_code = code.code();
-                    if request.version >= 8 {
-                        entry.error_message = Some(message.into());
-                    }
-                }
-                None => {
-                    if request.version >= 5 {
-                        entry.log_start_offset = outcome.log_start_offset;
-                    }
-                }
-            }
+            let entry = partition_response(request, &name, index, outcome, &mut refused);
             response.responses[topic_index].partition_responses.push(entry);
         }
     }
-    if acks == 0 {
-        // No answer goes back to an acks=0 producer, so a refusal closes the connection, as
-        // in Kafka: the client reconnects and refreshes its metadata.
-        return Ok(match refused {
-            Some(reason) => Reply::Close(format!("acks=0 produce refused ({reason})")),
-            None => Reply::Nothing,
-        });
+    (response, refused)
+}
+
+/// One partition's entry in the response; a refusal is logged, and kept in `refused` if it
+/// is the first.
+fn partition_response(
+    request: &Request,
+    name: &str,
+    index: i32,
+    outcome: PartitionOutcome,
+    refused: &mut Option<String>,
+) -> PartitionProduceResponse {
+    let mut entry = PartitionProduceResponse::default();
+    entry.index = index;
+    entry.base_offset = outcome.base_offset;
+    entry.log_append_time_ms = -1;
+    entry.log_start_offset = -1;
+    match outcome.error {
+        Some((code, message)) => {
+            warn!(topic = %name, partition = index, client = ?request.header.client_id, %message, "produce refused");
+            refused.get_or_insert_with(|| format!("{name}-{index}: {message}"));
+            entry.error_code = code.code();
+            if request.version >= 8 {
+                entry.error_message = Some(message.into());
+            }
+        }
+        None => {
+            if request.version >= 5 {
+                entry.log_start_offset = outcome.log_start_offset;
+            }
+        }
     }
-    frame(request, &response)
+    entry
 }
 
 #[cfg(test)]
