@@ -15,9 +15,11 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use fjord_storage::io::{Stream, READ_CHUNK_BYTES};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
+use kafka_protocol::messages::offset_for_leader_epoch_response::EpochEndOffset;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use kafka_protocol::ResponseError;
@@ -205,98 +207,84 @@ async fn cut_divergent_tails(
     partitions: &[Rc<Partition>],
     client_id: &str,
 ) -> Result<(), FetcherError> {
-    let me = broker.config.broker_id;
     let to_check: Vec<&Rc<Partition>> =
         partitions.iter().filter(|p| p.replica.needs_truncation.get()).collect();
     if to_check.is_empty() {
         return Ok(());
     }
-    let mut by_topic: BTreeMap<String, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
-    let mut by_epoch_asked: BTreeMap<(String, i32), i32> = BTreeMap::new();
-    for p in &to_check {
-        by_epoch_asked
-            .insert((p.topic.to_string(), p.index), p.replica.latest_epoch().unwrap_or(-1));
-        let mut q = OffsetForLeaderPartition::default();
-        q.partition = p.index;
-        q.current_leader_epoch = p.replica.leader_epoch();
-        q.leader_epoch = p.replica.latest_epoch().unwrap_or(-1);
-        by_topic.entry(p.topic.to_string()).or_default().push(q);
-    }
+    // The latest epoch each partition asks about.
+    let asked: Vec<i32> = to_check.iter().map(|p| p.replica.latest_epoch().unwrap_or(-1)).collect();
     let mut request = OffsetForLeaderEpochRequest::default();
-    request.replica_id = BrokerId(me);
-    request.topics = by_topic
-        .into_iter()
-        .map(|(topic, partitions)| {
+    request.replica_id = BrokerId(broker.config.broker_id);
+    request.topics = by_topic(
+        &to_check,
+        |p| {
+            let mut q = OffsetForLeaderPartition::default();
+            q.partition = p.index;
+            q.current_leader_epoch = p.replica.leader_epoch();
+            q.leader_epoch = p.replica.latest_epoch().unwrap_or(-1);
+            q
+        },
+        |topic, partitions| {
             let mut t = OffsetForLeaderTopic::default();
-            t.topic = TopicName(topic.into());
+            t.topic = topic;
             t.partitions = partitions;
             t
-        })
-        .collect();
-    let roles: Vec<(i32, i32)> = to_check
-        .iter()
-        .map(|p| {
-            let r = p.replica.role();
-            (r.leader, r.leader_epoch)
-        })
-        .collect();
+        },
+    );
+    let roles = roles_of(&to_check);
     let response: OffsetForLeaderEpochResponse =
         conn.call(ApiKey::OffsetForLeaderEpoch, EPOCH_VERSION, &request, client_id).await?;
-    // Leadership may have moved while we waited: answers for a changed role are stale.
-    let unchanged = |p: &Rc<Partition>| {
-        let r = p.replica.role();
-        to_check
-            .iter()
-            .zip(&roles)
-            .any(|(q, role)| Rc::ptr_eq(q, p) && *role == (r.leader, r.leader_epoch))
-    };
     for topic in &response.topics {
         for answer in &topic.partitions {
-            let Some(partition) = partitions
-                .iter()
-                .find(|p| &*p.topic == topic.topic.0.as_str() && p.index == answer.partition)
-            else {
+            let Some(slot) = slot_of(&to_check, &topic.topic, answer.partition) else {
                 continue;
             };
-            if !unchanged(partition) {
+            let partition = to_check[slot];
+            // Leadership may have moved while we waited: answers for a changed role are stale.
+            if role_of(partition) != roles[slot] {
                 continue;
             }
             if answer.error_code != 0 {
                 debug!(partition = ?partition, error = answer.error_code, "OffsetForLeaderEpoch refused; retrying");
                 continue;
             }
-            let log_end = partition.log_end_offset();
-            let asked = by_epoch_asked
-                .get(&(topic.topic.0.to_string(), answer.partition))
-                .copied()
-                .unwrap_or(-1);
-            let cut = if answer.end_offset < 0 {
-                // No common epoch: keep only what the high watermark vouches for.
-                partition.high_watermark().max(partition.log_start_offset())
-            } else if answer.leader_epoch < asked {
-                // The leader never had our latest epoch: its answer is where an older
-                // epoch ended there; ours may have ended earlier (Kafka takes the smaller).
-                answer
-                    .end_offset
-                    .min(partition.replica.end_offset_for(answer.leader_epoch, log_end).1)
-            } else {
-                answer.end_offset
-            };
-            // An epoch this replica has no start for answers -1 (end_offset_for): never
-            // cut below the log start.
-            let cut = cut.max(partition.log_start_offset());
-            let role = roles
-                [to_check.iter().position(|q| Rc::ptr_eq(q, partition)).expect("checked above")];
-            if partition.replica.latest_epoch().is_some()
-                && cut < log_end
-                && partition.truncate_to(cut, role).await?.is_none()
-            {
-                // The role changed while the log was awaited: the new role decides.
-                continue;
-            }
-            partition.replica.needs_truncation.set(false);
+            cut_where_diverged(partition, answer, asked[slot], roles[slot]).await?;
         }
     }
+    Ok(())
+}
+
+/// Cuts the log of `partition`, which asked about epoch `asked` in `role`, where the
+/// leader's `answer` says it diverged, and marks it checked unless the role changed.
+async fn cut_where_diverged(
+    partition: &Partition,
+    answer: &EpochEndOffset,
+    asked: i32,
+    role: (i32, i32),
+) -> Result<(), FetcherError> {
+    let log_end = partition.log_end_offset();
+    let cut = if answer.end_offset < 0 {
+        // No common epoch: keep only what the high watermark vouches for.
+        partition.high_watermark().max(partition.log_start_offset())
+    } else if answer.leader_epoch < asked {
+        // The leader never had our latest epoch: its answer is where an older
+        // epoch ended there; ours may have ended earlier (Kafka takes the smaller).
+        answer.end_offset.min(partition.replica.end_offset_for(answer.leader_epoch, log_end).1)
+    } else {
+        answer.end_offset
+    };
+    // An epoch this replica has no start for answers -1 (end_offset_for): never
+    // cut below the log start.
+    let cut = cut.max(partition.log_start_offset());
+    if partition.replica.latest_epoch().is_some()
+        && cut < log_end
+        && partition.truncate_to(cut, role).await?.is_none()
+    {
+        // The role changed while the log was awaited: the new role decides.
+        return Ok(());
+    }
+    partition.replica.needs_truncation.set(false);
     Ok(())
 }
 
@@ -308,92 +296,51 @@ async fn fetch_from_log_ends(
     partitions: &[Rc<Partition>],
     client_id: &str,
 ) -> Result<(), FetcherError> {
-    let me = broker.config.broker_id;
     let ready: Vec<&Rc<Partition>> =
         partitions.iter().filter(|p| !p.replica.needs_truncation.get()).collect();
     if ready.is_empty() {
         tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
         return Ok(());
     }
-    let mut by_topic: BTreeMap<String, Vec<FetchPartition>> = BTreeMap::new();
-    for p in &ready {
-        let mut f = FetchPartition::default();
-        f.partition = p.index;
-        f.current_leader_epoch = p.replica.leader_epoch();
-        f.fetch_offset = p.log_end_offset();
-        f.log_start_offset = p.log_start_offset();
-        f.partition_max_bytes = FETCH_PARTITION_BYTES;
-        by_topic.entry(p.topic.to_string()).or_default().push(f);
-    }
     let mut request = FetchRequest::default();
-    request.replica_id = BrokerId(me);
+    request.replica_id = BrokerId(broker.config.broker_id);
     request.max_wait_ms = FETCH_WAIT_MS;
     request.min_bytes = 1;
     request.max_bytes = FETCH_BYTES;
     request.session_epoch = -1;
-    request.topics = by_topic
-        .into_iter()
-        .map(|(topic, partitions)| {
+    request.topics = by_topic(
+        &ready,
+        |p| {
+            let mut f = FetchPartition::default();
+            f.partition = p.index;
+            f.current_leader_epoch = p.replica.leader_epoch();
+            f.fetch_offset = p.log_end_offset();
+            f.log_start_offset = p.log_start_offset();
+            f.partition_max_bytes = FETCH_PARTITION_BYTES;
+            f
+        },
+        |topic, partitions| {
             let mut t = FetchTopic::default();
-            t.topic = TopicName(topic.into());
+            t.topic = topic;
             t.partitions = partitions;
             t
-        })
-        .collect();
-    let roles: Vec<(i32, i32)> = ready
-        .iter()
-        .map(|p| {
-            let r = p.replica.role();
-            (r.leader, r.leader_epoch)
-        })
-        .collect();
+        },
+    );
+    let roles = roles_of(&ready);
     let response: FetchResponse =
         conn.call(ApiKey::Fetch, FETCH_VERSION, &request, client_id).await?;
     let mut stale = false;
     for topic in &response.responses {
         for data in &topic.partitions {
-            let Some(slot) = ready.iter().position(|p| {
-                &*p.topic == topic.topic.0.as_str() && p.index == data.partition_index
-            }) else {
+            let Some(slot) = slot_of(&ready, &topic.topic, data.partition_index) else {
                 continue;
             };
-            let partition = ready[slot];
-            let role = partition.replica.role();
-            if roles[slot] != (role.leader, role.leader_epoch) {
+            if role_of(ready[slot]) != roles[slot] {
                 // Leadership moved while this fetch was in flight: its records are not ours.
                 continue;
             }
-            match ResponseError::try_from_code(data.error_code) {
-                None if data.error_code == 0 => {}
-                Some(ResponseError::OffsetOutOfRange) => {
-                    if partition.log_end_offset() < data.log_start_offset {
-                        warn!(partition = ?partition, leader_log_start = data.log_start_offset, "behind the leader's log start; restarting the replica there");
-                        partition.restart_at(data.log_start_offset, roles[slot]).await?;
-                    } else {
-                        partition.replica.needs_truncation.set(true);
-                    }
-                    continue;
-                }
-                _ => {
-                    debug!(partition = ?partition, error = data.error_code, "leader refused the fetch");
-                    stale = true;
-                    continue;
-                }
-            }
-            if let Some(records) = data.records.clone().filter(|r| !r.is_empty()) {
-                match partition.append_replicated(records, data.high_watermark).await {
-                    Ok(()) => {
-                        if broker.config.fsync_acks_all {
-                            partition.flush_to(partition.log_end_offset()).await?;
-                        }
-                    }
-                    Err(error) => {
-                        warn!(partition = ?partition, %error, "cannot append the leader's batches; checking for divergence");
-                        partition.replica.needs_truncation.set(true);
-                    }
-                }
-            } else {
-                partition.follower_high_watermark(data.high_watermark);
+            if let Taken::Refused = take_fetched(broker, ready[slot], data, roles[slot]).await? {
+                stale = true;
             }
         }
     }
@@ -401,4 +348,87 @@ async fn fetch_from_log_ends(
         tokio::time::sleep(Duration::from_millis(RETRY_MS / 2)).await;
     }
     Ok(())
+}
+
+/// How a partition's part of a fetch was taken, if not with an error.
+enum Taken {
+    /// Appended, or nothing to append, or the partition set to restart or to be checked.
+    Done,
+    /// The leader refused it with an error to wait out.
+    Refused,
+}
+
+/// Takes one partition's part of a fetch, fetched in `role`: appends the leader's batches
+/// (fdatasync'd with `fsync-acks-all`) and takes its high watermark. Behind the leader's
+/// log start it restarts the replica there; a failed append or an offset out of range
+/// marks the partition for a divergence check.
+async fn take_fetched(
+    broker: &Broker,
+    partition: &Partition,
+    data: &PartitionData,
+    role: (i32, i32),
+) -> Result<Taken, FetcherError> {
+    match ResponseError::try_from_code(data.error_code) {
+        None if data.error_code == 0 => {}
+        Some(ResponseError::OffsetOutOfRange) => {
+            if partition.log_end_offset() < data.log_start_offset {
+                warn!(partition = ?partition, leader_log_start = data.log_start_offset, "behind the leader's log start; restarting the replica there");
+                partition.restart_at(data.log_start_offset, role).await?;
+            } else {
+                partition.replica.needs_truncation.set(true);
+            }
+            return Ok(Taken::Done);
+        }
+        _ => {
+            debug!(partition = ?partition, error = data.error_code, "leader refused the fetch");
+            return Ok(Taken::Refused);
+        }
+    }
+    if let Some(records) = data.records.clone().filter(|r| !r.is_empty()) {
+        match partition.append_replicated(records, data.high_watermark).await {
+            Ok(()) => {
+                if broker.config.fsync_acks_all {
+                    partition.flush_to(partition.log_end_offset()).await?;
+                }
+            }
+            Err(error) => {
+                warn!(partition = ?partition, %error, "cannot append the leader's batches; checking for divergence");
+                partition.replica.needs_truncation.set(true);
+            }
+        }
+    } else {
+        partition.follower_high_watermark(data.high_watermark);
+    }
+    Ok(Taken::Done)
+}
+
+/// A partition's role now, as (leader, leader epoch): an answer from the leader is the
+/// partition's only while its role is still the one the request was sent in.
+fn role_of(partition: &Partition) -> (i32, i32) {
+    let role = partition.replica.role();
+    (role.leader, role.leader_epoch)
+}
+
+/// Each partition's role (`role_of`) as a request to the leader leaves.
+fn roles_of(partitions: &[&Rc<Partition>]) -> Vec<(i32, i32)> {
+    partitions.iter().map(|p| role_of(p)).collect()
+}
+
+/// The place in `partitions` of `topic`-`index`, which an answer names.
+fn slot_of(partitions: &[&Rc<Partition>], topic: &TopicName, index: i32) -> Option<usize> {
+    partitions.iter().position(|p| &*p.topic == topic.0.as_str() && p.index == index)
+}
+
+/// A request's topics, in name order: `partition` builds each partition's entry and `topic`
+/// each topic's from its name and entries.
+fn by_topic<P, T>(
+    partitions: &[&Rc<Partition>],
+    partition: impl Fn(&Partition) -> P,
+    topic: impl Fn(TopicName, Vec<P>) -> T,
+) -> Vec<T> {
+    let mut grouped: BTreeMap<String, Vec<P>> = BTreeMap::new();
+    for p in partitions {
+        grouped.entry(p.topic.to_string()).or_default().push(partition(p));
+    }
+    grouped.into_iter().map(|(name, entries)| topic(TopicName(name.into()), entries)).collect()
 }
