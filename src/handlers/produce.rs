@@ -84,7 +84,7 @@ impl AppendOrder {
     }
 }
 
-/// What a Produce tells the connection that read it (`server.rs`): `ordered` once every
+/// What a Produce tells the connection that read it (`server/connection.rs`): `ordered` once every
 /// partition's append has taken its turn (the connection may start its next request then,
 /// if that is a Produce too), `appended` once every append is over (any other request waits
 /// for that). An acks=0 Produce tells neither: the connection waits for its answer, as a
