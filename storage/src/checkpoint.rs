@@ -9,9 +9,10 @@
 //! 16       8    log start offset i64 BE
 //! 24       4    CRC-32C u32 BE of bytes 0..24
 //! ```
-//! Written atomically: `checkpoint.tmp`, fdatasync, rename over `checkpoint`, fsync of the
-//! directory. A crash at any point leaves the old or the new file, never a torn one; a file
-//! that fails its checks is treated as absent (full recovery scan, which is always safe).
+//! Written atomically (`Disk::write_file_atomic`): `checkpoint.tmp`, fdatasync, rename over
+//! `checkpoint`, fsync of the directory. A crash at any point leaves the old or the new file,
+//! never a torn one; a file that fails its checks is treated as absent (full recovery scan,
+//! which is always safe).
 
 use std::path::Path;
 
@@ -20,7 +21,6 @@ use tracing::warn;
 use crate::disk::{Disk, DiskFile};
 
 const FILE_NAME: &str = "checkpoint";
-const TEMP_NAME: &str = "checkpoint.tmp";
 const MAGIC: &[u8; 4] = b"FJCP";
 const VERSION: u16 = 1;
 const FLAG_CLEAN: u16 = 1;
@@ -87,15 +87,7 @@ impl Checkpoint {
 
     /// Replaces the checkpoint of `dir` atomically and durably.
     pub async fn write<D: Disk>(&self, disk: &D, dir: &Path) -> std::io::Result<()> {
-        let temp = dir.join(TEMP_NAME);
-        let file = disk.open_rw(&temp, true).await?;
-        file.set_len(0)?;
-        let (result, _) = file.write_all_at(self.encode(), 0).await;
-        result?;
-        file.sync_data().await?;
-        file.close().await?;
-        disk.rename(&temp, &dir.join(FILE_NAME)).await?;
-        disk.sync_dir(dir).await
+        disk.write_file_atomic(&dir.join(FILE_NAME), self.encode()).await
     }
 }
 

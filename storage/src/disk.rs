@@ -1,7 +1,11 @@
 //! What the partition log needs of a file system, as two traits: [`Disk`] (names in
 //! directories) and [`DiskFile`] (one open file). The log, its segments, recovery, retention
-//! and the checkpoint reach files only through them, so a seeded simulator (`sim::SimDisk`,
-//! which depends on this module, not the reverse) can stand in for the real disk in tests.
+//! and the checkpoint reach files only through them, and so do the replication crate's
+//! state file and leader-epoch checkpoints, so a seeded simulator (`sim::SimDisk`, which
+//! depends on this module, not the reverse) can stand in for the real disk in tests.
+//! [`Disk::write_file_atomic`] is the one atomic replace (temporary file, fdatasync, rename,
+//! fsync of the directory) over a disk; [`Disk::try_lock`] is the advisory `flock` the
+//! state writers take, part of the disk so that the simulator can grant it in memory.
 //!
 //! Invariants:
 //! - The log is generic over its disk, never `dyn`: [`RealDisk`] is a unit type whose calls
@@ -18,7 +22,7 @@
 #![allow(async_fn_in_trait)]
 
 use std::io::{Error, ErrorKind, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use tokio_uring::buf::IoBuf;
@@ -29,6 +33,8 @@ use crate::io;
 pub trait Disk: Clone + std::fmt::Debug + 'static {
     /// An open file of this disk.
     type File: DiskFile;
+    /// An exclusive advisory lock on a file, released when dropped.
+    type Lock: std::fmt::Debug + 'static;
 
     /// Opens `path` for reading and writing, creating it when `create` is set.
     async fn open_rw(&self, path: &Path, create: bool) -> Result<Self::File>;
@@ -45,6 +51,31 @@ pub trait Disk: Clone + std::fmt::Debug + 'static {
     async fn rename(&self, from: &Path, to: &Path) -> Result<()>;
     /// Makes the names in directory `path` durable (after a create, rename or unlink).
     async fn sync_dir(&self, path: &Path) -> Result<()>;
+    /// Takes the exclusive advisory lock (`flock`) on `path`, creating the file if missing,
+    /// without waiting; `None` while another holder has it. A holder that dies (or a crash)
+    /// releases it. The partition log takes none; the cluster state's writers do.
+    fn try_lock(&self, path: &Path) -> Result<Option<Self::Lock>>;
+
+    /// Replaces `path` with `bytes` atomically and durably: writes `<path>.tmp`, fdatasyncs
+    /// it, renames it over `path` and fsyncs the directory. A crash at any point leaves the
+    /// old content or the new one, never a torn file; an error leaves either, and the new
+    /// one is durable only once a later replace or directory sync succeeds.
+    async fn write_file_atomic(&self, path: &Path, bytes: Vec<u8>) -> Result<()> {
+        let mut temp_name = path.as_os_str().to_os_string();
+        temp_name.push(".tmp");
+        let temp = PathBuf::from(temp_name);
+        let file = self.open_rw(&temp, true).await?;
+        file.set_len(0)?;
+        let (result, _) = file.write_all_at(bytes, 0).await;
+        result?;
+        file.sync_data().await?;
+        file.close().await?;
+        self.rename(&temp, path).await?;
+        match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => self.sync_dir(dir).await,
+            _ => self.sync_dir(Path::new(".")).await,
+        }
+    }
 
     /// Reads a whole small file of at most `bytes_max` bytes; `None` if it does not exist.
     async fn read_file(&self, path: &Path, bytes_max: u64) -> Result<Option<Vec<u8>>> {
@@ -100,6 +131,7 @@ pub struct RealDisk;
 
 impl Disk for RealDisk {
     type File = io::File;
+    type Lock = io::FileLock;
 
     #[inline]
     async fn open_rw(&self, path: &Path, create: bool) -> Result<io::File> {
@@ -124,6 +156,9 @@ impl Disk for RealDisk {
     }
     async fn sync_dir(&self, path: &Path) -> Result<()> {
         io::sync_dir(path).await
+    }
+    fn try_lock(&self, path: &Path) -> Result<Option<io::FileLock>> {
+        io::FileLock::try_lock(path)
     }
     async fn read_file(&self, path: &Path, bytes_max: u64) -> Result<Option<Vec<u8>>> {
         io::read_file(path, bytes_max).await

@@ -9,7 +9,8 @@
 //!   a crash keeps a prefix of the others, in order (a journaling file system's behaviour).
 //!   Renames are atomic. Directories themselves are durable when created.
 //! - After a power-off (`power_off_at_sync`, `power_off_at_op`) every call fails with EIO
-//!   until `crash`; after `crash`, files opened before it fail (stale handles).
+//!   until `crash`; after `crash`, files opened before it fail (stale handles) and every
+//!   lock ([`SimLock`], `lock.rs`) is released.
 //! - A failed write leaves a prefix of its bytes, whole sectors, in the volatile image. A
 //!   failed sync leaves its data pending: the crash decides what survives (as on Linux,
 //!   where the kernel may drop pages whose writeback failed).
@@ -24,6 +25,7 @@ use bytes::Bytes;
 use tokio_uring::buf::IoBuf;
 
 use super::image::{Image, Kept, SECTOR_BYTES};
+use super::lock::{Locks, SimLock};
 use super::rng::Rng;
 use crate::disk::{Disk, DiskFile};
 
@@ -127,6 +129,7 @@ struct State {
     durable_names: BTreeMap<PathBuf, usize>,
     name_ops: Vec<NameOp>,
     dirs: BTreeSet<PathBuf>,
+    locks: Locks,
     power_off_at_sync: Option<u64>,
     power_off_at_call: Option<u64>,
     powered_off: bool,
@@ -162,6 +165,7 @@ impl SimDisk {
             durable_names: BTreeMap::new(),
             name_ops: Vec::new(),
             dirs: BTreeSet::new(),
+            locks: Locks::default(),
             power_off_at_sync: None,
             power_off_at_call: None,
             powered_off: false,
@@ -219,6 +223,7 @@ impl SimDisk {
         state.power_off_at_sync = None;
         state.power_off_at_call = None;
         state.stats.crashes += 1;
+        state.locks.release_all();
         let misdirect_ppm = state.faults.misdirect_ppm;
         for image in &mut state.inodes {
             match image.crash(&mut state.rng, misdirect_ppm) {
@@ -343,6 +348,7 @@ fn not_found(what: &str, path: &Path) -> Error {
 
 impl Disk for SimDisk {
     type File = SimFile;
+    type Lock = SimLock;
 
     async fn open_rw(&self, path: &Path, create: bool) -> Result<SimFile> {
         self.latency().await;
@@ -418,6 +424,16 @@ impl Disk for SimDisk {
         }
         state.name_ops = rest;
         result
+    }
+
+    /// Granted in memory (`lock.rs`); the lock file itself is not created.
+    fn try_lock(&self, path: &Path) -> Result<Option<SimLock>> {
+        self.enter(Call::Metadata, "flock", path)?;
+        let state = self.0.borrow();
+        if !state.dirs.contains(path.parent().unwrap_or(Path::new(""))) {
+            return Err(not_found("flock", path));
+        }
+        Ok(state.locks.try_lock(path))
     }
 }
 
