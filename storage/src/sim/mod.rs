@@ -8,7 +8,8 @@
 //!   Its locks ([`SimLock`], `lock.rs`) are granted in memory and released by a crash.
 //! - [`SimClock`] (`clock.rs`): a clock the test moves.
 //! - [`Rng`] (`rng.rs`) and [`seed`] (`seed.rs`): the generator and the one seed variable,
-//!   `FJORD_SEED`, shared by every seeded test.
+//!   `FJORD_SEED`, shared by every seeded test, and [`schedules`], the count of schedules a
+//!   simulation test runs (`FJORD_SIM_SCHEDULES`).
 
 mod clock;
 mod disk;
@@ -21,4 +22,4 @@ pub use clock::SimClock;
 pub use disk::{Faults, SimDisk, SimFile, SimStats};
 pub use lock::SimLock;
 pub use rng::Rng;
-pub use seed::{seed, SEED_VARIABLE};
+pub use seed::{schedules, seed, SCHEDULES_VARIABLE, SEED_VARIABLE};
