@@ -10,26 +10,44 @@
 //! 0 0          epoch, start offset
 //! 3 1742
 //! ```
-//! Written atomically whenever it changes (only on leadership changes and truncation).
+//! Written atomically (`Disk::write_file_atomic`) whenever it changes (only on leadership
+//! changes and truncation), on the partition's [`Disk`] (the machine's by default; the
+//! simulator in `tests/simulation.rs`).
 
 use std::path::{Path, PathBuf};
+
+use fjord_storage::{Disk, RealDisk};
 
 use crate::ReplicationError;
 
 /// Epoch entries kept: one per leadership change of the partition; older ones are dropped.
 pub(crate) const EPOCH_ENTRIES_MAX: usize = 10_000;
+/// The checkpoint file's size limit: `EPOCH_ENTRIES_MAX` lines of two numbers fit in a
+/// third of it.
+const EPOCH_FILE_BYTES_MAX: u64 = 1024 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaderEpochCache {
+#[derive(Debug, Clone)]
+pub struct LeaderEpochCache<D: Disk = RealDisk> {
+    disk: D,
     path: PathBuf,
     entries: Vec<(i32, i64)>,
 }
 
 impl LeaderEpochCache {
+    /// Loads the cache of partition directory `dir` from the machine's disk (empty if there
+    /// is no checkpoint yet).
     pub async fn load(dir: &Path) -> Result<LeaderEpochCache, ReplicationError> {
+        LeaderEpochCache::load_on(RealDisk, dir).await
+    }
+}
+
+impl<D: Disk> LeaderEpochCache<D> {
+    /// Loads the cache of partition directory `dir` from `disk` (empty if there is no
+    /// checkpoint yet).
+    pub async fn load_on(disk: D, dir: &Path) -> Result<LeaderEpochCache<D>, ReplicationError> {
         let path = dir.join("leader-epoch-checkpoint");
         let mut entries = Vec::new();
-        if let Some(bytes) = fjord_storage::io::read_file(&path, 1024 * 1024).await? {
+        if let Some(bytes) = disk.read_file(&path, EPOCH_FILE_BYTES_MAX).await? {
             let text = String::from_utf8_lossy(&bytes);
             let mut lines = text.lines();
             let bad = |reason: &str| ReplicationError::StateFile {
@@ -52,7 +70,7 @@ impl LeaderEpochCache {
                 entries.push((epoch, offset));
             }
         }
-        Ok(LeaderEpochCache { path, entries })
+        Ok(LeaderEpochCache { disk, path, entries })
     }
 
     pub fn entries(&self) -> &[(i32, i64)] {
@@ -98,7 +116,7 @@ impl LeaderEpochCache {
         for (epoch, offset) in &self.entries {
             text.push_str(&format!("{epoch} {offset}\n"));
         }
-        fjord_storage::io::write_file_atomic(&self.path, text.into_bytes()).await?;
+        self.disk.write_file_atomic(&self.path, text.into_bytes()).await?;
         Ok(())
     }
 }
@@ -133,8 +151,11 @@ mod tests {
 
     #[test]
     fn end_offsets_follow_kafkas_rules() {
-        let mut cache =
-            LeaderEpochCache { path: PathBuf::from("/nonexistent"), entries: Vec::new() };
+        let mut cache = LeaderEpochCache {
+            disk: RealDisk,
+            path: PathBuf::from("/nonexistent"),
+            entries: Vec::new(),
+        };
         assert!(cache.assign(0, 0));
         assert!(!cache.assign(0, 5), "the same epoch adds nothing");
         assert!(cache.assign(3, 100));
@@ -150,7 +171,8 @@ mod tests {
         assert_eq!(cache.epoch_for_offset(299), Some(5));
         assert!(cache.truncate_from(250));
         assert_eq!(cache.latest_epoch(), Some(3));
-        let mut empty = LeaderEpochCache { path: PathBuf::from("/x"), entries: vec![(4, 10)] };
+        let mut empty =
+            LeaderEpochCache { disk: RealDisk, path: PathBuf::from("/x"), entries: vec![(4, 10)] };
         assert_eq!(
             empty.end_offset_for(3, 20),
             (3, 10),

@@ -6,12 +6,16 @@
 //! it, and replace it atomically: `cluster-state.toml.tmp`, fdatasync, rename, fsync of the
 //! directory. A crash at any point leaves the old state or the new one, never a torn file.
 //! `version` grows by one with every write, so readers notice changes cheaply.
+//!
+//! The store reaches its files only through a [`Disk`] (the machine's by default; the
+//! simulator in `tests/simulation.rs`), the state lock included: the lock is the disk's
+//! `try_lock`, so the simulated disk grants it in memory and a crash releases it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fjord_storage::io::FileLock;
+use fjord_storage::{Disk, DiskFile, RealDisk};
 use serde::{Deserialize, Serialize};
 
 use crate::ReplicationError;
@@ -57,15 +61,25 @@ pub struct PartitionState {
     pub isr: Vec<i32>,
 }
 
-/// Reads and writes the state file of one cluster directory.
+/// Reads and writes the state file of one cluster directory, on disk `D` (the machine's by
+/// default).
 #[derive(Debug, Clone)]
-pub struct StateStore {
+pub struct StateStore<D: Disk = RealDisk> {
+    disk: D,
     dir: PathBuf,
 }
 
 impl StateStore {
+    /// The store of cluster directory `dir` on the machine's disk.
     pub fn new(dir: &Path) -> StateStore {
-        StateStore { dir: dir.to_path_buf() }
+        StateStore::new_on(RealDisk, dir)
+    }
+}
+
+impl<D: Disk> StateStore<D> {
+    /// The store of cluster directory `dir` on `disk`.
+    pub fn new_on(disk: D, dir: &Path) -> StateStore<D> {
+        StateStore { disk, dir: dir.to_path_buf() }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -75,7 +89,7 @@ impl StateStore {
     /// The current state (empty if no file exists yet).
     pub async fn read(&self) -> Result<ClusterState, ReplicationError> {
         let path = self.path();
-        let Some(bytes) = fjord_storage::io::read_file(&path, STATE_BYTES_MAX).await? else {
+        let Some(bytes) = self.disk.read_file(&path, STATE_BYTES_MAX).await? else {
             return Ok(ClusterState::default());
         };
         let fail = |reason: String| ReplicationError::StateFile {
@@ -107,7 +121,7 @@ impl StateStore {
     /// `None` if there is no file or its first line is not of that form.
     pub async fn version(&self) -> Result<Option<u64>, ReplicationError> {
         let path = self.path();
-        let file = match fjord_storage::io::File::open_read(&path).await {
+        let file = match self.disk.open_read(&path).await {
             Ok(file) => file,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error.into()),
@@ -134,21 +148,17 @@ impl StateStore {
                     path: self.path().display().to_string(),
                     reason: e.to_string(),
                 })?;
-                fjord_storage::io::write_file_atomic(
-                    &self.path(),
-                    with_checksum(text).into_bytes(),
-                )
-                .await?;
+                self.disk.write_file_atomic(&self.path(), with_checksum(text).into_bytes()).await?;
                 Ok(Ok(state))
             }
         }
     }
 
-    async fn lock(&self) -> Result<FileLock, ReplicationError> {
+    async fn lock(&self) -> Result<D::Lock, ReplicationError> {
         let path = self.dir.join("cluster-state.lock");
         let mut waited = 0u64;
         loop {
-            if let Some(lock) = FileLock::try_lock(&path)? {
+            if let Some(lock) = self.disk.try_lock(&path)? {
                 return Ok(lock);
             }
             if waited >= STATE_LOCK_WAIT_MS_MAX {
