@@ -131,6 +131,8 @@ struct State {
     dirs: BTreeSet<PathBuf>,
     locks: Locks,
     power_off_at_sync: Option<u64>,
+    /// A sync (count) that fails with EIO while the power stays on.
+    fail_at_sync: Option<u64>,
     power_off_at_call: Option<u64>,
     powered_off: bool,
     /// The call (count) at which the power went off.
@@ -167,6 +169,7 @@ impl SimDisk {
             dirs: BTreeSet::new(),
             locks: Locks::default(),
             power_off_at_sync: None,
+            fail_at_sync: None,
             power_off_at_call: None,
             powered_off: false,
             power_cut_call: None,
@@ -188,6 +191,13 @@ impl SimDisk {
     pub fn power_off_at_sync(&self, k: u64) {
         let mut state = self.0.borrow_mut();
         state.power_off_at_sync = Some(state.stats.syncs + k);
+    }
+
+    /// The `k`-th sync from now on (0 = the next one) fails with EIO, armed or not, and the
+    /// power stays on: a failure at a chosen point, as `power_off_at_sync` is a crash at one.
+    pub fn fail_at_sync(&self, k: u64) {
+        let mut state = self.0.borrow_mut();
+        state.fail_at_sync = Some(state.stats.syncs + k);
     }
 
     /// The power goes off at the `k`-th call from now on (0 = the next one).
@@ -270,6 +280,11 @@ impl SimDisk {
                 "{what} {}: EIO (simulated power loss)",
                 path.display()
             )));
+        }
+        if call == Call::Sync && state.fail_at_sync == Some(syncs) {
+            state.fail_at_sync = None;
+            state.stats.injected_errors += 1;
+            return Err(Error::other(format!("{what} {}: EIO (simulated)", path.display())));
         }
         let ppm = match call {
             Call::Read => state.faults.read_error_ppm,

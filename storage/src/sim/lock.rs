@@ -65,3 +65,24 @@ impl Drop for SimLock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_holder_until_dropped_or_a_crash() {
+        let locks = Locks::default();
+        let path = Path::new("/sim/cluster-state.lock");
+        let first = locks.try_lock(path).expect("a free lock");
+        assert!(locks.try_lock(path).is_none(), "a held lock is refused");
+        drop(first);
+        let before_crash = locks.try_lock(path).expect("released by its drop");
+        locks.release_all();
+        let after_crash = locks.try_lock(path).expect("released by the crash");
+        drop(before_crash);
+        assert!(locks.try_lock(path).is_none(), "a stale lock's drop releases nothing");
+        drop(after_crash);
+        assert!(locks.try_lock(path).is_some());
+    }
+}

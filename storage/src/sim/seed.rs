@@ -46,9 +46,10 @@ pub const SCHEDULES_VARIABLE: &str = "FJORD_SIM_SCHEDULES";
 /// If `FJORD_SIM_SCHEDULES` is set but is not a u64.
 pub fn schedules(default: u64) -> u64 {
     match std::env::var(SCHEDULES_VARIABLE) {
-        Ok(text) => text.trim().parse().unwrap_or_else(|_| {
-            panic!("{SCHEDULES_VARIABLE}={text} is not a count of schedules")
-        }),
+        Ok(text) => text
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{SCHEDULES_VARIABLE}={text} is not a count of schedules")),
         Err(_) => default,
     }
 }
