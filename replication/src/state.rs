@@ -132,7 +132,15 @@ impl<D: Disk> StateStore<D> {
     }
 
     /// Changes the state under the state lock. `change` returns whether it changed anything;
-    /// only then is the file rewritten (with `version + 1`). Returns the state after.
+    /// only then is the file rewritten (with `version + 1`). Returns the state after, or the
+    /// change's refusal.
+    ///
+    /// Either answer is durable before it is returned. An update whose directory sync failed
+    /// after its rename leaves its state readable but not durable, so an update that writes
+    /// nothing syncs the directory before answering from what it read (the file's data was
+    /// synced before its rename; only its name may be pending). Without it, a caller asking
+    /// again for what a failed update had written (a leader's in-sync set) acted on a state
+    /// a crash could undo.
     pub async fn update<E>(
         &self,
         change: impl FnOnce(&mut ClusterState) -> Result<bool, E>,
@@ -140,8 +148,6 @@ impl<D: Disk> StateStore<D> {
         let _lock = self.lock().await?;
         let mut state = self.read().await?;
         match change(&mut state) {
-            Err(error) => Ok(Err(error)),
-            Ok(false) => Ok(Ok(state)),
             Ok(true) => {
                 state.version += 1;
                 let text = toml::to_string(&state).map_err(|e| ReplicationError::StateFile {
@@ -150,6 +156,10 @@ impl<D: Disk> StateStore<D> {
                 })?;
                 self.disk.write_file_atomic(&self.path(), with_checksum(text).into_bytes()).await?;
                 Ok(Ok(state))
+            }
+            unwritten => {
+                self.disk.sync_dir(&self.dir).await?;
+                Ok(unwritten.map(|_| state))
             }
         }
     }
