@@ -12,7 +12,8 @@
 //! ```
 //! Written atomically (`Disk::write_file_atomic`) whenever it changes (only on leadership
 //! changes and truncation), on the partition's [`Disk`] (the machine's by default; the
-//! simulator in `tests/simulation.rs`).
+//! simulator in `tests/simulation.rs`). A file holding fewer entries than its count says is
+//! refused, as Kafka refuses it, rather than read as a shorter history.
 
 use std::path::{Path, PathBuf};
 
@@ -68,6 +69,12 @@ impl<D: Disk> LeaderEpochCache<D> {
                 let offset =
                     parts.next().and_then(|p| p.parse().ok()).ok_or_else(|| bad("bad offset"))?;
                 entries.push((epoch, offset));
+            }
+            if entries.len() < count.min(EPOCH_ENTRIES_MAX) {
+                return Err(bad(&format!(
+                    "{count} entries expected, {} found (truncated?)",
+                    entries.len()
+                )));
             }
         }
         Ok(LeaderEpochCache { disk, path, entries })
