@@ -4,6 +4,11 @@
 //! however it dies, so `kill -9` is noticed at the next check; a process that hangs keeps the
 //! lock but stops heartbeating, and is declared failed once its heartbeat is older than the
 //! liveness timeout.
+//!
+//! It stays outside the `Disk` (plain `flock` and `pwrite`): nothing here is durable state.
+//! The heartbeat is never synced and means nothing after a crash, which releases the lock
+//! anyway; what it relies on is the kernel dropping a dead process's lock, which only the
+//! real kernel does.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
