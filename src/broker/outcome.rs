@@ -72,7 +72,8 @@ impl Drop for AppendDone {
 
 /// One partition's part of a Fetch, resolved on the shard that owns the partition.
 pub struct PartitionRead {
-    pub error: i16,
+    /// Why the partition could not be read (`None`: it was, or had nothing to read).
+    pub error: Option<ResponseError>,
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub regions: Vec<FileRegion>,
@@ -83,7 +84,7 @@ pub struct PartitionRead {
 /// One partition's answer, resolved on the shard that owns it.
 #[derive(Debug, Clone, Copy)]
 pub struct OffsetAnswer {
-    pub error: i16,
+    pub error: Option<ResponseError>,
     pub timestamp: i64,
     pub offset: i64,
     /// The leader epoch the offset was written in (-1: none), which consumers check with
@@ -93,6 +94,40 @@ pub struct OffsetAnswer {
 
 impl OffsetAnswer {
     pub fn refused(error: ResponseError) -> OffsetAnswer {
-        OffsetAnswer { error: error.code(), timestamp: -1, offset: -1, leader_epoch: -1 }
+        OffsetAnswer { error: Some(error), timestamp: -1, offset: -1, leader_epoch: -1 }
+    }
+}
+
+/// Where a leader epoch ends on one partition (OffsetForLeaderEpoch, and the check of a
+/// fetcher's last fetched epoch), resolved on the shard that owns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEnd {
+    pub error: Option<ResponseError>,
+    /// The largest epoch at most the one asked about (-1: undefined).
+    pub epoch: i32,
+    /// Where that epoch ends (-1: undefined).
+    pub end_offset: i64,
+}
+
+impl EpochEnd {
+    pub fn refused(error: ResponseError) -> EpochEnd {
+        EpochEnd { error: Some(error), epoch: -1, end_offset: -1 }
+    }
+}
+
+impl PartitionRead {
+    /// A read with nothing in it yet: no error, offsets unknown (-1), no regions.
+    pub fn empty() -> PartitionRead {
+        PartitionRead {
+            error: None,
+            high_watermark: -1,
+            log_start_offset: -1,
+            regions: Vec::new(),
+            hw_moved: false,
+        }
+    }
+
+    pub fn refused(error: ResponseError) -> PartitionRead {
+        PartitionRead { error: Some(error), ..PartitionRead::empty() }
     }
 }

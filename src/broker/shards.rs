@@ -21,7 +21,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tracing::warn;
 
-use crate::broker::outcome::{AppendDone, OffsetAnswer, PartitionOutcome, PartitionRead};
+use crate::broker::outcome::{AppendDone, EpochEnd, OffsetAnswer, PartitionOutcome, PartitionRead};
 
 /// Bytes per permit of the request memory budget.
 pub const BUDGET_UNIT_BYTES: u64 = 1024;
@@ -56,7 +56,7 @@ pub struct RemoteRegion {
 }
 
 pub struct RemoteRead {
-    error: i16,
+    error: Option<ResponseError>,
     high_watermark: i64,
     log_start_offset: i64,
     regions: Vec<RemoteRegion>,
@@ -145,13 +145,13 @@ pub enum Message {
         timestamp: i64,
         reply: oneshot::Sender<OffsetAnswer>,
     },
-    /// OffsetForLeaderEpoch for one partition: (error code, epoch, end offset).
+    /// OffsetForLeaderEpoch for one partition.
     EpochEnd {
         topic: String,
         index: i32,
         current_leader_epoch: i32,
         leader_epoch: i32,
-        reply: oneshot::Sender<(i16, i32, i64)>,
+        reply: oneshot::Sender<EpochEnd>,
     },
     Frame {
         payload: Bytes,
@@ -276,13 +276,7 @@ impl Shards {
         answer: Option<oneshot::Receiver<Vec<RemoteRead>>>,
         count: usize,
     ) -> Vec<PartitionRead> {
-        let failed = || PartitionRead {
-            error: ResponseError::UnknownServerError.code(),
-            high_watermark: -1,
-            log_start_offset: -1,
-            regions: Vec::new(),
-            hw_moved: false,
-        };
+        let failed = || PartitionRead::refused(ResponseError::UnknownServerError);
         let Some(remote) = answers(answer, count).await else {
             return (0..count).map(|_| failed()).collect();
         };
@@ -343,7 +337,7 @@ impl Shards {
         index: i32,
         current_leader_epoch: i32,
         leader_epoch: i32,
-    ) -> (i16, i32, i64) {
+    ) -> EpochEnd {
         let answer = self
             .ask(shard, |reply| Message::EpochEnd {
                 topic,
@@ -353,7 +347,7 @@ impl Shards {
                 reply,
             })
             .await;
-        answer.unwrap_or((ResponseError::UnknownServerError.code(), -1, -1))
+        answer.unwrap_or(EpochEnd::refused(ResponseError::UnknownServerError))
     }
 
     /// Sends a whole request to shard 0 and returns its answer.
@@ -422,7 +416,7 @@ impl RemoteRead {
                 }),
                 Err(e) => {
                     warn!(%e, "cannot hand a segment file to another shard");
-                    error = ResponseError::KafkaStorageError.code();
+                    error = Some(ResponseError::KafkaStorageError);
                     regions.clear();
                     break;
                 }

@@ -10,7 +10,9 @@ use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpoch
 use kafka_protocol::ResponseError;
 
 use super::reply::{frame, HandlerError, Reply};
+use crate::broker::outcome::EpochEnd;
 use crate::broker::Broker;
+use crate::handlers::errors::code;
 use crate::protocol::{decode_body, Request};
 
 pub(crate) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Reply, HandlerError> {
@@ -22,33 +24,32 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
         let name = topic.topic.0.as_str();
         for wanted in &topic.partitions {
             // A partition another shard owns is answered by that shard.
-            let (error, leader_epoch, end_offset) =
-                match broker.shards.owner_of(name, wanted.partition) {
-                    Some(shard) => {
-                        broker
-                            .shards
-                            .epoch_end(
-                                shard,
-                                name.to_string(),
-                                wanted.partition,
-                                wanted.current_leader_epoch,
-                                wanted.leader_epoch,
-                            )
-                            .await
-                    }
-                    None => epoch_end(
-                        broker,
-                        name,
-                        wanted.partition,
-                        wanted.current_leader_epoch,
-                        wanted.leader_epoch,
-                    ),
-                };
+            let end = match broker.shards.owner_of(name, wanted.partition) {
+                Some(shard) => {
+                    broker
+                        .shards
+                        .epoch_end(
+                            shard,
+                            name.to_string(),
+                            wanted.partition,
+                            wanted.current_leader_epoch,
+                            wanted.leader_epoch,
+                        )
+                        .await
+                }
+                None => epoch_end(
+                    broker,
+                    name,
+                    wanted.partition,
+                    wanted.current_leader_epoch,
+                    wanted.leader_epoch,
+                ),
+            };
             let mut answer = EpochEndOffset::default();
             answer.partition = wanted.partition;
-            answer.error_code = error;
-            answer.leader_epoch = leader_epoch;
-            answer.end_offset = end_offset;
+            answer.error_code = code(end.error);
+            answer.leader_epoch = end.epoch;
+            answer.end_offset = end.end_offset;
             result.partitions.push(answer);
         }
         response.topics.push(result);
@@ -57,15 +58,15 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
 }
 
 /// Where `leader_epoch` ended in this shard's partition, if it leads in
-/// `current_leader_epoch` (-1: any): (error code, epoch, end offset), -1 for both on error.
+/// `current_leader_epoch` (-1: any); -1 for both epoch and offset on error.
 pub(crate) fn epoch_end(
     broker: &Broker,
     topic: &str,
     index: i32,
     current_leader_epoch: i32,
     leader_epoch: i32,
-) -> (i16, i32, i64) {
-    let refused = |error: ResponseError| (error.code(), -1, -1);
+) -> EpochEnd {
+    let refused = EpochEnd::refused;
     match broker.partition(topic, index) {
         None => refused(ResponseError::UnknownTopicOrPartition),
         Some(partition) if !partition.replica.is_leader() => {
@@ -92,7 +93,7 @@ pub(crate) fn epoch_end(
                 } else {
                     partition.replica.end_offset_for(leader_epoch, log_end)
                 };
-                (0, epoch, end)
+                EpochEnd { error: None, epoch, end_offset: end }
             }
         }
     }

@@ -6,6 +6,11 @@ use kafka_protocol::ResponseError;
 
 use crate::partition::AppendError;
 
+/// The error code of an outcome: 0 for none.
+pub(crate) fn code(error: Option<ResponseError>) -> i16 {
+    error.map_or(0, |e| e.code())
+}
+
 /// The Kafka error for a storage error.
 pub(crate) fn storage_error_code(error: &StorageError) -> ResponseError {
     match error {
@@ -14,7 +19,12 @@ pub(crate) fn storage_error_code(error: &StorageError) -> ResponseError {
         StorageError::EmptyAppend => ResponseError::CorruptMessage,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::Corrupt { .. } => ResponseError::KafkaStorageError,
-        StorageError::Poisoned { .. } => ResponseError::KafkaStorageError,
+        StorageError::Poisoned { .. }
+        | StorageError::CheckFailed { .. }
+        | StorageError::GroupWriteFailed { .. } => ResponseError::KafkaStorageError,
+        // A partition closes only while it is deleted or the broker stops: it is leaving
+        // this broker, and clients look for it elsewhere.
+        StorageError::Closed { .. } => ResponseError::NotLeaderOrFollower,
         StorageError::InvalidConfig { .. } => ResponseError::InvalidConfig,
         StorageError::Io(_) => ResponseError::KafkaStorageError,
     }

@@ -42,10 +42,10 @@ use tracing::debug;
 
 use super::epochs;
 use super::reply::{FetchResponse, HandlerError, Piece, Reply};
-use crate::broker::outcome::PartitionRead;
+use crate::broker::outcome::{EpochEnd, PartitionRead};
 use crate::broker::shards::{ByShard, FetchPart, Shards};
 use crate::broker::Broker;
-use crate::handlers::errors::storage_error_code;
+use crate::handlers::errors::{code, storage_error_code};
 use crate::protocol::{decode_body, Request};
 
 /// Longest long poll honoured: a client asking for more waits this long.
@@ -67,7 +67,7 @@ const EPOCH_END_OFFSET_BYTES: u32 = 4 + 8 + 1;
 
 struct PartitionResult {
     index: i32,
-    error: i16,
+    error: Option<ResponseError>,
     high_watermark: i64,
     log_start_offset: i64,
     /// The record bytes: file regions to splice (bytes in memory only in tests).
@@ -79,10 +79,10 @@ struct PartitionResult {
 }
 
 impl PartitionResult {
-    fn refused(index: i32, error: i16) -> PartitionResult {
+    fn refused(index: i32, error: ResponseError) -> PartitionResult {
         PartitionResult {
             index,
-            error,
+            error: Some(error),
             high_watermark: -1,
             log_start_offset: -1,
             records: Vec::new(),
@@ -143,7 +143,7 @@ fn in_kafka_order(
     body: &FetchRequest,
     results: Vec<Vec<PartitionResult>>,
 ) -> Vec<(usize, Vec<PartitionResult>)> {
-    let pass = |error: i16| match ResponseError::try_from_code(error) {
+    let pass = |error: Option<ResponseError>| match error {
         Some(ResponseError::UnknownTopicId) => 1,
         Some(ResponseError::UnknownTopicOrPartition) => 2,
         _ => 0,
@@ -198,36 +198,25 @@ pub(crate) async fn read_partition(
     replica: i32,
     current_leader_epoch: i32,
 ) -> PartitionRead {
-    let mut result = PartitionRead {
-        error: 0,
-        high_watermark: -1,
-        log_start_offset: -1,
-        regions: Vec::new(),
-        hw_moved: false,
-    };
     let Some(partition) = broker.partition(topic, index) else {
-        result.error = if broker.partition_exists(topic, index) {
+        return PartitionRead::refused(if broker.partition_exists(topic, index) {
             ResponseError::NotLeaderOrFollower
         } else {
             ResponseError::UnknownTopicOrPartition
-        }
-        .code();
-        return result;
+        });
     };
     if !partition.replica.is_leader() {
-        result.error = ResponseError::NotLeaderOrFollower.code();
-        return result;
+        return PartitionRead::refused(ResponseError::NotLeaderOrFollower);
     }
     let epoch = partition.replica.leader_epoch();
     if current_leader_epoch >= 0 && current_leader_epoch != epoch {
-        result.error = if current_leader_epoch < epoch {
+        return PartitionRead::refused(if current_leader_epoch < epoch {
             ResponseError::FencedLeaderEpoch
         } else {
             ResponseError::UnknownLeaderEpoch
-        }
-        .code();
-        return result;
+        });
     }
+    let mut result = PartitionRead::empty();
     if replica >= 0 {
         // A follower's fetch offset says what it holds: progress, high watermark and in-sync
         // set move with it.
@@ -254,7 +243,7 @@ pub(crate) async fn read_partition(
         Ok(read) => result.regions = read.regions,
         Err(error) => {
             debug!(topic, partition = index, offset, %error, "fetch error");
-            result.error = storage_error_code(&error).code();
+            result.error = Some(storage_error_code(&error));
         }
     }
     result
@@ -285,13 +274,7 @@ pub(crate) async fn read_budgeted(
     epoch: i32,
 ) -> PartitionRead {
     if limit == 0 && total > 0 {
-        let mut read = PartitionRead {
-            error: 0,
-            high_watermark: -1,
-            log_start_offset: -1,
-            regions: Vec::new(),
-            hw_moved: false,
-        };
+        let mut read = PartitionRead::empty();
         if let Some(partition) = broker.partition(topic, index) {
             read.high_watermark = partition.high_watermark();
             read.log_start_offset = partition.log_start_offset();
@@ -307,32 +290,27 @@ enum EpochCheck {
     /// No epoch given, or the fetcher's log agrees with this leader's: read as usual.
     Read,
     /// The partition answers this error and nothing else.
-    Refuse(i16),
+    Refuse(ResponseError),
     /// The fetcher's log diverges from this leader's: its epoch ends here at `end_offset`.
     Diverged { epoch: i32, end_offset: i64 },
 }
 
 /// Kafka's `Partition.readRecords`, given where `last_fetched_epoch` ends on this leader
-/// (`epochs::epoch_end`: error code, epoch, end offset).
-fn epoch_check(
-    last_fetched_epoch: i32,
-    fetch_offset: i64,
-    (error, epoch, end_offset): (i16, i32, i64),
-) -> EpochCheck {
-    if error == ResponseError::UnknownTopicOrPartition.code() {
+/// (`epochs::epoch_end`).
+fn epoch_check(last_fetched_epoch: i32, fetch_offset: i64, end: EpochEnd) -> EpochCheck {
+    let EpochEnd { error, epoch, end_offset } = end;
+    match error {
         // The read names this one as Kafka does: NOT_LEADER_OR_FOLLOWER for a partition
         // another broker hosts, UNKNOWN_TOPIC_OR_PARTITION for one that does not exist.
-        EpochCheck::Read
-    } else if error != 0 {
-        EpochCheck::Refuse(error)
-    } else if epoch < 0 || end_offset < 0 {
+        Some(ResponseError::UnknownTopicOrPartition) => EpochCheck::Read,
+        Some(error) => EpochCheck::Refuse(error),
         // An epoch newer than this log's latest, or older than any it holds: Kafka cannot
         // say where the fetcher's log stands, and answers OFFSET_OUT_OF_RANGE.
-        EpochCheck::Refuse(ResponseError::OffsetOutOfRange.code())
-    } else if epoch < last_fetched_epoch || end_offset < fetch_offset {
-        EpochCheck::Diverged { epoch, end_offset }
-    } else {
-        EpochCheck::Read
+        None if epoch < 0 || end_offset < 0 => EpochCheck::Refuse(ResponseError::OffsetOutOfRange),
+        None if epoch < last_fetched_epoch || end_offset < fetch_offset => {
+            EpochCheck::Diverged { epoch, end_offset }
+        }
+        None => EpochCheck::Read,
     }
 }
 
@@ -383,17 +361,16 @@ fn partition_limit(partition_max_bytes: i32, check: EpochCheck) -> u64 {
 /// the fetcher's epoch ends here; but OFFSET_OUT_OF_RANGE for a fetch offset below the log
 /// start, which Kafka checks first.
 fn diverge(result: &mut PartitionResult, fetch_offset: i64, epoch: i32, end_offset: i64) {
-    let out_of_range = ResponseError::OffsetOutOfRange.code();
     // The read's own OFFSET_OUT_OF_RANGE (a fetch offset past the log end) is what the
     // divergence explains; any other error stands.
-    if result.error != 0 && result.error != out_of_range {
+    if !matches!(result.error, None | Some(ResponseError::OffsetOutOfRange)) {
         return;
     }
     if fetch_offset < result.log_start_offset {
-        result.error = out_of_range;
+        result.error = Some(ResponseError::OffsetOutOfRange);
         return;
     }
-    result.error = 0;
+    result.error = None;
     result.records.clear();
     result.bytes = 0;
     result.diverging_epoch = Some((epoch, end_offset));
@@ -401,9 +378,8 @@ fn diverge(result: &mut PartitionResult, fetch_offset: i64, epoch: i32, end_offs
 
 /// Whether a partition's error is that it does not exist, which Kafka answers without
 /// reading (`KafkaApis.handleFetchRequest` puts it aside as "erroneous").
-fn unknown(error: i16) -> bool {
-    error == ResponseError::UnknownTopicOrPartition.code()
-        || error == ResponseError::UnknownTopicId.code()
+fn unknown(error: Option<ResponseError>) -> bool {
+    matches!(error, Some(ResponseError::UnknownTopicOrPartition | ResponseError::UnknownTopicId))
 }
 
 /// Resolves every requested partition to file regions. Returns (per topic results, total
@@ -436,7 +412,7 @@ async fn collect(
         for ((wanted, check), read) in topic.partitions.iter().zip(topic_checks).zip(topic_reads) {
             let result = match (name, check) {
                 (None, _) => {
-                    PartitionResult::refused(wanted.partition, ResponseError::UnknownTopicId.code())
+                    PartitionResult::refused(wanted.partition, ResponseError::UnknownTopicId)
                 }
                 (Some(_), EpochCheck::Refuse(error)) => {
                     PartitionResult::refused(wanted.partition, error)
@@ -456,7 +432,7 @@ async fn collect(
             };
             if !unknown(result.error) {
                 known += 1;
-                answer_now |= result.error != 0 || result.diverging_epoch.is_some();
+                answer_now |= result.error.is_some() || result.diverging_epoch.is_some();
             }
             results.push(result);
         }
@@ -681,8 +657,8 @@ impl Wire {
 /// transactions) rather than null, as Kafka sends it: a list for read_committed reads, null
 /// for read_uncommitted ones and for reads that failed; a partition Kafka finds no log for
 /// gets the empty list `FetchResponse.partitionResponse` leaves.
-fn aborted_list(isolation_level: i8, error: i16) -> bool {
-    unknown(error) || (isolation_level != 0 && error == 0)
+fn aborted_list(isolation_level: i8, error: Option<ResponseError>) -> bool {
+    unknown(error) || (isolation_level != 0 && error.is_none())
 }
 
 /// Writes the response (header included, size prefix excluded): bytes in memory, with each
@@ -715,13 +691,13 @@ fn encode(
         wire.array_len(&mut head, partitions.len());
         for result in partitions {
             // A partition with an error carries no offsets, as in Kafka (-1 for each).
-            let (high_watermark, log_start_offset) = if result.error != 0 {
+            let (high_watermark, log_start_offset) = if result.error.is_some() {
                 (-1, -1)
             } else {
                 (result.high_watermark, result.log_start_offset)
             };
             head.put_i32(result.index);
-            head.put_i16(result.error);
+            head.put_i16(code(result.error));
             head.put_i64(high_watermark);
             head.put_i64(high_watermark); // last_stable_offset: no transactions
             if version >= 5 {
@@ -835,7 +811,7 @@ mod tests {
                             diverging_epoch,
                         )| PartitionResult {
                             index: *index,
-                            error: *error,
+                            error: ResponseError::try_from_code(*error),
                             high_watermark: *high_watermark,
                             log_start_offset: *log_start_offset,
                             bytes: records.iter().map(|r| r.len() as u64).sum(),
@@ -883,7 +859,8 @@ mod tests {
                             p.last_stable_offset = hw;
                             p.log_start_offset = start;
                             p.aborted_transactions =
-                                aborted_list(isolation_level, *error).then(Vec::new);
+                                aborted_list(isolation_level, ResponseError::try_from_code(*error))
+                                    .then(Vec::new);
                             p.preferred_read_replica = BrokerId(-1);
                             p.records = Some(Bytes::from(records.concat()));
                             if let Some((epoch, end_offset)) = diverging_epoch {
@@ -1015,36 +992,33 @@ mod tests {
 
     #[test]
     fn a_last_fetched_epoch_is_checked_as_kafka_checks_it() {
-        let ok = 0;
+        let ok = |epoch: i32, end_offset: i64| EpochEnd { error: None, epoch, end_offset };
         // The epoch the fetcher last read ends at the log end (3): read on.
-        assert_eq!(epoch_check(0, 3, (ok, 0, 3)), EpochCheck::Read);
-        assert_eq!(epoch_check(0, 1, (ok, 0, 3)), EpochCheck::Read);
+        assert_eq!(epoch_check(0, 3, ok(0, 3)), EpochCheck::Read);
+        assert_eq!(epoch_check(0, 1, ok(0, 3)), EpochCheck::Read);
         // The fetcher is past where its epoch ended here, or holds an epoch this log lacks.
         assert_eq!(
-            epoch_check(0, 1000, (ok, 0, 3)),
+            epoch_check(0, 1000, ok(0, 3)),
             EpochCheck::Diverged { epoch: 0, end_offset: 3 }
         );
-        assert_eq!(
-            epoch_check(2, 10, (ok, 1, 8)),
-            EpochCheck::Diverged { epoch: 1, end_offset: 8 }
-        );
+        assert_eq!(epoch_check(2, 10, ok(1, 8)), EpochCheck::Diverged { epoch: 1, end_offset: 8 });
         // An epoch this log cannot place.
         assert_eq!(
-            epoch_check(5, 3, (ok, -1, -1)),
-            EpochCheck::Refuse(ResponseError::OffsetOutOfRange.code())
+            epoch_check(5, 3, ok(-1, -1)),
+            EpochCheck::Refuse(ResponseError::OffsetOutOfRange)
         );
         // The partition's own errors stand; an unknown one is left to the read.
-        let fenced = ResponseError::FencedLeaderEpoch.code();
-        assert_eq!(epoch_check(0, 3, (fenced, -1, -1)), EpochCheck::Refuse(fenced));
+        let fenced = ResponseError::FencedLeaderEpoch;
+        assert_eq!(epoch_check(0, 3, EpochEnd::refused(fenced)), EpochCheck::Refuse(fenced));
         assert_eq!(
-            epoch_check(0, 3, (ResponseError::UnknownTopicOrPartition.code(), -1, -1)),
+            epoch_check(0, 3, EpochEnd::refused(ResponseError::UnknownTopicOrPartition)),
             EpochCheck::Read
         );
     }
 
     #[test]
     fn a_diverged_partition_carries_no_records_and_is_out_of_range_below_the_log_start() {
-        let read = |error: i16| PartitionResult {
+        let read = |error: Option<ResponseError>| PartitionResult {
             index: 0,
             error,
             high_watermark: 9,
@@ -1053,7 +1027,7 @@ mod tests {
             bytes: 1,
             diverging_epoch: None,
         };
-        let mut past_the_end = read(ResponseError::OffsetOutOfRange.code());
+        let mut past_the_end = read(Some(ResponseError::OffsetOutOfRange));
         diverge(&mut past_the_end, 1000, 0, 9);
         assert_eq!(
             (
@@ -1062,15 +1036,15 @@ mod tests {
                 past_the_end.bytes,
                 past_the_end.records.len()
             ),
-            (0, Some((0, 9)), 0, 0)
+            (None, Some((0, 9)), 0, 0)
         );
-        let mut below_start = read(0);
+        let mut below_start = read(None);
         diverge(&mut below_start, 2, 0, 9);
         assert_eq!(
             (below_start.error, below_start.diverging_epoch),
-            (ResponseError::OffsetOutOfRange.code(), None)
+            (Some(ResponseError::OffsetOutOfRange), None)
         );
-        let storage = ResponseError::KafkaStorageError.code();
+        let storage = Some(ResponseError::KafkaStorageError);
         let mut failed = read(storage);
         diverge(&mut failed, 5, 0, 9);
         assert_eq!((failed.error, failed.diverging_epoch), (storage, None));
@@ -1098,30 +1072,35 @@ mod tests {
                     .map(|(t, ps)| (t, ps.iter().map(|p| p.index).collect()))
                     .collect()
             };
-        let missing = ResponseError::UnknownTopicOrPartition.code();
-        let not_leader = ResponseError::NotLeaderOrFollower.code();
-        let result = |index: i32, error: i16| PartitionResult::refused(index, error);
+        let missing = Some(ResponseError::UnknownTopicOrPartition);
+        let not_leader = Some(ResponseError::NotLeaderOrFollower);
+        let result = |index: i32, error: Option<ResponseError>| PartitionResult {
+            error,
+            ..PartitionResult::refused(index, ResponseError::UnknownServerError)
+        };
         // What was read (errors included), in request order, then what does not exist: a
         // topic split so appears twice.
         let results = vec![
-            vec![result(0, 0), result(99, missing), result(1, not_leader)],
+            vec![result(0, None), result(99, missing), result(1, not_leader)],
             vec![result(0, missing)],
-            vec![result(0, 0)],
+            vec![result(0, None)],
         ];
         assert_eq!(
             order(&named(&["a", "gone", "b"]), results),
             vec![(0, vec![0, 1]), (2, vec![0]), (0, vec![99]), (1, vec![0])]
         );
         // The last topic read and the first put aside are consecutive: one entry.
-        let results =
-            vec![vec![result(0, 0)], vec![result(5, missing), result(0, 0), result(6, missing)]];
+        let results = vec![
+            vec![result(0, None)],
+            vec![result(5, missing), result(0, None), result(6, missing)],
+        ];
         assert_eq!(order(&named(&["a", "b"]), results), vec![(0, vec![0]), (1, vec![0, 5, 6])]);
         // Topic ids no topic has come before the partitions a known topic lacks.
-        let no_topic = ResponseError::UnknownTopicId.code();
+        let no_topic = Some(ResponseError::UnknownTopicId);
         let results = vec![
-            vec![result(0, 0), result(99, missing)],
+            vec![result(0, None), result(99, missing)],
             vec![result(0, no_topic)],
-            vec![result(1, 0)],
+            vec![result(1, None)],
         ];
         assert_eq!(
             order(&named(&["a", "gone", "a"]), results),

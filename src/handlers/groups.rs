@@ -25,6 +25,7 @@ use super::authorized;
 use super::reply::{frame, HandlerError, Reply};
 use crate::broker::Broker;
 use crate::group::{Committed, JoinRequest, OFFSET_METADATA_BYTES_MAX};
+use crate::handlers::errors::code;
 use crate::protocol::{decode_body, Request};
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -34,10 +35,6 @@ const OFFSET_FETCH_GROUPS_FROM_VERSION: i16 = 8;
 /// Groups one OffsetFetch may name: every group the coordinator can hold (an admin client
 /// describing all groups asks for them in one request), and no more.
 const OFFSET_FETCH_GROUPS_MAX: usize = crate::group::GROUPS_MAX;
-
-fn code(error: Option<ResponseError>) -> i16 {
-    error.map_or(0, |e| e.code())
-}
 
 pub(super) async fn find_coordinator(
     broker: &Rc<Broker>,

@@ -11,7 +11,7 @@ use kafka_protocol::ResponseError;
 use super::reply::{frame, HandlerError, Reply};
 use crate::broker::outcome::OffsetAnswer;
 use crate::broker::Broker;
-use crate::handlers::errors::storage_error_code;
+use crate::handlers::errors::{code, storage_error_code};
 use crate::protocol::{decode_body, Request};
 
 const LATEST: i64 = -1;
@@ -37,7 +37,7 @@ pub(crate) async fn list_offset(
         return OffsetAnswer::refused(ResponseError::NotLeaderOrFollower);
     }
     let found = |timestamp: i64, offset: i64, leader_epoch: i32| OffsetAnswer {
-        error: 0,
+        error: None,
         timestamp,
         offset,
         leader_epoch,
@@ -53,12 +53,7 @@ pub(crate) async fn list_offset(
                 found(at, offset, partition.replica.epoch_at(offset))
             }
             Ok(_) => found(-1, -1, -1),
-            Err(error) => OffsetAnswer {
-                error: storage_error_code(&error).code(),
-                timestamp: -1,
-                offset: -1,
-                leader_epoch: -1,
-            },
+            Err(error) => OffsetAnswer::refused(storage_error_code(&error)),
         },
         other => {
             tracing::warn!(timestamp = other, "ListOffsets with an unsupported special timestamp");
@@ -91,7 +86,7 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
             };
             let mut answer = ListOffsetsPartitionResponse::default();
             answer.partition_index = wanted.partition_index;
-            answer.error_code = found.error;
+            answer.error_code = code(found.error);
             answer.timestamp = found.timestamp;
             answer.offset = found.offset;
             if request.version >= 4 {
