@@ -40,3 +40,17 @@ pub enum ReplicationError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
+
+/// A partition's own replication file (its leader epoch cache) fails as the partition's
+/// storage does: an I/O failure as itself, a file that does not parse as corrupt.
+impl From<ReplicationError> for fjord_storage::StorageError {
+    fn from(error: ReplicationError) -> Self {
+        match error {
+            ReplicationError::Io(error) => fjord_storage::StorageError::Io(error),
+            ReplicationError::ClusterFile { path, reason }
+            | ReplicationError::StateFile { path, reason } => {
+                fjord_storage::StorageError::Corrupt { path: path.into(), position: 0, reason }
+            }
+        }
+    }
+}

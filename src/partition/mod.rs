@@ -138,9 +138,7 @@ impl Partition {
     ) -> Result<Partition, StorageError> {
         let dir = partition_dir(data_dir, &topic, index);
         let mut log = PartitionLog::open(&dir, config).await?;
-        let epochs = LeaderEpochCache::load(&dir)
-            .await
-            .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
+        let epochs = LeaderEpochCache::load(&dir).await?;
         // Idempotent producers that retry across a restart find their last batches again.
         let mut producers = ProducerTable::default();
         for batch in log.tail_batches(PRODUCER_STATE_TAIL_BYTES).await? {

@@ -348,10 +348,9 @@ impl Partition {
     /// (they share one temporary file) and each writes the latest cache.
     async fn persist_epochs(&self) -> Result<(), StorageError> {
         let epochs = self.replica.epochs.borrow().clone();
-        epochs.persist().await.map_err(|e| {
-            StorageError::Io(std::io::Error::other(format!(
-                "persist the leader epoch cache of {self:?}: {e}"
-            )))
+        epochs.persist().await.map_err(|error| {
+            warn!(partition = ?self, %error, "cannot persist the leader epoch cache");
+            StorageError::from(error)
         })
     }
 

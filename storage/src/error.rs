@@ -52,6 +52,18 @@ pub enum StorageError {
     #[error("partition {dir} is poisoned by an earlier I/O error and refuses all calls: {kind:?}: {message}")]
     Poisoned { dir: PathBuf, kind: io::ErrorKind, message: String },
 
+    #[error("partition {dir} is closed")]
+    Closed { dir: PathBuf },
+
+    #[error("partition {dir}: the group write this append was part of failed: {reason}")]
+    GroupWriteFailed { dir: PathBuf, reason: String },
+
+    /// The thread checking an append's batches while they were written did not answer (it
+    /// panicked): the written bytes are unverified, and the log latches as after an I/O
+    /// failure.
+    #[error("partition {dir}: the batch check failed: {reason}")]
+    CheckFailed { dir: PathBuf, reason: String },
+
     #[error("invalid config {name} = {value}: {reason}")]
     InvalidConfig { name: &'static str, value: String, reason: &'static str },
 

@@ -99,3 +99,29 @@ fn a_failed_write_poisons_every_later_call() {
         log.verify().await.unwrap();
     });
 }
+
+#[test]
+fn a_closed_log_refuses_every_call_as_closed_not_poisoned() {
+    let dir = TempDir::new("closed");
+    let path = dir.path();
+    block_on(async {
+        let mut log = PartitionLog::open(path, config()).await.unwrap();
+        log.append(buf(&batch(3, 50, 1_000, 1)), 0).await.unwrap();
+        log.close().await.unwrap();
+        assert!(log.poisoned().is_none(), "closing is not an I/O failure");
+        let closed = |result: Result<_, StorageError>, call: &str| match result {
+            Err(StorageError::Closed { dir: closed_dir }) => assert_eq!(closed_dir, path, "{call}"),
+            other => panic!("{call} on a closed log must fail with Closed, got {other:?}"),
+        };
+        closed(log.append(buf(&batch(1, 10, 2_000, 2)), 0).await.map(|_| ()), "append");
+        closed(log.read(0, 1 << 20).await.map(|_| ()), "read");
+        closed(log.flush().await.map(|_| ()), "flush");
+        closed(log.close().await, "close");
+        assert!(log.poisoned().is_none());
+    });
+    // What was appended before the close is there at the next open.
+    block_on(async {
+        let log = PartitionLog::open(path, config()).await.unwrap();
+        assert_eq!(log.log_end_offset(), 3);
+    });
+}

@@ -142,7 +142,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         input: AppendInput,
         leader_epoch: Option<i32>,
     ) -> Result<AppendInfo> {
-        self.check_poison()?;
+        self.check_usable()?;
         let size = input.len() as u64;
         let origin = if leader_epoch.is_some() { Origin::Client } else { Origin::Replica };
         // Large appends check CRCs and records on another core while the write runs; small

@@ -5,8 +5,6 @@
 //! first change after an open (`mark_dirty`) and set only by `close`, after everything was
 //! synced; `clean_flag_on_disk` mirrors what the file says.
 
-use std::io;
-
 use tracing::info;
 
 use crate::checkpoint::Checkpoint;
@@ -44,10 +42,10 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     }
 
     /// Syncs everything and writes the clean-shutdown checkpoint; the next open trusts the
-    /// files without scanning them. Every later call on this log fails.
+    /// files without scanning them. Every later call on this log fails (`Closed`).
     pub async fn close(&mut self) -> Result<()> {
-        self.check_poison()?;
-        self.poison = Some((io::ErrorKind::Other, "the log was closed".to_string()));
+        self.check_usable()?;
+        self.closed = true;
         let result = self.active_mut().seal().await.map_err(StorageError::from);
         self.guard(result)?;
         let end = self.log_end_offset();

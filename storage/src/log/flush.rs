@@ -28,7 +28,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
 
     /// Makes every appended byte durable (fdatasync of the active segment).
     pub async fn flush(&mut self) -> Result<()> {
-        self.check_poison()?;
+        self.check_usable()?;
         let end = self.log_end_offset();
         if self.durable_offset < end {
             let result = self.active_mut().flush().await.map_err(StorageError::from);
@@ -44,7 +44,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// appends continue meanwhile, and then reports with [`PartitionLog::complete_flush`].
     /// One fdatasync then covers every append that arrived before it started.
     pub fn flush_target(&self) -> Result<Option<(Rc<D::File>, i64)>> {
-        self.check_poison()?;
+        self.check_usable()?;
         let end = self.log_end_offset();
         if self.durable_offset >= end {
             return Ok(None);

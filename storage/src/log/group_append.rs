@@ -4,8 +4,6 @@
 //! so a bad one is refused alone; the admitted sets get consecutive offsets in the order
 //! given; a failed write fails every admitted set (and poisons the log).
 
-use std::io;
-
 use crate::batch::{BatchInfo, Origin};
 use crate::clock::Clock;
 use crate::config::APPEND_BYTES_MAX;
@@ -42,9 +40,9 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         admit: impl FnMut(usize, i64, i64) -> bool,
     ) -> Vec<Option<Result<AppendInfo>>> {
         let count = sets.len();
-        if self.check_poison().is_err() {
+        if self.check_usable().is_err() {
             return (0..count)
-                .map(|_| Some(Err(self.check_poison().expect_err("poisoned"))))
+                .map(|_| Some(Err(self.check_usable().expect_err("closed or poisoned"))))
                 .collect();
         }
         let mut results: Vec<Option<Result<AppendInfo>>> = (0..count).map(|_| None).collect();
@@ -112,19 +110,21 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     }
 
     /// A failed group write fails every admitted set: the first reports the failure itself,
-    /// the others what it left behind (the log is poisoned after a failed write).
+    /// the others what it left behind (the latched poison after an I/O failure, else
+    /// `GroupWriteFailed` naming the failure).
     fn report_failed(
         &self,
         error: StorageError,
         admitted: &Admitted,
         results: &mut [Option<Result<AppendInfo>>],
     ) {
+        let reason = error.to_string();
         let mut first = Some(error);
         for (n, _) in &admitted.sets {
             let error = match first.take() {
                 Some(error) => error,
-                None => self.check_poison().err().unwrap_or_else(|| {
-                    StorageError::Io(io::Error::other("the group append failed"))
+                None => self.check_usable().err().unwrap_or_else(|| {
+                    StorageError::GroupWriteFailed { dir: self.dir.clone(), reason: reason.clone() }
                 }),
             };
             results[*n] = Some(Err(error));

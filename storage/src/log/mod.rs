@@ -70,6 +70,8 @@ pub struct PartitionLog<D: Disk = RealDisk, C: Clock = SystemClock> {
     clean_flag_on_disk: bool,
     last_flush_ms: i64,
     poison: Option<(io::ErrorKind, String)>,
+    /// Set by `close`: every later call fails with `StorageError::Closed`.
+    closed: bool,
     open_report: OpenReport,
 }
 

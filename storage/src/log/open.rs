@@ -79,6 +79,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             clean_flag_on_disk: clean,
             last_flush_ms: now,
             poison: None,
+            closed: false,
             open_report: report,
         };
         log.checkpoint_what_recovery_checked().await?;

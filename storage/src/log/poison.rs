@@ -1,7 +1,8 @@
 //! The latched I/O failure. After any I/O error the log is poisoned: every later call
 //! fails with that error, and nothing retries a failed write or fsync (the page cache may
-//! have dropped the data). Closing the log latches too, so nothing writes after the clean
-//! checkpoint. Errors that are not I/O (a bad batch, an offset out of range) do not latch.
+//! have dropped the data). A closed log refuses every call too (`Closed`, not a poison), so
+//! nothing writes after the clean checkpoint. Errors that are not I/O (a bad batch, an
+//! offset out of range) do not latch.
 
 use std::io;
 
@@ -19,7 +20,11 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         self.poison.as_ref().map(|(kind, message)| (*kind, message.as_str()))
     }
 
-    pub(super) fn check_poison(&self) -> Result<()> {
+    /// Fails when the log is closed or poisoned.
+    pub(super) fn check_usable(&self) -> Result<()> {
+        if self.closed {
+            return Err(StorageError::Closed { dir: self.dir.clone() });
+        }
         match &self.poison {
             None => Ok(()),
             Some((kind, message)) => Err(StorageError::Poisoned {
@@ -32,11 +37,14 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
 
     /// Records an I/O failure: from now on every call fails.
     pub(super) fn poison_with(&mut self, error: StorageError) -> StorageError {
-        if let StorageError::Io(io_error) = &error {
-            if self.poison.is_none() {
-                warn!(dir = %self.dir.display(), error = %io_error, "I/O error: partition poisoned");
-                self.poison = Some((io_error.kind(), io_error.to_string()));
-            }
+        let latched = match &error {
+            StorageError::Io(io_error) => Some((io_error.kind(), io_error.to_string())),
+            StorageError::CheckFailed { .. } => Some((io::ErrorKind::Other, error.to_string())),
+            _ => None,
+        };
+        if let (Some(latched), None) = (latched, &self.poison) {
+            warn!(dir = %self.dir.display(), error = %latched.1, "I/O error: partition poisoned");
+            self.poison = Some(latched);
         }
         error
     }

@@ -72,7 +72,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// Whole batches from the one containing `offset`, up to `max_bytes` in total but always
     /// at least one batch. Empty at the log end offset; an error outside the log.
     pub async fn read(&mut self, offset: i64, max_bytes: u64) -> Result<ReadResult<D::File>> {
-        self.check_poison()?;
+        self.check_usable()?;
         let end = self.log_end_offset();
         if offset < self.log_start_offset || offset > end {
             return Err(self.out_of_range(offset));

@@ -24,7 +24,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// Deletes closed segments whose newest timestamp is more than `retention_ms` before
     /// `now_ms`, then the oldest closed segments while the log exceeds `retention_bytes`.
     pub async fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionOutcome> {
-        self.check_poison()?;
+        self.check_usable()?;
         let closed = self.segments.len() - 1;
         let mut delete = 0usize;
         if let Some(retention_ms) = self.config.retention_ms {
@@ -69,7 +69,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// Moves the log start offset forward (DeleteRecords); whole segments below it go at the
     /// next retention pass or open.
     pub async fn advance_log_start(&mut self, offset: i64) -> Result<()> {
-        self.check_poison()?;
+        self.check_usable()?;
         if offset <= self.log_start_offset {
             return Ok(());
         }

@@ -38,7 +38,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// Closes the active segment and starts a new one at the log end offset. The closed
     /// segment is synced and the checkpoint moves past it, so recovery never rescans it.
     pub async fn roll(&mut self) -> Result<()> {
-        self.check_poison()?;
+        self.check_usable()?;
         if self.active().size() == 0 {
             return Ok(());
         }

@@ -25,7 +25,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// The headers of the batches in about the last `bytes_max` bytes of the active
     /// segment, oldest first, starting at an index entry (a batch boundary).
     pub async fn tail_batches(&mut self, bytes_max: u64) -> Result<Vec<BatchSummary>> {
-        self.check_poison()?;
+        self.check_usable()?;
         let result = self.tail_batches_unguarded(bytes_max).await;
         self.guard(result)
     }

@@ -19,7 +19,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// (ListOffsets by time). Exact within uncompressed batches; for a compressed batch the
     /// answer is the batch's base offset and max timestamp. `None` if every record is older.
     pub async fn offset_for_timestamp(&mut self, timestamp: i64) -> Result<Option<(i64, i64)>> {
-        self.check_poison()?;
+        self.check_usable()?;
         let Some(i) = self.segments.iter().position(|s| s.max_timestamp() >= timestamp) else {
             return Ok(None);
         };

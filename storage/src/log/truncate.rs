@@ -20,7 +20,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// below `offset`. Below the log start offset, the whole log is emptied and restarts
     /// there. The cut is durable before this returns.
     pub async fn truncate_to(&mut self, offset: i64) -> Result<i64> {
-        self.check_poison()?;
+        self.check_usable()?;
         if offset >= self.log_end_offset() {
             return Ok(self.log_end_offset());
         }
@@ -66,7 +66,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// Deletes every segment and starts an empty log at `offset` (a follower whose log no
     /// longer overlaps the leader's).
     pub async fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<()> {
-        self.check_poison()?;
+        self.check_usable()?;
         self.mark_dirty().await?;
         let result = async {
             // Newest first, as `truncate_to` cuts: a crash in between leaves a prefix of the

@@ -15,7 +15,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// Checks the whole log against itself: every batch's CRC, and every in-memory and
     /// on-disk index entry against an index rebuilt from the log. For tests and tools.
     pub async fn verify(&mut self) -> Result<()> {
-        self.check_poison()?;
+        self.check_usable()?;
         for i in 0..self.segments.len() {
             self.verify_segment(i).await?;
         }

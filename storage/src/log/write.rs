@@ -6,8 +6,6 @@
 //! append, after their contents passed the check that ran beside the write; a batch that
 //! fails it is cut off the file again, so the log is unchanged.
 
-use std::io;
-
 use bytes::BytesMut;
 
 use crate::batch::{self, BatchInfo, Origin};
@@ -169,9 +167,10 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
                 self.guard(cut)?;
                 Err(StorageError::InvalidBatch { index, position, source })
             }
-            Some(Err(join_error)) => Err(self.poison_with(StorageError::Io(io::Error::other(
-                format!("batch check thread failed: {join_error}"),
-            )))),
+            Some(Err(join_error)) => Err(self.poison_with(StorageError::CheckFailed {
+                dir: self.dir.clone(),
+                reason: join_error.to_string(),
+            })),
         }
     }
 }
