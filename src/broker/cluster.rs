@@ -21,7 +21,6 @@ use fjord_replication::{
     StateStore, TopicState,
 };
 use fjord_storage::io::FileLock;
-use kafka_protocol::ResponseError;
 use tracing::{info, warn};
 
 use crate::broker::error::BrokerError;
@@ -148,30 +147,23 @@ impl Cluster {
         config: BTreeMap<String, String>,
         internal: bool,
     ) -> Result<(), TopicError> {
-        let fail = |code, message: String| TopicError { code, message };
         if !internal {
-            validate_name(name).map_err(|m| fail(ResponseError::InvalidTopicException, m))?;
+            validate_name(name).map_err(|reason| TopicError::InvalidName { reason })?;
             if name.starts_with("__") {
-                return Err(fail(
-                    ResponseError::InvalidTopicException,
-                    format!("topic names starting with '__' are reserved: {name}"),
-                ));
+                return Err(TopicError::Internal {
+                    reason: format!("topic names starting with '__' are reserved: {name}"),
+                });
             }
         }
         if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
-            return Err(fail(
-                ResponseError::InvalidPartitions,
-                format!(
-                    "partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {partitions}"
-                ),
-            ));
+            return Err(TopicError::InvalidPartitions { partitions, max: TOPIC_PARTITIONS_MAX });
         }
         let live: Vec<i32> = self.live_brokers().into_iter().collect();
         if replication_factor < 1 || replication_factor as usize > live.len() {
-            return Err(fail(
-                ResponseError::InvalidReplicationFactor,
-                format!("replication factor {replication_factor} needs that many live brokers; {} are live", live.len()),
-            ));
+            return Err(TopicError::InvalidReplicationFactor {
+                replication_factor,
+                live: live.len(),
+            });
         }
         let start = (crate::ids::java_string_hash(name) & 0x7fff_ffff) as usize;
         let replicas = assign_replicas(&live, partitions, replication_factor, start);
@@ -179,10 +171,7 @@ impl Cluster {
             .store
             .update(|state| {
                 if state.topics.contains_key(name) {
-                    return Err(fail(
-                        ResponseError::TopicAlreadyExists,
-                        format!("topic {name} already exists"),
-                    ));
+                    return Err(TopicError::AlreadyExists { name: name.to_string() });
                 }
                 let partitions = replicas
                     .iter()
@@ -200,7 +189,7 @@ impl Cluster {
                 Ok(true)
             })
             .await
-            .map_err(|e| fail(ResponseError::KafkaStorageError, e.to_string()))?;
+            .map_err(|e| TopicError::storage("the cluster state", e))?;
         result.map(|_| {
             info!(
                 topic = name,
@@ -247,8 +236,8 @@ impl Cluster {
                 )
                 .await
             {
-                if error.code != ResponseError::TopicAlreadyExists {
-                    warn!(error = %error.message, "cannot create {OFFSETS_TOPIC}");
+                if !matches!(error, TopicError::AlreadyExists { .. }) {
+                    warn!(%error, "cannot create {OFFSETS_TOPIC}");
                 }
             }
         }

@@ -21,7 +21,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use kafka_protocol::ResponseError;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -194,7 +193,7 @@ impl Broker {
                     .await
                     .map_err(|e| BrokerError::InternalTopic {
                         topic: OFFSETS_TOPIC,
-                        message: e.message,
+                        message: e.to_string(),
                     })?
             }
         };
@@ -622,21 +621,16 @@ impl Broker {
         config: TopicConfig,
         validate_only: bool,
     ) -> Result<Rc<Topic>, TopicError> {
-        validate_name(name)
-            .map_err(|m| TopicError::new(ResponseError::InvalidTopicException, m))?;
+        validate_name(name).map_err(|reason| TopicError::InvalidName { reason })?;
         if name.starts_with("__") {
-            return Err(TopicError::new(
-                ResponseError::InvalidTopicException,
-                format!("topic names starting with '__' are reserved for internal topics: {name}"),
-            ));
+            return Err(TopicError::Internal {
+                reason: format!(
+                    "topic names starting with '__' are reserved for internal topics: {name}"
+                ),
+            });
         }
         if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
-            return Err(TopicError::new(
-                ResponseError::InvalidPartitions,
-                format!(
-                    "partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {partitions}"
-                ),
-            ));
+            return Err(TopicError::InvalidPartitions { partitions, max: TOPIC_PARTITIONS_MAX });
         }
         if let Some(cluster) = &self.cluster {
             let rf = if replication_factor == -1 {
@@ -658,32 +652,22 @@ impl Broker {
                 2 * crate::broker::cluster::CLUSTER_TICK_MS + 50,
             ))
             .await;
-            let state =
-                cluster.store.read().await.map_err(|e| {
-                    TopicError::new(ResponseError::KafkaStorageError, e.to_string())
-                })?;
+            let state = cluster
+                .store
+                .read()
+                .await
+                .map_err(|e| TopicError::storage("the cluster state", e))?;
             self.apply_state(&state).await;
-            return self.topic(name).ok_or_else(|| {
-                TopicError::new(
-                    ResponseError::UnknownServerError,
-                    format!("topic {name} vanished after creation"),
-                )
+            return self.topic(name).ok_or_else(|| TopicError::State {
+                reason: format!("topic {name} vanished after creation"),
             });
         }
         if replication_factor != 1 && replication_factor != -1 {
-            return Err(TopicError::new(
-                ResponseError::InvalidReplicationFactor,
-                format!(
-                    "replication factor {replication_factor} is larger than the 1 available broker"
-                ),
-            ));
+            return Err(TopicError::InvalidReplicationFactor { replication_factor, live: 1 });
         }
         if validate_only {
             if self.topics.borrow().contains_key(name) {
-                return Err(TopicError::new(
-                    ResponseError::TopicAlreadyExists,
-                    format!("topic {name} already exists"),
-                ));
+                return Err(TopicError::AlreadyExists { name: name.to_string() });
             }
             return Ok(Rc::new(Topic {
                 name: Rc::from(name),
@@ -704,16 +688,10 @@ impl Broker {
     ) -> Result<Rc<Topic>, TopicError> {
         let _admin = self.admin.lock().await;
         if self.topics.borrow().contains_key(name) {
-            return Err(TopicError::new(
-                ResponseError::TopicAlreadyExists,
-                format!("topic {name} already exists"),
-            ));
+            return Err(TopicError::AlreadyExists { name: name.to_string() });
         }
         if self.topics.borrow().len() >= TOPICS_MAX {
-            return Err(TopicError::new(
-                ResponseError::PolicyViolation,
-                format!("the broker already holds {TOPICS_MAX} topics"),
-            ));
+            return Err(TopicError::TooMany { max: TOPICS_MAX });
         }
         let id = random_id();
         // Leftovers of an earlier topic of the same name whose deletion was interrupted.
@@ -721,27 +699,21 @@ impl Broker {
             let dir = partition_dir(&self.config.data_dir, name, index);
             if dir.exists() {
                 warn!(dir = %dir.display(), "removing leftover partition directory before creating the topic");
-                std::fs::remove_dir_all(&dir).map_err(|e| {
-                    TopicError::new(
-                        ResponseError::KafkaStorageError,
-                        format!("cannot remove {}: {e}", dir.display()),
-                    )
-                })?;
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| TopicError::storage(format!("remove {}", dir.display()), e))?;
             }
         }
         let topic = self
             .open_topic(name, id, partitions, config.clone())
             .await
-            .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+            .map_err(|e| TopicError::storage(format!("open the partitions of {name}"), e))?;
         let file = TopicFile { id: hex(&id), partitions, config: config.overrides.clone() };
-        let text = toml::to_string(&file)
-            .map_err(|e| TopicError::new(ResponseError::UnknownServerError, e.to_string()))?;
-        fjord_storage::io::write_file_atomic(
-            &self.topics_dir().join(format!("{name}.toml")),
-            text.into_bytes(),
-        )
-        .await
-        .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+        let path = self.topics_dir().join(format!("{name}.toml"));
+        // Serializing a map of strings and two numbers cannot fail.
+        let text = toml::to_string(&file).expect("a topic file serializes");
+        fjord_storage::io::write_file_atomic(&path, text.into_bytes())
+            .await
+            .map_err(|e| TopicError::storage(format!("write {}", path.display()), e))?;
         self.topics.borrow_mut().insert(name.to_string(), Rc::clone(&topic));
         info!(topic = name, partitions, "created topic");
         drop(_admin);
@@ -753,41 +725,33 @@ impl Broker {
     pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
         if let Some(cluster) = &self.cluster {
             if name == OFFSETS_TOPIC {
-                return Err(TopicError::new(
-                    ResponseError::InvalidTopicException,
-                    "the internal offsets topic cannot be deleted",
-                ));
+                return Err(TopicError::Internal {
+                    reason: "the internal offsets topic cannot be deleted".to_string(),
+                });
             }
             let removed = cluster
                 .store
                 .update(|state| Ok::<bool, ()>(state.topics.remove(name).is_some()))
                 .await
-                .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?
-                .map_err(|()| {
-                    TopicError::new(ResponseError::UnknownServerError, "state update failed")
-                })?;
+                .map_err(|e| TopicError::storage("the cluster state", e))?
+                .map_err(|()| TopicError::State { reason: "state update failed".to_string() })?;
             if !removed.topics.contains_key(name) && self.topic(name).is_none() {
-                return Err(TopicError::new(
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("topic {name} does not exist"),
-                ));
+                return Err(TopicError::Unknown { name: name.to_string() });
             }
             self.apply_state(&removed).await;
             return Ok(());
         }
         let _admin = self.admin.lock().await;
         let Some(topic) = self.topics.borrow_mut().remove(name) else {
-            return Err(TopicError::new(
-                ResponseError::UnknownTopicOrPartition,
-                format!("topic {name} does not exist"),
-            ));
+            return Err(TopicError::Unknown { name: name.to_string() });
         };
-        fjord_storage::io::remove_file(&self.topics_dir().join(format!("{name}.toml")))
+        let path = self.topics_dir().join(format!("{name}.toml"));
+        fjord_storage::io::remove_file(&path)
             .await
-            .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+            .map_err(|e| TopicError::storage(format!("remove {}", path.display()), e))?;
         fjord_storage::io::sync_dir(&self.topics_dir())
             .await
-            .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+            .map_err(|e| TopicError::storage(format!("sync {}", self.topics_dir().display()), e))?;
         topic.remove_local_partitions().await;
         info!(topic = name, "deleted topic");
         self.shards.topics_changed().await;

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 
-use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 
 use crate::config::BrokerConfig;
@@ -181,16 +180,41 @@ pub struct TopicFile {
     pub config: BTreeMap<String, String>,
 }
 
-/// An error for one topic operation, as Kafka reports it.
-#[derive(Debug, Clone)]
-pub struct TopicError {
-    pub code: ResponseError,
-    pub message: String,
+/// Why a topic could not be created or deleted. Its Kafka code is chosen in
+/// `handlers::errors::topic_error_code`.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    /// A name Kafka refuses (`validate_name`).
+    #[error("{reason}")]
+    InvalidName { reason: String },
+    /// A name reserved for internal topics, or an internal topic that cannot be deleted.
+    #[error("{reason}")]
+    Internal { reason: String },
+    #[error("partitions must be between 1 and {max}, got {partitions}")]
+    InvalidPartitions { partitions: i32, max: i32 },
+    #[error(
+        "replication factor {replication_factor} needs that many live brokers; {live} are live"
+    )]
+    InvalidReplicationFactor { replication_factor: i16, live: usize },
+    #[error("topic {name} already exists")]
+    AlreadyExists { name: String },
+    #[error("topic {name} does not exist")]
+    Unknown { name: String },
+    #[error("the broker already holds {max} topics")]
+    TooMany { max: usize },
+    /// A file of the topic, or the cluster state, could not be read or written.
+    #[error("{what}: {reason}")]
+    Storage { what: String, reason: String },
+    /// The cluster state changed under the operation (a topic vanished after creation, an
+    /// update that could not apply).
+    #[error("{reason}")]
+    State { reason: String },
 }
 
 impl TopicError {
-    pub(crate) fn new(code: ResponseError, message: impl Into<String>) -> TopicError {
-        TopicError { code, message: message.into() }
+    /// A storage failure of `what` (a path or the cluster state).
+    pub(crate) fn storage(what: impl Into<String>, error: impl std::fmt::Display) -> TopicError {
+        TopicError::Storage { what: what.into(), reason: error.to_string() }
     }
 }
 

@@ -23,6 +23,7 @@ use uuid::Uuid;
 use super::reply::{frame, HandlerError, Reply};
 use crate::broker::topic::TopicConfig;
 use crate::broker::Broker;
+use crate::handlers::errors::topic_error_code;
 use crate::protocol::{decode_body, Request};
 
 /// Topics one CreateTopics or DeleteTopics request may name.
@@ -88,7 +89,7 @@ pub(super) async fn create_topics(
                     broker
                         .create_topic(&name, partitions, replication, config, body.validate_only)
                         .await
-                        .map_err(|e| (e.code, e.message))
+                        .map_err(|e| (topic_error_code(&e), e.to_string()))
                 }
             }
         };
@@ -171,7 +172,10 @@ pub(super) async fn delete_topics(
         response.responses.push(answer(name, id, Some((code, message))));
     }
     for (name, id) in deletions.topics {
-        let outcome = broker.delete_topic(&name).await.map_err(|error| (error.code, error.message));
+        let outcome = broker
+            .delete_topic(&name)
+            .await
+            .map_err(|error| (topic_error_code(&error), error.to_string()));
         if let Err((_, message)) = &outcome {
             warn!(topic = %name, %message, "DeleteTopics refused");
         }

@@ -4,6 +4,7 @@
 use fjord_storage::{BatchError, StorageError};
 use kafka_protocol::ResponseError;
 
+use crate::broker::topic::TopicError;
 use crate::partition::AppendError;
 
 /// The error code of an outcome: 0 for none.
@@ -27,6 +28,22 @@ pub(crate) fn storage_error_code(error: &StorageError) -> ResponseError {
         StorageError::Closed { .. } => ResponseError::NotLeaderOrFollower,
         StorageError::InvalidConfig { .. } => ResponseError::InvalidConfig,
         StorageError::Io(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+/// The Kafka error for a refused topic creation or deletion.
+pub(crate) fn topic_error_code(error: &TopicError) -> ResponseError {
+    match error {
+        TopicError::InvalidName { .. } | TopicError::Internal { .. } => {
+            ResponseError::InvalidTopicException
+        }
+        TopicError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
+        TopicError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
+        TopicError::AlreadyExists { .. } => ResponseError::TopicAlreadyExists,
+        TopicError::Unknown { .. } => ResponseError::UnknownTopicOrPartition,
+        TopicError::TooMany { .. } => ResponseError::PolicyViolation,
+        TopicError::Storage { .. } => ResponseError::KafkaStorageError,
+        TopicError::State { .. } => ResponseError::UnknownServerError,
     }
 }
 

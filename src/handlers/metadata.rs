@@ -13,6 +13,7 @@ use super::authorized;
 use super::reply::{frame, HandlerError, Reply};
 use crate::broker::topic::{validate_name, TopicConfig};
 use crate::broker::{Broker, Topic};
+use crate::handlers::errors::topic_error_code;
 use crate::protocol::{decode_body, Request};
 
 pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Reply, HandlerError> {
@@ -125,7 +126,7 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
                             false,
                         )
                         .await
-                        .map_err(|e| e.code),
+                        .map_err(|e| topic_error_code(&e)),
                     // As Kafka: a name no topic could have is INVALID_TOPIC_EXCEPTION.
                     None if validate_name(&name).is_err() => {
                         Err(ResponseError::InvalidTopicException)
