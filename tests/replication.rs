@@ -43,6 +43,8 @@ const SETTLE_MAX: Duration = Duration::from_secs(30);
 const OFFSETS_PARTITIONS: usize = 8;
 /// Brokers per test cluster.
 const BROKERS: i32 = 3;
+/// Kafka's NOT_LEADER_OR_FOLLOWER.
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 /// Shards per broker of a test cluster (`Cluster::up`); `Cluster::up_with_shards` picks
 /// another count, so clusters run with one shard and with several.
 const SHARDS: usize = 2;
@@ -1237,6 +1239,82 @@ fn leader_failover_is_fast() {
         cluster.restart_stopped();
         cluster.wait_all_in_sync(&format!("broker {victim} restarted"));
     }
+}
+
+#[test]
+fn a_stopped_controller_is_replaced_and_fenced_and_its_resumed_leader_acknowledges_nothing() {
+    // A stopped process keeps its flocks: the controller role must be a lease on its
+    // heartbeat, or a SIGSTOPped controller stops all failover for as long as it is stopped.
+    let cluster = Cluster::up("paused-controller");
+    let topic = "paused";
+    cluster.create_topic(topic, 3, &[]);
+    let mut before = cluster.wait_all_in_sync("topic created");
+    let controller = before.controller;
+    if led_by(&before, controller).iter().all(|(t, _, _)| t != topic) {
+        cluster.move_leader(topic, 0, controller);
+        before = cluster.wait_all_in_sync("the controller leads a partition");
+    }
+    let led: Vec<(String, i32, i32)> =
+        led_by(&before, controller).into_iter().filter(|(t, _, _)| t == topic).collect();
+    let (_, victim_partition, _) = led[0].clone();
+    // Connected before the pause: the kernel keeps the request until the broker resumes.
+    let mut to_stopped = cluster.connect(controller);
+
+    let start = Instant::now();
+    cluster.freeze(controller);
+    let after = cluster.wait_state(
+        &format!("a new controller and new leaders while broker {controller} is stopped"),
+        Duration::from_secs(15),
+        |s| {
+            s.controller != controller
+                && s.controller_epoch > before.controller_epoch
+                && reelected(s, &led, controller)
+        },
+    );
+    let took = start.elapsed();
+    eprintln!(
+        "controller {controller} stopped: controller {} (epoch {}) re-elected {} partitions in {took:?}",
+        after.controller,
+        after.controller_epoch,
+        led.len()
+    );
+    // Acknowledgements resume on every partition while the old controller stays stopped.
+    let live: Vec<i32> = (0..BROKERS).filter(|id| *id != controller).collect();
+    for index in 0..3 {
+        assert_eq!(
+            produce(&cluster.addresses(&live), topic, index, 100 * index as u64, 5, "all"),
+            5,
+            "{topic}-{index} takes acks=all writes with broker {controller} stopped"
+        );
+    }
+
+    // A request that waited in the socket while the deposed leader was stopped: on resume
+    // it reads the state before acknowledging, and refuses (acks=1 would otherwise be
+    // acknowledged and then truncated).
+    let batch =
+        wire::record_batch(&[(None, b"late".as_slice())], 1_700_000_000_000, wire::NO_PRODUCER);
+    to_stopped
+        .send(&wire::produce_request(7, topic, victim_partition, &batch, 1))
+        .expect("send to the stopped broker");
+    cluster.thaw(controller);
+    let (error, _) = wire::produce_answer(&mut to_stopped, 7, topic, victim_partition);
+    assert_eq!(
+        error, NOT_LEADER_OR_FOLLOWER,
+        "broker {controller}, deposed while stopped, answered an acks=1 produce to {topic}-{victim_partition}"
+    );
+
+    // The resumed controller steps down without writing the state.
+    wait_until(
+        &format!("broker {controller} to step down as controller"),
+        Duration::from_secs(10),
+        || cluster.log(controller).contains("stepping down").then_some(()),
+    );
+    let settled = cluster.wait_all_in_sync(&format!("broker {controller} resumed"));
+    assert_eq!(
+        (settled.controller, settled.controller_epoch),
+        (after.controller, after.controller_epoch),
+        "the fenced controller wrote the state as controller"
+    );
 }
 
 #[test]

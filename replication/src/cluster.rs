@@ -10,7 +10,7 @@
 //! data-dir = "b0"                  # relative to the cluster file's directory
 //! ```
 //! The directory holding the cluster file is also the cluster's control directory: the
-//! state file, the state lock, the controller lock and the liveness files live there.
+//! state file, the state lock and the liveness files live there.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

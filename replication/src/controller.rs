@@ -1,6 +1,6 @@
 //! Placement and election, as pure functions of the cluster state and the set of live
-//! brokers. The active controller (the broker holding `controller.lock`) runs
-//! `elect_leaders` on every tick and writes the state if anything changed.
+//! brokers. The active controller (the broker the state names, with its controller epoch)
+//! runs `elect_leaders` on every tick and writes the state if anything changed.
 //!
 //! Rules (Kafka's, without unclean election):
 //! - a partition whose leader is alive keeps it; dead followers leave its in-sync set;

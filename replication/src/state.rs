@@ -29,9 +29,15 @@ const STATE_LOCK_WAIT_MS_MAX: u64 = 10_000;
 #[serde(rename_all = "kebab-case")]
 pub struct ClusterState {
     pub version: u64,
-    /// The broker that last took the controller lock (-1: none yet).
+    /// The active controller (-1: none yet). It holds the role while its liveness heartbeat
+    /// is fresh; another broker takes it over, under the state lock, once it is not.
     #[serde(default = "no_controller")]
     pub controller: i32,
+    /// Grows by one each time a broker becomes controller. A controller writes the state
+    /// only while the state still names it with the epoch it took, so one that lost the
+    /// role (stopped, then resumed) can never write the state again as controller.
+    #[serde(default)]
+    pub controller_epoch: u64,
     #[serde(default)]
     pub topics: BTreeMap<String, TopicState>,
 }
@@ -226,7 +232,7 @@ pub(crate) fn verify_checksum(text: &str) -> Result<&str, String> {
 
 impl Default for ClusterState {
     fn default() -> Self {
-        ClusterState { version: 0, controller: -1, topics: BTreeMap::new() }
+        ClusterState { version: 0, controller: -1, controller_epoch: 0, topics: BTreeMap::new() }
     }
 }
 
@@ -247,6 +253,7 @@ mod tests {
         let state = ClusterState {
             version: 42,
             controller: 1,
+            controller_epoch: 3,
             topics: BTreeMap::from([(
                 "t".to_string(),
                 TopicState { id: "x".into(), config: BTreeMap::new(), partitions: Vec::new() },

@@ -3,14 +3,25 @@
 //! in-sync set changes it asks for as a leader, and watching the state file.
 //!
 //! Failover: a broker that dies releases its liveness lock at once (the kernel drops flocks
-//! of a dead process). The active controller notices on its next tick (every
-//! `CLUSTER_TICK_MS`), elects the first live in-sync replica of each partition the dead
-//! broker led, bumps the leader epoch and writes the state; every broker notices the new
-//! state version on its next tick and takes its new role. If the controller itself died,
-//! another broker takes the controller lock on its next tick first. All of it fits well
-//! within two seconds.
+//! of a dead process); one that is stopped (SIGSTOP, a hung disk, a paused VM) keeps it but
+//! stops heartbeating, and is failed once its heartbeat is `HEARTBEAT_TIMEOUT_MS` old. The
+//! active controller notices on its next tick (every `CLUSTER_TICK_MS`), elects the first
+//! live in-sync replica of each partition the failed broker led, bumps the leader epoch and
+//! writes the state; every broker notices the new state version on its next tick and takes
+//! its new role.
+//!
+//! The controller role is a lease on the same liveness: the state names the controller and
+//! its controller epoch. When the named controller is not alive, the first broker to tick
+//! takes the role over under the state lock (controller epoch + 1). A controller writes only
+//! while the state still names it with its epoch, so a stopped controller that resumes after
+//! losing the role is fenced: it finds the newer epoch and steps down without writing.
+//!
+//! A broker that was itself stopped cannot trust its view: when its ticks stop for longer
+//! than `PAUSE_SUSPECT_MS` it reads the state before it acknowledges an append
+//! (`Broker::partition_for_leader`) and holds back in-sync set shrinks for one lag window,
+//! since its followers' fetches went unanswered only because it was stopped.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -20,7 +31,6 @@ use fjord_replication::{
     assign_replicas, elect_leaders, ClusterFile, ClusterState, Liveness, PartitionState,
     StateStore, TopicState,
 };
-use fjord_storage::io::FileLock;
 use tracing::{info, warn};
 
 use crate::broker::error::BrokerError;
@@ -34,6 +44,10 @@ use crate::ids::{hex, random_id};
 pub const CLUSTER_TICK_MS: u64 = 100;
 /// A broker whose heartbeat is older than this is failed even if it holds its lock (hung).
 pub const HEARTBEAT_TIMEOUT_MS: i64 = 3_000;
+/// A gap between a shard's cluster ticks longer than this means the process was stopped
+/// (or starved) long enough that its view of the state may be stale: a third of the
+/// heartbeat timeout, well above a tick under load.
+pub const PAUSE_SUSPECT_MS: i64 = HEARTBEAT_TIMEOUT_MS / 3;
 
 pub struct Cluster {
     /// Partitions of the offsets topic, created by the controller once enough brokers run.
@@ -44,8 +58,13 @@ pub struct Cluster {
     /// This broker's liveness lock and heartbeat; held by shard 0 only (the other shards of
     /// the broker join with `Cluster::view`).
     pub(crate) liveness: Option<Liveness>,
-    /// The controller lock, if this broker holds it; only shard 0 competes for it.
-    controller: RefCell<Option<FileLock>>,
+    /// The controller epoch this broker holds the controller role in, if it does; only
+    /// shard 0 competes for it.
+    controller_epoch: Cell<Option<u64>>,
+    /// When this shard's cluster duty last ticked (ms), and when it last found its ticks
+    /// had stopped for longer than `PAUSE_SUSPECT_MS` (a pause of the process).
+    last_tick_ms: Cell<i64>,
+    resumed_ms: Cell<i64>,
     /// The state version and live brokers of the controller's last election pass that
     /// changed nothing: until either changes, the next pass would change nothing either.
     controller_idle: RefCell<Option<(u64, BTreeSet<i32>)>>,
@@ -111,7 +130,9 @@ impl Cluster {
             store,
             me,
             liveness,
-            controller: RefCell::new(None),
+            controller_epoch: Cell::new(None),
+            last_tick_ms: Cell::new(now_ms()),
+            resumed_ms: Cell::new(i64::MIN / 2),
             controller_idle: RefCell::new(None),
             state: RefCell::new(ClusterState::default()),
             applying: tokio::sync::Mutex::new(()),
@@ -135,7 +156,30 @@ impl Cluster {
     }
 
     pub fn is_controller(&self) -> bool {
-        self.controller.borrow().is_some()
+        self.controller_epoch.get().is_some()
+    }
+
+    /// Whether this shard's view of the state may be stale: its cluster ticks have stopped
+    /// for longer than `PAUSE_SUSPECT_MS` (the process was stopped or starved), and the
+    /// state has not been read since. Until it has, nothing is acknowledged as leader.
+    pub fn view_may_be_stale(&self, now: i64) -> bool {
+        now - self.last_tick_ms.get() > PAUSE_SUSPECT_MS
+    }
+
+    /// Marks the view fresh at `now`: a tick that found nothing stale, or the state read
+    /// after a pause (only then, so that no append is acknowledged from the old view while
+    /// the read is under way). A pause ends here.
+    pub(crate) fn viewed(&self, now: i64) {
+        if self.view_may_be_stale(now) {
+            self.resumed_ms.set(now);
+        }
+        self.last_tick_ms.set(now.max(self.last_tick_ms.get()));
+    }
+
+    /// Whether in-sync set shrinks are held back at `now`: within one lag window of a
+    /// resume, when followers' fetches went unanswered because this broker was stopped.
+    pub fn holding_shrinks(&self, now: i64, lag_max_ms: i64) -> bool {
+        now - self.resumed_ms.get() < lag_max_ms
     }
 
     /// Adds a topic to the cluster state, its replicas spread over the live brokers.
@@ -198,28 +242,10 @@ impl Cluster {
         })
     }
 
-    /// Controller duty for one tick: take the lock if it is free, then elect.
+    /// Controller duty for one tick: take the role over if its holder is not alive, then
+    /// elect.
     pub(crate) async fn control(&self) {
-        if self.controller.borrow().is_none() {
-            match FileLock::try_lock(&self.file.dir.join("controller.lock")) {
-                Ok(Some(lock)) => {
-                    *self.controller.borrow_mut() = Some(lock);
-                    let me = self.me;
-                    let _ = self
-                        .store
-                        .update(|state| {
-                            Ok::<bool, ()>(std::mem::replace(&mut state.controller, me) != me)
-                        })
-                        .await;
-                    info!(broker = self.me, "became the active controller");
-                }
-                Ok(None) => return,
-                Err(error) => {
-                    warn!(%error, "cannot check the controller lock");
-                    return;
-                }
-            }
-        }
+        let Some(epoch) = self.controller_term().await else { return };
         let live = self.live_brokers();
         if !self.state.borrow().topics.contains_key(OFFSETS_TOPIC)
             && live.len() >= self.file.replication_factor as usize
@@ -261,9 +287,15 @@ impl Cluster {
         }
         let mut elections = Vec::new();
         let mut idle_at = None;
+        let mut fenced = false;
+        let me = self.me;
         let result = self
             .store
             .update(|state| {
+                if state.controller != me || state.controller_epoch != epoch {
+                    fenced = true;
+                    return Ok(false);
+                }
                 let before: Vec<(String, usize, Vec<i32>)> = state
                     .topics
                     .iter()
@@ -290,8 +322,60 @@ impl Cluster {
         if let Err(error) = result {
             warn!(%error, "controller cannot update the cluster state");
         }
+        if fenced {
+            self.controller_epoch.set(None);
+            *self.controller_idle.borrow_mut() = None;
+            warn!(
+                broker = me,
+                controller_epoch = epoch,
+                "lost the controller role while stopped; stepping down without writing"
+            );
+            return;
+        }
         for e in elections {
             info!(topic = %e.topic, partition = e.partition, old_leader = e.old_leader, new_leader = e.new_leader, leader_epoch = e.leader_epoch, "leader elected");
+        }
+    }
+
+    /// The controller epoch this broker acts in this tick: the one it holds, or a new one
+    /// if the controller the state names is not alive (taken over under the state lock, so
+    /// one broker wins). `None` while a live broker holds the role.
+    async fn controller_term(&self) -> Option<u64> {
+        if let Some(epoch) = self.controller_epoch.get() {
+            return Some(epoch);
+        }
+        let me = self.me;
+        let named = self.state.borrow().controller;
+        if named >= 0 && named != me && self.is_alive(named) {
+            return None;
+        }
+        let result = self
+            .store
+            .update(|state| {
+                let holder = state.controller;
+                if holder >= 0 && holder != me && self.is_alive(holder) {
+                    return Err(holder);
+                }
+                state.controller = me;
+                state.controller_epoch += 1;
+                Ok(true)
+            })
+            .await;
+        match result {
+            Ok(Ok(state)) => {
+                self.controller_epoch.set(Some(state.controller_epoch));
+                info!(
+                    broker = me,
+                    controller_epoch = state.controller_epoch,
+                    "became the active controller"
+                );
+                Some(state.controller_epoch)
+            }
+            Ok(Err(_holder)) => None,
+            Err(error) => {
+                warn!(%error, "cannot take over the controller role");
+                None
+            }
         }
     }
 

@@ -601,14 +601,22 @@ impl Broker {
     /// has read the state that says so.
     pub async fn partition_for_leader(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
         let found = self.partition(topic, index);
+        let Some(cluster) = &self.cluster else { return found };
+        // A broker that was stopped may have been deposed meanwhile: it reads the state
+        // before it acknowledges anything (`Cluster::view_may_be_stale`).
+        let now = crate::clock::now_ms();
+        let stale = cluster.view_may_be_stale(now);
         // The topic lookups only when a read might follow, not on every append.
-        if self.cluster.is_none()
-            || found.as_ref().is_some_and(|p| p.replica.is_leader())
-            || (self.topic(topic).is_some() && !self.partition_exists(topic, index))
+        if !stale
+            && (found.as_ref().is_some_and(|p| p.replica.is_leader())
+                || (self.topic(topic).is_some() && !self.partition_exists(topic, index)))
         {
             return found;
         }
         self.sync_cluster_state().await;
+        if stale {
+            cluster.viewed(now);
+        }
         self.partition(topic, index)
     }
 

@@ -53,13 +53,28 @@ pub async fn run(broker: Rc<Broker>) {
     }
     loop {
         tokio::time::sleep(Duration::from_millis(CLUSTER_TICK_MS)).await;
+        let mut now = now_ms();
+        if cluster.view_may_be_stale(now) {
+            // This process was stopped: another broker may lead its partitions by now.
+            warn!(
+                broker = cluster.me,
+                "cluster duty resumed after a pause; re-reading the cluster state"
+            );
+            broker.sync_cluster_state().await;
+            now = now_ms();
+        }
+        cluster.viewed(now);
+        // After a pause the followers' fetches went unanswered because this broker was
+        // stopped, not because they lag: no shrink for one lag window.
+        let lag_max_ms =
+            if cluster.holding_shrinks(now, lag_max_ms) { i64::MAX / 4 } else { lag_max_ms };
         // Leaders: drop followers that lag, take back those that caught up.
         for topic in broker.topics() {
             for partition in topic.local_partitions() {
                 if !partition.replica.is_leader() {
                     continue;
                 }
-                if let Some(isr) = partition.wanted_isr(now_ms(), lag_max_ms) {
+                if let Some(isr) = partition.wanted_isr(now, lag_max_ms) {
                     cluster.request_isr_change(partition, isr);
                 }
             }

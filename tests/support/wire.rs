@@ -360,7 +360,7 @@ pub(crate) fn record_batch(
 // ---------------------------------------------------------------------------------------
 // Requests and responses the tests use.
 
-/// Produce v3 of `records` to one partition. Returns (error code, base offset).
+/// Produce v3 of `records` to one partition, acks=all. Returns (error code, base offset).
 pub(crate) fn produce(
     conn: &mut Conn,
     correlation_id: i32,
@@ -368,10 +368,42 @@ pub(crate) fn produce(
     partition: i32,
     records: &[u8],
 ) -> (i16, i64) {
+    let request = produce_request(correlation_id, topic, partition, records, -1);
+    conn.send(&request).expect("send produce");
+    produce_answer(conn, correlation_id, topic, partition)
+}
+
+/// The frame of a Produce v3 of `records` to one partition with `acks`.
+pub(crate) fn produce_request(
+    correlation_id: i32,
+    topic: &str,
+    partition: i32,
+    records: &[u8],
+    acks: i16,
+) -> Vec<u8> {
     let mut body = Encoder::new();
-    body.null_string().i16(-1).i32(10_000); // transactional id, acks=all, timeout
+    body.null_string().i16(acks).i32(10_000); // transactional id, acks, timeout
     body.i32(1).string(topic).i32(1).i32(partition).bytes(records);
-    let response = conn.call(PRODUCE, 3, correlation_id, &body.0);
+    request_frame(PRODUCE, 3, correlation_id, &body.0)
+}
+
+/// The answer to a `produce_request` sent on `conn`: (error code, base offset).
+pub(crate) fn produce_answer(
+    conn: &mut Conn,
+    correlation_id: i32,
+    topic: &str,
+    partition: i32,
+) -> (i16, i64) {
+    let response = match conn.receive() {
+        Received::Frame(mut frame) => {
+            let got = i32::from_be_bytes(frame[..4].try_into().expect("4 bytes"));
+            assert_eq!(got, correlation_id, "correlation id of the produce response");
+            frame.split_off(4)
+        }
+        Received::Closed { partial } => {
+            panic!("produce: connection closed instead of a response ({} bytes)", partial.len())
+        }
+    };
     let answers = parse_produce(&response, topic);
     assert_eq!(answers.len(), 1, "partitions in the produce response");
     let (index, error, base_offset) = answers[0];
