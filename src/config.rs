@@ -17,6 +17,10 @@ pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
 /// Topics one broker holds.
 pub const TOPICS_MAX: usize = 10_000;
 
+/// The free-space floor under which produce is refused: room for a few segments' worth
+/// of replica, index and checkpoint writes and the offsets topic.
+pub const LOG_DIR_FREE_BYTES_MIN_DEFAULT: u64 = 64 * 1024 * 1024;
+
 /// The settings of a running broker, validated.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -34,6 +38,9 @@ pub struct BrokerConfig {
     /// Bytes of requests held in memory at once, across all connections; beyond it the
     /// broker stops reading and clients are slowed by TCP backpressure.
     pub request_memory_max: u64,
+    /// Produce is refused (KAFKA_STORAGE_ERROR) while a data directory's file system has
+    /// fewer bytes free, keeping room for replicas, checkpoints and the offsets topic.
+    pub log_dir_free_bytes_min: u64,
     /// Open client connections; more are accepted and closed at once with a log line.
     pub connections_max: usize,
     /// Open connections from one client address (Kafka's `max.connections.per.ip`); more
@@ -74,6 +81,7 @@ pub struct FileConfig {
     pub num_partitions: Option<i32>,
     pub request_bytes_max: Option<u64>,
     pub request_memory_max: Option<u64>,
+    pub log_dir_free_bytes_min: Option<u64>,
     pub shards: Option<usize>,
     pub connections_max: Option<usize>,
     pub connections_max_per_ip: Option<usize>,
@@ -130,6 +138,10 @@ pub struct ServeArgs {
     /// (backpressure) [default: 536870912].
     #[arg(long)]
     pub request_memory_max: Option<u64>,
+    /// Produce is refused while the data directory's file system has fewer bytes free,
+    /// keeping room for replicas, checkpoints and the offsets topic [default: 67108864].
+    #[arg(long)]
+    pub log_dir_free_bytes_min: Option<u64>,
     /// Most client connections open at once [default: 10000].
     #[arg(long)]
     pub connections_max: Option<usize>,
@@ -306,6 +318,10 @@ impl ServeArgs {
                 .request_memory_max
                 .or(file.request_memory_max)
                 .unwrap_or(512 * 1024 * 1024),
+            log_dir_free_bytes_min: self
+                .log_dir_free_bytes_min
+                .or(file.log_dir_free_bytes_min)
+                .unwrap_or(LOG_DIR_FREE_BYTES_MIN_DEFAULT),
             // One per CPU by default.
             shards: self.shards.or(file.shards).unwrap_or_else(default_shards),
             segment_bytes: self.segment_bytes.or(file.segment_bytes).unwrap_or(1024 * 1024 * 1024),
@@ -467,6 +483,7 @@ impl BrokerConfig {
                 None => fjord_storage::FlushPolicy::Never,
             },
             batch_bytes_max: self.message_max_bytes,
+            free_bytes_min: self.log_dir_free_bytes_min,
         }
     }
 }

@@ -400,7 +400,7 @@ impl Broker {
                 Some(topic) => topic,
                 None => {
                     let config = TopicConfig { overrides: topic_state.config.clone() };
-                    let log_config = config.log_config(&self.config);
+                    let log_config = log_config_of(name, &config, &self.config);
                     let name_rc: Rc<str> = Rc::from(name.as_str());
                     let hosted: Vec<i32> = (0..topic_state.partitions.len() as i32)
                         .filter(|index| {
@@ -536,8 +536,8 @@ impl Broker {
         partitions: i32,
         config: TopicConfig,
     ) -> Result<Rc<Topic>, BrokerError> {
+        let log_config = log_config_of(name, &config, &self.config);
         let name: Rc<str> = Rc::from(name);
-        let log_config = config.log_config(&self.config);
         let mut opened = Vec::with_capacity(partitions as usize);
         for index in 0..partitions {
             if !self.shards.owns(&name, index) {
@@ -884,6 +884,21 @@ async fn open_clustered_partition(
 
 pub fn topic_id_hex(topic: &Topic) -> String {
     hex(&topic.id)
+}
+
+/// The storage settings of topic `name`'s partitions. The offsets topic has no free-space
+/// floor: commits go on while produce is refused for want of space, as the floor is kept
+/// for them.
+fn log_config_of(
+    name: &str,
+    config: &TopicConfig,
+    broker: &crate::config::BrokerConfig,
+) -> fjord_storage::LogConfig {
+    let mut log_config = config.log_config(broker);
+    if name == OFFSETS_TOPIC {
+        log_config.free_bytes_min = 0;
+    }
+    log_config
 }
 
 #[cfg(test)]

@@ -22,7 +22,9 @@ pub(crate) fn storage_error_code(error: &StorageError) -> ResponseError {
         StorageError::Corrupt { .. } => ResponseError::KafkaStorageError,
         StorageError::Poisoned { .. }
         | StorageError::CheckFailed { .. }
-        | StorageError::GroupWriteFailed { .. } => ResponseError::KafkaStorageError,
+        | StorageError::GroupWriteFailed { .. }
+        | StorageError::Lost { .. }
+        | StorageError::Full { .. } => ResponseError::KafkaStorageError,
         // A partition closes only while it is deleted or the broker stops: it is leaving
         // this broker, and clients look for it elsewhere.
         StorageError::Closed { .. } => ResponseError::NotLeaderOrFollower,

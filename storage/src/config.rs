@@ -51,6 +51,10 @@ pub struct LogConfig {
     pub flush: FlushPolicy,
     /// The largest batch accepted (`max.message.bytes`).
     pub batch_bytes_max: u64,
+    /// Producer appends are refused while the file system has fewer bytes free than this,
+    /// leaving room for replicas, checkpoints, indexes and the offsets topic; 0: no floor.
+    /// A log that ran out of space takes writes again once this much is free (`space.rs`).
+    pub free_bytes_min: u64,
 }
 
 impl Default for LogConfig {
@@ -63,6 +67,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             flush: FlushPolicy::EveryAppend,
             batch_bytes_max: 1024 * 1024 + 12,
+            free_bytes_min: 0,
         }
     }
 }

@@ -52,6 +52,18 @@ pub enum StorageError {
     #[error("partition {dir} is poisoned by an earlier I/O error and refuses all calls: {kind:?}: {message}")]
     Poisoned { dir: PathBuf, kind: io::ErrorKind, message: String },
 
+    /// A write refused while the log is full (`LogConfig::free_bytes_min`, or an earlier
+    /// write that ran out of space); reads go on, and writes resume once space returns.
+    #[error("partition {dir} refuses writes: {reason}")]
+    Full { dir: PathBuf, reason: String },
+
+    /// Records the log had taken were not on disk when it was reopened after running out
+    /// of space (a failed sync dropped them): latched as an I/O failure.
+    #[error(
+        "partition {dir}: records {from}..{to} were lost when its file system ran out of space"
+    )]
+    Lost { dir: PathBuf, from: i64, to: i64 },
+
     #[error("partition {dir} is closed")]
     Closed { dir: PathBuf },
 
@@ -78,6 +90,7 @@ impl StorageError {
         match self {
             StorageError::Io(error) => Some(error.kind()),
             StorageError::Poisoned { kind, .. } => Some(*kind),
+            StorageError::Full { .. } => Some(io::ErrorKind::StorageFull),
             _ => None,
         }
     }

@@ -38,6 +38,10 @@ pub struct ScanOutcome {
     pub batches: u64,
     /// Why the scan stopped early, if it did.
     pub stop_reason: Option<String>,
+    /// The rebuilt index files could not be written for want of space (the error): the
+    /// segment is served from its in-memory indexes, and the log opens full. Its files are
+    /// rebuilt by the next scan (the checkpoint cannot move past them meanwhile).
+    pub out_of_space: Option<String>,
 }
 
 /// Scans the whole `.log` of `segment`, rebuilding its in-memory indexes. With `repair`, cuts
@@ -70,14 +74,26 @@ pub(crate) async fn scan_segment<D: Disk>(
             }
         }
     }
-    let outcome = ScanOutcome {
+    let mut outcome = ScanOutcome {
         valid_bytes: segment.size(),
         invalid_bytes: file_size - segment.size(),
         batches,
         stop_reason,
+        out_of_space: None,
     };
     if repair {
-        cut_after_valid_batches(segment, &outcome).await?;
+        match cut_after_valid_batches(segment, &outcome).await {
+            Err(crate::error::StorageError::Io(error))
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                warn!(path = %segment.log().path().display(), %error, "no space to rewrite the segment's indexes: served from memory until space returns");
+                outcome.out_of_space = Some(error.to_string());
+            }
+            other => other?,
+        }
     }
     Ok(outcome)
 }

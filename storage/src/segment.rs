@@ -406,9 +406,9 @@ impl<D: Disk> Segment<D> {
         self.log.sync_data().await
     }
 
-    /// Closes the segment for appends: a final time index entry carries the segment's max
-    /// timestamp (so a reopen knows it without a scan), and all three files are synced.
-    pub(crate) async fn seal(&mut self) -> std::io::Result<()> {
+    /// Sealing's writes: the last time index entry, the index files, and the log cut to
+    /// its size (a write that runs out of space fails here, not in `sync_sealed`).
+    pub(crate) async fn seal_files(&mut self) -> std::io::Result<()> {
         if let Some(last) = self.last_batch_offset {
             if self.max_timestamp >= 0 {
                 self.time_index.push(self.max_timestamp, last);
@@ -417,7 +417,11 @@ impl<D: Disk> Segment<D> {
         self.persist_indexes().await?;
         // Blocks reserved past the end are given back (on ext4, truncating to the same size
         // frees them), also those a crash left behind.
-        self.cut_log(self.size)?;
+        self.cut_log(self.size)
+    }
+
+    /// Sealing's syncs: the log and both index files.
+    pub(crate) async fn sync_sealed(&mut self) -> std::io::Result<()> {
         self.log.sync_data().await?;
         self.index_file.sync_data().await?;
         self.time_index_file.sync_data().await

@@ -393,9 +393,15 @@ impl Schedule {
         recovered
     }
 
-    /// After an I/O failure: the log must refuse everything from now on.
+    /// After an I/O failure: the log must refuse everything from now on (but for running
+    /// out of space).
     async fn check_latched(&mut self, log: &mut SimLog, what: &str) {
         self.counts.io_failures += 1;
+        if log.is_full() {
+            // ENOSPC makes the log full, not poisoned: reads go on and writes resume once
+            // space returns, which `space.rs` checks (this disk has space again at once).
+            return;
+        }
         if log.poisoned().is_none() {
             fail!(self.ctx, "{what} failed on I/O but the log is not poisoned");
         }

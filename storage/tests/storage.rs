@@ -9,4 +9,5 @@ mod poison;
 mod property;
 mod regression;
 mod simulation;
+mod space;
 mod splice;

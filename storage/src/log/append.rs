@@ -142,9 +142,9 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         input: AppendInput,
         leader_epoch: Option<i32>,
     ) -> Result<AppendInfo> {
-        self.check_usable()?;
         let size = input.len() as u64;
         let origin = if leader_epoch.is_some() { Origin::Client } else { Origin::Replica };
+        self.check_room(origin, size).await?;
         // Large appends check CRCs and records on another core while the write runs; small
         // ones check first (handing work to a thread costs more than the check).
         let overlap = size >= OVERLAPPED_CHECK_BYTES_MIN;

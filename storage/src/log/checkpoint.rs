@@ -46,8 +46,10 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     pub async fn close(&mut self) -> Result<()> {
         self.check_usable()?;
         self.closed = true;
-        let result = self.active_mut().seal().await.map_err(StorageError::from);
+        let result = self.active_mut().seal_files().await.map_err(StorageError::from);
         self.guard(result)?;
+        let result = self.active_mut().sync_sealed().await.map_err(StorageError::from);
+        self.guard_sync(result)?;
         let end = self.log_end_offset();
         self.durable_offset = end;
         self.write_checkpoint(true, end).await?;

@@ -32,7 +32,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         let end = self.log_end_offset();
         if self.durable_offset < end {
             let result = self.active_mut().flush().await.map_err(StorageError::from);
-            self.guard(result)?;
+            self.guard_sync(result)?;
             self.durable_offset = end;
         }
         self.last_flush_ms = self.clock.now_ms();
@@ -55,7 +55,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// Group commit, part two: records the outcome of syncing a `flush_target`. A failed
     /// sync poisons the log (nothing retries an fsync).
     pub fn complete_flush(&mut self, end: i64, result: io::Result<()>) -> Result<()> {
-        self.guard(result.map_err(StorageError::from))?;
+        self.guard_sync(result.map_err(StorageError::from))?;
         // A roll meanwhile sealed (and synced) the old segment itself; `end` only ever
         // moves the durable offset forward.
         self.durable_offset = self.durable_offset.max(end.min(self.log_end_offset()));

@@ -40,9 +40,17 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         admit: impl FnMut(usize, i64, i64) -> bool,
     ) -> Vec<Option<Result<AppendInfo>>> {
         let count = sets.len();
-        if self.check_usable().is_err() {
+        let size = sets.iter().map(|s| s.len() as u64).sum();
+        if let Err(error) = self.check_room(Origin::Client, size).await {
+            let reason = error.to_string();
+            let mut first = Some(error);
             return (0..count)
-                .map(|_| Some(Err(self.check_usable().expect_err("closed or poisoned"))))
+                .map(|_| {
+                    Some(Err(first.take().unwrap_or_else(|| StorageError::Full {
+                        dir: self.dir.clone(),
+                        reason: reason.clone(),
+                    })))
+                })
                 .collect();
         }
         let mut results: Vec<Option<Result<AppendInfo>>> = (0..count).map(|_| None).collect();
@@ -124,7 +132,14 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             let error = match first.take() {
                 Some(error) => error,
                 None => self.check_usable().err().unwrap_or_else(|| {
-                    StorageError::GroupWriteFailed { dir: self.dir.clone(), reason: reason.clone() }
+                    if self.is_full() {
+                        StorageError::Full { dir: self.dir.clone(), reason: reason.clone() }
+                    } else {
+                        StorageError::GroupWriteFailed {
+                            dir: self.dir.clone(),
+                            reason: reason.clone(),
+                        }
+                    }
                 }),
             };
             results[*n] = Some(Err(error));

@@ -9,11 +9,14 @@
 //!   the first change after an open.
 //! - After any I/O error the log is poisoned: every later call fails with that error.
 //!   Nothing retries a failed write or fsync (the page cache may have dropped the data).
+//!   Running out of space (ENOSPC, EDQUOT) is the exception: the log is full, reads go on,
+//!   writes are refused until space returns, and the log is then reopened, so recovery
+//!   checks the tail the failed write left before anything is written after it.
 //!
 //! The fields are private to this folder; each file below adds the methods of one concept:
 //! - `open.rs`: opening, with recovery of what an unclean stop left.
 //! - `status.rs`: what the log tells about itself (offsets, sizes, segments).
-//! - `poison.rs`: the latched I/O failure.
+//! - `poison.rs`: the latched I/O failure; `space.rs`: running out of space and back.
 //! - `checkpoint.rs`: when the checkpoint is written, cleared and marked clean (close).
 //! - `append.rs`: one caller's batches; `group_append.rs`: several producers' in one write;
 //!   `write.rs`: the checks and the write both share.
@@ -34,6 +37,7 @@ mod read;
 mod region;
 mod retention;
 mod roll;
+mod space;
 mod status;
 mod tail;
 mod time_lookup;
@@ -70,6 +74,12 @@ pub struct PartitionLog<D: Disk = RealDisk, C: Clock = SystemClock> {
     clean_flag_on_disk: bool,
     last_flush_ms: i64,
     poison: Option<(io::ErrorKind, String)>,
+    /// Set when a write ran out of space: the failed call's error (`space.rs`).
+    full: Option<String>,
+    /// The file system's free bytes as last measured, less what was written since, and
+    /// when it was measured (`space.rs`).
+    free_bytes_seen: u64,
+    free_checked_ms: i64,
     /// Set by `close`: every later call fails with `StorageError::Closed`.
     closed: bool,
     open_report: OpenReport,

@@ -67,6 +67,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             segments.push(opening.create_first_segment(log_start_offset, now).await?);
         }
         let report = opening.report;
+        let out_of_space = report.scanned.iter().find_map(|(_, s)| s.out_of_space.clone());
         let log_end_offset = segments.last().expect("at least one segment").next_offset();
         let mut log = PartitionLog {
             disk,
@@ -79,6 +80,9 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             clean_flag_on_disk: clean,
             last_flush_ms: now,
             poison: None,
+            full: out_of_space,
+            free_bytes_seen: 0,
+            free_checked_ms: i64::MIN,
             closed: false,
             open_report: report,
         };
@@ -98,10 +102,21 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// synced by the scans): record that, so the next unclean open scans only what comes
     /// after. (A new, empty partition has nothing to record: creating ten thousand of them
     /// should not cost an fsync each.)
+    ///
+    /// On a full file system the log opens without it, full (`space.rs`): reads are served,
+    /// and the next unclean open scans again.
     async fn checkpoint_what_recovery_checked(&mut self) -> Result<()> {
-        if !self.open_report.clean_shutdown && !self.open_report.scanned.is_empty() {
+        if self.full.is_none()
+            && !self.open_report.clean_shutdown
+            && !self.open_report.scanned.is_empty()
+        {
             let log_end_offset = self.log_end_offset();
-            self.write_checkpoint(false, log_end_offset).await?;
+            match self.write_checkpoint(false, log_end_offset).await {
+                Err(error) if self.is_full() => {
+                    warn!(dir = %self.dir.display(), %error, "opened a partition log on a full file system: reads only until space returns");
+                }
+                other => other?,
+            }
         }
         Ok(())
     }

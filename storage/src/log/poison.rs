@@ -37,9 +37,17 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
 
     /// Records an I/O failure: from now on every call fails.
     pub(super) fn poison_with(&mut self, error: StorageError) -> StorageError {
+        if let StorageError::Io(io_error) = &error {
+            if super::space::out_of_space(io_error.kind()) {
+                self.fill(io_error);
+                return error;
+            }
+        }
         let latched = match &error {
             StorageError::Io(io_error) => Some((io_error.kind(), io_error.to_string())),
-            StorageError::CheckFailed { .. } => Some((io::ErrorKind::Other, error.to_string())),
+            StorageError::CheckFailed { .. } | StorageError::Lost { .. } => {
+                Some((io::ErrorKind::Other, error.to_string()))
+            }
             _ => None,
         };
         if let (Some(latched), None) = (latched, &self.poison) {
@@ -47,6 +55,24 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             self.poison = Some(latched);
         }
         error
+    }
+
+    /// Runs the result of a data sync through poisoning: any failure latches, running out of
+    /// space included. After a failed fdatasync the kernel may have dropped the pages it
+    /// could not write and a later sync would report success without them, so no sync is
+    /// ever retried, and the log is not reopened as after a failed write (`space.rs`).
+    pub(super) fn guard_sync<T>(&mut self, result: Result<T>) -> Result<T> {
+        result.map_err(|error| match error {
+            StorageError::Io(io_error) if super::space::out_of_space(io_error.kind()) => {
+                let kind = io_error.kind();
+                if self.poison.is_none() {
+                    warn!(dir = %self.dir.display(), error = %io_error, "a sync failed: partition poisoned");
+                    self.poison = Some((kind, io_error.to_string()));
+                }
+                StorageError::Io(io_error)
+            }
+            error => self.poison_with(error),
+        })
     }
 
     /// Runs `result` through poisoning.

@@ -38,13 +38,15 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// Closes the active segment and starts a new one at the log end offset. The closed
     /// segment is synced and the checkpoint moves past it, so recovery never rescans it.
     pub async fn roll(&mut self) -> Result<()> {
-        self.check_usable()?;
+        self.check_room(crate::batch::Origin::Replica, 0).await?;
         if self.active().size() == 0 {
             return Ok(());
         }
         self.mark_dirty().await?;
-        let result = self.active_mut().seal().await.map_err(StorageError::from);
+        let result = self.active_mut().seal_files().await.map_err(StorageError::from);
         self.guard(result)?;
+        let result = self.active_mut().sync_sealed().await.map_err(StorageError::from);
+        self.guard_sync(result)?;
         let base = self.log_end_offset();
         self.durable_offset = base;
         let result = async {

@@ -137,6 +137,10 @@ struct State {
     powered_off: bool,
     /// The call (count) at which the power went off.
     power_cut_call: Option<u64>,
+    /// Bytes left on the simulated file system (`None`: unlimited). Writes consume it; a
+    /// write or preallocation that does not fit fails with ENOSPC, having written what fit
+    /// in whole sectors, as a real file system fills.
+    free_bytes: Option<u64>,
     stats: SimStats,
 }
 
@@ -173,8 +177,16 @@ impl SimDisk {
             power_off_at_call: None,
             powered_off: false,
             power_cut_call: None,
+            free_bytes: None,
             stats: SimStats::default(),
         })))
+    }
+
+    /// Sets the bytes left on the file system (`None`: unlimited): with `Some(0)` every
+    /// write fails with ENOSPC, and raising it again is space coming back (files deleted
+    /// by someone else).
+    pub fn set_free_bytes(&self, free: Option<u64>) {
+        self.0.borrow_mut().free_bytes = free;
     }
 
     /// Turns fault injection on or off (crashes and power-offs still happen).
@@ -474,7 +486,43 @@ impl SimFile {
         Ok(())
     }
 
+    /// Takes the free space a write of `len` bytes at `position` needs (what it adds past
+    /// the file's end): all of it, or as many whole sectors as fit and ENOSPC, with how many
+    /// of the write's bytes fit.
+    fn take_space(
+        &self,
+        position: u64,
+        len: u64,
+        what: &str,
+    ) -> std::result::Result<(), (u64, Error)> {
+        let mut state = self.disk.0.borrow_mut();
+        let Some(free) = state.free_bytes else { return Ok(()) };
+        let file_len = state.inodes[self.inode].bytes().len() as u64;
+        let inside = file_len.saturating_sub(position).min(len);
+        let len = len - inside;
+        if len <= free {
+            state.free_bytes = Some(free - len);
+            return Ok(());
+        }
+        let fits = free / SECTOR_BYTES * SECTOR_BYTES;
+        state.free_bytes = Some(free - fits);
+        let fits = inside + fits;
+        state.stats.injected_errors += 1;
+        let error = Error::new(
+            ErrorKind::StorageFull,
+            format!("{what} {}: ENOSPC (simulated full file system)", self.path.display()),
+        );
+        Err((fits, error))
+    }
+
     fn write(&self, position: u64, bytes: &[u8]) -> Result<()> {
+        if let Err((fits, error)) = self.take_space(position, bytes.len() as u64, "write") {
+            let kept = (fits as usize).min(bytes.len());
+            if kept > 0 {
+                self.disk.0.borrow_mut().inodes[self.inode].write(position, &bytes[..kept]);
+            }
+            return Err(error);
+        }
         if let Err(error) = self.enter(Call::Write, "write") {
             // A failed write may have written some whole sectors first.
             let mut state = self.disk.0.borrow_mut();
@@ -524,13 +572,23 @@ impl DiskFile for SimFile {
         self.write(position, &pieces.concat())
     }
 
-    async fn preallocate(&self, _position: u64, _len: u64) -> Result<()> {
-        self.enter(Call::Quiet, "fallocate")
+    async fn preallocate(&self, _position: u64, len: u64) -> Result<()> {
+        self.enter(Call::Quiet, "fallocate")?;
+        // A preallocation takes no space here (writes are counted when they happen), but it
+        // fails as a real one does when the space is not there.
+        let free = self.disk.0.borrow().free_bytes;
+        match free {
+            Some(free) if free < len => Err(Error::new(
+                ErrorKind::StorageFull,
+                format!("fallocate {}: ENOSPC (simulated full file system)", self.path.display()),
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn free_bytes(&self) -> Result<u64> {
         self.enter(Call::Quiet, "fstatvfs")?;
-        Ok(1 << 40)
+        Ok(self.disk.0.borrow().free_bytes.unwrap_or(1 << 40))
     }
 
     async fn sync_data(&self) -> Result<()> {
@@ -547,7 +605,13 @@ impl DiskFile for SimFile {
 
     fn set_len(&self, len: u64) -> Result<()> {
         self.enter(Call::Write, "ftruncate")?;
-        self.disk.0.borrow_mut().inodes[self.inode].set_len(len);
+        let mut state = self.disk.0.borrow_mut();
+        // Cutting a file gives its blocks back; growing one takes none (a sparse end).
+        let before = state.inodes[self.inode].bytes().len() as u64;
+        if let Some(free) = state.free_bytes {
+            state.free_bytes = Some(free + before.saturating_sub(len));
+        }
+        state.inodes[self.inode].set_len(len);
         Ok(())
     }
 
