@@ -7,6 +7,7 @@ mod bad_input;
 mod broker_clients;
 mod cli;
 mod differential;
+mod disk_full;
 mod fuzz_regressions;
 mod groups;
 mod kafka_tools;

@@ -229,20 +229,23 @@ impl File {
             return inline::write_now(self.inner.as_raw_fd(), &pieces, position, &self.path)
                 .map_err(|error| with_path(error, "writev", &self.path));
         }
-        let mut pieces = pieces;
+        // One `writev` at a time, continued here after a short write (a file system running
+        // out of space writes what fits first): tokio-uring's `writev_at_all` panics on one.
+        let mut pieces: std::collections::VecDeque<bytes::Bytes> =
+            pieces.into_iter().filter(|p| !p.is_empty()).collect();
         while !pieces.is_empty() {
-            let rest = pieces.split_off(pieces.len().min(IOVECS_MAX));
-            let bytes: u64 = pieces.iter().map(|p| p.len() as u64).sum();
-            let (result, _) = self.inner.writev_at_all(pieces, Some(position)).await;
+            let batch: Vec<bytes::Bytes> = pieces.iter().take(IOVECS_MAX).cloned().collect();
+            let bytes: usize = batch.iter().map(|p| p.len()).sum();
+            let (result, _) = self.inner.writev_at(batch, position).await;
             let written = result.map_err(|error| with_path(error, "writev", &self.path))?;
-            if written as u64 != bytes {
+            if written == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::WriteZero,
-                    format!("writev {}: {written} of {bytes} bytes written", self.path.display()),
+                    format!("writev {}: 0 of {bytes} bytes written", self.path.display()),
                 ));
             }
-            position += bytes;
-            pieces = rest;
+            position += written as u64;
+            consume(&mut pieces, written);
         }
         Ok(())
     }
@@ -416,9 +419,35 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
+/// Drops the first `written` bytes of `pieces`: the whole pieces they cover, and the start
+/// of the one a short write ended in.
+fn consume(pieces: &mut std::collections::VecDeque<bytes::Bytes>, mut written: usize) {
+    while written > 0 {
+        let Some(first) = pieces.front_mut() else { return };
+        if written >= first.len() {
+            written -= first.len();
+            pieces.pop_front();
+        } else {
+            let _ = first.split_to(written);
+            written = 0;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_write_is_continued_from_where_it_ended() {
+        let piece = |text: &'static str| bytes::Bytes::from_static(text.as_bytes());
+        let mut pieces: std::collections::VecDeque<bytes::Bytes> =
+            [piece("abc"), piece("defg"), piece("h")].into_iter().collect();
+        consume(&mut pieces, 5);
+        assert_eq!(pieces, [piece("fg"), piece("h")]);
+        consume(&mut pieces, 3);
+        assert!(pieces.is_empty());
+    }
 
     /// The open-file flags of `file`, from `/proc/self/fdinfo`.
     fn open_flags(file: &File) -> u32 {

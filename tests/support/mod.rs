@@ -107,6 +107,16 @@ impl TestBroker {
     pub(crate) fn start_with(label: &str, extra_args: &[&str]) -> TestBroker {
         let root = fresh_dir(label);
         let data_dir = root.join("data");
+        TestBroker::start_in(root, data_dir, extra_args)
+    }
+
+    /// Starts a broker on `data_dir` (a file system a test made), its logs in a fresh
+    /// directory of its own.
+    pub(crate) fn start_on(label: &str, data_dir: PathBuf, extra_args: &[&str]) -> TestBroker {
+        TestBroker::start_in(fresh_dir(label), data_dir, extra_args)
+    }
+
+    fn start_in(root: PathBuf, data_dir: PathBuf, extra_args: &[&str]) -> TestBroker {
         let mut broker = TestBroker {
             root,
             data_dir,
