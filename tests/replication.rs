@@ -726,6 +726,134 @@ fn problem(problems: &mut Vec<String>, text: String) {
     problems.push(text);
 }
 
+/// Checks what replication_producer.py wrote to `acks_path` against everything in `topic`,
+/// read back from the beginning: per key one partition and strictly increasing sequence
+/// numbers (no duplicate, nothing reordered); every acknowledged message present once, at
+/// the offset it was acknowledged at; no failed delivery; no fatal producer error. Returns
+/// the number of acknowledged messages.
+fn check_deliveries(
+    cluster: &Cluster,
+    topic: &str,
+    acks_path: &Path,
+    summary: &str,
+    stderr: &str,
+    victims: &[i32],
+) -> usize {
+    let deliveries = read_deliveries(acks_path);
+    let acks: Vec<(i32, i64, String, u64)> = deliveries
+        .iter()
+        .filter_map(|d| match d {
+            Delivery::Ack { partition, offset, key, seq } => {
+                Some((*partition, *offset, key.clone(), *seq))
+            }
+            Delivery::Err { .. } => None,
+        })
+        .collect();
+    let failed: Vec<String> = deliveries
+        .iter()
+        .filter_map(|d| match d {
+            Delivery::Err { key, seq, error } => Some(format!("{key}:{seq}: {error}")),
+            Delivery::Ack { .. } => None,
+        })
+        .collect();
+
+    // Everything in the topic, read back from the beginning of every partition.
+    let messages = consume(&cluster.bootstrap, topic);
+    let mut at: BTreeMap<(i32, i64), (String, u64)> = BTreeMap::new();
+    let mut per_key: BTreeMap<String, Vec<(i32, i64, u64)>> = BTreeMap::new();
+    for m in &messages {
+        let key = String::from_utf8(m.key.clone().expect("keyed")).expect("UTF-8 key");
+        let value = String::from_utf8(m.value.clone().expect("a value")).expect("UTF-8 value");
+        let mut fields = value.split(':');
+        assert_eq!(
+            fields.next(),
+            Some(key.as_str()),
+            "value {value:?} at {}:{} under key {key}",
+            m.partition,
+            m.offset
+        );
+        let seq: u64 = fields
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no sequence in {value:?}"));
+        assert!(
+            at.insert((m.partition, m.offset), (key.clone(), seq)).is_none(),
+            "offset {}:{} read twice",
+            m.partition,
+            m.offset
+        );
+        per_key.entry(key).or_default().push((m.partition, m.offset, seq));
+    }
+    // Per key: one partition, sequence numbers strictly increasing with the offset (no
+    // duplicate, nothing out of order).
+    for (key, list) in &mut per_key {
+        list.sort();
+        let partitions: BTreeSet<i32> = list.iter().map(|e| e.0).collect();
+        assert_eq!(partitions.len(), 1, "key {key} is in partitions {partitions:?}");
+        for pair in list.windows(2) {
+            assert!(
+                pair[1].2 > pair[0].2,
+                "key {key}: sequence {} at offset {} follows sequence {} at offset {} (duplicate or reordered)",
+                pair[1].2,
+                pair[1].1,
+                pair[0].2,
+                pair[0].1
+            );
+        }
+    }
+    // Every acknowledged message is there, exactly once, at the offset it was acknowledged at.
+    let mut missing = Vec::new();
+    let mut misplaced = Vec::new();
+    let present: BTreeSet<(String, u64)> = at.values().cloned().collect();
+    for (partition, offset, key, seq) in &acks {
+        if !present.contains(&(key.clone(), *seq)) {
+            missing.push(format!("{key}:{seq} (acked at {partition}:{offset})"));
+        } else if *offset >= 0 && at.get(&(*partition, *offset)) != Some(&(key.clone(), *seq)) {
+            misplaced.push(format!(
+                "{key}:{seq} acked at {partition}:{offset}, found there: {:?}",
+                at.get(&(*partition, *offset))
+            ));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages are missing after the failovers (victims {victims:?}); first: {:?}",
+        missing.len(),
+        acks.len(),
+        &missing[..missing.len().min(20)]
+    );
+    assert!(
+        misplaced.is_empty(),
+        "{} acknowledged offsets hold another message; first: {:?}",
+        misplaced.len(),
+        &misplaced[..misplaced.len().min(20)]
+    );
+    assert!(
+        acks.len() >= 1000,
+        "too few acknowledged messages for a meaningful test: {}",
+        acks.len()
+    );
+    // With idempotence and a 60 s message timeout, no delivery should fail at all.
+    assert!(
+        failed.is_empty(),
+        "{} deliveries failed; first: {:?}\nproducer stderr:\n{stderr}",
+        failed.len(),
+        &failed[..failed.len().min(10)]
+    );
+    // summary <sent> <acked> <failed> <fatal> <system-errors>
+    assert_eq!(
+        summary.split('\t').nth(4),
+        Some("-"),
+        "the producer hit a fatal error: {summary}\n{stderr}"
+    );
+    eprintln!(
+        "checked {} acknowledged messages, {} in the topic, victims {victims:?}",
+        acks.len(),
+        messages.len()
+    );
+    acks.len()
+}
+
 #[test]
 fn failover_keeps_every_acknowledged_message() {
     let cluster = Cluster::up("failover");
@@ -849,127 +977,15 @@ fn failover_keeps_every_acknowledged_message() {
         .unwrap_or_else(|| panic!("no summary from the producer: {out:?}\n{stderr}"));
     eprintln!("producer ran {elapsed:?}, {summary}, at least {acked} acks during the kills");
 
-    let deliveries = read_deliveries(&acks_path);
-    let acks: Vec<(i32, i64, String, u64)> = deliveries
-        .iter()
-        .filter_map(|d| match d {
-            Delivery::Ack { partition, offset, key, seq } => {
-                Some((*partition, *offset, key.clone(), *seq))
-            }
-            Delivery::Err { .. } => None,
-        })
-        .collect();
-    let failed: Vec<String> = deliveries
-        .iter()
-        .filter_map(|d| match d {
-            Delivery::Err { key, seq, error } => Some(format!("{key}:{seq}: {error}")),
-            Delivery::Ack { .. } => None,
-        })
-        .collect();
-
-    // Everything in the topic, read back from the beginning of every partition.
-    let messages = consume(&cluster.bootstrap, topic);
-    let mut at: BTreeMap<(i32, i64), (String, u64)> = BTreeMap::new();
-    let mut per_key: BTreeMap<String, Vec<(i32, i64, u64)>> = BTreeMap::new();
-    for m in &messages {
-        let key = String::from_utf8(m.key.clone().expect("keyed")).expect("UTF-8 key");
-        let value = String::from_utf8(m.value.clone().expect("a value")).expect("UTF-8 value");
-        let mut fields = value.split(':');
-        assert_eq!(
-            fields.next(),
-            Some(key.as_str()),
-            "value {value:?} at {}:{} under key {key}",
-            m.partition,
-            m.offset
-        );
-        let seq: u64 = fields
-            .next()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no sequence in {value:?}"));
-        assert!(
-            at.insert((m.partition, m.offset), (key.clone(), seq)).is_none(),
-            "offset {}:{} read twice",
-            m.partition,
-            m.offset
-        );
-        per_key.entry(key).or_default().push((m.partition, m.offset, seq));
-    }
-    // Per key: one partition, sequence numbers strictly increasing with the offset (no
-    // duplicate, nothing out of order).
-    for (key, list) in &mut per_key {
-        list.sort();
-        let partitions: BTreeSet<i32> = list.iter().map(|e| e.0).collect();
-        assert_eq!(partitions.len(), 1, "key {key} is in partitions {partitions:?}");
-        for pair in list.windows(2) {
-            assert!(
-                pair[1].2 > pair[0].2,
-                "key {key}: sequence {} at offset {} follows sequence {} at offset {} (duplicate or reordered)",
-                pair[1].2,
-                pair[1].1,
-                pair[0].2,
-                pair[0].1
-            );
-        }
-    }
-    // Every acknowledged message is there, exactly once, at the offset it was acknowledged at.
-    let mut missing = Vec::new();
-    let mut misplaced = Vec::new();
-    let present: BTreeSet<(String, u64)> = at.values().cloned().collect();
-    for (partition, offset, key, seq) in &acks {
-        if !present.contains(&(key.clone(), *seq)) {
-            missing.push(format!("{key}:{seq} (acked at {partition}:{offset})"));
-        } else if *offset >= 0 && at.get(&(*partition, *offset)) != Some(&(key.clone(), *seq)) {
-            misplaced.push(format!(
-                "{key}:{seq} acked at {partition}:{offset}, found there: {:?}",
-                at.get(&(*partition, *offset))
-            ));
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged messages are missing after the failovers (victims {victims:?}); first: {:?}",
-        missing.len(),
-        acks.len(),
-        &missing[..missing.len().min(20)]
-    );
-    assert!(
-        misplaced.is_empty(),
-        "{} acknowledged offsets hold another message; first: {:?}",
-        misplaced.len(),
-        &misplaced[..misplaced.len().min(20)]
-    );
-    assert!(
-        acks.len() >= 1000,
-        "too few acknowledged messages for a meaningful test: {}",
-        acks.len()
-    );
-    // With idempotence and a 60 s message timeout, no delivery should fail at all.
-    assert!(
-        failed.is_empty(),
-        "{} deliveries failed; first: {:?}\nproducer stderr:\n{stderr}",
-        failed.len(),
-        &failed[..failed.len().min(10)]
-    );
-    // summary <sent> <acked> <failed> <fatal> <system-errors>
-    assert_eq!(
-        summary.split('\t').nth(4),
-        Some("-"),
-        "the producer hit a fatal error: {summary}\n{stderr}"
-    );
+    let acks = check_deliveries(&cluster, topic, &acks_path, summary, &stderr, &victims);
     // At the end every broker is back in the in-sync set of every partition.
     if let Err(state) = cluster.try_wait_state(ISR_RECOVERY_MAX, all_in_sync) {
         problem(&mut problems, format!("at the end, {ISR_RECOVERY_MAX:?} after the last restart and the producer's end: not in sync: {}", not_in_sync(&state)));
     }
     assert!(
         problems.is_empty(),
-        "the data survived ({} acknowledged messages checked), but:\n{}",
-        acks.len(),
+        "the data survived ({acks} acknowledged messages checked), but:\n{}",
         problems.join("\n")
-    );
-    eprintln!(
-        "checked {} acknowledged messages, {} in the topic, victims {victims:?}",
-        acks.len(),
-        messages.len()
     );
 }
 
@@ -1942,4 +1958,196 @@ fn a_produce_waiting_on_a_frozen_follower_does_not_hold_back_the_next_request() 
         };
         assert_eq!(Decoder::new(&frame).i32(), expected, "answers in request order");
     }
+}
+
+/// Faults the nemesis campaign injects, one per round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// kill -9 the leader of a partition of the topic.
+    KillLeader,
+    /// kill -9 the controller.
+    KillController,
+    /// SIGSTOP the controller until others took over, then SIGCONT.
+    PauseController,
+    /// SIGSTOP the leader of a partition until others took over, then SIGCONT.
+    PauseLeader,
+    /// kill -9 two brokers at once.
+    KillTwo,
+    /// kill -9 a leader and restart it at once, three times in a row.
+    Flap,
+}
+
+const FAULTS: [Fault; 6] = [
+    Fault::KillLeader,
+    Fault::KillController,
+    Fault::PauseController,
+    Fault::PauseLeader,
+    Fault::KillTwo,
+    Fault::Flap,
+];
+
+/// Rounds of the nemesis campaign in a default test run (CI); `FJORD_NEMESIS_ROUNDS`
+/// sets more for the long run (docs/reliability.md).
+const NEMESIS_ROUNDS_DEFAULT: u64 = 4;
+/// How long a round waits for new leaders after its fault.
+const NEMESIS_FAILOVER_WAIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn nemesis_campaign_loses_duplicates_and_reorders_nothing_acknowledged() {
+    let seed = fjord_storage::sim::seed("nemesis");
+    let mut rng = fjord_storage::sim::Rng::new(seed);
+    let rounds = std::env::var("FJORD_NEMESIS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(NEMESIS_ROUNDS_DEFAULT);
+    eprintln!("nemesis: {rounds} rounds, FJORD_SEED={seed}");
+    let cluster = Cluster::up("nemesis");
+    let topic = "ledger";
+    let partitions = 4;
+    cluster.create_topic(topic, partitions, &[]);
+    let work = TempDir::new("nemesis-producer");
+    let acks_path = work.path().join("acks");
+    let stop_path = work.path().join("stop");
+    let (acks_arg, stop_arg) = (acks_path.display().to_string(), stop_path.display().to_string());
+    let max_s = (60 + 40 * rounds).to_string();
+    let producer = Background::spawn(
+        "replication_producer.py",
+        &[
+            &cluster.bootstrap,
+            topic,
+            "--acks-file",
+            &acks_arg,
+            "--stop-file",
+            &stop_arg,
+            "--keys",
+            "24",
+            "--max-s",
+            &max_s,
+        ],
+    );
+    let mut acked = wait_for_acks(&acks_path, 200, "before the first fault");
+    let mut problems: Vec<String> = Vec::new();
+    let mut victims = Vec::new();
+    // The first rounds go through the faults in turn (a short run covers the kinds), then
+    // the seed picks.
+    for round in 0..rounds {
+        let fault = if round < FAULTS.len() as u64 {
+            FAULTS[((seed.wrapping_add(round)) % FAULTS.len() as u64) as usize]
+        } else {
+            FAULTS[rng.below(FAULTS.len() as u64) as usize]
+        };
+        let before = cluster.wait_all_in_sync(&format!("round {round}: before {fault:?}"));
+        let index = rng.below(partitions as u64) as i32;
+        let leader = partition(&before, topic, index).leader;
+        let started = Instant::now();
+        let hit = match fault {
+            Fault::KillLeader | Fault::KillController => {
+                let victim = if fault == Fault::KillLeader { leader } else { before.controller };
+                cluster.kill9(victim);
+                vec![victim]
+            }
+            Fault::PauseLeader | Fault::PauseController => {
+                let victim = if fault == Fault::PauseLeader { leader } else { before.controller };
+                cluster.freeze(victim);
+                vec![victim]
+            }
+            Fault::KillTwo => {
+                let spared = rng.below(BROKERS as u64) as i32;
+                let two: Vec<i32> = (0..BROKERS).filter(|id| *id != spared).collect();
+                for victim in &two {
+                    cluster.kill9(*victim);
+                }
+                two
+            }
+            Fault::Flap => {
+                for _ in 0..3 {
+                    cluster.kill9(leader);
+                    cluster.restart_stopped();
+                    std::thread::sleep(Duration::from_millis(200 + rng.below(800)));
+                }
+                vec![leader]
+            }
+        };
+        // Every partition a stopped broker led, with a live in-sync replica left, gets a new
+        // leader (a flapping broker is back already: nothing to wait for).
+        if fault != Fault::Flap {
+            let led: Vec<(String, i32, i32)> = hit
+                .iter()
+                .flat_map(|victim| led_by(&before, *victim))
+                .filter(|(t, i, _)| partition(&before, t, *i).isr.iter().any(|r| !hit.contains(r)))
+                .collect();
+            let controller_lost = matches!(fault, Fault::KillController | Fault::PauseController);
+            let reelected_all = |s: &ClusterState| {
+                // A controller that was hit is replaced too.
+                (!controller_lost || (s.controller >= 0 && !hit.contains(&s.controller)))
+                    && led.iter().all(|(t, i, epoch)| {
+                        s.partition(t, *i).is_some_and(|p| {
+                            p.leader >= 0 && !hit.contains(&p.leader) && p.leader_epoch > *epoch
+                        })
+                    })
+            };
+            match cluster.try_wait_state(NEMESIS_FAILOVER_WAIT, reelected_all) {
+                Ok(_) => eprintln!(
+                    "nemesis round {round}: {fault:?} on {hit:?}: {} partitions (and the controller, if hit) led elsewhere after {:?}",
+                    led.len(),
+                    started.elapsed()
+                ),
+                Err(state) => problem(
+                    &mut problems,
+                    format!("round {round}: {fault:?} on {hit:?}: no new leaders within {NEMESIS_FAILOVER_WAIT:?}: {}", toml::to_string(&state).unwrap_or_default()),
+                ),
+            }
+        }
+        // Acknowledgements go on while one broker is down or stopped (two down leave fewer
+        // in-sync replicas than acks=all may need: checked after the restart instead).
+        if hit.len() == 1 {
+            acked = wait_for_acks(
+                &acks_path,
+                acked + 50,
+                &format!("round {round}: {fault:?} on {hit:?}"),
+            );
+        }
+        if matches!(fault, Fault::PauseLeader | Fault::PauseController) {
+            cluster.thaw(hit[0]);
+        }
+        cluster.restart_stopped();
+        if let Err(state) = cluster.try_wait_state(ISR_RECOVERY_MAX, all_in_sync) {
+            problem(
+                &mut problems,
+                format!(
+                    "round {round}: {fault:?}: not back in sync within {ISR_RECOVERY_MAX:?}: {}",
+                    not_in_sync(&state)
+                ),
+            );
+        }
+        acked = wait_for_acks(&acks_path, acked + 50, &format!("round {round}: after {fault:?}"));
+        victims.extend(hit);
+    }
+    std::fs::write(&stop_path, b"stop").expect("write the stop file");
+    let (status, out, stderr) = producer.finish();
+    assert!(status.success(), "producer: {status}\n{out:?}\n{stderr}");
+    let summary = out
+        .iter()
+        .find(|l| l.starts_with("summary\t"))
+        .unwrap_or_else(|| panic!("no summary from the producer: {out:?}\n{stderr}"));
+    eprintln!("nemesis: producer {summary}");
+    check_deliveries(&cluster, topic, &acks_path, summary, &stderr, &victims);
+
+    // Replicas end byte-identical: every replica's log is the leader's, once followers caught up.
+    let state = cluster.state();
+    for index in 0..partitions {
+        let replicas = partition(&state, topic, index).replicas.clone();
+        let identical = try_until(ISR_RECOVERY_MAX, || {
+            let logs: Vec<Vec<u8>> =
+                replicas.iter().map(|id| cluster.log_bytes(*id, topic, index)).collect();
+            logs.windows(2).all(|pair| pair[0] == pair[1])
+        });
+        if !identical {
+            problem(
+                &mut problems,
+                format!("{topic}-{index}: replicas {replicas:?} hold different bytes"),
+            );
+        }
+    }
+    assert!(problems.is_empty(), "nemesis (FJORD_SEED={seed}):\n{}", problems.join("\n"));
 }
