@@ -726,6 +726,57 @@ fn problem(problems: &mut Vec<String>, text: String) {
     problems.push(text);
 }
 
+/// replication_producer.py writing to `topic` in the background (idempotent, keyed, acks=all,
+/// 24 keys) and recording every delivery in `acks_path`, for `check_deliveries`.
+struct VerifiedProducer {
+    _work: TempDir,
+    topic: String,
+    acks_path: PathBuf,
+    stop_path: PathBuf,
+    process: Background,
+}
+
+impl VerifiedProducer {
+    fn start(cluster: &Cluster, topic: &str, max_s: u64) -> VerifiedProducer {
+        let work = TempDir::new("verified-producer");
+        let acks_path = work.path().join("acks");
+        let stop_path = work.path().join("stop");
+        let (acks_arg, stop_arg) =
+            (acks_path.display().to_string(), stop_path.display().to_string());
+        let max_s = max_s.to_string();
+        let process = Background::spawn(
+            "replication_producer.py",
+            &[
+                &cluster.bootstrap,
+                topic,
+                "--acks-file",
+                &acks_arg,
+                "--stop-file",
+                &stop_arg,
+                "--keys",
+                "24",
+                "--max-s",
+                &max_s,
+            ],
+        );
+        VerifiedProducer { _work: work, topic: topic.to_string(), acks_path, stop_path, process }
+    }
+
+    /// Stops the producer and checks its deliveries against the topic (`check_deliveries`);
+    /// returns how many acknowledged messages were checked.
+    fn stop_and_check(self, cluster: &Cluster, victims: &[i32]) -> usize {
+        std::fs::write(&self.stop_path, b"stop").expect("write the stop file");
+        let (status, out, stderr) = self.process.finish();
+        assert!(status.success(), "producer: {status}\n{out:?}\n{stderr}");
+        let summary = out
+            .iter()
+            .find(|l| l.starts_with("summary\t"))
+            .unwrap_or_else(|| panic!("no summary from the producer: {out:?}\n{stderr}"));
+        eprintln!("producer {summary}");
+        check_deliveries(cluster, &self.topic, &self.acks_path, summary, &stderr, victims)
+    }
+}
+
 /// Checks what replication_producer.py wrote to `acks_path` against everything in `topic`,
 /// read back from the beginning: per key one partition and strictly increasing sequence
 /// numbers (no duplicate, nothing reordered); every acknowledged message present once, at
@@ -859,25 +910,8 @@ fn failover_keeps_every_acknowledged_message() {
     let cluster = Cluster::up("failover");
     let topic = "orders";
     cluster.create_topic(topic, 4, &[]);
-    let work = TempDir::new("repl-producer");
-    let acks_path = work.path().join("acks");
-    let stop_path = work.path().join("stop");
-    let (acks_arg, stop_arg) = (acks_path.display().to_string(), stop_path.display().to_string());
-    let producer = Background::spawn(
-        "replication_producer.py",
-        &[
-            &cluster.bootstrap,
-            topic,
-            "--acks-file",
-            &acks_arg,
-            "--stop-file",
-            &stop_arg,
-            "--keys",
-            "24",
-            "--max-s",
-            "90",
-        ],
-    );
+    let producer = VerifiedProducer::start(&cluster, topic, 90);
+    let acks_path = producer.acks_path.clone();
     let started = Instant::now();
     let mut acked = wait_for_acks(&acks_path, 200, "before the first kill");
     let mut victims = Vec::new();
@@ -967,17 +1001,8 @@ fn failover_keeps_every_acknowledged_message() {
     }
     assert!(controller_killed, "no kill hit the controller: victims {victims:?}");
     acked = wait_for_acks(&acks_path, acked + 200, "after the last restart");
-    std::fs::write(&stop_path, b"stop").expect("write the stop file");
-    let (status, out, stderr) = producer.finish();
-    let elapsed = started.elapsed();
-    assert!(status.success(), "producer: {status}\n{out:?}\n{stderr}");
-    let summary = out
-        .iter()
-        .find(|l| l.starts_with("summary\t"))
-        .unwrap_or_else(|| panic!("no summary from the producer: {out:?}\n{stderr}"));
-    eprintln!("producer ran {elapsed:?}, {summary}, at least {acked} acks during the kills");
-
-    let acks = check_deliveries(&cluster, topic, &acks_path, summary, &stderr, &victims);
+    let acks = producer.stop_and_check(&cluster, &victims);
+    eprintln!("producer ran {:?}, at least {acked} acks during the kills", started.elapsed());
     // At the end every broker is back in the in-sync set of every partition.
     if let Err(state) = cluster.try_wait_state(ISR_RECOVERY_MAX, all_in_sync) {
         problem(&mut problems, format!("at the end, {ISR_RECOVERY_MAX:?} after the last restart and the producer's end: not in sync: {}", not_in_sync(&state)));
@@ -2005,26 +2030,8 @@ fn nemesis_campaign_loses_duplicates_and_reorders_nothing_acknowledged() {
     let topic = "ledger";
     let partitions = 4;
     cluster.create_topic(topic, partitions, &[]);
-    let work = TempDir::new("nemesis-producer");
-    let acks_path = work.path().join("acks");
-    let stop_path = work.path().join("stop");
-    let (acks_arg, stop_arg) = (acks_path.display().to_string(), stop_path.display().to_string());
-    let max_s = (60 + 40 * rounds).to_string();
-    let producer = Background::spawn(
-        "replication_producer.py",
-        &[
-            &cluster.bootstrap,
-            topic,
-            "--acks-file",
-            &acks_arg,
-            "--stop-file",
-            &stop_arg,
-            "--keys",
-            "24",
-            "--max-s",
-            &max_s,
-        ],
-    );
+    let producer = VerifiedProducer::start(&cluster, topic, 60 + 40 * rounds);
+    let acks_path = producer.acks_path.clone();
     let mut acked = wait_for_acks(&acks_path, 200, "before the first fault");
     let mut problems: Vec<String> = Vec::new();
     let mut victims = Vec::new();
@@ -2123,15 +2130,7 @@ fn nemesis_campaign_loses_duplicates_and_reorders_nothing_acknowledged() {
         acked = wait_for_acks(&acks_path, acked + 50, &format!("round {round}: after {fault:?}"));
         victims.extend(hit);
     }
-    std::fs::write(&stop_path, b"stop").expect("write the stop file");
-    let (status, out, stderr) = producer.finish();
-    assert!(status.success(), "producer: {status}\n{out:?}\n{stderr}");
-    let summary = out
-        .iter()
-        .find(|l| l.starts_with("summary\t"))
-        .unwrap_or_else(|| panic!("no summary from the producer: {out:?}\n{stderr}"));
-    eprintln!("nemesis: producer {summary}");
-    check_deliveries(&cluster, topic, &acks_path, summary, &stderr, &victims);
+    producer.stop_and_check(&cluster, &victims);
 
     // Replicas end byte-identical: every replica's log is the leader's, once followers caught up.
     let state = cluster.state();
