@@ -208,8 +208,8 @@ impl Partition {
     /// The offset consumers may read up to: on a single broker the log end, with replication
     /// the smallest log end among the in-sync replicas.
     pub fn high_watermark(&self) -> i64 {
-        if self.replica.clustered {
-            self.replica.high_watermark.get().min(self.log_end_offset.get())
+        if self.replica.clustered() {
+            self.replica.high_watermark().min(self.log_end_offset.get())
         } else {
             self.log_end_offset.get()
         }
@@ -358,7 +358,7 @@ impl Partition {
     /// cluster only as the leader of that epoch (checked under the log lock, since the
     /// leadership may move while an append waits for it).
     fn leads_in(&self, leader_epoch: i32) -> bool {
-        !self.replica.clustered
+        !self.replica.clustered()
             || (self.replica.is_leader() && self.replica.leader_epoch() == leader_epoch)
     }
 
@@ -375,9 +375,8 @@ impl Partition {
             tracing::debug!(partition = ?self, producer_id = sequenced.producer_id, epoch = sequenced.epoch, first_sequence = sequenced.first_sequence, count = sequenced.count, ?check, "idempotent set not written");
         }
         if let SequenceCheck::OutOfOrder { expected, got } = check {
-            let settling = crate::clock::now_ms() - self.replica.leading_since_ms.get()
-                < replica::LEADERSHIP_SETTLE_MS;
-            if self.replica.clustered && settling && got > expected {
+            let settling = self.replica.settling(crate::clock::now_ms());
+            if self.replica.clustered() && settling && got > expected {
                 tracing::info!(partition = ?self, producer_id = sequenced.producer_id, expected, got, "sequence gap right after taking the leadership: asking the producer to retry");
                 return Some(Err(AppendError::NotLeader));
             }
@@ -583,7 +582,7 @@ impl Partition {
         let unchanged = file
             .saved
             .map_or(high_watermark <= self.log_start_offset(), |saved| saved == high_watermark);
-        if !self.replica.clustered || unchanged {
+        if !self.replica.clustered() || unchanged {
             return;
         }
         let path = self.dir.join(HIGH_WATERMARK_FILE);
@@ -832,7 +831,7 @@ mod tests {
             assert_eq!(open().await.expect("reopen").high_watermark(), 7);
             // A closed partition writes nothing more (its directory may be deleted next), even
             // if its high watermark moved after the close (a late follower fetch).
-            partition.replica.high_watermark.set(6);
+            partition.replica.lower_high_watermark(6);
             partition.checkpoint_high_watermark().await;
             assert_eq!(
                 std::fs::read_to_string(&file).expect("file"),
@@ -916,6 +915,44 @@ mod tests {
                 (partition.replica.leader_epoch(), partition.replica.role().isr.clone()),
                 (4, vec![0, 1, 2])
             );
+            partition.close().await.expect("close");
+        });
+    }
+
+    #[test]
+    fn a_leader_whose_epoch_cannot_be_persisted_does_not_lead_until_a_later_state_retries() {
+        in_fresh_dir("epoch-persist", |data| async move {
+            let partition = open_clustered(&data).await.expect("open");
+            // The epoch cache's temporary file is a directory: its persist fails (EISDIR).
+            let temp = partition_dir(&data, "t", 0).join("leader-epoch-checkpoint.tmp");
+            std::fs::create_dir(&temp).expect("block the epoch cache's temporary file");
+            partition.become_leader(1, vec![0], vec![0], 1_000, 1).await;
+            let role = partition.replica.role();
+            assert_eq!(
+                (role.leader, role.leader_epoch),
+                (-1, 1),
+                "led an epoch whose start is not on disk"
+            );
+            assert_eq!(
+                partition.replica.latest_epoch(),
+                None,
+                "the cache kept what the disk lacks"
+            );
+            let refused = partition.append(set(-1, 0, 1), 1).await;
+            assert!(
+                matches!(refused, Err(AppendError::NotLeader)),
+                "appended in an epoch not on disk: {refused:?}"
+            );
+            // The next state applied retries, and leads once the persist succeeds.
+            std::fs::remove_dir(&temp).expect("unblock");
+            partition.become_leader(1, vec![0], vec![0], 1_100, 2).await;
+            assert!(partition.replica.is_leader());
+            assert_eq!(partition.replica.latest_epoch(), Some(1));
+            let appended = partition.append(set(-1, 0, 1), 1).await.expect("append once leading");
+            assert_eq!(appended.base_offset, 0);
+            let on_disk =
+                LeaderEpochCache::load(&partition_dir(&data, "t", 0)).await.expect("load");
+            assert_eq!(on_disk.entries(), &[(1, 0)]);
             partition.close().await.expect("close");
         });
     }

@@ -4,13 +4,12 @@
 //! invariants are in `replica.rs`; this file is where that state meets the log.
 
 use bytes::{Bytes, BytesMut};
-use fjord_replication::ReplicaTracker;
 use fjord_storage::batch::BatchHeader;
 use fjord_storage::{PartitionLog, StorageError};
 use tracing::{info, warn};
 
 use super::producer::SequencedBatch;
-use super::replica::{ReplicationWait, Role};
+use super::replica::ReplicationWait;
 use super::Partition;
 
 impl Partition {
@@ -24,48 +23,39 @@ impl Partition {
         version: u64,
     ) {
         let replica = &self.replica;
-        let was = replica.role();
-        if was.leader == replica.me && was.leader_epoch == leader_epoch {
-            // Same leadership: only the sets may have changed, and the in-sync set only if
-            // this state is not older than the one this leader's own change came from.
-            let mut role = replica.role.borrow_mut();
-            role.replicas = replicas;
-            if version >= replica.isr_version.get() {
-                role.isr = isr;
-                replica.isr_version.set(version);
-            }
-            drop(role);
+        if replica.update_leadership(leader_epoch, &replicas, &isr, version) {
             self.advance_high_watermark();
             return;
         }
         // No role while the epoch cache is persisted below: the fetcher must not act on an
         // answer from the old leader for this partition any more (it checks the role it
         // asked under), nor may anyone append before the new epoch is on disk.
-        *replica.role.borrow_mut() =
-            Role { leader: -1, leader_epoch, replicas: replicas.clone(), isr: isr.clone() };
-        replica.needs_truncation.set(false);
-        // Past any replicated append still being written (it checked the old role before
-        // the role was dropped): the new epoch starts after the old leader's last batch.
-        // The epoch cache is persisted holding the log, as every change of it is, so that
-        // persists never overlap and a cut never lands between the assignment and its write.
-        let log_end = {
-            let _log = self.log.lock().await;
-            let log_end = self.log_end_offset();
-            let changed = replica.epochs.borrow_mut().assign(leader_epoch, log_end);
-            if changed {
-                if let Err(error) = self.persist_epochs().await {
-                    warn!(partition = ?self, %error, "cannot persist the leader epoch cache");
-                }
+        replica.drop_role(leader_epoch, replicas.clone(), isr.clone());
+        let log_end = match self.start_epoch(leader_epoch).await {
+            Ok(log_end) => log_end,
+            Err(error) => {
+                // Not led without its epoch on disk: the partition keeps no role (leader
+                // -1 in the new epoch) and refuses appends; the next state applied retries.
+                warn!(partition = ?self, leader_epoch, %error, "cannot persist the leader epoch cache; not leading");
+                replica.wake_waiters();
+                return;
             }
-            log_end
         };
-        *replica.tracker.borrow_mut() = Some(ReplicaTracker::new(replica.me, &replicas, now_ms));
-        replica.leading_since_ms.set(now_ms);
-        *replica.role.borrow_mut() = Role { leader: replica.me, leader_epoch, replicas, isr };
-        replica.isr_version.set(version);
-        replica.needs_truncation.set(false);
+        replica.lead(leader_epoch, replicas, isr, now_ms, version);
         info!(partition = ?self, leader_epoch, log_end, "became leader");
         self.advance_high_watermark();
+    }
+
+    /// Records and persists where `leader_epoch` starts: past any replicated append still
+    /// being written (it checked the old role before the role was dropped), the new epoch
+    /// starts after the old leader's last batch. Done holding the log, as every change of
+    /// the epoch cache is, so that persists never overlap and a cut never lands between the
+    /// assignment and its write. Returns the log end the epoch starts at.
+    async fn start_epoch(&self, leader_epoch: i32) -> Result<i64, StorageError> {
+        let _log = self.log.lock().await;
+        let log_end = self.log_end_offset();
+        self.replica.start_epoch(leader_epoch, log_end).await?;
+        Ok(log_end)
     }
 
     /// Follows `leader` in `leader_epoch` (-1: no leader yet).
@@ -76,57 +66,31 @@ impl Partition {
         replicas: Vec<i32>,
         isr: Vec<i32>,
     ) {
-        let replica = &self.replica;
-        let was = replica.role();
-        let new_leadership = was.leader != leader || was.leader_epoch != leader_epoch;
-        *replica.role.borrow_mut() = Role { leader, leader_epoch, replicas, isr };
-        if new_leadership {
-            *replica.tracker.borrow_mut() = None;
-            replica.needs_truncation.set(leader >= 0);
-            if leader >= 0 {
-                info!(partition = ?self, leader, leader_epoch, "following");
-            }
-            // acks=all waiters must learn that this broker no longer leads.
-            replica.hw_advanced.notify_waiters();
+        let new_leadership = self.replica.follow(leader, leader_epoch, replicas, isr);
+        if new_leadership && leader >= 0 {
+            info!(partition = ?self, leader, leader_epoch, "following");
         }
     }
 
     /// Applies an in-sync set this leader just wrote to the state (version `version`), if it
     /// still leads in that epoch, without waiting for the next state poll.
     pub fn set_isr(&self, leader_epoch: i32, isr: Vec<i32>, version: u64) {
-        {
-            let mut role = self.replica.role.borrow_mut();
-            if role.leader != self.replica.me
-                || role.leader_epoch != leader_epoch
-                || version < self.replica.isr_version.get()
-            {
-                return;
-            }
-            role.isr = isr;
-            self.replica.isr_version.set(version);
+        if self.replica.set_isr(leader_epoch, isr, version) {
+            self.advance_high_watermark();
         }
-        self.advance_high_watermark();
     }
 
     /// Recomputes the high watermark (leader): the smallest log end in the in-sync set.
     pub fn advance_high_watermark(&self) -> bool {
         let replica = &self.replica;
-        if !replica.clustered || !replica.is_leader() {
+        if !replica.clustered() || !replica.is_leader() {
             return false;
         }
         let log_end = self.log_end_offset();
-        let isr = replica.role.borrow().isr.clone();
-        let candidate = match replica.tracker.borrow().as_ref() {
-            Some(tracker) => tracker.high_watermark(&isr, log_end),
-            None => return false,
-        };
-        let candidate = candidate.min(log_end);
-        if candidate > replica.high_watermark.get() {
-            replica.high_watermark.set(candidate);
-            replica.hw_advanced.notify_waiters();
-            return true;
+        match replica.high_watermark_allowed(log_end) {
+            Some(candidate) => replica.raise_high_watermark(candidate.min(log_end)),
+            None => false,
         }
-        false
     }
 
     /// A follower fetched at `fetch_offset` (leader side). Returns the in-sync set this
@@ -139,12 +103,8 @@ impl Partition {
         lag_max_ms: i64,
     ) -> Option<Vec<i32>> {
         let log_end = self.log_end_offset();
-        {
-            let mut tracker = self.replica.tracker.borrow_mut();
-            let tracker = tracker.as_mut()?;
-            if !tracker.on_fetch(follower, fetch_offset.min(log_end), log_end, now_ms) {
-                return None;
-            }
+        if !self.replica.on_follower_fetch(follower, fetch_offset.min(log_end), log_end, now_ms) {
+            return None;
         }
         self.advance_high_watermark();
         self.wanted_isr(now_ms, lag_max_ms)
@@ -152,9 +112,7 @@ impl Partition {
 
     /// The in-sync set this leader wants now (a lagging follower out, a caught-up one in).
     pub fn wanted_isr(&self, now_ms: i64, lag_max_ms: i64) -> Option<Vec<i32>> {
-        let isr = self.replica.role.borrow().isr.clone();
-        let tracker = self.replica.tracker.borrow();
-        tracker.as_ref()?.wanted_isr(&isr, self.replica.high_watermark.get(), now_ms, lag_max_ms)
+        self.replica.wanted_isr(now_ms, lag_max_ms)
     }
 
     /// Waits until every in-sync replica holds the records below `offset` (acks=all).
@@ -167,7 +125,7 @@ impl Partition {
         timeout: std::time::Duration,
         min_insync: i32,
     ) -> Result<(), ReplicationWait> {
-        if !self.replica.clustered {
+        if !self.replica.clustered() {
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + timeout;
@@ -175,7 +133,7 @@ impl Partition {
             if self.high_watermark() < offset {
                 return None;
             }
-            let in_sync = self.replica.role.borrow().isr.len() as i32;
+            let in_sync = self.replica.in_sync_count() as i32;
             Some(if in_sync >= min_insync {
                 Ok(())
             } else {
@@ -190,7 +148,7 @@ impl Partition {
             if let Some(outcome) = replicated() {
                 return outcome;
             }
-            let advanced = self.replica.hw_advanced.notified();
+            let advanced = self.replica.high_watermark_moved();
             tokio::pin!(advanced);
             advanced.as_mut().enable();
             if let Some(outcome) = replicated() {
@@ -247,15 +205,7 @@ impl Partition {
                     producers.record(producer_id, epoch, batch);
                 }
             }
-            let changed = {
-                let mut epochs = self.replica.epochs.borrow_mut();
-                let mut changed = false;
-                for (epoch, offset) in epochs_seen {
-                    changed |= epochs.assign(epoch, offset);
-                }
-                changed
-            };
-            if changed {
+            if self.replica.assign_epochs(epochs_seen) {
                 self.persist_epochs().await?;
             }
         }
@@ -265,10 +215,7 @@ impl Partition {
 
     /// A follower's high watermark: the leader's, as far as this log reaches.
     pub fn follower_high_watermark(&self, leader_high_watermark: i64) {
-        let hw = leader_high_watermark.min(self.log_end_offset());
-        if hw > self.replica.high_watermark.get() {
-            self.replica.high_watermark.set(hw);
-        }
+        self.replica.raise_high_watermark(leader_high_watermark.min(self.log_end_offset()));
     }
 
     /// Cuts this replica's log at `offset` (divergence from the leader) and forgets epochs and
@@ -308,7 +255,8 @@ impl Partition {
             })
             .await?;
         if cut.is_some() {
-            self.replica.high_watermark.set(offset);
+            // The cut left it at most at the log end, `offset`: it restarts there.
+            self.replica.raise_high_watermark(offset);
         }
         Ok(cut.is_some())
     }
@@ -337,7 +285,7 @@ impl Partition {
         self.lower_high_watermark_to_log_end();
         let (end, trim_from) = result?;
         self.producers.borrow_mut().truncate_from(trim_from);
-        if self.replica.epochs.borrow_mut().truncate_from(trim_from) {
+        if self.replica.truncate_epochs_from(trim_from) {
             self.persist_epochs().await?;
         }
         self.forget_high_watermark_above(&mut saved, end).await?;
@@ -347,8 +295,7 @@ impl Partition {
     /// Writes the epoch cache as it is now. Callers hold the log, so writes never overlap
     /// (they share one temporary file) and each writes the latest cache.
     async fn persist_epochs(&self) -> Result<(), StorageError> {
-        let epochs = self.replica.epochs.borrow().clone();
-        epochs.persist().await.map_err(|error| {
+        self.replica.persist_epochs().await.map_err(|error| {
             warn!(partition = ?self, %error, "cannot persist the leader epoch cache");
             StorageError::from(error)
         })
@@ -357,14 +304,12 @@ impl Partition {
     /// Whether this replica follows in the role (leader, epoch) a fetcher acted on.
     fn still_follows(&self, expected: (i32, i32)) -> bool {
         let role = self.replica.role();
-        (role.leader, role.leader_epoch) == expected && role.leader != self.replica.me
+        (role.leader, role.leader_epoch) == expected && role.leader != self.replica.me()
     }
 
     /// After a cut: the high watermark never stays above the log end, or it would rise again
     /// with records appended after the cut, committed or not.
     fn lower_high_watermark_to_log_end(&self) {
-        if self.replica.high_watermark.get() > self.log_end_offset() {
-            self.replica.high_watermark.set(self.log_end_offset());
-        }
+        self.replica.lower_high_watermark(self.log_end_offset());
     }
 }
