@@ -359,25 +359,6 @@ fn with_path(error: io::Error, operation: &str, path: &Path) -> io::Error {
     io::Error::new(error.kind(), format!("{operation} {}: {error}", path.display()))
 }
 
-/// Replaces `path` with `bytes` atomically and durably: write `<path>.tmp`, fdatasync,
-/// rename over `path`, fsync the directory. A crash leaves the old or the new content.
-pub async fn write_file_atomic(path: &Path, bytes: Vec<u8>) -> io::Result<()> {
-    let mut temp_name = path.as_os_str().to_os_string();
-    temp_name.push(".tmp");
-    let temp = PathBuf::from(temp_name);
-    let file = File::open_rw(&temp, true).await?;
-    file.set_len(0)?;
-    let (result, _) = file.write_all_at(bytes, 0).await;
-    result?;
-    file.sync_data().await?;
-    file.close().await?;
-    rename(&temp, path).await?;
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir).await,
-        _ => sync_dir(Path::new(".")).await,
-    }
-}
-
 /// Reads a whole small file (metadata, configs). `None` if it does not exist.
 pub async fn read_file(path: &Path, bytes_max: u64) -> io::Result<Option<Vec<u8>>> {
     let file = match File::open_read(path).await {

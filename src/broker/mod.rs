@@ -35,6 +35,7 @@ use crate::group::{Coordinator, GroupConfig, OFFSETS_TOPIC};
 use crate::ids::{hex, parse_hex16, random_id};
 use crate::partition::{partition_dir, Partition};
 use fjord_replication::ClusterState;
+use fjord_storage::{Disk, RealDisk};
 
 /// Largest topic metadata file read at startup.
 const TOPIC_FILE_BYTES_MAX: u64 = 1024 * 1024;
@@ -719,7 +720,8 @@ impl Broker {
         let path = self.topics_dir().join(format!("{name}.toml"));
         // Serializing a map of strings and two numbers cannot fail.
         let text = toml::to_string(&file).expect("a topic file serializes");
-        fjord_storage::io::write_file_atomic(&path, text.into_bytes())
+        RealDisk
+            .write_file_atomic(&path, text.into_bytes())
             .await
             .map_err(|e| TopicError::storage(format!("write {}", path.display()), e))?;
         self.topics.borrow_mut().insert(name.to_string(), Rc::clone(&topic));
@@ -773,7 +775,7 @@ impl Broker {
         if next >= self.producer_id_limit.get() {
             let limit = next + PRODUCER_ID_BLOCK;
             let path = self.config.data_dir.join("producer-id-block");
-            fjord_storage::io::write_file_atomic(&path, limit.to_string().into_bytes()).await?;
+            RealDisk.write_file_atomic(&path, limit.to_string().into_bytes()).await?;
             self.producer_id_limit.set(limit);
         }
         self.next_producer_id.set(next + 1);
@@ -868,7 +870,7 @@ async fn open_clustered_partition(
         Ok(partition) => {
             if !id_file.exists() {
                 if let Err(error) =
-                    fjord_storage::io::write_file_atomic(&id_file, topic_id.into_bytes()).await
+                    RealDisk.write_file_atomic(&id_file, topic_id.into_bytes()).await
                 {
                     warn!(path = %id_file.display(), %error, "cannot record the topic id");
                 }

@@ -22,7 +22,9 @@ use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
 use fjord_storage::batch::{self, build, Origin};
-use fjord_storage::sim::{seed, Faults, Rng, SimClock, SimDisk, SimStats};
+use fjord_storage::sim::{
+    schedules, seed, Faults, Rng, SimClock, SimDisk, SimStats, SCHEDULES_VARIABLE,
+};
 use fjord_storage::{
     DiskFile, FlushPolicy, LogConfig, PartitionLog, StorageError, BATCH_BYTES_LIMIT_MAX,
 };
@@ -31,8 +33,6 @@ type SimLog = PartitionLog<SimDisk, SimClock>;
 
 /// Schedules per run by default: thousands, within a few seconds of a debug build.
 const SCHEDULES_DEFAULT: u64 = 2_000;
-/// The variable that changes it.
-const SCHEDULES_VARIABLE: &str = "FJORD_SIM_SCHEDULES";
 /// Operations in one schedule, at most: enough for several rolls, crashes and retentions.
 const OPS_PER_SCHEDULE_MAX: u64 = 80;
 /// Reopen attempts after a crash before the disk is made quiet (faults off) to let it
@@ -812,16 +812,9 @@ impl Schedule {
     }
 }
 
-fn schedules() -> u64 {
-    std::env::var(SCHEDULES_VARIABLE)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(SCHEDULES_DEFAULT)
-}
-
 fn run_all(name: &str, faults: bool) -> Counts {
     let seed = seed(name);
-    let count = schedules();
+    let count = schedules(SCHEDULES_DEFAULT);
     let mut total = Counts::default();
     fjord_storage::io::block_on(async {
         for i in 0..count {
