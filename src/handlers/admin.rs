@@ -4,10 +4,12 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::rc::Rc;
 
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
@@ -22,7 +24,7 @@ use uuid::Uuid;
 
 use super::reply::{frame, HandlerError, Reply};
 use crate::broker::topic::TopicConfig;
-use crate::broker::Broker;
+use crate::broker::{Broker, Topic};
 use crate::handlers::errors::topic_error_code;
 use crate::protocol::{decode_body, Request};
 
@@ -49,95 +51,110 @@ pub(super) async fn create_topics(
     }
     let mut response = CreateTopicsResponse::default();
     for wanted in &body.topics {
-        let name = wanted.name.0.to_string();
-        let mut result = CreatableTopicResult::default();
-        result.name = wanted.name.clone();
-        result.num_partitions = -1;
-        result.replication_factor = -1;
-        // The codec's default is an empty message; Kafka sends null unless there is an error.
-        result.error_message = None;
-        let partitions = if !wanted.assignments.is_empty() {
-            wanted.assignments.len() as i32
-        } else if wanted.num_partitions == -1 {
-            broker.config.num_partitions
-        } else {
-            wanted.num_partitions
-        };
-        let replication = wanted.replication_factor;
-        let config = TopicConfig::from_pairs(
-            wanted
-                .configs
-                .iter()
-                .filter_map(|c| Some((c.name.as_str(), c.value.as_ref()?.as_str()))),
-        );
-        let outcome = match config {
-            Err(message) => Err((ResponseError::InvalidConfig, message)),
-            Ok(config) => {
-                let bad_assignment = wanted
-                    .assignments
-                    .iter()
-                    .any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config.broker_id));
-                if bad_assignment {
-                    Err((
-                        ResponseError::InvalidReplicaAssignment,
-                        format!(
-                            "replica assignment names brokers other than {}",
-                            broker.config.broker_id
-                        ),
-                    ))
-                } else {
-                    broker
-                        .create_topic(&name, partitions, replication, config, body.validate_only)
-                        .await
-                        .map_err(|e| (topic_error_code(&e), e.to_string()))
-                }
-            }
-        };
-        match outcome {
-            Ok(topic) => {
-                // v7+ (the codec leaves it out before); Kafka also gives a validate-only
-                // creation the id it would have had.
-                result.topic_id = Uuid::from_bytes(topic.id);
-                if request.version < 5 {
-                    response.topics.push(result);
-                    continue;
-                }
-                result.num_partitions = partitions;
-                result.replication_factor = match &broker.cluster {
-                    Some(cluster) => cluster
-                        .state
-                        .borrow()
-                        .topics
-                        .get(&name)
-                        .and_then(|t| t.partitions.first())
-                        .map_or(replication, |p| p.replicas.len() as i16),
-                    None => 1,
-                };
-                result.configs = Some(
-                    topic
-                        .config
-                        .describe(&broker.config)
-                        .into_iter()
-                        .map(|(name, value, is_default)| {
-                            let mut c = CreatableTopicConfigs::default();
-                            c.name = name.into();
-                            c.value = Some(value.into());
-                            c.config_source =
-                                if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC_CONFIG };
-                            c
-                        })
-                        .collect(),
-                );
-            }
-            Err((code, message)) => {
-                warn!(topic = %name, %message, "CreateTopics refused");
-                result.error_code = code.code();
-                result.error_message = Some(message.into());
-            }
-        }
+        let result = create_topic(broker, wanted, body.validate_only, request.version).await;
         response.topics.push(result);
     }
     frame(request, &response)
+}
+
+/// Creates (or, with `validate_only`, checks) one topic of a CreateTopics request.
+async fn create_topic(
+    broker: &Rc<Broker>,
+    wanted: &CreatableTopic,
+    validate_only: bool,
+    version: i16,
+) -> CreatableTopicResult {
+    let name = wanted.name.0.to_string();
+    let mut result = CreatableTopicResult::default();
+    result.name = wanted.name.clone();
+    result.num_partitions = -1;
+    result.replication_factor = -1;
+    // The codec's default is an empty message; Kafka sends null unless there is an error.
+    result.error_message = None;
+    let partitions = if !wanted.assignments.is_empty() {
+        wanted.assignments.len() as i32
+    } else if wanted.num_partitions == -1 {
+        broker.config.num_partitions
+    } else {
+        wanted.num_partitions
+    };
+    let replication = wanted.replication_factor;
+    let outcome = match checked_config(broker, wanted) {
+        Err(refusal) => Err(refusal),
+        Ok(config) => broker
+            .create_topic(&name, partitions, replication, config, validate_only)
+            .await
+            .map_err(|e| (topic_error_code(&e), e.to_string())),
+    };
+    let topic = match outcome {
+        Ok(topic) => topic,
+        Err((code, message)) => {
+            warn!(topic = %name, %message, "CreateTopics refused");
+            result.error_code = code.code();
+            result.error_message = Some(message.into());
+            return result;
+        }
+    };
+    // v7+ (the codec leaves it out before); Kafka also gives a validate-only creation the
+    // id it would have had.
+    result.topic_id = Uuid::from_bytes(topic.id);
+    if version >= 5 {
+        result.num_partitions = partitions;
+        result.replication_factor = created_replication_factor(broker, &name, replication);
+        result.configs = Some(created_configs(broker, &topic));
+    }
+    result
+}
+
+/// The configs a CreateTopics entry asks for, and a replica assignment that names only this
+/// broker; or the refusal to answer.
+fn checked_config(
+    broker: &Broker,
+    wanted: &CreatableTopic,
+) -> Result<TopicConfig, (ResponseError, String)> {
+    let config = TopicConfig::from_pairs(
+        wanted.configs.iter().filter_map(|c| Some((c.name.as_str(), c.value.as_ref()?.as_str()))),
+    )
+    .map_err(|message| (ResponseError::InvalidConfig, message))?;
+    let me = broker.config.broker_id;
+    if wanted.assignments.iter().any(|a| a.broker_ids.iter().any(|b| b.0 != me)) {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            format!("replica assignment names brokers other than {me}"),
+        ));
+    }
+    Ok(config)
+}
+
+/// The replication factor a created topic got: from the cluster state, 1 on a single
+/// broker (`asked` if the state does not hold the topic, as for a validate-only creation).
+fn created_replication_factor(broker: &Broker, name: &str, asked: i16) -> i16 {
+    match &broker.cluster {
+        Some(cluster) => cluster
+            .state
+            .borrow()
+            .topics
+            .get(name)
+            .and_then(|t| t.partitions.first())
+            .map_or(asked, |p| p.replicas.len() as i16),
+        None => 1,
+    }
+}
+
+/// A created topic's configs, as CreateTopics v5+ answers them.
+fn created_configs(broker: &Broker, topic: &Topic) -> Vec<CreatableTopicConfigs> {
+    topic
+        .config
+        .describe(&broker.config)
+        .into_iter()
+        .map(|(name, value, is_default)| {
+            let mut c = CreatableTopicConfigs::default();
+            c.name = name.into();
+            c.value = Some(value.into());
+            c.config_source = if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC_CONFIG };
+            c
+        })
+        .collect()
 }
 
 pub(super) async fn delete_topics(
@@ -295,79 +312,84 @@ pub(super) async fn describe_configs(
     let body: DescribeConfigsRequest = decode_body(request)?;
     let mut response = DescribeConfigsResponse::default();
     for resource in &body.resources {
-        let mut result = DescribeConfigsResult::default();
-        result.resource_type = resource.resource_type;
-        result.resource_name = resource.resource_name.clone();
-        let wanted = |name: &str| {
-            resource
-                .configuration_keys
-                .as_ref()
-                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
-        };
-        let entries: Vec<(String, String, i8)> = match resource.resource_type {
-            RESOURCE_TOPIC => match broker.topic(resource.resource_name.as_str()) {
-                Some(topic) => topic
-                    .config
-                    .describe(&broker.config)
-                    .into_iter()
-                    .map(|(n, v, is_default)| {
-                        (n, v, if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC_CONFIG })
-                    })
-                    .collect(),
-                None => {
-                    result.error_code = ResponseError::UnknownTopicOrPartition.code();
-                    result.error_message = Some(
-                        format!("topic {} does not exist", resource.resource_name.as_str()).into(),
-                    );
-                    Vec::new()
-                }
-            },
-            RESOURCE_BROKER
-                if resource.resource_name.is_empty()
-                    || resource.resource_name.as_str() == broker.config.broker_id.to_string() =>
-            {
-                broker_configs(broker)
-                    .into_iter()
-                    .map(|(n, v)| (n, v, SOURCE_STATIC_BROKER))
-                    .collect()
-            }
-            RESOURCE_BROKER => {
-                result.error_code = ResponseError::InvalidRequest.code();
-                result.error_message = Some(
-                    format!(
-                        "this is broker {}, not {}",
-                        broker.config.broker_id,
-                        resource.resource_name.as_str()
-                    )
-                    .into(),
-                );
-                Vec::new()
-            }
-            other => {
-                result.error_code = ResponseError::InvalidRequest.code();
-                result.error_message =
-                    Some(format!("resource type {other} is not supported").into());
-                Vec::new()
-            }
-        };
-        result.configs = entries
-            .into_iter()
-            .filter(|(name, _, _)| wanted(name))
-            .map(|(name, value, source)| {
-                let mut entry = DescribeConfigsResourceResult::default();
-                entry.name = name.into();
-                entry.value = Some(value.into());
-                entry.config_source = source;
-                entry.read_only = resource.resource_type == RESOURCE_BROKER;
-                entry.config_type = config_type(&entry.name);
-                // Kafka sends documentation only when asked for it (and Fjord has none).
-                entry.documentation = None;
-                entry
-            })
-            .collect();
-        response.results.push(result);
+        response.results.push(describe_resource(broker, resource));
     }
     frame(request, &response)
+}
+
+/// One resource's configs, those its request names (all if it names none), or why not.
+fn describe_resource(broker: &Broker, resource: &DescribeConfigsResource) -> DescribeConfigsResult {
+    let mut result = DescribeConfigsResult::default();
+    result.resource_type = resource.resource_type;
+    result.resource_name = resource.resource_name.clone();
+    let entries = match resource_configs(broker, resource) {
+        Ok(entries) => entries,
+        Err((code, message)) => {
+            result.error_code = code.code();
+            result.error_message = Some(message.into());
+            Vec::new()
+        }
+    };
+    let wanted = |name: &str| {
+        resource
+            .configuration_keys
+            .as_ref()
+            .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+    };
+    result.configs = entries
+        .into_iter()
+        .filter(|(name, _, _)| wanted(name))
+        .map(|(name, value, source)| {
+            let mut entry = DescribeConfigsResourceResult::default();
+            entry.name = name.into();
+            entry.value = Some(value.into());
+            entry.config_source = source;
+            entry.read_only = resource.resource_type == RESOURCE_BROKER;
+            entry.config_type = config_type(&entry.name);
+            // Kafka sends documentation only when asked for it (and Fjord has none).
+            entry.documentation = None;
+            entry
+        })
+        .collect();
+    result
+}
+
+/// Every config of a topic or of this broker: (name, value, source); or the error to
+/// answer for a resource that is not there.
+fn resource_configs(
+    broker: &Broker,
+    resource: &DescribeConfigsResource,
+) -> Result<Vec<(String, String, i8)>, (ResponseError, String)> {
+    let name = resource.resource_name.as_str();
+    match resource.resource_type {
+        RESOURCE_TOPIC => match broker.topic(name) {
+            Some(topic) => Ok(topic
+                .config
+                .describe(&broker.config)
+                .into_iter()
+                .map(|(n, v, is_default)| {
+                    (n, v, if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC_CONFIG })
+                })
+                .collect()),
+            None => Err((
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            )),
+        },
+        RESOURCE_BROKER if name.is_empty() || name == broker.config.broker_id.to_string() => {
+            Ok(broker_configs(broker)
+                .into_iter()
+                .map(|(n, v)| (n, v, SOURCE_STATIC_BROKER))
+                .collect())
+        }
+        RESOURCE_BROKER => Err((
+            ResponseError::InvalidRequest,
+            format!("this is broker {}, not {name}", broker.config.broker_id),
+        )),
+        other => {
+            Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported")))
+        }
+    }
 }
 
 /// Kafka's `ConfigType` of a config Fjord describes (DescribeConfigs v3+), as Kafka's own

@@ -20,6 +20,48 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
     let body: MetadataRequest = decode_body(request)?;
     let config = &broker.config;
     let mut response = MetadataResponse::default();
+    response.brokers = live_brokers(broker);
+    if request.version >= 2 {
+        response.cluster_id = Some("fjord".into());
+    }
+    response.controller_id =
+        BrokerId(broker.cluster.as_ref().map_or(config.broker_id, |c| c.state.borrow().controller));
+    response.cluster_authorized_operations = authorized::if_asked(
+        request.version >= 8 && body.include_cluster_authorized_operations,
+        authorized::CLUSTER,
+    );
+    let topic_operations = authorized::if_asked(
+        request.version >= 8 && body.include_topic_authorized_operations,
+        authorized::TOPIC,
+    );
+    if let Some(topics) = topics_by_id(broker, &body, request.version, topic_operations) {
+        response.topics = topics;
+        return frame(request, &response);
+    }
+    let auto_create =
+        config.auto_create_topics && (request.version < 4 || body.allow_auto_topic_creation);
+    match requested_names(&body, request.version) {
+        None => {
+            for topic in broker.topics() {
+                response.topics.push(describe(broker, &topic, request.version));
+            }
+        }
+        Some(names) => {
+            for name in names {
+                let entry = topic_by_name(broker, name, auto_create, request.version).await;
+                response.topics.push(entry);
+            }
+        }
+    }
+    // By name, every topic of the answer carries the operations, found or not, as in Kafka.
+    for topic in &mut response.topics {
+        topic.topic_authorized_operations = topic_operations;
+    }
+    frame(request, &response)
+}
+
+/// The brokers to answer: this one alone, or the cluster's live brokers.
+fn live_brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
     let node = |id: i32, host: String, port: i32| {
         let mut node = MetadataResponseBroker::default();
         node.node_id = BrokerId(id);
@@ -27,7 +69,8 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
         node.port = port;
         node
     };
-    response.brokers = match &broker.cluster {
+    let config = &broker.config;
+    match &broker.cluster {
         None => vec![node(
             config.broker_id,
             config.advertised_host.clone(),
@@ -45,55 +88,55 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
                     .map(|a| node(b.id, a.ip().to_string(), i32::from(a.port())))
             })
             .collect(),
-    };
-    if request.version >= 2 {
-        response.cluster_id = Some("fjord".into());
     }
-    response.controller_id =
-        BrokerId(broker.cluster.as_ref().map_or(config.broker_id, |c| c.state.borrow().controller));
-    response.cluster_authorized_operations = authorized::if_asked(
-        request.version >= 8 && body.include_cluster_authorized_operations,
-        authorized::CLUSTER,
-    );
+}
 
-    let topic_operations = authorized::if_asked(
-        request.version >= 8 && body.include_topic_authorized_operations,
-        authorized::TOPIC,
-    );
-
-    // v12+ may name topics by id: then, as Kafka, the ids decide and the names are ignored.
-    // Each id once, as Kafka takes them as a set (a request repeating one cannot make the
-    // answer grow); unknown ids (UNKNOWN_TOPIC_ID) first, as Kafka orders them, and only
-    // the topics found carry their operations.
-    if request.version >= 12 {
-        let mut ids: Vec<uuid::Uuid> =
-            body.topics.iter().flatten().map(|t| t.topic_id).filter(|id| !id.is_nil()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        if !ids.is_empty() {
-            let by_id: std::collections::HashMap<uuid::Uuid, _> =
-                broker.topics().into_iter().map(|t| (uuid::Uuid::from_bytes(t.id), t)).collect();
-            for id in ids.iter().filter(|id| !by_id.contains_key(id)) {
-                let mut entry = MetadataResponseTopic::default();
-                entry.name = None;
-                entry.topic_id = *id;
-                entry.error_code = ResponseError::UnknownTopicId.code();
-                entry.topic_authorized_operations = authorized::OMITTED;
-                response.topics.push(entry);
-            }
-            for id in ids.iter().filter(|id| by_id.contains_key(id)) {
-                let mut entry = describe(broker, &by_id[id], request.version);
-                entry.topic_authorized_operations = topic_operations;
-                response.topics.push(entry);
-            }
-            return frame(request, &response);
-        }
+/// v12+ may name topics by id: then, as Kafka, the ids decide and the names are ignored.
+/// Each id once, as Kafka takes them as a set (a request repeating one cannot make the
+/// answer grow); unknown ids (UNKNOWN_TOPIC_ID) first, as Kafka orders them, and only
+/// the topics found carry their operations. `None` when the request names no id.
+fn topics_by_id(
+    broker: &Broker,
+    body: &MetadataRequest,
+    version: i16,
+    topic_operations: i32,
+) -> Option<Vec<MetadataResponseTopic>> {
+    if version < 12 {
+        return None;
     }
-    // v0: an empty list means all topics; v1+: null means all, empty means none.
-    let requested: Option<Vec<String>> = match &body.topics {
+    let mut ids: Vec<uuid::Uuid> =
+        body.topics.iter().flatten().map(|t| t.topic_id).filter(|id| !id.is_nil()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return None;
+    }
+    let by_id: std::collections::HashMap<uuid::Uuid, _> =
+        broker.topics().into_iter().map(|t| (uuid::Uuid::from_bytes(t.id), t)).collect();
+    let mut topics = Vec::new();
+    for id in ids.iter().filter(|id| !by_id.contains_key(id)) {
+        let mut entry = MetadataResponseTopic::default();
+        entry.name = None;
+        entry.topic_id = *id;
+        entry.error_code = ResponseError::UnknownTopicId.code();
+        entry.topic_authorized_operations = authorized::OMITTED;
+        topics.push(entry);
+    }
+    for id in ids.iter().filter(|id| by_id.contains_key(id)) {
+        let mut entry = describe(broker, &by_id[id], version);
+        entry.topic_authorized_operations = topic_operations;
+        topics.push(entry);
+    }
+    Some(topics)
+}
+
+/// The topic names asked for; `None` for all topics. v0: an empty list means all topics;
+/// v1+: null means all, empty means none. Each name once, as Kafka takes them as a set:
+/// repeating one cannot grow the answer.
+fn requested_names(body: &MetadataRequest, version: i16) -> Option<Vec<String>> {
+    match &body.topics {
         None => None,
-        Some(topics) if topics.is_empty() && request.version == 0 => None,
-        // Each name once, as Kafka takes them as a set: repeating one cannot grow the answer.
+        Some(topics) if topics.is_empty() && version == 0 => None,
         Some(topics) => {
             let mut seen = std::collections::HashSet::new();
             Some(
@@ -104,59 +147,40 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
                     .collect(),
             )
         }
+    }
+}
+
+/// The answer for one topic asked for by name, created first if it is unknown and
+/// `auto_create` is on.
+async fn topic_by_name(
+    broker: &Rc<Broker>,
+    name: String,
+    auto_create: bool,
+    version: i16,
+) -> MetadataResponseTopic {
+    let config = &broker.config;
+    let topic = match broker.topic(&name) {
+        Some(topic) => Ok(topic),
+        None if auto_create => broker
+            .create_topic(&name, config.num_partitions, -1, TopicConfig::default(), false)
+            .await
+            .map_err(|e| topic_error_code(&e)),
+        // As Kafka: a name no topic could have is INVALID_TOPIC_EXCEPTION.
+        None if validate_name(&name).is_err() => Err(ResponseError::InvalidTopicException),
+        None => Err(ResponseError::UnknownTopicOrPartition),
     };
-    let auto_create =
-        config.auto_create_topics && (request.version < 4 || body.allow_auto_topic_creation);
-    match requested {
-        None => {
-            for topic in broker.topics() {
-                response.topics.push(describe(broker, &topic, request.version));
-            }
-        }
-        Some(names) => {
-            for name in names {
-                let topic = match broker.topic(&name) {
-                    Some(topic) => Ok(topic),
-                    None if auto_create => broker
-                        .create_topic(
-                            &name,
-                            config.num_partitions,
-                            -1,
-                            TopicConfig::default(),
-                            false,
-                        )
-                        .await
-                        .map_err(|e| topic_error_code(&e)),
-                    // As Kafka: a name no topic could have is INVALID_TOPIC_EXCEPTION.
-                    None if validate_name(&name).is_err() => {
-                        Err(ResponseError::InvalidTopicException)
-                    }
-                    None => Err(ResponseError::UnknownTopicOrPartition),
-                };
-                match topic {
-                    Ok(topic) => response.topics.push(describe(broker, &topic, request.version)),
-                    Err(code) => {
-                        // A racing creation of the same topic is fine: describe what exists.
-                        if let (ResponseError::TopicAlreadyExists, Some(topic)) =
-                            (code, broker.topic(&name))
-                        {
-                            response.topics.push(describe(broker, &topic, request.version));
-                            continue;
-                        }
-                        let mut entry = MetadataResponseTopic::default();
-                        entry.name = Some(TopicName(name.into()));
-                        entry.error_code = code.code();
-                        response.topics.push(entry);
-                    }
-                }
-            }
-        }
+    let code = match topic {
+        Ok(topic) => return describe(broker, &topic, version),
+        Err(code) => code,
+    };
+    // A racing creation of the same topic is fine: describe what exists.
+    if let (ResponseError::TopicAlreadyExists, Some(topic)) = (code, broker.topic(&name)) {
+        return describe(broker, &topic, version);
     }
-    // By name, every topic of the answer carries the operations, found or not, as in Kafka.
-    for topic in &mut response.topics {
-        topic.topic_authorized_operations = topic_operations;
-    }
-    frame(request, &response)
+    let mut entry = MetadataResponseTopic::default();
+    entry.name = Some(TopicName(name.into()));
+    entry.error_code = code.code();
+    entry
 }
 
 /// Kafka's codecs refuse non-default values in fields a version lacks, so each versioned
