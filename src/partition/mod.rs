@@ -6,6 +6,7 @@
 //! files open), so a slow consumer never holds up producers.
 
 use std::cell::{Cell, RefCell};
+use std::iter::Peekable;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -98,6 +99,14 @@ pub(crate) struct HighWatermarkFile {
     saved: Option<i64>,
     /// The partition closed: nothing is written any more (its directory may be deleted).
     closed: bool,
+}
+
+/// Queued appends written with one write (see `Partition::append_group`).
+struct AppendGroup {
+    sets: Vec<Bytes>,
+    /// Each set's answer channel and the leader epoch it was sent in.
+    dones: Vec<(tokio::sync::oneshot::Sender<Result<Appended, AppendError>>, i32)>,
+    bytes: usize,
 }
 
 /// An append waiting to be written with others (see `Partition::append`).
@@ -263,93 +272,120 @@ impl Partition {
     async fn append_group(&self, log: &mut PartitionLog, queued: Vec<QueuedAppend>) {
         let mut rest = queued.into_iter().peekable();
         while rest.peek().is_some() {
-            let mut sets = Vec::new();
-            let mut dones = Vec::new();
-            let mut bytes = 0usize;
-            while let Some(next) = rest.peek() {
-                if !sets.is_empty() && bytes + next.records.len() > GROUP_APPEND_BYTES_MAX {
-                    break;
-                }
-                let next = rest.next().expect("peeked");
-                if next.done.is_closed() {
-                    // Its producer stopped waiting (its task was dropped): not written.
-                    continue;
-                }
-                // Checked again under the lock, per set: leadership may have moved while it waited.
-                if !self.leads_in(next.leader_epoch) {
-                    let _ = next.done.send(Err(AppendError::NotLeader));
-                    continue;
-                }
-                bytes += next.records.len();
-                sets.push(next.records);
-                dones.push((next.done, next.leader_epoch));
+            let group = self.next_group(&mut rest);
+            if !group.sets.is_empty() {
+                self.write_group(log, group).await;
             }
-            if sets.is_empty() {
+        }
+    }
+
+    /// The next sets to write with one write: at most `GROUP_APPEND_BYTES_MAX` (or one
+    /// set). Sets whose producer stopped waiting are dropped; sets whose leadership moved
+    /// while they waited are answered at once.
+    fn next_group(&self, rest: &mut Peekable<std::vec::IntoIter<QueuedAppend>>) -> AppendGroup {
+        let mut group = AppendGroup { sets: Vec::new(), dones: Vec::new(), bytes: 0 };
+        while let Some(next) = rest.peek() {
+            if !group.sets.is_empty() && group.bytes + next.records.len() > GROUP_APPEND_BYTES_MAX {
+                break;
+            }
+            let next = rest.next().expect("peeked");
+            if next.done.is_closed() {
+                // Its producer stopped waiting (its task was dropped): not written.
                 continue;
             }
-            let epoch = dones[0].1;
-            tracing::trace!(partition = ?self, sets = sets.len(), bytes, "group append");
-            // Idempotent producers' sets: each is checked as the group's sets before it left
-            // the table, so each admitted one is recorded at once, at the offsets it will
-            // get, and forgotten again if the append fails.
-            let sequenced: Vec<Option<Sequenced>> =
-                sets.iter().map(|set| Sequenced::of(set)).collect();
-            let mut answered: Vec<Option<Result<Appended, AppendError>>> =
-                sets.iter().map(|_| None).collect();
-            let mut admitted = vec![false; sets.len()];
-            let log_end_before = log.log_end_offset();
-            let results = log
-                .append_shared_group(sets, epoch, |n, base_offset, last_offset| {
-                    admitted[n] = true;
-                    let Some(sequenced) = &sequenced[n] else { return true };
-                    match self.sequence_decision(sequenced) {
-                        None => {
-                            sequenced.trace(self, "admitted to a group append", base_offset);
-                            self.producers.borrow_mut().record(
-                                sequenced.producer_id,
-                                sequenced.epoch,
-                                sequenced.batch(base_offset, last_offset),
-                            );
-                            true
-                        }
-                        Some(answer) => {
-                            admitted[n] = false;
-                            answered[n] = Some(answer);
-                            false
-                        }
-                    }
-                })
-                .await;
-            self.refresh(log);
-            // The admitted sets fail together (the write or its flush failed; the log is
-            // poisoned). Nothing this group recorded stands then, even if the bytes reached
-            // the file before a failed flush: a failed append is never a duplicate to
-            // acknowledge, as on the one-by-one path. A retry inside this group that was
-            // answered as a duplicate of such a set fails with it.
-            let write_failed = results
-                .iter()
-                .zip(&admitted)
-                .any(|(result, admitted)| *admitted && matches!(result, Some(Err(_))));
-            if write_failed {
-                self.producers.borrow_mut().truncate_from(log_end_before);
-                for answer in answered.iter_mut().flatten() {
-                    if answer.as_ref().is_ok_and(|a| a.duplicate && a.base_offset >= log_end_before)
-                    {
-                        *answer = Err(AppendError::DuplicateOfFailed);
-                    }
+            // Checked again under the lock, per set: leadership may have moved while it waited.
+            if !self.leads_in(next.leader_epoch) {
+                let _ = next.done.send(Err(AppendError::NotLeader));
+                continue;
+            }
+            group.bytes += next.records.len();
+            group.sets.push(next.records);
+            group.dones.push((next.done, next.leader_epoch));
+        }
+        group
+    }
+
+    /// Writes one group and answers each of its sets.
+    async fn write_group(&self, log: &mut PartitionLog, group: AppendGroup) {
+        let AppendGroup { sets, dones, bytes } = group;
+        let epoch = dones[0].1;
+        tracing::trace!(partition = ?self, sets = sets.len(), bytes, "group append");
+        // Idempotent producers' sets: each is checked as the group's sets before it left
+        // the table, so each admitted one is recorded at once, at the offsets it will
+        // get, and forgotten again if the append fails.
+        let sequenced: Vec<Option<Sequenced>> = sets.iter().map(|set| Sequenced::of(set)).collect();
+        let mut answered: Vec<Option<Result<Appended, AppendError>>> =
+            sets.iter().map(|_| None).collect();
+        let mut admitted = vec![false; sets.len()];
+        let log_end_before = log.log_end_offset();
+        let results = log
+            .append_shared_group(sets, epoch, |n, base_offset, last_offset| {
+                answered[n] = self.admit_to_group(sequenced[n].as_ref(), base_offset, last_offset);
+                admitted[n] = answered[n].is_none();
+                admitted[n]
+            })
+            .await;
+        self.refresh(log);
+        self.forget_a_failed_group(&results, &admitted, &mut answered, log_end_before);
+        if results.iter().any(|r| matches!(r, Some(Ok(_)))) {
+            self.advance_high_watermark();
+        }
+        for (((done, _), result), answer) in dones.into_iter().zip(results).zip(answered) {
+            let answer = match result {
+                Some(result) => {
+                    result.map(|info| Appended::written(&info)).map_err(AppendError::from)
                 }
-            }
-            if results.iter().any(|r| matches!(r, Some(Ok(_)))) {
-                self.advance_high_watermark();
-            }
-            for (((done, _), result), answer) in dones.into_iter().zip(results).zip(answered) {
-                let answer = match result {
-                    Some(result) => {
-                        result.map(|info| Appended::written(&info)).map_err(AppendError::from)
-                    }
-                    None => answer.expect("a set turned down was answered"),
-                };
-                let _ = done.send(answer);
+                None => answer.expect("a set turned down was answered"),
+            };
+            let _ = done.send(answer);
+        }
+    }
+
+    /// Whether a set of a group append is written: `None` to write it (an idempotent
+    /// producer's set is recorded at once, at the offsets it will get), or the answer to
+    /// give without writing it.
+    fn admit_to_group(
+        &self,
+        sequenced: Option<&Sequenced>,
+        base_offset: i64,
+        last_offset: i64,
+    ) -> Option<Result<Appended, AppendError>> {
+        let sequenced = sequenced?;
+        let answer = self.sequence_decision(sequenced);
+        if answer.is_none() {
+            sequenced.trace(self, "admitted to a group append", base_offset);
+            self.producers.borrow_mut().record(
+                sequenced.producer_id,
+                sequenced.epoch,
+                sequenced.batch(base_offset, last_offset),
+            );
+        }
+        answer
+    }
+
+    /// The admitted sets fail together (the write or its flush failed; the log is
+    /// poisoned). Nothing this group recorded stands then, even if the bytes reached the
+    /// file before a failed flush: a failed append is never a duplicate to acknowledge, as
+    /// on the one-by-one path. A retry inside this group that was answered as a duplicate
+    /// of such a set fails with it.
+    fn forget_a_failed_group(
+        &self,
+        results: &[Option<fjord_storage::Result<fjord_storage::AppendInfo>>],
+        admitted: &[bool],
+        answered: &mut [Option<Result<Appended, AppendError>>],
+        log_end_before: i64,
+    ) {
+        let write_failed = results
+            .iter()
+            .zip(admitted)
+            .any(|(result, admitted)| *admitted && matches!(result, Some(Err(_))));
+        if !write_failed {
+            return;
+        }
+        self.producers.borrow_mut().truncate_from(log_end_before);
+        for answer in answered.iter_mut().flatten() {
+            if answer.as_ref().is_ok_and(|a| a.duplicate && a.base_offset >= log_end_before) {
+                *answer = Err(AppendError::DuplicateOfFailed);
             }
         }
     }
