@@ -354,12 +354,15 @@ fn describe_resource(broker: &Broker, resource: &DescribeConfigsResource) -> Des
     result
 }
 
+/// A config as DescribeConfigs answers it: name, value, source.
+type ConfigEntry = (String, String, i8);
+
 /// Every config of a topic or of this broker: (name, value, source); or the error to
 /// answer for a resource that is not there.
 fn resource_configs(
     broker: &Broker,
     resource: &DescribeConfigsResource,
-) -> Result<Vec<(String, String, i8)>, (ResponseError, String)> {
+) -> Result<Vec<ConfigEntry>, (ResponseError, String)> {
     let name = resource.resource_name.as_str();
     match resource.resource_type {
         RESOURCE_TOPIC => match broker.topic(name) {
