@@ -50,6 +50,7 @@ fn main() {
     indexes(&mut seeds);
     checkpoints(&mut seeds);
     offsets_records(&mut seeds);
+    group_metadata(&mut seeds);
     cluster_states(&mut seeds);
     leader_epochs(&mut seeds);
     segments(&mut seeds);
@@ -501,6 +502,97 @@ fn offsets_value(offset: i64, epoch: i32, metadata: Option<&str>, time_ms: i64) 
         None => out.put_i32(-1),
     }
     out
+}
+
+// ----- group_metadata ----------------------------------------------------------------------
+
+/// A group metadata key, each value version 0-4 of a two-member group (one static), an empty
+/// group's value, and a batch of a value and a tombstone.
+fn group_metadata(seeds: &mut Seeds<'_>) {
+    let mut key = Vec::new();
+    key.put_u16(2);
+    group_string(&mut key, Some("group-a"), false);
+    seeds("group_metadata", "key", &key);
+    for version in 0..=4 {
+        let value = group_value(version, true);
+        seeds("group_metadata", &format!("value-v{version}"), &value);
+    }
+    seeds("group_metadata", "value-empty-v3", &group_value(3, false));
+    let value = group_value(3, true);
+    let batch = build::batch(
+        &[
+            build::Record { key: Some(&key), value: Some(&value), timestamp_delta: 0 },
+            build::Record { key: Some(&key), value: None, timestamp_delta: 1 },
+        ],
+        1_700_000_000_000,
+    );
+    seeds("group_metadata", "batch-value-tombstone", &batch);
+}
+
+/// Kafka's `GroupMetadataValue` at `version`: strings i16-length (v4: unsigned varint of
+/// length + 1), bytes and arrays i32 (v4: varint), tagged fields after each struct in v4.
+fn group_value(version: u16, with_members: bool) -> Vec<u8> {
+    let flexible = version >= 4;
+    let mut out = Vec::new();
+    out.put_u16(version);
+    group_string(&mut out, Some("consumer"), flexible);
+    out.put_i32(if with_members { 7 } else { 8 });
+    let (protocol, leader) = if with_members { (Some("range"), Some("m-1")) } else { (None, None) };
+    group_string(&mut out, protocol, flexible);
+    group_string(&mut out, leader, flexible);
+    if version >= 2 {
+        out.put_i64(1_700_000_000_000);
+    }
+    let members: &[(&str, Option<&str>)] =
+        if with_members { &[("m-1", None), ("m-2", Some("instance-2"))] } else { &[] };
+    group_length(&mut out, members.len(), flexible);
+    for (id, instance) in members {
+        group_string(&mut out, Some(id), flexible);
+        if version >= 3 {
+            group_string(&mut out, *instance, flexible);
+        }
+        group_string(&mut out, Some("client"), flexible);
+        group_string(&mut out, Some("/127.0.0.1"), flexible);
+        if version >= 1 {
+            out.put_i32(300_000);
+        }
+        out.put_i32(45_000);
+        for bytes in [&b"\x00\x01\x00\x00\x00\x01\x00\x06orders"[..], &b"\x00\x01"[..]] {
+            group_length(&mut out, bytes.len(), flexible);
+            out.put_slice(bytes);
+        }
+        if flexible {
+            out.put_u8(0);
+        }
+    }
+    if flexible {
+        out.put_u8(0);
+    }
+    out
+}
+
+fn group_string(out: &mut Vec<u8>, text: Option<&str>, flexible: bool) {
+    match (text, flexible) {
+        (None, false) => out.put_i16(-1),
+        (None, true) => out.put_u8(0),
+        (Some(t), false) => {
+            out.put_i16(t.len() as i16);
+            out.put_slice(t.as_bytes());
+        }
+        (Some(t), true) => {
+            out.put_u8(t.len() as u8 + 1);
+            out.put_slice(t.as_bytes());
+        }
+    }
+}
+
+/// An array's count or a bytes field's length (short in these seeds: one varint byte).
+fn group_length(out: &mut Vec<u8>, length: usize, flexible: bool) {
+    if flexible {
+        out.put_u8(length as u8 + 1);
+    } else {
+        out.put_i32(length as i32);
+    }
 }
 
 // ----- cluster_state -----------------------------------------------------------------------

@@ -21,6 +21,7 @@
 //!         | metadata i32-len string (-1 = null)
 //! a null value is a tombstone (the group was deleted)
 //! ```
+//! Group metadata records (key version 2) are laid out in `metadata_record.rs`.
 //!
 //! The files: the coordinator and its groups' state (`mod.rs`, whose private fields its
 //! files share); JoinGroup (`join.rs`) and the end of a join phase (`rebalance.rs`);
@@ -45,6 +46,7 @@ mod description;
 mod join;
 mod loading;
 mod membership;
+pub(crate) mod metadata_record;
 mod offsets;
 pub(crate) mod offsets_record;
 mod rebalance;
