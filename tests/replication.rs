@@ -1841,6 +1841,117 @@ fn consumer_group_offsets_survive_coordinator_failover() {
     check_resume("after the old coordinator returned");
 }
 
+/// Issue 23: the coordinator's broker dies while a group consumes and commits. The new
+/// coordinator loads the group (generation, leader, members, assignments) from
+/// `__consumer_offsets`, so the members carry on in their generation: no rebalance (no
+/// assignment callback after the group settled), every commit after the move accepted, and
+/// no record delivered twice. Before group metadata was stored, the new coordinator knew no
+/// member: heartbeats and commits got UNKNOWN_MEMBER_ID and the group rebalanced.
+#[test]
+fn a_group_keeps_its_generation_across_coordinator_failover() {
+    const MEMBERS: usize = 2;
+    const PARTITIONS: i32 = 2;
+    const PER_PARTITION: u64 = 40;
+    let cluster = Cluster::up("groupmeta");
+    let topic = "steady";
+    cluster.create_topic(topic, PARTITIONS, &[]);
+    let group = (0..100)
+        .map(|n| format!("steady-{n}"))
+        .find(|g| java_string_hash(g) >= 0)
+        .expect("a group id");
+    let offsets_partition = (java_string_hash(&group) as usize % OFFSETS_PARTITIONS) as i32;
+    let work = TempDir::new("steady");
+    let stop = work.path().join("stop").display().to_string();
+    let members: Vec<Background> = (0..MEMBERS)
+        .map(|_| {
+            let args = [&cluster.bootstrap, topic, &group, "--stop-file", &stop, "--max-s", "100"];
+            Background::spawn("steady_member.py", &args)
+        })
+        .collect();
+    let mut lines: Vec<Vec<String>> = vec![Vec::new(); MEMBERS];
+    let read_until =
+        |lines: &mut Vec<Vec<String>>, what: &str, done: &dyn Fn(&[Vec<String>]) -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(45);
+            while !done(lines) {
+                assert!(Instant::now() < deadline, "timed out waiting for {what}: {lines:#?}");
+                for (member, out) in members.iter().zip(lines.iter_mut()) {
+                    while let Some(line) = member.next_line(Duration::from_millis(POLL_MS)) {
+                        out.push(line);
+                    }
+                }
+            }
+        };
+    let count = |out: &[String], tag: &str| {
+        out.iter().filter(|l| l.split('\t').next() == Some(tag)).count()
+    };
+    // The group settles: each member holds one partition.
+    read_until(&mut lines, "the group to settle", &|lines| {
+        let latest: Vec<Option<&str>> = lines
+            .iter()
+            .map(|out| out.iter().rev().find(|l| l.starts_with("assigned\t")).map(|l| &l[9..]))
+            .collect();
+        latest.iter().all(|a| a.is_some_and(|a| a != "-"))
+            && latest.iter().flatten().map(|a| a.split(',').count()).sum::<usize>()
+                == PARTITIONS as usize
+    });
+    let settled: Vec<usize> = lines.iter().map(Vec::len).collect();
+    for p in 0..PARTITIONS {
+        let produced =
+            produce(&cluster.bootstrap, topic, p, p as u64 * PER_PARTITION, PER_PARTITION, "all");
+        assert_eq!(produced, PER_PARTITION as usize);
+    }
+    read_until(&mut lines, "the first commits", &|lines| {
+        lines.iter().map(|out| count(out, "committed")).sum::<usize>() >= 10
+    });
+    let coordinator = partition(&cluster.state(), "__consumer_offsets", offsets_partition).leader;
+    let before_kill: Vec<usize> = lines.iter().map(|out| count(out, "committed")).collect();
+    eprintln!("group {group}: offsets partition {offsets_partition}, killing coordinator broker {coordinator}");
+    cluster.kill9(coordinator);
+    let total = (PARTITIONS as u64 * PER_PARTITION) as usize;
+    read_until(&mut lines, "every record consumed", &|lines| {
+        let seen: BTreeSet<(i32, i64)> = lines
+            .iter()
+            .flat_map(|out| parse_messages(&out.join("\n")))
+            .map(|m| (m.partition, m.offset))
+            .collect();
+        seen.len() >= total || lines.iter().any(|out| count(out, "commit-failed") > 0)
+    });
+    std::fs::write(&stop, b"").expect("stop file");
+    for (member, out) in members.into_iter().zip(lines.iter_mut()) {
+        let (status, rest, stderr) = member.finish();
+        out.extend(rest);
+        assert!(status.success(), "member failed: {status}\n{}\n{stderr}", out.join("\n"));
+    }
+    for (n, out) in lines.iter().enumerate() {
+        let text = out.join("\n");
+        // close() revokes the assignment: only what came before counts.
+        let after_settle = &out[settled[n]..];
+        let rebalances: Vec<&String> = after_settle
+            .iter()
+            .take_while(|l| *l != "stopping")
+            .filter(|l| l.starts_with("assigned\t") || l.starts_with("revoked\t"))
+            .collect();
+        assert!(
+            rebalances.is_empty(),
+            "member {n} rebalanced after the coordinator moved: {rebalances:?}\n{text}"
+        );
+        assert_eq!(count(out, "commit-failed"), 0, "member {n}: a commit was refused\n{text}");
+        assert!(
+            count(out, "committed") > before_kill[n],
+            "member {n} committed nothing after the coordinator was killed\n{text}"
+        );
+    }
+    let mut delivered: Vec<(i32, i64)> = lines
+        .iter()
+        .flat_map(|out| parse_messages(&out.join("\n")))
+        .map(|m| (m.partition, m.offset))
+        .collect();
+    delivered.sort_unstable();
+    let expected: Vec<(i32, i64)> =
+        (0..PARTITIONS).flat_map(|p| (0..PER_PARTITION as i64).map(move |o| (p, o))).collect();
+    assert_eq!(delivered, expected, "every record delivered exactly once");
+}
+
 /// A topic deleted and created again, with a replica that was down during the delete: the
 /// returning replica must drop the old incarnation's data, never serve it as the new topic's.
 #[test]

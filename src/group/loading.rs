@@ -1,12 +1,14 @@
 //! Taking over and giving up the groups of an offsets partition: a broker coordinates the
 //! groups of the `__consumer_offsets` partitions it leads, and rebuilds their committed
-//! offsets by replaying the partition's log when it takes them over.
+//! offsets and metadata (generation, leader, members and assignments) by replaying the
+//! partition's log when it takes them over.
 
 use std::rc::Rc;
 
 use fjord_storage::batch::BatchHeader;
 use tracing::{info, warn};
 
+use super::metadata_record;
 use super::offsets_record::{decode_key, decode_value, parse_records};
 use super::{offsets_partition_index, Coordinator, Group, GROUPS_MAX, OFFSETS_TOPIC};
 use crate::partition::Partition;
@@ -63,6 +65,7 @@ impl Coordinator {
             *slot = Some(Rc::clone(&partition));
         }
         let records = self.replay(&partition).await?;
+        self.restart_sessions(index);
         self.owned.borrow_mut().insert(index);
         info!(
             partition = index,
@@ -124,9 +127,13 @@ impl Coordinator {
         Ok(records)
     }
 
-    /// Applies one record of the offsets log: a commit, or a tombstone (which forgets a group
-    /// left with neither offsets nor members).
+    /// Applies one record of the offsets log: a group's metadata (key version 2), a commit,
+    /// or a commit's tombstone (which forgets a group left with neither offsets nor members).
     fn apply_record(&self, key: &[u8], value: Option<&[u8]>) {
+        if key.get(..2) == Some(&metadata_record::KEY_VERSION.to_be_bytes()[..]) {
+            self.apply_group_record(key, value);
+            return;
+        }
         let Some((group, topic, partition)) = decode_key(key) else {
             warn!("skipping an unreadable key in {OFFSETS_TOPIC}");
             return;

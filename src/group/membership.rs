@@ -66,7 +66,7 @@ impl Coordinator {
                 let (sender, receiver) = oneshot::channel();
                 group.members.get_mut(member_id).expect("checked above").sync_waiter = Some(sender);
                 if group.leader.as_deref() == Some(member_id) {
-                    settle(group_id, group, assignments);
+                    self.store_assignment(group_id, group, assignments);
                 }
                 Ok(receiver)
             }
@@ -198,12 +198,17 @@ impl Coordinator {
         }
         // A group with no members and no committed offsets is gone (Kafka deletes such groups
         // too); otherwise every group id ever used would count toward GROUPS_MAX forever.
-        groups.retain(|_, g| {
+        groups.retain(|group_id, g| {
             let forgotten = g.state == GroupState::Empty
                 && g.members.is_empty()
                 && g.pending.is_empty()
-                && g.offsets.is_empty();
-            !(forgotten && now.duration_since(g.changed_at) > EMPTY_GROUP_EXPIRY)
+                && g.offsets.is_empty()
+                && now.duration_since(g.changed_at) > EMPTY_GROUP_EXPIRY;
+            if forgotten && g.metadata_stored {
+                // Its metadata record would bring it back after a failover.
+                self.store_in_background(group_id, None);
+            }
+            !forgotten
         });
     }
 
@@ -216,12 +221,11 @@ impl Coordinator {
     }
 }
 
-/// The leader's assignment arrived: every member gets its part (those waiting in SyncGroup
+/// The leader's assignment is stored: every member gets its part (those waiting in SyncGroup
 /// at once) and the group is stable.
-fn settle(group_id: &str, group: &mut Group, assignments: Vec<(String, Bytes)>) {
+pub(super) fn settle(group_id: &str, group: &mut Group, assigned: &HashMap<String, Bytes>) {
     let protocol_type = group.protocol_type.clone();
     let protocol_name = group.protocol.clone();
-    let assigned: HashMap<String, Bytes> = assignments.into_iter().collect();
     let now = Instant::now();
     for (id, member) in group.members.iter_mut() {
         member.assignment = assigned.get(id).cloned().unwrap_or_default();

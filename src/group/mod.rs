@@ -11,8 +11,10 @@
 //!
 //! Committed offsets are data: every commit is appended (and fdatasync'd) to the internal
 //! topic `__consumer_offsets` before it is acknowledged, and the coordinator's offsets are
-//! rebuilt from that log on start. Group membership is not persisted: after a restart groups
-//! are Empty and members rejoin (their old member ids are unknown, so they get new ones).
+//! rebuilt from that log on start. So is a group's metadata (Kafka's group metadata record:
+//! generation, protocol, leader, members and assignments), stored when the leader's
+//! assignment arrives and before it is handed out: a coordinator that takes the group over
+//! carries on in the same generation, and members that keep heartbeating never notice.
 //!
 //! Record format in `__consumer_offsets` (inside ordinary uncompressed v2 batches):
 //! ```text
@@ -26,13 +28,14 @@
 //! The files: the coordinator and its groups' state (`mod.rs`, whose private fields its
 //! files share); JoinGroup (`join.rs`) and the end of a join phase (`rebalance.rs`);
 //! SyncGroup, Heartbeat, LeaveGroup and the timers (`membership.rs`); committed offsets
-//! (`offsets.rs`) and their records (`offsets_record.rs`); taking over and giving up an
+//! (`offsets.rs`) and their records (`offsets_record.rs`); the group's metadata, stored and
+//! loaded (`metadata.rs`), and its record (`metadata_record.rs`); taking over and giving up an
 //! offsets partition's groups, replaying its log (`loading.rs`); DescribeGroups and
 //! ListGroups (`description.rs`).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -46,6 +49,7 @@ mod description;
 mod join;
 mod loading;
 mod membership;
+mod metadata;
 pub(crate) mod metadata_record;
 mod offsets;
 pub(crate) mod offsets_record;
@@ -182,6 +186,9 @@ struct Group {
     sync_deadline: Option<Instant>,
     /// When the group last changed state.
     changed_at: Instant,
+    /// Whether `__consumer_offsets` may hold a metadata record of the group (stored or
+    /// loaded): forgetting the group then needs a tombstone.
+    metadata_stored: bool,
 }
 
 impl Group {
@@ -200,6 +207,7 @@ impl Group {
             join_not_before: None,
             sync_deadline: None,
             changed_at: Instant::now(),
+            metadata_stored: false,
         }
     }
 
@@ -229,6 +237,8 @@ impl Group {
 }
 
 pub struct Coordinator {
+    /// This coordinator, for the tasks that store group metadata (they outlive the request).
+    me: Weak<Coordinator>,
     config: GroupConfig,
     groups: RefCell<HashMap<String, Group>>,
     /// The partitions of `__consumer_offsets` (`None` where this broker holds no replica); a
@@ -260,7 +270,8 @@ impl Coordinator {
         offsets_log: Vec<Option<Rc<Partition>>>,
         own_all: bool,
     ) -> Result<Rc<Coordinator>, GroupError> {
-        let coordinator = Rc::new(Coordinator {
+        let coordinator = Rc::new_cyclic(|me| Coordinator {
+            me: me.clone(),
             config,
             groups: RefCell::new(HashMap::new()),
             offsets_log: RefCell::new(offsets_log),

@@ -10,6 +10,7 @@ use fjord_storage::batch::build;
 use kafka_protocol::ResponseError;
 use tracing::{info, warn};
 
+use super::metadata_record::encode_key as encode_group_key;
 use super::offsets_record::{encode_key, encode_value};
 use super::{
     Committed, Coordinator, Group, GroupState, COMMITTED_PARTITIONS_PER_GROUP_MAX, GROUPS_MAX,
@@ -106,7 +107,7 @@ impl Coordinator {
         Ok(())
     }
 
-    async fn append_records(
+    pub(super) async fn append_records(
         &self,
         group_id: &str,
         records: &[(Vec<u8>, Option<Vec<u8>>)],
@@ -190,7 +191,8 @@ impl Coordinator {
         })
     }
 
-    /// Deletes an empty group and its offsets (tombstones in the log).
+    /// Deletes an empty group and its offsets (tombstones in the log, for each offset and
+    /// for the group's metadata, as Kafka writes them).
     pub async fn delete_group(&self, group_id: &str) -> Option<ResponseError> {
         if !self.owns(group_id) {
             return Some(ResponseError::NotCoordinator);
@@ -203,11 +205,14 @@ impl Coordinator {
             if !group.members.is_empty() {
                 return Some(ResponseError::NonEmptyGroup);
             }
-            group
+            let mut keys: Vec<(Vec<u8>, Option<Vec<u8>>)> = group
                 .offsets
                 .keys()
                 .map(|(topic, partition)| (encode_key(group_id, topic, *partition), None))
-                .collect()
+                .collect();
+            // A group id too long for a record was never stored: it needs no tombstone.
+            keys.extend(encode_group_key(group_id).ok().map(|key| (key, None)));
+            keys
         };
         if !keys.is_empty() {
             if let Err(error) = self.append_records(group_id, &keys).await {

@@ -59,6 +59,9 @@ impl Coordinator {
             group.protocol = None;
             group.leader = None;
             info!(group = group_id, generation = group.generation, "group is empty");
+            // As Kafka: the empty group's new generation is stored, not waited for.
+            group.metadata_stored = true;
+            self.store_in_background(group_id, Some(group));
             return;
         }
         let protocol = chosen_protocol(group);
