@@ -133,15 +133,7 @@ impl Counts {
         self.persists_failed += other.persists_failed;
         self.crashes += other.crashes;
         self.recovered_attempted += other.recovered_attempted;
-        let (a, b) = (&mut self.disk, &other.disk);
-        a.calls += b.calls;
-        a.syncs += b.syncs;
-        a.injected_errors += b.injected_errors;
-        a.crashes += b.crashes;
-        a.files_torn += b.files_torn;
-        a.files_scattered += b.files_scattered;
-        a.files_lost_unsynced += b.files_lost_unsynced;
-        a.misdirected_sectors += b.misdirected_sectors;
+        self.disk += other.disk;
     }
 }
 

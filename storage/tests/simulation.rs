@@ -145,15 +145,7 @@ impl Counts {
         self.truncations += other.truncations;
         self.retentions_deleting += other.retentions_deleting;
         self.recovered_uncertain += other.recovered_uncertain;
-        let (a, b) = (&mut self.disk, &other.disk);
-        a.calls += b.calls;
-        a.syncs += b.syncs;
-        a.injected_errors += b.injected_errors;
-        a.crashes += b.crashes;
-        a.files_torn += b.files_torn;
-        a.files_scattered += b.files_scattered;
-        a.files_lost_unsynced += b.files_lost_unsynced;
-        a.misdirected_sectors += b.misdirected_sectors;
+        self.disk += other.disk;
     }
 }
 

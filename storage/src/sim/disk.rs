@@ -84,6 +84,20 @@ pub struct SimStats {
     pub misdirected_sectors: u64,
 }
 
+/// Adds another run's counts (tests sum them over their schedules).
+impl std::ops::AddAssign for SimStats {
+    fn add_assign(&mut self, other: SimStats) {
+        self.calls += other.calls;
+        self.syncs += other.syncs;
+        self.injected_errors += other.injected_errors;
+        self.crashes += other.crashes;
+        self.files_torn += other.files_torn;
+        self.files_scattered += other.files_scattered;
+        self.files_lost_unsynced += other.files_lost_unsynced;
+        self.misdirected_sectors += other.misdirected_sectors;
+    }
+}
+
 /// A name change not yet made durable by a sync of its directory.
 #[derive(Debug, Clone)]
 enum NameOp {
