@@ -82,18 +82,7 @@ pub(crate) async fn scan_segment<D: Disk>(
         out_of_space: None,
     };
     if repair {
-        match cut_after_valid_batches(segment, &outcome).await {
-            Err(crate::error::StorageError::Io(error))
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-                ) =>
-            {
-                warn!(path = %segment.log().path().display(), %error, "no space to rewrite the segment's indexes: served from memory until space returns");
-                outcome.out_of_space = Some(error.to_string());
-            }
-            other => other?,
-        }
+        outcome.out_of_space = cut_after_valid_batches(segment, &outcome).await?;
     }
     Ok(outcome)
 }
@@ -171,11 +160,12 @@ async fn next_batch<D: Disk>(
 }
 
 /// After a scan: cuts the file after the last valid batch, rewrites both index files from
-/// the rebuilt indexes and syncs all three.
+/// the rebuilt indexes and syncs all three. Returns the error that kept the index files from
+/// being rewritten for want of space, if one did.
 async fn cut_after_valid_batches<D: Disk>(
     segment: &mut Segment<D>,
     outcome: &ScanOutcome,
-) -> Result<()> {
+) -> Result<Option<String>> {
     if outcome.invalid_bytes > 0 {
         warn!(
             path = %segment.log().path().display(),
@@ -186,8 +176,20 @@ async fn cut_after_valid_batches<D: Disk>(
         );
         segment.cut_log(outcome.valid_bytes)?;
     }
-    segment.rewrite_indexes_and_sync().await?;
-    Ok(())
+    // The cut itself frees space and must happen; only the rewritten index files may wait
+    // for space (the segment is served from its in-memory indexes meanwhile).
+    match segment.rewrite_indexes_and_sync().await {
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) =>
+        {
+            warn!(path = %segment.log().path().display(), %error, "no space to rewrite the segment's indexes: served from memory until space returns");
+            Ok(Some(error.to_string()))
+        }
+        other => other.map(|()| None).map_err(Into::into),
+    }
 }
 
 /// Opens a segment trusting its indexes, falling back to a full scan if anything disagrees.
