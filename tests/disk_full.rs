@@ -151,16 +151,16 @@ fn a_full_disk_refuses_produce_keeps_reads_and_recovers_through_delete_topics() 
     let (taken, error) = fill(&mut conn, "fill");
     assert!(taken > 0, "the disk took nothing");
     assert_eq!(error, KAFKA_STORAGE_ERROR, "a full disk refuses produce with Kafka's error");
-    // The floor applies to every producer on the file system, and committed data stays
-    // readable.
-    let big = batch(&vec![7u8; FILL_RECORD_BYTES]);
-    let (error, _) = wire::produce(&mut conn, 2_000, "keep", 0, &big);
+    // The floor applies to every producer on the file system (each log measures the free
+    // space at least every second, so another topic may take a little before it sees the
+    // floor), and committed data stays readable.
+    let (_, error) = fill(&mut conn, "keep");
     assert_eq!(error, KAFKA_STORAGE_ERROR, "produce to another topic on the same full disk");
-    assert_eq!(values(&broker.bootstrap(), "keep"), "kept\n");
+    assert!(values(&broker.bootstrap(), "keep").contains("kept\n"));
     // An operator frees space through the API; produce resumes without a restart.
     fjord_ok(&["topic", "delete", "--bootstrap", &broker.bootstrap(), "fill"]);
+    // (What `keep` holds now is up to retention: filling it rolled segments.)
     wait_for_produce(&broker, "produce after deleting the filling topic");
-    assert_eq!(values(&broker.bootstrap(), "keep"), "kept\nagain\n");
 }
 
 #[test]
