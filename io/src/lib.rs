@@ -46,7 +46,10 @@ pub use file::{
 };
 pub use inline::{disable_inline_writes, force_inline_writes, inline_reads, INLINE_READ_BYTES_MAX};
 pub use lock::FileLock;
-pub use net::{bind_reuseport_std, recv_into_spare, send_file, Listener, Stream, READ_CHUNK_BYTES};
+pub use net::{
+    bind_reuseport_std, recv_into_spare, send_file, set_socket_option, Listener, Stream,
+    READ_CHUNK_BYTES,
+};
 pub use process::{restore_default_sigpipe, send_signal, send_signal_to_group};
 pub use residency::RESIDENCY_MAP_BYTES;
 pub use splice::{splice_to_socket, PipeStream, SplicePipe};

@@ -107,22 +107,8 @@ pub fn bind_reuseport_std(address: SocketAddr) -> io::Result<std::net::TcpListen
         // SAFETY: `fd` was just created and is owned by nobody else.
         #[allow(unsafe_code)]
         let socket = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        let one: libc::c_int = 1;
         for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
-            // SAFETY: setsockopt with a pointer to a live c_int and its size.
-            #[allow(unsafe_code)]
-            let rc = unsafe {
-                libc::setsockopt(
-                    socket.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    option,
-                    (&one as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            set_socket_option(&socket, option, 1)?;
         }
         let (storage, len) = socket_address(address);
         // SAFETY: `storage` holds a valid sockaddr of `len` bytes for the socket's family.
@@ -265,6 +251,30 @@ pub fn recv_into_spare(
         buf.advance_mut(got)
     };
     Ok(got)
+}
+
+/// Sets a `SOL_SOCKET` option of integer value (`SO_REUSEADDR`, `SO_SNDBUF`, ...) on a socket
+/// the caller keeps open.
+pub fn set_socket_option(
+    socket: &impl AsRawFd,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: setsockopt on an open descriptor, with a pointer to a live c_int and its size.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -114,17 +114,6 @@ pub(crate) async fn evict(file: &File) {
 /// Sets a socket's buffer size option (`SO_SNDBUF` or `SO_RCVBUF`) to `bytes`, so a transfer
 /// of a few MiB fills it whatever the host's TCP settings.
 pub(crate) fn set_socket_buffer(socket: &impl AsRawFd, option: libc::c_int, bytes: libc::c_int) {
-    // SAFETY: setsockopt on a socket the caller keeps open, with a pointer to a live c_int
-    // and its size.
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt {option}: {}", std::io::Error::last_os_error());
+    fjord_io::set_socket_option(socket, option, bytes)
+        .unwrap_or_else(|e| panic!("setsockopt {option}: {e}"));
 }
