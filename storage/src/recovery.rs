@@ -179,12 +179,7 @@ async fn cut_after_valid_batches<D: Disk>(
     // The cut itself frees space and must happen; only the rewritten index files may wait
     // for space (the segment is served from its in-memory indexes meanwhile).
     match segment.rewrite_indexes_and_sync().await {
-        Err(error)
-            if matches!(
-                error.kind(),
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            ) =>
-        {
+        Err(error) if crate::error::out_of_space(error.kind()) => {
             warn!(path = %segment.log().path().display(), %error, "no space to rewrite the segment's indexes: served from memory until space returns");
             Ok(Some(error.to_string()))
         }

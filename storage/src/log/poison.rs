@@ -38,7 +38,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// Records an I/O failure: from now on every call fails.
     pub(super) fn poison_with(&mut self, error: StorageError) -> StorageError {
         if let StorageError::Io(io_error) = &error {
-            if super::space::out_of_space(io_error.kind()) {
+            if crate::error::out_of_space(io_error.kind()) {
                 self.fill(io_error);
                 return error;
             }
@@ -63,7 +63,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// ever retried, and the log is not reopened as after a failed write (`space.rs`).
     pub(super) fn guard_sync<T>(&mut self, result: Result<T>) -> Result<T> {
         result.map_err(|error| match error {
-            StorageError::Io(io_error) if super::space::out_of_space(io_error.kind()) => {
+            StorageError::Io(io_error) if crate::error::out_of_space(io_error.kind()) => {
                 let kind = io_error.kind();
                 if self.poison.is_none() {
                     warn!(dir = %self.dir.display(), error = %io_error, "a sync failed: partition poisoned");

@@ -25,11 +25,6 @@ use super::PartitionLog;
 /// Longest time between two measurements of the file system's free space.
 pub(super) const FREE_BYTES_CHECK_MS: i64 = 1_000;
 
-/// Whether an I/O error says the file system (or the user's quota) is out of space.
-pub(super) fn out_of_space(kind: io::ErrorKind) -> bool {
-    matches!(kind, io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
-}
-
 impl<D: Disk, C: Clock> PartitionLog<D, C> {
     /// Whether a write ran out of space and the log refuses writes until space returns.
     pub fn is_full(&self) -> bool {
