@@ -6,6 +6,8 @@
 //! (never hangs it, never crashes), and a normal client still works against it.
 
 use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use fjord::protocol::SUPPORTED_APIS;
@@ -570,6 +572,133 @@ fn the_request_memory_budget_holds_back_reads_and_recovers() {
     assert_clients_still_work(&mut broker, "after the memory budget was spent");
 }
 
+/// A connection inside a frame it announced and never finishes: after the size prefix, a
+/// thread of its own sends `burst` bytes as fast as the broker reads them, then `per_tick`
+/// bytes every `tick`, until `stop` is set or the broker closes the connection. It never
+/// sends the whole frame. The thread's result is how many bytes it sent after the prefix.
+struct Hog {
+    conn: Conn,
+    sender: std::thread::JoinHandle<usize>,
+}
+
+/// How a `Hog` sends the frame it announced.
+#[derive(Clone, Copy)]
+struct HogPace {
+    /// The frame size its prefix announces.
+    announced: i32,
+    /// Bytes sent at once after the prefix.
+    burst: usize,
+    /// Then this many bytes every `tick`.
+    per_tick: usize,
+    tick: std::time::Duration,
+}
+
+impl Hog {
+    fn start(addr: std::net::SocketAddr, pace: HogPace, stop: &Arc<AtomicBool>) -> Hog {
+        let mut conn = Conn::connect(addr);
+        conn.send(&pace.announced.to_be_bytes()).expect("send a size prefix");
+        let mut stream = conn.stream.try_clone().expect("clone the hog's socket");
+        // Short write timeouts: a hog the broker does not read (waiting for budget) still
+        // notices `stop`.
+        stream
+            .set_write_timeout(Some(std::time::Duration::from_millis(200)))
+            .expect("write timeout");
+        let stop = Arc::clone(stop);
+        let sender = std::thread::spawn(move || {
+            // Never the whole frame: the broker must not get a request out of it.
+            let limit = (pace.announced as usize).saturating_sub(1);
+            let chunk = vec![0u8; 64 * 1024];
+            let mut sent = 0usize;
+            let mut owed = pace.burst.min(limit);
+            let mut next_tick = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                if owed == 0 {
+                    if Instant::now() < next_tick {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        continue;
+                    }
+                    next_tick += pace.tick;
+                    owed = pace.per_tick.min(limit - sent);
+                    continue;
+                }
+                let n = owed.min(chunk.len());
+                match std::io::Write::write(&mut stream, &chunk[..n]) {
+                    Ok(0) => break,
+                    Ok(written) => {
+                        sent += written;
+                        owed -= written;
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock
+                                | std::io::ErrorKind::TimedOut
+                                | std::io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(_closed) => break,
+                }
+            }
+            sent
+        });
+        Hog { conn, sender }
+    }
+
+    /// Whether the broker still holds the connection open: no answer, no close.
+    fn still_connected(&self) -> bool {
+        let stream = &self.conn.stream;
+        stream.set_nonblocking(true).expect("nonblocking");
+        let mut byte = [0u8; 1];
+        let open = matches!(
+            std::io::Read::read(&mut &*stream, &mut byte),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        );
+        stream.set_nonblocking(false).expect("blocking");
+        open
+    }
+
+    /// Stops its thread (once `stop` is set) and says how many bytes it sent.
+    fn join(self) -> usize {
+        self.sender.join().expect("hog thread")
+    }
+}
+
+/// Runs `work` on a thread of its own and returns its result, or panics if it takes longer
+/// than `bound` (a correctness bound: the work must not wait on other clients, not a speed
+/// measurement).
+fn within<T: Send + 'static>(
+    bound: std::time::Duration,
+    what: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (done, outcome) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let _ = done.send(work());
+    });
+    match outcome.recv_timeout(bound) {
+        Ok(result) => {
+            worker.join().expect("worker thread");
+            result
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(worker.join().expect_err("the worker ended without a result"))
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: not done within {bound:?}")
+        }
+    }
+}
+
+/// A normal client's round: Metadata, CreateTopics, then an acks=all Produce to `topic`.
+fn normal_client_round(addr: std::net::SocketAddr, topic: &str) {
+    let mut conn = Conn::connect(addr);
+    let (brokers, _) = wire::metadata(&mut conn, 1, &[]);
+    assert_eq!(brokers.len(), 1, "brokers in Metadata");
+    assert_created(wire::create_topic(&mut conn, 2, topic, 1));
+    let batch = wire::record_batch(&[(None, b"served")], 1_700_000_000_000, NO_PRODUCER);
+    let (error, base_offset) = wire::produce(&mut conn, 3, topic, 0, &batch);
+    assert_eq!((error, base_offset), (NONE, 0), "produce to {topic}");
+}
+
 /// Regression (issue: slow senders holding the memory budget): clients that announce large
 /// requests and then send a byte at a time held the whole request memory budget for as long
 /// as they kept trickling, and every other client waited. A frame must now arrive at
@@ -584,34 +713,15 @@ fn clients_trickling_large_frames_are_dropped_within_one_rate_window() {
         "trickle",
         &["--request-bytes-max", "1048576", "--request-memory-max", "2097152"],
     );
-    let tricklers: Vec<Conn> = (0..2)
-        .map(|_| {
-            let mut conn = Conn::connect(broker.addr());
-            let mut head = (1_048_000i32).to_be_bytes().to_vec();
-            head.extend_from_slice(&[0u8; 100]);
-            conn.send(&head).expect("send a partial frame");
-            conn
-        })
-        .collect();
     // One byte a second each: far below the minimum rate, never silent long.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let senders: Vec<_> = tricklers
-        .iter()
-        .map(|conn| {
-            let mut stream = conn.stream.try_clone().expect("clone the trickler's socket");
-            let stop = std::sync::Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let mut sent = 0usize;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed)
-                    && std::io::Write::write_all(&mut stream, &[0u8]).is_ok()
-                {
-                    sent += 1;
-                    std::thread::sleep(std::time::Duration::from_secs(1));
-                }
-                sent
-            })
-        })
-        .collect();
+    let pace = HogPace {
+        announced: 1_048_000,
+        burst: 100,
+        per_tick: 1,
+        tick: std::time::Duration::from_secs(1),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let tricklers: Vec<Hog> = (0..2).map(|_| Hog::start(broker.addr(), pace, &stop)).collect();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let started = Instant::now();
     let mut probe = Conn::connect(broker.addr());
@@ -630,16 +740,17 @@ fn clients_trickling_large_frames_are_dropped_within_one_rate_window() {
         "answered after {waited:?}"
     );
     // The tricklers were disconnected, not merely passed over.
-    for mut conn in tricklers {
+    for trickler in &tricklers {
+        let mut conn = Conn { stream: trickler.conn.stream.try_clone().expect("clone") };
         conn.stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("timeout");
         match conn.receive() {
             Received::Closed { .. } => {}
             Received::Frame(frame) => panic!("a trickler got a {}-byte answer", frame.len()),
         }
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for sender in senders {
-        let sent = sender.join().expect("trickler thread");
+    stop.store(true, Ordering::Relaxed);
+    for trickler in tricklers {
+        let sent = trickler.join();
         assert!(sent < FRAME_RATE_MIN_BYTES, "a trickler sent {sent} bytes");
     }
     assert!(
@@ -647,6 +758,217 @@ fn clients_trickling_large_frames_are_dropped_within_one_rate_window() {
         "the drop is logged with its reason"
     );
     assert_clients_still_work(&mut broker, "after the tricklers were dropped");
+}
+
+/// Issue 23 ("no client can hold the server hostage"): sixteen clients announce maximal
+/// requests (`request-bytes-max`, 100 MiB by default) and send them slowly but above the
+/// minimum rate, so they are never dropped. A frame holds only the budget its bytes have
+/// earned (its first step), not its announced size, so a normal client's Metadata, CreateTopics
+/// and Produce are served at once while every hog stays connected. Before, five hogs took the
+/// whole 512 MiB budget, the sixth waited for its 100 MiB at the head of the budget's queue, and
+/// every other request waited behind it for as long as the hogs kept sending.
+#[test]
+fn maximal_frames_sent_slowly_do_not_hold_up_other_clients() {
+    use fjord::server::FRAME_RATE_MIN_BYTES;
+    const HOGS: usize = 16;
+    let mut broker = TestBroker::start("hogs");
+    // 2.5 times the minimum rate: never dropped.
+    let pace = HogPace {
+        announced: fjord::config::REQUEST_BYTES_MAX_DEFAULT as i32,
+        burst: 1024,
+        per_tick: FRAME_RATE_MIN_BYTES / 4,
+        tick: std::time::Duration::from_secs(1),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs: Vec<Hog> = (0..HOGS).map(|_| Hog::start(broker.addr(), pace, &stop)).collect();
+    // Every hog's frame is under way before the normal client comes.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let addr = broker.addr();
+    within(PROMPT, "a normal client beside 16 hogs", move || {
+        normal_client_round(addr, "beside-hogs")
+    });
+    for (i, hog) in hogs.iter().enumerate() {
+        assert!(hog.still_connected(), "hog {i} was dropped; it sent above the minimum rate");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for hog in hogs {
+        hog.join();
+    }
+    assert_clients_still_work(&mut broker, "16 hogs announcing maximal frames");
+}
+
+/// How long a normal client may take beside misbehaving ones: a generous correctness bound
+/// (it must not wait for them at all), not a speed measurement.
+const PROMPT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Slow loris: hundreds of connections that open and send part of a request header (some
+/// not even a whole size prefix, some a prefix and a few bytes of a small or a maximal frame)
+/// and then nothing. None of them may keep a normal client from being served promptly.
+#[test]
+fn hundreds_of_half_sent_headers_do_not_hold_up_other_clients() {
+    let mut broker = TestBroker::start("slow-loris");
+    // Within the test process's open-file limit (tests run side by side in one process).
+    let connections = (open_files_limit() / 4).clamp(200, 600);
+    let partial_headers: [Vec<u8>; 3] = [
+        // Half a size prefix: no frame yet.
+        vec![0, 0],
+        // A small frame's prefix and the start of its header.
+        [&64i32.to_be_bytes()[..], &[0, 3, 0, 4, 0, 0]].concat(),
+        // A maximal frame's prefix and the start of its header.
+        [&(fjord::config::REQUEST_BYTES_MAX_DEFAULT as i32).to_be_bytes()[..], &[0, 0, 0, 3]]
+            .concat(),
+    ];
+    let loris: Vec<Conn> = (0..connections)
+        .map(|i| {
+            let mut conn = Conn::connect(broker.addr());
+            conn.send(&partial_headers[i % partial_headers.len()]).expect("send a partial header");
+            conn
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let addr = broker.addr();
+    within(
+        PROMPT,
+        &format!("a normal client beside {connections} slow-loris connections"),
+        move || normal_client_round(addr, "beside-loris"),
+    );
+    broker.assert_alive();
+    drop(loris);
+    assert_clients_still_work(&mut broker, "hundreds of half-sent headers");
+}
+
+/// The soft limit on open files of this process (from /proc/self/limits).
+fn open_files_limit() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("read /proc/self/limits");
+    limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|soft| soft.parse().ok())
+        .unwrap_or(1024)
+}
+
+/// The broker's memory stays within its request memory budget while clients send large
+/// frames fast and then stall: sixteen hogs announce 16 MiB frames (256 MiB in all) against a
+/// 64 MiB budget and each sends 12 MiB at once (192 MiB), then a trickle above the minimum
+/// rate. Frames are read only as far as the budget they hold, so the broker's peak resident
+/// memory grows by about the budget, not by what the hogs sent or announced; and a normal
+/// client is still served promptly (small frames keep a slice of the budget).
+#[test]
+fn memory_stays_within_the_budget_while_frames_are_sent_fast_and_stall() {
+    use fjord::server::FRAME_RATE_MIN_BYTES;
+    const HOGS: usize = 16;
+    const MIB: u64 = 1024 * 1024;
+    const FRAME_BYTES: u64 = 16 * MIB;
+    const BUDGET_BYTES: u64 = 64 * MIB;
+    /// Room above the budget for the read buffers, allocator overhead, a buffer being copied
+    /// as it grows, and the normal client's requests.
+    const SLACK_BYTES: u64 = 48 * MIB;
+    let mut broker = TestBroker::start_with(
+        "hogs-memory",
+        &[
+            "--request-bytes-max",
+            &FRAME_BYTES.to_string(),
+            "--request-memory-max",
+            &BUDGET_BYTES.to_string(),
+        ],
+    );
+    let resident_before = broker.proc_status_kb("VmRSS") * 1024;
+    let pace = HogPace {
+        announced: FRAME_BYTES as i32,
+        burst: 12 * MIB as usize,
+        per_tick: FRAME_RATE_MIN_BYTES / 4,
+        tick: std::time::Duration::from_secs(1),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs: Vec<Hog> = (0..HOGS).map(|_| Hog::start(broker.addr(), pace, &stop)).collect();
+    // Long enough for every burst the broker reads to arrive.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let addr = broker.addr();
+    within(PROMPT, "a normal client beside 16 fast-then-stalled hogs", move || {
+        normal_client_round(addr, "beside-memory-hogs")
+    });
+    let peak = broker.proc_status_kb("VmHWM") * 1024;
+    let announced = HOGS as u64 * FRAME_BYTES;
+    assert!(
+        peak <= resident_before + BUDGET_BYTES + SLACK_BYTES,
+        "peak resident memory {} MiB: from {} MiB before the hogs, more than the {} MiB budget and {} MiB of slack (the hogs announced {} MiB)",
+        peak / MIB,
+        resident_before / MIB,
+        BUDGET_BYTES / MIB,
+        SLACK_BYTES / MIB,
+        announced / MIB
+    );
+    for (i, hog) in hogs.iter().enumerate() {
+        assert!(hog.still_connected(), "hog {i} was dropped; it sent above the minimum rate");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent: usize = hogs.into_iter().map(Hog::join).sum();
+    // The broker reads up to its budget less the small frames' slice (56 MiB) of them.
+    assert!(
+        sent as u64 > BUDGET_BYTES / 2,
+        "the hogs sent only {} MiB: the check proves nothing",
+        sent as u64 / MIB
+    );
+    assert_clients_still_work(&mut broker, "hogs sending fast then stalling");
+}
+
+/// Large requests are read in steps (2 MiB, then twice the last) and still arrive whole:
+/// three 12 MiB Produce requests at once against a 24 MiB budget, which holds one of them
+/// beside the slice large frames leave to small ones and the finisher's reserve, not three.
+/// Their first steps fit; their next ones do not, so one becomes the finisher and completes
+/// from the reserve, and the others follow as budget comes back (no two wait for each other
+/// for good). Each is followed in the same write by an ApiVersions request, which must be
+/// read from the bytes after the large frame. The batch's CRC, checked by the broker, would
+/// catch a frame put together wrong.
+#[test]
+fn large_requests_read_in_steps_arrive_whole_even_when_the_budget_holds_one() {
+    const MIB: usize = 1024 * 1024;
+    let mut broker = TestBroker::start_with(
+        "large-steps",
+        &[
+            "--request-bytes-max",
+            &(16 * MIB).to_string(),
+            "--request-memory-max",
+            &(24 * MIB).to_string(),
+            "--message-max-bytes",
+            &(16 * MIB).to_string(),
+        ],
+    );
+    let mut admin = Conn::connect(broker.addr());
+    assert_created(wire::create_topic(&mut admin, 1, "large", 3));
+    let value = Rng(seed()).bytes(12 * MIB);
+    let batch = wire::record_batch(&[(None, &value)], 1_700_000_000_000, NO_PRODUCER);
+    let addr = broker.addr();
+    let producers: Vec<_> = (0..3)
+        .map(|partition| {
+            let mut burst = wire::request_frame(
+                wire::PRODUCE,
+                3,
+                10,
+                &produce_body("large", partition, 1, &batch),
+            );
+            burst.extend(wire::request_frame(wire::API_VERSIONS, 0, 11, &[]));
+            std::thread::spawn(move || {
+                let mut conn = Conn::connect(addr);
+                conn.send(&burst).expect("send a large produce and an ApiVersions");
+                let Received::Frame(produced) = conn.receive() else {
+                    panic!("partition {partition}: closed instead of a produce answer")
+                };
+                let (correlation_id, answers) = produce_answer(&produced, "large");
+                assert_eq!(correlation_id, 10);
+                assert_eq!(answers, [(partition, NONE, 0)], "partition {partition}");
+                let Received::Frame(versions) = conn.receive() else {
+                    panic!("partition {partition}: closed instead of the ApiVersions answer")
+                };
+                assert_eq!(&versions[..4], &11i32.to_be_bytes(), "the request after the frame");
+            })
+        })
+        .collect();
+    for producer in producers {
+        producer.join().expect("a large produce");
+    }
+    assert_clients_still_work(&mut broker, "large requests read in steps");
 }
 
 /// A Produce v3 body of one partition, with `acks`.

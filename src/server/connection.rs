@@ -18,7 +18,7 @@ use kafka_protocol::messages::ApiKey;
 use tokio::sync::{oneshot, Notify};
 use tracing::{debug, warn};
 
-use super::frame::{read_frame, FrameRead};
+use super::frame::{read_frame, Budget, FrameRead, Reservation};
 use super::shutdown::Shutdown;
 use crate::broker::Broker;
 use crate::handlers::{dispatch, AppendOrder, FetchResponse, Piece, Pipeline, Reply};
@@ -42,7 +42,7 @@ const PIPELINE_BUDGET_RESERVE_DIVISOR: usize = 4;
 struct Answer<'a> {
     api: ApiKey,
     reply: Pending,
-    _budget: Option<tokio::sync::SemaphorePermit<'a>>,
+    _budget: Reservation<'a>,
 }
 
 enum Pending {
@@ -69,10 +69,11 @@ pub(super) async fn serve_connection(
     peer: SocketAddr,
     shutdown: &Shutdown,
 ) {
+    let budget = Budget::of(broker);
     let (answers, queue) = tokio::sync::mpsc::channel(PIPELINE_MAX);
     let in_flight = InFlight::default();
     tokio::join!(
-        read_requests(broker, stream, peer, shutdown, answers, &in_flight),
+        read_requests(broker, &budget, stream, peer, shutdown, answers, &in_flight),
         write_answers(stream, peer, queue, &in_flight)
     );
 }
@@ -81,6 +82,7 @@ pub(super) async fn serve_connection(
 /// frame, or once a request's answer closes the connection.
 async fn read_requests<'a>(
     broker: &'a Rc<Broker>,
+    budget: &'a Budget,
     stream: &Stream,
     peer: SocketAddr,
     shutdown: &Shutdown,
@@ -88,9 +90,7 @@ async fn read_requests<'a>(
     in_flight: &InFlight,
 ) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    let reserve = (broker.config.request_memory_max / crate::broker::shards::BUDGET_UNIT_BYTES)
-        as usize
-        / PIPELINE_BUDGET_RESERVE_DIVISOR;
+    let reserve = budget.units_total() as usize / PIPELINE_BUDGET_RESERVE_DIVISOR;
     let mut pipelining = false;
     // This connection's order of appends per partition, and the ends of the appends of
     // Produce requests started but maybe not over (at most about `PIPELINE_MAX`).
@@ -100,10 +100,11 @@ async fn read_requests<'a>(
         if shutdown.requested() {
             return;
         }
-        let Some(()) = may_read_on(broker, shutdown, in_flight, pipelining, reserve).await else {
+        let Some(()) = may_read_on(budget, shutdown, in_flight, pipelining, reserve).await else {
             return;
         };
-        let Some((request, budget)) = next_request(broker, stream, &mut buf, peer, shutdown).await
+        let Some((request, share)) =
+            next_request(broker, budget, stream, &mut buf, peer, shutdown).await
         else {
             return;
         };
@@ -115,7 +116,7 @@ async fn read_requests<'a>(
         pipelining = matches!(reply, Pending::Later(_));
         let closing = matches!(reply, Pending::Ready(Reply::Close(_)));
         in_flight.answers.set(in_flight.answers.get() + 1);
-        if answers.send(Answer { api, reply, _budget: budget }).await.is_err() || closing {
+        if answers.send(Answer { api, reply, _budget: share }).await.is_err() || closing {
             // The writer stopped (the connection is closing), or will once it gets here.
             return;
         }
@@ -126,15 +127,13 @@ async fn read_requests<'a>(
 /// unanswered requests only behind a Produce (`pipelining`), and only while the budget
 /// keeps its `reserve`; otherwise it waits until every answer is written.
 async fn may_read_on(
-    broker: &Broker,
+    budget: &Budget,
     shutdown: &Shutdown,
     in_flight: &InFlight,
     pipelining: bool,
     reserve: usize,
 ) -> Option<()> {
-    while in_flight.answers.get() > 0
-        && !(pipelining && broker.request_memory.available_permits() >= reserve)
-    {
+    while in_flight.answers.get() > 0 && !(pipelining && budget.units_free() >= reserve) {
         let written = in_flight.written.notified();
         tokio::select! {
             _ = written => {}
@@ -147,18 +146,19 @@ async fn may_read_on(
 /// The next request and its share of the request memory budget; `None` at shutdown, when
 /// the peer closes, or on a bad frame or request (logged).
 async fn next_request<'a>(
-    broker: &'a Broker,
+    broker: &Broker,
+    budget: &'a Budget,
     stream: &Stream,
     buf: &mut BytesMut,
     peer: SocketAddr,
     shutdown: &Shutdown,
-) -> Option<(Request, Option<tokio::sync::SemaphorePermit<'a>>)> {
+) -> Option<(Request, Reservation<'a>)> {
     let frame = tokio::select! {
-        frame = read_frame(stream, buf, broker.config.request_bytes_max, &broker.request_memory) => frame,
+        frame = read_frame(stream, buf, broker.config.request_bytes_max, budget) => frame,
         _ = shutdown.wait() => return None,
     };
-    let (payload, budget) = match frame {
-        Ok(FrameRead::Frame(payload, permit)) => (payload, permit),
+    let (payload, share) = match frame {
+        Ok(FrameRead::Frame(payload, share)) => (payload, share),
         Ok(FrameRead::Closed) => return None,
         Err(reason) => {
             warn!(%peer, %reason, "closing connection: bad frame");
@@ -168,7 +168,7 @@ async fn next_request<'a>(
     match parse_request(payload) {
         Ok(mut request) => {
             request.peer = Some(peer);
-            Some((request, budget))
+            Some((request, share))
         }
         Err(error) => {
             warn!(%peer, %error, "closing connection: bad request");
