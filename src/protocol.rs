@@ -15,6 +15,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
+/// Bytes of a frame's size prefix.
+pub const SIZE_PREFIX_BYTES: usize = 4;
+
 /// (API, lowest version, highest version) that Fjord implements completely.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
@@ -130,7 +133,7 @@ pub fn encode_response<T: Encodable>(
     ))? + body
         .compute_size(version)
         .map_err(CodecError::encode(api_key, version, "response"))?;
-    let mut out = BytesMut::with_capacity(4 + size);
+    let mut out = BytesMut::with_capacity(SIZE_PREFIX_BYTES + size);
     out.put_i32(size as i32);
     header.encode(&mut out, header_version).map_err(CodecError::encode(
         api_key,
@@ -138,7 +141,7 @@ pub fn encode_response<T: Encodable>(
         "response header",
     ))?;
     body.encode(&mut out, version).map_err(CodecError::encode(api_key, version, "response"))?;
-    debug_assert_eq!(out.len(), 4 + size);
+    debug_assert_eq!(out.len(), SIZE_PREFIX_BYTES + size);
     Ok(out.freeze())
 }
 
@@ -164,8 +167,8 @@ pub fn encode_request<T: Encodable + HeaderVersion>(
         "request header",
     ))?;
     body.encode(&mut out, version).map_err(CodecError::encode(api_key, version, "request"))?;
-    let size = (out.len() - 4) as i32;
-    out[..4].copy_from_slice(&size.to_be_bytes());
+    let size = (out.len() - SIZE_PREFIX_BYTES) as i32;
+    out[..SIZE_PREFIX_BYTES].copy_from_slice(&size.to_be_bytes());
     Ok(out)
 }
 

@@ -13,6 +13,7 @@
 pub mod cluster;
 mod error;
 pub mod outcome;
+pub mod request_memory;
 pub mod shards;
 pub mod topic;
 
@@ -134,7 +135,7 @@ pub struct Broker {
     pub cluster: Option<Rc<Cluster>>,
     /// The bytes of requests being read or handled, in KiB permits (`request-memory-max`),
     /// shared by all shards.
-    pub request_memory: std::sync::Arc<tokio::sync::Semaphore>,
+    pub request_memory: std::sync::Arc<request_memory::RequestMemory>,
     /// Set once `close` starts: a cluster state arriving later (shard 0 hands states to the
     /// other shards until it stops itself) must not open partitions nobody closes.
     closing: Cell<bool>,

@@ -18,21 +18,11 @@ use fjord_replication::ClusterState;
 use fjord_storage::io::{File, SharedFile};
 use fjord_storage::FileRegion;
 use kafka_protocol::ResponseError;
-use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::warn;
 
 use crate::broker::outcome::{AppendDone, EpochEnd, OffsetAnswer, PartitionOutcome, PartitionRead};
-
-/// Bytes per permit of the request memory budget.
-pub const BUDGET_UNIT_BYTES: u64 = 1024;
-
-/// A request memory budget of `bytes`, in `BUDGET_UNIT_BYTES` permits.
-pub fn request_memory_budget(bytes: u64) -> Arc<Semaphore> {
-    // Rounded up, as each request's share is: a request of `request-bytes-max` always fits.
-    Arc::new(Semaphore::new(
-        bytes.div_ceil(BUDGET_UNIT_BYTES).min(Semaphore::MAX_PERMITS as u64) as usize
-    ))
-}
+use crate::broker::request_memory::RequestMemory;
 
 /// The shard that owns a partition. Internal topics (consumer offsets) live on shard 0 with
 /// the group coordinator.
@@ -179,17 +169,17 @@ pub struct Shards {
     /// Woken on every append on any shard, for fetches waiting on `min_bytes`.
     pub data_arrived: Arc<Notify>,
     /// The request memory budget (`request-memory-max`), one for all shards together.
-    pub request_memory: Arc<Semaphore>,
+    pub request_memory: Arc<RequestMemory>,
 }
 
 impl Shards {
-    pub fn single(request_memory_max: u64) -> Shards {
+    pub fn single(request_memory: Arc<RequestMemory>) -> Shards {
         Shards {
             me: 0,
             count: 1,
             peers: Vec::new(),
             data_arrived: Arc::new(Notify::new()),
-            request_memory: request_memory_budget(request_memory_max),
+            request_memory,
         }
     }
 
@@ -197,7 +187,7 @@ impl Shards {
         me: usize,
         peers: Vec<mpsc::UnboundedSender<Message>>,
         data_arrived: Arc<Notify>,
-        request_memory: Arc<Semaphore>,
+        request_memory: Arc<RequestMemory>,
     ) -> Shards {
         Shards { me, count: peers.len(), peers, data_arrived, request_memory }
     }

@@ -18,8 +18,9 @@ use kafka_protocol::messages::ApiKey;
 use tokio::sync::{oneshot, Notify};
 use tracing::{debug, warn};
 
-use super::frame::{read_frame, Budget, FrameRead, Reservation};
+use super::frame::{read_frame, FrameRead};
 use super::shutdown::Shutdown;
+use crate::broker::request_memory::{RequestMemory, Reservation};
 use crate::broker::Broker;
 use crate::handlers::{dispatch, AppendOrder, FetchResponse, Piece, Pipeline, Reply};
 use crate::protocol::{parse_request, Request};
@@ -69,11 +70,11 @@ pub(super) async fn serve_connection(
     peer: SocketAddr,
     shutdown: &Shutdown,
 ) {
-    let budget = Budget::of(broker);
+    let budget = &*broker.request_memory;
     let (answers, queue) = tokio::sync::mpsc::channel(PIPELINE_MAX);
     let in_flight = InFlight::default();
     tokio::join!(
-        read_requests(broker, &budget, stream, peer, shutdown, answers, &in_flight),
+        read_requests(broker, budget, stream, peer, shutdown, answers, &in_flight),
         write_answers(stream, peer, queue, &in_flight)
     );
 }
@@ -82,7 +83,7 @@ pub(super) async fn serve_connection(
 /// frame, or once a request's answer closes the connection.
 async fn read_requests<'a>(
     broker: &'a Rc<Broker>,
-    budget: &'a Budget,
+    budget: &'a RequestMemory,
     stream: &Stream,
     peer: SocketAddr,
     shutdown: &Shutdown,
@@ -127,7 +128,7 @@ async fn read_requests<'a>(
 /// unanswered requests only behind a Produce (`pipelining`), and only while the budget
 /// keeps its `reserve`; otherwise it waits until every answer is written.
 async fn may_read_on(
-    budget: &Budget,
+    budget: &RequestMemory,
     shutdown: &Shutdown,
     in_flight: &InFlight,
     pipelining: bool,
@@ -147,7 +148,7 @@ async fn may_read_on(
 /// the peer closes, or on a bad frame or request (logged).
 async fn next_request<'a>(
     broker: &Broker,
-    budget: &'a Budget,
+    budget: &'a RequestMemory,
     stream: &Stream,
     buf: &mut BytesMut,
     peer: SocketAddr,

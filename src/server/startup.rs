@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use super::connections::{Connections, PerIp};
 use super::error::ServeError;
 use super::shard::{run_shard, Listening};
+use crate::broker::request_memory::RequestMemory;
 use crate::broker::shards::{Message, Shards};
 use crate::config::BrokerConfig;
 
@@ -38,7 +39,8 @@ pub fn serve(mut config: BrokerConfig) -> Result<(), ServeError> {
         config.advertised_port = local.port();
     }
     let data_arrived = Arc::new(tokio::sync::Notify::new());
-    let request_memory = crate::broker::shards::request_memory_budget(config.request_memory_max);
+    let request_memory =
+        Arc::new(RequestMemory::new(config.request_memory_max, config.request_bytes_max));
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..count).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
     let (handovers, handed): (Vec<_>, Vec<_>) =
@@ -59,7 +61,7 @@ pub fn serve(mut config: BrokerConfig) -> Result<(), ServeError> {
         let shards = if count > 1 {
             Shards::new(me, senders.clone(), Arc::clone(&data_arrived), Arc::clone(&request_memory))
         } else {
-            Shards::single(config.request_memory_max)
+            Shards::single(Arc::clone(&request_memory))
         };
         let listening = Listening { listener, connections: Arc::clone(&connections), handed };
         threads.push(spawn_shard(me, config.clone(), shards, listening, inbox, ready_tx.clone())?);
