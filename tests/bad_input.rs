@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use fjord::protocol::SUPPORTED_APIS;
 
+use crate::support::hog::{open_files_limit, slow_loris, Hog, HogPace};
 use crate::support::wire::{self, Conn, Encoder, Producer, Received, BATCH_CRC_AT, NO_PRODUCER};
 use crate::support::{kcat_consume, kcat_metadata, kcat_ok, kcat_topics, wait_until, TestBroker};
 
@@ -572,96 +573,6 @@ fn the_request_memory_budget_holds_back_reads_and_recovers() {
     assert_clients_still_work(&mut broker, "after the memory budget was spent");
 }
 
-/// A connection inside a frame it announced and never finishes: after the size prefix, a
-/// thread of its own sends `burst` bytes as fast as the broker reads them, then `per_tick`
-/// bytes every `tick`, until `stop` is set or the broker closes the connection. It never
-/// sends the whole frame. The thread's result is how many bytes it sent after the prefix.
-struct Hog {
-    conn: Conn,
-    sender: std::thread::JoinHandle<usize>,
-}
-
-/// How a `Hog` sends the frame it announced.
-#[derive(Clone, Copy)]
-struct HogPace {
-    /// The frame size its prefix announces.
-    announced: i32,
-    /// Bytes sent at once after the prefix.
-    burst: usize,
-    /// Then this many bytes every `tick`.
-    per_tick: usize,
-    tick: std::time::Duration,
-}
-
-impl Hog {
-    fn start(addr: std::net::SocketAddr, pace: HogPace, stop: &Arc<AtomicBool>) -> Hog {
-        let mut conn = Conn::connect(addr);
-        conn.send(&pace.announced.to_be_bytes()).expect("send a size prefix");
-        let mut stream = conn.stream.try_clone().expect("clone the hog's socket");
-        // Short write timeouts: a hog the broker does not read (waiting for budget) still
-        // notices `stop`.
-        stream
-            .set_write_timeout(Some(std::time::Duration::from_millis(200)))
-            .expect("write timeout");
-        let stop = Arc::clone(stop);
-        let sender = std::thread::spawn(move || {
-            // Never the whole frame: the broker must not get a request out of it.
-            let limit = (pace.announced as usize).saturating_sub(1);
-            let chunk = vec![0u8; 64 * 1024];
-            let mut sent = 0usize;
-            let mut owed = pace.burst.min(limit);
-            let mut next_tick = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                if owed == 0 {
-                    if Instant::now() < next_tick {
-                        std::thread::sleep(std::time::Duration::from_millis(20));
-                        continue;
-                    }
-                    next_tick += pace.tick;
-                    owed = pace.per_tick.min(limit - sent);
-                    continue;
-                }
-                let n = owed.min(chunk.len());
-                match std::io::Write::write(&mut stream, &chunk[..n]) {
-                    Ok(0) => break,
-                    Ok(written) => {
-                        sent += written;
-                        owed -= written;
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock
-                                | std::io::ErrorKind::TimedOut
-                                | std::io::ErrorKind::Interrupted
-                        ) => {}
-                    Err(_closed) => break,
-                }
-            }
-            sent
-        });
-        Hog { conn, sender }
-    }
-
-    /// Whether the broker still holds the connection open: no answer, no close.
-    fn still_connected(&self) -> bool {
-        let stream = &self.conn.stream;
-        stream.set_nonblocking(true).expect("nonblocking");
-        let mut byte = [0u8; 1];
-        let open = matches!(
-            std::io::Read::read(&mut &*stream, &mut byte),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-        );
-        stream.set_nonblocking(false).expect("blocking");
-        open
-    }
-
-    /// Stops its thread (once `stop` is set) and says how many bytes it sent.
-    fn join(self) -> usize {
-        self.sender.join().expect("hog thread")
-    }
-}
-
 /// Runs `work` on a thread of its own and returns its result, or panics if it takes longer
 /// than `bound` (a correctness bound: the work must not wait on other clients, not a speed
 /// measurement).
@@ -810,22 +721,7 @@ fn hundreds_of_half_sent_headers_do_not_hold_up_other_clients() {
     // Within the test process's open-file limit (tests run side by side in one process).
     // The thousand where the limit allows.
     let connections = (open_files_limit() / 4).clamp(200, 1000);
-    let partial_headers: [Vec<u8>; 3] = [
-        // Half a size prefix: no frame yet.
-        vec![0, 0],
-        // A small frame's prefix and the start of its header.
-        [&64i32.to_be_bytes()[..], &[0, 3, 0, 4, 0, 0]].concat(),
-        // A maximal frame's prefix and the start of its header.
-        [&(fjord::config::REQUEST_BYTES_MAX_DEFAULT as i32).to_be_bytes()[..], &[0, 0, 0, 3]]
-            .concat(),
-    ];
-    let loris: Vec<Conn> = (0..connections)
-        .map(|i| {
-            let mut conn = Conn::connect(broker.addr());
-            conn.send(&partial_headers[i % partial_headers.len()]).expect("send a partial header");
-            conn
-        })
-        .collect();
+    let loris = slow_loris(&[broker.addr()], connections);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let addr = broker.addr();
     within(
@@ -836,17 +732,6 @@ fn hundreds_of_half_sent_headers_do_not_hold_up_other_clients() {
     broker.assert_alive();
     drop(loris);
     assert_clients_still_work(&mut broker, "hundreds of half-sent headers");
-}
-
-/// The soft limit on open files of this process (from /proc/self/limits).
-fn open_files_limit() -> usize {
-    let limits = std::fs::read_to_string("/proc/self/limits").expect("read /proc/self/limits");
-    limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))
-        .and_then(|line| line.split_whitespace().nth(3))
-        .and_then(|soft| soft.parse().ok())
-        .unwrap_or(1024)
 }
 
 /// The broker's memory stays within its request memory budget while clients send large

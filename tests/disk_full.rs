@@ -5,12 +5,12 @@
 //! stays readable, deleting a topic through the API frees space and produce resumes without
 //! a restart; and a broker restarted on the full disk starts and serves reads.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
+use crate::support::loop_fs::LoopFs;
 use crate::support::wire::{self, Conn, NO_PRODUCER};
-use crate::support::{kcat_ok, run_with_timeout, wait_until, TempDir, TestBroker};
+use crate::support::{kcat_ok, run_with_timeout, wait_until, TestBroker};
 
 /// Kafka's KAFKA_STORAGE_ERROR.
 const KAFKA_STORAGE_ERROR: i16 = 56;
@@ -23,54 +23,6 @@ const FILL_BATCHES_MAX: usize = 4 * FS_MIB as usize * 1024 * 1024 / FILL_RECORD_
 /// How long produce may take to resume once space is back (free space is measured again at
 /// least every second).
 const RESUME_WAIT: Duration = Duration::from_secs(20);
-
-/// An ext4 file system on a loop device, mounted in a temporary directory; unmounted on drop.
-struct LoopFs {
-    _dir: TempDir,
-    mount: PathBuf,
-}
-
-fn run(program: &str, args: &[&str]) {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed (the disk-full tests need root and loop devices): {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-impl LoopFs {
-    fn new(label: &str) -> LoopFs {
-        let dir = TempDir::new(label);
-        let image = dir.path().join("fs.img");
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir_all(&mount).expect("mount point");
-        std::fs::File::create(&image)
-            .and_then(|f| f.set_len(FS_MIB * 1024 * 1024))
-            .expect("image file");
-        let image_arg = image.display().to_string();
-        let mount_arg = mount.display().to_string();
-        // No blocks reserved for root: the tests run as root, and reserved blocks would let
-        // writes go on past what fstatvfs reports free.
-        run("mkfs.ext4", &["-q", "-F", "-m", "0", &image_arg]);
-        run("mount", &["-o", "loop", &image_arg, &mount_arg]);
-        LoopFs { _dir: dir, mount }
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.mount.join("data")
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-    }
-}
 
 fn fjord_ok(args: &[&str]) {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -140,7 +92,7 @@ fn wait_for_produce(broker: &TestBroker, what: &str) {
 
 #[test]
 fn a_full_disk_refuses_produce_keeps_reads_and_recovers_through_delete_topics() {
-    let fs = LoopFs::new("disk-floor");
+    let fs = LoopFs::new("disk-floor", FS_MIB * 1024 * 1024);
     let floor = (4 * 1024 * 1024).to_string();
     let broker = TestBroker::start_on(
         "disk-floor",
@@ -165,7 +117,7 @@ fn a_full_disk_refuses_produce_keeps_reads_and_recovers_through_delete_topics() 
 
 #[test]
 fn a_broker_that_ran_out_of_space_restarts_on_the_full_disk_serves_reads_and_recovers() {
-    let fs = LoopFs::new("disk-enospc");
+    let fs = LoopFs::new("disk-enospc", FS_MIB * 1024 * 1024);
     // No floor: the disk really runs out (ENOSPC on the writes).
     let mut broker = TestBroker::start_on(
         "disk-enospc",

@@ -8,7 +8,9 @@
 
 #![allow(dead_code)] // Each test module uses a different part of the harness.
 
+pub(crate) mod hog;
 pub(crate) mod kafka;
+pub(crate) mod loop_fs;
 pub(crate) mod matrix;
 pub(crate) mod wire;
 
@@ -448,10 +450,16 @@ pub(crate) struct Background {
 
 impl Background {
     pub(crate) fn spawn(script: &str, args: &[&str]) -> Background {
+        Background::spawn_for(script, args, PYTHON_SECONDS_MAX)
+    }
+
+    /// Like `spawn`, for a helper that may run longer than `PYTHON_SECONDS_MAX` (a long
+    /// campaign's clients): killed after `seconds_max`.
+    pub(crate) fn spawn_for(script: &str, args: &[&str], seconds_max: u64) -> Background {
         let dir = TempDir::new("python");
         let stderr_path = dir.path().join("stderr");
         let mut child = Command::new("timeout")
-            .args(["-k", "5", &PYTHON_SECONDS_MAX.to_string()])
+            .args(["-k", "5", &seconds_max.to_string()])
             .arg(python_path())
             .arg(script_path(script))
             .args(args)
