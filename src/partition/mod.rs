@@ -494,7 +494,7 @@ impl Partition {
                 continue;
             }
             let target = self.log.lock().await.flush_target()?;
-            let Some((file, end)) = target else {
+            let Some(target) = target else {
                 let log = self.log.lock().await;
                 self.refresh(&log);
                 if log.log_end_offset() < offset {
@@ -506,11 +506,11 @@ impl Partition {
                 continue;
             };
             self.syncing.set(true);
-            let result = file.sync_data().await;
+            let result = target.sync().await;
             self.syncing.set(false);
             let outcome = {
                 let mut log = self.log.lock().await;
-                let outcome = log.complete_flush(end, result);
+                let outcome = log.complete_flush(&target, result);
                 self.refresh(&log);
                 outcome
             };
@@ -569,20 +569,30 @@ impl Partition {
         }
     }
 
-    /// Background upkeep: retention, time-based roll, interval flush.
+    /// Background upkeep: retention, time-based roll, interval flush, and the sync of
+    /// segments sealed by a roll (which appends leave to it), without holding the log, after
+    /// which the checkpoint's recovery offset moves past them.
     pub async fn maintain(
         &self,
         now_ms: i64,
         retention: bool,
     ) -> Result<RetentionOutcome, StorageError> {
-        let mut log = self.log.lock().await;
-        let mut outcome = RetentionOutcome::default();
-        if retention {
-            outcome = log.apply_retention(now_ms).await?;
+        let (outcome, sealed) = {
+            let mut log = self.log.lock().await;
+            let mut outcome = RetentionOutcome::default();
+            if retention {
+                outcome = log.apply_retention(now_ms).await?;
+            }
+            log.roll_if_due().await?;
+            log.flush_if_due().await?;
+            self.refresh(&log);
+            (outcome, log.sealed_not_durable())
+        };
+        if let Some(active_base) = sealed {
+            self.flush_to(active_base).await?;
+            let mut log = self.log.lock().await;
+            log.checkpoint_recovery_offset().await?;
         }
-        log.roll_if_due().await?;
-        log.flush_if_due().await?;
-        self.refresh(&log);
         Ok(outcome)
     }
 

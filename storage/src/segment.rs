@@ -34,7 +34,7 @@ const PREALLOCATE_FREE_BYTES_MIN: u64 = 1024 * 1024 * 1024;
 
 /// An index file, opened only while it is read or written: a partition keeps one descriptor
 /// per segment (its `.log`), not three, so ten thousand partitions fit the usual limits.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct IndexFile<D: Disk> {
     disk: D,
     path: PathBuf,
@@ -69,6 +69,23 @@ impl<D: Disk> IndexFile<D> {
     /// The whole file (empty if missing).
     async fn read_all(&self) -> std::io::Result<Vec<u8>> {
         Ok(self.disk.read_file(&self.path, INDEX_FILE_BYTES_MAX).await?.unwrap_or_default())
+    }
+}
+
+/// A segment's files to sync (`Segment::files_to_sync`).
+#[derive(Debug)]
+pub(crate) struct SegmentFiles<D: Disk> {
+    log: Rc<D::File>,
+    indexes: Option<[IndexFile<D>; 2]>,
+}
+
+impl<D: Disk> SegmentFiles<D> {
+    pub(crate) async fn sync(&self) -> std::io::Result<()> {
+        self.log.sync_data().await?;
+        for index in self.indexes.iter().flatten() {
+            index.sync_data().await?;
+        }
+        Ok(())
     }
 }
 
@@ -402,12 +419,8 @@ impl<D: Disk> Segment<D> {
     /// Makes the log durable. Index entries of the active segment are not written here:
     /// after an unclean stop the active segment is always rescanned (it holds the recovery
     /// point), so its index files only need to be current when it is sealed.
-    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
-        self.log.sync_data().await
-    }
-
     /// Sealing's writes: the last time index entry, the index files, and the log cut to
-    /// its size (a write that runs out of space fails here, not in `sync_sealed`).
+    /// its size (a write that runs out of space fails here, not in the sync after it).
     pub(crate) async fn seal_files(&mut self) -> std::io::Result<()> {
         if let Some(last) = self.last_batch_offset {
             if self.max_timestamp >= 0 {
@@ -420,11 +433,14 @@ impl<D: Disk> Segment<D> {
         self.cut_log(self.size)
     }
 
-    /// Sealing's syncs: the log and both index files.
-    pub(crate) async fn sync_sealed(&mut self) -> std::io::Result<()> {
-        self.log.sync_data().await?;
-        self.index_file.sync_data().await?;
-        self.time_index_file.sync_data().await
+    /// The files a sync of this segment covers, to be synced without holding the segment:
+    /// its log, and once it is sealed (`sealed`) its index files too (an active segment's
+    /// index files are written only when it is sealed).
+    pub(crate) fn files_to_sync(&self, sealed: bool) -> SegmentFiles<D> {
+        SegmentFiles {
+            log: Rc::clone(&self.log),
+            indexes: sealed.then(|| [self.index_file.clone(), self.time_index_file.clone()]),
+        }
     }
 
     /// Removes the batch `cut` (found by `find_batch`) and every batch after it: the

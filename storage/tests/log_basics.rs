@@ -261,17 +261,17 @@ fn group_commit_flush_covers_appends_made_before_it_started() {
         let mut log = PartitionLog::open(dir.path(), config).await.unwrap();
         assert!(log.flush_target().unwrap().is_none(), "nothing to flush in an empty log");
         log.append(buf(&batch(3, 10, 0, 0)), 0).await.unwrap();
-        let (file, end) = log.flush_target().unwrap().expect("unflushed data");
-        assert_eq!(end, 3);
+        let target = log.flush_target().unwrap().expect("unflushed data");
+        assert_eq!(target.end(), 3);
         // An append while the sync runs is not covered by it.
         log.append(buf(&batch(2, 10, 0, 1)), 0).await.unwrap();
-        let result = file.sync_data().await;
-        log.complete_flush(end, result).unwrap();
+        let result = target.sync().await;
+        log.complete_flush(&target, result).unwrap();
         assert_eq!(log.durable_offset(), 3);
-        let (_, end) = log.flush_target().unwrap().expect("the second append is not durable yet");
-        assert_eq!(end, 5);
+        let target = log.flush_target().unwrap().expect("the second append is not durable yet");
+        assert_eq!(target.end(), 5);
         // A failed sync poisons the log.
-        log.complete_flush(end, Err(std::io::Error::other("injected EIO"))).unwrap_err();
+        log.complete_flush(&target, Err(std::io::Error::other("injected EIO"))).unwrap_err();
         assert!(matches!(
             log.append(buf(&batch(1, 10, 0, 2)), 0).await,
             Err(StorageError::Poisoned { .. })

@@ -25,9 +25,7 @@ use fjord_storage::batch::{self, build, Origin};
 use fjord_storage::sim::{
     schedules, seed, Faults, Rng, SimClock, SimDisk, SimStats, SCHEDULES_VARIABLE,
 };
-use fjord_storage::{
-    DiskFile, FlushPolicy, LogConfig, PartitionLog, StorageError, BATCH_BYTES_LIMIT_MAX,
-};
+use fjord_storage::{FlushPolicy, LogConfig, PartitionLog, StorageError, BATCH_BYTES_LIMIT_MAX};
 
 type SimLog = PartitionLog<SimDisk, SimClock>;
 
@@ -519,14 +517,16 @@ impl Schedule {
                     Ok(target) => target,
                     Err(error) => return io("flush_target", error),
                 };
-                let Some((file, end)) = target else { return Ok(()) };
-                let synced = file.sync_data().await;
-                match log.complete_flush(end, synced) {
-                    Ok(()) => {
-                        model.durable = log.durable_offset();
-                        Ok(())
-                    }
-                    Err(error) => io("complete_flush", error),
+                let Some(target) = target else { return Ok(()) };
+                let synced = target.sync().await;
+                if let Err(error) = log.complete_flush(&target, synced) {
+                    return io("complete_flush", error);
+                }
+                model.durable = log.durable_offset();
+                // The upkeep's step after it flushed what a roll sealed.
+                match log.checkpoint_recovery_offset().await {
+                    Ok(()) => Ok(()),
+                    Err(error) => io("checkpoint_recovery_offset", error),
                 }
             }
             52..=55 => {

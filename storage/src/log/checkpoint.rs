@@ -28,6 +28,22 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         let result = checkpoint.write(&self.disk, &self.dir).await.map_err(StorageError::from);
         self.guard(result)?;
         self.clean_flag_on_disk = clean;
+        self.recovery_offset_on_disk = recovery_offset;
+        Ok(())
+    }
+
+    /// Moves the checkpoint's recovery offset up to the durable offset once that has passed
+    /// the start of the active segment and the checkpoint's offset has not: a roll leaves
+    /// its sealed segment to a later flush, and until this runs an unclean open rescans
+    /// from the old offset, sealed segments included. For the background upkeep, after
+    /// `sealed_not_durable` was flushed.
+    pub async fn checkpoint_recovery_offset(&mut self) -> Result<()> {
+        self.check_usable()?;
+        let active_base = self.active().base_offset();
+        if self.durable_offset >= active_base && self.recovery_offset_on_disk < active_base {
+            let durable = self.durable_offset;
+            self.write_checkpoint(false, durable).await?;
+        }
         Ok(())
     }
 
@@ -48,7 +64,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         self.closed = true;
         let result = self.active_mut().seal_files().await.map_err(StorageError::from);
         self.guard(result)?;
-        let result = self.active_mut().sync_sealed().await.map_err(StorageError::from);
+        let result = self.target_from_durable(true).sync().await.map_err(StorageError::from);
         self.guard_sync(result)?;
         let end = self.log_end_offset();
         self.durable_offset = end;

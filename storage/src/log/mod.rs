@@ -3,10 +3,11 @@
 //! Invariants:
 //! - `segments` is never empty and sorted by base offset; only the last one takes appends.
 //! - `log_start_offset <= log_end_offset`; offsets below the start are gone (retention).
-//! - `durable_offset <= log_end_offset`: everything below it has been fdatasync'd.
+//! - `durable_offset <= log_end_offset`: everything below it has been fdatasync'd, and the
+//!   index files of every segment sealed below it too.
 //! - The checkpoint on disk never claims more than is durable: its recovery offset is
 //!   written only after the bytes below it were synced, and its clean flag is cleared before
-//!   the first change after an open.
+//!   the first change after an open. `recovery_offset_on_disk` mirrors that offset.
 //! - After any I/O error the log is poisoned: every later call fails with that error.
 //!   Nothing retries a failed write or fsync (the page cache may have dropped the data).
 //!   Running out of space (ENOSPC, EDQUOT) is the exception: the log is full, reads go on,
@@ -21,7 +22,8 @@
 //! - `append.rs`: one caller's batches; `group_append.rs`: several producers' in one write;
 //!   `write.rs`: the checks and the write both share.
 //! - `roll.rs`: closing the active segment and starting the next.
-//! - `flush.rs`: fdatasync by policy and the two halves of group commit.
+//! - `flush.rs`: fdatasync by policy, the two halves of group commit, and the syncs of
+//!   sealed segments a roll leaves to them.
 //! - `region.rs`: what a read returns; `read.rs`: reads; `time_lookup.rs`: offsets by time.
 //! - `truncate.rs`: cutting a divergent tail; `retention.rs`: deleting old segments.
 //! - `tail.rs`: the batch headers at the end, for state rebuilt on open.
@@ -54,6 +56,7 @@ use crate::disk::{Disk, RealDisk};
 use crate::segment::Segment;
 
 pub use append::{AppendInfo, OVERLAPPED_CHECK_BYTES_MIN};
+pub use flush::FlushTarget;
 pub use open::OpenReport;
 pub use region::{FileRegion, ReadResult};
 pub use retention::RetentionOutcome;
@@ -72,6 +75,8 @@ pub struct PartitionLog<D: Disk = RealDisk, C: Clock = SystemClock> {
     durable_offset: i64,
     /// Whether the checkpoint on disk still says "clean shutdown".
     clean_flag_on_disk: bool,
+    /// The recovery offset the checkpoint on disk holds (`i64::MIN` if none).
+    recovery_offset_on_disk: i64,
     last_flush_ms: i64,
     poison: Option<(io::ErrorKind, String)>,
     /// Set when a write ran out of space: the failed call's error (`space.rs`).

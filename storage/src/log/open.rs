@@ -78,6 +78,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             log_start_offset: log_start_offset.min(log_end_offset),
             durable_offset: log_end_offset,
             clean_flag_on_disk: clean,
+            recovery_offset_on_disk: checkpoint.map_or(i64::MIN, |c| c.recovery_offset),
             last_flush_ms: now,
             poison: None,
             full: out_of_space,

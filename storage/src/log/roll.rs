@@ -1,8 +1,13 @@
 //! Rolling: closing the active segment and starting a new one at the log end offset.
 //!
-//! Invariants: an empty active segment is never rolled; the closed segment is sealed and
-//! synced, and the new one's files and the directory are synced, before the checkpoint's
-//! recovery offset moves to the new base, so recovery never rescans a closed segment.
+//! Invariants: an empty active segment is never rolled; the closed segment is sealed (its
+//! index files written, and synced if its log is durable already) and the new one's files
+//! and the directory are synced before the new segment takes appends. The closed segment's sync is left to the next flush (the
+//! background upkeep runs one soon after a roll, `sealed_not_durable`), as Kafka flushes a
+//! rolled segment in the background: an append that rolls must not wait for a gigabyte of
+//! dirty pages to reach the disk. The checkpoint's recovery offset stays below the closed
+//! segment until that flush is done (`checkpoint_recovery_offset`), so until then recovery
+//! rescans it.
 
 use tracing::info;
 
@@ -36,7 +41,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     }
 
     /// Closes the active segment and starts a new one at the log end offset. The closed
-    /// segment is synced and the checkpoint moves past it, so recovery never rescans it.
+    /// segment becomes durable with the next flush.
     pub async fn roll(&mut self) -> Result<()> {
         self.check_room(crate::batch::Origin::Replica, 0).await?;
         if self.active().size() == 0 {
@@ -45,10 +50,14 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         self.mark_dirty().await?;
         let result = self.active_mut().seal_files().await.map_err(StorageError::from);
         self.guard(result)?;
-        let result = self.active_mut().sync_sealed().await.map_err(StorageError::from);
-        self.guard_sync(result)?;
         let base = self.log_end_offset();
-        self.durable_offset = base;
+        if self.durable_offset >= base {
+            // A flush made its log durable already; its index files, just written, must be
+            // too before the durable offset (which cannot go back) counts the segment as
+            // sealed and synced. Small files: cheap, unlike the log's dirty pages.
+            let result = self.active().files_to_sync(true).sync().await;
+            self.guard_sync(result.map_err(StorageError::from))?;
+        }
         let result = async {
             let now = self.clock.now_ms();
             let segment =
@@ -60,7 +69,6 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         .await;
         let segment = self.guard(result)?;
         self.segments.push(segment);
-        self.write_checkpoint(false, base).await?;
         info!(dir = %self.dir.display(), base_offset = base, "rolled to a new segment");
         Ok(())
     }

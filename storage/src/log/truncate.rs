@@ -30,18 +30,27 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         }
         self.mark_dirty().await?;
         let result = self.truncate_inner(offset).await;
-        self.guard(result)?;
+        let cut = self.guard(result)?;
         let end = self.log_end_offset();
-        self.durable_offset = end;
+        // A cut synced the segment that is now active, whose predecessors are durable if a
+        // flush reached it (a roll leaves sealed segments to the next flush). Without a cut
+        // (only whole segments went), nothing new was synced.
+        self.durable_offset = if cut && self.durable_offset >= self.active().base_offset() {
+            end
+        } else {
+            self.durable_offset.min(end)
+        };
         // The batch holding `offset` goes whole: when it also holds the log start, the end
         // falls below the start, which comes down with it (as an open would bring it).
         self.log_start_offset = self.log_start_offset.min(end);
-        self.write_checkpoint(false, end).await?;
+        let recovery_offset = self.durable_offset;
+        self.write_checkpoint(false, recovery_offset).await?;
         info!(dir = %self.dir.display(), offset, log_end_offset = end, "truncated log");
         Ok(end)
     }
 
-    async fn truncate_inner(&mut self, offset: i64) -> Result<()> {
+    /// Returns whether it cut the segment now active (which syncs its log).
+    async fn truncate_inner(&mut self, offset: i64) -> Result<bool> {
         // Drop whole segments that start at or after the cut (keeping at least one).
         let mut dropped = false;
         while self.segments.len() > 1 && self.active().base_offset() >= offset {
@@ -56,11 +65,11 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         }
         let segment = self.segments.last_mut().expect("a log always has an active segment");
         let Some(cut) = segment.find_batch(offset).await? else {
-            return Ok(());
+            return Ok(false);
         };
         segment.truncate_at(cut).await?;
         self.disk.sync_dir(&self.dir).await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Deletes every segment and starts an empty log at `offset` (a follower whose log no
