@@ -57,6 +57,9 @@ pub struct BrokerConfig {
     pub flush_interval_ms: Option<u64>,
     /// Whether an acks=all produce waits for fdatasync before it is acknowledged.
     pub fsync_acks_all: bool,
+    /// Whether active segments reserve disk blocks ahead of their end (Kafka's
+    /// `log.preallocate`, off by default as in Kafka; `LogConfig::preallocate`).
+    pub log_preallocate: bool,
     pub message_max_bytes: u64,
     pub min_insync_replicas: i32,
     pub group_min_session_timeout_ms: i32,
@@ -93,6 +96,7 @@ pub struct FileConfig {
     pub retention_check_interval_ms: Option<u64>,
     pub flush_interval_ms: Option<u64>,
     pub fsync_acks_all: Option<bool>,
+    pub log_preallocate: Option<bool>,
     pub message_max_bytes: Option<u64>,
     pub min_insync_replicas: Option<i32>,
     pub group_min_session_timeout_ms: Option<i32>,
@@ -174,6 +178,10 @@ pub struct ServeArgs {
     /// Wait for fdatasync before acknowledging acks=all produces [default: true].
     #[arg(long, value_name = "BOOL")]
     pub fsync_acks_all: Option<bool>,
+    /// Reserve disk blocks ahead of the active segments' ends (Kafka's `log.preallocate`;
+    /// the topic config `preallocate` overrides it) [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub log_preallocate: Option<bool>,
     /// Largest record batch accepted, bytes (`max.message.bytes`) [default: 1048588].
     #[arg(long)]
     pub message_max_bytes: Option<u64>,
@@ -340,6 +348,7 @@ impl ServeArgs {
                 .unwrap_or(300_000),
             flush_interval_ms: self.flush_interval_ms.or(file.flush_interval_ms),
             fsync_acks_all: self.fsync_acks_all.or(file.fsync_acks_all).unwrap_or(true),
+            log_preallocate: self.log_preallocate.or(file.log_preallocate).unwrap_or(false),
             message_max_bytes: self
                 .message_max_bytes
                 .or(file.message_max_bytes)
@@ -484,6 +493,7 @@ impl BrokerConfig {
             },
             batch_bytes_max: self.message_max_bytes,
             free_bytes_min: self.log_dir_free_bytes_min,
+            preallocate: self.log_preallocate,
         }
     }
 }

@@ -52,6 +52,7 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "min.insync.replicas",
     "index.interval.bytes",
     "message.timestamp.type",
+    "preallocate",
 ];
 
 /// Per-topic overrides, as given at creation (string values, as on the wire).
@@ -69,6 +70,15 @@ fn parse_i64(name: &str, value: &str, min: i64) -> Result<i64, String> {
     Ok(parsed)
 }
 
+/// A boolean config as Kafka reads one: `true` or `false`, any case.
+fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("{name} = {value:?} is not a boolean (true or false)")),
+    }
+}
+
 impl TopicConfig {
     /// Checks one override; `Err` is the message for INVALID_CONFIG.
     pub fn check(name: &str, value: &str) -> Result<(), String> {
@@ -81,6 +91,7 @@ impl TopicConfig {
                 "CreateTime" => Ok(()),
                 other => Err(format!("message.timestamp.type = {other:?} is not supported; only CreateTime")),
             },
+            "preallocate" => parse_bool(name, value).map(|_| ()),
             "retention.ms" | "retention.bytes" => parse_i64(name, value, -1).map(|_| ()),
             "segment.bytes" => parse_i64(name, value, fjord_storage::SEGMENT_BYTES_MIN as i64).and_then(|v| {
                 if v as u64 > fjord_storage::SEGMENT_BYTES_MAX {
@@ -139,6 +150,9 @@ impl TopicConfig {
         if let Some(v) = self.get_i64("index.interval.bytes") {
             config.index_interval_bytes = v as u64;
         }
+        if let Some(v) = self.overrides.get("preallocate") {
+            config.preallocate = parse_bool("preallocate", v).unwrap_or(config.preallocate);
+        }
         // An index entry per segment at most is still a valid (if useless) index.
         config.index_interval_bytes = config.index_interval_bytes.min(config.segment_bytes);
         config
@@ -163,6 +177,7 @@ impl TopicConfig {
             ("min.insync.replicas", self.min_insync_replicas(broker).to_string()),
             ("index.interval.bytes", log.index_interval_bytes.to_string()),
             ("message.timestamp.type", "CreateTime".to_string()),
+            ("preallocate", log.preallocate.to_string()),
         ];
         effective
             .into_iter()
@@ -241,5 +256,20 @@ mod tests {
         assert!(TopicConfig::from_pairs([("cleanup.policy", "compact")]).is_err());
         assert!(TopicConfig::from_pairs([("segment.bytes", "10")]).is_err());
         assert!(TopicConfig::from_pairs([("no.such.config", "1")]).is_err());
+        assert!(TopicConfig::from_pairs([("preallocate", "yes")]).is_err());
+    }
+
+    #[test]
+    fn preallocate_is_off_unless_the_topic_or_the_broker_turns_it_on() {
+        let serve = crate::config::ServeArgs::default();
+        let broker = serve.resolve().expect("defaults resolve");
+        assert!(!TopicConfig::default().log_config(&broker).preallocate, "Kafka's default");
+        let on = TopicConfig::from_pairs([("preallocate", "TRUE")]).unwrap();
+        assert!(on.log_config(&broker).preallocate);
+        let serve = crate::config::ServeArgs { log_preallocate: Some(true), ..serve };
+        let broker = serve.resolve().expect("--log-preallocate true resolves");
+        let off = TopicConfig::from_pairs([("preallocate", "false")]).unwrap();
+        assert!(!off.log_config(&broker).preallocate, "the topic's override wins");
+        assert!(TopicConfig::default().log_config(&broker).preallocate);
     }
 }

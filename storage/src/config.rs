@@ -55,6 +55,11 @@ pub struct LogConfig {
     /// leaving room for replicas, checkpoints, indexes and the offsets topic; 0: no floor.
     /// A log that ran out of space takes writes again once this much is free (`space.rs`).
     pub free_bytes_min: u64,
+    /// Whether the active segment reserves disk blocks ahead of its end (`preallocate`).
+    /// Off by default, as in Kafka: on ext4 a reservation allocates blocks, which may read
+    /// block bitmaps from a busy disk while the append waits (60-166 ms traced under a
+    /// sustained load, docs/benchmarks.md), for a throughput gain of a few percent.
+    pub preallocate: bool,
 }
 
 impl Default for LogConfig {
@@ -68,6 +73,7 @@ impl Default for LogConfig {
             flush: FlushPolicy::EveryAppend,
             batch_bytes_max: 1024 * 1024 + 12,
             free_bytes_min: 0,
+            preallocate: false,
         }
     }
 }

@@ -331,11 +331,15 @@ impl<D: Disk> Segment<D> {
     /// On error the segment's state is unchanged and the caller poisons the log.
     /// Writes `bytes` after the last batch without making them part of the segment yet: until
     /// `commit_tail`, reads, indexes and `size` ignore them (a failed check can cut them off).
+    /// With `preallocate`, disk blocks are reserved ahead first (`preallocate_for`).
     pub(crate) async fn write_tail<B: IoBuf + AsRef<[u8]>>(
         &mut self,
         bytes: B,
+        preallocate: bool,
     ) -> std::io::Result<B> {
-        self.preallocate_for(bytes.bytes_init() as u64).await;
+        if preallocate {
+            self.preallocate_for(bytes.bytes_init() as u64).await;
+        }
         let (result, bytes) = self.log.write_all_at(bytes, self.size).await;
         result.map(|()| bytes)
     }
@@ -344,8 +348,11 @@ impl<D: Disk> Segment<D> {
     pub(crate) async fn write_tail_vectored(
         &mut self,
         pieces: Vec<bytes::Bytes>,
+        preallocate: bool,
     ) -> std::io::Result<()> {
-        self.preallocate_for(pieces.iter().map(|p| p.len() as u64).sum()).await;
+        if preallocate {
+            self.preallocate_for(pieces.iter().map(|p| p.len() as u64).sum()).await;
+        }
         self.log.writev_all_at(pieces, self.size).await
     }
 

@@ -579,7 +579,12 @@ fn allocated_bytes(path: &std::path::Path) -> u64 {
 fn the_active_segment_reserves_blocks_ahead_and_gives_them_back_when_sealed() {
     const RESERVED_MIN: u64 = 64 * 1024;
     let dir = TempDir::new("prealloc");
-    let config = LogConfig { segment_bytes: 64 << 20, retention_ms: None, ..LogConfig::default() };
+    let config = LogConfig {
+        segment_bytes: 64 << 20,
+        retention_ms: None,
+        preallocate: true,
+        ..LogConfig::default()
+    };
     block_on(async {
         let mut log = PartitionLog::open(dir.path(), config.clone()).await.unwrap();
         let first = dir.path().join("00000000000000000000.log");
@@ -621,5 +626,28 @@ fn the_active_segment_reserves_blocks_ahead_and_gives_them_back_when_sealed() {
         log.verify().await.unwrap();
         let result = log.read(0, 64 << 20).await.unwrap();
         assert_eq!(split_batches(&result.read_bytes().await.unwrap()).len(), 21);
+    });
+}
+
+/// Without `preallocate` (the default, as in Kafka) an append reserves nothing ahead: an
+/// append must not wait for ext4 to allocate blocks (issue 25).
+#[test]
+fn by_default_the_active_segment_reserves_nothing_ahead() {
+    const RESERVED_MIN: u64 = 64 * 1024;
+    let dir = TempDir::new("no-prealloc");
+    let config = LogConfig { segment_bytes: 64 << 20, retention_ms: None, ..LogConfig::default() };
+    assert!(!config.preallocate);
+    block_on(async {
+        let mut log = PartitionLog::open(dir.path(), config).await.unwrap();
+        let first = dir.path().join("00000000000000000000.log");
+        for i in 0..20u64 {
+            log.append(buf(&batch(10, 1000, 1_000 + i as i64, i)), 0).await.unwrap();
+        }
+        let size = std::fs::metadata(&first).unwrap().len();
+        assert!(
+            allocated_bytes(&first) < size + RESERVED_MIN,
+            "{} bytes held for {size}",
+            allocated_bytes(&first)
+        );
     });
 }

@@ -160,6 +160,7 @@ fn random_config(rng: &mut Rng) -> LogConfig {
             1 => FlushPolicy::IntervalMs(1 + rng.below(5_000)),
             _ => FlushPolicy::Never,
         },
+        preallocate: rng.coin(),
         ..LogConfig::default()
     }
 }

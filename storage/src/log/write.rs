@@ -147,9 +147,14 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         let end_before = self.active().size();
         let counted_bytes: u64 = infos.iter().map(|info| info.size).sum();
         assert_eq!(write.len(), counted_bytes, "an append writes the bytes of its batches");
+        let preallocate = self.config.preallocate;
         let written = match write {
-            Pieces::Owned(batches) => self.active_mut().write_tail(batches).await.map(|_| ()),
-            Pieces::Vectored(pieces) => self.active_mut().write_tail_vectored(pieces).await,
+            Pieces::Owned(batches) => {
+                self.active_mut().write_tail(batches, preallocate).await.map(|_| ())
+            }
+            Pieces::Vectored(pieces) => {
+                self.active_mut().write_tail_vectored(pieces, preallocate).await
+            }
         }
         .map_err(StorageError::from);
         let checked = match check {
