@@ -276,6 +276,34 @@ impl File {
         Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
+    /// Writeback of `len` bytes from `position`: started (`sync_file_range` with
+    /// `SYNC_FILE_RANGE_WRITE`), and with `wait` also waited for, pages already under
+    /// writeback included (`WAIT_BEFORE | WRITE | WAIT_AFTER`). Through io_uring, whose worker
+    /// does any waiting. Makes nothing durable (no metadata, no disk cache flush): it only
+    /// moves when dirty pages reach the disk, so the kernel's dirty limits are not what slows
+    /// a writer.
+    pub async fn write_back(&self, position: u64, len: u64, wait: bool) -> io::Result<()> {
+        use io_uring::{opcode, types};
+        let len = u32::try_from(len).map_err(|_overflow| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("write-back of {len} bytes"))
+        })?;
+        let flags = if wait {
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER
+        } else {
+            libc::SYNC_FILE_RANGE_WRITE
+        };
+        let sqe = opcode::SyncFileRange::new(types::Fd(self.inner.as_raw_fd()), len)
+            .offset(position)
+            .flags(flags)
+            .build();
+        tokio_uring::UnsubmittedOneshot::new((), ResultTransform, sqe)
+            .submit()
+            .await
+            .map_err(|error| with_path(error, "sync_file_range", &self.path))
+    }
+
     /// `fdatasync`: the file's data (and the metadata needed to read it back) is durable.
     pub async fn sync_data(&self) -> io::Result<()> {
         self.inner.sync_data().await.map_err(|error| with_path(error, "fdatasync", &self.path))
@@ -451,5 +479,20 @@ mod tests {
             );
         });
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// The outcome of an io_uring operation that answers only success or an errno.
+struct ResultTransform;
+
+impl tokio_uring::OneshotOutputTransform for ResultTransform {
+    type Output = io::Result<()>;
+    type StoredData = ();
+
+    fn transform_oneshot_output(self, _data: (), cqe: io_uring::cqueue::Entry) -> io::Result<()> {
+        match cqe.result() {
+            result if result >= 0 => Ok(()),
+            result => Err(io::Error::from_raw_os_error(-result)),
+        }
     }
 }

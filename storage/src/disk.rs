@@ -116,6 +116,9 @@ pub trait DiskFile: std::fmt::Debug + 'static {
     async fn preallocate(&self, position: u64, len: u64) -> Result<()>;
     /// Bytes free for unprivileged use on the file's file system.
     fn free_bytes(&self) -> Result<u64>;
+    /// Starts writeback of `len` bytes from `position`, and with `wait` waits for it: moves
+    /// when dirty pages reach the disk, makes nothing durable (`sync_data` does).
+    async fn write_back(&self, position: u64, len: u64, wait: bool) -> Result<()>;
     /// `fdatasync`: the data, and the metadata needed to read it back, is durable.
     async fn sync_data(&self) -> Result<()>;
     /// Cuts or extends the file to `len` bytes (not durable until `sync_data`).
@@ -189,6 +192,10 @@ impl DiskFile for io::File {
     #[inline]
     async fn preallocate(&self, position: u64, len: u64) -> Result<()> {
         io::File::preallocate(self, position, len).await
+    }
+
+    async fn write_back(&self, position: u64, len: u64, wait: bool) -> Result<()> {
+        io::File::write_back(self, position, len, wait).await
     }
     #[inline]
     fn free_bytes(&self) -> Result<u64> {

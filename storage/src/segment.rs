@@ -28,6 +28,15 @@ const WALK_WINDOW_BYTES: u64 = 16 * 1024;
 /// blocks already allocated; at most this much per partition is held beyond its data.
 const PREALLOCATE_BYTES_MIN: u64 = 64 * 1024;
 const PREALLOCATE_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// Write-behind (`Segment::write_behind`): writeback of the active segment is started in
+/// steps of this many bytes as appends go on, and an append waits for the writeback of all
+/// but the newest `WRITE_BEHIND_DIRTY_MAX_BYTES` of the segment. The kernel's dirty-page
+/// limits (gigabytes here) then never build up behind one partition, and a producer faster
+/// than the disk is slowed a little at every step instead of stopped at once by the
+/// kernel's throttling or a flusher's burst (docs/design.md, "Write-behind").
+const WRITE_BEHIND_STEP_BYTES: u64 = 4 * 1024 * 1024;
+const WRITE_BEHIND_DIRTY_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Free space a reservation must leave on the file system: reservations stop before the
 /// disk is short, so they never take the room a write of another partition needs.
 const PREALLOCATE_FREE_BYTES_MIN: u64 = 1024 * 1024 * 1024;
@@ -138,6 +147,9 @@ pub(crate) struct Segment<D: Disk> {
     /// see `preallocate_for`.
     preallocated_to: u64,
     preallocate_refused: bool,
+    /// Write-behind: writeback started up to here, and waited for up to here.
+    write_back_started: u64,
+    write_back_waited: u64,
 }
 
 /// The range to reserve before writing `len` bytes at `size` in a log file reserved up to
@@ -189,6 +201,8 @@ impl<D: Disk> Segment<D> {
             index_interval_bytes,
             preallocated_to: 0,
             preallocate_refused: false,
+            write_back_started: 0,
+            write_back_waited: 0,
         })
     }
 
@@ -384,6 +398,36 @@ impl<D: Disk> Segment<D> {
             Err(error) => {
                 debug!(path = %self.log.path().display(), %error, "cannot preallocate; writing without");
                 self.preallocate_refused = true;
+            }
+        }
+    }
+
+    /// After an append: starts the writeback of what was appended since the last step once
+    /// that is `WRITE_BEHIND_STEP_BYTES` (not waited for: a task of its own), and waits for
+    /// the writeback of all but the newest half of `WRITE_BEHIND_DIRTY_MAX_BYTES` once more
+    /// than that is not known to be written back. Errors are only logged: writeback errors
+    /// are reported again by the next `sync_data`, which is what decides durability.
+    pub(crate) async fn write_behind(&mut self) {
+        if self.size < self.write_back_started {
+            // Cut below what was written back (a truncation): start again from the cut.
+            (self.write_back_started, self.write_back_waited) = (self.size, self.size);
+        }
+        if self.size - self.write_back_started >= WRITE_BEHIND_STEP_BYTES {
+            let (from, len) = (self.write_back_started, self.size - self.write_back_started);
+            self.write_back_started = self.size;
+            let log = Rc::clone(&self.log);
+            tokio_uring::spawn(async move {
+                if let Err(error) = log.write_back(from, len, false).await {
+                    debug!(path = %log.path().display(), from, len, %error, "write-behind: starting writeback failed");
+                }
+            });
+        }
+        if self.size - self.write_back_waited > WRITE_BEHIND_DIRTY_MAX_BYTES {
+            let to = self.size - WRITE_BEHIND_DIRTY_MAX_BYTES / 2;
+            let from = self.write_back_waited;
+            self.write_back_waited = to;
+            if let Err(error) = self.log.write_back(from, to - from, true).await {
+                debug!(path = %self.log.path().display(), from, to, %error, "write-behind: waiting for writeback failed");
             }
         }
     }

@@ -11,3 +11,4 @@ mod regression;
 mod simulation;
 mod space;
 mod splice;
+mod write_behind;

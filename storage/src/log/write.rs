@@ -165,6 +165,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         match checked {
             None | Some(Ok(Ok(()))) => {
                 self.active_mut().commit_tail(infos);
+                self.active_mut().write_behind().await;
                 Ok(())
             }
             Some(Ok(Err((index, position, source)))) => {

@@ -82,6 +82,9 @@ pub struct SimStats {
     pub files_scattered: u64,
     pub files_lost_unsynced: u64,
     pub misdirected_sectors: u64,
+    /// Bytes whose writeback was started (`write_back`), and waited for.
+    pub write_back_started_bytes: u64,
+    pub write_back_waited_bytes: u64,
 }
 
 /// Adds another run's counts (tests sum them over their schedules).
@@ -95,6 +98,8 @@ impl std::ops::AddAssign for SimStats {
         self.files_scattered += other.files_scattered;
         self.files_lost_unsynced += other.files_lost_unsynced;
         self.misdirected_sectors += other.misdirected_sectors;
+        self.write_back_started_bytes += other.write_back_started_bytes;
+        self.write_back_waited_bytes += other.write_back_waited_bytes;
     }
 }
 
@@ -584,6 +589,19 @@ impl DiskFile for SimFile {
     async fn writev_all_at(&self, pieces: Vec<Bytes>, position: u64) -> Result<()> {
         self.disk.latency().await;
         self.write(position, &pieces.concat())
+    }
+
+    /// Pages reach the simulated disk only at a sync (or a crash's lottery): starting their
+    /// writeback early changes nothing there.
+    async fn write_back(&self, _position: u64, len: u64, wait: bool) -> Result<()> {
+        self.enter(Call::Quiet, "sync_file_range")?;
+        let stats = &mut self.disk.0.borrow_mut().stats;
+        if wait {
+            stats.write_back_waited_bytes += len;
+        } else {
+            stats.write_back_started_bytes += len;
+        }
+        Ok(())
     }
 
     async fn preallocate(&self, _position: u64, len: u64) -> Result<()> {
