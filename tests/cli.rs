@@ -1,5 +1,6 @@
 //! The `fjord` command line against a real broker: a short smoke of `fjord bench` (every
-//! mode, JSON output and the SVG report) and the CLI's errors and exit codes.
+//! mode, JSON output and the SVG report), a timed run's report overlaid by `fjord bench plot`,
+//! and the CLI's errors and exit codes.
 
 use std::path::Path;
 
@@ -145,9 +146,11 @@ fn bench_smoke_produce_consume_e2e_and_baseline() {
     assert!(e2e.status.success(), "bench e2e: {}", String::from_utf8_lossy(&e2e.stderr));
     let json = String::from_utf8_lossy(&e2e.stdout).trim().to_string();
     assert_eq!(json_number(&json, "records"), 5000.0, "{json}");
-    let svg = std::fs::read_to_string(report.path().join("e2e").join("e2e.svg"))
-        .expect("the report has an SVG chart");
-    assert!(svg.starts_with("<svg") && svg.contains("polyline"), "not an SVG chart: {svg}");
+    for chart in ["e2e-time.svg", "e2e-percentiles.svg"] {
+        let svg = std::fs::read_to_string(report.path().join("e2e").join(chart))
+            .unwrap_or_else(|e| panic!("the report has no {chart}: {e}"));
+        assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{chart} is not a chart");
+    }
     assert!(report.path().join("e2e").join("e2e.json").exists());
     let baseline = fjord(&[
         "bench",
@@ -182,6 +185,102 @@ fn bench_smoke_produce_consume_e2e_and_baseline() {
         .filter(|p| p.is_file())
         .collect();
     assert!(left.is_empty(), "bench baseline left files behind: {left:?}");
+}
+
+/// The `"key": value` pairs of a pretty-printed report whose key is `key`, values unparsed.
+fn json_values<'a>(json: &'a str, key: &str) -> Vec<&'a str> {
+    let pattern = format!("\"{key}\": ");
+    json.lines()
+        .filter_map(|l| l.trim().strip_prefix(pattern.as_str()))
+        .map(|v| v.trim_end_matches(','))
+        .collect()
+}
+
+#[test]
+fn bench_duration_report_and_plot_overlay() {
+    let broker = TestBroker::start("bench-duration");
+    let bootstrap = broker.bootstrap();
+    let dir = TempDir::new("bench-plot");
+    let report = |name: &str, inflight: &str| {
+        let out = dir.path().join(name).display().to_string();
+        let produced = fjord(&[
+            "bench",
+            "produce",
+            "-b",
+            &bootstrap,
+            "--topic",
+            name,
+            "--partitions",
+            "2",
+            "--duration",
+            "1",
+            "--rate",
+            "50000",
+            "--batch-records",
+            "100",
+            "--inflight",
+            inflight,
+            "--json",
+            "--report",
+            &out,
+        ]);
+        assert!(
+            produced.status.success(),
+            "bench produce --duration 1: {}",
+            String::from_utf8_lossy(&produced.stderr)
+        );
+        let summary = String::from_utf8_lossy(&produced.stdout).trim().to_string();
+        // One second at 50,000 records/s: no --records limit ends it, the clock does.
+        let seconds = json_number(&summary, "seconds");
+        assert!((0.9..3.0).contains(&seconds), "a 1 s run took {seconds} s: {summary}");
+        assert!(json_number(&summary, "records") >= 20_000.0, "{summary}");
+        for key in ["p90", "p9999", "max"] {
+            assert!(json_number(&summary, key) >= 1.0, "latency {key} in {summary}");
+        }
+        dir.path().join(name).join("produce.json")
+    };
+    let (a, b) = (report("run-a", "5"), report("run-b", "1"));
+    let json = std::fs::read_to_string(&a).expect("the report's JSON");
+    assert!(json_values(&json, "records_per_sec").len() >= 2, "per-interval samples: {json}");
+    assert_eq!(json_values(&json, "percentile").last(), Some(&"100.0"), "{json}");
+    assert_eq!(json_values(&json, "duration_seconds"), ["1"], "{json}");
+    for (chart, text) in [("produce-time.svg", "p99.9"), ("produce-percentiles.svg", "99.9%")] {
+        let svg = std::fs::read_to_string(dir.path().join("run-a").join(chart)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains(text), "{chart}: {svg}");
+    }
+    let out = dir.path().join("plot");
+    let plot = fjord(&[
+        "bench",
+        "plot",
+        &a.display().to_string(),
+        &b.display().to_string(),
+        "--labels",
+        "five-in-flight,one-in-flight",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(plot.status.success(), "bench plot: {}", String::from_utf8_lossy(&plot.stderr));
+    let time = std::fs::read_to_string(out.join("time.svg")).expect("plot wrote time.svg");
+    for series in ["one-in-flight p50", "one-in-flight p99.9", "five-in-flight max", "MB/s"] {
+        assert!(time.contains(series), "no {series} in time.svg");
+    }
+    let percentiles =
+        std::fs::read_to_string(out.join("percentiles.svg")).expect("plot wrote percentiles.svg");
+    for text in ["<svg", "five-in-flight", "one-in-flight", "99.9%", "polyline"] {
+        assert!(percentiles.contains(text), "no {text} in percentiles.svg");
+    }
+    // A file that is not a report is refused, naming it.
+    let wrong = fjord(&[
+        "bench",
+        "plot",
+        &dir.path().join("nope.json").display().to_string(),
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(wrong.status.code(), Some(1), "plot of a missing file");
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("nope.json"));
+    let too_long = fjord(&["bench", "produce", "-b", &bootstrap, "--duration", "999999999"]);
+    assert_eq!(too_long.status.code(), Some(2), "--duration past its maximum is a usage error");
 }
 
 #[test]

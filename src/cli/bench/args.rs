@@ -11,6 +11,9 @@ const INFLIGHT_MAX: usize = 64;
 const CONNECTIONS_MAX: usize = 256;
 /// Largest record the bench builds.
 const RECORD_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Longest timed run, s: a day; anything longer is a soak test for a script, and its
+/// per-interval samples (two a second) would make a report of hundreds of MB.
+pub(super) const DURATION_SECONDS_MAX: u64 = 24 * 60 * 60;
 
 #[derive(Debug, Clone, clap::Args)]
 pub(super) struct LoadArgs {
@@ -23,8 +26,13 @@ pub(super) struct LoadArgs {
     pub(super) partitions: i32,
     #[arg(long, default_value_t = 100)]
     pub(super) record_bytes: usize,
-    #[arg(long, default_value_t = 1_000_000)]
-    pub(super) records: u64,
+    /// Records in total [default: 1000000, or no limit with --duration].
+    #[arg(long)]
+    pub(super) records: Option<u64>,
+    /// Run for this many seconds; with --records as well, the run ends at whichever comes
+    /// first.
+    #[arg(long, value_name = "SECONDS")]
+    pub(super) duration: Option<u64>,
     /// Records per batch (one batch per partition per request).
     #[arg(long, default_value_t = 1000)]
     pub(super) batch_records: usize,
@@ -46,7 +54,8 @@ pub(super) struct LoadArgs {
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
     pub(super) json: bool,
-    /// Write the JSON and an SVG chart of throughput and latency over time into DIR.
+    /// Write into DIR the JSON (with the per-interval samples and the latency percentile
+    /// spectrum) and two SVG charts: over time, and the percentile distribution.
     #[arg(long, value_name = "DIR")]
     pub(super) report: Option<PathBuf>,
 }
@@ -68,7 +77,12 @@ pub(super) fn validate(load: &LoadArgs) -> Result<(), CliError> {
     if !matches!(load.acks, -1..=1) {
         return Err(CliError::usage("--acks must be -1, 0 or 1"));
     }
-    if load.partitions < 1 || load.batch_records == 0 || load.records == 0 {
+    if load.duration.is_some_and(|d| !(1..=DURATION_SECONDS_MAX).contains(&d)) {
+        return Err(CliError::usage(format!(
+            "--duration must be between 1 and {DURATION_SECONDS_MAX} seconds"
+        )));
+    }
+    if load.partitions < 1 || load.batch_records == 0 || load.records == Some(0) {
         return Err(CliError::usage(
             "--partitions, --batch-records and --records must be at least 1",
         ));

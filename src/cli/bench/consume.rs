@@ -13,6 +13,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, To
 use super::args::LoadArgs;
 use super::batch::{first_value_stamp, now_micros};
 use super::stats::Stats;
+use super::stop::Stop;
 use super::wire::Wire;
 use crate::cli::error::{error_name, CliError};
 
@@ -28,15 +29,16 @@ const FETCH_WAIT_MS_MAX: i32 = 100;
 /// stops short of its target.
 const IDLE_ROUNDS_MAX: u32 = 20;
 
-/// Fetches `positions`' partitions from their leader until the run has `target` records or,
-/// once the producers are done, the end of the data stays put.
+/// Fetches `positions`' partitions from their leader until the run is `stop`ped (by the
+/// records of all consumers together, or the time) or, once the producers are done, the end
+/// of the data stays put.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn consume_worker(
     load: &LoadArgs,
     mut positions: BTreeMap<i32, i64>,
     leaders: &BTreeMap<i32, i32>,
     addresses: &BTreeMap<i32, String>,
-    target: u64,
+    stop: Stop,
     e2e: bool,
     stats: &Stats,
     producers_done: &AtomicBool,
@@ -50,7 +52,7 @@ pub(super) fn consume_worker(
         .ok_or_else(|| CliError::failure(format!("no address for broker {leader}")))?;
     let mut wire = Wire::connect(address)?;
     let mut idle_rounds = 0u32;
-    while stats.records() < target {
+    while !stop.reached(stats.records(), Instant::now()) {
         let request = fetch_request(&load.topic, &positions);
         let sent_at = Instant::now();
         wire.send(ApiKey::Fetch, FETCH_VERSION, &request)?;

@@ -12,9 +12,10 @@ use std::thread::JoinHandle;
 use super::args::{validate, LoadArgs};
 use super::consume::consume_worker;
 use super::produce::produce_worker;
-use super::progress::progress;
-use super::report::{self, Summary};
-use super::stats::{Sample, Stats};
+use super::progress::{progress, Sample};
+use super::report::{Report, Summary};
+use super::stats::Stats;
+use super::stop::Stop;
 use super::topic::ensure_topic;
 use crate::cli::client::{list_offsets_by_leader, Client};
 use crate::cli::error::CliError;
@@ -37,24 +38,29 @@ pub(super) fn run(mode: &'static str, load: LoadArgs) -> Result<(), CliError> {
     };
     // The clock starts once the topic, its leaders and the start offsets are known.
     let stats = Stats::new();
+    let stop = Stop::new(&load, stats.epoch());
     let producers_done = Arc::new(AtomicBool::new(!producing));
     let mut handles = Vec::new();
     if producing {
         let produce_stats = if e2e { Stats::new() } else { Arc::clone(&stats) };
-        let producers = spawn_producers(&load, &leaders, &addresses, e2e, &produce_stats);
+        let producers = spawn_producers(&load, &leaders, &addresses, stop, e2e, &produce_stats);
         handles.push(join_producers(producers, Arc::clone(&producers_done)));
     }
     if consuming {
         let done = &producers_done;
-        handles.extend(spawn_consumers(&load, &leaders, &addresses, &starts, e2e, &stats, done));
+        // In e2e the consumers drain what was produced before the deadline.
+        let stop = if e2e { stop.untimed() } else { stop };
+        let consumers =
+            spawn_consumers(&load, &leaders, &addresses, &starts, stop, e2e, &stats, done);
+        handles.extend(consumers);
     }
-    let samples = progress(&stats, load.records, stats.epoch(), load.json, &handles);
+    let samples = progress(&stats, stop, load.json, &handles);
     let failure = join_all(handles);
     stats.mark_done();
     if let Some(error) = failure {
         return Err(error);
     }
-    print_summary(mode, &load, &stats, &samples)
+    print_summary(mode, &load, &stats, samples)
 }
 
 /// Where the consumers start, fixed before any producer runs: at the end (e2e) or the
@@ -75,23 +81,23 @@ fn start_offsets(
 }
 
 /// One producer per connection, each with its own share of the partitions (dealt by
-/// position, so none is empty) and its share of the records and the rate; with more
+/// position, so none is empty) and its share of the records and the rate, all stopping at
+/// the same deadline; with more
 /// connections than partitions, several connections share each partition (fan-in).
 fn spawn_producers(
     load: &LoadArgs,
     leaders: &BTreeMap<i32, i32>,
     addresses: &BTreeMap<i32, String>,
+    stop: Stop,
     e2e: bool,
     stats: &Arc<Stats>,
 ) -> Vec<Worker> {
     let partitions: Vec<i32> = leaders.keys().copied().collect();
     let connections = load.connections;
-    let target = load.records;
     (0..connections)
         .map(|c| {
             let mine = producer_partitions(&partitions, connections, c);
-            let share =
-                target / connections as u64 + u64::from((c as u64) < target % connections as u64);
+            let share = stop.share(c, connections);
             let (load, leaders, addresses, stats) =
                 (load.clone(), leaders.clone(), addresses.clone(), Arc::clone(stats));
             std::thread::spawn(move || {
@@ -132,19 +138,20 @@ fn join_producers(producers: Vec<Worker>, done: Arc<AtomicBool>) -> Worker {
 }
 
 /// One consumer per connection, up to one per partition, each with the partitions whose
-/// index falls to it.
+/// index falls to it; they stop together, at `stop`.
+#[allow(clippy::too_many_arguments)]
 fn spawn_consumers(
     load: &LoadArgs,
     leaders: &BTreeMap<i32, i32>,
     addresses: &BTreeMap<i32, String>,
     starts: &BTreeMap<i32, i64>,
+    stop: Stop,
     e2e: bool,
     stats: &Arc<Stats>,
     producers_done: &Arc<AtomicBool>,
 ) -> Vec<Worker> {
     let partitions: Vec<i32> = leaders.keys().copied().collect();
     let consumers = load.connections.min(partitions.len());
-    let target = load.records;
     (0..consumers)
         .map(|c| {
             let mine: Vec<i32> =
@@ -158,7 +165,7 @@ fn spawn_consumers(
             );
             let starts: BTreeMap<i32, i64> = mine.iter().map(|p| (*p, starts[p])).collect();
             std::thread::spawn(move || {
-                consume_worker(&load, starts, &leaders, &addresses, target, e2e, &stats, &done)
+                consume_worker(&load, starts, &leaders, &addresses, stop, e2e, &stats, &done)
             })
         })
         .collect()
@@ -182,17 +189,16 @@ fn print_summary(
     mode: &'static str,
     load: &LoadArgs,
     stats: &Stats,
-    samples: &[Sample],
+    samples: Vec<Sample>,
 ) -> Result<(), CliError> {
-    let summary = Summary::of(mode, stats);
-    let json = summary.json(load);
+    let summary = Summary::of(mode, load, stats);
     if load.json {
-        println!("{json}");
+        println!("{}", summary.json());
     } else {
-        summary.print(load);
+        summary.print();
     }
     if let Some(dir) = &load.report {
-        report::write(dir, mode, &json, samples, load.json)?;
+        Report::of(summary, samples, stats).write(dir, load.json)?;
     }
     Ok(())
 }

@@ -9,26 +9,28 @@
 //! each record carries its send time).
 //!
 //! The files, top down: `load` runs one load (it makes sure of the `topic`, starts the
-//! `produce` and `consume` workers, draws the `progress` and writes the `report` and its
-//! `svg` chart); the workers talk over a `wire` of their own (a producer keeps its window of
-//! requests `inflight`), send the `batch`es it builds and count into the run's `stats`.
-//! `baseline` measures the machine, streaming over `loopback`. `args` holds a load's flags
-//! and their limits.
+//! `produce` and `consume` workers until the run's `stop`, draws the `progress` and writes
+//! the `report` and its `chart`s); the workers talk over a `wire` of their own (a producer
+//! keeps its window of requests `inflight`), send the `batch`es it builds and count into the
+//! run's `stats`. `plot` overlays the reports of several runs. `baseline` measures the
+//! machine, streaming over `loopback`. `args` holds a load's flags and their limits.
 
 use crate::cli::error::CliError;
 
 mod args;
 mod baseline;
 mod batch;
+mod chart;
 mod consume;
 mod inflight;
 mod load;
 mod loopback;
+mod plot;
 mod produce;
 mod progress;
 mod report;
 mod stats;
-mod svg;
+mod stop;
 mod topic;
 mod wire;
 
@@ -48,6 +50,8 @@ enum BenchMode {
     E2e(args::LoadArgs),
     /// Measure this machine without a broker: loopback TCP and sequential file writes.
     Baseline(baseline::BaselineArgs),
+    /// Overlay the reports of several runs (`--report DIR`'s JSON) in one chart of each kind.
+    Plot(plot::PlotArgs),
 }
 
 pub(super) fn run(args: BenchArgs) -> Result<(), CliError> {
@@ -56,5 +60,6 @@ pub(super) fn run(args: BenchArgs) -> Result<(), CliError> {
         BenchMode::Consume(load) => load::run("consume", load),
         BenchMode::E2e(load) => load::run("e2e", load),
         BenchMode::Baseline(baseline) => baseline::run(baseline),
+        BenchMode::Plot(plot) => plot::run(plot),
     }
 }

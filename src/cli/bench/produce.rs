@@ -19,6 +19,7 @@ use super::args::LoadArgs;
 use super::batch::{batch_for, now_micros, stamped};
 use super::inflight::InFlight;
 use super::stats::Stats;
+use super::stop::Stop;
 use super::wire::{Wire, PRODUCE_TIMEOUT_MS, PRODUCE_VERSION};
 use crate::cli::error::{error_name, CliError};
 
@@ -39,13 +40,13 @@ struct Connection {
     sequences: BTreeMap<i32, i32>,
 }
 
-/// Sends `records` records to `partitions`, as one connection's share of the run.
+/// Sends records to `partitions` until its share of the run is `stop`ped.
 pub(super) fn produce_worker(
     load: &LoadArgs,
     partitions: &[i32],
     leaders: &BTreeMap<i32, i32>,
     addresses: &BTreeMap<i32, String>,
-    records: u64,
+    stop: Stop,
     e2e: bool,
     stats: &Arc<Stats>,
 ) -> Result<(), CliError> {
@@ -58,7 +59,7 @@ pub(super) fn produce_worker(
         }
         connections.push(connection);
     }
-    send_all(load, &mut connections, records, e2e, stats)?;
+    send_all(load, &mut connections, stop, e2e, stats)?;
     // Wait for the last answers, then unblock the readers.
     for connection in &connections {
         connection.inflight.wait_until_empty();
@@ -170,12 +171,12 @@ fn first_error(response: &ProduceResponse) -> Option<(i32, i16)> {
         .map(|p| (p.index, p.error_code))
 }
 
-/// The writer: `records` records over `connections` in turn, paced to `--rate`, each
+/// The writer: records over `connections` in turn until `stop`, paced to `--rate`, each
 /// request sent once its connection has room in its window.
 fn send_all(
     load: &LoadArgs,
     connections: &mut [Connection],
-    records: u64,
+    stop: Stop,
     e2e: bool,
     stats: &Stats,
 ) -> Result<(), CliError> {
@@ -185,13 +186,14 @@ fn send_all(
     let started = Instant::now();
     let mut sent = 0u64;
     let mut turn = 0usize;
-    while sent < records {
+    while !stop.reached(sent, Instant::now()) {
         if let Some(rate) = rate_per_thread {
             wait_until_due(started, sent, rate);
         }
         let connection = &mut connections[turn % connections.len()];
         turn += 1;
-        let count = ((batch_records * connection.partitions.len()) as u64).min(records - sent);
+        let count =
+            ((batch_records * connection.partitions.len()) as u64).min(stop.records() - sent);
         // Wait for room in the window before building the request, so that an e2e stamp
         // (and the produce latency, stamped at the push below) starts at the send.
         if load.acks != 0 {

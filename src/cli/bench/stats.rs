@@ -1,18 +1,77 @@
 //! The measurements of one load run, shared by its workers: records and bytes completed,
 //! errors, and request (or send-to-delivery) latency in two histograms, one for the whole
-//! run and one per progress interval, which the progress bar reads and resets.
+//! run and one per progress interval, which the progress bar reads and resets; and what is
+//! read out of a histogram: its quantiles and its percentile spectrum.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 /// Largest latency recorded, µs (a minute: beyond that a run has stalled).
 const LATENCY_US_MAX: u64 = 60_000_000;
+/// Steps of the percentile spectrum per halving of the distance to 100%: HdrHistogram's
+/// usual percentile-distribution output uses 5 (about 100 points for a million values).
+const SPECTRUM_TICKS_PER_HALF_DISTANCE: u32 = 5;
 
-/// One point of the time series: (seconds since start, records/s, p99 µs in the interval).
-pub(super) type Sample = (f64, f64, u64);
+/// The latency quantiles reported for a run or one interval of it, µs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(super) struct Quantiles {
+    pub(super) p50: u64,
+    pub(super) p90: u64,
+    pub(super) p99: u64,
+    pub(super) p999: u64,
+    pub(super) p9999: u64,
+    pub(super) max: u64,
+}
+
+impl Quantiles {
+    pub(super) fn of(histogram: &Histogram<u64>) -> Quantiles {
+        Quantiles {
+            p50: histogram.value_at_quantile(0.50),
+            p90: histogram.value_at_quantile(0.90),
+            p99: histogram.value_at_quantile(0.99),
+            p999: histogram.value_at_quantile(0.999),
+            p9999: histogram.value_at_quantile(0.9999),
+            max: histogram.max(),
+        }
+    }
+}
+
+/// One point of the percentile spectrum: `percentile`% of the values are at most `value_us`
+/// (with `count` values at or below it).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(super) struct Percentile {
+    pub(super) percentile: f64,
+    pub(super) value_us: u64,
+    pub(super) count: u64,
+}
+
+/// The percentile spectrum of `histogram`, HdrHistogram's percentile-distribution iteration:
+/// steps that halve the distance to 100% `SPECTRUM_TICKS_PER_HALF_DISTANCE` at a time, the
+/// last at 100% (the maximum). Empty for an empty histogram.
+pub(super) fn spectrum(histogram: &Histogram<u64>) -> Vec<Percentile> {
+    if histogram.is_empty() {
+        return Vec::new();
+    }
+    let mut points: Vec<Percentile> = Vec::new();
+    let mut count = 0u64;
+    for step in histogram.iter_quantiles(SPECTRUM_TICKS_PER_HALF_DISTANCE) {
+        count += step.count_since_last_iteration();
+        let point = Percentile {
+            percentile: step.quantile_iterated_to() * 100.0,
+            value_us: histogram.highest_equivalent(step.value_iterated_to()),
+            count,
+        };
+        // The iteration repeats a value for several steps within one bucket.
+        if points.last().is_none_or(|last| last.percentile < point.percentile) {
+            points.push(point);
+        }
+    }
+    points
+}
 
 /// Shared measurements of a run.
 pub(super) struct Stats {
@@ -87,15 +146,74 @@ impl Stats {
         self.latency.lock().expect("latency lock").0.clone()
     }
 
-    /// The p99 latency since the last call, starting a new interval.
-    pub(super) fn take_interval_p99(&self) -> u64 {
+    /// The latency quantiles since the last call (none if nothing completed), starting a new
+    /// interval.
+    pub(super) fn take_interval(&self) -> Option<Quantiles> {
         let mut latency = self.latency.lock().expect("latency lock");
-        let p99 = latency.1.value_at_quantile(0.99);
+        let quantiles = (!latency.1.is_empty()).then(|| Quantiles::of(&latency.1));
         latency.1.reset();
-        p99
+        quantiles
     }
 
     pub(super) fn mark_done(&self) {
         self.done.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn histogram_of(values: impl IntoIterator<Item = u64>) -> Histogram<u64> {
+        let mut histogram = Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).unwrap();
+        for v in values {
+            histogram.record(v).unwrap();
+        }
+        histogram
+    }
+
+    #[test]
+    fn spectrum_climbs_to_the_maximum_at_100_percent() {
+        // 1..=10000 µs, each once: the p-th percentile is about p*100 µs.
+        let histogram = histogram_of(1..=10_000);
+        let points = spectrum(&histogram);
+        assert!(points.len() > 20, "{} points", points.len());
+        for pair in points.windows(2) {
+            assert!(pair[0].percentile < pair[1].percentile, "{pair:?}");
+            assert!(pair[0].value_us <= pair[1].value_us, "{pair:?}");
+            assert!(pair[0].count <= pair[1].count, "{pair:?}");
+        }
+        let last = points.last().unwrap();
+        assert_eq!(last.percentile, 100.0);
+        assert_eq!(last.value_us, histogram.max());
+        assert_eq!(last.count, 10_000);
+        let at_90 = points.iter().find(|p| p.percentile >= 90.0).unwrap();
+        assert!((8_950..=9_100).contains(&at_90.value_us), "{at_90:?}");
+        let past_99_9 = points.iter().find(|p| p.percentile >= 99.9).unwrap();
+        assert!(past_99_9.value_us >= 9_980, "{past_99_9:?}");
+    }
+
+    #[test]
+    fn spectrum_of_nothing_is_empty() {
+        assert!(spectrum(&histogram_of([])).is_empty());
+    }
+
+    #[test]
+    fn quantiles_tell_the_tail_apart() {
+        // 99,980 fast values and 20 slow ones: p99.9 is fast, p99.99 and max slow.
+        let histogram = histogram_of((0..99_980).map(|_| 100).chain((0..20).map(|_| 500_000)));
+        let q = Quantiles::of(&histogram);
+        assert_eq!((q.p50, q.p90, q.p99, q.p999), (100, 100, 100, 100));
+        assert!(q.p9999 >= 499_000 && q.max >= 499_000, "{q:?}");
+    }
+
+    #[test]
+    fn an_interval_without_completions_has_no_quantiles() {
+        let stats = Stats::new();
+        assert_eq!(stats.take_interval(), None);
+        stats.record_latency(250, 3);
+        assert_eq!(stats.take_interval().map(|q| q.p50), Some(250));
+        assert_eq!(stats.take_interval(), None, "the interval restarts");
+        assert_eq!(stats.latency().len(), 3, "the whole run keeps them");
     }
 }
