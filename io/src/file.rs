@@ -443,6 +443,21 @@ fn consume(pieces: &mut std::collections::VecDeque<bytes::Bytes>, mut written: u
     }
 }
 
+/// The outcome of an io_uring operation that answers only success or an errno.
+struct ResultTransform;
+
+impl tokio_uring::OneshotOutputTransform for ResultTransform {
+    type Output = io::Result<()>;
+    type StoredData = ();
+
+    fn transform_oneshot_output(self, _data: (), cqe: io_uring::cqueue::Entry) -> io::Result<()> {
+        match cqe.result() {
+            result if result >= 0 => Ok(()),
+            result => Err(io::Error::from_raw_os_error(-result)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,20 +494,5 @@ mod tests {
             );
         });
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
-/// The outcome of an io_uring operation that answers only success or an errno.
-struct ResultTransform;
-
-impl tokio_uring::OneshotOutputTransform for ResultTransform {
-    type Output = io::Result<()>;
-    type StoredData = ();
-
-    fn transform_oneshot_output(self, _data: (), cqe: io_uring::cqueue::Entry) -> io::Result<()> {
-        match cqe.result() {
-            result if result >= 0 => Ok(()),
-            result => Err(io::Error::from_raw_os_error(-result)),
-        }
     }
 }
