@@ -404,7 +404,7 @@ fn config_type(name: &str) -> i8 {
     const LONG: i8 = 5;
     const LIST: i8 = 7;
     match name {
-        "auto.create.topics.enable" => BOOLEAN,
+        "auto.create.topics.enable" | "preallocate" => BOOLEAN,
         "cleanup.policy" | "log.dirs" => LIST,
         "retention.ms"
         | "retention.bytes"

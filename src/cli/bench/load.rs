@@ -198,7 +198,7 @@ fn print_summary(
         summary.print();
     }
     if let Some(dir) = &load.report {
-        Report::of(summary, samples, stats).write(dir, load.json)?;
+        super::plot::write_report(&Report::of(summary, samples, stats), dir, load.json)?;
     }
     Ok(())
 }

@@ -65,6 +65,23 @@ fn file_labels(paths: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
+/// Writes the report into `dir`: `<mode>.json`, `<mode>-time.svg`,
+/// `<mode>-percentiles.svg`.
+pub(super) fn write_report(report: &Report, dir: &Path, quiet: bool) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
+    let mode = &report.summary.mode;
+    let json = serde_json::to_string_pretty(report).expect("a report serializes");
+    write_file(&dir.join(format!("{mode}.json")), &json)?;
+    let runs = [Run { label: mode.clone(), report }];
+    write_file(&dir.join(format!("{mode}-time.svg")), &chart::over_time(&runs)?)?;
+    write_file(&dir.join(format!("{mode}-percentiles.svg")), &chart::percentiles(&runs)?)?;
+    if !quiet {
+        eprintln!("report written to {}", dir.display());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

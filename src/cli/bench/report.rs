@@ -10,7 +10,6 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::args::LoadArgs;
-use super::chart::{self, Run};
 use super::progress::Sample;
 use super::stats::{spectrum, Percentile, Quantiles, Stats};
 use crate::cli::error::CliError;
@@ -152,23 +151,6 @@ impl Report {
                 path.display()
             ))
         })
-    }
-
-    /// Writes the report into `dir`: `<mode>.json`, `<mode>-time.svg`,
-    /// `<mode>-percentiles.svg`.
-    pub(super) fn write(&self, dir: &Path, quiet: bool) -> Result<(), CliError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
-        let mode = &self.summary.mode;
-        let json = serde_json::to_string_pretty(self).expect("a report serializes");
-        write_file(&dir.join(format!("{mode}.json")), &json)?;
-        let runs = [Run { label: mode.clone(), report: self }];
-        write_file(&dir.join(format!("{mode}-time.svg")), &chart::over_time(&runs)?)?;
-        write_file(&dir.join(format!("{mode}-percentiles.svg")), &chart::percentiles(&runs)?)?;
-        if !quiet {
-            eprintln!("report written to {}", dir.display());
-        }
-        Ok(())
     }
 }
 
