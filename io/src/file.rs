@@ -366,6 +366,42 @@ pub async fn rename(from: &Path, to: &Path) -> io::Result<()> {
     tokio_uring::fs::rename(from, to).await.map_err(|error| with_path(error, "rename", from))
 }
 
+/// Renames `from` to `to` only if `to` does not exist (`renameat2` with `RENAME_NOREPLACE`):
+/// the one atomic compare-and-swap a directory offers. `AlreadyExists` if `to` is taken.
+/// A file system without the flag (`EINVAL`) gets the same answer from `link`, which also
+/// refuses an existing name, then `unlink` of `from`.
+///
+/// A plain syscall: io_uring's `RENAMEAT` takes the flag, but tokio-uring does not pass it.
+/// It runs once per cluster-state write, never on the data path.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = |path: &Path| {
+        std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))
+    };
+    let (c_from, c_to) = (c_path(from)?, c_path(to)?);
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            c_from.as_ptr(),
+            libc::AT_FDCWD,
+            c_to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() != Some(libc::EINVAL) {
+        return Err(with_path(error, "rename (no replace)", to));
+    }
+    std::fs::hard_link(from, to).map_err(|error| with_path(error, "link", to))?;
+    std::fs::remove_file(from).map_err(|error| with_path(error, "unlink", from))
+}
+
 /// Lists the file names in directory `path`.
 ///
 /// A plain `getdents` through std: io_uring has no directory listing. It runs once per

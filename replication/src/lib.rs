@@ -28,7 +28,7 @@ pub use controller::{assign_replicas, elect_leaders, Election};
 pub use epochs::{end_offset_in, LeaderEpochCache};
 pub use isr::{FollowerProgress, ReplicaTracker};
 pub use liveness::Liveness;
-pub use state::{ClusterState, PartitionState, StateStore, TopicState};
+pub use state::{ClusterState, PartitionState, StateStore, TopicState, VERSIONS_KEPT};
 
 /// Errors of the replication layer.
 #[derive(Debug, thiserror::Error)]

@@ -4,8 +4,8 @@
 //! state file and leader-epoch checkpoints, so a seeded simulator (`sim::SimDisk`, which
 //! depends on this module, not the reverse) can stand in for the real disk in tests.
 //! [`Disk::write_file_atomic`] is the one atomic replace (temporary file, fdatasync, rename,
-//! fsync of the directory) over a disk; [`Disk::try_lock`] is the advisory `flock` the
-//! state writers take, part of the disk so that the simulator can grant it in memory.
+//! fsync of the directory) over a disk; [`Disk::rename_noreplace`] is the one compare-and-swap
+//! on a name, which the cluster state's writers race with.
 //!
 //! Invariants:
 //! - The log is generic over its disk, never `dyn`: [`RealDisk`] is a unit type whose calls
@@ -33,8 +33,6 @@ use crate::io;
 pub trait Disk: Clone + std::fmt::Debug + 'static {
     /// An open file of this disk.
     type File: DiskFile;
-    /// An exclusive advisory lock on a file, released when dropped.
-    type Lock: std::fmt::Debug + 'static;
 
     /// Opens `path` for reading and writing, creating it when `create` is set.
     async fn open_rw(&self, path: &Path, create: bool) -> Result<Self::File>;
@@ -49,12 +47,12 @@ pub trait Disk: Clone + std::fmt::Debug + 'static {
     async fn remove_file(&self, path: &Path) -> Result<()>;
     /// Renames `from` to `to` atomically, replacing `to`.
     async fn rename(&self, from: &Path, to: &Path) -> Result<()>;
+    /// Renames `from` to `to` only if no file is named `to` (`AlreadyExists` otherwise),
+    /// atomically: of two writers racing for one name, exactly one wins. The cluster state's
+    /// writers take each new version's name this way.
+    async fn rename_noreplace(&self, from: &Path, to: &Path) -> Result<()>;
     /// Makes the names in directory `path` durable (after a create, rename or unlink).
     async fn sync_dir(&self, path: &Path) -> Result<()>;
-    /// Takes the exclusive advisory lock (`flock`) on `path`, creating the file if missing,
-    /// without waiting; `None` while another holder has it. A holder that dies (or a crash)
-    /// releases it. The partition log takes none; the cluster state's writers do.
-    fn try_lock(&self, path: &Path) -> Result<Option<Self::Lock>>;
 
     /// Replaces `path` with `bytes` atomically and durably: writes `<path>.tmp`, fdatasyncs
     /// it, renames it over `path` and fsyncs the directory. A crash at any point leaves the
@@ -134,7 +132,6 @@ pub struct RealDisk;
 
 impl Disk for RealDisk {
     type File = io::File;
-    type Lock = io::FileLock;
 
     #[inline]
     async fn open_rw(&self, path: &Path, create: bool) -> Result<io::File> {
@@ -157,11 +154,11 @@ impl Disk for RealDisk {
     async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
         io::rename(from, to).await
     }
+    async fn rename_noreplace(&self, from: &Path, to: &Path) -> Result<()> {
+        io::rename_noreplace(from, to)
+    }
     async fn sync_dir(&self, path: &Path) -> Result<()> {
         io::sync_dir(path).await
-    }
-    fn try_lock(&self, path: &Path) -> Result<Option<io::FileLock>> {
-        io::FileLock::try_lock(path)
     }
     async fn read_file(&self, path: &Path, bytes_max: u64) -> Result<Option<Vec<u8>>> {
         io::read_file(path, bytes_max).await

@@ -7,10 +7,9 @@
 //!   generator, in the order of the calls: one seed, one schedule.
 //! - A name change (create, rename, unlink) is durable only after `sync_dir` of its directory;
 //!   a crash keeps a prefix of the others, in order (a journaling file system's behaviour).
-//!   Renames are atomic. Directories themselves are durable when created.
+//!   Renames are atomic, and `rename_noreplace` refuses a taken name. Directories themselves are durable when created.
 //! - After a power-off (`power_off_at_sync`, `power_off_at_op`) every call fails with EIO
-//!   until `crash`; after `crash`, files opened before it fail (stale handles) and every
-//!   lock ([`SimLock`], `lock.rs`) is released.
+//!   until `crash`; after `crash`, files opened before it fail (stale handles).
 //! - A failed write leaves a prefix of its bytes, whole sectors, in the volatile image. A
 //!   failed sync leaves its data pending: the crash decides what survives (as on Linux,
 //!   where the kernel may drop pages whose writeback failed).
@@ -25,7 +24,6 @@ use bytes::Bytes;
 use tokio_uring::buf::IoBuf;
 
 use super::image::{Image, Kept, SECTOR_BYTES};
-use super::lock::{Locks, SimLock};
 use super::rng::Rng;
 use crate::disk::{Disk, DiskFile};
 
@@ -148,7 +146,6 @@ struct State {
     durable_names: BTreeMap<PathBuf, usize>,
     name_ops: Vec<NameOp>,
     dirs: BTreeSet<PathBuf>,
-    locks: Locks,
     power_off_at_sync: Option<u64>,
     /// A sync (count) that fails with EIO while the power stays on.
     fail_at_sync: Option<u64>,
@@ -190,7 +187,6 @@ impl SimDisk {
             durable_names: BTreeMap::new(),
             name_ops: Vec::new(),
             dirs: BTreeSet::new(),
-            locks: Locks::default(),
             power_off_at_sync: None,
             fail_at_sync: None,
             power_off_at_call: None,
@@ -264,7 +260,6 @@ impl SimDisk {
         state.power_off_at_sync = None;
         state.power_off_at_call = None;
         state.stats.crashes += 1;
-        state.locks.release_all();
         let misdirect_ppm = state.faults.misdirect_ppm;
         for image in &mut state.inodes {
             match image.crash(&mut state.rng, misdirect_ppm) {
@@ -394,7 +389,6 @@ fn not_found(what: &str, path: &Path) -> Error {
 
 impl Disk for SimDisk {
     type File = SimFile;
-    type Lock = SimLock;
 
     async fn open_rw(&self, path: &Path, create: bool) -> Result<SimFile> {
         self.latency().await;
@@ -455,6 +449,26 @@ impl Disk for SimDisk {
         Ok(())
     }
 
+    async fn rename_noreplace(&self, from: &Path, to: &Path) -> Result<()> {
+        self.latency().await;
+        self.enter(Call::Metadata, "rename (no replace)", from)?;
+        let mut state = self.0.borrow_mut();
+        if state.names.contains_key(to) {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("rename (no replace) {}: the name is taken", to.display()),
+            ));
+        }
+        let inode = state.names.remove(from).ok_or_else(|| not_found("rename", from))?;
+        state.names.insert(to.to_path_buf(), inode);
+        state.name_ops.push(NameOp::Rename {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+            inode,
+        });
+        Ok(())
+    }
+
     async fn sync_dir(&self, path: &Path) -> Result<()> {
         self.latency().await;
         let result = self.enter(Call::Sync, "fsync", path);
@@ -470,16 +484,6 @@ impl Disk for SimDisk {
         }
         state.name_ops = rest;
         result
-    }
-
-    /// Granted in memory (`lock.rs`); the lock file itself is not created.
-    fn try_lock(&self, path: &Path) -> Result<Option<SimLock>> {
-        self.enter(Call::Metadata, "flock", path)?;
-        let state = self.0.borrow();
-        if !state.dirs.contains(path.parent().unwrap_or(Path::new(""))) {
-            return Err(not_found("flock", path));
-        }
-        Ok(state.locks.try_lock(path))
     }
 }
 

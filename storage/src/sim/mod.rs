@@ -5,7 +5,6 @@
 //! - [`SimDisk`] (`disk.rs`, `image.rs`): files in memory, each with a durable and a volatile
 //!   image; crashes that keep any mix of unsynced writes (torn at sector granularity,
 //!   written back out of order, misdirected), and EIO/ENOSPC/latency from a seed.
-//!   Its locks ([`SimLock`], `lock.rs`) are granted in memory and released by a crash.
 //! - [`SimClock`] (`clock.rs`): a clock the test moves.
 //! - [`Rng`] (`rng.rs`) and [`seed`] (`seed.rs`): the generator and the one seed variable,
 //!   `FJORD_SEED`, shared by every seeded test, and [`schedules`], the count of schedules a
@@ -14,12 +13,10 @@
 mod clock;
 mod disk;
 mod image;
-mod lock;
 mod rng;
 mod seed;
 
 pub use clock::SimClock;
 pub use disk::{Faults, SimDisk, SimFile, SimStats};
-pub use lock::SimLock;
 pub use rng::Rng;
 pub use seed::{schedules, seed, SCHEDULES_VARIABLE, SEED_VARIABLE};
