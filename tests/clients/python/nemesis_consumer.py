@@ -65,8 +65,12 @@ def main():
         log.write("\t".join(str(f) for f in fields) + "\n")
         log.flush()
 
+    # FJORD_CONSUMER_DEBUG=fetch,topic,... turns on librdkafka's debug contexts (to stderr,
+    # which the campaign prints when the consumer falls behind).
+    debug = {"debug": os.environ["FJORD_CONSUMER_DEBUG"]} if os.environ.get("FJORD_CONSUMER_DEBUG") else {}
     consumer = Consumer(
         {
+            **debug,
             "bootstrap.servers": args.bootstrap,
             "group.id": args.group,
             "enable.auto.commit": False,
