@@ -1320,6 +1320,82 @@ fn leader_failover_is_fast() {
     }
 }
 
+/// Rounds of kill, poll, restart until one Metadata answer fell between a kill and the
+/// re-election (a window of one or two 100 ms ticks).
+const UNLISTED_ROUNDS_MAX: usize = 3;
+/// Kafka's LEADER_NOT_AVAILABLE.
+const LEADER_NOT_AVAILABLE: i16 = 5;
+
+#[test]
+fn metadata_never_names_a_leader_missing_from_its_brokers_list() {
+    // Between a leader's death and the controller's election, the state still names the
+    // dead broker while the brokers list no longer has it. librdkafka, told of a leader it
+    // has no address for, hands the partition to no broker and back, and in the nemesis
+    // suite a consumer stopped delivering that partition for good. Kafka answers such a
+    // partition with leader -1 and LEADER_NOT_AVAILABLE; so must Fjord, from every broker.
+    let topic = "unlisted";
+    let cluster = Cluster::up("unlisted");
+    cluster.create_topic(topic, 6, &[]);
+    cluster.wait_all_in_sync("topic created");
+    let mut in_window = 0;
+    for round in 0..UNLISTED_ROUNDS_MAX {
+        let state = cluster.state();
+        let Some(victim) =
+            (0..BROKERS).find(|id| *id != state.controller && !led_by(&state, *id).is_empty())
+        else {
+            break;
+        };
+        let led = led_by(&state, victim);
+        let asker = (0..BROKERS).find(|id| *id != victim).expect("another broker");
+        let mut conn = cluster.connect(asker);
+        cluster.kill9(victim);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for correlation_id in 1.. {
+            let view = wire::metadata_view(&mut conn, correlation_id, &[topic]);
+            let listed: BTreeSet<i32> = view.brokers.iter().map(|(id, _)| *id).collect();
+            for p in &view.partitions {
+                assert!(
+                    p.leader == -1 || listed.contains(&p.leader),
+                    "round {round}: broker {asker} names leader {} for {topic}-{} but lists \
+                     only brokers {listed:?}",
+                    p.leader,
+                    p.index
+                );
+                if p.leader == -1 {
+                    assert_eq!(p.error, LEADER_NOT_AVAILABLE, "{topic}-{}: {p:?}", p.index);
+                }
+            }
+            if !listed.contains(&victim) && view.partitions.iter().any(|p| p.leader == -1) {
+                in_window += 1;
+            }
+            let reelected = led.iter().all(|(_, index, _)| {
+                view.partitions.iter().any(|p| p.index == *index && p.leader >= 0)
+            });
+            if reelected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: broker {asker} still names no leader for the partitions of \
+                 broker {victim} 10 s after its death: {view:?}"
+            );
+        }
+        eprintln!(
+            "round {round}: {in_window} answers between the kill of {victim} and re-election"
+        );
+        cluster.restart_stopped();
+        cluster.wait_all_in_sync(&format!("broker {victim} restarted"));
+        if in_window > 0 {
+            break;
+        }
+    }
+    assert!(
+        in_window > 0,
+        "no Metadata answer fell between a leader's death and its re-election in \
+         {UNLISTED_ROUNDS_MAX} rounds: nothing was checked"
+    );
+}
+
 #[test]
 fn a_stopped_controller_is_replaced_and_fenced_and_its_resumed_leader_acknowledges_nothing() {
     // A stopped process keeps its flocks: the controller role must be a lease on its

@@ -21,6 +21,9 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
     let config = &broker.config;
     let mut response = MetadataResponse::default();
     response.brokers = live_brokers(broker);
+    // One view of who is alive for the whole answer: a leader is named only if it is in
+    // the brokers list, so a client never looks for a node it was not told about.
+    let alive: Alive = response.brokers.iter().map(|b| b.node_id.0).collect();
     if request.version >= 2 {
         response.cluster_id = Some("fjord".into());
     }
@@ -34,7 +37,7 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
         request.version >= 8 && body.include_topic_authorized_operations,
         authorized::TOPIC,
     );
-    if let Some(topics) = topics_by_id(broker, &body, request.version, topic_operations) {
+    if let Some(topics) = topics_by_id(broker, &alive, &body, request.version, topic_operations) {
         response.topics = topics;
         return frame(request, &response);
     }
@@ -43,12 +46,12 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
     match requested_names(&body, request.version) {
         None => {
             for topic in broker.topics() {
-                response.topics.push(describe(broker, &topic, request.version));
+                response.topics.push(describe(broker, &alive, &topic, request.version));
             }
         }
         Some(names) => {
             for name in names {
-                let entry = topic_by_name(broker, name, auto_create, request.version).await;
+                let entry = topic_by_name(broker, &alive, name, auto_create, request.version).await;
                 response.topics.push(entry);
             }
         }
@@ -59,6 +62,9 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
     }
     frame(request, &response)
 }
+
+/// The ids of the brokers an answer lists.
+type Alive = std::collections::BTreeSet<i32>;
 
 /// The brokers to answer: this one alone, or the cluster's live brokers.
 fn live_brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
@@ -97,6 +103,7 @@ fn live_brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
 /// the topics found carry their operations. `None` when the request names no id.
 fn topics_by_id(
     broker: &Broker,
+    alive: &Alive,
     body: &MetadataRequest,
     version: i16,
     topic_operations: i32,
@@ -123,7 +130,7 @@ fn topics_by_id(
         topics.push(entry);
     }
     for id in ids.iter().filter(|id| by_id.contains_key(id)) {
-        let mut entry = describe(broker, &by_id[id], version);
+        let mut entry = describe(broker, alive, &by_id[id], version);
         entry.topic_authorized_operations = topic_operations;
         topics.push(entry);
     }
@@ -154,6 +161,7 @@ fn requested_names(body: &MetadataRequest, version: i16) -> Option<Vec<String>> 
 /// `auto_create` is on.
 async fn topic_by_name(
     broker: &Rc<Broker>,
+    alive: &Alive,
     name: String,
     auto_create: bool,
     version: i16,
@@ -170,12 +178,12 @@ async fn topic_by_name(
         None => Err(ResponseError::UnknownTopicOrPartition),
     };
     let code = match topic {
-        Ok(topic) => return describe(broker, &topic, version),
+        Ok(topic) => return describe(broker, alive, &topic, version),
         Err(code) => code,
     };
     // A racing creation of the same topic is fine: describe what exists.
     if let (ResponseError::TopicAlreadyExists, Some(topic)) = (code, broker.topic(&name)) {
-        return describe(broker, &topic, version);
+        return describe(broker, alive, &topic, version);
     }
     let mut entry = MetadataResponseTopic::default();
     entry.name = Some(TopicName(name.into()));
@@ -184,8 +192,11 @@ async fn topic_by_name(
 }
 
 /// Kafka's codecs refuse non-default values in fields a version lacks, so each versioned
-/// field is set only where it exists.
-fn describe(broker: &Broker, topic: &Topic, version: i16) -> MetadataResponseTopic {
+/// field is set only where it exists. A leader missing from `alive` (the brokers list of
+/// the same answer) is answered as Kafka does: leader -1 and LEADER_NOT_AVAILABLE, its
+/// epoch, replicas and in-sync set kept, so the client retries instead of delegating the
+/// partition to a broker it has no address for.
+fn describe(broker: &Broker, alive: &Alive, topic: &Topic, version: i16) -> MetadataResponseTopic {
     let mut entry = MetadataResponseTopic::default();
     entry.name = Some(TopicName(topic.name.to_string().into()));
     if version >= 10 {
@@ -225,8 +236,9 @@ fn describe(broker: &Broker, topic: &Topic, version: i16) -> MetadataResponseTop
                     .enumerate()
                     .map(|(i, p)| {
                         let offline: Vec<i32> =
-                            p.replicas.iter().copied().filter(|r| !cluster.is_alive(*r)).collect();
-                        partition(i as i32, p.leader, p.leader_epoch, &p.replicas, &p.isr, &offline)
+                            p.replicas.iter().copied().filter(|r| !alive.contains(r)).collect();
+                        let leader = if alive.contains(&p.leader) { p.leader } else { -1 };
+                        partition(i as i32, leader, p.leader_epoch, &p.replicas, &p.isr, &offline)
                     })
                     .collect();
             }

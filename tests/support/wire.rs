@@ -506,6 +506,36 @@ pub(crate) fn metadata(
     correlation_id: i32,
     topics: &[&str],
 ) -> (Vec<String>, Vec<MetadataTopic>) {
+    let view = metadata_view(conn, correlation_id, topics);
+    let brokers = view.brokers.into_iter().map(|(_, address)| address).collect();
+    let mut described: Vec<MetadataTopic> = Vec::new();
+    for (error, name) in view.topics {
+        let partitions = view.partitions.iter().filter(|p| p.topic == name).count();
+        described.push(MetadataTopic { error, name, partitions });
+    }
+    (brokers, described)
+}
+
+/// One partition of a Metadata answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MetadataPartition {
+    pub topic: String,
+    pub index: i32,
+    pub error: i16,
+    pub leader: i32,
+}
+
+/// A whole Metadata v4 answer: brokers as (node id, `host:port`), topics as (error, name),
+/// and every partition.
+#[derive(Debug)]
+pub(crate) struct MetadataView {
+    pub brokers: Vec<(i32, String)>,
+    pub topics: Vec<(i16, String)>,
+    pub partitions: Vec<MetadataPartition>,
+}
+
+/// Metadata v4 for `topics` (allowing auto-creation), decoded whole.
+pub(crate) fn metadata_view(conn: &mut Conn, correlation_id: i32, topics: &[&str]) -> MetadataView {
     let mut body = Encoder::new();
     body.i32(topics.len() as i32);
     for topic in topics {
@@ -515,37 +545,36 @@ pub(crate) fn metadata(
     let response = conn.call(METADATA, 4, correlation_id, &body.0);
     let mut d = Decoder::new(&response);
     let _throttle = d.i32();
-    let mut brokers = Vec::new();
+    let mut view = MetadataView { brokers: Vec::new(), topics: Vec::new(), partitions: Vec::new() };
     for _ in 0..d.array_len() {
-        let _node = d.i32();
+        let node = d.i32();
         let host = d.string().expect("broker host");
         let port = d.i32();
         let _rack = d.string();
-        brokers.push(format!("{host}:{port}"));
+        view.brokers.push((node, format!("{host}:{port}")));
     }
     let _cluster_id = d.string();
     let _controller = d.i32();
-    let mut described = Vec::new();
     for _ in 0..d.array_len() {
         let error = d.i16();
         let name = d.string().expect("topic name");
         let _internal = d.i8();
-        let partitions = d.array_len();
-        for _ in 0..partitions {
-            let _error = d.i16();
-            let _index = d.i32();
-            let _leader = d.i32();
+        for _ in 0..d.array_len() {
+            let error = d.i16();
+            let index = d.i32();
+            let leader = d.i32();
             for _ in 0..d.array_len() {
                 d.i32();
             }
             for _ in 0..d.array_len() {
                 d.i32();
             }
+            view.partitions.push(MetadataPartition { topic: name.clone(), index, error, leader });
         }
-        described.push(MetadataTopic { error, name, partitions });
+        view.topics.push((error, name));
     }
     assert_eq!(d.remaining(), 0, "trailing bytes in the Metadata v4 response");
-    (brokers, described)
+    view
 }
 
 /// ListOffsets v1 of one partition at `timestamp` (-1 latest, -2 earliest): (error, offset).
