@@ -1965,6 +1965,47 @@ fn consumer_group_offsets_survive_coordinator_failover() {
     check_resume("after the old coordinator returned");
 }
 
+/// Back-to-back commits a test times: enough that one missed wake-up per commit adds up to
+/// seconds.
+const COMMITS_TIMED: i64 = 10;
+
+/// A commit is acknowledged once the offsets partition's followers have it (acks=all), so
+/// the coordinator's append must wake their parked fetches as a produce does. Without the
+/// wake-up, a cluster with no produce traffic answered every commit only when a follower's
+/// long poll (FOLLOWER_FETCH_WAIT_MS) ran out: a consumer committing synchronously fell
+/// behind for good (the nemesis suite's stalled python consumer). The bound is half a wait
+/// per commit: a missed wake-up costs a whole one, so this catches it on any machine.
+#[test]
+fn an_offset_commit_wakes_the_followers_instead_of_waiting_out_their_long_poll() {
+    let cluster = Cluster::up("commitwake");
+    let topic = "quiet";
+    cluster.create_topic(topic, 1, &[]);
+    let state = cluster.wait_all_in_sync("topic created");
+    let group = (0..100)
+        .map(|n| format!("quiet-{n}"))
+        .find(|g| java_string_hash(g) >= 0)
+        .expect("a group id");
+    let offsets_partition = (java_string_hash(&group) as usize % OFFSETS_PARTITIONS) as i32;
+    let offsets = partition(&state, "__consumer_offsets", offsets_partition);
+    assert_eq!(offsets.isr.len(), BROKERS as usize, "{offsets:?}");
+    let mut conn = cluster.connect(offsets.leader);
+    // The first commit may load the group; the followers' fetches are parked after it.
+    assert_eq!(wire::offset_commit(&mut conn, 1, &group, topic, 0, 0), 0, "first commit");
+    std::thread::sleep(Duration::from_millis(FOLLOWER_FETCH_WAIT_MS / 5));
+    let started = Instant::now();
+    for n in 1..=COMMITS_TIMED {
+        let error = wire::offset_commit(&mut conn, 1 + n as i32, &group, topic, 0, n);
+        assert_eq!(error, 0, "commit {n} of {group} to broker {}", offsets.leader);
+    }
+    let elapsed = started.elapsed();
+    let bound = Duration::from_millis(COMMITS_TIMED as u64 * FOLLOWER_FETCH_WAIT_MS / 2);
+    assert!(
+        elapsed < bound,
+        "{COMMITS_TIMED} commits took {elapsed:?} (bound {bound:?}): the followers of \
+         __consumer_offsets-{offsets_partition} were not woken by the commits"
+    );
+}
+
 /// Issue 23: the coordinator's broker dies while a group consumes and commits. The new
 /// coordinator loads the group (generation, leader, members, assignments) from
 /// `__consumer_offsets`, so the members carry on in their generation: no rebalance (no

@@ -266,6 +266,7 @@ impl Broker {
             session_timeout_ms_min: self.config.group_min_session_timeout_ms,
             session_timeout_ms_max: self.config.group_max_session_timeout_ms,
             initial_rebalance_delay_ms: self.config.group_initial_rebalance_delay_ms,
+            appended: std::sync::Arc::clone(&self.data_arrived),
         }
     }
 

@@ -83,6 +83,10 @@ pub struct GroupConfig {
     /// How long a new group's first rebalance waits for more members (Kafka's
     /// `group.initial.rebalance.delay.ms`).
     pub initial_rebalance_delay_ms: u64,
+    /// The broker's wake-up for parked fetches, notified after every append to
+    /// `__consumer_offsets` as a produce notifies it: a follower's fetch parked on an
+    /// offsets partition must come back at once, since the commit waits for it.
+    pub appended: std::sync::Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

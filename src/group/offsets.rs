@@ -126,6 +126,8 @@ impl Coordinator {
             warn!(group = group_id, ?error, "cannot append to {OFFSETS_TOPIC}");
             ResponseError::CoordinatorNotAvailable
         })?;
+        // Followers long-polling this partition fetch it now, not when their wait ends.
+        self.config.appended.notify_waiters();
         partition.flush_to(appended.last_offset + 1).await.map_err(|error| {
             warn!(group = group_id, %error, "cannot sync {OFFSETS_TOPIC}");
             ResponseError::CoordinatorNotAvailable

@@ -18,6 +18,7 @@ pub(crate) const PRODUCE: i16 = 0;
 pub(crate) const FETCH: i16 = 1;
 pub(crate) const LIST_OFFSETS: i16 = 2;
 pub(crate) const METADATA: i16 = 3;
+pub(crate) const OFFSET_COMMIT: i16 = 8;
 pub(crate) const API_VERSIONS: i16 = 18;
 pub(crate) const CREATE_TOPICS: i16 = 19;
 pub(crate) const INIT_PRODUCER_ID: i16 = 22;
@@ -660,6 +661,30 @@ pub(crate) fn init_producer_id_for(
     let result = (d.i16(), d.i64(), d.i16());
     assert_eq!(d.remaining(), 0, "trailing bytes in the InitProducerId v0 response");
     result
+}
+
+/// OffsetCommit v2 of one offset by a simple (memberless) committer: generation -1, member
+/// "", the broker's retention, null metadata. Returns the partition's error code.
+pub(crate) fn offset_commit(
+    conn: &mut Conn,
+    correlation_id: i32,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> i16 {
+    let mut body = Encoder::new();
+    body.string(group).i32(-1).string("").i64(-1);
+    body.i32(1).string(topic).i32(1).i32(partition).i64(offset).null_string();
+    let response = conn.call(OFFSET_COMMIT, 2, correlation_id, &body.0);
+    let mut d = Decoder::new(&response);
+    assert_eq!(d.array_len(), 1, "topics in the OffsetCommit v2 response");
+    assert_eq!(d.string().as_deref(), Some(topic), "topic of the OffsetCommit v2 response");
+    assert_eq!(d.array_len(), 1, "partitions in the OffsetCommit v2 response");
+    assert_eq!(d.i32(), partition, "partition of the OffsetCommit v2 response");
+    let error = d.i16();
+    assert_eq!(d.remaining(), 0, "trailing bytes in the OffsetCommit v2 response");
+    error
 }
 
 /// An ApiVersions response body (header v0), any version: (error, [(key, min, max)]).
