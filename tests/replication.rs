@@ -2498,14 +2498,13 @@ impl GroupConsumer {
             problem(problems, text);
         }
         if !caught_up {
-            // Not yet a failure (docs/reliability.md, known windows): a long-lived consumer
-            // sometimes stops fetching some partitions after broker kills.
             let first: Vec<&String> = behind.iter().take(10).map(|u| &u.2).collect();
-            eprintln!(
-                "KNOWN ISSUE: the group consumer had not read {} of {} acknowledged records {CONSUMER_CATCH_UP_WAIT:?} after the producer stopped (committed {committed:?}); first: {first:?}\nits stderr:\n{stderr}",
+            let text = format!(
+                "the group consumer had not read {} of {} acknowledged records {CONSUMER_CATCH_UP_WAIT:?} after the producer stopped (committed {committed:?}); first: {first:?}\nits stderr:\n{stderr}",
                 behind.len(),
                 acks.len()
             );
+            problem(problems, text);
         }
         for backwards in committed_backwards(&events) {
             problem(problems, backwards);
