@@ -242,6 +242,78 @@ impl Cluster {
         })
     }
 
+    /// Adds partitions to a topic in the cluster state (CreatePartitions): the new ones
+    /// placed as `assignments` says or where a new topic's would be, led by their first
+    /// replica with every replica in sync (they are empty). `None` with `validate_only`,
+    /// after the checks; otherwise the state written.
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> Result<Option<ClusterState>, TopicError> {
+        let live: Vec<i32> = self.live_brokers().into_iter().collect();
+        let known = |id: i32| self.file.broker(id).is_some();
+        let start = (crate::ids::java_string_hash(name) & 0x7fff_ffff) as usize;
+        let place = |state: &ClusterState| -> Result<Vec<Vec<i32>>, TopicError> {
+            let topic = state
+                .topics
+                .get(name)
+                .ok_or_else(|| TopicError::Unknown { name: name.to_string() })?;
+            let from = topic.partitions.len() as i32;
+            crate::broker::check_partition_increase(name, from, count)?;
+            let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
+            if let Some(assignments) = &assignments {
+                crate::broker::check_assignments(
+                    assignments,
+                    count - from,
+                    replication_factor,
+                    known,
+                )?;
+                return Ok(assignments.clone());
+            }
+            if replication_factor > live.len() {
+                return Err(TopicError::InvalidReplicationFactor {
+                    replication_factor: replication_factor as i16,
+                    live: live.len(),
+                });
+            }
+            let placed = assign_replicas(&live, count, replication_factor as i16, start);
+            Ok(placed[from as usize..].to_vec())
+        };
+        if validate_only {
+            place(&*self.state.borrow())?;
+            return Ok(None);
+        }
+        let updated = self
+            .store
+            .update(|state| {
+                let added = place(state)?;
+                let topic = state.topics.get_mut(name).expect("placed only for a known topic");
+                let mut partitions = Vec::with_capacity(added.len());
+                for (i, replicas) in added.into_iter().enumerate() {
+                    let isr: Vec<i32> =
+                        replicas.iter().copied().filter(|r| live.contains(r)).collect();
+                    let Some(&leader) = isr.first() else {
+                        return Err(TopicError::InvalidReplicaAssignment {
+                            reason: format!(
+                                "All brokers specified in the manual partition assignment for partition {} are not alive.",
+                                topic.partitions.len() + i
+                            ),
+                        });
+                    };
+                    partitions.push(PartitionState { leader, leader_epoch: 0, isr, replicas });
+                }
+                topic.partitions.extend(partitions);
+                Ok(true)
+            })
+            .await
+            .map_err(|e| TopicError::storage("the cluster state", e))??;
+        info!(topic = name, partitions = count, "added partitions in the cluster state");
+        Ok(Some(updated))
+    }
+
     /// Controller duty for one tick: take the role over if its holder is not alive, then
     /// elect.
     pub(crate) async fn control(&self) {

@@ -171,7 +171,7 @@ impl Broker {
             broker.next_producer_id.set(next);
             broker.producer_id_limit.set(next);
         }
-        broker.reload_topics().await?;
+        broker.reload_topics(None).await?;
         info!(topics = broker.topics.borrow().len(), shard = broker.shards.me, data_dir = %broker.config.data_dir.display(), "broker state loaded");
         if broker.shards.me != 0 {
             // Shard 0 keeps the offsets topic and the group coordinator.
@@ -206,9 +206,10 @@ impl Broker {
     }
 
     /// Opens topics that appeared in the topics directory (this shard's share of their
-    /// partitions) and drops those whose metadata file is gone. Shard 0 tells the other
-    /// shards to do this after every create or delete.
-    pub async fn reload_topics(&self) -> Result<(), BrokerError> {
+    /// partitions), drops those whose metadata file is gone, and takes in the new config
+    /// and added partitions of topic `changed`. Shard 0 tells the other shards to do this
+    /// after every create, delete or change.
+    pub async fn reload_topics(&self, changed: Option<&str>) -> Result<(), BrokerError> {
         let dir = self.topics_dir();
         let mut names: Vec<String> = fjord_storage::io::list_dir(&dir)?
             .into_iter()
@@ -222,23 +223,25 @@ impl Broker {
             topic.remove_local_partitions().await;
         }
         for name in names {
-            if self.topics.borrow().contains_key(&name) {
+            let existing = self.topic(&name);
+            if existing.is_some() && changed != Some(name.as_str()) {
                 continue;
             }
             let path = dir.join(format!("{name}.toml"));
-            let Some(bytes) = fjord_storage::io::read_file(&path, TOPIC_FILE_BYTES_MAX).await?
-            else {
-                continue;
-            };
-            let file: TopicFile =
-                toml::from_str(&String::from_utf8_lossy(&bytes)).map_err(|e| {
-                    BrokerError::TopicFile { path: path.clone(), reason: e.to_string() }
-                })?;
+            let Some(file) = read_topic_file(&path).await? else { continue };
             let config = TopicConfig { overrides: file.config.clone() };
             let id = parse_hex16(&file.id).ok_or_else(|| BrokerError::TopicFile {
                 path: path.clone(),
                 reason: format!("the topic id {:?} is not 32 hex digits", file.id),
             })?;
+            if let Some(topic) = existing.filter(|t| t.id == id) {
+                let from = topic.partitions.len() as i32;
+                let log_config = log_config_of(&name, &config, &self.config);
+                let added =
+                    self.open_partitions(&topic.name, from..file.partitions, &log_config).await?;
+                self.replace_topic(&topic, config, added).await;
+                continue;
+            }
             let topic = self.open_topic(&name, id, file.partitions, config).await?;
             self.topics.borrow_mut().insert(name, topic);
         }
@@ -390,7 +393,7 @@ impl Broker {
         for (name, topic_state) in &state.topics {
             let existing = self.topic(name);
             if let Some(stale) = existing.as_ref().filter(|t| {
-                hex(&t.id) != topic_state.id || t.partitions.len() != topic_state.partitions.len()
+                hex(&t.id) != topic_state.id || t.partitions.len() > topic_state.partitions.len()
             }) {
                 // Deleted and created again between two polls: the old data must not pass for
                 // the new topic's.
@@ -398,40 +401,26 @@ impl Broker {
                 self.topics.borrow_mut().remove(name);
                 stale.remove_local_partitions().await;
             }
-            let existing = self.topic(name);
-            let topic = match existing {
-                Some(topic) => topic,
+            let config = TopicConfig { overrides: topic_state.config.clone() };
+            let topic = match self.topic(name) {
+                Some(topic)
+                    if topic.config == config
+                        && topic.partitions.len() == topic_state.partitions.len() =>
+                {
+                    topic
+                }
+                Some(topic) => {
+                    // Its config changed, or partitions were added.
+                    let from = topic.partitions.len();
+                    let added = self.open_hosted_partitions(name, topic_state, from, &config).await;
+                    self.replace_topic(&topic, config, added).await
+                }
                 None => {
-                    let config = TopicConfig { overrides: topic_state.config.clone() };
-                    let log_config = log_config_of(name, &config, &self.config);
-                    let name_rc: Rc<str> = Rc::from(name.as_str());
-                    let hosted: Vec<i32> = (0..topic_state.partitions.len() as i32)
-                        .filter(|index| {
-                            topic_state.partitions[*index as usize].replicas.contains(&me)
-                                && self.shards.owns(name, *index)
-                        })
-                        .collect();
-                    let data_dir = self.config.data_dir.clone();
-                    let opened = for_each_concurrently(hosted.clone(), |index| {
-                        let (data_dir, name, log_config, id) = (
-                            data_dir.clone(),
-                            Rc::clone(&name_rc),
-                            log_config.clone(),
-                            topic_state.id.clone(),
-                        );
-                        async move {
-                            open_clustered_partition(data_dir, name, index, log_config, me, id)
-                                .await
-                        }
-                    })
-                    .await;
-                    let mut partitions: Vec<Option<Rc<Partition>>> =
-                        vec![None; topic_state.partitions.len()];
-                    for (index, partition) in hosted.into_iter().zip(opened) {
-                        partitions[index as usize] = partition;
-                    }
+                    let partitions =
+                        self.open_hosted_partitions(name, topic_state, 0, &config).await;
                     let id = parse_hex16(&topic_state.id).unwrap_or([0; 16]);
-                    let topic = Rc::new(Topic { name: name_rc, id, config, partitions });
+                    let topic =
+                        Rc::new(Topic { name: Rc::from(name.as_str()), id, config, partitions });
                     self.topics.borrow_mut().insert(name.clone(), Rc::clone(&topic));
                     topic
                 }
@@ -476,6 +465,40 @@ impl Broker {
         }
         *cluster.state.borrow_mut() = state.clone();
         self.data_arrived.notify_waiters();
+    }
+
+    /// Opens the partitions of a clustered topic from index `from` on that this shard of
+    /// this broker holds a replica of, several at once; `None` for the others.
+    async fn open_hosted_partitions(
+        &self,
+        name: &str,
+        topic_state: &fjord_replication::TopicState,
+        from: usize,
+        config: &TopicConfig,
+    ) -> Vec<Option<Rc<Partition>>> {
+        let me = self.config.broker_id;
+        let log_config = log_config_of(name, config, &self.config);
+        let name_rc: Rc<str> = Rc::from(name);
+        let hosted: Vec<i32> = (from..topic_state.partitions.len())
+            .filter(|index| {
+                topic_state.partitions[*index].replicas.contains(&me)
+                    && self.shards.owns(name, *index as i32)
+            })
+            .map(|index| index as i32)
+            .collect();
+        let data_dir = self.config.data_dir.clone();
+        let opened = for_each_concurrently(hosted.clone(), |index| {
+            let (data_dir, name, log_config, id) =
+                (data_dir.clone(), Rc::clone(&name_rc), log_config.clone(), topic_state.id.clone());
+            async move { open_clustered_partition(data_dir, name, index, log_config, me, id).await }
+        })
+        .await;
+        let mut partitions: Vec<Option<Rc<Partition>>> =
+            vec![None; topic_state.partitions.len() - from];
+        for (index, partition) in hosted.into_iter().zip(opened) {
+            partitions[index as usize - from] = partition;
+        }
+        partitions
     }
 
     /// Removes partition directories this broker holds no replica of in the cluster state:
@@ -541,15 +564,27 @@ impl Broker {
     ) -> Result<Rc<Topic>, BrokerError> {
         let log_config = log_config_of(name, &config, &self.config);
         let name: Rc<str> = Rc::from(name);
-        let mut opened = Vec::with_capacity(partitions as usize);
-        for index in 0..partitions {
-            if !self.shards.owns(&name, index) {
+        let opened = self.open_partitions(&name, 0..partitions, &log_config).await?;
+        Ok(Rc::new(Topic { name, id, config, partitions: opened }))
+    }
+
+    /// Opens partitions `indexes` of a single broker's topic: this shard's share, `None`
+    /// for the others.
+    async fn open_partitions(
+        &self,
+        name: &Rc<str>,
+        indexes: std::ops::Range<i32>,
+        log_config: &fjord_storage::LogConfig,
+    ) -> Result<Vec<Option<Rc<Partition>>>, BrokerError> {
+        let mut opened = Vec::with_capacity(indexes.len());
+        for index in indexes {
+            if !self.shards.owns(name, index) {
                 opened.push(None);
                 continue;
             }
             let partition = Partition::open(
                 &self.config.data_dir,
-                Rc::clone(&name),
+                Rc::clone(name),
                 index,
                 log_config.clone(),
                 self.config.broker_id,
@@ -563,7 +598,36 @@ impl Broker {
             })?;
             opened.push(Some(Rc::new(partition)));
         }
-        Ok(Rc::new(Topic { name, id, config, partitions: opened }))
+        Ok(opened)
+    }
+
+    /// Puts a changed topic in place of `old` on this shard: its partitions and `added`
+    /// (opened with the new config), and `config`, which the partitions it had take from
+    /// their next append, roll or retention check.
+    async fn replace_topic(
+        &self,
+        old: &Rc<Topic>,
+        config: TopicConfig,
+        added: Vec<Option<Rc<Partition>>>,
+    ) -> Rc<Topic> {
+        if config != old.config {
+            let log_config = log_config_of(&old.name, &config, &self.config);
+            for partition in old.local_partitions() {
+                if let Err(error) = partition.set_config(log_config.clone()).await {
+                    // Checked before it was accepted; a refusal here is a bug, not input.
+                    warn!(topic = %old.name, partition = partition.index, %error, "cannot apply the topic's new config");
+                }
+            }
+            info!(topic = %old.name, overrides = ?config.overrides, "topic config changed");
+        }
+        if !added.is_empty() {
+            info!(topic = %old.name, from = old.partitions.len(), to = old.partitions.len() + added.len(), "partitions added");
+        }
+        let mut partitions = old.partitions.clone();
+        partitions.extend(added);
+        let topic = Rc::new(Topic { name: Rc::clone(&old.name), id: old.id, config, partitions });
+        self.topics.borrow_mut().insert(old.name.to_string(), Rc::clone(&topic));
+        topic
     }
 
     /// The group coordinator (set once the broker is open).
@@ -718,18 +782,11 @@ impl Broker {
             .open_topic(name, id, partitions, config.clone())
             .await
             .map_err(|e| TopicError::storage(format!("open the partitions of {name}"), e))?;
-        let file = TopicFile { id: hex(&id), partitions, config: config.overrides.clone() };
-        let path = self.topics_dir().join(format!("{name}.toml"));
-        // Serializing a map of strings and two numbers cannot fail.
-        let text = toml::to_string(&file).expect("a topic file serializes");
-        RealDisk
-            .write_file_atomic(&path, text.into_bytes())
-            .await
-            .map_err(|e| TopicError::storage(format!("write {}", path.display()), e))?;
+        self.write_topic_file(name, &id, partitions, &config).await?;
         self.topics.borrow_mut().insert(name.to_string(), Rc::clone(&topic));
         info!(topic = name, partitions, "created topic");
         drop(_admin);
-        self.shards.topics_changed().await;
+        self.shards.topics_changed(None).await;
         Ok(topic)
     }
 
@@ -766,7 +823,129 @@ impl Broker {
             .map_err(|e| TopicError::storage(format!("sync {}", self.topics_dir().display()), e))?;
         topic.remove_local_partitions().await;
         info!(topic = name, "deleted topic");
-        self.shards.topics_changed().await;
+        self.shards.topics_changed(None).await;
+        Ok(())
+    }
+
+    /// Writes a single broker's topic metadata file (atomically: a crash leaves the old
+    /// file or the new one).
+    async fn write_topic_file(
+        &self,
+        name: &str,
+        id: &[u8; 16],
+        partitions: i32,
+        config: &TopicConfig,
+    ) -> Result<(), TopicError> {
+        let file = TopicFile { id: hex(id), partitions, config: config.overrides.clone() };
+        let path = self.topics_dir().join(format!("{name}.toml"));
+        // Serializing a map of strings and two numbers cannot fail.
+        let text = toml::to_string(&file).expect("a topic file serializes");
+        RealDisk
+            .write_file_atomic(&path, text.into_bytes())
+            .await
+            .map_err(|e| TopicError::storage(format!("write {}", path.display()), e))
+    }
+
+    /// Changes a topic's config overrides to what `change` makes of them (`Err`: the
+    /// message for INVALID_CONFIG), or with `validate_only` only checks that it can. In a
+    /// cluster the change goes through the cluster state, so every broker applies it.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        change: impl Fn(&TopicConfig) -> Result<TopicConfig, String>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let unknown = || TopicError::Unknown { name: name.to_string() };
+        if let Some(cluster) = &self.cluster {
+            let updated = cluster
+                .store
+                .update(|state| {
+                    let topic = state.topics.get_mut(name).ok_or_else(unknown)?;
+                    let current = TopicConfig { overrides: topic.config.clone() };
+                    let altered =
+                        change(&current).map_err(|reason| TopicError::InvalidConfig { reason })?;
+                    if validate_only || altered == current {
+                        return Ok(false);
+                    }
+                    topic.config = altered.overrides;
+                    Ok(true)
+                })
+                .await
+                .map_err(|e| TopicError::storage("the cluster state", e))??;
+            if !validate_only {
+                self.apply_state(&updated).await;
+            }
+            return Ok(());
+        }
+        let _admin = self.admin.lock().await;
+        let topic = self.topic(name).ok_or_else(unknown)?;
+        let altered =
+            change(&topic.config).map_err(|reason| TopicError::InvalidConfig { reason })?;
+        if validate_only || altered == topic.config {
+            return Ok(());
+        }
+        let partitions = topic.partitions.len() as i32;
+        self.write_topic_file(name, &topic.id, partitions, &altered).await?;
+        self.replace_topic(&topic, altered, Vec::new()).await;
+        drop(_admin);
+        self.shards.topics_changed(Some(name)).await;
+        Ok(())
+    }
+
+    /// Grows a topic to `count` partitions (CreatePartitions), placed as `assignments` says
+    /// (one replica list per new partition) or as a new topic's would be; with
+    /// `validate_only` only checks that it can.
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        if name == OFFSETS_TOPIC {
+            // Every group's coordinator is chosen by hashing over its partitions.
+            return Err(TopicError::Internal {
+                reason: format!("the partitions of {OFFSETS_TOPIC} cannot be changed"),
+            });
+        }
+        if let Some(cluster) = &self.cluster {
+            let updated =
+                cluster.create_partitions(name, count, assignments, validate_only).await?;
+            if let Some(state) = updated {
+                self.apply_state(&state).await;
+            }
+            return Ok(());
+        }
+        let _admin = self.admin.lock().await;
+        let topic =
+            self.topic(name).ok_or_else(|| TopicError::Unknown { name: name.to_string() })?;
+        let from = topic.partitions.len() as i32;
+        check_partition_increase(name, from, count)?;
+        if let Some(assignments) = &assignments {
+            let me = self.config.broker_id;
+            check_assignments(assignments, count - from, 1, |id| id == me)?;
+        }
+        if validate_only {
+            return Ok(());
+        }
+        // Leftovers of an interrupted growth (directories made, the file not yet written).
+        for index in from..count {
+            let dir = partition_dir(&self.config.data_dir, name, index);
+            if dir.exists() {
+                warn!(dir = %dir.display(), "removing leftover partition directory before adding the partition");
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| TopicError::storage(format!("remove {}", dir.display()), e))?;
+            }
+        }
+        let log_config = log_config_of(name, &topic.config, &self.config);
+        let added = self
+            .open_partitions(&topic.name, from..count, &log_config)
+            .await
+            .map_err(|e| TopicError::storage(format!("open the new partitions of {name}"), e))?;
+        self.write_topic_file(name, &topic.id, count, &topic.config).await?;
+        self.replace_topic(&topic, topic.config.clone(), added).await;
+        drop(_admin);
+        self.shards.topics_changed(Some(name)).await;
         Ok(())
     }
 
@@ -888,6 +1067,77 @@ async fn open_clustered_partition(
 
 pub fn topic_id_hex(topic: &Topic) -> String {
     hex(&topic.id)
+}
+
+/// Reads a single broker's topic metadata file; `None` if it is gone.
+async fn read_topic_file(path: &std::path::Path) -> Result<Option<TopicFile>, BrokerError> {
+    let Some(bytes) = fjord_storage::io::read_file(path, TOPIC_FILE_BYTES_MAX).await? else {
+        return Ok(None);
+    };
+    toml::from_str(&String::from_utf8_lossy(&bytes))
+        .map(Some)
+        .map_err(|e| BrokerError::TopicFile { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// Checks that `count` partitions are more than the `current` ones, and within the limit,
+/// with Kafka's messages.
+pub(crate) fn check_partition_increase(
+    name: &str,
+    current: i32,
+    count: i32,
+) -> Result<(), TopicError> {
+    if count == current {
+        return Err(TopicError::SamePartitionCount { current });
+    }
+    if count < current {
+        return Err(TopicError::FewerPartitions { name: name.to_string(), current, asked: count });
+    }
+    if count > TOPIC_PARTITIONS_MAX {
+        return Err(TopicError::InvalidPartitions { partitions: count, max: TOPIC_PARTITIONS_MAX });
+    }
+    Ok(())
+}
+
+/// Checks the replica lists a CreatePartitions request gives for its `added` partitions:
+/// one per new partition, `replication_factor` distinct brokers each, every one `known`.
+pub(crate) fn check_assignments(
+    assignments: &[Vec<i32>],
+    added: i32,
+    replication_factor: usize,
+    known: impl Fn(i32) -> bool,
+) -> Result<(), TopicError> {
+    let refuse = |reason: String| Err(TopicError::InvalidReplicaAssignment { reason });
+    if assignments.len() != added as usize {
+        return refuse(format!(
+            "Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.",
+            assignments.len()
+        ));
+    }
+    for replicas in assignments {
+        if replicas.is_empty() {
+            return refuse(
+                "The manual partition assignment includes an empty replica list.".to_string(),
+            );
+        }
+        let distinct: std::collections::BTreeSet<i32> = replicas.iter().copied().collect();
+        if distinct.len() != replicas.len() {
+            return refuse(format!(
+                "The manual partition assignment {replicas:?} contains duplicate replicas."
+            ));
+        }
+        if replicas.len() != replication_factor {
+            return refuse(format!(
+                "The manual partition assignment {replicas:?} includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {replication_factor} replica(s).",
+                replicas.len()
+            ));
+        }
+        if let Some(unknown) = replicas.iter().find(|id| !known(**id)) {
+            return refuse(format!(
+                "The manual partition assignment includes broker {unknown}, but no such broker is registered."
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The storage settings of topic `name`'s partitions. The offsets topic has no free-space

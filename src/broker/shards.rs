@@ -148,7 +148,9 @@ pub enum Message {
         peer: Option<SocketAddr>,
         reply: oneshot::Sender<FrameReply>,
     },
+    /// Topics were created or deleted, or `changed` (its config or partition count).
     TopicsChanged {
+        changed: Option<String>,
         reply: oneshot::Sender<()>,
     },
     /// In a cluster, from shard 0: a new cluster state, to apply to this shard's partitions.
@@ -351,12 +353,13 @@ impl Shards {
             .unwrap_or_else(|_| FrameReply::Close("shard 0 dropped the request".to_string()))
     }
 
-    /// Shard 0, after creating or deleting topics: every other shard opens or drops its
-    /// share before the client hears back.
-    pub async fn topics_changed(&self) {
+    /// Shard 0, after creating or deleting topics, or changing topic `changed`: every other
+    /// shard opens, drops or changes its share before the client hears back.
+    pub async fn topics_changed(&self, changed: Option<&str>) {
         for shard in (0..self.count).filter(|s| *s != self.me) {
             let (reply, answer) = oneshot::channel();
-            if self.send(shard, Message::TopicsChanged { reply }) {
+            let changed = changed.map(str::to_string);
+            if self.send(shard, Message::TopicsChanged { changed, reply }) {
                 let _ = answer.await;
             }
         }

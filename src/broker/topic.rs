@@ -124,6 +124,56 @@ impl TopicConfig {
         Ok(config)
     }
 
+    /// The overrides after `changes` (IncrementalAlterConfigs), each result checked; `Err`
+    /// is the message for INVALID_CONFIG. Appending to or subtracting from a config is
+    /// allowed only for lists (`cleanup.policy`), starting from its default when the
+    /// topic does not override it, as Kafka does.
+    pub fn altered(&self, changes: &[ConfigChange]) -> Result<TopicConfig, String> {
+        let mut config = self.clone();
+        for change in changes {
+            match change {
+                ConfigChange::Set { name, value } => {
+                    config.overrides.insert(name.clone(), value.clone());
+                }
+                ConfigChange::Delete { name } => {
+                    config.overrides.remove(name);
+                }
+                ConfigChange::Append { name, value } | ConfigChange::Subtract { name, value } => {
+                    let Some(default) = list_default(name) else {
+                        let what = if matches!(change, ConfigChange::Append { .. }) {
+                            "append"
+                        } else {
+                            "subtract"
+                        };
+                        return Err(format!(
+                            "Config value {what} is not allowed for config key: {name}"
+                        ));
+                    };
+                    let current = config.overrides.get(name).map_or(default, String::as_str);
+                    let mut items: Vec<&str> =
+                        current.split(',').filter(|item| !item.is_empty()).collect();
+                    let given = value.split(',');
+                    if matches!(change, ConfigChange::Append { .. }) {
+                        for item in given {
+                            if !items.contains(&item) {
+                                items.push(item);
+                            }
+                        }
+                    } else {
+                        let removed: Vec<&str> = given.collect();
+                        items.retain(|item| !removed.contains(item));
+                    }
+                    let joined = items.join(",");
+                    config.overrides.insert(name.clone(), joined);
+                }
+            }
+        }
+        for (name, value) in &config.overrides {
+            TopicConfig::check(name, value)?;
+        }
+        Ok(config)
+    }
+
     fn get_i64(&self, name: &str) -> Option<i64> {
         self.overrides.get(name).and_then(|v| v.trim().parse().ok())
     }
@@ -186,6 +236,36 @@ impl TopicConfig {
     }
 }
 
+/// One change of an IncrementalAlterConfigs request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigChange {
+    Set {
+        name: String,
+        value: String,
+    },
+    Delete {
+        name: String,
+    },
+    /// Adds the comma-separated items not yet in a list config.
+    Append {
+        name: String,
+        value: String,
+    },
+    /// Removes the comma-separated items from a list config.
+    Subtract {
+        name: String,
+        value: String,
+    },
+}
+
+/// The default of a list-typed topic config; `None` for configs that are not lists.
+fn list_default(name: &str) -> Option<&'static str> {
+    match name {
+        "cleanup.policy" => Some("delete"),
+        _ => None,
+    }
+}
+
 /// The on-disk form of a topic's metadata.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopicFile {
@@ -211,6 +291,18 @@ pub enum TopicError {
         "replication factor {replication_factor} needs that many live brokers; {live} are live"
     )]
     InvalidReplicationFactor { replication_factor: i16, live: usize },
+    #[error("Topic already has {current} partition(s).")]
+    SamePartitionCount { current: i32 },
+    #[error(
+        "The topic {name} currently has {current} partition(s); {asked} would not be an increase."
+    )]
+    FewerPartitions { name: String, current: i32, asked: i32 },
+    /// A CreatePartitions replica assignment Kafka would refuse.
+    #[error("{reason}")]
+    InvalidReplicaAssignment { reason: String },
+    /// A config value or change Fjord refuses (INVALID_CONFIG).
+    #[error("{reason}")]
+    InvalidConfig { reason: String },
     #[error("topic {name} already exists")]
     AlreadyExists { name: String },
     #[error("topic {name} does not exist")]
@@ -257,6 +349,33 @@ mod tests {
         assert!(TopicConfig::from_pairs([("segment.bytes", "10")]).is_err());
         assert!(TopicConfig::from_pairs([("no.such.config", "1")]).is_err());
         assert!(TopicConfig::from_pairs([("preallocate", "yes")]).is_err());
+    }
+
+    #[test]
+    fn incremental_changes_set_delete_and_edit_lists_from_their_default() {
+        let set =
+            |name: &str, value: &str| ConfigChange::Set { name: name.into(), value: value.into() };
+        let start = TopicConfig::from_pairs([("retention.ms", "1000")]).unwrap();
+        let changed = start
+            .altered(&[
+                set("segment.ms", "5000"),
+                ConfigChange::Delete { name: "retention.ms".into() },
+            ])
+            .unwrap();
+        assert_eq!(changed, TopicConfig::from_pairs([("segment.ms", "5000")]).unwrap());
+        let append = ConfigChange::Append { name: "cleanup.policy".into(), value: "delete".into() };
+        let appended = start.altered(&[append]).unwrap();
+        assert_eq!(appended.overrides["cleanup.policy"], "delete", "already in the default list");
+        let subtract =
+            ConfigChange::Subtract { name: "cleanup.policy".into(), value: "delete".into() };
+        assert!(start.altered(&[subtract]).is_err(), "an empty cleanup.policy is refused");
+        let append_long = ConfigChange::Append { name: "retention.ms".into(), value: "5".into() };
+        assert_eq!(
+            start.altered(&[append_long]).unwrap_err(),
+            "Config value append is not allowed for config key: retention.ms"
+        );
+        assert!(start.altered(&[set("retention.ms", "soon")]).is_err());
+        assert!(start.altered(&[set("no.such.config", "1")]).is_err());
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! Topic administration: CreateTopics, DeleteTopics, DescribeConfigs.
+//! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::rc::Rc;
 
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
@@ -15,11 +16,11 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
 };
 use kafka_protocol::ResponseError;
-use tracing::warn;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::reply::{frame, HandlerError, Reply};
@@ -303,6 +304,55 @@ fn once_each<T: Eq + Hash + Clone>(values: Vec<T>) -> (Vec<T>, Vec<T>) {
         }
     }
     (once, repeated)
+}
+
+/// CreatePartitions: each topic grown on its own, answered in request order; a topic named
+/// twice is refused every time, as Kafka's controller does.
+pub(super) async fn create_partitions(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> Result<Reply, HandlerError> {
+    let body: CreatePartitionsRequest = decode_body(request)?;
+    if body.topics.len() > ADMIN_TOPICS_PER_REQUEST_MAX {
+        return Err(HandlerError::TooMany {
+            what: "topics",
+            count: body.topics.len(),
+            max: ADMIN_TOPICS_PER_REQUEST_MAX,
+        });
+    }
+    let (_, repeated) = once_each(body.topics.iter().map(|t| t.name.clone()).collect());
+    let mut response = CreatePartitionsResponse::default();
+    for wanted in &body.topics {
+        let name = wanted.name.0.to_string();
+        let outcome = if repeated.contains(&wanted.name) {
+            Err((ResponseError::InvalidRequest, "Duplicate topic name.".to_string()))
+        } else {
+            let assignments = wanted.assignments.as_ref().map(|list| {
+                list.iter().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect()
+            });
+            broker
+                .create_partitions(&name, wanted.count, assignments, body.validate_only)
+                .await
+                .map_err(|e| (topic_error_code(&e), e.to_string()))
+        };
+        let mut result = CreatePartitionsTopicResult::default();
+        result.name = wanted.name.clone();
+        result.error_message = None;
+        match outcome {
+            Ok(()) => {
+                if !body.validate_only {
+                    info!(topic = %name, count = wanted.count, "partitions created");
+                }
+            }
+            Err((code, message)) => {
+                warn!(topic = %name, %message, "CreatePartitions refused");
+                result.error_code = code.code();
+                result.error_message = Some(message.into());
+            }
+        }
+        response.results.push(result);
+    }
+    frame(request, &response)
 }
 
 pub(super) async fn describe_configs(

@@ -33,13 +33,17 @@ pub(crate) fn storage_error_code(error: &StorageError) -> ResponseError {
     }
 }
 
-/// The Kafka error for a refused topic creation or deletion.
+/// The Kafka error for a refused topic creation, deletion or change.
 pub(crate) fn topic_error_code(error: &TopicError) -> ResponseError {
     match error {
         TopicError::InvalidName { .. } | TopicError::Internal { .. } => {
             ResponseError::InvalidTopicException
         }
-        TopicError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
+        TopicError::InvalidPartitions { .. }
+        | TopicError::SamePartitionCount { .. }
+        | TopicError::FewerPartitions { .. } => ResponseError::InvalidPartitions,
+        TopicError::InvalidReplicaAssignment { .. } => ResponseError::InvalidReplicaAssignment,
+        TopicError::InvalidConfig { .. } => ResponseError::InvalidConfig,
         TopicError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
         TopicError::AlreadyExists { .. } => ResponseError::TopicAlreadyExists,
         TopicError::Unknown { .. } => ResponseError::UnknownTopicOrPartition,

@@ -4,6 +4,7 @@
 mod admin;
 mod api_versions;
 mod authorized;
+mod configs;
 pub(crate) mod epochs;
 pub(crate) mod errors;
 pub(crate) mod fetch;
@@ -67,6 +68,11 @@ pub(crate) async fn dispatch(
         ApiKey::CreateTopics => admin::create_topics(broker, &request).await,
         ApiKey::DeleteTopics => admin::delete_topics(broker, &request).await,
         ApiKey::DescribeConfigs => admin::describe_configs(broker, &request).await,
+        ApiKey::AlterConfigs => configs::alter_configs(broker, &request).await,
+        ApiKey::IncrementalAlterConfigs => {
+            configs::incremental_alter_configs(broker, &request).await
+        }
+        ApiKey::CreatePartitions => admin::create_partitions(broker, &request).await,
         ApiKey::InitProducerId => producer_id::handle(broker, &request).await,
         ApiKey::OffsetForLeaderEpoch => epochs::handle(broker, &request).await,
         ApiKey::FindCoordinator => groups::find_coordinator(broker, &request).await,

@@ -64,8 +64,8 @@ where
                 leader_epoch,
             ));
         }
-        Message::TopicsChanged { reply } => {
-            if let Err(error) = broker.reload_topics().await {
+        Message::TopicsChanged { changed, reply } => {
+            if let Err(error) = broker.reload_topics(changed.as_deref()).await {
                 warn!(%error, "cannot reload topics");
             }
             let _ = reply.send(());
