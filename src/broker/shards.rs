@@ -129,6 +129,13 @@ pub enum Message {
         max_bytes: u64,
         reply: oneshot::Sender<Vec<RemoteRead>>,
     },
+    /// DeleteRecords for a partition the shard owns; the answer's offset is its new log start.
+    DeleteRecords {
+        topic: String,
+        index: i32,
+        offset: i64,
+        reply: oneshot::Sender<OffsetAnswer>,
+    },
     ListOffset {
         topic: String,
         index: i32,
@@ -318,6 +325,19 @@ impl Shards {
     ) -> OffsetAnswer {
         let answer =
             self.ask(shard, |reply| Message::ListOffset { topic, index, timestamp, reply }).await;
+        answer.unwrap_or(OffsetAnswer::refused(ResponseError::UnknownServerError))
+    }
+
+    /// DeleteRecords on a partition `shard` owns (see `handlers::delete_records_before`).
+    pub async fn delete_records(
+        &self,
+        shard: usize,
+        topic: String,
+        index: i32,
+        offset: i64,
+    ) -> OffsetAnswer {
+        let answer =
+            self.ask(shard, |reply| Message::DeleteRecords { topic, index, offset, reply }).await;
         answer.unwrap_or(OffsetAnswer::refused(ResponseError::UnknownServerError))
     }
 

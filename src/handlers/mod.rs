@@ -5,6 +5,7 @@ mod admin;
 mod api_versions;
 mod authorized;
 mod configs;
+mod delete_records;
 pub(crate) mod epochs;
 pub(crate) mod errors;
 pub(crate) mod fetch;
@@ -23,6 +24,7 @@ use crate::broker::Broker;
 use crate::protocol::{self, Request};
 use reply::HandlerError;
 
+pub(crate) use delete_records::delete_records_before;
 pub(crate) use list_offsets::list_offset;
 pub(crate) use produce::{produce_partition, AppendOrder, Pipeline};
 pub(crate) use reply::{FetchResponse, Piece, Reply};
@@ -73,6 +75,7 @@ pub(crate) async fn dispatch(
             configs::incremental_alter_configs(broker, &request).await
         }
         ApiKey::CreatePartitions => admin::create_partitions(broker, &request).await,
+        ApiKey::DeleteRecords => delete_records::handle(broker, &request).await,
         ApiKey::InitProducerId => producer_id::handle(broker, &request).await,
         ApiKey::OffsetForLeaderEpoch => epochs::handle(broker, &request).await,
         ApiKey::FindCoordinator => groups::find_coordinator(broker, &request).await,

@@ -596,6 +596,38 @@ impl Partition {
         Ok(outcome)
     }
 
+    /// DeleteRecords on the leader: moves the log start to `offset`, durably, and deletes
+    /// the segments wholly below it. An offset past the high watermark is refused, as
+    /// Kafka's `maybeIncrementLogStartOffset` refuses it. Returns the new log start.
+    pub async fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
+        let mut log = self.log.lock().await;
+        let high_watermark = self.high_watermark();
+        if offset < 0 || offset > high_watermark {
+            return Err(StorageError::OffsetOutOfRange {
+                dir: log.dir().to_path_buf(),
+                offset,
+                log_start_offset: log.log_start_offset(),
+                log_end_offset: high_watermark,
+            });
+        }
+        let result = log.advance_log_start(offset).await;
+        self.refresh(&log);
+        result.map(|()| log.log_start_offset())
+    }
+
+    /// A follower takes its leader's log start (records deleted there), as far as its own
+    /// log reaches.
+    pub async fn follow_log_start(&self, leader_log_start: i64) -> Result<(), StorageError> {
+        if leader_log_start <= self.log_start_offset() {
+            return Ok(());
+        }
+        let mut log = self.log.lock().await;
+        let offset = leader_log_start.min(log.log_end_offset());
+        let result = log.advance_log_start(offset).await;
+        self.refresh(&log);
+        result
+    }
+
     pub async fn set_config(&self, config: LogConfig) -> Result<(), StorageError> {
         self.log.lock().await.set_config(config)
     }

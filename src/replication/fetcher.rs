@@ -359,7 +359,7 @@ enum Taken {
 }
 
 /// Takes one partition's part of a fetch, fetched in `role`: appends the leader's batches
-/// (fdatasync'd with `fsync-acks-all`) and takes its high watermark. Behind the leader's
+/// (fdatasync'd with `fsync-acks-all`) and takes its high watermark and log start. Behind the leader's
 /// log start it restarts the replica there; a failed append or an offset out of range
 /// marks the partition for a divergence check.
 async fn take_fetched(
@@ -399,6 +399,8 @@ async fn take_fetched(
     } else {
         partition.follower_high_watermark(data.high_watermark);
     }
+    // Records the leader deleted (DeleteRecords) go here too.
+    partition.follow_log_start(data.log_start_offset).await?;
     Ok(Taken::Done)
 }
 

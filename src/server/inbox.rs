@@ -49,6 +49,10 @@ where
         Message::Fetch { parts, replica, max_bytes, reply } => {
             let _ = reply.send(fetch_parts(broker, parts, replica, max_bytes).await);
         }
+        Message::DeleteRecords { topic, index, offset, reply } => {
+            let _ =
+                reply.send(handlers::delete_records_before(broker, &topic, index, offset).await);
+        }
         Message::ListOffset { topic, index, timestamp, reply } => {
             let _ = reply.send(handlers::list_offset(broker, &topic, index, timestamp).await);
         }

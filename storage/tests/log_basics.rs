@@ -209,6 +209,41 @@ fn retention_deletes_old_and_excess_segments_but_never_the_active_one() {
 }
 
 #[test]
+fn a_moved_log_start_deletes_the_segments_wholly_below_it_durably() {
+    let dir = TempDir::new("delete-records");
+    block_on(async {
+        let mut log = PartitionLog::open(dir.path(), small_config()).await.unwrap();
+        for i in 0..100i64 {
+            log.append(buf(&batch(1, 100, i, i as u64)), 0).await.unwrap();
+        }
+        let segments = log.segments();
+        assert!(segments.len() >= 4, "{segments:?}");
+        // Inside the third segment: the two before it go, it stays (it holds the start).
+        let start = segments[2].base_offset + 1;
+        log.advance_log_start(start).await.unwrap();
+        assert_eq!(log.log_start_offset(), start);
+        let kept: Vec<i64> = log.segments().iter().map(|s| s.base_offset).collect();
+        let expected: Vec<i64> = segments[2..].iter().map(|s| s.base_offset).collect();
+        assert_eq!(kept, expected, "the segments wholly below the start are deleted");
+        assert!(!dir.path().join(format!("{:020}.log", segments[0].base_offset)).exists());
+        assert!(matches!(
+            log.read(start - 1, 100).await,
+            Err(StorageError::OffsetOutOfRange { log_start_offset, .. }) if log_start_offset == start
+        ));
+        // Past the log end is refused, and a lower start changes nothing.
+        let end = log.log_end_offset();
+        assert!(log.advance_log_start(end + 1).await.is_err());
+        log.advance_log_start(start - 1).await.unwrap();
+        assert_eq!(log.log_start_offset(), start);
+        drop(log);
+        // Not closed cleanly: the start comes from the checkpoint written when it moved.
+        let mut log = PartitionLog::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(log.log_start_offset(), start);
+        log.verify().await.unwrap();
+    });
+}
+
+#[test]
 fn flush_policy_controls_the_durable_offset() {
     let dir = TempDir::new("flush");
     block_on(async {

@@ -1,4 +1,5 @@
-//! Retention: deleting the oldest closed segments by age and by total size.
+//! Retention: deleting the oldest closed segments by age and by total size, and those
+//! wholly below a log start that DeleteRecords moved.
 //!
 //! Only a prefix of closed segments is ever deleted, never the active one, so the log stays
 //! contiguous. The log start offset moves first (in memory and in the checkpoint) and the
@@ -26,7 +27,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     pub async fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionOutcome> {
         self.check_usable()?;
         let closed = self.segments.len() - 1;
-        let mut delete = 0usize;
+        let mut delete = self.closed_below_start();
         if let Some(retention_ms) = self.config.retention_ms {
             let cutoff = now_ms.saturating_sub(retention_ms as i64);
             while delete < closed && self.segments[delete].max_timestamp() < cutoff {
@@ -42,6 +43,20 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
                 delete += 1;
             }
         }
+        self.delete_prefix(delete).await
+    }
+
+    /// How many closed segments, from the oldest, hold nothing at or above the log start.
+    fn closed_below_start(&self) -> usize {
+        let closed = self.segments.len() - 1;
+        (0..closed)
+            .take_while(|i| self.segments[i + 1].base_offset() <= self.log_start_offset)
+            .count()
+    }
+
+    /// Deletes the `delete` oldest (closed) segments: the log start moves past them in the
+    /// checkpoint first, the files go after.
+    async fn delete_prefix(&mut self, delete: usize) -> Result<RetentionOutcome> {
         let mut outcome = RetentionOutcome {
             log_start_offset: self.log_start_offset,
             ..RetentionOutcome::default()
@@ -62,12 +77,13 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             self.guard(result)?;
         }
         outcome.log_start_offset = new_start;
-        info!(dir = %dir.display(), segments = outcome.deleted_segments.len(), bytes = outcome.deleted_bytes, log_start_offset = new_start, "retention deleted segments");
+        info!(dir = %dir.display(), segments = outcome.deleted_segments.len(), bytes = outcome.deleted_bytes, log_start_offset = new_start, "deleted segments below the log start");
         Ok(outcome)
     }
 
-    /// Moves the log start offset forward (DeleteRecords); whole segments below it go at the
-    /// next retention pass or open.
+    /// Moves the log start offset forward (DeleteRecords, or a follower following its
+    /// leader), durably, then deletes the closed segments wholly below it (a crash between
+    /// the two leaves them to the next open).
     pub async fn advance_log_start(&mut self, offset: i64) -> Result<()> {
         self.check_usable()?;
         if offset <= self.log_start_offset {
@@ -84,6 +100,8 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         self.mark_dirty().await?;
         self.log_start_offset = offset;
         let durable = self.durable_offset();
-        self.write_checkpoint(false, durable).await
+        self.write_checkpoint(false, durable).await?;
+        let below = self.closed_below_start();
+        self.delete_prefix(below).await.map(|_| ())
     }
 }
