@@ -803,6 +803,15 @@ impl VerifiedProducer {
     /// Stops the producer and checks its deliveries against the topic (`check_deliveries`);
     /// returns how many acknowledged messages were checked.
     fn stop_and_check(self, cluster: &Cluster, victims: &[i32]) -> usize {
+        self.stop_and_check_placed(cluster, victims, KeyPlacement::Fixed)
+    }
+
+    fn stop_and_check_placed(
+        self,
+        cluster: &Cluster,
+        victims: &[i32],
+        placement: KeyPlacement,
+    ) -> usize {
         std::fs::write(&self.stop_path, b"stop").expect("write the stop file");
         let (status, out, stderr) = self.process.finish();
         assert!(status.success(), "producer: {status}\n{out:?}\n{stderr}");
@@ -811,8 +820,27 @@ impl VerifiedProducer {
             .find(|l| l.starts_with("summary\t"))
             .unwrap_or_else(|| panic!("no summary from the producer: {out:?}\n{stderr}"));
         eprintln!("producer {summary}");
-        check_deliveries(cluster, &self.topic, &self.acks_path, summary, &stderr, victims)
+        let run = ProducerRun { acks_path: &self.acks_path, summary, stderr: &stderr };
+        check_deliveries(cluster, &self.topic, &run, victims, placement)
     }
+}
+
+/// What a finished replication_producer.py left: its deliveries, summary line and stderr.
+struct ProducerRun<'a> {
+    acks_path: &'a Path,
+    summary: &'a str,
+    stderr: &'a str,
+}
+
+/// Where one key's messages may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyPlacement {
+    /// In one partition for the whole run.
+    Fixed,
+    /// Partitions were added during the run: in one partition, then, from the moment the
+    /// producer learned the new count, maybe in another (every message in the first
+    /// precedes every message in the second).
+    MovesOnce,
 }
 
 /// Checks what replication_producer.py wrote to `acks_path` against everything in `topic`,
@@ -823,11 +851,11 @@ impl VerifiedProducer {
 fn check_deliveries(
     cluster: &Cluster,
     topic: &str,
-    acks_path: &Path,
-    summary: &str,
-    stderr: &str,
+    run: &ProducerRun,
     victims: &[i32],
+    placement: KeyPlacement,
 ) -> usize {
+    let ProducerRun { acks_path, summary, stderr } = *run;
     let deliveries = read_deliveries(acks_path);
     let acks: Vec<(i32, i64, String, u64)> = deliveries
         .iter()
@@ -873,13 +901,25 @@ fn check_deliveries(
         );
         per_key.entry(key).or_default().push((m.partition, m.offset, seq));
     }
-    // Per key: one partition, sequence numbers strictly increasing with the offset (no
-    // duplicate, nothing out of order).
+    // Per key: one partition (or one after the other), sequence numbers strictly increasing
+    // with the offset (no duplicate, nothing out of order).
     for (key, list) in &mut per_key {
         list.sort();
-        let partitions: BTreeSet<i32> = list.iter().map(|e| e.0).collect();
-        assert_eq!(partitions.len(), 1, "key {key} is in partitions {partitions:?}");
-        for pair in list.windows(2) {
+        let mut ranges: BTreeMap<i32, (u64, u64)> = BTreeMap::new();
+        for (partition, _, seq) in list.iter() {
+            let range = ranges.entry(*partition).or_insert((*seq, *seq));
+            *range = (range.0.min(*seq), range.1.max(*seq));
+        }
+        let mut by_first: Vec<(u64, u64)> = ranges.values().copied().collect();
+        by_first.sort_unstable();
+        let moves_allowed = if placement == KeyPlacement::MovesOnce { 1 } else { 0 };
+        assert!(
+            by_first.len() <= 1 + moves_allowed
+                && by_first.windows(2).all(|pair| pair[0].1 < pair[1].0),
+            "key {key} is in partitions {ranges:?} (partition -> first and last sequence), \
+             placement {placement:?}"
+        );
+        for pair in list.windows(2).filter(|pair| pair[0].0 == pair[1].0) {
             assert!(
                 pair[1].2 > pair[0].2,
                 "key {key}: sequence {} at offset {} follows sequence {} at offset {} (duplicate or reordered)",
@@ -1963,6 +2003,187 @@ fn consumer_group_offsets_survive_coordinator_failover() {
     cluster.restart_stopped();
     cluster.wait_all_in_sync("old coordinator restarted");
     check_resume("after the old coordinator returned");
+}
+
+/// Partitions of the keyed producer's topic, before and after CreatePartitions.
+const GROWN_FROM: i32 = 2;
+const GROWN_TO: i32 = 4;
+/// The `max.message.bytes` set on a topic while the cluster runs, and a record above it.
+const LOWERED_MESSAGE_BYTES: usize = 1000;
+const OVER_LIMIT_VALUE_BYTES: usize = 4000;
+/// How long every broker may take to apply a config change made through another (it reads
+/// the cluster state every tick).
+const CONFIG_SPREAD_MAX: Duration = Duration::from_secs(10);
+/// Kafka's MESSAGE_TOO_LARGE and OFFSET_OUT_OF_RANGE.
+const MESSAGE_TOO_LARGE: i16 = 10;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+
+/// Produces one `value_bytes` record to every partition of `topic` at its leader until each
+/// answers `expected` (the brokers apply a config change at their next state read).
+fn produce_until_each_leader_answers(
+    cluster: &Cluster,
+    topic: &str,
+    value_bytes: usize,
+    expected: i16,
+) {
+    let state = cluster.state();
+    let value = vec![b'x'; value_bytes];
+    let batch =
+        wire::record_batch(&[(None, value.as_slice())], 1_700_000_000_000, wire::NO_PRODUCER);
+    for (index, p) in state.topics[topic].partitions.iter().enumerate() {
+        let mut conn = cluster.connect(p.leader);
+        let mut correlation_id = 0;
+        wait_until(
+            &format!(
+                "broker {} answering {expected} for a {value_bytes}-byte record to {topic}-{index}",
+                p.leader
+            ),
+            CONFIG_SPREAD_MAX,
+            || {
+                correlation_id += 1;
+                let (error, _) =
+                    wire::produce(&mut conn, correlation_id, topic, index as i32, &batch);
+                (error == expected).then_some(())
+            },
+        );
+    }
+}
+
+/// Issue 18: topic configs and partition counts change through any broker, reach every
+/// broker through the cluster state, and apply without a restart, while a keyed
+/// idempotent producer writes: every acknowledged record is kept once, and each key moves
+/// to another partition at most once, when the producer learns the new count.
+#[test]
+fn topic_configs_and_partitions_change_on_every_broker_while_a_keyed_producer_runs() {
+    let cluster = Cluster::up("alter");
+    let (topic, limited) = ("growing", "limited");
+    cluster.create_topic(topic, GROWN_FROM, &[]);
+    cluster.create_topic(limited, BROKERS, &[]);
+    let state = cluster.wait_all_in_sync("topics created");
+    let leaders: BTreeSet<i32> =
+        state.topics[limited].partitions.iter().map(|p| p.leader).collect();
+    assert_eq!(leaders.len(), BROKERS as usize, "every broker leads a partition of {limited}");
+    let producer = VerifiedProducer::start(&cluster, topic, 90);
+    let acks_path = producer.acks_path.clone();
+    wait_for_acks(&acks_path, 200, "before the changes");
+
+    // A lowered max.message.bytes refuses the next big record on every leader, and its
+    // removal takes it again.
+    let set = format!("max.message.bytes={LOWERED_MESSAGE_BYTES}");
+    let out = python_ok("admin.py", &["incremental", &cluster.bootstrap, limited, "--set", &set]);
+    assert_eq!(tagged(&out, "ok").len(), 1, "{out}");
+    assert_eq!(
+        cluster.state().topics[limited].config.get("max.message.bytes").map(String::as_str),
+        Some(LOWERED_MESSAGE_BYTES.to_string().as_str()),
+        "the change is in the cluster state"
+    );
+    produce_until_each_leader_answers(&cluster, limited, OVER_LIMIT_VALUE_BYTES, MESSAGE_TOO_LARGE);
+    let args = ["incremental", &cluster.bootstrap, limited, "--delete", "max.message.bytes"];
+    assert_eq!(tagged(&python_ok("admin.py", &args), "ok").len(), 1);
+    produce_until_each_leader_answers(&cluster, limited, OVER_LIMIT_VALUE_BYTES, 0);
+
+    // More partitions while the producer writes: placed over the brokers, led and in sync.
+    let count = GROWN_TO.to_string();
+    let out = python_ok("admin.py", &["create-partitions", &cluster.bootstrap, topic, &count]);
+    assert_eq!(tagged(&out, "ok").len(), 1, "{out}");
+    let state = cluster.wait_all_in_sync("partitions added");
+    let grown = &state.topics[topic].partitions;
+    assert_eq!(grown.len(), GROWN_TO as usize, "{grown:?}");
+    for p in &grown[GROWN_FROM as usize..] {
+        assert_eq!(
+            p.replicas.len(),
+            BROKERS as usize,
+            "a new partition has the topic's replication factor: {p:?}"
+        );
+    }
+    // The producer learns the new count from its next metadata refresh (1 s).
+    wait_until("acknowledgements from the added partitions", Duration::from_secs(30), || {
+        read_deliveries(&acks_path)
+            .iter()
+            .any(|d| matches!(d, Delivery::Ack { partition, .. } if *partition >= GROWN_FROM))
+            .then_some(())
+    });
+    let acked = ack_count(&acks_path);
+    wait_for_acks(&acks_path, acked + 200, "after the partitions were added");
+    producer.stop_and_check_placed(&cluster, &[], KeyPlacement::MovesOnce);
+    for index in GROWN_FROM..GROWN_TO {
+        let leader = cluster.log_bytes(grown[index as usize].leader, topic, index);
+        for id in 0..BROKERS {
+            assert_eq!(
+                cluster.log_bytes(id, topic, index),
+                leader,
+                "replica {id} of {topic}-{index}"
+            );
+        }
+    }
+}
+
+/// Records the trimmed topic gets (batches of records of a value size): three 1 MiB segments.
+const TRIM_BATCHES: usize = 30;
+const TRIM_RECORDS_PER_BATCH: usize = 100;
+const TRIM_VALUE_BYTES: usize = 1000;
+/// Where DeleteRecords moves the log start: inside the second segment.
+const TRIM_BEFORE: i64 = 1500;
+
+/// Issue 18: DeleteRecords moves the leader's log start; every follower takes it from its
+/// next fetch and deletes the segments wholly below it, so a new leader after a failover
+/// serves the same log start.
+#[test]
+fn deleted_records_stay_deleted_on_every_replica_and_after_failover() {
+    let cluster = Cluster::up("trim");
+    let topic = "trimmed";
+    cluster.create_topic(topic, 1, &["segment.bytes=1048576"]);
+    let state = cluster.wait_all_in_sync("topic created");
+    let leader = partition(&state, topic, 0).leader;
+    let mut conn = cluster.connect(leader);
+    let value = vec![b'v'; TRIM_VALUE_BYTES];
+    let records: Vec<(Option<&[u8]>, &[u8])> =
+        (0..TRIM_RECORDS_PER_BATCH).map(|_| (None, value.as_slice())).collect();
+    // Stamped now: old timestamps would let time retention delete the closed segments too.
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970");
+    let batch = wire::record_batch(&records, now_ms.as_millis() as i64, wire::NO_PRODUCER);
+    for n in 0..TRIM_BATCHES {
+        let (error, _) = wire::produce(&mut conn, n as i32 + 1, topic, 0, &batch);
+        assert_eq!(error, 0, "batch {n} to broker {leader}");
+    }
+    let end = (TRIM_BATCHES * TRIM_RECORDS_PER_BATCH) as i64;
+    let first_segment =
+        |id: i32| cluster.partition_dir(id, topic, 0).join(format!("{:020}.log", 0));
+    for id in 0..BROKERS {
+        assert!(first_segment(id).exists(), "broker {id} has the first segment before");
+    }
+    let mut id = 100;
+    let mut next = || {
+        id += 1;
+        id
+    };
+    assert_eq!(wire::delete_records(&mut conn, next(), topic, 0, end + 1).0, OFFSET_OUT_OF_RANGE);
+    assert_eq!(wire::delete_records(&mut conn, next(), topic, 0, TRIM_BEFORE), (0, TRIM_BEFORE));
+    assert_eq!(wire::list_offset(&mut conn, next(), topic, 0, -2), (0, TRIM_BEFORE));
+    for id in 0..BROKERS {
+        wait_until(
+            &format!("broker {id} deleting the segment wholly below {TRIM_BEFORE}"),
+            Duration::from_secs(10),
+            || (!first_segment(id).exists()).then_some(()),
+        );
+    }
+    cluster.kill9(leader);
+    let state = cluster.wait_state("a new leader", Duration::from_secs(10), |s| {
+        let p = partition(s, topic, 0);
+        p.leader >= 0 && p.leader != leader
+    });
+    let new_leader = partition(&state, topic, 0).leader;
+    let mut conn = cluster.connect(new_leader);
+    wait_until(
+        &format!("broker {new_leader}, the new leader, answering the log start {TRIM_BEFORE}"),
+        Duration::from_secs(10),
+        || {
+            let answer = wire::list_offset(&mut conn, next(), topic, 0, -2);
+            (answer != (NOT_LEADER_OR_FOLLOWER, -1)).then_some(answer)
+        },
+    );
+    assert_eq!(wire::list_offset(&mut conn, next(), topic, 0, -2), (0, TRIM_BEFORE));
+    assert_eq!(wire::list_offset(&mut conn, next(), topic, 0, -1), (0, end));
 }
 
 /// Back-to-back commits a test times: enough that one missed wake-up per commit adds up to

@@ -21,6 +21,7 @@ pub(crate) const METADATA: i16 = 3;
 pub(crate) const OFFSET_COMMIT: i16 = 8;
 pub(crate) const API_VERSIONS: i16 = 18;
 pub(crate) const CREATE_TOPICS: i16 = 19;
+pub(crate) const DELETE_RECORDS: i16 = 21;
 pub(crate) const INIT_PRODUCER_ID: i16 = 22;
 pub(crate) const OFFSET_FOR_LEADER_EPOCH: i16 = 23;
 
@@ -685,6 +686,30 @@ pub(crate) fn offset_commit(
     let error = d.i16();
     assert_eq!(d.remaining(), 0, "trailing bytes in the OffsetCommit v2 response");
     error
+}
+
+/// DeleteRecords v0 of one partition before `offset`: (error, low watermark).
+pub(crate) fn delete_records(
+    conn: &mut Conn,
+    correlation_id: i32,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> (i16, i64) {
+    let mut body = Encoder::new();
+    body.i32(1).string(topic).i32(1).i32(partition).i64(offset);
+    body.i32(30_000); // timeout_ms
+    let response = conn.call(DELETE_RECORDS, 0, correlation_id, &body.0);
+    let mut d = Decoder::new(&response);
+    let _throttle = d.i32();
+    assert_eq!(d.array_len(), 1, "topics in the DeleteRecords v0 response");
+    assert_eq!(d.string().as_deref(), Some(topic), "topic of the DeleteRecords v0 response");
+    assert_eq!(d.array_len(), 1, "partitions in the DeleteRecords v0 response");
+    assert_eq!(d.i32(), partition, "partition of the DeleteRecords v0 response");
+    let low_watermark = d.i64();
+    let error = d.i16();
+    assert_eq!(d.remaining(), 0, "trailing bytes in the DeleteRecords v0 response");
+    (error, low_watermark)
 }
 
 /// An ApiVersions response body (header v0), any version: (error, [(key, min, max)]).
