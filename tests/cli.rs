@@ -303,6 +303,98 @@ fn cli_errors_are_one_lowercase_line_with_documented_exit_codes() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("unknowntopicorpartition"));
 }
 
+/// Partitions of the topic `fjord topic alter` grows, before and after.
+const ALTERED_FROM: &str = "1";
+const ALTERED_TO: usize = 3;
+/// Records produced to partition 0 before `fjord topic delete-records` moves its start.
+const RECORDS_BEFORE_DELETE: usize = 10;
+const DELETE_BEFORE: i64 = 4;
+
+/// The rows of `fjord topic describe`: (partition, start offset, end offset).
+fn described_offsets(bootstrap: &str, topic: &str) -> Vec<(i32, i64, i64)> {
+    let out = fjord(&["topic", "describe", topic, "-b", bootstrap]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(2)
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let number = |i: usize| f[i].parse::<i64>().unwrap_or_else(|_| panic!("{line:?}"));
+            (number(0) as i32, number(2), number(3))
+        })
+        .collect()
+}
+
+#[test]
+fn topic_alter_and_delete_records_change_a_running_topic() {
+    let broker = TestBroker::start("cli-alter");
+    let bootstrap = broker.bootstrap();
+    let ok = |args: &[&str]| {
+        let out = fjord(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    ok(&["topic", "create", "altered", "-b", &bootstrap, "-p", ALTERED_FROM]);
+    let to = ALTERED_TO.to_string();
+    let out =
+        ok(&["topic", "alter", "altered", "-b", &bootstrap, "-p", &to, "-c", "retention.ms=60000"]);
+    assert!(out.contains(&format!("topic altered has {ALTERED_TO} partitions")), "{out}");
+    assert!(out.contains("changed the configs of topic altered"), "{out}");
+    assert_eq!(described_offsets(&bootstrap, "altered").len(), ALTERED_TO);
+    ok(&["topic", "alter", "altered", "-b", &bootstrap, "--delete-config", "retention.ms"]);
+    // Refusals: fewer partitions, a bad value (exit 1, Kafka's error named); nothing to do
+    // (a usage error, exit 2).
+    let fewer = fjord(&["topic", "alter", "altered", "-b", &bootstrap, "-p", "2"]);
+    assert_eq!(fewer.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&fewer.stderr).contains("invalidpartitions"));
+    let bad = fjord(&["topic", "alter", "altered", "-b", &bootstrap, "-c", "retention.ms=soon"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalidconfig"));
+    assert_eq!(fjord(&["topic", "alter", "altered", "-b", &bootstrap]).status.code(), Some(2));
+
+    let lines: String = (0..RECORDS_BEFORE_DELETE).map(|i| format!("m{i}\n")).collect();
+    let produce = ["produce", "-t", "altered", "-b", bootstrap.as_str(), "-p", "0"];
+    let args: Vec<String> = produce.iter().map(|s| s.to_string()).collect();
+    let out = run_with_timeout(
+        120,
+        Path::new(env!("CARGO_BIN_EXE_fjord")),
+        &args,
+        Some(lines.as_bytes()),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let before = DELETE_BEFORE.to_string();
+    let out = ok(&[
+        "topic",
+        "delete-records",
+        "altered",
+        "-b",
+        &bootstrap,
+        "-p",
+        "0",
+        "--before",
+        &before,
+    ]);
+    assert!(out.contains(&format!("altered-0 starts at offset {DELETE_BEFORE}")), "{out}");
+    let end = RECORDS_BEFORE_DELETE as i64;
+    assert_eq!(described_offsets(&bootstrap, "altered")[0], (0, DELETE_BEFORE, end));
+    let out =
+        ok(&["topic", "delete-records", "altered", "-b", &bootstrap, "-p", "0", "--before", "-1"]);
+    assert!(out.contains(&format!("altered-0 starts at offset {end}")), "{out}");
+    let past = fjord(&[
+        "topic",
+        "delete-records",
+        "altered",
+        "-b",
+        &bootstrap,
+        "-p",
+        "0",
+        "--before",
+        "99",
+    ]);
+    assert_eq!(past.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&past.stderr).contains("offsetoutofrange"));
+}
+
 #[test]
 fn the_cli_moves_past_a_bootstrap_broker_that_accepts_and_never_answers() {
     // A "frozen" broker first in the list: it accepts connections and never answers. The

@@ -1,7 +1,18 @@
-//! `fjord topic create|list|describe|delete`: topic administration over the Kafka protocol.
+//! `fjord topic create|list|describe|alter|delete-records|delete`: topic administration over
+//! the Kafka protocol.
 
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, TopicName};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
+    IncrementalAlterConfigsRequest, TopicName,
+};
 
 use super::client::{list_offsets_by_leader, Client};
 use super::error::CliError;
@@ -40,6 +51,32 @@ enum TopicCommand {
         #[arg(long, short = 'b', default_value = "127.0.0.1:9092")]
         bootstrap: String,
     },
+    /// Change a topic: add partitions, set or remove configs.
+    Alter {
+        name: String,
+        #[arg(long, short = 'b', default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        /// Grow the topic to this many partitions (never fewer).
+        #[arg(long, short = 'p')]
+        partitions: Option<i32>,
+        /// Set a topic config, NAME=VALUE; repeatable.
+        #[arg(long = "config", short = 'c', value_name = "NAME=VALUE")]
+        configs: Vec<String>,
+        /// Remove a topic config (back to the broker's default); repeatable.
+        #[arg(long = "delete-config", value_name = "NAME")]
+        delete_configs: Vec<String>,
+    },
+    /// Delete a partition's records below an offset (the log start moves there).
+    DeleteRecords {
+        name: String,
+        #[arg(long, short = 'b', default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(long, short = 'p')]
+        partition: i32,
+        /// The new first offset; -1: the high watermark (delete everything readable).
+        #[arg(long, allow_negative_numbers = true)]
+        before: i64,
+    },
     /// Delete a topic and its data.
     Delete {
         name: String,
@@ -57,8 +94,134 @@ pub(super) fn run(args: TopicArgs) -> Result<(), CliError> {
         }
         TopicCommand::List { bootstrap } => list(&bootstrap),
         TopicCommand::Describe { name, bootstrap } => describe(&name, &bootstrap),
+        TopicCommand::Alter { name, bootstrap, partitions, configs, delete_configs } => {
+            alter(&name, &bootstrap, partitions, &configs, &delete_configs)
+        }
+        TopicCommand::DeleteRecords { name, bootstrap, partition, before } => {
+            delete_records(&name, &bootstrap, partition, before)
+        }
         TopicCommand::Delete { name, bootstrap } => delete(&name, &bootstrap),
     }
+}
+
+/// A `--config NAME=VALUE` argument, split.
+fn config_pair(pair: &str) -> Result<(&str, &str), CliError> {
+    pair.split_once('=').ok_or_else(|| {
+        CliError::usage(format!("--config {pair:?} is not NAME=VALUE"))
+            .with_hint("e.g. --config retention.ms=3600000")
+    })
+}
+
+/// A refusal from the broker as one line: what failed, Kafka's error name, its message.
+fn refused(what: &str, code: i16, message: Option<&str>) -> CliError {
+    let message = message.map_or(String::new(), |m| format!(": {m}"));
+    CliError::failure(format!("{what}: {}{message}", error_name(code)))
+}
+
+/// `fjord topic alter`: CreatePartitions for `--partitions`, then IncrementalAlterConfigs
+/// (SET and DELETE) for the configs.
+fn alter(
+    name: &str,
+    bootstrap: &str,
+    partitions: Option<i32>,
+    configs: &[String],
+    delete_configs: &[String],
+) -> Result<(), CliError> {
+    if partitions.is_none() && configs.is_empty() && delete_configs.is_empty() {
+        return Err(CliError::usage("nothing to alter")
+            .with_hint("give --partitions, --config NAME=VALUE or --delete-config NAME"));
+    }
+    let mut client = Client::connect(bootstrap)?;
+    if let Some(count) = partitions {
+        let mut topic = CreatePartitionsTopic::default();
+        topic.name = TopicName(name.to_string().into());
+        topic.count = count;
+        topic.assignments = None; // placed by the broker
+        let mut request = CreatePartitionsRequest::default();
+        request.topics = vec![topic];
+        request.timeout_ms = 30_000;
+        let response = client.send(-1, &request)?;
+        let result = response
+            .results
+            .first()
+            .ok_or_else(|| CliError::failure("empty CreatePartitions response"))?;
+        if result.error_code != 0 {
+            let what = format!("cannot grow topic {name} to {count} partitions");
+            return Err(refused(&what, result.error_code, result.error_message.as_deref()));
+        }
+        println!("topic {name} has {count} partitions");
+    }
+    if configs.is_empty() && delete_configs.is_empty() {
+        return Ok(());
+    }
+    const SET: i8 = 0;
+    const DELETE: i8 = 1;
+    let mut resource = AlterConfigsResource::default();
+    resource.resource_type = 2; // TOPIC
+    resource.resource_name = name.to_string().into();
+    for pair in configs {
+        let (key, value) = config_pair(pair)?;
+        let mut config = AlterableConfig::default();
+        config.name = key.to_string().into();
+        config.config_operation = SET;
+        config.value = Some(value.to_string().into());
+        resource.configs.push(config);
+    }
+    for key in delete_configs {
+        let mut config = AlterableConfig::default();
+        config.name = key.to_string().into();
+        config.config_operation = DELETE;
+        config.value = None;
+        resource.configs.push(config);
+    }
+    let mut request = IncrementalAlterConfigsRequest::default();
+    request.resources = vec![resource];
+    let response = client.send(-1, &request)?;
+    let result = response
+        .responses
+        .first()
+        .ok_or_else(|| CliError::failure("empty IncrementalAlterConfigs response"))?;
+    if result.error_code != 0 {
+        let what = format!("cannot change the configs of topic {name}");
+        return Err(refused(&what, result.error_code, result.error_message.as_deref()));
+    }
+    println!("changed the configs of topic {name}");
+    Ok(())
+}
+
+/// `fjord topic delete-records`: DeleteRecords at the partition's leader.
+fn delete_records(
+    name: &str,
+    bootstrap: &str,
+    partition: i32,
+    before: i64,
+) -> Result<(), CliError> {
+    let mut client = Client::connect(bootstrap)?;
+    let leaders = client.partition_leaders(name, false, "check the topic name")?;
+    let leader = *leaders
+        .get(&partition)
+        .ok_or_else(|| CliError::failure(format!("topic {name} has no partition {partition}")))?;
+    let mut wanted = DeleteRecordsPartition::default();
+    wanted.partition_index = partition;
+    wanted.offset = before;
+    let mut topic = DeleteRecordsTopic::default();
+    topic.name = TopicName(name.to_string().into());
+    topic.partitions = vec![wanted];
+    let mut request = DeleteRecordsRequest::default();
+    request.topics = vec![topic];
+    request.timeout_ms = 30_000;
+    let response = client.send(leader, &request)?;
+    let result = response
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or_else(|| CliError::failure("empty DeleteRecords response"))?;
+    if result.error_code != 0 {
+        let what = format!("cannot delete records of {name}-{partition} before {before}");
+        return Err(refused(&what, result.error_code, None));
+    }
+    println!("{name}-{partition} starts at offset {}", result.low_watermark);
+    Ok(())
 }
 
 /// `fjord topic create`: partitions and replication factor default to the broker's.
