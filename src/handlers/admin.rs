@@ -347,7 +347,11 @@ pub(super) async fn create_partitions(
             Err((code, message)) => {
                 warn!(topic = %name, %message, "CreatePartitions refused");
                 result.error_code = code.code();
-                result.error_message = Some(message.into());
+                // Kafka's controller refuses an unknown topic with an exception that has no
+                // message, and answers none.
+                if code != ResponseError::UnknownTopicOrPartition {
+                    result.error_message = Some(message.into());
+                }
             }
         }
         response.results.push(result);

@@ -25,15 +25,15 @@ const TIMESTAMP_MS: i64 = 1_700_000_000_000;
 /// An id no topic has, the same on both brokers (their own topics' ids differ and are masked).
 const NO_SUCH_TOPIC_ID: Uuid = Uuid::from_u128(0xd1ff_0000_0000_0000_0000_0000_0000_0001);
 
-fn s(text: &str) -> StrBytes {
+pub(super) fn s(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
 }
 
-fn topic_name(text: &str) -> TopicName {
+pub(super) fn topic_name(text: &str) -> TopicName {
     TopicName(s(text))
 }
 
-fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
+pub(super) fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
     let (min, max) =
         fjord::protocol::supported_versions(key).unwrap_or_else(|| panic!("{key:?} is not served"));
     min..=max
@@ -60,6 +60,7 @@ pub(super) fn run_all(session: &mut Session) {
     offset_for_leader_epoch(session);
     init_producer_id(session);
     describe_configs(session);
+    super::topic_changes::run_all(session);
     find_coordinator(session);
     groups(session);
     group_errors(session);
@@ -69,7 +70,7 @@ pub(super) fn run_all(session: &mut Session) {
 }
 
 /// Creates a topic with the newest CreateTopics version and returns its id (v7+; nil before).
-fn create(session: &mut Session, name: &str, partitions: i32) -> Uuid {
+pub(super) fn create(session: &mut Session, name: &str, partitions: i32) -> Uuid {
     let mut topic = CreatableTopic::default();
     topic.name = topic_name(name);
     topic.num_partitions = partitions;
@@ -123,7 +124,7 @@ fn produce_request(topic: &str, partition: i32, records: Vec<u8>) -> ProduceRequ
     request
 }
 
-fn three_records() -> Vec<u8> {
+pub(super) fn three_records() -> Vec<u8> {
     record_batch(
         &[(Some(b"k0"), b"v0"), (Some(b"k1"), b"v1"), (None, b"v2")],
         TIMESTAMP_MS,
@@ -133,7 +134,7 @@ fn three_records() -> Vec<u8> {
 
 /// Produces to partition 0 once the new topic's leader takes writes: Kafka's partition can
 /// answer NOT_LEADER_OR_FOLLOWER for a moment after Metadata names its leader.
-fn produce_when_ready(session: &mut Session, topic: &str, records: Vec<u8>) {
+pub(super) fn produce_when_ready(session: &mut Session, topic: &str, records: Vec<u8>) {
     let deadline = Instant::now() + Duration::from_millis(SETTLE_MS_MAX);
     loop {
         let response: ProduceResponse = session

@@ -10,6 +10,7 @@
 mod cases;
 mod compare;
 mod session;
+mod topic_changes;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -1,0 +1,313 @@
+//! The requests that change a topic once it exists, at every version Fjord advertises:
+//! IncrementalAlterConfigs, AlterConfigs, CreatePartitions and DeleteRecords, valid and
+//! refused, each change read back with DescribeConfigs or ListOffsets.
+
+use kafka_protocol::messages::create_partitions_request::{
+    CreatePartitionsAssignment, CreatePartitionsTopic,
+};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::*;
+
+use super::cases::{create, produce_when_ready, s, three_records, topic_name, versions};
+use std::time::{Duration, Instant};
+
+use super::session::{Answer, Session};
+
+/// The topic these cases change: created with one partition and three records.
+const ALTERED: &str = "diff-altered";
+const MISSING: &str = "diff-no-such-topic";
+const RESOURCE_TOPIC: i8 = 2;
+const SET: i8 = 0;
+const DELETE: i8 = 1;
+const APPEND: i8 = 2;
+/// The configs the cases change and read back.
+const CHANGED_KEYS: [&str; 2] = ["retention.ms", "segment.ms"];
+
+pub(super) fn run_all(session: &mut Session) {
+    create(session, ALTERED, 1);
+    produce_when_ready(session, ALTERED, three_records());
+    incremental_alter_configs(session);
+    alter_configs(session);
+    create_partitions(session);
+    delete_records(session);
+}
+
+fn incremental(name: &str, configs: &[(&str, i8, Option<&str>)]) -> AlterConfigsResource {
+    let mut resource = AlterConfigsResource::default();
+    resource.resource_type = RESOURCE_TOPIC;
+    resource.resource_name = s(name);
+    resource.configs = configs
+        .iter()
+        .map(|(key, op, value)| {
+            let mut config = AlterableConfig::default();
+            config.name = s(key);
+            config.config_operation = *op;
+            config.value = value.map(s);
+            config
+        })
+        .collect();
+    resource
+}
+
+/// How long Kafka may take to apply a config change to what its DescribeConfigs reads (its
+/// broker applies the controller's records asynchronously), and how often it is asked.
+const CONFIG_SETTLE_MS_MAX: u64 = 5_000;
+const CONFIG_POLL_MS: u64 = 100;
+
+/// DescribeConfigs (the newest version) of the configs the cases change, once two answers
+/// in a row agree (Kafka shows a change a moment after it acknowledged it).
+fn describe_changed(session: &mut Session, label: String) {
+    let mut resource = DescribeConfigsResource::default();
+    resource.resource_type = RESOURCE_TOPIC;
+    resource.resource_name = s(ALTERED);
+    resource.configuration_keys = Some(CHANGED_KEYS.iter().map(|k| s(k)).collect());
+    let mut request = DescribeConfigsRequest::default();
+    request.resources = vec![resource];
+    let v = *versions(ApiKey::DescribeConfigs).end();
+    let ask = |session: &mut Session| -> DescribeConfigsResponse {
+        let mut response: DescribeConfigsResponse =
+            session.call(ApiKey::DescribeConfigs, v, &request).response("describe configs");
+        for result in &mut response.results {
+            result.configs.sort_by_key(|c| format!("{:?}", c.name));
+        }
+        response
+    };
+    let deadline = Instant::now() + Duration::from_millis(CONFIG_SETTLE_MS_MAX);
+    let mut answer = ask(session);
+    loop {
+        std::thread::sleep(Duration::from_millis(CONFIG_POLL_MS));
+        let next = ask(session);
+        if next == answer || Instant::now() >= deadline {
+            break;
+        }
+        answer = next;
+    }
+    session.observe(label, Answer::Response(answer), |_| {});
+}
+
+fn incremental_alter_configs(session: &mut Session) {
+    for v in versions(ApiKey::IncrementalAlterConfigs) {
+        let cases: Vec<(&str, Vec<AlterConfigsResource>, bool)> = vec![
+            (
+                "set two",
+                vec![incremental(
+                    ALTERED,
+                    &[("retention.ms", SET, Some("1234000")), ("segment.ms", SET, Some("600000"))],
+                )],
+                false,
+            ),
+            (
+                "append to a number",
+                vec![incremental(ALTERED, &[("retention.ms", APPEND, Some("5"))])],
+                false,
+            ),
+            (
+                "not a number",
+                vec![incremental(ALTERED, &[("retention.ms", SET, Some("soon"))])],
+                false,
+            ),
+            ("set null", vec![incremental(ALTERED, &[("retention.ms", SET, None)])], false),
+            (
+                "a key twice",
+                vec![incremental(
+                    ALTERED,
+                    &[("retention.ms", SET, Some("1")), ("retention.ms", DELETE, None)],
+                )],
+                false,
+            ),
+            (
+                "unknown topic",
+                vec![incremental(MISSING, &[("retention.ms", SET, Some("1"))])],
+                false,
+            ),
+            (
+                "a resource twice",
+                vec![
+                    incremental(ALTERED, &[("retention.ms", SET, Some("1"))]),
+                    incremental(ALTERED, &[("segment.ms", SET, Some("1"))]),
+                ],
+                false,
+            ),
+            (
+                "validate only",
+                vec![incremental(ALTERED, &[("retention.ms", SET, Some("1"))])],
+                true,
+            ),
+        ];
+        for (label, resources, validate_only) in cases {
+            let mut request = IncrementalAlterConfigsRequest::default();
+            request.resources = resources;
+            request.validate_only = validate_only;
+            session.exchange(
+                format!("incremental_alter_configs v{v} {label}"),
+                ApiKey::IncrementalAlterConfigs,
+                v,
+                &request,
+                |_: &mut IncrementalAlterConfigsResponse| {},
+            );
+        }
+        describe_changed(session, format!("describe after incremental_alter_configs v{v}"));
+        let mut request = IncrementalAlterConfigsRequest::default();
+        request.resources = vec![incremental(ALTERED, &[("segment.ms", DELETE, None)])];
+        session.exchange(
+            format!("incremental_alter_configs v{v} delete"),
+            ApiKey::IncrementalAlterConfigs,
+            v,
+            &request,
+            |_: &mut IncrementalAlterConfigsResponse| {},
+        );
+        describe_changed(session, format!("describe after the delete of v{v}"));
+    }
+}
+
+fn alter_configs(session: &mut Session) {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let resource = |name: &str, configs: &[(&str, &str)]| {
+        let mut resource = AlterConfigsResource::default();
+        resource.resource_type = RESOURCE_TOPIC;
+        resource.resource_name = s(name);
+        resource.configs = configs
+            .iter()
+            .map(|(key, value)| {
+                let mut config = AlterableConfig::default();
+                config.name = s(key);
+                config.value = Some(s(value));
+                config
+            })
+            .collect();
+        resource
+    };
+    for v in versions(ApiKey::AlterConfigs) {
+        for (label, resources) in [
+            ("replace", vec![resource(ALTERED, &[("segment.ms", "700000")])]),
+            ("not a number", vec![resource(ALTERED, &[("segment.ms", "soon")])]),
+            ("unknown topic", vec![resource(MISSING, &[("segment.ms", "700000")])]),
+        ] {
+            let mut request = AlterConfigsRequest::default();
+            request.resources = resources;
+            session.exchange(
+                format!("alter_configs v{v} {label}"),
+                ApiKey::AlterConfigs,
+                v,
+                &request,
+                |_: &mut AlterConfigsResponse| {},
+            );
+        }
+        // retention.ms, set by the incremental cases, is back to its default.
+        describe_changed(session, format!("describe after alter_configs v{v}"));
+    }
+}
+
+fn grow(name: &str, count: i32, assignments: Option<Vec<Vec<i32>>>) -> CreatePartitionsTopic {
+    let mut topic = CreatePartitionsTopic::default();
+    topic.name = topic_name(name);
+    topic.count = count;
+    topic.assignments = assignments.map(|list| {
+        list.into_iter()
+            .map(|ids| {
+                let mut assignment = CreatePartitionsAssignment::default();
+                assignment.broker_ids = ids.into_iter().map(BrokerId).collect();
+                assignment
+            })
+            .collect()
+    });
+    topic
+}
+
+fn create_partitions(session: &mut Session) {
+    // Each version grows the topic by one more partition.
+    let mut count = 1;
+    for v in versions(ApiKey::CreatePartitions) {
+        count += 1;
+        let cases: Vec<(&str, Vec<CreatePartitionsTopic>, bool)> = vec![
+            ("grow", vec![grow(ALTERED, count, None)], false),
+            ("the same count", vec![grow(ALTERED, count, None)], false),
+            ("fewer", vec![grow(ALTERED, count - 1, None)], false),
+            ("unknown topic", vec![grow(MISSING, 3, None)], false),
+            (
+                "a topic twice",
+                vec![grow(ALTERED, count + 1, None), grow(ALTERED, count + 2, None)],
+                false,
+            ),
+            ("too few assignments", vec![grow(ALTERED, count + 2, Some(vec![vec![0]]))], false),
+            ("validate only", vec![grow(ALTERED, count + 5, None)], true),
+        ];
+        for (label, topics, validate_only) in cases {
+            let mut request = CreatePartitionsRequest::default();
+            request.topics = topics;
+            request.timeout_ms = 10_000;
+            request.validate_only = validate_only;
+            session.exchange(
+                format!("create_partitions v{v} {label}"),
+                ApiKey::CreatePartitions,
+                v,
+                &request,
+                |_: &mut CreatePartitionsResponse| {},
+            );
+        }
+    }
+}
+
+fn list_earliest(session: &mut Session, label: String) {
+    let mut partition = ListOffsetsPartition::default();
+    partition.partition_index = 0;
+    partition.timestamp = -2;
+    let mut topic = ListOffsetsTopic::default();
+    topic.name = topic_name(ALTERED);
+    topic.partitions = vec![partition];
+    let mut request = ListOffsetsRequest::default();
+    request.replica_id = BrokerId(-1);
+    request.topics = vec![topic];
+    session.exchange(label, ApiKey::ListOffsets, 1, &request, |_: &mut ListOffsetsResponse| {});
+}
+
+fn delete_records(session: &mut Session) {
+    let request = |name: &str, partitions: &[(i32, i64)]| {
+        let mut topic = DeleteRecordsTopic::default();
+        topic.name = topic_name(name);
+        topic.partitions = partitions
+            .iter()
+            .map(|(index, offset)| {
+                let mut partition = DeleteRecordsPartition::default();
+                partition.partition_index = *index;
+                partition.offset = *offset;
+                partition
+            })
+            .collect();
+        let mut request = DeleteRecordsRequest::default();
+        request.topics = vec![topic];
+        request.timeout_ms = 10_000;
+        request
+    };
+    // Each version moves the start by one record; the last deletes up to the high watermark.
+    let last = *versions(ApiKey::DeleteRecords).end();
+    for v in versions(ApiKey::DeleteRecords) {
+        let before = if v == last { -1 } else { i64::from(v) + 1 };
+        for (label, request) in [
+            ("move the start", request(ALTERED, &[(0, before)])),
+            ("past the high watermark", request(ALTERED, &[(0, 100)])),
+            ("unknown partition", request(ALTERED, &[(99, 0)])),
+            ("unknown topic", request(MISSING, &[(0, 0)])),
+        ] {
+            session.exchange(
+                format!("delete_records v{v} {label}"),
+                ApiKey::DeleteRecords,
+                v,
+                &request,
+                |r: &mut DeleteRecordsResponse| {
+                    for topic in &mut r.topics {
+                        topic.partitions.sort_by_key(|p| p.partition_index);
+                    }
+                },
+            );
+        }
+        list_earliest(session, format!("earliest after delete_records v{v}"));
+    }
+}
