@@ -1,23 +1,30 @@
 //! The admin APIs that change a topic once it exists, driven by the clients operators use,
 //! against a real `fjord serve`:
 //! - confluent-kafka's AdminClient (`tests/clients/python/admin.py`, librdkafka):
-//!   IncrementalAlterConfigs (API 44; librdkafka sends v1), AlterConfigs (API 33, v2) and
-//!   CreatePartitions (API 37, v2). Each change is read back with DescribeConfigs, Metadata,
-//!   produce and fetch, and again after a restart; each refusal by its error code.
-//! - Kafka 4.4's own tools: `kafka-configs --alter` (IncrementalAlterConfigs) and
-//!   `kafka-topics --alter --partitions` (CreatePartitions v3), read back as they print it.
-//! - On the wire, the one case no client sends (librdkafka refuses it before sending): the
-//!   same resource twice in one IncrementalAlterConfigs.
+//!   IncrementalAlterConfigs (API 44; librdkafka sends v1), AlterConfigs (API 33, v2),
+//!   CreatePartitions (API 37, v2) and DeleteRecords (API 21, v2). Each change is read back
+//!   with DescribeConfigs, Metadata, ListOffsets, produce and fetch, and again after a
+//!   restart; each refusal by its error code. Records deleted are checked in the partition
+//!   directory too: the segments wholly below the new log start are gone.
+//! - A `retention.ms` lowered live, which the broker's next retention checks apply.
+//! - Kafka 4.4's own tools: `kafka-configs --alter` (IncrementalAlterConfigs),
+//!   `kafka-topics --alter --partitions` (CreatePartitions v3) and `kafka-delete-records`
+//!   (DeleteRecords v2), read back as they print it.
+//! - On the wire, the cases no client sends (librdkafka refuses them before sending): the
+//!   same resource twice in one IncrementalAlterConfigs, and DeleteRecords of an unknown
+//!   topic or partition.
 //!
 //! Error codes are asserted by librdkafka's names for them (admin.py prints
 //! `KafkaError.name()`), which are Kafka's except UNKNOWN_TOPIC_OR_PART.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::support::kafka::{describe_output, kafka_tool, kafka_tool_ok};
-use crate::support::wire::{Conn, Decoder, Encoder};
+use crate::support::wire::{self, Conn, Decoder, Encoder};
 use crate::support::{
-    consume_all, create_topic, parse_acks, python_ok, tagged, value_index, TestBroker,
+    consume_all, create_topic, parse_acks, parse_messages, python, python_ok, segment_logs, tagged,
+    value_index, wait_until, Message, TempDir, TestBroker,
 };
 
 /// Kafka's default `retention.ms` (7 days): what a topic without an override describes.
@@ -625,4 +632,340 @@ fn kafka_topics_alter_adds_partitions() {
         expected_watermarks(TOOL_PARTITIONS_GROWN, 0, 0),
         "partitions after the refused decrease:\n{out}"
     );
+}
+
+/// `segment.bytes` of the topics whose records are deleted: Kafka's minimum (1 MiB), so a
+/// few MiB of records make several segments.
+const SMALL_SEGMENT_BYTES: &str = "segment.bytes=1048576";
+/// Value size of the records produced to fill segments, and how many go to each partition:
+/// about 4 MB, four segments or so.
+const FILLER_SIZE: usize = 1000;
+const FILLER_RECORDS: i64 = 4000;
+/// Segments a filled partition must have for the deletions to mean something: whole ones
+/// below the log start, the one holding it, and the active one.
+const FILLED_SEGMENTS_MIN: usize = 3;
+/// The offset partition 0's records are deleted before: past the first two segments or so.
+const DELETE_BEFORE: i64 = 2500;
+const _: () = assert!(DELETE_BEFORE < FILLER_RECORDS);
+/// An offset below the log start once it is `DELETE_BEFORE`.
+const BELOW_LOG_START: i64 = 100;
+/// DeleteRecords' offset for "up to the high watermark".
+const HIGH_WATERMARK: i64 = -1;
+/// librdkafka's own code for a partition whose leader its metadata lookup does not find: it
+/// answers an unknown topic or partition itself, without sending the DeleteRecords.
+const NO_LEADER: &str = "_NOENT";
+const OFFSET_OUT_OF_RANGE: &str = "OFFSET_OUT_OF_RANGE";
+
+/// Produces `count` generated records of `size` bytes to `partition` of `topic`; returns
+/// offset -> message index of each, asserting the offsets are `0..count` (an empty
+/// partition, nothing lost).
+fn produce_to(
+    broker: &TestBroker,
+    topic: &str,
+    partition: i32,
+    count: i64,
+    size: usize,
+) -> BTreeMap<i64, u64> {
+    let (bootstrap, partition_arg) = (broker.bootstrap(), partition.to_string());
+    let (count_arg, size_arg) = (count.to_string(), size.to_string());
+    let args = [
+        "produce",
+        "--count",
+        count_arg.as_str(),
+        "--size",
+        size_arg.as_str(),
+        "--partition",
+        partition_arg.as_str(),
+        bootstrap.as_str(),
+        topic,
+    ];
+    let out = python_ok("ck.py", &args);
+    let acked: BTreeMap<i64, u64> = parse_acks(&out)
+        .iter()
+        .map(|a| {
+            assert_eq!(a.partition, partition, "ack in another partition:\n{out}");
+            (a.offset, a.index)
+        })
+        .collect();
+    let offsets: Vec<i64> = acked.keys().copied().collect();
+    assert_eq!(offsets, (0..count).collect::<Vec<_>>(), "offsets acknowledged:\n{out}");
+    acked
+}
+
+/// The base offsets of a partition's segment files (`<base offset>.log`), in order.
+fn segment_bases(broker: &TestBroker, topic: &str, partition: i32) -> Vec<i64> {
+    let dir = broker.data_dir().join(format!("{topic}-{partition}"));
+    segment_logs(&dir)
+        .iter()
+        .map(|log| {
+            let stem = log.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            stem.parse().unwrap_or_else(|_| panic!("not a segment name: {}", log.display()))
+        })
+        .collect()
+}
+
+/// Runs `admin.py delete-records` of `partition` before `offset`: the new low watermark, or
+/// librdkafka's name of the error; and everything the helper printed.
+fn delete_records(
+    broker: &TestBroker,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> (Result<i64, String>, String) {
+    let (bootstrap, partition, offset) =
+        (broker.bootstrap(), partition.to_string(), offset.to_string());
+    let out = python_ok("admin.py", &["delete-records", &bootstrap, topic, &partition, &offset]);
+    let (deleted, errors) = (tagged(&out, "deleted"), tagged(&out, "error"));
+    let answer = match (deleted.as_slice(), errors.as_slice()) {
+        ([low], []) if low.len() == 1 => {
+            Ok(low[0].parse().unwrap_or_else(|_| panic!("not a low watermark: {low:?} in\n{out}")))
+        }
+        ([], [error]) if !error.is_empty() => Err(error[0].to_string()),
+        _ => panic!("delete-records {partition} {offset}: not one deleted or error line:\n{out}"),
+    };
+    (answer, out)
+}
+
+/// Asserts the answer of a `delete_records` run; `what` names the request.
+fn expect_deleted(answer: (Result<i64, String>, String), expected: Result<i64, &str>, what: &str) {
+    let (got, out) = answer;
+    assert_eq!(got.as_ref().copied().map_err(String::as_str), expected, "{what}:\n{out}");
+}
+
+/// The (offset, message index) of each record consumed from `partition`, in order.
+fn consumed(messages: &[Message], partition: i32) -> Vec<(i64, u64)> {
+    messages
+        .iter()
+        .filter(|m| m.partition == partition)
+        .map(|m| {
+            (m.offset, value_index(m.value.as_deref().expect("generated messages have a value")))
+        })
+        .collect()
+}
+
+/// What `consumed` reads of a partition whose records `acked` were produced, from offset
+/// `from` on: each record once, in order.
+fn acked_from(acked: &BTreeMap<i64, u64>, from: i64) -> Vec<(i64, u64)> {
+    acked.range(from..).map(|(offset, index)| (*offset, *index)).collect()
+}
+
+const ERROR_UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+/// The low watermark of a refused partition (Kafka's `INVALID_LOW_WATERMARK`).
+const INVALID_LOW_WATERMARK: i64 = -1;
+
+#[test]
+fn delete_records_moves_the_log_start_and_deletes_the_segments_below_it() {
+    let mut broker = TestBroker::start("admin-delete-records");
+    let topic = "trimmed";
+    create_topic(&broker, topic, 2, &[SMALL_SEGMENT_BYTES]);
+    let acked: Vec<BTreeMap<i64, u64>> =
+        (0..2).map(|p| produce_to(&broker, topic, p, FILLER_RECORDS, FILLER_SIZE)).collect();
+    let bases: Vec<Vec<i64>> = (0..2).map(|p| segment_bases(&broker, topic, p)).collect();
+    for (partition, bases) in bases.iter().enumerate() {
+        assert!(bases.len() >= FILLED_SEGMENTS_MIN, "segments of partition {partition}: {bases:?}");
+    }
+    // Partition 0 keeps the segment holding DELETE_BEFORE and those after it.
+    let holding = *bases[0].iter().rfind(|base| **base <= DELETE_BEFORE).expect("a first segment");
+    let kept: Vec<i64> = bases[0].iter().copied().filter(|base| *base >= holding).collect();
+    assert!(kept.len() < bases[0].len(), "no segment wholly below {DELETE_BEFORE}: {bases:?}");
+
+    let answer = delete_records(&broker, topic, 0, DELETE_BEFORE);
+    expect_deleted(answer, Ok(DELETE_BEFORE), "DeleteRecords of partition 0");
+    let answer = delete_records(&broker, topic, 1, HIGH_WATERMARK);
+    expect_deleted(
+        answer,
+        Ok(FILLER_RECORDS),
+        "DeleteRecords of partition 1 to its high watermark",
+    );
+    let trimmed = vec![(0, DELETE_BEFORE, FILLER_RECORDS), (1, FILLER_RECORDS, FILLER_RECORDS)];
+    let (rows, out) = watermarks(&broker, topic);
+    assert_eq!(rows, trimmed, "watermarks after DeleteRecords:\n{out}");
+    // Only the active segment is left of partition 1: an empty log that starts at its end.
+    let active_1 = *bases[1].last().expect("an active segment");
+    let expected_segments = vec![kept.clone(), vec![active_1]];
+    let segments = |broker: &TestBroker| -> Vec<Vec<i64>> {
+        (0..2).map(|p| segment_bases(broker, topic, p)).collect()
+    };
+    assert_eq!(segments(&broker), expected_segments, "segment files left, were {bases:?}");
+
+    // Below the log start: nothing to do, the answer is the log start (as Kafka answers).
+    let answer = delete_records(&broker, topic, 0, BELOW_LOG_START);
+    expect_deleted(answer, Ok(DELETE_BEFORE), "DeleteRecords below the log start");
+    let answer = delete_records(&broker, topic, 0, FILLER_RECORDS + 1);
+    expect_deleted(answer, Err(OFFSET_OUT_OF_RANGE), "DeleteRecords above the high watermark");
+    let answer = delete_records(&broker, MISSING_TOPIC, 0, 1);
+    expect_deleted(answer, Err(NO_LEADER), "DeleteRecords of a topic that does not exist");
+    let answer = delete_records(&broker, topic, 2, 1);
+    expect_deleted(answer, Err(NO_LEADER), "DeleteRecords of a partition that does not exist");
+    // What the broker itself answers them (DeleteRecords v0), which neither client lets it
+    // do: Kafka's tool retries the metadata lookup until its 60 s timeout.
+    let mut conn = Conn::connect(broker.addr());
+    let refused = (ERROR_UNKNOWN_TOPIC_OR_PARTITION, INVALID_LOW_WATERMARK);
+    assert_eq!(wire::delete_records(&mut conn, 1, MISSING_TOPIC, 0, 1), refused, "unknown topic");
+    assert_eq!(wire::delete_records(&mut conn, 2, topic, 2, 1), refused, "unknown partition");
+    let (rows, out) = watermarks(&broker, topic);
+    assert_eq!(rows, trimmed, "watermarks after the refusals:\n{out}");
+
+    // From the beginning, partition 0 reads from DELETE_BEFORE on, every record once.
+    let expected_records = acked_from(&acked[0], DELETE_BEFORE);
+    let messages = consume_all(&broker, topic, &[]);
+    assert_eq!(consumed(&messages, 0), expected_records, "partition 0 from the beginning");
+    assert_eq!(consumed(&messages, 1), vec![], "partition 1 from the beginning");
+    // A fetch below the log start is refused with OFFSET_OUT_OF_RANGE (librdkafka logs it,
+    // then resets to the earliest offset, as auto.offset.reset asks).
+    let bootstrap = broker.bootstrap();
+    let output = python("ck.py", &["consume", "--offset", "0", &bootstrap, topic]);
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "consume from offset 0:\n{stdout}\n{stderr}");
+    let reset = format!("{topic} [0]: offset reset (at offset 0");
+    assert!(
+        stderr.lines().any(|l| l.contains(&reset) && l.contains("Offset out of range")),
+        "no {reset:?} for Offset out of range in librdkafka's log:\n{stderr}"
+    );
+    let messages = parse_messages(&stdout);
+    assert_eq!(consumed(&messages, 0), expected_records, "partition 0 from offset 0");
+
+    broker.restart();
+    let (rows, out) = watermarks(&broker, topic);
+    assert_eq!(rows, trimmed, "watermarks after the restart:\n{out}");
+    assert_eq!(segments(&broker), expected_segments, "segment files after the restart");
+    let messages = consume_all(&broker, topic, &[]);
+    assert_eq!(consumed(&messages, 0), expected_records, "partition 0 after the restart");
+}
+
+/// Records produced to each partition of the topic `kafka-delete-records` trims, and the
+/// offset its partition 0 is trimmed to.
+const TOOL_RECORDS: i64 = 100;
+const TOOL_DELETE_BEFORE: i64 = 40;
+/// What `kafka-delete-records` prints of a partition above whose high watermark it was asked
+/// to delete (after `error: `).
+const TOOL_OUT_OF_RANGE: &str = "org.apache.kafka.common.errors.OffsetOutOfRangeException: \
+     The requested offset is not within the range of offsets maintained by the server.";
+
+/// What `kafka-delete-records` prints of each partition, in no fixed order, after
+/// `Records delete operation completed:`: `partition: TOPIC-P<TAB>low_watermark: N`, or
+/// `partition: TOPIC-P<TAB>error: EXCEPTION: MESSAGE` (and it exits 0 either way); as
+/// "TOPIC-P" -> what follows the tab.
+fn parse_delete_records(output: &str) -> BTreeMap<String, String> {
+    let completed = "Records delete operation completed:";
+    assert!(output.lines().any(|l| l == completed), "{completed:?} in\n{output}");
+    output
+        .lines()
+        .filter_map(|line| line.strip_prefix("partition: ")?.split_once('\t'))
+        .map(|(partition, answer)| (partition.to_string(), answer.to_string()))
+        .collect()
+}
+
+/// Offsets of every partition of `topic` that `kafka-get-offsets --time TIME` prints
+/// (`TOPIC:PARTITION:OFFSET` lines; -1 latest, -2 earliest), in partition order.
+fn kafka_get_offsets(bootstrap: &str, topic: &str, time: &str) -> (Vec<i64>, String) {
+    let out = kafka_tool_ok(
+        &["kafka-get-offsets", "--bootstrap-server", bootstrap, "--topic", topic, "--time", time],
+        None,
+    );
+    let prefix = format!("{topic}:");
+    let offsets: BTreeMap<i32, i64> = out
+        .lines()
+        .filter_map(|line| line.strip_prefix(&prefix)?.split_once(':'))
+        .map(|(partition, offset)| {
+            let parsed = (partition.parse(), offset.parse());
+            let (Ok(partition), Ok(offset)) = parsed else {
+                panic!("bad line {partition}:{offset} in\n{out}");
+            };
+            (partition, offset)
+        })
+        .collect();
+    let partitions: Vec<i32> = offsets.keys().copied().collect();
+    assert_eq!(partitions, (0..partitions.len() as i32).collect::<Vec<_>>(), "{out}");
+    (offsets.into_values().collect(), out)
+}
+
+#[test]
+fn kafka_delete_records_moves_the_log_start_as_it_prints() {
+    let broker = TestBroker::start("admin-kafka-delete-records");
+    let b = broker.bootstrap();
+    let b = b.as_str();
+    let topic = "cut";
+    create_topic(&broker, topic, 3, &[]);
+    for partition in 0..3 {
+        produce_to(&broker, topic, partition, TOOL_RECORDS, 0);
+    }
+
+    // One run for three partitions: before an offset, to the high watermark (-1), and past
+    // the high watermark.
+    let dir = TempDir::new("delete-records-json");
+    let json = dir.path().join("offsets.json");
+    let wanted = [(0, TOOL_DELETE_BEFORE), (1, HIGH_WATERMARK), (2, TOOL_RECORDS + 1)];
+    let partitions: Vec<String> = wanted
+        .iter()
+        .map(|(p, offset)| format!(r#"{{"topic":"{topic}","partition":{p},"offset":{offset}}}"#))
+        .collect();
+    let text = format!(r#"{{"partitions":[{}],"version":1}}"#, partitions.join(","));
+    std::fs::write(&json, &text).expect("write the offsets json");
+    let json = json.to_str().expect("a UTF-8 path");
+    let args = ["kafka-delete-records", "--bootstrap-server", b, "--offset-json-file", json];
+    let out = kafka_tool_ok(&args, None);
+    let expected: BTreeMap<String, String> = [
+        (0, format!("low_watermark: {TOOL_DELETE_BEFORE}")),
+        (1, format!("low_watermark: {TOOL_RECORDS}")),
+        (2, format!("error: {TOOL_OUT_OF_RANGE}")),
+    ]
+    .into_iter()
+    .map(|(p, answer)| (format!("{topic}-{p}"), answer))
+    .collect();
+    assert_eq!(parse_delete_records(&out), expected, "kafka-delete-records of {text}:\n{out}");
+
+    let (earliest, out) = kafka_get_offsets(b, topic, "-2");
+    assert_eq!(earliest, vec![TOOL_DELETE_BEFORE, TOOL_RECORDS, 0], "earliest:\n{out}");
+    let (latest, out) = kafka_get_offsets(b, topic, "-1");
+    assert_eq!(latest, vec![TOOL_RECORDS; 3], "latest:\n{out}");
+}
+
+/// How often the retention test's broker applies retention (`--retention-check-interval-ms`).
+const RETENTION_CHECK_INTERVAL_MS: u64 = 200;
+/// Retention checks the broker is given to show it deletes nothing under the default
+/// retention (7 days).
+const RETENTION_CHECKS_IDLE: u64 = 5;
+/// `retention.ms` once lowered: the records are older than this a second after their produce.
+const LOWERED_RETENTION_MS: u64 = 1000;
+/// How long the lowered retention may take to delete them: its own second and a few checks,
+/// with room for a busy machine.
+const RETENTION_WAIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn a_lowered_retention_deletes_old_segments_without_a_restart() {
+    let interval = RETENTION_CHECK_INTERVAL_MS.to_string();
+    let broker =
+        TestBroker::start_with("admin-retention", &["--retention-check-interval-ms", &interval]);
+    let topic = "aged";
+    create_topic(&broker, topic, 1, &[SMALL_SEGMENT_BYTES]);
+    let acked = produce_to(&broker, topic, 0, FILLER_RECORDS, FILLER_SIZE);
+    let bases = segment_bases(&broker, topic, 0);
+    assert!(bases.len() >= FILLED_SEGMENTS_MIN, "segments: {bases:?}");
+    let active = *bases.last().expect("an active segment");
+
+    // Under the default retention, a few checks delete nothing.
+    std::thread::sleep(Duration::from_millis(RETENTION_CHECKS_IDLE * RETENTION_CHECK_INTERVAL_MS));
+    assert_eq!(segment_bases(&broker, topic, 0), bases, "segments under the default retention");
+    let (rows, out) = watermarks(&broker, topic);
+    assert_eq!(
+        rows,
+        vec![(0, 0, FILLER_RECORDS)],
+        "watermarks under the default retention:\n{out}"
+    );
+
+    let lowered = format!("retention.ms={LOWERED_RETENTION_MS}");
+    expect(incremental(&broker, topic, &["--set", &lowered]), OK, "SET retention.ms");
+    // Every closed segment goes; the active one stays (Fjord never deletes it, see
+    // storage/src/log/retention.rs), and the log starts where it does.
+    let left = wait_until("the closed segments deleted", RETENTION_WAIT, || {
+        let left = segment_bases(&broker, topic, 0);
+        (left.len() == 1).then_some(left)
+    });
+    assert_eq!(left, vec![active], "segment left, were {bases:?}");
+    let (rows, out) = watermarks(&broker, topic);
+    assert_eq!(rows, vec![(0, active, FILLER_RECORDS)], "watermarks after retention:\n{out}");
+    let messages = consume_all(&broker, topic, &[]);
+    assert_eq!(consumed(&messages, 0), acked_from(&acked, active), "records after retention");
 }

@@ -8,6 +8,7 @@ Usage: admin.py COMMAND BOOTSTRAP TOPIC [options]; see `admin.py --help`.
                        the topic): --config k=v, repeatable, and --validate-only
     create-partitions  CreatePartitions (API 37) to COUNT partitions, --validate-only
     describe           DescribeConfigs (API 32) of the topic
+    delete-records     DeleteRecords (API 21) of PARTITION before OFFSET (-1: the high watermark)
 
 Output (tab-separated, see common.py):
 
@@ -17,11 +18,15 @@ Output (tab-separated, see common.py):
                                     UNKNOWN_TOPIC_OR_PARTITION) and the broker's message
     config  <name> <value|-> <source>   one per config the broker describes; the source is a
                                     ConfigSource name (DYNAMIC_TOPIC_CONFIG, DEFAULT_CONFIG...)
+    deleted <low-watermark>         DeleteRecords done: the partition's new log start
 
 A broker's refusal exits 0, so the test asserts which code it got. Anything else (a local
 librdkafka error such as _TIMED_OUT or _UNSUPPORTED_FEATURE, a bad argument) exits non-zero
 through common.fail: a broker that does not advertise the API fails loudly, never as an
-`error` line a test could mistake for the answer it expects.
+`error` line a test could mistake for the answer it expects. The one exception is
+delete-records, which also emits librdkafka's own codes as `error` lines (their names start
+with `_`, so none is taken for a broker's): librdkafka looks the partition's leader up first
+and answers an unknown topic or partition itself (_NOENT), without sending the request.
 """
 
 import argparse
@@ -31,7 +36,7 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from confluent_kafka import KafkaException  # noqa: E402
+from confluent_kafka import KafkaException, TopicPartition  # noqa: E402
 from confluent_kafka.admin import (  # noqa: E402
     AdminClient,
     AlterConfigOpType,
@@ -71,14 +76,15 @@ def field(text):
     return str(text).replace("\t", " ").replace("\n", " ")
 
 
-def wait(future):
+def wait(future, local_errors=False):
     """Waits for one future of an admin call: (True, its result), or (False, None) after
-    emitting a broker's refusal as an `error` line."""
+    emitting a broker's refusal (and with `local_errors` librdkafka's own) as an `error`
+    line."""
     try:
         return True, future.result(timeout=RESULT_TIMEOUT_S)
     except KafkaException as exception:
         error = exception.args[0]
-        if error.code() < 0:
+        if error.code() < 0 and not local_errors:
             # librdkafka's own codes are negative (_TIMED_OUT, _UNSUPPORTED_FEATURE, ...).
             common.fail("local error, not a broker answer: %s" % error)
         common.emit("error", error.name(), field(error.str()))
@@ -155,6 +161,17 @@ def describe(args):
         common.emit("config", name, value, ConfigSource(entry.source).name)
 
 
+def delete_records(args):
+    admin = client(args)
+    wanted = TopicPartition(args.topic, args.partition, args.offset)
+    futures = admin.delete_records(
+        [wanted], operation_timeout=OPERATION_TIMEOUT_S, request_timeout=REQUEST_TIMEOUT_S
+    )
+    deleted, result = wait(only_future(futures), local_errors=True)
+    if deleted:
+        common.emit("deleted", result.low_watermark)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +199,10 @@ def main():
     p.add_argument("--validate-only", action="store_true")
 
     command("describe", describe)
+
+    p = command("delete-records", delete_records)
+    p.add_argument("partition", type=int)
+    p.add_argument("offset", type=int, help="delete the records before it; -1: the high watermark")
 
     args = parser.parse_args()
     args.run(args)

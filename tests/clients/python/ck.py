@@ -121,14 +121,14 @@ def consume(args):
     c = consumer(args, extra)
     count = partition_count(c, args.topic)
     # Read each partition up to the high watermark seen at the start: every message once,
-    # so duplicates show up as extra lines.
-    ends = {}
+    # so duplicates show up as extra lines. Reading starts at the log start (records below
+    # it deleted) if that is later than the offset asked for.
+    lows, ends = {}, {}
     for p in range(count):
-        low, high = c.get_watermark_offsets(TopicPartition(args.topic, p), timeout=10)
-        ends[p] = high
+        lows[p], ends[p] = c.get_watermark_offsets(TopicPartition(args.topic, p), timeout=10)
     start = OFFSET_BEGINNING if args.offset is None else args.offset
     c.assign([TopicPartition(args.topic, p, start) for p in range(count)])
-    positions = {p: (0 if args.offset is None else args.offset) for p in range(count)}
+    positions = {p: max(0 if args.offset is None else args.offset, lows[p]) for p in range(count)}
     deadline = time.time() + args.timeout_s
     while any(positions[p] < ends[p] for p in range(count)):
         if time.time() > deadline:
