@@ -5,6 +5,9 @@
 //! `tests/clients/java/clients/src/Matrix.java`, runs the scenario with each version;
 //! `tests/clients/java/clients/setup.sh` (which `.ci/run` calls) builds it per version with
 //! Maven. Without that build the tests fail and say to run it.
+//!
+//! Its admin step also changes the topic it creates (configs, partitions, deleted records)
+//! and fails the program when the broker's answers do not show the change.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +18,9 @@ use crate::support::TestBroker;
 const ADMIN: &[&str] = &[
     "CreateTopics",
     "DescribeConfigs",
+    "IncrementalAlterConfigs",
+    "CreatePartitions",
+    "DeleteRecords",
     "DeleteTopics",
     "ListGroups",
     "DescribeGroups",

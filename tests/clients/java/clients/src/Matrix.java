@@ -8,6 +8,10 @@
 // exception from the client, or an admin answer that contradicts what the scenario just
 // did) makes the program exit 1; what the records show is left to the report.
 //
+// The admin step also changes its topic before deleting it (so far only this client does):
+// IncrementalAlterConfigs, CreatePartitions, and DeleteRecords on a few records it writes to
+// partition 0, each checked through DescribeConfigs, describeTopics, ListOffsets and a fetch.
+//
 // The group admin calls (ListGroups, DescribeGroups while both members are in the group;
 // OffsetFetch and ListOffsets after they commit) come during and after step 4, when there is
 // a group to see. Only APIs present in both kafka-clients 3.9 and 4.4 are used (setup.sh
@@ -26,6 +30,7 @@ import java.util.TreeMap;
 import java.util.TreeSet;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -33,26 +38,36 @@ import java.util.concurrent.atomic.AtomicReference;
 
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.AlterConfigOp;
 import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.admin.ConsumerGroupListing;
 import org.apache.kafka.clients.admin.CreateTopicsResult;
+import org.apache.kafka.clients.admin.DeletedRecords;
 import org.apache.kafka.clients.admin.ListOffsetsResult;
 import org.apache.kafka.clients.admin.MemberDescription;
+import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.OffsetSpec;
+import org.apache.kafka.clients.admin.RecordsToDelete;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.clients.consumer.OffsetOutOfRangeException;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.KafkaFuture;
 import org.apache.kafka.common.PartitionInfo;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.errors.InvalidConfigurationException;
+import org.apache.kafka.common.errors.InvalidPartitionsException;
 import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
 
@@ -61,6 +76,14 @@ public final class Matrix {
     static final int PARTITIONS = 3;
     /** Partitions of the topic the admin step creates and deletes. */
     static final int ADMIN_PARTITIONS = 2;
+    static final String RETENTION_MS = "retention.ms";
+    static final String MAX_MESSAGE_BYTES = "max.message.bytes";
+    /** Values the admin step sets on its topic: neither is a default, so a describe tells them apart. */
+    static final long RETENTION_MS_SET = 123_456_789L;
+    static final int MAX_MESSAGE_BYTES_SET = 654_321;
+    /** Records the admin step writes to partition 0 of its topic, and the offset it deletes them before. */
+    static final int ADMIN_RECORDS = 5;
+    static final int DELETE_BEFORE = 3;
     static final int KEYS = 10;
     static final int FIRST_RECORDS = 300;
     static final int RESUMED_RECORDS = 50;
@@ -290,8 +313,207 @@ public final class Matrix {
                 + (config.get("cleanup.policy") == null ? null : config.get("cleanup.policy").value()));
         admin.add("DescribeConfigs");
 
+        // Changing the topic (only this client does it so far: tests/clients/README.md).
+        alterConfigs(adminClient, resource, config);
+        createPartitions(adminClient, name);
+        deleteRecords(adminClient, name);
+
         adminClient.deleteTopics(List.of(name)).all().get(CALL_MS_MAX, TimeUnit.MILLISECONDS);
         admin.add("DeleteTopics");
+    }
+
+    /** The topic's configs as DescribeConfigs gives them now. */
+    static Config describeConfigs(Admin adminClient, ConfigResource resource) throws Exception {
+        Config config = adminClient.describeConfigs(List.of(resource)).all()
+                .get(CALL_MS_MAX, TimeUnit.MILLISECONDS).get(resource);
+        if (config == null) {
+            throw new Mismatch("DescribeConfigs of " + resource.name() + " left it out");
+        }
+        return config;
+    }
+
+    /** Fails unless `config` has `name` with `value` from `source`. */
+    static void expectConfig(Config config, String name, String value, ConfigEntry.ConfigSource source, String when) {
+        ConfigEntry entry = config.get(name);
+        if (entry == null || !value.equals(entry.value()) || entry.source() != source) {
+            throw new Mismatch("DescribeConfigs " + when + ": expected " + name + "=" + value + " from " + source
+                    + ", got " + entry);
+        }
+        log("Admin.describeConfigs " + when + ": " + name + "=" + entry.value() + " from " + entry.source());
+    }
+
+    static void incrementalAlter(Admin adminClient, ConfigResource resource, AlterConfigOp... ops) throws Exception {
+        adminClient.incrementalAlterConfigs(Map.of(resource, List.of(ops))).all().get(CALL_MS_MAX, TimeUnit.MILLISECONDS);
+    }
+
+    /**
+     * Waits for a call the broker must refuse with `expected`: its success, or any other
+     * failure, fails the run.
+     */
+    static void expectRefused(KafkaFuture<?> call, Class<? extends Throwable> expected, String what) throws Exception {
+        try {
+            call.get(CALL_MS_MAX, TimeUnit.MILLISECONDS);
+        } catch (ExecutionException e) {
+            if (expected.isInstance(e.getCause())) {
+                log(what + ": refused as expected: " + e.getCause());
+                return;
+            }
+            throw new Mismatch(what + ": expected " + expected.getSimpleName() + ", got " + e.getCause());
+        }
+        throw new Mismatch(what + " succeeded; expected " + expected.getSimpleName());
+    }
+
+    /**
+     * IncrementalAlterConfigs: two SETs show in DescribeConfigs as the topic's own values
+     * (DYNAMIC_TOPIC_CONFIG); a DELETE of one brings back the default it had at creation
+     * and leaves the other; an APPEND on retention.ms (not a list) is refused with
+     * INVALID_CONFIG and changes nothing.
+     */
+    void alterConfigs(Admin adminClient, ConfigResource resource, Config created) throws Exception {
+        ConfigEntry retentionDefault = created.get(RETENTION_MS);
+        if (retentionDefault == null || retentionDefault.value() == null
+                || retentionDefault.source() != ConfigEntry.ConfigSource.DEFAULT_CONFIG) {
+            throw new Mismatch("DescribeConfigs of the new topic " + resource.name() + ": " + RETENTION_MS
+                    + " is not a default: " + retentionDefault);
+        }
+        String retention = String.valueOf(RETENTION_MS_SET);
+        String maxMessage = String.valueOf(MAX_MESSAGE_BYTES_SET);
+        ConfigEntry.ConfigSource dynamic = ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG;
+        ConfigEntry.ConfigSource fallback = ConfigEntry.ConfigSource.DEFAULT_CONFIG;
+
+        incrementalAlter(adminClient, resource,
+                new AlterConfigOp(new ConfigEntry(RETENTION_MS, retention), AlterConfigOp.OpType.SET),
+                new AlterConfigOp(new ConfigEntry(MAX_MESSAGE_BYTES, maxMessage), AlterConfigOp.OpType.SET));
+        Config set = describeConfigs(adminClient, resource);
+        expectConfig(set, RETENTION_MS, retention, dynamic, "after SET");
+        expectConfig(set, MAX_MESSAGE_BYTES, maxMessage, dynamic, "after SET");
+
+        // DELETE with an empty value, as Kafka's kafka-configs.sh sends it.
+        incrementalAlter(adminClient, resource,
+                new AlterConfigOp(new ConfigEntry(RETENTION_MS, ""), AlterConfigOp.OpType.DELETE));
+        Config deleted = describeConfigs(adminClient, resource);
+        expectConfig(deleted, RETENTION_MS, retentionDefault.value(), fallback, "after DELETE");
+        expectConfig(deleted, MAX_MESSAGE_BYTES, maxMessage, dynamic, "after DELETE");
+
+        AlterConfigOp append = new AlterConfigOp(new ConfigEntry(RETENTION_MS, "1000"), AlterConfigOp.OpType.APPEND);
+        expectRefused(adminClient.incrementalAlterConfigs(Map.of(resource, List.of(append))).all(),
+                InvalidConfigurationException.class, "IncrementalAlterConfigs APPEND " + RETENTION_MS);
+        Config appended = describeConfigs(adminClient, resource);
+        expectConfig(appended, RETENTION_MS, retentionDefault.value(), fallback, "after the refused APPEND");
+        admin.add("IncrementalAlterConfigs");
+    }
+
+    /**
+     * CreatePartitions: growing the topic by one shows in a describe of it; asking for the
+     * count it already has is refused with INVALID_PARTITIONS.
+     */
+    void createPartitions(Admin adminClient, String name) throws Exception {
+        int grown = ADMIN_PARTITIONS + 1;
+        adminClient.createPartitions(Map.of(name, NewPartitions.increaseTo(grown))).all()
+                .get(CALL_MS_MAX, TimeUnit.MILLISECONDS);
+        TopicDescription description = adminClient.describeTopics(List.of(name)).allTopicNames()
+                .get(CALL_MS_MAX, TimeUnit.MILLISECONDS).get(name);
+        int described = description == null ? -1 : description.partitions().size();
+        log("Admin.describeTopics after CreatePartitions to " + grown + ": " + described + " partitions");
+        if (described != grown) {
+            throw new Mismatch("CreatePartitions of " + name + " to " + grown + ", then describeTopics gives "
+                    + description);
+        }
+        expectRefused(adminClient.createPartitions(Map.of(name, NewPartitions.increaseTo(grown))).all(),
+                InvalidPartitionsException.class, "CreatePartitions of " + name + " to its own count " + grown);
+        admin.add("CreatePartitions");
+    }
+
+    /**
+     * DeleteRecords: after a few records go to partition 0, deleting those before offset
+     * DELETE_BEFORE answers that as the low watermark; ListOffsets earliest then gives it
+     * (and latest still the log end); a fetch below it is out of range, one at it reads the
+     * record that was there.
+     */
+    void deleteRecords(Admin adminClient, String name) throws Exception {
+        TopicPartition tp = new TopicPartition(name, 0);
+        Properties producerProps = common(group + "-admin-producer");
+        producerProps.put(ProducerConfig.ACKS_CONFIG, "all");
+        producerProps.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, CALL_MS_MAX);
+        producerProps.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, CALL_MS_MAX);
+        producerProps.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        producerProps.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(producerProps)) {
+            List<Future<RecordMetadata>> sent = new ArrayList<>();
+            for (int i = 0; i < ADMIN_RECORDS; i++) {
+                sent.add(producer.send(new ProducerRecord<>(name, tp.partition(), key(i), value(i))));
+            }
+            producer.flush();
+            for (int i = 0; i < ADMIN_RECORDS; i++) {
+                long offset = sent.get(i).get(CALL_MS_MAX, TimeUnit.MILLISECONDS).offset();
+                if (offset != i) {
+                    throw new Mismatch("record " + i + " to the new topic " + tp + " went to offset " + offset);
+                }
+            }
+        }
+
+        DeletedRecords deleted = adminClient.deleteRecords(Map.of(tp, RecordsToDelete.beforeOffset(DELETE_BEFORE)))
+                .lowWatermarks().get(tp).get(CALL_MS_MAX, TimeUnit.MILLISECONDS);
+        log("Admin.deleteRecords before " + DELETE_BEFORE + " in " + tp + ": low watermark " + deleted.lowWatermark());
+        if (deleted.lowWatermark() != DELETE_BEFORE) {
+            throw new Mismatch("DeleteRecords before offset " + DELETE_BEFORE + " in " + tp + " answered low watermark "
+                    + deleted.lowWatermark());
+        }
+        long earliest = adminClient.listOffsets(Map.of(tp, OffsetSpec.earliest())).partitionResult(tp)
+                .get(CALL_MS_MAX, TimeUnit.MILLISECONDS).offset();
+        long latest = adminClient.listOffsets(Map.of(tp, OffsetSpec.latest())).partitionResult(tp)
+                .get(CALL_MS_MAX, TimeUnit.MILLISECONDS).offset();
+        log("Admin.listOffsets after DeleteRecords: " + tp + " from " + earliest + " to " + latest);
+        if (earliest != DELETE_BEFORE || latest != ADMIN_RECORDS) {
+            throw new Mismatch("ListOffsets of " + tp + " after DeleteRecords before " + DELETE_BEFORE + ": earliest "
+                    + earliest + ", latest " + latest + " (expected " + DELETE_BEFORE + " and " + ADMIN_RECORDS + ")");
+        }
+        fetchAfterDeleteRecords(tp);
+        admin.add("DeleteRecords");
+    }
+
+    /**
+     * A consumer without a reset policy that fetches from offset 0 of `tp` gets
+     * OFFSET_OUT_OF_RANGE; from DELETE_BEFORE it reads the record produced there.
+     */
+    void fetchAfterDeleteRecords(TopicPartition tp) throws Exception {
+        Properties props = consumerProps(group + "-admin-reader", false);
+        props.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "none");
+        try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(props)) {
+            consumer.assign(List.of(tp));
+            consumer.seek(tp, 0);
+            long deadline = System.currentTimeMillis() + CALL_MS_MAX;
+            boolean outOfRange = false;
+            while (!outOfRange && System.currentTimeMillis() < deadline) {
+                try {
+                    ConsumerRecords<String, String> records = consumer.poll(POLL);
+                    if (!records.isEmpty()) {
+                        throw new Mismatch("a fetch of " + tp + " from offset 0, below its log start " + DELETE_BEFORE
+                                + ", read offset " + records.iterator().next().offset());
+                    }
+                } catch (OffsetOutOfRangeException e) {
+                    log("KafkaConsumer.poll from offset 0 of " + tp + ": " + e.getMessage());
+                    outOfRange = true;
+                }
+            }
+            if (!outOfRange) {
+                throw new Mismatch("a fetch of " + tp + " from offset 0, below its log start " + DELETE_BEFORE
+                        + ", was not out of range within " + CALL_MS_MAX + " ms");
+            }
+
+            consumer.seek(tp, DELETE_BEFORE);
+            ConsumerRecord<String, String> first = null;
+            while (first == null && System.currentTimeMillis() < deadline) {
+                for (ConsumerRecord<String, String> record : consumer.poll(POLL)) {
+                    first = first == null ? record : first;
+                }
+            }
+            if (first == null || first.offset() != DELETE_BEFORE || index(first) != DELETE_BEFORE) {
+                throw new Mismatch("a fetch of " + tp + " from its new log start " + DELETE_BEFORE + " read "
+                        + (first == null ? "nothing" : "offset " + first.offset() + " value " + first.value()));
+            }
+            log("KafkaConsumer.poll from offset " + DELETE_BEFORE + " of " + tp + ": read " + first.value());
+        }
     }
 
     // ---- 3. and 5. Producing --------------------------------------------------------------
