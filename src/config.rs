@@ -70,6 +70,10 @@ pub struct BrokerConfig {
     pub cluster: Option<PathBuf>,
     /// A follower that has not caught up for this long leaves the in-sync set.
     pub replica_lag_time_max_ms: u64,
+    /// How often the controller gives partitions back to their preferred leaders (Kafka's
+    /// `auto.leader.rebalance.enable` and `leader.imbalance.check.interval.seconds`); `None`:
+    /// never.
+    pub leader_rebalance_interval_ms: Option<u64>,
 }
 
 /// Values from the TOML file; every field optional. Names match the long flags.
@@ -105,6 +109,8 @@ pub struct FileConfig {
     pub offsets_topic_partitions: Option<i32>,
     pub cluster: Option<PathBuf>,
     pub replica_lag_time_max_ms: Option<u64>,
+    pub auto_leader_rebalance_enable: Option<bool>,
+    pub leader_imbalance_check_interval_ms: Option<u64>,
 }
 
 /// `fjord serve` flags: the first phase, before merging and validation.
@@ -207,6 +213,13 @@ pub struct ServeArgs {
     /// A follower that has not caught up for this long leaves the in-sync set, ms [default: 10000].
     #[arg(long)]
     pub replica_lag_time_max_ms: Option<u64>,
+    /// In a cluster, give partitions back to their preferred (first) replica once it is in
+    /// sync again, every --leader-imbalance-check-interval-ms [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub auto_leader_rebalance_enable: Option<bool>,
+    /// How often the preferred-leader rebalance runs, ms [default: 300000].
+    #[arg(long)]
+    pub leader_imbalance_check_interval_ms: Option<u64>,
 }
 
 /// Shards at most: one per core on any machine Fjord expects.
@@ -379,6 +392,15 @@ impl ServeArgs {
                 .replica_lag_time_max_ms
                 .or(file.replica_lag_time_max_ms)
                 .unwrap_or(10_000),
+            leader_rebalance_interval_ms: self
+                .auto_leader_rebalance_enable
+                .or(file.auto_leader_rebalance_enable)
+                .unwrap_or(true)
+                .then(|| {
+                    self.leader_imbalance_check_interval_ms
+                        .or(file.leader_imbalance_check_interval_ms)
+                        .unwrap_or(300_000)
+                }),
         };
         config.validate()?;
         Ok(config)

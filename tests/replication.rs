@@ -2186,6 +2186,100 @@ fn deleted_records_stay_deleted_on_every_replica_and_after_failover() {
     assert_eq!(wire::list_offset(&mut conn, next(), topic, 0, -1), (0, end));
 }
 
+/// How often the controller runs the preferred-leader rebalance in the test that waits
+/// for it (Kafka's default is 5 minutes).
+const REBALANCE_INTERVAL_MS: &str = "1000";
+/// How long a preferred leader may take to lead again once it is back in sync.
+const REBALANCE_WAIT: Duration = Duration::from_secs(20);
+
+/// Kills the leader of `topic`-0 (its preferred replica, as placement made it), waits for
+/// the failover, restarts it and waits until it is back in every in-sync set. Returns it.
+fn fail_over_and_return_the_first_leader(cluster: &Cluster, topic: &str) -> i32 {
+    let state = cluster.state();
+    let victim = partition(&state, topic, 0).leader;
+    assert_eq!(
+        victim,
+        partition(&state, topic, 0).replicas[0],
+        "placement's preferred leader leads"
+    );
+    cluster.kill9(victim);
+    cluster.wait_state("a new leader", Duration::from_secs(10), |s| {
+        let p = partition(s, topic, 0);
+        p.leader >= 0 && p.leader != victim
+    });
+    cluster.restart_stopped();
+    cluster.wait_all_in_sync(&format!("broker {victim} restarted"));
+    victim
+}
+
+/// Whether every partition of `topic` is led by its preferred (first) replica.
+fn preferred_lead(state: &ClusterState, topic: &str) -> bool {
+    state.topics[topic].partitions.iter().all(|p| p.leader == p.replicas[0])
+}
+
+/// Issue 18: after a failover and the broker's return, leaders stay where the failover put
+/// them until an operator asks for the preferred ones (`kafka-leader-election`, ElectLeaders)
+/// when the automatic rebalance is off; with it on, the controller gives them back itself.
+#[test]
+fn preferred_leaders_return_on_request_and_by_themselves_after_a_failover() {
+    let topic = "elected";
+    let manual = Cluster::up_in(
+        fresh_dir("elect-manual"),
+        None,
+        &["--shards", "2", "--auto-leader-rebalance-enable", "false"],
+    );
+    manual.create_topic(topic, BROKERS, &[]);
+    manual.wait_all_in_sync("topic created");
+    let victim = fail_over_and_return_the_first_leader(&manual, topic);
+    let state = manual.state();
+    assert_ne!(partition(&state, topic, 0).leader, victim, "no rebalance while it is off");
+    let out = crate::support::kafka::kafka_tool_ok(
+        &[
+            "kafka-leader-election",
+            "--bootstrap-server",
+            &manual.bootstrap,
+            "--election-type",
+            "PREFERRED",
+            "--all-topic-partitions",
+        ],
+        None,
+    );
+    assert!(out.contains(&format!("{topic}-0")), "the election of {topic}-0 is reported:\n{out}");
+    let state = manual
+        .wait_state("preferred leaders", Duration::from_secs(10), |s| preferred_lead(s, topic));
+    assert_eq!(partition(&state, topic, 0).leader, victim);
+    // Asked again: nothing needs electing.
+    let out = crate::support::kafka::kafka_tool_ok(
+        &[
+            "kafka-leader-election",
+            "--bootstrap-server",
+            &manual.bootstrap,
+            "--election-type",
+            "PREFERRED",
+            "--topic",
+            topic,
+            "--partition",
+            "0",
+        ],
+        None,
+    );
+    assert!(out.contains("Valid replica already elected"), "{out}");
+    manual.down();
+
+    let auto = Cluster::up_in(
+        fresh_dir("elect-auto"),
+        None,
+        &["--shards", "2", "--leader-imbalance-check-interval-ms", REBALANCE_INTERVAL_MS],
+    );
+    auto.create_topic(topic, BROKERS, &[]);
+    auto.wait_all_in_sync("topic created");
+    let victim = fail_over_and_return_the_first_leader(&auto, topic);
+    let state = auto.wait_state("preferred leaders, by the controller", REBALANCE_WAIT, |s| {
+        preferred_lead(s, topic)
+    });
+    assert_eq!(partition(&state, topic, 0).leader, victim);
+}
+
 /// Back-to-back commits a test times: enough that one missed wake-up per commit adds up to
 /// seconds.
 const COMMITS_TIMED: i64 = 10;

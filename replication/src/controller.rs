@@ -9,10 +9,18 @@
 //! - if no in-sync replica is alive the partition goes offline (leader -1, epoch + 1) and
 //!   keeps its in-sync set, so that the first of those replicas to come back leads again.
 //!   An out-of-sync replica never becomes leader: it could lack acknowledged records.
+//!
+//! Elections an operator asks for (Kafka's ElectLeaders), and the periodic preferred-leader
+//! rebalance (Kafka's `auto.leader.rebalance.enable`):
+//! - preferred: the first replica leads again if it is alive and in sync (it is what
+//!   placement spread the leaders by); not needed if it leads already;
+//! - unclean: only for a partition without a leader, the first live in-sync replica, else
+//!   the first live replica, which becomes the whole in-sync set: records only the lost
+//!   replicas had are gone, which is why only an explicit request does it.
 
 use std::collections::BTreeSet;
 
-use crate::state::ClusterState;
+use crate::state::{ClusterState, PartitionState};
 
 /// One leadership change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +94,94 @@ pub fn elect_leaders(state: &mut ClusterState, live: &BTreeSet<i32>) -> (Vec<Ele
     (elections, isr_changed)
 }
 
+/// The kinds of election an operator may ask for (Kafka's `ElectionType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionKind {
+    Preferred,
+    Unclean,
+}
+
+/// Why an election an operator asked for changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ElectionRefusal {
+    /// The partition already has the leader asked for (Kafka's ELECTION_NOT_NEEDED).
+    #[error("the partition already has the leader this election would give it")]
+    NotNeeded,
+    /// The preferred replica is dead or out of sync (PREFERRED_LEADER_NOT_AVAILABLE).
+    #[error("the preferred replica is not alive and in sync")]
+    PreferredNotAvailable,
+    /// No replica of a leaderless partition is alive (ELIGIBLE_LEADERS_NOT_AVAILABLE).
+    #[error("no replica of the partition is alive")]
+    NoLiveReplica,
+}
+
+/// Runs one election of `kind` on a partition; the new leader, or why none was chosen.
+pub fn elect_one(
+    partition: &mut PartitionState,
+    live: &BTreeSet<i32>,
+    kind: ElectionKind,
+) -> Result<i32, ElectionRefusal> {
+    let leader = match kind {
+        ElectionKind::Preferred => {
+            let preferred = *partition.replicas.first().ok_or(ElectionRefusal::NotNeeded)?;
+            if partition.leader == preferred {
+                return Err(ElectionRefusal::NotNeeded);
+            }
+            if !(live.contains(&preferred) && partition.isr.contains(&preferred)) {
+                return Err(ElectionRefusal::PreferredNotAvailable);
+            }
+            preferred
+        }
+        ElectionKind::Unclean => {
+            if partition.leader >= 0 {
+                return Err(ElectionRefusal::NotNeeded);
+            }
+            let clean = partition
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| partition.isr.contains(r) && live.contains(r));
+            match clean {
+                Some(leader) => leader,
+                None => {
+                    let leader = partition
+                        .replicas
+                        .iter()
+                        .copied()
+                        .find(|r| live.contains(r))
+                        .ok_or(ElectionRefusal::NoLiveReplica)?;
+                    partition.isr = vec![leader];
+                    leader
+                }
+            }
+        }
+    };
+    partition.leader = leader;
+    partition.leader_epoch += 1;
+    Ok(leader)
+}
+
+/// The periodic rebalance: every partition whose preferred replica is alive and in sync
+/// but does not lead gets it back as leader.
+pub fn elect_preferred_leaders(state: &mut ClusterState, live: &BTreeSet<i32>) -> Vec<Election> {
+    let mut elections = Vec::new();
+    for (topic, topic_state) in state.topics.iter_mut() {
+        for (index, partition) in topic_state.partitions.iter_mut().enumerate() {
+            let old_leader = partition.leader;
+            if let Ok(new_leader) = elect_one(partition, live, ElectionKind::Preferred) {
+                elections.push(Election {
+                    topic: topic.clone(),
+                    partition: index as i32,
+                    old_leader,
+                    new_leader,
+                    leader_epoch: partition.leader_epoch,
+                });
+            }
+        }
+    }
+    elections
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +222,49 @@ mod tests {
         assert_eq!(elections.len(), 1);
         let p = &s.topics["t"].partitions[0];
         assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (1, 6, vec![1, 2]));
+    }
+
+    #[test]
+    fn a_preferred_election_needs_the_first_replica_alive_and_in_sync() {
+        let mut s = state(&[0, 1, 2], 1, &[1, 2]);
+        let p = &mut s.topics.get_mut("t").unwrap().partitions[0];
+        let all = BTreeSet::from([0, 1, 2]);
+        assert_eq!(
+            elect_one(p, &all, ElectionKind::Preferred),
+            Err(ElectionRefusal::PreferredNotAvailable)
+        );
+        p.isr = vec![1, 2, 0];
+        assert_eq!(
+            elect_one(p, &BTreeSet::from([1, 2]), ElectionKind::Preferred),
+            Err(ElectionRefusal::PreferredNotAvailable)
+        );
+        assert_eq!(elect_one(p, &all, ElectionKind::Preferred), Ok(0));
+        assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (0, 6, vec![1, 2, 0]));
+        assert_eq!(elect_one(p, &all, ElectionKind::Preferred), Err(ElectionRefusal::NotNeeded));
+        let mut s = state(&[0, 1, 2], 2, &[0, 1, 2]);
+        let elections = elect_preferred_leaders(&mut s, &all);
+        assert_eq!((elections.len(), elections[0].new_leader), (1, 0));
+        assert!(elect_preferred_leaders(&mut s, &all).is_empty(), "balanced: nothing to do");
+    }
+
+    #[test]
+    fn an_unclean_election_only_gives_a_leaderless_partition_a_live_replica() {
+        let mut s = state(&[0, 1, 2], 0, &[0, 1]);
+        let p = &mut s.topics.get_mut("t").unwrap().partitions[0];
+        let live = BTreeSet::from([2]);
+        assert_eq!(elect_one(p, &live, ElectionKind::Unclean), Err(ElectionRefusal::NotNeeded));
+        p.leader = -1;
+        assert_eq!(
+            elect_one(p, &BTreeSet::new(), ElectionKind::Unclean),
+            Err(ElectionRefusal::NoLiveReplica)
+        );
+        assert_eq!(elect_one(p, &live, ElectionKind::Unclean), Ok(2));
+        assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (2, 6, vec![2]));
+        // A live in-sync replica is preferred to an out-of-sync one.
+        let mut s = state(&[0, 1, 2], -1, &[1]);
+        let p = &mut s.topics.get_mut("t").unwrap().partitions[0];
+        assert_eq!(elect_one(p, &BTreeSet::from([1, 2]), ElectionKind::Unclean), Ok(1));
+        assert_eq!(p.isr, vec![1]);
     }
 
     #[test]

@@ -24,7 +24,10 @@ mod liveness;
 mod state;
 
 pub use cluster::{BrokerEntry, ClusterFile};
-pub use controller::{assign_replicas, elect_leaders, Election};
+pub use controller::{
+    assign_replicas, elect_leaders, elect_one, elect_preferred_leaders, Election, ElectionKind,
+    ElectionRefusal,
+};
 pub use epochs::{end_offset_in, LeaderEpochCache};
 pub use isr::{FollowerProgress, ReplicaTracker};
 pub use liveness::Liveness;

@@ -28,8 +28,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use fjord_replication::{
-    assign_replicas, elect_leaders, ClusterFile, ClusterState, Liveness, PartitionState,
-    StateStore, TopicState,
+    assign_replicas, elect_leaders, elect_one, elect_preferred_leaders, ClusterFile, ClusterState,
+    ElectionKind, ElectionRefusal, Liveness, PartitionState, StateStore, TopicState,
 };
 use tracing::{info, warn};
 
@@ -49,9 +49,52 @@ pub const HEARTBEAT_TIMEOUT_MS: i64 = 3_000;
 /// heartbeat timeout, well above a tick under load.
 pub const PAUSE_SUSPECT_MS: i64 = HEARTBEAT_TIMEOUT_MS / 3;
 
+/// What a broker's configuration tells its cluster duty.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterSettings {
+    /// Partitions of the offsets topic, created by the controller once enough brokers run.
+    pub offsets_partitions: i32,
+    /// How often the controller runs the preferred-leader rebalance; `None`: never.
+    pub leader_rebalance_interval_ms: Option<u64>,
+}
+
+/// Why an election an operator asked for did not happen on a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionOutcome {
+    /// The topic or partition does not exist.
+    Unknown,
+    Refused(ElectionRefusal),
+}
+
+/// One topic's outcomes of an ElectLeaders request: (partition, outcome).
+pub type TopicElections = (String, Vec<(i32, Result<(), ElectionOutcome>)>);
+
+/// One election of `kind` on `topic`-`index` in `state`.
+fn elect_in(
+    state: &mut ClusterState,
+    topic: &str,
+    index: i32,
+    live: &BTreeSet<i32>,
+    kind: ElectionKind,
+) -> Result<(), ElectionOutcome> {
+    let partition = state
+        .topics
+        .get_mut(topic)
+        .and_then(|t| t.partitions.get_mut(usize::try_from(index).ok()?))
+        .ok_or(ElectionOutcome::Unknown)?;
+    let old_leader = partition.leader;
+    let new_leader = elect_one(partition, live, kind).map_err(ElectionOutcome::Refused)?;
+    info!(%topic, partition = index, old_leader, new_leader, leader_epoch = partition.leader_epoch, ?kind, "leader elected on request");
+    Ok(())
+}
+
 pub struct Cluster {
     /// Partitions of the offsets topic, created by the controller once enough brokers run.
     pub offsets_partitions: i32,
+    /// How often the controller runs the preferred-leader rebalance; `None`: never.
+    leader_rebalance_interval_ms: Option<u64>,
+    /// When the controller last ran it (ms).
+    last_rebalance_ms: Cell<i64>,
     pub file: ClusterFile,
     pub store: StateStore,
     pub me: i32,
@@ -82,7 +125,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// Loads the cluster file and takes this broker's liveness lock.
-    pub fn join(path: PathBuf, me: i32, offsets_partitions: i32) -> Result<Cluster, BrokerError> {
+    pub fn join(path: PathBuf, me: i32, settings: ClusterSettings) -> Result<Cluster, BrokerError> {
         let file = ClusterFile::load(&path)?;
         if file.broker(me).is_none() {
             return Err(BrokerError::NotInCluster { id: me, path });
@@ -103,29 +146,31 @@ impl Cluster {
             }
         };
         liveness.beat(now_ms())?;
-        Ok(Cluster::with(file, me, offsets_partitions, Some(liveness)))
+        Ok(Cluster::with(file, me, settings, Some(liveness)))
     }
 
     /// The cluster as seen by a shard other than shard 0 of the same broker: it applies the
     /// state to its own partitions and keeps their replicas in sync, while shard 0 holds the
     /// liveness lock (taken by `join` before any other shard starts) and the controller duty.
-    pub fn view(path: PathBuf, me: i32, offsets_partitions: i32) -> Result<Cluster, BrokerError> {
+    pub fn view(path: PathBuf, me: i32, settings: ClusterSettings) -> Result<Cluster, BrokerError> {
         let file = ClusterFile::load(&path)?;
         if file.broker(me).is_none() {
             return Err(BrokerError::NotInCluster { id: me, path });
         }
-        Ok(Cluster::with(file, me, offsets_partitions, None))
+        Ok(Cluster::with(file, me, settings, None))
     }
 
     fn with(
         file: ClusterFile,
         me: i32,
-        offsets_partitions: i32,
+        settings: ClusterSettings,
         liveness: Option<Liveness>,
     ) -> Cluster {
         let store = StateStore::new(&file.dir);
         Cluster {
-            offsets_partitions,
+            offsets_partitions: settings.offsets_partitions,
+            leader_rebalance_interval_ms: settings.leader_rebalance_interval_ms,
+            last_rebalance_ms: Cell::new(now_ms()),
             file,
             store,
             me,
@@ -314,6 +359,53 @@ impl Cluster {
         Ok(Some(updated))
     }
 
+    /// Elections an operator asked for (ElectLeaders), all in one state update: for
+    /// `partitions`, or for every partition (`None`, where those that need none are left
+    /// out of the answer, as Kafka does). The state written, and each topic's outcomes in
+    /// request order.
+    pub async fn elect(
+        &self,
+        kind: ElectionKind,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<(ClusterState, Vec<TopicElections>), TopicError> {
+        let live = self.live_brokers();
+        let mut outcomes = Vec::new();
+        let updated = self
+            .store
+            .update(|state| {
+                outcomes.clear();
+                let wanted: Vec<(String, Vec<i32>)> = match &partitions {
+                    Some(list) => list.clone(),
+                    None => state
+                        .topics
+                        .iter()
+                        .map(|(name, t)| (name.clone(), (0..t.partitions.len() as i32).collect()))
+                        .collect(),
+                };
+                let mut changed = false;
+                for (topic, indexes) in wanted {
+                    let mut results = Vec::with_capacity(indexes.len());
+                    for index in indexes {
+                        let outcome = elect_in(state, &topic, index, &live, kind);
+                        changed |= outcome.is_ok();
+                        let not_needed =
+                            outcome == Err(ElectionOutcome::Refused(ElectionRefusal::NotNeeded));
+                        if partitions.is_some() || !not_needed {
+                            results.push((index, outcome));
+                        }
+                    }
+                    outcomes.push((topic, results));
+                }
+                Ok::<bool, ()>(changed)
+            })
+            .await
+            .map_err(|e| TopicError::storage("the cluster state", e))?;
+        let state = updated.map_err(|()| TopicError::State {
+            reason: "the election could not be written".to_string(),
+        })?;
+        Ok((state, outcomes))
+    }
+
     /// Controller duty for one tick: take the role over if its holder is not alive, then
     /// elect.
     pub(crate) async fn control(&self) {
@@ -348,7 +440,15 @@ impl Cluster {
                 None
             }
         };
-        if version.is_some()
+        let now = now_ms();
+        let rebalance = self
+            .leader_rebalance_interval_ms
+            .is_some_and(|interval| now - self.last_rebalance_ms.get() >= interval as i64);
+        if rebalance {
+            self.last_rebalance_ms.set(now);
+        }
+        if !rebalance
+            && version.is_some()
             && self
                 .controller_idle
                 .borrow()
@@ -373,7 +473,10 @@ impl Cluster {
                     .iter()
                     .flat_map(|(name, t)| t.partitions.iter().enumerate().map(move |(i, p)| (name.clone(), i, p.isr.clone())))
                     .collect();
-                let (found, isr_changed) = elect_leaders(state, &live);
+                let (mut found, isr_changed) = elect_leaders(state, &live);
+                if rebalance {
+                    found.extend(elect_preferred_leaders(state, &live));
+                }
                 if isr_changed {
                     for (name, i, isr) in before {
                         let now = &state.topics[&name].partitions[i].isr;

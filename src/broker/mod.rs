@@ -154,10 +154,14 @@ impl Broker {
         if let Some(file) = &config.cluster {
             // Shard 0 joins (liveness lock, controller duty); the others, started after it
             // is open, see the same cluster for their own partitions.
+            let settings = cluster::ClusterSettings {
+                offsets_partitions: config.offsets_topic_partitions,
+                leader_rebalance_interval_ms: config.leader_rebalance_interval_ms,
+            };
             let cluster = if shards.me == 0 {
-                Cluster::join(file.clone(), config.broker_id, config.offsets_topic_partitions)?
+                Cluster::join(file.clone(), config.broker_id, settings)?
             } else {
-                Cluster::view(file.clone(), config.broker_id, config.offsets_topic_partitions)?
+                Cluster::view(file.clone(), config.broker_id, settings)?
             };
             return Broker::open_clustered(config, Rc::new(cluster), shards).await;
         }

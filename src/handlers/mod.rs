@@ -6,6 +6,7 @@ mod api_versions;
 mod authorized;
 mod configs;
 mod delete_records;
+mod elect_leaders;
 pub(crate) mod epochs;
 pub(crate) mod errors;
 pub(crate) mod fetch;
@@ -76,6 +77,7 @@ pub(crate) async fn dispatch(
         }
         ApiKey::CreatePartitions => admin::create_partitions(broker, &request).await,
         ApiKey::DeleteRecords => delete_records::handle(broker, &request).await,
+        ApiKey::ElectLeaders => elect_leaders::handle(broker, &request).await,
         ApiKey::InitProducerId => producer_id::handle(broker, &request).await,
         ApiKey::OffsetForLeaderEpoch => epochs::handle(broker, &request).await,
         ApiKey::FindCoordinator => groups::find_coordinator(broker, &request).await,
