@@ -2280,6 +2280,82 @@ fn preferred_leaders_return_on_request_and_by_themselves_after_a_failover() {
     assert_eq!(partition(&state, topic, 0).leader, victim);
 }
 
+/// How long a reassignment may take to complete: the added replica copies what the
+/// partition holds and catches up with a producer writing, around a broker's restart.
+const REASSIGNMENT_WAIT: Duration = Duration::from_secs(60);
+
+/// Issue 18: `kafka-reassign-partitions` moves a partition from replicas {a, b} to {b, c}
+/// while an idempotent acks=all producer writes and a broker of the partition is killed in
+/// the middle and restarted: the new replica copies the log through the follower fetch and
+/// joins the in-sync set, the controller completes the move, the removed replica deletes its
+/// data, `--verify` reports it done, and every acknowledged record is there exactly once.
+#[test]
+fn a_reassignment_moves_a_partition_under_load_through_a_broker_kill() {
+    let cluster = Cluster::up("reassign");
+    let topic = "moved";
+    fjord_ok(&["topic", "create", topic, "-b", &cluster.bootstrap, "-p", "2", "-r", "2"]);
+    let state = cluster.wait_state("the topic with leaders", Duration::from_secs(10), |s| {
+        s.topics.get(topic).is_some_and(|t| t.partitions.iter().all(|p| p.leader >= 0))
+    });
+    let before = partition(&state, topic, 0).replicas.clone();
+    let (removed, kept) = (before[0], before[1]);
+    let added = (0..BROKERS).find(|id| !before.contains(id)).expect("a broker without a replica");
+    let producer = VerifiedProducer::start(&cluster, topic, 120);
+    let acks_path = producer.acks_path.clone();
+    wait_for_acks(&acks_path, 200, "before the reassignment");
+
+    let work = TempDir::new("reassign");
+    let plan = work.path().join("plan.json");
+    let json = format!(
+        r#"{{"version":1,"partitions":[{{"topic":"{topic}","partition":0,"replicas":[{kept},{added}]}}]}}"#
+    );
+    std::fs::write(&plan, json).expect("write the reassignment plan");
+    let plan_arg = plan.display().to_string();
+    let tool = |action: &str| {
+        crate::support::kafka::kafka_tool_ok(
+            &[
+                "kafka-reassign-partitions",
+                "--bootstrap-server",
+                &cluster.bootstrap,
+                "--reassignment-json-file",
+                &plan_arg,
+                action,
+            ],
+            None,
+        )
+    };
+    let out = tool("--execute");
+    assert!(out.contains("Successfully started partition reassignment"), "{out}");
+    // A broker of the partition dies in the middle of the copy, and comes back.
+    let victim = partition(&cluster.state(), topic, 0).leader;
+    cluster.kill9(victim);
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.restart_stopped();
+    let state = cluster.wait_state("the reassignment completed", REASSIGNMENT_WAIT, |s| {
+        let p = partition(s, topic, 0);
+        !p.reassigning() && p.replicas == vec![kept, added] && p.isr.len() == 2 && p.leader >= 0
+    });
+    eprintln!(
+        "partition 0 moved from {before:?} to {:?} (victim {victim})",
+        partition(&state, topic, 0)
+    );
+    let out = tool("--verify");
+    assert!(out.contains(&format!("Reassignment of partition {topic}-0 is completed")), "{out}");
+    wait_until(
+        &format!("broker {removed} removing its replica of {topic}-0"),
+        Duration::from_secs(10),
+        || (!cluster.partition_dir(removed, topic, 0).exists()).then_some(()),
+    );
+    let acked = ack_count(&acks_path);
+    wait_for_acks(&acks_path, acked + 200, "after the reassignment");
+    producer.stop_and_check(&cluster, &[victim]);
+    wait_until(
+        &format!("replicas {kept} and {added} of {topic}-0 holding the same bytes"),
+        Duration::from_secs(10),
+        || (cluster.log_bytes(kept, topic, 0) == cluster.log_bytes(added, topic, 0)).then_some(()),
+    );
+}
+
 /// Back-to-back commits a test times: enough that one missed wake-up per commit adds up to
 /// seconds.
 const COMMITS_TIMED: i64 = 10;

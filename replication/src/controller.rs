@@ -182,6 +182,121 @@ pub fn elect_preferred_leaders(state: &mut ClusterState, live: &BTreeSet<i32>) -
     elections
 }
 
+/// Why a reassignment request was refused for a partition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReassignmentRefusal {
+    /// The target is not a valid replica list (INVALID_REPLICA_ASSIGNMENT).
+    #[error("{0}")]
+    InvalidAssignment(String),
+    /// A cancel of a partition that is not being reassigned (NO_REASSIGNMENT_IN_PROGRESS).
+    #[error("no reassignment is in progress")]
+    NoneInProgress,
+}
+
+/// Checks a replica list an operator gave: not empty, no broker twice, every broker `known`;
+/// Kafka's messages.
+pub fn check_replica_list(
+    replicas: &[i32],
+    known: impl Fn(i32) -> bool,
+) -> Result<(), ReassignmentRefusal> {
+    let refuse = |reason: String| Err(ReassignmentRefusal::InvalidAssignment(reason));
+    if replicas.is_empty() {
+        return refuse("The manual partition assignment includes an empty replica list.".into());
+    }
+    if replicas.iter().collect::<BTreeSet<_>>().len() != replicas.len() {
+        return refuse(format!(
+            "The manual partition assignment {replicas:?} contains duplicate replicas."
+        ));
+    }
+    if let Some(unknown) = replicas.iter().find(|id| !known(**id)) {
+        return refuse(format!(
+            "The manual partition assignment includes broker {unknown}, but no such broker is registered."
+        ));
+    }
+    Ok(())
+}
+
+/// The replicas a partition had before its reassignment (all of them if there is none).
+fn original_replicas(partition: &PartitionState) -> Vec<i32> {
+    partition.replicas.iter().copied().filter(|r| !partition.adding.contains(r)).collect()
+}
+
+/// Starts a reassignment of `partition` to `target` (checked with `check_replica_list`), or
+/// replaces the one in progress (counted from the replicas before it). A target with the
+/// same replicas only reorders them, at once. Returns whether the state changed.
+pub fn start_reassignment(partition: &mut PartitionState, target: &[i32]) -> bool {
+    let original = original_replicas(partition);
+    let adding: Vec<i32> = target.iter().copied().filter(|r| !original.contains(r)).collect();
+    let removing: Vec<i32> = original.iter().copied().filter(|r| !target.contains(r)).collect();
+    let mut replicas = target.to_vec();
+    replicas.extend(&removing);
+    let before = partition.clone();
+    partition.isr.retain(|r| replicas.contains(r));
+    partition.replicas = replicas;
+    partition.adding = adding;
+    partition.removing = removing;
+    if !partition.replicas.contains(&partition.leader) && partition.leader >= 0 {
+        // It led as an added replica of the reassignment this one replaces.
+        partition.leader = partition.isr.first().copied().unwrap_or(-1);
+        partition.leader_epoch += 1;
+    }
+    *partition != before
+}
+
+/// Cancels the reassignment in progress: back to the replicas from before it, keeping
+/// those in sync. Refused if none of them is in sync (the partition would have no replica
+/// that may lead).
+pub fn cancel_reassignment(partition: &mut PartitionState) -> Result<(), ReassignmentRefusal> {
+    if !partition.reassigning() {
+        return Err(ReassignmentRefusal::NoneInProgress);
+    }
+    let original = original_replicas(partition);
+    let isr: Vec<i32> = partition.isr.iter().copied().filter(|r| original.contains(r)).collect();
+    if isr.is_empty() {
+        return Err(ReassignmentRefusal::InvalidAssignment(
+            "no replica from before the reassignment is in sync: it cannot be cancelled".into(),
+        ));
+    }
+    if !original.contains(&partition.leader) {
+        partition.leader = isr[0];
+        partition.leader_epoch += 1;
+    }
+    partition.replicas = original;
+    partition.isr = isr;
+    partition.adding.clear();
+    partition.removing.clear();
+    Ok(())
+}
+
+/// Completes every reassignment whose target replicas are all in sync: the removed replicas
+/// leave, and a leader outside the target (or dead) hands over to the first live in-sync
+/// target replica. Returns the (topic, partition) completed.
+pub fn complete_reassignments(
+    state: &mut ClusterState,
+    live: &BTreeSet<i32>,
+) -> Vec<(String, i32)> {
+    let mut completed = Vec::new();
+    for (topic, topic_state) in state.topics.iter_mut() {
+        for (index, partition) in topic_state.partitions.iter_mut().enumerate() {
+            let target = partition.target_replicas();
+            if !partition.reassigning() || !target.iter().all(|r| partition.isr.contains(r)) {
+                continue;
+            }
+            partition.isr.retain(|r| target.contains(r));
+            if !(target.contains(&partition.leader) && live.contains(&partition.leader)) {
+                let next = target.iter().copied().find(|r| live.contains(r));
+                partition.leader = next.unwrap_or(-1);
+                partition.leader_epoch += 1;
+            }
+            partition.replicas = target;
+            partition.adding.clear();
+            partition.removing.clear();
+            completed.push((topic.clone(), index as i32));
+        }
+    }
+    completed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +314,7 @@ mod tests {
                     leader,
                     leader_epoch: 5,
                     isr: isr.to_vec(),
+                    ..PartitionState::default()
                 }],
             },
         );
@@ -265,6 +381,46 @@ mod tests {
         let p = &mut s.topics.get_mut("t").unwrap().partitions[0];
         assert_eq!(elect_one(p, &BTreeSet::from([1, 2]), ElectionKind::Unclean), Ok(1));
         assert_eq!(p.isr, vec![1]);
+    }
+
+    #[test]
+    fn a_reassignment_adds_then_completes_once_the_target_is_in_sync() {
+        let mut s = state(&[0, 1], 0, &[0, 1]);
+        let all = BTreeSet::from([0, 1, 2]);
+        let p = &mut s.topics.get_mut("t").unwrap().partitions[0];
+        assert!(check_replica_list(&[1, 1], |_| true).is_err());
+        assert!(check_replica_list(&[], |_| true).is_err());
+        assert!(check_replica_list(&[1, 7], |id| id < 3).is_err());
+        assert!(start_reassignment(p, &[1, 2]));
+        assert_eq!(
+            (p.replicas.clone(), p.adding.clone(), p.removing.clone()),
+            (vec![1, 2, 0], vec![2], vec![0])
+        );
+        assert_eq!(p.target_replicas(), vec![1, 2]);
+        assert!(complete_reassignments(&mut s, &all).is_empty(), "2 is not in sync yet");
+        s.topics.get_mut("t").unwrap().partitions[0].isr.push(2);
+        assert_eq!(complete_reassignments(&mut s, &all), vec![("t".to_string(), 0)]);
+        let p = &s.topics["t"].partitions[0];
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone(), p.leader, p.leader_epoch),
+            (vec![1, 2], vec![1, 2], 1, 6)
+        );
+        assert!(!p.reassigning());
+    }
+
+    #[test]
+    fn a_cancel_returns_to_the_replicas_from_before() {
+        let mut s = state(&[0, 1], 0, &[0, 1]);
+        let p = &mut s.topics.get_mut("t").unwrap().partitions[0];
+        assert_eq!(cancel_reassignment(p), Err(ReassignmentRefusal::NoneInProgress));
+        start_reassignment(p, &[2, 1]);
+        p.isr.push(2);
+        // A new target replaces the one in progress, counted from the replicas before it.
+        start_reassignment(p, &[0, 2]);
+        assert_eq!((p.adding.clone(), p.removing.clone()), (vec![2], vec![1]));
+        cancel_reassignment(p).unwrap();
+        assert_eq!((p.replicas.clone(), p.isr.clone(), p.leader), (vec![0, 1], vec![0, 1], 0));
+        assert!(!p.reassigning());
     }
 
     #[test]

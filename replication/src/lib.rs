@@ -25,8 +25,9 @@ mod state;
 
 pub use cluster::{BrokerEntry, ClusterFile};
 pub use controller::{
-    assign_replicas, elect_leaders, elect_one, elect_preferred_leaders, Election, ElectionKind,
-    ElectionRefusal,
+    assign_replicas, cancel_reassignment, check_replica_list, complete_reassignments,
+    elect_leaders, elect_one, elect_preferred_leaders, start_reassignment, Election, ElectionKind,
+    ElectionRefusal, ReassignmentRefusal,
 };
 pub use epochs::{end_offset_in, LeaderEpochCache};
 pub use isr::{FollowerProgress, ReplicaTracker};

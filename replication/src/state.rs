@@ -88,15 +88,34 @@ pub struct TopicState {
     pub partitions: Vec<PartitionState>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct PartitionState {
-    /// Preferred order: the first live in-sync replica leads.
+    /// Preferred order: the first live in-sync replica leads. While a reassignment runs,
+    /// the target replicas followed by those being removed (Kafka's order).
     pub replicas: Vec<i32>,
     /// -1 when no in-sync replica is alive (the partition is offline).
     pub leader: i32,
     pub leader_epoch: i32,
     pub isr: Vec<i32>,
+    /// A reassignment in progress: replicas being added (copying the log as followers)...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<i32>,
+    /// ... and replicas that leave once every added one is in sync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<i32>,
+}
+
+impl PartitionState {
+    /// Whether a reassignment of this partition is in progress.
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas the partition will have once its reassignment completes.
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas.iter().copied().filter(|r| !self.removing.contains(r)).collect()
+    }
 }
 
 /// Reads and writes the state of one cluster directory, on disk `D` (the machine's by

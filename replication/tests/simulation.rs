@@ -588,7 +588,13 @@ fn mutate(rng: &mut Rng, state: &mut ClusterState) -> bool {
             let partitions = (0..1 + rng.below(PARTITIONS_MAX))
                 .map(|_| {
                     let replicas: Vec<i32> = (0..BROKERS).collect();
-                    PartitionState { leader: 0, leader_epoch: 0, isr: replicas.clone(), replicas }
+                    PartitionState {
+                        leader: 0,
+                        leader_epoch: 0,
+                        isr: replicas.clone(),
+                        replicas,
+                        ..PartitionState::default()
+                    }
                 })
                 .collect();
             let config = BTreeMap::from([(

@@ -28,8 +28,10 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use fjord_replication::{
-    assign_replicas, elect_leaders, elect_one, elect_preferred_leaders, ClusterFile, ClusterState,
-    ElectionKind, ElectionRefusal, Liveness, PartitionState, StateStore, TopicState,
+    assign_replicas, cancel_reassignment, check_replica_list, complete_reassignments,
+    elect_leaders, elect_one, elect_preferred_leaders, start_reassignment, ClusterFile,
+    ClusterState, ElectionKind, ElectionRefusal, Liveness, PartitionState, ReassignmentRefusal,
+    StateStore, TopicState,
 };
 use tracing::{info, warn};
 
@@ -87,6 +89,22 @@ fn elect_in(
     info!(%topic, partition = index, old_leader, new_leader, leader_epoch = partition.leader_epoch, ?kind, "leader elected on request");
     Ok(())
 }
+
+/// Why a reassignment request was refused for a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReassignmentError {
+    /// The topic or partition does not exist.
+    Unknown,
+    Refused(ReassignmentRefusal),
+    /// The target has another number of replicas, and the request did not allow it.
+    ReplicationFactor {
+        from: usize,
+        to: usize,
+    },
+}
+
+/// One partition's outcome of an AlterPartitionReassignments request.
+pub type ReassignmentOutcome = Result<(), ReassignmentError>;
 
 pub struct Cluster {
     /// Partitions of the offsets topic, created by the controller once enough brokers run.
@@ -269,6 +287,7 @@ impl Cluster {
                         leader: r[0],
                         leader_epoch: 0,
                         isr: r.clone(),
+                        ..PartitionState::default()
                     })
                     .collect();
                 state.topics.insert(
@@ -348,7 +367,13 @@ impl Cluster {
                             ),
                         });
                     };
-                    partitions.push(PartitionState { leader, leader_epoch: 0, isr, replicas });
+                        partitions.push(PartitionState {
+                        leader,
+                        leader_epoch: 0,
+                        isr,
+                        replicas,
+                        ..PartitionState::default()
+                    });
                 }
                 topic.partitions.extend(partitions);
                 Ok(true)
@@ -403,6 +428,66 @@ impl Cluster {
         let state = updated.map_err(|()| TopicError::State {
             reason: "the election could not be written".to_string(),
         })?;
+        Ok((state, outcomes))
+    }
+
+    /// Starts (`Some(target)`) or cancels (`None`) reassignments, all in one state update
+    /// (AlterPartitionReassignments). The state written, and each partition's outcome in
+    /// request order.
+    pub async fn alter_reassignments(
+        &self,
+        wanted: Vec<(String, i32, Option<Vec<i32>>)>,
+        allow_replication_factor_change: bool,
+    ) -> Result<(ClusterState, Vec<ReassignmentOutcome>), TopicError> {
+        let known = |id: i32| self.file.broker(id).is_some();
+        let mut outcomes = Vec::new();
+        let updated = self
+            .store
+            .update(|state| {
+                outcomes.clear();
+                let mut changed = false;
+                for (topic, index, target) in &wanted {
+                    let partition = state
+                        .topics
+                        .get_mut(topic)
+                        .and_then(|t| t.partitions.get_mut(usize::try_from(*index).ok()?));
+                    let outcome = match (partition, target) {
+                        (None, _) => Err(ReassignmentError::Unknown),
+                        (Some(partition), Some(target))
+                            if !allow_replication_factor_change
+                                && target.len()
+                                    != partition.replicas.len() - partition.adding.len() =>
+                        {
+                            Err(ReassignmentError::ReplicationFactor {
+                                from: partition.replicas.len() - partition.adding.len(),
+                                to: target.len(),
+                            })
+                        }
+                        (Some(partition), Some(target)) => check_replica_list(target, known)
+                            .map(|()| changed |= start_reassignment(partition, target))
+                            .map_err(ReassignmentError::Refused),
+                        (Some(partition), None) => cancel_reassignment(partition)
+                            .map(|()| changed = true)
+                            .map_err(ReassignmentError::Refused),
+                    };
+                    outcomes.push(outcome);
+                }
+                Ok::<bool, ()>(changed)
+            })
+            .await
+            .map_err(|e| TopicError::storage("the cluster state", e))?;
+        let state = updated.map_err(|()| TopicError::State {
+            reason: "the reassignment could not be written".to_string(),
+        })?;
+        for ((topic, index, target), outcome) in wanted.iter().zip(&outcomes) {
+            match (target, outcome) {
+                (Some(target), Ok(())) => {
+                    info!(%topic, partition = index, ?target, "reassignment started")
+                }
+                (None, Ok(())) => info!(%topic, partition = index, "reassignment cancelled"),
+                (_, Err(error)) => warn!(%topic, partition = index, ?error, "reassignment refused"),
+            }
+        }
         Ok((state, outcomes))
     }
 
@@ -477,6 +562,12 @@ impl Cluster {
                 if rebalance {
                     found.extend(elect_preferred_leaders(state, &live));
                 }
+                let completed = complete_reassignments(state, &live);
+                for (topic, partition) in &completed {
+                    let p = &state.topics[topic].partitions[*partition as usize];
+                    info!(%topic, partition, replicas = ?p.replicas, leader = p.leader, "reassignment completed");
+                }
+                let isr_changed = isr_changed || !completed.is_empty();
                 if isr_changed {
                     for (name, i, isr) in before {
                         let now = &state.topics[&name].partitions[i].isr;

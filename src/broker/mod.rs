@@ -35,7 +35,7 @@ use crate::config::{BrokerConfig, TOPICS_MAX, TOPIC_PARTITIONS_MAX};
 use crate::group::{Coordinator, GroupConfig, OFFSETS_TOPIC};
 use crate::ids::{hex, parse_hex16, random_id};
 use crate::partition::{partition_dir, Partition};
-use fjord_replication::ClusterState;
+use fjord_replication::{ClusterState, PartitionState, TopicState};
 use fjord_storage::{Disk, RealDisk};
 
 /// Largest topic metadata file read at startup.
@@ -108,15 +108,20 @@ impl Topic {
     /// Closes this shard's partitions of a topic that is gone (deleted, or replaced by a
     /// new topic of the same name) and removes their directories, several at once.
     async fn remove_local_partitions(&self) {
-        let partitions: Vec<Rc<Partition>> = self.local_partitions().cloned().collect();
-        for_each_concurrently(partitions, |partition| async move {
-            let _ = partition.close().await;
-            if let Err(error) = std::fs::remove_dir_all(&partition.dir) {
-                warn!(dir = %partition.dir.display(), %error, "cannot remove deleted partition's directory");
-            }
-        })
-        .await;
+        remove_partitions(self.local_partitions().cloned().collect()).await;
     }
+}
+
+/// Closes partitions this shard no longer hosts (their topic is gone, or their replica
+/// moved to other brokers) and removes their directories, several at once.
+async fn remove_partitions(partitions: Vec<Rc<Partition>>) {
+    for_each_concurrently(partitions, |partition| async move {
+        let _ = partition.close().await;
+        if let Err(error) = std::fs::remove_dir_all(&partition.dir) {
+            warn!(dir = %partition.dir.display(), %error, "cannot remove a removed partition's directory");
+        }
+    })
+    .await;
 }
 
 pub struct Broker {
@@ -409,24 +414,23 @@ impl Broker {
             let topic = match self.topic(name) {
                 Some(topic)
                     if topic.config == config
-                        && topic.partitions.len() == topic_state.partitions.len() =>
+                        && topic.partitions.len() == topic_state.partitions.len()
+                        && !self.hosting_changed(&topic, topic_state) =>
                 {
                     topic
                 }
                 Some(topic) => {
-                    // Its config changed, or partitions were added.
-                    let from = topic.partitions.len();
-                    let added = self.open_hosted_partitions(name, topic_state, from, &config).await;
-                    self.replace_topic(&topic, config, added).await
+                    // Its config changed, partitions were added, or replicas moved.
+                    self.rehost_topic(&topic, topic_state, config).await
                 }
                 None => {
-                    let partitions =
-                        self.open_hosted_partitions(name, topic_state, 0, &config).await;
-                    let id = parse_hex16(&topic_state.id).unwrap_or([0; 16]);
-                    let topic =
-                        Rc::new(Topic { name: Rc::from(name.as_str()), id, config, partitions });
-                    self.topics.borrow_mut().insert(name.clone(), Rc::clone(&topic));
-                    topic
+                    let empty = Rc::new(Topic {
+                        name: Rc::from(name.as_str()),
+                        id: parse_hex16(&topic_state.id).unwrap_or([0; 16]),
+                        config: config.clone(),
+                        partitions: Vec::new(),
+                    });
+                    self.rehost_topic(&empty, topic_state, config).await
                 }
             };
             let mut leading = Vec::new();
@@ -471,38 +475,73 @@ impl Broker {
         self.data_arrived.notify_waiters();
     }
 
-    /// Opens the partitions of a clustered topic from index `from` on that this shard of
-    /// this broker holds a replica of, several at once; `None` for the others.
-    async fn open_hosted_partitions(
+    /// Whether this shard hosts partition `index` of `name` in `partition`'s state: this
+    /// broker holds one of its replicas and this shard owns it.
+    fn hosts(&self, name: &str, index: usize, partition: &PartitionState) -> bool {
+        partition.replicas.contains(&self.config.broker_id) && self.shards.owns(name, index as i32)
+    }
+
+    /// Whether `topic_state` gives this shard a partition of `topic` it has not opened, or
+    /// takes away one it has (a reassignment moved a replica).
+    fn hosting_changed(&self, topic: &Topic, topic_state: &TopicState) -> bool {
+        topic_state.partitions.iter().enumerate().any(|(index, p)| {
+            let open = topic.partitions.get(index).is_some_and(Option::is_some);
+            self.hosts(&topic.name, index, p) != open
+        })
+    }
+
+    /// Puts a clustered topic in line with `topic_state` on this shard: opens the partitions
+    /// it now hosts (several at once), applies `config` to those it kept, and closes and
+    /// removes those it no longer hosts, after the new topic is in place.
+    async fn rehost_topic(
         &self,
-        name: &str,
-        topic_state: &fjord_replication::TopicState,
-        from: usize,
-        config: &TopicConfig,
-    ) -> Vec<Option<Rc<Partition>>> {
+        old: &Rc<Topic>,
+        topic_state: &TopicState,
+        config: TopicConfig,
+    ) -> Rc<Topic> {
+        let name = &old.name;
         let me = self.config.broker_id;
-        let log_config = log_config_of(name, config, &self.config);
-        let name_rc: Rc<str> = Rc::from(name);
-        let hosted: Vec<i32> = (from..topic_state.partitions.len())
-            .filter(|index| {
-                topic_state.partitions[*index].replicas.contains(&me)
-                    && self.shards.owns(name, *index as i32)
-            })
-            .map(|index| index as i32)
-            .collect();
+        let count = topic_state.partitions.len();
+        let mut partitions = old.partitions.clone();
+        partitions.resize(count, None);
+        let mut dropped = Vec::new();
+        let mut to_open = Vec::new();
+        for (index, p) in topic_state.partitions.iter().enumerate() {
+            match (self.hosts(name, index, p), partitions[index].take()) {
+                (true, None) => to_open.push(index as i32),
+                (true, kept) => partitions[index] = kept,
+                (false, Some(gone)) => dropped.push(gone),
+                (false, None) => {}
+            }
+        }
+        let log_config = log_config_of(name, &config, &self.config);
+        if config != old.config {
+            for partition in partitions.iter().flatten() {
+                if let Err(error) = partition.set_config(log_config.clone()).await {
+                    // Checked before it was accepted; a refusal here is a bug, not input.
+                    warn!(partition = ?partition, %error, "cannot apply the topic's new config");
+                }
+            }
+            info!(topic = %name, overrides = ?config.overrides, "topic config changed");
+        }
         let data_dir = self.config.data_dir.clone();
-        let opened = for_each_concurrently(hosted.clone(), |index| {
+        let opened = for_each_concurrently(to_open.clone(), |index| {
             let (data_dir, name, log_config, id) =
-                (data_dir.clone(), Rc::clone(&name_rc), log_config.clone(), topic_state.id.clone());
+                (data_dir.clone(), Rc::clone(name), log_config.clone(), topic_state.id.clone());
             async move { open_clustered_partition(data_dir, name, index, log_config, me, id).await }
         })
         .await;
-        let mut partitions: Vec<Option<Rc<Partition>>> =
-            vec![None; topic_state.partitions.len() - from];
-        for (index, partition) in hosted.into_iter().zip(opened) {
-            partitions[index as usize - from] = partition;
+        for (index, partition) in to_open.into_iter().zip(opened) {
+            partitions[index as usize] = partition;
         }
-        partitions
+        let topic = Rc::new(Topic { name: Rc::clone(name), id: old.id, config, partitions });
+        self.topics.borrow_mut().insert(name.to_string(), Rc::clone(&topic));
+        if !dropped.is_empty() {
+            let indexes: Vec<i32> = dropped.iter().map(|p| p.index).collect();
+            info!(topic = %name, partitions = ?indexes, "replicas moved away from this broker; removing their data");
+            remove_partitions(dropped).await;
+        }
+        topic
     }
 
     /// Removes partition directories this broker holds no replica of in the cluster state:

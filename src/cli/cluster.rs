@@ -52,6 +52,12 @@ enum ClusterCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Give every partition back to its preferred (first) replica where that replica is
+    /// alive and in sync (ElectLeaders; any Kafka-compatible cluster).
+    RebalanceLeaders {
+        #[arg(long, short = 'b', default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
 }
 
 /// `serve_args` for each of `brokers` brokers on a host with `cpus` CPUs: the brokers share
@@ -97,7 +103,47 @@ pub(super) fn run(args: ClusterArgs) -> Result<(), CliError> {
     match args.command {
         ClusterCommand::Up { brokers, dir, serve_args } => up(brokers, &dir, &serve_args),
         ClusterCommand::Down { dir } => down(&dir),
+        ClusterCommand::RebalanceLeaders { bootstrap } => rebalance_leaders(&bootstrap),
     }
+}
+
+/// `fjord cluster rebalance-leaders`: a preferred election of every partition; prints the
+/// partitions that changed leader and those whose preferred replica cannot lead now.
+fn rebalance_leaders(bootstrap: &str) -> Result<(), CliError> {
+    use kafka_protocol::messages::ElectLeadersRequest;
+    /// Kafka's ELECTION_NOT_NEEDED: an answer only for partitions named in the request.
+    const ELECTION_NOT_NEEDED: i16 = 84;
+    let mut client = super::client::Client::connect(bootstrap)?;
+    let mut request = ElectLeadersRequest::default();
+    request.election_type = 0; // preferred
+    request.topic_partitions = None; // every partition
+    request.timeout_ms = 30_000;
+    let response = client.send(-1, &request)?;
+    if response.error_code != 0 {
+        return Err(CliError::failure(format!(
+            "cannot elect preferred leaders: {}",
+            super::error::error_name(response.error_code)
+        )));
+    }
+    let (mut elected, mut refused) = (0, 0);
+    for topic in &response.replica_election_results {
+        for p in &topic.partition_result {
+            let name = format!("{}-{}", topic.topic.0.as_str(), p.partition_id);
+            match p.error_code {
+                0 => {
+                    elected += 1;
+                    println!("{name}: preferred leader elected");
+                }
+                ELECTION_NOT_NEEDED => {}
+                code => {
+                    refused += 1;
+                    println!("{name}: {}", super::error::error_name(code));
+                }
+            }
+        }
+    }
+    println!("{elected} partitions moved to their preferred leader, {refused} could not move");
+    Ok(())
 }
 
 fn up(brokers: usize, dir: &Path, serve_args: &[String]) -> Result<(), CliError> {

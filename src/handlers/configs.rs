@@ -5,7 +5,8 @@
 //! config named twice or set to null refuses its resource, then the change is computed
 //! from the topic's current overrides and every resulting value checked before anything
 //! is written. Broker configs cannot be changed while the broker runs yet: such a request
-//! is refused with Kafka's answer for a config that is not dynamic.
+//! is refused with Kafka's answer for a config that is not dynamic (deleting one, which no
+//! broker has set, succeeds and changes nothing).
 
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -222,6 +223,13 @@ async fn alter_resource(
                     ResponseError::InvalidRequest,
                     format!("Unexpected broker id, expected {me}, but received {name}"),
                 ));
+            }
+            // No broker config is dynamic yet, so none is set dynamically: deleting one
+            // is a no-op, as in Kafka for a dynamic config that is not set. Tools clear
+            // settings they may have made (kafka-reassign-partitions --verify clears the
+            // replication throttles on every broker).
+            if changes.iter().all(|c| matches!(c, ConfigChange::Delete { .. })) {
+                return Ok(());
             }
             let names: Vec<&str> = changes.iter().map(change_name).collect();
             Err((

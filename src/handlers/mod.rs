@@ -15,6 +15,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_id;
+mod reassignments;
 mod reply;
 
 use std::rc::Rc;
@@ -78,6 +79,8 @@ pub(crate) async fn dispatch(
         ApiKey::CreatePartitions => admin::create_partitions(broker, &request).await,
         ApiKey::DeleteRecords => delete_records::handle(broker, &request).await,
         ApiKey::ElectLeaders => elect_leaders::handle(broker, &request).await,
+        ApiKey::AlterPartitionReassignments => reassignments::alter(broker, &request).await,
+        ApiKey::ListPartitionReassignments => reassignments::list(broker, &request).await,
         ApiKey::InitProducerId => producer_id::handle(broker, &request).await,
         ApiKey::OffsetForLeaderEpoch => epochs::handle(broker, &request).await,
         ApiKey::FindCoordinator => groups::find_coordinator(broker, &request).await,
