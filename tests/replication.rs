@@ -85,6 +85,17 @@ fn fjord(args: &[&str]) -> Output {
     output
 }
 
+/// `fjord ARGS` with `input` on its stdin.
+fn run_fjord_with_input(args: &[&str], input: &str) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    crate::support::run_with_timeout(
+        FJORD_SECONDS_MAX,
+        Path::new(env!("CARGO_BIN_EXE_fjord")),
+        &args,
+        Some(input.as_bytes()),
+    )
+}
+
 fn fjord_ok(args: &[&str]) -> String {
     let output = fjord(args);
     assert!(
@@ -2264,6 +2275,13 @@ fn preferred_leaders_return_on_request_and_by_themselves_after_a_failover() {
         None,
     );
     assert!(out.contains("Valid replica already elected"), "{out}");
+    // Fjord's own command does the same.
+    let victim = fail_over_and_return_the_first_leader(&manual, topic);
+    let out = fjord_ok(&["cluster", "rebalance-leaders", "-b", &manual.bootstrap]);
+    assert!(out.contains(&format!("{topic}-0: preferred leader elected")), "{out}");
+    let state = manual
+        .wait_state("preferred leaders", Duration::from_secs(10), |s| preferred_lead(s, topic));
+    assert_eq!(partition(&state, topic, 0).leader, victim);
     manual.down();
 
     let auto = Cluster::up_in(
@@ -2354,6 +2372,56 @@ fn a_reassignment_moves_a_partition_under_load_through_a_broker_kill() {
         Duration::from_secs(10),
         || (cluster.log_bytes(kept, topic, 0) == cluster.log_bytes(added, topic, 0)).then_some(()),
     );
+}
+
+#[test]
+fn fjord_topic_reassign_moves_a_partition_and_cancel_needs_one_in_progress() {
+    let cluster = Cluster::up("cli-reassign");
+    let topic = "relocated";
+    fjord_ok(&["topic", "create", topic, "-b", &cluster.bootstrap, "-p", "1", "-r", "1"]);
+    let state = cluster.wait_state("the topic with a leader", Duration::from_secs(10), |s| {
+        s.topics.get(topic).is_some_and(|t| t.partitions.iter().all(|p| p.leader >= 0))
+    });
+    let from = partition(&state, topic, 0).leader;
+    let to = (from + 1) % BROKERS;
+    let lines: String = (0..10).map(|i| format!("r{i}\n")).collect();
+    // One replica, under the cluster's min.insync.replicas of 2: acks=1.
+    let produce = ["produce", "-t", topic, "-b", &cluster.bootstrap, "--acks", "1"];
+    let out = run_fjord_with_input(&produce, &lines);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let to_arg = to.to_string();
+    let out = fjord_ok(&[
+        "topic",
+        "reassign",
+        topic,
+        "-b",
+        &cluster.bootstrap,
+        "-p",
+        "0",
+        "--replicas",
+        &to_arg,
+    ]);
+    assert!(out.contains(&format!("moving {topic}-0 to replicas [{to}]")), "{out}");
+    cluster.wait_state("the partition on its new broker", Duration::from_secs(30), |s| {
+        let p = partition(s, topic, 0);
+        p.replicas == vec![to] && p.leader == to && !p.reassigning()
+    });
+    wait_until(&format!("broker {from} removing its replica"), Duration::from_secs(10), || {
+        (!cluster.partition_dir(from, topic, 0).exists()).then_some(())
+    });
+    // The CLI asks whichever broker it reaches first, which may not have applied the move
+    // yet (a tick): it is asked again.
+    let consume =
+        ["consume", "-t", topic, "-b", &cluster.bootstrap, "--from", "beginning", "--exit-at-end"];
+    let consumed = wait_until("a consume from the new leader", Duration::from_secs(10), || {
+        let out = fjord(&consume);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    });
+    assert_eq!(consumed, lines, "every record moved with the partition");
+    let cancel =
+        fjord(&["topic", "reassign", topic, "-b", &cluster.bootstrap, "-p", "0", "--cancel"]);
+    assert_eq!(cancel.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&cancel.stderr).contains("noreassignmentinprogress"));
 }
 
 /// Back-to-back commits a test times: enough that one missed wake-up per commit adds up to

@@ -51,6 +51,17 @@ impl ReplicaTracker {
         self.leader
     }
 
+    /// The replica set changed within the same leadership (a reassignment added or removed
+    /// replicas): new followers are tracked from `now_ms` as at the start of a leadership,
+    /// followers that are no longer replicas are forgotten, the others keep their progress.
+    pub fn set_replicas(&mut self, replicas: &[i32], now_ms: i64) {
+        let fresh = ReplicaTracker::new(self.leader, replicas, now_ms);
+        self.followers.retain(|id, _| fresh.followers.contains_key(id));
+        for (id, progress) in fresh.followers {
+            self.followers.entry(id).or_insert(progress);
+        }
+    }
+
     /// Records a fetch by `follower` at `fetch_offset` while the leader's log ends at
     /// `leader_log_end`. Returns false for a broker that is not a replica.
     pub fn on_fetch(
@@ -154,5 +165,18 @@ mod tests {
         }
         assert!(busy.progress(1).unwrap().last_caught_up_ms >= 48_000);
         assert_eq!(busy.wanted_isr(&[0, 1], 90, 50_000, 10_000), None);
+    }
+
+    #[test]
+    fn a_replica_added_to_a_leadership_is_tracked_and_can_join() {
+        let mut tracker = ReplicaTracker::new(0, &[0, 1], 1_000);
+        tracker.on_fetch(1, 10, 10, 1_100);
+        assert!(!tracker.on_fetch(2, 10, 10, 1_100), "not a replica yet");
+        tracker.set_replicas(&[2, 0, 1], 1_200);
+        assert_eq!(tracker.progress(1).unwrap().log_end_offset, 10, "progress kept");
+        assert!(tracker.on_fetch(2, 10, 10, 1_300));
+        assert_eq!(tracker.wanted_isr(&[0, 1], 10, 1_400, 10_000), Some(vec![0, 1, 2]));
+        tracker.set_replicas(&[2, 0], 1_500);
+        assert!(tracker.progress(1).is_none(), "a removed replica is forgotten");
     }
 }

@@ -1,5 +1,5 @@
-//! `fjord topic create|list|describe|alter|delete-records|delete`: topic administration over
-//! the Kafka protocol.
+//! `fjord topic create|list|describe|alter|delete-records|reassign|delete`: topic
+//! administration over the Kafka protocol.
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -77,6 +77,20 @@ enum TopicCommand {
         #[arg(long, allow_negative_numbers = true)]
         before: i64,
     },
+    /// Move a partition's replicas to other brokers (or, with --cancel, stop a move).
+    Reassign {
+        name: String,
+        #[arg(long, short = 'b', default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(long, short = 'p')]
+        partition: i32,
+        /// The new replicas, the preferred leader first: broker ids, comma-separated.
+        #[arg(long, value_delimiter = ',', required_unless_present = "cancel")]
+        replicas: Vec<i32>,
+        /// Cancel the reassignment in progress instead.
+        #[arg(long, conflicts_with = "replicas")]
+        cancel: bool,
+    },
     /// Delete a topic and its data.
     Delete {
         name: String,
@@ -100,8 +114,56 @@ pub(super) fn run(args: TopicArgs) -> Result<(), CliError> {
         TopicCommand::DeleteRecords { name, bootstrap, partition, before } => {
             delete_records(&name, &bootstrap, partition, before)
         }
+        TopicCommand::Reassign { name, bootstrap, partition, replicas, cancel } => {
+            reassign(&name, &bootstrap, partition, (!cancel).then_some(replicas))
+        }
         TopicCommand::Delete { name, bootstrap } => delete(&name, &bootstrap),
     }
+}
+
+/// `fjord topic reassign`: AlterPartitionReassignments for one partition (`None`: cancel).
+fn reassign(
+    name: &str,
+    bootstrap: &str,
+    partition: i32,
+    replicas: Option<Vec<i32>>,
+) -> Result<(), CliError> {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId};
+    let mut client = Client::connect(bootstrap)?;
+    let mut wanted = ReassignablePartition::default();
+    wanted.partition_index = partition;
+    wanted.replicas = replicas.clone().map(|ids| ids.into_iter().map(BrokerId).collect());
+    let mut topic = ReassignableTopic::default();
+    topic.name = TopicName(name.to_string().into());
+    topic.partitions = vec![wanted];
+    let mut request = AlterPartitionReassignmentsRequest::default();
+    request.topics = vec![topic];
+    request.timeout_ms = 30_000;
+    request.allow_replication_factor_change = true;
+    let response = client.send(-1, &request)?;
+    if response.error_code != 0 {
+        let what = format!("cannot reassign {name}-{partition}");
+        return Err(refused(&what, response.error_code, response.error_message.as_deref()));
+    }
+    let result = response
+        .responses
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or_else(|| CliError::failure("empty AlterPartitionReassignments response"))?;
+    if result.error_code != 0 {
+        let what = format!("cannot reassign {name}-{partition}");
+        return Err(refused(&what, result.error_code, result.error_message.as_deref()));
+    }
+    match replicas {
+        Some(replicas) => println!(
+            "moving {name}-{partition} to replicas {replicas:?}; `fjord topic describe {name}` shows when it is done"
+        ),
+        None => println!("cancelled the reassignment of {name}-{partition}"),
+    }
+    Ok(())
 }
 
 /// A `--config NAME=VALUE` argument, split.

@@ -191,10 +191,16 @@ impl ReplicaState {
         replicas: &[i32],
         isr: &[i32],
         version: u64,
+        now_ms: i64,
     ) -> bool {
         let mut role = self.role.borrow_mut();
         if role.leader != self.me || role.leader_epoch != leader_epoch {
             return false;
+        }
+        if role.replicas != replicas {
+            if let Some(tracker) = self.tracker.borrow_mut().as_mut() {
+                tracker.set_replicas(replicas, now_ms);
+            }
         }
         role.replicas = replicas.to_vec();
         if version >= self.isr_version.get() {

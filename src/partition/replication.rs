@@ -23,7 +23,7 @@ impl Partition {
         version: u64,
     ) {
         let replica = &self.replica;
-        if replica.update_leadership(leader_epoch, &replicas, &isr, version) {
+        if replica.update_leadership(leader_epoch, &replicas, &isr, version, now_ms) {
             self.advance_high_watermark();
             return;
         }
