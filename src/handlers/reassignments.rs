@@ -82,7 +82,7 @@ pub(super) async fn alter(broker: &Rc<Broker>, request: &Request) -> Result<Repl
             if let Some(Err(error)) = outcomes.next() {
                 let (code, message) = refusal(&topic.name.0, p.partition_index, &error);
                 result.error_code = code.code();
-                result.error_message = Some(StrBytes::from_string(message));
+                result.error_message = message.map(StrBytes::from_string);
             }
             entry.partitions.push(result);
         }
@@ -109,25 +109,25 @@ fn alone(
     }
 }
 
-/// Kafka's error and message for a partition's refused reassignment.
-fn refusal(topic: &str, index: i32, error: &ReassignmentError) -> (ResponseError, String) {
+/// Kafka's error and message for a partition's refused reassignment (Kafka sends none for
+/// a cancel with nothing to cancel).
+fn refusal(topic: &str, index: i32, error: &ReassignmentError) -> (ResponseError, Option<String>) {
     match error {
         ReassignmentError::Unknown => (
             ResponseError::UnknownTopicOrPartition,
-            format!("Unable to find partition {topic}-{index}."),
+            Some(format!("Unable to find partition {topic}-{index}.")),
         ),
         ReassignmentError::Refused(ReassignmentRefusal::NoneInProgress) => {
-            let code = ResponseError::NoReassignmentInProgress;
-            (code, code.to_string())
+            (ResponseError::NoReassignmentInProgress, None)
         }
         ReassignmentError::Refused(ReassignmentRefusal::InvalidAssignment(reason)) => {
-            (ResponseError::InvalidReplicaAssignment, reason.clone())
+            (ResponseError::InvalidReplicaAssignment, Some(reason.clone()))
         }
         ReassignmentError::ReplicationFactor { from, to } => (
             ResponseError::InvalidReplicationFactor,
-            format!(
+            Some(format!(
                 "The replication factor is changed from {from} to {to} but allowReplicationFactorChange is false"
-            ),
+            )),
         ),
     }
 }

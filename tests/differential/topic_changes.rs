@@ -1,6 +1,8 @@
 //! The requests that change a topic once it exists, at every version Fjord advertises:
 //! IncrementalAlterConfigs, AlterConfigs, CreatePartitions and DeleteRecords, valid and
-//! refused, each change read back with DescribeConfigs or ListOffsets.
+//! refused, each change read back with DescribeConfigs or ListOffsets; and the elections
+//! and reassignments a lone broker answers (ElectLeaders, AlterPartitionReassignments,
+//! ListPartitionReassignments).
 
 use kafka_protocol::messages::create_partitions_request::{
     CreatePartitionsAssignment, CreatePartitionsTopic,
@@ -37,6 +39,8 @@ pub(super) fn run_all(session: &mut Session) {
     alter_configs(session);
     create_partitions(session);
     delete_records(session);
+    elect_leaders(session);
+    reassignments(session);
 }
 
 fn incremental(name: &str, configs: &[(&str, i8, Option<&str>)]) -> AlterConfigsResource {
@@ -309,5 +313,99 @@ fn delete_records(session: &mut Session) {
             );
         }
         list_earliest(session, format!("earliest after delete_records v{v}"));
+    }
+}
+
+/// The broker's own id, from Metadata (Kafka's reference node and Fjord's differ).
+fn own_broker_id(session: &mut Session) -> i32 {
+    let response: MetadataResponse =
+        session.call(ApiKey::Metadata, 9, &MetadataRequest::default()).response("metadata");
+    response.brokers.first().map(|b| b.node_id.0).expect("a broker in Metadata")
+}
+
+fn elect_leaders(session: &mut Session) {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    let named = |topics: &[(&str, &[i32])]| {
+        Some(
+            topics
+                .iter()
+                .map(|(name, partitions)| {
+                    let mut topic = TopicPartitions::default();
+                    topic.topic = topic_name(name);
+                    topic.partitions = partitions.to_vec();
+                    topic
+                })
+                .collect(),
+        )
+    };
+    for v in versions(ApiKey::ElectLeaders) {
+        let kinds: &[(&str, i8)] =
+            if v == 0 { &[("preferred", 0)] } else { &[("preferred", 0), ("unclean", 1)] };
+        for (kind, election_type) in kinds {
+            for (label, topic_partitions) in [
+                ("a partition", named(&[(ALTERED, &[0])])),
+                ("unknown partition and topic", named(&[(ALTERED, &[99]), (MISSING, &[0])])),
+            ] {
+                let mut request = ElectLeadersRequest::default();
+                request.election_type = *election_type;
+                request.topic_partitions = topic_partitions;
+                request.timeout_ms = 10_000;
+                session.exchange(
+                    format!("elect_leaders v{v} {kind} {label}"),
+                    ApiKey::ElectLeaders,
+                    v,
+                    &request,
+                    |_: &mut ElectLeadersResponse| {},
+                );
+            }
+        }
+    }
+}
+
+fn reassignments(session: &mut Session) {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    let me = own_broker_id(session);
+    let request = |name: &str, target: Option<Vec<i32>>| {
+        let mut partition = ReassignablePartition::default();
+        partition.partition_index = 0;
+        partition.replicas = target.map(|ids| ids.into_iter().map(BrokerId).collect());
+        let mut topic = ReassignableTopic::default();
+        topic.name = topic_name(name);
+        topic.partitions = vec![partition];
+        let mut request = AlterPartitionReassignmentsRequest::default();
+        request.topics = vec![topic];
+        request.timeout_ms = 10_000;
+        request
+    };
+    for v in versions(ApiKey::AlterPartitionReassignments) {
+        for (label, request) in [
+            ("onto itself", request(ALTERED, Some(vec![me]))),
+            ("to an unknown broker", request(ALTERED, Some(vec![me + 100]))),
+            ("a broker twice", request(ALTERED, Some(vec![me, me]))),
+            ("no replicas", request(ALTERED, Some(vec![]))),
+            ("cancel with none in progress", request(ALTERED, None)),
+            ("unknown topic", request(MISSING, Some(vec![me]))),
+        ] {
+            session.exchange(
+                format!("alter_partition_reassignments v{v} {label}"),
+                ApiKey::AlterPartitionReassignments,
+                v,
+                &request,
+                |_: &mut AlterPartitionReassignmentsResponse| {},
+            );
+        }
+    }
+    for v in versions(ApiKey::ListPartitionReassignments) {
+        let mut request = ListPartitionReassignmentsRequest::default();
+        request.timeout_ms = 10_000;
+        session.exchange(
+            format!("list_partition_reassignments v{v} all"),
+            ApiKey::ListPartitionReassignments,
+            v,
+            &request,
+            |_: &mut ListPartitionReassignmentsResponse| {},
+        );
     }
 }
