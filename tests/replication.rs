@@ -1391,12 +1391,13 @@ fn metadata_never_names_a_leader_missing_from_its_brokers_list() {
     let mut in_window = 0;
     for round in 0..UNLISTED_ROUNDS_MAX {
         let state = cluster.state();
-        let Some(victim) =
-            (0..BROKERS).find(|id| *id != state.controller && !led_by(&state, *id).is_empty())
+        let leads_topic = |id: i32| led_by(&state, id).iter().any(|(t, _, _)| t == topic);
+        let Some(victim) = (0..BROKERS).find(|id| *id != state.controller && leads_topic(*id))
         else {
             break;
         };
-        let led = led_by(&state, victim);
+        let led: Vec<(String, i32, i32)> =
+            led_by(&state, victim).into_iter().filter(|(t, _, _)| t == topic).collect();
         let asker = (0..BROKERS).find(|id| *id != victim).expect("another broker");
         let mut conn = cluster.connect(asker);
         cluster.kill9(victim);

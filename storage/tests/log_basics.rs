@@ -285,6 +285,17 @@ fn replicated_appends_keep_the_leaders_offsets() {
         // A batch that does not start at the log end is refused.
         let stale = leader.read(0, 1).await.unwrap().read_bytes().await.unwrap();
         assert!(follower.append_replicated(buf(&stale)).await.is_err());
+        // A follower copies a batch above its own size limit (lowered after the leader took
+        // the batch): only producers are held to it, as in Kafka.
+        let big = batch(1, 500, 99, 99);
+        let end = leader.log_end_offset();
+        leader.append(buf(&big), 4).await.unwrap();
+        let small_limit = LogConfig { batch_bytes_max: big.len() as u64 - 1, ..small_config() };
+        follower.set_config(small_limit).unwrap();
+        assert!(follower.append(buf(&big), 4).await.is_err(), "a producer's batch is held to it");
+        let copied = leader.read(end, 1 << 20).await.unwrap().read_bytes().await.unwrap();
+        follower.append_replicated(buf(&copied)).await.unwrap();
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
     });
 }
 

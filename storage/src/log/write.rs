@@ -109,13 +109,20 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         let mut infos: Vec<BatchInfo> = Vec::new();
         let mut position = 0u64;
         let mut expected = self.log_end_offset();
+        // A leader's batch is copied whatever this replica's size limit (Kafka's followers
+        // ignore `max.message.bytes` too): the leader took it, maybe just before a lowered
+        // limit reached it, and a follower that refused it could never catch up.
+        let batch_bytes_max = match origin {
+            Origin::Client => self.config.batch_bytes_max,
+            Origin::Replica => crate::BATCH_BYTES_LIMIT_MAX,
+        };
         while position < size {
             let index = infos.len();
             let rest = &bytes[position as usize..];
             let checked = if contents {
-                batch::validate(rest, self.config.batch_bytes_max, origin)
+                batch::validate(rest, batch_bytes_max, origin)
             } else {
-                batch::validate_structure(rest, self.config.batch_bytes_max, origin)
+                batch::validate_structure(rest, batch_bytes_max, origin)
             };
             let info =
                 checked.map_err(|source| StorageError::InvalidBatch { index, position, source })?;
