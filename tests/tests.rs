@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin_describe;
 mod admin_ops;
 mod bad_input;
 mod broker_clients;

@@ -10,6 +10,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::ResponseError;
 
 use super::authorized;
+use super::brokers;
 use super::reply::{frame, HandlerError, Reply};
 use crate::broker::topic::{validate_name, TopicConfig};
 use crate::broker::{Broker, Topic};
@@ -27,8 +28,7 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
     if request.version >= 2 {
         response.cluster_id = Some("fjord".into());
     }
-    response.controller_id =
-        BrokerId(broker.cluster.as_ref().map_or(config.broker_id, |c| c.state.borrow().controller));
+    response.controller_id = BrokerId(brokers::controller_id(broker));
     response.cluster_authorized_operations = authorized::if_asked(
         request.version >= 8 && body.include_cluster_authorized_operations,
         authorized::CLUSTER,
@@ -68,33 +68,16 @@ type Alive = std::collections::BTreeSet<i32>;
 
 /// The brokers to answer: this one alone, or the cluster's live brokers.
 fn live_brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
-    let node = |id: i32, host: String, port: i32| {
-        let mut node = MetadataResponseBroker::default();
-        node.node_id = BrokerId(id);
-        node.host = host.into();
-        node.port = port;
-        node
-    };
-    let config = &broker.config;
-    match &broker.cluster {
-        None => vec![node(
-            config.broker_id,
-            config.advertised_host.clone(),
-            i32::from(config.advertised_port),
-        )],
-        Some(cluster) => cluster
-            .file
-            .brokers
-            .iter()
-            .filter(|b| cluster.is_alive(b.id))
-            .filter_map(|b| {
-                b.address
-                    .parse::<std::net::SocketAddr>()
-                    .ok()
-                    .map(|a| node(b.id, a.ip().to_string(), i32::from(a.port())))
-            })
-            .collect(),
-    }
+    brokers::live_brokers(broker)
+        .into_iter()
+        .map(|b| {
+            let mut node = MetadataResponseBroker::default();
+            node.node_id = BrokerId(b.id);
+            node.host = b.host.into();
+            node.port = b.port;
+            node
+        })
+        .collect()
 }
 
 /// v12+ may name topics by id: then, as Kafka, the ids decide and the names are ignored.

@@ -4,8 +4,10 @@
 mod admin;
 mod api_versions;
 mod authorized;
+mod brokers;
 mod configs;
 mod delete_records;
+mod describe_cluster;
 mod elect_leaders;
 pub(crate) mod epochs;
 pub(crate) mod errors;
@@ -93,6 +95,7 @@ pub(crate) async fn dispatch(
         ApiKey::ListGroups => groups::list_groups(broker, &request).await,
         ApiKey::DescribeGroups => groups::describe_groups(broker, &request).await,
         ApiKey::DeleteGroups => groups::delete_groups(broker, &request).await,
+        ApiKey::DescribeCluster => describe_cluster::handle(broker, &request).await,
         other => Err(HandlerError::NoHandler(other)),
     };
     match result {

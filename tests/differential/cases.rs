@@ -66,6 +66,7 @@ pub(super) fn run_all(session: &mut Session) {
     group_errors(session);
     commit_while_a_rebalance_is_prepared(session);
     offset_fetch_groups(session);
+    super::describe_cases::run_all(session);
     odd_requests(session, topic_id);
 }
 

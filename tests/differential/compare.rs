@@ -31,6 +31,7 @@ const MESSAGES: &[&str] = &["error_message"];
 /// the same on every broker.
 const NODE_IDS: &[&str] = &[
     "node_id",
+    "broker_id",
     "controller_id",
     "leader_id",
     "replica_nodes",

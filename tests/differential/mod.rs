@@ -9,6 +9,7 @@
 
 mod cases;
 mod compare;
+mod describe_cases;
 mod session;
 mod topic_changes;
 

@@ -1,6 +1,8 @@
-"""confluent-kafka (librdkafka) AdminClient calls that change a topic, for tests/admin_ops.rs.
+"""confluent-kafka (librdkafka) AdminClient calls that change a topic, for tests/admin_ops.rs,
+and that describe the cluster, for tests/admin_describe.rs.
 
-Usage: admin.py COMMAND BOOTSTRAP TOPIC [options]; see `admin.py --help`.
+Usage: admin.py COMMAND BOOTSTRAP TOPIC [options], or admin.py describe-cluster BOOTSTRAP;
+see `admin.py --help`.
 
     incremental        IncrementalAlterConfigs (API 44): --set k=v, --delete k, --append k=v,
                        --subtract k=v, each repeatable, and --validate-only
@@ -9,6 +11,7 @@ Usage: admin.py COMMAND BOOTSTRAP TOPIC [options]; see `admin.py --help`.
     create-partitions  CreatePartitions (API 37) to COUNT partitions, --validate-only
     describe           DescribeConfigs (API 32) of the topic
     delete-records     DeleteRecords (API 21) of PARTITION before OFFSET (-1: the high watermark)
+    describe-cluster   DescribeCluster (API 60), with the cluster's authorized operations
 
 Output (tab-separated, see common.py):
 
@@ -19,6 +22,9 @@ Output (tab-separated, see common.py):
     config  <name> <value|-> <source>   one per config the broker describes; the source is a
                                     ConfigSource name (DYNAMIC_TOPIC_CONFIG, DEFAULT_CONFIG...)
     deleted <low-watermark>         DeleteRecords done: the partition's new log start
+    cluster <id> <controller id|->  DescribeCluster: the cluster, then one line per broker:
+    node    <id> <host> <port> <rack|->
+    operations <name,...>           the cluster operations the client may perform
 
 A broker's refusal exits 0, so the test asserts which code it got. Anything else (a local
 librdkafka error such as _TIMED_OUT or _UNSUPPORTED_FEATURE, a bad argument) exits non-zero
@@ -172,6 +178,22 @@ def delete_records(args):
         common.emit("deleted", result.low_watermark)
 
 
+def describe_cluster(args):
+    admin = client(args)
+    future = admin.describe_cluster(
+        include_authorized_operations=True, request_timeout=REQUEST_TIMEOUT_S
+    )
+    described, cluster = wait(future)
+    if not described:
+        return
+    controller = "-" if cluster.controller is None else cluster.controller.id
+    common.emit("cluster", cluster.cluster_id, controller)
+    for node in cluster.nodes:
+        common.emit("node", node.id, node.host, node.port, node.rack or "-")
+    operations = sorted(op.name for op in cluster.authorized_operations or [])
+    common.emit("operations", ",".join(operations) or "-")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -203,6 +225,10 @@ def main():
     p = command("delete-records", delete_records)
     p.add_argument("partition", type=int)
     p.add_argument("offset", type=int, help="delete the records before it; -1: the high watermark")
+
+    p = sub.add_parser("describe-cluster")
+    p.add_argument("bootstrap")
+    p.set_defaults(run=describe_cluster)
 
     args = parser.parse_args()
     args.run(args)

@@ -1,0 +1,54 @@
+//! The brokers a client is told of, shared by Metadata and DescribeCluster: this broker
+//! alone, or every broker of the cluster file with the address it advertises and whether it
+//! is alive (a broker whose liveness lock is free or whose heartbeat is stale is down, as a
+//! fenced broker is in Kafka); and the controller among them.
+
+use crate::broker::Broker;
+
+/// One broker as answers name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct BrokerNode {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub alive: bool,
+}
+
+/// Every broker, in the cluster file's order (alive or not); a broker whose address does
+/// not parse is left out, as one no client could reach.
+pub(super) fn all_brokers(broker: &Broker) -> Vec<BrokerNode> {
+    let config = &broker.config;
+    match &broker.cluster {
+        None => vec![BrokerNode {
+            id: config.broker_id,
+            host: config.advertised_host.clone(),
+            port: i32::from(config.advertised_port),
+            alive: true,
+        }],
+        Some(cluster) => cluster
+            .file
+            .brokers
+            .iter()
+            .filter_map(|b| {
+                let address = b.address.parse::<std::net::SocketAddr>().ok()?;
+                Some(BrokerNode {
+                    id: b.id,
+                    host: address.ip().to_string(),
+                    port: i32::from(address.port()),
+                    alive: cluster.is_alive(b.id),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// The brokers that are alive: the ones Metadata lists.
+pub(super) fn live_brokers(broker: &Broker) -> Vec<BrokerNode> {
+    all_brokers(broker).into_iter().filter(|b| b.alive).collect()
+}
+
+/// The controller: this broker alone, or the holder of the cluster's controller lock as the
+/// last state read names it.
+pub(super) fn controller_id(broker: &Broker) -> i32 {
+    broker.cluster.as_ref().map_or(broker.config.broker_id, |c| c.state.borrow().controller)
+}
