@@ -1967,12 +1967,16 @@ fn consumer_group_offsets_survive_coordinator_failover() {
     let coordinator = offsets.leader;
     eprintln!("group {group}: offsets partition {offsets_partition}, coordinator broker {coordinator}, committed {committed:?}");
     cluster.kill9(coordinator);
+    // A new coordinator, and new leaders for the topic's partitions the dead broker led:
+    // until then Metadata answers those with LEADER_NOT_AVAILABLE, as Kafka does, and
+    // librdkafka's watermark query refuses an unknown partition.
     cluster.wait_state(
-        "a new coordinator (leader of the group's offsets partition)",
+        "a new coordinator (leader of the group's offsets partition) and topic leaders",
         Duration::from_secs(10),
         |s| {
             let p = partition(s, "__consumer_offsets", offsets_partition);
-            p.leader >= 0 && p.leader != coordinator
+            let led = |p: &PartitionState| p.leader >= 0 && p.leader != coordinator;
+            led(p) && s.topics[topic].partitions.iter().all(led)
         },
     );
 

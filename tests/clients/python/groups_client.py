@@ -38,6 +38,8 @@ import common  # noqa: E402
 POLL_S = 0.1
 # kafka-python's poll timeout, in milliseconds (see Kp.poll).
 KP_POLL_MS = 1000
+# How long a watermark query is repeated while the partition's leader is unknown, in seconds.
+WATERMARK_WAIT_S = 20
 
 
 def flush_emit(*fields):
@@ -88,13 +90,27 @@ class Ck:
             common.fail("topic %s not in metadata: %r" % (self.topic, described and described.error))
         return sorted(described.partitions)
 
+    def watermarks(self, partition):
+        """(low, high), asked again while librdkafka reports the partition's leader unknown
+        or unavailable: right after a broker's death its metadata may lag the election."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        transient = (KafkaError._UNKNOWN_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError._TIMED_OUT)
+        deadline = time.time() + WATERMARK_WAIT_S
+        while True:
+            try:
+                return self.c.get_watermark_offsets(self.TopicPartition(self.topic, partition), timeout=10, cached=False)
+            except KafkaException as error:
+                if error.args[0].code() not in transient or time.time() > deadline:
+                    raise
+                sys.stderr.write("watermarks of partition %d: %s; asking again\n" % (partition, error))
+                time.sleep(0.2)
+
     def end_offset(self, partition):
-        low, high = self.c.get_watermark_offsets(self.TopicPartition(self.topic, partition), timeout=10, cached=False)
-        return high
+        return self.watermarks(partition)[1]
 
     def start_offset(self, partition):
-        low, high = self.c.get_watermark_offsets(self.TopicPartition(self.topic, partition), timeout=10, cached=False)
-        return low
+        return self.watermarks(partition)[0]
 
     def committed(self, partitions):
         found = self.c.committed([self.TopicPartition(self.topic, p) for p in partitions], timeout=10)
