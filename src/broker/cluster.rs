@@ -347,7 +347,7 @@ impl Cluster {
             Ok(placed[from as usize..].to_vec())
         };
         if validate_only {
-            place(&*self.state.borrow())?;
+            place(&self.state.borrow())?;
             return Ok(None);
         }
         let updated = self
