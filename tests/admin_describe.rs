@@ -2,8 +2,14 @@
 //! clients operators use against a real `fjord serve` (two shards, so partitions live on
 //! both and the answers are gathered across them):
 //! - DescribeCluster: confluent-kafka's `describe_cluster` (`admin.py`).
+//! - DescribeProducers: Kafka's `kafka-transactions describe-producers` and kafka-python's
+//!   `describe_producers` after an idempotent confluent-kafka producer, before and after a
+//!   restart (the producer state is rebuilt from the log).
 
-use crate::support::{python_ok, tagged, TestBroker};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::support::kafka::kafka_tool_ok;
+use crate::support::{create_topic, parse_acks, python_ok, tagged, TestBroker};
 
 /// Two shards: partitions of one topic land on both, and requests about the cluster arrive
 /// on either; a short initial rebalance delay, as the reference broker has.
@@ -11,6 +17,26 @@ const BROKER_ARGS: &[&str] = &["--shards", "2", "--group-initial-rebalance-delay
 
 fn start_broker(label: &str) -> TestBroker {
     TestBroker::start_with(label, BROKER_ARGS)
+}
+
+/// Runs `kp_admin.py COMMAND BOOTSTRAP ARGS...` and returns what it printed.
+fn kp_admin(broker: &TestBroker, command: &str, args: &[&str]) -> String {
+    let bootstrap = broker.bootstrap();
+    let mut all = vec![command, bootstrap.as_str()];
+    all.extend_from_slice(args);
+    python_ok("kp_admin.py", &all)
+}
+
+/// Produces `count` records to `partition` of `topic` with confluent-kafka (`ck.py produce`
+/// with the options `extra`), each acknowledged.
+fn produce(broker: &TestBroker, topic: &str, partition: i32, count: u32, extra: &[&str]) {
+    let (count, partition) = (count.to_string(), partition.to_string());
+    let bootstrap = broker.bootstrap();
+    let mut args = vec!["produce", "--count", &count, "--partition", &partition];
+    args.extend_from_slice(extra);
+    args.extend([bootstrap.as_str(), topic]);
+    let out = python_ok("ck.py", &args);
+    assert_eq!(parse_acks(&out).len().to_string(), count, "{out}");
 }
 
 #[test]
@@ -28,4 +54,89 @@ fn confluent_kafka_describes_the_cluster() {
         ]],
         "{out}"
     );
+}
+
+/// `kafka-transactions describe-producers` of one partition: (producer id, epoch,
+/// coordinator epoch, last sequence, last timestamp, transaction start offset) per row.
+fn kafka_describe_producers(broker: &TestBroker, topic: &str, partition: i32) -> Vec<Vec<String>> {
+    let (bootstrap, partition) = (broker.bootstrap(), partition.to_string());
+    let out = kafka_tool_ok(
+        &[
+            "kafka-transactions",
+            "--bootstrap-server",
+            &bootstrap,
+            "describe-producers",
+            "--topic",
+            topic,
+            "--partition",
+            &partition,
+        ],
+        None,
+    );
+    let mut lines = out.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "ProducerId",
+            "ProducerEpoch",
+            "LatestCoordinatorEpoch",
+            "LastSequence",
+            "LastTimestamp",
+            "CurrentTransactionStartOffset"
+        ],
+        "{out}"
+    );
+    lines.map(|l| l.split_whitespace().map(str::to_string).collect()).collect()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[test]
+fn an_idempotent_producer_is_described_by_kafka_transactions_and_kafka_python() {
+    const RECORDS: u32 = 20;
+    const STEP_MS: i64 = 1000;
+    let mut broker = start_broker("describe-producers");
+    create_topic(&broker, "idem", 2, &[]);
+    let base = now_ms() - 60_000;
+    let base_arg = base.to_string();
+    let step_arg = STEP_MS.to_string();
+    produce(
+        &broker,
+        "idem",
+        0,
+        RECORDS,
+        &["--idempotent", "--timestamp-base", &base_arg, "--timestamp-step", &step_arg],
+    );
+    let last_sequence = (RECORDS - 1).to_string();
+    let last_timestamp = (base + i64::from(RECORDS - 1) * STEP_MS).to_string();
+    for round in ["running", "restarted"] {
+        let rows = kafka_describe_producers(&broker, "idem", 0);
+        assert_eq!(rows.len(), 1, "{round}: {rows:?}");
+        let row = &rows[0];
+        assert!(row[0].parse::<i64>().unwrap() >= 0, "{round}: {row:?}");
+        assert_eq!(
+            &row[1..],
+            &["0", "-1", last_sequence.as_str(), last_timestamp.as_str(), "None"],
+            "{round}: {row:?}"
+        );
+        assert!(kafka_describe_producers(&broker, "idem", 1).is_empty(), "{round}");
+
+        let out = kp_admin(&broker, "describe-producers", &["idem:0", "idem:1"]);
+        let producers = tagged(&out, "producer");
+        assert_eq!(producers.len(), 1, "{round}: {out}");
+        assert_eq!(producers[0][2], row[0].as_str(), "{round}: {out}");
+        assert_eq!(&producers[0][..2], &["idem", "0"], "{round}: {out}");
+        assert_eq!(
+            &producers[0][3..],
+            &["0", last_sequence.as_str(), last_timestamp.as_str(), "-1", "-1"],
+            "{round}: {out}"
+        );
+        if round == "running" {
+            // The producer state is rebuilt from the log's tail on open.
+            broker.restart();
+        }
+    }
 }

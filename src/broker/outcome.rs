@@ -9,6 +9,8 @@ use fjord_storage::FileRegion;
 use kafka_protocol::ResponseError;
 use tokio::sync::{oneshot, Semaphore};
 
+use crate::partition::producer::ActiveProducer;
+
 /// What one partition's part of a Produce came to.
 #[derive(Debug, Clone)]
 pub struct PartitionOutcome {
@@ -112,6 +114,19 @@ pub struct EpochEnd {
 impl EpochEnd {
     pub fn refused(error: ResponseError) -> EpochEnd {
         EpochEnd { error: Some(error), epoch: -1, end_offset: -1 }
+    }
+}
+
+/// One partition's idempotent producers (DescribeProducers), from the shard that owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducersAnswer {
+    pub error: Option<ResponseError>,
+    pub producers: Vec<ActiveProducer>,
+}
+
+impl ProducersAnswer {
+    pub fn refused(error: ResponseError) -> ProducersAnswer {
+        ProducersAnswer { error: Some(error), producers: Vec::new() }
     }
 }
 

@@ -21,7 +21,9 @@ use kafka_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::warn;
 
-use crate::broker::outcome::{AppendDone, EpochEnd, OffsetAnswer, PartitionOutcome, PartitionRead};
+use crate::broker::outcome::{
+    AppendDone, EpochEnd, OffsetAnswer, PartitionOutcome, PartitionRead, ProducersAnswer,
+};
 use crate::broker::request_memory::RequestMemory;
 
 /// The shard that owns a partition. Internal topics (consumer offsets) live on shard 0 with
@@ -141,6 +143,12 @@ pub enum Message {
         index: i32,
         timestamp: i64,
         reply: oneshot::Sender<OffsetAnswer>,
+    },
+    /// DescribeProducers for one partition.
+    Producers {
+        topic: String,
+        index: i32,
+        reply: oneshot::Sender<ProducersAnswer>,
     },
     /// OffsetForLeaderEpoch for one partition.
     EpochEnd {
@@ -339,6 +347,13 @@ impl Shards {
         let answer =
             self.ask(shard, |reply| Message::DeleteRecords { topic, index, offset, reply }).await;
         answer.unwrap_or(OffsetAnswer::refused(ResponseError::UnknownServerError))
+    }
+
+    /// The idempotent producers of a partition `shard` owns (see
+    /// `handlers::partition_producers`).
+    pub async fn producers(&self, shard: usize, topic: String, index: i32) -> ProducersAnswer {
+        let answer = self.ask(shard, |reply| Message::Producers { topic, index, reply }).await;
+        answer.unwrap_or(ProducersAnswer::refused(ResponseError::UnknownServerError))
     }
 
     /// Where an epoch ended in a partition `shard` owns (see `handlers::epochs::epoch_end`).

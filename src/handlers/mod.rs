@@ -8,6 +8,7 @@ mod brokers;
 mod configs;
 mod delete_records;
 mod describe_cluster;
+mod describe_producers;
 mod elect_leaders;
 pub(crate) mod epochs;
 pub(crate) mod errors;
@@ -29,6 +30,7 @@ use crate::protocol::{self, Request};
 use reply::HandlerError;
 
 pub(crate) use delete_records::delete_records_before;
+pub(crate) use describe_producers::partition_producers;
 pub(crate) use list_offsets::list_offset;
 pub(crate) use produce::{produce_partition, AppendOrder, Pipeline};
 pub(crate) use reply::{FetchResponse, Piece, Reply};
@@ -96,6 +98,7 @@ pub(crate) async fn dispatch(
         ApiKey::DescribeGroups => groups::describe_groups(broker, &request).await,
         ApiKey::DeleteGroups => groups::delete_groups(broker, &request).await,
         ApiKey::DescribeCluster => describe_cluster::handle(broker, &request).await,
+        ApiKey::DescribeProducers => describe_producers::handle(broker, &request).await,
         other => Err(HandlerError::NoHandler(other)),
     };
     match result {

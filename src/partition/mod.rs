@@ -157,6 +157,7 @@ impl Partition {
                     last_sequence: batch.base_sequence.wrapping_add(batch.record_count.max(1) - 1),
                     base_offset: batch.base_offset,
                     last_offset: batch.last_offset,
+                    max_timestamp: batch.max_timestamp,
                 };
                 producers.record(batch.producer_id, batch.producer_epoch, sequenced);
             }
@@ -742,7 +743,6 @@ pub(crate) async fn read_high_watermark(dir: &Path) -> Option<i64> {
     }
 }
 
-/// Total records of all batches in a record set (header counts).
 /// An idempotent producer's record set: who sent it and the sequence numbers it carries
 /// (the first batch's header names the producer, epoch and first sequence; the whole set
 /// is one sequence range).
@@ -751,6 +751,8 @@ struct Sequenced {
     epoch: i16,
     first_sequence: i32,
     count: i32,
+    /// The largest timestamp of the set's last batch.
+    max_timestamp: i64,
 }
 
 impl Sequenced {
@@ -758,11 +760,15 @@ impl Sequenced {
     fn of(records: &[u8]) -> Option<Sequenced> {
         let header = BatchHeader::view(records)?;
         let (producer_id, first_sequence) = (header.producer_id.get(), header.base_sequence.get());
-        (producer_id >= 0 && first_sequence >= 0).then(|| Sequenced {
-            producer_id,
-            epoch: header.producer_epoch.get(),
-            first_sequence,
-            count: total_records(records),
+        (producer_id >= 0 && first_sequence >= 0).then(|| {
+            let (count, max_timestamp) = total_records(records);
+            Sequenced {
+                producer_id,
+                epoch: header.producer_epoch.get(),
+                first_sequence,
+                count,
+                max_timestamp,
+            }
         })
     }
 
@@ -784,21 +790,26 @@ impl Sequenced {
             last_sequence: self.first_sequence.wrapping_add(self.count - 1),
             base_offset,
             last_offset,
+            max_timestamp: self.max_timestamp,
         }
     }
 }
 
-fn total_records(mut records: &[u8]) -> i32 {
+/// Total records of all batches in a record set (header counts), and the largest timestamp
+/// of its last batch.
+fn total_records(mut records: &[u8]) -> (i32, i64) {
     let mut count = 0i32;
+    let mut max_timestamp = -1;
     while let Some(header) = BatchHeader::view(records) {
         count = count.saturating_add(header.records_count.get().max(0));
+        max_timestamp = header.max_timestamp.get();
         let size = header.size() as usize;
         if size > records.len() || size == 0 {
             break;
         }
         records = &records[size..];
     }
-    count
+    (count, max_timestamp)
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ pub struct SequencedBatch {
     pub last_sequence: i32,
     pub base_offset: i64,
     pub last_offset: i64,
+    /// The largest timestamp of the set's last batch (Kafka's `lastTimestamp`).
+    pub max_timestamp: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +41,16 @@ pub enum SequenceCheck {
     StaleEpoch { current: i16 },
     /// The sequence does not follow the last one (OUT_OF_ORDER_SEQUENCE_NUMBER).
     OutOfOrder { expected: i32, got: i32 },
+}
+
+/// What DescribeProducers tells of one producer (Kafka's `ProducerStateEntry`, without
+/// transactions): its epoch, and the last sequence and largest timestamp of its newest batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
 }
 
 #[derive(Debug, Default)]
@@ -135,6 +147,25 @@ impl ProducerTable {
         self.producers.len()
     }
 
+    /// Every producer remembered (at most `PRODUCERS_PER_PARTITION_MAX`), by producer id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut active: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .filter_map(|(&producer_id, entry)| {
+                let newest = entry.batches.back()?;
+                Some(ActiveProducer {
+                    producer_id,
+                    epoch: entry.epoch,
+                    last_sequence: newest.last_sequence,
+                    last_timestamp: newest.max_timestamp,
+                })
+            })
+            .collect();
+        active.sort_unstable_by_key(|p| p.producer_id);
+        active
+    }
+
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
     }
@@ -150,7 +181,27 @@ mod tests {
             last_sequence: first + count - 1,
             base_offset: base,
             last_offset: base + i64::from(count) - 1,
+            max_timestamp: 1_700_000_000_000 + base,
         }
+    }
+
+    #[test]
+    fn active_producers_show_their_newest_batch_and_epoch() {
+        let mut table = ProducerTable::default();
+        assert!(table.active().is_empty());
+        table.record(9, 0, batch(0, 3, 100));
+        table.record(4, 2, batch(0, 1, 103));
+        table.record(9, 0, batch(3, 2, 104));
+        let active = table.active();
+        let shown: Vec<(i64, i16, i32, i64)> = active
+            .iter()
+            .map(|p| (p.producer_id, p.epoch, p.last_sequence, p.last_timestamp))
+            .collect();
+        assert_eq!(shown, vec![(4, 2, 0, 1_700_000_000_103), (9, 0, 4, 1_700_000_000_104)]);
+        // A cut of the log takes the producers whose batches it removed.
+        table.truncate_from(103);
+        assert_eq!(table.active().iter().map(|p| p.producer_id).collect::<Vec<_>>(), vec![9]);
+        assert_eq!(table.active()[0].last_sequence, 2);
     }
 
     #[test]

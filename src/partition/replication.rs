@@ -183,6 +183,7 @@ impl Partition {
                         last_sequence: header.base_sequence.get().wrapping_add(count - 1),
                         base_offset: header.base_offset.get(),
                         last_offset: header.last_offset(),
+                        max_timestamp: header.max_timestamp.get(),
                     },
                 ));
             }

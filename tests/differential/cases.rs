@@ -111,7 +111,7 @@ fn wait_for_leaders(session: &mut Session, name: &str) {
     }
 }
 
-fn produce_request(topic: &str, partition: i32, records: Vec<u8>) -> ProduceRequest {
+pub(super) fn produce_request(topic: &str, partition: i32, records: Vec<u8>) -> ProduceRequest {
     let mut data = produce_request::PartitionProduceData::default();
     data.index = partition;
     data.records = Some(Bytes::from(records));

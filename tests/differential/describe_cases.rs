@@ -1,14 +1,37 @@
 //! The APIs admin tools and UIs call to look at a broker, at every version Fjord advertises:
-//! DescribeCluster, valid and refused. What differs between any two brokers is cleared before
-//! comparing: broker ids (`compare::NODE_IDS`).
+//! DescribeCluster and DescribeProducers, valid and refused. What differs between any two
+//! brokers is cleared before comparing: broker ids (`compare::NODE_IDS`).
 
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::describe_producers_request::TopicRequest;
 use kafka_protocol::messages::*;
 
-use super::cases::versions;
+use super::cases::{
+    create, produce_request, produce_when_ready, three_records, topic_name, versions,
+};
 use super::session::Session;
+use crate::support::wire::{record_batch, Producer};
+
+/// A topic of two partitions, three records in partition 0.
+const DIRS: &str = "diff-dirs";
+
+/// A topic of two partitions whose partition 0 holds one idempotent producer's batch.
+const PRODUCED: &str = "diff-producers";
+
+const MISSING: &str = "diff-no-such-topic";
+
+/// The one timestamp of the idempotent batch (its producer's last timestamp).
+const PRODUCED_AT_MS: i64 = 1_700_000_123_000;
+
+/// How long a broker may take to hand out its first producer id.
+const PRODUCER_ID_MS_MAX: u64 = 10_000;
 
 pub(super) fn run_all(session: &mut Session) {
+    create(session, DIRS, 2);
+    produce_when_ready(session, DIRS, three_records());
     describe_cluster(session);
+    describe_producers(session);
 }
 
 fn describe_cluster(session: &mut Session) {
@@ -33,6 +56,73 @@ fn describe_cluster(session: &mut Session) {
                 v,
                 &request,
                 |_: &mut DescribeClusterResponse| {},
+            );
+        }
+    }
+}
+
+/// Produces one idempotent batch (a producer id of the broker's own, epoch 0, sequences
+/// 0-2) to partition 0 of `PRODUCED`.
+fn produce_idempotent(session: &mut Session) {
+    let v = *versions(ApiKey::InitProducerId).end();
+    let mut init = InitProducerIdRequest::default();
+    init.transactional_id = None;
+    init.transaction_timeout_ms = 60_000;
+    init.producer_id = ProducerId(-1);
+    init.producer_epoch = -1;
+    // Kafka answers COORDINATOR_LOAD_IN_PROGRESS until its first block of producer ids
+    // arrives from its controller.
+    let deadline = Instant::now() + Duration::from_millis(PRODUCER_ID_MS_MAX);
+    let id = loop {
+        let id: InitProducerIdResponse =
+            session.call(ApiKey::InitProducerId, v, &init).response("init producer id");
+        if id.error_code == 0 || Instant::now() >= deadline {
+            break id;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(id.error_code, 0, "{id:?}");
+    let producer = Producer { id: id.producer_id.0, epoch: id.producer_epoch, base_sequence: 0 };
+    let batch = record_batch(
+        &[(Some(b"k0"), b"v0"), (Some(b"k1"), b"v1"), (None, b"v2")],
+        PRODUCED_AT_MS,
+        producer,
+    );
+    let v = *versions(ApiKey::Produce).end();
+    let produced: ProduceResponse = session
+        .call(ApiKey::Produce, v, &produce_request(PRODUCED, 0, batch))
+        .response("idempotent produce");
+    let code = produced.responses[0].partition_responses[0].error_code;
+    assert_eq!(code, 0, "{produced:?}");
+}
+
+fn describe_producers(session: &mut Session) {
+    create(session, PRODUCED, 2);
+    produce_when_ready(session, PRODUCED, three_records());
+    produce_idempotent(session);
+    let topic = |name: &str, partitions: &[i32]| {
+        let mut topic = TopicRequest::default();
+        topic.name = topic_name(name);
+        topic.partition_indexes = partitions.to_vec();
+        topic
+    };
+    for v in versions(ApiKey::DescribeProducers) {
+        let cases = [
+            ("partitions", vec![topic(PRODUCED, &[0, 1, 7])]),
+            ("unknown topic", vec![topic(MISSING, &[0, 1])]),
+            ("invalid topic name", vec![topic("diff bad name", &[0])]),
+            ("empty topic name", vec![topic("", &[0])]),
+            ("two topics", vec![topic(DIRS, &[0]), topic(PRODUCED, &[0])]),
+        ];
+        for (label, topics) in cases {
+            let mut request = DescribeProducersRequest::default();
+            request.topics = topics;
+            session.exchange(
+                format!("describe_producers v{v} {label}"),
+                ApiKey::DescribeProducers,
+                v,
+                &request,
+                |_: &mut DescribeProducersResponse| {},
             );
         }
     }

@@ -16,6 +16,8 @@ pub struct BatchSummary {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
+    /// The batch's largest timestamp, as its producer (or LogAppendTime) set it.
+    pub max_timestamp: i64,
 }
 
 /// Bytes read at once while walking the tail.
@@ -59,6 +61,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
                     producer_id: header.producer_id.get(),
                     producer_epoch: header.producer_epoch.get(),
                     base_sequence: header.base_sequence.get(),
+                    max_timestamp: header.max_timestamp.get(),
                 });
                 at += size as usize;
             }

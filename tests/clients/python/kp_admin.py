@@ -1,0 +1,92 @@
+"""kafka-python KafkaAdminClient calls about groups, log directories and producers, for
+tests/admin_describe.rs (confluent-kafka's Python AdminClient has no call for OffsetDelete,
+DescribeLogDirs or DescribeProducers; kafka-python 3 has all three).
+
+Usage: kp_admin.py COMMAND BOOTSTRAP [arguments]; see `kp_admin.py --help`. Partitions are
+written TOPIC:PARTITION.
+
+    describe-producers BOOTSTRAP TP...     DescribeProducers (API 61), at each leader
+
+Output (tab-separated, see common.py):
+
+    producer <topic> <partition> <id> <epoch> <last sequence> <last timestamp>
+             <coordinator epoch> <transaction start offset>
+    error    <error name>                  the broker refused the whole request
+
+A broker's refusal exits 0, so the test asserts which error it got; anything else exits
+non-zero through common.fail.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import kafka.errors as Errors  # noqa: E402
+from kafka import KafkaAdminClient, TopicPartition  # noqa: E402
+
+import common  # noqa: E402
+
+# How long kafka-python waits for one request.
+REQUEST_TIMEOUT_MS = 15000
+
+
+def client(args):
+    return KafkaAdminClient(
+        bootstrap_servers=args.bootstrap,
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
+        client_id="fjord-kp-admin",
+    )
+
+
+def partition(text):
+    topic, sep, index = text.rpartition(":")
+    if not sep or not topic:
+        raise argparse.ArgumentTypeError("expected TOPIC:PARTITION, got %r" % text)
+    return TopicPartition(topic, int(index))
+
+
+def refused(run):
+    """Runs `run`; a broker's refusal of the whole request becomes an `error` line."""
+    try:
+        return True, run()
+    except Errors.BrokerResponseError as error:
+        common.emit("error", type(error).__name__)
+        return False, None
+
+
+def describe_producers(args):
+    admin = client(args)
+    taken, results = refused(lambda: admin.describe_producers(args.partitions))
+    if not taken:
+        return
+    for tp, state in sorted(results.items()):
+        for p in state.active_producers:
+            common.emit(
+                "producer", tp.topic, tp.partition, p.producer_id, p.producer_epoch,
+                p.last_sequence, p.last_timestamp, p.coordinator_epoch,
+                p.current_transaction_start_offset,
+            )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name, run):
+        p = sub.add_parser(name)
+        p.add_argument("bootstrap")
+        p.set_defaults(run=run)
+        return p
+
+    p = command("describe-producers", describe_producers)
+    p.add_argument("partitions", nargs="+", type=partition, metavar="TOPIC:PARTITION")
+
+    args = parser.parse_args()
+    args.run(args)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
