@@ -1,7 +1,11 @@
 //! The APIs admin tools and UIs call to look at a broker and its groups, driven by the
 //! clients operators use against a real `fjord serve` (two shards, so partitions live on
 //! both and the answers are gathered across them):
-//! - DescribeCluster: confluent-kafka's `describe_cluster` (`admin.py`).
+//! - DescribeCluster: confluent-kafka's `describe_cluster` (`admin.py`), and every
+//!   `kafka-log-dirs` run (it lists the brokers with it first).
+//! - DescribeLogDirs: Kafka's `kafka-log-dirs --describe` (its JSON) and kafka-python's
+//!   `describe_log_dirs` (`kp_admin.py`): each partition's size is the bytes of its segment
+//!   files on disk.
 //! - DescribeProducers: Kafka's `kafka-transactions describe-producers` and kafka-python's
 //!   `describe_producers` after an idempotent confluent-kafka producer, before and after a
 //!   restart (the producer state is rebuilt from the log).
@@ -9,7 +13,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::support::kafka::kafka_tool_ok;
-use crate::support::{create_topic, parse_acks, python_ok, tagged, TestBroker};
+use crate::support::{create_topic, parse_acks, python_ok, segment_logs, tagged, TestBroker};
 
 /// Two shards: partitions of one topic land on both, and requests about the cluster arrive
 /// on either; a short initial rebalance delay, as the reference broker has.
@@ -54,6 +58,105 @@ fn confluent_kafka_describes_the_cluster() {
         ]],
         "{out}"
     );
+}
+
+/// The bytes of a partition's segment files, as they are on disk.
+fn bytes_on_disk(broker: &TestBroker, topic: &str, partition: i32) -> u64 {
+    let dir = broker.data_dir().join(format!("{topic}-{partition}"));
+    segment_logs(&dir).iter().map(|path| std::fs::metadata(path).unwrap().len()).sum()
+}
+
+/// `kafka-log-dirs --describe` (optionally `--topic-list`) as (broker, log dir, error,
+/// [(partition, size, offset lag, is future)]) per log directory.
+fn kafka_log_dirs(broker: &TestBroker, topics: Option<&str>) -> Vec<LogDir> {
+    let bootstrap = broker.bootstrap();
+    let mut args = vec!["kafka-log-dirs", "--describe", "--bootstrap-server", bootstrap.as_str()];
+    if let Some(topics) = topics {
+        args.extend(["--topic-list", topics]);
+    }
+    let out = kafka_tool_ok(&args, None);
+    let json =
+        out.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON in\n{out}"));
+    let parsed: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(parsed["version"], 1, "{json}");
+    let mut dirs = Vec::new();
+    for broker in parsed["brokers"].as_array().unwrap() {
+        for dir in broker["logDirs"].as_array().unwrap() {
+            let mut partitions: Vec<(String, u64, i64, bool)> = dir["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p["partition"].as_str().unwrap().to_string(),
+                        p["size"].as_u64().unwrap(),
+                        p["offsetLag"].as_i64().unwrap(),
+                        p["isFuture"].as_bool().unwrap(),
+                    )
+                })
+                .collect();
+            partitions.sort();
+            dirs.push(LogDir {
+                broker: broker["broker"].as_i64().unwrap(),
+                dir: dir["logDir"].as_str().unwrap().to_string(),
+                error: dir["error"].clone(),
+                partitions,
+            });
+        }
+    }
+    dirs
+}
+
+#[derive(Debug)]
+struct LogDir {
+    broker: i64,
+    dir: String,
+    error: serde_json::Value,
+    partitions: Vec<(String, u64, i64, bool)>,
+}
+
+#[test]
+fn kafka_log_dirs_and_kafka_python_report_each_partitions_bytes_on_disk() {
+    let broker = start_broker("log-dirs");
+    create_topic(&broker, "dirs", 3, &[]);
+    create_topic(&broker, "other", 1, &[]);
+    for (partition, count) in [(0, 50), (1, 7)] {
+        produce(&broker, "dirs", partition, count, &["--size", "100"]);
+    }
+    produce(&broker, "other", 0, 3, &[]);
+    let expected: Vec<(String, u64, i64, bool)> = (0..3)
+        .map(|p| (format!("dirs-{p}"), bytes_on_disk(&broker, "dirs", p), 0, false))
+        .collect();
+    assert!(expected[0].1 > 5_000 && expected[1].1 > 0 && expected[2].1 == 0, "{expected:?}");
+    let data_dir = broker.data_dir().display().to_string();
+
+    let only_dirs = kafka_log_dirs(&broker, Some("dirs"));
+    assert_eq!(only_dirs.len(), 1, "{only_dirs:?}");
+    assert_eq!((only_dirs[0].broker, &only_dirs[0].dir), (0, &data_dir), "{only_dirs:?}");
+    assert!(only_dirs[0].error.is_null(), "{only_dirs:?}");
+    assert_eq!(only_dirs[0].partitions, expected);
+    let all = kafka_log_dirs(&broker, None);
+    let names: Vec<&str> = all[0].partitions.iter().map(|p| p.0.as_str()).collect();
+    for wanted in ["dirs-0", "dirs-1", "dirs-2", "other-0", "__consumer_offsets-0"] {
+        assert!(names.contains(&wanted), "{wanted} not in {names:?}");
+    }
+
+    let out = kp_admin(&broker, "describe-log-dirs", &[]);
+    let dirs = tagged(&out, "dir");
+    assert_eq!(dirs.len(), 1, "{out}");
+    assert_eq!(&dirs[0][..3], &["0", data_dir.as_str(), "0"], "{out}");
+    let (total, usable): (i64, i64) = (dirs[0][3].parse().unwrap(), dirs[0][4].parse().unwrap());
+    assert!(total > 0 && (0..=total).contains(&usable), "{out}");
+    let sizes: Vec<(String, u64, i64, bool)> = tagged(&out, "size")
+        .into_iter()
+        .filter(|f| f[1] == "dirs")
+        .map(|f| {
+            (format!("dirs-{}", f[2]), f[3].parse().unwrap(), f[4].parse().unwrap(), f[5] == "True")
+        })
+        .collect();
+    let mut sizes = sizes;
+    sizes.sort();
+    assert_eq!(sizes, expected, "{out}");
 }
 
 /// `kafka-transactions describe-producers` of one partition: (producer id, epoch,

@@ -402,6 +402,40 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::remove_file(from).map_err(|error| with_path(error, "unlink", from))
 }
 
+/// The size of a file system and the bytes an unprivileged writer may still use on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSystemSpace {
+    pub total_bytes: u64,
+    pub usable_bytes: u64,
+}
+
+/// The space of the file system holding `path` (`statvfs`: a metadata call that does not
+/// wait on data I/O), as Java's `FileStore.getTotalSpace` and `getUsableSpace` measure it:
+/// all blocks, and the blocks free for unprivileged use, in fragment-size units.
+///
+/// A plain syscall: io_uring has no `statvfs`. It runs for DescribeLogDirs, never on the
+/// data path.
+pub fn file_system_space(path: &Path) -> io::Result<FileSystemSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: the path is a NUL-terminated string that outlives the call, and statvfs fills
+    // the struct on success.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(with_path(io::Error::last_os_error(), "statvfs", path));
+    }
+    // SAFETY: initialised by the successful call above.
+    #[allow(unsafe_code)]
+    let stat = unsafe { stat.assume_init() };
+    Ok(FileSystemSpace {
+        total_bytes: stat.f_blocks.saturating_mul(stat.f_frsize),
+        usable_bytes: stat.f_bavail.saturating_mul(stat.f_frsize),
+    })
+}
+
 /// Lists the file names in directory `path`.
 ///
 /// A plain `getdents` through std: io_uring has no directory listing. It runs once per
@@ -497,6 +531,16 @@ impl tokio_uring::OneshotOutputTransform for ResultTransform {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_file_system_of_a_directory_has_its_usable_bytes_within_its_size() {
+        let space = file_system_space(&std::env::temp_dir()).unwrap();
+        assert!(space.total_bytes > 0, "{space:?}");
+        assert!(space.usable_bytes <= space.total_bytes, "{space:?}");
+        let missing = file_system_space(Path::new("/no/such/fjord/dir")).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+        assert!(missing.to_string().contains("/no/such/fjord/dir"), "{missing}");
+    }
 
     #[test]
     fn a_short_write_is_continued_from_where_it_ended() {

@@ -42,8 +42,8 @@ mod residency;
 mod splice;
 
 pub use file::{
-    list_dir, raise_open_files_limit, read_file, remove_file, rename, rename_noreplace, sync_dir,
-    File, SharedFile,
+    file_system_space, list_dir, raise_open_files_limit, read_file, remove_file, rename,
+    rename_noreplace, sync_dir, File, FileSystemSpace, SharedFile,
 };
 pub use inline::{disable_inline_writes, force_inline_writes, inline_reads, INLINE_READ_BYTES_MAX};
 pub use lock::FileLock;

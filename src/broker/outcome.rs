@@ -117,6 +117,17 @@ impl EpochEnd {
     }
 }
 
+/// One partition this broker hosts, as DescribeLogDirs tells it, from the shard that owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDirPartition {
+    pub topic: String,
+    pub index: i32,
+    /// Bytes of its segments (`.log` files).
+    pub size_bytes: u64,
+    /// How far its log end trails its high watermark (Kafka's formula: never below 0).
+    pub offset_lag: i64,
+}
+
 /// One partition's idempotent producers (DescribeProducers), from the shard that owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducersAnswer {

@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::warn;
 
 use crate::broker::outcome::{
-    AppendDone, EpochEnd, OffsetAnswer, PartitionOutcome, PartitionRead, ProducersAnswer,
+    AppendDone, EpochEnd, LogDirPartition, OffsetAnswer, PartitionOutcome, PartitionRead,
+    ProducersAnswer,
 };
 use crate::broker::request_memory::RequestMemory;
 
@@ -143,6 +144,11 @@ pub enum Message {
         index: i32,
         timestamp: i64,
         reply: oneshot::Sender<OffsetAnswer>,
+    },
+    /// DescribeLogDirs: the partitions this shard hosts, all (`None`) or those of `wanted`.
+    LogDirPartitions {
+        wanted: Option<Vec<(String, i32)>>,
+        reply: oneshot::Sender<Vec<LogDirPartition>>,
     },
     /// DescribeProducers for one partition.
     Producers {
@@ -347,6 +353,24 @@ impl Shards {
         let answer =
             self.ask(shard, |reply| Message::DeleteRecords { topic, index, offset, reply }).await;
         answer.unwrap_or(OffsetAnswer::refused(ResponseError::UnknownServerError))
+    }
+
+    /// Asks `shard` for the partitions it hosts (see `handlers::log_dir_partitions`), without
+    /// waiting: the answer is awaited with `log_dir_partitions_of`, so the shards look at once.
+    pub fn log_dir_partitions(
+        &self,
+        shard: usize,
+        wanted: Option<Vec<(String, i32)>>,
+    ) -> Option<oneshot::Receiver<Vec<LogDirPartition>>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(shard, Message::LogDirPartitions { wanted, reply }).then_some(answer)
+    }
+
+    /// The partitions a shard asked with `log_dir_partitions` hosts; `None` if it is gone.
+    pub async fn log_dir_partitions_of(
+        answer: Option<oneshot::Receiver<Vec<LogDirPartition>>>,
+    ) -> Option<Vec<LogDirPartition>> {
+        answer?.await.ok()
     }
 
     /// The idempotent producers of a partition `shard` owns (see

@@ -8,6 +8,7 @@ mod brokers;
 mod configs;
 mod delete_records;
 mod describe_cluster;
+mod describe_log_dirs;
 mod describe_producers;
 mod elect_leaders;
 pub(crate) mod epochs;
@@ -30,6 +31,7 @@ use crate::protocol::{self, Request};
 use reply::HandlerError;
 
 pub(crate) use delete_records::delete_records_before;
+pub(crate) use describe_log_dirs::log_dir_partitions;
 pub(crate) use describe_producers::partition_producers;
 pub(crate) use list_offsets::list_offset;
 pub(crate) use produce::{produce_partition, AppendOrder, Pipeline};
@@ -97,6 +99,7 @@ pub(crate) async fn dispatch(
         ApiKey::ListGroups => groups::list_groups(broker, &request).await,
         ApiKey::DescribeGroups => groups::describe_groups(broker, &request).await,
         ApiKey::DeleteGroups => groups::delete_groups(broker, &request).await,
+        ApiKey::DescribeLogDirs => describe_log_dirs::handle(broker, &request).await,
         ApiKey::DescribeCluster => describe_cluster::handle(broker, &request).await,
         ApiKey::DescribeProducers => describe_producers::handle(broker, &request).await,
         other => Err(HandlerError::NoHandler(other)),

@@ -215,6 +215,12 @@ impl Partition {
         self.log_start_offset.get()
     }
 
+    /// Bytes of the partition's segments, as DescribeLogDirs reports its size (Kafka's
+    /// `UnifiedLog.size`); waits for the log behind an append in progress.
+    pub async fn size_bytes(&self) -> u64 {
+        self.log.lock().await.size_bytes()
+    }
+
     /// The offset consumers may read up to: on a single broker the log end, with replication
     /// the smallest log end among the in-sync replicas.
     pub fn high_watermark(&self) -> i64 {

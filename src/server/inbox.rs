@@ -1,7 +1,7 @@
 //! The inbox of a shard: what other shards send it, served on its own thread. Produce and
 //! Fetch parts for partitions this shard owns, ListOffsets, DeleteRecords, DescribeProducers
-//! and OffsetForLeaderEpoch per partition, whole requests forwarded to shard 0, topic and
-//! cluster state changes, and shutdown. Each message runs as its own task, as a local request would.
+//! and OffsetForLeaderEpoch per partition, the partitions it hosts for DescribeLogDirs, whole
+//! requests forwarded to shard 0, topic and cluster state changes, and shutdown. Each message runs as its own task, as a local request would.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -55,6 +55,9 @@ where
         }
         Message::ListOffset { topic, index, timestamp, reply } => {
             let _ = reply.send(handlers::list_offset(broker, &topic, index, timestamp).await);
+        }
+        Message::LogDirPartitions { wanted, reply } => {
+            let _ = reply.send(handlers::log_dir_partitions(broker, wanted.as_deref()).await);
         }
         Message::Producers { topic, index, reply } => {
             let _ = reply.send(handlers::partition_producers(broker, &topic, index));

@@ -1,19 +1,22 @@
 //! The APIs admin tools and UIs call to look at a broker, at every version Fjord advertises:
-//! DescribeCluster and DescribeProducers, valid and refused. What differs between any two
-//! brokers is cleared before comparing: broker ids (`compare::NODE_IDS`).
+//! DescribeCluster, DescribeProducers and DescribeLogDirs, valid and refused. What differs
+//! between any two brokers is cleared before comparing: broker ids (`compare::NODE_IDS`), the
+//! log directory's path and its file system's bytes.
 
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
 use kafka_protocol::messages::*;
 
 use super::cases::{
-    create, produce_request, produce_when_ready, three_records, topic_name, versions,
+    create, produce_request, produce_when_ready, s, three_records, topic_name, versions,
 };
 use super::session::Session;
 use crate::support::wire::{record_batch, Producer};
 
-/// A topic of two partitions, three records in partition 0.
+/// A topic of two partitions, three records in partition 0: the log directory's cases
+/// describe it.
 const DIRS: &str = "diff-dirs";
 
 /// A topic of two partitions whose partition 0 holds one idempotent producer's batch.
@@ -32,6 +35,7 @@ pub(super) fn run_all(session: &mut Session) {
     produce_when_ready(session, DIRS, three_records());
     describe_cluster(session);
     describe_producers(session);
+    describe_log_dirs(session);
 }
 
 fn describe_cluster(session: &mut Session) {
@@ -123,6 +127,56 @@ fn describe_producers(session: &mut Session) {
                 v,
                 &request,
                 |_: &mut DescribeProducersResponse| {},
+            );
+        }
+    }
+}
+
+/// A DescribeLogDirs of `topics` (`None`: every partition).
+fn log_dirs_request(topics: Option<&[(&str, &[i32])]>) -> DescribeLogDirsRequest {
+    let mut request = DescribeLogDirsRequest::default();
+    request.topics = topics.map(|topics| {
+        topics
+            .iter()
+            .map(|(name, partitions)| {
+                let mut topic = DescribableLogDirTopic::default();
+                topic.topic = topic_name(name);
+                topic.partitions = partitions.to_vec();
+                topic
+            })
+            .collect()
+    });
+    request
+}
+
+/// Clears what differs between brokers: the directory's path and the file system's bytes
+/// (whether they are known is kept), the topics of other cases (all partitions were asked
+/// for), and the order of partitions (Kafka's follows its hash map of logs).
+fn normalise_log_dirs(response: &mut DescribeLogDirsResponse) {
+    for result in &mut response.results {
+        result.log_dir = s("<log dir>");
+        for bytes in [&mut result.total_bytes, &mut result.usable_bytes] {
+            *bytes = (*bytes).signum();
+        }
+        result.topics.retain(|t| t.name.0.starts_with(DIRS));
+        for topic in &mut result.topics {
+            topic.partitions.sort_by_key(|p| p.partition_index);
+        }
+    }
+}
+
+fn describe_log_dirs(session: &mut Session) {
+    for v in versions(ApiKey::DescribeLogDirs) {
+        let all = log_dirs_request(None);
+        let some = log_dirs_request(Some(&[(DIRS, &[1, 0, 99, 1]), (MISSING, &[0])]));
+        let none = log_dirs_request(Some(&[]));
+        for (label, request) in [("all", all), ("some", some), ("none", none)] {
+            session.exchange(
+                format!("describe_log_dirs v{v} {label}"),
+                ApiKey::DescribeLogDirs,
+                v,
+                &request,
+                normalise_log_dirs,
             );
         }
     }

@@ -6,11 +6,14 @@ Usage: kp_admin.py COMMAND BOOTSTRAP [arguments]; see `kp_admin.py --help`. Part
 written TOPIC:PARTITION.
 
     describe-producers BOOTSTRAP TP...     DescribeProducers (API 61), at each leader
+    describe-log-dirs BOOTSTRAP            DescribeLogDirs (API 35) of every partition
 
 Output (tab-separated, see common.py):
 
     producer <topic> <partition> <id> <epoch> <last sequence> <last timestamp>
              <coordinator epoch> <transaction start offset>
+    dir      <broker> <log dir> <error code> <total bytes> <usable bytes>
+    size     <broker> <topic> <partition> <bytes> <offset lag> <is future>
     error    <error name>                  the broker refused the whole request
 
 A broker's refusal exits 0, so the test asserts which error it got; anything else exits
@@ -70,6 +73,22 @@ def describe_producers(args):
             )
 
 
+def describe_log_dirs(args):
+    admin = client(args)
+    for broker in admin.describe_log_dirs():
+        for log_dir in broker["log_dirs"]:
+            common.emit(
+                "dir", broker["broker"], log_dir["log_dir"], log_dir["error_code"],
+                log_dir["total_bytes"], log_dir["usable_bytes"],
+            )
+            for topic in log_dir["topics"]:
+                for p in topic["partitions"]:
+                    common.emit(
+                        "size", broker["broker"], topic["name"], p["partition_index"],
+                        p["partition_size"], p["offset_lag"], p["is_future_key"],
+                    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +101,7 @@ def main():
 
     p = command("describe-producers", describe_producers)
     p.add_argument("partitions", nargs="+", type=partition, metavar="TOPIC:PARTITION")
+    command("describe-log-dirs", describe_log_dirs)
 
     args = parser.parse_args()
     args.run(args)
