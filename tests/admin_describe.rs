@@ -9,15 +9,23 @@
 //! - DescribeProducers: Kafka's `kafka-transactions describe-producers` and kafka-python's
 //!   `describe_producers` after an idempotent confluent-kafka producer, before and after a
 //!   restart (the producer state is rebuilt from the log).
+//! - OffsetDelete: kafka-python's `delete_group_offsets` (confluent-kafka's Python client
+//!   has no such call), the deletion still in force after restarts; and
+//!   `kafka-consumer-groups --delete-offsets`, refused for a topic an active member reads.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::support::kafka::kafka_tool_ok;
-use crate::support::{create_topic, parse_acks, python_ok, segment_logs, tagged, TestBroker};
+use crate::support::{
+    create_topic, parse_acks, python_ok, segment_logs, tagged, Background, TempDir, TestBroker,
+};
 
 /// Two shards: partitions of one topic land on both, and requests about the cluster arrive
 /// on either; a short initial rebalance delay, as the reference broker has.
 const BROKER_ARGS: &[&str] = &["--shards", "2", "--group-initial-rebalance-delay-ms", "100"];
+
+/// How long a group member may take to get its assignment, or to commit.
+const MEMBER_WAIT: Duration = Duration::from_secs(60);
 
 fn start_broker(label: &str) -> TestBroker {
     TestBroker::start_with(label, BROKER_ARGS)
@@ -29,6 +37,21 @@ fn kp_admin(broker: &TestBroker, command: &str, args: &[&str]) -> String {
     let mut all = vec![command, bootstrap.as_str()];
     all.extend_from_slice(args);
     python_ok("kp_admin.py", &all)
+}
+
+/// A group's committed offsets as kafka-python's `list_group_offsets` reads them:
+/// (topic, partition, offset), in order.
+fn committed(broker: &TestBroker, group: &str) -> Vec<(String, i32, i64)> {
+    let out = kp_admin(broker, "offsets", &[group]);
+    assert!(tagged(&out, "error").is_empty(), "offsets of {group}:\n{out}");
+    tagged(&out, "offset")
+        .into_iter()
+        .map(|f| (f[0].to_string(), f[1].parse().unwrap(), f[2].parse().unwrap()))
+        .collect()
+}
+
+fn offsets(list: &[(&str, i32, i64)]) -> Vec<(String, i32, i64)> {
+    list.iter().map(|(t, p, o)| (t.to_string(), *p, *o)).collect()
 }
 
 /// Produces `count` records to `partition` of `topic` with confluent-kafka (`ck.py produce`
@@ -242,4 +265,123 @@ fn an_idempotent_producer_is_described_by_kafka_transactions_and_kafka_python() 
             broker.restart();
         }
     }
+}
+
+#[test]
+fn kafka_python_deletes_a_groups_offsets_for_good() {
+    const GROUP: &str = "deleting";
+    let mut broker = start_broker("offset-delete");
+    create_topic(&broker, "od-a", 2, &[]);
+    create_topic(&broker, "od-b", 1, &[]);
+    let out = kp_admin(&broker, "commit", &[GROUP, "od-a:0=5", "od-a:1=6", "od-b:0=7"]);
+    assert_eq!(tagged(&out, "ok").len(), 1, "{out}");
+
+    let out = kp_admin(&broker, "delete-offsets", &[GROUP, "od-a:0"]);
+    assert_eq!(tagged(&out, "deleted"), vec![vec!["od-a", "0", "NoError"]], "{out}");
+    let left = offsets(&[("od-a", 1, 6), ("od-b", 0, 7)]);
+    assert_eq!(committed(&broker, GROUP), left);
+    // Refusals: an unknown partition (the others still go), an unknown group.
+    let out = kp_admin(&broker, "delete-offsets", &[GROUP, "od-a:9"]);
+    assert_eq!(
+        tagged(&out, "deleted"),
+        vec![vec!["od-a", "9", "UnknownTopicOrPartitionError"]],
+        "{out}"
+    );
+    let out = kp_admin(&broker, "delete-offsets", &["no-such-group", "od-a:1"]);
+    assert_eq!(tagged(&out, "error"), vec![vec!["GroupIdNotFoundError"]], "{out}");
+
+    broker.restart();
+    assert_eq!(committed(&broker, GROUP), left, "after a restart");
+    let out = kp_admin(&broker, "delete-offsets", &[GROUP, "od-b:0"]);
+    assert_eq!(tagged(&out, "deleted"), vec![vec!["od-b", "0", "NoError"]], "{out}");
+    broker.restart();
+    assert_eq!(committed(&broker, GROUP), offsets(&[("od-a", 1, 6)]), "after a second restart");
+}
+
+/// `kafka-consumer-groups --delete-offsets --group GROUP --topic TOPIC`: its STATUS column
+/// per partition (`Successful`, or `Error: :<exception>: <message>`), and everything it
+/// printed.
+fn kafka_delete_offsets(
+    broker: &TestBroker,
+    group: &str,
+    topic: &str,
+) -> (Vec<(String, String)>, String) {
+    let bootstrap = broker.bootstrap();
+    let out = kafka_tool_ok(
+        &[
+            "kafka-consumer-groups",
+            "--bootstrap-server",
+            &bootstrap,
+            "--delete-offsets",
+            "--group",
+            group,
+            "--topic",
+            topic,
+        ],
+        None,
+    );
+    let rows = out
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.len() >= 3 && fields[0] == topic)
+        .map(|fields| (fields[1].to_string(), fields[2..].join(" ")))
+        .collect();
+    (rows, out)
+}
+
+#[test]
+fn kafka_consumer_groups_deletes_offsets_unless_a_member_reads_the_topic() {
+    const IDLE: &str = "idle-group";
+    const ACTIVE: &str = "active-group";
+    let broker = start_broker("delete-offsets-tool");
+    create_topic(&broker, "cg-a", 2, &[]);
+    create_topic(&broker, "cg-b", 1, &[]);
+    kp_admin(&broker, "commit", &[IDLE, "cg-a:0=1", "cg-a:1=2", "cg-b:0=3"]);
+    let (rows, out) = kafka_delete_offsets(&broker, IDLE, "cg-a");
+    let successful = |partition: &str| (partition.to_string(), "Successful".to_string());
+    assert_eq!(rows, vec![successful("0"), successful("1")], "{out}");
+    assert!(out.contains("Request succeeded for deleting offsets from group idle-group."), "{out}");
+    assert_eq!(committed(&broker, IDLE), offsets(&[("cg-b", 0, 3)]));
+
+    // A member of another group reads cg-b and commits what it reads.
+    produce(&broker, "cg-b", 0, 3, &[]);
+    let stop = TempDir::new("member-stop");
+    let stop_file = stop.path().join("stop");
+    let bootstrap = broker.bootstrap();
+    let member = Background::spawn(
+        "steady_member.py",
+        &[&bootstrap, "cg-b", ACTIVE, "--stop-file", stop_file.to_str().unwrap()],
+    );
+    wait_for_line(&member, "committed");
+    let (rows, out) = kafka_delete_offsets(&broker, ACTIVE, "cg-b");
+    assert_eq!(rows.len(), 1, "{out}");
+    assert!(rows[0].1.contains("GroupSubscribedToTopicException"), "{out}");
+    assert_eq!(committed(&broker, ACTIVE), offsets(&[("cg-b", 0, 3)]));
+    // A topic the member does not read is not refused (the group committed none of it).
+    let (rows, out) = kafka_delete_offsets(&broker, ACTIVE, "cg-a");
+    assert_eq!(rows, vec![successful("0"), successful("1")], "{out}");
+    assert_eq!(committed(&broker, ACTIVE), offsets(&[("cg-b", 0, 3)]));
+
+    std::fs::write(&stop_file, b"").unwrap();
+    let (status, lines, stderr) = member.finish();
+    assert!(status.success(), "member: {status}\n{lines:?}\n{stderr}");
+    // The group is empty now: its offsets of cg-b may go too.
+    let (rows, out) = kafka_delete_offsets(&broker, ACTIVE, "cg-b");
+    assert_eq!(rows, vec![successful("0")], "{out}");
+    assert!(committed(&broker, ACTIVE).is_empty());
+}
+
+/// Waits until `member` prints a line tagged `tag`.
+fn wait_for_line(member: &Background, tag: &str) {
+    let deadline = Instant::now() + MEMBER_WAIT;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Some(line) = member.next_line(Duration::from_millis(200)) {
+            if line.split('\t').next() == Some(tag) {
+                return;
+            }
+            seen.push(line);
+        }
+    }
+    panic!("no {tag} line within {MEMBER_WAIT:?}: {seen:?}");
 }

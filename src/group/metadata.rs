@@ -16,6 +16,7 @@ use tracing::warn;
 
 use super::membership::settle;
 use super::metadata_record::{self, GroupMetadata, MemberMetadata};
+use super::offset_delete::subscribed_topics;
 use super::{
     offsets_partition_index, Coordinator, Group, GroupState, Member, SyncResult, GROUPS_MAX,
 };
@@ -169,6 +170,7 @@ impl Coordinator {
                 group.protocol.iter().map(|p| (p.clone(), member.subscription.clone())).collect();
             group.members.insert(member.member_id.clone(), member_of(member, protocols, now, seq));
         }
+        group.subscribed = subscribed_topics(group);
     }
 
     /// Every member of the groups of offsets partition `index` starts its session now: a

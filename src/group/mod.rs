@@ -28,7 +28,8 @@
 //! The files: the coordinator and its groups' state (`mod.rs`, whose private fields its
 //! files share); JoinGroup (`join.rs`) and the end of a join phase (`rebalance.rs`);
 //! SyncGroup, Heartbeat, LeaveGroup and the timers (`membership.rs`); committed offsets
-//! (`offsets.rs`) and their records (`offsets_record.rs`); the group's metadata, stored and
+//! (`offsets.rs`) and their records (`offsets_record.rs`), OffsetDelete
+//! (`offset_delete.rs`); the group's metadata, stored and
 //! loaded (`metadata.rs`), and its record (`metadata_record.rs`); taking over and giving up an
 //! offsets partition's groups, replaying its log (`loading.rs`); DescribeGroups and
 //! ListGroups (`description.rs`).
@@ -51,12 +52,14 @@ mod loading;
 mod membership;
 mod metadata;
 pub(crate) mod metadata_record;
+mod offset_delete;
 mod offsets;
 pub(crate) mod offsets_record;
 mod rebalance;
 
 pub use description::GroupDescription;
 pub use loading::GroupError;
+pub use offset_delete::OffsetDeletions;
 pub use offsets::GroupOffsets;
 pub use offsets_record::Committed;
 
@@ -193,6 +196,10 @@ struct Group {
     /// Whether `__consumer_offsets` may hold a metadata record of the group (stored or
     /// loaded): forgetting the group then needs a tombstone.
     metadata_stored: bool,
+    /// The topics the members subscribe to, as of the current generation's start or the
+    /// group's load (`None`: not a consumer group, or not known); OffsetDelete keeps the
+    /// offsets of these (`offset_delete.rs`).
+    subscribed: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Group {
@@ -212,6 +219,7 @@ impl Group {
             sync_deadline: None,
             changed_at: Instant::now(),
             metadata_stored: false,
+            subscribed: None,
         }
     }
 

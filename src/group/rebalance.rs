@@ -11,6 +11,7 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use tracing::{info, warn};
 
+use super::offset_delete::subscribed_topics;
 use super::{Coordinator, Group, GroupState, JoinResult, SyncResult};
 
 impl Coordinator {
@@ -58,6 +59,7 @@ impl Coordinator {
             group.changed_at = now;
             group.protocol = None;
             group.leader = None;
+            group.subscribed = subscribed_topics(group);
             info!(group = group_id, generation = group.generation, "group is empty");
             // As Kafka: the empty group's new generation is stored, not waited for.
             group.metadata_stored = true;
@@ -66,6 +68,7 @@ impl Coordinator {
         }
         let protocol = chosen_protocol(group);
         group.protocol = protocol.clone();
+        group.subscribed = subscribed_topics(group);
         if group.leader.as_ref().is_none_or(|l| !group.members.contains_key(l)) {
             group.leader =
                 group.members.iter().min_by_key(|(_, m)| m.joined_seq).map(|(id, _)| id.clone());

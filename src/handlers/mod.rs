@@ -17,6 +17,7 @@ pub(crate) mod fetch;
 mod groups;
 mod list_offsets;
 mod metadata;
+mod offset_delete;
 mod produce;
 mod producer_id;
 mod reassignments;
@@ -99,6 +100,7 @@ pub(crate) async fn dispatch(
         ApiKey::ListGroups => groups::list_groups(broker, &request).await,
         ApiKey::DescribeGroups => groups::describe_groups(broker, &request).await,
         ApiKey::DeleteGroups => groups::delete_groups(broker, &request).await,
+        ApiKey::OffsetDelete => offset_delete::handle(broker, &request).await,
         ApiKey::DescribeLogDirs => describe_log_dirs::handle(broker, &request).await,
         ApiKey::DescribeCluster => describe_cluster::handle(broker, &request).await,
         ApiKey::DescribeProducers => describe_producers::handle(broker, &request).await,

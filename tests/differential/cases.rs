@@ -911,7 +911,7 @@ fn subscription() -> Bytes {
     Bytes::from(b)
 }
 
-fn join_request(group: &str, member: &str, v: i16) -> JoinGroupRequest {
+pub(super) fn join_request(group: &str, member: &str, v: i16) -> JoinGroupRequest {
     let mut protocol = join_group_request::JoinGroupRequestProtocol::default();
     protocol.name = s("range");
     protocol.metadata = subscription();

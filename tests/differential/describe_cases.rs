@@ -1,32 +1,36 @@
-//! The APIs admin tools and UIs call to look at a broker, at every version Fjord advertises:
-//! DescribeCluster, DescribeProducers and DescribeLogDirs, valid and refused. What differs
-//! between any two brokers is cleared before comparing: broker ids (`compare::NODE_IDS`), the
-//! log directory's path and its file system's bytes.
+//! The APIs admin tools and UIs call to look at a broker and its groups, at every version
+//! Fjord advertises: DescribeCluster, DescribeLogDirs, DescribeProducers and OffsetDelete,
+//! valid and refused. What differs between any two brokers is cleared before comparing:
+//! broker ids (`compare::NODE_IDS`), the log directory's path and its file system's bytes.
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
 use kafka_protocol::messages::*;
 
 use super::cases::{
-    create, produce_request, produce_when_ready, s, three_records, topic_name, versions,
+    create, join_request, produce_request, produce_when_ready, s, three_records, topic_name,
+    versions, TOPIC,
 };
 use super::session::Session;
 use crate::support::wire::{record_batch, Producer};
 
 /// A topic of two partitions, three records in partition 0: the log directory's cases
-/// describe it.
+/// describe it, and OffsetDelete's cases commit to it beside `TOPIC`.
 const DIRS: &str = "diff-dirs";
-
 /// A topic of two partitions whose partition 0 holds one idempotent producer's batch.
 const PRODUCED: &str = "diff-producers";
-
 const MISSING: &str = "diff-no-such-topic";
-
 /// The one timestamp of the idempotent batch (its producer's last timestamp).
 const PRODUCED_AT_MS: i64 = 1_700_000_123_000;
-
 /// How long a broker may take to hand out its first producer id.
 const PRODUCER_ID_MS_MAX: u64 = 10_000;
 
@@ -36,6 +40,7 @@ pub(super) fn run_all(session: &mut Session) {
     describe_cluster(session);
     describe_producers(session);
     describe_log_dirs(session);
+    offset_delete(session);
 }
 
 fn describe_cluster(session: &mut Session) {
@@ -60,6 +65,56 @@ fn describe_cluster(session: &mut Session) {
                 v,
                 &request,
                 |_: &mut DescribeClusterResponse| {},
+            );
+        }
+    }
+}
+
+/// A DescribeLogDirs of `topics` (`None`: every partition).
+fn log_dirs_request(topics: Option<&[(&str, &[i32])]>) -> DescribeLogDirsRequest {
+    let mut request = DescribeLogDirsRequest::default();
+    request.topics = topics.map(|topics| {
+        topics
+            .iter()
+            .map(|(name, partitions)| {
+                let mut topic = DescribableLogDirTopic::default();
+                topic.topic = topic_name(name);
+                topic.partitions = partitions.to_vec();
+                topic
+            })
+            .collect()
+    });
+    request
+}
+
+/// Clears what differs between brokers: the directory's path and the file system's bytes
+/// (whether they are known is kept), the topics of other cases (all partitions were asked
+/// for), and the order of partitions (Kafka's follows its hash map of logs).
+fn normalise_log_dirs(response: &mut DescribeLogDirsResponse) {
+    for result in &mut response.results {
+        result.log_dir = s("<log dir>");
+        for bytes in [&mut result.total_bytes, &mut result.usable_bytes] {
+            *bytes = (*bytes).signum();
+        }
+        result.topics.retain(|t| t.name.0.starts_with(DIRS));
+        for topic in &mut result.topics {
+            topic.partitions.sort_by_key(|p| p.partition_index);
+        }
+    }
+}
+
+fn describe_log_dirs(session: &mut Session) {
+    for v in versions(ApiKey::DescribeLogDirs) {
+        let all = log_dirs_request(None);
+        let some = log_dirs_request(Some(&[(DIRS, &[1, 0, 99, 1]), (MISSING, &[0])]));
+        let none = log_dirs_request(Some(&[]));
+        for (label, request) in [("all", all), ("some", some), ("none", none)] {
+            session.exchange(
+                format!("describe_log_dirs v{v} {label}"),
+                ApiKey::DescribeLogDirs,
+                v,
+                &request,
+                normalise_log_dirs,
             );
         }
     }
@@ -132,52 +187,161 @@ fn describe_producers(session: &mut Session) {
     }
 }
 
-/// A DescribeLogDirs of `topics` (`None`: every partition).
-fn log_dirs_request(topics: Option<&[(&str, &[i32])]>) -> DescribeLogDirsRequest {
-    let mut request = DescribeLogDirsRequest::default();
-    request.topics = topics.map(|topics| {
-        topics
-            .iter()
-            .map(|(name, partitions)| {
-                let mut topic = DescribableLogDirTopic::default();
-                topic.topic = topic_name(name);
-                topic.partitions = partitions.to_vec();
-                topic
-            })
-            .collect()
-    });
+/// An OffsetCommit (the newest version) of `offset` for each of `partitions` by `member` of
+/// `group` in `generation` (-1 and no member: a standalone consumer's commit).
+fn commit(
+    session: &mut Session,
+    group: &str,
+    generation: i32,
+    member: &str,
+    partitions: &[(&str, i32)],
+    offset: i64,
+) {
+    let mut request = OffsetCommitRequest::default();
+    request.group_id = GroupId(s(group));
+    request.generation_id_or_member_epoch = generation;
+    request.member_id = s(member);
+    request.retention_time_ms = -1;
+    for (name, index) in partitions {
+        let mut partition = OffsetCommitRequestPartition::default();
+        partition.partition_index = *index;
+        partition.committed_offset = offset;
+        match request.topics.iter_mut().find(|t| t.name.0.as_str() == *name) {
+            Some(topic) => topic.partitions.push(partition),
+            None => {
+                let mut topic = OffsetCommitRequestTopic::default();
+                topic.name = topic_name(name);
+                topic.partitions = vec![partition];
+                request.topics.push(topic);
+            }
+        }
+    }
+    let v = *versions(ApiKey::OffsetCommit).end();
+    let response: OffsetCommitResponse =
+        session.call(ApiKey::OffsetCommit, v, &request).response("offset commit");
+    let codes: Vec<i16> =
+        response.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect();
+    assert!(codes.iter().all(|c| *c == 0), "commit to {group}: {response:?}");
+}
+
+fn delete_request(group: &str, topics: &[(&str, &[i32])]) -> OffsetDeleteRequest {
+    let mut request = OffsetDeleteRequest::default();
+    request.group_id = GroupId(s(group));
+    request.topics = topics
+        .iter()
+        .map(|(name, partitions)| {
+            let mut topic = OffsetDeleteRequestTopic::default();
+            topic.name = topic_name(name);
+            topic.partitions = partitions
+                .iter()
+                .map(|index| {
+                    let mut partition = OffsetDeleteRequestPartition::default();
+                    partition.partition_index = *index;
+                    partition
+                })
+                .collect();
+            topic
+        })
+        .collect();
     request
 }
 
-/// Clears what differs between brokers: the directory's path and the file system's bytes
-/// (whether they are known is kept), the topics of other cases (all partitions were asked
-/// for), and the order of partitions (Kafka's follows its hash map of logs).
-fn normalise_log_dirs(response: &mut DescribeLogDirsResponse) {
-    for result in &mut response.results {
-        result.log_dir = s("<log dir>");
-        for bytes in [&mut result.total_bytes, &mut result.usable_bytes] {
-            *bytes = (*bytes).signum();
-        }
-        result.topics.retain(|t| t.name.0.starts_with(DIRS));
-        for topic in &mut result.topics {
-            topic.partitions.sort_by_key(|p| p.partition_index);
-        }
+fn delete(session: &mut Session, label: &str, group: &str, topics: &[(&str, &[i32])]) {
+    for v in versions(ApiKey::OffsetDelete) {
+        session.exchange(
+            format!("offset_delete v{v} {label}"),
+            ApiKey::OffsetDelete,
+            v,
+            &delete_request(group, topics),
+            |_: &mut OffsetDeleteResponse| {},
+        );
     }
 }
 
-fn describe_log_dirs(session: &mut Session) {
-    for v in versions(ApiKey::DescribeLogDirs) {
-        let all = log_dirs_request(None);
-        let some = log_dirs_request(Some(&[(DIRS, &[1, 0, 99, 1]), (MISSING, &[0])]));
-        let none = log_dirs_request(Some(&[]));
-        for (label, request) in [("all", all), ("some", some), ("none", none)] {
-            session.exchange(
-                format!("describe_log_dirs v{v} {label}"),
-                ApiKey::DescribeLogDirs,
-                v,
-                &request,
-                normalise_log_dirs,
-            );
+/// Every offset `group` has committed (OffsetFetch v7, all topics), partitions in order.
+fn committed(session: &mut Session, label: &str, group: &str) {
+    let mut request = OffsetFetchRequest::default();
+    request.group_id = GroupId(s(group));
+    request.topics = None;
+    session.exchange(label, ApiKey::OffsetFetch, 7, &request, |r: &mut OffsetFetchResponse| {
+        for topic in &mut r.topics {
+            topic.partitions.sort_by_key(|p| p.partition_index);
         }
+    });
+}
+
+/// A member in `group` (JoinGroup twice, the newest version; `protocol_type`): its id and
+/// generation. With `sync`, the group is then Stable (SyncGroup of an empty assignment).
+fn join(session: &mut Session, group: &str, protocol_type: &str, sync: bool) -> (String, i32) {
+    let v = *versions(ApiKey::JoinGroup).end();
+    let mut request = join_request(group, "", v);
+    request.protocol_type = s(protocol_type);
+    let first: JoinGroupResponse = session.call(ApiKey::JoinGroup, v, &request).response("join");
+    request.member_id = first.member_id.clone();
+    let joined: JoinGroupResponse = session.call(ApiKey::JoinGroup, v, &request).response("join");
+    assert_eq!(joined.error_code, 0, "{joined:?}");
+    let member = joined.member_id.to_string();
+    if sync {
+        let mut sync = SyncGroupRequest::default();
+        sync.group_id = GroupId(s(group));
+        sync.generation_id = joined.generation_id;
+        sync.member_id = s(&member);
+        sync.protocol_type = Some(s(protocol_type));
+        sync.protocol_name = Some(s("range"));
+        let mut assignment = sync_group_request::SyncGroupRequestAssignment::default();
+        assignment.member_id = s(&member);
+        assignment.assignment = Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        sync.assignments = vec![assignment];
+        let synced: SyncGroupResponse = session.call(ApiKey::SyncGroup, 5, &sync).response("sync");
+        assert_eq!(synced.error_code, 0, "{synced:?}");
     }
+    (member, joined.generation_id)
+}
+
+fn leave(session: &mut Session, group: &str, member: &str) {
+    let mut identity = leave_group_request::MemberIdentity::default();
+    identity.member_id = s(member);
+    let mut request = LeaveGroupRequest::default();
+    request.group_id = GroupId(s(group));
+    request.members = vec![identity];
+    let left: LeaveGroupResponse = session.call(ApiKey::LeaveGroup, 5, &request).response("leave");
+    assert_eq!(left.error_code, 0, "{left:?}");
+}
+
+fn offset_delete(session: &mut Session) {
+    const GROUP: &str = "diff-od";
+    const UNKNOWN_GROUP: &str = "diff-od-no-such-group";
+    delete(session, "unknown group", UNKNOWN_GROUP, &[(TOPIC, &[0])]);
+    delete(session, "unknown group and topic", UNKNOWN_GROUP, &[(MISSING, &[0])]);
+    delete(session, "empty group id", "", &[(TOPIC, &[0])]);
+    commit(session, GROUP, -1, "", &[(TOPIC, 0), (TOPIC, 1), (DIRS, 0), (DIRS, 1)], 1);
+    delete(session, "unknown topic and partition", GROUP, &[(MISSING, &[0]), (TOPIC, &[0, 99])]);
+    delete(session, "no offset committed", GROUP, &[(PRODUCED, &[0])]);
+    committed(session, "offset_fetch after offset_delete", GROUP);
+    delete(session, "the rest", GROUP, &[(TOPIC, &[1]), (DIRS, &[1, 0])]);
+    committed(session, "offset_fetch after offset_delete of the rest", GROUP);
+    let mut describe = DescribeGroupsRequest::default();
+    describe.groups = vec![GroupId(s(GROUP))];
+    session.exchange(
+        "describe_groups after offset_delete",
+        ApiKey::DescribeGroups,
+        5,
+        &describe,
+        |_: &mut DescribeGroupsResponse| {},
+    );
+
+    // A consumer group with a member subscribed to `TOPIC` (`join_request`'s subscription).
+    const ACTIVE: &str = "diff-od-active";
+    let (member, generation) = join(session, ACTIVE, "consumer", true);
+    commit(session, ACTIVE, generation, &member, &[(TOPIC, 0), (DIRS, 0)], 2);
+    delete(session, "a consumer group's topics", ACTIVE, &[(TOPIC, &[0]), (DIRS, &[0])]);
+    committed(session, "offset_fetch of an active group after offset_delete", ACTIVE);
+    leave(session, ACTIVE, &member);
+    delete(session, "a consumer group's topics once it is empty", ACTIVE, &[(TOPIC, &[0])]);
+
+    // A group of another protocol type with a member: nothing may go.
+    const CONNECT: &str = "diff-od-connect";
+    let (member, _) = join(session, CONNECT, "connect", false);
+    delete(session, "a connect group with a member", CONNECT, &[(TOPIC, &[0])]);
+    leave(session, CONNECT, &member);
 }

@@ -3,13 +3,19 @@ tests/admin_describe.rs (confluent-kafka's Python AdminClient has no call for Of
 DescribeLogDirs or DescribeProducers; kafka-python 3 has all three).
 
 Usage: kp_admin.py COMMAND BOOTSTRAP [arguments]; see `kp_admin.py --help`. Partitions are
-written TOPIC:PARTITION.
+written TOPIC:PARTITION, commits TOPIC:PARTITION=OFFSET.
 
+    commit BOOTSTRAP GROUP TP=OFFSET...    OffsetCommit (API 8) as an admin (no member)
+    offsets BOOTSTRAP GROUP                OffsetFetch (API 9) of every committed partition
+    delete-offsets BOOTSTRAP GROUP TP...   OffsetDelete (API 47)
     describe-producers BOOTSTRAP TP...     DescribeProducers (API 61), at each leader
     describe-log-dirs BOOTSTRAP            DescribeLogDirs (API 35) of every partition
 
 Output (tab-separated, see common.py):
 
+    ok                                     the commit was taken
+    offset   <topic> <partition> <offset>  a committed offset
+    deleted  <topic> <partition> <error>   OffsetDelete's answer for a partition (NoError...)
     producer <topic> <partition> <id> <epoch> <last sequence> <last timestamp>
              <coordinator epoch> <transaction start offset>
     dir      <broker> <log dir> <error code> <total bytes> <usable bytes>
@@ -28,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import kafka.errors as Errors  # noqa: E402
 from kafka import KafkaAdminClient, TopicPartition  # noqa: E402
+from kafka.structs import OffsetAndMetadata  # noqa: E402
 
 import common  # noqa: E402
 
@@ -50,6 +57,13 @@ def partition(text):
     return TopicPartition(topic, int(index))
 
 
+def commit_spec(text):
+    tp, sep, offset = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError("expected TOPIC:PARTITION=OFFSET, got %r" % text)
+    return partition(tp), int(offset)
+
+
 def refused(run):
     """Runs `run`; a broker's refusal of the whole request becomes an `error` line."""
     try:
@@ -57,6 +71,35 @@ def refused(run):
     except Errors.BrokerResponseError as error:
         common.emit("error", type(error).__name__)
         return False, None
+
+
+def commit(args):
+    admin = client(args)
+    offsets = {tp: OffsetAndMetadata(offset, "", None) for tp, offset in args.commits}
+    results = admin.alter_group_offsets(args.group, offsets)
+    failed = {tp: e.__name__ for tp, e in results.items() if e is not Errors.NoError}
+    if failed:
+        common.fail("commit refused: %r" % failed)
+    common.emit("ok")
+
+
+def offsets(args):
+    admin = client(args)
+    taken, found = refused(lambda: admin.list_group_offsets({args.group: None}))
+    if not taken:
+        return
+    for tp, committed in sorted(found.get(args.group, {}).items()):
+        if committed.offset >= 0:
+            common.emit("offset", tp.topic, tp.partition, committed.offset)
+
+
+def delete_offsets(args):
+    admin = client(args)
+    taken, results = refused(lambda: admin.delete_group_offsets(args.group, args.partitions))
+    if not taken:
+        return
+    for tp, error in sorted(results.items()):
+        common.emit("deleted", tp.topic, tp.partition, error.__name__)
 
 
 def describe_producers(args):
@@ -99,6 +142,14 @@ def main():
         p.set_defaults(run=run)
         return p
 
+    p = command("commit", commit)
+    p.add_argument("group")
+    p.add_argument("commits", nargs="+", type=commit_spec, metavar="TOPIC:PARTITION=OFFSET")
+    p = command("offsets", offsets)
+    p.add_argument("group")
+    p = command("delete-offsets", delete_offsets)
+    p.add_argument("group")
+    p.add_argument("partitions", nargs="+", type=partition, metavar="TOPIC:PARTITION")
     p = command("describe-producers", describe_producers)
     p.add_argument("partitions", nargs="+", type=partition, metavar="TOPIC:PARTITION")
     command("describe-log-dirs", describe_log_dirs)
