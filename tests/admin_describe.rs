@@ -13,7 +13,10 @@
 //!   has no such call), the deletion still in force after restarts; and
 //!   `kafka-consumer-groups --delete-offsets`, refused for a topic an active member reads.
 
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fjord_replication::ClusterState;
 
 use crate::support::kafka::kafka_tool_ok;
 use crate::support::{
@@ -23,7 +26,6 @@ use crate::support::{
 /// Two shards: partitions of one topic land on both, and requests about the cluster arrive
 /// on either; a short initial rebalance delay, as the reference broker has.
 const BROKER_ARGS: &[&str] = &["--shards", "2", "--group-initial-rebalance-delay-ms", "100"];
-
 /// How long a group member may take to get its assignment, or to commit.
 const MEMBER_WAIT: Duration = Duration::from_secs(60);
 
@@ -384,4 +386,294 @@ fn wait_for_line(member: &Background, tag: &str) {
         }
     }
     panic!("no {tag} line within {MEMBER_WAIT:?}: {seen:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// A cluster: OffsetDelete across a coordinator failover, and what each replica describes.
+
+/// Brokers of the cluster; each partition is on all of them.
+const CLUSTER_BROKERS: i32 = 3;
+/// Partitions of `__consumer_offsets` in a cluster (`fjord serve`'s default).
+const OFFSETS_PARTITIONS: i32 = 8;
+/// How long the cluster may take to settle (the offsets topic, full in-sync sets), or to
+/// elect a new leader and coordinator after a broker is killed.
+const CLUSTER_SETTLE: Duration = Duration::from_secs(45);
+/// How long one `fjord` command may take.
+const FJORD_SECONDS_MAX: u64 = 60;
+
+/// A cluster of `CLUSTER_BROKERS` brokers started by `fjord cluster up`, stopped (and its
+/// directory removed) on drop.
+struct SmallCluster {
+    dir: TempDir,
+    bootstrap: String,
+}
+
+fn fjord_ok(args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let output = crate::support::run_with_timeout(
+        FJORD_SECONDS_MAX,
+        Path::new(env!("CARGO_BIN_EXE_fjord")),
+        &args,
+        None,
+    );
+    assert!(output.status.success(), "{}", crate::support::kafka::describe_output(&[], &output));
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
+impl SmallCluster {
+    fn up(label: &str) -> SmallCluster {
+        let dir = TempDir::new(label);
+        let path = dir.path().display().to_string();
+        let brokers = CLUSTER_BROKERS.to_string();
+        let out = fjord_ok(&[
+            "cluster",
+            "up",
+            "--dir",
+            &path,
+            "--brokers",
+            &brokers,
+            "--",
+            "--shards",
+            "2",
+        ]);
+        let bootstrap = out.trim().lines().last().expect("the bootstrap list").to_string();
+        let cluster = SmallCluster { dir, bootstrap };
+        cluster.wait_state("the offsets topic, every replica in sync", |s| {
+            s.topics
+                .get("__consumer_offsets")
+                .is_some_and(|t| t.partitions.len() == OFFSETS_PARTITIONS as usize)
+                && all_in_sync(s)
+        });
+        cluster
+    }
+
+    /// The newest cluster state (versions are written by rename: a read is never torn; one
+    /// removed between the listing and the read is listed again).
+    fn state(&self) -> ClusterState {
+        loop {
+            let versions = self.dir.path().join("cluster-state");
+            let newest = std::fs::read_dir(&versions)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|name| name.len() == 25 && name.ends_with(".toml"))
+                .max();
+            let Some(newest) = newest else { return ClusterState::default() };
+            if let Ok(text) = std::fs::read_to_string(versions.join(newest)) {
+                return toml::from_str(&text).expect("the state parses");
+            }
+        }
+    }
+
+    fn wait_state(&self, what: &str, mut ok: impl FnMut(&ClusterState) -> bool) -> ClusterState {
+        let deadline = Instant::now() + CLUSTER_SETTLE;
+        loop {
+            let state = self.state();
+            if ok(&state) {
+                return state;
+            }
+            assert!(Instant::now() < deadline, "no {what} within {CLUSTER_SETTLE:?}: {state:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn partition(&self, topic: &str, index: i32) -> fjord_replication::PartitionState {
+        self.state().topics[topic].partitions[index as usize].clone()
+    }
+
+    fn kill9(&self, id: i32) {
+        let pid_file = self.dir.path().join(format!("broker-{id}.pid"));
+        let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        fjord_storage::io::send_signal(pid, libc::SIGKILL)
+            .unwrap_or_else(|e| panic!("SIGKILL broker {id} (pid {pid}): {e}"));
+        let proc = format!("/proc/{pid}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&proc).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for SmallCluster {
+    fn drop(&mut self) {
+        let path = self.dir.path().display().to_string();
+        let args: Vec<String> = ["cluster", "down", "--dir", &path].map(String::from).to_vec();
+        let _ = crate::support::run_with_timeout(
+            FJORD_SECONDS_MAX,
+            Path::new(env!("CARGO_BIN_EXE_fjord")),
+            &args,
+            None,
+        );
+        if std::thread::panicking() {
+            for id in 0..CLUSTER_BROKERS {
+                let log = self.dir.path().join(format!("broker-{id}.log"));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("--- broker-{id}.log (tail) ---");
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+fn all_in_sync(state: &ClusterState) -> bool {
+    state
+        .topics
+        .values()
+        .flat_map(|t| &t.partitions)
+        .all(|p| p.leader >= 0 && p.isr.len() == CLUSTER_BROKERS as usize)
+}
+
+/// Java's `String.hashCode`, as Kafka places a group in `__consumer_offsets`.
+fn java_string_hash(text: &str) -> i32 {
+    text.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+}
+
+/// Retries `probe` until it gives a value or `CLUSTER_SETTLE` passes.
+fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + CLUSTER_SETTLE;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "no {what} within {CLUSTER_SETTLE:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn in_a_cluster_deleted_offsets_survive_coordinator_failover_and_every_replica_describes_itself() {
+    const RECORDS: u32 = 12;
+    let cluster = SmallCluster::up("describe-cluster");
+    let bootstrap = cluster.bootstrap.clone();
+    fjord_ok(&["topic", "create", "rep", "-b", &bootstrap, "-p", "2", "-r", "3"]);
+    cluster.wait_state("rep in sync", |s| s.topics.contains_key("rep") && all_in_sync(s));
+    let base = (now_ms() - 60_000).to_string();
+    let (count, bootstrap_arg) = (RECORDS.to_string(), bootstrap.clone());
+    let out = python_ok(
+        "ck.py",
+        &[
+            "produce",
+            "--count",
+            &count,
+            "--partition",
+            "0",
+            "--idempotent",
+            "--timestamp-base",
+            &base,
+            &bootstrap_arg,
+            "rep",
+        ],
+    );
+    assert_eq!(parse_acks(&out).len(), RECORDS as usize, "{out}");
+
+    // Every replica of rep-0 tells the producer it copied, the followers too.
+    let leader = cluster.partition("rep", 0).leader;
+    for broker in 0..CLUSTER_BROKERS {
+        let broker_id = broker.to_string();
+        let row = eventually(&format!("broker {broker}'s producer state"), || {
+            let out = kafka_tool_ok(
+                &[
+                    "kafka-transactions",
+                    "--bootstrap-server",
+                    &bootstrap,
+                    "describe-producers",
+                    "--topic",
+                    "rep",
+                    "--partition",
+                    "0",
+                    "--broker-id",
+                    &broker_id,
+                ],
+                None,
+            );
+            let rows: Vec<Vec<String>> = out
+                .lines()
+                .skip(1)
+                .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+                .filter(|f: &Vec<String>| f.len() == 6)
+                .collect();
+            rows.into_iter().find(|r| r[3] == (RECORDS - 1).to_string())
+        });
+        assert_eq!(&row[1..3], &["0", "-1"], "broker {broker} (leader {leader}): {row:?}");
+    }
+
+    // Each broker's log directory holds both partitions, the same bytes on each replica.
+    let sizes = eventually("the same partition sizes on every replica", || {
+        let out = kafka_tool_ok(
+            &[
+                "kafka-log-dirs",
+                "--describe",
+                "--bootstrap-server",
+                &bootstrap,
+                "--topic-list",
+                "rep",
+            ],
+            None,
+        );
+        let json = out.lines().find(|l| l.starts_with('{'))?;
+        let parsed: serde_json::Value = serde_json::from_str(json).unwrap();
+        let mut per_broker = Vec::new();
+        for broker in parsed["brokers"].as_array()? {
+            let mut partitions: Vec<(String, u64, i64)> = broker["logDirs"][0]["partitions"]
+                .as_array()?
+                .iter()
+                .map(|p| {
+                    (
+                        p["partition"].as_str().unwrap().to_string(),
+                        p["size"].as_u64().unwrap(),
+                        p["offsetLag"].as_i64().unwrap(),
+                    )
+                })
+                .collect();
+            partitions.sort();
+            per_broker.push(partitions);
+        }
+        let same = per_broker.len() == CLUSTER_BROKERS as usize
+            && per_broker.windows(2).all(|w| w[0] == w[1])
+            && per_broker[0].len() == 2
+            && per_broker[0][0].1 > 0;
+        same.then(|| per_broker[0].clone())
+    });
+    assert_eq!(sizes.iter().map(|p| p.2).collect::<Vec<_>>(), vec![0, 0], "{sizes:?}");
+
+    // A group's offsets, one deleted; its coordinator is then killed.
+    let group = (0..100).map(|n| format!("fo-{n}")).find(|g| java_string_hash(g) >= 0).unwrap();
+    let offsets_partition = java_string_hash(&group) % OFFSETS_PARTITIONS;
+    let out = python_ok("kp_admin.py", &["commit", &bootstrap, &group, "rep:0=5", "rep:1=6"]);
+    assert_eq!(tagged(&out, "ok").len(), 1, "{out}");
+    let out = python_ok("kp_admin.py", &["delete-offsets", &bootstrap, &group, "rep:0"]);
+    assert_eq!(tagged(&out, "deleted"), vec![vec!["rep", "0", "NoError"]], "{out}");
+    let coordinator = cluster.partition("__consumer_offsets", offsets_partition).leader;
+    cluster.kill9(coordinator);
+    cluster.wait_state("a new coordinator", |s| {
+        let leader = s.topics["__consumer_offsets"].partitions[offsets_partition as usize].leader;
+        leader >= 0 && leader != coordinator
+    });
+    let left = eventually("the group's offsets from the new coordinator", || {
+        let out = python_ok("kp_admin.py", &["offsets", &bootstrap, &group]);
+        tagged(&out, "error")
+            .is_empty()
+            .then(|| tagged(&out, "offset").iter().map(|f| f.join(":")).collect::<Vec<_>>())
+    });
+    assert_eq!(left, vec!["rep:1:6"], "after the failover of coordinator {coordinator}");
+
+    // DescribeCluster: the killed broker is fenced (kafka-python asks for fenced brokers),
+    // and gone from the brokers listed without them (confluent-kafka).
+    let out = eventually("the killed broker fenced", || {
+        let out = python_ok("kp_admin.py", &["describe-cluster", &bootstrap]);
+        let fenced: Vec<String> = tagged(&out, "broker")
+            .iter()
+            .filter(|f| f[3] == "True")
+            .map(|f| f[0].to_string())
+            .collect();
+        (fenced == vec![coordinator.to_string()]).then_some(out)
+    });
+    assert_eq!(tagged(&out, "broker").len(), CLUSTER_BROKERS as usize, "{out}");
+    let out = python_ok("admin.py", &["describe-cluster", &bootstrap]);
+    let nodes: Vec<String> = tagged(&out, "node").iter().map(|f| f[0].to_string()).collect();
+    assert_eq!(nodes.len(), CLUSTER_BROKERS as usize - 1, "{out}");
+    assert!(!nodes.contains(&coordinator.to_string()), "{out}");
 }

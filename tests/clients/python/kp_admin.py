@@ -10,6 +10,7 @@ written TOPIC:PARTITION, commits TOPIC:PARTITION=OFFSET.
     delete-offsets BOOTSTRAP GROUP TP...   OffsetDelete (API 47)
     describe-producers BOOTSTRAP TP...     DescribeProducers (API 61), at each leader
     describe-log-dirs BOOTSTRAP            DescribeLogDirs (API 35) of every partition
+    describe-cluster BOOTSTRAP             DescribeCluster (API 60) with the fenced brokers
 
 Output (tab-separated, see common.py):
 
@@ -20,6 +21,8 @@ Output (tab-separated, see common.py):
              <coordinator epoch> <transaction start offset>
     dir      <broker> <log dir> <error code> <total bytes> <usable bytes>
     size     <broker> <topic> <partition> <bytes> <offset lag> <is future>
+    cluster  <cluster id> <controller id>
+    broker   <id> <host> <port> <is fenced>
     error    <error name>                  the broker refused the whole request
 
 A broker's refusal exits 0, so the test asserts which error it got; anything else exits
@@ -132,6 +135,14 @@ def describe_log_dirs(args):
                     )
 
 
+def describe_cluster(args):
+    admin = client(args)
+    cluster = admin.describe_cluster()
+    common.emit("cluster", cluster["cluster_id"], cluster["controller_id"])
+    for broker in sorted(cluster["brokers"], key=lambda b: b["broker_id"]):
+        common.emit("broker", broker["broker_id"], broker["host"], broker["port"], broker.get("is_fenced"))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +164,7 @@ def main():
     p = command("describe-producers", describe_producers)
     p.add_argument("partitions", nargs="+", type=partition, metavar="TOPIC:PARTITION")
     command("describe-log-dirs", describe_log_dirs)
+    command("describe-cluster", describe_cluster)
 
     args = parser.parse_args()
     args.run(args)
