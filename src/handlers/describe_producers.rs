@@ -79,6 +79,9 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
                     Some(shard) => broker.shards.producers(shard, name.to_string(), index).await,
                     None => partition_producers(broker, name, index),
                 };
+                if let Some(error) = found.error {
+                    warn!(topic = %name, partition = index, ?error, "DescribeProducers refused");
+                }
                 answer.error_code = code(found.error);
                 answer.active_producers = found.producers.iter().map(producer_state).collect();
             }
