@@ -36,7 +36,9 @@ use fjord_replication::{
 use tracing::{info, warn};
 
 use crate::broker::error::BrokerError;
-use crate::broker::topic::{validate_name, TopicError};
+use crate::broker::topic::{
+    check_assignments, check_partition_increase, validate_name, TopicError,
+};
 use crate::clock::now_ms;
 use crate::config::TOPIC_PARTITIONS_MAX;
 use crate::group::OFFSETS_TOPIC;
@@ -326,15 +328,10 @@ impl Cluster {
                 .get(name)
                 .ok_or_else(|| TopicError::Unknown { name: name.to_string() })?;
             let from = topic.partitions.len() as i32;
-            crate::broker::check_partition_increase(name, from, count)?;
+            check_partition_increase(name, from, count)?;
             let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
             if let Some(assignments) = &assignments {
-                crate::broker::check_assignments(
-                    assignments,
-                    count - from,
-                    replication_factor,
-                    known,
-                )?;
+                check_assignments(assignments, count - from, replication_factor, known)?;
                 return Ok(assignments.clone());
             }
             if replication_factor > live.len() {

@@ -27,7 +27,9 @@ use tracing::{debug, info, warn};
 
 use crate::broker::cluster::Cluster;
 use crate::broker::shards::Shards;
-use crate::broker::topic::{validate_name, TopicConfig, TopicError, TopicFile};
+use crate::broker::topic::{
+    check_assignments, check_partition_increase, validate_name, TopicConfig, TopicError, TopicFile,
+};
 pub use error::BrokerError;
 
 use crate::clock::now_ms;
@@ -1120,67 +1122,6 @@ async fn read_topic_file(path: &std::path::Path) -> Result<Option<TopicFile>, Br
     toml::from_str(&String::from_utf8_lossy(&bytes))
         .map(Some)
         .map_err(|e| BrokerError::TopicFile { path: path.to_path_buf(), reason: e.to_string() })
-}
-
-/// Checks that `count` partitions are more than the `current` ones, and within the limit,
-/// with Kafka's messages.
-pub(crate) fn check_partition_increase(
-    name: &str,
-    current: i32,
-    count: i32,
-) -> Result<(), TopicError> {
-    if count == current {
-        return Err(TopicError::SamePartitionCount { current });
-    }
-    if count < current {
-        return Err(TopicError::FewerPartitions { name: name.to_string(), current, asked: count });
-    }
-    if count > TOPIC_PARTITIONS_MAX {
-        return Err(TopicError::InvalidPartitions { partitions: count, max: TOPIC_PARTITIONS_MAX });
-    }
-    Ok(())
-}
-
-/// Checks the replica lists a CreatePartitions request gives for its `added` partitions:
-/// one per new partition, `replication_factor` distinct brokers each, every one `known`.
-pub(crate) fn check_assignments(
-    assignments: &[Vec<i32>],
-    added: i32,
-    replication_factor: usize,
-    known: impl Fn(i32) -> bool,
-) -> Result<(), TopicError> {
-    let refuse = |reason: String| Err(TopicError::InvalidReplicaAssignment { reason });
-    if assignments.len() != added as usize {
-        return refuse(format!(
-            "Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.",
-            assignments.len()
-        ));
-    }
-    for replicas in assignments {
-        if replicas.is_empty() {
-            return refuse(
-                "The manual partition assignment includes an empty replica list.".to_string(),
-            );
-        }
-        let distinct: std::collections::BTreeSet<i32> = replicas.iter().copied().collect();
-        if distinct.len() != replicas.len() {
-            return refuse(format!(
-                "The manual partition assignment {replicas:?} contains duplicate replicas."
-            ));
-        }
-        if replicas.len() != replication_factor {
-            return refuse(format!(
-                "The manual partition assignment {replicas:?} includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {replication_factor} replica(s).",
-                replicas.len()
-            ));
-        }
-        if let Some(unknown) = replicas.iter().find(|id| !known(**id)) {
-            return refuse(format!(
-                "The manual partition assignment includes broker {unknown}, but no such broker is registered."
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The storage settings of topic `name`'s partitions. The offsets topic has no free-space
