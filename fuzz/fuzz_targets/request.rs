@@ -11,11 +11,15 @@ use bytes::Bytes;
 use fjord::protocol::{self, Request};
 use fjord_storage::batch::{self, Origin};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
-    HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, SyncGroupRequest,
+    AlterConfigsRequest, AlterPartitionReassignmentsRequest, ApiKey, ApiVersionsRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    DescribeLogDirsRequest, DescribeProducersRequest, ElectLeadersRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    SyncGroupRequest,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -66,6 +70,25 @@ fn decode(request: &Request) {
         ApiKey::DeleteGroups => drop(protocol::decode_body::<DeleteGroupsRequest>(request)),
         ApiKey::OffsetForLeaderEpoch => {
             drop(protocol::decode_body::<OffsetForLeaderEpochRequest>(request))
+        }
+        ApiKey::DeleteRecords => drop(protocol::decode_body::<DeleteRecordsRequest>(request)),
+        ApiKey::AlterConfigs => drop(protocol::decode_body::<AlterConfigsRequest>(request)),
+        ApiKey::IncrementalAlterConfigs => {
+            drop(protocol::decode_body::<IncrementalAlterConfigsRequest>(request))
+        }
+        ApiKey::CreatePartitions => drop(protocol::decode_body::<CreatePartitionsRequest>(request)),
+        ApiKey::ElectLeaders => drop(protocol::decode_body::<ElectLeadersRequest>(request)),
+        ApiKey::AlterPartitionReassignments => {
+            drop(protocol::decode_body::<AlterPartitionReassignmentsRequest>(request))
+        }
+        ApiKey::ListPartitionReassignments => {
+            drop(protocol::decode_body::<ListPartitionReassignmentsRequest>(request))
+        }
+        ApiKey::OffsetDelete => drop(protocol::decode_body::<OffsetDeleteRequest>(request)),
+        ApiKey::DescribeLogDirs => drop(protocol::decode_body::<DescribeLogDirsRequest>(request)),
+        ApiKey::DescribeCluster => drop(protocol::decode_body::<DescribeClusterRequest>(request)),
+        ApiKey::DescribeProducers => {
+            drop(protocol::decode_body::<DescribeProducersRequest>(request))
         }
         // A served API this target does not decode is a gap in the target: fail loudly.
         other => panic!("{other:?} is served (protocol::SUPPORTED_APIS) but not fuzzed"),
