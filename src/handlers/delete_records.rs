@@ -11,7 +11,6 @@ use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
-use kafka_protocol::ResponseError;
 use tracing::{info, warn};
 
 use super::reply::{frame, HandlerError, Reply};
@@ -33,17 +32,10 @@ pub(crate) async fn delete_records_before(
     index: i32,
     offset: i64,
 ) -> OffsetAnswer {
-    let Some(partition) = broker.partition_for_leader(topic, index).await else {
-        let code = if broker.partition_exists(topic, index) {
-            ResponseError::NotLeaderOrFollower
-        } else {
-            ResponseError::UnknownTopicOrPartition
-        };
-        return OffsetAnswer::refused(code);
+    let partition = match super::list_offsets::led_here(broker, topic, index).await {
+        Ok(partition) => partition,
+        Err(code) => return OffsetAnswer::refused(code),
     };
-    if !partition.replica.is_leader() {
-        return OffsetAnswer::refused(ResponseError::NotLeaderOrFollower);
-    }
     let offset = if offset == HIGH_WATERMARK { partition.high_watermark() } else { offset };
     match partition.delete_records_before(offset).await {
         Ok(log_start) => {

@@ -12,10 +12,27 @@ use super::reply::{frame, HandlerError, Reply};
 use crate::broker::outcome::OffsetAnswer;
 use crate::broker::Broker;
 use crate::handlers::errors::{code, storage_error_code};
+use crate::partition::Partition;
 use crate::protocol::{decode_body, Request};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+
+/// The partition, if this shard hosts it and this broker leads it (after reading the state
+/// once if it does not: `Broker::partition_for_leader`); else Kafka's refusal for a request
+/// only the leader answers.
+pub(crate) async fn led_here(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+) -> Result<Rc<Partition>, ResponseError> {
+    match broker.partition_for_leader(topic, index).await {
+        Some(partition) if partition.replica.is_leader() => Ok(partition),
+        Some(_) => Err(ResponseError::NotLeaderOrFollower),
+        None if broker.partition_exists(topic, index) => Err(ResponseError::NotLeaderOrFollower),
+        None => Err(ResponseError::UnknownTopicOrPartition),
+    }
+}
 
 /// One partition's answer, resolved on its owning shard.
 pub(crate) async fn list_offset(
@@ -25,17 +42,10 @@ pub(crate) async fn list_offset(
     timestamp: i64,
 ) -> OffsetAnswer {
     // librdkafka's watermark query gives up on a refusal (`partition_for_leader`).
-    let Some(partition) = broker.partition_for_leader(topic, index).await else {
-        let code = if broker.partition_exists(topic, index) {
-            ResponseError::NotLeaderOrFollower
-        } else {
-            ResponseError::UnknownTopicOrPartition
-        };
-        return OffsetAnswer::refused(code);
+    let partition = match led_here(broker, topic, index).await {
+        Ok(partition) => partition,
+        Err(code) => return OffsetAnswer::refused(code),
     };
-    if !partition.replica.is_leader() {
-        return OffsetAnswer::refused(ResponseError::NotLeaderOrFollower);
-    }
     let found = |timestamp: i64, offset: i64, leader_epoch: i32| OffsetAnswer {
         error: None,
         timestamp,
