@@ -51,6 +51,20 @@ struct Wanted {
     changes: Result<Vec<ConfigChange>, Refusal>,
 }
 
+impl Wanted {
+    /// A resource of either request from its (name, operation, value) entries, at most
+    /// `CONFIGS_PER_RESOURCE_MAX` of them (AlterConfigs' are all SET).
+    fn new<'a>(
+        resource_type: i8,
+        name: &StrBytes,
+        entries: impl ExactSizeIterator<Item = (&'a str, i8, Option<&'a str>)>,
+    ) -> Result<Wanted, HandlerError> {
+        check_count("configs", entries.len(), CONFIGS_PER_RESOURCE_MAX)?;
+        let entries: Vec<(&str, i8, Option<&str>)> = entries.collect();
+        Ok(Wanted { resource_type, name: name.to_string(), changes: incremental_changes(&entries) })
+    }
+}
+
 pub(super) async fn incremental_alter_configs(
     broker: &Rc<Broker>,
     request: &Request,
@@ -59,17 +73,9 @@ pub(super) async fn incremental_alter_configs(
     check_count("resources", body.resources.len(), RESOURCES_PER_REQUEST_MAX)?;
     let mut wanted = Vec::with_capacity(body.resources.len());
     for resource in &body.resources {
-        check_count("configs", resource.configs.len(), CONFIGS_PER_RESOURCE_MAX)?;
-        let entries: Vec<(&str, i8, Option<&str>)> = resource
-            .configs
-            .iter()
-            .map(|c| (c.name.as_str(), c.config_operation, c.value.as_deref()))
-            .collect();
-        wanted.push(Wanted {
-            resource_type: resource.resource_type,
-            name: resource.resource_name.to_string(),
-            changes: incremental_changes(&entries),
-        });
+        let entries = resource.configs.iter();
+        let entries = entries.map(|c| (c.name.as_str(), c.config_operation, c.value.as_deref()));
+        wanted.push(Wanted::new(resource.resource_type, &resource.resource_name, entries)?);
     }
     let mut response = IncrementalAlterConfigsResponse::default();
     for (resource, outcome) in alter(broker, wanted, body.validate_only, false).await {
@@ -86,17 +92,9 @@ pub(super) async fn alter_configs(
     check_count("resources", body.resources.len(), RESOURCES_PER_REQUEST_MAX)?;
     let mut wanted = Vec::with_capacity(body.resources.len());
     for resource in &body.resources {
-        check_count("configs", resource.configs.len(), CONFIGS_PER_RESOURCE_MAX)?;
-        let entries: Vec<(&str, i8, Option<&str>)> = resource
-            .configs
-            .iter()
-            .map(|c| (c.name.as_str(), OP_SET, c.value.as_deref()))
-            .collect();
-        wanted.push(Wanted {
-            resource_type: resource.resource_type,
-            name: resource.resource_name.to_string(),
-            changes: incremental_changes(&entries),
-        });
+        let entries = resource.configs.iter();
+        let entries = entries.map(|c| (c.name.as_str(), OP_SET, c.value.as_deref()));
+        wanted.push(Wanted::new(resource.resource_type, &resource.resource_name, entries)?);
     }
     let mut response = AlterConfigsResponse::default();
     for (resource, outcome) in alter(broker, wanted, body.validate_only, true).await {
