@@ -2352,7 +2352,10 @@ fn a_reassignment_moves_a_partition_under_load_through_a_broker_kill() {
     // A broker of the partition dies in the middle of the copy, and comes back.
     let victim = partition(&cluster.state(), topic, 0).leader;
     cluster.kill9(victim);
-    std::thread::sleep(Duration::from_secs(2));
+    cluster.wait_state("a new leader while the move runs", Duration::from_secs(10), |s| {
+        let p = partition(s, topic, 0);
+        p.leader >= 0 && p.leader != victim
+    });
     cluster.restart_stopped();
     let state = cluster.wait_state("the reassignment completed", REASSIGNMENT_WAIT, |s| {
         let p = partition(s, topic, 0);
