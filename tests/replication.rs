@@ -1318,6 +1318,61 @@ fn offset_for_leader_epoch_is_answered_by_the_shard_owning_each_partition() {
     }
 }
 
+/// Issue 18: a client fetching (v16+, KIP-951) from a broker that is not the leader is
+/// told which broker is, its epoch and its address, in the same answer.
+#[test]
+fn a_fetch_from_a_follower_names_the_leader_and_its_address() {
+    use kafka_protocol::messages::{
+        fetch_request, ApiKey, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse,
+    };
+    let cluster = Cluster::up("fetch-leader");
+    let topic = "fetch-leader";
+    let (leader, follower) = cluster.one_partition_in_sync(topic);
+    let epoch = partition(&cluster.state(), topic, 0).leader_epoch;
+    let mut conn = cluster.connect(follower);
+    let mut all = MetadataRequest::default();
+    all.topics = None;
+    let metadata: MetadataResponse = wire::codec_call(&mut conn, ApiKey::Metadata, 13, 1, &all);
+    let id = metadata
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
+        .map(|t| t.topic_id)
+        .expect("Metadata lists the topic");
+    for version in [15i16, 16, 18] {
+        let mut request = FetchRequest::default();
+        request.max_wait_ms = 0;
+        request.max_bytes = 1 << 20;
+        request.replica_state.replica_id = kafka_protocol::messages::BrokerId(-1);
+        let mut wanted = fetch_request::FetchTopic::default();
+        wanted.topic_id = id;
+        let mut p = fetch_request::FetchPartition::default();
+        p.partition_max_bytes = 1 << 20;
+        wanted.partitions = vec![p];
+        request.topics = vec![wanted];
+        let answer: FetchResponse =
+            wire::codec_call(&mut conn, ApiKey::Fetch, version, 2, &request);
+        let refused = &answer.responses[0].partitions[0];
+        assert_eq!(refused.error_code, 6, "v{version}: NOT_LEADER_OR_FOLLOWER from {follower}");
+        if version < 16 {
+            assert_eq!(refused.current_leader.leader_id.0, -1, "v{version}: no leader field");
+            assert!(answer.node_endpoints.is_empty(), "v{version}");
+            continue;
+        }
+        assert_eq!(
+            (refused.current_leader.leader_id.0, refused.current_leader.leader_epoch),
+            (leader, epoch),
+            "v{version}: the leader and its epoch"
+        );
+        let endpoints: Vec<String> = answer
+            .node_endpoints
+            .iter()
+            .map(|n| format!("{}:{}:{}", n.node_id.0, n.host.as_str(), n.port))
+            .collect();
+        assert_eq!(endpoints, vec![format!("{leader}:{}", cluster.address(leader))], "v{version}");
+    }
+}
+
 #[test]
 fn leader_failover_is_fast() {
     // One shard per broker here; every other cluster test runs brokers with `SHARDS`.

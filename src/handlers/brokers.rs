@@ -52,3 +52,22 @@ pub(super) fn live_brokers(broker: &Broker) -> Vec<BrokerNode> {
 pub(super) fn controller_id(broker: &Broker) -> i32 {
     broker.cluster.as_ref().map_or(broker.config.broker_id, |c| c.state.borrow().controller)
 }
+
+/// Where a partition's leader is, as this broker last learned it: (leader id, leader
+/// epoch), (-1, -1) for a partition it knows nothing of (Kafka's `getCurrentLeader`).
+pub(super) fn leader_of(broker: &Broker, topic: &str, index: i32) -> (i32, i32) {
+    let Ok(slot) = usize::try_from(index) else { return (-1, -1) };
+    match &broker.cluster {
+        None => match broker.topic(topic) {
+            Some(t) if slot < t.partitions.len() => (broker.config.broker_id, 0),
+            _ => (-1, -1),
+        },
+        Some(cluster) => cluster
+            .state
+            .borrow()
+            .topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(slot))
+            .map_or((-1, -1), |p| (p.leader, p.leader_epoch)),
+    }
+}

@@ -18,16 +18,22 @@
 //!     | [partition i32 | error_code i16 | high_watermark i64 | last_stable_offset i64
 //!        | log_start_offset i64 (v5+) | aborted_transactions [] (null, or empty for
 //!        read_committed) | preferred_read_replica i32 (v11+) | records: length, then the
-//!        spliced bytes | tagged fields (v12+: 0 diverging_epoch, when set)]
+//!        spliced bytes | tagged fields (v12+: 0 diverging_epoch, 1 current_leader (v16+),
+//!        when set)]
 //!     | tagged fields (v12+)]
-//!  | tagged fields (v12+)
+//!  | tagged fields (v12+: 0 node_endpoints (v16+), when any)
 //! ```
 //!
 //! From v12 a partition may carry the epoch of the last batch the fetcher holds
 //! (`last_fetched_epoch`): when this leader's log diverges from there, the answer is where
 //! that epoch ends here (`diverging_epoch`) and no records, as Kafka's
 //! `Partition.readRecords` answers. From v13 topics are named by id (KIP-516); v13 is
-//! served once Metadata v10+ gives clients the ids.
+//! served once Metadata v10+ gives clients the ids. v14 adds nothing Fjord sees (tiered
+//! storage's error code), v15 moves the fetching replica's id into `replica_state`
+//! (KIP-903), v16 names the leader of a partition refused with NOT_LEADER_OR_FOLLOWER or
+//! FENCED_LEADER_EPOCH and its address (KIP-951), v17 and v18 add request fields only a
+//! KRaft follower sends (a log directory id, its high watermark), ignored as Kafka's broker
+//! ignores them outside KRaft's own log.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -40,8 +46,8 @@ use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 use tracing::debug;
 
-use super::epochs;
 use super::reply::{FetchResponse, HandlerError, Piece, Reply};
+use super::{brokers, epochs};
 use crate::broker::outcome::{EpochEnd, PartitionRead};
 use crate::broker::shards::{ByShard, FetchPart, Shards};
 use crate::broker::Broker;
@@ -59,8 +65,21 @@ pub(crate) const FETCH_PARTITIONS_MAX: usize = 20_000;
 const FLEXIBLE_FROM_VERSION: i16 = 12;
 /// The first version that names topics by id instead of by name (KIP-516).
 const TOPIC_IDS_FROM_VERSION: i16 = 13;
+/// The first version whose body leaves `replica_id` -1 and names the fetching replica in
+/// `replica_state` (KIP-903).
+const REPLICA_STATE_FROM_VERSION: i16 = 15;
+/// The first version that tells a client refused with NOT_LEADER_OR_FOLLOWER or
+/// FENCED_LEADER_EPOCH where the leader is (KIP-951).
+const CURRENT_LEADER_FROM_VERSION: i16 = 16;
 /// The tag of a partition's `diverging_epoch` (FetchResponse.json).
 const DIVERGING_EPOCH_TAG: u32 = 0;
+/// The tag of a partition's `current_leader` (FetchResponse.json).
+const CURRENT_LEADER_TAG: u32 = 1;
+/// The tag of the response's `node_endpoints` (FetchResponse.json).
+const NODE_ENDPOINTS_TAG: u32 = 0;
+/// Bytes of a `LeaderIdAndEpoch` struct in a tagged field: leader i32, epoch i32 and its
+/// own empty tagged-field section.
+const LEADER_ID_AND_EPOCH_BYTES: u32 = 4 + 4 + 1;
 /// Bytes of an `EpochEndOffset` struct in a tagged field: epoch i32, end_offset i64 and
 /// its own empty tagged-field section.
 const EPOCH_END_OFFSET_BYTES: u32 = 4 + 8 + 1;
@@ -76,6 +95,9 @@ struct PartitionResult {
     /// Where the fetcher's last fetched epoch ends on this leader, when its log diverges:
     /// (epoch, end offset).
     diverging_epoch: Option<(i32, i64)>,
+    /// Where the leader is, for a partition refused because this broker is not it (v16+):
+    /// (leader id, leader epoch), -1 for what is unknown.
+    current_leader: Option<(i32, i32)>,
 }
 
 impl PartitionResult {
@@ -88,7 +110,17 @@ impl PartitionResult {
             records: Vec::new(),
             bytes: 0,
             diverging_epoch: None,
+            current_leader: None,
         }
+    }
+}
+
+/// The id of the replica fetching: -1 for a consumer. From v15 it is in `replica_state`.
+fn replica_id(version: i16, body: &FetchRequest) -> i32 {
+    if version >= REPLICA_STATE_FROM_VERSION {
+        body.replica_state.replica_id.0
+    } else {
+        body.replica_id.0
     }
 }
 
@@ -113,24 +145,63 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
     // Names are resolved once, as Kafka resolves ids when the request arrives; a topic
     // deleted while the request waits is then unknown by name.
     let names = topic_names(broker, request.version, &body);
+    let replica = replica_id(request.version, &body);
 
     let results = loop {
         let notified = broker.data_arrived.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (results, total, answer_now) = collect(broker, &body, &names, max_bytes).await;
+        let (results, total, answer_now) = collect(broker, &body, &names, max_bytes, replica).await;
         let now = Instant::now();
         if total >= min_bytes || answer_now || now >= deadline {
             break results;
         }
         if tokio::time::timeout(deadline - now, notified).await.is_err() {
             // Timed out: answer with whatever is there now.
-            let (results, _, _) = collect(broker, &body, &names, max_bytes).await;
+            let (results, _, _) = collect(broker, &body, &names, max_bytes, replica).await;
             break results;
         }
     };
-    let topics = in_kafka_order(&body, results);
-    Ok(Reply::Fetch(encode(request.version, request.header.correlation_id, &body, topics)))
+    let mut topics = in_kafka_order(&body, results);
+    let endpoints = if request.version >= CURRENT_LEADER_FROM_VERSION {
+        current_leaders(broker, &names, &mut topics)
+    } else {
+        Vec::new()
+    };
+    let correlation_id = request.header.correlation_id;
+    Ok(Reply::Fetch(encode(request.version, correlation_id, &body, topics, &endpoints)))
+}
+
+/// A broker a v16+ answer names as a refused partition's leader: (id, host, port).
+type NodeEndpoint = (i32, String, i32);
+
+/// Fills each refused partition's `current_leader` as Kafka does (`getCurrentLeader`), for
+/// NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH, from this broker's view of the cluster;
+/// returns the live leaders named, each once, in id order.
+fn current_leaders(
+    broker: &Broker,
+    names: &[Option<Cow<'_, str>>],
+    topics: &mut [(usize, Vec<PartitionResult>)],
+) -> Vec<NodeEndpoint> {
+    let live = brokers::live_brokers(broker);
+    let mut named = std::collections::BTreeMap::new();
+    for (t, partitions) in topics.iter_mut() {
+        let Some(name) = &names[*t] else { continue };
+        for result in partitions.iter_mut() {
+            if !matches!(
+                result.error,
+                Some(ResponseError::NotLeaderOrFollower | ResponseError::FencedLeaderEpoch)
+            ) {
+                continue;
+            }
+            let (leader, epoch) = brokers::leader_of(broker, name, result.index);
+            result.current_leader = Some((leader, epoch));
+            if let Some(node) = live.iter().find(|b| b.id == leader) {
+                named.insert(node.id, (node.id, node.host.clone(), node.port));
+            }
+        }
+    }
+    named.into_values().collect()
 }
 
 /// The answer's topics (the index of each in the request, and its partitions) in Kafka's
@@ -398,9 +469,10 @@ async fn collect(
     body: &FetchRequest,
     names: &[Option<Cow<'_, str>>],
     max_bytes: u64,
+    replica: i32,
 ) -> (Vec<Vec<PartitionResult>>, u64, bool) {
     let checks = epoch_checks(broker, body, names).await;
-    let reads = read_elsewhere(broker, body, names, &checks, max_bytes).await;
+    let reads = read_elsewhere(broker, body, names, &checks, max_bytes, replica).await;
     let mut budget = Budget { max_bytes, total: 0, hw_moved: false };
     let mut answer_now = false;
     let mut known = 0usize;
@@ -418,16 +490,7 @@ async fn collect(
                     PartitionResult::refused(wanted.partition, error)
                 }
                 (Some(name), check) => {
-                    answer_partition(
-                        broker,
-                        body.replica_id.0,
-                        name,
-                        wanted,
-                        check,
-                        read,
-                        &mut budget,
-                    )
-                    .await
+                    answer_partition(broker, replica, name, wanted, check, read, &mut budget).await
                 }
             };
             if !unknown(result.error) {
@@ -462,6 +525,7 @@ async fn read_elsewhere(
     names: &[Option<Cow<'_, str>>],
     checks: &[Vec<EpochCheck>],
     max_bytes: u64,
+    replica: i32,
 ) -> Vec<Vec<Option<PartitionRead>>> {
     let mut reads: Vec<Vec<Option<PartitionRead>>> =
         body.topics.iter().map(|t| t.partitions.iter().map(|_| None).collect()).collect();
@@ -490,7 +554,7 @@ async fn read_elsewhere(
     let pending: Vec<_> = remote
         .into_groups()
         .map(|(shard, positions, parts)| {
-            (positions, broker.shards.fetch(shard, parts, body.replica_id.0, max_bytes))
+            (positions, broker.shards.fetch(shard, parts, replica, max_bytes))
         })
         .collect();
     for (positions, answer) in pending {
@@ -543,6 +607,7 @@ async fn answer_partition(
         records: Vec::new(),
         bytes: 0,
         diverging_epoch: None,
+        current_leader: None,
     };
     if let EpochCheck::Diverged { epoch, end_offset } = check {
         diverge(&mut result, wanted.fetch_offset, epoch, end_offset);
@@ -629,27 +694,61 @@ impl Wire {
         }
     }
 
-    /// A partition's tagged fields: `diverging_epoch` when set, nothing else (`current_leader`
-    /// is v16+, `snapshot_id` is for KRaft's own log).
-    fn partition_tagged_fields(self, out: &mut Vec<u8>, diverging_epoch: Option<(i32, i64)>) {
+    /// A partition's tagged fields, in tag order: `diverging_epoch` and `current_leader`
+    /// when set and not the default (-1, -1), as the codec leaves defaults out;
+    /// `snapshot_id` is for KRaft's own log.
+    fn partition_tagged_fields(
+        self,
+        out: &mut Vec<u8>,
+        diverging_epoch: Option<(i32, i64)>,
+        current_leader: Option<(i32, i32)>,
+    ) {
+        let current_leader = current_leader.filter(|leader| *leader != (-1, -1));
         if !self.flexible {
             assert!(
-                diverging_epoch.is_none(),
-                "a diverging epoch before v12, which cannot carry it"
+                diverging_epoch.is_none() && current_leader.is_none(),
+                "a diverging epoch or current leader before v12, which cannot carry them"
             );
             return;
         }
-        match diverging_epoch {
-            None => put_unsigned_varint(out, 0),
-            Some((epoch, end_offset)) => {
-                put_unsigned_varint(out, 1);
-                put_unsigned_varint(out, DIVERGING_EPOCH_TAG);
-                put_unsigned_varint(out, EPOCH_END_OFFSET_BYTES);
-                out.put_i32(epoch);
-                out.put_i64(end_offset);
-                put_unsigned_varint(out, 0);
-            }
+        let count = u32::from(diverging_epoch.is_some()) + u32::from(current_leader.is_some());
+        put_unsigned_varint(out, count);
+        if let Some((epoch, end_offset)) = diverging_epoch {
+            put_unsigned_varint(out, DIVERGING_EPOCH_TAG);
+            put_unsigned_varint(out, EPOCH_END_OFFSET_BYTES);
+            out.put_i32(epoch);
+            out.put_i64(end_offset);
+            put_unsigned_varint(out, 0);
         }
+        if let Some((leader, epoch)) = current_leader {
+            put_unsigned_varint(out, CURRENT_LEADER_TAG);
+            put_unsigned_varint(out, LEADER_ID_AND_EPOCH_BYTES);
+            out.put_i32(leader);
+            out.put_i32(epoch);
+            put_unsigned_varint(out, 0);
+        }
+    }
+
+    /// The response's tagged fields: `node_endpoints` when there are any (v16+).
+    fn response_tagged_fields(self, out: &mut Vec<u8>, endpoints: &[NodeEndpoint]) {
+        if endpoints.is_empty() {
+            self.no_tagged_fields(out);
+            return;
+        }
+        let mut field = Vec::new();
+        self.array_len(&mut field, endpoints.len());
+        for (id, host, port) in endpoints {
+            field.put_i32(*id);
+            self.string(&mut field, host);
+            field.put_i32(*port);
+            put_unsigned_varint(&mut field, 0); // rack: null
+            put_unsigned_varint(&mut field, 0); // the endpoint's tagged fields
+        }
+        put_unsigned_varint(out, 1);
+        put_unsigned_varint(out, NODE_ENDPOINTS_TAG);
+        let len = u32::try_from(field.len()).expect("a few brokers' addresses fit 32 bits");
+        put_unsigned_varint(out, len);
+        out.extend_from_slice(&field);
     }
 }
 
@@ -668,6 +767,7 @@ fn encode(
     correlation_id: i32,
     body: &FetchRequest,
     topics: Vec<(usize, Vec<PartitionResult>)>,
+    endpoints: &[NodeEndpoint],
 ) -> FetchResponse {
     let wire = Wire::of(version);
     let mut pieces = Vec::new();
@@ -720,11 +820,11 @@ fn encode(
                     pieces.push(piece);
                 }
             }
-            wire.partition_tagged_fields(&mut head, result.diverging_epoch);
+            wire.partition_tagged_fields(&mut head, result.diverging_epoch, result.current_leader);
         }
         wire.no_tagged_fields(&mut head); // the topic's
     }
-    wire.no_tagged_fields(&mut head); // the response's
+    wire.response_tagged_fields(&mut head, endpoints);
     size += head.len();
     pieces.push(Piece::Bytes(head));
     FetchResponse { pieces, size }
@@ -744,7 +844,7 @@ mod tests {
 
     const CORRELATION_ID: i32 = 0x0102_0304;
     /// Every version Fjord's encoder writes.
-    const VERSIONS: std::ops::RangeInclusive<i16> = 4..=TOPIC_IDS_FROM_VERSION;
+    const VERSIONS: std::ops::RangeInclusive<i16> = 4..=18;
 
     /// The bytes the connection writes after the size prefix: the pieces in order.
     fn written(response: FetchResponse) -> Vec<u8> {
@@ -817,13 +917,14 @@ mod tests {
                             bytes: records.iter().map(|r| r.len() as u64).sum(),
                             records: records.iter().cloned().map(Piece::Bytes).collect(),
                             diverging_epoch: *diverging_epoch,
+                            current_leader: None,
                         },
                     )
                     .collect()
             })
             .enumerate()
             .collect();
-        written(encode(version, CORRELATION_ID, &request(topics, isolation_level), results))
+        written(encode(version, CORRELATION_ID, &request(topics, isolation_level), results, &[]))
     }
 
     /// The same answer from the codec's generated encoder, header included.
@@ -948,6 +1049,68 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_partition_names_its_leader_and_the_leaders_address_from_v16() {
+        use kafka_protocol::messages::fetch_response::{LeaderIdAndEpoch, NodeEndpoint};
+        let id = uuid::Uuid::from_u128(9);
+        let topics = vec![Topic { name: "moved".to_string(), id, partitions: Vec::new() }];
+        let refused = |index: i32, error: ResponseError, leader: (i32, i32)| {
+            let mut result = PartitionResult::refused(index, error);
+            result.current_leader = Some(leader);
+            result
+        };
+        for version in CURRENT_LEADER_FROM_VERSION..=*VERSIONS.end() {
+            let mut body = request(&topics, 0);
+            body.topics[0].partitions = vec![FetchPartition::default(); 3];
+            let results = vec![(
+                0,
+                vec![
+                    refused(0, ResponseError::NotLeaderOrFollower, (2, 7)),
+                    refused(1, ResponseError::FencedLeaderEpoch, (3, 1)),
+                    refused(2, ResponseError::NotLeaderOrFollower, (-1, -1)),
+                ],
+            )];
+            let endpoints = vec![(2, "127.0.0.2".to_string(), 9093), (3, "h3".to_string(), 19092)];
+            let hand = written(encode(version, CORRELATION_ID, &body, results, &endpoints));
+
+            let mut response = kafka_protocol::messages::FetchResponse::default();
+            let mut topic = FetchableTopicResponse::default();
+            topic.topic_id = id;
+            for (index, error, leader) in [
+                (0, ResponseError::NotLeaderOrFollower, (2, 7)),
+                (1, ResponseError::FencedLeaderEpoch, (3, 1)),
+                (2, ResponseError::NotLeaderOrFollower, (-1, -1)),
+            ] {
+                let mut p = PartitionData::default();
+                p.partition_index = index;
+                p.error_code = error.code();
+                p.high_watermark = -1;
+                p.last_stable_offset = -1;
+                p.log_start_offset = -1;
+                p.aborted_transactions = None;
+                p.preferred_read_replica = BrokerId(-1);
+                p.records = Some(Bytes::new());
+                let mut current = LeaderIdAndEpoch::default();
+                current.leader_id = BrokerId(leader.0);
+                current.leader_epoch = leader.1;
+                p.current_leader = current;
+                topic.partitions.push(p);
+            }
+            response.responses.push(topic);
+            for (node, host, port) in &endpoints {
+                let mut endpoint = NodeEndpoint::default();
+                endpoint.node_id = BrokerId(*node);
+                endpoint.host = StrBytes::from_string(host.clone());
+                endpoint.port = *port;
+                response.node_endpoints.push(endpoint);
+            }
+            let frame =
+                crate::protocol::encode_response(ApiKey::Fetch, version, CORRELATION_ID, &response)
+                    .expect("the codec encodes");
+            assert_eq!(hand, frame[4..].to_vec(), "v{version}");
+        }
+    }
+
+    #[test]
     fn flexible_versions_start_with_response_header_v1() {
         let bytes = by_hand(FLEXIBLE_FROM_VERSION, &[], 0);
         assert_eq!(&bytes[..5], &[1, 2, 3, 4, 0], "the correlation id, then no tagged fields");
@@ -1026,6 +1189,7 @@ mod tests {
             records: vec![Piece::Bytes(vec![1])],
             bytes: 1,
             diverging_epoch: None,
+            current_leader: None,
         };
         let mut past_the_end = read(Some(ResponseError::OffsetOutOfRange));
         diverge(&mut past_the_end, 1000, 0, 9);

@@ -17,6 +17,9 @@ use crate::broker::{Broker, Topic};
 use crate::handlers::errors::topic_error_code;
 use crate::protocol::{decode_body, Request};
 
+/// The newest Metadata version served: every versioned field set.
+pub(super) const NEWEST_VERSION: i16 = 13;
+
 pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Reply, HandlerError> {
     let body: MetadataRequest = decode_body(request)?;
     let config = &broker.config;
@@ -64,10 +67,10 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
 }
 
 /// The ids of the brokers an answer lists.
-type Alive = std::collections::BTreeSet<i32>;
+pub(super) type Alive = std::collections::BTreeSet<i32>;
 
 /// The brokers to answer: this one alone, or the cluster's live brokers.
-fn live_brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
+pub(super) fn live_brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
     brokers::live_brokers(broker)
         .into_iter()
         .map(|b| {
@@ -179,7 +182,12 @@ async fn topic_by_name(
 /// the same answer) is answered as Kafka does: leader -1 and LEADER_NOT_AVAILABLE, its
 /// epoch, replicas and in-sync set kept, so the client retries instead of delegating the
 /// partition to a broker it has no address for.
-fn describe(broker: &Broker, alive: &Alive, topic: &Topic, version: i16) -> MetadataResponseTopic {
+pub(super) fn describe(
+    broker: &Broker,
+    alive: &Alive,
+    topic: &Topic,
+    version: i16,
+) -> MetadataResponseTopic {
     let mut entry = MetadataResponseTopic::default();
     entry.name = Some(TopicName(topic.name.to_string().into()));
     if version >= 10 {

@@ -10,6 +10,7 @@ mod delete_records;
 mod describe_cluster;
 mod describe_log_dirs;
 mod describe_producers;
+mod describe_topic_partitions;
 mod elect_leaders;
 pub(crate) mod epochs;
 pub(crate) mod errors;
@@ -104,6 +105,9 @@ pub(crate) async fn dispatch(
         ApiKey::DescribeLogDirs => describe_log_dirs::handle(broker, &request).await,
         ApiKey::DescribeCluster => describe_cluster::handle(broker, &request).await,
         ApiKey::DescribeProducers => describe_producers::handle(broker, &request).await,
+        ApiKey::DescribeTopicPartitions => {
+            describe_topic_partitions::handle(broker, &request).await
+        }
         other => Err(HandlerError::NoHandler(other)),
     };
     match result {

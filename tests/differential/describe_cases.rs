@@ -1,6 +1,6 @@
 //! The APIs admin tools and UIs call to look at a broker and its groups, at every version
-//! Fjord advertises: DescribeCluster, DescribeLogDirs, DescribeProducers and OffsetDelete,
-//! valid and refused. What differs between any two brokers is cleared before comparing:
+//! Fjord advertises: DescribeCluster, DescribeLogDirs, DescribeProducers, OffsetDelete and
+//! DescribeTopicPartitions, valid and refused. What differs between any two brokers is cleared before comparing:
 //! broker ids (`compare::NODE_IDS`), the log directory's path and its file system's bytes.
 
 use std::time::{Duration, Instant};
@@ -38,6 +38,7 @@ pub(super) fn run_all(session: &mut Session) {
     create(session, DIRS, 2);
     produce_when_ready(session, DIRS, three_records());
     describe_cluster(session);
+    describe_topic_partitions(session);
     describe_producers(session);
     describe_log_dirs(session);
     offset_delete(session);
@@ -65,6 +66,59 @@ fn describe_cluster(session: &mut Session) {
                 v,
                 &request,
                 |_: &mut DescribeClusterResponse| {},
+            );
+        }
+    }
+}
+
+/// A DescribeTopicPartitions of `topics` (none: every topic), at most `limit` partitions,
+/// from `cursor` (topic, partition).
+fn topic_partitions_request(
+    topics: &[&str],
+    limit: i32,
+    cursor: Option<(&str, i32)>,
+) -> DescribeTopicPartitionsRequest {
+    let mut request = DescribeTopicPartitionsRequest::default();
+    request.topics = topics
+        .iter()
+        .map(|name| {
+            let mut topic = describe_topic_partitions_request::TopicRequest::default();
+            topic.name = topic_name(name);
+            topic
+        })
+        .collect();
+    request.response_partition_limit = limit;
+    request.cursor = cursor.map(|(topic, partition)| {
+        let mut cursor = describe_topic_partitions_request::Cursor::default();
+        cursor.topic_name = topic_name(topic);
+        cursor.partition_index = partition;
+        cursor
+    });
+    request
+}
+
+/// The Java AdminClient's `describeTopics` (Kafka 3.8+): named topics (found, missing, a
+/// name no topic can have, one named twice), paged by a partition limit and a cursor, every
+/// topic from a cursor, and the cursors Kafka refuses.
+fn describe_topic_partitions(session: &mut Session) {
+    for (label, topics, limit, cursor) in [
+        ("named", &[DIRS, TOPIC, MISSING, "bad name!", DIRS][..], 2000, None),
+        ("limit 1", &[TOPIC, DIRS][..], 1, None),
+        ("limit 3", &[TOPIC, DIRS][..], 3, None),
+        ("limit 0", &[DIRS][..], 0, None),
+        ("from a cursor", &[TOPIC, DIRS][..], 2000, Some((DIRS, 1))),
+        ("cursor past the partitions", &[DIRS, TOPIC][..], 2000, Some((DIRS, 9))),
+        ("every topic from diff-", &[][..], 2000, Some(("diff-", 0))),
+        ("cursor not named", &[DIRS][..], 2000, Some((TOPIC, 0))),
+        ("negative cursor partition", &[DIRS][..], 2000, Some((DIRS, -1))),
+    ] {
+        for v in versions(ApiKey::DescribeTopicPartitions) {
+            session.exchange(
+                format!("describe_topic_partitions v{v} {label}"),
+                ApiKey::DescribeTopicPartitions,
+                v,
+                &topic_partitions_request(topics, limit, cursor),
+                |_: &mut DescribeTopicPartitionsResponse| {},
             );
         }
     }

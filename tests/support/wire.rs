@@ -744,3 +744,35 @@ pub(crate) fn parse_api_versions(body: &[u8], version: i16) -> (i16, Vec<(i16, i
     }
     (error, apis)
 }
+
+/// Sends `request` as `key` v`version` through Fjord's codecs and decodes the answer.
+/// Panics if the connection closes instead.
+pub(crate) fn codec_call<Req, Resp>(
+    conn: &mut Conn,
+    key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    correlation_id: i32,
+    request: &Req,
+) -> Resp
+where
+    Req: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::HeaderVersion,
+    Resp: kafka_protocol::protocol::Decodable,
+{
+    let frame =
+        fjord::protocol::encode_request(key, version, correlation_id, "fjord-tests", request)
+            .unwrap_or_else(|e| panic!("encode {key:?} v{version}: {e}"));
+    conn.send(&frame).expect("send request");
+    match conn.receive() {
+        Received::Frame(payload) => fjord::protocol::decode_response(
+            key,
+            version,
+            Some(correlation_id),
+            bytes::Bytes::from(payload),
+        )
+        .unwrap_or_else(|e| panic!("decode the {key:?} v{version} answer: {e:#}")),
+        Received::Closed { partial } => panic!(
+            "{key:?} v{version}: connection closed instead of a response ({} bytes)",
+            partial.len()
+        ),
+    }
+}
