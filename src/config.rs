@@ -16,6 +16,9 @@ pub const REQUEST_BYTES_LIMIT_MAX: u64 = 1024 * 1024 * 1024;
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
 /// Topics one broker holds.
 pub const TOPICS_MAX: usize = 10_000;
+/// How far ahead of the broker's clock a producer's timestamp may be, by default
+/// (Kafka 4.4's `log.message.timestamp.after.max.ms`); a topic may change it.
+pub const TIMESTAMP_AFTER_MAX_MS_DEFAULT: u64 = 3_600_000;
 
 /// The free-space floor under which produce is refused: room for a few segments' worth
 /// of replica, index and checkpoint writes and the offsets topic.
@@ -516,6 +519,10 @@ impl BrokerConfig {
             batch_bytes_max: self.message_max_bytes,
             free_bytes_min: self.log_dir_free_bytes_min,
             preallocate: self.log_preallocate,
+            // Kafka 4.4's defaults (`log.message.timestamp.before.max.ms` unbounded,
+            // `log.message.timestamp.after.max.ms` one hour, KIP-1030).
+            timestamp_before_max_ms: None,
+            timestamp_after_max_ms: Some(TIMESTAMP_AFTER_MAX_MS_DEFAULT),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod outcome;
 pub mod request_memory;
 pub mod shards;
 pub mod topic;
+pub mod topic_configs;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;

@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::topic_configs;
 use crate::config::{BrokerConfig, TOPIC_PARTITIONS_MAX};
-use fjord_storage::LogConfig;
+use fjord_storage::{FlushPolicy, LogConfig};
 
 /// Kafka's limit on topic name length (249, so that `<name>-<partition>` fits in 255).
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -41,75 +42,16 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The topic configs Fjord applies, with how each is checked.
-pub const TOPIC_CONFIG_NAMES: &[&str] = &[
-    "cleanup.policy",
-    "retention.ms",
-    "retention.bytes",
-    "segment.bytes",
-    "segment.ms",
-    "max.message.bytes",
-    "min.insync.replicas",
-    "index.interval.bytes",
-    "message.timestamp.type",
-    "preallocate",
-];
-
 /// Per-topic overrides, as given at creation (string values, as on the wire).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicConfig {
     pub overrides: BTreeMap<String, String>,
 }
 
-fn parse_i64(name: &str, value: &str, min: i64) -> Result<i64, String> {
-    let parsed: i64 =
-        value.trim().parse().map_err(|_error| format!("{name} = {value:?} is not an integer"))?;
-    if parsed < min {
-        return Err(format!("{name} = {parsed} is below the minimum {min}"));
-    }
-    Ok(parsed)
-}
-
-/// A boolean config as Kafka reads one: `true` or `false`, any case.
-fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(format!("{name} = {value:?} is not a boolean (true or false)")),
-    }
-}
-
 impl TopicConfig {
     /// Checks one override; `Err` is the message for INVALID_CONFIG.
     pub fn check(name: &str, value: &str) -> Result<(), String> {
-        match name {
-            "cleanup.policy" => match value {
-                "delete" => Ok(()),
-                other => Err(format!("cleanup.policy = {other:?} is not supported; Fjord only deletes (no compaction)")),
-            },
-            "message.timestamp.type" => match value {
-                "CreateTime" => Ok(()),
-                other => Err(format!("message.timestamp.type = {other:?} is not supported; only CreateTime")),
-            },
-            "preallocate" => parse_bool(name, value).map(|_| ()),
-            "retention.ms" | "retention.bytes" => parse_i64(name, value, -1).map(|_| ()),
-            "segment.bytes" => parse_i64(name, value, fjord_storage::SEGMENT_BYTES_MIN as i64).and_then(|v| {
-                if v as u64 > fjord_storage::SEGMENT_BYTES_MAX {
-                    Err(format!("segment.bytes = {v} is above the maximum {}", fjord_storage::SEGMENT_BYTES_MAX))
-                } else {
-                    Ok(())
-                }
-            }),
-            "segment.ms" | "min.insync.replicas" | "index.interval.bytes" => parse_i64(name, value, 1).map(|_| ()),
-            "max.message.bytes" => parse_i64(name, value, fjord_storage::batch::BATCH_HEADER_BYTES as i64).and_then(|v| {
-                if v as u64 > fjord_storage::BATCH_BYTES_LIMIT_MAX {
-                    Err(format!("max.message.bytes = {v} is above the maximum {}", fjord_storage::BATCH_BYTES_LIMIT_MAX))
-                } else {
-                    Ok(())
-                }
-            }),
-            other => Err(format!("unknown topic config {other:?}; supported: {}", TOPIC_CONFIG_NAMES.join(", "))),
-        }
+        topic_configs::check(name, value)
     }
 
     /// Builds a config from (name, value) pairs, checking each.
@@ -121,6 +63,7 @@ impl TopicConfig {
             TopicConfig::check(name, value)?;
             config.overrides.insert(name.to_string(), value.to_string());
         }
+        config.check_together()?;
         Ok(config)
     }
 
@@ -171,7 +114,13 @@ impl TopicConfig {
         for (name, value) in &config.overrides {
             TopicConfig::check(name, value)?;
         }
+        config.check_together()?;
         Ok(config)
+    }
+
+    /// Kafka's checks across configs, on the overrides and the defaults of the rest.
+    fn check_together(&self) -> Result<(), String> {
+        topic_configs::check_together(|name| self.get_i64(name))
     }
 
     fn get_i64(&self, name: &str) -> Option<i64> {
@@ -198,10 +147,29 @@ impl TopicConfig {
             config.batch_bytes_max = v as u64;
         }
         if let Some(v) = self.get_i64("index.interval.bytes") {
-            config.index_interval_bytes = v as u64;
+            // 0, which Kafka allows, indexes every batch: as an interval of one byte does.
+            config.index_interval_bytes = v.max(1) as u64;
         }
         if let Some(v) = self.overrides.get("preallocate") {
-            config.preallocate = parse_bool("preallocate", v).unwrap_or(config.preallocate);
+            config.preallocate =
+                topic_configs::parse_bool("preallocate", v).unwrap_or(config.preallocate);
+        }
+        if let Some(v) = self.get_i64("flush.ms") {
+            config.flush = match v {
+                i64::MAX => FlushPolicy::Never,
+                0 => FlushPolicy::EveryAppend,
+                ms => FlushPolicy::IntervalMs(ms as u64),
+            };
+        }
+        if self.get_i64("flush.messages") == Some(1) {
+            config.flush = FlushPolicy::EveryAppend;
+        }
+        let window = |v: i64| (v != i64::MAX).then_some(v as u64);
+        if let Some(v) = self.get_i64("message.timestamp.before.max.ms") {
+            config.timestamp_before_max_ms = window(v);
+        }
+        if let Some(v) = self.get_i64("message.timestamp.after.max.ms") {
+            config.timestamp_after_max_ms = window(v);
         }
         // An index entry per segment at most is still a valid (if useless) index.
         config.index_interval_bytes = config.index_interval_bytes.min(config.segment_bytes);
@@ -212,26 +180,40 @@ impl TopicConfig {
         self.get_i64("min.insync.replicas").map_or(broker.min_insync_replicas, |v| v as i32)
     }
 
-    /// Every config of the topic with its effective value and whether it is an override:
-    /// (name, value, is_default).
+    /// Every topic config Kafka defines, with its effective value here and whether it is
+    /// an override: (name, value, is_default). Overrides are described as given; the rest
+    /// as the broker applies them (its defaults), or as Kafka's defaults for the configs
+    /// Fjord does not act on.
     pub fn describe(&self, broker: &BrokerConfig) -> Vec<(String, String, bool)> {
-        let log = self.log_config(broker);
+        let log = broker.default_log_config();
         let opt = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
-        let effective: Vec<(&str, String)> = vec![
-            ("cleanup.policy", "delete".to_string()),
-            ("retention.ms", opt(log.retention_ms)),
-            ("retention.bytes", opt(log.retention_bytes)),
-            ("segment.bytes", log.segment_bytes.to_string()),
-            ("segment.ms", log.segment_ms.to_string()),
-            ("max.message.bytes", log.batch_bytes_max.to_string()),
-            ("min.insync.replicas", self.min_insync_replicas(broker).to_string()),
-            ("index.interval.bytes", log.index_interval_bytes.to_string()),
-            ("message.timestamp.type", "CreateTime".to_string()),
-            ("preallocate", log.preallocate.to_string()),
-        ];
-        effective
-            .into_iter()
-            .map(|(name, value)| (name.to_string(), value, !self.overrides.contains_key(name)))
+        let unbounded = |v: Option<u64>| v.map_or(i64::MAX.to_string(), |v| v.to_string());
+        topic_configs::TOPIC_CONFIGS
+            .iter()
+            .map(|def| {
+                let name = def.name;
+                if let Some(value) = self.overrides.get(name) {
+                    return (name.to_string(), value.clone(), false);
+                }
+                let value = match name {
+                    "retention.ms" => opt(log.retention_ms),
+                    "retention.bytes" => opt(log.retention_bytes),
+                    "segment.bytes" => log.segment_bytes.to_string(),
+                    "segment.ms" => log.segment_ms.to_string(),
+                    "max.message.bytes" => log.batch_bytes_max.to_string(),
+                    "min.insync.replicas" => broker.min_insync_replicas.to_string(),
+                    "preallocate" => log.preallocate.to_string(),
+                    "flush.ms" => match log.flush {
+                        FlushPolicy::IntervalMs(ms) => ms.to_string(),
+                        FlushPolicy::EveryAppend => "0".to_string(),
+                        FlushPolicy::Never => i64::MAX.to_string(),
+                    },
+                    "message.timestamp.before.max.ms" => unbounded(log.timestamp_before_max_ms),
+                    "message.timestamp.after.max.ms" => unbounded(log.timestamp_after_max_ms),
+                    _ => def.default.to_string(),
+                };
+                (name.to_string(), value, true)
+            })
             .collect()
     }
 }
@@ -260,10 +242,9 @@ pub enum ConfigChange {
 
 /// The default of a list-typed topic config; `None` for configs that are not lists.
 fn list_default(name: &str) -> Option<&'static str> {
-    match name {
-        "cleanup.policy" => Some("delete"),
-        _ => None,
-    }
+    topic_configs::find(name)
+        .filter(|def| def.kind == topic_configs::Kind::List)
+        .map(|def| def.default)
 }
 
 /// The on-disk form of a topic's metadata.

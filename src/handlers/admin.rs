@@ -457,6 +457,9 @@ fn config_type(name: &str) -> i8 {
     const INT: i8 = 3;
     const LONG: i8 = 5;
     const LIST: i8 = 7;
+    if let Some(def) = crate::broker::topic_configs::find(name) {
+        return def.kind as i8;
+    }
     match name {
         "auto.create.topics.enable" | "preallocate" => BOOLEAN,
         "cleanup.policy" | "log.dirs" => LIST,

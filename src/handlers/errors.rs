@@ -67,6 +67,7 @@ pub(crate) fn batch_error_code(error: &BatchError) -> ResponseError {
         | BatchError::CountBytesMismatch { .. }
         | BatchError::MalformedRecords { .. } => ResponseError::CorruptMessage,
         BatchError::UnexpectedBaseOffset { .. } => ResponseError::InvalidRecord,
+        BatchError::TimestampOutOfRange { .. } => ResponseError::InvalidTimestamp,
     }
 }
 

@@ -113,6 +113,8 @@ pub struct BatchInfo {
     pub base_offset: i64,
     pub last_offset_delta: i32,
     pub size: u64,
+    /// The first record's timestamp (the header's base timestamp).
+    pub first_timestamp: i64,
     pub max_timestamp: i64,
     pub record_count: i32,
     pub partition_leader_epoch: i32,
@@ -204,6 +206,7 @@ pub fn validate_structure(
         base_offset: header.base_offset.get(),
         last_offset_delta,
         size,
+        first_timestamp: header.base_timestamp.get(),
         max_timestamp: header.max_timestamp.get(),
         record_count: count,
         partition_leader_epoch: header.partition_leader_epoch.get(),

@@ -60,6 +60,14 @@ pub struct LogConfig {
     /// block bitmaps from a busy disk while the append waits (60-166 ms traced under a
     /// sustained load, docs/benchmarks.md), for a throughput gain of a few percent.
     pub preallocate: bool,
+    /// How far before the broker's clock a producer's timestamp may be
+    /// (`message.timestamp.before.max.ms`); `None`: any. Checked on the batch header's first
+    /// timestamp, for producers' batches only.
+    pub timestamp_before_max_ms: Option<u64>,
+    /// How far after the broker's clock a producer's timestamp may be
+    /// (`message.timestamp.after.max.ms`); `None`: any. Checked on the batch header's
+    /// largest timestamp, for producers' batches only.
+    pub timestamp_after_max_ms: Option<u64>,
 }
 
 impl Default for LogConfig {
@@ -74,6 +82,8 @@ impl Default for LogConfig {
             batch_bytes_max: 1024 * 1024 + 12,
             free_bytes_min: 0,
             preallocate: false,
+            timestamp_before_max_ms: None,
+            timestamp_after_max_ms: None,
         }
     }
 }

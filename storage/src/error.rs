@@ -29,6 +29,10 @@ pub enum BatchError {
     MalformedRecords { position: u64, reason: &'static str },
     #[error("replicated batch has base offset {actual}, the log expects {expected}")]
     UnexpectedBaseOffset { expected: i64, actual: i64 },
+    /// A producer's timestamp outside the topic's `message.timestamp.before.max.ms` /
+    /// `message.timestamp.after.max.ms` window around the broker's clock (Kafka's words).
+    #[error("Timestamp {timestamp} of message with offset {offset} is out of range. The timestamp should be within [{earliest}, {latest}]")]
+    TimestampOutOfRange { timestamp: i64, offset: i64, earliest: i64, latest: i64 },
 }
 
 /// An error from the partition log.

@@ -21,7 +21,7 @@ use super::cases::{
     versions, TOPIC,
 };
 use super::session::Session;
-use crate::support::wire::{record_batch, Producer};
+use crate::support::wire::{record_batch, Producer, NO_PRODUCER};
 
 /// A topic of two partitions, three records in partition 0: the log directory's cases
 /// describe it, and OffsetDelete's cases commit to it beside `TOPIC`.
@@ -37,6 +37,7 @@ const PRODUCER_ID_MS_MAX: u64 = 10_000;
 pub(super) fn run_all(session: &mut Session) {
     create(session, DIRS, 2);
     produce_when_ready(session, DIRS, three_records());
+    produce_from_the_future(session);
     describe_cluster(session);
     describe_topic_partitions(session);
     describe_producers(session);
@@ -69,6 +70,23 @@ fn describe_cluster(session: &mut Session) {
             );
         }
     }
+}
+
+/// A batch stamped two hours ahead of the broker's clock, past Kafka 4.4's default
+/// `message.timestamp.after.max.ms` (one hour): INVALID_TIMESTAMP, nothing appended.
+fn produce_from_the_future(session: &mut Session) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as i64;
+    let batch = record_batch(&[(None, b"late".as_slice())], now_ms + 7_200_000, NO_PRODUCER);
+    session.exchange(
+        "produce v9 two hours ahead",
+        ApiKey::Produce,
+        9,
+        &produce_request(DIRS, 1, batch),
+        |_: &mut ProduceResponse| {},
+    );
 }
 
 /// A DescribeTopicPartitions of `topics` (none: every topic), at most `limit` partitions,

@@ -144,7 +144,45 @@ fn incremental_alter_configs(session: &mut Session) {
                 vec![incremental(ALTERED, &[("retention.ms", SET, Some("1"))])],
                 true,
             ),
+            (
+                "configs Kafka keeps without acting on them here",
+                vec![incremental(
+                    ALTERED,
+                    &[
+                        ("delete.retention.ms", SET, Some("1000")),
+                        ("min.compaction.lag.ms", SET, Some("10")),
+                        ("file.delete.delay.ms", SET, Some("0")),
+                        ("local.retention.ms", SET, Some("5000")),
+                        ("message.timestamp.after.max.ms", SET, Some("86400000")),
+                        ("flush.ms", SET, Some("1000")),
+                        ("compression.zstd.level", SET, Some("-7")),
+                    ],
+                )],
+                false,
+            ),
         ];
+        // Values Kafka's validators refuse, one request each.
+        for (name, value) in [
+            ("compression.gzip.level", "12"),
+            ("cleanup.policy", "foo"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("remote.storage.enable", "true"),
+            ("no.such.config", "1"),
+            ("max.compaction.lag.ms", "5"),
+            ("leader.replication.throttled.replicas", "0:x"),
+            ("errors.deadletterqueue.group.enable", "maybe"),
+        ] {
+            let mut request = IncrementalAlterConfigsRequest::default();
+            request.resources = vec![incremental(ALTERED, &[(name, SET, Some(value))])];
+            request.validate_only = true;
+            session.exchange(
+                format!("incremental_alter_configs v{v} {name}={value}"),
+                ApiKey::IncrementalAlterConfigs,
+                v,
+                &request,
+                |_: &mut IncrementalAlterConfigsResponse| {},
+            );
+        }
         for (label, resources, validate_only) in cases {
             let mut request = IncrementalAlterConfigsRequest::default();
             request.resources = resources;

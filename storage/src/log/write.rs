@@ -124,8 +124,12 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             } else {
                 batch::validate_structure(rest, batch_bytes_max, origin)
             };
-            let info =
-                checked.map_err(|source| StorageError::InvalidBatch { index, position, source })?;
+            let info = checked
+                .and_then(|info| match origin {
+                    Origin::Client => self.check_timestamps(info, expected),
+                    Origin::Replica => Ok(info),
+                })
+                .map_err(|source| StorageError::InvalidBatch { index, position, source })?;
             if origin == Origin::Replica && info.base_offset != expected {
                 let source =
                     BatchError::UnexpectedBaseOffset { expected, actual: info.base_offset };
@@ -140,6 +144,37 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             infos.push(info);
         }
         Ok((infos, expected - self.log_end_offset()))
+    }
+
+    /// Refuses a producer's batch whose first or largest timestamp lies outside the window
+    /// `timestamp_before_max_ms` / `timestamp_after_max_ms` around now (Kafka's
+    /// `LogValidator.validateTimestamp`, which reads every record; Fjord reads the header).
+    fn check_timestamps(
+        &self,
+        info: BatchInfo,
+        offset: i64,
+    ) -> std::result::Result<BatchInfo, BatchError> {
+        let (before, after) =
+            (self.config.timestamp_before_max_ms, self.config.timestamp_after_max_ms);
+        if before.is_none() && after.is_none() {
+            return Ok(info);
+        }
+        let now = self.clock.now_ms();
+        let bound =
+            |ms: Option<u64>| ms.map_or(i64::MAX, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
+        let earliest = now.saturating_sub(bound(before));
+        let latest = now.saturating_add(bound(after));
+        for timestamp in [info.first_timestamp, info.max_timestamp] {
+            if timestamp >= 0 && !(earliest..=latest).contains(&timestamp) {
+                return Err(BatchError::TimestampOutOfRange {
+                    timestamp,
+                    offset,
+                    earliest,
+                    latest,
+                });
+            }
+        }
+        Ok(info)
     }
 
     /// verifies their CRCs and records while the write runs, and a batch that fails is cut
