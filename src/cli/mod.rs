@@ -16,6 +16,7 @@ pub use error::{EXIT_FAILURE, EXIT_USAGE};
 mod bench;
 pub mod client;
 mod cluster;
+mod config;
 mod consume;
 mod error;
 mod group;
@@ -44,6 +45,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Read records from a topic and print them.
     Consume(consume::ConsumeArgs),
+    /// Describe or change a topic's or a broker's configs.
+    Config(config::ConfigArgs),
     /// List, describe or reset consumer groups.
     Group(group::GroupArgs),
     /// Load-test any Kafka-compatible broker, or measure the machine's own limits.
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Topic(args) => topic::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
+        Command::Config(args) => config::run(args),
         Command::Group(args) => group::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Cluster(args) => cluster::run(args),

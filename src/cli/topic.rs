@@ -6,15 +6,13 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableT
 use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
-use kafka_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
-    IncrementalAlterConfigsRequest, TopicName,
+    TopicName,
 };
 
 use super::client::{list_offsets_by_leader, Client};
+use super::config::refused;
 use super::error::CliError;
 
 #[derive(Debug, clap::Args)]
@@ -174,12 +172,6 @@ fn config_pair(pair: &str) -> Result<(&str, &str), CliError> {
     })
 }
 
-/// A refusal from the broker as one line: what failed, Kafka's error name, its message.
-fn refused(what: &str, code: i16, message: Option<&str>) -> CliError {
-    let message = message.map_or(String::new(), |m| format!(": {m}"));
-    CliError::failure(format!("{what}: {}{message}", error_name(code)))
-}
-
 /// `fjord topic alter`: CreatePartitions for `--partitions`, then IncrementalAlterConfigs
 /// (SET and DELETE) for the configs.
 fn alter(
@@ -216,37 +208,11 @@ fn alter(
     if configs.is_empty() && delete_configs.is_empty() {
         return Ok(());
     }
-    const SET: i8 = 0;
-    const DELETE: i8 = 1;
-    let mut resource = AlterConfigsResource::default();
-    resource.resource_type = 2; // TOPIC
-    resource.resource_name = name.to_string().into();
     for pair in configs {
-        let (key, value) = config_pair(pair)?;
-        let mut config = AlterableConfig::default();
-        config.name = key.to_string().into();
-        config.config_operation = SET;
-        config.value = Some(value.to_string().into());
-        resource.configs.push(config);
+        config_pair(pair)?;
     }
-    for key in delete_configs {
-        let mut config = AlterableConfig::default();
-        config.name = key.to_string().into();
-        config.config_operation = DELETE;
-        config.value = None;
-        resource.configs.push(config);
-    }
-    let mut request = IncrementalAlterConfigsRequest::default();
-    request.resources = vec![resource];
-    let response = client.send(-1, &request)?;
-    let result = response
-        .responses
-        .first()
-        .ok_or_else(|| CliError::failure("empty IncrementalAlterConfigs response"))?;
-    if result.error_code != 0 {
-        let what = format!("cannot change the configs of topic {name}");
-        return Err(refused(&what, result.error_code, result.error_message.as_deref()));
-    }
+    let what = format!("topic {name}");
+    super::config::alter(&mut client, 2, name, &what, configs, delete_configs)?;
     println!("changed the configs of topic {name}");
     Ok(())
 }
