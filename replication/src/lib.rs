@@ -32,7 +32,9 @@ pub use controller::{
 pub use epochs::{end_offset_in, LeaderEpochCache};
 pub use isr::{FollowerProgress, ReplicaTracker};
 pub use liveness::Liveness;
-pub use state::{ClusterState, PartitionState, StateStore, TopicState, VERSIONS_KEPT};
+pub use state::{
+    ClusterState, DynamicBrokerConfigs, PartitionState, StateStore, TopicState, VERSIONS_KEPT,
+};
 
 /// Errors of the replication layer.
 #[derive(Debug, thiserror::Error)]

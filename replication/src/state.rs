@@ -72,6 +72,50 @@ pub struct ClusterState {
     pub controller_epoch: u64,
     #[serde(default)]
     pub topics: BTreeMap<String, TopicState>,
+    /// Broker configs changed while the cluster runs (IncrementalAlterConfigs and
+    /// AlterConfigs on BROKER resources): every broker applies them at its next read.
+    #[serde(default, skip_serializing_if = "DynamicBrokerConfigs::is_empty")]
+    pub broker_configs: DynamicBrokerConfigs,
+}
+
+/// Broker configs set while brokers run, as Kafka keeps them: a cluster-wide default (the
+/// resource named "") and per-broker values (the resource named by a broker id), which
+/// win over the default. Names and values as on the wire.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DynamicBrokerConfigs {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cluster_default: BTreeMap<String, String>,
+    /// Broker id (as a string: a TOML key) -> its own values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_broker: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl DynamicBrokerConfigs {
+    pub fn is_empty(&self) -> bool {
+        self.cluster_default.is_empty() && self.per_broker.values().all(BTreeMap::is_empty)
+    }
+
+    /// The values of one resource: `None` for the cluster default, else a broker's.
+    pub fn of(&self, broker: Option<i32>) -> BTreeMap<String, String> {
+        match broker {
+            None => self.cluster_default.clone(),
+            Some(id) => self.per_broker.get(&id.to_string()).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Replaces one resource's values (an empty map removes the broker's entry).
+    pub fn set(&mut self, broker: Option<i32>, values: BTreeMap<String, String>) {
+        match broker {
+            None => self.cluster_default = values,
+            Some(id) if values.is_empty() => {
+                self.per_broker.remove(&id.to_string());
+            }
+            Some(id) => {
+                self.per_broker.insert(id.to_string(), values);
+            }
+        }
+    }
 }
 
 fn no_controller() -> i32 {
@@ -493,6 +537,7 @@ impl Default for ClusterState {
             controller: -1,
             controller_epoch: 0,
             topics: BTreeMap::new(),
+            broker_configs: DynamicBrokerConfigs::default(),
         }
     }
 }
@@ -520,8 +565,17 @@ mod tests {
                 "t".to_string(),
                 TopicState { id: "x".into(), config: BTreeMap::new(), partitions: Vec::new() },
             )]),
+            broker_configs: DynamicBrokerConfigs {
+                cluster_default: BTreeMap::from([("log.retention.ms".into(), "60000".into())]),
+                per_broker: BTreeMap::from([(
+                    "2".into(),
+                    BTreeMap::from([("log.segment.bytes".into(), "1048576".into())]),
+                )]),
+            },
         };
         let text = with_checksum(toml::to_string(&state).expect("serialize"));
+        let back: ClusterState = toml::from_str(&text).expect("deserialize");
+        assert_eq!(back.broker_configs, state.broker_configs, "{text}");
         assert_eq!(leading_version(text.as_bytes()), Some(42), "{text}");
         assert_eq!(leading_write_id(text.as_bytes()), Some("00112233445566ff"), "{text}");
         assert_eq!(

@@ -11,6 +11,7 @@
 //! local partitions in line with the state every time it changes.
 
 pub mod cluster;
+pub mod dynamic;
 mod error;
 pub mod outcome;
 pub mod request_memory;
@@ -147,6 +148,9 @@ pub struct Broker {
     /// Set once `close` starts: a cluster state arriving later (shard 0 hands states to the
     /// other shards until it stops itself) must not open partitions nobody closes.
     closing: Cell<bool>,
+    /// Broker configs changed while running (`dynamic.rs`): from `broker-configs.toml` on
+    /// one broker, from the cluster state in a cluster.
+    dynamic: RefCell<fjord_replication::DynamicBrokerConfigs>,
 }
 
 impl Broker {
@@ -182,6 +186,9 @@ impl Broker {
             })?;
             broker.next_producer_id.set(next);
             broker.producer_id_limit.set(next);
+        }
+        if let Some(configs) = read_broker_configs(&broker.broker_configs_path()).await? {
+            *broker.dynamic.borrow_mut() = configs;
         }
         broker.reload_topics(None).await?;
         info!(topics = broker.topics.borrow().len(), shard = broker.shards.me, data_dir = %broker.config.data_dir.display(), "broker state loaded");
@@ -248,7 +255,7 @@ impl Broker {
             })?;
             if let Some(topic) = existing.filter(|t| t.id == id) {
                 let from = topic.partitions.len() as i32;
-                let log_config = log_config_of(&name, &config, &self.config);
+                let log_config = self.log_config_for(&name, &config);
                 let added =
                     self.open_partitions(&topic.name, from..file.partitions, &log_config).await?;
                 self.replace_topic(&topic, config, added).await;
@@ -273,7 +280,114 @@ impl Broker {
             coordinator: std::cell::OnceCell::new(),
             cluster,
             closing: Cell::new(false),
+            dynamic: RefCell::new(Default::default()),
         })
+    }
+
+    /// The storage settings of topic `name`'s partitions: its overrides over the broker's
+    /// dynamic defaults over its static ones.
+    pub fn log_config_for(&self, name: &str, config: &TopicConfig) -> fjord_storage::LogConfig {
+        log_config_of(name, &self.with_dynamic_defaults(config), &self.config)
+    }
+
+    /// `config` with the broker's dynamic defaults under its own overrides.
+    pub fn with_dynamic_defaults(&self, config: &TopicConfig) -> TopicConfig {
+        let mut overrides = dynamic::topic_defaults(&self.dynamic.borrow(), self.config.broker_id);
+        if overrides.is_empty() {
+            return config.clone();
+        }
+        overrides.extend(config.overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+        TopicConfig { overrides }
+    }
+
+    /// The in-sync replicas an acks=all append to a topic with `config` needs.
+    /// On the produce path: no map is built unless a dynamic default applies.
+    pub fn min_insync_replicas(&self, config: &TopicConfig) -> i32 {
+        if config.overrides.contains_key("min.insync.replicas") || self.dynamic.borrow().is_empty()
+        {
+            return config.min_insync_replicas(&self.config);
+        }
+        self.with_dynamic_defaults(config).min_insync_replicas(&self.config)
+    }
+
+    /// The broker configs changed while running, as this broker last learned them.
+    pub fn dynamic_configs(&self) -> fjord_replication::DynamicBrokerConfigs {
+        self.dynamic.borrow().clone()
+    }
+
+    fn broker_configs_path(&self) -> PathBuf {
+        self.config.data_dir.join(BROKER_CONFIGS_FILE)
+    }
+
+    /// Takes in new dynamic broker configs: every partition of this shard whose topic does
+    /// not override a changed config applies the new default at once.
+    pub async fn apply_dynamic(&self, configs: fjord_replication::DynamicBrokerConfigs) {
+        if *self.dynamic.borrow() == configs {
+            return;
+        }
+        info!(shard = self.shards.me, configs = ?configs, "broker configs changed");
+        *self.dynamic.borrow_mut() = configs;
+        let topics: Vec<Rc<Topic>> = self.topics.borrow().values().cloned().collect();
+        for topic in topics {
+            let log_config = self.log_config_for(&topic.name, &topic.config);
+            for partition in topic.local_partitions() {
+                if let Err(error) = partition.set_config(log_config.clone()).await {
+                    // Checked before it was accepted; a refusal here is a bug, not input.
+                    warn!(topic = %topic.name, partition = partition.index, %error, "cannot apply the broker's new config");
+                }
+            }
+        }
+    }
+
+    /// Changes the dynamic configs of broker `resource` (`None`: the cluster-wide default)
+    /// to what `change` makes of them (`Err`: the message for INVALID_REQUEST), or with
+    /// `validate_only` only checks that it can. One broker keeps them in its data
+    /// directory; a cluster in its state, which every broker applies.
+    pub async fn alter_broker_configs(
+        &self,
+        resource: Option<i32>,
+        change: impl Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let invalid = |reason: String| TopicError::InvalidConfig { reason };
+        if let Some(cluster) = &self.cluster {
+            let updated = cluster
+                .store
+                .update(|state| {
+                    let current = state.broker_configs.of(resource);
+                    let altered = change(&current).map_err(invalid)?;
+                    if validate_only || altered == current {
+                        return Ok(false);
+                    }
+                    state.broker_configs.set(resource, altered);
+                    Ok(true)
+                })
+                .await
+                .map_err(|e| TopicError::storage("the cluster state", e))??;
+            if !validate_only {
+                self.apply_state(&updated).await;
+            }
+            return Ok(());
+        }
+        let _admin = self.admin.lock().await;
+        let mut configs = self.dynamic_configs();
+        let current = configs.of(resource);
+        let altered = change(&current).map_err(invalid)?;
+        if validate_only || altered == current {
+            return Ok(());
+        }
+        configs.set(resource, altered);
+        let path = self.broker_configs_path();
+        // Serializing maps of strings cannot fail.
+        let text = toml::to_string(&configs).expect("broker configs serialize");
+        RealDisk
+            .write_file_atomic(&path, text.into_bytes())
+            .await
+            .map_err(|e| TopicError::storage(format!("write {}", path.display()), e))?;
+        self.apply_dynamic(configs.clone()).await;
+        drop(_admin);
+        self.shards.broker_configs_changed(&configs).await;
+        Ok(())
     }
 
     fn group_config(&self) -> GroupConfig {
@@ -384,6 +498,8 @@ impl Broker {
         }
         let me = self.config.broker_id;
         let now = now_ms();
+        // New broker defaults first: partitions opened below take them.
+        self.apply_dynamic(state.broker_configs.clone()).await;
         // Topics gone from the state are deleted here too.
         let gone: Vec<String> = self
             .topics
@@ -517,7 +633,7 @@ impl Broker {
                 (false, None) => {}
             }
         }
-        let log_config = log_config_of(name, &config, &self.config);
+        let log_config = self.log_config_for(name, &config);
         if config != old.config {
             for partition in partitions.iter().flatten() {
                 if let Err(error) = partition.set_config(log_config.clone()).await {
@@ -608,7 +724,7 @@ impl Broker {
         partitions: i32,
         config: TopicConfig,
     ) -> Result<Rc<Topic>, BrokerError> {
-        let log_config = log_config_of(name, &config, &self.config);
+        let log_config = self.log_config_for(name, &config);
         let name: Rc<str> = Rc::from(name);
         let opened = self.open_partitions(&name, 0..partitions, &log_config).await?;
         Ok(Rc::new(Topic { name, id, config, partitions: opened }))
@@ -657,7 +773,7 @@ impl Broker {
         added: Vec<Option<Rc<Partition>>>,
     ) -> Rc<Topic> {
         if config != old.config {
-            let log_config = log_config_of(&old.name, &config, &self.config);
+            let log_config = self.log_config_for(&old.name, &config);
             for partition in old.local_partitions() {
                 if let Err(error) = partition.set_config(log_config.clone()).await {
                     // Checked before it was accepted; a refusal here is a bug, not input.
@@ -983,7 +1099,7 @@ impl Broker {
                     .map_err(|e| TopicError::storage(format!("remove {}", dir.display()), e))?;
             }
         }
-        let log_config = log_config_of(name, &topic.config, &self.config);
+        let log_config = self.log_config_for(name, &topic.config);
         let added = self
             .open_partitions(&topic.name, from..count, &log_config)
             .await
@@ -1116,6 +1232,23 @@ pub fn topic_id_hex(topic: &Topic) -> String {
 }
 
 /// Reads a single broker's topic metadata file; `None` if it is gone.
+/// A single broker's dynamic configs, in its data directory.
+const BROKER_CONFIGS_FILE: &str = "broker-configs.toml";
+/// The largest broker configs file read.
+const BROKER_CONFIGS_FILE_BYTES_MAX: u64 = 1024 * 1024;
+
+async fn read_broker_configs(
+    path: &std::path::Path,
+) -> Result<Option<fjord_replication::DynamicBrokerConfigs>, BrokerError> {
+    let Some(bytes) = fjord_storage::io::read_file(path, BROKER_CONFIGS_FILE_BYTES_MAX).await?
+    else {
+        return Ok(None);
+    };
+    toml::from_str(&String::from_utf8_lossy(&bytes))
+        .map(Some)
+        .map_err(|e| BrokerError::TopicFile { path: path.to_path_buf(), reason: e.to_string() })
+}
+
 async fn read_topic_file(path: &std::path::Path) -> Result<Option<TopicFile>, BrokerError> {
     let Some(bytes) = fjord_storage::io::read_file(path, TOPIC_FILE_BYTES_MAX).await? else {
         return Ok(None);

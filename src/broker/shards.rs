@@ -174,6 +174,12 @@ pub enum Message {
         changed: Option<String>,
         reply: oneshot::Sender<()>,
     },
+    /// On one broker: the broker configs changed while running, to apply to this shard's
+    /// partitions.
+    BrokerConfigsChanged {
+        configs: fjord_replication::DynamicBrokerConfigs,
+        reply: oneshot::Sender<()>,
+    },
     /// In a cluster, from shard 0: a new cluster state, to apply to this shard's partitions.
     ApplyState {
         state: Arc<ClusterState>,
@@ -419,6 +425,17 @@ impl Shards {
             let (reply, answer) = oneshot::channel();
             let changed = changed.map(str::to_string);
             if self.send(shard, Message::TopicsChanged { changed, reply }) {
+                let _ = answer.await;
+            }
+        }
+    }
+
+    /// Every other shard takes in changed broker configs, one after the other.
+    pub async fn broker_configs_changed(&self, configs: &fjord_replication::DynamicBrokerConfigs) {
+        for shard in (0..self.count).filter(|s| *s != self.me) {
+            let (reply, answer) = oneshot::channel();
+            let configs = configs.clone();
+            if self.send(shard, Message::BrokerConfigsChanged { configs, reply }) {
                 let _ = answer.await;
             }
         }

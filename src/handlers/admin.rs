@@ -1,5 +1,6 @@
 //! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs.
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::rc::Rc;
@@ -25,7 +26,7 @@ use uuid::Uuid;
 
 use super::reply::{frame, HandlerError, Reply};
 use crate::broker::topic::TopicConfig;
-use crate::broker::{Broker, Topic};
+use crate::broker::{dynamic, topic_configs, Broker, Topic};
 use crate::handlers::errors::topic_error_code;
 use crate::protocol::{decode_body, Request};
 
@@ -144,16 +145,36 @@ fn created_replication_factor(broker: &Broker, name: &str, asked: i16) -> i16 {
 
 /// A created topic's configs, as CreateTopics v5+ answers them.
 fn created_configs(broker: &Broker, topic: &Topic) -> Vec<CreatableTopicConfigs> {
-    topic
-        .config
+    topic_entries(broker, topic)
+        .into_iter()
+        .map(|entry| {
+            let mut c = CreatableTopicConfigs::default();
+            c.name = entry.name.into();
+            c.value = Some(entry.value.into());
+            c.config_source = entry.source;
+            c
+        })
+        .collect()
+}
+
+/// Every config of a topic, with its effective value and where it comes from: the topic's
+/// override, the broker's dynamic default (per broker or cluster-wide), or the default.
+fn topic_entries(broker: &Broker, topic: &Topic) -> Vec<ConfigEntry> {
+    let dynamic = broker.dynamic_configs();
+    let id = broker.config.broker_id;
+    broker
+        .with_dynamic_defaults(&topic.config)
         .describe(&broker.config)
         .into_iter()
-        .map(|(name, value, is_default)| {
-            let mut c = CreatableTopicConfigs::default();
-            c.name = name.into();
-            c.value = Some(value.into());
-            c.config_source = if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC_CONFIG };
-            c
+        .map(|(name, value, _)| {
+            let source = if topic.config.overrides.contains_key(&name) {
+                SOURCE_TOPIC_CONFIG
+            } else {
+                dynamic::broker_config_of(&name)
+                    .and_then(|b| dynamic::dynamic_value(&dynamic, id, b))
+                    .map_or(SOURCE_DEFAULT, |(_, source)| source)
+            };
+            ConfigEntry { name, value, source, read_only: false }
         })
         .collect()
 }
@@ -392,13 +413,13 @@ fn describe_resource(broker: &Broker, resource: &DescribeConfigsResource) -> Des
     };
     result.configs = entries
         .into_iter()
-        .filter(|(name, _, _)| wanted(name))
-        .map(|(name, value, source)| {
+        .filter(|config| wanted(&config.name))
+        .map(|config| {
             let mut entry = DescribeConfigsResourceResult::default();
-            entry.name = name.into();
-            entry.value = Some(value.into());
-            entry.config_source = source;
-            entry.read_only = resource.resource_type == RESOURCE_BROKER;
+            entry.name = config.name.into();
+            entry.value = Some(config.value.into());
+            entry.config_source = config.source;
+            entry.read_only = config.read_only;
             entry.config_type = config_type(&entry.name);
             // Kafka sends documentation only when asked for it (and Fjord has none).
             entry.documentation = None;
@@ -408,8 +429,13 @@ fn describe_resource(broker: &Broker, resource: &DescribeConfigsResource) -> Des
     result
 }
 
-/// A config as DescribeConfigs answers it: name, value, source.
-type ConfigEntry = (String, String, i8);
+/// A config as DescribeConfigs answers it.
+struct ConfigEntry {
+    name: String,
+    value: String,
+    source: i8,
+    read_only: bool,
+}
 
 /// Every config of a topic or of this broker: (name, value, source); or the error to
 /// answer for a resource that is not there.
@@ -420,24 +446,26 @@ fn resource_configs(
     let name = resource.resource_name.as_str();
     match resource.resource_type {
         RESOURCE_TOPIC => match broker.topic(name) {
-            Some(topic) => Ok(topic
-                .config
-                .describe(&broker.config)
-                .into_iter()
-                .map(|(n, v, is_default)| {
-                    (n, v, if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC_CONFIG })
-                })
-                .collect()),
+            Some(topic) => Ok(topic_entries(broker, &topic)),
             None => Err((
                 ResponseError::UnknownTopicOrPartition,
                 format!("topic {name} does not exist"),
             )),
         },
-        RESOURCE_BROKER if name.is_empty() || name == broker.config.broker_id.to_string() => {
-            Ok(broker_configs(broker)
-                .into_iter()
-                .map(|(n, v)| (n, v, SOURCE_STATIC_BROKER))
-                .collect())
+        // The cluster-wide default: only what is set there, as Kafka lists it.
+        RESOURCE_BROKER if name.is_empty() => Ok(broker
+            .dynamic_configs()
+            .cluster_default
+            .into_iter()
+            .map(|(name, value)| ConfigEntry {
+                read_only: dynamic::topic_config_of(&name).is_none(),
+                name,
+                value,
+                source: dynamic::SOURCE_DYNAMIC_DEFAULT,
+            })
+            .collect()),
+        RESOURCE_BROKER if name == broker.config.broker_id.to_string() => {
+            Ok(this_broker_entries(broker))
         }
         RESOURCE_BROKER => Err((
             ResponseError::InvalidRequest,
@@ -457,7 +485,9 @@ fn config_type(name: &str) -> i8 {
     const INT: i8 = 3;
     const LONG: i8 = 5;
     const LIST: i8 = 7;
-    if let Some(def) = crate::broker::topic_configs::find(name) {
+    let def = topic_configs::find(name)
+        .or_else(|| dynamic::topic_config_of(name).and_then(topic_configs::find));
+    if let Some(def) = def {
         return def.kind as i8;
     }
     match name {
@@ -483,6 +513,39 @@ fn config_type(name: &str) -> i8 {
         | "message.max.bytes" => INT,
         _ => STRING,
     }
+}
+
+/// This broker's configs: its settings, and every config it changes while running, each
+/// with the value in force and where it comes from (dynamic per broker, dynamic
+/// cluster-wide, the command line, the default); only the dynamic ones are writable.
+fn this_broker_entries(broker: &Broker) -> Vec<ConfigEntry> {
+    let dynamic = broker.dynamic_configs();
+    let id = broker.config.broker_id;
+    let mut entries: BTreeMap<String, ConfigEntry> = BTreeMap::new();
+    for (name, value) in broker_configs(broker) {
+        let entry = ConfigEntry {
+            name: name.clone(),
+            value,
+            source: SOURCE_STATIC_BROKER,
+            read_only: true,
+        };
+        entries.insert(name, entry);
+    }
+    for (name, topic) in dynamic::DYNAMIC_LOG_CONFIGS {
+        let (value, source) = match dynamic::dynamic_value(&dynamic, id, name) {
+            Some(set) => set,
+            None => match entries.get(*name) {
+                Some(fixed) => (fixed.value.clone(), fixed.source),
+                None => {
+                    let default = topic_configs::find(topic).map_or("", |def| def.default);
+                    (default.to_string(), SOURCE_DEFAULT)
+                }
+            },
+        };
+        let entry = ConfigEntry { name: name.to_string(), value, source, read_only: false };
+        entries.insert(name.to_string(), entry);
+    }
+    entries.into_values().collect()
 }
 
 /// The broker settings Fjord uses, under Kafka's names where one exists.

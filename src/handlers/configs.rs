@@ -4,9 +4,9 @@
 //! (each answered on its own, in request order): a resource named twice refuses both, a
 //! config named twice or set to null refuses its resource, then the change is computed
 //! from the topic's current overrides and every resulting value checked before anything
-//! is written. Broker configs cannot be changed while the broker runs yet: such a request
-//! is refused with Kafka's answer for a config that is not dynamic (deleting one, which no
-//! broker has set, succeeds and changes nothing).
+//! is written. Broker resources ("" for the cluster-wide default, or this broker's id) change
+//! the broker's dynamic configs (`broker::dynamic`), refused with INVALID_REQUEST as Kafka
+//! refuses them; deleting a config that is not set succeeds and changes nothing.
 
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -21,7 +21,10 @@ use kafka_protocol::ResponseError;
 use tracing::{info, warn};
 
 use super::reply::{frame, HandlerError, Reply};
-use crate::broker::topic::{ConfigChange, TopicConfig};
+use std::collections::BTreeMap;
+
+use crate::broker::dynamic;
+use crate::broker::topic::{ConfigChange, TopicConfig, TopicError};
 use crate::broker::Broker;
 use crate::handlers::errors::topic_error_code;
 use crate::protocol::{decode_body, Request};
@@ -215,36 +218,56 @@ async fn alter_resource(
                 .map_err(|e| (topic_error_code(&e), e.to_string()))
         }
         RESOURCE_BROKER => {
-            let me = broker.config.broker_id.to_string();
-            if !name.is_empty() && name != me {
-                return Err((
-                    ResponseError::InvalidRequest,
-                    format!("Unexpected broker id, expected {me}, but received {name}"),
-                ));
+            let resource = broker_resource(broker, name)?;
+            // A list's edits are refused before anything is read, as Kafka refuses them.
+            for change in changes {
+                if let ConfigChange::Append { name, .. } | ConfigChange::Subtract { name, .. } =
+                    change
+                {
+                    if !dynamic::is_list(name) {
+                        let what = if matches!(change, ConfigChange::Append { .. }) {
+                            "append"
+                        } else {
+                            "subtract"
+                        };
+                        return Err((
+                            ResponseError::InvalidConfig,
+                            format!("Config value {what} is not allowed for config key: {name}"),
+                        ));
+                    }
+                }
             }
-            // No broker config is dynamic yet, so none is set dynamically: deleting one
-            // is a no-op, as in Kafka for a dynamic config that is not set. Tools clear
-            // settings they may have made (kafka-reassign-partitions --verify clears the
-            // replication throttles on every broker).
-            if changes.iter().all(|c| matches!(c, ConfigChange::Delete { .. })) {
-                return Ok(());
-            }
-            let names: Vec<&str> = changes.iter().map(change_name).collect();
-            Err((
-                ResponseError::InvalidRequest,
-                format!("Cannot update these configs dynamically: {}", names.join(", ")),
-            ))
+            let change =
+                |current: &BTreeMap<String, String>| dynamic::altered(current, changes, replace);
+            broker.alter_broker_configs(resource, change, validate_only).await.map_err(|e| {
+                match e {
+                    // Kafka answers a broker config it refuses with INVALID_REQUEST.
+                    TopicError::InvalidConfig { reason } => (ResponseError::InvalidRequest, reason),
+                    other => (topic_error_code(&other), other.to_string()),
+                }
+            })
         }
         other => Err((ResponseError::InvalidRequest, format!("Unknown resource type {other}"))),
     }
 }
 
-fn change_name(change: &ConfigChange) -> &str {
-    match change {
-        ConfigChange::Set { name, .. }
-        | ConfigChange::Delete { name }
-        | ConfigChange::Append { name, .. }
-        | ConfigChange::Subtract { name, .. } => name,
+/// The broker resource a request names, as Kafka reads the name: "" for the cluster-wide
+/// default (`None`), else this broker's id.
+fn broker_resource(broker: &Broker, name: &str) -> Result<Option<i32>, Refusal> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let me = broker.config.broker_id;
+    match name.parse::<i32>() {
+        Err(_) => Err((
+            ResponseError::InvalidRequest,
+            format!("Node id must be an integer, but it is: {name}"),
+        )),
+        Ok(id) if id != me => Err((
+            ResponseError::InvalidRequest,
+            format!("Unexpected broker id, expected {me}, but received {name}"),
+        )),
+        Ok(id) => Ok(Some(id)),
     }
 }
 

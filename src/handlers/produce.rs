@@ -113,7 +113,7 @@ pub(crate) async fn produce_partition(
         Err(refused) => return refused,
     };
     let in_sync = partition.replica.role().isr.len() as i32;
-    let min_insync = topic_state.config.min_insync_replicas(&broker.config);
+    let min_insync = broker.min_insync_replicas(&topic_state.config);
     if acks == -1 && in_sync < min_insync {
         return PartitionOutcome::refused(
             ResponseError::NotEnoughReplicas,

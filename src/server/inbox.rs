@@ -80,6 +80,10 @@ where
             }
             let _ = reply.send(());
         }
+        Message::BrokerConfigsChanged { configs, reply } => {
+            broker.apply_dynamic(configs).await;
+            let _ = reply.send(());
+        }
         Message::ApplyState { state, reply } => {
             broker.apply_state(&state).await;
             let _ = reply.send(());
