@@ -969,3 +969,129 @@ fn a_lowered_retention_deletes_old_segments_without_a_restart() {
     let messages = consume_all(&broker, topic, &[]);
     assert_eq!(consumed(&messages, 0), acked_from(&acked, active), "records after retention");
 }
+
+/// A config's source as confluent-kafka names it: this broker's dynamic value...
+const DYNAMIC_BROKER: &str = "DYNAMIC_BROKER_CONFIG";
+/// ... or the cluster-wide dynamic default.
+const DYNAMIC_DEFAULT: &str = "DYNAMIC_DEFAULT_BROKER_CONFIG";
+/// The broker-wide `message.max.bytes` once set per broker: above the big message.
+const BROKER_MESSAGE_BYTES_MAX: usize = 20_000;
+const _: () = assert!(BIG_MESSAGE_SIZE + BATCH_OVERHEAD_BYTES_MAX < BROKER_MESSAGE_BYTES_MAX);
+
+/// `kafka-configs --alter --entity-type brokers` of `entity` (`--entity-default` or
+/// `--entity-name ID`) with `change`; returns the tool's run.
+fn kafka_configs_alter_brokers<'a>(
+    bootstrap: &'a str,
+    entity: &[&'a str],
+    change: &[&'a str],
+) -> (Vec<&'a str>, std::process::Output) {
+    let mut args = vec!["kafka-configs", "--bootstrap-server", bootstrap, "--alter"];
+    args.extend_from_slice(&["--entity-type", "brokers"]);
+    args.extend_from_slice(entity);
+    args.extend_from_slice(change);
+    let output = kafka_tool(&args);
+    (args, output)
+}
+
+/// The line `kafka-configs --describe --entity-type brokers` prints for `name` under
+/// `entity`, whole (`  name=value sensitive=false synonyms={...}`).
+fn kafka_configs_broker_line(bootstrap: &str, entity: &[&str], name: &str) -> (String, String) {
+    let mut args = vec!["kafka-configs", "--bootstrap-server", bootstrap, "--describe"];
+    args.extend_from_slice(&["--entity-type", "brokers"]);
+    args.extend_from_slice(entity);
+    let out = kafka_tool_ok(&args, None);
+    let prefix = format!("  {name}=");
+    let line = out.lines().find(|l| l.starts_with(&prefix)).unwrap_or_default().to_string();
+    (line, out)
+}
+
+#[test]
+fn kafka_configs_sets_broker_defaults_per_broker_and_cluster_wide_live_and_durably() {
+    let mut broker = TestBroker::start("admin-broker-configs");
+    let (plain, own) = ("plain", "own");
+    create_topic(&broker, plain, 1, &[]);
+    let own_limit = format!("max.message.bytes={MAX_MESSAGE_BYTES_DEFAULT}");
+    create_topic(&broker, own, 1, &[&own_limit]);
+    let default = ["--entity-default"];
+    let broker_0 = ["--entity-name", "0"];
+    let alter = |broker: &TestBroker, entity: &[&str], change: &[&str], expected: &str| {
+        let bootstrap = broker.bootstrap();
+        let (args, output) = kafka_configs_alter_brokers(&bootstrap, entity, change);
+        assert!(
+            output.status.success() && said(&output).contains(expected),
+            "{}",
+            describe_output(&args, &output)
+        );
+    };
+
+    // A cluster-wide default applies at once to every topic without its own value.
+    let lowered = format!("message.max.bytes={LOWERED_MESSAGE_BYTES_MAX}");
+    let cluster_done = "Completed updating default config for brokers in the cluster.";
+    alter(&broker, &default, &["--add-config", &lowered], cluster_done);
+    assert_too_large(&produce_one(&broker, plain, 0, BIG_MESSAGE_SIZE), "cluster-wide limit");
+    assert_acked(&produce_one(&broker, own, 1, BIG_MESSAGE_SIZE), "the topic's own limit");
+    let limit = LOWERED_MESSAGE_BYTES_MAX.to_string();
+    Described::of(&broker, plain).assert("max.message.bytes", &limit, DYNAMIC_DEFAULT);
+    Described::of(&broker, own).assert("max.message.bytes", MAX_MESSAGE_BYTES_DEFAULT, DYNAMIC);
+
+    // This broker's own value wins over the cluster-wide one.
+    let raised = format!("message.max.bytes={BROKER_MESSAGE_BYTES_MAX}");
+    alter(
+        &broker,
+        &broker_0,
+        &["--add-config", &raised],
+        "Completed updating config for broker 0.",
+    );
+    assert_acked(&produce_one(&broker, plain, 2, BIG_MESSAGE_SIZE), "per-broker limit");
+    let (line, out) =
+        kafka_configs_broker_line(&broker.bootstrap(), &broker_0, "message.max.bytes");
+    let expected = format!(
+        "  message.max.bytes={BROKER_MESSAGE_BYTES_MAX} sensitive=false \
+         synonyms={{DYNAMIC_BROKER_CONFIG:message.max.bytes={BROKER_MESSAGE_BYTES_MAX}, \
+         DYNAMIC_DEFAULT_BROKER_CONFIG:message.max.bytes={LOWERED_MESSAGE_BYTES_MAX}, \
+         DEFAULT_CONFIG:message.max.bytes={MAX_MESSAGE_BYTES_DEFAULT}}}"
+    );
+    assert_eq!(line, expected, "broker 0's message.max.bytes, with Kafka's synonyms:\n{out}");
+
+    // Both survive a restart; deleting the broker's value leaves the cluster-wide one.
+    broker.restart();
+    let raised_limit = BROKER_MESSAGE_BYTES_MAX.to_string();
+    Described::of(&broker, plain).assert("max.message.bytes", &raised_limit, DYNAMIC_BROKER);
+    assert_acked(&produce_one(&broker, plain, 3, BIG_MESSAGE_SIZE), "after the restart");
+    let deleted = ["--delete-config", "message.max.bytes"];
+    alter(&broker, &broker_0, &deleted, "Completed updating config for broker 0.");
+    assert_too_large(&produce_one(&broker, plain, 4, BIG_MESSAGE_SIZE), "cluster-wide again");
+    let (line, out) = kafka_configs_broker_line(&broker.bootstrap(), &default, "message.max.bytes");
+    assert_eq!(
+        line,
+        format!(
+            "  message.max.bytes={LOWERED_MESSAGE_BYTES_MAX} sensitive=false \
+             synonyms={{DYNAMIC_DEFAULT_BROKER_CONFIG:message.max.bytes={LOWERED_MESSAGE_BYTES_MAX}}}"
+        ),
+        "the cluster-wide defaults:\n{out}"
+    );
+
+    // Refusals, in Kafka's words: a config that cannot change while brokers run, a bad value.
+    for (change, message) in [
+        ("num.partitions=3", "Cannot update these configs dynamically: [num.partitions]"),
+        ("log.retention.ms=abc", "Invalid value abc for configuration log.retention.ms"),
+    ] {
+        let bootstrap = broker.bootstrap();
+        let (args, output) =
+            kafka_configs_alter_brokers(&bootstrap, &default, &["--add-config", change]);
+        let said = said(&output);
+        assert!(
+            !output.status.success()
+                && said.contains("InvalidRequestException")
+                && said.contains(message),
+            "{}",
+            describe_output(&args, &output)
+        );
+    }
+    Described::of(&broker, plain).assert("max.message.bytes", &limit, DYNAMIC_DEFAULT);
+    let stored: Vec<u64> = consume_all(&broker, plain, &[])
+        .iter()
+        .map(|m| value_index(m.value.as_deref().expect("generated messages have a value")))
+        .collect();
+    assert_eq!(stored, vec![2, 3], "only the acknowledged messages are stored");
+}

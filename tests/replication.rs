@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fjord_replication::{ClusterFile, ClusterState, PartitionState};
 
+use crate::support::kafka::kafka_tool_ok;
 use crate::support::loop_fs::LoopFs;
 use crate::support::wire;
 use crate::support::{
@@ -2097,11 +2098,22 @@ fn produce_until_each_leader_answers(
     value_bytes: usize,
     expected: i16,
 ) {
+    produce_until_leaders_answer(cluster, topic, value_bytes, |_| expected);
+}
+
+/// Like `produce_until_each_leader_answers`, expecting `expected(leader)` from each leader.
+fn produce_until_leaders_answer(
+    cluster: &Cluster,
+    topic: &str,
+    value_bytes: usize,
+    expected: impl Fn(i32) -> i16,
+) {
     let state = cluster.state();
     let value = vec![b'x'; value_bytes];
     let batch =
         wire::record_batch(&[(None, value.as_slice())], 1_700_000_000_000, wire::NO_PRODUCER);
     for (index, p) in state.topics[topic].partitions.iter().enumerate() {
+        let expected = expected(p.leader);
         let mut conn = cluster.connect(p.leader);
         let mut correlation_id = 0;
         wait_until(
@@ -2187,6 +2199,69 @@ fn topic_configs_and_partitions_change_on_every_broker_while_a_keyed_producer_ru
             );
         }
     }
+}
+
+/// Kafka's default `message.max.bytes`: the per-broker value that takes big records again.
+const MESSAGE_BYTES_MAX_DEFAULT: &str = "1048588";
+/// The broker whose own dynamic value differs from the cluster-wide one.
+const OWN_CONFIG_BROKER: i32 = 1;
+
+/// `kafka-configs --alter --entity-type brokers ENTITY --add-config CHANGE` through `cluster`.
+fn alter_broker_config(cluster: &Cluster, entity: &[&str], change: &str) {
+    let mut args = vec!["kafka-configs", "--bootstrap-server", &cluster.bootstrap, "--alter"];
+    args.extend_from_slice(&["--entity-type", "brokers"]);
+    args.extend_from_slice(entity);
+    args.extend_from_slice(&["--add-config", change]);
+    let out = kafka_tool_ok(&args, None);
+    assert!(out.contains("Completed updating"), "{args:?}:\n{out}");
+}
+
+/// Issue 18: broker configs changed while the cluster runs reach every broker through the
+/// cluster state and apply without a restart: a cluster-wide `message.max.bytes` on every
+/// leader, one broker's own value only on that broker (it wins over the cluster-wide one),
+/// and a broker killed and restarted reads both back from the state.
+#[test]
+fn dynamic_broker_configs_reach_every_broker_through_the_cluster_state() {
+    let cluster = Cluster::up("broker-configs");
+    let topic = "limited";
+    cluster.create_topic(topic, BROKERS, &[]);
+    let state = cluster.wait_all_in_sync("topic created");
+    let leaders: BTreeSet<i32> = state.topics[topic].partitions.iter().map(|p| p.leader).collect();
+    assert_eq!(leaders.len(), BROKERS as usize, "every broker leads a partition of {topic}");
+
+    let lowered = format!("message.max.bytes={LOWERED_MESSAGE_BYTES}");
+    alter_broker_config(&cluster, &["--entity-default"], &lowered);
+    let state = cluster.state();
+    assert_eq!(
+        state.broker_configs.cluster_default.get("message.max.bytes"),
+        Some(&LOWERED_MESSAGE_BYTES.to_string()),
+        "the cluster-wide value is in the cluster state"
+    );
+    produce_until_each_leader_answers(&cluster, topic, OVER_LIMIT_VALUE_BYTES, MESSAGE_TOO_LARGE);
+
+    let own = OWN_CONFIG_BROKER.to_string();
+    let raised = format!("message.max.bytes={MESSAGE_BYTES_MAX_DEFAULT}");
+    alter_broker_config(&cluster, &["--entity-name", &own], &raised);
+    let expected = |leader| if leader == OWN_CONFIG_BROKER { 0 } else { MESSAGE_TOO_LARGE };
+    produce_until_leaders_answer(&cluster, topic, OVER_LIMIT_VALUE_BYTES, expected);
+
+    // Killed and restarted, the broker reads its value back from the state: once it leads
+    // again, it takes the big record and the others still refuse it.
+    cluster.kill9(OWN_CONFIG_BROKER);
+    cluster.wait_state("the killed broker out of every in-sync set", CONFIG_SPREAD_MAX, |s| {
+        s.topics[topic].partitions.iter().all(|p| !p.isr.contains(&OWN_CONFIG_BROKER))
+    });
+    cluster.restart_stopped();
+    let state = cluster.wait_all_in_sync("the killed broker restarted");
+    if !state.topics[topic].partitions.iter().any(|p| p.leader == OWN_CONFIG_BROKER) {
+        let follower = state.topics[topic]
+            .partitions
+            .iter()
+            .position(|p| p.isr.contains(&OWN_CONFIG_BROKER))
+            .expect("the restarted broker is in an in-sync set");
+        cluster.move_leader(topic, follower as i32, OWN_CONFIG_BROKER);
+    }
+    produce_until_leaders_answer(&cluster, topic, OVER_LIMIT_VALUE_BYTES, expected);
 }
 
 /// Records the trimmed topic gets (batches of records of a value size): three 1 MiB segments.

@@ -49,6 +49,7 @@ pub const DYNAMIC_LOG_CONFIGS: &[(&str, &str)] = &[
     ("log.roll.ms", "segment.ms"),
     ("log.segment.bytes", "segment.bytes"),
     ("log.segment.delete.delay.ms", "file.delete.delay.ms"),
+    ("max.decompressed.message.bytes", "max.decompressed.message.bytes"),
     ("message.max.bytes", "max.message.bytes"),
     ("min.insync.replicas", "min.insync.replicas"),
     ("unclean.leader.election.enable", "unclean.leader.election.enable"),
@@ -81,7 +82,7 @@ pub fn check(values: &BTreeMap<String, String>) -> Result<(), String> {
     let fixed: Vec<&str> =
         values.keys().map(String::as_str).filter(|n| topic_config_of(n).is_none()).collect();
     if !fixed.is_empty() {
-        return Err(format!("Cannot update these configs dynamically: Set({})", fixed.join(", ")));
+        return Err(format!("Cannot update these configs dynamically: [{}]", fixed.join(", ")));
     }
     for (name, value) in values {
         let topic = topic_config_of(name).expect("checked above");
@@ -157,6 +158,25 @@ pub fn topic_defaults(configs: &DynamicBrokerConfigs, id: i32) -> BTreeMap<Strin
     defaults
 }
 
+/// The broker config under which Kafka describes topic config `topic`'s built-in default
+/// (the DEFAULT_CONFIG synonym), with that default: the broker config it defaults, except
+/// where Kafka's default sits on a coarser unit (`log.retention.hours`) or on none.
+pub fn default_synonym(topic: &str) -> Option<(&'static str, String)> {
+    match topic {
+        "retention.ms" => Some(("log.retention.hours", "168".to_string())),
+        // Kafka defines these defaults on no synonym (`log.roll.hours` is not read through
+        // the topic config's synonyms, `log.flush.interval.ms` has none), and lists none.
+        "segment.ms" | "segment.jitter.ms" | "flush.ms" => None,
+        // Tiered-storage defaults Kafka lists though they cannot change while it runs.
+        "remote.copy.lag.bytes" => Some(("log.remote.copy.lag.bytes", "-1".to_string())),
+        "remote.copy.lag.ms" => Some(("log.remote.copy.lag.ms", "0".to_string())),
+        _ => {
+            let broker = broker_config_of(topic)?;
+            Some((broker, topic_configs::find(topic)?.default.to_string()))
+        }
+    }
+}
+
 /// Where broker `id`'s dynamic value of broker config `name` comes from: its own value
 /// (DYNAMIC_BROKER_CONFIG) or the cluster-wide one (DYNAMIC_DEFAULT_BROKER_CONFIG).
 pub fn dynamic_value(configs: &DynamicBrokerConfigs, id: i32, name: &str) -> Option<(String, i8)> {
@@ -187,7 +207,7 @@ mod tests {
     fn refusals_name_the_broker_config_in_kafkas_words() {
         assert_eq!(
             check(&values(&[("num.partitions", "3"), ("auto.create.topics.enable", "false")])),
-            Err("Cannot update these configs dynamically: Set(auto.create.topics.enable, num.partitions)"
+            Err("Cannot update these configs dynamically: [auto.create.topics.enable, num.partitions]"
                 .to_string())
         );
         assert_eq!(

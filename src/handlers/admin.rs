@@ -1,6 +1,5 @@
-//! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs.
+//! Topic administration: CreateTopics, DeleteTopics, CreatePartitions.
 
-use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::rc::Rc;
@@ -11,33 +10,24 @@ use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
-};
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse,
 };
 use kafka_protocol::ResponseError;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::describe_configs::topic_entries;
 use super::reply::{frame, HandlerError, Reply};
 use crate::broker::topic::TopicConfig;
-use crate::broker::{dynamic, topic_configs, Broker, Topic};
+use crate::broker::{Broker, Topic};
 use crate::handlers::errors::topic_error_code;
 use crate::protocol::{decode_body, Request};
 
 /// Topics one CreateTopics or DeleteTopics request may name.
 const ADMIN_TOPICS_PER_REQUEST_MAX: usize = 1000;
-
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
-const SOURCE_TOPIC_CONFIG: i8 = 1;
-const SOURCE_STATIC_BROKER: i8 = 4;
-const SOURCE_DEFAULT: i8 = 5;
 
 pub(super) async fn create_topics(
     broker: &Rc<Broker>,
@@ -153,28 +143,6 @@ fn created_configs(broker: &Broker, topic: &Topic) -> Vec<CreatableTopicConfigs>
             c.value = Some(entry.value.into());
             c.config_source = entry.source;
             c
-        })
-        .collect()
-}
-
-/// Every config of a topic, with its effective value and where it comes from: the topic's
-/// override, the broker's dynamic default (per broker or cluster-wide), or the default.
-fn topic_entries(broker: &Broker, topic: &Topic) -> Vec<ConfigEntry> {
-    let dynamic = broker.dynamic_configs();
-    let id = broker.config.broker_id;
-    broker
-        .with_dynamic_defaults(&topic.config)
-        .describe(&broker.config)
-        .into_iter()
-        .map(|(name, value, _)| {
-            let source = if topic.config.overrides.contains_key(&name) {
-                SOURCE_TOPIC_CONFIG
-            } else {
-                dynamic::broker_config_of(&name)
-                    .and_then(|b| dynamic::dynamic_value(&dynamic, id, b))
-                    .map_or(SOURCE_DEFAULT, |(_, source)| source)
-            };
-            ConfigEntry { name, value, source, read_only: false }
         })
         .collect()
 }
@@ -378,201 +346,6 @@ pub(super) async fn create_partitions(
         response.results.push(result);
     }
     frame(request, &response)
-}
-
-pub(super) async fn describe_configs(
-    broker: &Rc<Broker>,
-    request: &Request,
-) -> Result<Reply, HandlerError> {
-    let body: DescribeConfigsRequest = decode_body(request)?;
-    let mut response = DescribeConfigsResponse::default();
-    for resource in &body.resources {
-        response.results.push(describe_resource(broker, resource));
-    }
-    frame(request, &response)
-}
-
-/// One resource's configs, those its request names (all if it names none), or why not.
-fn describe_resource(broker: &Broker, resource: &DescribeConfigsResource) -> DescribeConfigsResult {
-    let mut result = DescribeConfigsResult::default();
-    result.resource_type = resource.resource_type;
-    result.resource_name = resource.resource_name.clone();
-    let entries = match resource_configs(broker, resource) {
-        Ok(entries) => entries,
-        Err((code, message)) => {
-            result.error_code = code.code();
-            result.error_message = Some(message.into());
-            Vec::new()
-        }
-    };
-    let wanted = |name: &str| {
-        resource
-            .configuration_keys
-            .as_ref()
-            .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
-    };
-    result.configs = entries
-        .into_iter()
-        .filter(|config| wanted(&config.name))
-        .map(|config| {
-            let mut entry = DescribeConfigsResourceResult::default();
-            entry.name = config.name.into();
-            entry.value = Some(config.value.into());
-            entry.config_source = config.source;
-            entry.read_only = config.read_only;
-            entry.config_type = config_type(&entry.name);
-            // Kafka sends documentation only when asked for it (and Fjord has none).
-            entry.documentation = None;
-            entry
-        })
-        .collect();
-    result
-}
-
-/// A config as DescribeConfigs answers it.
-struct ConfigEntry {
-    name: String,
-    value: String,
-    source: i8,
-    read_only: bool,
-}
-
-/// Every config of a topic or of this broker: (name, value, source); or the error to
-/// answer for a resource that is not there.
-fn resource_configs(
-    broker: &Broker,
-    resource: &DescribeConfigsResource,
-) -> Result<Vec<ConfigEntry>, (ResponseError, String)> {
-    let name = resource.resource_name.as_str();
-    match resource.resource_type {
-        RESOURCE_TOPIC => match broker.topic(name) {
-            Some(topic) => Ok(topic_entries(broker, &topic)),
-            None => Err((
-                ResponseError::UnknownTopicOrPartition,
-                format!("topic {name} does not exist"),
-            )),
-        },
-        // The cluster-wide default: only what is set there, as Kafka lists it.
-        RESOURCE_BROKER if name.is_empty() => Ok(broker
-            .dynamic_configs()
-            .cluster_default
-            .into_iter()
-            .map(|(name, value)| ConfigEntry {
-                read_only: dynamic::topic_config_of(&name).is_none(),
-                name,
-                value,
-                source: dynamic::SOURCE_DYNAMIC_DEFAULT,
-            })
-            .collect()),
-        RESOURCE_BROKER if name == broker.config.broker_id.to_string() => {
-            Ok(this_broker_entries(broker))
-        }
-        RESOURCE_BROKER => Err((
-            ResponseError::InvalidRequest,
-            format!("this is broker {}, not {name}", broker.config.broker_id),
-        )),
-        other => {
-            Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported")))
-        }
-    }
-}
-
-/// Kafka's `ConfigType` of a config Fjord describes (DescribeConfigs v3+), as Kafka's own
-/// definitions declare it: BOOLEAN 1, STRING 2, INT 3, LONG 5, LIST 7.
-fn config_type(name: &str) -> i8 {
-    const BOOLEAN: i8 = 1;
-    const STRING: i8 = 2;
-    const INT: i8 = 3;
-    const LONG: i8 = 5;
-    const LIST: i8 = 7;
-    let def = topic_configs::find(name)
-        .or_else(|| dynamic::topic_config_of(name).and_then(topic_configs::find));
-    if let Some(def) = def {
-        return def.kind as i8;
-    }
-    match name {
-        "auto.create.topics.enable" | "preallocate" => BOOLEAN,
-        "cleanup.policy" | "log.dirs" => LIST,
-        "retention.ms"
-        | "retention.bytes"
-        | "segment.ms"
-        | "log.roll.ms"
-        | "log.retention.ms"
-        | "log.retention.bytes"
-        | "log.retention.check.interval.ms"
-        | "log.flush.interval.ms" => LONG,
-        "segment.bytes"
-        | "max.message.bytes"
-        | "min.insync.replicas"
-        | "index.interval.bytes"
-        | "broker.id"
-        | "num.partitions"
-        | "socket.request.max.bytes"
-        | "max.connections"
-        | "log.segment.bytes"
-        | "message.max.bytes" => INT,
-        _ => STRING,
-    }
-}
-
-/// This broker's configs: its settings, and every config it changes while running, each
-/// with the value in force and where it comes from (dynamic per broker, dynamic
-/// cluster-wide, the command line, the default); only the dynamic ones are writable.
-fn this_broker_entries(broker: &Broker) -> Vec<ConfigEntry> {
-    let dynamic = broker.dynamic_configs();
-    let id = broker.config.broker_id;
-    let mut entries: BTreeMap<String, ConfigEntry> = BTreeMap::new();
-    for (name, value) in broker_configs(broker) {
-        let entry = ConfigEntry {
-            name: name.clone(),
-            value,
-            source: SOURCE_STATIC_BROKER,
-            read_only: true,
-        };
-        entries.insert(name, entry);
-    }
-    for (name, topic) in dynamic::DYNAMIC_LOG_CONFIGS {
-        let (value, source) = match dynamic::dynamic_value(&dynamic, id, name) {
-            Some(set) => set,
-            None => match entries.get(*name) {
-                Some(fixed) => (fixed.value.clone(), fixed.source),
-                None => {
-                    let default = topic_configs::find(topic).map_or("", |def| def.default);
-                    (default.to_string(), SOURCE_DEFAULT)
-                }
-            },
-        };
-        let entry = ConfigEntry { name: name.to_string(), value, source, read_only: false };
-        entries.insert(name.to_string(), entry);
-    }
-    entries.into_values().collect()
-}
-
-/// The broker settings Fjord uses, under Kafka's names where one exists.
-fn broker_configs(broker: &Broker) -> Vec<(String, String)> {
-    let c = &broker.config;
-    let opt = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
-    vec![
-        ("broker.id".to_string(), c.broker_id.to_string()),
-        ("listeners".to_string(), format!("PLAINTEXT://{}", c.listen)),
-        (
-            "advertised.listeners".to_string(),
-            format!("PLAINTEXT://{}:{}", c.advertised_host, c.advertised_port),
-        ),
-        ("log.dirs".to_string(), c.data_dir.display().to_string()),
-        ("auto.create.topics.enable".to_string(), c.auto_create_topics.to_string()),
-        ("num.partitions".to_string(), c.num_partitions.to_string()),
-        ("socket.request.max.bytes".to_string(), c.request_bytes_max.to_string()),
-        ("max.connections".to_string(), c.connections_max.to_string()),
-        ("log.segment.bytes".to_string(), c.segment_bytes.to_string()),
-        ("log.roll.ms".to_string(), c.segment_ms.to_string()),
-        ("log.retention.ms".to_string(), opt(c.retention_ms)),
-        ("log.retention.bytes".to_string(), opt(c.retention_bytes)),
-        ("log.retention.check.interval.ms".to_string(), c.retention_check_interval_ms.to_string()),
-        ("log.flush.interval.ms".to_string(), opt(c.flush_interval_ms)),
-        ("message.max.bytes".to_string(), c.message_max_bytes.to_string()),
-        ("min.insync.replicas".to_string(), c.min_insync_replicas.to_string()),
-    ]
 }
 
 #[cfg(test)]

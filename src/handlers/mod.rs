@@ -8,6 +8,7 @@ mod brokers;
 mod configs;
 mod delete_records;
 mod describe_cluster;
+mod describe_configs;
 mod describe_log_dirs;
 mod describe_producers;
 mod describe_topic_partitions;
@@ -79,7 +80,7 @@ pub(crate) async fn dispatch(
         ApiKey::ListOffsets => list_offsets::handle(broker, &request).await,
         ApiKey::CreateTopics => admin::create_topics(broker, &request).await,
         ApiKey::DeleteTopics => admin::delete_topics(broker, &request).await,
-        ApiKey::DescribeConfigs => admin::describe_configs(broker, &request).await,
+        ApiKey::DescribeConfigs => describe_configs::describe_configs(broker, &request).await,
         ApiKey::AlterConfigs => configs::alter_configs(broker, &request).await,
         ApiKey::IncrementalAlterConfigs => {
             configs::incremental_alter_configs(broker, &request).await
