@@ -20,12 +20,15 @@ use kafka_protocol::messages::*;
 use super::cases::{create, produce_when_ready, s, three_records, topic_name, versions};
 use std::time::{Duration, Instant};
 
+use kafka_protocol::protocol::StrBytes;
+
 use super::session::{Answer, Session};
 
 /// The topic these cases change: created with one partition and three records.
 const ALTERED: &str = "diff-altered";
 const MISSING: &str = "diff-no-such-topic";
 const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
 const SET: i8 = 0;
 const DELETE: i8 = 1;
 const APPEND: i8 = 2;
@@ -41,11 +44,20 @@ pub(super) fn run_all(session: &mut Session) {
     delete_records(session);
     elect_leaders(session);
     reassignments(session);
+    broker_configs(session);
 }
 
 fn incremental(name: &str, configs: &[(&str, i8, Option<&str>)]) -> AlterConfigsResource {
+    incremental_of(RESOURCE_TOPIC, name, configs)
+}
+
+fn incremental_of(
+    resource_type: i8,
+    name: &str,
+    configs: &[(&str, i8, Option<&str>)],
+) -> AlterConfigsResource {
     let mut resource = AlterConfigsResource::default();
-    resource.resource_type = RESOURCE_TOPIC;
+    resource.resource_type = resource_type;
     resource.resource_name = s(name);
     resource.configs = configs
         .iter()
@@ -74,6 +86,17 @@ fn describe_changed(session: &mut Session, label: String) {
     resource.configuration_keys = Some(CHANGED_KEYS.iter().map(|k| s(k)).collect());
     let mut request = DescribeConfigsRequest::default();
     request.resources = vec![resource];
+    describe_settled(session, label, request, |_| {});
+}
+
+/// DescribeConfigs (the newest version) of `request`, once two answers in a row agree,
+/// observed after `normalise`.
+fn describe_settled(
+    session: &mut Session,
+    label: String,
+    request: DescribeConfigsRequest,
+    normalise: impl FnOnce(&mut DescribeConfigsResponse),
+) {
     let v = *versions(ApiKey::DescribeConfigs).end();
     let ask = |session: &mut Session| -> DescribeConfigsResponse {
         let mut response: DescribeConfigsResponse =
@@ -93,7 +116,7 @@ fn describe_changed(session: &mut Session, label: String) {
         }
         answer = next;
     }
-    session.observe(label, Answer::Response(answer), |_| {});
+    session.observe(label, Answer::Response(answer), normalise);
 }
 
 fn incremental_alter_configs(session: &mut Session) {
@@ -445,5 +468,140 @@ fn reassignments(session: &mut Session) {
             &request,
             |_: &mut ListPartitionReassignmentsResponse| {},
         );
+    }
+}
+
+/// Broker configs Fjord changes while running, set on the broker itself (named by its id)
+/// and cluster-wide (the resource named ""), validated only and for real, read back with
+/// their synonyms, then removed; and the refusals: a config that cannot change while the
+/// broker runs, bad values, APPEND to a number, a broker named by something not a number.
+fn broker_configs(session: &mut Session) {
+    let me = own_broker_id(session).to_string();
+    let own = |resource_name: &mut StrBytes| {
+        if resource_name.as_str() == me {
+            *resource_name = s("<this broker>");
+        }
+    };
+    for v in versions(ApiKey::IncrementalAlterConfigs) {
+        let cases: Vec<(&str, &str, Vec<(&str, i8, Option<&str>)>, bool)> = vec![
+            ("cluster-wide, validate only", "", vec![("log.retention.ms", SET, Some("1"))], true),
+            ("cluster-wide, static", "", vec![("num.partitions", SET, Some("3"))], false),
+            ("cluster-wide, not a number", "", vec![("log.retention.ms", SET, Some("x"))], false),
+            (
+                "cluster-wide, below minimum",
+                "",
+                vec![("min.insync.replicas", SET, Some("0"))],
+                false,
+            ),
+            (
+                "own, append to a number",
+                me.as_str(),
+                vec![("log.retention.ms", APPEND, Some("5"))],
+                false,
+            ),
+            ("not a broker id", "abc", vec![("log.retention.ms", SET, Some("1"))], false),
+            ("own, set", me.as_str(), vec![("message.max.bytes", SET, Some("2000000"))], false),
+            ("cluster-wide, set", "", vec![("log.retention.ms", SET, Some("7200000"))], false),
+        ];
+        for (label, name, configs, validate_only) in cases {
+            let mut request = IncrementalAlterConfigsRequest::default();
+            request.resources = vec![incremental_of(RESOURCE_BROKER, name, &configs)];
+            request.validate_only = validate_only;
+            session.exchange(
+                format!("incremental_alter_configs v{v} broker {label}"),
+                ApiKey::IncrementalAlterConfigs,
+                v,
+                &request,
+                |r: &mut IncrementalAlterConfigsResponse| {
+                    r.responses.iter_mut().for_each(|r| own(&mut r.resource_name))
+                },
+            );
+        }
+        for (label, name) in [("own", me.as_str()), ("cluster-wide", "")] {
+            let mut resource = DescribeConfigsResource::default();
+            resource.resource_type = RESOURCE_BROKER;
+            resource.resource_name = s(name);
+            resource.configuration_keys = Some(vec![s("message.max.bytes"), s("log.retention.ms")]);
+            let mut request = DescribeConfigsRequest::default();
+            request.resources = vec![resource];
+            request.include_synonyms = true;
+            describe_settled(
+                session,
+                format!("describe after incremental_alter_configs v{v} broker, {label}"),
+                request,
+                |r| r.results.iter_mut().for_each(|r| own(&mut r.resource_name)),
+            );
+        }
+        for name in [me.as_str(), ""] {
+            let deleted = [("message.max.bytes", DELETE, None), ("log.retention.ms", DELETE, None)];
+            let mut request = IncrementalAlterConfigsRequest::default();
+            request.resources = vec![incremental_of(RESOURCE_BROKER, name, &deleted)];
+            let _: IncrementalAlterConfigsResponse = session
+                .call(ApiKey::IncrementalAlterConfigs, v, &request)
+                .response("delete the broker configs the cases set");
+        }
+    }
+    legacy_broker_configs(session, &me);
+}
+
+/// AlterConfigs on this broker: it replaces the broker's dynamic configs, a static one is
+/// refused, and an empty set removes them all.
+fn legacy_broker_configs(session: &mut Session, me: &str) {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let resource = |configs: &[(&str, &str)]| {
+        let mut resource = AlterConfigsResource::default();
+        resource.resource_type = RESOURCE_BROKER;
+        resource.resource_name = s(me);
+        resource.configs = configs
+            .iter()
+            .map(|(key, value)| {
+                let mut config = AlterableConfig::default();
+                config.name = s(key);
+                config.value = Some(s(value));
+                config
+            })
+            .collect();
+        resource
+    };
+    let own = |resource_name: &mut StrBytes| {
+        if resource_name.as_str() == me {
+            *resource_name = s("<this broker>");
+        }
+    };
+    for v in versions(ApiKey::AlterConfigs) {
+        for (label, configs) in [
+            ("static", vec![("num.partitions", "2")]),
+            ("replace", vec![("log.segment.bytes", "2097152"), ("message.max.bytes", "2000000")]),
+            ("replace again", vec![("log.segment.bytes", "4194304")]),
+        ] {
+            let mut request = AlterConfigsRequest::default();
+            request.resources = vec![resource(&configs)];
+            session.exchange(
+                format!("alter_configs v{v} broker {label}"),
+                ApiKey::AlterConfigs,
+                v,
+                &request,
+                |r: &mut AlterConfigsResponse| {
+                    r.responses.iter_mut().for_each(|r| own(&mut r.resource_name))
+                },
+            );
+        }
+        let mut described = DescribeConfigsResource::default();
+        described.resource_type = RESOURCE_BROKER;
+        described.resource_name = s(me);
+        described.configuration_keys = Some(vec![s("message.max.bytes"), s("log.segment.bytes")]);
+        let mut request = DescribeConfigsRequest::default();
+        request.resources = vec![described];
+        describe_settled(
+            session,
+            format!("describe after alter_configs v{v} broker"),
+            request,
+            |r| r.results.iter_mut().for_each(|r| own(&mut r.resource_name)),
+        );
+        let mut request = AlterConfigsRequest::default();
+        request.resources = vec![resource(&[])];
+        let _: AlterConfigsResponse = session
+            .call(ApiKey::AlterConfigs, v, &request)
+            .response("remove the broker configs the cases set");
     }
 }
