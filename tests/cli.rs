@@ -300,7 +300,7 @@ fn cli_errors_are_one_lowercase_line_with_documented_exit_codes() {
     // A refused request: exit 1, naming the Kafka error.
     let missing = fjord(&["consume", "-t", "no-such-topic", "-b", &broker.bootstrap(), "-e"]);
     assert_eq!(missing.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("unknowntopicorpartition"));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("UNKNOWN_TOPIC_OR_PARTITION"));
 }
 
 /// Partitions of the topic `fjord topic alter` grows, before and after.
@@ -328,7 +328,7 @@ fn described_offsets(bootstrap: &str, topic: &str) -> Vec<(i32, i64, i64)> {
 /// Issue 18: `fjord config describe|alter --topic T | --broker ID` read and change configs
 /// as `kafka-configs` does; refusals name the error and the config.
 #[test]
-fn config_describe_and_alter_show_and_change_a_topics_configs() {
+fn config_describe_and_alter_show_and_change_topic_and_broker_configs() {
     let broker = TestBroker::start("cli-config");
     let bootstrap = broker.bootstrap();
     let ok = |args: &[&str]| {
@@ -374,13 +374,45 @@ fn config_describe_and_alter_show_and_change_a_topics_configs() {
     assert_eq!(compact.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&compact.stderr);
     assert!(
-        stderr.contains("invalidconfig") && stderr.contains("cleanup.policy=compact"),
+        stderr.contains("INVALID_CONFIG") && stderr.contains("cleanup.policy=compact"),
         "{stderr}"
     );
     // A test broker runs with the default broker id, 0.
     let brokers = ok(&["config", "describe", "--broker", "0", "-b", &bootstrap]);
     assert!(brokers.contains("  broker.id=0 (static broker, read-only)"), "{brokers}");
+    assert!(brokers.contains("  log.retention.ms=604800000 (default)"), "{brokers}");
     assert_eq!(fjord(&["config", "describe", "-b", &bootstrap]).status.code(), Some(2));
+
+    // Broker defaults: cluster-wide, then this broker's own value over it; each reaches the
+    // topic that has no value of its own.
+    let defaults = ["config", "alter", "--broker-defaults", "-b", &bootstrap];
+    let out = ok(&[&defaults[..], &["--set", "log.retention.ms=120000"]].concat());
+    assert!(out.contains("changed the configs of the cluster-wide broker defaults"), "{out}");
+    let listed = ok(&["config", "describe", "--broker-defaults", "-b", &bootstrap]);
+    assert!(listed.contains("  log.retention.ms=120000 (dynamic cluster default)"), "{listed}");
+    let own = ["config", "alter", "--broker", "0", "-b", &bootstrap];
+    let out = ok(&[&own[..], &["--set", "log.retention.ms=180000"]].concat());
+    assert!(out.contains("changed the configs of broker 0"), "{out}");
+    let brokers = ok(&["config", "describe", "--broker", "0", "-b", &bootstrap]);
+    assert!(brokers.contains("  log.retention.ms=180000 (dynamic broker)"), "{brokers}");
+    ok(&["config", "alter", "--topic", "configured", "-b", &bootstrap, "--delete", "retention.ms"]);
+    let topic = ok(&["config", "describe", "--topic", "configured", "-b", &bootstrap]);
+    assert!(topic.contains("  retention.ms=180000 (dynamic broker)"), "{topic}");
+    ok(&[&own[..], &["--delete", "log.retention.ms"]].concat());
+    let topic = ok(&["config", "describe", "--topic", "configured", "-b", &bootstrap]);
+    assert!(topic.contains("  retention.ms=120000 (dynamic cluster default)"), "{topic}");
+    // What cannot change while a broker runs is refused, in Kafka's words.
+    let fixed = fjord(&[&defaults[..], &["--set", "num.partitions=3"]].concat());
+    assert_eq!(fixed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&fixed.stderr);
+    assert!(
+        stderr.contains("INVALID_REQUEST")
+            && stderr.contains("Cannot update these configs dynamically: [num.partitions]"),
+        "{stderr}"
+    );
+    let unknown = fjord(&["config", "describe", "--broker", "7", "-b", &bootstrap]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("broker 7 is not in the cluster"));
 }
 
 #[test]
@@ -404,10 +436,10 @@ fn topic_alter_and_delete_records_change_a_running_topic() {
     // (a usage error, exit 2).
     let fewer = fjord(&["topic", "alter", "altered", "-b", &bootstrap, "-p", "2"]);
     assert_eq!(fewer.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&fewer.stderr).contains("invalidpartitions"));
+    assert!(String::from_utf8_lossy(&fewer.stderr).contains("INVALID_PARTITIONS"));
     let bad = fjord(&["topic", "alter", "altered", "-b", &bootstrap, "-c", "retention.ms=soon"]);
     assert_eq!(bad.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalidconfig"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("INVALID_CONFIG"));
     assert_eq!(fjord(&["topic", "alter", "altered", "-b", &bootstrap]).status.code(), Some(2));
 
     let lines: String = (0..RECORDS_BEFORE_DELETE).map(|i| format!("m{i}\n")).collect();
@@ -450,7 +482,7 @@ fn topic_alter_and_delete_records_change_a_running_topic() {
         "99",
     ]);
     assert_eq!(past.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&past.stderr).contains("offsetoutofrange"));
+    assert!(String::from_utf8_lossy(&past.stderr).contains("OFFSET_OUT_OF_RANGE"));
 }
 
 #[test]

@@ -2559,7 +2559,7 @@ fn fjord_topic_reassign_moves_a_partition_and_cancel_needs_one_in_progress() {
     let cancel =
         fjord(&["topic", "reassign", topic, "-b", &cluster.bootstrap, "-p", "0", "--cancel"]);
     assert_eq!(cancel.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&cancel.stderr).contains("noreassignmentinprogress"));
+    assert!(String::from_utf8_lossy(&cancel.stderr).contains("NO_REASSIGNMENT_IN_PROGRESS"));
 }
 
 /// Back-to-back commits a test times: enough that one missed wake-up per commit adds up to

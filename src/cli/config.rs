@@ -1,6 +1,8 @@
-//! `fjord config describe|alter --topic T | --broker ID`: a topic's or a broker's configs
-//! over the Kafka protocol (DescribeConfigs and IncrementalAlterConfigs), as Kafka's
-//! `kafka-configs --describe|--alter` reads and changes them.
+//! `fjord config describe|alter --topic T | --broker ID | --broker-defaults`: a topic's
+//! configs, a broker's, or the cluster-wide broker defaults, over the Kafka protocol
+//! (DescribeConfigs and IncrementalAlterConfigs), as Kafka's `kafka-configs
+//! --describe|--alter` reads and changes them. A broker's configs are asked of that broker,
+//! as Kafka's AdminClient asks them.
 
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
@@ -24,7 +26,7 @@ pub(super) struct ConfigArgs {
     command: ConfigCommand,
 }
 
-/// Whose configs: a topic's or a broker's.
+/// Whose configs: a topic's, a broker's, or the cluster-wide broker defaults.
 #[derive(Debug, clap::Args)]
 #[group(required = true, multiple = false)]
 struct Resource {
@@ -34,16 +36,61 @@ struct Resource {
     /// A broker's configs, by broker id.
     #[arg(long)]
     broker: Option<i32>,
+    /// The broker configs every broker takes unless it has its own value.
+    #[arg(long)]
+    broker_defaults: bool,
+}
+
+/// A resource as the protocol names it.
+struct Named {
+    kind: i8,
+    name: String,
+    /// How messages name it.
+    what: String,
+    /// The broker to ask (-1: any).
+    node: i32,
 }
 
 impl Resource {
-    fn kind_and_name(&self) -> (i8, String, String) {
+    fn named(&self) -> Named {
         match (&self.topic, self.broker) {
-            (Some(topic), _) => (RESOURCE_TOPIC, topic.clone(), format!("topic {topic}")),
-            (None, Some(id)) => (RESOURCE_BROKER, id.to_string(), format!("broker {id}")),
-            (None, None) => unreachable!("clap requires --topic or --broker"),
+            (Some(topic), _) => Named {
+                kind: RESOURCE_TOPIC,
+                name: topic.clone(),
+                what: format!("topic {topic}"),
+                node: -1,
+            },
+            (None, Some(id)) => Named {
+                kind: RESOURCE_BROKER,
+                name: id.to_string(),
+                what: format!("broker {id}"),
+                node: id,
+            },
+            (None, None) => Named {
+                kind: RESOURCE_BROKER,
+                name: String::new(),
+                what: "the cluster-wide broker defaults".to_string(),
+                node: -1,
+            },
         }
     }
+}
+
+/// A client that can reach `resource`'s broker: one that knows every broker's address
+/// (from Metadata) when a broker is named.
+fn client_for(bootstrap: &str, resource: &Named) -> Result<Client, CliError> {
+    let mut client = Client::connect(bootstrap)?;
+    if resource.node >= 0 {
+        client.metadata(Some(&[]), false)?;
+        if !client.broker_addresses().contains_key(&resource.node) {
+            return Err(CliError::failure(format!(
+                "broker {} is not in the cluster's metadata",
+                resource.node
+            ))
+            .with_hint("fjord cluster status lists the brokers"));
+        }
+    }
+    Ok(client)
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -78,10 +125,10 @@ pub(super) fn run(args: ConfigArgs) -> Result<(), CliError> {
                 return Err(CliError::usage("nothing to alter")
                     .with_hint("give --set NAME=VALUE or --delete NAME"));
             }
-            let (kind, name, what) = resource.kind_and_name();
-            let mut client = Client::connect(&bootstrap)?;
-            alter(&mut client, kind, &name, &what, &sets, &deletes)?;
-            println!("changed the configs of {what}");
+            let resource = resource.named();
+            let mut client = client_for(&bootstrap, &resource)?;
+            alter(&mut client, &resource, &sets, &deletes)?;
+            println!("changed the configs of {}", resource.what);
             Ok(())
         }
     }
@@ -100,15 +147,16 @@ fn source_name(source: i8) -> &'static str {
 }
 
 fn describe(resource: &Resource, bootstrap: &str) -> Result<(), CliError> {
-    let (kind, name, what) = resource.kind_and_name();
+    let resource = resource.named();
+    let what = &resource.what;
     let mut wanted = DescribeConfigsResource::default();
-    wanted.resource_type = kind;
-    wanted.resource_name = name.into();
+    wanted.resource_type = resource.kind;
+    wanted.resource_name = resource.name.clone().into();
     wanted.configuration_keys = None;
     let mut request = DescribeConfigsRequest::default();
     request.resources = vec![wanted];
-    let mut client = Client::connect(bootstrap)?;
-    let response = client.send(-1, &request)?;
+    let mut client = client_for(bootstrap, &resource)?;
+    let response = client.send(resource.node, &request)?;
     let result = response
         .results
         .first()
@@ -132,17 +180,31 @@ fn describe(resource: &Resource, bootstrap: &str) -> Result<(), CliError> {
 
 /// IncrementalAlterConfigs of one resource: SET for each `NAME=VALUE` of `sets`, DELETE
 /// for each name of `deletes`.
-pub(super) fn alter(
+pub(super) fn alter_topic(
     client: &mut Client,
-    kind: i8,
-    name: &str,
-    what: &str,
+    topic: &str,
     sets: &[String],
     deletes: &[String],
 ) -> Result<(), CliError> {
+    let resource = Named {
+        kind: RESOURCE_TOPIC,
+        name: topic.to_string(),
+        what: format!("topic {topic}"),
+        node: -1,
+    };
+    alter(client, &resource, sets, deletes)
+}
+
+fn alter(
+    client: &mut Client,
+    named: &Named,
+    sets: &[String],
+    deletes: &[String],
+) -> Result<(), CliError> {
+    let what = &named.what;
     let mut resource = AlterConfigsResource::default();
-    resource.resource_type = kind;
-    resource.resource_name = name.to_string().into();
+    resource.resource_type = named.kind;
+    resource.resource_name = named.name.clone().into();
     for pair in sets {
         let (key, value) = pair.split_once('=').ok_or_else(|| {
             CliError::usage(format!("{pair:?} is not NAME=VALUE"))
@@ -163,7 +225,7 @@ pub(super) fn alter(
     }
     let mut request = IncrementalAlterConfigsRequest::default();
     request.resources = vec![resource];
-    let response = client.send(-1, &request)?;
+    let response = client.send(named.node, &request)?;
     let result = response
         .responses
         .first()

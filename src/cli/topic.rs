@@ -211,8 +211,7 @@ fn alter(
     for pair in configs {
         config_pair(pair)?;
     }
-    let what = format!("topic {name}");
-    super::config::alter(&mut client, 2, name, &what, configs, delete_configs)?;
+    super::config::alter_topic(&mut client, name, configs, delete_configs)?;
     println!("changed the configs of topic {name}");
     Ok(())
 }
