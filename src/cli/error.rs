@@ -30,8 +30,10 @@ impl CliError {
 
 /// A Kafka error code by Kafka's name for it, e.g. `UNKNOWN_TOPIC_OR_PARTITION`.
 pub(super) fn error_name(code: i16) -> String {
-    kafka_protocol::ResponseError::try_from_code(code)
-        .map_or(format!("error {code}"), |e| kafka_name(&format!("{e:?}")))
+    match kafka_protocol::ResponseError::try_from_code(code) {
+        Some(kafka_protocol::ResponseError::Unknown(_)) | None => format!("error {code}"),
+        Some(known) => kafka_name(&format!("{known:?}")),
+    }
 }
 
 /// Kafka's name of an error (`INVALID_REQUEST`) from its Rust variant (`InvalidRequest`).

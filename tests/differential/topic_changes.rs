@@ -483,7 +483,9 @@ fn broker_configs(session: &mut Session) {
         }
     };
     for v in versions(ApiKey::IncrementalAlterConfigs) {
-        let cases: Vec<(&str, &str, Vec<(&str, i8, Option<&str>)>, bool)> = vec![
+        // (label, resource name, configs, validate only)
+        type Case<'a> = (&'a str, &'a str, Vec<(&'a str, i8, Option<&'a str>)>, bool);
+        let cases: Vec<Case> = vec![
             ("cluster-wide, validate only", "", vec![("log.retention.ms", SET, Some("1"))], true),
             ("cluster-wide, static", "", vec![("num.partitions", SET, Some("3"))], false),
             ("cluster-wide, not a number", "", vec![("log.retention.ms", SET, Some("x"))], false),
