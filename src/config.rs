@@ -523,6 +523,7 @@ impl BrokerConfig {
             // `log.message.timestamp.after.max.ms` one hour, KIP-1030).
             timestamp_before_max_ms: None,
             timestamp_after_max_ms: Some(TIMESTAMP_AFTER_MAX_MS_DEFAULT),
+            log_append_time: false,
         }
     }
 }

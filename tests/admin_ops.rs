@@ -419,6 +419,8 @@ const INCREMENTAL_ALTER_CONFIGS: i16 = 44;
 const RESOURCE_TOPIC: i8 = 2;
 const OP_SET: i8 = 0;
 const ERROR_NONE: i16 = 0;
+/// Kafka's INVALID_TIMESTAMP.
+const ERROR_INVALID_TIMESTAMP: i16 = 32;
 const ERROR_INVALID_REQUEST: i16 = 42;
 
 /// Sends one IncrementalAlterConfigs v0 that SETs, per (topic, name, value), one config of a
@@ -1094,4 +1096,97 @@ fn kafka_configs_sets_broker_defaults_per_broker_and_cluster_wide_live_and_durab
         .map(|m| value_index(m.value.as_deref().expect("generated messages have a value")))
         .collect();
     assert_eq!(stored, vec![2, 3], "only the acknowledged messages are stored");
+}
+
+/// The producer's timestamp of the records the LogAppendTime test writes: long ago.
+const PRODUCER_TIMESTAMP_MS: i64 = 1_500_000_000_000;
+
+/// Produces one record with `PRODUCER_TIMESTAMP_MS` (Produce v9, acks=1) through Fjord's
+/// codecs; returns the partition's error code and `log_append_time_ms`.
+fn produce_stamped(conn: &mut Conn, correlation_id: i32, topic: &str, value: &[u8]) -> (i16, i64) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+    let records = wire::record_batch(&[(None, value)], PRODUCER_TIMESTAMP_MS, wire::NO_PRODUCER);
+    let mut partition = PartitionProduceData::default();
+    partition.index = 0;
+    partition.records = Some(bytes::Bytes::from(records));
+    let mut data = TopicProduceData::default();
+    data.name = TopicName(topic.to_string().into());
+    data.partition_data = vec![partition];
+    let mut request = ProduceRequest::default();
+    request.acks = 1;
+    request.timeout_ms = 10_000;
+    request.topic_data = vec![data];
+    let response: ProduceResponse =
+        wire::codec_call(conn, ApiKey::Produce, 9, correlation_id, &request);
+    let answer = &response.responses[0].partition_responses[0];
+    (answer.error_code, answer.log_append_time_ms)
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    i64::try_from(since.expect("a clock after 1970").as_millis()).expect("ms fit in i64")
+}
+
+/// `message.timestamp.type=LogAppendTime`, set while the topic serves: the records produced
+/// after it carry the broker's clock (the answer says which time) and are read as
+/// LogAppendTime by Kafka's console consumer; those before keep the producer's CreateTime;
+/// and the producer's timestamp window no longer applies, as in Kafka.
+#[test]
+fn log_append_time_set_live_stamps_the_next_records_with_the_brokers_clock() {
+    let broker = TestBroker::start("admin-append-time");
+    let b = broker.bootstrap();
+    let topic = "stamped";
+    create_topic(&broker, topic, 1, &[]);
+    let mut conn = Conn::connect(broker.addr());
+    // Kafka 4.4 refuses a CreateTime record this old (message.timestamp.before.max.ms is
+    // unbounded, but set here to show LogAppendTime ignores it).
+    let window = ["--add-config", "message.timestamp.before.max.ms=86400000"];
+    kafka_tool_ok(&kafka_configs_alter(&b, topic, &window), None);
+    assert_eq!(produce_stamped(&mut conn, 1, topic, b"refused"), (ERROR_INVALID_TIMESTAMP, -1));
+    let delete = ["--delete-config", "message.timestamp.before.max.ms"];
+    kafka_tool_ok(&kafka_configs_alter(&b, topic, &delete), None);
+    assert_eq!(produce_stamped(&mut conn, 2, topic, b"created"), (ERROR_NONE, -1));
+
+    let set = [
+        "--add-config",
+        "message.timestamp.type=LogAppendTime,message.timestamp.before.max.ms=86400000",
+    ];
+    kafka_tool_ok(&kafka_configs_alter(&b, topic, &set), None);
+    let before = now_ms();
+    let (error, stamped) = produce_stamped(&mut conn, 3, topic, b"appended");
+    let after = now_ms();
+    assert_eq!(error, ERROR_NONE, "an old record on a LogAppendTime topic is taken");
+    assert!(
+        (before..=after).contains(&stamped),
+        "log_append_time_ms {stamped} in {before}..={after}"
+    );
+
+    let out = kafka_tool_ok(
+        &[
+            "kafka-console-consumer",
+            "--bootstrap-server",
+            &b,
+            "--topic",
+            topic,
+            "--from-beginning",
+            "--max-messages",
+            "2",
+            "--timeout-ms",
+            "30000",
+            "--formatter-property",
+            "print.timestamp=true",
+        ],
+        None,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            format!("CreateTime:{PRODUCER_TIMESTAMP_MS}\tcreated").as_str(),
+            format!("LogAppendTime:{stamped}\tappended").as_str(),
+        ],
+        "kafka-console-consumer --formatter-property print.timestamp=true"
+    );
+    Described::of(&broker, topic).assert("message.timestamp.type", "LogAppendTime", DYNAMIC);
 }

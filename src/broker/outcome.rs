@@ -17,11 +17,18 @@ pub struct PartitionOutcome {
     pub error: Option<(ResponseError, String)>,
     pub base_offset: i64,
     pub log_start_offset: i64,
+    /// The time the batches were stamped with on a LogAppendTime topic, else -1.
+    pub log_append_time: i64,
 }
 
 impl PartitionOutcome {
     pub(crate) fn refused(code: ResponseError, message: String) -> PartitionOutcome {
-        PartitionOutcome { error: Some((code, message)), base_offset: -1, log_start_offset: -1 }
+        PartitionOutcome {
+            error: Some((code, message)),
+            base_offset: -1,
+            log_start_offset: -1,
+            log_append_time: -1,
+        }
     }
 }
 

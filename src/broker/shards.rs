@@ -264,14 +264,10 @@ impl Shards {
         count: usize,
     ) -> Vec<PartitionOutcome> {
         answers(answer, count).await.unwrap_or_else(|| {
-            let failed = PartitionOutcome {
-                error: Some((
-                    ResponseError::UnknownServerError,
-                    "the shard owning the partition is gone".to_string(),
-                )),
-                base_offset: -1,
-                log_start_offset: -1,
-            };
+            let failed = PartitionOutcome::refused(
+                ResponseError::UnknownServerError,
+                "the shard owning the partition is gone".to_string(),
+            );
             vec![failed; count]
         })
     }

@@ -171,6 +171,9 @@ impl TopicConfig {
         if let Some(v) = self.get_i64("message.timestamp.after.max.ms") {
             config.timestamp_after_max_ms = window(v);
         }
+        if let Some(v) = self.overrides.get("message.timestamp.type") {
+            config.log_append_time = v.trim() == "LogAppendTime";
+        }
         // An index entry per segment at most is still a valid (if useless) index.
         config.index_interval_bytes = config.index_interval_bytes.min(config.segment_bytes);
         config

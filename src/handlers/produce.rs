@@ -147,6 +147,7 @@ pub(crate) async fn produce_partition(
         error: None,
         base_offset: appended.base_offset,
         log_start_offset: partition.log_start_offset(),
+        log_append_time: appended.log_append_time,
     }
 }
 
@@ -498,7 +499,7 @@ fn partition_response(
     let mut entry = PartitionProduceResponse::default();
     entry.index = index;
     entry.base_offset = outcome.base_offset;
-    entry.log_append_time_ms = -1;
+    entry.log_append_time_ms = outcome.log_append_time;
     entry.log_start_offset = -1;
     match outcome.error {
         Some((code, message)) => {

@@ -62,12 +62,20 @@ impl From<StorageError> for AppendError {
 pub struct Appended {
     pub base_offset: i64,
     pub last_offset: i64,
+    /// The time the log stamped the batches with (LogAppendTime), else -1; -1 for a
+    /// duplicate too (its original stamp is not kept).
+    pub log_append_time: i64,
     pub duplicate: bool,
 }
 
 impl Appended {
     fn written(info: &fjord_storage::AppendInfo) -> Appended {
-        Appended { base_offset: info.base_offset, last_offset: info.last_offset, duplicate: false }
+        Appended {
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            log_append_time: info.log_append_time,
+            duplicate: false,
+        }
     }
 }
 
@@ -429,6 +437,7 @@ impl Partition {
             SequenceCheck::Duplicate { base_offset } => Some(Ok(Appended {
                 base_offset,
                 last_offset: base_offset + i64::from(sequenced.count) - 1,
+                log_append_time: -1,
                 duplicate: true,
             })),
             SequenceCheck::StaleEpoch { current } => Some(Err(AppendError::StaleEpoch { current })),

@@ -119,10 +119,11 @@ async fn produce_parts(
         .collect();
     let mut outcomes = Vec::with_capacity(tasks.len());
     for task in tasks {
-        outcomes.push(task.await.unwrap_or_else(|e| PartitionOutcome {
-            error: Some((ResponseError::UnknownServerError, format!("produce task failed: {e}"))),
-            base_offset: -1,
-            log_start_offset: -1,
+        outcomes.push(task.await.unwrap_or_else(|e| {
+            PartitionOutcome::refused(
+                ResponseError::UnknownServerError,
+                format!("produce task failed: {e}"),
+            )
         }));
     }
     outcomes

@@ -121,6 +121,9 @@ pub struct BatchInfo {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
+    /// The leader stamps this batch as LogAppendTime, `max_timestamp` being the append time
+    /// (`message.timestamp.type=LogAppendTime`; set when offsets are assigned).
+    pub stamp_append_time: bool,
 }
 
 impl BatchInfo {
@@ -213,6 +216,7 @@ pub fn validate_structure(
         producer_id: header.producer_id.get(),
         producer_epoch: header.producer_epoch.get(),
         base_sequence: header.base_sequence.get(),
+        stamp_append_time: false,
     })
 }
 
@@ -234,6 +238,24 @@ pub fn verify_contents(batch: &[u8]) -> Result<(), BatchError> {
         }
     }
     Ok(())
+}
+
+/// Attribute bit 3: the batch's timestamps are LogAppendTime.
+const LOG_APPEND_TIME_BIT: i16 = 0x08;
+
+/// Marks a batch LogAppendTime with `append_time` its max timestamp, as Kafka's leader does
+/// (`setMaxTimestamp(LOG_APPEND_TIME, now)`: the records keep their own timestamps, which
+/// readers ignore for such a batch), and sets its CRC anew. `header` is the batch's whole
+/// header (a copy, or the batch itself), `body` the bytes after it. The caller has checked
+/// the old CRC: this one covers whatever the body holds.
+pub fn stamp_append_time(header: &mut [u8], body: &[u8], append_time: i64) {
+    let (fields, _rest) = BatchHeader::mut_from_prefix(header)
+        .expect("stamp_append_time: shorter than a batch header");
+    fields.attributes.set(fields.attributes.get() | LOG_APPEND_TIME_BIT);
+    fields.max_timestamp.set(append_time);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[CRC_START..BATCH_HEADER_BYTES]), body);
+    let (fields, _rest) = BatchHeader::mut_from_prefix(header).expect("checked above");
+    fields.crc.set(crc);
 }
 
 /// Like [`stamp`], on a copy of just the first 16 header bytes.

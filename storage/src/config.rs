@@ -68,6 +68,9 @@ pub struct LogConfig {
     /// (`message.timestamp.after.max.ms`); `None`: any. Checked on the batch header's
     /// largest timestamp, for producers' batches only.
     pub timestamp_after_max_ms: Option<u64>,
+    /// Producers' batches get the broker's clock as their timestamp when appended
+    /// (`message.timestamp.type=LogAppendTime`); else they keep the producer's (CreateTime).
+    pub log_append_time: bool,
 }
 
 impl Default for LogConfig {
@@ -84,6 +87,7 @@ impl Default for LogConfig {
             preallocate: false,
             timestamp_before_max_ms: None,
             timestamp_after_max_ms: None,
+            log_append_time: false,
         }
     }
 }

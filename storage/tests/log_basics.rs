@@ -697,3 +697,86 @@ fn by_default_the_active_segment_reserves_nothing_ahead() {
         );
     });
 }
+
+/// Batches of `count` batches of two records, `value_bytes` each, timestamped far in the past.
+fn old_batches(count: u64, value_bytes: usize, seed: u64) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for i in 0..count {
+        bytes.extend_from_slice(&batch(2, value_bytes, 1_000, seed * 1_000 + i));
+    }
+    bytes
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    i64::try_from(since.expect("a clock after 1970").as_millis()).expect("ms fit in i64")
+}
+
+/// `message.timestamp.type=LogAppendTime`: every way a producer's batches are appended
+/// (owned, shared, large with the overlapped check, a group) marks them LogAppendTime with
+/// the append time as their max timestamp and a CRC that checks; the append reports that
+/// time; a damaged batch is still refused (its CRC is checked before it is restamped); the
+/// time index finds the records by the append time; a replica copies the stamped batches
+/// unchanged.
+#[test]
+fn log_append_time_stamps_every_producer_append_with_the_broker_clock() {
+    let dir = TempDir::new("append-time");
+    let replica_dir = TempDir::new("append-time-replica");
+    block_on(async {
+        let config = LogConfig { segment_bytes: 64 << 20, log_append_time: true, ..small_config() };
+        let mut log = PartitionLog::open(dir.path(), config.clone()).await.unwrap();
+        let before = now_ms();
+        let mut stamps = Vec::new();
+        stamps.push(log.append(buf(&old_batches(3, 100, 1)), 5).await.unwrap().log_append_time);
+        let shared = bytes::Bytes::from(old_batches(3, 100, 2));
+        stamps.push(log.append_shared(shared, 5).await.unwrap().log_append_time);
+        // Large enough for the overlapped check, which a restamped append does not use.
+        let large = old_batches(200, 1_000, 3);
+        assert!(large.len() as u64 >= fjord_storage::OVERLAPPED_CHECK_BYTES_MIN);
+        stamps.push(log.append(buf(&large), 5).await.unwrap().log_append_time);
+        let sets = vec![
+            bytes::Bytes::from(old_batches(2, 50, 4)),
+            bytes::Bytes::from(old_batches(1, 50, 5)),
+        ];
+        for result in log.append_shared_group(sets, 5, |_, _, _| true).await {
+            stamps.push(result.expect("admitted").expect("appended").log_append_time);
+        }
+        let after = now_ms();
+        for stamp in &stamps {
+            assert!((before..=after).contains(stamp), "append time {stamp} in {before}..={after}");
+        }
+
+        let mut damaged = old_batches(200, 1_000, 6);
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x04;
+        let end = log.log_end_offset();
+        let error = log.append(buf(&damaged), 5).await.unwrap_err();
+        assert!(matches!(error, StorageError::InvalidBatch { index: 199, .. }), "{error}");
+        assert_eq!(log.log_end_offset(), end, "a damaged batch leaves the log unchanged");
+
+        let stored = log.read(0, u64::MAX).await.unwrap().read_bytes().await.unwrap();
+        let batches = split_batches(&stored);
+        assert_eq!(batches.len(), 3 + 3 + 200 + 3);
+        for (base_offset, _, bytes) in &batches {
+            let header = fjord_storage::batch::BatchHeader::view(bytes).unwrap();
+            assert!(header.is_log_append_time(), "batch at {base_offset} marked LogAppendTime");
+            let stamped = header.max_timestamp.get();
+            assert!(
+                stamps.contains(&stamped),
+                "batch at {base_offset}: {stamped} not an append time"
+            );
+            assert_eq!(header.base_timestamp.get(), 1_000, "the producer's first timestamp stays");
+            fjord_storage::batch::verify_contents(bytes)
+                .unwrap_or_else(|e| panic!("batch at {base_offset}: {e}"));
+        }
+        log.verify().await.unwrap();
+        assert_eq!(log.offset_for_timestamp(1_000).await.unwrap().map(|(o, _)| o), Some(0));
+        assert_eq!(log.offset_for_timestamp(after + 1).await.unwrap(), None);
+
+        // A replica takes the stamped batches as they are.
+        let mut replica = PartitionLog::open(replica_dir.path(), config).await.unwrap();
+        replica.append_replicated(buf(&stored)).await.unwrap();
+        let copied = replica.read(0, u64::MAX).await.unwrap().read_bytes().await.unwrap();
+        assert!(copied == stored, "a replica stores the leader's stamped bytes unchanged");
+    });
+}

@@ -850,7 +850,32 @@ fn describe_configs(session: &mut Session) {
     }
 }
 
+/// How long Kafka may take to make its transaction coordinator ready: its first TRANSACTION
+/// FindCoordinator creates `__transaction_state` and is answered COORDINATOR_NOT_AVAILABLE
+/// until then. Fjord, which has no transaction coordinator yet, answers that all along.
+const TRANSACTION_COORDINATOR_MS_MAX: u64 = 10_000;
+
+/// Asks for a transaction coordinator until one is named (Kafka, once ready) or
+/// `TRANSACTION_COORDINATOR_MS_MAX` has passed (Fjord), so the cases compare settled answers.
+fn wait_for_a_transaction_coordinator(session: &mut Session) {
+    let mut txn = FindCoordinatorRequest::default();
+    txn.key_type = 1;
+    txn.key = s("diff-txn");
+    let deadline = std::time::Instant::now()
+        + std::time::Duration::from_millis(TRANSACTION_COORDINATOR_MS_MAX);
+    while std::time::Instant::now() < deadline {
+        let response: FindCoordinatorResponse = session
+            .call(ApiKey::FindCoordinator, 1, &txn)
+            .response("find a transaction coordinator");
+        if response.error_code == 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 fn find_coordinator(session: &mut Session) {
+    wait_for_a_transaction_coordinator(session);
     for v in versions(ApiKey::FindCoordinator) {
         let mut request = FindCoordinatorRequest::default();
         if v >= 4 {

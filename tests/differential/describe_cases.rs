@@ -29,6 +29,8 @@ const DIRS: &str = "diff-dirs";
 /// A topic of two partitions whose partition 0 holds one idempotent producer's batch.
 const PRODUCED: &str = "diff-producers";
 const MISSING: &str = "diff-no-such-topic";
+/// A topic whose records take the broker's clock (`message.timestamp.type=LogAppendTime`).
+const STAMPED: &str = "diff-append-time";
 /// The one timestamp of the idempotent batch (its producer's last timestamp).
 const PRODUCED_AT_MS: i64 = 1_700_000_123_000;
 /// How long a broker may take to hand out its first producer id.
@@ -38,6 +40,7 @@ pub(super) fn run_all(session: &mut Session) {
     create(session, DIRS, 2);
     produce_when_ready(session, DIRS, three_records());
     produce_from_the_future(session);
+    produce_with_log_append_time(session);
     describe_cluster(session);
     describe_topic_partitions(session);
     describe_producers(session);
@@ -87,6 +90,68 @@ fn produce_from_the_future(session: &mut Session) {
         &produce_request(DIRS, 1, batch),
         |_: &mut ProduceResponse| {},
     );
+}
+
+/// Batches stamped long ago and two hours ahead, to a topic with LogAppendTime: both taken
+/// (the producer's timestamps are not checked), the answer carrying the append time (its
+/// value differs between the brokers' clocks: only whether there is one is compared).
+fn produce_with_log_append_time(session: &mut Session) {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    create(session, STAMPED, 1);
+    let mut config = AlterableConfig::default();
+    config.name = s("message.timestamp.type");
+    config.config_operation = 0;
+    config.value = Some(s("LogAppendTime"));
+    let mut resource = AlterConfigsResource::default();
+    resource.resource_type = 2;
+    resource.resource_name = s(STAMPED);
+    resource.configs = vec![config];
+    let mut request = IncrementalAlterConfigsRequest::default();
+    request.resources = vec![resource];
+    let response: IncrementalAlterConfigsResponse =
+        session.call(ApiKey::IncrementalAlterConfigs, 1, &request).response("set LogAppendTime");
+    assert_eq!(response.responses[0].error_code, 0, "{response:?}");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as i64;
+    // Kafka applies the config a moment after acknowledging it: ask until the answer says
+    // the batch was stamped.
+    let deadline = Instant::now() + Duration::from_millis(PRODUCER_ID_MS_MAX);
+    while Instant::now() < deadline {
+        let batch = record_batch(&[(None, b"probe".as_slice())], now_ms, NO_PRODUCER);
+        let response: ProduceResponse = session
+            .call(ApiKey::Produce, 9, &produce_request(STAMPED, 0, batch))
+            .response("probe LogAppendTime");
+        if response.responses[0].partition_responses[0].log_append_time_ms > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (label, timestamp) in
+        [("long ago", 1_000_000_000_000), ("two hours ahead", now_ms + 7_200_000)]
+    {
+        for v in [3, 9, *versions(ApiKey::Produce).end()] {
+            let batch = record_batch(&[(None, b"stamped".as_slice())], timestamp, NO_PRODUCER);
+            session.exchange(
+                format!("produce v{v} to a LogAppendTime topic, {label}"),
+                ApiKey::Produce,
+                v,
+                &produce_request(STAMPED, 0, batch),
+                |r: &mut ProduceResponse| {
+                    for answer in r.responses.iter_mut().flat_map(|t| &mut t.partition_responses) {
+                        if answer.log_append_time_ms > 0 {
+                            answer.log_append_time_ms = 1;
+                        }
+                        // Offsets depend on how many probes the config took to apply.
+                        answer.base_offset = answer.base_offset.min(0);
+                    }
+                },
+            );
+        }
+    }
 }
 
 /// A DescribeTopicPartitions of `topics` (none: every topic), at most `limit` partitions,

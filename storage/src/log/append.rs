@@ -68,11 +68,17 @@ impl AppendInput {
     }
 }
 
-/// Stamps each batch of `batches` with the base offset and leader epoch `infos` give it.
+/// Stamps each batch of `batches` with the base offset and leader epoch `infos` give it,
+/// and its append time where `infos` says so.
 fn stamp_in_place(batches: &mut BytesMut, infos: &[BatchInfo]) {
     let mut at = 0usize;
     for info in infos {
         batch::stamp(&mut batches[at..], info.base_offset, info.partition_leader_epoch);
+        if info.stamp_append_time {
+            let batch = &mut batches[at..at + info.size as usize];
+            let (header, body) = batch.split_at_mut(batch::BATCH_HEADER_BYTES);
+            batch::stamp_append_time(header, body, info.max_timestamp);
+        }
         at += info.size as usize;
     }
 }
@@ -89,6 +95,9 @@ pub struct AppendInfo {
     pub last_offset: i64,
     /// Largest timestamp among the appended batches.
     pub max_timestamp: i64,
+    /// The time the log stamped the batches with (LogAppendTime), else -1 (Produce's
+    /// `log_append_time_ms`).
+    pub log_append_time: i64,
     pub batch_count: usize,
     pub bytes: u64,
 }
@@ -105,6 +114,11 @@ impl AppendInfo {
                 .map(|i| i.max_timestamp)
                 .max()
                 .unwrap_or(batch::NO_TIMESTAMP),
+            log_append_time: if last.stamp_append_time {
+                last.max_timestamp
+            } else {
+                batch::NO_TIMESTAMP
+            },
             batch_count: infos.len(),
             bytes,
         }
@@ -146,12 +160,15 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         let origin = if leader_epoch.is_some() { Origin::Client } else { Origin::Replica };
         self.check_room(origin, size).await?;
         // Large appends check CRCs and records on another core while the write runs; small
-        // ones check first (handing work to a thread costs more than the check).
-        let overlap = size >= OVERLAPPED_CHECK_BYTES_MIN;
+        // ones check first (handing work to a thread costs more than the check). Batches
+        // stamped with their append time get a new CRC, so theirs is checked first.
+        let append_time =
+            (origin == Origin::Client && self.config.log_append_time).then(|| self.clock.now_ms());
+        let overlap = size >= OVERLAPPED_CHECK_BYTES_MIN && append_time.is_none();
         let (mut infos, offsets) = self.check_batches(input.as_slice(), origin, !overlap)?;
         let now = self.make_room(size, offsets).await?;
         if let Some(epoch) = leader_epoch {
-            assign_offsets(&mut infos, self.log_end_offset(), epoch);
+            assign_offsets(&mut infos, self.log_end_offset(), epoch, append_time);
         }
         let (write, check) = input.into_write(&infos, leader_epoch.is_some(), overlap);
         self.write_batches(write, check, &infos).await?;

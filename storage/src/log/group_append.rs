@@ -106,10 +106,11 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     ) -> Result<()> {
         let now = self.make_room(admitted.size, admitted.offsets).await?;
         let mut next = self.log_end_offset();
+        let append_time = self.config.log_append_time.then(|| self.clock.now_ms());
         let mut pieces: Vec<bytes::Bytes> = Vec::new();
         let mut all: Vec<BatchInfo> = Vec::new();
         for (n, infos) in &mut admitted.sets {
-            next = assign_offsets(infos, next, leader_epoch);
+            next = assign_offsets(infos, next, leader_epoch, append_time);
             push_stamped_pieces(&sets[*n], infos, &mut pieces);
             all.extend_from_slice(infos);
         }

@@ -60,19 +60,31 @@ fn spawn_contents_check(
     })
 }
 
-/// Gives the batches `infos` consecutive offsets from `next` and the leader epoch; returns
-/// the offset after them.
-pub(super) fn assign_offsets(infos: &mut [BatchInfo], mut next: i64, leader_epoch: i32) -> i64 {
+/// Gives the batches `infos` consecutive offsets from `next` and the leader epoch, and with
+/// `append_time` (a LogAppendTime log) that time as their max timestamp; returns the offset
+/// after them.
+pub(super) fn assign_offsets(
+    infos: &mut [BatchInfo],
+    mut next: i64,
+    leader_epoch: i32,
+    append_time: Option<i64>,
+) -> i64 {
     for info in infos {
         info.base_offset = next;
         info.partition_leader_epoch = leader_epoch;
+        if let Some(time) = append_time {
+            info.max_timestamp = time;
+            info.stamp_append_time = true;
+        }
         next += i64::from(info.last_offset_delta) + 1;
     }
     next
 }
 
 /// Pushes the pieces that write `batches` stamped as `infos` says without changing them: each
-/// batch's first `STAMPED_BYTES` from a stamped copy, the rest straight from `batches`.
+/// batch's first `STAMPED_BYTES` from a stamped copy, the rest straight from `batches`; a
+/// batch stamped with its append time has its whole header copied (its timestamp, type and
+/// CRC change too).
 pub(super) fn push_stamped_pieces(
     batches: &bytes::Bytes,
     infos: &[BatchInfo],
@@ -80,11 +92,17 @@ pub(super) fn push_stamped_pieces(
 ) {
     let mut at = 0usize;
     for info in infos {
-        let mut header = BytesMut::from(&batches[at..at + STAMPED_BYTES]);
+        let end = at + info.size as usize;
+        let stamped =
+            if info.stamp_append_time { batch::BATCH_HEADER_BYTES } else { STAMPED_BYTES };
+        let mut header = BytesMut::from(&batches[at..at + stamped]);
         batch::stamp_header(&mut header, info.base_offset, info.partition_leader_epoch);
+        if info.stamp_append_time {
+            batch::stamp_append_time(&mut header, &batches[at + stamped..end], info.max_timestamp);
+        }
         pieces.push(header.freeze());
-        pieces.push(batches.slice(at + STAMPED_BYTES..at + info.size as usize));
-        at += info.size as usize;
+        pieces.push(batches.slice(at + stamped..end));
+        at = end;
     }
 }
 
@@ -156,7 +174,9 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     ) -> std::result::Result<BatchInfo, BatchError> {
         let (before, after) =
             (self.config.timestamp_before_max_ms, self.config.timestamp_after_max_ms);
-        if before.is_none() && after.is_none() {
+        // The broker's clock replaces the producer's timestamps: nothing to check (Kafka
+        // checks only CreateTime).
+        if self.config.log_append_time || (before.is_none() && after.is_none()) {
             return Ok(info);
         }
         let now = self.clock.now_ms();
