@@ -1190,3 +1190,91 @@ fn log_append_time_set_live_stamps_the_next_records_with_the_brokers_clock() {
     );
     Described::of(&broker, topic).assert("message.timestamp.type", "LogAppendTime", DYNAMIC);
 }
+
+/// Records each recompression case produces, and their value size (compressible text).
+const RECOMPRESSED_RECORDS: u64 = 200;
+const RECOMPRESSED_VALUE_BYTES: &str = "300";
+
+/// The codec (attribute bits 0-2) of every batch stored in `topic`-0's segment files.
+fn stored_codecs(broker: &TestBroker, topic: &str) -> Vec<u8> {
+    let dir = broker.data_dir().join(format!("{topic}-0"));
+    let mut codecs = Vec::new();
+    for log in segment_logs(&dir) {
+        let bytes = std::fs::read(&log).unwrap_or_else(|e| panic!("read {}: {e}", log.display()));
+        let mut at = 0;
+        // Batches end where the file's zero-filled tail (if any) begins.
+        while at + 61 <= bytes.len() {
+            let length = i32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap());
+            if length <= 0 {
+                break;
+            }
+            let attributes = i16::from_be_bytes(bytes[at + 21..at + 23].try_into().unwrap());
+            codecs.push((attributes & 0x07) as u8);
+            at += 12 + length as usize;
+        }
+    }
+    codecs
+}
+
+/// `compression.type` naming a codec: what producers send in another codec (or none) is
+/// stored recompressed with the topic's codec, what they send in it is kept, and both
+/// librdkafka (confluent-kafka) and the Java consumer (kafka-console-consumer) read every
+/// record back; `producer` keeps the producer's codec.
+#[test]
+fn compression_type_recompresses_producer_batches_and_every_client_reads_them() {
+    let broker = TestBroker::start("admin-recompress");
+    let b = broker.bootstrap();
+    let count = RECOMPRESSED_RECORDS.to_string();
+    for (topic_codec, producer_codec, stored) in [
+        ("zstd", "none", 4),
+        ("lz4", "gzip", 3),
+        ("gzip", "snappy", 1),
+        ("snappy", "lz4", 2),
+        ("uncompressed", "zstd", 0),
+        ("zstd", "zstd", 4),
+        ("producer", "gzip", 1),
+    ] {
+        let topic = format!("packed-{topic_codec}-from-{producer_codec}");
+        create_topic(&broker, &topic, 1, &[&format!("compression.type={topic_codec}")]);
+        let args = [
+            "produce",
+            "--count",
+            &count,
+            "--size",
+            RECOMPRESSED_VALUE_BYTES,
+            "--compression",
+            producer_codec,
+            &b,
+            &topic,
+        ];
+        let out = python_ok("ck.py", &args);
+        assert_eq!(parse_acks(&out).len() as u64, RECOMPRESSED_RECORDS, "{topic}:\n{out}");
+        let codecs = stored_codecs(&broker, &topic);
+        assert!(
+            !codecs.is_empty() && codecs.iter().all(|c| *c == stored),
+            "{topic}: stored codecs {codecs:?}, expected {stored} for every batch"
+        );
+        let read: Vec<u64> = consume_all(&broker, &topic, &[])
+            .iter()
+            .map(|m| value_index(m.value.as_deref().expect("generated messages have a value")))
+            .collect();
+        assert_eq!(read, (0..RECOMPRESSED_RECORDS).collect::<Vec<_>>(), "{topic}, librdkafka");
+        let java = kafka_tool_ok(
+            &[
+                "kafka-console-consumer",
+                "--bootstrap-server",
+                &b,
+                "--topic",
+                &topic,
+                "--from-beginning",
+                "--max-messages",
+                &count,
+                "--timeout-ms",
+                "30000",
+            ],
+            None,
+        );
+        let read: Vec<u64> = java.lines().map(|line| value_index(line.as_bytes())).collect();
+        assert_eq!(read, (0..RECOMPRESSED_RECORDS).collect::<Vec<_>>(), "{topic}, Java");
+    }
+}

@@ -290,6 +290,21 @@ impl Broker {
         log_config_of(name, &self.with_dynamic_defaults(config), &self.config)
     }
 
+    /// Topic config `name` as it applies to a topic with `config`: its own value, else this
+    /// broker's dynamic default for it; `None` where neither is set.
+    pub fn topic_config_value(&self, config: &TopicConfig, name: &str) -> Option<String> {
+        if let Some(value) = config.overrides.get(name) {
+            return Some(value.clone());
+        }
+        let dynamic = self.dynamic.borrow();
+        // Every produce asks: most brokers have no dynamic configs at all.
+        if dynamic.is_empty() {
+            return None;
+        }
+        let broker_name = dynamic::broker_config_of(name)?;
+        dynamic::dynamic_value(&dynamic, self.config.broker_id, broker_name).map(|(value, _)| value)
+    }
+
     /// `config` with the broker's dynamic defaults under its own overrides.
     pub fn with_dynamic_defaults(&self, config: &TopicConfig) -> TopicConfig {
         let mut overrides = dynamic::topic_defaults(&self.dynamic.borrow(), self.config.broker_id);

@@ -22,6 +22,7 @@ use crate::broker::outcome::{AppendDone, PartitionOutcome};
 use crate::broker::shards::{ByShard, ProducePart, Shards};
 use crate::broker::{Broker, Topic};
 use crate::handlers::errors::append_error_code;
+use crate::partition::recompress;
 use crate::partition::replica::ReplicationWait;
 use crate::partition::Partition;
 use crate::protocol::{decode_body, Request};
@@ -126,6 +127,10 @@ pub(crate) async fn produce_partition(
             "null records".to_string(),
         );
     };
+    let records = match in_topic_codec(&broker, &topic_state, records).await {
+        Ok(records) => records,
+        Err((code, message)) => return PartitionOutcome::refused(code, message),
+    };
     let appended = partition.append(records, partition.replica.leader_epoch().max(0)).await;
     done.now();
     let appended = match appended {
@@ -149,6 +154,28 @@ pub(crate) async fn produce_partition(
         log_start_offset: partition.log_start_offset(),
         log_append_time: appended.log_append_time,
     }
+}
+
+/// `records` in the topic's codec where its `compression.type` names one (Kafka's leader
+/// recompresses such batches); large appends are recompressed off the shard thread.
+async fn in_topic_codec(
+    broker: &Broker,
+    topic: &Topic,
+    records: Bytes,
+) -> Result<Bytes, recompress::Refusal> {
+    let value = |name: &str| broker.topic_config_value(&topic.config, name);
+    let Some(name) = value("compression.type") else { return Ok(records) };
+    let level = |name: &str| value(name).and_then(|v| v.trim().parse().ok());
+    let Some(target) = recompress::Target::of(name.trim(), level) else { return Ok(records) };
+    let changed = if records.len() < recompress::INLINE_BYTES_MAX {
+        recompress::recompress(&records, target)?
+    } else {
+        let sent = records.clone();
+        tokio::task::spawn_blocking(move || recompress::recompress(&sent, target)).await.map_err(
+            |e| (ResponseError::UnknownServerError, format!("recompression failed: {e}")),
+        )??
+    };
+    Ok(changed.unwrap_or(records))
 }
 
 /// The topic and the partition `topic`-`index` if this broker leads it; the refusal if not.

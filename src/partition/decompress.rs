@@ -44,7 +44,10 @@ pub(crate) fn first_compressed_record_at_or_after(
 
 /// The records of a batch, decompressed with `compression`, at most
 /// `DECOMPRESSED_BYTES_MAX` bytes.
-fn decompress_bounded(compressed: &mut Bytes, compression: Compression) -> anyhow::Result<Bytes> {
+pub(super) fn decompress_bounded(
+    compressed: &mut Bytes,
+    compression: Compression,
+) -> anyhow::Result<Bytes> {
     let input = compressed.copy_to_bytes(compressed.remaining());
     let output = match compression {
         Compression::None => return Ok(input),

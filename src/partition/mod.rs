@@ -17,6 +17,7 @@ use fjord_storage::{LogConfig, PartitionLog, ReadResult, RetentionOutcome, Stora
 use fjord_replication::LeaderEpochCache;
 
 mod decompress;
+pub(crate) mod recompress;
 #[cfg(fuzzing)]
 pub(crate) use decompress::first_compressed_record_at_or_after;
 pub mod producer;

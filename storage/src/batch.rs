@@ -258,6 +258,20 @@ pub fn stamp_append_time(header: &mut [u8], body: &[u8], append_time: i64) {
     fields.crc.set(crc);
 }
 
+/// Sets the length, codec (attribute bits 0-2) and CRC of `batch`, a batch header followed
+/// by a new body: its records compressed with `codec` (broker-side recompression). Every
+/// other header field is kept. `None` if the batch is too long for its length field.
+pub fn reframe(batch: &mut [u8], codec: u8) -> Option<()> {
+    let length = i32::try_from(batch.len().checked_sub(BATCH_LOG_OVERHEAD_BYTES)?).ok()?;
+    let (fields, _rest) = BatchHeader::mut_from_prefix(batch).ok()?;
+    fields.batch_length.set(length);
+    fields.attributes.set((fields.attributes.get() & !0x07) | i16::from(codec & 0x07));
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    let (fields, _rest) = BatchHeader::mut_from_prefix(batch).ok()?;
+    fields.crc.set(crc);
+    Some(())
+}
+
 /// Like [`stamp`], on a copy of just the first 16 header bytes.
 pub fn stamp_header(header: &mut [u8], base_offset: i64, partition_leader_epoch: i32) {
     assert!(header.len() >= 16, "stamp_header needs the first 16 bytes");
