@@ -2433,6 +2433,53 @@ fn preferred_leaders_return_on_request_and_by_themselves_after_a_failover() {
     assert_eq!(partition(&state, topic, 0).leader, victim);
 }
 
+/// Issue 18: a topic with `unclean.leader.election.enable=true` whose in-sync replicas are
+/// all dead gets an out-of-sync replica as leader from the controller by itself and takes
+/// records again; a topic without it stays offline until an in-sync replica returns, and then
+/// that one leads.
+#[test]
+fn the_controller_elects_an_out_of_sync_leader_only_where_the_topic_allows_it() {
+    let mut cluster = Cluster::up("unclean");
+    let (dirty, clean) = ("dirty", "clean");
+    // One in-sync replica is enough to take acks=all records on the dirty topic.
+    let dirty_configs = ["unclean.leader.election.enable=true", "min.insync.replicas=1"];
+    cluster.create_topic(dirty, 1, &dirty_configs);
+    cluster.create_topic(clean, 1, &[]);
+    cluster.wait_all_in_sync("topics created");
+    for topic in [dirty, clean] {
+        cluster.move_leader(topic, 0, 0);
+    }
+    // 1 and 2 die: 0 alone is in sync. Then 0 dies, and 1 comes back out of sync.
+    cluster.kill9(1);
+    cluster.kill9(2);
+    cluster.wait_state("broker 0 alone in sync", Duration::from_secs(15), |s| {
+        [dirty, clean].iter().all(|t| {
+            let p = partition(s, t, 0);
+            p.leader == 0 && p.isr == [0]
+        })
+    });
+    cluster.kill9(0);
+    cluster.start_alone(1);
+    let state =
+        cluster.wait_state("broker 1 leading the dirty topic", Duration::from_secs(20), |s| {
+            let p = partition(s, dirty, 0);
+            p.leader == 1 && p.isr == [1]
+        });
+    assert_eq!(partition(&state, clean, 0).leader, -1, "the clean topic is offline");
+    produce_until_each_leader_answers(&cluster, dirty, 10, 0);
+    let elected =
+        cluster.try_wait_state(Duration::from_secs(2), |s| partition(s, clean, 0).leader >= 0);
+    assert!(elected.is_err(), "an out-of-sync replica was elected for the clean topic");
+    cluster.restart_stopped();
+    let state =
+        cluster.wait_state("broker 0 leading the clean topic", Duration::from_secs(20), |s| {
+            partition(s, clean, 0).leader >= 0
+        });
+    assert_eq!(partition(&state, clean, 0).leader, 0, "the last in-sync replica leads again");
+    cluster.wait_all_in_sync("every broker back");
+    produce_until_each_leader_answers(&cluster, clean, 10, 0);
+}
+
 /// How long a reassignment may take to complete: the added replica copies what the
 /// partition holds and catches up with a producer writing, around a broker's restart.
 const REASSIGNMENT_WAIT: Duration = Duration::from_secs(60);

@@ -2,13 +2,16 @@
 //! brokers. The active controller (the broker the state names, with its controller epoch)
 //! runs `elect_leaders` on every tick and writes the state if anything changed.
 //!
-//! Rules (Kafka's, without unclean election):
+//! Rules (Kafka's):
 //! - a partition whose leader is alive keeps it; dead followers leave its in-sync set;
 //! - a partition whose leader is dead gets the first live in-sync replica, in replica order,
 //!   as leader, and its leader epoch grows by one;
 //! - if no in-sync replica is alive the partition goes offline (leader -1, epoch + 1) and
 //!   keeps its in-sync set, so that the first of those replicas to come back leads again.
-//!   An out-of-sync replica never becomes leader: it could lack acknowledged records.
+//!   An out-of-sync replica never becomes leader (it could lack acknowledged records),
+//!   unless the topic sets `unclean.leader.election.enable=true` (or the cluster-wide
+//!   dynamic default does): then the first live replica leads and becomes the whole in-sync
+//!   set, trading what only the lost replicas had for availability, as Kafka does.
 //!
 //! Elections an operator asks for (Kafka's ElectLeaders), and the periodic preferred-leader
 //! rebalance (Kafka's `auto.leader.rebalance.enable`):
@@ -55,7 +58,11 @@ pub fn assign_replicas(
 pub fn elect_leaders(state: &mut ClusterState, live: &BTreeSet<i32>) -> (Vec<Election>, bool) {
     let mut elections = Vec::new();
     let mut isr_changed = false;
+    let unclean_default =
+        state.broker_configs.cluster_default.get(UNCLEAN_BROKER_CONFIG).is_some_and(|v| is_true(v));
     for (topic, topic_state) in state.topics.iter_mut() {
+        let unclean =
+            topic_state.config.get(UNCLEAN_TOPIC_CONFIG).map_or(unclean_default, |v| is_true(v));
         for (index, partition) in topic_state.partitions.iter_mut().enumerate() {
             if partition.leader >= 0 && live.contains(&partition.leader) {
                 let before = partition.isr.len();
@@ -70,11 +77,19 @@ pub fn elect_leaders(state: &mut ClusterState, live: &BTreeSet<i32>) -> (Vec<Ele
                 .copied()
                 .find(|r| partition.isr.contains(r) && live.contains(r));
             let old_leader = partition.leader;
+            let out_of_sync = || partition.replicas.iter().copied().find(|r| live.contains(r));
             match candidate {
                 Some(leader) => {
                     partition.leader = leader;
                     partition.leader_epoch += 1;
                     partition.isr.retain(|r| live.contains(r));
+                }
+                None if unclean && out_of_sync().is_some() => {
+                    let leader = out_of_sync().expect("checked");
+                    partition.leader = leader;
+                    partition.leader_epoch += 1;
+                    partition.isr = vec![leader];
+                    isr_changed = true;
                 }
                 None if old_leader != -1 => {
                     partition.leader = -1;
@@ -92,6 +107,16 @@ pub fn elect_leaders(state: &mut ClusterState, live: &BTreeSet<i32>) -> (Vec<Ele
         }
     }
     (elections, isr_changed)
+}
+
+/// The topic config that lets the controller elect an out-of-sync replica by itself, and
+/// the broker config that defaults it cluster-wide.
+const UNCLEAN_TOPIC_CONFIG: &str = "unclean.leader.election.enable";
+const UNCLEAN_BROKER_CONFIG: &str = "unclean.leader.election.enable";
+
+/// A boolean config's value as Kafka parses it (case-insensitive `true`).
+fn is_true(value: &str) -> bool {
+    value.trim().eq_ignore_ascii_case("true")
 }
 
 /// The kinds of election an operator may ask for (Kafka's `ElectionType`).
@@ -338,6 +363,34 @@ mod tests {
         assert_eq!(elections.len(), 1);
         let p = &s.topics["t"].partitions[0];
         assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (1, 6, vec![1, 2]));
+    }
+
+    #[test]
+    fn a_topic_that_allows_it_elects_an_out_of_sync_replica_by_itself() {
+        // Leader 0 is dead, its only in-sync replica; 2 is alive but out of sync.
+        let mut s = state(&[0, 1, 2], 0, &[0]);
+        let live = BTreeSet::from([2]);
+        let (elections, _) = elect_leaders(&mut s, &live);
+        assert_eq!(elections[0].new_leader, -1, "offline by default");
+        let (elections, _) = elect_leaders(&mut s, &live);
+        assert!(elections.is_empty(), "and it stays offline");
+        s.topics.get_mut("t").unwrap().config.insert(UNCLEAN_TOPIC_CONFIG.into(), "TRUE".into());
+        let (elections, isr_changed) = elect_leaders(&mut s, &live);
+        assert_eq!((elections.len(), elections[0].new_leader, isr_changed), (1, 2, true));
+        let p = &s.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (2, 7, vec![2]));
+        // The cluster-wide default, unless the topic says otherwise.
+        let mut s = state(&[0, 1, 2], 0, &[0]);
+        s.broker_configs.cluster_default.insert(UNCLEAN_BROKER_CONFIG.into(), "true".into());
+        assert_eq!(elect_leaders(&mut s, &BTreeSet::from([1])).0[0].new_leader, 1);
+        let mut s = state(&[0, 1, 2], 0, &[0]);
+        s.broker_configs.cluster_default.insert(UNCLEAN_BROKER_CONFIG.into(), "true".into());
+        s.topics.get_mut("t").unwrap().config.insert(UNCLEAN_TOPIC_CONFIG.into(), "false".into());
+        assert_eq!(elect_leaders(&mut s, &BTreeSet::from([1])).0[0].new_leader, -1);
+        // A live in-sync replica still wins.
+        let mut s = state(&[0, 1, 2], 0, &[0, 2]);
+        s.topics.get_mut("t").unwrap().config.insert(UNCLEAN_TOPIC_CONFIG.into(), "true".into());
+        assert_eq!(elect_leaders(&mut s, &BTreeSet::from([1, 2])).0[0].new_leader, 2);
     }
 
     #[test]

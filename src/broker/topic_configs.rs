@@ -88,7 +88,8 @@ macro_rules! def {
     };
 }
 
-/// The configs, in name order (as Kafka's tools list them).
+/// The configs, in name order (as Kafka's tools list them); one table row each.
+#[rustfmt::skip]
 pub const TOPIC_CONFIGS: &[Def] = &[
     def!("cleanup.policy", List, "delete", Valid::ListOf(&["compact", "delete"]),
         Support::DefaultOnly("Fjord has no log compaction yet; only delete is honoured")),
@@ -142,8 +143,7 @@ pub const TOPIC_CONFIGS: &[Def] = &[
     def!("segment.jitter.ms", Long, "0", Valid::AtLeast(0),
         Support::DefaultOnly("segments roll at segment.ms exactly; jitter is not built yet")),
     def!("segment.ms", Long, "604800000", Valid::AtLeast(1), Support::Honoured),
-    def!("unclean.leader.election.enable", Boolean, "false", Valid::Any,
-        Support::DefaultOnly("the controller never elects an out-of-sync replica on its own yet (ElectLeaders with UNCLEAN still does)")),
+    def!("unclean.leader.election.enable", Boolean, "false", Valid::Any, Support::Honoured),
 ];
 
 /// The config named `name`, if Kafka defines it for topics.
@@ -365,7 +365,6 @@ mod tests {
             ("cleanup.policy", "compact"),
             ("cleanup.policy", "compact,delete"),
             ("segment.jitter.ms", "100"),
-            ("unclean.leader.election.enable", "true"),
             ("leader.replication.throttled.replicas", "*"),
             ("flush.messages", "10"),
         ] {
@@ -378,6 +377,7 @@ mod tests {
             ("compression.type", "zstd"),
             ("message.timestamp.type", "LogAppendTime"),
             ("unclean.leader.election.enable", "FALSE"),
+            ("unclean.leader.election.enable", "true"),
             ("flush.messages", "1"),
             ("flush.ms", "1000"),
             ("min.compaction.lag.ms", "5"),
