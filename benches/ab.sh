@@ -36,7 +36,7 @@ for round in $(seq "$ROUNDS"); do
 import json, sys
 d = json.load(sys.stdin)
 l = d['latency_us']
-print('$which', d['records_per_sec'], round(d['bytes_per_sec'] / 1e6), l['p50'], l['p99'], l['p999'], l['max'])" | tee -a "$OUT"
+print('$which', round(d['records_per_sec']), round(d['bytes_per_sec'] / 1e6), l['p50'], l['p99'], l['p999'], l['max'])" | tee -a "$OUT"
         kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
         rm -rf "$DATA/broker"
     done

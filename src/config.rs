@@ -509,6 +509,7 @@ impl BrokerConfig {
         fjord_storage::LogConfig {
             segment_bytes: self.segment_bytes,
             segment_ms: self.segment_ms,
+            segment_jitter_ms: 0,
             index_interval_bytes: 4096.min(self.segment_bytes),
             retention_ms: self.retention_ms,
             retention_bytes: self.retention_bytes,
@@ -516,6 +517,7 @@ impl BrokerConfig {
                 Some(ms) => fjord_storage::FlushPolicy::IntervalMs(ms),
                 None => fjord_storage::FlushPolicy::Never,
             },
+            flush_messages: None,
             batch_bytes_max: self.message_max_bytes,
             free_bytes_min: self.log_dir_free_bytes_min,
             preallocate: self.log_preallocate,

@@ -210,7 +210,7 @@ fn incremental_alter_configs_sets_deletes_appends_and_refuses_as_kafka_does() {
         "segment.bytes=10",
         "no.such.config=1",
         "cleanup.policy=compact",
-        "segment.jitter.ms=100",
+        "follower.replication.throttled.replicas=*",
     ];
     for config in refused {
         expect(incremental(&broker, topic, &["--set", config]), INVALID_CONFIG, config);
@@ -226,6 +226,15 @@ fn incremental_alter_configs_sets_deletes_appends_and_refuses_as_kafka_does() {
     let validated = ["--delete", "cleanup.policy", "--validate-only"];
     expect(incremental(&broker, topic, &validated), OK, "validate_only DELETE");
     Described::of(&broker, topic).assert_same_as(&appended, &[]);
+
+    // The count and jitter configs are the topic's own once set (the log's tests show what
+    // they do).
+    let honoured = ["--set", "flush.messages=10", "--set", "segment.jitter.ms=100"];
+    expect(incremental(&broker, topic, &honoured), OK, "SET flush.messages, segment.jitter.ms");
+    let tuned = Described::of(&broker, topic);
+    tuned.assert("flush.messages", "10", DYNAMIC);
+    tuned.assert("segment.jitter.ms", "100", DYNAMIC);
+    tuned.assert_same_as(&appended, &["flush.messages", "segment.jitter.ms"]);
 
     let answer = incremental(&broker, MISSING_TOPIC, &["--set", "retention.ms=5000"]);
     expect(answer, UNKNOWN_TOPIC, "SET on a topic that does not exist");

@@ -143,6 +143,9 @@ impl TopicConfig {
         if let Some(v) = self.get_i64("segment.ms") {
             config.segment_ms = v as u64;
         }
+        if let Some(v) = self.get_i64("segment.jitter.ms") {
+            config.segment_jitter_ms = v as u64;
+        }
         if let Some(v) = self.get_i64("max.message.bytes") {
             config.batch_bytes_max = v as u64;
         }
@@ -161,8 +164,8 @@ impl TopicConfig {
                 ms => FlushPolicy::IntervalMs(ms as u64),
             };
         }
-        if self.get_i64("flush.messages") == Some(1) {
-            config.flush = FlushPolicy::EveryAppend;
+        if let Some(v) = self.get_i64("flush.messages") {
+            config.flush_messages = (v != i64::MAX).then_some(v as u64);
         }
         let window = |v: i64| (v != i64::MAX).then_some(v as u64);
         if let Some(v) = self.get_i64("message.timestamp.before.max.ms") {

@@ -140,8 +140,7 @@ pub const TOPIC_CONFIGS: &[Def] = &[
         Valid::Between(SEGMENT_BYTES_MIN as i64, SEGMENT_BYTES_MAX as i64), Support::Honoured),
     def!("segment.index.bytes", Int, "10485760", Valid::AtLeast(4),
         Support::NoEffect("Fjord's offset index grows with its segment instead of being preallocated")),
-    def!("segment.jitter.ms", Long, "0", Valid::AtLeast(0),
-        Support::DefaultOnly("segments roll at segment.ms exactly; jitter is not built yet")),
+    def!("segment.jitter.ms", Long, "0", Valid::AtLeast(0), Support::Honoured),
     def!("segment.ms", Long, "604800000", Valid::AtLeast(1), Support::Honoured),
     def!("unclean.leader.election.enable", Boolean, "false", Valid::Any, Support::Honoured),
 ];
@@ -285,11 +284,6 @@ pub fn check(name: &str, value: &str) -> Result<(), String> {
     if name == "remote.storage.enable" && parse_bool(name, value)? {
         return Err("Tiered Storage functionality is disabled in the broker. Topic cannot be configured with remote log storage.".to_string());
     }
-    if name == "flush.messages" && !def.is_default(value) && parse_number(def, value)? != 1 {
-        return Err(format!(
-            "{name}={value} is not supported: Fjord flushes every append (flush.messages=1), by time (flush.ms), or leaves it to the broker's policy (the default)"
-        ));
-    }
     match def.support {
         Support::DefaultOnly(why) if !def.is_default(value) => {
             Err(format!("{name}={value} is not supported: {why}"))
@@ -364,9 +358,7 @@ mod tests {
         for (name, value) in [
             ("cleanup.policy", "compact"),
             ("cleanup.policy", "compact,delete"),
-            ("segment.jitter.ms", "100"),
             ("leader.replication.throttled.replicas", "*"),
-            ("flush.messages", "10"),
         ] {
             let refused = check(name, value).unwrap_err();
             assert!(refused.starts_with(&format!("{name}={value} is not supported")), "{refused}");
@@ -379,6 +371,8 @@ mod tests {
             ("unclean.leader.election.enable", "FALSE"),
             ("unclean.leader.election.enable", "true"),
             ("flush.messages", "1"),
+            ("flush.messages", "10"),
+            ("segment.jitter.ms", "100"),
             ("flush.ms", "1000"),
             ("min.compaction.lag.ms", "5"),
             ("compression.zstd.level", "-5"),

@@ -39,6 +39,10 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// Roll to a new segment once the active one is this old (`segment.ms`).
     pub segment_ms: u64,
+    /// Each segment rolls up to this much before `segment_ms` (`segment.jitter.ms`), by an
+    /// amount drawn per segment, so that partitions made together do not all roll at once;
+    /// 0: exactly at `segment_ms`.
+    pub segment_jitter_ms: u64,
     /// Bytes of log between two sparse index entries (`index.interval.bytes`).
     pub index_interval_bytes: u64,
     /// Delete closed segments whose newest timestamp is older than this (`retention.ms`);
@@ -49,6 +53,9 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// When appends are synced to disk.
     pub flush: FlushPolicy,
+    /// Also sync once at least this many offsets are not durable (`flush.messages`), checked
+    /// after each append; `None`: no such count.
+    pub flush_messages: Option<u64>,
     /// The largest batch accepted (`max.message.bytes`).
     pub batch_bytes_max: u64,
     /// Producer appends are refused while the file system has fewer bytes free than this,
@@ -78,10 +85,12 @@ impl Default for LogConfig {
         LogConfig {
             segment_bytes: 1024 * 1024 * 1024,
             segment_ms: 7 * 24 * 3600 * 1000,
+            segment_jitter_ms: 0,
             index_interval_bytes: 4096,
             retention_ms: Some(7 * 24 * 3600 * 1000),
             retention_bytes: None,
             flush: FlushPolicy::EveryAppend,
+            flush_messages: None,
             batch_bytes_max: 1024 * 1024 + 12,
             free_bytes_min: 0,
             preallocate: false,
@@ -123,6 +132,9 @@ impl LogConfig {
                 self.batch_bytes_max,
                 "must be between 61 bytes and 64 MiB",
             );
+        }
+        if self.flush_messages == Some(0) {
+            return invalid("flush_messages", 0, "must be at least 1");
         }
         if let FlushPolicy::IntervalMs(0) = self.flush {
             return invalid("flush", "interval 0", "use EveryAppend instead of a zero interval");

@@ -1,6 +1,7 @@
 //! Appends, reads, rolls, timestamps, truncation, retention and reopen on real files.
 
 use fjord_storage::io::block_on;
+use fjord_storage::sim::{Faults, SimClock, SimDisk};
 use fjord_storage::{Checkpoint, FlushPolicy, LogConfig, PartitionLog, RealDisk, StorageError};
 
 use crate::common::*;
@@ -463,6 +464,80 @@ fn segments_roll_by_age_and_interval_flushes_come_due() {
         assert_eq!(log.segments().len(), 3);
         log.verify().await.unwrap();
     });
+}
+
+/// `flush.messages`: appends are synced once that many offsets are not durable, whatever
+/// the time-based policy says (here: never).
+#[test]
+fn a_flush_comes_once_flush_messages_offsets_are_not_durable() {
+    let dir = TempDir::new("flush-messages");
+    block_on(async {
+        let config =
+            LogConfig { flush: FlushPolicy::Never, flush_messages: Some(3), ..small_config() };
+        let mut log = PartitionLog::open(dir.path(), config).await.unwrap();
+        log.append(buf(&batch(1, 10, 0, 0)), 0).await.unwrap();
+        log.append(buf(&batch(1, 10, 0, 1)), 0).await.unwrap();
+        assert_eq!(log.durable_offset(), 0, "two offsets are below the count");
+        log.append(buf(&batch(1, 10, 0, 2)), 0).await.unwrap();
+        assert_eq!(log.durable_offset(), 3, "the third offset made the flush");
+        log.append(buf(&batch(5, 10, 0, 3)), 0).await.unwrap();
+        assert_eq!(log.durable_offset(), 8, "one batch past the count flushes at once");
+        log.append(buf(&batch(2, 10, 0, 4)), 0).await.unwrap();
+        assert_eq!(log.durable_offset(), 8);
+    });
+}
+
+/// `segment.jitter.ms`: each segment rolls somewhere in `(segment_ms - jitter, segment_ms]`
+/// of age, at a point that differs between partitions made at the same moment; without
+/// jitter every one rolls at `segment_ms` exactly.
+#[test]
+fn segment_jitter_spreads_the_time_rolls_of_partitions_made_together() {
+    const SEGMENT_MS: u64 = 1_000;
+    const PARTITIONS: usize = 16;
+    let roll_ages = |jitter_ms: u64| {
+        block_on(async move {
+            let clock = SimClock::new(1_000_000);
+            let disk = SimDisk::new(7, Faults::none());
+            let config = LogConfig {
+                segment_ms: SEGMENT_MS,
+                segment_jitter_ms: jitter_ms,
+                ..small_config()
+            };
+            let mut logs = Vec::new();
+            for p in 0..PARTITIONS {
+                let dir = std::path::PathBuf::from(format!("/sim/jitter/topic-{p}"));
+                let mut log =
+                    PartitionLog::open_on(disk.clone(), clock.clone(), &dir, config.clone())
+                        .await
+                        .unwrap();
+                log.append(buf(&batch(1, 10, 0, p as u64)), 0).await.unwrap();
+                logs.push(log);
+            }
+            let mut ages = vec![None; PARTITIONS];
+            for age in 1..=SEGMENT_MS + 1 {
+                clock.advance(1);
+                for (log, rolled_at) in logs.iter_mut().zip(ages.iter_mut()) {
+                    log.roll_if_due().await.unwrap();
+                    if rolled_at.is_none() && log.segments().len() == 2 {
+                        *rolled_at = Some(age);
+                    }
+                }
+            }
+            ages.into_iter().map(|age| age.expect("every segment rolls by segment_ms")).collect()
+        })
+    };
+    let exact: Vec<u64> = roll_ages(0);
+    assert!(exact.iter().all(|age| *age == SEGMENT_MS), "{exact:?}");
+    let jittered: Vec<u64> = roll_ages(600);
+    assert!(
+        jittered.iter().all(|age| (SEGMENT_MS - 599..=SEGMENT_MS).contains(age)),
+        "{jittered:?}"
+    );
+    let distinct = jittered.iter().collect::<std::collections::BTreeSet<_>>().len();
+    assert!(distinct > PARTITIONS / 2, "the rolls spread: {jittered:?}");
+    // A jitter above segment_ms is capped by it, as in Kafka.
+    let capped: Vec<u64> = roll_ages(10 * SEGMENT_MS);
+    assert!(capped.iter().all(|age| (1..=SEGMENT_MS).contains(age)), "{capped:?}");
 }
 
 #[test]

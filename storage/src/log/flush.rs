@@ -45,8 +45,14 @@ impl<D: Disk> FlushTarget<D> {
 }
 
 impl<D: Disk, C: Clock> PartitionLog<D, C> {
-    /// After an append: an fdatasync if the flush policy asks for one now.
+    /// After an append: an fdatasync if the flush policy or the count of offsets not yet
+    /// durable (`flush_messages`, Kafka's `unflushedMessages >= flush.messages`) asks for
+    /// one now.
     pub(super) async fn flush_by_policy(&mut self, now: i64) -> Result<()> {
+        let not_durable = self.log_end_offset() - self.durable_offset;
+        if self.config.flush_messages.is_some_and(|count| not_durable >= count as i64) {
+            return self.flush().await;
+        }
         match self.config.flush {
             FlushPolicy::EveryAppend => self.flush().await,
             FlushPolicy::IntervalMs(interval) if now - self.last_flush_ms >= interval as i64 => {

@@ -36,7 +36,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             return false;
         }
         active.size() + size > self.config.segment_bytes
-            || now - active.created_at_ms() >= self.config.segment_ms as i64
+            || self.old_enough_to_roll(now)
             || active.next_offset() + offsets - active.base_offset() > i64::from(u32::MAX)
     }
 
@@ -73,14 +73,44 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         Ok(())
     }
 
-    /// Rolls the active segment if it is older than `segment_ms` (for a background timer;
-    /// appends check this too).
+    /// Rolls the active segment if it is older than `segment_ms` less its jitter (for a
+    /// background timer; appends check this too).
     pub async fn roll_if_due(&mut self) -> Result<()> {
-        if self.clock.now_ms() - self.active().created_at_ms() >= self.config.segment_ms as i64
-            && self.active().size() > 0
-        {
+        if self.old_enough_to_roll(self.clock.now_ms()) && self.active().size() > 0 {
             self.roll().await?;
         }
         Ok(())
+    }
+
+    /// Whether the active segment's age reached `segment_ms` less its jitter.
+    fn old_enough_to_roll(&self, now: i64) -> bool {
+        let age = now - self.active().created_at_ms();
+        age >= self.config.segment_ms as i64 - self.roll_jitter_ms() as i64
+    }
+
+    /// How much before `segment_ms` the active segment rolls: below
+    /// `min(segment_jitter_ms, segment_ms)`, as Kafka's per-segment `rollJitterMs`. Kafka
+    /// draws it at random when the segment is made; here it is a hash of the log's directory
+    /// and the segment's base offset and creation time, so partitions made together still
+    /// spread and a restart keeps each segment's value.
+    fn roll_jitter_ms(&self) -> u64 {
+        let jitter = self.config.segment_jitter_ms.min(self.config.segment_ms);
+        if jitter == 0 {
+            return 0;
+        }
+        let active = self.active();
+        // FNV-1a over the directory, then SplitMix64's finaliser to spread every bit.
+        let mut h = self
+            .dir
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        h ^= active.base_offset() as u64 ^ (active.created_at_ms() as u64).rotate_left(32);
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (h ^ (h >> 31)) % jitter
     }
 }
