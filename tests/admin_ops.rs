@@ -1100,6 +1100,34 @@ fn kafka_configs_sets_broker_defaults_per_broker_and_cluster_wide_live_and_durab
         );
     }
     Described::of(&broker, plain).assert("max.message.bytes", &limit, DYNAMIC_DEFAULT);
+
+    // confluent-kafka's AdminClient changes and describes a broker's own configs too.
+    let bootstrap = broker.bootstrap();
+    let confluent = |options: &[&str]| {
+        let mut args = vec!["incremental", bootstrap.as_str(), "0", "--broker"];
+        args.extend_from_slice(options);
+        let output = python_ok("admin.py", &args);
+        let answer = output.lines().next().unwrap_or_default().to_string();
+        (answer, output)
+    };
+    let retention = "log.retention.ms";
+    let validated = confluent(&["--set", "log.retention.ms=7200000", "--validate-only"]);
+    assert_eq!(validated.0, "ok", "validate_only SET on broker 0:\n{}", validated.1);
+    let refused = confluent(&["--set", "log.retention.ms=abc"]);
+    assert!(refused.0.starts_with("error\tINVALID_REQUEST\tInvalid value abc"), "{}", refused.1);
+    let broker_described = || {
+        let output = python_ok("admin.py", &["describe", &bootstrap, "0", "--broker"]);
+        let prefix = format!("config\t{retention}\t");
+        output.lines().find(|l| l.starts_with(&prefix)).unwrap_or_default().to_string()
+    };
+    let static_line = format!("config\t{retention}\t{RETENTION_MS_DEFAULT}\tDEFAULT_CONFIG");
+    assert_eq!(broker_described(), static_line, "validate_only and a bad value change nothing");
+    let set = confluent(&["--set", "log.retention.ms=7200000"]);
+    assert_eq!(set.0, "ok", "SET on broker 0:\n{}", set.1);
+    let dynamic_line = format!("config\t{retention}\t7200000\t{DYNAMIC_BROKER}");
+    assert_eq!(broker_described(), dynamic_line);
+    Described::of(&broker, plain).assert("retention.ms", "7200000", DYNAMIC_BROKER);
+
     let stored: Vec<u64> = consume_all(&broker, plain, &[])
         .iter()
         .map(|m| value_index(m.value.as_deref().expect("generated messages have a value")))

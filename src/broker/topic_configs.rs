@@ -118,7 +118,7 @@ pub const TOPIC_CONFIGS: &[Def] = &[
     def!("local.retention.ms", Long, "-2", Valid::AtLeast(-2), Support::NoEffect(NO_TIERED_STORAGE)),
     def!("max.compaction.lag.ms", Long, LONG_MAX, Valid::AtLeast(1), Support::NoEffect(NO_COMPACTION)),
     def!("max.decompressed.message.bytes", Int, "2147483639", Valid::AtLeast(1),
-        Support::NoEffect("Fjord never decompresses a producer's batch to store it")),
+        Support::NoEffect("Fjord decompresses a producer's batch only to recompress it (compression.type), at most 64 MiB of records")),
     def!("max.message.bytes", Int, "1048588",
         Valid::Between(BATCH_HEADER_BYTES as i64, BATCH_BYTES_LIMIT_MAX as i64), Support::Honoured),
     def!("message.timestamp.after.max.ms", Long, "3600000", Valid::AtLeast(0), Support::Honoured),

@@ -5,11 +5,13 @@ Usage: admin.py COMMAND BOOTSTRAP TOPIC [options], or admin.py describe-cluster 
 see `admin.py --help`.
 
     incremental        IncrementalAlterConfigs (API 44): --set k=v, --delete k, --append k=v,
-                       --subtract k=v, each repeatable, and --validate-only
+                       --subtract k=v, each repeatable, and --validate-only; with --broker,
+                       TOPIC names a broker resource instead: a broker id (librdkafka
+                       refuses "", the cluster-wide defaults' name, as a resource)
     alter              AlterConfigs (API 33, the legacy call that replaces every override of
                        the topic): --config k=v, repeatable, and --validate-only
     create-partitions  CreatePartitions (API 37) to COUNT partitions, --validate-only
-    describe           DescribeConfigs (API 32) of the topic
+    describe           DescribeConfigs (API 32) of the topic (with --broker: of the broker)
     delete-records     DeleteRecords (API 21) of PARTITION before OFFSET (-1: the high watermark)
     describe-cluster   DescribeCluster (API 60), with the cluster's authorized operations
 
@@ -122,7 +124,7 @@ def incremental(args):
         entries.append(ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SUBTRACT))
     if not entries:
         common.fail("incremental: nothing to change (give --set, --delete, --append or --subtract)")
-    resource = ConfigResource(ResourceType.TOPIC, args.topic, incremental_configs=entries)
+    resource = ConfigResource(resource_type(args), args.topic, incremental_configs=entries)
     admin = client(args)
     futures = admin.incremental_alter_configs(
         [resource], validate_only=args.validate_only, request_timeout=REQUEST_TIMEOUT_S
@@ -154,8 +156,12 @@ def create_partitions(args):
     report(only_future(futures))
 
 
+def resource_type(args):
+    return ResourceType.BROKER if args.broker else ResourceType.TOPIC
+
+
 def describe(args):
-    resource = ConfigResource(ResourceType.TOPIC, args.topic)
+    resource = ConfigResource(resource_type(args), args.topic)
     admin = client(args)
     future = only_future(admin.describe_configs([resource], request_timeout=REQUEST_TIMEOUT_S))
     described, configs = wait(future)
@@ -211,6 +217,7 @@ def main():
     p.add_argument("--append", action="append", default=[], type=pair, metavar="NAME=VALUE")
     p.add_argument("--subtract", action="append", default=[], type=pair, metavar="NAME=VALUE")
     p.add_argument("--validate-only", action="store_true")
+    p.add_argument("--broker", action="store_true", help="TOPIC is a broker resource's name")
 
     p = command("alter", alter)
     p.add_argument("--config", action="append", default=[], type=pair, metavar="NAME=VALUE")
@@ -220,7 +227,8 @@ def main():
     p.add_argument("count", type=int, help="the topic's new total partition count")
     p.add_argument("--validate-only", action="store_true")
 
-    command("describe", describe)
+    p = command("describe", describe)
+    p.add_argument("--broker", action="store_true", help="TOPIC is a broker resource's name")
 
     p = command("delete-records", delete_records)
     p.add_argument("partition", type=int)
