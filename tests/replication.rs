@@ -2270,10 +2270,17 @@ const TRIM_RECORDS_PER_BATCH: usize = 100;
 const TRIM_VALUE_BYTES: usize = 1000;
 /// Where DeleteRecords moves the log start: inside the second segment.
 const TRIM_BEFORE: i64 = 1500;
+/// Where the second DeleteRecords, with a follower frozen, moves it.
+const TRIM_AGAIN: i64 = 1600;
+/// That request's timeout: well within the frozen follower's time in the in-sync set.
+const TRIM_TIMEOUT_MS: i32 = 1000;
+const REQUEST_TIMED_OUT: i16 = 7;
 
 /// Issue 18: DeleteRecords moves the leader's log start; every follower takes it from its
-/// next fetch and deletes the segments wholly below it, so a new leader after a failover
-/// serves the same log start.
+/// next fetch and deletes the segments wholly below it, and the answer waits for that, as
+/// Kafka's does: it comes once every in-sync replica's log start reached the offset, or
+/// REQUEST_TIMED_OUT with the lowest one when a frozen follower cannot report. A new leader
+/// after a failover serves the same log start.
 #[test]
 fn deleted_records_stay_deleted_on_every_replica_and_after_failover() {
     let cluster = Cluster::up("trim");
@@ -2307,12 +2314,20 @@ fn deleted_records_stay_deleted_on_every_replica_and_after_failover() {
     assert_eq!(wire::delete_records(&mut conn, next(), topic, 0, TRIM_BEFORE), (0, TRIM_BEFORE));
     assert_eq!(wire::list_offset(&mut conn, next(), topic, 0, -2), (0, TRIM_BEFORE));
     for id in 0..BROKERS {
-        wait_until(
-            &format!("broker {id} deleting the segment wholly below {TRIM_BEFORE}"),
-            Duration::from_secs(10),
-            || (!first_segment(id).exists()).then_some(()),
-        );
+        // The answer came after every replica's log start passed the first segment.
+        assert!(!first_segment(id).exists(), "broker {id} deleted the segment before the answer");
     }
+    // A frozen follower cannot take the new log start: the answer times out with the low
+    // watermark it holds back, while the leader's own log start has moved.
+    let frozen = (0..BROKERS).find(|id| *id != leader).expect("a follower");
+    cluster.freeze(frozen);
+    let answer =
+        wire::delete_records_within(&mut conn, next(), topic, 0, TRIM_AGAIN, TRIM_TIMEOUT_MS);
+    cluster.thaw(frozen);
+    assert_eq!(answer, (REQUEST_TIMED_OUT, TRIM_BEFORE), "with broker {frozen} frozen");
+    assert_eq!(wire::list_offset(&mut conn, next(), topic, 0, -2), (0, TRIM_AGAIN));
+    // Thawed, it catches up: asked again, the answer waits for it.
+    assert_eq!(wire::delete_records(&mut conn, next(), topic, 0, TRIM_AGAIN), (0, TRIM_AGAIN));
     cluster.kill9(leader);
     let state = cluster.wait_state("a new leader", Duration::from_secs(10), |s| {
         let p = partition(s, topic, 0);
@@ -2321,14 +2336,14 @@ fn deleted_records_stay_deleted_on_every_replica_and_after_failover() {
     let new_leader = partition(&state, topic, 0).leader;
     let mut conn = cluster.connect(new_leader);
     wait_until(
-        &format!("broker {new_leader}, the new leader, answering the log start {TRIM_BEFORE}"),
+        &format!("broker {new_leader}, the new leader, answering the log start {TRIM_AGAIN}"),
         Duration::from_secs(10),
         || {
             let answer = wire::list_offset(&mut conn, next(), topic, 0, -2);
             (answer != (NOT_LEADER_OR_FOLLOWER, -1)).then_some(answer)
         },
     );
-    assert_eq!(wire::list_offset(&mut conn, next(), topic, 0, -2), (0, TRIM_BEFORE));
+    assert_eq!(wire::list_offset(&mut conn, next(), topic, 0, -2), (0, TRIM_AGAIN));
     assert_eq!(wire::list_offset(&mut conn, next(), topic, 0, -1), (0, end));
 }
 

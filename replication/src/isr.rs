@@ -18,6 +18,8 @@ pub struct FollowerProgress {
     /// When the follower last fetched, and the leader's log end then.
     pub last_fetch_ms: i64,
     pub leader_end_at_last_fetch: i64,
+    /// The follower's log start as its last fetch gave it; -1 until then.
+    pub log_start_offset: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +42,7 @@ impl ReplicaTracker {
                         last_caught_up_ms: now_ms,
                         last_fetch_ms: now_ms,
                         leader_end_at_last_fetch: i64::MAX,
+                        log_start_offset: -1,
                     },
                 )
             })
@@ -84,6 +87,23 @@ impl ReplicaTracker {
         progress.last_fetch_ms = now_ms;
         progress.leader_end_at_last_fetch = leader_log_end;
         true
+    }
+
+    /// Records the log start `follower` gave in its fetch (Fetch v5+; -1 from older ones).
+    pub fn on_log_start(&mut self, follower: i32, log_start_offset: i64) {
+        if let Some(progress) = self.followers.get_mut(&follower) {
+            progress.log_start_offset = log_start_offset;
+        }
+    }
+
+    /// The smallest log start among the leader (`leader_log_start`) and the followers in
+    /// `isr` (Kafka's `lowWatermarkIfLeader`, over the in-sync replicas): where DeleteRecords
+    /// has reached every replica that counts. A follower not heard from counts as -1.
+    pub fn low_watermark(&self, isr: &[i32], leader_log_start: i64) -> i64 {
+        isr.iter()
+            .filter(|r| **r != self.leader)
+            .map(|r| self.followers.get(r).map_or(-1, |p| p.log_start_offset))
+            .fold(leader_log_start, i64::min)
     }
 
     pub fn progress(&self, follower: i32) -> Option<FollowerProgress> {
@@ -165,6 +185,19 @@ mod tests {
         }
         assert!(busy.progress(1).unwrap().last_caught_up_ms >= 48_000);
         assert_eq!(busy.wanted_isr(&[0, 1], 90, 50_000, 10_000), None);
+    }
+
+    #[test]
+    fn the_low_watermark_is_the_smallest_log_start_in_sync() {
+        let mut tracker = ReplicaTracker::new(0, &[0, 1, 2], 1_000);
+        assert_eq!(tracker.low_watermark(&[0, 1, 2], 5), -1, "followers not heard from");
+        tracker.on_log_start(1, 5);
+        tracker.on_log_start(2, 3);
+        assert_eq!(tracker.low_watermark(&[0, 1, 2], 5), 3);
+        assert_eq!(tracker.low_watermark(&[0, 1], 5), 5, "out-of-sync followers do not count");
+        assert_eq!(tracker.low_watermark(&[0], 4), 4, "a lone leader's own");
+        tracker.on_log_start(9, 0);
+        assert_eq!(tracker.low_watermark(&[0, 1], 5), 5, "not a replica: ignored");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::broker::outcome::{
     ProducersAnswer,
 };
 use crate::broker::request_memory::RequestMemory;
+use crate::partition::replica::FetchPosition;
 
 /// The shard that owns a partition. Internal topics (consumer offsets) live on shard 0 with
 /// the group coordinator.
@@ -104,7 +105,7 @@ pub struct ProducePart {
 pub struct FetchPart {
     pub topic: String,
     pub index: i32,
-    pub offset: i64,
+    pub position: FetchPosition,
     pub partition_max_bytes: u64,
     pub epoch: i32,
 }
@@ -132,11 +133,13 @@ pub enum Message {
         max_bytes: u64,
         reply: oneshot::Sender<Vec<RemoteRead>>,
     },
-    /// DeleteRecords for a partition the shard owns; the answer's offset is its new log start.
+    /// DeleteRecords for a partition the shard owns; the answer's offset is its low
+    /// watermark, once every in-sync replica reached it or `deadline` passed.
     DeleteRecords {
         topic: String,
         index: i32,
         offset: i64,
+        deadline: tokio::time::Instant,
         reply: oneshot::Sender<OffsetAnswer>,
     },
     ListOffset {
@@ -351,9 +354,11 @@ impl Shards {
         topic: String,
         index: i32,
         offset: i64,
+        deadline: tokio::time::Instant,
     ) -> OffsetAnswer {
-        let answer =
-            self.ask(shard, |reply| Message::DeleteRecords { topic, index, offset, reply }).await;
+        let answer = self
+            .ask(shard, |reply| Message::DeleteRecords { topic, index, offset, deadline, reply })
+            .await;
         answer.unwrap_or(OffsetAnswer::refused(ResponseError::UnknownServerError))
     }
 

@@ -1,9 +1,12 @@
 //! DeleteRecords: moves partitions' log starts forward, on their leaders.
 //!
-//! Each partition is answered by the shard that owns it. The answer's low watermark is the
-//! leader's new log start, given once the leader has moved it durably and deleted the
-//! segments wholly below it; followers take it from their next fetch. (Kafka also waits for
-//! the followers' log starts before it answers: `docs/compatibility.md`.)
+//! Each partition is answered by the shard that owns it. The leader moves its log start
+//! durably and deletes the segments wholly below it; followers take the new start from their
+//! next fetch and report theirs in the one after. As Kafka's delayed DeleteRecords does, the
+//! answer waits until the low watermark (the smallest log start of the leader and its
+//! in-sync followers) reaches the offset, and gives it; past the request's timeout (at most
+//! `DELETE_TIMEOUT_MS_MAX`) the partition is answered REQUEST_TIMED_OUT with the low
+//! watermark reached so far. The deletion itself stands either way.
 
 use std::rc::Rc;
 
@@ -11,12 +14,14 @@ use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+use kafka_protocol::ResponseError;
 use tracing::{info, warn};
 
 use super::reply::{frame, HandlerError, Reply};
 use crate::broker::outcome::OffsetAnswer;
 use crate::broker::Broker;
 use crate::handlers::errors::{code, storage_error_code};
+use crate::partition::LowWatermarkWait;
 use crate::protocol::{decode_body, Request};
 
 /// The offset that stands for the partition's high watermark (Kafka's
@@ -24,27 +29,44 @@ use crate::protocol::{decode_body, Request};
 const HIGH_WATERMARK: i64 = -1;
 /// Partitions one request may name.
 const PARTITIONS_PER_REQUEST_MAX: usize = 10_000;
+/// The longest a request waits for the followers' log starts, whatever its timeout says.
+const DELETE_TIMEOUT_MS_MAX: i32 = 5 * 60 * 1000;
 
-/// One partition's answer, resolved on its owning shard: the new log start as `offset`.
+/// One partition's answer, resolved on its owning shard: the low watermark as `offset`.
 pub(crate) async fn delete_records_before(
     broker: &Broker,
     topic: &str,
     index: i32,
     offset: i64,
+    deadline: tokio::time::Instant,
 ) -> OffsetAnswer {
     let partition = match super::list_offsets::led_here(broker, topic, index).await {
         Ok(partition) => partition,
         Err(code) => return OffsetAnswer::refused(code),
     };
     let offset = if offset == HIGH_WATERMARK { partition.high_watermark() } else { offset };
-    match partition.delete_records_before(offset).await {
-        Ok(log_start) => {
-            info!(partition = ?partition, log_start, "records deleted");
-            OffsetAnswer { error: None, timestamp: -1, offset: log_start, leader_epoch: -1 }
-        }
+    let log_start = match partition.delete_records_before(offset).await {
+        Ok(log_start) => log_start,
         Err(error) => {
             warn!(partition = ?partition, offset, %error, "DeleteRecords refused");
-            OffsetAnswer::refused(storage_error_code(&error))
+            return OffsetAnswer::refused(storage_error_code(&error));
+        }
+    };
+    info!(partition = ?partition, log_start, "records deleted");
+    let answer = |error, low_watermark| OffsetAnswer {
+        error,
+        timestamp: -1,
+        offset: low_watermark,
+        leader_epoch: -1,
+    };
+    match partition.wait_low_watermark(offset, deadline).await {
+        Ok(low_watermark) => answer(None, low_watermark),
+        Err(LowWatermarkWait::TimedOut(low_watermark)) => {
+            warn!(partition = ?partition, offset, low_watermark, "DeleteRecords timed out waiting for the in-sync followers' log starts");
+            answer(Some(ResponseError::RequestTimedOut), low_watermark)
+        }
+        Err(LowWatermarkWait::NotLeader) => {
+            OffsetAnswer::refused(ResponseError::NotLeaderOrFollower)
         }
     }
 }
@@ -59,6 +81,8 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
             max: PARTITIONS_PER_REQUEST_MAX,
         });
     }
+    let timeout_ms = body.timeout_ms.clamp(0, DELETE_TIMEOUT_MS_MAX) as u64;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
     let mut response = DeleteRecordsResponse::default();
     for topic in &body.topics {
         let mut topic_result = DeleteRecordsTopicResult::default();
@@ -68,9 +92,10 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
             let (index, offset) = (wanted.partition_index, wanted.offset);
             let answer = match broker.shards.owner_of(name, index) {
                 Some(shard) => {
-                    broker.shards.delete_records(shard, name.to_string(), index, offset).await
+                    let name = name.to_string();
+                    broker.shards.delete_records(shard, name, index, offset, deadline).await
                 }
-                None => delete_records_before(broker, name, index, offset).await,
+                None => delete_records_before(broker, name, index, offset, deadline).await,
             };
             let mut result = DeleteRecordsPartitionResult::default();
             result.partition_index = index;

@@ -52,6 +52,7 @@ use crate::broker::outcome::{EpochEnd, PartitionRead};
 use crate::broker::shards::{ByShard, FetchPart, Shards};
 use crate::broker::Broker;
 use crate::handlers::errors::{code, storage_error_code};
+use crate::partition::replica::FetchPosition;
 use crate::protocol::{decode_body, Request};
 
 /// Longest long poll honoured: a client asking for more waits this long.
@@ -259,16 +260,17 @@ fn topic_names<'a>(
 }
 
 /// Resolves one partition this shard owns: checks, follower progress, and the file regions
-/// of whole batches from `offset`, at most `limit` bytes (at least one batch).
+/// of whole batches from `position.offset`, at most `limit` bytes (at least one batch).
 pub(crate) async fn read_partition(
     broker: &Broker,
     topic: &str,
     index: i32,
-    offset: i64,
+    position: FetchPosition,
     limit: u64,
     replica: i32,
     current_leader_epoch: i32,
 ) -> PartitionRead {
+    let offset = position.offset;
     let Some(partition) = broker.partition(topic, index) else {
         return PartitionRead::refused(if broker.partition_exists(topic, index) {
             ResponseError::NotLeaderOrFollower
@@ -290,11 +292,11 @@ pub(crate) async fn read_partition(
     let mut result = PartitionRead::empty();
     if replica >= 0 {
         // A follower's fetch offset says what it holds: progress, high watermark and in-sync
-        // set move with it.
+        // set move with it (and its log start, the low watermark of DeleteRecords).
         let before = partition.high_watermark();
         let wanted_isr = partition.on_follower_fetch(
             replica,
-            offset,
+            position,
             crate::clock::now_ms(),
             broker.config.replica_lag_time_max_ms as i64,
         );
@@ -320,6 +322,11 @@ pub(crate) async fn read_partition(
     result
 }
 
+/// Where a requested partition is read from, and the fetcher's own log start.
+fn position_of(wanted: &FetchPartition) -> FetchPosition {
+    FetchPosition { offset: wanted.fetch_offset, log_start: wanted.log_start_offset }
+}
+
 /// What is left of `max_bytes` for one partition after `total` bytes of earlier ones.
 pub(crate) fn budget_limit(partition_max_bytes: u64, max_bytes: u64, total: u64) -> u64 {
     partition_max_bytes.min(max_bytes.saturating_sub(total))
@@ -338,7 +345,7 @@ pub(crate) async fn read_budgeted(
     broker: &Broker,
     topic: &str,
     index: i32,
-    offset: i64,
+    position: FetchPosition,
     limit: u64,
     total: u64,
     replica: i32,
@@ -352,7 +359,7 @@ pub(crate) async fn read_budgeted(
         }
         return read;
     }
-    read_partition(broker, topic, index, offset, limit, replica, epoch).await
+    read_partition(broker, topic, index, position, limit, replica, epoch).await
 }
 
 /// What a partition's `last_fetched_epoch` says before its records are read.
@@ -544,7 +551,7 @@ async fn read_elsewhere(
             let part = FetchPart {
                 topic: name.to_string(),
                 index: wanted.partition,
-                offset: wanted.fetch_offset,
+                position: position_of(wanted),
                 partition_max_bytes: partition_limit(wanted.partition_max_bytes, check),
                 epoch: wanted.current_leader_epoch,
             };
@@ -589,7 +596,7 @@ async fn answer_partition(
                 broker,
                 name,
                 wanted.partition,
-                wanted.fetch_offset,
+                position_of(wanted),
                 limit,
                 budget.total,
                 replica,

@@ -24,6 +24,8 @@ pub mod producer;
 pub mod replica;
 mod replication;
 
+pub use replication::LowWatermarkWait;
+
 use producer::{ProducerTable, SequenceCheck, SequencedBatch};
 use replica::ReplicaState;
 

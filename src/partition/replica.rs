@@ -61,6 +61,15 @@ pub struct ReplicaState {
 /// retriable error makes it retry both batches in order.
 pub const LEADERSHIP_SETTLE_MS: i64 = 5_000;
 
+/// Where a fetch reads a partition from: `offset`, and the fetcher's own log start (a
+/// follower's, from Fetch v5 on; -1 from consumers and older fetches). A follower holds
+/// every record below `offset` and none below `log_start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchPosition {
+    pub offset: i64,
+    pub log_start: i64,
+}
+
 /// Why waiting for replication ended without success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicationWait {
@@ -295,14 +304,23 @@ impl ReplicaState {
     pub(super) fn on_follower_fetch(
         &self,
         follower: i32,
-        fetch_offset: i64,
+        fetch: FetchPosition,
         log_end: i64,
         now_ms: i64,
     ) -> bool {
         let mut tracker = self.tracker.borrow_mut();
-        tracker
-            .as_mut()
-            .is_some_and(|tracker| tracker.on_fetch(follower, fetch_offset, log_end, now_ms))
+        tracker.as_mut().is_some_and(|tracker| {
+            tracker.on_log_start(follower, fetch.log_start);
+            tracker.on_fetch(follower, fetch.offset, log_end, now_ms)
+        })
+    }
+
+    /// The smallest log start among this leader (`log_start`) and its in-sync followers;
+    /// `None` when not leading.
+    pub(super) fn low_watermark(&self, log_start: i64) -> Option<i64> {
+        let isr = self.role.borrow().isr.clone();
+        let tracker = self.tracker.borrow();
+        Some(tracker.as_ref()?.low_watermark(&isr, log_start))
     }
 
     /// The in-sync set this leader wants now, if it differs from the current one.

@@ -9,8 +9,21 @@ use fjord_storage::{PartitionLog, StorageError};
 use tracing::{info, warn};
 
 use super::producer::SequencedBatch;
-use super::replica::ReplicationWait;
+use super::replica::{FetchPosition, ReplicationWait};
 use super::Partition;
+
+/// How often DeleteRecords looks whether the followers' log starts reached the offset: they
+/// report theirs with each fetch, which an idle follower sends every few hundred ms.
+const LOW_WATERMARK_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Why waiting for the low watermark ended without reaching the offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LowWatermarkWait {
+    /// The deadline passed; the low watermark was this.
+    TimedOut(i64),
+    /// This replica stopped leading.
+    NotLeader,
+}
 
 impl Partition {
     /// Takes the leadership of `leader_epoch` (from the cluster state of `version`).
@@ -93,17 +106,18 @@ impl Partition {
         }
     }
 
-    /// A follower fetched at `fetch_offset` (leader side). Returns the in-sync set this
-    /// leader now wants, if it differs from the current one.
+    /// A follower fetched (leader side). Returns the in-sync set this leader now wants, if
+    /// it differs from the current one.
     pub fn on_follower_fetch(
         &self,
         follower: i32,
-        fetch_offset: i64,
+        fetch: FetchPosition,
         now_ms: i64,
         lag_max_ms: i64,
     ) -> Option<Vec<i32>> {
         let log_end = self.log_end_offset();
-        if !self.replica.on_follower_fetch(follower, fetch_offset.min(log_end), log_end, now_ms) {
+        let fetch = FetchPosition { offset: fetch.offset.min(log_end), ..fetch };
+        if !self.replica.on_follower_fetch(follower, fetch, log_end, now_ms) {
             return None;
         }
         self.advance_high_watermark();
@@ -113,6 +127,41 @@ impl Partition {
     /// The in-sync set this leader wants now (a lagging follower out, a caught-up one in).
     pub fn wanted_isr(&self, now_ms: i64, lag_max_ms: i64) -> Option<Vec<i32>> {
         self.replica.wanted_isr(now_ms, lag_max_ms)
+    }
+
+    /// The smallest log start among this replica and, when it leads in a cluster, its
+    /// in-sync followers (Kafka's `lowWatermarkIfLeader`).
+    pub fn low_watermark(&self) -> i64 {
+        let log_start = self.log_start_offset();
+        if !self.replica.clustered() {
+            return log_start;
+        }
+        self.replica.low_watermark(log_start).unwrap_or(log_start)
+    }
+
+    /// Waits until the low watermark reaches `offset` (DeleteRecords: every in-sync replica
+    /// has deleted the records below it), polling every `LOW_WATERMARK_POLL`, until
+    /// `deadline`. `Ok` with the low watermark then, or `Err` with the last one seen (or
+    /// `NotLeader` if the leadership moved meanwhile).
+    pub async fn wait_low_watermark(
+        &self,
+        offset: i64,
+        deadline: tokio::time::Instant,
+    ) -> Result<i64, LowWatermarkWait> {
+        loop {
+            if self.replica.clustered() && !self.replica.is_leader() {
+                return Err(LowWatermarkWait::NotLeader);
+            }
+            let low = self.low_watermark();
+            if low >= offset {
+                return Ok(low);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(LowWatermarkWait::TimedOut(low));
+            }
+            tokio::time::sleep_until(deadline.min(now + LOW_WATERMARK_POLL)).await;
+        }
     }
 
     /// Waits until every in-sync replica holds the records below `offset` (acks=all).

@@ -49,9 +49,9 @@ where
         Message::Fetch { parts, replica, max_bytes, reply } => {
             let _ = reply.send(fetch_parts(broker, parts, replica, max_bytes).await);
         }
-        Message::DeleteRecords { topic, index, offset, reply } => {
-            let _ =
-                reply.send(handlers::delete_records_before(broker, &topic, index, offset).await);
+        Message::DeleteRecords { topic, index, offset, deadline, reply } => {
+            let answer = handlers::delete_records_before(broker, &topic, index, offset, deadline);
+            let _ = reply.send(answer.await);
         }
         Message::ListOffset { topic, index, timestamp, reply } => {
             let _ = reply.send(handlers::list_offset(broker, &topic, index, timestamp).await);
@@ -145,7 +145,7 @@ async fn fetch_parts(
             broker,
             &part.topic,
             part.index,
-            part.offset,
+            part.position,
             limit,
             total,
             replica,

@@ -696,9 +696,21 @@ pub(crate) fn delete_records(
     partition: i32,
     offset: i64,
 ) -> (i16, i64) {
+    delete_records_within(conn, correlation_id, topic, partition, offset, 30_000)
+}
+
+/// `delete_records` with the request's `timeout_ms`.
+pub(crate) fn delete_records_within(
+    conn: &mut Conn,
+    correlation_id: i32,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    timeout_ms: i32,
+) -> (i16, i64) {
     let mut body = Encoder::new();
     body.i32(1).string(topic).i32(1).i32(partition).i64(offset);
-    body.i32(30_000); // timeout_ms
+    body.i32(timeout_ms);
     let response = conn.call(DELETE_RECORDS, 0, correlation_id, &body.0);
     let mut d = Decoder::new(&response);
     let _throttle = d.i32();
