@@ -210,7 +210,7 @@ fn incremental_alter_configs_sets_deletes_appends_and_refuses_as_kafka_does() {
         "segment.bytes=10",
         "no.such.config=1",
         "cleanup.policy=compact",
-        "follower.replication.throttled.replicas=*",
+        "leader.replication.throttled.replicas=0:x",
     ];
     for config in refused {
         expect(incremental(&broker, topic, &["--set", config]), INVALID_CONFIG, config);

@@ -2574,6 +2574,108 @@ fn a_reassignment_moves_a_partition_under_load_through_a_broker_kill() {
     );
 }
 
+/// The throttled reassignment's partition: batches of records of a value size (4 MB).
+const THROTTLED_BATCHES: usize = 40;
+const THROTTLED_RECORDS_PER_BATCH: usize = 100;
+const THROTTLED_VALUE_BYTES: usize = 1000;
+/// `kafka-reassign-partitions --throttle`, bytes per second: 4 MB take at least 3 s at it
+/// (a bucket holds one second's worth), where unthrottled they copy in well under one.
+const THROTTLE_BYTES_PER_SEC: &str = "1000000";
+const THROTTLED_COPY_MIN: Duration = Duration::from_secs(2);
+const THROTTLE_CONFIGS: [&str; 2] =
+    ["leader.replication.throttled.replicas", "follower.replication.throttled.replicas"];
+const THROTTLE_RATES: [&str; 2] =
+    ["leader.replication.throttled.rate", "follower.replication.throttled.rate"];
+
+/// Issue 18: `kafka-reassign-partitions --throttle` sets the replication throttles (the
+/// rates on the brokers, the replica lists on the topic) and the added replica copies the
+/// log at that rate, not faster; `--verify` after completion removes every throttle, and
+/// both replicas hold the same bytes.
+#[test]
+fn a_throttled_reassignment_copies_at_the_throttled_rate_and_verify_removes_the_throttles() {
+    let cluster = Cluster::up("throttle");
+    let topic = "throttled";
+    let create = ["topic", "create", topic, "-b", &cluster.bootstrap, "-p", "1", "-r", "1"];
+    fjord_ok(&[&create[..], &["-c", "min.insync.replicas=1"]].concat());
+    let state = cluster.wait_state("the topic with a leader", Duration::from_secs(10), |s| {
+        s.topics.get(topic).is_some_and(|t| t.partitions.iter().all(|p| p.leader >= 0))
+    });
+    let leader = partition(&state, topic, 0).leader;
+    let added = (0..BROKERS).find(|id| *id != leader).expect("another broker");
+    let mut conn = cluster.connect(leader);
+    let value = vec![b't'; THROTTLED_VALUE_BYTES];
+    let records: Vec<(Option<&[u8]>, &[u8])> =
+        (0..THROTTLED_RECORDS_PER_BATCH).map(|_| (None, value.as_slice())).collect();
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970");
+    let batch = wire::record_batch(&records, now_ms.as_millis() as i64, wire::NO_PRODUCER);
+    for n in 0..THROTTLED_BATCHES {
+        let (error, _) = wire::produce(&mut conn, n as i32 + 1, topic, 0, &batch);
+        assert_eq!(error, 0, "batch {n} to broker {leader}");
+    }
+
+    let work = TempDir::new("throttle");
+    let plan = work.path().join("plan.json");
+    let json = format!(
+        r#"{{"version":1,"partitions":[{{"topic":"{topic}","partition":0,"replicas":[{leader},{added}]}}]}}"#
+    );
+    std::fs::write(&plan, json).expect("write the reassignment plan");
+    let plan_arg = plan.display().to_string();
+    let tool = |actions: &[&str]| {
+        let mut args = vec![
+            "kafka-reassign-partitions",
+            "--bootstrap-server",
+            &cluster.bootstrap,
+            "--reassignment-json-file",
+            &plan_arg,
+        ];
+        args.extend_from_slice(actions);
+        crate::support::kafka::kafka_tool_ok(&args, None)
+    };
+    let out = tool(&["--execute", "--throttle", THROTTLE_BYTES_PER_SEC]);
+    let started = Instant::now();
+    assert!(out.contains("Successfully started partition reassignment"), "{out}");
+    let state = cluster.state();
+    let config = &state.topics[topic].config;
+    for name in THROTTLE_CONFIGS {
+        assert!(config.contains_key(name), "the tool set {name}: {config:?}\n{out}");
+    }
+    for id in [leader, added] {
+        let own = state.broker_configs.per_broker.get(&id.to_string());
+        for name in THROTTLE_RATES {
+            let rate = own.and_then(|values| values.get(name)).map(String::as_str);
+            assert_eq!(rate, Some(THROTTLE_BYTES_PER_SEC), "broker {id}'s {name}");
+        }
+    }
+    cluster.wait_state("the reassignment completed", REASSIGNMENT_WAIT, |s| {
+        let p = partition(s, topic, 0);
+        !p.reassigning() && p.isr.len() == 2
+    });
+    let took = started.elapsed();
+    eprintln!("4 MB copied in {took:?} under a {THROTTLE_BYTES_PER_SEC} B/s throttle");
+    assert!(took >= THROTTLED_COPY_MIN, "the copy took {took:?}: not throttled");
+
+    let out = tool(&["--verify"]);
+    assert!(out.contains(&format!("Reassignment of partition {topic}-0 is completed")), "{out}");
+    let state = cluster.state();
+    let config = &state.topics[topic].config;
+    for name in THROTTLE_CONFIGS {
+        assert!(!config.contains_key(name), "--verify removed {name}: {config:?}\n{out}");
+    }
+    for name in THROTTLE_RATES {
+        let left: Vec<_> =
+            state.broker_configs.per_broker.values().filter(|v| v.contains_key(name)).collect();
+        assert!(left.is_empty(), "--verify removed every {name}: {left:?}\n{out}");
+    }
+    wait_until(
+        &format!("replicas {leader} and {added} of {topic}-0 holding the same bytes"),
+        Duration::from_secs(10),
+        || {
+            (cluster.log_bytes(leader, topic, 0) == cluster.log_bytes(added, topic, 0))
+                .then_some(())
+        },
+    );
+}
+
 #[test]
 fn fjord_topic_reassign_moves_a_partition_and_cancel_needs_one_in_progress() {
     let cluster = Cluster::up("cli-reassign");

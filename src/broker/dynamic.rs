@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use fjord_replication::DynamicBrokerConfigs;
 
 use super::topic::ConfigChange;
-use super::topic_configs;
+use super::{throttle, topic_configs};
 
 /// Kafka's DescribeConfigs sources of a broker value.
 pub const SOURCE_DYNAMIC_BROKER: i8 = 2;
@@ -55,6 +55,10 @@ pub const DYNAMIC_LOG_CONFIGS: &[(&str, &str)] = &[
     ("unclean.leader.election.enable", "unclean.leader.election.enable"),
 ];
 
+/// Broker configs Fjord changes while running that default no topic config: the
+/// replication throttle rates (`throttle`), bytes per second, Kafka's LONG at least 0.
+pub const DYNAMIC_BROKER_ONLY_CONFIGS: &[&str] = &[throttle::LEADER_RATE, throttle::FOLLOWER_RATE];
+
 /// Configs one broker resource may hold.
 pub const CONFIGS_PER_RESOURCE_MAX: usize = 1000;
 
@@ -79,13 +83,19 @@ pub fn check(values: &BTreeMap<String, String>) -> Result<(), String> {
             values.len()
         ));
     }
-    let fixed: Vec<&str> =
-        values.keys().map(String::as_str).filter(|n| topic_config_of(n).is_none()).collect();
+    let fixed: Vec<&str> = values
+        .keys()
+        .map(String::as_str)
+        .filter(|n| topic_config_of(n).is_none() && !DYNAMIC_BROKER_ONLY_CONFIGS.contains(n))
+        .collect();
     if !fixed.is_empty() {
         return Err(format!("Cannot update these configs dynamically: [{}]", fixed.join(", ")));
     }
     for (name, value) in values {
-        let topic = topic_config_of(name).expect("checked above");
+        let Some(topic) = topic_config_of(name) else {
+            check_rate(name, value)?;
+            continue;
+        };
         topic_configs::check(topic, value).map_err(|message| {
             message
                 .replacen(&format!("configuration {topic}:"), &format!("configuration {name}:"), 1)
@@ -93,6 +103,16 @@ pub fn check(values: &BTreeMap<String, String>) -> Result<(), String> {
         })?;
     }
     Ok(())
+}
+
+/// A throttle rate, as Kafka checks it: a LONG of at least 0.
+fn check_rate(name: &str, value: &str) -> Result<(), String> {
+    let invalid = |why: &str| format!("Invalid value {value} for configuration {name}: {why}");
+    match value.trim().parse::<i64>() {
+        Err(_) => Err(invalid("Not a number of type LONG")),
+        Ok(rate) if rate < 0 => Err(invalid("Value must be at least 0")),
+        Ok(_) => Ok(()),
+    }
 }
 
 /// Whether APPEND and SUBTRACT may change `name`: a list config.
@@ -218,6 +238,12 @@ mod tests {
         assert_eq!(
             check(&values(&[("min.insync.replicas", "0")])),
             Err("Invalid value 0 for configuration min.insync.replicas: Value must be at least 1"
+                .to_string())
+        );
+        assert_eq!(check(&values(&[(throttle::LEADER_RATE, "1000000")])), Ok(()));
+        assert_eq!(
+            check(&values(&[(throttle::FOLLOWER_RATE, "-1")])),
+            Err("Invalid value -1 for configuration follower.replication.throttled.rate: Value must be at least 0"
                 .to_string())
         );
         let compact = check(&values(&[("log.cleanup.policy", "compact")])).unwrap_err();

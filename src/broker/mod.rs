@@ -16,6 +16,7 @@ mod error;
 pub mod outcome;
 pub mod request_memory;
 pub mod shards;
+pub mod throttle;
 pub mod topic;
 pub mod topic_configs;
 
@@ -303,6 +304,38 @@ impl Broker {
         }
         let broker_name = dynamic::broker_config_of(name)?;
         dynamic::dynamic_value(&dynamic, self.config.broker_id, broker_name).map(|(value, _)| value)
+    }
+
+    /// The bound, in bytes per second, of replication throttle `rate_name` on this broker
+    /// (its own dynamic value, else the cluster-wide one); `None`: unbounded.
+    pub fn throttle_rate(&self, rate_name: &str) -> Option<u64> {
+        let dynamic = self.dynamic.borrow();
+        if dynamic.is_empty() {
+            return None;
+        }
+        let value = dynamic::dynamic_value(&dynamic, self.config.broker_id, rate_name);
+        throttle::rate(value.map(|(value, _)| value).as_deref())
+    }
+
+    /// The bound of `rate_name` that applies to `partition`'s replication with `replica`
+    /// (this broker when following), if throttled: the replica is out of sync, the topic's
+    /// `list` names the partition on this broker, and the rate is bounded.
+    pub fn throttle_of(
+        &self,
+        partition: &Partition,
+        replica: i32,
+        list: &str,
+        rate_name: &str,
+    ) -> Option<u64> {
+        if partition.replica.in_sync(replica) {
+            return None;
+        }
+        let topic = self.topic(&partition.topic)?;
+        let listed = topic.config.overrides.get(list)?;
+        if !throttle::lists(listed, partition.index, self.config.broker_id) {
+            return None;
+        }
+        self.throttle_rate(rate_name)
     }
 
     /// `config` with the broker's dynamic defaults under its own overrides.

@@ -26,6 +26,7 @@ use crate::broker::outcome::{
     ProducersAnswer,
 };
 use crate::broker::request_memory::RequestMemory;
+use crate::broker::throttle::ReplicationQuotas;
 use crate::partition::replica::FetchPosition;
 
 /// The shard that owns a partition. Internal topics (consumer offsets) live on shard 0 with
@@ -202,6 +203,8 @@ pub struct Shards {
     pub data_arrived: Arc<Notify>,
     /// The request memory budget (`request-memory-max`), one for all shards together.
     pub request_memory: Arc<RequestMemory>,
+    /// The replication throttles' buckets, one pair for all shards together.
+    pub replication_quotas: Arc<ReplicationQuotas>,
 }
 
 impl Shards {
@@ -212,6 +215,7 @@ impl Shards {
             peers: Vec::new(),
             data_arrived: Arc::new(Notify::new()),
             request_memory,
+            replication_quotas: Arc::default(),
         }
     }
 
@@ -220,8 +224,9 @@ impl Shards {
         peers: Vec<mpsc::UnboundedSender<Message>>,
         data_arrived: Arc<Notify>,
         request_memory: Arc<RequestMemory>,
+        replication_quotas: Arc<ReplicationQuotas>,
     ) -> Shards {
-        Shards { me, count: peers.len(), peers, data_arrived, request_memory }
+        Shards { me, count: peers.len(), peers, data_arrived, request_memory, replication_quotas }
     }
 
     /// Whether this shard opens the partition.

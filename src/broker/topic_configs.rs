@@ -110,10 +110,10 @@ pub const TOPIC_CONFIGS: &[Def] = &[
     def!("flush.messages", Long, LONG_MAX, Valid::AtLeast(1), Support::Honoured),
     def!("flush.ms", Long, LONG_MAX, Valid::AtLeast(0), Support::Honoured),
     def!("follower.replication.throttled.replicas", List, "", Valid::Throttled,
-        Support::DefaultOnly("replication throttles are not built yet")),
+        Support::Honoured),
     def!("index.interval.bytes", Int, "4096", Valid::AtLeast(0), Support::Honoured),
     def!("leader.replication.throttled.replicas", List, "", Valid::Throttled,
-        Support::DefaultOnly("replication throttles are not built yet")),
+        Support::Honoured),
     def!("local.retention.bytes", Long, "-2", Valid::AtLeast(-2), Support::NoEffect(NO_TIERED_STORAGE)),
     def!("local.retention.ms", Long, "-2", Valid::AtLeast(-2), Support::NoEffect(NO_TIERED_STORAGE)),
     def!("max.compaction.lag.ms", Long, LONG_MAX, Valid::AtLeast(1), Support::NoEffect(NO_COMPACTION)),
@@ -355,11 +355,7 @@ mod tests {
 
     #[test]
     fn values_fjord_cannot_honour_yet_are_refused_by_name_and_defaults_pass() {
-        for (name, value) in [
-            ("cleanup.policy", "compact"),
-            ("cleanup.policy", "compact,delete"),
-            ("leader.replication.throttled.replicas", "*"),
-        ] {
+        for (name, value) in [("cleanup.policy", "compact"), ("cleanup.policy", "compact,delete")] {
             let refused = check(name, value).unwrap_err();
             assert!(refused.starts_with(&format!("{name}={value} is not supported")), "{refused}");
         }
@@ -378,6 +374,8 @@ mod tests {
             ("compression.zstd.level", "-5"),
             ("local.retention.ms", "1000"),
             ("leader.replication.throttled.replicas", ""),
+            ("leader.replication.throttled.replicas", "*"),
+            ("follower.replication.throttled.replicas", "0:1,1:2"),
         ] {
             assert_eq!(check(name, value), Ok(()), "{name}={value}");
         }

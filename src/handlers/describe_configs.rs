@@ -20,7 +20,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::ResponseError;
 
 use super::reply::{frame, HandlerError, Reply};
-use crate::broker::{dynamic, topic_configs, Broker, Topic};
+use crate::broker::{dynamic, throttle, topic_configs, Broker, Topic};
 use crate::protocol::{decode_body, Request};
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -251,6 +251,7 @@ fn config_type(name: &str) -> i8 {
         "auto.create.topics.enable" => BOOLEAN,
         "log.dirs" => LIST,
         "log.retention.check.interval.ms" => LONG,
+        throttle::LEADER_RATE | throttle::FOLLOWER_RATE => LONG,
         "broker.id" | "num.partitions" | "socket.request.max.bytes" | "max.connections" => INT,
         _ => STRING,
     }
@@ -283,6 +284,21 @@ fn this_broker_entries(broker: &Broker) -> Vec<ConfigEntry> {
             entry.value = fallback;
         }
         entries.insert(name.to_string(), entry);
+    }
+    // The throttle rates are no broker settings of Kafka's, only dynamic values: listed
+    // where set, with those values as their synonyms, as Kafka lists them.
+    for name in dynamic::DYNAMIC_BROKER_ONLY_CONFIGS {
+        let mut synonyms = Vec::new();
+        if let Some(value) = dynamic.of(Some(id)).get(*name) {
+            synonyms.push(Synonym::new(name, value, dynamic::SOURCE_DYNAMIC_BROKER));
+        }
+        if let Some(value) = dynamic.of(None).get(*name) {
+            synonyms.push(Synonym::new(name, value, dynamic::SOURCE_DYNAMIC_DEFAULT));
+        }
+        if !synonyms.is_empty() {
+            let entry = ConfigEntry::from_synonyms(name, synonyms, String::new(), false);
+            entries.insert(name.to_string(), entry);
+        }
     }
     entries.into_values().collect()
 }

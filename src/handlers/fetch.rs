@@ -50,7 +50,7 @@ use super::reply::{FetchResponse, HandlerError, Piece, Reply};
 use super::{brokers, epochs};
 use crate::broker::outcome::{EpochEnd, PartitionRead};
 use crate::broker::shards::{ByShard, FetchPart, Shards};
-use crate::broker::Broker;
+use crate::broker::{throttle, Broker};
 use crate::handlers::errors::{code, storage_error_code};
 use crate::partition::replica::FetchPosition;
 use crate::protocol::{decode_body, Request};
@@ -312,8 +312,31 @@ pub(crate) async fn read_partition(
     if offset >= end && offset <= partition.log_end_offset() && offset >= result.log_start_offset {
         return result;
     }
+    // A throttled replica (`broker::throttle`) gets no records while the leader's bucket is
+    // empty, only the offsets; what it gets is taken from the bucket.
+    let throttle = (replica >= 0)
+        .then(|| {
+            broker.throttle_of(
+                &partition,
+                replica,
+                throttle::LEADER_REPLICAS,
+                throttle::LEADER_RATE,
+            )
+        })
+        .flatten();
+    let quota = &broker.shards.replication_quotas.leader;
+    let limit = match throttle.map(|rate| quota.available(rate)) {
+        Some(0) => return result,
+        Some(available) => limit.min(available),
+        None => limit,
+    };
     match partition.read_below(offset, limit.max(1), end).await {
-        Ok(read) => result.regions = read.regions,
+        Ok(read) => {
+            if let Some(rate) = throttle {
+                quota.record(rate, read.regions.iter().map(|r| r.len).sum());
+            }
+            result.regions = read.regions;
+        }
         Err(error) => {
             debug!(topic, partition = index, offset, %error, "fetch error");
             result.error = Some(storage_error_code(&error));

@@ -119,6 +119,11 @@ impl ReplicaState {
         self.role.borrow().clone()
     }
 
+    /// Whether `broker` is in the in-sync set this replica knows.
+    pub fn in_sync(&self, broker: i32) -> bool {
+        self.role.borrow().isr.contains(&broker)
+    }
+
     pub fn is_leader(&self) -> bool {
         self.role.borrow().leader == self.me
     }

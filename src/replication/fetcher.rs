@@ -25,7 +25,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use kafka_protocol::ResponseError;
 use tracing::{debug, info, warn};
 
-use crate::broker::Broker;
+use crate::broker::{throttle, Broker};
 use crate::partition::Partition;
 
 /// Fetch version followers use: v11, before `last_fetched_epoch` (v12), since followers cut
@@ -296,8 +296,31 @@ async fn fetch_from_log_ends(
     partitions: &[Rc<Partition>],
     client_id: &str,
 ) -> Result<(), FetcherError> {
-    let ready: Vec<&Rc<Partition>> =
-        partitions.iter().filter(|p| !p.replica.needs_truncation.get()).collect();
+    // A throttled partition (`broker::throttle`) is left out while the follower's bucket
+    // is empty; what its fetches bring is taken from the bucket.
+    let me = broker.config.broker_id;
+    let throttle_of = |p: &Partition| {
+        broker.throttle_of(p, me, throttle::FOLLOWER_REPLICAS, throttle::FOLLOWER_RATE)
+    };
+    let quota = &broker.shards.replication_quotas.follower;
+    // The throttled partitions asked for at most what the bucket holds.
+    let mut limited: Vec<(&Partition, i32)> = Vec::new();
+    let ready: Vec<&Rc<Partition>> = partitions
+        .iter()
+        .filter(|p| !p.replica.needs_truncation.get())
+        .filter(|p| match throttle_of(p).map(|rate| quota.available(rate)) {
+            Some(0) => false,
+            Some(available) => {
+                limited.push((p, available.min(FETCH_PARTITION_BYTES as u64) as i32));
+                true
+            }
+            None => true,
+        })
+        .collect();
+    let limit_of = |p: &Partition| {
+        let found = limited.iter().find(|(l, _)| std::ptr::eq(*l, p));
+        found.map_or(FETCH_PARTITION_BYTES, |(_, limit)| *limit)
+    };
     if ready.is_empty() {
         tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
         return Ok(());
@@ -316,7 +339,7 @@ async fn fetch_from_log_ends(
             f.current_leader_epoch = p.replica.leader_epoch();
             f.fetch_offset = p.log_end_offset();
             f.log_start_offset = p.log_start_offset();
-            f.partition_max_bytes = FETCH_PARTITION_BYTES;
+            f.partition_max_bytes = limit_of(p);
             f
         },
         |topic, partitions| {
@@ -338,6 +361,9 @@ async fn fetch_from_log_ends(
             if role_of(ready[slot]) != roles[slot] {
                 // Leadership moved while this fetch was in flight: its records are not ours.
                 continue;
+            }
+            if let Some(rate) = throttle_of(ready[slot]) {
+                quota.record(rate, data.records.as_ref().map_or(0, |r| r.len() as u64));
             }
             if let Taken::Refused = take_fetched(broker, ready[slot], data, roles[slot]).await? {
                 stale = true;

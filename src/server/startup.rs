@@ -39,6 +39,7 @@ pub fn serve(mut config: BrokerConfig) -> Result<(), ServeError> {
         config.advertised_port = local.port();
     }
     let data_arrived = Arc::new(tokio::sync::Notify::new());
+    let replication_quotas = Arc::default();
     let request_memory =
         Arc::new(RequestMemory::new(config.request_memory_max, config.request_bytes_max));
     let (senders, receivers): (Vec<_>, Vec<_>) =
@@ -59,7 +60,13 @@ pub fn serve(mut config: BrokerConfig) -> Result<(), ServeError> {
         std_listeners.into_iter().zip(receivers).zip(handed).enumerate()
     {
         let shards = if count > 1 {
-            Shards::new(me, senders.clone(), Arc::clone(&data_arrived), Arc::clone(&request_memory))
+            Shards::new(
+                me,
+                senders.clone(),
+                Arc::clone(&data_arrived),
+                Arc::clone(&request_memory),
+                Arc::clone(&replication_quotas),
+            )
         } else {
             Shards::single(Arc::clone(&request_memory))
         };

@@ -504,6 +504,18 @@ fn broker_configs(session: &mut Session) {
             ("not a broker id", "abc", vec![("log.retention.ms", SET, Some("1"))], false),
             ("own, set", me.as_str(), vec![("message.max.bytes", SET, Some("2000000"))], false),
             ("cluster-wide, set", "", vec![("log.retention.ms", SET, Some("7200000"))], false),
+            (
+                "own, throttle rate",
+                me.as_str(),
+                vec![("leader.replication.throttled.rate", SET, Some("1000000"))],
+                false,
+            ),
+            (
+                "cluster-wide, negative throttle rate",
+                "",
+                vec![("follower.replication.throttled.rate", SET, Some("-1"))],
+                false,
+            ),
         ];
         for (label, name, configs, validate_only) in cases {
             let mut request = IncrementalAlterConfigsRequest::default();
@@ -523,7 +535,12 @@ fn broker_configs(session: &mut Session) {
             let mut resource = DescribeConfigsResource::default();
             resource.resource_type = RESOURCE_BROKER;
             resource.resource_name = s(name);
-            resource.configuration_keys = Some(vec![s("message.max.bytes"), s("log.retention.ms")]);
+            resource.configuration_keys = Some(vec![
+                s("message.max.bytes"),
+                s("log.retention.ms"),
+                s("leader.replication.throttled.rate"),
+                s("follower.replication.throttled.rate"),
+            ]);
             let mut request = DescribeConfigsRequest::default();
             request.resources = vec![resource];
             request.include_synonyms = true;
@@ -535,7 +552,11 @@ fn broker_configs(session: &mut Session) {
             );
         }
         for name in [me.as_str(), ""] {
-            let deleted = [("message.max.bytes", DELETE, None), ("log.retention.ms", DELETE, None)];
+            let deleted = [
+                ("message.max.bytes", DELETE, None),
+                ("log.retention.ms", DELETE, None),
+                ("leader.replication.throttled.rate", DELETE, None),
+            ];
             let mut request = IncrementalAlterConfigsRequest::default();
             request.resources = vec![incremental_of(RESOURCE_BROKER, name, &deleted)];
             let _: IncrementalAlterConfigsResponse = session
