@@ -2264,10 +2264,30 @@ fn dynamic_broker_configs_reach_every_broker_through_the_cluster_state() {
     produce_until_leaders_answer(&cluster, topic, OVER_LIMIT_VALUE_BYTES, expected);
 }
 
-/// Records the trimmed topic gets (batches of records of a value size): three 1 MiB segments.
+/// The value size of the records `fill` writes.
+const FILL_VALUE_BYTES: usize = 1000;
+
+/// Fills `topic`-0 at its leader with `batches` batches of `records` records of
+/// `FILL_VALUE_BYTES` each, one acks=all produce per batch, each acknowledged; returns the
+/// connection to the leader (correlation ids up to `batches` used). Stamped now: old
+/// timestamps would let time retention delete closed segments.
+fn fill(cluster: &Cluster, leader: i32, topic: &str, batches: usize, records: usize) -> wire::Conn {
+    let mut conn = cluster.connect(leader);
+    let value = vec![b'v'; FILL_VALUE_BYTES];
+    let records: Vec<(Option<&[u8]>, &[u8])> =
+        (0..records).map(|_| (None, value.as_slice())).collect();
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970");
+    let batch = wire::record_batch(&records, now_ms.as_millis() as i64, wire::NO_PRODUCER);
+    for n in 0..batches {
+        let (error, _) = wire::produce(&mut conn, n as i32 + 1, topic, 0, &batch);
+        assert_eq!(error, 0, "batch {n} to broker {leader}");
+    }
+    conn
+}
+
+/// Records the trimmed topic gets (batches of `fill`'s records): three 1 MiB segments.
 const TRIM_BATCHES: usize = 30;
 const TRIM_RECORDS_PER_BATCH: usize = 100;
-const TRIM_VALUE_BYTES: usize = 1000;
 /// Where DeleteRecords moves the log start: inside the second segment.
 const TRIM_BEFORE: i64 = 1500;
 /// Where the second DeleteRecords, with a follower frozen, moves it.
@@ -2288,17 +2308,7 @@ fn deleted_records_stay_deleted_on_every_replica_and_after_failover() {
     cluster.create_topic(topic, 1, &["segment.bytes=1048576"]);
     let state = cluster.wait_all_in_sync("topic created");
     let leader = partition(&state, topic, 0).leader;
-    let mut conn = cluster.connect(leader);
-    let value = vec![b'v'; TRIM_VALUE_BYTES];
-    let records: Vec<(Option<&[u8]>, &[u8])> =
-        (0..TRIM_RECORDS_PER_BATCH).map(|_| (None, value.as_slice())).collect();
-    // Stamped now: old timestamps would let time retention delete the closed segments too.
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970");
-    let batch = wire::record_batch(&records, now_ms.as_millis() as i64, wire::NO_PRODUCER);
-    for n in 0..TRIM_BATCHES {
-        let (error, _) = wire::produce(&mut conn, n as i32 + 1, topic, 0, &batch);
-        assert_eq!(error, 0, "batch {n} to broker {leader}");
-    }
+    let mut conn = fill(&cluster, leader, topic, TRIM_BATCHES, TRIM_RECORDS_PER_BATCH);
     let end = (TRIM_BATCHES * TRIM_RECORDS_PER_BATCH) as i64;
     let first_segment =
         |id: i32| cluster.partition_dir(id, topic, 0).join(format!("{:020}.log", 0));
@@ -2574,10 +2584,9 @@ fn a_reassignment_moves_a_partition_under_load_through_a_broker_kill() {
     );
 }
 
-/// The throttled reassignment's partition: batches of records of a value size (4 MB).
+/// The throttled reassignment's partition: batches of `fill`'s records (4 MB).
 const THROTTLED_BATCHES: usize = 40;
 const THROTTLED_RECORDS_PER_BATCH: usize = 100;
-const THROTTLED_VALUE_BYTES: usize = 1000;
 /// `kafka-reassign-partitions --throttle`, bytes per second: 4 MB take at least 3 s at it
 /// (a bucket holds one second's worth), where unthrottled they copy in well under one.
 const THROTTLE_BYTES_PER_SEC: &str = "1000000";
@@ -2602,16 +2611,7 @@ fn a_throttled_reassignment_copies_at_the_throttled_rate_and_verify_removes_the_
     });
     let leader = partition(&state, topic, 0).leader;
     let added = (0..BROKERS).find(|id| *id != leader).expect("another broker");
-    let mut conn = cluster.connect(leader);
-    let value = vec![b't'; THROTTLED_VALUE_BYTES];
-    let records: Vec<(Option<&[u8]>, &[u8])> =
-        (0..THROTTLED_RECORDS_PER_BATCH).map(|_| (None, value.as_slice())).collect();
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970");
-    let batch = wire::record_batch(&records, now_ms.as_millis() as i64, wire::NO_PRODUCER);
-    for n in 0..THROTTLED_BATCHES {
-        let (error, _) = wire::produce(&mut conn, n as i32 + 1, topic, 0, &batch);
-        assert_eq!(error, 0, "batch {n} to broker {leader}");
-    }
+    fill(&cluster, leader, topic, THROTTLED_BATCHES, THROTTLED_RECORDS_PER_BATCH);
 
     let work = TempDir::new("throttle");
     let plan = work.path().join("plan.json");

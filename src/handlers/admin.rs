@@ -34,13 +34,7 @@ pub(super) async fn create_topics(
     request: &Request,
 ) -> Result<Reply, HandlerError> {
     let body: CreateTopicsRequest = decode_body(request)?;
-    if body.topics.len() > ADMIN_TOPICS_PER_REQUEST_MAX {
-        return Err(HandlerError::TooMany {
-            what: "topics",
-            count: body.topics.len(),
-            max: ADMIN_TOPICS_PER_REQUEST_MAX,
-        });
-    }
+    super::reply::at_most("topics", body.topics.len(), ADMIN_TOPICS_PER_REQUEST_MAX)?;
     let mut response = CreateTopicsResponse::default();
     for wanted in &body.topics {
         let result = create_topic(broker, wanted, body.validate_only, request.version).await;
@@ -153,13 +147,7 @@ pub(super) async fn delete_topics(
 ) -> Result<Reply, HandlerError> {
     let body: DeleteTopicsRequest = decode_body(request)?;
     let named = body.topic_names.len() + body.topics.len();
-    if named > ADMIN_TOPICS_PER_REQUEST_MAX {
-        return Err(HandlerError::TooMany {
-            what: "topics",
-            count: named,
-            max: ADMIN_TOPICS_PER_REQUEST_MAX,
-        });
-    }
+    super::reply::at_most("topics", named, ADMIN_TOPICS_PER_REQUEST_MAX)?;
     let deletions = resolve_deletions(broker, &body);
     let mut response = DeleteTopicsResponse::default();
     let answer = |name: Option<String>, id: Uuid, error: Option<(ResponseError, String)>| {
@@ -302,13 +290,7 @@ pub(super) async fn create_partitions(
     request: &Request,
 ) -> Result<Reply, HandlerError> {
     let body: CreatePartitionsRequest = decode_body(request)?;
-    if body.topics.len() > ADMIN_TOPICS_PER_REQUEST_MAX {
-        return Err(HandlerError::TooMany {
-            what: "topics",
-            count: body.topics.len(),
-            max: ADMIN_TOPICS_PER_REQUEST_MAX,
-        });
-    }
+    super::reply::at_most("topics", body.topics.len(), ADMIN_TOPICS_PER_REQUEST_MAX)?;
     let (_, repeated) = once_each(body.topics.iter().map(|t| t.name.clone()).collect());
     let mut response = CreatePartitionsResponse::default();
     for wanted in &body.topics {

@@ -62,7 +62,7 @@ impl Wanted {
         name: &StrBytes,
         entries: impl ExactSizeIterator<Item = (&'a str, i8, Option<&'a str>)>,
     ) -> Result<Wanted, HandlerError> {
-        check_count("configs", entries.len(), CONFIGS_PER_RESOURCE_MAX)?;
+        super::reply::at_most("configs", entries.len(), CONFIGS_PER_RESOURCE_MAX)?;
         let entries: Vec<(&str, i8, Option<&str>)> = entries.collect();
         Ok(Wanted { resource_type, name: name.to_string(), changes: incremental_changes(&entries) })
     }
@@ -73,7 +73,7 @@ pub(super) async fn incremental_alter_configs(
     request: &Request,
 ) -> Result<Reply, HandlerError> {
     let body: IncrementalAlterConfigsRequest = decode_body(request)?;
-    check_count("resources", body.resources.len(), RESOURCES_PER_REQUEST_MAX)?;
+    super::reply::at_most("resources", body.resources.len(), RESOURCES_PER_REQUEST_MAX)?;
     let mut wanted = Vec::with_capacity(body.resources.len());
     for resource in &body.resources {
         let entries = resource.configs.iter();
@@ -92,7 +92,7 @@ pub(super) async fn alter_configs(
     request: &Request,
 ) -> Result<Reply, HandlerError> {
     let body: AlterConfigsRequest = decode_body(request)?;
-    check_count("resources", body.resources.len(), RESOURCES_PER_REQUEST_MAX)?;
+    super::reply::at_most("resources", body.resources.len(), RESOURCES_PER_REQUEST_MAX)?;
     let mut wanted = Vec::with_capacity(body.resources.len());
     for resource in &body.resources {
         let entries = resource.configs.iter();
@@ -112,13 +112,6 @@ pub(super) async fn alter_configs(
         response.responses.push(entry);
     }
     frame(request, &response)
-}
-
-fn check_count(what: &'static str, count: usize, max: usize) -> Result<(), HandlerError> {
-    if count > max {
-        return Err(HandlerError::TooMany { what, count, max });
-    }
-    Ok(())
 }
 
 /// The changes of one resource's entries (name, operation, value), or Kafka's refusal of

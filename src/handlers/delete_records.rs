@@ -74,13 +74,7 @@ pub(crate) async fn delete_records_before(
 pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Reply, HandlerError> {
     let body: DeleteRecordsRequest = decode_body(request)?;
     let count: usize = body.topics.iter().map(|t| t.partitions.len()).sum();
-    if count > PARTITIONS_PER_REQUEST_MAX {
-        return Err(HandlerError::TooMany {
-            what: "partitions",
-            count,
-            max: PARTITIONS_PER_REQUEST_MAX,
-        });
-    }
+    super::reply::at_most("partitions", count, PARTITIONS_PER_REQUEST_MAX)?;
     let timeout_ms = body.timeout_ms.clamp(0, DELETE_TIMEOUT_MS_MAX) as u64;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
     let mut response = DeleteRecordsResponse::default();

@@ -65,13 +65,7 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
         None => None,
         Some(topics) => {
             let count: usize = topics.iter().map(|t| t.partitions.len()).sum();
-            if count > PARTITIONS_PER_REQUEST_MAX {
-                return Err(HandlerError::TooMany {
-                    what: "partitions",
-                    count,
-                    max: PARTITIONS_PER_REQUEST_MAX,
-                });
-            }
+            super::reply::at_most("partitions", count, PARTITIONS_PER_REQUEST_MAX)?;
             // Each partition once, as Kafka takes them as a set.
             let set: BTreeSet<(String, i32)> = topics
                 .iter()

@@ -51,13 +51,7 @@ pub(crate) fn partition_producers(broker: &Broker, topic: &str, index: i32) -> P
 pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Reply, HandlerError> {
     let body: DescribeProducersRequest = decode_body(request)?;
     let count: usize = body.topics.iter().map(|t| t.partition_indexes.len()).sum();
-    if count > PARTITIONS_PER_REQUEST_MAX {
-        return Err(HandlerError::TooMany {
-            what: "partitions",
-            count,
-            max: PARTITIONS_PER_REQUEST_MAX,
-        });
-    }
+    super::reply::at_most("partitions", count, PARTITIONS_PER_REQUEST_MAX)?;
     let mut response = DescribeProducersResponse::default();
     for wanted in &body.topics {
         let name = wanted.name.0.as_str();

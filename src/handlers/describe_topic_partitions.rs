@@ -35,13 +35,7 @@ const TOPICS_PER_REQUEST_MAX: usize = 10_000;
 
 pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Reply, HandlerError> {
     let body: DescribeTopicPartitionsRequest = decode_body(request)?;
-    if body.topics.len() > TOPICS_PER_REQUEST_MAX {
-        return Err(HandlerError::TooMany {
-            what: "topics",
-            count: body.topics.len(),
-            max: TOPICS_PER_REQUEST_MAX,
-        });
-    }
+    super::reply::at_most("topics", body.topics.len(), TOPICS_PER_REQUEST_MAX)?;
     let response = match describe(broker, &body) {
         Ok(response) => response,
         Err(reason) => {

@@ -30,13 +30,7 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
         topics.iter().map(|t| (t.topic.0.to_string(), t.partitions.clone())).collect()
     });
     let count: usize = named.iter().flatten().map(|(_, p)| p.len()).sum();
-    if count > PARTITIONS_PER_REQUEST_MAX {
-        return Err(HandlerError::TooMany {
-            what: "partitions",
-            count,
-            max: PARTITIONS_PER_REQUEST_MAX,
-        });
-    }
+    super::reply::at_most("partitions", count, PARTITIONS_PER_REQUEST_MAX)?;
     // v0 has no election type: it asks for preferred leaders.
     let kind = match body.election_type {
         0 => ElectionKind::Preferred,

@@ -128,13 +128,7 @@ fn replica_id(version: i16, body: &FetchRequest) -> i32 {
 pub(crate) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Reply, HandlerError> {
     let body: FetchRequest = decode_body(request)?;
     let partition_count: usize = body.topics.iter().map(|t| t.partitions.len()).sum();
-    if partition_count > FETCH_PARTITIONS_MAX {
-        return Err(HandlerError::TooMany {
-            what: "partitions",
-            count: partition_count,
-            max: FETCH_PARTITIONS_MAX,
-        });
-    }
+    super::reply::at_most("partitions", partition_count, FETCH_PARTITIONS_MAX)?;
     let wait = Duration::from_millis(body.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
     let deadline = Instant::now() + wait;
     let max_bytes = if body.max_bytes <= 0 {

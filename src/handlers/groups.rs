@@ -374,13 +374,7 @@ fn offset_fetch_groups(
     request: &Request,
     body: &OffsetFetchRequest,
 ) -> Result<Reply, HandlerError> {
-    if body.groups.len() > OFFSET_FETCH_GROUPS_MAX {
-        return Err(HandlerError::TooMany {
-            what: "groups",
-            count: body.groups.len(),
-            max: OFFSET_FETCH_GROUPS_MAX,
-        });
-    }
+    super::reply::at_most("groups", body.groups.len(), OFFSET_FETCH_GROUPS_MAX)?;
     let coordinator = broker.coordinator();
     let mut response = OffsetFetchResponse::default();
     for group in &body.groups {

@@ -29,13 +29,7 @@ const PARTITIONS_PER_REQUEST_MAX: usize = crate::config::TOPIC_PARTITIONS_MAX as
 pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Reply, HandlerError> {
     let body: OffsetDeleteRequest = decode_body(request)?;
     let count: usize = body.topics.iter().map(|t| t.partitions.len()).sum();
-    if count > PARTITIONS_PER_REQUEST_MAX {
-        return Err(HandlerError::TooMany {
-            what: "partitions",
-            count,
-            max: PARTITIONS_PER_REQUEST_MAX,
-        });
-    }
+    super::reply::at_most("partitions", count, PARTITIONS_PER_REQUEST_MAX)?;
     let group_id = body.group_id.0.as_str();
     let mut unknown: OffsetDeletions = Vec::new();
     let mut known: Vec<(String, Vec<i32>)> = Vec::new();

@@ -44,13 +44,7 @@ pub(super) async fn alter(broker: &Rc<Broker>, request: &Request) -> Result<Repl
             })
         })
         .collect();
-    if wanted.len() > PARTITIONS_PER_REQUEST_MAX {
-        return Err(HandlerError::TooMany {
-            what: "partitions",
-            count: wanted.len(),
-            max: PARTITIONS_PER_REQUEST_MAX,
-        });
-    }
+    super::reply::at_most("partitions", wanted.len(), PARTITIONS_PER_REQUEST_MAX)?;
     let mut response = AlterPartitionReassignmentsResponse::default();
     response.allow_replication_factor_change = body.allow_replication_factor_change;
     response.error_message = None;

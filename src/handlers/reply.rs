@@ -21,6 +21,15 @@ pub(crate) enum HandlerError {
     NoHandler(ApiKey),
 }
 
+/// Refuses a request that names more than `max` of `what` (a named limit per request),
+/// before anything of it is done: the connection closes with a log line.
+pub(crate) fn at_most(what: &'static str, count: usize, max: usize) -> Result<(), HandlerError> {
+    if count > max {
+        return Err(HandlerError::TooMany { what, count, max });
+    }
+    Ok(())
+}
+
 /// What the connection sends back for one request.
 pub(crate) enum Reply {
     /// A complete response frame.
