@@ -345,6 +345,18 @@ impl Partition {
             .await;
         self.refresh(log);
         self.forget_a_failed_group(&results, &admitted, &mut answered, log_end_before);
+        for (result, sequenced) in results.iter().zip(&sequenced) {
+            if let (Some(Ok(info)), Some(sequenced)) = (result, sequenced) {
+                if info.log_append_time >= 0 {
+                    let mut producers = self.producers.borrow_mut();
+                    producers.restamp(
+                        sequenced.producer_id,
+                        info.base_offset,
+                        info.log_append_time,
+                    );
+                }
+            }
+        }
         if results.iter().any(|r| matches!(r, Some(Ok(_)))) {
             self.advance_high_watermark();
         }
@@ -437,10 +449,12 @@ impl Partition {
         }
         match check {
             SequenceCheck::Append => None,
-            SequenceCheck::Duplicate { base_offset } => Some(Ok(Appended {
+            // Kafka answers a duplicate with its batch's largest timestamp as appended as
+            // `log_append_time_ms`, whatever the topic's timestamp type.
+            SequenceCheck::Duplicate { base_offset, max_timestamp } => Some(Ok(Appended {
                 base_offset,
                 last_offset: base_offset + i64::from(sequenced.count) - 1,
-                log_append_time: -1,
+                log_append_time: max_timestamp,
                 duplicate: true,
             })),
             SequenceCheck::StaleEpoch { current } => Some(Err(AppendError::StaleEpoch { current })),
@@ -482,11 +496,12 @@ impl Partition {
         let info = result?;
         if let Some(sequenced) = sequenced {
             sequenced.trace(self, "appended", info.base_offset);
-            self.producers.borrow_mut().record(
-                sequenced.producer_id,
-                sequenced.epoch,
-                sequenced.batch(info.base_offset, info.last_offset),
-            );
+            let mut batch = sequenced.batch(info.base_offset, info.last_offset);
+            if info.log_append_time >= 0 {
+                // Stamped by the log: that is the batch's largest timestamp now.
+                batch.max_timestamp = info.log_append_time;
+            }
+            self.producers.borrow_mut().record(sequenced.producer_id, sequenced.epoch, batch);
         }
         // A leader whose in-sync set is itself alone (replication factor 1, or followers
         // dropped out) has the records replicated as soon as they are appended; with

@@ -35,8 +35,9 @@ struct ProducerEntry {
 pub enum SequenceCheck {
     /// Append it.
     Append,
-    /// Already in the log: acknowledge with this base offset, append nothing.
-    Duplicate { base_offset: i64 },
+    /// Already in the log: acknowledge with this base offset, append nothing. Its largest
+    /// timestamp as appended is what Kafka answers as the duplicate's `log_append_time_ms`.
+    Duplicate { base_offset: i64, max_timestamp: i64 },
     /// The producer's epoch is older than one already seen (INVALID_PRODUCER_EPOCH).
     StaleEpoch { current: i16 },
     /// The sequence does not follow the last one (OUT_OF_ORDER_SEQUENCE_NUMBER).
@@ -98,7 +99,10 @@ impl ProducerTable {
             .iter()
             .find(|b| b.first_sequence == first_sequence && b.last_sequence == last_sequence)
         {
-            return SequenceCheck::Duplicate { base_offset: batch.base_offset };
+            return SequenceCheck::Duplicate {
+                base_offset: batch.base_offset,
+                max_timestamp: batch.max_timestamp,
+            };
         }
         let expected = entry.batches.back().map_or(0, |b| next_sequence(b.last_sequence));
         if first_sequence == expected {
@@ -136,6 +140,15 @@ impl ProducerTable {
     }
 
     /// Forgets everything at or after `offset` (after a log truncation).
+    /// The batch of `producer_id` at `base_offset` was stamped LogAppendTime when written
+    /// (after it was recorded): `max_timestamp` is its largest timestamp now.
+    pub fn restamp(&mut self, producer_id: i64, base_offset: i64, max_timestamp: i64) {
+        let Some(entry) = self.producers.get_mut(&producer_id) else { return };
+        if let Some(batch) = entry.batches.iter_mut().find(|b| b.base_offset == base_offset) {
+            batch.max_timestamp = max_timestamp;
+        }
+    }
+
     pub fn truncate_from(&mut self, offset: i64) {
         for entry in self.producers.values_mut() {
             entry.batches.retain(|b| b.base_offset < offset);
@@ -185,6 +198,11 @@ mod tests {
         }
     }
 
+    /// A duplicate of the batch `batch` made at `base`.
+    fn duplicate(base: i64) -> SequenceCheck {
+        SequenceCheck::Duplicate { base_offset: base, max_timestamp: 1_700_000_000_000 + base }
+    }
+
     #[test]
     fn active_producers_show_their_newest_batch_and_epoch() {
         let mut table = ProducerTable::default();
@@ -205,15 +223,26 @@ mod tests {
     }
 
     #[test]
+    fn a_restamped_batch_is_answered_with_its_new_timestamp_when_retried() {
+        let mut table = ProducerTable::default();
+        table.record(7, 0, batch(0, 3, 100));
+        table.restamp(7, 100, 42);
+        table.restamp(7, 999, 43);
+        table.restamp(8, 100, 44);
+        let retried = SequenceCheck::Duplicate { base_offset: 100, max_timestamp: 42 };
+        assert_eq!(table.check(7, 0, 0, 3), retried);
+    }
+
+    #[test]
     fn duplicates_gaps_and_epochs() {
         let mut table = ProducerTable::default();
         assert_eq!(table.check(7, 0, 0, 3), SequenceCheck::Append);
         table.record(7, 0, batch(0, 3, 100));
-        assert_eq!(table.check(7, 0, 0, 3), SequenceCheck::Duplicate { base_offset: 100 });
+        assert_eq!(table.check(7, 0, 0, 3), duplicate(100));
         assert_eq!(table.check(7, 0, 3, 2), SequenceCheck::Append);
         assert_eq!(table.check(7, 0, 4, 2), SequenceCheck::OutOfOrder { expected: 3, got: 4 });
         table.record(7, 0, batch(3, 2, 103));
-        assert_eq!(table.check(7, 0, 0, 3), SequenceCheck::Duplicate { base_offset: 100 });
+        assert_eq!(table.check(7, 0, 0, 3), duplicate(100));
         assert_eq!(table.check(7, 1, 0, 1), SequenceCheck::Append);
         assert_eq!(table.check(7, 1, 5, 1), SequenceCheck::OutOfOrder { expected: 0, got: 5 });
         table.record(7, 1, batch(0, 1, 105));
@@ -223,6 +252,6 @@ mod tests {
         }
         // Only the last five are remembered.
         assert_eq!(table.check(7, 1, 1, 1), SequenceCheck::OutOfOrder { expected: 11, got: 1 });
-        assert_eq!(table.check(7, 1, 10, 1), SequenceCheck::Duplicate { base_offset: 115 });
+        assert_eq!(table.check(7, 1, 10, 1), duplicate(115));
     }
 }
