@@ -29,6 +29,8 @@ const DIRS: &str = "diff-dirs";
 /// A topic of two partitions whose partition 0 holds one idempotent producer's batch.
 const PRODUCED: &str = "diff-producers";
 const MISSING: &str = "diff-no-such-topic";
+/// A topic an idempotent batch is sent to twice.
+const RETRIED: &str = "diff-retried";
 /// A topic whose records take the broker's clock (`message.timestamp.type=LogAppendTime`).
 const STAMPED: &str = "diff-append-time";
 /// The one timestamp of the idempotent batch (its producer's last timestamp).
@@ -41,6 +43,7 @@ pub(super) fn run_all(session: &mut Session) {
     produce_when_ready(session, DIRS, three_records());
     produce_from_the_future(session);
     produce_with_log_append_time(session);
+    retried_idempotent_batches(session);
     describe_cluster(session);
     describe_topic_partitions(session);
     describe_producers(session);
@@ -154,6 +157,34 @@ fn produce_with_log_append_time(session: &mut Session) {
     }
 }
 
+/// An idempotent batch sent twice, to a CreateTime and to a LogAppendTime topic: Kafka
+/// answers the retry with the first append's offsets and, as `log_append_time_ms`, the
+/// batch's largest timestamp as appended (the producer's under CreateTime).
+fn retried_idempotent_batches(session: &mut Session) {
+    create(session, RETRIED, 1);
+    let producer = new_producer(session);
+    for (label, topic) in [("CreateTime", RETRIED), ("LogAppendTime", STAMPED)] {
+        let batch = record_batch(&[(None, b"once".as_slice())], PRODUCED_AT_MS, producer);
+        for attempt in ["first", "retried"] {
+            session.exchange(
+                format!("idempotent produce v9 to a {label} topic, {attempt}"),
+                ApiKey::Produce,
+                9,
+                &produce_request(topic, 0, batch.clone()),
+                |r: &mut ProduceResponse| {
+                    for answer in r.responses.iter_mut().flat_map(|t| &mut t.partition_responses) {
+                        if answer.log_append_time_ms > PRODUCED_AT_MS {
+                            answer.log_append_time_ms = 1;
+                        }
+                        // Offsets on the stamped topic depend on the probes before.
+                        answer.base_offset = answer.base_offset.min(0);
+                    }
+                },
+            );
+        }
+    }
+}
+
 /// A DescribeTopicPartitions of `topics` (none: every topic), at most `limit` partitions,
 /// from `cursor` (topic, partition).
 fn topic_partitions_request(
@@ -257,9 +288,8 @@ fn describe_log_dirs(session: &mut Session) {
     }
 }
 
-/// Produces one idempotent batch (a producer id of the broker's own, epoch 0, sequences
-/// 0-2) to partition 0 of `PRODUCED`.
-fn produce_idempotent(session: &mut Session) {
+/// A new idempotent producer of this broker's, at epoch 0 and sequence 0.
+fn new_producer(session: &mut Session) -> Producer {
     let v = *versions(ApiKey::InitProducerId).end();
     let mut init = InitProducerIdRequest::default();
     init.transactional_id = None;
@@ -278,7 +308,13 @@ fn produce_idempotent(session: &mut Session) {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(id.error_code, 0, "{id:?}");
-    let producer = Producer { id: id.producer_id.0, epoch: id.producer_epoch, base_sequence: 0 };
+    Producer { id: id.producer_id.0, epoch: id.producer_epoch, base_sequence: 0 }
+}
+
+/// Produces one idempotent batch (a producer id of the broker's own, epoch 0, sequences
+/// 0-2) to partition 0 of `PRODUCED`.
+fn produce_idempotent(session: &mut Session) {
+    let producer = new_producer(session);
     let batch = record_batch(
         &[(Some(b"k0"), b"v0"), (Some(b"k1"), b"v1"), (None, b"v2")],
         PRODUCED_AT_MS,
