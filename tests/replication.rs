@@ -2357,6 +2357,41 @@ fn deleted_records_stay_deleted_on_every_replica_and_after_failover() {
     assert_eq!(wire::list_offset(&mut conn, next(), topic, 0, -1), (0, end));
 }
 
+/// Partitions of the topic one DeleteRecords request trims at once.
+const TRIM_MANY_PARTITIONS: i32 = 8;
+/// That request's timeout: each partition's followers report their new log start within
+/// about one long poll (500 ms), so this holds one wait for all, not one after another.
+const TRIM_MANY_TIMEOUT_MS: i32 = 2500;
+
+/// Issue 18: DeleteRecords of many partitions deletes them all before it waits, so their
+/// followers take the new log starts together and one request timeout covers them all, as
+/// Kafka's delayed DeleteRecords does.
+#[test]
+fn one_delete_records_of_many_partitions_waits_for_them_together() {
+    let cluster = Cluster::up("trim-many");
+    let topic = "trimmed-many";
+    cluster.create_topic(topic, TRIM_MANY_PARTITIONS, &["min.insync.replicas=1"]);
+    cluster.wait_all_in_sync("topic created");
+    for index in 0..TRIM_MANY_PARTITIONS {
+        cluster.move_leader(topic, index, 0);
+    }
+    let mut conn = cluster.connect(0);
+    let value = vec![b'm'; 100];
+    let batch =
+        wire::record_batch(&[(None, value.as_slice())], 1_700_000_000_000, wire::NO_PRODUCER);
+    for index in 0..TRIM_MANY_PARTITIONS {
+        wait_until(&format!("broker 0 leading {topic}-{index}"), Duration::from_secs(10), || {
+            let (error, _) = wire::produce(&mut conn, 1, topic, index, &batch);
+            (error == 0).then_some(())
+        });
+    }
+    let before: Vec<(i32, i64)> = (0..TRIM_MANY_PARTITIONS).map(|index| (index, 1)).collect();
+    let answers = wire::delete_records_of(&mut conn, 2, topic, &before, TRIM_MANY_TIMEOUT_MS);
+    let expected: Vec<(i32, i16, i64)> =
+        (0..TRIM_MANY_PARTITIONS).map(|index| (index, 0, 1)).collect();
+    assert_eq!(answers, expected, "every partition trimmed on every replica within the timeout");
+}
+
 /// How often the controller runs the preferred-leader rebalance in the test that waits
 /// for it (Kafka's default is 5 minutes).
 const REBALANCE_INTERVAL_MS: &str = "1000";

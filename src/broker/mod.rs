@@ -306,15 +306,14 @@ impl Broker {
         dynamic::dynamic_value(&dynamic, self.config.broker_id, broker_name).map(|(value, _)| value)
     }
 
-    /// The bound, in bytes per second, of replication throttle `rate_name` on this broker
-    /// (its own dynamic value, else the cluster-wide one); `None`: unbounded.
+    /// The bound, in bytes per second, of replication throttle `rate_name` on this broker;
+    /// `None`: unbounded. Only the broker's own dynamic value counts: Kafka's broker config
+    /// handler sets its replication quotas from the broker's own entity, never from the
+    /// cluster-wide default.
     pub fn throttle_rate(&self, rate_name: &str) -> Option<u64> {
         let dynamic = self.dynamic.borrow();
-        if dynamic.is_empty() {
-            return None;
-        }
-        let value = dynamic::dynamic_value(&dynamic, self.config.broker_id, rate_name);
-        throttle::rate(value.map(|(value, _)| value).as_deref())
+        let own = dynamic.per_broker.get(&self.config.broker_id.to_string())?;
+        throttle::rate(own.get(rate_name).map(String::as_str))
     }
 
     /// The bound of `rate_name` that applies to `partition`'s replication with `replica`

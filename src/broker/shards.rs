@@ -134,9 +134,16 @@ pub enum Message {
         max_bytes: u64,
         reply: oneshot::Sender<Vec<RemoteRead>>,
     },
-    /// DeleteRecords for a partition the shard owns; the answer's offset is its low
-    /// watermark, once every in-sync replica reached it or `deadline` passed.
+    /// DeleteRecords for a partition the shard owns (`handlers::delete_records_before`).
     DeleteRecords {
+        topic: String,
+        index: i32,
+        offset: i64,
+        reply: oneshot::Sender<OffsetAnswer>,
+    },
+    /// DeleteRecords' wait for a partition the shard owns: the answer's offset is its low
+    /// watermark, once it reached `offset` or `deadline` passed.
+    LowWatermark {
         topic: String,
         index: i32,
         offset: i64,
@@ -359,10 +366,23 @@ impl Shards {
         topic: String,
         index: i32,
         offset: i64,
+    ) -> OffsetAnswer {
+        let answer =
+            self.ask(shard, |reply| Message::DeleteRecords { topic, index, offset, reply }).await;
+        answer.unwrap_or(OffsetAnswer::refused(ResponseError::UnknownServerError))
+    }
+
+    /// DeleteRecords' wait on a partition `shard` owns (`handlers::low_watermark_reaching`).
+    pub async fn low_watermark(
+        &self,
+        shard: usize,
+        topic: String,
+        index: i32,
+        offset: i64,
         deadline: tokio::time::Instant,
     ) -> OffsetAnswer {
         let answer = self
-            .ask(shard, |reply| Message::DeleteRecords { topic, index, offset, deadline, reply })
+            .ask(shard, |reply| Message::LowWatermark { topic, index, offset, deadline, reply })
             .await;
         answer.unwrap_or(OffsetAnswer::refused(ResponseError::UnknownServerError))
     }

@@ -33,7 +33,7 @@ use crate::broker::Broker;
 use crate::protocol::{self, Request};
 use reply::HandlerError;
 
-pub(crate) use delete_records::delete_records_before;
+pub(crate) use delete_records::{delete_records_before, low_watermark_reaching};
 pub(crate) use describe_log_dirs::log_dir_partitions;
 pub(crate) use describe_producers::partition_producers;
 pub(crate) use list_offsets::list_offset;

@@ -49,8 +49,12 @@ where
         Message::Fetch { parts, replica, max_bytes, reply } => {
             let _ = reply.send(fetch_parts(broker, parts, replica, max_bytes).await);
         }
-        Message::DeleteRecords { topic, index, offset, deadline, reply } => {
-            let answer = handlers::delete_records_before(broker, &topic, index, offset, deadline);
+        Message::DeleteRecords { topic, index, offset, reply } => {
+            let _ =
+                reply.send(handlers::delete_records_before(broker, &topic, index, offset).await);
+        }
+        Message::LowWatermark { topic, index, offset, deadline, reply } => {
+            let answer = handlers::low_watermark_reaching(broker, &topic, index, offset, deadline);
             let _ = reply.send(answer.await);
         }
         Message::ListOffset { topic, index, timestamp, reply } => {

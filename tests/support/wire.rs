@@ -699,6 +699,38 @@ pub(crate) fn delete_records(
     delete_records_within(conn, correlation_id, topic, partition, offset, 30_000)
 }
 
+/// DeleteRecords v0 of several partitions of `topic` (partition, offset) in one request:
+/// (partition, error, low watermark) of each, in the answer's order.
+pub(crate) fn delete_records_of(
+    conn: &mut Conn,
+    correlation_id: i32,
+    topic: &str,
+    partitions: &[(i32, i64)],
+    timeout_ms: i32,
+) -> Vec<(i32, i16, i64)> {
+    let mut body = Encoder::new();
+    body.i32(1).string(topic).i32(partitions.len() as i32);
+    for (partition, offset) in partitions {
+        body.i32(*partition).i64(*offset);
+    }
+    body.i32(timeout_ms);
+    let response = conn.call(DELETE_RECORDS, 0, correlation_id, &body.0);
+    let mut d = Decoder::new(&response);
+    let _throttle = d.i32();
+    assert_eq!(d.array_len(), 1, "topics in the DeleteRecords v0 response");
+    assert_eq!(d.string().as_deref(), Some(topic), "topic of the DeleteRecords v0 response");
+    let count = d.array_len();
+    let answers = (0..count)
+        .map(|_| {
+            let partition = d.i32();
+            let low_watermark = d.i64();
+            (partition, d.i16(), low_watermark)
+        })
+        .collect();
+    assert_eq!(d.remaining(), 0, "trailing bytes in the DeleteRecords v0 response");
+    answers
+}
+
 /// `delete_records` with the request's `timeout_ms`.
 pub(crate) fn delete_records_within(
     conn: &mut Conn,
