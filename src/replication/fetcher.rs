@@ -297,9 +297,14 @@ async fn fetch_from_log_ends(
     client_id: &str,
 ) -> Result<(), FetcherError> {
     // A throttled partition (`broker::throttle`) is left out while the follower's bucket
-    // is empty; what its fetches bring is taken from the bucket.
+    // is empty; what its fetches bring is taken from the bucket. A replica that holds the
+    // leader's high watermark as last heard is in sync for this (Kafka's fetcher asks its
+    // own lag), even before the state it reads says so.
     let me = broker.config.broker_id;
     let throttle_of = |p: &Partition| {
+        if p.log_end_offset() >= p.high_watermark() {
+            return None;
+        }
         broker.throttle_of(p, me, throttle::FOLLOWER_REPLICAS, throttle::FOLLOWER_RATE)
     };
     let quota = &broker.shards.replication_quotas.follower;
