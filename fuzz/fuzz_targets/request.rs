@@ -14,7 +14,8 @@ use kafka_protocol::messages::{
     AlterConfigsRequest, AlterPartitionReassignmentsRequest, ApiKey, ApiVersionsRequest,
     CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    DescribeLogDirsRequest, DescribeProducersRequest, ElectLeadersRequest, FetchRequest,
+    DescribeLogDirsRequest, DescribeProducersRequest, DescribeTopicPartitionsRequest,
+    ElectLeadersRequest, FetchRequest,
     FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
     InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
     ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest, OffsetCommitRequest,
@@ -89,6 +90,9 @@ fn decode(request: &Request) {
         ApiKey::DescribeCluster => drop(protocol::decode_body::<DescribeClusterRequest>(request)),
         ApiKey::DescribeProducers => {
             drop(protocol::decode_body::<DescribeProducersRequest>(request))
+        }
+        ApiKey::DescribeTopicPartitions => {
+            drop(protocol::decode_body::<DescribeTopicPartitionsRequest>(request))
         }
         // A served API this target does not decode is a gap in the target: fail loudly.
         other => panic!("{other:?} is served (protocol::SUPPORTED_APIS) but not fuzzed"),

@@ -740,19 +740,12 @@ pub(crate) fn delete_records_within(
     offset: i64,
     timeout_ms: i32,
 ) -> (i16, i64) {
-    let mut body = Encoder::new();
-    body.i32(1).string(topic).i32(1).i32(partition).i64(offset);
-    body.i32(timeout_ms);
-    let response = conn.call(DELETE_RECORDS, 0, correlation_id, &body.0);
-    let mut d = Decoder::new(&response);
-    let _throttle = d.i32();
-    assert_eq!(d.array_len(), 1, "topics in the DeleteRecords v0 response");
-    assert_eq!(d.string().as_deref(), Some(topic), "topic of the DeleteRecords v0 response");
-    assert_eq!(d.array_len(), 1, "partitions in the DeleteRecords v0 response");
-    assert_eq!(d.i32(), partition, "partition of the DeleteRecords v0 response");
-    let low_watermark = d.i64();
-    let error = d.i16();
-    assert_eq!(d.remaining(), 0, "trailing bytes in the DeleteRecords v0 response");
+    let answers =
+        delete_records_of(conn, correlation_id, topic, &[(partition, offset)], timeout_ms);
+    let [(answered, error, low_watermark)] = answers[..] else {
+        panic!("one partition in the DeleteRecords v0 response, not {answers:?}");
+    };
+    assert_eq!(answered, partition, "partition of the DeleteRecords v0 response");
     (error, low_watermark)
 }
 
