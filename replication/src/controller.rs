@@ -59,10 +59,10 @@ pub fn elect_leaders(state: &mut ClusterState, live: &BTreeSet<i32>) -> (Vec<Ele
     let mut elections = Vec::new();
     let mut isr_changed = false;
     let unclean_default =
-        state.broker_configs.cluster_default.get(UNCLEAN_BROKER_CONFIG).is_some_and(|v| is_true(v));
+        state.broker_configs.cluster_default.get(UNCLEAN_CONFIG).is_some_and(|v| is_true(v));
     for (topic, topic_state) in state.topics.iter_mut() {
         let unclean =
-            topic_state.config.get(UNCLEAN_TOPIC_CONFIG).map_or(unclean_default, |v| is_true(v));
+            topic_state.config.get(UNCLEAN_CONFIG).map_or(unclean_default, |v| is_true(v));
         for (index, partition) in topic_state.partitions.iter_mut().enumerate() {
             if partition.leader >= 0 && live.contains(&partition.leader) {
                 let before = partition.isr.len();
@@ -77,15 +77,15 @@ pub fn elect_leaders(state: &mut ClusterState, live: &BTreeSet<i32>) -> (Vec<Ele
                 .copied()
                 .find(|r| partition.isr.contains(r) && live.contains(r));
             let old_leader = partition.leader;
-            let out_of_sync = || partition.replicas.iter().copied().find(|r| live.contains(r));
+            let out_of_sync = if unclean { first_live(partition, live) } else { None };
             match candidate {
                 Some(leader) => {
                     partition.leader = leader;
                     partition.leader_epoch += 1;
                     partition.isr.retain(|r| live.contains(r));
                 }
-                None if unclean && out_of_sync().is_some() => {
-                    let leader = out_of_sync().expect("checked");
+                None if out_of_sync.is_some() => {
+                    let leader = out_of_sync.expect("matched");
                     partition.leader = leader;
                     partition.leader_epoch += 1;
                     partition.isr = vec![leader];
@@ -109,10 +109,14 @@ pub fn elect_leaders(state: &mut ClusterState, live: &BTreeSet<i32>) -> (Vec<Ele
     (elections, isr_changed)
 }
 
-/// The topic config that lets the controller elect an out-of-sync replica by itself, and
-/// the broker config that defaults it cluster-wide.
-const UNCLEAN_TOPIC_CONFIG: &str = "unclean.leader.election.enable";
-const UNCLEAN_BROKER_CONFIG: &str = "unclean.leader.election.enable";
+/// The topic config that lets the controller elect an out-of-sync replica by itself; the
+/// broker config that defaults it cluster-wide has the same name.
+const UNCLEAN_CONFIG: &str = "unclean.leader.election.enable";
+
+/// The first live replica, in replica order, in sync or not: an unclean election's choice.
+fn first_live(partition: &PartitionState, live: &BTreeSet<i32>) -> Option<i32> {
+    partition.replicas.iter().copied().find(|r| live.contains(r))
+}
 
 /// A boolean config's value as Kafka parses it (case-insensitive `true`).
 fn is_true(value: &str) -> bool {
@@ -169,12 +173,8 @@ pub fn elect_one(
             match clean {
                 Some(leader) => leader,
                 None => {
-                    let leader = partition
-                        .replicas
-                        .iter()
-                        .copied()
-                        .find(|r| live.contains(r))
-                        .ok_or(ElectionRefusal::NoLiveReplica)?;
+                    let leader =
+                        first_live(partition, live).ok_or(ElectionRefusal::NoLiveReplica)?;
                     partition.isr = vec![leader];
                     leader
                 }
@@ -374,22 +374,22 @@ mod tests {
         assert_eq!(elections[0].new_leader, -1, "offline by default");
         let (elections, _) = elect_leaders(&mut s, &live);
         assert!(elections.is_empty(), "and it stays offline");
-        s.topics.get_mut("t").unwrap().config.insert(UNCLEAN_TOPIC_CONFIG.into(), "TRUE".into());
+        s.topics.get_mut("t").unwrap().config.insert(UNCLEAN_CONFIG.into(), "TRUE".into());
         let (elections, isr_changed) = elect_leaders(&mut s, &live);
         assert_eq!((elections.len(), elections[0].new_leader, isr_changed), (1, 2, true));
         let p = &s.topics["t"].partitions[0];
         assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (2, 7, vec![2]));
         // The cluster-wide default, unless the topic says otherwise.
         let mut s = state(&[0, 1, 2], 0, &[0]);
-        s.broker_configs.cluster_default.insert(UNCLEAN_BROKER_CONFIG.into(), "true".into());
+        s.broker_configs.cluster_default.insert(UNCLEAN_CONFIG.into(), "true".into());
         assert_eq!(elect_leaders(&mut s, &BTreeSet::from([1])).0[0].new_leader, 1);
         let mut s = state(&[0, 1, 2], 0, &[0]);
-        s.broker_configs.cluster_default.insert(UNCLEAN_BROKER_CONFIG.into(), "true".into());
-        s.topics.get_mut("t").unwrap().config.insert(UNCLEAN_TOPIC_CONFIG.into(), "false".into());
+        s.broker_configs.cluster_default.insert(UNCLEAN_CONFIG.into(), "true".into());
+        s.topics.get_mut("t").unwrap().config.insert(UNCLEAN_CONFIG.into(), "false".into());
         assert_eq!(elect_leaders(&mut s, &BTreeSet::from([1])).0[0].new_leader, -1);
         // A live in-sync replica still wins.
         let mut s = state(&[0, 1, 2], 0, &[0, 2]);
-        s.topics.get_mut("t").unwrap().config.insert(UNCLEAN_TOPIC_CONFIG.into(), "true".into());
+        s.topics.get_mut("t").unwrap().config.insert(UNCLEAN_CONFIG.into(), "true".into());
         assert_eq!(elect_leaders(&mut s, &BTreeSet::from([1, 2])).0[0].new_leader, 2);
     }
 

@@ -92,13 +92,7 @@ fn broker_synonyms(
     broker_name: &str,
     topic: &str,
 ) -> Vec<Synonym> {
-    let mut synonyms = Vec::new();
-    if let Some(value) = dynamic.of(Some(id)).get(broker_name) {
-        synonyms.push(Synonym::new(broker_name, value, dynamic::SOURCE_DYNAMIC_BROKER));
-    }
-    if let Some(value) = dynamic.of(None).get(broker_name) {
-        synonyms.push(Synonym::new(broker_name, value, dynamic::SOURCE_DYNAMIC_DEFAULT));
-    }
+    let mut synonyms = dynamic_synonyms(dynamic, id, broker_name);
     let default = dynamic::default_synonym(topic);
     let builtin = topic_configs::find(topic).map(|def| def.default);
     // A command-line value is told from the default by differing from it (Fjord's flags
@@ -110,6 +104,18 @@ fn broker_synonyms(
     }
     if let Some((name, value)) = default {
         synonyms.push(Synonym::new(name, value, SOURCE_DEFAULT));
+    }
+    synonyms
+}
+
+/// Broker config `name`'s dynamic values on broker `id`: its own, then the cluster-wide one.
+fn dynamic_synonyms(dynamic: &DynamicBrokerConfigs, id: i32, name: &str) -> Vec<Synonym> {
+    let mut synonyms = Vec::new();
+    if let Some(value) = dynamic.of(Some(id)).get(name) {
+        synonyms.push(Synonym::new(name, value, dynamic::SOURCE_DYNAMIC_BROKER));
+    }
+    if let Some(value) = dynamic.of(None).get(name) {
+        synonyms.push(Synonym::new(name, value, dynamic::SOURCE_DYNAMIC_DEFAULT));
     }
     synonyms
 }
@@ -288,13 +294,7 @@ fn this_broker_entries(broker: &Broker) -> Vec<ConfigEntry> {
     // The throttle rates are no broker settings of Kafka's, only dynamic values: listed
     // where set, with those values as their synonyms, as Kafka lists them.
     for name in dynamic::DYNAMIC_BROKER_ONLY_CONFIGS {
-        let mut synonyms = Vec::new();
-        if let Some(value) = dynamic.of(Some(id)).get(*name) {
-            synonyms.push(Synonym::new(name, value, dynamic::SOURCE_DYNAMIC_BROKER));
-        }
-        if let Some(value) = dynamic.of(None).get(*name) {
-            synonyms.push(Synonym::new(name, value, dynamic::SOURCE_DYNAMIC_DEFAULT));
-        }
+        let synonyms = dynamic_synonyms(&dynamic, id, name);
         if !synonyms.is_empty() {
             let entry = ConfigEntry::from_synonyms(name, synonyms, String::new(), false);
             entries.insert(name.to_string(), entry);

@@ -139,7 +139,6 @@ impl ProducerTable {
         entry.batches.push_back(batch);
     }
 
-    /// Forgets everything at or after `offset` (after a log truncation).
     /// The batch of `producer_id` at `base_offset` was stamped LogAppendTime when written
     /// (after it was recorded): `max_timestamp` is its largest timestamp now.
     pub fn restamp(&mut self, producer_id: i64, base_offset: i64, max_timestamp: i64) {
@@ -149,6 +148,7 @@ impl ProducerTable {
         }
     }
 
+    /// Forgets everything at or after `offset` (after a log truncation).
     pub fn truncate_from(&mut self, offset: i64) {
         for entry in self.producers.values_mut() {
             entry.batches.retain(|b| b.base_offset < offset);

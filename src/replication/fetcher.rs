@@ -308,24 +308,21 @@ async fn fetch_from_log_ends(
         broker.throttle_of(p, me, throttle::FOLLOWER_REPLICAS, throttle::FOLLOWER_RATE)
     };
     let quota = &broker.shards.replication_quotas.follower;
-    // The throttled partitions asked for at most what the bucket holds.
-    let mut limited: Vec<(&Partition, i32)> = Vec::new();
+    // The throttled partitions, each with its rate and asked for at most what the bucket
+    // holds.
+    let mut limited: Vec<(&Partition, u64, i32)> = Vec::new();
     let ready: Vec<&Rc<Partition>> = partitions
         .iter()
         .filter(|p| !p.replica.needs_truncation.get())
-        .filter(|p| match throttle_of(p).map(|rate| quota.available(rate)) {
-            Some(0) => false,
-            Some(available) => {
-                limited.push((p, available.min(FETCH_PARTITION_BYTES as u64) as i32));
-                true
-            }
-            None => true,
+        .filter(|p| {
+            let Some(rate) = throttle_of(p) else { return true };
+            let available = quota.available(rate);
+            limited.push((p, rate, available.min(FETCH_PARTITION_BYTES as u64) as i32));
+            available > 0
         })
         .collect();
-    let limit_of = |p: &Partition| {
-        let found = limited.iter().find(|(l, _)| std::ptr::eq(*l, p));
-        found.map_or(FETCH_PARTITION_BYTES, |(_, limit)| *limit)
-    };
+    let throttled = |p: &Partition| limited.iter().find(|(l, _, _)| std::ptr::eq(*l, p));
+    let limit_of = |p: &Partition| throttled(p).map_or(FETCH_PARTITION_BYTES, |(_, _, l)| *l);
     if ready.is_empty() {
         tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
         return Ok(());
@@ -367,8 +364,8 @@ async fn fetch_from_log_ends(
                 // Leadership moved while this fetch was in flight: its records are not ours.
                 continue;
             }
-            if let Some(rate) = throttle_of(ready[slot]) {
-                quota.record(rate, data.records.as_ref().map_or(0, |r| r.len() as u64));
+            if let Some((_, rate, _)) = throttled(ready[slot]) {
+                quota.record(*rate, data.records.as_ref().map_or(0, |r| r.len() as u64));
             }
             if let Taken::Refused = take_fetched(broker, ready[slot], data, roles[slot]).await? {
                 stale = true;
