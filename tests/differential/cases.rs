@@ -100,7 +100,12 @@ fn wait_for_leaders(session: &mut Session, name: &str) {
             .topics
             .iter()
             .all(|t| t.error_code == 0 && t.partitions.iter().all(|p| p.leader_id.0 >= 0));
-        if ready {
+        let partitions: Vec<i32> = response
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.partition_index))
+            .collect();
+        if ready && leaders_answer(session, name, &partitions) {
             return;
         }
         assert!(
@@ -109,6 +114,29 @@ fn wait_for_leaders(session: &mut Session, name: &str) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Whether every one of `partitions` of `name` answers a ListOffsets as its leader: Kafka's
+/// Metadata can name a leader a moment before that broker's partition takes the role.
+fn leaders_answer(session: &mut Session, name: &str, partitions: &[i32]) -> bool {
+    let mut topic = list_offsets_request::ListOffsetsTopic::default();
+    topic.name = topic_name(name);
+    topic.partitions = partitions
+        .iter()
+        .map(|&index| {
+            let mut p = list_offsets_request::ListOffsetsPartition::default();
+            p.partition_index = index;
+            p.timestamp = -1;
+            p
+        })
+        .collect();
+    let mut request = ListOffsetsRequest::default();
+    request.replica_id = BrokerId(-1);
+    request.topics = vec![topic];
+    let v = *versions(ApiKey::ListOffsets).end();
+    let response: ListOffsetsResponse =
+        session.call(ApiKey::ListOffsets, v, &request).response("list offsets");
+    response.topics.iter().all(|t| t.partitions.iter().all(|p| p.error_code == 0))
 }
 
 pub(super) fn produce_request(topic: &str, partition: i32, records: Vec<u8>) -> ProduceRequest {
