@@ -3,6 +3,7 @@
 //! and the CLI's errors and exit codes.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::support::{run_with_timeout, TempDir, TestBroker};
 
@@ -638,14 +639,26 @@ fn several_shards_serve_produce_fetch_groups_and_admin_like_one() {
             0,
             "shards {shards}: committed offsets"
         );
-        // Delete reaches every shard's partitions.
+        // Delete reaches every shard's partitions; their directories are removed in the
+        // background (renamed at once, then removed by the reaper thread).
         assert!(fjord(&["topic", "delete", "spread", "-b", &b]).status.success());
-        let left: Vec<_> = std::fs::read_dir(broker.data_dir())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with("spread-"))
-            .collect();
-        assert!(left.is_empty(), "shards {shards}: partition dirs left after delete: {left:?}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left: Vec<_> = std::fs::read_dir(broker.data_dir())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with("spread-"))
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shards {shards}: partition dirs left 10 s after delete: {left:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         broker.stop();
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio_uring::buf::IoBuf;
 
 use super::inline;
+use super::reaper::ClosesInReaper;
 use super::residency::{
     page_bytes, NoMap, ResidencyMap, CACHED_CHECK_PAGES_MAX, RESIDENCY_MAP_BYTES,
 };
@@ -25,6 +26,9 @@ pub struct File {
     /// The mapping `cached` asks the kernel about, made on first use; shared with the
     /// copies other threads hold (`share`).
     residency: std::cell::RefCell<Residency>,
+    /// A copy of the descriptor, set by `close_last_in_reaper`: declared after `inner`, so
+    /// it is dropped (handed to the reaper) after `inner` closed.
+    last_close: std::cell::RefCell<Option<ClosesInReaper>>,
 }
 
 /// Where a file stands with its residency mapping.
@@ -68,7 +72,12 @@ impl File {
     }
 
     fn opened(inner: tokio_uring::fs::File, path: PathBuf, residency: Residency) -> File {
-        File { inner, path, residency: std::cell::RefCell::new(residency) }
+        File {
+            inner,
+            path,
+            residency: std::cell::RefCell::new(residency),
+            last_close: std::cell::RefCell::new(None),
+        }
     }
 
     /// Opens `path` read-only.
@@ -98,6 +107,16 @@ impl File {
             shared.path,
             shared.residency,
         )
+    }
+
+    /// Makes the reaper thread close this file last, after this handle and its clones are
+    /// gone (module `reaper`): called before the file's name is removed, so that freeing
+    /// its blocks and pages (the eviction on the last close) never runs on this thread.
+    pub fn close_last_in_reaper(&self) -> io::Result<()> {
+        let fd = super::duplicate(self.inner.as_raw_fd())
+            .map_err(|error| with_path(error, "dup", &self.path))?;
+        *self.last_close.borrow_mut() = Some(ClosesInReaper::new(fd));
+        Ok(())
     }
 
     /// The path this file was opened with.

@@ -38,6 +38,7 @@ mod inline;
 mod lock;
 mod net;
 mod process;
+mod reaper;
 mod residency;
 mod splice;
 
@@ -52,6 +53,7 @@ pub use net::{
     READ_CHUNK_BYTES,
 };
 pub use process::{restore_default_sigpipe, send_signal, send_signal_to_group};
+pub use reaper::{remove_dir_all_in_reaper, REAP_GRACE_MS};
 pub use residency::RESIDENCY_MAP_BYTES;
 pub use splice::{splice_to_socket, PipeStream, SplicePipe};
 pub use tokio_uring::buf::{IoBuf, IoBufMut};

@@ -2,5 +2,6 @@
 //! a module per capability keeps link time low.
 
 mod common;
+mod reaper;
 mod residency;
 mod splice;

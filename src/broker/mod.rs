@@ -22,7 +22,7 @@ pub mod topic_configs;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use tokio::sync::Notify;
@@ -122,11 +122,49 @@ impl Topic {
 async fn remove_partitions(partitions: Vec<Rc<Partition>>) {
     for_each_concurrently(partitions, |partition| async move {
         let _ = partition.close().await;
-        if let Err(error) = std::fs::remove_dir_all(&partition.dir) {
-            warn!(dir = %partition.dir.display(), %error, "cannot remove a removed partition's directory");
-        }
+        remove_dir_in_background(&partition.dir);
     })
     .await;
+}
+
+/// The suffix of a partition directory on its way out (Kafka's `-delete`): renamed so, the
+/// directory is removed off the shard thread while a topic of the same name can be made.
+const DELETED_DIR_SUFFIX: &str = "-delete";
+
+/// Removes the directory `dir` without making this thread wait for the disk to free its
+/// data: renamed to `<dir>.<unique>-delete` here (a metadata change), removed by the reaper
+/// thread (`io::remove_dir_all_in_reaper`). A crash in between leaves the renamed
+/// directory, which the next start removes (`remove_deleted_dirs`).
+fn remove_dir_in_background(dir: &Path) {
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    let mut name = dir.as_os_str().to_os_string();
+    name.push(format!(".{unique}{DELETED_DIR_SUFFIX}"));
+    let renamed = PathBuf::from(name);
+    match std::fs::rename(dir, &renamed) {
+        Ok(()) => fjord_storage::io::remove_dir_all_in_reaper(renamed),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            warn!(dir = %dir.display(), %error, "cannot rename a removed partition's directory; removing it in place");
+            if let Err(error) = std::fs::remove_dir_all(dir) {
+                warn!(dir = %dir.display(), %error, "cannot remove a removed partition's directory");
+            }
+        }
+    }
+}
+
+/// Hands the directories a crash left renamed for removal (`remove_dir_in_background`) to
+/// the reaper.
+fn remove_deleted_dirs(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    for entry in entries.flatten() {
+        let is_deleted = entry.file_name().to_string_lossy().ends_with(DELETED_DIR_SUFFIX);
+        if is_deleted && entry.path().is_dir() {
+            info!(dir = %entry.path().display(), "removing a directory left from a deletion");
+            fjord_storage::io::remove_dir_all_in_reaper(entry.path());
+        }
+    }
 }
 
 pub struct Broker {
@@ -164,6 +202,9 @@ impl Broker {
         let topics_dir = config.data_dir.join("topics");
         std::fs::create_dir_all(&topics_dir)
             .map_err(|source| BrokerError::DataDir { path: topics_dir, source })?;
+        if shards.me == 0 {
+            remove_deleted_dirs(&config.data_dir);
+        }
         if let Some(file) = &config.cluster {
             // Shard 0 joins (liveness lock, controller duty); the others, started after it
             // is open, see the same cluster for their own partitions.
@@ -737,6 +778,7 @@ impl Broker {
             // Only directories that look like partition logs.
             if !path.is_dir()
                 || hosted.contains(&name)
+                || name.ends_with(DELETED_DIR_SUFFIX)
                 || !(path.join("checkpoint").exists()
                     || path.join("00000000000000000000.log").exists()
                     || path.join("topic-id").exists())
@@ -744,9 +786,7 @@ impl Broker {
                 continue;
             }
             warn!(dir = %path.display(), "removing a partition directory this broker no longer hosts (its topic was deleted or moved)");
-            if let Err(error) = std::fs::remove_dir_all(&path) {
-                warn!(dir = %path.display(), %error, "cannot remove it");
-            }
+            remove_dir_in_background(&path);
         }
     }
 

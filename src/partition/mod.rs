@@ -619,6 +619,7 @@ impl Partition {
             }
             log.roll_if_due().await?;
             log.flush_if_due().await?;
+            log.settle_write_behind().await;
             self.refresh(&log);
             (outcome, log.sealed_not_durable())
         };

@@ -23,6 +23,7 @@
 
 use std::io::{Error, ErrorKind, Result};
 use std::path::{Path, PathBuf};
+use tracing::debug;
 
 use bytes::Bytes;
 use tokio_uring::buf::IoBuf;
@@ -123,6 +124,10 @@ pub trait DiskFile: std::fmt::Debug + 'static {
     fn set_len(&self, len: u64) -> Result<()>;
     /// Closes the file, reporting the error of `close(2)`.
     async fn close(self) -> Result<()>;
+    /// Called before the file's name is removed: its last close, which frees its blocks
+    /// and page-cache pages, is to run off this thread (the reaper, `io::reaper`). Best
+    /// effort: on failure the last close runs here, as it would without this call.
+    fn free_elsewhere(&self) {}
 }
 
 /// The machine's disk, through the `io` module (io_uring). A unit type: it adds nothing to
@@ -193,6 +198,11 @@ impl DiskFile for io::File {
 
     async fn write_back(&self, position: u64, len: u64, wait: bool) -> Result<()> {
         io::File::write_back(self, position, len, wait).await
+    }
+    fn free_elsewhere(&self) {
+        if let Err(error) = self.close_last_in_reaper() {
+            debug!(%error, "the deleted file's space is freed on this thread");
+        }
     }
     #[inline]
     fn free_bytes(&self) -> Result<u64> {

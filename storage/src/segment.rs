@@ -29,13 +29,26 @@ const WALK_WINDOW_BYTES: u64 = 16 * 1024;
 const PREALLOCATE_BYTES_MIN: u64 = 64 * 1024;
 const PREALLOCATE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// Write-behind (`Segment::write_behind`): writeback of the active segment is started in
-/// steps of this many bytes as appends go on, and an append waits for the writeback of all
-/// but the newest `WRITE_BEHIND_DIRTY_MAX_BYTES` of the segment. The kernel's dirty-page
-/// limits (gigabytes here) then never build up behind one partition, and a producer faster
-/// than the disk is slowed a little at every step instead of stopped at once by the
-/// kernel's throttling or a flusher's burst (docs/design.md, "Write-behind").
+/// steps of this many bytes as appends go on, and an append waits for the writeback of its
+/// segment's oldest step once more than `WRITE_BEHIND_DIRTY_MAX_BYTES` of the segment, or
+/// more than `WRITE_BEHIND_BROKER_MAX_BYTES` of all active segments together, is not known
+/// to be written back. The kernel's dirty-page limits (gigabytes here) then never build up
+/// behind the broker, and a producer faster than the disk is slowed a step at a time
+/// instead of stopped at once by the kernel's throttling or a flusher's burst
+/// (docs/design.md, "Write-behind").
 const WRITE_BEHIND_STEP_BYTES: u64 = 4 * 1024 * 1024;
 const WRITE_BEHIND_DIRTY_MAX_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const WRITE_BEHIND_BROKER_MAX_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Bytes appended to the active segments of this process and not known to be written back
+/// (the sum of each segment's `write_behind_counted`): one broker per process.
+static WRITE_BEHIND_PENDING_BYTES: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
+/// Bytes of all active segments not known to be written back (see `write_behind`).
+pub(crate) fn write_behind_pending_bytes() -> u64 {
+    WRITE_BEHIND_PENDING_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Free space a reservation must leave on the file system: reservations stop before the
 /// disk is short, so they never take the room a write of another partition needs.
@@ -150,6 +163,17 @@ pub(crate) struct Segment<D: Disk> {
     /// Write-behind: writeback started up to here, and waited for up to here.
     write_back_started: u64,
     write_back_waited: u64,
+    /// What this segment adds to `WRITE_BEHIND_PENDING_BYTES`: its bytes past
+    /// `write_back_waited` as of its last append; 0 once sealed or settled.
+    write_behind_counted: u64,
+    /// An append happened since the last `settle_write_behind`.
+    appended_since_settle: bool,
+}
+
+impl<D: Disk> Drop for Segment<D> {
+    fn drop(&mut self) {
+        self.uncount_write_behind();
+    }
 }
 
 /// The range to reserve before writing `len` bytes at `size` in a log file reserved up to
@@ -203,6 +227,8 @@ impl<D: Disk> Segment<D> {
             preallocate_refused: false,
             write_back_started: 0,
             write_back_waited: 0,
+            write_behind_counted: 0,
+            appended_since_settle: false,
         })
     }
 
@@ -403,15 +429,19 @@ impl<D: Disk> Segment<D> {
     }
 
     /// After an append: starts the writeback of what was appended since the last step once
-    /// that is `WRITE_BEHIND_STEP_BYTES` (not waited for: a task of its own), and waits for
-    /// the writeback of all but the newest half of `WRITE_BEHIND_DIRTY_MAX_BYTES` once more
-    /// than that is not known to be written back. Errors are only logged: writeback errors
-    /// are reported again by the next `sync_data`, which is what decides durability.
+    /// that is `WRITE_BEHIND_STEP_BYTES` (not waited for: a task of its own); then, while
+    /// more than `WRITE_BEHIND_DIRTY_MAX_BYTES` of this segment, or more than
+    /// `WRITE_BEHIND_BROKER_MAX_BYTES` of all active segments, is not known to be written
+    /// back, waits for the writeback of this segment's oldest step. Waiting a step at a time
+    /// paces a producer faster than the disk evenly instead of in long pauses. Errors are
+    /// only logged: writeback errors are reported again by the next `sync_data`, which is
+    /// what decides durability.
     pub(crate) async fn write_behind(&mut self) {
         if self.size < self.write_back_started {
             // Cut below what was written back (a truncation): start again from the cut.
             (self.write_back_started, self.write_back_waited) = (self.size, self.size);
         }
+        self.appended_since_settle = true;
         if self.size - self.write_back_started >= WRITE_BEHIND_STEP_BYTES {
             let (from, len) = (self.write_back_started, self.size - self.write_back_started);
             self.write_back_started = self.size;
@@ -422,14 +452,66 @@ impl<D: Disk> Segment<D> {
                 }
             });
         }
-        if self.size - self.write_back_waited > WRITE_BEHIND_DIRTY_MAX_BYTES {
-            let to = self.size - WRITE_BEHIND_DIRTY_MAX_BYTES / 2;
+        self.count_write_behind();
+        loop {
+            let pending = self.size - self.write_back_waited;
+            let over_segment = pending > WRITE_BEHIND_DIRTY_MAX_BYTES;
+            let over_broker = write_behind_pending_bytes() > WRITE_BEHIND_BROKER_MAX_BYTES
+                && pending > WRITE_BEHIND_STEP_BYTES;
+            if !over_segment && !over_broker {
+                break;
+            }
             let from = self.write_back_waited;
+            let to = from + WRITE_BEHIND_STEP_BYTES;
             self.write_back_waited = to;
+            self.write_back_started = self.write_back_started.max(to);
             if let Err(error) = self.log.write_back(from, to - from, true).await {
                 debug!(path = %self.log.path().display(), from, to, %error, "write-behind: waiting for writeback failed");
             }
+            self.count_write_behind();
         }
+    }
+
+    /// Starts write-behind at the segment's current end: what an open found there is not
+    /// this process's appending to pace.
+    pub(crate) fn start_write_behind_here(&mut self) {
+        (self.write_back_started, self.write_back_waited) = (self.size, self.size);
+        self.uncount_write_behind();
+    }
+
+    /// Brings this segment's share of `WRITE_BEHIND_PENDING_BYTES` up to date.
+    fn count_write_behind(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.size.saturating_sub(self.write_back_waited);
+        if now >= self.write_behind_counted {
+            WRITE_BEHIND_PENDING_BYTES.fetch_add(now - self.write_behind_counted, Relaxed);
+        } else {
+            WRITE_BEHIND_PENDING_BYTES.fetch_sub(self.write_behind_counted - now, Relaxed);
+        }
+        self.write_behind_counted = now;
+    }
+
+    /// Takes this segment out of the write-behind count: it is sealed (the flush that follows
+    /// a roll writes it back), settled or gone.
+    fn uncount_write_behind(&mut self) {
+        WRITE_BEHIND_PENDING_BYTES
+            .fetch_sub(self.write_behind_counted, std::sync::atomic::Ordering::Relaxed);
+        self.write_behind_counted = 0;
+    }
+
+    /// For the upkeep: a segment with no append since the last call waits for the writeback
+    /// of everything it holds (the kernel's flusher has usually written it already) and
+    /// leaves the broker's count, so idle partitions never hold the broker's budget.
+    pub(crate) async fn settle_write_behind(&mut self) {
+        if std::mem::take(&mut self.appended_since_settle) || self.write_behind_counted == 0 {
+            return;
+        }
+        let (from, to) = (self.write_back_waited, self.size);
+        if let Err(error) = self.log.write_back(from, to - from, true).await {
+            debug!(path = %self.log.path().display(), from, to, %error, "write-behind: settling failed");
+        }
+        (self.write_back_started, self.write_back_waited) = (to, to);
+        self.uncount_write_behind();
     }
 
     /// Cuts the log file to `len` bytes (which also frees the blocks reserved past its end).
@@ -473,6 +555,7 @@ impl<D: Disk> Segment<D> {
     /// Sealing's writes: the last time index entry, the index files, and the log cut to
     /// its size (a write that runs out of space fails here, not in the sync after it).
     pub(crate) async fn seal_files(&mut self) -> std::io::Result<()> {
+        self.uncount_write_behind();
         if let Some(last) = self.last_batch_offset {
             if self.max_timestamp >= 0 {
                 self.time_index.push(self.max_timestamp, last);
@@ -749,9 +832,12 @@ impl<D: Disk> Segment<D> {
         StorageError::Corrupt { path: self.log.path().to_path_buf(), position, reason }
     }
 
-    /// Removes the segment's files. Open handles (a fetch in flight) keep reading the data.
+    /// Removes the segment's files. Open handles (a fetch in flight) keep reading the data;
+    /// the log's space is freed off this thread once the last of them closes
+    /// (`DiskFile::free_elsewhere`). The index files are closed already (`IndexFile`).
     pub(crate) async fn delete(self, dir: &Path) -> std::io::Result<()> {
         let base = self.base_offset;
+        self.log.free_elsewhere();
         for extension in ["log", "index", "timeindex"] {
             self.index_file.disk.remove_file(&segment_path(dir, base, extension)).await?;
         }

@@ -129,6 +129,13 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         (self.durable_offset < active_base).then_some(active_base)
     }
 
+    /// For the upkeep: an active segment that took no append since the last call settles
+    /// its write-behind (`Segment::settle_write_behind`), so an idle partition holds none of
+    /// the broker's write-behind budget.
+    pub async fn settle_write_behind(&mut self) {
+        self.active_mut().settle_write_behind().await;
+    }
+
     /// Flushes if the flush policy's interval has passed; for a background timer.
     pub async fn flush_if_due(&mut self) -> Result<()> {
         if let FlushPolicy::IntervalMs(interval) = self.config.flush {

@@ -66,6 +66,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         if segments.is_empty() {
             segments.push(opening.create_first_segment(log_start_offset, now).await?);
         }
+        segments.last_mut().expect("at least one segment").start_write_behind_here();
         let report = opening.report;
         let out_of_space = report.scanned.iter().find_map(|(_, s)| s.out_of_space.clone());
         let log_end_offset = segments.last().expect("at least one segment").next_offset();

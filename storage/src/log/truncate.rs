@@ -64,6 +64,10 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             self.disk.sync_dir(&self.dir).await?;
         }
         let segment = self.segments.last_mut().expect("a log always has an active segment");
+        if dropped {
+            // A sealed segment is active again: its writes behind are done (its roll's flush).
+            segment.start_write_behind_here();
+        }
         let Some(cut) = segment.find_batch(offset).await? else {
             return Ok(false);
         };
