@@ -2,6 +2,7 @@
 //! module per capability keeps link time low.
 
 mod common;
+mod compaction;
 mod crash;
 mod fuzz_regressions;
 mod log_basics;

@@ -27,10 +27,12 @@
 //! - `region.rs`: what a read returns; `read.rs`: reads; `time_lookup.rs`: offsets by time.
 //! - `truncate.rs`: cutting a divergent tail; `retention.rs`: deleting old segments.
 //! - `tail.rs`: the batch headers at the end, for state rebuilt on open.
+//! - `clean.rs`: compaction, a cleaning pass and its crash-safe swap.
 //! - `verify.rs`: checking the whole log against itself.
 
 mod append;
 mod checkpoint;
+mod clean;
 mod flush;
 mod group_append;
 mod open;
@@ -56,6 +58,7 @@ use crate::disk::{Disk, RealDisk};
 use crate::segment::Segment;
 
 pub use append::{AppendInfo, OVERLAPPED_CHECK_BYTES_MIN};
+pub use clean::{CleanOptions, CleanOutcome};
 pub use flush::FlushTarget;
 pub use open::OpenReport;
 pub use region::{FileRegion, ReadResult};

@@ -45,6 +45,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     pub async fn open_on(disk: D, clock: C, dir: &Path, config: LogConfig) -> Result<Self> {
         config.validate()?;
         disk.create_dir_all(dir)?;
+        super::clean::recover_swap(&disk, dir).await?;
         let names = disk.list_dir(dir)?;
         let mut bases = segment_bases(&names);
         recovery::remove_orphans(&disk, dir, &names, &bases).await?;

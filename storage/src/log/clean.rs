@@ -1,0 +1,573 @@
+//! Compaction (`cleanup.policy=compact`): one cleaning pass over the closed segments, and
+//! the swap that puts the cleaned segments in place of the old ones.
+//!
+//! A pass, as Kafka's `Cleaner.doClean`:
+//! 1. The *dirty* part runs from `cleaned-to` (the end of the last pass, a file in the
+//!    partition directory) to the first uncleanable offset: the active segment's base, the
+//!    caller's bound (the high watermark), and the first segment newer than
+//!    `min.compaction.lag.ms`. The active segment is never cleaned.
+//! 2. The key -> last offset map is built over the dirty part, batch by batch, in at most
+//!    `map_bytes_max` bytes (keys are kept whole, so no two keys ever collide); when it is
+//!    full the pass stops mapping there and cleans up to that point, the next pass goes on.
+//! 3. Every closed segment up to the mapped end is rewritten: a record stays if no later
+//!    record of its key is mapped, except a tombstone (a null value) in a segment that was
+//!    clean before this pass and whose newest record is older than `delete.retention.ms`.
+//!    Records beyond the mapped end stay. Offsets never change.
+//!
+//! Batches keep their base offset, last offset delta, partition leader epoch, producer id,
+//! epoch and base sequence, attributes and base timestamp; only their records, record
+//! count, max timestamp (CreateTime: of the records kept) and CRC change. A batch that
+//! keeps no record is removed, with one difference from Kafka: the engine keeps offsets
+//! contiguous batch to batch (recovery, indexes and followers rely on it), so a run of
+//! removed batches leaves one empty batch spanning their offsets (61 bytes, no producer)
+//! where Kafka leaves a gap; clients skip empty batches as they skip Kafka's own (kept for
+//! a producer's last sequence). An idempotent producer's batch that keeps no record stays
+//! as an empty batch of its own, so its producer state survives. Compressed and control
+//! batches are kept as they are (not cleaned yet).
+//!
+//! The swap (crash-safe at every step, checked through the simulated disk):
+//! 1. each cleaned segment is written under `cleaning/` with its final names, synced, and
+//!    `cleaning/` synced: a crash now leaves the old segments (recovery empties `cleaning/`);
+//! 2. the manifest `cleaning/swap` lists their base offsets, atomically and durably: the
+//!    commit point;
+//! 3. each cleaned file is renamed over the old one, the directories synced, and the
+//!    manifest removed. A crash after 2 rolls forward on open: every file still under
+//!    `cleaning/` for a listed base is renamed into place (`recover_swap`).
+//!
+//! In memory each cleaned segment replaces the old one at once: a read that already holds
+//! the old file finishes on it (its inode lives until closed), new reads see the new one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use tracing::{info, warn};
+
+use crate::batch::{
+    read_varint, read_varlong, BatchHeader, BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES,
+};
+use crate::clock::Clock;
+use crate::disk::{Disk, DiskFile};
+use crate::error::{Result, StorageError};
+use crate::recovery;
+use crate::segment::{file_name, Segment};
+
+use super::PartitionLog;
+
+/// The directory, inside a partition's, where cleaned segments are written before the swap.
+const CLEANING_DIR: &str = "cleaning";
+/// The swap manifest under `CLEANING_DIR`: the base offsets of the segments being swapped.
+const SWAP_MANIFEST: &str = "swap";
+/// The file holding the offset the last pass cleaned up to.
+const CLEANED_TO_FILE: &str = "cleaned-to";
+/// Bytes of one small file read back (`cleaned-to`, the manifest) at most.
+const SMALL_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// Bytes read at once when walking a segment's batches (a larger batch is read whole).
+const READ_WINDOW_BYTES: u64 = 1024 * 1024;
+/// What one map entry costs beyond its key's bytes (the offset, the hash table's slot and
+/// the key's allocation), counted against `CleanOptions::map_bytes_max`.
+const MAP_ENTRY_OVERHEAD_BYTES: u64 = 64;
+/// Attribute bits: the codec (0 = none), and the control flag.
+const CODEC_MASK: i16 = 0x07;
+const CONTROL_BIT: i16 = 0x20;
+const LOG_APPEND_TIME_BIT: i16 = 0x08;
+
+/// What a pass may clean and how.
+#[derive(Debug, Clone)]
+pub struct CleanOptions {
+    /// Offsets at and above this are not cleaned (the high watermark, or the last stable
+    /// offset once transactions exist).
+    pub clean_below: i64,
+    /// Bytes the key -> offset map may take (`log.cleaner.dedupe.buffer.size`).
+    pub map_bytes_max: u64,
+    /// A segment whose newest record is younger than this is not cleaned
+    /// (`min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: u64,
+    /// How long a tombstone stays after the pass that first cleaned it
+    /// (`delete.retention.ms`).
+    pub delete_retention_ms: u64,
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanOutcome {
+    /// The base offsets of the segments rewritten.
+    pub cleaned_segments: Vec<i64>,
+    /// Their bytes before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// Records removed.
+    pub records_removed: u64,
+    /// The dirty part starts here for the next pass.
+    pub cleaned_to: i64,
+}
+
+/// One record of an uncompressed batch, as found in its body.
+struct RecordView<'a> {
+    /// The whole record: its length varint and what follows.
+    bytes: &'a [u8],
+    offset_delta: i32,
+    timestamp_delta: i64,
+    key: Option<&'a [u8]>,
+    tombstone: bool,
+}
+
+/// The records of an uncompressed batch body; `None` when malformed.
+fn records(body: &[u8]) -> Option<Vec<RecordView<'_>>> {
+    let mut out = Vec::new();
+    let mut position = 0usize;
+    while position < body.len() {
+        let (length, used) = read_varint(&body[position..])?;
+        let start = position + used;
+        let end = start.checked_add(usize::try_from(length).ok()?)?;
+        let record = body.get(start..end)?;
+        let mut at = 1usize; // attributes
+        let (timestamp_delta, used) = read_varlong(record.get(at..)?)?;
+        at += used;
+        let (offset_delta, used) = read_varint(record.get(at..)?)?;
+        at += used;
+        let (key_len, used) = read_varint(record.get(at..)?)?;
+        at += used;
+        let key = if key_len < 0 {
+            None
+        } else {
+            let key = record.get(at..at + key_len as usize)?;
+            at += key_len as usize;
+            Some(key)
+        };
+        let (value_len, _) = read_varint(record.get(at..)?)?;
+        out.push(RecordView {
+            bytes: &body[position..end],
+            offset_delta,
+            timestamp_delta,
+            key,
+            tombstone: value_len < 0,
+        });
+        position = end;
+    }
+    Some(out)
+}
+
+/// The key -> last offset map of a pass, bounded in bytes.
+struct OffsetMap {
+    latest: HashMap<Vec<u8>, i64>,
+    bytes: u64,
+    bytes_max: u64,
+}
+
+impl OffsetMap {
+    fn new(bytes_max: u64) -> OffsetMap {
+        OffsetMap { latest: HashMap::new(), bytes: 0, bytes_max }
+    }
+
+    /// Whether `keys` (not all new) fit; then records them at their offsets.
+    fn put_all(&mut self, keys: &[(&[u8], i64)]) -> bool {
+        let added: u64 = keys
+            .iter()
+            .filter(|(key, _)| !self.latest.contains_key(*key))
+            .map(|(key, _)| key.len() as u64 + MAP_ENTRY_OVERHEAD_BYTES)
+            .sum();
+        if self.bytes + added > self.bytes_max {
+            return false;
+        }
+        self.bytes += added;
+        for (key, offset) in keys {
+            self.latest.insert(key.to_vec(), *offset);
+        }
+        true
+    }
+
+    fn latest(&self, key: &[u8]) -> Option<i64> {
+        self.latest.get(key).copied()
+    }
+}
+
+/// Calls `visit` with each batch of `segment` (whole, from its first byte), in order.
+async fn for_each_batch<D: Disk>(
+    segment: &Segment<D>,
+    mut visit: impl FnMut(&[u8]) -> Result<bool>,
+) -> Result<()> {
+    let size = segment.size();
+    let mut position = 0u64;
+    while position < size {
+        let window = READ_WINDOW_BYTES.min(size - position);
+        let mut bytes = segment.log().read_at(position, window as usize).await?;
+        let mut at = 0usize;
+        while let Some(header) = bytes.get(at..).and_then(BatchHeader::view) {
+            let batch_size = header.size() as usize;
+            if batch_size < BATCH_HEADER_BYTES {
+                return Err(segment.corrupt(position + at as u64, "batch too small".into()));
+            }
+            if at + batch_size > bytes.len() {
+                if at == 0 {
+                    // One batch larger than the window: read it whole.
+                    bytes = segment.log().read_at(position, batch_size).await?;
+                    if bytes.len() < batch_size {
+                        return Err(segment.corrupt(position, "batch past the file end".into()));
+                    }
+                } else {
+                    break;
+                }
+            }
+            if !visit(&bytes[at..at + batch_size])? {
+                return Ok(());
+            }
+            at += batch_size;
+        }
+        if at == 0 {
+            return Err(segment.corrupt(position, "no whole batch at this position".into()));
+        }
+        position += at as u64;
+    }
+    Ok(())
+}
+
+/// Sets a batch's record count, max timestamp, length and CRC after its records changed.
+fn reseal(batch: &mut [u8], count: i32, max_timestamp: i64) {
+    let length = (batch.len() - BATCH_LOG_OVERHEAD_BYTES) as i32;
+    batch[8..12].copy_from_slice(&length.to_be_bytes());
+    batch[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    batch[57..61].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// An empty batch covering `base..=last` (removed batches), with no producer.
+fn empty_batch(base: i64, last: i64, timestamp: i64, leader_epoch: i32) -> Vec<u8> {
+    let mut batch = vec![0u8; BATCH_HEADER_BYTES];
+    batch[0..8].copy_from_slice(&base.to_be_bytes());
+    batch[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+    batch[16] = crate::batch::MAGIC_V2 as u8;
+    let delta = i32::try_from(last - base).expect("a run of removed batches within a segment");
+    batch[23..27].copy_from_slice(&delta.to_be_bytes());
+    batch[27..35].copy_from_slice(&timestamp.to_be_bytes());
+    batch[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+    batch[51..53].copy_from_slice(&(-1i16).to_be_bytes());
+    batch[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    reseal(&mut batch, 0, timestamp);
+    batch
+}
+
+/// The rewriting of one segment's batches: what stays, and runs of removed batches.
+struct Rewriter {
+    out: Vec<Vec<u8>>,
+    /// A run of removed batches not yet written: (base, last, max timestamp, leader epoch).
+    removed: Option<(i64, i64, i64, i32)>,
+    records_removed: u64,
+}
+
+impl Rewriter {
+    fn keep(&mut self, batch: Vec<u8>) {
+        self.flush_removed();
+        self.out.push(batch);
+    }
+
+    fn remove(&mut self, header: &BatchHeader) {
+        let (base, last) = (header.base_offset.get(), header.last_offset());
+        let (timestamp, epoch) = (header.max_timestamp.get(), header.partition_leader_epoch.get());
+        self.removed = Some(match self.removed {
+            Some((first, _, max, _)) => (first, last, max.max(timestamp), epoch),
+            None => (base, last, timestamp, epoch),
+        });
+    }
+
+    fn flush_removed(&mut self) {
+        if let Some((base, last, timestamp, epoch)) = self.removed.take() {
+            self.out.push(empty_batch(base, last, timestamp, epoch));
+        }
+    }
+}
+
+/// Rewrites one batch with the records that stay (see the module's rules).
+fn clean_batch(
+    batch: &[u8],
+    map: &OffsetMap,
+    mapped_end: i64,
+    drop_tombstones: bool,
+    rewriter: &mut Rewriter,
+) -> std::result::Result<(), String> {
+    let header = BatchHeader::view(batch).ok_or("no header")?;
+    let attributes = header.attributes.get();
+    if attributes & CODEC_MASK != 0 || attributes & CONTROL_BIT != 0 {
+        rewriter.keep(batch.to_vec());
+        return Ok(());
+    }
+    let base = header.base_offset.get();
+    let base_timestamp = header.base_timestamp.get();
+    let all = records(&batch[BATCH_HEADER_BYTES..]).ok_or("malformed records")?;
+    let kept: Vec<&RecordView<'_>> = all
+        .iter()
+        .filter(|record| {
+            let offset = base + i64::from(record.offset_delta);
+            if offset >= mapped_end {
+                return true;
+            }
+            let Some(key) = record.key else { return true };
+            if map.latest(key).is_some_and(|latest| offset < latest) {
+                return false;
+            }
+            !(record.tombstone && drop_tombstones)
+        })
+        .collect();
+    rewriter.records_removed += (all.len() - kept.len()) as u64;
+    if kept.len() == all.len() {
+        rewriter.keep(batch.to_vec());
+    } else if !kept.is_empty() || header.producer_id.get() >= 0 {
+        let mut out = batch[..BATCH_HEADER_BYTES].to_vec();
+        for record in &kept {
+            out.extend_from_slice(record.bytes);
+        }
+        let max_timestamp = if attributes & LOG_APPEND_TIME_BIT != 0 {
+            header.max_timestamp.get()
+        } else {
+            kept.iter()
+                .map(|record| base_timestamp.wrapping_add(record.timestamp_delta))
+                .max()
+                .unwrap_or(base_timestamp)
+        };
+        reseal(&mut out, kept.len() as i32, max_timestamp);
+        rewriter.keep(out);
+    } else {
+        rewriter.remove(header);
+    }
+    Ok(())
+}
+
+impl<D: Disk, C: Clock> PartitionLog<D, C> {
+    /// One cleaning pass (module documentation). Holds the log throughout: callers that
+    /// must not wait run it where appends do not (the broker's cleaner).
+    pub async fn clean(&mut self, options: &CleanOptions) -> Result<CleanOutcome> {
+        self.check_usable()?;
+        let now = self.clock.now_ms();
+        let cleaned_to = self.read_cleaned_to().await?.max(self.segments[0].base_offset());
+        let mut outcome = CleanOutcome { cleaned_to, ..CleanOutcome::default() };
+        // The closed segments a pass may touch: wholly below the bound, old enough.
+        let lag = i64::try_from(options.min_compaction_lag_ms).unwrap_or(i64::MAX);
+        let eligible = self.segments[..self.segments.len() - 1]
+            .iter()
+            .take_while(|s| {
+                s.next_offset() <= options.clean_below
+                    && s.max_timestamp() <= now.saturating_sub(lag)
+            })
+            .count();
+        let first_dirty = self.segments[..eligible]
+            .iter()
+            .position(|s| s.next_offset() > cleaned_to)
+            .unwrap_or(eligible);
+        if eligible == 0 {
+            return Ok(outcome);
+        }
+        // The map of the dirty part, as far as it fits. With nothing dirty, the pass only
+        // looks for tombstones past their retention in the clean part (an empty map).
+        let mut map = OffsetMap::new(options.map_bytes_max);
+        let mut mapped_end = cleaned_to;
+        let mut last_mapped = first_dirty.min(eligible - 1);
+        'segments: for index in first_dirty..eligible {
+            let mut full = false;
+            for_each_batch(&self.segments[index], |batch| {
+                let header = BatchHeader::view(batch).expect("a whole batch");
+                if header.last_offset() < cleaned_to {
+                    return Ok(true);
+                }
+                let attributes = header.attributes.get();
+                if attributes & CODEC_MASK == 0 && attributes & CONTROL_BIT == 0 {
+                    let base = header.base_offset.get();
+                    let all = records(&batch[BATCH_HEADER_BYTES..]).ok_or_else(|| {
+                        StorageError::Corrupt {
+                            path: self.segments[index].log().path().to_path_buf(),
+                            position: 0,
+                            reason: format!("malformed records in the batch at offset {base}"),
+                        }
+                    })?;
+                    let keys: Vec<(&[u8], i64)> = all
+                        .iter()
+                        .filter_map(|r| Some((r.key?, base + i64::from(r.offset_delta))))
+                        .collect();
+                    if !map.put_all(&keys) {
+                        full = true;
+                        return Ok(false);
+                    }
+                }
+                mapped_end = header.last_offset() + 1;
+                Ok(true)
+            })
+            .await?;
+            last_mapped = index;
+            if full {
+                break 'segments;
+            }
+        }
+        if mapped_end <= cleaned_to && first_dirty < eligible {
+            warn!(dir = %self.dir.display(), cleaned_to, bytes_max = options.map_bytes_max, "the cleaner's map cannot hold one batch's keys: nothing cleaned");
+            return Ok(outcome);
+        }
+        let retention = i64::try_from(options.delete_retention_ms).unwrap_or(i64::MAX);
+        let horizon = now.saturating_sub(retention);
+        let cleaning = self.dir.join(CLEANING_DIR);
+        self.disk.create_dir_all(&cleaning)?;
+        let mut cleaned: Vec<Segment<D>> = Vec::new();
+        for index in 0..=last_mapped {
+            let old = &self.segments[index];
+            // Tombstones go only from segments a pass cleaned before, once old enough.
+            let drop_tombstones = index < first_dirty && old.max_timestamp() < horizon;
+            let mut rewriter = Rewriter { out: Vec::new(), removed: None, records_removed: 0 };
+            let mut failed = None;
+            for_each_batch(old, |batch| {
+                if let Err(reason) =
+                    clean_batch(batch, &map, mapped_end, drop_tombstones, &mut rewriter)
+                {
+                    failed = Some(reason);
+                    return Ok(false);
+                }
+                Ok(true)
+            })
+            .await?;
+            if let Some(reason) = failed {
+                return Err(old.corrupt(0, format!("cannot clean: {reason}")));
+            }
+            rewriter.flush_removed();
+            if rewriter.records_removed == 0 {
+                continue;
+            }
+            let segment = self.write_cleaned(&cleaning, old, &rewriter.out).await?;
+            outcome.bytes_before += old.size();
+            outcome.bytes_after += segment.size();
+            outcome.records_removed += rewriter.records_removed;
+            outcome.cleaned_segments.push(old.base_offset());
+            cleaned.push(segment);
+        }
+        if !cleaned.is_empty() {
+            self.swap(&cleaning, cleaned).await?;
+        }
+        self.write_cleaned_to(mapped_end).await?;
+        outcome.cleaned_to = mapped_end;
+        info!(dir = %self.dir.display(), segments = outcome.cleaned_segments.len(), bytes_before = outcome.bytes_before, bytes_after = outcome.bytes_after, records_removed = outcome.records_removed, cleaned_to = mapped_end, "cleaned");
+        Ok(outcome)
+    }
+
+    /// Writes `batches` as the cleaned copy of `old` under `cleaning`, sealed and synced.
+    async fn write_cleaned(
+        &self,
+        cleaning: &Path,
+        old: &Segment<D>,
+        batches: &[Vec<u8>],
+    ) -> Result<Segment<D>> {
+        let mut segment = Segment::create(
+            &self.disk,
+            cleaning,
+            old.base_offset(),
+            self.config.index_interval_bytes,
+            old.created_at_ms(),
+        )
+        .await?;
+        for batch in batches {
+            let header = BatchHeader::view(batch).expect("a built batch");
+            let (base, last) = (header.base_offset.get(), header.last_offset());
+            let max_timestamp = header.max_timestamp.get();
+            let position = segment.size();
+            segment.write_tail(batch.clone(), false).await?;
+            segment.index_batch(position, base, last, batch.len() as u64, max_timestamp);
+        }
+        segment.seal_files().await?;
+        segment.files_to_sync(true).sync().await?;
+        Ok(segment)
+    }
+
+    /// Puts the cleaned segments in place of the old ones of the same base offsets (module
+    /// documentation, "The swap").
+    async fn swap(&mut self, cleaning: &Path, cleaned: Vec<Segment<D>>) -> Result<()> {
+        self.mark_dirty().await?;
+        let bases: Vec<i64> = cleaned.iter().map(|s| s.base_offset()).collect();
+        let result = async {
+            self.disk.sync_dir(cleaning).await?;
+            let manifest = bases.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("\n");
+            self.disk
+                .write_file_atomic(&cleaning.join(SWAP_MANIFEST), manifest.into_bytes())
+                .await?;
+            finish_swap(&self.disk, &self.dir, &bases).await
+        }
+        .await;
+        self.guard(result.map_err(StorageError::from))?;
+        drop(cleaned);
+        for base in bases {
+            let index = self
+                .segments
+                .iter()
+                .position(|s| s.base_offset() == base)
+                .expect("a cleaned segment replaces one of the log's");
+            let created_at_ms = self.segments[index].created_at_ms();
+            let opened = async {
+                let mut segment = Segment::open_files(
+                    &self.disk,
+                    &self.dir,
+                    base,
+                    false,
+                    self.config.index_interval_bytes,
+                    created_at_ms,
+                )
+                .await?;
+                recovery::open_trusted(&mut segment).await?;
+                Ok(segment)
+            }
+            .await;
+            let segment = self.guard(opened)?;
+            self.segments[index].log().free_elsewhere();
+            self.segments[index] = segment;
+        }
+        Ok(())
+    }
+
+    async fn read_cleaned_to(&self) -> Result<i64> {
+        let path = self.dir.join(CLEANED_TO_FILE);
+        Ok(match self.disk.read_file(&path, SMALL_FILE_BYTES_MAX).await? {
+            Some(bytes) => String::from_utf8_lossy(&bytes).trim().parse().unwrap_or(i64::MIN),
+            None => i64::MIN,
+        })
+    }
+
+    async fn write_cleaned_to(&mut self, offset: i64) -> Result<()> {
+        let path = self.dir.join(CLEANED_TO_FILE);
+        let result = self.disk.write_file_atomic(&path, offset.to_string().into_bytes()).await;
+        self.guard(result.map_err(StorageError::from))
+    }
+}
+
+/// The swap's step 3: moves every cleaned file of `bases` still under `cleaning/` into
+/// place, makes the names durable and removes the manifest. Safe to run again after a crash
+/// at any point of it.
+async fn finish_swap<D: Disk>(disk: &D, dir: &Path, bases: &[i64]) -> std::io::Result<()> {
+    let cleaning = dir.join(CLEANING_DIR);
+    let names = disk.list_dir(&cleaning)?;
+    for base in bases {
+        for extension in ["log", "index", "timeindex"] {
+            let name = file_name(*base, extension);
+            if names.contains(&name) {
+                disk.rename(&cleaning.join(&name), &dir.join(&name)).await?;
+            }
+        }
+    }
+    disk.sync_dir(dir).await?;
+    disk.sync_dir(&cleaning).await?;
+    disk.remove_file(&cleaning.join(SWAP_MANIFEST)).await?;
+    disk.sync_dir(&cleaning).await
+}
+
+/// On open, before the segments are listed: finishes a swap whose manifest is durable, and
+/// removes what an unfinished cleaning left under `cleaning/` otherwise.
+pub(super) async fn recover_swap<D: Disk>(disk: &D, dir: &Path) -> Result<()> {
+    let cleaning: PathBuf = dir.join(CLEANING_DIR);
+    if disk.list_dir(&cleaning).is_err() {
+        return Ok(());
+    }
+    if let Some(bytes) = disk.read_file(&cleaning.join(SWAP_MANIFEST), SMALL_FILE_BYTES_MAX).await?
+    {
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        let bases: Vec<i64> = text.lines().filter_map(|line| line.trim().parse().ok()).collect();
+        warn!(dir = %dir.display(), ?bases, "finishing a swap of cleaned segments that a stop interrupted");
+        finish_swap(disk, dir, &bases).await?;
+    }
+    // Cleaned segments of a pass that never reached its manifest: the old ones stand.
+    for name in disk.list_dir(&cleaning)? {
+        disk.remove_file(&cleaning.join(&name)).await?;
+    }
+    Ok(())
+}
