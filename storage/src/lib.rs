@@ -42,8 +42,9 @@ pub use disk::{Disk, DiskFile, RealDisk};
 pub use error::{BatchError, Result, StorageError};
 pub use index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 pub use log::{
-    AppendInfo, BatchSummary, CleanOptions, CleanOutcome, FileRegion, FlushTarget, OpenReport,
-    PartitionLog, ReadResult, RetentionOutcome, SegmentInfo, OVERLAPPED_CHECK_BYTES_MIN,
+    AppendInfo, BatchSummary, CleanDone, CleanOptions, CleanOutcome, CleanPlan, FileRegion,
+    FlushTarget, OpenReport, PartitionLog, ReadResult, RetentionOutcome, SegmentInfo,
+    OVERLAPPED_CHECK_BYTES_MIN,
 };
 pub use recovery::ScanOutcome;
 pub use segment::file_name;

@@ -369,3 +369,52 @@ fn cleaning_on_the_machines_disk_swaps_the_segments_and_survives_a_reopen() {
         assert_eq!(out.len() as u64, KEYS, "one record per key");
     });
 }
+
+#[test]
+fn a_pass_whose_segments_changed_meanwhile_is_dropped_or_swaps_only_what_is_left() {
+    block_on(async {
+        let seed = fjord_storage::sim::seed("compaction-changed");
+        for change in ["truncation", "retention"] {
+            let disk = SimDisk::new(seed, Faults::none());
+            let clock = SimClock::new(1_000_000);
+            let mut log = open(&disk, &clock).await;
+            let mut rng = Rng::new(seed);
+            let mut model = BTreeMap::new();
+            for _ in 0..60 {
+                append(&mut log, &mut rng, &clock, &mut model).await;
+            }
+            log.roll().await.expect("roll");
+            let end = log.log_end_offset();
+            let plan = log.plan_clean(&options(end, 1 << 20)).await.expect("plan").expect("a plan");
+            let done = plan.run(&disk, async |_| {}).await.expect("run");
+            let segments = log.segments();
+            let cut = segments[segments.len() / 2].base_offset;
+            match change {
+                "truncation" => {
+                    log.truncate_to(cut).await.expect("truncate");
+                    model.retain(|offset, _| *offset < cut);
+                }
+                _ => {
+                    log.advance_log_start(cut).await.expect("advance the log start");
+                    model.retain(|offset, _| *offset >= cut);
+                }
+            }
+            let before = read_records(&mut log).await;
+            let outcome = log.commit_clean(done).await.expect("commit");
+            let after = read_records(&mut log).await;
+            match change {
+                "truncation" => {
+                    assert!(outcome.cleaned_segments.is_empty(), "{change}: {outcome:?}");
+                    assert_eq!(after, before, "{change}: the log is untouched");
+                }
+                _ => {
+                    assert!(after.len() < before.len(), "{change}: what is left was cleaned");
+                    check(&after, &model, log.log_end_offset(), change);
+                }
+            }
+            let names = fjord_storage::Disk::list_dir(&disk, &Path::new(DIR).join("cleaning"))
+                .expect("list cleaning/");
+            assert!(names.is_empty(), "{change}: files left under cleaning/: {names:?}");
+        }
+    });
+}

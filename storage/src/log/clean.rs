@@ -181,31 +181,36 @@ impl OffsetMap {
     }
 }
 
-/// Calls `visit` with each batch of `segment` (whole, from its first byte), in order.
-async fn for_each_batch<D: Disk>(
-    segment: &Segment<D>,
+/// Calls `visit` with each batch of the first `size` bytes of `file` (a segment's log, whole
+/// batches from its first byte), in order, until it answers `false`.
+async fn for_each_batch<F: DiskFile>(
+    file: &F,
+    size: u64,
     mut visit: impl FnMut(&[u8]) -> Result<bool>,
 ) -> Result<()> {
-    let size = segment.size();
+    let corrupt = |position: u64, reason: &str| StorageError::Corrupt {
+        path: file.path().to_path_buf(),
+        position,
+        reason: reason.to_string(),
+    };
     let mut position = 0u64;
     while position < size {
         let window = READ_WINDOW_BYTES.min(size - position);
-        let mut bytes = segment.log().read_at(position, window as usize).await?;
+        let mut bytes = file.read_at(position, window as usize).await?;
         let mut at = 0usize;
         while let Some(header) = bytes.get(at..).and_then(BatchHeader::view) {
             let batch_size = header.size() as usize;
-            if batch_size < BATCH_HEADER_BYTES {
-                return Err(segment.corrupt(position + at as u64, "batch too small".into()));
+            if batch_size < BATCH_HEADER_BYTES || position + (at + batch_size) as u64 > size {
+                return Err(corrupt(position + at as u64, "implausible batch size"));
             }
             if at + batch_size > bytes.len() {
-                if at == 0 {
-                    // One batch larger than the window: read it whole.
-                    bytes = segment.log().read_at(position, batch_size).await?;
-                    if bytes.len() < batch_size {
-                        return Err(segment.corrupt(position, "batch past the file end".into()));
-                    }
-                } else {
+                if at > 0 {
                     break;
+                }
+                // One batch larger than the window: read it whole.
+                bytes = file.read_at(position, batch_size).await?;
+                if bytes.len() < batch_size {
+                    return Err(corrupt(position, "batch past the file end"));
                 }
             }
             if !visit(&bytes[at..at + batch_size])? {
@@ -214,7 +219,7 @@ async fn for_each_batch<D: Disk>(
             at += batch_size;
         }
         if at == 0 {
-            return Err(segment.corrupt(position, "no whole batch at this position".into()));
+            return Err(corrupt(position, "no whole batch at this position"));
         }
         position += at as u64;
     }
@@ -332,38 +337,86 @@ fn clean_batch(
     Ok(())
 }
 
-impl<D: Disk, C: Clock> PartitionLog<D, C> {
-    /// One cleaning pass (module documentation). Holds the log throughout: callers that
-    /// must not wait run it where appends do not (the broker's cleaner).
-    pub async fn clean(&mut self, options: &CleanOptions) -> Result<CleanOutcome> {
-        self.check_usable()?;
-        let now = self.clock.now_ms();
-        let cleaned_to = self.read_cleaned_to().await?.max(self.segments[0].base_offset());
-        let mut outcome = CleanOutcome { cleaned_to, ..CleanOutcome::default() };
-        // The closed segments a pass may touch: wholly below the bound, old enough.
-        let lag = i64::try_from(options.min_compaction_lag_ms).unwrap_or(i64::MAX);
-        let eligible = self.segments[..self.segments.len() - 1]
-            .iter()
-            .take_while(|s| {
-                s.next_offset() <= options.clean_below
-                    && s.max_timestamp() <= now.saturating_sub(lag)
-            })
-            .count();
-        let first_dirty = self.segments[..eligible]
-            .iter()
-            .position(|s| s.next_offset() > cleaned_to)
-            .unwrap_or(eligible);
-        if eligible == 0 {
-            return Ok(outcome);
+/// A closed segment as a pass found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PlannedSegment {
+    base: i64,
+    next_offset: i64,
+    size: u64,
+    max_timestamp: i64,
+    created_at_ms: i64,
+}
+
+/// A pass decided on the log's thread (`PartitionLog::plan_clean`), to be carried out on any
+/// thread (`run`: it reads the closed segments by path and writes under `cleaning/`, which
+/// nothing else touches) and committed on the log's thread again (`commit_clean`).
+#[derive(Debug, Clone)]
+pub struct CleanPlan {
+    dir: PathBuf,
+    /// The closed segments from the first one to the last a pass may touch.
+    segments: Vec<PlannedSegment>,
+    /// The first of them holding offsets past `cleaned_to`.
+    first_dirty: usize,
+    cleaned_to: i64,
+    now_ms: i64,
+    index_interval_bytes: u64,
+    options: CleanOptions,
+}
+
+/// A pass carried out, to be committed (`PartitionLog::commit_clean`).
+#[derive(Debug)]
+pub struct CleanDone {
+    plan: CleanPlan,
+    /// The segments written under `cleaning/`.
+    cleaned: Vec<PlannedSegment>,
+    outcome: CleanOutcome,
+}
+
+impl CleanPlan {
+    /// Bytes of the dirty part (segments past the last pass's end).
+    pub fn dirty_bytes(&self) -> u64 {
+        self.segments[self.first_dirty..].iter().map(|s| s.size).sum()
+    }
+
+    /// The dirty part's share of the bytes a pass may touch (Kafka's cleanable ratio).
+    pub fn dirty_ratio(&self) -> f64 {
+        let total: u64 = self.segments.iter().map(|s| s.size).sum();
+        if total == 0 {
+            return 0.0;
         }
-        // The map of the dirty part, as far as it fits. With nothing dirty, the pass only
-        // looks for tombstones past their retention in the clean part (an empty map).
-        let mut map = OffsetMap::new(options.map_bytes_max);
+        self.dirty_bytes() as f64 / total as f64
+    }
+
+    /// The newest record of the oldest dirty segment (for `max.compaction.lag.ms`).
+    pub fn oldest_dirty_timestamp(&self) -> Option<i64> {
+        self.segments.get(self.first_dirty).map(|s| s.max_timestamp)
+    }
+
+    /// Builds the map and writes the cleaned segments (module documentation), on `disk`,
+    /// calling `paced` with the bytes read or written after each segment (a rate limit).
+    pub async fn run<D: Disk>(
+        self,
+        disk: &D,
+        mut paced: impl AsyncFnMut(u64),
+    ) -> Result<CleanDone> {
+        let cleaned_to = self.cleaned_to;
+        let mut outcome = CleanOutcome { cleaned_to, ..CleanOutcome::default() };
+        let mut files = Vec::with_capacity(self.segments.len());
+        for segment in &self.segments {
+            files.push(
+                disk.open_rw(&crate::segment::segment_path(&self.dir, segment.base, "log"), false)
+                    .await?,
+            );
+        }
+        let mut map = OffsetMap::new(self.options.map_bytes_max);
         let mut mapped_end = cleaned_to;
-        let mut last_mapped = first_dirty.min(eligible - 1);
-        'segments: for index in first_dirty..eligible {
+        let dirty = self.first_dirty < self.segments.len();
+        let mut last_mapped = self.first_dirty.min(self.segments.len() - 1);
+        for (index, (file, planned)) in
+            files.iter().zip(&self.segments).enumerate().skip(self.first_dirty)
+        {
             let mut full = false;
-            for_each_batch(&self.segments[index], |batch| {
+            for_each_batch(file, planned.size, |batch| {
                 let header = BatchHeader::view(batch).expect("a whole batch");
                 if header.last_offset() < cleaned_to {
                     return Ok(true);
@@ -373,7 +426,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
                     let base = header.base_offset.get();
                     let all = records(&batch[BATCH_HEADER_BYTES..]).ok_or_else(|| {
                         StorageError::Corrupt {
-                            path: self.segments[index].log().path().to_path_buf(),
+                            path: file.path().to_path_buf(),
                             position: 0,
                             reason: format!("malformed records in the batch at offset {base}"),
                         }
@@ -391,27 +444,29 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
                 Ok(true)
             })
             .await?;
+            paced(planned.size).await;
             last_mapped = index;
             if full {
-                break 'segments;
+                break;
             }
         }
-        if mapped_end <= cleaned_to && first_dirty < eligible {
-            warn!(dir = %self.dir.display(), cleaned_to, bytes_max = options.map_bytes_max, "the cleaner's map cannot hold one batch's keys: nothing cleaned");
-            return Ok(outcome);
+        if dirty && mapped_end <= cleaned_to {
+            warn!(dir = %self.dir.display(), cleaned_to, bytes_max = self.options.map_bytes_max, "the cleaner's map cannot hold one batch's keys: nothing cleaned");
+            return Ok(CleanDone { plan: self, cleaned: Vec::new(), outcome });
         }
-        let retention = i64::try_from(options.delete_retention_ms).unwrap_or(i64::MAX);
-        let horizon = now.saturating_sub(retention);
+        let retention = i64::try_from(self.options.delete_retention_ms).unwrap_or(i64::MAX);
+        let horizon = self.now_ms.saturating_sub(retention);
         let cleaning = self.dir.join(CLEANING_DIR);
-        self.disk.create_dir_all(&cleaning)?;
-        let mut cleaned: Vec<Segment<D>> = Vec::new();
-        for index in 0..=last_mapped {
-            let old = &self.segments[index];
+        disk.create_dir_all(&cleaning)?;
+        let mut cleaned = Vec::new();
+        for (index, (file, &old)) in
+            files.iter().zip(&self.segments).enumerate().take(last_mapped + 1)
+        {
             // Tombstones go only from segments a pass cleaned before, once old enough.
-            let drop_tombstones = index < first_dirty && old.max_timestamp() < horizon;
+            let drop_tombstones = index < self.first_dirty && old.max_timestamp < horizon;
             let mut rewriter = Rewriter { out: Vec::new(), removed: None, records_removed: 0 };
             let mut failed = None;
-            for_each_batch(old, |batch| {
+            for_each_batch(file, old.size, |batch| {
                 if let Err(reason) =
                     clean_batch(batch, &map, mapped_end, drop_tombstones, &mut rewriter)
                 {
@@ -422,73 +477,169 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             })
             .await?;
             if let Some(reason) = failed {
-                return Err(old.corrupt(0, format!("cannot clean: {reason}")));
+                return Err(StorageError::Corrupt {
+                    path: file.path().to_path_buf(),
+                    position: 0,
+                    reason: format!("cannot clean: {reason}"),
+                });
             }
             rewriter.flush_removed();
             if rewriter.records_removed == 0 {
+                paced(old.size).await;
                 continue;
             }
-            let segment = self.write_cleaned(&cleaning, old, &rewriter.out).await?;
-            outcome.bytes_before += old.size();
-            outcome.bytes_after += segment.size();
+            let size =
+                write_cleaned(disk, &cleaning, old, self.index_interval_bytes, &rewriter.out)
+                    .await?;
+            paced(old.size + size).await;
+            outcome.bytes_before += old.size;
+            outcome.bytes_after += size;
             outcome.records_removed += rewriter.records_removed;
-            outcome.cleaned_segments.push(old.base_offset());
-            cleaned.push(segment);
+            outcome.cleaned_segments.push(old.base);
+            cleaned.push(old);
         }
-        if !cleaned.is_empty() {
-            self.swap(&cleaning, cleaned).await?;
+        for file in files {
+            file.close().await?;
         }
+        outcome.cleaned_to = mapped_end;
+        Ok(CleanDone { plan: self, cleaned, outcome })
+    }
+}
+
+/// Writes `batches` as the cleaned copy of `old` under `cleaning`, sealed and synced;
+/// returns its size.
+async fn write_cleaned<D: Disk>(
+    disk: &D,
+    cleaning: &Path,
+    old: PlannedSegment,
+    index_interval_bytes: u64,
+    batches: &[Vec<u8>],
+) -> Result<u64> {
+    let mut segment =
+        Segment::create(disk, cleaning, old.base, index_interval_bytes, old.created_at_ms).await?;
+    for batch in batches {
+        let header = BatchHeader::view(batch).expect("a built batch");
+        let (base, last) = (header.base_offset.get(), header.last_offset());
+        let max_timestamp = header.max_timestamp.get();
+        let position = segment.size();
+        segment.write_tail(batch.clone(), false).await?;
+        segment.index_batch(position, base, last, batch.len() as u64, max_timestamp);
+    }
+    segment.seal_files().await?;
+    segment.files_to_sync(true).sync().await?;
+    Ok(segment.size())
+}
+
+impl<D: Disk, C: Clock> PartitionLog<D, C> {
+    /// One cleaning pass on this thread: `plan_clean`, `CleanPlan::run`, `commit_clean`.
+    /// Holds the log throughout; the broker runs the middle part on its cleaner thread.
+    pub async fn clean(&mut self, options: &CleanOptions) -> Result<CleanOutcome> {
+        let Some(plan) = self.plan_clean(options).await? else {
+            return Ok(CleanOutcome { cleaned_to: self.cleaned_to, ..CleanOutcome::default() });
+        };
+        let done = plan.run(&self.disk, async |_| {}).await;
+        let done = self.guard(done)?;
+        self.commit_clean(done).await
+    }
+
+    /// What a pass would clean now (module documentation, step 1); `None` when no closed
+    /// segment may be touched.
+    pub async fn plan_clean(&mut self, options: &CleanOptions) -> Result<Option<CleanPlan>> {
+        self.check_usable()?;
+        if self.cleaned_to == i64::MIN {
+            self.cleaned_to = self.read_cleaned_to().await?;
+        }
+        let now = self.clock.now_ms();
+        let cleaned_to = self.cleaned_to.max(self.segments[0].base_offset());
+        let lag = i64::try_from(options.min_compaction_lag_ms).unwrap_or(i64::MAX);
+        let segments: Vec<PlannedSegment> = self.segments[..self.segments.len() - 1]
+            .iter()
+            .take_while(|s| {
+                s.next_offset() <= options.clean_below
+                    && s.max_timestamp() <= now.saturating_sub(lag)
+            })
+            .map(|s| PlannedSegment {
+                base: s.base_offset(),
+                next_offset: s.next_offset(),
+                size: s.size(),
+                max_timestamp: s.max_timestamp(),
+                created_at_ms: s.created_at_ms(),
+            })
+            .collect();
+        if segments.is_empty() {
+            return Ok(None);
+        }
+        let first_dirty =
+            segments.iter().position(|s| s.next_offset > cleaned_to).unwrap_or(segments.len());
+        Ok(Some(CleanPlan {
+            dir: self.dir.clone(),
+            segments,
+            first_dirty,
+            cleaned_to,
+            now_ms: now,
+            index_interval_bytes: self.config.index_interval_bytes,
+            options: options.clone(),
+        }))
+    }
+
+    /// Puts a pass's cleaned segments in place (the swap) if the segments it read are still
+    /// the log's, as they were; otherwise drops its work (retention or a truncation changed
+    /// the log meanwhile) and the next pass starts again.
+    pub async fn commit_clean(&mut self, done: CleanDone) -> Result<CleanOutcome> {
+        self.check_usable()?;
+        let CleanDone { plan, cleaned, mut outcome } = done;
+        let first_base = self.segments[0].base_offset();
+        let closed = &self.segments[..self.segments.len() - 1];
+        // Retention may have deleted segments at the start meanwhile (their cleaned copies
+        // are dropped); any other change (a truncation) voids the whole pass.
+        let gone = |p: &PlannedSegment| p.next_offset <= first_base;
+        let same = |p: &PlannedSegment| {
+            closed.iter().any(|s| {
+                s.base_offset() == p.base && s.next_offset() == p.next_offset && s.size() == p.size
+            })
+        };
+        let unchanged = plan.segments.iter().all(|p| gone(p) || same(p));
+        let cleaning = self.dir.join(CLEANING_DIR);
+        let (still_there, dropped): (Vec<PlannedSegment>, Vec<PlannedSegment>) =
+            cleaned.into_iter().partition(|p| unchanged && !gone(p));
+        for p in &dropped {
+            for extension in ["log", "index", "timeindex"] {
+                let removed =
+                    self.disk.remove_file(&cleaning.join(file_name(p.base, extension))).await;
+                self.guard(removed.map_err(StorageError::from))?;
+            }
+        }
+        if !unchanged {
+            info!(dir = %self.dir.display(), "the log changed during a cleaning pass: its work is dropped");
+            return Ok(CleanOutcome { cleaned_to: self.cleaned_to, ..CleanOutcome::default() });
+        }
+        let still_there: Vec<i64> = still_there.iter().map(|p| p.base).collect();
+        if !still_there.is_empty() {
+            self.swap(&cleaning, &still_there).await?;
+        }
+        let mapped_end = outcome.cleaned_to.max(plan.cleaned_to);
         self.write_cleaned_to(mapped_end).await?;
+        self.cleaned_to = mapped_end;
         outcome.cleaned_to = mapped_end;
         info!(dir = %self.dir.display(), segments = outcome.cleaned_segments.len(), bytes_before = outcome.bytes_before, bytes_after = outcome.bytes_after, records_removed = outcome.records_removed, cleaned_to = mapped_end, "cleaned");
         Ok(outcome)
     }
 
-    /// Writes `batches` as the cleaned copy of `old` under `cleaning`, sealed and synced.
-    async fn write_cleaned(
-        &self,
-        cleaning: &Path,
-        old: &Segment<D>,
-        batches: &[Vec<u8>],
-    ) -> Result<Segment<D>> {
-        let mut segment = Segment::create(
-            &self.disk,
-            cleaning,
-            old.base_offset(),
-            self.config.index_interval_bytes,
-            old.created_at_ms(),
-        )
-        .await?;
-        for batch in batches {
-            let header = BatchHeader::view(batch).expect("a built batch");
-            let (base, last) = (header.base_offset.get(), header.last_offset());
-            let max_timestamp = header.max_timestamp.get();
-            let position = segment.size();
-            segment.write_tail(batch.clone(), false).await?;
-            segment.index_batch(position, base, last, batch.len() as u64, max_timestamp);
-        }
-        segment.seal_files().await?;
-        segment.files_to_sync(true).sync().await?;
-        Ok(segment)
-    }
-
-    /// Puts the cleaned segments in place of the old ones of the same base offsets (module
-    /// documentation, "The swap").
-    async fn swap(&mut self, cleaning: &Path, cleaned: Vec<Segment<D>>) -> Result<()> {
+    /// Puts the cleaned segments of `bases` in place of the old ones of the same base offsets
+    /// (module documentation, "The swap").
+    async fn swap(&mut self, cleaning: &Path, bases: &[i64]) -> Result<()> {
         self.mark_dirty().await?;
-        let bases: Vec<i64> = cleaned.iter().map(|s| s.base_offset()).collect();
         let result = async {
             self.disk.sync_dir(cleaning).await?;
             let manifest = bases.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("\n");
             self.disk
                 .write_file_atomic(&cleaning.join(SWAP_MANIFEST), manifest.into_bytes())
                 .await?;
-            finish_swap(&self.disk, &self.dir, &bases).await
+            finish_swap(&self.disk, &self.dir, bases).await
         }
         .await;
         self.guard(result.map_err(StorageError::from))?;
-        drop(cleaned);
-        for base in bases {
+        for &base in bases {
             let index = self
                 .segments
                 .iter()

@@ -58,7 +58,7 @@ use crate::disk::{Disk, RealDisk};
 use crate::segment::Segment;
 
 pub use append::{AppendInfo, OVERLAPPED_CHECK_BYTES_MIN};
-pub use clean::{CleanOptions, CleanOutcome};
+pub use clean::{CleanDone, CleanOptions, CleanOutcome, CleanPlan};
 pub use flush::FlushTarget;
 pub use open::OpenReport;
 pub use region::{FileRegion, ReadResult};
@@ -91,6 +91,9 @@ pub struct PartitionLog<D: Disk = RealDisk, C: Clock = SystemClock> {
     /// Set by `close`: every later call fails with `StorageError::Closed`.
     closed: bool,
     open_report: OpenReport,
+    /// Compaction: the offset the last cleaning pass reached (`clean.rs`), read from its
+    /// file on the first plan; `i64::MIN` until then.
+    cleaned_to: i64,
 }
 
 impl<D: Disk, C: Clock> PartitionLog<D, C> {

@@ -88,6 +88,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             free_checked_ms: i64::MIN,
             closed: false,
             open_report: report,
+            cleaned_to: i64::MIN,
         };
         log.checkpoint_what_recovery_checked().await?;
         info!(
