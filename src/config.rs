@@ -24,6 +24,12 @@ pub const TIMESTAMP_AFTER_MAX_MS_DEFAULT: u64 = 3_600_000;
 /// of replica, index and checkpoint writes and the offsets topic.
 pub const LOG_DIR_FREE_BYTES_MIN_DEFAULT: u64 = 64 * 1024 * 1024;
 
+/// Cleaner threads at most (`log.cleaner.threads`).
+pub const LOG_CLEANER_THREADS_MAX: usize = 16;
+/// Least and most bytes of the cleaner's maps (`log.cleaner.dedupe.buffer.size`).
+pub const LOG_CLEANER_DEDUPE_BYTES_MIN: u64 = 1024 * 1024;
+pub const LOG_CLEANER_DEDUPE_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
+
 /// The settings of a running broker, validated.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -77,6 +83,14 @@ pub struct BrokerConfig {
     /// `auto.leader.rebalance.enable` and `leader.imbalance.check.interval.seconds`); `None`:
     /// never.
     pub leader_rebalance_interval_ms: Option<u64>,
+    /// Threads that clean compacted partitions (Kafka's `log.cleaner.threads`).
+    pub log_cleaner_threads: usize,
+    /// Bytes per second the cleaner threads read and write together at most
+    /// (`log.cleaner.io.max.bytes.per.second`); `None`: unbounded, as Kafka's default.
+    pub log_cleaner_io_max_bytes_per_second: Option<u64>,
+    /// Bytes of key -> offset maps the cleaner threads hold together at most
+    /// (`log.cleaner.dedupe.buffer.size`), shared out evenly.
+    pub log_cleaner_dedupe_buffer_size: u64,
 }
 
 /// Values from the TOML file; every field optional. Names match the long flags.
@@ -114,6 +128,9 @@ pub struct FileConfig {
     pub replica_lag_time_max_ms: Option<u64>,
     pub auto_leader_rebalance_enable: Option<bool>,
     pub leader_imbalance_check_interval_ms: Option<u64>,
+    pub log_cleaner_threads: Option<usize>,
+    pub log_cleaner_io_max_bytes_per_second: Option<u64>,
+    pub log_cleaner_dedupe_buffer_size: Option<u64>,
 }
 
 /// `fjord serve` flags: the first phase, before merging and validation.
@@ -191,6 +208,17 @@ pub struct ServeArgs {
     /// the topic config `preallocate` overrides it) [default: false].
     #[arg(long, value_name = "BOOL")]
     pub log_preallocate: Option<bool>,
+    /// Threads cleaning compacted partitions (`log.cleaner.threads`) [default: 1].
+    #[arg(long)]
+    pub log_cleaner_threads: Option<usize>,
+    /// Bytes per second the cleaner reads and writes at most
+    /// (`log.cleaner.io.max.bytes.per.second`) [default: unbounded].
+    #[arg(long)]
+    pub log_cleaner_io_max_bytes_per_second: Option<u64>,
+    /// Bytes of the cleaner's key -> offset maps (`log.cleaner.dedupe.buffer.size`)
+    /// [default: 134217728].
+    #[arg(long)]
+    pub log_cleaner_dedupe_buffer_size: Option<u64>,
     /// Largest record batch accepted, bytes (`max.message.bytes`) [default: 1048588].
     #[arg(long)]
     pub message_max_bytes: Option<u64>,
@@ -395,6 +423,14 @@ impl ServeArgs {
                 .replica_lag_time_max_ms
                 .or(file.replica_lag_time_max_ms)
                 .unwrap_or(10_000),
+            log_cleaner_threads: self.log_cleaner_threads.or(file.log_cleaner_threads).unwrap_or(1),
+            log_cleaner_io_max_bytes_per_second: self
+                .log_cleaner_io_max_bytes_per_second
+                .or(file.log_cleaner_io_max_bytes_per_second),
+            log_cleaner_dedupe_buffer_size: self
+                .log_cleaner_dedupe_buffer_size
+                .or(file.log_cleaner_dedupe_buffer_size)
+                .unwrap_or(128 * 1024 * 1024),
             leader_rebalance_interval_ms: self
                 .auto_leader_rebalance_enable
                 .or(file.auto_leader_rebalance_enable)
@@ -473,6 +509,23 @@ impl BrokerConfig {
         if self.connections_max_per_ip == 0 {
             invalid!("connections-max-per-ip must be at least 1");
         }
+        if !(1..=LOG_CLEANER_THREADS_MAX).contains(&self.log_cleaner_threads) {
+            invalid!(
+                "log-cleaner-threads must be between 1 and {LOG_CLEANER_THREADS_MAX}, got {}",
+                self.log_cleaner_threads
+            );
+        }
+        if self.log_cleaner_io_max_bytes_per_second == Some(0) {
+            invalid!("log-cleaner-io-max-bytes-per-second must be at least 1");
+        }
+        if !(LOG_CLEANER_DEDUPE_BYTES_MIN..=LOG_CLEANER_DEDUPE_BYTES_MAX)
+            .contains(&self.log_cleaner_dedupe_buffer_size)
+        {
+            invalid!(
+                "log-cleaner-dedupe-buffer-size must be between {LOG_CLEANER_DEDUPE_BYTES_MIN} and {LOG_CLEANER_DEDUPE_BYTES_MAX}, got {}",
+                self.log_cleaner_dedupe_buffer_size
+            );
+        }
         if self.retention_check_interval_ms == 0 {
             invalid!("retention-check-interval-ms must be at least 1");
         }
@@ -526,6 +579,7 @@ impl BrokerConfig {
             timestamp_before_max_ms: None,
             timestamp_after_max_ms: Some(TIMESTAMP_AFTER_MAX_MS_DEFAULT),
             log_append_time: false,
+            compaction: None,
         }
     }
 }

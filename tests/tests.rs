@@ -8,6 +8,7 @@ mod admin_ops;
 mod bad_input;
 mod broker_clients;
 mod cli;
+mod compaction;
 mod differential;
 mod disk_full;
 mod fuzz_regressions;

@@ -10,6 +10,7 @@
 //! this broker opens only the partitions it holds a replica of; `apply_state` brings the
 //! local partitions in line with the state every time it changes.
 
+pub mod cleaner;
 pub mod cluster;
 pub mod dynamic;
 mod error;
@@ -1246,8 +1247,19 @@ impl Broker {
                     "high-watermark checkpoint round"
                 );
             }
+            let cleaner = cleaner::Cleaner::get(
+                self.config.log_cleaner_threads,
+                self.config.log_cleaner_io_max_bytes_per_second,
+                self.config.log_cleaner_dedupe_buffer_size,
+            );
             for topic in self.topics() {
                 for partition in topic.local_partitions() {
+                    if partition.compacted() {
+                        let partition = Rc::clone(partition);
+                        fjord_storage::io::spawn(async move {
+                            partition.clean(cleaner, now).await;
+                        });
+                    }
                     match partition.maintain(now, retention).await {
                         Ok(outcome) if !outcome.deleted_segments.is_empty() => {
                             info!(partition = ?partition, segments = outcome.deleted_segments.len(), log_start_offset = outcome.log_start_offset, "retention");

@@ -19,6 +19,9 @@ pub struct PartitionOutcome {
     pub log_start_offset: i64,
     /// The time the batches were stamped with on a LogAppendTime topic, else -1.
     pub log_append_time: i64,
+    /// The records refused one by one (their index in the batch, and why), as Kafka's
+    /// `record_errors` (Produce v8+).
+    pub record_errors: Vec<(i32, String)>,
 }
 
 impl PartitionOutcome {
@@ -28,6 +31,26 @@ impl PartitionOutcome {
             base_offset: -1,
             log_start_offset: -1,
             log_append_time: -1,
+            record_errors: Vec::new(),
+        }
+    }
+
+    /// INVALID_RECORD for the records of `record_errors`, with Kafka's message
+    /// (`LogValidator.processRecordErrors`: the count and at most the first three).
+    pub(crate) fn records_refused(record_errors: Vec<(i32, String)>) -> PartitionOutcome {
+        let shown: Vec<String> = record_errors
+            .iter()
+            .take(3)
+            .map(|(index, message)| format!("RecordError(batchIndex={index}, message='{message}')"))
+            .collect();
+        let message = format!(
+            "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+            record_errors.len(),
+            shown.join(", ")
+        );
+        PartitionOutcome {
+            record_errors,
+            ..PartitionOutcome::refused(ResponseError::InvalidRecord, message)
         }
     }
 }

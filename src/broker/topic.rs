@@ -177,6 +177,35 @@ impl TopicConfig {
         if let Some(v) = self.overrides.get("message.timestamp.type") {
             config.log_append_time = v.trim() == "LogAppendTime";
         }
+        let policy = self.overrides.get("cleanup.policy").map_or("delete", String::as_str);
+        let policies = topic_configs::list_items(policy);
+        if policies.contains(&"compact") {
+            let mut compaction = fjord_storage::Compaction::default();
+            if let Some(ratio) = self
+                .overrides
+                .get("min.cleanable.dirty.ratio")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+            {
+                compaction.min_cleanable_dirty_ppm = (ratio.clamp(0.0, 1.0) * 1e6) as u32;
+            }
+            let at_least_zero = |v: i64| v.max(0) as u64;
+            if let Some(v) = self.get_i64("min.compaction.lag.ms") {
+                compaction.min_compaction_lag_ms = at_least_zero(v);
+            }
+            if let Some(v) = self.get_i64("max.compaction.lag.ms") {
+                compaction.max_compaction_lag_ms = at_least_zero(v);
+            }
+            if let Some(v) = self.get_i64("delete.retention.ms") {
+                compaction.delete_retention_ms = at_least_zero(v);
+            }
+            config.compaction = Some(compaction);
+        }
+        if !policies.contains(&"delete") {
+            // Only compacted: no segment goes for its age or the log's size (Kafka's
+            // `LogConfig.delete` is off).
+            config.retention_ms = None;
+            config.retention_bytes = None;
+        }
         // An index entry per segment at most is still a valid (if useless) index.
         config.index_interval_bytes = config.index_interval_bytes.min(config.segment_bytes);
         config
@@ -389,7 +418,7 @@ mod tests {
         assert!(TopicConfig::from_pairs([("retention.ms", "-1")]).is_ok());
         assert!(TopicConfig::from_pairs([("retention.ms", "-2")]).is_err());
         assert!(TopicConfig::from_pairs([("retention.ms", "soon")]).is_err());
-        assert!(TopicConfig::from_pairs([("cleanup.policy", "compact")]).is_err());
+        assert!(TopicConfig::from_pairs([("cleanup.policy", "compact")]).is_ok());
         assert!(TopicConfig::from_pairs([("segment.bytes", "10")]).is_err());
         assert!(TopicConfig::from_pairs([("no.such.config", "1")]).is_err());
         assert!(TopicConfig::from_pairs([("preallocate", "yes")]).is_err());

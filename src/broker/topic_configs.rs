@@ -5,11 +5,7 @@
 //! configuration N: ...", answered as INVALID_CONFIG), then against what Fjord can honour:
 //! - `Honoured`: applied as Kafka applies it.
 //! - `NoEffect`: accepted, kept and described; it changes nothing here, as it changes nothing
-//!   in Kafka under the same conditions (compaction settings of a topic that is not
-//!   compacted, tiered-storage settings without tiered storage).
-//! - `DefaultOnly`: only Kafka's default is accepted until Fjord implements the rest; any other
-//!   value is refused with INVALID_CONFIG naming the config and why (`docs/compatibility.md`
-//!   lists them).
+//!   in Kafka under the same conditions (tiered-storage settings without tiered storage).
 
 use fjord_storage::{
     batch::BATCH_HEADER_BYTES, BATCH_BYTES_LIMIT_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
@@ -61,8 +57,6 @@ pub enum Support {
     Honoured,
     /// Accepted and kept without effect, and why that is what Kafka would do here.
     NoEffect(&'static str),
-    /// Only the default is accepted, and why.
-    DefaultOnly(&'static str),
 }
 
 /// One topic config.
@@ -77,8 +71,6 @@ pub struct Def {
 }
 
 const LONG_MAX: &str = "9223372036854775807";
-const NO_COMPACTION: &str =
-    "compaction settings; Fjord does not compact yet, and Kafka ignores them on a topic that is not compacted";
 const NO_TIERED_STORAGE: &str =
     "tiered-storage settings; Kafka ignores them while remote storage is off, as it always is in Fjord";
 
@@ -92,7 +84,7 @@ macro_rules! def {
 #[rustfmt::skip]
 pub const TOPIC_CONFIGS: &[Def] = &[
     def!("cleanup.policy", List, "delete", Valid::ListOf(&["compact", "delete"]),
-        Support::DefaultOnly("Fjord has no log compaction yet; only delete is honoured")),
+        Support::Honoured),
     def!("compression.gzip.level", Int, "-1", Valid::GzipLevel,
         Support::Honoured),
     def!("compression.lz4.level", Int, "9", Valid::Between(1, 17),
@@ -102,7 +94,7 @@ pub const TOPIC_CONFIGS: &[Def] = &[
         Support::Honoured),
     def!("compression.zstd.level", Int, "3", Valid::Between(-131_072, 22),
         Support::Honoured),
-    def!("delete.retention.ms", Long, "86400000", Valid::AtLeast(0), Support::NoEffect(NO_COMPACTION)),
+    def!("delete.retention.ms", Long, "86400000", Valid::AtLeast(0), Support::Honoured),
     def!("errors.deadletterqueue.group.enable", Boolean, "false", Valid::Any,
         Support::NoEffect("a setting of Kafka's share and streams groups, which Fjord does not serve")),
     def!("file.delete.delay.ms", Long, "60000", Valid::AtLeast(0),
@@ -116,7 +108,7 @@ pub const TOPIC_CONFIGS: &[Def] = &[
         Support::Honoured),
     def!("local.retention.bytes", Long, "-2", Valid::AtLeast(-2), Support::NoEffect(NO_TIERED_STORAGE)),
     def!("local.retention.ms", Long, "-2", Valid::AtLeast(-2), Support::NoEffect(NO_TIERED_STORAGE)),
-    def!("max.compaction.lag.ms", Long, LONG_MAX, Valid::AtLeast(1), Support::NoEffect(NO_COMPACTION)),
+    def!("max.compaction.lag.ms", Long, LONG_MAX, Valid::AtLeast(1), Support::Honoured),
     def!("max.decompressed.message.bytes", Int, "2147483639", Valid::AtLeast(1),
         Support::NoEffect("Fjord decompresses a producer's batch only to recompress it (compression.type), at most 64 MiB of records")),
     def!("max.message.bytes", Int, "1048588",
@@ -125,8 +117,8 @@ pub const TOPIC_CONFIGS: &[Def] = &[
     def!("message.timestamp.before.max.ms", Long, LONG_MAX, Valid::AtLeast(0), Support::Honoured),
     def!("message.timestamp.type", String, "CreateTime", Valid::OneOf(&["CreateTime", "LogAppendTime"]),
         Support::Honoured),
-    def!("min.cleanable.dirty.ratio", Double, "0.5", Valid::Ratio, Support::NoEffect(NO_COMPACTION)),
-    def!("min.compaction.lag.ms", Long, "0", Valid::AtLeast(0), Support::NoEffect(NO_COMPACTION)),
+    def!("min.cleanable.dirty.ratio", Double, "0.5", Valid::Ratio, Support::Honoured),
+    def!("min.compaction.lag.ms", Long, "0", Valid::AtLeast(0), Support::Honoured),
     def!("min.insync.replicas", Int, "1", Valid::AtLeast(1), Support::Honoured),
     def!("preallocate", Boolean, "false", Valid::Any, Support::Honoured),
     def!("remote.copy.lag.bytes", Long, "-1", Valid::AtLeast(-1), Support::NoEffect(NO_TIERED_STORAGE)),
@@ -253,20 +245,6 @@ impl Def {
             }
         }
     }
-
-    /// Whether `value` means the default (numbers and booleans compared by value).
-    fn is_default(&self, value: &str) -> bool {
-        match self.kind {
-            Kind::Boolean => {
-                parse_bool(self.name, value).ok() == parse_bool(self.name, self.default).ok()
-            }
-            Kind::Int | Kind::Long => {
-                parse_number(self, value).ok() == parse_number(self, self.default).ok()
-            }
-            Kind::List => list_items(value) == list_items(self.default),
-            Kind::String | Kind::Double => value.trim() == self.default,
-        }
-    }
 }
 
 /// A list config's items: comma-separated, trimmed, empty ones dropped.
@@ -274,8 +252,7 @@ pub fn list_items(value: &str) -> Vec<&str> {
     value.split(',').map(str::trim).filter(|item| !item.is_empty()).collect()
 }
 
-/// Checks one topic config as Kafka does, then whether Fjord can honour the value; `Err` is
-/// the message for INVALID_CONFIG.
+/// Checks one topic config as Kafka does; `Err` is the message for INVALID_CONFIG.
 pub fn check(name: &str, value: &str) -> Result<(), String> {
     let Some(def) = find(name) else {
         return Err(format!("Unknown topic config name: {name}"));
@@ -284,12 +261,7 @@ pub fn check(name: &str, value: &str) -> Result<(), String> {
     if name == "remote.storage.enable" && parse_bool(name, value)? {
         return Err("Tiered Storage functionality is disabled in the broker. Topic cannot be configured with remote log storage.".to_string());
     }
-    match def.support {
-        Support::DefaultOnly(why) if !def.is_default(value) => {
-            Err(format!("{name}={value} is not supported: {why}"))
-        }
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 /// Kafka's check across configs: the compaction lags in order.
@@ -354,12 +326,10 @@ mod tests {
     }
 
     #[test]
-    fn values_fjord_cannot_honour_yet_are_refused_by_name_and_defaults_pass() {
-        for (name, value) in [("cleanup.policy", "compact"), ("cleanup.policy", "compact,delete")] {
-            let refused = check(name, value).unwrap_err();
-            assert!(refused.starts_with(&format!("{name}={value} is not supported")), "{refused}");
-        }
+    fn values_fjord_honours_pass() {
         for (name, value) in [
+            ("cleanup.policy", "compact"),
+            ("cleanup.policy", "compact,delete"),
             ("cleanup.policy", "delete"),
             ("compression.type", "producer"),
             ("compression.type", "zstd"),

@@ -127,6 +127,21 @@ pub(crate) async fn produce_partition(
             "null records".to_string(),
         );
     };
+    if partition.compacted() {
+        match recompress::keyless_records(&records) {
+            Ok(keyless) if keyless.is_empty() => {}
+            Ok(keyless) => {
+                let why = format!("Compacted topic cannot accept message without key in topic partition {topic}-{index}");
+                let errors = keyless.into_iter().map(|i| (i, why.clone())).collect();
+                // Kafka answers a refusal of records with the partition's log start.
+                return PartitionOutcome {
+                    log_start_offset: partition.log_start_offset(),
+                    ..PartitionOutcome::records_refused(errors)
+                };
+            }
+            Err((code, message)) => return PartitionOutcome::refused(code, message),
+        }
+    }
     let records = match in_topic_codec(&broker, &topic_state, records).await {
         Ok(records) => records,
         Err((code, message)) => return PartitionOutcome::refused(code, message),
@@ -153,6 +168,7 @@ pub(crate) async fn produce_partition(
         base_offset: appended.base_offset,
         log_start_offset: partition.log_start_offset(),
         log_append_time: appended.log_append_time,
+        record_errors: Vec::new(),
     }
 }
 
@@ -528,19 +544,27 @@ fn partition_response(
     entry.base_offset = outcome.base_offset;
     entry.log_append_time_ms = outcome.log_append_time;
     entry.log_start_offset = -1;
-    match outcome.error {
-        Some((code, message)) => {
-            warn!(topic = %name, partition = index, client = ?request.header.client_id, %message, "produce refused");
-            refused.get_or_insert_with(|| format!("{name}-{index}: {message}"));
-            entry.error_code = code.code();
-            if request.version >= 8 {
-                entry.error_message = Some(message.into());
-            }
-        }
-        None => {
-            if request.version >= 5 {
-                entry.log_start_offset = outcome.log_start_offset;
-            }
+    if request.version >= 5 {
+        // -1 for every refusal but one of records, which carries the log start.
+        entry.log_start_offset = outcome.log_start_offset;
+    }
+    if let Some((code, message)) = outcome.error {
+        warn!(topic = %name, partition = index, client = ?request.header.client_id, %message, "produce refused");
+        refused.get_or_insert_with(|| format!("{name}-{index}: {message}"));
+        entry.error_code = code.code();
+        if request.version >= 8 {
+            entry.error_message = Some(message.into());
+            entry.record_errors = outcome
+                .record_errors
+                .into_iter()
+                .map(|(index, message)| {
+                    let mut error =
+                        kafka_protocol::messages::produce_response::BatchIndexAndErrorMessage::default();
+                    error.batch_index = index;
+                    error.batch_index_error_message = Some(message.into());
+                    error
+                })
+                .collect();
         }
     }
     entry

@@ -102,6 +102,10 @@ pub struct Partition {
     /// What `HIGH_WATERMARK_FILE` holds. Checkpoints, truncations below it and the close
     /// take this lock (before the log's, when both), one at a time.
     pub(crate) hw_file: tokio::sync::Mutex<HighWatermarkFile>,
+    /// A compaction pass of this partition is with the cleaner (`clean`).
+    cleaning: Cell<bool>,
+    /// The log's compaction settings (`LogConfig::compaction`), readable without its lock.
+    compaction: Cell<Option<fjord_storage::Compaction>>,
 }
 
 /// The high watermark as saved in the partition's directory.
@@ -207,12 +211,14 @@ impl Partition {
             log_end_offset: Cell::new(log.log_end_offset()),
             log_start_offset: Cell::new(log.log_start_offset()),
             durable_offset: Cell::new(log.durable_offset()),
+            compaction: Cell::new(log.config().compaction),
             log: tokio::sync::Mutex::new(log),
             producers: RefCell::new(producers),
             replica,
             syncing: Cell::new(false),
             synced: tokio::sync::Notify::new(),
             queued: RefCell::new(Vec::new()),
+            cleaning: Cell::new(false),
             hw_file: tokio::sync::Mutex::new(HighWatermarkFile { saved, closed: false }),
         };
         Ok(partition)
@@ -240,6 +246,11 @@ impl Partition {
         } else {
             self.log_end_offset.get()
         }
+    }
+
+    /// Whether the topic is compacted (`cleanup.policy` with `compact`).
+    pub fn compacted(&self) -> bool {
+        self.compaction.get().is_some()
     }
 
     pub(crate) fn refresh(&self, log: &PartitionLog) {
@@ -631,6 +642,58 @@ impl Partition {
         Ok(outcome)
     }
 
+    /// Compaction, from the shard's upkeep: if the log is compacted and no pass of it is
+    /// running, plans one (below the high watermark), and when it is due (the dirty part at
+    /// least `min.cleanable.dirty.ratio` of the cleanable bytes, or a dirty record older than
+    /// `max.compaction.lag.ms`) has the cleaner threads carry it out and commits it. The
+    /// log is held only for the plan and the swap.
+    pub async fn clean(&self, cleaner: &crate::broker::cleaner::Cleaner, now_ms: i64) {
+        if self.cleaning.replace(true) {
+            return;
+        }
+        let result = self.clean_once(cleaner, now_ms).await;
+        self.cleaning.set(false);
+        match result {
+            Ok(Some(outcome)) if !outcome.cleaned_segments.is_empty() => {
+                tracing::info!(partition = ?self, segments = outcome.cleaned_segments.len(), bytes_before = outcome.bytes_before, bytes_after = outcome.bytes_after, records_removed = outcome.records_removed, "compacted");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(partition = ?self, %error, "compaction pass failed"),
+        }
+    }
+
+    async fn clean_once(
+        &self,
+        cleaner: &crate::broker::cleaner::Cleaner,
+        now_ms: i64,
+    ) -> Result<Option<fjord_storage::CleanOutcome>, String> {
+        let (plan, compaction) = {
+            let mut log = self.log.lock().await;
+            let Some(compaction) = log.config().compaction else { return Ok(None) };
+            let options = fjord_storage::CleanOptions {
+                clean_below: self.high_watermark(),
+                map_bytes_max: cleaner.map_bytes_max(),
+                min_compaction_lag_ms: compaction.min_compaction_lag_ms,
+                delete_retention_ms: compaction.delete_retention_ms,
+            };
+            let plan = log.plan_clean(&options).await.map_err(|e| e.to_string())?;
+            (plan, compaction)
+        };
+        let Some(plan) = plan else { return Ok(None) };
+        let ratio_ppm = (plan.dirty_ratio() * 1e6) as u32;
+        let overdue = plan.oldest_dirty_timestamp().is_some_and(|newest| {
+            now_ms.saturating_sub(newest) as u64 > compaction.max_compaction_lag_ms
+        });
+        if plan.dirty_bytes() == 0 || (ratio_ppm < compaction.min_cleanable_dirty_ppm && !overdue) {
+            return Ok(None);
+        }
+        let done = cleaner.run(plan).await?;
+        let mut log = self.log.lock().await;
+        let outcome = log.commit_clean(done).await.map_err(|e| e.to_string())?;
+        self.refresh(&log);
+        Ok(Some(outcome))
+    }
+
     /// DeleteRecords on the leader: moves the log start to `offset`, durably, and deletes
     /// the segments wholly below it. An offset past the high watermark is refused, as
     /// Kafka's `maybeIncrementLogStartOffset` refuses it. Returns the new log start.
@@ -664,7 +727,10 @@ impl Partition {
     }
 
     pub async fn set_config(&self, config: LogConfig) -> Result<(), StorageError> {
-        self.log.lock().await.set_config(config)
+        let compaction = config.compaction;
+        self.log.lock().await.set_config(config)?;
+        self.compaction.set(compaction);
+        Ok(())
     }
 
     /// Flushes and writes the clean-shutdown checkpoint. The partition is unusable after.

@@ -105,6 +105,52 @@ fn recompress_batch(batch: &[u8], target: Target, out: &mut BytesMut) -> Result<
     })
 }
 
+/// For a compacted topic: the indexes (within their batch) of the records in `records`
+/// (one whole, checked batch) that have no key, which Kafka's `LogValidator.validateKey`
+/// refuses; decompresses a compressed batch to see them.
+pub(crate) fn keyless_records(records: &[u8]) -> Result<Vec<i32>, Refusal> {
+    let Some(header) = BatchHeader::view(records) else { return Ok(Vec::new()) };
+    let end = (header.size() as usize).min(records.len());
+    let codec = codec_of(header.compression_codec()).ok_or_else(|| {
+        let codec = header.compression_codec();
+        (ResponseError::CorruptMessage, format!("unknown compression codec {codec}"))
+    })?;
+    let mut body = Bytes::copy_from_slice(&records[BATCH_HEADER_BYTES.min(end)..end]);
+    let body = decompress_bounded(&mut body, codec).map_err(|error| {
+        let why = format!("the batch's records do not decompress ({error:#}); at most {DECOMPRESSED_BYTES_MAX} bytes are");
+        (ResponseError::CorruptMessage, why)
+    })?;
+    let malformed = || (ResponseError::CorruptMessage, "malformed records".to_string());
+    let mut keyless = Vec::new();
+    let mut position = 0usize;
+    let mut index = 0i32;
+    while position < body.len() {
+        let (length, used) = batch::read_varint(&body[position..]).ok_or_else(malformed)?;
+        let record = body
+            .get(
+                position + used
+                    ..position + used + usize::try_from(length).map_err(|_| malformed())?,
+            )
+            .ok_or_else(malformed)?;
+        // attributes: i8, timestampDelta: varlong, offsetDelta: varint, then the key's length.
+        let mut at = 1usize;
+        let (_, n) =
+            batch::read_varlong(record.get(at..).ok_or_else(malformed)?).ok_or_else(malformed)?;
+        at += n;
+        let (_, n) =
+            batch::read_varint(record.get(at..).ok_or_else(malformed)?).ok_or_else(malformed)?;
+        at += n;
+        let (key_length, _) =
+            batch::read_varint(record.get(at..).ok_or_else(malformed)?).ok_or_else(malformed)?;
+        if key_length < 0 {
+            keyless.push(index);
+        }
+        position += used + length as usize;
+        index += 1;
+    }
+    Ok(keyless)
+}
+
 fn codec_of(codec: u8) -> Option<Compression> {
     Some(match codec {
         0 => Compression::None,

@@ -78,6 +78,36 @@ pub struct LogConfig {
     /// Producers' batches get the broker's clock as their timestamp when appended
     /// (`message.timestamp.type=LogAppendTime`); else they keep the producer's (CreateTime).
     pub log_append_time: bool,
+    /// Set for a compacted log (`cleanup.policy` with `compact`): how it is cleaned
+    /// (`PartitionLog::plan_clean` and the broker's cleaner). Retention by time and size is
+    /// separate: a log that is only compacted has `retention_ms` and `retention_bytes` unset.
+    pub compaction: Option<Compaction>,
+}
+
+/// The compaction settings of a compacted log, Kafka's topic configs of the same names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compaction {
+    /// `min.cleanable.dirty.ratio`, in millionths: a pass runs once the dirty part is at
+    /// least this share of the cleanable bytes.
+    pub min_cleanable_dirty_ppm: u32,
+    /// `min.compaction.lag.ms`: records younger than this are not cleaned.
+    pub min_compaction_lag_ms: u64,
+    /// `max.compaction.lag.ms`: a dirty record older than this makes a pass run whatever
+    /// the ratio.
+    pub max_compaction_lag_ms: u64,
+    /// `delete.retention.ms`: how long a tombstone stays after the pass that first cleaned it.
+    pub delete_retention_ms: u64,
+}
+
+impl Default for Compaction {
+    fn default() -> Self {
+        Compaction {
+            min_cleanable_dirty_ppm: 500_000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: u64::MAX,
+            delete_retention_ms: 24 * 3600 * 1000,
+        }
+    }
 }
 
 impl Default for LogConfig {
@@ -97,6 +127,7 @@ impl Default for LogConfig {
             timestamp_before_max_ms: None,
             timestamp_after_max_ms: None,
             log_append_time: false,
+            compaction: None,
         }
     }
 }

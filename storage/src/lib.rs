@@ -35,7 +35,7 @@ pub use fjord_io as io;
 pub use checkpoint::Checkpoint;
 pub use clock::{Clock, SystemClock};
 pub use config::{
-    FlushPolicy, LogConfig, APPEND_BYTES_MAX, BATCH_BYTES_LIMIT_MAX, SEGMENT_BYTES_MAX,
+    Compaction, FlushPolicy, LogConfig, APPEND_BYTES_MAX, BATCH_BYTES_LIMIT_MAX, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN,
 };
 pub use disk::{Disk, DiskFile, RealDisk};

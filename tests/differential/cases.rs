@@ -72,10 +72,29 @@ pub(super) fn run_all(session: &mut Session) {
 
 /// Creates a topic with the newest CreateTopics version and returns its id (v7+; nil before).
 pub(super) fn create(session: &mut Session, name: &str, partitions: i32) -> Uuid {
+    create_with(session, name, partitions, &[])
+}
+
+/// `create` with topic configs.
+pub(super) fn create_with(
+    session: &mut Session,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Uuid {
     let mut topic = CreatableTopic::default();
     topic.name = topic_name(name);
     topic.num_partitions = partitions;
     topic.replication_factor = 1;
+    topic.configs = configs
+        .iter()
+        .map(|(name, value)| {
+            let mut config = create_topics_request::CreatableTopicConfig::default();
+            config.name = s(name);
+            config.value = Some(s(value));
+            config
+        })
+        .collect();
     let mut request = CreateTopicsRequest::default();
     request.topics = vec![topic];
     request.timeout_ms = 10_000;
@@ -616,7 +635,28 @@ fn delete_topics(session: &mut Session, created_id: Uuid) {
     );
 }
 
+/// Produce to a compacted topic: keyed records are taken, a batch with a keyless record is
+/// refused whole with INVALID_RECORD and the record's index (Kafka's `validateKey`).
+fn produce_compacted(session: &mut Session) {
+    create_with(session, "diff-compacted", 1, &[("cleanup.policy", "compact")]);
+    let keyed =
+        || record_batch(&[(Some(b"k0"), b"v0"), (Some(b"k1"), b"v1")], TIMESTAMP_MS, NO_PRODUCER);
+    produce_when_ready(session, "diff-compacted", keyed());
+    for v in versions(ApiKey::Produce) {
+        for (label, batch) in [("keyless", three_records()), ("keyed", keyed())] {
+            session.exchange(
+                format!("produce v{v} {label} records to a compacted topic"),
+                ApiKey::Produce,
+                v,
+                &produce_request("diff-compacted", 0, batch),
+                |_: &mut ProduceResponse| {},
+            );
+        }
+    }
+}
+
 fn produce(session: &mut Session) {
+    produce_compacted(session);
     create(session, "diff-p", 1);
     // The first batch also waits for the leader to take writes; the versions' batches follow.
     produce_when_ready(session, "diff-p", three_records());
