@@ -441,7 +441,14 @@ mod tests {
         assert_eq!(appended.overrides["cleanup.policy"], "delete", "already in the default list");
         let subtract =
             ConfigChange::Subtract { name: "cleanup.policy".into(), value: "delete".into() };
-        assert!(start.altered(&[subtract]).is_err(), "an empty cleanup.policy is refused");
+        // As in Kafka 4.4 (the differential suite compares it): an empty cleanup.policy is
+        // accepted, and then neither deletes nor compacts.
+        let emptied = start.altered(&[subtract]).expect("an empty cleanup.policy");
+        let broker = crate::config::ServeArgs::default().resolve().expect("defaults resolve");
+        let log = emptied.log_config(&broker);
+        assert!(
+            log.compaction.is_none() && log.retention_ms.is_none() && log.retention_bytes.is_none()
+        );
         let append_long = ConfigChange::Append { name: "retention.ms".into(), value: "5".into() };
         assert_eq!(
             start.altered(&[append_long]).unwrap_err(),

@@ -32,6 +32,7 @@ const RESOURCE_BROKER: i8 = 4;
 const SET: i8 = 0;
 const DELETE: i8 = 1;
 const APPEND: i8 = 2;
+const SUBTRACT: i8 = 3;
 /// The configs the cases change and read back.
 const CHANGED_KEYS: [&str; 2] = ["retention.ms", "segment.ms"];
 
@@ -166,6 +167,16 @@ fn incremental_alter_configs(session: &mut Session) {
                 "validate only",
                 vec![incremental(ALTERED, &[("retention.ms", SET, Some("1"))])],
                 true,
+            ),
+            (
+                "compact appended to cleanup.policy",
+                vec![incremental(ALTERED, &[("cleanup.policy", APPEND, Some("compact"))])],
+                false,
+            ),
+            (
+                "every policy subtracted from cleanup.policy",
+                vec![incremental(ALTERED, &[("cleanup.policy", SUBTRACT, Some("delete,compact"))])],
+                false,
             ),
             (
                 "configs Kafka keeps without acting on them here",
