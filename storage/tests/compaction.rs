@@ -242,22 +242,24 @@ fn cleaning_keeps_every_keys_last_record_and_removes_the_rest_across_reopens() {
     }
 }
 
+/// The same log on a fresh disk for the same seed: 60 batches of repeated keys in several
+/// closed segments, flushed, and an empty active segment.
+async fn build(seed: u64) -> (SimDisk, SimClock, SimLog, BTreeMap<i64, Record>) {
+    let disk = SimDisk::new(seed, Faults::none());
+    let clock = SimClock::new(1_000_000);
+    let mut log = open(&disk, &clock).await;
+    let mut rng = Rng::new(seed);
+    let mut model = BTreeMap::new();
+    for _ in 0..60 {
+        append(&mut log, &mut rng, &clock, &mut model).await;
+    }
+    log.roll().await.expect("roll");
+    log.flush().await.expect("flush");
+    (disk, clock, log, model)
+}
+
 #[test]
 fn a_power_cut_at_any_sync_of_a_pass_leaves_the_log_before_or_after_it() {
-    /// Builds the same log on a fresh disk: several closed segments with repeated keys.
-    async fn build(seed: u64) -> (SimDisk, SimClock, SimLog, BTreeMap<i64, Record>) {
-        let disk = SimDisk::new(seed, Faults::none());
-        let clock = SimClock::new(1_000_000);
-        let mut log = open(&disk, &clock).await;
-        let mut rng = Rng::new(seed);
-        let mut model = BTreeMap::new();
-        for _ in 0..60 {
-            append(&mut log, &mut rng, &clock, &mut model).await;
-        }
-        log.roll().await.expect("roll");
-        log.flush().await.expect("flush");
-        (disk, clock, log, model)
-    }
     block_on(async {
         let seed = fjord_storage::sim::seed("compaction");
         let (disk, _, mut log, _) = build(seed).await;
@@ -375,15 +377,7 @@ fn a_pass_whose_segments_changed_meanwhile_is_dropped_or_swaps_only_what_is_left
     block_on(async {
         let seed = fjord_storage::sim::seed("compaction-changed");
         for change in ["truncation", "retention"] {
-            let disk = SimDisk::new(seed, Faults::none());
-            let clock = SimClock::new(1_000_000);
-            let mut log = open(&disk, &clock).await;
-            let mut rng = Rng::new(seed);
-            let mut model = BTreeMap::new();
-            for _ in 0..60 {
-                append(&mut log, &mut rng, &clock, &mut model).await;
-            }
-            log.roll().await.expect("roll");
+            let (disk, _clock, mut log, mut model) = build(seed).await;
             let end = log.log_end_offset();
             let plan = log.plan_clean(&options(end, 1 << 20)).await.expect("plan").expect("a plan");
             let done = plan.run(&disk, async |_| {}).await.expect("run");
