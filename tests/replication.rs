@@ -502,6 +502,23 @@ impl Cluster {
             .collect()
     }
 
+    /// `log_bytes`, or `None` once the partition's directory is gone (or going: a deleted
+    /// partition's directory is renamed away at once and removed in the background).
+    fn log_bytes_if_present(&self, id: i32, topic: &str, partition: i32) -> Option<Vec<u8>> {
+        let dir = self.partition_dir(id, topic, partition);
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .ok()?
+            .filter_map(|entry| Some(entry.ok()?.path()))
+            .filter(|path| path.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        let mut bytes = Vec::new();
+        for path in logs {
+            bytes.extend(std::fs::read(path).ok()?);
+        }
+        Some(bytes)
+    }
+
     fn log(&self, id: i32) -> String {
         plain(
             &std::fs::read_to_string(self.dir.join(format!("broker-{id}.log"))).unwrap_or_default(),
@@ -2972,14 +2989,13 @@ fn a_recreated_topic_never_serves_the_old_incarnations_records() {
     cluster.restart_stopped();
     // The returning broker drops the old directory when it starts (it hosts no replica of
     // the new topic) or replaces it (if it does); wait for either, with a deadline.
-    let dir = cluster.partition_dir(follower, "again", 0);
     wait_until(
         "the returning broker no longer holds the deleted topic's records",
         Duration::from_secs(10),
         || {
-            let gone = !dir.exists()
-                || !String::from_utf8_lossy(&cluster.log_bytes(follower, "again", 0))
-                    .contains("old-");
+            let gone = cluster
+                .log_bytes_if_present(follower, "again", 0)
+                .is_none_or(|bytes| !String::from_utf8_lossy(&bytes).contains("old-"));
             gone.then_some(())
         },
     );
@@ -2990,8 +3006,8 @@ fn a_recreated_topic_never_serves_the_old_incarnations_records() {
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains("old-"), "broker {id} holds records of the deleted topic");
     }
-    if dir.exists() {
-        let text = String::from_utf8_lossy(&cluster.log_bytes(follower, "again", 0)).to_string();
+    if let Some(bytes) = cluster.log_bytes_if_present(follower, "again", 0) {
+        let text = String::from_utf8_lossy(&bytes).to_string();
         assert!(!text.contains("old-"), "the returning broker kept the deleted topic's records");
     }
     let consumed = fjord_ok(&["consume", "-t", "again", "-e", "-b", &cluster.bootstrap]);

@@ -123,7 +123,9 @@ async fn run(receiver: Arc<Mutex<Receiver<Job>>>, pacing: Option<Arc<Mutex<Pacin
                 }
             }
         };
-        let result = job.plan.run(&RealDisk, paced).await.map_err(|error| error.to_string());
+        let codec = crate::partition::recompress::CleanerCodec;
+        let result =
+            job.plan.run(&RealDisk, Some(&codec), paced).await.map_err(|error| error.to_string());
         let _ = job.reply.send(result);
     }
 }

@@ -151,6 +151,25 @@ pub(crate) fn keyless_records(records: &[u8]) -> Result<Vec<i32>, Refusal> {
     Ok(keyless)
 }
 
+/// The codecs the log cleaner uses to clean compressed batches (`fjord_storage::RecordsCodec`):
+/// the same decompression as the leader's (at most `DECOMPRESSED_BYTES_MAX` bytes) and the
+/// same framing when compressing again, at each codec's default level.
+pub(crate) struct CleanerCodec;
+
+impl fjord_storage::RecordsCodec for CleanerCodec {
+    fn decompress(&self, codec: u8, records: &[u8]) -> Result<Vec<u8>, String> {
+        let compression = codec_of(codec).ok_or_else(|| format!("unknown codec {codec}"))?;
+        let mut body = Bytes::copy_from_slice(records);
+        decompress_bounded(&mut body, compression)
+            .map(|records| records.to_vec())
+            .map_err(|error| format!("{error:#}"))
+    }
+
+    fn compress(&self, codec: u8, records: &[u8]) -> Result<Vec<u8>, String> {
+        compress(records, Target { codec, level: None }).map_err(|error| error.to_string())
+    }
+}
+
 fn codec_of(codec: u8) -> Option<Compression> {
     Some(match codec {
         0 => Compression::None,

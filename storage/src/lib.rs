@@ -43,7 +43,7 @@ pub use error::{BatchError, Result, StorageError};
 pub use index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 pub use log::{
     AppendInfo, BatchSummary, CleanDone, CleanOptions, CleanOutcome, CleanPlan, FileRegion,
-    FlushTarget, OpenReport, PartitionLog, ReadResult, RetentionOutcome, SegmentInfo,
+    FlushTarget, OpenReport, PartitionLog, ReadResult, RecordsCodec, RetentionOutcome, SegmentInfo,
     OVERLAPPED_CHECK_BYTES_MIN,
 };
 pub use recovery::ScanOutcome;

@@ -380,7 +380,7 @@ fn a_pass_whose_segments_changed_meanwhile_is_dropped_or_swaps_only_what_is_left
             let (disk, _clock, mut log, mut model) = build(seed).await;
             let end = log.log_end_offset();
             let plan = log.plan_clean(&options(end, 1 << 20)).await.expect("plan").expect("a plan");
-            let done = plan.run(&disk, async |_| {}).await.expect("run");
+            let done = plan.run(&disk, None, async |_| {}).await.expect("run");
             let segments = log.segments();
             let cut = segments[segments.len() / 2].base_offset;
             match change {

@@ -22,8 +22,9 @@
 //! removed batches leaves one empty batch spanning their offsets (61 bytes, no producer)
 //! where Kafka leaves a gap; clients skip empty batches as they skip Kafka's own (kept for
 //! a producer's last sequence). An idempotent producer's batch that keeps no record stays
-//! as an empty batch of its own, so its producer state survives. Compressed and control
-//! batches are kept as they are (not cleaned yet).
+//! as an empty batch of its own, so its producer state survives. A compressed batch is
+//! decompressed and its kept records compressed again with its own codec (`RecordsCodec`,
+//! the broker's; without one it is kept whole). Control batches are kept as they are.
 //!
 //! The swap (crash-safe at every step, checked through the simulated disk):
 //! 1. each cleaned segment is written under `cleaning/` with its final names, synced, and
@@ -70,6 +71,37 @@ const MAP_ENTRY_OVERHEAD_BYTES: u64 = 64;
 const CODEC_MASK: i16 = 0x07;
 const CONTROL_BIT: i16 = 0x20;
 const LOG_APPEND_TIME_BIT: i16 = 0x08;
+
+/// Decompression and compression of a batch's records, so that compressed batches can be
+/// cleaned: the storage engine knows no codec (the broker's does). Without one, compressed
+/// batches are kept whole.
+pub trait RecordsCodec {
+    /// The records of a batch (the bytes after its header) compressed with `codec` (1-4).
+    fn decompress(&self, codec: u8, records: &[u8]) -> std::result::Result<Vec<u8>, String>;
+    /// `records` compressed with `codec`, as a batch of that codec carries them.
+    fn compress(&self, codec: u8, records: &[u8]) -> std::result::Result<Vec<u8>, String>;
+}
+
+/// A batch's records, uncompressed: borrowed when the batch is not compressed, decompressed
+/// with `codec` when it is; `None` for a control batch, or a compressed one without codec.
+fn plain_records<'a>(
+    batch: &'a [u8],
+    codec: Option<&dyn RecordsCodec>,
+) -> std::result::Result<Option<std::borrow::Cow<'a, [u8]>>, String> {
+    let header = BatchHeader::view(batch).ok_or("no header")?;
+    let attributes = header.attributes.get();
+    if attributes & CONTROL_BIT != 0 {
+        return Ok(None);
+    }
+    let body = &batch[BATCH_HEADER_BYTES..];
+    match (attributes & CODEC_MASK, codec) {
+        (0, _) => Ok(Some(std::borrow::Cow::Borrowed(body))),
+        (compression, Some(codec)) => {
+            Ok(Some(std::borrow::Cow::Owned(codec.decompress(compression as u8, body)?)))
+        }
+        (_, None) => Ok(None),
+    }
+}
 
 /// What a pass may clean and how.
 #[derive(Debug, Clone)]
@@ -282,23 +314,25 @@ impl Rewriter {
     }
 }
 
-/// Rewrites one batch with the records that stay (see the module's rules).
+/// Rewrites one batch with the records that stay (see the module's rules); a compressed
+/// batch's kept records are compressed again with its own codec.
 fn clean_batch(
     batch: &[u8],
     map: &OffsetMap,
     mapped_end: i64,
     drop_tombstones: bool,
+    codec: Option<&dyn RecordsCodec>,
     rewriter: &mut Rewriter,
 ) -> std::result::Result<(), String> {
     let header = BatchHeader::view(batch).ok_or("no header")?;
-    let attributes = header.attributes.get();
-    if attributes & CODEC_MASK != 0 || attributes & CONTROL_BIT != 0 {
+    let Some(body) = plain_records(batch, codec)? else {
         rewriter.keep(batch.to_vec());
         return Ok(());
-    }
+    };
+    let attributes = header.attributes.get();
     let base = header.base_offset.get();
     let base_timestamp = header.base_timestamp.get();
-    let all = records(&batch[BATCH_HEADER_BYTES..]).ok_or("malformed records")?;
+    let all = records(&body).ok_or("malformed records")?;
     let kept: Vec<&RecordView<'_>> = all
         .iter()
         .filter(|record| {
@@ -317,10 +351,17 @@ fn clean_batch(
     if kept.len() == all.len() {
         rewriter.keep(batch.to_vec());
     } else if !kept.is_empty() || header.producer_id.get() >= 0 {
-        let mut out = batch[..BATCH_HEADER_BYTES].to_vec();
+        let mut records = Vec::new();
         for record in &kept {
-            out.extend_from_slice(record.bytes);
+            records.extend_from_slice(record.bytes);
         }
+        let compression = (attributes & CODEC_MASK) as u8;
+        if compression != 0 {
+            let codec = codec.expect("a compressed batch is rewritten only with a codec");
+            records = codec.compress(compression, &records)?;
+        }
+        let mut out = batch[..BATCH_HEADER_BYTES].to_vec();
+        out.extend_from_slice(&records);
         let max_timestamp = if attributes & LOG_APPEND_TIME_BIT != 0 {
             header.max_timestamp.get()
         } else {
@@ -394,9 +435,12 @@ impl CleanPlan {
 
     /// Builds the map and writes the cleaned segments (module documentation), on `disk`,
     /// calling `paced` with the bytes read or written after each segment (a rate limit).
+    /// `codec` decompresses and compresses batches' records; without one, compressed
+    /// batches are neither mapped nor cleaned.
     pub async fn run<D: Disk>(
         self,
         disk: &D,
+        codec: Option<&dyn RecordsCodec>,
         mut paced: impl AsyncFnMut(u64),
     ) -> Result<CleanDone> {
         let cleaned_to = self.cleaned_to;
@@ -421,16 +465,15 @@ impl CleanPlan {
                 if header.last_offset() < cleaned_to {
                     return Ok(true);
                 }
-                let attributes = header.attributes.get();
-                if attributes & CODEC_MASK == 0 && attributes & CONTROL_BIT == 0 {
-                    let base = header.base_offset.get();
-                    let all = records(&batch[BATCH_HEADER_BYTES..]).ok_or_else(|| {
-                        StorageError::Corrupt {
-                            path: file.path().to_path_buf(),
-                            position: 0,
-                            reason: format!("malformed records in the batch at offset {base}"),
-                        }
-                    })?;
+                let base = header.base_offset.get();
+                let corrupt = |why: String| StorageError::Corrupt {
+                    path: file.path().to_path_buf(),
+                    position: 0,
+                    reason: format!("the batch at offset {base}: {why}"),
+                };
+                if let Some(body) = plain_records(batch, codec).map_err(corrupt)? {
+                    let all =
+                        records(&body).ok_or_else(|| corrupt("malformed records".to_string()))?;
                     let keys: Vec<(&[u8], i64)> = all
                         .iter()
                         .filter_map(|r| Some((r.key?, base + i64::from(r.offset_delta))))
@@ -468,7 +511,7 @@ impl CleanPlan {
             let mut failed = None;
             for_each_batch(file, old.size, |batch| {
                 if let Err(reason) =
-                    clean_batch(batch, &map, mapped_end, drop_tombstones, &mut rewriter)
+                    clean_batch(batch, &map, mapped_end, drop_tombstones, codec, &mut rewriter)
                 {
                     failed = Some(reason);
                     return Ok(false);
@@ -537,7 +580,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         let Some(plan) = self.plan_clean(options).await? else {
             return Ok(CleanOutcome { cleaned_to: self.cleaned_to, ..CleanOutcome::default() });
         };
-        let done = plan.run(&self.disk, async |_| {}).await;
+        let done = plan.run(&self.disk, None, async |_| {}).await;
         let done = self.guard(done)?;
         self.commit_clean(done).await
     }

@@ -58,7 +58,7 @@ use crate::disk::{Disk, RealDisk};
 use crate::segment::Segment;
 
 pub use append::{AppendInfo, OVERLAPPED_CHECK_BYTES_MIN};
-pub use clean::{CleanDone, CleanOptions, CleanOutcome, CleanPlan};
+pub use clean::{CleanDone, CleanOptions, CleanOutcome, CleanPlan, RecordsCodec};
 pub use flush::FlushTarget;
 pub use open::OpenReport;
 pub use region::{FileRegion, ReadResult};

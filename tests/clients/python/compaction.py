@@ -1,9 +1,10 @@
 """confluent-kafka (librdkafka) against a compacted topic, for tests/compaction.rs.
 
-Usage: compaction.py BOOTSTRAP TOPIC UPDATES KEYS DEADLINE_S
+Usage: compaction.py BOOTSTRAP TOPIC UPDATES KEYS DEADLINE_S [COMPRESSION]
 
 Creates TOPIC (one partition, cleanup.policy=compact, segments rolled every 200 ms, a
-dirty ratio of 1%), produces UPDATES records over KEYS keys, key `key-{i % KEYS}` with
+dirty ratio of 1%), produces UPDATES records over KEYS keys (compressed with COMPRESSION,
+`none` by default), key `key-{i % KEYS}` with
 value `value-{i}`, the last update of every tenth key a tombstone (a null value), then
 consumes the topic from the beginning until the cleaner has left each key at most one
 record, or DEADLINE_S seconds passed. Prints, tab-separated:
@@ -28,6 +29,7 @@ from common import emit, fail
 def main():
     bootstrap, topic = sys.argv[1], sys.argv[2]
     updates, keys, deadline_s = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+    compression = sys.argv[6] if len(sys.argv) > 6 else "none"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     config = {
         "cleanup.policy": "compact",
@@ -37,7 +39,8 @@ def main():
     }
     for future in admin.create_topics([NewTopic(topic, 1, 1, config=config)]).values():
         future.result(30)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all",
+                         "compression.type": compression})
     failures = []
     model = {}
     for i in range(updates):
