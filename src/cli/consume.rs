@@ -210,6 +210,7 @@ fn print_partition(
     entry.1 = data.high_watermark;
     let Some(mut records) = data.records.clone() else { return Ok(()) };
     while whole_batch_available(&records) {
+        let next = batch_next_offset(&records);
         let set = RecordBatchDecoder::decode(&mut records).map_err(|e| {
             CliError::failure(format!("cannot decode records of {}-{partition}: {e}", args.topic))
         })?;
@@ -222,14 +223,26 @@ fn print_partition(
                 continue;
             }
             if args.count.is_some_and(|c| *printed >= c) {
-                break;
+                return Ok(());
             }
             print_record(args, partition, &record, out);
             *printed += 1;
             entry.0 = record.offset + 1;
         }
+        // Past the whole batch: compaction leaves batches whose last offsets hold no record
+        // (or no record at all), and the next fetch starts after them, as Kafka's clients do.
+        entry.0 = entry.0.max(next);
     }
     Ok(())
+}
+
+/// The offset after the batch at the start of `records` (its base offset plus its last
+/// offset delta, plus one), from a header `whole_batch_available` vouched for.
+fn batch_next_offset(records: &[u8]) -> i64 {
+    let base = i64::from_be_bytes(records[0..8].try_into().expect("8 bytes"));
+    let delta =
+        records.get(23..27).map_or(0, |d| i32::from_be_bytes(d.try_into().expect("4 bytes")));
+    base.saturating_add(i64::from(delta)).saturating_add(1)
 }
 
 /// One record as a line: partition:offset, timestamp and key first if asked, then the value.
