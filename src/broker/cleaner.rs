@@ -130,6 +130,57 @@ async fn run(receiver: Arc<Mutex<Receiver<Job>>>, pacing: Option<Arc<Mutex<Pacin
     }
 }
 
+/// What a compacted partition tells of its cleaning (`fjord topic describe`): the dirty
+/// part of its cleanable bytes as last measured, and its last pass that cleaned anything.
+///
+/// It travels in DescribeLogDirs answers (v2 and later, the flexible ones) as a tagged
+/// field of the partition, `CleanerStatus::TAG`, which Kafka's clients skip as they skip
+/// every tag they do not know: `version i8 (0) | dirty ppm i32 (-1 unmeasured) |
+/// last pass ms i64 (-1 none) | records it removed i64 | bytes after it i64`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanerStatus {
+    /// The dirty bytes' share of the cleanable bytes, in millionths.
+    pub dirty_ppm: Option<u32>,
+    /// When the last pass that cleaned segments was committed (ms since the epoch).
+    pub last_pass_ms: Option<i64>,
+    /// Records that pass removed.
+    pub records_removed: u64,
+    /// Bytes of the segments that pass wrote.
+    pub bytes_after: u64,
+}
+
+impl CleanerStatus {
+    /// The tag: far above the ones Kafka's message definitions use (0 to a few).
+    pub const TAG: i32 = 0x4a00;
+    const VERSION: i8 = 0;
+    const ENCODED_LEN: usize = 1 + 4 + 8 + 8 + 8;
+
+    pub fn encode(&self) -> bytes::Bytes {
+        let mut out = Vec::with_capacity(Self::ENCODED_LEN);
+        out.push(Self::VERSION as u8);
+        out.extend_from_slice(&self.dirty_ppm.map_or(-1, |p| p as i32).to_be_bytes());
+        out.extend_from_slice(&self.last_pass_ms.unwrap_or(-1).to_be_bytes());
+        out.extend_from_slice(&(self.records_removed as i64).to_be_bytes());
+        out.extend_from_slice(&(self.bytes_after as i64).to_be_bytes());
+        out.into()
+    }
+
+    /// The status in `bytes`, or `None` if they are not one this version writes.
+    pub fn decode(bytes: &[u8]) -> Option<CleanerStatus> {
+        if bytes.len() != Self::ENCODED_LEN || bytes[0] as i8 != Self::VERSION {
+            return None;
+        }
+        let i32_at = |at: usize| i32::from_be_bytes(bytes[at..at + 4].try_into().unwrap_or([0; 4]));
+        let i64_at = |at: usize| i64::from_be_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
+        Some(CleanerStatus {
+            dirty_ppm: u32::try_from(i32_at(1)).ok(),
+            last_pass_ms: Some(i64_at(5)).filter(|ms| *ms >= 0),
+            records_removed: u64::try_from(i64_at(13)).unwrap_or(0),
+            bytes_after: u64::try_from(i64_at(21)).unwrap_or(0),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +190,22 @@ mod tests {
         let mut pacing = Pacing { rate: 1000, start: Instant::now(), bytes: 0 };
         assert!(pacing.charge(500) > Duration::from_millis(400), "half a second's worth");
         assert!(pacing.charge(500) > Duration::from_millis(900), "a second's worth in all");
+    }
+
+    #[test]
+    fn a_status_decodes_to_itself_and_a_foreign_tag_to_nothing() {
+        let status = CleanerStatus {
+            dirty_ppm: Some(250_000),
+            last_pass_ms: Some(1_700_000_000_000),
+            records_removed: 99_000,
+            bytes_after: 123_456,
+        };
+        assert_eq!(CleanerStatus::decode(&status.encode()), Some(status));
+        let unmeasured = CleanerStatus::default();
+        assert_eq!(CleanerStatus::decode(&unmeasured.encode()), Some(unmeasured));
+        assert_eq!(CleanerStatus::decode(b"\x01short"), None);
+        let mut other_version = status.encode().to_vec();
+        other_version[0] = 1;
+        assert_eq!(CleanerStatus::decode(&other_version), None);
     }
 }

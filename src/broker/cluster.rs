@@ -39,9 +39,10 @@ use crate::broker::error::BrokerError;
 use crate::broker::topic::{
     check_assignments, check_partition_increase, validate_name, TopicError,
 };
+use crate::broker::topic_configs::list_items;
 use crate::clock::now_ms;
 use crate::config::TOPIC_PARTITIONS_MAX;
-use crate::group::OFFSETS_TOPIC;
+use crate::group::{offsets_topic_configs, OFFSETS_TOPIC};
 use crate::ids::{hex, random_id};
 
 /// How often liveness, the controller and the state file are checked.
@@ -488,6 +489,34 @@ impl Cluster {
         Ok((state, outcomes))
     }
 
+    /// Makes an `__consumer_offsets` created by a Fjord from before compaction compacted.
+    async fn compact_offsets_topic(&self) {
+        let compacted = |config: &BTreeMap<String, String>| {
+            config.get("cleanup.policy").is_some_and(|p| list_items(p).contains(&"compact"))
+        };
+        let stale =
+            self.state.borrow().topics.get(OFFSETS_TOPIC).is_some_and(|t| !compacted(&t.config));
+        if !stale {
+            return;
+        }
+        let updated = self
+            .store
+            .update(|state| {
+                let Some(topic) = state.topics.get_mut(OFFSETS_TOPIC) else { return Ok(false) };
+                if compacted(&topic.config) {
+                    return Ok(false);
+                }
+                topic.config.insert("cleanup.policy".to_string(), "compact".to_string());
+                Ok::<bool, ()>(true)
+            })
+            .await;
+        match updated {
+            Ok(Ok(_)) => info!("{OFFSETS_TOPIC} is compacted from now on (cleanup.policy=compact)"),
+            Ok(Err(())) => {}
+            Err(error) => warn!(%error, "cannot make {OFFSETS_TOPIC} compacted"),
+        }
+    }
+
     /// Controller duty for one tick: take the role over if its holder is not alive, then
     /// elect.
     pub(crate) async fn control(&self) {
@@ -496,8 +525,7 @@ impl Cluster {
         if !self.state.borrow().topics.contains_key(OFFSETS_TOPIC)
             && live.len() >= self.file.replication_factor as usize
         {
-            let config =
-                BTreeMap::from([("segment.bytes".to_string(), (100 * 1024 * 1024).to_string())]);
+            let config = offsets_topic_configs();
             if let Err(error) = self
                 .create_topic(
                     OFFSETS_TOPIC,
@@ -513,6 +541,7 @@ impl Cluster {
                 }
             }
         }
+        self.compact_offsets_topic().await;
         // An unchanged state and the same live brokers need no pass (it would read and parse
         // the whole state file, every tick).
         let version = match self.store.version().await {

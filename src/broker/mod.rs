@@ -32,13 +32,14 @@ use tracing::{debug, info, warn};
 use crate::broker::cluster::Cluster;
 use crate::broker::shards::Shards;
 use crate::broker::topic::{
-    check_assignments, check_partition_increase, validate_name, TopicConfig, TopicError, TopicFile,
+    check_assignments, check_partition_increase, validate_name, ConfigChange, TopicConfig,
+    TopicError, TopicFile,
 };
 pub use error::BrokerError;
 
 use crate::clock::now_ms;
 use crate::config::{BrokerConfig, TOPICS_MAX, TOPIC_PARTITIONS_MAX};
-use crate::group::{Coordinator, GroupConfig, OFFSETS_TOPIC};
+use crate::group::{offsets_topic_configs, Coordinator, GroupConfig, OFFSETS_TOPIC};
 use crate::ids::{hex, parse_hex16, random_id};
 use crate::partition::{partition_dir, Partition};
 use fjord_replication::{ClusterState, PartitionState, TopicState};
@@ -242,12 +243,23 @@ impl Broker {
 
         // The group coordinator's committed offsets live in an internal topic.
         let offsets = match broker.topic(OFFSETS_TOPIC) {
+            Some(topic) if broker.cluster.is_none() && !topic.config.compacted() => {
+                // Made by a Fjord from before compaction: compacted from now on.
+                let compact = |config: &TopicConfig| {
+                    config.altered(&[ConfigChange::Set {
+                        name: "cleanup.policy".to_string(),
+                        value: "compact".to_string(),
+                    }])
+                };
+                broker.alter_topic_config(OFFSETS_TOPIC, compact, false).await.map_err(|e| {
+                    BrokerError::InternalTopic { topic: OFFSETS_TOPIC, message: e.to_string() }
+                })?;
+                info!("{OFFSETS_TOPIC} is compacted from now on (cleanup.policy=compact)");
+                broker.topic(OFFSETS_TOPIC).unwrap_or(topic)
+            }
             Some(topic) => topic,
             None => {
-                let mut config = TopicConfig::default();
-                config
-                    .overrides
-                    .insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
+                let config = TopicConfig { overrides: offsets_topic_configs() };
                 broker
                     .create_topic_inner(
                         OFFSETS_TOPIC,

@@ -156,6 +156,8 @@ pub struct LogDirPartition {
     pub size_bytes: u64,
     /// How far its log end trails its high watermark (Kafka's formula: never below 0).
     pub offset_lag: i64,
+    /// A compacted log's cleaning.
+    pub cleaner: Option<crate::broker::cleaner::CleanerStatus>,
 }
 
 /// One partition's idempotent producers (DescribeProducers), from the shard that owns it.

@@ -211,6 +211,13 @@ impl TopicConfig {
         config
     }
 
+    /// Whether `cleanup.policy` names `compact`.
+    pub fn compacted(&self) -> bool {
+        self.overrides
+            .get("cleanup.policy")
+            .is_some_and(|policy| topic_configs::list_items(policy).contains(&"compact"))
+    }
+
     pub fn min_insync_replicas(&self, broker: &BrokerConfig) -> i32 {
         self.get_i64("min.insync.replicas").map_or(broker.min_insync_replicas, |v| v as i32)
     }

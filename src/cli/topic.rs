@@ -6,14 +6,17 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableT
 use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
-    TopicName,
+    DescribeConfigsRequest, DescribeLogDirsRequest, TopicName,
 };
 
 use super::client::{list_offsets_by_leader, Client};
 use super::config::refused;
 use super::error::CliError;
+use crate::broker::cleaner::CleanerStatus;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct TopicArgs {
@@ -346,6 +349,99 @@ fn describe(name: &str, bootstrap: &str) -> Result<(), CliError> {
             list(&partition.replica_nodes),
             list(&partition.isr_nodes)
         );
+    }
+    let overrides = topic_overrides(&mut client, name)?;
+    if !overrides.is_empty() {
+        let pairs: Vec<String> = overrides.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("configs: {}", pairs.join(" "));
+    }
+    let compacted = overrides
+        .iter()
+        .any(|(k, v)| k == "cleanup.policy" && v.split(',').any(|p| p.trim() == "compact"));
+    if compacted {
+        describe_cleaning(&mut client, name, &led)?;
+    }
+    Ok(())
+}
+
+/// The configs set on topic `name` itself (DescribeConfigs' source TOPIC_CONFIG).
+fn topic_overrides(client: &mut Client, name: &str) -> Result<Vec<(String, String)>, CliError> {
+    let mut wanted = DescribeConfigsResource::default();
+    wanted.resource_type = 2; // TOPIC
+    wanted.resource_name = name.to_string().into();
+    wanted.configuration_keys = None; // all of them
+    let mut request = DescribeConfigsRequest::default();
+    request.resources = vec![wanted];
+    let response = client.send(-1, &request)?;
+    let result = response
+        .results
+        .first()
+        .ok_or_else(|| CliError::failure("empty DescribeConfigs response"))?;
+    if result.error_code != 0 {
+        let what = format!("cannot describe the configs of topic {name}");
+        return Err(refused(&what, result.error_code, result.error_message.as_deref()));
+    }
+    const TOPIC_CONFIG: i8 = 1;
+    Ok(result
+        .configs
+        .iter()
+        .filter(|c| c.config_source == TOPIC_CONFIG)
+        .map(|c| (c.name.to_string(), c.value.as_deref().unwrap_or("(null)").to_string()))
+        .collect())
+}
+
+/// Per partition of a compacted topic, its leader's cleaning: the cleanable ratio (dirty
+/// bytes over cleanable bytes, as last measured) and the last pass that cleaned segments,
+/// from the status Fjord tags DescribeLogDirs answers with (`CleanerStatus`).
+fn describe_cleaning(client: &mut Client, name: &str, led: &[(i32, i32)]) -> Result<(), CliError> {
+    let mut by_leader: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
+    for (partition, leader) in led.iter().filter(|(_, leader)| *leader >= 0) {
+        by_leader.entry(*leader).or_default().push(*partition);
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    for (leader, partitions) in by_leader {
+        let mut topic = DescribableLogDirTopic::default();
+        topic.topic = TopicName(name.to_string().into());
+        topic.partitions = partitions;
+        let mut request = DescribeLogDirsRequest::default();
+        request.topics = Some(vec![topic]);
+        let response = client.send(leader, &request)?;
+        for dir in &response.results {
+            for found in dir.topics.iter().filter(|t| t.name.as_str() == name) {
+                for partition in &found.partitions {
+                    let status = partition
+                        .unknown_tagged_fields
+                        .get(&CleanerStatus::TAG)
+                        .and_then(|bytes| CleanerStatus::decode(bytes));
+                    statuses.insert(partition.partition_index, status);
+                }
+            }
+        }
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    println!("cleaning:");
+    println!(
+        "{:>9}  {:>9}  {:>18}  {:>15}  {:>12}",
+        "partition", "cleanable", "last pass", "records removed", "bytes after"
+    );
+    for (partition, status) in statuses {
+        let Some(status) = status else {
+            println!("{partition:>9}  {:>9}", "unknown");
+            continue;
+        };
+        let ratio =
+            status.dirty_ppm.map_or("-".to_string(), |ppm| format!("{:.3}", f64::from(ppm) / 1e6));
+        let (last, removed, after) = match status.last_pass_ms {
+            Some(ms) => (
+                format!("{:.1} s ago", (now_ms - ms).max(0) as f64 / 1000.0),
+                status.records_removed.to_string(),
+                status.bytes_after.to_string(),
+            ),
+            None => ("never".to_string(), "-".to_string(), "-".to_string()),
+        };
+        println!("{partition:>9}  {ratio:>9}  {last:>18}  {removed:>15}  {after:>12}");
     }
     Ok(())
 }

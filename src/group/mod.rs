@@ -65,6 +65,17 @@ pub use offsets_record::Committed;
 
 /// The internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// The configs `__consumer_offsets` is created with, as Kafka creates it: compacted, so each
+/// group's partition keeps only its last commit and a deleted group's tombstones go after
+/// `delete.retention.ms`, in 100 MiB segments. The coordinator's replay reads whatever the
+/// cleaner left: the last record per key is all it applies anyway.
+pub fn offsets_topic_configs() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        ("segment.bytes".to_string(), (100 * 1024 * 1024).to_string()),
+    ])
+}
 /// Groups one broker coordinates.
 pub const GROUPS_MAX: usize = 10_000;
 /// Members per group (Kafka's `group.max.size` is unlimited by default; a bound keeps a

@@ -8,7 +8,9 @@
 //! request names partitions, or none (null) for all of them; those this broker does not host
 //! are left out, as Kafka leaves them out. Every shard tells of the partitions it owns, asked
 //! at once. From v4 the answer carries the file system's size and usable bytes (`statvfs`,
-//! what Java's `FileStore` reads).
+//! what Java's `FileStore` reads). A compacted partition's entry also carries its cleaning
+//! (`CleanerStatus`, for `fjord topic describe`) as a tagged field from v2, the first
+//! flexible version, which other clients skip as any unknown tag.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -21,6 +23,7 @@ use kafka_protocol::ResponseError;
 use tracing::warn;
 
 use super::reply::{frame, HandlerError, Reply};
+use crate::broker::cleaner::CleanerStatus;
 use crate::broker::outcome::LogDirPartition;
 use crate::broker::shards::{owner, Shards};
 use crate::broker::Broker;
@@ -29,6 +32,8 @@ use crate::protocol::{decode_body, Request};
 /// Partitions one request may name: more than a broker hosts in practice (clients describe
 /// all of them with a null list), and a bound on what one request makes every shard look up.
 const PARTITIONS_PER_REQUEST_MAX: usize = 10_000;
+/// The first flexible version, whose answers may carry tagged fields.
+const TAGGED_FROM_VERSION: i16 = 2;
 /// The first version whose answer carries the file system's total and usable bytes.
 const SPACE_FROM_VERSION: i16 = 4;
 
@@ -54,6 +59,7 @@ pub(crate) async fn log_dir_partitions(
             index: partition.index,
             size_bytes: partition.size_bytes().await,
             offset_lag: (partition.high_watermark() - partition.log_end_offset()).max(0),
+            cleaner: partition.cleaner_status(),
         });
     }
     found
@@ -104,7 +110,7 @@ async fn describe_dir(
         result.error_code = ResponseError::UnknownServerError.code();
         return result;
     };
-    result.topics = by_topic(partitions);
+    result.topics = by_topic(partitions, version >= TAGGED_FROM_VERSION);
     if version >= SPACE_FROM_VERSION {
         // Java's `FileStore` reports a size past `i64::MAX` as `Long.MAX_VALUE` too.
         result.total_bytes = i64::try_from(space.total_bytes).unwrap_or(i64::MAX);
@@ -141,7 +147,9 @@ async fn gather(
 }
 
 /// The partitions grouped by topic, topics by name and partitions by index.
-fn by_topic(partitions: Vec<LogDirPartition>) -> Vec<DescribeLogDirsTopic> {
+/// With `tagged`, a compacted partition carries its cleaning as a tagged field
+/// (`CleanerStatus::TAG`).
+fn by_topic(partitions: Vec<LogDirPartition>, tagged: bool) -> Vec<DescribeLogDirsTopic> {
     let mut topics: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
     for found in partitions {
         let mut partition = DescribeLogDirsPartition::default();
@@ -149,6 +157,9 @@ fn by_topic(partitions: Vec<LogDirPartition>) -> Vec<DescribeLogDirsTopic> {
         partition.partition_size = i64::try_from(found.size_bytes).unwrap_or(i64::MAX);
         partition.offset_lag = found.offset_lag;
         partition.is_future_key = false;
+        if let Some(status) = found.cleaner.filter(|_| tagged) {
+            partition.unknown_tagged_fields.insert(CleanerStatus::TAG, status.encode());
+        }
         topics.entry(found.topic).or_default().push(partition);
     }
     topics

@@ -104,6 +104,8 @@ pub struct Partition {
     pub(crate) hw_file: tokio::sync::Mutex<HighWatermarkFile>,
     /// A compaction pass of this partition is with the cleaner (`clean`).
     cleaning: Cell<bool>,
+    /// What its passes found and did, as `fjord topic describe` shows it.
+    cleaner_status: Cell<crate::broker::cleaner::CleanerStatus>,
     /// The log's compaction settings (`LogConfig::compaction`), readable without its lock.
     compaction: Cell<Option<fjord_storage::Compaction>>,
 }
@@ -219,6 +221,7 @@ impl Partition {
             synced: tokio::sync::Notify::new(),
             queued: RefCell::new(Vec::new()),
             cleaning: Cell::new(false),
+            cleaner_status: Cell::new(Default::default()),
             hw_file: tokio::sync::Mutex::new(HighWatermarkFile { saved, closed: false }),
         };
         Ok(partition)
@@ -251,6 +254,11 @@ impl Partition {
     /// Whether the topic is compacted (`cleanup.policy` with `compact`).
     pub fn compacted(&self) -> bool {
         self.compaction.get().is_some()
+    }
+
+    /// The cleaning of a compacted log as of its last upkeep (`None` if not compacted).
+    pub fn cleaner_status(&self) -> Option<crate::broker::cleaner::CleanerStatus> {
+        self.compacted().then(|| self.cleaner_status.get())
     }
 
     pub(crate) fn refresh(&self, log: &PartitionLog) {
@@ -655,6 +663,12 @@ impl Partition {
         self.cleaning.set(false);
         match result {
             Ok(Some(outcome)) if !outcome.cleaned_segments.is_empty() => {
+                let mut status = self.cleaner_status.get();
+                status.dirty_ppm = Some(0);
+                status.last_pass_ms = Some(now_ms);
+                status.records_removed = outcome.records_removed;
+                status.bytes_after = outcome.bytes_after;
+                self.cleaner_status.set(status);
                 tracing::info!(partition = ?self, segments = outcome.cleaned_segments.len(), bytes_before = outcome.bytes_before, bytes_after = outcome.bytes_after, records_removed = outcome.records_removed, "compacted");
             }
             Ok(_) => {}
@@ -679,8 +693,15 @@ impl Partition {
             let plan = log.plan_clean(&options).await.map_err(|e| e.to_string())?;
             (plan, compaction)
         };
-        let Some(plan) = plan else { return Ok(None) };
+        let mut status = self.cleaner_status.get();
+        let Some(plan) = plan else {
+            status.dirty_ppm = Some(0);
+            self.cleaner_status.set(status);
+            return Ok(None);
+        };
         let ratio_ppm = (plan.dirty_ratio() * 1e6) as u32;
+        status.dirty_ppm = Some(ratio_ppm);
+        self.cleaner_status.set(status);
         let overdue = plan.oldest_dirty_timestamp().is_some_and(|newest| {
             now_ms.saturating_sub(newest) as u64 > compaction.max_compaction_lag_ms
         });
