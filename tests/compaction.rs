@@ -3,10 +3,12 @@
 //! exactly each key's last record, the cleaner working off the shard threads while the
 //! broker serves.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
+use crate::support::apps::{free_port, http, run_app, JavaApp};
 use crate::support::*;
 
 fn fjord(args: &[&str]) -> Output {
@@ -155,5 +157,209 @@ fn consumer_offsets_keeps_each_groups_last_commit_and_forgets_a_deleted_group() 
     assert!(
         groups.contains("kept") && !groups.contains("deleted"),
         "groups after a restart:\n{groups}"
+    );
+}
+
+#[test]
+fn the_java_producer_reads_each_keys_last_value_from_a_compacted_topic() {
+    let broker =
+        TestBroker::start_with("compaction-java", &["--retention-check-interval-ms", "200"]);
+    let b = broker.bootstrap();
+    let out = run_app("CompactedUpdates", &[&b, "java-updates", "100000", "1000", "60"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "CompactedUpdates: {out:?}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.contains(&"produced\t100000"), "{text}");
+    assert!(lines.contains(&"live\t900\tdead\t100"), "{text}");
+    assert_eq!(lines.last(), Some(&"clean"), "{text}");
+}
+
+/// Whether `fjord topic describe` shows `topic` with `cleanup.policy=compact` set on it.
+fn described_compacted(b: &str, topic: &str) -> bool {
+    let out = fjord(&["topic", "describe", topic, "-b", b]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines().any(|l| l.starts_with("configs:") && l.contains("cleanup.policy=compact"))
+}
+
+/// The lines of a file, or none while it does not exist.
+fn file_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+#[test]
+fn kafka_connect_copies_a_file_through_fjord_and_a_restarted_worker_keeps_its_offsets_and_configs()
+{
+    const LINES: usize = 100;
+    let broker = TestBroker::start("compaction-connect");
+    let b = broker.bootstrap();
+    let dir = TempDir::new("connect");
+    let (input, output) = (dir.path().join("input.txt"), dir.path().join("output.txt"));
+    let lines = |range: std::ops::Range<usize>| -> String {
+        range.map(|i| format!("line {i}\n")).collect()
+    };
+    std::fs::write(&input, lines(0..LINES)).expect("write the input file");
+    let port = free_port();
+    let rest = format!("http://127.0.0.1:{port}");
+    // A distributed worker as Kafka's quick start configures one, on Fjord; its internal
+    // topics are created compacted by the worker itself, which then checks them (with
+    // DescribeConfigs) and refuses to start if they are not.
+    let worker = dir.path().join("worker.properties");
+    std::fs::write(
+        &worker,
+        format!(
+            "bootstrap.servers={b}\n\
+             group.id=fjord-connect\n\
+             key.converter=org.apache.kafka.connect.storage.StringConverter\n\
+             value.converter=org.apache.kafka.connect.storage.StringConverter\n\
+             config.storage.topic=connect-configs\n\
+             offset.storage.topic=connect-offsets\n\
+             status.storage.topic=connect-status\n\
+             config.storage.replication.factor=1\n\
+             offset.storage.replication.factor=1\n\
+             status.storage.replication.factor=1\n\
+             offset.flush.interval.ms=1000\n\
+             listeners={rest}\n"
+        ),
+    )
+    .expect("write the worker config");
+    let worker_path = worker.display().to_string();
+    let start = || {
+        let app = JavaApp::spawn(
+            dir.path(),
+            "connect",
+            "INFO",
+            "org.apache.kafka.connect.cli.ConnectDistributed",
+            &[&worker_path],
+        );
+        wait_until("the Connect worker's REST API", Duration::from_secs(120), || {
+            http("GET", &format!("{rest}/connectors"), None).filter(|(code, _)| *code == 200)
+        });
+        app
+    };
+    let mut app = start();
+    let source = format!(
+        r#"{{"connector.class":"FileStreamSource","file":"{}","topic":"connect-lines","tasks.max":"1"}}"#,
+        input.display()
+    );
+    let sink = format!(
+        r#"{{"connector.class":"FileStreamSink","file":"{}","topics":"connect-lines","tasks.max":"1"}}"#,
+        output.display()
+    );
+    for (name, config) in [("file-source", &source), ("file-sink", &sink)] {
+        let put = http("PUT", &format!("{rest}/connectors/{name}/config"), Some(config));
+        assert!(matches!(put, Some((201, _))), "creating {name}: {put:?}\n{}", app.log_tail());
+    }
+    let expected: Vec<String> = lines(0..LINES).lines().map(str::to_string).collect();
+    wait_until("the sink to write every line", Duration::from_secs(90), || {
+        (file_lines(&output).len() >= LINES).then_some(())
+    });
+    assert_eq!(file_lines(&output), expected, "the sink's file");
+    for topic in ["connect-configs", "connect-offsets", "connect-status"] {
+        assert!(described_compacted(&b, topic), "{topic} is not compacted");
+    }
+
+    // Stopped and started again, the worker reads its connectors from the config topic and
+    // the source's position from the offsets topic: new lines only are copied.
+    app.stop();
+    let mut more = std::fs::OpenOptions::new().append(true).open(&input).expect("open the input");
+    more.write_all(lines(LINES..2 * LINES).as_bytes()).expect("append to the input");
+    drop(more);
+    let _app = start();
+    let listed = http("GET", &format!("{rest}/connectors"), None).expect("the connectors");
+    assert!(
+        listed.1.contains("file-source") && listed.1.contains("file-sink"),
+        "connectors after a restart: {listed:?}"
+    );
+    let expected: Vec<String> = lines(0..2 * LINES).lines().map(str::to_string).collect();
+    wait_until("the sink to write the new lines", Duration::from_secs(90), || {
+        (file_lines(&output).len() >= 2 * LINES).then_some(())
+    });
+    // Settled: a source that lost its position would copy the first lines again.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(file_lines(&output), expected, "each line once, in order, after the restart");
+}
+
+/// The word counts on the word count's output topic: each word's last count.
+fn word_counts(b: &str) -> std::collections::BTreeMap<String, u64> {
+    let out = kcat_ok(
+        &["-C", "-b", b, "-t", "streams-wordcount-output", "-e", "-s", "value=Q", "-f", "%k=%s\n"],
+        None,
+    );
+    let mut counts = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out).lines() {
+        if let Some((word, count)) = line.split_once('=') {
+            counts.insert(word.to_string(), count.parse().unwrap_or(0));
+        }
+    }
+    counts
+}
+
+#[test]
+fn the_kafka_streams_word_count_restores_its_counts_from_a_compacted_changelog() {
+    const CHANGELOG: &str = "streams-wordcount-KSTREAM-AGGREGATE-STATE-STORE-0000000003-changelog";
+    let broker =
+        TestBroker::start_with("compaction-streams", &["--retention-check-interval-ms", "200"]);
+    let b = broker.bootstrap();
+    create_topic(&broker, "streams-plaintext-input", 1, &[]);
+    create_topic(&broker, "streams-wordcount-output", 1, &[]);
+    let dir = TempDir::new("streams");
+    let state = dir.path().join("state");
+    let props = dir.path().join("streams.properties");
+    // Kafka's WordCountDemo reads this file. Its internal topics roll every 100 ms and clean
+    // at 1% dirty, so the changelog is compacted before it is restored from; a short session
+    // lets the restarted instance take over without waiting 45 s for the old member
+    // (Streams does not leave its group on close).
+    std::fs::write(
+        &props,
+        format!(
+            "bootstrap.servers={b}\n\
+             state.dir={}\n\
+             commit.interval.ms=500\n\
+             session.timeout.ms=6000\n\
+             topic.segment.ms=100\n\
+             topic.min.cleanable.dirty.ratio=0.01\n",
+            state.display()
+        ),
+    )
+    .expect("write the streams config");
+    let props_path = props.display().to_string();
+    let main = "org.apache.kafka.streams.examples.wordcount.WordCountDemo";
+    let produce = |text: &str| {
+        kcat_ok(&["-P", "-b", &b, "-t", "streams-plaintext-input"], Some(text.as_bytes()))
+    };
+    let mut app = JavaApp::spawn(dir.path(), "wordcount", "INFO", main, &[&props_path]);
+    // Two bursts some time apart: the changelog rolls between them, so its first segment
+    // becomes cleanable.
+    produce(&"hello fjord\n".repeat(150));
+    wait_until("counts of the first burst", Duration::from_secs(120), || {
+        (word_counts(&b).get("hello") == Some(&150)).then_some(())
+    });
+    produce(&"hello kafka streams\n".repeat(50));
+    wait_until("counts of the second burst", Duration::from_secs(60), || {
+        (word_counts(&b).get("hello") == Some(&200)).then_some(())
+    });
+    assert!(described_compacted(&b, CHANGELOG), "the changelog is not compacted");
+    wait_until("a cleaning pass of the changelog", Duration::from_secs(60), || {
+        let out = fjord(&["topic", "describe", CHANGELOG, "-b", &b]);
+        String::from_utf8_lossy(&out.stdout).contains(" s ago").then_some(())
+    });
+
+    // Stopped, its local state gone: the restarted instance rebuilds the store from the
+    // changelog, and counts on from there.
+    app.stop();
+    std::fs::remove_dir_all(&state).expect("remove the local state");
+    produce("hello again\n");
+    let app = JavaApp::spawn(dir.path(), "wordcount", "INFO", main, &[&props_path]);
+    wait_until("counts after the restore", Duration::from_secs(120), || {
+        (word_counts(&b).get("again") == Some(&1)).then_some(())
+    });
+    let counts = word_counts(&b);
+    let expected = [("again", 1), ("fjord", 150), ("hello", 201), ("kafka", 50), ("streams", 50)];
+    for (word, count) in expected {
+        assert_eq!(counts.get(word), Some(&count), "{word}: {counts:?}");
+    }
+    assert!(
+        app.log().contains(&format!("Finished restoring changelog {CHANGELOG}")),
+        "no restore from the changelog was logged"
     );
 }

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // Each test module uses a different part of the harness.
 
+pub(crate) mod apps;
 pub(crate) mod hog;
 pub(crate) mod kafka;
 pub(crate) mod loop_fs;
