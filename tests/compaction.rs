@@ -363,3 +363,35 @@ fn the_kafka_streams_word_count_restores_its_counts_from_a_compacted_changelog()
         "no restore from the changelog was logged"
     );
 }
+
+#[test]
+fn an_expired_tombstone_goes_without_new_writes() {
+    let broker =
+        TestBroker::start_with("compaction-tombstone", &["--retention-check-interval-ms", "200"]);
+    let b = broker.bootstrap();
+    let configs = [
+        "cleanup.policy=compact",
+        "segment.ms=100",
+        "min.cleanable.dirty.ratio=0.01",
+        "delete.retention.ms=1000",
+    ];
+    create_topic(&broker, "expiring", 1, &configs);
+    let produce =
+        |lines: &[u8]| kcat_ok(&["-P", "-b", &b, "-t", "expiring", "-K:", "-Z"], Some(lines));
+    let read = || {
+        let out = kcat_ok(&["-C", "-b", &b, "-t", "expiring", "-e", "-Z", "-f", "%k=%s\n"], None);
+        String::from_utf8_lossy(&out).to_string()
+    };
+    produce(b"a:1\nb:2\n");
+    std::thread::sleep(Duration::from_millis(300));
+    // kcat -Z sends an empty value as null: a tombstone for a.
+    produce(b"a:\n");
+    std::thread::sleep(Duration::from_millis(300));
+    // Rolls the tombstone's segment: it becomes cleanable. Nothing is written after this.
+    produce(b"c:3\n");
+    wait_until(
+        "the tombstone to go, a retention period after its pass",
+        Duration::from_secs(60),
+        || (read() == "b=2\nc=3\n").then_some(()),
+    );
+}

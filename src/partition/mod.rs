@@ -705,7 +705,9 @@ impl Partition {
         let overdue = plan.oldest_dirty_timestamp().is_some_and(|newest| {
             now_ms.saturating_sub(newest) as u64 > compaction.max_compaction_lag_ms
         });
-        if plan.dirty_bytes() == 0 || (ratio_ppm < compaction.min_cleanable_dirty_ppm && !overdue) {
+        // Expired tombstones get a pass of their own, dirty bytes or not (KIP-534).
+        let due = overdue || plan.tombstones_due();
+        if !due && (plan.dirty_bytes() == 0 || ratio_ppm < compaction.min_cleanable_dirty_ppm) {
             return Ok(None);
         }
         let done = cleaner.run(plan).await?;

@@ -177,6 +177,11 @@ fn check(records: &[Record], model: &BTreeMap<i64, Record>, uncleanable: i64, co
     }
 }
 
+/// What a pass over everything below `end` would do now.
+async fn plan_of(log: &mut SimLog, end: i64) -> fjord_storage::CleanPlan {
+    log.plan_clean(&options(end, 1 << 20)).await.expect("plan").expect("closed segments")
+}
+
 async fn open(disk: &SimDisk, clock: &SimClock) -> SimLog {
     PartitionLog::open_on(disk.clone(), clock.clone(), Path::new(DIR), config())
         .await
@@ -230,10 +235,36 @@ fn cleaning_keeps_every_keys_last_record_and_removes_the_rest_across_reopens() {
                 assert!(seen.insert(record.1.clone()), "{context}: key {:?} twice", record.1);
             }
             assert!(removed_any || model.len() < 20, "{context}: no pass removed anything");
-            // Past `delete.retention.ms`, a pass over the clean part removes the tombstones.
-            clock.advance(2 * DELETE_RETENTION_MS);
+            // Past `delete.retention.ms`, a pass over the clean part removes the tombstones;
+            // the plan says such a pass is due though nothing is dirty (KIP-534), and only
+            // then (after the open, not known: due once).
             let end = log.log_end_offset();
+            assert!(
+                plan_of(&mut log, end).await.tombstones_due(),
+                "{context}: not known after an open"
+            );
             log.clean(&options(end, 1 << 20)).await.expect("clean");
+            let tombstones = read_records(&mut log).await.iter().filter(|r| r.2.is_none()).count();
+            assert!(
+                !plan_of(&mut log, end).await.tombstones_due(),
+                "{context}: due before their time"
+            );
+            clock.advance(2 * DELETE_RETENTION_MS);
+            assert_eq!(
+                plan_of(&mut log, end).await.tombstones_due(),
+                tombstones > 0,
+                "{context}: due"
+            );
+            assert_eq!(
+                plan_of(&mut log, end).await.dirty_bytes(),
+                0,
+                "{context}: nothing is dirty"
+            );
+            log.clean(&options(end, 1 << 20)).await.expect("clean");
+            assert!(
+                !plan_of(&mut log, end).await.tombstones_due(),
+                "{context}: due with none left"
+            );
             let records = read_records(&mut log).await;
             check(&records, &model, log.log_end_offset(), &context);
             let tombstones = records.iter().filter(|r| r.2.is_none()).count();

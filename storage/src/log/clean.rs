@@ -131,6 +131,9 @@ pub struct CleanOutcome {
     pub records_removed: u64,
     /// The dirty part starts here for the next pass.
     pub cleaned_to: i64,
+    /// When a tombstone this pass kept in the clean part becomes old enough to go
+    /// (`delete.retention.ms` past its segment's newest record); `None` if it kept none.
+    pub tombstones_due_ms: Option<i64>,
 }
 
 /// One record of an uncompressed batch, as found in its body.
@@ -290,6 +293,8 @@ struct Rewriter {
     /// A run of removed batches not yet written: (base, last, max timestamp, leader epoch).
     removed: Option<(i64, i64, i64, i32)>,
     records_removed: u64,
+    /// A tombstone below the mapped end stayed (too young to go).
+    tombstones_kept: bool,
 }
 
 impl Rewriter {
@@ -333,6 +338,7 @@ fn clean_batch(
     let base = header.base_offset.get();
     let base_timestamp = header.base_timestamp.get();
     let all = records(&body).ok_or("malformed records")?;
+    let mut tombstones_kept = false;
     let kept: Vec<&RecordView<'_>> = all
         .iter()
         .filter(|record| {
@@ -344,10 +350,14 @@ fn clean_batch(
             if map.latest(key).is_some_and(|latest| offset < latest) {
                 return false;
             }
+            if record.tombstone && !drop_tombstones {
+                tombstones_kept = true;
+            }
             !(record.tombstone && drop_tombstones)
         })
         .collect();
     rewriter.records_removed += (all.len() - kept.len()) as u64;
+    rewriter.tombstones_kept |= tombstones_kept;
     if kept.len() == all.len() {
         rewriter.keep(batch.to_vec());
     } else if !kept.is_empty() || header.producer_id.get() >= 0 {
@@ -402,6 +412,8 @@ pub struct CleanPlan {
     now_ms: i64,
     index_interval_bytes: u64,
     options: CleanOptions,
+    /// A tombstone in the clean part is old enough to go (`tombstones_due`).
+    tombstones_due: bool,
 }
 
 /// A pass carried out, to be committed (`PartitionLog::commit_clean`).
@@ -426,6 +438,13 @@ impl CleanPlan {
             return 0.0;
         }
         self.dirty_bytes() as f64 / total as f64
+    }
+
+    /// Whether a tombstone an earlier pass kept is now past `delete.retention.ms`: a pass
+    /// is due for it even with nothing dirty (as KIP-534 has Kafka clean for tombstones
+    /// alone). Unknown after the log is opened, so taken as due then: one pass looks.
+    pub fn tombstones_due(&self) -> bool {
+        self.tombstones_due
     }
 
     /// The newest record of the oldest dirty segment (for `max.compaction.lag.ms`).
@@ -493,11 +512,13 @@ impl CleanPlan {
                 break;
             }
         }
+        let retention = i64::try_from(self.options.delete_retention_ms).unwrap_or(i64::MAX);
         if dirty && mapped_end <= cleaned_to {
             warn!(dir = %self.dir.display(), cleaned_to, bytes_max = self.options.map_bytes_max, "the cleaner's map cannot hold one batch's keys: nothing cleaned");
+            // Tombstones are not looked at: a pass for them alone waits a retention period.
+            outcome.tombstones_due_ms = Some(self.now_ms.saturating_add(retention));
             return Ok(CleanDone { plan: self, cleaned: Vec::new(), outcome });
         }
-        let retention = i64::try_from(self.options.delete_retention_ms).unwrap_or(i64::MAX);
         let horizon = self.now_ms.saturating_sub(retention);
         let cleaning = self.dir.join(CLEANING_DIR);
         disk.create_dir_all(&cleaning)?;
@@ -507,7 +528,12 @@ impl CleanPlan {
         {
             // Tombstones go only from segments a pass cleaned before, once old enough.
             let drop_tombstones = index < self.first_dirty && old.max_timestamp < horizon;
-            let mut rewriter = Rewriter { out: Vec::new(), removed: None, records_removed: 0 };
+            let mut rewriter = Rewriter {
+                out: Vec::new(),
+                removed: None,
+                records_removed: 0,
+                tombstones_kept: false,
+            };
             let mut failed = None;
             for_each_batch(file, old.size, |batch| {
                 if let Err(reason) =
@@ -527,6 +553,12 @@ impl CleanPlan {
                 });
             }
             rewriter.flush_removed();
+            if rewriter.tombstones_kept {
+                // Old enough once the segment's newest record is (the rule above).
+                let due = old.max_timestamp.saturating_add(retention).saturating_add(1);
+                outcome.tombstones_due_ms =
+                    Some(outcome.tombstones_due_ms.map_or(due, |d: i64| d.min(due)));
+            }
             if rewriter.records_removed == 0 {
                 paced(old.size).await;
                 continue;
@@ -622,6 +654,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             now_ms: now,
             index_interval_bytes: self.config.index_interval_bytes,
             options: options.clone(),
+            tombstones_due: self.tombstones_due_ms.is_none_or(|due| due <= now),
         }))
     }
 
@@ -661,6 +694,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             self.swap(&cleaning, &still_there).await?;
         }
         let mapped_end = outcome.cleaned_to.max(plan.cleaned_to);
+        self.tombstones_due_ms = Some(outcome.tombstones_due_ms.unwrap_or(i64::MAX));
         self.write_cleaned_to(mapped_end).await?;
         self.cleaned_to = mapped_end;
         outcome.cleaned_to = mapped_end;

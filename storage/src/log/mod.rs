@@ -94,6 +94,9 @@ pub struct PartitionLog<D: Disk = RealDisk, C: Clock = SystemClock> {
     /// Compaction: the offset the last cleaning pass reached (`clean.rs`), read from its
     /// file on the first plan; `i64::MIN` until then.
     cleaned_to: i64,
+    /// Compaction: when a tombstone the last pass kept may go (`i64::MAX`: none kept;
+    /// `None`: not known, as after opening).
+    tombstones_due_ms: Option<i64>,
 }
 
 impl<D: Disk, C: Clock> PartitionLog<D, C> {

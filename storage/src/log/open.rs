@@ -89,6 +89,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             closed: false,
             open_report: report,
             cleaned_to: i64::MIN,
+            tombstones_due_ms: None,
         };
         log.checkpoint_what_recovery_checked().await?;
         info!(
