@@ -12,7 +12,11 @@
 //! 3. Every closed segment up to the mapped end is rewritten: a record stays if no later
 //!    record of its key is mapped, except a tombstone (a null value) in a segment that was
 //!    clean before this pass and whose newest record is older than `delete.retention.ms`.
-//!    Records beyond the mapped end stay. Offsets never change.
+//!    Records beyond the mapped end stay. Offsets never change. Consecutive segments that
+//!    together hold at most `segment.bytes` (and span fewer than 2^31 offsets) are cleaned
+//!    into one, named after the first, as Kafka's `groupSegmentsBySize` groups them: a log
+//!    rolled often (a small `segment.ms`) does not keep one small file set per roll. A
+//!    segment alone in its group that loses no record is left as it is.
 //!
 //! Batches keep their base offset, last offset delta, partition leader epoch, producer id,
 //! epoch and base sequence, attributes and base timestamp; only their records, record
@@ -29,11 +33,13 @@
 //! The swap (crash-safe at every step, checked through the simulated disk):
 //! 1. each cleaned segment is written under `cleaning/` with its final names, synced, and
 //!    `cleaning/` synced: a crash now leaves the old segments (recovery empties `cleaning/`);
-//! 2. the manifest `cleaning/swap` lists their base offsets, atomically and durably: the
-//!    commit point;
-//! 3. each cleaned file is renamed over the old one, the directories synced, and the
-//!    manifest removed. A crash after 2 rolls forward on open: every file still under
-//!    `cleaning/` for a listed base is renamed into place (`recover_swap`).
+//! 2. the manifest `cleaning/swap` lists their base offsets, each followed by those of the
+//!    segments merged into it, atomically and durably: the commit point;
+//! 3. each cleaned file is renamed over the old one, the merged segments' files removed, the
+//!    directories synced, and the manifest removed. A crash after 2 rolls forward on open:
+//!    every file still under `cleaning/` for a listed base is renamed into place and every
+//!    merged segment's file still there removed (`recover_swap`), before the segments are
+//!    listed.
 //!
 //! In memory each cleaned segment replaces the old one at once: a read that already holds
 //! the old file finishes on it (its inode lives until closed), new reads see the new one.
@@ -411,17 +417,27 @@ pub struct CleanPlan {
     cleaned_to: i64,
     now_ms: i64,
     index_interval_bytes: u64,
+    /// Cleaned segments are merged up to this size (`segment.bytes`).
+    segment_bytes: u64,
     options: CleanOptions,
     /// A tombstone in the clean part is old enough to go (`tombstones_due`).
     tombstones_due: bool,
+}
+
+/// A segment written under `cleaning/`: the cleaned records of one or more consecutive
+/// closed segments, named after the first, whose place it takes; the others go.
+#[derive(Debug, Clone)]
+struct CleanedSegment {
+    first: PlannedSegment,
+    /// The base offsets of the segments after `first` merged into it.
+    absorbed: Vec<i64>,
 }
 
 /// A pass carried out, to be committed (`PartitionLog::commit_clean`).
 #[derive(Debug)]
 pub struct CleanDone {
     plan: CleanPlan,
-    /// The segments written under `cleaning/`.
-    cleaned: Vec<PlannedSegment>,
+    cleaned: Vec<CleanedSegment>,
     outcome: CleanOutcome,
 }
 
@@ -523,55 +539,61 @@ impl CleanPlan {
         let cleaning = self.dir.join(CLEANING_DIR);
         disk.create_dir_all(&cleaning)?;
         let mut cleaned = Vec::new();
-        for (index, (file, &old)) in
-            files.iter().zip(&self.segments).enumerate().take(last_mapped + 1)
-        {
-            // Tombstones go only from segments a pass cleaned before, once old enough.
-            let drop_tombstones = index < self.first_dirty && old.max_timestamp < horizon;
+        for group in merge_groups(&self.segments[..=last_mapped], self.segment_bytes) {
             let mut rewriter = Rewriter {
                 out: Vec::new(),
                 removed: None,
                 records_removed: 0,
                 tombstones_kept: false,
             };
-            let mut failed = None;
-            for_each_batch(file, old.size, |batch| {
-                if let Err(reason) =
-                    clean_batch(batch, &map, mapped_end, drop_tombstones, codec, &mut rewriter)
-                {
-                    failed = Some(reason);
-                    return Ok(false);
+            for index in group.clone() {
+                let (file, old) = (&files[index], self.segments[index]);
+                // Tombstones go only from segments a pass cleaned before, once old enough.
+                let drop_tombstones = index < self.first_dirty && old.max_timestamp < horizon;
+                let mut failed = None;
+                for_each_batch(file, old.size, |batch| {
+                    if let Err(reason) =
+                        clean_batch(batch, &map, mapped_end, drop_tombstones, codec, &mut rewriter)
+                    {
+                        failed = Some(reason);
+                        return Ok(false);
+                    }
+                    Ok(true)
+                })
+                .await?;
+                if let Some(reason) = failed {
+                    return Err(StorageError::Corrupt {
+                        path: file.path().to_path_buf(),
+                        position: 0,
+                        reason: format!("cannot clean: {reason}"),
+                    });
                 }
-                Ok(true)
-            })
-            .await?;
-            if let Some(reason) = failed {
-                return Err(StorageError::Corrupt {
-                    path: file.path().to_path_buf(),
-                    position: 0,
-                    reason: format!("cannot clean: {reason}"),
-                });
             }
             rewriter.flush_removed();
+            let members = &self.segments[group.clone()];
+            let bytes_before: u64 = members.iter().map(|s| s.size).sum();
+            let first = members[0];
             if rewriter.tombstones_kept {
-                // Old enough once the segment's newest record is (the rule above).
-                let due = old.max_timestamp.saturating_add(retention).saturating_add(1);
+                // Old enough once the cleaned segment's newest record is (the rule above).
+                let newest = members.iter().map(|s| s.max_timestamp).max().unwrap_or(i64::MIN);
+                let due = newest.saturating_add(retention).saturating_add(1);
                 outcome.tombstones_due_ms =
                     Some(outcome.tombstones_due_ms.map_or(due, |d: i64| d.min(due)));
             }
-            if rewriter.records_removed == 0 {
-                paced(old.size).await;
+            if rewriter.records_removed == 0 && members.len() == 1 {
+                paced(bytes_before).await;
                 continue;
             }
             let size =
-                write_cleaned(disk, &cleaning, old, self.index_interval_bytes, &rewriter.out)
+                write_cleaned(disk, &cleaning, first, self.index_interval_bytes, &rewriter.out)
                     .await?;
-            paced(old.size + size).await;
-            outcome.bytes_before += old.size;
+            paced(bytes_before + size).await;
+            outcome.bytes_before += bytes_before;
             outcome.bytes_after += size;
             outcome.records_removed += rewriter.records_removed;
-            outcome.cleaned_segments.push(old.base);
-            cleaned.push(old);
+            outcome.cleaned_segments.extend(members.iter().map(|s| s.base));
+            let absorbed = members[1..].iter().map(|s| s.base).collect();
+            cleaned.push(CleanedSegment { first, absorbed });
         }
         for file in files {
             file.close().await?;
@@ -579,6 +601,29 @@ impl CleanPlan {
         outcome.cleaned_to = mapped_end;
         Ok(CleanDone { plan: self, cleaned, outcome })
     }
+}
+
+/// Consecutive segments grouped to be cleaned into one, as Kafka's `groupSegmentsBySize`:
+/// together they hold at most `segment_bytes` (so the cleaned segment holds no more) and
+/// span fewer than 2^31 offsets (its index keeps offsets relative to its base).
+fn merge_groups(segments: &[PlannedSegment], segment_bytes: u64) -> Vec<std::ops::Range<usize>> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    while start < segments.len() {
+        let mut end = start + 1;
+        let mut bytes = segments[start].size;
+        while let Some(next) = segments.get(end) {
+            let span = next.next_offset - segments[start].base;
+            if bytes + next.size > segment_bytes || span > i64::from(i32::MAX) {
+                break;
+            }
+            bytes += next.size;
+            end += 1;
+        }
+        groups.push(start..end);
+        start = end;
+    }
+    groups
 }
 
 /// Writes `batches` as the cleaned copy of `old` under `cleaning`, sealed and synced;
@@ -653,6 +698,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             cleaned_to,
             now_ms: now,
             index_interval_bytes: self.config.index_interval_bytes,
+            segment_bytes: self.config.segment_bytes,
             options: options.clone(),
             tombstones_due: self.tombstones_due_ms.is_none_or(|due| due <= now),
         }))
@@ -676,12 +722,14 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         };
         let unchanged = plan.segments.iter().all(|p| gone(p) || same(p));
         let cleaning = self.dir.join(CLEANING_DIR);
-        let (still_there, dropped): (Vec<PlannedSegment>, Vec<PlannedSegment>) =
-            cleaned.into_iter().partition(|p| unchanged && !gone(p));
-        for p in &dropped {
+        // Retention deletes from the start: a cleaned segment whose first part is still
+        // there has all its parts.
+        let (still_there, dropped): (Vec<CleanedSegment>, Vec<CleanedSegment>) =
+            cleaned.into_iter().partition(|c| unchanged && !gone(&c.first));
+        for c in &dropped {
             for extension in ["log", "index", "timeindex"] {
                 let removed =
-                    self.disk.remove_file(&cleaning.join(file_name(p.base, extension))).await;
+                    self.disk.remove_file(&cleaning.join(file_name(c.first.base, extension))).await;
                 self.guard(removed.map_err(StorageError::from))?;
             }
         }
@@ -689,7 +737,6 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             info!(dir = %self.dir.display(), "the log changed during a cleaning pass: its work is dropped");
             return Ok(CleanOutcome { cleaned_to: self.cleaned_to, ..CleanOutcome::default() });
         }
-        let still_there: Vec<i64> = still_there.iter().map(|p| p.base).collect();
         if !still_there.is_empty() {
             self.swap(&cleaning, &still_there).await?;
         }
@@ -702,32 +749,33 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         Ok(outcome)
     }
 
-    /// Puts the cleaned segments of `bases` in place of the old ones of the same base offsets
-    /// (module documentation, "The swap").
-    async fn swap(&mut self, cleaning: &Path, bases: &[i64]) -> Result<()> {
+    /// Puts each cleaned segment in place of the old one of its base offset and removes the
+    /// ones merged into it (module documentation, "The swap").
+    async fn swap(&mut self, cleaning: &Path, cleaned: &[CleanedSegment]) -> Result<()> {
         self.mark_dirty().await?;
+        let entries: Vec<SwapEntry> =
+            cleaned.iter().map(|c| (c.first.base, c.absorbed.clone())).collect();
         let result = async {
             self.disk.sync_dir(cleaning).await?;
-            let manifest = bases.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("\n");
             self.disk
-                .write_file_atomic(&cleaning.join(SWAP_MANIFEST), manifest.into_bytes())
+                .write_file_atomic(&cleaning.join(SWAP_MANIFEST), manifest(&entries).into_bytes())
                 .await?;
-            finish_swap(&self.disk, &self.dir, bases).await
+            finish_swap(&self.disk, &self.dir, &entries).await
         }
         .await;
         self.guard(result.map_err(StorageError::from))?;
-        for &base in bases {
+        for (base, absorbed) in &entries {
             let index = self
                 .segments
                 .iter()
-                .position(|s| s.base_offset() == base)
+                .position(|s| s.base_offset() == *base)
                 .expect("a cleaned segment replaces one of the log's");
             let created_at_ms = self.segments[index].created_at_ms();
             let opened = async {
                 let mut segment = Segment::open_files(
                     &self.disk,
                     &self.dir,
-                    base,
+                    *base,
                     false,
                     self.config.index_interval_bytes,
                     created_at_ms,
@@ -738,6 +786,15 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             }
             .await;
             let segment = self.guard(opened)?;
+            // The merged ones follow it; their files are gone from the directory already.
+            let merged = index + 1..index + 1 + absorbed.len();
+            debug_assert!(self.segments[merged.clone()]
+                .iter()
+                .zip(absorbed)
+                .all(|(s, base)| s.base_offset() == *base));
+            for old in self.segments.drain(merged) {
+                old.log().free_elsewhere();
+            }
             self.segments[index].log().free_elsewhere();
             self.segments[index] = segment;
         }
@@ -759,17 +816,49 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
     }
 }
 
-/// The swap's step 3: moves every cleaned file of `bases` still under `cleaning/` into
-/// place, makes the names durable and removes the manifest. Safe to run again after a crash
-/// at any point of it.
-async fn finish_swap<D: Disk>(disk: &D, dir: &Path, bases: &[i64]) -> std::io::Result<()> {
+/// One line of the swap manifest: a cleaned segment's base offset, and the base offsets of
+/// the segments merged into it (removed by the swap).
+type SwapEntry = (i64, Vec<i64>);
+
+/// The manifest's text: a line per cleaned segment, its base offset and then those of the
+/// segments merged into it, separated by spaces.
+fn manifest(entries: &[SwapEntry]) -> String {
+    let line = |(base, absorbed): &SwapEntry| {
+        std::iter::once(base).chain(absorbed).map(i64::to_string).collect::<Vec<_>>().join(" ")
+    };
+    entries.iter().map(line).collect::<Vec<_>>().join("\n")
+}
+
+/// The entries of a manifest's text (lines that do not parse are skipped: the manifest is
+/// written whole, atomically, so there are none).
+fn parse_manifest(text: &str) -> Vec<SwapEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let offsets: Option<Vec<i64>> =
+                line.split_whitespace().map(|word| word.parse().ok()).collect();
+            let offsets = offsets?;
+            let (base, absorbed) = offsets.split_first()?;
+            Some((*base, absorbed.to_vec()))
+        })
+        .collect()
+}
+
+/// The swap's step 3: moves every cleaned file still under `cleaning/` into place, removes
+/// the files of the segments merged into one, makes the names durable and removes the
+/// manifest. Safe to run again after a crash at any point of it.
+async fn finish_swap<D: Disk>(disk: &D, dir: &Path, entries: &[SwapEntry]) -> std::io::Result<()> {
     let cleaning = dir.join(CLEANING_DIR);
     let names = disk.list_dir(&cleaning)?;
-    for base in bases {
+    for (base, absorbed) in entries {
         for extension in ["log", "index", "timeindex"] {
             let name = file_name(*base, extension);
             if names.contains(&name) {
                 disk.rename(&cleaning.join(&name), &dir.join(&name)).await?;
+            }
+        }
+        for merged in absorbed {
+            for extension in ["log", "index", "timeindex"] {
+                disk.remove_file(&dir.join(file_name(*merged, extension))).await?;
             }
         }
     }
@@ -788,10 +877,9 @@ pub(super) async fn recover_swap<D: Disk>(disk: &D, dir: &Path) -> Result<()> {
     }
     if let Some(bytes) = disk.read_file(&cleaning.join(SWAP_MANIFEST), SMALL_FILE_BYTES_MAX).await?
     {
-        let text = String::from_utf8_lossy(&bytes).to_string();
-        let bases: Vec<i64> = text.lines().filter_map(|line| line.trim().parse().ok()).collect();
-        warn!(dir = %dir.display(), ?bases, "finishing a swap of cleaned segments that a stop interrupted");
-        finish_swap(disk, dir, &bases).await?;
+        let entries = parse_manifest(&String::from_utf8_lossy(&bytes));
+        warn!(dir = %dir.display(), ?entries, "finishing a swap of cleaned segments that a stop interrupted");
+        finish_swap(disk, dir, &entries).await?;
     }
     // Cleaned segments of a pass that never reached its manifest: the old ones stand.
     for name in disk.list_dir(&cleaning)? {
