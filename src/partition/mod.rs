@@ -662,14 +662,14 @@ impl Partition {
         let result = self.clean_once(cleaner, now_ms).await;
         self.cleaning.set(false);
         match result {
-            Ok(Some(outcome)) if !outcome.cleaned_segments.is_empty() => {
+            Ok(Some((outcome, elapsed))) if !outcome.cleaned_segments.is_empty() => {
                 let mut status = self.cleaner_status.get();
                 status.dirty_ppm = Some(0);
                 status.last_pass_ms = Some(now_ms);
                 status.records_removed = outcome.records_removed;
                 status.bytes_after = outcome.bytes_after;
                 self.cleaner_status.set(status);
-                tracing::info!(partition = ?self, segments = outcome.cleaned_segments.len(), bytes_before = outcome.bytes_before, bytes_after = outcome.bytes_after, records_removed = outcome.records_removed, "compacted");
+                tracing::info!(partition = ?self, segments = outcome.cleaned_segments.len(), bytes_before = outcome.bytes_before, bytes_after = outcome.bytes_after, records_removed = outcome.records_removed, elapsed_ms = elapsed.as_millis() as u64, "compacted");
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(partition = ?self, %error, "compaction pass failed"),
@@ -680,7 +680,7 @@ impl Partition {
         &self,
         cleaner: &crate::broker::cleaner::Cleaner,
         now_ms: i64,
-    ) -> Result<Option<fjord_storage::CleanOutcome>, String> {
+    ) -> Result<Option<(fjord_storage::CleanOutcome, std::time::Duration)>, String> {
         let (plan, compaction) = {
             let mut log = self.log.lock().await;
             let Some(compaction) = log.config().compaction else { return Ok(None) };
@@ -710,11 +710,12 @@ impl Partition {
         if !due && (plan.dirty_bytes() == 0 || ratio_ppm < compaction.min_cleanable_dirty_ppm) {
             return Ok(None);
         }
+        let started = std::time::Instant::now();
         let done = cleaner.run(plan).await?;
         let mut log = self.log.lock().await;
         let outcome = log.commit_clean(done).await.map_err(|e| e.to_string())?;
         self.refresh(&log);
-        Ok(Some(outcome))
+        Ok(Some((outcome, started.elapsed())))
     }
 
     /// DeleteRecords on the leader: moves the log start to `offset`, durably, and deletes
