@@ -29,6 +29,8 @@ pub const LOG_CLEANER_THREADS_MAX: usize = 16;
 /// Least and most bytes of the cleaner's maps (`log.cleaner.dedupe.buffer.size`).
 pub const LOG_CLEANER_DEDUPE_BYTES_MIN: u64 = 1024 * 1024;
 pub const LOG_CLEANER_DEDUPE_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
+/// Largest `offsets.retention.minutes` (Kafka takes an int: 2^31 - 1 minutes).
+pub const OFFSETS_RETENTION_MINUTES_MAX: u64 = i32::MAX as u64;
 
 /// The settings of a running broker, validated.
 #[derive(Debug, Clone)]
@@ -74,6 +76,8 @@ pub struct BrokerConfig {
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
     pub group_initial_rebalance_delay_ms: u64,
+    pub offsets_retention_minutes: u64,
+    pub offsets_retention_check_interval_ms: u64,
     pub offsets_topic_partitions: i32,
     /// The cluster file when running as one broker of a cluster.
     pub cluster: Option<PathBuf>,
@@ -123,6 +127,8 @@ pub struct FileConfig {
     pub group_min_session_timeout_ms: Option<i32>,
     pub group_max_session_timeout_ms: Option<i32>,
     pub group_initial_rebalance_delay_ms: Option<u64>,
+    pub offsets_retention_minutes: Option<u64>,
+    pub offsets_retention_check_interval_ms: Option<u64>,
     pub offsets_topic_partitions: Option<i32>,
     pub cluster: Option<PathBuf>,
     pub replica_lag_time_max_ms: Option<u64>,
@@ -234,6 +240,15 @@ pub struct ServeArgs {
     /// How long a new group's first rebalance waits for more members, ms [default: 1000].
     #[arg(long)]
     pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// How long the committed offsets of a group nobody reads are kept, minutes
+    /// (`offsets.retention.minutes`: an empty group's since it became empty, a standalone
+    /// consumer's since each commit) [default: 10080, 7 days].
+    #[arg(long)]
+    pub offsets_retention_minutes: Option<u64>,
+    /// How often committed offsets are checked for expiry, ms
+    /// (`offsets.retention.check.interval.ms`) [default: 600000].
+    #[arg(long)]
+    pub offsets_retention_check_interval_ms: Option<u64>,
     /// Partitions of `__consumer_offsets` when it is first created [default: 8].
     #[arg(long)]
     pub offsets_topic_partitions: Option<i32>,
@@ -414,6 +429,14 @@ impl ServeArgs {
                 .group_initial_rebalance_delay_ms
                 .or(file.group_initial_rebalance_delay_ms)
                 .unwrap_or(1000),
+            offsets_retention_minutes: self
+                .offsets_retention_minutes
+                .or(file.offsets_retention_minutes)
+                .unwrap_or(10_080),
+            offsets_retention_check_interval_ms: self
+                .offsets_retention_check_interval_ms
+                .or(file.offsets_retention_check_interval_ms)
+                .unwrap_or(600_000),
             offsets_topic_partitions: self
                 .offsets_topic_partitions
                 .or(file.offsets_topic_partitions)
@@ -543,6 +566,16 @@ impl BrokerConfig {
         }
         if self.group_initial_rebalance_delay_ms > 300_000 {
             invalid!("group-initial-rebalance-delay-ms must be at most 300000");
+        }
+        // Kafka's bounds: at least 1 each (and minutes that fit in ms).
+        if !(1..=OFFSETS_RETENTION_MINUTES_MAX).contains(&self.offsets_retention_minutes) {
+            invalid!(
+                "offsets-retention-minutes must be between 1 and {OFFSETS_RETENTION_MINUTES_MAX}, got {}",
+                self.offsets_retention_minutes
+            );
+        }
+        if self.offsets_retention_check_interval_ms < 1 {
+            invalid!("offsets-retention-check-interval-ms must be at least 1");
         }
         if !(1..=1000).contains(&self.offsets_topic_partitions) {
             invalid!(

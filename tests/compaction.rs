@@ -401,3 +401,30 @@ fn an_expired_tombstone_goes_without_new_writes() {
         || (read() == "b=2\nc=3\n").then_some(()),
     );
 }
+
+#[test]
+fn expired_offsets_leave_tombstones_and_their_group_goes() {
+    // Kafka's smallest retention, one minute, checked every half second.
+    let args = ["--offsets-retention-minutes", "1", "--offsets-retention-check-interval-ms", "500"];
+    let mut broker = TestBroker::start_with("compaction-expiry", &args);
+    let b = broker.bootstrap();
+    create_topic(&broker, "read-once", 1, &[]);
+    // A standalone consumer's commit (no group membership): it expires a minute after.
+    python_ok("offsets_log.py", &["commit", &b, "forgotten", "read-once", "1", "7"]);
+    let listed = |b: &str| {
+        let out = fjord(&["group", "list", "-b", b]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(listed(&b).contains("forgotten"), "{}", listed(&b));
+    wait_until("the expired group to go", Duration::from_secs(120), || {
+        (!listed(&b).contains("forgotten")).then_some(())
+    });
+    // Each commit and then the expiry's tombstone, in the log (the topic is not cleaned:
+    // its segments do not roll in this test).
+    assert_eq!(offsets_records_of(&broker, "forgotten"), 8, "7 commits and 1 tombstone");
+    broker.restart();
+    let b = broker.bootstrap();
+    assert!(!listed(&b).contains("forgotten"), "the replay brings the group back: {}", listed(&b));
+    let log = broker.stderr();
+    assert!(log.contains("committed offsets expired"), "{log}");
+}

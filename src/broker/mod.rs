@@ -497,6 +497,8 @@ impl Broker {
             session_timeout_ms_max: self.config.group_max_session_timeout_ms,
             initial_rebalance_delay_ms: self.config.group_initial_rebalance_delay_ms,
             appended: std::sync::Arc::clone(&self.data_arrived),
+            offsets_retention_ms: self.config.offsets_retention_minutes.saturating_mul(60_000),
+            offsets_retention_check_interval_ms: self.config.offsets_retention_check_interval_ms,
         }
     }
 

@@ -168,6 +168,11 @@ impl Coordinator {
     /// Session expiry and join/sync deadlines; run every `TICK_MS`.
     pub fn tick(&self) {
         let now = Instant::now();
+        let interval = Duration::from_millis(self.config.offsets_retention_check_interval_ms);
+        if now.duration_since(self.expiry_checked.get()) >= interval {
+            self.expiry_checked.set(now);
+            self.expire_offsets();
+        }
         let mut groups = self.groups.borrow_mut();
         for (group_id, group) in groups.iter_mut() {
             // Member ids handed out but never used (a client that gave up) expire.

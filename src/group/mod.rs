@@ -47,6 +47,7 @@ use crate::ids::java_string_hash;
 use crate::partition::Partition;
 
 mod description;
+mod expiry;
 mod join;
 mod loading;
 mod membership;
@@ -101,6 +102,11 @@ pub struct GroupConfig {
     /// `__consumer_offsets` as a produce notifies it: a follower's fetch parked on an
     /// offsets partition must come back at once, since the commit waits for it.
     pub appended: std::sync::Arc<tokio::sync::Notify>,
+    /// How long committed offsets nobody reads are kept (Kafka's `offsets.retention.minutes`,
+    /// in ms here; `expiry.rs`).
+    pub offsets_retention_ms: u64,
+    /// How often offsets are checked for expiry (`offsets.retention.check.interval.ms`).
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,6 +278,8 @@ pub struct Coordinator {
     next_member_seq: std::cell::Cell<u64>,
     /// In-sync replicas a commit needs (`min.insync.replicas`).
     pub commit_min_insync: std::cell::Cell<i32>,
+    /// When the timers last looked for expired offsets.
+    expiry_checked: std::cell::Cell<Instant>,
 }
 
 /// Java's `String.hashCode`, as Kafka uses it to place a group in `__consumer_offsets`.
@@ -301,6 +309,7 @@ impl Coordinator {
             owned: RefCell::new(std::collections::BTreeSet::new()),
             next_member_seq: std::cell::Cell::new(0),
             commit_min_insync: std::cell::Cell::new(1),
+            expiry_checked: std::cell::Cell::new(Instant::now()),
         });
         if own_all {
             let partitions = coordinator.offsets_log.borrow().clone();
