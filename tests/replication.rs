@@ -3727,3 +3727,55 @@ fn check_replicas_identical(
         }
     }
 }
+
+#[test]
+fn every_replica_of_a_compacted_partition_cleans_its_own_log() {
+    let shards = SHARDS.to_string();
+    let args = ["--shards", shards.as_str(), "--retention-check-interval-ms", "200"];
+    let cluster = Cluster::up_in(fresh_dir("compacted"), None, &args);
+    let configs = ["cleanup.policy=compact", "segment.ms=100", "min.cleanable.dirty.ratio=0.01"];
+    cluster.create_topic("kept", 1, &configs);
+    // Ten bursts of 200 updates over 20 keys, apart enough for the segments to roll
+    // between them (on the leader as it appends, on the followers as they copy).
+    let produce = |lines: String| {
+        crate::support::kcat_ok(
+            &["-P", "-b", &cluster.bootstrap, "-t", "kept", "-K:", "-X", "acks=all"],
+            Some(lines.as_bytes()),
+        )
+    };
+    let value = "v".repeat(100);
+    for burst in 0..10 {
+        produce((0..200).map(|i| format!("k{}:{burst}-{i}-{value}\n", i % 20)).collect());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    produce("last:one\n".to_string());
+    // About 250 KB were written to each replica; cleaned, the 20 keys' last values and the
+    // active segment are a small part of that. Followers clean their own copies: only the
+    // leader's log changes through fetches, never through another replica's cleaner.
+    for id in 0..BROKERS {
+        let cleaned = try_until(Duration::from_secs(60), || {
+            cluster.log_bytes(id, "kept", 0).len() < 60_000
+        });
+        let size = cluster.log_bytes(id, "kept", 0).len();
+        assert!(cleaned, "broker {id}'s replica holds {size} bytes: not cleaned");
+        let cleaned_here = try_until(Duration::from_secs(30), || {
+            let log = std::fs::read_to_string(cluster.dir.join(format!("broker-{id}.log")));
+            plain(&log.unwrap_or_default())
+                .lines()
+                .any(|line| line.contains(" compacted ") && line.contains("partition=kept-0"))
+        });
+        assert!(cleaned_here, "broker {id} logged no pass of its own over kept-0");
+    }
+    // Whichever replica leads, a consumer from the start gets each key's last value.
+    let read = crate::support::kcat_ok(
+        &["-C", "-b", &cluster.bootstrap, "-t", "kept", "-e", "-f", "%k=%s\n"],
+        None,
+    );
+    let text = String::from_utf8_lossy(&read).to_string();
+    for key in 0..20 {
+        let values: Vec<&str> =
+            text.lines().filter_map(|l| l.strip_prefix(&format!("k{key}="))).collect();
+        assert_eq!(values.len(), 1, "k{key}: {values:?}");
+        assert!(values[0].starts_with(&format!("9-{}", 180 + key)), "k{key}: {values:?}");
+    }
+}

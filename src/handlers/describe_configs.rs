@@ -247,6 +247,7 @@ fn config_type(name: &str) -> i8 {
     const STRING: i8 = 2;
     const INT: i8 = 3;
     const LONG: i8 = 5;
+    const DOUBLE: i8 = 6;
     const LIST: i8 = 7;
     let def = topic_configs::find(name)
         .or_else(|| dynamic::topic_config_of(name).and_then(topic_configs::find));
@@ -256,9 +257,18 @@ fn config_type(name: &str) -> i8 {
     match name {
         "auto.create.topics.enable" => BOOLEAN,
         "log.dirs" => LIST,
-        "log.retention.check.interval.ms" => LONG,
+        "log.retention.check.interval.ms"
+        | "log.cleaner.dedupe.buffer.size"
+        | "offsets.retention.check.interval.ms" => LONG,
+        "log.cleaner.io.max.bytes.per.second" => DOUBLE,
         throttle::LEADER_RATE | throttle::FOLLOWER_RATE => LONG,
-        "broker.id" | "num.partitions" | "socket.request.max.bytes" | "max.connections" => INT,
+        "broker.id"
+        | "num.partitions"
+        | "socket.request.max.bytes"
+        | "max.connections"
+        | "log.cleaner.threads"
+        | "offsets.topic.num.partitions"
+        | "offsets.retention.minutes" => INT,
         _ => STRING,
     }
 }
@@ -327,5 +337,19 @@ fn broker_configs(broker: &Broker) -> Vec<(String, String)> {
         ("log.flush.interval.ms".to_string(), opt(c.flush_interval_ms)),
         ("message.max.bytes".to_string(), c.message_max_bytes.to_string()),
         ("min.insync.replicas".to_string(), c.min_insync_replicas.to_string()),
+        ("log.cleaner.threads".to_string(), c.log_cleaner_threads.to_string()),
+        (
+            "log.cleaner.io.max.bytes.per.second".to_string(),
+            // Kafka's default is Double.MAX_VALUE, shown as Java prints it.
+            c.log_cleaner_io_max_bytes_per_second
+                .map_or("1.7976931348623157E308".to_string(), |v| format!("{:?}", v as f64)),
+        ),
+        ("log.cleaner.dedupe.buffer.size".to_string(), c.log_cleaner_dedupe_buffer_size.to_string()),
+        ("offsets.topic.num.partitions".to_string(), c.offsets_topic_partitions.to_string()),
+        ("offsets.retention.minutes".to_string(), c.offsets_retention_minutes.to_string()),
+        (
+            "offsets.retention.check.interval.ms".to_string(),
+            c.offsets_retention_check_interval_ms.to_string(),
+        ),
     ]
 }
