@@ -3753,9 +3753,8 @@ fn every_replica_of_a_compacted_partition_cleans_its_own_log() {
     // active segment are a small part of that. Followers clean their own copies: only the
     // leader's log changes through fetches, never through another replica's cleaner.
     for id in 0..BROKERS {
-        let cleaned = try_until(Duration::from_secs(60), || {
-            cluster.log_bytes(id, "kept", 0).len() < 60_000
-        });
+        let cleaned =
+            try_until(Duration::from_secs(60), || cluster.log_bytes(id, "kept", 0).len() < 60_000);
         let size = cluster.log_bytes(id, "kept", 0).len();
         assert!(cleaned, "broker {id}'s replica holds {size} bytes: not cleaned");
         let cleaned_here = try_until(Duration::from_secs(30), || {

@@ -344,7 +344,10 @@ fn broker_configs(broker: &Broker) -> Vec<(String, String)> {
             c.log_cleaner_io_max_bytes_per_second
                 .map_or("1.7976931348623157E308".to_string(), |v| format!("{:?}", v as f64)),
         ),
-        ("log.cleaner.dedupe.buffer.size".to_string(), c.log_cleaner_dedupe_buffer_size.to_string()),
+        (
+            "log.cleaner.dedupe.buffer.size".to_string(),
+            c.log_cleaner_dedupe_buffer_size.to_string(),
+        ),
         ("offsets.topic.num.partitions".to_string(), c.offsets_topic_partitions.to_string()),
         ("offsets.retention.minutes".to_string(), c.offsets_retention_minutes.to_string()),
         (
