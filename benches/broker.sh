@@ -42,7 +42,7 @@ fresh() {
     sync
 }
 # The sum of a topic's end offsets, from `fjord topic describe`.
-end_offsets() { "$FJORD" topic describe "$1" -b "$B" | awk 'NR > 2 { sum += $4 } END { print sum + 0 }'; }
+end_offsets() { "$FJORD" topic describe "$1" -b "$B" | awk 'NR > 2 && NF == 0 { exit } NR > 2 { sum += $4 } END { print sum + 0 }'; }
 # Drops the page cache of every file under a directory (written back first), so reads go
 # to the disk. posix_fadvise needs no root and touches only these files.
 evict() {

@@ -315,9 +315,12 @@ const DELETE_BEFORE: i64 = 4;
 fn described_offsets(bootstrap: &str, topic: &str) -> Vec<(i32, i64, i64)> {
     let out = fjord(&["topic", "describe", topic, "-b", bootstrap]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The partition rows: after the two header lines, up to the first that is not one
+    // (configs and, for a compacted topic, the cleaning follow).
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .skip(2)
+        .take_while(|line| line.split_whitespace().next().is_some_and(|f| f.parse::<i32>().is_ok()))
         .map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
             let number = |i: usize| f[i].parse::<i64>().unwrap_or_else(|_| panic!("{line:?}"));

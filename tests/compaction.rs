@@ -400,6 +400,15 @@ fn an_expired_tombstone_goes_without_new_writes() {
         Duration::from_secs(60),
         || (read() == "b=2\nc=3\n").then_some(()),
     );
+    // Offsets 0 (a:1) and 2 (the tombstone) are gone: a consumer positioned on one of them
+    // gets the next record there is.
+    for (from, expected) in [("0", "1 b=2\n3 c=3\n"), ("2", "3 c=3\n")] {
+        let out = kcat_ok(
+            &["-C", "-b", &b, "-t", "expiring", "-p", "0", "-o", from, "-e", "-f", "%o %k=%s\n"],
+            None,
+        );
+        assert_eq!(String::from_utf8_lossy(&out), expected, "read from offset {from}");
+    }
 }
 
 #[test]

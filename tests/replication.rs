@@ -2899,6 +2899,9 @@ fn a_group_keeps_its_generation_across_coordinator_failover() {
             .collect();
         seen.len() >= total || lines.iter().any(|out| count(out, "commit-failed") > 0)
     });
+    // What the members printed before they were told to stop: once one of them leaves,
+    // the other may be handed its partitions before it sees the stop file itself.
+    let before_stop: Vec<usize> = lines.iter().map(Vec::len).collect();
     std::fs::write(&stop, b"").expect("stop file");
     for (member, out) in members.into_iter().zip(lines.iter_mut()) {
         let (status, rest, stderr) = member.finish();
@@ -2907,8 +2910,8 @@ fn a_group_keeps_its_generation_across_coordinator_failover() {
     }
     for (n, out) in lines.iter().enumerate() {
         let text = out.join("\n");
-        // close() revokes the assignment: only what came before counts.
-        let after_settle = &out[settled[n]..];
+        // close() revokes the assignment: only what came before the stop counts.
+        let after_settle = &out[settled[n]..before_stop[n]];
         let rebalances: Vec<&String> = after_settle
             .iter()
             .take_while(|l| *l != "stopping")

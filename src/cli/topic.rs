@@ -352,6 +352,7 @@ fn describe(name: &str, bootstrap: &str) -> Result<(), CliError> {
     }
     let overrides = topic_overrides(&mut client, name)?;
     if !overrides.is_empty() {
+        println!();
         let pairs: Vec<String> = overrides.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("configs: {}", pairs.join(" "));
     }
@@ -421,6 +422,7 @@ fn describe_cleaning(client: &mut Client, name: &str, led: &[(i32, i32)]) -> Res
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
+    println!();
     println!("cleaning:");
     println!(
         "{:>9}  {:>9}  {:>18}  {:>15}  {:>12}",
