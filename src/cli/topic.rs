@@ -399,14 +399,22 @@ fn describe_cleaning(client: &mut Client, name: &str, led: &[(i32, i32)]) -> Res
     for (partition, leader) in led.iter().filter(|(_, leader)| *leader >= 0) {
         by_leader.entry(*leader).or_default().push(*partition);
     }
-    let mut statuses = std::collections::BTreeMap::new();
+    // Every partition is listed; one whose leader does not answer shows `unknown`.
+    let mut statuses: std::collections::BTreeMap<i32, Option<CleanerStatus>> =
+        led.iter().map(|(partition, _)| (*partition, None)).collect();
     for (leader, partitions) in by_leader {
         let mut topic = DescribableLogDirTopic::default();
         topic.topic = TopicName(name.to_string().into());
         topic.partitions = partitions;
         let mut request = DescribeLogDirsRequest::default();
         request.topics = Some(vec![topic]);
-        let response = client.send(leader, &request)?;
+        let response = match client.send(leader, &request) {
+            Ok(response) => response,
+            Err(error) => {
+                eprintln!("fjord: broker {leader} did not tell its cleaning: {}", error.message);
+                continue;
+            }
+        };
         for dir in &response.results {
             for found in dir.topics.iter().filter(|t| t.name.as_str() == name) {
                 for partition in &found.partitions {

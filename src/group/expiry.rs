@@ -26,6 +26,12 @@ use super::offsets_record::{encode_key, encode_value};
 use super::{Committed, Coordinator, Group, GroupState};
 use crate::clock::now_ms;
 
+/// How long the expiry waits for commits that raced its tombstones (a commit waits at
+/// most its replication timeout, 10 s).
+const PENDING_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often it looks whether they are done.
+const PENDING_POLL_MS: u64 = 10;
+
 /// One group's offsets to expire: each partition with the commit that expired (a newer
 /// commit meanwhile keeps its partition).
 type Expiring = Vec<((String, i32), Committed)>;
@@ -69,22 +75,53 @@ impl Coordinator {
         let retention_ms = i64::try_from(self.config.offsets_retention_ms).unwrap_or(i64::MAX);
         let (now, now_ms) = (Instant::now(), now_ms());
         let mut due: HashMap<String, Expiring> = HashMap::new();
+        let pending = self.pending_commits.borrow();
         for (group_id, group) in self.groups.borrow().iter() {
-            if !self.owns(group_id) {
+            if !self.owns(group_id) || self.expiring_groups.borrow().contains(group_id) {
                 continue;
             }
-            let expiring = expiring(group, now, now_ms, retention_ms);
+            let mut expiring = expiring(group, now, now_ms, retention_ms);
+            // A partition with a commit on its way is not expired (Kafka's rule too).
+            expiring.retain(|((topic, partition), _)| {
+                !pending.contains_key(&(group_id.clone(), topic.clone(), *partition))
+            });
             if !expiring.is_empty() {
                 due.insert(group_id.clone(), expiring);
             }
         }
+        drop(pending);
         let Some(coordinator) = self.me.upgrade() else { return };
         for (group_id, expiring) in due {
             let coordinator = coordinator.clone();
+            self.expiring_groups.borrow_mut().insert(group_id.clone());
             fjord_storage::io::spawn(async move {
                 coordinator.expire(&group_id, expiring).await;
+                coordinator.expiring_groups.borrow_mut().remove(&group_id);
             });
         }
+    }
+
+    /// Marks (or unmarks) commits on their way to the log.
+    pub(super) fn set_pending(&self, keys: &[(String, String, i32)], pending: bool) {
+        let mut map = self.pending_commits.borrow_mut();
+        for key in keys {
+            if pending {
+                *map.entry(key.clone()).or_insert(0) += 1;
+            } else if let Some(count) = map.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Whether a commit to one of `expiring`'s partitions of `group_id` is on its way.
+    fn any_pending(&self, group_id: &str, expiring: &Expiring) -> bool {
+        let map = self.pending_commits.borrow();
+        expiring.iter().any(|((topic, partition), _)| {
+            map.contains_key(&(group_id.to_string(), topic.clone(), *partition))
+        })
     }
 
     async fn expire(&self, group_id: &str, expiring: Expiring) {
@@ -96,9 +133,14 @@ impl Coordinator {
             warn!(group = group_id, ?error, "cannot store the tombstones of expired offsets");
             return;
         }
-        // A commit that came in while the tombstones were stored stays; its record may
-        // precede them in the log, so it is stored again after them (a replay must end
-        // with it too).
+        // A commit that started after the selection may have its record before or after
+        // the tombstones: let it finish, then what memory holds is stored after them.
+        let deadline = Instant::now() + PENDING_WAIT_MAX;
+        while self.any_pending(group_id, &expiring) && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(PENDING_POLL_MS)).await;
+        }
+        // A commit that came in meanwhile stays; its record may precede the tombstones in
+        // the log, so it is stored again after them (a replay must end with it too).
         let recommitted: Vec<(Vec<u8>, Option<Vec<u8>>)> = {
             let mut groups = self.groups.borrow_mut();
             let Some(group) = groups.get_mut(group_id) else { return };
@@ -134,9 +176,12 @@ impl Coordinator {
         let removed = expiring.len() - recommitted.len();
         if !recommitted.is_empty() {
             if let Err(error) = self.append_records(group_id, &recommitted).await {
+                // Memory keeps them; the log ends with their tombstones until the next
+                // commit of these partitions: a failover before then loses them.
                 warn!(
                     group = group_id,
                     ?error,
+                    partitions = recommitted.len(),
                     "cannot store again the offsets committed while others expired"
                 );
             }

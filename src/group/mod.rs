@@ -280,6 +280,11 @@ pub struct Coordinator {
     pub commit_min_insync: std::cell::Cell<i32>,
     /// When the timers last looked for expired offsets.
     expiry_checked: std::cell::Cell<Instant>,
+    /// Commits appended but not yet applied, per (group, topic, partition): expiry leaves
+    /// these partitions alone (`expiry.rs`), as Kafka skips pending commits.
+    pending_commits: RefCell<HashMap<(String, String, i32), u32>>,
+    /// Groups whose expired offsets' tombstones are being stored.
+    expiring_groups: RefCell<std::collections::HashSet<String>>,
 }
 
 /// Java's `String.hashCode`, as Kafka uses it to place a group in `__consumer_offsets`.
@@ -310,6 +315,8 @@ impl Coordinator {
             next_member_seq: std::cell::Cell::new(0),
             commit_min_insync: std::cell::Cell::new(1),
             expiry_checked: std::cell::Cell::new(Instant::now()),
+            pending_commits: RefCell::new(HashMap::new()),
+            expiring_groups: RefCell::new(std::collections::HashSet::new()),
         });
         if own_all {
             let partitions = coordinator.offsets_log.borrow().clone();

@@ -98,7 +98,12 @@ impl Coordinator {
                 (encode_key(group_id, topic, *partition), Some(encode_value(committed)))
             })
             .collect();
-        self.append_records(group_id, &records).await?;
+        let keys: Vec<(String, String, i32)> =
+            commits.iter().map(|(t, p, _)| (group_id.to_string(), t.clone(), *p)).collect();
+        self.set_pending(&keys, true);
+        let appended = self.append_records(group_id, &records).await;
+        self.set_pending(&keys, false);
+        appended?;
         let mut groups = self.groups.borrow_mut();
         let group = groups.entry(group_id.to_string()).or_insert_with(Group::new);
         for (topic, partition, committed) in commits {

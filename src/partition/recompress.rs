@@ -121,33 +121,13 @@ pub(crate) fn keyless_records(records: &[u8]) -> Result<Vec<i32>, Refusal> {
         (ResponseError::CorruptMessage, why)
     })?;
     let malformed = || (ResponseError::CorruptMessage, "malformed records".to_string());
-    let mut keyless = Vec::new();
-    let mut position = 0usize;
-    let mut index = 0i32;
-    while position < body.len() {
-        let (length, used) = batch::read_varint(&body[position..]).ok_or_else(malformed)?;
-        let record = body
-            .get(
-                position + used
-                    ..position + used + usize::try_from(length).map_err(|_| malformed())?,
-            )
-            .ok_or_else(malformed)?;
-        // attributes: i8, timestampDelta: varlong, offsetDelta: varint, then the key's length.
-        let mut at = 1usize;
-        let (_, n) =
-            batch::read_varlong(record.get(at..).ok_or_else(malformed)?).ok_or_else(malformed)?;
-        at += n;
-        let (_, n) =
-            batch::read_varint(record.get(at..).ok_or_else(malformed)?).ok_or_else(malformed)?;
-        at += n;
-        let (key_length, _) =
-            batch::read_varint(record.get(at..).ok_or_else(malformed)?).ok_or_else(malformed)?;
-        if key_length < 0 {
-            keyless.push(index);
-        }
-        position += used + length as usize;
-        index += 1;
-    }
+    let keyless = batch::records(&body)
+        .ok_or_else(malformed)?
+        .iter()
+        .enumerate()
+        .filter(|(_, record)| record.key.is_none())
+        .map(|(index, _)| index as i32)
+        .collect();
     Ok(keyless)
 }
 

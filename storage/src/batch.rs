@@ -358,6 +358,74 @@ pub fn first_record_in(records: &[u8], base_timestamp: i64, timestamp: i64) -> O
     None
 }
 
+/// One record of an uncompressed batch body, as Kafka's record format v2 lays it out:
+/// `length varint | attributes i8 | timestampDelta varlong | offsetDelta varint |
+/// key (varint length, -1 = null) | value (likewise) | headers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// The whole record: its length varint and what follows.
+    pub bytes: &'a [u8],
+    pub timestamp_delta: i64,
+    pub offset_delta: i32,
+    pub key: Option<&'a [u8]>,
+    /// `None` for a null value (a tombstone).
+    pub value: Option<&'a [u8]>,
+}
+
+/// The records of an uncompressed batch body (the bytes after the batch header, or a
+/// compressed batch's once decompressed); `None` if any of them is malformed.
+pub fn records(body: &[u8]) -> Option<Vec<RecordView<'_>>> {
+    // A negative length is a null field, as Kafka's `DefaultRecord.readFrom` reads it.
+    fn field(record: &[u8], at: &mut usize) -> Option<Option<(usize, usize)>> {
+        let (length, used) = read_varint(record.get(*at..)?)?;
+        *at += used;
+        if length < 0 {
+            return Some(None);
+        }
+        let start = *at;
+        *at = start.checked_add(usize::try_from(length).ok()?)?;
+        record.get(start..*at)?;
+        Some(Some((start, *at)))
+    }
+    let mut out = Vec::new();
+    let mut position = 0usize;
+    while position < body.len() {
+        let (length, used) = read_varint(&body[position..])?;
+        let start = position + used;
+        let end = start.checked_add(usize::try_from(length).ok()?)?;
+        let record = body.get(start..end)?;
+        let mut at = 1usize; // attributes
+        let (timestamp_delta, used) = read_varlong(record.get(at..)?)?;
+        at += used;
+        let (offset_delta, used) = read_varint(record.get(at..)?)?;
+        at += used;
+        let key = field(record, &mut at)?.map(|(from, to)| &record[from..to]);
+        let value = field(record, &mut at)?.map(|(from, to)| &record[from..to]);
+        // The headers: each a key and a value; with them the record must end exactly.
+        let (headers, used) = read_varint(record.get(at..)?)?;
+        at += used;
+        for _ in 0..headers.max(0) {
+            field(record, &mut at)?;
+            field(record, &mut at)?;
+            if at > record.len() {
+                return None;
+            }
+        }
+        if at != record.len() {
+            return None;
+        }
+        out.push(RecordView {
+            bytes: &body[position..end],
+            timestamp_delta,
+            offset_delta,
+            key,
+            value,
+        });
+        position = end;
+    }
+    Some(out)
+}
+
 /// Decodes a zig-zag LEB128 varint (at most 5 bytes) -> (value, bytes used).
 pub fn read_varint(bytes: &[u8]) -> Option<(i32, usize)> {
     let (value, used) = read_unsigned(bytes, 5)?;
@@ -517,6 +585,27 @@ pub mod build {
 mod tests {
     use super::build::*;
     use super::*;
+
+    #[test]
+    fn records_are_read_back_as_built_and_a_cut_record_is_malformed() {
+        let built = [
+            Record { key: Some(b"k"), value: Some(b"value"), timestamp_delta: 0 },
+            Record { key: None, value: Some(b""), timestamp_delta: 7 },
+            Record { key: Some(b""), value: None, timestamp_delta: 9 },
+        ];
+        let bytes = batch(&built, 1_000);
+        let body = &bytes[BATCH_HEADER_BYTES..];
+        let read = records(body).expect("well formed");
+        assert_eq!(read.len(), 3);
+        for (i, (record, built)) in read.iter().zip(&built).enumerate() {
+            assert_eq!(record.offset_delta, i as i32);
+            assert_eq!(record.timestamp_delta, built.timestamp_delta);
+            assert_eq!((record.key, record.value), (built.key, built.value), "record {i}");
+        }
+        let whole: usize = read.iter().map(|r| r.bytes.len()).sum();
+        assert_eq!(whole, body.len(), "the records' bytes cover the body");
+        assert_eq!(records(&body[..body.len() - 1]), None, "the last record cut short");
+    }
 
     const MAX: u64 = 1 << 20;
 

@@ -450,3 +450,40 @@ fn a_pass_whose_segments_changed_meanwhile_is_dropped_or_swaps_only_what_is_left
         }
     });
 }
+
+/// A tombstone goes once its own batch is older than `delete.retention.ms`, even when each
+/// pass merges newer segments into the cleaned one that holds it (so that segment's newest
+/// record stays young).
+#[test]
+fn a_tombstone_goes_while_newer_segments_keep_merging_into_its_segment() {
+    block_on(async {
+        let disk = SimDisk::new(7, Faults::none());
+        let clock = SimClock::new(1_000_000);
+        let mut log = open(&disk, &clock).await;
+        let put = |key: &str, value: Option<&[u8]>| {
+            let record = build::Record { key: Some(key.as_bytes()), value, timestamp_delta: 0 };
+            build::batch(&[record], clock.now_ms())
+        };
+        log.append(buf(&put("gone", Some(b"v"))), 0).await.expect("append");
+        log.append(buf(&put("gone", None)), 0).await.expect("append");
+        log.roll().await.expect("roll");
+        // Every tenth of the retention, one more small segment; each pass merges it in.
+        for round in 0..30 {
+            clock.advance(DELETE_RETENTION_MS / 10);
+            let key = format!("fresh-{round}");
+            log.append(buf(&put(&key, Some(b"v"))), 0).await.expect("append");
+            log.roll().await.expect("roll");
+            let end = log.log_end_offset();
+            log.clean(&options(end, 1 << 20)).await.expect("clean");
+        }
+        let records = read_records(&mut log).await;
+        assert!(
+            log.segments().len() <= 3,
+            "the small segments were merged: {}",
+            log.segments().len()
+        );
+        let gone: Vec<_> =
+            records.iter().filter(|r| r.1.as_deref() == Some(b"gone".as_slice())).collect();
+        assert!(gone.is_empty(), "the tombstone is still there three retentions later: {gone:?}");
+    });
+}

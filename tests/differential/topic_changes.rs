@@ -77,6 +77,9 @@ fn incremental_of(
 /// broker applies the controller's records asynchronously), and how often it is asked.
 const CONFIG_SETTLE_MS_MAX: u64 = 5_000;
 const CONFIG_POLL_MS: u64 = 100;
+/// Answers in a row that must agree before one is taken as settled: a loaded Kafka broker
+/// can repeat its answer from before the change for a few polls before it applies it.
+const CONFIG_STABLE_POLLS: u32 = 5;
 
 /// DescribeConfigs (the newest version) of the configs the cases change, once two answers
 /// in a row agree (Kafka shows a change a moment after it acknowledged it).
@@ -109,10 +112,12 @@ fn describe_settled(
     };
     let deadline = Instant::now() + Duration::from_millis(CONFIG_SETTLE_MS_MAX);
     let mut answer = ask(session);
+    let mut same = 0;
     loop {
         std::thread::sleep(Duration::from_millis(CONFIG_POLL_MS));
         let next = ask(session);
-        if next == answer || Instant::now() >= deadline {
+        same = if next == answer { same + 1 } else { 0 };
+        if same >= CONFIG_STABLE_POLLS || Instant::now() >= deadline {
             break;
         }
         answer = next;

@@ -11,7 +11,9 @@
 //!    full the pass stops mapping there and cleans up to that point, the next pass goes on.
 //! 3. Every closed segment up to the mapped end is rewritten: a record stays if no later
 //!    record of its key is mapped, except a tombstone (a null value) in a segment that was
-//!    clean before this pass and whose newest record is older than `delete.retention.ms`.
+//!    clean before this pass, in a batch whose newest record is older than
+//!    `delete.retention.ms` (the batch's, not the segment's: merging newer segments into a
+//!    cleaned one would otherwise keep its tombstones young forever).
 //!    Records beyond the mapped end stay. Offsets never change. Consecutive segments that
 //!    together hold at most `segment.bytes` (and span fewer than 2^31 offsets) are cleaned
 //!    into one, named after the first, as Kafka's `groupSegmentsBySize` groups them: a log
@@ -50,7 +52,7 @@ use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
 use crate::batch::{
-    read_varint, read_varlong, BatchHeader, BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES,
+    records, BatchHeader, RecordView, BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES,
 };
 use crate::clock::Clock;
 use crate::disk::{Disk, DiskFile};
@@ -140,52 +142,6 @@ pub struct CleanOutcome {
     /// When a tombstone this pass kept in the clean part becomes old enough to go
     /// (`delete.retention.ms` past its segment's newest record); `None` if it kept none.
     pub tombstones_due_ms: Option<i64>,
-}
-
-/// One record of an uncompressed batch, as found in its body.
-struct RecordView<'a> {
-    /// The whole record: its length varint and what follows.
-    bytes: &'a [u8],
-    offset_delta: i32,
-    timestamp_delta: i64,
-    key: Option<&'a [u8]>,
-    tombstone: bool,
-}
-
-/// The records of an uncompressed batch body; `None` when malformed.
-fn records(body: &[u8]) -> Option<Vec<RecordView<'_>>> {
-    let mut out = Vec::new();
-    let mut position = 0usize;
-    while position < body.len() {
-        let (length, used) = read_varint(&body[position..])?;
-        let start = position + used;
-        let end = start.checked_add(usize::try_from(length).ok()?)?;
-        let record = body.get(start..end)?;
-        let mut at = 1usize; // attributes
-        let (timestamp_delta, used) = read_varlong(record.get(at..)?)?;
-        at += used;
-        let (offset_delta, used) = read_varint(record.get(at..)?)?;
-        at += used;
-        let (key_len, used) = read_varint(record.get(at..)?)?;
-        at += used;
-        let key = if key_len < 0 {
-            None
-        } else {
-            let key = record.get(at..at + key_len as usize)?;
-            at += key_len as usize;
-            Some(key)
-        };
-        let (value_len, _) = read_varint(record.get(at..)?)?;
-        out.push(RecordView {
-            bytes: &body[position..end],
-            offset_delta,
-            timestamp_delta,
-            key,
-            tombstone: value_len < 0,
-        });
-        position = end;
-    }
-    Some(out)
 }
 
 /// The key -> last offset map of a pass, bounded in bytes.
@@ -299,8 +255,9 @@ struct Rewriter {
     /// A run of removed batches not yet written: (base, last, max timestamp, leader epoch).
     removed: Option<(i64, i64, i64, i32)>,
     records_removed: u64,
-    /// A tombstone below the mapped end stayed (too young to go).
-    tombstones_kept: bool,
+    /// When the first tombstone that stayed below the mapped end may go: its batch's
+    /// newest timestamp plus `delete.retention.ms`, plus one.
+    tombstones_due_ms: Option<i64>,
 }
 
 impl Rewriter {
@@ -325,13 +282,23 @@ impl Rewriter {
     }
 }
 
+/// When a batch's tombstones may go (the module's rules).
+#[derive(Debug, Clone, Copy)]
+struct TombstoneRule {
+    /// The batch's segment was clean before this pass.
+    clean_before: bool,
+    /// A batch whose newest timestamp is older than this is past `delete.retention.ms`.
+    horizon: i64,
+    retention_ms: i64,
+}
+
 /// Rewrites one batch with the records that stay (see the module's rules); a compressed
 /// batch's kept records are compressed again with its own codec.
 fn clean_batch(
     batch: &[u8],
     map: &OffsetMap,
     mapped_end: i64,
-    drop_tombstones: bool,
+    tombstones: TombstoneRule,
     codec: Option<&dyn RecordsCodec>,
     rewriter: &mut Rewriter,
 ) -> std::result::Result<(), String> {
@@ -344,6 +311,10 @@ fn clean_batch(
     let base = header.base_offset.get();
     let base_timestamp = header.base_timestamp.get();
     let all = records(&body).ok_or("malformed records")?;
+    // Decided per batch, by its newest timestamp: a segment's would move with every merge
+    // of newer segments into it, and its tombstones would never be old enough.
+    let drop_tombstones =
+        tombstones.clean_before && header.max_timestamp.get() < tombstones.horizon;
     let mut tombstones_kept = false;
     let kept: Vec<&RecordView<'_>> = all
         .iter()
@@ -356,14 +327,18 @@ fn clean_batch(
             if map.latest(key).is_some_and(|latest| offset < latest) {
                 return false;
             }
-            if record.tombstone && !drop_tombstones {
+            if record.value.is_none() && !drop_tombstones {
                 tombstones_kept = true;
             }
-            !(record.tombstone && drop_tombstones)
+            !(record.value.is_none() && drop_tombstones)
         })
         .collect();
     rewriter.records_removed += (all.len() - kept.len()) as u64;
-    rewriter.tombstones_kept |= tombstones_kept;
+    if tombstones_kept {
+        let due =
+            header.max_timestamp.get().saturating_add(tombstones.retention_ms).saturating_add(1);
+        rewriter.tombstones_due_ms = Some(rewriter.tombstones_due_ms.map_or(due, |d| d.min(due)));
+    }
     if kept.len() == all.len() {
         rewriter.keep(batch.to_vec());
     } else if !kept.is_empty() || header.producer_id.get() >= 0 {
@@ -544,16 +519,20 @@ impl CleanPlan {
                 out: Vec::new(),
                 removed: None,
                 records_removed: 0,
-                tombstones_kept: false,
+                tombstones_due_ms: None,
             };
             for index in group.clone() {
                 let (file, old) = (&files[index], self.segments[index]);
                 // Tombstones go only from segments a pass cleaned before, once old enough.
-                let drop_tombstones = index < self.first_dirty && old.max_timestamp < horizon;
+                let tombstones = TombstoneRule {
+                    clean_before: index < self.first_dirty,
+                    horizon,
+                    retention_ms: retention,
+                };
                 let mut failed = None;
                 for_each_batch(file, old.size, |batch| {
                     if let Err(reason) =
-                        clean_batch(batch, &map, mapped_end, drop_tombstones, codec, &mut rewriter)
+                        clean_batch(batch, &map, mapped_end, tombstones, codec, &mut rewriter)
                     {
                         failed = Some(reason);
                         return Ok(false);
@@ -573,10 +552,7 @@ impl CleanPlan {
             let members = &self.segments[group.clone()];
             let bytes_before: u64 = members.iter().map(|s| s.size).sum();
             let first = members[0];
-            if rewriter.tombstones_kept {
-                // Old enough once the cleaned segment's newest record is (the rule above).
-                let newest = members.iter().map(|s| s.max_timestamp).max().unwrap_or(i64::MIN);
-                let due = newest.saturating_add(retention).saturating_add(1);
+            if let Some(due) = rewriter.tombstones_due_ms {
                 outcome.tombstones_due_ms =
                     Some(outcome.tombstones_due_ms.map_or(due, |d: i64| d.min(due)));
             }
@@ -726,6 +702,13 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         // there has all its parts.
         let (still_there, dropped): (Vec<CleanedSegment>, Vec<CleanedSegment>) =
             cleaned.into_iter().partition(|c| unchanged && !gone(&c.first));
+        // A merged copy dropped because its first segment went leaves its other segments
+        // uncleaned: the next pass must see them as dirty again.
+        let survivors = dropped
+            .iter()
+            .flat_map(|c| c.absorbed.iter())
+            .filter(|base| closed.iter().any(|s| s.base_offset() == **base));
+        let cap = survivors.min().copied().unwrap_or(i64::MAX).max(plan.cleaned_to);
         for c in &dropped {
             for extension in ["log", "index", "timeindex"] {
                 let removed =
@@ -740,7 +723,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         if !still_there.is_empty() {
             self.swap(&cleaning, &still_there).await?;
         }
-        let mapped_end = outcome.cleaned_to.max(plan.cleaned_to);
+        let mapped_end = outcome.cleaned_to.min(cap).max(plan.cleaned_to);
         self.tombstones_due_ms = Some(outcome.tombstones_due_ms.unwrap_or(i64::MAX));
         self.write_cleaned_to(mapped_end).await?;
         self.cleaned_to = mapped_end;
