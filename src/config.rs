@@ -79,6 +79,16 @@ pub struct BrokerConfig {
     pub offsets_retention_minutes: u64,
     pub offsets_retention_check_interval_ms: u64,
     pub offsets_topic_partitions: i32,
+    /// Partitions of `__transaction_state` when it is first created.
+    pub transaction_state_partitions: i32,
+    /// The longest transaction timeout a producer may ask for (`transaction.max.timeout.ms`).
+    pub transaction_max_timeout_ms: i32,
+    /// How long a transactional id without transactions is kept
+    /// (`transactional.id.expiration.ms`).
+    pub transactional_id_expiration_ms: u64,
+    /// How often open transactions are checked against their timeout
+    /// (`transaction.abort.timed.out.transaction.cleanup.interval.ms`).
+    pub transaction_check_interval_ms: u64,
     /// The cluster file when running as one broker of a cluster.
     pub cluster: Option<PathBuf>,
     /// A follower that has not caught up for this long leaves the in-sync set.
@@ -130,6 +140,10 @@ pub struct FileConfig {
     pub offsets_retention_minutes: Option<u64>,
     pub offsets_retention_check_interval_ms: Option<u64>,
     pub offsets_topic_partitions: Option<i32>,
+    pub transaction_state_partitions: Option<i32>,
+    pub transaction_max_timeout_ms: Option<i32>,
+    pub transactional_id_expiration_ms: Option<u64>,
+    pub transaction_check_interval_ms: Option<u64>,
     pub cluster: Option<PathBuf>,
     pub replica_lag_time_max_ms: Option<u64>,
     pub auto_leader_rebalance_enable: Option<bool>,
@@ -252,6 +266,22 @@ pub struct ServeArgs {
     /// Partitions of `__consumer_offsets` when it is first created [default: 8].
     #[arg(long)]
     pub offsets_topic_partitions: Option<i32>,
+    /// Partitions of `__transaction_state` when it is first created (at the first
+    /// transactional producer) [default: 50].
+    #[arg(long)]
+    pub transaction_state_partitions: Option<i32>,
+    /// The longest transaction timeout a producer may ask for, ms
+    /// (`transaction.max.timeout.ms`) [default: 900000].
+    #[arg(long)]
+    pub transaction_max_timeout_ms: Option<i32>,
+    /// How long a transactional id without transactions is kept, ms
+    /// (`transactional.id.expiration.ms`) [default: 604800000, 7 days].
+    #[arg(long)]
+    pub transactional_id_expiration_ms: Option<u64>,
+    /// How often open transactions are checked against their timeout, ms (Kafka's
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`) [default: 10000].
+    #[arg(long)]
+    pub transaction_check_interval_ms: Option<u64>,
     /// Run as one broker of the cluster described by this file (see `fjord cluster up`);
     /// the listen address and data dir then come from the file's entry for --broker-id.
     #[arg(long, value_name = "FILE")]
@@ -441,6 +471,22 @@ impl ServeArgs {
                 .offsets_topic_partitions
                 .or(file.offsets_topic_partitions)
                 .unwrap_or(8),
+            transaction_state_partitions: self
+                .transaction_state_partitions
+                .or(file.transaction_state_partitions)
+                .unwrap_or(50),
+            transaction_max_timeout_ms: self
+                .transaction_max_timeout_ms
+                .or(file.transaction_max_timeout_ms)
+                .unwrap_or(900_000),
+            transactional_id_expiration_ms: self
+                .transactional_id_expiration_ms
+                .or(file.transactional_id_expiration_ms)
+                .unwrap_or(604_800_000),
+            transaction_check_interval_ms: self
+                .transaction_check_interval_ms
+                .or(file.transaction_check_interval_ms)
+                .unwrap_or(10_000),
             cluster: cluster_path,
             replica_lag_time_max_ms: self
                 .replica_lag_time_max_ms
@@ -582,6 +628,18 @@ impl BrokerConfig {
                 "offsets-topic-partitions must be between 1 and 1000, got {}",
                 self.offsets_topic_partitions
             );
+        }
+        if !(1..=1000).contains(&self.transaction_state_partitions) {
+            invalid!(
+                "transaction-state-partitions must be between 1 and 1000, got {}",
+                self.transaction_state_partitions
+            );
+        }
+        if self.transaction_max_timeout_ms < 1 {
+            invalid!("transaction-max-timeout-ms must be at least 1");
+        }
+        if self.transactional_id_expiration_ms < 1 || self.transaction_check_interval_ms < 1 {
+            invalid!("transactional-id-expiration-ms and transaction-check-interval-ms must be at least 1");
         }
         if self.min_insync_replicas < 1 {
             invalid!("min-insync-replicas must be at least 1");

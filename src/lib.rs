@@ -31,3 +31,4 @@ pub mod partition;
 pub mod protocol;
 pub mod replication;
 pub mod server;
+pub mod txn;

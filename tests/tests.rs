@@ -23,3 +23,4 @@ mod matrix_python;
 mod node_clients;
 mod replication;
 mod request_parsing;
+mod transactions;

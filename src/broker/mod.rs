@@ -181,6 +181,9 @@ pub struct Broker {
     next_producer_id: Cell<i64>,
     producer_id_limit: Cell<i64>,
     coordinator: std::cell::OnceCell<Rc<Coordinator>>,
+    /// The transaction coordinator (shard 0 of a single broker), set when
+    /// `__transaction_state` exists or the first transactional producer comes.
+    pub txn: std::cell::OnceCell<Rc<crate::txn::TxnCoordinator>>,
     /// Set when running as one broker of a cluster.
     pub cluster: Option<Rc<Cluster>>,
     /// The bytes of requests being read or handled, in KiB permits (`request-memory-max`),
@@ -333,6 +336,7 @@ impl Broker {
             request_memory: std::sync::Arc::clone(&shards.request_memory),
             shards,
             coordinator: std::cell::OnceCell::new(),
+            txn: std::cell::OnceCell::new(),
             cluster,
             closing: Cell::new(false),
             dynamic: RefCell::new(Default::default()),
@@ -1016,6 +1020,24 @@ impl Broker {
             }));
         }
         self.create_topic_inner(name, partitions, config).await
+    }
+
+    /// An internal topic, created with `overrides` if it does not exist yet.
+    pub async fn internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<Rc<Topic>, TopicError> {
+        if let Some(topic) = self.topic(name) {
+            return Ok(topic);
+        }
+        match self.create_topic_inner(name, partitions, TopicConfig { overrides }).await {
+            Err(TopicError::AlreadyExists { .. }) => self.topic(name).ok_or_else(|| {
+                TopicError::State { reason: format!("topic {name} vanished after creation") }
+            }),
+            other => other,
+        }
     }
 
     /// Creates a topic whose name and sizes were already checked (also internal topics).

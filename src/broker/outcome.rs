@@ -107,10 +107,14 @@ pub struct PartitionRead {
     /// Why the partition could not be read (`None`: it was, or had nothing to read).
     pub error: Option<ResponseError>,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
     pub regions: Vec<FileRegion>,
     /// Whether a follower's fetch moved the high watermark.
     pub hw_moved: bool,
+    /// A read_committed read: the aborted transactions among its records
+    /// (`AbortedTxn`'s producer id and first offset; `None` for other reads).
+    pub aborted: Option<Vec<(i64, i64)>>,
 }
 
 /// One partition's answer, resolved on the shard that owns it.
@@ -179,9 +183,11 @@ impl PartitionRead {
         PartitionRead {
             error: None,
             high_watermark: -1,
+            last_stable_offset: -1,
             log_start_offset: -1,
             regions: Vec::new(),
             hw_moved: false,
+            aborted: None,
         }
     }
 

@@ -53,6 +53,8 @@ pub struct RemoteRegion {
 pub struct RemoteRead {
     error: Option<ResponseError>,
     high_watermark: i64,
+    last_stable_offset: i64,
+    aborted: Option<Vec<(i64, i64)>>,
     log_start_offset: i64,
     regions: Vec<RemoteRegion>,
     hw_moved: bool,
@@ -109,6 +111,8 @@ pub struct FetchPart {
     pub position: FetchPosition,
     pub partition_max_bytes: u64,
     pub epoch: i32,
+    /// The fetch's isolation level (1: read_committed).
+    pub isolation: i8,
 }
 
 /// What a forwarded whole request came to.
@@ -141,6 +145,16 @@ pub enum Message {
         offset: i64,
         reply: oneshot::Sender<OffsetAnswer>,
     },
+    /// A transaction marker for a partition the shard owns (`handlers::txn`): its error.
+    WriteMarker {
+        topic: String,
+        index: i32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        reply: oneshot::Sender<Option<ResponseError>>,
+    },
     /// DeleteRecords' wait for a partition the shard owns: the answer's offset is its low
     /// watermark, once it reached `offset` or `deadline` passed.
     LowWatermark {
@@ -154,6 +168,7 @@ pub enum Message {
         topic: String,
         index: i32,
         timestamp: i64,
+        read_committed: bool,
         reply: oneshot::Sender<OffsetAnswer>,
     },
     /// DescribeLogDirs: the partitions this shard hosts, all (`None`) or those of `wanted`.
@@ -315,6 +330,8 @@ impl Shards {
             .map(|remote| PartitionRead {
                 error: remote.error,
                 high_watermark: remote.high_watermark,
+                last_stable_offset: remote.last_stable_offset,
+                aborted: remote.aborted,
                 log_start_offset: remote.log_start_offset,
                 hw_moved: remote.hw_moved,
                 regions: remote
@@ -353,9 +370,17 @@ impl Shards {
         topic: String,
         index: i32,
         timestamp: i64,
+        read_committed: bool,
     ) -> OffsetAnswer {
-        let answer =
-            self.ask(shard, |reply| Message::ListOffset { topic, index, timestamp, reply }).await;
+        let answer = self
+            .ask(shard, |reply| Message::ListOffset {
+                topic,
+                index,
+                timestamp,
+                read_committed,
+                reply,
+            })
+            .await;
         answer.unwrap_or(OffsetAnswer::refused(ResponseError::UnknownServerError))
     }
 
@@ -370,6 +395,32 @@ impl Shards {
         let answer =
             self.ask(shard, |reply| Message::DeleteRecords { topic, index, offset, reply }).await;
         answer.unwrap_or(OffsetAnswer::refused(ResponseError::UnknownServerError))
+    }
+
+    /// A transaction marker on a partition `shard` owns (`handlers::txn::write_marker_here`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn write_marker(
+        &self,
+        shard: usize,
+        topic: String,
+        index: i32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Option<ResponseError> {
+        let answer = self
+            .ask(shard, |reply| Message::WriteMarker {
+                topic,
+                index,
+                producer_id,
+                epoch,
+                commit,
+                coordinator_epoch,
+                reply,
+            })
+            .await;
+        answer.unwrap_or(Some(ResponseError::NotLeaderOrFollower))
     }
 
     /// DeleteRecords' wait on a partition `shard` owns (`handlers::low_watermark_reaching`).
@@ -520,6 +571,8 @@ impl RemoteRead {
         RemoteRead {
             error,
             high_watermark: read.high_watermark,
+            last_stable_offset: read.last_stable_offset,
+            aborted: read.aborted,
             log_start_offset: read.log_start_offset,
             regions,
             hw_moved: read.hw_moved,

@@ -64,7 +64,7 @@ impl Coordinator {
         if let Some(slot) = self.offsets_log.borrow_mut().get_mut(index) {
             *slot = Some(Rc::clone(&partition));
         }
-        let records = self.replay(&partition).await?;
+        let records = self.replay(index, &partition).await?;
         self.restart_sessions(index);
         self.owned.borrow_mut().insert(index);
         info!(
@@ -96,7 +96,7 @@ impl Coordinator {
     }
 
     /// Applies every commit and tombstone in `partition`'s log; the records read.
-    async fn replay(&self, partition: &Partition) -> Result<u64, GroupError> {
+    async fn replay(&self, index: usize, partition: &Partition) -> Result<u64, GroupError> {
         let mut offset = partition.log_start_offset();
         let end = partition.log_end_offset();
         let mut records = 0u64;
@@ -114,10 +114,22 @@ impl Coordinator {
             while let Some(header) = bytes.get(at..).and_then(BatchHeader::view) {
                 let size = header.size() as usize;
                 let Some(batch_bytes) = bytes.get(at..at + size) else { break };
-                if header.compression_codec() == 0 {
+                let producer_id = header.producer_id.get();
+                if header.is_control() {
+                    // A transaction's end: its offsets held since its TxnOffsetCommit apply
+                    // or go.
+                    if let Some(kind) = fjord_storage::batch::control_type(batch_bytes) {
+                        let commit = kind == fjord_storage::batch::CONTROL_COMMIT;
+                        self.complete_txn_offsets(index, producer_id, commit);
+                    }
+                } else if header.compression_codec() == 0 {
                     for (key, value) in parse_records(batch_bytes) {
                         records += 1;
-                        self.apply_record(&key, value.as_deref());
+                        if header.is_transactional() {
+                            self.replay_txn_record(producer_id, &key, value.as_deref());
+                        } else {
+                            self.apply_record(&key, value.as_deref());
+                        }
                     }
                 }
                 at += size;

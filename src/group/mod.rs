@@ -57,6 +57,7 @@ mod offset_delete;
 mod offsets;
 pub(crate) mod offsets_record;
 mod rebalance;
+mod txn_offsets;
 
 pub use description::GroupDescription;
 pub use loading::GroupError;
@@ -285,7 +286,13 @@ pub struct Coordinator {
     pending_commits: RefCell<HashMap<(String, String, i32), u32>>,
     /// Groups whose expired offsets' tombstones are being stored.
     expiring_groups: RefCell<std::collections::HashSet<String>>,
+    /// Offsets committed in transactions not yet ended, per producer id (TxnOffsetCommit):
+    /// in the log, applied when the transaction's commit marker is (`txn_offsets.rs`).
+    txn_offsets: RefCell<HashMap<i64, Vec<PendingTxnOffset>>>,
 }
+
+/// One offset of a transaction not yet ended: (group, topic, partition, what is committed).
+type PendingTxnOffset = (String, String, i32, Committed);
 
 /// Java's `String.hashCode`, as Kafka uses it to place a group in `__consumer_offsets`.
 /// Kafka's placement of a group: `Utils.abs(groupId.hashCode) % partitions`, where
@@ -317,6 +324,7 @@ impl Coordinator {
             expiry_checked: std::cell::Cell::new(Instant::now()),
             pending_commits: RefCell::new(HashMap::new()),
             expiring_groups: RefCell::new(std::collections::HashSet::new()),
+            txn_offsets: RefCell::new(HashMap::new()),
         });
         if own_all {
             let partitions = coordinator.offsets_log.borrow().clone();

@@ -122,12 +122,21 @@ impl Coordinator {
             .map(|(k, v)| build::Record { key: Some(k), value: v.as_deref(), timestamp_delta: 0 })
             .collect();
         let batch = build::batch(&built, now_ms());
+        self.append_batch(group_id, Bytes::from(batch)).await
+    }
+
+    /// Appends a batch to the group's offsets partition, durably and replicated.
+    pub(super) async fn append_batch(
+        &self,
+        group_id: &str,
+        batch: Bytes,
+    ) -> Result<(), ResponseError> {
         let partition = self.offsets_partition(group_id).ok_or(ResponseError::NotCoordinator)?;
         if !partition.replica.is_leader() {
             return Err(ResponseError::NotCoordinator);
         }
         let epoch = partition.replica.leader_epoch().max(0);
-        let appended = partition.append(Bytes::from(batch), epoch).await.map_err(|error| {
+        let appended = partition.append(batch, epoch).await.map_err(|error| {
             warn!(group = group_id, ?error, "cannot append to {OFFSETS_TOPIC}");
             ResponseError::CoordinatorNotAvailable
         })?;

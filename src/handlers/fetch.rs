@@ -57,6 +57,8 @@ use crate::protocol::{decode_body, Request};
 
 /// Longest long poll honoured: a client asking for more waits this long.
 pub(crate) const FETCH_WAIT_MS_MAX: i32 = 30_000;
+/// The isolation level of a read_committed fetch (and ListOffsets).
+pub(crate) const READ_COMMITTED: i8 = 1;
 /// Most bytes one Fetch response carries, whatever the client asks.
 pub(crate) const FETCH_RESPONSE_BYTES_MAX: i32 = 64 * 1024 * 1024;
 /// Partitions one Fetch may name: bounds the work and the response header size.
@@ -89,6 +91,9 @@ struct PartitionResult {
     index: i32,
     error: Option<ResponseError>,
     high_watermark: i64,
+    last_stable_offset: i64,
+    /// A read_committed read's aborted transactions: (producer id, first offset).
+    aborted: Option<Vec<(i64, i64)>>,
     log_start_offset: i64,
     /// The record bytes: file regions to splice (bytes in memory only in tests).
     records: Vec<Piece>,
@@ -107,6 +112,8 @@ impl PartitionResult {
             index,
             error: Some(error),
             high_watermark: -1,
+            last_stable_offset: -1,
+            aborted: None,
             log_start_offset: -1,
             records: Vec::new(),
             bytes: 0,
@@ -263,6 +270,7 @@ pub(crate) async fn read_partition(
     limit: u64,
     replica: i32,
     current_leader_epoch: i32,
+    isolation: i8,
 ) -> PartitionRead {
     let offset = position.offset;
     let Some(partition) = broker.partition(topic, index) else {
@@ -300,9 +308,21 @@ pub(crate) async fn read_partition(
         }
     }
     result.high_watermark = partition.high_watermark();
+    result.last_stable_offset = partition.last_stable_offset();
     result.log_start_offset = partition.log_start_offset();
-    // Followers read to the log end; consumers only below the high watermark.
-    let end = if replica >= 0 { partition.log_end_offset() } else { result.high_watermark };
+    // Followers read to the log end; consumers only below the high watermark, and
+    // read_committed ones below the last stable offset.
+    let committed = replica < 0 && isolation == READ_COMMITTED;
+    let end = if replica >= 0 {
+        partition.log_end_offset()
+    } else if committed {
+        result.last_stable_offset
+    } else {
+        result.high_watermark
+    };
+    if committed {
+        result.aborted = Some(Vec::new());
+    }
     if offset >= end && offset <= partition.log_end_offset() && offset >= result.log_start_offset {
         return result;
     }
@@ -324,7 +344,16 @@ pub(crate) async fn read_partition(
         Some(available) => limit.min(available),
         None => limit,
     };
-    match partition.read_below(offset, limit.max(1), end).await {
+    let read = if committed {
+        partition.read_committed(offset, limit.max(1), end).await.map(|(read, aborted)| {
+            result.aborted =
+                Some(aborted.iter().map(|a| (a.producer_id, a.first_offset)).collect());
+            read
+        })
+    } else {
+        partition.read_below(offset, limit.max(1), end).await
+    };
+    match read {
         Ok(read) => {
             if let Some(rate) = throttle {
                 quota.record(rate, read.regions.iter().map(|r| r.len).sum());
@@ -367,16 +396,21 @@ pub(crate) async fn read_budgeted(
     total: u64,
     replica: i32,
     epoch: i32,
+    isolation: i8,
 ) -> PartitionRead {
     if limit == 0 && total > 0 {
         let mut read = PartitionRead::empty();
         if let Some(partition) = broker.partition(topic, index) {
             read.high_watermark = partition.high_watermark();
+            read.last_stable_offset = partition.last_stable_offset();
+            if replica < 0 && isolation == READ_COMMITTED {
+                read.aborted = Some(Vec::new());
+            }
             read.log_start_offset = partition.log_start_offset();
         }
         return read;
     }
-    read_partition(broker, topic, index, position, limit, replica, epoch).await
+    read_partition(broker, topic, index, position, limit, replica, epoch, isolation).await
 }
 
 /// What a partition's `last_fetched_epoch` says before its records are read.
@@ -497,7 +531,8 @@ async fn collect(
 ) -> (Vec<Vec<PartitionResult>>, u64, bool) {
     let checks = epoch_checks(broker, body, names).await;
     let reads = read_elsewhere(broker, body, names, &checks, max_bytes, replica).await;
-    let mut budget = Budget { max_bytes, total: 0, hw_moved: false };
+    let mut budget =
+        Budget { max_bytes, total: 0, hw_moved: false, isolation: body.isolation_level };
     let mut answer_now = false;
     let mut known = 0usize;
     let mut out = Vec::with_capacity(body.topics.len());
@@ -538,6 +573,8 @@ struct Budget {
     max_bytes: u64,
     total: u64,
     hw_moved: bool,
+    /// The request's isolation level (`READ_COMMITTED` reads below the LSO).
+    isolation: i8,
 }
 
 /// Sends the partitions each other shard owns there as one message, all sent at once, and
@@ -571,6 +608,7 @@ async fn read_elsewhere(
                 position: position_of(wanted),
                 partition_max_bytes: partition_limit(wanted.partition_max_bytes, check),
                 epoch: wanted.current_leader_epoch,
+                isolation: body.isolation_level,
             };
             remote.push(shard, (t, p), part);
         }
@@ -618,6 +656,7 @@ async fn answer_partition(
                 budget.total,
                 replica,
                 wanted.current_leader_epoch,
+                budget.isolation,
             )
             .await
         }
@@ -627,6 +666,8 @@ async fn answer_partition(
         index: wanted.partition,
         error: read.error,
         high_watermark: read.high_watermark,
+        last_stable_offset: read.last_stable_offset,
+        aborted: read.aborted,
         log_start_offset: read.log_start_offset,
         records: Vec::new(),
         bytes: 0,
@@ -815,22 +856,28 @@ fn encode(
         wire.array_len(&mut head, partitions.len());
         for result in partitions {
             // A partition with an error carries no offsets, as in Kafka (-1 for each).
-            let (high_watermark, log_start_offset) = if result.error.is_some() {
-                (-1, -1)
+            let (high_watermark, last_stable_offset, log_start_offset) = if result.error.is_some() {
+                (-1, -1, -1)
             } else {
-                (result.high_watermark, result.log_start_offset)
+                (result.high_watermark, result.last_stable_offset, result.log_start_offset)
             };
             head.put_i32(result.index);
             head.put_i16(code(result.error));
             head.put_i64(high_watermark);
-            head.put_i64(high_watermark); // last_stable_offset: no transactions
+            head.put_i64(last_stable_offset);
             if version >= 5 {
                 head.put_i64(log_start_offset);
             }
             if !aborted_list(body.isolation_level, result.error) {
                 wire.null_array(&mut head);
             } else {
-                wire.array_len(&mut head, 0);
+                let aborted = result.aborted.as_deref().unwrap_or(&[]);
+                wire.array_len(&mut head, aborted.len());
+                for (producer_id, first_offset) in aborted {
+                    head.put_i64(*producer_id);
+                    head.put_i64(*first_offset);
+                    wire.no_tagged_fields(&mut head); // the entry's
+                }
             }
             if version >= 11 {
                 head.put_i32(-1); // preferred_read_replica

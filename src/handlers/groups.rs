@@ -44,19 +44,33 @@ pub(super) async fn find_coordinator(
     let config = &broker.config;
     let mut response = FindCoordinatorResponse::default();
     let coordinator = broker.coordinator();
+    let key_type = if request.version >= 1 { body.key_type } else { KEY_TYPE_GROUP };
+    // A transactional id's coordinator: this broker once its transaction coordinator runs
+    // (started, and `__transaction_state` created, by the first such request).
+    let transactions = if key_type == KEY_TYPE_TRANSACTION {
+        Some(super::txn::find_transaction_coordinator(broker).await)
+    } else {
+        None
+    };
     // The coordinator of a group is the leader of its offsets partition.
     let answer = |key_type: i8, key: &str| -> (i16, i32, String, i32) {
+        if key_type == KEY_TYPE_TRANSACTION {
+            return match transactions {
+                Some(Ok(())) => (
+                    0,
+                    config.broker_id,
+                    config.advertised_host.clone(),
+                    i32::from(config.advertised_port),
+                ),
+                Some(Err(error)) => (error.code(), -1, String::new(), -1),
+                None => (ResponseError::CoordinatorNotAvailable.code(), -1, String::new(), -1),
+            };
+        }
         if key_type != KEY_TYPE_GROUP {
             // Kafka: INVALID_REQUEST for a key type it does not know (not GROUP, TRANSACTION
-            // or SHARE); Fjord has no transaction or share coordinator to offer yet.
-            // (SHARE is INVALID_REQUEST below FindCoordinator v6, which covers all Fjord serves.)
-            let known = key_type == KEY_TYPE_TRANSACTION;
-            let error = if known {
-                ResponseError::CoordinatorNotAvailable
-            } else {
-                ResponseError::InvalidRequest
-            };
-            return (error.code(), -1, String::new(), -1);
+            // or SHARE). (SHARE is INVALID_REQUEST below FindCoordinator v6, which covers all
+            // Fjord serves.)
+            return (ResponseError::InvalidRequest.code(), -1, String::new(), -1);
         }
         let Some(cluster) = &broker.cluster else {
             return (

@@ -40,6 +40,7 @@ pub(crate) async fn list_offset(
     topic: &str,
     index: i32,
     timestamp: i64,
+    read_committed: bool,
 ) -> OffsetAnswer {
     // librdkafka's watermark query gives up on a refusal (`partition_for_leader`).
     let partition = match led_here(broker, topic, index).await {
@@ -52,14 +53,17 @@ pub(crate) async fn list_offset(
         offset,
         leader_epoch,
     };
+    // What a consumer may read up to: the last stable offset for read_committed ones.
+    let readable =
+        if read_committed { partition.last_stable_offset() } else { partition.high_watermark() };
     match timestamp {
-        LATEST => found(-1, partition.high_watermark(), partition.replica.leader_epoch()),
+        LATEST => found(-1, readable, partition.replica.leader_epoch()),
         EARLIEST => {
             let start = partition.log_start_offset();
             found(-1, start, partition.replica.epoch_at(start))
         }
         timestamp if timestamp >= 0 => match partition.offset_for_timestamp(timestamp).await {
-            Ok(Some((offset, at))) if offset < partition.high_watermark() => {
+            Ok(Some((offset, at))) if offset < readable => {
                 found(at, offset, partition.replica.epoch_at(offset))
             }
             Ok(_) => found(-1, -1, -1),
@@ -74,6 +78,8 @@ pub(crate) async fn list_offset(
 
 pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Reply, HandlerError> {
     let body: ListOffsetsRequest = decode_body(request)?;
+    let read_committed =
+        request.version >= 2 && body.isolation_level == super::fetch::READ_COMMITTED;
     let mut response = ListOffsetsResponse::default();
     for topic in &body.topics {
         let mut topic_response = ListOffsetsTopicResponse::default();
@@ -89,10 +95,20 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
                             name.to_string(),
                             wanted.partition_index,
                             wanted.timestamp,
+                            read_committed,
                         )
                         .await
                 }
-                None => list_offset(broker, name, wanted.partition_index, wanted.timestamp).await,
+                None => {
+                    list_offset(
+                        broker,
+                        name,
+                        wanted.partition_index,
+                        wanted.timestamp,
+                        read_committed,
+                    )
+                    .await
+                }
             };
             let mut answer = ListOffsetsPartitionResponse::default();
             answer.partition_index = wanted.partition_index;

@@ -24,6 +24,7 @@ mod produce;
 mod producer_id;
 mod reassignments;
 mod reply;
+pub(crate) mod txn;
 
 use std::rc::Rc;
 
@@ -91,6 +92,13 @@ pub(crate) async fn dispatch(
         ApiKey::AlterPartitionReassignments => reassignments::alter(broker, &request).await,
         ApiKey::ListPartitionReassignments => reassignments::list(broker, &request).await,
         ApiKey::InitProducerId => producer_id::handle(broker, &request).await,
+        ApiKey::AddPartitionsToTxn => txn::add_partitions_to_txn(broker, &request).await,
+        ApiKey::AddOffsetsToTxn => txn::add_offsets_to_txn(broker, &request).await,
+        ApiKey::EndTxn => txn::end_txn(broker, &request).await,
+        ApiKey::TxnOffsetCommit => txn::txn_offset_commit(broker, &request).await,
+        ApiKey::WriteTxnMarkers => txn::write_txn_markers(broker, &request).await,
+        ApiKey::DescribeTransactions => txn::describe_transactions(broker, &request).await,
+        ApiKey::ListTransactions => txn::list_transactions(broker, &request).await,
         ApiKey::OffsetForLeaderEpoch => epochs::handle(broker, &request).await,
         ApiKey::FindCoordinator => groups::find_coordinator(broker, &request).await,
         ApiKey::JoinGroup => groups::join_group(broker, &request).await,

@@ -431,8 +431,8 @@ impl Parts {
     }
 }
 
-/// Why a partition is refused before its append, if it is: acks out of range, a
-/// transactional Produce, or records that fail Kafka's v3+ check.
+/// Why a partition is refused before its append, if it is: acks out of range, or records
+/// that fail Kafka's v3+ check.
 fn refused_before_append(
     broker: &Broker,
     body: &ProduceRequest,
@@ -444,12 +444,6 @@ fn refused_before_append(
         return Some(PartitionOutcome::refused(
             ResponseError::InvalidRequiredAcks,
             format!("acks must be -1, 0 or 1, got {acks}"),
-        ));
-    }
-    if body.transactional_id.is_some() {
-        return Some(PartitionOutcome::refused(
-            ResponseError::TransactionalIdAuthorizationFailed,
-            "transactions are not supported by Fjord".to_string(),
         ));
     }
     // As Kafka, a partition that does not exist is answered as such before its records

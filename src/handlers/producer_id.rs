@@ -1,5 +1,6 @@
-//! InitProducerId: a fresh producer id (epoch 0) for an idempotent producer. Transactional
-//! producers are refused: Fjord has no transaction coordinator.
+//! InitProducerId: a fresh producer id (epoch 0) for an idempotent producer; a
+//! transactional producer's id and epoch come from the transaction coordinator
+//! (`txn.rs`).
 
 use std::rc::Rc;
 
@@ -21,9 +22,17 @@ pub(super) async fn handle(broker: &Rc<Broker>, request: &Request) -> Result<Rep
         response.error_code = ResponseError::InvalidRequest.code();
         return frame(request, &response);
     }
-    if body.transactional_id.is_some() {
-        tracing::warn!(transactional_id = ?body.transactional_id, "InitProducerId for a transactional producer refused: transactions are not supported");
-        response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+    if let Some(transactional_id) = &body.transactional_id {
+        match super::txn::init_producer_id(broker, request, &body, &transactional_id.0).await {
+            Ok((id, epoch)) => {
+                response.producer_id = ProducerId(id);
+                response.producer_epoch = epoch;
+            }
+            Err(error) => {
+                tracing::info!(transactional_id = %transactional_id.0, ?error, "InitProducerId refused");
+                response.error_code = error.code();
+            }
+        }
         return frame(request, &response);
     }
     match broker.allocate_producer_id().await {

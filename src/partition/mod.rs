@@ -20,9 +20,11 @@ mod decompress;
 pub(crate) mod recompress;
 #[cfg(fuzzing)]
 pub(crate) use decompress::first_compressed_record_at_or_after;
+mod markers;
 pub mod producer;
 pub mod replica;
 mod replication;
+pub mod txn;
 
 pub use replication::LowWatermarkWait;
 
@@ -91,6 +93,11 @@ pub struct Partition {
     log_start_offset: Cell<i64>,
     durable_offset: Cell<i64>,
     pub(crate) producers: RefCell<ProducerTable>,
+    /// Transactions open here, and the last stable offset (`txn.rs`, `markers.rs`).
+    pub(crate) txns: RefCell<txn::Transactions>,
+    /// What `TXN_START_FILE` holds: where a restart scans from to find the transactions
+    /// open here (`None`: no file, no transaction was ever seen).
+    txn_start_saved: Cell<Option<i64>>,
     /// Leader or follower, in-sync set, high watermark (`replica.rs`).
     pub replica: ReplicaState,
     /// A group-commit fdatasync is running; `synced` is notified when it ends.
@@ -216,6 +223,8 @@ impl Partition {
             compaction: Cell::new(log.config().compaction),
             log: tokio::sync::Mutex::new(log),
             producers: RefCell::new(producers),
+            txns: RefCell::new(txn::Transactions::default()),
+            txn_start_saved: Cell::new(None),
             replica,
             syncing: Cell::new(false),
             synced: tokio::sync::Notify::new(),
@@ -224,6 +233,7 @@ impl Partition {
             cleaner_status: Cell::new(Default::default()),
             hw_file: tokio::sync::Mutex::new(HighWatermarkFile { saved, closed: false }),
         };
+        partition.rebuild_transactions().await?;
         Ok(partition)
     }
 
@@ -279,6 +289,13 @@ impl Partition {
     /// the end of the one before, `handlers::AppendOrder`, a request naming one partition
     /// twice included).
     pub async fn append(&self, records: Bytes, leader_epoch: i32) -> Result<Appended, AppendError> {
+        if self.txn_start_saved.get().is_none()
+            && BatchHeader::view(&records).is_some_and(|h| h.is_transactional())
+        {
+            // The first transaction here: where a restart must look for it goes to disk
+            // before it does.
+            self.save_txn_start(self.log_end_offset()).await?;
+        }
         if records.len() <= GROUP_APPEND_SET_BYTES_MAX {
             if let Ok(log) = self.log.try_lock() {
                 return self.append_locked(log, records, leader_epoch).await;
@@ -403,6 +420,14 @@ impl Partition {
         let answer = self.sequence_decision(sequenced);
         if answer.is_none() {
             sequenced.trace(self, "admitted to a group append", base_offset);
+            if sequenced.transactional {
+                self.txns.borrow_mut().on_data(
+                    sequenced.producer_id,
+                    sequenced.epoch,
+                    base_offset,
+                    last_offset,
+                );
+            }
             self.producers.borrow_mut().record(
                 sequenced.producer_id,
                 sequenced.epoch,
@@ -432,6 +457,7 @@ impl Partition {
             return;
         }
         self.producers.borrow_mut().truncate_from(log_end_before);
+        self.txns.borrow_mut().truncate_from(log_end_before);
         for answer in answered.iter_mut().flatten() {
             if answer.as_ref().is_ok_and(|a| a.duplicate && a.base_offset >= log_end_before) {
                 *answer = Err(AppendError::DuplicateOfFailed);
@@ -515,6 +541,14 @@ impl Partition {
         let info = result?;
         if let Some(sequenced) = sequenced {
             sequenced.trace(self, "appended", info.base_offset);
+            if sequenced.transactional {
+                self.txns.borrow_mut().on_data(
+                    sequenced.producer_id,
+                    sequenced.epoch,
+                    info.base_offset,
+                    info.last_offset,
+                );
+            }
             let mut batch = sequenced.batch(info.base_offset, info.last_offset);
             if info.log_append_time >= 0 {
                 // Stamped by the log: that is the batch's largest timestamp now.
@@ -647,6 +681,7 @@ impl Partition {
             let mut log = self.log.lock().await;
             log.checkpoint_recovery_offset().await?;
         }
+        self.advance_txn_start().await?;
         Ok(outcome)
     }
 
@@ -685,7 +720,7 @@ impl Partition {
             let mut log = self.log.lock().await;
             let Some(compaction) = log.config().compaction else { return Ok(None) };
             let options = fjord_storage::CleanOptions {
-                clean_below: self.high_watermark(),
+                clean_below: self.last_stable_offset(),
                 map_bytes_max: cleaner.map_bytes_max(),
                 min_compaction_lag_ms: compaction.min_compaction_lag_ms,
                 delete_retention_ms: compaction.delete_retention_ms,
@@ -877,6 +912,8 @@ struct Sequenced {
     count: i32,
     /// The largest timestamp of the set's last batch.
     max_timestamp: i64,
+    /// Its batches belong to a transaction (attribute bit 4).
+    transactional: bool,
 }
 
 impl Sequenced {
@@ -892,6 +929,7 @@ impl Sequenced {
                 first_sequence,
                 count,
                 max_timestamp,
+                transactional: header.is_transactional(),
             }
         })
     }

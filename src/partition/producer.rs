@@ -139,6 +139,29 @@ impl ProducerTable {
         entry.batches.push_back(batch);
     }
 
+    /// The newest epoch seen of `producer_id`, if it is remembered.
+    pub fn epoch_of(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).map(|e| e.epoch)
+    }
+
+    /// A transaction marker of `producer_id` in `epoch`: a newer epoch (transactions v2 bump
+    /// it at every end, a fenced producer's is bumped by its coordinator) starts the
+    /// producer's sequences afresh, so a late write of the old epoch is refused.
+    pub fn bump_epoch(&mut self, producer_id: i64, epoch: i16) {
+        if let Some(entry) = self.producers.get_mut(&producer_id) {
+            if epoch > entry.epoch {
+                entry.epoch = epoch;
+                entry.batches.clear();
+            }
+            return;
+        }
+        self.clock += 1;
+        if self.producers.len() < PRODUCERS_PER_PARTITION_MAX {
+            let entry = ProducerEntry { epoch, batches: VecDeque::new(), last_used: self.clock };
+            self.producers.insert(producer_id, entry);
+        }
+    }
+
     /// The batch of `producer_id` at `base_offset` was stamped LogAppendTime when written
     /// (after it was recorded): `max_timestamp` is its largest timestamp now.
     pub fn restamp(&mut self, producer_id: i64, base_offset: i64, max_timestamp: i64) {

@@ -217,6 +217,8 @@ impl Partition {
     ) -> Result<(), StorageError> {
         let mut epochs_seen = Vec::new();
         let mut sequenced = Vec::new();
+        // Transactional batches: (producer id, epoch, base, last, control type if a marker).
+        let mut transactional = Vec::new();
         let mut rest: &[u8] = &records;
         while let Some(header) = BatchHeader::view(rest) {
             epochs_seen.push((header.partition_leader_epoch.get(), header.base_offset.get()));
@@ -240,7 +242,24 @@ impl Partition {
             if size == 0 || size > rest.len() {
                 break;
             }
+            if header.is_transactional() {
+                let control = if header.is_control() {
+                    Some(fjord_storage::batch::control_type(&rest[..size]))
+                } else {
+                    None
+                };
+                transactional.push((
+                    header.producer_id.get(),
+                    header.producer_epoch.get(),
+                    header.base_offset.get(),
+                    header.last_offset(),
+                    control,
+                ));
+            }
             rest = &rest[size..];
+        }
+        if !transactional.is_empty() && self.txn_start_saved.get().is_none() {
+            self.save_txn_start(self.log_end_offset()).await?;
         }
         {
             // Held until the epochs are persisted (see `become_leader`).
@@ -254,6 +273,9 @@ impl Partition {
                     tracing::trace!(partition = ?self, producer_id, epoch, ?batch, "idempotent set replicated");
                     producers.record(producer_id, epoch, batch);
                 }
+            }
+            for (producer_id, epoch, base, last, control) in transactional {
+                self.follow_transaction(&mut log, producer_id, epoch, base, last, control).await?;
             }
             if self.replica.assign_epochs(epochs_seen) {
                 self.persist_epochs().await?;
@@ -335,6 +357,7 @@ impl Partition {
         self.lower_high_watermark_to_log_end();
         let (end, trim_from) = result?;
         self.producers.borrow_mut().truncate_from(trim_from);
+        self.txns.borrow_mut().truncate_from(trim_from);
         if self.replica.truncate_epochs_from(trim_from) {
             self.persist_epochs().await?;
         }

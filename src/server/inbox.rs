@@ -53,12 +53,33 @@ where
             let _ =
                 reply.send(handlers::delete_records_before(broker, &topic, index, offset).await);
         }
+        Message::WriteMarker {
+            topic,
+            index,
+            producer_id,
+            epoch,
+            commit,
+            coordinator_epoch,
+            reply,
+        } => {
+            let written = handlers::txn::write_marker_here(
+                broker,
+                &topic,
+                index,
+                producer_id,
+                epoch,
+                commit,
+                coordinator_epoch,
+            );
+            let _ = reply.send(written.await);
+        }
         Message::LowWatermark { topic, index, offset, deadline, reply } => {
             let answer = handlers::low_watermark_reaching(broker, &topic, index, offset, deadline);
             let _ = reply.send(answer.await);
         }
-        Message::ListOffset { topic, index, timestamp, reply } => {
-            let _ = reply.send(handlers::list_offset(broker, &topic, index, timestamp).await);
+        Message::ListOffset { topic, index, timestamp, read_committed, reply } => {
+            let answer = handlers::list_offset(broker, &topic, index, timestamp, read_committed);
+            let _ = reply.send(answer.await);
         }
         Message::LogDirPartitions { wanted, reply } => {
             let _ = reply.send(handlers::log_dir_partitions(broker, wanted.as_deref()).await);
@@ -154,6 +175,7 @@ async fn fetch_parts(
             total,
             replica,
             part.epoch,
+            part.isolation,
         )
         .await;
         let bytes: u64 = read.regions.iter().map(|r| r.len).sum();

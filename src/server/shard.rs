@@ -115,6 +115,12 @@ struct Background {
 
 impl Background {
     fn start(broker: &Rc<Broker>, me: usize) -> Background {
+        if me == 0 {
+            let broker = Rc::clone(broker);
+            fjord_storage::io::spawn(async move {
+                crate::handlers::txn::start_if_present(&broker).await
+            });
+        }
         let upkeep = fjord_storage::io::spawn(Rc::clone(broker).run_upkeep());
         let group_timers =
             (me == 0).then(|| fjord_storage::io::spawn(broker.coordinator().run_timers()));

@@ -372,6 +372,24 @@ pub struct RecordView<'a> {
     pub value: Option<&'a [u8]>,
 }
 
+/// Control record types (the key of a control batch's record: version i16, type i16).
+pub const CONTROL_ABORT: i16 = 0;
+pub const CONTROL_COMMIT: i16 = 1;
+
+/// The type of a control batch (`CONTROL_ABORT`, `CONTROL_COMMIT`, or another Kafka
+/// defines), from its first record's key; `None` if `batch` is not a whole uncompressed
+/// control batch whose record parses.
+pub fn control_type(batch: &[u8]) -> Option<i16> {
+    let header = BatchHeader::view(batch)?;
+    if !header.is_control() || header.compression_codec() != 0 {
+        return None;
+    }
+    let body = batch.get(BATCH_HEADER_BYTES..header.size() as usize)?;
+    let first = records(body)?.into_iter().next()?;
+    let key = first.key?;
+    (key.len() >= 4).then(|| i16::from_be_bytes([key[2], key[3]]))
+}
+
 /// The records of an uncompressed batch body (the bytes after the batch header, or a
 /// compressed batch's once decompressed); `None` if any of them is malformed.
 pub fn records(body: &[u8]) -> Option<Vec<RecordView<'_>>> {
@@ -520,6 +538,46 @@ pub mod build {
         let crc = crc32c::crc32c(&out[CRC_START..]);
         out[17..21].copy_from_slice(&crc.to_be_bytes());
         out
+    }
+
+    /// A transaction marker as Kafka's `MemoryRecords.withEndTransactionMarker` writes it:
+    /// a control batch (transactional and control attribute bits) of one record whose key is
+    /// (version 0, `control_type`) and value (version 0, the coordinator's epoch), with the
+    /// producer's id and epoch and no sequence; base offset 0, stamped on append.
+    pub fn control_batch(
+        producer_id: i64,
+        producer_epoch: i16,
+        control_type: i16,
+        coordinator_epoch: i32,
+        timestamp: i64,
+    ) -> Vec<u8> {
+        let mut key = Vec::with_capacity(4);
+        key.extend_from_slice(&0i16.to_be_bytes());
+        key.extend_from_slice(&control_type.to_be_bytes());
+        let mut value = Vec::with_capacity(6);
+        value.extend_from_slice(&0i16.to_be_bytes());
+        value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+        let record = Record { key: Some(&key), value: Some(&value), timestamp_delta: 0 };
+        let mut out = batch(&[record], timestamp);
+        let (header, _rest) = BatchHeader::mut_from_prefix(&mut out[..]).expect("a whole batch");
+        header.attributes.set(0x30);
+        header.producer_id.set(producer_id);
+        header.producer_epoch.set(producer_epoch);
+        reseal(&mut out);
+        out
+    }
+
+    /// Makes the batch at the start of `bytes` part of `producer_id`'s transaction (the
+    /// transactional attribute bit, the producer's id and epoch, no sequence), as Kafka's
+    /// group coordinator writes a TxnOffsetCommit's records.
+    pub fn set_transactional(bytes: &mut [u8], producer_id: i64, producer_epoch: i16) {
+        let (header, _rest) = BatchHeader::mut_from_prefix(bytes)
+            .expect("set_transactional: batch shorter than its header");
+        header.attributes.set(header.attributes.get() | 0x10);
+        header.producer_id.set(producer_id);
+        header.producer_epoch.set(producer_epoch);
+        header.base_sequence.set(-1);
+        reseal(bytes);
     }
 
     /// Makes the batch at the start of `bytes` an idempotent producer's: sets its producer

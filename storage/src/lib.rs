@@ -29,6 +29,7 @@ mod log;
 mod recovery;
 mod segment;
 pub mod sim;
+pub mod txn_index;
 
 pub use fjord_io as io;
 

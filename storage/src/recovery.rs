@@ -219,7 +219,7 @@ pub(crate) async fn remove_orphans<D: Disk>(
     bases: &[i64],
 ) -> Result<()> {
     for name in names {
-        let orphan_index = ["index", "timeindex"].iter().any(|extension| {
+        let orphan_index = ["index", "timeindex", "txnindex"].iter().any(|extension| {
             name.strip_suffix(&format!(".{extension}"))
                 .and_then(|stem| stem.parse::<i64>().ok())
                 .is_some_and(|base| !bases.contains(&base))

@@ -838,7 +838,7 @@ impl<D: Disk> Segment<D> {
     pub(crate) async fn delete(self, dir: &Path) -> std::io::Result<()> {
         let base = self.base_offset;
         self.log.free_elsewhere();
-        for extension in ["log", "index", "timeindex"] {
+        for extension in ["log", "index", "timeindex", "txnindex"] {
             self.index_file.disk.remove_file(&segment_path(dir, base, extension)).await?;
         }
         Ok(())

@@ -30,7 +30,12 @@
 //! a producer's last sequence). An idempotent producer's batch that keeps no record stays
 //! as an empty batch of its own, so its producer state survives. A compressed batch is
 //! decompressed and its kept records compressed again with its own codec (`RecordsCodec`,
-//! the broker's; without one it is kept whole). Control batches are kept as they are.
+//! the broker's; without one it is kept whole). Control batches and transactional batches are
+//! kept as they are, and their keys are not mapped: an aborted record must not shadow the
+//! committed one before it, and the cleaner does not know which transactions committed
+//! (Kafka's cleaner does, and removes aborted records and, later, markers; Fjord keeps
+//! both, which costs space, never correctness). A segment with aborted transactions filed
+//! under it is cleaned alone, so its `.txnindex` keeps its name.
 //!
 //! The swap (crash-safe at every step, checked through the simulated disk):
 //! 1. each cleaned segment is written under `cleaning/` with its final names, synced, and
@@ -78,6 +83,7 @@ const MAP_ENTRY_OVERHEAD_BYTES: u64 = 64;
 /// Attribute bits: the codec (0 = none), and the control flag.
 const CODEC_MASK: i16 = 0x07;
 const CONTROL_BIT: i16 = 0x20;
+const TRANSACTIONAL_BIT: i16 = 0x10;
 const LOG_APPEND_TIME_BIT: i16 = 0x08;
 
 /// Decompression and compression of a batch's records, so that compressed batches can be
@@ -91,14 +97,15 @@ pub trait RecordsCodec {
 }
 
 /// A batch's records, uncompressed: borrowed when the batch is not compressed, decompressed
-/// with `codec` when it is; `None` for a control batch, or a compressed one without codec.
+/// with `codec` when it is; `None` for a control batch, a transactional one, or a compressed
+/// one without codec.
 fn plain_records<'a>(
     batch: &'a [u8],
     codec: Option<&dyn RecordsCodec>,
 ) -> std::result::Result<Option<std::borrow::Cow<'a, [u8]>>, String> {
     let header = BatchHeader::view(batch).ok_or("no header")?;
     let attributes = header.attributes.get();
-    if attributes & CONTROL_BIT != 0 {
+    if attributes & (CONTROL_BIT | TRANSACTIONAL_BIT) != 0 {
         return Ok(None);
     }
     let body = &batch[BATCH_HEADER_BYTES..];
@@ -377,6 +384,9 @@ struct PlannedSegment {
     size: u64,
     max_timestamp: i64,
     created_at_ms: i64,
+    /// Aborted transactions are filed under it (`txn.rs`): it is cleaned alone, so its
+    /// `.txnindex` keeps naming it.
+    has_aborted: bool,
 }
 
 /// A pass decided on the log's thread (`PartitionLog::plan_clean`), to be carried out on any
@@ -590,7 +600,11 @@ fn merge_groups(segments: &[PlannedSegment], segment_bytes: u64) -> Vec<std::ops
         let mut bytes = segments[start].size;
         while let Some(next) = segments.get(end) {
             let span = next.next_offset - segments[start].base;
-            if bytes + next.size > segment_bytes || span > i64::from(i32::MAX) {
+            if bytes + next.size > segment_bytes
+                || span > i64::from(i32::MAX)
+                || segments[start].has_aborted
+                || next.has_aborted
+            {
                 break;
             }
             bytes += next.size;
@@ -648,6 +662,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         let now = self.clock.now_ms();
         let cleaned_to = self.cleaned_to.max(self.segments[0].base_offset());
         let lag = i64::try_from(options.min_compaction_lag_ms).unwrap_or(i64::MAX);
+        let with_aborted = self.segments_with_aborted();
         let segments: Vec<PlannedSegment> = self.segments[..self.segments.len() - 1]
             .iter()
             .take_while(|s| {
@@ -660,6 +675,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
                 size: s.size(),
                 max_timestamp: s.max_timestamp(),
                 created_at_ms: s.created_at_ms(),
+                has_aborted: with_aborted.contains(&s.base_offset()),
             })
             .collect();
         if segments.is_empty() {

@@ -46,6 +46,7 @@ mod status;
 mod tail;
 mod time_lookup;
 mod truncate;
+mod txn;
 mod verify;
 mod write;
 
@@ -90,6 +91,8 @@ pub struct PartitionLog<D: Disk = RealDisk, C: Clock = SystemClock> {
     free_checked_ms: i64,
     /// Set by `close`: every later call fails with `StorageError::Closed`.
     closed: bool,
+    /// Aborted transactions, `(segment base, entry)` in marker order (`txn.rs`).
+    aborted: Vec<(i64, crate::txn_index::AbortedTxn)>,
     open_report: OpenReport,
     /// Compaction: the offset the last cleaning pass reached (`clean.rs`), read from its
     /// file on the first plan; `i64::MIN` until then.
@@ -102,6 +105,10 @@ pub struct PartitionLog<D: Disk = RealDisk, C: Clock = SystemClock> {
 impl<D: Disk, C: Clock> PartitionLog<D, C> {
     fn active(&self) -> &Segment<D> {
         self.segments.last().expect("a log always has an active segment")
+    }
+
+    fn active_first_base(&self) -> i64 {
+        self.segments.first().expect("a log always has an active segment").base_offset()
     }
 
     fn active_mut(&mut self) -> &mut Segment<D> {

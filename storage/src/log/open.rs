@@ -90,7 +90,9 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             open_report: report,
             cleaned_to: i64::MIN,
             tombstones_due_ms: None,
+            aborted: Vec::new(),
         };
+        log.load_aborted().await?;
         log.checkpoint_what_recovery_checked().await?;
         info!(
             dir = %log.dir.display(),
@@ -258,7 +260,7 @@ impl<D: Disk> Opening<'_, D> {
     }
 
     async fn remove_segment(&mut self, base: i64) -> Result<()> {
-        for extension in ["log", "index", "timeindex"] {
+        for extension in ["log", "index", "timeindex", "txnindex"] {
             self.disk.remove_file(&segment_path(self.dir, base, extension)).await?;
         }
         self.report.removed_segments.push(base);

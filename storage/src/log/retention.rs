@@ -77,6 +77,8 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             self.guard(result)?;
         }
         outcome.log_start_offset = new_start;
+        let first_base = self.active_first_base();
+        self.forget_aborted_below(first_base);
         info!(dir = %dir.display(), segments = outcome.deleted_segments.len(), bytes = outcome.deleted_bytes, log_start_offset = new_start, "deleted segments below the log start");
         Ok(outcome)
     }

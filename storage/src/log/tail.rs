@@ -1,5 +1,6 @@
-//! The batch headers at the end of the log, for state that the broker rebuilds on open
-//! (idempotent producers' last sequences). Reads headers only, never record bytes.
+//! The batch headers at the end of the log, or from an offset on, for state that the broker
+//! rebuilds on open (idempotent producers' last sequences, open transactions). Reads
+//! headers only, and a control batch's first record (its type).
 
 use super::PartitionLog;
 use crate::batch::BatchHeader;
@@ -18,6 +19,15 @@ pub struct BatchSummary {
     pub base_sequence: i32,
     /// The batch's largest timestamp, as its producer (or LogAppendTime) set it.
     pub max_timestamp: i64,
+    pub attributes: i16,
+    /// A control batch's type (`batch::control_type`: 0 abort, 1 commit); `None` for data.
+    pub control_type: Option<i16>,
+}
+
+impl BatchSummary {
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
+    }
 }
 
 /// Bytes read at once while walking the tail.
@@ -37,6 +47,43 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         let start =
             segment.index().lookup_position(segment.size().saturating_sub(bytes_max)).position;
         let mut out = Vec::new();
+        walk_segment(segment, start, |summary| out.push(summary)).await?;
+        Ok(out)
+    }
+
+    /// Visits the headers of every batch that holds offsets at or after `offset`, oldest
+    /// first, to the log end.
+    pub async fn batches_from(
+        &mut self,
+        offset: i64,
+        mut visit: impl FnMut(BatchSummary),
+    ) -> Result<()> {
+        self.check_usable()?;
+        let first = self.segments.iter().rposition(|s| s.base_offset() <= offset).unwrap_or(0);
+        let mut result = Ok(());
+        for segment in &self.segments[first..] {
+            let start = segment.index().lookup(offset).position;
+            result = walk_segment(segment, start, |summary| {
+                if summary.last_offset >= offset {
+                    visit(summary);
+                }
+            })
+            .await;
+            if result.is_err() {
+                break;
+            }
+        }
+        self.guard(result)
+    }
+}
+
+/// Visits the batches of `segment` from byte `start` (a batch boundary) to its end.
+async fn walk_segment<D: Disk>(
+    segment: &crate::segment::Segment<D>,
+    start: u64,
+    mut visit: impl FnMut(BatchSummary),
+) -> Result<()> {
+    {
         let mut position = start;
         while position < segment.size() {
             let window = segment
@@ -54,7 +101,18 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
                         "implausible batch header in the tail".to_string(),
                     ));
                 }
-                out.push(BatchSummary {
+                let control_type = if header.is_control() {
+                    match window.get(at..at + size as usize) {
+                        Some(whole) => crate::batch::control_type(whole),
+                        // Read again from its start, whole this time (control batches are
+                        // a few dozen bytes; a window holds many).
+                        None if at > 0 => break,
+                        None => None,
+                    }
+                } else {
+                    None
+                };
+                visit(BatchSummary {
                     base_offset: header.base_offset.get(),
                     last_offset: header.last_offset(),
                     record_count: header.records_count.get(),
@@ -62,6 +120,8 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
                     producer_epoch: header.producer_epoch.get(),
                     base_sequence: header.base_sequence.get(),
                     max_timestamp: header.max_timestamp.get(),
+                    attributes: header.attributes.get(),
+                    control_type,
                 });
                 at += size as usize;
             }
@@ -71,6 +131,6 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
             }
             position += at as u64;
         }
-        Ok(out)
+        Ok(())
     }
 }

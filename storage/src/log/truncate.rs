@@ -45,6 +45,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         self.log_start_offset = self.log_start_offset.min(end);
         let recovery_offset = self.durable_offset;
         self.write_checkpoint(false, recovery_offset).await?;
+        self.cut_aborted_from(end).await?;
         info!(dir = %self.dir.display(), offset, log_end_offset = end, "truncated log");
         Ok(end)
     }
@@ -96,6 +97,7 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         .await;
         let segment = self.guard(result)?;
         self.segments.push(segment);
+        self.aborted.clear();
         self.log_start_offset = offset;
         self.durable_offset = offset;
         self.write_checkpoint(false, offset).await

@@ -1,0 +1,595 @@
+//! Transaction APIs: InitProducerId with a transactional id, AddPartitionsToTxn,
+//! AddOffsetsToTxn, EndTxn, TxnOffsetCommit, WriteTxnMarkers, DescribeTransactions and
+//! ListTransactions. The coordinator's state machine is in `txn/`; this file translates
+//! requests and responses, and gives the coordinator its markers (`BrokerTxnEnv`): each
+//! partition's owning shard appends the control batch (`write_marker_here`).
+//!
+//! On one broker the coordinator starts with the broker when `__transaction_state` exists,
+//! or at the first transactional request, which creates the topic (as Kafka creates it on
+//! the first FindCoordinator for a transaction). In a cluster transactions are not served
+//! yet: the coordinator is not found (COORDINATOR_NOT_AVAILABLE).
+
+use std::rc::{Rc, Weak};
+
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::describe_transactions_response::{
+    TopicData, TransactionState as DescribedState,
+};
+use kafka_protocol::messages::list_transactions_response::TransactionState as ListedState;
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::ResponseError;
+use tracing::{info, warn};
+
+use super::errors::{append_error_code, code, storage_error_code};
+use super::reply::{frame, HandlerError, Reply};
+use crate::broker::Broker;
+use crate::group::{Committed, OFFSETS_TOPIC, OFFSET_METADATA_BYTES_MAX};
+use crate::protocol::{decode_body, Request};
+use crate::txn::{
+    txn_topic_configs, LocalFuture, Markers, TxnConfig, TxnCoordinator, TxnEnv, TXN_TOPIC,
+};
+
+/// Markers one WriteTxnMarkers may carry, and partitions one transaction request may name.
+const PARTITIONS_PER_REQUEST_MAX: usize = 10_000;
+/// How long a marker waits for the in-sync replicas.
+const MARKER_REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The broker as the coordinator needs it.
+struct BrokerTxnEnv(Weak<Broker>);
+
+impl TxnEnv for BrokerTxnEnv {
+    fn write_markers(&self, markers: Markers) -> LocalFuture<Vec<Option<ResponseError>>> {
+        let broker = self.0.clone();
+        Box::pin(async move {
+            let Some(broker) = broker.upgrade() else {
+                return vec![
+                    Some(ResponseError::CoordinatorNotAvailable);
+                    markers.partitions.len()
+                ];
+            };
+            let mut results = Vec::with_capacity(markers.partitions.len());
+            for (topic, index) in &markers.partitions {
+                results.push(write_marker(&broker, topic, *index, &markers).await);
+            }
+            results
+        })
+    }
+
+    fn allocate_producer_id(&self) -> LocalFuture<Option<i64>> {
+        let broker = self.0.clone();
+        Box::pin(async move {
+            let broker = broker.upgrade()?;
+            match broker.allocate_producer_id().await {
+                Ok(id) => Some(id),
+                Err(error) => {
+                    warn!(%error, "cannot allocate a producer id");
+                    None
+                }
+            }
+        })
+    }
+}
+
+/// A marker on a partition of whichever shard owns it.
+async fn write_marker(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    m: &Markers,
+) -> Option<ResponseError> {
+    match broker.shards.owner_of(topic, index) {
+        Some(shard) if shard != broker.shards.me => {
+            broker
+                .shards
+                .write_marker(
+                    shard,
+                    topic.to_string(),
+                    index,
+                    m.producer_id,
+                    m.producer_epoch,
+                    m.commit,
+                    m.coordinator_epoch,
+                )
+                .await
+        }
+        _ => {
+            write_marker_here(
+                broker,
+                topic,
+                index,
+                m.producer_id,
+                m.producer_epoch,
+                m.commit,
+                m.coordinator_epoch,
+            )
+            .await
+        }
+    }
+}
+
+/// On the partition's owning shard: appends the marker as its leader, durably and
+/// replicated; on an offsets partition the group coordinator applies or drops the
+/// transaction's offsets.
+pub(crate) async fn write_marker_here(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+) -> Option<ResponseError> {
+    let partition = match super::list_offsets::led_here(broker, topic, index).await {
+        Ok(partition) => partition,
+        Err(error) => return Some(error),
+    };
+    let leader_epoch = partition.replica.leader_epoch().max(0);
+    let offset = match partition
+        .write_marker(producer_id, epoch, commit, coordinator_epoch, leader_epoch)
+        .await
+    {
+        Ok(offset) => offset,
+        Err(error) => {
+            warn!(partition = ?partition, producer_id, epoch, ?error, "transaction marker refused");
+            return Some(append_error_code(&error));
+        }
+    };
+    if let Err(error) = partition.flush_to(offset + 1).await {
+        return Some(storage_error_code(&error));
+    }
+    if let Err(wait) = partition
+        .wait_replicated(offset + 1, MARKER_REPLICATION_WAIT, broker.config.min_insync_replicas)
+        .await
+    {
+        warn!(partition = ?partition, ?wait, "transaction marker not replicated in time");
+        return Some(ResponseError::NotEnoughReplicas);
+    }
+    if topic == OFFSETS_TOPIC {
+        broker.coordinator().complete_txn_offsets(index as usize, producer_id, commit);
+    }
+    // read_committed consumers parked on the partition may read further now.
+    broker.data_arrived.notify_waiters();
+    None
+}
+
+/// Starts the coordinator on a broker whose `__transaction_state` exists (transactions
+/// prepared before a stop are completed, open ones time out).
+pub(crate) async fn start_if_present(broker: &Rc<Broker>) {
+    if broker.cluster.is_none() && broker.shards.me == 0 && broker.topic(TXN_TOPIC).is_some() {
+        let _ = coordinator(broker).await;
+    }
+}
+
+/// The coordinator, started (and the topic created) at the first call; COORDINATOR_
+/// NOT_AVAILABLE in a cluster, COORDINATOR_LOAD_IN_PROGRESS while it replays its log.
+pub(crate) async fn coordinator(broker: &Rc<Broker>) -> Result<Rc<TxnCoordinator>, ResponseError> {
+    if broker.cluster.is_some() {
+        return Err(ResponseError::CoordinatorNotAvailable);
+    }
+    if let Some(coordinator) = broker.txn.get() {
+        return if coordinator.is_loaded() {
+            Ok(Rc::clone(coordinator))
+        } else {
+            Err(ResponseError::CoordinatorLoadInProgress)
+        };
+    }
+    let config = TxnConfig {
+        max_timeout_ms: broker.config.transaction_max_timeout_ms,
+        id_expiration_ms: i64::try_from(broker.config.transactional_id_expiration_ms)
+            .unwrap_or(i64::MAX),
+        check_interval_ms: broker.config.transaction_check_interval_ms,
+        min_insync: broker.config.min_insync_replicas,
+    };
+    let coordinator =
+        TxnCoordinator::new(config.clone(), Rc::new(BrokerTxnEnv(Rc::downgrade(broker))));
+    if broker.txn.set(Rc::clone(&coordinator)).is_err() {
+        return Err(ResponseError::CoordinatorLoadInProgress);
+    }
+    let topic = broker
+        .internal_topic(TXN_TOPIC, broker.config.transaction_state_partitions, txn_topic_configs())
+        .await
+        .map_err(|error| {
+            warn!(%error, "cannot create {TXN_TOPIC}");
+            ResponseError::CoordinatorNotAvailable
+        })?;
+    coordinator.load(topic.partitions.clone()).await;
+    let timer = Rc::downgrade(&coordinator);
+    fjord_storage::io::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(config.check_interval_ms)).await;
+            let Some(coordinator) = timer.upgrade() else { return };
+            coordinator.check_timeouts().await;
+        }
+    });
+    Ok(coordinator)
+}
+
+/// InitProducerId for a transactional producer.
+pub(super) async fn init_producer_id(
+    broker: &Rc<Broker>,
+    request: &Request,
+    body: &InitProducerIdRequest,
+    transactional_id: &str,
+) -> Result<(i64, i16), ResponseError> {
+    let coordinator = coordinator(broker).await?;
+    let expected = (request.version >= 3 && (body.producer_id.0 >= 0 || body.producer_epoch >= 0))
+        .then_some((body.producer_id.0, body.producer_epoch));
+    if let Some((id, epoch)) = expected {
+        if id < 0 || epoch < 0 {
+            return Err(ResponseError::InvalidRequest);
+        }
+    }
+    let answer =
+        coordinator.init_producer_id(transactional_id, body.transaction_timeout_ms, expected).await;
+    answer.map_err(|error| fenced_for(error, request.version, 4))
+}
+
+/// Below `from` (the version that knows it), PRODUCER_FENCED is INVALID_PRODUCER_EPOCH.
+fn fenced_for(error: ResponseError, version: i16, from: i16) -> ResponseError {
+    if error == ResponseError::ProducerFenced && version < from {
+        ResponseError::InvalidProducerEpoch
+    } else {
+        error
+    }
+}
+
+pub(super) async fn find_transaction_coordinator(broker: &Rc<Broker>) -> Result<(), ResponseError> {
+    coordinator(broker).await.map(|_| ())
+}
+
+pub(super) async fn add_partitions_to_txn(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> Result<Reply, HandlerError> {
+    let body: AddPartitionsToTxnRequest = decode_body(request)?;
+    let mut response = AddPartitionsToTxnResponse::default();
+    if request.version >= 4 {
+        for txn in &body.transactions {
+            let partitions = named(&txn.topics);
+            let errors = add_or_verify(
+                broker,
+                request.version,
+                &txn.transactional_id.0,
+                txn.producer_id.0,
+                txn.producer_epoch,
+                &partitions,
+                txn.verify_only,
+            )
+            .await;
+            let mut result = AddPartitionsToTxnResult::default();
+            result.transactional_id = txn.transactional_id.clone();
+            result.topic_results = topic_results(&partitions, &errors);
+            response.results_by_transaction.push(result);
+        }
+    } else {
+        let partitions = named(&body.v3_and_below_topics);
+        let errors = add_or_verify(
+            broker,
+            request.version,
+            &body.v3_and_below_transactional_id.0,
+            body.v3_and_below_producer_id.0,
+            body.v3_and_below_producer_epoch,
+            &partitions,
+            false,
+        )
+        .await;
+        response.results_by_topic_v3_and_below = topic_results(&partitions, &errors);
+    }
+    frame(request, &response)
+}
+
+fn named(topics: &[add_partitions_to_txn_request::AddPartitionsToTxnTopic]) -> Vec<(String, i32)> {
+    topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.to_string(), *p)))
+        .collect()
+}
+
+/// Each partition's error: the topics' own first (an unknown partition, the others then
+/// OPERATION_NOT_ATTEMPTED, as Kafka answers), then the coordinator's for all.
+async fn add_or_verify(
+    broker: &Rc<Broker>,
+    version: i16,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+    verify_only: bool,
+) -> Vec<Option<ResponseError>> {
+    if partitions.len() > PARTITIONS_PER_REQUEST_MAX {
+        return vec![Some(ResponseError::InvalidRequest); partitions.len()];
+    }
+    let unknown: Vec<bool> =
+        partitions.iter().map(|(t, p)| !broker.partition_exists(t, *p)).collect();
+    if unknown.iter().any(|u| *u) {
+        return unknown
+            .iter()
+            .map(|u| {
+                Some(if *u {
+                    ResponseError::UnknownTopicOrPartition
+                } else {
+                    ResponseError::OperationNotAttempted
+                })
+            })
+            .collect();
+    }
+    let coordinator = match coordinator(broker).await {
+        Ok(coordinator) => coordinator,
+        Err(error) => return vec![Some(error); partitions.len()],
+    };
+    if verify_only {
+        return match coordinator.verify_partitions(transactional_id, producer_id, epoch, partitions)
+        {
+            Ok(each) => each,
+            Err(error) => vec![Some(error); partitions.len()],
+        };
+    }
+    let result = coordinator.add_partitions(transactional_id, producer_id, epoch, partitions).await;
+    let error = result.err().map(|e| fenced_for(e, version, 2));
+    vec![error; partitions.len()]
+}
+
+fn topic_results(
+    partitions: &[(String, i32)],
+    errors: &[Option<ResponseError>],
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    let mut out: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
+    for ((topic, index), error) in partitions.iter().zip(errors) {
+        if out.last().is_none_or(|last| last.name.0.as_str() != topic) {
+            let mut entry = AddPartitionsToTxnTopicResult::default();
+            entry.name = TopicName(topic.clone().into());
+            out.push(entry);
+        }
+        let mut result = AddPartitionsToTxnPartitionResult::default();
+        result.partition_index = *index;
+        result.partition_error_code = code(*error);
+        out.last_mut().expect("pushed").results_by_partition.push(result);
+    }
+    out
+}
+
+pub(super) async fn add_offsets_to_txn(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> Result<Reply, HandlerError> {
+    let body: AddOffsetsToTxnRequest = decode_body(request)?;
+    let mut response = AddOffsetsToTxnResponse::default();
+    let index = broker.coordinator().partition_of(&body.group_id.0) as i32;
+    let partitions = [(OFFSETS_TOPIC.to_string(), index)];
+    let errors = add_or_verify(
+        broker,
+        request.version,
+        &body.transactional_id.0,
+        body.producer_id.0,
+        body.producer_epoch,
+        &partitions,
+        false,
+    )
+    .await;
+    response.error_code = code(errors[0]);
+    frame(request, &response)
+}
+
+pub(super) async fn end_txn(broker: &Rc<Broker>, request: &Request) -> Result<Reply, HandlerError> {
+    let body: EndTxnRequest = decode_body(request)?;
+    let mut response = EndTxnResponse::default();
+    response.producer_id = ProducerId(-1);
+    response.producer_epoch = -1;
+    let result = match coordinator(broker).await {
+        Ok(coordinator) => {
+            coordinator
+                .end_txn(
+                    &body.transactional_id.0,
+                    body.producer_id.0,
+                    body.producer_epoch,
+                    body.committed,
+                )
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    if let Err(error) = result {
+        info!(transactional_id = %body.transactional_id.0, commit = body.committed, ?error, "EndTxn refused");
+        response.error_code = fenced_for(error, request.version, 2).code();
+    }
+    frame(request, &response)
+}
+
+pub(super) async fn txn_offset_commit(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> Result<Reply, HandlerError> {
+    let body: TxnOffsetCommitRequest = decode_body(request)?;
+    let mut response = TxnOffsetCommitResponse::default();
+    let mut commits = Vec::new();
+    let mut too_large = Vec::new();
+    for topic in &body.topics {
+        for p in &topic.partitions {
+            let metadata = p.committed_metadata.as_ref().map(|m| m.to_string());
+            if metadata.as_ref().is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX) {
+                too_large.push((topic.name.0.to_string(), p.partition_index));
+                continue;
+            }
+            commits.push((
+                topic.name.0.to_string(),
+                p.partition_index,
+                Committed {
+                    offset: p.committed_offset,
+                    leader_epoch: if request.version >= 2 { p.committed_leader_epoch } else { -1 },
+                    metadata,
+                    commit_time_ms: crate::clock::now_ms(),
+                },
+            ));
+        }
+    }
+    let (generation, member_id) = if request.version >= 3 {
+        (body.generation_id, body.member_id.to_string())
+    } else {
+        (-1, String::new())
+    };
+    let result = broker
+        .coordinator()
+        .txn_commit(
+            body.producer_id.0,
+            body.producer_epoch,
+            &body.group_id.0,
+            generation,
+            &member_id,
+            commits,
+        )
+        .await;
+    let error = result.err().map(|e| match e {
+        ResponseError::CoordinatorLoadInProgress if request.version < 2 => {
+            ResponseError::CoordinatorNotAvailable
+        }
+        other => other,
+    });
+    for topic in &body.topics {
+        let mut entry = TxnOffsetCommitResponseTopic::default();
+        entry.name = topic.name.clone();
+        for p in &topic.partitions {
+            let mut partition = TxnOffsetCommitResponsePartition::default();
+            partition.partition_index = p.partition_index;
+            let large = too_large
+                .iter()
+                .any(|(t, i)| t == topic.name.0.as_str() && *i == p.partition_index);
+            partition.error_code =
+                if large { ResponseError::OffsetMetadataTooLarge.code() } else { code(error) };
+            entry.partitions.push(partition);
+        }
+        response.topics.push(entry);
+    }
+    frame(request, &response)
+}
+
+pub(super) async fn write_txn_markers(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> Result<Reply, HandlerError> {
+    let body: WriteTxnMarkersRequest = decode_body(request)?;
+    let mut response = WriteTxnMarkersResponse::default();
+    let total: usize =
+        body.markers.iter().flat_map(|m| &m.topics).map(|t| t.partition_indexes.len()).sum();
+    for marker in &body.markers {
+        let markers = Markers {
+            producer_id: marker.producer_id.0,
+            producer_epoch: marker.producer_epoch,
+            commit: marker.transaction_result,
+            coordinator_epoch: marker.coordinator_epoch,
+            partitions: Vec::new(),
+        };
+        let mut result = WritableTxnMarkerResult::default();
+        result.producer_id = marker.producer_id;
+        for topic in &marker.topics {
+            let mut entry = WritableTxnMarkerTopicResult::default();
+            entry.name = topic.name.clone();
+            for index in &topic.partition_indexes {
+                let error = if total > PARTITIONS_PER_REQUEST_MAX {
+                    Some(ResponseError::InvalidRequest)
+                } else {
+                    write_marker(broker, &topic.name.0, *index, &markers).await
+                };
+                let mut partition = WritableTxnMarkerPartitionResult::default();
+                partition.partition_index = *index;
+                partition.error_code = code(error);
+                entry.partitions.push(partition);
+            }
+            result.topics.push(entry);
+        }
+        response.markers.push(result);
+    }
+    frame(request, &response)
+}
+
+pub(super) async fn describe_transactions(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> Result<Reply, HandlerError> {
+    let body: DescribeTransactionsRequest = decode_body(request)?;
+    let mut response = DescribeTransactionsResponse::default();
+    let coordinator = coordinator(broker).await;
+    for id in &body.transactional_ids {
+        let mut entry = DescribedState::default();
+        entry.transactional_id = id.clone();
+        entry.producer_id = ProducerId(-1);
+        entry.producer_epoch = -1;
+        entry.transaction_start_time_ms = -1;
+        let described = match &coordinator {
+            Ok(coordinator) => coordinator.describe(&id.0),
+            Err(error) => Err(*error),
+        };
+        match described {
+            Ok(d) => {
+                entry.transaction_state = d.state.name().into();
+                entry.transaction_timeout_ms = d.timeout_ms;
+                entry.transaction_start_time_ms = d.start_ms;
+                entry.producer_id = ProducerId(d.producer_id);
+                entry.producer_epoch = d.producer_epoch;
+                for (topic, index) in d.partitions {
+                    if entry.topics.last().is_none_or(|t: &TopicData| t.topic.0.as_str() != topic) {
+                        let mut data = TopicData::default();
+                        data.topic = TopicName(topic.clone().into());
+                        entry.topics.push(data);
+                    }
+                    entry.topics.last_mut().expect("pushed").partitions.push(index);
+                }
+            }
+            Err(error) => entry.error_code = error.code(),
+        }
+        response.transaction_states.push(entry);
+    }
+    frame(request, &response)
+}
+
+pub(super) async fn list_transactions(
+    broker: &Rc<Broker>,
+    request: &Request,
+) -> Result<Reply, HandlerError> {
+    let body: ListTransactionsRequest = decode_body(request)?;
+    let mut response = ListTransactionsResponse::default();
+    let mut states = Vec::new();
+    for filter in &body.state_filters {
+        match crate::txn::TxnState::from_name(filter) {
+            Some(state) => states.push(state),
+            None => response.unknown_state_filters.push(filter.clone()),
+        }
+    }
+    let unknown_only = states.is_empty() && !body.state_filters.is_empty();
+    let listed = match broker.txn.get() {
+        // A broker that never had a transaction has none to list (Kafka's empty answer).
+        None => Vec::new(),
+        Some(_) => match coordinator(broker).await {
+            Ok(coordinator) => coordinator.list(),
+            Err(error) => {
+                response.error_code = error.code();
+                Vec::new()
+            }
+        },
+    };
+    let now = crate::clock::now_ms();
+    for txn in listed {
+        let state_ok =
+            body.state_filters.is_empty() || (!unknown_only && states.contains(&txn.state));
+        let producer_ok = body.producer_id_filters.is_empty()
+            || body.producer_id_filters.iter().any(|p| p.0 == txn.producer_id);
+        let duration_ok = request.version < 1
+            || body.duration_filter < 0
+            || now - txn.start_ms > body.duration_filter;
+        if state_ok && producer_ok && duration_ok {
+            let mut entry = ListedState::default();
+            entry.transactional_id = TransactionalId(txn.transactional_id.into());
+            entry.producer_id = ProducerId(txn.producer_id);
+            entry.transaction_state = txn.state.name().into();
+            response.transaction_states.push(entry);
+        }
+    }
+    frame(request, &response)
+}
