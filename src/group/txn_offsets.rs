@@ -100,6 +100,16 @@ impl Coordinator {
         }
     }
 
+    /// Whether a transaction not yet ended holds an offset of the group's partition
+    /// (OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT then, KIP-447).
+    pub fn has_txn_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        self.txn_offsets
+            .borrow()
+            .values()
+            .flatten()
+            .any(|(g, t, p, _)| g == group_id && t == topic && *p == partition)
+    }
+
     /// Replay: a record of a transactional batch of `producer_id` (held until its marker).
     pub(super) fn replay_txn_record(&self, producer_id: i64, key: &[u8], value: Option<&[u8]>) {
         let (Some((group, topic, partition)), Some(Some(committed))) =

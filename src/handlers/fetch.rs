@@ -262,6 +262,7 @@ fn topic_names<'a>(
 
 /// Resolves one partition this shard owns: checks, follower progress, and the file regions
 /// of whole batches from `position.offset`, at most `limit` bytes (at least one batch).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn read_partition(
     broker: &Broker,
     topic: &str,
@@ -984,6 +985,8 @@ mod tests {
                             index: *index,
                             error: ResponseError::try_from_code(*error),
                             high_watermark: *high_watermark,
+                            last_stable_offset: *high_watermark,
+                            aborted: None,
                             log_start_offset: *log_start_offset,
                             bytes: records.iter().map(|r| r.len() as u64).sum(),
                             records: records.iter().cloned().map(Piece::Bytes).collect(),
@@ -1256,6 +1259,8 @@ mod tests {
             index: 0,
             error,
             high_watermark: 9,
+            last_stable_offset: 9,
+            aborted: None,
             log_start_offset: 4,
             records: vec![Piece::Bytes(vec![1])],
             bytes: 1,

@@ -370,6 +370,14 @@ pub(super) async fn offset_fetch(
                 p.committed_leader_epoch = committed.as_ref().map_or(-1, |c| c.leader_epoch);
             }
             p.metadata = Some(committed.and_then(|c| c.metadata).unwrap_or_default().into());
+            if request.version >= 7
+                && body.require_stable
+                && broker.coordinator().has_txn_offset(&body.group_id.0, t.name.0.as_str(), index)
+            {
+                // KIP-447: an offset a transaction has not ended yet; the client retries.
+                p.error_code = ResponseError::UnstableOffsetCommit.code();
+                p.committed_offset = -1;
+            }
             t.partitions.push(p);
         }
         response.topics.push(t);
@@ -404,7 +412,7 @@ fn offset_fetch_groups(
                     .into_iter()
                     .map(|(topic, partitions)| {
                         let mut t = OffsetFetchResponseTopics::default();
-                        t.name = TopicName(topic.into());
+                        t.name = TopicName(topic.clone().into());
                         t.partitions = partitions
                             .into_iter()
                             .map(|(index, committed)| {
@@ -416,6 +424,12 @@ fn offset_fetch_groups(
                                 p.metadata = Some(
                                     committed.and_then(|c| c.metadata).unwrap_or_default().into(),
                                 );
+                                if body.require_stable
+                                    && coordinator.has_txn_offset(&group.group_id.0, &topic, index)
+                                {
+                                    p.error_code = ResponseError::UnstableOffsetCommit.code();
+                                    p.committed_offset = -1;
+                                }
                                 p
                             })
                             .collect();
