@@ -24,7 +24,7 @@ const UNSUPPORTED_VERSION: i16 = 35;
 const TOPIC_ALREADY_EXISTS: i16 = 36;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_REQUEST: i16 = 42;
-const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 
 /// Seed of the random garbage; `FJORD_TEST_SEED` replays a failure.
 fn seed() -> u64 {
@@ -463,17 +463,22 @@ fn a_retried_idempotent_batch_is_stored_once_and_a_sequence_gap_is_refused() {
     assert_eq!((error, epoch), (NONE, 0), "InitProducerId");
     assert!(producer_id >= 0, "producer id {producer_id}");
     // Only a null transactional id means "idempotent, no transactions" (as in Kafka): an
-    // empty one is a bad request, a named one a transaction Fjord does not support.
+    // empty one is a bad request, a named one gets its id and epoch from the transaction
+    // coordinator (which answers COORDINATOR_LOAD_IN_PROGRESS while it starts).
     assert_eq!(
         wire::init_producer_id_for(&mut conn, 20, Some("")).0,
         INVALID_REQUEST,
         "empty transactional id"
     );
-    assert_eq!(
-        wire::init_producer_id_for(&mut conn, 21, Some("tx-1")).0,
-        TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-        "transactional id"
-    );
+    let transactional = loop {
+        let answer = wire::init_producer_id_for(&mut conn, 21, Some("tx-1"));
+        if answer.0 != COORDINATOR_LOAD_IN_PROGRESS {
+            break answer;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!((transactional.0, transactional.2), (NONE, 0), "transactional id");
+    assert_ne!(transactional.1, producer_id, "a transactional id has its own producer id");
 
     let first = sequenced_batch(producer_id, epoch, 0, 3);
     assert_eq!(wire::produce(&mut conn, 3, topic, 0, &first), (NONE, 0), "first batch");

@@ -11,6 +11,8 @@ use bytes::Bytes;
 use fjord::protocol::{self, Request};
 use fjord_storage::batch::{self, Origin};
 use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeTransactionsRequest,
+    EndTxnRequest, ListTransactionsRequest, TxnOffsetCommitRequest, WriteTxnMarkersRequest,
     AlterConfigsRequest, AlterPartitionReassignmentsRequest, ApiKey, ApiVersionsRequest,
     CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
@@ -93,6 +95,19 @@ fn decode(request: &Request) {
         }
         ApiKey::DescribeTopicPartitions => {
             drop(protocol::decode_body::<DescribeTopicPartitionsRequest>(request))
+        }
+        ApiKey::AddPartitionsToTxn => {
+            drop(protocol::decode_body::<AddPartitionsToTxnRequest>(request))
+        }
+        ApiKey::AddOffsetsToTxn => drop(protocol::decode_body::<AddOffsetsToTxnRequest>(request)),
+        ApiKey::EndTxn => drop(protocol::decode_body::<EndTxnRequest>(request)),
+        ApiKey::WriteTxnMarkers => drop(protocol::decode_body::<WriteTxnMarkersRequest>(request)),
+        ApiKey::TxnOffsetCommit => drop(protocol::decode_body::<TxnOffsetCommitRequest>(request)),
+        ApiKey::DescribeTransactions => {
+            drop(protocol::decode_body::<DescribeTransactionsRequest>(request))
+        }
+        ApiKey::ListTransactions => {
+            drop(protocol::decode_body::<ListTransactionsRequest>(request))
         }
         // A served API this target does not decode is a gap in the target: fail loudly.
         other => panic!("{other:?} is served (protocol::SUPPORTED_APIS) but not fuzzed"),
