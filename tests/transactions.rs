@@ -5,14 +5,18 @@
 //! consume-transform-produce loop commits its consumer offsets in its transactions
 //! (exactly once, one batch aborted and processed again).
 //!
-//! Clients are librdkafka (confluent-kafka, `tests/clients/python/transactions.py`) and the
+//! Clients are librdkafka (confluent-kafka, `tests/clients/python/transactions.py`), the
 //! Java client 4.4 (`tests/clients/java/apps/src/Transactions.java`, built by that
-//! directory's setup.sh), each a child process that checks what it reads and prints
-//! tab-separated result lines. The expected lines, error names included, are what the
-//! programs print against Apache Kafka 4.4.
+//! directory's setup.sh) and franz-go's GroupTransactSession (`matrix eos`,
+//! `tests/clients/go/txn.go`, built by that directory's setup.sh), each a child process that
+//! checks what it reads and prints tab-separated result lines. The expected lines, error
+//! names included, are what the programs print against Apache Kafka 4.4.
+
+use std::path::Path;
 
 use crate::support::apps::run_app;
-use crate::support::{python_ok, TestBroker};
+use crate::support::matrix::CLIENT_SECONDS_MAX;
+use crate::support::{python_ok, run_with_timeout, TestBroker};
 
 /// `fjord serve` flags for the consume-transform-produce test: its group's first rebalance
 /// does not wait for more members.
@@ -33,6 +37,29 @@ fn java_scenario(broker: &TestBroker, scenario: &str, prefix: &str) -> String {
         "Transactions {scenario}: {}\nstdout:\n{text}\nstderr:\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Runs `tests/clients/go/bin/matrix eos BOOTSTRAP PREFIX` (franz-go) and returns its
+/// stdout; panics with its output and the broker's log unless it exits 0, and naming the
+/// setup script when the program is not built.
+fn go_eos(broker: &TestBroker, prefix: &str) -> String {
+    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/go/bin/matrix");
+    assert!(
+        program.exists(),
+        "{} is not built: run tests/clients/go/setup.sh (.ci/run does), which builds the Go client program",
+        program.display()
+    );
+    let args = ["eos".to_string(), broker.bootstrap(), prefix.to_string()];
+    let out = run_with_timeout(CLIENT_SECONDS_MAX, &program, &args, None);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "matrix eos: {}\nstdout:\n{text}\nstderr:\n{}\nbroker:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        broker.stderr_tail()
     );
     text
 }
@@ -89,4 +116,13 @@ fn a_consume_transform_produce_loop_commits_its_offsets_in_its_transactions() {
     let broker = TestBroker::start_with("txn-send-offsets-python", GROUP_FLAGS);
     let out = python_scenario(&broker, "send-offsets", "py-eos");
     assert_lines(&out, &["out\t100", "committed\t100"]);
+}
+
+#[test]
+fn franz_go_group_transact_session_writes_every_record_once() {
+    // 500 records through franz-go's GroupTransactSession in batches of up to 50, each
+    // ended with End(TryCommit) except the third, ended with End(TryAbort) and read again.
+    let broker = TestBroker::start_with("txn-session-go", GROUP_FLAGS);
+    let out = go_eos(&broker, "go-eos");
+    assert_lines(&out, &["out\t500", "committed\t500", "aborted-seen\ttrue"]);
 }

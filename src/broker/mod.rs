@@ -578,6 +578,7 @@ impl Broker {
             Ok(Some(state)) => {
                 self.apply_state(&state).await;
                 self.sync_coordinator().await;
+                self.sync_txn_coordinator().await;
             }
             Ok(None) => {}
             Err(error) => warn!(%error, "cannot read the cluster state"),
@@ -807,6 +808,14 @@ impl Broker {
             warn!(dir = %path.display(), "removing a partition directory this broker no longer hosts (its topic was deleted or moved)");
             remove_dir_in_background(&path);
         }
+    }
+
+    /// Tells the transaction coordinator which `__transaction_state` partitions this broker
+    /// leads now.
+    pub async fn sync_txn_coordinator(&self) {
+        let Some(coordinator) = self.txn.get() else { return };
+        let Some(topic) = self.topic(crate::txn::TXN_TOPIC) else { return };
+        coordinator.sync(topic.partitions.clone()).await;
     }
 
     /// Tells the coordinator which offsets partitions this broker leads now.

@@ -27,6 +27,7 @@ use crate::broker::Broker;
 use crate::group::{Committed, JoinRequest, OFFSET_METADATA_BYTES_MAX};
 use crate::handlers::errors::code;
 use crate::protocol::{decode_body, Request};
+use crate::txn::TXN_TOPIC;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -55,15 +56,32 @@ pub(super) async fn find_coordinator(
     // The coordinator of a group is the leader of its offsets partition.
     let answer = |key_type: i8, key: &str| -> (i16, i32, String, i32) {
         if key_type == KEY_TYPE_TRANSACTION {
-            return match transactions {
-                Some(Ok(())) => (
+            return match (transactions, &broker.cluster) {
+                (Some(Ok(())), None) => (
                     0,
                     config.broker_id,
                     config.advertised_host.clone(),
                     i32::from(config.advertised_port),
                 ),
-                Some(Err(error)) => (error.code(), -1, String::new(), -1),
-                None => (ResponseError::CoordinatorNotAvailable.code(), -1, String::new(), -1),
+                // In a cluster: the leader of the id's `__transaction_state` partition.
+                (Some(Ok(())), Some(cluster)) => {
+                    let state = cluster.state.borrow();
+                    let count = state.topics.get(TXN_TOPIC).map_or(0, |t| t.partitions.len());
+                    let index = crate::txn::txn_partition_index(key, count) as i32;
+                    let leader = state.partition(TXN_TOPIC, index).map_or(-1, |p| p.leader);
+                    drop(state);
+                    let address = cluster
+                        .address_of(leader)
+                        .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+                    match address {
+                        Some(address) if count > 0 && cluster.is_alive(leader) => {
+                            (0, leader, address.ip().to_string(), i32::from(address.port()))
+                        }
+                        _ => (ResponseError::CoordinatorNotAvailable.code(), -1, String::new(), -1),
+                    }
+                }
+                (Some(Err(error)), _) => (error.code(), -1, String::new(), -1),
+                (None, _) => (ResponseError::CoordinatorNotAvailable.code(), -1, String::new(), -1),
             };
         }
         if key_type != KEY_TYPE_GROUP {

@@ -9,6 +9,8 @@
 //! the first FindCoordinator for a transaction). In a cluster transactions are not served
 //! yet: the coordinator is not found (COORDINATOR_NOT_AVAILABLE).
 
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::{Rc, Weak};
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
@@ -33,21 +35,29 @@ use super::reply::{frame, HandlerError, Reply};
 use crate::broker::Broker;
 use crate::group::{Committed, OFFSETS_TOPIC, OFFSET_METADATA_BYTES_MAX};
 use crate::protocol::{decode_body, Request};
+use crate::replication::fetcher::Connection;
 use crate::txn::{
     txn_topic_configs, LocalFuture, Markers, TxnConfig, TxnCoordinator, TxnEnv, TXN_TOPIC,
 };
 
 /// Markers one WriteTxnMarkers may carry, and partitions one transaction request may name.
 const PARTITIONS_PER_REQUEST_MAX: usize = 10_000;
+/// The WriteTxnMarkers version brokers send each other (Kafka 4 serves 1 only).
+const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 /// How long a marker waits for the in-sync replicas.
 const MARKER_REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The broker as the coordinator needs it.
-struct BrokerTxnEnv(Weak<Broker>);
+/// The broker as the coordinator needs it: markers written here, or sent to the leaders
+/// of other brokers with WriteTxnMarkers (one connection per broker, kept).
+struct BrokerTxnEnv {
+    broker: Weak<Broker>,
+    peers: Rc<RefCell<HashMap<i32, Connection>>>,
+}
 
 impl TxnEnv for BrokerTxnEnv {
     fn write_markers(&self, markers: Markers) -> LocalFuture<Vec<Option<ResponseError>>> {
-        let broker = self.0.clone();
+        let broker = self.broker.clone();
+        let peers = Rc::clone(&self.peers);
         Box::pin(async move {
             let Some(broker) = broker.upgrade() else {
                 return vec![
@@ -55,16 +65,27 @@ impl TxnEnv for BrokerTxnEnv {
                     markers.partitions.len()
                 ];
             };
-            let mut results = Vec::with_capacity(markers.partitions.len());
-            for (topic, index) in &markers.partitions {
-                results.push(write_marker(&broker, topic, *index, &markers).await);
+            let mut results = vec![None; markers.partitions.len()];
+            // The partitions each other broker leads, by broker.
+            let mut remote: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+            for (slot, (topic, index)) in markers.partitions.iter().enumerate() {
+                match leader_elsewhere(&broker, topic, *index) {
+                    Some(leader) => remote.entry(leader).or_default().push(slot),
+                    None => results[slot] = write_marker(&broker, topic, *index, &markers).await,
+                }
+            }
+            for (leader, slots) in remote {
+                let answers = send_markers(&broker, &peers, leader, &markers, &slots).await;
+                for (slot, answer) in slots.into_iter().zip(answers) {
+                    results[slot] = answer;
+                }
             }
             results
         })
     }
 
     fn allocate_producer_id(&self) -> LocalFuture<Option<i64>> {
-        let broker = self.0.clone();
+        let broker = self.broker.clone();
         Box::pin(async move {
             let broker = broker.upgrade()?;
             match broker.allocate_producer_id().await {
@@ -76,6 +97,90 @@ impl TxnEnv for BrokerTxnEnv {
             }
         })
     }
+}
+
+/// In a cluster, the partition's leader when it is another broker (`None`: this one, or
+/// unknown, which the local write answers).
+fn leader_elsewhere(broker: &Broker, topic: &str, index: i32) -> Option<i32> {
+    let cluster = broker.cluster.as_ref()?;
+    let leader = cluster.state.borrow().partition(topic, index).map(|p| p.leader)?;
+    (leader >= 0 && leader != broker.config.broker_id).then_some(leader)
+}
+
+/// Sends the markers of `slots` to broker `leader` (WriteTxnMarkers v1); each partition's
+/// error, NOT_LEADER_OR_FOLLOWER for all when the broker cannot be reached (retried).
+async fn send_markers(
+    broker: &Broker,
+    peers: &RefCell<HashMap<i32, Connection>>,
+    leader: i32,
+    markers: &Markers,
+    slots: &[usize],
+) -> Vec<Option<ResponseError>> {
+    let unreachable = || vec![Some(ResponseError::NotLeaderOrFollower); slots.len()];
+    let Some(cluster) = broker.cluster.as_ref() else { return unreachable() };
+    let mut request = WriteTxnMarkersRequest::default();
+    let mut marker = write_txn_markers_request::WritableTxnMarker::default();
+    marker.producer_id = ProducerId(markers.producer_id);
+    marker.producer_epoch = markers.producer_epoch;
+    marker.transaction_result = markers.commit;
+    marker.coordinator_epoch = markers.coordinator_epoch;
+    for &slot in slots {
+        let (topic, index) = &markers.partitions[slot];
+        if marker.topics.last().is_none_or(|t| t.name.0.as_str() != topic) {
+            let mut entry = write_txn_markers_request::WritableTxnMarkerTopic::default();
+            entry.name = TopicName(topic.clone().into());
+            marker.topics.push(entry);
+        }
+        marker.topics.last_mut().expect("pushed").partition_indexes.push(*index);
+    }
+    request.markers.push(marker);
+    let connection = peers.borrow_mut().remove(&leader);
+    let mut connection = match connection {
+        Some(connection) => connection,
+        None => {
+            let Some(address) =
+                cluster.address_of(leader).and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            else {
+                return unreachable();
+            };
+            match Connection::connect(address).await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    warn!(broker = leader, %error, "cannot reach a partition leader for transaction markers");
+                    return unreachable();
+                }
+            }
+        }
+    };
+    let client_id = format!("fjord-txn-coordinator-{}", broker.config.broker_id);
+    let answer: Result<WriteTxnMarkersResponse, _> = connection
+        .call(ApiKey::WriteTxnMarkers, WRITE_TXN_MARKERS_VERSION, &request, &client_id)
+        .await;
+    let response = match answer {
+        Ok(response) => response,
+        Err(error) => {
+            warn!(broker = leader, %error, "WriteTxnMarkers to a partition leader failed");
+            return unreachable();
+        }
+    };
+    peers.borrow_mut().insert(leader, connection);
+    let answered = |topic: &str, index: i32| {
+        response
+            .markers
+            .iter()
+            .flat_map(|m| &m.topics)
+            .filter(|t| t.name.0.as_str() == topic)
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.partition_index == index)
+            .map(|p| ResponseError::try_from_code(p.error_code))
+    };
+    slots
+        .iter()
+        .map(|&slot| {
+            let (topic, index) = &markers.partitions[slot];
+            answered(topic, *index).unwrap_or(Some(ResponseError::UnknownServerError))
+        })
+        .collect()
 }
 
 /// A marker on a partition of whichever shard owns it.
@@ -160,26 +265,27 @@ pub(crate) async fn write_marker_here(
     None
 }
 
-/// Starts the coordinator on a broker whose `__transaction_state` exists (transactions
-/// prepared before a stop are completed, open ones time out).
+/// Starts the coordinator at shard 0's start: on one broker if `__transaction_state`
+/// exists (transactions prepared before a stop are completed, open ones time out); in a
+/// cluster always (it takes over the ids of the partitions this broker leads as the
+/// cluster state says, `Broker::sync_txn_coordinator`).
 pub(crate) async fn start_if_present(broker: &Rc<Broker>) {
-    if broker.cluster.is_none() && broker.shards.me == 0 && broker.topic(TXN_TOPIC).is_some() {
+    if broker.shards.me != 0 {
+        return;
+    }
+    if broker.cluster.is_some() {
+        let coordinator = started(broker);
+        broker.sync_txn_coordinator().await;
+        drop(coordinator);
+    } else if broker.topic(TXN_TOPIC).is_some() {
         let _ = coordinator(broker).await;
     }
 }
 
-/// The coordinator, started (and the topic created) at the first call; COORDINATOR_
-/// NOT_AVAILABLE in a cluster, COORDINATOR_LOAD_IN_PROGRESS while it replays its log.
-pub(crate) async fn coordinator(broker: &Rc<Broker>) -> Result<Rc<TxnCoordinator>, ResponseError> {
-    if broker.cluster.is_some() {
-        return Err(ResponseError::CoordinatorNotAvailable);
-    }
+/// The coordinator object, made (with its timer) at the first call.
+fn started(broker: &Rc<Broker>) -> (Rc<TxnCoordinator>, bool) {
     if let Some(coordinator) = broker.txn.get() {
-        return if coordinator.is_loaded() {
-            Ok(Rc::clone(coordinator))
-        } else {
-            Err(ResponseError::CoordinatorLoadInProgress)
-        };
+        return (Rc::clone(coordinator), false);
     }
     let config = TxnConfig {
         max_timeout_ms: broker.config.transaction_max_timeout_ms,
@@ -188,19 +294,14 @@ pub(crate) async fn coordinator(broker: &Rc<Broker>) -> Result<Rc<TxnCoordinator
         check_interval_ms: broker.config.transaction_check_interval_ms,
         min_insync: broker.config.min_insync_replicas,
     };
-    let coordinator =
-        TxnCoordinator::new(config.clone(), Rc::new(BrokerTxnEnv(Rc::downgrade(broker))));
-    if broker.txn.set(Rc::clone(&coordinator)).is_err() {
-        return Err(ResponseError::CoordinatorLoadInProgress);
-    }
-    let topic = broker
-        .internal_topic(TXN_TOPIC, broker.config.transaction_state_partitions, txn_topic_configs())
-        .await
-        .map_err(|error| {
-            warn!(%error, "cannot create {TXN_TOPIC}");
-            ResponseError::CoordinatorNotAvailable
-        })?;
-    coordinator.load(topic.partitions.clone()).await;
+    let coordinator = TxnCoordinator::new(
+        config.clone(),
+        Rc::new(BrokerTxnEnv {
+            broker: Rc::downgrade(broker),
+            peers: Rc::new(RefCell::new(HashMap::new())),
+        }),
+    );
+    let _ = broker.txn.set(Rc::clone(&coordinator));
     let timer = Rc::downgrade(&coordinator);
     fjord_storage::io::spawn(async move {
         loop {
@@ -209,6 +310,50 @@ pub(crate) async fn coordinator(broker: &Rc<Broker>) -> Result<Rc<TxnCoordinator
             coordinator.check_timeouts().await;
         }
     });
+    (coordinator, true)
+}
+
+/// Creates `__transaction_state` if it does not exist: on one broker at once, in a cluster
+/// through the cluster state (as Kafka creates it at the first FindCoordinator for a
+/// transaction; clients retry until it has leaders).
+async fn ensure_topic(broker: &Rc<Broker>) -> Result<(), ResponseError> {
+    if broker.topic(TXN_TOPIC).is_some() {
+        return Ok(());
+    }
+    let partitions = broker.config.transaction_state_partitions;
+    let created = match &broker.cluster {
+        None => broker.internal_topic(TXN_TOPIC, partitions, txn_topic_configs()).await.map(|_| ()),
+        Some(cluster) => {
+            let rf = cluster.file.replication_factor;
+            match cluster.create_topic(TXN_TOPIC, partitions, rf, txn_topic_configs(), true).await {
+                Err(crate::broker::topic::TopicError::AlreadyExists { .. }) => Ok(()),
+                other => other,
+            }
+        }
+    };
+    created.map_err(|error| {
+        warn!(%error, "cannot create {TXN_TOPIC}");
+        ResponseError::CoordinatorNotAvailable
+    })
+}
+
+/// The coordinator, started (and the topic created) at the first call;
+/// COORDINATOR_LOAD_IN_PROGRESS while it replays its log, COORDINATOR_NOT_AVAILABLE in a
+/// cluster until the topic has leaders.
+pub(crate) async fn coordinator(broker: &Rc<Broker>) -> Result<Rc<TxnCoordinator>, ResponseError> {
+    let (coordinator, new) = started(broker);
+    if coordinator.is_loaded() {
+        return Ok(coordinator);
+    }
+    if broker.cluster.is_some() {
+        ensure_topic(broker).await?;
+        return Err(ResponseError::CoordinatorNotAvailable);
+    }
+    if !new {
+        return Err(ResponseError::CoordinatorLoadInProgress);
+    }
+    ensure_topic(broker).await?;
+    broker.sync_txn_coordinator().await;
     Ok(coordinator)
 }
 
@@ -241,7 +386,16 @@ fn fenced_for(error: ResponseError, version: i16, from: i16) -> ResponseError {
     }
 }
 
+/// Whether transactional ids have coordinators: on one broker, this one once started; in a
+/// cluster, the leaders of `__transaction_state` once it exists (created here if not).
 pub(super) async fn find_transaction_coordinator(broker: &Rc<Broker>) -> Result<(), ResponseError> {
+    if broker.cluster.is_some() {
+        ensure_topic(broker).await?;
+        return match broker.topic(TXN_TOPIC) {
+            Some(_) => Ok(()),
+            None => Err(ResponseError::CoordinatorNotAvailable),
+        };
+    }
     coordinator(broker).await.map(|_| ())
 }
 

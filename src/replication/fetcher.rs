@@ -78,7 +78,7 @@ fn leaders_followed(broker: &Broker) -> BTreeMap<i32, Vec<Rc<Partition>>> {
 
 /// Why a round with a leader failed; the fetcher reconnects and tries again.
 #[derive(Debug, thiserror::Error)]
-enum FetcherError {
+pub(crate) enum FetcherError {
     #[error("connection to the leader: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -91,20 +91,22 @@ enum FetcherError {
     Storage(#[from] fjord_storage::StorageError),
 }
 
-struct Connection {
+/// A connection to another broker: one request at a time, answered in order (the
+/// fetcher's, and the transaction coordinator's WriteTxnMarkers).
+pub(crate) struct Connection {
     stream: Stream,
     buf: BytesMut,
     correlation_id: i32,
 }
 
 impl Connection {
-    async fn connect(address: SocketAddr) -> std::io::Result<Connection> {
+    pub(crate) async fn connect(address: SocketAddr) -> std::io::Result<Connection> {
         let stream = Stream::connect(address).await?;
         let _ = stream.set_nodelay(true);
         Ok(Connection { stream, buf: BytesMut::with_capacity(READ_CHUNK_BYTES), correlation_id: 0 })
     }
 
-    async fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(
+    pub(crate) async fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(
         &mut self,
         key: ApiKey,
         version: i16,

@@ -186,8 +186,12 @@ pub struct TxnCoordinator {
     txns: RefCell<HashMap<String, TxnMetadata>>,
     /// The partitions of `__transaction_state`; empty until the topic exists.
     log: RefCell<Vec<Option<Rc<Partition>>>>,
-    /// The log was replayed (the coordinator answers COORDINATOR_LOAD_IN_PROGRESS before).
-    loaded: Cell<bool>,
+    /// The partitions whose ids this broker coordinates: those it leads, replayed.
+    owned: RefCell<BTreeSet<usize>>,
+    /// Partitions being replayed (their ids answer COORDINATOR_LOAD_IN_PROGRESS).
+    loading: RefCell<BTreeSet<usize>>,
+    /// The first `sync` is done.
+    started: Cell<bool>,
 }
 
 /// A transactional id's place in `__transaction_state`, as Kafka's `partitionFor`.
@@ -203,46 +207,73 @@ impl TxnCoordinator {
             env,
             txns: RefCell::new(HashMap::new()),
             log: RefCell::new(Vec::new()),
-            loaded: Cell::new(false),
+            owned: RefCell::new(BTreeSet::new()),
+            loading: RefCell::new(BTreeSet::new()),
+            started: Cell::new(false),
         })
     }
 
     pub fn is_loaded(&self) -> bool {
-        self.loaded.get()
+        self.started.get()
     }
 
-    /// Takes the topic's partitions and replays them (once): ids found in Prepare* get their
-    /// markers written again and are completed.
-    pub async fn load(&self, partitions: Vec<Option<Rc<Partition>>>) {
-        if self.loaded.get() {
-            return;
-        }
+    /// Takes over the ids of the partitions of `__transaction_state` this broker leads
+    /// (replaying each: ids found in Prepare* get their markers written again and are
+    /// completed, open ones run to their timeout) and gives up those of the partitions it
+    /// no longer leads. Called with the topic's partitions whenever the leadership may have
+    /// moved (on one broker: once, owning all).
+    pub async fn sync(&self, partitions: Vec<Option<Rc<Partition>>>) {
         *self.log.borrow_mut() = partitions.clone();
-        let mut records = 0u64;
-        for partition in partitions.iter().flatten() {
-            match self.replay(partition).await {
-                Ok(n) => records += n,
-                Err(error) => {
-                    warn!(partition = ?partition, %error, "cannot replay a transaction state partition")
-                }
+        let count = partitions.len();
+        for (index, partition) in partitions.iter().enumerate() {
+            let leads = partition.as_ref().is_some_and(|p| p.replica.is_leader());
+            let owned = self.owned.borrow().contains(&index);
+            if leads && !owned && !self.loading.borrow().contains(&index) {
+                let partition = Rc::clone(partition.as_ref().expect("led"));
+                self.take_over(index, count, &partition).await;
+            } else if !leads && owned {
+                self.owned.borrow_mut().remove(&index);
+                self.txns.borrow_mut().retain(|id, _| txn_partition_index(id, count) != index);
+                info!(
+                    partition = index,
+                    "no longer coordinating the transactional ids of a transaction state partition"
+                );
             }
         }
-        self.loaded.set(true);
+        self.started.set(true);
+    }
+
+    async fn take_over(&self, index: usize, count: usize, partition: &Rc<Partition>) {
+        self.loading.borrow_mut().insert(index);
+        self.txns.borrow_mut().retain(|id, _| txn_partition_index(id, count) != index);
+        let records = match self.replay(partition).await {
+            Ok(records) => records,
+            Err(error) => {
+                warn!(partition = ?partition, %error, "cannot replay a transaction state partition");
+                self.loading.borrow_mut().remove(&index);
+                return;
+            }
+        };
+        self.loading.borrow_mut().remove(&index);
+        self.owned.borrow_mut().insert(index);
         let unfinished: Vec<String> = self
             .txns
             .borrow()
             .iter()
-            .filter(|(_, t)| {
-                matches!(t.record.state, TxnState::PrepareCommit | TxnState::PrepareAbort)
+            .filter(|(id, t)| {
+                txn_partition_index(id, count) == index
+                    && matches!(t.record.state, TxnState::PrepareCommit | TxnState::PrepareAbort)
             })
             .map(|(id, _)| id.clone())
             .collect();
-        info!(
-            ids = self.txns.borrow().len(),
-            records,
-            completing = unfinished.len(),
-            "transaction coordinator loaded"
-        );
+        if records > 0 {
+            info!(
+                partition = index,
+                records,
+                completing = unfinished.len(),
+                "took over the transactional ids of a transaction state partition"
+            );
+        }
         for id in unfinished {
             self.spawn_completion(id);
         }
@@ -297,16 +328,21 @@ impl TxnCoordinator {
         log.get(index).cloned().flatten()
     }
 
-    /// Checks common to every request about an id: known here and loaded.
+    /// Checks common to every request about an id: coordinated here, and loaded.
     fn check_owner(&self, transactional_id: &str) -> Result<(), ResponseError> {
         if transactional_id.is_empty() {
             return Err(ResponseError::InvalidRequest);
         }
-        if !self.loaded.get() {
+        if !self.started.get() {
             return Err(ResponseError::CoordinatorLoadInProgress);
         }
+        let index = txn_partition_index(transactional_id, self.log.borrow().len());
+        if self.loading.borrow().contains(&index) {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        let owned = self.owned.borrow().contains(&index);
         match self.partition_of(transactional_id) {
-            Some(partition) if partition.replica.is_leader() => Ok(()),
+            Some(partition) if owned && partition.replica.is_leader() => Ok(()),
             _ => Err(ResponseError::NotCoordinator),
         }
     }
@@ -713,7 +749,7 @@ impl TxnCoordinator {
     /// From the coordinator's timer: aborts transactions open past their timeout (fencing
     /// their producer) and removes ids unused for `transactional.id.expiration.ms`.
     pub async fn check_timeouts(&self) {
-        if !self.loaded.get() {
+        if !self.started.get() {
             return;
         }
         let now = now_ms();

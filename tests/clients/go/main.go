@@ -5,6 +5,10 @@
 // CLIENT is `franz` (franz-go: kgo and kadm), `sarama` (IBM/sarama) or `kafkago`
 // (segmentio/kafka-go), at the versions go.mod pins (setup.sh also builds the binary with
 // the newest releases). The last stdout line is the report; diagnostics go to stderr.
+//
+//	matrix eos BOOTSTRAP PREFIX
+//
+// runs franz-go's transactional session instead (txn.go, for tests/transactions.rs).
 package main
 
 import (
@@ -35,6 +39,9 @@ func moduleVersions() map[string]string {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "eos" {
+		os.Exit(eosMain(os.Args[2:]))
+	}
 	if len(os.Args) != 5 || clients[os.Args[1]] == nil {
 		fmt.Fprintf(os.Stderr, "usage: matrix franz|sarama|kafkago BOOTSTRAP TOPIC GROUP\n")
 		os.Exit(2)

@@ -43,9 +43,10 @@ READ_DEADLINE_S = 60
 
 
 def create_topics(bootstrap, topics):
-    """Creates each (name, partitions) with replication factor 1."""
+    """Creates each (name, partitions) with the broker's default replication factor (1 on
+    one broker, the cluster's in a cluster)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(name, n, 1) for name, n in topics],
+    futures = admin.create_topics([NewTopic(name, n, -1) for name, n in topics],
                                   operation_timeout=TIMEOUT_S)
     for name, future in futures.items():
         try:
