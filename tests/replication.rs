@@ -3781,3 +3781,69 @@ fn every_replica_of_a_compacted_partition_cleans_its_own_log() {
         assert!(values[0].starts_with(&format!("9-{}", 180 + key)), "k{key}: {values:?}");
     }
 }
+
+/// Transactions across brokers: the coordinator of an id is the leader of its
+/// `__transaction_state` partition, the data partitions' leaders are spread over the
+/// brokers, and markers go to them with WriteTxnMarkers. A read_committed consumer sees
+/// exactly the committed records, and a consume-transform-produce loop commits its offsets
+/// in its transactions, as on one broker (`transactions.rs`).
+#[test]
+fn transactions_commit_and_abort_across_brokers() {
+    let cluster = Cluster::up("txn");
+    let out = python_ok("transactions.py", &["commit-abort", &cluster.bootstrap, "cluster"]);
+    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["committed\t75", "uncommitted\t125"]);
+    let out = python_ok("transactions.py", &["send-offsets", &cluster.bootstrap, "cluster-eos"]);
+    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["out\t100", "committed\t100"]);
+    let state = cluster.state();
+    let leaders: BTreeSet<i32> =
+        (0..3).map(|index| partition(&state, "cluster-a", index).leader).collect();
+    assert!(leaders.len() > 1, "the data partitions' leaders are spread: {leaders:?}");
+}
+
+/// A transaction open when its coordinator's broker is killed: the broker that takes the
+/// id's `__transaction_state` partition over replays it, finds the transaction open, and
+/// commits it when the producer (which finds the new coordinator) asks; the markers reach
+/// every partition, whichever broker leads it now.
+#[test]
+fn an_open_transaction_is_committed_through_the_coordinator_that_takes_over() {
+    let cluster = Cluster::up("txn-failover");
+    let prefix = "held";
+    let mut child = Command::new(crate::support::python_path())
+        .arg(crate::support::script_path("transactions.py"))
+        .args(["held-open", &cluster.bootstrap, prefix])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start transactions.py");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read the script's first line");
+    assert_eq!(line.trim_end(), "open\t1", "the transaction was not opened");
+    // The coordinator: the leader of the id's partition of `__transaction_state`.
+    let id = format!("{prefix}-tx");
+    let index = (java_string_hash(&id) as i64).unsigned_abs() as i32 % 50;
+    let index = if java_string_hash(&id) == i32::MIN { 0 } else { index };
+    let state =
+        cluster.wait_state("the transaction state partition in sync", ISR_RECOVERY_MAX, |s| {
+            partition(s, "__transaction_state", index).isr.len() >= 2
+        });
+    let coordinator = partition(&state, "__transaction_state", index).leader;
+    cluster.kill9(coordinator);
+    cluster.wait_state("a new coordinator", Duration::from_secs(30), |s| {
+        let leader = partition(s, "__transaction_state", index).leader;
+        leader >= 0 && leader != coordinator
+    });
+    use std::io::Write;
+    child.stdin.as_mut().expect("stdin").write_all(b"commit\n").expect("tell it to commit");
+    let output = child.wait_with_output().expect("wait for transactions.py");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read the rest");
+    assert!(
+        output.status.success() && rest.lines().any(|l| l == "committed\t45"),
+        "transactions.py held-open: {}\nstdout: {rest}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    cluster.restart_stopped();
+}

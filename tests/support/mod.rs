@@ -419,7 +419,7 @@ pub(crate) fn python_path() -> PathBuf {
     path
 }
 
-fn script_path(script: &str) -> String {
+pub(crate) fn script_path(script: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/clients/python")
         .join(script)

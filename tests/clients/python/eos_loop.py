@@ -19,10 +19,12 @@ Usage: eos_loop.py COMMAND BOOTSTRAP ...
                    (as seen at its start). Started again with the same TXID, its
                    init_transactions fences a killed predecessor and aborts its open
                    transaction; the group's committed offsets say where to go on.
-    read BOOTSTRAP TOPIC ISOLATION
-                   every record of TOPIC (all partitions, up to their high watermarks, so
-                   every transaction below them must be decided) with isolation.level
-                   ISOLATION: `value <partition> <value>` per record, then `records <n>`.
+    read BOOTSTRAP TOPIC ISOLATION [--counts]
+                   every record of TOPIC (all partitions) with isolation.level ISOLATION, up
+                   to the end offsets that isolation level sees at the start (read_committed:
+                   the last stable offsets): `value <partition> <value>` per record, or with
+                   --counts `count <partition> <key> <8-byte count>` (a Kafka Streams count),
+                   then `records <n>`.
     offsets BOOTSTRAP TOPIC
                    per partition, `offsets <partition> <last stable offset> <high
                    watermark>` (ListOffsets latest, read_committed and read_uncommitted).
@@ -32,6 +34,7 @@ non-zero with the reason.
 """
 
 import argparse
+import struct
 import sys
 import time
 
@@ -160,7 +163,10 @@ def ctp_loop(args):
 
 
 def read(args):
-    ends = ends_of(args.bootstrap, args.topic, "read_uncommitted")
+    # Up to the end this isolation level sees now: with read_committed the last stable
+    # offset, so a read does not wait for transactions still open (or left open by a killed
+    # producer), and it ends even while the topic grows.
+    ends = ends_of(args.bootstrap, args.topic, args.isolation)
     consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "eos-loop-reader",
                          "enable.auto.commit": False, "isolation.level": args.isolation})
     count = 0
@@ -177,14 +183,20 @@ def read(args):
             if not behind:
                 break
             if time.time() > deadline:
-                fail("%s: positions behind the high watermarks after %d s "
-                     "(partition, position, end): %s" % (args.isolation, READ_DEADLINE_S, behind))
+                fail("%s: positions behind the ends after %d s (partition, position, end): %s"
+                     % (args.isolation, READ_DEADLINE_S, behind))
             for message in consumer.consume(500, 0.5):
                 if message.error():
                     if message.error().code() == KafkaError._PARTITION_EOF:
                         continue
                     fail("%s read: %s" % (args.isolation, message.error()))
-                emit("value", message.partition(), message.value().decode())
+                if message.offset() >= ends[message.partition()]:
+                    continue
+                if args.counts:
+                    (number,) = struct.unpack(">q", message.value())
+                    emit("count", message.partition(), message.key().decode(), number)
+                else:
+                    emit("value", message.partition(), message.value().decode())
                 count += 1
     finally:
         consumer.close()
@@ -214,6 +226,8 @@ def main():
     for name in ("bootstrap", "topic"):
         p.add_argument(name)
     p.add_argument("isolation", choices=["read_committed", "read_uncommitted"])
+    p.add_argument("--counts", action="store_true",
+                   help="string keys and 8-byte big-endian counts (Kafka Streams' Long serde)")
     p = sub.add_parser("offsets")
     for name in ("bootstrap", "topic"):
         p.add_argument(name)

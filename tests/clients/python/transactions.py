@@ -23,6 +23,11 @@ Usage: transactions.py SCENARIO BOOTSTRAP PREFIX
                    batch is aborted and then processed again. Prints `out 100` (each input
                    exactly once on PREFIX-out, read_committed) and `committed 100` (the
                    group's committed offsets).
+    held-open      creates PREFIX-t (3 partitions); a transaction of 10 records to each is
+                   left open: prints `open`, then waits for a line on stdin (the test kills
+                   the coordinator's broker meanwhile) and commits it, retrying as the
+                   client does, then a second transaction of 5 more. Prints `committed 45`
+                   once a read_committed consumer reads exactly those records.
 
 Output lines are tab-separated; any failed expectation exits non-zero with the reason.
 """
@@ -303,7 +308,32 @@ def send_offsets(bootstrap, prefix):
     emit("committed", total)
 
 
-SCENARIOS = {"commit-abort": commit_abort, "fenced": fenced, "timeout": timeout,
+def held_open(bootstrap, prefix):
+    topics = [(prefix + "-t", 3)]
+    create_topics(bootstrap, topics)
+    partitions = partitions_of(topics)
+    producer = transactional_producer(bootstrap, prefix + "-tx",
+                                      **{"transaction.timeout.ms": 60000})
+    producer.init_transactions(TIMEOUT_S)
+    producer.begin_transaction()
+    produce_all(producer, partitions, 10, "first")
+    emit("open", 1)
+    sys.stdout.flush()
+    sys.stdin.readline()
+    producer.commit_transaction(READ_DEADLINE_S)
+    producer.begin_transaction()
+    produce_all(producer, partitions, 5, "second")
+    producer.commit_transaction(READ_DEADLINE_S)
+    records = read_to_end(bootstrap, partitions, "read_committed")
+    for key, values in records.items():
+        want = ["first-%s-%d-%d" % (key[0], key[1], i) for i in range(10)]
+        want += ["second-%s-%d-%d" % (key[0], key[1], i) for i in range(5)]
+        if values != want:
+            fail("%s-%d: read %s" % (key[0], key[1], values))
+    emit("committed", sum(len(v) for v in records.values()))
+
+
+SCENARIOS = {"held-open": held_open, "commit-abort": commit_abort, "fenced": fenced, "timeout": timeout,
              "send-offsets": send_offsets}
 
 
