@@ -11,6 +11,7 @@ mod cli;
 mod compaction;
 mod differential;
 mod disk_full;
+mod exactly_once;
 mod fuzz_regressions;
 mod groups;
 mod kafka_tools;

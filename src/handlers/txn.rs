@@ -672,10 +672,8 @@ pub(super) async fn describe_transactions(
     let coordinator = coordinator(broker).await;
     for id in &body.transactional_ids {
         let mut entry = DescribedState::default();
+        // A refused id carries the fields' defaults (0), as Kafka's answer does.
         entry.transactional_id = id.clone();
-        entry.producer_id = ProducerId(-1);
-        entry.producer_epoch = -1;
-        entry.transaction_start_time_ms = -1;
         let described = match &coordinator {
             Ok(coordinator) => coordinator.describe(&id.0),
             Err(error) => Err(*error),

@@ -62,6 +62,7 @@ pub(super) fn run_all(session: &mut Session) {
     describe_configs(session);
     super::topic_changes::run_all(session);
     find_coordinator(session);
+    super::txn_cases::run_all(session);
     groups(session);
     group_errors(session);
     commit_while_a_rebalance_is_prepared(session);

@@ -12,6 +12,7 @@ mod compare;
 mod describe_cases;
 mod session;
 mod topic_changes;
+mod txn_cases;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

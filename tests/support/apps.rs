@@ -4,8 +4,9 @@
 //!
 //! Invariants: a `JavaApp` runs in a process group of its own, with stdout and stderr in a
 //! log file of its directory; `stop` asks it to shut down as an operator would (SIGTERM,
-//! which runs its shutdown hooks) and drop kills the group. A missing build is a failure
-//! that names the setup script, never a skip: CI runs the script first.
+//! which runs its shutdown hooks), `kill` crashes it (SIGKILL to the group, no hooks) and
+//! drop kills the group. A missing build is a failure that names the setup script, never a
+//! skip: CI runs the script first.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
@@ -117,6 +118,15 @@ impl JavaApp {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Kills it with SIGKILL, as a crash (no shutdown hooks, nothing flushed or closed), and
+    /// waits for its exit.
+    pub(crate) fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        // As in drop: the JVM leads the group and is not yet reaped.
+        let _ = fjord_storage::io::send_signal_to_group(child.id(), libc::SIGKILL);
+        let _ = child.wait();
     }
 }
 

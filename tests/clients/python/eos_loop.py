@@ -25,6 +25,10 @@ Usage: eos_loop.py COMMAND BOOTSTRAP ...
                    the last stable offsets): `value <partition> <value>` per record, or with
                    --counts `count <partition> <key> <8-byte count>` (a Kafka Streams count),
                    then `records <n>`.
+    trickle BOOTSTRAP TOPIC LINE [--interval-ms MS]
+                   produces LINE as a record's value to TOPIC every MS (20), one record at a
+                   time (linger.ms 0), until its stdin is closed; then prints
+                   `produced <records>`, all of them delivered.
     offsets BOOTSTRAP TOPIC
                    per partition, `offsets <partition> <last stable offset> <high
                    watermark>` (ListOffsets latest, read_committed and read_uncommitted).
@@ -34,6 +38,8 @@ non-zero with the reason.
 """
 
 import argparse
+import os
+import select
 import struct
 import sys
 import time
@@ -203,6 +209,29 @@ def read(args):
     say("records", count)
 
 
+def trickle(args):
+    producer = Producer({"bootstrap.servers": args.bootstrap, "acks": "all", "linger.ms": 0})
+    failures = []
+
+    def report(err, _msg):
+        if err is not None:
+            failures.append(err)
+
+    count = 0
+    while True:
+        producer.produce(args.topic, value=args.line.encode(), on_delivery=report)
+        count += 1
+        producer.poll(0)
+        ready, _, _ = select.select([sys.stdin], [], [], args.interval_ms / 1000.0)
+        if ready and not os.read(sys.stdin.fileno(), 4096):
+            break
+    if producer.flush(TIMEOUT_S) != 0:
+        fail("records undelivered after %d s" % TIMEOUT_S)
+    if failures:
+        fail("deliveries failed: %s" % failures[:3])
+    say("produced", count)
+
+
 def offsets(args):
     lso = ends_of(args.bootstrap, args.topic, "read_committed")
     hw = ends_of(args.bootstrap, args.topic, "read_uncommitted")
@@ -228,11 +257,16 @@ def main():
     p.add_argument("isolation", choices=["read_committed", "read_uncommitted"])
     p.add_argument("--counts", action="store_true",
                    help="string keys and 8-byte big-endian counts (Kafka Streams' Long serde)")
+    p = sub.add_parser("trickle")
+    for name in ("bootstrap", "topic", "line"):
+        p.add_argument(name)
+    p.add_argument("--interval-ms", type=int, default=20)
     p = sub.add_parser("offsets")
     for name in ("bootstrap", "topic"):
         p.add_argument(name)
     args = parser.parse_args()
-    commands = {"setup": setup, "ctp-loop": ctp_loop, "read": read, "offsets": offsets}
+    commands = {"setup": setup, "ctp-loop": ctp_loop, "read": read, "trickle": trickle,
+                "offsets": offsets}
     try:
         commands[args.command](args)
     except KafkaException as e:
