@@ -25,15 +25,15 @@ use crate::support::{
 const SERVE_FLAGS: &[&str] =
     &["--group-initial-rebalance-delay-ms", "0", "--transaction-check-interval-ms", "1000"];
 const SCRIPT: &str = "eos_loop.py";
+/// How often a wait on counts or offsets asks again (each ask is a python run of about a
+/// second, so this only spaces them out).
+const POLL_MS: u64 = 300;
+
 /// `tests/clients/python/eos_loop.py`, for a python started directly (not under `timeout`,
 /// so a kill reaches the client itself).
 fn script_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python").join(SCRIPT)
 }
-
-/// How often a wait on counts or offsets asks again (each ask is a python run of about a
-/// second, so this only spaces them out).
-const POLL_MS: u64 = 300;
 
 // ---------------------------------------------------------------------------------------
 // Kafka Streams.
@@ -44,10 +44,13 @@ const OUTPUT: &str = "streams-wordcount-output";
 /// One record of input every this many ms around each kill: with commits every
 /// 200 ms its transaction is open nearly all the time.
 const TRICKLE_MS: u64 = 20;
+/// Longest wait for a transaction with records on the output topic, in one attempt.
+const AWAIT_OPEN_SECONDS: u64 = 20;
 /// How long input keeps coming while the application is down.
 const DOWN_MS: u64 = 1000;
 /// Kills until one leaves a transaction open on the output topic (the first nearly always
-/// does; a kill right after a commit leaves nothing to abort, and is tried again).
+/// does: it is sent the moment one is seen open; one that lands just after the commit leaves
+/// nothing to abort, and is tried again).
 const KILL_ATTEMPTS_MAX: u32 = 5;
 /// Longest wait for the counts: a restart waits out the killed member's session (6 s), and
 /// under a new transactional id the old transaction's timeout (10 s), before it counts on.
@@ -156,8 +159,9 @@ impl Drop for Trickle {
 }
 
 /// While `line` trickles in, kills the application with SIGKILL once it has counted some of
-/// it, until a kill leaves its transaction open on the output topic (records above the last
-/// stable offset). Input goes on for `DOWN_MS` after the kill; `expected` takes every line.
+/// it and a transaction holds records on the output topic, until a kill leaves that
+/// transaction open (records above the last stable offset); a kill that does not is followed
+/// by a restart. Input goes on for `DOWN_MS` after each kill; `expected` counts every line.
 /// The application is left dead.
 fn kill_in_a_transaction(
     b: &str,
@@ -172,7 +176,19 @@ fn kill_in_a_transaction(
         poll("the application to count the new input", 60, || {
             (committed_counts(b).get("hello").copied().unwrap_or(0) >= before + 20).then_some(())
         });
+        // Killed the moment a transaction holds records on the output topic.
+        let mut watcher = Command::new(python_path())
+            .arg(script_path())
+            .args(["await-open", b, OUTPUT, "--timeout-s", &AWAIT_OPEN_SECONDS.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn await-open");
+        let lines = line_channel(watcher.stdout.take().expect("piped stdout"));
+        let seen = lines.recv_timeout(Duration::from_secs(AWAIT_OPEN_SECONDS + 30));
         app.kill();
+        let status = watcher.wait().expect("wait for await-open");
+        assert!(status.success() && seen.is_ok(), "await-open: {status}, {seen:?}");
         let (stable, high) = output_offsets(b);
         std::thread::sleep(Duration::from_millis(DOWN_MS));
         count_words(expected, line, trickle.stop());
@@ -343,7 +359,8 @@ impl Loop {
             Err(e) => {
                 let status = self.child.try_wait().ok().flatten();
                 panic!(
-                    "the loop printed nothing more ({e:?}, exit status {status:?}):\n{}\nstderr:\n{}",
+                    "the loop printed nothing more ({e:?}, exit status {status:?}):\n{}\n\
+                     stderr:\n{}",
                     self.log.join("\n"),
                     std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
                 );

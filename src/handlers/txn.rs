@@ -65,19 +65,46 @@ impl TxnEnv for BrokerTxnEnv {
                     markers.partitions.len()
                 ];
             };
-            let mut results = vec![None; markers.partitions.len()];
-            // The partitions each other broker leads, by broker.
+            // A partition whose task is lost is retried, as one without its leader.
+            let mut results =
+                vec![Some(ResponseError::NotLeaderOrFollower); markers.partitions.len()];
+            // All at once: this broker's partitions each in a task of its own (their appends
+            // and fdatasyncs overlap, on their shards), each other broker's in one request.
+            let markers = Rc::new(markers);
+            let mut local = Vec::new();
             let mut remote: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
             for (slot, (topic, index)) in markers.partitions.iter().enumerate() {
                 match leader_elsewhere(&broker, topic, *index) {
                     Some(leader) => remote.entry(leader).or_default().push(slot),
-                    None => results[slot] = write_marker(&broker, topic, *index, &markers).await,
+                    None => {
+                        let (broker, markers) = (Rc::clone(&broker), Rc::clone(&markers));
+                        let (topic, index) = (topic.clone(), *index);
+                        let task =
+                            async move { write_marker(&broker, &topic, index, &markers).await };
+                        local.push((slot, fjord_storage::io::spawn(task)));
+                    }
                 }
             }
-            for (leader, slots) in remote {
-                let answers = send_markers(&broker, &peers, leader, &markers, &slots).await;
-                for (slot, answer) in slots.into_iter().zip(answers) {
-                    results[slot] = answer;
+            let sent: Vec<_> = remote
+                .into_iter()
+                .map(|(leader, slots)| {
+                    let (broker, markers, peers) =
+                        (Rc::clone(&broker), Rc::clone(&markers), Rc::clone(&peers));
+                    let task = async move {
+                        let answers = send_markers(&broker, &peers, leader, &markers, &slots).await;
+                        (slots, answers)
+                    };
+                    fjord_storage::io::spawn(task)
+                })
+                .collect();
+            for (slot, task) in local {
+                results[slot] = task.await.unwrap_or(Some(ResponseError::UnknownServerError));
+            }
+            for task in sent {
+                if let Ok((slots, answers)) = task.await {
+                    for (slot, answer) in slots.into_iter().zip(answers) {
+                        results[slot] = answer;
+                    }
                 }
             }
             results

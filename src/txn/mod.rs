@@ -53,6 +53,8 @@ const EPOCH_EXHAUSTED: i16 = i16::MAX - 1;
 const WRITE_REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Bytes read at a time while replaying the transaction log.
 const REPLAY_READ_BYTES: u64 = 1024 * 1024;
+/// How long EndTxn waits for its transaction's markers before it answers anyway.
+const END_TXN_COMPLETION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Pause between rounds of markers that could not all be written (a partition without its
 /// leader, say); rounds go on until every marker is written or the coordinator gives up
 /// the id.
@@ -640,7 +642,13 @@ impl TxnCoordinator {
         next.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
         next.last_update_ms = now_ms();
         self.transition(transactional_id, next, metadata.last_producer_epoch).await?;
-        self.spawn_completion(transactional_id.to_string());
+        // Answered once the markers are written and Complete* stored, within a bound: the
+        // producer's next AddPartitionsToTxn would otherwise find the id still preparing and
+        // back off (CONCURRENT_TRANSACTIONS; the Java client waits 20 ms). Past the bound
+        // the answer goes (the transaction is decided and stored) and completion goes on.
+        if let Some(completion) = self.spawn_completion(transactional_id.to_string()) {
+            let _ = tokio::time::timeout(END_TXN_COMPLETION_WAIT, completion).await;
+        }
         Ok(())
     }
 
@@ -665,9 +673,9 @@ impl TxnCoordinator {
         });
     }
 
-    fn spawn_completion(&self, transactional_id: String) {
-        let Some(me) = self.me.upgrade() else { return };
-        fjord_storage::io::spawn(async move { me.complete(&transactional_id).await });
+    fn spawn_completion(&self, transactional_id: String) -> Option<tokio::task::JoinHandle<()>> {
+        let me = self.me.upgrade()?;
+        Some(fjord_storage::io::spawn(async move { me.complete(&transactional_id).await }))
     }
 
     /// Writes the markers of a prepared transaction until all are written, then stores

@@ -14,7 +14,7 @@ Usage: eos_loop.py COMMAND BOOTSTRAP ...
                    Inside each transaction, once its records are delivered (written, not
                    committed), it prints `open <records>` and sleeps MS (100) before it
                    commits, so a test can kill it there; after each commit it prints
-                   `committed <sum of the group's positions>`. It ends, printing
+                   `committed <sum of the group's committed offsets>`. It ends, printing
                    `done <sum>`, when the group's committed offsets reach the end of SOURCE
                    (as seen at its start). Started again with the same TXID, its
                    init_transactions fences a killed predecessor and aborts its open
@@ -29,6 +29,12 @@ Usage: eos_loop.py COMMAND BOOTSTRAP ...
                    produces LINE as a record's value to TOPIC every MS (20), one record at a
                    time (linger.ms 0), until its stdin is closed; then prints
                    `produced <records>`, all of them delivered.
+    await-open BOOTSTRAP TOPIC [--timeout-s S]
+                   asks for the high watermarks of TOPIC's partitions and then their last
+                   stable offsets, again and again, until a partition's last stable offset
+                   is below the high watermark asked for before it: a transaction with
+                   records there is open. Prints `open <partition> <lso> <hw>` the moment
+                   it sees one, or `none` after S seconds (30).
     offsets BOOTSTRAP TOPIC
                    per partition, `offsets <partition> <last stable offset> <high
                    watermark>` (ListOffsets latest, read_committed and read_uncommitted).
@@ -232,6 +238,31 @@ def trickle(args):
     say("produced", count)
 
 
+def await_open(args):
+    committed = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "eos-loop-ends",
+                          "enable.auto.commit": False, "isolation.level": "read_committed"})
+    uncommitted = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "eos-loop-ends",
+                            "enable.auto.commit": False, "isolation.level": "read_uncommitted"})
+    count = len(ends_of(args.bootstrap, args.topic, "read_uncommitted"))
+    deadline = time.time() + args.timeout_s
+    try:
+        while time.time() < deadline:
+            for p in range(count):
+                tp = TopicPartition(args.topic, p)
+                # The high watermark first: a last stable offset below it, asked for after
+                # it, is held by a transaction open now (the LSO never goes back).
+                high = uncommitted.get_watermark_offsets(tp, timeout=TIMEOUT_S, cached=False)[1]
+                stable = committed.get_watermark_offsets(tp, timeout=TIMEOUT_S, cached=False)[1]
+                if stable < high:
+                    say("open", p, stable, high)
+                    return
+            time.sleep(0.005)
+        say("none")
+    finally:
+        committed.close()
+        uncommitted.close()
+
+
 def offsets(args):
     lso = ends_of(args.bootstrap, args.topic, "read_committed")
     hw = ends_of(args.bootstrap, args.topic, "read_uncommitted")
@@ -261,12 +292,16 @@ def main():
     for name in ("bootstrap", "topic", "line"):
         p.add_argument(name)
     p.add_argument("--interval-ms", type=int, default=20)
+    p = sub.add_parser("await-open")
+    for name in ("bootstrap", "topic"):
+        p.add_argument(name)
+    p.add_argument("--timeout-s", type=int, default=30)
     p = sub.add_parser("offsets")
     for name in ("bootstrap", "topic"):
         p.add_argument(name)
     args = parser.parse_args()
     commands = {"setup": setup, "ctp-loop": ctp_loop, "read": read, "trickle": trickle,
-                "offsets": offsets}
+                "await-open": await_open, "offsets": offsets}
     try:
         commands[args.command](args)
     except KafkaException as e:
