@@ -6,8 +6,9 @@
 //!
 //! On one broker the coordinator starts with the broker when `__transaction_state` exists,
 //! or at the first transactional request, which creates the topic (as Kafka creates it on
-//! the first FindCoordinator for a transaction). In a cluster transactions are not served
-//! yet: the coordinator is not found (COORDINATOR_NOT_AVAILABLE).
+//! the first FindCoordinator for a transaction). In a cluster it starts with the broker and
+//! coordinates the ids of the `__transaction_state` partitions this broker leads; markers
+//! for partitions other brokers lead go to them as WriteTxnMarkers.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
