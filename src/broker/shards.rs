@@ -99,6 +99,9 @@ pub struct ProducePart {
     pub topic: String,
     pub index: i32,
     pub records: Option<Bytes>,
+    /// The request's transactional id (its first transactional batch in a partition is
+    /// verified with the coordinator, KIP-890).
+    pub transactional_id: Option<Arc<str>>,
     /// Its turn in the connection's order, and marked when this partition's append is over
     /// (or when the part is dropped unserved).
     pub done: AppendDone,
@@ -153,6 +156,15 @@ pub enum Message {
         epoch: i16,
         commit: bool,
         coordinator_epoch: i32,
+        reply: oneshot::Sender<Option<ResponseError>>,
+    },
+    /// On shard 0: whether a partition is in a transaction (`handlers::txn::verify_here`).
+    VerifyTxn {
+        transactional_id: Arc<str>,
+        producer_id: i64,
+        epoch: i16,
+        topic: String,
+        index: i32,
         reply: oneshot::Sender<Option<ResponseError>>,
     },
     /// DeleteRecords' wait for a partition the shard owns: the answer's offset is its low
@@ -421,6 +433,28 @@ impl Shards {
             })
             .await;
         answer.unwrap_or(Some(ResponseError::NotLeaderOrFollower))
+    }
+
+    /// Asks shard 0 whether a partition is in a transaction (its coordinator's check).
+    pub async fn verify_txn(
+        &self,
+        transactional_id: Arc<str>,
+        producer_id: i64,
+        epoch: i16,
+        topic: String,
+        index: i32,
+    ) -> Option<ResponseError> {
+        let answer = self
+            .ask(0, |reply| Message::VerifyTxn {
+                transactional_id,
+                producer_id,
+                epoch,
+                topic,
+                index,
+                reply,
+            })
+            .await;
+        answer.unwrap_or(Some(ResponseError::CoordinatorNotAvailable))
     }
 
     /// DeleteRecords' wait on a partition `shard` owns (`handlers::low_watermark_reaching`).

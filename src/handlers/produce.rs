@@ -104,6 +104,7 @@ pub(crate) async fn produce_partition(
     topic: String,
     index: i32,
     records: Option<Bytes>,
+    transactional_id: Option<Arc<str>>,
     acks: i16,
     timeout_ms: i32,
     mut done: AppendDone,
@@ -127,6 +128,13 @@ pub(crate) async fn produce_partition(
             "null records".to_string(),
         );
     };
+    if let Some(transactional_id) = &transactional_id {
+        if let Some(refused) =
+            super::txn::verify_transactional(&broker, &partition, transactional_id, &records).await
+        {
+            return refused;
+        }
+    }
     if partition.compacted() {
         match recompress::keyless_records(&records) {
             Ok(keyless) if keyless.is_empty() => {}
@@ -349,7 +357,7 @@ pub(super) async fn handle(
 }
 
 /// A partition this shard appends to: its slot, topic, index, records and append's end.
-type LocalPart = (usize, String, i32, Option<Bytes>, AppendDone);
+type LocalPart = (usize, String, i32, Option<Bytes>, Option<Arc<str>>, AppendDone);
 
 /// A Produce's partitions sorted by where each goes: refused before any append, appended
 /// here, or sent to the shard that owns it. A slot is a partition's place in the request.
@@ -375,6 +383,8 @@ impl Parts {
         appends: &Arc<Semaphore>,
     ) -> Parts {
         let mut parts = Parts::default();
+        let transactional_id: Option<Arc<str>> =
+            body.transactional_id.as_ref().map(|id| Arc::from(id.0.as_str()));
         for topic_data in &body.topic_data {
             let name = topic_data.name.0.to_string();
             for data in &topic_data.partition_data {
@@ -393,9 +403,22 @@ impl Parts {
                     Some(shard) => parts.remote.push(
                         shard,
                         slot,
-                        ProducePart { topic: name.clone(), index: data.index, records, done },
+                        ProducePart {
+                            topic: name.clone(),
+                            index: data.index,
+                            records,
+                            transactional_id: transactional_id.clone(),
+                            done,
+                        },
                     ),
-                    None => parts.local.push((slot, name.clone(), data.index, records, done)),
+                    None => parts.local.push((
+                        slot,
+                        name.clone(),
+                        data.index,
+                        records,
+                        transactional_id.clone(),
+                        done,
+                    )),
                 }
             }
         }
@@ -421,9 +444,18 @@ impl Parts {
         let local = self
             .local
             .into_iter()
-            .map(|(slot, topic, index, records, done)| {
+            .map(|(slot, topic, index, records, transactional_id, done)| {
                 let broker = Rc::clone(broker);
-                let task = produce_partition(broker, topic, index, records, acks, timeout_ms, done);
+                let task = produce_partition(
+                    broker,
+                    topic,
+                    index,
+                    records,
+                    transactional_id,
+                    acks,
+                    timeout_ms,
+                    done,
+                );
                 (slot, fjord_storage::io::spawn(task))
             })
             .collect();

@@ -13,6 +13,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
@@ -33,16 +34,21 @@ use tracing::{info, warn};
 
 use super::errors::{append_error_code, code, storage_error_code};
 use super::reply::{frame, HandlerError, Reply};
+use crate::broker::outcome::PartitionOutcome;
 use crate::broker::Broker;
 use crate::group::{Committed, OFFSETS_TOPIC, OFFSET_METADATA_BYTES_MAX};
+use crate::partition::Partition;
 use crate::protocol::{decode_body, Request};
 use crate::replication::fetcher::Connection;
 use crate::txn::{
     txn_topic_configs, LocalFuture, Markers, TxnConfig, TxnCoordinator, TxnEnv, TXN_TOPIC,
 };
+use fjord_storage::batch::BatchHeader;
 
 /// Markers one WriteTxnMarkers may carry, and partitions one transaction request may name.
 const PARTITIONS_PER_REQUEST_MAX: usize = 10_000;
+/// The AddPartitionsToTxn version a partition leader verifies with (the first brokers send).
+const VERIFY_VERSION: i16 = 4;
 /// The WriteTxnMarkers version brokers send each other (Kafka 4 serves 1 only).
 const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 /// How long a marker waits for the in-sync replicas.
@@ -291,6 +297,177 @@ pub(crate) async fn write_marker_here(
     // read_committed consumers parked on the partition may read further now.
     broker.data_arrived.notify_waiters();
     None
+}
+
+/// KIP-890 part 1, the partition leader's check: the first transactional batch of a
+/// producer in a partition (no transaction of its, in its epoch, open here) is appended only
+/// if the coordinator says the partition is in the producer's transaction (AddPartitionsToTxn
+/// with verify_only). The refusals are Kafka's for Produce v10 and below: INVALID_TXN_STATE
+/// for a partition not added, INVALID_PRODUCER_EPOCH for a fenced producer, and
+/// NOT_ENOUGH_REPLICAS (retried by clients) when the coordinator cannot answer now.
+pub(crate) async fn verify_transactional(
+    broker: &Rc<Broker>,
+    partition: &Partition,
+    transactional_id: &Arc<str>,
+    records: &[u8],
+) -> Option<PartitionOutcome> {
+    let header = BatchHeader::view(records)?;
+    if !header.is_transactional() || header.is_control() {
+        return None;
+    }
+    let (producer_id, epoch) = (header.producer_id.get(), header.producer_epoch.get());
+    if partition.txns.borrow().open_of(producer_id).is_some_and(|open| open.epoch == epoch) {
+        return None;
+    }
+    let error = verify_partition(
+        broker,
+        transactional_id,
+        producer_id,
+        epoch,
+        &partition.topic,
+        partition.index,
+    )
+    .await?;
+    let (code, why) = match error {
+        ResponseError::TransactionAbortable => {
+            (ResponseError::InvalidTxnState, "Partition was not added to the transaction".to_string())
+        }
+        ResponseError::ProducerFenced => {
+            (ResponseError::InvalidProducerEpoch, "the producer's epoch is fenced".to_string())
+        }
+        ResponseError::NotCoordinator
+        | ResponseError::CoordinatorLoadInProgress
+        | ResponseError::CoordinatorNotAvailable
+        | ResponseError::ConcurrentTransactions
+        | ResponseError::NetworkException => (
+            ResponseError::NotEnoughReplicas,
+            format!("Unable to verify the partition has been added to the transaction. Underlying error: {error:?}"),
+        ),
+        other => (other, format!("transaction verification: {other:?}")),
+    };
+    Some(PartitionOutcome::refused(code, why))
+}
+
+/// Asks the id's coordinator whether `topic`-`index` is in the producer's transaction.
+async fn verify_partition(
+    broker: &Rc<Broker>,
+    transactional_id: &Arc<str>,
+    producer_id: i64,
+    epoch: i16,
+    topic: &str,
+    index: i32,
+) -> Option<ResponseError> {
+    let coordinator = match &broker.cluster {
+        None => broker.config.broker_id,
+        Some(cluster) => {
+            let state = cluster.state.borrow();
+            let count = state.topics.get(TXN_TOPIC).map_or(0, |t| t.partitions.len());
+            if count == 0 {
+                return Some(ResponseError::CoordinatorNotAvailable);
+            }
+            let index = crate::txn::txn_partition_index(transactional_id, count) as i32;
+            state.partition(TXN_TOPIC, index).map_or(-1, |p| p.leader)
+        }
+    };
+    if coordinator == broker.config.broker_id {
+        if broker.shards.me == 0 {
+            return verify_here(broker, transactional_id, producer_id, epoch, topic, index).await;
+        }
+        let id = Arc::clone(transactional_id);
+        return broker.shards.verify_txn(id, producer_id, epoch, topic.to_string(), index).await;
+    }
+    verify_remotely(broker, coordinator, transactional_id, producer_id, epoch, topic, index).await
+}
+
+/// On shard 0: this broker's coordinator's answer.
+pub(crate) async fn verify_here(
+    broker: &Rc<Broker>,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    topic: &str,
+    index: i32,
+) -> Option<ResponseError> {
+    let coordinator = match coordinator(broker).await {
+        Ok(coordinator) => coordinator,
+        Err(error) => return Some(error),
+    };
+    let partitions = [(topic.to_string(), index)];
+    match coordinator.verify_partitions(transactional_id, producer_id, epoch, &partitions) {
+        Ok(each) => each.into_iter().next().flatten(),
+        Err(error) => Some(error),
+    }
+}
+
+thread_local! {
+    /// This shard's connections to other brokers' coordinators, for verification.
+    static COORDINATORS: RefCell<HashMap<i32, Connection>> = RefCell::new(HashMap::new());
+}
+
+/// Another broker's coordinator's answer (AddPartitionsToTxn v4, verify_only).
+#[allow(clippy::too_many_arguments)]
+async fn verify_remotely(
+    broker: &Broker,
+    coordinator: i32,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    topic: &str,
+    index: i32,
+) -> Option<ResponseError> {
+    let cluster = broker.cluster.as_ref()?;
+    let mut request = AddPartitionsToTxnRequest::default();
+    let mut txn = add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default();
+    txn.transactional_id = TransactionalId(transactional_id.to_string().into());
+    txn.producer_id = ProducerId(producer_id);
+    txn.producer_epoch = epoch;
+    txn.verify_only = true;
+    let mut wanted = add_partitions_to_txn_request::AddPartitionsToTxnTopic::default();
+    wanted.name = TopicName(topic.to_string().into());
+    wanted.partitions = vec![index];
+    txn.topics = vec![wanted];
+    request.transactions = vec![txn];
+    let connection = COORDINATORS.with(|peers| peers.borrow_mut().remove(&coordinator));
+    let mut connection = match connection {
+        Some(connection) => connection,
+        None => {
+            let address = cluster
+                .address_of(coordinator)
+                .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+            let Some(address) = address else {
+                return Some(ResponseError::CoordinatorNotAvailable);
+            };
+            match Connection::connect(address).await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    warn!(broker = coordinator, %error, "cannot reach a transaction coordinator to verify a partition");
+                    return Some(ResponseError::NetworkException);
+                }
+            }
+        }
+    };
+    let client_id = format!("fjord-partition-leader-{}", broker.config.broker_id);
+    let answer: Result<AddPartitionsToTxnResponse, _> =
+        connection.call(ApiKey::AddPartitionsToTxn, VERIFY_VERSION, &request, &client_id).await;
+    let response = match answer {
+        Ok(response) => response,
+        Err(error) => {
+            warn!(broker = coordinator, %error, "transaction verification failed");
+            return Some(ResponseError::NetworkException);
+        }
+    };
+    COORDINATORS.with(|peers| peers.borrow_mut().insert(coordinator, connection));
+    if response.error_code != 0 {
+        return ResponseError::try_from_code(response.error_code);
+    }
+    let code = response
+        .results_by_transaction
+        .iter()
+        .flat_map(|t| &t.topic_results)
+        .flat_map(|t| &t.results_by_partition)
+        .find(|p| p.partition_index == index)
+        .map_or(ResponseError::UnknownServerError.code(), |p| p.partition_error_code);
+    ResponseError::try_from_code(code)
 }
 
 /// Starts the coordinator at shard 0's start: on one broker if `__transaction_state`
@@ -617,17 +794,52 @@ pub(super) async fn txn_offset_commit(
     } else {
         (-1, String::new())
     };
-    let result = broker
-        .coordinator()
-        .txn_commit(
+    // The offsets partition must be in the producer's transaction (AddOffsetsToTxn), and
+    // the producer not fenced: a zombie's offsets never wait for a later commit marker.
+    let group_index = broker.coordinator().partition_of(&body.group_id.0) as i32;
+    let transactional_id: Arc<str> = Arc::from(body.transactional_id.0.as_str());
+    let verified = if broker.coordinator().owns(&body.group_id.0) {
+        verify_partition(
+            broker,
+            &transactional_id,
             body.producer_id.0,
             body.producer_epoch,
-            &body.group_id.0,
-            generation,
-            &member_id,
-            commits,
+            OFFSETS_TOPIC,
+            group_index,
         )
-        .await;
+        .await
+    } else {
+        Some(ResponseError::NotCoordinator)
+    };
+    let verified = match verified {
+        None => Ok(()),
+        Some(ResponseError::TransactionAbortable) => Err(ResponseError::InvalidTxnState),
+        Some(ResponseError::ProducerFenced) => Err(ResponseError::InvalidProducerEpoch),
+        Some(ResponseError::NotCoordinator) => Err(ResponseError::NotCoordinator),
+        Some(ResponseError::CoordinatorLoadInProgress) => {
+            Err(ResponseError::CoordinatorLoadInProgress)
+        }
+        Some(ResponseError::InvalidProducerIdMapping) => {
+            Err(ResponseError::InvalidProducerIdMapping)
+        }
+        Some(_) => Err(ResponseError::CoordinatorNotAvailable),
+    };
+    let result = match verified {
+        Err(error) => Err(error),
+        Ok(()) => {
+            broker
+                .coordinator()
+                .txn_commit(
+                    body.producer_id.0,
+                    body.producer_epoch,
+                    &body.group_id.0,
+                    generation,
+                    &member_id,
+                    commits,
+                )
+                .await
+        }
+    };
     let error = result.err().map(|e| match e {
         ResponseError::CoordinatorLoadInProgress if request.version < 2 => {
             ResponseError::CoordinatorNotAvailable

@@ -195,7 +195,13 @@ impl Partition {
     /// start (or the log end), so a restart scans only what it must.
     pub(super) async fn advance_txn_start(&self) -> Result<(), StorageError> {
         let Some(saved) = self.txn_start_saved.get() else { return Ok(()) };
-        let start = self.txns.borrow().scan_start(self.log_end_offset());
+        // Transactions whose markers are below the high watermark are forgotten first (an
+        // upkeep is also where a replica nobody fetches from prunes them), and the offset
+        // never passes what is durable: a marker still in the page cache could be lost
+        // with its abort entry's reason to exist.
+        let _ = self.last_stable_offset();
+        let durable = self.durable_offset.get();
+        let start = self.txns.borrow().scan_start(self.log_end_offset().min(durable));
         if start > saved {
             self.save_txn_start(start).await?;
         }

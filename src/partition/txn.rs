@@ -9,7 +9,7 @@
 //!
 //! Invariants: a producer has at most one open transaction; `completed` holds transactions
 //! whose marker is written but may not be below the high watermark yet, as
-//! (first offset, marker offset).
+//! (producer id, first offset, marker offset).
 
 use std::collections::HashMap;
 
@@ -30,7 +30,7 @@ pub struct OpenTxn {
 #[derive(Debug, Default)]
 pub struct Transactions {
     open: HashMap<i64, OpenTxn>,
-    completed: Vec<(i64, i64)>,
+    completed: Vec<(i64, i64, i64)>,
 }
 
 impl Transactions {
@@ -64,16 +64,16 @@ impl Transactions {
     /// than what this replica knows).
     pub fn on_marker(&mut self, producer_id: i64, marker_offset: i64) -> Option<i64> {
         let open = self.open.remove(&producer_id)?;
-        self.completed.push((open.first_offset, marker_offset));
+        self.completed.push((producer_id, open.first_offset, marker_offset));
         Some(open.first_offset)
     }
 
     /// The first offset that is not stable, given the high watermark (`None`: all is).
     /// Completed transactions whose marker is below `high_watermark` are forgotten.
     pub fn first_unstable(&mut self, high_watermark: i64) -> Option<i64> {
-        self.completed.retain(|(_, marker)| *marker >= high_watermark);
+        self.completed.retain(|(_, _, marker)| *marker >= high_watermark);
         let open = self.open.values().map(|t| t.first_offset).min();
-        let completed = self.completed.iter().map(|(first, _)| *first).min();
+        let completed = self.completed.iter().map(|(_, first, _)| *first).min();
         match (open, completed) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -84,7 +84,7 @@ impl Transactions {
     /// watermark; the log end if none (what a restart must scan from).
     pub fn scan_start(&self, log_end: i64) -> i64 {
         let open = self.open.values().map(|t| t.first_offset);
-        let completed = self.completed.iter().map(|(first, _)| *first);
+        let completed = self.completed.iter().map(|(_, first, _)| *first);
         open.chain(completed).min().unwrap_or(log_end).min(log_end)
     }
 
@@ -93,17 +93,14 @@ impl Transactions {
     pub fn truncate_from(&mut self, offset: i64) {
         self.open.retain(|_, t| t.first_offset < offset);
         let (reopened, kept): (Vec<_>, Vec<_>) =
-            self.completed.drain(..).partition(|(_, marker)| *marker >= offset);
+            self.completed.drain(..).partition(|(_, _, marker)| *marker >= offset);
         self.completed = kept;
-        // A reopened transaction's producer is not known any more: it is kept stable-blocking
-        // under a placeholder id until the log is read again (a truncation is followed by
-        // the leader's records, markers included).
-        for (n, (first, _)) in reopened.into_iter().enumerate() {
+        // A transaction whose marker was cut is open again, until the leader's marker is
+        // copied (a truncation is followed by the leader's records, markers included).
+        for (producer_id, first, _) in reopened {
             if first < offset {
-                self.open.insert(
-                    -2 - n as i64,
-                    OpenTxn { first_offset: first, epoch: -1, last_offset: first },
-                );
+                let open = OpenTxn { first_offset: first, epoch: -1, last_offset: first };
+                self.open.insert(producer_id, open);
             }
         }
     }
@@ -147,6 +144,7 @@ mod tests {
         txns.on_marker(7, 25);
         txns.truncate_from(20);
         assert_eq!(txns.open_of(8), None);
+        assert_eq!(txns.open_of(7).map(|t| t.first_offset), Some(10), "reopened under its id");
         assert_eq!(txns.first_unstable(30), Some(10), "the cut marker's transaction is open again");
         assert_eq!(txns.scan_start(30), 10);
     }

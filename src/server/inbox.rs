@@ -73,6 +73,17 @@ where
             );
             let _ = reply.send(written.await);
         }
+        Message::VerifyTxn { transactional_id, producer_id, epoch, topic, index, reply } => {
+            let verified = handlers::txn::verify_here(
+                broker,
+                &transactional_id,
+                producer_id,
+                epoch,
+                &topic,
+                index,
+            );
+            let _ = reply.send(verified.await);
+        }
         Message::LowWatermark { topic, index, offset, deadline, reply } => {
             let answer = handlers::low_watermark_reaching(broker, &topic, index, offset, deadline);
             let _ = reply.send(answer.await);
@@ -136,6 +147,7 @@ async fn produce_parts(
                 part.topic,
                 part.index,
                 part.records,
+                part.transactional_id,
                 acks,
                 timeout_ms,
                 part.done,

@@ -189,11 +189,15 @@ pub struct TxnCoordinator {
     /// The partitions of `__transaction_state`; empty until the topic exists.
     log: RefCell<Vec<Option<Rc<Partition>>>>,
     /// The partitions whose ids this broker coordinates: those it leads, replayed.
-    owned: RefCell<BTreeSet<usize>>,
+    /// Each with the leader epoch it was taken over in: a leadership lost and regained
+    /// between two syncs (another coordinator wrote meanwhile) is taken over again.
+    owned: RefCell<BTreeMap<usize, i32>>,
     /// Partitions being replayed (their ids answer COORDINATOR_LOAD_IN_PROGRESS).
     loading: RefCell<BTreeSet<usize>>,
     /// The first `sync` is done.
     started: Cell<bool>,
+    /// Ids whose completion task runs (`spawn_completion`).
+    completing: RefCell<std::collections::HashSet<String>>,
 }
 
 /// A transactional id's place in `__transaction_state`, as Kafka's `partitionFor`.
@@ -209,9 +213,10 @@ impl TxnCoordinator {
             env,
             txns: RefCell::new(HashMap::new()),
             log: RefCell::new(Vec::new()),
-            owned: RefCell::new(BTreeSet::new()),
+            owned: RefCell::new(BTreeMap::new()),
             loading: RefCell::new(BTreeSet::new()),
             started: Cell::new(false),
+            completing: RefCell::new(std::collections::HashSet::new()),
         })
     }
 
@@ -229,8 +234,10 @@ impl TxnCoordinator {
         let count = partitions.len();
         for (index, partition) in partitions.iter().enumerate() {
             let leads = partition.as_ref().is_some_and(|p| p.replica.is_leader());
-            let owned = self.owned.borrow().contains(&index);
-            if leads && !owned && !self.loading.borrow().contains(&index) {
+            let epoch = partition.as_ref().map_or(-1, |p| p.replica.leader_epoch());
+            let owned_in = self.owned.borrow().get(&index).copied();
+            let owned = owned_in.is_some();
+            if leads && owned_in != Some(epoch) && !self.loading.borrow().contains(&index) {
                 let partition = Rc::clone(partition.as_ref().expect("led"));
                 self.take_over(index, count, &partition).await;
             } else if !leads && owned {
@@ -257,7 +264,8 @@ impl TxnCoordinator {
             }
         };
         self.loading.borrow_mut().remove(&index);
-        self.owned.borrow_mut().insert(index);
+        let epoch = partition.replica.leader_epoch();
+        self.owned.borrow_mut().insert(index, epoch);
         let unfinished: Vec<String> = self
             .txns
             .borrow()
@@ -342,7 +350,7 @@ impl TxnCoordinator {
         if self.loading.borrow().contains(&index) {
             return Err(ResponseError::CoordinatorLoadInProgress);
         }
-        let owned = self.owned.borrow().contains(&index);
+        let owned = self.owned.borrow().contains_key(&index);
         match self.partition_of(transactional_id) {
             Some(partition) if owned && partition.replica.is_leader() => Ok(()),
             _ => Err(ResponseError::NotCoordinator),
@@ -673,14 +681,25 @@ impl TxnCoordinator {
         });
     }
 
+    /// Completes a prepared transaction in a task; one task per id at a time (a second
+    /// would race the first's Complete* record with later changes).
     fn spawn_completion(&self, transactional_id: String) -> Option<tokio::task::JoinHandle<()>> {
         let me = self.me.upgrade()?;
-        Some(fjord_storage::io::spawn(async move { me.complete(&transactional_id).await }))
+        if !self.completing.borrow_mut().insert(transactional_id.clone()) {
+            return None;
+        }
+        Some(fjord_storage::io::spawn(async move {
+            me.complete(&transactional_id).await;
+            me.completing.borrow_mut().remove(&transactional_id);
+        }))
     }
 
     /// Writes the markers of a prepared transaction until all are written, then stores
     /// Complete*.
     async fn complete(&self, transactional_id: &str) {
+        // Partitions still without their marker (those that failed a round are retried,
+        // the others are not written twice).
+        let mut remaining: Option<Vec<(String, i32)>> = None;
         loop {
             let Some(metadata) = self.txns.borrow().get(transactional_id).cloned() else { return };
             let commit = match metadata.record.state {
@@ -691,37 +710,40 @@ impl TxnCoordinator {
             if self.check_owner(transactional_id).is_err() {
                 return;
             }
-            let partitions: Vec<(String, i32)> =
-                metadata.record.partitions.iter().cloned().collect();
-            let markers = Markers {
-                producer_id: metadata.record.producer_id,
-                producer_epoch: metadata.record.producer_epoch,
-                commit,
-                coordinator_epoch: self.coordinator_epoch(transactional_id),
-                partitions: partitions.clone(),
-            };
-            let results = self.env.write_markers(markers).await;
-            let retry: Vec<_> = partitions
-                .iter()
-                .zip(&results)
-                .filter(|(_, e)| e.is_some_and(|error| retriable_marker_error(&error)))
-                .collect();
-            if !retry.is_empty() {
-                warn!(transactional_id, failed = ?retry, "transaction markers not written yet; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(MARKER_RETRY_MS)).await;
-                continue;
-            }
-            for ((topic, partition), error) in partitions.iter().zip(&results) {
-                if let Some(error) = error {
-                    warn!(
-                        transactional_id,
-                        topic,
-                        partition,
-                        ?error,
-                        "a transaction marker was refused; that partition is left as it is"
-                    );
+            let partitions = remaining
+                .take()
+                .unwrap_or_else(|| metadata.record.partitions.iter().cloned().collect());
+            if !partitions.is_empty() {
+                let markers = Markers {
+                    producer_id: metadata.record.producer_id,
+                    producer_epoch: metadata.record.producer_epoch,
+                    commit,
+                    coordinator_epoch: self.coordinator_epoch(transactional_id),
+                    partitions: partitions.clone(),
+                };
+                let results = self.env.write_markers(markers).await;
+                let mut retry = Vec::new();
+                for (partition, error) in partitions.into_iter().zip(results) {
+                    match error {
+                        None => {}
+                        Some(error) if retriable_marker_error(&error) => retry.push(partition),
+                        Some(error) => warn!(
+                            transactional_id,
+                            topic = partition.0,
+                            partition = partition.1,
+                            ?error,
+                            "a transaction marker was refused; that partition is left as it is"
+                        ),
+                    }
+                }
+                if !retry.is_empty() {
+                    warn!(transactional_id, failed = ?retry, "transaction markers not written yet; retrying");
+                    remaining = Some(retry);
+                    tokio::time::sleep(std::time::Duration::from_millis(MARKER_RETRY_MS)).await;
+                    continue;
                 }
             }
+            remaining = Some(Vec::new());
             let mut next = metadata.record.clone();
             next.state = if commit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
             next.last_update_ms = now_ms();
@@ -730,7 +752,7 @@ impl TxnCoordinator {
                     info!(
                         transactional_id,
                         commit,
-                        partitions = partitions.len(),
+                        partitions = metadata.record.partitions.len(),
                         "transaction completed"
                     );
                     return;
@@ -797,8 +819,22 @@ impl TxnCoordinator {
             if self.check_owner(&id).is_err() {
                 continue;
             }
-            if let Some(entry) = self.txns.borrow_mut().get_mut(&id) {
-                entry.pending = true;
+            // Checked again as the id is marked: an earlier expiry's write may have let a
+            // producer start using it meanwhile.
+            let horizon = now_ms().saturating_sub(self.config.id_expiration_ms);
+            let still_expired = match self.txns.borrow_mut().get_mut(&id) {
+                Some(entry)
+                    if !entry.pending
+                        && entry.record.state.is_complete_or_empty()
+                        && entry.record.last_update_ms <= horizon =>
+                {
+                    entry.pending = true;
+                    true
+                }
+                _ => false,
+            };
+            if !still_expired {
+                continue;
             }
             let written = self.write(&id, None).await;
             let mut txns = self.txns.borrow_mut();
@@ -871,12 +907,13 @@ fn describe(transactional_id: &str, record: &TxnRecord) -> TxnDescription {
     }
 }
 
-/// Marker errors a later round may get past (Kafka's coordinator retries these).
+/// Marker errors a later round may get past (Kafka's coordinator retries these, and
+/// UNKNOWN_TOPIC_OR_PARTITION, which in Fjord means the partition is gone from the cluster
+/// state: a deleted topic's partitions are dropped from the transaction, as Kafka drops them).
 fn retriable_marker_error(error: &ResponseError) -> bool {
     matches!(
         error,
-        ResponseError::UnknownTopicOrPartition
-            | ResponseError::NotLeaderOrFollower
+        ResponseError::NotLeaderOrFollower
             | ResponseError::NotEnoughReplicas
             | ResponseError::NotEnoughReplicasAfterAppend
             | ResponseError::RequestTimedOut

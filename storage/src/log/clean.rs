@@ -33,8 +33,9 @@
 //! the broker's; without one it is kept whole). Control batches and transactional batches are
 //! kept as they are, and their keys are not mapped: an aborted record must not shadow the
 //! committed one before it, and the cleaner does not know which transactions committed
-//! (Kafka's cleaner does, and removes aborted records and, later, markers; Fjord keeps
-//! both, which costs space, never correctness). A segment with aborted transactions filed
+//! (Kafka's cleaner does, and removes aborted records and, later, markers). A tombstone of
+//! a key some kept transactional record holds stays (`TxnKeys`): dropping it would bring
+//! that older value back. A segment with aborted transactions filed
 //! under it is cleaned alone, so its `.txnindex` keeps its name.
 //!
 //! The swap (crash-safe at every step, checked through the simulated disk):
@@ -103,9 +104,19 @@ fn plain_records<'a>(
     batch: &'a [u8],
     codec: Option<&dyn RecordsCodec>,
 ) -> std::result::Result<Option<std::borrow::Cow<'a, [u8]>>, String> {
+    plain_records_of(batch, codec, false)
+}
+
+/// `plain_records`, of a transactional batch too if `transactional`.
+fn plain_records_of<'a>(
+    batch: &'a [u8],
+    codec: Option<&dyn RecordsCodec>,
+    transactional: bool,
+) -> std::result::Result<Option<std::borrow::Cow<'a, [u8]>>, String> {
     let header = BatchHeader::view(batch).ok_or("no header")?;
     let attributes = header.attributes.get();
-    if attributes & (CONTROL_BIT | TRANSACTIONAL_BIT) != 0 {
+    let skipped = if transactional { CONTROL_BIT } else { CONTROL_BIT | TRANSACTIONAL_BIT };
+    if attributes & skipped != 0 {
         return Ok(None);
     }
     let body = &batch[BATCH_HEADER_BYTES..];
@@ -267,6 +278,54 @@ struct Rewriter {
     tombstones_due_ms: Option<i64>,
 }
 
+/// Keys of the transactional records a pass has seen so far, in offset order: a tombstone
+/// of one of these keys stays (the cleaner keeps transactional records whole, so dropping
+/// a later tombstone would bring the older transactional value back). Bounded: past
+/// `TXN_KEYS_BYTES_MAX` no tombstone goes in this pass.
+#[derive(Default)]
+struct TxnKeys {
+    keys: std::collections::HashSet<Vec<u8>>,
+    bytes: u64,
+    full: bool,
+}
+
+/// Bytes of transactional keys one pass remembers (`TxnKeys`).
+const TXN_KEYS_BYTES_MAX: u64 = 32 * 1024 * 1024;
+
+impl TxnKeys {
+    /// Remembers the keys of a transactional batch's records (decompressed with `codec`;
+    /// without one, or if they do not parse, no tombstone goes in this pass).
+    fn remember(&mut self, batch: &[u8], codec: Option<&dyn RecordsCodec>) {
+        if self.full {
+            return;
+        }
+        let body = match plain_records_of(batch, codec, true) {
+            Ok(Some(body)) => body,
+            _ => {
+                self.full = true;
+                return;
+            }
+        };
+        let Some(all) = records(&body) else {
+            self.full = true;
+            return;
+        };
+        for key in all.iter().filter_map(|r| r.key) {
+            if self.keys.insert(key.to_vec()) {
+                self.bytes += key.len() as u64 + MAP_ENTRY_OVERHEAD_BYTES;
+            }
+        }
+        if self.bytes > TXN_KEYS_BYTES_MAX {
+            self.full = true;
+            self.keys.clear();
+        }
+    }
+
+    fn shadows(&self, key: &[u8]) -> bool {
+        self.full || self.keys.contains(key)
+    }
+}
+
 impl Rewriter {
     fn keep(&mut self, batch: Vec<u8>) {
         self.flush_removed();
@@ -308,8 +367,12 @@ fn clean_batch(
     tombstones: TombstoneRule,
     codec: Option<&dyn RecordsCodec>,
     rewriter: &mut Rewriter,
+    txn_keys: &mut TxnKeys,
 ) -> std::result::Result<(), String> {
     let header = BatchHeader::view(batch).ok_or("no header")?;
+    if header.is_transactional() && !header.is_control() {
+        txn_keys.remember(batch, codec);
+    }
     let Some(body) = plain_records(batch, codec)? else {
         rewriter.keep(batch.to_vec());
         return Ok(());
@@ -334,10 +397,11 @@ fn clean_batch(
             if map.latest(key).is_some_and(|latest| offset < latest) {
                 return false;
             }
-            if record.value.is_none() && !drop_tombstones {
+            let drop = drop_tombstones && !txn_keys.shadows(key);
+            if record.value.is_none() && !drop {
                 tombstones_kept = true;
             }
-            !(record.value.is_none() && drop_tombstones)
+            !(record.value.is_none() && drop)
         })
         .collect();
     rewriter.records_removed += (all.len() - kept.len()) as u64;
@@ -524,6 +588,7 @@ impl CleanPlan {
         let cleaning = self.dir.join(CLEANING_DIR);
         disk.create_dir_all(&cleaning)?;
         let mut cleaned = Vec::new();
+        let mut txn_keys = TxnKeys::default();
         for group in merge_groups(&self.segments[..=last_mapped], self.segment_bytes) {
             let mut rewriter = Rewriter {
                 out: Vec::new(),
@@ -541,9 +606,15 @@ impl CleanPlan {
                 };
                 let mut failed = None;
                 for_each_batch(file, old.size, |batch| {
-                    if let Err(reason) =
-                        clean_batch(batch, &map, mapped_end, tombstones, codec, &mut rewriter)
-                    {
+                    if let Err(reason) = clean_batch(
+                        batch,
+                        &map,
+                        mapped_end,
+                        tombstones,
+                        codec,
+                        &mut rewriter,
+                        &mut txn_keys,
+                    ) {
                         failed = Some(reason);
                         return Ok(false);
                     }

@@ -72,7 +72,9 @@ impl<D: Disk, C: Clock> PartitionLog<D, C> {
         }
         .await;
         self.guard(result.map_err(crate::error::StorageError::from))?;
-        self.aborted.push((base, txn));
+        // In marker order, whatever order the appends came in.
+        let at = self.aborted.partition_point(|(_, e)| e.last_offset <= txn.last_offset);
+        self.aborted.insert(at, (base, txn));
         Ok(())
     }
 
