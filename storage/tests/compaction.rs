@@ -487,3 +487,60 @@ fn a_tombstone_goes_while_newer_segments_keep_merging_into_its_segment() {
         assert!(gone.is_empty(), "the tombstone is still there three retentions later: {gone:?}");
     });
 }
+
+/// A transactional record is kept whole (the cleaner does not know whether its transaction
+/// committed), so a later tombstone of its key stays past `delete.retention.ms`: dropping
+/// it would bring the transactional value back. A key without transactional records loses
+/// its tombstone as usual. And a segment with aborted transactions filed under it keeps its
+/// `.txnindex` through the pass.
+#[test]
+fn a_tombstone_stays_while_a_transactional_record_of_its_key_is_kept() {
+    block_on(async {
+        let disk = SimDisk::new(11, Faults::none());
+        let clock = SimClock::new(1_000_000);
+        let mut log = open(&disk, &clock).await;
+        let put = |key: &str, value: Option<&[u8]>| {
+            let record = build::Record { key: Some(key.as_bytes()), value, timestamp_delta: 0 };
+            build::batch(&[record], clock.now_ms())
+        };
+        let mut transactional = put("held", Some(b"in a transaction"));
+        build::set_transactional(&mut transactional, 7, 0);
+        let first = log.append(buf(&transactional), 0).await.expect("append").base_offset;
+        let marker = build::control_batch(7, 0, fjord_storage::batch::CONTROL_ABORT, 0, 1);
+        let marker_at = log.append(buf(&marker), 0).await.expect("append marker").base_offset;
+        let aborted = fjord_storage::txn_index::AbortedTxn {
+            producer_id: 7,
+            first_offset: first,
+            last_offset: marker_at,
+            last_stable_offset: first,
+        };
+        log.append_aborted(aborted).await.expect("file the abort");
+        log.append(buf(&put("held", None)), 0).await.expect("append");
+        log.append(buf(&put("plain", Some(b"v"))), 0).await.expect("append");
+        log.append(buf(&put("plain", None)), 0).await.expect("append");
+        log.roll().await.expect("roll");
+        for _ in 0..3 {
+            clock.advance(DELETE_RETENTION_MS);
+            log.append(buf(&put("other", Some(b"v"))), 0).await.expect("append");
+            log.roll().await.expect("roll");
+            let end = log.log_end_offset();
+            log.clean(&options(end, 1 << 20)).await.expect("clean");
+        }
+        let records = read_records(&mut log).await;
+        let of = |key: &[u8]| -> Vec<Option<Vec<u8>>> {
+            records.iter().filter(|r| r.1.as_deref() == Some(key)).map(|r| r.2.clone()).collect()
+        };
+        assert_eq!(
+            of(b"held"),
+            vec![Some(b"in a transaction".to_vec()), None],
+            "the transactional record and the tombstone after it both stay"
+        );
+        assert!(of(b"plain").is_empty(), "a plain key's tombstone goes: {:?}", of(b"plain"));
+        assert_eq!(log.aborted_between(0, i64::MAX), vec![aborted], "the abort is still filed");
+        drop(log);
+        let mut log = open(&disk, &clock).await;
+        assert_eq!(log.aborted_between(0, i64::MAX), vec![aborted], "and read back on open");
+        log.truncate_to(marker_at).await.expect("truncate");
+        assert!(log.aborted_between(0, i64::MAX).is_empty(), "a cut marker takes its entry");
+    });
+}
