@@ -378,10 +378,17 @@ impl TxnCoordinator {
             warn!(transactional_id, ?error, "cannot append to {TXN_TOPIC}");
             ResponseError::NotCoordinator
         })?;
-        partition.flush_to(appended.last_offset + 1).await.map_err(|error| {
-            warn!(transactional_id, %error, "cannot sync {TXN_TOPIC}");
-            ResponseError::NotCoordinator
-        })?;
+        // Complete* is not synced on its own (the next change of any id in the partition
+        // syncs it with its own): lost in a crash, the replay finds Prepare* and writes the
+        // markers again, which partitions take as any marker. One fdatasync less per commit.
+        let completes = record
+            .is_some_and(|r| matches!(r.state, TxnState::CompleteCommit | TxnState::CompleteAbort));
+        if !completes {
+            partition.flush_to(appended.last_offset + 1).await.map_err(|error| {
+                warn!(transactional_id, %error, "cannot sync {TXN_TOPIC}");
+                ResponseError::NotCoordinator
+            })?;
+        }
         partition
             .wait_replicated(
                 appended.last_offset + 1,
