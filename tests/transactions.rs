@@ -3,7 +3,8 @@
 //! producer with the same transactional.id fences the first, the coordinator aborts a
 //! transaction left open past its timeout so the last stable offset moves on, and a
 //! consume-transform-produce loop commits its consumer offsets in its transactions
-//! (exactly once, one batch aborted and processed again).
+//! (exactly once, one batch aborted and processed again), and Kafka's `kafka-transactions`
+//! tool lists and describes an open transaction and its producer.
 //!
 //! Clients are librdkafka (confluent-kafka, `tests/clients/python/transactions.py`), the
 //! Java client 4.4 (`tests/clients/java/apps/src/Transactions.java`, built by that
@@ -125,4 +126,98 @@ fn franz_go_group_transact_session_writes_every_record_once() {
     let broker = TestBroker::start_with("txn-session-go", GROUP_FLAGS);
     let out = go_eos(&broker, "go-eos");
     assert_lines(&out, &["out\t500", "committed\t500", "aborted-seen\ttrue"]);
+}
+
+/// Kafka's own `kafka-transactions` tool sees an open transaction as Kafka shows it: `list`
+/// names the id as Ongoing, `describe` its partitions, `describe-producers` the first offset
+/// of the producer's open transaction in a partition (what `find-hanging` reads); once
+/// committed, the transaction is CompleteCommit and no producer has one open.
+#[test]
+fn kafka_transactions_lists_and_describes_an_open_transaction() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+
+    use crate::support::kafka::kafka_tool_ok;
+
+    let broker = TestBroker::start("txn-tool");
+    let b = broker.bootstrap();
+    let mut child = Command::new(crate::support::python_path())
+        .arg(crate::support::script_path("transactions.py"))
+        .args(["held-open", &b, "tool"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start transactions.py");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read the script's first line");
+    assert_eq!(line.trim_end(), "open\t1", "the transaction was not opened");
+
+    let listed = kafka_tool_ok(&["kafka-transactions", "--bootstrap-server", &b, "list"], None);
+    assert!(
+        listed.lines().any(|l| l.contains("tool-tx") && l.contains("Ongoing")),
+        "list:\n{listed}"
+    );
+    let described = kafka_tool_ok(
+        &[
+            "kafka-transactions",
+            "--bootstrap-server",
+            &b,
+            "describe",
+            "--transactional-id",
+            "tool-tx",
+        ],
+        None,
+    );
+    assert!(
+        described.contains("Ongoing") && described.contains("tool-t-0"),
+        "describe:\n{described}"
+    );
+    let producers = |partition: &str| {
+        kafka_tool_ok(
+            &[
+                "kafka-transactions",
+                "--bootstrap-server",
+                &b,
+                "describe-producers",
+                "--topic",
+                "tool-t",
+                "--partition",
+                partition,
+            ],
+            None,
+        )
+    };
+    // One producer, its open transaction starting at offset 0 (the columns end with
+    // CoordinatorEpoch and CurrentTransactionStartOffset).
+    let open = producers("0");
+    let row = open.lines().nth(1).unwrap_or_default().split_whitespace().collect::<Vec<_>>();
+    assert_eq!(row.last(), Some(&"0"), "describe-producers while open:\n{open}");
+
+    child.stdin.as_mut().expect("stdin").write_all(b"commit\n").expect("tell it to commit");
+    let output = child.wait_with_output().expect("wait for transactions.py");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("read the rest");
+    assert!(
+        output.status.success() && rest.lines().any(|l| l == "committed\t45"),
+        "transactions.py held-open: {}\nstdout: {rest}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let described = kafka_tool_ok(
+        &[
+            "kafka-transactions",
+            "--bootstrap-server",
+            &b,
+            "describe",
+            "--transactional-id",
+            "tool-tx",
+        ],
+        None,
+    );
+    assert!(described.contains("CompleteCommit"), "describe after the commit:\n{described}");
+    let closed = producers("0");
+    let row = closed.lines().nth(1).unwrap_or_default().split_whitespace().collect::<Vec<_>>();
+    assert_eq!(row.last(), Some(&"None"), "describe-producers after the commit:\n{closed}");
 }

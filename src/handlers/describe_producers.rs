@@ -4,8 +4,9 @@
 //! Any replica this broker hosts answers from its own producer state (followers record
 //! the producers of the batches they copy), as Kafka's `ReplicaManager.activeProducerState`
 //! does; admin clients ask the leader. Per producer: its id and epoch, the last sequence
-//! and largest timestamp of its newest batch, coordinator epoch -1 and no open transaction
-//! (-1: Fjord has no transactions yet). Refusals, per partition, as Kafka's: a topic name no
+//! and largest timestamp of its newest batch, coordinator epoch -1, and the first offset of
+//! its transaction open in the partition (-1: none), which `kafka-transactions
+//! find-hanging` reads. Refusals, per partition, as Kafka's: a topic name no
 //! topic could have is INVALID_TOPIC_EXCEPTION and an unknown topic UNKNOWN_TOPIC_OR_PARTITION,
 //! both with a message; an index past the topic's partitions is UNKNOWN_TOPIC_OR_PARTITION
 //! and a partition this broker holds no replica of NOT_LEADER_OR_FOLLOWER, both without.
@@ -29,9 +30,8 @@ use crate::protocol::{decode_body, Request};
 /// Partitions one request may name (each answer holds up to
 /// `PRODUCERS_PER_PARTITION_MAX` producers).
 const PARTITIONS_PER_REQUEST_MAX: usize = 10_000;
-/// What Kafka answers for a producer outside a transaction.
+/// What Kafka answers for a producer without a coordinator epoch recorded.
 const NO_COORDINATOR_EPOCH: i32 = -1;
-const NO_TRANSACTION_START: i64 = -1;
 /// Kafka's `ApiError` without a message of its own carries the error's default one.
 const UNKNOWN_TOPIC_MESSAGE: &str = "This server does not host this topic-partition.";
 
@@ -39,7 +39,14 @@ const UNKNOWN_TOPIC_MESSAGE: &str = "This server does not host this topic-partit
 pub(crate) fn partition_producers(broker: &Broker, topic: &str, index: i32) -> ProducersAnswer {
     match broker.partition(topic, index) {
         Some(partition) => {
-            ProducersAnswer { error: None, producers: partition.producers.borrow().active() }
+            let mut producers = partition.producers.borrow().active();
+            let txns = partition.txns.borrow();
+            for producer in &mut producers {
+                if let Some(open) = txns.open_of(producer.producer_id) {
+                    producer.txn_start_offset = open.first_offset;
+                }
+            }
+            ProducersAnswer { error: None, producers }
         }
         None if broker.partition_exists(topic, index) => {
             ProducersAnswer::refused(ResponseError::NotLeaderOrFollower)
@@ -104,6 +111,6 @@ fn producer_state(active: &crate::partition::producer::ActiveProducer) -> Produc
     state.last_sequence = active.last_sequence;
     state.last_timestamp = active.last_timestamp;
     state.coordinator_epoch = NO_COORDINATOR_EPOCH;
-    state.current_txn_start_offset = NO_TRANSACTION_START;
+    state.current_txn_start_offset = active.txn_start_offset;
     state
 }

@@ -52,6 +52,9 @@ pub struct ActiveProducer {
     pub epoch: i16,
     pub last_sequence: i32,
     pub last_timestamp: i64,
+    /// The first offset of its transaction open in the partition (-1: none); filled in by
+    /// the partition (`txn.rs`), not the table.
+    pub txn_start_offset: i64,
 }
 
 #[derive(Debug, Default)]
@@ -195,6 +198,7 @@ impl ProducerTable {
                     epoch: entry.epoch,
                     last_sequence: newest.last_sequence,
                     last_timestamp: newest.max_timestamp,
+                    txn_start_offset: -1,
                 })
             })
             .collect();
