@@ -99,6 +99,7 @@ pub(crate) struct Pipeline {
 /// Appends to a partition this shard owns and, for acks=all, waits until the records are
 /// durable and on every in-sync replica. It starts on its turn in the connection's order,
 /// and `done` is marked as soon as the append is over.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn produce_partition(
     broker: Rc<Broker>,
     topic: String,
