@@ -221,3 +221,47 @@ fn kafka_transactions_lists_and_describes_an_open_transaction() {
     let row = closed.lines().nth(1).unwrap_or_default().split_whitespace().collect::<Vec<_>>();
     assert_eq!(row.last(), Some(&"None"), "describe-producers after the commit:\n{closed}");
 }
+
+/// `transactional.id.expiration.ms`: an id without a transaction for that long goes (a
+/// tombstone in `__transaction_state`), so `kafka-transactions` no longer lists it and
+/// describing it is TRANSACTIONAL_ID_NOT_FOUND, also after a restart, which replays the
+/// tombstone.
+#[test]
+fn a_transactional_id_unused_past_its_expiration_is_forgotten() {
+    use std::time::Duration;
+
+    use crate::support::kafka::{kafka_tool, kafka_tool_ok};
+    use crate::support::wait_until;
+
+    let mut broker = TestBroker::start_with(
+        "txn-expiry",
+        &["--transactional-id-expiration-ms", "2000", "--transaction-check-interval-ms", "200"],
+    );
+    let out = python_scenario(&broker, "commit-abort", "expiring");
+    assert!(out.lines().any(|l| l == "committed\t75"), "{out}");
+    let listed =
+        |b: &str| kafka_tool_ok(&["kafka-transactions", "--bootstrap-server", b, "list"], None);
+    let b = broker.bootstrap();
+    wait_until("the transactional id to expire", Duration::from_secs(30), || {
+        (!listed(&b).contains("expiring-tx")).then_some(())
+    });
+    let describe = |b: &str| {
+        let out = kafka_tool(&[
+            "kafka-transactions",
+            "--bootstrap-server",
+            b,
+            "describe",
+            "--transactional-id",
+            "expiring-tx",
+        ]);
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let described = describe(&b);
+    assert!(described.contains("could not be found"), "describe after expiry:\n{described}");
+    assert!(broker.stderr().contains("transactional id expired"), "no expiry was logged");
+    broker.restart();
+    let b = broker.bootstrap();
+    let described = describe(&b);
+    assert!(described.contains("could not be found"), "describe after a restart:\n{described}");
+    assert!(!listed(&b).contains("expiring-tx"), "listed again after a restart");
+}
