@@ -3819,7 +3819,14 @@ fn an_open_transaction_is_committed_through_the_coordinator_that_takes_over() {
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
     stdout.read_line(&mut line).expect("read the script's first line");
-    assert_eq!(line.trim_end(), "open\t1", "the transaction was not opened");
+    if line.trim_end() != "open\t1" {
+        let _ = child.kill();
+        let output = child.wait_with_output().expect("wait for transactions.py");
+        panic!(
+            "the transaction was not opened: {line:?}\nstderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
     // The coordinator: the leader of the id's partition of `__transaction_state`.
     let id = format!("{prefix}-tx");
     let index = (java_string_hash(&id) as i64).unsigned_abs() as i32 % 50;

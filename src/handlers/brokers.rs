@@ -47,10 +47,20 @@ pub(super) fn live_brokers(broker: &Broker) -> Vec<BrokerNode> {
     all_brokers(broker).into_iter().filter(|b| b.alive).collect()
 }
 
-/// The controller: this broker alone, or the holder of the cluster's controller lock as the
-/// last state read names it.
+/// The controller clients are told of: this broker alone, or the holder of the cluster's
+/// controller lock as the last state read names it. While none is known (a cluster starting,
+/// or between a controller's death and its successor) this broker answers: every Fjord
+/// broker serves the admin requests clients send the controller, as a Kafka 4 broker does
+/// (which names a live broker, never a KRaft controller). Never -1: librdkafka then waits
+/// for its next metadata refresh, minutes away, before sending CreateTopics at all.
 pub(super) fn controller_id(broker: &Broker) -> i32 {
-    broker.cluster.as_ref().map_or(broker.config.broker_id, |c| c.state.borrow().controller)
+    match &broker.cluster {
+        None => broker.config.broker_id,
+        Some(cluster) => match cluster.state.borrow().controller {
+            -1 => broker.config.broker_id,
+            controller => controller,
+        },
+    }
 }
 
 /// Where a partition's leader is, as this broker last learned it: (leader id, leader
