@@ -89,6 +89,9 @@ pub struct BrokerConfig {
     /// How often open transactions are checked against their timeout
     /// (`transaction.abort.timed.out.transaction.cleanup.interval.ms`).
     pub transaction_check_interval_ms: u64,
+    /// The finalized level of the `transaction.version` feature clients are told: 2 lets
+    /// them use transactions v2 (KIP-890 part 2), 0 keeps them on v1.
+    pub transaction_version: i16,
     /// The cluster file when running as one broker of a cluster.
     pub cluster: Option<PathBuf>,
     /// A follower that has not caught up for this long leaves the in-sync set.
@@ -144,6 +147,7 @@ pub struct FileConfig {
     pub transaction_max_timeout_ms: Option<i32>,
     pub transactional_id_expiration_ms: Option<u64>,
     pub transaction_check_interval_ms: Option<u64>,
+    pub transaction_version: Option<i16>,
     pub cluster: Option<PathBuf>,
     pub replica_lag_time_max_ms: Option<u64>,
     pub auto_leader_rebalance_enable: Option<bool>,
@@ -282,6 +286,11 @@ pub struct ServeArgs {
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`) [default: 10000].
     #[arg(long)]
     pub transaction_check_interval_ms: Option<u64>,
+    /// The `transaction.version` feature level clients are told (0, 1 or 2): 2 lets
+    /// producers use transactions v2 (KIP-890 part 2, the epoch bumped at every end), as
+    /// Kafka 4 does [default: 2].
+    #[arg(long)]
+    pub transaction_version: Option<i16>,
     /// Run as one broker of the cluster described by this file (see `fjord cluster up`);
     /// the listen address and data dir then come from the file's entry for --broker-id.
     #[arg(long, value_name = "FILE")]
@@ -487,6 +496,10 @@ impl ServeArgs {
                 .transaction_check_interval_ms
                 .or(file.transaction_check_interval_ms)
                 .unwrap_or(10_000),
+            transaction_version: self
+                .transaction_version
+                .or(file.transaction_version)
+                .unwrap_or(crate::protocol::TRANSACTION_VERSION_MAX),
             cluster: cluster_path,
             replica_lag_time_max_ms: self
                 .replica_lag_time_max_ms
@@ -633,6 +646,13 @@ impl BrokerConfig {
             invalid!(
                 "transaction-state-partitions must be between 1 and 1000, got {}",
                 self.transaction_state_partitions
+            );
+        }
+        if !(0..=crate::protocol::TRANSACTION_VERSION_MAX).contains(&self.transaction_version) {
+            invalid!(
+                "transaction-version must be between 0 and {}, got {}",
+                crate::protocol::TRANSACTION_VERSION_MAX,
+                self.transaction_version
             );
         }
         if self.transaction_max_timeout_ms < 1 {

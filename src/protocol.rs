@@ -20,7 +20,9 @@ pub const SIZE_PREFIX_BYTES: usize = 4;
 
 /// (API, lowest version, highest version) that Fjord implements completely.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
+    // v10 answers a moved leader in tagged fields (KIP-951; left empty), v11 may answer
+    // TRANSACTION_ABORTABLE, v12 adds the partition to a transaction v2 (KIP-890 part 2).
+    (ApiKey::Produce, 3, 12),
     // v13 names topics by id, which clients learn from Metadata v10+.
     (ApiKey::Fetch, 4, 18),
     (ApiKey::ListOffsets, 1, 6),
@@ -54,17 +56,36 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTopicPartitions, 0, 0),
-    // Transactions v1 (KIP-98, KIP-447, KIP-890 part 1): Produce, EndTxn and
-    // TxnOffsetCommit stop below the versions of transactions v2, which clients use only when
-    // the broker finalizes the `transaction.version` feature (Fjord does not yet).
-    (ApiKey::AddPartitionsToTxn, 0, 4),
-    (ApiKey::AddOffsetsToTxn, 0, 3),
-    (ApiKey::EndTxn, 0, 4),
+    // Transactions (KIP-98, KIP-447, KIP-890): the versions of transactions v2 (Produce
+    // v12, EndTxn v5, TxnOffsetCommit v5, AddPartitionsToTxn v5) are advertised only while
+    // `transaction.version` is 2 (`advertised_max`).
+    (ApiKey::AddPartitionsToTxn, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 5),
     (ApiKey::WriteTxnMarkers, 1, 1),
-    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 5),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
 ];
+
+/// The highest `transaction.version` feature level Fjord serves.
+pub const TRANSACTION_VERSION_MAX: i16 = 2;
+
+/// The highest version of `key` ApiVersions advertises at `transaction_version`: below 2,
+/// those that belong to transactions v2 are held back, as Kafka does (a client uses
+/// transactions v2 only with the feature finalized, and must not meet their versions
+/// without it).
+pub fn advertised_max(key: ApiKey, max: i16, transaction_version: i16) -> i16 {
+    if transaction_version >= 2 {
+        return max;
+    }
+    let below_v2 = match key {
+        ApiKey::Produce => 11,
+        ApiKey::EndTxn | ApiKey::TxnOffsetCommit => 4,
+        _ => return max,
+    };
+    max.min(below_v2)
+}
 
 /// The advertised version range of `key`, if Fjord serves it.
 pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {

@@ -83,7 +83,16 @@ fn confluent_kafka_reads_committed_transactions_and_not_aborted_ones() {
 fn the_java_client_reads_committed_transactions_and_not_aborted_ones() {
     let broker = TestBroker::start("txn-commit-abort-java");
     let out = java_scenario(&broker, "commit-abort", "java-ca");
-    assert_lines(&out, &["committed\t75", "uncommitted\t125"]);
+    // The Java 4.4 client runs transactions v2 (KIP-890 part 2) as Fjord finalizes
+    // `transaction.version` 2: each of its three transactions' ends bumped the epoch.
+    assert_lines(&out, &["epoch\t3", "committed\t75", "uncommitted\t125"]);
+}
+
+#[test]
+fn with_transaction_version_0_the_java_client_runs_transactions_v1() {
+    let broker = TestBroker::start_with("txn-v1-java", &["--transaction-version", "0"]);
+    let out = java_scenario(&broker, "commit-abort", "java-v1");
+    assert_lines(&out, &["epoch\t0", "committed\t75", "uncommitted\t125"]);
 }
 
 #[test]

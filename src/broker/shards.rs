@@ -99,9 +99,9 @@ pub struct ProducePart {
     pub topic: String,
     pub index: i32,
     pub records: Option<Bytes>,
-    /// The request's transactional id (its first transactional batch in a partition is
-    /// verified with the coordinator, KIP-890).
-    pub transactional_id: Option<Arc<str>>,
+    /// The request's transactional id and version (its first transactional batch in a
+    /// partition is verified with, or added by, the coordinator: KIP-890).
+    pub txn: Option<crate::handlers::txn::TxnWrite>,
     /// Its turn in the connection's order, and marked when this partition's append is over
     /// (or when the part is dropped unserved).
     pub done: AppendDone,
@@ -158,11 +158,10 @@ pub enum Message {
         coordinator_epoch: i32,
         reply: oneshot::Sender<Option<ResponseError>>,
     },
-    /// On shard 0: whether a partition is in a transaction (`handlers::txn::verify_here`).
-    VerifyTxn {
-        transactional_id: Arc<str>,
-        producer_id: i64,
-        epoch: i16,
+    /// On shard 0: a partition leader's check of a partition in a transaction
+    /// (`handlers::txn::check_here`).
+    CheckTxn {
+        check: crate::handlers::txn::TxnCheck,
         topic: String,
         index: i32,
         reply: oneshot::Sender<Option<ResponseError>>,
@@ -435,25 +434,14 @@ impl Shards {
         answer.unwrap_or(Some(ResponseError::NotLeaderOrFollower))
     }
 
-    /// Asks shard 0 whether a partition is in a transaction (its coordinator's check).
-    pub async fn verify_txn(
+    /// Asks shard 0's coordinator about a partition in a transaction (`TxnCheck`).
+    pub async fn check_txn(
         &self,
-        transactional_id: Arc<str>,
-        producer_id: i64,
-        epoch: i16,
+        check: crate::handlers::txn::TxnCheck,
         topic: String,
         index: i32,
     ) -> Option<ResponseError> {
-        let answer = self
-            .ask(0, |reply| Message::VerifyTxn {
-                transactional_id,
-                producer_id,
-                epoch,
-                topic,
-                index,
-                reply,
-            })
-            .await;
+        let answer = self.ask(0, |reply| Message::CheckTxn { check, topic, index, reply }).await;
         answer.unwrap_or(Some(ResponseError::CoordinatorNotAvailable))
     }
 

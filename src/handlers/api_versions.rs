@@ -2,12 +2,21 @@
 //! answer (KIP-511): error UNSUPPORTED_VERSION in a v0 response that lists the versions of
 //! ApiVersions alone, so the client can retry with one it shares.
 
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
 
 use super::reply::Reply;
-use crate::protocol::{decode_body, encode_response, Request, SUPPORTED_APIS};
+use crate::protocol::{
+    advertised_max, decode_body, encode_response, Request, SUPPORTED_APIS, TRANSACTION_VERSION_MAX,
+};
+
+/// The feature Fjord finalizes (KIP-584): the transaction protocol (KIP-890 part 2).
+const TRANSACTION_VERSION_FEATURE: &str = "transaction.version";
+/// The epoch of Fjord's finalized features: they change only with a restart.
+const FINALIZED_FEATURES_EPOCH: i64 = 1;
 
 /// Kafka's pattern for the client software name and version of ApiVersions v3+
 /// (`ApiVersionsRequest.SOFTWARE_NAME_VERSION_PATTERN`): `[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?`.
@@ -22,12 +31,28 @@ fn valid_software_text(text: &str) -> bool {
     }
 }
 
-pub(super) fn handle(request: &Request) -> Reply {
+/// Answers ApiVersions; `transaction_version` is the finalized `transaction.version`.
+pub(super) fn handle(request: &Request, transaction_version: i16) -> Reply {
     // v4 has v3's format (it only lets a supported feature's min version be 0, KAFKA-17011).
     let (min, max) =
         crate::protocol::supported_versions(ApiKey::ApiVersions).expect("ApiVersions is served");
     let mut response = ApiVersionsResponse::default();
-    response.finalized_features_epoch = -1;
+    // KAFKA-17011: a v3 client refuses a supported feature whose lowest version is 0.
+    let lowest = if request.version >= 4 { 0 } else { 1 };
+    let mut supported = SupportedFeatureKey::default();
+    supported.name = TRANSACTION_VERSION_FEATURE.into();
+    supported.min_version = lowest;
+    supported.max_version = TRANSACTION_VERSION_MAX;
+    response.supported_features = vec![supported];
+    response.finalized_features_epoch = FINALIZED_FEATURES_EPOCH;
+    if transaction_version > 0 {
+        // A feature at level 0 is not listed as finalized, as Kafka answers.
+        let mut finalized = FinalizedFeatureKey::default();
+        finalized.name = TRANSACTION_VERSION_FEATURE.into();
+        finalized.min_version_level = transaction_version;
+        finalized.max_version_level = transaction_version;
+        response.finalized_features = vec![finalized];
+    }
     response.api_keys = SUPPORTED_APIS
         .iter()
         .map(|(key, min, max)| {
@@ -37,7 +62,7 @@ pub(super) fn handle(request: &Request) -> Reply {
             // advertises Produce v0 (librdkafka #4956); Kafka 4 advertises v0 for the same
             // reason (KAFKA-18659) and refuses v0-2 requests, as Fjord does in `dispatch`.
             version.min_version = if *key == ApiKey::Produce { 0 } else { *min };
-            version.max_version = *max;
+            version.max_version = advertised_max(*key, *max, transaction_version);
             version
         })
         .collect();

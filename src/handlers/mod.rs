@@ -53,7 +53,7 @@ pub(crate) async fn dispatch(
         return Reply::Close(format!("API {:?} is not served by Fjord", request.api_key));
     };
     if request.api_key == ApiKey::ApiVersions {
-        return api_versions::handle(&request);
+        return api_versions::handle(&request, broker.config.transaction_version);
     }
     // With several shards, requests about the cluster as a whole are answered by shard 0.
     if broker.shards.forwards_to_first()

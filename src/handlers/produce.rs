@@ -22,6 +22,7 @@ use crate::broker::outcome::{AppendDone, PartitionOutcome};
 use crate::broker::shards::{ByShard, ProducePart, Shards};
 use crate::broker::{Broker, Topic};
 use crate::handlers::errors::append_error_code;
+use crate::handlers::txn::TxnWrite;
 use crate::partition::recompress;
 use crate::partition::replica::ReplicationWait;
 use crate::partition::Partition;
@@ -105,7 +106,7 @@ pub(crate) async fn produce_partition(
     topic: String,
     index: i32,
     records: Option<Bytes>,
-    transactional_id: Option<Arc<str>>,
+    txn: Option<TxnWrite>,
     acks: i16,
     timeout_ms: i32,
     mut done: AppendDone,
@@ -129,9 +130,9 @@ pub(crate) async fn produce_partition(
             "null records".to_string(),
         );
     };
-    if let Some(transactional_id) = &transactional_id {
+    if let Some(txn) = &txn {
         if let Some(refused) =
-            super::txn::verify_transactional(&broker, &partition, transactional_id, &records).await
+            super::txn::verify_transactional(&broker, &partition, txn, &records).await
         {
             return refused;
         }
@@ -332,7 +333,7 @@ pub(super) async fn handle(
         None => (None, None),
     };
     let appends = Arc::new(Semaphore::new(0));
-    let parts = Parts::sort(broker, &body, order.as_deref(), &appends);
+    let parts = Parts::sort(broker, &body, request.version, order.as_deref(), &appends);
     let appending = parts.appending;
     let (names, outcomes, started) = parts.start(broker, acks, body.timeout_ms);
     if let Some((ordered, appended)) = signals {
@@ -358,7 +359,7 @@ pub(super) async fn handle(
 }
 
 /// A partition this shard appends to: its slot, topic, index, records and append's end.
-type LocalPart = (usize, String, i32, Option<Bytes>, Option<Arc<str>>, AppendDone);
+type LocalPart = (usize, String, i32, Option<Bytes>, Option<TxnWrite>, AppendDone);
 
 /// A Produce's partitions sorted by where each goes: refused before any append, appended
 /// here, or sent to the shard that owns it. A slot is a partition's place in the request.
@@ -380,12 +381,15 @@ impl Parts {
     fn sort(
         broker: &Broker,
         body: &ProduceRequest,
+        version: i16,
         order: Option<&AppendOrder>,
         appends: &Arc<Semaphore>,
     ) -> Parts {
         let mut parts = Parts::default();
-        let transactional_id: Option<Arc<str>> =
-            body.transactional_id.as_ref().map(|id| Arc::from(id.0.as_str()));
+        let txn = body.transactional_id.as_ref().map(|id| TxnWrite {
+            transactional_id: Arc::from(id.0.as_str()),
+            request_version: version,
+        });
         for topic_data in &body.topic_data {
             let name = topic_data.name.0.to_string();
             for data in &topic_data.partition_data {
@@ -408,7 +412,7 @@ impl Parts {
                             topic: name.clone(),
                             index: data.index,
                             records,
-                            transactional_id: transactional_id.clone(),
+                            txn: txn.clone(),
                             done,
                         },
                     ),
@@ -417,7 +421,7 @@ impl Parts {
                         name.clone(),
                         data.index,
                         records,
-                        transactional_id.clone(),
+                        txn.clone(),
                         done,
                     )),
                 }
@@ -445,18 +449,10 @@ impl Parts {
         let local = self
             .local
             .into_iter()
-            .map(|(slot, topic, index, records, transactional_id, done)| {
+            .map(|(slot, topic, index, records, txn, done)| {
                 let broker = Rc::clone(broker);
-                let task = produce_partition(
-                    broker,
-                    topic,
-                    index,
-                    records,
-                    transactional_id,
-                    acks,
-                    timeout_ms,
-                    done,
-                );
+                let task =
+                    produce_partition(broker, topic, index, records, txn, acks, timeout_ms, done);
                 (slot, fjord_storage::io::spawn(task))
             })
             .collect();

@@ -299,16 +299,34 @@ pub(crate) async fn write_marker_here(
     None
 }
 
-/// KIP-890 part 1, the partition leader's check: the first transactional batch of a
-/// producer in a partition (no transaction of its, in its epoch, open here) is appended only
-/// if the coordinator says the partition is in the producer's transaction (AddPartitionsToTxn
-/// with verify_only). The refusals are Kafka's for Produce v10 and below: INVALID_TXN_STATE
-/// for a partition not added, INVALID_PRODUCER_EPOCH for a fenced producer, and
+/// A Produce's transactional id and request version, for the partition leader's check.
+#[derive(Debug, Clone)]
+pub struct TxnWrite {
+    pub transactional_id: Arc<str>,
+    pub request_version: i16,
+}
+
+/// Produce v12 and later come from producers of transactions v2: the leader adds the
+/// partition to the transaction itself (KIP-890 part 2).
+const PRODUCE_ADDS_FROM: i16 = 12;
+/// Produce v11 and later know TRANSACTION_ABORTABLE.
+const PRODUCE_ABORTABLE_FROM: i16 = 11;
+/// TxnOffsetCommit v5 and later add the offsets partition to the transaction themselves.
+const TXN_OFFSET_COMMIT_ADDS_FROM: i16 = 5;
+/// EndTxn v5 and later end transactions v2: the epoch goes up, the answer carries it.
+const END_TXN_BUMPS_FROM: i16 = 5;
+
+/// KIP-890, the partition leader's check: the first transactional batch of a producer in
+/// a partition (no transaction of its, in its epoch, open here) is appended only if the
+/// coordinator says the partition is in the producer's transaction (part 1: AddPartitionsToTxn
+/// with verify_only) or adds it there (part 2, Produce v12+: AddPartitionsToTxn v4+ without
+/// verify_only). The refusals are Kafka's: a partition not added is INVALID_TXN_STATE
+/// (TRANSACTION_ABORTABLE from Produce v11), a fenced producer INVALID_PRODUCER_EPOCH, and
 /// NOT_ENOUGH_REPLICAS (retried by clients) when the coordinator cannot answer now.
 pub(crate) async fn verify_transactional(
     broker: &Rc<Broker>,
     partition: &Partition,
-    transactional_id: &Arc<str>,
+    txn: &TxnWrite,
     records: &[u8],
 ) -> Option<PartitionOutcome> {
     let header = BatchHeader::view(records)?;
@@ -319,16 +337,27 @@ pub(crate) async fn verify_transactional(
     if partition.txns.borrow().open_of(producer_id).is_some_and(|open| open.epoch == epoch) {
         return None;
     }
-    let error = verify_partition(
-        broker,
-        transactional_id,
-        producer_id,
-        epoch,
-        &partition.topic,
-        partition.index,
-    )
-    .await?;
+    let add = txn.request_version >= PRODUCE_ADDS_FROM;
+    let sequence = header.base_sequence.get();
+    if add && sequence != 0 && partition.producers.borrow().epoch_of(producer_id).is_none() {
+        // Transactions v2 start every transaction at sequence 0 (a new epoch): a later
+        // batch found first here is one pipelined behind a first batch that was refused
+        // and is being retried. Taking it (a producer unknown here may start at any
+        // sequence) would leave that retry out of order for good; the client retries this
+        // one after it.
+        return Some(PartitionOutcome::refused(
+            ResponseError::OutOfOrderSequenceNumber,
+            format!("the first batch of producer {producer_id}'s transaction here starts at sequence {sequence}, not 0"),
+        ));
+    }
+    let check =
+        TxnCheck { transactional_id: Arc::clone(&txn.transactional_id), producer_id, epoch, add };
+    let error = check_partition(broker, check, &partition.topic, partition.index).await?;
     let (code, why) = match error {
+        ResponseError::TransactionAbortable if txn.request_version >= PRODUCE_ABORTABLE_FROM => (
+            ResponseError::TransactionAbortable,
+            "Partition was not added to the transaction".to_string(),
+        ),
         ResponseError::TransactionAbortable => {
             (ResponseError::InvalidTxnState, "Partition was not added to the transaction".to_string())
         }
@@ -348,12 +377,21 @@ pub(crate) async fn verify_transactional(
     Some(PartitionOutcome::refused(code, why))
 }
 
-/// Asks the id's coordinator whether `topic`-`index` is in the producer's transaction.
-async fn verify_partition(
+/// What a partition leader asks an id's coordinator about one partition: is it in the
+/// producer's transaction (`add` false), or add it (`add` true, transactions v2).
+#[derive(Debug, Clone)]
+pub struct TxnCheck {
+    pub transactional_id: Arc<str>,
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub add: bool,
+}
+
+/// Asks the id's coordinator about `topic`-`index` (`TxnCheck`): `None` if it is (or is
+/// now) in the producer's transaction.
+async fn check_partition(
     broker: &Rc<Broker>,
-    transactional_id: &Arc<str>,
-    producer_id: i64,
-    epoch: i16,
+    check: TxnCheck,
     topic: &str,
     index: i32,
 ) -> Option<ResponseError> {
@@ -365,26 +403,23 @@ async fn verify_partition(
             if count == 0 {
                 return Some(ResponseError::CoordinatorNotAvailable);
             }
-            let index = crate::txn::txn_partition_index(transactional_id, count) as i32;
+            let index = crate::txn::txn_partition_index(&check.transactional_id, count) as i32;
             state.partition(TXN_TOPIC, index).map_or(-1, |p| p.leader)
         }
     };
     if coordinator == broker.config.broker_id {
         if broker.shards.me == 0 {
-            return verify_here(broker, transactional_id, producer_id, epoch, topic, index).await;
+            return check_here(broker, &check, topic, index).await;
         }
-        let id = Arc::clone(transactional_id);
-        return broker.shards.verify_txn(id, producer_id, epoch, topic.to_string(), index).await;
+        return broker.shards.check_txn(check, topic.to_string(), index).await;
     }
-    verify_remotely(broker, coordinator, transactional_id, producer_id, epoch, topic, index).await
+    check_remotely(broker, coordinator, &check, topic, index).await
 }
 
 /// On shard 0: this broker's coordinator's answer.
-pub(crate) async fn verify_here(
+pub(crate) async fn check_here(
     broker: &Rc<Broker>,
-    transactional_id: &str,
-    producer_id: i64,
-    epoch: i16,
+    check: &TxnCheck,
     topic: &str,
     index: i32,
 ) -> Option<ResponseError> {
@@ -393,7 +428,14 @@ pub(crate) async fn verify_here(
         Err(error) => return Some(error),
     };
     let partitions = [(topic.to_string(), index)];
-    match coordinator.verify_partitions(transactional_id, producer_id, epoch, &partitions) {
+    let TxnCheck { transactional_id, producer_id, epoch, add } = check;
+    if *add {
+        return coordinator
+            .add_partitions(transactional_id, *producer_id, *epoch, &partitions, true)
+            .await
+            .err();
+    }
+    match coordinator.verify_partitions(transactional_id, *producer_id, *epoch, &partitions) {
         Ok(each) => each.into_iter().next().flatten(),
         Err(error) => Some(error),
     }
@@ -404,24 +446,22 @@ thread_local! {
     static COORDINATORS: RefCell<HashMap<i32, Connection>> = RefCell::new(HashMap::new());
 }
 
-/// Another broker's coordinator's answer (AddPartitionsToTxn v4, verify_only).
-#[allow(clippy::too_many_arguments)]
-async fn verify_remotely(
+/// Another broker's coordinator's answer (AddPartitionsToTxn v4, verify_only unless the
+/// check adds).
+async fn check_remotely(
     broker: &Broker,
     coordinator: i32,
-    transactional_id: &str,
-    producer_id: i64,
-    epoch: i16,
+    check: &TxnCheck,
     topic: &str,
     index: i32,
 ) -> Option<ResponseError> {
     let cluster = broker.cluster.as_ref()?;
     let mut request = AddPartitionsToTxnRequest::default();
     let mut txn = add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default();
-    txn.transactional_id = TransactionalId(transactional_id.to_string().into());
-    txn.producer_id = ProducerId(producer_id);
-    txn.producer_epoch = epoch;
-    txn.verify_only = true;
+    txn.transactional_id = TransactionalId(check.transactional_id.to_string().into());
+    txn.producer_id = ProducerId(check.producer_id);
+    txn.producer_epoch = check.epoch;
+    txn.verify_only = !check.add;
     let mut wanted = add_partitions_to_txn_request::AddPartitionsToTxnTopic::default();
     wanted.name = TopicName(topic.to_string().into());
     wanted.partitions = vec![index];
@@ -621,6 +661,7 @@ pub(super) async fn add_partitions_to_txn(
                 txn.producer_epoch,
                 &partitions,
                 txn.verify_only,
+                !txn.verify_only,
             )
             .await;
             let mut result = AddPartitionsToTxnResult::default();
@@ -638,6 +679,7 @@ pub(super) async fn add_partitions_to_txn(
             body.v3_and_below_producer_epoch,
             &partitions,
             false,
+            false,
         )
         .await;
         response.results_by_topic_v3_and_below = topic_results(&partitions, &errors);
@@ -653,7 +695,10 @@ fn named(topics: &[add_partitions_to_txn_request::AddPartitionsToTxnTopic]) -> V
 }
 
 /// Each partition's error: the topics' own first (an unknown partition, the others then
-/// OPERATION_NOT_ATTEMPTED, as Kafka answers), then the coordinator's for all.
+/// OPERATION_NOT_ATTEMPTED, as Kafka answers), then the coordinator's for all. `v2`: the add
+/// of a partition leader for a producer of transactions v2 (AddPartitionsToTxn v4+, as
+/// Kafka's `transactionVersionForAddPartitionsToTxn`).
+#[allow(clippy::too_many_arguments)]
 async fn add_or_verify(
     broker: &Rc<Broker>,
     version: i16,
@@ -662,6 +707,7 @@ async fn add_or_verify(
     epoch: i16,
     partitions: &[(String, i32)],
     verify_only: bool,
+    v2: bool,
 ) -> Vec<Option<ResponseError>> {
     if partitions.len() > PARTITIONS_PER_REQUEST_MAX {
         return vec![Some(ResponseError::InvalidRequest); partitions.len()];
@@ -691,7 +737,8 @@ async fn add_or_verify(
             Err(error) => vec![Some(error); partitions.len()],
         };
     }
-    let result = coordinator.add_partitions(transactional_id, producer_id, epoch, partitions).await;
+    let result =
+        coordinator.add_partitions(transactional_id, producer_id, epoch, partitions, v2).await;
     let error = result.err().map(|e| fenced_for(e, version, 2));
     vec![error; partitions.len()]
 }
@@ -731,6 +778,7 @@ pub(super) async fn add_offsets_to_txn(
         body.producer_epoch,
         &partitions,
         false,
+        false,
     )
     .await;
     response.error_code = code(errors[0]);
@@ -750,14 +798,22 @@ pub(super) async fn end_txn(broker: &Rc<Broker>, request: &Request) -> Result<Re
                     body.producer_id.0,
                     body.producer_epoch,
                     body.committed,
+                    request.version >= END_TXN_BUMPS_FROM,
                 )
                 .await
         }
         Err(error) => Err(error),
     };
-    if let Err(error) = result {
-        info!(transactional_id = %body.transactional_id.0, commit = body.committed, ?error, "EndTxn refused");
-        response.error_code = fenced_for(error, request.version, 2).code();
+    match result {
+        Ok((producer_id, epoch)) if request.version >= END_TXN_BUMPS_FROM => {
+            response.producer_id = ProducerId(producer_id);
+            response.producer_epoch = epoch;
+        }
+        Ok(_) => {}
+        Err(error) => {
+            info!(transactional_id = %body.transactional_id.0, commit = body.committed, ?error, "EndTxn refused");
+            response.error_code = fenced_for(error, request.version, 2).code();
+        }
     }
     frame(request, &response)
 }
@@ -799,15 +855,13 @@ pub(super) async fn txn_offset_commit(
     let group_index = broker.coordinator().partition_of(&body.group_id.0) as i32;
     let transactional_id: Arc<str> = Arc::from(body.transactional_id.0.as_str());
     let verified = if broker.coordinator().owns(&body.group_id.0) {
-        verify_partition(
-            broker,
-            &transactional_id,
-            body.producer_id.0,
-            body.producer_epoch,
-            OFFSETS_TOPIC,
-            group_index,
-        )
-        .await
+        let check = TxnCheck {
+            transactional_id,
+            producer_id: body.producer_id.0,
+            epoch: body.producer_epoch,
+            add: request.version >= TXN_OFFSET_COMMIT_ADDS_FROM,
+        };
+        check_partition(broker, check, OFFSETS_TOPIC, group_index).await
     } else {
         Some(ResponseError::NotCoordinator)
     };

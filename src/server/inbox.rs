@@ -73,16 +73,9 @@ where
             );
             let _ = reply.send(written.await);
         }
-        Message::VerifyTxn { transactional_id, producer_id, epoch, topic, index, reply } => {
-            let verified = handlers::txn::verify_here(
-                broker,
-                &transactional_id,
-                producer_id,
-                epoch,
-                &topic,
-                index,
-            );
-            let _ = reply.send(verified.await);
+        Message::CheckTxn { check, topic, index, reply } => {
+            let answer = handlers::txn::check_here(broker, &check, &topic, index);
+            let _ = reply.send(answer.await);
         }
         Message::LowWatermark { topic, index, offset, deadline, reply } => {
             let answer = handlers::low_watermark_reaching(broker, &topic, index, offset, deadline);
@@ -147,7 +140,7 @@ async fn produce_parts(
                 part.topic,
                 part.index,
                 part.records,
-                part.transactional_id,
+                part.txn,
                 acks,
                 timeout_ms,
                 part.done,

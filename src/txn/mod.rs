@@ -55,6 +55,9 @@ const WRITE_REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_se
 const REPLAY_READ_BYTES: u64 = 1024 * 1024;
 /// How long EndTxn waits for its transaction's markers before it answers anyway.
 const END_TXN_COMPLETION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest a partition leader's add (transactions v2) waits for the id's change being
+/// written or its last transaction's markers, before it answers CONCURRENT_TRANSACTIONS.
+const ADD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Pause between rounds of markers that could not all be written (a partition without its
 /// leader, say); rounds go on until every marker is written or the coordinator gives up
 /// the id.
@@ -178,6 +181,13 @@ struct TxnMetadata {
     pending: bool,
 }
 
+/// What EndTxn v5's checks decide: the answer to a retry, or the Prepare* to store (with
+/// the epoch to remember as the last).
+enum EndV2 {
+    Retry((i64, i16)),
+    Prepare((TxnRecord, i16)),
+}
+
 /// What InitProducerId answers.
 pub type InitAnswer = Result<(i64, i16), ResponseError>;
 
@@ -198,6 +208,8 @@ pub struct TxnCoordinator {
     started: Cell<bool>,
     /// Ids whose completion task runs (`spawn_completion`).
     completing: RefCell<std::collections::HashSet<String>>,
+    /// Told whenever a change of an id is stored or given up.
+    changed: tokio::sync::Notify,
 }
 
 /// A transactional id's place in `__transaction_state`, as Kafka's `partitionFor`.
@@ -217,6 +229,7 @@ impl TxnCoordinator {
             loading: RefCell::new(BTreeSet::new()),
             started: Cell::new(false),
             completing: RefCell::new(std::collections::HashSet::new()),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -420,14 +433,14 @@ impl TxnCoordinator {
             entry.pending = true;
         }
         let written = self.write(transactional_id, Some(&record)).await;
-        let mut txns = self.txns.borrow_mut();
-        if let Some(entry) = txns.get_mut(transactional_id) {
+        if let Some(entry) = self.txns.borrow_mut().get_mut(transactional_id) {
             entry.pending = false;
             if written.is_ok() {
                 entry.record = record;
                 entry.last_producer_epoch = last_producer_epoch;
             }
         }
+        self.changed.notify_waiters();
         written
     }
 
@@ -464,6 +477,9 @@ impl TxnCoordinator {
                         partitions: BTreeSet::new(),
                         last_update_ms: now_ms(),
                         start_ms: -1,
+                        previous_producer_id: -1,
+                        next_producer_id: -1,
+                        client_version: 0,
                     },
                     last_producer_epoch: -1,
                     pending: false,
@@ -534,6 +550,9 @@ impl TxnCoordinator {
         next.state = TxnState::Empty;
         next.partitions.clear();
         next.start_ms = -1;
+        next.previous_producer_id = -1;
+        next.next_producer_id = -1;
+        next.client_version = 0;
         next.timeout_ms = timeout_ms;
         next.last_update_ms = now_ms();
         self.transition(transactional_id, next.clone(), last).await?;
@@ -557,6 +576,10 @@ impl TxnCoordinator {
         self.check_owner(transactional_id)?;
         let txns = self.txns.borrow();
         let metadata = txns.get(transactional_id).ok_or(ResponseError::InvalidProducerIdMapping)?;
+        if metadata.record.next_producer_id == producer_id && epoch == 0 {
+            // The id an overflowing end handed out, used before the end is complete.
+            return Err(ResponseError::ConcurrentTransactions);
+        }
         if metadata.record.producer_id != producer_id {
             return Err(ResponseError::InvalidProducerIdMapping);
         }
@@ -569,13 +592,45 @@ impl TxnCoordinator {
         Ok(metadata.clone())
     }
 
-    /// AddPartitionsToTxn (and AddOffsetsToTxn, with the group's offsets partition).
+    /// AddPartitionsToTxn (and AddOffsetsToTxn, with the group's offsets partition). `v2`:
+    /// a partition leader's add for a producer of transactions v2 (its Produce v12 or
+    /// TxnOffsetCommit v5 are the add), which marks the transaction as one of protocol v2.
     pub async fn add_partitions(
         &self,
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
         partitions: &[(String, i32)],
+        v2: bool,
+    ) -> Result<(), ResponseError> {
+        if !v2 {
+            return self.add_once(transactional_id, producer_id, epoch, partitions, false).await;
+        }
+        // The leaders of a transaction's partitions add them at once, as its first batches
+        // arrive: they wait for each other's changes (and for the last transaction's
+        // markers) instead of sending their producer back to retry, so its later batches,
+        // pipelined behind the refused first ones, never find the partition added first.
+        let deadline = tokio::time::Instant::now() + ADD_WAIT;
+        loop {
+            let changed = self.changed.notified();
+            match self.add_once(transactional_id, producer_id, epoch, partitions, true).await {
+                Err(ResponseError::ConcurrentTransactions)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    let _ = tokio::time::timeout_at(deadline, changed).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn add_once(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+        v2: bool,
     ) -> Result<(), ResponseError> {
         let metadata = self.check_producer(transactional_id, producer_id, epoch)?;
         let record = &metadata.record;
@@ -596,6 +651,7 @@ impl TxnCoordinator {
         if next.state.is_complete_or_empty() {
             next.partitions.clear();
             next.start_ms = now_ms();
+            next.client_version = if v2 { 2 } else { 0 };
         }
         next.state = TxnState::Ongoing;
         next.partitions.extend(partitions.iter().cloned());
@@ -634,29 +690,49 @@ impl TxnCoordinator {
             .collect())
     }
 
-    /// EndTxn (transactions v1): Prepare* is stored and answered; the markers and the
-    /// Complete* record follow in the background.
+    /// EndTxn. Prepare* is stored and answered (after the markers, within a bound); the
+    /// markers and the Complete* record follow in the background. With `v2` (EndTxn v5,
+    /// KIP-890 part 2) the epoch goes up by one at every end, the markers carry the new
+    /// epoch (a late write of the ended transaction is refused by every partition), and the
+    /// answer is the producer id and epoch of the producer's next transaction.
     pub async fn end_txn(
         &self,
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
         commit: bool,
-    ) -> Result<(), ResponseError> {
-        let metadata = self.check_producer(transactional_id, producer_id, epoch)?;
-        let record = &metadata.record;
-        match (record.state, commit) {
-            (TxnState::Ongoing, _) => {}
-            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => return Ok(()),
-            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                return Err(ResponseError::ConcurrentTransactions);
+        v2: bool,
+    ) -> Result<(i64, i16), ResponseError> {
+        let next = if v2 {
+            match self.end_v2(transactional_id, producer_id, epoch, commit).await? {
+                EndV2::Retry(answer) => return Ok(answer),
+                EndV2::Prepare(next) => next,
             }
-            _ => return Err(ResponseError::InvalidTxnState),
-        }
-        let mut next = record.clone();
-        next.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
-        next.last_update_ms = now_ms();
-        self.transition(transactional_id, next, metadata.last_producer_epoch).await?;
+        } else {
+            let metadata = self.check_producer(transactional_id, producer_id, epoch)?;
+            let record = &metadata.record;
+            match (record.state, commit) {
+                (TxnState::Ongoing, _) => {}
+                (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
+                    return Ok((record.producer_id, record.producer_epoch))
+                }
+                (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                    return Err(ResponseError::ConcurrentTransactions);
+                }
+                _ => return Err(ResponseError::InvalidTxnState),
+            }
+            let mut next = record.clone();
+            next.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
+            next.last_update_ms = now_ms();
+            (next, metadata.last_producer_epoch)
+        };
+        let (next, last_epoch) = next;
+        let answer = if next.next_producer_id != -1 {
+            (next.next_producer_id, 0)
+        } else {
+            (next.producer_id, next.producer_epoch)
+        };
+        self.transition(transactional_id, next, last_epoch).await?;
         // Answered once the markers are written and Complete* stored, within a bound: the
         // producer's next AddPartitionsToTxn would otherwise find the id still preparing and
         // back off (CONCURRENT_TRANSACTIONS; the Java client waits 20 ms). Past the bound
@@ -664,7 +740,92 @@ impl TxnCoordinator {
         if let Some(completion) = self.spawn_completion(transactional_id.to_string()) {
             let _ = tokio::time::timeout(END_TXN_COMPLETION_WAIT, completion).await;
         }
-        Ok(())
+        Ok(answer)
+    }
+
+    /// EndTxn v5's checks and next state, as Kafka's coordinator for transactions v2: a
+    /// retry is told apart from the next end by the epoch (the stored one is the retry's
+    /// plus one); an abort with nothing open still bumps the epoch (fencing writes that
+    /// may be on their way to partitions that never told the coordinator).
+    async fn end_v2(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<EndV2, ResponseError> {
+        self.check_owner(transactional_id)?;
+        let metadata = self
+            .txns
+            .borrow()
+            .get(transactional_id)
+            .cloned()
+            .ok_or(ResponseError::InvalidProducerIdMapping)?;
+        let record = &metadata.record;
+        let retry_on_overflow = record.previous_producer_id == producer_id
+            && epoch == i16::MAX - 1
+            && record.producer_epoch == 0;
+        let retry_on_bump = i32::from(record.producer_epoch) == i32::from(epoch) + 1;
+        let valid_epoch = match record.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort => retry_on_bump,
+            TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                retry_on_bump || retry_on_overflow || epoch == record.producer_epoch
+            }
+            _ => epoch == record.producer_epoch,
+        };
+        let overflow_in_progress = record.next_producer_id == producer_id && epoch == 0;
+        if overflow_in_progress {
+            return Err(ResponseError::ConcurrentTransactions);
+        }
+        if record.producer_id != producer_id && !retry_on_overflow {
+            return Err(ResponseError::InvalidProducerIdMapping);
+        }
+        if !valid_epoch {
+            return Err(ResponseError::ProducerFenced);
+        }
+        if metadata.pending {
+            return Err(ResponseError::ConcurrentTransactions);
+        }
+        let retry = retry_on_bump || retry_on_overflow;
+        let current = (record.producer_id, record.producer_epoch);
+        let prepare = match (record.state, commit) {
+            (TxnState::Ongoing, _) => true,
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) if retry => {
+                return Ok(EndV2::Retry(current));
+            }
+            (TxnState::CompleteCommit, false) if !retry => false,
+            (TxnState::CompleteAbort | TxnState::Empty, false) => false,
+            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                return Err(ResponseError::ConcurrentTransactions);
+            }
+            _ => {
+                info!(
+                    transactional_id,
+                    state = record.state.name(),
+                    commit,
+                    "EndTxn in a state that cannot end so"
+                );
+                return Err(ResponseError::InvalidTxnState);
+            }
+        };
+        let mut next = record.clone();
+        if !prepare {
+            next.partitions.clear();
+        }
+        next.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
+        next.client_version = 2;
+        next.producer_epoch = record.producer_epoch.saturating_add(1);
+        next.previous_producer_id = -1;
+        next.next_producer_id = -1;
+        if record.producer_epoch >= EPOCH_EXHAUSTED {
+            next.next_producer_id = self
+                .env
+                .allocate_producer_id()
+                .await
+                .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        }
+        next.last_update_ms = now_ms();
+        Ok(EndV2::Prepare((next, record.producer_epoch)))
     }
 
     /// An open transaction whose producer is replaced or timed out: the epoch goes up (the
@@ -677,7 +838,10 @@ impl TxnCoordinator {
                 return;
             }
             let mut next = metadata.record.clone();
-            next.producer_epoch = next.producer_epoch.saturating_add(1);
+            // Kafka's fence: one up; transactions v2 add their bump at every end, so the
+            // producer's retried EndTxn (its epoch plus one) is not taken for a retry.
+            let bump = if next.is_v2() { 2 } else { 1 };
+            next.producer_epoch = next.producer_epoch.saturating_add(bump);
             next.state = TxnState::PrepareAbort;
             next.last_update_ms = now_ms();
             if let Err(error) = me.transition(&transactional_id, next, -1).await {
@@ -754,6 +918,13 @@ impl TxnCoordinator {
             let mut next = metadata.record.clone();
             next.state = if commit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
             next.last_update_ms = now_ms();
+            if next.next_producer_id != -1 {
+                // The epoch overflowed: the producer goes on with the new id.
+                next.previous_producer_id = next.producer_id;
+                next.producer_id = next.next_producer_id;
+                next.producer_epoch = 0;
+                next.next_producer_id = -1;
+            }
             match self.transition(transactional_id, next, metadata.last_producer_epoch).await {
                 Ok(()) => {
                     info!(

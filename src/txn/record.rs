@@ -7,10 +7,12 @@
 //!         | status i8 | partitions i32-count array (-1 = null) of
 //!           { topic (i16-length string) | i32-count array of partition i32 }
 //!         | last update ms i64 | start ms i64
-//! v1 (flexible) lays out the same fields with compact lengths and tagged fields; read,
-//! not written. A null value (tombstone) is a transactional id that expired.
+//! v1 (flexible) lays out the same fields with compact lengths and tagged fields: tag 0
+//! the previous producer id, tag 1 the next producer id, tag 2 the client's transaction
+//! version. A null value (tombstone) is a transactional id that expired.
 //! ```
-//! Fjord writes v0, which every Kafka reads. Decoding refuses, without panicking, anything
+//! Fjord writes v0 while those three have their defaults (a transaction of protocol v1),
+//! which every Kafka reads, and v1 otherwise (transactions v2, KIP-890 part 2). Decoding refuses, without panicking, anything
 //! cut short or left over, and more than `PARTITIONS_PER_TXN_MAX` partitions.
 
 use std::collections::BTreeSet;
@@ -27,6 +29,22 @@ pub struct TxnRecord {
     pub partitions: BTreeSet<(String, i32)>,
     pub last_update_ms: i64,
     pub start_ms: i64,
+    /// The producer id before an epoch overflow gave a new one (-1 if none): a retried
+    /// EndTxn of the old id is recognized.
+    pub previous_producer_id: i64,
+    /// The producer id the transaction's end hands out when the epoch overflows (-1 if
+    /// none).
+    pub next_producer_id: i64,
+    /// The client's transaction protocol: 2 (KIP-890 part 2: the epoch goes up at every
+    /// end) or 0.
+    pub client_version: i16,
+}
+
+impl TxnRecord {
+    /// A transaction of protocol v2.
+    pub fn is_v2(&self) -> bool {
+        self.client_version >= 2
+    }
 }
 
 const KEY_VERSION: i16 = 0;
@@ -47,15 +65,46 @@ pub fn encode_key(transactional_id: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+fn put_uvarint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// A string of the value's version: i16 length in v0, compact (length + 1) in v1.
+fn put_versioned_string(out: &mut Vec<u8>, value: &str, flexible: bool) {
+    if flexible {
+        put_uvarint(out, value.len() as u64 + 1);
+        out.extend_from_slice(value.as_bytes());
+    } else {
+        put_string(out, value);
+    }
+}
+
+/// An array length of the value's version (`None` for null).
+fn put_length(out: &mut Vec<u8>, len: Option<usize>, flexible: bool) {
+    match (len, flexible) {
+        (None, false) => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        (None, true) => out.push(0),
+        (Some(n), false) => out.extend_from_slice(&(n as i32).to_be_bytes()),
+        (Some(n), true) => put_uvarint(out, n as u64 + 1),
+    }
+}
+
 pub fn encode_value(record: &TxnRecord) -> Vec<u8> {
+    let flexible = record.client_version != 0
+        || record.previous_producer_id != -1
+        || record.next_producer_id != -1;
     let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(&0i16.to_be_bytes());
+    out.extend_from_slice(&i16::from(flexible).to_be_bytes());
     out.extend_from_slice(&record.producer_id.to_be_bytes());
     out.extend_from_slice(&record.producer_epoch.to_be_bytes());
     out.extend_from_slice(&record.timeout_ms.to_be_bytes());
     out.push(record.state.code() as u8);
     if record.state == TxnState::Empty {
-        out.extend_from_slice(&(-1i32).to_be_bytes());
+        put_length(&mut out, None, flexible);
     } else {
         let mut topics: Vec<(&str, Vec<i32>)> = Vec::new();
         for (topic, partition) in &record.partitions {
@@ -64,17 +113,41 @@ pub fn encode_value(record: &TxnRecord) -> Vec<u8> {
                 _ => topics.push((topic, vec![*partition])),
             }
         }
-        out.extend_from_slice(&(topics.len() as i32).to_be_bytes());
+        put_length(&mut out, Some(topics.len()), flexible);
         for (topic, partitions) in topics {
-            put_string(&mut out, topic);
-            out.extend_from_slice(&(partitions.len() as i32).to_be_bytes());
+            put_versioned_string(&mut out, topic, flexible);
+            put_length(&mut out, Some(partitions.len()), flexible);
             for partition in partitions {
                 out.extend_from_slice(&partition.to_be_bytes());
+            }
+            if flexible {
+                out.push(0);
             }
         }
     }
     out.extend_from_slice(&record.last_update_ms.to_be_bytes());
     out.extend_from_slice(&record.start_ms.to_be_bytes());
+    if flexible {
+        let tags: Vec<(u64, Vec<u8>)> = [
+            (
+                0,
+                record.previous_producer_id != -1,
+                record.previous_producer_id.to_be_bytes().to_vec(),
+            ),
+            (1, record.next_producer_id != -1, record.next_producer_id.to_be_bytes().to_vec()),
+            (2, record.client_version != 0, record.client_version.to_be_bytes().to_vec()),
+        ]
+        .into_iter()
+        .filter(|(_, present, _)| *present)
+        .map(|(tag, _, bytes)| (tag, bytes))
+        .collect();
+        put_uvarint(&mut out, tags.len() as u64);
+        for (tag, bytes) in tags {
+            put_uvarint(&mut out, tag);
+            put_uvarint(&mut out, bytes.len() as u64);
+            out.extend_from_slice(&bytes);
+        }
+    }
     out
 }
 
@@ -177,7 +250,21 @@ pub fn decode_value(value: &[u8]) -> Option<TxnRecord> {
     }
     let last_update_ms = reader.i64()?;
     let start_ms = reader.i64()?;
-    reader.skip_tagged_fields()?;
+    let (mut previous_producer_id, mut next_producer_id, mut client_version) = (-1, -1, 0);
+    if reader.flexible {
+        for _ in 0..reader.uvarint()? {
+            let tag = reader.uvarint()?;
+            let size = usize::try_from(reader.uvarint()?).ok()?;
+            let bytes = reader.take(size)?;
+            match (tag, size) {
+                (0, 8) => previous_producer_id = i64::from_be_bytes(bytes.try_into().ok()?),
+                (1, 8) => next_producer_id = i64::from_be_bytes(bytes.try_into().ok()?),
+                (2, 2) => client_version = i16::from_be_bytes(bytes.try_into().ok()?),
+                (0..=2, _) => return None,
+                _ => {}
+            }
+        }
+    }
     if reader.at != value.len() {
         return None;
     }
@@ -192,6 +279,9 @@ pub fn decode_value(value: &[u8]) -> Option<TxnRecord> {
         partitions,
         last_update_ms,
         start_ms,
+        previous_producer_id,
+        next_producer_id,
+        client_version,
     })
 }
 
@@ -210,6 +300,9 @@ mod tests {
                 .collect(),
             last_update_ms: 1_700_000_000_001,
             start_ms: 1_700_000_000_000,
+            previous_producer_id: -1,
+            next_producer_id: -1,
+            client_version: 0,
         }
     }
 
@@ -260,7 +353,29 @@ mod tests {
         value.extend_from_slice(&[1, 2, 2, 0, 2]);
         let record = decode_value(&value).expect("v1 value");
         assert_eq!(record.state, TxnState::PrepareCommit);
-        assert_eq!(record.partitions.into_iter().collect::<Vec<_>>(), vec![("t".to_string(), 5)]);
+        assert_eq!(
+            record.partitions.iter().cloned().collect::<Vec<_>>(),
+            vec![("t".to_string(), 5)]
+        );
         assert_eq!((record.last_update_ms, record.start_ms), (7, 6));
+        assert_eq!(record.client_version, 2);
+        assert_eq!(encode_value(&record), value);
+    }
+
+    #[test]
+    fn a_transaction_of_protocol_v2_is_written_as_v1_and_read_back() {
+        let mut record = ongoing();
+        record.client_version = 2;
+        record.previous_producer_id = 3999;
+        record.next_producer_id = 4001;
+        let value = encode_value(&record);
+        assert_eq!(&value[..2], &[0, 1]);
+        assert_eq!(decode_value(&value), Some(record.clone()));
+        for cut in 0..value.len() {
+            assert_eq!(decode_value(&value[..cut]), None, "cut at {cut}");
+        }
+        record.state = TxnState::Empty;
+        record.partitions.clear();
+        assert_eq!(decode_value(&encode_value(&record)), Some(record));
     }
 }

@@ -26,6 +26,7 @@ pub(super) fn run_all(session: &mut Session) {
     end_txn(session);
     verify_only(session);
     transactional_produce(session);
+    transactions_v2(session);
     describe_and_list(session);
 }
 
@@ -75,6 +76,136 @@ fn transactional_produce(session: &mut Session) {
         &produce(1, producer, 0),
         |r: &mut ProduceResponse| normalise_produce(r),
     );
+}
+
+/// Transactions v2 (KIP-890 part 2), as the Java 4 client runs them: Produce v12 adds its
+/// partition to the transaction (no AddPartitionsToTxn), TxnOffsetCommit v5 adds the
+/// group's (no AddOffsetsToTxn), and EndTxn v5 bumps the epoch and answers it, so a late
+/// write of an ended transaction is refused by the partition.
+fn transactions_v2(session: &mut Session) {
+    let id = "diff-txn-v2";
+    let (producer_id, epoch) = init(session, id);
+    let produce = |who: (i64, i16), sequence: i32| {
+        let mut request =
+            super::cases::produce_request(TOPIC, 1, transactional_batch(who, sequence));
+        request.transactional_id = Some(TransactionalId(s(id)));
+        request
+    };
+    let end = |epoch: i16, commit: bool| end_request(id, (producer_id, epoch), commit);
+    session.exchange(
+        "txn v2 produce v12 adds its partition",
+        ApiKey::Produce,
+        12,
+        &produce((producer_id, epoch), 0),
+        |r: &mut ProduceResponse| normalise_produce(r),
+    );
+    let mut describe = DescribeTransactionsRequest::default();
+    describe.transactional_ids = vec![TransactionalId(s(id))];
+    session.exchange(
+        "txn v2 describe the transaction a produce opened",
+        ApiKey::DescribeTransactions,
+        0,
+        &describe,
+        |r: &mut DescribeTransactionsResponse| normalise_describe(r),
+    );
+    session.exchange(
+        "txn v2 end_txn v5 commit",
+        ApiKey::EndTxn,
+        5,
+        &end(epoch, true),
+        |_: &mut EndTxnResponse| {},
+    );
+    wait_completed(session, id);
+    session.exchange(
+        "txn v2 produce v12 late write of the committed transaction",
+        ApiKey::Produce,
+        12,
+        &produce((producer_id, epoch), 1),
+        |r: &mut ProduceResponse| normalise_produce(r),
+    );
+    session.exchange(
+        "txn v2 end_txn v5 commit retried",
+        ApiKey::EndTxn,
+        5,
+        &end(epoch, true),
+        |_: &mut EndTxnResponse| {},
+    );
+    let mut partition = txn_offset_commit_request::TxnOffsetCommitRequestPartition::default();
+    partition.partition_index = 1;
+    partition.committed_offset = 11;
+    partition.committed_leader_epoch = -1;
+    let mut topic = txn_offset_commit_request::TxnOffsetCommitRequestTopic::default();
+    topic.name = topic_name(TOPIC);
+    topic.partitions = vec![partition];
+    let mut commit = TxnOffsetCommitRequest::default();
+    commit.transactional_id = TransactionalId(s(id));
+    commit.group_id = GroupId(s("diff-txn-v2-g"));
+    commit.producer_id = ProducerId(producer_id);
+    commit.producer_epoch = epoch + 1;
+    commit.generation_id = -1;
+    commit.topics = vec![topic];
+    session.exchange(
+        "txn v2 produce v12 the next transaction",
+        ApiKey::Produce,
+        12,
+        &produce((producer_id, epoch + 1), 0),
+        |r: &mut ProduceResponse| normalise_produce(r),
+    );
+    session.exchange(
+        "txn v2 txn_offset_commit v5 adds the group",
+        ApiKey::TxnOffsetCommit,
+        5,
+        &commit,
+        |_: &mut TxnOffsetCommitResponse| {},
+    );
+    session.exchange(
+        "txn v2 describe with the offsets partition",
+        ApiKey::DescribeTransactions,
+        0,
+        &describe,
+        |r: &mut DescribeTransactionsResponse| normalise_describe(r),
+    );
+    session.exchange(
+        "txn v2 end_txn v5 abort",
+        ApiKey::EndTxn,
+        5,
+        &end(epoch + 1, false),
+        |_: &mut EndTxnResponse| {},
+    );
+    wait_completed(session, id);
+    let mut fetch = OffsetFetchRequest::default();
+    fetch.group_id = GroupId(s("diff-txn-v2-g"));
+    fetch.topics = None;
+    session.exchange(
+        "txn v2 offset_fetch v7 after an aborted transaction",
+        ApiKey::OffsetFetch,
+        7,
+        &fetch,
+        |_: &mut OffsetFetchResponse| {},
+    );
+    session.exchange(
+        "txn v2 produce v12 with the epoch before the abort",
+        ApiKey::Produce,
+        12,
+        &produce((producer_id, epoch + 1), 1),
+        |r: &mut ProduceResponse| normalise_produce(r),
+    );
+}
+
+/// Times and the producer id differ between the brokers.
+fn normalise_describe(response: &mut DescribeTransactionsResponse) {
+    for state in &mut response.transaction_states {
+        state.transaction_start_time_ms = i64::from(state.transaction_start_time_ms >= 0);
+        state.producer_id = ProducerId(i64::from(state.producer_id.0 >= 0));
+        for topic in &mut state.topics {
+            if topic.topic.0.as_str() == "__consumer_offsets" {
+                // The brokers' offsets topics have different partition counts.
+                topic.partitions = vec![0];
+            }
+            topic.partitions.sort();
+        }
+        state.topics.sort_by(|a, b| a.topic.0.cmp(&b.topic.0));
+    }
 }
 
 /// Offsets and times depend on what each broker's partition held before.
@@ -297,8 +428,10 @@ fn end_txn(session: &mut Session) {
         let producer = init(session, &id);
         let cases: [(&str, (i64, i16), bool); 3] = [
             ("commit with nothing added", producer, true),
-            ("abort with nothing added", producer, false),
             ("another producer id", (producer.0 + 1, producer.1), true),
+            // Last: from v5 it ends an empty transaction, whose completion Kafka may still
+            // be writing when the next request comes.
+            ("abort with nothing added", producer, false),
         ];
         for (label, who, commit) in cases {
             session.exchange(
@@ -309,6 +442,10 @@ fn end_txn(session: &mut Session) {
                 |_: &mut EndTxnResponse| {},
             );
         }
+        // Transactions v2 (EndTxn v5) bump the epoch at every end, an abort with nothing
+        // open too; the answer carries the new epoch.
+        let bumps = v >= 5;
+        let producer = if bumps { (producer.0, producer.1 + 1) } else { producer };
         add(session, &id, producer, &[0]);
         session.exchange(
             format!("txn end_txn v{v} an old epoch"),
@@ -333,6 +470,22 @@ fn end_txn(session: &mut Session) {
                 &end_request(&id, producer, commit),
                 |_: &mut EndTxnResponse| {},
             );
+        }
+        if bumps {
+            // With the epoch the commit answered: not a retry, so a second commit is refused
+            // and an abort ends an empty transaction (bumping again).
+            let bumped = (producer.0, producer.1 + 1);
+            for (label, commit) in
+                [("commit with the new epoch", true), ("abort with the new epoch", false)]
+            {
+                session.exchange(
+                    format!("txn end_txn v{v} {label}"),
+                    ApiKey::EndTxn,
+                    v,
+                    &end_request(&id, bumped, commit),
+                    |_: &mut EndTxnResponse| {},
+                );
+            }
         }
     }
 }

@@ -30,7 +30,8 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * transactional producer commits 10 records to every partition ("c1-..."), aborts 10 more
  * ("a2-..."), commits 5 more ("c3-..."). A read_committed consumer reads exactly the 15
  * committed records of each partition, in order; a read_uncommitted one all 25. Prints
- * {@code committed 75} and {@code uncommitted 125}.
+ * {@code epoch E} (the producer's epoch after the three transactions, from
+ * describeTransactions), {@code committed 75} and {@code uncommitted 125}.
  * <li>{@code fenced}: two producers with one transactional.id: the second's
  * initTransactions fences the first, whose commit then fails. Prints
  * {@code fenced <exception's simple class name>}, then {@code p2 committed} once the second
@@ -79,6 +80,15 @@ public final class Transactions {
             producer.beginTransaction();
             produceAll(producer, partitions, 5, "c3");
             producer.commitTransaction();
+        }
+        // With transactions v2 (KIP-890 part 2) every end bumps the epoch: 0 after
+        // initTransactions, 3 after three transactions (0 with transactions v1).
+        Properties props = new Properties();
+        props.put("bootstrap.servers", bootstrap);
+        try (Admin admin = Admin.create(props)) {
+            var description = admin.describeTransactions(List.of(prefix + "-tx"))
+                .description(prefix + "-tx").get(TIMEOUT_S, TimeUnit.SECONDS);
+            emit("epoch", description.producerEpoch());
         }
         check(bootstrap, partitions, "read_committed", Map.of("c1", 10, "c3", 5), "committed");
         check(bootstrap, partitions, "read_uncommitted", Map.of("c1", 10, "a2", 10, "c3", 5),
