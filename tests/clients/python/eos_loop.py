@@ -2,10 +2,10 @@
 
 Usage: eos_loop.py COMMAND BOOTSTRAP ...
 
-    setup BOOTSTRAP SOURCE SINK COUNT
-                   creates SOURCE and SINK (2 partitions each) and produces COUNT records
-                   to SOURCE (acks=all), value `v<i>` to partition i % 2. Prints
-                   `produced <COUNT>`.
+    setup BOOTSTRAP SOURCE SINK COUNT [--replication-factor R]
+                   creates SOURCE and SINK (2 partitions each, R replicas: 1) and produces
+                   COUNT records to SOURCE (acks=all), value `v<i>` to partition i % 2.
+                   Prints `produced <COUNT>`.
     ctp-loop BOOTSTRAP SOURCE SINK GROUP TXID [--batch N] [--pause-ms MS]
                    a consume-transform-produce loop: a read_committed consumer of group
                    GROUP reads SOURCE; each batch of up to N records (50) goes to SINK
@@ -14,7 +14,11 @@ Usage: eos_loop.py COMMAND BOOTSTRAP ...
                    Inside each transaction, once its records are delivered (written, not
                    committed), it prints `open <records>` and sleeps MS (100) before it
                    commits, so a test can kill it there; after each commit it prints
-                   `committed <sum of the group's committed offsets>`. It ends, printing
+                   `committed <sum of the group's committed offsets>`. An error the client
+                   may retry (a broker or coordinator gone) is retried; one that requires
+                   an abort aborts the transaction, rewinds the consumer to the group's
+                   committed offsets and prints `aborted <reason>`, as an application of
+                   the transactional API does. It ends, printing
                    `done <sum>`, when the group's committed offsets reach the end of SOURCE
                    (as seen at its start). Started again with the same TXID, its
                    init_transactions fences a killed predecessor and aborts its open
@@ -94,7 +98,8 @@ def ends_of(bootstrap, topic, isolation):
 
 def setup(args):
     admin = AdminClient({"bootstrap.servers": args.bootstrap})
-    futures = admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in (args.source, args.sink)],
+    futures = admin.create_topics([NewTopic(t, PARTITIONS, args.replication_factor)
+                                   for t in (args.source, args.sink)],
                                   operation_timeout=TIMEOUT_S)
     for name, future in futures.items():
         try:
@@ -118,6 +123,53 @@ def setup(args):
     if failures:
         fail("deliveries failed: %s" % failures[:3])
     say("produced", args.count)
+
+
+def rewind(consumer):
+    """Seeks every assigned partition back to the group's committed offset (its start if
+    none): the records of an aborted transaction are processed again."""
+    for tp in consumer.committed(consumer.assignment(), TIMEOUT_S):
+        if tp.offset < 0:
+            tp.offset = OFFSET_BEGINNING
+        consumer.seek(tp)
+
+
+def abort(producer):
+    """Aborts the transaction, retrying while the client says it may."""
+    while True:
+        try:
+            producer.abort_transaction(TIMEOUT_S)
+            return
+        except KafkaException as e:
+            if not e.args[0].retriable():
+                fail("abort: %s" % e.args[0])
+            time.sleep(0.1)
+
+
+def end_transaction(producer, consumer):
+    """Sends the consumer's positions and commits, retrying what the client may retry;
+    aborts (and rewinds) on an error that requires it. Whether it committed."""
+    positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+    step = "send_offsets"
+    while True:
+        try:
+            if step == "send_offsets":
+                producer.send_offsets_to_transaction(
+                    positions, consumer.consumer_group_metadata(), TIMEOUT_S)
+                step = "commit"
+            producer.commit_transaction(TIMEOUT_S)
+            return True
+        except KafkaException as e:
+            error = e.args[0]
+            if error.retriable():
+                time.sleep(0.1)
+                continue
+            if error.txn_requires_abort():
+                say("aborted", "%s: %s" % (step, error.name()))
+                abort(producer)
+                rewind(consumer)
+                return False
+            fail("%s: %s" % (step, error))
 
 
 def ctp_loop(args):
@@ -161,10 +213,8 @@ def ctp_loop(args):
             fail("records of the transaction undelivered after %d s" % TIMEOUT_S)
         say("open", len(batch))
         time.sleep(args.pause_ms / 1000.0)
-        positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
-        producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(),
-                                             TIMEOUT_S)
-        producer.commit_transaction(TIMEOUT_S)
+        if not end_transaction(producer, consumer):
+            continue
         last_progress = time.time()
         committed, done = all_committed()
         say("committed", committed)
@@ -277,6 +327,7 @@ def main():
     for name in ("bootstrap", "source", "sink"):
         p.add_argument(name)
     p.add_argument("count", type=int)
+    p.add_argument("--replication-factor", type=int, default=1)
     p = sub.add_parser("ctp-loop")
     for name in ("bootstrap", "source", "sink", "group", "txid"):
         p.add_argument(name)
