@@ -3889,7 +3889,7 @@ fn a_consume_transform_produce_loop_writes_every_record_once_through_broker_kill
     let lines = crate::support::line_channel(child.stdout.take().expect("stdout"));
     let deadline = Instant::now() + Duration::from_secs(CTP_SECONDS_MAX);
     let mut log: Vec<String> = Vec::new();
-    let mut next_line = |log: &mut Vec<String>, child: &mut Child| -> String {
+    let next_line = |log: &mut Vec<String>, child: &mut Child| -> String {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
             Ok(line) => {
