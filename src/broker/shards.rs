@@ -101,7 +101,7 @@ pub struct ProducePart {
     pub records: Option<Bytes>,
     /// The request's transactional id and version (its first transactional batch in a
     /// partition is verified with, or added by, the coordinator: KIP-890).
-    pub txn: Option<crate::handlers::txn::TxnWrite>,
+    pub txn: Option<crate::txn::TxnWrite>,
     /// Its turn in the connection's order, and marked when this partition's append is over
     /// (or when the part is dropped unserved).
     pub done: AppendDone,
@@ -161,7 +161,7 @@ pub enum Message {
     /// On shard 0: a partition leader's check of a partition in a transaction
     /// (`handlers::txn::check_here`).
     CheckTxn {
-        check: crate::handlers::txn::TxnCheck,
+        check: crate::txn::TxnCheck,
         topic: String,
         index: i32,
         reply: oneshot::Sender<Option<ResponseError>>,
@@ -437,7 +437,7 @@ impl Shards {
     /// Asks shard 0's coordinator about a partition in a transaction (`TxnCheck`).
     pub async fn check_txn(
         &self,
-        check: crate::handlers::txn::TxnCheck,
+        check: crate::txn::TxnCheck,
         topic: String,
         index: i32,
     ) -> Option<ResponseError> {

@@ -22,11 +22,11 @@ use crate::broker::outcome::{AppendDone, PartitionOutcome};
 use crate::broker::shards::{ByShard, ProducePart, Shards};
 use crate::broker::{Broker, Topic};
 use crate::handlers::errors::append_error_code;
-use crate::handlers::txn::TxnWrite;
 use crate::partition::recompress;
 use crate::partition::replica::ReplicationWait;
 use crate::partition::Partition;
 use crate::protocol::{decode_body, Request};
+use crate::txn::TxnWrite;
 
 /// Longest an acks=all produce waits for the in-sync replicas.
 const PRODUCE_TIMEOUT_MS_MAX: i32 = 120_000;

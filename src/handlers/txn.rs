@@ -41,7 +41,8 @@ use crate::partition::Partition;
 use crate::protocol::{decode_body, Request};
 use crate::replication::fetcher::Connection;
 use crate::txn::{
-    txn_topic_configs, LocalFuture, Markers, TxnConfig, TxnCoordinator, TxnEnv, TXN_TOPIC,
+    txn_topic_configs, LocalFuture, Markers, TxnCheck, TxnConfig, TxnCoordinator, TxnEnv, TxnWrite,
+    TXN_TOPIC,
 };
 use fjord_storage::batch::BatchHeader;
 
@@ -299,13 +300,6 @@ pub(crate) async fn write_marker_here(
     None
 }
 
-/// A Produce's transactional id and request version, for the partition leader's check.
-#[derive(Debug, Clone)]
-pub struct TxnWrite {
-    pub transactional_id: Arc<str>,
-    pub request_version: i16,
-}
-
 /// Produce v12 and later come from producers of transactions v2: the leader adds the
 /// partition to the transaction itself (KIP-890 part 2).
 const PRODUCE_ADDS_FROM: i16 = 12;
@@ -375,16 +369,6 @@ pub(crate) async fn verify_transactional(
         other => (other, format!("transaction verification: {other:?}")),
     };
     Some(PartitionOutcome::refused(code, why))
-}
-
-/// What a partition leader asks an id's coordinator about one partition: is it in the
-/// producer's transaction (`add` false), or add it (`add` true, transactions v2).
-#[derive(Debug, Clone)]
-pub struct TxnCheck {
-    pub transactional_id: Arc<str>,
-    pub producer_id: i64,
-    pub epoch: i16,
-    pub add: bool,
 }
 
 /// Asks the id's coordinator about `topic`-`index` (`TxnCheck`): `None` if it is (or is

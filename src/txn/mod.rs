@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use fjord_storage::batch::{build, BatchHeader};
@@ -179,6 +180,23 @@ struct TxnMetadata {
     last_producer_epoch: i16,
     /// A change is being written: the id answers CONCURRENT_TRANSACTIONS meanwhile.
     pending: bool,
+}
+
+/// A Produce's transactional id and request version, for the partition leader's check.
+#[derive(Debug, Clone)]
+pub struct TxnWrite {
+    pub transactional_id: Arc<str>,
+    pub request_version: i16,
+}
+
+/// What a partition leader asks an id's coordinator about one partition: is it in the
+/// producer's transaction (`add` false), or add it (`add` true, transactions v2).
+#[derive(Debug, Clone)]
+pub struct TxnCheck {
+    pub transactional_id: Arc<str>,
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub add: bool,
 }
 
 /// What EndTxn v5's checks decide: the answer to a retry, or the Prepare* to store (with
