@@ -10,6 +10,8 @@
 # at a time: the idempotent one waits for each acks=all produce, the transactional ones commit
 # each in a transaction of its own. The summary gives each transactional throughput over the
 # idempotent one, and the 1-record commit's p99 over the acks=all produce's p99.
+# SERVE_ARGS adds `fjord serve` flags (e.g. "--fsync-acks-all false" for Kafka's durability
+# model, replication without fdatasync).
 # Usage: bash benches/transactions.sh [OUT_DIR]. Builds nothing: needs target/release/fjord
 # (cargo build --release) and the Java apps (bash tests/clients/java/apps/setup.sh).
 set -euo pipefail
@@ -37,7 +39,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$FJORD" serve --listen 127.0.0.1:0 --data-dir "$DATA/broker" > "$DATA/broker.out" 2> "$OUT/broker.log" &
+# shellcheck disable=SC2086 # SERVE_ARGS is a list of flags.
+"$FJORD" serve --listen 127.0.0.1:0 --data-dir "$DATA/broker" ${SERVE_ARGS:-} \
+    > "$DATA/broker.out" 2> "$OUT/broker.log" &
 PID=$!
 for _ in $(seq 100); do grep -q listening "$DATA/broker.out" 2>/dev/null && break; sleep 0.1; done
 B=$(sed -n 's/^fjord: listening on //p' "$DATA/broker.out")

@@ -282,8 +282,11 @@ pub(crate) async fn write_marker_here(
             return Some(append_error_code(&error));
         }
     };
-    if let Err(error) = partition.flush_to(offset + 1).await {
-        return Some(storage_error_code(&error));
+    // Synced as an acks=all produce is (`--fsync-acks-all`).
+    if broker.config.fsync_acks_all {
+        if let Err(error) = partition.flush_to(offset + 1).await {
+            return Some(storage_error_code(&error));
+        }
     }
     if let Err(wait) = partition
         .wait_replicated(offset + 1, MARKER_REPLICATION_WAIT, broker.config.min_insync_replicas)
@@ -522,6 +525,7 @@ fn started(broker: &Rc<Broker>) -> (Rc<TxnCoordinator>, bool) {
             .unwrap_or(i64::MAX),
         check_interval_ms: broker.config.transaction_check_interval_ms,
         min_insync: broker.config.min_insync_replicas,
+        sync: broker.config.fsync_acks_all,
     };
     let coordinator = TxnCoordinator::new(
         config.clone(),

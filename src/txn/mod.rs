@@ -149,6 +149,10 @@ pub struct TxnConfig {
     pub check_interval_ms: u64,
     /// In-sync replicas a change to `__transaction_state` needs.
     pub min_insync: i32,
+    /// Whether a change is fdatasync'd before it counts, as an acks=all produce is
+    /// (`--fsync-acks-all`; without it durability comes from the in-sync replicas, as in
+    /// Kafka).
+    pub sync: bool,
 }
 
 /// What the coordinator needs of the broker: markers written on partition leaders, and
@@ -414,7 +418,7 @@ impl TxnCoordinator {
         // markers again, which partitions take as any marker. One fdatasync less per commit.
         let completes = record
             .is_some_and(|r| matches!(r.state, TxnState::CompleteCommit | TxnState::CompleteAbort));
-        if !completes {
+        if self.config.sync && !completes {
             partition.flush_to(appended.last_offset + 1).await.map_err(|error| {
                 warn!(transactional_id, %error, "cannot sync {TXN_TOPIC}");
                 ResponseError::NotCoordinator
