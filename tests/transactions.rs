@@ -274,3 +274,64 @@ fn a_transactional_id_unused_past_its_expiration_is_forgotten() {
     assert!(described.contains("could not be found"), "describe after a restart:\n{described}");
     assert!(!listed(&b).contains("expiring-tx"), "listed again after a restart");
 }
+
+/// (last stable offset, high watermark) of each partition of `topic`
+/// (`eos_loop.py offsets`: ListOffsets latest, read_committed and read_uncommitted).
+fn stable_and_high(broker: &TestBroker, topic: &str) -> Vec<(i64, i64)> {
+    let out = python_ok("eos_loop.py", &["offsets", &broker.bootstrap(), topic]);
+    crate::support::tagged(&out, "offsets")
+        .into_iter()
+        .map(|f| (f[1].parse().expect("LSO"), f[2].parse().expect("high watermark")))
+        .collect()
+}
+
+#[test]
+fn an_open_transaction_survives_a_broker_crash_and_commits_after_the_restart() {
+    // confluent-kafka opens a transaction of 10 delivered records on each of 3 partitions;
+    // the broker is killed with SIGKILL and started again on its port. The partitions find
+    // the transaction open again (from `transactions-start`: the last stable offset stays
+    // at its first record) and the coordinator finds it Ongoing in `__transaction_state`,
+    // so the producer, still running, commits it and one more: 45 records read_committed.
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let mut broker = TestBroker::start("txn-broker-crash");
+    let mut child = Command::new(crate::support::python_path())
+        .arg(crate::support::script_path("transactions.py"))
+        .args(["held-open", &broker.bootstrap(), "crash"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start transactions.py");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read the script's first line");
+    if line.trim_end() != "open\t1" {
+        let _ = child.kill();
+        let output = child.wait_with_output().expect("wait for transactions.py");
+        panic!("not opened: {line:?}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let open = stable_and_high(&broker, "crash-t");
+    assert_eq!(open, vec![(0, 10); 3], "the open transaction holds each partition's LSO at 0");
+    broker.kill9();
+    broker.restart_on_same_port();
+    assert_eq!(
+        stable_and_high(&broker, "crash-t"),
+        open,
+        "after the crash, the partitions know the transaction is open\n{}",
+        broker.stderr_tail()
+    );
+    child.stdin.as_mut().expect("stdin").write_all(b"commit\n").expect("tell it to commit");
+    let output = child.wait_with_output().expect("wait for transactions.py");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read the rest");
+    assert!(
+        output.status.success() && rest.lines().any(|l| l == "committed\t45"),
+        "transactions.py held-open: {}\nstdout: {rest}\nstderr: {}\nbroker:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        broker.stderr_tail()
+    );
+    // Two transactions of 10 and 5 records, each with its commit marker: all stable.
+    assert_eq!(stable_and_high(&broker, "crash-t"), vec![(17, 17); 3]);
+}
