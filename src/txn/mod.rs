@@ -232,6 +232,21 @@ pub struct TxnCoordinator {
     completing: RefCell<std::collections::HashSet<String>>,
     /// Told whenever a change of an id is stored or given up.
     changed: tokio::sync::Notify,
+    /// New ids whose first InitProducerId runs: a second one at the same time answers
+    /// CONCURRENT_TRANSACTIONS instead of allocating another producer id.
+    creating: RefCell<std::collections::HashSet<String>>,
+}
+
+/// Takes an id out of `TxnCoordinator::creating` when its first InitProducerId ends.
+struct Creating<'a> {
+    set: &'a RefCell<std::collections::HashSet<String>>,
+    id: &'a str,
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        self.set.borrow_mut().remove(self.id);
+    }
 }
 
 /// A transactional id's place in `__transaction_state`, as Kafka's `partitionFor`.
@@ -252,6 +267,7 @@ impl TxnCoordinator {
             started: Cell::new(false),
             completing: RefCell::new(std::collections::HashSet::new()),
             changed: tokio::sync::Notify::new(),
+            creating: RefCell::new(std::collections::HashSet::new()),
         })
     }
 
@@ -478,9 +494,14 @@ impl TxnCoordinator {
             return Err(ResponseError::InvalidTransactionTimeout);
         }
         let known = self.txns.borrow().get(transactional_id).cloned();
+        let mut _creating = None;
         let metadata = match known {
             Some(metadata) => metadata,
             None => {
+                if !self.creating.borrow_mut().insert(transactional_id.to_string()) {
+                    return Err(ResponseError::ConcurrentTransactions);
+                }
+                _creating = Some(Creating { set: &self.creating, id: transactional_id });
                 if self.txns.borrow().len() >= TRANSACTIONAL_IDS_MAX {
                     warn!(limit = TRANSACTIONAL_IDS_MAX, "too many transactional ids");
                     return Err(ResponseError::CoordinatorNotAvailable);
