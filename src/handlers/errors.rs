@@ -81,5 +81,6 @@ pub(crate) fn append_error_code(error: &AppendError) -> ResponseError {
         // The write these waited on did not happen (or its outcome is unknown): a storage
         // error, which producers retry.
         AppendError::Abandoned | AppendError::DuplicateOfFailed => ResponseError::KafkaStorageError,
+        AppendError::TxnNotVerified => ResponseError::InvalidTxnState,
     }
 }

@@ -349,7 +349,11 @@ pub(crate) async fn verify_transactional(
     }
     let check =
         TxnCheck { transactional_id: Arc::clone(&txn.transactional_id), producer_id, epoch, add };
-    let error = check_partition(broker, check, &partition.topic, partition.index).await?;
+    let Some(error) = check_partition(broker, check, &partition.topic, partition.index).await
+    else {
+        partition.txn_verified(producer_id, epoch);
+        return None;
+    };
     let (code, why) = match error {
         ResponseError::TransactionAbortable if txn.request_version >= PRODUCE_ABORTABLE_FROM => (
             ResponseError::TransactionAbortable,

@@ -34,6 +34,8 @@ use replica::ReplicaState;
 /// How much of the log's end is read on open to rebuild idempotent-producer state: a
 /// producer retrying after a restart retries its most recent batches, which lie here.
 const PRODUCER_STATE_TAIL_BYTES: u64 = 16 * 1024 * 1024;
+/// Producers the verification guard remembers per partition.
+const TXN_VERIFIED_MAX: usize = 10_000;
 
 /// Why an append was refused.
 #[derive(Debug)]
@@ -54,6 +56,10 @@ pub enum AppendError {
     Abandoned,
     /// A retry answered as a duplicate of an append in the same group, which then failed.
     DuplicateOfFailed,
+    /// A transactional batch that would open a transaction its producer's coordinator did
+    /// not confirm since the producer's last marker here (INVALID_TXN_STATE): the leader's
+    /// check (KIP-890) passed, then the transaction ended before the append.
+    TxnNotVerified,
 }
 
 impl From<StorageError> for AppendError {
@@ -93,6 +99,10 @@ pub struct Partition {
     log_start_offset: Cell<i64>,
     durable_offset: Cell<i64>,
     pub(crate) producers: RefCell<ProducerTable>,
+    /// Kafka's verification guard: producers (and epochs) whose coordinator confirmed this
+    /// partition is in their open transaction since their last marker here. A batch that
+    /// opens a transaction is appended only for them.
+    pub(crate) txn_verified: RefCell<std::collections::HashMap<i64, i16>>,
     /// Transactions open here, and the last stable offset (`txn.rs`, `markers.rs`).
     pub(crate) txns: RefCell<txn::Transactions>,
     /// What `TXN_START_FILE` holds: where a restart scans from to find the transactions
@@ -223,6 +233,7 @@ impl Partition {
             compaction: Cell::new(log.config().compaction),
             log: tokio::sync::Mutex::new(log),
             producers: RefCell::new(producers),
+            txn_verified: RefCell::new(std::collections::HashMap::new()),
             txns: RefCell::new(txn::Transactions::default()),
             txn_start_saved: Cell::new(None),
             replica,
@@ -473,6 +484,29 @@ impl Partition {
             || (self.replica.is_leader() && self.replica.leader_epoch() == leader_epoch)
     }
 
+    /// The coordinator confirmed `producer_id`'s transaction in `epoch` includes this
+    /// partition (the leader's check passed): its batch may open the transaction here.
+    pub fn txn_verified(&self, producer_id: i64, epoch: i16) {
+        let mut verified = self.txn_verified.borrow_mut();
+        if verified.len() >= TXN_VERIFIED_MAX && !verified.contains_key(&producer_id) {
+            // Bounded: the forgotten ones' next first batch is refused and retried.
+            verified.clear();
+        }
+        verified.insert(producer_id, epoch);
+    }
+
+    /// Whether a set may be appended as far as the verification guard goes: anything but a
+    /// transactional set that opens a transaction needs nothing; that one needs its
+    /// producer's check confirmed since its last marker here.
+    fn opens_verified(&self, sequenced: &Sequenced) -> bool {
+        if !sequenced.transactional {
+            return true;
+        }
+        let open = self.txns.borrow().open_of(sequenced.producer_id).map(|t| t.epoch);
+        open == Some(sequenced.epoch)
+            || self.txn_verified.borrow().get(&sequenced.producer_id) == Some(&sequenced.epoch)
+    }
+
     /// What the idempotent-producer table says about a set: `None` to write it, or the
     /// answer to give without writing (a duplicate's offsets, or a refusal).
     fn sequence_decision(&self, sequenced: &Sequenced) -> Option<Result<Appended, AppendError>> {
@@ -493,6 +527,10 @@ impl Partition {
             }
         }
         match check {
+            SequenceCheck::Append if !self.opens_verified(sequenced) => {
+                tracing::info!(partition = ?self, producer_id = sequenced.producer_id, epoch = sequenced.epoch, "a transaction ended between the leader's check and the append: batch refused");
+                Some(Err(AppendError::TxnNotVerified))
+            }
             SequenceCheck::Append => None,
             // Kafka answers a duplicate with its batch's largest timestamp as appended as
             // `log_append_time_ms`, whatever the topic's timestamp type.
@@ -1054,6 +1092,34 @@ mod tests {
         let partition = open_clustered(data).await.expect("open");
         partition.become_leader(0, vec![0], vec![0], 1_000, 1).await;
         (partition, partition_dir(data, "t", 0).join(HIGH_WATERMARK_FILE))
+    }
+
+    #[test]
+    fn a_transactional_batch_opens_a_transaction_only_once_verified_since_the_last_marker() {
+        in_fresh_dir("guard", |data| async move {
+            let (partition, _) = leader_alone(&data).await;
+            let transactional = |sequence: i32| {
+                let mut records = set(7, sequence, 2).to_vec();
+                build::set_transactional(&mut records, 7, 0);
+                build::set_producer(&mut records, 7, 0, sequence);
+                Bytes::from(records)
+            };
+            // Not checked with the coordinator: refused, nothing written.
+            let refused = partition.append(transactional(0), 0).await;
+            assert!(matches!(refused, Err(AppendError::TxnNotVerified)), "{refused:?}");
+            assert_eq!(partition.log_end_offset(), 0);
+            // Checked: opens the transaction; its next batch needs no check.
+            partition.txn_verified(7, 0);
+            partition.append(transactional(0), 0).await.expect("verified");
+            partition.append(transactional(2), 0).await.expect("in the open transaction");
+            // The marker ends it and the check with it: a batch checked before the marker
+            // (a late one) opens nothing.
+            partition.write_marker(7, 0, true, 0, 0).await.expect("marker");
+            let late = partition.append(transactional(4), 0).await;
+            assert!(matches!(late, Err(AppendError::TxnNotVerified)), "{late:?}");
+            partition.txn_verified(7, 0);
+            partition.append(transactional(4), 0).await.expect("checked again");
+        });
     }
 
     #[test]

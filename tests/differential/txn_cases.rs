@@ -17,6 +17,8 @@ const TOPIC: &str = "diff-txn-t";
 const GROUP: &str = "diff-txn-g";
 /// How long a transaction's markers may take before it counts as completed.
 const COMPLETE_MS_MAX: u64 = 10_000;
+/// The error code of CONCURRENT_TRANSACTIONS.
+const CONCURRENT_TRANSACTIONS: i16 = 51;
 
 pub(super) fn run_all(session: &mut Session) {
     create(session, TOPIC, 2);
@@ -252,16 +254,25 @@ fn add_request(id: &str, producer: (i64, i16), partitions: &[i32]) -> AddPartiti
 
 /// Adds partitions (v3) and expects them added.
 fn add(session: &mut Session, id: &str, producer: (i64, i16), partitions: &[i32]) {
-    let response: AddPartitionsToTxnResponse = session
-        .call(ApiKey::AddPartitionsToTxn, 3, &add_request(id, producer, partitions))
-        .response("add partitions");
-    let errors: Vec<i16> = response
-        .results_by_topic_v3_and_below
-        .iter()
-        .flat_map(|t| &t.results_by_partition)
-        .map(|p| p.partition_error_code)
-        .collect();
-    assert!(errors.iter().all(|e| *e == 0), "AddPartitionsToTxn {id}: {response:?}");
+    // Retried while the id's last end is still being completed (CONCURRENT_TRANSACTIONS).
+    let deadline = Instant::now() + Duration::from_millis(COMPLETE_MS_MAX);
+    loop {
+        let response: AddPartitionsToTxnResponse = session
+            .call(ApiKey::AddPartitionsToTxn, 3, &add_request(id, producer, partitions))
+            .response("add partitions");
+        let errors: Vec<i16> = response
+            .results_by_topic_v3_and_below
+            .iter()
+            .flat_map(|t| &t.results_by_partition)
+            .map(|p| p.partition_error_code)
+            .collect();
+        if errors.iter().all(|e| *e == 0) {
+            return;
+        }
+        let concurrent = errors.iter().all(|e| *e == CONCURRENT_TRANSACTIONS);
+        assert!(concurrent && Instant::now() < deadline, "AddPartitionsToTxn {id}: {response:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn end_request(id: &str, producer: (i64, i16), commit: bool) -> EndTxnRequest {
