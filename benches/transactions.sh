@@ -11,7 +11,9 @@
 # each in a transaction of its own. The summary gives each transactional throughput over the
 # idempotent one, and the 1-record commit's p99 over the acks=all produce's p99.
 # SERVE_ARGS adds `fjord serve` flags (e.g. "--fsync-acks-all false" for Kafka's durability
-# model, replication without fdatasync).
+# model, replication without fdatasync). BROKER=kafka runs the same against Apache Kafka 4.4
+# (tests/clients/java/kafka/kafka-reference-broker, built by that directory's setup.sh), for
+# the ratios Kafka itself reaches on this machine.
 # Usage: bash benches/transactions.sh [OUT_DIR]. Builds nothing: needs target/release/fjord
 # (cargo build --release) and the Java apps (bash tests/clients/java/apps/setup.sh).
 set -euo pipefail
@@ -39,12 +41,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# shellcheck disable=SC2086 # SERVE_ARGS is a list of flags.
-"$FJORD" serve --listen 127.0.0.1:0 --data-dir "$DATA/broker" ${SERVE_ARGS:-} \
-    > "$DATA/broker.out" 2> "$OUT/broker.log" &
-PID=$!
-for _ in $(seq 100); do grep -q listening "$DATA/broker.out" 2>/dev/null && break; sleep 0.1; done
-B=$(sed -n 's/^fjord: listening on //p' "$DATA/broker.out")
+if [ "${BROKER:-fjord}" = kafka ]; then
+    tests/clients/java/kafka/kafka-reference-broker "$DATA/broker" > "$DATA/broker.out" \
+        2> "$OUT/broker.log" &
+    PID=$!
+    for _ in $(seq 900); do grep -q listening "$DATA/broker.out" 2>/dev/null && break; sleep 0.1; done
+    B=$(sed -n 's/^listening on //p' "$DATA/broker.out")
+else
+    # shellcheck disable=SC2086 # SERVE_ARGS is a list of flags.
+    "$FJORD" serve --listen 127.0.0.1:0 --data-dir "$DATA/broker" ${SERVE_ARGS:-} \
+        > "$DATA/broker.out" 2> "$OUT/broker.log" &
+    PID=$!
+    for _ in $(seq 100); do grep -q listening "$DATA/broker.out" 2>/dev/null && break; sleep 0.1; done
+    B=$(sed -n 's/^fjord: listening on //p' "$DATA/broker.out")
+fi
 [ -n "$B" ] || { echo "the broker did not start" >&2; tail -5 "$OUT/broker.log" >&2; exit 1; }
 
 # NAME MODE RECORDS_PER_TXN: a topic of its own, then TxnBench's lines into OUT/NAME.tsv.

@@ -77,10 +77,14 @@ fn with_shared_cpus(serve_args: &[String], brokers: usize, cpus: usize) -> Vec<S
     args
 }
 
-fn free_port() -> Result<u16, CliError> {
+/// A free port, and the listener that holds it: kept until every broker has its port, so
+/// two brokers are never given the same one (a port let go at once may be handed out again
+/// by the next bind).
+fn free_port() -> Result<(u16, TcpListener), CliError> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .map_err(|e| CliError::failure(format!("cannot find a free port: {e}")))?;
-    Ok(listener.local_addr().map_err(|e| CliError::failure(e.to_string()))?.port())
+    let port = listener.local_addr().map_err(|e| CliError::failure(e.to_string()))?.port();
+    Ok((port, listener))
 }
 
 fn pid_path(dir: &Path, id: i32) -> PathBuf {
@@ -183,13 +187,17 @@ fn up(brokers: usize, dir: &Path, serve_args: &[String]) -> Result<(), CliError>
 /// `broker-N` under `dir`.
 fn write_cluster_file(file_path: &Path, dir: &Path, brokers: usize) -> Result<(), CliError> {
     let mut entries = Vec::new();
+    let mut held = Vec::new();
     for id in 0..brokers as i32 {
+        let (port, listener) = free_port()?;
+        held.push(listener);
         entries.push(BrokerEntry {
             id,
-            address: format!("127.0.0.1:{}", free_port()?),
+            address: format!("127.0.0.1:{port}"),
             data_dir: PathBuf::from(format!("broker-{id}")),
         });
     }
+    drop(held);
     let file = ClusterFile {
         replication_factor: brokers.min(3) as i16,
         min_insync_replicas: if brokers >= 3 { 2 } else { 1 },
