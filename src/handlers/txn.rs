@@ -331,7 +331,7 @@ pub(crate) async fn verify_transactional(
         return None;
     }
     let (producer_id, epoch) = (header.producer_id.get(), header.producer_epoch.get());
-    if partition.txns.borrow().open_of(producer_id).is_some_and(|open| open.epoch == epoch) {
+    if partition.txns.borrow().joinable(producer_id).is_some_and(|open| open.epoch == epoch) {
         return None;
     }
     let add = txn.request_version >= PRODUCE_ADDS_FROM;

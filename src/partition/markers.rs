@@ -75,8 +75,10 @@ impl Partition {
         );
         let appended = self.append(Bytes::from(marker), leader_epoch).await?;
         let offset = appended.base_offset;
-        // Before any other task runs: a batch checked before the marker opens nothing now.
+        // Before any other task runs: a batch checked before the marker opens nothing now,
+        // and none joins the transaction while its abort entry is written.
         self.txn_verified.borrow_mut().remove(&producer_id);
+        self.txns.borrow_mut().closing(producer_id);
         self.producers.borrow_mut().bump_epoch(producer_id, epoch);
         let first = self.txns.borrow().open_of(producer_id).map(|t| t.first_offset);
         if let (false, Some(first_offset)) = (commit, first) {

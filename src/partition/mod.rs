@@ -502,7 +502,7 @@ impl Partition {
         if !sequenced.transactional {
             return true;
         }
-        let open = self.txns.borrow().open_of(sequenced.producer_id).map(|t| t.epoch);
+        let open = self.txns.borrow().joinable(sequenced.producer_id).map(|t| t.epoch);
         open == Some(sequenced.epoch)
             || self.txn_verified.borrow().get(&sequenced.producer_id) == Some(&sequenced.epoch)
     }

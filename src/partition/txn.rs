@@ -31,6 +31,9 @@ pub struct OpenTxn {
 pub struct Transactions {
     open: HashMap<i64, OpenTxn>,
     completed: Vec<(i64, i64, i64)>,
+    /// Producers whose marker is written and whose transaction ends once its abort entry
+    /// is durable: no batch joins it meanwhile.
+    closing: std::collections::HashSet<i64>,
 }
 
 impl Transactions {
@@ -63,6 +66,7 @@ impl Transactions {
     /// here. Returns its first offset (`None`: it had no records here, or they are older
     /// than what this replica knows).
     pub fn on_marker(&mut self, producer_id: i64, marker_offset: i64) -> Option<i64> {
+        self.closing.remove(&producer_id);
         let open = self.open.remove(&producer_id)?;
         self.completed.push((producer_id, open.first_offset, marker_offset));
         Some(open.first_offset)
@@ -108,6 +112,20 @@ impl Transactions {
     /// The open transaction of `producer_id`, if any.
     pub fn open_of(&self, producer_id: i64) -> Option<OpenTxn> {
         self.open.get(&producer_id).copied()
+    }
+
+    /// The producer's marker is written: its transaction takes no more batches, though it
+    /// counts as open until `on_marker`.
+    pub fn closing(&mut self, producer_id: i64) {
+        self.closing.insert(producer_id);
+    }
+
+    /// The transaction a batch of `producer_id` would join: its open one, unless closing.
+    pub fn joinable(&self, producer_id: i64) -> Option<OpenTxn> {
+        if self.closing.contains(&producer_id) {
+            return None;
+        }
+        self.open_of(producer_id)
     }
 
     pub fn is_empty(&self) -> bool {
