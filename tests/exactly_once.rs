@@ -305,7 +305,7 @@ fn kafka_streams_exactly_once_v2_counts_every_word_once_across_a_restart() {
 // A consume-transform-produce loop on confluent-kafka.
 
 /// Records produced to the loop's source topic.
-const INPUTS: u64 = 2000;
+pub(crate) const INPUTS: u64 = 2000;
 /// Committed inputs after which each run of the loop is killed (then a run to the end).
 const KILL_AFTER: [u64; 2] = [500, 1200];
 /// How long the loop holds each transaction open after its records are delivered: the kill
@@ -317,7 +317,7 @@ const LOOP_SECONDS_MAX: u64 = 120;
 
 /// A running `eos_loop.py ctp-loop`: python directly, not under `timeout`, so SIGKILL
 /// reaches the client itself.
-struct Loop {
+pub(crate) struct Loop {
     child: Child,
     lines: mpsc::Receiver<String>,
     stderr_path: PathBuf,
@@ -327,7 +327,7 @@ struct Loop {
 }
 
 impl Loop {
-    fn spawn(b: &str, prefix: &str) -> Loop {
+    pub(crate) fn spawn(b: &str, prefix: &str) -> Loop {
         let dir = TempDir::new("eos-loop");
         let stderr_path = dir.path().join("stderr");
         let (source, sink, group, txid) = (
@@ -368,9 +368,9 @@ impl Loop {
         }
     }
 
-    /// Kills it with SIGKILL in the first transaction it opens once it has committed
-    /// `after` inputs; returns the inputs committed then.
-    fn kill_in_a_transaction(mut self, after: u64) -> u64 {
+    /// Waits until it opens a transaction (its records written, not committed) once it has
+    /// committed `after` inputs; returns the inputs committed then.
+    pub(crate) fn open_after(&mut self, after: u64) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(LOOP_SECONDS_MAX);
         let mut committed = None;
         loop {
@@ -379,17 +379,29 @@ impl Loop {
             match fields.as_slice() {
                 ["committed", n] => committed = Some(n.parse::<u64>().expect("a count")),
                 ["open", _] if committed.is_some_and(|n| n >= after) => break,
-                ["done", _] => panic!("the loop ended before its kill:\n{}", self.log.join("\n")),
+                ["done", _] => panic!("the loop ended too soon:\n{}", self.log.join("\n")),
                 _ => {}
             }
         }
+        committed.expect("a commit before")
+    }
+
+    /// Kills it with SIGKILL in the first transaction it opens once it has committed
+    /// `after` inputs; returns the inputs committed then.
+    fn kill_in_a_transaction(mut self, after: u64) -> u64 {
+        let committed = self.open_after(after);
         self.child.kill().expect("SIGKILL the loop");
         self.child.wait().expect("wait for the loop");
-        committed.expect("a commit before the kill")
+        committed
+    }
+
+    /// Its lines that tell of an aborted transaction.
+    pub(crate) fn aborts(&self) -> Vec<&String> {
+        self.log.iter().filter(|l| l.starts_with("aborted")).collect()
     }
 
     /// Waits for its end: it must exit 0 after `done <INPUTS>`.
-    fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         let deadline = Instant::now() + Duration::from_secs(LOOP_SECONDS_MAX);
         while self.next_line(deadline) != format!("done\t{INPUTS}") {}
         let status = self.child.wait().expect("wait for the loop");
@@ -421,12 +433,41 @@ fn sink_values(b: &str, topic: &str, isolation: &str) -> Vec<String> {
     values
 }
 
+/// Writes the loop's source topic (`PREFIX-a`, `INPUTS` records) and creates its sink
+/// (`PREFIX-b`), each with `replication_factor` replicas.
+pub(crate) fn setup_loop(b: &str, prefix: &str, replication_factor: &str) {
+    let (source, sink, inputs) = (format!("{prefix}-a"), format!("{prefix}-b"), INPUTS.to_string());
+    let out = python_ok(
+        SCRIPT,
+        &["setup", b, &source, &sink, &inputs, "--replication-factor", replication_factor],
+    );
+    assert_eq!(tagged(&out, "produced"), vec![vec![inputs]], "{out}");
+}
+
+/// Panics unless `sink` holds, read_committed, every input once (`V0` to `V1999`).
+pub(crate) fn assert_every_input_once(b: &str, sink: &str) {
+    let committed = sink_values(b, sink, "read_committed");
+    let mut seen = BTreeMap::new();
+    for value in &committed {
+        *seen.entry(value.as_str()).or_insert(0u32) += 1;
+    }
+    let twice: Vec<&str> = seen.iter().filter(|(_, n)| **n > 1).map(|(v, _)| *v).collect();
+    let missing: Vec<String> =
+        (0..INPUTS).map(|i| format!("V{i}")).filter(|v| !seen.contains_key(v.as_str())).collect();
+    assert!(
+        committed.len() as u64 == INPUTS && twice.is_empty() && missing.is_empty(),
+        "read_committed: {} records; more than once: {:?}; missing: {:?}",
+        committed.len(),
+        &twice[..twice.len().min(10)],
+        &missing[..missing.len().min(10)]
+    );
+}
+
 /// Runs the loop over `INPUTS` records, killed twice in a transaction, against the broker
 /// at `b`, and checks its output.
 fn loop_killed_twice_writes_every_record_once(b: &str, prefix: &str) {
     let sink = format!("{prefix}-b");
-    let out = python_ok(SCRIPT, &["setup", b, &format!("{prefix}-a"), &sink, &INPUTS.to_string()]);
-    assert_eq!(tagged(&out, "produced"), vec![vec![INPUTS.to_string()]], "{out}");
+    setup_loop(b, prefix, "1");
     let mut previous = 0;
     for after in KILL_AFTER {
         let committed = Loop::spawn(b, prefix).kill_in_a_transaction(after);
@@ -443,21 +484,7 @@ fn loop_killed_twice_writes_every_record_once(b: &str, prefix: &str) {
     // transaction) and goes on from the group's committed offsets.
     Loop::spawn(b, prefix).finish();
 
-    let committed = sink_values(b, &sink, "read_committed");
-    let mut seen = BTreeMap::new();
-    for value in &committed {
-        *seen.entry(value.as_str()).or_insert(0u32) += 1;
-    }
-    let twice: Vec<&str> = seen.iter().filter(|(_, n)| **n > 1).map(|(v, _)| *v).collect();
-    let missing: Vec<String> =
-        (0..INPUTS).map(|i| format!("V{i}")).filter(|v| !seen.contains_key(v.as_str())).collect();
-    assert!(
-        committed.len() as u64 == INPUTS && twice.is_empty() && missing.is_empty(),
-        "read_committed: {} records; more than once: {:?}; missing: {:?}",
-        committed.len(),
-        &twice[..twice.len().min(10)],
-        &missing[..missing.len().min(10)]
-    );
+    assert_every_input_once(b, &sink);
     // read_uncommitted also sees both killed transactions' records (each up to 50), written
     // again by the next run.
     let uncommitted = sink_values(b, &sink, "read_uncommitted");

@@ -3808,29 +3808,9 @@ fn transactions_commit_and_abort_across_brokers() {
 fn an_open_transaction_is_committed_through_the_coordinator_that_takes_over() {
     let cluster = Cluster::up("txn-failover");
     let prefix = "held";
-    let mut child = Command::new(crate::support::python_path())
-        .arg(crate::support::script_path("transactions.py"))
-        .args(["held-open", &cluster.bootstrap, prefix])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start transactions.py");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("read the script's first line");
-    if line.trim_end() != "open\t1" {
-        let _ = child.kill();
-        let output = child.wait_with_output().expect("wait for transactions.py");
-        panic!(
-            "the transaction was not opened: {line:?}\nstderr: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    let held = crate::transactions::HeldOpen::start(&cluster.bootstrap, prefix);
     // The coordinator: the leader of the id's partition of `__transaction_state`.
-    let id = format!("{prefix}-tx");
-    let index = (java_string_hash(&id) as i64).unsigned_abs() as i32 % 50;
-    let index = if java_string_hash(&id) == i32::MIN { 0 } else { index };
+    let index = txn_state_partition(&format!("{prefix}-tx"));
     let state =
         cluster.wait_state("the transaction state partition in sync", ISR_RECOVERY_MAX, |s| {
             partition(s, "__transaction_state", index).isr.len() >= 2
@@ -3841,103 +3821,50 @@ fn an_open_transaction_is_committed_through_the_coordinator_that_takes_over() {
         let leader = partition(s, "__transaction_state", index).leader;
         leader >= 0 && leader != coordinator
     });
-    use std::io::Write;
-    child.stdin.as_mut().expect("stdin").write_all(b"commit\n").expect("tell it to commit");
-    let output = child.wait_with_output().expect("wait for transactions.py");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read the rest");
-    assert!(
-        output.status.success() && rest.lines().any(|l| l == "committed\t45"),
-        "transactions.py held-open: {}\nstdout: {rest}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    held.commit("");
     cluster.restart_stopped();
 }
 
-/// Inputs of the consume-transform-produce loop run through broker kills.
-const CTP_INPUTS: u64 = 2000;
-/// Longest the loop may take through its three broker kills.
-const CTP_SECONDS_MAX: u64 = 240;
+/// The partition of `__transaction_state` that holds `transactional_id` (Kafka's
+/// `partitionFor`, 50 partitions).
+fn txn_state_partition(transactional_id: &str) -> i32 {
+    let hash = java_string_hash(transactional_id);
+    if hash == i32::MIN {
+        0
+    } else {
+        hash.unsigned_abs() as i32 % 50
+    }
+}
 
 /// A consume-transform-produce loop (confluent-kafka, `eos_loop.py ctp-loop`: read topic A
 /// read_committed, write topic B and the consumer's offsets in one transaction each 50
-/// records) runs while brokers are killed with SIGKILL, each inside an open transaction:
-/// the leader of a partition of B, then the transaction coordinator's broker, then the
-/// leader of a partition of A. Each is restarted once its partitions have new leaders. The
-/// loop retries what its client may retry and aborts (rewinding to the group's committed
-/// offsets) what needs an abort, as an application does; B ends with every input exactly
-/// once, read_committed.
+/// records, `exactly_once::Loop`) runs while brokers are killed with SIGKILL, each inside an
+/// open transaction: the leader of a partition of B, then the transaction coordinator's
+/// broker, then the leader of a partition of A. Each is restarted once its partitions have
+/// new leaders. The loop retries what its client may retry and aborts (rewinding to the
+/// group's committed offsets) what needs an abort, as an application does; B ends with
+/// every input exactly once, read_committed.
 #[test]
 fn a_consume_transform_produce_loop_writes_every_record_once_through_broker_kills() {
+    use crate::exactly_once::{assert_every_input_once, setup_loop, Loop};
     let cluster = Cluster::up("txn-ctp-kills");
-    let (source, sink, group, txid) = ("ctp-a", "ctp-b", "ctp-g", "ctp-tx");
-    let b = cluster.bootstrap.clone();
-    let inputs = CTP_INPUTS.to_string();
-    let out = python_ok(
-        "eos_loop.py",
-        &["setup", &b, source, sink, &inputs, "--replication-factor", "3"],
-    );
-    assert_eq!(tagged(&out, "produced"), vec![vec![inputs.as_str()]], "{out}");
-    let mut child = Command::new(crate::support::python_path())
-        .arg(crate::support::script_path("eos_loop.py"))
-        .args(["ctp-loop", &b, source, sink, group, txid, "--pause-ms", "150"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start eos_loop.py ctp-loop");
-    let lines = crate::support::line_channel(child.stdout.take().expect("stdout"));
-    let deadline = Instant::now() + Duration::from_secs(CTP_SECONDS_MAX);
-    let mut log: Vec<String> = Vec::new();
-    let next_line = |log: &mut Vec<String>, child: &mut Child| -> String {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                log.push(line.clone());
-                line
-            }
-            Err(e) => {
-                let _ = child.kill();
-                let mut stderr = String::new();
-                if let Some(mut pipe) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-                }
-                panic!(
-                    "the loop printed nothing more ({e:?}):\n{}\nstderr:\n{stderr}",
-                    log.join("\n")
-                );
-            }
-        }
-    };
-    let txn_index = {
-        let hash = java_string_hash(txid);
-        if hash == i32::MIN {
-            0
-        } else {
-            hash.unsigned_abs() as i32 % 50
-        }
-    };
+    let prefix = "ctp";
+    let (source, sink) = (format!("{prefix}-a"), format!("{prefix}-b"));
+    setup_loop(&cluster.bootstrap, prefix, "3");
+    let mut app = Loop::spawn(&cluster.bootstrap, prefix);
     // (committed inputs after which, which broker to kill).
     let kills: [(u64, &str); 3] =
         [(300, "sink leader"), (900, "coordinator"), (1400, "source leader")];
-    let mut committed = 0u64;
     for (after, which) in kills {
-        // Wait for a transaction opened (records written, not committed) past `after`.
-        loop {
-            let line = next_line(&mut log, &mut child);
-            let fields: Vec<&str> = line.split('\t').collect();
-            match fields.as_slice() {
-                ["committed", n] => committed = n.parse().expect("a count"),
-                ["open", _] if committed >= after => break,
-                ["done", _] => panic!("the loop ended before its kills:\n{}", log.join("\n")),
-                _ => {}
-            }
-        }
+        let committed = app.open_after(after);
         let state = cluster.state();
         let victim = match which {
-            "sink leader" => partition(&state, sink, 0).leader,
-            "coordinator" => partition(&state, "__transaction_state", txn_index).leader,
-            _ => partition(&state, source, 1).leader,
+            "sink leader" => partition(&state, &sink, 0).leader,
+            "coordinator" => {
+                let index = txn_state_partition(&format!("{prefix}-tx"));
+                partition(&state, "__transaction_state", index).leader
+            }
+            _ => partition(&state, &source, 1).leader,
         };
         eprintln!("killing the {which} (broker {victim}) with {committed} inputs committed");
         cluster.kill9(victim);
@@ -3949,29 +3876,7 @@ fn a_consume_transform_produce_loop_writes_every_record_once_through_broker_kill
         cluster.restart_stopped();
         cluster.wait_all_in_sync(&format!("broker {victim} restarted"));
     }
-    while next_line(&mut log, &mut child) != format!("done\t{CTP_INPUTS}") {}
-    let status = child.wait().expect("wait for the loop");
-    assert!(status.success(), "the loop exited with {status}:\n{}", log.join("\n"));
-    eprintln!(
-        "aborted transactions: {:?}",
-        log.iter().filter(|l| l.starts_with("aborted")).collect::<Vec<_>>()
-    );
-    let out = python_ok("eos_loop.py", &["read", &b, sink, "read_committed"]);
-    let values: Vec<&str> = tagged(&out, "value").into_iter().map(|f| f[1]).collect();
-    let mut seen = BTreeMap::new();
-    for value in &values {
-        *seen.entry(*value).or_insert(0u32) += 1;
-    }
-    let twice: Vec<&&str> = seen.iter().filter(|(_, n)| **n > 1).map(|(v, _)| v).collect();
-    let missing: Vec<String> = (0..CTP_INPUTS)
-        .map(|i| format!("V{i}"))
-        .filter(|v| !seen.contains_key(v.as_str()))
-        .collect();
-    assert!(
-        values.len() as u64 == CTP_INPUTS && twice.is_empty() && missing.is_empty(),
-        "read_committed: {} records; more than once: {:?}; missing: {:?}",
-        values.len(),
-        &twice[..twice.len().min(10)],
-        &missing[..missing.len().min(10)]
-    );
+    eprintln!("aborted transactions: {:?}", app.aborts());
+    app.finish();
+    assert_every_input_once(&cluster.bootstrap, &sink);
 }

@@ -71,6 +71,64 @@ fn assert_lines(out: &str, expected: &[&str]) {
     assert_eq!(lines, expected, "{out}");
 }
 
+/// `transactions.py held-open BOOTSTRAP PREFIX` (confluent-kafka) holding its first
+/// transaction open: 10 delivered records on each of the 3 partitions of PREFIX-t, from
+/// transactional id PREFIX-tx.
+pub(crate) struct HeldOpen {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl HeldOpen {
+    /// Starts the script and waits until its transaction is open; panics with its stderr
+    /// if it is not.
+    pub(crate) fn start(bootstrap: &str, prefix: &str) -> HeldOpen {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(crate::support::python_path())
+            .arg(crate::support::script_path("transactions.py"))
+            .args(["held-open", bootstrap, prefix])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start transactions.py");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read the script's first line");
+        if line.trim_end() != "open\t1" {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("wait for transactions.py");
+            panic!(
+                "the transaction was not opened: {line:?}\nstderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        HeldOpen { child, stdout }
+    }
+
+    /// Tells it to commit; panics (with `context`, e.g. a broker's log) unless it then
+    /// commits a second transaction and reads both back: 45 records read_committed.
+    pub(crate) fn commit(mut self, context: &str) {
+        use std::io::{Read, Write};
+        self.child
+            .stdin
+            .as_mut()
+            .expect("stdin")
+            .write_all(b"commit\n")
+            .expect("tell it to commit");
+        let output = self.child.wait_with_output().expect("wait for transactions.py");
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).expect("read the rest");
+        assert!(
+            output.status.success() && rest.lines().any(|l| l == "committed\t45"),
+            "transactions.py held-open: {}\nstdout: {rest}\nstderr: {}\n{context}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
 #[test]
 fn confluent_kafka_reads_committed_transactions_and_not_aborted_ones() {
     // 5 partitions: 15 committed records each, 10 more aborted.
@@ -143,25 +201,11 @@ fn franz_go_group_transact_session_writes_every_record_once() {
 /// committed, the transaction is CompleteCommit and no producer has one open.
 #[test]
 fn kafka_transactions_lists_and_describes_an_open_transaction() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::process::{Command, Stdio};
-
     use crate::support::kafka::kafka_tool_ok;
 
     let broker = TestBroker::start("txn-tool");
     let b = broker.bootstrap();
-    let mut child = Command::new(crate::support::python_path())
-        .arg(crate::support::script_path("transactions.py"))
-        .args(["held-open", &b, "tool"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start transactions.py");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("read the script's first line");
-    assert_eq!(line.trim_end(), "open\t1", "the transaction was not opened");
+    let held = HeldOpen::start(&b, "tool");
 
     let listed = kafka_tool_ok(&["kafka-transactions", "--bootstrap-server", &b, "list"], None);
     assert!(
@@ -204,16 +248,7 @@ fn kafka_transactions_lists_and_describes_an_open_transaction() {
     let row = open.lines().nth(1).unwrap_or_default().split_whitespace().collect::<Vec<_>>();
     assert_eq!(row.last(), Some(&"0"), "describe-producers while open:\n{open}");
 
-    child.stdin.as_mut().expect("stdin").write_all(b"commit\n").expect("tell it to commit");
-    let output = child.wait_with_output().expect("wait for transactions.py");
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest).expect("read the rest");
-    assert!(
-        output.status.success() && rest.lines().any(|l| l == "committed\t45"),
-        "transactions.py held-open: {}\nstdout: {rest}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    held.commit("");
     let described = kafka_tool_ok(
         &[
             "kafka-transactions",
@@ -292,25 +327,8 @@ fn an_open_transaction_survives_a_broker_crash_and_commits_after_the_restart() {
     // the transaction open again (from `transactions-start`: the last stable offset stays
     // at its first record) and the coordinator finds it Ongoing in `__transaction_state`,
     // so the producer, still running, commits it and one more: 45 records read_committed.
-    use std::io::{BufRead, BufReader, Write};
-    use std::process::{Command, Stdio};
     let mut broker = TestBroker::start("txn-broker-crash");
-    let mut child = Command::new(crate::support::python_path())
-        .arg(crate::support::script_path("transactions.py"))
-        .args(["held-open", &broker.bootstrap(), "crash"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start transactions.py");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("read the script's first line");
-    if line.trim_end() != "open\t1" {
-        let _ = child.kill();
-        let output = child.wait_with_output().expect("wait for transactions.py");
-        panic!("not opened: {line:?}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
-    }
+    let held = HeldOpen::start(&broker.bootstrap(), "crash");
     let open = stable_and_high(&broker, "crash-t");
     assert_eq!(open, vec![(0, 10); 3], "the open transaction holds each partition's LSO at 0");
     broker.kill9();
@@ -321,17 +339,7 @@ fn an_open_transaction_survives_a_broker_crash_and_commits_after_the_restart() {
         "after the crash, the partitions know the transaction is open\n{}",
         broker.stderr_tail()
     );
-    child.stdin.as_mut().expect("stdin").write_all(b"commit\n").expect("tell it to commit");
-    let output = child.wait_with_output().expect("wait for transactions.py");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read the rest");
-    assert!(
-        output.status.success() && rest.lines().any(|l| l == "committed\t45"),
-        "transactions.py held-open: {}\nstdout: {rest}\nstderr: {}\nbroker:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr),
-        broker.stderr_tail()
-    );
+    held.commit(&format!("broker:\n{}", broker.stderr_tail()));
     // Two transactions of 10 and 5 records, each with its commit marker: all stable.
     assert_eq!(stable_and_high(&broker, "crash-t"), vec![(17, 17); 3]);
 }
