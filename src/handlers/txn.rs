@@ -48,8 +48,9 @@ use fjord_storage::batch::BatchHeader;
 
 /// Markers one WriteTxnMarkers may carry, and partitions one transaction request may name.
 const PARTITIONS_PER_REQUEST_MAX: usize = 10_000;
-/// The AddPartitionsToTxn version a partition leader verifies with (the first brokers send).
-const VERIFY_VERSION: i16 = 4;
+/// The AddPartitionsToTxn version of a partition leader's check (verify_only, or the add of
+/// transactions v2: v4+ makes the coordinator count the transaction as v2).
+const LEADER_CHECK_VERSION: i16 = 4;
 /// The WriteTxnMarkers version brokers send each other (Kafka 4 serves 1 only).
 const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 /// How long a marker waits for the in-sync replicas.
@@ -331,7 +332,7 @@ pub(crate) async fn verify_transactional(
         return None;
     }
     let (producer_id, epoch) = (header.producer_id.get(), header.producer_epoch.get());
-    if partition.txns.borrow().joinable(producer_id).is_some_and(|open| open.epoch == epoch) {
+    if partition.joins_open_transaction(producer_id, epoch) {
         return None;
     }
     let add = txn.request_version >= PRODUCE_ADDS_FROM;
@@ -478,8 +479,9 @@ async fn check_remotely(
         }
     };
     let client_id = format!("fjord-partition-leader-{}", broker.config.broker_id);
-    let answer: Result<AddPartitionsToTxnResponse, _> =
-        connection.call(ApiKey::AddPartitionsToTxn, VERIFY_VERSION, &request, &client_id).await;
+    let answer: Result<AddPartitionsToTxnResponse, _> = connection
+        .call(ApiKey::AddPartitionsToTxn, LEADER_CHECK_VERSION, &request, &client_id)
+        .await;
     let response = match answer {
         Ok(response) => response,
         Err(error) => {

@@ -102,7 +102,7 @@ pub struct Partition {
     /// Kafka's verification guard: producers (and epochs) whose coordinator confirmed this
     /// partition is in their open transaction since their last marker here. A batch that
     /// opens a transaction is appended only for them.
-    pub(crate) txn_verified: RefCell<std::collections::HashMap<i64, i16>>,
+    txn_verified: RefCell<std::collections::HashMap<i64, i16>>,
     /// Transactions open here, and the last stable offset (`txn.rs`, `markers.rs`).
     pub(crate) txns: RefCell<txn::Transactions>,
     /// What `TXN_START_FILE` holds: where a restart scans from to find the transactions
@@ -495,16 +495,21 @@ impl Partition {
         verified.insert(producer_id, epoch);
     }
 
+    /// Whether a transactional batch of (`producer_id`, `epoch`) joins the producer's
+    /// transaction open here (one in that epoch, not closing): it opens none, so it needs no
+    /// check with the coordinator.
+    pub fn joins_open_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.txns.borrow().joinable(producer_id).is_some_and(|open| open.epoch == epoch)
+    }
+
     /// Whether a set may be appended as far as the verification guard goes: anything but a
     /// transactional set that opens a transaction needs nothing; that one needs its
     /// producer's check confirmed since its last marker here.
     fn opens_verified(&self, sequenced: &Sequenced) -> bool {
-        if !sequenced.transactional {
-            return true;
-        }
-        let open = self.txns.borrow().joinable(sequenced.producer_id).map(|t| t.epoch);
-        open == Some(sequenced.epoch)
-            || self.txn_verified.borrow().get(&sequenced.producer_id) == Some(&sequenced.epoch)
+        let (producer_id, epoch) = (sequenced.producer_id, sequenced.epoch);
+        !sequenced.transactional
+            || self.joins_open_transaction(producer_id, epoch)
+            || self.txn_verified.borrow().get(&producer_id) == Some(&epoch)
     }
 
     /// What the idempotent-producer table says about a set: `None` to write it, or the

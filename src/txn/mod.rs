@@ -619,8 +619,7 @@ impl TxnCoordinator {
         self.check_owner(transactional_id)?;
         let txns = self.txns.borrow();
         let metadata = txns.get(transactional_id).ok_or(ResponseError::InvalidProducerIdMapping)?;
-        if metadata.record.next_producer_id == producer_id && epoch == 0 {
-            // The id an overflowing end handed out, used before the end is complete.
+        if metadata.record.hands_out(producer_id, epoch) {
             return Err(ResponseError::ConcurrentTransactions);
         }
         if metadata.record.producer_id != producer_id {
@@ -746,7 +745,7 @@ impl TxnCoordinator {
         commit: bool,
         v2: bool,
     ) -> Result<(i64, i16), ResponseError> {
-        let next = if v2 {
+        let (next, last_epoch) = if v2 {
             match self.end_v2(transactional_id, producer_id, epoch, commit).await? {
                 EndV2::Retry(answer) => return Ok(answer),
                 EndV2::Prepare(next) => next,
@@ -769,7 +768,6 @@ impl TxnCoordinator {
             next.last_update_ms = now_ms();
             (next, metadata.last_producer_epoch)
         };
-        let (next, last_epoch) = next;
         let answer = if next.next_producer_id != -1 {
             (next.next_producer_id, 0)
         } else {
@@ -816,8 +814,7 @@ impl TxnCoordinator {
             }
             _ => epoch == record.producer_epoch,
         };
-        let overflow_in_progress = record.next_producer_id == producer_id && epoch == 0;
-        if overflow_in_progress {
+        if record.hands_out(producer_id, epoch) {
             return Err(ResponseError::ConcurrentTransactions);
         }
         if record.producer_id != producer_id && !retry_on_overflow {

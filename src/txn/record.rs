@@ -45,6 +45,12 @@ impl TxnRecord {
     pub fn is_v2(&self) -> bool {
         self.client_version >= 2
     }
+
+    /// Whether (`producer_id`, `epoch`) is what an overflowing end hands out, used before
+    /// that end is complete (the producer answers CONCURRENT_TRANSACTIONS meanwhile).
+    pub fn hands_out(&self, producer_id: i64, epoch: i16) -> bool {
+        self.next_producer_id >= 0 && self.next_producer_id == producer_id && epoch == 0
+    }
 }
 
 const KEY_VERSION: i16 = 0;
